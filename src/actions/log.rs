@@ -1,0 +1,65 @@
+//! `log`: writes a rendered message to the service log. Useful on its own (an audit trail of
+//! matched events) and as the cheapest action for measuring the engine.
+
+use serde::{Deserialize, Serialize};
+
+use super::{Outcome, RunContext};
+use crate::templates::{Templates, Text};
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    Error,
+    Warn,
+    Info,
+    Debug,
+}
+
+impl Level {
+    pub fn parse(text: &str) -> Option<Level> {
+        match text.to_ascii_lowercase().as_str() {
+            "error" => Some(Level::Error),
+            "warn" | "warning" => Some(Level::Warn),
+            "info" => Some(Level::Info),
+            "debug" => Some(Level::Debug),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct LogAction {
+    pub message: Text,
+    pub level: Level,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct LogLine {
+    pub message: String,
+    pub level: Level,
+}
+
+impl LogAction {
+    pub fn render(&self, t: &Templates, ctx: &minijinja::Value) -> Result<LogLine, String> {
+        Ok(LogLine {
+            message: t.render(&self.message, ctx)?,
+            level: self.level,
+        })
+    }
+}
+
+impl LogLine {
+    pub fn execute(&self, run: &RunContext) -> Outcome {
+        let (msg, rule, event) = (&self.message, &run.rule, &run.event_id);
+        match self.level {
+            Level::Error => tracing::error!(target: "rulehook::rule", rule, event, "{msg}"),
+            Level::Warn => tracing::warn!(target: "rulehook::rule", rule, event, "{msg}"),
+            Level::Info => tracing::info!(target: "rulehook::rule", rule, event, "{msg}"),
+            Level::Debug => tracing::debug!(target: "rulehook::rule", rule, event, "{msg}"),
+        }
+        Outcome {
+            ok: true,
+            ..Outcome::default()
+        }
+    }
+}

@@ -1,0 +1,241 @@
+//! `run_script`: runs a file from the scripts directory, argv without a shell, event on stdin.
+//!
+//! Each script gets a process group of its own, so a timeout ends everything it started (a
+//! shell script's children included), not just the direct child.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::process::Command;
+
+use super::{Outcome, RunContext};
+use crate::templates::{Templates, Text};
+
+/// stdout and stderr are each kept up to this many bytes.
+pub const OUTPUT_CAP: usize = 64 * 1024;
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+
+#[derive(Debug)]
+pub struct ScriptAction {
+    /// Absolute path, checked at load to be a file inside the scripts directory.
+    pub path: PathBuf,
+    /// The name as written (relative to the scripts directory).
+    pub name: String,
+    pub args: Vec<Text>,
+    pub env: Vec<(String, Text)>,
+    pub timeout: Duration,
+    pub retries: u32,
+}
+
+/// A rendered `run_script`: exactly what is executed.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ScriptRun {
+    pub script: String,
+    pub path: PathBuf,
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    #[serde(with = "millis")]
+    pub timeout: Duration,
+}
+
+mod millis {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_millis() as u64)
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_millis)
+    }
+}
+
+impl ScriptAction {
+    pub fn render(&self, t: &Templates, ctx: &minijinja::Value) -> Result<ScriptRun, String> {
+        let args = self
+            .args
+            .iter()
+            .map(|a| t.render(a, ctx))
+            .collect::<Result<_, _>>()?;
+        let env = self
+            .env
+            .iter()
+            .map(|(k, v)| Ok((k.clone(), t.render(v, ctx)?)))
+            .collect::<Result<_, String>>()?;
+        Ok(ScriptRun {
+            script: self.name.clone(),
+            path: self.path.clone(),
+            args,
+            env,
+            timeout: self.timeout,
+        })
+    }
+}
+
+impl ScriptRun {
+    pub async fn execute(&self, run: &RunContext) -> Outcome {
+        let mut cmd = Command::new(&self.path);
+        cmd.args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .env("RULEHOOK_EVENT_ID", &run.event_id)
+            .env("RULEHOOK_SOURCE", &run.source)
+            .env("RULEHOOK_RULE", &run.rule)
+            .env("RULEHOOK_RUN_ID", &run.run_id)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true);
+        if let Some(dir) = self.path.parent() {
+            cmd.current_dir(dir);
+        }
+        let mut child = match cmd.spawn() {
+            Ok(c) => c,
+            Err(e) => return Outcome::failed(format!("cannot start {}: {e}", self.script)),
+        };
+        let pid = child.id();
+        let input = serde_json::to_vec(&run.input).unwrap_or_default();
+        let stdin = child.stdin.take();
+        let feeder = tokio::spawn(async move {
+            if let Some(mut stdin) = stdin {
+                // A script that never reads its input closes the pipe: not an error.
+                let _ = stdin.write_all(&input).await;
+            }
+        });
+        let out = tokio::spawn(read_capped(child.stdout.take()));
+        let err = tokio::spawn(read_capped(child.stderr.take()));
+
+        let status = match tokio::time::timeout(self.timeout, child.wait()).await {
+            Ok(status) => Some(status),
+            Err(_) => {
+                kill_group(pid);
+                let _ = child.kill().await;
+                None
+            }
+        };
+        feeder.abort();
+        let stdout = out.await.unwrap_or_default();
+        let stderr = err.await.unwrap_or_default();
+        match status {
+            Some(Ok(st)) => Outcome {
+                ok: st.success(),
+                exit_code: st.code(),
+                error: (!st.success()).then(|| match st.code() {
+                    Some(c) => format!("{} exited with status {c}", self.script),
+                    None => format!("{} was killed by a signal", self.script),
+                }),
+                stdout,
+                stderr,
+            },
+            Some(Err(e)) => Outcome::failed(format!("waiting for {} failed: {e}", self.script)),
+            None => Outcome {
+                ok: false,
+                exit_code: None,
+                stdout,
+                stderr,
+                error: Some(format!(
+                    "{} timed out after {}; its process group was killed",
+                    self.script,
+                    humantime::format_duration(self.timeout)
+                )),
+            },
+        }
+    }
+}
+
+/// Kills the script's process group — only when it is the group the script leads.
+fn kill_group(pid: Option<u32>) {
+    use nix::sys::signal::{Signal, killpg};
+    use nix::unistd::{Pid, getpgid};
+    let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()).filter(|p| *p > 1) else {
+        return;
+    };
+    let pid = Pid::from_raw(pid);
+    if getpgid(Some(pid)).ok() == Some(pid) {
+        let _ = killpg(pid, Signal::SIGKILL);
+    }
+}
+
+/// Reads a pipe to its end, keeping the first [`OUTPUT_CAP`] bytes.
+async fn read_capped<R: AsyncRead + Unpin>(pipe: Option<R>) -> String {
+    let Some(mut pipe) = pipe else {
+        return String::new();
+    };
+    let mut kept = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        match pipe.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                let room = OUTPUT_CAP.saturating_sub(kept.len());
+                kept.extend_from_slice(&buf[..n.min(room)]);
+            }
+        }
+    }
+    String::from_utf8_lossy(&kept).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn script(dir: &std::path::Path, name: &str, body: &str) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, body).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        p
+    }
+
+    fn run(path: PathBuf, args: Vec<String>, timeout: Duration) -> ScriptRun {
+        ScriptRun { script: "t".into(), path, args, env: vec![], timeout }
+    }
+
+    fn ctx() -> RunContext {
+        RunContext {
+            run_id: "e1:r:0".into(),
+            event_id: "e1".into(),
+            source: "s".into(),
+            rule: "r".into(),
+            input: serde_json::json!({"event": {"a": 1}, "meta": {}}),
+        }
+    }
+
+    #[tokio::test]
+    async fn passes_args_env_and_stdin_without_a_shell() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = script(dir.path(), "s.sh", "#!/bin/sh\necho \"$1|$RULEHOOK_RUN_ID\"\ncat\necho oops >&2\nexit 3\n");
+        let o = run(p, vec!["a b; rm -rf /".into()], Duration::from_secs(10)).execute(&ctx()).await;
+        assert!(!o.ok);
+        assert_eq!(o.exit_code, Some(3));
+        assert!(o.stdout.starts_with("a b; rm -rf /|e1:r:0\n{\"event\":{\"a\":1}"), "{}", o.stdout);
+        assert_eq!(o.stderr, "oops\n");
+    }
+
+    #[tokio::test]
+    async fn timeout_kills_the_whole_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let marker = dir.path().join("grandchild-alive");
+        let p = script(
+            dir.path(),
+            "slow.sh",
+            &format!("#!/bin/sh\n(sleep 2; touch {}) &\nsleep 30\n", marker.display()),
+        );
+        let o = run(p, vec![], Duration::from_millis(300)).execute(&ctx()).await;
+        assert!(!o.ok);
+        assert!(o.error.unwrap().contains("timed out"));
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        assert!(!marker.exists(), "the background child survived the timeout");
+    }
+
+    #[tokio::test]
+    async fn caps_output() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = script(dir.path(), "big.sh", "#!/bin/sh\nhead -c 200000 /dev/zero | tr '\\0' x\n");
+        let o = run(p, vec![], Duration::from_secs(10)).execute(&ctx()).await;
+        assert!(o.ok);
+        assert_eq!(o.stdout.len(), OUTPUT_CAP);
+    }
+}

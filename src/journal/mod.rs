@@ -1,0 +1,143 @@
+//! The journal: the durable record of every accepted event, the work it caused, and what that
+//! work did. It is also the work queue: what is not finished in it is resumed after a restart.
+//!
+//! [`Journal`] is the seam for storage backends: SQLite (embedded, the default) today; a NATS
+//! JetStream backend can implement the same trait without ingest or rules changing.
+
+mod sqlite;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::actions::Outcome;
+use crate::rules::EventDoc;
+use crate::verify::VerifiedEvent;
+pub use sqlite::{SqliteJournal, rfc3339};
+
+/// An event as stored: the verified event plus the id the journal gave it.
+#[derive(Debug)]
+pub struct StoredEvent {
+    pub id: String,
+    pub source: String,
+    pub kind: String,
+    /// Milliseconds since the Unix epoch.
+    pub received_at: i64,
+    pub headers: Vec<(String, String)>,
+    pub doc: EventDoc,
+    /// How many `post_event` links led to this event (0 for events from outside).
+    pub depth: u32,
+}
+
+/// A rule an event matched, to be recorded with the event in the same transaction.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    pub rulebook: String,
+    pub rule: String,
+    /// The rule's name in run ids.
+    pub key: String,
+}
+
+/// The work of running one matched rule's actions for one event. Its id is
+/// `<event id>:<rule>`; action `i` runs with the id `<event id>:<rule>:<i>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Job {
+    pub id: String,
+    pub event_id: String,
+    pub rulebook: String,
+    pub rule: String,
+    /// The first action not yet completed successfully.
+    pub next_action: usize,
+}
+
+impl Job {
+    pub fn run_id(&self, action: usize) -> String {
+        format!("{}:{action}", self.id)
+    }
+}
+
+/// What appending an event did.
+#[derive(Debug)]
+pub enum Appended {
+    New { event: Arc<StoredEvent>, jobs: Vec<Job> },
+    /// The delivery id was seen within its window: nothing was stored or queued.
+    Duplicate { id: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobState {
+    Pending,
+    Done,
+    Failed,
+}
+
+impl JobState {
+    fn as_str(self) -> &'static str {
+        match self {
+            JobState::Pending => "pending",
+            JobState::Done => "done",
+            JobState::Failed => "failed",
+        }
+    }
+}
+
+/// Filters of the event list.
+#[derive(Debug, Clone, Default)]
+pub struct EventFilter {
+    pub source: Option<String>,
+    /// Milliseconds since the epoch.
+    pub since: Option<i64>,
+    pub limit: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    #[error("journal storage error: {0}")]
+    Storage(String),
+    #[error("the journal has shut down")]
+    Closed,
+}
+
+#[async_trait]
+pub trait Journal: Send + Sync + 'static {
+    /// Durably stores `event` and the jobs its matches created, or reports it a duplicate.
+    /// Returns only after the commit.
+    async fn append(&self, event: VerifiedEvent, jobs: Vec<NewJob>) -> Result<Appended, JournalError>;
+
+    /// Records that attempt `attempt` (1-based) of action `index` of `job` starts now, with the
+    /// rendered action. Committed before the action starts.
+    async fn start_attempt(
+        &self,
+        job: &Job,
+        index: usize,
+        action: &'static str,
+        rendered: Value,
+        attempt: u32,
+    ) -> Result<(), JournalError>;
+
+    /// Records how the attempt ended. When it succeeded, the job moves on to the next action.
+    async fn finish_attempt(
+        &self,
+        job: &Job,
+        index: usize,
+        attempt: u32,
+        outcome: &Outcome,
+    ) -> Result<(), JournalError>;
+
+    /// Closes a job.
+    async fn finish_job(&self, job: &Job, state: JobState, error: Option<String>) -> Result<(), JournalError>;
+
+    /// Every job not finished, with its event, oldest first (for resuming after a restart).
+    async fn unfinished(&self) -> Result<Vec<(Job, Arc<StoredEvent>)>, JournalError>;
+
+    /// How many attempts action `index` of `job` has had so far.
+    async fn attempts(&self, job: &Job, index: usize) -> Result<u32, JournalError>;
+
+    async fn list_events(&self, filter: EventFilter) -> Result<Vec<Value>, JournalError>;
+
+    /// One event with its jobs, runs and attempts.
+    async fn event_detail(&self, id: &str) -> Result<Option<Value>, JournalError>;
+}

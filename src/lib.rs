@@ -1,0 +1,18 @@
+//! rulehook: verified webhooks in, a durable journal, JSONPath rules, actions out.
+//!
+//! The pipeline, one way: [`server`] (HTTP) → [`verify`] (per sender kind, on raw bytes) →
+//! [`engine`] ([`rules`] match, then [`journal`] commit) → [`actions`] on a worker pool.
+//! See `docs/architecture.md`.
+
+pub mod actions;
+pub mod cli;
+pub mod engine;
+pub mod journal;
+pub mod rules;
+pub mod secrets;
+pub mod server;
+pub mod sources;
+pub mod telemetry;
+pub mod templates;
+pub mod units;
+pub mod verify;

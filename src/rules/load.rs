@@ -1,0 +1,559 @@
+//! Reading a rule set from disk: parse every rulebook, then check and compile all of it,
+//! collecting every error with its file, line and column.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_saphyr::{Location, Spanned};
+
+use super::condition::{Condition, Expr};
+use super::index::SourceIndex;
+use super::model::{self, ActionSpec, ConditionSpec, RuleSpec, SizeSpec, SourceSpec};
+use super::{Dirs, LoadError, LoadErrors, Rule, RuleSet};
+use crate::actions::{Action, log, script};
+use crate::secrets::{Secret, expand};
+use crate::sources::{DEFAULT_MAX_BODY, Source};
+use crate::templates::{Templates, Text};
+use crate::units::{parse_duration, parse_size};
+use crate::verify::{Algorithm, Encoding, Verifier};
+
+const KINDS: &[&str] = &[
+    "ipfabric", "netbox", "standard-webhooks", "infrahub", "github", "gitlab", "basic", "bearer",
+    "hmac", "none", "internal",
+];
+
+/// One rulebook file being compiled: its name, text, and the errors found so far.
+struct Ctx<'a> {
+    file: String,
+    text: &'a str,
+    errors: &'a mut Vec<LoadError>,
+    warnings: &'a mut Vec<String>,
+}
+
+impl Ctx<'_> {
+    fn err(&mut self, loc: &Location, message: impl Into<String>) {
+        self.errors.push(LoadError {
+            file: self.file.clone(),
+            line: loc.line().max(1),
+            column: loc.column().max(1),
+            message: message.into(),
+        });
+    }
+
+    /// Expands `${env:…}`/`${file:…}` in a spanned string.
+    fn expand(&mut self, s: &Spanned<String>, what: &str) -> Option<String> {
+        match expand(&s.value) {
+            Ok(e) => {
+                for name in e.fallbacks {
+                    self.warnings.push(format!(
+                        "{}:{}: {what} uses the fallback of `${{env:{name}}}` because {name} is not set",
+                        self.file,
+                        s.referenced.line()
+                    ));
+                }
+                Some(e.value)
+            }
+            Err(msg) => {
+                self.err(&s.referenced, format!("{what}: {msg}"));
+                None
+            }
+        }
+    }
+
+    fn secret(&mut self, s: &Spanned<String>, what: &str) -> Option<Secret> {
+        let v = self.expand(s, what)?;
+        if v.is_empty() {
+            self.err(&s.referenced, format!("{what} is empty"));
+            return None;
+        }
+        Some(Secret::new(v))
+    }
+
+    fn duration(&mut self, s: &Spanned<String>, what: &str) -> Option<Duration> {
+        parse_duration(&s.value)
+            .map_err(|m| self.err(&s.referenced, format!("{what}: {m}")))
+            .ok()
+    }
+
+    /// Location of the first character of a (possibly quoted) scalar.
+    fn content_start(&self, loc: &Location) -> (u64, u64) {
+        let (line, col) = (loc.line().max(1), loc.column().max(1));
+        let quoted = self
+            .text
+            .lines()
+            .nth((line - 1) as usize)
+            .and_then(|l| l.chars().nth((col - 1) as usize))
+            .is_some_and(|c| c == '\'' || c == '"');
+        (line, col + u64::from(quoted))
+    }
+}
+
+/// Loads and compiles every rulebook in `dirs`.
+pub fn load(dirs: &Dirs) -> Result<RuleSet, LoadErrors> {
+    let mut errors = Vec::new();
+    let mut warnings = Vec::new();
+    let mut templates = match Templates::load_dir(&dirs.templates) {
+        Ok(t) => t,
+        Err(errs) => {
+            for (file, message) in errs {
+                errors.push(LoadError { file, line: 1, column: 1, message });
+            }
+            Templates::default()
+        }
+    };
+
+    let files = rulebook_files(&dirs.rulebooks).map_err(|e| {
+        LoadErrors(vec![LoadError {
+            file: dirs.rulebooks.display().to_string(),
+            line: 1,
+            column: 1,
+            message: format!("cannot read the rulebooks directory: {e}"),
+        }])
+    })?;
+
+    let mut texts = Vec::new();
+    for path in &files {
+        match std::fs::read_to_string(path) {
+            Ok(t) => texts.push((path.clone(), t)),
+            Err(e) => errors.push(LoadError {
+                file: path.display().to_string(),
+                line: 1,
+                column: 1,
+                message: format!("cannot read: {e}"),
+            }),
+        }
+    }
+
+    let mut parsed = Vec::new();
+    for (path, text) in &texts {
+        let opts = serde_saphyr::options! {
+            strict_booleans: true,
+            leading_zero_numbers_as_strings: true,
+            with_snippet: false,
+        };
+        match serde_saphyr::from_str_with_options::<model::RulebookFile>(text, opts) {
+            Ok(book) => parsed.push((path, text, book)),
+            Err(e) => {
+                let (line, column) = e
+                    .location()
+                    .map(|l| (l.line().max(1), l.column().max(1)))
+                    .unwrap_or((1, 1));
+                let message = e.to_string();
+                let message = message
+                    .lines()
+                    .next()
+                    .unwrap_or("invalid rulebook")
+                    .to_string();
+                errors.push(LoadError { file: path.display().to_string(), line, column, message });
+            }
+        }
+    }
+
+    // Sources first: rules anywhere may name a source declared in any rulebook.
+    let mut sources: Vec<Source> = Vec::new();
+    for (path, text, book) in &parsed {
+        let mut cx = Ctx { file: path.display().to_string(), text, errors: &mut errors, warnings: &mut warnings };
+        for spec in &book.sources {
+            if let Some(src) = compile_source(&mut cx, spec, &stem(path)) {
+                if sources.iter().any(|s| s.name == src.name) {
+                    cx.err(&spec.name.referenced, format!("source `{}` is declared twice", src.name));
+                } else if let Some(p) = &src.path
+                    && sources.iter().any(|s| s.path.as_ref() == Some(p))
+                {
+                    cx.err(&spec.name.referenced, format!("path `{p}` is already served by another source"));
+                } else {
+                    sources.push(src);
+                }
+            }
+        }
+    }
+    let source_names: HashSet<&str> = sources.iter().map(|s| s.name.as_str()).collect();
+
+    let mut rules = Vec::new();
+    for (path, text, book) in &parsed {
+        let rulebook = stem(path);
+        let mut cx = Ctx { file: path.display().to_string(), text, errors: &mut errors, warnings: &mut warnings };
+        let mut seen = HashSet::new();
+        for spec in &book.rules {
+            if !seen.insert(spec.name.value.clone()) {
+                cx.err(&spec.name.referenced, format!("rule `{}` is declared twice in this rulebook", spec.name.value));
+                continue;
+            }
+            if !spec.enabled {
+                continue;
+            }
+            if let Some(rule) = compile_rule(&mut cx, spec, &rulebook, &source_names, dirs, &mut templates) {
+                rules.push(rule);
+            }
+        }
+    }
+
+    if !errors.is_empty() {
+        return Err(LoadErrors(errors));
+    }
+
+    // Run ids use the bare rule name unless two rulebooks share it.
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for r in &rules {
+        *counts.entry(r.name.clone()).or_default() += 1;
+    }
+    for r in &mut rules {
+        if counts[&r.name] > 1 {
+            r.key = format!("{}/{}", r.rulebook, r.name);
+        }
+    }
+
+    let mut index: Vec<SourceIndex> = sources.iter().map(|_| SourceIndex::default()).collect();
+    for (i, rule) in rules.iter().enumerate() {
+        let eqs = rule.condition.required_equalities();
+        for (s, src) in sources.iter().enumerate() {
+            if rule.sources.as_ref().is_none_or(|l| l.contains(&src.name)) {
+                index[s].add(i, &eqs);
+            }
+        }
+    }
+    let by_path = sources
+        .iter()
+        .enumerate()
+        .filter_map(|(i, s)| Some((s.path.clone()?, i)))
+        .collect();
+    let by_name = sources.iter().enumerate().map(|(i, s)| (s.name.clone(), i)).collect();
+    Ok(RuleSet { sources, rules, templates, warnings, by_path, by_name, index })
+}
+
+fn rulebook_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_file())
+        .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("yml" | "yaml")))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+fn stem(path: &Path) -> String {
+    path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
+fn compile_source(cx: &mut Ctx, spec: &SourceSpec, rulebook: &str) -> Option<Source> {
+    let name = spec.name.value.clone();
+    if !valid_name(&name) {
+        cx.err(&spec.name.referenced, format!("source name `{name}` must match [a-z0-9_-]+"));
+        return None;
+    }
+    let kind = spec.kind.value.as_str();
+    if !KINDS.contains(&kind) {
+        cx.err(&spec.kind.referenced, format!("unknown source kind `{kind}`; expected one of: {}", KINDS.join(", ")));
+        return None;
+    }
+    let mut secrets = Vec::new();
+    if let Some(s) = &spec.secret {
+        secrets.extend(cx.secret(s, "secret"));
+    }
+    for s in spec.secrets.iter().flatten() {
+        secrets.extend(cx.secret(s, "secrets"));
+    }
+    let needs_secret = !matches!(kind, "none" | "internal" | "basic");
+    if needs_secret && secrets.is_empty() && spec.secret.is_none() && spec.secrets.is_none() {
+        cx.err(&spec.kind.referenced, format!("source `{name}` of kind `{kind}` needs `secret` or `secrets`"));
+        return None;
+    }
+    let tolerance = match &spec.tolerance {
+        Some(t) => cx.duration(t, "tolerance")?,
+        None => Duration::from_secs(300),
+    };
+    let verifier = match kind {
+        "ipfabric" => Verifier::IpFabric { secrets },
+        "netbox" => Verifier::NetBox { secrets },
+        "standard-webhooks" | "infrahub" => {
+            Verifier::StandardWebhooks { keys: secrets, tolerance, infrahub: kind == "infrahub" }
+        }
+        "github" => Verifier::GitHub { secrets },
+        "gitlab" => Verifier::GitLab { secrets },
+        "bearer" => Verifier::Bearer { secrets },
+        "basic" => {
+            let (Some(u), Some(p)) = (&spec.username, &spec.password) else {
+                cx.err(&spec.kind.referenced, format!("source `{name}` of kind `basic` needs `username` and `password`"));
+                return None;
+            };
+            let username = cx.secret(u, "username")?;
+            let mut passwords = vec![cx.secret(p, "password")?];
+            passwords.extend(secrets);
+            Verifier::Basic { username, passwords }
+        }
+        "hmac" => {
+            let Some(header) = &spec.header else {
+                cx.err(&spec.kind.referenced, format!("source `{name}` of kind `hmac` needs `header`"));
+                return None;
+            };
+            let algorithm = match &spec.algorithm {
+                None => Algorithm::Sha256,
+                Some(a) => match Algorithm::parse(&a.value) {
+                    Some(x) => x,
+                    None => {
+                        cx.err(&a.referenced, "algorithm must be sha1, sha256 or sha512");
+                        return None;
+                    }
+                },
+            };
+            let encoding = match spec.encoding.as_ref().map(|e| (e.value.as_str(), &e.referenced)) {
+                None | Some(("hex", _)) => Encoding::Hex,
+                Some(("base64", _)) => Encoding::Base64,
+                Some((_, loc)) => {
+                    cx.err(loc, "encoding must be hex or base64");
+                    return None;
+                }
+            };
+            Verifier::Hmac {
+                header: header.value.to_ascii_lowercase(),
+                algorithm,
+                encoding,
+                prefix: spec.prefix.as_ref().map(|p| p.value.clone()).unwrap_or_default(),
+                id_header: spec.id_header.as_ref().map(|h| h.value.to_ascii_lowercase()),
+                secrets,
+            }
+        }
+        "none" => {
+            cx.warnings.push(format!("{}: source `{name}` has kind `none`: its requests are not authenticated", cx.file));
+            Verifier::None
+        }
+        _ => Verifier::Internal,
+    };
+    let path = if kind == "internal" {
+        None
+    } else {
+        let p = spec.path.as_ref().map(|p| p.value.clone()).unwrap_or_else(|| format!("/hooks/{name}"));
+        if !p.starts_with('/') || p.starts_with("/api/") || p == "/healthz" || p == "/metrics" {
+            let loc = spec.path.as_ref().map(|p| &p.referenced).unwrap_or(&spec.name.referenced);
+            cx.err(loc, format!("path `{p}` must start with `/` and not be /api/…, /healthz or /metrics"));
+            return None;
+        }
+        Some(p)
+    };
+    let max_body = match &spec.max_body {
+        None => DEFAULT_MAX_BODY,
+        Some(m) => {
+            let n = match &m.value {
+                SizeSpec::Bytes(n) => Ok(*n),
+                SizeSpec::Text(t) => parse_size(t),
+            };
+            match n {
+                Ok(n) => usize::try_from(n).unwrap_or(usize::MAX),
+                Err(msg) => {
+                    cx.err(&m.referenced, format!("max_body: {msg}"));
+                    return None;
+                }
+            }
+        }
+    };
+    let mut allow_from = Vec::new();
+    for a in spec.allow_from.iter().flatten() {
+        let text = a.value.trim();
+        let parsed = text.parse::<ipnet::IpNet>().or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
+        match parsed {
+            Ok(n) => allow_from.push(n),
+            Err(_) => cx.err(&a.referenced, format!("allow_from: `{text}` is not an address or CIDR")),
+        }
+    }
+    let dedup_window = match &spec.dedup_window {
+        Some(w) if w.value == "off" || w.value == "0" => Some(Duration::ZERO),
+        Some(w) => Some(cx.duration(w, "dedup_window")?),
+        None => None,
+    };
+    if let Some(r) = &spec.rate_limit
+        && r.value.per_second <= 0.0
+    {
+        cx.err(&r.referenced, "rate_limit.per_second must be positive");
+    }
+    Some(Source { name, path, verifier, max_body, allow_from, dedup_window, rulebook: rulebook.to_string() })
+}
+
+fn compile_condition(cx: &mut Ctx, spec: &Spanned<ConditionSpec>) -> Option<Condition> {
+    match &spec.value {
+        ConditionSpec::Expr(text) => match Expr::compile(text) {
+            Ok(e) => Some(Condition::Expr(e)),
+            Err(e) => {
+                let (line, col) = cx.content_start(&spec.referenced);
+                let single_line = !text.contains('\n');
+                let column = if single_line { col + e.offset as u64 } else { col };
+                cx.errors.push(LoadError {
+                    file: cx.file.clone(),
+                    line,
+                    column,
+                    message: format!("condition `{text}`: {}", e.message),
+                });
+                None
+            }
+        },
+        ConditionSpec::All(items) | ConditionSpec::Any(items) => {
+            let compiled: Vec<_> = items.iter().map(|c| compile_condition(cx, c)).collect();
+            if items.is_empty() {
+                cx.err(&spec.referenced, "an `all`/`any` list needs at least one condition");
+                return None;
+            }
+            let compiled: Option<Vec<_>> = compiled.into_iter().collect();
+            let compiled = compiled?;
+            Some(if matches!(spec.value, ConditionSpec::All(_)) {
+                Condition::All(compiled)
+            } else {
+                Condition::Any(compiled)
+            })
+        }
+        ConditionSpec::Not(inner) => compile_condition(cx, inner).map(|c| Condition::Not(Box::new(c))),
+    }
+}
+
+fn compile_rule(
+    cx: &mut Ctx,
+    spec: &RuleSpec,
+    rulebook: &str,
+    sources: &HashSet<&str>,
+    dirs: &Dirs,
+    templates: &mut Templates,
+) -> Option<Rule> {
+    let name = spec.name.value.clone();
+    let mut ok = true;
+    if name.is_empty() || name.contains(':') {
+        cx.err(&spec.name.referenced, "a rule name must be non-empty and must not contain `:`");
+        ok = false;
+    }
+    let rule_sources = spec.sources.as_ref().map(|list| {
+        list.iter()
+            .filter_map(|s| {
+                if sources.contains(s.value.as_str()) {
+                    Some(s.value.clone())
+                } else {
+                    cx.err(&s.referenced, format!("rule `{name}` names source `{}`, which no rulebook declares", s.value));
+                    None
+                }
+            })
+            .collect::<Vec<_>>()
+    });
+    let condition = match &spec.condition {
+        None => Some(Condition::Always),
+        Some(c) => compile_condition(cx, c),
+    };
+    if spec.actions.is_empty() {
+        cx.err(&spec.name.referenced, format!("rule `{name}` has no actions"));
+        ok = false;
+    }
+    let mut actions = Vec::new();
+    for (i, a) in spec.actions.iter().enumerate() {
+        let prefix = format!("{rulebook}/{name}/{i}");
+        match compile_action(cx, a, &prefix, dirs, templates) {
+            Some(act) => actions.push(act),
+            None => ok = false,
+        }
+    }
+    let condition = condition?;
+    if !ok || rule_sources.as_ref().zip(spec.sources.as_ref()).is_some_and(|(a, b)| a.len() != b.len()) {
+        return None;
+    }
+    Some(Rule {
+        rulebook: rulebook.to_string(),
+        key: name.clone(),
+        name,
+        sources: rule_sources,
+        condition,
+        actions,
+    })
+}
+
+fn template(cx: &mut Ctx, t: &mut Templates, name: String, s: &Spanned<String>, what: &str) -> Option<Text> {
+    let value = cx.expand(s, what)?;
+    match t.inline(name, &value) {
+        Ok(text) => Some(text),
+        Err(msg) => {
+            cx.err(&s.referenced, format!("{what}: template error: {msg}"));
+            None
+        }
+    }
+}
+
+fn compile_action(
+    cx: &mut Ctx,
+    spec: &Spanned<ActionSpec>,
+    prefix: &str,
+    dirs: &Dirs,
+    t: &mut Templates,
+) -> Option<Action> {
+    match &spec.value {
+        ActionSpec::RunScript(s) => {
+            let path = resolve_script(&dirs.scripts, &s.script.value)
+                .map_err(|m| cx.err(&s.script.referenced, m))
+                .ok();
+            let mut args = Vec::new();
+            for (i, a) in s.args.iter().enumerate() {
+                args.extend(template(cx, t, format!("{prefix}/args/{i}"), a, "args"));
+            }
+            let mut env = Vec::new();
+            for (k, v) in &s.env {
+                if k.starts_with("RULEHOOK_") {
+                    cx.err(&v.referenced, format!("env `{k}`: RULEHOOK_* variables are set by rulehook"));
+                }
+                env.extend(template(cx, t, format!("{prefix}/env/{k}"), v, "env").map(|v| (k.clone(), v)));
+            }
+            let timeout = match &s.timeout {
+                Some(d) => cx.duration(d, "timeout")?,
+                None => script::DEFAULT_TIMEOUT,
+            };
+            if args.len() != s.args.len() || env.len() != s.env.len() {
+                return None;
+            }
+            Some(Action::RunScript(script::ScriptAction {
+                path: path?,
+                name: s.script.value.clone(),
+                args,
+                env,
+                timeout,
+                retries: s.retries,
+            }))
+        }
+        ActionSpec::Log(l) => {
+            let level = match &l.level {
+                None => log::Level::Info,
+                Some(lv) => match log::Level::parse(&lv.value) {
+                    Some(x) => x,
+                    None => {
+                        cx.err(&lv.referenced, "level must be error, warn, info or debug");
+                        return None;
+                    }
+                },
+            };
+            let message = template(cx, t, format!("{prefix}/message"), &l.message, "message")?;
+            Some(Action::Log(log::LogAction { message, level }))
+        }
+    }
+}
+
+/// The script's absolute path; it must be an executable file inside the scripts directory.
+fn resolve_script(dir: &Path, name: &str) -> Result<PathBuf, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let root = dir
+        .canonicalize()
+        .map_err(|e| format!("scripts directory `{}` cannot be read: {e}", dir.display()))?;
+    if Path::new(name).is_absolute() {
+        return Err(format!("script `{name}` must be a path relative to the scripts directory"));
+    }
+    let path = root
+        .join(name)
+        .canonicalize()
+        .map_err(|_| format!("script `{name}` does not exist in {}", dir.display()))?;
+    if !path.starts_with(&root) {
+        return Err(format!("script `{name}` is outside the scripts directory"));
+    }
+    let meta = std::fs::metadata(&path).map_err(|e| format!("script `{name}`: {e}"))?;
+    if !meta.is_file() {
+        return Err(format!("script `{name}` is not a file"));
+    }
+    if meta.permissions().mode() & 0o111 == 0 {
+        return Err(format!("script `{name}` is not executable (chmod +x it)"));
+    }
+    Ok(path)
+}

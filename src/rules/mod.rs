@@ -1,0 +1,143 @@
+//! Rulebooks: loading, validating and compiling them into a [`RuleSet`], and matching events
+//! against it. This module does no I/O after load and knows nothing of HTTP or storage.
+
+pub mod condition;
+mod index;
+mod load;
+pub mod model;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::PathBuf;
+
+use crate::actions::Action;
+use crate::sources::Source;
+use crate::templates::Templates;
+pub use condition::{Condition, EventDoc};
+use index::SourceIndex;
+pub use load::load;
+
+/// Where a rule set is read from.
+#[derive(Debug, Clone)]
+pub struct Dirs {
+    pub rulebooks: PathBuf,
+    pub scripts: PathBuf,
+    pub templates: PathBuf,
+}
+
+/// One problem in a rulebook, located.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadError {
+    pub file: String,
+    pub line: u64,
+    pub column: u64,
+    pub message: String,
+}
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}: {}", self.file, self.line, self.column, self.message)
+    }
+}
+
+/// Every problem found in a rule set (loading does not stop at the first).
+#[derive(Debug, Clone, thiserror::Error)]
+pub struct LoadErrors(pub Vec<LoadError>);
+
+impl fmt::Display for LoadErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A compiled rule.
+#[derive(Debug)]
+pub struct Rule {
+    /// File stem of the rulebook that declares it.
+    pub rulebook: String,
+    pub name: String,
+    /// The rule's name in run ids: the name, or `rulebook/name` when two rulebooks share it.
+    pub key: String,
+    /// `None`: every source.
+    pub sources: Option<Vec<String>>,
+    pub condition: Condition,
+    pub actions: Vec<Action>,
+}
+
+/// Everything loaded from the rulebooks, scripts and templates directories, compiled and
+/// immutable: a reload builds a new one and swaps it in whole.
+#[derive(Debug)]
+pub struct RuleSet {
+    pub sources: Vec<Source>,
+    pub rules: Vec<Rule>,
+    pub templates: Templates,
+    /// Non-fatal findings (fallback secrets in use, unauthenticated sources).
+    pub warnings: Vec<String>,
+    by_path: HashMap<String, usize>,
+    by_name: HashMap<String, usize>,
+    index: Vec<SourceIndex>,
+}
+
+/// The result of matching one rule against an event.
+#[derive(Debug, Clone)]
+pub struct Verdict {
+    pub rule: usize,
+    pub matched: bool,
+    /// When not matched: which parts of the condition were false, or why it was not considered.
+    pub why: Vec<String>,
+}
+
+impl RuleSet {
+    pub fn source_by_path(&self, path: &str) -> Option<&Source> {
+        self.by_path.get(path).map(|&i| &self.sources[i])
+    }
+
+    pub fn source(&self, name: &str) -> Option<&Source> {
+        self.by_name.get(name).map(|&i| &self.sources[i])
+    }
+
+    pub fn rule(&self, rulebook: &str, name: &str) -> Option<usize> {
+        self.rules
+            .iter()
+            .position(|r| r.rulebook == rulebook && r.name == name)
+    }
+
+    /// The rules an event from `source` matches, in rulebook order (fast path: indexed).
+    pub fn matching(&self, source: &str, doc: &EventDoc) -> Vec<usize> {
+        let Some(&s) = self.by_name.get(source) else {
+            return Vec::new();
+        };
+        self.index[s]
+            .candidates(doc.body())
+            .into_iter()
+            .filter(|&r| self.rules[r].condition.eval(doc))
+            .collect()
+    }
+
+    /// Every rule's verdict for an event, with explanations (slow path: `rulehook test`).
+    pub fn explain(&self, source: Option<&str>, doc: &EventDoc) -> Vec<Verdict> {
+        self.rules
+            .iter()
+            .enumerate()
+            .map(|(i, rule)| {
+                if let (Some(src), Some(list)) = (source, &rule.sources) {
+                    if !list.iter().any(|s| s == src) {
+                        return Verdict {
+                            rule: i,
+                            matched: false,
+                            why: vec![format!("source `{src}` is not one of [{}]", list.join(", "))],
+                        };
+                    }
+                }
+                let (matched, why) = rule.condition.explain(doc);
+                Verdict { rule: i, matched, why }
+            })
+            .collect()
+    }
+}

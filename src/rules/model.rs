@@ -1,0 +1,150 @@
+//! The rulebook file as written: a serde mirror of the YAML, with source locations kept for
+//! every value a later check may need to point at. Nothing here is validated beyond its shape.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::de::{self, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer};
+use serde_saphyr::Spanned;
+
+pub type S<T> = Spanned<T>;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RulebookFile {
+    #[serde(default)]
+    pub sources: Vec<SourceSpec>,
+    #[serde(default)]
+    pub rules: Vec<RuleSpec>,
+}
+
+/// A number of bytes, or a string with a unit.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum SizeSpec {
+    Bytes(u64),
+    Text(String),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitSpec {
+    pub per_second: f64,
+    #[serde(default)]
+    pub burst: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceSpec {
+    pub name: S<String>,
+    pub kind: S<String>,
+    pub path: Option<S<String>>,
+    pub secret: Option<S<String>>,
+    pub secrets: Option<Vec<S<String>>>,
+    pub username: Option<S<String>>,
+    pub password: Option<S<String>>,
+    pub header: Option<S<String>>,
+    pub algorithm: Option<S<String>>,
+    pub encoding: Option<S<String>>,
+    pub prefix: Option<S<String>>,
+    pub id_header: Option<S<String>>,
+    pub tolerance: Option<S<String>>,
+    pub dedup_window: Option<S<String>>,
+    pub max_body: Option<S<SizeSpec>>,
+    pub allow_from: Option<Vec<S<String>>>,
+    pub rate_limit: Option<S<RateLimitSpec>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleSpec {
+    pub name: S<String>,
+    pub sources: Option<Vec<S<String>>>,
+    pub condition: Option<S<ConditionSpec>>,
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    pub actions: Vec<S<ActionSpec>>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// One entry of `actions:`, written as a one-key mapping (`- run_script: {...}`).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum ActionSpec {
+    RunScript(RunScriptSpec),
+    Log(LogSpec),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunScriptSpec {
+    pub script: S<String>,
+    #[serde(default)]
+    pub args: Vec<S<String>>,
+    #[serde(default)]
+    pub env: BTreeMap<String, S<String>>,
+    pub timeout: Option<S<String>>,
+    #[serde(default)]
+    pub retries: u32,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSpec {
+    pub message: S<String>,
+    pub level: Option<S<String>>,
+}
+
+/// A condition as written: a JSONPath expression, or `all:` / `any:` / `not:`.
+#[derive(Debug)]
+pub enum ConditionSpec {
+    Expr(String),
+    All(Vec<S<ConditionSpec>>),
+    Any(Vec<S<ConditionSpec>>),
+    Not(Box<S<ConditionSpec>>),
+}
+
+impl<'de> Deserialize<'de> for ConditionSpec {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = ConditionSpec;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSONPath expression, or a mapping with one key: all, any or not")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<ConditionSpec, E> {
+                Ok(ConditionSpec::Expr(v.to_string()))
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<ConditionSpec, E> {
+                Err(E::custom(format!(
+                    "a condition must be a JSONPath expression, not `{v}` (quote it, e.g. '$.test == {v}')"
+                )))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ConditionSpec, A::Error> {
+                let key: String = map
+                    .next_key()?
+                    .ok_or_else(|| de::Error::custom("empty condition mapping: use all, any or not"))?;
+                let spec = match key.as_str() {
+                    "all" => ConditionSpec::All(map.next_value()?),
+                    "any" => ConditionSpec::Any(map.next_value()?),
+                    "not" => ConditionSpec::Not(Box::new(map.next_value()?)),
+                    other => {
+                        return Err(de::Error::unknown_field(other, &["all", "any", "not"]));
+                    }
+                };
+                if let Some(extra) = map.next_key::<String>()? {
+                    return Err(de::Error::custom(format!(
+                        "a condition mapping takes exactly one key; `{extra}` is extra (nest it under `all:`)"
+                    )));
+                }
+                Ok(spec)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}

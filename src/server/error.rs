@@ -1,0 +1,77 @@
+//! The one place where errors become HTTP answers: `{"error": code, "message": sentence}`.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::journal::JournalError;
+use crate::verify::VerifyError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("no source is served at this path")]
+    NotFound,
+    #[error("only POST is accepted here")]
+    MethodNotAllowed,
+    #[error("your address is not allowed to post to this source")]
+    Forbidden,
+    #[error("the body is larger than this source's max_body of {0} bytes")]
+    TooLarge(usize),
+    #[error("the request body could not be read: {0}")]
+    BadBody(String),
+    #[error(transparent)]
+    Verify(#[from] VerifyError),
+    #[error("the event could not be stored; nothing was accepted, please retry")]
+    Unavailable(#[from] JournalError),
+    #[error("admin API: present `Authorization: Bearer $RULEHOOK_ADMIN_TOKEN`")]
+    AdminOnly,
+    #[error("{0}")]
+    BadQuery(String),
+    #[error("no event with this id")]
+    NoSuchEvent,
+}
+
+impl ApiError {
+    fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            ApiError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            ApiError::Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
+            ApiError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            ApiError::BadBody(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            ApiError::Verify(v) => match v {
+                VerifyError::BadJson(_) => (StatusCode::BAD_REQUEST, "invalid_json"),
+                VerifyError::MissingHeader(_) => (StatusCode::UNAUTHORIZED, "missing_credentials"),
+                VerifyError::Malformed(_) | VerifyError::BadSignature => {
+                    (StatusCode::UNAUTHORIZED, "invalid_signature")
+                }
+                VerifyError::StaleTimestamp => (StatusCode::UNAUTHORIZED, "stale_timestamp"),
+                VerifyError::NotServed => (StatusCode::NOT_FOUND, "not_found"),
+            },
+            ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ApiError::AdminOnly => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::BadQuery(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            ApiError::NoSuchEvent => (StatusCode::NOT_FOUND, "not_found"),
+        }
+    }
+
+    /// Short machine code, also used as the `reason` of rejection logs.
+    pub fn code(&self) -> &'static str {
+        self.status_and_code().1
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        let mut resp = (status, Json(json!({"error": code, "message": self.to_string()}))).into_response();
+        if matches!(self, ApiError::MethodNotAllowed) {
+            resp.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
+        }
+        if matches!(self, ApiError::Unavailable(_)) {
+            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        }
+        resp
+    }
+}

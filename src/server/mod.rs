@@ -1,0 +1,164 @@
+//! The HTTP edge: the only module that knows HTTP. Routes webhooks to the engine and serves the
+//! history API and health check.
+
+mod error;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::engine::Engine;
+use crate::journal::EventFilter;
+pub use error::ApiError;
+
+/// What request handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    pub engine: Arc<Engine>,
+    /// `RULEHOOK_ADMIN_TOKEN`: lets non-loopback clients use the admin API.
+    pub admin_token: Option<String>,
+}
+
+/// The whole HTTP application.
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/api/events", get(list_events))
+        .route("/api/events/{id}", get(event_detail))
+        .fallback(hook)
+        .with_state(state)
+}
+
+async fn healthz() -> impl IntoResponse {
+    Json(json!({"status": "ok"}))
+}
+
+/// Any request outside the fixed routes: a webhook for the source served at its path.
+async fn hook(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let rules = state.engine.rules();
+    let source = rules.source_by_path(uri.path()).ok_or(ApiError::NotFound)?;
+    if method != Method::POST {
+        return Err(ApiError::MethodNotAllowed);
+    }
+    let result = receive(&state, source, peer, &headers, body).await;
+    match &result {
+        Ok(_) => {}
+        Err(e) => tracing::info!(source = %source.name, peer = %peer.ip(), reason = e.code(), "rejected: {e}"),
+    }
+    result
+}
+
+async fn receive(
+    state: &AppState,
+    source: &crate::sources::Source,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    if !source.allows(peer.ip()) {
+        return Err(ApiError::Forbidden);
+    }
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > source.max_body) {
+        return Err(ApiError::TooLarge(source.max_body));
+    }
+    let bytes = axum::body::to_bytes(body, source.max_body).await.map_err(|e| {
+        if std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>()) {
+            ApiError::TooLarge(source.max_body)
+        } else {
+            ApiError::BadBody(e.to_string())
+        }
+    })?;
+    let event = source
+        .verifier
+        .verify(&source.name, headers, &bytes, source.dedup_window, SystemTime::now())?;
+    let done = state.engine.ingest(event).await?;
+    if done.duplicate {
+        tracing::info!(source = %source.name, id = %done.id, "duplicate delivery: not processed again");
+    } else {
+        tracing::info!(source = %source.name, id = %done.id, matched = done.matched, "event accepted");
+    }
+    Ok((StatusCode::ACCEPTED, Json(json!({"id": done.id, "duplicate": done.duplicate}))).into_response())
+}
+
+/// The admin API answers loopback clients, or others presenting the admin token.
+fn admin(state: &AppState, peer: SocketAddr, headers: &HeaderMap) -> Result<(), ApiError> {
+    let ip = peer.ip();
+    let loopback = ip.is_loopback()
+        || matches!(ip, std::net::IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()));
+    if loopback {
+        return Ok(());
+    }
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match (&state.admin_token, given) {
+        (Some(want), Some(got)) if crate::verify::mac::secret_eq(want.as_bytes(), got.as_bytes()) => Ok(()),
+        _ => Err(ApiError::AdminOnly),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct ListQuery {
+    source: Option<String>,
+    since: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn list_events(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Query(q): Query<ListQuery>,
+) -> Result<Response, ApiError> {
+    admin(&state, peer, &headers)?;
+    let since = match q.since {
+        None => None,
+        Some(s) => Some(parse_since(&s)?),
+    };
+    let filter = EventFilter { source: q.source, since, limit: q.limit.unwrap_or(100).min(1000) };
+    let events = state.engine.journal().list_events(filter).await?;
+    Ok(Json(json!({"events": events})).into_response())
+}
+
+/// `since` as RFC 3339, or as a duration back from now (`15m`).
+fn parse_since(s: &str) -> Result<i64, ApiError> {
+    if let Ok(d) = crate::units::parse_duration(s) {
+        let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+        return Ok(now.saturating_sub(d).as_millis() as i64);
+    }
+    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+        .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64)
+        .map_err(|_| ApiError::BadQuery(format!("since `{s}` is neither RFC 3339 nor a duration like 15m")))
+}
+
+async fn event_detail(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    admin(&state, peer, &headers)?;
+    let detail = state.engine.journal().event_detail(&id).await?.ok_or(ApiError::NoSuchEvent)?;
+    Ok(Json(detail).into_response())
+}

@@ -1,0 +1,133 @@
+//! The one minijinja environment every action string and `templates/` file renders in.
+//!
+//! Strict undefined: a missing variable is an error, not an empty string. Every template is
+//! compiled when the rulebooks load, so a syntax error fails `rulehook check`, not an event.
+
+use std::path::Path;
+
+use minijinja::{AutoEscape, Environment, UndefinedBehavior};
+
+/// CPU budget of one render, so a template loop cannot stall a worker.
+const FUEL: u64 = 200_000;
+
+/// A template context from any serializable value (usually `{event, meta, previous}`).
+pub fn context<T: serde::Serialize>(value: T) -> minijinja::Value {
+    minijinja::Value::from(minijinja::value::Serde(value))
+}
+
+/// A string from an action: plain text, or the name of a compiled template.
+#[derive(Debug, Clone)]
+pub enum Text {
+    Literal(String),
+    Template(String),
+}
+
+/// All compiled templates of one rule set.
+#[derive(Debug)]
+pub struct Templates {
+    env: Environment<'static>,
+}
+
+impl Default for Templates {
+    fn default() -> Self {
+        let mut env = Environment::new();
+        env.set_undefined_behavior(UndefinedBehavior::Strict);
+        env.set_fuel(Some(FUEL));
+        env.set_auto_escape_callback(|name| {
+            if name.ends_with(".json") || name.ends_with(".json.j2") {
+                AutoEscape::Json
+            } else {
+                AutoEscape::None
+            }
+        });
+        Templates { env }
+    }
+}
+
+impl Templates {
+    /// Compiles every file under `dir` (named by its path relative to `dir`). A missing
+    /// directory is an empty set. Errors name the file.
+    pub fn load_dir(dir: &Path) -> Result<Templates, Vec<(String, String)>> {
+        let mut t = Templates::default();
+        let mut errors = Vec::new();
+        let mut stack = vec![dir.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            let Ok(entries) = std::fs::read_dir(&d) else { continue };
+            for entry in entries.flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    stack.push(path);
+                    continue;
+                }
+                let name = path
+                    .strip_prefix(dir)
+                    .unwrap_or(&path)
+                    .to_string_lossy()
+                    .replace('\\', "/");
+                let result = std::fs::read_to_string(&path)
+                    .map_err(|e| e.to_string())
+                    .and_then(|src| t.env.add_template_owned(name.clone(), src).map_err(|e| e.to_string()));
+                if let Err(e) = result {
+                    errors.push((path.display().to_string(), e));
+                }
+            }
+        }
+        if errors.is_empty() { Ok(t) } else { Err(errors) }
+    }
+
+    /// Compiles an inline string under `name`. Text without template syntax stays literal.
+    pub fn inline(&mut self, name: String, source: &str) -> Result<Text, String> {
+        if !source.contains("{{") && !source.contains("{%") && !source.contains("{#") {
+            return Ok(Text::Literal(source.to_string()));
+        }
+        self.env
+            .add_template_owned(name.clone(), source.to_string())
+            .map_err(|e| describe(&e))?;
+        Ok(Text::Template(name))
+    }
+
+    /// Whether a template file of this name exists.
+    pub fn has(&self, name: &str) -> bool {
+        self.env.get_template(name).is_ok()
+    }
+
+    pub fn render(&self, text: &Text, ctx: &minijinja::Value) -> Result<String, String> {
+        match text {
+            Text::Literal(s) => Ok(s.clone()),
+            Text::Template(name) => self
+                .env
+                .get_template(name)
+                .and_then(|t| t.render(ctx))
+                .map_err(|e| describe(&e)),
+        }
+    }
+}
+
+fn describe(e: &minijinja::Error) -> String {
+    let mut msg = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        source = s.source();
+    }
+    msg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strict_undefined_and_literals() {
+        let mut t = Templates::default();
+        let lit = t.inline("a".into(), "plain").unwrap();
+        assert!(matches!(lit, Text::Literal(_)));
+        let tpl = t.inline("b".into(), "id={{ event.snapshot.id }}").unwrap();
+        let ctx = super::context(serde_json::json!({"event": {"snapshot": {"id": "s1"}}}));
+        assert_eq!(t.render(&tpl, &ctx).unwrap(), "id=s1");
+        let missing = t.inline("c".into(), "{{ event.nope.deeper }}").unwrap();
+        assert!(t.render(&missing, &ctx).is_err());
+        assert!(t.inline("d".into(), "{{ unclosed").is_err());
+    }
+}

@@ -1,0 +1,71 @@
+//! Durations (`500ms`, `30s`, `5m`, `1h`, `7d`) and sizes (`65536`, `64KiB`, `1MiB`) as users
+//! write them in rulebooks.
+
+use std::time::Duration;
+
+/// Parses a duration written with a unit suffix (`ms`, `s`, `m`, `h`, `d`).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("duration `{t}` needs a unit: ms, s, m, h or d (e.g. `30s`)"))?;
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("duration `{t}` must start with a whole number"))?;
+    let ms = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(format!("duration `{t}` has unknown unit `{unit}`: use ms, s, m, h or d")),
+    };
+    n.checked_mul(ms)
+        .map(Duration::from_millis)
+        .ok_or_else(|| format!("duration `{t}` is too large"))
+}
+
+/// Parses a size: a number of bytes, or a number with `B`, `KiB`, `MiB`, `GiB`, `KB`, `MB`.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("size `{t}` must start with a whole number"))?;
+    let mult: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "KB" | "kB" => 1_000,
+        "MB" => 1_000_000,
+        _ => return Err(format!("size `{t}` has unknown unit `{unit}`: use KiB or MiB")),
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("size `{t}` is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86_400)));
+        assert!(parse_duration("5").is_err());
+        assert!(parse_duration("5w").is_err());
+        assert!(parse_duration("m").is_err());
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("1MiB"), Ok(1 << 20));
+        assert_eq!(parse_size("64KiB"), Ok(65536));
+        assert_eq!(parse_size("100"), Ok(100));
+        assert!(parse_size("1 parsec").is_err());
+    }
+}

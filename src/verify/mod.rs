@@ -1,0 +1,393 @@
+//! Verification of incoming requests, per sender kind (spec §3).
+//!
+//! Everything here works on the raw body bytes and the headers, before any JSON parsing, and
+//! compares in constant time. The only way to obtain a [`VerifiedEvent`] — the one type the
+//! journal accepts — is [`Verifier::verify`] (or [`VerifiedEvent::internal`] for events rules
+//! emit themselves).
+
+pub mod mac;
+mod pyjson;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::http::HeaderMap;
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use serde_json::Value;
+
+use crate::rules::EventDoc;
+use crate::secrets::Secret;
+pub use mac::Algorithm;
+
+/// How a generic `hmac` source encodes its signature.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    Hex,
+    Base64,
+}
+
+/// The verification scheme of one source, with its secrets (several while rotating).
+#[derive(Debug, Clone)]
+pub enum Verifier {
+    IpFabric { secrets: Vec<Secret> },
+    NetBox { secrets: Vec<Secret> },
+    /// Standard Webhooks v1; `raw_key` is the Infrahub variant (key = secret bytes, and the
+    /// compact re-encoding of the body is tried when the raw body does not verify).
+    StandardWebhooks { keys: Vec<Secret>, tolerance: Duration, infrahub: bool },
+    GitHub { secrets: Vec<Secret> },
+    GitLab { secrets: Vec<Secret> },
+    Basic { username: Secret, passwords: Vec<Secret> },
+    Bearer { secrets: Vec<Secret> },
+    Hmac {
+        header: String,
+        algorithm: Algorithm,
+        encoding: Encoding,
+        prefix: String,
+        id_header: Option<String>,
+        secrets: Vec<Secret>,
+    },
+    None,
+    Internal,
+}
+
+/// Why a request was refused. Messages never contain a secret or an expected signature.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum VerifyError {
+    #[error("header `{0}` is missing")]
+    MissingHeader(&'static str),
+    #[error("the signature or credentials do not match")]
+    BadSignature,
+    #[error("header `{0}` is malformed")]
+    Malformed(&'static str),
+    #[error("webhook-timestamp is outside the allowed tolerance")]
+    StaleTimestamp,
+    #[error("body is not valid JSON: {0}")]
+    BadJson(String),
+    #[error("internal sources are not served over HTTP")]
+    NotServed,
+}
+
+/// How an event is recognised when its sender delivers it again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    pub key: String,
+    /// How long a repeat of `key` is a duplicate; `None` disables de-duplication.
+    pub window: Option<Duration>,
+}
+
+/// An event whose origin has been proven (or, for `none` sources, explicitly not required).
+#[derive(Debug, Clone)]
+pub struct VerifiedEvent {
+    source: String,
+    kind: &'static str,
+    delivery: Option<Delivery>,
+    doc: EventDoc,
+    headers: Vec<(String, String)>,
+    received_at: SystemTime,
+    depth: u32,
+}
+
+impl VerifiedEvent {
+    /// An event emitted by a `post_event` action into an `internal` source, `depth` links down a
+    /// chain of such events.
+    pub fn internal(source: &str, body: Value, depth: u32) -> VerifiedEvent {
+        VerifiedEvent {
+            source: source.to_string(),
+            kind: "internal",
+            delivery: None,
+            doc: EventDoc::new(body),
+            headers: Vec::new(),
+            received_at: SystemTime::now(),
+            depth,
+        }
+    }
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+    pub fn kind(&self) -> &'static str {
+        self.kind
+    }
+    pub fn delivery(&self) -> Option<&Delivery> {
+        self.delivery.as_ref()
+    }
+    pub fn body(&self) -> &Value {
+        self.doc.body()
+    }
+    /// The body in the shape conditions evaluate on.
+    pub fn doc(&self) -> &EventDoc {
+        &self.doc
+    }
+    pub fn into_doc(self) -> EventDoc {
+        self.doc
+    }
+    /// Request headers, lower-case, with credential headers removed.
+    pub fn headers(&self) -> &[(String, String)] {
+        &self.headers
+    }
+    pub fn received_at(&self) -> SystemTime {
+        self.received_at
+    }
+    pub fn depth(&self) -> u32 {
+        self.depth
+    }
+}
+
+/// Headers that carry credentials or signatures: never stored, never shown to rules.
+const CREDENTIAL_HEADERS: &[&str] = &[
+    "authorization",
+    "x-ipf-signature",
+    "x-hook-signature",
+    "x-hub-signature",
+    "x-hub-signature-256",
+    "x-gitlab-token",
+    "webhook-signature",
+    "cookie",
+];
+
+fn header<'a>(headers: &'a HeaderMap, name: &'static str) -> Result<&'a str, VerifyError> {
+    let v = headers.get(name).ok_or(VerifyError::MissingHeader(name))?;
+    v.to_str().map_err(|_| VerifyError::Malformed(name))
+}
+
+fn hex_sig(value: &str, name: &'static str) -> Result<Vec<u8>, VerifyError> {
+    hex::decode(value.trim()).map_err(|_| VerifyError::Malformed(name))
+}
+
+fn any_secret(secrets: &[Secret], mut check: impl FnMut(&[u8]) -> bool) -> bool {
+    // Every secret is tried (no early exit), so timing does not tell which one matched.
+    secrets
+        .iter()
+        .fold(false, |ok, s| check(s.expose().as_bytes()) | ok)
+}
+
+const DAY: Duration = Duration::from_secs(86_400);
+const BODY_HASH_WINDOW: Duration = Duration::from_secs(15 * 60);
+
+impl Verifier {
+    /// The kind name as written in rulebooks.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Verifier::IpFabric { .. } => "ipfabric",
+            Verifier::NetBox { .. } => "netbox",
+            Verifier::StandardWebhooks { infrahub: true, .. } => "infrahub",
+            Verifier::StandardWebhooks { .. } => "standard-webhooks",
+            Verifier::GitHub { .. } => "github",
+            Verifier::GitLab { .. } => "gitlab",
+            Verifier::Basic { .. } => "basic",
+            Verifier::Bearer { .. } => "bearer",
+            Verifier::Hmac { .. } => "hmac",
+            Verifier::None => "none",
+            Verifier::Internal => "internal",
+        }
+    }
+
+    /// The default de-duplication window of this kind (spec §3), for a delivery id that came
+    /// from the sender (`true`) or from the body hash (`false`).
+    fn default_window(&self, from_sender: bool) -> Option<Duration> {
+        match self {
+            _ if from_sender => Some(7 * DAY),
+            Verifier::IpFabric { .. } | Verifier::NetBox { .. } => Some(BODY_HASH_WINDOW),
+            Verifier::GitLab { .. } => Some(BODY_HASH_WINDOW),
+            _ => None,
+        }
+    }
+
+    /// Checks `body` and `headers`; on success parses the body and returns the verified event.
+    /// `dedup_window` overrides the kind's default window.
+    pub fn verify(
+        &self,
+        source: &str,
+        headers: &HeaderMap,
+        body: &[u8],
+        dedup_window: Option<Duration>,
+        now: SystemTime,
+    ) -> Result<VerifiedEvent, VerifyError> {
+        let mut parsed: Option<Value> = None;
+        let sender_id: Option<String> = match self {
+            Verifier::IpFabric { secrets } => {
+                let sig = hex_sig(header(headers, "x-ipf-signature")?, "x-ipf-signature")?;
+                self.check(any_secret(secrets, |k| mac::verify(Algorithm::Sha256, k, &[body], &sig)))?;
+                None
+            }
+            Verifier::NetBox { secrets } => {
+                let sig = hex_sig(header(headers, "x-hook-signature")?, "x-hook-signature")?;
+                self.check(any_secret(secrets, |k| mac::verify(Algorithm::Sha512, k, &[body], &sig)))?;
+                None
+            }
+            Verifier::GitHub { secrets } => {
+                let value = header(headers, "x-hub-signature-256")?;
+                let hexpart = value
+                    .strip_prefix("sha256=")
+                    .ok_or(VerifyError::Malformed("x-hub-signature-256"))?;
+                let sig = hex_sig(hexpart, "x-hub-signature-256")?;
+                self.check(any_secret(secrets, |k| mac::verify(Algorithm::Sha256, k, &[body], &sig)))?;
+                Some(header(headers, "x-github-delivery")?.to_string())
+            }
+            Verifier::GitLab { secrets } => {
+                let token = header(headers, "x-gitlab-token")?;
+                self.check(any_secret(secrets, |k| mac::secret_eq(k, token.as_bytes())))?;
+                headers
+                    .get("x-gitlab-event-uuid")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string)
+            }
+            Verifier::Basic { username, passwords } => {
+                let value = header(headers, "authorization")?;
+                let encoded = strip_scheme(value, "basic").ok_or(VerifyError::BadSignature)?;
+                let decoded = B64.decode(encoded.trim()).map_err(|_| VerifyError::BadSignature)?;
+                let text = String::from_utf8(decoded).map_err(|_| VerifyError::BadSignature)?;
+                let (user, pass) = text.split_once(':').ok_or(VerifyError::BadSignature)?;
+                let user_ok = mac::secret_eq(username.expose().as_bytes(), user.as_bytes());
+                let pass_ok = any_secret(passwords, |k| mac::secret_eq(k, pass.as_bytes()));
+                self.check(user_ok & pass_ok)?;
+                None
+            }
+            Verifier::Bearer { secrets } => {
+                let value = header(headers, "authorization")?;
+                let token = strip_scheme(value, "bearer").ok_or(VerifyError::BadSignature)?;
+                self.check(any_secret(secrets, |k| mac::secret_eq(k, token.trim().as_bytes())))?;
+                None
+            }
+            Verifier::Hmac { header: name, algorithm, encoding, prefix, id_header, secrets } => {
+                let value = headers
+                    .get(name.as_str())
+                    .ok_or(VerifyError::MissingHeader("signature"))?
+                    .to_str()
+                    .map_err(|_| VerifyError::Malformed("signature"))?;
+                let value = value
+                    .strip_prefix(prefix.as_str())
+                    .ok_or(VerifyError::Malformed("signature"))?;
+                let sig = match encoding {
+                    Encoding::Hex => hex::decode(value.trim()).ok(),
+                    Encoding::Base64 => B64.decode(value.trim()).ok(),
+                }
+                .ok_or(VerifyError::Malformed("signature"))?;
+                self.check(any_secret(secrets, |k| mac::verify(*algorithm, k, &[body], &sig)))?;
+                match id_header {
+                    Some(h) => Some(
+                        headers
+                            .get(h.as_str())
+                            .and_then(|v| v.to_str().ok())
+                            .ok_or(VerifyError::MissingHeader("id header"))?
+                            .to_string(),
+                    ),
+                    None => None,
+                }
+            }
+            Verifier::StandardWebhooks { keys, tolerance, infrahub } => {
+                let id = header(headers, "webhook-id")?;
+                let ts_text = header(headers, "webhook-timestamp")?;
+                let sigs = header(headers, "webhook-signature")?;
+                let ts: u64 = ts_text
+                    .trim()
+                    .parse()
+                    .map_err(|_| VerifyError::Malformed("webhook-timestamp"))?;
+                let now_s = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+                if now_s.abs_diff(ts) > tolerance.as_secs() {
+                    return Err(VerifyError::StaleTimestamp);
+                }
+                let given: Vec<Vec<u8>> = sigs
+                    .split_whitespace()
+                    .filter_map(|s| s.strip_prefix("v1,"))
+                    .filter_map(|s| B64.decode(s).ok())
+                    .collect();
+                let key_bytes: Vec<Vec<u8>> = keys
+                    .iter()
+                    .map(|k| standard_key(k, *infrahub))
+                    .collect::<Result<_, _>>()?;
+                let check_body = |b: &[u8]| {
+                    key_bytes.iter().fold(false, |ok, k| {
+                        let prefix = format!("{id}.{ts_text}.");
+                        given.iter().fold(false, |hit, g| {
+                            mac::verify(Algorithm::Sha256, k, &[prefix.as_bytes(), b], g) | hit
+                        }) | ok
+                    })
+                };
+                let mut ok = check_body(body);
+                if !ok && *infrahub {
+                    if let Ok(v) = serde_json::from_slice::<Value>(body) {
+                        ok = check_body(&pyjson::compact_ascii(&v));
+                        parsed = Some(v);
+                    }
+                }
+                self.check(ok)?;
+                Some(id.to_string())
+            }
+            Verifier::None => None,
+            Verifier::Internal => return Err(VerifyError::NotServed),
+        };
+        let body_value = match parsed {
+            Some(v) => v,
+            None => serde_json::from_slice(body).map_err(|e| VerifyError::BadJson(e.to_string()))?,
+        };
+        let from_sender = sender_id.is_some();
+        let key = sender_id.unwrap_or_else(|| mac::body_hash(body));
+        let window = dedup_window
+            .map(Some)
+            .unwrap_or_else(|| self.default_window(from_sender))
+            .filter(|w| !w.is_zero());
+        Ok(VerifiedEvent {
+            source: source.to_string(),
+            kind: self.kind(),
+            delivery: Some(Delivery { key, window }),
+            doc: EventDoc::new(body_value),
+            headers: safe_headers(headers),
+            received_at: now,
+            depth: 0,
+        })
+    }
+
+    fn check(&self, ok: bool) -> Result<(), VerifyError> {
+        if ok { Ok(()) } else { Err(VerifyError::BadSignature) }
+    }
+}
+
+fn strip_scheme<'a>(value: &'a str, scheme: &str) -> Option<&'a str> {
+    let (s, rest) = value.trim().split_once(' ')?;
+    s.eq_ignore_ascii_case(scheme).then_some(rest)
+}
+
+fn standard_key(secret: &Secret, raw: bool) -> Result<Vec<u8>, VerifyError> {
+    let s = secret.expose();
+    if raw {
+        return Ok(s.as_bytes().to_vec());
+    }
+    B64.decode(s.strip_prefix("whsec_").unwrap_or(s))
+        .map_err(|_| VerifyError::BadSignature)
+}
+
+fn safe_headers(headers: &HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .filter(|(n, _)| !CREDENTIAL_HEADERS.contains(&n.as_str()))
+        .filter_map(|(n, v)| Some((n.as_str().to_string(), v.to_str().ok()?.to_string())))
+        .collect()
+}
+
+/// Signs `body` the way a sender of `kind` would, returning the headers to send. Used by
+/// `rulehook send`, the tests and the benchmarks.
+pub fn sign_like(kind: &str, secret: &str, body: &[u8], now: SystemTime) -> Option<Vec<(String, String)>> {
+    let id = format!("msg_{}", uuid::Uuid::now_v7().simple());
+    let ts = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs().to_string();
+    let h = |n: &str, v: String| (n.to_string(), v);
+    Some(match kind {
+        "ipfabric" => vec![h("x-ipf-signature", hex::encode(mac::sign(Algorithm::Sha256, secret.as_bytes(), &[body])))],
+        "netbox" => vec![h("x-hook-signature", hex::encode(mac::sign(Algorithm::Sha512, secret.as_bytes(), &[body])))],
+        "github" => vec![
+            h("x-hub-signature-256", format!("sha256={}", hex::encode(mac::sign(Algorithm::Sha256, secret.as_bytes(), &[body])))),
+            h("x-github-delivery", uuid::Uuid::now_v7().to_string()),
+            h("x-github-event", "ping".into()),
+        ],
+        "gitlab" => vec![h("x-gitlab-token", secret.into()), h("x-gitlab-event-uuid", uuid::Uuid::now_v7().to_string())],
+        "basic" => vec![h("authorization", format!("Basic {}", B64.encode(secret)))],
+        "bearer" => vec![h("authorization", format!("Bearer {secret}"))],
+        "standard-webhooks" | "infrahub" => {
+            let key = standard_key(&Secret::new(secret.into()), kind == "infrahub").ok()?;
+            let prefix = format!("{id}.{ts}.");
+            let sig = B64.encode(mac::sign(Algorithm::Sha256, &key, &[prefix.as_bytes(), body]));
+            vec![h("webhook-id", id), h("webhook-timestamp", ts), h("webhook-signature", format!("v1,{sig}"))]
+        }
+        "none" => vec![],
+        _ => return None,
+    })
+}
