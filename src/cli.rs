@@ -179,8 +179,14 @@ fn test(t: &TestArgs) -> anyhow::Result<ExitCode> {
                 "received_at": crate::journal::rfc3339(0), "headers": headers,
                 "rulebook": rule.rulebook, "rule": rule.name,
             });
-            let ctx = crate::templates::context(json!({"event": body, "meta": meta, "previous": Value::Null}));
-            for a in &rule.actions {
+            // A dry run has no real previous result: later actions see a placeholder one.
+            for (i, a) in rule.actions.iter().enumerate() {
+                let previous = if i == 0 {
+                    Value::Null
+                } else {
+                    json!({"exit_code": 0, "stdout": format!("<stdout of action {}>", i - 1)})
+                };
+                let ctx = crate::templates::context(json!({"event": body, "meta": meta, "previous": previous}));
                 actions.push(match a.render(&set.templates, &ctx) {
                     Ok(r) => serde_json::to_value(r).unwrap_or(Value::Null),
                     Err(e) => json!({"render_error": e}),

@@ -115,7 +115,7 @@ impl Expr {
                 message: "empty condition".into(),
             });
         }
-        let query = compile_filter(text, 0)?;
+        // Conjuncts first: an error then points at least at the operand that holds it.
         let mut conjuncts = Vec::new();
         let parts = if split_top(text, "||").len() > 1 {
             vec![(0, text)]
@@ -134,6 +134,7 @@ impl Expr {
                 equality,
             });
         }
+        let query = compile_filter(text, 0)?;
         Ok(Expr {
             text: text.to_string(),
             query,
