@@ -1,0 +1,168 @@
+//! Test harness: a scratch directory with rulebooks and scripts, the real `rulehook` binary
+//! started on a loopback port, and signing helpers.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+pub struct Env {
+    pub dir: tempfile::TempDir,
+}
+
+impl Env {
+    pub fn new() -> Env {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for d in ["rulebooks", "scripts", "templates", "data"] {
+            std::fs::create_dir_all(dir.path().join(d)).expect("mkdir");
+        }
+        Env { dir }
+    }
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+    pub fn rulebook(&self, name: &str, yaml: &str) {
+        std::fs::write(self.path("rulebooks").join(name), yaml).expect("write rulebook");
+    }
+    pub fn script(&self, name: &str, body: &str) {
+        let p = self.path("scripts").join(name);
+        std::fs::write(&p, body).expect("write script");
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+    /// Lines of a file the scripts append to (empty when it does not exist yet).
+    pub fn lines(&self, rel: &str) -> Vec<String> {
+        std::fs::read_to_string(self.path(rel))
+            .map(|s| s.lines().map(str::to_string).collect())
+            .unwrap_or_default()
+    }
+    /// Waits until `rel` has at least `n` lines (or the timeout passes); returns its lines.
+    pub fn wait_lines(&self, rel: &str, n: usize, timeout: Duration) -> Vec<String> {
+        let start = Instant::now();
+        loop {
+            let lines = self.lines(rel);
+            if lines.len() >= n || start.elapsed() > timeout {
+                return lines;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_rulehook"));
+        c.args(args)
+            .arg("--rulebooks")
+            .arg(self.path("rulebooks"))
+            .arg("--scripts")
+            .arg(self.path("scripts"))
+            .arg("--templates")
+            .arg(self.path("templates"));
+        c
+    }
+}
+
+/// A running `rulehook serve`.
+pub struct Server {
+    child: Child,
+    pub base: String,
+    pub log: PathBuf,
+}
+
+impl Server {
+    pub fn start(env: &Env, extra: &[&str], vars: &[(&str, String)]) -> Server {
+        let log = env.path(&format!("serve-{}.log", SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_nanos()));
+        let mut cmd = env.cmd(&["serve"]);
+        cmd.arg("--data")
+            .arg(env.path("data"))
+            .args(["--listen", "127.0.0.1:0"])
+            .args(extra)
+            .env("OUT_DIR", env.dir.path())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).expect("log file"));
+        for (k, v) in vars {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("start rulehook");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(addr) = line.strip_prefix("listening on ") {
+                    let _ = tx.send(addr.to_string());
+                }
+            }
+        });
+        let base = match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(b) => b,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("server did not start: {}", std::fs::read_to_string(&log).unwrap_or_default());
+            }
+        };
+        Server { child, base, log }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// SIGKILL, as a crash.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM and wait for the exit.
+    pub fn terminate(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let _ = self.child.wait();
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client")
+}
+
+/// Signs like a sender of `kind` and posts; returns status and JSON body.
+pub async fn post_signed(
+    c: &reqwest::Client,
+    url: &str,
+    kind: &str,
+    secret: &str,
+    body: &[u8],
+) -> (u16, serde_json::Value) {
+    let headers = rulehook::verify::sign_like(kind, secret, body, SystemTime::now()).expect("known kind");
+    post(c, url, &headers, body).await
+}
+
+pub async fn post(
+    c: &reqwest::Client,
+    url: &str,
+    headers: &[(String, String)],
+    body: &[u8],
+) -> (u16, serde_json::Value) {
+    let mut req = c.post(url).header("content-type", "application/json").body(body.to_vec());
+    for (k, v) in headers {
+        req = req.header(k.as_str(), v.as_str());
+    }
+    let resp = req.send().await.expect("request");
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap_or_default();
+    (status, serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)))
+}
+
+pub fn repo_path(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
