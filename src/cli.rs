@@ -16,7 +16,11 @@ use crate::rules::{Dirs, EventDoc, RuleSet};
 use crate::server::{AppState, app};
 
 #[derive(Debug, Parser)]
-#[command(name = "rulehook", version, about = "Verified webhooks in, JSONPath rules, actions out")]
+#[command(
+    name = "rulehook",
+    version,
+    about = "Verified webhooks in, JSONPath rules, actions out"
+)]
 pub struct Cli {
     /// Log as JSON lines instead of readable text.
     #[arg(long, global = true, env = "RULEHOOK_LOG_JSON")]
@@ -47,7 +51,11 @@ pub struct DirArgs {
 
 impl DirArgs {
     fn dirs(&self) -> Dirs {
-        Dirs { rulebooks: self.rulebooks.clone(), scripts: self.scripts.clone(), templates: self.templates.clone() }
+        Dirs {
+            rulebooks: self.rulebooks.clone(),
+            scripts: self.scripts.clone(),
+            templates: self.templates.clone(),
+        }
     }
 }
 
@@ -103,7 +111,10 @@ pub fn main() -> ExitCode {
             }
         },
         Command::Serve(s) => {
-            let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
                 Ok(rt) => rt,
                 Err(e) => {
                     eprintln!("error: cannot start the runtime: {e}");
@@ -154,9 +165,10 @@ fn test(t: &TestArgs) -> anyhow::Result<ExitCode> {
         Ok(s) => s,
         Err(code) => return Ok(code),
     };
-    let text = std::fs::read_to_string(&t.event).with_context(|| format!("cannot read {}", t.event.display()))?;
-    let body: Value =
-        serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", t.event.display()))?;
+    let text = std::fs::read_to_string(&t.event)
+        .with_context(|| format!("cannot read {}", t.event.display()))?;
+    let body: Value = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not valid JSON", t.event.display()))?;
     if let Some(s) = &t.source
         && set.source(s).is_none()
     {
@@ -164,8 +176,13 @@ fn test(t: &TestArgs) -> anyhow::Result<ExitCode> {
     }
     let mut headers = serde_json::Map::new();
     for h in &t.headers {
-        let (n, v) = h.split_once(':').with_context(|| format!("header `{h}` must be `Name: value`"))?;
-        headers.insert(n.trim().to_ascii_lowercase(), Value::String(v.trim().to_string()));
+        let (n, v) = h
+            .split_once(':')
+            .with_context(|| format!("header `{h}` must be `Name: value`"))?;
+        headers.insert(
+            n.trim().to_ascii_lowercase(),
+            Value::String(v.trim().to_string()),
+        );
     }
     let doc = EventDoc::new(body.clone());
     let mut report = Vec::new();
@@ -186,7 +203,9 @@ fn test(t: &TestArgs) -> anyhow::Result<ExitCode> {
                 } else {
                     json!({"exit_code": 0, "stdout": format!("<stdout of action {}>", i - 1)})
                 };
-                let ctx = crate::templates::context(json!({"event": body, "meta": meta, "previous": previous}));
+                let ctx = crate::templates::context(
+                    json!({"event": body, "meta": meta, "previous": previous}),
+                );
                 actions.push(match a.render(&set.templates, &ctx) {
                     Ok(r) => serde_json::to_value(r).unwrap_or(Value::Null),
                     Err(e) => json!({"render_error": e}),
@@ -202,7 +221,11 @@ fn test(t: &TestArgs) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         for r in &report {
-            let name = format!("{}/{}", r["rulebook"].as_str().unwrap_or(""), r["rule"].as_str().unwrap_or(""));
+            let name = format!(
+                "{}/{}",
+                r["rulebook"].as_str().unwrap_or(""),
+                r["rule"].as_str().unwrap_or("")
+            );
             if r["matched"] == true {
                 println!("MATCH    {name}");
                 for a in r["actions"].as_array().into_iter().flatten() {
@@ -228,7 +251,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tracing::warn!("{w}");
     }
     let journal: Arc<dyn Journal> = Arc::new(
-        SqliteJournal::open(&args.data).with_context(|| format!("cannot open the journal in {}", args.data.display()))?,
+        SqliteJournal::open(&args.data)
+            .with_context(|| format!("cannot open the journal in {}", args.data.display()))?,
     );
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -238,7 +262,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     println!("listening on http://{addr}");
     for s in &set.sources {
         match &s.path {
-            Some(p) => println!("source {} ({}) at http://{addr}{p}", s.name, s.verifier.kind()),
+            Some(p) => println!(
+                "source {} ({}) at http://{addr}{p}",
+                s.name,
+                s.verifier.kind()
+            ),
             None => println!("source {} ({}) internal", s.name, s.verifier.kind()),
         }
     }
@@ -247,10 +275,16 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if resumed > 0 {
         tracing::info!(jobs = resumed, "resuming unfinished jobs from the journal");
     }
-    let state = AppState { engine: engine.clone(), admin_token: std::env::var("RULEHOOK_ADMIN_TOKEN").ok() };
-    axum::serve(listener, app(state).into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    let state = AppState {
+        engine: engine.clone(),
+        admin_token: std::env::var("RULEHOOK_ADMIN_TOKEN").ok(),
+    };
+    axum::serve(
+        listener,
+        app(state).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await?;
     tracing::info!("no longer accepting events; waiting for running actions");
     engine.shutdown(args.grace).await;
     Ok(())

@@ -70,18 +70,30 @@ impl Engine {
             .iter()
             .map(|&i| {
                 let r = &rules.rules[i];
-                NewJob { rulebook: r.rulebook.clone(), rule: r.name.clone(), key: r.key.clone() }
+                NewJob {
+                    rulebook: r.rulebook.clone(),
+                    rule: r.name.clone(),
+                    key: r.key.clone(),
+                }
             })
             .collect();
         match self.journal.append(event, jobs).await? {
-            Appended::Duplicate { id } => Ok(Ingested { id, duplicate: true, matched: 0 }),
+            Appended::Duplicate { id } => Ok(Ingested {
+                id,
+                duplicate: true,
+                matched: 0,
+            }),
             Appended::New { event, jobs } => {
                 let id = event.id.clone();
                 let n = jobs.len();
                 for (job, &rule) in jobs.into_iter().zip(&matched) {
                     self.schedule(rules.clone(), rule, job, event.clone(), false);
                 }
-                Ok(Ingested { id, duplicate: false, matched: n })
+                Ok(Ingested {
+                    id,
+                    duplicate: false,
+                    matched: n,
+                })
             }
         }
     }
@@ -95,16 +107,28 @@ impl Engine {
             match rules.rule(&job.rulebook, &job.rule) {
                 Some(rule) => self.schedule(rules.clone(), rule, job, event, true),
                 None => {
-                    let msg = format!("rule `{}` of rulebook `{}` no longer exists", job.rule, job.rulebook);
+                    let msg = format!(
+                        "rule `{}` of rulebook `{}` no longer exists",
+                        job.rule, job.rulebook
+                    );
                     tracing::warn!(job = %job.id, "{msg}; the job is closed as failed");
-                    self.journal.finish_job(&job, JobState::Failed, Some(msg)).await?;
+                    self.journal
+                        .finish_job(&job, JobState::Failed, Some(msg))
+                        .await?;
                 }
             }
         }
         Ok(n)
     }
 
-    fn schedule(self: &Arc<Self>, rules: Arc<RuleSet>, rule: usize, job: Job, event: Arc<StoredEvent>, resumed: bool) {
+    fn schedule(
+        self: &Arc<Self>,
+        rules: Arc<RuleSet>,
+        rule: usize,
+        job: Job,
+        event: Arc<StoredEvent>,
+        resumed: bool,
+    ) {
         let engine = self.clone();
         self.tracker.spawn(async move {
             let permit = tokio::select! {
@@ -147,16 +171,27 @@ impl Engine {
             let ctx = crate::templates::context(json!({
                 "event": body, "meta": meta, "previous": previous,
             }));
-            let mut attempt = if resumed { self.journal.attempts(job, idx).await? } else { 0 };
+            let mut attempt = if resumed {
+                self.journal.attempts(job, idx).await?
+            } else {
+                0
+            };
             let rendered = match action.render(&rules.templates, &ctx) {
                 Ok(r) => r,
                 Err(e) => {
                     let error = format!("action {idx} ({}) cannot be rendered: {e}", action.kind());
                     attempt += 1;
-                    self.journal.start_attempt(job, idx, action.kind(), Value::Null, attempt).await?;
-                    self.journal.finish_attempt(job, idx, attempt, &Outcome::failed(&error)).await?;
+                    self.journal
+                        .start_attempt(job, idx, action.kind(), Value::Null, attempt)
+                        .await?;
+                    self.journal
+                        .finish_attempt(job, idx, attempt, &Outcome::failed(&error))
+                        .await?;
                     tracing::warn!(job = %job.id, "{error}");
-                    return self.journal.finish_job(job, JobState::Failed, Some(error)).await;
+                    return self
+                        .journal
+                        .finish_job(job, JobState::Failed, Some(error))
+                        .await;
                 }
             };
             let rendered_json = serde_json::to_value(&rendered).unwrap_or(Value::Null);
@@ -173,7 +208,9 @@ impl Engine {
                     .start_attempt(job, idx, action.kind(), rendered_json.clone(), attempt)
                     .await?;
                 let outcome = rendered.execute(&run).await;
-                self.journal.finish_attempt(job, idx, attempt, &outcome).await?;
+                self.journal
+                    .finish_attempt(job, idx, attempt, &outcome)
+                    .await?;
                 if outcome.ok || attempt > action.retries() || self.shutdown.is_cancelled() {
                     break outcome;
                 }
@@ -181,9 +218,15 @@ impl Engine {
                 tokio::time::sleep(backoff(attempt)).await;
             };
             if !outcome.ok {
-                let error = outcome.error.clone().unwrap_or_else(|| "action failed".into());
+                let error = outcome
+                    .error
+                    .clone()
+                    .unwrap_or_else(|| "action failed".into());
                 tracing::warn!(run = %run.run_id, attempts = attempt, "{error}");
-                return self.journal.finish_job(job, JobState::Failed, Some(error)).await;
+                return self
+                    .journal
+                    .finish_job(job, JobState::Failed, Some(error))
+                    .await;
             }
             previous = json!({"exit_code": outcome.exit_code, "stdout": outcome.stdout});
         }
@@ -195,7 +238,10 @@ impl Engine {
     pub async fn shutdown(&self, grace: Duration) {
         self.shutdown.cancel();
         self.tracker.close();
-        if tokio::time::timeout(grace, self.tracker.wait()).await.is_err() {
+        if tokio::time::timeout(grace, self.tracker.wait())
+            .await
+            .is_err()
+        {
             tracing::warn!("grace period over: unfinished jobs resume at the next start");
         }
     }

@@ -104,8 +104,15 @@ mod tests {
         std::fs::write(&p, "from-file\n").unwrap();
         let e = expand(&format!("${{file:{}}}", p.display())).unwrap();
         assert_eq!(e.value, "from-file");
-        assert_eq!(expand("{{ event.x }} ${HOME}").unwrap().value, "{{ event.x }} ${HOME}");
-        assert!(expand("${file:/nonexistent/x}").unwrap_err().contains("/nonexistent/x"));
+        assert_eq!(
+            expand("{{ event.x }} ${HOME}").unwrap().value,
+            "{{ event.x }} ${HOME}"
+        );
+        assert!(
+            expand("${file:/nonexistent/x}")
+                .unwrap_err()
+                .contains("/nonexistent/x")
+        );
     }
 
     #[test]

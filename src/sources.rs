@@ -28,7 +28,10 @@ impl Source {
     /// Whether a client at `ip` may post to this source.
     pub fn allows(&self, ip: IpAddr) -> bool {
         let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(IpAddr::V6(v6)),
+            IpAddr::V6(v6) => v6
+                .to_ipv4_mapped()
+                .map(IpAddr::V4)
+                .unwrap_or(IpAddr::V6(v6)),
             v4 => v4,
         };
         self.allow_from.is_empty() || self.allow_from.iter().any(|net| net.contains(&ip))

@@ -11,5 +11,9 @@ pub fn init(json: bool) {
         .with_ansi(ansi)
         .with_writer(std::io::stderr);
     // A second init (tests start several servers in one process) is harmless.
-    let _ = if json { builder.json().try_init() } else { builder.try_init() };
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
 }

@@ -52,7 +52,9 @@ impl Templates {
         let mut errors = Vec::new();
         let mut stack = vec![dir.to_path_buf()];
         while let Some(d) = stack.pop() {
-            let Ok(entries) = std::fs::read_dir(&d) else { continue };
+            let Ok(entries) = std::fs::read_dir(&d) else {
+                continue;
+            };
             for entry in entries.flatten() {
                 let path = entry.path();
                 if path.is_dir() {
@@ -66,13 +68,21 @@ impl Templates {
                     .replace('\\', "/");
                 let result = std::fs::read_to_string(&path)
                     .map_err(|e| e.to_string())
-                    .and_then(|src| t.env.add_template_owned(name.clone(), src).map_err(|e| e.to_string()));
+                    .and_then(|src| {
+                        t.env
+                            .add_template_owned(name.clone(), src)
+                            .map_err(|e| e.to_string())
+                    });
                 if let Err(e) = result {
                     errors.push((path.display().to_string(), e));
                 }
             }
         }
-        if errors.is_empty() { Ok(t) } else { Err(errors) }
+        if errors.is_empty() {
+            Ok(t)
+        } else {
+            Err(errors)
+        }
     }
 
     /// Compiles an inline string under `name`. Text without template syntax stays literal.

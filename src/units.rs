@@ -19,7 +19,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "m" => 60_000,
         "h" => 3_600_000,
         "d" => 86_400_000,
-        _ => return Err(format!("duration `{t}` has unknown unit `{unit}`: use ms, s, m, h or d")),
+        _ => {
+            return Err(format!(
+                "duration `{t}` has unknown unit `{unit}`: use ms, s, m, h or d"
+            ));
+        }
     };
     n.checked_mul(ms)
         .map(Duration::from_millis)
@@ -41,7 +45,11 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         "GiB" => 1 << 30,
         "KB" | "kB" => 1_000,
         "MB" => 1_000_000,
-        _ => return Err(format!("size `{t}` has unknown unit `{unit}`: use KiB or MiB")),
+        _ => {
+            return Err(format!(
+                "size `{t}` has unknown unit `{unit}`: use KiB or MiB"
+            ));
+        }
     };
     n.checked_mul(mult)
         .ok_or_else(|| format!("size `{t}` is too large"))

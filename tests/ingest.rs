@@ -50,7 +50,10 @@ rules:
       - run_script: { script: record.sh }
 "#,
     );
-    env.script("record.sh", "#!/bin/sh\necho \"$RULEHOOK_SOURCE $RULEHOOK_RUN_ID\" >> \"$OUT_DIR/runs.txt\"\n");
+    env.script(
+        "record.sh",
+        "#!/bin/sh\necho \"$RULEHOOK_SOURCE $RULEHOOK_RUN_ID\" >> \"$OUT_DIR/runs.txt\"\n",
+    );
     let server = Server::start(&env, &[], &[]);
     (env, server)
 }
@@ -84,41 +87,84 @@ async fn every_kind_accepts_the_right_signature_and_refuses_a_wrong_one() {
         assert_eq!(st, 401, "{kind} wrong secret: {resp}");
         assert_eq!(resp["error"], "invalid_signature");
         let text = resp.to_string();
-        assert!(!text.contains(good) && !text.contains(bad), "{kind}: secret echoed: {text}");
+        assert!(
+            !text.contains(good) && !text.contains(bad),
+            "{kind}: secret echoed: {text}"
+        );
         // No credentials at all.
         let (st, resp) = post(&c, &server.url(path), &[], body).await;
         assert_eq!(st, 401, "{kind} missing header: {resp}");
     }
     // The old secret of a rotation still works.
-    let (st, _) = post_signed(&c, &server.url("/hooks/ipf"), "ipfabric", "ipf-old", br#"{"rotated":true}"#).await;
+    let (st, _) = post_signed(
+        &c,
+        &server.url("/hooks/ipf"),
+        "ipfabric",
+        "ipf-old",
+        br#"{"rotated":true}"#,
+    )
+    .await;
     assert_eq!(st, 202);
     accepted += 1;
 
     // Standard Webhooks with a whsec_ key.
     let whsec = format!("whsec_{}", B64.encode(WHSEC_KEY));
-    let (st, resp) = post_signed(&c, &server.url("/hooks/sw"), "standard-webhooks", &whsec, br#"{"sw":1}"#).await;
+    let (st, resp) = post_signed(
+        &c,
+        &server.url("/hooks/sw"),
+        "standard-webhooks",
+        &whsec,
+        br#"{"sw":1}"#,
+    )
+    .await;
     assert_eq!(st, 202, "{resp}");
     accepted += 1;
 
     // Generic hmac: sha1, base64, prefix, id header.
     let gbody = br#"{"generic":true}"#;
     let sig = B64.encode(mac::sign(Algorithm::Sha1, b"gen-secret", &[gbody]));
-    let h = vec![("x-signature".to_string(), format!("sha1={sig}")), ("x-request-id".to_string(), "req-1".to_string())];
+    let h = vec![
+        ("x-signature".to_string(), format!("sha1={sig}")),
+        ("x-request-id".to_string(), "req-1".to_string()),
+    ];
     let (st, resp) = post(&c, &server.url("/hooks/generic"), &h, gbody).await;
     assert_eq!(st, 202, "{resp}");
     accepted += 1;
-    let bad = vec![("x-signature".to_string(), format!("sha1={}", B64.encode([0u8; 20]))), h[1].clone()];
-    assert_eq!(post(&c, &server.url("/hooks/generic"), &bad, gbody).await.0, 401);
+    let bad = vec![
+        (
+            "x-signature".to_string(),
+            format!("sha1={}", B64.encode([0u8; 20])),
+        ),
+        h[1].clone(),
+    ];
+    assert_eq!(
+        post(&c, &server.url("/hooks/generic"), &bad, gbody).await.0,
+        401
+    );
 
     // kind none
-    assert_eq!(post(&c, &server.url("/hooks/open"), &[], br#"{"open":1}"#).await.0, 202);
+    assert_eq!(
+        post(&c, &server.url("/hooks/open"), &[], br#"{"open":1}"#)
+            .await
+            .0,
+        202
+    );
     accepted += 1;
 
     let runs = env.wait_lines("runs.txt", accepted, Duration::from_secs(15));
     assert_eq!(runs.len(), accepted, "{runs:?}");
     // Credentials never reach the log.
     let log = server.log_text();
-    for secret in ["ipf-new", "nb-secret", "gh-secret", "gl-secret", "dnac-pass", "eem-token", "ih-secret", "gen-secret"] {
+    for secret in [
+        "ipf-new",
+        "nb-secret",
+        "gh-secret",
+        "gl-secret",
+        "dnac-pass",
+        "eem-token",
+        "ih-secret",
+        "gen-secret",
+    ] {
         assert!(!log.contains(secret), "{secret} in the log");
     }
 }
@@ -130,22 +176,38 @@ async fn tampered_stale_oversize_malformed_unknown_and_wrong_method() {
 
     // Tampered body: signed one body, sent another.
     let headers = rulehook::verify::sign_like("ipfabric", "ipf-new", br#"{"a":1}"#, now()).unwrap();
-    assert_eq!(post(&c, &server.url("/hooks/ipf"), &headers, br#"{"a":2}"#).await.0, 401);
+    assert_eq!(
+        post(&c, &server.url("/hooks/ipf"), &headers, br#"{"a":2}"#)
+            .await
+            .0,
+        401
+    );
 
     // Stale Standard Webhooks timestamp.
     let whsec = format!("whsec_{}", B64.encode(WHSEC_KEY));
     let old = now() - Duration::from_secs(3600);
-    let headers = rulehook::verify::sign_like("standard-webhooks", &whsec, br#"{"a":1}"#, old).unwrap();
+    let headers =
+        rulehook::verify::sign_like("standard-webhooks", &whsec, br#"{"a":1}"#, old).unwrap();
     let (st, resp) = post(&c, &server.url("/hooks/sw"), &headers, br#"{"a":1}"#).await;
     assert_eq!((st, resp["error"].as_str()), (401, Some("stale_timestamp")));
 
     // Too large, declared and streamed.
     let big = vec![b' '; 100];
     let (st, resp) = post(&c, &server.url("/hooks/tiny"), &[], &big).await;
-    assert_eq!((st, resp["error"].as_str()), (413, Some("payload_too_large")));
+    assert_eq!(
+        (st, resp["error"].as_str()),
+        (413, Some("payload_too_large"))
+    );
 
     // Malformed JSON, correctly signed.
-    let (st, resp) = post_signed(&c, &server.url("/hooks/nb"), "netbox", "nb-secret", b"{not json").await;
+    let (st, resp) = post_signed(
+        &c,
+        &server.url("/hooks/nb"),
+        "netbox",
+        "nb-secret",
+        b"{not json",
+    )
+    .await;
     assert_eq!((st, resp["error"].as_str()), (400, Some("invalid_json")));
 
     // Unknown path, GET.
@@ -167,8 +229,16 @@ async fn infrahub_compact_reencoding_verifies() {
     let sent = "{ \"event\": \"infrahub.node.updated\", \"name\": \"Zürich\" }";
     let signed = r#"{"event":"infrahub.node.updated","name":"Z\u00fcrich"}"#;
     let id = "msg_1";
-    let ts = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs().to_string();
-    let sig = B64.encode(mac::sign(Algorithm::Sha256, b"ih-secret", &[format!("{id}.{ts}.").as_bytes(), signed.as_bytes()]));
+    let ts = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        .to_string();
+    let sig = B64.encode(mac::sign(
+        Algorithm::Sha256,
+        b"ih-secret",
+        &[format!("{id}.{ts}.").as_bytes(), signed.as_bytes()],
+    ));
     let h = vec![
         ("webhook-id".to_string(), id.to_string()),
         ("webhook-timestamp".to_string(), ts),
@@ -179,18 +249,23 @@ async fn infrahub_compact_reencoding_verifies() {
     // Same webhook-id again: a duplicate.
     let (st, resp) = post(&c, &server.url("/hooks/ih"), &h, sent.as_bytes()).await;
     assert_eq!((st, &resp["duplicate"]), (202, &serde_json::json!(true)));
-    assert_eq!(env.wait_lines("runs.txt", 1, Duration::from_secs(10)).len(), 1);
+    assert_eq!(
+        env.wait_lines("runs.txt", 1, Duration::from_secs(10)).len(),
+        1
+    );
 }
 
 #[tokio::test]
 async fn a_redelivered_event_runs_its_script_once() {
     let (env, server) = setup();
     let c = client();
-    let body = br#"{"type":"snapshot","action":"discover","status":"completed","snapshot":{"id":"s1"}}"#;
+    let body =
+        br#"{"type":"snapshot","action":"discover","status":"completed","snapshot":{"id":"s1"}}"#;
     let (st, first) = post_signed(&c, &server.url("/hooks/ipf"), "ipfabric", "ipf-new", body).await;
     assert_eq!((st, &first["duplicate"]), (202, &serde_json::json!(false)));
     for _ in 0..3 {
-        let (st, again) = post_signed(&c, &server.url("/hooks/ipf"), "ipfabric", "ipf-new", body).await;
+        let (st, again) =
+            post_signed(&c, &server.url("/hooks/ipf"), "ipfabric", "ipf-new", body).await;
         assert_eq!(st, 202);
         assert_eq!(again["duplicate"], true);
         assert_eq!(again["id"], first["id"]);
@@ -202,17 +277,38 @@ async fn a_redelivered_event_runs_its_script_once() {
             *v = "fixed-delivery".into();
         }
     }
-    assert_eq!(post(&c, &server.url("/hooks/gh"), &h, b"{}").await.1["duplicate"], false);
-    assert_eq!(post(&c, &server.url("/hooks/gh"), &h, b"{}").await.1["duplicate"], true);
+    assert_eq!(
+        post(&c, &server.url("/hooks/gh"), &h, b"{}").await.1["duplicate"],
+        false
+    );
+    assert_eq!(
+        post(&c, &server.url("/hooks/gh"), &h, b"{}").await.1["duplicate"],
+        true
+    );
 
     std::thread::sleep(Duration::from_millis(1500));
     let runs = env.lines("runs.txt");
-    assert_eq!(runs.iter().filter(|l| l.starts_with("ipf ")).count(), 1, "{runs:?}");
-    assert_eq!(runs.iter().filter(|l| l.starts_with("gh ")).count(), 1, "{runs:?}");
+    assert_eq!(
+        runs.iter().filter(|l| l.starts_with("ipf ")).count(),
+        1,
+        "{runs:?}"
+    );
+    assert_eq!(
+        runs.iter().filter(|l| l.starts_with("gh ")).count(),
+        1,
+        "{runs:?}"
+    );
 
     // The history shows the event, its job and the script's attempt.
     let id = first["id"].as_str().unwrap();
-    let detail: serde_json::Value = c.get(server.url(&format!("/api/events/{id}"))).send().await.unwrap().json().await.unwrap();
+    let detail: serde_json::Value = c
+        .get(server.url(&format!("/api/events/{id}")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(detail["duplicates"], 3);
     let job = &detail["matches"][0];
     assert_eq!(job["status"], "done");

@@ -76,7 +76,11 @@ impl Action {
         }
     }
 
-    pub fn render(&self, templates: &Templates, ctx: &minijinja::Value) -> Result<Rendered, String> {
+    pub fn render(
+        &self,
+        templates: &Templates,
+        ctx: &minijinja::Value,
+    ) -> Result<Rendered, String> {
         match self {
             Action::RunScript(a) => a.render(templates, ctx).map(Rendered::RunScript),
             Action::Log(a) => a.render(templates, ctx).map(Rendered::Log),

@@ -190,7 +190,13 @@ mod tests {
     }
 
     fn run(path: PathBuf, args: Vec<String>, timeout: Duration) -> ScriptRun {
-        ScriptRun { script: "t".into(), path, args, env: vec![], timeout }
+        ScriptRun {
+            script: "t".into(),
+            path,
+            args,
+            env: vec![],
+            timeout,
+        }
     }
 
     fn ctx() -> RunContext {
@@ -206,11 +212,22 @@ mod tests {
     #[tokio::test]
     async fn passes_args_env_and_stdin_without_a_shell() {
         let dir = tempfile::tempdir().unwrap();
-        let p = script(dir.path(), "s.sh", "#!/bin/sh\necho \"$1|$RULEHOOK_RUN_ID\"\ncat\necho oops >&2\nexit 3\n");
-        let o = run(p, vec!["a b; rm -rf /".into()], Duration::from_secs(10)).execute(&ctx()).await;
+        let p = script(
+            dir.path(),
+            "s.sh",
+            "#!/bin/sh\necho \"$1|$RULEHOOK_RUN_ID\"\ncat\necho oops >&2\nexit 3\n",
+        );
+        let o = run(p, vec!["a b; rm -rf /".into()], Duration::from_secs(10))
+            .execute(&ctx())
+            .await;
         assert!(!o.ok);
         assert_eq!(o.exit_code, Some(3));
-        assert!(o.stdout.starts_with("a b; rm -rf /|e1:r:0\n{\"event\":{\"a\":1}"), "{}", o.stdout);
+        assert!(
+            o.stdout
+                .starts_with("a b; rm -rf /|e1:r:0\n{\"event\":{\"a\":1}"),
+            "{}",
+            o.stdout
+        );
         assert_eq!(o.stderr, "oops\n");
     }
 
@@ -221,20 +238,34 @@ mod tests {
         let p = script(
             dir.path(),
             "slow.sh",
-            &format!("#!/bin/sh\n(sleep 2; touch {}) &\nsleep 30\n", marker.display()),
+            &format!(
+                "#!/bin/sh\n(sleep 2; touch {}) &\nsleep 30\n",
+                marker.display()
+            ),
         );
-        let o = run(p, vec![], Duration::from_millis(300)).execute(&ctx()).await;
+        let o = run(p, vec![], Duration::from_millis(300))
+            .execute(&ctx())
+            .await;
         assert!(!o.ok);
         assert!(o.error.unwrap().contains("timed out"));
         tokio::time::sleep(Duration::from_millis(2500)).await;
-        assert!(!marker.exists(), "the background child survived the timeout");
+        assert!(
+            !marker.exists(),
+            "the background child survived the timeout"
+        );
     }
 
     #[tokio::test]
     async fn caps_output() {
         let dir = tempfile::tempdir().unwrap();
-        let p = script(dir.path(), "big.sh", "#!/bin/sh\nhead -c 200000 /dev/zero | tr '\\0' x\n");
-        let o = run(p, vec![], Duration::from_secs(10)).execute(&ctx()).await;
+        let p = script(
+            dir.path(),
+            "big.sh",
+            "#!/bin/sh\nhead -c 200000 /dev/zero | tr '\\0' x\n",
+        );
+        let o = run(p, vec![], Duration::from_secs(10))
+            .execute(&ctx())
+            .await;
         assert!(o.ok);
         assert_eq!(o.stdout.len(), OUTPUT_CAP);
     }

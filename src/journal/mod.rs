@@ -61,7 +61,10 @@ impl Job {
 /// What appending an event did.
 #[derive(Debug)]
 pub enum Appended {
-    New { event: Arc<StoredEvent>, jobs: Vec<Job> },
+    New {
+        event: Arc<StoredEvent>,
+        jobs: Vec<Job>,
+    },
     /// The delivery id was seen within its window: nothing was stored or queued.
     Duplicate { id: String },
 }
@@ -105,7 +108,11 @@ pub enum JournalError {
 pub trait Journal: Send + Sync + 'static {
     /// Durably stores `event` and the jobs its matches created, or reports it a duplicate.
     /// Returns only after the commit.
-    async fn append(&self, event: VerifiedEvent, jobs: Vec<NewJob>) -> Result<Appended, JournalError>;
+    async fn append(
+        &self,
+        event: VerifiedEvent,
+        jobs: Vec<NewJob>,
+    ) -> Result<Appended, JournalError>;
 
     /// Records that attempt `attempt` (1-based) of action `index` of `job` starts now, with the
     /// rendered action. Committed before the action starts.
@@ -128,7 +135,12 @@ pub trait Journal: Send + Sync + 'static {
     ) -> Result<(), JournalError>;
 
     /// Closes a job.
-    async fn finish_job(&self, job: &Job, state: JobState, error: Option<String>) -> Result<(), JournalError>;
+    async fn finish_job(
+        &self,
+        job: &Job,
+        state: JobState,
+        error: Option<String>,
+    ) -> Result<(), JournalError>;
 
     /// Every job not finished, with its event, oldest first (for resuming after a restart).
     async fn unfinished(&self) -> Result<Vec<(Job, Arc<StoredEvent>)>, JournalError>;

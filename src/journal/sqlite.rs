@@ -79,8 +79,15 @@ type Reply<T> = oneshot::Sender<Result<T, JournalError>>;
 
 /// A write the writer thread applies inside a batch transaction.
 enum Cmd {
-    Append { event: VerifiedEvent, jobs: Vec<NewJob>, reply: Reply<Appended> },
-    Write { f: WriteFn, reply: Reply<()> },
+    Append {
+        event: VerifiedEvent,
+        jobs: Vec<NewJob>,
+        reply: Reply<Appended>,
+    },
+    Write {
+        f: WriteFn,
+        reply: Reply<()>,
+    },
 }
 
 pub struct SqliteJournal {
@@ -89,11 +96,16 @@ pub struct SqliteJournal {
 }
 
 fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 fn ms(t: SystemTime) -> i64 {
-    t.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 fn storage(e: impl std::fmt::Display) -> JournalError {
@@ -111,12 +123,16 @@ fn open(path: &Path) -> rusqlite::Result<Connection> {
 impl SqliteJournal {
     /// Opens (creating if needed) `dir/journal.db` and starts the writer thread.
     pub fn open(dir: &Path) -> Result<SqliteJournal, JournalError> {
-        std::fs::create_dir_all(dir).map_err(|e| storage(format!("cannot create {}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| storage(format!("cannot create {}: {e}", dir.display())))?;
         let path = dir.join("journal.db");
         let write = open(&path).map_err(storage)?;
         write.execute_batch(SCHEMA).map_err(storage)?;
         write
-            .execute("DELETE FROM deliveries WHERE expires_at < ?1", params![now_ms()])
+            .execute(
+                "DELETE FROM deliveries WHERE expires_at < ?1",
+                params![now_ms()],
+            )
             .map_err(storage)?;
         let read = open(&path).map_err(storage)?;
         let (tx, rx) = mpsc::channel();
@@ -124,7 +140,10 @@ impl SqliteJournal {
             .name("journal-writer".into())
             .spawn(move || writer(write, rx))
             .map_err(storage)?;
-        Ok(SqliteJournal { tx, read: Arc::new(Mutex::new(read)) })
+        Ok(SqliteJournal {
+            tx,
+            read: Arc::new(Mutex::new(read)),
+        })
     }
 
     async fn write<F>(&self, f: F) -> Result<(), JournalError>
@@ -133,7 +152,10 @@ impl SqliteJournal {
     {
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Cmd::Write { f: Box::new(f), reply })
+            .send(Cmd::Write {
+                f: Box::new(f),
+                reply,
+            })
             .map_err(|_| JournalError::Closed)?;
         rx.await.map_err(|_| JournalError::Closed)?
     }
@@ -145,7 +167,9 @@ impl SqliteJournal {
     {
         let conn = self.read.clone();
         tokio::task::spawn_blocking(move || {
-            let guard = conn.lock().map_err(|_| JournalError::Storage("read connection poisoned".into()))?;
+            let guard = conn
+                .lock()
+                .map_err(|_| JournalError::Storage("read connection poisoned".into()))?;
             f(&guard).map_err(storage)
         })
         .await
@@ -197,7 +221,10 @@ fn writer(mut conn: Connection, rx: mpsc::Receiver<Cmd>) {
         }
         if since_prune > 10_000 {
             since_prune = 0;
-            let _ = tx.execute("DELETE FROM deliveries WHERE expires_at < ?1", params![now_ms()]);
+            let _ = tx.execute(
+                "DELETE FROM deliveries WHERE expires_at < ?1",
+                params![now_ms()],
+            );
         }
         let commit = tx.commit().err().map(|e| e.to_string());
         for d in done {
@@ -236,7 +263,11 @@ fn in_savepoint<T>(
     }
 }
 
-fn append(conn: &Connection, event: VerifiedEvent, jobs: Vec<NewJob>) -> rusqlite::Result<Appended> {
+fn append(
+    conn: &Connection,
+    event: VerifiedEvent,
+    jobs: Vec<NewJob>,
+) -> rusqlite::Result<Appended> {
     let now = now_ms();
     let source = event.source().to_string();
     if let Some(d) = event.delivery()
@@ -285,7 +316,13 @@ fn append(conn: &Connection, event: VerifiedEvent, jobs: Vec<NewJob>) -> rusqlit
             "INSERT OR IGNORE INTO jobs (id, event_id, rulebook, rule, state, created_at) VALUES (?1, ?2, ?3, ?4, 'pending', ?5)",
         )?
         .execute(params![job_id, id, j.rulebook, j.rule, now])?;
-        out.push(Job { id: job_id, event_id: id.clone(), rulebook: j.rulebook, rule: j.rule, next_action: 0 });
+        out.push(Job {
+            id: job_id,
+            event_id: id.clone(),
+            rulebook: j.rulebook,
+            rule: j.rule,
+            next_action: 0,
+        });
     }
     let depth = event.depth();
     let kind = event.kind().to_string();
@@ -299,7 +336,10 @@ fn append(conn: &Connection, event: VerifiedEvent, jobs: Vec<NewJob>) -> rusqlit
         doc: event.into_doc(),
         depth,
     };
-    Ok(Appended::New { event: Arc::new(stored), jobs: out })
+    Ok(Appended::New {
+        event: Arc::new(stored),
+        jobs: out,
+    })
 }
 
 fn row_event(r: &rusqlite::Row) -> rusqlite::Result<StoredEvent> {
@@ -318,7 +358,11 @@ fn row_event(r: &rusqlite::Row) -> rusqlite::Result<StoredEvent> {
 
 #[async_trait]
 impl Journal for SqliteJournal {
-    async fn append(&self, event: VerifiedEvent, jobs: Vec<NewJob>) -> Result<Appended, JournalError> {
+    async fn append(
+        &self,
+        event: VerifiedEvent,
+        jobs: Vec<NewJob>,
+    ) -> Result<Appended, JournalError> {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Cmd::Append { event, jobs, reply })
@@ -347,7 +391,13 @@ impl Journal for SqliteJournal {
         .await
     }
 
-    async fn finish_attempt(&self, job: &Job, index: usize, attempt: u32, outcome: &Outcome) -> Result<(), JournalError> {
+    async fn finish_attempt(
+        &self,
+        job: &Job,
+        index: usize,
+        attempt: u32,
+        outcome: &Outcome,
+    ) -> Result<(), JournalError> {
         let (run_id, job_id) = (job.run_id(index), job.id.clone());
         let o = outcome.clone();
         self.write(move |tx| {
@@ -374,11 +424,18 @@ impl Journal for SqliteJournal {
         .await
     }
 
-    async fn finish_job(&self, job: &Job, state: JobState, error: Option<String>) -> Result<(), JournalError> {
+    async fn finish_job(
+        &self,
+        job: &Job,
+        state: JobState,
+        error: Option<String>,
+    ) -> Result<(), JournalError> {
         let id = job.id.clone();
         self.write(move |tx| {
-            tx.prepare_cached("UPDATE jobs SET state = ?2, error = ?3, finished_at = ?4 WHERE id = ?1")?
-                .execute(params![id, state.as_str(), error, now_ms()])?;
+            tx.prepare_cached(
+                "UPDATE jobs SET state = ?2, error = ?3, finished_at = ?4 WHERE id = ?1",
+            )?
+            .execute(params![id, state.as_str(), error, now_ms()])?;
             Ok(())
         })
         .await
@@ -420,7 +477,11 @@ impl Journal for SqliteJournal {
     async fn attempts(&self, job: &Job, index: usize) -> Result<u32, JournalError> {
         let run_id = job.run_id(index);
         self.read(move |c| {
-            c.query_row("SELECT COALESCE(MAX(attempt), 0) FROM attempts WHERE run_id = ?1", params![run_id], |r| r.get(0))
+            c.query_row(
+                "SELECT COALESCE(MAX(attempt), 0) FROM attempts WHERE run_id = ?1",
+                params![run_id],
+                |r| r.get(0),
+            )
         })
         .await
     }
@@ -531,5 +592,6 @@ impl Journal for SqliteJournal {
 /// Milliseconds since the epoch as RFC 3339 (UTC).
 pub fn rfc3339(ms: i64) -> String {
     let t = time::OffsetDateTime::UNIX_EPOCH + time::Duration::milliseconds(ms);
-    t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
 }

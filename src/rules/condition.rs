@@ -74,7 +74,9 @@ impl SingularPath {
                 (SingularSegment::Index(i), Value::Array(items)) => {
                     let i = i.get();
                     let idx = if i < 0 {
-                        items.len().checked_sub(usize::try_from(i.unsigned_abs()).ok()?)?
+                        items
+                            .len()
+                            .checked_sub(usize::try_from(i.unsigned_abs()).ok()?)?
                     } else {
                         usize::try_from(i).ok()?
                     };
@@ -168,10 +170,12 @@ impl Expr {
 
     /// Equalities on a literal that must all hold for the expression to be true.
     pub fn required_equalities(&self) -> impl Iterator<Item = (&SingularPath, &IndexKey)> {
-        self.conjuncts.iter().filter_map(|c| match (&c.subject, &c.equality) {
-            (Some((_, path)), Some(key)) => Some((path, key)),
-            _ => None,
-        })
+        self.conjuncts
+            .iter()
+            .filter_map(|c| match (&c.subject, &c.equality) {
+                (Some((_, path)), Some(key)) => Some((path, key)),
+                _ => None,
+            })
     }
 }
 
@@ -225,7 +229,9 @@ impl Condition {
             }
             Condition::Any(cs) => {
                 let mut inner = Vec::new();
-                let ok = cs.iter().fold(false, |acc, c| c.explain_into(doc, &mut inner) || acc);
+                let ok = cs
+                    .iter()
+                    .fold(false, |acc, c| c.explain_into(doc, &mut inner) || acc);
                 if !ok {
                     why.push(format!("none of `any` held: {}", inner.join("; ")));
                 }
@@ -234,7 +240,10 @@ impl Condition {
             Condition::Not(c) => {
                 let ok = !c.eval(doc);
                 if !ok {
-                    why.push(format!("`not` failed: its condition {} is true", c.summary()));
+                    why.push(format!(
+                        "`not` failed: its condition {} is true",
+                        c.summary()
+                    ));
                 }
                 ok
             }
@@ -262,7 +271,10 @@ impl Condition {
 }
 
 fn join(cs: &[Condition]) -> String {
-    cs.iter().map(Condition::summary).collect::<Vec<_>>().join(", ")
+    cs.iter()
+        .map(Condition::summary)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Compiles `expr` as `$[?expr']`; `base` is `expr`'s offset in the user's text.
@@ -413,9 +425,13 @@ mod tests {
 
     #[test]
     fn evaluates_with_root_as_event() {
-        let e = Expr::compile(r#"$.type == "snapshot" && $.status == "completed" && $.test != true"#).unwrap();
+        let e =
+            Expr::compile(r#"$.type == "snapshot" && $.status == "completed" && $.test != true"#)
+                .unwrap();
         assert!(e.eval(&doc(json!({"type":"snapshot","status":"completed"}))));
-        assert!(!e.eval(&doc(json!({"type":"snapshot","status":"completed","test":true}))));
+        assert!(!e.eval(&doc(
+            json!({"type":"snapshot","status":"completed","test":true})
+        )));
         assert!(!e.eval(&doc(json!({"type":"snapshot","status":"started"}))));
         // Works on an empty object and on non-object bodies too.
         assert!(!e.eval(&doc(json!({}))));
@@ -449,7 +465,10 @@ mod tests {
         let err = Expr::compile("lenght($.a) == 1").unwrap_err();
         assert!(err.message.contains("lenght"), "{err:?}");
         assert!(Expr::compile("").is_err());
-        assert!(Expr::compile("$.a[*] == 1").is_err(), "non-singular comparison must be rejected");
+        assert!(
+            Expr::compile("$.a[*] == 1").is_err(),
+            "non-singular comparison must be rejected"
+        );
     }
 
     #[test]
@@ -459,14 +478,24 @@ mod tests {
         let (ok, why) = c.explain(&doc(json!({"type":"snapshot","status":"started"})));
         assert!(!ok);
         assert_eq!(why.len(), 1);
-        assert!(why[0].contains(r#"$.status == "completed""#) && why[0].contains(r#""started""#), "{why:?}");
+        assert!(
+            why[0].contains(r#"$.status == "completed""#) && why[0].contains(r#""started""#),
+            "{why:?}"
+        );
     }
 
     #[test]
     fn extracts_required_equalities() {
-        let e = Expr::compile(r#"$.type == 'snapshot' && "completed" == $.status && $.n > 3"#).unwrap();
+        let e =
+            Expr::compile(r#"$.type == 'snapshot' && "completed" == $.status && $.n > 3"#).unwrap();
         let eqs: Vec<_> = e.required_equalities().map(|(_, k)| k.clone()).collect();
-        assert_eq!(eqs, vec![IndexKey::Str("snapshot".into()), IndexKey::Str("completed".into())]);
+        assert_eq!(
+            eqs,
+            vec![
+                IndexKey::Str("snapshot".into()),
+                IndexKey::Str("completed".into())
+            ]
+        );
         // A disjunction requires nothing.
         let e = Expr::compile(r#"$.a == "x" && $.b == "y" || $.c == "z""#).unwrap();
         assert_eq!(e.required_equalities().count(), 0);

@@ -37,14 +37,22 @@ impl SourceIndex {
                 self.by_eq.len() - 1
             }
         };
-        self.by_eq[slot].1.entry((*key).clone()).or_default().push(id);
+        self.by_eq[slot]
+            .1
+            .entry((*key).clone())
+            .or_default()
+            .push(id);
     }
 
     /// The rules that may match `body`, in rule order.
     pub fn candidates(&self, body: &Value) -> Vec<usize> {
         let mut out = self.always.clone();
         for (path, map) in &self.by_eq {
-            if let Some(ids) = path.get(body).and_then(IndexKey::of).and_then(|k| map.get(&k)) {
+            if let Some(ids) = path
+                .get(body)
+                .and_then(IndexKey::of)
+                .and_then(|k| map.get(&k))
+            {
                 out.extend_from_slice(ids);
             }
         }

@@ -19,8 +19,17 @@ use crate::units::{parse_duration, parse_size};
 use crate::verify::{Algorithm, Encoding, Verifier};
 
 const KINDS: &[&str] = &[
-    "ipfabric", "netbox", "standard-webhooks", "infrahub", "github", "gitlab", "basic", "bearer",
-    "hmac", "none", "internal",
+    "ipfabric",
+    "netbox",
+    "standard-webhooks",
+    "infrahub",
+    "github",
+    "gitlab",
+    "basic",
+    "bearer",
+    "hmac",
+    "none",
+    "internal",
 ];
 
 /// One rulebook file being compiled: its name, text, and the errors found so far.
@@ -97,7 +106,12 @@ pub fn load(dirs: &Dirs) -> Result<RuleSet, LoadErrors> {
         Ok(t) => t,
         Err(errs) => {
             for (file, message) in errs {
-                errors.push(LoadError { file, line: 1, column: 1, message });
+                errors.push(LoadError {
+                    file,
+                    line: 1,
+                    column: 1,
+                    message,
+                });
             }
             Templates::default()
         }
@@ -145,7 +159,12 @@ pub fn load(dirs: &Dirs) -> Result<RuleSet, LoadErrors> {
                     .next()
                     .unwrap_or("invalid rulebook")
                     .to_string();
-                errors.push(LoadError { file: path.display().to_string(), line, column, message });
+                errors.push(LoadError {
+                    file: path.display().to_string(),
+                    line,
+                    column,
+                    message,
+                });
             }
         }
     }
@@ -153,15 +172,26 @@ pub fn load(dirs: &Dirs) -> Result<RuleSet, LoadErrors> {
     // Sources first: rules anywhere may name a source declared in any rulebook.
     let mut sources: Vec<Source> = Vec::new();
     for (path, text, book) in &parsed {
-        let mut cx = Ctx { file: path.display().to_string(), text, errors: &mut errors, warnings: &mut warnings };
+        let mut cx = Ctx {
+            file: path.display().to_string(),
+            text,
+            errors: &mut errors,
+            warnings: &mut warnings,
+        };
         for spec in &book.sources {
             if let Some(src) = compile_source(&mut cx, spec, &stem(path)) {
                 if sources.iter().any(|s| s.name == src.name) {
-                    cx.err(&spec.name.referenced, format!("source `{}` is declared twice", src.name));
+                    cx.err(
+                        &spec.name.referenced,
+                        format!("source `{}` is declared twice", src.name),
+                    );
                 } else if let Some(p) = &src.path
                     && sources.iter().any(|s| s.path.as_ref() == Some(p))
                 {
-                    cx.err(&spec.name.referenced, format!("path `{p}` is already served by another source"));
+                    cx.err(
+                        &spec.name.referenced,
+                        format!("path `{p}` is already served by another source"),
+                    );
                 } else {
                     sources.push(src);
                 }
@@ -173,17 +203,35 @@ pub fn load(dirs: &Dirs) -> Result<RuleSet, LoadErrors> {
     let mut rules = Vec::new();
     for (path, text, book) in &parsed {
         let rulebook = stem(path);
-        let mut cx = Ctx { file: path.display().to_string(), text, errors: &mut errors, warnings: &mut warnings };
+        let mut cx = Ctx {
+            file: path.display().to_string(),
+            text,
+            errors: &mut errors,
+            warnings: &mut warnings,
+        };
         let mut seen = HashSet::new();
         for spec in &book.rules {
             if !seen.insert(spec.name.value.clone()) {
-                cx.err(&spec.name.referenced, format!("rule `{}` is declared twice in this rulebook", spec.name.value));
+                cx.err(
+                    &spec.name.referenced,
+                    format!(
+                        "rule `{}` is declared twice in this rulebook",
+                        spec.name.value
+                    ),
+                );
                 continue;
             }
             if !spec.enabled {
                 continue;
             }
-            if let Some(rule) = compile_rule(&mut cx, spec, &rulebook, &source_names, dirs, &mut templates) {
+            if let Some(rule) = compile_rule(
+                &mut cx,
+                spec,
+                &rulebook,
+                &source_names,
+                dirs,
+                &mut templates,
+            ) {
                 rules.push(rule);
             }
         }
@@ -218,8 +266,20 @@ pub fn load(dirs: &Dirs) -> Result<RuleSet, LoadErrors> {
         .enumerate()
         .filter_map(|(i, s)| Some((s.path.clone()?, i)))
         .collect();
-    let by_name = sources.iter().enumerate().map(|(i, s)| (s.name.clone(), i)).collect();
-    Ok(RuleSet { sources, rules, templates, warnings, by_path, by_name, index })
+    let by_name = sources
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.name.clone(), i))
+        .collect();
+    Ok(RuleSet {
+        sources,
+        rules,
+        templates,
+        warnings,
+        by_path,
+        by_name,
+        index,
+    })
 }
 
 fn rulebook_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
@@ -234,22 +294,36 @@ fn rulebook_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 }
 
 fn stem(path: &Path) -> String {
-    path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()
+    path.file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 fn valid_name(name: &str) -> bool {
-    !name.is_empty() && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
 }
 
 fn compile_source(cx: &mut Ctx, spec: &SourceSpec, rulebook: &str) -> Option<Source> {
     let name = spec.name.value.clone();
     if !valid_name(&name) {
-        cx.err(&spec.name.referenced, format!("source name `{name}` must match [a-z0-9_-]+"));
+        cx.err(
+            &spec.name.referenced,
+            format!("source name `{name}` must match [a-z0-9_-]+"),
+        );
         return None;
     }
     let kind = spec.kind.value.as_str();
     if !KINDS.contains(&kind) {
-        cx.err(&spec.kind.referenced, format!("unknown source kind `{kind}`; expected one of: {}", KINDS.join(", ")));
+        cx.err(
+            &spec.kind.referenced,
+            format!(
+                "unknown source kind `{kind}`; expected one of: {}",
+                KINDS.join(", ")
+            ),
+        );
         return None;
     }
     let mut secrets = Vec::new();
@@ -261,7 +335,10 @@ fn compile_source(cx: &mut Ctx, spec: &SourceSpec, rulebook: &str) -> Option<Sou
     }
     let needs_secret = !matches!(kind, "none" | "internal" | "basic");
     if needs_secret && secrets.is_empty() && spec.secret.is_none() && spec.secrets.is_none() {
-        cx.err(&spec.kind.referenced, format!("source `{name}` of kind `{kind}` needs `secret` or `secrets`"));
+        cx.err(
+            &spec.kind.referenced,
+            format!("source `{name}` of kind `{kind}` needs `secret` or `secrets`"),
+        );
         return None;
     }
     let tolerance = match &spec.tolerance {
@@ -271,25 +348,36 @@ fn compile_source(cx: &mut Ctx, spec: &SourceSpec, rulebook: &str) -> Option<Sou
     let verifier = match kind {
         "ipfabric" => Verifier::IpFabric { secrets },
         "netbox" => Verifier::NetBox { secrets },
-        "standard-webhooks" | "infrahub" => {
-            Verifier::StandardWebhooks { keys: secrets, tolerance, infrahub: kind == "infrahub" }
-        }
+        "standard-webhooks" | "infrahub" => Verifier::StandardWebhooks {
+            keys: secrets,
+            tolerance,
+            infrahub: kind == "infrahub",
+        },
         "github" => Verifier::GitHub { secrets },
         "gitlab" => Verifier::GitLab { secrets },
         "bearer" => Verifier::Bearer { secrets },
         "basic" => {
             let (Some(u), Some(p)) = (&spec.username, &spec.password) else {
-                cx.err(&spec.kind.referenced, format!("source `{name}` of kind `basic` needs `username` and `password`"));
+                cx.err(
+                    &spec.kind.referenced,
+                    format!("source `{name}` of kind `basic` needs `username` and `password`"),
+                );
                 return None;
             };
             let username = cx.secret(u, "username")?;
             let mut passwords = vec![cx.secret(p, "password")?];
             passwords.extend(secrets);
-            Verifier::Basic { username, passwords }
+            Verifier::Basic {
+                username,
+                passwords,
+            }
         }
         "hmac" => {
             let Some(header) = &spec.header else {
-                cx.err(&spec.kind.referenced, format!("source `{name}` of kind `hmac` needs `header`"));
+                cx.err(
+                    &spec.kind.referenced,
+                    format!("source `{name}` of kind `hmac` needs `header`"),
+                );
                 return None;
             };
             let algorithm = match &spec.algorithm {
@@ -302,7 +390,11 @@ fn compile_source(cx: &mut Ctx, spec: &SourceSpec, rulebook: &str) -> Option<Sou
                     }
                 },
             };
-            let encoding = match spec.encoding.as_ref().map(|e| (e.value.as_str(), &e.referenced)) {
+            let encoding = match spec
+                .encoding
+                .as_ref()
+                .map(|e| (e.value.as_str(), &e.referenced))
+            {
                 None | Some(("hex", _)) => Encoding::Hex,
                 Some(("base64", _)) => Encoding::Base64,
                 Some((_, loc)) => {
@@ -314,13 +406,23 @@ fn compile_source(cx: &mut Ctx, spec: &SourceSpec, rulebook: &str) -> Option<Sou
                 header: header.value.to_ascii_lowercase(),
                 algorithm,
                 encoding,
-                prefix: spec.prefix.as_ref().map(|p| p.value.clone()).unwrap_or_default(),
-                id_header: spec.id_header.as_ref().map(|h| h.value.to_ascii_lowercase()),
+                prefix: spec
+                    .prefix
+                    .as_ref()
+                    .map(|p| p.value.clone())
+                    .unwrap_or_default(),
+                id_header: spec
+                    .id_header
+                    .as_ref()
+                    .map(|h| h.value.to_ascii_lowercase()),
                 secrets,
             }
         }
         "none" => {
-            cx.warnings.push(format!("{}: source `{name}` has kind `none`: its requests are not authenticated", cx.file));
+            cx.warnings.push(format!(
+                "{}: source `{name}` has kind `none`: its requests are not authenticated",
+                cx.file
+            ));
             Verifier::None
         }
         _ => Verifier::Internal,
@@ -328,10 +430,21 @@ fn compile_source(cx: &mut Ctx, spec: &SourceSpec, rulebook: &str) -> Option<Sou
     let path = if kind == "internal" {
         None
     } else {
-        let p = spec.path.as_ref().map(|p| p.value.clone()).unwrap_or_else(|| format!("/hooks/{name}"));
+        let p = spec
+            .path
+            .as_ref()
+            .map(|p| p.value.clone())
+            .unwrap_or_else(|| format!("/hooks/{name}"));
         if !p.starts_with('/') || p.starts_with("/api/") || p == "/healthz" || p == "/metrics" {
-            let loc = spec.path.as_ref().map(|p| &p.referenced).unwrap_or(&spec.name.referenced);
-            cx.err(loc, format!("path `{p}` must start with `/` and not be /api/…, /healthz or /metrics"));
+            let loc = spec
+                .path
+                .as_ref()
+                .map(|p| &p.referenced)
+                .unwrap_or(&spec.name.referenced);
+            cx.err(
+                loc,
+                format!("path `{p}` must start with `/` and not be /api/…, /healthz or /metrics"),
+            );
             return None;
         }
         Some(p)
@@ -355,10 +468,15 @@ fn compile_source(cx: &mut Ctx, spec: &SourceSpec, rulebook: &str) -> Option<Sou
     let mut allow_from = Vec::new();
     for a in spec.allow_from.iter().flatten() {
         let text = a.value.trim();
-        let parsed = text.parse::<ipnet::IpNet>().or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
+        let parsed = text
+            .parse::<ipnet::IpNet>()
+            .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
         match parsed {
             Ok(n) => allow_from.push(n),
-            Err(_) => cx.err(&a.referenced, format!("allow_from: `{text}` is not an address or CIDR")),
+            Err(_) => cx.err(
+                &a.referenced,
+                format!("allow_from: `{text}` is not an address or CIDR"),
+            ),
         }
     }
     let dedup_window = match &spec.dedup_window {
@@ -371,7 +489,15 @@ fn compile_source(cx: &mut Ctx, spec: &SourceSpec, rulebook: &str) -> Option<Sou
     {
         cx.err(&r.referenced, "rate_limit.per_second must be positive");
     }
-    Some(Source { name, path, verifier, max_body, allow_from, dedup_window, rulebook: rulebook.to_string() })
+    Some(Source {
+        name,
+        path,
+        verifier,
+        max_body,
+        allow_from,
+        dedup_window,
+        rulebook: rulebook.to_string(),
+    })
 }
 
 fn compile_condition(cx: &mut Ctx, spec: &Spanned<ConditionSpec>) -> Option<Condition> {
@@ -381,7 +507,11 @@ fn compile_condition(cx: &mut Ctx, spec: &Spanned<ConditionSpec>) -> Option<Cond
             Err(e) => {
                 let (line, col) = cx.content_start(&spec.referenced);
                 let single_line = !text.contains('\n');
-                let column = if single_line { col + e.offset as u64 } else { col };
+                let column = if single_line {
+                    col + e.offset as u64
+                } else {
+                    col
+                };
                 cx.errors.push(LoadError {
                     file: cx.file.clone(),
                     line,
@@ -394,7 +524,10 @@ fn compile_condition(cx: &mut Ctx, spec: &Spanned<ConditionSpec>) -> Option<Cond
         ConditionSpec::All(items) | ConditionSpec::Any(items) => {
             let compiled: Vec<_> = items.iter().map(|c| compile_condition(cx, c)).collect();
             if items.is_empty() {
-                cx.err(&spec.referenced, "an `all`/`any` list needs at least one condition");
+                cx.err(
+                    &spec.referenced,
+                    "an `all`/`any` list needs at least one condition",
+                );
                 return None;
             }
             let compiled: Option<Vec<_>> = compiled.into_iter().collect();
@@ -405,7 +538,9 @@ fn compile_condition(cx: &mut Ctx, spec: &Spanned<ConditionSpec>) -> Option<Cond
                 Condition::Any(compiled)
             })
         }
-        ConditionSpec::Not(inner) => compile_condition(cx, inner).map(|c| Condition::Not(Box::new(c))),
+        ConditionSpec::Not(inner) => {
+            compile_condition(cx, inner).map(|c| Condition::Not(Box::new(c)))
+        }
     }
 }
 
@@ -420,7 +555,10 @@ fn compile_rule(
     let name = spec.name.value.clone();
     let mut ok = true;
     if name.is_empty() || name.contains(':') {
-        cx.err(&spec.name.referenced, "a rule name must be non-empty and must not contain `:`");
+        cx.err(
+            &spec.name.referenced,
+            "a rule name must be non-empty and must not contain `:`",
+        );
         ok = false;
     }
     let rule_sources = spec.sources.as_ref().map(|list| {
@@ -429,7 +567,13 @@ fn compile_rule(
                 if sources.contains(s.value.as_str()) {
                     Some(s.value.clone())
                 } else {
-                    cx.err(&s.referenced, format!("rule `{name}` names source `{}`, which no rulebook declares", s.value));
+                    cx.err(
+                        &s.referenced,
+                        format!(
+                            "rule `{name}` names source `{}`, which no rulebook declares",
+                            s.value
+                        ),
+                    );
                     None
                 }
             })
@@ -440,7 +584,10 @@ fn compile_rule(
         Some(c) => compile_condition(cx, c),
     };
     if spec.actions.is_empty() {
-        cx.err(&spec.name.referenced, format!("rule `{name}` has no actions"));
+        cx.err(
+            &spec.name.referenced,
+            format!("rule `{name}` has no actions"),
+        );
         ok = false;
     }
     let mut actions = Vec::new();
@@ -452,7 +599,12 @@ fn compile_rule(
         }
     }
     let condition = condition?;
-    if !ok || rule_sources.as_ref().zip(spec.sources.as_ref()).is_some_and(|(a, b)| a.len() != b.len()) {
+    if !ok
+        || rule_sources
+            .as_ref()
+            .zip(spec.sources.as_ref())
+            .is_some_and(|(a, b)| a.len() != b.len())
+    {
         return None;
     }
     Some(Rule {
@@ -465,7 +617,13 @@ fn compile_rule(
     })
 }
 
-fn template(cx: &mut Ctx, t: &mut Templates, name: String, s: &Spanned<String>, what: &str) -> Option<Text> {
+fn template(
+    cx: &mut Ctx,
+    t: &mut Templates,
+    name: String,
+    s: &Spanned<String>,
+    what: &str,
+) -> Option<Text> {
     let value = cx.expand(s, what)?;
     match t.inline(name, &value) {
         Ok(text) => Some(text),
@@ -495,9 +653,14 @@ fn compile_action(
             let mut env = Vec::new();
             for (k, v) in &s.env {
                 if k.starts_with("RULEHOOK_") {
-                    cx.err(&v.referenced, format!("env `{k}`: RULEHOOK_* variables are set by rulehook"));
+                    cx.err(
+                        &v.referenced,
+                        format!("env `{k}`: RULEHOOK_* variables are set by rulehook"),
+                    );
                 }
-                env.extend(template(cx, t, format!("{prefix}/env/{k}"), v, "env").map(|v| (k.clone(), v)));
+                env.extend(
+                    template(cx, t, format!("{prefix}/env/{k}"), v, "env").map(|v| (k.clone(), v)),
+                );
             }
             let timeout = match &s.timeout {
                 Some(d) => cx.duration(d, "timeout")?,
@@ -539,7 +702,9 @@ fn resolve_script(dir: &Path, name: &str) -> Result<PathBuf, String> {
         .canonicalize()
         .map_err(|e| format!("scripts directory `{}` cannot be read: {e}", dir.display()))?;
     if Path::new(name).is_absolute() {
-        return Err(format!("script `{name}` must be a path relative to the scripts directory"));
+        return Err(format!(
+            "script `{name}` must be a path relative to the scripts directory"
+        ));
     }
     let path = root
         .join(name)

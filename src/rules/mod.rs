@@ -36,7 +36,11 @@ pub struct LoadError {
 
 impl fmt::Display for LoadError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:{}: {}", self.file, self.line, self.column, self.message)
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.file, self.line, self.column, self.message
+        )
     }
 }
 
@@ -131,12 +135,19 @@ impl RuleSet {
                         return Verdict {
                             rule: i,
                             matched: false,
-                            why: vec![format!("source `{src}` is not one of [{}]", list.join(", "))],
+                            why: vec![format!(
+                                "source `{src}` is not one of [{}]",
+                                list.join(", ")
+                            )],
                         };
                     }
                 }
                 let (matched, why) = rule.condition.explain(doc);
-                Verdict { rule: i, matched, why }
+                Verdict {
+                    rule: i,
+                    matched,
+                    why,
+                }
             })
             .collect()
     }

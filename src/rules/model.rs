@@ -126,9 +126,9 @@ impl<'de> Deserialize<'de> for ConditionSpec {
                 )))
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ConditionSpec, A::Error> {
-                let key: String = map
-                    .next_key()?
-                    .ok_or_else(|| de::Error::custom("empty condition mapping: use all, any or not"))?;
+                let key: String = map.next_key()?.ok_or_else(|| {
+                    de::Error::custom("empty condition mapping: use all, any or not")
+                })?;
                 let spec = match key.as_str() {
                     "all" => ConditionSpec::All(map.next_value()?),
                     "any" => ConditionSpec::Any(map.next_value()?),

@@ -65,12 +65,18 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
-        let mut resp = (status, Json(json!({"error": code, "message": self.to_string()}))).into_response();
+        let mut resp = (
+            status,
+            Json(json!({"error": code, "message": self.to_string()})),
+        )
+            .into_response();
         if matches!(self, ApiError::MethodNotAllowed) {
-            resp.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
+            resp.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("POST"));
         }
         if matches!(self, ApiError::Unavailable(_)) {
-            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
         }
         resp
     }

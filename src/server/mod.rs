@@ -59,7 +59,9 @@ async fn hook(
     let result = receive(&state, source, peer, &headers, body).await;
     match &result {
         Ok(_) => {}
-        Err(e) => tracing::info!(source = %source.name, peer = %peer.ip(), reason = e.code(), "rejected: {e}"),
+        Err(e) => {
+            tracing::info!(source = %source.name, peer = %peer.ip(), reason = e.code(), "rejected: {e}")
+        }
     }
     result
 }
@@ -81,23 +83,35 @@ async fn receive(
     if declared.is_some_and(|n| n > source.max_body) {
         return Err(ApiError::TooLarge(source.max_body));
     }
-    let bytes = axum::body::to_bytes(body, source.max_body).await.map_err(|e| {
-        if std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>()) {
-            ApiError::TooLarge(source.max_body)
-        } else {
-            ApiError::BadBody(e.to_string())
-        }
-    })?;
-    let event = source
-        .verifier
-        .verify(&source.name, headers, &bytes, source.dedup_window, SystemTime::now())?;
+    let bytes = axum::body::to_bytes(body, source.max_body)
+        .await
+        .map_err(|e| {
+            if std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
+            {
+                ApiError::TooLarge(source.max_body)
+            } else {
+                ApiError::BadBody(e.to_string())
+            }
+        })?;
+    let event = source.verifier.verify(
+        &source.name,
+        headers,
+        &bytes,
+        source.dedup_window,
+        SystemTime::now(),
+    )?;
     let done = state.engine.ingest(event).await?;
     if done.duplicate {
         tracing::info!(source = %source.name, id = %done.id, "duplicate delivery: not processed again");
     } else {
         tracing::info!(source = %source.name, id = %done.id, matched = done.matched, "event accepted");
     }
-    Ok((StatusCode::ACCEPTED, Json(json!({"id": done.id, "duplicate": done.duplicate}))).into_response())
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"id": done.id, "duplicate": done.duplicate})),
+    )
+        .into_response())
 }
 
 /// The admin API answers loopback clients, or others presenting the admin token.
@@ -113,7 +127,11 @@ fn admin(state: &AppState, peer: SocketAddr, headers: &HeaderMap) -> Result<(), 
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
     match (&state.admin_token, given) {
-        (Some(want), Some(got)) if crate::verify::mac::secret_eq(want.as_bytes(), got.as_bytes()) => Ok(()),
+        (Some(want), Some(got))
+            if crate::verify::mac::secret_eq(want.as_bytes(), got.as_bytes()) =>
+        {
+            Ok(())
+        }
         _ => Err(ApiError::AdminOnly),
     }
 }
@@ -136,7 +154,11 @@ async fn list_events(
         None => None,
         Some(s) => Some(parse_since(&s)?),
     };
-    let filter = EventFilter { source: q.source, since, limit: q.limit.unwrap_or(100).min(1000) };
+    let filter = EventFilter {
+        source: q.source,
+        since,
+        limit: q.limit.unwrap_or(100).min(1000),
+    };
     let events = state.engine.journal().list_events(filter).await?;
     Ok(Json(json!({"events": events})).into_response())
 }
@@ -144,12 +166,18 @@ async fn list_events(
 /// `since` as RFC 3339, or as a duration back from now (`15m`).
 fn parse_since(s: &str) -> Result<i64, ApiError> {
     if let Ok(d) = crate::units::parse_duration(s) {
-        let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default();
         return Ok(now.saturating_sub(d).as_millis() as i64);
     }
     time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
         .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64)
-        .map_err(|_| ApiError::BadQuery(format!("since `{s}` is neither RFC 3339 nor a duration like 15m")))
+        .map_err(|_| {
+            ApiError::BadQuery(format!(
+                "since `{s}` is neither RFC 3339 nor a duration like 15m"
+            ))
+        })
 }
 
 async fn event_detail(
@@ -159,6 +187,11 @@ async fn event_detail(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     admin(&state, peer, &headers)?;
-    let detail = state.engine.journal().event_detail(&id).await?.ok_or(ApiError::NoSuchEvent)?;
+    let detail = state
+        .engine
+        .journal()
+        .event_detail(&id)
+        .await?
+        .ok_or(ApiError::NoSuchEvent)?;
     Ok(Json(detail).into_response())
 }

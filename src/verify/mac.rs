@@ -68,13 +68,27 @@ mod tests {
     #[test]
     fn hmac_sha256_known_vector() {
         // RFC 4231 test case 2.
-        let mac = sign(Algorithm::Sha256, b"Jefe", &[b"what do ya want ", b"for nothing?"]);
+        let mac = sign(
+            Algorithm::Sha256,
+            b"Jefe",
+            &[b"what do ya want ", b"for nothing?"],
+        );
         assert_eq!(
             hex::encode(&mac),
             "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
         );
-        assert!(verify(Algorithm::Sha256, b"Jefe", &[b"what do ya want for nothing?"], &mac));
-        assert!(!verify(Algorithm::Sha256, b"jefe", &[b"what do ya want for nothing?"], &mac));
+        assert!(verify(
+            Algorithm::Sha256,
+            b"Jefe",
+            &[b"what do ya want for nothing?"],
+            &mac
+        ));
+        assert!(!verify(
+            Algorithm::Sha256,
+            b"jefe",
+            &[b"what do ya want for nothing?"],
+            &mac
+        ));
     }
 
     #[test]

@@ -29,15 +29,32 @@ pub enum Encoding {
 /// The verification scheme of one source, with its secrets (several while rotating).
 #[derive(Debug, Clone)]
 pub enum Verifier {
-    IpFabric { secrets: Vec<Secret> },
-    NetBox { secrets: Vec<Secret> },
+    IpFabric {
+        secrets: Vec<Secret>,
+    },
+    NetBox {
+        secrets: Vec<Secret>,
+    },
     /// Standard Webhooks v1; `raw_key` is the Infrahub variant (key = secret bytes, and the
     /// compact re-encoding of the body is tried when the raw body does not verify).
-    StandardWebhooks { keys: Vec<Secret>, tolerance: Duration, infrahub: bool },
-    GitHub { secrets: Vec<Secret> },
-    GitLab { secrets: Vec<Secret> },
-    Basic { username: Secret, passwords: Vec<Secret> },
-    Bearer { secrets: Vec<Secret> },
+    StandardWebhooks {
+        keys: Vec<Secret>,
+        tolerance: Duration,
+        infrahub: bool,
+    },
+    GitHub {
+        secrets: Vec<Secret>,
+    },
+    GitLab {
+        secrets: Vec<Secret>,
+    },
+    Basic {
+        username: Secret,
+        passwords: Vec<Secret>,
+    },
+    Bearer {
+        secrets: Vec<Secret>,
+    },
     Hmac {
         header: String,
         algorithm: Algorithm,
@@ -206,12 +223,16 @@ impl Verifier {
         let sender_id: Option<String> = match self {
             Verifier::IpFabric { secrets } => {
                 let sig = hex_sig(header(headers, "x-ipf-signature")?, "x-ipf-signature")?;
-                self.check(any_secret(secrets, |k| mac::verify(Algorithm::Sha256, k, &[body], &sig)))?;
+                self.check(any_secret(secrets, |k| {
+                    mac::verify(Algorithm::Sha256, k, &[body], &sig)
+                }))?;
                 None
             }
             Verifier::NetBox { secrets } => {
                 let sig = hex_sig(header(headers, "x-hook-signature")?, "x-hook-signature")?;
-                self.check(any_secret(secrets, |k| mac::verify(Algorithm::Sha512, k, &[body], &sig)))?;
+                self.check(any_secret(secrets, |k| {
+                    mac::verify(Algorithm::Sha512, k, &[body], &sig)
+                }))?;
                 None
             }
             Verifier::GitHub { secrets } => {
@@ -220,7 +241,9 @@ impl Verifier {
                     .strip_prefix("sha256=")
                     .ok_or(VerifyError::Malformed("x-hub-signature-256"))?;
                 let sig = hex_sig(hexpart, "x-hub-signature-256")?;
-                self.check(any_secret(secrets, |k| mac::verify(Algorithm::Sha256, k, &[body], &sig)))?;
+                self.check(any_secret(secrets, |k| {
+                    mac::verify(Algorithm::Sha256, k, &[body], &sig)
+                }))?;
                 Some(header(headers, "x-github-delivery")?.to_string())
             }
             Verifier::GitLab { secrets } => {
@@ -231,10 +254,15 @@ impl Verifier {
                     .and_then(|v| v.to_str().ok())
                     .map(str::to_string)
             }
-            Verifier::Basic { username, passwords } => {
+            Verifier::Basic {
+                username,
+                passwords,
+            } => {
                 let value = header(headers, "authorization")?;
                 let encoded = strip_scheme(value, "basic").ok_or(VerifyError::BadSignature)?;
-                let decoded = B64.decode(encoded.trim()).map_err(|_| VerifyError::BadSignature)?;
+                let decoded = B64
+                    .decode(encoded.trim())
+                    .map_err(|_| VerifyError::BadSignature)?;
                 let text = String::from_utf8(decoded).map_err(|_| VerifyError::BadSignature)?;
                 let (user, pass) = text.split_once(':').ok_or(VerifyError::BadSignature)?;
                 let user_ok = mac::secret_eq(username.expose().as_bytes(), user.as_bytes());
@@ -245,10 +273,19 @@ impl Verifier {
             Verifier::Bearer { secrets } => {
                 let value = header(headers, "authorization")?;
                 let token = strip_scheme(value, "bearer").ok_or(VerifyError::BadSignature)?;
-                self.check(any_secret(secrets, |k| mac::secret_eq(k, token.trim().as_bytes())))?;
+                self.check(any_secret(secrets, |k| {
+                    mac::secret_eq(k, token.trim().as_bytes())
+                }))?;
                 None
             }
-            Verifier::Hmac { header: name, algorithm, encoding, prefix, id_header, secrets } => {
+            Verifier::Hmac {
+                header: name,
+                algorithm,
+                encoding,
+                prefix,
+                id_header,
+                secrets,
+            } => {
                 let value = headers
                     .get(name.as_str())
                     .ok_or(VerifyError::MissingHeader("signature"))?
@@ -262,7 +299,9 @@ impl Verifier {
                     Encoding::Base64 => B64.decode(value.trim()).ok(),
                 }
                 .ok_or(VerifyError::Malformed("signature"))?;
-                self.check(any_secret(secrets, |k| mac::verify(*algorithm, k, &[body], &sig)))?;
+                self.check(any_secret(secrets, |k| {
+                    mac::verify(*algorithm, k, &[body], &sig)
+                }))?;
                 match id_header {
                     Some(h) => Some(
                         headers
@@ -274,7 +313,11 @@ impl Verifier {
                     None => None,
                 }
             }
-            Verifier::StandardWebhooks { keys, tolerance, infrahub } => {
+            Verifier::StandardWebhooks {
+                keys,
+                tolerance,
+                infrahub,
+            } => {
                 let id = header(headers, "webhook-id")?;
                 let ts_text = header(headers, "webhook-timestamp")?;
                 let sigs = header(headers, "webhook-signature")?;
@@ -318,7 +361,9 @@ impl Verifier {
         };
         let body_value = match parsed {
             Some(v) => v,
-            None => serde_json::from_slice(body).map_err(|e| VerifyError::BadJson(e.to_string()))?,
+            None => {
+                serde_json::from_slice(body).map_err(|e| VerifyError::BadJson(e.to_string()))?
+            }
         };
         let from_sender = sender_id.is_some();
         let key = sender_id.unwrap_or_else(|| mac::body_hash(body));
@@ -338,7 +383,11 @@ impl Verifier {
     }
 
     fn check(&self, ok: bool) -> Result<(), VerifyError> {
-        if ok { Ok(()) } else { Err(VerifyError::BadSignature) }
+        if ok {
+            Ok(())
+        } else {
+            Err(VerifyError::BadSignature)
+        }
     }
 }
 
@@ -366,26 +415,58 @@ fn safe_headers(headers: &HeaderMap) -> Vec<(String, String)> {
 
 /// Signs `body` the way a sender of `kind` would, returning the headers to send. Used by
 /// `rulehook send`, the tests and the benchmarks.
-pub fn sign_like(kind: &str, secret: &str, body: &[u8], now: SystemTime) -> Option<Vec<(String, String)>> {
+pub fn sign_like(
+    kind: &str,
+    secret: &str,
+    body: &[u8],
+    now: SystemTime,
+) -> Option<Vec<(String, String)>> {
     let id = format!("msg_{}", uuid::Uuid::now_v7().simple());
-    let ts = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs().to_string();
+    let ts = now
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
+        .to_string();
     let h = |n: &str, v: String| (n.to_string(), v);
     Some(match kind {
-        "ipfabric" => vec![h("x-ipf-signature", hex::encode(mac::sign(Algorithm::Sha256, secret.as_bytes(), &[body])))],
-        "netbox" => vec![h("x-hook-signature", hex::encode(mac::sign(Algorithm::Sha512, secret.as_bytes(), &[body])))],
+        "ipfabric" => vec![h(
+            "x-ipf-signature",
+            hex::encode(mac::sign(Algorithm::Sha256, secret.as_bytes(), &[body])),
+        )],
+        "netbox" => vec![h(
+            "x-hook-signature",
+            hex::encode(mac::sign(Algorithm::Sha512, secret.as_bytes(), &[body])),
+        )],
         "github" => vec![
-            h("x-hub-signature-256", format!("sha256={}", hex::encode(mac::sign(Algorithm::Sha256, secret.as_bytes(), &[body])))),
+            h(
+                "x-hub-signature-256",
+                format!(
+                    "sha256={}",
+                    hex::encode(mac::sign(Algorithm::Sha256, secret.as_bytes(), &[body]))
+                ),
+            ),
             h("x-github-delivery", uuid::Uuid::now_v7().to_string()),
             h("x-github-event", "ping".into()),
         ],
-        "gitlab" => vec![h("x-gitlab-token", secret.into()), h("x-gitlab-event-uuid", uuid::Uuid::now_v7().to_string())],
+        "gitlab" => vec![
+            h("x-gitlab-token", secret.into()),
+            h("x-gitlab-event-uuid", uuid::Uuid::now_v7().to_string()),
+        ],
         "basic" => vec![h("authorization", format!("Basic {}", B64.encode(secret)))],
         "bearer" => vec![h("authorization", format!("Bearer {secret}"))],
         "standard-webhooks" | "infrahub" => {
             let key = standard_key(&Secret::new(secret.into()), kind == "infrahub").ok()?;
             let prefix = format!("{id}.{ts}.");
-            let sig = B64.encode(mac::sign(Algorithm::Sha256, &key, &[prefix.as_bytes(), body]));
-            vec![h("webhook-id", id), h("webhook-timestamp", ts), h("webhook-signature", format!("v1,{sig}"))]
+            let sig = B64.encode(mac::sign(
+                Algorithm::Sha256,
+                &key,
+                &[prefix.as_bytes(), body],
+            ));
+            vec![
+                h("webhook-id", id),
+                h("webhook-timestamp", ts),
+                h("webhook-signature", format!("v1,{sig}")),
+            ]
         }
         "none" => vec![],
         _ => return None,

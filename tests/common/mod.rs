@@ -70,7 +70,13 @@ pub struct Server {
 
 impl Server {
     pub fn start(env: &Env, extra: &[&str], vars: &[(&str, String)]) -> Server {
-        let log = env.path(&format!("serve-{}.log", SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_nanos()));
+        let log = env.path(&format!(
+            "serve-{}.log",
+            SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        ));
         let mut cmd = env.cmd(&["serve"]);
         cmd.arg("--data")
             .arg(env.path("data"))
@@ -96,7 +102,10 @@ impl Server {
             Ok(b) => b,
             Err(_) => {
                 let _ = child.kill();
-                panic!("server did not start: {}", std::fs::read_to_string(&log).unwrap_or_default());
+                panic!(
+                    "server did not start: {}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
             }
         };
         Server { child, base, log }
@@ -132,7 +141,10 @@ impl Drop for Server {
 }
 
 pub fn client() -> reqwest::Client {
-    reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client")
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("client")
 }
 
 /// Signs like a sender of `kind` and posts; returns status and JSON body.
@@ -143,7 +155,8 @@ pub async fn post_signed(
     secret: &str,
     body: &[u8],
 ) -> (u16, serde_json::Value) {
-    let headers = rulehook::verify::sign_like(kind, secret, body, SystemTime::now()).expect("known kind");
+    let headers =
+        rulehook::verify::sign_like(kind, secret, body, SystemTime::now()).expect("known kind");
     post(c, url, &headers, body).await
 }
 
@@ -153,14 +166,20 @@ pub async fn post(
     headers: &[(String, String)],
     body: &[u8],
 ) -> (u16, serde_json::Value) {
-    let mut req = c.post(url).header("content-type", "application/json").body(body.to_vec());
+    let mut req = c
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body.to_vec());
     for (k, v) in headers {
         req = req.header(k.as_str(), v.as_str());
     }
     let resp = req.send().await.expect("request");
     let status = resp.status().as_u16();
     let text = resp.text().await.unwrap_or_default();
-    (status, serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)))
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+    )
 }
 
 pub fn repo_path(rel: &str) -> PathBuf {

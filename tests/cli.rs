@@ -1,0 +1,126 @@
+//! `rulehook check` and `rulehook test` as a user runs them.
+
+mod common;
+
+use common::{Env, repo_path};
+use std::process::Command;
+
+fn shipped(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_rulehook"))
+        .args(args)
+        .arg("--rulebooks")
+        .arg(repo_path("rulebooks"))
+        .arg("--scripts")
+        .arg(repo_path("scripts"))
+        .arg("--templates")
+        .arg(repo_path("templates"))
+        .output()
+        .expect("run rulehook")
+}
+
+#[test]
+fn check_names_file_line_and_column_and_fails() {
+    let env = Env::new();
+    env.rulebook(
+        "broken.yml",
+        "sources:\n  - { name: ipf, kind: ipfabric, secret: x }\nrules:\n  - name: r\n    condition: '$.status == \"completed\" && $.x =! 1'\n    actions:\n      - log: { message: hi }\n",
+    );
+    env.rulebook(
+        "typo.yml",
+        "rules:\n  - name: r\n    condtion: '$.a'\n    actions: []\n",
+    );
+    env.rulebook(
+        "script.yml",
+        "rules:\n  - name: s\n    actions:\n      - run_script: { script: ../../etc/passwd }\n",
+    );
+    let out = env.cmd(&["check"]).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let broken = env.path("rulebooks").join("broken.yml");
+    assert!(err.contains(&format!("{}:5:", broken.display())), "{err}");
+    let typo = env.path("rulebooks").join("typo.yml");
+    assert!(
+        err.contains(&format!("{}:3:", typo.display())) && err.contains("condtion"),
+        "{err}"
+    );
+    assert!(
+        err.contains("script.yml:4:") && err.contains("../../etc/passwd"),
+        "{err}"
+    );
+}
+
+#[test]
+fn check_reports_a_missing_secret_by_name() {
+    let env = Env::new();
+    env.rulebook(
+        "s.yml",
+        "sources:\n  - { name: a, kind: github, secret: '${env:RULEHOOK_SURELY_UNSET_VAR}' }\n",
+    );
+    let out = env.cmd(&["check"]).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("s.yml:2:") && err.contains("RULEHOOK_SURELY_UNSET_VAR"),
+        "{err}"
+    );
+}
+
+#[test]
+fn shipped_rulebooks_check_clean() {
+    let out = shipped(&["check"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("4 source(s)"));
+}
+
+#[test]
+fn test_explains_matches_and_non_matches() {
+    let ev = repo_path("rulebooks/events/ipfabric-discover-completed.json");
+    let out = shipped(&[
+        "test",
+        "--event",
+        ev.to_str().unwrap(),
+        "--source",
+        "ipfabric",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rule = report
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["rule"] == "remediate-after-discovery")
+        .unwrap();
+    assert_eq!(rule["matched"], true);
+    assert_eq!(
+        rule["actions"][0]["run_script"]["args"],
+        serde_json::json!(["--snapshot", "a6b1d1a4-6a7c-4ba8-9b4c-1c3f0c8f9e21"])
+    );
+
+    // The test event: why not, with the actual value.
+    let ev = repo_path("rulebooks/events/ipfabric-test.json");
+    let out = shipped(&[
+        "test",
+        "--event",
+        ev.to_str().unwrap(),
+        "--source",
+        "ipfabric",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("no match ipfabric/remediate-after-discovery"),
+        "{text}"
+    );
+    assert!(
+        text.contains("`$.test != true` is false ($.test is true)"),
+        "{text}"
+    );
+}
