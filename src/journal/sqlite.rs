@@ -75,12 +75,14 @@ CREATE INDEX IF NOT EXISTS attempts_job ON attempts(job_id);
 ";
 
 type WriteFn = Box<dyn FnOnce(&Connection) -> rusqlite::Result<()> + Send>;
+/// Sends a request's reply once the batch's commit result (an error text or none) is known.
+type Done = Box<dyn FnOnce(Option<&str>)>;
 type Reply<T> = oneshot::Sender<Result<T, JournalError>>;
 
 /// A write the writer thread applies inside a batch transaction.
 enum Cmd {
     Append {
-        event: VerifiedEvent,
+        event: Box<VerifiedEvent>,
         jobs: Vec<NewJob>,
         reply: Reply<Appended>,
     },
@@ -196,11 +198,11 @@ fn writer(mut conn: Connection, rx: mpsc::Receiver<Cmd>) {
                 continue;
             }
         };
-        let mut done: Vec<Box<dyn FnOnce(Option<&str>)>> = Vec::with_capacity(batch.len());
+        let mut done: Vec<Done> = Vec::with_capacity(batch.len());
         for cmd in batch {
             match cmd {
                 Cmd::Append { event, jobs, reply } => {
-                    let r = in_savepoint(&tx, |sp| append(sp, event, jobs));
+                    let r = in_savepoint(&tx, |sp| append(sp, *event, jobs));
                     done.push(Box::new(move |err| {
                         let _ = reply.send(match err {
                             None => r.map_err(storage),
@@ -365,7 +367,11 @@ impl Journal for SqliteJournal {
     ) -> Result<Appended, JournalError> {
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Cmd::Append { event, jobs, reply })
+            .send(Cmd::Append {
+                event: Box::new(event),
+                jobs,
+                reply,
+            })
             .map_err(|_| JournalError::Closed)?;
         rx.await.map_err(|_| JournalError::Closed)?
     }

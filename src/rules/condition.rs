@@ -231,7 +231,9 @@ impl Condition {
                 let mut inner = Vec::new();
                 let ok = cs
                     .iter()
-                    .fold(false, |acc, c| c.explain_into(doc, &mut inner) || acc);
+                    .map(|c| c.explain_into(doc, &mut inner))
+                    .collect::<Vec<_>>() // every branch explained, no short-circuit
+                    .contains(&true);
                 if !ok {
                     why.push(format!("none of `any` held: {}", inner.join("; ")));
                 }

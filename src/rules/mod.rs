@@ -130,8 +130,10 @@ impl RuleSet {
             .iter()
             .enumerate()
             .map(|(i, rule)| {
-                if let (Some(src), Some(list)) = (source, &rule.sources) {
-                    if !list.iter().any(|s| s == src) {
+                if let (Some(src), Some(list)) = (source, &rule.sources)
+                    && !list.iter().any(|s| s == src)
+                {
+                    {
                         return Verdict {
                             rule: i,
                             matched: false,

@@ -347,11 +347,12 @@ impl Verifier {
                     })
                 };
                 let mut ok = check_body(body);
-                if !ok && *infrahub {
-                    if let Ok(v) = serde_json::from_slice::<Value>(body) {
-                        ok = check_body(&pyjson::compact_ascii(&v));
-                        parsed = Some(v);
-                    }
+                if !ok
+                    && *infrahub
+                    && let Ok(v) = serde_json::from_slice::<Value>(body)
+                {
+                    ok = check_body(&pyjson::compact_ascii(&v));
+                    parsed = Some(v);
                 }
                 self.check(ok)?;
                 Some(id.to_string())
