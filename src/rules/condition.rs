@@ -64,6 +64,17 @@ impl IndexKey {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SingularPath(Vec<SingularSegment>);
 
+impl std::hash::Hash for SingularPath {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        for step in &self.0 {
+            match step {
+                SingularSegment::Name(n) => (0u8, n.as_str()).hash(state),
+                SingularSegment::Index(i) => (1u8, i.get()).hash(state),
+            }
+        }
+    }
+}
+
 impl SingularPath {
     /// The node at this path, if the event has one.
     pub fn get<'a>(&self, body: &'a Value) -> Option<&'a Value> {

@@ -19,29 +19,38 @@ pub struct SourceIndex {
 }
 
 impl SourceIndex {
-    /// Adds rule `id`, whose condition requires all of `eqs`.
-    pub fn add(&mut self, id: usize, eqs: &[(&SingularPath, &IndexKey)]) {
-        // Prefer a path already indexed, so the number of lookups per event stays small.
-        let pick = eqs
-            .iter()
-            .find(|(p, _)| self.by_eq.iter().any(|(q, _)| q == *p))
-            .or_else(|| eqs.first());
-        let Some((path, key)) = pick else {
-            self.always.push(id);
-            return;
-        };
-        let slot = match self.by_eq.iter().position(|(q, _)| q == *path) {
-            Some(i) => i,
-            None => {
-                self.by_eq.push(((*path).clone(), HashMap::new()));
-                self.by_eq.len() - 1
+    /// Builds the index of one source from its rules (in rule order) and the equalities each
+    /// rule's condition requires. Each rule is filed under its most selective equality: the
+    /// `(path, literal)` pair the fewest rules share, so `$.type == "snapshot"`, common to all,
+    /// does not hide `$.snapshot.id == "…"`, unique to each.
+    pub fn build(rules: &[(usize, Vec<(&SingularPath, &IndexKey)>)]) -> SourceIndex {
+        let mut shared: HashMap<(&SingularPath, &IndexKey), usize> = HashMap::new();
+        for (_, eqs) in rules {
+            for &(p, k) in eqs {
+                *shared.entry((p, k)).or_default() += 1;
             }
-        };
-        self.by_eq[slot]
-            .1
-            .entry((*key).clone())
-            .or_default()
-            .push(id);
+        }
+        let mut index = SourceIndex::default();
+        for (id, eqs) in rules {
+            let best = eqs.iter().min_by_key(|&&(p, k)| shared[&(p, k)]);
+            let Some(&(path, key)) = best else {
+                index.always.push(*id);
+                continue;
+            };
+            let slot = match index.by_eq.iter().position(|(q, _)| q == path) {
+                Some(i) => i,
+                None => {
+                    index.by_eq.push((path.clone(), HashMap::new()));
+                    index.by_eq.len() - 1
+                }
+            };
+            index.by_eq[slot]
+                .1
+                .entry(key.clone())
+                .or_default()
+                .push(*id);
+        }
+        index
     }
 
     /// The rules that may match `body`, in rule order.
@@ -60,5 +69,39 @@ impl SourceIndex {
             out.sort_unstable();
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::rules::condition::{Condition, Expr};
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn files_each_rule_under_its_most_selective_equality() {
+        let conds: Vec<Condition> = (0..100)
+            .map(|i| {
+                Condition::Expr(
+                    Expr::compile(&format!(
+                        r#"$.type == "snapshot" && $.snapshot.id == "s{i}""#
+                    ))
+                    .unwrap(),
+                )
+            })
+            .chain([Condition::Expr(Expr::compile("$.status").unwrap())])
+            .collect();
+        let rules: Vec<_> = conds
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (i, c.required_equalities()))
+            .collect();
+        let index = SourceIndex::build(&rules);
+        assert_eq!(
+            index.candidates(&json!({"type": "snapshot", "snapshot": {"id": "s7"}})),
+            vec![7, 100]
+        );
+        assert_eq!(index.candidates(&json!({"type": "snapshot"})), vec![100]);
     }
 }

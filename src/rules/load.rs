@@ -252,15 +252,18 @@ pub fn load(dirs: &Dirs) -> Result<RuleSet, LoadErrors> {
         }
     }
 
-    let mut index: Vec<SourceIndex> = sources.iter().map(|_| SourceIndex::default()).collect();
-    for (i, rule) in rules.iter().enumerate() {
-        let eqs = rule.condition.required_equalities();
-        for (s, src) in sources.iter().enumerate() {
-            if rule.sources.as_ref().is_none_or(|l| l.contains(&src.name)) {
-                index[s].add(i, &eqs);
-            }
-        }
-    }
+    let index: Vec<SourceIndex> = sources
+        .iter()
+        .map(|src| {
+            let applicable: Vec<_> = rules
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| r.sources.as_ref().is_none_or(|l| l.contains(&src.name)))
+                .map(|(i, r)| (i, r.condition.required_equalities()))
+                .collect();
+            SourceIndex::build(&applicable)
+        })
+        .collect();
     let by_path = sources
         .iter()
         .enumerate()
