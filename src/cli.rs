@@ -271,10 +271,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
     }
     let engine = Engine::new(journal, set, args.concurrency);
-    let resumed = engine.resume().await?;
-    if resumed > 0 {
-        tracing::info!(jobs = resumed, "resuming unfinished jobs from the journal");
-    }
+    engine.start();
     let state = AppState {
         engine: engine.clone(),
         admin_token: std::env::var("RULEHOOK_ADMIN_TOKEN").ok(),

@@ -1,23 +1,32 @@
 //! The engine: matches verified events against the current rule set, hands them to the journal
 //! with the jobs they created, and runs those jobs on a bounded worker pool.
 //!
-//! At least once: a job is in the journal before the sender hears 202; each attempt is recorded
-//! before it starts and closed after; whatever is unfinished at start-up is run again with the
-//! same run ids.
+//! At least once: a job is in the journal before the sender hears 202; each attempt of an
+//! action with outside effects is recorded before it starts and closed after; whatever is
+//! unfinished at start-up is run again with the same run ids.
+//!
+//! The journal is the queue. At most [`MAX_IN_MEMORY`] jobs wait in memory; past that, new jobs
+//! stay only in the journal and a pump loads them, oldest first, as the pool drains. A burst
+//! costs disk, not memory.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use serde_json::{Value, json};
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::actions::{Outcome, RunContext, backoff};
-use crate::journal::{Appended, Job, JobState, Journal, JournalError, NewJob, StoredEvent};
+use crate::actions::{Action, Outcome, RunContext, backoff};
+use crate::journal::{Appended, Close, Job, JobState, Journal, JournalError, NewJob, StoredEvent};
 use crate::rules::RuleSet;
 use crate::verify::VerifiedEvent;
+
+/// Jobs held in memory (running or waiting for a worker) before new ones are left in the journal.
+pub const MAX_IN_MEMORY: usize = 1024;
 
 /// What ingesting one event did.
 #[derive(Debug)]
@@ -32,20 +41,36 @@ pub struct Engine {
     journal: Arc<dyn Journal>,
     rules: ArcSwap<RuleSet>,
     limit: Arc<Semaphore>,
+    /// Ids of the jobs in memory.
+    inflight: Mutex<HashSet<String>>,
+    /// Some pending jobs are only in the journal: the pump must load them.
+    spilled: AtomicBool,
+    pump: Notify,
     tracker: TaskTracker,
     shutdown: CancellationToken,
 }
 
 impl Engine {
-    /// `concurrency`: how many jobs may run at once.
+    /// `concurrency`: how many jobs may run at once. Call [`Engine::start`] to run jobs.
     pub fn new(journal: Arc<dyn Journal>, rules: Arc<RuleSet>, concurrency: usize) -> Arc<Engine> {
         Arc::new(Engine {
             journal,
             rules: ArcSwap::new(rules),
             limit: Arc::new(Semaphore::new(concurrency.max(1))),
+            inflight: Mutex::new(HashSet::new()),
+            spilled: AtomicBool::new(false),
+            pump: Notify::new(),
             tracker: TaskTracker::new(),
             shutdown: CancellationToken::new(),
         })
+    }
+
+    /// Starts the pump and resumes every job left unfinished by an earlier run.
+    pub fn start(self: &Arc<Self>) {
+        self.spilled.store(true, Ordering::SeqCst);
+        let engine = self.clone();
+        self.tracker.spawn(async move { engine.pump_loop().await });
+        self.pump.notify_one();
     }
 
     /// The rule set new events are matched against.
@@ -98,27 +123,61 @@ impl Engine {
         }
     }
 
-    /// Schedules every job the journal holds as unfinished (after a crash or a stop).
-    pub async fn resume(self: &Arc<Self>) -> Result<usize, JournalError> {
-        let rules = self.rules();
-        let pending = self.journal.unfinished().await?;
-        let n = pending.len();
-        for (job, event) in pending {
-            match rules.rule(&job.rulebook, &job.rule) {
-                Some(rule) => self.schedule(rules.clone(), rule, job, event, true),
-                None => {
-                    let msg = format!(
-                        "rule `{}` of rulebook `{}` no longer exists",
-                        job.rule, job.rulebook
-                    );
-                    tracing::warn!(job = %job.id, "{msg}; the job is closed as failed");
-                    self.journal
-                        .finish_job(&job, JobState::Failed, Some(msg))
-                        .await?;
+    /// Loads jobs left only in the journal whenever there is room for them.
+    async fn pump_loop(self: Arc<Self>) {
+        loop {
+            tokio::select! {
+                () = self.pump.notified() => {}
+                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                () = self.shutdown.cancelled() => return,
+            }
+            if !self.spilled.load(Ordering::SeqCst) {
+                continue;
+            }
+            let (room, except) = {
+                let set = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
+                (
+                    MAX_IN_MEMORY.saturating_sub(set.len()),
+                    set.iter().cloned().collect::<Vec<_>>(),
+                )
+            };
+            if room < MAX_IN_MEMORY / 2 {
+                continue;
+            }
+            // Cleared before reading: a job spilled meanwhile sets it again.
+            self.spilled.store(false, Ordering::SeqCst);
+            let pending = match self.journal.unfinished(room, except).await {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot read pending jobs from the journal");
+                    self.spilled.store(true, Ordering::SeqCst);
+                    continue;
+                }
+            };
+            if pending.len() >= room {
+                self.spilled.store(true, Ordering::SeqCst);
+            }
+            let rules = self.rules();
+            for (job, event) in pending {
+                match rules.rule(&job.rulebook, &job.rule) {
+                    Some(rule) => self.schedule(rules.clone(), rule, job, event, true),
+                    None => {
+                        let msg = format!(
+                            "rule `{}` of rulebook `{}` no longer exists",
+                            job.rule, job.rulebook
+                        );
+                        tracing::warn!(job = %job.id, "{msg}; the job is closed as failed");
+                        let close = Close {
+                            state: JobState::Failed,
+                            error: Some(msg),
+                        };
+                        if let Err(e) = self.journal.finish_job(&job, close).await {
+                            tracing::error!(error = %e, "cannot close a job");
+                        }
+                    }
                 }
             }
         }
-        Ok(n)
     }
 
     fn schedule(
@@ -129,19 +188,37 @@ impl Engine {
         event: Arc<StoredEvent>,
         resumed: bool,
     ) {
+        {
+            let mut set = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
+            if set.contains(&job.id) {
+                return;
+            }
+            if set.len() >= MAX_IN_MEMORY {
+                // It is in the journal; the pump brings it back when there is room.
+                self.spilled.store(true, Ordering::SeqCst);
+                return;
+            }
+            set.insert(job.id.clone());
+        }
         let engine = self.clone();
         self.tracker.spawn(async move {
             let permit = tokio::select! {
-                p = engine.limit.clone().acquire_owned() => p,
-                () = engine.shutdown.cancelled() => return,
+                p = engine.limit.clone().acquire_owned() => p.ok(),
+                () = engine.shutdown.cancelled() => None,
             };
-            let Ok(_permit) = permit else { return };
-            if engine.shutdown.is_cancelled() {
-                return;
+            if let Some(_permit) = permit.filter(|_| !engine.shutdown.is_cancelled()) {
+                if let Err(e) = engine.run_job(&rules, rule, &job, &event, resumed).await {
+                    // The job stays pending in the journal and runs again later.
+                    tracing::error!(job = %job.id, error = %e, "cannot record a job's progress");
+                }
             }
-            if let Err(e) = engine.run_job(&rules, rule, &job, &event, resumed).await {
-                // The job stays pending in the journal and runs again at the next start.
-                tracing::error!(job = %job.id, error = %e, "cannot record a job's progress");
+            let left = {
+                let mut set = engine.inflight.lock().unwrap_or_else(|e| e.into_inner());
+                set.remove(&job.id);
+                set.len()
+            };
+            if left < MAX_IN_MEMORY / 2 && engine.spilled.load(Ordering::SeqCst) {
+                engine.pump.notify_one();
             }
         });
     }
@@ -166,8 +243,24 @@ impl Engine {
             "rule": rule.name,
         });
         let body = event.doc.body();
+        let last = rule.actions.len().saturating_sub(1);
         let mut previous = Value::Null;
         for (idx, action) in rule.actions.iter().enumerate().skip(job.next_action) {
+            let done = |ok: bool, error: Option<String>| -> Option<Close> {
+                if !ok {
+                    Some(Close {
+                        state: JobState::Failed,
+                        error,
+                    })
+                } else if idx == last {
+                    Some(Close {
+                        state: JobState::Done,
+                        error: None,
+                    })
+                } else {
+                    None
+                }
+            };
             let ctx = crate::templates::context(json!({
                 "event": body, "meta": meta, "previous": previous,
             }));
@@ -180,17 +273,20 @@ impl Engine {
                 Ok(r) => r,
                 Err(e) => {
                     let error = format!("action {idx} ({}) cannot be rendered: {e}", action.kind());
-                    attempt += 1;
-                    self.journal
-                        .start_attempt(job, idx, action.kind(), Value::Null, attempt)
-                        .await?;
-                    self.journal
-                        .finish_attempt(job, idx, attempt, &Outcome::failed(&error))
-                        .await?;
                     tracing::warn!(job = %job.id, "{error}");
+                    let outcome = Outcome::failed(&error);
+                    let close = done(false, Some(error));
                     return self
                         .journal
-                        .finish_job(job, JobState::Failed, Some(error))
+                        .record_attempt(
+                            job,
+                            idx,
+                            action.kind(),
+                            Value::Null,
+                            attempt + 1,
+                            &outcome,
+                            close,
+                        )
                         .await;
                 }
             };
@@ -204,14 +300,38 @@ impl Engine {
             };
             let outcome = loop {
                 attempt += 1;
-                self.journal
-                    .start_attempt(job, idx, action.kind(), rendered_json.clone(), attempt)
-                    .await?;
+                let in_process = matches!(action, Action::Log(_));
+                if !in_process {
+                    self.journal
+                        .start_attempt(job, idx, action.kind(), rendered_json.clone(), attempt)
+                        .await?;
+                }
                 let outcome = rendered.execute(&run).await;
-                self.journal
-                    .finish_attempt(job, idx, attempt, &outcome)
-                    .await?;
-                if outcome.ok || attempt > action.retries() || self.shutdown.is_cancelled() {
+                let final_attempt =
+                    outcome.ok || attempt > action.retries() || self.shutdown.is_cancelled();
+                let close = if final_attempt {
+                    done(outcome.ok, outcome.error.clone())
+                } else {
+                    None
+                };
+                if in_process {
+                    self.journal
+                        .record_attempt(
+                            job,
+                            idx,
+                            action.kind(),
+                            rendered_json.clone(),
+                            attempt,
+                            &outcome,
+                            close,
+                        )
+                        .await?;
+                } else {
+                    self.journal
+                        .finish_attempt(job, idx, attempt, &outcome, close)
+                        .await?;
+                }
+                if final_attempt {
                     break outcome;
                 }
                 tracing::info!(run = %run.run_id, attempt, error = ?outcome.error, "action failed; retrying");
@@ -223,14 +343,23 @@ impl Engine {
                     .clone()
                     .unwrap_or_else(|| "action failed".into());
                 tracing::warn!(run = %run.run_id, attempts = attempt, "{error}");
-                return self
-                    .journal
-                    .finish_job(job, JobState::Failed, Some(error))
-                    .await;
+                return Ok(());
             }
             previous = json!({"exit_code": outcome.exit_code, "stdout": outcome.stdout});
         }
-        self.journal.finish_job(job, JobState::Done, None).await
+        if job.next_action > last {
+            // Every action had already succeeded before a restart; only the close was missing.
+            self.journal
+                .finish_job(
+                    job,
+                    Close {
+                        state: JobState::Done,
+                        error: None,
+                    },
+                )
+                .await?;
+        }
+        Ok(())
     }
 
     /// Stops starting jobs and waits up to `grace` for running ones; what has not finished

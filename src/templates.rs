@@ -26,6 +26,8 @@ pub enum Text {
 #[derive(Debug)]
 pub struct Templates {
     env: Environment<'static>,
+    /// Inline sources already compiled, so 10,000 rules with the same message share one.
+    inline: std::collections::HashMap<String, String>,
 }
 
 impl Default for Templates {
@@ -40,7 +42,10 @@ impl Default for Templates {
                 AutoEscape::None
             }
         });
-        Templates { env }
+        Templates {
+            env,
+            inline: Default::default(),
+        }
     }
 }
 
@@ -90,9 +95,13 @@ impl Templates {
         if !source.contains("{{") && !source.contains("{%") && !source.contains("{#") {
             return Ok(Text::Literal(source.to_string()));
         }
+        if let Some(existing) = self.inline.get(source) {
+            return Ok(Text::Template(existing.clone()));
+        }
         self.env
             .add_template_owned(name.clone(), source.to_string())
             .map_err(|e| describe(&e))?;
+        self.inline.insert(source.to_string(), name.clone());
         Ok(Text::Template(name))
     }
 

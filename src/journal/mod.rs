@@ -87,6 +87,13 @@ impl JobState {
     }
 }
 
+/// How a job ends: its final state and, when it failed, why.
+#[derive(Debug, Clone)]
+pub struct Close {
+    pub state: JobState,
+    pub error: Option<String>,
+}
+
 /// Filters of the event list.
 #[derive(Debug, Clone, Default)]
 pub struct EventFilter {
@@ -125,25 +132,40 @@ pub trait Journal: Send + Sync + 'static {
         attempt: u32,
     ) -> Result<(), JournalError>;
 
-    /// Records how the attempt ended. When it succeeded, the job moves on to the next action.
+    /// Records how the attempt ended. When it succeeded, the job moves on to the next action;
+    /// `close` also closes the job, in the same transaction.
     async fn finish_attempt(
         &self,
         job: &Job,
         index: usize,
         attempt: u32,
         outcome: &Outcome,
+        close: Option<Close>,
+    ) -> Result<(), JournalError>;
+
+    /// Records a whole attempt after the fact, in one write. Only for actions with no effect
+    /// outside the process (`log`): a crash before this write re-runs them, which is harmless.
+    #[allow(clippy::too_many_arguments)]
+    async fn record_attempt(
+        &self,
+        job: &Job,
+        index: usize,
+        action: &'static str,
+        rendered: Value,
+        attempt: u32,
+        outcome: &Outcome,
+        close: Option<Close>,
     ) -> Result<(), JournalError>;
 
     /// Closes a job.
-    async fn finish_job(
-        &self,
-        job: &Job,
-        state: JobState,
-        error: Option<String>,
-    ) -> Result<(), JournalError>;
+    async fn finish_job(&self, job: &Job, close: Close) -> Result<(), JournalError>;
 
-    /// Every job not finished, with its event, oldest first (for resuming after a restart).
-    async fn unfinished(&self) -> Result<Vec<(Job, Arc<StoredEvent>)>, JournalError>;
+    /// Up to `limit` unfinished jobs with their events, oldest first, skipping `except`.
+    async fn unfinished(
+        &self,
+        limit: usize,
+        except: Vec<String>,
+    ) -> Result<Vec<(Job, Arc<StoredEvent>)>, JournalError>;
 
     /// How many attempts action `index` of `job` has had so far.
     async fn attempts(&self, job: &Job, index: usize) -> Result<u32, JournalError>;

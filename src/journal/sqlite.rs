@@ -14,7 +14,7 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
-use super::{Appended, EventFilter, Job, JobState, Journal, JournalError, NewJob, StoredEvent};
+use super::{Appended, Close, EventFilter, Job, Journal, JournalError, NewJob, StoredEvent};
 use crate::actions::Outcome;
 use crate::rules::EventDoc;
 use crate::verify::VerifiedEvent;
@@ -287,7 +287,10 @@ fn append(
     }
     let id = uuid::Uuid::now_v7().to_string();
     let headers = serde_json::to_string(event.headers()).unwrap_or_else(|_| "[]".into());
-    let body = serde_json::to_string(event.body()).unwrap_or_else(|_| "null".into());
+    let body = match event.raw_text() {
+        Some(raw) => raw.to_string(),
+        None => serde_json::to_string(event.body()).unwrap_or_else(|_| "null".into()),
+    };
     let received_at = ms(event.received_at());
     conn.prepare_cached(
         "INSERT INTO events (id, source, kind, delivery_key, received_at, headers, body, depth)
@@ -342,6 +345,27 @@ fn append(
         event: Arc::new(stored),
         jobs: out,
     })
+}
+
+/// Moves a job past action `index` when it succeeded, and closes it when asked.
+fn progress(
+    tx: &Connection,
+    job_id: &str,
+    index: usize,
+    ok: bool,
+    close: Option<Close>,
+) -> rusqlite::Result<()> {
+    if ok {
+        tx.prepare_cached("UPDATE jobs SET next_action = ?2 WHERE id = ?1")?
+            .execute(params![job_id, index as i64 + 1])?;
+    }
+    if let Some(c) = close {
+        tx.prepare_cached(
+            "UPDATE jobs SET state = ?2, error = ?3, finished_at = ?4 WHERE id = ?1",
+        )?
+        .execute(params![job_id, c.state.as_str(), c.error, now_ms()])?;
+    }
+    Ok(())
 }
 
 fn row_event(r: &rusqlite::Row) -> rusqlite::Result<StoredEvent> {
@@ -403,6 +427,7 @@ impl Journal for SqliteJournal {
         index: usize,
         attempt: u32,
         outcome: &Outcome,
+        close: Option<Close>,
     ) -> Result<(), JournalError> {
         let (run_id, job_id) = (job.run_id(index), job.id.clone());
         let o = outcome.clone();
@@ -421,59 +446,101 @@ impl Journal for SqliteJournal {
                 o.stderr,
                 o.error
             ])?;
-            if o.ok {
-                tx.prepare_cached("UPDATE jobs SET next_action = ?2 WHERE id = ?1")?
-                    .execute(params![job_id, index as i64 + 1])?;
-            }
-            Ok(())
+            progress(tx, &job_id, index, o.ok, close)
         })
         .await
     }
 
-    async fn finish_job(
+    async fn record_attempt(
         &self,
         job: &Job,
-        state: JobState,
-        error: Option<String>,
+        index: usize,
+        action: &'static str,
+        rendered: Value,
+        attempt: u32,
+        outcome: &Outcome,
+        close: Option<Close>,
     ) -> Result<(), JournalError> {
+        let (run_id, job_id) = (job.run_id(index), job.id.clone());
+        let o = outcome.clone();
+        let rendered = rendered.to_string();
+        self.write(move |tx| {
+            let now = now_ms();
+            tx.prepare_cached(
+                "INSERT OR REPLACE INTO attempts (run_id, attempt, job_id, action_index, action, rendered, state,
+                   started_at, finished_at, exit_code, stdout, stderr, error)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?9, ?10, ?11, ?12)",
+            )?
+            .execute(params![
+                run_id,
+                attempt,
+                job_id,
+                index as i64,
+                action,
+                rendered,
+                if o.ok { "ok" } else { "failed" },
+                now,
+                o.exit_code,
+                o.stdout,
+                o.stderr,
+                o.error
+            ])?;
+            progress(tx, &job_id, index, o.ok, close)
+        })
+        .await
+    }
+
+    async fn finish_job(&self, job: &Job, close: Close) -> Result<(), JournalError> {
         let id = job.id.clone();
         self.write(move |tx| {
             tx.prepare_cached(
                 "UPDATE jobs SET state = ?2, error = ?3, finished_at = ?4 WHERE id = ?1",
             )?
-            .execute(params![id, state.as_str(), error, now_ms()])?;
+            .execute(params![id, close.state.as_str(), close.error, now_ms()])?;
             Ok(())
         })
         .await
     }
 
-    async fn unfinished(&self) -> Result<Vec<(Job, Arc<StoredEvent>)>, JournalError> {
-        self.read(|c| {
-            let mut stmt = c.prepare(
+    async fn unfinished(
+        &self,
+        limit: usize,
+        except: Vec<String>,
+    ) -> Result<Vec<(Job, Arc<StoredEvent>)>, JournalError> {
+        self.read(move |c| {
+            let except: std::collections::HashSet<String> = except.into_iter().collect();
+            let mut stmt = c.prepare_cached(
                 "SELECT j.id AS job_id, j.rulebook, j.rule, j.next_action, e.*
                  FROM jobs j JOIN events e ON e.id = j.event_id
-                 WHERE j.state = 'pending' ORDER BY e.seq, j.rowid",
+                 WHERE j.state = 'pending' ORDER BY e.seq, j.rowid LIMIT ?1",
             )?;
-            let rows = stmt.query_map([], |r| {
+            let rows = stmt.query_map(params![(limit + except.len()) as i64], |r| {
+                let job_id: String = r.get("job_id")?;
+                if except.contains(&job_id) {
+                    return Ok(None);
+                }
                 let event = row_event(r)?;
                 let job = Job {
-                    id: r.get("job_id")?,
+                    id: job_id,
                     event_id: event.id.clone(),
                     rulebook: r.get("rulebook")?,
                     rule: r.get("rule")?,
                     next_action: r.get::<_, i64>("next_action")? as usize,
                 };
-                Ok((job, event))
+                Ok(Some((job, event)))
             })?;
             let mut out: Vec<(Job, Arc<StoredEvent>)> = Vec::new();
             for row in rows {
-                let (job, event) = row?;
+                let Some((job, event)) = row? else { continue };
                 // Jobs of one event share one copy of it.
                 let event = match out.last() {
                     Some((_, e)) if e.id == event.id => e.clone(),
                     _ => Arc::new(event),
                 };
                 out.push((job, event));
+                if out.len() >= limit {
+                    break;
+                }
             }
             Ok(out)
         })

@@ -104,7 +104,6 @@ impl SingularPath {
 #[derive(Debug)]
 struct Conjunct {
     text: String,
-    query: JsonPath,
     /// The singular query this conjunct compares, to show its actual value when it fails.
     subject: Option<(String, SingularPath)>,
     /// `subject == literal`, when the literal is indexable.
@@ -128,26 +127,36 @@ impl Expr {
                 message: "empty condition".into(),
             });
         }
-        // Conjuncts first: an error then points at least at the operand that holds it.
-        let mut conjuncts = Vec::new();
         let parts = if split_top(text, "||").len() > 1 {
             vec![(0, text)]
         } else {
             split_top(text, "&&")
         };
-        for (start, part) in parts {
-            let trimmed = part.trim();
-            let lead = part.len() - part.trim_start().len();
-            let query = compile_filter(trimmed, start + lead)?;
-            let (subject, equality) = describe(trimmed);
-            conjuncts.push(Conjunct {
-                text: trimmed.to_string(),
-                query,
-                subject,
-                equality,
-            });
-        }
-        let query = compile_filter(text, 0)?;
+        let query = match compile_filter(text, 0) {
+            Ok(q) => q,
+            Err(whole) => {
+                // Point at least at the operand that holds the error, when the engine could not.
+                for (start, part) in &parts {
+                    let lead = part.len() - part.trim_start().len();
+                    compile_filter(part.trim(), start + lead)?;
+                }
+                return Err(whole);
+            }
+        };
+        // Operands are kept as text (for explanations, compiled on demand) and, when they
+        // compare a singular query with a literal, as an index key.
+        let conjuncts = parts
+            .into_iter()
+            .map(|(_, part)| {
+                let trimmed = part.trim();
+                let (subject, equality) = describe(trimmed);
+                Conjunct {
+                    text: trimmed.to_string(),
+                    subject,
+                    equality,
+                }
+            })
+            .collect();
         Ok(Expr {
             text: text.to_string(),
             query,
@@ -166,7 +175,9 @@ impl Expr {
     /// The conjuncts that are false, each with the actual value it looked at.
     fn failures(&self, doc: &EventDoc, out: &mut Vec<String>) {
         for c in &self.conjuncts {
-            if c.query.query_values(doc.wrapped()).is_empty() {
+            let holds =
+                compile_filter(&c.text, 0).is_ok_and(|q| !q.query_values(doc.wrapped()).is_empty());
+            if !holds {
                 let actual = match &c.subject {
                     Some((name, path)) => match path.get(doc.body()) {
                         Some(v) => format!(" ({name} is {v})"),

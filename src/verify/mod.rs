@@ -99,6 +99,8 @@ pub struct VerifiedEvent {
     kind: &'static str,
     delivery: Option<Delivery>,
     doc: EventDoc,
+    /// The body exactly as received (stored as is), when it came over HTTP.
+    raw: Option<bytes::Bytes>,
     headers: Vec<(String, String)>,
     received_at: SystemTime,
     depth: u32,
@@ -113,6 +115,7 @@ impl VerifiedEvent {
             kind: "internal",
             delivery: None,
             doc: EventDoc::new(body),
+            raw: None,
             headers: Vec::new(),
             received_at: SystemTime::now(),
             depth,
@@ -133,6 +136,12 @@ impl VerifiedEvent {
     /// The body in the shape conditions evaluate on.
     pub fn doc(&self) -> &EventDoc {
         &self.doc
+    }
+    /// The body as received, when it is available and valid UTF-8.
+    pub fn raw_text(&self) -> Option<&str> {
+        self.raw
+            .as_deref()
+            .and_then(|b| std::str::from_utf8(b).ok())
     }
     pub fn into_doc(self) -> EventDoc {
         self.doc
@@ -215,7 +224,7 @@ impl Verifier {
         &self,
         source: &str,
         headers: &HeaderMap,
-        body: &[u8],
+        body: &bytes::Bytes,
         dedup_window: Option<Duration>,
         now: SystemTime,
     ) -> Result<VerifiedEvent, VerifyError> {
@@ -377,6 +386,7 @@ impl Verifier {
             kind: self.kind(),
             delivery: Some(Delivery { key, window }),
             doc: EventDoc::new(body_value),
+            raw: Some(body.clone()),
             headers: safe_headers(headers),
             received_at: now,
             depth: 0,
