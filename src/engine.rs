@@ -206,11 +206,11 @@ impl Engine {
                 p = engine.limit.clone().acquire_owned() => p.ok(),
                 () = engine.shutdown.cancelled() => None,
             };
-            if let Some(_permit) = permit.filter(|_| !engine.shutdown.is_cancelled()) {
-                if let Err(e) = engine.run_job(&rules, rule, &job, &event, resumed).await {
-                    // The job stays pending in the journal and runs again later.
-                    tracing::error!(job = %job.id, error = %e, "cannot record a job's progress");
-                }
+            if let Some(_permit) = permit.filter(|_| !engine.shutdown.is_cancelled())
+                && let Err(e) = engine.run_job(&rules, rule, &job, &event, resumed).await
+            {
+                // The job stays pending in the journal and runs again later.
+                tracing::error!(job = %job.id, error = %e, "cannot record a job's progress");
             }
             let left = {
                 let mut set = engine.inflight.lock().unwrap_or_else(|e| e.into_inner());
