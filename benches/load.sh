@@ -85,7 +85,7 @@ for n in 1 1000 10000; do
   echo "rulehook ($n rules) idle RSS $(rss $RPID)"
   run_wrk "rulehook ($n rules, journal + match + log action)" "$R/hooks/ipfabric"
   sleep 1
-  echo "rulehook ($n rules) peak RSS $(hwm $RPID); events stored: $(python3 -c "import sqlite3,sys;print(sqlite3.connect(sys.argv[1]).execute('select count(*) from events').fetchone()[0])" "$WORK/data$n/journal.db")"
+  echo "rulehook ($n rules) peak RSS $(hwm $RPID); jobs pending 1s after the load: $(python3 -c "import sqlite3,sys;print(sqlite3.connect(sys.argv[1]).execute(\"select count(*) from jobs where state='pending'\").fetchone()[0])" "$WORK/data$n/journal.db"); events stored: $(python3 -c "import sqlite3,sys;print(sqlite3.connect(sys.argv[1]).execute('select count(*) from events').fetchone()[0])" "$WORK/data$n/journal.db")"
   kill $RPID; wait $RPID 2>/dev/null || true
 done
 
@@ -104,9 +104,18 @@ STAMPS="$WORK/lat/stamps" ./target/release/rulehook serve --rulebooks "$WORK/lat
   --templates "$WORK/templates" --data "$WORK/lat/data" --listen 127.0.0.1:0 > "$WORK/lat.out" 2>/dev/null &
 LPID=$!; PIDS="$PIDS $LPID"
 L=$(wait_listen "$WORK/lat.out")
-python3 - "$L/hooks/ipfabric" "$WORK/lat/stamps" "$SECRET" <<'PY'
-import sys, time, hmac, hashlib, json, os, urllib.request, statistics
-url, stamps, secret = sys.argv[1], sys.argv[2], sys.argv[3].encode()
+python3 - "$L/hooks/ipfabric" "$WORK/lat/stamps" "$SECRET" "$WORK/lat/scripts/stamp.sh" <<'PY'
+import sys, time, hmac, hashlib, json, os, urllib.request, statistics, subprocess
+url, stamps, secret, script = sys.argv[1], sys.argv[2], sys.argv[3].encode(), sys.argv[4]
+# Floor, same run: starting the same script directly (fork + exec of sh and date).
+floor = []
+direct = stamps + ".direct"
+for i in range(60):
+    t0 = time.time_ns()
+    subprocess.run([script], env={**os.environ, "STAMPS": direct}, check=True)
+    floor.append((int(open(direct).read().splitlines()[i]) - t0) / 1e6)
+floor.sort()
+print(f"floor: exec of the same script directly: p50 {statistics.median(floor):.2f} ms")
 lat = []
 for i in range(60):
     body = json.dumps({"type": "snapshot", "status": "completed", "n": i}).encode()

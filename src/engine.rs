@@ -202,11 +202,7 @@ impl Engine {
         }
         let engine = self.clone();
         self.tracker.spawn(async move {
-            let permit = tokio::select! {
-                p = engine.limit.clone().acquire_owned() => p.ok(),
-                () = engine.shutdown.cancelled() => None,
-            };
-            if let Some(_permit) = permit.filter(|_| !engine.shutdown.is_cancelled())
+            if !engine.shutdown.is_cancelled()
                 && let Err(e) = engine.run_job(&rules, rule, &job, &event, resumed).await
             {
                 // The job stays pending in the journal and runs again later.
@@ -261,11 +257,15 @@ impl Engine {
                     None
                 }
             };
-            let ctx = crate::templates::context(json!({
-                "event": body, "meta": meta, "previous": previous,
-            }));
-            let mut attempt = if resumed {
-                self.journal.attempts(job, idx).await?
+            // Built from references: the event is not copied per action.
+            let ctx = minijinja::context! {
+                event => minijinja::Value::from(minijinja::value::Serde(body)),
+                meta => minijinja::Value::from(minijinja::value::Serde(&meta)),
+                previous => minijinja::Value::from(minijinja::value::Serde(&previous)),
+            };
+            // Attempts already made (before a restart) keep counting.
+            let mut attempt = if resumed && idx == job.next_action {
+                job.attempts
             } else {
                 0
             };
@@ -296,17 +296,44 @@ impl Engine {
                 event_id: event.id.clone(),
                 source: event.source.clone(),
                 rule: rule.name.clone(),
-                input: json!({"event": body, "meta": meta}),
+                // Only scripts read it (on stdin).
+                input: match action {
+                    Action::RunScript(_) => json!({"event": body, "meta": meta}),
+                    _ => Value::Null,
+                },
             };
             let outcome = loop {
                 attempt += 1;
                 let in_process = matches!(action, Action::Log(_));
-                if !in_process {
-                    self.journal
-                        .start_attempt(job, idx, action.kind(), rendered_json.clone(), attempt)
-                        .await?;
-                }
-                let outcome = rendered.execute(&run).await;
+                let outcome = if in_process {
+                    rendered.execute(&run).await
+                } else {
+                    // The concurrency limit counts what runs outside the process (scripts);
+                    // waiting for it is FIFO, so jobs start in acceptance order.
+                    let permit = tokio::select! {
+                        p = self.limit.clone().acquire_owned() => p.ok(),
+                        () = self.shutdown.cancelled() => None,
+                    };
+                    let Some(_permit) = permit.filter(|_| !self.shutdown.is_cancelled()) else {
+                        return Ok(()); // shutting down: the job stays pending for the next start
+                    };
+                    // The run is already durable: its job is pending in the journal since the
+                    // event's commit, so a crash at any point runs it again with this run id.
+                    // The attempt row is for the history; writing it alongside the start keeps
+                    // an fsync off the path from POST to script start.
+                    let (started, outcome) = tokio::join!(
+                        self.journal.start_attempt(
+                            job,
+                            idx,
+                            action.kind(),
+                            rendered_json.clone(),
+                            attempt
+                        ),
+                        rendered.execute(&run)
+                    );
+                    started?;
+                    outcome
+                };
                 let final_attempt =
                     outcome.ok || attempt > action.retries() || self.shutdown.is_cancelled();
                 let close = if final_attempt {

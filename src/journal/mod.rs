@@ -50,6 +50,8 @@ pub struct Job {
     pub rule: String,
     /// The first action not yet completed successfully.
     pub next_action: usize,
+    /// Attempts that action has already had (before a restart).
+    pub attempts: u32,
 }
 
 impl Job {
@@ -166,9 +168,6 @@ pub trait Journal: Send + Sync + 'static {
         limit: usize,
         except: Vec<String>,
     ) -> Result<Vec<(Job, Arc<StoredEvent>)>, JournalError>;
-
-    /// How many attempts action `index` of `job` has had so far.
-    async fn attempts(&self, job: &Job, index: usize) -> Result<u32, JournalError>;
 
     async fn list_events(&self, filter: EventFilter) -> Result<Vec<Value>, JournalError>;
 

@@ -23,7 +23,7 @@ const MAX_BATCH: usize = 1024;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS events (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    seq INTEGER PRIMARY KEY,
     id TEXT NOT NULL UNIQUE,
     source TEXT NOT NULL,
     kind TEXT NOT NULL,
@@ -54,6 +54,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     finished_at INTEGER
 );
 CREATE INDEX IF NOT EXISTS jobs_event ON jobs(event_id);
+-- Pending jobs in insertion (= acceptance) order, for the pump.
 CREATE INDEX IF NOT EXISTS jobs_pending ON jobs(state) WHERE state = 'pending';
 CREATE TABLE IF NOT EXISTS attempts (
     run_id TEXT NOT NULL,
@@ -118,6 +119,7 @@ fn open(path: &Path) -> rusqlite::Result<Connection> {
     let conn = Connection::open(path)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "cache_size", -16000)?;
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
     Ok(conn)
 }
@@ -327,6 +329,7 @@ fn append(
             rulebook: j.rulebook,
             rule: j.rule,
             next_action: 0,
+            attempts: 0,
         });
     }
     let depth = event.depth();
@@ -510,9 +513,11 @@ impl Journal for SqliteJournal {
         self.read(move |c| {
             let except: std::collections::HashSet<String> = except.into_iter().collect();
             let mut stmt = c.prepare_cached(
-                "SELECT j.id AS job_id, j.rulebook, j.rule, j.next_action, e.*
+                "SELECT j.id AS job_id, j.rulebook, j.rule, j.next_action,
+                        (SELECT COALESCE(MAX(a.attempt), 0) FROM attempts a
+                          WHERE a.run_id = j.id || ':' || j.next_action) AS attempts_done, e.*
                  FROM jobs j JOIN events e ON e.id = j.event_id
-                 WHERE j.state = 'pending' ORDER BY e.seq, j.rowid LIMIT ?1",
+                 WHERE j.state = 'pending' ORDER BY j.rowid LIMIT ?1",
             )?;
             let rows = stmt.query_map(params![(limit + except.len()) as i64], |r| {
                 let job_id: String = r.get("job_id")?;
@@ -526,6 +531,7 @@ impl Journal for SqliteJournal {
                     rulebook: r.get("rulebook")?,
                     rule: r.get("rule")?,
                     next_action: r.get::<_, i64>("next_action")? as usize,
+                    attempts: r.get("attempts_done")?,
                 };
                 Ok(Some((job, event)))
             })?;
@@ -543,18 +549,6 @@ impl Journal for SqliteJournal {
                 }
             }
             Ok(out)
-        })
-        .await
-    }
-
-    async fn attempts(&self, job: &Job, index: usize) -> Result<u32, JournalError> {
-        let run_id = job.run_id(index);
-        self.read(move |c| {
-            c.query_row(
-                "SELECT COALESCE(MAX(attempt), 0) FROM attempts WHERE run_id = ?1",
-                params![run_id],
-                |r| r.get(0),
-            )
         })
         .await
     }
