@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 use crate::engine::Engine;
 use crate::journal::{Journal, SqliteJournal};
 use crate::rules::{Dirs, EventDoc, RuleSet};
+use crate::server::listen::Tls;
 use crate::server::{AppState, app};
 
 #[derive(Debug, Parser)]
@@ -37,6 +38,42 @@ pub enum Command {
     Check(DirArgs),
     /// Dry run: which rules an event would match, why not, and what would run.
     Test(TestArgs),
+    /// Sign a JSON body exactly like a sender of KIND and POST it; print the status and body.
+    Send(SendArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SendArgs {
+    /// Where to POST (e.g. http://127.0.0.1:8080/hooks/ipfabric).
+    pub url: String,
+    /// Sender kind: ipfabric, netbox, standard-webhooks, infrahub, github, gitlab, basic
+    /// (secret = user:password), bearer, hmac, none.
+    #[arg(long)]
+    pub kind: String,
+    /// The shared secret (also read from RULEHOOK_SEND_SECRET).
+    #[arg(long, env = "RULEHOOK_SEND_SECRET", default_value = "")]
+    pub secret: String,
+    /// The body file; `-` or nothing reads standard input.
+    #[arg(long)]
+    pub file: Option<PathBuf>,
+    /// The body file, as a positional `-` for standard input.
+    #[arg(value_name = "FILE|-")]
+    pub positional: Option<PathBuf>,
+    /// For `--kind hmac`: the signature header.
+    #[arg(long, default_value = "x-signature")]
+    pub header: String,
+    /// For `--kind hmac`: sha1, sha256 or sha512.
+    #[arg(long, default_value = "sha256")]
+    pub algorithm: String,
+    /// For `--kind hmac`: hex or base64.
+    #[arg(long, default_value = "hex")]
+    pub encoding: String,
+    /// For `--kind hmac`: text before the signature (e.g. `sha256=`).
+    #[arg(long, default_value = "")]
+    pub prefix: String,
+    /// Accept any TLS certificate (a self-signed test receiver).
+    #[arg(long)]
+    pub insecure: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -74,6 +111,26 @@ pub struct ServeArgs {
     /// How long running actions may take to finish on SIGTERM before the service exits.
     #[arg(long, env = "RULEHOOK_GRACE", default_value = "30s", value_parser = parse_duration)]
     pub grace: Duration,
+    /// TLS certificate (PEM); with --tls-key.
+    #[arg(
+        long,
+        env = "RULEHOOK_TLS_CERT",
+        requires = "tls_key",
+        conflicts_with = "tls_self_signed"
+    )]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM); with --tls-cert.
+    #[arg(long, env = "RULEHOOK_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Serve HTTPS with a certificate generated at start; its SHA-256 fingerprint is printed.
+    #[arg(long, env = "RULEHOOK_TLS_SELF_SIGNED")]
+    pub tls_self_signed: bool,
+    /// Most connections open at once; more are closed on arrival.
+    #[arg(long, env = "RULEHOOK_MAX_CONNECTIONS", default_value_t = 1024)]
+    pub max_connections: usize,
+    /// How long a client may take to send a request body.
+    #[arg(long, env = "RULEHOOK_BODY_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub body_timeout: Duration,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -110,24 +167,27 @@ pub fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
-        Command::Serve(s) => {
-            let rt = match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("error: cannot start the runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            match rt.block_on(serve(s)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("error: {e:#}");
-                    ExitCode::FAILURE
-                }
-            }
+        Command::Send(a) => run_async(send(a)),
+        Command::Serve(s) => run_async(serve(s)),
+    }
+}
+
+fn run_async(f: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(f) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
         }
     }
 }
@@ -243,27 +303,43 @@ fn test(t: &TestArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let set = match crate::rules::load(&args.dirs.dirs()) {
+    let dirs = args.dirs.dirs();
+    let set = match crate::rules::load(&dirs) {
         Ok(s) => s,
         Err(errs) => anyhow::bail!("the rulebooks do not load:\n{errs}"),
     };
     for w in &set.warnings {
         tracing::warn!("{w}");
     }
+    let metrics = crate::telemetry::install_metrics();
     let journal: Arc<dyn Journal> = Arc::new(
         SqliteJournal::open(&args.data)
             .with_context(|| format!("cannot open the journal in {}", args.data.display()))?,
     );
-    let listener = tokio::net::TcpListener::bind(args.listen)
+    let tls_mode = match (&args.tls_cert, &args.tls_key, args.tls_self_signed) {
+        (Some(cert), Some(key), _) => Tls::Files {
+            cert: cert.clone(),
+            key: key.clone(),
+        },
+        (_, _, true) => Tls::SelfSigned { names: Vec::new() },
+        _ => Tls::Off,
+    };
+    let tls = crate::server::listen::tls(&tls_mode)
         .await
+        .context("cannot set up TLS")?;
+    let listener = std::net::TcpListener::bind(args.listen)
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let set = Arc::new(set);
-    println!("listening on http://{addr}");
+    println!("listening on {scheme}://{addr}");
+    if let Some(t) = &tls {
+        println!("tls certificate sha256 fingerprint {}", t.fingerprint);
+    }
     for s in &set.sources {
         match &s.path {
             Some(p) => println!(
-                "source {} ({}) at http://{addr}{p}",
+                "source {} ({}) at {scheme}://{addr}{p}",
                 s.name,
                 s.verifier.kind()
             ),
@@ -272,18 +348,86 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     let engine = Engine::new(journal, set, args.concurrency);
     engine.start();
+    let reloader = crate::reload::Reloader::new(dirs, engine.clone());
+    reloader.spawn();
     let state = AppState {
         engine: engine.clone(),
         admin_token: std::env::var("RULEHOOK_ADMIN_TOKEN").ok(),
+        reloader: Some(reloader),
+        metrics,
+        body_timeout: args.body_timeout,
     };
-    axum::serve(
+    crate::server::listen::serve(
         listener,
-        app(state).into_make_service_with_connect_info::<SocketAddr>(),
+        app(state),
+        tls.map(|t| t.config),
+        args.max_connections,
+        shutdown_signal(),
+        Duration::from_secs(5),
     )
-    .with_graceful_shutdown(shutdown_signal())
     .await?;
     tracing::info!("no longer accepting events; waiting for running actions");
     engine.shutdown(args.grace).await;
+    Ok(())
+}
+
+async fn send(a: SendArgs) -> anyhow::Result<()> {
+    use std::io::Read;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let path = a.file.clone().or(a.positional.clone());
+    let body = match path {
+        Some(p) if p.as_os_str() != "-" => {
+            std::fs::read(&p).with_context(|| format!("cannot read {}", p.display()))?
+        }
+        _ => {
+            let mut b = Vec::new();
+            std::io::stdin()
+                .read_to_end(&mut b)
+                .context("cannot read standard input")?;
+            b
+        }
+    };
+    let now = std::time::SystemTime::now();
+    let headers = if a.kind == "hmac" {
+        let alg = crate::verify::Algorithm::parse(&a.algorithm)
+            .with_context(|| format!("algorithm `{}`: use sha1, sha256 or sha512", a.algorithm))?;
+        let mac = crate::verify::mac::sign(alg, a.secret.as_bytes(), &[&body]);
+        let sig = match a.encoding.as_str() {
+            "hex" => hex::encode(mac),
+            "base64" => {
+                use base64::Engine as _;
+                base64::engine::general_purpose::STANDARD.encode(mac)
+            }
+            other => anyhow::bail!("encoding `{other}`: use hex or base64"),
+        };
+        vec![(a.header.to_ascii_lowercase(), format!("{}{sig}", a.prefix))]
+    } else {
+        crate::verify::sign_like(&a.kind, &a.secret, &body, now)
+            .with_context(|| format!("unknown kind `{}`", a.kind))?
+    };
+    let client = reqwest::Client::builder()
+        .danger_accept_invalid_certs(a.insecure)
+        .timeout(Duration::from_secs(30))
+        .user_agent(concat!("rulehook/", env!("CARGO_PKG_VERSION")))
+        .build()?;
+    let mut req = client
+        .post(&a.url)
+        .header("content-type", "application/json")
+        .body(body);
+    for (k, v) in &headers {
+        req = req.header(k.as_str(), v.as_str());
+    }
+    let resp = req
+        .send()
+        .await
+        .with_context(|| format!("cannot POST to {}", a.url))?;
+    let status = resp.status();
+    let text = resp.text().await.unwrap_or_default();
+    println!("{}", status.as_u16());
+    println!("{text}");
+    if !status.is_success() {
+        anyhow::bail!("the receiver answered {status}");
+    }
     Ok(())
 }
 

@@ -23,6 +23,7 @@ use tokio_util::task::TaskTracker;
 use crate::actions::{Action, Outcome, RunContext, backoff};
 use crate::journal::{Appended, Close, Job, JobState, Journal, JournalError, NewJob, StoredEvent};
 use crate::rules::RuleSet;
+use crate::telemetry::names;
 use crate::verify::VerifiedEvent;
 
 /// Jobs held in memory (running or waiting for a worker) before new ones are left in the journal.
@@ -99,6 +100,10 @@ impl Engine {
                     rulebook: r.rulebook.clone(),
                     rule: r.name.clone(),
                     key: r.key.clone(),
+                    throttle: r
+                        .throttle
+                        .as_ref()
+                        .map(|t| (t.group(event.body()), t.window)),
                 }
             })
             .collect();
@@ -110,9 +115,23 @@ impl Engine {
             }),
             Appended::New { event, jobs } => {
                 let id = event.id.clone();
-                let n = jobs.len();
+                let mut n = 0;
                 for (job, &rule) in jobs.into_iter().zip(&matched) {
-                    self.schedule(rules.clone(), rule, job, event.clone(), false);
+                    match job {
+                        Some(job) => {
+                            n += 1;
+                            let r = &rules.rules[rule];
+                            metrics::counter!(names::MATCHES, "rulebook" => r.rulebook.clone(), "rule" => r.name.clone())
+                                .increment(1);
+                            self.schedule(rules.clone(), rule, job, event.clone(), false);
+                        }
+                        None => {
+                            let r = &rules.rules[rule];
+                            metrics::counter!(names::THROTTLED, "rulebook" => r.rulebook.clone(), "rule" => r.name.clone())
+                                .increment(1);
+                            tracing::info!(event = %id, rule = %r.name, "match throttled");
+                        }
+                    }
                 }
                 Ok(Ingested {
                     id,
@@ -121,6 +140,22 @@ impl Engine {
                 })
             }
         }
+    }
+
+    /// Ingests a stored event again as a new event (same source, body and headers), matched
+    /// against the current rules.
+    pub async fn replay(self: &Arc<Self>, id: &str) -> Result<Option<Ingested>, JournalError> {
+        let Some(old) = self.journal.event(id).await? else {
+            return Ok(None);
+        };
+        let event = VerifiedEvent::replay(
+            &old.source,
+            &old.kind,
+            old.doc.body().clone(),
+            &old.headers,
+            id,
+        );
+        self.ingest(event).await.map(Some)
     }
 
     /// Loads jobs left only in the journal whenever there is room for them.
@@ -199,6 +234,7 @@ impl Engine {
                 return;
             }
             set.insert(job.id.clone());
+            metrics::gauge!(names::QUEUE).set(set.len() as f64);
         }
         let engine = self.clone();
         self.tracker.spawn(async move {
@@ -211,6 +247,7 @@ impl Engine {
             let left = {
                 let mut set = engine.inflight.lock().unwrap_or_else(|e| e.into_inner());
                 set.remove(&job.id);
+                metrics::gauge!(names::QUEUE).set(set.len() as f64);
                 set.len()
             };
             if left < MAX_IN_MEMORY / 2 && engine.spilled.load(Ordering::SeqCst) {
@@ -304,6 +341,7 @@ impl Engine {
             };
             let outcome = loop {
                 attempt += 1;
+                let begun = std::time::Instant::now();
                 let in_process = matches!(action, Action::Log(_));
                 let outcome = if in_process {
                     rendered.execute(&run).await
@@ -334,6 +372,11 @@ impl Engine {
                     started?;
                     outcome
                 };
+                let result = if outcome.ok { "ok" } else { "failed" };
+                metrics::histogram!(names::RUN_SECONDS, "action" => action.kind())
+                    .record(begun.elapsed().as_secs_f64());
+                metrics::counter!(names::RUNS, "action" => action.kind(), "result" => result)
+                    .increment(1);
                 let final_attempt =
                     outcome.ok || attempt > action.retries() || self.shutdown.is_cancelled();
                 let close = if final_attempt {

@@ -8,6 +8,7 @@ pub mod actions;
 pub mod cli;
 pub mod engine;
 pub mod journal;
+pub mod reload;
 pub mod rules;
 pub mod secrets;
 pub mod server;

@@ -1,7 +1,12 @@
 //! A source: where one sender's webhooks come in, and how they are checked at the door.
 
 use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::Arc;
 use std::time::Duration;
+
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 
 use ipnet::IpNet;
 
@@ -18,8 +23,47 @@ pub struct Source {
     pub allow_from: Vec<IpNet>,
     /// Overrides the kind's default de-duplication window; zero disables it.
     pub dedup_window: Option<Duration>,
+    /// `rate_limit`: requests beyond it are answered 429.
+    pub rate_limit: Option<Arc<RateLimit>>,
     /// The rulebook file that declared it.
     pub rulebook: String,
+}
+
+/// A per-source token bucket (`rate_limit: {per_second, burst}`).
+pub struct RateLimit {
+    limiter: DefaultDirectRateLimiter,
+    clock: DefaultClock,
+}
+
+impl std::fmt::Debug for RateLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RateLimit")
+    }
+}
+
+impl RateLimit {
+    pub fn new(per_second: f64, burst: Option<u32>) -> Result<RateLimit, String> {
+        if !(per_second.is_finite() && per_second > 0.0) {
+            return Err("per_second must be a positive number".into());
+        }
+        let period = Duration::from_secs_f64(1.0 / per_second);
+        let burst = burst.unwrap_or_else(|| per_second.ceil().max(1.0) as u32);
+        let burst = NonZeroU32::new(burst).ok_or("burst must be at least 1")?;
+        let quota = Quota::with_period(period)
+            .ok_or("per_second is too large")?
+            .allow_burst(burst);
+        Ok(RateLimit {
+            limiter: RateLimiter::direct(quota),
+            clock: DefaultClock::default(),
+        })
+    }
+
+    /// `Ok` when a request may pass now, else how long until one may.
+    pub fn check(&self) -> Result<(), Duration> {
+        self.limiter
+            .check()
+            .map_err(|not_until| not_until.wait_time_from(self.clock.now()))
+    }
 }
 
 pub const DEFAULT_MAX_BODY: usize = 1 << 20;
@@ -51,6 +95,7 @@ mod tests {
             max_body: 1,
             allow_from: vec!["10.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()],
             dedup_window: None,
+            rate_limit: None,
             rulebook: "r".into(),
         };
         assert!(s.allows("10.1.2.3".parse().unwrap()));

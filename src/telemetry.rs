@@ -17,3 +17,66 @@ pub fn init(json: bool) {
         builder.try_init()
     };
 }
+
+/// Metric names, in one place (Prometheus text at `GET /metrics`).
+pub mod names {
+    pub const RECEIVED: &str = "rulehook_events_received_total";
+    pub const ACCEPTED: &str = "rulehook_events_accepted_total";
+    pub const REJECTED: &str = "rulehook_events_rejected_total";
+    pub const MATCHES: &str = "rulehook_rule_matches_total";
+    pub const THROTTLED: &str = "rulehook_rule_throttled_total";
+    pub const RUNS: &str = "rulehook_action_runs_total";
+    pub const RUN_SECONDS: &str = "rulehook_action_duration_seconds";
+    pub const QUEUE: &str = "rulehook_jobs_in_memory";
+    pub const RELOADS: &str = "rulehook_reloads_total";
+    pub const RELOAD_ERRORS: &str = "rulehook_reload_errors_total";
+    pub const COMMIT_SECONDS: &str = "rulehook_journal_commit_seconds";
+    pub const BATCH: &str = "rulehook_journal_batch_size";
+}
+
+/// Installs the process-wide Prometheus recorder; `None` if one is already installed.
+pub fn install_metrics() -> Option<metrics_exporter_prometheus::PrometheusHandle> {
+    let builder = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .set_buckets(&[
+            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            30.0, 60.0,
+        ])
+        .ok()?
+        .set_buckets_for_metric(
+            metrics_exporter_prometheus::Matcher::Full(names::BATCH.into()),
+            &[
+                1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
+            ],
+        )
+        .ok()?;
+    let handle = builder.install_recorder().ok()?;
+    for (name, help) in [
+        (names::RECEIVED, "Requests received on a source path"),
+        (
+            names::ACCEPTED,
+            "Events verified and stored (duplicate=true: a redelivery, not processed again)",
+        ),
+        (names::REJECTED, "Requests refused, by reason"),
+        (names::MATCHES, "Rule matches that created a job"),
+        (names::THROTTLED, "Rule matches recorded as throttled"),
+        (names::RUNS, "Action attempts by result"),
+        (names::RUN_SECONDS, "Duration of action attempts"),
+        (
+            names::QUEUE,
+            "Jobs held in memory (running or waiting for a worker)",
+        ),
+        (names::RELOADS, "Successful rule set reloads"),
+        (
+            names::RELOAD_ERRORS,
+            "Reloads refused because the new files did not validate",
+        ),
+        (names::COMMIT_SECONDS, "Journal transaction commit latency"),
+        (
+            names::BATCH,
+            "Requests per journal transaction (group commit)",
+        ),
+    ] {
+        metrics::describe_counter!(name, help);
+    }
+    Some(handle)
+}

@@ -38,6 +38,9 @@ pub struct NewJob {
     pub rule: String,
     /// The rule's name in run ids.
     pub key: String,
+    /// `(group, window)` when the rule is throttled: the job is created only if no earlier
+    /// match of the same rule and group fired within the window.
+    pub throttle: Option<(String, std::time::Duration)>,
 }
 
 /// The work of running one matched rule's actions for one event. Its id is
@@ -65,7 +68,8 @@ impl Job {
 pub enum Appended {
     New {
         event: Arc<StoredEvent>,
-        jobs: Vec<Job>,
+        /// Aligned with the `NewJob`s given: `None` where the match was throttled.
+        jobs: Vec<Option<Job>>,
     },
     /// The delivery id was seen within its window: nothing was stored or queued.
     Duplicate { id: String },
@@ -102,6 +106,8 @@ pub struct EventFilter {
     pub source: Option<String>,
     /// Milliseconds since the epoch.
     pub since: Option<i64>,
+    /// `unmatched`, `pending`, `done` or `failed`.
+    pub status: Option<String>,
     pub limit: usize,
 }
 
@@ -168,6 +174,9 @@ pub trait Journal: Send + Sync + 'static {
         limit: usize,
         except: Vec<String>,
     ) -> Result<Vec<(Job, Arc<StoredEvent>)>, JournalError>;
+
+    /// One stored event.
+    async fn event(&self, id: &str) -> Result<Option<Arc<StoredEvent>>, JournalError>;
 
     async fn list_events(&self, filter: EventFilter) -> Result<Vec<Value>, JournalError>;
 

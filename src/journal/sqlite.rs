@@ -73,6 +73,22 @@ CREATE TABLE IF NOT EXISTS attempts (
     PRIMARY KEY (run_id, attempt)
 );
 CREATE INDEX IF NOT EXISTS attempts_job ON attempts(job_id);
+CREATE TABLE IF NOT EXISTS throttles (
+    rule TEXT NOT NULL,
+    grp TEXT NOT NULL,
+    until INTEGER NOT NULL,
+    event_id TEXT NOT NULL,
+    PRIMARY KEY (rule, grp)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS throttled (
+    event_id TEXT NOT NULL,
+    rulebook TEXT NOT NULL,
+    rule TEXT NOT NULL,
+    grp TEXT NOT NULL,
+    fired_by TEXT NOT NULL,
+    until INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS throttled_event ON throttled(event_id);
 ";
 
 type WriteFn = Box<dyn FnOnce(&Connection) -> rusqlite::Result<()> + Send>;
@@ -230,7 +246,12 @@ fn writer(mut conn: Connection, rx: mpsc::Receiver<Cmd>) {
                 params![now_ms()],
             );
         }
+        let size = done.len();
+        let started = std::time::Instant::now();
         let commit = tx.commit().err().map(|e| e.to_string());
+        metrics::histogram!(crate::telemetry::names::COMMIT_SECONDS)
+            .record(started.elapsed().as_secs_f64());
+        metrics::histogram!(crate::telemetry::names::BATCH).record(size as f64);
         for d in done {
             d(commit.as_deref());
         }
@@ -318,19 +339,36 @@ fn append(
     }
     let mut out = Vec::with_capacity(jobs.len());
     for j in jobs {
+        if let Some((group, window)) = &j.throttle {
+            let rule = format!("{}/{}", j.rulebook, j.rule);
+            let active: Option<(String, i64)> = conn
+                .prepare_cached("SELECT event_id, until FROM throttles WHERE rule = ?1 AND grp = ?2 AND until > ?3")?
+                .query_row(params![rule, group, now], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?;
+            if let Some((fired_by, until)) = active {
+                conn.prepare_cached(
+                    "INSERT INTO throttled (event_id, rulebook, rule, grp, fired_by, until) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )?
+                .execute(params![id, j.rulebook, j.rule, group, fired_by, until])?;
+                out.push(None);
+                continue;
+            }
+            conn.prepare_cached("INSERT OR REPLACE INTO throttles (rule, grp, until, event_id) VALUES (?1, ?2, ?3, ?4)")?
+                .execute(params![rule, group, now + window.as_millis() as i64, id])?;
+        }
         let job_id = format!("{id}:{}", j.key);
         conn.prepare_cached(
             "INSERT OR IGNORE INTO jobs (id, event_id, rulebook, rule, state, created_at) VALUES (?1, ?2, ?3, ?4, 'pending', ?5)",
         )?
         .execute(params![job_id, id, j.rulebook, j.rule, now])?;
-        out.push(Job {
+        out.push(Some(Job {
             id: job_id,
             event_id: id.clone(),
             rulebook: j.rulebook,
             rule: j.rule,
             next_action: 0,
             attempts: 0,
-        });
+        }));
     }
     let depth = event.depth();
     let kind = event.kind().to_string();
@@ -553,19 +591,35 @@ impl Journal for SqliteJournal {
         .await
     }
 
+    async fn event(&self, id: &str) -> Result<Option<Arc<StoredEvent>>, JournalError> {
+        let id = id.to_string();
+        self.read(move |c| {
+            c.query_row("SELECT * FROM events WHERE id = ?1", params![id], row_event)
+                .optional()
+                .map(|e| e.map(Arc::new))
+        })
+        .await
+    }
+
     async fn list_events(&self, f: EventFilter) -> Result<Vec<Value>, JournalError> {
         self.read(move |c| {
             let mut stmt = c.prepare(
-                "SELECT e.id, e.source, e.kind, e.received_at, e.duplicates,
+                "SELECT * FROM (
+                   SELECT e.seq, e.id, e.source, e.kind, e.received_at, e.duplicates,
                         (SELECT COUNT(*) FROM jobs j WHERE j.event_id = e.id) AS jobs,
                         (SELECT COUNT(*) FROM jobs j WHERE j.event_id = e.id AND j.state = 'pending') AS pending,
                         (SELECT COUNT(*) FROM jobs j WHERE j.event_id = e.id AND j.state = 'failed') AS failed
-                 FROM events e
-                 WHERE (?1 IS NULL OR e.source = ?1) AND (?2 IS NULL OR e.received_at >= ?2)
-                 ORDER BY e.seq DESC LIMIT ?3",
+                   FROM events e
+                   WHERE (?1 IS NULL OR e.source = ?1) AND (?2 IS NULL OR e.received_at >= ?2))
+                 WHERE ?4 IS NULL
+                    OR (?4 = 'unmatched' AND jobs = 0)
+                    OR (?4 = 'pending' AND pending > 0)
+                    OR (?4 = 'failed' AND pending = 0 AND failed > 0)
+                    OR (?4 = 'done' AND jobs > 0 AND pending = 0 AND failed = 0)
+                 ORDER BY seq DESC LIMIT ?3",
             )?;
-            let rows = stmt.query_map(params![f.source, f.since, f.limit.max(1) as i64], |r| {
-                let (jobs, pending, failed): (i64, i64, i64) = (r.get(5)?, r.get(6)?, r.get(7)?);
+            let rows = stmt.query_map(params![f.source, f.since, f.limit.max(1) as i64, f.status], |r| {
+                let (jobs, pending, failed): (i64, i64, i64) = (r.get(6)?, r.get(7)?, r.get(8)?);
                 let status = if jobs == 0 {
                     "unmatched"
                 } else if pending > 0 {
@@ -576,11 +630,11 @@ impl Journal for SqliteJournal {
                     "done"
                 };
                 Ok(json!({
-                    "id": r.get::<_, String>(0)?,
-                    "source": r.get::<_, String>(1)?,
-                    "kind": r.get::<_, String>(2)?,
-                    "received_at": rfc3339(r.get(3)?),
-                    "duplicates": r.get::<_, i64>(4)?,
+                    "id": r.get::<_, String>(1)?,
+                    "source": r.get::<_, String>(2)?,
+                    "kind": r.get::<_, String>(3)?,
+                    "received_at": rfc3339(r.get(4)?),
+                    "duplicates": r.get::<_, i64>(5)?,
                     "matched_rules": jobs,
                     "status": status,
                 }))
@@ -638,6 +692,18 @@ impl Journal for SqliteJournal {
                     "next_action": next, "error": error, "attempts": attempts,
                 }));
             }
+            let throttled: Vec<Value> = c
+                .prepare("SELECT rulebook, rule, grp, fired_by, until FROM throttled WHERE event_id = ?1")?
+                .query_map(params![id], |r| {
+                    Ok(json!({
+                        "rulebook": r.get::<_, String>(0)?,
+                        "rule": r.get::<_, String>(1)?,
+                        "group": r.get::<_, String>(2)?,
+                        "fired_by": r.get::<_, String>(3)?,
+                        "until": rfc3339(r.get(4)?),
+                    }))
+                })?
+                .collect::<rusqlite::Result<_>>()?;
             let (e, duplicates) = event;
             Ok(Some(json!({
                 "id": e.id,
@@ -650,6 +716,7 @@ impl Journal for SqliteJournal {
                 "duplicates": duplicates,
                 "body": e.doc.body(),
                 "matches": jobs,
+                "throttled": throttled,
             })))
         })
         .await

@@ -201,6 +201,29 @@ impl Expr {
     }
 }
 
+/// A JSONPath query (not a logical expression), e.g. a throttle's `group_by` entry.
+#[derive(Debug)]
+pub struct Query(JsonPath);
+
+impl Query {
+    pub fn compile(text: &str) -> Result<Query, ConditionError> {
+        JsonPath::parse(text)
+            .map(Query)
+            .map_err(|e| ConditionError {
+                offset: match &e {
+                    jsonpath_rfc9535::Error::Syntax { position, .. } => *position,
+                    _ => 0,
+                },
+                message: e.to_string(),
+            })
+    }
+
+    /// The selected values, as one JSON array.
+    pub fn select(&self, body: &Value) -> Value {
+        Value::Array(self.0.query_values(body).into_iter().cloned().collect())
+    }
+}
+
 /// A rule's condition: an expression, or `all:` / `any:` / `not:` over conditions.
 #[derive(Debug)]
 pub enum Condition {

@@ -7,13 +7,13 @@ use std::time::Duration;
 
 use serde_saphyr::{Location, Spanned};
 
-use super::condition::{Condition, Expr};
+use super::condition::{Condition, Expr, Query};
 use super::index::SourceIndex;
 use super::model::{self, ActionSpec, ConditionSpec, RuleSpec, SizeSpec, SourceSpec};
-use super::{Dirs, LoadError, LoadErrors, Rule, RuleSet};
+use super::{Dirs, LoadError, LoadErrors, Rule, RuleSet, Throttle};
 use crate::actions::{Action, log, script};
 use crate::secrets::{Secret, expand};
-use crate::sources::{DEFAULT_MAX_BODY, Source};
+use crate::sources::{DEFAULT_MAX_BODY, RateLimit, Source};
 use crate::templates::{Templates, Text};
 use crate::units::{parse_duration, parse_size};
 use crate::verify::{Algorithm, Encoding, Verifier};
@@ -487,16 +487,22 @@ fn compile_source(cx: &mut Ctx, spec: &SourceSpec, rulebook: &str) -> Option<Sou
         Some(w) => Some(cx.duration(w, "dedup_window")?),
         None => None,
     };
-    if let Some(r) = &spec.rate_limit
-        && r.value.per_second <= 0.0
-    {
-        cx.err(&r.referenced, "rate_limit.per_second must be positive");
-    }
+    let rate_limit = match &spec.rate_limit {
+        None => None,
+        Some(r) => match RateLimit::new(r.value.per_second, r.value.burst) {
+            Ok(l) => Some(std::sync::Arc::new(l)),
+            Err(m) => {
+                cx.err(&r.referenced, format!("rate_limit: {m}"));
+                return None;
+            }
+        },
+    };
     Some(Source {
         name,
         path,
         verifier,
         max_body,
+        rate_limit,
         allow_from,
         dedup_window,
         rulebook: rulebook.to_string(),
@@ -601,6 +607,32 @@ fn compile_rule(
             None => ok = false,
         }
     }
+    let throttle = match &spec.throttle {
+        None => None,
+        Some(t) => {
+            let window = cx.duration(&t.value.once_within, "throttle.once_within");
+            let mut group_by = Vec::new();
+            for q in &t.value.group_by {
+                match Query::compile(&q.value) {
+                    Ok(c) => group_by.push(c),
+                    Err(e) => {
+                        let (line, col) = cx.content_start(&q.referenced);
+                        cx.errors.push(LoadError {
+                            file: cx.file.clone(),
+                            line,
+                            column: col + e.offset as u64,
+                            message: format!("throttle.group_by `{}`: {}", q.value, e.message),
+                        });
+                        ok = false;
+                    }
+                }
+            }
+            Some(Throttle {
+                window: window?,
+                group_by,
+            })
+        }
+    };
     let condition = condition?;
     if !ok
         || rule_sources
@@ -617,6 +649,7 @@ fn compile_rule(
         sources: rule_sources,
         condition,
         actions,
+        throttle,
     })
 }
 

@@ -72,6 +72,22 @@ pub struct Rule {
     pub sources: Option<Vec<String>>,
     pub condition: Condition,
     pub actions: Vec<Action>,
+    pub throttle: Option<Throttle>,
+}
+
+/// `throttle:` — the first match of a group fires; the rest within the window are recorded as
+/// throttled. Windows live in the journal, so they survive restarts and reloads.
+#[derive(Debug)]
+pub struct Throttle {
+    pub window: std::time::Duration,
+    pub group_by: Vec<condition::Query>,
+}
+
+impl Throttle {
+    /// The group an event falls in: the `group_by` values as a JSON array text.
+    pub fn group(&self, body: &serde_json::Value) -> String {
+        serde_json::Value::Array(self.group_by.iter().map(|q| q.select(body)).collect()).to_string()
+    }
 }
 
 /// Everything loaded from the rulebooks, scripts and templates directories, compiled and

@@ -65,7 +65,17 @@ pub struct RuleSpec {
     pub condition: Option<S<ConditionSpec>>,
     #[serde(default = "yes")]
     pub enabled: bool,
+    pub throttle: Option<S<ThrottleSpec>>,
     pub actions: Vec<S<ActionSpec>>,
+}
+
+/// `throttle: { once_within: 10m, group_by: ['$.snapshot.id'] }`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ThrottleSpec {
+    pub once_within: S<String>,
+    #[serde(default)]
+    pub group_by: Vec<S<String>>,
 }
 
 fn yes() -> bool {

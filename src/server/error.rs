@@ -30,6 +30,10 @@ pub enum ApiError {
     BadQuery(String),
     #[error("no event with this id")]
     NoSuchEvent,
+    #[error("rate limit exceeded for this source; retry after {0} s")]
+    RateLimited(u64),
+    #[error("the request body did not arrive in time")]
+    BodyTimeout,
 }
 
 impl ApiError {
@@ -53,6 +57,8 @@ impl ApiError {
             ApiError::AdminOnly => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::BadQuery(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             ApiError::NoSuchEvent => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+            ApiError::BodyTimeout => (StatusCode::REQUEST_TIMEOUT, "body_timeout"),
         }
     }
 
@@ -73,6 +79,11 @@ impl IntoResponse for ApiError {
         if matches!(self, ApiError::MethodNotAllowed) {
             resp.headers_mut()
                 .insert(header::ALLOW, HeaderValue::from_static("POST"));
+        }
+        if let ApiError::RateLimited(secs) = &self
+            && let Ok(v) = HeaderValue::from_str(&secs.to_string())
+        {
+            resp.headers_mut().insert(header::RETRY_AFTER, v);
         }
         if matches!(self, ApiError::Unavailable(_)) {
             resp.headers_mut()

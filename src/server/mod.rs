@@ -2,6 +2,7 @@
 //! history API and health check.
 
 mod error;
+pub mod listen;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,13 +12,14 @@ use axum::body::Body;
 use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 
 use crate::engine::Engine;
 use crate::journal::EventFilter;
+use crate::telemetry::names;
 pub use error::ApiError;
 
 /// What request handlers share.
@@ -26,6 +28,10 @@ pub struct AppState {
     pub engine: Arc<Engine>,
     /// `RULEHOOK_ADMIN_TOKEN`: lets non-loopback clients use the admin API.
     pub admin_token: Option<String>,
+    pub reloader: Option<Arc<crate::reload::Reloader>>,
+    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    /// How long a client may take to send a request body.
+    pub body_timeout: std::time::Duration,
 }
 
 /// The whole HTTP application.
@@ -34,12 +40,86 @@ pub fn app(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/api/events", get(list_events))
         .route("/api/events/{id}", get(event_detail))
+        .route("/api/events/{id}/replay", post(replay))
+        .route("/api/status", get(status))
+        .route("/metrics", get(metrics_text))
         .fallback(hook)
         .with_state(state)
 }
 
-async fn healthz() -> impl IntoResponse {
-    Json(json!({"status": "ok"}))
+/// 200 while the journal answers; 503 otherwise (a load balancer should stop sending).
+async fn healthz(State(state): State<AppState>) -> Response {
+    let filter = EventFilter {
+        limit: 1,
+        ..EventFilter::default()
+    };
+    match state.engine.journal().list_events(filter).await {
+        Ok(_) => Json(json!({"status": "ok"})).into_response(),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "unavailable", "message": e.to_string()})),
+        )
+            .into_response(),
+    }
+}
+
+async fn metrics_text(State(state): State<AppState>) -> Response {
+    match &state.metrics {
+        Some(h) => {
+            h.run_upkeep();
+            (
+                [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                h.render(),
+            )
+                .into_response()
+        }
+        None => (
+            StatusCode::NOT_FOUND,
+            "metrics are not enabled in this process\n",
+        )
+            .into_response(),
+    }
+}
+
+async fn status(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    admin(&state, peer, &headers)?;
+    let rules = state.engine.rules();
+    let sources: Vec<_> = rules
+        .sources
+        .iter()
+        .map(|s| json!({"name": s.name, "kind": s.verifier.kind(), "path": s.path, "rulebook": s.rulebook}))
+        .collect();
+    let reload = state.reloader.as_ref().map(|r| r.status());
+    Ok(Json(json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "sources": sources,
+        "rules": rules.rules.iter().map(|r| format!("{}/{}", r.rulebook, r.name)).collect::<Vec<_>>(),
+        "reload": reload,
+    }))
+    .into_response())
+}
+
+async fn replay(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    admin(&state, peer, &headers)?;
+    let done = state
+        .engine
+        .replay(&id)
+        .await?
+        .ok_or(ApiError::NoSuchEvent)?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"id": done.id, "replay_of": id, "matched": done.matched})),
+    )
+        .into_response())
 }
 
 /// Any request outside the fixed routes: a webhook for the source served at its path.
@@ -76,6 +156,13 @@ async fn receive(
     if !source.allows(peer.ip()) {
         return Err(ApiError::Forbidden);
     }
+    if let Some(limit) = &source.rate_limit
+        && let Err(wait) = limit.check()
+    {
+        return Err(ApiError::RateLimited(
+            wait.as_secs_f64().ceil().max(1.0) as u64
+        ));
+    }
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -102,6 +189,9 @@ async fn receive(
         SystemTime::now(),
     )?;
     let done = state.engine.ingest(event).await?;
+    let dup = if done.duplicate { "true" } else { "false" };
+    metrics::counter!(names::ACCEPTED, "source" => source.name.clone(), "duplicate" => dup)
+        .increment(1);
     if done.duplicate {
         tracing::info!(source = %source.name, id = %done.id, "duplicate delivery: not processed again");
     } else {
@@ -139,6 +229,7 @@ fn admin(state: &AppState, peer: SocketAddr, headers: &HeaderMap) -> Result<(), 
 #[derive(Debug, Deserialize)]
 struct ListQuery {
     source: Option<String>,
+    status: Option<String>,
     since: Option<String>,
     limit: Option<usize>,
 }
@@ -154,9 +245,17 @@ async fn list_events(
         None => None,
         Some(s) => Some(parse_since(&s)?),
     };
+    if let Some(s) = &q.status
+        && !["unmatched", "pending", "done", "failed"].contains(&s.as_str())
+    {
+        return Err(ApiError::BadQuery(format!(
+            "status `{s}`: use unmatched, pending, done or failed"
+        )));
+    }
     let filter = EventFilter {
         source: q.source,
         since,
+        status: q.status,
         limit: q.limit.unwrap_or(100).min(1000),
     };
     let events = state.engine.journal().list_events(filter).await?;

@@ -121,6 +121,34 @@ impl VerifiedEvent {
             depth,
         }
     }
+    /// A stored event sent through the rules again (`POST /api/events/{id}/replay`): a new
+    /// event, not de-duplicated, marked with the id it replays.
+    pub fn replay(
+        source: &str,
+        kind: &str,
+        body: Value,
+        headers: &[(String, String)],
+        of: &str,
+    ) -> VerifiedEvent {
+        let kind = KINDS
+            .iter()
+            .find(|k| **k == kind)
+            .copied()
+            .unwrap_or("replay");
+        let mut headers = headers.to_vec();
+        headers.retain(|(k, _)| k != "x-rulehook-replay-of");
+        headers.push(("x-rulehook-replay-of".into(), of.to_string()));
+        VerifiedEvent {
+            source: source.to_string(),
+            kind,
+            delivery: None,
+            doc: EventDoc::new(body),
+            raw: None,
+            headers,
+            received_at: SystemTime::now(),
+            depth: 0,
+        }
+    }
     pub fn source(&self) -> &str {
         &self.source
     }
@@ -157,6 +185,20 @@ impl VerifiedEvent {
         self.depth
     }
 }
+
+const KINDS: &[&str] = &[
+    "ipfabric",
+    "netbox",
+    "standard-webhooks",
+    "infrahub",
+    "github",
+    "gitlab",
+    "basic",
+    "bearer",
+    "hmac",
+    "none",
+    "internal",
+];
 
 /// Headers that carry credentials or signatures: never stored, never shown to rules.
 const CREDENTIAL_HEADERS: &[&str] = &[
