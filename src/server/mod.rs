@@ -136,12 +136,12 @@ async fn hook(
     if method != Method::POST {
         return Err(ApiError::MethodNotAllowed);
     }
+    metrics::counter!(names::RECEIVED, "source" => source.name.clone()).increment(1);
     let result = receive(&state, source, peer, &headers, body).await;
-    match &result {
-        Ok(_) => {}
-        Err(e) => {
-            tracing::info!(source = %source.name, peer = %peer.ip(), reason = e.code(), "rejected: {e}")
-        }
+    if let Err(e) = &result {
+        metrics::counter!(names::REJECTED, "source" => source.name.clone(), "reason" => e.code())
+            .increment(1);
+        tracing::info!(source = %source.name, peer = %peer.ip(), reason = e.code(), "rejected: {e}");
     }
     result
 }
@@ -170,8 +170,13 @@ async fn receive(
     if declared.is_some_and(|n| n > source.max_body) {
         return Err(ApiError::TooLarge(source.max_body));
     }
-    let bytes = axum::body::to_bytes(body, source.max_body)
+    let read = tokio::time::timeout(
+        state.body_timeout,
+        axum::body::to_bytes(body, source.max_body),
+    );
+    let bytes = read
         .await
+        .map_err(|_| ApiError::BodyTimeout)?
         .map_err(|e| {
             if std::error::Error::source(&e)
                 .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
@@ -286,11 +291,41 @@ async fn event_detail(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     admin(&state, peer, &headers)?;
-    let detail = state
+    let mut detail = state
         .engine
         .journal()
         .event_detail(&id)
         .await?
         .ok_or(ApiError::NoSuchEvent)?;
+    // Why the other rules did not match, evaluated against the rule set serving now.
+    let rules = state.engine.rules();
+    let source = detail["source"].as_str().unwrap_or_default().to_string();
+    let doc = crate::rules::EventDoc::new(detail["body"].clone());
+    let matched: Vec<(String, String)> = detail["matches"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .chain(detail["throttled"].as_array().into_iter().flatten())
+        .map(|m| {
+            (
+                m["rulebook"].as_str().unwrap_or("").to_string(),
+                m["rule"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    let not_matched: Vec<_> = rules
+        .explain(Some(&source), &doc)
+        .into_iter()
+        .filter(|v| !v.matched)
+        .filter_map(|v| {
+            let r = &rules.rules[v.rule];
+            let recorded = matched
+                .iter()
+                .any(|(b, n)| *b == r.rulebook && *n == r.name);
+            (!recorded).then(|| json!({"rulebook": r.rulebook, "rule": r.name, "why": v.why}))
+        })
+        .collect();
+    detail["not_matched"] = json!(not_matched);
+    detail["evaluated_with"] = json!("the rule set serving now");
     Ok(Json(detail).into_response())
 }

@@ -66,6 +66,8 @@ pub struct Server {
     child: Child,
     pub base: String,
     pub log: PathBuf,
+    /// Every line the server printed on stdout so far.
+    pub stdout: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Server {
@@ -91,11 +93,14 @@ impl Server {
         let mut child = cmd.spawn().expect("start rulehook");
         let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = std::sync::mpsc::channel();
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let keep = lines.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if let Some(addr) = line.strip_prefix("listening on ") {
                     let _ = tx.send(addr.to_string());
                 }
+                keep.lock().unwrap().push(line);
             }
         });
         let base = match rx.recv_timeout(Duration::from_secs(20)) {
@@ -108,7 +113,17 @@ impl Server {
                 );
             }
         };
-        Server { child, base, log }
+        std::thread::sleep(Duration::from_millis(50));
+        Server {
+            child,
+            base,
+            log,
+            stdout: lines,
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -1,0 +1,677 @@
+//! Running rulehook for real: hot reload, throttle across restarts, history, metrics, `send`,
+//! HTTPS, rate limits, graceful shutdown.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use common::{Env, Server, client, post_signed};
+use serde_json::Value;
+
+const SOURCE: &str = "sources:\n  - { name: ipf, kind: ipfabric, secret: s3cret }\n";
+
+fn record_script(env: &Env) {
+    env.script(
+        "record.sh",
+        "#!/bin/sh\necho \"$RULEHOOK_RULE $RULEHOOK_EVENT_ID $1\" >> \"$OUT_DIR/runs.txt\"\n",
+    );
+}
+
+fn rule(name: &str, cond: &str) -> String {
+    format!(
+        "rules:\n  - name: {name}\n    condition: '{cond}'\n    actions:\n      - run_script: {{ script: record.sh, args: [\"{{{{ event.n }}}}\"] }}\n"
+    )
+}
+
+async fn get(c: &reqwest::Client, url: &str) -> Value {
+    c.get(url).send().await.unwrap().json().await.unwrap()
+}
+
+async fn wait_for<F: Fn(&Value) -> bool>(c: &reqwest::Client, url: &str, f: F) -> Value {
+    for _ in 0..100 {
+        let v = get(c, url).await;
+        if f(&v) {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    get(c, url).await
+}
+
+#[tokio::test]
+async fn reload_adds_rules_and_a_broken_file_changes_nothing() {
+    let env = Env::new();
+    record_script(&env);
+    env.rulebook("a.yml", &format!("{SOURCE}{}", rule("first", "$.n == 1")));
+    let server = Server::start(&env, &[], &[]);
+    let c = client();
+    let hook = server.url("/hooks/ipf");
+    assert_eq!(
+        post_signed(&c, &hook, "ipfabric", "s3cret", br#"{"n":2}"#)
+            .await
+            .0,
+        202
+    );
+
+    // Add a rule in a new file: the next event uses it.
+    env.rulebook("b.yml", &rule("second", "$.n == 2"));
+    let status = wait_for(&c, &server.url("/api/status"), |s| {
+        s["rules"].as_array().is_some_and(|r| r.len() == 2)
+    })
+    .await;
+    assert_eq!(status["reload"]["last_error"], Value::Null, "{status}");
+    assert_eq!(
+        post_signed(&c, &hook, "ipfabric", "s3cret", br#"{"n":2,"x":1}"#)
+            .await
+            .0,
+        202
+    );
+    let runs = env.wait_lines("runs.txt", 1, Duration::from_secs(10));
+    assert_eq!(
+        runs.len(),
+        1,
+        "only the event after the reload matches: {runs:?}"
+    );
+    assert!(runs[0].starts_with("second "), "{runs:?}");
+
+    // A broken file: the old set keeps serving, the error shows in /api/status.
+    env.rulebook(
+        "b.yml",
+        "rules:\n  - name: second\n    condition: '$.n === 2'\n    actions: []\n",
+    );
+    let status = wait_for(&c, &server.url("/api/status"), |s| {
+        !s["reload"]["last_error"].is_null()
+    })
+    .await;
+    let err = &status["reload"]["last_error"]["locations"][0];
+    assert!(err["file"].as_str().unwrap().ends_with("b.yml"), "{status}");
+    assert_eq!(err["line"], 3, "{status}");
+    assert_eq!(status["rules"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        post_signed(&c, &hook, "ipfabric", "s3cret", br#"{"n":2,"x":2}"#)
+            .await
+            .0,
+        202
+    );
+    assert_eq!(
+        env.wait_lines("runs.txt", 2, Duration::from_secs(10)).len(),
+        2
+    );
+    assert!(
+        server.log_text().contains("reload refused"),
+        "the error is logged"
+    );
+
+    // Fixed again, and SIGHUP also reloads.
+    env.rulebook("b.yml", &rule("second", "$.n == 3"));
+    wait_for(&c, &server.url("/api/status"), |s| {
+        s["reload"]["last_error"].is_null()
+    })
+    .await;
+    let pid = nix::unistd::Pid::from_raw(server.pid());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
+    let status = wait_for(&c, &server.url("/api/status"), |s| {
+        s["reload"]["reloads"].as_u64() >= Some(3)
+    })
+    .await;
+    assert!(
+        status["reload"]["reloads"].as_u64().unwrap() >= 3,
+        "{status}"
+    );
+}
+
+#[tokio::test]
+async fn events_during_many_rewrites_are_each_acted_on_once() {
+    let env = Env::new();
+    record_script(&env);
+    env.rulebook("a.yml", &format!("{SOURCE}{}", rule("all", "$.n >= 0")));
+    let server = Server::start(&env, &["--concurrency", "4"], &[]);
+    let c = client();
+    let hook = server.url("/hooks/ipf");
+    const N: usize = 150;
+    let writer = {
+        let dir = env.path("rulebooks");
+        std::thread::spawn(move || {
+            for i in 0..30 {
+                // Editors save by writing a temporary file and renaming it over the old one.
+                let tmp = dir.join(".a.yml.tmp");
+                let text = format!(
+                    "{SOURCE}{}",
+                    rule("all", &format!("$.n >= 0 && $.v != {i}"))
+                );
+                std::fs::write(&tmp, text).unwrap();
+                std::fs::rename(&tmp, dir.join("a.yml")).unwrap();
+                std::thread::sleep(Duration::from_millis(40));
+            }
+        })
+    };
+    let mut ids = Vec::new();
+    for n in 0..N {
+        let body = format!(r#"{{"n":{n}}}"#);
+        let (st, resp) = post_signed(&c, &hook, "ipfabric", "s3cret", body.as_bytes()).await;
+        assert_eq!(st, 202, "{resp}");
+        ids.push(resp["id"].as_str().unwrap().to_string());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    writer.join().unwrap();
+    let runs = env.wait_lines("runs.txt", N, Duration::from_secs(30));
+    std::thread::sleep(Duration::from_millis(500));
+    let runs = env
+        .lines("runs.txt")
+        .into_iter()
+        .chain(runs.into_iter().take(0))
+        .collect::<Vec<_>>();
+    let mut per_event: HashMap<String, usize> = HashMap::new();
+    for r in &runs {
+        *per_event
+            .entry(r.split(' ').nth(1).unwrap().to_string())
+            .or_default() += 1;
+    }
+    for id in &ids {
+        assert_eq!(
+            per_event.get(id),
+            Some(&1),
+            "event {id} ran {:?} times",
+            per_event.get(id)
+        );
+    }
+    let status = get(&c, &server.url("/api/status")).await;
+    assert!(
+        status["reload"]["reloads"].as_u64().unwrap() >= 1,
+        "{status}"
+    );
+}
+
+#[tokio::test]
+async fn throttle_survives_a_restart_and_history_shows_it() {
+    let env = Env::new();
+    record_script(&env);
+    env.rulebook(
+        "t.yml",
+        &format!(
+            "{SOURCE}rules:\n  - name: once\n    condition: '$.status == \"completed\"'\n    throttle: {{ once_within: 1h, group_by: ['$.snapshot.id'] }}\n    actions:\n      - run_script: {{ script: record.sh, args: [\"{{{{ event.snapshot.id }}}}\"] }}\n  - name: never\n    condition: '$.status == \"failed\"'\n    actions:\n      - log: {{ message: x }}\n"
+        ),
+    );
+    let mut server = Server::start(&env, &[], &[]);
+    let c = client();
+    let (st, _) = post_signed(
+        &c,
+        &server.url("/hooks/ipf"),
+        "ipfabric",
+        "s3cret",
+        br#"{"status":"completed","snapshot":{"id":"s1"},"t":1}"#,
+    )
+    .await;
+    assert_eq!(st, 202);
+    assert_eq!(
+        env.wait_lines("runs.txt", 1, Duration::from_secs(10)).len(),
+        1
+    );
+    server.terminate();
+
+    let server = Server::start(&env, &[], &[]);
+    let (_, second) = post_signed(
+        &c,
+        &server.url("/hooks/ipf"),
+        "ipfabric",
+        "s3cret",
+        br#"{"status":"completed","snapshot":{"id":"s1"},"t":2}"#,
+    )
+    .await;
+    let (_, other) = post_signed(
+        &c,
+        &server.url("/hooks/ipf"),
+        "ipfabric",
+        "s3cret",
+        br#"{"status":"completed","snapshot":{"id":"s2"},"t":3}"#,
+    )
+    .await;
+    let runs = env.wait_lines("runs.txt", 2, Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(300));
+    let runs: Vec<_> = env
+        .lines("runs.txt")
+        .into_iter()
+        .chain(runs.into_iter().take(0))
+        .collect();
+    assert_eq!(runs.len(), 2, "{runs:?}");
+    assert!(runs[1].ends_with(" s2"), "{runs:?}");
+
+    let id = second["id"].as_str().unwrap();
+    let detail = get(&c, &server.url(&format!("/api/events/{id}"))).await;
+    assert_eq!(detail["throttled"][0]["rule"], "once", "{detail}");
+    assert_eq!(detail["matches"].as_array().unwrap().len(), 0);
+    let why = &detail["not_matched"];
+    assert!(
+        why.to_string().contains("$.status == \\\"failed\\\""),
+        "{why}"
+    );
+    let other_id = other["id"].as_str().unwrap();
+    let detail = wait_for(&c, &server.url(&format!("/api/events/{other_id}")), |d| {
+        d["matches"][0]["status"] == "done"
+    })
+    .await;
+    assert_eq!(
+        detail["matches"][0]["attempts"][0]["stdout"], "",
+        "{detail}"
+    );
+    // Filters.
+    let list = get(
+        &c,
+        &server.url("/api/events?source=ipf&status=unmatched&limit=10"),
+    )
+    .await;
+    let ids: Vec<&str> = list["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, vec![id], "{list}");
+}
+
+#[tokio::test]
+async fn history_shows_retries_and_replay_runs_again() {
+    let env = Env::new();
+    env.script(
+        "flaky.sh",
+        "#!/bin/sh\nif [ ! -e \"$OUT_DIR/flag-$RULEHOOK_EVENT_ID\" ]; then touch \"$OUT_DIR/flag-$RULEHOOK_EVENT_ID\"; echo first-fails >&2; exit 1; fi\necho \"ok $RULEHOOK_RUN_ID\" | tee -a \"$OUT_DIR/runs.txt\"\n",
+    );
+    env.rulebook(
+        "r.yml",
+        &format!("{SOURCE}rules:\n  - name: flaky\n    actions:\n      - run_script: {{ script: flaky.sh, retries: 2 }}\n"),
+    );
+    let server = Server::start(&env, &[], &[]);
+    let c = client();
+    let (_, resp) = post_signed(
+        &c,
+        &server.url("/hooks/ipf"),
+        "ipfabric",
+        "s3cret",
+        br#"{"a":1}"#,
+    )
+    .await;
+    let id = resp["id"].as_str().unwrap().to_string();
+    let detail = wait_for(&c, &server.url(&format!("/api/events/{id}")), |d| {
+        d["matches"][0]["status"] == "done"
+    })
+    .await;
+    let attempts = detail["matches"][0]["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 2, "{detail}");
+    assert_eq!(attempts[0]["status"], "failed");
+    assert_eq!(attempts[0]["exit_code"], 1);
+    assert_eq!(attempts[0]["stderr"], "first-fails\n");
+    assert_eq!(attempts[1]["status"], "ok");
+    assert_eq!(
+        attempts[0]["run_id"], attempts[1]["run_id"],
+        "retries keep the run id"
+    );
+
+    let replay: Value = c
+        .post(server.url(&format!("/api/events/{id}/replay")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(replay["replay_of"], id.as_str());
+    assert_ne!(replay["id"], id.as_str());
+    assert_eq!(
+        env.wait_lines("runs.txt", 2, Duration::from_secs(15)).len(),
+        2
+    );
+    let missing = c
+        .post(server.url("/api/events/nope/replay"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status().as_u16(), 404);
+}
+
+#[tokio::test]
+async fn metrics_are_prometheus_text_and_health_answers() {
+    let env = Env::new();
+    record_script(&env);
+    env.rulebook("a.yml", &format!("{SOURCE}{}", rule("r", "$.n == 1")));
+    let server = Server::start(&env, &[], &[]);
+    let c = client();
+    post_signed(
+        &c,
+        &server.url("/hooks/ipf"),
+        "ipfabric",
+        "s3cret",
+        br#"{"n":1}"#,
+    )
+    .await;
+    post_signed(
+        &c,
+        &server.url("/hooks/ipf"),
+        "ipfabric",
+        "wrong",
+        br#"{"n":1}"#,
+    )
+    .await;
+    env.wait_lines("runs.txt", 1, Duration::from_secs(10));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        c.get(server.url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        200
+    );
+    let text = c
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in text.lines().filter(|l| !l.is_empty()) {
+        if let Some(rest) = line.strip_prefix('#') {
+            assert!(
+                rest.starts_with(" HELP ") || rest.starts_with(" TYPE "),
+                "bad comment: {line}"
+            );
+            continue;
+        }
+        let (series, value) = line.rsplit_once(' ').expect("series and value");
+        assert!(
+            value.parse::<f64>().is_ok() || value == "+Inf" || value == "NaN",
+            "bad value: {line}"
+        );
+        let name = series.split('{').next().unwrap();
+        assert!(
+            name.chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == ':'),
+            "bad name: {line}"
+        );
+        if series.contains('{') {
+            assert!(series.ends_with('}'), "bad labels: {line}");
+        }
+    }
+    for name in [
+        "rulehook_events_received_total",
+        "rulehook_events_accepted_total",
+        "rulehook_events_rejected_total{source=\"ipf\",reason=\"invalid_signature\"} 1",
+        "rulehook_rule_matches_total",
+        "rulehook_action_runs_total{action=\"run_script\",result=\"ok\"} 1",
+        "rulehook_action_duration_seconds_bucket",
+        "rulehook_jobs_in_memory",
+        "rulehook_journal_commit_seconds_bucket",
+    ] {
+        assert!(text.contains(name), "{name} missing from:\n{text}");
+    }
+}
+
+#[tokio::test]
+async fn send_signs_like_every_kind() {
+    let env = Env::new();
+    record_script(&env);
+    env.rulebook(
+        "s.yml",
+        r#"
+sources:
+  - { name: ipf, kind: ipfabric, secret: k1 }
+  - { name: nb, kind: netbox, secret: k2 }
+  - { name: sw, kind: standard-webhooks, secret: "whsec_c2VjcmV0LWtleS1mb3Itc3RhbmRhcmQtd2ViaG9va3M=" }
+  - { name: ih, kind: infrahub, secret: k4 }
+  - { name: gh, kind: github, secret: k5 }
+  - { name: gl, kind: gitlab, secret: k6 }
+  - { name: dn, kind: basic, username: u, password: k7 }
+  - { name: eem, kind: bearer, secret: k8 }
+  - { name: gen, kind: hmac, header: X-Sig, algorithm: sha512, encoding: base64, prefix: "v=", secret: k9 }
+  - { name: open, kind: none }
+"#,
+    );
+    let server = Server::start(&env, &[], &[]);
+    let body = env.path("body.json");
+    std::fs::write(&body, r#"{"hello":"world"}"#).unwrap();
+    let cases = [
+        ("ipf", "ipfabric", "k1", vec![]),
+        ("nb", "netbox", "k2", vec![]),
+        (
+            "sw",
+            "standard-webhooks",
+            "whsec_c2VjcmV0LWtleS1mb3Itc3RhbmRhcmQtd2ViaG9va3M=",
+            vec![],
+        ),
+        ("ih", "infrahub", "k4", vec![]),
+        ("gh", "github", "k5", vec![]),
+        ("gl", "gitlab", "k6", vec![]),
+        ("dn", "basic", "u:k7", vec![]),
+        ("eem", "bearer", "k8", vec![]),
+        (
+            "gen",
+            "hmac",
+            "k9",
+            vec![
+                "--header",
+                "X-Sig",
+                "--algorithm",
+                "sha512",
+                "--encoding",
+                "base64",
+                "--prefix",
+                "v=",
+            ],
+        ),
+        ("open", "none", "", vec![]),
+    ];
+    for (src, kind, secret, extra) in cases {
+        let run = |secret: &str| {
+            std::process::Command::new(env!("CARGO_BIN_EXE_rulehook"))
+                .args([
+                    "send",
+                    &server.url(&format!("/hooks/{src}")),
+                    "--kind",
+                    kind,
+                    "--secret",
+                    secret,
+                    "--file",
+                ])
+                .arg(&body)
+                .args(&extra)
+                .output()
+                .unwrap()
+        };
+        let ok = run(secret);
+        let out = String::from_utf8_lossy(&ok.stdout);
+        assert!(
+            ok.status.success() && out.starts_with("202"),
+            "{kind}: {out} {}",
+            String::from_utf8_lossy(&ok.stderr)
+        );
+        if kind != "none" {
+            let wrong = if kind == "standard-webhooks" {
+                "whsec_b3RoZXIta2V5LW9mLXRoZS1zYW1lLWxlbmd0aC0xMjM0NTY3OA==".to_string()
+            } else {
+                format!("{secret}x")
+            };
+            let bad = run(&wrong);
+            let out = String::from_utf8_lossy(&bad.stdout);
+            assert!(
+                !bad.status.success() && out.starts_with("401"),
+                "{kind} wrong secret: {out}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn https_with_a_self_signed_certificate() {
+    let env = Env::new();
+    record_script(&env);
+    env.rulebook("a.yml", &format!("{SOURCE}{}", rule("r", "$.n == 1")));
+    let server = Server::start(&env, &["--tls-self-signed"], &[]);
+    assert!(
+        server.base.starts_with("https://127.0.0.1:"),
+        "{}",
+        server.base
+    );
+    let lines = server.stdout.lock().unwrap().clone();
+    let fp = lines
+        .iter()
+        .find_map(|l| l.strip_prefix("tls certificate sha256 fingerprint "))
+        .expect("fingerprint printed")
+        .to_string();
+    assert_eq!(fp.len(), 32 * 3 - 1, "{fp}");
+    // The certificate served is the one whose fingerprint was printed.
+    let port = server.base.rsplit(':').next().unwrap();
+    let out = std::process::Command::new("sh")
+        .args(["-c", &format!("openssl s_client -connect 127.0.0.1:{port} </dev/null 2>/dev/null | openssl x509 -noout -fingerprint -sha256")])
+        .output()
+        .unwrap();
+    let served = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        served.trim().ends_with(&fp),
+        "served {served}, printed {fp}"
+    );
+    let body = env.path("b.json");
+    std::fs::write(&body, r#"{"n":1}"#).unwrap();
+    let ok = std::process::Command::new(env!("CARGO_BIN_EXE_rulehook"))
+        .args([
+            "send",
+            &server.url("/hooks/ipf"),
+            "--kind",
+            "ipfabric",
+            "--secret",
+            "s3cret",
+            "--insecure",
+            "--file",
+        ])
+        .arg(&body)
+        .output()
+        .unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert_eq!(
+        env.wait_lines("runs.txt", 1, Duration::from_secs(10)).len(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn rate_limit_answers_429_with_retry_after() {
+    let env = Env::new();
+    env.rulebook("a.yml", "sources:\n  - { name: eem, kind: bearer, secret: t, rate_limit: { per_second: 0.5, burst: 2 } }\n");
+    let server = Server::start(&env, &[], &[]);
+    let c = client();
+    let mut statuses = Vec::new();
+    let mut retry = None;
+    for i in 0..4 {
+        let resp = c
+            .post(server.url("/hooks/eem"))
+            .header("authorization", "Bearer t")
+            .body(format!(r#"{{"i":{i}}}"#))
+            .send()
+            .await
+            .unwrap();
+        statuses.push(resp.status().as_u16());
+        if resp.status().as_u16() == 429 {
+            retry = resp
+                .headers()
+                .get("retry-after")
+                .map(|v| v.to_str().unwrap().to_string());
+        }
+    }
+    assert_eq!(statuses, vec![202, 202, 429, 429]);
+    let secs: u64 = retry.expect("Retry-After").parse().unwrap();
+    assert!((1..=2).contains(&secs), "{secs}");
+}
+
+#[tokio::test]
+async fn sigterm_lets_running_scripts_finish() {
+    let env = Env::new();
+    env.script(
+        "slow.sh",
+        "#!/bin/sh\nsleep 1\necho done >> \"$OUT_DIR/runs.txt\"\n",
+    );
+    env.rulebook("a.yml", &format!("{SOURCE}rules:\n  - name: slow\n    actions:\n      - run_script: {{ script: slow.sh }}\n"));
+    let mut server = Server::start(&env, &[], &[]);
+    let c = client();
+    let (_, resp) = post_signed(
+        &c,
+        &server.url("/hooks/ipf"),
+        "ipfabric",
+        "s3cret",
+        br#"{"x":1}"#,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.terminate();
+    assert_eq!(
+        env.lines("runs.txt"),
+        vec!["done"],
+        "the running script finished before the exit"
+    );
+    // The job is recorded as done: a restart does not run it again.
+    let server = Server::start(&env, &[], &[]);
+    let id = resp["id"].as_str().unwrap();
+    let detail = get(&c, &server.url(&format!("/api/events/{id}"))).await;
+    assert_eq!(detail["matches"][0]["status"], "done", "{detail}");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(env.lines("runs.txt").len(), 1);
+}
+
+#[test]
+fn slow_bodies_time_out_and_connections_are_capped() {
+    use std::io::{Read, Write};
+    let env = Env::new();
+    env.rulebook("a.yml", "sources:\n  - { name: open, kind: none }\n");
+    let server = Server::start(
+        &env,
+        &["--body-timeout", "500ms", "--max-connections", "2"],
+        &[],
+    );
+    let addr = server.base.trim_start_matches("http://").to_string();
+
+    // Headers promise 100 bytes; none come.
+    let mut slow = std::net::TcpStream::connect(&addr).unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(
+        slow,
+        "POST /hooks/open HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    let _ = slow.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    drop(slow);
+    std::thread::sleep(Duration::from_millis(100));
+
+    // Two idle connections fill the cap; a third is closed without an answer.
+    let _a = std::net::TcpStream::connect(&addr).unwrap();
+    let _b = std::net::TcpStream::connect(&addr).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let mut third = std::net::TcpStream::connect(&addr).unwrap();
+    third
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let _ = write!(third, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+    let mut buf = String::new();
+    let _ = third.read_to_string(&mut buf);
+    assert!(buf.is_empty(), "over the cap, yet answered: {buf}");
+    drop(_a);
+    drop(_b);
+    std::thread::sleep(Duration::from_millis(100));
+    let mut fourth = std::net::TcpStream::connect(&addr).unwrap();
+    fourth
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    write!(
+        fourth,
+        "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut ok = String::new();
+    let _ = fourth.read_to_string(&mut ok);
+    assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+}
