@@ -20,14 +20,47 @@ use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::actions::{Action, Outcome, RunContext, backoff};
-use crate::journal::{Appended, Close, Job, JobState, Journal, JournalError, NewJob, StoredEvent};
+use crate::actions::event::MAX_DEPTH;
+use crate::actions::{Action, Outcome, Rendered, RunContext, retry_delay};
+use crate::journal::{
+    Appended, Close, Job, JobState, Journal, JournalError, NewJob, ON_FAILURE, StoredEvent,
+};
 use crate::rules::RuleSet;
 use crate::telemetry::names;
 use crate::verify::VerifiedEvent;
 
 /// Jobs held in memory (running or waiting for a worker) before new ones are left in the journal.
 pub const MAX_IN_MEMORY: usize = 1024;
+
+/// How one action ended.
+enum Step {
+    Done(Outcome),
+    Failed {
+        out: Outcome,
+        attempts: u32,
+    },
+    /// Shutting down: the job stays pending.
+    Stopped,
+}
+
+/// `failure` in the context of `on_failure` actions.
+fn failure_context(action: &Action, out: &Outcome, attempts: u32) -> Value {
+    let mut f = json!({
+        "action": action.kind(),
+        "error": out.error,
+        "attempts": attempts,
+    });
+    if matches!(action, Action::RunScript(_)) {
+        f["exit_code"] = json!(out.exit_code);
+        f["stdout"] = json!(out.stdout);
+        f["stderr"] = json!(out.stderr);
+    }
+    if let Some(st) = out.status {
+        f["status"] = json!(st);
+        f["body"] = json!(out.stdout);
+    }
+    f
+}
 
 /// What ingesting one event did.
 #[derive(Debug)]
@@ -257,7 +290,7 @@ impl Engine {
     }
 
     async fn run_job(
-        &self,
+        self: &Arc<Self>,
         rules: &RuleSet,
         rule_idx: usize,
         job: &Job,
@@ -275,161 +308,276 @@ impl Engine {
             "rulebook": rule.rulebook,
             "rule": rule.name,
         });
-        let body = event.doc.body();
-        let last = rule.actions.len().saturating_sub(1);
         let mut previous = Value::Null;
-        for (idx, action) in rule.actions.iter().enumerate().skip(job.next_action) {
-            let done = |ok: bool, error: Option<String>| -> Option<Close> {
-                if !ok {
-                    Some(Close {
-                        state: JobState::Failed,
-                        error,
-                    })
-                } else if idx == last {
-                    Some(Close {
-                        state: JobState::Done,
-                        error: None,
-                    })
+        // The main actions, unless a restart finds the job already in its on_failure part.
+        if job.next_action < ON_FAILURE {
+            let last = rule.actions.len().saturating_sub(1);
+            for (idx, action) in rule.actions.iter().enumerate().skip(job.next_action) {
+                let start = if resumed && idx == job.next_action {
+                    job.attempts
                 } else {
-                    None
-                }
-            };
-            // Built from references: the event is not copied per action.
-            let ctx = minijinja::context! {
-                event => minijinja::Value::from(minijinja::value::Serde(body)),
-                meta => minijinja::Value::from(minijinja::value::Serde(&meta)),
-                previous => minijinja::Value::from(minijinja::value::Serde(&previous)),
-            };
-            // Attempts already made (before a restart) keep counting.
-            let mut attempt = if resumed && idx == job.next_action {
-                job.attempts
-            } else {
-                0
-            };
-            let rendered = match action.render(&rules.templates, &ctx) {
-                Ok(r) => r,
-                Err(e) => {
-                    let error = format!("action {idx} ({}) cannot be rendered: {e}", action.kind());
-                    tracing::warn!(job = %job.id, "{error}");
-                    let outcome = Outcome::failed(&error);
-                    let close = done(false, Some(error));
-                    return self
-                        .journal
-                        .record_attempt(
-                            job,
-                            idx,
-                            action.kind(),
-                            Value::Null,
-                            attempt + 1,
-                            &outcome,
-                            close,
-                        )
-                        .await;
-                }
-            };
-            let rendered_json = serde_json::to_value(&rendered).unwrap_or(Value::Null);
-            let run = RunContext {
-                run_id: job.run_id(idx),
-                event_id: event.id.clone(),
-                source: event.source.clone(),
-                rule: rule.name.clone(),
-                // Only scripts read it (on stdin).
-                input: match action {
-                    Action::RunScript(_) => json!({"event": body, "meta": meta}),
-                    _ => Value::Null,
-                },
-            };
-            let outcome = loop {
-                attempt += 1;
-                let begun = std::time::Instant::now();
-                let in_process = matches!(action, Action::Log(_));
-                let outcome = if in_process {
-                    rendered.execute(&run).await
-                } else {
-                    // The concurrency limit counts what runs outside the process (scripts);
-                    // waiting for it is FIFO, so jobs start in acceptance order.
-                    let permit = tokio::select! {
-                        p = self.limit.clone().acquire_owned() => p.ok(),
-                        () = self.shutdown.cancelled() => None,
-                    };
-                    let Some(_permit) = permit.filter(|_| !self.shutdown.is_cancelled()) else {
-                        return Ok(()); // shutting down: the job stays pending for the next start
-                    };
-                    // The run is already durable: its job is pending in the journal since the
-                    // event's commit, so a crash at any point runs it again with this run id.
-                    // The attempt row is for the history; writing it alongside the start keeps
-                    // an fsync off the path from POST to script start.
-                    let (started, outcome) = tokio::join!(
-                        self.journal.start_attempt(
-                            job,
-                            idx,
-                            action.kind(),
-                            rendered_json.clone(),
-                            attempt
-                        ),
-                        rendered.execute(&run)
-                    );
-                    started?;
-                    outcome
+                    0
                 };
-                let result = if outcome.ok { "ok" } else { "failed" };
-                metrics::histogram!(names::RUN_SECONDS, "action" => action.kind())
-                    .record(begun.elapsed().as_secs_f64());
-                metrics::counter!(names::RUNS, "action" => action.kind(), "result" => result)
-                    .increment(1);
-                let final_attempt =
-                    outcome.ok || attempt > action.retries() || self.shutdown.is_cancelled();
-                let close = if final_attempt {
-                    done(outcome.ok, outcome.error.clone())
-                } else {
-                    None
-                };
-                if in_process {
-                    self.journal
-                        .record_attempt(
-                            job,
-                            idx,
-                            action.kind(),
-                            rendered_json.clone(),
-                            attempt,
-                            &outcome,
-                            close,
-                        )
-                        .await?;
-                } else {
-                    self.journal
-                        .finish_attempt(job, idx, attempt, &outcome, close)
-                        .await?;
+                let close_on_success = idx == last;
+                let step = self
+                    .run_action(
+                        rules,
+                        rule,
+                        job,
+                        event,
+                        &meta,
+                        idx,
+                        action,
+                        start,
+                        &previous,
+                        &Value::Null,
+                        close_on_success,
+                    )
+                    .await?;
+                match step {
+                    Step::Done(out) => previous = out.previous(),
+                    Step::Stopped => return Ok(()),
+                    Step::Failed { out, attempts } => {
+                        let failure = failure_context(action, &out, attempts);
+                        return self
+                            .run_on_failure(rules, rule, job, event, &meta, 0, &failure, out.error)
+                            .await;
+                    }
                 }
-                if final_attempt {
-                    break outcome;
-                }
-                tracing::info!(run = %run.run_id, attempt, error = ?outcome.error, "action failed; retrying");
-                tokio::time::sleep(backoff(attempt)).await;
-            };
-            if !outcome.ok {
-                let error = outcome
-                    .error
-                    .clone()
-                    .unwrap_or_else(|| "action failed".into());
-                tracing::warn!(run = %run.run_id, attempts = attempt, "{error}");
-                return Ok(());
             }
-            previous = json!({"exit_code": outcome.exit_code, "stdout": outcome.stdout});
+            if job.next_action > last {
+                // Every action had already succeeded before a restart; only the close was missing.
+                self.journal
+                    .finish_job(
+                        job,
+                        Close {
+                            state: JobState::Done,
+                            error: None,
+                        },
+                    )
+                    .await?;
+            }
+            return Ok(());
         }
-        if job.next_action > last {
-            // Every action had already succeeded before a restart; only the close was missing.
-            self.journal
-                .finish_job(
-                    job,
-                    Close {
-                        state: JobState::Done,
-                        error: None,
-                    },
+        // Resumed inside on_failure: the failure details are in the history, not in memory.
+        let failure = json!({"action": "unknown (resumed after a restart)", "error": "see the job's history"});
+        self.run_on_failure(
+            rules,
+            rule,
+            job,
+            event,
+            &meta,
+            job.next_action - ON_FAILURE,
+            &failure,
+            None,
+        )
+        .await
+    }
+
+    /// Runs the rule's `on_failure` actions from `from`; closes the job as failed.
+    #[allow(clippy::too_many_arguments)]
+    async fn run_on_failure(
+        self: &Arc<Self>,
+        rules: &RuleSet,
+        rule: &crate::rules::Rule,
+        job: &Job,
+        event: &StoredEvent,
+        meta: &Value,
+        from: usize,
+        failure: &Value,
+        error: Option<String>,
+    ) -> Result<(), JournalError> {
+        let error = error.or_else(|| failure["error"].as_str().map(str::to_string));
+        let mut previous = Value::Null;
+        for (i, action) in rule.on_failure.iter().enumerate().skip(from) {
+            let idx = ON_FAILURE + i;
+            match self
+                .run_action(
+                    rules, rule, job, event, meta, idx, action, 0, &previous, failure, false,
                 )
-                .await?;
+                .await?
+            {
+                Step::Done(out) => previous = out.previous(),
+                Step::Stopped => return Ok(()),
+                Step::Failed { out, .. } => {
+                    tracing::warn!(job = %job.id, error = ?out.error, "an on_failure action failed too");
+                    break;
+                }
+            }
         }
-        Ok(())
+        self.journal
+            .finish_job(
+                job,
+                Close {
+                    state: JobState::Failed,
+                    error,
+                },
+            )
+            .await
+    }
+
+    /// One action, with its attempts and retries. Records every attempt.
+    #[allow(clippy::too_many_arguments)]
+    async fn run_action(
+        self: &Arc<Self>,
+        rules: &RuleSet,
+        rule: &crate::rules::Rule,
+        job: &Job,
+        event: &StoredEvent,
+        meta: &Value,
+        idx: usize,
+        action: &Action,
+        start_attempt: u32,
+        previous: &Value,
+        failure: &Value,
+        close_on_success: bool,
+    ) -> Result<Step, JournalError> {
+        let body = event.doc.body();
+        // Built from references: the event is not copied per action.
+        let ctx = minijinja::context! {
+            event => minijinja::Value::from(minijinja::value::Serde(body)),
+            meta => minijinja::Value::from(minijinja::value::Serde(meta)),
+            previous => minijinja::Value::from(minijinja::value::Serde(previous)),
+            failure => minijinja::Value::from(minijinja::value::Serde(failure)),
+        };
+        let mut attempt = start_attempt;
+        let rendered = match action.render(&rules.templates, &ctx) {
+            Ok(r) => r,
+            Err(e) => {
+                let error = format!(
+                    "action {} ({}) cannot be rendered: {e}",
+                    job.run_id(idx),
+                    action.kind()
+                );
+                tracing::warn!(job = %job.id, "{error}");
+                let out = Outcome::failed(&error);
+                attempt += 1;
+                self.journal
+                    .record_attempt(job, idx, action.kind(), Value::Null, attempt, &out, None)
+                    .await?;
+                return Ok(Step::Failed {
+                    out,
+                    attempts: attempt,
+                });
+            }
+        };
+        let shown = rendered.for_history();
+        let run = RunContext {
+            run_id: job.run_id(idx),
+            event_id: event.id.clone(),
+            source: event.source.clone(),
+            rule: rule.name.clone(),
+            // Only scripts read it (on stdin).
+            input: match action {
+                Action::RunScript(_) => json!({"event": body, "meta": meta}),
+                _ => Value::Null,
+            },
+        };
+        loop {
+            attempt += 1;
+            let begun = std::time::Instant::now();
+            let outcome = if let Rendered::PostEvent(p) = &rendered {
+                self.post_event(p, event).await
+            } else if action.in_process() {
+                rendered.execute(&run, self.journal.as_ref()).await
+            } else {
+                // The concurrency limit counts what runs outside the process; waiting for it is
+                // FIFO, so jobs start in acceptance order.
+                let permit = tokio::select! {
+                    p = self.limit.clone().acquire_owned() => p.ok(),
+                    () = self.shutdown.cancelled() => None,
+                };
+                let Some(_permit) = permit.filter(|_| !self.shutdown.is_cancelled()) else {
+                    return Ok(Step::Stopped); // the job stays pending for the next start
+                };
+                // The run is already durable: its job is pending in the journal since the
+                // event's commit, so a crash at any point runs it again with this run id. The
+                // attempt row is for the history; writing it alongside the start keeps an
+                // fsync off the path from POST to script start.
+                let (started, outcome) = tokio::join!(
+                    self.journal
+                        .start_attempt(job, idx, action.kind(), shown.clone(), attempt),
+                    rendered.execute(&run, self.journal.as_ref())
+                );
+                started?;
+                outcome
+            };
+            let result = if outcome.ok { "ok" } else { "failed" };
+            metrics::histogram!(names::RUN_SECONDS, "action" => action.kind())
+                .record(begun.elapsed().as_secs_f64());
+            metrics::counter!(names::RUNS, "action" => action.kind(), "result" => result)
+                .increment(1);
+            let retry = !outcome.ok
+                && outcome.retryable
+                && attempt <= action.retries()
+                && !self.shutdown.is_cancelled();
+            let close = (outcome.ok && close_on_success).then_some(Close {
+                state: JobState::Done,
+                error: None,
+            });
+            if action.in_process() {
+                self.journal
+                    .record_attempt(
+                        job,
+                        idx,
+                        action.kind(),
+                        shown.clone(),
+                        attempt,
+                        &outcome,
+                        close,
+                    )
+                    .await?;
+            } else {
+                self.journal
+                    .finish_attempt(job, idx, attempt, &outcome, close)
+                    .await?;
+            }
+            if outcome.ok {
+                return Ok(Step::Done(outcome));
+            }
+            if !retry {
+                tracing::warn!(run = %run.run_id, attempts = attempt, error = ?outcome.error, "action failed for good");
+                return Ok(Step::Failed {
+                    out: outcome,
+                    attempts: attempt,
+                });
+            }
+            let wait = retry_delay(attempt, outcome.retry_after);
+            tracing::info!(run = %run.run_id, attempt, error = ?outcome.error, wait_ms = wait.as_millis() as u64, "action failed; retrying");
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = self.shutdown.cancelled() => return Ok(Step::Stopped),
+            }
+        }
+    }
+
+    /// Journals and schedules an event emitted by `post_event`.
+    async fn post_event(
+        self: &Arc<Self>,
+        p: &crate::actions::event::PostEvent,
+        parent: &StoredEvent,
+    ) -> Outcome {
+        let depth = parent.depth + 1;
+        if depth > MAX_DEPTH {
+            let msg = format!(
+                "post_event to `{}` stopped: the chain is deeper than {MAX_DEPTH} events (a rule loop?)",
+                p.source
+            );
+            tracing::error!(event = %parent.id, "{msg}");
+            return Outcome::failed(msg);
+        }
+        let event = VerifiedEvent::internal(&p.source, p.body.clone(), depth);
+        match Box::pin(self.ingest(event)).await {
+            Ok(done) => Outcome {
+                ok: true,
+                result: Some(json!({"event_id": done.id, "matched": done.matched, "depth": depth})),
+                ..Outcome::default()
+            },
+            Err(e) => Outcome {
+                retryable: true,
+                ..Outcome::failed(e.to_string())
+            },
+        }
     }
 
     /// Stops starting jobs and waits up to `grace` for running ones; what has not finished

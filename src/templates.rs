@@ -150,3 +150,57 @@ mod tests {
         assert!(t.inline("d".into(), "{{ unclosed").is_err());
     }
 }
+
+/// A JSON value whose strings are templates (e.g. `client_payload`), compiled at load.
+#[derive(Debug, Clone)]
+pub enum TValue {
+    Literal(serde_json::Value),
+    Text(Text),
+    List(Vec<TValue>),
+    Map(Vec<(String, TValue)>),
+}
+
+impl TValue {
+    /// Compiles every string of `v` under names derived from `name`.
+    pub fn compile(t: &mut Templates, name: &str, v: &serde_json::Value) -> Result<TValue, String> {
+        Ok(match v {
+            serde_json::Value::String(s) => TValue::Text(t.inline(name.to_string(), s)?),
+            serde_json::Value::Array(items) => TValue::List(
+                items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, x)| TValue::compile(t, &format!("{name}/{i}"), x))
+                    .collect::<Result<_, _>>()?,
+            ),
+            serde_json::Value::Object(map) => TValue::Map(
+                map.iter()
+                    .map(|(k, x)| Ok((k.clone(), TValue::compile(t, &format!("{name}/{k}"), x)?)))
+                    .collect::<Result<_, String>>()?,
+            ),
+            other => TValue::Literal(other.clone()),
+        })
+    }
+
+    pub fn render(
+        &self,
+        t: &Templates,
+        ctx: &minijinja::Value,
+    ) -> Result<serde_json::Value, String> {
+        Ok(match self {
+            TValue::Literal(v) => v.clone(),
+            TValue::Text(x) => serde_json::Value::String(t.render(x, ctx)?),
+            TValue::List(items) => serde_json::Value::Array(
+                items
+                    .iter()
+                    .map(|x| x.render(t, ctx))
+                    .collect::<Result<_, _>>()?,
+            ),
+            TValue::Map(pairs) => serde_json::Value::Object(
+                pairs
+                    .iter()
+                    .map(|(k, x)| Ok((k.clone(), x.render(t, ctx)?)))
+                    .collect::<Result<_, String>>()?,
+            ),
+        })
+    }
+}

@@ -4,8 +4,12 @@
 //! Rendering is separate from executing so `rulehook test` can show exactly what would run
 //! without running it, and so the history keeps what was actually run.
 
+pub mod event;
+pub mod http;
 pub mod log;
+pub mod outbound;
 pub mod script;
+pub mod ticket;
 
 use std::time::Duration;
 
@@ -19,6 +23,10 @@ use crate::templates::Templates;
 pub enum Action {
     RunScript(script::ScriptAction),
     Log(log::LogAction),
+    /// `post_webhook`, `github_dispatch`, `github_workflow`, `gitlab_pipeline`.
+    Http(outbound::HttpAction),
+    OpenTicket(ticket::TicketAction),
+    PostEvent(event::PostEventAction),
 }
 
 /// An action with every template rendered: the exact thing that runs (and is recorded).
@@ -27,6 +35,9 @@ pub enum Action {
 pub enum Rendered {
     RunScript(script::ScriptRun),
     Log(log::LogLine),
+    Http(http::HttpCall),
+    OpenTicket(ticket::TicketCall),
+    PostEvent(event::PostEvent),
 }
 
 /// What one attempt of an action produced.
@@ -34,9 +45,20 @@ pub enum Rendered {
 pub struct Outcome {
     pub ok: bool,
     pub exit_code: Option<i32>,
+    /// A script's stdout, or an HTTP response body (first 64 KiB).
     pub stdout: String,
     pub stderr: String,
     pub error: Option<String>,
+    /// The HTTP status of an outbound request.
+    pub status: Option<u16>,
+    /// What the action produced for the history and for `previous` (ticket id and URL…).
+    pub result: Option<Value>,
+    /// A failure worth retrying (connection error, 408, 429, 5xx); scripts: always.
+    #[serde(skip)]
+    pub retryable: bool,
+    /// The server asked to wait this long (Retry-After, GitHub's rate-limit reset).
+    #[serde(skip)]
+    pub retry_after: Option<Duration>,
 }
 
 impl Outcome {
@@ -46,6 +68,36 @@ impl Outcome {
             error: Some(error.into()),
             ..Outcome::default()
         }
+    }
+
+    /// What the next action sees as `previous`.
+    pub fn previous(&self) -> Value {
+        if let Some(status) = self.status {
+            let body = serde_json::from_str::<Value>(&self.stdout)
+                .unwrap_or_else(|_| Value::String(self.stdout.clone()));
+            let mut v = serde_json::json!({"status": status, "body": body});
+            if let Some(r) = &self.result {
+                v["result"] = r.clone();
+            }
+            return v;
+        }
+        match &self.result {
+            Some(r) => r.clone(),
+            None => serde_json::json!({"exit_code": self.exit_code, "stdout": self.stdout}),
+        }
+    }
+}
+
+/// Backoff with jitter before retry `attempt` (1-based), at least what the server asked for.
+pub fn retry_delay(attempt: u32, asked: Option<Duration>) -> Duration {
+    let base = backoff(attempt);
+    let jitter = base.mul_f64(rand::random::<f64>() * 0.5);
+    let ours = base + jitter;
+    match asked {
+        Some(a) => a
+            .min(Duration::from_secs(3600))
+            .max(ours.min(Duration::from_millis(100))),
+        None => ours,
     }
 }
 
@@ -65,6 +117,9 @@ impl Action {
         match self {
             Action::RunScript(_) => "run_script",
             Action::Log(_) => "log",
+            Action::Http(h) => h.kind,
+            Action::OpenTicket(_) => "open_ticket",
+            Action::PostEvent(_) => "post_event",
         }
     }
 
@@ -72,8 +127,15 @@ impl Action {
     pub fn retries(&self) -> u32 {
         match self {
             Action::RunScript(s) => s.retries,
-            Action::Log(_) => 0,
+            Action::Http(h) => h.retries,
+            Action::OpenTicket(t) => t.retries,
+            Action::Log(_) | Action::PostEvent(_) => 0,
         }
+    }
+
+    /// Whether its effects stay inside rulehook (its attempt is recorded after the fact).
+    pub fn in_process(&self) -> bool {
+        matches!(self, Action::Log(_) | Action::PostEvent(_))
     }
 
     pub fn render(
@@ -84,16 +146,36 @@ impl Action {
         match self {
             Action::RunScript(a) => a.render(templates, ctx).map(Rendered::RunScript),
             Action::Log(a) => a.render(templates, ctx).map(Rendered::Log),
+            Action::Http(a) => a.render(templates, ctx).map(Rendered::Http),
+            Action::OpenTicket(a) => a.render(templates, ctx).map(Rendered::OpenTicket),
+            Action::PostEvent(a) => a.render(templates, ctx).map(Rendered::PostEvent),
         }
     }
 }
 
 impl Rendered {
-    pub async fn execute(&self, run: &RunContext) -> Outcome {
+    /// Runs it. `post_event` is the engine's to carry out; here it only reports that.
+    pub async fn execute(
+        &self,
+        run: &RunContext,
+        journal: &dyn crate::journal::Journal,
+    ) -> Outcome {
         match self {
             Rendered::RunScript(s) => s.execute(run).await,
             Rendered::Log(l) => l.execute(run),
+            Rendered::Http(h) => h.execute(run).await,
+            Rendered::OpenTicket(t) => t.execute(run, journal).await,
+            Rendered::PostEvent(_) => Outcome::failed("post_event runs in the engine"),
         }
+    }
+
+    /// What the history keeps: credentials masked.
+    pub fn for_history(&self) -> Value {
+        let shown = match self {
+            Rendered::Http(h) => Rendered::Http(h.masked()),
+            other => other.clone(),
+        };
+        serde_json::to_value(shown).unwrap_or(Value::Null)
     }
 }
 

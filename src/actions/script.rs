@@ -41,7 +41,7 @@ pub struct ScriptRun {
     pub timeout: Duration,
 }
 
-mod millis {
+pub(crate) mod millis {
     use serde::{Deserialize, Deserializer, Serializer};
     use std::time::Duration;
     pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -128,6 +128,8 @@ impl ScriptRun {
                 }),
                 stdout,
                 stderr,
+                retryable: true,
+                ..Outcome::default()
             },
             Some(Err(e)) => Outcome::failed(format!("waiting for {} failed: {e}", self.script)),
             None => Outcome {
@@ -140,6 +142,8 @@ impl ScriptRun {
                     self.script,
                     humantime::format_duration(self.timeout)
                 )),
+                retryable: true,
+                ..Outcome::default()
             },
         }
     }

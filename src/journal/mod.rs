@@ -58,10 +58,19 @@ pub struct Job {
 }
 
 impl Job {
+    /// `<event>:<rule>:<i>` for action `i`; `<event>:<rule>:on_failure:<i>` for the rule's
+    /// `on_failure` action `i` (numbered from [`ON_FAILURE`] internally).
     pub fn run_id(&self, action: usize) -> String {
-        format!("{}:{action}", self.id)
+        if action >= ON_FAILURE {
+            format!("{}:on_failure:{}", self.id, action - ON_FAILURE)
+        } else {
+            format!("{}:{action}", self.id)
+        }
     }
 }
+
+/// Where `on_failure` action indexes start.
+pub const ON_FAILURE: usize = 1000;
 
 /// What appending an event did.
 #[derive(Debug)]
@@ -98,6 +107,14 @@ impl JobState {
 pub struct Close {
     pub state: JobState,
     pub error: Option<String>,
+}
+
+/// A ticket opened under a dedup key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ticket {
+    pub system: String,
+    pub id: String,
+    pub url: String,
 }
 
 /// Filters of the event list.
@@ -174,6 +191,12 @@ pub trait Journal: Send + Sync + 'static {
         limit: usize,
         except: Vec<String>,
     ) -> Result<Vec<(Job, Arc<StoredEvent>)>, JournalError>;
+
+    /// The open ticket remembered for a dedup key.
+    async fn ticket(&self, dedup_key: &str) -> Result<Option<Ticket>, JournalError>;
+    async fn put_ticket(&self, dedup_key: &str, ticket: &Ticket) -> Result<(), JournalError>;
+    /// Forgets the key's ticket (it was closed): the next match opens a new one.
+    async fn close_ticket(&self, dedup_key: &str) -> Result<(), JournalError>;
 
     /// One stored event.
     async fn event(&self, id: &str) -> Result<Option<Arc<StoredEvent>>, JournalError>;

@@ -14,7 +14,9 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
-use super::{Appended, Close, EventFilter, Job, Journal, JournalError, NewJob, StoredEvent};
+use super::{
+    Appended, Close, EventFilter, Job, Journal, JournalError, NewJob, StoredEvent, Ticket,
+};
 use crate::actions::Outcome;
 use crate::rules::EventDoc;
 use crate::verify::VerifiedEvent;
@@ -70,6 +72,8 @@ CREATE TABLE IF NOT EXISTS attempts (
     stdout TEXT,
     stderr TEXT,
     error TEXT,
+    status INTEGER,
+    result TEXT,
     PRIMARY KEY (run_id, attempt)
 );
 CREATE INDEX IF NOT EXISTS attempts_job ON attempts(job_id);
@@ -89,6 +93,13 @@ CREATE TABLE IF NOT EXISTS throttled (
     until INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS throttled_event ON throttled(event_id);
+CREATE TABLE IF NOT EXISTS tickets (
+    dedup_key TEXT PRIMARY KEY,
+    system TEXT NOT NULL,
+    ticket_id TEXT NOT NULL,
+    url TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+);
 ";
 
 type WriteFn = Box<dyn FnOnce(&Connection) -> rusqlite::Result<()> + Send>;
@@ -474,7 +485,8 @@ impl Journal for SqliteJournal {
         let o = outcome.clone();
         self.write(move |tx| {
             tx.prepare_cached(
-                "UPDATE attempts SET state = ?3, finished_at = ?4, exit_code = ?5, stdout = ?6, stderr = ?7, error = ?8
+                "UPDATE attempts SET state = ?3, finished_at = ?4, exit_code = ?5, stdout = ?6, stderr = ?7, error = ?8,
+                   status = ?9, result = ?10
                  WHERE run_id = ?1 AND attempt = ?2",
             )?
             .execute(params![
@@ -485,7 +497,9 @@ impl Journal for SqliteJournal {
                 o.exit_code,
                 o.stdout,
                 o.stderr,
-                o.error
+                o.error,
+                o.status,
+                o.result.as_ref().map(Value::to_string)
             ])?;
             progress(tx, &job_id, index, o.ok, close)
         })
@@ -509,8 +523,8 @@ impl Journal for SqliteJournal {
             let now = now_ms();
             tx.prepare_cached(
                 "INSERT OR REPLACE INTO attempts (run_id, attempt, job_id, action_index, action, rendered, state,
-                   started_at, finished_at, exit_code, stdout, stderr, error)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?9, ?10, ?11, ?12)",
+                   started_at, finished_at, exit_code, stdout, stderr, error, status, result)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
             )?
             .execute(params![
                 run_id,
@@ -524,7 +538,9 @@ impl Journal for SqliteJournal {
                 o.exit_code,
                 o.stdout,
                 o.stderr,
-                o.error
+                o.error,
+                o.status,
+                o.result.as_ref().map(Value::to_string)
             ])?;
             progress(tx, &job_id, index, o.ok, close)
         })
@@ -587,6 +603,46 @@ impl Journal for SqliteJournal {
                 }
             }
             Ok(out)
+        })
+        .await
+    }
+
+    async fn ticket(&self, dedup_key: &str) -> Result<Option<Ticket>, JournalError> {
+        let key = dedup_key.to_string();
+        self.read(move |c| {
+            c.query_row(
+                "SELECT system, ticket_id, url FROM tickets WHERE dedup_key = ?1",
+                params![key],
+                |r| {
+                    Ok(Ticket {
+                        system: r.get(0)?,
+                        id: r.get(1)?,
+                        url: r.get(2)?,
+                    })
+                },
+            )
+            .optional()
+        })
+        .await
+    }
+
+    async fn put_ticket(&self, dedup_key: &str, t: &Ticket) -> Result<(), JournalError> {
+        let (key, t) = (dedup_key.to_string(), t.clone());
+        self.write(move |c| {
+            c.execute(
+                "INSERT OR REPLACE INTO tickets (dedup_key, system, ticket_id, url, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![key, t.system, t.id, t.url, now_ms()],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn close_ticket(&self, dedup_key: &str) -> Result<(), JournalError> {
+        let key = dedup_key.to_string();
+        self.write(move |c| {
+            c.execute("DELETE FROM tickets WHERE dedup_key = ?1", params![key])?;
+            Ok(())
         })
         .await
     }
@@ -660,8 +716,8 @@ impl Journal for SqliteJournal {
             )?;
             let mut att_stmt = c.prepare(
                 "SELECT run_id, attempt, action_index, action, rendered, state, started_at, finished_at,
-                        exit_code, stdout, stderr, error
-                 FROM attempts WHERE job_id = ?1 ORDER BY action_index, attempt",
+                        exit_code, stdout, stderr, error, status, result
+                 FROM attempts WHERE job_id = ?1 ORDER BY started_at, action_index, attempt",
             )?;
             let mut jobs = Vec::new();
             let job_rows: Vec<(String, String, String, String, i64, Option<String>)> = jobs_stmt
@@ -684,6 +740,9 @@ impl Journal for SqliteJournal {
                             "stdout": r.get::<_, Option<String>>(9)?,
                             "stderr": r.get::<_, Option<String>>(10)?,
                             "error": r.get::<_, Option<String>>(11)?,
+                            "http_status": r.get::<_, Option<i64>>(12)?,
+                            "result": r.get::<_, Option<String>>(13)?
+                                .and_then(|t| serde_json::from_str::<Value>(&t).ok()),
                         }))
                     })?
                     .collect::<rusqlite::Result<_>>()?;

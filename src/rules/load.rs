@@ -9,12 +9,18 @@ use serde_saphyr::{Location, Spanned};
 
 use super::condition::{Condition, Expr, Query};
 use super::index::SourceIndex;
-use super::model::{self, ActionSpec, ConditionSpec, RuleSpec, SizeSpec, SourceSpec};
+use super::model::{
+    self, ActionSpec, ConditionSpec, OpenTicketSpec, PostWebhookSpec, RuleSpec, SizeSpec,
+    SourceSpec,
+};
 use super::{Dirs, LoadError, LoadErrors, Rule, RuleSet, Throttle};
+use crate::actions::event::PostEventAction;
+use crate::actions::outbound::{self, Body, HttpAction};
+use crate::actions::ticket::{System, TicketAction, basic};
 use crate::actions::{Action, log, script};
 use crate::secrets::{Secret, expand};
 use crate::sources::{DEFAULT_MAX_BODY, RateLimit, Source};
-use crate::templates::{Templates, Text};
+use crate::templates::{TValue, Templates, Text};
 use crate::units::{parse_duration, parse_size};
 use crate::verify::{Algorithm, Encoding, Verifier};
 
@@ -77,6 +83,14 @@ impl Ctx<'_> {
             return None;
         }
         Some(Secret::new(v))
+    }
+
+    /// An optional `timeout`, defaulting to 10s.
+    fn duration_or(&mut self, s: Option<&Spanned<String>>) -> Option<Duration> {
+        match s {
+            Some(s) => self.duration(s, "timeout"),
+            None => Some(crate::actions::outbound::DEFAULT_TIMEOUT),
+        }
     }
 
     fn duration(&mut self, s: &Spanned<String>, what: &str) -> Option<Duration> {
@@ -199,6 +213,11 @@ pub fn load(dirs: &Dirs) -> Result<RuleSet, LoadErrors> {
         }
     }
     let source_names: HashSet<&str> = sources.iter().map(|s| s.name.as_str()).collect();
+    let internal: HashSet<&str> = sources
+        .iter()
+        .filter(|s| matches!(s.verifier, Verifier::Internal))
+        .map(|s| s.name.as_str())
+        .collect();
 
     let mut rules = Vec::new();
     for (path, text, book) in &parsed {
@@ -229,6 +248,7 @@ pub fn load(dirs: &Dirs) -> Result<RuleSet, LoadErrors> {
                 spec,
                 &rulebook,
                 &source_names,
+                &internal,
                 dirs,
                 &mut templates,
             ) {
@@ -558,6 +578,7 @@ fn compile_rule(
     spec: &RuleSpec,
     rulebook: &str,
     sources: &HashSet<&str>,
+    internal: &HashSet<&str>,
     dirs: &Dirs,
     templates: &mut Templates,
 ) -> Option<Rule> {
@@ -602,8 +623,16 @@ fn compile_rule(
     let mut actions = Vec::new();
     for (i, a) in spec.actions.iter().enumerate() {
         let prefix = format!("{rulebook}/{name}/{i}");
-        match compile_action(cx, a, &prefix, dirs, templates) {
+        match compile_action(cx, a, &prefix, internal, dirs, templates) {
             Some(act) => actions.push(act),
+            None => ok = false,
+        }
+    }
+    let mut on_failure = Vec::new();
+    for (i, a) in spec.on_failure.iter().enumerate() {
+        let prefix = format!("{rulebook}/{name}/on_failure/{i}");
+        match compile_action(cx, a, &prefix, internal, dirs, templates) {
+            Some(act) => on_failure.push(act),
             None => ok = false,
         }
     }
@@ -649,8 +678,313 @@ fn compile_rule(
         sources: rule_sources,
         condition,
         actions,
+        on_failure,
         throttle,
     })
+}
+
+/// A spanned string with another value at the same location (for composed templates).
+fn spanned_like(at: &Spanned<String>, value: String) -> Spanned<String> {
+    Spanned {
+        value,
+        referenced: at.referenced,
+        defined: at.defined,
+    }
+}
+
+fn api_url(cx: &mut Ctx, given: Option<&Spanned<String>>, default: &str) -> Option<String> {
+    match given {
+        None => Some(default.to_string()),
+        Some(s) => {
+            let v = cx.expand(s, "api_url")?;
+            if !(v.starts_with("http://") || v.starts_with("https://")) {
+                cx.err(
+                    &s.referenced,
+                    format!("api_url `{v}` must start with http:// or https://"),
+                );
+                return None;
+            }
+            Some(v.trim_end_matches('/').to_string())
+        }
+    }
+}
+
+fn github_call(
+    kind: &'static str,
+    url: Text,
+    body: Body,
+    token: &Secret,
+    ok: Vec<u16>,
+    timeout: Duration,
+    retries: Option<u32>,
+) -> HttpAction {
+    HttpAction {
+        kind,
+        method: "POST".into(),
+        url,
+        headers: vec![
+            (
+                "Authorization".into(),
+                Text::Literal(format!("Bearer {}", token.expose())),
+            ),
+            (
+                "Accept".into(),
+                Text::Literal("application/vnd.github+json".into()),
+            ),
+            (
+                "X-GitHub-Api-Version".into(),
+                Text::Literal("2022-11-28".into()),
+            ),
+        ],
+        body,
+        content_type: Some("application/json".into()),
+        timeout,
+        retries: retries.unwrap_or(outbound::DEFAULT_RETRIES),
+        ok_statuses: ok,
+        secrets: vec![token.expose().to_string()],
+    }
+}
+
+/// `body` (inline) or `body_template` (a file under templates/), exactly one.
+fn body_text(
+    cx: &mut Ctx,
+    t: &mut Templates,
+    prefix: &str,
+    body: Option<&Spanned<String>>,
+    file: Option<&Spanned<String>>,
+    at: &Spanned<String>,
+) -> Option<Text> {
+    match (body, file) {
+        (Some(b), None) => template(cx, t, format!("{prefix}/body"), b, "body"),
+        (None, Some(f)) => {
+            if t.has(&f.value) {
+                Some(Text::Template(f.value.clone()))
+            } else {
+                cx.err(
+                    &f.referenced,
+                    format!(
+                        "body_template `{}` is not a file in the templates directory",
+                        f.value
+                    ),
+                );
+                None
+            }
+        }
+        (Some(b), Some(_)) => {
+            cx.err(&b.referenced, "give `body` or `body_template`, not both");
+            None
+        }
+        (None, None) => {
+            cx.err(
+                &at.referenced,
+                "a body is required: `body` or `body_template`",
+            );
+            None
+        }
+    }
+}
+
+fn compile_webhook(
+    cx: &mut Ctx,
+    w: &PostWebhookSpec,
+    prefix: &str,
+    t: &mut Templates,
+) -> Option<Action> {
+    let url = template(cx, t, format!("{prefix}/url"), &w.url, "url")?;
+    let method = w
+        .method
+        .as_ref()
+        .map(|m| m.value.to_ascii_uppercase())
+        .unwrap_or_else(|| "POST".into());
+    if reqwest::Method::from_bytes(method.as_bytes()).is_err() {
+        cx.err(
+            &w.url.referenced,
+            format!("method `{method}` is not an HTTP method"),
+        );
+        return None;
+    }
+    let mut secrets = Vec::new();
+    let mut headers = Vec::new();
+    for (k, v) in &w.headers {
+        if let Ok(e) = expand(&v.value)
+            && e.referenced
+        {
+            secrets.push(e.value.clone());
+        }
+        headers.push((
+            k.clone(),
+            template(cx, t, format!("{prefix}/headers/{k}"), v, "headers")?,
+        ));
+    }
+    let content_type = w
+        .content_type
+        .as_ref()
+        .map(|c| c.value.clone())
+        .unwrap_or_else(|| "application/json".into());
+    let body = match (&w.body, &w.body_template) {
+        (None, None) => Body::None,
+        _ => Body::Text {
+            text: body_text(
+                cx,
+                t,
+                prefix,
+                w.body.as_ref(),
+                w.body_template.as_ref(),
+                &w.url,
+            )?,
+            json: content_type.contains("json"),
+        },
+    };
+    Some(Action::Http(HttpAction {
+        kind: "post_webhook",
+        method,
+        url,
+        headers,
+        body,
+        content_type: Some(content_type),
+        timeout: cx.duration_or(w.timeout.as_ref())?,
+        retries: w.retries.unwrap_or(outbound::DEFAULT_RETRIES),
+        ok_statuses: Vec::new(),
+        secrets,
+    }))
+}
+
+fn compile_ticket(
+    cx: &mut Ctx,
+    o: &OpenTicketSpec,
+    prefix: &str,
+    t: &mut Templates,
+) -> Option<Action> {
+    let Some(system) = System::parse(&o.system.value) else {
+        cx.err(
+            &o.system.referenced,
+            "system must be github, gitlab, jira or servicenow",
+        );
+        return None;
+    };
+    let need = |cx: &mut Ctx, f: Option<&Spanned<String>>, name: &str| -> Option<Secret> {
+        match f {
+            Some(s) => cx.secret(s, name),
+            None => {
+                cx.err(
+                    &o.system.referenced,
+                    format!("open_ticket for {} needs `{name}`", o.system.value),
+                );
+                None
+            }
+        }
+    };
+    let (auth, secrets) = match system {
+        System::Github => {
+            let tok = need(cx, o.token.as_ref(), "token")?;
+            (
+                (
+                    "Authorization".to_string(),
+                    format!("Bearer {}", tok.expose()),
+                ),
+                vec![tok.expose().to_string()],
+            )
+        }
+        System::Gitlab => {
+            let tok = need(cx, o.token.as_ref(), "token")?;
+            (
+                ("PRIVATE-TOKEN".to_string(), tok.expose().to_string()),
+                vec![tok.expose().to_string()],
+            )
+        }
+        System::Jira => {
+            let email = need(cx, o.email.as_ref(), "email")?;
+            let tok = need(cx, o.token.as_ref(), "token")?;
+            (
+                (
+                    "Authorization".to_string(),
+                    basic(email.expose(), tok.expose()),
+                ),
+                vec![tok.expose().to_string()],
+            )
+        }
+        System::Servicenow => {
+            let user = need(cx, o.username.as_ref(), "username")?;
+            let pw = need(cx, o.password.as_ref(), "password")?;
+            (
+                (
+                    "Authorization".to_string(),
+                    basic(user.expose(), pw.expose()),
+                ),
+                vec![pw.expose().to_string()],
+            )
+        }
+    };
+    let default_api = match system {
+        System::Github => Some("https://api.github.com"),
+        System::Gitlab => Some("https://gitlab.com"),
+        _ => None,
+    };
+    let api = match (o.api_url.as_ref(), default_api) {
+        (None, None) => {
+            cx.err(
+                &o.system.referenced,
+                format!("open_ticket for {} needs `api_url`", o.system.value),
+            );
+            return None;
+        }
+        (given, d) => api_url(cx, given, d.unwrap_or_default())?,
+    };
+    let project = match (&o.project, system) {
+        (Some(p), _) => Some(template(cx, t, format!("{prefix}/project"), p, "project")?),
+        (None, System::Servicenow) => None,
+        (None, _) => {
+            cx.err(
+                &o.system.referenced,
+                format!("open_ticket for {} needs `project`", o.system.value),
+            );
+            return None;
+        }
+    };
+    let body = match (&o.body, &o.body_template) {
+        (None, None) => None,
+        _ => Some(body_text(
+            cx,
+            t,
+            prefix,
+            o.body.as_ref(),
+            o.body_template.as_ref(),
+            &o.title,
+        )?),
+    };
+    let mut labels = Vec::new();
+    for (i, l) in o.labels.iter().enumerate() {
+        labels.push(template(
+            cx,
+            t,
+            format!("{prefix}/labels/{i}"),
+            l,
+            "labels",
+        )?);
+    }
+    let dedup_key = match &o.dedup_key {
+        Some(k) => Some(template(
+            cx,
+            t,
+            format!("{prefix}/dedup_key"),
+            k,
+            "dedup_key",
+        )?),
+        None => None,
+    };
+    Some(Action::OpenTicket(TicketAction {
+        system,
+        api_url: api,
+        project,
+        title: template(cx, t, format!("{prefix}/title"), &o.title, "title")?,
+        body,
+        labels,
+        dedup_key,
+        auth,
+        timeout: cx.duration_or(o.timeout.as_ref())?,
+        retries: o.retries.unwrap_or(outbound::DEFAULT_RETRIES),
+        secrets,
+    }))
 }
 
 fn template(
@@ -674,10 +1008,144 @@ fn compile_action(
     cx: &mut Ctx,
     spec: &Spanned<ActionSpec>,
     prefix: &str,
+    internal: &HashSet<&str>,
     dirs: &Dirs,
     t: &mut Templates,
 ) -> Option<Action> {
     match &spec.value {
+        ActionSpec::PostWebhook(w) => compile_webhook(cx, w, prefix, t),
+        ActionSpec::GithubDispatch(g) => {
+            let api = api_url(cx, g.api_url.as_ref(), "https://api.github.com")?;
+            let token = cx.secret(&g.token, "token")?;
+            let payload = g
+                .client_payload
+                .clone()
+                .unwrap_or_else(|| serde_json::json!({}));
+            let body =
+                serde_json::json!({"event_type": g.event_type.value, "client_payload": payload});
+            let body = TValue::compile(t, &format!("{prefix}/body"), &body)
+                .map_err(|m| cx.err(&g.event_type.referenced, format!("template error: {m}")))
+                .ok()?;
+            let url = template(
+                cx,
+                t,
+                format!("{prefix}/url"),
+                &spanned_like(&g.repo, format!("{api}/repos/{}/dispatches", g.repo.value)),
+                "repo",
+            )?;
+            Some(Action::Http(github_call(
+                "github_dispatch",
+                url,
+                Body::Json(body),
+                &token,
+                vec![204],
+                cx.duration_or(g.timeout.as_ref())?,
+                g.retries,
+            )))
+        }
+        ActionSpec::GithubWorkflow(g) => {
+            let api = api_url(cx, g.api_url.as_ref(), "https://api.github.com")?;
+            let token = cx.secret(&g.token, "token")?;
+            let inputs: serde_json::Map<String, serde_json::Value> = g
+                .inputs
+                .iter()
+                .map(|(k, v)| (k.clone(), serde_json::Value::String(v.value.clone())))
+                .collect();
+            let body = serde_json::json!({"ref": g.git_ref.value, "inputs": inputs});
+            let body = TValue::compile(t, &format!("{prefix}/body"), &body)
+                .map_err(|m| cx.err(&g.git_ref.referenced, format!("template error: {m}")))
+                .ok()?;
+            let src = format!(
+                "{api}/repos/{}/actions/workflows/{}/dispatches",
+                g.repo.value, g.workflow.value
+            );
+            let url = template(
+                cx,
+                t,
+                format!("{prefix}/url"),
+                &spanned_like(&g.repo, src),
+                "repo",
+            )?;
+            Some(Action::Http(github_call(
+                "github_workflow",
+                url,
+                Body::Json(body),
+                &token,
+                vec![204, 200],
+                cx.duration_or(g.timeout.as_ref())?,
+                g.retries,
+            )))
+        }
+        ActionSpec::GitlabPipeline(g) => {
+            let api = api_url(cx, g.api_url.as_ref(), "https://gitlab.com")?;
+            let token = cx.secret(&g.token, "token")?;
+            let project = if g.project.value.contains("{{") {
+                g.project.value.clone()
+            } else {
+                crate::actions::outbound::urlencode(&g.project.value)
+            };
+            let src = format!("{api}/api/v4/projects/{project}/trigger/pipeline");
+            let url = template(
+                cx,
+                t,
+                format!("{prefix}/url"),
+                &spanned_like(&g.project, src),
+                "project",
+            )?;
+            let mut fields = vec![
+                (
+                    "token".to_string(),
+                    Text::Literal(token.expose().to_string()),
+                ),
+                (
+                    "ref".to_string(),
+                    template(cx, t, format!("{prefix}/ref"), &g.git_ref, "ref")?,
+                ),
+            ];
+            for (k, v) in &g.variables {
+                fields.push((
+                    format!("variables[{k}]"),
+                    template(cx, t, format!("{prefix}/variables/{k}"), v, "variables")?,
+                ));
+            }
+            Some(Action::Http(HttpAction {
+                kind: "gitlab_pipeline",
+                method: "POST".into(),
+                url,
+                headers: Vec::new(),
+                body: Body::Form(fields),
+                content_type: Some("application/x-www-form-urlencoded".into()),
+                timeout: cx.duration_or(g.timeout.as_ref())?,
+                retries: g.retries.unwrap_or(outbound::DEFAULT_RETRIES),
+                ok_statuses: vec![201],
+                secrets: vec![token.expose().to_string()],
+            }))
+        }
+        ActionSpec::OpenTicket(o) => compile_ticket(cx, o, prefix, t),
+        ActionSpec::PostEvent(p) => {
+            if !internal.contains(p.source.value.as_str()) {
+                cx.err(
+                    &p.source.referenced,
+                    format!(
+                        "post_event: `{}` is not a source of kind `internal`",
+                        p.source.value
+                    ),
+                );
+                return None;
+            }
+            let body = body_text(
+                cx,
+                t,
+                prefix,
+                p.body.as_ref(),
+                p.body_template.as_ref(),
+                &p.source,
+            )?;
+            Some(Action::PostEvent(PostEventAction {
+                source: p.source.value.clone(),
+                body,
+            }))
+        }
         ActionSpec::RunScript(s) => {
             let path = resolve_script(&dirs.scripts, &s.script.value)
                 .map_err(|m| cx.err(&s.script.referenced, m))

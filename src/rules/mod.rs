@@ -72,6 +72,8 @@ pub struct Rule {
     pub sources: Option<Vec<String>>,
     pub condition: Condition,
     pub actions: Vec<Action>,
+    /// Run, in order, when an action has failed for good.
+    pub on_failure: Vec<Action>,
     pub throttle: Option<Throttle>,
 }
 

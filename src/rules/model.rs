@@ -67,6 +67,9 @@ pub struct RuleSpec {
     pub enabled: bool,
     pub throttle: Option<S<ThrottleSpec>>,
     pub actions: Vec<S<ActionSpec>>,
+    /// Runs when an action has failed for good (with `failure` in the context).
+    #[serde(default)]
+    pub on_failure: Vec<S<ActionSpec>>,
 }
 
 /// `throttle: { once_within: 10m, group_by: ['$.snapshot.id'] }`
@@ -85,9 +88,100 @@ fn yes() -> bool {
 /// One entry of `actions:`, written as a one-key mapping (`- run_script: {...}`).
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
+#[allow(clippy::large_enum_variant)] // parsed once at load; boxing buys nothing
 pub enum ActionSpec {
     RunScript(RunScriptSpec),
     Log(LogSpec),
+    PostWebhook(PostWebhookSpec),
+    GithubDispatch(GithubDispatchSpec),
+    GithubWorkflow(GithubWorkflowSpec),
+    GitlabPipeline(GitlabPipelineSpec),
+    OpenTicket(OpenTicketSpec),
+    PostEvent(PostEventSpec),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostWebhookSpec {
+    pub url: S<String>,
+    pub method: Option<S<String>>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, S<String>>,
+    pub body: Option<S<String>>,
+    pub body_template: Option<S<String>>,
+    pub content_type: Option<S<String>>,
+    pub timeout: Option<S<String>>,
+    pub retries: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GithubDispatchSpec {
+    pub repo: S<String>,
+    pub event_type: S<String>,
+    #[serde(default)]
+    pub client_payload: Option<serde_json::Value>,
+    pub token: S<String>,
+    pub api_url: Option<S<String>>,
+    pub timeout: Option<S<String>>,
+    pub retries: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GithubWorkflowSpec {
+    pub repo: S<String>,
+    pub workflow: S<String>,
+    #[serde(rename = "ref")]
+    pub git_ref: S<String>,
+    #[serde(default)]
+    pub inputs: BTreeMap<String, S<String>>,
+    pub token: S<String>,
+    pub api_url: Option<S<String>>,
+    pub timeout: Option<S<String>>,
+    pub retries: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GitlabPipelineSpec {
+    pub project: S<String>,
+    #[serde(rename = "ref")]
+    pub git_ref: S<String>,
+    #[serde(default)]
+    pub variables: BTreeMap<String, S<String>>,
+    pub token: S<String>,
+    pub api_url: Option<S<String>>,
+    pub timeout: Option<S<String>>,
+    pub retries: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpenTicketSpec {
+    pub system: S<String>,
+    pub token: Option<S<String>>,
+    pub email: Option<S<String>>,
+    pub username: Option<S<String>>,
+    pub password: Option<S<String>>,
+    pub api_url: Option<S<String>>,
+    pub project: Option<S<String>>,
+    pub title: S<String>,
+    pub body: Option<S<String>>,
+    pub body_template: Option<S<String>>,
+    #[serde(default)]
+    pub labels: Vec<S<String>>,
+    pub dedup_key: Option<S<String>>,
+    pub timeout: Option<S<String>>,
+    pub retries: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostEventSpec {
+    pub source: S<String>,
+    pub body: Option<S<String>>,
+    pub body_template: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]

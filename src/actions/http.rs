@@ -1,0 +1,205 @@
+//! An outbound HTTP request, rendered: what `post_webhook`, the GitHub/GitLab shortcuts and the
+//! ticket systems send. One client for the process; retries are decided here (what is worth
+//! retrying, how long the server asked to wait) and carried out by the engine.
+
+use std::sync::OnceLock;
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+use super::{Outcome, RunContext};
+
+const BODY_CAP: usize = 64 * 1024;
+
+/// The `User-Agent` of every outbound request.
+pub const USER_AGENT: &str = concat!("rulehook/", env!("CARGO_PKG_VERSION"));
+
+/// A request ready to send. `secrets` (credentials it carries) are masked wherever it is shown.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct HttpCall {
+    pub method: String,
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Option<String>,
+    #[serde(with = "super::script::millis")]
+    pub timeout: Duration,
+    /// Statuses that count as success; empty: any 2xx.
+    #[serde(default)]
+    pub ok_statuses: Vec<u16>,
+    #[serde(skip)]
+    pub secrets: Vec<String>,
+}
+
+pub fn client() -> &'static reqwest::Client {
+    static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
+    CLIENT.get_or_init(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        reqwest::Client::builder()
+            .user_agent(USER_AGENT)
+            .build()
+            .unwrap_or_else(|_| reqwest::Client::new())
+    })
+}
+
+impl HttpCall {
+    /// A copy fit for the history and logs: credentials replaced by `***`.
+    pub fn masked(&self) -> HttpCall {
+        let mask = |s: &str| {
+            self.secrets
+                .iter()
+                .filter(|x| x.len() >= 3)
+                .fold(s.to_string(), |acc, x| acc.replace(x.as_str(), "***"))
+        };
+        HttpCall {
+            method: self.method.clone(),
+            url: mask(&self.url),
+            headers: self
+                .headers
+                .iter()
+                .map(|(k, v)| {
+                    let sensitive = matches!(
+                        k.to_ascii_lowercase().as_str(),
+                        "authorization" | "private-token" | "cookie" | "x-api-key"
+                    );
+                    (k.clone(), if sensitive { "***".into() } else { mask(v) })
+                })
+                .collect(),
+            body: self.body.as_deref().map(mask),
+            timeout: self.timeout,
+            ok_statuses: self.ok_statuses.clone(),
+            secrets: Vec::new(),
+        }
+    }
+
+    fn mask_text(&self, s: &str) -> String {
+        self.secrets
+            .iter()
+            .filter(|x| x.len() >= 3)
+            .fold(s.to_string(), |acc, x| acc.replace(x.as_str(), "***"))
+    }
+
+    pub async fn execute(&self, run: &RunContext) -> Outcome {
+        let method = match reqwest::Method::from_bytes(self.method.as_bytes()) {
+            Ok(m) => m,
+            Err(_) => return Outcome::failed(format!("`{}` is not an HTTP method", self.method)),
+        };
+        let mut req = client()
+            .request(method, &self.url)
+            .timeout(self.timeout)
+            .header("idempotency-key", &run.run_id);
+        for (k, v) in &self.headers {
+            req = req.header(k.as_str(), v.as_str());
+        }
+        if let Some(b) = &self.body {
+            req = req.body(b.clone());
+        }
+        let resp = match req.send().await {
+            Ok(r) => r,
+            Err(e) => {
+                let mut o = Outcome::failed(
+                    self.mask_text(&format!("request to {} failed: {e}", self.masked().url)),
+                );
+                o.retryable = true;
+                return o;
+            }
+        };
+        let status = resp.status().as_u16();
+        let retry_after = retry_after(resp.headers());
+        let mut body = resp.bytes().await.map(|b| b.to_vec()).unwrap_or_default();
+        body.truncate(BODY_CAP);
+        let text = String::from_utf8_lossy(&body).into_owned();
+        let ok = if self.ok_statuses.is_empty() {
+            (200..300).contains(&status)
+        } else {
+            self.ok_statuses.contains(&status)
+        };
+        Outcome {
+            ok,
+            status: Some(status),
+            stdout: text,
+            error: (!ok)
+                .then(|| format!("{} {} answered {status}", self.method, self.masked().url)),
+            retryable: !ok && (status == 408 || status == 429 || status >= 500),
+            retry_after,
+            ..Outcome::default()
+        }
+    }
+}
+
+/// `Retry-After` (seconds or an HTTP date), or GitHub's `x-ratelimit-reset` when
+/// `x-ratelimit-remaining` is 0.
+pub fn retry_after(h: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let text = |n: &str| h.get(n).and_then(|v| v.to_str().ok()).map(str::trim);
+    if let Some(v) = text("retry-after") {
+        if let Ok(secs) = v.parse::<u64>() {
+            return Some(Duration::from_secs(secs));
+        }
+        if let Ok(at) = httpdate::parse_http_date(v) {
+            return Some(at.duration_since(SystemTime::now()).unwrap_or_default());
+        }
+    }
+    if text("x-ratelimit-remaining") == Some("0")
+        && let Some(reset) = text("x-ratelimit-reset").and_then(|v| v.parse::<u64>().ok())
+    {
+        let at = SystemTime::UNIX_EPOCH + Duration::from_secs(reset);
+        return Some(at.duration_since(SystemTime::now()).unwrap_or_default());
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::header::{HeaderMap, HeaderValue};
+
+    #[test]
+    fn retry_after_forms() {
+        let mut h = HeaderMap::new();
+        h.insert("retry-after", HeaderValue::from_static("7"));
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(7)));
+        let later = SystemTime::now() + Duration::from_secs(120);
+        h.insert(
+            "retry-after",
+            HeaderValue::from_str(&httpdate::fmt_http_date(later)).unwrap(),
+        );
+        let d = retry_after(&h).unwrap();
+        assert!(
+            d > Duration::from_secs(100) && d <= Duration::from_secs(120),
+            "{d:?}"
+        );
+        let mut g = HeaderMap::new();
+        let reset = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            + 30;
+        g.insert("x-ratelimit-remaining", HeaderValue::from_static("0"));
+        g.insert(
+            "x-ratelimit-reset",
+            HeaderValue::from_str(&reset.to_string()).unwrap(),
+        );
+        let d = retry_after(&g).unwrap();
+        assert!(
+            d > Duration::from_secs(25) && d <= Duration::from_secs(30),
+            "{d:?}"
+        );
+    }
+
+    #[test]
+    fn masks_credentials() {
+        let call = HttpCall {
+            method: "POST".into(),
+            url: "https://x/api?token=tok-123".into(),
+            headers: vec![
+                ("Authorization".into(), "Bearer tok-123".into()),
+                ("X-Other".into(), "tok-123".into()),
+            ],
+            body: Some(r#"{"token":"tok-123"}"#.into()),
+            timeout: Duration::from_secs(1),
+            ok_statuses: vec![],
+            secrets: vec!["tok-123".into()],
+        };
+        let shown = serde_json::to_string(&call.masked()).unwrap();
+        assert!(!shown.contains("tok-123"), "{shown}");
+    }
+}

@@ -1,0 +1,358 @@
+//! `open_ticket`: GitHub or GitLab issues, Jira Cloud issues, ServiceNow incidents. With a
+//! `dedup_key`, the journal remembers key → ticket; while that ticket is open, a later match
+//! adds a comment to it instead of opening another.
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::http::HttpCall;
+use super::outbound::urlencode;
+use super::{Outcome, RunContext};
+use crate::journal::{Journal, Ticket};
+use crate::templates::{Templates, Text};
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum System {
+    Github,
+    Gitlab,
+    Jira,
+    Servicenow,
+}
+
+impl System {
+    pub fn parse(s: &str) -> Option<System> {
+        match s {
+            "github" => Some(System::Github),
+            "gitlab" => Some(System::Gitlab),
+            "jira" => Some(System::Jira),
+            "servicenow" => Some(System::Servicenow),
+            _ => None,
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            System::Github => "github",
+            System::Gitlab => "gitlab",
+            System::Jira => "jira",
+            System::Servicenow => "servicenow",
+        }
+    }
+}
+
+/// A compiled `open_ticket`.
+#[derive(Debug)]
+pub struct TicketAction {
+    pub system: System,
+    pub api_url: String,
+    pub project: Option<Text>,
+    pub title: Text,
+    pub body: Option<Text>,
+    pub labels: Vec<Text>,
+    pub dedup_key: Option<Text>,
+    /// `Authorization` (or `PRIVATE-TOKEN`) header value.
+    pub auth: (String, String),
+    pub timeout: Duration,
+    pub retries: u32,
+    pub secrets: Vec<String>,
+}
+
+/// A rendered `open_ticket`. Credentials are not serialized.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TicketCall {
+    pub system: System,
+    pub api_url: String,
+    pub project: Option<String>,
+    pub title: String,
+    pub body: String,
+    pub labels: Vec<String>,
+    pub dedup_key: Option<String>,
+    #[serde(skip)]
+    pub auth: (String, String),
+    #[serde(with = "super::script::millis")]
+    pub timeout: Duration,
+    #[serde(skip)]
+    pub secrets: Vec<String>,
+}
+
+/// `Basic base64(user:secret)`.
+pub fn basic(user: &str, secret: &str) -> String {
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{secret}"))
+    )
+}
+
+impl TicketAction {
+    pub fn render(&self, t: &Templates, ctx: &minijinja::Value) -> Result<TicketCall, String> {
+        Ok(TicketCall {
+            system: self.system,
+            api_url: self.api_url.clone(),
+            project: self
+                .project
+                .as_ref()
+                .map(|p| t.render(p, ctx))
+                .transpose()?,
+            title: t.render(&self.title, ctx)?,
+            body: self
+                .body
+                .as_ref()
+                .map(|b| t.render(b, ctx))
+                .transpose()?
+                .unwrap_or_default(),
+            labels: self
+                .labels
+                .iter()
+                .map(|l| t.render(l, ctx))
+                .collect::<Result<_, _>>()?,
+            dedup_key: self
+                .dedup_key
+                .as_ref()
+                .map(|k| t.render(k, ctx))
+                .transpose()?,
+            auth: self.auth.clone(),
+            timeout: self.timeout,
+            secrets: self.secrets.clone(),
+        })
+    }
+}
+
+/// Jira's Atlassian Document Format: one paragraph per blank-line-separated block.
+fn adf(text: &str) -> Value {
+    let paragraphs: Vec<Value> = text
+        .split("\n\n")
+        .filter(|p| !p.trim().is_empty())
+        .map(|p| json!({"type": "paragraph", "content": [{"type": "text", "text": p}]}))
+        .collect();
+    json!({"type": "doc", "version": 1, "content": paragraphs})
+}
+
+impl TicketCall {
+    fn call(&self, method: &str, path: &str, body: Option<Value>, ok: &[u16]) -> HttpCall {
+        let mut headers = vec![
+            (self.auth.0.clone(), self.auth.1.clone()),
+            ("Accept".into(), "application/json".into()),
+        ];
+        if self.system == System::Github {
+            headers[1].1 = "application/vnd.github+json".into();
+            headers.push(("X-GitHub-Api-Version".into(), "2022-11-28".into()));
+        }
+        if body.is_some() {
+            headers.push(("Content-Type".into(), "application/json".into()));
+        }
+        HttpCall {
+            method: method.into(),
+            url: format!("{}{path}", self.api_url.trim_end_matches('/')),
+            headers,
+            body: body.map(|b| b.to_string()),
+            timeout: self.timeout,
+            ok_statuses: ok.to_vec(),
+            secrets: self.secrets.clone(),
+        }
+    }
+
+    fn project(&self) -> &str {
+        self.project.as_deref().unwrap_or_default()
+    }
+
+    /// Opens a ticket, or comments on the open one with the same dedup key.
+    pub async fn execute(&self, run: &RunContext, journal: &dyn Journal) -> Outcome {
+        if let Some(key) = &self.dedup_key {
+            match journal.ticket(key).await {
+                Err(e) => {
+                    return Outcome {
+                        retryable: true,
+                        ..Outcome::failed(e.to_string())
+                    };
+                }
+                Ok(Some(t)) if t.system == self.system.name() => {
+                    match self.still_open(&t, run).await {
+                        Err(o) => return o,
+                        Ok(true) => return self.comment(&t, run).await,
+                        Ok(false) => {
+                            if let Err(e) = journal.close_ticket(key).await {
+                                return Outcome {
+                                    retryable: true,
+                                    ..Outcome::failed(e.to_string())
+                                };
+                            }
+                        }
+                    }
+                }
+                Ok(_) => {}
+            }
+        }
+        let mut out = self.create(run).await;
+        if out.ok
+            && let (Some(key), Some(r)) = (&self.dedup_key, &out.result)
+        {
+            let t = Ticket {
+                system: self.system.name().into(),
+                id: r["ticket_id"].as_str().unwrap_or_default().into(),
+                url: r["url"].as_str().unwrap_or_default().into(),
+            };
+            if let Err(e) = journal.put_ticket(key, &t).await {
+                out.ok = false;
+                out.error = Some(format!("ticket {} opened but not recorded: {e}", t.url));
+            }
+        }
+        out
+    }
+
+    async fn create(&self, run: &RunContext) -> Outcome {
+        let p = self.project();
+        let call = match self.system {
+            System::Github => self.call(
+                "POST",
+                &format!("/repos/{p}/issues"),
+                Some(json!({"title": self.title, "body": self.body, "labels": self.labels})),
+                &[201],
+            ),
+            System::Gitlab => self.call(
+                "POST",
+                &format!("/api/v4/projects/{}/issues", urlencode(p)),
+                Some(json!({"title": self.title, "description": self.body, "labels": self.labels.join(",")})),
+                &[201],
+            ),
+            System::Jira => self.call(
+                "POST",
+                "/rest/api/3/issue",
+                Some(json!({"fields": {
+                    "project": {"key": p},
+                    "summary": self.title,
+                    "description": adf(&self.body),
+                    "issuetype": {"name": "Task"},
+                    "labels": self.labels,
+                }})),
+                &[201],
+            ),
+            System::Servicenow => self.call(
+                "POST",
+                "/api/now/table/incident",
+                Some(json!({
+                    "short_description": self.title,
+                    "description": self.body,
+                    "correlation_id": self.dedup_key.clone().unwrap_or_else(|| run.run_id.clone()),
+                })),
+                &[201],
+            ),
+        };
+        let mut out = call.execute(run).await;
+        if out.ok {
+            let v: Value = serde_json::from_str(&out.stdout).unwrap_or(Value::Null);
+            let base = self.api_url.trim_end_matches('/');
+            let (id, url) = match self.system {
+                System::Github => (
+                    v["number"].to_string(),
+                    v["html_url"].as_str().unwrap_or_default().to_string(),
+                ),
+                System::Gitlab => (
+                    v["iid"].to_string(),
+                    v["web_url"].as_str().unwrap_or_default().to_string(),
+                ),
+                System::Jira => {
+                    let key = v["key"].as_str().unwrap_or_default().to_string();
+                    (key.clone(), format!("{base}/browse/{key}"))
+                }
+                System::Servicenow => {
+                    let id = v["result"]["sys_id"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string();
+                    (
+                        id.clone(),
+                        format!("{base}/nav_to.do?uri=incident.do?sys_id={id}"),
+                    )
+                }
+            };
+            out.result = Some(
+                json!({"ticket_id": id, "url": url, "system": self.system.name(), "commented": false}),
+            );
+        }
+        out
+    }
+
+    /// Asks the system whether the ticket is still open.
+    async fn still_open(&self, t: &Ticket, run: &RunContext) -> Result<bool, Outcome> {
+        let p = self.project();
+        let call = match self.system {
+            System::Github => {
+                self.call("GET", &format!("/repos/{p}/issues/{}", t.id), None, &[200])
+            }
+            System::Gitlab => self.call(
+                "GET",
+                &format!("/api/v4/projects/{}/issues/{}", urlencode(p), t.id),
+                None,
+                &[200],
+            ),
+            System::Jira => self.call(
+                "GET",
+                &format!("/rest/api/3/issue/{}?fields=status", t.id),
+                None,
+                &[200],
+            ),
+            System::Servicenow => self.call(
+                "GET",
+                &format!("/api/now/table/incident/{}?sysparm_fields=state", t.id),
+                None,
+                &[200],
+            ),
+        };
+        let out = call.execute(run).await;
+        if out.status == Some(404) {
+            return Ok(false);
+        }
+        if !out.ok {
+            return Err(out);
+        }
+        let v: Value = serde_json::from_str(&out.stdout).unwrap_or(Value::Null);
+        Ok(match self.system {
+            System::Github => v["state"] == "open",
+            System::Gitlab => v["state"] == "opened",
+            System::Jira => v["fields"]["status"]["statusCategory"]["key"] != "done",
+            // 6 resolved, 7 closed, 8 canceled
+            System::Servicenow => !matches!(v["result"]["state"].as_str(), Some("6" | "7" | "8")),
+        })
+    }
+
+    async fn comment(&self, t: &Ticket, run: &RunContext) -> Outcome {
+        let p = self.project();
+        let text = format!("{}\n\n{}", self.title, self.body);
+        let call = match self.system {
+            System::Github => self.call(
+                "POST",
+                &format!("/repos/{p}/issues/{}/comments", t.id),
+                Some(json!({"body": text})),
+                &[201],
+            ),
+            System::Gitlab => self.call(
+                "POST",
+                &format!("/api/v4/projects/{}/issues/{}/notes", urlencode(p), t.id),
+                Some(json!({"body": text})),
+                &[201],
+            ),
+            System::Jira => self.call(
+                "POST",
+                &format!("/rest/api/3/issue/{}/comment", t.id),
+                Some(json!({"body": adf(&text)})),
+                &[201],
+            ),
+            System::Servicenow => self.call(
+                "PATCH",
+                &format!("/api/now/table/incident/{}", t.id),
+                Some(json!({"work_notes": text})),
+                &[200],
+            ),
+        };
+        let mut out = call.execute(run).await;
+        if out.ok {
+            out.result = Some(
+                json!({"ticket_id": t.id, "url": t.url, "system": t.system, "commented": true}),
+            );
+        }
+        out
+    }
+}
