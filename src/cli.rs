@@ -267,7 +267,7 @@ fn test(t: &TestArgs) -> anyhow::Result<ExitCode> {
                     json!({"event": body, "meta": meta, "previous": previous}),
                 );
                 actions.push(match a.render(&set.templates, &ctx) {
-                    Ok(r) => serde_json::to_value(r).unwrap_or(Value::Null),
+                    Ok(r) => r.for_history(),
                     Err(e) => json!({"render_error": e}),
                 });
             }

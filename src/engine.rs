@@ -191,6 +191,17 @@ impl Engine {
         self.ingest(event).await.map(Some)
     }
 
+    /// Puts a job that failed for good (a dead letter) back in the queue; it resumes at the
+    /// action that failed. `false` when there is no such failed job.
+    pub async fn rerun(self: &Arc<Self>, job_id: &str) -> Result<bool, JournalError> {
+        let reopened = self.journal.reopen_job(job_id).await?;
+        if reopened {
+            self.spilled.store(true, Ordering::SeqCst);
+            self.pump.notify_one();
+        }
+        Ok(reopened)
+    }
+
     /// Loads jobs left only in the journal whenever there is room for them.
     async fn pump_loop(self: Arc<Self>) {
         loop {
@@ -473,8 +484,12 @@ impl Engine {
                 _ => Value::Null,
             },
         };
+        // Retries are counted per run of the action (a rerun gets a fresh budget); attempt
+        // numbers keep counting across restarts and reruns.
+        let mut tries = 0;
         loop {
             attempt += 1;
+            tries += 1;
             let begun = std::time::Instant::now();
             let outcome = if let Rendered::PostEvent(p) = &rendered {
                 self.post_event(p, event).await
@@ -509,7 +524,7 @@ impl Engine {
                 .increment(1);
             let retry = !outcome.ok
                 && outcome.retryable
-                && attempt <= action.retries()
+                && tries <= action.retries()
                 && !self.shutdown.is_cancelled();
             let close = (outcome.ok && close_on_success).then_some(Close {
                 state: JobState::Done,

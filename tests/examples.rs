@@ -8,8 +8,32 @@ use std::time::Duration;
 
 use common::{client, post_signed, repo_path};
 
-#[tokio::test]
+/// A stand-in for api.github.com and gitlab.com: records what it receives.
+async fn fake_api() -> (
+    String,
+    std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>,
+) {
+    use axum::http::Uri;
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let keep = seen.clone();
+    let app = axum::Router::new().fallback(move |uri: Uri, body: String| {
+        let keep = keep.clone();
+        async move {
+            keep.lock().unwrap().push((uri.path().to_string(), body));
+            let status = if uri.path().ends_with("/issues") || uri.path().ends_with("/pipeline") { 201 } else { 204 };
+            let reply = r#"{"number": 12, "html_url": "https://github.example/acme/netops/issues/12", "id": 5}"#;
+            (axum::http::StatusCode::from_u16(status).unwrap(), reply)
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shipped_examples_work_end_to_end() {
+    let (api, seen) = fake_api().await;
     let tmp = tempfile::tempdir().unwrap();
     let logs = |n: &str| tmp.path().join(n).display().to_string();
     let mut child = Command::new(env!("CARGO_BIN_EXE_rulehook"))
@@ -19,6 +43,8 @@ async fn shipped_examples_work_end_to_end() {
         .env("REMEDIATION_LOG", logs("remediation.log"))
         .env("ONBOARD_LOG", logs("onboard.log"))
         .env("CATALYST_LOG", logs("catalyst.log"))
+        .env("GITHUB_API_URL", &api)
+        .env("GITLAB_API_URL", &api)
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(tmp.path().join("serve.log")).unwrap())
         .spawn()
@@ -98,6 +124,94 @@ async fn shipped_examples_work_end_to_end() {
     let log = std::fs::read_to_string(tmp.path().join("serve.log")).unwrap();
     assert!(log.contains("Infrahub device atl1-edge1"), "{log}");
     assert!(!log.contains("change-me-"), "a secret reached the log");
+
+    // Infrahub -> repository_dispatch with the templated client_payload; NetBox -> GitLab pipeline.
+    for _ in 0..100 {
+        if seen.lock().unwrap().len() >= 2 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let calls = seen.lock().unwrap().clone();
+    let dispatch = calls
+        .iter()
+        .find(|(p, _)| p == "/repos/acme/netops/dispatches")
+        .expect("dispatch sent");
+    let payload: serde_json::Value = serde_json::from_str(&dispatch.1).unwrap();
+    assert_eq!(payload["event_type"], "infrahub-device-changed");
+    assert_eq!(
+        payload["client_payload"]["summary"],
+        "InfraDevice atl1-edge1 updated on main: description, status"
+    );
+    let pipeline = calls
+        .iter()
+        .find(|(p, _)| p == "/api/v4/projects/netops%2Fonboarding/trigger/pipeline")
+        .expect("pipeline triggered");
+    assert!(
+        pipeline.1.contains("variables%5BDEVICE%5D=atl1-edge3"),
+        "{}",
+        pipeline.1
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[tokio::test]
+async fn a_failed_remediation_opens_one_ticket_per_snapshot() {
+    let (api, seen) = fake_api().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rulehook"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(tmp.path().join("data"))
+        .current_dir(repo_path(""))
+        // The script cannot write its log: it fails, as a real remediation might.
+        .env("REMEDIATION_LOG", "/nonexistent/dir/remediation.log")
+        .env("GITHUB_API_URL", &api)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+    let base = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap()
+        .to_string();
+    let c = client();
+    let body = std::fs::read(repo_path(
+        "rulebooks/events/ipfabric-discover-completed.json",
+    ))
+    .unwrap();
+    let (st, _) = post_signed(
+        &c,
+        &format!("{base}/hooks/ipfabric"),
+        "ipfabric",
+        "change-me-ipfabric",
+        &body,
+    )
+    .await;
+    assert_eq!(st, 202);
+    for _ in 0..100 {
+        if !seen.lock().unwrap().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let calls = seen.lock().unwrap().clone();
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert_eq!(calls[0].0, "/repos/acme/netops/issues");
+    let issue: serde_json::Value = serde_json::from_str(&calls[0].1).unwrap();
+    assert_eq!(
+        issue["title"],
+        "Remediation failed for snapshot a6b1d1a4-6a7c-4ba8-9b4c-1c3f0c8f9e21"
+    );
+    assert!(
+        issue["body"].as_str().unwrap().contains("exit code: 2"),
+        "{}",
+        issue["body"]
+    );
     let _ = child.kill();
     let _ = child.wait();
 }

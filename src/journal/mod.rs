@@ -198,6 +198,9 @@ pub trait Journal: Send + Sync + 'static {
     /// Forgets the key's ticket (it was closed): the next match opens a new one.
     async fn close_ticket(&self, dedup_key: &str) -> Result<(), JournalError>;
 
+    /// Makes a failed job pending again (a dead letter re-run). `false` if it is not failed.
+    async fn reopen_job(&self, job_id: &str) -> Result<bool, JournalError>;
+
     /// One stored event.
     async fn event(&self, id: &str) -> Result<Option<Arc<StoredEvent>>, JournalError>;
 

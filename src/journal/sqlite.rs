@@ -647,6 +647,21 @@ impl Journal for SqliteJournal {
         .await
     }
 
+    async fn reopen_job(&self, job_id: &str) -> Result<bool, JournalError> {
+        let id = job_id.to_string();
+        let (tx, rx) = oneshot::channel();
+        self.write(move |c| {
+            let n = c.execute(
+                "UPDATE jobs SET state = 'pending', error = NULL, finished_at = NULL WHERE id = ?1 AND state = 'failed'",
+                params![id],
+            )?;
+            let _ = tx.send(n > 0);
+            Ok(())
+        })
+        .await?;
+        Ok(rx.await.unwrap_or(false))
+    }
+
     async fn event(&self, id: &str) -> Result<Option<Arc<StoredEvent>>, JournalError> {
         let id = id.to_string();
         self.read(move |c| {

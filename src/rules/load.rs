@@ -1079,10 +1079,11 @@ fn compile_action(
         ActionSpec::GitlabPipeline(g) => {
             let api = api_url(cx, g.api_url.as_ref(), "https://gitlab.com")?;
             let token = cx.secret(&g.token, "token")?;
-            let project = if g.project.value.contains("{{") {
-                g.project.value.clone()
+            let project = cx.expand(&g.project, "project")?;
+            let project = if project.contains("{{") {
+                project
             } else {
-                crate::actions::outbound::urlencode(&g.project.value)
+                crate::actions::outbound::urlencode(&project)
             };
             let src = format!("{api}/api/v4/projects/{project}/trigger/pipeline");
             let url = template(

@@ -30,6 +30,8 @@ pub enum ApiError {
     BadQuery(String),
     #[error("no event with this id")]
     NoSuchEvent,
+    #[error("no failed job with this id")]
+    NoSuchJob,
     #[error("rate limit exceeded for this source; retry after {0} s")]
     RateLimited(u64),
     #[error("the request body did not arrive in time")]
@@ -56,7 +58,7 @@ impl ApiError {
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::AdminOnly => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::BadQuery(_) => (StatusCode::BAD_REQUEST, "bad_request"),
-            ApiError::NoSuchEvent => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::NoSuchEvent | ApiError::NoSuchJob => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             ApiError::BodyTimeout => (StatusCode::REQUEST_TIMEOUT, "body_timeout"),
         }

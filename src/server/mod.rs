@@ -42,6 +42,7 @@ pub fn app(state: AppState) -> Router {
         .route("/api/events/{id}", get(event_detail))
         .route("/api/events/{id}/replay", post(replay))
         .route("/api/status", get(status))
+        .route("/api/jobs/{id}/rerun", post(rerun))
         .route("/metrics", get(metrics_text))
         .fallback(hook)
         .with_state(state)
@@ -101,6 +102,24 @@ async fn status(
         "reload": reload,
     }))
     .into_response())
+}
+
+/// Re-runs a dead letter (a job that failed for good) from the action that failed.
+async fn rerun(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    admin(&state, peer, &headers)?;
+    if !state.engine.rerun(&id).await? {
+        return Err(ApiError::NoSuchJob);
+    }
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"job": id, "status": "pending"})),
+    )
+        .into_response())
 }
 
 async fn replay(
