@@ -32,6 +32,16 @@ use crate::verify::VerifiedEvent;
 /// Jobs held in memory (running or waiting for a worker) before new ones are left in the journal.
 pub const MAX_IN_MEMORY: usize = 1024;
 
+/// What every action of one job shares.
+struct JobRun<'a> {
+    rules: &'a RuleSet,
+    rule: &'a crate::rules::Rule,
+    job: &'a Job,
+    event: &'a StoredEvent,
+    /// `meta` in templates.
+    meta: Value,
+}
+
 /// How one action ended.
 enum Step {
     Done(Outcome),
@@ -319,6 +329,13 @@ impl Engine {
             "rulebook": rule.rulebook,
             "rule": rule.name,
         });
+        let jr = JobRun {
+            rules,
+            rule,
+            job,
+            event,
+            meta,
+        };
         let mut previous = Value::Null;
         // The main actions, unless a restart finds the job already in its on_failure part.
         if job.next_action < ON_FAILURE {
@@ -329,30 +346,15 @@ impl Engine {
                 } else {
                     0
                 };
-                let close_on_success = idx == last;
                 let step = self
-                    .run_action(
-                        rules,
-                        rule,
-                        job,
-                        event,
-                        &meta,
-                        idx,
-                        action,
-                        start,
-                        &previous,
-                        &Value::Null,
-                        close_on_success,
-                    )
+                    .run_action(&jr, idx, action, start, &previous, &Value::Null)
                     .await?;
                 match step {
                     Step::Done(out) => previous = out.previous(),
                     Step::Stopped => return Ok(()),
                     Step::Failed { out, attempts } => {
                         let failure = failure_context(action, &out, attempts);
-                        return self
-                            .run_on_failure(rules, rule, job, event, &meta, 0, &failure, out.error)
-                            .await;
+                        return self.run_on_failure(&jr, 0, &failure, out.error).await;
                     }
                 }
             }
@@ -372,40 +374,25 @@ impl Engine {
         }
         // Resumed inside on_failure: the failure details are in the history, not in memory.
         let failure = json!({"action": "unknown (resumed after a restart)", "error": "see the job's history"});
-        self.run_on_failure(
-            rules,
-            rule,
-            job,
-            event,
-            &meta,
-            job.next_action - ON_FAILURE,
-            &failure,
-            None,
-        )
-        .await
+        self.run_on_failure(&jr, job.next_action - ON_FAILURE, &failure, None)
+            .await
     }
 
     /// Runs the rule's `on_failure` actions from `from`; closes the job as failed.
-    #[allow(clippy::too_many_arguments)]
     async fn run_on_failure(
         self: &Arc<Self>,
-        rules: &RuleSet,
-        rule: &crate::rules::Rule,
-        job: &Job,
-        event: &StoredEvent,
-        meta: &Value,
+        jr: &JobRun<'_>,
         from: usize,
         failure: &Value,
         error: Option<String>,
     ) -> Result<(), JournalError> {
+        let (rule, job) = (jr.rule, jr.job);
         let error = error.or_else(|| failure["error"].as_str().map(str::to_string));
         let mut previous = Value::Null;
         for (i, action) in rule.on_failure.iter().enumerate().skip(from) {
             let idx = ON_FAILURE + i;
             match self
-                .run_action(
-                    rules, rule, job, event, meta, idx, action, 0, &previous, failure, false,
-                )
+                .run_action(jr, idx, action, 0, &previous, failure)
                 .await?
             {
                 Step::Done(out) => previous = out.previous(),
@@ -428,21 +415,18 @@ impl Engine {
     }
 
     /// One action, with its attempts and retries. Records every attempt.
-    #[allow(clippy::too_many_arguments)]
     async fn run_action(
         self: &Arc<Self>,
-        rules: &RuleSet,
-        rule: &crate::rules::Rule,
-        job: &Job,
-        event: &StoredEvent,
-        meta: &Value,
+        jr: &JobRun<'_>,
         idx: usize,
         action: &Action,
         start_attempt: u32,
         previous: &Value,
         failure: &Value,
-        close_on_success: bool,
     ) -> Result<Step, JournalError> {
+        // The last main action's success closes the job, in the same write.
+        let close_on_success = idx + 1 == jr.rule.actions.len();
+        let (rules, rule, job, event, meta) = (jr.rules, jr.rule, jr.job, jr.event, &jr.meta);
         let body = event.doc.body();
         // Built from references: the event is not copied per action.
         let ctx = minijinja::context! {

@@ -8,6 +8,29 @@ use std::time::Duration;
 
 use common::{client, post_signed, repo_path};
 
+/// `rulehook serve` on the shipped rulebooks, data in `tmp`, log in `tmp/serve.log`.
+fn serve_shipped(tmp: &std::path::Path, vars: &[(&str, String)]) -> (std::process::Child, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_rulehook"));
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(tmp.join("data"))
+        .current_dir(repo_path(""))
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(tmp.join("serve.log")).unwrap());
+    for (k, v) in vars {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+    let base = line
+        .trim()
+        .strip_prefix("listening on ")
+        .expect("listening line")
+        .to_string();
+    (child, base)
+}
+
 /// A stand-in for api.github.com and gitlab.com: records what it receives.
 async fn fake_api() -> (
     String,
@@ -36,27 +59,16 @@ async fn shipped_examples_work_end_to_end() {
     let (api, seen) = fake_api().await;
     let tmp = tempfile::tempdir().unwrap();
     let logs = |n: &str| tmp.path().join(n).display().to_string();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_rulehook"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
-        .arg(tmp.path().join("data"))
-        .current_dir(repo_path(""))
-        .env("REMEDIATION_LOG", logs("remediation.log"))
-        .env("ONBOARD_LOG", logs("onboard.log"))
-        .env("CATALYST_LOG", logs("catalyst.log"))
-        .env("GITHUB_API_URL", &api)
-        .env("GITLAB_API_URL", &api)
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(tmp.path().join("serve.log")).unwrap())
-        .spawn()
-        .unwrap();
-    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
-    let base = line
-        .trim()
-        .strip_prefix("listening on ")
-        .expect("listening line")
-        .to_string();
+    let (mut child, base) = serve_shipped(
+        tmp.path(),
+        &[
+            ("REMEDIATION_LOG", logs("remediation.log")),
+            ("ONBOARD_LOG", logs("onboard.log")),
+            ("CATALYST_LOG", logs("catalyst.log")),
+            ("GITHUB_API_URL", api.clone()),
+            ("GITLAB_API_URL", api.clone()),
+        ],
+    );
     let c = client();
     let ev = |n: &str| std::fs::read(repo_path(&format!("rulebooks/events/{n}"))).unwrap();
 
@@ -160,25 +172,17 @@ async fn shipped_examples_work_end_to_end() {
 async fn a_failed_remediation_opens_one_ticket_per_snapshot() {
     let (api, seen) = fake_api().await;
     let tmp = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_rulehook"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
-        .arg(tmp.path().join("data"))
-        .current_dir(repo_path(""))
-        // The script cannot write its log: it fails, as a real remediation might.
-        .env("REMEDIATION_LOG", "/nonexistent/dir/remediation.log")
-        .env("GITHUB_API_URL", &api)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
-    let base = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap()
-        .to_string();
+    // The script cannot write its log: it fails, as a real remediation might.
+    let (mut child, base) = serve_shipped(
+        tmp.path(),
+        &[
+            (
+                "REMEDIATION_LOG",
+                "/nonexistent/dir/remediation.log".to_string(),
+            ),
+            ("GITHUB_API_URL", api.clone()),
+        ],
+    );
     let c = client();
     let body = std::fs::read(repo_path(
         "rulebooks/events/ipfabric-discover-completed.json",

@@ -22,21 +22,7 @@ use crate::secrets::{Secret, expand};
 use crate::sources::{DEFAULT_MAX_BODY, RateLimit, Source};
 use crate::templates::{TValue, Templates, Text};
 use crate::units::{parse_duration, parse_size};
-use crate::verify::{Algorithm, Encoding, Verifier};
-
-const KINDS: &[&str] = &[
-    "ipfabric",
-    "netbox",
-    "standard-webhooks",
-    "infrahub",
-    "github",
-    "gitlab",
-    "basic",
-    "bearer",
-    "hmac",
-    "none",
-    "internal",
-];
+use crate::verify::{Algorithm, Encoding, KINDS, Verifier};
 
 /// One rulebook file being compiled: its name, text, and the errors found so far.
 struct Ctx<'a> {

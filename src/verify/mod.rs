@@ -186,7 +186,8 @@ impl VerifiedEvent {
     }
 }
 
-const KINDS: &[&str] = &[
+/// Every source kind, as written in rulebooks.
+pub const KINDS: &[&str] = &[
     "ipfabric",
     "netbox",
     "standard-webhooks",
