@@ -303,6 +303,8 @@ fn test(t: &TestArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    // Before the rules load: sources register their metric handles with it.
+    let metrics = crate::telemetry::install_metrics();
     let dirs = args.dirs.dirs();
     let set = match crate::rules::load(&dirs) {
         Ok(s) => s,
@@ -311,7 +313,6 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     for w in &set.warnings {
         tracing::warn!("{w}");
     }
-    let metrics = crate::telemetry::install_metrics();
     let journal: Arc<dyn Journal> = Arc::new(
         SqliteJournal::open(&args.data)
             .with_context(|| format!("cannot open the journal in {}", args.data.display()))?,

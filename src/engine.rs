@@ -163,9 +163,7 @@ impl Engine {
                     match job {
                         Some(job) => {
                             n += 1;
-                            let r = &rules.rules[rule];
-                            metrics::counter!(names::MATCHES, "rulebook" => r.rulebook.clone(), "rule" => r.name.clone())
-                                .increment(1);
+                            rules.rules[rule].count_match();
                             self.schedule(rules.clone(), rule, job, event.clone(), false);
                         }
                         None => {

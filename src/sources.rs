@@ -25,8 +25,30 @@ pub struct Source {
     pub dedup_window: Option<Duration>,
     /// `rate_limit`: requests beyond it are answered 429.
     pub rate_limit: Option<Arc<RateLimit>>,
+    /// This source's counters, registered once (label lookups stay off the request path).
+    pub meter: SourceMeter,
     /// The rulebook file that declared it.
     pub rulebook: String,
+}
+
+/// Per-source metric handles.
+#[derive(Debug, Clone)]
+pub struct SourceMeter {
+    pub received: metrics::Counter,
+    pub accepted: metrics::Counter,
+    pub duplicate: metrics::Counter,
+}
+
+impl SourceMeter {
+    pub fn new(source: &str) -> SourceMeter {
+        use crate::telemetry::names;
+        let s = source.to_string();
+        SourceMeter {
+            received: metrics::counter!(names::RECEIVED, "source" => s.clone()),
+            accepted: metrics::counter!(names::ACCEPTED, "source" => s.clone(), "duplicate" => "false"),
+            duplicate: metrics::counter!(names::ACCEPTED, "source" => s, "duplicate" => "true"),
+        }
+    }
 }
 
 /// A per-source token bucket (`rate_limit: {per_second, burst}`).
@@ -96,6 +118,7 @@ mod tests {
             allow_from: vec!["10.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()],
             dedup_window: None,
             rate_limit: None,
+            meter: SourceMeter::new("x"),
             rulebook: "r".into(),
         };
         assert!(s.allows("10.1.2.3".parse().unwrap()));

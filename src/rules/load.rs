@@ -19,7 +19,7 @@ use crate::actions::outbound::{self, Body, HttpAction};
 use crate::actions::ticket::{System, TicketAction, basic};
 use crate::actions::{Action, log, script};
 use crate::secrets::{Secret, expand};
-use crate::sources::{DEFAULT_MAX_BODY, RateLimit, Source};
+use crate::sources::{DEFAULT_MAX_BODY, RateLimit, Source, SourceMeter};
 use crate::templates::{TValue, Templates, Text};
 use crate::units::{parse_duration, parse_size};
 use crate::verify::{Algorithm, Encoding, KINDS, Verifier};
@@ -509,6 +509,7 @@ fn compile_source(cx: &mut Ctx, spec: &SourceSpec, rulebook: &str) -> Option<Sou
         verifier,
         max_body,
         rate_limit,
+        meter: SourceMeter::new(&spec.name.value),
         allow_from,
         dedup_window,
         rulebook: rulebook.to_string(),
@@ -666,6 +667,7 @@ fn compile_rule(
         actions,
         on_failure,
         throttle,
+        matches: Default::default(),
     })
 }
 

@@ -75,6 +75,19 @@ pub struct Rule {
     /// Run, in order, when an action has failed for good.
     pub on_failure: Vec<Action>,
     pub throttle: Option<Throttle>,
+    /// Its match counter, registered on first use.
+    pub matches: std::sync::OnceLock<metrics::Counter>,
+}
+
+impl Rule {
+    pub fn count_match(&self) {
+        self.matches
+            .get_or_init(|| {
+                metrics::counter!(crate::telemetry::names::MATCHES,
+                    "rulebook" => self.rulebook.clone(), "rule" => self.name.clone())
+            })
+            .increment(1);
+    }
 }
 
 /// `throttle:` — the first match of a group fires; the rest within the window are recorded as

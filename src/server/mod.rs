@@ -155,7 +155,7 @@ async fn hook(
     if method != Method::POST {
         return Err(ApiError::MethodNotAllowed);
     }
-    metrics::counter!(names::RECEIVED, "source" => source.name.clone()).increment(1);
+    source.meter.received.increment(1);
     let result = receive(&state, source, peer, &headers, body).await;
     if let Err(e) = &result {
         metrics::counter!(names::REJECTED, "source" => source.name.clone(), "reason" => e.code())
@@ -213,9 +213,11 @@ async fn receive(
         SystemTime::now(),
     )?;
     let done = state.engine.ingest(event).await?;
-    let dup = if done.duplicate { "true" } else { "false" };
-    metrics::counter!(names::ACCEPTED, "source" => source.name.clone(), "duplicate" => dup)
-        .increment(1);
+    if done.duplicate {
+        source.meter.duplicate.increment(1);
+    } else {
+        source.meter.accepted.increment(1);
+    }
     if done.duplicate {
         tracing::info!(source = %source.name, id = %done.id, "duplicate delivery: not processed again");
     } else {
