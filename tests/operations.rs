@@ -109,6 +109,40 @@ async fn reload_adds_rules_and_a_broken_file_changes_nothing() {
         s["reload"]["last_error"].is_null()
     })
     .await;
+    // A source added in a file is served at once; removed, its path is gone.
+    env.rulebook(
+        "c.yml",
+        "sources:\n  - { name: eem, kind: bearer, secret: tok }\n",
+    );
+    let added = wait_for(&c, &server.url("/api/status"), |s| {
+        s["sources"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|x| x["name"] == "eem"))
+    })
+    .await;
+    assert_eq!(added["sources"][1]["path"], "/hooks/eem", "{added}");
+    let resp = c
+        .post(server.url("/hooks/eem"))
+        .header("authorization", "Bearer tok")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 202);
+    std::fs::remove_file(env.path("rulebooks").join("c.yml")).unwrap();
+    wait_for(&c, &server.url("/api/status"), |s| {
+        s["sources"].as_array().is_some_and(|a| a.len() == 1)
+    })
+    .await;
+    let resp = c
+        .post(server.url("/hooks/eem"))
+        .header("authorization", "Bearer tok")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 404);
+
     let pid = nix::unistd::Pid::from_raw(server.pid());
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
     let status = wait_for(&c, &server.url("/api/status"), |s| {
@@ -674,4 +708,42 @@ fn slow_bodies_time_out_and_connections_are_capped() {
     let mut ok = String::new();
     let _ = fourth.read_to_string(&mut ok);
     assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+}
+
+#[tokio::test]
+async fn log_json_writes_one_json_object_per_line() {
+    let env = Env::new();
+    record_script(&env);
+    env.rulebook("a.yml", &format!("{SOURCE}{}", rule("r", "$.n == 1")));
+    let server = Server::start(&env, &["--log-json"], &[]);
+    let c = client();
+    post_signed(
+        &c,
+        &server.url("/hooks/ipf"),
+        "ipfabric",
+        "s3cret",
+        br#"{"n":1}"#,
+    )
+    .await;
+    post_signed(
+        &c,
+        &server.url("/hooks/ipf"),
+        "ipfabric",
+        "nope",
+        br#"{"n":1}"#,
+    )
+    .await;
+    env.wait_lines("runs.txt", 1, Duration::from_secs(10));
+    let log = server.log_text();
+    let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(lines.len() >= 2, "{log}");
+    for l in &lines {
+        let v: Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"));
+        assert!(v["level"].is_string() && v["fields"].is_object(), "{l}");
+    }
+    assert!(
+        lines.iter().any(|l| l.contains("invalid_signature")),
+        "{log}"
+    );
+    assert!(!log.contains("s3cret"));
 }
