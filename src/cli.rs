@@ -333,19 +333,32 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     let set = Arc::new(set);
-    println!("listening on {scheme}://{addr}");
+    // What serve prints for people and scripts; a closed stdout must not stop the service.
+    let mut banner = format!("listening on {scheme}://{addr}\n");
     if let Some(t) = &tls {
-        println!("tls certificate sha256 fingerprint {}", t.fingerprint);
+        banner.push_str(&format!(
+            "tls certificate sha256 fingerprint {}\n",
+            t.fingerprint
+        ));
     }
     for s in &set.sources {
         match &s.path {
-            Some(p) => println!(
-                "source {} ({}) at {scheme}://{addr}{p}",
+            Some(p) => banner.push_str(&format!(
+                "source {} ({}) at {scheme}://{addr}{p}\n",
                 s.name,
                 s.verifier.kind()
-            ),
-            None => println!("source {} ({}) internal", s.name, s.verifier.kind()),
+            )),
+            None => banner.push_str(&format!(
+                "source {} ({}) internal\n",
+                s.name,
+                s.verifier.kind()
+            )),
         }
+    }
+    {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(banner.as_bytes()).and_then(|()| out.flush());
     }
     let engine = Engine::new(journal, set, args.concurrency);
     engine.start();
