@@ -23,6 +23,9 @@ use crate::verify::VerifiedEvent;
 
 const MAX_BATCH: usize = 1024;
 
+/// Bumped whenever the tables change shape.
+const SCHEMA_VERSION: i64 = 1;
+
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY,
@@ -55,7 +58,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     created_at INTEGER NOT NULL,
     finished_at INTEGER
 );
-CREATE INDEX IF NOT EXISTS jobs_event ON jobs(event_id);
+-- A job's id starts with its event's id and ':', so the primary key also finds an event's jobs.
 -- Pending jobs in insertion (= acceptance) order, for the pump.
 CREATE INDEX IF NOT EXISTS jobs_pending ON jobs(state) WHERE state = 'pending';
 CREATE TABLE IF NOT EXISTS attempts (
@@ -74,9 +77,8 @@ CREATE TABLE IF NOT EXISTS attempts (
     error TEXT,
     status INTEGER,
     result TEXT,
-    PRIMARY KEY (run_id, attempt)
+    PRIMARY KEY (job_id, action_index, attempt)
 );
-CREATE INDEX IF NOT EXISTS attempts_job ON attempts(job_id);
 CREATE TABLE IF NOT EXISTS throttles (
     rule TEXT NOT NULL,
     grp TEXT NOT NULL,
@@ -158,7 +160,26 @@ impl SqliteJournal {
             .map_err(|e| storage(format!("cannot create {}: {e}", dir.display())))?;
         let path = dir.join("journal.db");
         let write = open(&path).map_err(storage)?;
+        let version: i64 = write
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(storage)?;
+        let fresh: bool = write
+            .query_row(
+                "SELECT COUNT(*) = 0 FROM sqlite_master WHERE name = 'events'",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(storage)?;
+        if version != SCHEMA_VERSION && !fresh {
+            return Err(JournalError::Storage(format!(
+                "{} has journal format {version}; this rulehook uses {SCHEMA_VERSION}: keep the old data directory with the old release, or start with an empty one",
+                path.display()
+            )));
+        }
         write.execute_batch(SCHEMA).map_err(storage)?;
+        write
+            .pragma_update(None, "user_version", SCHEMA_VERSION)
+            .map_err(storage)?;
         write
             .execute(
                 "DELETE FROM deliveries WHERE expires_at < ?1",
@@ -481,16 +502,16 @@ impl Journal for SqliteJournal {
         outcome: &Outcome,
         close: Option<Close>,
     ) -> Result<(), JournalError> {
-        let (run_id, job_id) = (job.run_id(index), job.id.clone());
+        let job_id = job.id.clone();
         let o = outcome.clone();
         self.write(move |tx| {
             tx.prepare_cached(
                 "UPDATE attempts SET state = ?3, finished_at = ?4, exit_code = ?5, stdout = ?6, stderr = ?7, error = ?8,
                    status = ?9, result = ?10
-                 WHERE run_id = ?1 AND attempt = ?2",
+                 WHERE job_id = ?1 AND action_index = ?11 AND attempt = ?2",
             )?
             .execute(params![
-                run_id,
+                job_id,
                 attempt,
                 if o.ok { "ok" } else { "failed" },
                 now_ms(),
@@ -499,7 +520,8 @@ impl Journal for SqliteJournal {
                 o.stderr,
                 o.error,
                 o.status,
-                o.result.as_ref().map(Value::to_string)
+                o.result.as_ref().map(Value::to_string),
+                index as i64
             ])?;
             progress(tx, &job_id, index, o.ok, close)
         })
@@ -569,7 +591,7 @@ impl Journal for SqliteJournal {
             let mut stmt = c.prepare_cached(
                 "SELECT j.id AS job_id, j.rulebook, j.rule, j.next_action,
                         (SELECT COALESCE(MAX(a.attempt), 0) FROM attempts a
-                          WHERE a.run_id = j.id || ':' || j.next_action) AS attempts_done, e.*
+                          WHERE a.job_id = j.id AND a.action_index = j.next_action) AS attempts_done, e.*
                  FROM jobs j JOIN events e ON e.id = j.event_id
                  WHERE j.state = 'pending' ORDER BY j.rowid LIMIT ?1",
             )?;
@@ -677,9 +699,11 @@ impl Journal for SqliteJournal {
             let mut stmt = c.prepare(
                 "SELECT * FROM (
                    SELECT e.seq, e.id, e.source, e.kind, e.received_at, e.duplicates,
-                        (SELECT COUNT(*) FROM jobs j WHERE j.event_id = e.id) AS jobs,
-                        (SELECT COUNT(*) FROM jobs j WHERE j.event_id = e.id AND j.state = 'pending') AS pending,
-                        (SELECT COUNT(*) FROM jobs j WHERE j.event_id = e.id AND j.state = 'failed') AS failed
+                        (SELECT COUNT(*) FROM jobs j WHERE j.id > e.id || ':' AND j.id < e.id || ';') AS jobs,
+                        (SELECT COUNT(*) FROM jobs j WHERE j.id > e.id || ':' AND j.id < e.id || ';'
+                            AND j.state = 'pending') AS pending,
+                        (SELECT COUNT(*) FROM jobs j WHERE j.id > e.id || ':' AND j.id < e.id || ';'
+                            AND j.state = 'failed') AS failed
                    FROM events e
                    WHERE (?1 IS NULL OR e.source = ?1) AND (?2 IS NULL OR e.received_at >= ?2))
                  WHERE ?4 IS NULL
@@ -727,7 +751,8 @@ impl Journal for SqliteJournal {
                 return Ok(None);
             };
             let mut jobs_stmt = c.prepare(
-                "SELECT id, rulebook, rule, state, next_action, error FROM jobs WHERE event_id = ?1 ORDER BY rowid",
+                "SELECT id, rulebook, rule, state, next_action, error FROM jobs
+                 WHERE id > ?1 || ':' AND id < ?1 || ';' ORDER BY rowid",
             )?;
             let mut att_stmt = c.prepare(
                 "SELECT run_id, attempt, action_index, action, rendered, state, started_at, finished_at,
@@ -802,4 +827,21 @@ pub fn rfc3339(ms: i64) -> String {
     let t = time::OffsetDateTime::UNIX_EPOCH + time::Duration::milliseconds(ms);
     t.format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refuses_a_journal_of_another_format() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(SqliteJournal::open(dir.path()).unwrap());
+        assert!(SqliteJournal::open(dir.path()).is_ok(), "reopening the same format works");
+        let c = Connection::open(dir.path().join("journal.db")).unwrap();
+        c.pragma_update(None, "user_version", 99).unwrap();
+        drop(c);
+        let err = SqliteJournal::open(dir.path()).err().unwrap().to_string();
+        assert!(err.contains("format 99"), "{err}");
+    }
 }
