@@ -307,10 +307,11 @@ fn in_savepoint<T>(
     tx: &Transaction,
     f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
 ) -> rusqlite::Result<T> {
-    tx.execute_batch("SAVEPOINT cmd")?;
+    // Cached: preparing these on every request showed in profiles.
+    tx.prepare_cached("SAVEPOINT cmd")?.execute([])?;
     match f(tx) {
         Ok(v) => {
-            tx.execute_batch("RELEASE cmd")?;
+            tx.prepare_cached("RELEASE cmd")?.execute([])?;
             Ok(v)
         }
         Err(e) => {
