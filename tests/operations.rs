@@ -24,6 +24,20 @@ fn rule(name: &str, cond: &str) -> String {
     )
 }
 
+/// Posts `body` to the `ipf` source, signed with `secret`.
+async fn post_ipf(c: &reqwest::Client, server: &Server, secret: &str, body: &[u8]) -> (u16, Value) {
+    post_signed(c, &server.url("/hooks/ipf"), "ipfabric", secret, body).await
+}
+
+/// A server with the `ipf` source and one rule recording `$.n == 1` matches.
+fn one_rule_server(extra: &[&str]) -> (Env, Server) {
+    let env = Env::new();
+    record_script(&env);
+    env.rulebook("a.yml", &format!("{SOURCE}{}", rule("r", "$.n == 1")));
+    let server = Server::start(&env, extra, &[]);
+    (env, server)
+}
+
 async fn get(c: &reqwest::Client, url: &str) -> Value {
     c.get(url).send().await.unwrap().json().await.unwrap()
 }
@@ -229,10 +243,9 @@ async fn throttle_survives_a_restart_and_history_shows_it() {
     );
     let mut server = Server::start(&env, &[], &[]);
     let c = client();
-    let (st, _) = post_signed(
+    let (st, _) = post_ipf(
         &c,
-        &server.url("/hooks/ipf"),
-        "ipfabric",
+        &server,
         "s3cret",
         br#"{"status":"completed","snapshot":{"id":"s1"},"t":1}"#,
     )
@@ -245,18 +258,16 @@ async fn throttle_survives_a_restart_and_history_shows_it() {
     server.terminate();
 
     let server = Server::start(&env, &[], &[]);
-    let (_, second) = post_signed(
+    let (_, second) = post_ipf(
         &c,
-        &server.url("/hooks/ipf"),
-        "ipfabric",
+        &server,
         "s3cret",
         br#"{"status":"completed","snapshot":{"id":"s1"},"t":2}"#,
     )
     .await;
-    let (_, other) = post_signed(
+    let (_, other) = post_ipf(
         &c,
-        &server.url("/hooks/ipf"),
-        "ipfabric",
+        &server,
         "s3cret",
         br#"{"status":"completed","snapshot":{"id":"s2"},"t":3}"#,
     )
@@ -317,14 +328,7 @@ async fn history_shows_retries_and_replay_runs_again() {
     );
     let server = Server::start(&env, &[], &[]);
     let c = client();
-    let (_, resp) = post_signed(
-        &c,
-        &server.url("/hooks/ipf"),
-        "ipfabric",
-        "s3cret",
-        br#"{"a":1}"#,
-    )
-    .await;
+    let (_, resp) = post_ipf(&c, &server, "s3cret", br#"{"a":1}"#).await;
     let id = resp["id"].as_str().unwrap().to_string();
     let detail = wait_for(&c, &server.url(&format!("/api/events/{id}")), |d| {
         d["matches"][0]["status"] == "done"
@@ -365,27 +369,10 @@ async fn history_shows_retries_and_replay_runs_again() {
 
 #[tokio::test]
 async fn metrics_are_prometheus_text_and_health_answers() {
-    let env = Env::new();
-    record_script(&env);
-    env.rulebook("a.yml", &format!("{SOURCE}{}", rule("r", "$.n == 1")));
-    let server = Server::start(&env, &[], &[]);
+    let (env, server) = one_rule_server(&[]);
     let c = client();
-    post_signed(
-        &c,
-        &server.url("/hooks/ipf"),
-        "ipfabric",
-        "s3cret",
-        br#"{"n":1}"#,
-    )
-    .await;
-    post_signed(
-        &c,
-        &server.url("/hooks/ipf"),
-        "ipfabric",
-        "wrong",
-        br#"{"n":1}"#,
-    )
-    .await;
+    post_ipf(&c, &server, "s3cret", br#"{"n":1}"#).await;
+    post_ipf(&c, &server, "wrong", br#"{"n":1}"#).await;
     env.wait_lines("runs.txt", 1, Duration::from_secs(10));
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
@@ -538,10 +525,7 @@ sources:
 
 #[tokio::test]
 async fn https_with_a_self_signed_certificate() {
-    let env = Env::new();
-    record_script(&env);
-    env.rulebook("a.yml", &format!("{SOURCE}{}", rule("r", "$.n == 1")));
-    let server = Server::start(&env, &["--tls-self-signed"], &[]);
+    let (env, server) = one_rule_server(&["--tls-self-signed"]);
     assert!(
         server.base.starts_with("https://127.0.0.1:"),
         "{}",
@@ -631,14 +615,7 @@ async fn sigterm_lets_running_scripts_finish() {
     env.rulebook("a.yml", &format!("{SOURCE}rules:\n  - name: slow\n    actions:\n      - run_script: {{ script: slow.sh }}\n"));
     let mut server = Server::start(&env, &[], &[]);
     let c = client();
-    let (_, resp) = post_signed(
-        &c,
-        &server.url("/hooks/ipf"),
-        "ipfabric",
-        "s3cret",
-        br#"{"x":1}"#,
-    )
-    .await;
+    let (_, resp) = post_ipf(&c, &server, "s3cret", br#"{"x":1}"#).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     server.terminate();
     assert_eq!(
@@ -712,27 +689,10 @@ fn slow_bodies_time_out_and_connections_are_capped() {
 
 #[tokio::test]
 async fn log_json_writes_one_json_object_per_line() {
-    let env = Env::new();
-    record_script(&env);
-    env.rulebook("a.yml", &format!("{SOURCE}{}", rule("r", "$.n == 1")));
-    let server = Server::start(&env, &["--log-json"], &[]);
+    let (env, server) = one_rule_server(&["--log-json"]);
     let c = client();
-    post_signed(
-        &c,
-        &server.url("/hooks/ipf"),
-        "ipfabric",
-        "s3cret",
-        br#"{"n":1}"#,
-    )
-    .await;
-    post_signed(
-        &c,
-        &server.url("/hooks/ipf"),
-        "ipfabric",
-        "nope",
-        br#"{"n":1}"#,
-    )
-    .await;
+    post_ipf(&c, &server, "s3cret", br#"{"n":1}"#).await;
+    post_ipf(&c, &server, "nope", br#"{"n":1}"#).await;
     env.wait_lines("runs.txt", 1, Duration::from_secs(10));
     let log = server.log_text();
     let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();

@@ -838,7 +838,10 @@ mod tests {
     fn refuses_a_journal_of_another_format() {
         let dir = tempfile::tempdir().unwrap();
         drop(SqliteJournal::open(dir.path()).unwrap());
-        assert!(SqliteJournal::open(dir.path()).is_ok(), "reopening the same format works");
+        assert!(
+            SqliteJournal::open(dir.path()).is_ok(),
+            "reopening the same format works"
+        );
         let c = Connection::open(dir.path().join("journal.db")).unwrap();
         c.pragma_update(None, "user_version", 99).unwrap();
         drop(c);

@@ -82,12 +82,7 @@ async fn metrics_text(State(state): State<AppState>) -> Response {
     }
 }
 
-async fn status(
-    State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    admin(&state, peer, &headers)?;
+async fn status(_: Admin, State(state): State<AppState>) -> Result<Response, ApiError> {
     let rules = state.engine.rules();
     let sources: Vec<_> = rules
         .sources
@@ -106,12 +101,10 @@ async fn status(
 
 /// Re-runs a dead letter (a job that failed for good) from the action that failed.
 async fn rerun(
+    _: Admin,
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    admin(&state, peer, &headers)?;
     if !state.engine.rerun(&id).await? {
         return Err(ApiError::NoSuchJob);
     }
@@ -123,12 +116,10 @@ async fn rerun(
 }
 
 async fn replay(
+    _: Admin,
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    admin(&state, peer, &headers)?;
     let done = state
         .engine
         .replay(&id)
@@ -230,6 +221,26 @@ async fn receive(
         .into_response())
 }
 
+/// Proof that the caller may use the admin API: an extractor, so no admin handler can forget it.
+struct Admin;
+
+impl axum::extract::FromRequestParts<AppState> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &AppState,
+    ) -> Result<Admin, ApiError> {
+        let ConnectInfo(peer) = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .cloned()
+            .ok_or(ApiError::AdminOnly)?;
+        admin(state, peer, &parts.headers)?;
+        Ok(Admin)
+    }
+}
+
 /// The admin API answers loopback clients, or others presenting the admin token.
 fn admin(state: &AppState, peer: SocketAddr, headers: &HeaderMap) -> Result<(), ApiError> {
     let ip = peer.ip();
@@ -261,12 +272,10 @@ struct ListQuery {
 }
 
 async fn list_events(
+    _: Admin,
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
     Query(q): Query<ListQuery>,
 ) -> Result<Response, ApiError> {
-    admin(&state, peer, &headers)?;
     let since = match q.since {
         None => None,
         Some(s) => Some(parse_since(&s)?),
@@ -306,12 +315,10 @@ fn parse_since(s: &str) -> Result<i64, ApiError> {
 }
 
 async fn event_detail(
+    _: Admin,
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    admin(&state, peer, &headers)?;
     let mut detail = state
         .engine
         .journal()
