@@ -164,12 +164,11 @@ impl Engine {
                         Some(job) => {
                             n += 1;
                             rules.rules[rule].count_match();
-                            self.schedule(rules.clone(), rule, job, event.clone(), false);
+                            self.schedule(rules.clone(), rule, job, event.clone());
                         }
                         None => {
                             let r = &rules.rules[rule];
-                            metrics::counter!(names::THROTTLED, "rulebook" => r.rulebook.clone(), "rule" => r.name.clone())
-                                .increment(1);
+                            r.count_throttled();
                             tracing::info!(event = %id, rule = %r.name, "match throttled");
                         }
                     }
@@ -247,7 +246,7 @@ impl Engine {
             let rules = self.rules();
             for (job, event) in pending {
                 match rules.rule(&job.rulebook, &job.rule) {
-                    Some(rule) => self.schedule(rules.clone(), rule, job, event, true),
+                    Some(rule) => self.schedule(rules.clone(), rule, job, event),
                     None => {
                         let msg = format!(
                             "rule `{}` of rulebook `{}` no longer exists",
@@ -273,7 +272,6 @@ impl Engine {
         rule: usize,
         job: Job,
         event: Arc<StoredEvent>,
-        resumed: bool,
     ) {
         {
             let mut set = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
@@ -291,7 +289,7 @@ impl Engine {
         let engine = self.clone();
         self.tracker.spawn(async move {
             if !engine.shutdown.is_cancelled()
-                && let Err(e) = engine.run_job(&rules, rule, &job, &event, resumed).await
+                && let Err(e) = engine.run_job(&rules, rule, &job, &event).await
             {
                 // The job stays pending in the journal and runs again later.
                 tracing::error!(job = %job.id, error = %e, "cannot record a job's progress");
@@ -314,7 +312,6 @@ impl Engine {
         rule_idx: usize,
         job: &Job,
         event: &StoredEvent,
-        resumed: bool,
     ) -> Result<(), JournalError> {
         let rule = &rules.rules[rule_idx];
         let meta = json!({
@@ -339,7 +336,8 @@ impl Engine {
         if job.next_action < ON_FAILURE {
             let last = rule.actions.len().saturating_sub(1);
             for (idx, action) in rule.actions.iter().enumerate().skip(job.next_action) {
-                let start = if resumed && idx == job.next_action {
+                // Attempts made before a restart or a rerun keep counting (0 for a new job).
+                let start = if idx == job.next_action {
                     job.attempts
                 } else {
                     0

@@ -60,23 +60,27 @@ pub fn install_metrics() -> Option<metrics_exporter_prometheus::PrometheusHandle
         (names::MATCHES, "Rule matches that created a job"),
         (names::THROTTLED, "Rule matches recorded as throttled"),
         (names::RUNS, "Action attempts by result"),
-        (names::RUN_SECONDS, "Duration of action attempts"),
-        (
-            names::QUEUE,
-            "Jobs held in memory (running or waiting for a worker)",
-        ),
         (names::RELOADS, "Successful rule set reloads"),
         (
             names::RELOAD_ERRORS,
             "Reloads refused because the new files did not validate",
         ),
+    ] {
+        metrics::describe_counter!(name, help);
+    }
+    for (name, help) in [
+        (names::RUN_SECONDS, "Duration of action attempts"),
         (names::COMMIT_SECONDS, "Journal transaction commit latency"),
         (
             names::BATCH,
             "Requests per journal transaction (group commit)",
         ),
     ] {
-        metrics::describe_counter!(name, help);
+        metrics::describe_histogram!(name, help);
     }
+    metrics::describe_gauge!(
+        names::QUEUE,
+        "Jobs held in memory (running or waiting for a worker)"
+    );
     Some(handle)
 }

@@ -198,18 +198,23 @@ impl SqliteJournal {
         })
     }
 
-    async fn write<F>(&self, f: F) -> Result<(), JournalError>
+    /// Runs `f` in the writer's next batch; its value is returned once the batch committed.
+    async fn write<T, F>(&self, f: F) -> Result<T, JournalError>
     where
-        F: FnOnce(&Connection) -> rusqlite::Result<()> + Send + 'static,
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     {
+        let (value_tx, value_rx) = oneshot::channel();
         let (reply, rx) = oneshot::channel();
+        let f: WriteFn = Box::new(move |c| {
+            let _ = value_tx.send(f(c)?);
+            Ok(())
+        });
         self.tx
-            .send(Cmd::Write {
-                f: Box::new(f),
-                reply,
-            })
+            .send(Cmd::Write { f, reply })
             .map_err(|_| JournalError::Closed)?;
-        rx.await.map_err(|_| JournalError::Closed)?
+        rx.await.map_err(|_| JournalError::Closed)??;
+        value_rx.await.map_err(|_| JournalError::Closed)
     }
 
     async fn read<T, F>(&self, f: F) -> Result<T, JournalError>
@@ -672,17 +677,14 @@ impl Journal for SqliteJournal {
 
     async fn reopen_job(&self, job_id: &str) -> Result<bool, JournalError> {
         let id = job_id.to_string();
-        let (tx, rx) = oneshot::channel();
         self.write(move |c| {
-            let n = c.execute(
+            c.execute(
                 "UPDATE jobs SET state = 'pending', error = NULL, finished_at = NULL WHERE id = ?1 AND state = 'failed'",
                 params![id],
-            )?;
-            let _ = tx.send(n > 0);
-            Ok(())
+            )
+            .map(|n| n > 0)
         })
-        .await?;
-        Ok(rx.await.unwrap_or(false))
+        .await
     }
 
     async fn event(&self, id: &str) -> Result<Option<Arc<StoredEvent>>, JournalError> {

@@ -30,6 +30,8 @@ struct Ctx<'a> {
     text: &'a str,
     errors: &'a mut Vec<LoadError>,
     warnings: &'a mut Vec<String>,
+    /// Every value that came from a `${…}` reference, in order: credentials to mask.
+    referenced: Vec<String>,
 }
 
 impl Ctx<'_> {
@@ -52,6 +54,9 @@ impl Ctx<'_> {
                         self.file,
                         s.referenced.line()
                     ));
+                }
+                if e.referenced {
+                    self.referenced.push(e.value.clone());
                 }
                 Some(e.value)
             }
@@ -177,6 +182,7 @@ pub fn load(dirs: &Dirs) -> Result<RuleSet, LoadErrors> {
             text,
             errors: &mut errors,
             warnings: &mut warnings,
+            referenced: Vec::new(),
         };
         for spec in &book.sources {
             if let Some(src) = compile_source(&mut cx, spec, &stem(path)) {
@@ -213,6 +219,7 @@ pub fn load(dirs: &Dirs) -> Result<RuleSet, LoadErrors> {
             text,
             errors: &mut errors,
             warnings: &mut warnings,
+            referenced: Vec::new(),
         };
         let mut seen = HashSet::new();
         for spec in &book.rules {
@@ -667,7 +674,7 @@ fn compile_rule(
         actions,
         on_failure,
         throttle,
-        matches: Default::default(),
+        counters: Default::default(),
     })
 }
 
@@ -791,19 +798,16 @@ fn compile_webhook(
         );
         return None;
     }
-    let mut secrets = Vec::new();
+    let mark = cx.referenced.len();
     let mut headers = Vec::new();
     for (k, v) in &w.headers {
-        if let Ok(e) = expand(&v.value)
-            && e.referenced
-        {
-            secrets.push(e.value.clone());
-        }
         headers.push((
             k.clone(),
             template(cx, t, format!("{prefix}/headers/{k}"), v, "headers")?,
         ));
     }
+    // Header values that came from `${env:…}`/`${file:…}` are masked wherever shown.
+    let secrets: Vec<String> = cx.referenced.drain(mark..).collect();
     let content_type = w
         .content_type
         .as_ref()

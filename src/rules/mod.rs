@@ -75,18 +75,28 @@ pub struct Rule {
     /// Run, in order, when an action has failed for good.
     pub on_failure: Vec<Action>,
     pub throttle: Option<Throttle>,
-    /// Its match counter, registered on first use.
-    pub matches: std::sync::OnceLock<metrics::Counter>,
+    /// Its match and throttle counters, registered on first use.
+    pub counters: std::sync::OnceLock<[metrics::Counter; 2]>,
 }
 
 impl Rule {
+    fn counters(&self) -> &[metrics::Counter; 2] {
+        use crate::telemetry::names;
+        self.counters.get_or_init(|| {
+            let (b, r) = (self.rulebook.clone(), self.name.clone());
+            [
+                metrics::counter!(names::MATCHES, "rulebook" => b.clone(), "rule" => r.clone()),
+                metrics::counter!(names::THROTTLED, "rulebook" => b, "rule" => r),
+            ]
+        })
+    }
+
     pub fn count_match(&self) {
-        self.matches
-            .get_or_init(|| {
-                metrics::counter!(crate::telemetry::names::MATCHES,
-                    "rulebook" => self.rulebook.clone(), "rule" => self.name.clone())
-            })
-            .increment(1);
+        self.counters()[0].increment(1);
+    }
+
+    pub fn count_throttled(&self) {
+        self.counters()[1].increment(1);
     }
 }
 
