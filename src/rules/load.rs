@@ -866,47 +866,31 @@ fn compile_ticket(
             }
         }
     };
-    let (auth, secrets) = match system {
+    // The credential header each system expects, and the secret to mask.
+    let (header, value, secret) = match system {
         System::Github => {
             let tok = need(cx, o.token.as_ref(), "token")?;
-            (
-                (
-                    "Authorization".to_string(),
-                    format!("Bearer {}", tok.expose()),
-                ),
-                vec![tok.expose().to_string()],
-            )
+            ("Authorization", format!("Bearer {}", tok.expose()), tok)
         }
         System::Gitlab => {
             let tok = need(cx, o.token.as_ref(), "token")?;
-            (
-                ("PRIVATE-TOKEN".to_string(), tok.expose().to_string()),
-                vec![tok.expose().to_string()],
-            )
+            ("PRIVATE-TOKEN", tok.expose().to_string(), tok)
         }
         System::Jira => {
             let email = need(cx, o.email.as_ref(), "email")?;
             let tok = need(cx, o.token.as_ref(), "token")?;
-            (
-                (
-                    "Authorization".to_string(),
-                    basic(email.expose(), tok.expose()),
-                ),
-                vec![tok.expose().to_string()],
-            )
+            ("Authorization", basic(email.expose(), tok.expose()), tok)
         }
         System::Servicenow => {
             let user = need(cx, o.username.as_ref(), "username")?;
             let pw = need(cx, o.password.as_ref(), "password")?;
-            (
-                (
-                    "Authorization".to_string(),
-                    basic(user.expose(), pw.expose()),
-                ),
-                vec![pw.expose().to_string()],
-            )
+            ("Authorization", basic(user.expose(), pw.expose()), pw)
         }
     };
+    let (auth, secrets) = (
+        (header.to_string(), value),
+        vec![secret.expose().to_string()],
+    );
     let default_api = match system {
         System::Github => Some("https://api.github.com"),
         System::Gitlab => Some("https://gitlab.com"),
