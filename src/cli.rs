@@ -11,10 +11,10 @@ use clap::{Args, Parser, Subcommand};
 use serde_json::{Value, json};
 
 use crate::engine::Engine;
-use crate::journal::{Journal, SqliteJournal};
 use crate::rules::{Dirs, EventDoc, RuleSet};
 use crate::server::listen::Tls;
 use crate::server::{AppState, app};
+use crate::store::Store;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -108,6 +108,10 @@ pub struct ServeArgs {
     /// How many jobs (matched rules) may run at once.
     #[arg(long, env = "RULEHOOK_CONCURRENCY", default_value_t = 8)]
     pub concurrency: usize,
+    /// Finished events, their jobs and attempts older than this are pruned (pending jobs and
+    /// dead letters are kept until they finish or are re-run).
+    #[arg(long, env = "RULEHOOK_RETAIN", default_value = "30d", value_parser = parse_duration)]
+    pub retain: Duration,
     /// How long running actions may take to finish on SIGTERM before the service exits.
     #[arg(long, env = "RULEHOOK_GRACE", default_value = "30s", value_parser = parse_duration)]
     pub grace: Duration,
@@ -253,7 +257,7 @@ fn test(t: &TestArgs) -> anyhow::Result<ExitCode> {
             let meta = json!({
                 "id": "test", "source": t.source.clone().unwrap_or_default(),
                 "kind": t.source.as_deref().and_then(|s| set.source(s)).map(|s| s.verifier.kind()).unwrap_or(""),
-                "received_at": crate::journal::rfc3339(0), "headers": headers,
+                "received_at": crate::domain::rfc3339(0), "headers": headers,
                 "rulebook": rule.rulebook, "rule": rule.name,
             });
             // A dry run has no real previous result: later actions see a placeholder one.
@@ -313,10 +317,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     for w in &set.warnings {
         tracing::warn!("{w}");
     }
-    let journal: Arc<dyn Journal> = Arc::new(
-        SqliteJournal::open(&args.data)
-            .with_context(|| format!("cannot open the journal in {}", args.data.display()))?,
-    );
+    let store = Store::embedded(&args.data)
+        .with_context(|| format!("cannot open the store in {}", args.data.display()))?;
     let tls_mode = match (&args.tls_cert, &args.tls_key, args.tls_self_signed) {
         (Some(cert), Some(key), _) => Tls::Files {
             cert: cert.clone(),
@@ -360,7 +362,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let mut out = std::io::stdout().lock();
         let _ = out.write_all(banner.as_bytes()).and_then(|()| out.flush());
     }
-    let engine = Engine::new(journal, set, args.concurrency);
+    let settings = crate::engine::Settings {
+        concurrency: args.concurrency,
+        retain: args.retain,
+        ..crate::engine::Settings::default()
+    };
+    let engine = Engine::new(store, set, settings);
     engine.start();
     let reloader = crate::reload::Reloader::new(dirs, engine.clone());
     reloader.spawn();

@@ -6,13 +6,14 @@
 
 pub mod actions;
 pub mod cli;
+pub mod domain;
 pub mod engine;
-pub mod journal;
 pub mod reload;
 pub mod rules;
 pub mod secrets;
 pub mod server;
 pub mod sources;
+pub mod store;
 pub mod telemetry;
 pub mod templates;
 pub mod units;

@@ -47,7 +47,7 @@ fn now() -> String {
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0);
-    crate::journal::rfc3339(ms)
+    crate::domain::rfc3339(ms)
 }
 
 /// The reloader: shared status plus the fingerprint of the files last loaded.

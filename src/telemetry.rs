@@ -32,6 +32,24 @@ pub mod names {
     pub const RELOAD_ERRORS: &str = "rulehook_reload_errors_total";
     pub const COMMIT_SECONDS: &str = "rulehook_journal_commit_seconds";
     pub const BATCH: &str = "rulehook_journal_batch_size";
+    pub const QUEUE_LEASED: &str = "rulehook_jobs_leased";
+    pub const QUEUE_DELAYED: &str = "rulehook_jobs_delayed";
+
+    /// The run counter and duration histogram of an action kind and result, registered once
+    /// (a labelled look-up per attempt showed in profiles).
+    pub fn run_metrics(kind: &'static str, ok: bool) -> (metrics::Counter, metrics::Histogram) {
+        type Handles = Vec<(&'static str, bool, metrics::Counter, metrics::Histogram)>;
+        static CACHE: std::sync::Mutex<Handles> = std::sync::Mutex::new(Vec::new());
+        let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, _, c, h)) = cache.iter().find(|(k, o, _, _)| *k == kind && *o == ok) {
+            return (c.clone(), h.clone());
+        }
+        let result = if ok { "ok" } else { "failed" };
+        let c = metrics::counter!(RUNS, "action" => kind, "result" => result);
+        let h = metrics::histogram!(RUN_SECONDS, "action" => kind);
+        cache.push((kind, ok, c.clone(), h.clone()));
+        (c, h)
+    }
 }
 
 /// Installs the process-wide Prometheus recorder; `None` if one is already installed.
@@ -80,7 +98,12 @@ pub fn install_metrics() -> Option<metrics_exporter_prometheus::PrometheusHandle
     }
     metrics::describe_gauge!(
         names::QUEUE,
-        "Jobs held in memory (running or waiting for a worker)"
+        "Jobs ready to run (waiting for a worker) in this process's queue memory"
+    );
+    metrics::describe_gauge!(names::QUEUE_LEASED, "Jobs leased to a worker (running)");
+    metrics::describe_gauge!(
+        names::QUEUE_DELAYED,
+        "Jobs waiting for a retry's delay to pass"
     );
     Some(handle)
 }

@@ -105,6 +105,14 @@ impl Templates {
         Ok(Text::Template(name))
     }
 
+    /// The source of a compiled template.
+    pub fn source(&self, name: &str) -> Option<String> {
+        self.env
+            .get_template(name)
+            .ok()
+            .map(|t| t.source().to_string())
+    }
+
     /// Whether a template file of this name exists.
     pub fn has(&self, name: &str) -> bool {
         self.env.get_template(name).is_ok()

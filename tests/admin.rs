@@ -8,9 +8,9 @@ use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::http::Request;
 use rulehook::engine::Engine;
-use rulehook::journal::{Journal, SqliteJournal};
 use rulehook::rules::{Dirs, load};
 use rulehook::server::{AppState, app};
+use rulehook::store::Store;
 use tower::ServiceExt;
 
 fn state(dir: &std::path::Path) -> AppState {
@@ -23,9 +23,13 @@ fn state(dir: &std::path::Path) -> AppState {
         templates: dir.join("templates"),
     })
     .unwrap();
-    let journal: Arc<dyn Journal> = Arc::new(SqliteJournal::open(&dir.join("data")).unwrap());
+    let store = Store::embedded(&dir.join("data")).unwrap();
+    let settings = rulehook::engine::Settings {
+        concurrency: 2,
+        ..Default::default()
+    };
     AppState {
-        engine: Engine::new(journal, Arc::new(rules), 2),
+        engine: Engine::new(store, Arc::new(rules), settings),
         admin_token: Some("admin-secret".into()),
         reloader: None,
         metrics: None,

@@ -303,7 +303,7 @@ async fn throttle_survives_a_restart_and_history_shows_it() {
     // Filters.
     let list = get(
         &c,
-        &server.url("/api/events?source=ipf&status=unmatched&limit=10"),
+        &server.url("/api/events?source=ipf&status=throttled&limit=10"),
     )
     .await;
     let ids: Vec<&str> = list["events"]
@@ -312,7 +312,17 @@ async fn throttle_survives_a_restart_and_history_shows_it() {
         .iter()
         .map(|e| e["id"].as_str().unwrap())
         .collect();
+    // A match that was throttled shows as throttled, not as unmatched.
     assert_eq!(ids, vec![id], "{list}");
+    assert_eq!(list["events"][0]["status"], "throttled", "{list}");
+    let unmatched = get(
+        &c,
+        &server.url("/api/events?source=ipf&status=unmatched&limit=10"),
+    )
+    .await;
+    assert!(!unmatched.to_string().contains(id), "{unmatched}");
+    let by_rule = get(&c, &server.url("/api/events?rule=once&limit=10")).await;
+    assert!(by_rule.to_string().contains(id), "{by_rule}");
 }
 
 #[tokio::test]
@@ -693,6 +703,8 @@ async fn log_json_writes_one_json_object_per_line() {
     let c = client();
     post_ipf(&c, &server, "s3cret", br#"{"n":1}"#).await;
     post_ipf(&c, &server, "nope", br#"{"n":1}"#).await;
+    // Accepted events are logged at debug (no line per event by default); rejections at info.
+    post_ipf(&c, &server, "nope", br#"{"n":2}"#).await;
     env.wait_lines("runs.txt", 1, Duration::from_secs(10));
     let log = server.log_text();
     let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();

@@ -40,53 +40,7 @@ pub enum Rendered {
     PostEvent(event::PostEvent),
 }
 
-/// What one attempt of an action produced.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct Outcome {
-    pub ok: bool,
-    pub exit_code: Option<i32>,
-    /// A script's stdout, or an HTTP response body (first 64 KiB).
-    pub stdout: String,
-    pub stderr: String,
-    pub error: Option<String>,
-    /// The HTTP status of an outbound request.
-    pub status: Option<u16>,
-    /// What the action produced for the history and for `previous` (ticket id and URL…).
-    pub result: Option<Value>,
-    /// A failure worth retrying (connection error, 408, 429, 5xx); scripts: always.
-    #[serde(skip)]
-    pub retryable: bool,
-    /// The server asked to wait this long (Retry-After, GitHub's rate-limit reset).
-    #[serde(skip)]
-    pub retry_after: Option<Duration>,
-}
-
-impl Outcome {
-    pub fn failed(error: impl Into<String>) -> Outcome {
-        Outcome {
-            ok: false,
-            error: Some(error.into()),
-            ..Outcome::default()
-        }
-    }
-
-    /// What the next action sees as `previous`.
-    pub fn previous(&self) -> Value {
-        if let Some(status) = self.status {
-            let body = serde_json::from_str::<Value>(&self.stdout)
-                .unwrap_or_else(|_| Value::String(self.stdout.clone()));
-            let mut v = serde_json::json!({"status": status, "body": body});
-            if let Some(r) = &self.result {
-                v["result"] = r.clone();
-            }
-            return v;
-        }
-        match &self.result {
-            Some(r) => r.clone(),
-            None => serde_json::json!({"exit_code": self.exit_code, "stdout": self.stdout}),
-        }
-    }
-}
+pub use crate::domain::Outcome;
 
 /// Backoff with jitter before retry `attempt` (1-based), at least what the server asked for.
 pub fn retry_delay(attempt: u32, asked: Option<Duration>) -> Duration {
@@ -155,16 +109,12 @@ impl Action {
 
 impl Rendered {
     /// Runs it. `post_event` is the engine's to carry out; here it only reports that.
-    pub async fn execute(
-        &self,
-        run: &RunContext,
-        journal: &dyn crate::journal::Journal,
-    ) -> Outcome {
+    pub async fn execute(&self, run: &RunContext, state: &dyn crate::store::StateStore) -> Outcome {
         match self {
             Rendered::RunScript(s) => s.execute(run).await,
             Rendered::Log(l) => l.execute(run),
             Rendered::Http(h) => h.execute(run).await,
-            Rendered::OpenTicket(t) => t.execute(run, journal).await,
+            Rendered::OpenTicket(t) => t.execute(run, state).await,
             Rendered::PostEvent(_) => Outcome::failed("post_event runs in the engine"),
         }
     }

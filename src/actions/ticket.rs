@@ -1,6 +1,7 @@
 //! `open_ticket`: GitHub or GitLab issues, Jira Cloud issues, ServiceNow incidents. With a
-//! `dedup_key`, the journal remembers key → ticket; while that ticket is open, a later match
-//! adds a comment to it instead of opening another.
+//! `dedup_key`, the state store remembers key → ticket; while that ticket is open, a later match
+//! adds a comment to it instead of opening another. Opening is claimed first (compare-and-set),
+//! so two jobs with one key running at once open one ticket: the other waits and comments.
 
 use std::time::Duration;
 
@@ -11,8 +12,32 @@ use serde_json::{Value, json};
 use super::http::HttpCall;
 use super::outbound::urlencode;
 use super::{Outcome, RunContext};
-use crate::journal::{Journal, Ticket};
+use crate::store::{StateStore, StoreError};
 use crate::templates::{Templates, Text};
+
+/// How long a claim to open a ticket holds if its run dies before recording the ticket.
+const CLAIM_TTL: Duration = Duration::from_secs(600);
+/// How long a job waits for another run's claim on the same key to become a ticket.
+const CLAIM_WAIT: Duration = Duration::from_secs(60);
+
+/// A ticket opened under a dedup key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ticket {
+    pub system: String,
+    pub id: String,
+    pub url: String,
+}
+
+/// What the state store holds under `ticket/<dedup_key>`.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum TicketState {
+    /// A run is opening the ticket.
+    Claim {
+        run: String,
+    },
+    Open(Ticket),
+}
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -159,42 +184,85 @@ impl TicketCall {
     }
 
     /// Opens a ticket, or comments on the open one with the same dedup key.
-    pub async fn execute(&self, run: &RunContext, journal: &dyn Journal) -> Outcome {
-        if let Some(key) = &self.dedup_key {
-            match journal.ticket(key).await {
-                Err(e) => {
-                    return Outcome {
-                        retryable: true,
-                        ..Outcome::failed(e.to_string())
-                    };
+    pub async fn execute(&self, run: &RunContext, state: &dyn StateStore) -> Outcome {
+        let Some(key) = &self.dedup_key else {
+            return self.create(run).await;
+        };
+        let key = format!("ticket/{key}");
+        let transient = |e: StoreError| Outcome {
+            retryable: true,
+            ..Outcome::failed(e.to_string())
+        };
+        let waited = std::time::Instant::now();
+        // The revision of our claim once we hold it.
+        let claim = loop {
+            let current = match state.get(&key).await {
+                Ok(c) => c,
+                Err(e) => return transient(e),
+            };
+            let Some((text, rev)) = current else {
+                let mine = serde_json::to_string(&TicketState::Claim {
+                    run: run.run_id.clone(),
+                })
+                .unwrap_or_default();
+                match state.create(&key, &mine, Some(CLAIM_TTL)).await {
+                    Ok(rev) => break rev,
+                    Err(StoreError::Conflict(_)) => continue,
+                    Err(e) => return transient(e),
                 }
-                Ok(Some(t)) if t.system == self.system.name() => {
+            };
+            match serde_json::from_str::<TicketState>(&text) {
+                Ok(TicketState::Open(t)) if t.system == self.system.name() => {
                     match self.still_open(&t, run).await {
                         Err(o) => return o,
                         Ok(true) => return self.comment(&t, run).await,
-                        Ok(false) => {
-                            if let Err(e) = journal.close_ticket(key).await {
-                                return Outcome {
-                                    retryable: true,
-                                    ..Outcome::failed(e.to_string())
-                                };
-                            }
-                        }
+                        Ok(false) => match state.delete(&key, Some(rev)).await {
+                            Ok(()) | Err(StoreError::Conflict(_)) => continue,
+                            Err(e) => return transient(e),
+                        },
                     }
                 }
-                Ok(_) => {}
+                // A claim of this very run (it crashed while opening): open again, at least once.
+                Ok(TicketState::Claim { run: r }) if r == run.run_id => break rev,
+                Ok(TicketState::Claim { run: other }) => {
+                    if waited.elapsed() > CLAIM_WAIT {
+                        return Outcome {
+                            retryable: true,
+                            ..Outcome::failed(format!(
+                                "run {other} is still opening the ticket for this dedup key"
+                            ))
+                        };
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                // Another system's ticket, or unreadable: this one replaces it.
+                _ => {
+                    let mine = serde_json::to_string(&TicketState::Claim {
+                        run: run.run_id.clone(),
+                    })
+                    .unwrap_or_default();
+                    match state.update(&key, &mine, rev, Some(CLAIM_TTL)).await {
+                        Ok(rev) => break rev,
+                        Err(StoreError::Conflict(_)) => continue,
+                        Err(e) => return transient(e),
+                    }
+                }
             }
-        }
+        };
         let mut out = self.create(run).await;
-        if out.ok
-            && let (Some(key), Some(r)) = (&self.dedup_key, &out.result)
-        {
+        if !out.ok {
+            // Let the next one try.
+            let _ = state.delete(&key, Some(claim)).await;
+            return out;
+        }
+        if let Some(r) = &out.result {
             let t = Ticket {
                 system: self.system.name().into(),
                 id: r["ticket_id"].as_str().unwrap_or_default().into(),
                 url: r["url"].as_str().unwrap_or_default().into(),
             };
-            if let Err(e) = journal.put_ticket(key, &t).await {
+            let text = serde_json::to_string(&TicketState::Open(t.clone())).unwrap_or_default();
+            if let Err(e) = state.update(&key, &text, claim, None).await {
                 out.ok = false;
                 out.error = Some(format!("ticket {} opened but not recorded: {e}", t.url));
             }

@@ -9,29 +9,9 @@
 //! root identifier `$` rewritten to `$[0]`: inside the filter, `$[0]` is the event itself. The
 //! filter visits exactly one node, so the query selects something exactly when `E` is true.
 
+use crate::domain::EventDoc;
 use jsonpath_rfc9535::{JsonPath, SingularSegment};
 use serde_json::Value;
-
-/// An event body in the shape conditions are evaluated on: wrapped once in a one-element array
-/// (see the module doc), so evaluating many rules never copies it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct EventDoc(Value);
-
-impl EventDoc {
-    pub fn new(body: Value) -> Self {
-        EventDoc(Value::Array(vec![body]))
-    }
-    /// The event body as the sender sent it (`$`).
-    pub fn body(&self) -> &Value {
-        match &self.0 {
-            Value::Array(items) => &items[0],
-            other => other,
-        }
-    }
-    fn wrapped(&self) -> &Value {
-        &self.0
-    }
-}
 
 /// Why a condition failed to compile: a message and the byte offset inside the expression.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -235,6 +215,29 @@ pub enum Condition {
 }
 
 impl Condition {
+    /// The condition as text (for fingerprints and messages).
+    pub fn describe(&self) -> String {
+        match self {
+            Condition::Always => "always".into(),
+            Condition::Expr(e) => e.text().to_string(),
+            Condition::All(v) => format!(
+                "all({})",
+                v.iter()
+                    .map(Condition::describe)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            Condition::Any(v) => format!(
+                "any({})",
+                v.iter()
+                    .map(Condition::describe)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            Condition::Not(c) => format!("not({})", c.describe()),
+        }
+    }
+
     pub fn eval(&self, doc: &EventDoc) -> bool {
         match self {
             Condition::Always => true,

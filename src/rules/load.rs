@@ -264,6 +264,14 @@ pub fn load(dirs: &Dirs) -> Result<RuleSet, LoadErrors> {
             r.key = format!("{}/{}", r.rulebook, r.name);
         }
     }
+    for r in &mut rules {
+        r.fingerprint = super::fingerprint(r, &templates);
+    }
+    let by_key = rules
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (r.key.clone(), i))
+        .collect();
 
     let index: Vec<SourceIndex> = sources
         .iter()
@@ -294,6 +302,7 @@ pub fn load(dirs: &Dirs) -> Result<RuleSet, LoadErrors> {
         warnings,
         by_path,
         by_name,
+        by_key,
         index,
     })
 }
@@ -578,10 +587,10 @@ fn compile_rule(
 ) -> Option<Rule> {
     let name = spec.name.value.clone();
     let mut ok = true;
-    if name.is_empty() || name.contains(':') {
+    if name.is_empty() || name.contains(':') || name.contains('/') {
         cx.err(
             &spec.name.referenced,
-            "a rule name must be non-empty and must not contain `:`",
+            "a rule name must be non-empty and must not contain `:` or `/` (job and run ids are built from it)",
         );
         ok = false;
     }
@@ -674,6 +683,7 @@ fn compile_rule(
         actions,
         on_failure,
         throttle,
+        fingerprint: String::new(),
         counters: Default::default(),
     })
 }

@@ -11,9 +11,10 @@ use std::fmt;
 use std::path::PathBuf;
 
 use crate::actions::Action;
+pub use crate::domain::EventDoc;
 use crate::sources::Source;
 use crate::templates::Templates;
-pub use condition::{Condition, EventDoc};
+pub use condition::Condition;
 use index::SourceIndex;
 pub use load::load;
 
@@ -75,6 +76,9 @@ pub struct Rule {
     /// Run, in order, when an action has failed for good.
     pub on_failure: Vec<Action>,
     pub throttle: Option<Throttle>,
+    /// A hash of the compiled rule (condition, actions with their template sources,
+    /// `on_failure`, throttle): a job runs only the version it matched.
+    pub fingerprint: String,
     /// Its match and throttle counters, registered on first use.
     pub counters: std::sync::OnceLock<[metrics::Counter; 2]>,
 }
@@ -126,6 +130,7 @@ pub struct RuleSet {
     pub warnings: Vec<String>,
     by_path: HashMap<String, usize>,
     by_name: HashMap<String, usize>,
+    by_key: HashMap<String, usize>,
     index: Vec<SourceIndex>,
 }
 
@@ -145,6 +150,11 @@ impl RuleSet {
 
     pub fn source(&self, name: &str) -> Option<&Source> {
         self.by_name.get(name).map(|&i| &self.sources[i])
+    }
+
+    /// The rule with this job key (its name, or `rulebook/name` when names are shared).
+    pub fn rule_by_key(&self, key: &str) -> Option<usize> {
+        self.by_key.get(key).copied()
     }
 
     pub fn rule(&self, rulebook: &str, name: &str) -> Option<usize> {
@@ -194,4 +204,33 @@ impl RuleSet {
             })
             .collect()
     }
+}
+
+/// The fingerprint of a compiled rule: a hash of everything that decides what it does, with
+/// template names replaced by their sources (names depend on load order; sources do not).
+pub(crate) fn fingerprint(rule: &Rule, templates: &Templates) -> String {
+    use sha2::Digest;
+    let described = format!(
+        "{}\n{}\n{:?}\n{:?}\n{:?}\n{:?}",
+        rule.name,
+        rule.condition.describe(),
+        rule.sources,
+        rule.actions,
+        rule.on_failure,
+        rule.throttle
+            .as_ref()
+            .map(|t| (t.window, format!("{:?}", t.group_by))),
+    );
+    let mut h = sha2::Sha256::new();
+    let mut rest = described.as_str();
+    while let Some(at) = rest.find("Template(\"") {
+        let (head, tail) = rest.split_at(at + "Template(\"".len());
+        h.update(head.as_bytes());
+        let end = tail.find("\")").unwrap_or(tail.len());
+        let name = &tail[..end];
+        h.update(templates.source(name).as_deref().unwrap_or(name).as_bytes());
+        rest = &tail[end..];
+    }
+    h.update(rest.as_bytes());
+    hex::encode(&h.finalize()[..8])
 }

@@ -5,7 +5,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use crate::journal::JournalError;
+use crate::domain::StoreError;
 use crate::verify::VerifyError;
 
 #[derive(Debug, thiserror::Error)]
@@ -22,8 +22,8 @@ pub enum ApiError {
     BadBody(String),
     #[error(transparent)]
     Verify(#[from] VerifyError),
-    #[error("the event could not be stored; nothing was accepted, please retry")]
-    Unavailable(#[from] JournalError),
+    #[error("the event could not be stored; nothing was accepted, please retry ({0})")]
+    Unavailable(#[from] StoreError),
     #[error("admin API: present `Authorization: Bearer $RULEHOOK_ADMIN_TOKEN`")]
     AdminOnly,
     #[error("{0}")]
@@ -32,6 +32,8 @@ pub enum ApiError {
     NoSuchEvent,
     #[error("no failed job with this id")]
     NoSuchJob,
+    #[error("the rule of this job no longer exists; it cannot be re-run")]
+    RuleGone,
     #[error("rate limit exceeded for this source; retry after {0} s")]
     RateLimited(u64),
     #[error("the request body did not arrive in time")]
@@ -59,6 +61,7 @@ impl ApiError {
             ApiError::AdminOnly => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::BadQuery(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             ApiError::NoSuchEvent | ApiError::NoSuchJob => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::RuleGone => (StatusCode::CONFLICT, "rule_gone"),
             ApiError::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             ApiError::BodyTimeout => (StatusCode::REQUEST_TIMEOUT, "body_timeout"),
         }

@@ -17,8 +17,10 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::domain::JobState;
 use crate::engine::Engine;
-use crate::journal::EventFilter;
+use crate::engine::Rerun;
+use crate::store::{EventFilter, EventStatus, JobFilter};
 use crate::telemetry::names;
 pub use error::ApiError;
 
@@ -42,6 +44,7 @@ pub fn app(state: AppState) -> Router {
         .route("/api/events/{id}", get(event_detail))
         .route("/api/events/{id}/replay", post(replay))
         .route("/api/status", get(status))
+        .route("/api/jobs", get(list_jobs))
         .route("/api/jobs/{id}/rerun", post(rerun))
         .route("/metrics", get(metrics_text))
         .fallback(hook)
@@ -54,7 +57,7 @@ async fn healthz(State(state): State<AppState>) -> Response {
         limit: 1,
         ..EventFilter::default()
     };
-    match state.engine.journal().list_events(filter).await {
+    match state.engine.store().history.events(filter).await {
         Ok(_) => Json(json!({"status": "ok"})).into_response(),
         Err(e) => (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -68,6 +71,10 @@ async fn metrics_text(State(state): State<AppState>) -> Response {
     match &state.metrics {
         Some(h) => {
             h.run_upkeep();
+            let depth = state.engine.store().queue.depth();
+            metrics::gauge!(crate::telemetry::names::QUEUE).set(depth.ready as f64);
+            metrics::gauge!(crate::telemetry::names::QUEUE_LEASED).set(depth.leased as f64);
+            metrics::gauge!(crate::telemetry::names::QUEUE_DELAYED).set(depth.delayed as f64);
             (
                 [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
                 h.render(),
@@ -105,12 +112,17 @@ async fn rerun(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    if !state.engine.rerun(&id).await? {
-        return Err(ApiError::NoSuchJob);
-    }
+    let on = match state.engine.rerun(&id).await? {
+        Rerun::NotFailed => return Err(ApiError::NoSuchJob),
+        Rerun::RuleGone => return Err(ApiError::RuleGone),
+        Rerun::Queued => "the rule version it matched, from the action that failed",
+        Rerun::QueuedOnCurrentRule => {
+            "the current version of its rule (it changed), from its first action"
+        }
+    };
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({"job": id, "status": "pending"})),
+        Json(json!({"job": id, "status": "pending", "runs": on})),
     )
         .into_response())
 }
@@ -209,10 +221,11 @@ async fn receive(
     } else {
         source.meter.accepted.increment(1);
     }
+    // Debug, not info: a line per event costs more than storing it (see docs/benchmarks.md).
     if done.duplicate {
-        tracing::info!(source = %source.name, id = %done.id, "duplicate delivery: not processed again");
+        tracing::debug!(source = %source.name, id = %done.id, "duplicate delivery: not processed again");
     } else {
-        tracing::info!(source = %source.name, id = %done.id, matched = done.matched, "event accepted");
+        tracing::debug!(source = %source.name, id = %done.id, matched = done.matched, "event accepted");
     }
     Ok((
         StatusCode::ACCEPTED,
@@ -267,6 +280,7 @@ fn admin(state: &AppState, peer: SocketAddr, headers: &HeaderMap) -> Result<(), 
 struct ListQuery {
     source: Option<String>,
     status: Option<String>,
+    rule: Option<String>,
     since: Option<String>,
     limit: Option<usize>,
 }
@@ -280,21 +294,52 @@ async fn list_events(
         None => None,
         Some(s) => Some(parse_since(&s)?),
     };
-    if let Some(s) = &q.status
-        && !["unmatched", "pending", "done", "failed"].contains(&s.as_str())
-    {
-        return Err(ApiError::BadQuery(format!(
-            "status `{s}`: use unmatched, pending, done or failed"
-        )));
-    }
+    let status = match &q.status {
+        None => None,
+        Some(s) => Some(EventStatus::parse(s).ok_or_else(|| {
+            ApiError::BadQuery(format!(
+                "status `{s}`: use one of {}",
+                EventStatus::ALL.join(", ")
+            ))
+        })?),
+    };
     let filter = EventFilter {
         source: q.source,
         since,
-        status: q.status,
+        status,
+        rule: q.rule,
         limit: q.limit.unwrap_or(100).min(1000),
     };
-    let events = state.engine.journal().list_events(filter).await?;
+    let events = state.engine.store().history.events(filter).await?;
     Ok(Json(json!({"events": events})).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+struct JobQuery {
+    status: Option<String>,
+    rule: Option<String>,
+    limit: Option<usize>,
+}
+
+/// `GET /api/jobs?status=failed` lists dead letters, newest first.
+async fn list_jobs(
+    _: Admin,
+    State(state): State<AppState>,
+    Query(q): Query<JobQuery>,
+) -> Result<Response, ApiError> {
+    let status = match &q.status {
+        None => None,
+        Some(s) => Some(JobState::parse(s).ok_or_else(|| {
+            ApiError::BadQuery(format!("status `{s}`: use pending, done or failed"))
+        })?),
+    };
+    let filter = JobFilter {
+        state: status,
+        rule: q.rule,
+        limit: q.limit.unwrap_or(100).min(1000),
+    };
+    let jobs = state.engine.store().history.jobs(filter).await?;
+    Ok(Json(json!({"jobs": jobs})).into_response())
 }
 
 /// `since` as RFC 3339, or as a duration back from now (`15m`).
@@ -319,28 +364,29 @@ async fn event_detail(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let mut detail = state
+    let detail = state
         .engine
-        .journal()
+        .store()
+        .history
         .event_detail(&id)
         .await?
         .ok_or(ApiError::NoSuchEvent)?;
     // Why the other rules did not match, evaluated against the rule set serving now.
     let rules = state.engine.rules();
-    let source = detail["source"].as_str().unwrap_or_default().to_string();
-    let doc = crate::rules::EventDoc::new(detail["body"].clone());
-    let matched: Vec<(String, String)> = detail["matches"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .chain(detail["throttled"].as_array().into_iter().flatten())
-        .map(|m| {
-            (
-                m["rulebook"].as_str().unwrap_or("").to_string(),
-                m["rule"].as_str().unwrap_or("").to_string(),
-            )
-        })
+    let source = detail.source.clone();
+    let doc = crate::domain::EventDoc::new(detail.body.clone());
+    let matched: Vec<(String, String)> = detail
+        .matches
+        .iter()
+        .map(|m| (m.rulebook.clone(), m.rule.clone()))
+        .chain(
+            detail
+                .throttled
+                .iter()
+                .map(|m| (m.rulebook.clone(), m.rule.clone())),
+        )
         .collect();
+    let mut detail = serde_json::to_value(&detail).unwrap_or_default();
     let not_matched: Vec<_> = rules
         .explain(Some(&source), &doc)
         .into_iter()

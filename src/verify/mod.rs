@@ -15,7 +15,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde_json::Value;
 
-use crate::rules::EventDoc;
+use crate::domain::EventDoc;
 use crate::secrets::Secret;
 pub use mac::Algorithm;
 
@@ -104,16 +104,28 @@ pub struct VerifiedEvent {
     headers: Vec<(String, String)>,
     received_at: SystemTime,
     depth: u32,
+    /// The event that emitted (`post_event`) or replays this one.
+    parent: Option<String>,
 }
 
 impl VerifiedEvent {
     /// An event emitted by a `post_event` action into an `internal` source, `depth` links down a
     /// chain of such events.
-    pub fn internal(source: &str, body: Value, depth: u32) -> VerifiedEvent {
+    ///
+    /// `delivery` is the emitting run's id: a re-run of that action finds the child it already
+    /// made instead of making a second one.
+    pub fn internal(
+        source: &str,
+        body: Value,
+        depth: u32,
+        parent: &str,
+        delivery: Delivery,
+    ) -> VerifiedEvent {
         VerifiedEvent {
             source: source.to_string(),
             kind: "internal",
-            delivery: None,
+            parent: Some(parent.to_string()),
+            delivery: Some(delivery),
             doc: EventDoc::new(body),
             raw: None,
             headers: Vec::new(),
@@ -147,6 +159,7 @@ impl VerifiedEvent {
             headers,
             received_at: SystemTime::now(),
             depth: 0,
+            parent: Some(of.to_string()),
         }
     }
     pub fn source(&self) -> &str {
@@ -183,6 +196,26 @@ impl VerifiedEvent {
     }
     pub fn depth(&self) -> u32 {
         self.depth
+    }
+
+    /// The event as accepted: given its id, its body text ready to store.
+    pub fn accept(self) -> crate::domain::Event {
+        let body_text = match self.raw_text() {
+            Some(raw) => raw.to_string(),
+            None => serde_json::to_string(self.doc.body()).unwrap_or_else(|_| "null".into()),
+        };
+        crate::domain::Event {
+            id: crate::domain::new_event_id(),
+            source: self.source,
+            kind: self.kind.to_string(),
+            received_at: crate::domain::ms(self.received_at),
+            headers: self.headers,
+            doc: self.doc,
+            body_text,
+            depth: self.depth,
+            delivery: self.delivery.map(|d| d.key),
+            parent: self.parent,
+        }
     }
 }
 
@@ -433,6 +466,7 @@ impl Verifier {
             headers: safe_headers(headers),
             received_at: now,
             depth: 0,
+            parent: None,
         })
     }
 

@@ -1,0 +1,361 @@
+//! The types every layer shares, at the bottom of the import graph: the accepted event and its
+//! envelope, the job a match creates, run ids, the outcome of an attempt, and storage errors.
+//!
+//! This module imports nothing from the rest of the crate. `verify` builds events, `store`
+//! keeps them, `engine` and `actions` use them; none of those needs another to name them.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// An event body in the shape conditions are evaluated on: wrapped once in a one-element array
+/// (see `rules/condition.rs`), so evaluating many rules never copies it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventDoc(Value);
+
+impl EventDoc {
+    pub fn new(body: Value) -> Self {
+        EventDoc(Value::Array(vec![body]))
+    }
+    /// The event body as the sender sent it (`$`).
+    pub fn body(&self) -> &Value {
+        match &self.0 {
+            Value::Array(items) if !items.is_empty() => &items[0],
+            other => other,
+        }
+    }
+    /// The wrapped form (`[body]`) the JSONPath engine evaluates.
+    pub fn wrapped(&self) -> &Value {
+        &self.0
+    }
+}
+
+/// An accepted event: what the event log keeps and every job of it reads. Its id is given when
+/// it is accepted (a UUIDv7, so ids sort by acceptance time and never repeat across data
+/// directories: they are part of run ids, which outside systems use as idempotency keys).
+#[derive(Debug)]
+pub struct Event {
+    pub id: String,
+    pub source: String,
+    /// The verification kind (`ipfabric`, `internal`, …).
+    pub kind: String,
+    /// Milliseconds since the Unix epoch.
+    pub received_at: i64,
+    /// Request headers, lower-case, credential headers removed.
+    pub headers: Vec<(String, String)>,
+    pub doc: EventDoc,
+    /// The body as stored: the raw text received, or the serialized body.
+    pub body_text: String,
+    /// How many `post_event` links led to this event (0 for events from outside).
+    pub depth: u32,
+    /// The delivery id, when the sender gave one (or the run id of the `post_event` that
+    /// emitted it).
+    pub delivery: Option<String>,
+    /// The event this one was emitted by (`post_event`) or replays.
+    pub parent: Option<String>,
+}
+
+impl Event {
+    pub fn body(&self) -> &Value {
+        self.doc.body()
+    }
+}
+
+/// A new event id: UUIDv7, monotonic within the process.
+pub fn new_event_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+/// What the event log appends for one accepted event: the event, the rules it matched (each
+/// with the fingerprint of the compiled rule version it matched), and the throttle decisions.
+/// The log makes one job per unthrottled match available to the work queue.
+#[derive(Debug, Clone)]
+pub struct Envelope {
+    pub event: Arc<Event>,
+    pub matches: Vec<Match>,
+    /// De-duplication: a repeat of `(source, delivery)` within `window` is a duplicate.
+    pub dedup_window: Option<Duration>,
+}
+
+/// The serialization version of stored envelopes (the `matches` column / message header).
+pub const ENVELOPE_VERSION: u32 = 1;
+
+/// One rule an event matched.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Match {
+    pub rulebook: String,
+    pub rule: String,
+    /// The rule's unambiguous name in job and run ids.
+    pub key: String,
+    /// A hash of the compiled rule version that matched.
+    pub fingerprint: String,
+    /// Set when the match was throttled: no job was made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub throttled: Option<Throttled>,
+}
+
+impl Match {
+    /// The id of the job this match creates on `event`.
+    pub fn job_id(&self, event: &str) -> String {
+        format!("{event}:{}", self.key)
+    }
+}
+
+/// A throttle decision: the match fell in a window opened by an earlier event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Throttled {
+    pub group: String,
+    pub fired_by: String,
+    /// Milliseconds since the epoch.
+    pub until: i64,
+}
+
+/// Where a job is: which part of the rule and which action, with how many attempts that
+/// action has had. Recorded durably whenever it moves, so a crash resumes exactly here.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct Step {
+    pub phase: Phase,
+    pub index: u32,
+    /// Attempts the action at `index` has already had.
+    pub attempts: u32,
+    /// Attempts in the current run of the action (a re-run starts a fresh retry budget).
+    pub tries: u32,
+    /// What `on_failure` actions see as `failure` (set when the phase is `OnFailure`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failure: Option<Value>,
+    /// What the action before `index` produced (`previous` in templates), kept so a resumed
+    /// or re-run job renders exactly as the first run would have.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub previous: Option<Value>,
+    /// `previous` of the main action that failed for good, for a re-run of it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failed_previous: Option<Value>,
+    /// The step that failed for good, where a re-run starts again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failed_at: Option<(u32, u32)>,
+    /// Bumped when a re-run moves the job to a changed rule version: run ids of a new
+    /// generation never repeat an old one's.
+    pub generation: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    #[default]
+    Main,
+    OnFailure,
+}
+
+/// A job: the work one match created. What the work queue leases.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Job {
+    /// `<event id>:<rule key>`.
+    pub id: String,
+    pub event_id: String,
+    pub rulebook: String,
+    pub rule: String,
+    pub key: String,
+    /// The compiled rule version it must run.
+    pub fingerprint: String,
+    pub step: Step,
+}
+
+impl Job {
+    /// The run id of action `index` in `phase`: `<job>:<i>`, `<job>:on_failure:<i>`; after a
+    /// re-run on a changed rule, `<job>:v<generation>:<i>`.
+    pub fn run_id(&self, phase: Phase, index: u32) -> String {
+        let g = self.step.generation;
+        match (phase, g) {
+            (Phase::Main, 0) => format!("{}:{index}", self.id),
+            (Phase::OnFailure, 0) => format!("{}:on_failure:{index}", self.id),
+            (Phase::Main, g) => format!("{}:v{g}:{index}", self.id),
+            (Phase::OnFailure, g) => format!("{}:v{g}:on_failure:{index}", self.id),
+        }
+    }
+}
+
+/// How a job ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobState {
+    Pending,
+    Done,
+    /// A dead letter: failed for good, kept until re-run.
+    Failed,
+}
+
+impl JobState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Pending => "pending",
+            JobState::Done => "done",
+            JobState::Failed => "failed",
+        }
+    }
+    pub fn parse(s: &str) -> Option<JobState> {
+        match s {
+            "pending" => Some(JobState::Pending),
+            "done" => Some(JobState::Done),
+            "failed" => Some(JobState::Failed),
+            _ => None,
+        }
+    }
+}
+
+/// What one attempt of an action produced.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Outcome {
+    pub ok: bool,
+    pub exit_code: Option<i32>,
+    /// A script's stdout, or an HTTP response body (first 64 KiB).
+    pub stdout: String,
+    pub stderr: String,
+    pub error: Option<String>,
+    /// The HTTP status of an outbound request.
+    pub status: Option<u16>,
+    /// What the action produced for the history and for `previous` (ticket id and URL…).
+    pub result: Option<Value>,
+    /// A failure worth retrying (connection error, 408, 429, 5xx); scripts: always.
+    #[serde(skip)]
+    pub retryable: bool,
+    /// The server asked to wait this long (Retry-After, GitHub's rate-limit reset).
+    #[serde(skip)]
+    pub retry_after: Option<Duration>,
+}
+
+impl Outcome {
+    pub fn failed(error: impl Into<String>) -> Outcome {
+        Outcome {
+            ok: false,
+            error: Some(error.into()),
+            ..Outcome::default()
+        }
+    }
+
+    /// What the next action sees as `previous`.
+    pub fn previous(&self) -> Value {
+        if let Some(status) = self.status {
+            let body = serde_json::from_str::<Value>(&self.stdout)
+                .unwrap_or_else(|_| Value::String(self.stdout.clone()));
+            let mut v = serde_json::json!({"status": status, "body": body});
+            if let Some(r) = &self.result {
+                v["result"] = r.clone();
+            }
+            return v;
+        }
+        match &self.result {
+            Some(r) => r.clone(),
+            None => serde_json::json!({"exit_code": self.exit_code, "stdout": self.stdout}),
+        }
+    }
+}
+
+/// One attempt of one action, as the history records it.
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    pub job_id: String,
+    pub run_id: String,
+    pub phase: Phase,
+    pub index: u32,
+    /// 1-based, counting across restarts and re-runs.
+    pub attempt: u32,
+    pub action: &'static str,
+    /// The rendered action, credentials masked.
+    pub rendered: Value,
+    /// Milliseconds since the epoch.
+    pub started_at: i64,
+    /// `None` while it runs.
+    pub outcome: Option<Outcome>,
+    pub finished_at: Option<i64>,
+}
+
+/// What storage errors are, so callers know what to do about them.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum StoreError {
+    /// Worth trying again (storage busy, connection lost, shut down for a moment).
+    #[error("storage unavailable: {0}")]
+    Transient(String),
+    /// Will not succeed if tried again (corrupt data, incompatible format).
+    #[error("storage error: {0}")]
+    Permanent(String),
+    /// A compare-and-set lost, or a lease is no longer held.
+    #[error("conflict: {0}")]
+    Conflict(String),
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> i64 {
+    ms(SystemTime::now())
+}
+
+pub fn ms(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Milliseconds since the epoch as RFC 3339 (UTC).
+pub fn rfc3339(ms: i64) -> String {
+    let t = time::OffsetDateTime::UNIX_EPOCH + time::Duration::milliseconds(ms);
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// A duration for people: `850ms`, `1.2s`, `3m 5s`.
+pub fn human_duration(ms: i64) -> String {
+    let ms = ms.max(0);
+    if ms < 1000 {
+        format!("{ms}ms")
+    } else if ms < 60_000 {
+        format!("{:.1}s", ms as f64 / 1000.0)
+    } else if ms < 3_600_000 {
+        format!("{}m {}s", ms / 60_000, (ms % 60_000) / 1000)
+    } else {
+        format!("{}h {}m", ms / 3_600_000, (ms % 3_600_000) / 60_000)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(generation: u32) -> Job {
+        Job {
+            id: "e:r".into(),
+            event_id: "e".into(),
+            rulebook: "b".into(),
+            rule: "r".into(),
+            key: "r".into(),
+            fingerprint: "f".into(),
+            step: Step {
+                generation,
+                ..Step::default()
+            },
+        }
+    }
+
+    #[test]
+    fn run_ids_follow_the_contract_and_never_repeat_across_generations() {
+        assert_eq!(job(0).run_id(Phase::Main, 2), "e:r:2");
+        assert_eq!(job(0).run_id(Phase::OnFailure, 0), "e:r:on_failure:0");
+        assert_eq!(job(1).run_id(Phase::Main, 2), "e:r:v1:2");
+        assert_ne!(job(1).run_id(Phase::Main, 0), job(0).run_id(Phase::Main, 0));
+    }
+
+    #[test]
+    fn durations_read_like_people_write_them() {
+        assert_eq!(human_duration(850), "850ms");
+        assert_eq!(human_duration(1250), "1.2s");
+        assert_eq!(human_duration(185_000), "3m 5s");
+    }
+
+    #[test]
+    fn ids_sort_by_creation() {
+        let a = new_event_id();
+        let b = new_event_id();
+        assert!(a < b, "{a} < {b}");
+    }
+}

@@ -1,0 +1,420 @@
+//! Running one leased job: the job's state machine.
+//!
+//! ```text
+//! Main(i) ──ok──▶ Main(i+1) … ──ok, last──▶ ack Done
+//!    │ failed, retries left ──▶ nak(delay) at Main(i), attempts+1   (the slot is freed)
+//!    └ failed for good ──▶ OnFailure(0) with `failure` ──▶ … ──▶ ack Failed (a dead letter)
+//!                      └─ (no on_failure) ──────────────────────────▶ ack Failed
+//! rule version gone ──▶ ack Failed "rule changed since the match"
+//! ```
+//! Every arrow that moves to another action is recorded (`progress`) before that action starts,
+//! so a crash resumes at the step recorded, with the same run ids and the real `failure`.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use super::Engine;
+use crate::actions::event::MAX_DEPTH;
+use crate::actions::{Action, Rendered, RunContext, retry_delay};
+use crate::domain::{Attempt, Event, JobState, Outcome, Phase, Step, StoreError, now_ms};
+use crate::rules::{Rule, RuleSet};
+use crate::store::Lease;
+use crate::telemetry::names;
+use crate::verify::{Delivery, VerifiedEvent};
+
+/// How one action ended.
+enum Ran {
+    Done(Outcome),
+    /// Try again after this long.
+    Retry(Outcome, Duration),
+    Failed(Outcome),
+    /// Shutting down: the job stays pending.
+    Stopped,
+}
+
+/// `failure` in the context of `on_failure` actions.
+fn failure_context(action: &Action, out: &Outcome, attempts: u32) -> Value {
+    let mut f = json!({
+        "action": action.kind(),
+        "error": out.error,
+        "attempts": attempts,
+    });
+    if matches!(action, Action::RunScript(_)) {
+        f["exit_code"] = json!(out.exit_code);
+        f["stdout"] = json!(out.stdout);
+        f["stderr"] = json!(out.stderr);
+    }
+    if let Some(st) = out.status {
+        f["status"] = json!(st);
+        f["body"] = json!(out.stdout);
+    }
+    f
+}
+
+/// What every action of one job shares.
+struct Run<'a> {
+    rules: &'a RuleSet,
+    rule: &'a Rule,
+    event: &'a Arc<Event>,
+    meta: Value,
+}
+
+impl Engine {
+    /// Runs a leased job in its own task, so a panic ends that task and not the worker: the
+    /// job goes back to the queue at the last step recorded, and counts a delivery.
+    pub(super) async fn run_leased(self: Arc<Self>, lease: Lease) {
+        let last_step = Arc::new(Mutex::new(lease.job.step.clone()));
+        let shadow = Lease {
+            job: lease.job.clone(),
+            event: None,
+            token: lease.token,
+            seq: lease.seq,
+            deliveries: lease.deliveries,
+        };
+        let engine = self.clone();
+        let cell = last_step.clone();
+        let task = tokio::spawn(async move { engine.run_job(lease, cell).await });
+        match task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                // The lease is still held: it expires and the job runs again.
+                tracing::error!(job = %shadow.job.id, error = %e, "cannot record a job's progress; it runs again when its lease expires");
+            }
+            Err(panic) => {
+                let step = last_step.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                tracing::error!(job = %shadow.job.id, error = %panic, "a job panicked; it goes back to the queue");
+                if let Err(e) = self
+                    .store
+                    .queue
+                    .nak(shadow, step, Duration::from_secs(1))
+                    .await
+                {
+                    tracing::error!(error = %e, "cannot give a panicked job back; it runs again when its lease expires");
+                }
+            }
+        }
+    }
+
+    async fn run_job(
+        self: Arc<Self>,
+        mut lease: Lease,
+        last_step: Arc<Mutex<Step>>,
+    ) -> Result<(), StoreError> {
+        let queue = self.store.queue.clone();
+        let event = match lease.event.take() {
+            Some(e) => e,
+            None => match self.store.log.event(&lease.job.event_id).await? {
+                Some(e) => e,
+                None => {
+                    let step = lease.job.step.clone();
+                    let msg = "its event is no longer in the event log".to_string();
+                    return queue.ack(lease, step, JobState::Failed, Some(msg)).await;
+                }
+            },
+        };
+        let Some((rules, idx)) = self.rule_version(&lease.job.key, &lease.job.fingerprint) else {
+            let now = self.rules();
+            let msg = match now.rule_by_key(&lease.job.key) {
+                Some(_) => format!(
+                    "rule `{}` changed since the match: the version it matched is gone; re-run the job to run the current version",
+                    lease.job.key
+                ),
+                None => format!(
+                    "rule `{}` no longer exists (it was removed since the match)",
+                    lease.job.key
+                ),
+            };
+            tracing::warn!(job = %lease.job.id, "{msg}");
+            let step = lease.job.step.clone();
+            return queue.ack(lease, step, JobState::Failed, Some(msg)).await;
+        };
+        let rule = &rules.rules[idx];
+        let meta = json!({
+            "id": event.id,
+            "source": event.source,
+            "kind": event.kind,
+            "received_at": crate::domain::rfc3339(event.received_at),
+            "headers": event.headers.iter().map(|(k, v)| (k.clone(), Value::String(v.clone())))
+                .collect::<serde_json::Map<_, _>>(),
+            "rulebook": rule.rulebook,
+            "rule": rule.name,
+        });
+        let run = Run {
+            rules: &rules,
+            rule,
+            event: &event,
+            meta,
+        };
+        let mut step = lease.job.step.clone();
+        loop {
+            let actions = match step.phase {
+                Phase::Main => &rule.actions,
+                Phase::OnFailure => &rule.on_failure,
+            };
+            let Some(action) = actions.get(step.index as usize) else {
+                // Past the last action of its part: the job is over.
+                let (state, error) = match step.phase {
+                    Phase::Main => (JobState::Done, None),
+                    Phase::OnFailure => (JobState::Failed, failure_error(&step)),
+                };
+                return queue.ack(lease, step, state, error).await;
+            };
+            let is_last = step.index as usize + 1 == actions.len();
+            match self.run_action(&run, &lease, &step, action).await? {
+                Ran::Stopped => return Ok(()),
+                Ran::Done(out) => {
+                    let next = Step {
+                        index: step.index + 1,
+                        attempts: 0,
+                        tries: 0,
+                        previous: (!is_last).then(|| out.previous()),
+                        ..step
+                    };
+                    if is_last {
+                        let (state, error) = match next.phase {
+                            Phase::Main => (JobState::Done, None),
+                            Phase::OnFailure => (JobState::Failed, failure_error(&next)),
+                        };
+                        return queue.ack(lease, next, state, error).await;
+                    }
+                    queue.progress(&mut lease, next.clone()).await?;
+                    step = next;
+                }
+                Ran::Retry(out, delay) => {
+                    let next = Step {
+                        attempts: step.attempts + 1,
+                        tries: step.tries + 1,
+                        ..step
+                    };
+                    tracing::info!(run = %lease.job.run_id(next.phase, next.index), attempt = next.attempts, error = ?out.error, wait_ms = delay.as_millis() as u64, "action failed; retrying");
+                    return queue.nak(lease, next, delay).await;
+                }
+                Ran::Failed(out) => {
+                    let attempts = step.attempts + 1;
+                    let run_id = lease.job.run_id(step.phase, step.index);
+                    match step.phase {
+                        Phase::Main => {
+                            tracing::warn!(run = %run_id, attempts, error = ?out.error, "action failed for good");
+                            let failure = failure_context(action, &out, attempts);
+                            let failed = Step {
+                                attempts,
+                                tries: 0,
+                                failed_at: Some((step.index, attempts)),
+                                ..step.clone()
+                            };
+                            if rule.on_failure.is_empty() {
+                                return queue.ack(lease, failed, JobState::Failed, out.error).await;
+                            }
+                            let next = Step {
+                                phase: Phase::OnFailure,
+                                index: 0,
+                                attempts: 0,
+                                tries: 0,
+                                previous: None,
+                                failure: Some(failure),
+                                // A re-run resumes the main action, with what it had before.
+                                failed_at: Some((step.index, attempts)),
+                                failed_previous: step.previous.clone(),
+                                generation: step.generation,
+                            };
+                            queue.progress(&mut lease, next.clone()).await?;
+                            step = next;
+                        }
+                        Phase::OnFailure => {
+                            tracing::warn!(run = %run_id, error = ?out.error, "an on_failure action failed too");
+                            let error = failure_error(&step);
+                            let done = Step { attempts, ..step };
+                            return queue.ack(lease, done, JobState::Failed, error).await;
+                        }
+                    }
+                }
+            }
+            *last_step.lock().unwrap_or_else(|e| e.into_inner()) = step.clone();
+        }
+    }
+
+    /// One attempt of one action, recorded in the history.
+    async fn run_action(
+        &self,
+        run: &Run<'_>,
+        lease: &Lease,
+        step: &Step,
+        action: &Action,
+    ) -> Result<Ran, StoreError> {
+        let job = &lease.job;
+        let event = run.event;
+        let body = event.doc.body();
+        let attempt = step.attempts + 1;
+        let run_id = job.run_id(step.phase, step.index);
+        let null = Value::Null;
+        let previous = step.previous.as_ref().unwrap_or(&null);
+        let failure = step.failure.as_ref().unwrap_or(&null);
+        let ctx = minijinja::context! {
+            event => minijinja::Value::from(minijinja::value::Serde(body)),
+            meta => minijinja::Value::from(minijinja::value::Serde(&run.meta)),
+            previous => minijinja::Value::from(minijinja::value::Serde(previous)),
+            failure => minijinja::Value::from(minijinja::value::Serde(failure)),
+        };
+        let record = |rendered: Value, outcome: Option<Outcome>, started_at: i64| Attempt {
+            job_id: job.id.clone(),
+            run_id: run_id.clone(),
+            phase: step.phase,
+            index: step.index,
+            attempt,
+            action: action.kind(),
+            rendered,
+            started_at,
+            finished_at: outcome.as_ref().map(|_| now_ms()),
+            outcome,
+        };
+        let rendered = match action.render(&run.rules.templates, &ctx) {
+            Ok(r) => r,
+            Err(e) => {
+                let error = format!(
+                    "action {run_id} ({}) of rule `{}` cannot be rendered: {e}",
+                    action.kind(),
+                    run.rule.name
+                );
+                tracing::warn!(job = %job.id, "{error}");
+                let out = Outcome::failed(&error);
+                self.store
+                    .history
+                    .record(record(Value::Null, Some(out.clone()), now_ms()))
+                    .await?;
+                return Ok(Ran::Failed(out));
+            }
+        };
+        let shown = rendered.for_history();
+        let context = RunContext {
+            run_id: run_id.clone(),
+            event_id: event.id.clone(),
+            source: event.source.clone(),
+            rule: run.rule.name.clone(),
+            // Only scripts read it (on stdin).
+            input: match action {
+                Action::RunScript(_) => json!({"event": body, "meta": run.meta}),
+                _ => Value::Null,
+            },
+        };
+        let started_at = now_ms();
+        let begun = std::time::Instant::now();
+        let outcome = if let Rendered::PostEvent(p) = &rendered {
+            self.post_event(p, event, &run_id).await
+        } else if action.in_process() {
+            rendered.execute(&context, self.store.state.as_ref()).await
+        } else {
+            // The limit counts what runs outside the process; waiting for it is FIFO, so jobs
+            // start in acceptance order.
+            let permit = tokio::select! {
+                p = self.limit.clone().acquire_owned() => p.ok(),
+                () = self.shutdown.cancelled() => None,
+            };
+            let Some(_permit) = permit.filter(|_| !self.shutdown.is_cancelled()) else {
+                return Ok(Ran::Stopped); // the lease lapses; the job runs at the next start
+            };
+            // The run is durable already (the job is pending); the attempt row is for the
+            // history, written alongside the start to keep a commit off the path to it.
+            let (started, outcome) = tokio::join!(
+                self.store
+                    .history
+                    .record(record(shown.clone(), None, started_at)),
+                self.with_heartbeat(lease, rendered.execute(&context, self.store.state.as_ref()))
+            );
+            started?;
+            outcome
+        };
+        self.count_run(action.kind(), outcome.ok, begun.elapsed());
+        let retry = !outcome.ok
+            && outcome.retryable
+            && step.tries < action.retries()
+            && !self.shutdown.is_cancelled();
+        let delay = retry.then(|| retry_delay(attempt, outcome.retry_after));
+        self.store
+            .history
+            .record(record(shown, Some(outcome.clone()), started_at))
+            .await?;
+        Ok(match (outcome.ok, delay) {
+            (true, _) => Ran::Done(outcome),
+            (false, Some(d)) => Ran::Retry(outcome, d),
+            (false, None) => Ran::Failed(outcome),
+        })
+    }
+
+    /// Runs `work` while extending the lease every third of its duration.
+    async fn with_heartbeat<F: std::future::Future<Output = Outcome>>(
+        &self,
+        lease: &Lease,
+        work: F,
+    ) -> Outcome {
+        let every = self.settings.lease / 3;
+        let beat = async {
+            loop {
+                tokio::time::sleep(every).await;
+                if let Err(e) = self.store.queue.heartbeat(lease, self.settings.lease).await {
+                    tracing::warn!(job = %lease.job.id, error = %e, "lease lost while running; the job may run again");
+                    return;
+                }
+            }
+        };
+        tokio::pin!(work);
+        tokio::select! {
+            out = &mut work => out,
+            () = beat => work.await,
+        }
+    }
+
+    fn count_run(&self, kind: &'static str, ok: bool, took: Duration) {
+        let (runs, seconds) = names::run_metrics(kind, ok);
+        runs.increment(1);
+        seconds.record(took.as_secs_f64());
+    }
+
+    /// Appends an event emitted by `post_event`. Its delivery id is the emitting run's id, so
+    /// running the action again finds the child already made instead of making another.
+    async fn post_event(
+        &self,
+        p: &crate::actions::event::PostEvent,
+        parent: &Event,
+        run_id: &str,
+    ) -> Outcome {
+        let depth = parent.depth + 1;
+        if depth > MAX_DEPTH {
+            let msg = format!(
+                "post_event to `{}` stopped: the chain is deeper than {MAX_DEPTH} events (a rule loop?)",
+                p.source
+            );
+            tracing::error!(event = %parent.id, "{msg}");
+            return Outcome::failed(msg);
+        }
+        let delivery = Delivery {
+            key: run_id.to_string(),
+            window: Some(self.settings.retain),
+        };
+        let event = VerifiedEvent::internal(&p.source, p.body.clone(), depth, &parent.id, delivery);
+        match Box::pin(self.ingest(event)).await {
+            Ok(done) => Outcome {
+                ok: true,
+                result: Some(json!({
+                    "event_id": done.id,
+                    "matched": done.matched,
+                    "depth": depth,
+                    "already_emitted": done.duplicate,
+                })),
+                ..Outcome::default()
+            },
+            Err(e) => Outcome {
+                retryable: true,
+                ..Outcome::failed(e.to_string())
+            },
+        }
+    }
+}
+
+/// The error a job that failed for good closes with.
+fn failure_error(step: &Step) -> Option<String> {
+    step.failure
+        .as_ref()
+        .and_then(|f| f["error"].as_str().map(str::to_string))
+}

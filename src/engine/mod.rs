@@ -1,0 +1,382 @@
+//! The engine: matches verified events against the current rule set, appends them to the event
+//! log with their matches, and runs the jobs that creates with workers that pull leases from
+//! the work queue.
+//!
+//! At least once: a job is in the queue before the sender hears 202; a worker records each
+//! step before moving on and acks only when the job has finished; a lease that is not acked
+//! (crash, panic, lost lease) makes the job fetchable again with the same run ids.
+
+mod job;
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use serde_json::json;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::domain::{Envelope, JobState, Match, Step, StoreError, Throttled, now_ms};
+use crate::rules::RuleSet;
+use crate::store::{Appended, Store};
+use crate::verify::VerifiedEvent;
+
+/// How long a lease holds without a heartbeat. Workers heartbeat every third of it while an
+/// action runs, so only a stuck or dead worker loses one.
+pub const LEASE_TTL: Duration = Duration::from_secs(60);
+
+/// Rule sets kept after a reload, so queued jobs still run the rule version they matched.
+const KEPT_VERSIONS: usize = 8;
+
+/// What ingesting one event did.
+#[derive(Debug)]
+pub struct Ingested {
+    pub id: String,
+    pub duplicate: bool,
+    pub matched: usize,
+}
+
+/// What a re-run request did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Rerun {
+    /// Queued again, on the rule version it matched (from the action that failed).
+    Queued,
+    /// Queued again on the current version of a rule that changed (from its first action).
+    QueuedOnCurrentRule,
+    /// No failed job has that id.
+    NotFailed,
+    /// Its rule no longer exists.
+    RuleGone,
+}
+
+/// Engine settings beyond the rules and the store.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Scripts and outbound requests at once; also the number of workers.
+    pub concurrency: usize,
+    /// Finished events older than this are pruned; also the window in which a `post_event`
+    /// re-run finds the child it already made.
+    pub retain: Duration,
+    /// Lease duration (heartbeats every third of it).
+    pub lease: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            concurrency: 8,
+            retain: Duration::from_secs(30 * 24 * 3600),
+            lease: LEASE_TTL,
+        }
+    }
+}
+
+/// The running engine. Shared by the HTTP server (ingest) and the workers (jobs).
+pub struct Engine {
+    store: Store,
+    rules: ArcSwap<RuleSet>,
+    /// Earlier rule sets, newest last, for jobs matched before a reload.
+    kept: Mutex<VecDeque<Arc<RuleSet>>>,
+    /// Outside effects (scripts, outbound requests) at once; FIFO, so jobs start in order.
+    limit: Arc<Semaphore>,
+    settings: Settings,
+    owner: String,
+    tracker: TaskTracker,
+    shutdown: CancellationToken,
+}
+
+impl Engine {
+    /// Call [`Engine::start`] to run jobs.
+    pub fn new(store: Store, rules: Arc<RuleSet>, settings: Settings) -> Arc<Engine> {
+        Arc::new(Engine {
+            store,
+            rules: ArcSwap::new(rules),
+            kept: Mutex::new(VecDeque::new()),
+            limit: Arc::new(Semaphore::new(settings.concurrency.max(1))),
+            owner: format!("{}-{}", std::process::id(), crate::domain::new_event_id()),
+            settings,
+            tracker: TaskTracker::new(),
+            shutdown: CancellationToken::new(),
+        })
+    }
+
+    /// Starts the workers (they resume whatever an earlier run left pending) and retention.
+    pub fn start(self: &Arc<Self>) {
+        for _ in 0..self.settings.concurrency.max(1) {
+            let engine = self.clone();
+            self.tracker.spawn(async move { engine.worker().await });
+        }
+        let engine = self.clone();
+        self.tracker.spawn(async move { engine.retention().await });
+    }
+
+    /// The rule set new events are matched against.
+    pub fn rules(&self) -> Arc<RuleSet> {
+        self.rules.load_full()
+    }
+
+    /// Replaces the rule set. Jobs already queued still run the rule version they matched,
+    /// as long as this process keeps it (the last few sets).
+    pub fn swap_rules(&self, rules: Arc<RuleSet>) {
+        let old = self.rules.swap(rules);
+        let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        kept.push_back(old);
+        while kept.len() > KEPT_VERSIONS {
+            kept.pop_front();
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The rule of `key` at version `fingerprint`, in the current set or a kept one.
+    fn rule_version(&self, key: &str, fingerprint: &str) -> Option<(Arc<RuleSet>, usize)> {
+        let current = self.rules();
+        if let Some(i) = current.rule_by_key(key)
+            && current.rules[i].fingerprint == fingerprint
+        {
+            return Some((current, i));
+        }
+        let kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        kept.iter().rev().find_map(|set| {
+            set.rule_by_key(key)
+                .filter(|&i| set.rules[i].fingerprint == fingerprint)
+                .map(|i| (set.clone(), i))
+        })
+    }
+
+    /// Matches and appends an event (returning once it is durable) with the jobs it creates.
+    pub async fn ingest(&self, event: VerifiedEvent) -> Result<Ingested, StoreError> {
+        let dedup_window = event.delivery().and_then(|d| d.window);
+        let event = Arc::new(event.accept());
+        let rules = self.rules();
+        let matched = rules.matching(&event.source, &event.doc);
+        let mut matches = Vec::with_capacity(matched.len());
+        // Throttle windows opened for this event, released if it turns out a duplicate.
+        let mut opened = Vec::new();
+        for &i in &matched {
+            let r = &rules.rules[i];
+            let throttled = match &r.throttle {
+                None => None,
+                Some(t) => {
+                    let key = format!("throttle/{}/{}", r.key, t.group(event.body()));
+                    match self.throttle(&key, &event.id, t.window).await? {
+                        Ok(rev) => {
+                            opened.push((key, rev));
+                            None
+                        }
+                        Err(mut th) => {
+                            th.group = t.group(event.body());
+                            Some(th)
+                        }
+                    }
+                }
+            };
+            matches.push(Match {
+                rulebook: r.rulebook.clone(),
+                rule: r.name.clone(),
+                key: r.key.clone(),
+                fingerprint: r.fingerprint.clone(),
+                throttled,
+            });
+        }
+        let envelope = Envelope {
+            event: event.clone(),
+            matches,
+            dedup_window,
+        };
+        let appended = self.store.log.append(envelope).await;
+        let release = !matches!(&appended, Ok(Appended::New { .. }));
+        if release {
+            for (key, rev) in opened {
+                let _ = self.store.state.delete(&key, Some(rev)).await;
+            }
+        }
+        match appended? {
+            Appended::Duplicate { id } => Ok(Ingested {
+                id,
+                duplicate: true,
+                matched: 0,
+            }),
+            Appended::New { jobs } => {
+                for &i in &matched {
+                    let r = &rules.rules[i];
+                    if jobs.iter().any(|j| j.key == r.key) {
+                        r.count_match();
+                    } else {
+                        r.count_throttled();
+                        tracing::debug!(event = %event.id, rule = %r.name, "match throttled");
+                    }
+                }
+                Ok(Ingested {
+                    id: event.id.clone(),
+                    duplicate: false,
+                    matched: jobs.len(),
+                })
+            }
+        }
+    }
+
+    /// Opens the throttle window `key`, or reports the match throttled by whoever holds it.
+    async fn throttle(
+        &self,
+        key: &str,
+        event: &str,
+        window: Duration,
+    ) -> Result<Result<u64, Throttled>, StoreError> {
+        let until = now_ms() + window.as_millis() as i64;
+        let value = json!({"event": event, "until": until}).to_string();
+        for _ in 0..3 {
+            match self.store.state.create(key, &value, Some(window)).await {
+                Ok(rev) => return Ok(Ok(rev)),
+                Err(StoreError::Conflict(_)) => {}
+                Err(e) => return Err(e),
+            }
+            if let Some((held, _)) = self.store.state.get(key).await? {
+                let v: serde_json::Value = serde_json::from_str(&held).unwrap_or_default();
+                return Ok(Err(Throttled {
+                    group: String::new(),
+                    fired_by: v["event"].as_str().unwrap_or_default().to_string(),
+                    until: v["until"].as_i64().unwrap_or_default(),
+                }));
+            }
+            // Expired between the two calls: try to open it again.
+        }
+        Err(StoreError::Transient(format!(
+            "throttle window `{key}` keeps changing"
+        )))
+    }
+
+    /// Ingests a stored event again as a new event (same source, body and headers), matched
+    /// against the current rules.
+    pub async fn replay(&self, id: &str) -> Result<Option<Ingested>, StoreError> {
+        let Some(old) = self.store.log.event(id).await? else {
+            return Ok(None);
+        };
+        let event = VerifiedEvent::replay(
+            &old.source,
+            &old.kind,
+            old.doc.body().clone(),
+            &old.headers,
+            id,
+        );
+        self.ingest(event).await.map(Some)
+    }
+
+    /// Puts a dead letter back in the queue. On the rule version it matched, it resumes at the
+    /// action that failed, with a fresh retry budget; when that version is gone, it runs the
+    /// current version from its first action under new run ids.
+    pub async fn rerun(&self, job_id: &str) -> Result<Rerun, StoreError> {
+        let Some((mut job, state)) = self.store.history.job(job_id).await? else {
+            return Ok(Rerun::NotFailed);
+        };
+        if state != JobState::Failed {
+            return Ok(Rerun::NotFailed);
+        }
+        let current = self.rules();
+        let same = self.rule_version(&job.key, &job.fingerprint).is_some();
+        let answer = if same {
+            let (index, attempts) = job
+                .step
+                .failed_at
+                .unwrap_or((job.step.index, job.step.attempts));
+            job.step = Step {
+                index,
+                attempts,
+                previous: match job.step.phase {
+                    crate::domain::Phase::Main => job.step.previous.take(),
+                    crate::domain::Phase::OnFailure => job.step.failed_previous.take(),
+                },
+                generation: job.step.generation,
+                ..Step::default()
+            };
+            Rerun::Queued
+        } else {
+            let Some(i) = current.rule_by_key(&job.key) else {
+                return Ok(Rerun::RuleGone);
+            };
+            job.fingerprint = current.rules[i].fingerprint.clone();
+            job.step = Step {
+                generation: job.step.generation + 1,
+                ..Step::default()
+            };
+            Rerun::QueuedOnCurrentRule
+        };
+        Ok(if self.store.queue.rerun(job).await? {
+            answer
+        } else {
+            Rerun::NotFailed
+        })
+    }
+
+    /// A worker: leases jobs one at a time and runs them until shutdown.
+    async fn worker(self: Arc<Self>) {
+        let poll = Duration::from_secs(1);
+        while !self.shutdown.is_cancelled() {
+            let fetched = tokio::select! {
+                r = self.store.queue.fetch(&self.owner, self.settings.lease, poll) => r,
+                () = self.shutdown.cancelled() => return,
+            };
+            match fetched {
+                Ok(Some(lease)) => self.clone().run_leased(lease).await,
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot fetch jobs; trying again in a second");
+                    tokio::time::sleep(poll).await;
+                }
+            }
+        }
+    }
+
+    /// Removes finished events past the retention period, now and then.
+    async fn retention(self: Arc<Self>) {
+        let every = Duration::from_secs(600)
+            .min(self.settings.retain / 4)
+            .max(Duration::from_secs(1));
+        loop {
+            let before = now_ms() - self.settings.retain.as_millis() as i64;
+            loop {
+                match self.store.log.prune(before).await {
+                    Ok(p) => {
+                        if p.events + p.state > 0 {
+                            tracing::debug!(
+                                events = p.events,
+                                jobs = p.jobs,
+                                attempts = p.attempts,
+                                state = p.state,
+                                "retention: pruned"
+                            );
+                        }
+                        if p.events < 10_000 {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "retention: cannot prune");
+                        break;
+                    }
+                }
+            }
+            tokio::select! {
+                () = tokio::time::sleep(every) => {}
+                () = self.shutdown.cancelled() => return,
+            }
+        }
+    }
+
+    /// Stops fetching jobs and waits up to `grace` for running ones; what has not finished
+    /// stays pending for the next start.
+    pub async fn shutdown(&self, grace: Duration) {
+        self.shutdown.cancel();
+        self.tracker.close();
+        if tokio::time::timeout(grace, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("grace period over: unfinished jobs resume at the next start");
+        }
+    }
+}

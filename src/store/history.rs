@@ -1,0 +1,188 @@
+//! The history's read model: typed rows the admin API serializes as they are.
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::domain::{Job, JobState};
+
+/// An event's status in lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EventStatus {
+    /// No rule matched.
+    Unmatched,
+    /// Every match was throttled: no job was made.
+    Throttled,
+    /// A job has not finished.
+    Pending,
+    /// Every job finished and one failed for good (a dead letter).
+    Failed,
+    Done,
+}
+
+impl EventStatus {
+    pub const ALL: &'static [&'static str] =
+        &["unmatched", "throttled", "pending", "failed", "done"];
+
+    pub fn parse(s: &str) -> Option<EventStatus> {
+        Some(match s {
+            "unmatched" => EventStatus::Unmatched,
+            "throttled" => EventStatus::Throttled,
+            "pending" => EventStatus::Pending,
+            "failed" => EventStatus::Failed,
+            "done" => EventStatus::Done,
+            _ => return None,
+        })
+    }
+
+    /// From the counts of an event's matches and its jobs' states.
+    pub fn of(matches: usize, jobs: usize, pending: usize, failed: usize) -> EventStatus {
+        if matches == 0 {
+            EventStatus::Unmatched
+        } else if jobs == 0 {
+            EventStatus::Throttled
+        } else if pending > 0 {
+            EventStatus::Pending
+        } else if failed > 0 {
+            EventStatus::Failed
+        } else {
+            EventStatus::Done
+        }
+    }
+}
+
+/// Filters of the event list.
+#[derive(Debug, Clone, Default)]
+pub struct EventFilter {
+    pub source: Option<String>,
+    /// Milliseconds since the epoch.
+    pub since: Option<i64>,
+    pub status: Option<EventStatus>,
+    /// Events that matched (or were throttled on) this rule name.
+    pub rule: Option<String>,
+    pub limit: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EventRow {
+    pub id: String,
+    pub source: String,
+    pub kind: String,
+    pub received_at: String,
+    pub duplicates: i64,
+    pub matched_rules: usize,
+    pub throttled: usize,
+    pub status: EventStatus,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
+}
+
+/// One event with everything that happened to it.
+#[derive(Debug, Clone, Serialize)]
+pub struct EventDetail {
+    pub id: String,
+    pub source: String,
+    pub kind: String,
+    pub received_at: String,
+    pub headers: serde_json::Map<String, Value>,
+    pub depth: u32,
+    pub duplicates: i64,
+    pub delivery_id: Option<String>,
+    /// The event that emitted (`post_event`) or replayed this one.
+    pub parent: Option<String>,
+    /// Events this one emitted (`post_event`).
+    pub children: Vec<String>,
+    pub status: EventStatus,
+    pub body: Value,
+    /// The jobs of its unthrottled matches.
+    pub matches: Vec<MatchRow>,
+    pub throttled: Vec<ThrottledRow>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ThrottledRow {
+    pub rulebook: String,
+    pub rule: String,
+    pub group: String,
+    pub fired_by: String,
+    pub until: String,
+}
+
+/// A matched rule's job, with its attempts.
+#[derive(Debug, Clone, Serialize)]
+pub struct MatchRow {
+    pub id: String,
+    pub rulebook: String,
+    pub rule: String,
+    pub fingerprint: String,
+    pub status: JobState,
+    pub error: Option<String>,
+    pub attempts: Vec<AttemptRow>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AttemptRow {
+    pub run_id: String,
+    pub attempt: u32,
+    /// `main` or `on_failure`.
+    pub phase: &'static str,
+    pub action_index: u32,
+    pub action: String,
+    pub rendered: Value,
+    /// `running`, `ok` or `failed`.
+    pub status: &'static str,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    /// How long it ran, for people (`1.2s`).
+    pub duration: Option<String>,
+    pub duration_ms: Option<i64>,
+    pub exit_code: Option<i64>,
+    pub stdout: Option<String>,
+    pub stderr: Option<String>,
+    pub error: Option<String>,
+    pub http_status: Option<i64>,
+    pub result: Option<Value>,
+}
+
+/// Filters of the job list.
+#[derive(Debug, Clone, Default)]
+pub struct JobFilter {
+    pub state: Option<JobState>,
+    pub rule: Option<String>,
+    pub limit: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct JobRow {
+    pub id: String,
+    pub event_id: String,
+    pub rulebook: String,
+    pub rule: String,
+    pub status: JobState,
+    pub error: Option<String>,
+    /// When it last changed state.
+    pub updated_at: String,
+    /// The action it stopped at (for a dead letter: where a re-run starts).
+    pub action_index: u32,
+    pub attempts: u32,
+}
+
+impl JobRow {
+    pub fn new(job: &Job, state: JobState, error: Option<String>, updated_at: String) -> JobRow {
+        let (index, attempts) = job
+            .step
+            .failed_at
+            .unwrap_or((job.step.index, job.step.attempts));
+        JobRow {
+            id: job.id.clone(),
+            event_id: job.event_id.clone(),
+            rulebook: job.rulebook.clone(),
+            rule: job.rule.clone(),
+            status: state,
+            error,
+            updated_at,
+            action_index: index,
+            attempts,
+        }
+    }
+}

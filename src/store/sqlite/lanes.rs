@@ -1,0 +1,321 @@
+//! The embedded work queue's memory: ready jobs in one lane per rule (rules take turns, each
+//! lane in acceptance order), delayed retries, and leases with deadlines.
+//!
+//! SQLite holds every pending job; memory holds at most [`CAP`] ready ones. When more arrive,
+//! the rest stay only in SQLite ("spilled") and the writer thread refills from a cursor on the
+//! job sequence. Pushes and refills both happen on the writer thread, after commits, in
+//! sequence order, so no job is missed or loaded twice.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::domain::{Event, Job};
+
+/// Ready jobs held in memory at most.
+pub const CAP: usize = 4096;
+
+/// A job the queue holds.
+#[derive(Debug, Clone)]
+pub struct Queued {
+    pub seq: i64,
+    pub job: Job,
+    pub event: Option<Arc<Event>>,
+    pub deliveries: u32,
+}
+
+#[derive(Debug)]
+struct Leased {
+    q: Queued,
+    deadline: Instant,
+}
+
+#[derive(Debug, Default)]
+pub struct Lanes {
+    lanes: HashMap<String, VecDeque<Queued>>,
+    /// Lanes with ready jobs, in turn order.
+    ring: VecDeque<String>,
+    ready: usize,
+    delayed: BTreeMap<(Instant, i64), Queued>,
+    leased: HashMap<u64, Leased>,
+    /// Sequence numbers leased or delayed, so a refill never loads them twice.
+    held: HashMap<i64, u64>,
+    next_token: u64,
+    /// Pending jobs with a sequence above `cursor` are only in SQLite.
+    pub spilled: bool,
+    pub cursor: i64,
+    pub refilling: bool,
+}
+
+/// What a fetch found.
+pub enum Next {
+    Job(Box<Queued>, u64),
+    /// Nothing ready; something may be by then.
+    WaitUntil(Option<Instant>),
+}
+
+impl Lanes {
+    pub fn new() -> Lanes {
+        Lanes {
+            spilled: true,
+            ..Lanes::default()
+        }
+    }
+
+    pub fn ready(&self) -> usize {
+        self.ready
+    }
+    pub fn delayed(&self) -> usize {
+        self.delayed.len()
+    }
+    pub fn leased(&self) -> usize {
+        self.leased.len()
+    }
+
+    /// A newly committed job (writer thread, in sequence order).
+    pub fn push_new(&mut self, q: Queued) {
+        if self.spilled || self.ready >= CAP {
+            self.spilled = true;
+            return;
+        }
+        self.cursor = self.cursor.max(q.seq);
+        self.push_ready(q);
+    }
+
+    /// A job loaded by a refill (writer thread).
+    pub fn push_loaded(&mut self, q: Queued, due: Option<Instant>) {
+        self.cursor = self.cursor.max(q.seq);
+        if self.held.contains_key(&q.seq) {
+            return;
+        }
+        match due {
+            Some(at) if at > Instant::now() => {
+                self.held.insert(q.seq, 0);
+                self.delayed.insert((at, q.seq), q);
+            }
+            _ => self.push_ready(q),
+        }
+    }
+
+    /// A job made pending again by a re-run.
+    pub fn push_rerun(&mut self, q: Queued) {
+        if q.seq > self.cursor && self.spilled {
+            return; // a refill will load it
+        }
+        self.push_ready(q);
+    }
+
+    fn push_ready(&mut self, q: Queued) {
+        let lane = self.lanes.entry(q.job.key.clone()).or_default();
+        if lane.is_empty() {
+            self.ring.push_back(q.job.key.clone());
+        }
+        // Keep each lane in sequence order (retries and re-runs come back in their place).
+        if lane.back().is_some_and(|b| b.seq > q.seq) {
+            let at = lane.partition_point(|x| x.seq < q.seq);
+            lane.insert(at, q);
+        } else {
+            lane.push_back(q);
+        }
+        self.ready += 1;
+    }
+
+    /// Moves due retries and expired leases back to the lanes.
+    fn tick(&mut self, now: Instant) {
+        while let Some(entry) = self.delayed.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            let q = entry.remove();
+            self.held.remove(&q.seq);
+            self.push_ready(q);
+        }
+        let expired: Vec<u64> = self
+            .leased
+            .iter()
+            .filter(|(_, l)| l.deadline <= now)
+            .map(|(t, _)| *t)
+            .collect();
+        for t in expired {
+            if let Some(l) = self.leased.remove(&t) {
+                self.held.remove(&l.q.seq);
+                self.push_ready(l.q);
+            }
+        }
+    }
+
+    /// Leases the next job, rules taking turns.
+    pub fn next(&mut self, ttl: Duration) -> Next {
+        let now = Instant::now();
+        self.tick(now);
+        while let Some(key) = self.ring.pop_front() {
+            let Some(lane) = self.lanes.get_mut(&key) else {
+                continue;
+            };
+            let Some(mut q) = lane.pop_front() else {
+                self.lanes.remove(&key);
+                continue;
+            };
+            if lane.is_empty() {
+                self.lanes.remove(&key);
+            } else {
+                self.ring.push_back(key);
+            }
+            self.ready -= 1;
+            q.deliveries += 1;
+            self.next_token += 1;
+            let token = self.next_token;
+            self.held.insert(q.seq, token);
+            self.leased.insert(
+                token,
+                Leased {
+                    q: q.clone(),
+                    deadline: now + ttl,
+                },
+            );
+            return Next::Job(Box::new(q), token);
+        }
+        let soonest = self
+            .delayed
+            .keys()
+            .next()
+            .map(|k| k.0)
+            .into_iter()
+            .chain(self.leased.values().map(|l| l.deadline))
+            .min();
+        Next::WaitUntil(soonest)
+    }
+
+    /// The lease's job, if `token` still holds it.
+    pub fn holds(&self, token: u64) -> bool {
+        self.leased.contains_key(&token)
+    }
+
+    pub fn extend(&mut self, token: u64, ttl: Duration) -> bool {
+        match self.leased.get_mut(&token) {
+            Some(l) => {
+                l.deadline = Instant::now() + ttl;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Updates the leased copy (progress), so an expiry re-delivers the new step.
+    pub fn update(&mut self, token: u64, job: &Job) -> bool {
+        match self.leased.get_mut(&token) {
+            Some(l) => {
+                l.q.job = job.clone();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Ends a lease: the job is done, or comes back after `delay` as `job`.
+    pub fn release(&mut self, token: u64, again: Option<(Job, Duration)>) -> Option<i64> {
+        let l = self.leased.remove(&token)?;
+        let seq = l.q.seq;
+        self.held.remove(&seq);
+        if let Some((job, delay)) = again {
+            let mut q = l.q;
+            q.job = job;
+            if delay.is_zero() {
+                self.push_ready(q);
+            } else {
+                self.held.insert(seq, 0);
+                self.delayed.insert((Instant::now() + delay, seq), q);
+            }
+        }
+        Some(seq)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::Step;
+
+    fn q(seq: i64, key: &str) -> Queued {
+        Queued {
+            seq,
+            job: Job {
+                id: format!("e{seq}:{key}"),
+                event_id: format!("e{seq}"),
+                rulebook: "b".into(),
+                rule: key.into(),
+                key: key.into(),
+                fingerprint: "f".into(),
+                step: Step::default(),
+            },
+            event: None,
+            deliveries: 0,
+        }
+    }
+
+    fn take(l: &mut Lanes) -> (i64, u64) {
+        match l.next(Duration::from_secs(30)) {
+            Next::Job(q, t) => (q.seq, t),
+            Next::WaitUntil(_) => panic!("nothing ready"),
+        }
+    }
+
+    #[test]
+    fn rules_take_turns_and_each_keeps_its_order() {
+        let mut l = Lanes::new();
+        l.spilled = false;
+        for s in 1..=5 {
+            l.push_new(q(s, "slow"));
+        }
+        l.push_new(q(6, "fast"));
+        l.push_new(q(7, "fast"));
+        let order: Vec<i64> = (0..7).map(|_| take(&mut l).0).collect();
+        assert_eq!(order, vec![1, 6, 2, 7, 3, 4, 5]);
+    }
+
+    #[test]
+    fn an_expired_lease_comes_back_and_a_stale_token_is_refused() {
+        let mut l = Lanes::new();
+        l.spilled = false;
+        l.push_new(q(1, "r"));
+        let Next::Job(_, t) = l.next(Duration::from_millis(0)) else {
+            panic!()
+        };
+        std::thread::sleep(Duration::from_millis(2));
+        let (seq, t2) = take(&mut l);
+        assert_eq!(seq, 1);
+        assert!(!l.holds(t) && l.holds(t2));
+        assert!(l.release(t, None).is_none());
+    }
+
+    #[test]
+    fn past_the_cap_jobs_stay_spilled_until_refilled() {
+        let mut l = Lanes::new();
+        l.spilled = false;
+        for s in 1..=(CAP as i64 + 3) {
+            l.push_new(q(s, "r"));
+        }
+        assert!(l.spilled);
+        assert_eq!(l.ready(), CAP);
+        assert_eq!(l.cursor, CAP as i64);
+        // A refill loads what is above the cursor, once.
+        l.push_loaded(q(CAP as i64 + 1, "r"), None);
+        assert_eq!(l.ready(), CAP + 1);
+    }
+
+    #[test]
+    fn a_nak_delays_and_then_returns() {
+        let mut l = Lanes::new();
+        l.spilled = false;
+        l.push_new(q(1, "r"));
+        let (_, t) = take(&mut l);
+        let job = q(1, "r").job;
+        l.release(t, Some((job, Duration::from_millis(30))));
+        assert!(matches!(
+            l.next(Duration::from_secs(1)),
+            Next::WaitUntil(Some(_))
+        ));
+        std::thread::sleep(Duration::from_millis(40));
+        assert_eq!(take(&mut l).0, 1);
+    }
+}

@@ -1,0 +1,661 @@
+//! The embedded store: SQLite in WAL mode with `synchronous=FULL`, one writer thread with group
+//! commit ([`writer`]), a small pool of read connections, and the work queue's memory
+//! ([`lanes`]). One process owns a data directory (leases live in its memory: after a crash
+//! every lease is gone, so every pending job is fetchable again with its recorded step).
+
+mod lanes;
+mod reads;
+mod schema;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OptionalExtension, params};
+use tokio::sync::oneshot;
+
+use super::{
+    Appended, EventDetail, EventFilter, EventLog, EventRow, History, JobFilter, JobRow, Lease,
+    Pruned, QueueDepth, Revision, StateStore, WorkQueue,
+};
+use crate::domain::{
+    Attempt, ENVELOPE_VERSION, Envelope, Event, Job, JobState, Phase, Step, StoreError, now_ms,
+};
+pub use lanes::CAP as MEMORY_CAP;
+use lanes::{CAP, Lanes, Next, Queued};
+use writer::{Cmd, Loaded, Push, Shared, storage};
+
+/// A job leased this many times without being acked (its worker crashed, panicked or lost the
+/// lease each time) becomes a dead letter.
+pub const MAX_DELIVERIES: u32 = 10;
+
+pub struct Embedded {
+    tx: mpsc::Sender<Cmd>,
+    shared: Arc<Shared>,
+    reads: Arc<Mutex<Vec<Connection>>>,
+    path: PathBuf,
+    /// Next sequence numbers, used only inside writes (on the writer thread).
+    next_event: Arc<AtomicI64>,
+    next_job: Arc<AtomicI64>,
+    next_rev: Arc<AtomicU64>,
+    max_deliveries: u32,
+}
+
+fn open_conn(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "cache_size", -16000)?;
+    conn.busy_timeout(Duration::from_secs(10))?;
+    Ok(conn)
+}
+
+impl Embedded {
+    /// Opens (creating if needed) `dir/journal.db` and starts the writer thread.
+    pub fn open(dir: &Path) -> Result<Embedded, StoreError> {
+        Self::open_with(dir, MAX_DELIVERIES)
+    }
+
+    pub fn open_with(dir: &Path, max_deliveries: u32) -> Result<Embedded, StoreError> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StoreError::Permanent(format!("cannot create {}: {e}", dir.display())))?;
+        let path = dir.join("journal.db");
+        let write = open_conn(&path).map_err(storage)?;
+        let version: i64 = write
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(storage)?;
+        let fresh: bool = write
+            .query_row(
+                "SELECT COUNT(*) = 0 FROM sqlite_master WHERE name = 'events'",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(storage)?;
+        if version != schema::SCHEMA_VERSION && !fresh {
+            return Err(StoreError::Permanent(format!(
+                "{} has journal format {version}; this rulehook uses {}: keep the old data directory with the old release, or start with an empty one",
+                path.display(),
+                schema::SCHEMA_VERSION
+            )));
+        }
+        write.execute_batch(schema::SCHEMA).map_err(storage)?;
+        write
+            .pragma_update(None, "user_version", schema::SCHEMA_VERSION)
+            .map_err(storage)?;
+        let max = |sql: &str| -> Result<i64, StoreError> {
+            write
+                .query_row(sql, [], |r| r.get::<_, Option<i64>>(0))
+                .map(|v| v.unwrap_or(0))
+                .map_err(storage)
+        };
+        let next_event = Arc::new(AtomicI64::new(max("SELECT MAX(seq) FROM events")? + 1));
+        let next_job = Arc::new(AtomicI64::new(max("SELECT MAX(seq) FROM jobs")? + 1));
+        let next_rev = Arc::new(AtomicU64::new(
+            max("SELECT MAX(revision) FROM state")? as u64 + 1,
+        ));
+        let shared = Arc::new(Shared {
+            lanes: Mutex::new(Lanes::new()),
+            ready: tokio::sync::Notify::new(),
+        });
+        let (tx, rx) = mpsc::channel();
+        let s = shared.clone();
+        std::thread::Builder::new()
+            .name("store-writer".into())
+            .spawn(move || writer::run(write, rx, s, Box::new(reads::pending_after)))
+            .map_err(storage)?;
+        let store = Embedded {
+            tx,
+            shared,
+            reads: Arc::new(Mutex::new(Vec::new())),
+            path,
+            next_event,
+            next_job,
+            next_rev,
+            max_deliveries: max_deliveries.max(1),
+        };
+        // Every pending job of an earlier run is loaded from the table.
+        store.request_refill();
+        Ok(store)
+    }
+
+    fn request_refill(&self) {
+        {
+            let mut lanes = self.lanes();
+            if lanes.refilling || !lanes.spilled {
+                return;
+            }
+            lanes.refilling = true;
+        }
+        if self.tx.send(Cmd::Refill(CAP / 2)).is_err() {
+            self.lanes().refilling = false;
+        }
+    }
+
+    fn lanes(&self) -> std::sync::MutexGuard<'_, Lanes> {
+        self.shared.lanes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs `f` in the writer's next batch; its value is returned once the batch committed.
+    async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection, &mut Vec<Push>) -> rusqlite::Result<T> + Send + 'static,
+    {
+        let (value_tx, value_rx) = oneshot::channel();
+        let (reply, rx) = oneshot::channel();
+        let f: writer::WriteFn = Box::new(move |c, pushes| {
+            let _ = value_tx.send(f(c, pushes)?);
+            Ok(())
+        });
+        self.tx
+            .send(Cmd::Write { f, reply })
+            .map_err(|_| StoreError::Transient("the store has shut down".into()))?;
+        rx.await
+            .map_err(|_| StoreError::Transient("the store has shut down".into()))??;
+        value_rx
+            .await
+            .map_err(|_| StoreError::Transient("the store has shut down".into()))
+    }
+
+    /// Runs `f` on a pooled read connection.
+    async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        let pool = self.reads.clone();
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = pool.lock().unwrap_or_else(|e| e.into_inner()).pop();
+            let conn = match conn {
+                Some(c) => c,
+                None => open_conn(&path).map_err(storage)?,
+            };
+            let r = f(&conn).map_err(storage);
+            let mut p = pool.lock().unwrap_or_else(|e| e.into_inner());
+            if p.len() < 4 {
+                p.push(conn);
+            }
+            r
+        })
+        .await
+        .map_err(|e| StoreError::Transient(e.to_string()))?
+    }
+
+    /// Writes the job's new row state, if `token` still holds its lease.
+    async fn write_job(
+        &self,
+        lease: &Lease,
+        seq: i64,
+        state: JobState,
+        step: &Step,
+        not_before: Option<i64>,
+        error: Option<String>,
+    ) -> Result<(), StoreError> {
+        if !self.lanes().holds(lease.token) {
+            return Err(StoreError::Conflict(format!(
+                "the lease on job {} has expired",
+                lease.job.id
+            )));
+        }
+        let step = serde_json::to_string(step).map_err(storage)?;
+        self.write(move |c, _| {
+            c.prepare_cached(
+                "UPDATE jobs SET state = ?2, step = ?3, not_before = ?4, error = ?5, updated_at = ?6
+                 WHERE seq = ?1",
+            )?
+            .execute(params![seq, state.as_str(), step, not_before, error, now_ms()])?;
+            Ok(())
+        })
+        .await
+    }
+
+    fn seq_of(&self, lease: &Lease) -> Result<i64, StoreError> {
+        Ok(lease.seq)
+    }
+}
+
+#[async_trait]
+impl EventLog for Embedded {
+    async fn append(&self, envelope: Envelope) -> Result<Appended, StoreError> {
+        let Envelope {
+            event,
+            matches,
+            dedup_window,
+        } = envelope;
+        // Serialized here, in the caller's task, not on the writer thread.
+        let headers = serde_json::to_string(&event.headers).map_err(storage)?;
+        let matches_json = serde_json::to_string(&matches).map_err(storage)?;
+        let dedup = match (&event.delivery, dedup_window) {
+            (Some(d), Some(w)) => Some((
+                format!("dedup/{}/{d}", event.source),
+                now_ms() + w.as_millis() as i64,
+            )),
+            _ => None,
+        };
+        let (next_event, next_job, next_rev) = (
+            self.next_event.clone(),
+            self.next_job.clone(),
+            self.next_rev.clone(),
+        );
+        self.write(move |c, pushes| {
+            let now = now_ms();
+            if let Some((key, expires)) = &dedup {
+                let rev = next_rev.fetch_add(1, Ordering::Relaxed) as i64;
+                let n = c
+                    .prepare_cached(
+                        "INSERT INTO state (key, value, revision, expires_at) VALUES (?1, ?2, ?3, ?4)
+                         ON CONFLICT(key) DO UPDATE SET value = excluded.value,
+                           revision = excluded.revision, expires_at = excluded.expires_at
+                         WHERE state.expires_at IS NOT NULL AND state.expires_at < ?5",
+                    )?
+                    .execute(params![key, event.id, rev, expires, now])?;
+                if n == 0 {
+                    let id: String = c
+                        .prepare_cached("SELECT value FROM state WHERE key = ?1")?
+                        .query_row(params![key], |r| r.get(0))?;
+                    c.prepare_cached("UPDATE events SET duplicates = duplicates + 1 WHERE id = ?1")?
+                        .execute(params![id])?;
+                    return Ok(Appended::Duplicate { id });
+                }
+            }
+            let live: Vec<_> = matches.iter().filter(|m| m.throttled.is_none()).collect();
+            let seq = next_event.fetch_add(1, Ordering::Relaxed);
+            let first_job = next_job.fetch_add(live.len() as i64, Ordering::Relaxed);
+            c.prepare_cached(
+                "INSERT INTO events (seq, id, source, kind, delivery, parent, received_at, headers, body,
+                   depth, envelope_version, matches, n_matches, n_jobs, first_job)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+            )?
+            .execute(params![
+                seq,
+                event.id,
+                event.source,
+                event.kind,
+                event.delivery,
+                event.parent,
+                event.received_at,
+                headers,
+                event.body_text,
+                event.depth,
+                ENVELOPE_VERSION,
+                matches_json,
+                matches.len() as i64,
+                live.len() as i64,
+                (!live.is_empty()).then_some(first_job),
+            ])?;
+            let step = "{}";
+            let mut jobs = Vec::with_capacity(live.len());
+            for (i, m) in live.into_iter().enumerate() {
+                let job_seq = first_job + i as i64;
+                let job = Job {
+                    id: m.job_id(&event.id),
+                    event_id: event.id.clone(),
+                    rulebook: m.rulebook.clone(),
+                    rule: m.rule.clone(),
+                    key: m.key.clone(),
+                    fingerprint: m.fingerprint.clone(),
+                    step: Step::default(),
+                };
+                c.prepare_cached(
+                    "INSERT INTO jobs (seq, id, event_seq, rulebook, rule, key, fingerprint, state, step, updated_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8, ?9)",
+                )?
+                .execute(params![
+                    job_seq, job.id, seq, job.rulebook, job.rule, job.key, job.fingerprint, step, now
+                ])?;
+                pushes.push(Push::New(Queued {
+                    seq: job_seq,
+                    job: job.clone(),
+                    event: Some(event.clone()),
+                    deliveries: 0,
+                }));
+                jobs.push(job);
+            }
+            Ok(Appended::New { jobs })
+        })
+        .await
+    }
+
+    async fn event(&self, id: &str) -> Result<Option<Arc<Event>>, StoreError> {
+        let id = id.to_string();
+        self.read(move |c| {
+            c.query_row(
+                "SELECT * FROM events WHERE id = ?1",
+                params![id],
+                reads::row_event,
+            )
+            .optional()
+            .map(|e| e.map(Arc::new))
+        })
+        .await
+    }
+
+    async fn prune(&self, before_ms: i64) -> Result<Pruned, StoreError> {
+        self.write(move |c, _| reads::prune(c, before_ms, now_ms()))
+            .await
+    }
+}
+
+#[async_trait]
+impl WorkQueue for Embedded {
+    async fn fetch(
+        &self,
+        owner: &str,
+        ttl: Duration,
+        wait: Duration,
+    ) -> Result<Option<Lease>, StoreError> {
+        let _ = owner; // one process owns the embedded store
+        let deadline = Instant::now() + wait;
+        loop {
+            let notified = self.shared.ready.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let (next, want_refill) = {
+                let mut lanes = self.lanes();
+                let next = lanes.next(ttl);
+                let want = lanes.spilled && !lanes.refilling && lanes.ready() < CAP / 2;
+                (next, want)
+            };
+            if want_refill {
+                self.request_refill();
+            }
+            match next {
+                Next::Job(q, token) => {
+                    let q = *q;
+                    let lease = Lease {
+                        job: q.job,
+                        event: q.event,
+                        token,
+                        seq: q.seq,
+                        deliveries: q.deliveries,
+                    };
+                    if lease.deliveries > self.max_deliveries {
+                        let error = format!(
+                            "leased {} times without finishing (its worker crashed, panicked or lost the lease each time)",
+                            lease.deliveries - 1
+                        );
+                        tracing::error!(job = %lease.job.id, "{error}; it is now a dead letter");
+                        let step = lease.job.step.clone();
+                        self.ack(lease, step, JobState::Failed, Some(error)).await?;
+                        continue;
+                    }
+                    return Ok(Some(lease));
+                }
+                Next::WaitUntil(at) => {
+                    let now = Instant::now();
+                    if now >= deadline {
+                        return Ok(None);
+                    }
+                    let until = at.map_or(deadline, |a| a.min(deadline));
+                    let _ =
+                        tokio::time::timeout(until.saturating_duration_since(now), notified).await;
+                }
+            }
+        }
+    }
+
+    async fn heartbeat(&self, lease: &Lease, ttl: Duration) -> Result<(), StoreError> {
+        if self.lanes().extend(lease.token, ttl) {
+            Ok(())
+        } else {
+            Err(StoreError::Conflict(format!(
+                "the lease on job {} has expired",
+                lease.job.id
+            )))
+        }
+    }
+
+    async fn progress(&self, lease: &mut Lease, step: Step) -> Result<(), StoreError> {
+        let seq = self.seq_of(lease)?;
+        self.write_job(lease, seq, JobState::Pending, &step, None, None)
+            .await?;
+        lease.job.step = step;
+        self.lanes().update(lease.token, &lease.job);
+        Ok(())
+    }
+
+    async fn nak(&self, lease: Lease, step: Step, delay: Duration) -> Result<(), StoreError> {
+        let seq = self.seq_of(&lease)?;
+        let not_before = now_ms() + delay.as_millis() as i64;
+        self.write_job(
+            &lease,
+            seq,
+            JobState::Pending,
+            &step,
+            Some(not_before),
+            None,
+        )
+        .await?;
+        let mut job = lease.job;
+        job.step = step;
+        self.lanes().release(lease.token, Some((job, delay)));
+        self.shared.ready.notify_waiters();
+        Ok(())
+    }
+
+    async fn ack(
+        &self,
+        lease: Lease,
+        step: Step,
+        state: JobState,
+        error: Option<String>,
+    ) -> Result<(), StoreError> {
+        let seq = self.seq_of(&lease)?;
+        self.write_job(&lease, seq, state, &step, None, error)
+            .await?;
+        self.lanes().release(lease.token, None);
+        Ok(())
+    }
+
+    async fn rerun(&self, job: Job) -> Result<bool, StoreError> {
+        let step = serde_json::to_string(&job.step).map_err(storage)?;
+        let event = self.event(&job.event_id).await?;
+        self.write(move |c, pushes| {
+            let Some(seq) = reads::job_seq(c, &job.id)? else {
+                return Ok(false);
+            };
+            let n = c.execute(
+                "UPDATE jobs SET state = 'pending', step = ?2, fingerprint = ?3, error = NULL,
+                   not_before = NULL, updated_at = ?4
+                 WHERE seq = ?1 AND state = 'failed'",
+                params![seq, step, job.fingerprint, now_ms()],
+            )?;
+            if n == 0 {
+                return Ok(false);
+            }
+            pushes.push(Push::Rerun(Queued {
+                seq,
+                job,
+                event,
+                deliveries: 0,
+            }));
+            Ok(true)
+        })
+        .await
+    }
+
+    fn depth(&self) -> QueueDepth {
+        let l = self.lanes();
+        QueueDepth {
+            ready: l.ready(),
+            delayed: l.delayed(),
+            leased: l.leased(),
+            spilled: l.spilled,
+        }
+    }
+}
+
+#[async_trait]
+impl StateStore for Embedded {
+    async fn get(&self, key: &str) -> Result<Option<(String, Revision)>, StoreError> {
+        let key = key.to_string();
+        self.read(move |c| {
+            c.query_row(
+                "SELECT value, revision FROM state WHERE key = ?1
+                   AND (expires_at IS NULL OR expires_at >= ?2)",
+                params![key, now_ms()],
+                |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)),
+            )
+            .optional()
+        })
+        .await
+    }
+
+    async fn create(
+        &self,
+        key: &str,
+        value: &str,
+        ttl: Option<Duration>,
+    ) -> Result<Revision, StoreError> {
+        let (key, value, revs) = (key.to_string(), value.to_string(), self.next_rev.clone());
+        let k = key.clone();
+        let created = self
+            .write(move |c, _| {
+                let now = now_ms();
+                let rev = revs.fetch_add(1, Ordering::Relaxed);
+                let n = c.prepare_cached(
+                    "INSERT INTO state (key, value, revision, expires_at) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT(key) DO UPDATE SET value = excluded.value,
+                       revision = excluded.revision, expires_at = excluded.expires_at
+                     WHERE state.expires_at IS NOT NULL AND state.expires_at < ?5",
+                )?
+                .execute(params![
+                    key,
+                    value,
+                    rev as i64,
+                    ttl.map(|t| now + t.as_millis() as i64),
+                    now
+                ])?;
+                Ok((n > 0).then_some(rev))
+            })
+            .await?;
+        created.ok_or_else(|| StoreError::Conflict(format!("`{k}` exists")))
+    }
+
+    async fn update(
+        &self,
+        key: &str,
+        value: &str,
+        expected: Revision,
+        ttl: Option<Duration>,
+    ) -> Result<Revision, StoreError> {
+        let (key, value, revs) = (key.to_string(), value.to_string(), self.next_rev.clone());
+        let k = key.clone();
+        let updated = self
+            .write(move |c, _| {
+                let now = now_ms();
+                let rev = revs.fetch_add(1, Ordering::Relaxed);
+                let n = c.execute(
+                    "UPDATE state SET value = ?2, revision = ?3, expires_at = ?4
+                     WHERE key = ?1 AND revision = ?5 AND (expires_at IS NULL OR expires_at >= ?6)",
+                    params![
+                        key,
+                        value,
+                        rev as i64,
+                        ttl.map(|t| now + t.as_millis() as i64),
+                        expected as i64,
+                        now
+                    ],
+                )?;
+                Ok((n > 0).then_some(rev))
+            })
+            .await?;
+        updated
+            .ok_or_else(|| StoreError::Conflict(format!("`{k}` changed since revision {expected}")))
+    }
+
+    async fn delete(&self, key: &str, expected: Option<Revision>) -> Result<(), StoreError> {
+        let key = key.to_string();
+        let k = key.clone();
+        let n = self
+            .write(move |c, _| {
+                c.execute(
+                    "DELETE FROM state WHERE key = ?1 AND (?2 IS NULL OR revision = ?2)",
+                    params![key, expected.map(|r| r as i64)],
+                )
+            })
+            .await?;
+        if n == 0 && expected.is_some() {
+            return Err(StoreError::Conflict(format!(
+                "`{k}` changed since revision {}",
+                expected.unwrap_or_default()
+            )));
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl History for Embedded {
+    async fn record(&self, a: Attempt) -> Result<(), StoreError> {
+        let rendered = a.rendered.to_string();
+        self.write(move |c, _| {
+            let o = a.outcome.as_ref();
+            let state = match o {
+                None => "running",
+                Some(o) if o.ok => "ok",
+                Some(_) => "failed",
+            };
+            c.prepare_cached(
+                "INSERT INTO attempts (job_id, phase, idx, attempt, run_id, action, rendered, state,
+                   started_at, finished_at, exit_code, stdout, stderr, error, status, result)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)
+                 ON CONFLICT (job_id, phase, idx, attempt) DO UPDATE SET state = excluded.state,
+                   finished_at = excluded.finished_at, exit_code = excluded.exit_code,
+                   stdout = excluded.stdout, stderr = excluded.stderr, error = excluded.error,
+                   status = excluded.status, result = excluded.result",
+            )?
+            .execute(params![
+                a.job_id,
+                (a.phase == Phase::OnFailure) as i64,
+                a.index,
+                a.attempt,
+                a.run_id,
+                a.action,
+                rendered,
+                state,
+                a.started_at,
+                a.finished_at,
+                o.and_then(|o| o.exit_code),
+                o.map(|o| o.stdout.as_str()),
+                o.map(|o| o.stderr.as_str()),
+                o.and_then(|o| o.error.as_deref()),
+                o.and_then(|o| o.status),
+                o.and_then(|o| o.result.as_ref().map(|r| r.to_string())),
+            ])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn events(&self, filter: EventFilter) -> Result<Vec<EventRow>, StoreError> {
+        self.read(move |c| reads::events(c, &filter)).await
+    }
+
+    async fn event_detail(&self, id: &str) -> Result<Option<EventDetail>, StoreError> {
+        let id = id.to_string();
+        self.read(move |c| reads::event_detail(c, &id)).await
+    }
+
+    async fn jobs(&self, filter: JobFilter) -> Result<Vec<JobRow>, StoreError> {
+        self.read(move |c| reads::jobs(c, &filter)).await
+    }
+
+    async fn job(&self, id: &str) -> Result<Option<(Job, JobState)>, StoreError> {
+        let id = id.to_string();
+        self.read(move |c| reads::job(c, &id)).await
+    }
+}
+
+/// What a refill loads: pending jobs above `cursor`, in sequence order, with their events.
+pub(crate) fn loaded(q: Queued, not_before: Option<i64>) -> Loaded {
+    let due = not_before.and_then(|nb| {
+        let wait = nb - now_ms();
+        (wait > 0).then(|| Instant::now() + Duration::from_millis(wait as u64))
+    });
+    Loaded { q, due }
+}

@@ -1,0 +1,72 @@
+//! The embedded store's tables.
+//!
+//! Written for the accept path: an event is one row in `events` (with its envelope's matches as
+//! JSON) plus one row per job in `jobs`, and a delivery id one row in `state`. Jobs of an event
+//! have consecutive sequence numbers (`first_job`…), so no index on `jobs` is needed to find
+//! them; job ids start with their event's id.
+
+/// Bumped whenever the tables change shape.
+pub const SCHEMA_VERSION: i64 = 2;
+
+pub const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    source TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    delivery TEXT,
+    parent TEXT,
+    received_at INTEGER NOT NULL,
+    headers TEXT NOT NULL,
+    body TEXT NOT NULL,
+    depth INTEGER NOT NULL DEFAULT 0,
+    envelope_version INTEGER NOT NULL,
+    matches TEXT NOT NULL,
+    n_matches INTEGER NOT NULL,
+    n_jobs INTEGER NOT NULL,
+    first_job INTEGER,
+    duplicates INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS events_parent ON events(parent) WHERE parent IS NOT NULL;
+CREATE TABLE IF NOT EXISTS jobs (
+    seq INTEGER PRIMARY KEY,
+    id TEXT NOT NULL,
+    event_seq INTEGER NOT NULL,
+    rulebook TEXT NOT NULL,
+    rule TEXT NOT NULL,
+    key TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    state TEXT NOT NULL,
+    step TEXT NOT NULL,
+    not_before INTEGER,
+    error TEXT,
+    updated_at INTEGER NOT NULL
+);
+-- Dead letters, for the job list and retention.
+CREATE INDEX IF NOT EXISTS jobs_failed ON jobs(seq) WHERE state = 'failed';
+CREATE TABLE IF NOT EXISTS attempts (
+    job_id TEXT NOT NULL,
+    phase INTEGER NOT NULL,
+    idx INTEGER NOT NULL,
+    attempt INTEGER NOT NULL,
+    run_id TEXT NOT NULL,
+    action TEXT NOT NULL,
+    rendered TEXT NOT NULL,
+    state TEXT NOT NULL,
+    started_at INTEGER NOT NULL,
+    finished_at INTEGER,
+    exit_code INTEGER,
+    stdout TEXT,
+    stderr TEXT,
+    error TEXT,
+    status INTEGER,
+    result TEXT,
+    PRIMARY KEY (job_id, phase, idx, attempt)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS state (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL,
+    revision INTEGER NOT NULL,
+    expires_at INTEGER
+) WITHOUT ROWID;
+";
