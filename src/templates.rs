@@ -212,3 +212,115 @@ impl TValue {
         })
     }
 }
+
+/// A JSON document shown to templates without copying it: `{{ event.snapshot.id }}` walks the
+/// document on each access and copies only the scalar it reaches. (Converting the whole event
+/// to template values for every action cost more than rendering.)
+#[derive(Debug)]
+pub struct JsonView {
+    root: JsonRoot,
+    path: Vec<Seg>,
+}
+
+/// Where a [`JsonView`]'s document lives.
+#[derive(Debug, Clone)]
+pub enum JsonRoot {
+    Event(std::sync::Arc<crate::domain::Event>),
+    Value(std::sync::Arc<serde_json::Value>),
+}
+
+#[derive(Debug, Clone)]
+enum Seg {
+    Key(String),
+    Index(usize),
+}
+
+impl JsonRoot {
+    fn value(&self) -> &serde_json::Value {
+        match self {
+            JsonRoot::Event(e) => e.body(),
+            JsonRoot::Value(v) => v,
+        }
+    }
+}
+
+/// A template value for a JSON document: scalars directly, containers as a [`JsonView`].
+pub fn json_value(root: JsonRoot) -> minijinja::Value {
+    JsonView::child(root, Vec::new())
+}
+
+impl JsonView {
+    fn resolve(&self) -> Option<&serde_json::Value> {
+        let mut v = self.root.value();
+        for s in &self.path {
+            v = match (s, v) {
+                (Seg::Key(k), serde_json::Value::Object(m)) => m.get(k)?,
+                (Seg::Index(i), serde_json::Value::Array(a)) => a.get(*i)?,
+                _ => return None,
+            };
+        }
+        Some(v)
+    }
+
+    fn child(root: JsonRoot, path: Vec<Seg>) -> minijinja::Value {
+        let view = JsonView { root, path };
+        match view.resolve() {
+            None => minijinja::Value::UNDEFINED,
+            Some(serde_json::Value::Null) => minijinja::Value::from(()),
+            Some(serde_json::Value::Bool(b)) => minijinja::Value::from(*b),
+            Some(serde_json::Value::String(s)) => minijinja::Value::from(s.as_str()),
+            Some(serde_json::Value::Number(n)) => {
+                if let Some(i) = n.as_i64() {
+                    minijinja::Value::from(i)
+                } else if let Some(u) = n.as_u64() {
+                    minijinja::Value::from(u)
+                } else {
+                    minijinja::Value::from(n.as_f64().unwrap_or(f64::NAN))
+                }
+            }
+            Some(_) => minijinja::Value::from_object(view),
+        }
+    }
+
+    fn with(&self, seg: Seg) -> minijinja::Value {
+        let mut path = self.path.clone();
+        path.push(seg);
+        JsonView::child(self.root.clone(), path)
+    }
+}
+
+impl minijinja::value::Object for JsonView {
+    fn repr(self: &std::sync::Arc<Self>) -> minijinja::value::ObjectRepr {
+        match self.resolve() {
+            Some(serde_json::Value::Array(_)) => minijinja::value::ObjectRepr::Seq,
+            _ => minijinja::value::ObjectRepr::Map,
+        }
+    }
+
+    fn get_value(self: &std::sync::Arc<Self>, key: &minijinja::Value) -> Option<minijinja::Value> {
+        match self.resolve()? {
+            serde_json::Value::Object(m) => {
+                let k = key.as_str()?;
+                m.contains_key(k)
+                    .then(|| self.with(Seg::Key(k.to_string())))
+            }
+            serde_json::Value::Array(a) => {
+                let i = usize::try_from(key.as_i64()?).ok()?;
+                (i < a.len()).then(|| self.with(Seg::Index(i)))
+            }
+            _ => None,
+        }
+    }
+
+    fn enumerate(self: &std::sync::Arc<Self>) -> minijinja::value::Enumerator {
+        match self.resolve() {
+            Some(serde_json::Value::Object(m)) => minijinja::value::Enumerator::Values(
+                m.keys()
+                    .map(|k| minijinja::Value::from(k.as_str()))
+                    .collect(),
+            ),
+            Some(serde_json::Value::Array(a)) => minijinja::value::Enumerator::Seq(a.len()),
+            _ => minijinja::value::Enumerator::Empty,
+        }
+    }
+}

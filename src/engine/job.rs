@@ -22,6 +22,7 @@ use crate::domain::{Attempt, Event, JobState, Outcome, Phase, Step, StoreError, 
 use crate::rules::{Rule, RuleSet};
 use crate::store::Lease;
 use crate::telemetry::names;
+use crate::templates::{JsonRoot, json_value};
 use crate::verify::{Delivery, VerifiedEvent};
 
 /// How one action ended.
@@ -58,7 +59,7 @@ struct Run<'a> {
     rules: &'a RuleSet,
     rule: &'a Rule,
     event: &'a Arc<Event>,
-    meta: Value,
+    meta: Arc<Value>,
 }
 
 impl Engine {
@@ -131,7 +132,7 @@ impl Engine {
             return queue.ack(lease, step, JobState::Failed, Some(msg)).await;
         };
         let rule = &rules.rules[idx];
-        let meta = json!({
+        let meta = Arc::new(json!({
             "id": event.id,
             "source": event.source,
             "kind": event.kind,
@@ -140,7 +141,7 @@ impl Engine {
                 .collect::<serde_json::Map<_, _>>(),
             "rulebook": rule.rulebook,
             "rule": rule.name,
-        });
+        }));
         let run = Run {
             rules: &rules,
             rule,
@@ -248,14 +249,16 @@ impl Engine {
         let body = event.doc.body();
         let attempt = step.attempts + 1;
         let run_id = job.run_id(step.phase, step.index);
-        let null = Value::Null;
-        let previous = step.previous.as_ref().unwrap_or(&null);
-        let failure = step.failure.as_ref().unwrap_or(&null);
+        // Views, not copies, of the event and the rest (see `templates::JsonView`).
+        let view = |v: &Option<Value>| match v {
+            Some(v) => json_value(JsonRoot::Value(Arc::new(v.clone()))),
+            None => minijinja::Value::from(()),
+        };
         let ctx = minijinja::context! {
-            event => minijinja::Value::from(minijinja::value::Serde(body)),
-            meta => minijinja::Value::from(minijinja::value::Serde(&run.meta)),
-            previous => minijinja::Value::from(minijinja::value::Serde(previous)),
-            failure => minijinja::Value::from(minijinja::value::Serde(failure)),
+            event => json_value(JsonRoot::Event(event.clone())),
+            meta => json_value(JsonRoot::Value(run.meta.clone())),
+            previous => view(&step.previous),
+            failure => view(&step.failure),
         };
         let record = |rendered: Value, outcome: Option<Outcome>, started_at: i64| Attempt {
             job_id: job.id.clone(),
@@ -281,8 +284,7 @@ impl Engine {
                 let out = Outcome::failed(&error);
                 self.store
                     .history
-                    .record(record(Value::Null, Some(out.clone()), now_ms()))
-                    .await?;
+                    .record_later(record(Value::Null, Some(out.clone()), now_ms()));
                 return Ok(Ran::Failed(out));
             }
         };
@@ -294,7 +296,7 @@ impl Engine {
             rule: run.rule.name.clone(),
             // Only scripts read it (on stdin).
             input: match action {
-                Action::RunScript(_) => json!({"event": body, "meta": run.meta}),
+                Action::RunScript(_) => json!({"event": body, "meta": *run.meta}),
                 _ => Value::Null,
             },
         };
@@ -331,10 +333,10 @@ impl Engine {
             && step.tries < action.retries()
             && !self.shutdown.is_cancelled();
         let delay = retry.then(|| retry_delay(attempt, outcome.retry_after));
+        // Ordered before the progress/nak/ack that follows: no commit of its own.
         self.store
             .history
-            .record(record(shown, Some(outcome.clone()), started_at))
-            .await?;
+            .record_later(record(shown, Some(outcome.clone()), started_at));
         Ok(match (outcome.ok, delay) {
             (true, _) => Ran::Done(outcome),
             (false, Some(d)) => Ran::Retry(outcome, d),

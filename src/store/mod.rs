@@ -158,6 +158,11 @@ pub trait History: Send + Sync + 'static {
     /// updates it.
     async fn record(&self, attempt: Attempt) -> Result<(), StoreError>;
 
+    /// Records an attempt without waiting for it to be durable. It is ordered before every
+    /// later write to this store, so a later `ack` or `progress` that is durable implies it;
+    /// a failure to store it is logged. (A finished attempt then costs no commit of its own.)
+    fn record_later(&self, attempt: Attempt);
+
     async fn events(&self, filter: EventFilter) -> Result<Vec<EventRow>, StoreError>;
 
     /// One event with its matches, jobs and attempts.

@@ -592,44 +592,19 @@ impl StateStore for Embedded {
 #[async_trait]
 impl History for Embedded {
     async fn record(&self, a: Attempt) -> Result<(), StoreError> {
-        let rendered = a.rendered.to_string();
-        self.write(move |c, _| {
-            let o = a.outcome.as_ref();
-            let state = match o {
-                None => "running",
-                Some(o) if o.ok => "ok",
-                Some(_) => "failed",
-            };
-            c.prepare_cached(
-                "INSERT INTO attempts (job_id, phase, idx, attempt, run_id, action, rendered, state,
-                   started_at, finished_at, exit_code, stdout, stderr, error, status, result)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)
-                 ON CONFLICT (job_id, phase, idx, attempt) DO UPDATE SET state = excluded.state,
-                   finished_at = excluded.finished_at, exit_code = excluded.exit_code,
-                   stdout = excluded.stdout, stderr = excluded.stderr, error = excluded.error,
-                   status = excluded.status, result = excluded.result",
-            )?
-            .execute(params![
-                a.job_id,
-                (a.phase == Phase::OnFailure) as i64,
-                a.index,
-                a.attempt,
-                a.run_id,
-                a.action,
-                rendered,
-                state,
-                a.started_at,
-                a.finished_at,
-                o.and_then(|o| o.exit_code),
-                o.map(|o| o.stdout.as_str()),
-                o.map(|o| o.stderr.as_str()),
-                o.and_then(|o| o.error.as_deref()),
-                o.and_then(|o| o.status),
-                o.and_then(|o| o.result.as_ref().map(|r| r.to_string())),
-            ])?;
-            Ok(())
-        })
-        .await
+        self.write(move |c, _| insert_attempt(c, &a)).await
+    }
+
+    fn record_later(&self, a: Attempt) {
+        let (reply, _) = oneshot::channel();
+        let f: writer::WriteFn = Box::new(move |c, _| {
+            insert_attempt(c, &a).inspect_err(
+                |e| tracing::error!(run = %a.run_id, error = %e, "cannot record an attempt in the history"),
+            )
+        });
+        if self.tx.send(Cmd::Write { f, reply }).is_err() {
+            tracing::error!("cannot record an attempt: the store has shut down");
+        }
     }
 
     async fn events(&self, filter: EventFilter) -> Result<Vec<EventRow>, StoreError> {
@@ -658,4 +633,43 @@ pub(crate) fn loaded(q: Queued, not_before: Option<i64>) -> Loaded {
         (wait > 0).then(|| Instant::now() + Duration::from_millis(wait as u64))
     });
     Loaded { q, due }
+}
+
+/// One attempt row: inserted when it starts, updated when it finishes.
+fn insert_attempt(c: &Connection, a: &Attempt) -> rusqlite::Result<()> {
+    let rendered = a.rendered.to_string();
+    let o = a.outcome.as_ref();
+    let state = match o {
+        None => "running",
+        Some(o) if o.ok => "ok",
+        Some(_) => "failed",
+    };
+    c.prepare_cached(
+        "INSERT INTO attempts (job_id, phase, idx, attempt, run_id, action, rendered, state,
+           started_at, finished_at, exit_code, stdout, stderr, error, status, result)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)
+         ON CONFLICT (job_id, phase, idx, attempt) DO UPDATE SET state = excluded.state,
+           finished_at = excluded.finished_at, exit_code = excluded.exit_code,
+           stdout = excluded.stdout, stderr = excluded.stderr, error = excluded.error,
+           status = excluded.status, result = excluded.result",
+    )?
+    .execute(params![
+        a.job_id,
+        (a.phase == Phase::OnFailure) as i64,
+        a.index,
+        a.attempt,
+        a.run_id,
+        a.action,
+        rendered,
+        state,
+        a.started_at,
+        a.finished_at,
+        o.and_then(|o| o.exit_code),
+        o.map(|o| o.stdout.as_str()),
+        o.map(|o| o.stderr.as_str()),
+        o.and_then(|o| o.error.as_deref()),
+        o.and_then(|o| o.status),
+        o.and_then(|o| o.result.as_ref().map(|r| r.to_string())),
+    ])?;
+    Ok(())
 }

@@ -8,7 +8,7 @@
 
 use std::sync::{Arc, Mutex, mpsc};
 
-use rusqlite::{Connection, Transaction};
+use rusqlite::Connection;
 use tokio::sync::{Notify, oneshot};
 
 use super::lanes::{Lanes, Queued};
@@ -57,7 +57,7 @@ pub struct Loaded {
     pub due: Option<std::time::Instant>,
 }
 
-pub fn run(mut conn: Connection, rx: mpsc::Receiver<Cmd>, shared: Arc<Shared>, refill: Refill) {
+pub fn run(conn: Connection, rx: mpsc::Receiver<Cmd>, shared: Arc<Shared>, refill: Refill) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -75,7 +75,7 @@ pub fn run(mut conn: Connection, rx: mpsc::Receiver<Cmd>, shared: Arc<Shared>, r
             }
         }
         if !writes.is_empty() {
-            apply(&mut conn, writes, &shared);
+            apply(&conn, writes, &shared);
         }
         if let Some(n) = refill_limit {
             do_refill(&conn, n, &shared, &refill);
@@ -84,24 +84,23 @@ pub fn run(mut conn: Connection, rx: mpsc::Receiver<Cmd>, shared: Arc<Shared>, r
 }
 
 fn apply(
-    conn: &mut Connection,
+    conn: &Connection,
     writes: Vec<(WriteFn, oneshot::Sender<Result<(), StoreError>>)>,
     shared: &Shared,
 ) {
-    let tx = match conn.transaction() {
-        Ok(tx) => tx,
-        Err(e) => {
-            for (_, reply) in writes {
-                let _ = reply.send(Err(storage(&e)));
-            }
-            return;
+    // Cached statements: `Connection::transaction` parses BEGIN and COMMIT every time.
+    if let Err(e) = conn.prepare_cached("BEGIN").and_then(|mut s| s.execute([])) {
+        for (_, reply) in writes {
+            let _ = reply.send(Err(storage(&e)));
         }
-    };
+        return;
+    }
+    let tx: &Connection = conn;
     let mut pushes = Vec::new();
     let mut results = Vec::with_capacity(writes.len());
     for (f, reply) in writes {
         let mark = pushes.len();
-        let r = in_savepoint(&tx, |c| f(c, &mut pushes));
+        let r = in_savepoint(tx, |c| f(c, &mut pushes));
         if r.is_err() {
             pushes.truncate(mark);
         }
@@ -109,7 +108,14 @@ fn apply(
     }
     let size = results.len();
     let started = std::time::Instant::now();
-    let commit = tx.commit().err().map(|e| storage(&e));
+    let commit = tx
+        .prepare_cached("COMMIT")
+        .and_then(|mut s| s.execute([]))
+        .err()
+        .map(|e| {
+            let _ = tx.execute_batch("ROLLBACK");
+            storage(&e)
+        });
     metrics::histogram!(crate::telemetry::names::COMMIT_SECONDS)
         .record(started.elapsed().as_secs_f64());
     metrics::histogram!(crate::telemetry::names::BATCH).record(size as f64);
@@ -158,7 +164,7 @@ fn do_refill(conn: &Connection, limit: usize, shared: &Shared, refill: &Refill) 
 }
 
 fn in_savepoint<T>(
-    tx: &Transaction,
+    tx: &Connection,
     f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
 ) -> rusqlite::Result<T> {
     // Cached: preparing these on every request showed in profiles.
