@@ -104,6 +104,10 @@ impl Engine {
         last_step: Arc<Mutex<Step>>,
     ) -> Result<(), StoreError> {
         let queue = self.store.queue.clone();
+        #[cfg(test)]
+        if tests::PANIC_ONCE.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            panic!("injected by a test");
+        }
         let event = match lease.event.take() {
             Some(e) => e,
             None => match self.store.log.event(&lease.job.event_id).await? {
@@ -419,4 +423,84 @@ fn failure_error(step: &Step) -> Option<String> {
     step.failure
         .as_ref()
         .and_then(|f| f["error"].as_str().map(str::to_string))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
+
+    use super::super::{Engine, Settings};
+    use crate::domain::JobState;
+    use crate::rules::{Dirs, load};
+    use crate::store::{JobFilter, Store};
+    use crate::verify::{Delivery, VerifiedEvent};
+
+    /// The next job to start panics.
+    pub(super) static PANIC_ONCE: AtomicBool = AtomicBool::new(false);
+
+    fn event(n: u32) -> VerifiedEvent {
+        let delivery = Delivery {
+            key: format!("d{n}"),
+            window: None,
+        };
+        VerifiedEvent::internal("s", serde_json::json!({"n": n}), 0, "test", delivery)
+    }
+
+    async fn done(store: &Store, n: usize) -> bool {
+        for _ in 0..100 {
+            let jobs = store
+                .history
+                .jobs(JobFilter {
+                    state: Some(JobState::Done),
+                    limit: 10,
+                    ..JobFilter::default()
+                })
+                .await
+                .unwrap();
+            if jobs.len() >= n {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_panicking_job_neither_leaks_its_worker_nor_strands_its_job() {
+        let dir = tempfile::tempdir().unwrap();
+        for d in ["rulebooks", "scripts", "templates"] {
+            std::fs::create_dir_all(dir.path().join(d)).unwrap();
+        }
+        std::fs::write(
+            dir.path().join("rulebooks/r.yml"),
+            "sources:\n  - { name: s, kind: internal }\nrules:\n  - name: r\n    actions: [{ log: { message: 'n={{ event.n }}' } }]\n",
+        )
+        .unwrap();
+        let rules = load(&Dirs {
+            rulebooks: dir.path().join("rulebooks"),
+            scripts: dir.path().join("scripts"),
+            templates: dir.path().join("templates"),
+        })
+        .unwrap();
+        let store = Store::embedded(&dir.path().join("data")).unwrap();
+        // One worker: if the panic took it down, nothing would ever run again.
+        let settings = Settings {
+            concurrency: 1,
+            ..Settings::default()
+        };
+        let engine = Engine::new(store.clone(), Arc::new(rules), settings);
+        PANIC_ONCE.store(true, Ordering::SeqCst);
+        engine.start();
+        engine.ingest(event(1)).await.unwrap();
+        engine.ingest(event(2)).await.unwrap();
+        assert!(done(&store, 2).await, "both jobs finish after a panic");
+        assert!(!PANIC_ONCE.load(Ordering::SeqCst), "the panic happened");
+        let depth = store.queue.depth();
+        assert_eq!((depth.ready, depth.leased, depth.delayed), (0, 0, 0));
+        engine.ingest(event(3)).await.unwrap();
+        assert!(done(&store, 3).await, "the worker still takes new jobs");
+        engine.shutdown(Duration::from_secs(1)).await;
+    }
 }

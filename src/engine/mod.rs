@@ -27,8 +27,11 @@ use crate::verify::VerifiedEvent;
 /// action runs, so only a stuck or dead worker loses one.
 pub const LEASE_TTL: Duration = Duration::from_secs(60);
 
-/// Rule sets kept after a reload, so queued jobs still run the rule version they matched.
-const KEPT_VERSIONS: usize = 8;
+/// Rule sets kept after a reload, so queued jobs still run the rule version they matched: at
+/// most this many, for at most [`KEPT_FOR`]. A job whose version is no longer kept fails
+/// visibly ("changed since the match") and can be re-run on the current rule.
+const KEPT_VERSIONS: usize = 4;
+const KEPT_FOR: Duration = Duration::from_secs(3600);
 
 /// What ingesting one event did.
 #[derive(Debug)]
@@ -78,7 +81,7 @@ pub struct Engine {
     store: Store,
     rules: ArcSwap<RuleSet>,
     /// Earlier rule sets, newest last, for jobs matched before a reload.
-    kept: Mutex<VecDeque<Arc<RuleSet>>>,
+    kept: Mutex<VecDeque<(std::time::Instant, Arc<RuleSet>)>>,
     /// Outside effects (scripts, outbound requests) at once; FIFO, so jobs start in order.
     limit: Arc<Semaphore>,
     settings: Settings,
@@ -120,10 +123,24 @@ impl Engine {
     /// Replaces the rule set. Jobs already queued still run the rule version they matched,
     /// as long as this process keeps it (the last few sets).
     pub fn swap_rules(&self, rules: Arc<RuleSet>) {
-        let old = self.rules.swap(rules);
+        // Only a set with a rule version the new one lacks is worth keeping.
+        let lost = |old: &RuleSet| {
+            old.rules.iter().any(|r| {
+                rules
+                    .rule_by_key(&r.key)
+                    .is_none_or(|i| rules.rules[i].fingerprint != r.fingerprint)
+            })
+        };
+        let old = self.rules.load_full();
+        let keep = lost(&old);
+        self.rules.store(rules.clone());
         let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
-        kept.push_back(old);
-        while kept.len() > KEPT_VERSIONS {
+        if keep {
+            kept.push_back((std::time::Instant::now(), old));
+        }
+        while kept.len() > KEPT_VERSIONS
+            || kept.front().is_some_and(|(at, _)| at.elapsed() > KEPT_FOR)
+        {
             kept.pop_front();
         }
     }
@@ -141,7 +158,7 @@ impl Engine {
             return Some((current, i));
         }
         let kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
-        kept.iter().rev().find_map(|set| {
+        kept.iter().rev().find_map(|(_, set)| {
             set.rule_by_key(key)
                 .filter(|&i| set.rules[i].fingerprint == fingerprint)
                 .map(|i| (set.clone(), i))

@@ -234,3 +234,68 @@ pub(crate) fn fingerprint(rule: &Rule, templates: &Templates) -> String {
     h.update(rest.as_bytes());
     hex::encode(&h.finalize()[..8])
 }
+
+#[cfg(test)]
+mod fingerprint_tests {
+    use super::{Dirs, load};
+
+    fn fingerprints(files: &[(&str, &str)]) -> Vec<(String, String)> {
+        let dir = tempfile::tempdir().unwrap();
+        for d in ["rulebooks", "scripts", "templates"] {
+            std::fs::create_dir_all(dir.path().join(d)).unwrap();
+        }
+        for (name, text) in files {
+            std::fs::write(dir.path().join("rulebooks").join(name), text).unwrap();
+        }
+        let set = load(&Dirs {
+            rulebooks: dir.path().join("rulebooks"),
+            scripts: dir.path().join("scripts"),
+            templates: dir.path().join("templates"),
+        })
+        .unwrap();
+        set.rules
+            .iter()
+            .map(|r| (r.key.clone(), r.fingerprint.clone()))
+            .collect()
+    }
+
+    const A: &str = "sources:\n  - { name: s, kind: internal }\nrules:\n  - name: a\n    condition: '$.x == 1'\n    actions: [{ log: { message: 'x={{ event.x }}' } }]\n";
+
+    #[test]
+    fn a_rule_keeps_its_fingerprint_until_what_it_does_changes() {
+        let first = fingerprints(&[("a.yml", A)]);
+        // Reloading the same text, or adding another rule with the same message before it
+        // (which changes inline template names), keeps it.
+        let other = "rules:\n  - name: b\n    actions: [{ log: { message: 'x={{ event.x }}' } }]\n";
+        let again = fingerprints(&[("0.yml", other), ("a.yml", A)]);
+        assert_eq!(first[0], again.into_iter().find(|(k, _)| k == "a").unwrap());
+        let message = fingerprints(&[("a.yml", &A.replace("x={{", "now x={{"))]);
+        assert_ne!(
+            first[0].1, message[0].1,
+            "a changed template is a new version"
+        );
+        let condition = fingerprints(&[("a.yml", &A.replace("== 1", "== 2"))]);
+        assert_ne!(first[0].1, condition[0].1, "a changed condition too");
+    }
+
+    #[test]
+    fn rule_names_that_could_make_keys_collide_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        for d in ["rulebooks", "scripts", "templates"] {
+            std::fs::create_dir_all(dir.path().join(d)).unwrap();
+        }
+        std::fs::write(
+            dir.path().join("rulebooks/a.yml"),
+            "rules:\n  - name: a/b\n    actions: [{ log: { message: m } }]\n",
+        )
+        .unwrap();
+        let err = load(&Dirs {
+            rulebooks: dir.path().join("rulebooks"),
+            scripts: dir.path().join("scripts"),
+            templates: dir.path().join("templates"),
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("a.yml:2:") && err.contains("`/`"), "{err}");
+    }
+}
