@@ -497,7 +497,15 @@ mod tests {
         engine.ingest(event(2)).await.unwrap();
         assert!(done(&store, 2).await, "both jobs finish after a panic");
         assert!(!PANIC_ONCE.load(Ordering::SeqCst), "the panic happened");
-        let depth = store.queue.depth();
+        // Leases end once the acks are durable (just after the jobs read as done).
+        let mut depth = store.queue.depth();
+        for _ in 0..50 {
+            if depth.leased == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            depth = store.queue.depth();
+        }
         assert_eq!((depth.ready, depth.leased, depth.delayed), (0, 0, 0));
         engine.ingest(event(3)).await.unwrap();
         assert!(done(&store, 3).await, "the worker still takes new jobs");

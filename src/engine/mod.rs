@@ -395,5 +395,8 @@ impl Engine {
         {
             tracing::warn!("grace period over: unfinished jobs resume at the next start");
         }
+        if let Err(e) = self.store.queue.flush().await {
+            tracing::error!(error = %e, "cannot make the last acks durable; those jobs run again at the next start");
+        }
     }
 }

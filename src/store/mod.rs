@@ -93,6 +93,10 @@ pub trait WorkQueue: Send + Sync + 'static {
     async fn progress(&self, lease: &mut Lease, step: Step) -> Result<(), StoreError>;
 
     /// Gives the job back, to be fetched again after `delay`, at `step` (a retry).
+    ///
+    /// `nak` and `ack` may return before they are durable: the lease ends only once they are,
+    /// and if they never are, the lease lapses and the job runs again (at least once). A worker
+    /// does not wait for a commit between jobs.
     async fn nak(&self, lease: Lease, step: Step, delay: Duration) -> Result<(), StoreError>;
 
     /// Finishes the job: `Done`, or `Failed` (a dead letter, kept until re-run).
@@ -107,6 +111,9 @@ pub trait WorkQueue: Send + Sync + 'static {
     /// Makes a dead letter fetchable again as `job` (its step and rule version). `false` when
     /// no dead letter has that id.
     async fn rerun(&self, job: Job) -> Result<bool, StoreError>;
+
+    /// Returns once every `ack` and `nak` made before it is durable (graceful shutdown; tests).
+    async fn flush(&self) -> Result<(), StoreError>;
 
     /// Jobs waiting (not leased) and leased, for metrics and status.
     fn depth(&self) -> QueueDepth;

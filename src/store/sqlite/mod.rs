@@ -185,36 +185,45 @@ impl Embedded {
         .map_err(|e| StoreError::Transient(e.to_string()))?
     }
 
-    /// Writes the job's new row state, if `token` still holds its lease.
-    async fn write_job(
+    /// The job row's new state, written if `lease` still holds the job.
+    fn job_write(
         &self,
         lease: &Lease,
-        seq: i64,
         state: JobState,
         step: &Step,
         not_before: Option<i64>,
         error: Option<String>,
-    ) -> Result<(), StoreError> {
+        release: Option<Option<(Job, Duration)>>,
+    ) -> Result<writer::WriteFn, StoreError> {
         if !self.lanes().holds(lease.token) {
             return Err(StoreError::Conflict(format!(
                 "the lease on job {} has expired",
                 lease.job.id
             )));
         }
+        let (seq, token) = (lease.seq, lease.token);
         let step = serde_json::to_string(step).map_err(storage)?;
-        self.write(move |c, _| {
+        Ok(Box::new(move |c, pushes| {
             c.prepare_cached(
                 "UPDATE jobs SET state = ?2, step = ?3, not_before = ?4, error = ?5, updated_at = ?6
                  WHERE seq = ?1",
             )?
             .execute(params![seq, state.as_str(), step, not_before, error, now_ms()])?;
+            if let Some(again) = release {
+                pushes.push(Push::Release { token, again });
+            }
             Ok(())
-        })
-        .await
+        }))
     }
 
-    fn seq_of(&self, lease: &Lease) -> Result<i64, StoreError> {
-        Ok(lease.seq)
+    /// Queues a write without waiting for its commit. What it hands to the queue's memory
+    /// happens only once it is durable; if it never is, the lease it would have ended lapses
+    /// and the job runs again.
+    fn write_later(&self, f: writer::WriteFn) -> Result<(), StoreError> {
+        let (reply, _) = oneshot::channel();
+        self.tx
+            .send(Cmd::Write { f, reply })
+            .map_err(|_| StoreError::Transient("the store has shut down".into()))
     }
 }
 
@@ -410,31 +419,31 @@ impl WorkQueue for Embedded {
     }
 
     async fn progress(&self, lease: &mut Lease, step: Step) -> Result<(), StoreError> {
-        let seq = self.seq_of(lease)?;
-        self.write_job(lease, seq, JobState::Pending, &step, None, None)
-            .await?;
+        let f = self.job_write(lease, JobState::Pending, &step, None, None, None)?;
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Cmd::Write { f, reply })
+            .map_err(|_| StoreError::Transient("the store has shut down".into()))?;
+        rx.await
+            .map_err(|_| StoreError::Transient("the store has shut down".into()))??;
         lease.job.step = step;
         self.lanes().update(lease.token, &lease.job);
         Ok(())
     }
 
     async fn nak(&self, lease: Lease, step: Step, delay: Duration) -> Result<(), StoreError> {
-        let seq = self.seq_of(&lease)?;
         let not_before = now_ms() + delay.as_millis() as i64;
-        self.write_job(
+        let mut job = lease.job.clone();
+        job.step = step.clone();
+        let f = self.job_write(
             &lease,
-            seq,
             JobState::Pending,
             &step,
             Some(not_before),
             None,
-        )
-        .await?;
-        let mut job = lease.job;
-        job.step = step;
-        self.lanes().release(lease.token, Some((job, delay)));
-        self.shared.ready.notify_waiters();
-        Ok(())
+            Some(Some((job, delay))),
+        )?;
+        self.write_later(f)
     }
 
     async fn ack(
@@ -444,11 +453,8 @@ impl WorkQueue for Embedded {
         state: JobState,
         error: Option<String>,
     ) -> Result<(), StoreError> {
-        let seq = self.seq_of(&lease)?;
-        self.write_job(&lease, seq, state, &step, None, error)
-            .await?;
-        self.lanes().release(lease.token, None);
-        Ok(())
+        let f = self.job_write(&lease, state, &step, None, error, Some(None))?;
+        self.write_later(f)
     }
 
     async fn rerun(&self, job: Job) -> Result<bool, StoreError> {
@@ -476,6 +482,11 @@ impl WorkQueue for Embedded {
             Ok(true)
         })
         .await
+    }
+
+    async fn flush(&self) -> Result<(), StoreError> {
+        // Writes commit in the order they were queued: this one commits after all before it.
+        self.write(|_, _| Ok(())).await
     }
 
     fn depth(&self) -> QueueDepth {

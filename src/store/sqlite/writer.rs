@@ -20,6 +20,11 @@ pub const MAX_BATCH: usize = 1024;
 pub enum Push {
     New(Queued),
     Rerun(Queued),
+    /// A lease ends (ack), or its job comes back after a delay (nak).
+    Release {
+        token: u64,
+        again: Option<(crate::domain::Job, std::time::Duration)>,
+    },
 }
 
 pub type WriteFn =
@@ -125,6 +130,9 @@ fn apply(
             match p {
                 Push::New(q) => lanes.push_new(q),
                 Push::Rerun(q) => lanes.push_rerun(q),
+                Push::Release { token, again } => {
+                    lanes.release(token, again);
+                }
             }
         }
         drop(lanes);
