@@ -1133,7 +1133,6 @@ async fn throttled_matches_are_listed_and_found_by_status_and_rule() {
 // History of re-runs ─────────────────────────────────────────────────────────────────────────
 
 #[tokio::test]
-#[ignore = "bug: a re-run on a changed rule records its attempt over the old run's attempt 1 (same run_id, rendered and started_at kept)"]
 async fn a_rerun_on_a_changed_rule_keeps_both_runs_in_the_history() {
     let env = Env::new();
     env.script(
@@ -1184,7 +1183,6 @@ async fn a_rerun_on_a_changed_rule_keeps_both_runs_in_the_history() {
 }
 
 #[tokio::test]
-#[ignore = "bug: on_failure's attempts restart at 1 when a re-run fails again, so the second run overwrites the first one's record"]
 async fn a_rerun_that_fails_again_keeps_the_first_on_failure_run_in_the_history() {
     let env = Env::new();
     env.script("fail.sh", "#!/bin/sh\nexit 1\n");

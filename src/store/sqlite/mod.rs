@@ -659,7 +659,7 @@ fn insert_attempt(c: &Connection, a: &Attempt) -> rusqlite::Result<()> {
         "INSERT INTO attempts (job_id, phase, idx, attempt, run_id, action, rendered, state,
            started_at, finished_at, exit_code, stdout, stderr, error, status, result)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)
-         ON CONFLICT (job_id, phase, idx, attempt) DO UPDATE SET state = excluded.state,
+         ON CONFLICT (job_id, run_id, attempt, started_at) DO UPDATE SET state = excluded.state,
            finished_at = excluded.finished_at, exit_code = excluded.exit_code,
            stdout = excluded.stdout, stderr = excluded.stderr, error = excluded.error,
            status = excluded.status, result = excluded.result",

@@ -61,7 +61,9 @@ CREATE TABLE IF NOT EXISTS attempts (
     error TEXT,
     status INTEGER,
     result TEXT,
-    PRIMARY KEY (job_id, phase, idx, attempt)
+    -- A re-run may repeat a run id and attempt number (on_failure again, a new generation
+    -- from action 0): the start time keeps each try its own row.
+    PRIMARY KEY (job_id, run_id, attempt, started_at)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS state (
     key TEXT PRIMARY KEY,
