@@ -263,8 +263,8 @@ pub struct Attempt {
     /// 1-based, counting across restarts and re-runs.
     pub attempt: u32,
     pub action: &'static str,
-    /// The rendered action, credentials masked.
-    pub rendered: Value,
+    /// The rendered action as JSON text, credentials masked.
+    pub rendered: String,
     /// Milliseconds since the epoch.
     pub started_at: i64,
     /// `None` while it runs.

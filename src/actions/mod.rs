@@ -127,6 +127,16 @@ impl Rendered {
         };
         serde_json::to_value(shown).unwrap_or(Value::Null)
     }
+
+    /// [`Rendered::for_history`] as JSON text, without building a `Value` (only HTTP calls,
+    /// which carry credentials, are copied to be masked).
+    pub fn for_history_json(&self) -> String {
+        let text = match self {
+            Rendered::Http(h) => serde_json::to_string(&Rendered::Http(h.masked())),
+            other => serde_json::to_string(other),
+        };
+        text.unwrap_or_else(|_| "null".into())
+    }
 }
 
 /// Backoff before retry `attempt` (1-based): 1s, 2s, 4s … capped at 60s.

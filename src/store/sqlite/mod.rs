@@ -151,7 +151,11 @@ impl Embedded {
             Ok(())
         });
         self.tx
-            .send(Cmd::Write { f, reply })
+            .send(Cmd::Write {
+                f,
+                reply,
+                savepoint: true,
+            })
             .map_err(|_| StoreError::Transient("the store has shut down".into()))?;
         rx.await
             .map_err(|_| StoreError::Transient("the store has shut down".into()))??;
@@ -222,7 +226,11 @@ impl Embedded {
     fn write_later(&self, f: writer::WriteFn) -> Result<(), StoreError> {
         let (reply, _) = oneshot::channel();
         self.tx
-            .send(Cmd::Write { f, reply })
+            .send(Cmd::Write {
+                f,
+                reply,
+                savepoint: false,
+            })
             .map_err(|_| StoreError::Transient("the store has shut down".into()))
     }
 }
@@ -422,7 +430,11 @@ impl WorkQueue for Embedded {
         let f = self.job_write(lease, JobState::Pending, &step, None, None, None)?;
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Cmd::Write { f, reply })
+            .send(Cmd::Write {
+                f,
+                reply,
+                savepoint: false,
+            })
             .map_err(|_| StoreError::Transient("the store has shut down".into()))?;
         rx.await
             .map_err(|_| StoreError::Transient("the store has shut down".into()))??;
@@ -613,7 +625,12 @@ impl History for Embedded {
                 |e| tracing::error!(run = %a.run_id, error = %e, "cannot record an attempt in the history"),
             )
         });
-        if self.tx.send(Cmd::Write { f, reply }).is_err() {
+        let cmd = Cmd::Write {
+            f,
+            reply,
+            savepoint: false,
+        };
+        if self.tx.send(cmd).is_err() {
             tracing::error!("cannot record an attempt: the store has shut down");
         }
     }
@@ -648,7 +665,6 @@ pub(crate) fn loaded(q: Queued, not_before: Option<i64>) -> Loaded {
 
 /// One attempt row: inserted when it starts, updated when it finishes.
 fn insert_attempt(c: &Connection, a: &Attempt) -> rusqlite::Result<()> {
-    let rendered = a.rendered.to_string();
     let o = a.outcome.as_ref();
     let state = match o {
         None => "running",
@@ -671,7 +687,7 @@ fn insert_attempt(c: &Connection, a: &Attempt) -> rusqlite::Result<()> {
         a.attempt,
         a.run_id,
         a.action,
-        rendered,
+        a.rendered,
         state,
         a.started_at,
         a.finished_at,

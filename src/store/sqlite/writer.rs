@@ -34,6 +34,9 @@ pub enum Cmd {
     Write {
         f: WriteFn,
         reply: oneshot::Sender<Result<(), StoreError>>,
+        /// Run in its own savepoint, so a failure undoes all of it and nothing else. A write of
+        /// one statement needs none: SQLite undoes a failed statement by itself.
+        savepoint: bool,
     },
     /// Load up to this many spilled jobs into memory.
     Refill(usize),
@@ -75,7 +78,11 @@ pub fn run(conn: Connection, rx: mpsc::Receiver<Cmd>, shared: Arc<Shared>, refil
         let mut refill_limit = None;
         for cmd in batch {
             match cmd {
-                Cmd::Write { f, reply } => writes.push((f, reply)),
+                Cmd::Write {
+                    f,
+                    reply,
+                    savepoint,
+                } => writes.push((f, reply, savepoint)),
                 Cmd::Refill(n) => refill_limit = Some(n),
             }
         }
@@ -90,12 +97,12 @@ pub fn run(conn: Connection, rx: mpsc::Receiver<Cmd>, shared: Arc<Shared>, refil
 
 fn apply(
     conn: &Connection,
-    writes: Vec<(WriteFn, oneshot::Sender<Result<(), StoreError>>)>,
+    writes: Vec<(WriteFn, oneshot::Sender<Result<(), StoreError>>, bool)>,
     shared: &Shared,
 ) {
     // Cached statements: `Connection::transaction` parses BEGIN and COMMIT every time.
     if let Err(e) = conn.prepare_cached("BEGIN").and_then(|mut s| s.execute([])) {
-        for (_, reply) in writes {
+        for (_, reply, _) in writes {
             let _ = reply.send(Err(storage(&e)));
         }
         return;
@@ -103,9 +110,13 @@ fn apply(
     let tx: &Connection = conn;
     let mut pushes = Vec::new();
     let mut results = Vec::with_capacity(writes.len());
-    for (f, reply) in writes {
+    for (f, reply, savepoint) in writes {
         let mark = pushes.len();
-        let r = in_savepoint(tx, |c| f(c, &mut pushes));
+        let r = if savepoint {
+            in_savepoint(tx, |c| f(c, &mut pushes))
+        } else {
+            f(tx, &mut pushes)
+        };
         if r.is_err() {
             pushes.truncate(mark);
         }
