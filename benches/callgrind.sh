@@ -12,7 +12,9 @@
 # Environment: N (measured requests, default 2000), WARMUP (default 200), K (keep-alive
 # connections, default 16), TOP (lines of each profile printed, default 25),
 # DEDUP (the source's dedup_window; unset = the kind's default, so the delivery look-up runs;
-# 'off' = as load.sh), STARTUP_TIMEOUT (seconds, default 180), JOB_TIMEOUT (default 300).
+# 'off' = as load.sh), LOG_LEVEL (the log action's level, default info; 'debug' is below the
+# default filter, so the action runs and is recorded but no line is written: the breakdown
+# without the line's formatting), STARTUP_TIMEOUT (seconds, default 180), JOB_TIMEOUT (default 300).
 #
 # Method, per server: start it under callgrind (full instrumentation from the start, so call
 # stacks are complete), send WARMUP signed requests over K keep-alive connections, zero the
@@ -198,7 +200,7 @@ sources:
 rules:
   - name: r0
     condition: '\$.type == "snapshot" && \$.snapshot.id == "$2" && \$.status == "completed"'
-    actions: [{ log: { message: 'snapshot {{ event.snapshot.id }} completed' } }]
+    actions: [{ log: { message: 'snapshot {{ event.snapshot.id }} completed', level: ${LOG_LEVEL:-info} } }]
 YML
 }
 
