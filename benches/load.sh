@@ -14,12 +14,14 @@ PIDS=""
 cleanup() { for p in $PIDS; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
 trap cleanup EXIT
 
-cargo build --release --quiet
-BASELINE=$(cargo build --release --bench baseline_server --message-format=json 2>/dev/null \
+# RULEHOOK_BIN / BASELINE_BIN: prebuilt binaries (e.g. an older release, to compare in one run).
+RULEHOOK_BIN=${RULEHOOK_BIN:-./target/release/rulehook}
+[ "$RULEHOOK_BIN" != ./target/release/rulehook ] || cargo build --release --quiet
+BASELINE=${BASELINE_BIN:-$(cargo build --release --bench baseline_server --message-format=json 2>/dev/null \
   | python3 -c 'import sys,json
 for l in sys.stdin:
     m=json.loads(l)
-    if m.get("reason")=="compiler-artifact" and m["target"]["name"]=="baseline_server" and m.get("executable"): print(m["executable"])')
+    if m.get("reason")=="compiler-artifact" and m["target"]["name"]=="baseline_server" and m.get("executable"): print(m["executable"])')}
 
 BODY=$(cat rulebooks/events/ipfabric-discover-completed.json)
 SIG=$(printf '%s' "$BODY" | openssl dgst -sha256 -hmac "$SECRET" -hex | sed 's/.* //')
@@ -77,7 +79,7 @@ kill $BPID
 for n in 1 1000 10000; do
   rules "$n"
   rm -rf "$WORK/data$n"
-  ./target/release/rulehook serve --rulebooks "$WORK/rb$n" --scripts "$WORK/scripts" --templates "$WORK/templates" \
+  "$RULEHOOK_BIN" serve --rulebooks "$WORK/rb$n" --scripts "$WORK/scripts" --templates "$WORK/templates" \
     --data "$WORK/data$n" --listen 127.0.0.1:0 > "$WORK/rh$n.out" 2> "$WORK/rh$n.err" &
   RPID=$!; PIDS="$PIDS $RPID"
   R=$(wait_listen "$WORK/rh$n.out")
@@ -100,7 +102,7 @@ rules:
 YML
 printf '#!/bin/sh\ndate +%%s%%N >> "$STAMPS"\n' > "$WORK/lat/scripts/stamp.sh"
 chmod +x "$WORK/lat/scripts/stamp.sh"
-STAMPS="$WORK/lat/stamps" ./target/release/rulehook serve --rulebooks "$WORK/lat/rb" --scripts "$WORK/lat/scripts" \
+STAMPS="$WORK/lat/stamps" "$RULEHOOK_BIN" serve --rulebooks "$WORK/lat/rb" --scripts "$WORK/lat/scripts" \
   --templates "$WORK/templates" --data "$WORK/lat/data" --listen 127.0.0.1:0 > "$WORK/lat.out" 2>/dev/null &
 LPID=$!; PIDS="$PIDS $LPID"
 L=$(wait_listen "$WORK/lat.out")
