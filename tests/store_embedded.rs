@@ -1,0 +1,117 @@
+//! The storage conformance suite (`tests/conformance`) on the embedded SQLite store, each test
+//! in its own data directory.
+
+mod conformance;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use conformance::{Backend, Config};
+use rulehook::store::sqlite::{MAX_DELIVERIES, MEMORY_CAP};
+use rulehook::store::{Embedded, Store};
+use tempfile::TempDir;
+
+/// One data directory; each `open` is a process starting on it.
+struct EmbeddedDir(TempDir);
+
+impl EmbeddedDir {
+    fn new() -> EmbeddedDir {
+        EmbeddedDir(tempfile::tempdir().unwrap())
+    }
+}
+
+impl Backend for EmbeddedDir {
+    fn open(&self, config: Config) -> impl Future<Output = Store> + Send {
+        let dir: PathBuf = self.0.path().join("data");
+        async move {
+            match config.max_deliveries {
+                None => Store::embedded(&dir).unwrap(),
+                Some(max) => {
+                    let e = Arc::new(Embedded::open_with(&dir, max).unwrap());
+                    Store {
+                        log: e.clone(),
+                        queue: e.clone(),
+                        state: e.clone(),
+                        history: e,
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// More jobs than the queue holds in memory: spilled, then refilled several times.
+const MANY: usize = 10_000;
+// Half of them (queued up front, or left after a restart) are already more than memory holds.
+const _: () = assert!(MANY / 2 > MEMORY_CAP);
+/// A delivery budget other than the default, so the test sees that it is the one applied.
+const BUDGET: u32 = 3;
+const _: () = assert!(BUDGET < MAX_DELIVERIES);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn append_then_fetch() {
+    conformance::append_then_fetch(&EmbeddedDir::new()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_rule_keeps_acceptance_order() {
+    conformance::one_rule_keeps_acceptance_order(&EmbeddedDir::new(), MANY).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_rule_keeps_acceptance_order_across_a_restart() {
+    conformance::one_rule_keeps_acceptance_order_across_a_restart(&EmbeddedDir::new(), MANY).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rules_take_turns() {
+    conformance::rules_take_turns(&EmbeddedDir::new()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_expired_lease_is_redelivered_and_refused() {
+    conformance::an_expired_lease_is_redelivered_and_refused(&EmbeddedDir::new()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_heartbeat_keeps_the_lease() {
+    conformance::a_heartbeat_keeps_the_lease(&EmbeddedDir::new()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn nak_delays_and_carries_the_step() {
+    conformance::nak_delays_and_carries_the_step(&EmbeddedDir::new()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn progress_and_acks_survive_a_restart() {
+    conformance::progress_and_acks_survive_a_restart(&EmbeddedDir::new()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn dead_letter_after_the_delivery_budget() {
+    conformance::dead_letter_after_the_delivery_budget(&EmbeddedDir::new(), BUDGET).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn deliveries_are_deduplicated() {
+    conformance::deliveries_are_deduplicated(&EmbeddedDir::new()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn state_compare_and_set() {
+    conformance::state_compare_and_set(&EmbeddedDir::new()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn history_records_and_filters() {
+    conformance::history_records_and_filters(&EmbeddedDir::new()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn retention_keeps_unfinished_work() {
+    let pruned = conformance::retention_keeps_unfinished_work(&EmbeddedDir::new()).await;
+    // The embedded store deletes expired state entries itself: the one that expired.
+    assert_eq!(pruned.state, 1, "{pruned:?}");
+}
