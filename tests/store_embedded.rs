@@ -115,3 +115,8 @@ async fn retention_keeps_unfinished_work() {
     // The embedded store deletes expired state entries itself: the one that expired.
     assert_eq!(pruned.state, 1, "{pruned:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn naks_do_not_spend_the_lost_lease_budget() {
+    conformance::naks_do_not_spend_the_lost_lease_budget(&EmbeddedDir::new(), BUDGET).await;
+}

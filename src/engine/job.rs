@@ -93,7 +93,7 @@ impl Engine {
                 if let Err(e) = self
                     .store
                     .queue
-                    .nak(shadow, step, Duration::from_secs(1))
+                    .abandon(shadow, step, Duration::from_secs(1))
                     .await
                 {
                     tracing::error!(error = %e, "cannot give a panicked job back; it runs again when its lease expires");

@@ -60,6 +60,7 @@ pub struct EventFilter {
     pub status: Option<EventStatus>,
     /// Events that matched (or were throttled on) this rule name.
     pub rule: Option<String>,
+    /// At most this many rows (0: 100).
     pub limit: usize,
 }
 
@@ -149,6 +150,7 @@ pub struct AttemptRow {
 pub struct JobFilter {
     pub state: Option<JobState>,
     pub rule: Option<String>,
+    /// At most this many rows (0: 100).
     pub limit: usize,
 }
 

@@ -99,6 +99,10 @@ pub trait WorkQueue: Send + Sync + 'static {
     /// does not wait for a commit between jobs.
     async fn nak(&self, lease: Lease, step: Step, delay: Duration) -> Result<(), StoreError>;
 
+    /// Gives the job back after its worker failed it (a panic): like an expired lease, this
+    /// counts against the budget of lost leases past which the job becomes a dead letter.
+    async fn abandon(&self, lease: Lease, step: Step, delay: Duration) -> Result<(), StoreError>;
+
     /// Finishes the job: `Done`, or `Failed` (a dead letter, kept until re-run).
     async fn ack(
         &self,

@@ -1331,3 +1331,36 @@ pub async fn retention_keeps_unfinished_work(b: &impl Backend) -> Pruned {
     assert_eq!(event_of(&s, &l).await.id, old_failed);
     pruned
 }
+
+/// Retries (`nak`) are the engine's to count, not the queue's: many of them never make a dead
+/// letter. Abandoned leases (a panicking worker) count like expired ones.
+pub async fn naks_do_not_spend_the_lost_lease_budget(b: &impl Backend, max: u32) {
+    let s = b
+        .open(Config {
+            max_deliveries: Some(max),
+        })
+        .await;
+    let id = append_one(&s, "alpha", "flaky", 1).await;
+    for n in 1..=(max * 3) {
+        let l = must_fetch(&s, TTL).await;
+        assert_eq!((l.job.id.as_str(), l.deliveries), (id.as_str(), n));
+        let step = l.job.step.clone();
+        s.queue.nak(l, step, Duration::ZERO).await.unwrap();
+    }
+    s.queue.flush().await.unwrap();
+    assert_eq!(job_state(&s, &id).await, Some(JobState::Pending));
+    for _ in 0..max {
+        let l = must_fetch(&s, TTL).await;
+        assert_eq!(l.job.id, id);
+        let step = l.job.step.clone();
+        s.queue.abandon(l, step, Duration::ZERO).await.unwrap();
+    }
+    s.queue.flush().await.unwrap();
+    fetch_nothing(&s, NOTHING).await;
+    eventually(
+        Duration::from_secs(5),
+        "the abandoned job is a dead letter",
+        || async { job_state(&s, &id).await == Some(JobState::Failed) },
+    )
+    .await;
+}

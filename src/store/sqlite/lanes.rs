@@ -22,6 +22,8 @@ pub struct Queued {
     pub job: Job,
     pub event: Option<Arc<Event>>,
     pub deliveries: u32,
+    /// Leases that ended without an ack or a nak (expired), or were abandoned (a panic).
+    pub lost: u32,
 }
 
 #[derive(Debug)]
@@ -137,8 +139,9 @@ impl Lanes {
             .map(|(t, _)| *t)
             .collect();
         for t in expired {
-            if let Some(l) = self.leased.remove(&t) {
+            if let Some(mut l) = self.leased.remove(&t) {
                 self.held.remove(&l.q.seq);
+                l.q.lost += 1;
                 self.push_ready(l.q);
             }
         }
@@ -186,9 +189,11 @@ impl Lanes {
         Next::WaitUntil(soonest)
     }
 
-    /// The lease's job, if `token` still holds it.
+    /// Whether `token` still holds its lease (known and not past its deadline).
     pub fn holds(&self, token: u64) -> bool {
-        self.leased.contains_key(&token)
+        self.leased
+            .get(&token)
+            .is_some_and(|l| l.deadline > Instant::now())
     }
 
     pub fn extend(&mut self, token: u64, ttl: Duration) -> bool {
@@ -213,12 +218,19 @@ impl Lanes {
     }
 
     /// Ends a lease: the job is done, or comes back after `delay` as `job`.
-    pub fn release(&mut self, token: u64, again: Option<(Job, Duration)>) -> Option<i64> {
+    /// `lost`: the lease was abandoned (it counts against the delivery budget).
+    pub fn release(
+        &mut self,
+        token: u64,
+        again: Option<(Job, Duration)>,
+        lost: bool,
+    ) -> Option<i64> {
         let l = self.leased.remove(&token)?;
         let seq = l.q.seq;
         self.held.remove(&seq);
         if let Some((job, delay)) = again {
             let mut q = l.q;
+            q.lost += u32::from(lost);
             q.job = job;
             if delay.is_zero() {
                 self.push_ready(q);
@@ -250,6 +262,7 @@ mod tests {
             },
             event: None,
             deliveries: 0,
+            lost: 0,
         }
     }
 
@@ -285,7 +298,7 @@ mod tests {
         let (seq, t2) = take(&mut l);
         assert_eq!(seq, 1);
         assert!(!l.holds(t) && l.holds(t2));
-        assert!(l.release(t, None).is_none());
+        assert!(l.release(t, None, false).is_none());
     }
 
     #[test]
@@ -310,7 +323,7 @@ mod tests {
         l.push_new(q(1, "r"));
         let (_, t) = take(&mut l);
         let job = q(1, "r").job;
-        l.release(t, Some((job, Duration::from_millis(30))));
+        l.release(t, Some((job, Duration::from_millis(30))), false);
         assert!(matches!(
             l.next(Duration::from_secs(1)),
             Next::WaitUntil(Some(_))

@@ -28,8 +28,8 @@ pub use lanes::CAP as MEMORY_CAP;
 use lanes::{CAP, Lanes, Next, Queued};
 use writer::{Cmd, Loaded, Push, Shared, storage};
 
-/// A job leased this many times without being acked (its worker crashed, panicked or lost the
-/// lease each time) becomes a dead letter.
+/// A job whose lease was lost this many times (it expired, or a panicking worker abandoned it)
+/// becomes a dead letter. Retries (`nak`) do not count: their budget is the action's `retries`.
 pub const MAX_DELIVERIES: u32 = 10;
 
 pub struct Embedded {
@@ -190,15 +190,15 @@ impl Embedded {
     }
 
     /// The job row's new state, written if `lease` still holds the job.
-    fn job_write(
-        &self,
-        lease: &Lease,
-        state: JobState,
-        step: &Step,
-        not_before: Option<i64>,
-        error: Option<String>,
-        release: Option<Option<(Job, Duration)>>,
-    ) -> Result<writer::WriteFn, StoreError> {
+    fn job_write(&self, lease: &Lease, u: JobUpdate) -> Result<writer::WriteFn, StoreError> {
+        let JobUpdate {
+            state,
+            step,
+            not_before,
+            error,
+            release,
+            lost,
+        } = u;
         if !self.lanes().holds(lease.token) {
             return Err(StoreError::Conflict(format!(
                 "the lease on job {} has expired",
@@ -206,7 +206,7 @@ impl Embedded {
             )));
         }
         let (seq, token) = (lease.seq, lease.token);
-        let step = serde_json::to_string(step).map_err(storage)?;
+        let step = serde_json::to_string(&step).map_err(storage)?;
         Ok(Box::new(move |c, pushes| {
             c.prepare_cached(
                 "UPDATE jobs SET state = ?2, step = ?3, not_before = ?4, error = ?5, updated_at = ?6
@@ -214,7 +214,7 @@ impl Embedded {
             )?
             .execute(params![seq, state.as_str(), step, not_before, error, now_ms()])?;
             if let Some(again) = release {
-                pushes.push(Push::Release { token, again });
+                pushes.push(Push::Release { token, again, lost });
             }
             Ok(())
         }))
@@ -232,6 +232,32 @@ impl Embedded {
                 savepoint: false,
             })
             .map_err(|_| StoreError::Transient("the store has shut down".into()))
+    }
+}
+
+/// A change to a leased job's row, and what happens to the lease once it is durable.
+struct JobUpdate {
+    state: JobState,
+    step: Step,
+    not_before: Option<i64>,
+    error: Option<String>,
+    /// `Some(None)`: the lease ends; `Some(Some((job, delay)))`: the job comes back after
+    /// `delay`; `None`: the lease goes on (progress).
+    release: Option<Option<(Job, Duration)>>,
+    /// The lease was abandoned: it counts against the budget of lost leases.
+    lost: bool,
+}
+
+impl JobUpdate {
+    fn new(state: JobState, step: &Step) -> JobUpdate {
+        JobUpdate {
+            state,
+            step: step.clone(),
+            not_before: None,
+            error: None,
+            release: None,
+            lost: false,
+        }
     }
 }
 
@@ -329,6 +355,7 @@ impl EventLog for Embedded {
                     job: job.clone(),
                     event: Some(event.clone()),
                     deliveries: 0,
+                    lost: 0,
                 }));
                 jobs.push(job);
             }
@@ -383,6 +410,7 @@ impl WorkQueue for Embedded {
             match next {
                 Next::Job(q, token) => {
                     let q = *q;
+                    let q_lost = q.lost;
                     let lease = Lease {
                         job: q.job,
                         event: q.event,
@@ -390,10 +418,9 @@ impl WorkQueue for Embedded {
                         seq: q.seq,
                         deliveries: q.deliveries,
                     };
-                    if lease.deliveries > self.max_deliveries {
+                    if q_lost >= self.max_deliveries {
                         let error = format!(
-                            "leased {} times without finishing (its worker crashed, panicked or lost the lease each time)",
-                            lease.deliveries - 1
+                            "{q_lost} leases of it were lost (its worker crashed, panicked or stalled each time): given up"
                         );
                         tracing::error!(job = %lease.job.id, "{error}; it is now a dead letter");
                         let step = lease.job.step.clone();
@@ -427,7 +454,7 @@ impl WorkQueue for Embedded {
     }
 
     async fn progress(&self, lease: &mut Lease, step: Step) -> Result<(), StoreError> {
-        let f = self.job_write(lease, JobState::Pending, &step, None, None, None)?;
+        let f = self.job_write(lease, JobUpdate::new(JobState::Pending, &step))?;
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Cmd::Write {
@@ -449,11 +476,27 @@ impl WorkQueue for Embedded {
         job.step = step.clone();
         let f = self.job_write(
             &lease,
-            JobState::Pending,
-            &step,
-            Some(not_before),
-            None,
-            Some(Some((job, delay))),
+            JobUpdate {
+                not_before: Some(not_before),
+                release: Some(Some((job, delay))),
+                ..JobUpdate::new(JobState::Pending, &step)
+            },
+        )?;
+        self.write_later(f)
+    }
+
+    async fn abandon(&self, lease: Lease, step: Step, delay: Duration) -> Result<(), StoreError> {
+        let not_before = now_ms() + delay.as_millis() as i64;
+        let mut job = lease.job.clone();
+        job.step = step.clone();
+        let f = self.job_write(
+            &lease,
+            JobUpdate {
+                not_before: Some(not_before),
+                release: Some(Some((job, delay))),
+                lost: true,
+                ..JobUpdate::new(JobState::Pending, &step)
+            },
         )?;
         self.write_later(f)
     }
@@ -465,7 +508,14 @@ impl WorkQueue for Embedded {
         state: JobState,
         error: Option<String>,
     ) -> Result<(), StoreError> {
-        let f = self.job_write(&lease, state, &step, None, error, Some(None))?;
+        let f = self.job_write(
+            &lease,
+            JobUpdate {
+                error,
+                release: Some(None),
+                ..JobUpdate::new(state, &step)
+            },
+        )?;
         self.write_later(f)
     }
 
@@ -490,6 +540,7 @@ impl WorkQueue for Embedded {
                 job,
                 event,
                 deliveries: 0,
+                lost: 0,
             }));
             Ok(true)
         })

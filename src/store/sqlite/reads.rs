@@ -14,6 +14,11 @@ use crate::store::history::{
     ThrottledRow,
 };
 
+/// A list's limit: 0 means the default (100).
+fn limit(n: usize) -> i64 {
+    if n == 0 { 100 } else { n as i64 }
+}
+
 const EVENT_COLUMNS: &str =
     "e.id, e.source, e.kind, e.delivery, e.parent, e.received_at, e.headers, e.body, e.depth";
 
@@ -94,6 +99,7 @@ pub fn pending_after(c: &Connection, cursor: i64, limit: usize) -> rusqlite::Res
                 job,
                 event: Some(event),
                 deliveries: 0,
+                lost: 0,
             },
             not_before,
         ));
@@ -159,7 +165,7 @@ pub fn events(c: &Connection, f: &EventFilter) -> rusqlite::Result<Vec<EventRow>
     );
     let mut stmt = c.prepare_cached(&sql)?;
     let rows = stmt.query_map(
-        params![f.source, f.since, f.limit.max(1) as i64, status, f.rule],
+        params![f.source, f.since, limit(f.limit), status, f.rule],
         |r| {
             let (n_matches, n_jobs, pending, failed): (i64, i64, i64, i64) = (
                 r.get("n_matches")?,
@@ -325,7 +331,7 @@ pub fn jobs(c: &Connection, f: &JobFilter) -> rusqlite::Result<Vec<JobRow>> {
     );
     let mut stmt = c.prepare_cached(&sql)?;
     let rows = stmt.query_map(
-        params![f.state.map(JobState::as_str), f.rule, f.limit.max(1) as i64],
+        params![f.state.map(JobState::as_str), f.rule, limit(f.limit)],
         |r| {
             let (job, state, error, updated) = row_job(r)?;
             Ok(JobRow::new(&job, state, error, rfc3339(updated)))

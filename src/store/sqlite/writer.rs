@@ -24,6 +24,7 @@ pub enum Push {
     Release {
         token: u64,
         again: Option<(crate::domain::Job, std::time::Duration)>,
+        lost: bool,
     },
 }
 
@@ -95,11 +96,10 @@ pub fn run(conn: Connection, rx: mpsc::Receiver<Cmd>, shared: Arc<Shared>, refil
     }
 }
 
-fn apply(
-    conn: &Connection,
-    writes: Vec<(WriteFn, oneshot::Sender<Result<(), StoreError>>, bool)>,
-    shared: &Shared,
-) {
+/// A write, where its result goes, and whether it runs in a savepoint.
+type Pending = (WriteFn, oneshot::Sender<Result<(), StoreError>>, bool);
+
+fn apply(conn: &Connection, writes: Vec<Pending>, shared: &Shared) {
     // Cached statements: `Connection::transaction` parses BEGIN and COMMIT every time.
     if let Err(e) = conn.prepare_cached("BEGIN").and_then(|mut s| s.execute([])) {
         for (_, reply, _) in writes {
@@ -141,8 +141,8 @@ fn apply(
             match p {
                 Push::New(q) => lanes.push_new(q),
                 Push::Rerun(q) => lanes.push_rerun(q),
-                Push::Release { token, again } => {
-                    lanes.release(token, again);
+                Push::Release { token, again, lost } => {
+                    lanes.release(token, again, lost);
                 }
             }
         }
