@@ -1247,3 +1247,75 @@ rules:
         "both on_failure runs, as each ran: {d}"
     );
 }
+
+// A crash between two actions ───────────────────────────────────────────────────────────────
+/// Action 0 finished and its step was recorded; the crash comes while action 1 runs. After the
+/// restart action 0 does not run again, action 1 runs again with the same run id, and it still
+/// sees action 0's output as `previous` (recorded with the step, not kept in memory).
+#[tokio::test]
+async fn a_crash_between_two_actions_resumes_at_the_second_with_its_previous() {
+    let env = Env::new();
+    env.script(
+        "first.sh",
+        "#!/bin/sh\necho \"first $RULEHOOK_RUN_ID\" >> \"$OUT_DIR/runs.txt\"\necho from-first-$RULEHOOK_EVENT_ID\n",
+    );
+    env.script(
+        "second.sh",
+        "#!/bin/sh\necho \"second $RULEHOOK_RUN_ID $1\" >> \"$OUT_DIR/runs.txt\"\nif [ ! -e \"$OUT_DIR/slept\" ]; then\n  touch \"$OUT_DIR/slept\"\n  echo $$ > \"$OUT_DIR/second.pid\"\n  exec sleep 30\nfi\n",
+    );
+    env.rulebook(
+        "r.yml",
+        &format!(
+            r#"{SRC}rules:
+  - name: two
+    actions:
+      - run_script: {{ script: first.sh }}
+      - run_script: {{ script: second.sh, args: ["{{{{ previous.stdout | trim }}}}"] }}
+"#
+        ),
+    );
+    let mut server = Server::start(&env, &[], &[]);
+    let c = client();
+    let id = send(&c, &server, &json!({"n": 1})).await;
+    let want_second = format!("second {id}:two:1 from-first-{id}");
+    let runs = env.wait_lines("runs.txt", 2, Duration::from_secs(15));
+    assert_eq!(runs, vec![format!("first {id}:two:0"), want_second.clone()]);
+    server.kill9();
+    kill_orphan(&env.path("second.pid"));
+
+    let server = Server::start(&env, &[], &[]);
+    let job = format!("{id}:two");
+    let d = wait_job(&c, &server, &id, &job, "done", Duration::from_secs(15)).await;
+    assert_eq!(
+        env.lines("runs.txt"),
+        vec![
+            format!("first {id}:two:0"),
+            want_second.clone(),
+            want_second
+        ],
+        "only the second action ran again, with the same run id and the first one's output"
+    );
+    let j = job_of(&d, &job).unwrap();
+    let statuses: Vec<_> = attempts(j)
+        .into_iter()
+        .map(|(_, i, _, run, st)| (i, run, st))
+        .collect();
+    assert!(
+        statuses.contains(&(0, format!("{id}:two:0"), "ok".to_string()))
+            && statuses.contains(&(1, format!("{id}:two:1"), "ok".to_string())),
+        "{d}"
+    );
+    let interrupted = j["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["action_index"] == 1 && a["status"] == "failed")
+        .unwrap_or_else(|| panic!("the crashed try is closed in the history: {d}"));
+    assert!(
+        interrupted["error"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("interrupted"),
+        "{interrupted}"
+    );
+}

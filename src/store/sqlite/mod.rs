@@ -85,6 +85,16 @@ impl Embedded {
         write
             .pragma_update(None, "user_version", schema::SCHEMA_VERSION)
             .map_err(storage)?;
+        // One process owns the store: an attempt still "running" belonged to a process that
+        // stopped (crash, kill -9). Its job runs the action again; the history says what happened.
+        write
+            .execute(
+                "UPDATE attempts SET state = 'failed', finished_at = ?1,
+                   error = 'interrupted: the service stopped while it ran (it runs again)'
+                 WHERE state = 'running'",
+                params![now_ms()],
+            )
+            .map_err(storage)?;
         let max = |sql: &str| -> Result<i64, StoreError> {
             write
                 .query_row(sql, [], |r| r.get::<_, Option<i64>>(0))
