@@ -1319,3 +1319,35 @@ async fn a_crash_between_two_actions_resumes_at_the_second_with_its_previous() {
         "{interrupted}"
     );
 }
+
+// A reload while jobs wait ────────────────────────────────────────────────────────────────
+/// Jobs queued before a reload that changes their rule still run the version they matched (the
+/// engine keeps it); events after the reload run the new one.
+#[tokio::test]
+async fn jobs_queued_before_a_reload_run_the_version_they_matched() {
+    let env = Env::new();
+    env.script(
+        "slow.sh",
+        "#!/bin/sh\necho \"$1 $2\" >> \"$OUT_DIR/runs.txt\"\nsleep 1\n",
+    );
+    env.rulebook("r.yml", &slow_rule("v1"));
+    let server = Server::start(&env, &["--concurrency", "1"], &[]);
+    let c = client();
+    send(&c, &server, &json!({"n": 1})).await;
+    send(&c, &server, &json!({"n": 2})).await;
+    send(&c, &server, &json!({"n": 3})).await;
+    env.wait_lines("runs.txt", 1, Duration::from_secs(10));
+    // Jobs 2 and 3 wait for the only worker; the rule changes meanwhile.
+    env.rulebook("r.yml", &slow_rule("v2"));
+    wait_for(&c, &server, "/api/status", Duration::from_secs(10), |s| {
+        s["reload"]["reloads"].as_u64() >= Some(1)
+    })
+    .await;
+    assert!(
+        env.lines("runs.txt").len() < 3,
+        "the reload came while job 3 still waited"
+    );
+    send(&c, &server, &json!({"n": 4})).await;
+    let runs = env.wait_lines("runs.txt", 4, Duration::from_secs(15));
+    assert_eq!(runs, vec!["v1 1", "v1 2", "v1 3", "v2 4"]);
+}
