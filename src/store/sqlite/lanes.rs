@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use crate::domain::{Event, Job};
 
 /// Ready jobs held in memory at most.
-pub const CAP: usize = 4096;
+pub const CAP: usize = 1024;
 
 /// A job the queue holds.
 #[derive(Debug, Clone)]
