@@ -1351,3 +1351,59 @@ async fn jobs_queued_before_a_reload_run_the_version_they_matched() {
     let runs = env.wait_lines("runs.txt", 4, Duration::from_secs(15));
     assert_eq!(runs, vec!["v1 1", "v1 2", "v1 3", "v2 4"]);
 }
+
+// Fairness after a restart ──────────────────────────────────────────────────────────────────
+/// A backlog of one rule (found pending at start) does not hold up another rule beyond its
+/// turn: rules take turns for the workers.
+#[tokio::test]
+async fn a_backlog_of_one_rule_does_not_hold_up_the_others_after_a_restart() {
+    let env = Env::new();
+    env.script(
+        "slow.sh",
+        "#!/bin/sh\necho \"slow $2\" >> \"$OUT_DIR/runs.txt\"\nsleep 1\n",
+    );
+    env.script(
+        "quick.sh",
+        "#!/bin/sh\necho quick >> \"$OUT_DIR/runs.txt\"\n",
+    );
+    env.rulebook(
+        "r.yml",
+        &format!(
+            r#"{SRC}rules:
+  - name: slow
+    condition: '$.kind == "slow"'
+    actions:
+      - run_script: {{ script: slow.sh, args: ["x", "{{{{ event.n }}}}"] }}
+  - name: quick
+    condition: '$.kind == "quick"'
+    actions:
+      - run_script: {{ script: quick.sh }}
+"#
+        ),
+    );
+    let mut server = Server::start(&env, &["--concurrency", "1"], &[]);
+    let c = client();
+    for n in 0..30 {
+        send(&c, &server, &json!({"kind": "slow", "n": n})).await;
+    }
+    server.kill9();
+    let server = Server::start(&env, &["--concurrency", "1"], &[]);
+    send(&c, &server, &json!({"kind": "quick"})).await;
+    let runs = env.wait_lines("runs.txt", 1, Duration::from_secs(20));
+    let runs = loop {
+        let lines = env.lines("runs.txt");
+        if lines.iter().any(|l| l == "quick") {
+            break lines;
+        }
+        assert!(
+            lines.len() < 8,
+            "the quick rule waited behind the backlog: {lines:?} (first {runs:?})"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let slow_before = runs.iter().take_while(|l| *l != "quick").count();
+    assert!(
+        slow_before <= 4,
+        "quick ran after {slow_before} slow jobs: {runs:?}"
+    );
+}
