@@ -8,6 +8,15 @@
 //! the query `$[?E']` and run over the one-element array `[event]`, where `E'` is `E` with each
 //! root identifier `$` rewritten to `$[0]`: inside the filter, `$[0]` is the event itself. The
 //! filter visits exactly one node, so the query selects something exactly when `E` is true.
+//!
+//! The top-level `&&` operands of the form `singular query == string/true/false/null` are not
+//! given to the engine: they are checked by reading the event at the path and comparing, which
+//! is RFC 9535 equality for those literals (and what the rule index files rules by). Only the
+//! other operands, if any, become a `$[?…]` filter. The whole expression is still compiled once
+//! at load, so what is valid and where errors point is the engine's word.
+
+use std::collections::HashSet;
+use std::sync::Arc;
 
 use crate::domain::EventDoc;
 use jsonpath_rfc9535::{JsonPath, SingularSegment};
@@ -21,19 +30,31 @@ pub struct ConditionError {
 }
 
 /// A literal an equality conjunct compares against, usable as a hash key by the rule index.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// Strings are shared (see [`Interner`]): `"completed"` in 10,000 rules is one allocation.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum IndexKey {
-    Str(String),
+    Str(Arc<str>),
     Bool(bool),
     Null,
 }
 
 impl IndexKey {
-    /// The key a JSON value would match, if it is of an indexable kind.
-    pub fn of(value: &Value) -> Option<IndexKey> {
+    /// Whether `value` equals this literal. For string, boolean and null literals this is
+    /// exactly RFC 9535 `==` between a node and the literal: same kind, same content.
+    pub fn matches(&self, value: &Value) -> bool {
+        match (self, value) {
+            (IndexKey::Str(s), Value::String(v)) => **s == **v,
+            (IndexKey::Bool(b), Value::Bool(v)) => b == v,
+            (IndexKey::Null, Value::Null) => true,
+            _ => false,
+        }
+    }
+
+    /// The key a JSON literal compares as, if it is of an indexable kind.
+    fn of(value: Value, interner: &mut Interner) -> Option<IndexKey> {
         match value {
-            Value::String(s) => Some(IndexKey::Str(s.clone())),
-            Value::Bool(b) => Some(IndexKey::Bool(*b)),
+            Value::String(s) => Some(IndexKey::Str(interner.string(s))),
+            Value::Bool(b) => Some(IndexKey::Bool(b)),
             Value::Null => Some(IndexKey::Null),
             _ => None,
         }
@@ -80,39 +101,76 @@ impl SingularPath {
     }
 }
 
-/// One top-level `&&` operand of an expression, kept for explanations and indexing.
+/// Shares what many rules repeat — the paths they compare and the literal strings they compare
+/// with — across one load. Rules are usually written from one template (`$.snapshot.id ==
+/// "…"` for 10,000 snapshots): each distinct path and string is then held once.
+#[derive(Debug, Default)]
+pub struct Interner {
+    paths: HashSet<Arc<SingularPath>>,
+    strings: HashSet<Arc<str>>,
+}
+
+impl Interner {
+    fn path(&mut self, path: SingularPath) -> Arc<SingularPath> {
+        if let Some(p) = self.paths.get(&path) {
+            return p.clone();
+        }
+        let p = Arc::new(path);
+        self.paths.insert(p.clone());
+        p
+    }
+
+    fn string(&mut self, s: String) -> Arc<str> {
+        if let Some(x) = self.strings.get(s.as_str()) {
+            return x.clone();
+        }
+        let x: Arc<str> = Arc::from(s);
+        self.strings.insert(x.clone());
+        x
+    }
+}
+
+/// A top-level `query == literal` operand: the path it reads and the literal it requires.
 #[derive(Debug)]
-struct Conjunct {
-    text: String,
-    /// The singular query this conjunct compares, to show its actual value when it fails.
-    subject: Option<(String, SingularPath)>,
-    /// `subject == literal`, when the literal is indexable.
-    equality: Option<IndexKey>,
+struct Equality {
+    path: Arc<SingularPath>,
+    key: IndexKey,
 }
 
 /// A compiled JSONPath logical expression.
+///
+/// Most conditions are conjunctions of `query == "literal"`. Those operands are kept as a path
+/// and a literal, checked by reading the event directly (the same comparison the rule index
+/// already files rules by), and only the remaining operands, if any, are compiled into one
+/// engine filter: a compiled filter costs about 2 KB per rule, an equality 32 bytes.
+/// Operand texts are not kept: explanations re-split `text` on demand (a slow path).
 #[derive(Debug)]
 pub struct Expr {
-    text: String,
-    query: JsonPath,
-    conjuncts: Vec<Conjunct>,
+    text: Box<str>,
+    /// Operands that must all hold, in the order written.
+    equalities: Box<[Equality]>,
+    /// The other operands as one filter (`None`: there are none).
+    rest: Option<Box<JsonPath>>,
 }
 
 impl Expr {
     /// Compiles `text`; errors carry the byte offset inside `text`.
     pub fn compile(text: &str) -> Result<Expr, ConditionError> {
+        Expr::compile_in(text, &mut Interner::default())
+    }
+
+    /// Compiles `text`, sharing paths and literals with earlier expressions of `interner`.
+    pub fn compile_in(text: &str, interner: &mut Interner) -> Result<Expr, ConditionError> {
         if text.trim().is_empty() {
             return Err(ConditionError {
                 offset: 0,
                 message: "empty condition".into(),
             });
         }
-        let parts = if split_top(text, "||").len() > 1 {
-            vec![(0, text)]
-        } else {
-            split_top(text, "&&")
-        };
-        let query = match compile_filter(text, 0) {
+        let parts = operands(text);
+        // The whole expression is compiled first: it is what decides validity and where an
+        // error points.
+        let whole = match compile_filter(text, 0) {
             Ok(q) => q,
             Err(whole) => {
                 // Point at least at the operand that holds the error, when the engine could not.
@@ -123,24 +181,38 @@ impl Expr {
                 return Err(whole);
             }
         };
-        // Operands are kept as text (for explanations, compiled on demand) and, when they
-        // compare a singular query with a literal, as an index key.
-        let conjuncts = parts
-            .into_iter()
-            .map(|(_, part)| {
-                let trimmed = part.trim();
-                let (subject, equality) = describe(trimmed);
-                Conjunct {
-                    text: trimmed.to_string(),
-                    subject,
-                    equality,
+        let mut equalities = Vec::new();
+        let mut others = Vec::new();
+        for (_, part) in &parts {
+            let part = part.trim();
+            let (subject, literal) = describe(part);
+            match (subject, literal.and_then(|v| IndexKey::of(v, interner))) {
+                (Some((_, path)), Some(key)) => equalities.push(Equality {
+                    path: interner.path(path),
+                    key,
+                }),
+                _ => others.push(part),
+            }
+        }
+        let rest = if equalities.is_empty() {
+            Some(whole)
+        } else if others.is_empty() {
+            None
+        } else {
+            // Each operand is a basic expression, so joining them with `&&` is a valid
+            // expression; should the engine still refuse it, keep the whole filter.
+            match compile_filter(&others.join(" && "), 0) {
+                Ok(q) => Some(q),
+                Err(_) => {
+                    equalities.clear();
+                    Some(whole)
                 }
-            })
-            .collect();
+            }
+        };
         Ok(Expr {
-            text: text.to_string(),
-            query,
-            conjuncts,
+            text: text.into(),
+            equalities: equalities.into_boxed_slice(),
+            rest: rest.map(Box::new),
         })
     }
 
@@ -149,35 +221,48 @@ impl Expr {
     }
 
     pub fn eval(&self, doc: &EventDoc) -> bool {
-        !self.query.query_values(doc.wrapped()).is_empty()
+        let body = doc.body();
+        self.equalities
+            .iter()
+            .all(|e| e.path.get(body).is_some_and(|v| e.key.matches(v)))
+            && self
+                .rest
+                .as_ref()
+                .is_none_or(|q| !q.query_values(doc.wrapped()).is_empty())
     }
 
-    /// The conjuncts that are false, each with the actual value it looked at.
+    /// The operands that are false, each with the actual value it looked at.
     fn failures(&self, doc: &EventDoc, out: &mut Vec<String>) {
-        for c in &self.conjuncts {
+        for (_, part) in operands(&self.text) {
+            let part = part.trim();
             let holds =
-                compile_filter(&c.text, 0).is_ok_and(|q| !q.query_values(doc.wrapped()).is_empty());
+                compile_filter(part, 0).is_ok_and(|q| !q.query_values(doc.wrapped()).is_empty());
             if !holds {
-                let actual = match &c.subject {
+                let actual = match describe(part).0 {
                     Some((name, path)) => match path.get(doc.body()) {
                         Some(v) => format!(" ({name} is {v})"),
                         None => format!(" ({name} does not exist)"),
                     },
                     None => String::new(),
                 };
-                out.push(format!("`{}` is false{actual}", c.text));
+                out.push(format!("`{part}` is false{actual}"));
             }
         }
     }
 
     /// Equalities on a literal that must all hold for the expression to be true.
-    pub fn required_equalities(&self) -> impl Iterator<Item = (&SingularPath, &IndexKey)> {
-        self.conjuncts
-            .iter()
-            .filter_map(|c| match (&c.subject, &c.equality) {
-                (Some((_, path)), Some(key)) => Some((path, key)),
-                _ => None,
-            })
+    pub fn required_equalities(&self) -> impl Iterator<Item = (&Arc<SingularPath>, &IndexKey)> {
+        self.equalities.iter().map(|e| (&e.path, &e.key))
+    }
+}
+
+/// The top-level `&&` operands of an expression, each with its byte offset; the whole
+/// expression when it has a top-level `||`.
+fn operands(text: &str) -> Vec<(usize, &str)> {
+    if split_top(text, "||").len() > 1 {
+        vec![(0, text)]
+    } else {
+        split_top(text, "&&")
     }
 }
 
@@ -303,7 +388,7 @@ impl Condition {
     fn summary(&self) -> String {
         match self {
             Condition::Always => "(always)".into(),
-            Condition::Expr(e) => format!("`{}`", e.text),
+            Condition::Expr(e) => format!("`{}`", e.text()),
             Condition::All(cs) => format!("all of [{}]", join(cs)),
             Condition::Any(cs) => format!("any of [{}]", join(cs)),
             Condition::Not(c) => format!("not {}", c.summary()),
@@ -311,7 +396,7 @@ impl Condition {
     }
 
     /// Equalities that must hold for the whole condition to be true (for the rule index).
-    pub fn required_equalities(&self) -> Vec<(&SingularPath, &IndexKey)> {
+    pub fn required_equalities(&self) -> Vec<(&Arc<SingularPath>, &IndexKey)> {
         match self {
             Condition::Expr(e) => e.required_equalities().collect(),
             Condition::All(cs) => cs.iter().flat_map(|c| c.required_equalities()).collect(),
@@ -425,8 +510,8 @@ fn split_top<'a>(expr: &'a str, op: &str) -> Vec<(usize, &'a str)> {
 }
 
 /// For a conjunct of the form `query OP literal` (either order) with a singular `query`:
-/// the query (text and path), and the literal when OP is `==` and the literal is indexable.
-fn describe(conjunct: &str) -> (Option<(String, SingularPath)>, Option<IndexKey>) {
+/// the query (text and path), and the literal when OP is `==`.
+fn describe(conjunct: &str) -> (Option<(String, SingularPath)>, Option<Value>) {
     for op in ["==", "!=", "<=", ">=", "<", ">"] {
         let sides = split_top(conjunct, op);
         if sides.len() != 2 {
@@ -435,12 +520,8 @@ fn describe(conjunct: &str) -> (Option<(String, SingularPath)>, Option<IndexKey>
         let (a, b) = (sides[0].1.trim(), sides[1].1.trim());
         for (q, lit) in [(a, b), (b, a)] {
             let Some(path) = singular(q) else { continue };
-            let key = if op == "==" {
-                literal(lit).as_ref().and_then(IndexKey::of)
-            } else {
-                None
-            };
-            return (Some((q.to_string(), path)), key);
+            let value = if op == "==" { literal(lit) } else { None };
+            return (Some((q.to_string(), path)), value);
         }
         return (None, None);
     }
@@ -549,6 +630,121 @@ mod tests {
         // A disjunction requires nothing.
         let e = Expr::compile(r#"$.a == "x" && $.b == "y" || $.c == "z""#).unwrap();
         assert_eq!(e.required_equalities().count(), 0);
+    }
+
+    /// What the engine alone says: the whole expression as one filter, as before equalities
+    /// were read off the event directly.
+    fn engine(text: &str, d: &EventDoc) -> bool {
+        !compile_filter(text, 0)
+            .unwrap()
+            .query_values(d.wrapped())
+            .is_empty()
+    }
+
+    #[test]
+    fn equalities_read_directly_agree_with_the_engine() {
+        let exprs = [
+            r#"$.a == "x""#,
+            r#""x" == $.a"#,
+            r#"$.a == 'x'"#,
+            r#"$.a == 'it\'s'"#,
+            r#"$.a == "say \"hi\"""#,
+            r#"$.a == 'say "hi"'"#,
+            r#"$.a == "\u00e9\t\/""#,
+            r#"$.a == "é\t/""#,
+            r#"$.a == "\\""#,
+            r#"$.a == "\ud83d\ude00""#,
+            r#"$.a == """#,
+            r#"$.a == true"#,
+            r#"$.a == false"#,
+            r#"$.a == null"#,
+            r#"$.a == 1"#,
+            r#"$.a.b == "x""#,
+            r#"$['a']["b"] == "x""#,
+            r#"$.l[0] == "x""#,
+            r#"$.l[-1] == "y""#,
+            r#"$ == "x""#,
+            r#"$['$a'] == "x""#,
+            r#"$.a == "x" && $.l[1] == "y""#,
+            r#"$.a == "x" && $.n > 1"#,
+            r#"$.a == "x" && @.n == 2"#,
+            r#"$.a == "x" && ($.n == 2 || $.b)"#,
+            r#"$.a == "x" && !$.z && $.l[?@ == "y"]"#,
+            r#"$.a == "x" || $.n == 2"#,
+        ];
+        let docs = [
+            json!({"a": "x", "n": 2, "l": ["x", "y"], "$a": "x"}),
+            json!({"a": "it's", "l": []}),
+            json!({"a": "say \"hi\""}),
+            json!({"a": "é\t/"}),
+            json!({"a": "\\"}),
+            json!({"a": "😀"}),
+            json!({"a": ""}),
+            json!({"a": true}),
+            json!({"a": false}),
+            json!({"a": null}),
+            json!({"a": 1}),
+            json!({"a": 1.0}),
+            json!({"a": ["x"]}),
+            json!({"a": {"b": "x"}, "n": 1, "z": 0}),
+            json!({"b": "x"}),
+            json!({}),
+            json!("x"),
+            json!(["x"]),
+            json!(null),
+        ];
+        for text in exprs {
+            let e = Expr::compile(text).unwrap();
+            for d in &docs {
+                let d = doc(d.clone());
+                assert_eq!(e.eval(&d), engine(text, &d), "{text} on {}", d.body());
+            }
+        }
+    }
+
+    #[test]
+    fn keeps_an_engine_filter_only_for_what_is_not_an_equality() {
+        let e = Expr::compile(r#"$.a == "x" && $.b == true && $.c == null"#).unwrap();
+        assert_eq!(e.equalities.len(), 3);
+        assert!(e.rest.is_none());
+        let e = Expr::compile(r#"$.a == "x" && $.n > 1"#).unwrap();
+        assert_eq!(e.equalities.len(), 1);
+        assert!(e.rest.is_some());
+        let e = Expr::compile(r#"$.n == 1 || $.a == "x""#).unwrap();
+        assert!(e.equalities.is_empty() && e.rest.is_some());
+        // The text is kept whole, for fingerprints and messages.
+        assert_eq!(e.text(), r#"$.n == 1 || $.a == "x""#);
+    }
+
+    #[test]
+    fn explains_every_false_operand_of_a_mixed_expression() {
+        let c = Condition::Expr(
+            Expr::compile(r#"$.type == "snapshot" && $.n > 3 && $.status == "completed""#).unwrap(),
+        );
+        let (ok, why) = c.explain(&doc(json!({"type": "device", "n": 1})));
+        assert!(!ok);
+        assert_eq!(
+            why,
+            vec![
+                r#"`$.type == "snapshot"` is false ($.type is "device")"#.to_string(),
+                "`$.n > 3` is false ($.n is 1)".to_string(),
+                r#"`$.status == "completed"` is false ($.status does not exist)"#.to_string(),
+            ]
+        );
+    }
+
+    #[test]
+    fn expressions_of_one_load_share_paths_and_literals() {
+        let mut interner = Interner::default();
+        let a = Expr::compile_in(r#"$.type == "snapshot" && $.id == "a""#, &mut interner).unwrap();
+        let b = Expr::compile_in(r#"$.type == "snapshot" && $.id == "b""#, &mut interner).unwrap();
+        let (pa, ka) = a.required_equalities().next().unwrap();
+        let (pb, kb) = b.required_equalities().next().unwrap();
+        assert!(Arc::ptr_eq(pa, pb));
+        match (ka, kb) {
+            (IndexKey::Str(x), IndexKey::Str(y)) => assert!(Arc::ptr_eq(x, y)),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

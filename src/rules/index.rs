@@ -4,65 +4,150 @@
 //! literal, so a rule set of 10,000 rules keyed on `$.snapshot.id` costs one lookup per event.
 
 use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::Arc;
 
 use serde_json::Value;
 
-use super::condition::{IndexKey, SingularPath};
+use super::condition::{Condition, IndexKey, SingularPath};
 
 /// Candidate rules of one source.
+///
+/// Kept compact because it grows with the rule count: rule ids are `u32`, and the rules filed
+/// under a literal are a range of one shared `ids` array rather than a vector each.
 #[derive(Debug, Default)]
 pub struct SourceIndex {
     /// Rules with no indexable equality: always evaluated.
-    always: Vec<usize>,
+    always: Box<[u32]>,
     /// For each indexed path, the rules keyed by the literal they require there.
-    by_eq: Vec<(SingularPath, HashMap<IndexKey, Vec<usize>>)>,
+    by_eq: Vec<PathIndex>,
+    /// Rule ids, grouped by path and literal; each group in rule order.
+    ids: Box<[u32]>,
+}
+
+/// The rules filed under one path, by the literal they require there.
+#[derive(Debug)]
+struct PathIndex {
+    path: Arc<SingularPath>,
+    /// String literals: looked up with the event's `&str`, no key built per event.
+    strings: HashMap<Arc<str>, Span>,
+    /// `true`, `false` and `null` (at most three).
+    others: Vec<(IndexKey, Span)>,
+}
+
+/// A range of [`SourceIndex::ids`].
+#[derive(Debug, Clone, Copy)]
+struct Span {
+    start: u32,
+    end: u32,
+}
+
+impl Span {
+    fn range(self) -> Range<usize> {
+        self.start as usize..self.end as usize
+    }
+}
+
+impl PathIndex {
+    fn lookup(&self, value: &Value) -> Option<Span> {
+        match value {
+            Value::String(s) => self.strings.get(s.as_str()).copied(),
+            Value::Bool(_) | Value::Null => self
+                .others
+                .iter()
+                .find(|(k, _)| k.matches(value))
+                .map(|&(_, span)| span),
+            _ => None,
+        }
+    }
+}
+
+/// A rule id as stored in the index.
+fn id32(id: usize) -> u32 {
+    u32::try_from(id).expect("fewer than 2^32 rules")
 }
 
 impl SourceIndex {
-    /// Builds the index of one source from its rules (in rule order) and the equalities each
-    /// rule's condition requires. Each rule is filed under its most selective equality: the
-    /// `(path, literal)` pair the fewest rules share, so `$.type == "snapshot"`, common to all,
-    /// does not hide `$.snapshot.id == "…"`, unique to each.
-    pub fn build(rules: &[(usize, Vec<(&SingularPath, &IndexKey)>)]) -> SourceIndex {
+    /// Builds the index of one source from its rules (in rule order) and their conditions.
+    /// Each rule is filed under its most selective equality: the `(path, literal)` pair the
+    /// fewest rules share, so `$.type == "snapshot"`, common to all, does not hide
+    /// `$.snapshot.id == "…"`, unique to each.
+    pub fn build(rules: &[(usize, &Condition)]) -> SourceIndex {
         let mut shared: HashMap<(&SingularPath, &IndexKey), usize> = HashMap::new();
-        for (_, eqs) in rules {
-            for &(p, k) in eqs {
-                *shared.entry((p, k)).or_default() += 1;
+        for (_, c) in rules {
+            for (p, k) in c.required_equalities() {
+                *shared.entry((&**p, k)).or_default() += 1;
             }
         }
-        let mut index = SourceIndex::default();
-        for (id, eqs) in rules {
-            let best = eqs.iter().min_by_key(|&&(p, k)| shared[&(p, k)]);
+        let mut always = Vec::new();
+        let mut paths: Vec<&Arc<SingularPath>> = Vec::new();
+        // (path slot, literal, rule id) for every indexed rule, then sorted into groups.
+        let mut filed: Vec<(usize, &IndexKey, u32)> = Vec::with_capacity(rules.len());
+        for &(id, c) in rules {
+            let eqs = c.required_equalities();
+            let best = eqs.iter().min_by_key(|&&(p, k)| shared[&(&**p, k)]);
             let Some(&(path, key)) = best else {
-                index.always.push(*id);
+                always.push(id32(id));
                 continue;
             };
-            let slot = match index.by_eq.iter().position(|(q, _)| q == path) {
+            let slot = match paths.iter().position(|q| q == &path) {
                 Some(i) => i,
                 None => {
-                    index.by_eq.push((path.clone(), HashMap::new()));
-                    index.by_eq.len() - 1
+                    paths.push(path);
+                    paths.len() - 1
                 }
             };
-            index.by_eq[slot]
-                .1
-                .entry(key.clone())
-                .or_default()
-                .push(*id);
+            filed.push((slot, key, id32(id)));
         }
-        index
+        // Load-time scratch is freed before the index proper is allocated, which can then
+        // reuse its memory instead of leaving it behind as a hole.
+        drop(shared);
+        filed.sort_unstable();
+        let groups = || filed.chunk_by(|a, b| (a.0, a.1) == (b.0, b.1));
+        let mut by_eq: Vec<PathIndex> = paths
+            .into_iter()
+            .enumerate()
+            .map(|(slot, path)| PathIndex {
+                path: path.clone(),
+                // Sized once rather than grown by rehashing, for the same reason.
+                strings: HashMap::with_capacity(
+                    groups()
+                        .filter(|g| g[0].0 == slot && matches!(g[0].1, IndexKey::Str(_)))
+                        .count(),
+                ),
+                others: Vec::new(),
+            })
+            .collect();
+        let mut ids = Vec::with_capacity(filed.len());
+        for group in groups() {
+            let (slot, key, _) = group[0];
+            let start = id32(ids.len());
+            ids.extend(group.iter().map(|&(_, _, id)| id));
+            let span = Span {
+                start,
+                end: id32(ids.len()),
+            };
+            let at = &mut by_eq[slot];
+            match key {
+                IndexKey::Str(s) => {
+                    at.strings.insert(s.clone(), span);
+                }
+                other => at.others.push((other.clone(), span)),
+            }
+        }
+        SourceIndex {
+            always: always.into_boxed_slice(),
+            by_eq,
+            ids: ids.into_boxed_slice(),
+        }
     }
 
     /// The rules that may match `body`, in rule order.
     pub fn candidates(&self, body: &Value) -> Vec<usize> {
-        let mut out = self.always.clone();
-        for (path, map) in &self.by_eq {
-            if let Some(ids) = path
-                .get(body)
-                .and_then(IndexKey::of)
-                .and_then(|k| map.get(&k))
-            {
-                out.extend_from_slice(ids);
+        let mut out: Vec<usize> = self.always.iter().map(|&i| i as usize).collect();
+        for p in &self.by_eq {
+            if let Some(span) = p.path.get(body).and_then(|v| p.lookup(v)) {
+                out.extend(self.ids[span.range()].iter().map(|&i| i as usize));
             }
         }
         if !self.by_eq.is_empty() {
@@ -74,7 +159,7 @@ impl SourceIndex {
 
 #[cfg(test)]
 mod tests {
-    use crate::rules::condition::{Condition, Expr};
+    use crate::rules::condition::Expr;
     use serde_json::json;
 
     use super::*;
@@ -92,16 +177,33 @@ mod tests {
             })
             .chain([Condition::Expr(Expr::compile("$.status").unwrap())])
             .collect();
-        let rules: Vec<_> = conds
-            .iter()
-            .enumerate()
-            .map(|(i, c)| (i, c.required_equalities()))
-            .collect();
+        let rules: Vec<_> = conds.iter().enumerate().collect();
         let index = SourceIndex::build(&rules);
         assert_eq!(
             index.candidates(&json!({"type": "snapshot", "snapshot": {"id": "s7"}})),
             vec![7, 100]
         );
         assert_eq!(index.candidates(&json!({"type": "snapshot"})), vec![100]);
+    }
+
+    #[test]
+    fn files_booleans_and_nulls_too() {
+        let conds: Vec<Condition> = [
+            "$.test == true",
+            "$.test == false",
+            "$.test == null",
+            r#"$.test == "true""#,
+        ]
+        .iter()
+        .map(|t| Condition::Expr(Expr::compile(t).unwrap()))
+        .collect();
+        let rules: Vec<_> = conds.iter().enumerate().collect();
+        let index = SourceIndex::build(&rules);
+        assert_eq!(index.candidates(&json!({"test": true})), vec![0]);
+        assert_eq!(index.candidates(&json!({"test": false})), vec![1]);
+        assert_eq!(index.candidates(&json!({"test": null})), vec![2]);
+        assert_eq!(index.candidates(&json!({"test": "true"})), vec![3]);
+        assert!(index.candidates(&json!({"test": 1})).is_empty());
+        assert!(index.candidates(&json!({})).is_empty());
     }
 }

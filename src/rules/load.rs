@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_saphyr::{Location, Spanned};
 
-use super::condition::{Condition, Expr, Query};
+use super::condition::{Condition, Expr, Interner, Query};
 use super::index::SourceIndex;
 use super::model::{
     self, ActionSpec, ConditionSpec, OpenTicketSpec, PostWebhookSpec, RuleSpec, SizeSpec,
@@ -32,6 +32,8 @@ struct Ctx<'a> {
     warnings: &'a mut Vec<String>,
     /// Every value that came from a `${…}` reference, in order: credentials to mask.
     referenced: Vec<String>,
+    /// Paths and literals shared by the conditions of every rulebook.
+    interner: &'a mut Interner,
 }
 
 impl Ctx<'_> {
@@ -176,6 +178,7 @@ pub fn load(dirs: &Dirs) -> Result<RuleSet, LoadErrors> {
 
     // Sources first: rules anywhere may name a source declared in any rulebook.
     let mut sources: Vec<Source> = Vec::new();
+    let mut interner = Interner::default();
     for (path, text, book) in &parsed {
         let mut cx = Ctx {
             file: path.display().to_string(),
@@ -183,6 +186,7 @@ pub fn load(dirs: &Dirs) -> Result<RuleSet, LoadErrors> {
             errors: &mut errors,
             warnings: &mut warnings,
             referenced: Vec::new(),
+            interner: &mut interner,
         };
         for spec in &book.sources {
             if let Some(src) = compile_source(&mut cx, spec, &stem(path)) {
@@ -211,8 +215,13 @@ pub fn load(dirs: &Dirs) -> Result<RuleSet, LoadErrors> {
         .map(|s| s.name.as_str())
         .collect();
 
-    let mut rules = Vec::new();
-    for (path, text, book) in &parsed {
+    // Sized once: grown by doubling, the vector would end with up to half of it unused (room
+    // for 16,384 rules of a few hundred bytes for 10,000) and its smaller copies freed behind.
+    let mut rules = Vec::with_capacity(parsed.iter().map(|(_, _, b)| b.rules.len()).sum());
+    // Each rule's parsed form is dropped as soon as it is compiled, so the next rule's
+    // compiled form reuses its memory. Compiling all before freeing any would leave the parsed
+    // forms (larger than the compiled ones) as holes below them, resident for good.
+    for (path, text, book) in parsed {
         let rulebook = stem(path);
         let mut cx = Ctx {
             file: path.display().to_string(),
@@ -220,10 +229,11 @@ pub fn load(dirs: &Dirs) -> Result<RuleSet, LoadErrors> {
             errors: &mut errors,
             warnings: &mut warnings,
             referenced: Vec::new(),
+            interner: &mut interner,
         };
         let mut seen = HashSet::new();
-        for spec in &book.rules {
-            if !seen.insert(spec.name.value.clone()) {
+        for mut spec in book.rules {
+            if seen.contains(&spec.name.value) {
                 cx.err(
                     &spec.name.referenced,
                     format!(
@@ -233,26 +243,29 @@ pub fn load(dirs: &Dirs) -> Result<RuleSet, LoadErrors> {
                 );
                 continue;
             }
-            if !spec.enabled {
-                continue;
-            }
-            if let Some(rule) = compile_rule(
-                &mut cx,
-                spec,
-                &rulebook,
-                &source_names,
-                &internal,
-                dirs,
-                &mut templates,
-            ) {
+            if spec.enabled
+                && let Some(rule) = compile_rule(
+                    &mut cx,
+                    &spec,
+                    &rulebook,
+                    &source_names,
+                    &internal,
+                    dirs,
+                    &mut templates,
+                )
+            {
                 rules.push(rule);
             }
+            seen.insert(std::mem::take(&mut spec.name.value));
         }
     }
+    drop(interner);
+    drop(texts);
 
     if !errors.is_empty() {
         return Err(LoadErrors(errors));
     }
+    rules.shrink_to_fit();
 
     // Run ids use the bare rule name unless two rulebooks share it.
     let mut counts: HashMap<String, usize> = HashMap::new();
@@ -267,11 +280,10 @@ pub fn load(dirs: &Dirs) -> Result<RuleSet, LoadErrors> {
     for r in &mut rules {
         r.fingerprint = super::fingerprint(r, &templates);
     }
-    let by_key = rules
-        .iter()
-        .enumerate()
-        .map(|(i, r)| (r.key.clone(), i))
+    let mut by_key: Box<[u32]> = (0..rules.len())
+        .map(|i| u32::try_from(i).expect("fewer than 2^32 rules"))
         .collect();
+    by_key.sort_unstable_by(|&a, &b| rules[a as usize].key.cmp(&rules[b as usize].key));
 
     let index: Vec<SourceIndex> = sources
         .iter()
@@ -280,7 +292,7 @@ pub fn load(dirs: &Dirs) -> Result<RuleSet, LoadErrors> {
                 .iter()
                 .enumerate()
                 .filter(|(_, r)| r.sources.as_ref().is_none_or(|l| l.contains(&src.name)))
-                .map(|(i, r)| (i, r.condition.required_equalities()))
+                .map(|(i, r)| (i, &r.condition))
                 .collect();
             SourceIndex::build(&applicable)
         })
@@ -534,7 +546,7 @@ fn compile_source(cx: &mut Ctx, spec: &SourceSpec, rulebook: &str) -> Option<Sou
 
 fn compile_condition(cx: &mut Ctx, spec: &Spanned<ConditionSpec>) -> Option<Condition> {
     match &spec.value {
-        ConditionSpec::Expr(text) => match Expr::compile(text) {
+        ConditionSpec::Expr(text) => match Expr::compile_in(text, cx.interner) {
             Ok(e) => Some(Condition::Expr(e)),
             Err(e) => {
                 let (line, col) = cx.content_start(&spec.referenced);
@@ -623,7 +635,9 @@ fn compile_rule(
         );
         ok = false;
     }
-    let mut actions = Vec::new();
+    // Exact capacities: an `Action` is a few hundred bytes, and a vector grown from empty
+    // holds room for four.
+    let mut actions = Vec::with_capacity(spec.actions.len());
     for (i, a) in spec.actions.iter().enumerate() {
         let prefix = format!("{rulebook}/{name}/{i}");
         match compile_action(cx, a, &prefix, internal, dirs, templates) {
@@ -631,7 +645,7 @@ fn compile_rule(
             None => ok = false,
         }
     }
-    let mut on_failure = Vec::new();
+    let mut on_failure = Vec::with_capacity(spec.on_failure.len());
     for (i, a) in spec.on_failure.iter().enumerate() {
         let prefix = format!("{rulebook}/{name}/on_failure/{i}");
         match compile_action(cx, a, &prefix, internal, dirs, templates) {

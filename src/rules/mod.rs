@@ -130,7 +130,9 @@ pub struct RuleSet {
     pub warnings: Vec<String>,
     by_path: HashMap<String, usize>,
     by_name: HashMap<String, usize>,
-    by_key: HashMap<String, usize>,
+    /// Rule positions sorted by key, for [`RuleSet::rule_by_key`]: a map would hold a second
+    /// copy of every key.
+    by_key: Box<[u32]>,
     index: Vec<SourceIndex>,
 }
 
@@ -154,7 +156,10 @@ impl RuleSet {
 
     /// The rule with this job key (its name, or `rulebook/name` when names are shared).
     pub fn rule_by_key(&self, key: &str) -> Option<usize> {
-        self.by_key.get(key).copied()
+        self.by_key
+            .binary_search_by(|&i| self.rules[i as usize].key.as_str().cmp(key))
+            .ok()
+            .map(|at| self.by_key[at] as usize)
     }
 
     pub fn rule(&self, rulebook: &str, name: &str) -> Option<usize> {
@@ -168,11 +173,9 @@ impl RuleSet {
         let Some(&s) = self.by_name.get(source) else {
             return Vec::new();
         };
-        self.index[s]
-            .candidates(doc.body())
-            .into_iter()
-            .filter(|&r| self.rules[r].condition.eval(doc))
-            .collect()
+        let mut candidates = self.index[s].candidates(doc.body());
+        candidates.retain(|&r| self.rules[r].condition.eval(doc));
+        candidates
     }
 
     /// Every rule's verdict for an event, with explanations (slow path: `rulehook test`).
