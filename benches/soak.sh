@@ -283,7 +283,7 @@ half_t = duration / 2
 half = min(rows, key=lambda r: abs(int(r["t"]) - half_t))
 later = [r for r in rows if int(r["t"]) >= int(half["t"])]
 flat = True
-grew = []
+not_flat = []
 print(f"\nverdict (second half, t = {half['t']}..{later[-1]['t']} s, vs. t = {half['t']} s, ±{tol * 100:g} %):")
 for key, name, unit in (("rss_kb", "RSS", 1024), ("disk", "disk (journal.db + -wal)", 1048576),
                         ("events", "events rows", 1), ("attempts", "attempts rows", 1)):
@@ -295,7 +295,7 @@ for key, name, unit in (("rss_kb", "RSS", 1024), ("disk", "disk (journal.db + -w
     if key in ("rss_kb", "disk"):
         flat &= ok
         if not ok:
-            grew.append(name.split()[0])
+            not_flat.append(name.split()[0])
     span = int(later[-1]["t"]) - int(half["t"])
     slope = ""
     if key in ("rss_kb", "disk") and span > 0:
@@ -320,6 +320,6 @@ pend = max(int(r["pending"]) for r in rows)
 print(f"  jobs pending: max {pend} over the run (keeping up: {'yes' if pend < float(sys.argv[5]) * 2 else 'NO, lower RATE'}); "
       f"dead letters at the end: {rows[-1]['failed']}")
 print("VERDICT: " + ("FLAT - RSS and disk plateaued under steady load (retention pruning keeps them bounded)"
-                     if flat else f"GROWING - {' and '.join(grew)} kept growing over the second half of the run"))
+                     if flat else f"GROWING - {' and '.join(not_flat)} kept growing over the second half of the run"))
 sys.exit(0 if flat else 1)
 PY
