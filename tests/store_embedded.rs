@@ -120,3 +120,8 @@ async fn retention_keeps_unfinished_work() {
 async fn naks_do_not_spend_the_lost_lease_budget() {
     conformance::naks_do_not_spend_the_lost_lease_budget(&EmbeddedDir::new(), BUDGET).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn retention_steps_over_kept_events() {
+    conformance::retention_steps_over_kept_events(&EmbeddedDir::new()).await;
+}

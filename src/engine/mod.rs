@@ -367,7 +367,7 @@ impl Engine {
                                 "retention: pruned"
                             );
                         }
-                        if p.events < 10_000 {
+                        if p.events < crate::store::PRUNE_BATCH {
                             break;
                         }
                     }

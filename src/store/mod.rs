@@ -35,6 +35,10 @@ pub enum Appended {
     Duplicate { id: String },
 }
 
+/// Events one `prune` call removes at most (a bounded transaction); call again while that
+/// many went.
+pub const PRUNE_BATCH: u64 = 10_000;
+
 /// What a retention pass removed.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Pruned {

@@ -1364,3 +1364,49 @@ pub async fn naks_do_not_spend_the_lost_lease_budget(b: &impl Backend, max: u32)
     )
     .await;
 }
+
+/// Any number of events that must stay (here more than one pruning batch of them, with pending
+/// jobs) never stops retention from removing the finished ones after them.
+pub async fn retention_steps_over_kept_events(b: &impl Backend) {
+    let s = b.open(Config::default()).await;
+    let long_ago = |n| {
+        let mut e = event("alpha", n);
+        e.received_at = now_ms() - 2 * 3_600_000;
+        e
+    };
+    let kept = rulehook::store::PRUNE_BATCH + 100;
+    for chunk in 0..kept.div_ceil(100) {
+        let mut set = tokio::task::JoinSet::new();
+        for n in (chunk * 100)..((chunk + 1) * 100).min(kept) {
+            let (s, e) = (s.clone(), long_ago(n));
+            set.spawn(async move { append(&s, e, vec![rule("kept")]).await });
+        }
+        set.join_all().await;
+    }
+    let mut finished = Vec::new();
+    for n in 0..20 {
+        finished.push(append(&s, long_ago(kept + n), vec![]).await.0);
+    }
+    let before = now_ms() - 3_600_000;
+    let mut removed = 0;
+    for _ in 0..100 {
+        let p = s.log.prune(before).await.unwrap();
+        removed += p.events;
+        if p.events < rulehook::store::PRUNE_BATCH {
+            break;
+        }
+    }
+    assert_eq!(removed, 20, "the finished events after the kept ones went");
+    for id in &finished {
+        assert!(s.log.event(id).await.unwrap().is_none(), "{id} was pruned");
+    }
+    let left = s
+        .history
+        .events(EventFilter {
+            limit: 1000,
+            ..EventFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(left.len(), 1000, "the kept events stay");
+}

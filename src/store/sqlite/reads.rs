@@ -8,11 +8,11 @@ use serde_json::Value;
 use super::lanes::Queued;
 use super::writer::Loaded;
 use crate::domain::{Event, EventDoc, Job, JobState, Match, Step, human_duration, rfc3339};
-use crate::store::Pruned;
 use crate::store::history::{
     AttemptRow, EventDetail, EventFilter, EventRow, EventStatus, JobFilter, JobRow, MatchRow,
     ThrottledRow,
 };
+use crate::store::{PRUNE_BATCH, Pruned};
 
 /// A list's limit: 0 means the default (100).
 fn limit(n: usize) -> i64 {
@@ -341,8 +341,11 @@ pub fn jobs(c: &Connection, f: &JobFilter) -> rusqlite::Result<Vec<JobRow>> {
 }
 
 /// Retention: events received before `before` whose jobs all finished well go, with their
-/// jobs and attempts; expired state entries go. At most 10,000 events per call.
+/// jobs and attempts; expired state entries go. At most [`PRUNE_BATCH`] events per call (the
+/// caller calls again while that many went). Events that must stay (a pending job, a dead
+/// letter) are stepped over with a cursor, so any number of them never stops the pruning.
 pub fn prune(c: &Connection, before: i64, now: i64) -> rusqlite::Result<Pruned> {
+    const PAGE: i64 = 1000;
     let mut out = Pruned {
         state: c.execute(
             "DELETE FROM state WHERE expires_at IS NOT NULL AND expires_at < ?1",
@@ -350,37 +353,45 @@ pub fn prune(c: &Connection, before: i64, now: i64) -> rusqlite::Result<Pruned> 
         )? as u64,
         ..Pruned::default()
     };
-    let old: Vec<(i64, String, Option<i64>, i64)> = c
-        .prepare_cached(
-            "SELECT seq, id, first_job, n_jobs FROM events WHERE received_at < ?1
-             ORDER BY seq LIMIT 10000",
-        )?
-        .query_map(params![before], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-        })?
-        .collect::<rusqlite::Result<_>>()?;
-    for (seq, id, first, n) in old {
-        if let Some(first) = first {
-            let unfinished: i64 = c
-                .prepare_cached(
-                    "SELECT COUNT(*) FROM jobs WHERE seq >= ?1 AND seq < ?2 AND state != 'done'",
-                )?
-                .query_row(params![first, first + n], |r| r.get(0))?;
-            if unfinished > 0 {
-                continue;
+    let mut cursor = 0i64;
+    while out.events < PRUNE_BATCH {
+        let page: Vec<(i64, String, Option<i64>, i64)> = c
+            .prepare_cached(
+                "SELECT seq, id, first_job, n_jobs FROM events WHERE received_at < ?1 AND seq > ?2
+                 ORDER BY seq LIMIT ?3",
+            )?
+            .query_map(params![before, cursor, PAGE], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        let last_page = (page.len() as i64) < PAGE;
+        for (seq, id, first, n) in page {
+            cursor = seq;
+            if let Some(first) = first {
+                let unfinished: i64 = c
+                    .prepare_cached(
+                        "SELECT COUNT(*) FROM jobs WHERE seq >= ?1 AND seq < ?2 AND state != 'done'",
+                    )?
+                    .query_row(params![first, first + n], |r| r.get(0))?;
+                if unfinished > 0 {
+                    continue;
+                }
+                out.attempts += c
+                    .prepare_cached(
+                        "DELETE FROM attempts WHERE job_id >= ?1 || ':' AND job_id < ?1 || ';'",
+                    )?
+                    .execute(params![id])? as u64;
+                out.jobs += c
+                    .prepare_cached("DELETE FROM jobs WHERE seq >= ?1 AND seq < ?2")?
+                    .execute(params![first, first + n])? as u64;
             }
-            out.attempts += c
-                .prepare_cached(
-                    "DELETE FROM attempts WHERE job_id >= ?1 || ':' AND job_id < ?1 || ';'",
-                )?
-                .execute(params![id])? as u64;
-            out.jobs += c
-                .prepare_cached("DELETE FROM jobs WHERE seq >= ?1 AND seq < ?2")?
-                .execute(params![first, first + n])? as u64;
+            out.events += c
+                .prepare_cached("DELETE FROM events WHERE seq = ?1")?
+                .execute(params![seq])? as u64;
         }
-        out.events += c
-            .prepare_cached("DELETE FROM events WHERE seq = ?1")?
-            .execute(params![seq])? as u64;
+        if last_page {
+            break;
+        }
     }
     Ok(out)
 }
