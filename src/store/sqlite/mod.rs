@@ -42,6 +42,35 @@ pub struct Embedded {
     next_job: Arc<AtomicI64>,
     next_rev: Arc<AtomicU64>,
     max_deliveries: u32,
+    /// Held while the store is open: leases live in this process's memory, so a second process
+    /// on the same directory would run every job twice.
+    _lock: std::fs::File,
+}
+
+/// Takes the data directory for this process (`dir/lock`, with the owner's pid inside).
+fn lock_dir(dir: &Path) -> Result<std::fs::File, StoreError> {
+    use std::io::{Read, Seek, Write};
+    let path = dir.join("lock");
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| StoreError::Permanent(format!("cannot open {}: {e}", path.display())))?;
+    if file.try_lock().is_err() {
+        let mut owner = String::new();
+        let _ = file.read_to_string(&mut owner);
+        return Err(StoreError::Permanent(format!(
+            "the data directory {} is in use by another rulehook process (pid {}): one process owns an embedded store",
+            dir.display(),
+            owner.trim()
+        )));
+    }
+    let _ = file.set_len(0);
+    let _ = file.rewind();
+    let _ = write!(file, "{}", std::process::id());
+    Ok(file)
 }
 
 fn open_conn(path: &Path) -> rusqlite::Result<Connection> {
@@ -62,6 +91,7 @@ impl Embedded {
     pub fn open_with(dir: &Path, max_deliveries: u32) -> Result<Embedded, StoreError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| StoreError::Permanent(format!("cannot create {}: {e}", dir.display())))?;
+        let lock = lock_dir(dir)?;
         let path = dir.join("journal.db");
         let write = open_conn(&path).map_err(storage)?;
         let version: i64 = write
@@ -125,6 +155,7 @@ impl Embedded {
             next_job,
             next_rev,
             max_deliveries: max_deliveries.max(1),
+            _lock: lock,
         };
         // Every pending job of an earlier run is loaded from the table.
         store.request_refill();
@@ -760,4 +791,31 @@ fn insert_attempt(c: &Connection, a: &Attempt) -> rusqlite::Result<()> {
         o.and_then(|o| o.result.as_ref().map(|r| r.to_string())),
     ])?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_process_owns_a_data_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = Embedded::open(dir.path()).unwrap();
+        let err = Embedded::open(dir.path()).err().unwrap().to_string();
+        assert!(err.contains("in use by another rulehook process"), "{err}");
+        assert!(err.contains(&std::process::id().to_string()), "{err}");
+        drop(first);
+        assert!(Embedded::open(dir.path()).is_ok(), "free again once closed");
+    }
+
+    #[test]
+    fn refuses_a_store_of_another_format() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(Embedded::open(dir.path()).unwrap());
+        let c = Connection::open(dir.path().join("journal.db")).unwrap();
+        c.pragma_update(None, "user_version", 1).unwrap();
+        drop(c);
+        let err = Embedded::open(dir.path()).err().unwrap().to_string();
+        assert!(err.contains("format 1") && err.contains("uses 2"), "{err}");
+    }
 }
