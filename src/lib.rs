@@ -9,6 +9,7 @@ pub mod cli;
 pub mod domain;
 pub mod engine;
 pub mod reload;
+pub mod rulebook;
 pub mod rules;
 pub mod secrets;
 pub mod server;

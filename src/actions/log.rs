@@ -4,6 +4,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::{Outcome, RunContext};
+use crate::rulebook::compile::Compile;
+use crate::rulebook::model::LogSpec;
 use crate::templates::{Templates, Text};
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -37,6 +39,27 @@ pub struct LogAction {
 pub struct LogLine {
     pub message: String,
     pub level: Level,
+}
+
+/// `log:` compiled.
+pub(crate) fn compile(
+    cx: &mut Compile,
+    l: &LogSpec,
+    prefix: &str,
+    t: &mut Templates,
+) -> Option<LogAction> {
+    let level = match &l.level {
+        None => Level::Info,
+        Some(lv) => match Level::parse(&lv.value) {
+            Some(x) => x,
+            None => {
+                cx.err(&lv.referenced, "level must be error, warn, info or debug");
+                return None;
+            }
+        },
+    };
+    let message = cx.template(t, format!("{prefix}/message"), &l.message, "message")?;
+    Some(LogAction { message, level })
 }
 
 impl LogAction {

@@ -1,5 +1,6 @@
-//! Actions: what a matched rule does. Each kind is a compiled config struct (built at load from
-//! its rulebook spec) that renders against an event and then executes.
+//! Actions: what a matched rule does. Each kind is a compiled config struct that its own
+//! `compile` builds at load from its rulebook spec (`crate::rulebook`), and that renders against
+//! an event and then executes. Nothing here imports `rules`.
 //!
 //! Rendering is separate from executing so `rulehook test` can show exactly what would run
 //! without running it, and so the history keeps what was actually run.

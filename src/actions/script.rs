@@ -3,7 +3,7 @@
 //! Each script gets a process group of its own, so a timeout ends everything it started (a
 //! shell script's children included), not just the direct child.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -12,6 +12,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
 
 use super::{Outcome, RunContext};
+use crate::rulebook::compile::Compile;
+use crate::rulebook::model::RunScriptSpec;
 use crate::templates::{Templates, Text};
 
 /// stdout and stderr are each kept up to this many bytes.
@@ -50,6 +52,79 @@ pub(crate) mod millis {
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         u64::deserialize(d).map(Duration::from_millis)
     }
+}
+
+/// `run_script:` compiled; the script must be an executable file inside `scripts`.
+pub(crate) fn compile(
+    cx: &mut Compile,
+    s: &RunScriptSpec,
+    prefix: &str,
+    scripts: &Path,
+    t: &mut Templates,
+) -> Option<ScriptAction> {
+    let path = resolve_script(scripts, &s.script.value)
+        .map_err(|m| cx.err(&s.script.referenced, m))
+        .ok();
+    let mut args = Vec::new();
+    for (i, a) in s.args.iter().enumerate() {
+        args.extend(cx.template(t, format!("{prefix}/args/{i}"), a, "args"));
+    }
+    let mut env = Vec::new();
+    for (k, v) in &s.env {
+        if k.starts_with("RULEHOOK_") {
+            cx.err(
+                &v.referenced,
+                format!("env `{k}`: RULEHOOK_* variables are set by rulehook"),
+            );
+        }
+        env.extend(
+            cx.template(t, format!("{prefix}/env/{k}"), v, "env")
+                .map(|v| (k.clone(), v)),
+        );
+    }
+    let timeout = match &s.timeout {
+        Some(d) => cx.duration(d, "timeout")?,
+        None => DEFAULT_TIMEOUT,
+    };
+    if args.len() != s.args.len() || env.len() != s.env.len() {
+        return None;
+    }
+    Some(ScriptAction {
+        path: path?,
+        name: s.script.value.clone(),
+        args,
+        env,
+        timeout,
+        retries: s.retries,
+    })
+}
+
+/// The script's absolute path; it must be an executable file inside the scripts directory.
+fn resolve_script(dir: &Path, name: &str) -> Result<PathBuf, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let root = dir
+        .canonicalize()
+        .map_err(|e| format!("scripts directory `{}` cannot be read: {e}", dir.display()))?;
+    if Path::new(name).is_absolute() {
+        return Err(format!(
+            "script `{name}` must be a path relative to the scripts directory"
+        ));
+    }
+    let path = root
+        .join(name)
+        .canonicalize()
+        .map_err(|_| format!("script `{name}` does not exist in {}", dir.display()))?;
+    if !path.starts_with(&root) {
+        return Err(format!("script `{name}` is outside the scripts directory"));
+    }
+    let meta = std::fs::metadata(&path).map_err(|e| format!("script `{name}`: {e}"))?;
+    if !meta.is_file() {
+        return Err(format!("script `{name}` is not a file"));
+    }
+    if meta.permissions().mode() & 0o111 == 0 {
+        return Err(format!("script `{name}` is not executable (chmod +x it)"));
+    }
+    Ok(path)
 }
 
 impl ScriptAction {

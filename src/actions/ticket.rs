@@ -8,10 +8,14 @@ use std::time::Duration;
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use serde_saphyr::Spanned;
 
 use super::http::HttpCall;
-use super::outbound::urlencode;
+use super::outbound::{DEFAULT_RETRIES, DEFAULT_TIMEOUT, urlencode};
 use super::{Outcome, RunContext};
+use crate::rulebook::compile::Compile;
+use crate::rulebook::model::OpenTicketSpec;
+use crate::secrets::Secret;
 use crate::store::{StateStore, StoreError};
 use crate::templates::{Templates, Text};
 
@@ -109,6 +113,116 @@ pub fn basic(user: &str, secret: &str) -> String {
         "Basic {}",
         base64::engine::general_purpose::STANDARD.encode(format!("{user}:{secret}"))
     )
+}
+
+/// `open_ticket:` compiled: the system's credential header, API URL and templates.
+pub(crate) fn compile(
+    cx: &mut Compile,
+    o: &OpenTicketSpec,
+    prefix: &str,
+    t: &mut Templates,
+) -> Option<TicketAction> {
+    let Some(system) = System::parse(&o.system.value) else {
+        cx.err(
+            &o.system.referenced,
+            "system must be github, gitlab, jira or servicenow",
+        );
+        return None;
+    };
+    let need = |cx: &mut Compile, f: Option<&Spanned<String>>, name: &str| -> Option<Secret> {
+        match f {
+            Some(s) => cx.secret(s, name),
+            None => {
+                cx.err(
+                    &o.system.referenced,
+                    format!("open_ticket for {} needs `{name}`", o.system.value),
+                );
+                None
+            }
+        }
+    };
+    // The credential header each system expects, and the secret to mask.
+    let (header, value, secret) = match system {
+        System::Github => {
+            let tok = need(cx, o.token.as_ref(), "token")?;
+            ("Authorization", format!("Bearer {}", tok.expose()), tok)
+        }
+        System::Gitlab => {
+            let tok = need(cx, o.token.as_ref(), "token")?;
+            ("PRIVATE-TOKEN", tok.expose().to_string(), tok)
+        }
+        System::Jira => {
+            let email = need(cx, o.email.as_ref(), "email")?;
+            let tok = need(cx, o.token.as_ref(), "token")?;
+            ("Authorization", basic(email.expose(), tok.expose()), tok)
+        }
+        System::Servicenow => {
+            let user = need(cx, o.username.as_ref(), "username")?;
+            let pw = need(cx, o.password.as_ref(), "password")?;
+            ("Authorization", basic(user.expose(), pw.expose()), pw)
+        }
+    };
+    let (auth, secrets) = (
+        (header.to_string(), value),
+        vec![secret.expose().to_string()],
+    );
+    let default_api = match system {
+        System::Github => Some("https://api.github.com"),
+        System::Gitlab => Some("https://gitlab.com"),
+        _ => None,
+    };
+    let api = match (o.api_url.as_ref(), default_api) {
+        (None, None) => {
+            cx.err(
+                &o.system.referenced,
+                format!("open_ticket for {} needs `api_url`", o.system.value),
+            );
+            return None;
+        }
+        (given, d) => cx.api_url(given, d.unwrap_or_default())?,
+    };
+    let project = match (&o.project, system) {
+        (Some(p), _) => Some(cx.template(t, format!("{prefix}/project"), p, "project")?),
+        (None, System::Servicenow) => None,
+        (None, _) => {
+            cx.err(
+                &o.system.referenced,
+                format!("open_ticket for {} needs `project`", o.system.value),
+            );
+            return None;
+        }
+    };
+    let body = match (&o.body, &o.body_template) {
+        (None, None) => None,
+        _ => Some(cx.body_text(
+            t,
+            prefix,
+            o.body.as_ref(),
+            o.body_template.as_ref(),
+            &o.title,
+        )?),
+    };
+    let mut labels = Vec::new();
+    for (i, l) in o.labels.iter().enumerate() {
+        labels.push(cx.template(t, format!("{prefix}/labels/{i}"), l, "labels")?);
+    }
+    let dedup_key = match &o.dedup_key {
+        Some(k) => Some(cx.template(t, format!("{prefix}/dedup_key"), k, "dedup_key")?),
+        None => None,
+    };
+    Some(TicketAction {
+        system,
+        api_url: api,
+        project,
+        title: cx.template(t, format!("{prefix}/title"), &o.title, "title")?,
+        body,
+        labels,
+        dedup_key,
+        auth,
+        timeout: cx.timeout_or(o.timeout.as_ref(), DEFAULT_TIMEOUT)?,
+        retries: o.retries.unwrap_or(DEFAULT_RETRIES),
+        secrets,
+    })
 }
 
 impl TicketAction {

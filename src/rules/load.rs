@@ -5,105 +5,18 @@ use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde_saphyr::{Location, Spanned};
+use serde_saphyr::Spanned;
 
 use super::condition::{Condition, Expr, Interner, Query};
 use super::index::SourceIndex;
-use super::model::{
-    self, ActionSpec, ConditionSpec, OpenTicketSpec, PostWebhookSpec, RuleSpec, SizeSpec,
-    SourceSpec,
-};
 use super::{Dirs, LoadError, LoadErrors, Rule, RuleSet, Throttle};
-use crate::actions::event::PostEventAction;
-use crate::actions::outbound::{self, Body, HttpAction};
-use crate::actions::ticket::{System, TicketAction, basic};
-use crate::actions::{Action, log, script};
-use crate::secrets::{Secret, expand};
+use crate::actions::{Action, event, log, outbound, script, ticket};
+use crate::rulebook::compile::Compile;
+use crate::rulebook::model::{self, ActionSpec, ConditionSpec, RuleSpec, SizeSpec, SourceSpec};
 use crate::sources::{DEFAULT_MAX_BODY, RateLimit, Source, SourceMeter};
-use crate::templates::{TValue, Templates, Text};
-use crate::units::{parse_duration, parse_size};
+use crate::templates::Templates;
+use crate::units::parse_size;
 use crate::verify::{Algorithm, Encoding, KINDS, Verifier};
-
-/// One rulebook file being compiled: its name, text, and the errors found so far.
-struct Ctx<'a> {
-    file: String,
-    text: &'a str,
-    errors: &'a mut Vec<LoadError>,
-    warnings: &'a mut Vec<String>,
-    /// Every value that came from a `${…}` reference, in order: credentials to mask.
-    referenced: Vec<String>,
-    /// Paths and literals shared by the conditions of every rulebook.
-    interner: &'a mut Interner,
-}
-
-impl Ctx<'_> {
-    fn err(&mut self, loc: &Location, message: impl Into<String>) {
-        self.errors.push(LoadError {
-            file: self.file.clone(),
-            line: loc.line().max(1),
-            column: loc.column().max(1),
-            message: message.into(),
-        });
-    }
-
-    /// Expands `${env:…}`/`${file:…}` in a spanned string.
-    fn expand(&mut self, s: &Spanned<String>, what: &str) -> Option<String> {
-        match expand(&s.value) {
-            Ok(e) => {
-                for name in e.fallbacks {
-                    self.warnings.push(format!(
-                        "{}:{}: {what} uses the fallback of `${{env:{name}}}` because {name} is not set",
-                        self.file,
-                        s.referenced.line()
-                    ));
-                }
-                if e.referenced {
-                    self.referenced.push(e.value.clone());
-                }
-                Some(e.value)
-            }
-            Err(msg) => {
-                self.err(&s.referenced, format!("{what}: {msg}"));
-                None
-            }
-        }
-    }
-
-    fn secret(&mut self, s: &Spanned<String>, what: &str) -> Option<Secret> {
-        let v = self.expand(s, what)?;
-        if v.is_empty() {
-            self.err(&s.referenced, format!("{what} is empty"));
-            return None;
-        }
-        Some(Secret::new(v))
-    }
-
-    /// An optional `timeout`, defaulting to 10s.
-    fn duration_or(&mut self, s: Option<&Spanned<String>>) -> Option<Duration> {
-        match s {
-            Some(s) => self.duration(s, "timeout"),
-            None => Some(crate::actions::outbound::DEFAULT_TIMEOUT),
-        }
-    }
-
-    fn duration(&mut self, s: &Spanned<String>, what: &str) -> Option<Duration> {
-        parse_duration(&s.value)
-            .map_err(|m| self.err(&s.referenced, format!("{what}: {m}")))
-            .ok()
-    }
-
-    /// Location of the first character of a (possibly quoted) scalar.
-    fn content_start(&self, loc: &Location) -> (u64, u64) {
-        let (line, col) = (loc.line().max(1), loc.column().max(1));
-        let quoted = self
-            .text
-            .lines()
-            .nth((line - 1) as usize)
-            .and_then(|l| l.chars().nth((col - 1) as usize))
-            .is_some_and(|c| c == '\'' || c == '"');
-        (line, col + u64::from(quoted))
-    }
-}
 
 /// Loads and compiles every rulebook in `dirs`.
 pub fn load(dirs: &Dirs) -> Result<RuleSet, LoadErrors> {
@@ -178,15 +91,15 @@ pub fn load(dirs: &Dirs) -> Result<RuleSet, LoadErrors> {
 
     // Sources first: rules anywhere may name a source declared in any rulebook.
     let mut sources: Vec<Source> = Vec::new();
+    // Paths and literals shared by the conditions of every rulebook.
     let mut interner = Interner::default();
     for (path, text, book) in &parsed {
-        let mut cx = Ctx {
+        let mut cx = Compile {
             file: path.display().to_string(),
             text,
             errors: &mut errors,
             warnings: &mut warnings,
             referenced: Vec::new(),
-            interner: &mut interner,
         };
         for spec in &book.sources {
             if let Some(src) = compile_source(&mut cx, spec, &stem(path)) {
@@ -214,6 +127,11 @@ pub fn load(dirs: &Dirs) -> Result<RuleSet, LoadErrors> {
         .filter(|s| matches!(s.verifier, Verifier::Internal))
         .map(|s| s.name.as_str())
         .collect();
+    let known = Known {
+        sources: &source_names,
+        internal: &internal,
+        dirs,
+    };
 
     // Sized once: grown by doubling, the vector would end with up to half of it unused (room
     // for 16,384 rules of a few hundred bytes for 10,000) and its smaller copies freed behind.
@@ -223,13 +141,12 @@ pub fn load(dirs: &Dirs) -> Result<RuleSet, LoadErrors> {
     // forms (larger than the compiled ones) as holes below them, resident for good.
     for (path, text, book) in parsed {
         let rulebook = stem(path);
-        let mut cx = Ctx {
+        let mut cx = Compile {
             file: path.display().to_string(),
             text,
             errors: &mut errors,
             warnings: &mut warnings,
             referenced: Vec::new(),
-            interner: &mut interner,
         };
         let mut seen = HashSet::new();
         for mut spec in book.rules {
@@ -246,11 +163,10 @@ pub fn load(dirs: &Dirs) -> Result<RuleSet, LoadErrors> {
             if spec.enabled
                 && let Some(rule) = compile_rule(
                     &mut cx,
+                    &mut interner,
                     &spec,
                     &rulebook,
-                    &source_names,
-                    &internal,
-                    dirs,
+                    &known,
                     &mut templates,
                 )
             {
@@ -343,7 +259,7 @@ fn valid_name(name: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
 }
 
-fn compile_source(cx: &mut Ctx, spec: &SourceSpec, rulebook: &str) -> Option<Source> {
+fn compile_source(cx: &mut Compile, spec: &SourceSpec, rulebook: &str) -> Option<Source> {
     let name = spec.name.value.clone();
     if !valid_name(&name) {
         cx.err(
@@ -544,9 +460,13 @@ fn compile_source(cx: &mut Ctx, spec: &SourceSpec, rulebook: &str) -> Option<Sou
     })
 }
 
-fn compile_condition(cx: &mut Ctx, spec: &Spanned<ConditionSpec>) -> Option<Condition> {
+fn compile_condition(
+    cx: &mut Compile,
+    interner: &mut Interner,
+    spec: &Spanned<ConditionSpec>,
+) -> Option<Condition> {
     match &spec.value {
-        ConditionSpec::Expr(text) => match Expr::compile_in(text, cx.interner) {
+        ConditionSpec::Expr(text) => match Expr::compile_in(text, interner) {
             Ok(e) => Some(Condition::Expr(e)),
             Err(e) => {
                 let (line, col) = cx.content_start(&spec.referenced);
@@ -566,7 +486,10 @@ fn compile_condition(cx: &mut Ctx, spec: &Spanned<ConditionSpec>) -> Option<Cond
             }
         },
         ConditionSpec::All(items) | ConditionSpec::Any(items) => {
-            let compiled: Vec<_> = items.iter().map(|c| compile_condition(cx, c)).collect();
+            let compiled: Vec<_> = items
+                .iter()
+                .map(|c| compile_condition(cx, interner, c))
+                .collect();
             if items.is_empty() {
                 cx.err(
                     &spec.referenced,
@@ -583,18 +506,25 @@ fn compile_condition(cx: &mut Ctx, spec: &Spanned<ConditionSpec>) -> Option<Cond
             })
         }
         ConditionSpec::Not(inner) => {
-            compile_condition(cx, inner).map(|c| Condition::Not(Box::new(c)))
+            compile_condition(cx, interner, inner).map(|c| Condition::Not(Box::new(c)))
         }
     }
 }
 
+/// What every rule is compiled against: the declared sources, the `internal` ones among
+/// them, and the directories.
+struct Known<'a> {
+    sources: &'a HashSet<&'a str>,
+    internal: &'a HashSet<&'a str>,
+    dirs: &'a Dirs,
+}
+
 fn compile_rule(
-    cx: &mut Ctx,
+    cx: &mut Compile,
+    interner: &mut Interner,
     spec: &RuleSpec,
     rulebook: &str,
-    sources: &HashSet<&str>,
-    internal: &HashSet<&str>,
-    dirs: &Dirs,
+    known: &Known,
     templates: &mut Templates,
 ) -> Option<Rule> {
     let name = spec.name.value.clone();
@@ -609,7 +539,7 @@ fn compile_rule(
     let rule_sources = spec.sources.as_ref().map(|list| {
         list.iter()
             .filter_map(|s| {
-                if sources.contains(s.value.as_str()) {
+                if known.sources.contains(s.value.as_str()) {
                     Some(s.value.clone())
                 } else {
                     cx.err(
@@ -626,7 +556,7 @@ fn compile_rule(
     });
     let condition = match &spec.condition {
         None => Some(Condition::Always),
-        Some(c) => compile_condition(cx, c),
+        Some(c) => compile_condition(cx, interner, c),
     };
     if spec.actions.is_empty() {
         cx.err(
@@ -640,7 +570,7 @@ fn compile_rule(
     let mut actions = Vec::with_capacity(spec.actions.len());
     for (i, a) in spec.actions.iter().enumerate() {
         let prefix = format!("{rulebook}/{name}/{i}");
-        match compile_action(cx, a, &prefix, internal, dirs, templates) {
+        match compile_action(cx, a, &prefix, known.internal, known.dirs, templates) {
             Some(act) => actions.push(act),
             None => ok = false,
         }
@@ -648,7 +578,7 @@ fn compile_rule(
     let mut on_failure = Vec::with_capacity(spec.on_failure.len());
     for (i, a) in spec.on_failure.iter().enumerate() {
         let prefix = format!("{rulebook}/{name}/on_failure/{i}");
-        match compile_action(cx, a, &prefix, internal, dirs, templates) {
+        match compile_action(cx, a, &prefix, known.internal, known.dirs, templates) {
             Some(act) => on_failure.push(act),
             None => ok = false,
         }
@@ -702,310 +632,9 @@ fn compile_rule(
     })
 }
 
-/// A spanned string with another value at the same location (for composed templates).
-fn spanned_like(at: &Spanned<String>, value: String) -> Spanned<String> {
-    Spanned {
-        value,
-        referenced: at.referenced,
-        defined: at.defined,
-    }
-}
-
-fn api_url(cx: &mut Ctx, given: Option<&Spanned<String>>, default: &str) -> Option<String> {
-    match given {
-        None => Some(default.to_string()),
-        Some(s) => {
-            let v = cx.expand(s, "api_url")?;
-            if !(v.starts_with("http://") || v.starts_with("https://")) {
-                cx.err(
-                    &s.referenced,
-                    format!("api_url `{v}` must start with http:// or https://"),
-                );
-                return None;
-            }
-            Some(v.trim_end_matches('/').to_string())
-        }
-    }
-}
-
-fn github_call(
-    kind: &'static str,
-    url: Text,
-    body: Body,
-    token: &Secret,
-    ok: Vec<u16>,
-    timeout: Duration,
-    retries: Option<u32>,
-) -> HttpAction {
-    HttpAction {
-        kind,
-        method: "POST".into(),
-        url,
-        headers: vec![
-            (
-                "Authorization".into(),
-                Text::Literal(format!("Bearer {}", token.expose())),
-            ),
-            (
-                "Accept".into(),
-                Text::Literal("application/vnd.github+json".into()),
-            ),
-            (
-                "X-GitHub-Api-Version".into(),
-                Text::Literal("2022-11-28".into()),
-            ),
-        ],
-        body,
-        content_type: Some("application/json".into()),
-        timeout,
-        retries: retries.unwrap_or(outbound::DEFAULT_RETRIES),
-        ok_statuses: ok,
-        secrets: vec![token.expose().to_string()],
-    }
-}
-
-/// `body` (inline) or `body_template` (a file under templates/), exactly one.
-fn body_text(
-    cx: &mut Ctx,
-    t: &mut Templates,
-    prefix: &str,
-    body: Option<&Spanned<String>>,
-    file: Option<&Spanned<String>>,
-    at: &Spanned<String>,
-) -> Option<Text> {
-    match (body, file) {
-        (Some(b), None) => template(cx, t, format!("{prefix}/body"), b, "body"),
-        (None, Some(f)) => {
-            if t.has(&f.value) {
-                Some(Text::Template(f.value.clone()))
-            } else {
-                cx.err(
-                    &f.referenced,
-                    format!(
-                        "body_template `{}` is not a file in the templates directory",
-                        f.value
-                    ),
-                );
-                None
-            }
-        }
-        (Some(b), Some(_)) => {
-            cx.err(&b.referenced, "give `body` or `body_template`, not both");
-            None
-        }
-        (None, None) => {
-            cx.err(
-                &at.referenced,
-                "a body is required: `body` or `body_template`",
-            );
-            None
-        }
-    }
-}
-
-fn compile_webhook(
-    cx: &mut Ctx,
-    w: &PostWebhookSpec,
-    prefix: &str,
-    t: &mut Templates,
-) -> Option<Action> {
-    let url = template(cx, t, format!("{prefix}/url"), &w.url, "url")?;
-    let method = w
-        .method
-        .as_ref()
-        .map(|m| m.value.to_ascii_uppercase())
-        .unwrap_or_else(|| "POST".into());
-    if reqwest::Method::from_bytes(method.as_bytes()).is_err() {
-        cx.err(
-            &w.url.referenced,
-            format!("method `{method}` is not an HTTP method"),
-        );
-        return None;
-    }
-    let mark = cx.referenced.len();
-    let mut headers = Vec::new();
-    for (k, v) in &w.headers {
-        headers.push((
-            k.clone(),
-            template(cx, t, format!("{prefix}/headers/{k}"), v, "headers")?,
-        ));
-    }
-    // Header values that came from `${env:…}`/`${file:…}` are masked wherever shown.
-    let secrets: Vec<String> = cx.referenced.drain(mark..).collect();
-    let content_type = w
-        .content_type
-        .as_ref()
-        .map(|c| c.value.clone())
-        .unwrap_or_else(|| "application/json".into());
-    let body = match (&w.body, &w.body_template) {
-        (None, None) => Body::None,
-        _ => Body::Text {
-            text: body_text(
-                cx,
-                t,
-                prefix,
-                w.body.as_ref(),
-                w.body_template.as_ref(),
-                &w.url,
-            )?,
-            json: content_type.contains("json"),
-        },
-    };
-    Some(Action::Http(HttpAction {
-        kind: "post_webhook",
-        method,
-        url,
-        headers,
-        body,
-        content_type: Some(content_type),
-        timeout: cx.duration_or(w.timeout.as_ref())?,
-        retries: w.retries.unwrap_or(outbound::DEFAULT_RETRIES),
-        ok_statuses: Vec::new(),
-        secrets,
-    }))
-}
-
-fn compile_ticket(
-    cx: &mut Ctx,
-    o: &OpenTicketSpec,
-    prefix: &str,
-    t: &mut Templates,
-) -> Option<Action> {
-    let Some(system) = System::parse(&o.system.value) else {
-        cx.err(
-            &o.system.referenced,
-            "system must be github, gitlab, jira or servicenow",
-        );
-        return None;
-    };
-    let need = |cx: &mut Ctx, f: Option<&Spanned<String>>, name: &str| -> Option<Secret> {
-        match f {
-            Some(s) => cx.secret(s, name),
-            None => {
-                cx.err(
-                    &o.system.referenced,
-                    format!("open_ticket for {} needs `{name}`", o.system.value),
-                );
-                None
-            }
-        }
-    };
-    // The credential header each system expects, and the secret to mask.
-    let (header, value, secret) = match system {
-        System::Github => {
-            let tok = need(cx, o.token.as_ref(), "token")?;
-            ("Authorization", format!("Bearer {}", tok.expose()), tok)
-        }
-        System::Gitlab => {
-            let tok = need(cx, o.token.as_ref(), "token")?;
-            ("PRIVATE-TOKEN", tok.expose().to_string(), tok)
-        }
-        System::Jira => {
-            let email = need(cx, o.email.as_ref(), "email")?;
-            let tok = need(cx, o.token.as_ref(), "token")?;
-            ("Authorization", basic(email.expose(), tok.expose()), tok)
-        }
-        System::Servicenow => {
-            let user = need(cx, o.username.as_ref(), "username")?;
-            let pw = need(cx, o.password.as_ref(), "password")?;
-            ("Authorization", basic(user.expose(), pw.expose()), pw)
-        }
-    };
-    let (auth, secrets) = (
-        (header.to_string(), value),
-        vec![secret.expose().to_string()],
-    );
-    let default_api = match system {
-        System::Github => Some("https://api.github.com"),
-        System::Gitlab => Some("https://gitlab.com"),
-        _ => None,
-    };
-    let api = match (o.api_url.as_ref(), default_api) {
-        (None, None) => {
-            cx.err(
-                &o.system.referenced,
-                format!("open_ticket for {} needs `api_url`", o.system.value),
-            );
-            return None;
-        }
-        (given, d) => api_url(cx, given, d.unwrap_or_default())?,
-    };
-    let project = match (&o.project, system) {
-        (Some(p), _) => Some(template(cx, t, format!("{prefix}/project"), p, "project")?),
-        (None, System::Servicenow) => None,
-        (None, _) => {
-            cx.err(
-                &o.system.referenced,
-                format!("open_ticket for {} needs `project`", o.system.value),
-            );
-            return None;
-        }
-    };
-    let body = match (&o.body, &o.body_template) {
-        (None, None) => None,
-        _ => Some(body_text(
-            cx,
-            t,
-            prefix,
-            o.body.as_ref(),
-            o.body_template.as_ref(),
-            &o.title,
-        )?),
-    };
-    let mut labels = Vec::new();
-    for (i, l) in o.labels.iter().enumerate() {
-        labels.push(template(
-            cx,
-            t,
-            format!("{prefix}/labels/{i}"),
-            l,
-            "labels",
-        )?);
-    }
-    let dedup_key = match &o.dedup_key {
-        Some(k) => Some(template(
-            cx,
-            t,
-            format!("{prefix}/dedup_key"),
-            k,
-            "dedup_key",
-        )?),
-        None => None,
-    };
-    Some(Action::OpenTicket(TicketAction {
-        system,
-        api_url: api,
-        project,
-        title: template(cx, t, format!("{prefix}/title"), &o.title, "title")?,
-        body,
-        labels,
-        dedup_key,
-        auth,
-        timeout: cx.duration_or(o.timeout.as_ref())?,
-        retries: o.retries.unwrap_or(outbound::DEFAULT_RETRIES),
-        secrets,
-    }))
-}
-
-fn template(
-    cx: &mut Ctx,
-    t: &mut Templates,
-    name: String,
-    s: &Spanned<String>,
-    what: &str,
-) -> Option<Text> {
-    let value = cx.expand(s, what)?;
-    match t.inline(name, &value) {
-        Ok(text) => Some(text),
-        Err(msg) => {
-            cx.err(&s.referenced, format!("{what}: template error: {msg}"));
-            None
-        }
-    }
-}
-
+/// Compiles one action: each kind compiles its own spec.
 fn compile_action(
-    cx: &mut Ctx,
+    cx: &mut Compile,
     spec: &Spanned<ActionSpec>,
     prefix: &str,
     internal: &HashSet<&str>,
@@ -1013,217 +642,25 @@ fn compile_action(
     t: &mut Templates,
 ) -> Option<Action> {
     match &spec.value {
-        ActionSpec::PostWebhook(w) => compile_webhook(cx, w, prefix, t),
+        ActionSpec::PostWebhook(w) => {
+            outbound::compile_post_webhook(cx, w, prefix, t).map(Action::Http)
+        }
         ActionSpec::GithubDispatch(g) => {
-            let api = api_url(cx, g.api_url.as_ref(), "https://api.github.com")?;
-            let token = cx.secret(&g.token, "token")?;
-            let payload = g
-                .client_payload
-                .clone()
-                .unwrap_or_else(|| serde_json::json!({}));
-            let body =
-                serde_json::json!({"event_type": g.event_type.value, "client_payload": payload});
-            let body = TValue::compile(t, &format!("{prefix}/body"), &body)
-                .map_err(|m| cx.err(&g.event_type.referenced, format!("template error: {m}")))
-                .ok()?;
-            let url = template(
-                cx,
-                t,
-                format!("{prefix}/url"),
-                &spanned_like(&g.repo, format!("{api}/repos/{}/dispatches", g.repo.value)),
-                "repo",
-            )?;
-            Some(Action::Http(github_call(
-                "github_dispatch",
-                url,
-                Body::Json(body),
-                &token,
-                vec![204],
-                cx.duration_or(g.timeout.as_ref())?,
-                g.retries,
-            )))
+            outbound::compile_github_dispatch(cx, g, prefix, t).map(Action::Http)
         }
         ActionSpec::GithubWorkflow(g) => {
-            let api = api_url(cx, g.api_url.as_ref(), "https://api.github.com")?;
-            let token = cx.secret(&g.token, "token")?;
-            let inputs: serde_json::Map<String, serde_json::Value> = g
-                .inputs
-                .iter()
-                .map(|(k, v)| (k.clone(), serde_json::Value::String(v.value.clone())))
-                .collect();
-            let body = serde_json::json!({"ref": g.git_ref.value, "inputs": inputs});
-            let body = TValue::compile(t, &format!("{prefix}/body"), &body)
-                .map_err(|m| cx.err(&g.git_ref.referenced, format!("template error: {m}")))
-                .ok()?;
-            let src = format!(
-                "{api}/repos/{}/actions/workflows/{}/dispatches",
-                g.repo.value, g.workflow.value
-            );
-            let url = template(
-                cx,
-                t,
-                format!("{prefix}/url"),
-                &spanned_like(&g.repo, src),
-                "repo",
-            )?;
-            Some(Action::Http(github_call(
-                "github_workflow",
-                url,
-                Body::Json(body),
-                &token,
-                vec![204, 200],
-                cx.duration_or(g.timeout.as_ref())?,
-                g.retries,
-            )))
+            outbound::compile_github_workflow(cx, g, prefix, t).map(Action::Http)
         }
         ActionSpec::GitlabPipeline(g) => {
-            let api = api_url(cx, g.api_url.as_ref(), "https://gitlab.com")?;
-            let token = cx.secret(&g.token, "token")?;
-            let project = cx.expand(&g.project, "project")?;
-            let project = if project.contains("{{") {
-                project
-            } else {
-                crate::actions::outbound::urlencode(&project)
-            };
-            let src = format!("{api}/api/v4/projects/{project}/trigger/pipeline");
-            let url = template(
-                cx,
-                t,
-                format!("{prefix}/url"),
-                &spanned_like(&g.project, src),
-                "project",
-            )?;
-            let mut fields = vec![
-                (
-                    "token".to_string(),
-                    Text::Literal(token.expose().to_string()),
-                ),
-                (
-                    "ref".to_string(),
-                    template(cx, t, format!("{prefix}/ref"), &g.git_ref, "ref")?,
-                ),
-            ];
-            for (k, v) in &g.variables {
-                fields.push((
-                    format!("variables[{k}]"),
-                    template(cx, t, format!("{prefix}/variables/{k}"), v, "variables")?,
-                ));
-            }
-            Some(Action::Http(HttpAction {
-                kind: "gitlab_pipeline",
-                method: "POST".into(),
-                url,
-                headers: Vec::new(),
-                body: Body::Form(fields),
-                content_type: Some("application/x-www-form-urlencoded".into()),
-                timeout: cx.duration_or(g.timeout.as_ref())?,
-                retries: g.retries.unwrap_or(outbound::DEFAULT_RETRIES),
-                ok_statuses: vec![201],
-                secrets: vec![token.expose().to_string()],
-            }))
+            outbound::compile_gitlab_pipeline(cx, g, prefix, t).map(Action::Http)
         }
-        ActionSpec::OpenTicket(o) => compile_ticket(cx, o, prefix, t),
+        ActionSpec::OpenTicket(o) => ticket::compile(cx, o, prefix, t).map(Action::OpenTicket),
         ActionSpec::PostEvent(p) => {
-            if !internal.contains(p.source.value.as_str()) {
-                cx.err(
-                    &p.source.referenced,
-                    format!(
-                        "post_event: `{}` is not a source of kind `internal`",
-                        p.source.value
-                    ),
-                );
-                return None;
-            }
-            let body = body_text(
-                cx,
-                t,
-                prefix,
-                p.body.as_ref(),
-                p.body_template.as_ref(),
-                &p.source,
-            )?;
-            Some(Action::PostEvent(PostEventAction {
-                source: p.source.value.clone(),
-                body,
-            }))
+            event::compile(cx, p, prefix, internal, t).map(Action::PostEvent)
         }
         ActionSpec::RunScript(s) => {
-            let path = resolve_script(&dirs.scripts, &s.script.value)
-                .map_err(|m| cx.err(&s.script.referenced, m))
-                .ok();
-            let mut args = Vec::new();
-            for (i, a) in s.args.iter().enumerate() {
-                args.extend(template(cx, t, format!("{prefix}/args/{i}"), a, "args"));
-            }
-            let mut env = Vec::new();
-            for (k, v) in &s.env {
-                if k.starts_with("RULEHOOK_") {
-                    cx.err(
-                        &v.referenced,
-                        format!("env `{k}`: RULEHOOK_* variables are set by rulehook"),
-                    );
-                }
-                env.extend(
-                    template(cx, t, format!("{prefix}/env/{k}"), v, "env").map(|v| (k.clone(), v)),
-                );
-            }
-            let timeout = match &s.timeout {
-                Some(d) => cx.duration(d, "timeout")?,
-                None => script::DEFAULT_TIMEOUT,
-            };
-            if args.len() != s.args.len() || env.len() != s.env.len() {
-                return None;
-            }
-            Some(Action::RunScript(script::ScriptAction {
-                path: path?,
-                name: s.script.value.clone(),
-                args,
-                env,
-                timeout,
-                retries: s.retries,
-            }))
+            script::compile(cx, s, prefix, &dirs.scripts, t).map(Action::RunScript)
         }
-        ActionSpec::Log(l) => {
-            let level = match &l.level {
-                None => log::Level::Info,
-                Some(lv) => match log::Level::parse(&lv.value) {
-                    Some(x) => x,
-                    None => {
-                        cx.err(&lv.referenced, "level must be error, warn, info or debug");
-                        return None;
-                    }
-                },
-            };
-            let message = template(cx, t, format!("{prefix}/message"), &l.message, "message")?;
-            Some(Action::Log(log::LogAction { message, level }))
-        }
+        ActionSpec::Log(l) => log::compile(cx, l, prefix, t).map(Action::Log),
     }
-}
-
-/// The script's absolute path; it must be an executable file inside the scripts directory.
-fn resolve_script(dir: &Path, name: &str) -> Result<PathBuf, String> {
-    use std::os::unix::fs::PermissionsExt;
-    let root = dir
-        .canonicalize()
-        .map_err(|e| format!("scripts directory `{}` cannot be read: {e}", dir.display()))?;
-    if Path::new(name).is_absolute() {
-        return Err(format!(
-            "script `{name}` must be a path relative to the scripts directory"
-        ));
-    }
-    let path = root
-        .join(name)
-        .canonicalize()
-        .map_err(|_| format!("script `{name}` does not exist in {}", dir.display()))?;
-    if !path.starts_with(&root) {
-        return Err(format!("script `{name}` is outside the scripts directory"));
-    }
-    let meta = std::fs::metadata(&path).map_err(|e| format!("script `{name}`: {e}"))?;
-    if !meta.is_file() {
-        return Err(format!("script `{name}` is not a file"));
-    }
-    if meta.permissions().mode() & 0o111 == 0 {
-        return Err(format!("script `{name}` is not executable (chmod +x it)"));
-    }
-    Ok(path)
 }

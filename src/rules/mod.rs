@@ -4,7 +4,6 @@
 pub mod condition;
 mod index;
 mod load;
-pub mod model;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -12,6 +11,7 @@ use std::path::PathBuf;
 
 use crate::actions::Action;
 pub use crate::domain::EventDoc;
+pub use crate::rulebook::{LoadError, model};
 use crate::sources::Source;
 use crate::templates::Templates;
 pub use condition::Condition;
@@ -24,25 +24,6 @@ pub struct Dirs {
     pub rulebooks: PathBuf,
     pub scripts: PathBuf,
     pub templates: PathBuf,
-}
-
-/// One problem in a rulebook, located.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LoadError {
-    pub file: String,
-    pub line: u64,
-    pub column: u64,
-    pub message: String,
-}
-
-impl fmt::Display for LoadError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}:{}:{}: {}",
-            self.file, self.line, self.column, self.message
-        )
-    }
 }
 
 /// Every problem found in a rule set (loading does not stop at the first).

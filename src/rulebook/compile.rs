@@ -1,0 +1,179 @@
+//! The context one rulebook file is compiled in: its name and text, the errors and warnings
+//! found so far (each located by file, line and column), and the values that came from
+//! `${…}` references. `rules::load` and every action kind's `compile` report through it.
+
+use std::time::Duration;
+
+use serde_saphyr::{Location, Spanned};
+
+use super::LoadError;
+use crate::secrets::{Secret, expand};
+use crate::templates::{Templates, Text};
+use crate::units::parse_duration;
+
+/// One rulebook file being compiled: its name, text, and the errors found so far.
+pub struct Compile<'a> {
+    pub file: String,
+    pub text: &'a str,
+    pub errors: &'a mut Vec<LoadError>,
+    pub warnings: &'a mut Vec<String>,
+    /// Every value that came from a `${…}` reference, in order: credentials to mask.
+    pub referenced: Vec<String>,
+}
+
+impl Compile<'_> {
+    pub fn err(&mut self, loc: &Location, message: impl Into<String>) {
+        self.errors.push(LoadError {
+            file: self.file.clone(),
+            line: loc.line().max(1),
+            column: loc.column().max(1),
+            message: message.into(),
+        });
+    }
+
+    /// Expands `${env:…}`/`${file:…}` in a spanned string.
+    pub fn expand(&mut self, s: &Spanned<String>, what: &str) -> Option<String> {
+        match expand(&s.value) {
+            Ok(e) => {
+                for name in e.fallbacks {
+                    self.warnings.push(format!(
+                        "{}:{}: {what} uses the fallback of `${{env:{name}}}` because {name} is not set",
+                        self.file,
+                        s.referenced.line()
+                    ));
+                }
+                if e.referenced {
+                    self.referenced.push(e.value.clone());
+                }
+                Some(e.value)
+            }
+            Err(msg) => {
+                self.err(&s.referenced, format!("{what}: {msg}"));
+                None
+            }
+        }
+    }
+
+    pub fn secret(&mut self, s: &Spanned<String>, what: &str) -> Option<Secret> {
+        let v = self.expand(s, what)?;
+        if v.is_empty() {
+            self.err(&s.referenced, format!("{what} is empty"));
+            return None;
+        }
+        Some(Secret::new(v))
+    }
+
+    /// An optional `timeout`, defaulting to `default`.
+    pub fn timeout_or(
+        &mut self,
+        s: Option<&Spanned<String>>,
+        default: Duration,
+    ) -> Option<Duration> {
+        match s {
+            Some(s) => self.duration(s, "timeout"),
+            None => Some(default),
+        }
+    }
+
+    pub fn duration(&mut self, s: &Spanned<String>, what: &str) -> Option<Duration> {
+        parse_duration(&s.value)
+            .map_err(|m| self.err(&s.referenced, format!("{what}: {m}")))
+            .ok()
+    }
+
+    /// Location of the first character of a (possibly quoted) scalar.
+    pub fn content_start(&self, loc: &Location) -> (u64, u64) {
+        let (line, col) = (loc.line().max(1), loc.column().max(1));
+        let quoted = self
+            .text
+            .lines()
+            .nth((line - 1) as usize)
+            .and_then(|l| l.chars().nth((col - 1) as usize))
+            .is_some_and(|c| c == '\'' || c == '"');
+        (line, col + u64::from(quoted))
+    }
+
+    /// Expands a spanned string and compiles it as an inline template named `name`.
+    pub fn template(
+        &mut self,
+        t: &mut Templates,
+        name: String,
+        s: &Spanned<String>,
+        what: &str,
+    ) -> Option<Text> {
+        let value = self.expand(s, what)?;
+        match t.inline(name, &value) {
+            Ok(text) => Some(text),
+            Err(msg) => {
+                self.err(&s.referenced, format!("{what}: template error: {msg}"));
+                None
+            }
+        }
+    }
+
+    /// `body` (inline) or `body_template` (a file under templates/), exactly one.
+    pub fn body_text(
+        &mut self,
+        t: &mut Templates,
+        prefix: &str,
+        body: Option<&Spanned<String>>,
+        file: Option<&Spanned<String>>,
+        at: &Spanned<String>,
+    ) -> Option<Text> {
+        match (body, file) {
+            (Some(b), None) => self.template(t, format!("{prefix}/body"), b, "body"),
+            (None, Some(f)) => {
+                if t.has(&f.value) {
+                    Some(Text::Template(f.value.clone()))
+                } else {
+                    self.err(
+                        &f.referenced,
+                        format!(
+                            "body_template `{}` is not a file in the templates directory",
+                            f.value
+                        ),
+                    );
+                    None
+                }
+            }
+            (Some(b), Some(_)) => {
+                self.err(&b.referenced, "give `body` or `body_template`, not both");
+                None
+            }
+            (None, None) => {
+                self.err(
+                    &at.referenced,
+                    "a body is required: `body` or `body_template`",
+                );
+                None
+            }
+        }
+    }
+
+    /// An optional `api_url` (http or https, without a trailing `/`), or `default`.
+    pub fn api_url(&mut self, given: Option<&Spanned<String>>, default: &str) -> Option<String> {
+        match given {
+            None => Some(default.to_string()),
+            Some(s) => {
+                let v = self.expand(s, "api_url")?;
+                if !(v.starts_with("http://") || v.starts_with("https://")) {
+                    self.err(
+                        &s.referenced,
+                        format!("api_url `{v}` must start with http:// or https://"),
+                    );
+                    return None;
+                }
+                Some(v.trim_end_matches('/').to_string())
+            }
+        }
+    }
+}
+
+/// A spanned string with another value at the same location (for composed templates).
+pub fn spanned_like(at: &Spanned<String>, value: String) -> Spanned<String> {
+    Spanned {
+        value,
+        referenced: at.referenced,
+        defined: at.defined,
+    }
+}
