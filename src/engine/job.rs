@@ -164,10 +164,7 @@ impl Engine {
             };
             let Some(action) = actions.get(step.index as usize) else {
                 // Past the last action of its part: the job is over.
-                let (state, error) = match step.phase {
-                    Phase::Main => (JobState::Done, None),
-                    Phase::OnFailure => (JobState::Failed, failure_error(&step)),
-                };
+                let (state, error) = closing(&step);
                 return queue.ack(lease, step, state, error).await;
             };
             let is_last = step.index as usize + 1 == actions.len();
@@ -182,10 +179,7 @@ impl Engine {
                         ..step
                     };
                     if is_last {
-                        let (state, error) = match next.phase {
-                            Phase::Main => (JobState::Done, None),
-                            Phase::OnFailure => (JobState::Failed, failure_error(&next)),
-                        };
+                        let (state, error) = closing(&next);
                         return queue.ack(lease, next, state, error).await;
                     }
                     queue.progress(&mut lease, next.clone()).await?;
@@ -419,6 +413,15 @@ impl Engine {
                 ..Outcome::failed(e.to_string())
             },
         }
+    }
+}
+
+/// How a job past the last action of its part closes: done after the main actions; failed,
+/// with the main action's error, after `on_failure`.
+fn closing(step: &Step) -> (JobState, Option<String>) {
+    match step.phase {
+        Phase::Main => (JobState::Done, None),
+        Phase::OnFailure => (JobState::Failed, failure_error(step)),
     }
 }
 

@@ -47,6 +47,10 @@ pub struct Embedded {
     _lock: std::fs::File,
 }
 
+fn shut_down() -> StoreError {
+    StoreError::Transient("the store has shut down".into())
+}
+
 /// Takes the data directory for this process (`dir/lock`, with the owner's pid inside).
 fn lock_dir(dir: &Path) -> Result<std::fs::File, StoreError> {
     use std::io::{Read, Seek, Write};
@@ -186,23 +190,12 @@ impl Embedded {
         F: FnOnce(&Connection, &mut Vec<Push>) -> rusqlite::Result<T> + Send + 'static,
     {
         let (value_tx, value_rx) = oneshot::channel();
-        let (reply, rx) = oneshot::channel();
         let f: writer::WriteFn = Box::new(move |c, pushes| {
             let _ = value_tx.send(f(c, pushes)?);
             Ok(())
         });
-        self.tx
-            .send(Cmd::Write {
-                f,
-                reply,
-                savepoint: true,
-            })
-            .map_err(|_| StoreError::Transient("the store has shut down".into()))?;
-        rx.await
-            .map_err(|_| StoreError::Transient("the store has shut down".into()))??;
-        value_rx
-            .await
-            .map_err(|_| StoreError::Transient("the store has shut down".into()))
+        self.submit(f, true)?.await.map_err(|_| shut_down())??;
+        value_rx.await.map_err(|_| shut_down())
     }
 
     /// Runs `f` on a pooled read connection.
@@ -261,18 +254,50 @@ impl Embedded {
         }))
     }
 
-    /// Queues a write without waiting for its commit. What it hands to the queue's memory
-    /// happens only once it is durable; if it never is, the lease it would have ended lapses
-    /// and the job runs again.
-    fn write_later(&self, f: writer::WriteFn) -> Result<(), StoreError> {
-        let (reply, _) = oneshot::channel();
+    /// The job comes back after `delay` at `step` (`nak`; `abandon` when `lost`).
+    fn give_back(
+        &self,
+        lease: &Lease,
+        step: Step,
+        delay: Duration,
+        lost: bool,
+    ) -> Result<(), StoreError> {
+        let mut job = lease.job.clone();
+        job.step = step.clone();
+        let f = self.job_write(
+            lease,
+            JobUpdate {
+                not_before: Some(now_ms() + delay.as_millis() as i64),
+                release: Some(Some((job, delay))),
+                lost,
+                ..JobUpdate::new(JobState::Pending, &step)
+            },
+        )?;
+        self.write_later(f)
+    }
+
+    /// Hands a write to the writer thread; the receiver answers once its batch committed.
+    fn submit(
+        &self,
+        f: writer::WriteFn,
+        savepoint: bool,
+    ) -> Result<oneshot::Receiver<Result<(), StoreError>>, StoreError> {
+        let (reply, rx) = oneshot::channel();
         self.tx
             .send(Cmd::Write {
                 f,
                 reply,
-                savepoint: false,
+                savepoint,
             })
-            .map_err(|_| StoreError::Transient("the store has shut down".into()))
+            .map_err(|_| shut_down())?;
+        Ok(rx)
+    }
+
+    /// Queues a write without waiting for its commit. What it hands to the queue's memory
+    /// happens only once it is durable; if it never is, the lease it would have ended lapses
+    /// and the job runs again.
+    fn write_later(&self, f: writer::WriteFn) -> Result<(), StoreError> {
+        self.submit(f, false).map(drop)
     }
 }
 
@@ -496,50 +521,18 @@ impl WorkQueue for Embedded {
 
     async fn progress(&self, lease: &mut Lease, step: Step) -> Result<(), StoreError> {
         let f = self.job_write(lease, JobUpdate::new(JobState::Pending, &step))?;
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Cmd::Write {
-                f,
-                reply,
-                savepoint: false,
-            })
-            .map_err(|_| StoreError::Transient("the store has shut down".into()))?;
-        rx.await
-            .map_err(|_| StoreError::Transient("the store has shut down".into()))??;
+        self.submit(f, false)?.await.map_err(|_| shut_down())??;
         lease.job.step = step;
         self.lanes().update(lease.token, &lease.job);
         Ok(())
     }
 
     async fn nak(&self, lease: Lease, step: Step, delay: Duration) -> Result<(), StoreError> {
-        let not_before = now_ms() + delay.as_millis() as i64;
-        let mut job = lease.job.clone();
-        job.step = step.clone();
-        let f = self.job_write(
-            &lease,
-            JobUpdate {
-                not_before: Some(not_before),
-                release: Some(Some((job, delay))),
-                ..JobUpdate::new(JobState::Pending, &step)
-            },
-        )?;
-        self.write_later(f)
+        self.give_back(&lease, step, delay, false)
     }
 
     async fn abandon(&self, lease: Lease, step: Step, delay: Duration) -> Result<(), StoreError> {
-        let not_before = now_ms() + delay.as_millis() as i64;
-        let mut job = lease.job.clone();
-        job.step = step.clone();
-        let f = self.job_write(
-            &lease,
-            JobUpdate {
-                not_before: Some(not_before),
-                release: Some(Some((job, delay))),
-                lost: true,
-                ..JobUpdate::new(JobState::Pending, &step)
-            },
-        )?;
-        self.write_later(f)
+        self.give_back(&lease, step, delay, true)
     }
 
     async fn ack(
@@ -711,18 +704,12 @@ impl History for Embedded {
     }
 
     fn record_later(&self, a: Attempt) {
-        let (reply, _) = oneshot::channel();
         let f: writer::WriteFn = Box::new(move |c, _| {
             insert_attempt(c, &a).inspect_err(
                 |e| tracing::error!(run = %a.run_id, error = %e, "cannot record an attempt in the history"),
             )
         });
-        let cmd = Cmd::Write {
-            f,
-            reply,
-            savepoint: false,
-        };
-        if self.tx.send(cmd).is_err() {
+        if self.write_later(f).is_err() {
             tracing::error!("cannot record an attempt: the store has shut down");
         }
     }
