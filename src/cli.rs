@@ -50,18 +50,25 @@ pub struct SendArgs {
     /// (secret = user:password), bearer, hmac, none.
     #[arg(long)]
     pub kind: String,
-    /// The shared secret (also read from RULEHOOK_SEND_SECRET).
-    #[arg(long, env = "RULEHOOK_SEND_SECRET", default_value = "")]
-    pub secret: String,
+    /// The shared secret (also read from RULEHOOK_SEND_SECRET); required except for `none`.
+    #[arg(long, env = "RULEHOOK_SEND_SECRET")]
+    pub secret: Option<String>,
     /// The body file; `-` or nothing reads standard input.
     #[arg(long)]
     pub file: Option<PathBuf>,
     /// The body file, as a positional `-` for standard input.
     #[arg(value_name = "FILE|-")]
     pub positional: Option<PathBuf>,
+    /// An extra request header, `Name: value` (repeatable); it replaces a header of the same
+    /// name that signing adds (e.g. `--header 'X-GitHub-Event: push'`).
+    #[arg(long = "header", value_name = "NAME: VALUE")]
+    pub headers: Vec<String>,
+    /// The body's Content-Type.
+    #[arg(long, default_value = "application/json")]
+    pub content_type: String,
     /// For `--kind hmac`: the signature header.
     #[arg(long, default_value = "x-signature")]
-    pub header: String,
+    pub signature_header: String,
     /// For `--kind hmac`: sha1, sha256 or sha512.
     #[arg(long, default_value = "sha256")]
     pub algorithm: String,
@@ -143,7 +150,8 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 
 #[derive(Debug, Clone, Args)]
 pub struct TestArgs {
-    /// The event body (JSON) to test.
+    /// The event body to test (`-` reads standard input); decoded as the source's `format`
+    /// says (JSON without --source; a `--header 'Content-Type: …'` guides `auto`).
     #[arg(long)]
     pub event: PathBuf,
     /// The source it arrives on; without it every rule is considered.
@@ -229,15 +237,14 @@ fn test(t: &TestArgs) -> anyhow::Result<ExitCode> {
         Ok(s) => s,
         Err(code) => return Ok(code),
     };
-    let text = std::fs::read_to_string(&t.event)
-        .with_context(|| format!("cannot read {}", t.event.display()))?;
-    let body: Value = serde_json::from_str(&text)
-        .with_context(|| format!("{} is not valid JSON", t.event.display()))?;
-    if let Some(s) = &t.source
-        && set.source(s).is_none()
-    {
-        anyhow::bail!("no source named `{s}` in {}", t.dirs.rulebooks.display());
-    }
+    let raw = read_body(Some(&t.event))?;
+    let format = match &t.source {
+        Some(s) => match set.source(s) {
+            Some(src) => src.format,
+            None => anyhow::bail!("no source named `{s}` in {}", t.dirs.rulebooks.display()),
+        },
+        None => crate::body::BodyFormat::Json,
+    };
     let mut headers = serde_json::Map::new();
     for h in &t.headers {
         let (n, v) = h
@@ -248,6 +255,10 @@ fn test(t: &TestArgs) -> anyhow::Result<ExitCode> {
             Value::String(v.trim().to_string()),
         );
     }
+    let content_type = headers.get("content-type").and_then(Value::as_str);
+    let (body, _) = format
+        .decode(content_type, &raw)
+        .with_context(|| format!("{} (format {})", t.event.display(), format.name()))?;
     let doc = EventDoc::new(body.clone());
     let mut report = Vec::new();
     for v in set.explain(t.source.as_deref(), &doc) {
@@ -402,27 +413,59 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn send(a: SendArgs) -> anyhow::Result<()> {
+/// A body from a file, or from standard input for `-` or no file.
+fn read_body(path: Option<&std::path::Path>) -> anyhow::Result<Vec<u8>> {
     use std::io::Read;
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let path = a.file.clone().or(a.positional.clone());
-    let body = match path {
+    match path {
         Some(p) if p.as_os_str() != "-" => {
-            std::fs::read(&p).with_context(|| format!("cannot read {}", p.display()))?
+            std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))
         }
         _ => {
             let mut b = Vec::new();
             std::io::stdin()
                 .read_to_end(&mut b)
                 .context("cannot read standard input")?;
-            b
+            Ok(b)
         }
-    };
+    }
+}
+
+async fn send(a: SendArgs) -> anyhow::Result<()> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let path = a.file.clone().or(a.positional.clone());
+    let body = read_body(path.as_deref())?;
     let now = std::time::SystemTime::now();
-    let headers = if a.kind == "hmac" {
+    if !crate::verify::KINDS.contains(&a.kind.as_str()) || a.kind == "internal" {
+        anyhow::bail!(
+            "unknown kind `{}`; expected one of: {}",
+            a.kind,
+            crate::verify::KINDS
+                .iter()
+                .filter(|k| **k != "internal")
+                .copied()
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    let secret = match (&a.secret, a.kind.as_str()) {
+        (_, "none") => String::new(),
+        (Some(s), _) if !s.is_empty() => s.clone(),
+        _ => anyhow::bail!(
+            "--secret is required for kind `{}` (or set RULEHOOK_SEND_SECRET)",
+            a.kind
+        ),
+    };
+    let mut extra = Vec::new();
+    for h in &a.headers {
+        let (n, v) = h
+            .split_once(':')
+            .with_context(|| format!("header `{h}` must be `Name: value`"))?;
+        extra.push((n.trim().to_ascii_lowercase(), v.trim().to_string()));
+    }
+    let mut headers = if a.kind == "hmac" {
         let alg = crate::verify::Algorithm::parse(&a.algorithm)
             .with_context(|| format!("algorithm `{}`: use sha1, sha256 or sha512", a.algorithm))?;
-        let mac = crate::verify::mac::sign(alg, a.secret.as_bytes(), &[&body]);
+        let mac = crate::verify::mac::sign(alg, secret.as_bytes(), &[&body]);
         let sig = match a.encoding.as_str() {
             "hex" => hex::encode(mac),
             "base64" => {
@@ -431,27 +474,44 @@ async fn send(a: SendArgs) -> anyhow::Result<()> {
             }
             other => anyhow::bail!("encoding `{other}`: use hex or base64"),
         };
-        vec![(a.header.to_ascii_lowercase(), format!("{}{sig}", a.prefix))]
+        vec![(
+            a.signature_header.to_ascii_lowercase(),
+            format!("{}{sig}", a.prefix),
+        )]
     } else {
-        crate::verify::sign_like(&a.kind, &a.secret, &body, now)
-            .with_context(|| format!("unknown kind `{}`", a.kind))?
+        crate::verify::sign_like(&a.kind, &secret, &body, now).with_context(|| {
+            format!(
+                "the secret is not a valid `{}` key: expected `whsec_` followed by base64",
+                a.kind
+            )
+        })?
     };
+    headers.retain(|(n, _)| !extra.iter().any(|(e, _)| e == n));
+    headers.extend(extra);
     let client = reqwest::Client::builder()
         .danger_accept_invalid_certs(a.insecure)
         .timeout(Duration::from_secs(30))
         .user_agent(concat!("rulehook/", env!("CARGO_PKG_VERSION")))
         .build()?;
-    let mut req = client
-        .post(&a.url)
-        .header("content-type", "application/json")
-        .body(body);
+    let mut req = client.post(&a.url).body(body);
+    if !headers.iter().any(|(n, _)| n == "content-type") {
+        req = req.header("content-type", a.content_type.as_str());
+    }
     for (k, v) in &headers {
         req = req.header(k.as_str(), v.as_str());
     }
-    let resp = req
-        .send()
-        .await
-        .with_context(|| format!("cannot POST to {}", a.url))?;
+    let resp = match req.send().await {
+        Ok(r) => r,
+        Err(e) => {
+            let cause = crate::actions::http::error_chain(&e);
+            let hint = if !a.insecure && is_certificate_error(&cause) {
+                "\nhint: the receiver's certificate is not trusted (self-signed?); add --insecure to accept it"
+            } else {
+                ""
+            };
+            anyhow::bail!("cannot POST to {}: {cause}{hint}", a.url);
+        }
+    };
     let status = resp.status();
     let text = resp.text().await.unwrap_or_default();
     println!("{}", status.as_u16());
@@ -460,6 +520,11 @@ async fn send(a: SendArgs) -> anyhow::Result<()> {
         anyhow::bail!("the receiver answered {status}");
     }
     Ok(())
+}
+
+fn is_certificate_error(cause: &str) -> bool {
+    let c = cause.to_ascii_lowercase();
+    c.contains("certificate") || c.contains("unknownissuer") || c.contains("invalid peer")
 }
 
 async fn shutdown_signal() {

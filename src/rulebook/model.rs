@@ -41,6 +41,8 @@ pub struct SourceSpec {
     pub name: S<String>,
     pub kind: S<String>,
     pub path: Option<S<String>>,
+    /// `json` (default), `text`, `form` or `auto`.
+    pub format: Option<S<String>>,
     pub secret: Option<S<String>>,
     pub secrets: Option<Vec<S<String>>>,
     pub username: Option<S<String>>,

@@ -11,6 +11,7 @@ use super::condition::{Condition, Expr, Interner, Query};
 use super::index::SourceIndex;
 use super::{Dirs, LoadError, LoadErrors, Rule, RuleSet, Throttle};
 use crate::actions::{Action, event, log, outbound, script, ticket};
+use crate::body::BodyFormat;
 use crate::rulebook::compile::Compile;
 use crate::rulebook::model::{self, ActionSpec, ConditionSpec, RuleSpec, SizeSpec, SourceSpec};
 use crate::sources::{DEFAULT_MAX_BODY, RateLimit, Source, SourceMeter};
@@ -294,6 +295,23 @@ fn compile_source(cx: &mut Compile, spec: &SourceSpec, rulebook: &str) -> Option
         );
         return None;
     }
+    let format = match &spec.format {
+        None => BodyFormat::Json,
+        Some(f) => match BodyFormat::parse(&f.value) {
+            Some(x) => x,
+            None => {
+                cx.err(
+                    &f.referenced,
+                    format!(
+                        "format `{}`: expected one of: {}",
+                        f.value,
+                        crate::body::FORMATS.join(", ")
+                    ),
+                );
+                return None;
+            }
+        },
+    };
     let tolerance = match &spec.tolerance {
         Some(t) => cx.duration(t, "tolerance")?,
         None => Duration::from_secs(300),
@@ -451,6 +469,7 @@ fn compile_source(cx: &mut Compile, spec: &SourceSpec, rulebook: &str) -> Option
         name,
         path,
         verifier,
+        format,
         max_body,
         rate_limit,
         meter: SourceMeter::new(&spec.name.value),

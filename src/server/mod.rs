@@ -212,6 +212,7 @@ async fn receive(
         &source.name,
         headers,
         &bytes,
+        source.format,
         source.dedup_window,
         SystemTime::now(),
     )?;
