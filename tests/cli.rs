@@ -73,7 +73,7 @@ fn shipped_rulebooks_check_clean() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("4 source(s)"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("8 source(s)"));
 }
 
 #[test]
