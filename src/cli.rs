@@ -1,4 +1,7 @@
-//! The command line: `serve`, `check`, `test` (spec §1). `anyhow` lives here, at the edge.
+//! The command line: `serve`, `check`, `test`, `send` (spec §1), and the history commands
+//! (`cli/history.rs`). `anyhow` lives here, at the edge.
+
+mod history;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -40,6 +43,16 @@ pub enum Command {
     Test(TestArgs),
     /// Sign a JSON body exactly like a sender of KIND and POST it; print the status and body.
     Send(SendArgs),
+    /// List a running service's events, newest first (admin API; see --url).
+    Events(history::EventsArgs),
+    /// One event's timeline: matches and why not, runs, outputs.
+    Event(history::IdArgs),
+    /// List jobs, e.g. `--status failed` for the dead letters.
+    Jobs(history::JobsArgs),
+    /// Send a stored event through the current rules again, as a new event.
+    Replay(history::IdArgs),
+    /// Queue a dead letter (a job that failed for good) again.
+    Rerun(history::IdArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -180,6 +193,11 @@ pub fn main() -> ExitCode {
             }
         },
         Command::Send(a) => run_async(send(a)),
+        Command::Events(a) => run_async(history::events(a)),
+        Command::Event(a) => run_async(history::event(a)),
+        Command::Jobs(a) => run_async(history::jobs(a)),
+        Command::Replay(a) => run_async(history::replay(a)),
+        Command::Rerun(a) => run_async(history::rerun(a)),
         Command::Serve(s) => run_async(serve(s)),
     }
 }
