@@ -177,6 +177,10 @@ pub struct OpenTicketSpec {
     #[serde(default)]
     pub labels: Vec<S<String>>,
     pub dedup_key: Option<S<String>>,
+    /// Jira only: the issue type (default `Task`).
+    pub issue_type: Option<S<String>>,
+    /// ServiceNow only: the incident's assignment group.
+    pub assignment_group: Option<S<String>>,
     pub timeout: Option<S<String>>,
     pub retries: Option<u32>,
 }
