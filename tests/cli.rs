@@ -124,3 +124,110 @@ fn test_explains_matches_and_non_matches() {
         "{text}"
     );
 }
+
+/// `rulehook check` on one rulebook: its stderr.
+fn check_one(yaml: &str) -> String {
+    let env = Env::new();
+    env.rulebook("t.yml", yaml);
+    let out = env.cmd(&["check"]).output().unwrap();
+    assert!(!out.status.success());
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn with_condition(c: &str) -> String {
+    format!(
+        "rules:\n  - name: r\n    condition: '{c}'\n    actions:\n      - log: {{ message: hi }}\n"
+    )
+}
+
+#[test]
+fn jsonpath_errors_point_at_the_mistake_with_a_fix() {
+    // Column 17 is the condition's first character.
+    for (cond, col, want) in [
+        (r#"$.a = "x""#, 21, "`=` is not an operator: write `==`"),
+        (r#"$.a =! "x""#, 21, "`=!` is not an operator: write `!=`"),
+        ("$.a == ", 21, "`==` needs a value on its right"),
+        (
+            r#"$.details.Assurance Issue Status == "x""#,
+            26,
+            "keys with spaces need brackets: `$.details['Assurance Issue Status']`",
+        ),
+        (
+            r#"$.tags[*] == "core""#,
+            17,
+            r#"use a filter, `$.tags[?@ == "core"]`"#,
+        ),
+    ] {
+        let err = check_one(&with_condition(cond));
+        assert!(
+            err.contains(&format!("t.yml:3:{col}: condition `{cond}`: {want}")),
+            "{err}"
+        );
+        assert!(!err.contains("not a valid JSONPath query"), "{err}");
+    }
+}
+
+#[test]
+fn yaml_errors_say_what_to_do_once() {
+    let err = check_one(
+        "rules:\n  - name: r\n    condtion: '$.a'\n    actions:\n      - log: { message: hi }\n",
+    );
+    assert!(
+        err.contains("t.yml:3:5: unknown key `condtion`; did you mean `condition`?"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("at line"),
+        "the position is printed once: {err}"
+    );
+
+    let err = check_one(
+        "rules:\n  - name: r\n    condition: '$.a'\n   actions:\n      - log: { message: hi }\n",
+    );
+    assert!(
+        err.contains("line 4 has `actions:` indented 3 spaces"),
+        "{err}"
+    );
+
+    let err = check_one("rules:\n  - name: r\n    actions:\n    - log:\n      message: hi\n");
+    assert!(
+        err.contains(
+            "`log:` has no value; if its fields are on the next lines, indent them further"
+        ),
+        "{err}"
+    );
+
+    let err = check_one("sources:\n  - { name: eem, kind: bearer, token: abc }\n");
+    assert!(err.contains("a source's credential is `secret`"), "{err}");
+}
+
+#[test]
+fn one_bad_source_does_not_cascade() {
+    let env = Env::new();
+    env.rulebook(
+        "a.yml",
+        "sources:\n  - { name: eem, kind: bearr, secret: x }\n  - { name: am, kind: bearer, secret: x }\nrules:\n  - name: r1\n    sources: [eem, am]\n    actions:\n      - log: { message: hi }\n",
+    );
+    env.rulebook(
+        "b.yml",
+        "sources:\n  - { name: gh, kind: github, token: x }\n",
+    );
+    env.rulebook(
+        "c.yml",
+        "rules:\n  - name: r2\n    sources: [eem]\n    actions:\n      - log: { message: hi }\n  - name: r3\n    sources: [gh]\n    actions:\n      - log: { message: hi }\n  - name: r4\n    sources: [amm]\n    actions:\n      - log: { message: hi }\n",
+    );
+    let out = env.cmd(&["check"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("unknown source kind `bearr`; did you mean `bearer`?"),
+        "{err}"
+    );
+    assert!(err.contains("b.yml:2:42: unknown key `token`"), "{err}");
+    assert!(
+        err.contains(
+            "rule `r4` names source `amm`, which no rulebook declares; did you mean `am`?"
+        ),
+        "{err}"
+    );
+    assert!(err.contains("3 error(s)"), "only the three causes: {err}");
+}

@@ -61,6 +61,8 @@ pub fn load(dirs: &Dirs) -> Result<RuleSet, LoadErrors> {
     }
 
     let mut parsed = Vec::new();
+    // Sources declared but not compiled (their own error is reported).
+    let mut failed_sources: HashSet<String> = HashSet::new();
     for (path, text) in &texts {
         let opts = serde_saphyr::options! {
             strict_booleans: true,
@@ -74,12 +76,11 @@ pub fn load(dirs: &Dirs) -> Result<RuleSet, LoadErrors> {
                     .location()
                     .map(|l| (l.line().max(1), l.column().max(1)))
                     .unwrap_or((1, 1));
-                let message = e.to_string();
-                let message = message
-                    .lines()
-                    .next()
-                    .unwrap_or("invalid rulebook")
-                    .to_string();
+                let message =
+                    crate::rulebook::yaml_error::explain(&e.to_string(), text, line, column);
+                // Its sources are still known by name, so rules elsewhere that use them do
+                // not each report a missing source as well.
+                failed_sources.extend(declared_source_names(text));
                 errors.push(LoadError {
                     file: path.display().to_string(),
                     line,
@@ -103,7 +104,11 @@ pub fn load(dirs: &Dirs) -> Result<RuleSet, LoadErrors> {
             referenced: Vec::new(),
         };
         for spec in &book.sources {
-            if let Some(src) = compile_source(&mut cx, spec, &stem(path)) {
+            let Some(src) = compile_source(&mut cx, spec, &stem(path)) else {
+                failed_sources.insert(spec.name.value.clone());
+                continue;
+            };
+            {
                 if sources.iter().any(|s| s.name == src.name) {
                     cx.err(
                         &spec.name.referenced,
@@ -130,6 +135,7 @@ pub fn load(dirs: &Dirs) -> Result<RuleSet, LoadErrors> {
         .collect();
     let known = Known {
         sources: &source_names,
+        failed_sources: &failed_sources,
         internal: &internal,
         dirs,
     };
@@ -236,6 +242,19 @@ pub fn load(dirs: &Dirs) -> Result<RuleSet, LoadErrors> {
     })
 }
 
+/// The `sources[*].name` of a rulebook that does not parse as a rulebook (read as plain YAML).
+fn declared_source_names(text: &str) -> Vec<String> {
+    let Ok(v) = serde_saphyr::from_str::<serde_json::Value>(text) else {
+        return Vec::new();
+    };
+    v["sources"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s["name"].as_str().map(str::to_string))
+        .collect()
+}
+
 fn rulebook_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
         .flatten()
@@ -274,7 +293,10 @@ fn compile_source(cx: &mut Compile, spec: &SourceSpec, rulebook: &str) -> Option
         cx.err(
             &spec.kind.referenced,
             format!(
-                "unknown source kind `{kind}`; expected one of: {}",
+                "unknown source kind `{kind}`; {}expected one of: {}",
+                crate::rulebook::yaml_error::closest(kind, KINDS)
+                    .map(|c| format!("did you mean `{c}`? "))
+                    .unwrap_or_default(),
                 KINDS.join(", ")
             ),
         );
@@ -534,6 +556,8 @@ fn compile_condition(
 /// them, and the directories.
 struct Known<'a> {
     sources: &'a HashSet<&'a str>,
+    /// Declared, but with errors of their own: naming them is not another error.
+    failed_sources: &'a HashSet<String>,
     internal: &'a HashSet<&'a str>,
     dirs: &'a Dirs,
 }
@@ -560,12 +584,20 @@ fn compile_rule(
             .filter_map(|s| {
                 if known.sources.contains(s.value.as_str()) {
                     Some(s.value.clone())
+                } else if known.failed_sources.contains(&s.value) {
+                    None
                 } else {
                     cx.err(
                         &s.referenced,
                         format!(
-                            "rule `{name}` names source `{}`, which no rulebook declares",
-                            s.value
+                            "rule `{name}` names source `{}`, which no rulebook declares{}",
+                            s.value,
+                            {
+                                let names: Vec<&str> = known.sources.iter().copied().collect();
+                                crate::rulebook::yaml_error::closest(&s.value, &names)
+                                    .map(|c| format!("; did you mean `{c}`?"))
+                                    .unwrap_or_default()
+                            }
                         ),
                     );
                     None

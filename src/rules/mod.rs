@@ -2,6 +2,7 @@
 //! against it. This module does no I/O after load and knows nothing of HTTP or storage.
 
 pub mod condition;
+mod hint;
 mod index;
 mod load;
 
