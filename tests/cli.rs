@@ -160,9 +160,10 @@ fn jsonpath_errors_point_at_the_mistake_with_a_fix() {
     ] {
         let err = check_one(&with_condition(cond));
         assert!(
-            err.contains(&format!("t.yml:3:{col}: condition `{cond}`: {want}")),
+            err.contains(&format!("t.yml:3:{col}: condition `{cond}`: ")),
             "{err}"
         );
+        assert!(err.contains(want), "{err}");
         assert!(!err.contains("not a valid JSONPath query"), "{err}");
     }
 }
@@ -222,7 +223,7 @@ fn one_bad_source_does_not_cascade() {
         err.contains("unknown source kind `bearr`; did you mean `bearer`?"),
         "{err}"
     );
-    assert!(err.contains("b.yml:2:42: unknown key `token`"), "{err}");
+    assert!(err.contains("b.yml:2:31: unknown key `token`"), "{err}");
     assert!(
         err.contains(
             "rule `r4` names source `amm`, which no rulebook declares; did you mean `am`?"
