@@ -232,3 +232,66 @@ fn one_bad_source_does_not_cascade() {
     );
     assert!(err.contains("3 error(s)"), "only the three causes: {err}");
 }
+
+#[test]
+fn template_names_that_cannot_exist_fail_check_at_their_column() {
+    let env = Env::new();
+    std::fs::write(
+        env.path("templates").join("note.md.j2"),
+        "Snapshot {{ snapshot_id }} failed: {{ failure.error }}\n",
+    )
+    .unwrap();
+    env.rulebook(
+        "t.yml",
+        r#"sources:
+  - { name: s, kind: none }
+rules:
+  - name: r
+    actions:
+      - log: { message: "x {{ evnt.x }}" }
+      - log: { message: "{{ previous.stdout }} {{ failure.error }}" }
+  - name: r2
+    actions:
+      - log: { message: "{{ previous }}" }
+    on_failure:
+      - log: { message: "{{ failure.error }} after {{ previous }}" }
+      - post_webhook: { url: "http://127.0.0.1:9/", body_template: note.md.j2, content_type: text/plain }
+"#,
+    );
+    let out = env.cmd(&["check"]).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    for want in [
+        "t.yml:6:31: message: `evnt` is not defined; did you mean `event`?",
+        "t.yml:7:51: message: `failure` exists only in `on_failure` actions",
+        "t.yml:10:29: message: `previous` is the previous action's result, and the first action of a rule has none",
+        "t.yml:13:68: body_template `note.md.j2`: `snapshot_id` is not defined: the event's fields are under `event`",
+    ] {
+        assert!(err.contains(want), "missing {want:?} in\n{err}");
+    }
+    assert!(err.contains("4 error(s)"), "{err}");
+}
+
+#[test]
+fn a_render_error_names_the_variable_rule_and_where_the_template_is() {
+    let env = Env::new();
+    env.rulebook(
+        "t.yml",
+        "sources:\n  - { name: s, kind: none }\nrules:\n  - name: r\n    actions:\n      - log: { message: \"x {{ event.snapshot.idd }}\" }\n",
+    );
+    std::fs::write(env.path("ev.json"), r#"{"snapshot": {"id": 1}}"#).unwrap();
+    let out = env
+        .cmd(&["test", "--event", env.path("ev.json").to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("`event.snapshot.idd` is undefined (in the template at ")
+            && text.contains("t.yml:6:26)"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("t/r/0"),
+        "internal names stay internal: {text}"
+    );
+}

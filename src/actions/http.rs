@@ -172,6 +172,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_refused_connection_says_so() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = l.local_addr().unwrap();
         drop(l);

@@ -12,7 +12,7 @@ use super::index::SourceIndex;
 use super::{Dirs, LoadError, LoadErrors, Rule, RuleSet, Throttle};
 use crate::actions::{Action, event, log, outbound, script, ticket};
 use crate::body::BodyFormat;
-use crate::rulebook::compile::Compile;
+use crate::rulebook::compile::{Compile, Scope};
 use crate::rulebook::model::{self, ActionSpec, ConditionSpec, RuleSpec, SizeSpec, SourceSpec};
 use crate::sources::{DEFAULT_MAX_BODY, RateLimit, Source, SourceMeter};
 use crate::templates::Templates;
@@ -102,6 +102,7 @@ pub fn load(dirs: &Dirs) -> Result<RuleSet, LoadErrors> {
             errors: &mut errors,
             warnings: &mut warnings,
             referenced: Vec::new(),
+            scope: Default::default(),
         };
         for spec in &book.sources {
             let Some(src) = compile_source(&mut cx, spec, &stem(path)) else {
@@ -154,6 +155,7 @@ pub fn load(dirs: &Dirs) -> Result<RuleSet, LoadErrors> {
             errors: &mut errors,
             warnings: &mut warnings,
             referenced: Vec::new(),
+            scope: Default::default(),
         };
         let mut seen = HashSet::new();
         for mut spec in book.rules {
@@ -621,6 +623,10 @@ fn compile_rule(
     let mut actions = Vec::with_capacity(spec.actions.len());
     for (i, a) in spec.actions.iter().enumerate() {
         let prefix = format!("{rulebook}/{name}/{i}");
+        cx.scope = Scope {
+            previous: i > 0,
+            failure: false,
+        };
         match compile_action(cx, a, &prefix, known.internal, known.dirs, templates) {
             Some(act) => actions.push(act),
             None => ok = false,
@@ -629,11 +635,16 @@ fn compile_rule(
     let mut on_failure = Vec::with_capacity(spec.on_failure.len());
     for (i, a) in spec.on_failure.iter().enumerate() {
         let prefix = format!("{rulebook}/{name}/on_failure/{i}");
+        cx.scope = Scope {
+            previous: true,
+            failure: true,
+        };
         match compile_action(cx, a, &prefix, known.internal, known.dirs, templates) {
             Some(act) => on_failure.push(act),
             None => ok = false,
         }
     }
+    cx.scope = Scope::default();
     let throttle = match &spec.throttle {
         None => None,
         Some(t) => {
