@@ -256,6 +256,12 @@ fn check(d: &DirArgs) -> ExitCode {
             for w in &set.warnings {
                 eprintln!("warning: {w}");
             }
+            if set.rules.is_empty() && set.sources.is_empty() {
+                eprintln!(
+                    "warning: {} holds no rulebook (*.yml, *.yaml)",
+                    d.rulebooks.display()
+                );
+            }
             println!(
                 "ok: {} source(s), {} rule(s) in {}",
                 set.sources.len(),
@@ -374,6 +380,25 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     for w in &set.warnings {
         tracing::warn!("{w}");
     }
+    let rulebooks: std::collections::HashSet<&str> = set
+        .sources
+        .iter()
+        .map(|s| s.rulebook.as_str())
+        .chain(set.rules.iter().map(|r| r.rulebook.as_str()))
+        .collect();
+    tracing::info!(
+        dir = %dirs.rulebooks.display(),
+        rulebooks = rulebooks.len(),
+        rules = set.rules.len(),
+        sources = set.sources.len(),
+        "rulebooks loaded"
+    );
+    if set.rules.is_empty() {
+        tracing::warn!(
+            dir = %dirs.rulebooks.display(),
+            "no rules loaded: events are stored but nothing runs (see docs/rulebooks.md)"
+        );
+    }
     let store = open_store(&args).await?;
     let tls_mode = match (&args.tls_cert, &args.tls_key, args.tls_self_signed) {
         (Some(cert), Some(key), _) => Tls::Files {
@@ -426,6 +451,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         ..crate::engine::Settings::default()
     };
     let engine = Engine::new(store, set, settings);
+    let depth = engine.store().queue.depth();
+    tracing::info!(
+        pending = depth.ready + depth.delayed,
+        more_in_storage = depth.spilled,
+        concurrency = args.concurrency,
+        "jobs recovered from the store"
+    );
     engine.start();
     let reloader = crate::reload::Reloader::new(dirs, engine.clone());
     reloader.spawn();
@@ -447,6 +479,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     .await?;
     tracing::info!("no longer accepting events; waiting for running actions");
     engine.shutdown(args.grace).await;
+    tracing::info!("stopped");
     Ok(())
 }
 

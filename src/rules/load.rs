@@ -43,7 +43,11 @@ pub fn load(dirs: &Dirs) -> Result<RuleSet, LoadErrors> {
             file: dirs.rulebooks.display().to_string(),
             line: 1,
             column: 1,
-            message: format!("cannot read the rulebooks directory: {e}"),
+            message: if e.kind() == std::io::ErrorKind::NotFound {
+                "no such directory: create it, or point --rulebooks (RULEHOOK_RULEBOOKS) at your rulebooks".to_string()
+            } else {
+                format!("cannot read the rulebooks directory: {e}")
+            },
         }])
     })?;
 
