@@ -306,6 +306,8 @@ fn test(t: &TestArgs) -> anyhow::Result<ExitCode> {
     for v in set.explain(t.source.as_deref(), &doc) {
         let rule = &set.rules[v.rule];
         let mut actions = Vec::new();
+        let mut on_failure = Vec::new();
+        let mut throttle = Value::Null;
         if v.matched {
             let meta = json!({
                 "id": "test", "source": t.source.clone().unwrap_or_default(),
@@ -328,10 +330,36 @@ fn test(t: &TestArgs) -> anyhow::Result<ExitCode> {
                     Err(e) => json!({"render_error": e}),
                 });
             }
+            // What would run if an action failed for good (a placeholder failure).
+            for (i, a) in rule.on_failure.iter().enumerate() {
+                let failure = json!({
+                    "action": rule.actions.first().map(|a| a.kind()).unwrap_or(""),
+                    "error": "<the error>", "attempts": 1, "exit_code": 1,
+                    "stdout": "<stdout>", "stderr": "<stderr>", "status": 500, "body": "<body>",
+                });
+                let previous = if i == 0 {
+                    Value::Null
+                } else {
+                    json!({"exit_code": 0, "stdout": format!("<stdout of on_failure action {}>", i - 1)})
+                };
+                let ctx = crate::templates::context(
+                    json!({"event": body, "meta": meta, "previous": previous, "failure": failure}),
+                );
+                on_failure.push(match a.render(&set.templates, &ctx) {
+                    Ok(r) => r.for_history(),
+                    Err(e) => json!({"render_error": e}),
+                });
+            }
+            if let Some(t) = &rule.throttle {
+                throttle = json!({
+                    "once_within": crate::units::format_duration(t.window),
+                    "group": t.group(&body),
+                });
+            }
         }
         report.push(json!({
             "rulebook": rule.rulebook, "rule": rule.name, "matched": v.matched,
-            "why_not": v.why, "actions": actions,
+            "why_not": v.why, "actions": actions, "on_failure": on_failure, "throttle": throttle,
         }));
     }
     if t.json {
@@ -345,8 +373,18 @@ fn test(t: &TestArgs) -> anyhow::Result<ExitCode> {
             );
             if r["matched"] == true {
                 println!("MATCH    {name}");
+                if let Some(t) = r["throttle"].as_object() {
+                    println!(
+                        "         throttle: once within {} per group {} (a repeat in the window runs nothing)",
+                        t["once_within"].as_str().unwrap_or(""),
+                        t["group"].as_str().unwrap_or("")
+                    );
+                }
                 for a in r["actions"].as_array().into_iter().flatten() {
-                    println!("         would run: {a}");
+                    println!("         would run: {}", readable(a));
+                }
+                for a in r["on_failure"].as_array().into_iter().flatten() {
+                    println!("         on failure: {}", readable(a));
                 }
             } else {
                 println!("no match {name}");
@@ -357,6 +395,31 @@ fn test(t: &TestArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A rendered action for `test`'s text output: timeouts as durations (`5m`), not milliseconds.
+fn readable(a: &Value) -> Value {
+    let mut a = a.clone();
+    fn walk(v: &mut Value) {
+        match v {
+            Value::Object(m) => {
+                for (k, x) in m.iter_mut() {
+                    if k == "timeout"
+                        && let Some(ms) = x.as_u64()
+                    {
+                        *x =
+                            Value::String(crate::units::format_duration(Duration::from_millis(ms)));
+                    } else {
+                        walk(x);
+                    }
+                }
+            }
+            Value::Array(items) => items.iter_mut().for_each(walk),
+            _ => {}
+        }
+    }
+    walk(&mut a);
+    a
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {

@@ -295,3 +295,36 @@ fn a_render_error_names_the_variable_rule_and_where_the_template_is() {
         "internal names stay internal: {text}"
     );
 }
+
+#[test]
+fn test_shows_throttles_on_failure_and_durations() {
+    let ev = repo_path("rulebooks/events/ipfabric-discover-completed.json");
+    let out = shipped(&[
+        "test",
+        "--event",
+        ev.to_str().unwrap(),
+        "--source",
+        "ipfabric",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("\"timeout\":\"5m\""), "{text}");
+    assert!(!text.contains("300000"), "{text}");
+    assert!(
+        text.contains("on failure: {\"open_ticket\"")
+            && text.contains("Remediation failed for snapshot a6b1d1a4"),
+        "{text}"
+    );
+    let ev = repo_path("rulebooks/events/alertmanager-firing.json");
+    let out = shipped(&[
+        "test",
+        "--event",
+        ev.to_str().unwrap(),
+        "--source",
+        "alertmanager",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("throttle: once within 10m per group"),
+        "{text}"
+    );
+}
