@@ -173,7 +173,17 @@ pub fn load(dirs: &Dirs) -> Result<RuleSet, LoadErrors> {
                 );
                 continue;
             }
-            if spec.enabled
+            let missing = model::missing_env(&spec.requires_env);
+            if spec.enabled && !missing.is_empty() {
+                cx.warnings.push(format!(
+                    "{}:{}: rule `{}` is skipped because {} {} not set",
+                    cx.file,
+                    spec.name.referenced.line(),
+                    spec.name.value,
+                    missing.join(", "),
+                    if missing.len() == 1 { "is" } else { "are" }
+                ));
+            } else if spec.enabled
                 && let Some(rule) = compile_rule(
                     &mut cx,
                     &mut interner,
@@ -626,9 +636,12 @@ fn compile_rule(
     // holds room for four.
     let mut actions = Vec::with_capacity(spec.actions.len());
     for (i, a) in spec.actions.iter().enumerate() {
+        if skipped(cx, &name, a) {
+            continue;
+        }
         let prefix = format!("{rulebook}/{name}/{i}");
         cx.scope = Scope {
-            previous: i > 0,
+            previous: !actions.is_empty(),
             failure: false,
         };
         match compile_action(cx, a, &prefix, known.internal, known.dirs, templates) {
@@ -638,6 +651,9 @@ fn compile_rule(
     }
     let mut on_failure = Vec::with_capacity(spec.on_failure.len());
     for (i, a) in spec.on_failure.iter().enumerate() {
+        if skipped(cx, &name, a) {
+            continue;
+        }
         let prefix = format!("{rulebook}/{name}/on_failure/{i}");
         cx.scope = Scope {
             previous: true,
@@ -696,6 +712,24 @@ fn compile_rule(
         fingerprint: String::new(),
         counters: Default::default(),
     })
+}
+
+/// Whether action `a` is left out because an environment variable it requires is not set
+/// (with a warning naming them).
+fn skipped(cx: &mut Compile, rule: &str, a: &Spanned<ActionSpec>) -> bool {
+    let missing = model::missing_env(a.value.requires_env());
+    if missing.is_empty() {
+        return false;
+    }
+    cx.warnings.push(format!(
+        "{}:{}: rule `{rule}`: `{}` is skipped because {} {} not set",
+        cx.file,
+        a.referenced.line(),
+        a.value.key(),
+        missing.join(", "),
+        if missing.len() == 1 { "is" } else { "are" }
+    ));
+    true
 }
 
 /// Compiles one action: each kind compiles its own spec.
