@@ -299,13 +299,23 @@ fn a_render_error_names_the_variable_rule_and_where_the_template_is() {
 #[test]
 fn test_shows_throttles_on_failure_and_durations() {
     let ev = repo_path("rulebooks/events/ipfabric-discover-completed.json");
-    let out = shipped(&[
-        "test",
-        "--event",
-        ev.to_str().unwrap(),
-        "--source",
-        "ipfabric",
-    ]);
+    let out = Command::new(env!("CARGO_BIN_EXE_rulehook"))
+        .args([
+            "test",
+            "--event",
+            ev.to_str().unwrap(),
+            "--source",
+            "ipfabric",
+        ])
+        .arg("--rulebooks")
+        .arg(repo_path("rulebooks"))
+        .arg("--scripts")
+        .arg(repo_path("scripts"))
+        .arg("--templates")
+        .arg(repo_path("templates"))
+        .env("GITHUB_TOKEN", "test-token")
+        .output()
+        .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("\"timeout\":\"5m\""), "{text}");
     assert!(!text.contains("300000"), "{text}");
@@ -327,4 +337,25 @@ fn test_shows_throttles_on_failure_and_durations() {
         text.contains("throttle: once within 10m per group"),
         "{text}"
     );
+}
+
+#[test]
+fn requires_env_skips_a_rule_or_an_action_with_one_warning() {
+    let env = Env::new();
+    env.rulebook(
+        "t.yml",
+        "sources:\n  - { name: s, kind: none }\nrules:\n  - name: r\n    requires_env: [RULEHOOK_SURELY_UNSET_A]\n    actions:\n      - log: { message: hi }\n  - name: r2\n    actions:\n      - log: { message: hi }\n      - post_webhook: { requires_env: [RULEHOOK_SURELY_UNSET_B], url: 'http://127.0.0.1:9/', body: '{}' }\n",
+    );
+    let out = env.cmd(&["check"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("t.yml:4: rule `r` is skipped because RULEHOOK_SURELY_UNSET_A is not set"),
+        "{err}"
+    );
+    assert!(
+        err.contains("t.yml:11: rule `r2`: `post_webhook` is skipped because RULEHOOK_SURELY_UNSET_B is not set"),
+        "{err}"
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("1 rule(s)"));
 }

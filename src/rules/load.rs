@@ -635,15 +635,17 @@ fn compile_rule(
     // Exact capacities: an `Action` is a few hundred bytes, and a vector grown from empty
     // holds room for four.
     let mut actions = Vec::with_capacity(spec.actions.len());
+    let mut kept = 0;
     for (i, a) in spec.actions.iter().enumerate() {
         if skipped(cx, &name, a) {
             continue;
         }
         let prefix = format!("{rulebook}/{name}/{i}");
         cx.scope = Scope {
-            previous: !actions.is_empty(),
+            previous: kept > 0,
             failure: false,
         };
+        kept += 1;
         match compile_action(cx, a, &prefix, known.internal, known.dirs, templates) {
             Some(act) => actions.push(act),
             None => ok = false,
