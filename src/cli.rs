@@ -98,10 +98,13 @@ pub struct SendArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct DirArgs {
+    /// The rulebooks: every *.yml / *.yaml file in this directory (see docs/rulebooks.md).
     #[arg(long, env = "RULEHOOK_RULEBOOKS", default_value = "./rulebooks")]
     pub rulebooks: PathBuf,
+    /// Where `run_script` finds its scripts (a script outside it is refused).
     #[arg(long, env = "RULEHOOK_SCRIPTS", default_value = "./scripts")]
     pub scripts: PathBuf,
+    /// Where `body_template` and `{% include %}` find template files.
     #[arg(long, env = "RULEHOOK_TEMPLATES", default_value = "./templates")]
     pub templates: PathBuf,
 }
@@ -120,7 +123,7 @@ impl DirArgs {
 pub struct ServeArgs {
     #[command(flatten)]
     pub dirs: DirArgs,
-    /// Where the journal lives.
+    /// Where the embedded store keeps events, jobs and the history (one process at a time).
     #[arg(long, env = "RULEHOOK_DATA", default_value = "./data")]
     pub data: PathBuf,
     /// Where events, jobs and the history are kept: `embedded` (SQLite in --data, one node) or
@@ -141,9 +144,11 @@ pub struct ServeArgs {
     /// jobs, accepts no webhooks). Roles other than `all` need a shared store (--store nats://…).
     #[arg(long, env = "RULEHOOK_ROLE", value_enum, default_value_t = crate::engine::Role::All)]
     pub role: crate::engine::Role,
+    /// The address to serve HTTP(S) on; port 0 picks a free one (the printed line says which).
     #[arg(long, env = "RULEHOOK_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
-    /// How many jobs (matched rules) may run at once.
+    /// Workers: how many jobs (matched rules) run at once, which also bounds the scripts and
+    /// outbound requests running at once.
     #[arg(long, env = "RULEHOOK_CONCURRENCY", default_value_t = 8)]
     pub concurrency: usize,
     /// Finished events, their jobs and attempts older than this are pruned (pending jobs and

@@ -359,3 +359,42 @@ fn requires_env_skips_a_rule_or_an_action_with_one_warning() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("1 rule(s)"));
 }
+
+#[test]
+fn every_serve_flag_has_help_text() {
+    let out = Command::new(env!("CARGO_BIN_EXE_rulehook"))
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = help.lines().collect();
+    let mut flags = 0;
+    for (i, l) in lines.iter().enumerate() {
+        if l.trim_start().starts_with("--") || l.trim_start().starts_with("-h,") {
+            flags += 1;
+            let next = lines.get(i + 1).map(|n| n.trim()).unwrap_or("");
+            assert!(
+                !next.is_empty() && !next.starts_with('[') && !next.starts_with("--"),
+                "`{}` has no help text:\n{help}",
+                l.trim()
+            );
+        }
+    }
+    assert!(flags > 10, "{help}");
+    assert!(
+        help.contains("how many jobs (matched rules) run at once"),
+        "{help}"
+    );
+}
+
+#[test]
+fn kind_none_warns_with_file_and_line() {
+    let env = Env::new();
+    env.rulebook("t.yml", "sources:\n  - name: open\n    kind: none\n");
+    let out = env.cmd(&["check"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("t.yml:3: source `open` has kind `none`"),
+        "{err}"
+    );
+}

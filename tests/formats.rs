@@ -304,6 +304,19 @@ rules:
         "{log}"
     );
 
+    // A trailing slash reaches the same source (EEM configs often have one).
+    let (st, resp) = send(
+        &c,
+        &server.url("/hooks/text/"),
+        "bearer",
+        "tok",
+        None,
+        &[],
+        b"Interface Gi0/2, changed state to down",
+    )
+    .await;
+    assert_eq!(st, 202, "{resp}");
+
     // The history keeps the event as rules saw it; a replay matches again.
     let detail: serde_json::Value = c
         .get(server.url(&format!("/api/events/{id}")))

@@ -429,8 +429,9 @@ fn compile_source(cx: &mut Compile, spec: &SourceSpec, rulebook: &str) -> Option
         }
         "none" => {
             cx.warnings.push(format!(
-                "{}: source `{name}` has kind `none`: its requests are not authenticated",
-                cx.file
+                "{}:{}: source `{name}` has kind `none`: its requests are not authenticated",
+                cx.file,
+                spec.kind.referenced.line()
             ));
             Verifier::None
         }
