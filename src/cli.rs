@@ -79,7 +79,7 @@ pub struct SendArgs {
     /// The body's Content-Type.
     #[arg(long, default_value = "application/json")]
     pub content_type: String,
-    /// For `--kind hmac`: the signature header.
+    /// For `--kind hmac`: the signature header (`--header NAME` without a value also sets it).
     #[arg(long, default_value = "x-signature")]
     pub signature_header: String,
     /// For `--kind hmac`: sha1, sha256 or sha512.
@@ -624,11 +624,14 @@ async fn send(a: SendArgs) -> anyhow::Result<()> {
         ),
     };
     let mut extra = Vec::new();
+    let mut signature_header = a.signature_header.clone();
     for h in &a.headers {
-        let (n, v) = h
-            .split_once(':')
-            .with_context(|| format!("header `{h}` must be `Name: value`"))?;
-        extra.push((n.trim().to_ascii_lowercase(), v.trim().to_string()));
+        match h.split_once(':') {
+            Some((n, v)) => extra.push((n.trim().to_ascii_lowercase(), v.trim().to_string())),
+            // `--kind hmac --header X-Sig`: the signature header (the older spelling).
+            None if a.kind == "hmac" => signature_header = h.trim().to_string(),
+            None => anyhow::bail!("header `{h}` must be `Name: value`"),
+        }
     }
     let mut headers = if a.kind == "hmac" {
         let alg = crate::verify::Algorithm::parse(&a.algorithm)
@@ -643,7 +646,7 @@ async fn send(a: SendArgs) -> anyhow::Result<()> {
             other => anyhow::bail!("encoding `{other}`: use hex or base64"),
         };
         vec![(
-            a.signature_header.to_ascii_lowercase(),
+            signature_header.to_ascii_lowercase(),
             format!("{}{sig}", a.prefix),
         )]
     } else {
