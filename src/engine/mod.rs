@@ -136,17 +136,21 @@ impl Engine {
         })
     }
 
-    /// Starts the workers (they resume whatever an earlier run left pending) and retention.
+    /// Starts the workers (they resume whatever an earlier run left pending) and retention, as
+    /// the node's role says.
     pub fn start(self: &Arc<Self>) {
-        if !self.settings.role.runs_jobs() {
-            return;
+        if self.settings.role.runs_jobs() {
+            for _ in 0..self.settings.concurrency.max(1) {
+                let engine = self.clone();
+                self.tracker.spawn(async move { engine.worker().await });
+            }
         }
-        for _ in 0..self.settings.concurrency.max(1) {
+        // On a shared store, retention is the ingest nodes' chore: pure workers keep no
+        // history model.
+        if !self.settings.shared || self.settings.role.accepts_events() {
             let engine = self.clone();
-            self.tracker.spawn(async move { engine.worker().await });
+            self.tracker.spawn(async move { engine.retention().await });
         }
-        let engine = self.clone();
-        self.tracker.spawn(async move { engine.retention().await });
     }
 
     /// What this node does.

@@ -21,6 +21,9 @@ use crate::store::{Appended, EventLog, PRUNE_BATCH, Pruned};
 /// the sender's retry then takes the claim over).
 const CLAIM_GRACE_MS: i64 = 10_000;
 
+/// How long one node's retention pass may hold the others off.
+const RETENTION_CLAIM: Duration = Duration::from_secs(300);
+
 /// Claims `(source, delivery)` for `event` within `window`. `Ok(Some(id))`: the delivery was
 /// already stored as event `id`.
 async fn claim(
@@ -119,9 +122,13 @@ impl EventLog for Jet {
 
     async fn prune(&self, before_ms: i64) -> Result<Pruned, StoreError> {
         let s = &self.shared;
-        s.progress.catch_up().await;
+        // One node prunes at a time (a claim that lapses by itself if that node stops).
+        let Ok(claim) = state::create(s, "retention/claim", "", Some(RETENTION_CLAIM)).await else {
+            return Ok(Pruned::default());
+        };
+        let view = self.view().await;
         let mut out = Pruned::default();
-        for (id, seq, jobs) in s.view.prunable(before_ms, PRUNE_BATCH as usize).await? {
+        for (id, seq, jobs) in view.prunable(before_ms, PRUNE_BATCH as usize).await? {
             for job in &jobs {
                 if let Ok(r) = s.jobs.purge().filter(s.names.job(job)).await {
                     out.jobs += r.purged;
@@ -134,6 +141,7 @@ impl EventLog for Jet {
             publish(&s.js, s.names.forget(&id), id.clone().into_bytes(), None).await?;
             out.events += 1;
         }
+        let _ = state::delete(s, "retention/claim", Some(claim)).await;
         Ok(out)
     }
 }

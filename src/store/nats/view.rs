@@ -176,7 +176,7 @@ async fn follow(s: Arc<Shared>, part: Part, stream: stream::Stream) {
     }
 }
 
-pub(super) async fn start_followers(s: Arc<Shared>) -> Result<Vec<AbortHandle>, StoreError> {
+pub(super) fn start_followers(s: Arc<Shared>) -> Vec<AbortHandle> {
     let mut out = Vec::new();
     for (part, stream) in [
         (Part::Events, s.events.clone()),
@@ -185,7 +185,7 @@ pub(super) async fn start_followers(s: Arc<Shared>) -> Result<Vec<AbortHandle>, 
     ] {
         out.push(tokio::spawn(follow(s.clone(), part, stream)).abort_handle());
     }
-    Ok(out)
+    out
 }
 
 async fn record(s: &Shared, a: &Attempt) -> Result<(), StoreError> {
@@ -218,25 +218,21 @@ impl History for Jet {
     }
 
     async fn events(&self, filter: EventFilter) -> Result<Vec<EventRow>, StoreError> {
-        self.shared.progress.catch_up().await;
-        self.shared.view.events(filter).await
+        self.view().await.events(filter).await
     }
 
     async fn event_detail(&self, id: &str) -> Result<Option<EventDetail>, StoreError> {
-        self.shared.progress.catch_up().await;
-        self.shared.view.event_detail(id).await
+        self.view().await.event_detail(id).await
     }
 
     async fn jobs(&self, filter: JobFilter) -> Result<Vec<JobRow>, StoreError> {
-        self.shared.progress.catch_up().await;
-        self.shared.view.jobs(filter).await
+        self.view().await.jobs(filter).await
     }
 
     async fn job(&self, id: &str) -> Result<Option<(Job, JobState)>, StoreError> {
         if let Some(j) = queue::job(&self.shared, id).await? {
             return Ok(Some(j));
         }
-        self.shared.progress.catch_up().await;
-        self.shared.view.job(id).await
+        self.view().await.job(id).await
     }
 }
