@@ -5,73 +5,29 @@
 //! Not run here: `rules_take_turns`. JetStream's work queue is one FIFO consumer shared by
 //! every node: rules do not take turns (docs/architecture.md says so).
 
+mod common;
 mod conformance;
 
 use std::future::Future;
 use std::time::Duration;
 
+use common::NatsPrefix;
 use conformance::{Backend, Config};
 use rulehook::store::Store;
-use rulehook::store::nats::{Jet, NatsConfig};
+use rulehook::store::nats::NatsConfig;
 
-/// The NATS server the tests use; a clear failure when none answers.
-pub fn nats_url() -> String {
-    let url =
-        std::env::var("RULEHOOK_TEST_NATS").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
-    let addr = url
-        .trim_start_matches("nats://")
-        .split(',')
-        .next()
-        .unwrap_or_default()
-        .to_string();
-    if std::net::TcpStream::connect_timeout(
-        &addr
-            .parse()
-            .unwrap_or_else(|_| panic!("RULEHOOK_TEST_NATS: `{url}` is not host:port")),
-        Duration::from_secs(2),
-    )
-    .is_err()
-    {
-        panic!(
-            "no NATS server answers at {url}: these tests need one with JetStream. Start it with \
-             `nats-server -js -a 127.0.0.1 -p 4222` (or point RULEHOOK_TEST_NATS at one)"
-        );
-    }
-    url
-}
-
-/// One deployment (prefix) on the test server; its streams are removed when it is dropped.
-struct Deployment {
-    url: String,
-    prefix: String,
-}
+/// One deployment (prefix) on the test server, removed afterwards.
+struct Deployment(NatsPrefix);
 
 impl Deployment {
     fn new() -> Deployment {
-        Deployment {
-            url: nats_url(),
-            prefix: format!("t{}", uuid::Uuid::now_v7().simple()),
-        }
-    }
-}
-
-impl Drop for Deployment {
-    fn drop(&mut self) {
-        let (url, prefix) = (self.url.clone(), self.prefix.clone());
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("a runtime");
-            rt.block_on(Jet::destroy(&url, &prefix))
-        })
-        .join();
+        Deployment(NatsPrefix::new())
     }
 }
 
 impl Backend for Deployment {
     fn open(&self, config: Config) -> impl Future<Output = Store> + Send {
-        let mut c = NatsConfig::new(&self.url, &self.prefix);
+        let mut c = NatsConfig::new(&self.0.url, &self.0.prefix);
         // Short, so lease expiry tests run quickly (a held lease is kept alive regardless).
         c.ack_wait = Duration::from_millis(100);
         if let Some(max) = config.max_deliveries {
