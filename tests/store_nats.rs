@@ -109,3 +109,43 @@ async fn naks_do_not_spend_the_lost_lease_budget() {
 async fn retention_steps_over_kept_events() {
     conformance::retention_steps_over_kept_events(&Deployment::new()).await;
 }
+
+/// A second message of one job (the dispatcher ran twice past the duplicate window, or a node
+/// stopped between recording a job finished and acking its message) is skipped: while the job
+/// is leased, and after it finished.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_second_message_of_a_job_is_skipped() {
+    let d = Deployment::new();
+    let s = d.open(Config::default()).await;
+    let id = conformance::append_one(&s, "alpha", "once", 1).await;
+    let lease = conformance::must_fetch(&s, conformance::TTL).await;
+    assert_eq!(lease.job.id, id);
+    let client = async_nats::connect(&d.0.url).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let job = serde_json::json!({
+        "id": lease.job.id, "event_id": lease.job.event_id, "rulebook": lease.job.rulebook,
+        "rule": lease.job.rule, "key": lease.job.key, "fingerprint": lease.job.fingerprint,
+    });
+    let stray = |n: u32| {
+        let (js, job) = (js.clone(), job.clone());
+        let subject = format!("{}.q", d.0.prefix);
+        async move {
+            let mut h = async_nats::HeaderMap::new();
+            h.insert("Nats-Msg-Id", format!("stray-{n}").as_str());
+            js.publish_with_headers(subject, h, job.to_string().into())
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+        }
+    };
+    stray(1).await;
+    conformance::fetch_nothing(&s, conformance::NOTHING).await;
+    conformance::ack_done(&s, lease).await;
+    stray(2).await;
+    conformance::fetch_nothing(&s, conformance::NOTHING).await;
+    assert_eq!(
+        conformance::job_state(&s, &id).await,
+        Some(rulehook::domain::JobState::Done)
+    );
+}
