@@ -38,6 +38,10 @@ pub enum ApiError {
     RateLimited(u64),
     #[error("the request body did not arrive in time")]
     BodyTimeout,
+    #[error(
+        "too many events are waiting to be processed (--max-pending); nothing was accepted, please retry later"
+    )]
+    Busy,
 }
 
 impl ApiError {
@@ -64,6 +68,7 @@ impl ApiError {
             ApiError::RuleGone => (StatusCode::CONFLICT, "rule_gone"),
             ApiError::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             ApiError::BodyTimeout => (StatusCode::REQUEST_TIMEOUT, "body_timeout"),
+            ApiError::Busy => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
         }
     }
 
@@ -78,7 +83,7 @@ impl IntoResponse for ApiError {
         let (status, code) = self.status_and_code();
         let mut resp = (
             status,
-            Json(json!({"error": code, "message": self.to_string()})),
+            Json(json!({"error": code, "message": crate::secrets::mask(&self.to_string())})),
         )
             .into_response();
         if matches!(self, ApiError::MethodNotAllowed) {
@@ -90,7 +95,7 @@ impl IntoResponse for ApiError {
         {
             resp.headers_mut().insert(header::RETRY_AFTER, v);
         }
-        if matches!(self, ApiError::Unavailable(_)) {
+        if matches!(self, ApiError::Unavailable(_) | ApiError::Busy) {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
         }

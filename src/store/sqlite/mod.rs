@@ -9,7 +9,7 @@ mod schema;
 mod writer;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
@@ -42,6 +42,8 @@ pub struct Embedded {
     next_job: Arc<AtomicI64>,
     next_rev: Arc<AtomicU64>,
     max_deliveries: u32,
+    /// Pending jobs (counted at open, then kept by append, ack and rerun) for `depth().pending`.
+    pending: Arc<AtomicUsize>,
     /// Held while the store is open: leases live in this process's memory, so a second process
     /// on the same directory would run every job twice.
     _lock: std::fs::File,
@@ -140,6 +142,9 @@ impl Embedded {
         let next_rev = Arc::new(AtomicU64::new(
             max("SELECT MAX(revision) FROM state")? as u64 + 1,
         ));
+        let pending = Arc::new(AtomicUsize::new(
+            max("SELECT COUNT(*) FROM jobs WHERE state = 'pending'")?.max(0) as usize,
+        ));
         let shared = Arc::new(Shared {
             lanes: Mutex::new(Lanes::new()),
             ready: tokio::sync::Notify::new(),
@@ -159,6 +164,7 @@ impl Embedded {
             next_job,
             next_rev,
             max_deliveries: max_deliveries.max(1),
+            pending,
             _lock: lock,
         };
         // Every pending job of an earlier run is loaded from the table.
@@ -350,7 +356,11 @@ impl EventLog for Embedded {
             self.next_job.clone(),
             self.next_rev.clone(),
         );
-        self.write(move |c, pushes| {
+        // Counted before the commit makes the jobs fetchable (so no ack can come first), and
+        // taken back if the commit fails.
+        let (pending, counted) = (self.pending.clone(), Arc::new(AtomicUsize::new(0)));
+        let (pending_then, counted_then) = (self.pending.clone(), counted.clone());
+        let result = self.write(move |c, pushes| {
             let now = now_ms();
             if let Some((key, expires)) = &dedup {
                 let rev = next_rev.fetch_add(1, Ordering::Relaxed) as i64;
@@ -425,9 +435,18 @@ impl EventLog for Embedded {
                 }));
                 jobs.push(job);
             }
+            counted.store(jobs.len(), Ordering::Relaxed);
+            pending.fetch_add(jobs.len(), Ordering::Relaxed);
             Ok(Appended::New { jobs })
         })
-        .await
+        .await;
+        if result.is_err() {
+            let n = counted_then.swap(0, Ordering::Relaxed);
+            let _ = pending_then.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |p| {
+                Some(p.saturating_sub(n))
+            });
+        }
+        result
     }
 
     async fn event(&self, id: &str) -> Result<Option<Arc<Event>>, StoreError> {
@@ -542,6 +561,9 @@ impl WorkQueue for Embedded {
         state: JobState,
         error: Option<String>,
     ) -> Result<(), StoreError> {
+        let _ = self
+            .pending
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
         let f = self.job_write(
             &lease,
             JobUpdate {
@@ -579,6 +601,11 @@ impl WorkQueue for Embedded {
             Ok(true)
         })
         .await
+        .inspect(|queued| {
+            if *queued {
+                self.pending.fetch_add(1, Ordering::Relaxed);
+            }
+        })
     }
 
     async fn flush(&self) -> Result<(), StoreError> {
@@ -593,6 +620,7 @@ impl WorkQueue for Embedded {
             delayed: l.delayed(),
             leased: l.leased(),
             spilled: l.spilled,
+            pending: self.pending.load(Ordering::Relaxed),
         }
     }
 }
