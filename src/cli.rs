@@ -421,6 +421,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         retain: args.retain,
         ..crate::engine::Settings::default()
     };
+    // Scripts a crashed predecessor left running end before their jobs can run them again.
+    let running = args.data.join("scripts-running");
+    crate::actions::groups::end_survivors(&running);
+    crate::actions::groups::record_in(&running)
+        .with_context(|| format!("cannot create {}", running.display()))?;
     let engine = Engine::new(store, set, settings);
     engine.start();
     let reloader = crate::reload::Reloader::new(dirs, engine.clone());

@@ -412,3 +412,73 @@ async fn idle_connections_do_not_lock_anyone_out() {
         .unwrap();
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 }
+
+fn alive(pid: i32) -> bool {
+    // A zombie is not running: look at its state too.
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            s.rsplit_once(')')
+                .map(|(_, rest)| !rest.trim_start().starts_with('Z'))
+                .unwrap_or(false)
+        })
+        .unwrap_or(false)
+}
+
+fn slow_script_env() -> Env {
+    let env = Env::new();
+    env.rulebook(
+        "s.yml",
+        "sources:\n  - { name: open, kind: none }\nrules:\n  - name: slow\n    sources: [open]\n    actions:\n      - run_script: { script: slow.sh, timeout: 5m }\n",
+    );
+    // Records its pid and its child's, then works for a long time.
+    env.script(
+        "slow.sh",
+        "#!/bin/sh\nsleep 600 &\necho \"$$ $!\" >> \"$OUT_DIR/started.txt\"\nwait\n",
+    );
+    env
+}
+
+#[tokio::test]
+async fn after_a_crash_a_surviving_script_is_ended_before_it_runs_again() {
+    let env = slow_script_env();
+    let mut server = Server::start(&env, &[], &[]);
+    let c = client();
+    let (st, _) = post(&c, &server.url("/hooks/open"), &[], br#"{"a":1}"#).await;
+    assert_eq!(st, 202);
+    let first = env.wait_lines("started.txt", 1, Duration::from_secs(15));
+    assert_eq!(first.len(), 1);
+    let pids: Vec<i32> = first[0].split(' ').map(|p| p.parse().unwrap()).collect();
+    server.kill9();
+    assert!(
+        pids.iter().all(|p| alive(*p)),
+        "the script outlives a kill -9"
+    );
+    let _server = Server::start(&env, &[], &[]);
+    // The job runs again (at least once), but never alongside the survivor.
+    let lines = env.wait_lines("started.txt", 2, Duration::from_secs(30));
+    assert_eq!(lines.len(), 2, "the job ran again");
+    assert!(
+        pids.iter().all(|p| !alive(*p)),
+        "the previous run's group was ended"
+    );
+}
+
+#[tokio::test]
+async fn after_the_shutdown_grace_script_groups_are_killed() {
+    let env = slow_script_env();
+    let mut server = Server::start(&env, &["--grace", "1s"], &[]);
+    let c = client();
+    let (st, _) = post(&c, &server.url("/hooks/open"), &[], br#"{"a":1}"#).await;
+    assert_eq!(st, 202);
+    let first = env.wait_lines("started.txt", 1, Duration::from_secs(15));
+    let pids: Vec<i32> = first[0].split(' ').map(|p| p.parse().unwrap()).collect();
+    server.terminate();
+    let start = Instant::now();
+    while pids.iter().any(|p| alive(*p)) && start.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        pids.iter().all(|p| !alive(*p)),
+        "a script group outlived the service"
+    );
+}

@@ -6,6 +6,7 @@
 //! without running it, and so the history keeps what was actually run.
 
 pub mod event;
+pub mod groups;
 pub mod http;
 pub mod log;
 pub mod outbound;
