@@ -102,32 +102,29 @@ impl Templates {
     pub fn load_dir(dir: &Path) -> Result<Templates, Vec<(String, String)>> {
         let mut t = Templates::default();
         let mut errors = Vec::new();
-        let mut stack = vec![dir.to_path_buf()];
-        while let Some(d) = stack.pop() {
-            let Ok(entries) = std::fs::read_dir(&d) else {
-                continue;
-            };
-            for entry in entries.flatten() {
-                let path = entry.path();
-                if path.is_dir() {
-                    stack.push(path);
-                    continue;
-                }
-                let name = path
-                    .strip_prefix(dir)
-                    .unwrap_or(&path)
-                    .to_string_lossy()
-                    .replace('\\', "/");
-                let result = std::fs::read_to_string(&path)
-                    .map_err(|e| e.to_string())
-                    .and_then(|src| {
-                        t.env
-                            .add_template_owned(name.clone(), src)
-                            .map_err(|e| e.to_string())
-                    });
-                if let Err(e) = result {
-                    errors.push((path.display().to_string(), e));
-                }
+        let walk = crate::walk::walk(dir);
+        for path in walk.loops {
+            errors.push((
+                path.display().to_string(),
+                "this directory is a symlink back to a directory above it (a loop): remove it"
+                    .to_string(),
+            ));
+        }
+        for path in walk.files {
+            let name = path
+                .strip_prefix(dir)
+                .unwrap_or(&path)
+                .to_string_lossy()
+                .replace('\\', "/");
+            let result = std::fs::read_to_string(&path)
+                .map_err(|e| e.to_string())
+                .and_then(|src| {
+                    t.env
+                        .add_template_owned(name.clone(), src)
+                        .map_err(|e| e.to_string())
+                });
+            if let Err(e) = result {
+                errors.push((path.display().to_string(), e));
             }
         }
         if errors.is_empty() {

@@ -482,3 +482,84 @@ async fn after_the_shutdown_grace_script_groups_are_killed() {
         "a script group outlived the service"
     );
 }
+
+#[test]
+fn a_symlink_loop_under_templates_is_reported_not_followed() {
+    let env = Env::new();
+    env.rulebook("a.yml", "sources:\n  - { name: open, kind: none }\n");
+    std::os::unix::fs::symlink("..", env.path("templates/x")).unwrap();
+    let mut child = env
+        .cmd(&["check"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > Duration::from_secs(20) {
+            let _ = child.kill();
+            panic!("check hangs on a symlink loop");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("templates/x") && text.contains("loop"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn huge_windows_in_a_rulebook_are_errors_not_panics() {
+    let env = Env::new();
+    env.rulebook(
+        "w.yml",
+        "sources:\n  - { name: open, kind: none, dedup_window: 9999999999d }\nrules:\n  - name: r\n    sources: [open]\n    throttle: { once_within: 99999999999d }\n    actions:\n      - log: { message: hi }\n",
+    );
+    let out = env.cmd(&["check"]).output().unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("too large"), "{text}");
+    // The largest window accepted still works end to end (no overflow in the journal).
+    env.rulebook(
+        "w.yml",
+        "sources:\n  - { name: open, kind: none, dedup_window: 36500d }\nrules:\n  - name: r\n    sources: [open]\n    throttle: { once_within: 36500d }\n    actions:\n      - log: { message: hi }\n",
+    );
+    let server = Server::start(&env, &[], &[]);
+    let c = client();
+    for i in 0..2 {
+        let (st, _) = post(
+            &c,
+            &server.url("/hooks/open"),
+            &[],
+            format!(r#"{{"i":{i}}}"#).as_bytes(),
+        )
+        .await;
+        assert_eq!(st, 202);
+    }
+    let v: Value = c
+        .get(server.url("/api/events"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["events"].as_array().unwrap().len(), 2, "{v}");
+    let id = v["events"][0]["id"].as_str().unwrap();
+    let st = c
+        .get(server.url(&format!("/api/events/{id}")))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(st, 200);
+    assert!(server.log_text().find("panicked").is_none());
+}

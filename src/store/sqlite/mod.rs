@@ -32,6 +32,10 @@ use writer::{Cmd, Loaded, Push, Shared, storage};
 /// becomes a dead letter. Retries (`nak`) do not count: their budget is the action's `retries`.
 pub const MAX_DELIVERIES: u32 = 10;
 
+/// Writes (appends, state changes, re-runs) queued for the writer thread at once; more wait
+/// for a place.
+pub const MAX_WAITING_WRITES: usize = 4096;
+
 pub struct Embedded {
     tx: mpsc::Sender<Cmd>,
     shared: Arc<Shared>,
@@ -42,6 +46,10 @@ pub struct Embedded {
     next_job: Arc<AtomicI64>,
     next_rev: Arc<AtomicU64>,
     max_deliveries: u32,
+    /// Writes waiting for their commit at most ([`MAX_WAITING_WRITES`]): the writer's channel
+    /// stays bounded however many requests arrive (acks and naks, which do not wait, are
+    /// bounded by the leases).
+    waiting: Arc<tokio::sync::Semaphore>,
     /// Pending jobs (counted at open, then kept by append, ack and rerun) for `depth().pending`.
     pending: Arc<AtomicUsize>,
     /// Held while the store is open: leases live in this process's memory, so a second process
@@ -165,6 +173,7 @@ impl Embedded {
             next_rev,
             max_deliveries: max_deliveries.max(1),
             pending,
+            waiting: Arc::new(tokio::sync::Semaphore::new(MAX_WAITING_WRITES)),
             _lock: lock,
         };
         // Every pending job of an earlier run is loaded from the table.
@@ -195,6 +204,12 @@ impl Embedded {
         T: Send + 'static,
         F: FnOnce(&Connection, &mut Vec<Push>) -> rusqlite::Result<T> + Send + 'static,
     {
+        let _place = self
+            .waiting
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| shut_down())?;
         let (value_tx, value_rx) = oneshot::channel();
         let f: writer::WriteFn = Box::new(move |c, pushes| {
             let _ = value_tx.send(f(c, pushes)?);
