@@ -54,7 +54,8 @@ async fn main() {
         for n in start..(start + batch).min(events) {
             let engine = engine.clone();
             tasks.push(tokio::spawn(async move {
-                let body = bytes::Bytes::from(format!(r#"{{"n":{n},"pad":"{}"}}"#, "x".repeat(200)));
+                let body =
+                    bytes::Bytes::from(format!(r#"{{"n":{n},"pad":"{}"}}"#, "x".repeat(200)));
                 let v = Verifier::None
                     .verify("open", &HeaderMap::new(), &body, None, SystemTime::now())
                     .expect("verify");
@@ -121,8 +122,12 @@ async fn main() {
         let stop = Arc::new(AtomicBool::new(false));
         let health_max = Arc::new(AtomicU64::new(0));
         let poller = {
-            let (stop, health_max, c, url) =
-                (stop.clone(), health_max.clone(), c.clone(), format!("{base}/healthz"));
+            let (stop, health_max, c, url) = (
+                stop.clone(),
+                health_max.clone(),
+                c.clone(),
+                format!("{base}/healthz"),
+            );
             tokio::spawn(async move {
                 while !stop.load(Ordering::Relaxed) {
                     let t = Instant::now();

@@ -176,6 +176,7 @@ impl GuardArgs {
             admin_loopback: !self.admin_require_token,
             max_pending: self.max_pending,
             failures: crate::server::guard::FailureLimit::new(self.failed_auth_per_second, 50),
+            health: Default::default(),
         })
     }
 }

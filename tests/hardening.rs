@@ -563,3 +563,68 @@ async fn huge_windows_in_a_rulebook_are_errors_not_panics() {
     assert_eq!(st, 200);
     assert!(server.log_text().find("panicked").is_none());
 }
+
+#[tokio::test]
+async fn a_deleted_data_directory_answers_503_not_202() {
+    let env = Env::new();
+    env.rulebook(
+        "a.yml",
+        "sources:\n  - { name: open, kind: none }\nrules:\n  - name: r\n    sources: [open]\n    actions:\n      - log: { message: hi }\n",
+    );
+    let server = Server::start(&env, &[], &[]);
+    let c = client();
+    let (st, _) = post(&c, &server.url("/hooks/open"), &[], br#"{"i":0}"#).await;
+    assert_eq!(st, 202);
+    let health = c.get(server.url("/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    std::fs::remove_dir_all(env.path("data")).unwrap();
+    for i in 1..4 {
+        let (st, body) = post(
+            &c,
+            &server.url("/hooks/open"),
+            &[],
+            format!(r#"{{"i":{i}}}"#).as_bytes(),
+        )
+        .await;
+        assert_eq!(st, 503, "{body}");
+    }
+    // Wait out the probe's cache: /healthz says which part failed.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let health = c.get(server.url("/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 503);
+    let v: Value = health.json().await.unwrap();
+    assert_eq!(v["failed"][0]["part"], "journal write", "{v}");
+    assert!(
+        server.log_text().contains("deleted or replaced"),
+        "said loudly"
+    );
+}
+
+#[tokio::test]
+async fn no_shared_memory_file_can_bring_the_service_down() {
+    let env = Env::new();
+    env.rulebook("a.yml", "sources:\n  - { name: open, kind: none }\n");
+    let server = Server::start(&env, &[], &[]);
+    let c = client();
+    let (st, _) = post(&c, &server.url("/hooks/open"), &[], br#"{"i":0}"#).await;
+    assert_eq!(st, 202);
+    let shm = env.path("data/journal.db-shm");
+    assert!(
+        !shm.exists(),
+        "the WAL index is in memory, not in a shared file"
+    );
+    // Even a truncated one in its place changes nothing.
+    std::fs::write(&shm, b"").unwrap();
+    for i in 1..20 {
+        let (st, _) = post(
+            &c,
+            &server.url("/hooks/open"),
+            &[],
+            format!(r#"{{"i":{i}}}"#).as_bytes(),
+        )
+        .await;
+        assert_eq!(st, 202);
+    }
+    let st = c.get(server.url("/healthz")).send().await.unwrap().status();
+    assert_eq!(st, 200);
+}

@@ -20,6 +20,8 @@ pub struct Guard {
     pub max_pending: usize,
     /// Failed verifications per client address.
     pub failures: FailureLimit,
+    /// The last write probe of `/healthz`.
+    pub health: HealthProbe,
 }
 
 /// Default of `--max-pending`.
@@ -31,7 +33,36 @@ impl Default for Guard {
             admin_loopback: true,
             max_pending: DEFAULT_MAX_PENDING,
             failures: FailureLimit::new(10.0, 50),
+            health: HealthProbe::default(),
         }
+    }
+}
+
+/// `/healthz`'s write probe, run at most once per [`HealthProbe::EVERY`]: polling it often
+/// costs no more than polling it once a second.
+#[derive(Debug, Default)]
+pub struct HealthProbe {
+    last: tokio::sync::Mutex<Option<(Instant, Result<(), crate::domain::StoreError>)>>,
+}
+
+impl HealthProbe {
+    pub const EVERY: Duration = Duration::from_secs(1);
+
+    /// The result of `probe`, run now unless it ran within [`HealthProbe::EVERY`].
+    pub async fn probe<F, Fut>(&self, probe: F) -> Result<(), crate::domain::StoreError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<(), crate::domain::StoreError>>,
+    {
+        let mut last = self.last.lock().await;
+        if let Some((at, result)) = last.as_ref()
+            && at.elapsed() < Self::EVERY
+        {
+            return result.clone();
+        }
+        let result = probe().await;
+        *last = Some((Instant::now(), result.clone()));
+        result
     }
 }
 

@@ -54,19 +54,49 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// 200 while the journal answers; 503 otherwise (a load balancer should stop sending).
+/// 200 while events can be stored and read back; 503 otherwise (a load balancer should stop
+/// sending), naming the part that failed. The write is a real one (a state entry, committed
+/// like an event), done at most once a second however often this is polled.
 async fn healthz(State(state): State<AppState>) -> Response {
+    let store = state.engine.store();
+    let write = state
+        .guard
+        .health
+        .probe(|| async {
+            let key = "rulehook/health";
+            let value = crate::domain::now_ms().to_string();
+            let ttl = Some(std::time::Duration::from_secs(3600));
+            let result = match store.state.get(key).await? {
+                Some((_, rev)) => store.state.update(key, &value, rev, ttl).await,
+                None => store.state.create(key, &value, ttl).await,
+            };
+            match result {
+                // Someone else wrote it at the same moment: writes work.
+                Ok(_) | Err(crate::domain::StoreError::Conflict(_)) => Ok(()),
+                Err(e) => Err(e),
+            }
+        })
+        .await;
     let filter = EventFilter {
         limit: 1,
         ..EventFilter::default()
     };
-    match state.engine.store().history.events(filter).await {
-        Ok(_) => Json(json!({"status": "ok"})).into_response(),
-        Err(e) => (
+    let read = store.history.events(filter).await.map(drop);
+    let failed: Vec<_> = [("journal write", write), ("journal read", read)]
+        .into_iter()
+        .filter_map(|(part, r)| {
+            r.err()
+                .map(|e| json!({"part": part, "message": crate::secrets::mask(&e.to_string())}))
+        })
+        .collect();
+    if failed.is_empty() {
+        Json(json!({"status": "ok"})).into_response()
+    } else {
+        (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "unavailable", "message": crate::secrets::mask(&e.to_string())})),
+            Json(json!({"status": "unavailable", "failed": failed})),
         )
-            .into_response(),
+            .into_response()
     }
 }
 

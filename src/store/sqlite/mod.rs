@@ -87,8 +87,13 @@ fn lock_dir(dir: &Path) -> Result<std::fs::File, StoreError> {
     Ok(file)
 }
 
+/// A connection to the journal through SQLite's `unix-excl` VFS: this process holds the file
+/// exclusively (as `DATA/lock` promises) and the WAL index lives in heap memory, not in a
+/// memory-mapped `journal.db-shm` — a shared-memory file that cannot be written (disk full,
+/// truncated) would otherwise end the process with SIGBUS instead of an error.
 fn open_conn(path: &Path) -> rusqlite::Result<Connection> {
-    let conn = Connection::open(path)?;
+    let conn =
+        Connection::open_with_flags_and_vfs(path, rusqlite::OpenFlags::default(), c"unix-excl")?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "cache_size", -16000)?;
@@ -161,7 +166,10 @@ impl Embedded {
         let s = shared.clone();
         std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || writer::run(write, rx, s, Box::new(reads::pending_after)))
+            .spawn({
+                let journal = writer::JournalFile::new(&path);
+                move || writer::run(write, rx, s, Box::new(reads::pending_after), journal)
+            })
             .map_err(storage)?;
         let store = Embedded {
             tx,
