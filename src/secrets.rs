@@ -198,8 +198,7 @@ pub fn expand(text: &str) -> Result<Expanded, String> {
                 }
             }
         } else {
-            let content = std::fs::read_to_string(body)
-                .map_err(|e| format!("secret file `{body}` cannot be read: {e}"))?;
+            let content = read_secret_file(body)?;
             let content = content.trim_end_matches(['\n', '\r']);
             out.value.push_str(content);
             out.secrets.push(content.to_string());
@@ -208,6 +207,26 @@ pub fn expand(text: &str) -> Result<Expanded, String> {
     }
     out.value.push_str(rest);
     Ok(out)
+}
+
+/// Secret files are small regular files: a device (`/dev/zero`) or a pipe would hang loading.
+const MAX_SECRET_FILE: u64 = 64 * 1024;
+
+fn read_secret_file(path: &str) -> Result<String, String> {
+    use std::io::Read;
+    let fail = |e: &dyn fmt::Display| format!("secret file `{path}` cannot be read: {e}");
+    let meta = std::fs::metadata(path).map_err(|e| fail(&e))?;
+    if !meta.is_file() {
+        return Err(fail(&"it is not a regular file"));
+    }
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_SECRET_FILE + 1).read_to_string(&mut text))
+        .map_err(|e| fail(&e))?;
+    if text.len() as u64 > MAX_SECRET_FILE {
+        return Err(fail(&"it is larger than 64 KiB"));
+    }
+    Ok(text)
 }
 
 #[cfg(test)]
@@ -242,6 +261,12 @@ mod tests {
             expand("${file:/nonexistent/x}")
                 .unwrap_err()
                 .contains("/nonexistent/x")
+        );
+        // A device would never end: refused, not read.
+        assert!(
+            expand("${file:/dev/zero}")
+                .unwrap_err()
+                .contains("not a regular file")
         );
     }
 

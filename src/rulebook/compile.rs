@@ -70,8 +70,11 @@ impl Compile<'_> {
             self.err(&s.referenced, format!("{what} is empty"));
             return None;
         }
-        // A credential written in the rulebook itself is masked like one from `${…}`.
-        crate::secrets::remember(&v);
+        // A credential written in the rulebook itself is masked like one from `${…}` (a user
+        // name is not a secret: masking `admin` everywhere would hide more than it protects).
+        if what != "username" {
+            crate::secrets::remember(&v);
+        }
         Some(Secret::new(v))
     }
 
