@@ -20,3 +20,4 @@ pub mod telemetry;
 pub mod templates;
 pub mod units;
 pub mod verify;
+pub mod walk;

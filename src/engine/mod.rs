@@ -136,17 +136,21 @@ impl Engine {
         })
     }
 
-    /// Starts the workers (they resume whatever an earlier run left pending) and retention.
+    /// Starts the workers (they resume whatever an earlier run left pending) and retention, as
+    /// the node's role says.
     pub fn start(self: &Arc<Self>) {
-        if !self.settings.role.runs_jobs() {
-            return;
+        if self.settings.role.runs_jobs() {
+            for _ in 0..self.settings.concurrency.max(1) {
+                let engine = self.clone();
+                self.tracker.spawn(async move { engine.worker().await });
+            }
         }
-        for _ in 0..self.settings.concurrency.max(1) {
+        // On a shared store, retention is the ingest nodes' chore: pure workers keep no
+        // history model.
+        if !self.settings.shared || self.settings.role.accepts_events() {
             let engine = self.clone();
-            self.tracker.spawn(async move { engine.worker().await });
+            self.tracker.spawn(async move { engine.retention().await });
         }
-        let engine = self.clone();
-        self.tracker.spawn(async move { engine.retention().await });
     }
 
     /// What this node does.
@@ -432,7 +436,11 @@ impl Engine {
             .await
             .is_err()
         {
-            tracing::warn!("grace period over: unfinished jobs resume at the next start");
+            let killed = crate::actions::groups::kill_all();
+            tracing::warn!(
+                scripts_killed = killed,
+                "grace period over: running scripts' process groups were killed; unfinished jobs resume at the next start"
+            );
         }
         if let Err(e) = self.store.queue.flush().await {
             tracing::error!(error = %e, "cannot make the last acks durable; those jobs run again at the next start");

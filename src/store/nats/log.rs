@@ -21,6 +21,9 @@ use crate::store::{Appended, EventLog, PRUNE_BATCH, Pruned};
 /// the sender's retry then takes the claim over).
 const CLAIM_GRACE_MS: i64 = 10_000;
 
+/// How long one node's retention pass may hold the others off.
+const RETENTION_CLAIM: Duration = Duration::from_secs(300);
+
 /// Claims `(source, delivery)` for `event` within `window`. `Ok(Some(id))`: the delivery was
 /// already stored as event `id`.
 async fn claim(
@@ -119,9 +122,13 @@ impl EventLog for Jet {
 
     async fn prune(&self, before_ms: i64) -> Result<Pruned, StoreError> {
         let s = &self.shared;
-        s.progress.catch_up().await;
+        // One node prunes at a time (a claim that lapses by itself if that node stops).
+        let Ok(claim) = state::create(s, "retention/claim", "", Some(RETENTION_CLAIM)).await else {
+            return Ok(Pruned::default());
+        };
+        let view = self.view().await;
         let mut out = Pruned::default();
-        for (id, seq, jobs) in s.view.prunable(before_ms, PRUNE_BATCH as usize).await? {
+        for (id, seq, jobs) in view.prunable(before_ms, PRUNE_BATCH as usize).await? {
             for job in &jobs {
                 if let Ok(r) = s.jobs.purge().filter(s.names.job(job)).await {
                     out.jobs += r.purged;
@@ -134,6 +141,7 @@ impl EventLog for Jet {
             publish(&s.js, s.names.forget(&id), id.clone().into_bytes(), None).await?;
             out.events += 1;
         }
+        let _ = state::delete(s, "retention/claim", Some(claim)).await;
         Ok(out)
     }
 }
@@ -150,7 +158,8 @@ pub(super) async fn start_dispatcher(s: Arc<Shared>) -> Result<AbortHandle, Stor
             pull::Config {
                 durable_name: Some(s.names.dispatch()),
                 ack_policy: consumer::AckPolicy::Explicit,
-                ack_wait: Duration::from_secs(30),
+                // An event a stopped node had fetched but not dispatched comes back this soon.
+                ack_wait: Duration::from_secs(5),
                 max_ack_pending: 10_000,
                 ..Default::default()
             },
@@ -159,7 +168,13 @@ pub(super) async fn start_dispatcher(s: Arc<Shared>) -> Result<AbortHandle, Stor
         .map_err(|e| transient("create the dispatch consumer", e))?;
     let task = tokio::spawn(async move {
         loop {
-            let mut messages = match consumer.messages().await {
+            // A small batch: what a node holds undispatched when it stops is little.
+            let mut messages = match consumer
+                .stream()
+                .max_messages_per_batch(32)
+                .messages()
+                .await
+            {
                 Ok(m) => m,
                 Err(e) => {
                     tracing::warn!(error = %e, "NATS: cannot read the event stream; trying again");

@@ -75,11 +75,18 @@ pub(crate) struct Shared {
 }
 
 /// Background tasks of one open store, ended when the store is dropped.
-struct Tasks(Vec<AbortHandle>);
+#[derive(Default)]
+struct Tasks(std::sync::Mutex<Vec<AbortHandle>>);
+
+impl Tasks {
+    fn add(&self, t: impl IntoIterator<Item = AbortHandle>) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).extend(t);
+    }
+}
 
 impl Drop for Tasks {
     fn drop(&mut self) {
-        for t in &self.0 {
+        for t in self.0.lock().unwrap_or_else(|e| e.into_inner()).iter() {
             t.abort();
         }
     }
@@ -89,7 +96,10 @@ impl Drop for Tasks {
 pub struct Jet {
     shared: Arc<Shared>,
     queue: queue::Queue,
-    _tasks: Tasks,
+    tasks: Tasks,
+    /// The history read model is built on the first history read: a node that only runs jobs
+    /// never pays for following every stream.
+    view_started: tokio::sync::OnceCell<()>,
 }
 
 pub(crate) fn transient(what: &str, e: impl std::fmt::Display) -> StoreError {
@@ -144,6 +154,14 @@ pub(crate) async fn last(
     s: &stream::Stream,
     subject: &str,
 ) -> Result<Option<(Bytes, u64)>, StoreError> {
+    if s.cached_info().config.allow_direct {
+        // Direct get: the message itself, not a JSON answer with a base64 payload.
+        return match s.direct_get_last_for_subject(subject).await {
+            Ok(m) => Ok(Some((m.payload, m.sequence))),
+            Err(e) if e.kind() == stream::DirectGetErrorKind::NotFound => Ok(None),
+            Err(e) => Err(transient("read", e)),
+        };
+    }
     match s.get_last_raw_message_by_subject(subject).await {
         Ok(m) => Ok(Some((m.payload, m.sequence))),
         Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => Ok(None),
@@ -178,6 +196,7 @@ impl Jet {
             storage: stream::StorageType::File,
             num_replicas: config.replicas,
             duplicate_window: Duration::from_secs(120),
+            allow_direct: true,
             ..Default::default()
         };
         let create = |c: stream::Config| {
@@ -223,12 +242,38 @@ impl Jet {
         let mut tasks = Vec::new();
         let queue = queue::Queue::open(shared.clone(), &queue_stream, &mut tasks).await?;
         tasks.push(log::start_dispatcher(shared.clone()).await?);
-        tasks.extend(view::start_followers(shared.clone()).await?);
-        Ok(Jet {
+        let jet = Jet {
             shared,
             queue,
-            _tasks: Tasks(tasks),
-        })
+            tasks: Tasks::default(),
+            view_started: tokio::sync::OnceCell::new(),
+        };
+        jet.tasks.add(tasks);
+        Ok(jet)
+    }
+
+    /// The history read model, following the streams from the first call on, caught up with
+    /// this node's writes.
+    pub(crate) async fn view(&self) -> &ReadModel {
+        self.view_started
+            .get_or_init(|| async {
+                // Reads wait until what the streams held at this moment is applied.
+                let s = &self.shared;
+                let p = &s.progress;
+                for (stream, wrote) in [
+                    (&s.events, &p.wrote_events),
+                    (&s.jobs, &p.wrote_jobs),
+                    (&s.history, &p.wrote_history),
+                ] {
+                    if let Ok(info) = stream.get_info().await {
+                        raise(wrote, info.state.last_sequence);
+                    }
+                }
+                self.tasks.add(view::start_followers(self.shared.clone()));
+            })
+            .await;
+        self.shared.progress.catch_up().await;
+        &self.shared.view
     }
 
     /// Removes every stream of this prefix (tests; `rulehook` never does this on its own).

@@ -43,9 +43,10 @@ impl Progress {
                 >= self.wrote_history.load(Ordering::Acquire)
     }
 
-    /// Waits (at most 2 s) until the read model has applied this node's writes.
+    /// Waits until the read model has applied this node's writes (and, after it started,
+    /// what the streams held then): as long as it makes progress, for at most a minute.
     pub async fn catch_up(&self) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        let give_up = tokio::time::Instant::now() + Duration::from_secs(60);
         loop {
             let notified = self.applied.notified();
             tokio::pin!(notified);
@@ -53,7 +54,11 @@ impl Progress {
             if self.caught_up() {
                 return;
             }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+            let stalled = tokio::time::Instant::now() + Duration::from_secs(2);
+            if tokio::time::timeout_at(stalled.min(give_up), notified)
+                .await
+                .is_err()
+            {
                 tracing::debug!("the history read model lags this node's writes");
                 return;
             }
@@ -176,7 +181,7 @@ async fn follow(s: Arc<Shared>, part: Part, stream: stream::Stream) {
     }
 }
 
-pub(super) async fn start_followers(s: Arc<Shared>) -> Result<Vec<AbortHandle>, StoreError> {
+pub(super) fn start_followers(s: Arc<Shared>) -> Vec<AbortHandle> {
     let mut out = Vec::new();
     for (part, stream) in [
         (Part::Events, s.events.clone()),
@@ -185,7 +190,7 @@ pub(super) async fn start_followers(s: Arc<Shared>) -> Result<Vec<AbortHandle>, 
     ] {
         out.push(tokio::spawn(follow(s.clone(), part, stream)).abort_handle());
     }
-    Ok(out)
+    out
 }
 
 async fn record(s: &Shared, a: &Attempt) -> Result<(), StoreError> {
@@ -218,25 +223,21 @@ impl History for Jet {
     }
 
     async fn events(&self, filter: EventFilter) -> Result<Vec<EventRow>, StoreError> {
-        self.shared.progress.catch_up().await;
-        self.shared.view.events(filter).await
+        self.view().await.events(filter).await
     }
 
     async fn event_detail(&self, id: &str) -> Result<Option<EventDetail>, StoreError> {
-        self.shared.progress.catch_up().await;
-        self.shared.view.event_detail(id).await
+        self.view().await.event_detail(id).await
     }
 
     async fn jobs(&self, filter: JobFilter) -> Result<Vec<JobRow>, StoreError> {
-        self.shared.progress.catch_up().await;
-        self.shared.view.jobs(filter).await
+        self.view().await.jobs(filter).await
     }
 
     async fn job(&self, id: &str) -> Result<Option<(Job, JobState)>, StoreError> {
         if let Some(j) = queue::job(&self.shared, id).await? {
             return Ok(Some(j));
         }
-        self.shared.progress.catch_up().await;
-        self.shared.view.job(id).await
+        self.view().await.job(id).await
     }
 }
