@@ -40,7 +40,14 @@ async fn drain(workers: usize) -> (Duration, Vec<u64>) {
     post_all(&ingest, EVENTS).await;
     let started = Instant::now();
     let nodes: Vec<Server> = (0..workers)
-        .map(|_| node(&env, &nats, "worker", &["--concurrency", &CONCURRENCY.to_string()]))
+        .map(|_| {
+            node(
+                &env,
+                &nats,
+                "worker",
+                &["--concurrency", &CONCURRENCY.to_string()],
+            )
+        })
         .collect();
     assert!(
         recv.wait_runs(EVENTS, Duration::from_secs(300)).await,
@@ -68,7 +75,10 @@ async fn three_workers_share_the_queue() {
     // Every worker took a real share of the queue.
     assert_eq!(shares.iter().sum::<u64>(), EVENTS as u64, "{shares:?}");
     for s in &shares {
-        assert!(*s as usize >= EVENTS / 6, "a worker ran only {s} of {EVENTS}: {shares:?}");
+        assert!(
+            *s as usize >= EVENTS / 6,
+            "a worker ran only {s} of {EVENTS}: {shares:?}"
+        );
     }
     // The time ratio means something only when one worker is bound by its slots, not by a CPU
     // that other processes hold (this machine has 2 cores): then it must be ≤ 0.40.

@@ -39,7 +39,9 @@ pub enum Change {
         event_id: String,
     },
     /// The job's lease was lost (its worker stopped): attempts it left running never finish.
-    Interrupted { job_id: String },
+    Interrupted {
+        job_id: String,
+    },
     /// Retention removed the event with its jobs and attempts.
     Forget {
         event_id: String,
