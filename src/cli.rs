@@ -539,6 +539,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     for s in &set.sources {
         match &s.path {
+            Some(p) if !args.role.accepts_events() => banner.push_str(&format!(
+                "source {} ({}) at {p} on the ingest nodes (not here: --role worker)\n",
+                s.name,
+                s.verifier.kind()
+            )),
             Some(p) => banner.push_str(&format!(
                 "source {} ({}) at {scheme}://{addr}{p}\n",
                 s.name,
