@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::engine::Engine;
-use crate::rules::{Dirs, EventDoc, RuleSet};
+use crate::rules::{Dirs, RuleSet};
 use crate::server::listen::Tls;
 use crate::server::{AppState, app};
 use crate::store::Store;
@@ -135,6 +135,10 @@ pub struct ServeArgs {
     /// How long a client may take to send a request body.
     #[arg(long, env = "RULEHOOK_BODY_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub body_timeout: Duration,
+    /// Ask loopback clients for the admin token too (the console and the admin API), e.g.
+    /// behind a reverse proxy on the same host, where every client is loopback.
+    #[arg(long, env = "RULEHOOK_ADMIN_NO_LOOPBACK")]
+    pub admin_no_loopback: bool,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -248,39 +252,13 @@ fn test(t: &TestArgs) -> anyhow::Result<ExitCode> {
             Value::String(v.trim().to_string()),
         );
     }
-    let doc = EventDoc::new(body.clone());
-    let mut report = Vec::new();
-    for v in set.explain(t.source.as_deref(), &doc) {
-        let rule = &set.rules[v.rule];
-        let mut actions = Vec::new();
-        if v.matched {
-            let meta = json!({
-                "id": "test", "source": t.source.clone().unwrap_or_default(),
-                "kind": t.source.as_deref().and_then(|s| set.source(s)).map(|s| s.verifier.kind()).unwrap_or(""),
-                "received_at": crate::domain::rfc3339(0), "headers": headers,
-                "rulebook": rule.rulebook, "rule": rule.name,
-            });
-            // A dry run has no real previous result: later actions see a placeholder one.
-            for (i, a) in rule.actions.iter().enumerate() {
-                let previous = if i == 0 {
-                    Value::Null
-                } else {
-                    json!({"exit_code": 0, "stdout": format!("<stdout of action {}>", i - 1)})
-                };
-                let ctx = crate::templates::context(
-                    json!({"event": body, "meta": meta, "previous": previous}),
-                );
-                actions.push(match a.render(&set.templates, &ctx) {
-                    Ok(r) => r.for_history(),
-                    Err(e) => json!({"render_error": e}),
-                });
-            }
-        }
-        report.push(json!({
-            "rulebook": rule.rulebook, "rule": rule.name, "matched": v.matched,
-            "why_not": v.why, "actions": actions,
-        }));
-    }
+    let report = serde_json::to_value(crate::rules::dry_run(
+        &set,
+        t.source.as_deref(),
+        &body,
+        &headers,
+    ))?;
+    let report = report.as_array().cloned().unwrap_or_default();
     if t.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -387,6 +365,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         reloader: Some(reloader),
         metrics,
         body_timeout: args.body_timeout,
+        console: Arc::new(crate::console::Settings::new(
+            !args.admin_no_loopback,
+            Some(args.data.clone()),
+        )),
     };
     crate::server::listen::serve(
         listener,

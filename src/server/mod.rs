@@ -20,7 +20,8 @@ use serde_json::json;
 use crate::domain::JobState;
 use crate::engine::Engine;
 use crate::engine::Rerun;
-use crate::store::{EventFilter, EventStatus, JobFilter};
+use crate::rules::RuleSet;
+use crate::store::{EventDetail, EventFilter, EventStatus, JobFilter};
 use crate::telemetry::names;
 pub use error::ApiError;
 
@@ -34,6 +35,8 @@ pub struct AppState {
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     /// How long a client may take to send a request body.
     pub body_timeout: std::time::Duration,
+    /// The web console's keys and access settings (also the admin API's loopback rule).
+    pub console: Arc<crate::console::Settings>,
 }
 
 /// The whole HTTP application.
@@ -47,6 +50,7 @@ pub fn app(state: AppState) -> Router {
         .route("/api/jobs", get(list_jobs))
         .route("/api/jobs/{id}/rerun", post(rerun))
         .route("/metrics", get(metrics_text))
+        .merge(crate::console::routes())
         .fallback(hook)
         .with_state(state)
 }
@@ -254,25 +258,13 @@ impl axum::extract::FromRequestParts<AppState> for Admin {
     }
 }
 
-/// The admin API answers loopback clients, or others presenting the admin token.
+/// The admin API answers loopback clients (unless told not to trust them), or others
+/// presenting the admin token.
 fn admin(state: &AppState, peer: SocketAddr, headers: &HeaderMap) -> Result<(), ApiError> {
-    let ip = peer.ip();
-    let loopback = ip.is_loopback()
-        || matches!(ip, std::net::IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()));
-    if loopback {
-        return Ok(());
-    }
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    match (&state.admin_token, given) {
-        (Some(want), Some(got))
-            if crate::verify::mac::secret_eq(want.as_bytes(), got.as_bytes()) =>
-        {
-            Ok(())
-        }
-        _ => Err(ApiError::AdminOnly),
+    if crate::console::auth::admin_by_header(state, &peer, headers) {
+        Ok(())
+    } else {
+        Err(ApiError::AdminOnly)
     }
 }
 
@@ -343,7 +335,7 @@ async fn list_jobs(
 }
 
 /// `since` as RFC 3339, or as a duration back from now (`15m`).
-fn parse_since(s: &str) -> Result<i64, ApiError> {
+pub(crate) fn parse_since(s: &str) -> Result<i64, ApiError> {
     if let Ok(d) = crate::units::parse_duration(s) {
         let now = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
@@ -372,34 +364,40 @@ async fn event_detail(
         .await?
         .ok_or(ApiError::NoSuchEvent)?;
     // Why the other rules did not match, evaluated against the rule set serving now.
-    let rules = state.engine.rules();
-    let source = detail.source.clone();
-    let doc = crate::domain::EventDoc::new(detail.body.clone());
-    let matched: Vec<(String, String)> = detail
-        .matches
-        .iter()
-        .map(|m| (m.rulebook.clone(), m.rule.clone()))
-        .chain(
-            detail
-                .throttled
-                .iter()
-                .map(|m| (m.rulebook.clone(), m.rule.clone())),
-        )
-        .collect();
+    let not_matched = not_matched(&state.engine.rules(), &detail);
     let mut detail = serde_json::to_value(&detail).unwrap_or_default();
-    let not_matched: Vec<_> = rules
-        .explain(Some(&source), &doc)
+    detail["not_matched"] = json!(not_matched);
+    detail["evaluated_with"] = json!("the rule set serving now");
+    Ok(Json(detail).into_response())
+}
+
+/// A rule an event did not match, with the clauses that were false and the values seen.
+#[derive(Debug, Clone, serde::Serialize)]
+pub(crate) struct NotMatched {
+    pub rulebook: String,
+    pub rule: String,
+    pub why: Vec<String>,
+}
+
+/// The rules of `rules` that a stored event did not match (neither matched nor throttled in
+/// its record), explained against that rule set.
+pub(crate) fn not_matched(rules: &RuleSet, detail: &EventDetail) -> Vec<NotMatched> {
+    let doc = crate::domain::EventDoc::new(detail.body.clone());
+    let recorded = |b: &str, n: &str| {
+        detail.matches.iter().any(|m| m.rulebook == b && m.rule == n)
+            || detail.throttled.iter().any(|m| m.rulebook == b && m.rule == n)
+    };
+    rules
+        .explain(Some(&detail.source), &doc)
         .into_iter()
         .filter(|v| !v.matched)
         .filter_map(|v| {
             let r = &rules.rules[v.rule];
-            let recorded = matched
-                .iter()
-                .any(|(b, n)| *b == r.rulebook && *n == r.name);
-            (!recorded).then(|| json!({"rulebook": r.rulebook, "rule": r.name, "why": v.why}))
+            (!recorded(&r.rulebook, &r.name)).then(|| NotMatched {
+                rulebook: r.rulebook.clone(),
+                rule: r.name.clone(),
+                why: v.why,
+            })
         })
-        .collect();
-    detail["not_matched"] = json!(not_matched);
-    detail["evaluated_with"] = json!("the rule set serving now");
-    Ok(Json(detail).into_response())
+        .collect()
 }

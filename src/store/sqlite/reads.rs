@@ -149,7 +149,7 @@ pub fn events(c: &Connection, f: &EventFilter) -> rusqlite::Result<Vec<EventRow>
     let sql = format!(
         "SELECT * FROM (
            SELECT e.seq, e.id, e.source, e.kind, e.received_at, e.duplicates, e.n_matches, e.n_jobs,
-                  e.parent,
+                  e.parent, e.delivery, e.matches,
                   (SELECT COUNT(*) FROM jobs j WHERE j.seq >= e.first_job AND j.seq < e.first_job + e.n_jobs
                      AND j.state = 'pending') AS pending,
                   (SELECT COUNT(*) FROM jobs j WHERE j.seq >= e.first_job AND j.seq < e.first_job + e.n_jobs
@@ -178,8 +178,10 @@ pub fn events(c: &Connection, f: &EventFilter) -> rusqlite::Result<Vec<EventRow>
                 source: r.get("source")?,
                 kind: r.get("kind")?,
                 received_at: rfc3339(r.get("received_at")?),
+                delivery_id: r.get("delivery")?,
                 duplicates: r.get("duplicates")?,
                 matched_rules: n_jobs as usize,
+                rules: rule_names(&r.get::<_, String>("matches")?),
                 throttled: (n_matches - n_jobs) as usize,
                 status: EventStatus::of(
                     n_matches as usize,
@@ -192,6 +194,17 @@ pub fn events(c: &Connection, f: &EventFilter) -> rusqlite::Result<Vec<EventRow>
         },
     )?;
     rows.collect()
+}
+
+/// The rule names in an envelope's stored matches (a JSON array of objects with `rule`).
+fn rule_names(matches: &str) -> Vec<String> {
+    #[derive(serde::Deserialize)]
+    struct Named {
+        rule: String,
+    }
+    serde_json::from_str::<Vec<Named>>(matches)
+        .map(|v| v.into_iter().map(|m| m.rule).collect())
+        .unwrap_or_default()
 }
 
 fn attempts_of(c: &Connection, job_id: &str) -> rusqlite::Result<Vec<AttemptRow>> {
