@@ -227,7 +227,8 @@ rules:
                 readers.spawn(async move {
                     let mut resp = client.get(url).send().await.expect("live page");
                     while let Ok(Some(chunk)) = resp.chunk().await {
-                        let n = chunk.windows(12).filter(|w| w == b"event: event").count();
+                        // One `"id":` per row in the batches.
+                        let n = chunk.windows(5).filter(|w| w == b"\"id\":").count();
                         seen[i].fetch_add(n as u64, Ordering::Relaxed);
                     }
                 });

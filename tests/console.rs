@@ -340,13 +340,15 @@ async fn new_events_stream_live_with_the_list_filters() {
         seen.push_str(&String::from_utf8_lossy(&chunk));
         assert!(start.elapsed() < Duration::from_secs(10));
     }
-    assert!(seen.contains("event: event"), "{seen}");
+    assert!(seen.contains("event: events"), "{seen}");
     assert!(!seen.contains(&skipped), "filtered out: {seen}");
     let data = seen
         .lines()
         .find_map(|l| l.strip_prefix("data: "))
         .expect("data line");
-    let row: serde_json::Value = serde_json::from_str(data).unwrap();
+    let rows: serde_json::Value = serde_json::from_str(data).unwrap();
+    assert_eq!(rows.as_array().map(Vec::len), Some(1), "{rows}");
+    let row = &rows[0];
     assert_eq!(row["id"], wanted.as_str());
     assert_eq!(row["rules"], json!(["page-oncall"]));
     assert_eq!(row["status"], "pending");

@@ -90,9 +90,17 @@ pub struct Engine {
     shutdown: CancellationToken,
     /// Events as they are accepted, for live views (the console); nothing is built for it
     /// while nobody listens.
-    live: tokio::sync::broadcast::Sender<Arc<EventRow>>,
+    live: tokio::sync::broadcast::Sender<Arc<Accepted>>,
     /// Matches and throttled matches per rule key since this process started.
     counts: Mutex<std::collections::HashMap<String, [u64; 2]>>,
+}
+
+/// An event just accepted, for live views: its list row, and that row as JSON (serialized
+/// once, however many views listen).
+#[derive(Debug)]
+pub struct Accepted {
+    pub row: EventRow,
+    pub json: String,
 }
 
 /// Accepted events a slow live view may fall behind by before it skips some.
@@ -161,7 +169,7 @@ impl Engine {
 
     /// Every event this process accepts from now on, as its list row. Events other nodes
     /// accept (a shared store) are not in it.
-    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<EventRow>> {
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<Accepted>> {
         self.live.subscribe()
     }
 
@@ -274,8 +282,9 @@ impl Engine {
                         status: EventStatus::of(matched.len(), jobs.len(), jobs.len(), 0),
                         parent: event.parent.clone(),
                     };
+                    let json = serde_json::to_string(&row).unwrap_or_default();
                     // No receiver left in between is not an error.
-                    let _ = self.live.send(Arc::new(row));
+                    let _ = self.live.send(Arc::new(Accepted { row, json }));
                 }
                 Ok(Ingested {
                     id: event.id.clone(),

@@ -48,21 +48,27 @@
     status.className = "live off";
     status.textContent = "Live updates interrupted; retrying…";
   });
-  source.addEventListener("event", function (msg) {
-    let ev;
+  // Each message: the rows of the events accepted since the last one, oldest first.
+  source.addEventListener("events", function (msg) {
+    let rows;
     try {
-      ev = JSON.parse(msg.data);
+      rows = JSON.parse(msg.data);
     } catch (e) {
+      return;
+    }
+    if (!Array.isArray(rows)) {
       return;
     }
     for (const empty of body.querySelectorAll("tr.empty")) {
       empty.remove();
     }
-    body.insertBefore(row(ev), body.firstChild);
+    for (const ev of rows) {
+      body.insertBefore(row(ev), body.firstChild);
+    }
     while (body.rows.length > keep) {
       body.deleteRow(body.rows.length - 1);
     }
-    seen += 1;
+    seen += rows.length;
     status.dataset.seen = String(seen);
   });
   source.addEventListener("lagged", function (msg) {
