@@ -104,6 +104,7 @@ async fn every_page_renders_event_values_inert() {
     assert!(!html.contains("leaky-value"), "{html}");
     assert!(!html.contains(SOURCE_TOKEN), "{html}");
     assert!(html.contains("x-deploy-token"), "{html}");
+    assert!(html.contains("<dd id=\"peer\">127.0.0.1</dd>"), "the peer: {html}");
 
     // Try: the same payloads pasted in, nothing stored.
     let (_, try_page) = page(&c, &server, "/console/try").await;

@@ -262,6 +262,7 @@ pub async fn event(
                 "received_at": detail.received_at, "delivery_id": detail.delivery_id,
                 "duplicates": detail.duplicates, "depth": detail.depth,
                 "status": detail.status, "parent": detail.parent, "children": detail.children,
+                "peer": detail.headers.get(crate::verify::PEER_HEADER).and_then(Value::as_str),
             },
             "headers": views::masked_headers(&detail.headers),
             "body": views::pretty(&detail.body),

@@ -218,7 +218,8 @@ async fn receive(
         &bytes,
         source.dedup_window,
         SystemTime::now(),
-    )?;
+    )?
+    .with_peer(peer.ip());
     let done = state.engine.ingest(event).await?;
     if done.duplicate {
         source.meter.duplicate.increment(1);
