@@ -384,10 +384,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         reloader: Some(reloader),
         metrics,
         body_timeout: args.body_timeout,
-        console: Arc::new(crate::console::Settings::new(
-            !args.admin_no_loopback,
-            Some(args.data.clone()),
-        )),
+        console: Arc::new(if args.store == "embedded" {
+            crate::console::Settings::new(!args.admin_no_loopback, Some(args.data.clone()))
+        } else {
+            // Other nodes' events reach this node's live pages through the history.
+            let mut s = crate::console::Settings::new(!args.admin_no_loopback, None);
+            s.poll_history = Some(Duration::from_secs(2));
+            s
+        }),
     };
     crate::server::listen::serve(
         listener,

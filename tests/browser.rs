@@ -136,7 +136,11 @@ async fn text(b: &Client, css: &str) -> String {
     match b.wait().at_most(WAIT).for_element(Locator::Css(css)).await {
         Ok(e) => e.text().await.expect("text"),
         Err(e) => {
-            let url = b.current_url().await.map(|u| u.to_string()).unwrap_or_default();
+            let url = b
+                .current_url()
+                .await
+                .map(|u| u.to_string())
+                .unwrap_or_default();
             let html = b.source().await.unwrap_or_default();
             panic!("{css} not on {url} ({e}):\n{html}");
         }
@@ -174,7 +178,10 @@ async fn reload_until(b: &Client, url: &str, css: &str) {
             return;
         }
         let html = b.source().await.unwrap_or_default();
-        assert!(start.elapsed() < WAIT, "{css} never appeared on {url}: {html}");
+        assert!(
+            start.elapsed() < WAIT,
+            "{css} never appeared on {url}: {html}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -204,34 +211,46 @@ async fn the_console_in_chromium() {
         .for_element(Locator::Css("#live.on"))
         .await
         .expect("the live stream connects");
-    b.execute("window.notReloaded = true;", vec![]).await.unwrap();
-    let live = send(&c, &server, &json!({"severity": "critical", "service": "db"})).await;
+    b.execute("window.notReloaded = true;", vec![])
+        .await
+        .unwrap();
+    let live = send(
+        &c,
+        &server,
+        &json!({"severity": "critical", "service": "db"}),
+    )
+    .await;
     let row = format!("#events a[href=\"/console/events/{live}\"]");
     b.wait()
         .at_most(WAIT)
         .for_element(Locator::Css(&row))
         .await
         .expect("the new event appears live");
-    let still = b.execute("return window.notReloaded === true;", vec![]).await.unwrap();
+    let still = b
+        .execute("return window.notReloaded === true;", vec![])
+        .await
+        .unwrap();
     assert_eq!(still, json!(true), "the page was not reloaded");
     let first = text(&b, "#events tbody tr:first-child").await;
-    assert!(first.contains("page-oncall") && first.contains("pending"), "{first}");
+    assert!(
+        first.contains("page-oncall") && first.contains("pending"),
+        "{first}"
+    );
     assert_inert(&b, "events").await;
     screenshot(&b, "events").await;
 
     // Event: open the hostile one from the list; the false clause and the value seen.
     b.goto(&server.url("/")).await.unwrap();
-    b.find(Locator::Css(&format!("a[href=\"/console/events/{hostile}\"]")))
-        .await
-        .expect("listed")
-        .click()
-        .await
-        .unwrap();
+    b.find(Locator::Css(&format!(
+        "a[href=\"/console/events/{hostile}\"]"
+    )))
+    .await
+    .expect("listed")
+    .click()
+    .await
+    .unwrap();
     let why = text(&b, ".why-not").await;
-    let all_why = b
-        .find_all(Locator::Css(".why-not"))
-        .await
-        .unwrap();
+    let all_why = b.find_all(Locator::Css(".why-not")).await.unwrap();
     let mut whys = Vec::new();
     for w in all_why {
         whys.push(w.text().await.unwrap());
@@ -239,11 +258,15 @@ async fn the_console_in_chromium() {
     assert!(!why.is_empty());
     assert!(
         whys.iter().any(|w| w.contains("deploy")
-            && w.contains(&format!("`$.kind == \"deploy\"` is false ($.kind is \"{}\")", XSS_SCRIPT.replace('"', "\\\"")))),
+            && w.contains(&format!(
+                "`$.kind == \"deploy\"` is false ($.kind is \"{}\")",
+                XSS_SCRIPT.replace('"', "\\\"")
+            ))),
         "{whys:?}"
     );
     assert!(
-        whys.iter().any(|w| w.contains("`$.severity == \"critical\"` is false ($.severity is \"low\")")),
+        whys.iter()
+            .any(|w| w.contains("`$.severity == \"critical\"` is false ($.severity is \"low\")")),
         "{whys:?}"
     );
     let body = text(&b, "#body").await;
@@ -253,15 +276,30 @@ async fn the_console_in_chromium() {
     // Dead letters: listed with the error; re-run from the event page; the new attempt shows.
     b.goto(&server.url("/console/dead-letters")).await.unwrap();
     let listed = text(&b, "#dead-letters tbody").await;
-    assert!(listed.contains("fix-me.sh exited with status 1"), "{listed}");
+    assert!(
+        listed.contains("fix-me.sh exited with status 1"),
+        "{listed}"
+    );
     screenshot(&b, "dead-letters").await;
     let event_url = server.url(&format!("/console/events/{failing}"));
     b.goto(&event_url).await.unwrap();
-    assert!(text(&b, ".attempt.failed").await.contains("deploy target unreachable"));
+    assert!(
+        text(&b, ".attempt.failed")
+            .await
+            .contains("deploy target unreachable")
+    );
     std::fs::write(env.path("fixed"), "").unwrap();
-    b.find(Locator::Css("button.rerun")).await.unwrap().click().await.unwrap();
+    b.find(Locator::Css("button.rerun"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
     assert!(text(&b, ".notice").await.contains("Re-run queued"));
-    assert_eq!(path_of(&b).await, format!("/console/events/{failing}?done=rerun"));
+    assert_eq!(
+        path_of(&b).await,
+        format!("/console/events/{failing}?done=rerun")
+    );
     reload_until(&b, &event_url, ".attempt.ok").await;
     let ok = text(&b, ".attempt.ok").await;
     assert!(ok.contains("deploying web"), "{ok}");
@@ -288,7 +326,12 @@ async fn the_console_in_chromium() {
         .send_keys(&json!({"kind": "deploy", "service": XSS_ATTR}).to_string())
         .await
         .unwrap();
-    b.find(Locator::Css("#try-run")).await.unwrap().click().await.unwrap();
+    b.find(Locator::Css("#try-run"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
     let report = text(&b, "#try-report").await;
     assert!(report.contains("match ops / deploy"), "{report}");
     assert!(report.contains("fix-me.sh"), "{report}");
@@ -299,7 +342,9 @@ async fn the_console_in_chromium() {
     b.goto(&server.url("/console/overview")).await.unwrap();
     let count = text(&b, "#events-hour").await;
     assert!(count.starts_with('3') || count.starts_with('4'), "{count}");
-    b.find(Locator::Css("#by-source svg rect")).await.expect("a bar");
+    b.find(Locator::Css("#by-source svg rect"))
+        .await
+        .expect("a bar");
     screenshot(&b, "overview").await;
 
     // Sign-in when loopback is not trusted.
@@ -311,20 +356,52 @@ async fn the_console_in_chromium() {
     );
     b.goto(&guarded.url("/console/rules")).await.unwrap();
     assert_eq!(path_of(&b).await, "/console/login?next=/console/rules");
-    b.find(Locator::Css("#admin-token")).await.unwrap().send_keys("not-it").await.unwrap();
-    b.find(Locator::Css("#sign-in")).await.unwrap().click().await.unwrap();
-    assert!(text(&b, "#login-error").await.contains("not the admin token"));
+    b.find(Locator::Css("#admin-token"))
+        .await
+        .unwrap()
+        .send_keys("not-it")
+        .await
+        .unwrap();
+    b.find(Locator::Css("#sign-in"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    assert!(
+        text(&b, "#login-error")
+            .await
+            .contains("not the admin token")
+    );
     screenshot(&b, "login").await;
-    b.find(Locator::Css("#admin-token")).await.unwrap().send_keys(ADMIN_TOKEN).await.unwrap();
-    b.find(Locator::Css("#sign-in")).await.unwrap().click().await.unwrap();
+    b.find(Locator::Css("#admin-token"))
+        .await
+        .unwrap()
+        .send_keys(ADMIN_TOKEN)
+        .await
+        .unwrap();
+    b.find(Locator::Css("#sign-in"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
     assert!(text(&b, "#rules").await.contains("deploy"));
     assert_eq!(path_of(&b).await, "/console/rules");
     let cookies = b.execute("return document.cookie;", vec![]).await.unwrap();
     assert_eq!(cookies, json!(""), "the session cookie is HttpOnly");
-    b.find(Locator::Css(".signout button")).await.unwrap().click().await.unwrap();
+    b.find(Locator::Css(".signout button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
     assert!(path_of(&b).await.starts_with("/console/login"));
     b.goto(&guarded.url("/")).await.unwrap();
-    assert!(path_of(&b).await.starts_with("/console/login"), "signed out");
+    assert!(
+        path_of(&b).await.starts_with("/console/login"),
+        "signed out"
+    );
 
     b.close().await.expect("close the browser");
 }

@@ -70,13 +70,22 @@ async fn every_page_renders_event_values_inert() {
     let body = json!({
         "kind": XSS_SCRIPT, "service": XSS_ATTR, "html_url": XSS_LINK, "severity": "low",
     });
-    let mut headers =
-        rulehook::verify::sign_like("bearer", SOURCE_TOKEN, body.to_string().as_bytes(), std::time::SystemTime::now())
-            .unwrap();
+    let mut headers = rulehook::verify::sign_like(
+        "bearer",
+        SOURCE_TOKEN,
+        body.to_string().as_bytes(),
+        std::time::SystemTime::now(),
+    )
+    .unwrap();
     headers.push(("x-note".into(), XSS_ATTR.into()));
     headers.push(("x-deploy-token".into(), "leaky-value".into()));
-    let (st, resp) =
-        common::post(&c, &server.url("/hooks/in"), &headers, body.to_string().as_bytes()).await;
+    let (st, resp) = common::post(
+        &c,
+        &server.url("/hooks/in"),
+        &headers,
+        body.to_string().as_bytes(),
+    )
+    .await;
     assert_eq!(st, 202, "{resp}");
     let id = resp["id"].as_str().unwrap().to_string();
 
@@ -93,18 +102,26 @@ async fn every_page_renders_event_values_inert() {
         assert_inert(&html, path);
     }
     let (_, html) = page(&c, &server, &format!("/console/events/{id}")).await;
-    assert!(html.contains("&lt;script&gt;window.pwned = 1&lt;&#x2f;script&gt;"), "{html}");
+    assert!(
+        html.contains("&lt;script&gt;window.pwned = 1&lt;&#x2f;script&gt;"),
+        "{html}"
+    );
     assert!(html.contains("&quot;&gt;&lt;img src=x"), "{html}");
     // Why the rules did not match: the false clause and the value seen.
     assert!(
-        html.contains("`$.severity == &quot;critical&quot;` is false ($.severity is &quot;low&quot;)"),
+        html.contains(
+            "`$.severity == &quot;critical&quot;` is false ($.severity is &quot;low&quot;)"
+        ),
         "{html}"
     );
     // Credential-like headers are masked; the bearer token was never stored.
     assert!(!html.contains("leaky-value"), "{html}");
     assert!(!html.contains(SOURCE_TOKEN), "{html}");
     assert!(html.contains("x-deploy-token"), "{html}");
-    assert!(html.contains("<dd id=\"peer\">127.0.0.1</dd>"), "the peer: {html}");
+    assert!(
+        html.contains("<dd id=\"peer\">127.0.0.1</dd>"),
+        "the peer: {html}"
+    );
 
     // Try: the same payloads pasted in, nothing stored.
     let (_, try_page) = page(&c, &server, "/console/try").await;
@@ -114,7 +131,12 @@ async fn every_page_renders_event_values_inert() {
         &c,
         &server,
         "/console/try",
-        &form(&[("token", &token), ("source", "in"), ("event", &event), ("headers", "X-Note: <b>hi</b>")]),
+        &form(&[
+            ("token", &token),
+            ("source", "in"),
+            ("event", &event),
+            ("headers", "X-Note: <b>hi</b>"),
+        ]),
         None,
     )
     .await;
@@ -128,7 +150,11 @@ async fn every_page_renders_event_values_inert() {
         "{html}"
     );
     let (_, list) = page(&c, &server, "/").await;
-    assert_eq!(list.matches("/console/events/").count(), 1, "try stores nothing");
+    assert_eq!(
+        list.matches("/console/events/").count(),
+        1,
+        "try stores nothing"
+    );
 
     // Bad JSON in Try is a clear error, not a crash.
     let resp = post_form(
@@ -140,12 +166,25 @@ async fn every_page_renders_event_values_inert() {
     )
     .await;
     assert_eq!(resp.status(), 400);
-    assert!(resp.text().await.unwrap().contains("the event is not valid JSON"));
+    assert!(
+        resp.text()
+            .await
+            .unwrap()
+            .contains("the event is not valid JSON")
+    );
 
     // The assets.
-    let css = c.get(server.url("/console/static/console.css")).send().await.unwrap();
+    let css = c
+        .get(server.url("/console/static/console.css"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(css.headers()["content-type"], "text/css; charset=utf-8");
-    let missing = c.get(server.url("/console/static/nope.js")).send().await.unwrap();
+    let missing = c
+        .get(server.url("/console/static/nope.js"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(missing.status(), 404);
 }
 
@@ -166,8 +205,14 @@ async fn buttons_need_the_form_token_and_this_origin() {
     // Forged: no token, a wrong token, another origin.
     for (body, from) in [
         (form(&[("job", &job)]), Some(origin.as_str())),
-        (form(&[("job", &job), ("token", "0000")]), Some(origin.as_str())),
-        (form(&[("job", &job), ("token", &token)]), Some("http://evil.example")),
+        (
+            form(&[("job", &job), ("token", "0000")]),
+            Some(origin.as_str()),
+        ),
+        (
+            form(&[("job", &job), ("token", &token)]),
+            Some("http://evil.example"),
+        ),
     ] {
         let resp = post_form(&c, &server, "/console/rerun", &body, from).await;
         assert_eq!(resp.status(), 403, "{body} from {from:?}");
@@ -182,7 +227,11 @@ async fn buttons_need_the_form_token_and_this_origin() {
         .unwrap();
     assert_eq!(resp.status(), 403);
     let (_, detail) = page(&c, &server, &format!("/console/events/{id}")).await;
-    assert_eq!(detail.matches("class=\"attempt failed\"").count(), 1, "nothing re-ran");
+    assert_eq!(
+        detail.matches("class=\"attempt failed\"").count(),
+        1,
+        "nothing re-ran"
+    );
 
     // The real button: fixed, re-run, the new attempt shows.
     std::fs::write(env.path("fixed"), "").unwrap();
@@ -204,11 +253,18 @@ async fn buttons_need_the_form_token_and_this_origin() {
         let (_, html) = page(&c, &server, &format!("/console/events/{id}?done=rerun")).await;
         if html.contains("class=\"attempt ok\"") {
             assert!(html.contains("Re-run queued"), "{html}");
-            assert_eq!(html.matches("class=\"attempt failed\"").count(), 1, "{html}");
+            assert_eq!(
+                html.matches("class=\"attempt failed\"").count(),
+                1,
+                "{html}"
+            );
             assert!(html.contains("deploying web"), "stdout shown: {html}");
             break;
         }
-        assert!(start.elapsed() < Duration::from_secs(20), "no new attempt: {html}");
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "no new attempt: {html}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // Re-running a job that is not a dead letter says so.
@@ -233,7 +289,10 @@ async fn buttons_need_the_form_token_and_this_origin() {
     .await;
     assert_eq!(resp.status(), 303);
     let to = resp.headers()["location"].to_str().unwrap().to_string();
-    assert!(to.starts_with("/console/events/") && !to.contains(&id), "{to}");
+    assert!(
+        to.starts_with("/console/events/") && !to.contains(&id),
+        "{to}"
+    );
     let (st, html) = page(&c, &server, &to).await;
     assert_eq!(st, 200);
     assert!(html.contains(&id), "the replay names its parent: {html}");
@@ -250,7 +309,10 @@ async fn the_login_form_when_loopback_is_not_trusted() {
     let c = no_redirects();
     let resp = c.get(server.url("/?status=failed")).send().await.unwrap();
     assert_eq!(resp.status(), 303);
-    assert_eq!(resp.headers()["location"], "/console/login?next=/%3Fstatus%3Dfailed");
+    assert_eq!(
+        resp.headers()["location"],
+        "/console/login?next=/%3Fstatus%3Dfailed"
+    );
     for path in ["/console/rules", "/console/events/x"] {
         let resp = c.get(server.url(path)).send().await.unwrap();
         assert_eq!(resp.status(), 303, "{path}");
@@ -267,10 +329,24 @@ async fn the_login_form_when_loopback_is_not_trusted() {
     let login = |admin: &str, token: &str, next: &str| {
         form(&[("token", token), ("admin_token", admin), ("next", next)])
     };
-    let resp = post_form(&c, &server, "/console/login", &login("wrong", &token, "/"), None).await;
+    let resp = post_form(
+        &c,
+        &server,
+        "/console/login",
+        &login("wrong", &token, "/"),
+        None,
+    )
+    .await;
     assert_eq!(resp.status(), 401);
     assert!(resp.headers().get("set-cookie").is_none());
-    let resp = post_form(&c, &server, "/console/login", &login(ADMIN_TOKEN, "", "/"), None).await;
+    let resp = post_form(
+        &c,
+        &server,
+        "/console/login",
+        &login(ADMIN_TOKEN, "", "/"),
+        None,
+    )
+    .await;
     assert_eq!(resp.status(), 403, "the login form has its token too");
     let resp = post_form(
         &c,
@@ -285,14 +361,27 @@ async fn the_login_form_when_loopback_is_not_trusted() {
     let cookie = resp.headers()["set-cookie"].to_str().unwrap().to_string();
     assert!(cookie.contains("HttpOnly"), "{cookie}");
     assert!(cookie.contains("SameSite=Strict"), "{cookie}");
-    assert!(!cookie.contains(ADMIN_TOKEN), "the cookie is not the token: {cookie}");
+    assert!(
+        !cookie.contains(ADMIN_TOKEN),
+        "the cookie is not the token: {cookie}"
+    );
     let session = cookie.split(';').next().unwrap().to_string();
 
-    let resp = c.get(server.url("/console/rules")).header("cookie", &session).send().await.unwrap();
+    let resp = c
+        .get(server.url("/console/rules"))
+        .header("cookie", &session)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
     let html = resp.text().await.unwrap();
     assert!(html.contains("Sign out"), "{html}");
-    let resp = c.get(server.url("/")).header("cookie", "rulehook_session=forged").send().await.unwrap();
+    let resp = c
+        .get(server.url("/"))
+        .header("cookie", "rulehook_session=forged")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 303);
     let resp = c
         .get(server.url("/"))
@@ -313,7 +402,12 @@ async fn the_login_form_when_loopback_is_not_trusted() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 303);
-    assert!(resp.headers()["set-cookie"].to_str().unwrap().contains("Max-Age=0"));
+    assert!(
+        resp.headers()["set-cookie"]
+            .to_str()
+            .unwrap()
+            .contains("Max-Age=0")
+    );
 }
 
 #[tokio::test]
@@ -368,4 +462,92 @@ fn sources_cannot_take_the_console_paths() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains("/console/"), "{err}");
     }
+}
+
+/// With a shared store, events another process accepted reach this process's live pages
+/// through the history (polled), and this process's own events are not sent twice.
+#[tokio::test]
+async fn live_pages_read_other_processes_events_from_the_history() {
+    use axum::body::Body;
+    use axum::extract::ConnectInfo;
+    use axum::http::Request;
+    use futures_util::StreamExt;
+    use tower::ServiceExt;
+
+    let env = env();
+    let rules = rulehook::rules::load(&rulehook::rules::Dirs {
+        rulebooks: env.path("rulebooks"),
+        scripts: env.path("scripts"),
+        templates: env.path("templates"),
+    })
+    .unwrap();
+    let store = rulehook::store::Store::embedded(&env.path("data")).unwrap();
+    let engine = rulehook::engine::Engine::new(
+        store.clone(),
+        std::sync::Arc::new(rules),
+        Default::default(),
+    );
+    let mut console = rulehook::console::Settings::new(true, None);
+    console.poll_history = Some(Duration::from_millis(200));
+    let app = rulehook::server::app(rulehook::server::AppState {
+        engine: engine.clone(),
+        admin_token: None,
+        reloader: None,
+        metrics: None,
+        body_timeout: Duration::from_secs(5),
+        console: std::sync::Arc::new(console),
+    });
+    let mut req = Request::get("/console/live").body(Body::empty()).unwrap();
+    req.extensions_mut().insert(ConnectInfo(
+        "127.0.0.1:5000".parse::<std::net::SocketAddr>().unwrap(),
+    ));
+    let resp = app.oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.into_body().into_data_stream();
+
+    // Another process's event: in the shared history, not on this engine's broadcast.
+    let other =
+        rulehook::verify::VerifiedEvent::replay("in", "bearer", json!({"n": 1}), &[], "x").accept();
+    let other_id = other.id.clone();
+    store
+        .log
+        .append(rulehook::domain::Envelope {
+            event: std::sync::Arc::new(other),
+            matches: vec![],
+            dedup_window: None,
+        })
+        .await
+        .unwrap();
+    // This process's own event.
+    let own = engine
+        .ingest(rulehook::verify::VerifiedEvent::replay(
+            "in",
+            "bearer",
+            json!({"n": 2}),
+            &[],
+            "y",
+        ))
+        .await
+        .unwrap()
+        .id;
+    let mut seen = String::new();
+    let start = Instant::now();
+    while !(seen.contains(&other_id) && seen.contains(&own)) {
+        let chunk = tokio::time::timeout(Duration::from_secs(5), body.next())
+            .await
+            .unwrap_or_else(|_| panic!("not both in time: {seen}"))
+            .expect("open")
+            .unwrap();
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+        assert!(start.elapsed() < Duration::from_secs(10), "{seen}");
+    }
+    // A few more reads of the history: nothing is sent twice.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    while let Ok(Some(Ok(chunk))) =
+        tokio::time::timeout(Duration::from_millis(100), body.next()).await
+    {
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert_eq!(seen.matches(&other_id).count(), 1, "{seen}");
+    assert_eq!(seen.matches(&own).count(), 1, "{seen}");
 }

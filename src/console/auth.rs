@@ -30,6 +30,9 @@ pub struct Settings {
     pub trust_loopback: bool,
     /// The embedded store's directory, for the journal size on the overview.
     pub data_dir: Option<std::path::PathBuf>,
+    /// With a store shared by several processes: how often live pages also read the history
+    /// for events other processes accepted (this process's own come at once).
+    pub poll_history: Option<std::time::Duration>,
     /// Keys the session cookie and the form token; drawn at start.
     key: [u8; 32],
 }
@@ -39,6 +42,7 @@ impl Default for Settings {
         Settings {
             trust_loopback: true,
             data_dir: None,
+            poll_history: None,
             key: rand::random(),
         }
     }
@@ -275,7 +279,10 @@ mod tests {
     #[test]
     fn cookies_are_found_by_name() {
         let mut h = HeaderMap::new();
-        h.insert(header::COOKIE, "a=1; rulehook_session=abc; b=2".parse().unwrap());
+        h.insert(
+            header::COOKIE,
+            "a=1; rulehook_session=abc; b=2".parse().unwrap(),
+        );
         assert_eq!(cookie(&h, COOKIE), Some("abc"));
         assert_eq!(cookie(&h, "c"), None);
     }
@@ -301,7 +308,10 @@ mod tests {
         };
         let host = ("host", "127.0.0.1:8080");
         assert_eq!(same_origin(&h(&[host]), None), Ok(()));
-        assert_eq!(same_origin(&h(&[host, ("origin", "http://127.0.0.1:8080")]), None), Ok(()));
+        assert_eq!(
+            same_origin(&h(&[host, ("origin", "http://127.0.0.1:8080")]), None),
+            Ok(())
+        );
         assert_eq!(
             same_origin(&h(&[host, ("origin", "http://evil.example")]), None),
             Err(Forged::CrossSite)
@@ -318,7 +328,10 @@ mod tests {
             same_origin(&h(&[host, ("sec-fetch-site", "same-site")]), None),
             Err(Forged::CrossSite)
         );
-        assert_eq!(same_origin(&h(&[host, ("sec-fetch-site", "same-origin")]), None), Ok(()));
+        assert_eq!(
+            same_origin(&h(&[host, ("sec-fetch-site", "same-origin")]), None),
+            Ok(())
+        );
         assert_eq!(token_is("abc", "abd"), Err(Forged::BadToken));
         assert_eq!(token_is("abc", "abc"), Ok(()));
     }

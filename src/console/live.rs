@@ -10,13 +10,13 @@ use axum::extract::{Query, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::Stream;
-use serde::Deserialize;
 use futures_util::StreamExt;
+use serde::Deserialize;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 
 use super::auth::Viewer;
-use crate::server::AppState;
 use crate::engine::Accepted;
+use crate::server::AppState;
 use crate::store::{EventRow, EventStatus};
 
 #[derive(Debug, Default, Deserialize)]
@@ -49,7 +49,18 @@ const BATCH: usize = 200;
 /// client fell behind or a burst was larger than a page shows.
 pub async fn live(_: Viewer, State(st): State<AppState>, Query(q): Query<LiveQuery>) -> Response {
     let rx = st.engine.subscribe();
-    let stream = batches(rx, q);
+    let mut poll = st.console.poll_history.map(|every| Poll {
+        history: st.engine.store().history.clone(),
+        every,
+        sent: Sent::default(),
+        primed: false,
+        next: tokio::time::Instant::now(),
+    });
+    if let Some(p) = poll.as_mut() {
+        // What is there when the page opens is on it already.
+        p.unseen(&q).await;
+    }
+    let stream = batches(rx, q, poll);
     let mut resp = Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response();
@@ -101,17 +112,106 @@ impl Batch {
     }
 }
 
+/// The ids a stream sent last (bounded), so the history poll does not repeat them.
+#[derive(Default)]
+struct Sent {
+    order: std::collections::VecDeque<String>,
+    ids: std::collections::HashSet<String>,
+}
+
+impl Sent {
+    const KEEP: usize = 2_000;
+
+    /// Records `id`; false when it was sent already.
+    fn insert(&mut self, id: &str) -> bool {
+        if !self.ids.insert(id.to_string()) {
+            return false;
+        }
+        self.order.push_back(id.to_string());
+        while self.order.len() > Self::KEEP {
+            if let Some(old) = self.order.pop_front() {
+                self.ids.remove(&old);
+            }
+        }
+        true
+    }
+}
+
+/// The fallback for a shared store: the history read now and then for events other processes
+/// accepted.
+struct Poll {
+    history: Arc<dyn crate::store::History>,
+    every: Duration,
+    sent: Sent,
+    /// The first read only learns what is already there.
+    primed: bool,
+    /// When the history is read next (also under a steady stream of this process's events).
+    next: tokio::time::Instant,
+}
+
+impl Poll {
+    /// Events in the history this stream has not sent, oldest first.
+    async fn unseen(&mut self, q: &LiveQuery) -> Vec<Arc<Accepted>> {
+        let given = |v: &Option<String>| v.as_deref().filter(|s| !s.is_empty()).map(str::to_string);
+        let filter = crate::store::EventFilter {
+            source: given(&q.source),
+            rule: given(&q.rule),
+            status: given(&q.status).and_then(|s| EventStatus::parse(&s)),
+            since: None,
+            limit: BATCH,
+        };
+        let rows = match self.history.events(filter).await {
+            Ok(rows) => rows,
+            Err(e) => {
+                tracing::debug!(error = %e, "live page: the history cannot be read");
+                return Vec::new();
+            }
+        };
+        let mut fresh: Vec<Arc<Accepted>> = Vec::new();
+        for row in rows.into_iter().rev() {
+            if self.sent.insert(&row.id) && self.primed {
+                let json = serde_json::to_string(&row).unwrap_or_default();
+                fresh.push(Arc::new(Accepted { row, json }));
+            }
+        }
+        self.primed = true;
+        self.next = tokio::time::Instant::now() + self.every;
+        fresh
+    }
+}
+
+/// What woke a stream: an accepted event, or (with a poll) time to read the history.
+enum Woke {
+    Event(Result<Arc<Accepted>, RecvError>),
+    Poll,
+}
+
+async fn wake(
+    rx: &mut tokio::sync::broadcast::Receiver<Arc<Accepted>>,
+    poll: Option<&Poll>,
+) -> Woke {
+    match poll {
+        None => Woke::Event(rx.recv().await),
+        Some(p) => tokio::select! {
+            r = rx.recv() => Woke::Event(r),
+            () = tokio::time::sleep_until(p.next) => Woke::Poll,
+        },
+    }
+}
+
 fn batches(
     rx: tokio::sync::broadcast::Receiver<Arc<Accepted>>,
     q: LiveQuery,
+    poll: Option<Poll>,
 ) -> impl Stream<Item = Result<Event, Infallible>> {
-    futures_util::stream::unfold((rx, q), |(mut rx, q)| async move {
+    futures_util::stream::unfold((rx, q, poll), |(mut rx, q, mut poll)| async move {
         loop {
             let mut batch = Batch::default();
-            match rx.recv().await {
-                Ok(a) => batch.take(a, &q),
-                Err(RecvError::Lagged(n)) => batch.skipped += n,
-                Err(RecvError::Closed) => return None,
+            match wake(&mut rx, poll.as_ref()).await {
+                Woke::Event(Ok(a)) => batch.take(a, &q),
+                Woke::Event(Err(RecvError::Lagged(n))) => batch.skipped += n,
+                Woke::Event(Err(RecvError::Closed)) => return None,
+                Woke::Poll => {}
             }
             tokio::time::sleep(GATHER).await;
             loop {
@@ -122,9 +222,18 @@ fn batches(
                     Err(TryRecvError::Closed) => break,
                 }
             }
+            if let Some(p) = poll.as_mut() {
+                batch.rows.retain(|a| p.sent.insert(&a.row.id));
+                if tokio::time::Instant::now() >= p.next {
+                    let own = std::mem::take(&mut batch.rows);
+                    for a in p.unseen(&q).await.into_iter().chain(own) {
+                        batch.take(a, &q);
+                    }
+                }
+            }
             let events = batch.events();
             if !events.is_empty() {
-                return Some((futures_util::stream::iter(events), (rx, q)));
+                return Some((futures_util::stream::iter(events), (rx, q, poll)));
             }
         }
     })

@@ -49,7 +49,9 @@ fn frame<'a>(v: &'a Viewer, nav: &'a str) -> Frame<'a> {
 
 /// A page that says one thing (an error, a refusal).
 fn message(v: Option<&Viewer>, status: StatusCode, title: &str, text: &str) -> Response {
-    let (form_token, session) = v.map_or((String::new(), false), |v| (v.form_token.clone(), v.session));
+    let (form_token, session) = v.map_or((String::new(), false), |v| {
+        (v.form_token.clone(), v.session)
+    });
     page_with(
         status,
         "message.html",
@@ -87,7 +89,11 @@ pub struct EventsQuery {
 }
 
 /// `GET /`: the events, newest first, filtered; new ones arrive live.
-pub async fn events(v: Viewer, State(st): State<AppState>, Query(q): Query<EventsQuery>) -> Response {
+pub async fn events(
+    v: Viewer,
+    State(st): State<AppState>,
+    Query(q): Query<EventsQuery>,
+) -> Response {
     let status_name = given(&q.status);
     let duplicate = status_name.as_deref() == Some("duplicate");
     let status = match status_name.as_deref() {
@@ -108,7 +114,14 @@ pub async fn events(v: Viewer, State(st): State<AppState>, Query(q): Query<Event
         None => None,
         Some(s) => match crate::server::parse_since(&s) {
             Ok(ms) => Some(ms),
-            Err(e) => return message(Some(&v), StatusCode::BAD_REQUEST, "Bad time", &e.to_string()),
+            Err(e) => {
+                return message(
+                    Some(&v),
+                    StatusCode::BAD_REQUEST,
+                    "Bad time",
+                    &e.to_string(),
+                );
+            }
         },
     };
     let filter = EventFilter {
@@ -134,13 +147,16 @@ pub async fn events(v: Viewer, State(st): State<AppState>, Query(q): Query<Event
     rule_names.dedup();
     // Live rows: the same filters, except time (new events are always recent) and statuses a
     // new event cannot have yet.
-    let live = if duplicate
-        || matches!(status, Some(EventStatus::Done) | Some(EventStatus::Failed))
+    let live = if duplicate || matches!(status, Some(EventStatus::Done) | Some(EventStatus::Failed))
     {
         None
     } else {
         let mut qs = Vec::new();
-        for (k, val) in [("source", &q.source), ("rule", &q.rule), ("status", &q.status)] {
+        for (k, val) in [
+            ("source", &q.source),
+            ("rule", &q.rule),
+            ("status", &q.status),
+        ] {
             if let Some(x) = given(val) {
                 qs.push(format!("{k}={}", auth::urlencode(&x)));
             }
@@ -200,7 +216,9 @@ fn notice_text(n: &Notice) -> Option<&'static str> {
         Some("rerun-current") => Some(
             "Re-run queued on the current version of its rule (it changed): from its first action.",
         ),
-        Some("replay") => Some("This is the replay of the event you chose, matched against the current rules."),
+        Some("replay") => {
+            Some("This is the replay of the event you chose, matched against the current rules.")
+        }
         _ => None,
     }
 }
@@ -215,7 +233,12 @@ pub async fn event(
     let detail = match st.engine.store().history.event_detail(&id).await {
         Ok(Some(d)) => d,
         Ok(None) => {
-            return message(Some(&v), StatusCode::NOT_FOUND, "No such event", "no event has this id (it may have been pruned)");
+            return message(
+                Some(&v),
+                StatusCode::NOT_FOUND,
+                "No such event",
+                "no event has this id (it may have been pruned)",
+            );
         }
         Err(e) => return unavailable(&v, e),
     };
@@ -280,20 +303,24 @@ pub struct ReplayForm {
 }
 
 /// `POST /console/replay`: the event again, as a new event, on the current rules.
-pub async fn replay(
-    v: Viewer,
-    State(st): State<AppState>,
-    Form(f): Form<ReplayForm>,
-) -> Response {
+pub async fn replay(v: Viewer, State(st): State<AppState>, Form(f): Form<ReplayForm>) -> Response {
     if let Err(e) = auth::check_post(&v, &f.token) {
         return message(Some(&v), StatusCode::FORBIDDEN, "Refused", &e.to_string());
     }
     match st.engine.replay(&f.event).await {
         Ok(Some(done)) => secured(
-            Redirect::to(&format!("/console/events/{}?done=replay", auth::urlencode(&done.id)))
-                .into_response(),
+            Redirect::to(&format!(
+                "/console/events/{}?done=replay",
+                auth::urlencode(&done.id)
+            ))
+            .into_response(),
         ),
-        Ok(None) => message(Some(&v), StatusCode::NOT_FOUND, "No such event", "no event has this id"),
+        Ok(None) => message(
+            Some(&v),
+            StatusCode::NOT_FOUND,
+            "No such event",
+            "no event has this id",
+        ),
         Err(e) => unavailable(&v, e),
     }
 }
@@ -308,18 +335,19 @@ pub struct RerunForm {
 }
 
 /// `POST /console/rerun`: a dead letter runs again.
-pub async fn rerun(
-    v: Viewer,
-    State(st): State<AppState>,
-    Form(f): Form<RerunForm>,
-) -> Response {
+pub async fn rerun(v: Viewer, State(st): State<AppState>, Form(f): Form<RerunForm>) -> Response {
     if let Err(e) = auth::check_post(&v, &f.token) {
         return message(Some(&v), StatusCode::FORBIDDEN, "Refused", &e.to_string());
     }
     let event = match st.engine.store().history.job(&f.job).await {
         Ok(Some((job, _))) => job.event_id,
         Ok(None) => {
-            return message(Some(&v), StatusCode::NOT_FOUND, "No such job", "no job has this id");
+            return message(
+                Some(&v),
+                StatusCode::NOT_FOUND,
+                "No such job",
+                "no job has this id",
+            );
         }
         Err(e) => return unavailable(&v, e),
     };
@@ -353,7 +381,11 @@ pub async fn rerun(
 }
 
 /// `GET /console/dead-letters`: failed jobs, newest first.
-pub async fn dead_letters(v: Viewer, State(st): State<AppState>, Query(n): Query<Notice>) -> Response {
+pub async fn dead_letters(
+    v: Viewer,
+    State(st): State<AppState>,
+    Query(n): Query<Notice>,
+) -> Response {
     let filter = JobFilter {
         state: Some(JobState::Failed),
         rule: None,
@@ -423,11 +455,7 @@ pub async fn try_form(v: Viewer, State(st): State<AppState>) -> Response {
 
 /// `POST /console/try`: which rules an event would match and why, and the rendered actions,
 /// without running anything (what `rulehook test` prints).
-pub async fn try_run(
-    v: Viewer,
-    State(st): State<AppState>,
-    Form(f): Form<TryForm>,
-) -> Response {
+pub async fn try_run(v: Viewer, State(st): State<AppState>, Form(f): Form<TryForm>) -> Response {
     if let Err(e) = auth::check_post(&v, &f.token) {
         return message(Some(&v), StatusCode::FORBIDDEN, "Refused", &e.to_string());
     }
@@ -441,13 +469,24 @@ pub async fn try_run(
     }
     let body: Value = match serde_json::from_str(&f.event) {
         Ok(b) => b,
-        Err(e) => return try_page(&v, &st, &f, None, Some(format!("the event is not valid JSON: {e}"))),
+        Err(e) => {
+            return try_page(
+                &v,
+                &st,
+                &f,
+                None,
+                Some(format!("the event is not valid JSON: {e}")),
+            );
+        }
     };
     let mut hdrs = Map::new();
     for line in f.headers.lines().map(str::trim).filter(|l| !l.is_empty()) {
         match line.split_once(':') {
             Some((n, val)) => {
-                hdrs.insert(n.trim().to_ascii_lowercase(), Value::String(val.trim().to_string()));
+                hdrs.insert(
+                    n.trim().to_ascii_lowercase(),
+                    Value::String(val.trim().to_string()),
+                );
             }
             None => {
                 let err = format!("header `{line}` must be `Name: value`");
@@ -523,12 +562,22 @@ pub async fn overview(v: Viewer, State(st): State<AppState>) -> Response {
     let by_source = views::chart(&points, &[], now, 12, 300_000);
     let results: Vec<(i64, String)> = jobs
         .iter()
-        .map(|j| (views::parse_ms(&j.updated_at), j.status.as_str().to_string()))
+        .map(|j| {
+            (
+                views::parse_ms(&j.updated_at),
+                j.status.as_str().to_string(),
+            )
+        })
         .filter(|(t, _)| *t >= hour)
         .collect();
     let by_result = views::chart(&results, &["done", "failed", "pending"], now, 12, 300_000);
     let depth = st.engine.store().queue.depth();
-    let journal = st.console.data_dir.as_deref().map(journal_size).map(views::human_bytes);
+    let journal = st
+        .console
+        .data_dir
+        .as_deref()
+        .map(journal_size)
+        .map(views::human_bytes);
     page(
         "overview.html",
         json!({
@@ -562,7 +611,12 @@ pub struct LoginQuery {
 
 /// `GET /console/login`: the admin token form.
 pub async fn login_form(State(st): State<AppState>, Query(q): Query<LoginQuery>) -> Response {
-    login_page(&st, &auth::safe_next(q.next.as_deref()), None, StatusCode::OK)
+    login_page(
+        &st,
+        &auth::safe_next(q.next.as_deref()),
+        None,
+        StatusCode::OK,
+    )
 }
 
 fn login_page(st: &AppState, next: &str, error: Option<&str>, status: StatusCode) -> Response {
@@ -597,11 +651,21 @@ pub async fn login(
         return login_page(&st, &next, Some(&e.to_string()), StatusCode::FORBIDDEN);
     }
     let Some(want) = &st.admin_token else {
-        return login_page(&st, &next, Some("no admin token is set (RULEHOOK_ADMIN_TOKEN)"), StatusCode::UNAUTHORIZED);
+        return login_page(
+            &st,
+            &next,
+            Some("no admin token is set (RULEHOOK_ADMIN_TOKEN)"),
+            StatusCode::UNAUTHORIZED,
+        );
     };
     if !crate::verify::mac::secret_eq(want.as_bytes(), f.admin_token.trim().as_bytes()) {
         tracing::info!("console: a sign-in with a wrong admin token");
-        return login_page(&st, &next, Some("that is not the admin token"), StatusCode::UNAUTHORIZED);
+        return login_page(
+            &st,
+            &next,
+            Some("that is not the admin token"),
+            StatusCode::UNAUTHORIZED,
+        );
     }
     let cookie = format!(
         "{}={}; HttpOnly; SameSite=Strict; Path=/",
@@ -627,7 +691,10 @@ pub async fn logout(v: Viewer, Form(f): Form<LogoutForm>) -> Response {
         return message(Some(&v), StatusCode::FORBIDDEN, "Refused", &e.to_string());
     }
     let mut resp = Redirect::to("/console/login").into_response();
-    let gone = format!("{}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0", auth::COOKIE);
+    let gone = format!(
+        "{}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0",
+        auth::COOKIE
+    );
     if let Ok(v) = gone.parse() {
         resp.headers_mut().insert(header::SET_COOKIE, v);
     }

@@ -23,7 +23,10 @@ static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
         ("base.html", include_str!("templates/base.html")),
         ("events.html", include_str!("templates/events.html")),
         ("event.html", include_str!("templates/event.html")),
-        ("dead_letters.html", include_str!("templates/dead_letters.html")),
+        (
+            "dead_letters.html",
+            include_str!("templates/dead_letters.html"),
+        ),
         ("rules.html", include_str!("templates/rules.html")),
         ("try.html", include_str!("templates/try.html")),
         ("overview.html", include_str!("templates/overview.html")),

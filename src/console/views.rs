@@ -216,7 +216,10 @@ mod tests {
 
     #[test]
     fn only_http_links_are_links() {
-        assert_eq!(safe_link("https://x.example/1").as_deref(), Some("https://x.example/1"));
+        assert_eq!(
+            safe_link("https://x.example/1").as_deref(),
+            Some("https://x.example/1")
+        );
         assert_eq!(safe_link(" JavaScript:alert(1)"), None);
         assert_eq!(safe_link("data:text/html,x"), None);
         assert_eq!(

@@ -218,7 +218,10 @@ impl Engine {
 
     /// Matches and throttled matches per rule key since this process started.
     pub fn rule_counts(&self) -> std::collections::HashMap<String, [u64; 2]> {
-        self.counts.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.counts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// The rule of `key` at version `fingerprint`, in the current set or a kept one.
@@ -320,7 +323,10 @@ impl Engine {
                         delivery_id: event.delivery.clone(),
                         duplicates: 0,
                         matched_rules: jobs.len(),
-                        rules: matched.iter().map(|&i| rules.rules[i].name.clone()).collect(),
+                        rules: matched
+                            .iter()
+                            .map(|&i| rules.rules[i].name.clone())
+                            .collect(),
                         throttled: matched.len() - jobs.len(),
                         status: EventStatus::of(matched.len(), jobs.len(), jobs.len(), 0),
                         parent: event.parent.clone(),

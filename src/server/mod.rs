@@ -220,14 +220,16 @@ async fn receive(
                 ApiError::BadBody(e.to_string())
             }
         })?;
-    let event = source.verifier.verify(
-        &source.name,
-        headers,
-        &bytes,
-        source.dedup_window,
-        SystemTime::now(),
-    )?
-    .with_peer(peer.ip());
+    let event = source
+        .verifier
+        .verify(
+            &source.name,
+            headers,
+            &bytes,
+            source.dedup_window,
+            SystemTime::now(),
+        )?
+        .with_peer(peer.ip());
     let done = state.engine.ingest(event).await?;
     if done.duplicate {
         source.meter.duplicate.increment(1);
@@ -393,8 +395,14 @@ pub(crate) struct NotMatched {
 pub(crate) fn not_matched(rules: &RuleSet, detail: &EventDetail) -> Vec<NotMatched> {
     let doc = crate::domain::EventDoc::new(detail.body.clone());
     let recorded = |b: &str, n: &str| {
-        detail.matches.iter().any(|m| m.rulebook == b && m.rule == n)
-            || detail.throttled.iter().any(|m| m.rulebook == b && m.rule == n)
+        detail
+            .matches
+            .iter()
+            .any(|m| m.rulebook == b && m.rule == n)
+            || detail
+                .throttled
+                .iter()
+                .any(|m| m.rulebook == b && m.rule == n)
     };
     rules
         .explain(Some(&detail.source), &doc)

@@ -107,6 +107,9 @@ pub fn form(pairs: &[(&str, &str)]) -> String {
 /// The value of the first hidden input `name` in a page.
 pub fn hidden(html: &str, name: &str) -> String {
     let key = format!("name=\"{name}\" value=\"");
-    let at = html.find(&key).unwrap_or_else(|| panic!("no {name} in {html}")) + key.len();
+    let at = html
+        .find(&key)
+        .unwrap_or_else(|| panic!("no {name} in {html}"))
+        + key.len();
     html[at..].split('"').next().unwrap_or_default().to_string()
 }
