@@ -8,9 +8,10 @@
 //!    rows as the same-run baseline;
 //! 3. measures ingest throughput over loopback HTTP (`SENDS` signed events from 16 keep-alive
 //!    connections) with no console open and with `PAGES` (default 20) live event pages
-//!    streaming, alternating three rounds each; the ratio of the medians is the figure.
+//!    streaming, alternating (`ROUNDS`, default 10: five each); the ratio of the medians is the
+//!    figure.
 //!
-//! `cargo bench --bench console` (`EVENTS=… PAGES=… SENDS=…` to change the sizes).
+//! `cargo bench --bench console` (`EVENTS=… PAGES=… SENDS=… ROUNDS=…` to change the sizes).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -50,6 +51,7 @@ async fn main() {
     let events = var("EVENTS", 100_000);
     let pages = var("PAGES", 20);
     let sends = var("SENDS", 4_000);
+    let rounds = var("ROUNDS", 10);
     let dir = tempfile::tempdir().expect("tempdir");
     for d in ["rulebooks", "scripts", "templates", "data"] {
         std::fs::create_dir_all(dir.path().join(d)).expect("mkdir");
@@ -154,14 +156,26 @@ rules:
         form_token(&router, peer).await
     );
     let pages_timed: Vec<(&str, String, Option<String>)> = vec![
-        ("baseline: GET /api/events (JSON, 100 rows)", "/api/events".into(), None),
+        (
+            "baseline: GET /api/events (JSON, 100 rows)",
+            "/api/events".into(),
+            None,
+        ),
         ("events", "/".into(), None),
         ("events ?source=other", "/?source=other".into(), None),
         ("events ?status=failed", "/?status=failed".into(), None),
         ("events ?rule=page", "/?rule=page".into(), None),
-        ("events ?status=duplicate", "/?status=duplicate".into(), None),
+        (
+            "events ?status=duplicate",
+            "/?status=duplicate".into(),
+            None,
+        ),
         ("events ?since=5m", "/?since=5m".into(), None),
-        ("event (a dead letter's)", format!("/console/events/{}", recent.id), None),
+        (
+            "event (a dead letter's)",
+            format!("/console/events/{}", recent.id),
+            None,
+        ),
         ("dead letters", "/console/dead-letters".into(), None),
         ("rules", "/console/rules".into(), None),
         ("try (POST)", "/console/try".into(), Some(try_body)),
@@ -217,13 +231,17 @@ rules:
     let mut rates = [Vec::new(), Vec::new()];
     let mut least_seen = u64::MAX;
     let counter = Arc::new(AtomicU64::new(events as u64 * 10));
-    for round in 0..6 {
+    for round in 0..rounds {
         let live = round % 2 == 1;
         let mut readers = tokio::task::JoinSet::new();
         let seen = Arc::new((0..pages).map(|_| AtomicU64::new(0)).collect::<Vec<_>>());
         if live {
             for i in 0..pages {
-                let (client, url, seen) = (client.clone(), format!("{base_url}/console/live"), seen.clone());
+                let (client, url, seen) = (
+                    client.clone(),
+                    format!("{base_url}/console/live"),
+                    seen.clone(),
+                );
                 readers.spawn(async move {
                     let mut resp = client.get(url).send().await.expect("live page");
                     while let Ok(Some(chunk)) = resp.chunk().await {
@@ -268,7 +286,12 @@ rules:
         let rate = sends as f64 / t.elapsed().as_secs_f64();
         if live {
             tokio::time::sleep(Duration::from_millis(300)).await;
-            least_seen = least_seen.min(seen.iter().map(|s| s.load(Ordering::Relaxed)).min().unwrap_or(0));
+            least_seen = least_seen.min(
+                seen.iter()
+                    .map(|s| s.load(Ordering::Relaxed))
+                    .min()
+                    .unwrap_or(0),
+            );
             readers.abort_all();
             while readers.join_next().await.is_some() {}
         }
@@ -291,7 +314,9 @@ rules:
 
 /// The console's form token, read from a page.
 async fn form_token(router: &axum::Router, peer: SocketAddr) -> String {
-    let mut req = Request::get("/console/try").body(Body::empty()).expect("request");
+    let mut req = Request::get("/console/try")
+        .body(Body::empty())
+        .expect("request");
     req.extensions_mut().insert(ConnectInfo(peer));
     let resp = router.clone().oneshot(req).await.expect("response");
     let html = axum::body::to_bytes(resp.into_body(), usize::MAX)

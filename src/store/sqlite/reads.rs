@@ -146,6 +146,12 @@ pub fn events(c: &Connection, f: &EventFilter) -> rusqlite::Result<Vec<EventRow>
         EventStatus::Failed => "failed",
         EventStatus::Done => "done",
     });
+    // Dead letters are few and indexed: find their events first rather than scan every event.
+    let failed_only = if status == Some("failed") {
+        "AND e.seq IN (SELECT j.event_seq FROM jobs j WHERE j.state = 'failed')"
+    } else {
+        ""
+    };
     let sql = format!(
         "SELECT * FROM (
            SELECT e.seq, e.id, e.source, e.kind, e.received_at, e.duplicates, e.n_matches, e.n_jobs,
@@ -158,6 +164,7 @@ pub fn events(c: &Connection, f: &EventFilter) -> rusqlite::Result<Vec<EventRow>
            WHERE (?1 IS NULL OR e.source = ?1) AND (?2 IS NULL OR e.received_at >= ?2)
              AND (?5 IS NULL OR EXISTS (SELECT 1 FROM json_each(e.matches)
                                         WHERE json_extract(value, '$.rule') = ?5))
+             {failed_only}
            ORDER BY e.seq DESC)
          WHERE ?4 IS NULL OR ({STATUS_SQL}) = ?4
             OR (?4 = 'throttled' AND n_jobs < n_matches)
