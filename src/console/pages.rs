@@ -19,7 +19,7 @@ use crate::store::{EventFilter, EventRow, EventStatus, JobFilter, StoreError};
 /// Rows the event list and the dead letters show.
 pub const PAGE_ROWS: usize = 100;
 /// Events and jobs the overview reads at most (newest first) to draw the last hour.
-pub const OVERVIEW_ROWS: usize = 5_000;
+pub const OVERVIEW_ROWS: usize = 2_000;
 
 /// The status filter's choices: the stored statuses plus `duplicate` (redelivered).
 const STATUSES: [&str; 6] = [
