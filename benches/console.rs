@@ -133,7 +133,8 @@ rules:
         reloader: None,
         metrics: None,
         body_timeout: Duration::from_secs(30),
-        console: Arc::new(rulehook::console::Settings::new(true, Some(data.clone()))),
+        guard: Default::default(),
+        console: Arc::new(rulehook::console::Settings::new(Some(data.clone()))),
     };
     let router = app(state);
     let peer: SocketAddr = "127.0.0.1:40000".parse().expect("addr");
@@ -217,7 +218,7 @@ rules:
         listener,
         router.clone(),
         None,
-        1024,
+        rulehook::server::listen::Limits::new(1024),
         async move {
             let _ = stop_rx.await;
         },

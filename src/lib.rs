@@ -5,6 +5,7 @@
 //! See `docs/architecture.md`.
 
 pub mod actions;
+pub mod body;
 pub mod cli;
 pub mod console;
 pub mod domain;
@@ -20,3 +21,4 @@ pub mod telemetry;
 pub mod templates;
 pub mod units;
 pub mod verify;
+pub mod walk;

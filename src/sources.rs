@@ -10,6 +10,7 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 
 use ipnet::IpNet;
 
+use crate::body::BodyFormat;
 use crate::verify::Verifier;
 
 /// One compiled `sources:` entry.
@@ -19,6 +20,8 @@ pub struct Source {
     /// URL path it is served on (`/hooks/<name>` unless set); internal sources have none.
     pub path: Option<String>,
     pub verifier: Verifier,
+    /// What its body is (`format:`): decoded after verification.
+    pub format: BodyFormat,
     pub max_body: usize,
     pub allow_from: Vec<IpNet>,
     /// Overrides the kind's default de-duplication window; zero disables it.
@@ -68,7 +71,10 @@ impl RateLimit {
         if !(per_second.is_finite() && per_second > 0.0) {
             return Err("per_second must be a positive number".into());
         }
-        let period = Duration::from_secs_f64(1.0 / per_second);
+        let period = Duration::try_from_secs_f64(1.0 / per_second)
+            .ok()
+            .filter(|p| *p <= crate::units::MAX_DURATION)
+            .ok_or("per_second is too small: at least one request per 100 years")?;
         let burst = burst.unwrap_or_else(|| per_second.ceil().max(1.0) as u32);
         let burst = NonZeroU32::new(burst).ok_or("burst must be at least 1")?;
         let quota = Quota::with_period(period)
@@ -109,11 +115,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_tiny_or_odd_rate_is_an_error_not_a_panic() {
+        assert!(
+            RateLimit::new(1e-300, None)
+                .unwrap_err()
+                .contains("too small")
+        );
+        assert!(RateLimit::new(0.0, None).is_err());
+        assert!(RateLimit::new(f64::NAN, None).is_err());
+        assert!(RateLimit::new(1e300, Some(1)).is_err());
+        assert!(RateLimit::new(0.5, Some(2)).is_ok());
+    }
+
+    #[test]
     fn allow_from_cidrs_and_mapped_addresses() {
         let s = Source {
             name: "x".into(),
             path: None,
             verifier: Verifier::None,
+            format: BodyFormat::Json,
             max_body: 1,
             allow_from: vec!["10.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()],
             dedup_window: None,

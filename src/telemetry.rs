@@ -9,7 +9,8 @@ pub fn init(json: bool) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(ansi)
-        .with_writer(std::io::stderr);
+        // Every line passes the secret mask (`${env:…}`/`${file:…}` values, credentials).
+        .with_writer(|| crate::secrets::MaskingWriter(std::io::stderr()));
     // A second init (tests start several servers in one process) is harmless.
     let _ = if json {
         builder.json().try_init()
@@ -34,6 +35,9 @@ pub mod names {
     pub const BATCH: &str = "rulehook_journal_batch_size";
     pub const QUEUE_LEASED: &str = "rulehook_jobs_leased";
     pub const QUEUE_DELAYED: &str = "rulehook_jobs_delayed";
+    /// Every pending job (in memory or only in storage), against `--max-pending`.
+    pub const PENDING: &str = "rulehook_jobs_pending";
+    pub const MAX_PENDING: &str = "rulehook_jobs_max_pending";
 
     /// The run counter and duration histogram of an action kind and result, registered once
     /// (a labelled look-up per attempt showed in profiles).

@@ -35,6 +35,7 @@ fn state(dir: &std::path::Path) -> AppState {
         metrics: None,
         body_timeout: Duration::from_secs(5),
         console: Default::default(),
+        guard: Default::default(),
     }
 }
 

@@ -351,7 +351,7 @@ async fn the_console_in_chromium() {
     let env2 = common::console::env();
     let guarded = Server::start(
         &env2,
-        &["--admin-no-loopback"],
+        &["--admin-require-token"],
         &[("RULEHOOK_ADMIN_TOKEN", ADMIN_TOKEN.to_string())],
     );
     b.goto(&guarded.url("/console/rules")).await.unwrap();

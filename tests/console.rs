@@ -303,7 +303,7 @@ async fn the_login_form_when_loopback_is_not_trusted() {
     let env = env();
     let server = Server::start(
         &env,
-        &["--admin-no-loopback"],
+        &["--admin-require-token"],
         &[("RULEHOOK_ADMIN_TOKEN", ADMIN_TOKEN.to_string())],
     );
     let c = no_redirects();
@@ -487,7 +487,7 @@ async fn live_pages_read_other_processes_events_from_the_history() {
         std::sync::Arc::new(rules),
         Default::default(),
     );
-    let mut console = rulehook::console::Settings::new(true, None);
+    let mut console = rulehook::console::Settings::new(None);
     console.poll_history = Some(Duration::from_millis(200));
     let app = rulehook::server::app(rulehook::server::AppState {
         engine: engine.clone(),
@@ -495,6 +495,7 @@ async fn live_pages_read_other_processes_events_from_the_history() {
         reloader: None,
         metrics: None,
         body_timeout: Duration::from_secs(5),
+        guard: Default::default(),
         console: std::sync::Arc::new(console),
     });
     let mut req = Request::get("/console/live").body(Body::empty()).unwrap();

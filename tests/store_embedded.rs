@@ -125,3 +125,8 @@ async fn naks_do_not_spend_the_lost_lease_budget() {
 async fn retention_steps_over_kept_events() {
     conformance::retention_steps_over_kept_events(&EmbeddedDir::new()).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn depth_counts_every_pending_job() {
+    conformance::depth_counts_every_pending_job(&EmbeddedDir::new(), MANY / 4).await;
+}

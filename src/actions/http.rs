@@ -96,17 +96,29 @@ impl HttpCall {
         let resp = match req.send().await {
             Ok(r) => r,
             Err(e) => {
-                let mut o = Outcome::failed(
-                    self.mask_text(&format!("request to {} failed: {e}", self.masked().url)),
-                );
+                let mut o = Outcome::failed(self.mask_text(&format!(
+                    "request to {} failed: {}",
+                    self.masked().url,
+                    error_chain(&e)
+                )));
                 o.retryable = true;
                 return o;
             }
         };
         let status = resp.status().as_u16();
         let retry_after = retry_after(resp.headers());
-        let mut body = resp.bytes().await.map(|b| b.to_vec()).unwrap_or_default();
-        body.truncate(BODY_CAP);
+        // Read up to the cap, not whole: an endless answer cannot fill memory.
+        let mut body = Vec::new();
+        let mut resp = resp;
+        while body.len() < BODY_CAP {
+            match resp.chunk().await {
+                Ok(Some(chunk)) => {
+                    let room = BODY_CAP - body.len();
+                    body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                }
+                Ok(None) | Err(_) => break,
+            }
+        }
         let text = String::from_utf8_lossy(&body).into_owned();
         let ok = if self.ok_statuses.is_empty() {
             (200..300).contains(&status)
@@ -126,6 +138,22 @@ impl HttpCall {
     }
 }
 
+/// An error with its causes (`… : connection refused`, `… : dns error: …`, TLS reasons):
+/// reqwest's own message names only the URL.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let text = c.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cur = c.source();
+    }
+    out
+}
+
 /// `Retry-After` (seconds or an HTTP date), or GitHub's `x-ratelimit-reset` when
 /// `x-ratelimit-remaining` is 0.
 pub fn retry_after(h: &reqwest::header::HeaderMap) -> Option<Duration> {
@@ -141,8 +169,12 @@ pub fn retry_after(h: &reqwest::header::HeaderMap) -> Option<Duration> {
     if text("x-ratelimit-remaining") == Some("0")
         && let Some(reset) = text("x-ratelimit-reset").and_then(|v| v.parse::<u64>().ok())
     {
-        let at = SystemTime::UNIX_EPOCH + Duration::from_secs(reset);
-        return Some(at.duration_since(SystemTime::now()).unwrap_or_default());
+        // A reset far in the future is the same as an hour (the longest wait honoured).
+        let at = SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(reset));
+        return Some(match at {
+            Some(at) => at.duration_since(SystemTime::now()).unwrap_or_default(),
+            None => Duration::from_secs(3600),
+        });
     }
     None
 }
@@ -151,6 +183,22 @@ pub fn retry_after(h: &reqwest::header::HeaderMap) -> Option<Duration> {
 mod tests {
     use super::*;
     use reqwest::header::{HeaderMap, HeaderValue};
+
+    #[tokio::test]
+    async fn a_refused_connection_says_so() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        drop(l);
+        let e = reqwest::Client::new()
+            .get(format!("http://{addr}/"))
+            .send()
+            .await
+            .unwrap_err();
+        let text = error_chain(&e);
+        assert!(text.to_lowercase().contains("refused"), "{text}");
+        assert!(!text.contains("Some("), "{text}");
+    }
 
     #[test]
     fn retry_after_forms() {
@@ -183,6 +231,17 @@ mod tests {
             d > Duration::from_secs(25) && d <= Duration::from_secs(30),
             "{d:?}"
         );
+    }
+
+    #[test]
+    fn a_reset_far_in_the_future_does_not_panic() {
+        let mut h = HeaderMap::new();
+        h.insert("x-ratelimit-remaining", HeaderValue::from_static("0"));
+        h.insert(
+            "x-ratelimit-reset",
+            HeaderValue::from_static("18446744073709551615"),
+        );
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(3600)));
     }
 
     #[test]

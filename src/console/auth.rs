@@ -1,6 +1,6 @@
 //! Who may see the console and how a state-changing request proves it came from the console.
 //!
-//! The admin access rule: loopback clients (unless `--admin-no-loopback`), or a client holding
+//! The admin access rule: loopback clients (unless `--admin-require-token`), or a client holding
 //! the admin token — as a bearer token, or as the session cookie the login form sets
 //! (`HttpOnly`, `SameSite=Strict`). The cookie holds a MAC of the token under a key drawn at
 //! start, never the token itself; sessions end when the process restarts.
@@ -25,9 +25,6 @@ pub const COOKIE: &str = "rulehook_session";
 /// Per-process console secrets and access settings.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// Whether loopback clients may use the console and admin API without the token. Off
-    /// behind a reverse proxy on the same host, where every client is loopback.
-    pub trust_loopback: bool,
     /// The embedded store's directory, for the journal size on the overview.
     pub data_dir: Option<std::path::PathBuf>,
     /// With a store shared by several processes: how often live pages also read the history
@@ -40,7 +37,6 @@ pub struct Settings {
 impl Default for Settings {
     fn default() -> Self {
         Settings {
-            trust_loopback: true,
             data_dir: None,
             poll_history: None,
             key: rand::random(),
@@ -50,9 +46,8 @@ impl Default for Settings {
 
 impl Settings {
     /// Settings with fresh keys.
-    pub fn new(trust_loopback: bool, data_dir: Option<std::path::PathBuf>) -> Settings {
+    pub fn new(data_dir: Option<std::path::PathBuf>) -> Settings {
         Settings {
-            trust_loopback,
             data_dir,
             ..Settings::default()
         }
@@ -78,23 +73,10 @@ impl Settings {
     }
 }
 
-/// Whether `peer` is this host.
-pub fn is_loopback(peer: &SocketAddr) -> bool {
-    let ip = peer.ip();
-    ip.is_loopback()
-        || matches!(ip, std::net::IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()))
-}
-
-/// The admin access rule without the cookie: loopback (when trusted) or the bearer token.
+/// The admin access rule without the cookie: the admin API's (loopback unless
+/// `--admin-require-token`, or the bearer token).
 pub fn admin_by_header(state: &AppState, peer: &SocketAddr, headers: &HeaderMap) -> bool {
-    if state.console.trust_loopback && is_loopback(peer) {
-        return true;
-    }
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    matches!((&state.admin_token, given), (Some(want), Some(got)) if secret_eq(want.as_bytes(), got.as_bytes()))
+    crate::server::admin(state, *peer, headers).is_ok()
 }
 
 /// The value of cookie `name`, if the request has it.

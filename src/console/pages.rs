@@ -500,6 +500,8 @@ pub async fn try_run(v: Viewer, State(st): State<AppState>, Form(f): Form<TryFor
             serde_json::json!({
                 "rulebook": r.rulebook, "rule": r.rule, "matched": r.matched, "why_not": r.why_not,
                 "actions": r.actions.iter().map(views::pretty).collect::<Vec<_>>(),
+                "on_failure": r.on_failure.iter().map(views::pretty).collect::<Vec<_>>(),
+                "throttle": r.throttle,
             })
         })
         .collect();

@@ -18,6 +18,11 @@ pub struct DryRun {
     /// When matched: each action as it would be rendered (credentials masked), or
     /// `{"render_error": …}`.
     pub actions: Vec<Value>,
+    /// When matched: the `on_failure` actions as they would be rendered after a placeholder
+    /// failure.
+    pub on_failure: Vec<Value>,
+    /// When matched and throttled: `{"once_within", "group"}` (null otherwise).
+    pub throttle: Value,
 }
 
 /// Every rule's verdict on `body` arriving on `source` (`None`: every rule is considered)
@@ -38,6 +43,8 @@ pub fn dry_run(
         .map(|v| {
             let rule = &set.rules[v.rule];
             let mut actions = Vec::new();
+            let mut on_failure = Vec::new();
+            let mut throttle = Value::Null;
             if v.matched {
                 let meta = json!({
                     "id": "test", "source": source.unwrap_or_default(), "kind": kind,
@@ -59,6 +66,32 @@ pub fn dry_run(
                         Err(e) => json!({"render_error": e}),
                     });
                 }
+                // What would run if an action failed for good (a placeholder failure).
+                for (i, a) in rule.on_failure.iter().enumerate() {
+                    let failure = json!({
+                        "action": rule.actions.first().map(|a| a.kind()).unwrap_or(""),
+                        "error": "<the error>", "attempts": 1, "exit_code": 1,
+                        "stdout": "<stdout>", "stderr": "<stderr>", "status": 500, "body": "<body>",
+                    });
+                    let previous = if i == 0 {
+                        Value::Null
+                    } else {
+                        json!({"exit_code": 0, "stdout": format!("<stdout of on_failure action {}>", i - 1)})
+                    };
+                    let ctx = crate::templates::context(
+                        json!({"event": body, "meta": meta, "previous": previous, "failure": failure}),
+                    );
+                    on_failure.push(match a.render(&set.templates, &ctx) {
+                        Ok(r) => r.for_history(),
+                        Err(e) => json!({"render_error": e}),
+                    });
+                }
+                if let Some(t) = &rule.throttle {
+                    throttle = json!({
+                        "once_within": crate::units::format_duration(t.window),
+                        "group": t.group(body),
+                    });
+                }
             }
             DryRun {
                 rulebook: rule.rulebook.clone(),
@@ -66,6 +99,8 @@ pub fn dry_run(
                 matched: v.matched,
                 why_not: v.why,
                 actions,
+                on_failure,
+                throttle,
             }
         })
         .collect()

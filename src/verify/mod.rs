@@ -15,6 +15,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde_json::Value;
 
+use crate::body::BodyFormat;
 use crate::domain::EventDoc;
 use crate::secrets::Secret;
 pub use mac::Algorithm;
@@ -78,8 +79,8 @@ pub enum VerifyError {
     Malformed(&'static str),
     #[error("webhook-timestamp is outside the allowed tolerance")]
     StaleTimestamp,
-    #[error("body is not valid JSON: {0}")]
-    BadJson(String),
+    #[error(transparent)]
+    Body(#[from] crate::body::BodyError),
     #[error("internal sources are not served over HTTP")]
     NotServed,
 }
@@ -248,6 +249,7 @@ pub const KINDS: &[&str] = &[
 /// Headers that carry credentials or signatures: never stored, never shown to rules.
 const CREDENTIAL_HEADERS: &[&str] = &[
     "authorization",
+    "proxy-authorization",
     "x-ipf-signature",
     "x-hook-signature",
     "x-hub-signature",
@@ -305,13 +307,14 @@ impl Verifier {
         }
     }
 
-    /// Checks `body` and `headers`; on success parses the body and returns the verified event.
-    /// `dedup_window` overrides the kind's default window.
+    /// Checks `body` and `headers`; on success decodes the body as `format` says and returns
+    /// the verified event. `dedup_window` overrides the kind's default window.
     pub fn verify(
         &self,
         source: &str,
         headers: &HeaderMap,
         body: &bytes::Bytes,
+        format: BodyFormat,
         dedup_window: Option<Duration>,
         now: SystemTime,
     ) -> Result<VerifiedEvent, VerifyError> {
@@ -456,11 +459,14 @@ impl Verifier {
             Verifier::None => None,
             Verifier::Internal => return Err(VerifyError::NotServed),
         };
-        let body_value = match parsed {
-            Some(v) => v,
-            None => {
-                serde_json::from_slice(body).map_err(|e| VerifyError::BadJson(e.to_string()))?
-            }
+        let (body_value, raw_is_body) = match parsed {
+            Some(v) => (v, true),
+            None => format.decode(
+                headers
+                    .get(axum::http::header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok()),
+                body,
+            )?,
         };
         let from_sender = sender_id.is_some();
         let key = sender_id.unwrap_or_else(|| mac::body_hash(body));
@@ -473,12 +479,21 @@ impl Verifier {
             kind: self.kind(),
             delivery: Some(Delivery { key, window }),
             doc: EventDoc::new(body_value),
-            raw: Some(body.clone()),
-            headers: safe_headers(headers),
+            // A body decoded from text or a form is stored as its event (what rules saw).
+            raw: raw_is_body.then(|| body.clone()),
+            headers: safe_headers(headers, self.credential_header()),
             received_at: now,
             depth: 0,
             parent: None,
         })
+    }
+
+    /// The header carrying this source's credential when it is configured, not fixed.
+    fn credential_header(&self) -> Option<&str> {
+        match self {
+            Verifier::Hmac { header, .. } => Some(header.as_str()),
+            _ => None,
+        }
     }
 
     fn check(&self, ok: bool) -> Result<(), VerifyError> {
@@ -504,10 +519,13 @@ fn standard_key(secret: &Secret, raw: bool) -> Result<Vec<u8>, VerifyError> {
         .map_err(|_| VerifyError::BadSignature)
 }
 
-fn safe_headers(headers: &HeaderMap) -> Vec<(String, String)> {
+/// The request headers to keep: not the credential headers of any kind, nor `extra` (a generic
+/// `hmac` source's configured signature header).
+fn safe_headers(headers: &HeaderMap, extra: Option<&str>) -> Vec<(String, String)> {
     headers
         .iter()
         .filter(|(n, _)| !CREDENTIAL_HEADERS.contains(&n.as_str()))
+        .filter(|(n, _)| !extra.is_some_and(|x| n.as_str().eq_ignore_ascii_case(x)))
         .filter_map(|(n, v)| Some((n.as_str().to_string(), v.to_str().ok()?.to_string())))
         .collect()
 }

@@ -2,6 +2,7 @@
 //! started on a loopback port, and signing helpers.
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod console;
 
 use std::io::{BufRead, BufReader};

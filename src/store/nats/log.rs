@@ -141,9 +141,44 @@ impl EventLog for Jet {
             publish(&s.js, s.names.forget(&id), id.clone().into_bytes(), None).await?;
             out.events += 1;
         }
+        out.state = prune_state(s).await;
         let _ = state::delete(s, "retention/claim", Some(claim)).await;
         Ok(out)
     }
+}
+
+/// Deletes expired state entries (delivery ids past their window, throttle windows that
+/// ended): one pass over the state stream, which holds one message per key.
+async fn prune_state(s: &Shared) -> u64 {
+    let Ok(consumer) = s
+        .state
+        .create_consumer(pull::OrderedConfig::default())
+        .await
+    else {
+        return 0;
+    };
+    let Ok(messages) = consumer.messages().await else {
+        return 0;
+    };
+    let mut messages = messages;
+    let now = now_ms();
+    let mut removed = 0;
+    loop {
+        let next = tokio::time::timeout(Duration::from_secs(2), messages.next()).await;
+        let Ok(Some(Ok(m))) = next else { break };
+        let Ok(info) = m.info().map(|i| (i.stream_sequence, i.pending)) else {
+            break;
+        };
+        let expired = serde_json::from_slice::<super::wire::StateValue>(&m.payload)
+            .is_ok_and(|v| v.deleted || v.expires_at.is_some_and(|t| t < now));
+        if expired && s.state.delete_message(info.0).await.is_ok() {
+            removed += 1;
+        }
+        if info.1 == 0 {
+            break;
+        }
+    }
+    removed
 }
 
 /// Every node runs one: a durable consumer on the event stream shared by all, so each event is
@@ -158,7 +193,8 @@ pub(super) async fn start_dispatcher(s: Arc<Shared>) -> Result<AbortHandle, Stor
             pull::Config {
                 durable_name: Some(s.names.dispatch()),
                 ack_policy: consumer::AckPolicy::Explicit,
-                ack_wait: Duration::from_secs(30),
+                // An event a stopped node had fetched but not dispatched comes back this soon.
+                ack_wait: Duration::from_secs(5),
                 max_ack_pending: 10_000,
                 ..Default::default()
             },
@@ -167,7 +203,13 @@ pub(super) async fn start_dispatcher(s: Arc<Shared>) -> Result<AbortHandle, Stor
         .map_err(|e| transient("create the dispatch consumer", e))?;
     let task = tokio::spawn(async move {
         loop {
-            let mut messages = match consumer.messages().await {
+            // A small batch: what a node holds undispatched when it stops is little.
+            let mut messages = match consumer
+                .stream()
+                .max_messages_per_batch(32)
+                .messages()
+                .await
+            {
                 Ok(m) => m,
                 Err(e) => {
                     tracing::warn!(error = %e, "NATS: cannot read the event stream; trying again");
