@@ -396,6 +396,7 @@ async fn the_console_in_chromium() {
         .click()
         .await
         .unwrap();
+    text(&b, "#sign-in").await; // the login page has loaded
     assert!(path_of(&b).await.starts_with("/console/login"));
     b.goto(&guarded.url("/")).await.unwrap();
     assert!(
