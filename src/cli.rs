@@ -11,10 +11,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::engine::Engine;
-use crate::rules::{Dirs, EventDoc, RuleSet};
+use crate::rules::{Dirs, RuleSet};
 use crate::server::listen::Tls;
 use crate::server::{AppState, app};
 use crate::store::Store;
@@ -350,67 +350,13 @@ fn test(t: &TestArgs) -> anyhow::Result<ExitCode> {
     let (body, _) = format
         .decode(content_type, &raw)
         .with_context(|| format!("{} (format {})", t.event.display(), format.name()))?;
-    let doc = EventDoc::new(body.clone());
-    let mut report = Vec::new();
-    for v in set.explain(t.source.as_deref(), &doc) {
-        let rule = &set.rules[v.rule];
-        let mut actions = Vec::new();
-        let mut on_failure = Vec::new();
-        let mut throttle = Value::Null;
-        if v.matched {
-            let meta = json!({
-                "id": "test", "source": t.source.clone().unwrap_or_default(),
-                "kind": t.source.as_deref().and_then(|s| set.source(s)).map(|s| s.verifier.kind()).unwrap_or(""),
-                "received_at": crate::domain::rfc3339(0), "headers": headers,
-                "rulebook": rule.rulebook, "rule": rule.name,
-            });
-            // A dry run has no real previous result: later actions see a placeholder one.
-            for (i, a) in rule.actions.iter().enumerate() {
-                let previous = if i == 0 {
-                    Value::Null
-                } else {
-                    json!({"exit_code": 0, "stdout": format!("<stdout of action {}>", i - 1)})
-                };
-                let ctx = crate::templates::context(
-                    json!({"event": body, "meta": meta, "previous": previous}),
-                );
-                actions.push(match a.render(&set.templates, &ctx) {
-                    Ok(r) => r.for_history(),
-                    Err(e) => json!({"render_error": e}),
-                });
-            }
-            // What would run if an action failed for good (a placeholder failure).
-            for (i, a) in rule.on_failure.iter().enumerate() {
-                let failure = json!({
-                    "action": rule.actions.first().map(|a| a.kind()).unwrap_or(""),
-                    "error": "<the error>", "attempts": 1, "exit_code": 1,
-                    "stdout": "<stdout>", "stderr": "<stderr>", "status": 500, "body": "<body>",
-                });
-                let previous = if i == 0 {
-                    Value::Null
-                } else {
-                    json!({"exit_code": 0, "stdout": format!("<stdout of on_failure action {}>", i - 1)})
-                };
-                let ctx = crate::templates::context(
-                    json!({"event": body, "meta": meta, "previous": previous, "failure": failure}),
-                );
-                on_failure.push(match a.render(&set.templates, &ctx) {
-                    Ok(r) => r.for_history(),
-                    Err(e) => json!({"render_error": e}),
-                });
-            }
-            if let Some(t) = &rule.throttle {
-                throttle = json!({
-                    "once_within": crate::units::format_duration(t.window),
-                    "group": t.group(&body),
-                });
-            }
-        }
-        report.push(json!({
-            "rulebook": rule.rulebook, "rule": rule.name, "matched": v.matched,
-            "why_not": v.why, "actions": actions, "on_failure": on_failure, "throttle": throttle,
-        }));
-    }
+    let report = serde_json::to_value(crate::rules::dry_run(
+        &set,
+        t.source.as_deref(),
+        &body,
+        &headers,
+    ))?;
+    let report = report.as_array().cloned().unwrap_or_default();
     if t.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -592,6 +538,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         reloader: Some(reloader),
         metrics,
         body_timeout: args.body_timeout,
+        console: Arc::new(if args.store == "embedded" {
+            crate::console::Settings::new(Some(args.data.clone()))
+        } else {
+            // Other nodes' events reach this node's live pages through the history.
+            let mut s = crate::console::Settings::new(None);
+            s.poll_history = Some(Duration::from_secs(2));
+            s
+        }),
         guard: Arc::new(guard),
     };
     crate::server::listen::serve(

@@ -20,7 +20,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::domain::{Envelope, JobState, Match, Step, StoreError, Throttled, now_ms};
 use crate::rules::RuleSet;
-use crate::store::{Appended, Store};
+use crate::store::{Appended, EventRow, EventStatus, Store};
 use crate::verify::VerifiedEvent;
 
 /// How long a lease holds without a heartbeat. Workers heartbeat every third of it while an
@@ -119,7 +119,23 @@ pub struct Engine {
     owner: String,
     tracker: TaskTracker,
     shutdown: CancellationToken,
+    /// Events as they are accepted, for live views (the console); nothing is built for it
+    /// while nobody listens.
+    live: tokio::sync::broadcast::Sender<Arc<Accepted>>,
+    /// Matches and throttled matches per rule key since this process started.
+    counts: Mutex<std::collections::HashMap<String, [u64; 2]>>,
 }
+
+/// An event just accepted, for live views: its list row, and that row as JSON (serialized
+/// once, however many views listen).
+#[derive(Debug)]
+pub struct Accepted {
+    pub row: EventRow,
+    pub json: String,
+}
+
+/// Accepted events a slow live view may fall behind by before it skips some.
+const LIVE_BACKLOG: usize = 1024;
 
 impl Engine {
     /// Call [`Engine::start`] to run jobs.
@@ -133,6 +149,8 @@ impl Engine {
             settings,
             tracker: TaskTracker::new(),
             shutdown: CancellationToken::new(),
+            live: tokio::sync::broadcast::channel(LIVE_BACKLOG).0,
+            counts: Mutex::new(std::collections::HashMap::new()),
         })
     }
 
@@ -190,6 +208,20 @@ impl Engine {
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// Every event this process accepts from now on, as its list row. Events other nodes
+    /// accept (a shared store) are not in it.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<Accepted>> {
+        self.live.subscribe()
+    }
+
+    /// Matches and throttled matches per rule key since this process started.
+    pub fn rule_counts(&self) -> std::collections::HashMap<String, [u64; 2]> {
+        self.counts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// The rule of `key` at version `fingerprint`, in the current set or a kept one.
@@ -262,14 +294,46 @@ impl Engine {
                 matched: 0,
             }),
             Appended::New { jobs } => {
-                for &i in &matched {
-                    let r = &rules.rules[i];
-                    if jobs.iter().any(|j| j.key == r.key) {
-                        r.count_match();
-                    } else {
-                        r.count_throttled();
-                        tracing::debug!(event = %event.id, rule = %r.name, "match throttled");
+                if !matched.is_empty() {
+                    let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+                    for &i in &matched {
+                        let r = &rules.rules[i];
+                        let live = jobs.iter().any(|j| j.key == r.key);
+                        if live {
+                            r.count_match();
+                        } else {
+                            r.count_throttled();
+                            tracing::debug!(event = %event.id, rule = %r.name, "match throttled");
+                        }
+                        if let Some(c) = counts.get_mut(&r.key) {
+                            c[usize::from(!live)] += 1;
+                        } else {
+                            let mut c = [0, 0];
+                            c[usize::from(!live)] = 1;
+                            counts.insert(r.key.clone(), c);
+                        }
                     }
+                }
+                if self.live.receiver_count() > 0 {
+                    let row = EventRow {
+                        id: event.id.clone(),
+                        source: event.source.clone(),
+                        kind: event.kind.clone(),
+                        received_at: crate::domain::rfc3339(event.received_at),
+                        delivery_id: event.delivery.clone(),
+                        duplicates: 0,
+                        matched_rules: jobs.len(),
+                        rules: matched
+                            .iter()
+                            .map(|&i| rules.rules[i].name.clone())
+                            .collect(),
+                        throttled: matched.len() - jobs.len(),
+                        status: EventStatus::of(matched.len(), jobs.len(), jobs.len(), 0),
+                        parent: event.parent.clone(),
+                    };
+                    let json = serde_json::to_string(&row).unwrap_or_default();
+                    // No receiver left in between is not an error.
+                    let _ = self.live.send(Arc::new(Accepted { row, json }));
                 }
                 Ok(Ingested {
                     id: event.id.clone(),

@@ -2,6 +2,7 @@
 //! against it. This module does no I/O after load and knows nothing of HTTP or storage.
 
 pub mod condition;
+mod dry_run;
 mod hint;
 mod index;
 mod load;
@@ -16,6 +17,7 @@ pub use crate::rulebook::{LoadError, model};
 use crate::sources::Source;
 use crate::templates::Templates;
 pub use condition::Condition;
+pub use dry_run::{DryRun, dry_run};
 use index::SourceIndex;
 pub use load::load;
 

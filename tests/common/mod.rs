@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod console;
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
