@@ -5,75 +5,33 @@
 //! Not run here: `rules_take_turns`. JetStream's work queue is one FIFO consumer shared by
 //! every node: rules do not take turns (docs/architecture.md says so).
 
+mod common;
 mod conformance;
 
 use std::future::Future;
 use std::time::Duration;
 
+use common::NatsPrefix;
 use conformance::{Backend, Config};
 use rulehook::store::Store;
-use rulehook::store::nats::{Jet, NatsConfig};
+use rulehook::store::nats::NatsConfig;
 
-/// The NATS server the tests use; a clear failure when none answers.
-pub fn nats_url() -> String {
-    let url =
-        std::env::var("RULEHOOK_TEST_NATS").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
-    let addr = url
-        .trim_start_matches("nats://")
-        .split(',')
-        .next()
-        .unwrap_or_default()
-        .to_string();
-    if std::net::TcpStream::connect_timeout(
-        &addr
-            .parse()
-            .unwrap_or_else(|_| panic!("RULEHOOK_TEST_NATS: `{url}` is not host:port")),
-        Duration::from_secs(2),
-    )
-    .is_err()
-    {
-        panic!(
-            "no NATS server answers at {url}: these tests need one with JetStream. Start it with \
-             `nats-server -js -a 127.0.0.1 -p 4222` (or point RULEHOOK_TEST_NATS at one)"
-        );
-    }
-    url
-}
-
-/// One deployment (prefix) on the test server; its streams are removed when it is dropped.
-struct Deployment {
-    url: String,
-    prefix: String,
-}
+/// One deployment (prefix) on the test server, removed afterwards.
+struct Deployment(NatsPrefix);
 
 impl Deployment {
     fn new() -> Deployment {
-        Deployment {
-            url: nats_url(),
-            prefix: format!("t{}", uuid::Uuid::now_v7().simple()),
-        }
-    }
-}
-
-impl Drop for Deployment {
-    fn drop(&mut self) {
-        let (url, prefix) = (self.url.clone(), self.prefix.clone());
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("a runtime");
-            rt.block_on(Jet::destroy(&url, &prefix))
-        })
-        .join();
+        Deployment(NatsPrefix::new())
     }
 }
 
 impl Backend for Deployment {
     fn open(&self, config: Config) -> impl Future<Output = Store> + Send {
-        let mut c = NatsConfig::new(&self.url, &self.prefix);
-        // Short, so lease expiry tests run quickly (a held lease is kept alive regardless).
-        c.ack_wait = Duration::from_millis(100);
+        let mut c = NatsConfig::new(&self.0.url, &self.0.prefix);
+        // Short, so lease expiry tests run quickly (a held lease is kept alive regardless), and
+        // longer than leasing takes on a loaded machine (between delivery and the first
+        // progress ack).
+        c.ack_wait = Duration::from_millis(300);
         if let Some(max) = config.max_deliveries {
             c.max_deliveries = max;
         }
@@ -156,5 +114,45 @@ async fn retention_steps_over_kept_events() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn depth_counts_every_pending_job() {
-    conformance::depth_counts_every_pending_job(&Deployment::new(), 300).await;
+    conformance::depth_counts_every_pending_job(&Deployment::new(), 500).await;
+}
+
+/// A second message of one job (the dispatcher ran twice past the duplicate window, or a node
+/// stopped between recording a job finished and acking its message) is skipped: while the job
+/// is leased, and after it finished.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_second_message_of_a_job_is_skipped() {
+    let d = Deployment::new();
+    let s = d.open(Config::default()).await;
+    let id = conformance::append_one(&s, "alpha", "once", 1).await;
+    let lease = conformance::must_fetch(&s, conformance::TTL).await;
+    assert_eq!(lease.job.id, id);
+    let client = async_nats::connect(&d.0.url).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let job = serde_json::json!({
+        "id": lease.job.id, "event_id": lease.job.event_id, "rulebook": lease.job.rulebook,
+        "rule": lease.job.rule, "key": lease.job.key, "fingerprint": lease.job.fingerprint,
+    });
+    let stray = |n: u32| {
+        let (js, job) = (js.clone(), job.clone());
+        let subject = format!("{}.q", d.0.prefix);
+        async move {
+            let mut h = async_nats::HeaderMap::new();
+            h.insert("Nats-Msg-Id", format!("stray-{n}").as_str());
+            js.publish_with_headers(subject, h, job.to_string().into())
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+        }
+    };
+    stray(1).await;
+    conformance::fetch_nothing(&s, conformance::NOTHING).await;
+    conformance::ack_done(&s, lease).await;
+    stray(2).await;
+    conformance::fetch_nothing(&s, conformance::NOTHING).await;
+    assert_eq!(
+        conformance::job_state(&s, &id).await,
+        Some(rulehook::domain::JobState::Done)
+    );
 }

@@ -38,12 +38,12 @@ pub enum ApiError {
     RateLimited(u64),
     #[error("the request body did not arrive in time")]
     BodyTimeout,
+    #[error("this node runs jobs only (--role worker): send webhooks to an ingest node")]
+    NotIngest,
     #[error(
         "too many events are waiting to be processed (--max-pending); nothing was accepted, please retry later"
     )]
     Busy,
-    #[error("this node runs jobs only (--role worker): send webhooks to an ingest node")]
-    NotIngest,
 }
 
 impl ApiError {
@@ -70,8 +70,8 @@ impl ApiError {
             ApiError::RuleGone => (StatusCode::CONFLICT, "rule_gone"),
             ApiError::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             ApiError::BodyTimeout => (StatusCode::REQUEST_TIMEOUT, "body_timeout"),
-            ApiError::Busy => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
             ApiError::NotIngest => (StatusCode::SERVICE_UNAVAILABLE, "not_an_ingest_node"),
+            ApiError::Busy => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
         }
     }
 

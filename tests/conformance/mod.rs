@@ -579,8 +579,9 @@ pub async fn nak_delays_and_carries_the_step(b: &impl Backend) {
     let later = append_one(&s, "alpha", "flaky", 2).await;
     let l = must_fetch(&s, TTL).await;
     assert_eq!(l.job.id, later);
+    // Long enough that the restart (connecting, on a networked backend) ends well within it.
     s.queue
-        .nak(l, retry.clone(), Duration::from_secs(1))
+        .nak(l, retry.clone(), Duration::from_secs(3))
         .await
         .unwrap();
     s.queue.flush().await.unwrap(); // as a graceful shutdown does

@@ -158,7 +158,8 @@ pub(super) async fn start_dispatcher(s: Arc<Shared>) -> Result<AbortHandle, Stor
             pull::Config {
                 durable_name: Some(s.names.dispatch()),
                 ack_policy: consumer::AckPolicy::Explicit,
-                ack_wait: Duration::from_secs(30),
+                // An event a stopped node had fetched but not dispatched comes back this soon.
+                ack_wait: Duration::from_secs(5),
                 max_ack_pending: 10_000,
                 ..Default::default()
             },
@@ -167,7 +168,13 @@ pub(super) async fn start_dispatcher(s: Arc<Shared>) -> Result<AbortHandle, Stor
         .map_err(|e| transient("create the dispatch consumer", e))?;
     let task = tokio::spawn(async move {
         loop {
-            let mut messages = match consumer.messages().await {
+            // A small batch: what a node holds undispatched when it stops is little.
+            let mut messages = match consumer
+                .stream()
+                .max_messages_per_batch(32)
+                .messages()
+                .await
+            {
                 Ok(m) => m,
                 Err(e) => {
                     tracing::warn!(error = %e, "NATS: cannot read the event stream; trying again");

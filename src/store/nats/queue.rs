@@ -101,18 +101,22 @@ impl Queue {
         let held: HeldMap = Arc::default();
         tasks.push(tokio::spawn(keep(held.clone(), s.config.ack_wait)).abort_handle());
         let depth = Arc::new(Mutex::new(QueueDepth::default()));
-        let (d, c) = (depth.clone(), consumer.clone());
+        let (d, c, sh) = (depth.clone(), consumer.clone(), s.clone());
         let task = tokio::spawn(async move {
             let mut c = c;
             loop {
+                // Events not dispatched yet count as one job each (most match one rule).
+                let undispatched = match sh.events.consumer_info(sh.names.dispatch()).await {
+                    Ok(i) => (i.num_pending as usize) + i.num_ack_pending,
+                    Err(_) => 0,
+                };
                 if let Ok(info) = c.info().await {
                     let mut d = d.lock().unwrap_or_else(|e| e.into_inner());
                     d.ready = info.num_pending as usize;
                     d.leased = info.num_ack_pending;
-                    // Every job message not acked yet: waiting, leased or delayed by a nak.
-                    d.pending = d.ready + d.leased;
+                    d.pending = d.ready + d.leased + undispatched;
                 }
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                tokio::time::sleep(Duration::from_millis(500)).await;
             }
         });
         tasks.push(task.abort_handle());
@@ -172,6 +176,8 @@ impl Jet {
             Ok(i) => (i.stream_sequence, i.delivered.max(1) as u32),
             Err(e) => return Err(transient("message info", e)),
         };
+        // Leasing takes two round trips before the keeper looks after it: restart the clock.
+        let _ = msg.ack_with(AckKind::Progress).await;
         let wire: WireJob = match serde_json::from_slice(&msg.payload) {
             Ok(w) => w,
             Err(e) => {

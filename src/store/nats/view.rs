@@ -43,9 +43,10 @@ impl Progress {
                 >= self.wrote_history.load(Ordering::Acquire)
     }
 
-    /// Waits (at most 2 s) until the read model has applied this node's writes.
+    /// Waits until the read model has applied this node's writes (and, after it started,
+    /// what the streams held then): as long as it makes progress, for at most a minute.
     pub async fn catch_up(&self) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        let give_up = tokio::time::Instant::now() + Duration::from_secs(60);
         loop {
             let notified = self.applied.notified();
             tokio::pin!(notified);
@@ -53,7 +54,11 @@ impl Progress {
             if self.caught_up() {
                 return;
             }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+            let stalled = tokio::time::Instant::now() + Duration::from_secs(2);
+            if tokio::time::timeout_at(stalled.min(give_up), notified)
+                .await
+                .is_err()
+            {
                 tracing::debug!("the history read model lags this node's writes");
                 return;
             }
