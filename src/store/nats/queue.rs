@@ -186,8 +186,15 @@ impl Jet {
                 return Ok(None);
             }
         };
-        for _ in 0..5 {
-            let (mut record, rev) = match read_record(s, &wire.id).await? {
+        for round in 0..5 {
+            // A first delivery usually finds no record: try creating it without reading first
+            // (a conflict reads it on the next round).
+            let found = if round == 0 && delivered == 1 {
+                None
+            } else {
+                read_record(s, &wire.id).await?
+            };
+            let (mut record, rev) = match found {
                 Some(r) => r,
                 None => (
                     JobRecord {
