@@ -156,12 +156,11 @@ pub fn events(c: &Connection, f: &EventFilter) -> rusqlite::Result<Vec<EventRow>
                      AND j.state = 'failed') AS failed
            FROM events e
            WHERE (?1 IS NULL OR e.source = ?1) AND (?2 IS NULL OR e.received_at >= ?2)
-             -- Cheap tests first, so the per-event counts below run only for candidates: a
-             -- status query over a large journal must not cost two subqueries per event.
+             -- Cheap tests first, so the per-event counts run only for candidates (`done` and
+             -- `pending` still count per event: no index says which events are done).
              AND (?4 IS NOT 'failed' OR e.seq IN (SELECT event_seq FROM jobs WHERE state = 'failed'))
              AND (?4 IS NOT 'unmatched' OR e.n_matches = 0)
              AND (?4 IS NOT 'throttled' OR e.n_jobs < e.n_matches)
-             AND (?4 IS NULL OR ?4 NOT IN ('pending', 'done') OR e.n_jobs > 0)
              AND (?5 IS NULL OR (instr(e.matches, '\"rule\":' || json_quote(?5)) > 0
                                  AND EXISTS (SELECT 1 FROM json_each(e.matches)
                                              WHERE json_extract(value, '$.rule') = ?5)))
