@@ -254,6 +254,7 @@ def main():
         "accepted_without_action": len(missing), "action_runs": runs,
         "rss_first5_mean_kb": round(mean(first)), "rss_last5_mean_kb": round(mean(last)),
         "rss_last_over_first": round(ratio, 3) if ratio else None,
+        "rss_kb_every_minute": [kb for t, kb in rss if t % 60 < SAMPLE],
         "warn_error_provoked": expected, "jobs_whose_rule_version_was_gone": version_gone,
         "warn_error_unexpected": unexpected[:20],
         "warn_error_unexpected_count": len(unexpected),
