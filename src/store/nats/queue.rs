@@ -220,6 +220,13 @@ impl Jet {
                 record.naks = 0;
             }
             let lost = delivered.saturating_sub(1 + record.naks);
+            if lost > 0 && record.owner.is_some() {
+                // Its last worker stopped holding it: what that worker left running ended.
+                let subject = s.names.interrupted(&wire.id);
+                if let Ok(a) = publish(&s.js, subject, wire.id.clone().into_bytes(), None).await {
+                    raise(&s.progress.wrote_history, a.sequence);
+                }
+            }
             if lost >= self.shared.config.max_deliveries {
                 let error = format!(
                     "{lost} leases of it were lost (its worker crashed, panicked or stalled each time): given up"
