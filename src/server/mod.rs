@@ -254,11 +254,12 @@ async fn receive(
         &source.name,
         headers,
         &bytes,
+        source.format,
         source.dedup_window,
         SystemTime::now(),
     ) {
         Ok(event) => event,
-        Err(e @ crate::verify::VerifyError::BadJson(_)) => return Err(e.into()),
+        Err(e @ crate::verify::VerifyError::Body(_)) => return Err(e.into()),
         // Past its budget of failed verifications an address is told to back off (429). Its
         // verified requests still pass: behind a proxy, a forger shares its sender's address.
         Err(e) => {
