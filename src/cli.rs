@@ -539,6 +539,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     for s in &set.sources {
         match &s.path {
+            Some(p) if !args.role.accepts_events() => banner.push_str(&format!(
+                "source {} ({}) at {p} on the ingest nodes (not here: --role worker)\n",
+                s.name,
+                s.verifier.kind()
+            )),
             Some(p) => banner.push_str(&format!(
                 "source {} ({}) at {scheme}://{addr}{p}\n",
                 s.name,
@@ -614,8 +619,8 @@ async fn open_store(args: &ServeArgs) -> anyhow::Result<Store> {
     if args.store == "embedded" {
         if args.role != crate::engine::Role::All {
             anyhow::bail!(
-                "--role {:?} needs a store shared by several nodes (--store nats://HOST:PORT); the embedded store serves one node, which does everything",
-                args.role
+                "--role {} needs a store shared by several nodes (--store nats://HOST:PORT); the embedded store serves one node, which does everything",
+                format!("{:?}", args.role).to_lowercase()
             );
         }
         let store = Store::embedded(&args.data)
@@ -629,13 +634,18 @@ async fn open_store(args: &ServeArgs) -> anyhow::Result<Store> {
             args.store
         );
     }
+    // The data directory still records this node's running scripts: one node owns it.
+    std::fs::create_dir_all(&args.data)
+        .with_context(|| format!("cannot create {}", args.data.display()))?;
+    let lock = crate::store::sqlite::lock_dir(&args.data)?;
+    std::mem::forget(lock); // held until the process exits
     let mut config = crate::store::nats::NatsConfig::new(&args.store, &args.store_prefix);
     config.ack_wait = args.lease_check;
     config.replicas = args.store_replicas.max(1);
     let store = Store::nats(config)
         .await
         .with_context(|| format!("cannot open the JetStream store at {}", args.store))?;
-    tracing::info!(nats = %args.store, prefix = %args.store_prefix, role = ?args.role, "JetStream store");
+    tracing::info!(nats = %args.store, prefix = %args.store_prefix, role = %format!("{:?}", args.role).to_lowercase(), "JetStream store");
     Ok(store)
 }
 
