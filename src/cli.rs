@@ -192,8 +192,8 @@ pub struct GuardArgs {
     /// Pending jobs past which new events are answered 503 with Retry-After (0: no bound).
     #[arg(long, env = "RULEHOOK_MAX_PENDING", default_value_t = crate::server::guard::DEFAULT_MAX_PENDING)]
     pub max_pending: usize,
-    /// Failed verifications per second one client address may make (burst 50) before it is
-    /// answered 429 without being verified (0: no limit).
+    /// Failed verifications per second one client address may make (burst 50) before further
+    /// failures are answered 429 instead of 401 (0: no limit); verified requests always pass.
     #[arg(long, env = "RULEHOOK_FAILED_AUTH_PER_SECOND", default_value_t = 10.0)]
     pub failed_auth_per_second: f64,
     /// How long a client may take to send a request's headers.

@@ -18,7 +18,7 @@ fuzz_target!(|data: &[u8]| {
     let mut t = Templates::default();
     let ctx = minijinja::context! {
         event => json_value(JsonRoot::Value(std::sync::Arc::new(body.clone()))),
-        meta => minijinja::Value::from_serialize(&body),
+        meta => rulehook::templates::context(&body),
     };
     if let Ok(text) = t.inline("t".into(), src) {
         let _ = t.render(&text, &ctx);

@@ -66,9 +66,10 @@ impl HealthProbe {
     }
 }
 
-/// A token bucket per client address, spent only by requests that failed verification. A client
-/// with an empty bucket is refused (429) before its request is verified; clients that verify are
-/// never counted, so a forger cannot lock a real sender out.
+/// A token bucket per client address, spent only by requests that failed verification: past it,
+/// a failed verification is answered 429 (back off) instead of 401. Verified requests are never
+/// counted nor refused, so a forger cannot lock out a real sender, not even one behind the same
+/// address (a proxy).
 #[derive(Debug)]
 pub struct FailureLimit {
     per_second: f64,
@@ -98,31 +99,10 @@ impl FailureLimit {
         (entry.0 + refill).min(self.burst)
     }
 
-    /// `Err(wait)` when `ip` used up its failures: refuse it without verifying.
-    pub fn check(&self, ip: IpAddr) -> Result<(), Duration> {
+    /// Counts one failed verification from `ip`; `Err(wait)` when it had none left.
+    pub fn failed(&self, ip: IpAddr) -> Result<(), Duration> {
         if self.per_second <= 0.0 {
             return Ok(());
-        }
-        let buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
-        match buckets.get(&ip) {
-            Some(entry) => {
-                let tokens = self.tokens(entry, Instant::now());
-                if tokens >= 1.0 {
-                    Ok(())
-                } else {
-                    Err(Duration::from_secs_f64(
-                        ((1.0 - tokens) / self.per_second).min(3600.0),
-                    ))
-                }
-            }
-            None => Ok(()),
-        }
-    }
-
-    /// Counts one failed verification from `ip`.
-    pub fn failed(&self, ip: IpAddr) {
-        if self.per_second <= 0.0 {
-            return;
         }
         let now = Instant::now();
         let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
@@ -133,12 +113,19 @@ impl FailureLimit {
                 e.0 + refill < burst
             });
             if buckets.len() >= MAX_TRACKED {
-                return;
+                return Ok(());
             }
         }
         let entry = buckets.entry(ip).or_insert((self.burst, now));
         let tokens = self.tokens(entry, now);
         *entry = ((tokens - 1.0).max(0.0), now);
+        if tokens >= 1.0 {
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64(
+                ((1.0 - tokens) / self.per_second).min(3600.0),
+            ))
+        }
     }
 }
 
@@ -152,14 +139,13 @@ mod tests {
         let a: IpAddr = "10.0.0.1".parse().unwrap();
         let b: IpAddr = "10.0.0.2".parse().unwrap();
         for _ in 0..3 {
-            assert!(limit.check(a).is_ok());
-            limit.failed(a);
+            assert!(limit.failed(a).is_ok());
         }
-        assert!(limit.check(a).is_err(), "a used its burst");
-        assert!(limit.check(b).is_ok(), "b is not affected");
+        assert!(limit.failed(a).is_err(), "a used its burst");
+        assert!(limit.failed(b).is_ok(), "b is not affected");
         let off = FailureLimit::new(0.0, 1);
-        off.failed(a);
-        off.failed(a);
-        assert!(off.check(a).is_ok());
+        for _ in 0..3 {
+            assert!(off.failed(a).is_ok());
+        }
     }
 }

@@ -227,12 +227,6 @@ async fn receive(
     if !source.allows(peer.ip()) {
         return Err(ApiError::Forbidden);
     }
-    // A client that failed verification too often is refused before it costs anything more.
-    if let Err(wait) = state.guard.failures.check(peer.ip()) {
-        return Err(ApiError::RateLimited(
-            wait.as_secs_f64().ceil().max(1.0) as u64
-        ));
-    }
     let max = state.guard.max_pending;
     if max > 0 && state.engine.store().queue.depth().pending >= max {
         return Err(ApiError::Busy);
@@ -260,22 +254,25 @@ async fn receive(
                 ApiError::BadBody(e.to_string())
             }
         })?;
-    let event = source
-        .verifier
-        .verify(
-            &source.name,
-            headers,
-            &bytes,
-            source.format,
-            source.dedup_window,
-            SystemTime::now(),
-        )
-        .inspect_err(|e| {
-            if !matches!(e, crate::verify::VerifyError::Body(_)) {
-                state.guard.failures.failed(peer.ip());
-            }
-        })?
-        .with_peer(peer.ip());
+    let event = match source.verifier.verify(
+        &source.name,
+        headers,
+        &bytes,
+        source.format,
+        source.dedup_window,
+        SystemTime::now(),
+    ) {
+        Ok(event) => event.with_peer(peer.ip()),
+        Err(e @ crate::verify::VerifyError::Body(_)) => return Err(e.into()),
+        // Past its budget of failed verifications an address is told to back off (429). Its
+        // verified requests still pass: behind a proxy, a forger shares its sender's address.
+        Err(e) => {
+            return Err(match state.guard.failures.failed(peer.ip()) {
+                Ok(()) => e.into(),
+                Err(wait) => ApiError::RateLimited(wait.as_secs_f64().ceil().max(1.0) as u64),
+            });
+        }
+    };
     // Only verified requests spend the source's budget: forged ones cannot lock its sender out.
     if let Some(limit) = &source.rate_limit
         && let Err(wait) = limit.check()

@@ -146,12 +146,6 @@ pub fn events(c: &Connection, f: &EventFilter) -> rusqlite::Result<Vec<EventRow>
         EventStatus::Failed => "failed",
         EventStatus::Done => "done",
     });
-    // Dead letters are few and indexed: find their events first rather than scan every event.
-    let failed_only = if status == Some("failed") {
-        "AND e.seq IN (SELECT j.event_seq FROM jobs j WHERE j.state = 'failed')"
-    } else {
-        ""
-    };
     let sql = format!(
         "SELECT * FROM (
            SELECT e.seq, e.id, e.source, e.kind, e.received_at, e.duplicates, e.n_matches, e.n_jobs,
@@ -162,9 +156,14 @@ pub fn events(c: &Connection, f: &EventFilter) -> rusqlite::Result<Vec<EventRow>
                      AND j.state = 'failed') AS failed
            FROM events e
            WHERE (?1 IS NULL OR e.source = ?1) AND (?2 IS NULL OR e.received_at >= ?2)
-             AND (?5 IS NULL OR EXISTS (SELECT 1 FROM json_each(e.matches)
-                                        WHERE json_extract(value, '$.rule') = ?5))
-             {failed_only}
+             -- Cheap tests first, so the per-event counts run only for candidates (`done` and
+             -- `pending` still count per event: no index says which events are done).
+             AND (?4 IS NOT 'failed' OR e.seq IN (SELECT event_seq FROM jobs WHERE state = 'failed'))
+             AND (?4 IS NOT 'unmatched' OR e.n_matches = 0)
+             AND (?4 IS NOT 'throttled' OR e.n_jobs < e.n_matches)
+             AND (?5 IS NULL OR (instr(e.matches, '\"rule\":' || json_quote(?5)) > 0
+                                 AND EXISTS (SELECT 1 FROM json_each(e.matches)
+                                             WHERE json_extract(value, '$.rule') = ?5)))
            ORDER BY e.seq DESC)
          WHERE ?4 IS NULL OR ({STATUS_SQL}) = ?4
             OR (?4 = 'throttled' AND n_jobs < n_matches)

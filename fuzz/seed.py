@@ -1,0 +1,66 @@
+#!/usr/bin/env python3
+"""Seeds fuzz/corpus/<target>/ from the repository: the shipped rulebooks and their sample
+events, the rulebooks, conditions and templates written in the tests, and the JSONPath
+compliance suite's selectors. Run from anywhere; idempotent."""
+import glob
+import hashlib
+import json
+import os
+import re
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CORPUS = os.path.join(ROOT, "fuzz", "corpus")
+
+
+def put(target, data):
+    d = os.path.join(CORPUS, target)
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, hashlib.sha1(data).hexdigest()), "wb") as f:
+        f.write(data)
+
+
+def read(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+events = [read(p) for p in sorted(glob.glob(os.path.join(ROOT, "rulebooks/events/*.json")))]
+events.append(b'{"type":"snapshot","status":"completed","snapshot":{"id":"s1"},"n":1}')
+tests = "".join(open(p, errors="replace").read() for p in glob.glob(os.path.join(ROOT, "tests/*.rs")))
+
+# Rulebooks: the shipped ones, and every YAML text given to `env.rulebook(…)` in the tests.
+for p in glob.glob(os.path.join(ROOT, "rulebooks/*.yml")):
+    put("rulebook", read(p))
+for m in re.finditer(r'r#"\n(sources:|rules:)(.*?)"#', tests, re.S):
+    put("rulebook", (m.group(1) + m.group(2)).encode())
+
+# Conditions: from rulebooks and tests, each with every sample event; JSONPath CTS selectors.
+conditions = set()
+for text in [read(p).decode(errors="replace") for p in glob.glob(os.path.join(ROOT, "rulebooks/*.yml"))] + [tests]:
+    for m in re.finditer(r"condition: '([^']*)'", text):
+        conditions.add(m.group(1).replace('\\"', '"'))
+cts = os.path.join(ROOT, "tests/data/jsonpath-cts.json")
+if os.path.exists(cts):
+    for t in json.load(open(cts))["tests"][:400]:
+        doc = json.dumps(t.get("document", {})).encode()
+        put("condition", t["selector"].encode() + b"\0" + doc)
+for c in conditions:
+    for e in events:
+        put("condition", c.encode() + b"\0" + e)
+
+# Templates: the shipped files and inline strings with `{{`, with every sample event.
+templates = [read(p) for p in glob.glob(os.path.join(ROOT, "templates/*"))]
+for m in re.finditer(r"(?:message|body|url): '([^']*\{\{[^']*)'", tests):
+    templates.append(m.group(1).encode())
+for t in templates:
+    for e in events:
+        put("template", t + b"\0" + e)
+
+# Verification: every kind (byte 0), signed and not (byte 1), with headers and sample bodies.
+for kind in range(12):
+    for sign in (0, 1):
+        for e in events:
+            put("verify", bytes([kind, sign]) + b"content-type: application/json\nx-request-id: r1\n\n" + e)
+            put("verify", bytes([kind, sign]) + e)
+
+print({t: len(os.listdir(os.path.join(CORPUS, t))) for t in os.listdir(CORPUS)})
