@@ -34,6 +34,8 @@ pub mod names {
     pub const BATCH: &str = "rulehook_journal_batch_size";
     pub const QUEUE_LEASED: &str = "rulehook_jobs_leased";
     pub const QUEUE_DELAYED: &str = "rulehook_jobs_delayed";
+    pub const CORRELATION_EVICTED: &str = "rulehook_correlation_evicted_total";
+    pub const CORRELATION_FIRED: &str = "rulehook_correlation_fired_total";
 
     /// The run counter and duration histogram of an action kind and result, registered once
     /// (a labelled look-up per attempt showed in profiles).

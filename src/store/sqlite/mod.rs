@@ -371,7 +371,7 @@ impl EventLog for Embedded {
                     return Ok(Appended::Duplicate { id });
                 }
             }
-            let live: Vec<_> = matches.iter().filter(|m| m.throttled.is_none()).collect();
+            let live: Vec<_> = matches.iter().filter(|m| m.creates_job()).collect();
             let seq = next_event.fetch_add(1, Ordering::Relaxed);
             let first_job = next_job.fetch_add(live.len() as i64, Ordering::Relaxed);
             c.prepare_cached(
@@ -392,7 +392,8 @@ impl EventLog for Embedded {
                 event.depth,
                 ENVELOPE_VERSION,
                 matches_json,
-                matches.len() as i64,
+                // A partial correlation is not (yet) a match of its rule.
+                matches.iter().filter(|m| !m.is_partial()).count() as i64,
                 live.len() as i64,
                 (!live.is_empty()).then_some(first_job),
             ])?;

@@ -9,7 +9,7 @@ use super::lanes::Queued;
 use super::writer::Loaded;
 use crate::domain::{Event, EventDoc, Job, JobState, Match, Step, human_duration, rfc3339};
 use crate::store::history::{
-    AttemptRow, EventDetail, EventFilter, EventRow, EventStatus, JobFilter, JobRow, MatchRow,
+    AttemptRow, CorrelationRow, EventDetail, EventFilter, EventRow, EventStatus, JobFilter, JobRow, MatchRow,
     ThrottledRow,
 };
 use crate::store::{PRUNE_BATCH, Pruned};
@@ -303,7 +303,13 @@ pub fn event_detail(c: &Connection, id: &str) -> rusqlite::Result<Option<EventDe
         .count();
     let failed = jobs.iter().filter(|j| j.status == JobState::Failed).count();
     Ok(Some(EventDetail {
-        status: EventStatus::of(all.len(), jobs.len(), pending, failed),
+        status: EventStatus::of(
+            all.iter().filter(|m| !m.is_partial()).count(),
+            jobs.len(),
+            pending,
+            failed,
+        ),
+        correlations: CorrelationRow::of(&event.id, &all),
         id: event.id,
         source: event.source,
         kind: event.kind,
