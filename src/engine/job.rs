@@ -180,7 +180,8 @@ impl Engine {
                     let now = self.settings.clock.now();
                     let deadline = cd.deadline.unwrap_or(now);
                     if now <= deadline {
-                        let wait = Duration::from_millis((deadline - now + 1) as u64);
+                        let wait = Duration::from_millis((deadline - now + 1) as u64)
+                            .min(self.settings.recheck);
                         return queue.nak(lease, step, wait).await;
                     }
                     if !self.absence_open(rule, c, &cd, &event.id).await? {

@@ -69,6 +69,9 @@ pub struct Settings {
     pub lease: Duration,
     /// "Now" for correlation windows (a test's clock in tests).
     pub clock: Clock,
+    /// The longest an absence's job waits in the queue before it looks at the clock again
+    /// (its deadline is usually sooner; tests on a moved clock use a short one).
+    pub recheck: Duration,
 }
 
 impl Default for Settings {
@@ -78,6 +81,7 @@ impl Default for Settings {
             retain: Duration::from_secs(30 * 24 * 3600),
             lease: LEASE_TTL,
             clock: Clock::default(),
+            recheck: Duration::from_secs(3600),
         }
     }
 }

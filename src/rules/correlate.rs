@@ -91,8 +91,15 @@ pub struct Observed {
 
 impl Correlation {
     /// The group an event falls in: the `group_by` values as a JSON array text.
+    /// A query that selects one value stands for it; one that selects none, `null`; more, the list.
     pub fn group(&self, body: &serde_json::Value) -> String {
-        serde_json::Value::Array(self.group_by.iter().map(|q| q.select(body)).collect()).to_string()
+        let one = |q: &Query| match q.select(body) {
+            serde_json::Value::Array(mut v) if v.len() <= 1 => {
+                v.pop().unwrap_or(serde_json::Value::Null)
+            }
+            other => other,
+        };
+        serde_json::Value::Array(self.group_by.iter().map(one).collect()).to_string()
     }
 
     /// Which steps an event satisfies (indexes into `steps`).
