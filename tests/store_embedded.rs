@@ -125,3 +125,8 @@ async fn naks_do_not_spend_the_lost_lease_budget() {
 async fn retention_steps_over_kept_events() {
     conformance::retention_steps_over_kept_events(&EmbeddedDir::new()).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stored_events_page_in_acceptance_order() {
+    conformance::stored_events_page_in_acceptance_order(&EmbeddedDir::new()).await;
+}

@@ -24,7 +24,7 @@ use crate::domain::{Attempt, Envelope, Event, Job, JobState, Step};
 pub use history::{
     AttemptRow, CorrelationRow, EventDetail, EventFilter, EventRow, EventStatus, JobFilter, JobRow, MatchRow,
 };
-pub use sqlite::Embedded;
+pub use sqlite::{Embedded, ReadOnly};
 
 /// What appending an envelope did.
 #[derive(Debug)]
@@ -187,6 +187,23 @@ pub trait History: Send + Sync + 'static {
 
     /// One job as stored.
     async fn job(&self, id: &str) -> Result<Option<(Job, JobState)>, StoreError>;
+
+    /// Stored events received at or after `since_ms`, in acceptance order, each with the
+    /// matches it was stored with: the ones after event `after` (a page's last id), at most
+    /// `limit` (`rulehook whatif` replays them through a candidate rule set).
+    async fn stored(
+        &self,
+        since_ms: i64,
+        after: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, StoreError>;
+}
+
+/// An event as the log keeps it, with the rules it matched when it was accepted.
+#[derive(Debug, Clone)]
+pub struct StoredEvent {
+    pub event: Arc<Event>,
+    pub matches: Vec<crate::domain::Match>,
 }
 
 /// The four parts one deployment uses.

@@ -4,7 +4,9 @@
 //! every lease is gone, so every pending job is fetchable again with its recorded step).
 
 mod lanes;
+pub use readonly::ReadOnly;
 mod reads;
+mod readonly;
 mod schema;
 mod writer;
 
@@ -731,6 +733,16 @@ impl History for Embedded {
     async fn job(&self, id: &str) -> Result<Option<(Job, JobState)>, StoreError> {
         let id = id.to_string();
         self.read(move |c| reads::job(c, &id)).await
+    }
+
+    async fn stored(
+        &self,
+        since_ms: i64,
+        after: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<crate::store::StoredEvent>, StoreError> {
+        self.read(move |c| reads::stored(c, since_ms, after.as_deref(), limit))
+            .await
     }
 }
 

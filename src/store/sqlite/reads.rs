@@ -12,7 +12,7 @@ use crate::store::history::{
     AttemptRow, CorrelationRow, EventDetail, EventFilter, EventRow, EventStatus, JobFilter, JobRow, MatchRow,
     ThrottledRow,
 };
-use crate::store::{PRUNE_BATCH, Pruned};
+use crate::store::{PRUNE_BATCH, Pruned, StoredEvent};
 
 /// A list's limit: 0 means the default (100).
 fn limit(n: usize) -> i64 {
@@ -400,4 +400,33 @@ pub fn prune(c: &Connection, before: i64, now: i64) -> rusqlite::Result<Pruned> 
         }
     }
     Ok(out)
+}
+
+/// Events received at or after `since`, after event `after`, in acceptance order.
+pub fn stored(
+    c: &Connection,
+    since: i64,
+    after: Option<&str>,
+    n: usize,
+) -> rusqlite::Result<Vec<StoredEvent>> {
+    let after_seq: i64 = match after {
+        None => -1,
+        Some(id) => c
+            .prepare_cached("SELECT seq FROM events WHERE id = ?1")?
+            .query_row(params![id], |r| r.get(0))
+            .optional()?
+            .unwrap_or(i64::MAX),
+    };
+    let mut stmt = c.prepare_cached(&format!(
+        "SELECT {EVENT_COLUMNS}, e.matches FROM events e
+         WHERE e.seq > ?1 AND e.received_at >= ?2 ORDER BY e.seq LIMIT ?3"
+    ))?;
+    let rows = stmt.query_map(params![after_seq, since, limit(n)], |r| {
+        let matches: String = r.get("matches")?;
+        Ok(StoredEvent {
+            event: Arc::new(row_event(r)?),
+            matches: serde_json::from_str(&matches).unwrap_or_default(),
+        })
+    })?;
+    rows.collect()
 }
