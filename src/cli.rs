@@ -6,6 +6,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+mod whatif;
+
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use serde_json::{Value, json};
@@ -40,6 +42,27 @@ pub enum Command {
     Test(TestArgs),
     /// Sign a JSON body exactly like a sender of KIND and POST it; print the status and body.
     Send(SendArgs),
+    /// Replay stored events through candidate rulebooks without running anything; report
+    /// per rule what would now match, no longer match, or run differently.
+    Whatif(WhatifArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct WhatifArgs {
+    /// How far back to replay (e.g. 7d, 12h).
+    #[arg(long, default_value = "7d", value_parser = parse_duration)]
+    pub since: Duration,
+    /// The data directory of the service (read-only; `serve` may be running on it).
+    #[arg(long, env = "RULEHOOK_DATA", default_value = "./data")]
+    pub data: PathBuf,
+    /// Exit 1 when anything would change (for CI, before a rulebook change is merged).
+    #[arg(long)]
+    pub fail_on_change: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub dirs: DirArgs,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -172,6 +195,7 @@ pub fn main() -> ExitCode {
             }
         },
         Command::Send(a) => run_async(send(a)),
+        Command::Whatif(w) => whatif::main(&w),
         Command::Serve(s) => run_async(serve(s)),
     }
 }

@@ -19,3 +19,4 @@ pub mod telemetry;
 pub mod templates;
 pub mod units;
 pub mod verify;
+pub mod whatif;
