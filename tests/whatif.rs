@@ -63,16 +63,18 @@ async fn whatif_reports_added_removed_and_changed_rules_with_its_exit_code() {
     let start = Instant::now();
     loop {
         let jobs: Value = c
-            .get(server.url("/api/jobs?state=done"))
+            .get(server.url("/api/jobs?status=done"))
             .send()
             .await
             .unwrap()
             .json()
             .await
             .unwrap();
-        if jobs.as_array().map_or(0, Vec::len) >= 5 || start.elapsed() > Duration::from_secs(20) {
+        let done = jobs["jobs"].as_array().map_or(0, Vec::len);
+        if done >= 5 {
             break;
         }
+        assert!(start.elapsed() < Duration::from_secs(20), "jobs did not finish: {jobs}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
