@@ -51,7 +51,13 @@ impl<'a> Simulator<'a> {
 
     /// The decisions of every rule the event concerns, in rule order. `source: None`
     /// considers every rule (`rulehook test` without `--source`).
-    pub fn feed(&mut self, source: Option<&str>, id: &str, doc: &EventDoc, at: i64) -> Vec<Decision> {
+    pub fn feed(
+        &mut self,
+        source: Option<&str>,
+        id: &str,
+        doc: &EventDoc,
+        at: i64,
+    ) -> Vec<Decision> {
         let matched: Vec<usize> = match source {
             Some(s) => self.rules.matching(s, doc),
             None => (0..self.rules.rules.len())
@@ -92,8 +98,7 @@ impl<'a> Simulator<'a> {
                     match self.throttles.get(&key) {
                         Some(&until) if until > at => Would::Throttled,
                         _ => {
-                            self.throttles
-                                .insert(key, at + t.window.as_millis() as i64);
+                            self.throttles.insert(key, at + t.window.as_millis() as i64);
                             Would::Run
                         }
                     }
@@ -110,11 +115,7 @@ impl<'a> Simulator<'a> {
 
     /// What each correlation rule holds now: (rule, group key, partial).
     pub fn holding(&self) -> Vec<(&str, &Partial)> {
-        let mut v: Vec<_> = self
-            .partials
-            .iter()
-            .map(|(k, p)| (k.as_str(), p))
-            .collect();
+        let mut v: Vec<_> = self.partials.iter().map(|(k, p)| (k.as_str(), p)).collect();
         v.sort_by(|a, b| a.0.cmp(b.0));
         v
     }
@@ -239,9 +240,9 @@ impl<'a> WhatIf<'a> {
         };
         let mut detail = None;
         for m in &s.matches {
-            self.seen.entry(m.key.clone()).or_insert_with(|| {
-                (m.rulebook.clone(), m.rule.clone(), m.fingerprint.clone())
-            });
+            self.seen
+                .entry(m.key.clone())
+                .or_insert_with(|| (m.rulebook.clone(), m.rule.clone(), m.fingerprint.clone()));
         }
         // Keys either side made a job for.
         let mut keys: Vec<&str> = s
@@ -276,7 +277,9 @@ impl<'a> WhatIf<'a> {
                 entry.would_run += 1;
             }
             match (old, new) {
-                (None, Some(d)) => entry.now_match.add(change(why_now(&rules.rules[d.rule], d))),
+                (None, Some(d)) => entry
+                    .now_match
+                    .add(change(why_now(&rules.rules[d.rule], d))),
                 (Some(_), None) => {
                     let why = match rules.rule_by_key(key) {
                         None => "the rule is not in the candidate rulebooks".to_string(),
@@ -397,7 +400,10 @@ fn differs(
             .find(|a| a.phase == "main" && a.action_index == i as u32);
         let Some(ran) = ran else {
             return (i == 0 || stored.attempts.is_empty()).then(|| {
-                format!("the rule changed; action {i} ({}) has no stored run to compare", action.kind())
+                format!(
+                    "the rule changed; action {i} ({}) has no stored run to compare",
+                    action.kind()
+                )
             });
         };
         let previous = if i == 0 {
@@ -426,7 +432,12 @@ fn differs(
         );
         let now = match action.render(&rules.templates, &ctx) {
             Ok(r) => r.for_history(),
-            Err(err) => return Some(format!("action {i} ({}) would not render: {err}", action.kind())),
+            Err(err) => {
+                return Some(format!(
+                    "action {i} ({}) would not render: {err}",
+                    action.kind()
+                ));
+            }
         };
         if now != ran.rendered {
             return Some(format!(

@@ -110,9 +110,13 @@ async fn finished(store: &Store, id: &str) -> (String, Option<String>, Vec<Strin
 }
 
 fn state_of(d: &EventDetail) -> Option<String> {
-    d.correlations
-        .first()
-        .map(|c| serde_json::to_value(c.correlation.state).unwrap().as_str().unwrap().to_string())
+    d.correlations.first().map(|c| {
+        serde_json::to_value(c.correlation.state)
+            .unwrap()
+            .as_str()
+            .unwrap()
+            .to_string()
+    })
 }
 
 const ALL_OF: &str = "      within: 2m\n      group_by: ['$.device']\n      all_of:\n        - { name: down, condition: '$.state == \"down\"' }\n        - { name: up, condition: '$.state == \"up\"' }\n";
@@ -137,7 +141,10 @@ async fn all_of_and_sequence_fire_at_the_window_edge_and_not_a_millisecond_after
             ));
             let (engine, store) = b.start();
             let a = send(&engine, ev(first), "a").await;
-            assert_eq!(state_of(&detail(&store, &a).await).as_deref(), Some("partial"));
+            assert_eq!(
+                state_of(&detail(&store, &a).await).as_deref(),
+                Some("partial")
+            );
             b.set(T0 + 2 * MIN + late);
             let z = send(&engine, ev(second), "z").await;
             let d = detail(&store, &z).await;
@@ -185,14 +192,21 @@ async fn count_fires_at_the_edge_and_once_per_window() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn absence_fires_when_the_window_ends_and_not_when_the_missing_event_came_at_the_edge() {
-    for (up_at, fires) in [(Some(2 * MIN), false), (Some(2 * MIN + 1), true), (None, true)] {
+    for (up_at, fires) in [
+        (Some(2 * MIN), false),
+        (Some(2 * MIN + 1), true),
+        (None, true),
+    ] {
         let b = Bench::new(&rulebook(ABSENCE, "{{ events.down.device }} still down"));
         let (engine, store) = b.start();
         let down = send(&engine, ev("down"), "a").await;
         let d = detail(&store, &down).await;
         assert_eq!(state_of(&d).as_deref(), Some("waiting"));
         assert_eq!(d.correlations[0].correlation.deadline, Some(T0 + 2 * MIN));
-        assert!(d.correlations[0].deadline_at.is_some(), "the history shows the deadline");
+        assert!(
+            d.correlations[0].deadline_at.is_some(),
+            "the history shows the deadline"
+        );
         if let Some(at) = up_at {
             b.set(T0 + at);
             send(&engine, ev("up"), "b").await;
@@ -232,7 +246,10 @@ async fn an_absence_whose_window_ended_while_the_service_was_down_fires_at_start
     b.set(T0 + 60 * MIN);
     let (engine, store) = b.start();
     let (state, _, messages) = finished(&store, &down).await;
-    assert_eq!((state.as_str(), messages), ("done", vec!["r1 still down".to_string()]));
+    assert_eq!(
+        (state.as_str(), messages),
+        ("done", vec!["r1 still down".to_string()])
+    );
     // Its window is gone from the state store.
     let key = partial_key("r", r#"["r1"]"#);
     assert!(store.state.get(&key).await.unwrap().is_none());
@@ -241,7 +258,10 @@ async fn an_absence_whose_window_ended_while_the_service_was_down_fires_at_start
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_in_the_middle_of_a_window_keeps_the_partial_match() {
-    let b = Bench::new(&rulebook(SEQUENCE, "{{ events.down.state }} then {{ events.up.state }}"));
+    let b = Bench::new(&rulebook(
+        SEQUENCE,
+        "{{ events.down.state }} then {{ events.up.state }}",
+    ));
     let (engine, store) = b.start();
     let a = send(&engine, ev("down"), "a").await;
     engine.shutdown(Duration::from_secs(2)).await;
@@ -271,7 +291,10 @@ async fn a_reload_keeps_partial_matches_of_unchanged_rules_and_drops_those_of_ch
     // The same rule reloaded: the partial match is kept.
     engine.swap_rules(b.rules());
     let z = send(&engine, ev("up"), "z").await;
-    assert_eq!(state_of(&detail(&store, &z).await).as_deref(), Some("fired"));
+    assert_eq!(
+        state_of(&detail(&store, &z).await).as_deref(),
+        Some("fired")
+    );
 
     send(&engine, ev("down"), "c").await;
     std::fs::write(
@@ -282,7 +305,11 @@ async fn a_reload_keeps_partial_matches_of_unchanged_rules_and_drops_those_of_ch
     engine.swap_rules(b.rules());
     let y = send(&engine, ev("up"), "y").await;
     let d = detail(&store, &y).await;
-    assert_eq!(state_of(&d).as_deref(), Some("partial"), "a changed rule starts afresh");
+    assert_eq!(
+        state_of(&d).as_deref(),
+        Some("partial"),
+        "a changed rule starts afresh"
+    );
     assert_eq!(d.correlations[0].correlation.waiting_for, ["down"]);
     engine.shutdown(Duration::from_secs(2)).await;
 }
@@ -310,7 +337,10 @@ async fn open_partial_matches_are_capped_per_rule_and_the_oldest_is_evicted() {
         send(&engine, json!({"device": device, "state": "down"}), device).await;
     }
     let gone = partial_key("r", r#"["r1"]"#);
-    assert!(store.state.get(&gone).await.unwrap().is_none(), "r1 evicted");
+    assert!(
+        store.state.get(&gone).await.unwrap().is_none(),
+        "r1 evicted"
+    );
     for device in ["r2", "r3"] {
         let key = partial_key("r", &format!(r#"["{device}"]"#));
         assert!(store.state.get(&key).await.unwrap().is_some());
@@ -322,7 +352,10 @@ async fn open_partial_matches_are_capped_per_rule_and_the_oldest_is_evicted() {
         "the evicted partial match does not complete"
     );
     let z = send(&engine, json!({"device": "r3", "state": "up"}), "z3").await;
-    assert_eq!(state_of(&detail(&store, &z).await).as_deref(), Some("fired"));
+    assert_eq!(
+        state_of(&detail(&store, &z).await).as_deref(),
+        Some("fired")
+    );
     engine.shutdown(Duration::from_secs(2)).await;
 }
 
@@ -340,5 +373,79 @@ fn correlation_mistakes_are_load_errors_at_their_place() {
     })
     .unwrap_err()
     .to_string();
-    assert!(err.contains("r.yml:6:") && err.contains("exactly one of"), "{err}");
+    assert!(
+        err.contains("r.yml:6:") && err.contains("exactly one of"),
+        "{err}"
+    );
+}
+
+/// `rulehook test` on a folder of events shows, event by event, what each correlation holds,
+/// what it waits for, and what fires (an absence when its window ends within the sequence).
+#[test]
+fn rulehook_test_explains_a_sequence_event_by_event() {
+    let b = Bench::new(&rulebook(ABSENCE, "{{ events.down.device }} still down"));
+    let p = b.dir.path();
+    std::fs::write(
+        p.join("rulebooks/s.yml"),
+        format!(
+            "rules:\n  - name: pair\n    correlate:\n{}    actions: [{{ log: {{ message: 'back {{{{ events.up.device }}}}' }} }}]\n",
+            SEQUENCE.replace("2m", "5m")
+        ),
+    )
+    .unwrap();
+    let events = p.join("events");
+    std::fs::create_dir_all(&events).unwrap();
+    for (i, body) in [
+        ev("down"),
+        ev("up"),
+        json!({"device": "r2", "state": "down"}),
+        json!({"x": 1}),
+        json!({"x": 2}),
+        json!({"x": 3}),
+    ]
+    .iter()
+    .enumerate()
+    {
+        std::fs::write(events.join(format!("{i}.json")), body.to_string()).unwrap();
+    }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rulehook"))
+        .args(["test", "--every", "1m", "--event"])
+        .arg(&events)
+        .arg("--rulebooks")
+        .arg(p.join("rulebooks"))
+        .arg("--scripts")
+        .arg(p.join("scripts"))
+        .arg("--templates")
+        .arg(p.join("templates"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let want = [
+        "event e1 at +0ms",
+        "WAIT     r/r: absence window opened by e1; fires at +2m 0s unless `up` comes",
+        "HOLD     s/pair: holds down=e1; waits for up until +5m 0s",
+        "event e2 at +1m 0s",
+        "CLOSE    r/r: `up` came in time for e1",
+        "FIRE     s/pair with down=e1, up=e2",
+        r#"would run: {"log":{"message":"back r1","level":"info"}}"#,
+        "event e3 at +2m 0s",
+        "event e4 at +3m 0s",
+        "(no rule)",
+        "event e5 at +4m 0s",
+        "FIRE     r/r: the window opened by e3 ended at +4m 0s without `up`",
+        r#"would run: {"log":{"message":"r2 still down","level":"info"}}"#,
+        "event e6 at +5m 0s",
+    ];
+    let mut at = 0;
+    for w in want {
+        let found = text[at..]
+            .find(w)
+            .unwrap_or_else(|| panic!("`{w}` after byte {at} in:\n{text}"));
+        at += found + w.len();
+    }
 }

@@ -74,7 +74,10 @@ async fn whatif_reports_added_removed_and_changed_rules_with_its_exit_code() {
         if done >= 5 {
             break;
         }
-        assert!(start.elapsed() < Duration::from_secs(20), "jobs did not finish: {jobs}");
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "jobs did not finish: {jobs}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
@@ -84,14 +87,31 @@ async fn whatif_reports_added_removed_and_changed_rules_with_its_exit_code() {
     std::fs::copy(env.path("rulebooks/r.yml"), env.path("same/r.yml")).unwrap();
     let out = whatif(&env, "same", &["--fail-on-change"]);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{text}{}", String::from_utf8_lossy(&out.stderr));
-    assert!(text.contains("3 stored event(s)") && text.contains("0 change(s)"), "{text}");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("3 stored event(s)") && text.contains("0 change(s)"),
+        "{text}"
+    );
 
     // keep unchanged, change changed, remove removed, add added.
     std::fs::create_dir_all(env.path("candidate")).unwrap();
-    std::fs::write(env.path("candidate/r.yml"), book(&format!("{KEEP}{CHANGE_V2}{ADD}"))).unwrap();
+    std::fs::write(
+        env.path("candidate/r.yml"),
+        book(&format!("{KEEP}{CHANGE_V2}{ADD}")),
+    )
+    .unwrap();
     let out = whatif(&env, "candidate", &["--fail-on-change", "--json"]);
-    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     let rule = |k: &str| report["rules"][k].clone();
     assert_eq!(report["events"], 3);
@@ -108,23 +128,38 @@ async fn whatif_reports_added_removed_and_changed_rules_with_its_exit_code() {
         .map(|c| c["event"].as_str().unwrap())
         .collect();
     assert_eq!(now, [ids[1].as_str()]);
-    assert!(rule("add")["now_match"]["examples"][0]["why"]
-        .as_str()
-        .unwrap()
-        .contains("$.kind == \"b\""));
+    assert!(
+        rule("add")["now_match"]["examples"][0]["why"]
+            .as_str()
+            .unwrap()
+            .contains("$.kind == \"b\"")
+    );
 
     assert_eq!(rule("remove")["status"], "removed");
     assert_eq!(rule("remove")["no_longer_match"]["count"], 1);
-    assert_eq!(rule("remove")["no_longer_match"]["examples"][0]["event"], ids[1].as_str());
+    assert_eq!(
+        rule("remove")["no_longer_match"]["examples"][0]["event"],
+        ids[1].as_str()
+    );
 
     let change = rule("change");
     assert_eq!(change["status"], "changed");
     // n=2 no longer matches (the deciding clause is named); n=3 runs a different message.
-    assert_eq!(change["no_longer_match"]["examples"][0]["event"], ids[1].as_str());
-    let why = change["no_longer_match"]["examples"][0]["why"].as_str().unwrap();
+    assert_eq!(
+        change["no_longer_match"]["examples"][0]["event"],
+        ids[1].as_str()
+    );
+    let why = change["no_longer_match"]["examples"][0]["why"]
+        .as_str()
+        .unwrap();
     assert!(why.contains("$.n > 2"), "{why}");
-    assert_eq!(change["run_differently"]["examples"][0]["event"], ids[2].as_str());
-    let why = change["run_differently"]["examples"][0]["why"].as_str().unwrap();
+    assert_eq!(
+        change["run_differently"]["examples"][0]["event"],
+        ids[2].as_str()
+    );
+    let why = change["run_differently"]["examples"][0]["why"]
+        .as_str()
+        .unwrap();
     assert!(why.contains("now n=3") && why.contains("\"n=3\""), "{why}");
 
     // Without --fail-on-change the same differences exit 0, as text.
@@ -150,5 +185,8 @@ fn whatif_on_a_missing_data_directory_is_a_clear_error() {
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no event log in"), "{err}");
-    assert!(!env.path("nothing-here").exists(), "a read-only view creates nothing");
+    assert!(
+        !env.path("nothing-here").exists(),
+        "a read-only view creates nothing"
+    );
 }

@@ -85,7 +85,9 @@ pub async fn replay(
         after = Some(last.event.id.clone());
         let reached = last.event.received_at;
         for s in &page {
-            w.feed(s, history).await.context("cannot read a job's attempts")?;
+            w.feed(s, history)
+                .await
+                .context("cannot read a job's attempts")?;
         }
         if tty && shown.elapsed() > Duration::from_millis(200) {
             shown = Instant::now();
@@ -152,7 +154,10 @@ pub fn text(report: &Report, rulebooks: &str) -> String {
             ("~", &r.run_differently),
         ] {
             for c in &list.examples {
-                out.push_str(&format!("    {sign} {} ({}): {}\n", c.event, c.received_at, c.why));
+                out.push_str(&format!(
+                    "    {sign} {} ({}): {}\n",
+                    c.event, c.received_at, c.why
+                ));
             }
             if list.count > list.examples.len() as u64 {
                 out.push_str(&format!(

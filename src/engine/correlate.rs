@@ -113,10 +113,7 @@ impl Engine {
         let state = &self.store.state;
         for _ in 0..CAS_TRIES {
             let current = state.get(&key).await?;
-            let mut partial = current
-                .as_ref()
-                .map(|(v, _)| parse(v))
-                .unwrap_or_default();
+            let mut partial = current.as_ref().map(|(v, _)| parse(v)).unwrap_or_default();
             if partial.fingerprint != rule.fingerprint {
                 if !partial.is_empty() {
                     tracing::info!(rule = %rule.key, group = %group, "correlation rule changed since this partial match began: it starts afresh");
@@ -183,7 +180,9 @@ impl Engine {
     pub(super) async fn undo(&self, undo: Undo) {
         let state = &self.store.state;
         let r = match (undo.before, undo.after) {
-            (Some(before), Some(rev)) => state.update(&undo.key, &before, rev, None).await.map(drop),
+            (Some(before), Some(rev)) => {
+                state.update(&undo.key, &before, rev, None).await.map(drop)
+            }
             (Some(before), None) => state.create(&undo.key, &before, None).await.map(drop),
             (None, Some(rev)) => state.delete(&undo.key, Some(rev)).await,
             (None, None) => Ok(()),

@@ -317,7 +317,8 @@ mod tests {
                 if m.is_empty() {
                     return None;
                 }
-                c.observe(&mut p, &m, &format!("e{i}"), *at).map(|o| o.state)
+                c.observe(&mut p, &m, &format!("e{i}"), *at)
+                    .map(|o| o.state)
             })
             .collect()
     }

@@ -8,11 +8,11 @@ use std::time::Duration;
 use serde_saphyr::Spanned;
 
 use super::condition::{Condition, Expr, Interner, Query};
+use super::correlate::{Correlation, DEFAULT_MAX_OPEN, Kind, Named};
 use super::index::SourceIndex;
 use super::{Dirs, LoadError, LoadErrors, Rule, RuleSet, Throttle};
 use crate::actions::{Action, event, log, outbound, script, ticket};
 use crate::rulebook::compile::Compile;
-use super::correlate::{Correlation, DEFAULT_MAX_OPEN, Kind, Named};
 use crate::rulebook::model::{
     self, ActionSpec, ConditionSpec, CorrelateSpec, RuleSpec, SizeSpec, SourceSpec,
 };
@@ -737,7 +737,10 @@ fn compile_correlate(
     let mut ok = true;
     let within = cx.duration(&c.within, "correlate.within");
     if within.is_some_and(|w| w.is_zero()) {
-        cx.err(&c.within.referenced, "correlate.within must be longer than 0");
+        cx.err(
+            &c.within.referenced,
+            "correlate.within must be longer than 0",
+        );
         ok = false;
     }
     let mut group_by = Vec::new();
@@ -765,10 +768,7 @@ fn compile_correlate(
             match n {
                 Some(n) if n.value >= 1 && n.value <= 10_000 => Kind::Count(n.value as usize),
                 Some(n) => {
-                    cx.err(
-                        &n.referenced,
-                        "count.at_least must be between 1 and 10000",
-                    );
+                    cx.err(&n.referenced, "count.at_least must be between 1 and 10000");
                     return None;
                 }
                 None => return None,
@@ -779,7 +779,10 @@ fn compile_correlate(
     if matches!(kind, Kind::AllOf | Kind::Sequence) && named.len() < 2 {
         cx.err(
             &spec.referenced,
-            format!("correlate.{} needs at least two named conditions", kind.as_str()),
+            format!(
+                "correlate.{} needs at least two named conditions",
+                kind.as_str()
+            ),
         );
         ok = false;
     }

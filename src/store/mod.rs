@@ -22,7 +22,8 @@ use async_trait::async_trait;
 pub use crate::domain::StoreError;
 use crate::domain::{Attempt, Envelope, Event, Job, JobState, Step};
 pub use history::{
-    AttemptRow, CorrelationRow, EventDetail, EventFilter, EventRow, EventStatus, JobFilter, JobRow, MatchRow,
+    AttemptRow, CorrelationRow, EventDetail, EventFilter, EventRow, EventStatus, JobFilter, JobRow,
+    MatchRow,
 };
 pub use sqlite::{Embedded, ReadOnly};
 

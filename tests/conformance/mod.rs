@@ -1443,7 +1443,10 @@ pub async fn stored_events_page_in_acceptance_order(b: &impl Backend) {
             3 => vec![partial.clone()],
             _ => vec![],
         };
-        want.push((append(&s, event("alpha", n), matches.clone()).await.0, matches));
+        want.push((
+            append(&s, event("alpha", n), matches.clone()).await.0,
+            matches,
+        ));
     }
     let mut got = Vec::new();
     let mut after = None;
@@ -1458,7 +1461,10 @@ pub async fn stored_events_page_in_acceptance_order(b: &impl Backend) {
     }
     let ids: Vec<&str> = got.iter().map(|e| e.event.id.as_str()).collect();
     let want_ids: Vec<&str> = want.iter().map(|(id, _)| id.as_str()).collect();
-    assert_eq!(ids, want_ids, "since excludes the old event; order is acceptance order");
+    assert_eq!(
+        ids, want_ids,
+        "since excludes the old event; order is acceptance order"
+    );
     for (g, (_, m)) in got.iter().zip(&want) {
         assert_eq!(&g.matches, m, "matches come back as stored");
     }

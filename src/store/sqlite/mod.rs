@@ -5,8 +5,8 @@
 
 mod lanes;
 pub use readonly::ReadOnly;
-mod reads;
 mod readonly;
+mod reads;
 mod schema;
 mod writer;
 

@@ -37,7 +37,8 @@ impl ReadOnly {
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
         .map_err(|e| StoreError::Permanent(format!("cannot open {}: {e}", path.display())))?;
-        conn.busy_timeout(Duration::from_secs(10)).map_err(storage)?;
+        conn.busy_timeout(Duration::from_secs(10))
+            .map_err(storage)?;
         Ok(ReadOnly {
             conn: Arc::new(Mutex::new(conn)),
         })

@@ -9,8 +9,8 @@ use super::lanes::Queued;
 use super::writer::Loaded;
 use crate::domain::{Event, EventDoc, Job, JobState, Match, Step, human_duration, rfc3339};
 use crate::store::history::{
-    AttemptRow, CorrelationRow, EventDetail, EventFilter, EventRow, EventStatus, JobFilter, JobRow, MatchRow,
-    ThrottledRow,
+    AttemptRow, CorrelationRow, EventDetail, EventFilter, EventRow, EventStatus, JobFilter, JobRow,
+    MatchRow, ThrottledRow,
 };
 use crate::store::{PRUNE_BATCH, Pruned, StoredEvent};
 
