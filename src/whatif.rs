@@ -6,11 +6,13 @@
 //! correlation state machine), with event times from the log and partial matches in memory.
 
 use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::domain::{CorrelationState, Event, EventDoc, Match};
+use crate::domain::{CorrelationState, Event, EventDoc, Match, human_duration, now_ms};
 use crate::rules::correlate::{Observed, Partial};
 use crate::rules::{Rule, RuleSet};
 use crate::store::{History, StoreError, StoredEvent};
@@ -119,6 +121,66 @@ impl<'a> Simulator<'a> {
         v.sort_by(|a, b| a.0.cmp(b.0));
         v
     }
+}
+
+/// Events read per page.
+const PAGE: usize = 2_000;
+
+/// Reads every stored event since `since` ago, page by page, into the report. On a terminal,
+/// stderr shows progress (events/s and the time left, estimated from event times).
+pub async fn replay(
+    rules: &RuleSet,
+    history: &dyn History,
+    since: Duration,
+    progress: bool,
+) -> Result<Report, StoreError> {
+    let now = now_ms();
+    let from = now - since.as_millis() as i64;
+    let mut w = WhatIf::new(rules, from);
+    let tty = progress;
+    let began = Instant::now();
+    let mut shown = Instant::now();
+    let mut after = None;
+    loop {
+        let page = history.stored(from, after.clone(), PAGE).await?;
+        let Some(last) = page.last() else { break };
+        after = Some(last.event.id.clone());
+        let reached = last.event.received_at;
+        for s in &page {
+            w.feed(s, history).await?;
+        }
+        if tty && shown.elapsed() > Duration::from_millis(200) {
+            shown = Instant::now();
+            let done = ((reached - from) as f64 / (now - from).max(1) as f64).clamp(0.0, 1.0);
+            let secs = began.elapsed().as_secs_f64();
+            let rate = w.report.events as f64 / secs.max(0.001);
+            let left = if done > 0.0 { secs / done - secs } else { 0.0 };
+            let width = 30;
+            let filled = (done * width as f64) as usize;
+            eprint!(
+                "\r[{}{}] {:>3}% {} events, {:.0} events/s, {} left   ",
+                "#".repeat(filled),
+                " ".repeat(width - filled),
+                (done * 100.0) as u32,
+                w.report.events,
+                rate,
+                human_duration((left * 1000.0) as i64)
+            );
+            let _ = std::io::stderr().flush();
+        }
+    }
+    if tty {
+        eprint!("\r{}\r", " ".repeat(90));
+    }
+    let took = began.elapsed();
+    let report = w.finish();
+    eprintln!(
+        "replayed {} event(s) in {} ({:.0} events/s)",
+        report.events,
+        human_duration(took.as_millis() as i64),
+        report.events as f64 / took.as_secs_f64().max(0.001)
+    );
+    Ok(report)
 }
 
 /// One event whose outcome differs, with the clause that decided it.
