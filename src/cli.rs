@@ -55,6 +55,13 @@ pub struct WhatifArgs {
     /// The data directory of the service (read-only; `serve` may be running on it).
     #[arg(long, env = "RULEHOOK_DATA", default_value = "./data")]
     pub data: PathBuf,
+    /// Read the history of a running service through its admin API instead (its base URL;
+    /// `RULEHOOK_ADMIN_TOKEN` is sent as the bearer token when set).
+    #[arg(long, conflicts_with = "data")]
+    pub url: Option<String>,
+    /// With --url: accept any TLS certificate (a self-signed service).
+    #[arg(long)]
+    pub insecure: bool,
     /// Exit 1 when anything would change (for CI, before a rulebook change is merged).
     #[arg(long)]
     pub fail_on_change: bool,

@@ -162,6 +162,33 @@ async fn whatif_reports_added_removed_and_changed_rules_with_its_exit_code() {
         .unwrap();
     assert!(why.contains("now n=3") && why.contains("\"n=3\""), "{why}");
 
+    // The same through the running service's admin API.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rulehook"))
+        .args([
+            "whatif",
+            "--since",
+            "1h",
+            "--json",
+            "--fail-on-change",
+            "--url",
+            &server.base,
+        ])
+        .arg("--rulebooks")
+        .arg(env.path("candidate"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let remote: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        remote["rules"], report["rules"],
+        "the admin API gives the same report"
+    );
+
     // Without --fail-on-change the same differences exit 0, as text.
     let out = whatif(&env, "candidate", &[]);
     assert_eq!(out.status.code(), Some(0));

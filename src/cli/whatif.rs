@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 
 use super::{WhatifArgs, load};
-use crate::store::ReadOnly;
+use crate::store::{History, ReadOnly, Remote};
 use crate::whatif::Report;
 
 pub fn main(w: &WhatifArgs) -> ExitCode {
@@ -28,11 +28,25 @@ pub fn main(w: &WhatifArgs) -> ExitCode {
         }
     };
     let report = rt.block_on(async {
-        let history = ReadOnly::open(&w.data)
-            .with_context(|| format!("cannot read the history in {}", w.data.display()))?;
-        crate::whatif::replay(&rules, &history, w.since, std::io::stderr().is_terminal())
-            .await
-            .context("cannot replay the history")
+        let history: Box<dyn History> = match &w.url {
+            Some(url) => {
+                let _ = rustls::crypto::ring::default_provider().install_default();
+                let token = std::env::var("RULEHOOK_ADMIN_TOKEN").ok();
+                Box::new(Remote::new(url, token, w.insecure)?)
+            }
+            None => Box::new(
+                ReadOnly::open(&w.data)
+                    .with_context(|| format!("cannot read the history in {}", w.data.display()))?,
+            ),
+        };
+        crate::whatif::replay(
+            &rules,
+            history.as_ref(),
+            w.since,
+            std::io::stderr().is_terminal(),
+        )
+        .await
+        .context("cannot replay the history")
     });
     let report = match report {
         Ok(r) => r,

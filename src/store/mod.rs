@@ -12,6 +12,7 @@
 //! This module imports only [`crate::domain`]: nothing from rules, actions or the engine.
 
 mod history;
+mod remote;
 pub mod sqlite;
 
 use std::sync::Arc;
@@ -25,6 +26,7 @@ pub use history::{
     AttemptRow, CorrelationRow, EventDetail, EventFilter, EventRow, EventStatus, JobFilter, JobRow,
     MatchRow,
 };
+pub use remote::Remote;
 pub use sqlite::{Embedded, ReadOnly};
 
 /// What appending an envelope did.
