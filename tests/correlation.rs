@@ -449,3 +449,56 @@ fn rulehook_test_explains_a_sequence_event_by_event() {
         at += found + w.len();
     }
 }
+
+/// An absence whose action fails and is retried decides the same on the retry: its window
+/// stays in the state store until the job is done, then goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fired_absence_retried_after_a_failure_still_fires_and_then_closes_its_window() {
+    let yaml = format!(
+        "sources:\n  - {{ name: s, kind: internal }}\nrules:\n  - name: r\n    correlate:\n{ABSENCE}    actions: [{{ run_script: {{ script: once.sh, retries: 2 }} }}]\n"
+    );
+    let b = Bench::new(&yaml);
+    let p = b.dir.path();
+    let marker = p.join("tried");
+    let script = p.join("scripts/once.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\ncat > /dev/null\nif [ -e {m} ]; then echo fired; exit 0; fi\ntouch {m}\nexit 1\n",
+            m = marker.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (engine, store) = b.start();
+    let down = send(&engine, ev("down"), "a").await;
+    let key = partial_key("r", r#"["r1"]"#);
+    b.set(T0 + 2 * MIN + 1);
+    // The first attempt fails; the retry comes after a backoff of a second or two.
+    let mut done = None;
+    for _ in 0..200 {
+        let d = detail(&store, &down).await;
+        if d.matches[0].status != rulehook::domain::JobState::Pending {
+            done = Some(d);
+            break;
+        }
+        if d.matches[0].attempts.len() == 1 && d.matches[0].attempts[0].status == "failed" {
+            assert!(
+                store.state.get(&key).await.unwrap().is_some(),
+                "the window stays open while the job is not done"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let d = done.expect("the job finished");
+    let m = &d.matches[0];
+    assert_eq!(m.status, rulehook::domain::JobState::Done, "{:?}", m.error);
+    let results: Vec<&str> = m.attempts.iter().map(|a| a.status).collect();
+    assert_eq!(results, ["failed", "ok"]);
+    assert!(
+        store.state.get(&key).await.unwrap().is_none(),
+        "closed once done"
+    );
+    engine.shutdown(Duration::from_secs(2)).await;
+}
