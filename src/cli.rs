@@ -133,6 +133,24 @@ pub struct ServeArgs {
     /// Where the journal lives.
     #[arg(long, env = "RULEHOOK_DATA", default_value = "./data")]
     pub data: PathBuf,
+    /// Where events, jobs and the history are kept: `embedded` (SQLite in --data, one node) or
+    /// `nats://HOST:PORT[,nats://…]` (NATS JetStream, shared by every node of a deployment).
+    #[arg(long, env = "RULEHOOK_STORE", default_value = "embedded")]
+    pub store: String,
+    /// On NATS: the start of every stream, consumer and subject name (one per deployment).
+    #[arg(long, env = "RULEHOOK_STORE_PREFIX", default_value = "rulehook")]
+    pub store_prefix: String,
+    /// On NATS: stream replicas (3 on a three-server cluster).
+    #[arg(long, env = "RULEHOOK_STORE_REPLICAS", default_value_t = 1)]
+    pub store_replicas: usize,
+    /// On NATS: how long jobs leased by a node that stopped answering wait before another
+    /// worker takes them.
+    #[arg(long, env = "RULEHOOK_LEASE_CHECK", default_value = "10s", value_parser = parse_duration)]
+    pub lease_check: Duration,
+    /// What this node does: `all`, `ingest` (accepts webhooks, runs no jobs) or `worker` (runs
+    /// jobs, accepts no webhooks). Roles other than `all` need a shared store (--store nats://…).
+    #[arg(long, env = "RULEHOOK_ROLE", value_enum, default_value_t = crate::engine::Role::All)]
+    pub role: crate::engine::Role,
     #[arg(long, env = "RULEHOOK_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
     /// How many jobs (matched rules) may run at once.
@@ -597,8 +615,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     for w in &set.warnings {
         tracing::warn!("{w}");
     }
-    let store = Store::embedded(&args.data)
-        .with_context(|| format!("cannot open the store in {}", args.data.display()))?;
+    let store = open_store(&args).await?;
     let tls_mode = match (&args.tls_cert, &args.tls_key, args.tls_self_signed) {
         (Some(cert), Some(key), _) => Tls::Files {
             cert: cert.clone(),
@@ -645,6 +662,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let settings = crate::engine::Settings {
         concurrency: args.concurrency,
         retain: args.retain,
+        role: args.role,
+        shared: args.store != "embedded",
         ..crate::engine::Settings::default()
     };
     let engine = Engine::new(store, set, settings);
@@ -670,6 +689,36 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!("no longer accepting events; waiting for running actions");
     engine.shutdown(args.grace).await;
     Ok(())
+}
+
+/// The store `--store` names.
+async fn open_store(args: &ServeArgs) -> anyhow::Result<Store> {
+    if args.store == "embedded" {
+        if args.role != crate::engine::Role::All {
+            anyhow::bail!(
+                "--role {:?} needs a store shared by several nodes (--store nats://HOST:PORT); the embedded store serves one node, which does everything",
+                args.role
+            );
+        }
+        let store = Store::embedded(&args.data)
+            .with_context(|| format!("cannot open the store in {}", args.data.display()))?;
+        tracing::info!(data = %args.data.display(), "embedded store");
+        return Ok(store);
+    }
+    if !args.store.starts_with("nats://") && !args.store.starts_with("tls://") {
+        anyhow::bail!(
+            "--store `{}`: use `embedded` or a NATS address such as nats://127.0.0.1:4222",
+            args.store
+        );
+    }
+    let mut config = crate::store::nats::NatsConfig::new(&args.store, &args.store_prefix);
+    config.ack_wait = args.lease_check;
+    config.replicas = args.store_replicas.max(1);
+    let store = Store::nats(config)
+        .await
+        .with_context(|| format!("cannot open the JetStream store at {}", args.store))?;
+    tracing::info!(nats = %args.store, prefix = %args.store_prefix, role = ?args.role, "JetStream store");
+    Ok(store)
 }
 
 async fn send(a: SendArgs) -> anyhow::Result<()> {

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::Engine;
+use super::{Engine, VERSION_HANDOFF};
 use crate::actions::event::MAX_DEPTH;
 use crate::actions::{Action, Rendered, RunContext, retry_delay};
 use crate::domain::{
@@ -128,6 +128,14 @@ impl Engine {
             },
         };
         let Some((rules, idx)) = self.rule_version(&lease.job.key, &lease.job.fingerprint) else {
+            if self.settings.shared
+                && crate::domain::now_ms() - event.received_at < VERSION_HANDOFF.as_millis() as i64
+            {
+                // Another node may run the version it matched (a rolling change): hand it on.
+                tracing::debug!(job = %lease.job.id, "the rule version it matched is not loaded here; handing it on");
+                let step = lease.job.step.clone();
+                return queue.nak(lease, step, Duration::from_millis(500)).await;
+            }
             let now = self.rules();
             let msg = match now.rule_by_key(&lease.job.key) {
                 Some(_) => format!(

@@ -72,7 +72,36 @@ pub struct Settings {
     /// The longest an absence's job waits in the queue before it looks at the clock again
     /// (its deadline is usually sooner; tests on a moved clock use a short one).
     pub recheck: Duration,
+    /// What this node does (`--role`).
+    pub role: Role,
+    /// The store is shared with other nodes (JetStream), which may run other rule versions.
+    pub shared: bool,
 }
+
+/// What one node does in a deployment of several (`--role`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Role {
+    /// Accepts webhooks and runs jobs.
+    #[default]
+    All,
+    /// Accepts webhooks; runs no jobs.
+    Ingest,
+    /// Runs jobs; accepts no webhooks.
+    Worker,
+}
+
+impl Role {
+    pub fn runs_jobs(self) -> bool {
+        self != Role::Ingest
+    }
+    pub fn accepts_events(self) -> bool {
+        self != Role::Worker
+    }
+}
+
+/// How long after its event a job whose rule version this node does not have is handed on
+/// (another node running that version may take it) before it fails as "changed since the match".
+pub const VERSION_HANDOFF: Duration = Duration::from_secs(300);
 
 impl Default for Settings {
     fn default() -> Self {
@@ -82,6 +111,8 @@ impl Default for Settings {
             lease: LEASE_TTL,
             clock: Clock::default(),
             recheck: Duration::from_secs(3600),
+            role: Role::All,
+            shared: false,
         }
     }
 }
@@ -118,14 +149,26 @@ impl Engine {
         })
     }
 
-    /// Starts the workers (they resume whatever an earlier run left pending) and retention.
+    /// Starts the workers (they resume whatever an earlier run left pending) and retention, as
+    /// the node's role says.
     pub fn start(self: &Arc<Self>) {
-        for _ in 0..self.settings.concurrency.max(1) {
-            let engine = self.clone();
-            self.tracker.spawn(async move { engine.worker().await });
+        if self.settings.role.runs_jobs() {
+            for _ in 0..self.settings.concurrency.max(1) {
+                let engine = self.clone();
+                self.tracker.spawn(async move { engine.worker().await });
+            }
         }
-        let engine = self.clone();
-        self.tracker.spawn(async move { engine.retention().await });
+        // On a shared store, retention is the ingest nodes' chore: pure workers keep no
+        // history model.
+        if !self.settings.shared || self.settings.role.accepts_events() {
+            let engine = self.clone();
+            self.tracker.spawn(async move { engine.retention().await });
+        }
+    }
+
+    /// What this node does.
+    pub fn role(&self) -> Role {
+        self.settings.role
     }
 
     /// The rule set new events are matched against.

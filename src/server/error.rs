@@ -38,6 +38,8 @@ pub enum ApiError {
     RateLimited(u64),
     #[error("the request body did not arrive in time")]
     BodyTimeout,
+    #[error("this node runs jobs only (--role worker): send webhooks to an ingest node")]
+    NotIngest,
 }
 
 impl ApiError {
@@ -64,6 +66,7 @@ impl ApiError {
             ApiError::RuleGone => (StatusCode::CONFLICT, "rule_gone"),
             ApiError::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             ApiError::BodyTimeout => (StatusCode::REQUEST_TIMEOUT, "body_timeout"),
+            ApiError::NotIngest => (StatusCode::SERVICE_UNAVAILABLE, "not_an_ingest_node"),
         }
     }
 

@@ -100,6 +100,11 @@ async fn status(_: Admin, State(state): State<AppState>) -> Result<Response, Api
     let reload = state.reloader.as_ref().map(|r| r.status());
     Ok(Json(json!({
         "version": env!("CARGO_PKG_VERSION"),
+        "role": format!("{:?}", state.engine.role()).to_lowercase(),
+        "queue": {
+            "ready": state.engine.store().queue.depth().ready,
+            "leased": state.engine.store().queue.depth().leased,
+        },
         "sources": sources,
         "rules": rules.rules.iter().map(|r| format!("{}/{}", r.rulebook, r.name)).collect::<Vec<_>>(),
         "reload": reload,
@@ -158,6 +163,9 @@ async fn hook(
     let source = rules.source_by_path(uri.path()).ok_or(ApiError::NotFound)?;
     if method != Method::POST {
         return Err(ApiError::MethodNotAllowed);
+    }
+    if !state.engine.role().accepts_events() {
+        return Err(ApiError::NotIngest);
     }
     source.meter.received.increment(1);
     let result = receive(&state, source, peer, &headers, body).await;

@@ -12,6 +12,7 @@
 //! This module imports only [`crate::domain`]: nothing from rules, actions or the engine.
 
 mod history;
+pub mod nats;
 mod remote;
 pub mod sqlite;
 

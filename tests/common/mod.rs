@@ -201,3 +201,68 @@ pub async fn post(
 pub fn repo_path(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
 }
+
+/// The NATS server tests use (`RULEHOOK_TEST_NATS`, default `nats://127.0.0.1:4222`); fails
+/// with how to start one when none answers.
+pub fn nats_url() -> String {
+    let url =
+        std::env::var("RULEHOOK_TEST_NATS").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
+    let addr = url
+        .trim_start_matches("nats://")
+        .split(',')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let reachable = addr
+        .parse()
+        .ok()
+        .is_some_and(|a| std::net::TcpStream::connect_timeout(&a, Duration::from_secs(2)).is_ok());
+    assert!(
+        reachable,
+        "no NATS server answers at {url}: these tests need one with JetStream. Start it with \
+         `nats-server -js -a 127.0.0.1 -p 4222` (or point RULEHOOK_TEST_NATS at one)"
+    );
+    url
+}
+
+/// One deployment's names on the test NATS server (`--store-prefix`); its streams are removed
+/// when it is dropped.
+pub struct NatsPrefix {
+    pub url: String,
+    pub prefix: String,
+}
+
+impl NatsPrefix {
+    pub fn new() -> NatsPrefix {
+        NatsPrefix {
+            url: nats_url(),
+            prefix: format!("t{}", uuid::Uuid::now_v7().simple()),
+        }
+    }
+
+    /// `serve` arguments for a node of this deployment.
+    pub fn args(&self, role: &str) -> Vec<String> {
+        vec![
+            "--store".into(),
+            self.url.clone(),
+            "--store-prefix".into(),
+            self.prefix.clone(),
+            "--role".into(),
+            role.into(),
+        ]
+    }
+}
+
+impl Drop for NatsPrefix {
+    fn drop(&mut self) {
+        let (url, prefix) = (self.url.clone(), self.prefix.clone());
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime");
+            rt.block_on(rulehook::store::nats::Jet::destroy(&url, &prefix))
+        })
+        .join();
+    }
+}

@@ -5,6 +5,7 @@
 
 mod lanes;
 pub use readonly::ReadOnly;
+pub mod model;
 mod readonly;
 mod reads;
 mod schema;
@@ -373,60 +374,18 @@ impl EventLog for Embedded {
                     return Ok(Appended::Duplicate { id });
                 }
             }
-            let live: Vec<_> = matches.iter().filter(|m| m.creates_job()).collect();
+            let n_live = matches.iter().filter(|m| m.creates_job()).count();
             let seq = next_event.fetch_add(1, Ordering::Relaxed);
-            let first_job = next_job.fetch_add(live.len() as i64, Ordering::Relaxed);
-            c.prepare_cached(
-                "INSERT INTO events (seq, id, source, kind, delivery, parent, received_at, headers, body,
-                   depth, envelope_version, matches, n_matches, n_jobs, first_job)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
-            )?
-            .execute(params![
-                seq,
-                event.id,
-                event.source,
-                event.kind,
-                event.delivery,
-                event.parent,
-                event.received_at,
-                headers,
-                event.body_text,
-                event.depth,
-                ENVELOPE_VERSION,
-                matches_json,
-                // A partial correlation is not (yet) a match of its rule.
-                matches.iter().filter(|m| !m.is_partial()).count() as i64,
-                live.len() as i64,
-                (!live.is_empty()).then_some(first_job),
-            ])?;
-            let step = "{}";
-            let mut jobs = Vec::with_capacity(live.len());
-            for (i, m) in live.into_iter().enumerate() {
-                let job_seq = first_job + i as i64;
-                let job = Job {
-                    id: m.job_id(&event.id),
-                    event_id: event.id.clone(),
-                    rulebook: m.rulebook.clone(),
-                    rule: m.rule.clone(),
-                    key: m.key.clone(),
-                    fingerprint: m.fingerprint.clone(),
-                    step: Step::default(),
-                };
-                c.prepare_cached(
-                    "INSERT INTO jobs (seq, id, event_seq, rulebook, rule, key, fingerprint, state, step, updated_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8, ?9)",
-                )?
-                .execute(params![
-                    job_seq, job.id, seq, job.rulebook, job.rule, job.key, job.fingerprint, step, now
-                ])?;
+            let first_job = next_job.fetch_add(n_live as i64, Ordering::Relaxed);
+            let jobs = insert_event(c, seq, first_job, &event, &matches, &headers, &matches_json)?;
+            for (i, job) in jobs.iter().enumerate() {
                 pushes.push(Push::New(Queued {
-                    seq: job_seq,
+                    seq: first_job + i as i64,
                     job: job.clone(),
                     event: Some(event.clone()),
                     deliveries: 0,
                     lost: 0,
                 }));
-                jobs.push(job);
             }
             Ok(Appended::New { jobs })
         })
@@ -755,8 +714,80 @@ pub(crate) fn loaded(q: Queued, not_before: Option<i64>) -> Loaded {
     Loaded { q, due }
 }
 
+/// An event's row and one pending job row per match that makes a job (`Match::creates_job`) (sequence numbers from
+/// `first_job` on); the jobs, in match order. Shared by the embedded store's append and the
+/// read model other backends build ([`model`]).
+pub(crate) fn insert_event(
+    c: &Connection,
+    seq: i64,
+    first_job: i64,
+    event: &Event,
+    matches: &[crate::domain::Match],
+    headers: &str,
+    matches_json: &str,
+) -> rusqlite::Result<Vec<Job>> {
+    let live: Vec<_> = matches.iter().filter(|m| m.creates_job()).collect();
+    c.prepare_cached(
+        "INSERT INTO events (seq, id, source, kind, delivery, parent, received_at, headers, body,
+           depth, envelope_version, matches, n_matches, n_jobs, first_job)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+    )?
+    .execute(params![
+        seq,
+        event.id,
+        event.source,
+        event.kind,
+        event.delivery,
+        event.parent,
+        event.received_at,
+        headers,
+        event.body_text,
+        event.depth,
+        ENVELOPE_VERSION,
+        matches_json,
+        // A partial correlation is not (yet) a match of its rule.
+        matches.iter().filter(|m| !m.is_partial()).count() as i64,
+        live.len() as i64,
+        (!live.is_empty()).then_some(first_job),
+    ])?;
+    let now = now_ms();
+    let mut jobs = Vec::with_capacity(live.len());
+    for (i, m) in live.into_iter().enumerate() {
+        let job = Job {
+            id: m.job_id(&event.id),
+            event_id: event.id.clone(),
+            rulebook: m.rulebook.clone(),
+            rule: m.rule.clone(),
+            key: m.key.clone(),
+            fingerprint: m.fingerprint.clone(),
+            step: Step::default(),
+        };
+        c.prepare_cached(
+            "INSERT INTO jobs (seq, id, event_seq, rulebook, rule, key, fingerprint, state, step, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', '{}', ?8)",
+        )?
+        .execute(params![
+            first_job + i as i64,
+            job.id,
+            seq,
+            job.rulebook,
+            job.rule,
+            job.key,
+            job.fingerprint,
+            now
+        ])?;
+        jobs.push(job);
+    }
+    Ok(jobs)
+}
+
 /// One attempt row: inserted when it starts, updated when it finishes.
 fn insert_attempt(c: &Connection, a: &Attempt) -> rusqlite::Result<()> {
+    insert_attempt_as(c, a, a.action)
+}
+
+/// [`insert_attempt`] with the action's kind given as text (read back from another backend).
+pub(crate) fn insert_attempt_as(c: &Connection, a: &Attempt, action: &str) -> rusqlite::Result<()> {
     let o = a.outcome.as_ref();
     let state = match o {
         None => "running",
@@ -778,7 +809,7 @@ fn insert_attempt(c: &Connection, a: &Attempt) -> rusqlite::Result<()> {
         a.index,
         a.attempt,
         a.run_id,
-        a.action,
+        action,
         a.rendered,
         state,
         a.started_at,

@@ -1,0 +1,315 @@
+//! The JetStream backend: the four storage parts on NATS JetStream, so several rulehook nodes
+//! share one event log, one work queue, one state store and one history (see
+//! docs/architecture.md and docs/scale-out.md).
+//!
+//! | part | streams |
+//! | --- | --- |
+//! | event log | `<p>_events` (file storage): one message per accepted event, `Nats-Msg-Id` = event id; a dispatcher (durable consumer `<p>_dispatch`) turns each into job messages |
+//! | work queue | `<p>_queue` (work-queue retention), durable pull consumer `<p>_workers` shared by every worker; `<p>_jobs`: the latest record of each job (compare-and-set by sequence) |
+//! | state store | `<p>_state`: one message per key (compare-and-set with `Nats-Expected-Last-Subject-Sequence`) |
+//! | history | `<p>_history` (attempts, duplicates, retention marks) plus the two above, read by every node into a local read model |
+//!
+//! Only stream and consumer APIs that nats-server 2.9 has are used: no key-value API (the client
+//! library's needs 2.10+), no per-message TTL or scheduled messages (2.11+, 2.12+).
+
+mod log;
+mod queue;
+mod state;
+mod view;
+mod wire;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::{self, message::PublishMessage, stream};
+use bytes::Bytes;
+use tokio::task::AbortHandle;
+
+use super::Store;
+use crate::domain::StoreError;
+use crate::store::sqlite::model::ReadModel;
+pub use wire::Names;
+
+/// How one deployment uses NATS.
+#[derive(Debug, Clone)]
+pub struct NatsConfig {
+    /// `nats://host:port` (several, comma-separated, for a cluster).
+    pub url: String,
+    /// Starts every stream, consumer and subject name (`--store-prefix`).
+    pub prefix: String,
+    /// How long a job leased by a node that stopped answering (crash, `kill -9`, network cut)
+    /// waits before another worker gets it: the workers' consumer's ack wait. A live node
+    /// keeps its leases with progress acks (every quarter of it), whatever their length.
+    pub ack_wait: Duration,
+    /// Lost leases past which a job becomes a dead letter.
+    pub max_deliveries: u32,
+    /// Stream replicas (1 on a single server, 3 on a three-node cluster).
+    pub replicas: usize,
+}
+
+impl NatsConfig {
+    pub fn new(url: &str, prefix: &str) -> NatsConfig {
+        NatsConfig {
+            url: url.to_string(),
+            prefix: prefix.to_string(),
+            ack_wait: Duration::from_secs(10),
+            max_deliveries: crate::store::sqlite::MAX_DELIVERIES,
+            replicas: 1,
+        }
+    }
+}
+
+/// The streams every part writes to, and this node's view of them.
+pub(crate) struct Shared {
+    pub js: jetstream::Context,
+    pub names: Names,
+    pub events: stream::Stream,
+    pub jobs: stream::Stream,
+    pub state: stream::Stream,
+    pub history: stream::Stream,
+    pub view: Arc<ReadModel>,
+    pub progress: Arc<view::Progress>,
+    pub config: NatsConfig,
+}
+
+/// Background tasks of one open store, ended when the store is dropped.
+#[derive(Default)]
+struct Tasks(std::sync::Mutex<Vec<AbortHandle>>);
+
+impl Tasks {
+    fn add(&self, t: impl IntoIterator<Item = AbortHandle>) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).extend(t);
+    }
+}
+
+impl Drop for Tasks {
+    fn drop(&mut self) {
+        for t in self.0.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            t.abort();
+        }
+    }
+}
+
+/// The JetStream store: one value implements the four traits.
+pub struct Jet {
+    shared: Arc<Shared>,
+    queue: queue::Queue,
+    tasks: Tasks,
+    /// The history read model is built on the first history read: a node that only runs jobs
+    /// never pays for following every stream.
+    view_started: tokio::sync::OnceCell<()>,
+}
+
+pub(crate) fn transient(what: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Transient(format!("NATS: {what}: {e}"))
+}
+
+/// A publish that must land after the subject's last message is `expected` (0: the subject
+/// is empty): compare-and-set. `Conflict` when another write came first.
+pub(crate) async fn publish_cas(
+    js: &jetstream::Context,
+    subject: String,
+    payload: Vec<u8>,
+    expected: u64,
+) -> Result<u64, StoreError> {
+    let publish = PublishMessage::build()
+        .payload(Bytes::from(payload))
+        .expected_last_subject_sequence(expected);
+    let ack = js
+        .send_publish(subject.clone(), publish)
+        .await
+        .map_err(|e| transient("publish", e))?
+        .await;
+    match ack {
+        Ok(a) => Ok(a.sequence),
+        Err(e) if e.kind() == jetstream::context::PublishErrorKind::WrongLastSequence => Err(
+            StoreError::Conflict(format!("{subject} changed since revision {expected}")),
+        ),
+        Err(e) => Err(transient("publish", e)),
+    }
+}
+
+/// A publish acknowledged by the stream; its sequence number.
+pub(crate) async fn publish(
+    js: &jetstream::Context,
+    subject: String,
+    payload: Vec<u8>,
+    msg_id: Option<&str>,
+) -> Result<jetstream::publish::PublishAck, StoreError> {
+    let mut headers = HeaderMap::new();
+    if let Some(id) = msg_id {
+        headers.insert("Nats-Msg-Id", id);
+    }
+    js.publish_with_headers(subject, headers, Bytes::from(payload))
+        .await
+        .map_err(|e| transient("publish", e))?
+        .await
+        .map_err(|e| transient("publish", e))
+}
+
+/// The last message on `subject`, with its sequence number; `None` when there is none.
+pub(crate) async fn last(
+    s: &stream::Stream,
+    subject: &str,
+) -> Result<Option<(Bytes, u64)>, StoreError> {
+    if s.cached_info().config.allow_direct {
+        // Direct get: the message itself, not a JSON answer with a base64 payload.
+        return match s.direct_get_last_for_subject(subject).await {
+            Ok(m) => Ok(Some((m.payload, m.sequence))),
+            Err(e) if e.kind() == stream::DirectGetErrorKind::NotFound => Ok(None),
+            Err(e) => Err(transient("read", e)),
+        };
+    }
+    match s.get_last_raw_message_by_subject(subject).await {
+        Ok(m) => Ok(Some((m.payload, m.sequence))),
+        Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => Ok(None),
+        Err(e) => Err(transient("read", e)),
+    }
+}
+
+fn unreachable_hint(url: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Transient(format!(
+        "cannot reach NATS at {url}: {e} (start one with JetStream enabled: `nats-server -js`)"
+    ))
+}
+
+impl Jet {
+    /// Connects, creates what is missing (streams, consumers), and starts this node's
+    /// background work: the dispatcher, the history followers and the queue depth.
+    pub async fn open(config: NatsConfig) -> Result<Jet, StoreError> {
+        let names = Names::new(&config.prefix).map_err(StoreError::Permanent)?;
+        let client = async_nats::ConnectOptions::new()
+            .name("rulehook")
+            .connection_timeout(Duration::from_secs(5))
+            .retry_on_initial_connect()
+            .connect(config.url.as_str());
+        let client = tokio::time::timeout(Duration::from_secs(5), client)
+            .await
+            .map_err(|_| unreachable_hint(&config.url, "no answer within 5 s"))?
+            .map_err(|e| unreachable_hint(&config.url, e))?;
+        let js = jetstream::new(client);
+        let make = |name: String, subjects: Vec<String>| stream::Config {
+            name,
+            subjects,
+            storage: stream::StorageType::File,
+            num_replicas: config.replicas,
+            duplicate_window: Duration::from_secs(120),
+            allow_direct: true,
+            ..Default::default()
+        };
+        let create = |c: stream::Config| {
+            let js = js.clone();
+            async move {
+                js.get_or_create_stream(c).await.map_err(|e| {
+                    StoreError::Transient(format!(
+                        "NATS: cannot create a stream (is JetStream enabled? `nats-server -js`): {e}"
+                    ))
+                })
+            }
+        };
+        let events = create(make(names.events_stream(), vec![names.events_all()])).await?;
+        let queue_stream = create(stream::Config {
+            retention: stream::RetentionPolicy::WorkQueue,
+            ..make(names.queue_stream(), vec![names.queue()])
+        })
+        .await?;
+        let jobs = create(stream::Config {
+            max_messages_per_subject: 1,
+            ..make(names.jobs_stream(), vec![names.jobs_all()])
+        })
+        .await?;
+        let state = create(stream::Config {
+            max_messages_per_subject: 1,
+            ..make(names.state_stream(), vec![names.state_all()])
+        })
+        .await?;
+        let history = create(make(names.history_stream(), vec![names.history_all()])).await?;
+        let view = Arc::new(ReadModel::open()?);
+        let progress = Arc::new(view::Progress::default());
+        let shared = Arc::new(Shared {
+            js,
+            names,
+            events,
+            jobs,
+            state,
+            history,
+            view,
+            progress,
+            config,
+        });
+        let mut tasks = Vec::new();
+        let queue = queue::Queue::open(shared.clone(), &queue_stream, &mut tasks).await?;
+        tasks.push(log::start_dispatcher(shared.clone()).await?);
+        let jet = Jet {
+            shared,
+            queue,
+            tasks: Tasks::default(),
+            view_started: tokio::sync::OnceCell::new(),
+        };
+        jet.tasks.add(tasks);
+        Ok(jet)
+    }
+
+    /// The history read model, following the streams from the first call on, caught up with
+    /// this node's writes.
+    pub(crate) async fn view(&self) -> &ReadModel {
+        self.view_started
+            .get_or_init(|| async {
+                // Reads wait until what the streams held at this moment is applied.
+                let s = &self.shared;
+                let p = &s.progress;
+                for (stream, wrote) in [
+                    (&s.events, &p.wrote_events),
+                    (&s.jobs, &p.wrote_jobs),
+                    (&s.history, &p.wrote_history),
+                ] {
+                    if let Ok(info) = stream.get_info().await {
+                        raise(wrote, info.state.last_sequence);
+                    }
+                }
+                self.tasks.add(view::start_followers(self.shared.clone()));
+            })
+            .await;
+        self.shared.progress.catch_up().await;
+        &self.shared.view
+    }
+
+    /// Removes every stream of this prefix (tests; `rulehook` never does this on its own).
+    pub async fn destroy(url: &str, prefix: &str) -> Result<(), StoreError> {
+        let names = Names::new(prefix).map_err(StoreError::Permanent)?;
+        let client = async_nats::connect(url)
+            .await
+            .map_err(|e| unreachable_hint(url, e))?;
+        let js = jetstream::new(client);
+        for s in [
+            names.events_stream(),
+            names.queue_stream(),
+            names.jobs_stream(),
+            names.state_stream(),
+            names.history_stream(),
+        ] {
+            let _ = js.delete_stream(&s).await;
+        }
+        Ok(())
+    }
+}
+
+impl Store {
+    /// The JetStream store described by `config`.
+    pub async fn nats(config: NatsConfig) -> Result<Store, StoreError> {
+        let j = Arc::new(Jet::open(config).await?);
+        Ok(Store {
+            log: j.clone(),
+            queue: j.clone(),
+            state: j.clone(),
+            history: j,
+        })
+    }
+}
+
+/// A counter that only grows (the highest sequence number seen).
+pub(crate) fn raise(a: &AtomicU64, v: u64) {
+    a.fetch_max(v, Ordering::AcqRel);
+}

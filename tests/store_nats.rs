@@ -1,0 +1,156 @@
+//! The storage conformance suite (`tests/conformance`) on the JetStream backend, against a real
+//! nats-server (`RULEHOOK_TEST_NATS`, default `nats://127.0.0.1:4222`). Each test has its own
+//! prefix (its own streams and consumers), removed afterwards.
+//!
+//! Not run here: `rules_take_turns`. JetStream's work queue is one FIFO consumer shared by
+//! every node: rules do not take turns (docs/architecture.md says so).
+
+mod common;
+mod conformance;
+
+use std::future::Future;
+use std::time::Duration;
+
+use common::NatsPrefix;
+use conformance::{Backend, Config};
+use rulehook::store::Store;
+use rulehook::store::nats::NatsConfig;
+
+/// One deployment (prefix) on the test server, removed afterwards.
+struct Deployment(NatsPrefix);
+
+impl Deployment {
+    fn new() -> Deployment {
+        Deployment(NatsPrefix::new())
+    }
+}
+
+impl Backend for Deployment {
+    fn open(&self, config: Config) -> impl Future<Output = Store> + Send {
+        let mut c = NatsConfig::new(&self.0.url, &self.0.prefix);
+        // Short, so lease expiry tests run quickly (a held lease is kept alive regardless).
+        c.ack_wait = Duration::from_millis(100);
+        if let Some(max) = config.max_deliveries {
+            c.max_deliveries = max;
+        }
+        async move { Store::nats(c).await.expect("open the JetStream store") }
+    }
+}
+
+const MANY: usize = 2_000;
+const BUDGET: u32 = 3;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn append_then_fetch() {
+    conformance::append_then_fetch(&Deployment::new()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_rule_keeps_acceptance_order() {
+    conformance::one_rule_keeps_acceptance_order(&Deployment::new(), MANY).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_rule_keeps_acceptance_order_across_a_restart() {
+    conformance::one_rule_keeps_acceptance_order_across_a_restart(&Deployment::new(), MANY).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_expired_lease_is_redelivered_and_refused() {
+    conformance::an_expired_lease_is_redelivered_and_refused(&Deployment::new()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_heartbeat_keeps_the_lease() {
+    conformance::a_heartbeat_keeps_the_lease(&Deployment::new()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn nak_delays_and_carries_the_step() {
+    conformance::nak_delays_and_carries_the_step(&Deployment::new()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn progress_and_acks_survive_a_restart() {
+    conformance::progress_and_acks_survive_a_restart(&Deployment::new()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn dead_letter_after_the_delivery_budget() {
+    conformance::dead_letter_after_the_delivery_budget(&Deployment::new(), BUDGET).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn deliveries_are_deduplicated() {
+    conformance::deliveries_are_deduplicated(&Deployment::new()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn state_compare_and_set() {
+    conformance::state_compare_and_set(&Deployment::new()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn history_records_and_filters() {
+    conformance::history_records_and_filters(&Deployment::new()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn retention_keeps_unfinished_work() {
+    conformance::retention_keeps_unfinished_work(&Deployment::new()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn naks_do_not_spend_the_lost_lease_budget() {
+    conformance::naks_do_not_spend_the_lost_lease_budget(&Deployment::new(), BUDGET).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn retention_steps_over_kept_events() {
+    conformance::retention_steps_over_kept_events(&Deployment::new()).await;
+}
+
+/// A second message of one job (the dispatcher ran twice past the duplicate window, or a node
+/// stopped between recording a job finished and acking its message) is skipped: while the job
+/// is leased, and after it finished.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_second_message_of_a_job_is_skipped() {
+    let d = Deployment::new();
+    let s = d.open(Config::default()).await;
+    let id = conformance::append_one(&s, "alpha", "once", 1).await;
+    let lease = conformance::must_fetch(&s, conformance::TTL).await;
+    assert_eq!(lease.job.id, id);
+    let client = async_nats::connect(&d.0.url).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let job = serde_json::json!({
+        "id": lease.job.id, "event_id": lease.job.event_id, "rulebook": lease.job.rulebook,
+        "rule": lease.job.rule, "key": lease.job.key, "fingerprint": lease.job.fingerprint,
+    });
+    let stray = |n: u32| {
+        let (js, job) = (js.clone(), job.clone());
+        let subject = format!("{}.q", d.0.prefix);
+        async move {
+            let mut h = async_nats::HeaderMap::new();
+            h.insert("Nats-Msg-Id", format!("stray-{n}").as_str());
+            js.publish_with_headers(subject, h, job.to_string().into())
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+        }
+    };
+    stray(1).await;
+    conformance::fetch_nothing(&s, conformance::NOTHING).await;
+    conformance::ack_done(&s, lease).await;
+    stray(2).await;
+    conformance::fetch_nothing(&s, conformance::NOTHING).await;
+    assert_eq!(
+        conformance::job_state(&s, &id).await,
+        Some(rulehook::domain::JobState::Done)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stored_events_page_in_acceptance_order() {
+    conformance::stored_events_page_in_acceptance_order(&Deployment::new()).await;
+}
