@@ -2,6 +2,8 @@
 //! its window's edge, a restart in the middle of a window, an absence whose window ends while
 //! the service is down, reloads, duplicates and the cap on open partial matches.
 
+mod common;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -501,4 +503,90 @@ async fn a_fired_absence_retried_after_a_failure_still_fires_and_then_closes_its
         "closed once done"
     );
     engine.shutdown(Duration::from_secs(2)).await;
+}
+
+/// On JetStream, a partial match begun on one node is completed on another (the state store is
+/// shared), and an absence opened on one node fires on the other after the first is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_jetstream_a_partial_match_is_shared_by_the_nodes() {
+    use rulehook::store::nats::NatsConfig;
+    let deployment = common::NatsPrefix::new();
+    let node = |b: &Bench| {
+        let now = b.now.clone();
+        let c = NatsConfig::new(&deployment.url, &deployment.prefix);
+        let rules = b.rules();
+        async move {
+            let store = Store::nats(c).await.expect("JetStream store");
+            let settings = Settings {
+                concurrency: 2,
+                clock: Clock::new(move || now.load(Ordering::SeqCst)),
+                recheck: Duration::from_millis(20),
+                shared: true,
+                ..Settings::default()
+            };
+            let engine = Engine::new(store.clone(), rules, settings);
+            engine.start();
+            (engine, store)
+        }
+    };
+    let yaml = format!(
+        "sources:\n  - {{ name: s, kind: internal }}\nrules:\n  - name: r\n    correlate:\n{ALL_OF}    actions: [{{ log: {{ message: '{{{{ events.down.state }}}}+{{{{ events.up.state }}}}' }} }}]\n  - name: gone\n    correlate:\n{}    actions: [{{ log: {{ message: '{{{{ events.down.device }}}} still down' }} }}]\n",
+        ABSENCE.replace("'$.device'", "'$.site'")
+    );
+    let b = Bench::new(&yaml);
+    let (one, _) = node(&b).await;
+    let (two, store_two) = node(&b).await;
+    send(
+        &one,
+        json!({"device": "r1", "site": "s1", "state": "down"}),
+        "a",
+    )
+    .await;
+    b.set(T0 + MIN);
+    let z = send(
+        &two,
+        json!({"device": "r1", "site": "s2", "state": "up"}),
+        "z",
+    )
+    .await;
+    let d = detail(&store_two, &z).await;
+    let fired = d
+        .correlations
+        .iter()
+        .find(|c| c.rule == "r")
+        .expect("rule r saw it");
+    assert_eq!(
+        serde_json::to_value(fired.correlation.state).unwrap(),
+        "fired",
+        "node two completes what node one began"
+    );
+    // The absence of site s1 (opened on node one) fires once node one is gone.
+    one.shutdown(Duration::from_secs(2)).await;
+    drop(one);
+    b.set(T0 + 10 * MIN);
+    let mut messages = Vec::new();
+    for _ in 0..400 {
+        let jobs = store_two
+            .history
+            .jobs(rulehook::store::JobFilter {
+                rule: Some("gone".into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        if let Some(j) = jobs.first()
+            && j.status == rulehook::domain::JobState::Done
+        {
+            let d = detail(&store_two, &j.event_id).await;
+            messages = d.matches[0]
+                .attempts
+                .iter()
+                .filter_map(|a| a.rendered["log"]["message"].as_str().map(str::to_string))
+                .collect();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(messages, ["r1 still down"]);
+    two.shutdown(Duration::from_secs(2)).await;
 }
