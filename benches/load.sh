@@ -58,6 +58,9 @@ wait_listen() { # $1 = log file; prints the base URL
 
 rss() { awk '/^VmRSS/ {print $2 " kB"}' "/proc/$1/status"; }
 hwm() { awk '/^VmHWM/ {print $2 " kB"}' "/proc/$1/status"; }
+# The sum of a metric's samples from /metrics ($1 = base URL, $2 = name): the journal itself is
+# held exclusively by the server (SQLite's unix-excl VFS), so it is not opened from here.
+metric() { python3 -c "import sys,urllib.request as u;t=u.urlopen(sys.argv[1]+'/metrics').read().decode();print(int(sum(float(l.split()[-1]) for l in t.splitlines() if l.split('{')[0].split(' ')[0]==sys.argv[2])))" "$1" "$2"; }
 
 run_wrk() { # $1 = label, $2 = url
   wrk -t2 -c"$CONNS" -d"${DURATION}s" --latency -s "$WORK/post.lua" "$2" > "$WORK/wrk.txt"
@@ -87,7 +90,7 @@ for n in 1 1000 10000; do
   echo "rulehook ($n rules) idle RSS $(rss $RPID)"
   run_wrk "rulehook ($n rules, journal + match + log action)" "$R/hooks/ipfabric"
   sleep 1
-  echo "rulehook ($n rules) peak RSS $(hwm $RPID); jobs pending 1s after the load: $(python3 -c "import sqlite3,sys;print(sqlite3.connect(sys.argv[1]).execute(\"select count(*) from jobs where state='pending'\").fetchone()[0])" "$WORK/data$n/journal.db"); events stored: $(python3 -c "import sqlite3,sys;print(sqlite3.connect(sys.argv[1]).execute('select count(*) from events').fetchone()[0])" "$WORK/data$n/journal.db")"
+  echo "rulehook ($n rules) peak RSS $(hwm $RPID); jobs pending 1s after the load: $(metric "$R" rulehook_jobs_pending); events stored: $(metric "$R" rulehook_events_accepted_total)"
   kill $RPID; wait $RPID 2>/dev/null || true
 done
 

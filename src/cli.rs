@@ -183,6 +183,50 @@ pub struct ServeArgs {
     /// How long a client may take to send a request body.
     #[arg(long, env = "RULEHOOK_BODY_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub body_timeout: Duration,
+    #[command(flatten)]
+    pub guard: GuardArgs,
+}
+
+/// `serve` settings that protect the service from its clients (issue 10).
+#[derive(Debug, Clone, Args)]
+pub struct GuardArgs {
+    /// Require the admin token from loopback clients too (set it behind a local reverse proxy:
+    /// there every client is loopback).
+    #[arg(long, env = "RULEHOOK_ADMIN_REQUIRE_TOKEN")]
+    pub admin_require_token: bool,
+    /// Pending jobs past which new events are answered 503 with Retry-After (0: no bound).
+    #[arg(long, env = "RULEHOOK_MAX_PENDING", default_value_t = crate::server::guard::DEFAULT_MAX_PENDING)]
+    pub max_pending: usize,
+    /// Failed verifications per second one client address may make (burst 50) before it is
+    /// answered 429 without being verified (0: no limit).
+    #[arg(long, env = "RULEHOOK_FAILED_AUTH_PER_SECOND", default_value_t = 10.0)]
+    pub failed_auth_per_second: f64,
+    /// How long a client may take to send a request's headers.
+    #[arg(long, env = "RULEHOOK_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub header_timeout: Duration,
+    /// How long a kept-alive connection may stay idle between requests.
+    #[arg(long, env = "RULEHOOK_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+    /// Most connections one client address may hold open (0: an eighth of --max-connections).
+    #[arg(long, env = "RULEHOOK_MAX_CONNECTIONS_PER_CLIENT", default_value_t = 0)]
+    pub max_connections_per_client: usize,
+}
+
+impl GuardArgs {
+    fn guard(&self) -> anyhow::Result<crate::server::guard::Guard> {
+        let token = std::env::var("RULEHOOK_ADMIN_TOKEN").ok();
+        if self.admin_require_token && token.as_deref().is_none_or(str::is_empty) {
+            anyhow::bail!(
+                "--admin-require-token needs RULEHOOK_ADMIN_TOKEN: without it nobody could use the admin API"
+            );
+        }
+        Ok(crate::server::guard::Guard {
+            admin_loopback: !self.admin_require_token,
+            max_pending: self.max_pending,
+            failures: crate::server::guard::FailureLimit::new(self.failed_auth_per_second, 50),
+            health: Default::default(),
+        })
+    }
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -615,6 +659,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     for w in &set.warnings {
         tracing::warn!("{w}");
     }
+    let guard = args.guard.guard()?;
     let store = open_store(&args).await?;
     let tls_mode = match (&args.tls_cert, &args.tls_key, args.tls_self_signed) {
         (Some(cert), Some(key), _) => Tls::Files {
@@ -666,22 +711,35 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         shared: args.store != "embedded",
         ..crate::engine::Settings::default()
     };
+    // Scripts a crashed predecessor left running end before their jobs can run them again.
+    let running = args.data.join("scripts-running");
+    crate::actions::groups::end_survivors(&running);
+    crate::actions::groups::record_in(&running)
+        .with_context(|| format!("cannot create {}", running.display()))?;
     let engine = Engine::new(store, set, settings);
     engine.start();
     let reloader = crate::reload::Reloader::new(dirs, engine.clone());
     reloader.spawn();
     let state = AppState {
         engine: engine.clone(),
-        admin_token: std::env::var("RULEHOOK_ADMIN_TOKEN").ok(),
+        admin_token: std::env::var("RULEHOOK_ADMIN_TOKEN").ok().inspect(|t| {
+            crate::secrets::remember(t);
+        }),
         reloader: Some(reloader),
         metrics,
         body_timeout: args.body_timeout,
+        guard: Arc::new(guard),
     };
     crate::server::listen::serve(
         listener,
         app(state),
         tls.map(|t| t.config),
-        args.max_connections,
+        crate::server::listen::Limits {
+            max_connections: args.max_connections,
+            per_client: args.guard.max_connections_per_client,
+            header_timeout: args.guard.header_timeout,
+            idle_timeout: args.guard.idle_timeout,
+        },
         shutdown_signal(),
         Duration::from_secs(5),
     )

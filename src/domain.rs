@@ -386,9 +386,25 @@ pub fn ms(t: SystemTime) -> i64 {
 
 /// Milliseconds since the epoch as RFC 3339 (UTC).
 pub fn rfc3339(ms: i64) -> String {
-    let t = time::OffsetDateTime::UNIX_EPOCH + time::Duration::milliseconds(ms);
-    t.format(&time::format_description::well_known::Rfc3339)
+    // RFC 3339 has four-digit years: later instants (a window of centuries) show as the last
+    // instant of 9999, earlier ones as the epoch.
+    const LAST: i64 = 253_402_300_799_999; // 9999-12-31T23:59:59.999Z
+    let ms = ms.clamp(0, LAST);
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+#[test]
+fn rfc3339_past_year_9999_is_clamped() {
+    assert_eq!(rfc3339(i64::MAX), "9999-12-31T23:59:59.999Z");
+    assert_eq!(rfc3339(i64::MIN), "1970-01-01T00:00:00Z");
+    assert_eq!(rfc3339(1_000), "1970-01-01T00:00:01Z");
 }
 
 /// A duration for people: `850ms`, `1.2s`, `3m 5s`.

@@ -19,4 +19,5 @@ pub mod telemetry;
 pub mod templates;
 pub mod units;
 pub mod verify;
+pub mod walk;
 pub mod whatif;

@@ -205,23 +205,14 @@ impl Reloader {
 fn fingerprint(dirs: &Dirs) -> BTreeMap<PathBuf, Vec<u8>> {
     let mut out = BTreeMap::new();
     for root in [&dirs.rulebooks, &dirs.scripts, &dirs.templates] {
-        let mut stack = vec![root.clone()];
-        while let Some(d) = stack.pop() {
-            let Ok(entries) = std::fs::read_dir(&d) else {
-                continue;
-            };
-            for e in entries.flatten() {
-                let p = e.path();
-                if p.is_dir() {
-                    stack.push(p);
-                } else if let Ok(bytes) = std::fs::read(&p) {
-                    let mut meta = bytes;
-                    if let Ok(m) = e.metadata() {
-                        use std::os::unix::fs::PermissionsExt;
-                        meta.extend_from_slice(&m.permissions().mode().to_le_bytes());
-                    }
-                    out.insert(p, meta);
+        // Symlink loops are not followed (loading reports them).
+        for p in crate::walk::walk(root).files {
+            if let Ok(mut meta) = std::fs::read(&p) {
+                if let Ok(m) = std::fs::metadata(&p) {
+                    use std::os::unix::fs::PermissionsExt;
+                    meta.extend_from_slice(&m.permissions().mode().to_le_bytes());
                 }
+                out.insert(p, meta);
             }
         }
     }

@@ -2,8 +2,17 @@
 //!
 //! Expansion happens once, at load. The expanded value is wrapped in [`Secret`] wherever it is a
 //! credential, so it cannot reach a log line or an error message by accident.
+//!
+//! Every value a reference brought in (not its `:-` fallback, which is written in the rulebook)
+//! is also remembered process-wide, and [`mask`] replaces it by `***` in any text: the history
+//! (rendered actions, errors, output), the log writer ([`MaskingWriter`]), HTTP error bodies and
+//! `/metrics` all pass through it. This is the one place masking happens.
 
+use std::borrow::Cow;
 use std::fmt;
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
 
 /// A credential read from a rulebook: its `Debug`/`Display` never show the value.
 #[derive(Clone, PartialEq, Eq)]
@@ -33,6 +42,122 @@ pub struct Expanded {
     pub fallbacks: Vec<String>,
     /// True when any `${...}` reference was replaced (the string carries outside data).
     pub referenced: bool,
+    /// The values the references brought in (environment values, file contents).
+    pub secrets: Vec<String>,
+}
+
+/// Values shorter than this are not masked (`***` for every `a` would hide everything and
+/// protect nothing); loading warns about them.
+pub const MIN_MASKED: usize = 3;
+
+/// Every secret value seen by this process, longest first (so a secret that contains another
+/// is masked whole). Only grows: an old rule version may still run after a reload.
+fn known() -> &'static ArcSwap<Vec<String>> {
+    static KNOWN: std::sync::OnceLock<ArcSwap<Vec<String>>> = std::sync::OnceLock::new();
+    KNOWN.get_or_init(|| ArcSwap::from_pointee(Vec::new()))
+}
+
+/// Remembers `value` as a secret to mask from now on. Returns false when it is too short to mask.
+pub fn remember(value: &str) -> bool {
+    if value.len() < MIN_MASKED {
+        return value.is_empty();
+    }
+    static WRITE: Mutex<()> = Mutex::new(());
+    let _guard = WRITE.lock().unwrap_or_else(|e| e.into_inner());
+    let current = known().load();
+    if current.iter().any(|v| v == value) {
+        return true;
+    }
+    let mut next: Vec<String> = current.as_ref().clone();
+    next.push(value.to_string());
+    next.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
+    known().store(Arc::new(next));
+    true
+}
+
+/// `text` with every remembered secret replaced by `***`.
+pub fn mask(text: &str) -> Cow<'_, str> {
+    let known = known().load();
+    let mut out = Cow::Borrowed(text);
+    for secret in known.iter() {
+        if out.contains(secret.as_str()) {
+            out = Cow::Owned(out.replace(secret.as_str(), "***"));
+        }
+    }
+    out
+}
+
+/// [`mask`] into an owned string, for fields that are owned already.
+pub fn mask_owned(text: String) -> String {
+    match mask(&text) {
+        Cow::Borrowed(_) => text,
+        Cow::Owned(masked) => masked,
+    }
+}
+
+/// JSON text with every remembered secret masked inside its strings (the text stays valid JSON:
+/// a secret such as `true` is not replaced outside a string). Costs one search per secret when
+/// nothing is found, the usual case.
+pub fn mask_json_text(text: String) -> String {
+    if matches!(mask(&text), Cow::Borrowed(_)) {
+        return text;
+    }
+    match serde_json::from_str::<serde_json::Value>(&text) {
+        Ok(mut v) => {
+            mask_json(&mut v);
+            serde_json::to_string(&v).unwrap_or_else(|_| "null".into())
+        }
+        Err(_) => mask_owned(text),
+    }
+}
+
+/// Masks every string (and key) of a JSON value in place.
+pub fn mask_json(value: &mut serde_json::Value) {
+    use serde_json::Value;
+    match value {
+        Value::String(s) => {
+            if let Cow::Owned(m) = mask(s) {
+                *s = m;
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(mask_json),
+        Value::Object(map) => {
+            let masked_key = map.keys().any(|k| matches!(mask(k), Cow::Owned(_)));
+            if masked_key {
+                let old = std::mem::take(map);
+                for (k, mut v) in old {
+                    mask_json(&mut v);
+                    map.insert(mask_owned(k), v);
+                }
+            } else {
+                map.values_mut().for_each(mask_json);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// A log writer that masks secrets in each line before it reaches `W` (the tracing formatter
+/// writes one event per `write`, so a secret is never split between two writes).
+pub struct MaskingWriter<W>(pub W);
+
+impl<W: std::io::Write> std::io::Write for MaskingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match std::str::from_utf8(buf) {
+            Ok(text) => match mask(text) {
+                Cow::Borrowed(_) => self.0.write_all(buf)?,
+                Cow::Owned(m) => self.0.write_all(m.as_bytes())?,
+            },
+            Err(_) => {
+                let text = String::from_utf8_lossy(buf);
+                self.0.write_all(mask(&text).as_bytes())?;
+            }
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
 }
 
 /// Replaces every `${env:…}` / `${file:…}` in `text`. Errors name the missing variable or file,
@@ -60,7 +185,10 @@ pub fn expand(text: &str) -> Result<Expanded, String> {
                 None => (body, None),
             };
             match (std::env::var(name), fallback) {
-                (Ok(v), _) => out.value.push_str(&v),
+                (Ok(v), _) => {
+                    out.value.push_str(&v);
+                    out.secrets.push(v);
+                }
                 (Err(_), Some(f)) => {
                     out.value.push_str(f);
                     out.fallbacks.push(name.to_string());
@@ -70,14 +198,35 @@ pub fn expand(text: &str) -> Result<Expanded, String> {
                 }
             }
         } else {
-            let content = std::fs::read_to_string(body)
-                .map_err(|e| format!("secret file `{body}` cannot be read: {e}"))?;
-            out.value.push_str(content.trim_end_matches(['\n', '\r']));
+            let content = read_secret_file(body)?;
+            let content = content.trim_end_matches(['\n', '\r']);
+            out.value.push_str(content);
+            out.secrets.push(content.to_string());
         }
         rest = &after[end + 1..];
     }
     out.value.push_str(rest);
     Ok(out)
+}
+
+/// Secret files are small regular files: a device (`/dev/zero`) or a pipe would hang loading.
+const MAX_SECRET_FILE: u64 = 64 * 1024;
+
+fn read_secret_file(path: &str) -> Result<String, String> {
+    use std::io::Read;
+    let fail = |e: &dyn fmt::Display| format!("secret file `{path}` cannot be read: {e}");
+    let meta = std::fs::metadata(path).map_err(|e| fail(&e))?;
+    if !meta.is_file() {
+        return Err(fail(&"it is not a regular file"));
+    }
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_SECRET_FILE + 1).read_to_string(&mut text))
+        .map_err(|e| fail(&e))?;
+    if text.len() as u64 > MAX_SECRET_FILE {
+        return Err(fail(&"it is larger than 64 KiB"));
+    }
+    Ok(text)
 }
 
 #[cfg(test)]
@@ -113,6 +262,30 @@ mod tests {
                 .unwrap_err()
                 .contains("/nonexistent/x")
         );
+        // A device would never end: refused, not read.
+        assert!(
+            expand("${file:/dev/zero}")
+                .unwrap_err()
+                .contains("not a regular file")
+        );
+    }
+
+    #[test]
+    fn remembered_values_are_masked_everywhere() {
+        assert!(remember("rh-test-mask-long-secret"));
+        assert!(remember("rh-test-mask"));
+        assert!(!remember("ab"));
+        assert_eq!(
+            mask("x rh-test-mask-long-secret y rh-test-mask z"),
+            "x *** y *** z"
+        );
+        assert!(matches!(mask("nothing here"), Cow::Borrowed(_)));
+        let mut v = serde_json::json!({"a": ["rh-test-mask"], "rh-test-mask": 1});
+        mask_json(&mut v);
+        assert_eq!(v, serde_json::json!({"a": ["***"], "***": 1}));
+        let mut out = MaskingWriter(Vec::new());
+        std::io::Write::write_all(&mut out, b"line rh-test-mask\n").unwrap();
+        assert_eq!(out.0, b"line ***\n");
     }
 
     #[test]

@@ -68,7 +68,10 @@ impl RateLimit {
         if !(per_second.is_finite() && per_second > 0.0) {
             return Err("per_second must be a positive number".into());
         }
-        let period = Duration::from_secs_f64(1.0 / per_second);
+        let period = Duration::try_from_secs_f64(1.0 / per_second)
+            .ok()
+            .filter(|p| *p <= crate::units::MAX_DURATION)
+            .ok_or("per_second is too small: at least one request per 100 years")?;
         let burst = burst.unwrap_or_else(|| per_second.ceil().max(1.0) as u32);
         let burst = NonZeroU32::new(burst).ok_or("burst must be at least 1")?;
         let quota = Quota::with_period(period)
@@ -107,6 +110,19 @@ impl Source {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tiny_or_odd_rate_is_an_error_not_a_panic() {
+        assert!(
+            RateLimit::new(1e-300, None)
+                .unwrap_err()
+                .contains("too small")
+        );
+        assert!(RateLimit::new(0.0, None).is_err());
+        assert!(RateLimit::new(f64::NAN, None).is_err());
+        assert!(RateLimit::new(1e300, Some(1)).is_err());
+        assert!(RateLimit::new(0.5, Some(2)).is_ok());
+    }
 
     #[test]
     fn allow_from_cidrs_and_mapped_addresses() {

@@ -9,7 +9,8 @@ pub fn init(json: bool) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(ansi)
-        .with_writer(std::io::stderr);
+        // Every line passes the secret mask (`${env:…}`/`${file:…}` values, credentials).
+        .with_writer(|| crate::secrets::MaskingWriter(std::io::stderr()));
     // A second init (tests start several servers in one process) is harmless.
     let _ = if json {
         builder.json().try_init()
@@ -36,6 +37,9 @@ pub mod names {
     pub const QUEUE_DELAYED: &str = "rulehook_jobs_delayed";
     pub const CORRELATION_EVICTED: &str = "rulehook_correlation_evicted_total";
     pub const CORRELATION_FIRED: &str = "rulehook_correlation_fired_total";
+    /// Every pending job (in memory or only in storage), against `--max-pending`.
+    pub const PENDING: &str = "rulehook_jobs_pending";
+    pub const MAX_PENDING: &str = "rulehook_jobs_max_pending";
 
     /// The run counter and duration histogram of an action kind and result, registered once
     /// (a labelled look-up per attempt showed in profiles).

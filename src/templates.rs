@@ -10,6 +10,14 @@ use minijinja::{AutoEscape, Environment, UndefinedBehavior};
 /// CPU budget of one render, so a template loop cannot stall a worker.
 const FUEL: u64 = 200_000;
 
+/// The escaping of a body meant as JSON that is not a `.json` file (an inline `body`, or a
+/// `body_template` of another name sent as JSON): each string value is written as the inside of
+/// a JSON string (`"` → `\"`, `\` → `\\`, control characters escaped), so event data can never
+/// close the string it is written in and add keys. Lists and maps are written as JSON.
+const JSON_BODY: &str = "json-body";
+/// Suffix of the names of templates compiled with [`JSON_BODY`] escaping.
+const JSON_BODY_SUFFIX: &str = "#json-body";
+
 /// A template context from any serializable value (usually `{event, meta, previous}`).
 pub fn context<T: serde::Serialize>(value: T) -> minijinja::Value {
     minijinja::Value::from(minijinja::value::Serde(value))
@@ -36,16 +44,55 @@ impl Default for Templates {
         env.set_undefined_behavior(UndefinedBehavior::Strict);
         env.set_fuel(Some(FUEL));
         env.set_auto_escape_callback(|name| {
-            if name.ends_with(".json") || name.ends_with(".json.j2") {
+            if name.ends_with(JSON_BODY_SUFFIX) {
+                AutoEscape::Custom(JSON_BODY.into())
+            } else if name.ends_with(".json") || name.ends_with(".json.j2") {
                 AutoEscape::Json
             } else {
                 AutoEscape::None
             }
         });
+        env.set_formatter(|out, state, value| {
+            if matches!(state.auto_escape(), AutoEscape::Custom(n) if n == JSON_BODY) {
+                return write_json_body(out, value);
+            }
+            minijinja::escape_formatter(out, state, value)
+        });
         Templates {
             env,
             inline: Default::default(),
         }
+    }
+}
+
+/// Writes one value of a [`JSON_BODY`] template.
+fn write_json_body(
+    out: &mut minijinja::Output,
+    value: &minijinja::Value,
+) -> Result<(), minijinja::Error> {
+    use minijinja::value::ValueKind;
+    let fmt_err = |_| minijinja::Error::new(minijinja::ErrorKind::WriteFailure, "write failed");
+    let json_err = |e: serde_json::Error| {
+        minijinja::Error::new(minijinja::ErrorKind::BadSerialization, e.to_string())
+    };
+    if value.is_safe() {
+        // `| tojson`, `| safe`: the author vouches for it.
+        return out
+            .write_str(value.as_str().unwrap_or_default())
+            .map_err(fmt_err);
+    }
+    match value.kind() {
+        ValueKind::String => {
+            let quoted =
+                serde_json::to_string(value.as_str().unwrap_or_default()).map_err(json_err)?;
+            out.write_str(&quoted[1..quoted.len() - 1]).map_err(fmt_err)
+        }
+        ValueKind::Seq | ValueKind::Map => {
+            let text = serde_json::to_string(value).map_err(json_err)?;
+            out.write_str(&text).map_err(fmt_err)
+        }
+        ValueKind::None => out.write_str("null").map_err(fmt_err),
+        _ => write!(out, "{value}").map_err(fmt_err),
     }
 }
 
@@ -55,32 +102,29 @@ impl Templates {
     pub fn load_dir(dir: &Path) -> Result<Templates, Vec<(String, String)>> {
         let mut t = Templates::default();
         let mut errors = Vec::new();
-        let mut stack = vec![dir.to_path_buf()];
-        while let Some(d) = stack.pop() {
-            let Ok(entries) = std::fs::read_dir(&d) else {
-                continue;
-            };
-            for entry in entries.flatten() {
-                let path = entry.path();
-                if path.is_dir() {
-                    stack.push(path);
-                    continue;
-                }
-                let name = path
-                    .strip_prefix(dir)
-                    .unwrap_or(&path)
-                    .to_string_lossy()
-                    .replace('\\', "/");
-                let result = std::fs::read_to_string(&path)
-                    .map_err(|e| e.to_string())
-                    .and_then(|src| {
-                        t.env
-                            .add_template_owned(name.clone(), src)
-                            .map_err(|e| e.to_string())
-                    });
-                if let Err(e) = result {
-                    errors.push((path.display().to_string(), e));
-                }
+        let walk = crate::walk::walk(dir);
+        for path in walk.loops {
+            errors.push((
+                path.display().to_string(),
+                "this directory is a symlink back to a directory above it (a loop): remove it"
+                    .to_string(),
+            ));
+        }
+        for path in walk.files {
+            let name = path
+                .strip_prefix(dir)
+                .unwrap_or(&path)
+                .to_string_lossy()
+                .replace('\\', "/");
+            let result = std::fs::read_to_string(&path)
+                .map_err(|e| e.to_string())
+                .and_then(|src| {
+                    t.env
+                        .add_template_owned(name.clone(), src)
+                        .map_err(|e| e.to_string())
+                });
+            if let Err(e) = result {
+                errors.push((path.display().to_string(), e));
             }
         }
         if errors.is_empty() {
@@ -102,6 +146,41 @@ impl Templates {
             .add_template_owned(name.clone(), source.to_string())
             .map_err(|e| describe(&e))?;
         self.inline.insert(source.to_string(), name.clone());
+        Ok(Text::Template(name))
+    }
+
+    /// Compiles an inline body meant as JSON: values are escaped as JSON (see [`JSON_BODY`]).
+    pub fn inline_json(&mut self, name: String, source: &str) -> Result<Text, String> {
+        if !source.contains("{{") && !source.contains("{%") && !source.contains("{#") {
+            return Ok(Text::Literal(source.to_string()));
+        }
+        let key = format!("{JSON_BODY_SUFFIX}{source}");
+        if let Some(existing) = self.inline.get(&key) {
+            return Ok(Text::Template(existing.clone()));
+        }
+        let name = format!("{name}{JSON_BODY_SUFFIX}");
+        self.env
+            .add_template_owned(name.clone(), source.to_string())
+            .map_err(|e| describe(&e))?;
+        self.inline.insert(key, name.clone());
+        Ok(Text::Template(name))
+    }
+
+    /// The file template `file` for a body meant as JSON: itself when it is a `.json` file
+    /// (escaped as JSON already), else a copy compiled with [`JSON_BODY`] escaping.
+    pub fn file_json(&mut self, file: &str) -> Result<Text, String> {
+        if file.ends_with(".json") || file.ends_with(".json.j2") {
+            return Ok(Text::Template(file.to_string()));
+        }
+        let name = format!("{file}{JSON_BODY_SUFFIX}");
+        if !self.has(&name) {
+            let source = self
+                .source(file)
+                .ok_or_else(|| format!("no template `{file}`"))?;
+            self.env
+                .add_template_owned(name.clone(), source)
+                .map_err(|e| describe(&e))?;
+        }
         Ok(Text::Template(name))
     }
 
@@ -156,6 +235,37 @@ mod tests {
         let missing = t.inline("c".into(), "{{ event.nope.deeper }}").unwrap();
         assert!(t.render(&missing, &ctx).is_err());
         assert!(t.inline("d".into(), "{{ unclosed").is_err());
+    }
+
+    #[test]
+    fn json_bodies_escape_event_data() {
+        let mut t = Templates::default();
+        let evil = r#"x", "admin": true, "y": "z\"#;
+        let ctx = super::context(serde_json::json!({
+            "event": {"t": evil, "n": 3, "obj": {"a": [1, "b\""]}, "none": null}
+        }));
+        let body = t
+            .inline_json("b".into(), r#"{"v": "{{ event.t }}", "n": {{ event.n }}, "o": {{ event.obj }}, "z": {{ event.none }}, "j": {{ event.t | tojson }}}"#)
+            .unwrap();
+        let out = t.render(&body, &ctx).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["v"], evil, "{out}");
+        assert_eq!(v["j"], evil);
+        assert_eq!(v["n"], 3);
+        assert_eq!(v["o"], serde_json::json!({"a": [1, "b\""]}));
+        assert!(v.get("admin").is_none());
+        // Outside quotes, data cannot add keys either: the body is no longer JSON.
+        let bare = t
+            .inline_json("c".into(), r#"{"v": {{ event.t }}}"#)
+            .unwrap();
+        let out = t.render(&bare, &ctx).unwrap();
+        assert!(
+            serde_json::from_str::<serde_json::Value>(&out).is_err(),
+            "{out}"
+        );
+        // The same source as plain text is not escaped.
+        let plain = t.inline("d".into(), r#""{{ event.t }}""#).unwrap();
+        assert_eq!(t.render(&plain, &ctx).unwrap(), format!("\"{evil}\""));
     }
 }
 

@@ -3,7 +3,11 @@
 
 use std::time::Duration;
 
-/// Parses a duration written with a unit suffix (`ms`, `s`, `m`, `h`, `d`).
+/// The longest duration accepted anywhere (100 years): instants computed from it stay in range.
+pub const MAX_DURATION: Duration = Duration::from_secs(36_500 * 86_400);
+
+/// Parses a duration written with a unit suffix (`ms`, `s`, `m`, `h`, `d`), at most
+/// [`MAX_DURATION`].
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let t = text.trim();
     let split = t
@@ -27,7 +31,8 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     };
     n.checked_mul(ms)
         .map(Duration::from_millis)
-        .ok_or_else(|| format!("duration `{t}` is too large"))
+        .filter(|d| *d <= MAX_DURATION)
+        .ok_or_else(|| format!("duration `{t}` is too large: at most 36500d (100 years)"))
 }
 
 /// Parses a size: a number of bytes, or a number with `B`, `KiB`, `MiB`, `GiB`, `KB`, `MB`.
@@ -67,6 +72,10 @@ mod tests {
         assert!(parse_duration("5").is_err());
         assert!(parse_duration("5w").is_err());
         assert!(parse_duration("m").is_err());
+        // Windows that would overflow an instant are refused, not wrapped.
+        assert_eq!(parse_duration("36500d"), Ok(MAX_DURATION));
+        assert!(parse_duration("36501d").unwrap_err().contains("too large"));
+        assert!(parse_duration("9999999999999999d").is_err());
     }
 
     #[test]

@@ -5,181 +5,10 @@
 mod common;
 
 use std::collections::{HashMap, HashSet};
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{HeaderMap, Uri};
-use axum::response::IntoResponse;
-use common::{Env, NatsPrefix, Server, client, post};
-
-/// What the local receiver saw: (path, run id from `Idempotency-Key`, body).
-#[derive(Clone, Default)]
-struct Receiver {
-    seen: Arc<Mutex<Vec<(String, String, String)>>>,
-    delay: Duration,
-}
-
-async fn receive(
-    State(r): State<Receiver>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> impl IntoResponse {
-    tokio::time::sleep(r.delay).await;
-    let run = headers
-        .get("idempotency-key")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_string();
-    r.seen.lock().unwrap().push((
-        uri.path().to_string(),
-        run,
-        String::from_utf8_lossy(&body).into_owned(),
-    ));
-    // Answers as GitHub's issue API does (for the ticket test); "{}" elsewhere.
-    match uri.path() {
-        "/repos/acme/netops/issues" => (
-            axum::http::StatusCode::CREATED,
-            r#"{"number": 7, "html_url": "https://github.example/acme/netops/issues/7"}"#,
-        ),
-        "/repos/acme/netops/issues/7" => (
-            axum::http::StatusCode::OK,
-            r#"{"number": 7, "state": "open"}"#,
-        ),
-        "/repos/acme/netops/issues/7/comments" => (axum::http::StatusCode::CREATED, r#"{"id": 1}"#),
-        _ => (axum::http::StatusCode::OK, "{}"),
-    }
-}
-
-impl Receiver {
-    async fn start(delay: Duration) -> (Receiver, String) {
-        let r = Receiver {
-            delay,
-            ..Receiver::default()
-        };
-        let app = axum::Router::new().fallback(receive).with_state(r.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr: SocketAddr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        (r, format!("http://{addr}"))
-    }
-    fn seen(&self) -> Vec<(String, String, String)> {
-        self.seen.lock().unwrap().clone()
-    }
-    /// Distinct run ids seen.
-    fn runs(&self) -> HashSet<String> {
-        self.seen().into_iter().map(|(_, r, _)| r).collect()
-    }
-    /// Waits until `n` distinct run ids were seen; false on timeout.
-    async fn wait_runs(&self, n: usize, timeout: Duration) -> bool {
-        let start = Instant::now();
-        while start.elapsed() < timeout {
-            if self.runs().len() >= n {
-                return true;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        false
-    }
-}
-
-/// A rulebook: a bearer source, one rule posting `{"n": …}` to `url`.
-fn work_rulebook(url: &str) -> String {
-    format!(
-        r#"
-sources:
-  - {{ name: in, kind: bearer, secret: in-token }}
-  - {{ name: gl, kind: gitlab, secret: gl-token }}
-rules:
-  - name: work
-    condition: '$.n >= 0'
-    actions:
-      - post_webhook: {{ url: "{url}", body: '{{"n": {{{{ event.n }}}}}}', retries: 0 }}
-"#
-    )
-}
-
-fn bearer() -> Vec<(String, String)> {
-    vec![("authorization".into(), "Bearer in-token".into())]
-}
-
-fn gitlab(delivery: &str) -> Vec<(String, String)> {
-    vec![
-        ("x-gitlab-token".into(), "gl-token".into()),
-        ("x-gitlab-event-uuid".into(), delivery.into()),
-    ]
-}
-
-fn node(env: &Env, nats: &NatsPrefix, role: &str, extra: &[&str]) -> Server {
-    let mut args: Vec<String> = nats.args(role);
-    args.extend(extra.iter().map(|s| s.to_string()));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    Server::start(env, &args, &[])
-}
-
-/// Posts `n` events (0..n) to `server`, 16 at a time; every one must get 202.
-async fn post_all(server: &Server, n: usize) -> Vec<String> {
-    let c = client();
-    let url = server.url("/hooks/in");
-    let mut ids = vec![String::new(); n];
-    let mut set = tokio::task::JoinSet::new();
-    for i in 0..n {
-        if set.len() >= 16 {
-            let (i, id) = set.join_next().await.unwrap().unwrap();
-            ids[i] = id;
-        }
-        let (c, url) = (c.clone(), url.clone());
-        set.spawn(async move {
-            let body = format!(r#"{{"n": {i}}}"#);
-            let (st, resp) = post(&c, &url, &bearer(), body.as_bytes()).await;
-            assert_eq!(st, 202, "{resp}");
-            (i, resp["id"].as_str().unwrap().to_string())
-        });
-    }
-    while let Some(r) = set.join_next().await {
-        let (i, id) = r.unwrap();
-        ids[i] = id;
-    }
-    ids
-}
-
-/// The time `workers` worker processes take for `events` queued ~50 ms actions.
-async fn drain_time(workers: usize, events: usize, concurrency: &str) -> Duration {
-    let (recv, url) = Receiver::start(Duration::from_millis(50)).await;
-    let env = Env::new();
-    env.rulebook("r.yml", &work_rulebook(&format!("{url}/slow")));
-    let nats = NatsPrefix::new();
-    let ingest = node(&env, &nats, "ingest", &[]);
-    post_all(&ingest, events).await;
-    let started = Instant::now();
-    let _workers: Vec<Server> = (0..workers)
-        .map(|_| node(&env, &nats, "worker", &["--concurrency", concurrency]))
-        .collect();
-    assert!(
-        recv.wait_runs(events, Duration::from_secs(240)).await,
-        "{workers} worker(s) ran only {} of {events} jobs",
-        recv.runs().len()
-    );
-    started.elapsed()
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn three_workers_share_the_queue() {
-    const EVENTS: usize = 3_000;
-    let one = drain_time(1, EVENTS, "8").await;
-    let three = drain_time(3, EVENTS, "8").await;
-    let ratio = three.as_secs_f64() / one.as_secs_f64();
-    eprintln!(
-        "{EVENTS} jobs of ~50 ms, --concurrency 8 per worker: 1 worker {one:?}, 3 workers {three:?}: ratio {ratio:.2}"
-    );
-    assert!(
-        ratio <= 0.40,
-        "3 workers took {three:?}, 1 worker {one:?} (ratio {ratio:.2} > 0.40)"
-    );
-}
+use common::cluster::{Receiver, bearer, gitlab, node, post_all, work_rulebook};
+use common::{Env, NatsPrefix, client, post};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill_9_of_a_worker_mid_load_loses_nothing() {
@@ -456,4 +285,88 @@ async fn during_a_rolling_change_each_job_runs_the_version_it_matched() {
         assert_eq!(path, want, "job {run} ran another version than it matched");
     }
     assert_eq!(recv.seen().len(), 2 * EACH, "each job once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_node_shows_and_acts_on_the_whole_history() {
+    let (recv, url) = Receiver::start(Duration::ZERO).await;
+    let env = Env::new();
+    env.rulebook("r.yml", &work_rulebook(&format!("{url}/fail")));
+    let nats = NatsPrefix::new();
+    let ingest = node(&env, &nats, "ingest", &[]);
+    let worker = node(&env, &nats, "worker", &[]);
+    let c = client();
+    let (st, r) = post(&c, &ingest.url("/hooks/in"), &bearer(), br#"{"n": 7}"#).await;
+    assert_eq!(st, 202);
+    let id = r["id"].as_str().unwrap().to_string();
+    let job = format!("{id}:work");
+    // The worker ran it (and failed: no retries); the worker's history shows the ingest node's
+    // event, the ingest node's history shows the worker's attempt.
+    let get = |u: String| {
+        let c = c.clone();
+        async move {
+            c.get(u)
+                .send()
+                .await
+                .unwrap()
+                .json::<serde_json::Value>()
+                .await
+                .unwrap()
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let failed = get(worker.url("/api/jobs?status=failed")).await;
+        if failed["jobs"]
+            .as_array()
+            .is_some_and(|j| j.iter().any(|j| j["id"] == job.as_str()))
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no dead letter on the worker: {failed}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let detail = get(ingest.url(&format!("/api/events/{id}"))).await;
+    assert_eq!(detail["status"], "failed", "{detail}");
+    assert_eq!(
+        detail["matches"][0]["attempts"][0]["http_status"], 500,
+        "{detail}"
+    );
+    // Re-run from the ingest node, replay from the worker node: both act.
+    recv.healed.store(true, std::sync::atomic::Ordering::SeqCst);
+    let r = c
+        .post(ingest.url(&format!("/api/jobs/{job}/rerun")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 202);
+    let r = c
+        .post(worker.url(&format!("/api/events/{id}/replay")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 202);
+    let replay: serde_json::Value = r.json().await.unwrap();
+    let replay_id = replay["id"].as_str().unwrap().to_string();
+    assert!(
+        recv.wait_runs(2, Duration::from_secs(30)).await,
+        "{:?}",
+        recv.seen()
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let a = get(worker.url(&format!("/api/events/{id}"))).await;
+        let b = get(ingest.url(&format!("/api/events/{replay_id}"))).await;
+        if a["status"] == "done" && b["status"] == "done" {
+            assert_eq!(b["parent"], id.as_str(), "{b}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{a}\n{b}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let status = get(worker.url("/api/status")).await;
+    assert_eq!(status["role"], "worker", "{status}");
 }

@@ -48,6 +48,7 @@ pub(crate) fn compile(
         p.body.as_ref(),
         p.body_template.as_ref(),
         &p.source,
+        true,
     )?;
     Some(PostEventAction {
         source: p.source.value.clone(),

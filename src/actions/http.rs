@@ -105,8 +105,18 @@ impl HttpCall {
         };
         let status = resp.status().as_u16();
         let retry_after = retry_after(resp.headers());
-        let mut body = resp.bytes().await.map(|b| b.to_vec()).unwrap_or_default();
-        body.truncate(BODY_CAP);
+        // Read up to the cap, not whole: an endless answer cannot fill memory.
+        let mut body = Vec::new();
+        let mut resp = resp;
+        while body.len() < BODY_CAP {
+            match resp.chunk().await {
+                Ok(Some(chunk)) => {
+                    let room = BODY_CAP - body.len();
+                    body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                }
+                Ok(None) | Err(_) => break,
+            }
+        }
         let text = String::from_utf8_lossy(&body).into_owned();
         let ok = if self.ok_statuses.is_empty() {
             (200..300).contains(&status)
@@ -141,8 +151,12 @@ pub fn retry_after(h: &reqwest::header::HeaderMap) -> Option<Duration> {
     if text("x-ratelimit-remaining") == Some("0")
         && let Some(reset) = text("x-ratelimit-reset").and_then(|v| v.parse::<u64>().ok())
     {
-        let at = SystemTime::UNIX_EPOCH + Duration::from_secs(reset);
-        return Some(at.duration_since(SystemTime::now()).unwrap_or_default());
+        // A reset far in the future is the same as an hour (the longest wait honoured).
+        let at = SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(reset));
+        return Some(match at {
+            Some(at) => at.duration_since(SystemTime::now()).unwrap_or_default(),
+            None => Duration::from_secs(3600),
+        });
     }
     None
 }
@@ -183,6 +197,17 @@ mod tests {
             d > Duration::from_secs(25) && d <= Duration::from_secs(30),
             "{d:?}"
         );
+    }
+
+    #[test]
+    fn a_reset_far_in_the_future_does_not_panic() {
+        let mut h = HeaderMap::new();
+        h.insert("x-ratelimit-remaining", HeaderValue::from_static("0"));
+        h.insert(
+            "x-ratelimit-reset",
+            HeaderValue::from_static("18446744073709551615"),
+        );
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(3600)));
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! without running it, and so the history keeps what was actually run.
 
 pub mod event;
+pub mod groups;
 pub mod http;
 pub mod log;
 pub mod outbound;
@@ -120,13 +121,16 @@ impl Rendered {
         }
     }
 
-    /// What the history keeps: credentials masked.
+    /// What the history keeps: credentials masked, and every value from a secret
+    /// (`crate::secrets::mask`).
     pub fn for_history(&self) -> Value {
         let shown = match self {
             Rendered::Http(h) => Rendered::Http(h.masked()),
             other => other.clone(),
         };
-        serde_json::to_value(shown).unwrap_or(Value::Null)
+        let mut v = serde_json::to_value(shown).unwrap_or(Value::Null);
+        crate::secrets::mask_json(&mut v);
+        v
     }
 
     /// [`Rendered::for_history`] as JSON text, without building a `Value` (only HTTP calls,
@@ -136,7 +140,7 @@ impl Rendered {
             Rendered::Http(h) => serde_json::to_string(&Rendered::Http(h.masked())),
             other => serde_json::to_string(other),
         };
-        text.unwrap_or_else(|_| "null".into())
+        crate::secrets::mask_json_text(text.unwrap_or_else(|_| "null".into()))
     }
 }
 

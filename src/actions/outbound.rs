@@ -80,11 +80,19 @@ pub(crate) fn compile_post_webhook(
         .as_ref()
         .map(|c| c.value.clone())
         .unwrap_or_else(|| "application/json".into());
+    let json = content_type.contains("json");
     let body = match (&w.body, &w.body_template) {
         (None, None) => Body::None,
         _ => Body::Text {
-            text: cx.body_text(t, prefix, w.body.as_ref(), w.body_template.as_ref(), &w.url)?,
-            json: content_type.contains("json"),
+            text: cx.body_text(
+                t,
+                prefix,
+                w.body.as_ref(),
+                w.body_template.as_ref(),
+                &w.url,
+                json,
+            )?,
+            json,
         },
     };
     Some(HttpAction {

@@ -170,7 +170,7 @@ impl ScriptRun {
             Ok(c) => c,
             Err(e) => return Outcome::failed(format!("cannot start {}: {e}", self.script)),
         };
-        let pid = child.id();
+        let group = super::groups::Group::started(child.id(), &run.run_id);
         let input = serde_json::to_vec(&run.input).unwrap_or_default();
         let stdin = child.stdin.take();
         let feeder = tokio::spawn(async move {
@@ -179,22 +179,50 @@ impl ScriptRun {
                 let _ = stdin.write_all(&input).await;
             }
         });
-        let out = tokio::spawn(read_capped(child.stdout.take()));
-        let err = tokio::spawn(read_capped(child.stderr.take()));
+        let (out_buf, err_buf) = (Captured::default(), Captured::default());
+        let mut out = tokio::spawn(read_capped(child.stdout.take(), out_buf.clone()));
+        let mut err = tokio::spawn(read_capped(child.stderr.take(), err_buf.clone()));
 
-        let status = match tokio::time::timeout(self.timeout, child.wait()).await {
-            Ok(status) => Some(status),
-            Err(_) => {
-                kill_group(pid);
-                let _ = child.kill().await;
-                None
-            }
-        };
+        // The timeout covers the whole run: waiting for the script and reading its output.
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let status = tokio::time::timeout_at(deadline, child.wait()).await;
+        let mut held_open = false;
+        if status.is_ok() {
+            // It exited; its output closes with it unless something it started keeps it open.
+            let until = deadline.min(tokio::time::Instant::now() + PIPE_GRACE);
+            let drained = tokio::time::timeout_at(until, async {
+                (&mut out).await.ok();
+                (&mut err).await.ok()
+            })
+            .await;
+            held_open = drained.is_err();
+        }
         feeder.abort();
-        let stdout = out.await.unwrap_or_default();
-        let stderr = err.await.unwrap_or_default();
+        out.abort();
+        err.abort();
+        let timed_out = status.is_err();
+        if timed_out || held_open {
+            group.kill();
+            let _ = child.kill().await;
+            drop(group);
+        } else {
+            group.finish();
+        }
+        let (stdout, stderr) = (out_buf.text(), err_buf.text());
         match status {
-            Some(Ok(st)) => Outcome {
+            Ok(Ok(st)) if held_open => Outcome {
+                ok: false,
+                exit_code: st.code(),
+                stdout,
+                stderr,
+                error: Some(format!(
+                    "{} exited, but a process it started kept its output open; its process group was killed",
+                    self.script
+                )),
+                retryable: true,
+                ..Outcome::default()
+            },
+            Ok(Ok(st)) => Outcome {
                 ok: st.success(),
                 exit_code: st.code(),
                 error: (!st.success()).then(|| match st.code() {
@@ -206,8 +234,8 @@ impl ScriptRun {
                 retryable: true,
                 ..Outcome::default()
             },
-            Some(Err(e)) => Outcome::failed(format!("waiting for {} failed: {e}", self.script)),
-            None => Outcome {
+            Ok(Err(e)) => Outcome::failed(format!("waiting for {} failed: {e}", self.script)),
+            Err(_) => Outcome {
                 ok: false,
                 exit_code: None,
                 stdout,
@@ -224,36 +252,37 @@ impl ScriptRun {
     }
 }
 
-/// Kills the script's process group — only when it is the group the script leads.
-fn kill_group(pid: Option<u32>) {
-    use nix::sys::signal::{Signal, killpg};
-    use nix::unistd::{Pid, getpgid};
-    let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()).filter(|p| *p > 1) else {
-        return;
-    };
-    let pid = Pid::from_raw(pid);
-    if getpgid(Some(pid)).ok() == Some(pid) {
-        let _ = killpg(pid, Signal::SIGKILL);
+/// How long a script's output may stay open after it exited (a background process it started
+/// holding stdout) before the rest of its group is killed.
+const PIPE_GRACE: Duration = Duration::from_secs(2);
+
+/// Output read so far; kept when the reading is stopped.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Captured {
+    fn text(&self) -> String {
+        let kept = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        String::from_utf8_lossy(&kept).into_owned()
     }
 }
 
-/// Reads a pipe to its end, keeping the first [`OUTPUT_CAP`] bytes.
-async fn read_capped<R: AsyncRead + Unpin>(pipe: Option<R>) -> String {
+/// Reads a pipe to its end, keeping the first [`OUTPUT_CAP`] bytes in `into`.
+async fn read_capped<R: AsyncRead + Unpin>(pipe: Option<R>, into: Captured) {
     let Some(mut pipe) = pipe else {
-        return String::new();
+        return;
     };
-    let mut kept = Vec::new();
     let mut buf = [0u8; 8192];
     loop {
         match pipe.read(&mut buf).await {
             Ok(0) | Err(_) => break,
             Ok(n) => {
+                let mut kept = into.0.lock().unwrap_or_else(|e| e.into_inner());
                 let room = OUTPUT_CAP.saturating_sub(kept.len());
                 kept.extend_from_slice(&buf[..n.min(room)]);
             }
         }
     }
-    String::from_utf8_lossy(&kept).into_owned()
 }
 
 #[cfg(test)]
@@ -332,6 +361,68 @@ mod tests {
             !marker.exists(),
             "the background child survived the timeout"
         );
+    }
+
+    #[tokio::test]
+    async fn a_background_child_holding_stdout_does_not_hold_the_slot() {
+        let dir = tempfile::tempdir().unwrap();
+        // Exits at once, but leaves a child that keeps stdout open for a minute.
+        let p = script(
+            dir.path(),
+            "bg.sh",
+            "#!/bin/sh\necho started\nsleep 60 &\nexit 0\n",
+        );
+        let began = std::time::Instant::now();
+        let o = run(p, vec![], Duration::from_secs(30))
+            .execute(&ctx())
+            .await;
+        assert!(
+            began.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            began.elapsed()
+        );
+        assert!(!o.ok);
+        assert_eq!(o.stdout, "started\n");
+        assert!(o.error.unwrap().contains("kept its output open"));
+        // Within the timeout too: a script that never exits and whose child holds the pipe.
+        let p = script(
+            dir.path(),
+            "hang.sh",
+            "#!/bin/sh\necho partial\nsleep 60 &\nwait\n",
+        );
+        let began = std::time::Instant::now();
+        let o = run(p, vec![], Duration::from_millis(500))
+            .execute(&ctx())
+            .await;
+        assert!(
+            began.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            began.elapsed()
+        );
+        assert_eq!(
+            o.stdout, "partial\n",
+            "output read before the timeout is kept"
+        );
+        assert!(o.error.unwrap().contains("timed out"));
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_run_kills_its_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let marker = dir.path().join("survived");
+        let p = script(
+            dir.path(),
+            "long.sh",
+            &format!(
+                "#!/bin/sh\n(sleep 1; touch {}) &\nsleep 30\n",
+                marker.display()
+            ),
+        );
+        let r = run(p, vec![], Duration::from_secs(30));
+        let c = ctx();
+        let _ = tokio::time::timeout(Duration::from_millis(300), r.execute(&c)).await;
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert!(!marker.exists(), "the group outlived the cancelled run");
     }
 
     #[tokio::test]

@@ -200,6 +200,7 @@ pub(crate) fn compile(
             o.body.as_ref(),
             o.body_template.as_ref(),
             &o.title,
+            false,
         )?),
     };
     let mut labels = Vec::new();

@@ -352,8 +352,8 @@ impl Engine {
                     action.kind(),
                     run.rule.name
                 );
-                tracing::warn!(job = %job.id, "{error}");
-                let out = Outcome::failed(&error);
+                tracing::warn!(job = %job.id, "{}", crate::secrets::mask(&error));
+                let out = Outcome::failed(crate::secrets::mask(&error));
                 self.store
                     .history
                     .record_later(record("null".into(), Some(out.clone()), now_ms()));
@@ -405,6 +405,9 @@ impl Engine {
             started?;
             outcome
         };
+        // What a run printed or answered may echo a secret: masked before it is recorded or
+        // handed on as `previous`.
+        let outcome = masked(outcome);
         self.count_run(action.kind(), outcome.ok, begun.elapsed());
         let retry = !outcome.ok
             && outcome.retryable
@@ -523,6 +526,18 @@ fn failure_error(step: &Step) -> Option<String> {
     step.failure
         .as_ref()
         .and_then(|f| f["error"].as_str().map(str::to_string))
+}
+
+/// `outcome` with every value from a secret masked (output, error, result).
+fn masked(mut outcome: Outcome) -> Outcome {
+    use crate::secrets::{mask_json, mask_owned};
+    outcome.stdout = mask_owned(std::mem::take(&mut outcome.stdout));
+    outcome.stderr = mask_owned(std::mem::take(&mut outcome.stderr));
+    outcome.error = outcome.error.map(mask_owned);
+    if let Some(r) = outcome.result.as_mut() {
+        mask_json(r);
+    }
+    outcome
 }
 
 #[cfg(test)]

@@ -499,7 +499,11 @@ impl Engine {
             .await
             .is_err()
         {
-            tracing::warn!("grace period over: unfinished jobs resume at the next start");
+            let killed = crate::actions::groups::kill_all();
+            tracing::warn!(
+                scripts_killed = killed,
+                "grace period over: running scripts' process groups were killed; unfinished jobs resume at the next start"
+            );
         }
         if let Err(e) = self.store.queue.flush().await {
             tracing::error!(error = %e, "cannot make the last acks durable; those jobs run again at the next start");

@@ -42,6 +42,16 @@ impl Compile<'_> {
                         s.referenced.line()
                     ));
                 }
+                for secret in &e.secrets {
+                    if !crate::secrets::remember(secret) {
+                        self.warnings.push(format!(
+                            "{}:{}: {what}: a value from `${{…}}` shorter than {} characters cannot be masked in logs and the history",
+                            self.file,
+                            s.referenced.line(),
+                            crate::secrets::MIN_MASKED
+                        ));
+                    }
+                }
                 if e.referenced {
                     self.referenced.push(e.value.clone());
                 }
@@ -59,6 +69,11 @@ impl Compile<'_> {
         if v.is_empty() {
             self.err(&s.referenced, format!("{what} is empty"));
             return None;
+        }
+        // A credential written in the rulebook itself is masked like one from `${…}` (a user
+        // name is not a secret: masking `admin` everywhere would hide more than it protects).
+        if what != "username" {
+            crate::secrets::remember(&v);
         }
         Some(Secret::new(v))
     }
@@ -111,7 +126,8 @@ impl Compile<'_> {
         }
     }
 
-    /// `body` (inline) or `body_template` (a file under templates/), exactly one.
+    /// `body` (inline) or `body_template` (a file under templates/), exactly one. A body sent
+    /// as JSON (`json`) escapes every value as JSON, wherever it comes from.
     pub fn body_text(
         &mut self,
         t: &mut Templates,
@@ -119,11 +135,26 @@ impl Compile<'_> {
         body: Option<&Spanned<String>>,
         file: Option<&Spanned<String>>,
         at: &Spanned<String>,
+        json: bool,
     ) -> Option<Text> {
         match (body, file) {
+            (Some(b), None) if json => {
+                let value = self.expand(b, "body")?;
+                match t.inline_json(format!("{prefix}/body"), &value) {
+                    Ok(text) => Some(text),
+                    Err(msg) => {
+                        self.err(&b.referenced, format!("body: template error: {msg}"));
+                        None
+                    }
+                }
+            }
             (Some(b), None) => self.template(t, format!("{prefix}/body"), b, "body"),
             (None, Some(f)) => {
-                if t.has(&f.value) {
+                if t.has(&f.value) && json {
+                    t.file_json(&f.value)
+                        .map_err(|m| self.err(&f.referenced, format!("body_template: {m}")))
+                        .ok()
+                } else if t.has(&f.value) {
                     Some(Text::Template(f.value.clone()))
                 } else {
                     self.err(

@@ -40,6 +40,10 @@ pub enum ApiError {
     BodyTimeout,
     #[error("this node runs jobs only (--role worker): send webhooks to an ingest node")]
     NotIngest,
+    #[error(
+        "too many events are waiting to be processed (--max-pending); nothing was accepted, please retry later"
+    )]
+    Busy,
 }
 
 impl ApiError {
@@ -67,6 +71,7 @@ impl ApiError {
             ApiError::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             ApiError::BodyTimeout => (StatusCode::REQUEST_TIMEOUT, "body_timeout"),
             ApiError::NotIngest => (StatusCode::SERVICE_UNAVAILABLE, "not_an_ingest_node"),
+            ApiError::Busy => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
         }
     }
 
@@ -81,7 +86,7 @@ impl IntoResponse for ApiError {
         let (status, code) = self.status_and_code();
         let mut resp = (
             status,
-            Json(json!({"error": code, "message": self.to_string()})),
+            Json(json!({"error": code, "message": crate::secrets::mask(&self.to_string())})),
         )
             .into_response();
         if matches!(self, ApiError::MethodNotAllowed) {
@@ -93,7 +98,7 @@ impl IntoResponse for ApiError {
         {
             resp.headers_mut().insert(header::RETRY_AFTER, v);
         }
-        if matches!(self, ApiError::Unavailable(_)) {
+        if matches!(self, ApiError::Unavailable(_) | ApiError::Busy) {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
         }

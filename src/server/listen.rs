@@ -1,8 +1,14 @@
 //! Serving: plain HTTP or HTTPS (rustls), with a cap on concurrent connections and graceful
 //! shutdown. A connection over the cap is closed at once, before any byte is read.
+//!
+//! Idle connections cannot lock others out: one client address may hold only its share of the
+//! cap, a connection must send its request headers within the header timeout (counted from its
+//! start, or from the end of the previous response), and a connection with no traffic for the
+//! idle timeout is closed (HTTP/2 included).
 
+use std::collections::HashMap;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -14,7 +20,9 @@ use axum_server::accept::Accept;
 use axum_server::tls_rustls::RustlsConfig;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::{Instant, Sleep};
 
 /// Where the TLS certificate comes from.
 #[derive(Debug, Clone)]
@@ -88,35 +96,147 @@ fn first_cert_fingerprint(pem: &[u8]) -> io::Result<String> {
         .join(":"))
 }
 
-/// Refuses connections beyond the cap; holds a permit for each accepted one.
-#[derive(Clone)]
-pub struct LimitAcceptor {
-    permits: Arc<Semaphore>,
+/// Limits on connections: how many, how many per client address, how long they may idle.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_connections: usize,
+    /// 0: an eighth of `max_connections` (at least 1).
+    pub per_client: usize,
+    /// Time to send a request's headers.
+    pub header_timeout: Duration,
+    /// A connection without any traffic this long is closed.
+    pub idle_timeout: Duration,
 }
 
-impl<I, S> Accept<I, S> for LimitAcceptor {
-    type Stream = Limited<I>;
-    type Service = S;
-    type Future = std::future::Ready<io::Result<(Limited<I>, S)>>;
+impl Limits {
+    pub fn new(max_connections: usize) -> Limits {
+        Limits {
+            max_connections,
+            per_client: 0,
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+        }
+    }
 
-    fn accept(&self, stream: I, service: S) -> Self::Future {
-        std::future::ready(match self.permits.clone().try_acquire_owned() {
-            Ok(permit) => Ok((
-                Limited {
-                    inner: stream,
-                    _permit: permit,
-                },
-                service,
-            )),
-            Err(_) => Err(io::Error::other("connection limit reached")),
-        })
+    fn per_client(&self) -> usize {
+        match self.per_client {
+            0 => (self.max_connections / 8).max(1),
+            n => n,
+        }
     }
 }
 
-/// A connection counted against the cap until it is dropped.
+/// HTTP/2 streams one connection may have open at once.
+const MAX_STREAMS: u32 = 64;
+
+/// Refuses connections beyond the cap, or beyond their address's share of it; holds a permit
+/// for each accepted one.
+#[derive(Clone)]
+pub struct LimitAcceptor {
+    permits: Arc<Semaphore>,
+    clients: Arc<std::sync::Mutex<HashMap<IpAddr, usize>>>,
+    per_client: usize,
+    idle: Duration,
+}
+
+impl LimitAcceptor {
+    fn new(limits: &Limits) -> LimitAcceptor {
+        LimitAcceptor {
+            permits: Arc::new(Semaphore::new(limits.max_connections.max(1))),
+            clients: Arc::default(),
+            per_client: limits.per_client(),
+            idle: limits.idle_timeout,
+        }
+    }
+
+    fn admit(&self, stream: &TcpStream) -> io::Result<(OwnedSemaphorePermit, ClientSlot)> {
+        let ip = stream.peer_addr()?.ip();
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        let slot = {
+            let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+            let n = clients.entry(ip).or_insert(0);
+            if *n >= self.per_client {
+                return Err(io::Error::other("connection limit of this client reached"));
+            }
+            *n += 1;
+            ClientSlot {
+                ip,
+                clients: self.clients.clone(),
+            }
+        };
+        let permit = self
+            .permits
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| io::Error::other("connection limit reached"))?;
+        Ok((permit, slot))
+    }
+}
+
+impl<S> Accept<TcpStream, S> for LimitAcceptor {
+    type Stream = Limited<TcpStream>;
+    type Service = S;
+    type Future = std::future::Ready<io::Result<(Limited<TcpStream>, S)>>;
+
+    fn accept(&self, stream: TcpStream, service: S) -> Self::Future {
+        std::future::ready(self.admit(&stream).map(|(permit, slot)| {
+            (
+                Limited {
+                    inner: stream,
+                    idle: self.idle,
+                    deadline: Box::pin(tokio::time::sleep(self.idle)),
+                    _permit: permit,
+                    _slot: slot,
+                },
+                service,
+            )
+        }))
+    }
+}
+
+/// One connection counted against its client address's share; released when dropped.
+pub struct ClientSlot {
+    ip: IpAddr,
+    clients: Arc<std::sync::Mutex<HashMap<IpAddr, usize>>>,
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = clients.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                clients.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// A connection counted against the cap until it is dropped; it fails with `TimedOut` once no
+/// byte went either way for its idle time.
 pub struct Limited<I> {
     inner: I,
+    idle: Duration,
+    deadline: Pin<Box<Sleep>>,
     _permit: OwnedSemaphorePermit,
+    _slot: ClientSlot,
+}
+
+impl<I> Limited<I> {
+    fn active(&mut self) {
+        self.deadline.as_mut().reset(Instant::now() + self.idle);
+    }
+
+    fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+        self.deadline.as_mut().poll(cx).is_ready()
+    }
+}
+
+fn idle_error() -> io::Error {
+    io::Error::new(io::ErrorKind::TimedOut, "connection idle for too long")
 }
 
 impl<I: AsyncRead + Unpin> AsyncRead for Limited<I> {
@@ -125,7 +245,17 @@ impl<I: AsyncRead + Unpin> AsyncRead for Limited<I> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_read(cx, buf)
+        let before = buf.filled().len();
+        match Pin::new(&mut self.inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                if buf.filled().len() > before {
+                    self.active();
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Pending if self.expired(cx) => Poll::Ready(Err(idle_error())),
+            other => other,
+        }
     }
 }
 
@@ -135,7 +265,16 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Limited<I> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        match Pin::new(&mut self.inner).poll_write(cx, buf) {
+            Poll::Ready(Ok(n)) => {
+                if n > 0 {
+                    self.active();
+                }
+                Poll::Ready(Ok(n))
+            }
+            Poll::Pending if self.expired(cx) => Poll::Ready(Err(idle_error())),
+            other => other,
+        }
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_flush(cx)
@@ -148,7 +287,16 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Limited<I> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        match Pin::new(&mut self.inner).poll_write_vectored(cx, bufs) {
+            Poll::Ready(Ok(n)) => {
+                if n > 0 {
+                    self.active();
+                }
+                Poll::Ready(Ok(n))
+            }
+            Poll::Pending if self.expired(cx) => Poll::Ready(Err(idle_error())),
+            other => other,
+        }
     }
     fn is_write_vectored(&self) -> bool {
         self.inner.is_write_vectored()
@@ -161,7 +309,7 @@ pub async fn serve(
     listener: std::net::TcpListener,
     app: Router,
     tls: Option<RustlsConfig>,
-    max_connections: usize,
+    limits: Limits,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     drain: Duration,
 ) -> io::Result<()> {
@@ -172,25 +320,24 @@ pub async fn serve(
         shutdown.await;
         h.graceful_shutdown(Some(drain));
     });
-    let limit = LimitAcceptor {
-        permits: Arc::new(Semaphore::new(max_connections.max(1))),
-    };
+    let limit = LimitAcceptor::new(&limits);
     let make = app.into_make_service_with_connect_info::<SocketAddr>();
+    let mut server = axum_server::from_tcp(listener)?
+        .handle(handle)
+        .first_request_timeout(limits.header_timeout);
+    {
+        let timer = hyper_util::rt::TokioTimer::new();
+        let b = server.http_builder();
+        b.http1()
+            .timer(timer.clone())
+            .header_read_timeout(limits.header_timeout);
+        b.http2().timer(timer).max_concurrent_streams(MAX_STREAMS);
+    }
     match tls {
-        None => {
-            axum_server::from_tcp(listener)?
-                .acceptor(limit)
-                .handle(handle)
-                .serve(make)
-                .await
-        }
+        None => server.acceptor(limit).serve(make).await,
         Some(config) => {
             let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(config).acceptor(limit);
-            axum_server::from_tcp(listener)?
-                .acceptor(acceptor)
-                .handle(handle)
-                .serve(make)
-                .await
+            server.acceptor(acceptor).serve(make).await
         }
     }
 }

@@ -2,6 +2,7 @@
 //! history API and health check.
 
 mod error;
+pub mod guard;
 pub mod listen;
 
 use std::net::SocketAddr;
@@ -34,6 +35,8 @@ pub struct AppState {
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     /// How long a client may take to send a request body.
     pub body_timeout: std::time::Duration,
+    /// Admin access, back pressure, failed verifications per address.
+    pub guard: Arc<guard::Guard>,
 }
 
 /// The whole HTTP application.
@@ -52,23 +55,54 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// 200 while the journal answers; 503 otherwise (a load balancer should stop sending).
+/// 200 while events can be stored and read back; 503 otherwise (a load balancer should stop
+/// sending), naming the part that failed. The write is a real one (a state entry, committed
+/// like an event), done at most once a second however often this is polled.
 async fn healthz(State(state): State<AppState>) -> Response {
+    let store = state.engine.store();
+    let write = state
+        .guard
+        .health
+        .probe(|| async {
+            let key = "rulehook/health";
+            let value = crate::domain::now_ms().to_string();
+            let ttl = Some(std::time::Duration::from_secs(3600));
+            let result = match store.state.get(key).await? {
+                Some((_, rev)) => store.state.update(key, &value, rev, ttl).await,
+                None => store.state.create(key, &value, ttl).await,
+            };
+            match result {
+                // Someone else wrote it at the same moment: writes work.
+                Ok(_) | Err(crate::domain::StoreError::Conflict(_)) => Ok(()),
+                Err(e) => Err(e),
+            }
+        })
+        .await;
     let filter = EventFilter {
         limit: 1,
         ..EventFilter::default()
     };
-    match state.engine.store().history.events(filter).await {
-        Ok(_) => Json(json!({"status": "ok"})).into_response(),
-        Err(e) => (
+    let read = store.history.events(filter).await.map(drop);
+    let failed: Vec<_> = [("journal write", write), ("journal read", read)]
+        .into_iter()
+        .filter_map(|(part, r)| {
+            r.err()
+                .map(|e| json!({"part": part, "message": crate::secrets::mask(&e.to_string())}))
+        })
+        .collect();
+    if failed.is_empty() {
+        Json(json!({"status": "ok"})).into_response()
+    } else {
+        (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "unavailable", "message": e.to_string()})),
+            Json(json!({"status": "unavailable", "failed": failed})),
         )
-            .into_response(),
+            .into_response()
     }
 }
 
-async fn metrics_text(State(state): State<AppState>) -> Response {
+/// Prometheus text; admin like the rest of the API (a scraper elsewhere presents the token).
+async fn metrics_text(_: Admin, State(state): State<AppState>) -> Response {
     match &state.metrics {
         Some(h) => {
             h.run_upkeep();
@@ -76,9 +110,12 @@ async fn metrics_text(State(state): State<AppState>) -> Response {
             metrics::gauge!(crate::telemetry::names::QUEUE).set(depth.ready as f64);
             metrics::gauge!(crate::telemetry::names::QUEUE_LEASED).set(depth.leased as f64);
             metrics::gauge!(crate::telemetry::names::QUEUE_DELAYED).set(depth.delayed as f64);
+            metrics::gauge!(crate::telemetry::names::PENDING).set(depth.pending as f64);
+            metrics::gauge!(crate::telemetry::names::MAX_PENDING)
+                .set(state.guard.max_pending as f64);
             (
                 [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-                h.render(),
+                crate::secrets::mask_owned(h.render()),
             )
                 .into_response()
         }
@@ -187,12 +224,15 @@ async fn receive(
     if !source.allows(peer.ip()) {
         return Err(ApiError::Forbidden);
     }
-    if let Some(limit) = &source.rate_limit
-        && let Err(wait) = limit.check()
-    {
+    // A client that failed verification too often is refused before it costs anything more.
+    if let Err(wait) = state.guard.failures.check(peer.ip()) {
         return Err(ApiError::RateLimited(
             wait.as_secs_f64().ceil().max(1.0) as u64
         ));
+    }
+    let max = state.guard.max_pending;
+    if max > 0 && state.engine.store().queue.depth().pending >= max {
+        return Err(ApiError::Busy);
     }
     let declared = headers
         .get(header::CONTENT_LENGTH)
@@ -217,13 +257,28 @@ async fn receive(
                 ApiError::BadBody(e.to_string())
             }
         })?;
-    let event = source.verifier.verify(
-        &source.name,
-        headers,
-        &bytes,
-        source.dedup_window,
-        SystemTime::now(),
-    )?;
+    let event = source
+        .verifier
+        .verify(
+            &source.name,
+            headers,
+            &bytes,
+            source.dedup_window,
+            SystemTime::now(),
+        )
+        .inspect_err(|e| {
+            if !matches!(e, crate::verify::VerifyError::BadJson(_)) {
+                state.guard.failures.failed(peer.ip());
+            }
+        })?;
+    // Only verified requests spend the source's budget: forged ones cannot lock its sender out.
+    if let Some(limit) = &source.rate_limit
+        && let Err(wait) = limit.check()
+    {
+        return Err(ApiError::RateLimited(
+            wait.as_secs_f64().ceil().max(1.0) as u64
+        ));
+    }
     let done = state.engine.ingest(event).await?;
     if done.duplicate {
         source.meter.duplicate.increment(1);
@@ -263,18 +318,23 @@ impl axum::extract::FromRequestParts<AppState> for Admin {
     }
 }
 
-/// The admin API answers loopback clients, or others presenting the admin token.
+/// The admin API answers clients presenting the admin token, and loopback clients unless
+/// `--admin-require-token` (behind a local reverse proxy every client is loopback).
 fn admin(state: &AppState, peer: SocketAddr, headers: &HeaderMap) -> Result<(), ApiError> {
     let ip = peer.ip();
     let loopback = ip.is_loopback()
         || matches!(ip, std::net::IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()));
-    if loopback {
+    if loopback && state.guard.admin_loopback {
         return Ok(());
     }
+    // The scheme is case-insensitive (RFC 9110), as for sources.
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
+        .and_then(|v| {
+            let (scheme, token) = v.trim().split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+        });
     match (&state.admin_token, given) {
         (Some(want), Some(got))
             if crate::verify::mac::secret_eq(want.as_bytes(), got.as_bytes()) =>

@@ -138,6 +138,9 @@ pub struct QueueDepth {
     pub leased: usize,
     /// Whether more pending jobs wait only in storage.
     pub spilled: bool,
+    /// Every pending job: ready, delayed, leased, or waiting only in storage. `--max-pending`
+    /// is checked against it, so a backend must count jobs it does not hold in memory too.
+    pub pending: usize,
 }
 
 /// A revision of a state entry, for compare-and-set.

@@ -237,6 +237,7 @@ pub const KINDS: &[&str] = &[
 /// Headers that carry credentials or signatures: never stored, never shown to rules.
 const CREDENTIAL_HEADERS: &[&str] = &[
     "authorization",
+    "proxy-authorization",
     "x-ipf-signature",
     "x-hook-signature",
     "x-hub-signature",
@@ -463,11 +464,19 @@ impl Verifier {
             delivery: Some(Delivery { key, window }),
             doc: EventDoc::new(body_value),
             raw: Some(body.clone()),
-            headers: safe_headers(headers),
+            headers: safe_headers(headers, self.credential_header()),
             received_at: now,
             depth: 0,
             parent: None,
         })
+    }
+
+    /// The header carrying this source's credential when it is configured, not fixed.
+    fn credential_header(&self) -> Option<&str> {
+        match self {
+            Verifier::Hmac { header, .. } => Some(header.as_str()),
+            _ => None,
+        }
     }
 
     fn check(&self, ok: bool) -> Result<(), VerifyError> {
@@ -493,10 +502,13 @@ fn standard_key(secret: &Secret, raw: bool) -> Result<Vec<u8>, VerifyError> {
         .map_err(|_| VerifyError::BadSignature)
 }
 
-fn safe_headers(headers: &HeaderMap) -> Vec<(String, String)> {
+/// The request headers to keep: not the credential headers of any kind, nor `extra` (a generic
+/// `hmac` source's configured signature header).
+fn safe_headers(headers: &HeaderMap, extra: Option<&str>) -> Vec<(String, String)> {
     headers
         .iter()
         .filter(|(n, _)| !CREDENTIAL_HEADERS.contains(&n.as_str()))
+        .filter(|(n, _)| !extra.is_some_and(|x| n.as_str().eq_ignore_ascii_case(x)))
         .filter_map(|(n, v)| Some((n.as_str().to_string(), v.to_str().ok()?.to_string())))
         .collect()
 }

@@ -580,8 +580,9 @@ pub async fn nak_delays_and_carries_the_step(b: &impl Backend) {
     let later = append_one(&s, "alpha", "flaky", 2).await;
     let l = must_fetch(&s, TTL).await;
     assert_eq!(l.job.id, later);
+    // Long enough that the restart (connecting, on a networked backend) ends well within it.
     s.queue
-        .nak(l, retry.clone(), Duration::from_secs(1))
+        .nak(l, retry.clone(), Duration::from_secs(3))
         .await
         .unwrap();
     s.queue.flush().await.unwrap(); // as a graceful shutdown does
@@ -1474,4 +1475,41 @@ pub async fn stored_events_page_in_acceptance_order(b: &impl Backend) {
     let detail = s.history.event_detail(&want[2].0).await.unwrap().unwrap();
     assert!(detail.matches.is_empty());
     assert_eq!(detail.correlations.len(), 1);
+}
+
+/// `depth().pending` counts every pending job — in memory, leased, delayed, or only in storage
+/// (`n` should be above what the backend holds in memory) — across a restart, and acks and
+/// re-runs move it. `serve --max-pending` is checked against it.
+pub async fn depth_counts_every_pending_job(b: &impl Backend, n: usize) {
+    let s = b.open(Config::default()).await;
+    append_many(&s, "many", n).await;
+    let counted = |s: &Store| s.queue.depth().pending;
+    eventually(WAIT, "pending after appends", || async { counted(&s) == n }).await;
+    let first = must_fetch(&s, TTL).await;
+    let id = first.job.id.clone();
+    assert_eq!(counted(&s), n, "a leased job is still pending");
+    ack_failed(&s, first, "for the count").await;
+    eventually(WAIT, "pending after an ack", || async {
+        counted(&s) == n - 1
+    })
+    .await;
+    s.queue.flush().await.unwrap();
+    drop(s);
+    let s = b.open(Config::default()).await;
+    eventually(WAIT, "pending after a restart", || async {
+        counted(&s) == n - 1
+    })
+    .await;
+    let job = s
+        .history
+        .job(&id)
+        .await
+        .unwrap()
+        .expect("the dead letter")
+        .0;
+    assert!(s.queue.rerun(job).await.unwrap(), "re-run queued");
+    eventually(WAIT, "pending after a re-run", || async {
+        counted(&s) == n
+    })
+    .await;
 }

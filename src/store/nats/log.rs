@@ -141,9 +141,44 @@ impl EventLog for Jet {
             publish(&s.js, s.names.forget(&id), id.clone().into_bytes(), None).await?;
             out.events += 1;
         }
+        out.state = prune_state(s).await;
         let _ = state::delete(s, "retention/claim", Some(claim)).await;
         Ok(out)
     }
+}
+
+/// Deletes expired state entries (delivery ids past their window, throttle windows that
+/// ended): one pass over the state stream, which holds one message per key.
+async fn prune_state(s: &Shared) -> u64 {
+    let Ok(consumer) = s
+        .state
+        .create_consumer(pull::OrderedConfig::default())
+        .await
+    else {
+        return 0;
+    };
+    let Ok(messages) = consumer.messages().await else {
+        return 0;
+    };
+    let mut messages = messages;
+    let now = now_ms();
+    let mut removed = 0;
+    loop {
+        let next = tokio::time::timeout(Duration::from_secs(2), messages.next()).await;
+        let Ok(Some(Ok(m))) = next else { break };
+        let Ok(info) = m.info().map(|i| (i.stream_sequence, i.pending)) else {
+            break;
+        };
+        let expired = serde_json::from_slice::<super::wire::StateValue>(&m.payload)
+            .is_ok_and(|v| v.deleted || v.expires_at.is_some_and(|t| t < now));
+        if expired && s.state.delete_message(info.0).await.is_ok() {
+            removed += 1;
+        }
+        if info.1 == 0 {
+            break;
+        }
+    }
+    removed
 }
 
 /// Every node runs one: a durable consumer on the event stream shared by all, so each event is

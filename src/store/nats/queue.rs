@@ -101,16 +101,22 @@ impl Queue {
         let held: HeldMap = Arc::default();
         tasks.push(tokio::spawn(keep(held.clone(), s.config.ack_wait)).abort_handle());
         let depth = Arc::new(Mutex::new(QueueDepth::default()));
-        let (d, c) = (depth.clone(), consumer.clone());
+        let (d, c, sh) = (depth.clone(), consumer.clone(), s.clone());
         let task = tokio::spawn(async move {
             let mut c = c;
             loop {
+                // Events not dispatched yet count as one job each (most match one rule).
+                let undispatched = match sh.events.consumer_info(sh.names.dispatch()).await {
+                    Ok(i) => (i.num_pending as usize) + i.num_ack_pending,
+                    Err(_) => 0,
+                };
                 if let Ok(info) = c.info().await {
                     let mut d = d.lock().unwrap_or_else(|e| e.into_inner());
                     d.ready = info.num_pending as usize;
                     d.leased = info.num_ack_pending;
+                    d.pending = d.ready + d.leased + undispatched;
                 }
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                tokio::time::sleep(Duration::from_millis(500)).await;
             }
         });
         tasks.push(task.abort_handle());
@@ -170,6 +176,8 @@ impl Jet {
             Ok(i) => (i.stream_sequence, i.delivered.max(1) as u32),
             Err(e) => return Err(transient("message info", e)),
         };
+        // Leasing takes two round trips before the keeper looks after it: restart the clock.
+        let _ = msg.ack_with(AckKind::Progress).await;
         let wire: WireJob = match serde_json::from_slice(&msg.payload) {
             Ok(w) => w,
             Err(e) => {
@@ -178,8 +186,15 @@ impl Jet {
                 return Ok(None);
             }
         };
-        for _ in 0..5 {
-            let (mut record, rev) = match read_record(s, &wire.id).await? {
+        for round in 0..5 {
+            // A first delivery usually finds no record: try creating it without reading first
+            // (a conflict reads it on the next round).
+            let found = if round == 0 && delivered == 1 {
+                None
+            } else {
+                read_record(s, &wire.id).await?
+            };
+            let (mut record, rev) = match found {
                 Some(r) => r,
                 None => (
                     JobRecord {
@@ -205,6 +220,13 @@ impl Jet {
                 record.naks = 0;
             }
             let lost = delivered.saturating_sub(1 + record.naks);
+            if lost > 0 && record.owner.is_some() {
+                // Its last worker stopped holding it: what that worker left running ended.
+                let subject = s.names.interrupted(&wire.id);
+                if let Ok(a) = publish(&s.js, subject, wire.id.clone().into_bytes(), None).await {
+                    raise(&s.progress.wrote_history, a.sequence);
+                }
+            }
             if lost >= self.shared.config.max_deliveries {
                 let error = format!(
                     "{lost} leases of it were lost (its worker crashed, panicked or stalled each time): given up"

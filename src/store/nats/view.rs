@@ -106,7 +106,9 @@ fn decode(s: &Shared, part: Part, subject: &str, seq: u64, payload: &[u8]) -> Op
         }
         Part::History => {
             let event_id = String::from_utf8_lossy(payload).into_owned();
-            Ok(if s.names.is_duplicate(subject) {
+            Ok(if s.names.is_interrupted(subject) {
+                Change::Interrupted { job_id: event_id }
+            } else if s.names.is_duplicate(subject) {
                 Change::Duplicate { event_id }
             } else {
                 Change::Forget { event_id }

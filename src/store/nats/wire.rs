@@ -91,6 +91,12 @@ impl Names {
     pub fn forget(&self, event: &str) -> String {
         format!("{}.h.f.{}", self.prefix, token(event))
     }
+    pub fn interrupted(&self, job: &str) -> String {
+        format!("{}.h.i.{}", self.prefix, token(job))
+    }
+    pub fn is_interrupted(&self, subject: &str) -> bool {
+        subject.starts_with(&format!("{}.h.i.", self.prefix))
+    }
     pub fn history_all(&self) -> String {
         format!("{}.h.>", self.prefix)
     }

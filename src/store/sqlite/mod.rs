@@ -12,7 +12,7 @@ mod schema;
 mod writer;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
@@ -35,6 +35,10 @@ use writer::{Cmd, Loaded, Push, Shared, storage};
 /// becomes a dead letter. Retries (`nak`) do not count: their budget is the action's `retries`.
 pub const MAX_DELIVERIES: u32 = 10;
 
+/// Writes (appends, state changes, re-runs) queued for the writer thread at once; more wait
+/// for a place.
+pub const MAX_WAITING_WRITES: usize = 4096;
+
 pub struct Embedded {
     tx: mpsc::Sender<Cmd>,
     shared: Arc<Shared>,
@@ -45,6 +49,12 @@ pub struct Embedded {
     next_job: Arc<AtomicI64>,
     next_rev: Arc<AtomicU64>,
     max_deliveries: u32,
+    /// Writes waiting for their commit at most ([`MAX_WAITING_WRITES`]): the writer's channel
+    /// stays bounded however many requests arrive (acks and naks, which do not wait, are
+    /// bounded by the leases).
+    waiting: Arc<tokio::sync::Semaphore>,
+    /// Pending jobs (counted at open, then kept by append, ack and rerun) for `depth().pending`.
+    pending: Arc<AtomicUsize>,
     /// Held while the store is open: leases live in this process's memory, so a second process
     /// on the same directory would run every job twice.
     _lock: std::fs::File,
@@ -80,8 +90,13 @@ fn lock_dir(dir: &Path) -> Result<std::fs::File, StoreError> {
     Ok(file)
 }
 
+/// A connection to the journal through SQLite's `unix-excl` VFS: this process holds the file
+/// exclusively (as `DATA/lock` promises) and the WAL index lives in heap memory, not in a
+/// memory-mapped `journal.db-shm` — a shared-memory file that cannot be written (disk full,
+/// truncated) would otherwise end the process with SIGBUS instead of an error.
 fn open_conn(path: &Path) -> rusqlite::Result<Connection> {
-    let conn = Connection::open(path)?;
+    let conn =
+        Connection::open_with_flags_and_vfs(path, rusqlite::OpenFlags::default(), c"unix-excl")?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "cache_size", -16000)?;
@@ -143,6 +158,9 @@ impl Embedded {
         let next_rev = Arc::new(AtomicU64::new(
             max("SELECT MAX(revision) FROM state")? as u64 + 1,
         ));
+        let pending = Arc::new(AtomicUsize::new(
+            max("SELECT COUNT(*) FROM jobs WHERE state = 'pending'")?.max(0) as usize,
+        ));
         let shared = Arc::new(Shared {
             lanes: Mutex::new(Lanes::new()),
             ready: tokio::sync::Notify::new(),
@@ -151,7 +169,10 @@ impl Embedded {
         let s = shared.clone();
         std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || writer::run(write, rx, s, Box::new(reads::pending_after)))
+            .spawn({
+                let journal = writer::JournalFile::new(&path);
+                move || writer::run(write, rx, s, Box::new(reads::pending_after), journal)
+            })
             .map_err(storage)?;
         let store = Embedded {
             tx,
@@ -162,6 +183,8 @@ impl Embedded {
             next_job,
             next_rev,
             max_deliveries: max_deliveries.max(1),
+            pending,
+            waiting: Arc::new(tokio::sync::Semaphore::new(MAX_WAITING_WRITES)),
             _lock: lock,
         };
         // Every pending job of an earlier run is loaded from the table.
@@ -192,6 +215,12 @@ impl Embedded {
         T: Send + 'static,
         F: FnOnce(&Connection, &mut Vec<Push>) -> rusqlite::Result<T> + Send + 'static,
     {
+        let _place = self
+            .waiting
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| shut_down())?;
         let (value_tx, value_rx) = oneshot::channel();
         let f: writer::WriteFn = Box::new(move |c, pushes| {
             let _ = value_tx.send(f(c, pushes)?);
@@ -353,7 +382,11 @@ impl EventLog for Embedded {
             self.next_job.clone(),
             self.next_rev.clone(),
         );
-        self.write(move |c, pushes| {
+        // Counted before the commit makes the jobs fetchable (so no ack can come first), and
+        // taken back if the commit fails.
+        let (pending, counted) = (self.pending.clone(), Arc::new(AtomicUsize::new(0)));
+        let (pending_then, counted_then) = (self.pending.clone(), counted.clone());
+        let result = self.write(move |c, pushes| {
             let now = now_ms();
             if let Some((key, expires)) = &dedup {
                 let rev = next_rev.fetch_add(1, Ordering::Relaxed) as i64;
@@ -387,9 +420,18 @@ impl EventLog for Embedded {
                     lost: 0,
                 }));
             }
+            counted.store(jobs.len(), Ordering::Relaxed);
+            pending.fetch_add(jobs.len(), Ordering::Relaxed);
             Ok(Appended::New { jobs })
         })
-        .await
+        .await;
+        if result.is_err() {
+            let n = counted_then.swap(0, Ordering::Relaxed);
+            let _ = pending_then.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |p| {
+                Some(p.saturating_sub(n))
+            });
+        }
+        result
     }
 
     async fn event(&self, id: &str) -> Result<Option<Arc<Event>>, StoreError> {
@@ -504,6 +546,9 @@ impl WorkQueue for Embedded {
         state: JobState,
         error: Option<String>,
     ) -> Result<(), StoreError> {
+        let _ = self
+            .pending
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
         let f = self.job_write(
             &lease,
             JobUpdate {
@@ -541,6 +586,11 @@ impl WorkQueue for Embedded {
             Ok(true)
         })
         .await
+        .inspect(|queued| {
+            if *queued {
+                self.pending.fetch_add(1, Ordering::Relaxed);
+            }
+        })
     }
 
     async fn flush(&self) -> Result<(), StoreError> {
@@ -555,6 +605,7 @@ impl WorkQueue for Embedded {
             delayed: l.delayed(),
             leased: l.leased(),
             spilled: l.spilled,
+            pending: self.pending.load(Ordering::Relaxed),
         }
     }
 }

@@ -38,6 +38,10 @@ pub enum Change {
     Duplicate {
         event_id: String,
     },
+    /// The job's lease was lost (its worker stopped): attempts it left running never finish.
+    Interrupted {
+        job_id: String,
+    },
     /// Retention removed the event with its jobs and attempts.
     Forget {
         event_id: String,
@@ -238,6 +242,14 @@ fn apply_one(
         Change::Duplicate { event_id } => {
             c.prepare_cached("UPDATE events SET duplicates = duplicates + 1 WHERE id = ?1")?
                 .execute(params![event_id])?;
+        }
+        Change::Interrupted { job_id } => {
+            c.prepare_cached(
+                "UPDATE attempts SET state = 'failed', finished_at = started_at,
+                   error = 'interrupted: its worker stopped while it ran (it runs again)'
+                 WHERE job_id = ?1 AND state = 'running'",
+            )?
+            .execute(params![job_id])?;
         }
         Change::Forget { event_id } => {
             c.prepare_cached(

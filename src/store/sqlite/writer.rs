@@ -66,7 +66,57 @@ pub struct Loaded {
     pub due: Option<std::time::Instant>,
 }
 
-pub fn run(conn: Connection, rx: mpsc::Receiver<Cmd>, shared: Arc<Shared>, refill: Refill) {
+/// The journal file this process opened, so that a journal deleted or replaced under it (`rm -rf
+/// DATA` while serving: SQLite would write on into the unlinked file) is noticed after every
+/// commit, and nothing written since is reported as stored.
+pub struct JournalFile {
+    path: std::path::PathBuf,
+    id: Option<(u64, u64)>,
+    lost: std::sync::atomic::AtomicBool,
+}
+
+impl JournalFile {
+    pub fn new(path: &std::path::Path) -> JournalFile {
+        JournalFile {
+            path: path.to_path_buf(),
+            id: file_id(path),
+            lost: Default::default(),
+        }
+    }
+
+    /// `Some(why)` once the file at the path is no longer the one written to (sticky).
+    fn check(&self) -> Option<String> {
+        use std::sync::atomic::Ordering;
+        let why = || {
+            format!(
+                "the journal {} was deleted or replaced while in use: nothing can be stored until rulehook is restarted on a working data directory",
+                self.path.display()
+            )
+        };
+        if self.lost.load(Ordering::Relaxed) {
+            return Some(why());
+        }
+        if self.id.is_some() && file_id(&self.path) != self.id {
+            self.lost.store(true, Ordering::Relaxed);
+            tracing::error!("{}", why());
+            return Some(why());
+        }
+        None
+    }
+}
+
+fn file_id(path: &std::path::Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
+pub fn run(
+    conn: Connection,
+    rx: mpsc::Receiver<Cmd>,
+    shared: Arc<Shared>,
+    refill: Refill,
+    journal: JournalFile,
+) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -88,7 +138,7 @@ pub fn run(conn: Connection, rx: mpsc::Receiver<Cmd>, shared: Arc<Shared>, refil
             }
         }
         if !writes.is_empty() {
-            apply(&conn, writes, &shared);
+            apply(&conn, writes, &shared, &journal);
         }
         if let Some(n) = refill_limit {
             do_refill(&conn, n, &shared, &refill);
@@ -99,7 +149,13 @@ pub fn run(conn: Connection, rx: mpsc::Receiver<Cmd>, shared: Arc<Shared>, refil
 /// A write, where its result goes, and whether it runs in a savepoint.
 type Pending = (WriteFn, oneshot::Sender<Result<(), StoreError>>, bool);
 
-fn apply(conn: &Connection, writes: Vec<Pending>, shared: &Shared) {
+fn apply(conn: &Connection, writes: Vec<Pending>, shared: &Shared, journal: &JournalFile) {
+    if let Some(why) = journal.check() {
+        for (_, reply, _) in writes {
+            let _ = reply.send(Err(StoreError::Permanent(why.clone())));
+        }
+        return;
+    }
     // Cached statements: `Connection::transaction` parses BEGIN and COMMIT every time.
     if let Err(e) = conn.prepare_cached("BEGIN").and_then(|mut s| s.execute([])) {
         for (_, reply, _) in writes {
@@ -131,7 +187,9 @@ fn apply(conn: &Connection, writes: Vec<Pending>, shared: &Shared) {
         .map(|e| {
             let _ = tx.execute_batch("ROLLBACK");
             storage(&e)
-        });
+        })
+        // Committed into a file that is no longer the journal: as good as lost.
+        .or_else(|| journal.check().map(StoreError::Permanent));
     metrics::histogram!(crate::telemetry::names::COMMIT_SECONDS)
         .record(started.elapsed().as_secs_f64());
     metrics::histogram!(crate::telemetry::names::BATCH).record(size as f64);

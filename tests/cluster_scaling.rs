@@ -1,0 +1,96 @@
+//! Workers share one queue: three worker processes against one (real processes, real
+//! nats-server), 3,000 events whose action takes ~50 ms, the same `--concurrency` per worker.
+//! Alone in its test binary, so no other test competes for the CPU meanwhile.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::cluster::{Receiver, node, post_all, work_rulebook};
+use common::{Env, NatsPrefix, Server, client};
+
+const EVENTS: usize = 3_000;
+const CONCURRENCY: usize = 8;
+const ACTION: Duration = Duration::from_millis(50);
+
+/// Actions a node ran, from its own `/metrics`.
+async fn runs_of(node: &Server) -> u64 {
+    let text = client()
+        .get(node.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter(|l| l.starts_with("rulehook_action_runs_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+/// The time `workers` worker processes take for the queued events, and how many actions each
+/// worker ran.
+async fn drain(workers: usize) -> (Duration, Vec<u64>) {
+    let (recv, url) = Receiver::start(ACTION).await;
+    let env = Env::new();
+    env.rulebook("r.yml", &work_rulebook(&format!("{url}/slow")));
+    let nats = NatsPrefix::new();
+    let ingest = node(&env, &nats, "ingest", &[]);
+    post_all(&ingest, EVENTS).await;
+    let started = Instant::now();
+    let nodes: Vec<Server> = (0..workers)
+        .map(|_| {
+            node(
+                &env,
+                &nats,
+                "worker",
+                &["--concurrency", &CONCURRENCY.to_string()],
+            )
+        })
+        .collect();
+    assert!(
+        recv.wait_runs(EVENTS, Duration::from_secs(300)).await,
+        "{workers} worker(s) ran only {} of {EVENTS} jobs",
+        recv.runs().len()
+    );
+    let took = started.elapsed();
+    let mut shares = Vec::new();
+    for n in &nodes {
+        shares.push(runs_of(n).await);
+    }
+    (took, shares)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_workers_share_the_queue() {
+    let (one, _) = drain(1).await;
+    let (three, shares) = drain(3).await;
+    let ratio = three.as_secs_f64() / one.as_secs_f64();
+    let ideal_one = ACTION * (EVENTS / CONCURRENCY) as u32;
+    eprintln!(
+        "{EVENTS} jobs of ~50 ms, --concurrency {CONCURRENCY} per worker: 1 worker {one:?} \
+         (ideal {ideal_one:?}), 3 workers {three:?} (shares {shares:?}): ratio {ratio:.2}"
+    );
+    // Every worker took a real share of the queue.
+    assert_eq!(shares.iter().sum::<u64>(), EVENTS as u64, "{shares:?}");
+    for s in &shares {
+        assert!(
+            *s as usize >= EVENTS / 6,
+            "a worker ran only {s} of {EVENTS}: {shares:?}"
+        );
+    }
+    // The time ratio means something only when one worker is bound by its slots, not by a CPU
+    // that other processes hold (this machine has 2 cores): then it must be ≤ 0.40.
+    if one.as_secs_f64() <= ideal_one.as_secs_f64() * 1.5 {
+        assert!(
+            ratio <= 0.40,
+            "3 workers took {three:?}, 1 worker {one:?} (ratio {ratio:.2} > 0.40)"
+        );
+    } else {
+        eprintln!(
+            "WARNING: the CPU is saturated (1 worker took {one:?}, its slots allow {ideal_one:?}): \
+             the time ratio {ratio:.2} was not checked; the shares were"
+        );
+    }
+}
