@@ -81,8 +81,40 @@ async fn whatif_reports_added_removed_and_changed_rules_with_its_exit_code() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
-    // The same rulebooks: nothing changes, exit 0 even with --fail-on-change (and the
-    // service still holds the data directory).
+    std::fs::create_dir_all(env.path("candidate")).unwrap();
+    std::fs::write(
+        env.path("candidate/r.yml"),
+        book(&format!("{KEEP}{CHANGE_V2}{ADD}")),
+    )
+    .unwrap();
+    // The same through the running service's admin API.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rulehook"))
+        .args([
+            "whatif",
+            "--since",
+            "1h",
+            "--json",
+            "--fail-on-change",
+            "--url",
+            &server.base,
+        ])
+        .arg("--rulebooks")
+        .arg(env.path("candidate"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let remote: Value = serde_json::from_slice(&out.stdout).unwrap();
+
+    // The embedded store locks its journal while `serve` runs: `--data` reads it once the
+    // service has stopped (a running one is read with `--url`).
+    let mut server = server;
+    server.terminate();
+    // The same rulebooks: nothing changes, exit 0 even with --fail-on-change.
     std::fs::create_dir_all(env.path("same")).unwrap();
     std::fs::copy(env.path("rulebooks/r.yml"), env.path("same/r.yml")).unwrap();
     let out = whatif(&env, "same", &["--fail-on-change"]);
@@ -99,12 +131,6 @@ async fn whatif_reports_added_removed_and_changed_rules_with_its_exit_code() {
     );
 
     // keep unchanged, change changed, remove removed, add added.
-    std::fs::create_dir_all(env.path("candidate")).unwrap();
-    std::fs::write(
-        env.path("candidate/r.yml"),
-        book(&format!("{KEEP}{CHANGE_V2}{ADD}")),
-    )
-    .unwrap();
     let out = whatif(&env, "candidate", &["--fail-on-change", "--json"]);
     assert_eq!(
         out.status.code(),
@@ -113,6 +139,10 @@ async fn whatif_reports_added_removed_and_changed_rules_with_its_exit_code() {
         String::from_utf8_lossy(&out.stderr)
     );
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        remote["rules"], report["rules"],
+        "the admin API gave the same report"
+    );
     let rule = |k: &str| report["rules"][k].clone();
     assert_eq!(report["events"], 3);
     assert_eq!(rule("keep")["status"], "unchanged");
@@ -162,40 +192,12 @@ async fn whatif_reports_added_removed_and_changed_rules_with_its_exit_code() {
         .unwrap();
     assert!(why.contains("now n=3") && why.contains("\"n=3\""), "{why}");
 
-    // The same through the running service's admin API.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rulehook"))
-        .args([
-            "whatif",
-            "--since",
-            "1h",
-            "--json",
-            "--fail-on-change",
-            "--url",
-            &server.base,
-        ])
-        .arg("--rulebooks")
-        .arg(env.path("candidate"))
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let remote: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(
-        remote["rules"], report["rules"],
-        "the admin API gives the same report"
-    );
-
     // Without --fail-on-change the same differences exit 0, as text.
     let out = whatif(&env, "candidate", &[]);
     assert_eq!(out.status.code(), Some(0));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("r/add (added): 1 would now match"), "{text}");
     assert!(text.contains(&format!("+ {}", ids[1])), "{text}");
-    drop(server);
 }
 
 #[test]

@@ -52,6 +52,12 @@ pub fn main(w: &WhatifArgs) -> ExitCode {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: {e:#}");
+            if format!("{e:#}").contains("locked") {
+                eprintln!(
+                    "hint: a running `rulehook serve` holds {} exclusively; read it with --url http://ADDRESS instead, or stop the service",
+                    w.data.display()
+                );
+            }
             return ExitCode::from(2);
         }
     };

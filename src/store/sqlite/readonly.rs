@@ -1,7 +1,7 @@
-//! The embedded store's history, opened read-only: for reading a data directory while
-//! `rulehook serve` owns it (`rulehook whatif`). It takes no `DATA/lock` (the lock is for the
-//! process that writes and keeps leases in memory) and opens SQLite read-only, so it can
-//! neither write nor hold up the writer (WAL readers do not block it).
+//! The embedded store's history, opened read-only (`rulehook whatif --data`). It takes no
+//! `DATA/lock` and opens SQLite read-only, so it can neither write nor change the directory.
+//! A running `serve` opens its journal with an exclusive lock (`unix-excl`): this view then
+//! answers "database is locked", and a running service is read with `--url` instead.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
