@@ -57,7 +57,14 @@ async fn main() {
                 let body =
                     bytes::Bytes::from(format!(r#"{{"n":{n},"pad":"{}"}}"#, "x".repeat(200)));
                 let v = Verifier::None
-                    .verify("open", &HeaderMap::new(), &body, None, SystemTime::now())
+                    .verify(
+                        "open",
+                        &HeaderMap::new(),
+                        &body,
+                        rulehook::body::BodyFormat::Json,
+                        None,
+                        SystemTime::now(),
+                    )
                     .expect("verify");
                 engine.ingest(v).await.expect("ingest").id
             }));

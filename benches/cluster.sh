@@ -18,7 +18,10 @@ TOOLS="python3 benches/cluster_tools.py"
 WORK=$(mktemp -d)
 PIDS=""
 NATS_PID=""
-cleanup() { for p in $PIDS $NATS_PID; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
+cleanup() {
+  for p in $PIDS $(cat "$WORK/node.pids" 2>/dev/null) $NATS_PID; do kill "$p" 2>/dev/null || true; done
+  rm -rf "$WORK"
+}
 trap cleanup EXIT
 RECV_PORT=$((20000 + $$ % 20000))
 if [ -z "${NATS:-}" ]; then
@@ -46,7 +49,7 @@ node() { # $1 = name, then serve arguments; prints the base URL
   log="$WORK/$1.log"; shift
   RUST_LOG=warn "$BIN" serve --rulebooks "$WORK/rb" --scripts "$WORK/scripts" --templates "$WORK/templates" \
     --listen 127.0.0.1:0 "$@" > "$log" 2>&1 &
-  PIDS="$PIDS $!"
+  echo $! >> "$WORK/node.pids"
   for _ in $(seq 100); do
     u=$(sed -n 's/^listening on //p' "$log" | head -1)
     [ -n "$u" ] && { echo "$u"; return; }
@@ -54,7 +57,13 @@ node() { # $1 = name, then serve arguments; prints the base URL
   done
   echo "node did not start: $(cat "$log")" >&2; exit 1
 }
-stop_nodes() { for p in $PIDS; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; PIDS=""; }
+stop_nodes() { # the nodes and receivers started so far (not the NATS server)
+  for p in $PIDS $(cat "$WORK/node.pids" 2>/dev/null); do
+    kill "$p" 2>/dev/null || true
+    while kill -0 "$p" 2>/dev/null; do sleep 0.1; done
+  done
+  PIDS=""; : > "$WORK/node.pids"
+}
 port() { echo "$1" | sed 's/.*://'; }
 prefix() { echo "bench$$_$1"; }
 wrk_post() { # $1 = base URL

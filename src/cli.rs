@@ -1,4 +1,7 @@
-//! The command line: `serve`, `check`, `test` (spec §1). `anyhow` lives here, at the edge.
+//! The command line: `serve`, `check`, `test`, `send` (spec §1), and the history commands
+//! (`cli/history.rs`). `anyhow` lives here, at the edge.
+
+mod history;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -45,6 +48,16 @@ pub enum Command {
     /// Replay stored events through candidate rulebooks without running anything; report
     /// per rule what would now match, no longer match, or run differently.
     Whatif(WhatifArgs),
+    /// List a running service's events, newest first (admin API; see --url).
+    Events(history::EventsArgs),
+    /// One event's timeline: matches and why not, runs, outputs.
+    Event(history::IdArgs),
+    /// List jobs, e.g. `--status failed` for the dead letters.
+    Jobs(history::JobsArgs),
+    /// Send a stored event through the current rules again, as a new event.
+    Replay(history::IdArgs),
+    /// Queue a dead letter (a job that failed for good) again.
+    Rerun(history::IdArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -80,18 +93,25 @@ pub struct SendArgs {
     /// (secret = user:password), bearer, hmac, none.
     #[arg(long)]
     pub kind: String,
-    /// The shared secret (also read from RULEHOOK_SEND_SECRET).
-    #[arg(long, env = "RULEHOOK_SEND_SECRET", default_value = "")]
-    pub secret: String,
+    /// The shared secret (also read from RULEHOOK_SEND_SECRET); required except for `none`.
+    #[arg(long, env = "RULEHOOK_SEND_SECRET")]
+    pub secret: Option<String>,
     /// The body file; `-` or nothing reads standard input.
     #[arg(long)]
     pub file: Option<PathBuf>,
     /// The body file, as a positional `-` for standard input.
     #[arg(value_name = "FILE|-")]
     pub positional: Option<PathBuf>,
-    /// For `--kind hmac`: the signature header.
+    /// An extra request header, `Name: value` (repeatable); it replaces a header of the same
+    /// name that signing adds (e.g. `--header 'X-GitHub-Event: push'`).
+    #[arg(long = "header", value_name = "NAME: VALUE")]
+    pub headers: Vec<String>,
+    /// The body's Content-Type.
+    #[arg(long, default_value = "application/json")]
+    pub content_type: String,
+    /// For `--kind hmac`: the signature header (`--header NAME` without a value also sets it).
     #[arg(long, default_value = "x-signature")]
-    pub header: String,
+    pub signature_header: String,
     /// For `--kind hmac`: sha1, sha256 or sha512.
     #[arg(long, default_value = "sha256")]
     pub algorithm: String,
@@ -108,10 +128,13 @@ pub struct SendArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct DirArgs {
+    /// The rulebooks: every *.yml / *.yaml file in this directory (see docs/rulebooks.md).
     #[arg(long, env = "RULEHOOK_RULEBOOKS", default_value = "./rulebooks")]
     pub rulebooks: PathBuf,
+    /// Where `run_script` finds its scripts (a script outside it is refused).
     #[arg(long, env = "RULEHOOK_SCRIPTS", default_value = "./scripts")]
     pub scripts: PathBuf,
+    /// Where `body_template` and `{% include %}` find template files.
     #[arg(long, env = "RULEHOOK_TEMPLATES", default_value = "./templates")]
     pub templates: PathBuf,
 }
@@ -130,7 +153,7 @@ impl DirArgs {
 pub struct ServeArgs {
     #[command(flatten)]
     pub dirs: DirArgs,
-    /// Where the journal lives.
+    /// Where the embedded store keeps events, jobs and the history (one process at a time).
     #[arg(long, env = "RULEHOOK_DATA", default_value = "./data")]
     pub data: PathBuf,
     /// Where events, jobs and the history are kept: `embedded` (SQLite in --data, one node) or
@@ -151,9 +174,11 @@ pub struct ServeArgs {
     /// jobs, accepts no webhooks). Roles other than `all` need a shared store (--store nats://…).
     #[arg(long, env = "RULEHOOK_ROLE", value_enum, default_value_t = crate::engine::Role::All)]
     pub role: crate::engine::Role,
+    /// The address to serve HTTP(S) on; port 0 picks a free one (the printed line says which).
     #[arg(long, env = "RULEHOOK_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
-    /// How many jobs (matched rules) may run at once.
+    /// Workers: how many jobs (matched rules) run at once, which also bounds the scripts and
+    /// outbound requests running at once.
     #[arg(long, env = "RULEHOOK_CONCURRENCY", default_value_t = 8)]
     pub concurrency: usize,
     /// Finished events, their jobs and attempts older than this are pruned (pending jobs and
@@ -235,9 +260,11 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 
 #[derive(Debug, Clone, Args)]
 pub struct TestArgs {
-    /// The event body (JSON) to test. A file with several JSON values (one after the other,
-    /// e.g. one per line), or a folder of `.json` files (in name order), is a sequence: each
-    /// event is shown with what every correlation rule holds and waits for.
+    /// The event body to test (`-` reads standard input); decoded as the source's `format`
+    /// says (JSON without --source; a `--header 'Content-Type: …'` guides `auto`). A file with
+    /// several JSON values (one after the other, e.g. one per line), or a folder of `.json`
+    /// files (in name order), is a sequence: each event is shown with what every correlation
+    /// rule holds and waits for.
     #[arg(long)]
     pub event: PathBuf,
     /// In a sequence, the time between two events (correlation windows are measured in it).
@@ -270,6 +297,11 @@ pub fn main() -> ExitCode {
         },
         Command::Send(a) => run_async(send(a)),
         Command::Whatif(w) => whatif::main(&w),
+        Command::Events(a) => run_async(history::events(a)),
+        Command::Event(a) => run_async(history::event(a)),
+        Command::Jobs(a) => run_async(history::jobs(a)),
+        Command::Replay(a) => run_async(history::replay(a)),
+        Command::Rerun(a) => run_async(history::rerun(a)),
         Command::Serve(s) => run_async(serve(s)),
     }
 }
@@ -310,6 +342,12 @@ fn check(d: &DirArgs) -> ExitCode {
             for w in &set.warnings {
                 eprintln!("warning: {w}");
             }
+            if set.rules.is_empty() && set.sources.is_empty() {
+                eprintln!(
+                    "warning: {} holds no rulebook (*.yml, *.yaml)",
+                    d.rulebooks.display()
+                );
+            }
             println!(
                 "ok: {} source(s), {} rule(s) in {}",
                 set.sources.len(),
@@ -327,23 +365,29 @@ fn test(t: &TestArgs) -> anyhow::Result<ExitCode> {
         Ok(s) => s,
         Err(code) => return Ok(code),
     };
-    let mut bodies = read_events(&t.event)?;
-    if bodies.len() > 1 {
-        if let Some(s) = &t.source
-            && set.source(s).is_none()
-        {
-            anyhow::bail!("no source named `{s}` in {}", t.dirs.rulebooks.display());
+    if t.event.as_os_str() != "-" {
+        let several = if t.event.is_dir() {
+            Some(read_events(&t.event)?)
+        } else {
+            read_events(&t.event).ok().filter(|b| b.len() > 1)
+        };
+        if let Some(bodies) = several {
+            if let Some(s) = &t.source
+                && set.source(s).is_none()
+            {
+                anyhow::bail!("no source named `{s}` in {}", t.dirs.rulebooks.display());
+            }
+            return sequence(t, &set, bodies);
         }
-        return sequence(t, &set, bodies);
     }
-    let Some((_, body)) = bodies.pop() else {
-        anyhow::bail!("{} holds no event", t.event.display());
+    let raw = read_body(Some(&t.event))?;
+    let format = match &t.source {
+        Some(s) => match set.source(s) {
+            Some(src) => src.format,
+            None => anyhow::bail!("no source named `{s}` in {}", t.dirs.rulebooks.display()),
+        },
+        None => crate::body::BodyFormat::Json,
     };
-    if let Some(s) = &t.source
-        && set.source(s).is_none()
-    {
-        anyhow::bail!("no source named `{s}` in {}", t.dirs.rulebooks.display());
-    }
     let mut headers = serde_json::Map::new();
     for h in &t.headers {
         let (n, v) = h
@@ -354,11 +398,17 @@ fn test(t: &TestArgs) -> anyhow::Result<ExitCode> {
             Value::String(v.trim().to_string()),
         );
     }
+    let content_type = headers.get("content-type").and_then(Value::as_str);
+    let (body, _) = format
+        .decode(content_type, &raw)
+        .with_context(|| format!("{} (format {})", t.event.display(), format.name()))?;
     let doc = EventDoc::new(body.clone());
     let mut report = Vec::new();
     for v in set.explain(t.source.as_deref(), &doc) {
         let rule = &set.rules[v.rule];
         let mut actions = Vec::new();
+        let mut on_failure = Vec::new();
+        let mut throttle = Value::Null;
         if v.matched {
             let meta = json!({
                 "id": "test", "source": t.source.clone().unwrap_or_default(),
@@ -381,10 +431,36 @@ fn test(t: &TestArgs) -> anyhow::Result<ExitCode> {
                     Err(e) => json!({"render_error": e}),
                 });
             }
+            // What would run if an action failed for good (a placeholder failure).
+            for (i, a) in rule.on_failure.iter().enumerate() {
+                let failure = json!({
+                    "action": rule.actions.first().map(|a| a.kind()).unwrap_or(""),
+                    "error": "<the error>", "attempts": 1, "exit_code": 1,
+                    "stdout": "<stdout>", "stderr": "<stderr>", "status": 500, "body": "<body>",
+                });
+                let previous = if i == 0 {
+                    Value::Null
+                } else {
+                    json!({"exit_code": 0, "stdout": format!("<stdout of on_failure action {}>", i - 1)})
+                };
+                let ctx = crate::templates::context(
+                    json!({"event": body, "meta": meta, "previous": previous, "failure": failure}),
+                );
+                on_failure.push(match a.render(&set.templates, &ctx) {
+                    Ok(r) => r.for_history(),
+                    Err(e) => json!({"render_error": e}),
+                });
+            }
+            if let Some(t) = &rule.throttle {
+                throttle = json!({
+                    "once_within": crate::units::format_duration(t.window),
+                    "group": t.group(&body),
+                });
+            }
         }
         report.push(json!({
             "rulebook": rule.rulebook, "rule": rule.name, "matched": v.matched,
-            "why_not": v.why, "actions": actions,
+            "why_not": v.why, "actions": actions, "on_failure": on_failure, "throttle": throttle,
         }));
     }
     if t.json {
@@ -398,8 +474,18 @@ fn test(t: &TestArgs) -> anyhow::Result<ExitCode> {
             );
             if r["matched"] == true {
                 println!("MATCH    {name}");
+                if let Some(t) = r["throttle"].as_object() {
+                    println!(
+                        "         throttle: once within {} per group {} (a repeat in the window runs nothing)",
+                        t["once_within"].as_str().unwrap_or(""),
+                        t["group"].as_str().unwrap_or("")
+                    );
+                }
                 for a in r["actions"].as_array().into_iter().flatten() {
-                    println!("         would run: {a}");
+                    println!("         would run: {}", readable(a));
+                }
+                for a in r["on_failure"].as_array().into_iter().flatten() {
+                    println!("         on failure: {}", readable(a));
                 }
             } else {
                 println!("no match {name}");
@@ -638,6 +724,31 @@ fn sequence(t: &TestArgs, set: &RuleSet, events: Vec<(String, Value)>) -> anyhow
     Ok(ExitCode::SUCCESS)
 }
 
+/// A rendered action for `test`'s text output: timeouts as durations (`5m`), not milliseconds.
+fn readable(a: &Value) -> Value {
+    let mut a = a.clone();
+    fn walk(v: &mut Value) {
+        match v {
+            Value::Object(m) => {
+                for (k, x) in m.iter_mut() {
+                    if k == "timeout"
+                        && let Some(ms) = x.as_u64()
+                    {
+                        *x =
+                            Value::String(crate::units::format_duration(Duration::from_millis(ms)));
+                    } else {
+                        walk(x);
+                    }
+                }
+            }
+            Value::Array(items) => items.iter_mut().for_each(walk),
+            _ => {}
+        }
+    }
+    walk(&mut a);
+    a
+}
+
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // Before the rules load: sources register their metric handles with it.
     let metrics = crate::telemetry::install_metrics();
@@ -658,6 +769,25 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     for w in &set.warnings {
         tracing::warn!("{w}");
+    }
+    let rulebooks: std::collections::HashSet<&str> = set
+        .sources
+        .iter()
+        .map(|s| s.rulebook.as_str())
+        .chain(set.rules.iter().map(|r| r.rulebook.as_str()))
+        .collect();
+    tracing::info!(
+        dir = %dirs.rulebooks.display(),
+        rulebooks = rulebooks.len(),
+        rules = set.rules.len(),
+        sources = set.sources.len(),
+        "rulebooks loaded"
+    );
+    if set.rules.is_empty() {
+        tracing::warn!(
+            dir = %dirs.rulebooks.display(),
+            "no rules loaded: events are stored but nothing runs (see docs/rulebooks.md)"
+        );
     }
     let guard = args.guard.guard()?;
     let store = open_store(&args).await?;
@@ -717,6 +847,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     crate::actions::groups::record_in(&running)
         .with_context(|| format!("cannot create {}", running.display()))?;
     let engine = Engine::new(store, set, settings);
+    let depth = engine.store().queue.depth();
+    tracing::info!(
+        pending = depth.ready + depth.delayed,
+        more_in_storage = depth.spilled,
+        concurrency = args.concurrency,
+        "jobs recovered from the store"
+    );
     engine.start();
     let reloader = crate::reload::Reloader::new(dirs, engine.clone());
     reloader.spawn();
@@ -746,6 +883,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     .await?;
     tracing::info!("no longer accepting events; waiting for running actions");
     engine.shutdown(args.grace).await;
+    tracing::info!("stopped");
     Ok(())
 }
 
@@ -779,27 +917,62 @@ async fn open_store(args: &ServeArgs) -> anyhow::Result<Store> {
     Ok(store)
 }
 
-async fn send(a: SendArgs) -> anyhow::Result<()> {
+/// A body from a file, or from standard input for `-` or no file.
+fn read_body(path: Option<&std::path::Path>) -> anyhow::Result<Vec<u8>> {
     use std::io::Read;
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let path = a.file.clone().or(a.positional.clone());
-    let body = match path {
+    match path {
         Some(p) if p.as_os_str() != "-" => {
-            std::fs::read(&p).with_context(|| format!("cannot read {}", p.display()))?
+            std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))
         }
         _ => {
             let mut b = Vec::new();
             std::io::stdin()
                 .read_to_end(&mut b)
                 .context("cannot read standard input")?;
-            b
+            Ok(b)
         }
-    };
+    }
+}
+
+async fn send(a: SendArgs) -> anyhow::Result<()> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let path = a.file.clone().or(a.positional.clone());
+    let body = read_body(path.as_deref())?;
     let now = std::time::SystemTime::now();
-    let headers = if a.kind == "hmac" {
+    if !crate::verify::KINDS.contains(&a.kind.as_str()) || a.kind == "internal" {
+        anyhow::bail!(
+            "unknown kind `{}`; expected one of: {}",
+            a.kind,
+            crate::verify::KINDS
+                .iter()
+                .filter(|k| **k != "internal")
+                .copied()
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    let secret = match (&a.secret, a.kind.as_str()) {
+        (_, "none") => String::new(),
+        (Some(s), _) if !s.is_empty() => s.clone(),
+        _ => anyhow::bail!(
+            "--secret is required for kind `{}` (or set RULEHOOK_SEND_SECRET)",
+            a.kind
+        ),
+    };
+    let mut extra = Vec::new();
+    let mut signature_header = a.signature_header.clone();
+    for h in &a.headers {
+        match h.split_once(':') {
+            Some((n, v)) => extra.push((n.trim().to_ascii_lowercase(), v.trim().to_string())),
+            // `--kind hmac --header X-Sig`: the signature header (the older spelling).
+            None if a.kind == "hmac" => signature_header = h.trim().to_string(),
+            None => anyhow::bail!("header `{h}` must be `Name: value`"),
+        }
+    }
+    let mut headers = if a.kind == "hmac" {
         let alg = crate::verify::Algorithm::parse(&a.algorithm)
             .with_context(|| format!("algorithm `{}`: use sha1, sha256 or sha512", a.algorithm))?;
-        let mac = crate::verify::mac::sign(alg, a.secret.as_bytes(), &[&body]);
+        let mac = crate::verify::mac::sign(alg, secret.as_bytes(), &[&body]);
         let sig = match a.encoding.as_str() {
             "hex" => hex::encode(mac),
             "base64" => {
@@ -808,27 +981,44 @@ async fn send(a: SendArgs) -> anyhow::Result<()> {
             }
             other => anyhow::bail!("encoding `{other}`: use hex or base64"),
         };
-        vec![(a.header.to_ascii_lowercase(), format!("{}{sig}", a.prefix))]
+        vec![(
+            signature_header.to_ascii_lowercase(),
+            format!("{}{sig}", a.prefix),
+        )]
     } else {
-        crate::verify::sign_like(&a.kind, &a.secret, &body, now)
-            .with_context(|| format!("unknown kind `{}`", a.kind))?
+        crate::verify::sign_like(&a.kind, &secret, &body, now).with_context(|| {
+            format!(
+                "the secret is not a valid `{}` key: expected `whsec_` followed by base64",
+                a.kind
+            )
+        })?
     };
+    headers.retain(|(n, _)| !extra.iter().any(|(e, _)| e == n));
+    headers.extend(extra);
     let client = reqwest::Client::builder()
         .danger_accept_invalid_certs(a.insecure)
         .timeout(Duration::from_secs(30))
         .user_agent(concat!("rulehook/", env!("CARGO_PKG_VERSION")))
         .build()?;
-    let mut req = client
-        .post(&a.url)
-        .header("content-type", "application/json")
-        .body(body);
+    let mut req = client.post(&a.url).body(body);
+    if !headers.iter().any(|(n, _)| n == "content-type") {
+        req = req.header("content-type", a.content_type.as_str());
+    }
     for (k, v) in &headers {
         req = req.header(k.as_str(), v.as_str());
     }
-    let resp = req
-        .send()
-        .await
-        .with_context(|| format!("cannot POST to {}", a.url))?;
+    let resp = match req.send().await {
+        Ok(r) => r,
+        Err(e) => {
+            let cause = crate::actions::http::error_chain(&e);
+            let hint = if !a.insecure && is_certificate_error(&cause) {
+                "\nhint: the receiver's certificate is not trusted (self-signed?); add --insecure to accept it"
+            } else {
+                ""
+            };
+            anyhow::bail!("cannot POST to {}: {cause}{hint}", a.url);
+        }
+    };
     let status = resp.status();
     let text = resp.text().await.unwrap_or_default();
     println!("{}", status.as_u16());
@@ -837,6 +1027,11 @@ async fn send(a: SendArgs) -> anyhow::Result<()> {
         anyhow::bail!("the receiver answered {status}");
     }
     Ok(())
+}
+
+fn is_certificate_error(cause: &str) -> bool {
+    let c = cause.to_ascii_lowercase();
+    c.contains("certificate") || c.contains("unknownissuer") || c.contains("invalid peer")
 }
 
 async fn shutdown_signal() {

@@ -5,6 +5,7 @@
 //! See `docs/architecture.md`.
 
 pub mod actions;
+pub mod body;
 pub mod cli;
 pub mod domain;
 pub mod engine;

@@ -96,7 +96,9 @@ impl Reloader {
         }
         match crate::rules::load(&self.dirs) {
             Ok(set) => {
-                for w in &set.warnings {
+                // Warnings already given (at start or a reload before) are not repeated.
+                let before = self.engine.rules();
+                for w in set.warnings.iter().filter(|w| !before.warnings.contains(w)) {
                     tracing::warn!("{w}");
                 }
                 let mut st = self.status.lock().unwrap_or_else(|e| e.into_inner());

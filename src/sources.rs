@@ -10,6 +10,7 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 
 use ipnet::IpNet;
 
+use crate::body::BodyFormat;
 use crate::verify::Verifier;
 
 /// One compiled `sources:` entry.
@@ -19,6 +20,8 @@ pub struct Source {
     /// URL path it is served on (`/hooks/<name>` unless set); internal sources have none.
     pub path: Option<String>,
     pub verifier: Verifier,
+    /// What its body is (`format:`): decoded after verification.
+    pub format: BodyFormat,
     pub max_body: usize,
     pub allow_from: Vec<IpNet>,
     /// Overrides the kind's default de-duplication window; zero disables it.
@@ -130,6 +133,7 @@ mod tests {
             name: "x".into(),
             path: None,
             verifier: Verifier::None,
+            format: BodyFormat::Json,
             max_body: 1,
             allow_from: vec!["10.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()],
             dedup_window: None,

@@ -36,6 +36,8 @@ pub struct Templates {
     env: Environment<'static>,
     /// Inline sources already compiled, so 10,000 rules with the same message share one.
     inline: std::collections::HashMap<String, String>,
+    /// Where each inline template was written (`rulebooks/x.yml:12:20`), for render errors.
+    origins: std::collections::HashMap<String, String>,
 }
 
 impl Default for Templates {
@@ -61,6 +63,7 @@ impl Default for Templates {
         Templates {
             env,
             inline: Default::default(),
+            origins: Default::default(),
         }
     }
 }
@@ -149,6 +152,27 @@ impl Templates {
         Ok(Text::Template(name))
     }
 
+    /// Records where the inline template `name` was written.
+    pub fn set_origin(&mut self, name: &str, origin: String) {
+        self.origins.entry(name.to_string()).or_insert(origin);
+    }
+
+    /// The top-level names `name` reads that neither it nor the environment defines (the
+    /// variables its context must provide), sorted.
+    pub fn free_names(&self, name: &str) -> Vec<String> {
+        let Ok(tmpl) = self.env.get_template(name) else {
+            return Vec::new();
+        };
+        let globals: std::collections::HashSet<&str> = self.env.globals().map(|(k, _)| k).collect();
+        let mut names: Vec<String> = tmpl
+            .undeclared_variables(false)
+            .into_iter()
+            .filter(|n| !globals.contains(n.as_str()))
+            .collect();
+        names.sort();
+        names
+    }
+
     /// Compiles an inline body meant as JSON: values are escaped as JSON (see [`JSON_BODY`]).
     pub fn inline_json(&mut self, name: String, source: &str) -> Result<Text, String> {
         if !source.contains("{{") && !source.contains("{%") && !source.contains("{#") {
@@ -204,8 +228,26 @@ impl Templates {
                 .env
                 .get_template(name)
                 .and_then(|t| t.render(ctx))
-                .map_err(|e| describe(&e)),
+                .map_err(|e| self.locate(describe(&e), &e)),
         }
+    }
+}
+
+impl Templates {
+    /// Replaces minijinja's `(in <internal name>:<line>)` by where the template was written:
+    /// the rulebook's file, line and column for inline templates, `templates/<file>:<line>`
+    /// for files.
+    fn locate(&self, msg: String, e: &minijinja::Error) -> String {
+        let (Some(name), Some(line)) = (e.name(), e.line()) else {
+            return msg;
+        };
+        let internal = format!("(in {name}:{line})");
+        let place = match self.origins.get(name) {
+            Some(origin) if line == 1 => format!("(in the template at {origin})"),
+            Some(origin) => format!("(in the template at {origin}, its line {line})"),
+            None => format!("(in templates/{name}:{line})"),
+        };
+        msg.replace(&internal, &place)
     }
 }
 

@@ -35,6 +35,22 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         .ok_or_else(|| format!("duration `{t}` is too large: at most 36500d (100 years)"))
 }
 
+/// A duration as rulebooks write it: `5m`, `30s`, `7d`, `1500ms` (the largest exact unit).
+pub fn format_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    for (unit, size) in [
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1_000),
+    ] {
+        if ms >= size && ms.is_multiple_of(size) {
+            return format!("{}{unit}", ms / size);
+        }
+    }
+    format!("{ms}ms")
+}
+
 /// Parses a size: a number of bytes, or a number with `B`, `KiB`, `MiB`, `GiB`, `KB`, `MB`.
 pub fn parse_size(text: &str) -> Result<u64, String> {
     let t = text.trim();
@@ -84,5 +100,12 @@ mod tests {
         assert_eq!(parse_size("64KiB"), Ok(65536));
         assert_eq!(parse_size("100"), Ok(100));
         assert!(parse_size("1 parsec").is_err());
+    }
+
+    #[test]
+    fn durations_print_as_written() {
+        for t in ["5m", "30s", "7d", "1500ms", "2h", "0ms"] {
+            assert_eq!(format_duration(parse_duration(t).unwrap()), t);
+        }
     }
 }

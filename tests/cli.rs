@@ -73,7 +73,7 @@ fn shipped_rulebooks_check_clean() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("4 source(s)"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("8 source(s)"));
 }
 
 #[test]
@@ -122,5 +122,279 @@ fn test_explains_matches_and_non_matches() {
     assert!(
         text.contains("`$.test != true` is false ($.test is true)"),
         "{text}"
+    );
+}
+
+/// `rulehook check` on one rulebook: its stderr.
+fn check_one(yaml: &str) -> String {
+    let env = Env::new();
+    env.rulebook("t.yml", yaml);
+    let out = env.cmd(&["check"]).output().unwrap();
+    assert!(!out.status.success());
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn with_condition(c: &str) -> String {
+    format!(
+        "rules:\n  - name: r\n    condition: '{c}'\n    actions:\n      - log: {{ message: hi }}\n"
+    )
+}
+
+#[test]
+fn jsonpath_errors_point_at_the_mistake_with_a_fix() {
+    // Column 17 is the condition's first character.
+    for (cond, col, want) in [
+        (r#"$.a = "x""#, 21, "`=` is not an operator: write `==`"),
+        (r#"$.a =! "x""#, 21, "`=!` is not an operator: write `!=`"),
+        ("$.a == ", 21, "`==` needs a value on its right"),
+        (
+            r#"$.details.Assurance Issue Status == "x""#,
+            26,
+            "keys with spaces need brackets: `$.details['Assurance Issue Status']`",
+        ),
+        (
+            r#"$.tags[*] == "core""#,
+            17,
+            r#"use a filter, `$.tags[?@ == "core"]`"#,
+        ),
+    ] {
+        let err = check_one(&with_condition(cond));
+        assert!(
+            err.contains(&format!("t.yml:3:{col}: condition `{cond}`: ")),
+            "{err}"
+        );
+        assert!(err.contains(want), "{err}");
+        assert!(!err.contains("not a valid JSONPath query"), "{err}");
+    }
+}
+
+#[test]
+fn yaml_errors_say_what_to_do_once() {
+    let err = check_one(
+        "rules:\n  - name: r\n    condtion: '$.a'\n    actions:\n      - log: { message: hi }\n",
+    );
+    assert!(
+        err.contains("t.yml:3:5: unknown key `condtion`; did you mean `condition`?"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("at line"),
+        "the position is printed once: {err}"
+    );
+
+    let err = check_one(
+        "rules:\n  - name: r\n    condition: '$.a'\n   actions:\n      - log: { message: hi }\n",
+    );
+    assert!(
+        err.contains("line 4 has `actions:` indented 3 spaces"),
+        "{err}"
+    );
+
+    let err = check_one("rules:\n  - name: r\n    actions:\n    - log:\n      message: hi\n");
+    assert!(
+        err.contains(
+            "`log:` has no value; if its fields are on the next lines, indent them further"
+        ),
+        "{err}"
+    );
+
+    let err = check_one("sources:\n  - { name: eem, kind: bearer, token: abc }\n");
+    assert!(err.contains("a source's credential is `secret`"), "{err}");
+}
+
+#[test]
+fn one_bad_source_does_not_cascade() {
+    let env = Env::new();
+    env.rulebook(
+        "a.yml",
+        "sources:\n  - { name: eem, kind: bearr, secret: x }\n  - { name: am, kind: bearer, secret: x }\nrules:\n  - name: r1\n    sources: [eem, am]\n    actions:\n      - log: { message: hi }\n",
+    );
+    env.rulebook(
+        "b.yml",
+        "sources:\n  - { name: gh, kind: github, token: x }\n",
+    );
+    env.rulebook(
+        "c.yml",
+        "rules:\n  - name: r2\n    sources: [eem]\n    actions:\n      - log: { message: hi }\n  - name: r3\n    sources: [gh]\n    actions:\n      - log: { message: hi }\n  - name: r4\n    sources: [amm]\n    actions:\n      - log: { message: hi }\n",
+    );
+    let out = env.cmd(&["check"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("unknown source kind `bearr`; did you mean `bearer`?"),
+        "{err}"
+    );
+    assert!(err.contains("b.yml:2:31: unknown key `token`"), "{err}");
+    assert!(
+        err.contains(
+            "rule `r4` names source `amm`, which no rulebook declares; did you mean `am`?"
+        ),
+        "{err}"
+    );
+    assert!(err.contains("3 error(s)"), "only the three causes: {err}");
+}
+
+#[test]
+fn template_names_that_cannot_exist_fail_check_at_their_column() {
+    let env = Env::new();
+    std::fs::write(
+        env.path("templates").join("note.md.j2"),
+        "Snapshot {{ snapshot_id }} failed: {{ failure.error }}\n",
+    )
+    .unwrap();
+    env.rulebook(
+        "t.yml",
+        r#"sources:
+  - { name: s, kind: none }
+rules:
+  - name: r
+    actions:
+      - log: { message: "x {{ evnt.x }}" }
+      - log: { message: "{{ previous.stdout }} {{ failure.error }}" }
+  - name: r2
+    actions:
+      - log: { message: "{{ previous }}" }
+    on_failure:
+      - log: { message: "{{ failure.error }} after {{ previous }}" }
+      - post_webhook: { url: "http://127.0.0.1:9/", body_template: note.md.j2, content_type: text/plain }
+"#,
+    );
+    let out = env.cmd(&["check"]).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    for want in [
+        "t.yml:6:31: message: `evnt` is not defined; did you mean `event`?",
+        "t.yml:7:51: message: `failure` exists only in `on_failure` actions",
+        "t.yml:10:29: message: `previous` is the previous action's result, and the first action of a rule has none",
+        "t.yml:13:68: body_template `note.md.j2`: `snapshot_id` is not defined: the event's fields are under `event`",
+    ] {
+        assert!(err.contains(want), "missing {want:?} in\n{err}");
+    }
+    assert!(err.contains("4 error(s)"), "{err}");
+}
+
+#[test]
+fn a_render_error_names_the_variable_rule_and_where_the_template_is() {
+    let env = Env::new();
+    env.rulebook(
+        "t.yml",
+        "sources:\n  - { name: s, kind: none }\nrules:\n  - name: r\n    actions:\n      - log: { message: \"x {{ event.snapshot.idd }}\" }\n",
+    );
+    std::fs::write(env.path("ev.json"), r#"{"snapshot": {"id": 1}}"#).unwrap();
+    let out = env
+        .cmd(&["test", "--event", env.path("ev.json").to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("`event.snapshot.idd` is undefined (in the template at ")
+            && text.contains("t.yml:6:26)"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("t/r/0"),
+        "internal names stay internal: {text}"
+    );
+}
+
+#[test]
+fn test_shows_throttles_on_failure_and_durations() {
+    let ev = repo_path("rulebooks/events/ipfabric-discover-completed.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_rulehook"))
+        .args([
+            "test",
+            "--event",
+            ev.to_str().unwrap(),
+            "--source",
+            "ipfabric",
+        ])
+        .arg("--rulebooks")
+        .arg(repo_path("rulebooks"))
+        .arg("--scripts")
+        .arg(repo_path("scripts"))
+        .arg("--templates")
+        .arg(repo_path("templates"))
+        .env("GITHUB_TOKEN", "test-token")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("\"timeout\":\"5m\""), "{text}");
+    assert!(!text.contains("300000"), "{text}");
+    assert!(
+        text.contains("on failure: {\"open_ticket\"")
+            && text.contains("Remediation failed for snapshot a6b1d1a4"),
+        "{text}"
+    );
+    let ev = repo_path("rulebooks/events/alertmanager-firing.json");
+    let out = shipped(&[
+        "test",
+        "--event",
+        ev.to_str().unwrap(),
+        "--source",
+        "alertmanager",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("throttle: once within 10m per group"),
+        "{text}"
+    );
+}
+
+#[test]
+fn requires_env_skips_a_rule_or_an_action_with_one_warning() {
+    let env = Env::new();
+    env.rulebook(
+        "t.yml",
+        "sources:\n  - { name: s, kind: none }\nrules:\n  - name: r\n    requires_env: [RULEHOOK_SURELY_UNSET_A]\n    actions:\n      - log: { message: hi }\n  - name: r2\n    actions:\n      - log: { message: hi }\n      - post_webhook: { requires_env: [RULEHOOK_SURELY_UNSET_B], url: 'http://127.0.0.1:9/', body: '{}' }\n",
+    );
+    let out = env.cmd(&["check"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("t.yml:4: rule `r` is skipped because RULEHOOK_SURELY_UNSET_A is not set"),
+        "{err}"
+    );
+    assert!(
+        err.contains("t.yml:11: rule `r2`: `post_webhook` is skipped because RULEHOOK_SURELY_UNSET_B is not set"),
+        "{err}"
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("1 rule(s)"));
+}
+
+#[test]
+fn every_serve_flag_has_help_text() {
+    let out = Command::new(env!("CARGO_BIN_EXE_rulehook"))
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = help.lines().collect();
+    let mut flags = 0;
+    for (i, l) in lines.iter().enumerate() {
+        if l.trim_start().starts_with("--") || l.trim_start().starts_with("-h,") {
+            flags += 1;
+            let next = lines.get(i + 1).map(|n| n.trim()).unwrap_or("");
+            assert!(
+                !next.is_empty() && !next.starts_with('[') && !next.starts_with("--"),
+                "`{}` has no help text:\n{help}",
+                l.trim()
+            );
+        }
+    }
+    assert!(flags > 10, "{help}");
+    assert!(
+        help.contains("how many jobs (matched rules) run at once"),
+        "{help}"
+    );
+}
+
+#[test]
+fn kind_none_warns_with_file_and_line() {
+    let env = Env::new();
+    env.rulebook("t.yml", "sources:\n  - name: open\n    kind: none\n");
+    let out = env.cmd(&["check"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("t.yml:3: source `open` has kind `none`"),
+        "{err}"
     );
 }

@@ -16,6 +16,9 @@ fn serve_shipped(tmp: &std::path::Path, vars: &[(&str, String)]) -> (std::proces
         .current_dir(repo_path(""))
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(tmp.join("serve.log")).unwrap());
+    // Only what the test gives: tokens from the developer's shell would change what runs.
+    cmd.env_remove("GITHUB_TOKEN")
+        .env_remove("GITLAB_TRIGGER_TOKEN");
     for (k, v) in vars {
         cmd.env(k, v);
     }
@@ -67,6 +70,8 @@ async fn shipped_examples_work_end_to_end() {
             ("CATALYST_LOG", logs("catalyst.log")),
             ("GITHUB_API_URL", api.clone()),
             ("GITLAB_API_URL", api.clone()),
+            ("GITHUB_TOKEN", "test-github-token".to_string()),
+            ("GITLAB_TRIGGER_TOKEN", "test-gitlab-token".to_string()),
         ],
     );
     let c = client();
@@ -136,6 +141,10 @@ async fn shipped_examples_work_end_to_end() {
     let log = std::fs::read_to_string(tmp.path().join("serve.log")).unwrap();
     assert!(log.contains("Infrahub device atl1-edge1"), "{log}");
     assert!(!log.contains("change-me-"), "a secret reached the log");
+    assert!(
+        !log.contains("test-github-token"),
+        "a token reached the log"
+    );
 
     // Infrahub -> repository_dispatch with the templated client_payload; NetBox -> GitLab pipeline.
     for _ in 0..100 {
@@ -181,6 +190,7 @@ async fn a_failed_remediation_opens_one_ticket_per_snapshot() {
                 "/nonexistent/dir/remediation.log".to_string(),
             ),
             ("GITHUB_API_URL", api.clone()),
+            ("GITHUB_TOKEN", "test-github-token".to_string()),
         ],
     );
     let c = client();
@@ -218,4 +228,67 @@ async fn a_failed_remediation_opens_one_ticket_per_snapshot() {
     );
     let _ = child.kill();
     let _ = child.wait();
+}
+
+#[tokio::test]
+async fn without_tokens_the_tour_stays_on_this_machine() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut child, base) = serve_shipped(
+        tmp.path(),
+        &[
+            // The script fails: the ticket would be the next step, but there is no token.
+            (
+                "REMEDIATION_LOG",
+                "/nonexistent/dir/remediation.log".to_string(),
+            ),
+            ("GITHUB_API_URL", "http://127.0.0.1:9".to_string()),
+        ],
+    );
+    let c = client();
+    let body = std::fs::read(repo_path(
+        "rulebooks/events/ipfabric-discover-completed.json",
+    ))
+    .unwrap();
+    let (st, resp) = post_signed(
+        &c,
+        &format!("{base}/hooks/ipfabric"),
+        "ipfabric",
+        "change-me-ipfabric",
+        &body,
+    )
+    .await;
+    assert_eq!(st, 202);
+    let id = resp["id"].as_str().unwrap().to_string();
+    let mut detail = serde_json::Value::Null;
+    for _ in 0..100 {
+        detail = c
+            .get(format!("{base}/api/events/{id}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if detail["status"] == "failed" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(detail["status"], "failed", "{detail}");
+    let attempts = detail["matches"][0]["attempts"].as_array().unwrap();
+    assert!(
+        attempts.iter().all(|a| a["action"] != "open_ticket"),
+        "no ticket without a token: {detail}"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+    let log = std::fs::read_to_string(tmp.path().join("serve.log")).unwrap();
+    for (action, var) in [
+        ("open_ticket", "GITHUB_TOKEN"),
+        ("github_dispatch", "GITHUB_TOKEN"),
+        ("gitlab_pipeline", "GITLAB_TRIGGER_TOKEN"),
+    ] {
+        let want = format!("`{action}` is skipped because {var} is not set");
+        assert_eq!(log.matches(&want).count(), 1, "{want}: {log}");
+    }
 }

@@ -442,11 +442,11 @@ rules:
   - name: jira
     condition: '$.system == "jira"'
     actions:
-      - open_ticket: {{ system: jira, project: NET, email: bot@example.com, token: jira-tok, api_url: "{url}", title: "t", body: "line one\n\nline two" }}
+      - open_ticket: {{ system: jira, project: NET, email: bot@example.com, token: jira-tok, api_url: "{url}", title: "t", body: "line one\n\nline two", issue_type: Bug }}
   - name: snow
     condition: '$.system == "servicenow"'
     actions:
-      - open_ticket: {{ system: servicenow, username: svc, password: snow-pw, api_url: "{url}", title: "t", body: "b", dedup_key: "k-{{{{ event.snapshot }}}}" }}
+      - open_ticket: {{ system: servicenow, username: svc, password: snow-pw, api_url: "{url}", title: "t", body: "b", dedup_key: "k-{{{{ event.snapshot }}}}", assignment_group: "Network Ops" }}
 "#
         ),
     );
@@ -542,6 +542,7 @@ rules:
     let jb: Value = serde_json::from_str(&jira.body).unwrap();
     assert_eq!(jb["fields"]["project"]["key"], "NET");
     assert_eq!(jb["fields"]["summary"], "t");
+    assert_eq!(jb["fields"]["issuetype"]["name"], "Bug");
     assert_eq!(jb["fields"]["description"]["type"], "doc");
     assert_eq!(
         jb["fields"]["description"]["content"][1]["content"][0]["text"],
@@ -554,7 +555,7 @@ rules:
     let sb: Value = serde_json::from_str(&snow.body).unwrap();
     assert_eq!(
         sb,
-        json!({"short_description": "t", "description": "b", "correlation_id": "k-s9"})
+        json!({"short_description": "t", "description": "b", "correlation_id": "k-s9", "assignment_group": "Network Ops"})
     );
     let log = server.log_text();
     for secret in ["gh-ticket-tok", "gl-ticket-tok", "jira-tok", "snow-pw"] {

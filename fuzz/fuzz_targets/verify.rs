@@ -123,7 +123,14 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     let body = bytes::Bytes::copy_from_slice(body);
-    if let Ok(event) = verifier.verify("fuzz", &headers, &body, None, now) {
+    if let Ok(event) = verifier.verify(
+        "fuzz",
+        &headers,
+        &body,
+        rulehook::body::BodyFormat::Auto,
+        None,
+        now,
+    ) {
         let _ = event.accept();
     }
 });

@@ -96,9 +96,11 @@ impl HttpCall {
         let resp = match req.send().await {
             Ok(r) => r,
             Err(e) => {
-                let mut o = Outcome::failed(
-                    self.mask_text(&format!("request to {} failed: {e}", self.masked().url)),
-                );
+                let mut o = Outcome::failed(self.mask_text(&format!(
+                    "request to {} failed: {}",
+                    self.masked().url,
+                    error_chain(&e)
+                )));
                 o.retryable = true;
                 return o;
             }
@@ -136,6 +138,22 @@ impl HttpCall {
     }
 }
 
+/// An error with its causes (`… : connection refused`, `… : dns error: …`, TLS reasons):
+/// reqwest's own message names only the URL.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let text = c.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cur = c.source();
+    }
+    out
+}
+
 /// `Retry-After` (seconds or an HTTP date), or GitHub's `x-ratelimit-reset` when
 /// `x-ratelimit-remaining` is 0.
 pub fn retry_after(h: &reqwest::header::HeaderMap) -> Option<Duration> {
@@ -165,6 +183,22 @@ pub fn retry_after(h: &reqwest::header::HeaderMap) -> Option<Duration> {
 mod tests {
     use super::*;
     use reqwest::header::{HeaderMap, HeaderValue};
+
+    #[tokio::test]
+    async fn a_refused_connection_says_so() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        drop(l);
+        let e = reqwest::Client::new()
+            .get(format!("http://{addr}/"))
+            .send()
+            .await
+            .unwrap_err();
+        let text = error_chain(&e);
+        assert!(text.to_lowercase().contains("refused"), "{text}");
+        assert!(!text.contains("Some("), "{text}");
+    }
 
     #[test]
     fn retry_after_forms() {

@@ -82,6 +82,10 @@ pub struct TicketAction {
     pub body: Option<Text>,
     pub labels: Vec<Text>,
     pub dedup_key: Option<Text>,
+    /// Jira: the issue type's name (`Task` unless set).
+    pub issue_type: Option<Text>,
+    /// ServiceNow: the incident's `assignment_group` (a group name or sys_id).
+    pub assignment_group: Option<Text>,
     /// `Authorization` (or `PRIVATE-TOKEN`) header value.
     pub auth: (String, String),
     pub timeout: Duration,
@@ -99,6 +103,10 @@ pub struct TicketCall {
     pub body: String,
     pub labels: Vec<String>,
     pub dedup_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issue_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assignment_group: Option<String>,
     #[serde(skip)]
     pub auth: (String, String),
     #[serde(with = "super::script::millis")]
@@ -211,9 +219,37 @@ pub(crate) fn compile(
         Some(k) => Some(cx.template(t, format!("{prefix}/dedup_key"), k, "dedup_key")?),
         None => None,
     };
+    let issue_type = match (&o.issue_type, system) {
+        (Some(v), System::Jira) => {
+            Some(cx.template(t, format!("{prefix}/issue_type"), v, "issue_type")?)
+        }
+        (Some(v), _) => {
+            cx.err(&v.referenced, "`issue_type` applies to `system: jira` only");
+            return None;
+        }
+        (None, _) => None,
+    };
+    let assignment_group = match (&o.assignment_group, system) {
+        (Some(v), System::Servicenow) => Some(cx.template(
+            t,
+            format!("{prefix}/assignment_group"),
+            v,
+            "assignment_group",
+        )?),
+        (Some(v), _) => {
+            cx.err(
+                &v.referenced,
+                "`assignment_group` applies to `system: servicenow` only",
+            );
+            return None;
+        }
+        (None, _) => None,
+    };
     Some(TicketAction {
         system,
         api_url: api,
+        issue_type,
+        assignment_group,
         project,
         title: cx.template(t, format!("{prefix}/title"), &o.title, "title")?,
         body,
@@ -250,6 +286,16 @@ impl TicketAction {
                 .collect::<Result<_, _>>()?,
             dedup_key: self
                 .dedup_key
+                .as_ref()
+                .map(|k| t.render(k, ctx))
+                .transpose()?,
+            issue_type: self
+                .issue_type
+                .as_ref()
+                .map(|k| t.render(k, ctx))
+                .transpose()?,
+            assignment_group: self
+                .assignment_group
                 .as_ref()
                 .map(|k| t.render(k, ctx))
                 .transpose()?,
@@ -407,7 +453,7 @@ impl TicketCall {
                     "project": {"key": p},
                     "summary": self.title,
                     "description": adf(&self.body),
-                    "issuetype": {"name": "Task"},
+                    "issuetype": {"name": self.issue_type.as_deref().unwrap_or("Task")},
                     "labels": self.labels,
                 }})),
                 &[201],
@@ -415,11 +461,17 @@ impl TicketCall {
             System::Servicenow => self.call(
                 "POST",
                 "/api/now/table/incident",
-                Some(json!({
-                    "short_description": self.title,
-                    "description": self.body,
-                    "correlation_id": self.dedup_key.clone().unwrap_or_else(|| run.run_id.clone()),
-                })),
+                Some({
+                    let mut v = json!({
+                        "short_description": self.title,
+                        "description": self.body,
+                        "correlation_id": self.dedup_key.clone().unwrap_or_else(|| run.run_id.clone()),
+                    });
+                    if let Some(g) = &self.assignment_group {
+                        v["assignment_group"] = json!(g);
+                    }
+                    v
+                }),
                 &[201],
             ),
         };

@@ -252,7 +252,7 @@ impl Engine {
                         tries: step.tries + 1,
                         ..step
                     };
-                    tracing::info!(run = %lease.job.run_id(next.phase, next.index), attempt = next.attempts, error = ?out.error, wait_ms = delay.as_millis() as u64, "action failed; retrying");
+                    tracing::info!(run = %lease.job.run_id(next.phase, next.index), attempt = next.attempts, error = %out.error.as_deref().unwrap_or("-"), wait = %crate::domain::human_duration(delay.as_millis() as i64), "action failed; retrying");
                     return queue.nak(lease, next, delay).await;
                 }
                 Ran::Failed(out) => {
@@ -260,7 +260,7 @@ impl Engine {
                     let run_id = lease.job.run_id(step.phase, step.index);
                     match step.phase {
                         Phase::Main => {
-                            tracing::warn!(run = %run_id, attempts, error = ?out.error, "action failed for good");
+                            tracing::warn!(rule = %rule.name, run = %run_id, attempts, error = %out.error.as_deref().unwrap_or("-"), "action failed for good");
                             let failure = failure_context(action, &out, attempts);
                             let failed = Step {
                                 attempts,
@@ -287,7 +287,7 @@ impl Engine {
                             step = next;
                         }
                         Phase::OnFailure => {
-                            tracing::warn!(run = %run_id, error = ?out.error, "an on_failure action failed too");
+                            tracing::warn!(rule = %rule.name, run = %run_id, error = %out.error.as_deref().unwrap_or("-"), "an on_failure action failed too");
                             let error = failure_error(&step);
                             let done = Step { attempts, ..step };
                             return queue.ack(lease, done, JobState::Failed, error).await;
@@ -408,12 +408,28 @@ impl Engine {
         // What a run printed or answered may echo a secret: masked before it is recorded or
         // handed on as `previous`.
         let outcome = masked(outcome);
-        self.count_run(action.kind(), outcome.ok, begun.elapsed());
+        let took = begun.elapsed();
+        self.count_run(action.kind(), outcome.ok, took);
         let retry = !outcome.ok
             && outcome.retryable
             && step.tries < action.retries()
             && !self.shutdown.is_cancelled();
         let delay = retry.then(|| retry_delay(attempt, outcome.retry_after));
+        // One line per action run: the story of an event in the log.
+        let result = match (outcome.ok, delay) {
+            (true, _) => "ok",
+            (false, Some(_)) => "failed, retrying",
+            (false, None) => "failed",
+        };
+        let duration = crate::domain::human_duration(took.as_millis() as i64);
+        match &outcome.error {
+            None => {
+                tracing::info!(rule = %run.rule.name, action = action.kind(), run = %run_id, attempt, duration = %duration, "action {result}")
+            }
+            Some(e) => {
+                tracing::info!(rule = %run.rule.name, action = action.kind(), run = %run_id, attempt, duration = %duration, error = %e, "action {result}")
+            }
+        }
         // Ordered before the progress/nak/ack that follows: no commit of its own.
         self.store
             .history

@@ -19,7 +19,29 @@ pub struct Compile<'a> {
     pub warnings: &'a mut Vec<String>,
     /// Every value that came from a `${…}` reference, in order: credentials to mask.
     pub referenced: Vec<String>,
+    /// The template variables the action being compiled will have.
+    pub scope: Scope,
 }
+
+/// Which template variables exist where: `previous` from a rule's second action on, `failure`
+/// in `on_failure` actions; `event` and `meta` everywhere.
+#[derive(Debug, Clone, Copy)]
+pub struct Scope {
+    pub previous: bool,
+    pub failure: bool,
+}
+
+impl Default for Scope {
+    /// Everything (where no action is being compiled).
+    fn default() -> Self {
+        Scope {
+            previous: true,
+            failure: true,
+        }
+    }
+}
+
+const VARIABLES: &[&str] = &["event", "meta", "previous", "failure"];
 
 impl Compile<'_> {
     pub fn err(&mut self, loc: &Location, message: impl Into<String>) {
@@ -118,7 +140,14 @@ impl Compile<'_> {
     ) -> Option<Text> {
         let value = self.expand(s, what)?;
         match t.inline(name, &value) {
-            Ok(text) => Some(text),
+            Ok(text) => {
+                if let Text::Template(n) = &text {
+                    let (line, col) = self.content_start(&s.referenced);
+                    t.set_origin(n, format!("{}:{line}:{col}", self.file));
+                    self.check_names(t, n, s, &value, what)?;
+                }
+                Some(text)
+            }
             Err(msg) => {
                 self.err(&s.referenced, format!("{what}: template error: {msg}"));
                 None
@@ -141,7 +170,14 @@ impl Compile<'_> {
             (Some(b), None) if json => {
                 let value = self.expand(b, "body")?;
                 match t.inline_json(format!("{prefix}/body"), &value) {
-                    Ok(text) => Some(text),
+                    Ok(text) => {
+                        if let Text::Template(n) = &text {
+                            let (line, col) = self.content_start(&b.referenced);
+                            t.set_origin(n, format!("{}:{line}:{col}", self.file));
+                            self.check_names(t, n, b, &value, "body")?;
+                        }
+                        Some(text)
+                    }
                     Err(msg) => {
                         self.err(&b.referenced, format!("body: template error: {msg}"));
                         None
@@ -151,10 +187,12 @@ impl Compile<'_> {
             (Some(b), None) => self.template(t, format!("{prefix}/body"), b, "body"),
             (None, Some(f)) => {
                 if t.has(&f.value) && json {
+                    self.check_names(t, &f.value, f, "", "body_template")?;
                     t.file_json(&f.value)
                         .map_err(|m| self.err(&f.referenced, format!("body_template: {m}")))
                         .ok()
                 } else if t.has(&f.value) {
+                    self.check_names(t, &f.value, f, "", "body_template")?;
                     Some(Text::Template(f.value.clone()))
                 } else {
                     self.err(
@@ -179,6 +217,54 @@ impl Compile<'_> {
                 None
             }
         }
+    }
+
+    /// Checks that template `name` (written at `s`, its text `value`; empty for a file) reads
+    /// only variables that exist where it runs; each other name is an error at its column.
+    fn check_names(
+        &mut self,
+        t: &Templates,
+        name: &str,
+        s: &Spanned<String>,
+        value: &str,
+        what: &str,
+    ) -> Option<()> {
+        let mut ok = true;
+        for var in t.free_names(name) {
+            let problem = match var.as_str() {
+                "event" | "meta" => continue,
+                "previous" if self.scope.previous => continue,
+                "failure" if self.scope.failure => continue,
+                "previous" => {
+                    "`previous` is the previous action's result, and the first action of a rule has none".to_string()
+                }
+                "failure" => "`failure` exists only in `on_failure` actions".to_string(),
+                other => match crate::rulebook::yaml_error::closest(other, VARIABLES) {
+                    Some(best) => format!("`{other}` is not defined; did you mean `{best}`?"),
+                    None => format!(
+                        "`{other}` is not defined: the event's fields are under `event` (e.g. `event.{other}`); templates see event, meta, previous (from the second action) and failure (in on_failure)"
+                    ),
+                },
+            };
+            let problem = if value.is_empty() {
+                format!("{what} `{name}`: {problem}")
+            } else {
+                format!("{what}: {problem}")
+            };
+            let (line, col) = self.content_start(&s.referenced);
+            let column = match word_offset(value, &var) {
+                Some(off) if !value.contains('\n') && !s.value.contains("${") => col + off as u64,
+                _ => col,
+            };
+            self.errors.push(LoadError {
+                file: self.file.clone(),
+                line,
+                column,
+                message: problem,
+            });
+            ok = false;
+        }
+        ok.then_some(())
     }
 
     /// An optional `api_url` (http or https, without a trailing `/`), or `default`.
@@ -207,4 +293,20 @@ pub fn spanned_like(at: &Spanned<String>, value: String) -> Spanned<String> {
         referenced: at.referenced,
         defined: at.defined,
     }
+}
+
+/// Byte offset of `word` in `text` as a whole identifier.
+fn word_offset(text: &str, word: &str) -> Option<usize> {
+    let ident = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    let mut from = 0;
+    while let Some(p) = text[from..].find(word) {
+        let at = from + p;
+        let before = text[..at].chars().next_back();
+        let after = text[at + word.len()..].chars().next();
+        if !before.is_some_and(|c| ident(c) || c == '.') && !after.is_some_and(ident) {
+            return Some(at);
+        }
+        from = at + word.len();
+    }
+    None
 }

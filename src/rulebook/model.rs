@@ -41,6 +41,8 @@ pub struct SourceSpec {
     pub name: S<String>,
     pub kind: S<String>,
     pub path: Option<S<String>>,
+    /// `json` (default), `text`, `form` or `auto`.
+    pub format: Option<S<String>>,
     pub secret: Option<S<String>>,
     pub secrets: Option<Vec<S<String>>>,
     pub username: Option<S<String>>,
@@ -61,6 +63,10 @@ pub struct SourceSpec {
 #[serde(deny_unknown_fields)]
 pub struct RuleSpec {
     pub name: S<String>,
+    /// Environment variables that must be set (non-empty) for the rule to be loaded; otherwise
+    /// it is skipped with a warning (rules that call GitHub or GitLab need their tokens).
+    #[serde(default)]
+    pub requires_env: Vec<S<String>>,
     pub sources: Option<Vec<S<String>>>,
     pub condition: Option<S<ConditionSpec>>,
     #[serde(default = "yes")]
@@ -124,6 +130,42 @@ pub struct CountSpec {
     pub condition: S<ConditionSpec>,
 }
 
+impl ActionSpec {
+    /// The action's `requires_env` (only actions that call other systems have one).
+    pub fn requires_env(&self) -> &[S<String>] {
+        match self {
+            ActionSpec::PostWebhook(a) => &a.requires_env,
+            ActionSpec::GithubDispatch(a) => &a.requires_env,
+            ActionSpec::GithubWorkflow(a) => &a.requires_env,
+            ActionSpec::GitlabPipeline(a) => &a.requires_env,
+            ActionSpec::OpenTicket(a) => &a.requires_env,
+            _ => &[],
+        }
+    }
+
+    /// The action's key as written (`run_script`, `open_ticket`, …).
+    pub fn key(&self) -> &'static str {
+        match self {
+            ActionSpec::RunScript(_) => "run_script",
+            ActionSpec::Log(_) => "log",
+            ActionSpec::PostWebhook(_) => "post_webhook",
+            ActionSpec::GithubDispatch(_) => "github_dispatch",
+            ActionSpec::GithubWorkflow(_) => "github_workflow",
+            ActionSpec::GitlabPipeline(_) => "gitlab_pipeline",
+            ActionSpec::OpenTicket(_) => "open_ticket",
+            ActionSpec::PostEvent(_) => "post_event",
+        }
+    }
+}
+
+/// The names in `list` whose environment variable is unset or empty.
+pub fn missing_env(list: &[S<String>]) -> Vec<&str> {
+    list.iter()
+        .map(|v| v.value.as_str())
+        .filter(|n| std::env::var(n).map_or(true, |v| v.is_empty()))
+        .collect()
+}
+
 fn yes() -> bool {
     true
 }
@@ -149,6 +191,10 @@ pub enum ActionSpec {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PostWebhookSpec {
+    /// Environment variables that must be set (non-empty) for this action to be loaded;
+    /// otherwise the rule runs without it and a warning says so.
+    #[serde(default)]
+    pub requires_env: Vec<S<String>>,
     pub url: S<String>,
     pub method: Option<S<String>>,
     #[serde(default)]
@@ -163,6 +209,10 @@ pub struct PostWebhookSpec {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GithubDispatchSpec {
+    /// Environment variables that must be set (non-empty) for this action to be loaded;
+    /// otherwise the rule runs without it and a warning says so.
+    #[serde(default)]
+    pub requires_env: Vec<S<String>>,
     pub repo: S<String>,
     pub event_type: S<String>,
     #[serde(default)]
@@ -176,6 +226,10 @@ pub struct GithubDispatchSpec {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GithubWorkflowSpec {
+    /// Environment variables that must be set (non-empty) for this action to be loaded;
+    /// otherwise the rule runs without it and a warning says so.
+    #[serde(default)]
+    pub requires_env: Vec<S<String>>,
     pub repo: S<String>,
     pub workflow: S<String>,
     #[serde(rename = "ref")]
@@ -191,6 +245,10 @@ pub struct GithubWorkflowSpec {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GitlabPipelineSpec {
+    /// Environment variables that must be set (non-empty) for this action to be loaded;
+    /// otherwise the rule runs without it and a warning says so.
+    #[serde(default)]
+    pub requires_env: Vec<S<String>>,
     pub project: S<String>,
     #[serde(rename = "ref")]
     pub git_ref: S<String>,
@@ -205,6 +263,10 @@ pub struct GitlabPipelineSpec {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OpenTicketSpec {
+    /// Environment variables that must be set (non-empty) for this action to be loaded;
+    /// otherwise the rule runs without it and a warning says so.
+    #[serde(default)]
+    pub requires_env: Vec<S<String>>,
     pub system: S<String>,
     pub token: Option<S<String>>,
     pub email: Option<S<String>>,
@@ -218,6 +280,10 @@ pub struct OpenTicketSpec {
     #[serde(default)]
     pub labels: Vec<S<String>>,
     pub dedup_key: Option<S<String>>,
+    /// Jira only: the issue type (default `Task`).
+    pub issue_type: Option<S<String>>,
+    /// ServiceNow only: the incident's assignment group.
+    pub assignment_group: Option<S<String>>,
     pub timeout: Option<S<String>>,
     pub retries: Option<u32>,
 }

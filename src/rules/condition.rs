@@ -173,6 +173,10 @@ impl Expr {
         let whole = match compile_filter(text, 0) {
             Ok(q) => q,
             Err(whole) => {
+                // A familiar mistake gets its name and a fix (`super::hint`).
+                if let Some(h) = super::hint::hint(text) {
+                    return Err(h);
+                }
                 // Point at least at the operand that holds the error, when the engine could not.
                 for (start, part) in &parts {
                     let lead = part.len() - part.trim_start().len();

@@ -12,7 +12,8 @@ use super::correlate::{Correlation, DEFAULT_MAX_OPEN, Kind, Named};
 use super::index::SourceIndex;
 use super::{Dirs, LoadError, LoadErrors, Rule, RuleSet, Throttle};
 use crate::actions::{Action, event, log, outbound, script, ticket};
-use crate::rulebook::compile::Compile;
+use crate::body::BodyFormat;
+use crate::rulebook::compile::{Compile, Scope};
 use crate::rulebook::model::{
     self, ActionSpec, ConditionSpec, CorrelateSpec, RuleSpec, SizeSpec, SourceSpec,
 };
@@ -45,7 +46,11 @@ pub fn load(dirs: &Dirs) -> Result<RuleSet, LoadErrors> {
             file: dirs.rulebooks.display().to_string(),
             line: 1,
             column: 1,
-            message: format!("cannot read the rulebooks directory: {e}"),
+            message: if e.kind() == std::io::ErrorKind::NotFound {
+                "no such directory: create it, or point --rulebooks (RULEHOOK_RULEBOOKS) at your rulebooks".to_string()
+            } else {
+                format!("cannot read the rulebooks directory: {e}")
+            },
         }])
     })?;
 
@@ -63,6 +68,8 @@ pub fn load(dirs: &Dirs) -> Result<RuleSet, LoadErrors> {
     }
 
     let mut parsed = Vec::new();
+    // Sources declared but not compiled (their own error is reported).
+    let mut failed_sources: HashSet<String> = HashSet::new();
     for (path, text) in &texts {
         let opts = serde_saphyr::options! {
             strict_booleans: true,
@@ -76,12 +83,11 @@ pub fn load(dirs: &Dirs) -> Result<RuleSet, LoadErrors> {
                     .location()
                     .map(|l| (l.line().max(1), l.column().max(1)))
                     .unwrap_or((1, 1));
-                let message = e.to_string();
-                let message = message
-                    .lines()
-                    .next()
-                    .unwrap_or("invalid rulebook")
-                    .to_string();
+                let message =
+                    crate::rulebook::yaml_error::explain(&e.to_string(), text, line, column);
+                // Its sources are still known by name, so rules elsewhere that use them do
+                // not each report a missing source as well.
+                failed_sources.extend(declared_source_names(text));
                 errors.push(LoadError {
                     file: path.display().to_string(),
                     line,
@@ -103,9 +109,14 @@ pub fn load(dirs: &Dirs) -> Result<RuleSet, LoadErrors> {
             errors: &mut errors,
             warnings: &mut warnings,
             referenced: Vec::new(),
+            scope: Default::default(),
         };
         for spec in &book.sources {
-            if let Some(src) = compile_source(&mut cx, spec, &stem(path)) {
+            let Some(src) = compile_source(&mut cx, spec, &stem(path)) else {
+                failed_sources.insert(spec.name.value.clone());
+                continue;
+            };
+            {
                 if sources.iter().any(|s| s.name == src.name) {
                     cx.err(
                         &spec.name.referenced,
@@ -132,6 +143,7 @@ pub fn load(dirs: &Dirs) -> Result<RuleSet, LoadErrors> {
         .collect();
     let known = Known {
         sources: &source_names,
+        failed_sources: &failed_sources,
         internal: &internal,
         dirs,
     };
@@ -150,6 +162,7 @@ pub fn load(dirs: &Dirs) -> Result<RuleSet, LoadErrors> {
             errors: &mut errors,
             warnings: &mut warnings,
             referenced: Vec::new(),
+            scope: Default::default(),
         };
         let mut seen = HashSet::new();
         for mut spec in book.rules {
@@ -163,7 +176,17 @@ pub fn load(dirs: &Dirs) -> Result<RuleSet, LoadErrors> {
                 );
                 continue;
             }
-            if spec.enabled
+            let missing = model::missing_env(&spec.requires_env);
+            if spec.enabled && !missing.is_empty() {
+                cx.warnings.push(format!(
+                    "{}:{}: rule `{}` is skipped because {} {} not set",
+                    cx.file,
+                    spec.name.referenced.line(),
+                    spec.name.value,
+                    missing.join(", "),
+                    if missing.len() == 1 { "is" } else { "are" }
+                ));
+            } else if spec.enabled
                 && let Some(rule) = compile_rule(
                     &mut cx,
                     &mut interner,
@@ -238,6 +261,19 @@ pub fn load(dirs: &Dirs) -> Result<RuleSet, LoadErrors> {
     })
 }
 
+/// The `sources[*].name` of a rulebook that does not parse as a rulebook (read as plain YAML).
+fn declared_source_names(text: &str) -> Vec<String> {
+    let Ok(v) = serde_saphyr::from_str::<serde_json::Value>(text) else {
+        return Vec::new();
+    };
+    v["sources"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s["name"].as_str().map(str::to_string))
+        .collect()
+}
+
 fn rulebook_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
         .flatten()
@@ -276,7 +312,10 @@ fn compile_source(cx: &mut Compile, spec: &SourceSpec, rulebook: &str) -> Option
         cx.err(
             &spec.kind.referenced,
             format!(
-                "unknown source kind `{kind}`; expected one of: {}",
+                "unknown source kind `{kind}`; {}expected one of: {}",
+                crate::rulebook::yaml_error::closest(kind, KINDS)
+                    .map(|c| format!("did you mean `{c}`? "))
+                    .unwrap_or_default(),
                 KINDS.join(", ")
             ),
         );
@@ -297,6 +336,23 @@ fn compile_source(cx: &mut Compile, spec: &SourceSpec, rulebook: &str) -> Option
         );
         return None;
     }
+    let format = match &spec.format {
+        None => BodyFormat::Json,
+        Some(f) => match BodyFormat::parse(&f.value) {
+            Some(x) => x,
+            None => {
+                cx.err(
+                    &f.referenced,
+                    format!(
+                        "format `{}`: expected one of: {}",
+                        f.value,
+                        crate::body::FORMATS.join(", ")
+                    ),
+                );
+                return None;
+            }
+        },
+    };
     let tolerance = match &spec.tolerance {
         Some(t) => cx.duration(t, "tolerance")?,
         None => Duration::from_secs(300),
@@ -376,8 +432,9 @@ fn compile_source(cx: &mut Compile, spec: &SourceSpec, rulebook: &str) -> Option
         }
         "none" => {
             cx.warnings.push(format!(
-                "{}: source `{name}` has kind `none`: its requests are not authenticated",
-                cx.file
+                "{}:{}: source `{name}` has kind `none`: its requests are not authenticated",
+                cx.file,
+                spec.kind.referenced.line()
             ));
             Verifier::None
         }
@@ -454,6 +511,7 @@ fn compile_source(cx: &mut Compile, spec: &SourceSpec, rulebook: &str) -> Option
         name,
         path,
         verifier,
+        format,
         max_body,
         rate_limit,
         meter: SourceMeter::new(&spec.name.value),
@@ -518,6 +576,8 @@ fn compile_condition(
 /// them, and the directories.
 struct Known<'a> {
     sources: &'a HashSet<&'a str>,
+    /// Declared, but with errors of their own: naming them is not another error.
+    failed_sources: &'a HashSet<String>,
     internal: &'a HashSet<&'a str>,
     dirs: &'a Dirs,
 }
@@ -544,12 +604,20 @@ fn compile_rule(
             .filter_map(|s| {
                 if known.sources.contains(s.value.as_str()) {
                     Some(s.value.clone())
+                } else if known.failed_sources.contains(&s.value) {
+                    None
                 } else {
                     cx.err(
                         &s.referenced,
                         format!(
-                            "rule `{name}` names source `{}`, which no rulebook declares",
-                            s.value
+                            "rule `{name}` names source `{}`, which no rulebook declares{}",
+                            s.value,
+                            {
+                                let names: Vec<&str> = known.sources.iter().copied().collect();
+                                crate::rulebook::yaml_error::closest(&s.value, &names)
+                                    .map(|c| format!("; did you mean `{c}`?"))
+                                    .unwrap_or_default()
+                            }
                         ),
                     );
                     None
@@ -571,8 +639,17 @@ fn compile_rule(
     // Exact capacities: an `Action` is a few hundred bytes, and a vector grown from empty
     // holds room for four.
     let mut actions = Vec::with_capacity(spec.actions.len());
+    let mut kept = 0;
     for (i, a) in spec.actions.iter().enumerate() {
+        if skipped(cx, &name, a) {
+            continue;
+        }
         let prefix = format!("{rulebook}/{name}/{i}");
+        cx.scope = Scope {
+            previous: kept > 0,
+            failure: false,
+        };
+        kept += 1;
         match compile_action(cx, a, &prefix, known.internal, known.dirs, templates) {
             Some(act) => actions.push(act),
             None => ok = false,
@@ -580,12 +657,20 @@ fn compile_rule(
     }
     let mut on_failure = Vec::with_capacity(spec.on_failure.len());
     for (i, a) in spec.on_failure.iter().enumerate() {
+        if skipped(cx, &name, a) {
+            continue;
+        }
         let prefix = format!("{rulebook}/{name}/on_failure/{i}");
+        cx.scope = Scope {
+            previous: true,
+            failure: true,
+        };
         match compile_action(cx, a, &prefix, known.internal, known.dirs, templates) {
             Some(act) => on_failure.push(act),
             None => ok = false,
         }
     }
+    cx.scope = Scope::default();
     let throttle = match &spec.throttle {
         None => None,
         Some(t) => {
@@ -830,6 +915,24 @@ fn compile_correlate(
         group_by,
         max_open,
     })
+}
+
+/// Whether action `a` is left out because an environment variable it requires is not set
+/// (with a warning naming them).
+fn skipped(cx: &mut Compile, rule: &str, a: &Spanned<ActionSpec>) -> bool {
+    let missing = model::missing_env(a.value.requires_env());
+    if missing.is_empty() {
+        return false;
+    }
+    cx.warnings.push(format!(
+        "{}:{}: rule `{rule}`: `{}` is skipped because {} {} not set",
+        cx.file,
+        a.referenced.line(),
+        a.value.key(),
+        missing.join(", "),
+        if missing.len() == 1 { "is" } else { "are" }
+    ));
+    true
 }
 
 /// Compiles one action: each kind compiles its own spec.

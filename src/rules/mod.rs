@@ -3,6 +3,7 @@
 
 pub mod condition;
 pub mod correlate;
+mod hint;
 mod index;
 mod load;
 
@@ -131,8 +132,17 @@ pub struct Verdict {
 }
 
 impl RuleSet {
+    /// The source served at `path`; a trailing `/` is ignored (`/hooks/eem/` is `/hooks/eem`).
     pub fn source_by_path(&self, path: &str) -> Option<&Source> {
-        self.by_path.get(path).map(|&i| &self.sources[i])
+        self.by_path
+            .get(path)
+            .or_else(|| {
+                let trimmed = path.trim_end_matches('/');
+                (trimmed.len() < path.len() && !trimmed.is_empty())
+                    .then(|| self.by_path.get(trimmed))
+                    .flatten()
+            })
+            .map(|&i| &self.sources[i])
     }
 
     pub fn source(&self, name: &str) -> Option<&Source> {

@@ -55,7 +55,7 @@ impl ApiError {
             ApiError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             ApiError::BadBody(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             ApiError::Verify(v) => match v {
-                VerifyError::BadJson(_) => (StatusCode::BAD_REQUEST, "invalid_json"),
+                VerifyError::Body(b) => (StatusCode::BAD_REQUEST, b.code()),
                 VerifyError::MissingHeader(_) => (StatusCode::UNAUTHORIZED, "missing_credentials"),
                 VerifyError::Malformed(_) | VerifyError::BadSignature => {
                     (StatusCode::UNAUTHORIZED, "invalid_signature")

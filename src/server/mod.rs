@@ -263,11 +263,12 @@ async fn receive(
             &source.name,
             headers,
             &bytes,
+            source.format,
             source.dedup_window,
             SystemTime::now(),
         )
         .inspect_err(|e| {
-            if !matches!(e, crate::verify::VerifyError::BadJson(_)) {
+            if !matches!(e, crate::verify::VerifyError::Body(_)) {
                 state.guard.failures.failed(peer.ip());
             }
         })?;

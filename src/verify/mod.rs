@@ -15,6 +15,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde_json::Value;
 
+use crate::body::BodyFormat;
 use crate::domain::EventDoc;
 use crate::secrets::Secret;
 pub use mac::Algorithm;
@@ -78,8 +79,8 @@ pub enum VerifyError {
     Malformed(&'static str),
     #[error("webhook-timestamp is outside the allowed tolerance")]
     StaleTimestamp,
-    #[error("body is not valid JSON: {0}")]
-    BadJson(String),
+    #[error(transparent)]
+    Body(#[from] crate::body::BodyError),
     #[error("internal sources are not served over HTTP")]
     NotServed,
 }
@@ -295,13 +296,14 @@ impl Verifier {
         }
     }
 
-    /// Checks `body` and `headers`; on success parses the body and returns the verified event.
-    /// `dedup_window` overrides the kind's default window.
+    /// Checks `body` and `headers`; on success decodes the body as `format` says and returns
+    /// the verified event. `dedup_window` overrides the kind's default window.
     pub fn verify(
         &self,
         source: &str,
         headers: &HeaderMap,
         body: &bytes::Bytes,
+        format: BodyFormat,
         dedup_window: Option<Duration>,
         now: SystemTime,
     ) -> Result<VerifiedEvent, VerifyError> {
@@ -446,11 +448,14 @@ impl Verifier {
             Verifier::None => None,
             Verifier::Internal => return Err(VerifyError::NotServed),
         };
-        let body_value = match parsed {
-            Some(v) => v,
-            None => {
-                serde_json::from_slice(body).map_err(|e| VerifyError::BadJson(e.to_string()))?
-            }
+        let (body_value, raw_is_body) = match parsed {
+            Some(v) => (v, true),
+            None => format.decode(
+                headers
+                    .get(axum::http::header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok()),
+                body,
+            )?,
         };
         let from_sender = sender_id.is_some();
         let key = sender_id.unwrap_or_else(|| mac::body_hash(body));
@@ -463,7 +468,8 @@ impl Verifier {
             kind: self.kind(),
             delivery: Some(Delivery { key, window }),
             doc: EventDoc::new(body_value),
-            raw: Some(body.clone()),
+            // A body decoded from text or a form is stored as its event (what rules saw).
+            raw: raw_is_body.then(|| body.clone()),
             headers: safe_headers(headers, self.credential_header()),
             received_at: now,
             depth: 0,

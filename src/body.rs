@@ -1,0 +1,222 @@
+//! What a source's body is (`format:`), and the event conditions and templates see for it.
+//!
+//! Senders do not all post JSON: a Cisco EEM script posts a line of text, GitHub and GitLab can
+//! be set to `application/x-www-form-urlencoded`. Decoding happens only after verification
+//! succeeded on the raw bytes; the result is always a JSON value:
+//!
+//! | format | event |
+//! | --- | --- |
+//! | `json` | the body as parsed |
+//! | `text` | `{"text": "<the body>"}` (UTF-8) |
+//! | `form` | `{"field": "value", …}`; a repeated field becomes a list; a form whose only field is `payload` holding JSON (GitHub's form encoding) is that JSON |
+//! | `auto` | by `Content-Type`: `…json` → json, `application/x-www-form-urlencoded` → form (text when no field has `=`: `curl -d` and Tcl send text that way), `text/…` → text; none or other: json when it parses, else text |
+
+use serde_json::{Map, Value};
+
+/// How a source's body is decoded into the event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BodyFormat {
+    #[default]
+    Json,
+    Text,
+    Form,
+    Auto,
+}
+
+/// Why a body is not what its source's format promises (answered 400).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BodyError {
+    #[error("body is not valid JSON: {0}")]
+    Json(String),
+    #[error("body is not UTF-8 text")]
+    NotText,
+}
+
+impl BodyError {
+    /// The short code of the HTTP error body.
+    pub fn code(&self) -> &'static str {
+        match self {
+            BodyError::Json(_) => "invalid_json",
+            BodyError::NotText => "invalid_text",
+        }
+    }
+}
+
+pub const FORMATS: &[&str] = &["json", "text", "form", "auto"];
+
+impl BodyFormat {
+    pub fn parse(s: &str) -> Option<BodyFormat> {
+        Some(match s {
+            "json" => BodyFormat::Json,
+            "text" => BodyFormat::Text,
+            "form" => BodyFormat::Form,
+            "auto" => BodyFormat::Auto,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            BodyFormat::Json => "json",
+            BodyFormat::Text => "text",
+            BodyFormat::Form => "form",
+            BodyFormat::Auto => "auto",
+        }
+    }
+
+    /// Decodes `body` (sent with `content_type`); returns the event and whether it is the body
+    /// parsed as JSON (then the raw bytes are what the history stores and replays).
+    pub fn decode(
+        self,
+        content_type: Option<&str>,
+        body: &[u8],
+    ) -> Result<(Value, bool), BodyError> {
+        match self {
+            BodyFormat::Json => json(body).map(|v| (v, true)),
+            BodyFormat::Text => text(body).map(|v| (v, false)),
+            BodyFormat::Form => Ok((form(body), false)),
+            BodyFormat::Auto => {
+                let mime = content_type
+                    .and_then(|c| c.split(';').next())
+                    .map(|m| m.trim().to_ascii_lowercase())
+                    .unwrap_or_default();
+                if mime == "application/json" || mime.ends_with("+json") {
+                    json(body).map(|v| (v, true))
+                } else if mime == "application/x-www-form-urlencoded" {
+                    if body.contains(&b'=') {
+                        Ok((form(body), false))
+                    } else {
+                        text(body).map(|v| (v, false))
+                    }
+                } else if mime.starts_with("text/") {
+                    text(body).map(|v| (v, false))
+                } else {
+                    match json(body) {
+                        Ok(v) => Ok((v, true)),
+                        Err(_) => text(body).map(|v| (v, false)),
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn json(body: &[u8]) -> Result<Value, BodyError> {
+    serde_json::from_slice(body).map_err(|e| BodyError::Json(e.to_string()))
+}
+
+fn text(body: &[u8]) -> Result<Value, BodyError> {
+    let s = std::str::from_utf8(body).map_err(|_| BodyError::NotText)?;
+    let mut m = Map::new();
+    m.insert("text".into(), Value::String(s.to_string()));
+    Ok(Value::Object(m))
+}
+
+fn form(body: &[u8]) -> Value {
+    let mut m = Map::new();
+    for (k, v) in form_urlencoded::parse(body) {
+        let v = Value::String(v.into_owned());
+        match m.get_mut(k.as_ref()) {
+            None => {
+                m.insert(k.into_owned(), v);
+            }
+            Some(Value::Array(list)) => list.push(v),
+            Some(first) => {
+                let first = first.take();
+                m.insert(k.into_owned(), Value::Array(vec![first, v]));
+            }
+        }
+    }
+    if m.len() == 1
+        && let Some(Value::String(p)) = m.get("payload")
+        && let Ok(v @ (Value::Object(_) | Value::Array(_))) = serde_json::from_str::<Value>(p)
+    {
+        return v;
+    }
+    Value::Object(m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn text_is_an_object_with_the_text() {
+        let (v, raw) = BodyFormat::Text
+            .decode(None, b"Interface GigabitEthernet0/1 is up")
+            .unwrap();
+        assert_eq!(v, json!({"text": "Interface GigabitEthernet0/1 is up"}));
+        assert!(!raw);
+        assert_eq!(
+            BodyFormat::Text.decode(None, &[0xff, 0xfe]),
+            Err(BodyError::NotText)
+        );
+    }
+
+    #[test]
+    fn form_fields_repeats_and_github_payload() {
+        let (v, _) = BodyFormat::Form
+            .decode(None, b"a=1&b=two+words&a=3&c=%C3%A9")
+            .unwrap();
+        assert_eq!(v, json!({"a": ["1", "3"], "b": "two words", "c": "é"}));
+        let (v, _) = BodyFormat::Form
+            .decode(None, b"payload=%7B%22ref%22%3A%22refs%2Fheads%2Fmain%22%7D")
+            .unwrap();
+        assert_eq!(v, json!({"ref": "refs/heads/main"}));
+        // A `payload` that is not JSON stays a field.
+        let (v, _) = BodyFormat::Form.decode(None, b"payload=hello").unwrap();
+        assert_eq!(v, json!({"payload": "hello"}));
+    }
+
+    #[test]
+    fn json_is_strict() {
+        assert!(matches!(
+            BodyFormat::Json.decode(Some("text/plain"), b"link up"),
+            Err(BodyError::Json(_))
+        ));
+        assert_eq!(
+            BodyFormat::Json.decode(None, b"{\"a\":1}").unwrap(),
+            (json!({"a": 1}), true)
+        );
+    }
+
+    #[test]
+    fn auto_follows_the_content_type() {
+        let d = |ct: Option<&str>, b: &[u8]| BodyFormat::Auto.decode(ct, b).unwrap().0;
+        assert_eq!(
+            d(Some("application/json; charset=utf-8"), b"[1]"),
+            json!([1])
+        );
+        assert_eq!(d(Some("application/vnd.x+json"), b"{}"), json!({}));
+        assert!(
+            BodyFormat::Auto
+                .decode(Some("application/json"), b"nope")
+                .is_err()
+        );
+        assert_eq!(
+            d(Some("application/x-www-form-urlencoded"), b"x=1"),
+            json!({"x": "1"})
+        );
+        // curl -d / Tcl geturl send text with the form content type.
+        assert_eq!(
+            d(Some("application/x-www-form-urlencoded"), b"link down"),
+            json!({"text": "link down"})
+        );
+        assert_eq!(d(Some("text/plain"), b"42"), json!({"text": "42"}));
+        assert_eq!(d(None, b"{\"a\":1}"), json!({"a": 1}));
+        assert_eq!(d(None, b"link up"), json!({"text": "link up"}));
+        assert_eq!(
+            d(Some("application/octet-stream"), b"x"),
+            json!({"text": "x"})
+        );
+    }
+
+    #[test]
+    fn names_round_trip() {
+        for f in FORMATS {
+            assert_eq!(BodyFormat::parse(f).unwrap().name(), *f);
+        }
+        assert_eq!(BodyFormat::parse("yaml"), None);
+    }
+}

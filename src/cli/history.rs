@@ -1,0 +1,440 @@
+//! `rulehook events`, `event`, `jobs`, `replay`, `rerun`: the history of a running service, read
+//! and acted on through its admin API, printed for people (or as the API's JSON with `--json`).
+
+use std::time::Duration;
+
+use clap::Args;
+use serde_json::Value;
+
+/// Where the running service is, and how to reach its admin API.
+#[derive(Debug, Clone, Args)]
+pub struct AdminArgs {
+    /// The service's base URL.
+    #[arg(long, env = "RULEHOOK_URL", default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+    /// Accept any TLS certificate (a service with --tls-self-signed).
+    #[arg(long)]
+    pub insecure: bool,
+    /// Print the admin API's JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct EventsArgs {
+    /// Only events of this source.
+    #[arg(long)]
+    pub source: Option<String>,
+    /// unmatched, throttled, pending, done or failed.
+    #[arg(long)]
+    pub status: Option<String>,
+    /// Only events that matched (or were throttled on) this rule.
+    #[arg(long)]
+    pub rule: Option<String>,
+    /// Received since: a duration back from now (`15m`, `2h`) or an RFC 3339 time.
+    #[arg(long)]
+    pub since: Option<String>,
+    /// At most this many (newest first).
+    #[arg(long, default_value_t = 50)]
+    pub limit: usize,
+    #[command(flatten)]
+    pub admin: AdminArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct JobsArgs {
+    /// pending, done or failed (the dead letters).
+    #[arg(long)]
+    pub status: Option<String>,
+    /// Only jobs of this rule.
+    #[arg(long)]
+    pub rule: Option<String>,
+    /// At most this many (newest first).
+    #[arg(long, default_value_t = 50)]
+    pub limit: usize,
+    #[command(flatten)]
+    pub admin: AdminArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct IdArgs {
+    /// The event id (for `event`, `replay`) or job id (for `rerun`).
+    pub id: String,
+    #[command(flatten)]
+    pub admin: AdminArgs,
+}
+
+/// A client of one service's admin API.
+struct Api {
+    base: String,
+    http: reqwest::Client,
+    token: Option<String>,
+}
+
+impl Api {
+    fn new(a: &AdminArgs) -> anyhow::Result<Api> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let http = reqwest::Client::builder()
+            .danger_accept_invalid_certs(a.insecure)
+            .timeout(Duration::from_secs(30))
+            .user_agent(concat!("rulehook/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Api {
+            base: a.url.trim_end_matches('/').to_string(),
+            http,
+            token: std::env::var("RULEHOOK_ADMIN_TOKEN")
+                .ok()
+                .filter(|t| !t.is_empty()),
+        })
+    }
+
+    async fn call(&self, method: reqwest::Method, path: &str) -> anyhow::Result<Value> {
+        let url = format!("{}{path}", self.base);
+        let mut req = self.http.request(method, &url);
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.map_err(|e| {
+            anyhow::anyhow!(
+                "cannot reach the service at {}: {}\nhint: is `rulehook serve` running there? Set --url or RULEHOOK_URL",
+                self.base,
+                crate::actions::http::error_chain(&e)
+            )
+        })?;
+        let status = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        let body: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        if status.is_success() {
+            return Ok(body);
+        }
+        let message = body["message"].as_str().unwrap_or("").to_string();
+        match status.as_u16() {
+            401 => anyhow::bail!(
+                "the admin API refused the request ({message}); from another host, set RULEHOOK_ADMIN_TOKEN to the service's token"
+            ),
+            _ => anyhow::bail!("{} answered {status}: {message}", self.base),
+        }
+    }
+}
+
+fn query(pairs: &[(&str, Option<String>)]) -> String {
+    let mut q = form_urlencoded::Serializer::new(String::new());
+    for (k, v) in pairs {
+        if let Some(v) = v {
+            q.append_pair(k, v);
+        }
+    }
+    let q = q.finish();
+    if q.is_empty() { q } else { format!("?{q}") }
+}
+
+fn seg(id: &str) -> String {
+    crate::actions::outbound::urlencode(id)
+}
+
+fn s(v: &Value) -> &str {
+    v.as_str().unwrap_or("-")
+}
+
+fn print_json(v: &Value) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+pub async fn events(a: EventsArgs) -> anyhow::Result<()> {
+    let api = Api::new(&a.admin)?;
+    let q = query(&[
+        ("source", a.source),
+        ("status", a.status),
+        ("rule", a.rule),
+        ("since", a.since),
+        ("limit", Some(a.limit.to_string())),
+    ]);
+    let v = api
+        .call(reqwest::Method::GET, &format!("/api/events{q}"))
+        .await?;
+    if a.admin.json {
+        return print_json(&v);
+    }
+    let list = v["events"].as_array().cloned().unwrap_or_default();
+    if list.is_empty() {
+        println!("no events");
+        return Ok(());
+    }
+    println!(
+        "{:<24}  {:<36}  {:<14}  {:<9}  {:>7}  {:>9}",
+        "RECEIVED", "ID", "SOURCE", "STATUS", "MATCHED", "THROTTLED"
+    );
+    for e in &list {
+        println!(
+            "{:<24}  {:<36}  {:<14}  {:<9}  {:>7}  {:>9}",
+            s(&e["received_at"]),
+            s(&e["id"]),
+            s(&e["source"]),
+            s(&e["status"]),
+            e["matched_rules"],
+            e["throttled"]
+        );
+    }
+    Ok(())
+}
+
+pub async fn jobs(a: JobsArgs) -> anyhow::Result<()> {
+    let api = Api::new(&a.admin)?;
+    let q = query(&[
+        ("status", a.status),
+        ("rule", a.rule),
+        ("limit", Some(a.limit.to_string())),
+    ]);
+    let v = api
+        .call(reqwest::Method::GET, &format!("/api/jobs{q}"))
+        .await?;
+    if a.admin.json {
+        return print_json(&v);
+    }
+    let list = v["jobs"].as_array().cloned().unwrap_or_default();
+    if list.is_empty() {
+        println!("no jobs");
+        return Ok(());
+    }
+    for j in &list {
+        println!(
+            "{}  {:<7}  {}/{}  at action {} after {} attempt(s){}",
+            s(&j["id"]),
+            s(&j["status"]),
+            s(&j["rulebook"]),
+            s(&j["rule"]),
+            j["action_index"],
+            j["attempts"],
+            j["error"]
+                .as_str()
+                .map(|e| format!(": {e}"))
+                .unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+pub async fn event(a: IdArgs) -> anyhow::Result<()> {
+    let api = Api::new(&a.admin)?;
+    let v = api
+        .call(reqwest::Method::GET, &format!("/api/events/{}", seg(&a.id)))
+        .await
+        .map_err(|e| not_found(e, "event", &a.id))?;
+    if a.admin.json {
+        return print_json(&v);
+    }
+    print!("{}", timeline(&v));
+    Ok(())
+}
+
+pub async fn replay(a: IdArgs) -> anyhow::Result<()> {
+    let api = Api::new(&a.admin)?;
+    let v = api
+        .call(
+            reqwest::Method::POST,
+            &format!("/api/events/{}/replay", seg(&a.id)),
+        )
+        .await
+        .map_err(|e| not_found(e, "event", &a.id))?;
+    if a.admin.json {
+        return print_json(&v);
+    }
+    println!(
+        "replayed {} as event {}: {} rule(s) matched",
+        a.id,
+        s(&v["id"]),
+        v["matched"]
+    );
+    Ok(())
+}
+
+pub async fn rerun(a: IdArgs) -> anyhow::Result<()> {
+    let api = Api::new(&a.admin)?;
+    let v = api
+        .call(
+            reqwest::Method::POST,
+            &format!("/api/jobs/{}/rerun", seg(&a.id)),
+        )
+        .await
+        .map_err(|e| {
+            if e.to_string().contains("404") {
+                anyhow::anyhow!(
+                    "job {} is not a dead letter (only failed jobs can be re-run; list them with `rulehook jobs --status failed`)",
+                    a.id
+                )
+            } else {
+                e
+            }
+        })?;
+    if a.admin.json {
+        return print_json(&v);
+    }
+    println!("job {} queued again: runs {}", a.id, s(&v["runs"]));
+    Ok(())
+}
+
+fn not_found(e: anyhow::Error, what: &str, id: &str) -> anyhow::Error {
+    if e.to_string().contains("404") {
+        anyhow::anyhow!("no {what} with id {id} (list them with `rulehook events`)")
+    } else {
+        e
+    }
+}
+
+/// An event's story, for people: what came in, which rules matched and what their actions did,
+/// what was throttled, and why the other rules did not match.
+pub fn timeline(v: &Value) -> String {
+    use std::fmt::Write;
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "event {}  source {} ({})  received {}  status {}",
+        s(&v["id"]),
+        s(&v["source"]),
+        s(&v["kind"]),
+        s(&v["received_at"]),
+        s(&v["status"])
+    );
+    if let Some(d) = v["delivery_id"].as_str() {
+        let _ = writeln!(o, "  delivery {d}, {} duplicate(s)", v["duplicates"]);
+    }
+    if let Some(p) = v["parent"].as_str() {
+        let _ = writeln!(o, "  parent {p}");
+    }
+    for c in v["children"].as_array().into_iter().flatten() {
+        let _ = writeln!(o, "  emitted {}", s(c));
+    }
+    for m in v["matches"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            o,
+            "matched {}/{}  job {}  {}{}",
+            s(&m["rulebook"]),
+            s(&m["rule"]),
+            s(&m["id"]),
+            s(&m["status"]),
+            m["error"]
+                .as_str()
+                .map(|e| format!(": {e}"))
+                .unwrap_or_default()
+        );
+        for at in m["attempts"].as_array().into_iter().flatten() {
+            let phase = if at["phase"] == "on_failure" {
+                "on_failure "
+            } else {
+                ""
+            };
+            let mut line = format!(
+                "  {phase}#{} {}  attempt {}  {}",
+                at["action_index"],
+                s(&at["action"]),
+                at["attempt"],
+                s(&at["status"])
+            );
+            if let Some(d) = at["duration"].as_str() {
+                let _ = write!(line, " in {d}");
+            }
+            if let Some(c) = at["exit_code"].as_i64() {
+                let _ = write!(line, "  exit {c}");
+            }
+            if let Some(c) = at["http_status"].as_i64() {
+                let _ = write!(line, "  HTTP {c}");
+            }
+            let _ = write!(line, "  run {}", s(&at["run_id"]));
+            let _ = writeln!(o, "{line}");
+            for (label, key) in [
+                ("error", "error"),
+                ("stdout", "stdout"),
+                ("stderr", "stderr"),
+            ] {
+                if let Some(t) = at[key].as_str().map(str::trim_end)
+                    && !t.is_empty()
+                {
+                    for (i, l) in t.lines().enumerate() {
+                        let tag = if i == 0 { label } else { "" };
+                        let _ = writeln!(o, "      {tag:<7} {l}");
+                    }
+                }
+            }
+            if let Some(r) = at["result"].as_object()
+                && !r.is_empty()
+            {
+                let _ = writeln!(o, "      result  {}", Value::Object(r.clone()));
+            }
+        }
+    }
+    for t in v["throttled"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            o,
+            "throttled {}/{}  group {}  until {}  (fired by event {})",
+            s(&t["rulebook"]),
+            s(&t["rule"]),
+            s(&t["group"]),
+            s(&t["until"]),
+            s(&t["fired_by"])
+        );
+    }
+    for n in v["not_matched"].as_array().into_iter().flatten() {
+        let _ = writeln!(o, "no match {}/{}", s(&n["rulebook"]), s(&n["rule"]));
+        for w in n["why"].as_array().into_iter().flatten() {
+            let _ = writeln!(o, "  {}", s(w));
+        }
+    }
+    let body = serde_json::to_string_pretty(&v["body"]).unwrap_or_default();
+    let _ = writeln!(o, "body");
+    for l in body.lines() {
+        let _ = writeln!(o, "  {l}");
+    }
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_timeline_tells_the_story() {
+        let v = json!({
+            "id": "e1", "source": "ipfabric", "kind": "ipfabric", "received_at": "2026-01-01T00:00:00Z",
+            "status": "failed", "delivery_id": "abc", "duplicates": 1, "children": [],
+            "matches": [{"id": "e1:r", "rulebook": "b", "rule": "r", "status": "failed", "error": "exit code 2",
+                "attempts": [{"run_id": "e1:r:0", "attempt": 1, "phase": "main", "action_index": 0,
+                    "action": "run_script", "status": "failed", "duration": "1.2s", "exit_code": 2,
+                    "stdout": "", "stderr": "boom\nline 2", "error": "exit code 2"},
+                  {"run_id": "e1:r:on_failure:0", "attempt": 1, "phase": "on_failure", "action_index": 0,
+                    "action": "open_ticket", "status": "ok", "duration": "80ms", "http_status": 201,
+                    "result": {"ticket_id": "12"}}]}],
+            "throttled": [{"rulebook": "b", "rule": "t", "group": "g", "until": "2026-01-01T00:10:00Z", "fired_by": "e0"}],
+            "not_matched": [{"rulebook": "b", "rule": "x", "why": ["`$.a == 1` is false ($.a is 2)"]}],
+            "body": {"a": 2}
+        });
+        let t = timeline(&v);
+        for want in [
+            "event e1  source ipfabric (ipfabric)  received 2026-01-01T00:00:00Z  status failed",
+            "  delivery abc, 1 duplicate(s)",
+            "matched b/r  job e1:r  failed: exit code 2",
+            "  #0 run_script  attempt 1  failed in 1.2s  exit 2  run e1:r:0",
+            "      stderr  boom",
+            "              line 2",
+            "  on_failure #0 open_ticket  attempt 1  ok in 80ms  HTTP 201  run e1:r:on_failure:0",
+            "      result  {\"ticket_id\":\"12\"}",
+            "throttled b/t  group g  until 2026-01-01T00:10:00Z  (fired by event e0)",
+            "no match b/x",
+            "  `$.a == 1` is false ($.a is 2)",
+            "    \"a\": 2",
+        ] {
+            assert!(t.contains(want), "missing {want:?} in\n{t}");
+        }
+        assert!(!t.contains("stdout"), "{t}");
+    }
+
+    #[test]
+    fn queries_skip_unset_filters_and_encode() {
+        assert_eq!(
+            query(&[("source", Some("a b".into())), ("status", None)]),
+            "?source=a+b"
+        );
+        assert_eq!(query(&[("x", None)]), "");
+    }
+}

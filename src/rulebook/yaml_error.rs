@@ -1,0 +1,226 @@
+//! A rulebook that does not parse, explained: the YAML parser's message without the position it
+//! repeats (the caller prints `file:line:col`), "did you mean" for a misspelt key or action, and
+//! what an indentation mistake looks like where the parser only says what it expected.
+
+/// The message for a parse error at `line`/`column` (1-based) of `text`.
+pub fn explain(message: &str, text: &str, line: u64, column: u64) -> String {
+    let first = message.lines().next().unwrap_or("invalid rulebook");
+    let msg = strip_position(first);
+    if let Some(m) = unknown(&msg) {
+        return m;
+    }
+    let src_line = text
+        .lines()
+        .nth(line.saturating_sub(1) as usize)
+        .unwrap_or("");
+    if let Some(field) = between(&msg, "missing field `", "`")
+        && let Some(m) = misindented(text, line, field)
+    {
+        return m;
+    }
+    if msg.contains("expected mapping") || msg.contains("invalid type: unit value") {
+        // `- log:` followed by its fields at the same indentation as `log`.
+        let key_line = if src_line.trim_end().ends_with(':') {
+            Some(src_line)
+        } else {
+            line.checked_sub(2)
+                .and_then(|l| text.lines().nth(l as usize))
+                .filter(|l| l.trim_end().ends_with(':'))
+        };
+        if let Some(l) = key_line {
+            let key = l.trim().trim_start_matches("- ").trim_end_matches(':');
+            return format!(
+                "`{key}:` has no value; if its fields are on the next lines, indent them further than `{key}`"
+            );
+        }
+    }
+    if msg.contains("did not find expected") || msg.contains("mapping values are not allowed") {
+        return format!(
+            "{msg}: check the indentation here (keys of one mapping line up; list items start with `- `; tabs are not allowed)"
+        );
+    }
+    let _ = column;
+    msg
+}
+
+/// Removes the parser's own ` at line N, column M` (the caller prints the position).
+fn strip_position(msg: &str) -> String {
+    match msg.rfind(" at line ") {
+        Some(p) if msg[p..].contains("column") => msg[..p].to_string(),
+        _ => msg.to_string(),
+    }
+}
+
+fn between<'a>(s: &'a str, start: &str, end: &str) -> Option<&'a str> {
+    let from = s.find(start)? + start.len();
+    let to = s[from..].find(end)? + from;
+    Some(&s[from..to])
+}
+
+/// `unknown field `x`, expected one of a, b` / `unknown variant …`, with the closest name.
+fn unknown(msg: &str) -> Option<String> {
+    let (what, rest) = if let Some(r) = msg.strip_prefix("unknown field `") {
+        ("key", r)
+    } else if let Some(r) = msg.strip_prefix("unknown variant `") {
+        ("action", r)
+    } else {
+        return None;
+    };
+    let (given, tail) = rest.split_once('`')?;
+    let expected: Vec<&str> = tail
+        .split_once("expected one of ")
+        .map(|(_, l)| l)
+        .or_else(|| tail.split_once("expected ").map(|(_, l)| l))?
+        .split(", ")
+        .map(|s| s.trim_matches('`').trim())
+        .filter(|s| !s.is_empty())
+        .collect();
+    let list = expected.join(", ");
+    if matches!(given, "token" | "key" | "api_key") && expected.contains(&"secret") {
+        return Some(format!(
+            "unknown key `{given}`: a source's credential is `secret` (for bearer tokens and GitLab tokens too), or `secrets: [...]` to accept several"
+        ));
+    }
+    Some(match closest(given, &expected) {
+        Some(best) => {
+            format!("unknown {what} `{given}`; did you mean `{best}`? (expected one of: {list})")
+        }
+        None => format!("unknown {what} `{given}`; expected one of: {list}"),
+    })
+}
+
+/// The candidate closest to `given`, when it is close enough to be a typo.
+pub fn closest<'a>(given: &str, candidates: &[&'a str]) -> Option<&'a str> {
+    let limit = (given.len() / 3).max(1);
+    candidates
+        .iter()
+        .map(|c| (distance(given, c), *c))
+        .filter(|(d, _)| *d <= limit)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+/// Levenshtein distance (names are short).
+fn distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let sub = prev[j] + usize::from(ca != *cb);
+            cur.push(sub.min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+/// `missing field `actions`` when `actions:` is there, at another indentation than its siblings.
+fn misindented(text: &str, line: u64, field: &str) -> Option<String> {
+    let lines: Vec<&str> = text.lines().collect();
+    let at = (line.saturating_sub(1) as usize).min(lines.len().saturating_sub(1));
+    let indent = |l: &str| l.len() - l.trim_start().len();
+    let sibling = lines.get(at).map(|l| indent(l.trim_start_matches("- ")))?;
+    // Nearby lines (the same entry) that hold the key.
+    let start = at.saturating_sub(20);
+    let end = (at + 20).min(lines.len());
+    for (n, l) in lines.iter().enumerate().take(end).skip(start) {
+        let t = l.trim_start().trim_start_matches("- ");
+        if t.starts_with(&format!("{field}:")) {
+            let i = l.len() - t.len();
+            let want = lines
+                .get(at)
+                .map(|s| {
+                    let t = s.trim_start().trim_start_matches("- ");
+                    s.len() - t.len()
+                })
+                .unwrap_or(sibling);
+            if i != want {
+                return Some(format!(
+                    "`{field}` is missing here: line {} has `{field}:` indented {i} spaces, but the other keys of this entry are indented {want}; keys of one mapping must line up",
+                    n + 1
+                ));
+            }
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_keys_get_a_suggestion_and_no_repeated_position() {
+        let m = explain(
+            "unknown field `condtion`, expected one of `name`, `sources`, `condition`, `actions` at line 3, column 5",
+            "",
+            3,
+            5,
+        );
+        assert_eq!(
+            m,
+            "unknown key `condtion`; did you mean `condition`? (expected one of: name, sources, condition, actions)"
+        );
+        let m = explain(
+            "unknown variant `run_scrpt`, expected one of `run_script`, `log` at line 4, column 9",
+            "",
+            4,
+            9,
+        );
+        assert!(
+            m.starts_with("unknown action `run_scrpt`; did you mean `run_script`?"),
+            "{m}"
+        );
+        let m = explain(
+            "unknown field `token`, expected one of `name`, `kind`, `secret` at line 4, column 5",
+            "",
+            4,
+            5,
+        );
+        assert!(m.contains("a source's credential is `secret`"), "{m}");
+        let m = explain(
+            "unknown field `nam`, expected one of `name`, `kind`, `secret` at line 4, column 5",
+            "",
+            4,
+            5,
+        );
+        assert!(
+            m.starts_with("unknown key `nam`; did you mean `name`?"),
+            "{m}"
+        );
+        let m = explain(
+            "unknown field `zzzz`, expected one of `name`, `kind`",
+            "",
+            1,
+            1,
+        );
+        assert_eq!(m, "unknown key `zzzz`; expected one of: name, kind");
+        assert!(!explain("x at line 2, column 3", "", 2, 3).contains("line 2"));
+    }
+
+    #[test]
+    fn indentation_mistakes_are_explained() {
+        let text = "rules:\n  - name: r\n    condition: '$.a'\n   actions:\n      - log: { message: hi }\n";
+        let m = explain("missing field `actions` at line 3, column 5", text, 3, 5);
+        assert!(
+            m.contains("line 4 has `actions:` indented 3 spaces, but the other keys of this entry are indented 4"),
+            "{m}"
+        );
+        let text = "rules:\n  - name: r\n    actions:\n    - log:\n      message: hi\n";
+        let m = explain("expected mapping start at line 4, column 11", text, 4, 11);
+        assert!(
+            m.contains("`log:` has no value; if its fields are on the next lines, indent them further than `log`"),
+            "{m}"
+        );
+    }
+
+    #[test]
+    fn closest_is_only_for_typos() {
+        assert_eq!(
+            closest("condtion", &["name", "condition"]),
+            Some("condition")
+        );
+        assert_eq!(closest("token", &["name", "kind", "secret"]), None);
+    }
+}

@@ -1,0 +1,131 @@
+//! `rulehook events / event / jobs / replay / rerun` against a running service.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::{Env, Server, client, post_signed};
+
+fn rulehook(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_rulehook"))
+        .args(args)
+        .env_remove("RULEHOOK_URL")
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_history_from_the_command_line() {
+    let env = Env::new();
+    env.script(
+        "flaky.sh",
+        "#!/bin/sh\necho \"trying $1\"\necho 'no route to atl1' >&2\nexit 2\n",
+    );
+    env.rulebook(
+        "t.yml",
+        r#"
+sources:
+  - { name: net, kind: bearer, secret: tok }
+rules:
+  - name: fix
+    sources: [net]
+    condition: '$.device'
+    actions:
+      - run_script: { script: flaky.sh, args: ["{{ event.device }}"] }
+    on_failure:
+      - log: { message: "fix failed for {{ event.device }}" }
+  - name: other
+    sources: [net]
+    condition: '$.kind == "link"'
+    actions:
+      - log: { message: "never" }
+"#,
+    );
+    let server = Server::start(&env, &[], &[]);
+    let base = server.base.clone();
+    let c = client();
+    let (st, resp) = post_signed(
+        &c,
+        &server.url("/hooks/net"),
+        "bearer",
+        "tok",
+        br#"{"device": "atl1"}"#,
+    )
+    .await;
+    assert_eq!(st, 202, "{resp}");
+    let id = resp["id"].as_str().unwrap().to_string();
+    for _ in 0..200 {
+        if server.log_text().contains("fix failed for atl1") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let (ok, out, err) = rulehook(&["events", "--url", &base, "--source", "net"]);
+    assert!(ok, "{err}");
+    assert!(out.contains(&id) && out.contains("failed"), "{out}");
+    let (ok, out, _) = rulehook(&["events", "--url", &base, "--status", "done"]);
+    assert!(ok && out.contains("no events"), "{out}");
+
+    let (ok, out, err) = rulehook(&["event", &id, "--url", &base]);
+    assert!(ok, "{err}");
+    for want in [
+        format!("event {id}  source net (bearer)"),
+        format!("matched t/fix  job {id}:fix  failed"),
+        "#0 run_script  attempt 1  failed in ".to_string(),
+        "exit 2".to_string(),
+        "stdout  trying atl1".to_string(),
+        "stderr  no route to atl1".to_string(),
+        "on_failure #0 log  attempt 1  ok".to_string(),
+        "no match t/other".to_string(),
+        "\"device\": \"atl1\"".to_string(),
+    ] {
+        assert!(out.contains(&want), "missing {want:?} in\n{out}");
+    }
+
+    let (ok, out, err) = rulehook(&["jobs", "--status", "failed", "--url", &base]);
+    assert!(ok, "{err}");
+    assert!(out.contains(&format!("{id}:fix  failed")), "{out}");
+
+    let (ok, out, err) = rulehook(&["rerun", &format!("{id}:fix"), "--url", &base]);
+    assert!(ok, "{err}");
+    assert!(out.contains("queued again"), "{out}");
+
+    let (ok, out, err) = rulehook(&["replay", &id, "--url", &base]);
+    assert!(ok, "{err}");
+    assert!(out.contains(&format!("replayed {id} as event ")), "{out}");
+    assert!(out.contains("1 rule(s) matched"), "{out}");
+
+    let (ok, out, err) = rulehook(&["event", &id, "--url", &base, "--json"]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["id"], id.as_str());
+
+    let (ok, _, err) = rulehook(&["event", "nope", "--url", &base]);
+    assert!(!ok);
+    assert!(err.contains("no event with id nope"), "{err}");
+    let (ok, _, err) = rulehook(&["rerun", "nope:x", "--url", &base]);
+    assert!(!ok);
+    assert!(err.contains("not a dead letter"), "{err}");
+}
+
+#[test]
+fn an_unreachable_service_says_where_it_looked() {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", l.local_addr().unwrap());
+    drop(l);
+    let (ok, _, err) = rulehook(&["events", "--url", &url]);
+    assert!(!ok);
+    assert!(
+        err.contains(&format!("cannot reach the service at {url}")),
+        "{err}"
+    );
+    assert!(err.to_lowercase().contains("refused"), "{err}");
+    assert!(err.contains("RULEHOOK_URL"), "{err}");
+}
