@@ -86,6 +86,7 @@ async fn main() {
         metrics: None,
         body_timeout: Duration::from_secs(5),
         guard: Default::default(),
+        console: Default::default(),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await

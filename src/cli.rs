@@ -16,7 +16,7 @@ use clap::{Args, Parser, Subcommand};
 use serde_json::{Value, json};
 
 use crate::engine::Engine;
-use crate::rules::{Dirs, EventDoc, RuleSet};
+use crate::rules::{Dirs, RuleSet};
 use crate::server::listen::Tls;
 use crate::server::{AppState, app};
 use crate::store::Store;
@@ -402,67 +402,13 @@ fn test(t: &TestArgs) -> anyhow::Result<ExitCode> {
     let (body, _) = format
         .decode(content_type, &raw)
         .with_context(|| format!("{} (format {})", t.event.display(), format.name()))?;
-    let doc = EventDoc::new(body.clone());
-    let mut report = Vec::new();
-    for v in set.explain(t.source.as_deref(), &doc) {
-        let rule = &set.rules[v.rule];
-        let mut actions = Vec::new();
-        let mut on_failure = Vec::new();
-        let mut throttle = Value::Null;
-        if v.matched {
-            let meta = json!({
-                "id": "test", "source": t.source.clone().unwrap_or_default(),
-                "kind": t.source.as_deref().and_then(|s| set.source(s)).map(|s| s.verifier.kind()).unwrap_or(""),
-                "received_at": crate::domain::rfc3339(0), "headers": headers,
-                "rulebook": rule.rulebook, "rule": rule.name,
-            });
-            // A dry run has no real previous result: later actions see a placeholder one.
-            for (i, a) in rule.actions.iter().enumerate() {
-                let previous = if i == 0 {
-                    Value::Null
-                } else {
-                    json!({"exit_code": 0, "stdout": format!("<stdout of action {}>", i - 1)})
-                };
-                let ctx = crate::templates::context(
-                    json!({"event": body, "meta": meta, "previous": previous}),
-                );
-                actions.push(match a.render(&set.templates, &ctx) {
-                    Ok(r) => r.for_history(),
-                    Err(e) => json!({"render_error": e}),
-                });
-            }
-            // What would run if an action failed for good (a placeholder failure).
-            for (i, a) in rule.on_failure.iter().enumerate() {
-                let failure = json!({
-                    "action": rule.actions.first().map(|a| a.kind()).unwrap_or(""),
-                    "error": "<the error>", "attempts": 1, "exit_code": 1,
-                    "stdout": "<stdout>", "stderr": "<stderr>", "status": 500, "body": "<body>",
-                });
-                let previous = if i == 0 {
-                    Value::Null
-                } else {
-                    json!({"exit_code": 0, "stdout": format!("<stdout of on_failure action {}>", i - 1)})
-                };
-                let ctx = crate::templates::context(
-                    json!({"event": body, "meta": meta, "previous": previous, "failure": failure}),
-                );
-                on_failure.push(match a.render(&set.templates, &ctx) {
-                    Ok(r) => r.for_history(),
-                    Err(e) => json!({"render_error": e}),
-                });
-            }
-            if let Some(t) = &rule.throttle {
-                throttle = json!({
-                    "once_within": crate::units::format_duration(t.window),
-                    "group": t.group(&body),
-                });
-            }
-        }
-        report.push(json!({
-            "rulebook": rule.rulebook, "rule": rule.name, "matched": v.matched,
-            "why_not": v.why, "actions": actions, "on_failure": on_failure, "throttle": throttle,
-        }));
-    }
+    let report = serde_json::to_value(crate::rules::dry_run(
+        &set,
+        t.source.as_deref(),
+        &body,
+        &headers,
+    ))?;
+    let report = report.as_array().cloned().unwrap_or_default();
     if t.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -631,7 +577,7 @@ fn sequence(t: &TestArgs, set: &RuleSet, events: Vec<(String, Value)>) -> anyhow
             "event {id} at +{} ({name})",
             crate::domain::human_duration(at)
         ));
-        let doc = EventDoc::new(body.clone());
+        let doc = crate::rules::EventDoc::new(body.clone());
         let decisions = sim.feed(t.source.as_deref(), &id, &doc, at);
         let mut items = Vec::new();
         for d in &decisions {
@@ -817,6 +763,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     for s in &set.sources {
         match &s.path {
+            Some(p) if !args.role.accepts_events() => banner.push_str(&format!(
+                "source {} ({}) at {p} on the ingest nodes (not here: --role worker)\n",
+                s.name,
+                s.verifier.kind()
+            )),
             Some(p) => banner.push_str(&format!(
                 "source {} ({}) at {scheme}://{addr}{p}\n",
                 s.name,
@@ -865,6 +816,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         reloader: Some(reloader),
         metrics,
         body_timeout: args.body_timeout,
+        console: Arc::new(if args.store == "embedded" {
+            crate::console::Settings::new(Some(args.data.clone()))
+        } else {
+            // Other nodes' events reach this node's live pages through the history.
+            let mut s = crate::console::Settings::new(None);
+            s.poll_history = Some(Duration::from_secs(2));
+            s
+        }),
         guard: Arc::new(guard),
     };
     crate::server::listen::serve(
@@ -892,8 +851,8 @@ async fn open_store(args: &ServeArgs) -> anyhow::Result<Store> {
     if args.store == "embedded" {
         if args.role != crate::engine::Role::All {
             anyhow::bail!(
-                "--role {:?} needs a store shared by several nodes (--store nats://HOST:PORT); the embedded store serves one node, which does everything",
-                args.role
+                "--role {} needs a store shared by several nodes (--store nats://HOST:PORT); the embedded store serves one node, which does everything",
+                format!("{:?}", args.role).to_lowercase()
             );
         }
         let store = Store::embedded(&args.data)
@@ -907,13 +866,18 @@ async fn open_store(args: &ServeArgs) -> anyhow::Result<Store> {
             args.store
         );
     }
+    // The data directory still records this node's running scripts: one node owns it.
+    std::fs::create_dir_all(&args.data)
+        .with_context(|| format!("cannot create {}", args.data.display()))?;
+    let lock = crate::store::sqlite::lock_dir(&args.data)?;
+    std::mem::forget(lock); // held until the process exits
     let mut config = crate::store::nats::NatsConfig::new(&args.store, &args.store_prefix);
     config.ack_wait = args.lease_check;
     config.replicas = args.store_replicas.max(1);
     let store = Store::nats(config)
         .await
         .with_context(|| format!("cannot open the JetStream store at {}", args.store))?;
-    tracing::info!(nats = %args.store, prefix = %args.store_prefix, role = ?args.role, "JetStream store");
+    tracing::info!(nats = %args.store, prefix = %args.store_prefix, role = %format!("{:?}", args.role).to_lowercase(), "JetStream store");
     Ok(store)
 }
 

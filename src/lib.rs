@@ -7,6 +7,7 @@
 pub mod actions;
 pub mod body;
 pub mod cli;
+pub mod console;
 pub mod domain;
 pub mod engine;
 pub mod reload;

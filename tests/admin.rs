@@ -34,6 +34,7 @@ fn state(dir: &std::path::Path) -> AppState {
         reloader: None,
         metrics: None,
         body_timeout: Duration::from_secs(5),
+        console: Default::default(),
         guard: Default::default(),
     }
 }

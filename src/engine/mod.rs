@@ -23,7 +23,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::domain::{Clock, Envelope, JobState, Match, Step, StoreError, Throttled, now_ms};
 use crate::rules::RuleSet;
-use crate::store::{Appended, Store};
+use crate::store::{Appended, EventRow, EventStatus, Store};
 use crate::verify::VerifiedEvent;
 
 /// How long a lease holds without a heartbeat. Workers heartbeat every third of it while an
@@ -131,7 +131,23 @@ pub struct Engine {
     shutdown: CancellationToken,
     /// Correlation groups with an open partial match, for each rule's cap.
     open: correlate::OpenGroups,
+    /// Events as they are accepted, for live views (the console); nothing is built for it
+    /// while nobody listens.
+    live: tokio::sync::broadcast::Sender<Arc<Accepted>>,
+    /// Matches and throttled matches per rule key since this process started.
+    counts: Mutex<std::collections::HashMap<String, [u64; 2]>>,
 }
+
+/// An event just accepted, for live views: its list row, and that row as JSON (serialized
+/// once, however many views listen).
+#[derive(Debug)]
+pub struct Accepted {
+    pub row: EventRow,
+    pub json: String,
+}
+
+/// Accepted events a slow live view may fall behind by before it skips some.
+const LIVE_BACKLOG: usize = 1024;
 
 impl Engine {
     /// Call [`Engine::start`] to run jobs.
@@ -146,6 +162,8 @@ impl Engine {
             tracker: TaskTracker::new(),
             shutdown: CancellationToken::new(),
             open: correlate::OpenGroups::default(),
+            live: tokio::sync::broadcast::channel(LIVE_BACKLOG).0,
+            counts: Mutex::new(std::collections::HashMap::new()),
         })
     }
 
@@ -210,6 +228,20 @@ impl Engine {
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// Every event this process accepts from now on, as its list row. Events other nodes
+    /// accept (a shared store) are not in it.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<Accepted>> {
+        self.live.subscribe()
+    }
+
+    /// Matches and throttled matches per rule key since this process started.
+    pub fn rule_counts(&self) -> std::collections::HashMap<String, [u64; 2]> {
+        self.counts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// The rule of `key` at version `fingerprint`, in the current set or a kept one.
@@ -323,16 +355,51 @@ impl Engine {
                 matched: 0,
             }),
             Appended::New { jobs } => {
-                for (i, throttled, job) in counted {
-                    let Some(r) = i.map(|i| &rules.rules[i]) else {
-                        continue;
-                    };
-                    if throttled {
-                        r.count_throttled();
-                        tracing::debug!(event = %event.id, rule = %r.name, "match throttled");
-                    } else if job {
-                        r.count_match();
+                if !counted.is_empty() {
+                    let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+                    for (i, throttled, job) in counted {
+                        let Some(r) = i.map(|i| &rules.rules[i]) else {
+                            continue;
+                        };
+                        if !throttled && !job {
+                            continue;
+                        }
+                        let live = job;
+                        if live {
+                            r.count_match();
+                        } else {
+                            r.count_throttled();
+                            tracing::debug!(event = %event.id, rule = %r.name, "match throttled");
+                        }
+                        if let Some(c) = counts.get_mut(&r.key) {
+                            c[usize::from(!live)] += 1;
+                        } else {
+                            let mut c = [0, 0];
+                            c[usize::from(!live)] = 1;
+                            counts.insert(r.key.clone(), c);
+                        }
                     }
+                }
+                if self.live.receiver_count() > 0 {
+                    let row = EventRow {
+                        id: event.id.clone(),
+                        source: event.source.clone(),
+                        kind: event.kind.clone(),
+                        received_at: crate::domain::rfc3339(event.received_at),
+                        delivery_id: event.delivery.clone(),
+                        duplicates: 0,
+                        matched_rules: jobs.len(),
+                        rules: matched
+                            .iter()
+                            .map(|&i| rules.rules[i].name.clone())
+                            .collect(),
+                        throttled: matched.len() - jobs.len(),
+                        status: EventStatus::of(matched.len(), jobs.len(), jobs.len(), 0),
+                        parent: event.parent.clone(),
+                    };
+                    let json = serde_json::to_string(&row).unwrap_or_default();
+                    // No receiver left in between is not an error.
+                    let _ = self.live.send(Arc::new(Accepted { row, json }));
                 }
                 Ok(Ingested {
                     id: event.id.clone(),

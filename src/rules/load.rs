@@ -448,7 +448,13 @@ fn compile_source(cx: &mut Compile, spec: &SourceSpec, rulebook: &str) -> Option
             .as_ref()
             .map(|p| p.value.clone())
             .unwrap_or_else(|| format!("/hooks/{name}"));
-        if !p.starts_with('/') || p.starts_with("/api/") || p == "/healthz" || p == "/metrics" {
+        if !p.starts_with('/')
+            || p == "/"
+            || p.starts_with("/api/")
+            || p.starts_with("/console/")
+            || p == "/healthz"
+            || p == "/metrics"
+        {
             let loc = spec
                 .path
                 .as_ref()
@@ -456,7 +462,9 @@ fn compile_source(cx: &mut Compile, spec: &SourceSpec, rulebook: &str) -> Option
                 .unwrap_or(&spec.name.referenced);
             cx.err(
                 loc,
-                format!("path `{p}` must start with `/` and not be /api/…, /healthz or /metrics"),
+                format!(
+                    "path `{p}` must start with `/` and not be /, /api/…, /console/…, /healthz or /metrics"
+                ),
             );
             return None;
         }

@@ -3,6 +3,7 @@
 
 pub mod condition;
 pub mod correlate;
+mod dry_run;
 mod hint;
 mod index;
 mod load;
@@ -17,6 +18,7 @@ pub use crate::rulebook::{LoadError, model};
 use crate::sources::Source;
 use crate::templates::Templates;
 pub use condition::Condition;
+pub use dry_run::{DryRun, dry_run};
 use index::SourceIndex;
 pub use load::load;
 

@@ -21,7 +21,8 @@ use serde_json::json;
 use crate::domain::JobState;
 use crate::engine::Engine;
 use crate::engine::Rerun;
-use crate::store::{EventFilter, EventStatus, JobFilter};
+use crate::rules::RuleSet;
+use crate::store::{EventDetail, EventFilter, EventStatus, JobFilter};
 use crate::telemetry::names;
 pub use error::ApiError;
 
@@ -35,6 +36,8 @@ pub struct AppState {
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     /// How long a client may take to send a request body.
     pub body_timeout: std::time::Duration,
+    /// The web console's keys and access settings (also the admin API's loopback rule).
+    pub console: Arc<crate::console::Settings>,
     /// Admin access, back pressure, failed verifications per address.
     pub guard: Arc<guard::Guard>,
 }
@@ -51,6 +54,7 @@ pub fn app(state: AppState) -> Router {
         .route("/api/jobs", get(list_jobs))
         .route("/api/jobs/{id}/rerun", post(rerun))
         .route("/metrics", get(metrics_text))
+        .merge(crate::console::routes())
         .fallback(hook)
         .with_state(state)
 }
@@ -271,7 +275,8 @@ async fn receive(
             if !matches!(e, crate::verify::VerifyError::Body(_)) {
                 state.guard.failures.failed(peer.ip());
             }
-        })?;
+        })?
+        .with_peer(peer.ip());
     // Only verified requests spend the source's budget: forged ones cannot lock its sender out.
     if let Some(limit) = &source.rate_limit
         && let Err(wait) = limit.check()
@@ -321,7 +326,11 @@ impl axum::extract::FromRequestParts<AppState> for Admin {
 
 /// The admin API answers clients presenting the admin token, and loopback clients unless
 /// `--admin-require-token` (behind a local reverse proxy every client is loopback).
-fn admin(state: &AppState, peer: SocketAddr, headers: &HeaderMap) -> Result<(), ApiError> {
+pub(crate) fn admin(
+    state: &AppState,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+) -> Result<(), ApiError> {
     let ip = peer.ip();
     let loopback = ip.is_loopback()
         || matches!(ip, std::net::IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()));
@@ -453,7 +462,7 @@ async fn list_jobs(
 }
 
 /// `since` as RFC 3339, or as a duration back from now (`15m`).
-fn parse_since(s: &str) -> Result<i64, ApiError> {
+pub(crate) fn parse_since(s: &str) -> Result<i64, ApiError> {
     if let Ok(d) = crate::units::parse_duration(s) {
         let now = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
@@ -482,34 +491,46 @@ async fn event_detail(
         .await?
         .ok_or(ApiError::NoSuchEvent)?;
     // Why the other rules did not match, evaluated against the rule set serving now.
-    let rules = state.engine.rules();
-    let source = detail.source.clone();
+    let not_matched = not_matched(&state.engine.rules(), &detail);
+    let mut detail = serde_json::to_value(&detail).unwrap_or_default();
+    detail["not_matched"] = json!(not_matched);
+    detail["evaluated_with"] = json!("the rule set serving now");
+    Ok(Json(detail).into_response())
+}
+
+/// A rule an event did not match, with the clauses that were false and the values seen.
+#[derive(Debug, Clone, serde::Serialize)]
+pub(crate) struct NotMatched {
+    pub rulebook: String,
+    pub rule: String,
+    pub why: Vec<String>,
+}
+
+/// The rules of `rules` that a stored event did not match (neither matched nor throttled in
+/// its record), explained against that rule set.
+pub(crate) fn not_matched(rules: &RuleSet, detail: &EventDetail) -> Vec<NotMatched> {
     let doc = crate::domain::EventDoc::new(detail.body.clone());
-    let matched: Vec<(String, String)> = detail
-        .matches
-        .iter()
-        .map(|m| (m.rulebook.clone(), m.rule.clone()))
-        .chain(
-            detail
+    let recorded = |b: &str, n: &str| {
+        detail
+            .matches
+            .iter()
+            .any(|m| m.rulebook == b && m.rule == n)
+            || detail
                 .throttled
                 .iter()
-                .map(|m| (m.rulebook.clone(), m.rule.clone())),
-        )
-        .collect();
-    let mut detail = serde_json::to_value(&detail).unwrap_or_default();
-    let not_matched: Vec<_> = rules
-        .explain(Some(&source), &doc)
+                .any(|m| m.rulebook == b && m.rule == n)
+    };
+    rules
+        .explain(Some(&detail.source), &doc)
         .into_iter()
         .filter(|v| !v.matched)
         .filter_map(|v| {
             let r = &rules.rules[v.rule];
-            let recorded = matched
-                .iter()
-                .any(|(b, n)| *b == r.rulebook && *n == r.name);
-            (!recorded).then(|| json!({"rulebook": r.rulebook, "rule": r.name, "why": v.why}))
+            (!recorded(&r.rulebook, &r.name)).then(|| NotMatched {
+                rulebook: r.rulebook.clone(),
+                rule: r.name.clone(),
+                why: v.why,
+            })
         })
-        .collect();
-    detail["not_matched"] = json!(not_matched);
-    detail["evaluated_with"] = json!("the rule set serving now");
-    Ok(Json(detail).into_response())
+        .collect()
 }

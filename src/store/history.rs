@@ -70,8 +70,12 @@ pub struct EventRow {
     pub source: String,
     pub kind: String,
     pub received_at: String,
+    /// The delivery id the sender gave (or the run id of the `post_event` that emitted it).
+    pub delivery_id: Option<String>,
     pub duplicates: i64,
     pub matched_rules: usize,
+    /// The names of the rules it matched, throttled ones included, in match order.
+    pub rules: Vec<String>,
     pub throttled: usize,
     pub status: EventStatus,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -109,6 +109,9 @@ pub struct VerifiedEvent {
     parent: Option<String>,
 }
 
+/// The stored header naming the address a request came from.
+pub const PEER_HEADER: &str = "x-rulehook-peer";
+
 impl VerifiedEvent {
     /// An event emitted by a `post_event` action into an `internal` source, `depth` links down a
     /// chain of such events.
@@ -163,6 +166,14 @@ impl VerifiedEvent {
             parent: Some(of.to_string()),
         }
     }
+    /// Records the address the request came from as header `x-rulehook-peer` (replacing any
+    /// the sender set), so the history can show it.
+    pub fn with_peer(mut self, peer: std::net::IpAddr) -> VerifiedEvent {
+        self.headers.retain(|(k, _)| k != PEER_HEADER);
+        self.headers.push((PEER_HEADER.into(), peer.to_string()));
+        self
+    }
+
     pub fn source(&self) -> &str {
         &self.source
     }

@@ -120,7 +120,9 @@ pub fn node(env: &Env, nats: &NatsPrefix, role: &str, extra: &[&str]) -> Server 
     let mut args: Vec<String> = nats.args(role);
     args.extend(extra.iter().map(|s| s.to_string()));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    Server::start(env, &args, &[])
+    // Each node owns its data directory (it records the node's running scripts).
+    let data = env.path(&format!("data-{}", uuid::Uuid::now_v7().simple()));
+    Server::start_on(env, &data, &args, &[])
 }
 
 /// Posts `n` events (0..n) to `server`, 16 at a time; every one must get 202.

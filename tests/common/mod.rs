@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod console;
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
@@ -74,6 +75,11 @@ pub struct Server {
 
 impl Server {
     pub fn start(env: &Env, extra: &[&str], vars: &[(&str, String)]) -> Server {
+        Server::start_on(env, &env.path("data"), extra, vars)
+    }
+
+    /// `start` with its own data directory (one per node of a deployment).
+    pub fn start_on(env: &Env, data: &Path, extra: &[&str], vars: &[(&str, String)]) -> Server {
         let log = env.path(&format!(
             "serve-{}.log",
             SystemTime::now()
@@ -83,7 +89,7 @@ impl Server {
         ));
         let mut cmd = env.cmd(&["serve"]);
         cmd.arg("--data")
-            .arg(env.path("data"))
+            .arg(data)
             .args(["--listen", "127.0.0.1:0"])
             .args(extra)
             .env("OUT_DIR", env.dir.path())

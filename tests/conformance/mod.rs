@@ -772,6 +772,10 @@ pub async fn deliveries_are_deduplicated(b: &impl Backend) {
     let detail = s.history.event_detail(winner).await.unwrap().unwrap();
     assert_eq!(detail.duplicates, 15);
     assert_eq!(detail.delivery_id.as_deref(), Some("d-1"));
+    let listed = s.history.events(all_events()).await.unwrap();
+    let row = listed.iter().find(|r| r.id == *winner).expect("listed");
+    assert_eq!(row.delivery_id.as_deref(), Some("d-1"));
+    assert_eq!(row.duplicates, 15);
 
     // Another source with the same delivery id is another delivery.
     let other = s
@@ -1115,6 +1119,11 @@ pub async fn history_records_and_filters(b: &impl Backend) {
     assert_eq!(row(&unmatched_ev).status, EventStatus::Unmatched);
     assert_eq!(row(&old_ev).status, EventStatus::Unmatched);
     assert_eq!(row(&done_ev).source, "alpha");
+    // Rows name the rules matched (throttled ones too) and carry the delivery id.
+    assert_eq!(row(&done_ev).rules, vec!["deploy".to_string()]);
+    assert_eq!(row(&throttled_ev).rules, vec!["deploy".to_string()]);
+    assert!(row(&unmatched_ev).rules.is_empty());
+    assert_eq!(row(&done_ev).delivery_id, None);
 
     let by_status = |status| EventFilter {
         status: Some(status),

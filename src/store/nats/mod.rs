@@ -183,7 +183,6 @@ impl Jet {
         let client = async_nats::ConnectOptions::new()
             .name("rulehook")
             .connection_timeout(Duration::from_secs(5))
-            .retry_on_initial_connect()
             .connect(config.url.as_str());
         let client = tokio::time::timeout(Duration::from_secs(5), client)
             .await

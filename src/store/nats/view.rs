@@ -172,9 +172,16 @@ async fn follow(s: Arc<Shared>, part: Part, stream: stream::Stream) {
             match r {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => {
-                    tracing::error!(error = %e, "the history read model cannot apply a change")
+                    // Nothing of the batch was applied: follow again from the start, skipping
+                    // what is applied, so the batch is tried again.
+                    tracing::error!(error = %e, "the history read model cannot apply a change; trying again");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    break;
                 }
-                Err(e) => tracing::error!(error = %e, "the history read model stopped"),
+                Err(e) => {
+                    tracing::error!(error = %e, "the history read model stopped");
+                    return;
+                }
             }
             raise(applied, top);
             s.progress.applied.notify_waiters();

@@ -64,8 +64,9 @@ fn shut_down() -> StoreError {
     StoreError::Transient("the store has shut down".into())
 }
 
-/// Takes the data directory for this process (`dir/lock`, with the owner's pid inside).
-fn lock_dir(dir: &Path) -> Result<std::fs::File, StoreError> {
+/// Takes the data directory for this process (`dir/lock`, with the owner's pid inside). Every
+/// backend takes it: the directory also records this process's running scripts.
+pub fn lock_dir(dir: &Path) -> Result<std::fs::File, StoreError> {
     use std::io::{Read, Seek, Write};
     let path = dir.join("lock");
     let mut file = std::fs::OpenOptions::new()
@@ -79,7 +80,7 @@ fn lock_dir(dir: &Path) -> Result<std::fs::File, StoreError> {
         let mut owner = String::new();
         let _ = file.read_to_string(&mut owner);
         return Err(StoreError::Permanent(format!(
-            "the data directory {} is in use by another rulehook process (pid {}): one process owns an embedded store",
+            "the data directory {} is in use by another rulehook process (pid {}): one process owns a data directory (give each node its own --data)",
             dir.display(),
             owner.trim()
         )));

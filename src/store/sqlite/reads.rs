@@ -146,10 +146,16 @@ pub fn events(c: &Connection, f: &EventFilter) -> rusqlite::Result<Vec<EventRow>
         EventStatus::Failed => "failed",
         EventStatus::Done => "done",
     });
+    // Dead letters are few and indexed: find their events first rather than scan every event.
+    let failed_only = if status == Some("failed") {
+        "AND e.seq IN (SELECT j.event_seq FROM jobs j WHERE j.state = 'failed')"
+    } else {
+        ""
+    };
     let sql = format!(
         "SELECT * FROM (
            SELECT e.seq, e.id, e.source, e.kind, e.received_at, e.duplicates, e.n_matches, e.n_jobs,
-                  e.parent,
+                  e.parent, e.delivery, e.matches,
                   (SELECT COUNT(*) FROM jobs j WHERE j.seq >= e.first_job AND j.seq < e.first_job + e.n_jobs
                      AND j.state = 'pending') AS pending,
                   (SELECT COUNT(*) FROM jobs j WHERE j.seq >= e.first_job AND j.seq < e.first_job + e.n_jobs
@@ -158,6 +164,7 @@ pub fn events(c: &Connection, f: &EventFilter) -> rusqlite::Result<Vec<EventRow>
            WHERE (?1 IS NULL OR e.source = ?1) AND (?2 IS NULL OR e.received_at >= ?2)
              AND (?5 IS NULL OR EXISTS (SELECT 1 FROM json_each(e.matches)
                                         WHERE json_extract(value, '$.rule') = ?5))
+             {failed_only}
            ORDER BY e.seq DESC)
          WHERE ?4 IS NULL OR ({STATUS_SQL}) = ?4
             OR (?4 = 'throttled' AND n_jobs < n_matches)
@@ -178,8 +185,10 @@ pub fn events(c: &Connection, f: &EventFilter) -> rusqlite::Result<Vec<EventRow>
                 source: r.get("source")?,
                 kind: r.get("kind")?,
                 received_at: rfc3339(r.get("received_at")?),
+                delivery_id: r.get("delivery")?,
                 duplicates: r.get("duplicates")?,
                 matched_rules: n_jobs as usize,
+                rules: rule_names(&r.get::<_, String>("matches")?),
                 throttled: (n_matches - n_jobs) as usize,
                 status: EventStatus::of(
                     n_matches as usize,
@@ -192,6 +201,17 @@ pub fn events(c: &Connection, f: &EventFilter) -> rusqlite::Result<Vec<EventRow>
         },
     )?;
     rows.collect()
+}
+
+/// The rule names in an envelope's stored matches (a JSON array of objects with `rule`).
+fn rule_names(matches: &str) -> Vec<String> {
+    #[derive(serde::Deserialize)]
+    struct Named {
+        rule: String,
+    }
+    serde_json::from_str::<Vec<Named>>(matches)
+        .map(|v| v.into_iter().map(|m| m.rule).collect())
+        .unwrap_or_default()
 }
 
 fn attempts_of(c: &Connection, job_id: &str) -> rusqlite::Result<Vec<AttemptRow>> {

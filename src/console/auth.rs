@@ -1,0 +1,320 @@
+//! Who may see the console and how a state-changing request proves it came from the console.
+//!
+//! The admin access rule: loopback clients (unless `--admin-require-token`), or a client holding
+//! the admin token — as a bearer token, or as the session cookie the login form sets
+//! (`HttpOnly`, `SameSite=Strict`). The cookie holds a MAC of the token under a key drawn at
+//! start, never the token itself; sessions end when the process restarts.
+//!
+//! A POST must carry the console's form token (a MAC only pages of this process contain) and,
+//! when the browser sends `Origin` or `Sec-Fetch-Site`, come from this origin.
+
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+
+use crate::server::AppState;
+use crate::verify::Algorithm;
+use crate::verify::mac::{secret_eq, sign};
+
+/// The session cookie's name.
+pub const COOKIE: &str = "rulehook_session";
+
+/// Per-process console secrets and access settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The embedded store's directory, for the journal size on the overview.
+    pub data_dir: Option<std::path::PathBuf>,
+    /// With a store shared by several processes: how often live pages also read the history
+    /// for events other processes accepted (this process's own come at once).
+    pub poll_history: Option<std::time::Duration>,
+    /// Keys the session cookie and the form token; drawn at start.
+    key: [u8; 32],
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            data_dir: None,
+            poll_history: None,
+            key: rand::random(),
+        }
+    }
+}
+
+impl Settings {
+    /// Settings with fresh keys.
+    pub fn new(data_dir: Option<std::path::PathBuf>) -> Settings {
+        Settings {
+            data_dir,
+            ..Settings::default()
+        }
+    }
+
+    fn mac(&self, parts: &[&[u8]]) -> String {
+        hex::encode(sign(Algorithm::Sha256, &self.key, parts))
+    }
+
+    /// The cookie value for a holder of `token`.
+    pub fn session_for(&self, token: &str) -> String {
+        self.mac(&[b"session\0", token.as_bytes()])
+    }
+
+    /// The token every console form carries (shown only to people let in).
+    pub fn form_token(&self) -> String {
+        self.mac(&[b"form\0"])
+    }
+
+    /// The login form's token (shown to anyone; it only lets a sign-in through).
+    pub fn login_token(&self) -> String {
+        self.mac(&[b"login\0"])
+    }
+}
+
+/// The admin access rule without the cookie: the admin API's (loopback unless
+/// `--admin-require-token`, or the bearer token).
+pub fn admin_by_header(state: &AppState, peer: &SocketAddr, headers: &HeaderMap) -> bool {
+    crate::server::admin(state, *peer, headers).is_ok()
+}
+
+/// The value of cookie `name`, if the request has it.
+fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+/// Whether the request carries a valid session cookie.
+fn has_session(state: &AppState, headers: &HeaderMap) -> bool {
+    match (&state.admin_token, cookie(headers, COOKIE)) {
+        (Some(token), Some(got)) => {
+            secret_eq(state.console.session_for(token).as_bytes(), got.as_bytes())
+        }
+        _ => false,
+    }
+}
+
+/// Proof that the caller may use the console: an extractor, so no page can forget it.
+pub struct Viewer {
+    /// The token this viewer's forms carry.
+    pub form_token: String,
+    /// Signed in with the token (a logout button makes sense).
+    pub session: bool,
+    /// Whether the request came from this origin, as far as the browser says.
+    origin: Result<(), Forged>,
+}
+
+/// Why a request was not let in: pages send people to the login form; other requests get 401.
+pub struct Denied {
+    login: Option<String>,
+}
+
+impl IntoResponse for Denied {
+    fn into_response(self) -> Response {
+        match self.login {
+            Some(next) => {
+                Redirect::to(&format!("/console/login?next={}", urlencode(&next))).into_response()
+            }
+            None => (
+                StatusCode::UNAUTHORIZED,
+                "sign in at /console/login with the admin token\n",
+            )
+                .into_response(),
+        }
+    }
+}
+
+/// Percent-encodes a query value or path segment.
+pub fn urlencode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b'/') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+impl FromRequestParts<AppState> for Viewer {
+    type Rejection = Denied;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Viewer, Denied> {
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0);
+        let session = has_session(state, &parts.headers);
+        let allowed = session || peer.is_some_and(|p| admin_by_header(state, &p, &parts.headers));
+        if allowed {
+            return Ok(Viewer {
+                form_token: state.console.form_token(),
+                session,
+                origin: same_origin(&parts.headers, parts.uri.authority().map(|a| a.as_str())),
+            });
+        }
+        let page = parts.method == axum::http::Method::GET
+            && !parts.uri.path().starts_with("/console/live");
+        Err(Denied {
+            login: page.then(|| {
+                parts
+                    .uri
+                    .path_and_query()
+                    .map(|p| p.as_str().to_string())
+                    .unwrap_or_else(|| "/".into())
+            }),
+        })
+    }
+}
+
+/// Why a POST was refused.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum Forged {
+    #[error("this request came from another site")]
+    CrossSite,
+    #[error("the form token is missing or stale; reload the page and try again")]
+    BadToken,
+}
+
+/// Checks that a POST comes from a console page of this process: same origin (when the
+/// browser says), and the form token.
+pub fn check_post(viewer: &Viewer, token: &str) -> Result<(), Forged> {
+    viewer.origin.clone()?;
+    token_is(&viewer.form_token, token)
+}
+
+/// [`check_post`] for the login form.
+pub fn check_login_post(
+    state: &AppState,
+    headers: &HeaderMap,
+    uri: &axum::http::Uri,
+    token: &str,
+) -> Result<(), Forged> {
+    same_origin(headers, uri.authority().map(|a| a.as_str()))?;
+    token_is(&state.console.login_token(), token)
+}
+
+fn token_is(want: &str, given: &str) -> Result<(), Forged> {
+    if secret_eq(want.as_bytes(), given.as_bytes()) {
+        Ok(())
+    } else {
+        Err(Forged::BadToken)
+    }
+}
+
+/// A browser says where a request comes from (`Sec-Fetch-Site`, `Origin`); when it does, it
+/// must be this origin: `Host`, or the request's authority (HTTP/2).
+fn same_origin(headers: &HeaderMap, authority: Option<&str>) -> Result<(), Forged> {
+    if headers
+        .get("sec-fetch-site")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v != "same-origin" && v != "none")
+    {
+        return Err(Forged::CrossSite);
+    }
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let host = headers
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .or(authority);
+        let origin_host = origin
+            .to_str()
+            .ok()
+            .and_then(|o| o.split_once("://"))
+            .map(|(_, h)| h);
+        if host.is_none() || origin_host != host {
+            return Err(Forged::CrossSite);
+        }
+    }
+    Ok(())
+}
+
+/// Only local paths may be a login's `next` (no open redirect).
+pub fn safe_next(next: Option<&str>) -> String {
+    match next {
+        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n.into(),
+        _ => "/".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn next_stays_on_this_site() {
+        assert_eq!(safe_next(Some("/console/rules")), "/console/rules");
+        assert_eq!(safe_next(Some("//evil.example/")), "/");
+        assert_eq!(safe_next(Some("https://evil.example/")), "/");
+        assert_eq!(safe_next(Some("/\\evil.example")), "/");
+        assert_eq!(safe_next(None), "/");
+    }
+
+    #[test]
+    fn cookies_are_found_by_name() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::COOKIE,
+            "a=1; rulehook_session=abc; b=2".parse().unwrap(),
+        );
+        assert_eq!(cookie(&h, COOKIE), Some("abc"));
+        assert_eq!(cookie(&h, "c"), None);
+    }
+
+    #[test]
+    fn sessions_and_form_tokens_are_keyed_per_process() {
+        let (a, b) = (Settings::default(), Settings::default());
+        assert_ne!(a.session_for("t"), b.session_for("t"));
+        assert_ne!(a.session_for("t"), a.session_for("u"));
+        assert_ne!(a.form_token(), b.form_token());
+        assert_eq!(a.form_token(), a.form_token());
+        assert_ne!(a.form_token(), a.login_token());
+    }
+
+    #[test]
+    fn cross_site_posts_are_refused() {
+        let h = |pairs: &[(&'static str, &'static str)]| {
+            let mut m = HeaderMap::new();
+            for (k, v) in pairs {
+                m.insert(*k, v.parse().unwrap());
+            }
+            m
+        };
+        let host = ("host", "127.0.0.1:8080");
+        assert_eq!(same_origin(&h(&[host]), None), Ok(()));
+        assert_eq!(
+            same_origin(&h(&[host, ("origin", "http://127.0.0.1:8080")]), None),
+            Ok(())
+        );
+        assert_eq!(
+            same_origin(&h(&[host, ("origin", "http://evil.example")]), None),
+            Err(Forged::CrossSite)
+        );
+        assert_eq!(
+            same_origin(&h(&[host, ("origin", "null")]), None),
+            Err(Forged::CrossSite)
+        );
+        assert_eq!(
+            same_origin(&h(&[host, ("sec-fetch-site", "cross-site")]), None),
+            Err(Forged::CrossSite)
+        );
+        assert_eq!(
+            same_origin(&h(&[host, ("sec-fetch-site", "same-site")]), None),
+            Err(Forged::CrossSite)
+        );
+        assert_eq!(
+            same_origin(&h(&[host, ("sec-fetch-site", "same-origin")]), None),
+            Ok(())
+        );
+        assert_eq!(token_is("abc", "abd"), Err(Forged::BadToken));
+        assert_eq!(token_is("abc", "abc"), Ok(()));
+    }
+}

@@ -1,0 +1,292 @@
+//! `GET /console/live`: Server-Sent Events of events as this process accepts them, for the
+//! event list. Fed by the engine's broadcast of accepted events (in-process: with a shared
+//! store, events other nodes accept appear on their consoles, and on this one after a reload).
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Query, State};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures_util::Stream;
+use futures_util::StreamExt;
+use serde::Deserialize;
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+
+use super::auth::Viewer;
+use crate::engine::Accepted;
+use crate::server::AppState;
+use crate::store::{EventRow, EventStatus};
+
+#[derive(Debug, Default, Deserialize)]
+pub struct LiveQuery {
+    pub source: Option<String>,
+    pub rule: Option<String>,
+    pub status: Option<String>,
+}
+
+impl LiveQuery {
+    fn wants(&self, row: &EventRow) -> bool {
+        let given = |v: &Option<String>| v.as_deref().filter(|s| !s.is_empty()).map(str::to_string);
+        given(&self.source).is_none_or(|s| row.source == s)
+            && given(&self.rule).is_none_or(|r| row.rules.contains(&r))
+            && given(&self.status).is_none_or(|s| {
+                EventStatus::parse(&s) == Some(row.status)
+                    || (s == "throttled" && row.throttled > 0)
+            })
+    }
+}
+
+/// How long the stream gathers events before it sends them: under load a page gets a few
+/// messages a second, not one per event.
+const GATHER: Duration = Duration::from_millis(100);
+/// Rows one message carries at most; the rest are reported skipped (a page shows 200).
+const BATCH: usize = 200;
+
+/// The stream: an `events` message with a JSON array of list rows (oldest first) for the
+/// events accepted since the last one, and a `lagged` message with the number skipped when a
+/// client fell behind or a burst was larger than a page shows.
+pub async fn live(_: Viewer, State(st): State<AppState>, Query(q): Query<LiveQuery>) -> Response {
+    let rx = st.engine.subscribe();
+    let mut poll = st.console.poll_history.map(|every| Poll {
+        history: st.engine.store().history.clone(),
+        every,
+        sent: Sent::default(),
+        primed: false,
+        next: tokio::time::Instant::now(),
+    });
+    if let Some(p) = poll.as_mut() {
+        // What is there when the page opens is on it already.
+        p.unseen(&q).await;
+    }
+    let stream = batches(rx, q, poll);
+    let mut resp = Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response();
+    resp.headers_mut().insert(
+        axum::http::header::CACHE_CONTROL,
+        axum::http::HeaderValue::from_static("no-store"),
+    );
+    resp
+}
+
+/// What one gathering produced.
+#[derive(Default)]
+struct Batch {
+    rows: Vec<Arc<Accepted>>,
+    skipped: u64,
+}
+
+impl Batch {
+    fn take(&mut self, a: Arc<Accepted>, q: &LiveQuery) {
+        if !q.wants(&a.row) {
+            return;
+        }
+        if self.rows.len() < BATCH {
+            self.rows.push(a);
+        } else {
+            self.skipped += 1;
+        }
+    }
+
+    fn events(self) -> Vec<Result<Event, Infallible>> {
+        let mut out = Vec::new();
+        if !self.rows.is_empty() {
+            let mut data = String::from("[");
+            for (i, a) in self.rows.iter().enumerate() {
+                if i > 0 {
+                    data.push(',');
+                }
+                data.push_str(&a.json);
+            }
+            data.push(']');
+            out.push(Ok(Event::default().event("events").data(data)));
+        }
+        if self.skipped > 0 {
+            out.push(Ok(Event::default()
+                .event("lagged")
+                .data(self.skipped.to_string())));
+        }
+        out
+    }
+}
+
+/// The ids a stream sent last (bounded), so the history poll does not repeat them.
+#[derive(Default)]
+struct Sent {
+    order: std::collections::VecDeque<String>,
+    ids: std::collections::HashSet<String>,
+}
+
+impl Sent {
+    const KEEP: usize = 2_000;
+
+    /// Records `id`; false when it was sent already.
+    fn insert(&mut self, id: &str) -> bool {
+        if !self.ids.insert(id.to_string()) {
+            return false;
+        }
+        self.order.push_back(id.to_string());
+        while self.order.len() > Self::KEEP {
+            if let Some(old) = self.order.pop_front() {
+                self.ids.remove(&old);
+            }
+        }
+        true
+    }
+}
+
+/// The fallback for a shared store: the history read now and then for events other processes
+/// accepted.
+struct Poll {
+    history: Arc<dyn crate::store::History>,
+    every: Duration,
+    sent: Sent,
+    /// The first read only learns what is already there.
+    primed: bool,
+    /// When the history is read next (also under a steady stream of this process's events).
+    next: tokio::time::Instant,
+}
+
+impl Poll {
+    /// Events in the history this stream has not sent, oldest first.
+    async fn unseen(&mut self, q: &LiveQuery) -> Vec<Arc<Accepted>> {
+        let given = |v: &Option<String>| v.as_deref().filter(|s| !s.is_empty()).map(str::to_string);
+        let filter = crate::store::EventFilter {
+            source: given(&q.source),
+            rule: given(&q.rule),
+            status: given(&q.status).and_then(|s| EventStatus::parse(&s)),
+            since: None,
+            limit: BATCH,
+        };
+        let rows = match self.history.events(filter).await {
+            Ok(rows) => rows,
+            Err(e) => {
+                tracing::debug!(error = %e, "live page: the history cannot be read");
+                return Vec::new();
+            }
+        };
+        let mut fresh: Vec<Arc<Accepted>> = Vec::new();
+        for row in rows.into_iter().rev() {
+            if self.sent.insert(&row.id) && self.primed {
+                let json = serde_json::to_string(&row).unwrap_or_default();
+                fresh.push(Arc::new(Accepted { row, json }));
+            }
+        }
+        self.primed = true;
+        self.next = tokio::time::Instant::now() + self.every;
+        fresh
+    }
+}
+
+/// What woke a stream: an accepted event, or (with a poll) time to read the history.
+enum Woke {
+    Event(Result<Arc<Accepted>, RecvError>),
+    Poll,
+}
+
+async fn wake(
+    rx: &mut tokio::sync::broadcast::Receiver<Arc<Accepted>>,
+    poll: Option<&Poll>,
+) -> Woke {
+    match poll {
+        None => Woke::Event(rx.recv().await),
+        Some(p) => tokio::select! {
+            r = rx.recv() => Woke::Event(r),
+            () = tokio::time::sleep_until(p.next) => Woke::Poll,
+        },
+    }
+}
+
+fn batches(
+    rx: tokio::sync::broadcast::Receiver<Arc<Accepted>>,
+    q: LiveQuery,
+    poll: Option<Poll>,
+) -> impl Stream<Item = Result<Event, Infallible>> {
+    futures_util::stream::unfold((rx, q, poll), |(mut rx, q, mut poll)| async move {
+        loop {
+            let mut batch = Batch::default();
+            match wake(&mut rx, poll.as_ref()).await {
+                Woke::Event(Ok(a)) => batch.take(a, &q),
+                Woke::Event(Err(RecvError::Lagged(n))) => batch.skipped += n,
+                Woke::Event(Err(RecvError::Closed)) => return None,
+                Woke::Poll => {}
+            }
+            tokio::time::sleep(GATHER).await;
+            loop {
+                match rx.try_recv() {
+                    Ok(a) => batch.take(a, &q),
+                    Err(TryRecvError::Lagged(n)) => batch.skipped += n,
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Closed) => break,
+                }
+            }
+            if let Some(p) = poll.as_mut() {
+                batch.rows.retain(|a| p.sent.insert(&a.row.id));
+                if tokio::time::Instant::now() >= p.next {
+                    let own = std::mem::take(&mut batch.rows);
+                    for a in p.unseen(&q).await.into_iter().chain(own) {
+                        batch.take(a, &q);
+                    }
+                }
+            }
+            let events = batch.events();
+            if !events.is_empty() {
+                return Some((futures_util::stream::iter(events), (rx, q, poll)));
+            }
+        }
+    })
+    .flatten()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(source: &str, rules: &[&str], status: EventStatus) -> EventRow {
+        EventRow {
+            id: "e".into(),
+            source: source.into(),
+            kind: "generic".into(),
+            received_at: String::new(),
+            delivery_id: None,
+            duplicates: 0,
+            matched_rules: rules.len(),
+            rules: rules.iter().map(|r| r.to_string()).collect(),
+            throttled: 0,
+            status,
+            parent: None,
+        }
+    }
+
+    #[test]
+    fn live_rows_follow_the_list_filters() {
+        let q = |s: &str, r: &str, st: &str| LiveQuery {
+            source: Some(s.into()),
+            rule: Some(r.into()),
+            status: Some(st.into()),
+        };
+        let r = row("ipf", &["remediate"], EventStatus::Pending);
+        assert!(q("", "", "").wants(&r));
+        assert!(q("ipf", "remediate", "pending").wants(&r));
+        assert!(!q("netbox", "", "").wants(&r));
+        assert!(!q("", "other", "").wants(&r));
+        assert!(!q("", "", "unmatched").wants(&r));
+        assert!(q("", "", "unmatched").wants(&row("ipf", &[], EventStatus::Unmatched)));
+    }
+
+    #[test]
+    fn a_batch_is_one_json_array_and_a_count_of_the_rest() {
+        let all = LiveQuery::default();
+        let mut b = Batch::default();
+        for i in 0..BATCH + 3 {
+            let mut r = row("ipf", &[], EventStatus::Unmatched);
+            r.id = format!("e{i}");
+            let json = serde_json::to_string(&r).unwrap();
+            b.take(Arc::new(Accepted { row: r, json }), &all);
+        }
+        let out = b.events();
+        assert_eq!(out.len(), 2, "rows, then the skipped count");
+    }
+}

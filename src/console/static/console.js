@@ -1,0 +1,77 @@
+// rulehook console: live rows on the event list (Server-Sent Events). Values from events are
+// only ever set as text (textContent), never parsed as HTML.
+"use strict";
+
+(function () {
+  const status = document.getElementById("live");
+  const table = document.getElementById("events");
+  if (!status || !table || !window.EventSource) {
+    return;
+  }
+  const body = table.tBodies[0];
+  const keep = 200;
+
+  function cell(text) {
+    const td = document.createElement("td");
+    td.textContent = text;
+    return td;
+  }
+
+  function row(ev) {
+    const tr = document.createElement("tr");
+    tr.className = "fresh";
+    const when = document.createElement("td");
+    const link = document.createElement("a");
+    link.href = "/console/events/" + encodeURIComponent(ev.id);
+    link.textContent = ev.received_at;
+    when.appendChild(link);
+    tr.appendChild(when);
+    tr.appendChild(cell(ev.source));
+    tr.appendChild(cell(ev.delivery_id || ""));
+    tr.appendChild(cell((ev.rules || []).join(", ")));
+    const st = document.createElement("td");
+    const badge = document.createElement("span");
+    badge.className = "status " + String(ev.status).replace(/[^a-z]/g, "");
+    badge.textContent = ev.status;
+    st.appendChild(badge);
+    tr.appendChild(st);
+    return tr;
+  }
+
+  const source = new EventSource(status.dataset.live);
+  let seen = 0;
+  source.addEventListener("open", function () {
+    status.className = "live on";
+    status.textContent = "Live: new events appear at the top.";
+  });
+  source.addEventListener("error", function () {
+    status.className = "live off";
+    status.textContent = "Live updates interrupted; retrying…";
+  });
+  // Each message: the rows of the events accepted since the last one, oldest first.
+  source.addEventListener("events", function (msg) {
+    let rows;
+    try {
+      rows = JSON.parse(msg.data);
+    } catch (e) {
+      return;
+    }
+    if (!Array.isArray(rows)) {
+      return;
+    }
+    for (const empty of body.querySelectorAll("tr.empty")) {
+      empty.remove();
+    }
+    for (const ev of rows) {
+      body.insertBefore(row(ev), body.firstChild);
+    }
+    while (body.rows.length > keep) {
+      body.deleteRow(body.rows.length - 1);
+    }
+    seen += rows.length;
+    status.dataset.seen = String(seen);
+  });
+  source.addEventListener("lagged", function (msg) {
+    status.textContent = "Live: " + Number(msg.data) + " event(s) skipped (too many at once); reload to see them all.";
+  });
+})();

@@ -1,0 +1,107 @@
+//! A dry run: what every rule would do with an event, without running anything. What
+//! `rulehook test` prints and the console's Try page shows — one implementation for both.
+
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+
+use super::{EventDoc, RuleSet};
+
+/// One rule's verdict on a tried event.
+#[derive(Debug, Clone, Serialize)]
+pub struct DryRun {
+    pub rulebook: String,
+    pub rule: String,
+    pub matched: bool,
+    /// When not matched: the clauses that were false with the values seen, or why the rule
+    /// was not considered.
+    pub why_not: Vec<String>,
+    /// When matched: each action as it would be rendered (credentials masked), or
+    /// `{"render_error": …}`.
+    pub actions: Vec<Value>,
+    /// When matched: the `on_failure` actions as they would be rendered after a placeholder
+    /// failure.
+    pub on_failure: Vec<Value>,
+    /// When matched and throttled: `{"once_within", "group"}` (null otherwise).
+    pub throttle: Value,
+}
+
+/// Every rule's verdict on `body` arriving on `source` (`None`: every rule is considered)
+/// with `headers` (lower-case names; visible to templates as `meta.headers`).
+pub fn dry_run(
+    set: &RuleSet,
+    source: Option<&str>,
+    body: &Value,
+    headers: &Map<String, Value>,
+) -> Vec<DryRun> {
+    let doc = EventDoc::new(body.clone());
+    let kind = source
+        .and_then(|s| set.source(s))
+        .map(|s| s.verifier.kind())
+        .unwrap_or("");
+    set.explain(source, &doc)
+        .into_iter()
+        .map(|v| {
+            let rule = &set.rules[v.rule];
+            let mut actions = Vec::new();
+            let mut on_failure = Vec::new();
+            let mut throttle = Value::Null;
+            if v.matched {
+                let meta = json!({
+                    "id": "test", "source": source.unwrap_or_default(), "kind": kind,
+                    "received_at": crate::domain::rfc3339(0), "headers": headers,
+                    "rulebook": rule.rulebook, "rule": rule.name,
+                });
+                // A dry run has no real previous result: later actions see a placeholder one.
+                for (i, a) in rule.actions.iter().enumerate() {
+                    let previous = if i == 0 {
+                        Value::Null
+                    } else {
+                        json!({"exit_code": 0, "stdout": format!("<stdout of action {}>", i - 1)})
+                    };
+                    let ctx = crate::templates::context(
+                        json!({"event": body, "meta": meta, "previous": previous}),
+                    );
+                    actions.push(match a.render(&set.templates, &ctx) {
+                        Ok(r) => r.for_history(),
+                        Err(e) => json!({"render_error": e}),
+                    });
+                }
+                // What would run if an action failed for good (a placeholder failure).
+                for (i, a) in rule.on_failure.iter().enumerate() {
+                    let failure = json!({
+                        "action": rule.actions.first().map(|a| a.kind()).unwrap_or(""),
+                        "error": "<the error>", "attempts": 1, "exit_code": 1,
+                        "stdout": "<stdout>", "stderr": "<stderr>", "status": 500, "body": "<body>",
+                    });
+                    let previous = if i == 0 {
+                        Value::Null
+                    } else {
+                        json!({"exit_code": 0, "stdout": format!("<stdout of on_failure action {}>", i - 1)})
+                    };
+                    let ctx = crate::templates::context(
+                        json!({"event": body, "meta": meta, "previous": previous, "failure": failure}),
+                    );
+                    on_failure.push(match a.render(&set.templates, &ctx) {
+                        Ok(r) => r.for_history(),
+                        Err(e) => json!({"render_error": e}),
+                    });
+                }
+                if let Some(t) = &rule.throttle {
+                    throttle = json!({
+                        "once_within": crate::units::format_duration(t.window),
+                        "group": t.group(body),
+                    });
+                }
+            }
+            DryRun {
+                rulebook: rule.rulebook.clone(),
+                rule: rule.name.clone(),
+                matched: v.matched,
+                why_not: v.why,
+                actions,
+                on_failure,
+                throttle,
+            }
+        })
+        .collect()
+}

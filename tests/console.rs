@@ -1,0 +1,554 @@
+//! The web console over HTTP against the real binary: every page renders with the security
+//! headers, event values render inert, buttons need the form token and this origin, the login
+//! form when loopback is not trusted, the live stream. (tests/browser.rs drives Chromium.)
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::console::{
+    ADMIN_TOKEN, SOURCE_TOKEN, XSS_ATTR, XSS_LINK, XSS_SCRIPT, env, form, hidden, send,
+    wait_dead_letter,
+};
+use common::{Server, client};
+use serde_json::json;
+
+fn no_redirects() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("client")
+}
+
+async fn page(c: &reqwest::Client, server: &Server, path: &str) -> (u16, String) {
+    let resp = c.get(server.url(path)).send().await.expect("GET");
+    let status = resp.status().as_u16();
+    if status == 200 {
+        assert_eq!(
+            resp.headers()["content-security-policy"],
+            rulehook::console::CSP,
+            "{path}"
+        );
+        assert_eq!(resp.headers()["x-content-type-options"], "nosniff");
+    }
+    (status, resp.text().await.unwrap_or_default())
+}
+
+/// No markup from an event survives as markup: the only script is the console's own.
+fn assert_inert(html: &str, what: &str) {
+    assert!(!html.contains("<img"), "{what}: {html}");
+    assert!(!html.contains("<script>"), "{what}: {html}");
+    assert!(!html.contains("href=\"javascript:"), "{what}: {html}");
+    assert_eq!(html.matches("<script").count(), 1, "{what}: {html}");
+    assert!(html.contains("<script src=\"/console/static/console.js\" defer></script>"));
+}
+
+async fn post_form(
+    c: &reqwest::Client,
+    server: &Server,
+    path: &str,
+    body: &str,
+    origin: Option<&str>,
+) -> reqwest::Response {
+    let mut req = c
+        .post(server.url(path))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body.to_string());
+    if let Some(o) = origin {
+        req = req.header("origin", o);
+    }
+    req.send().await.expect("POST")
+}
+
+#[tokio::test]
+async fn every_page_renders_event_values_inert() {
+    let env = env();
+    let server = Server::start(&env, &[], &[]);
+    let c = client();
+    let body = json!({
+        "kind": XSS_SCRIPT, "service": XSS_ATTR, "html_url": XSS_LINK, "severity": "low",
+    });
+    let mut headers = rulehook::verify::sign_like(
+        "bearer",
+        SOURCE_TOKEN,
+        body.to_string().as_bytes(),
+        std::time::SystemTime::now(),
+    )
+    .unwrap();
+    headers.push(("x-note".into(), XSS_ATTR.into()));
+    headers.push(("x-deploy-token".into(), "leaky-value".into()));
+    let (st, resp) = common::post(
+        &c,
+        &server.url("/hooks/in"),
+        &headers,
+        body.to_string().as_bytes(),
+    )
+    .await;
+    assert_eq!(st, 202, "{resp}");
+    let id = resp["id"].as_str().unwrap().to_string();
+
+    for path in [
+        "/",
+        "/console/dead-letters",
+        "/console/rules",
+        "/console/try",
+        "/console/overview",
+        &format!("/console/events/{id}"),
+    ] {
+        let (st, html) = page(&c, &server, path).await;
+        assert_eq!(st, 200, "{path}: {html}");
+        assert_inert(&html, path);
+    }
+    let (_, html) = page(&c, &server, &format!("/console/events/{id}")).await;
+    assert!(
+        html.contains("&lt;script&gt;window.pwned = 1&lt;&#x2f;script&gt;"),
+        "{html}"
+    );
+    assert!(html.contains("&quot;&gt;&lt;img src=x"), "{html}");
+    // Why the rules did not match: the false clause and the value seen.
+    assert!(
+        html.contains(
+            "`$.severity == &quot;critical&quot;` is false ($.severity is &quot;low&quot;)"
+        ),
+        "{html}"
+    );
+    // Credential-like headers are masked; the bearer token was never stored.
+    assert!(!html.contains("leaky-value"), "{html}");
+    assert!(!html.contains(SOURCE_TOKEN), "{html}");
+    assert!(html.contains("x-deploy-token"), "{html}");
+    assert!(
+        html.contains("<dd id=\"peer\">127.0.0.1</dd>"),
+        "the peer: {html}"
+    );
+
+    // Try: the same payloads pasted in, nothing stored.
+    let (_, try_page) = page(&c, &server, "/console/try").await;
+    let token = hidden(&try_page, "token");
+    let event = json!({"kind": "deploy", "service": XSS_ATTR}).to_string();
+    let resp = post_form(
+        &c,
+        &server,
+        "/console/try",
+        &form(&[
+            ("token", &token),
+            ("source", "in"),
+            ("event", &event),
+            ("headers", "X-Note: <b>hi</b>"),
+        ]),
+        None,
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    let html = resp.text().await.unwrap();
+    assert_inert(&html, "try");
+    assert!(html.contains("Would run action 0"), "{html}");
+    assert!(html.contains("fix-me.sh"), "{html}");
+    assert!(
+        html.contains("`$.severity == &quot;critical&quot;` is false ($.severity does not exist)"),
+        "{html}"
+    );
+    let (_, list) = page(&c, &server, "/").await;
+    assert_eq!(
+        list.matches("/console/events/").count(),
+        1,
+        "try stores nothing"
+    );
+
+    // Bad JSON in Try is a clear error, not a crash.
+    let resp = post_form(
+        &c,
+        &server,
+        "/console/try",
+        &form(&[("token", &token), ("source", "in"), ("event", "{nope")]),
+        None,
+    )
+    .await;
+    assert_eq!(resp.status(), 400);
+    assert!(
+        resp.text()
+            .await
+            .unwrap()
+            .contains("the event is not valid JSON")
+    );
+
+    // The assets.
+    let css = c
+        .get(server.url("/console/static/console.css"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(css.headers()["content-type"], "text/css; charset=utf-8");
+    let missing = c
+        .get(server.url("/console/static/nope.js"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+}
+
+#[tokio::test]
+async fn buttons_need_the_form_token_and_this_origin() {
+    let env = env();
+    let server = Server::start(&env, &[], &[]);
+    let c = no_redirects();
+    let id = send(&c, &server, &json!({"kind": "deploy", "service": "web"})).await;
+    let job = format!("{id}:deploy");
+    wait_dead_letter(&c, &server, &job).await;
+    let (_, html) = page(&c, &server, "/console/dead-letters").await;
+    assert!(html.contains(&job), "{html}");
+    assert!(html.contains("fix-me.sh exited with status 1"), "{html}");
+    let token = hidden(&html, "token");
+    let origin = server.base.clone();
+
+    // Forged: no token, a wrong token, another origin.
+    for (body, from) in [
+        (form(&[("job", &job)]), Some(origin.as_str())),
+        (
+            form(&[("job", &job), ("token", "0000")]),
+            Some(origin.as_str()),
+        ),
+        (
+            form(&[("job", &job), ("token", &token)]),
+            Some("http://evil.example"),
+        ),
+    ] {
+        let resp = post_form(&c, &server, "/console/rerun", &body, from).await;
+        assert_eq!(resp.status(), 403, "{body} from {from:?}");
+    }
+    let resp = c
+        .post(server.url("/console/rerun"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("sec-fetch-site", "cross-site")
+        .body(form(&[("job", &job), ("token", &token)]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    let (_, detail) = page(&c, &server, &format!("/console/events/{id}")).await;
+    assert_eq!(
+        detail.matches("class=\"attempt failed\"").count(),
+        1,
+        "nothing re-ran"
+    );
+
+    // The real button: fixed, re-run, the new attempt shows.
+    std::fs::write(env.path("fixed"), "").unwrap();
+    let resp = post_form(
+        &c,
+        &server,
+        "/console/rerun",
+        &form(&[("job", &job), ("token", &token)]),
+        Some(&origin),
+    )
+    .await;
+    assert_eq!(resp.status(), 303);
+    assert_eq!(
+        resp.headers()["location"],
+        format!("/console/events/{id}?done=rerun").as_str()
+    );
+    let start = Instant::now();
+    loop {
+        let (_, html) = page(&c, &server, &format!("/console/events/{id}?done=rerun")).await;
+        if html.contains("class=\"attempt ok\"") {
+            assert!(html.contains("Re-run queued"), "{html}");
+            assert_eq!(
+                html.matches("class=\"attempt failed\"").count(),
+                1,
+                "{html}"
+            );
+            assert!(html.contains("deploying web"), "stdout shown: {html}");
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "no new attempt: {html}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Re-running a job that is not a dead letter says so.
+    let resp = post_form(
+        &c,
+        &server,
+        "/console/rerun",
+        &form(&[("job", &job), ("token", &token)]),
+        None,
+    )
+    .await;
+    assert_eq!(resp.status(), 409);
+
+    // Replay makes a new event and goes to it.
+    let resp = post_form(
+        &c,
+        &server,
+        "/console/replay",
+        &form(&[("event", &id), ("token", &token)]),
+        Some(&origin),
+    )
+    .await;
+    assert_eq!(resp.status(), 303);
+    let to = resp.headers()["location"].to_str().unwrap().to_string();
+    assert!(
+        to.starts_with("/console/events/") && !to.contains(&id),
+        "{to}"
+    );
+    let (st, html) = page(&c, &server, &to).await;
+    assert_eq!(st, 200);
+    assert!(html.contains(&id), "the replay names its parent: {html}");
+}
+
+#[tokio::test]
+async fn the_login_form_when_loopback_is_not_trusted() {
+    let env = env();
+    let server = Server::start(
+        &env,
+        &["--admin-require-token"],
+        &[("RULEHOOK_ADMIN_TOKEN", ADMIN_TOKEN.to_string())],
+    );
+    let c = no_redirects();
+    let resp = c.get(server.url("/?status=failed")).send().await.unwrap();
+    assert_eq!(resp.status(), 303);
+    assert_eq!(
+        resp.headers()["location"],
+        "/console/login?next=/%3Fstatus%3Dfailed"
+    );
+    for path in ["/console/rules", "/console/events/x"] {
+        let resp = c.get(server.url(path)).send().await.unwrap();
+        assert_eq!(resp.status(), 303, "{path}");
+    }
+    let resp = c.get(server.url("/console/live")).send().await.unwrap();
+    assert_eq!(resp.status(), 401);
+    let resp = c.get(server.url("/api/events")).send().await.unwrap();
+    assert_eq!(resp.status(), 401, "the admin API follows the same rule");
+
+    let (st, html) = page(&c, &server, "/console/login?next=/console/rules").await;
+    assert_eq!(st, 200);
+    let token = hidden(&html, "token");
+    assert!(!html.contains(ADMIN_TOKEN));
+    let login = |admin: &str, token: &str, next: &str| {
+        form(&[("token", token), ("admin_token", admin), ("next", next)])
+    };
+    let resp = post_form(
+        &c,
+        &server,
+        "/console/login",
+        &login("wrong", &token, "/"),
+        None,
+    )
+    .await;
+    assert_eq!(resp.status(), 401);
+    assert!(resp.headers().get("set-cookie").is_none());
+    let resp = post_form(
+        &c,
+        &server,
+        "/console/login",
+        &login(ADMIN_TOKEN, "", "/"),
+        None,
+    )
+    .await;
+    assert_eq!(resp.status(), 403, "the login form has its token too");
+    let resp = post_form(
+        &c,
+        &server,
+        "/console/login",
+        &login(ADMIN_TOKEN, &token, "https://evil.example/"),
+        Some(&server.base),
+    )
+    .await;
+    assert_eq!(resp.status(), 303);
+    assert_eq!(resp.headers()["location"], "/", "no open redirect");
+    let cookie = resp.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(cookie.contains("HttpOnly"), "{cookie}");
+    assert!(cookie.contains("SameSite=Strict"), "{cookie}");
+    assert!(
+        !cookie.contains(ADMIN_TOKEN),
+        "the cookie is not the token: {cookie}"
+    );
+    let session = cookie.split(';').next().unwrap().to_string();
+
+    let resp = c
+        .get(server.url("/console/rules"))
+        .header("cookie", &session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let html = resp.text().await.unwrap();
+    assert!(html.contains("Sign out"), "{html}");
+    let resp = c
+        .get(server.url("/"))
+        .header("cookie", "rulehook_session=forged")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 303);
+    let resp = c
+        .get(server.url("/"))
+        .header("authorization", format!("Bearer {ADMIN_TOKEN}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "the bearer token works too");
+
+    // Sign out: the cookie is cleared.
+    let form_token = hidden(&html, "token");
+    let resp = c
+        .post(server.url("/console/logout"))
+        .header("cookie", &session)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form(&[("token", &form_token)]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 303);
+    assert!(
+        resp.headers()["set-cookie"]
+            .to_str()
+            .unwrap()
+            .contains("Max-Age=0")
+    );
+}
+
+#[tokio::test]
+async fn new_events_stream_live_with_the_list_filters() {
+    let env = env();
+    let server = Server::start(&env, &[], &[]);
+    let c = client();
+    let mut live = c
+        .get(server.url("/console/live?rule=page-oncall"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(live.status(), 200);
+    assert_eq!(live.headers()["content-type"], "text/event-stream");
+    let skipped = send(&c, &server, &json!({"severity": "low"})).await;
+    let wanted = send(&c, &server, &json!({"severity": "critical"})).await;
+    let mut seen = String::new();
+    let start = Instant::now();
+    while !seen.contains(&wanted) {
+        let chunk = tokio::time::timeout(Duration::from_secs(10), live.chunk())
+            .await
+            .expect("a live event in time")
+            .unwrap()
+            .expect("stream open");
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+        assert!(start.elapsed() < Duration::from_secs(10));
+    }
+    assert!(seen.contains("event: events"), "{seen}");
+    assert!(!seen.contains(&skipped), "filtered out: {seen}");
+    let data = seen
+        .lines()
+        .find_map(|l| l.strip_prefix("data: "))
+        .expect("data line");
+    let rows: serde_json::Value = serde_json::from_str(data).unwrap();
+    assert_eq!(rows.as_array().map(Vec::len), Some(1), "{rows}");
+    let row = &rows[0];
+    assert_eq!(row["id"], wanted.as_str());
+    assert_eq!(row["rules"], json!(["page-oncall"]));
+    assert_eq!(row["status"], "pending");
+}
+
+#[test]
+fn sources_cannot_take_the_console_paths() {
+    for path in ["/", "/console/x"] {
+        let env = env();
+        env.rulebook(
+            "ops.yml",
+            &format!("sources:\n  - {{ name: in, kind: bearer, secret: t, path: \"{path}\" }}\n"),
+        );
+        let out = env.cmd(&["check"]).output().unwrap();
+        assert!(!out.status.success(), "{path}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("/console/"), "{err}");
+    }
+}
+
+/// With a shared store, events another process accepted reach this process's live pages
+/// through the history (polled), and this process's own events are not sent twice.
+#[tokio::test]
+async fn live_pages_read_other_processes_events_from_the_history() {
+    use axum::body::Body;
+    use axum::extract::ConnectInfo;
+    use axum::http::Request;
+    use futures_util::StreamExt;
+    use tower::ServiceExt;
+
+    let env = env();
+    let rules = rulehook::rules::load(&rulehook::rules::Dirs {
+        rulebooks: env.path("rulebooks"),
+        scripts: env.path("scripts"),
+        templates: env.path("templates"),
+    })
+    .unwrap();
+    let store = rulehook::store::Store::embedded(&env.path("data")).unwrap();
+    let engine = rulehook::engine::Engine::new(
+        store.clone(),
+        std::sync::Arc::new(rules),
+        Default::default(),
+    );
+    let mut console = rulehook::console::Settings::new(None);
+    console.poll_history = Some(Duration::from_millis(200));
+    let app = rulehook::server::app(rulehook::server::AppState {
+        engine: engine.clone(),
+        admin_token: None,
+        reloader: None,
+        metrics: None,
+        body_timeout: Duration::from_secs(5),
+        guard: Default::default(),
+        console: std::sync::Arc::new(console),
+    });
+    let mut req = Request::get("/console/live").body(Body::empty()).unwrap();
+    req.extensions_mut().insert(ConnectInfo(
+        "127.0.0.1:5000".parse::<std::net::SocketAddr>().unwrap(),
+    ));
+    let resp = app.oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.into_body().into_data_stream();
+
+    // Another process's event: in the shared history, not on this engine's broadcast.
+    let other =
+        rulehook::verify::VerifiedEvent::replay("in", "bearer", json!({"n": 1}), &[], "x").accept();
+    let other_id = other.id.clone();
+    store
+        .log
+        .append(rulehook::domain::Envelope {
+            event: std::sync::Arc::new(other),
+            matches: vec![],
+            dedup_window: None,
+        })
+        .await
+        .unwrap();
+    // This process's own event.
+    let own = engine
+        .ingest(rulehook::verify::VerifiedEvent::replay(
+            "in",
+            "bearer",
+            json!({"n": 2}),
+            &[],
+            "y",
+        ))
+        .await
+        .unwrap()
+        .id;
+    let mut seen = String::new();
+    let start = Instant::now();
+    while !(seen.contains(&other_id) && seen.contains(&own)) {
+        let chunk = tokio::time::timeout(Duration::from_secs(5), body.next())
+            .await
+            .unwrap_or_else(|_| panic!("not both in time: {seen}"))
+            .expect("open")
+            .unwrap();
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+        assert!(start.elapsed() < Duration::from_secs(10), "{seen}");
+    }
+    // A few more reads of the history: nothing is sent twice.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    while let Ok(Some(Ok(chunk))) =
+        tokio::time::timeout(Duration::from_millis(100), body.next()).await
+    {
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert_eq!(seen.matches(&other_id).count(), 1, "{seen}");
+    assert_eq!(seen.matches(&own).count(), 1, "{seen}");
+}
