@@ -9,9 +9,11 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+mod whatif;
+
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::engine::Engine;
 use crate::rules::{Dirs, RuleSet};
@@ -43,6 +45,9 @@ pub enum Command {
     Test(TestArgs),
     /// Sign a JSON body exactly like a sender of KIND and POST it; print the status and body.
     Send(SendArgs),
+    /// Replay stored events through candidate rulebooks without running anything; report
+    /// per rule what would now match, no longer match, or run differently.
+    Whatif(WhatifArgs),
     /// List a running service's events, newest first (admin API; see --url).
     Events(history::EventsArgs),
     /// One event's timeline: matches and why not, runs, outputs.
@@ -53,6 +58,31 @@ pub enum Command {
     Replay(history::IdArgs),
     /// Queue a dead letter (a job that failed for good) again.
     Rerun(history::IdArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct WhatifArgs {
+    /// How far back to replay (e.g. 7d, 12h).
+    #[arg(long, default_value = "7d", value_parser = parse_duration)]
+    pub since: Duration,
+    /// The data directory of the service (read-only; `serve` may be running on it).
+    #[arg(long, env = "RULEHOOK_DATA", default_value = "./data")]
+    pub data: PathBuf,
+    /// Read the history of a running service through its admin API instead (its base URL;
+    /// `RULEHOOK_ADMIN_TOKEN` is sent as the bearer token when set).
+    #[arg(long, conflicts_with = "data")]
+    pub url: Option<String>,
+    /// With --url: accept any TLS certificate (a self-signed service).
+    #[arg(long)]
+    pub insecure: bool,
+    /// Exit 1 when anything would change (for CI, before a rulebook change is merged).
+    #[arg(long)]
+    pub fail_on_change: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub dirs: DirArgs,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -231,9 +261,15 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 #[derive(Debug, Clone, Args)]
 pub struct TestArgs {
     /// The event body to test (`-` reads standard input); decoded as the source's `format`
-    /// says (JSON without --source; a `--header 'Content-Type: …'` guides `auto`).
+    /// says (JSON without --source; a `--header 'Content-Type: …'` guides `auto`). A file with
+    /// several JSON values (one after the other, e.g. one per line), or a folder of `.json`
+    /// files (in name order), is a sequence: each event is shown with what every correlation
+    /// rule holds and waits for.
     #[arg(long)]
     pub event: PathBuf,
+    /// In a sequence, the time between two events (correlation windows are measured in it).
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub every: Duration,
     /// The source it arrives on; without it every rule is considered.
     #[arg(long)]
     pub source: Option<String>,
@@ -260,6 +296,7 @@ pub fn main() -> ExitCode {
             }
         },
         Command::Send(a) => run_async(send(a)),
+        Command::Whatif(w) => whatif::main(&w),
         Command::Events(a) => run_async(history::events(a)),
         Command::Event(a) => run_async(history::event(a)),
         Command::Jobs(a) => run_async(history::jobs(a)),
@@ -328,6 +365,21 @@ fn test(t: &TestArgs) -> anyhow::Result<ExitCode> {
         Ok(s) => s,
         Err(code) => return Ok(code),
     };
+    if t.event.as_os_str() != "-" {
+        let several = if t.event.is_dir() {
+            Some(read_events(&t.event)?)
+        } else {
+            read_events(&t.event).ok().filter(|b| b.len() > 1)
+        };
+        if let Some(bodies) = several {
+            if let Some(s) = &t.source
+                && set.source(s).is_none()
+            {
+                anyhow::bail!("no source named `{s}` in {}", t.dirs.rulebooks.display());
+            }
+            return sequence(t, &set, bodies);
+        }
+    }
     let raw = read_body(Some(&t.event))?;
     let format = match &t.source {
         Some(s) => match set.source(s) {
@@ -387,6 +439,232 @@ fn test(t: &TestArgs) -> anyhow::Result<ExitCode> {
                     println!("         {}", w.as_str().unwrap_or(""));
                 }
             }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The events of `--event`: one file with one or more JSON values, or a folder of `.json`
+/// files. Each with where it came from (`file` or `file#n`).
+fn read_events(path: &std::path::Path) -> anyhow::Result<Vec<(String, Value)>> {
+    let files = if path.is_dir() {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(path)
+            .with_context(|| format!("cannot read {}", path.display()))?
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "json"))
+            .collect();
+        files.sort();
+        files
+    } else {
+        vec![path.to_path_buf()]
+    };
+    let mut out = Vec::new();
+    for f in &files {
+        let text =
+            std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?;
+        let values: Vec<Value> = serde_json::Deserializer::from_str(&text)
+            .into_iter::<Value>()
+            .collect::<Result<_, _>>()
+            .with_context(|| format!("{} is not valid JSON", f.display()))?;
+        let several = values.len() > 1;
+        for (i, v) in values.into_iter().enumerate() {
+            let name = if several {
+                format!("{}#{}", f.display(), i + 1)
+            } else {
+                f.display().to_string()
+            };
+            out.push((name, v));
+        }
+    }
+    Ok(out)
+}
+
+/// The actions a correlation that fired would run, rendered with `events` as a job sees them.
+fn would_run(
+    set: &RuleSet,
+    rule: usize,
+    took_part: &[crate::domain::Participant],
+    bodies: &std::collections::HashMap<String, Value>,
+    event: &Value,
+    id: &str,
+) -> Vec<String> {
+    let r = &set.rules[rule];
+    let count = matches!(
+        r.correlate.as_ref().map(|c| c.kind),
+        Some(crate::rules::correlate::Kind::Count(_))
+    );
+    let mut evs = serde_json::Map::new();
+    for p in took_part {
+        let b = bodies.get(&p.id).cloned().unwrap_or(Value::Null);
+        if count {
+            let list = evs.entry(p.name.clone()).or_insert_with(|| json!([]));
+            if let Value::Array(v) = list {
+                v.push(b);
+            }
+        } else {
+            evs.insert(p.name.clone(), b);
+        }
+    }
+    let ctx = crate::templates::context(json!({
+        "event": event, "events": evs,
+        "correlation": {
+            "kind": r.correlate.as_ref().map(|c| c.kind.as_str()),
+            "events": took_part.iter().map(|p| json!({"name": p.name, "id": p.id})).collect::<Vec<_>>(),
+        },
+        "meta": {"id": id, "rulebook": r.rulebook, "rule": r.name},
+    }));
+    r.actions
+        .iter()
+        .map(|a| {
+            let shown = match a.render(&set.templates, &ctx) {
+                Ok(x) => x.for_history(),
+                Err(e) => json!({"render_error": e}),
+            };
+            format!("         would run: {shown}")
+        })
+        .collect()
+}
+
+/// `rulehook test` on a sequence: event by event, what each rule does, and for correlation
+/// rules what they hold and wait for (windows measured with `--every` between events).
+fn sequence(t: &TestArgs, set: &RuleSet, events: Vec<(String, Value)>) -> anyhow::Result<ExitCode> {
+    use crate::domain::CorrelationState;
+    use crate::whatif::{Simulator, Would};
+    let mut sim = Simulator::new(set);
+    let mut bodies: std::collections::HashMap<String, Value> = Default::default();
+    let step = t.every.as_millis() as i64;
+    let mut report = Vec::new();
+    // Absence windows still open: (deadline, rule, event id, missing name).
+    let mut open: Vec<(i64, usize, String, String)> = Vec::new();
+    let mut lines = Vec::new();
+    for (n, (name, body)) in events.iter().enumerate() {
+        let at = n as i64 * step;
+        let id = format!("e{}", n + 1);
+        bodies.insert(id.clone(), body.clone());
+        // Absences whose window ended before this event fire first.
+        let (due, rest): (Vec<_>, Vec<_>) = open.into_iter().partition(|(d, ..)| *d < at);
+        open = rest;
+        for (deadline, rule, opened, missing) in due {
+            let r = &set.rules[rule];
+            lines.push(format!(
+                "FIRE     {}/{}: the window opened by {opened} ended at +{} without `{missing}`",
+                r.rulebook,
+                r.name,
+                crate::domain::human_duration(deadline)
+            ));
+            let first = crate::domain::Participant {
+                name: r
+                    .correlate
+                    .as_ref()
+                    .map(|c| c.steps[0].name.clone())
+                    .unwrap_or_default(),
+                id: opened.clone(),
+                at: 0,
+            };
+            let opened_body = bodies.get(&opened).cloned().unwrap_or(Value::Null);
+            lines.extend(would_run(
+                set,
+                rule,
+                &[first],
+                &bodies,
+                &opened_body,
+                &opened,
+            ));
+            report.push(json!({"at_ms": deadline, "rule": r.name, "fired": true, "absence_of": missing, "events": [opened]}));
+        }
+        lines.push(format!(
+            "event {id} at +{} ({name})",
+            crate::domain::human_duration(at)
+        ));
+        let doc = crate::rules::EventDoc::new(body.clone());
+        let decisions = sim.feed(t.source.as_deref(), &id, &doc, at);
+        let mut items = Vec::new();
+        for d in &decisions {
+            let r = &set.rules[d.rule];
+            let rname = format!("{}/{}", r.rulebook, r.name);
+            let mut item = json!({"rule": r.name, "rulebook": r.rulebook});
+            match (&d.would, &d.observed) {
+                (Would::Throttled, _) => {
+                    lines.push(format!("THROTTLED {rname}"));
+                    item["throttled"] = json!(true);
+                }
+                (_, None) => {
+                    lines.push(format!("MATCH    {rname}"));
+                    item["matched"] = json!(true);
+                }
+                (_, Some(o)) => {
+                    let held: Vec<String> = o
+                        .events
+                        .iter()
+                        .map(|p| format!("{}={}", p.name, p.id))
+                        .collect();
+                    let until = o
+                        .deadline
+                        .map(|d| format!(" until +{}", crate::domain::human_duration(d)))
+                        .unwrap_or_default();
+                    match o.state {
+                        CorrelationState::Fired => {
+                            lines.push(format!("FIRE     {rname} with {}", held.join(", ")));
+                            lines.extend(would_run(set, d.rule, &o.events, &bodies, body, &id));
+                            item["fired"] = json!(true);
+                        }
+                        CorrelationState::Waiting => {
+                            let missing = o.waiting_for.join(", ");
+                            lines.push(format!(
+                                "WAIT     {rname}: absence window opened by {id}; fires at{} unless `{missing}` comes",
+                                until.trim_start_matches(" until")
+                            ));
+                            if let Some(deadline) = o.deadline {
+                                open.push((deadline, d.rule, id.clone(), missing));
+                            }
+                        }
+                        CorrelationState::Partial => {
+                            if !o.cancelled.is_empty() {
+                                open.retain(|(_, rule, opened, _)| {
+                                    !(*rule == d.rule && o.cancelled.contains(opened))
+                                });
+                                lines.push(format!(
+                                    "CLOSE    {rname}: `{}` came in time for {}",
+                                    o.events.first().map(|p| p.name.as_str()).unwrap_or(""),
+                                    o.cancelled.join(", ")
+                                ));
+                            } else {
+                                lines.push(format!(
+                                    "HOLD     {rname}: holds {}; waits for {}{until}",
+                                    held.join(", "),
+                                    o.waiting_for.join(", ")
+                                ));
+                            }
+                        }
+                    }
+                    item["correlation"] = json!({
+                        "state": o.state, "events": o.events, "deadline_ms": o.deadline,
+                        "waiting_for": o.waiting_for, "closed": o.cancelled,
+                    });
+                }
+            }
+            items.push(item);
+        }
+        if decisions.is_empty() {
+            lines.push("         (no rule)".to_string());
+        }
+        report.push(json!({"event": id, "from": name, "at_ms": at, "rules": items}));
+    }
+    for (deadline, rule, opened, missing) in open {
+        let r = &set.rules[rule];
+        lines.push(format!(
+            "PENDING  {}/{}: fires at +{} unless `{missing}` comes (window opened by {opened})",
+            r.rulebook,
+            r.name,
+            crate::domain::human_duration(deadline)
+        ));
+    }
+    if t.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        for l in lines {
+            println!("{l}");
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -94,12 +94,99 @@ pub struct Match {
     /// Set when the match was throttled: no job was made.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub throttled: Option<Throttled>,
+    /// Set for a correlation rule: what the event did to its partial match.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correlation: Option<Correlated>,
 }
 
 impl Match {
     /// The id of the job this match creates on `event`.
     pub fn job_id(&self, event: &str) -> String {
         format!("{event}:{}", self.key)
+    }
+
+    /// A correlation that only holds this event, for now.
+    pub fn is_partial(&self) -> bool {
+        self.correlation
+            .as_ref()
+            .is_some_and(|c| c.state == CorrelationState::Partial)
+    }
+
+    /// Whether the log makes a job of it: not throttled, and not a correlation that is still
+    /// partial (one that fired, or an absence waiting for its deadline, makes one).
+    pub fn creates_job(&self) -> bool {
+        self.throttled.is_none() && !self.is_partial()
+    }
+}
+
+/// What one event did to a correlation rule's partial match (kept in the envelope, so the
+/// history explains it, and read by the job a correlation makes).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Correlated {
+    /// `all_of`, `sequence`, `absence` or `count`.
+    pub kind: String,
+    /// The `group_by` values as a JSON array text.
+    pub group: String,
+    pub state: CorrelationState,
+    /// The events that took part so far, in arrival order.
+    pub events: Vec<Participant>,
+    /// Partial: when the window closes. Absence: when it fires unless the missing event comes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<i64>,
+    /// Partial: what it still waits for.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub waiting_for: Vec<String>,
+    /// Absence: the events whose windows this one closed (the missing event came in time).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub closed: Vec<String>,
+}
+
+/// Where a correlation stands after an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CorrelationState {
+    /// Held in the state store, waiting for more events: no job.
+    Partial,
+    /// Complete: its job runs now, with every event that took part.
+    Fired,
+    /// An absence opened: its job waits for the deadline, then fires unless the missing
+    /// event came.
+    Waiting,
+}
+
+/// One event that took part in a correlation, under its condition's name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Participant {
+    pub name: String,
+    pub id: String,
+    /// Milliseconds since the epoch (the time the correlation saw it).
+    pub at: i64,
+}
+
+/// Where "now" comes from: the system clock, or a test's. Correlation windows are decided by
+/// it (not by storage expiry), so tests move time instead of sleeping.
+#[derive(Clone)]
+pub struct Clock(Arc<dyn Fn() -> i64 + Send + Sync>);
+
+impl Clock {
+    pub fn new(f: impl Fn() -> i64 + Send + Sync + 'static) -> Clock {
+        Clock(Arc::new(f))
+    }
+    /// Milliseconds since the epoch.
+    pub fn now(&self) -> i64 {
+        (self.0)()
+    }
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Clock::new(now_ms)
+    }
+}
+
+impl std::fmt::Debug for Clock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Clock")
     }
 }
 

@@ -22,3 +22,4 @@ pub mod templates;
 pub mod units;
 pub mod verify;
 pub mod walk;
+pub mod whatif;

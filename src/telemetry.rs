@@ -35,6 +35,8 @@ pub mod names {
     pub const BATCH: &str = "rulehook_journal_batch_size";
     pub const QUEUE_LEASED: &str = "rulehook_jobs_leased";
     pub const QUEUE_DELAYED: &str = "rulehook_jobs_delayed";
+    pub const CORRELATION_EVICTED: &str = "rulehook_correlation_evicted_total";
+    pub const CORRELATION_FIRED: &str = "rulehook_correlation_fired_total";
     /// Every pending job (in memory or only in storage), against `--max-pending`.
     pub const PENDING: &str = "rulehook_jobs_pending";
     pub const MAX_PENDING: &str = "rulehook_jobs_max_pending";

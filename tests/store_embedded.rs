@@ -127,6 +127,11 @@ async fn retention_steps_over_kept_events() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stored_events_page_in_acceptance_order() {
+    conformance::stored_events_page_in_acceptance_order(&EmbeddedDir::new()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn depth_counts_every_pending_job() {
     conformance::depth_counts_every_pending_job(&EmbeddedDir::new(), MANY / 4).await;
 }

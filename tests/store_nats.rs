@@ -158,3 +158,8 @@ async fn a_second_message_of_a_job_is_skipped() {
         Some(rulehook::domain::JobState::Done)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stored_events_page_in_acceptance_order() {
+    conformance::stored_events_page_in_acceptance_order(&Deployment::new()).await;
+}

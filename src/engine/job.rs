@@ -18,7 +18,9 @@ use serde_json::{Value, json};
 use super::{Engine, VERSION_HANDOFF};
 use crate::actions::event::MAX_DEPTH;
 use crate::actions::{Action, Rendered, RunContext, retry_delay};
-use crate::domain::{Attempt, Event, JobState, Outcome, Phase, Step, StoreError, now_ms};
+use crate::domain::{
+    Attempt, CorrelationState, Event, JobState, Outcome, Phase, Step, StoreError, now_ms,
+};
 use crate::rules::{Rule, RuleSet};
 use crate::store::Lease;
 use crate::telemetry::names;
@@ -60,6 +62,8 @@ struct Run<'a> {
     rule: &'a Rule,
     event: &'a Arc<Event>,
     meta: Arc<Value>,
+    /// A correlation rule's job: `events` and `correlation` for its templates.
+    correlated: Option<(Arc<Value>, Arc<Value>)>,
 }
 
 impl Engine {
@@ -158,13 +162,58 @@ impl Engine {
             "rulebook": rule.rulebook,
             "rule": rule.name,
         }));
+        let mut step = lease.job.step.clone();
+        // A correlation's job: what took part; an absence waits for its deadline first.
+        let mut correlated = None;
+        let mut absence = None;
+        if let Some(c) = &rule.correlate {
+            let record = self
+                .store
+                .history
+                .event_detail(&event.id)
+                .await?
+                .and_then(|d| {
+                    d.correlations
+                        .into_iter()
+                        .find(|r| r.job.as_deref() == Some(lease.job.id.as_str()))
+                });
+            let Some(record) = record else {
+                let msg = "its correlation record is missing from the event".to_string();
+                return queue.ack(lease, step, JobState::Failed, Some(msg)).await;
+            };
+            let cd = record.correlation;
+            if cd.state == CorrelationState::Waiting {
+                let fresh = step.phase == Phase::Main && step.index == 0;
+                if fresh {
+                    let now = self.settings.clock.now();
+                    let deadline = cd.deadline.unwrap_or(now);
+                    if now <= deadline {
+                        let wait = Duration::from_millis((deadline - now + 1) as u64)
+                            .min(self.settings.recheck);
+                        return queue.nak(lease, step, wait).await;
+                    }
+                    if !self.absence_open(rule, c, &cd, &event.id).await? {
+                        let missing = c.steps.get(1).map(|s| s.name.as_str()).unwrap_or("");
+                        let msg = format!(
+                            "did not fire: `{missing}` came within the window (or the partial match was evicted, or the rule changed)"
+                        );
+                        tracing::debug!(job = %lease.job.id, "{msg}");
+                        return queue.ack(lease, step, JobState::Done, Some(msg)).await;
+                    }
+                    tracing::info!(job = %lease.job.id, rule = %rule.key, "absence: the window ended without `{}`; firing", c.steps.get(1).map(|s| s.name.as_str()).unwrap_or(""));
+                }
+                absence = Some((c, cd.group.clone()));
+            }
+            let (events, meta) = self.correlation_context(c, &cd).await?;
+            correlated = Some((Arc::new(events), Arc::new(meta)));
+        }
         let run = Run {
             rules: &rules,
             rule,
             event: &event,
             meta,
+            correlated,
         };
-        let mut step = lease.job.step.clone();
         loop {
             let actions = match step.phase {
                 Phase::Main => &rule.actions,
@@ -173,6 +222,8 @@ impl Engine {
             let Some(action) = actions.get(step.index as usize) else {
                 // Past the last action of its part: the job is over.
                 let (state, error) = closing(&step);
+                self.close_fired_absence(rule, &absence, state, &event.id)
+                    .await?;
                 return queue.ack(lease, step, state, error).await;
             };
             let is_last = step.index as usize + 1 == actions.len();
@@ -188,6 +239,8 @@ impl Engine {
                     };
                     if is_last {
                         let (state, error) = closing(&next);
+                        self.close_fired_absence(rule, &absence, state, &event.id)
+                            .await?;
                         return queue.ack(lease, next, state, error).await;
                     }
                     queue.progress(&mut lease, next.clone()).await?;
@@ -264,11 +317,20 @@ impl Engine {
             Some(v) => json_value(JsonRoot::Value(Arc::new(v.clone()))),
             None => minijinja::Value::from(()),
         };
+        let (events, correlation) = match &run.correlated {
+            Some((e, c)) => (
+                json_value(JsonRoot::Value(e.clone())),
+                json_value(JsonRoot::Value(c.clone())),
+            ),
+            None => (minijinja::Value::UNDEFINED, minijinja::Value::UNDEFINED),
+        };
         let ctx = minijinja::context! {
             event => json_value(JsonRoot::Event(event.clone())),
             meta => json_value(JsonRoot::Value(run.meta.clone())),
             previous => view(&step.previous),
             failure => view(&step.failure),
+            events => events,
+            correlation => correlation,
         };
         let record = |rendered: String, outcome: Option<Outcome>, started_at: i64| Attempt {
             job_id: job.id.clone(),
@@ -306,7 +368,13 @@ impl Engine {
             rule: run.rule.name.clone(),
             // Only scripts read it (on stdin).
             input: match action {
-                Action::RunScript(_) => json!({"event": body, "meta": *run.meta}),
+                Action::RunScript(_) => match &run.correlated {
+                    Some((events, correlation)) => json!({
+                        "event": body, "meta": *run.meta,
+                        "events": **events, "correlation": **correlation,
+                    }),
+                    None => json!({"event": body, "meta": *run.meta}),
+                },
                 _ => Value::Null,
             },
         };
@@ -371,6 +439,23 @@ impl Engine {
             (false, Some(d)) => Ran::Retry(outcome, d),
             (false, None) => Ran::Failed(outcome),
         })
+    }
+
+    /// An absence that fired: once its job is done, its window is removed (kept until then,
+    /// so a job that runs again after a crash decides the same).
+    async fn close_fired_absence(
+        &self,
+        rule: &Rule,
+        absence: &Option<(&crate::rules::correlate::Correlation, String)>,
+        state: JobState,
+        event: &str,
+    ) -> Result<(), StoreError> {
+        match absence {
+            Some((c, group)) if state == JobState::Done => {
+                self.close_absence(rule, c, group, event).await
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Runs `work` while extending the lease every third of its duration.

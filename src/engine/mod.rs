@@ -6,7 +6,10 @@
 //! step before moving on and acks only when the job has finished; a lease that is not acked
 //! (crash, panic, lost lease) makes the job fetchable again with the same run ids.
 
+mod correlate;
 mod job;
+
+pub use correlate::partial_key;
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -18,7 +21,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::domain::{Envelope, JobState, Match, Step, StoreError, Throttled, now_ms};
+use crate::domain::{Clock, Envelope, JobState, Match, Step, StoreError, Throttled, now_ms};
 use crate::rules::RuleSet;
 use crate::store::{Appended, EventRow, EventStatus, Store};
 use crate::verify::VerifiedEvent;
@@ -64,6 +67,11 @@ pub struct Settings {
     pub retain: Duration,
     /// Lease duration (heartbeats every third of it).
     pub lease: Duration,
+    /// "Now" for correlation windows (a test's clock in tests).
+    pub clock: Clock,
+    /// The longest an absence's job waits in the queue before it looks at the clock again
+    /// (its deadline is usually sooner; tests on a moved clock use a short one).
+    pub recheck: Duration,
     /// What this node does (`--role`).
     pub role: Role,
     /// The store is shared with other nodes (JetStream), which may run other rule versions.
@@ -101,6 +109,8 @@ impl Default for Settings {
             concurrency: 8,
             retain: Duration::from_secs(30 * 24 * 3600),
             lease: LEASE_TTL,
+            clock: Clock::default(),
+            recheck: Duration::from_secs(3600),
             role: Role::All,
             shared: false,
         }
@@ -119,6 +129,8 @@ pub struct Engine {
     owner: String,
     tracker: TaskTracker,
     shutdown: CancellationToken,
+    /// Correlation groups with an open partial match, for each rule's cap.
+    open: correlate::OpenGroups,
     /// Events as they are accepted, for live views (the console); nothing is built for it
     /// while nobody listens.
     live: tokio::sync::broadcast::Sender<Arc<Accepted>>,
@@ -149,6 +161,7 @@ impl Engine {
             settings,
             tracker: TaskTracker::new(),
             shutdown: CancellationToken::new(),
+            open: correlate::OpenGroups::default(),
             live: tokio::sync::broadcast::channel(LIVE_BACKLOG).0,
             counts: Mutex::new(std::collections::HashMap::new()),
         })
@@ -193,6 +206,13 @@ impl Engine {
             })
         };
         let old = self.rules.load_full();
+        for r in old.rules.iter().filter(|r| r.correlate.is_some()) {
+            if let Some(i) = rules.rule_by_key(&r.key)
+                && rules.rules[i].fingerprint != r.fingerprint
+            {
+                tracing::info!(rule = %r.key, "correlation rule changed: its partial matches start afresh");
+            }
+        }
         let keep = lost(&old);
         self.rules.store(rules.clone());
         let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
@@ -249,8 +269,37 @@ impl Engine {
         let mut matches = Vec::with_capacity(matched.len());
         // Throttle windows opened for this event, released if it turns out a duplicate.
         let mut opened = Vec::new();
+        // Partial matches moved by this event, taken back if it is not stored after all.
+        let mut undo = Vec::new();
         for &i in &matched {
             let r = &rules.rules[i];
+            if let Some(c) = &r.correlate {
+                let steps = c.steps_matched(&event.doc);
+                if steps.is_empty() {
+                    continue;
+                }
+                let moved = match self.correlate(r, c, &event, &steps).await {
+                    Ok(m) => m,
+                    Err(e) => {
+                        for u in undo {
+                            self.undo(u).await;
+                        }
+                        return Err(e);
+                    }
+                };
+                if let Some((correlation, u)) = moved {
+                    undo.push(u);
+                    matches.push(Match {
+                        rulebook: r.rulebook.clone(),
+                        rule: r.name.clone(),
+                        key: r.key.clone(),
+                        fingerprint: r.fingerprint.clone(),
+                        throttled: None,
+                        correlation: Some(correlation),
+                    });
+                }
+                continue;
+            }
             let throttled = match &r.throttle {
                 None => None,
                 Some(t) => {
@@ -273,8 +322,17 @@ impl Engine {
                 key: r.key.clone(),
                 fingerprint: r.fingerprint.clone(),
                 throttled,
+                correlation: None,
             });
         }
+        // For the counters: (rule, throttled, made a job).
+        let counted: Vec<(Option<usize>, bool, bool)> = matches
+            .iter()
+            .map(|m| {
+                let i = rules.rule_by_key(&m.key);
+                (i, m.throttled.is_some(), m.creates_job())
+            })
+            .collect();
         let envelope = Envelope {
             event: event.clone(),
             matches,
@@ -286,6 +344,9 @@ impl Engine {
             for (key, rev) in opened {
                 let _ = self.store.state.delete(&key, Some(rev)).await;
             }
+            for u in undo.into_iter().rev() {
+                self.undo(u).await;
+            }
         }
         match appended? {
             Appended::Duplicate { id } => Ok(Ingested {
@@ -294,11 +355,16 @@ impl Engine {
                 matched: 0,
             }),
             Appended::New { jobs } => {
-                if !matched.is_empty() {
+                if !counted.is_empty() {
                     let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
-                    for &i in &matched {
-                        let r = &rules.rules[i];
-                        let live = jobs.iter().any(|j| j.key == r.key);
+                    for (i, throttled, job) in counted {
+                        let Some(r) = i.map(|i| &rules.rules[i]) else {
+                            continue;
+                        };
+                        if !throttled && !job {
+                            continue;
+                        }
+                        let live = job;
                         if live {
                             r.count_match();
                         } else {

@@ -41,7 +41,14 @@ impl Default for Scope {
     }
 }
 
-const VARIABLES: &[&str] = &["event", "meta", "previous", "failure"];
+const VARIABLES: &[&str] = &[
+    "event",
+    "meta",
+    "previous",
+    "failure",
+    "events",
+    "correlation",
+];
 
 impl Compile<'_> {
     pub fn err(&mut self, loc: &Location, message: impl Into<String>) {
@@ -232,7 +239,7 @@ impl Compile<'_> {
         let mut ok = true;
         for var in t.free_names(name) {
             let problem = match var.as_str() {
-                "event" | "meta" => continue,
+                "event" | "meta" | "events" | "correlation" => continue,
                 "previous" if self.scope.previous => continue,
                 "failure" if self.scope.failure => continue,
                 "previous" => {

@@ -72,6 +72,8 @@ pub struct RuleSpec {
     #[serde(default = "yes")]
     pub enabled: bool,
     pub throttle: Option<S<ThrottleSpec>>,
+    /// A correlation over several events (docs/correlation.md).
+    pub correlate: Option<S<CorrelateSpec>>,
     pub actions: Vec<S<ActionSpec>>,
     /// Runs when an action has failed for good (with `failure` in the context).
     #[serde(default)]
@@ -85,6 +87,47 @@ pub struct ThrottleSpec {
     pub once_within: S<String>,
     #[serde(default)]
     pub group_by: Vec<S<String>>,
+}
+
+/// `correlate:` — exactly one of `all_of`, `sequence`, `absence`, `count`, with a window and
+/// the groups it is kept per.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CorrelateSpec {
+    pub within: S<String>,
+    #[serde(default)]
+    pub group_by: Vec<S<String>>,
+    pub all_of: Option<Vec<S<NamedConditionSpec>>>,
+    pub sequence: Option<Vec<S<NamedConditionSpec>>>,
+    pub absence: Option<S<AbsenceSpec>>,
+    pub count: Option<S<CountSpec>>,
+    /// Open partial matches kept per rule (oldest evicted).
+    pub max_open: Option<S<u64>>,
+}
+
+/// `{ name: down, condition: '$.state == "down"' }`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NamedConditionSpec {
+    pub name: S<String>,
+    pub condition: S<ConditionSpec>,
+}
+
+/// `absence: { after: {name, condition}, missing: {name, condition} }`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AbsenceSpec {
+    pub after: S<NamedConditionSpec>,
+    pub missing: S<NamedConditionSpec>,
+}
+
+/// `count: { at_least: 5, name: flap, condition: ... }`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CountSpec {
+    pub at_least: S<u64>,
+    pub name: S<String>,
+    pub condition: S<ConditionSpec>,
 }
 
 impl ActionSpec {

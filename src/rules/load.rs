@@ -8,12 +8,15 @@ use std::time::Duration;
 use serde_saphyr::Spanned;
 
 use super::condition::{Condition, Expr, Interner, Query};
+use super::correlate::{Correlation, DEFAULT_MAX_OPEN, Kind, Named};
 use super::index::SourceIndex;
 use super::{Dirs, LoadError, LoadErrors, Rule, RuleSet, Throttle};
 use crate::actions::{Action, event, log, outbound, script, ticket};
 use crate::body::BodyFormat;
 use crate::rulebook::compile::{Compile, Scope};
-use crate::rulebook::model::{self, ActionSpec, ConditionSpec, RuleSpec, SizeSpec, SourceSpec};
+use crate::rulebook::model::{
+    self, ActionSpec, ConditionSpec, CorrelateSpec, RuleSpec, SizeSpec, SourceSpec,
+};
 use crate::sources::{DEFAULT_MAX_BODY, RateLimit, Source, SourceMeter};
 use crate::templates::Templates;
 use crate::units::parse_size;
@@ -702,7 +705,35 @@ fn compile_rule(
             })
         }
     };
-    let condition = condition?;
+    let correlate = match &spec.correlate {
+        None => None,
+        Some(c) => {
+            if spec.throttle.is_some() {
+                cx.err(
+                    &c.referenced,
+                    "`correlate` and `throttle` do not go together (a correlation fires once per match already; `count` once per window)",
+                );
+                ok = false;
+            }
+            let compiled = compile_correlate(cx, interner, c);
+            if compiled.is_none() {
+                ok = false;
+            }
+            compiled
+        }
+    };
+    // A correlation rule is considered for an event its own condition and any of the
+    // correlation's conditions accept.
+    let condition = match (&correlate, condition?) {
+        (Some(_), own) => {
+            let steps = correlation_conditions(cx, interner, spec)?;
+            match own {
+                Condition::Always => Condition::Any(steps),
+                own => Condition::All(vec![own, Condition::Any(steps)]),
+            }
+        }
+        (None, own) => own,
+    };
     if !ok
         || rule_sources
             .as_ref()
@@ -720,8 +751,177 @@ fn compile_rule(
         actions,
         on_failure,
         throttle,
+        correlate,
         fingerprint: String::new(),
         counters: Default::default(),
+    })
+}
+
+/// The named conditions of a `correlate:` block, in order.
+fn named_specs(spec: &CorrelateSpec) -> Vec<(&Spanned<String>, &Spanned<ConditionSpec>)> {
+    if let Some(list) = &spec.all_of {
+        return list
+            .iter()
+            .map(|n| (&n.value.name, &n.value.condition))
+            .collect();
+    }
+    if let Some(list) = &spec.sequence {
+        return list
+            .iter()
+            .map(|n| (&n.value.name, &n.value.condition))
+            .collect();
+    }
+    if let Some(a) = &spec.absence {
+        let (after, missing) = (&a.value.after.value, &a.value.missing.value);
+        return vec![
+            (&after.name, &after.condition),
+            (&missing.name, &missing.condition),
+        ];
+    }
+    if let Some(c) = &spec.count {
+        return vec![(&c.value.name, &c.value.condition)];
+    }
+    Vec::new()
+}
+
+/// The correlation's conditions compiled again, for the rule's prefilter.
+fn correlation_conditions(
+    cx: &mut Compile,
+    interner: &mut Interner,
+    spec: &RuleSpec,
+) -> Option<Vec<Condition>> {
+    let c = spec.correlate.as_ref()?;
+    named_specs(&c.value)
+        .into_iter()
+        .map(|(_, cond)| compile_condition(cx, interner, cond))
+        .collect()
+}
+
+fn compile_correlate(
+    cx: &mut Compile,
+    interner: &mut Interner,
+    spec: &Spanned<CorrelateSpec>,
+) -> Option<Correlation> {
+    let c = &spec.value;
+    let given: Vec<&str> = [
+        ("all_of", c.all_of.is_some()),
+        ("sequence", c.sequence.is_some()),
+        ("absence", c.absence.is_some()),
+        ("count", c.count.is_some()),
+    ]
+    .into_iter()
+    .filter(|(_, on)| *on)
+    .map(|(k, _)| k)
+    .collect();
+    if given.len() != 1 {
+        cx.err(
+            &spec.referenced,
+            format!(
+                "`correlate` takes exactly one of all_of, sequence, absence, count (found {})",
+                if given.is_empty() {
+                    "none".to_string()
+                } else {
+                    given.join(", ")
+                }
+            ),
+        );
+        return None;
+    }
+    let mut ok = true;
+    let within = cx.duration(&c.within, "correlate.within");
+    if within.is_some_and(|w| w.is_zero()) {
+        cx.err(
+            &c.within.referenced,
+            "correlate.within must be longer than 0",
+        );
+        ok = false;
+    }
+    let mut group_by = Vec::new();
+    for q in &c.group_by {
+        match Query::compile(&q.value) {
+            Ok(compiled) => group_by.push(compiled),
+            Err(e) => {
+                let (line, col) = cx.content_start(&q.referenced);
+                cx.errors.push(LoadError {
+                    file: cx.file.clone(),
+                    line,
+                    column: col + e.offset as u64,
+                    message: format!("correlate.group_by `{}`: {}", q.value, e.message),
+                });
+                ok = false;
+            }
+        }
+    }
+    let kind = match given[0] {
+        "all_of" => Kind::AllOf,
+        "sequence" => Kind::Sequence,
+        "absence" => Kind::Absence,
+        _ => {
+            let n = c.count.as_ref().map(|n| &n.value.at_least);
+            match n {
+                Some(n) if n.value >= 1 && n.value <= 10_000 => Kind::Count(n.value as usize),
+                Some(n) => {
+                    cx.err(&n.referenced, "count.at_least must be between 1 and 10000");
+                    return None;
+                }
+                None => return None,
+            }
+        }
+    };
+    let named = named_specs(c);
+    if matches!(kind, Kind::AllOf | Kind::Sequence) && named.len() < 2 {
+        cx.err(
+            &spec.referenced,
+            format!(
+                "correlate.{} needs at least two named conditions",
+                kind.as_str()
+            ),
+        );
+        ok = false;
+    }
+    let mut steps = Vec::with_capacity(named.len());
+    let mut names = HashSet::new();
+    for (name, cond) in named {
+        if !valid_name(&name.value) {
+            cx.err(
+                &name.referenced,
+                format!(
+                    "correlation name `{}` must match [a-z0-9_-]+ (templates read it as events.<name>)",
+                    name.value
+                ),
+            );
+            ok = false;
+        } else if !names.insert(name.value.clone()) {
+            cx.err(
+                &name.referenced,
+                format!("correlation name `{}` is used twice", name.value),
+            );
+            ok = false;
+        }
+        match compile_condition(cx, interner, cond) {
+            Some(condition) => steps.push(Named {
+                name: name.value.clone(),
+                condition,
+            }),
+            None => ok = false,
+        }
+    }
+    let max_open = match &c.max_open {
+        None => DEFAULT_MAX_OPEN,
+        Some(m) if m.value >= 1 => m.value as usize,
+        Some(m) => {
+            cx.err(&m.referenced, "correlate.max_open must be at least 1");
+            ok = false;
+            0
+        }
+    };
+    let within = within?;
+    ok.then_some(Correlation {
+        kind,
+        steps,
+        within,
+        group_by,
+        max_open,
     })
 }
 

@@ -2,6 +2,7 @@
 //! against it. This module does no I/O after load and knows nothing of HTTP or storage.
 
 pub mod condition;
+pub mod correlate;
 mod dry_run;
 mod hint;
 mod index;
@@ -60,6 +61,9 @@ pub struct Rule {
     /// Run, in order, when an action has failed for good.
     pub on_failure: Vec<Action>,
     pub throttle: Option<Throttle>,
+    /// `correlate:` — the rule fires on a pattern over several events. Its `condition` is
+    /// then the rule's own condition and any of the correlation's (the index's prefilter).
+    pub correlate: Option<correlate::Correlation>,
     /// A hash of the compiled rule (condition, actions with their template sources,
     /// `on_failure`, throttle): a job runs only the version it matched.
     pub fingerprint: String,
@@ -217,6 +221,10 @@ pub(crate) fn fingerprint(rule: &Rule, templates: &Templates) -> String {
             .as_ref()
             .map(|t| (t.window, format!("{:?}", t.group_by))),
     );
+    let described = match &rule.correlate {
+        Some(c) => format!("{described}\ncorrelate {}", c.describe()),
+        None => described,
+    };
     let mut h = sha2::Sha256::new();
     let mut rest = described.as_str();
     while let Some(at) = rest.find("Template(\"") {

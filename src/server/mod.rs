@@ -48,6 +48,7 @@ pub fn app(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/api/events", get(list_events))
         .route("/api/events/{id}", get(event_detail))
+        .route("/api/stored-events", get(stored_events))
         .route("/api/events/{id}/replay", post(replay))
         .route("/api/status", get(status))
         .route("/api/jobs", get(list_jobs))
@@ -386,6 +387,46 @@ async fn list_events(
         limit: q.limit.unwrap_or(100).min(1000),
     };
     let events = state.engine.store().history.events(filter).await?;
+    Ok(Json(json!({"events": events})).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+struct StoredQuery {
+    since: Option<String>,
+    after: Option<String>,
+    limit: Option<usize>,
+}
+
+/// `GET /api/stored-events?since=7d&after=ID&limit=N`: stored events with their bodies and
+/// the matches they were stored with, oldest first, a page after event `after`
+/// (`rulehook whatif --url`).
+async fn stored_events(
+    _: Admin,
+    State(state): State<AppState>,
+    Query(q): Query<StoredQuery>,
+) -> Result<Response, ApiError> {
+    let since = match q.since {
+        None => 0,
+        Some(s) => parse_since(&s)?,
+    };
+    let limit = q.limit.unwrap_or(1000).clamp(1, 5000);
+    let page = state
+        .engine
+        .store()
+        .history
+        .stored(since, q.after, limit)
+        .await?;
+    let events: Vec<_> = page
+        .iter()
+        .map(|s| {
+            let e = &s.event;
+            json!({
+                "id": e.id, "source": e.source, "kind": e.kind, "received_at_ms": e.received_at,
+                "headers": e.headers, "body": e.body(), "depth": e.depth,
+                "delivery": e.delivery, "parent": e.parent, "matches": s.matches,
+            })
+        })
+        .collect();
     Ok(Json(json!({"events": events})).into_response())
 }
 

@@ -3,7 +3,7 @@
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::domain::{Job, JobState};
+use crate::domain::{Correlated, Job, JobState, Match, rfc3339};
 
 /// An event's status in lists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -102,6 +102,42 @@ pub struct EventDetail {
     /// The jobs of its unthrottled matches.
     pub matches: Vec<MatchRow>,
     pub throttled: Vec<ThrottledRow>,
+    /// What the event did to correlation rules: held in a partial match (with what it waits
+    /// for and until when), fired one, or opened an absence window.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub correlations: Vec<CorrelationRow>,
+}
+
+/// A correlation rule's view of one event.
+#[derive(Debug, Clone, Serialize)]
+pub struct CorrelationRow {
+    pub rulebook: String,
+    pub rule: String,
+    #[serde(flatten)]
+    pub correlation: Correlated,
+    /// `deadline` as RFC 3339.
+    pub deadline_at: Option<String>,
+    /// The job it made (fired, or an absence waiting for its deadline).
+    pub job: Option<String>,
+}
+
+impl CorrelationRow {
+    /// The rows of an event's matches that belong to correlation rules.
+    pub fn of(event: &str, matches: &[Match]) -> Vec<CorrelationRow> {
+        matches
+            .iter()
+            .filter_map(|m| {
+                let c = m.correlation.clone()?;
+                Some(CorrelationRow {
+                    rulebook: m.rulebook.clone(),
+                    rule: m.rule.clone(),
+                    deadline_at: c.deadline.map(rfc3339),
+                    job: m.creates_job().then(|| m.job_id(event)),
+                    correlation: c,
+                })
+            })
+            .collect()
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]

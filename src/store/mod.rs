@@ -13,6 +13,7 @@
 
 mod history;
 pub mod nats;
+mod remote;
 pub mod sqlite;
 
 use std::sync::Arc;
@@ -23,9 +24,11 @@ use async_trait::async_trait;
 pub use crate::domain::StoreError;
 use crate::domain::{Attempt, Envelope, Event, Job, JobState, Step};
 pub use history::{
-    AttemptRow, EventDetail, EventFilter, EventRow, EventStatus, JobFilter, JobRow, MatchRow,
+    AttemptRow, CorrelationRow, EventDetail, EventFilter, EventRow, EventStatus, JobFilter, JobRow,
+    MatchRow,
 };
-pub use sqlite::Embedded;
+pub use remote::Remote;
+pub use sqlite::{Embedded, ReadOnly};
 
 /// What appending an envelope did.
 #[derive(Debug)]
@@ -191,6 +194,23 @@ pub trait History: Send + Sync + 'static {
 
     /// One job as stored.
     async fn job(&self, id: &str) -> Result<Option<(Job, JobState)>, StoreError>;
+
+    /// Stored events received at or after `since_ms`, in acceptance order, each with the
+    /// matches it was stored with: the ones after event `after` (a page's last id), at most
+    /// `limit` (`rulehook whatif` replays them through a candidate rule set).
+    async fn stored(
+        &self,
+        since_ms: i64,
+        after: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, StoreError>;
+}
+
+/// An event as the log keeps it, with the rules it matched when it was accepted.
+#[derive(Debug, Clone)]
+pub struct StoredEvent {
+    pub event: Arc<Event>,
+    pub matches: Vec<crate::domain::Match>,
 }
 
 /// The four parts one deployment uses.

@@ -83,6 +83,7 @@ pub fn rule(rule: &str) -> Match {
         key: rule.to_string(),
         fingerprint: format!("fp-{rule}"),
         throttled: None,
+        correlation: None,
     }
 }
 
@@ -1420,6 +1421,69 @@ pub async fn retention_steps_over_kept_events(b: &impl Backend) {
         .await
         .unwrap();
     assert_eq!(left.len(), 1000, "the kept events stay");
+}
+
+/// `History::stored`: events since a time, in acceptance order, paged by the last id, each
+/// with the matches it was stored with (every field of `Match`, correlations included).
+pub async fn stored_events_page_in_acceptance_order(b: &impl Backend) {
+    let s = b.open(Config::default()).await;
+    let mut old = event("alpha", 0);
+    old.received_at = now_ms() - 3_600_000;
+    append(&s, old, vec![rule("deploy")]).await;
+    let since = now_ms() - 60_000;
+    let partial = Match {
+        correlation: Some(rulehook::domain::Correlated {
+            kind: "all_of".into(),
+            group: "[\"r1\"]".into(),
+            state: rulehook::domain::CorrelationState::Partial,
+            events: vec![rulehook::domain::Participant {
+                name: "down".into(),
+                id: "e0".into(),
+                at: 1,
+            }],
+            deadline: Some(120_001),
+            waiting_for: vec!["up".into()],
+            closed: Vec::new(),
+        }),
+        ..rule("pair")
+    };
+    let mut want = Vec::new();
+    for n in 1..=5 {
+        let matches = match n {
+            2 => vec![rule("deploy"), throttled("page")],
+            3 => vec![partial.clone()],
+            _ => vec![],
+        };
+        want.push((
+            append(&s, event("alpha", n), matches.clone()).await.0,
+            matches,
+        ));
+    }
+    let mut got = Vec::new();
+    let mut after = None;
+    loop {
+        let page = s.history.stored(since, after.clone(), 2).await.unwrap();
+        assert!(page.len() <= 2, "a page holds at most `limit` events");
+        if page.is_empty() {
+            break;
+        }
+        after = page.last().map(|e| e.event.id.clone());
+        got.extend(page);
+    }
+    let ids: Vec<&str> = got.iter().map(|e| e.event.id.as_str()).collect();
+    let want_ids: Vec<&str> = want.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(
+        ids, want_ids,
+        "since excludes the old event; order is acceptance order"
+    );
+    for (g, (_, m)) in got.iter().zip(&want) {
+        assert_eq!(&g.matches, m, "matches come back as stored");
+    }
+    assert_eq!(got[0].event.body()["n"], 1);
+    // A partial correlation makes no job.
+    let detail = s.history.event_detail(&want[2].0).await.unwrap().unwrap();
+    assert!(detail.matches.is_empty());
+    assert_eq!(detail.correlations.len(), 1);
 }
 
 /// `depth().pending` counts every pending job — in memory, leased, delayed, or only in storage

@@ -249,4 +249,13 @@ impl History for Jet {
         }
         self.view().await.job(id).await
     }
+
+    async fn stored(
+        &self,
+        since_ms: i64,
+        after: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<crate::store::StoredEvent>, StoreError> {
+        self.view().await.stored(since_ms, after, limit).await
+    }
 }

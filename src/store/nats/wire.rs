@@ -159,11 +159,12 @@ impl WireEvent {
         }
     }
 
-    /// One job per unthrottled match, in match order.
+    /// One job per match that makes one (unthrottled, not a partial correlation), in match
+    /// order.
     pub fn jobs(&self) -> Vec<Job> {
         self.matches
             .iter()
-            .filter(|m| m.throttled.is_none())
+            .filter(|m| m.creates_job())
             .map(|m| Job {
                 id: m.job_id(&self.id),
                 event_id: self.id.clone(),

@@ -4,7 +4,9 @@
 //! every lease is gone, so every pending job is fetchable again with its recorded step).
 
 mod lanes;
+pub use readonly::ReadOnly;
 pub mod model;
+mod readonly;
 mod reads;
 mod schema;
 mod writer;
@@ -406,7 +408,7 @@ impl EventLog for Embedded {
                     return Ok(Appended::Duplicate { id });
                 }
             }
-            let n_live = matches.iter().filter(|m| m.throttled.is_none()).count();
+            let n_live = matches.iter().filter(|m| m.creates_job()).count();
             let seq = next_event.fetch_add(1, Ordering::Relaxed);
             let first_job = next_job.fetch_add(n_live as i64, Ordering::Relaxed);
             let jobs = insert_event(c, seq, first_job, &event, &matches, &headers, &matches_json)?;
@@ -743,6 +745,16 @@ impl History for Embedded {
         let id = id.to_string();
         self.read(move |c| reads::job(c, &id)).await
     }
+
+    async fn stored(
+        &self,
+        since_ms: i64,
+        after: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<crate::store::StoredEvent>, StoreError> {
+        self.read(move |c| reads::stored(c, since_ms, after.as_deref(), limit))
+            .await
+    }
 }
 
 /// What a refill loads: pending jobs above `cursor`, in sequence order, with their events.
@@ -754,7 +766,7 @@ pub(crate) fn loaded(q: Queued, not_before: Option<i64>) -> Loaded {
     Loaded { q, due }
 }
 
-/// An event's row and one pending job row per unthrottled match (sequence numbers from
+/// An event's row and one pending job row per match that makes a job (`Match::creates_job`) (sequence numbers from
 /// `first_job` on); the jobs, in match order. Shared by the embedded store's append and the
 /// read model other backends build ([`model`]).
 pub(crate) fn insert_event(
@@ -766,7 +778,7 @@ pub(crate) fn insert_event(
     headers: &str,
     matches_json: &str,
 ) -> rusqlite::Result<Vec<Job>> {
-    let live: Vec<_> = matches.iter().filter(|m| m.throttled.is_none()).collect();
+    let live: Vec<_> = matches.iter().filter(|m| m.creates_job()).collect();
     c.prepare_cached(
         "INSERT INTO events (seq, id, source, kind, delivery, parent, received_at, headers, body,
            depth, envelope_version, matches, n_matches, n_jobs, first_job)
@@ -785,7 +797,8 @@ pub(crate) fn insert_event(
         event.depth,
         ENVELOPE_VERSION,
         matches_json,
-        matches.len() as i64,
+        // A partial correlation is not (yet) a match of its rule.
+        matches.iter().filter(|m| !m.is_partial()).count() as i64,
         live.len() as i64,
         (!live.is_empty()).then_some(first_job),
     ])?;

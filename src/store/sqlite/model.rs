@@ -139,6 +139,16 @@ impl ReadModel {
         self.read(move |c| reads::job(c, &id)).await
     }
 
+    pub async fn stored(
+        &self,
+        since_ms: i64,
+        after: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<crate::store::StoredEvent>, StoreError> {
+        self.read(move |c| reads::stored(c, since_ms, after.as_deref(), limit))
+            .await
+    }
+
     /// Events received before `before` whose jobs all finished well: (event id, log position,
     /// job ids), at most `limit`.
     pub async fn prunable(

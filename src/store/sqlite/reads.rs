@@ -9,10 +9,10 @@ use super::lanes::Queued;
 use super::writer::Loaded;
 use crate::domain::{Event, EventDoc, Job, JobState, Match, Step, human_duration, rfc3339};
 use crate::store::history::{
-    AttemptRow, EventDetail, EventFilter, EventRow, EventStatus, JobFilter, JobRow, MatchRow,
-    ThrottledRow,
+    AttemptRow, CorrelationRow, EventDetail, EventFilter, EventRow, EventStatus, JobFilter, JobRow,
+    MatchRow, ThrottledRow,
 };
-use crate::store::{PRUNE_BATCH, Pruned};
+use crate::store::{PRUNE_BATCH, Pruned, StoredEvent};
 
 /// A list's limit: 0 means the default (100).
 fn limit(n: usize) -> i64 {
@@ -322,7 +322,13 @@ pub fn event_detail(c: &Connection, id: &str) -> rusqlite::Result<Option<EventDe
         .count();
     let failed = jobs.iter().filter(|j| j.status == JobState::Failed).count();
     Ok(Some(EventDetail {
-        status: EventStatus::of(all.len(), jobs.len(), pending, failed),
+        status: EventStatus::of(
+            all.iter().filter(|m| !m.is_partial()).count(),
+            jobs.len(),
+            pending,
+            failed,
+        ),
+        correlations: CorrelationRow::of(&event.id, &all),
         id: event.id,
         source: event.source,
         kind: event.kind,
@@ -413,4 +419,33 @@ pub fn prune(c: &Connection, before: i64, now: i64) -> rusqlite::Result<Pruned> 
         }
     }
     Ok(out)
+}
+
+/// Events received at or after `since`, after event `after`, in acceptance order.
+pub fn stored(
+    c: &Connection,
+    since: i64,
+    after: Option<&str>,
+    n: usize,
+) -> rusqlite::Result<Vec<StoredEvent>> {
+    let after_seq: i64 = match after {
+        None => -1,
+        Some(id) => c
+            .prepare_cached("SELECT seq FROM events WHERE id = ?1")?
+            .query_row(params![id], |r| r.get(0))
+            .optional()?
+            .unwrap_or(i64::MAX),
+    };
+    let mut stmt = c.prepare_cached(&format!(
+        "SELECT {EVENT_COLUMNS}, e.matches FROM events e
+         WHERE e.seq > ?1 AND e.received_at >= ?2 ORDER BY e.seq LIMIT ?3"
+    ))?;
+    let rows = stmt.query_map(params![after_seq, since, limit(n)], |r| {
+        let matches: String = r.get("matches")?;
+        Ok(StoredEvent {
+            event: Arc::new(row_event(r)?),
+            matches: serde_json::from_str(&matches).unwrap_or_default(),
+        })
+    })?;
+    rows.collect()
 }

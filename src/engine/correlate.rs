@@ -1,0 +1,307 @@
+//! Correlation rules at run time: each (rule, group) keeps its partial match in the state
+//! store (`correlate/<rule key>/<group>`), moved forward by compare-and-set, so it survives
+//! restarts and reloads and is shared by every node of a JetStream deployment.
+//!
+//! Timers need no store primitive of their own: an absence's opening event makes a job at
+//! once, which waits for the deadline (`nak` with the time left, on the engine's clock) and
+//! then fires unless the missing event closed its window. The job is as durable as any other,
+//! so a deadline that passed while the service was down fires at the next start.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use super::Engine;
+use crate::domain::{Correlated, CorrelationState, Event, StoreError};
+use crate::rules::Rule;
+use crate::rules::correlate::{Correlation, Kind, Partial};
+use crate::store::Revision;
+use crate::telemetry::names;
+
+/// How often a compare-and-set on one partial match is tried before giving up (503).
+const CAS_TRIES: usize = 16;
+
+/// The state-store key of a rule's partial match for a group.
+pub fn partial_key(rule_key: &str, group: &str) -> String {
+    format!("correlate/{rule_key}/{group}")
+}
+
+/// How a change to a partial match is taken back when its event is not stored after all (a
+/// duplicate delivery, or the log refused it).
+#[derive(Debug)]
+pub(super) struct Undo {
+    key: String,
+    before: Option<String>,
+    after: Option<Revision>,
+}
+
+/// The groups with an open partial match, per rule, least recently touched first: past the
+/// rule's `max_open`, the oldest is evicted. Kept by the node that touched them (a group
+/// another node or an earlier run left behind still expires with its window).
+#[derive(Default)]
+pub(super) struct OpenGroups {
+    rules: Mutex<HashMap<String, Lru>>,
+}
+
+#[derive(Default)]
+struct Lru {
+    tick: u64,
+    at: HashMap<String, u64>,
+    order: BTreeMap<u64, String>,
+}
+
+impl OpenGroups {
+    /// Marks `key` open under `rule`; returns the keys evicted to stay within `max`.
+    fn touch(&self, rule: &str, key: &str, max: usize) -> Vec<String> {
+        let mut rules = self.rules.lock().unwrap_or_else(|e| e.into_inner());
+        let lru = rules.entry(rule.to_string()).or_default();
+        lru.tick += 1;
+        if let Some(old) = lru.at.insert(key.to_string(), lru.tick) {
+            lru.order.remove(&old);
+        }
+        lru.order.insert(lru.tick, key.to_string());
+        let mut evicted = Vec::new();
+        while lru.order.len() > max {
+            let Some((_, k)) = lru.order.pop_first() else {
+                break;
+            };
+            lru.at.remove(&k);
+            evicted.push(k);
+        }
+        evicted
+    }
+
+    fn close(&self, rule: &str, key: &str) {
+        let mut rules = self.rules.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(lru) = rules.get_mut(rule)
+            && let Some(t) = lru.at.remove(key)
+        {
+            lru.order.remove(&t);
+        }
+    }
+}
+
+/// How long a partial match is kept in storage: its window (decisions are made on event
+/// times; expiry only collects what nobody needs). An absence's open windows stay until their
+/// jobs have run, even after a long outage.
+fn ttl(c: &Correlation, retain: Duration) -> Duration {
+    match c.kind {
+        Kind::Absence => (c.within * 2).max(retain),
+        _ => c.within + Duration::from_secs(60),
+    }
+}
+
+fn parse(value: &str) -> Partial {
+    serde_json::from_str(value).unwrap_or_default()
+}
+
+impl Engine {
+    /// Moves the rule's partial match for the event's group forward. `None`: the event
+    /// changed nothing.
+    pub(super) async fn correlate(
+        &self,
+        rule: &Rule,
+        c: &Correlation,
+        event: &Event,
+        steps: &[usize],
+    ) -> Result<Option<(Correlated, Undo)>, StoreError> {
+        let group = c.group(event.body());
+        let key = partial_key(&rule.key, &group);
+        let at = self.settings.clock.now();
+        let state = &self.store.state;
+        for _ in 0..CAS_TRIES {
+            let current = state.get(&key).await?;
+            let mut partial = current.as_ref().map(|(v, _)| parse(v)).unwrap_or_default();
+            if partial.fingerprint != rule.fingerprint {
+                if !partial.is_empty() {
+                    tracing::info!(rule = %rule.key, group = %group, "correlation rule changed since this partial match began: it starts afresh");
+                }
+                partial = Partial {
+                    fingerprint: rule.fingerprint.clone(),
+                    ..Partial::default()
+                };
+            }
+            let Some(observed) = c.observe(&mut partial, steps, &event.id, at) else {
+                return Ok(None);
+            };
+            let value = serde_json::to_string(&partial)
+                .map_err(|e| StoreError::Permanent(format!("partial match: {e}")))?;
+            let ttl = Some(ttl(c, self.settings.retain));
+            let written = match (&current, partial.is_empty()) {
+                (None, true) => Ok(None),
+                (Some((_, rev)), true) => state.delete(&key, Some(*rev)).await.map(|()| None),
+                (Some((_, rev)), false) => state.update(&key, &value, *rev, ttl).await.map(Some),
+                (None, false) => state.create(&key, &value, ttl).await.map(Some),
+            };
+            let after = match written {
+                Ok(after) => after,
+                Err(StoreError::Conflict(_)) => continue,
+                Err(e) => return Err(e),
+            };
+            if partial.is_empty() {
+                self.open.close(&rule.key, &key);
+            } else {
+                for evicted in self.open.touch(&rule.key, &key, c.max_open) {
+                    tracing::warn!(rule = %rule.key, key = %evicted, max_open = c.max_open, "too many open partial matches: the oldest is evicted");
+                    metrics::counter!(names::CORRELATION_EVICTED, "rulebook" => rule.rulebook.clone(), "rule" => rule.name.clone()).increment(1);
+                    state.delete(&evicted, None).await?;
+                }
+            }
+            if observed.state == CorrelationState::Fired {
+                metrics::counter!(names::CORRELATION_FIRED, "rulebook" => rule.rulebook.clone(), "rule" => rule.name.clone()).increment(1);
+            }
+            let undo = Undo {
+                key,
+                before: current.map(|(v, _)| v),
+                after,
+            };
+            return Ok(Some((
+                Correlated {
+                    kind: c.kind.as_str().to_string(),
+                    group,
+                    state: observed.state,
+                    events: observed.events,
+                    deadline: observed.deadline,
+                    waiting_for: observed.waiting_for,
+                    closed: observed.cancelled,
+                },
+                undo,
+            )));
+        }
+        Err(StoreError::Transient(format!(
+            "the partial match of rule `{}` keeps changing",
+            rule.key
+        )))
+    }
+
+    /// Takes back a change to a partial match whose event was not stored.
+    pub(super) async fn undo(&self, undo: Undo) {
+        let state = &self.store.state;
+        let r = match (undo.before, undo.after) {
+            (Some(before), Some(rev)) => {
+                state.update(&undo.key, &before, rev, None).await.map(drop)
+            }
+            (Some(before), None) => state.create(&undo.key, &before, None).await.map(drop),
+            (None, Some(rev)) => state.delete(&undo.key, Some(rev)).await,
+            (None, None) => Ok(()),
+        };
+        if let Err(e) = r {
+            tracing::debug!(key = %undo.key, error = %e, "a partial match changed again before it could be taken back");
+        }
+    }
+
+    /// Absence, when its job runs: whether the window opened by `event` is still open (no
+    /// missing event came). It stays in the store until the job is done (see
+    /// [`Engine::close_absence`]), so a job that runs again decides the same.
+    pub(super) async fn absence_open(
+        &self,
+        rule: &Rule,
+        c: &Correlation,
+        correlated: &Correlated,
+        event: &str,
+    ) -> Result<bool, StoreError> {
+        let key = partial_key(&rule.key, &correlated.group);
+        Ok(match self.store.state.get(&key).await? {
+            Some((v, _)) => {
+                let mut p = parse(&v);
+                p.fingerprint == rule.fingerprint && c.expire(&mut p, event)
+            }
+            None => false,
+        })
+    }
+
+    /// Absence, after its job fired and finished: removes its window.
+    pub(super) async fn close_absence(
+        &self,
+        rule: &Rule,
+        c: &Correlation,
+        group: &str,
+        event: &str,
+    ) -> Result<(), StoreError> {
+        let key = partial_key(&rule.key, group);
+        let ttl = Some(ttl(c, self.settings.retain));
+        for _ in 0..CAS_TRIES {
+            let Some((v, rev)) = self.store.state.get(&key).await? else {
+                return Ok(());
+            };
+            let mut p = parse(&v);
+            if !c.expire(&mut p, event) {
+                return Ok(());
+            }
+            let r = if p.is_empty() {
+                self.open.close(&rule.key, &key);
+                self.store.state.delete(&key, Some(rev)).await
+            } else {
+                let value = serde_json::to_string(&p)
+                    .map_err(|e| StoreError::Permanent(format!("partial match: {e}")))?;
+                self.store
+                    .state
+                    .update(&key, &value, rev, ttl)
+                    .await
+                    .map(drop)
+            };
+            match r {
+                Err(StoreError::Conflict(_)) => continue,
+                other => return other,
+            }
+        }
+        Err(StoreError::Transient(format!(
+            "the partial match of rule `{}` keeps changing",
+            rule.key
+        )))
+    }
+
+    /// What a correlation job's templates see: `events.<name>` (a list for `count`) and
+    /// `correlation`. Events no longer in the log are `null`.
+    pub(super) async fn correlation_context(
+        &self,
+        c: &Correlation,
+        correlated: &Correlated,
+    ) -> Result<(Value, Value), StoreError> {
+        let mut events = serde_json::Map::new();
+        for p in &correlated.events {
+            let body = match self.store.log.event(&p.id).await? {
+                Some(e) => e.body().clone(),
+                None => Value::Null,
+            };
+            if matches!(c.kind, Kind::Count(_)) {
+                let list = events
+                    .entry(p.name.clone())
+                    .or_insert_with(|| Value::Array(Vec::new()));
+                if let Value::Array(items) = list {
+                    items.push(body);
+                }
+            } else {
+                events.insert(p.name.clone(), body);
+            }
+        }
+        let meta = json!({
+            "kind": correlated.kind,
+            "group": serde_json::from_str::<Value>(&correlated.group).unwrap_or(Value::Null),
+            "events": correlated.events.iter().map(|p| json!({
+                "name": p.name, "id": p.id, "at": crate::domain::rfc3339(p.at),
+            })).collect::<Vec<_>>(),
+            "deadline": correlated.deadline.map(crate::domain::rfc3339),
+        });
+        Ok((Value::Object(events), meta))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::OpenGroups;
+
+    #[test]
+    fn the_least_recently_touched_group_is_evicted_first() {
+        let open = OpenGroups::default();
+        assert!(open.touch("r", "a", 2).is_empty());
+        assert!(open.touch("r", "b", 2).is_empty());
+        assert!(open.touch("r", "a", 2).is_empty(), "a touched again");
+        assert_eq!(open.touch("r", "c", 2), ["b"]);
+        open.close("r", "a");
+        assert!(open.touch("r", "d", 2).is_empty(), "a closed: room for d");
+        assert!(open.touch("other", "x", 1).is_empty(), "rules count apart");
+    }
+}

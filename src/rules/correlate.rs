@@ -1,0 +1,415 @@
+//! Correlation rules: patterns over several events of one group within a window (`all_of`,
+//! `sequence`, `absence`, `count`). This module holds the compiled rule and the pure state
+//! machine that moves one group's partial match forward by one event; where the partial match
+//! is kept (the state store, or memory for `whatif` and `rulehook test`) is the caller's
+//! business. Time is a parameter: windows are decided by event times, never by storage expiry.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::condition::{Condition, Query};
+use crate::domain::{CorrelationState, EventDoc, Participant};
+
+/// Open partial matches a rule keeps unless it says otherwise (`max_open`).
+pub const DEFAULT_MAX_OPEN: usize = 10_000;
+
+/// The four kinds of correlation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Every named condition seen within the window, in any order.
+    AllOf,
+    /// The named conditions seen in order, the last within the window of the first.
+    Sequence,
+    /// The first condition, and no event of the second within the window: fires when the
+    /// window ends.
+    Absence,
+    /// At least `n` events within the window; fires at most once per window.
+    Count(usize),
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::AllOf => "all_of",
+            Kind::Sequence => "sequence",
+            Kind::Absence => "absence",
+            Kind::Count(_) => "count",
+        }
+    }
+}
+
+/// A condition with the name its event is known by in templates (`events.<name>`).
+#[derive(Debug)]
+pub struct Named {
+    pub name: String,
+    pub condition: Condition,
+}
+
+/// A compiled `correlate:` block.
+#[derive(Debug)]
+pub struct Correlation {
+    pub kind: Kind,
+    /// `all_of`: the names; `sequence`: in order; `absence`: `[after, missing]`; `count`: one.
+    pub steps: Vec<Named>,
+    pub within: Duration,
+    pub group_by: Vec<Query>,
+    /// Open partial matches (groups) kept per rule; the oldest is evicted past it.
+    pub max_open: usize,
+}
+
+/// What the state store keeps for one (rule, group).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Partial {
+    /// The rule version that built it: a changed rule starts afresh.
+    pub fingerprint: String,
+    /// Events held, in arrival order (`absence`: the open windows, one per `after` event).
+    pub seen: Vec<Participant>,
+    /// `count`: when it last fired (it fires at most once per window).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fired_at: Option<i64>,
+}
+
+impl Partial {
+    /// Nothing worth keeping: the key can go.
+    pub fn is_empty(&self) -> bool {
+        self.seen.is_empty() && self.fired_at.is_none()
+    }
+}
+
+/// What one event did to a group's partial match.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Observed {
+    pub state: CorrelationState,
+    /// Fired: every event that took part. Partial/Waiting: what is held.
+    pub events: Vec<Participant>,
+    pub deadline: Option<i64>,
+    pub waiting_for: Vec<String>,
+    /// Absence: windows this event closed (the missing event came in time).
+    pub cancelled: Vec<String>,
+}
+
+impl Correlation {
+    /// The group an event falls in: the `group_by` values as a JSON array text.
+    /// A query that selects one value stands for it; one that selects none, `null`; more, the list.
+    pub fn group(&self, body: &serde_json::Value) -> String {
+        let one = |q: &Query| match q.select(body) {
+            serde_json::Value::Array(mut v) if v.len() <= 1 => {
+                v.pop().unwrap_or(serde_json::Value::Null)
+            }
+            other => other,
+        };
+        serde_json::Value::Array(self.group_by.iter().map(one).collect()).to_string()
+    }
+
+    /// Which steps an event satisfies (indexes into `steps`).
+    pub fn steps_matched(&self, doc: &EventDoc) -> Vec<usize> {
+        (0..self.steps.len())
+            .filter(|&i| self.steps[i].condition.eval(doc))
+            .collect()
+    }
+
+    fn window_ms(&self) -> i64 {
+        self.within.as_millis() as i64
+    }
+
+    /// Moves `partial` forward by event `id` seen at `at` (ms) that satisfied `matched`
+    /// steps. `None`: the event changed nothing (it did not advance a sequence).
+    pub fn observe(
+        &self,
+        partial: &mut Partial,
+        matched: &[usize],
+        id: &str,
+        at: i64,
+    ) -> Option<Observed> {
+        let w = self.window_ms();
+        let seen = |i: usize| Participant {
+            name: self.steps[i].name.clone(),
+            id: id.to_string(),
+            at,
+        };
+        let has = |i: usize| matched.contains(&i);
+        match self.kind {
+            Kind::AllOf => {
+                partial.seen.retain(|p| p.at >= at - w);
+                for &i in matched {
+                    partial.seen.retain(|p| p.name != self.steps[i].name);
+                    partial.seen.push(seen(i));
+                }
+                let missing: Vec<String> = self
+                    .steps
+                    .iter()
+                    .filter(|s| !partial.seen.iter().any(|p| p.name == s.name))
+                    .map(|s| s.name.clone())
+                    .collect();
+                Some(if missing.is_empty() {
+                    self.fired(std::mem::take(&mut partial.seen))
+                } else {
+                    self.partial(partial, missing)
+                })
+            }
+            Kind::Sequence => {
+                if partial.seen.first().is_some_and(|p| p.at < at - w) {
+                    partial.seen.clear();
+                }
+                let n = partial.seen.len();
+                if has(n) {
+                    partial.seen.push(seen(n));
+                } else if has(0) && n <= 1 {
+                    // A newer first event restarts the window (the best chance to complete).
+                    partial.seen = vec![seen(0)];
+                } else {
+                    return None;
+                }
+                if partial.seen.len() == self.steps.len() {
+                    return Some(self.fired(std::mem::take(&mut partial.seen)));
+                }
+                let next = vec![self.steps[partial.seen.len()].name.clone()];
+                Some(self.partial(partial, next))
+            }
+            Kind::Absence => {
+                let mut cancelled = Vec::new();
+                if has(1) {
+                    // The missing event came: every window still open ends without firing.
+                    partial.seen.retain(|p| {
+                        let open = p.at + w >= at;
+                        if open {
+                            cancelled.push(p.id.clone());
+                        }
+                        !open
+                    });
+                }
+                if has(0) {
+                    partial.seen.push(seen(0));
+                    return Some(Observed {
+                        state: CorrelationState::Waiting,
+                        events: vec![seen(0)],
+                        deadline: Some(at + w),
+                        waiting_for: vec![self.steps[1].name.clone()],
+                        cancelled,
+                    });
+                }
+                (!cancelled.is_empty()).then(|| Observed {
+                    state: CorrelationState::Partial,
+                    events: vec![seen(1)],
+                    deadline: None,
+                    waiting_for: Vec::new(),
+                    cancelled,
+                })
+            }
+            Kind::Count(n) => {
+                partial.seen.retain(|p| p.at >= at - w);
+                partial.seen.push(seen(0));
+                // Only the newest `n` can ever decide.
+                if partial.seen.len() > n {
+                    let extra = partial.seen.len() - n;
+                    partial.seen.drain(..extra);
+                }
+                let quiet = partial.fired_at.is_some_and(|f| at <= f + w);
+                if partial.seen.len() >= n && !quiet {
+                    partial.fired_at = Some(at);
+                    return Some(self.fired(std::mem::take(&mut partial.seen)));
+                }
+                let more = n.saturating_sub(partial.seen.len()).max(1);
+                let what = if quiet {
+                    format!(
+                        "the window after its last firing to end (at {})",
+                        crate::domain::rfc3339(partial.fired_at.unwrap_or(at) + w)
+                    )
+                } else {
+                    format!("{more} more `{}`", self.steps[0].name)
+                };
+                Some(self.partial(partial, vec![what]))
+            }
+        }
+    }
+
+    /// Absence, when its job runs after the deadline: whether the window opened by `id` is
+    /// still open (then it is closed, and fires). `false`: the missing event came in time (or
+    /// the partial match was evicted or the rule changed).
+    pub fn expire(&self, partial: &mut Partial, id: &str) -> bool {
+        let before = partial.seen.len();
+        partial.seen.retain(|p| p.id != id);
+        partial.seen.len() != before
+    }
+
+    fn fired(&self, events: Vec<Participant>) -> Observed {
+        Observed {
+            state: CorrelationState::Fired,
+            events,
+            deadline: None,
+            waiting_for: Vec::new(),
+            cancelled: Vec::new(),
+        }
+    }
+
+    fn partial(&self, partial: &Partial, waiting_for: Vec<String>) -> Observed {
+        Observed {
+            state: CorrelationState::Partial,
+            events: partial.seen.clone(),
+            deadline: partial.seen.first().map(|p| p.at + self.window_ms()),
+            waiting_for,
+            cancelled: Vec::new(),
+        }
+    }
+
+    /// What the rule's fingerprint covers.
+    pub fn describe(&self) -> String {
+        let steps: Vec<String> = self
+            .steps
+            .iter()
+            .map(|s| format!("{}={}", s.name, s.condition.describe()))
+            .collect();
+        format!(
+            "{:?} within {:?} group_by {:?} steps [{}] max_open {}",
+            self.kind,
+            self.within,
+            self.group_by,
+            steps.join(", "),
+            self.max_open
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rules::condition::Expr;
+
+    const MIN: i64 = 60_000;
+
+    fn named(name: &str, cond: &str) -> Named {
+        Named {
+            name: name.into(),
+            condition: Condition::Expr(Expr::compile(cond).unwrap()),
+        }
+    }
+
+    fn rule(kind: Kind, steps: Vec<Named>) -> Correlation {
+        Correlation {
+            kind,
+            steps,
+            within: Duration::from_secs(120),
+            group_by: vec![Query::compile("$.device").unwrap()],
+            max_open: 10,
+        }
+    }
+
+    fn down_up(kind: Kind) -> Correlation {
+        rule(
+            kind,
+            vec![
+                named("down", "$.state == 'down'"),
+                named("up", "$.state == 'up'"),
+            ],
+        )
+    }
+
+    /// Feeds `(state, at)` events; returns each observation's state (None: no change).
+    fn feed(c: &Correlation, events: &[(&str, i64)]) -> Vec<Option<CorrelationState>> {
+        let mut p = Partial::default();
+        events
+            .iter()
+            .enumerate()
+            .map(|(i, (state, at))| {
+                let doc = EventDoc::new(serde_json::json!({"state": state, "device": "r1"}));
+                let m = c.steps_matched(&doc);
+                if m.is_empty() {
+                    return None;
+                }
+                c.observe(&mut p, &m, &format!("e{i}"), *at)
+                    .map(|o| o.state)
+            })
+            .collect()
+    }
+
+    use CorrelationState::{Fired, Partial as Held, Waiting};
+
+    #[test]
+    fn all_of_fires_in_any_order_at_the_window_edge_and_not_past_it() {
+        let c = down_up(Kind::AllOf);
+        assert_eq!(
+            feed(&c, &[("up", 0), ("down", 2 * MIN)]),
+            [Some(Held), Some(Fired)],
+            "exactly at the window's end still counts"
+        );
+        assert_eq!(
+            feed(&c, &[("up", 0), ("down", 2 * MIN + 1)]),
+            [Some(Held), Some(Held)],
+            "one millisecond later the first has left the window"
+        );
+    }
+
+    #[test]
+    fn sequence_needs_the_order_and_the_window() {
+        let c = down_up(Kind::Sequence);
+        assert_eq!(
+            feed(&c, &[("down", 0), ("up", 2 * MIN)]),
+            [Some(Held), Some(Fired)]
+        );
+        assert_eq!(
+            feed(&c, &[("down", 0), ("up", 2 * MIN + 1)]),
+            [Some(Held), None]
+        );
+        assert_eq!(
+            feed(&c, &[("up", 0), ("down", MIN)]),
+            [None, Some(Held)],
+            "B before A does not start it"
+        );
+        // A newer A restarts the window: A at 0, A at 1m, B at 3m (within 2m of the second).
+        assert_eq!(
+            feed(&c, &[("down", 0), ("down", MIN), ("up", 3 * MIN)]),
+            [Some(Held), Some(Held), Some(Fired)]
+        );
+    }
+
+    #[test]
+    fn absence_is_cancelled_by_the_missing_event_up_to_the_edge() {
+        let c = down_up(Kind::Absence);
+        let mut p = Partial::default();
+        let o = c.observe(&mut p, &[0], "a", 0).unwrap();
+        assert_eq!((o.state, o.deadline), (Waiting, Some(2 * MIN)));
+        // `up` exactly at the deadline is within the window: no firing.
+        let o = c.observe(&mut p, &[1], "b", 2 * MIN).unwrap();
+        assert_eq!(o.cancelled, ["a"]);
+        assert!(!c.expire(&mut p, "a"), "cancelled windows do not fire");
+
+        let mut p = Partial::default();
+        c.observe(&mut p, &[0], "a", 0).unwrap();
+        assert_eq!(c.observe(&mut p, &[1], "b", 2 * MIN + 1), None, "too late");
+        assert!(c.expire(&mut p, "a"), "the window ended empty: it fires");
+        assert!(p.is_empty());
+    }
+
+    #[test]
+    fn count_fires_once_per_window_at_the_edge() {
+        let c = rule(Kind::Count(3), vec![named("flap", "$.state == 'down'")]);
+        assert_eq!(
+            feed(&c, &[("down", 0), ("down", MIN), ("down", 2 * MIN)]),
+            [Some(Held), Some(Held), Some(Fired)]
+        );
+        assert_eq!(
+            feed(&c, &[("down", 0), ("down", MIN), ("down", 2 * MIN + 1)]),
+            [Some(Held), Some(Held), Some(Held)],
+            "the first left the window"
+        );
+        // Six in a row within the window fire once; after the window, three more fire again.
+        let mut events: Vec<(&str, i64)> = (0..6).map(|i| ("down", i * 1000)).collect();
+        events.extend([
+            ("down", 5000 + 2 * MIN + 1),
+            ("down", 5001 + 2 * MIN + 1),
+            ("down", 5002 + 2 * MIN + 1),
+        ]);
+        let fired = feed(&c, &events)
+            .into_iter()
+            .filter(|s| *s == Some(Fired))
+            .count();
+        assert_eq!(fired, 2);
+    }
+
+    #[test]
+    fn groups_come_from_group_by() {
+        let c = down_up(Kind::AllOf);
+        assert_eq!(c.group(&serde_json::json!({"device": "r1"})), r#"["r1"]"#);
+    }
+}

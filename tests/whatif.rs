@@ -1,0 +1,221 @@
+//! `rulehook whatif` against a real history: a service ran rulebooks on real events; the
+//! candidate rulebooks add, remove and change rules; the report and the exit code say so,
+//! read while the service still owns the data directory.
+
+mod common;
+
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use common::{Env, Server, client, post_signed};
+use serde_json::{Value, json};
+
+const SRC: &str = "sources:\n  - { name: in, kind: bearer, secret: in-token }\n";
+
+fn book(rules: &str) -> String {
+    format!("{SRC}rules:\n{rules}")
+}
+
+const KEEP: &str = "  - name: keep\n    condition: '$.kind == \"a\"'\n    actions: [{ log: { message: 'a {{ event.n }}' } }]\n";
+const CHANGE_V1: &str = "  - name: change\n    condition: '$.n > 1'\n    actions: [{ log: { message: 'n={{ event.n }}' } }]\n";
+const CHANGE_V2: &str = "  - name: change\n    condition: '$.n > 2'\n    actions: [{ log: { message: 'now n={{ event.n }}' } }]\n";
+const REMOVE: &str = "  - name: remove\n    condition: '$.kind == \"b\"'\n    actions: [{ log: { message: 'b' } }]\n";
+const ADD: &str = "  - name: add\n    condition: '$.kind == \"b\"'\n    actions: [{ log: { message: 'new b' } }]\n";
+
+async fn send(c: &reqwest::Client, server: &Server, body: &Value) -> String {
+    let (st, resp) = post_signed(
+        c,
+        &server.url("/hooks/in"),
+        "bearer",
+        "in-token",
+        body.to_string().as_bytes(),
+    )
+    .await;
+    assert_eq!(st, 202, "{resp}");
+    resp["id"].as_str().unwrap().to_string()
+}
+
+fn whatif(env: &Env, candidate: &str, extra: &[&str]) -> Output {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_rulehook"));
+    cmd.args(["whatif", "--since", "1h", "--data"])
+        .arg(env.path("data"))
+        .arg("--rulebooks")
+        .arg(env.path(candidate))
+        .arg("--scripts")
+        .arg(env.path("scripts"))
+        .arg("--templates")
+        .arg(env.path("templates"))
+        .args(extra);
+    cmd.output().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whatif_reports_added_removed_and_changed_rules_with_its_exit_code() {
+    let env = Env::new();
+    env.rulebook("r.yml", &book(&format!("{KEEP}{CHANGE_V1}{REMOVE}")));
+    let server = Server::start(&env, &[], &[]);
+    let c = client();
+    let mut ids = Vec::new();
+    for (n, kind) in [(1, "a"), (2, "b"), (3, "a")] {
+        ids.push(send(&c, &server, &json!({"n": n, "kind": kind})).await);
+    }
+    // Every job has run (the `change` attempts are what a changed rule is compared with).
+    let start = Instant::now();
+    loop {
+        let jobs: Value = c
+            .get(server.url("/api/jobs?status=done"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let done = jobs["jobs"].as_array().map_or(0, Vec::len);
+        if done >= 5 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "jobs did not finish: {jobs}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    std::fs::create_dir_all(env.path("candidate")).unwrap();
+    std::fs::write(
+        env.path("candidate/r.yml"),
+        book(&format!("{KEEP}{CHANGE_V2}{ADD}")),
+    )
+    .unwrap();
+    // The same through the running service's admin API.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rulehook"))
+        .args([
+            "whatif",
+            "--since",
+            "1h",
+            "--json",
+            "--fail-on-change",
+            "--url",
+            &server.base,
+        ])
+        .arg("--rulebooks")
+        .arg(env.path("candidate"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let remote: Value = serde_json::from_slice(&out.stdout).unwrap();
+
+    // The embedded store locks its journal while `serve` runs: `--data` reads it once the
+    // service has stopped (a running one is read with `--url`).
+    let mut server = server;
+    server.terminate();
+    // The same rulebooks: nothing changes, exit 0 even with --fail-on-change.
+    std::fs::create_dir_all(env.path("same")).unwrap();
+    std::fs::copy(env.path("rulebooks/r.yml"), env.path("same/r.yml")).unwrap();
+    let out = whatif(&env, "same", &["--fail-on-change"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("3 stored event(s)") && text.contains("0 change(s)"),
+        "{text}"
+    );
+
+    // keep unchanged, change changed, remove removed, add added.
+    let out = whatif(&env, "candidate", &["--fail-on-change", "--json"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        remote["rules"], report["rules"],
+        "the admin API gave the same report"
+    );
+    let rule = |k: &str| report["rules"][k].clone();
+    assert_eq!(report["events"], 3);
+    assert_eq!(rule("keep")["status"], "unchanged");
+    assert_eq!(rule("keep")["ran"], 2);
+    assert_eq!(rule("keep")["would_run"], 2);
+
+    assert_eq!(rule("add")["status"], "added");
+    let add = rule("add");
+    let now: Vec<&str> = add["now_match"]["examples"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(now, [ids[1].as_str()]);
+    assert!(
+        rule("add")["now_match"]["examples"][0]["why"]
+            .as_str()
+            .unwrap()
+            .contains("$.kind == \"b\"")
+    );
+
+    assert_eq!(rule("remove")["status"], "removed");
+    assert_eq!(rule("remove")["no_longer_match"]["count"], 1);
+    assert_eq!(
+        rule("remove")["no_longer_match"]["examples"][0]["event"],
+        ids[1].as_str()
+    );
+
+    let change = rule("change");
+    assert_eq!(change["status"], "changed");
+    // n=2 no longer matches (the deciding clause is named); n=3 runs a different message.
+    assert_eq!(
+        change["no_longer_match"]["examples"][0]["event"],
+        ids[1].as_str()
+    );
+    let why = change["no_longer_match"]["examples"][0]["why"]
+        .as_str()
+        .unwrap();
+    assert!(why.contains("$.n > 2"), "{why}");
+    assert_eq!(
+        change["run_differently"]["examples"][0]["event"],
+        ids[2].as_str()
+    );
+    let why = change["run_differently"]["examples"][0]["why"]
+        .as_str()
+        .unwrap();
+    assert!(why.contains("now n=3") && why.contains("\"n=3\""), "{why}");
+
+    // Without --fail-on-change the same differences exit 0, as text.
+    let out = whatif(&env, "candidate", &[]);
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("r/add (added): 1 would now match"), "{text}");
+    assert!(text.contains(&format!("+ {}", ids[1])), "{text}");
+}
+
+#[test]
+fn whatif_on_a_missing_data_directory_is_a_clear_error() {
+    let env = Env::new();
+    env.rulebook("r.yml", &book(KEEP));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rulehook"))
+        .args(["whatif", "--data"])
+        .arg(env.path("nothing-here"))
+        .arg("--rulebooks")
+        .arg(env.path("rulebooks"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no event log in"), "{err}");
+    assert!(
+        !env.path("nothing-here").exists(),
+        "a read-only view creates nothing"
+    );
+}
