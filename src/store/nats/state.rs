@@ -100,17 +100,16 @@ pub(crate) async fn delete(
     expected: Option<Revision>,
 ) -> Result<(), StoreError> {
     let current = raw(s, key).await?;
-    let expected_seq = match (expected, &current) {
-        (_, None) if expected.is_none() => return Ok(()),
+    let expected_seq = match (expected, current) {
+        (None, None) => return Ok(()),
         (None, Some((v, _))) if v.deleted => return Ok(()),
-        (None, Some((_, seq))) => *seq,
-        (Some(r), Some((v, seq))) if *seq == r && !v.deleted => r,
+        (None, Some((_, seq))) => seq,
+        (Some(r), Some((v, seq))) if seq == r && !v.deleted => r,
         (Some(r), _) => {
             return Err(StoreError::Conflict(format!(
                 "`{key}` changed since revision {r}"
             )));
         }
-        (None, None) => return Ok(()),
     };
     publish_cas(
         &s.js,
