@@ -709,7 +709,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         });
     }
     let dirs = args.dirs.dirs();
-    let set = match crate::rules::load(&dirs) {
+    let (set, snapshot) = match crate::rules::snapshot::load_with_snapshot(&dirs) {
         Ok(s) => s,
         Err(errs) => anyhow::bail!("the rulebooks do not load:\n{errs}"),
     };
@@ -790,6 +790,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         retain: args.retain,
         role: args.role,
         shared: args.store != "embedded",
+        rule_archive: Some(dirs.scripts.clone()),
         ..crate::engine::Settings::default()
     };
     // Scripts a crashed predecessor left running end before their jobs can run them again.
@@ -805,6 +806,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         concurrency = args.concurrency,
         "jobs recovered from the store"
     );
+    if let Some(snapshot) = snapshot {
+        engine.archive_rules(snapshot, engine.rules()).await;
+    }
     engine.start();
     let reloader = crate::reload::Reloader::new(dirs, engine.clone());
     reloader.spawn();

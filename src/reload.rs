@@ -94,8 +94,8 @@ impl Reloader {
             }
             *last = fp;
         }
-        match crate::rules::load(&self.dirs) {
-            Ok(set) => {
+        match crate::rules::snapshot::load_with_snapshot(&self.dirs) {
+            Ok((set, snapshot)) => {
                 // Warnings already given (at start or a reload before) are not repeated.
                 let before = self.engine.rules();
                 for w in set.warnings.iter().filter(|w| !before.warnings.contains(w)) {
@@ -112,7 +112,14 @@ impl Reloader {
                     rules = set.rules.len(),
                     "rule set reloaded"
                 );
-                self.engine.swap_rules(Arc::new(set));
+                let set = Arc::new(set);
+                self.engine.swap_rules(set.clone());
+                // Archived for jobs that outlive this process (`engine::versions`).
+                if let (Some(snapshot), Ok(rt)) = (snapshot, tokio::runtime::Handle::try_current())
+                {
+                    let engine = self.engine.clone();
+                    rt.spawn(async move { engine.archive_rules(snapshot, set).await });
+                }
                 metrics::counter!(names::RELOADS).increment(1);
                 true
             }

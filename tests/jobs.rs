@@ -455,11 +455,15 @@ async fn a_retry_waits_in_the_queue_and_frees_the_only_worker() {
 // 4 ──────────────────────────────────────────────────────────────────────────────────────────
 
 fn slow_rule(version: &str) -> String {
+    slow_rule_with(version, "slow.sh")
+}
+
+fn slow_rule_with(version: &str, script: &str) -> String {
     format!(
         r#"{SRC}rules:
   - name: slow
     actions:
-      - run_script: {{ script: slow.sh, args: ["{version}", "{{{{ event.n }}}}"] }}
+      - run_script: {{ script: {script}, args: ["{version}", "{{{{ event.n }}}}"] }}
 "#
     )
 }
@@ -486,8 +490,12 @@ async fn a_job_runs_only_the_rule_version_it_matched() {
     server.kill9();
     kill_orphan(&env.path("slow.pid"));
 
-    // The rule changes while the service is down.
-    env.rulebook("r.yml", &slow_rule("v2"));
+    // The rule changes while the service is down, and the version the jobs matched can no
+    // longer be loaded from the archive either: its script is gone (renamed).
+    let script = std::fs::read_to_string(env.path("scripts/slow.sh")).unwrap();
+    std::fs::remove_file(env.path("scripts/slow.sh")).unwrap();
+    env.script("slow2.sh", &script);
+    env.rulebook("r.yml", &slow_rule_with("v2", "slow2.sh"));
     let server = Server::start(&env, &["--concurrency", "1"], &[]);
     let (j1, j2) = (format!("{e1}:slow"), format!("{e2}:slow"));
     for (e, j) in [(&e1, &j1), (&e2, &j2)] {
@@ -1350,6 +1358,70 @@ async fn jobs_queued_before_a_reload_run_the_version_they_matched() {
     send(&c, &server, &json!({"n": 4})).await;
     let runs = env.wait_lines("runs.txt", 4, Duration::from_secs(15));
     assert_eq!(runs, vec!["v1 1", "v1 2", "v1 3", "v2 4"]);
+}
+
+/// A job pending at a crash whose rule is edited before the restart runs the version it
+/// matched: every rule set loaded is archived in the store and loaded again for it. Events
+/// after the restart run the new version.
+#[tokio::test]
+async fn a_rule_edited_while_the_service_was_down_runs_the_version_its_jobs_matched() {
+    let env = Env::new();
+    // v1 hangs until the crash (the first job is running then, the others wait), not after.
+    env.script(
+        "slow.sh",
+        "#!/bin/sh\nif [ \"$1\" = v1 ] && [ ! -e \"$OUT_DIR/crashed\" ]; then echo $$ > \"$OUT_DIR/slow.pid\"; echo \"hang $2\" >> \"$OUT_DIR/hung.txt\"; exec sleep 30; fi\necho \"$RULEHOOK_RUN_ID $1 $2\" >> \"$OUT_DIR/runs.txt\"\n",
+    );
+    env.rulebook("r.yml", &slow_rule("v1"));
+    let mut server = Server::start(&env, &["--concurrency", "1"], &[]);
+    let c = client();
+    let mut ids = Vec::new();
+    for n in 1..=3 {
+        ids.push(send(&c, &server, &json!({"n": n})).await);
+    }
+    env.wait_lines("hung.txt", 1, Duration::from_secs(10));
+    let v1 = detail(&c, &server, &ids[2]).await["matches"][0]["fingerprint"].clone();
+    server.kill9();
+    kill_orphan(&env.path("slow.pid"));
+    std::fs::write(env.path("crashed"), "").unwrap();
+
+    env.rulebook("r.yml", &slow_rule("v2"));
+    let server = Server::start(&env, &["--concurrency", "1"], &[]);
+    let e4 = send(&c, &server, &json!({"n": 4})).await;
+    for e in ids.iter().chain([&e4]) {
+        wait_job(
+            &c,
+            &server,
+            e,
+            &format!("{e}:slow"),
+            "done",
+            Duration::from_secs(20),
+        )
+        .await;
+    }
+    let mut runs = env.lines("runs.txt");
+    runs.sort();
+    let mut want: Vec<String> = ids
+        .iter()
+        .zip(1..)
+        .map(|(e, n)| format!("{e}:slow:0 v1 {n}"))
+        .chain([format!("{e4}:slow:0 v2 4")])
+        .collect();
+    want.sort();
+    assert_eq!(
+        runs, want,
+        "pending jobs ran v1 under their run ids, the new event v2"
+    );
+    let d3 = detail(&c, &server, &ids[2]).await;
+    assert_eq!(d3["matches"][0]["fingerprint"], v1, "{d3}");
+    let d4 = detail(&c, &server, &e4).await;
+    assert_ne!(d4["matches"][0]["fingerprint"], v1, "{d4}");
+    assert!(
+        server
+            .log_text()
+            .contains("loaded the rule version a job matched from the archive"),
+        "{}",
+        server.log_text()
+    );
 }
 
 // Fairness after a restart ──────────────────────────────────────────────────────────────────

@@ -5,7 +5,7 @@
 //!    │ failed, retries left ──▶ nak(delay) at Main(i), attempts+1   (the slot is freed)
 //!    └ failed for good ──▶ OnFailure(0) with `failure` ──▶ … ──▶ ack Failed (a dead letter)
 //!                      └─ (no on_failure) ──────────────────────────▶ ack Failed
-//! rule version gone ──▶ ack Failed "rule changed since the match"
+//! rule version neither in memory nor in the archive ──▶ ack Failed "rule changed since the match"
 //! ```
 //! Every arrow that moves to another action is recorded (`progress`) before that action starts,
 //! so a crash resumes at the step recorded, with the same run ids and the real `failure`.
@@ -127,7 +127,14 @@ impl Engine {
                 }
             },
         };
-        let Some((rules, idx)) = self.rule_version(&lease.job.key, &lease.job.fingerprint) else {
+        let version = match self.rule_version(&lease.job.key, &lease.job.fingerprint) {
+            Some(v) => Some(v),
+            None => {
+                self.restore_version(&lease.job.key, &lease.job.fingerprint)
+                    .await
+            }
+        };
+        let Some((rules, idx)) = version else {
             if self.settings.shared
                 && crate::domain::now_ms() - event.received_at < VERSION_HANDOFF.as_millis() as i64
             {

@@ -8,6 +8,7 @@
 
 mod correlate;
 mod job;
+mod versions;
 
 pub use correlate::partial_key;
 
@@ -76,6 +77,9 @@ pub struct Settings {
     pub role: Role,
     /// The store is shared with other nodes (JetStream), which may run other rule versions.
     pub shared: bool,
+    /// Archive every rule set loaded in the store, and load an archived version again (scripts
+    /// from this directory) for a job whose version this process no longer has.
+    pub rule_archive: Option<std::path::PathBuf>,
 }
 
 /// What one node does in a deployment of several (`--role`).
@@ -113,6 +117,7 @@ impl Default for Settings {
             recheck: Duration::from_secs(3600),
             role: Role::All,
             shared: false,
+            rule_archive: None,
         }
     }
 }
@@ -136,6 +141,8 @@ pub struct Engine {
     live: tokio::sync::broadcast::Sender<Arc<Accepted>>,
     /// Matches and throttled matches per rule key since this process started.
     counts: Mutex<std::collections::HashMap<String, [u64; 2]>>,
+    /// Rule sets archived in the store (`Settings::rule_archive`).
+    archive: Option<versions::Archive>,
 }
 
 /// An event just accepted, for live views: its list row, and that row as JSON (serialized
@@ -158,6 +165,7 @@ impl Engine {
             kept: Mutex::new(VecDeque::new()),
             limit: Arc::new(Semaphore::new(settings.concurrency.max(1))),
             owner: format!("{}-{}", std::process::id(), crate::domain::new_event_id()),
+            archive: settings.rule_archive.clone().map(versions::Archive::new),
             settings,
             tracker: TaskTracker::new(),
             shutdown: CancellationToken::new(),
@@ -215,10 +223,15 @@ impl Engine {
         }
         let keep = lost(&old);
         self.rules.store(rules.clone());
-        let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
         if keep {
-            kept.push_back((std::time::Instant::now(), old));
+            self.keep_version(old);
         }
+    }
+
+    /// Keeps an earlier rule set in memory for jobs that matched one of its versions.
+    fn keep_version(&self, set: Arc<RuleSet>) {
+        let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        kept.push_back((std::time::Instant::now(), set));
         while kept.len() > KEPT_VERSIONS
             || kept.front().is_some_and(|(at, _)| at.elapsed() > KEPT_FOR)
         {

@@ -274,7 +274,7 @@ fn declared_source_names(text: &str) -> Vec<String> {
         .collect()
 }
 
-fn rulebook_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+pub(super) fn rulebook_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
         .flatten()
         .map(|e| e.path())

@@ -7,6 +7,7 @@ mod dry_run;
 mod hint;
 mod index;
 mod load;
+pub mod snapshot;
 
 use std::collections::HashMap;
 use std::fmt;

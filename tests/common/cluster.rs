@@ -20,6 +20,8 @@ pub struct Receiver {
     pub delay: Duration,
     /// Until set, paths starting with `/fail` answer 500.
     pub healed: Arc<std::sync::atomic::AtomicBool>,
+    /// When each request was answered, in the order seen.
+    pub answered: Arc<Mutex<Vec<Instant>>>,
 }
 
 pub async fn receive(
@@ -39,6 +41,7 @@ pub async fn receive(
         run,
         String::from_utf8_lossy(&body).into_owned(),
     ));
+    r.answered.lock().unwrap().push(Instant::now());
     // Answers as GitHub's issue API does (for the ticket test); "{}" elsewhere.
     match uri.path() {
         p if p.starts_with("/fail") && !r.healed.load(std::sync::atomic::Ordering::SeqCst) => {
@@ -71,6 +74,11 @@ impl Receiver {
     }
     pub fn seen(&self) -> Vec<(String, String, String)> {
         self.seen.lock().unwrap().clone()
+    }
+    /// The first and the last time a request was answered.
+    pub fn answered_between(&self) -> Option<(Instant, Instant)> {
+        let at = self.answered.lock().unwrap();
+        Some((*at.first()?, *at.last()?))
     }
     /// Distinct run ids seen.
     pub fn runs(&self) -> HashSet<String> {

@@ -1,0 +1,216 @@
+//! Rule versions kept in the state store, for jobs that outlive the process that matched them.
+//!
+//! A job runs the rule version it matched (its fingerprint). This process keeps the last few
+//! rule sets in memory; for a job still pending after a restart whose rulebook was edited
+//! meanwhile (or queued by another node running another version), the engine looks here:
+//! every set loaded is archived as the files it came from ([`Snapshot`]) with the fingerprints
+//! of its rules; the newest [`KEEP`] snapshots are listed in one index entry. A version found
+//! is loaded again in a scratch directory, used only if it compiles to the same fingerprint,
+//! and kept in memory like any earlier set.
+//!
+//! State keys: `rules/index` (JSON list of snapshot ids, newest last) and
+//! `rules/snapshot/<id>` (an [`Archived`], expiring with the history's retention).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use super::Engine;
+use crate::domain::StoreError;
+use crate::rules::RuleSet;
+use crate::rules::snapshot::Snapshot;
+
+/// Snapshots listed in the index: rule sets a pending job may still need.
+pub const KEEP: usize = 64;
+const INDEX: &str = "rules/index";
+const PREFIX: &str = "rules/snapshot/";
+/// A version looked for and not found is not looked for again this long.
+const MISS_FOR: Duration = Duration::from_secs(60);
+
+/// One archived rule set.
+#[derive(Debug, Serialize, Deserialize)]
+struct Archived {
+    snapshot: Snapshot,
+    /// The fingerprints of its rules, to find the snapshot of a version without loading it.
+    fingerprints: Vec<String>,
+}
+
+/// What the engine needs to load an archived version: the scripts directory (scripts are not
+/// archived), the versions looked for in vain, and one restore at a time.
+#[derive(Debug)]
+pub struct Archive {
+    scripts: PathBuf,
+    misses: std::sync::Mutex<HashMap<String, Instant>>,
+    restoring: tokio::sync::Mutex<()>,
+}
+
+impl Archive {
+    pub fn new(scripts: PathBuf) -> Archive {
+        Archive {
+            scripts,
+            misses: Default::default(),
+            restoring: Default::default(),
+        }
+    }
+}
+
+impl Engine {
+    /// Archives the files the set now serving was loaded from (at start and after each
+    /// reload). A failure is logged: jobs then fall back to the versions kept in memory.
+    pub async fn archive_rules(&self, snapshot: Snapshot, rules: Arc<RuleSet>) {
+        if let Err(e) = self.try_archive(snapshot, &rules).await {
+            tracing::warn!(error = %e, "cannot archive the rule set; jobs pending across a restart after a rulebook edit fail as \"changed since the match\"");
+        }
+    }
+
+    async fn try_archive(&self, snapshot: Snapshot, rules: &RuleSet) -> Result<(), StoreError> {
+        let state = &self.store.state;
+        let id = snapshot.id();
+        let archived = Archived {
+            snapshot,
+            fingerprints: rules.rules.iter().map(|r| r.fingerprint.clone()).collect(),
+        };
+        let value = serde_json::to_string(&archived)
+            .map_err(|e| StoreError::Permanent(format!("rule snapshot: {e}")))?;
+        let key = format!("{PREFIX}{id}");
+        let ttl = Some(self.settings.retain);
+        // Written again when present: its retention starts afresh.
+        for _ in 0..5 {
+            let put = match state.get(&key).await? {
+                Some((_, rev)) => state.update(&key, &value, rev, ttl).await,
+                None => state.create(&key, &value, ttl).await,
+            };
+            match put {
+                Ok(_) => break,
+                Err(StoreError::Conflict(_)) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        for _ in 0..5 {
+            let current = state.get(INDEX).await?;
+            let mut ids: Vec<String> = current
+                .as_ref()
+                .and_then(|(v, _)| serde_json::from_str(v).ok())
+                .unwrap_or_default();
+            if ids.last() == Some(&id) {
+                return Ok(());
+            }
+            ids.retain(|i| *i != id);
+            ids.push(id.clone());
+            let excess = ids.len().saturating_sub(KEEP);
+            ids.drain(..excess);
+            let value = serde_json::to_string(&ids)
+                .map_err(|e| StoreError::Permanent(format!("rule index: {e}")))?;
+            let put = match current {
+                Some((_, rev)) => state.update(INDEX, &value, rev, None).await,
+                None => state.create(INDEX, &value, None).await,
+            };
+            match put {
+                Ok(_) => return Ok(()),
+                Err(StoreError::Conflict(_)) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(StoreError::Conflict(
+            "the rule index kept changing (5 tries)".to_string(),
+        ))
+    }
+
+    /// The rule of `key` at version `fingerprint`, loaded again from the archive; kept in
+    /// memory afterwards. `None` when the archive does not have it.
+    pub(super) async fn restore_version(
+        &self,
+        key: &str,
+        fingerprint: &str,
+    ) -> Option<(Arc<RuleSet>, usize)> {
+        let archive = self.archive.as_ref()?;
+        let missed = |a: &Archive| {
+            let mut misses = a.misses.lock().unwrap_or_else(|e| e.into_inner());
+            misses.retain(|_, at| at.elapsed() < MISS_FOR);
+            misses.contains_key(fingerprint)
+        };
+        if missed(archive) {
+            return None;
+        }
+        // Jobs of one version wait for the first to load it, then find it in memory.
+        let _one = archive.restoring.lock().await;
+        if let Some(found) = self.rule_version(key, fingerprint) {
+            return Some(found);
+        }
+        if missed(archive) {
+            return None;
+        }
+        match self.load_archived(archive, key, fingerprint).await {
+            Ok(Some(set)) => {
+                let i = set.rule_by_key(key)?;
+                tracing::info!(rule = %key, "loaded the rule version a job matched from the archive");
+                self.keep_version(set.clone());
+                Some((set, i))
+            }
+            Ok(None) => {
+                archive
+                    .misses
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(fingerprint.to_string(), Instant::now());
+                None
+            }
+            Err(e) => {
+                tracing::warn!(rule = %key, error = %e, "cannot read the rule archive");
+                None
+            }
+        }
+    }
+
+    async fn load_archived(
+        &self,
+        archive: &Archive,
+        key: &str,
+        fingerprint: &str,
+    ) -> Result<Option<Arc<RuleSet>>, StoreError> {
+        let state = &self.store.state;
+        let Some((index, _)) = state.get(INDEX).await? else {
+            return Ok(None);
+        };
+        let ids: Vec<String> = serde_json::from_str(&index)
+            .map_err(|e| StoreError::Permanent(format!("rule index: {e}")))?;
+        for id in ids.iter().rev() {
+            let Some((value, _)) = state.get(&format!("{PREFIX}{id}")).await? else {
+                continue;
+            };
+            let Ok(archived) = serde_json::from_str::<Archived>(&value) else {
+                tracing::warn!(snapshot = %id, "an archived rule set does not parse; skipped");
+                continue;
+            };
+            if !archived.fingerprints.iter().any(|f| f == fingerprint) {
+                continue;
+            }
+            let scripts = archive.scripts.clone();
+            let loaded = tokio::task::spawn_blocking(move || {
+                let scratch = tempfile::tempdir().map_err(|e| e.to_string())?;
+                archived.snapshot.load_in(scratch.path(), &scripts)
+            })
+            .await
+            .map_err(|e| StoreError::Permanent(format!("loading a rule snapshot: {e}")))?;
+            match loaded {
+                Ok(set) => {
+                    let same = set
+                        .rule_by_key(key)
+                        .is_some_and(|i| set.rules[i].fingerprint == fingerprint);
+                    if same {
+                        return Ok(Some(Arc::new(set)));
+                    }
+                    // Loaded now, it differs (a `${env:…}` or a script changed): not that version.
+                    tracing::info!(rule = %key, snapshot = %id, "the archived rule set no longer compiles to the version the job matched");
+                }
+                Err(e) => {
+                    tracing::info!(rule = %key, snapshot = %id, error = %e, "the archived rule set no longer loads");
+                }
+            }
+        }
+        Ok(None)
+    }
+}
