@@ -287,6 +287,50 @@ async fn during_a_rolling_change_each_job_runs_the_version_it_matched() {
     assert_eq!(recv.seen().len(), 2 * EACH, "each job once");
 }
 
+/// Events queued under v1, then every node stopped; the rulebook changes; a worker that only
+/// ever loaded v2 runs the queued jobs on v1, loaded from the archive in the shared store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_worker_started_after_a_change_runs_queued_jobs_on_the_archived_version() {
+    const EACH: usize = 10;
+    let (recv, url) = Receiver::start(Duration::ZERO).await;
+    let old_env = Env::new();
+    old_env.rulebook("r.yml", &work_rulebook(&format!("{url}/v1")));
+    let nats = NatsPrefix::new();
+    let mut ingest = node(&old_env, &nats, "ingest", &[]);
+    let old_ids = post_all(&ingest, EACH).await;
+    ingest.terminate();
+    let new_env = Env::new();
+    new_env.rulebook("r.yml", &work_rulebook(&format!("{url}/v2")));
+    let worker = node(&new_env, &nats, "worker", &[]);
+    let ingest = node(&new_env, &nats, "ingest", &[]);
+    let new_ids = post_all(&ingest, EACH).await;
+    assert!(
+        recv.wait_runs(2 * EACH, Duration::from_secs(60)).await,
+        "only {} of {} jobs ran: {}",
+        recv.runs().len(),
+        2 * EACH,
+        worker.log_text()
+    );
+    for (path, run, _) in recv.seen() {
+        let event = run.split(':').next().unwrap().to_string();
+        let want = if old_ids.contains(&event) {
+            "/v1"
+        } else {
+            assert!(new_ids.contains(&event), "{run}");
+            "/v2"
+        };
+        assert_eq!(path, want, "job {run} ran another version than it matched");
+    }
+    assert_eq!(recv.seen().len(), 2 * EACH, "each job once");
+    assert!(
+        worker
+            .log_text()
+            .contains("loaded the rule version a job matched from the archive"),
+        "{}",
+        worker.log_text()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_node_shows_and_acts_on_the_whole_history() {
     let (recv, url) = Receiver::start(Duration::ZERO).await;

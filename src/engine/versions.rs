@@ -214,3 +214,155 @@ impl Engine {
         Ok(None)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::Settings;
+    use crate::rules::Dirs;
+    use crate::rules::snapshot::load_with_snapshot;
+    use crate::store::Store;
+
+    struct Fixture {
+        dir: tempfile::TempDir,
+        store: Store,
+    }
+
+    impl Fixture {
+        fn new() -> Fixture {
+            let dir = tempfile::tempdir().unwrap();
+            for d in ["rulebooks", "scripts", "templates"] {
+                std::fs::create_dir_all(dir.path().join(d)).unwrap();
+            }
+            let store = Store::embedded(&dir.path().join("data")).unwrap();
+            Fixture { dir, store }
+        }
+        fn dirs(&self) -> Dirs {
+            Dirs {
+                rulebooks: self.dir.path().join("rulebooks"),
+                scripts: self.dir.path().join("scripts"),
+                templates: self.dir.path().join("templates"),
+            }
+        }
+        /// Writes rule `r` logging `message`, loads it and archives it in a new engine (a
+        /// process start); returns the engine and the rule's fingerprint.
+        async fn start(&self, message: &str) -> (Arc<Engine>, String) {
+            std::fs::write(
+                self.dirs().rulebooks.join("r.yml"),
+                format!(
+                    "sources:\n  - {{ name: s, kind: internal }}\nrules:\n  - name: r\n    actions: [{{ log: {{ message: '{message} {{{{ event.n }}}}' }} }}]\n"
+                ),
+            )
+            .unwrap();
+            let (set, snap) = load_with_snapshot(&self.dirs()).unwrap();
+            let set = Arc::new(set);
+            let fp = set.rules[0].fingerprint.clone();
+            let settings = Settings {
+                rule_archive: Some(self.dirs().scripts),
+                ..Settings::default()
+            };
+            let engine = Engine::new(self.store.clone(), set.clone(), settings);
+            engine.archive_rules(snap.unwrap(), set).await;
+            (engine, fp)
+        }
+        async fn index(&self) -> Vec<String> {
+            let (v, _) = self.store.state.get(INDEX).await.unwrap().unwrap();
+            serde_json::from_str(&v).unwrap()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_later_process_loads_an_earlier_version_from_the_archive() {
+        let f = Fixture::new();
+        let (_first, v1) = f.start("v1").await;
+        let (later, v2) = f.start("v2").await;
+        assert_ne!(v1, v2);
+        assert!(later.rule_version("r", &v1).is_none(), "not in memory");
+        let (set, i) = later.restore_version("r", &v1).await.unwrap();
+        assert_eq!(set.rules[i].fingerprint, v1);
+        // Kept in memory from now on, next to the current version.
+        assert!(later.rule_version("r", &v1).is_some());
+        assert_eq!(later.rule_version("r", &v2).unwrap().1, 0);
+        // Starting on v2 again archives nothing new.
+        let before = f.index().await;
+        f.start("v2").await;
+        assert_eq!(f.index().await, before);
+        assert_eq!(before.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_version_unknown_to_the_archive_is_not_found_and_not_looked_for_again_soon() {
+        let f = Fixture::new();
+        let (engine, _) = f.start("v1").await;
+        assert!(engine.restore_version("r", "no-such").await.is_none());
+        assert!(engine.restore_version("other", "no-such").await.is_none());
+        // The miss is remembered: archived afterwards, it is found only after MISS_FOR.
+        let (_, v3) = f.start("v3").await;
+        assert!(engine.restore_version("r", &v3).await.is_some());
+        engine
+            .archive
+            .as_ref()
+            .unwrap()
+            .misses
+            .lock()
+            .unwrap()
+            .insert("late".into(), Instant::now());
+        assert!(engine.restore_version("r", "late").await.is_none());
+    }
+
+    #[tokio::test]
+    async fn the_index_keeps_the_newest_snapshots_only() {
+        let f = Fixture::new();
+        let (_, oldest) = f.start("v0").await;
+        let mut last = None;
+        for n in 1..=KEEP {
+            last = Some(f.start(&format!("v{n}")).await);
+        }
+        assert_eq!(f.index().await.len(), KEEP);
+        let (engine, _) = last.unwrap();
+        assert!(
+            engine.restore_version("r", &oldest).await.is_none(),
+            "the oldest left the index"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_archived_set_that_no_longer_loads_or_parses_is_skipped() {
+        let f = Fixture::new();
+        // v1 runs a script; the script is removed after the archive.
+        use std::os::unix::fs::PermissionsExt;
+        let script = f.dirs().scripts.join("x.sh");
+        std::fs::write(&script, "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::write(
+            f.dirs().rulebooks.join("r.yml"),
+            "sources:\n  - { name: s, kind: internal }\nrules:\n  - name: r\n    actions: [{ run_script: { script: x.sh } }]\n",
+        )
+        .unwrap();
+        let (set, snap) = load_with_snapshot(&f.dirs()).unwrap();
+        let set = Arc::new(set);
+        let v1 = set.rules[0].fingerprint.clone();
+        let settings = Settings {
+            rule_archive: Some(f.dirs().scripts),
+            ..Settings::default()
+        };
+        let first = Engine::new(f.store.clone(), set.clone(), settings);
+        first.archive_rules(snap.unwrap(), set).await;
+        std::fs::remove_file(f.dirs().scripts.join("x.sh")).unwrap();
+        let (later, _) = f.start("v2").await;
+        assert!(later.restore_version("r", &v1).await.is_none());
+
+        // A snapshot entry that is not JSON is skipped, not a panic.
+        let (_, v3) = f.start("v3").await;
+        let id = f.index().await.last().unwrap().clone();
+        let key = format!("{PREFIX}{id}");
+        let (_, rev) = f.store.state.get(&key).await.unwrap().unwrap();
+        f.store
+            .state
+            .update(&key, "{not json", rev, None)
+            .await
+            .unwrap();
+        let (fresh, _) = f.start("v4").await;
+        assert!(fresh.restore_version("r", &v3).await.is_none());
+    }
+}
