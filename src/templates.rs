@@ -137,6 +137,25 @@ impl Templates {
         }
     }
 
+    /// Compiles templates given as `(name, source)`, named as [`Templates::load_dir`] names
+    /// its files (a rule set loaded again from the archive). Errors name the template.
+    pub fn from_sources<'a>(
+        files: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<Templates, Vec<(String, String)>> {
+        let mut t = Templates::default();
+        let mut errors = Vec::new();
+        for (name, src) in files {
+            if let Err(e) = t.env.add_template_owned(name.to_string(), src.to_string()) {
+                errors.push((name.to_string(), e.to_string()));
+            }
+        }
+        if errors.is_empty() {
+            Ok(t)
+        } else {
+            Err(errors)
+        }
+    }
+
     /// Compiles an inline string under `name`. Text without template syntax stays literal.
     pub fn inline(&mut self, name: String, source: &str) -> Result<Text, String> {
         if !source.contains("{{") && !source.contains("{%") && !source.contains("{#") {

@@ -5,7 +5,7 @@
 //! meanwhile (or queued by another node running another version), the engine looks here:
 //! every set loaded is archived as the files it came from ([`Snapshot`]) with the fingerprints
 //! of its rules; the newest [`KEEP`] snapshots are listed in one index entry. A version found
-//! is loaded again in a scratch directory, used only if it compiles to the same fingerprint,
+//! is compiled again (in memory, scripts from the scripts directory), used only if it compiles to the same fingerprint,
 //! and kept in memory like any earlier set.
 //!
 //! State keys: `rules/index` (JSON list of snapshot ids, newest last) and
@@ -189,12 +189,9 @@ impl Engine {
                 continue;
             }
             let scripts = archive.scripts.clone();
-            let loaded = tokio::task::spawn_blocking(move || {
-                let scratch = tempfile::tempdir().map_err(|e| e.to_string())?;
-                archived.snapshot.load_in(scratch.path(), &scripts)
-            })
-            .await
-            .map_err(|e| StoreError::Permanent(format!("loading a rule snapshot: {e}")))?;
+            let loaded = tokio::task::spawn_blocking(move || archived.snapshot.load(&scripts))
+                .await
+                .map_err(|e| StoreError::Permanent(format!("loading a rule snapshot: {e}")))?;
             match loaded {
                 Ok(set) => {
                     let same = set

@@ -25,18 +25,15 @@ use crate::verify::{Algorithm, Encoding, KINDS, Verifier};
 /// Loads and compiles every rulebook in `dirs`.
 pub fn load(dirs: &Dirs) -> Result<RuleSet, LoadErrors> {
     let mut errors = Vec::new();
-    let mut warnings = Vec::new();
-    let mut templates = match Templates::load_dir(&dirs.templates) {
+    let templates = match Templates::load_dir(&dirs.templates) {
         Ok(t) => t,
         Err(errs) => {
-            for (file, message) in errs {
-                errors.push(LoadError {
-                    file,
-                    line: 1,
-                    column: 1,
-                    message,
-                });
-            }
+            errors.extend(errs.into_iter().map(|(file, message)| LoadError {
+                file,
+                line: 1,
+                column: 1,
+                message,
+            }));
             Templates::default()
         }
     };
@@ -66,7 +63,18 @@ pub fn load(dirs: &Dirs) -> Result<RuleSet, LoadErrors> {
             }),
         }
     }
+    compile(texts, templates, errors, &dirs.scripts)
+}
 
+/// Compiles rulebooks already read (`(path, text)`, the path as errors name it) with their
+/// templates; `errors` are the reading's. Scripts are looked up in `scripts`.
+pub(super) fn compile(
+    texts: Vec<(PathBuf, String)>,
+    mut templates: Templates,
+    mut errors: Vec<LoadError>,
+    scripts: &Path,
+) -> Result<RuleSet, LoadErrors> {
+    let mut warnings = Vec::new();
     let mut parsed = Vec::new();
     // Sources declared but not compiled (their own error is reported).
     let mut failed_sources: HashSet<String> = HashSet::new();
@@ -145,7 +153,7 @@ pub fn load(dirs: &Dirs) -> Result<RuleSet, LoadErrors> {
         sources: &source_names,
         failed_sources: &failed_sources,
         internal: &internal,
-        dirs,
+        scripts,
     };
 
     // Sized once: grown by doubling, the vector would end with up to half of it unused (room
@@ -587,7 +595,7 @@ struct Known<'a> {
     /// Declared, but with errors of their own: naming them is not another error.
     failed_sources: &'a HashSet<String>,
     internal: &'a HashSet<&'a str>,
-    dirs: &'a Dirs,
+    scripts: &'a Path,
 }
 
 fn compile_rule(
@@ -658,7 +666,7 @@ fn compile_rule(
             failure: false,
         };
         kept += 1;
-        match compile_action(cx, a, &prefix, known.internal, known.dirs, templates) {
+        match compile_action(cx, a, &prefix, known.internal, known.scripts, templates) {
             Some(act) => actions.push(act),
             None => ok = false,
         }
@@ -673,7 +681,7 @@ fn compile_rule(
             previous: true,
             failure: true,
         };
-        match compile_action(cx, a, &prefix, known.internal, known.dirs, templates) {
+        match compile_action(cx, a, &prefix, known.internal, known.scripts, templates) {
             Some(act) => on_failure.push(act),
             None => ok = false,
         }
@@ -949,7 +957,7 @@ fn compile_action(
     spec: &Spanned<ActionSpec>,
     prefix: &str,
     internal: &HashSet<&str>,
-    dirs: &Dirs,
+    scripts: &Path,
     t: &mut Templates,
 ) -> Option<Action> {
     match &spec.value {
@@ -970,7 +978,7 @@ fn compile_action(
             event::compile(cx, p, prefix, internal, t).map(Action::PostEvent)
         }
         ActionSpec::RunScript(s) => {
-            script::compile(cx, s, prefix, &dirs.scripts, t).map(Action::RunScript)
+            script::compile(cx, s, prefix, scripts, t).map(Action::RunScript)
         }
         ActionSpec::Log(l) => log::compile(cx, l, prefix, t).map(Action::Log),
     }

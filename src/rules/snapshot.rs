@@ -2,14 +2,15 @@
 //!
 //! Why: a queued job runs the rule version it matched. After a restart, the rulebooks on disk
 //! may have changed while the job waited; the engine keeps each loaded set's files in its
-//! store (`engine::versions`) and loads them again, in a scratch directory, for such a job.
+//! store (`engine::versions`) and compiles them again, in memory, for such a job.
 
 use std::collections::BTreeMap;
-use std::path::{Component, Path};
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::{Dirs, LoadErrors, RuleSet, load};
+use super::{Dirs, LoadError, LoadErrors, RuleSet, load};
+use crate::templates::Templates;
 
 /// Rulebook files (by file name) and template files (by path under the templates directory)
 /// with their text. Scripts are not in it: they run from the scripts directory as it is.
@@ -60,41 +61,30 @@ impl Snapshot {
         hex::encode(&h.finalize()[..16])
     }
 
-    /// Writes the files under `root` and loads them, with scripts from `scripts`.
-    pub fn load_in(&self, root: &Path, scripts: &Path) -> Result<RuleSet, String> {
-        let dirs = Dirs {
-            rulebooks: root.join("rulebooks"),
-            scripts: scripts.to_path_buf(),
-            templates: root.join("templates"),
+    /// Compiles these files as [`load`] would have compiled them from disk, with scripts
+    /// from `scripts` (nothing is written). Errors name the files by their snapshot names.
+    pub fn load(&self, scripts: &Path) -> Result<RuleSet, LoadErrors> {
+        let mut errors = Vec::new();
+        let templates = match Templates::from_sources(
+            self.templates.iter().map(|(n, t)| (n.as_str(), t.as_str())),
+        ) {
+            Ok(t) => t,
+            Err(errs) => {
+                errors.extend(errs.into_iter().map(|(file, message)| LoadError {
+                    file,
+                    line: 1,
+                    column: 1,
+                    message,
+                }));
+                Templates::default()
+            }
         };
-        let write = |dir: &Path, name: &str, text: &str| -> Result<(), String> {
-            // Names come from the store: only plain relative paths are written.
-            let rel = Path::new(name);
-            if name.is_empty() || !rel.components().all(|c| matches!(c, Component::Normal(_))) {
-                return Err(format!(
-                    "the snapshot names a file `{name}` outside its directory"
-                ));
-            }
-            let path = dir.join(rel);
-            if let Some(parent) = path.parent() {
-                std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
-            }
-            std::fs::write(&path, text).map_err(|e| e.to_string())
-        };
-        std::fs::create_dir_all(&dirs.rulebooks).map_err(|e| e.to_string())?;
-        std::fs::create_dir_all(&dirs.templates).map_err(|e| e.to_string())?;
-        for (name, text) in &self.rulebooks {
-            if name.contains('/') {
-                return Err(format!(
-                    "the snapshot names a rulebook `{name}` in a subdirectory"
-                ));
-            }
-            write(&dirs.rulebooks, name, text)?;
-        }
-        for (name, text) in &self.templates {
-            write(&dirs.templates, name, text)?;
-        }
-        load(&dirs).map_err(|e| e.to_string())
+        let texts = self
+            .rulebooks
+            .iter()
+            .map(|(name, text)| (PathBuf::from(name), text.clone()))
+            .collect();
+        super::load::compile(texts, templates, errors, scripts)
     }
 }
 
@@ -145,8 +135,7 @@ mod tests {
         );
         // The files change on disk; the snapshot still loads the version first loaded.
         std::fs::write(d.templates.join("body.j2"), "{\"y\": 1}").unwrap();
-        let scratch = tempfile::tempdir().unwrap();
-        let again = snap.load_in(scratch.path(), &d.scripts).unwrap();
+        let again = snap.load(&d.scripts).unwrap();
         assert_eq!(again.rules[0].key, set.rules[0].key);
         assert_eq!(again.rules[0].fingerprint, set.rules[0].fingerprint);
         let changed = load(&d).unwrap();
@@ -157,27 +146,16 @@ mod tests {
     }
 
     #[test]
-    fn names_outside_the_scratch_directory_are_refused() {
-        let scratch = tempfile::tempdir().unwrap();
-        for (rulebooks, templates) in [
-            (vec![("../evil.yml", "x")], vec![]),
-            (vec![("a/b.yml", "x")], vec![]),
-            (vec![], vec![("/etc/passwd", "x")]),
-            (vec![], vec![("sub/../../x.j2", "x")]),
-        ] {
-            let snap = Snapshot {
-                rulebooks: rulebooks
-                    .into_iter()
-                    .map(|(a, b)| (a.to_string(), b.to_string()))
-                    .collect(),
-                templates: templates
-                    .into_iter()
-                    .map(|(a, b)| (a.to_string(), b.to_string()))
-                    .collect(),
-            };
-            let err = snap.load_in(scratch.path(), scratch.path()).err().unwrap();
-            assert!(err.contains("the snapshot names"), "{err}");
-        }
-        assert!(!scratch.path().parent().unwrap().join("evil.yml").exists());
+    fn errors_of_a_snapshot_name_its_files() {
+        let mut snap = Snapshot::default();
+        snap.rulebooks
+            .insert("r.yml".into(), "rules: [ { name: a".into());
+        snap.templates.insert("t.j2".into(), "{{ unclosed".into());
+        let errs = snap.load(Path::new("/nonexistent")).err().unwrap();
+        let files: Vec<&str> = errs.0.iter().map(|e| e.file.as_str()).collect();
+        assert!(
+            files.contains(&"r.yml") && files.contains(&"t.j2"),
+            "{errs}"
+        );
     }
 }
