@@ -64,8 +64,12 @@ fn shut_down() -> StoreError {
     StoreError::Transient("the store has shut down".into())
 }
 
+/// How long opening a data directory waits for its lock before reporting its owner.
+const LOCK_WAIT: Duration = Duration::from_secs(3);
+
 /// Takes the data directory for this process (`dir/lock`, with the owner's pid inside). Every
 /// backend takes it: the directory also records this process's running scripts.
+
 pub fn lock_dir(dir: &Path) -> Result<std::fs::File, StoreError> {
     use std::io::{Read, Seek, Write};
     let path = dir.join("lock");
@@ -76,7 +80,15 @@ pub fn lock_dir(dir: &Path) -> Result<std::fs::File, StoreError> {
         .truncate(false)
         .open(&path)
         .map_err(|e| StoreError::Permanent(format!("cannot open {}: {e}", path.display())))?;
-    if file.try_lock().is_err() {
+    // A process killed a moment ago may still hold it through a child between `fork` and
+    // `exec` (the descriptor is close-on-exec): a restart waits a little before giving up.
+    let start = std::time::Instant::now();
+    let mut locked = file.try_lock().is_ok();
+    while !locked && start.elapsed() < LOCK_WAIT {
+        std::thread::sleep(Duration::from_millis(100));
+        locked = file.try_lock().is_ok();
+    }
+    if !locked {
         let mut owner = String::new();
         let _ = file.read_to_string(&mut owner);
         return Err(StoreError::Permanent(format!(
@@ -889,6 +901,20 @@ mod tests {
         assert!(err.contains(&std::process::id().to_string()), "{err}");
         drop(first);
         assert!(Embedded::open(dir.path()).is_ok(), "free again once closed");
+    }
+
+    #[test]
+    fn a_lock_released_within_the_wait_is_taken() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = lock_dir(dir.path()).unwrap();
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(500));
+            drop(held);
+        });
+        let start = std::time::Instant::now();
+        assert!(Embedded::open(dir.path()).is_ok());
+        assert!(start.elapsed() >= Duration::from_millis(400));
+        release.join().unwrap();
     }
 
     #[test]
