@@ -547,12 +547,20 @@ pub async fn nak_delays_and_carries_the_step(b: &impl Backend) {
     let id = append_one(&s, "alpha", "flaky", 1).await;
     let l = must_fetch(&s, TTL).await;
     let retry = step_at(1, 2);
+    // Timed from before the nak, so a slow test process cannot make an early redelivery look
+    // late (nor a correct one look early).
+    let naked = std::time::Instant::now();
     s.queue
         .nak(l, retry.clone(), Duration::from_millis(800))
         .await
         .unwrap();
-    fetch_nothing(&s, Duration::from_millis(300)).await;
     let again = must_fetch(&s, TTL).await;
+    // (10 ms for the store's millisecond clock against this one.)
+    assert!(
+        naked.elapsed() >= Duration::from_millis(790),
+        "redelivered {:?} after a nak with an 800 ms delay",
+        naked.elapsed()
+    );
     assert_eq!(again.job.id, id);
     assert_eq!(
         again.job.step, retry,
@@ -580,16 +588,25 @@ pub async fn nak_delays_and_carries_the_step(b: &impl Backend) {
     let later = append_one(&s, "alpha", "flaky", 2).await;
     let l = must_fetch(&s, TTL).await;
     assert_eq!(l.job.id, later);
-    // Long enough that the restart (connecting, on a networked backend) ends well within it.
-    s.queue
-        .nak(l, retry.clone(), Duration::from_secs(3))
-        .await
-        .unwrap();
+    // Long enough that the restart (connecting, on a networked backend) usually ends within
+    // it; timed from before the nak, so a slow restart cannot fail the test, only prove less.
+    let delay = Duration::from_secs(4);
+    let naked = std::time::Instant::now();
+    s.queue.nak(l, retry.clone(), delay).await.unwrap();
     s.queue.flush().await.unwrap(); // as a graceful shutdown does
     drop(s);
     let s = b.open(Config::default()).await;
-    fetch_nothing(&s, Duration::from_millis(300)).await;
-    let back = must_fetch(&s, TTL).await;
+    let back = s
+        .queue
+        .fetch(OWNER, TTL, delay + WAIT)
+        .await
+        .unwrap()
+        .expect("the job comes back after its delay");
+    assert!(
+        naked.elapsed() >= delay - Duration::from_millis(10),
+        "back {:?} after a nak with a {delay:?} delay, across a restart",
+        naked.elapsed()
+    );
     assert_eq!(
         (back.job.id.as_str(), &back.job.step),
         (later.as_str(), &retry)
