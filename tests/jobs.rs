@@ -1361,8 +1361,8 @@ async fn jobs_queued_before_a_reload_run_the_version_they_matched() {
 }
 
 /// A job pending at a crash whose rule is edited before the restart runs the version it
-/// matched: every rule set loaded is archived in the store and loaded again for it. Events
-/// after the restart run the new version.
+/// matched: every rule set loaded (at start or by a reload) is archived in the store and
+/// loaded again for it. Events after the restart run the new version.
 #[tokio::test]
 async fn a_rule_edited_while_the_service_was_down_runs_the_version_its_jobs_matched() {
     let env = Env::new();
@@ -1371,9 +1371,15 @@ async fn a_rule_edited_while_the_service_was_down_runs_the_version_its_jobs_matc
         "slow.sh",
         "#!/bin/sh\nif [ \"$1\" = v1 ] && [ ! -e \"$OUT_DIR/crashed\" ]; then echo $$ > \"$OUT_DIR/slow.pid\"; echo \"hang $2\" >> \"$OUT_DIR/hung.txt\"; exec sleep 30; fi\necho \"$RULEHOOK_RUN_ID $1 $2\" >> \"$OUT_DIR/runs.txt\"\n",
     );
-    env.rulebook("r.yml", &slow_rule("v1"));
+    // v1 comes in by a hot reload: only the reload archived it.
+    env.rulebook("r.yml", &slow_rule("v0"));
     let mut server = Server::start(&env, &["--concurrency", "1"], &[]);
     let c = client();
+    env.rulebook("r.yml", &slow_rule("v1"));
+    wait_for(&c, &server, "/api/status", Duration::from_secs(10), |s| {
+        s["reload"]["reloads"].as_u64() >= Some(1)
+    })
+    .await;
     let mut ids = Vec::new();
     for n in 1..=3 {
         ids.push(send(&c, &server, &json!({"n": n})).await);
