@@ -14,8 +14,10 @@ At the end the load stops, the last server drains, and the verdict checks:
   RULEHOOK_BIN=target/release/rulehook DURATION=1800 nice -n 19 python3 benches/chaos_soak.py
 
 Env: RULEHOOK_BIN (default target/release/rulehook), DURATION (1800), RATE (valid req/s, 40),
-EDIT (10), KILL (120), SAMPLE (10), RETAIN (serve --retain, 60s: the journal levels off, as in
-soak.sh), OUT (summary JSON path; default stdout only).
+EDIT (10), KILL (120), SAMPLE (10), RETAIN (serve --retain, and the source's dedup_window,
+60s: the journal levels off within the first minutes, as in soak.sh; with IP Fabric's default
+15-minute window the de-duplication keys, one per event, would grow for the first 15 minutes),
+OUT (summary JSON path; default stdout only).
 Loopback only; bounded by DURATION plus a drain of at most 120 s. Exit 0 when every check held.
 """
 import hashlib
@@ -58,7 +60,7 @@ def write_rulebook():
     edits[0] += 1
     text = (
         "sources:\n"
-        "  - { name: ipf, kind: ipfabric, secret: chaos-secret }\n"
+        "  - { name: ipf, kind: ipfabric, secret: chaos-secret, dedup_window: %s }\n" % RETAIN +
         "rules:\n"
         "  - name: record\n"
         "    condition: '$.type == \"snapshot\"'\n"
