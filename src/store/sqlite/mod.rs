@@ -69,7 +69,6 @@ const LOCK_WAIT: Duration = Duration::from_secs(3);
 
 /// Takes the data directory for this process (`dir/lock`, with the owner's pid inside). Every
 /// backend takes it: the directory also records this process's running scripts.
-
 pub fn lock_dir(dir: &Path) -> Result<std::fs::File, StoreError> {
     use std::io::{Read, Seek, Write};
     let path = dir.join("lock");
