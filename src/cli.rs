@@ -709,7 +709,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         });
     }
     let dirs = args.dirs.dirs();
-    let (set, snapshot) = match crate::rules::snapshot::load_with_snapshot(&dirs) {
+    let (set, snapshot) = match crate::rules::load_with_snapshot(&dirs) {
         Ok(s) => s,
         Err(errs) => anyhow::bail!("the rulebooks do not load:\n{errs}"),
     };
@@ -806,9 +806,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         concurrency = args.concurrency,
         "jobs recovered from the store"
     );
-    if let Some(snapshot) = snapshot {
-        engine.archive_rules(snapshot, engine.rules()).await;
-    }
+    // Archived beside serving: nothing waits for it (`engine::versions`).
+    tokio::spawn({
+        let engine = engine.clone();
+        async move { engine.archive_rules(snapshot, engine.rules()).await }
+    });
     engine.start();
     let reloader = crate::reload::Reloader::new(dirs, engine.clone());
     reloader.spawn();

@@ -94,7 +94,7 @@ impl Reloader {
             }
             *last = fp;
         }
-        match crate::rules::snapshot::load_with_snapshot(&self.dirs) {
+        match crate::rules::load_with_snapshot(&self.dirs) {
             Ok((set, snapshot)) => {
                 // Warnings already given (at start or a reload before) are not repeated.
                 let before = self.engine.rules();
@@ -115,8 +115,7 @@ impl Reloader {
                 let set = Arc::new(set);
                 self.engine.swap_rules(set.clone());
                 // Archived for jobs that outlive this process (`engine::versions`).
-                if let (Some(snapshot), Ok(rt)) = (snapshot, tokio::runtime::Handle::try_current())
-                {
+                if let Ok(rt) = tokio::runtime::Handle::try_current() {
                     let engine = self.engine.clone();
                     rt.spawn(async move { engine.archive_rules(snapshot, set).await });
                 }

@@ -99,11 +99,14 @@ fn write_json_body(
     }
 }
 
+/// `(name, text)` pairs: template sources, or files with an error message.
+pub type Named = Vec<(String, String)>;
+
 impl Templates {
-    /// Compiles every file under `dir` (named by its path relative to `dir`). A missing
-    /// directory is an empty set. Errors name the file.
-    pub fn load_dir(dir: &Path) -> Result<Templates, Vec<(String, String)>> {
-        let mut t = Templates::default();
+    /// Reads every file under `dir`, each named by its path relative to `dir`: the sources,
+    /// and the files that could not be read (file, message). A missing directory is empty.
+    pub fn read_dir(dir: &Path) -> (Named, Named) {
+        let mut files = Vec::new();
         let mut errors = Vec::new();
         let walk = crate::walk::walk(dir);
         for path in walk.loops {
@@ -119,34 +122,25 @@ impl Templates {
                 .unwrap_or(&path)
                 .to_string_lossy()
                 .replace('\\', "/");
-            let result = std::fs::read_to_string(&path)
-                .map_err(|e| e.to_string())
-                .and_then(|src| {
-                    t.env
-                        .add_template_owned(name.clone(), src)
-                        .map_err(|e| e.to_string())
-                });
-            if let Err(e) = result {
-                errors.push((path.display().to_string(), e));
+            match std::fs::read_to_string(&path) {
+                Ok(src) => files.push((name, src)),
+                Err(e) => errors.push((path.display().to_string(), e.to_string())),
             }
         }
-        if errors.is_empty() {
-            Ok(t)
-        } else {
-            Err(errors)
-        }
+        (files, errors)
     }
 
-    /// Compiles templates given as `(name, source)`, named as [`Templates::load_dir`] names
-    /// its files (a rule set loaded again from the archive). Errors name the template.
+    /// Compiles templates given as `(name, source)` (from [`Templates::read_dir`], or a rule
+    /// set loaded again from the archive). Errors name the file as `root` joined with `name`.
     pub fn from_sources<'a>(
+        root: &Path,
         files: impl IntoIterator<Item = (&'a str, &'a str)>,
     ) -> Result<Templates, Vec<(String, String)>> {
         let mut t = Templates::default();
         let mut errors = Vec::new();
         for (name, src) in files {
             if let Err(e) = t.env.add_template_owned(name.to_string(), src.to_string()) {
-                errors.push((name.to_string(), e.to_string()));
+                errors.push((root.join(name).display().to_string(), e.to_string()));
             }
         }
         if errors.is_empty() {

@@ -217,7 +217,7 @@ mod tests {
     use super::*;
     use crate::engine::Settings;
     use crate::rules::Dirs;
-    use crate::rules::snapshot::load_with_snapshot;
+    use crate::rules::load_with_snapshot;
     use crate::store::Store;
 
     struct Fixture {
@@ -259,7 +259,7 @@ mod tests {
                 ..Settings::default()
             };
             let engine = Engine::new(self.store.clone(), set.clone(), settings);
-            engine.archive_rules(snap.unwrap(), set).await;
+            engine.archive_rules(snap, set).await;
             (engine, fp)
         }
         async fn index(&self) -> Vec<String> {
@@ -344,7 +344,7 @@ mod tests {
             ..Settings::default()
         };
         let first = Engine::new(f.store.clone(), set.clone(), settings);
-        first.archive_rules(snap.unwrap(), set).await;
+        first.archive_rules(snap, set).await;
         std::fs::remove_file(f.dirs().scripts.join("x.sh")).unwrap();
         let (later, _) = f.start("v2").await;
         assert!(later.restore_version("r", &v1).await.is_none());

@@ -10,6 +10,7 @@ use serde_saphyr::Spanned;
 use super::condition::{Condition, Expr, Interner, Query};
 use super::correlate::{Correlation, DEFAULT_MAX_OPEN, Kind, Named};
 use super::index::SourceIndex;
+use super::snapshot::Snapshot;
 use super::{Dirs, LoadError, LoadErrors, Rule, RuleSet, Throttle};
 use crate::actions::{Action, event, log, outbound, script, ticket};
 use crate::body::BodyFormat;
@@ -24,16 +25,28 @@ use crate::verify::{Algorithm, Encoding, KINDS, Verifier};
 
 /// Loads and compiles every rulebook in `dirs`.
 pub fn load(dirs: &Dirs) -> Result<RuleSet, LoadErrors> {
-    let mut errors = Vec::new();
-    let templates = match Templates::load_dir(&dirs.templates) {
-        Ok(t) => t,
+    load_with_snapshot(dirs).map(|(set, _)| set)
+}
+
+/// [`load`], with the files it compiled, as read (for the rule archive: `engine::versions`).
+pub fn load_with_snapshot(dirs: &Dirs) -> Result<(RuleSet, Snapshot), LoadErrors> {
+    let to_error = |(file, message)| LoadError {
+        file,
+        line: 1,
+        column: 1,
+        message,
+    };
+    let (template_files, read_errors) = Templates::read_dir(&dirs.templates);
+    let mut errors: Vec<LoadError> = read_errors.into_iter().map(to_error).collect();
+    let compiled = Templates::from_sources(
+        &dirs.templates,
+        template_files.iter().map(|(n, t)| (n.as_str(), t.as_str())),
+    );
+    let templates = match compiled {
+        Ok(t) if errors.is_empty() => t,
+        Ok(_) => Templates::default(),
         Err(errs) => {
-            errors.extend(errs.into_iter().map(|(file, message)| LoadError {
-                file,
-                line: 1,
-                column: 1,
-                message,
-            }));
+            errors.extend(errs.into_iter().map(to_error));
             Templates::default()
         }
     };
@@ -63,7 +76,21 @@ pub fn load(dirs: &Dirs) -> Result<RuleSet, LoadErrors> {
             }),
         }
     }
-    compile(texts, templates, errors, &dirs.scripts)
+    let snapshot = Snapshot {
+        rulebooks: texts
+            .iter()
+            .map(|(path, text)| (file_name(path), text.clone()))
+            .collect(),
+        templates: template_files.into_iter().collect(),
+    };
+    compile(texts, templates, errors, &dirs.scripts).map(|set| (set, snapshot))
+}
+
+/// A rulebook's file name, as the snapshot keys it.
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 /// Compiles rulebooks already read (`(path, text)`, the path as errors name it) with their
@@ -282,7 +309,7 @@ fn declared_source_names(text: &str) -> Vec<String> {
         .collect()
 }
 
-pub(super) fn rulebook_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+fn rulebook_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
         .flatten()
         .map(|e| e.path())

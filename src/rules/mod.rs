@@ -21,7 +21,7 @@ use crate::templates::Templates;
 pub use condition::Condition;
 pub use dry_run::{DryRun, dry_run};
 use index::SourceIndex;
-pub use load::load;
+pub use load::{load, load_with_snapshot};
 
 /// Where a rule set is read from.
 #[derive(Debug, Clone)]

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::{Dirs, LoadError, LoadErrors, RuleSet, load};
+use super::{LoadError, LoadErrors, RuleSet};
 use crate::templates::Templates;
 
 /// Rulebook files (by file name) and template files (by path under the templates directory)
@@ -21,31 +21,6 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// Reads what [`load`] reads: the rulebooks directory's `.yml`/`.yaml` files and every file
-    /// under the templates directory. `None` when one cannot be read as text.
-    pub fn read(dirs: &Dirs) -> Option<Snapshot> {
-        let mut snap = Snapshot::default();
-        for path in super::load::rulebook_files(&dirs.rulebooks).ok()? {
-            let name = path.file_name()?.to_str()?.to_string();
-            snap.rulebooks
-                .insert(name, std::fs::read_to_string(&path).ok()?);
-        }
-        let walk = crate::walk::walk(&dirs.templates);
-        if !walk.loops.is_empty() {
-            return None;
-        }
-        for path in walk.files {
-            let name = path
-                .strip_prefix(&dirs.templates)
-                .ok()?
-                .to_str()?
-                .replace('\\', "/");
-            snap.templates
-                .insert(name, std::fs::read_to_string(&path).ok()?);
-        }
-        Some(snap)
-    }
-
     /// A short, stable name for these contents.
     pub fn id(&self) -> String {
         use sha2::Digest;
@@ -61,11 +36,12 @@ impl Snapshot {
         hex::encode(&h.finalize()[..16])
     }
 
-    /// Compiles these files as [`load`] would have compiled them from disk, with scripts
+    /// Compiles these files as [`super::load`] would have compiled them from disk, with scripts
     /// from `scripts` (nothing is written). Errors name the files by their snapshot names.
     pub fn load(&self, scripts: &Path) -> Result<RuleSet, LoadErrors> {
         let mut errors = Vec::new();
         let templates = match Templates::from_sources(
+            Path::new(""),
             self.templates.iter().map(|(n, t)| (n.as_str(), t.as_str())),
         ) {
             Ok(t) => t,
@@ -88,22 +64,10 @@ impl Snapshot {
     }
 }
 
-/// Loads `dirs` as [`load`] does, with the snapshot of what was loaded: `None` when the files
-/// changed while they were read (the watcher then loads them again) or cannot be read.
-pub fn load_with_snapshot(dirs: &Dirs) -> Result<(RuleSet, Option<Snapshot>), LoadErrors> {
-    let before = Snapshot::read(dirs);
-    let set = load(dirs)?;
-    let after = Snapshot::read(dirs);
-    let snap = match (before, after) {
-        (Some(b), Some(a)) if a == b => Some(a),
-        _ => None,
-    };
-    Ok((set, snap))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rules::{Dirs, load, load_with_snapshot};
 
     const BOOK: &str = "sources:\n  - { name: s, kind: internal }\nrules:\n  - name: a\n    condition: '$.x == 1'\n    actions:\n      - log: { message: 'x={{ event.x }}' }\n      - post_webhook: { url: 'http://127.0.0.1:9/x', body_template: body.j2 }\n";
 
@@ -127,7 +91,6 @@ mod tests {
         std::fs::write(d.templates.join("body.j2"), "{\"x\": {{ event.x }}}").unwrap();
         std::fs::write(d.templates.join("sub/other.j2"), "unused").unwrap();
         let (set, snap) = load_with_snapshot(&d).unwrap();
-        let snap = snap.unwrap();
         assert_eq!(snap.rulebooks.keys().collect::<Vec<_>>(), ["r.yml"]);
         assert_eq!(
             snap.templates.keys().collect::<Vec<_>>(),
@@ -142,7 +105,7 @@ mod tests {
         assert_ne!(changed.rules[0].fingerprint, set.rules[0].fingerprint);
         // Same contents, same id; other contents, another.
         assert_eq!(snap.id(), snap.clone().id());
-        assert_ne!(snap.id(), Snapshot::read(&d).unwrap().id());
+        assert_ne!(snap.id(), load_with_snapshot(&d).unwrap().1.id());
     }
 
     #[test]
