@@ -371,6 +371,10 @@ pub enum StoreError {
     /// A compare-and-set lost, or a lease is no longer held.
     #[error("conflict: {0}")]
     Conflict(String),
+    /// The write was sent but its confirmation did not come: it may have been stored. Trying
+    /// again with the same delivery id is safe (a stored one is then answered as a duplicate).
+    #[error("storage did not confirm the write in time: {0}")]
+    Unknown(String),
 }
 
 /// Milliseconds since the Unix epoch, now.

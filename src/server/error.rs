@@ -22,7 +22,7 @@ pub enum ApiError {
     BadBody(String),
     #[error(transparent)]
     Verify(#[from] VerifyError),
-    #[error("the event could not be stored; nothing was accepted, please retry ({0})")]
+    #[error("{}", unavailable(.0))]
     Unavailable(#[from] StoreError),
     #[error("admin API: present `Authorization: Bearer $RULEHOOK_ADMIN_TOKEN`")]
     AdminOnly,
@@ -44,6 +44,17 @@ pub enum ApiError {
         "too many events are waiting to be processed (--max-pending); nothing was accepted, please retry later"
     )]
     Busy,
+}
+
+/// What a sender is told when its event could not be confirmed as stored: "nothing was
+/// accepted" only when that is known.
+fn unavailable(e: &StoreError) -> String {
+    match e {
+        StoreError::Unknown(_) => format!(
+            "the store did not confirm the event in time: it may have been stored; send it again with the same delivery id, it is then stored once ({e})"
+        ),
+        e => format!("the event could not be stored; nothing was accepted, please retry ({e})"),
+    }
 }
 
 impl ApiError {

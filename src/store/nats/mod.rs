@@ -22,7 +22,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use async_nats::HeaderMap;
 use async_nats::jetstream::{self, message::PublishMessage, stream};
 use bytes::Bytes;
 use tokio::task::AbortHandle;
@@ -72,6 +71,10 @@ pub(crate) struct Shared {
     pub view: Arc<ReadModel>,
     pub progress: Arc<view::Progress>,
     pub config: NatsConfig,
+    /// This process's name in delivery claims (random per start).
+    pub node: String,
+    /// Delivery claims this node is appending right now.
+    pub appending: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 /// Background tasks of one open store, ended when the store is dropped.
@@ -106,55 +109,152 @@ pub(crate) fn transient(what: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Transient(format!("NATS: {what}: {e}"))
 }
 
+/// How long one write may keep trying across a leader election before it gives an answer: a
+/// little under the 10 s that senders such as GitHub wait for a webhook's answer.
+pub(crate) const WRITE_BUDGET: Duration = Duration::from_secs(7);
+
+/// How long one publish waits for its acknowledgement before it is tried again (with the
+/// same `Nats-Msg-Id`, so a publish that did land is not stored twice).
+const ACK_WAIT: Duration = Duration::from_secs(2);
+
+/// What one publish attempt came to.
+enum Attempt {
+    Acked(jetstream::publish::PublishAck),
+    /// No stream answered (no leader during an election, or the stream's servers are down):
+    /// nothing was stored.
+    NotStored(String),
+    /// The acknowledgement did not come (timeout, connection lost after sending): it may or
+    /// may not have been stored.
+    Unknown(String),
+    /// A compare-and-set lost.
+    WrongSequence,
+    /// Will not succeed if tried again (too large, refused).
+    Refused(String),
+}
+
+async fn attempt(js: &jetstream::Context, subject: &str, msg: PublishMessage) -> Attempt {
+    use jetstream::context::PublishErrorKind as K;
+    let sent = match tokio::time::timeout(ACK_WAIT, js.send_publish(subject.to_string(), msg)).await
+    {
+        Err(_) => return Attempt::Unknown("the publish was not sent in time".into()),
+        Ok(Err(e)) => return Attempt::NotStored(format!("publish: {e}")),
+        Ok(Ok(ack)) => ack,
+    };
+    match tokio::time::timeout(ACK_WAIT, sent).await {
+        Err(_) => Attempt::Unknown(format!("no acknowledgement within {ACK_WAIT:?}")),
+        Ok(Ok(a)) => Attempt::Acked(a),
+        Ok(Err(e)) => match e.kind() {
+            K::WrongLastSequence => Attempt::WrongSequence,
+            K::StreamNotFound => Attempt::NotStored(format!("publish: {e}")),
+            K::MaxPayloadExceeded | K::WrongLastMessageId => Attempt::Refused(e.to_string()),
+            K::TimedOut | K::BrokenPipe | K::MaxAckPending | K::Other => {
+                Attempt::Unknown(format!("publish: {e}"))
+            }
+        },
+    }
+}
+
+/// The pause between tries of one write: short at first (an election takes a few seconds).
+fn backoff(try_no: u32) -> Duration {
+    Duration::from_millis((100u64 << try_no.min(3)).min(800))
+}
+
+/// Publishes until the stream acknowledges or `WRITE_BUDGET` is spent. `Transient` when it
+/// was certainly not stored; `Unknown` when an attempt may have been. Only an idempotent
+/// publish (with a `Nats-Msg-Id`: the stream drops a second copy within its duplicate
+/// window) is tried again after an attempt whose outcome is unknown.
+async fn publish_retrying(
+    js: &jetstream::Context,
+    subject: &str,
+    make: impl Fn() -> PublishMessage,
+    idempotent: bool,
+) -> Result<jetstream::publish::PublishAck, StoreError> {
+    let start = std::time::Instant::now();
+    let mut unknown: Option<String> = None;
+    let mut try_no = 0;
+    loop {
+        let why = match attempt(js, subject, make()).await {
+            Attempt::Acked(a) => return Ok(a),
+            Attempt::WrongSequence => {
+                return Err(StoreError::Conflict(format!("{subject} changed")));
+            }
+            Attempt::Refused(e) => return Err(StoreError::Permanent(format!("NATS: {e}"))),
+            Attempt::NotStored(e) => e,
+            Attempt::Unknown(e) => {
+                if !idempotent {
+                    return Err(StoreError::Unknown(format!("NATS: {e}")));
+                }
+                unknown = Some(e.clone());
+                e
+            }
+        };
+        if start.elapsed() + backoff(try_no) >= WRITE_BUDGET {
+            return Err(match unknown {
+                Some(e) => StoreError::Unknown(format!("NATS: {e}")),
+                None => StoreError::Transient(format!("NATS: {why}")),
+            });
+        }
+        tokio::time::sleep(backoff(try_no)).await;
+        try_no += 1;
+    }
+}
+
 /// A publish that must land after the subject's last message is `expected` (0: the subject
-/// is empty): compare-and-set. `Conflict` when another write came first.
+/// is empty): compare-and-set. `Conflict` when another write came first. Tried again while
+/// no stream answers (an election); an attempt whose outcome is unknown is not repeated (it
+/// may have moved the revision): `Unknown`, and the caller reads again.
 pub(crate) async fn publish_cas(
     js: &jetstream::Context,
     subject: String,
     payload: Vec<u8>,
     expected: u64,
 ) -> Result<u64, StoreError> {
-    let publish = PublishMessage::build()
-        .payload(Bytes::from(payload))
-        .expected_last_subject_sequence(expected);
-    let ack = js
-        .send_publish(subject.clone(), publish)
-        .await
-        .map_err(|e| transient("publish", e))?
-        .await;
-    match ack {
+    let payload = Bytes::from(payload);
+    let make = || {
+        PublishMessage::build()
+            .payload(payload.clone())
+            .expected_last_subject_sequence(expected)
+    };
+    match publish_retrying(js, &subject, make, false).await {
         Ok(a) => Ok(a.sequence),
-        Err(e) if e.kind() == jetstream::context::PublishErrorKind::WrongLastSequence => Err(
-            StoreError::Conflict(format!("{subject} changed since revision {expected}")),
-        ),
-        Err(e) => Err(transient("publish", e)),
+        Err(StoreError::Conflict(_)) => Err(StoreError::Conflict(format!(
+            "{subject} changed since revision {expected}"
+        ))),
+        Err(e) => Err(e),
     }
 }
 
-/// A publish acknowledged by the stream; its sequence number.
+/// A publish acknowledged by the stream. With `msg_id` it is tried again across an election
+/// (the stream keeps one copy per id); the ack's `duplicate` says an earlier attempt landed.
 pub(crate) async fn publish(
     js: &jetstream::Context,
     subject: String,
     payload: Vec<u8>,
     msg_id: Option<&str>,
 ) -> Result<jetstream::publish::PublishAck, StoreError> {
-    let mut headers = HeaderMap::new();
-    if let Some(id) = msg_id {
-        headers.insert("Nats-Msg-Id", id);
-    }
-    js.publish_with_headers(subject, headers, Bytes::from(payload))
-        .await
-        .map_err(|e| transient("publish", e))?
-        .await
-        .map_err(|e| transient("publish", e))
+    let payload = Bytes::from(payload);
+    let make = || {
+        let m = PublishMessage::build().payload(payload.clone());
+        match msg_id {
+            Some(id) => m.message_id(id),
+            None => m,
+        }
+    };
+    publish_retrying(js, &subject, make, msg_id.is_some()).await
 }
 
 /// The last message on `subject`, with its sequence number; `None` when there is none.
+///
+/// On a replicated stream the stream's leader answers: a direct get may be answered by a
+/// follower that has not copied the newest messages yet, and its "not found" would be taken
+/// for "gone" (a job failing as "its event is no longer in the event log" right after its
+/// 202), its older revision for a conflict.
 pub(crate) async fn last(
     s: &stream::Stream,
     subject: &str,
 ) -> Result<Option<(Bytes, u64)>, StoreError> {
-    if s.cached_info().config.allow_direct {
+    let config = &s.cached_info().config;
+    if config.allow_direct && config.num_replicas <= 1 {
         // Direct get: the message itself, not a JSON answer with a base64 payload.
         return match s.direct_get_last_for_subject(subject).await {
             Ok(m) => Ok(Some((m.payload, m.sequence))),
@@ -162,11 +262,39 @@ pub(crate) async fn last(
             Err(e) => Err(transient("read", e)),
         };
     }
-    match s.get_last_raw_message_by_subject(subject).await {
-        Ok(m) => Ok(Some((m.payload, m.sequence))),
-        Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => Ok(None),
-        Err(e) => Err(transient("read", e)),
+    let start = std::time::Instant::now();
+    let mut try_no = 0;
+    loop {
+        match s.get_last_raw_message_by_subject(subject).await {
+            Ok(m) => return Ok(Some((m.payload, m.sequence))),
+            Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => {
+                return Ok(None);
+            }
+            Err(e) if start.elapsed() + backoff(try_no) >= WRITE_BUDGET => {
+                return Err(transient("read", e));
+            }
+            Err(_) => {
+                tokio::time::sleep(backoff(try_no)).await;
+                try_no += 1;
+            }
+        }
     }
+}
+
+/// `nats://a:4222,nats://b:4222,…` (or `a:4222,b:4222`): every server of a cluster, so the
+/// node starts while any one of them answers and fails over to the others.
+pub fn server_list(url: &str) -> Result<Vec<async_nats::ServerAddr>, String> {
+    let mut out = Vec::new();
+    for part in url.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let addr = part
+            .parse::<async_nats::ServerAddr>()
+            .map_err(|e| format!("`{part}` in --store `{url}` is not a NATS address: {e}"))?;
+        out.push(addr);
+    }
+    if out.is_empty() {
+        return Err(format!("--store `{url}` names no NATS server"));
+    }
+    Ok(out)
 }
 
 fn unreachable_hint(url: &str, e: impl std::fmt::Display) -> StoreError {
@@ -180,10 +308,11 @@ impl Jet {
     /// background work: the dispatcher, the history followers and the queue depth.
     pub async fn open(config: NatsConfig) -> Result<Jet, StoreError> {
         let names = Names::new(&config.prefix).map_err(StoreError::Permanent)?;
+        let servers = server_list(&config.url).map_err(StoreError::Permanent)?;
         let client = async_nats::ConnectOptions::new()
             .name("rulehook")
             .connection_timeout(Duration::from_secs(5))
-            .connect(config.url.as_str());
+            .connect(servers);
         let client = tokio::time::timeout(Duration::from_secs(5), client)
             .await
             .map_err(|_| unreachable_hint(&config.url, "no answer within 5 s"))?
@@ -237,6 +366,8 @@ impl Jet {
             view,
             progress,
             config,
+            node: uuid::Uuid::now_v7().simple().to_string(),
+            appending: Default::default(),
         });
         let mut tasks = Vec::new();
         let queue = queue::Queue::open(shared.clone(), &queue_stream, &mut tasks).await?;
@@ -278,7 +409,8 @@ impl Jet {
     /// Removes every stream of this prefix (tests; `rulehook` never does this on its own).
     pub async fn destroy(url: &str, prefix: &str) -> Result<(), StoreError> {
         let names = Names::new(prefix).map_err(StoreError::Permanent)?;
-        let client = async_nats::connect(url)
+        let servers = server_list(url).map_err(StoreError::Permanent)?;
+        let client = async_nats::connect(servers)
             .await
             .map_err(|e| unreachable_hint(url, e))?;
         let js = jetstream::new(client);

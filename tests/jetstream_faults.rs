@@ -1,0 +1,295 @@
+//! rulehook on a real three-server nats-server cluster (R3 streams) under server faults: the
+//! leader of the event stream, of the queue and of the state stream is killed with SIGKILL
+//! under load and started again. Every accepted event's action runs, no delivery id is stored
+//! twice, nothing is dead-lettered that the load did not cause. Needs `nats-server` on PATH
+//! (Debian's package; `.ci/run` installs it).
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use common::cluster::{Receiver, gitlab, work_rulebook};
+use common::nats_cluster::NatsCluster;
+use common::{Env, Server, client, post};
+
+/// A node of a deployment on the cluster, with R3 streams.
+fn node(env: &Env, store: &str, prefix: &str, role: &str) -> Server {
+    let data = env.path(&format!("data-{}", uuid::Uuid::now_v7().simple()));
+    let args = [
+        "--store",
+        store,
+        "--store-prefix",
+        prefix,
+        "--store-replicas",
+        "3",
+        "--role",
+        role,
+        "--lease-check",
+        "3s",
+        "--concurrency",
+        "8",
+    ];
+    Server::start_on(env, &data, &args, &[])
+}
+
+/// What a sender saw over one run.
+#[derive(Debug, Default)]
+struct Sent {
+    /// Delivery number → the event id its 202 named (new or duplicate).
+    accepted: HashMap<usize, String>,
+    not_accepted: Vec<usize>,
+    /// 503 answers, and the longest time one event waited from its first 503 to its 202.
+    unavailable: u64,
+    longest_stall: Duration,
+    /// Messages of the 503 answers, one of each.
+    messages: HashSet<String>,
+}
+
+/// Sends deliveries `0..n` (GitLab-signed, delivery id `d-<tag>-<i>`) at about `rate` per
+/// second from 16 senders; each sender retries a delivery with the same id after a 503 until a
+/// 202, within `give_up`.
+async fn send(server: &Server, tag: &str, n: usize, rate: u64, give_up: Duration) -> Sent {
+    let c = client();
+    let url = server.url("/hooks/gl");
+    let next = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..16 {
+        let (c, url, next, tag) = (c.clone(), url.clone(), next.clone(), tag.to_string());
+        set.spawn(async move {
+            let mut out = Sent::default();
+            loop {
+                let i = next.fetch_add(1, Ordering::SeqCst) as usize;
+                if i >= n {
+                    return out;
+                }
+                // Paced: delivery i is sent no earlier than i / rate seconds after the start.
+                let due = start + Duration::from_millis(i as u64 * 1000 / rate);
+                tokio::time::sleep_until(due.into()).await;
+                let body = format!(r#"{{"n": {i}}}"#);
+                let headers = gitlab(&format!("d-{tag}-{i}"));
+                let first = Instant::now();
+                let mut stalled: Option<Instant> = None;
+                loop {
+                    let (st, resp) = post(&c, &url, &headers, body.as_bytes()).await;
+                    if st == 202 {
+                        let id = resp["id"].as_str().unwrap_or_default().to_string();
+                        out.accepted.insert(i, id);
+                        if let Some(s) = stalled {
+                            out.longest_stall = out.longest_stall.max(s.elapsed());
+                        }
+                        break;
+                    }
+                    assert_eq!(st, 503, "delivery {i}: {resp}");
+                    out.unavailable += 1;
+                    out.messages
+                        .insert(resp["message"].as_str().unwrap_or_default().to_string());
+                    stalled.get_or_insert(first);
+                    if first.elapsed() > give_up {
+                        out.not_accepted.push(i);
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        });
+    }
+    let mut all = Sent::default();
+    while let Some(r) = set.join_next().await {
+        let r = r.expect("sender");
+        all.accepted.extend(r.accepted);
+        all.not_accepted.extend(r.not_accepted);
+        all.unavailable += r.unavailable;
+        all.longest_stall = all.longest_stall.max(r.longest_stall);
+        all.messages.extend(r.messages);
+    }
+    all
+}
+
+fn tail(text: &str, n: usize) -> &str {
+    let mut from = text.len().saturating_sub(n);
+    while !text.is_char_boundary(from) {
+        from += 1;
+    }
+    &text[from..]
+}
+
+/// The `n` of each run the receiver saw, by run id.
+fn runs_by_n(recv: &Receiver) -> HashMap<u64, HashSet<String>> {
+    let mut out: HashMap<u64, HashSet<String>> = HashMap::new();
+    for (_, run, body) in recv.seen() {
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        if let Some(n) = v["n"].as_u64() {
+            out.entry(n).or_default().insert(run);
+        }
+    }
+    out
+}
+
+async fn dead_letters(server: &Server) -> Vec<serde_json::Value> {
+    let resp: serde_json::Value = client()
+        .get(server.url("/api/jobs?status=failed"))
+        .send()
+        .await
+        .expect("jobs")
+        .json()
+        .await
+        .expect("json");
+    resp["jobs"].as_array().cloned().unwrap_or_default()
+}
+
+/// One run: `n` events at `rate`/s; the leader of `stream` (if any) killed a third of the way
+/// in and started again two thirds in. Asserts what the deployment promises.
+async fn run(stream: Option<&str>, n: usize, rate: u64) {
+    let mut cluster = NatsCluster::start().await;
+    let (recv, url) = Receiver::start(Duration::from_millis(5)).await;
+    let env = Env::new();
+    env.rulebook("r.yml", &work_rulebook(&format!("{url}/work")));
+    let prefix = format!("t{}", uuid::Uuid::now_v7().simple());
+    let store = cluster.urls();
+    let ingest = node(&env, &store, &prefix, "ingest");
+    let _w1 = node(&env, &store, &prefix, "worker");
+    let _w2 = node(&env, &store, &prefix, "worker");
+    let load = send(&ingest, &prefix, n, rate, Duration::from_secs(60));
+    let fault = async {
+        let Some(stream) = stream else { return None };
+        let name = format!("{prefix}_{stream}");
+        tokio::time::sleep(Duration::from_millis(n as u64 * 1000 / rate / 3)).await;
+        let leader = cluster.leader_of(&name).await;
+        cluster.kill9(leader);
+        tokio::time::sleep(Duration::from_millis(n as u64 * 1000 / rate / 3)).await;
+        cluster.restart(leader);
+        Some(leader)
+    };
+    let (sent, killed) = tokio::join!(load, fault);
+    assert!(
+        stream.is_none() || killed.is_some(),
+        "the fault was not injected"
+    );
+    assert!(
+        sent.not_accepted.is_empty(),
+        "{} deliveries were never accepted within 60 s (503 messages: {:?}); the ingest node's log ends:\n{}",
+        sent.not_accepted.len(),
+        sent.messages,
+        tail(&ingest.log_text(), 6000)
+    );
+    assert_eq!(sent.accepted.len(), n);
+    // Every accepted delivery's action ran.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let seen = runs_by_n(&recv);
+        if seen.len() >= n {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {n} accepted events ran; dead letters: {:?}",
+            seen.len(),
+            dead_letters(&ingest).await
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // No delivery stored twice: one event id per delivery, one run id per n.
+    let seen = runs_by_n(&recv);
+    let twice: Vec<_> = seen.iter().filter(|(_, runs)| runs.len() > 1).collect();
+    assert!(twice.is_empty(), "deliveries stored twice: {twice:?}");
+    for (i, id) in &sent.accepted {
+        let runs = &seen[&(*i as u64)];
+        assert!(
+            runs.contains(&format!("{id}:work:0")),
+            "delivery {i} was answered as event {id} but ran as {runs:?}"
+        );
+    }
+    // Nothing dead-lettered: the load caused no failure.
+    let dead = dead_letters(&ingest).await;
+    assert!(dead.is_empty(), "dead letters: {dead:?}");
+    eprintln!(
+        "fault {stream:?}: {n} accepted, {} answers 503, longest stall {:?}, messages {:?}",
+        sent.unavailable, sent.longest_stall, sent.messages
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn no_fault_every_accepted_event_runs_once() {
+    run(None, 600, 120).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn events_stream_leader_killed_under_load() {
+    run(Some("events"), 600, 100).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn queue_leader_killed_under_load() {
+    run(Some("queue"), 600, 100).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn state_stream_leader_killed_under_load() {
+    run(Some("state"), 600, 100).await;
+}
+
+/// The documented server list parses, and a node starts while the first listed server is down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_server_list_starts_with_one_server_down() {
+    let mut cluster = NatsCluster::start().await;
+    cluster.kill9(0);
+    let (recv, url) = Receiver::start(Duration::ZERO).await;
+    let env = Env::new();
+    env.rulebook("r.yml", &work_rulebook(&format!("{url}/work")));
+    let prefix = format!("t{}", uuid::Uuid::now_v7().simple());
+    let all = node(&env, &cluster.urls(), &prefix, "all");
+    let sent = send(&all, &prefix, 20, 50, Duration::from_secs(30)).await;
+    assert_eq!(sent.accepted.len(), 20, "{sent:?}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while runs_by_n(&recv).len() < 20 {
+        assert!(Instant::now() < deadline, "the events did not run");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// On one ingest node, a delivery sent again while its first request is still being stored is
+/// not said to be "stored by another node".
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_copies_on_one_node_say_what_happened() {
+    let cluster = NatsCluster::start().await;
+    let (_recv, url) = Receiver::start(Duration::ZERO).await;
+    let env = Env::new();
+    env.rulebook("r.yml", &work_rulebook(&format!("{url}/work")));
+    let prefix = format!("t{}", uuid::Uuid::now_v7().simple());
+    let server = node(&env, &cluster.urls(), &prefix, "all");
+    let c = client();
+    let target = server.url("/hooks/gl");
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..40 {
+        for _ in 0..3 {
+            let (c, target) = (c.clone(), target.clone());
+            set.spawn(async move {
+                let headers = gitlab(&format!("same-{i}"));
+                post(&c, &target, &headers, format!(r#"{{"n": {i}}}"#).as_bytes()).await
+            });
+        }
+    }
+    let mut ids: HashMap<String, usize> = HashMap::new();
+    while let Some(r) = set.join_next().await {
+        let (st, resp) = r.expect("post");
+        match st {
+            202 => {
+                *ids.entry(resp["id"].as_str().unwrap().to_string())
+                    .or_default() += 1
+            }
+            503 => {
+                let msg = resp["message"].as_str().unwrap_or_default();
+                assert!(
+                    !msg.contains("another node"),
+                    "one node said another node was storing: {msg}"
+                );
+            }
+            other => panic!("unexpected {other}: {resp}"),
+        }
+    }
+    assert!(ids.len() <= 40, "a delivery stored twice: {ids:?}");
+}
