@@ -166,6 +166,34 @@ pub struct ServeArgs {
     /// On NATS: stream replicas (3 on a three-server cluster).
     #[arg(long, env = "RULEHOOK_STORE_REPLICAS", default_value_t = 1)]
     pub store_replicas: usize,
+    /// On NATS: the user name to connect as (with --store-password).
+    #[arg(long, env = "RULEHOOK_STORE_USER", requires = "store_password")]
+    pub store_user: Option<String>,
+    /// On NATS: the password of --store-user (best from the environment).
+    #[arg(
+        long,
+        env = "RULEHOOK_STORE_PASSWORD",
+        requires = "store_user",
+        hide_env_values = true
+    )]
+    pub store_password: Option<String>,
+    /// On NATS: an authentication token (instead of a user and password).
+    #[arg(
+        long,
+        env = "RULEHOOK_STORE_TOKEN",
+        conflicts_with = "store_user",
+        hide_env_values = true
+    )]
+    pub store_token: Option<String>,
+    /// On NATS: a CA certificate (PEM) to verify the servers with; TLS is then required.
+    #[arg(long, env = "RULEHOOK_STORE_TLS_CA")]
+    pub store_tls_ca: Option<PathBuf>,
+    /// On NATS: a client certificate (PEM) for servers that verify clients; with --store-tls-key.
+    #[arg(long, env = "RULEHOOK_STORE_TLS_CERT", requires = "store_tls_key")]
+    pub store_tls_cert: Option<PathBuf>,
+    /// On NATS: the key (PEM) of --store-tls-cert.
+    #[arg(long, env = "RULEHOOK_STORE_TLS_KEY", requires = "store_tls_cert")]
+    pub store_tls_key: Option<PathBuf>,
     /// On NATS: how long jobs leased by a node that stopped answering wait before another
     /// worker takes them.
     #[arg(long, env = "RULEHOOK_LEASE_CHECK", default_value = "10s", value_parser = parse_duration)]
@@ -880,6 +908,20 @@ async fn open_store(args: &ServeArgs) -> anyhow::Result<Store> {
     let mut config = crate::store::nats::NatsConfig::new(&args.store, &args.store_prefix);
     config.ack_wait = args.lease_check;
     config.replicas = args.store_replicas.max(1);
+    use crate::store::nats::NatsAuth;
+    config.auth = match (&args.store_user, &args.store_password, &args.store_token) {
+        (Some(u), Some(p), _) => {
+            crate::secrets::remember(p);
+            NatsAuth::UserPassword(u.clone(), p.clone())
+        }
+        (_, _, Some(t)) => {
+            crate::secrets::remember(t);
+            NatsAuth::Token(t.clone())
+        }
+        _ => NatsAuth::None,
+    };
+    config.tls.ca = args.store_tls_ca.clone();
+    config.tls.cert_key = args.store_tls_cert.clone().zip(args.store_tls_key.clone());
     let store = Store::nats(config)
         .await
         .with_context(|| format!("cannot open the JetStream store at {}", args.store))?;

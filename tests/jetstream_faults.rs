@@ -373,3 +373,83 @@ async fn concurrent_copies_on_one_node_say_what_happened() {
     }
     assert!(ids.len() <= 40, "a delivery stored twice: {ids:?}");
 }
+
+/// A nats-server that requires a user and password: a node connects with --store-user and
+/// --store-password (the password never in its log); without them it stops with a clear error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn credentials_for_a_server_that_requires_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let conf = dir.path().join("auth.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "listen: 127.0.0.1:{port}\njetstream {{ store_dir: \"{}\" }}\n\
+             authorization {{ user: rh, password: \"pw-9f3c1e\" }}\n",
+            dir.path().join("js").display()
+        ),
+    )
+    .unwrap();
+    let mut nats = std::process::Command::new("nats-server")
+        .arg("-c")
+        .arg(&conf)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("nats-server");
+    let start = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "nats-server did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (recv, url) = Receiver::start(Duration::ZERO).await;
+    let env = Env::new();
+    env.rulebook("r.yml", &work_rulebook(&format!("{url}/work")));
+    let store = format!("nats://127.0.0.1:{port}");
+    let prefix = format!("t{}", uuid::Uuid::now_v7().simple());
+
+    let refused = env
+        .cmd(&["serve", "--store", &store, "--store-prefix", &prefix])
+        .arg("--data")
+        .arg(env.path("data-refused"))
+        .args(["--listen", "127.0.0.1:0"])
+        .output()
+        .expect("run rulehook");
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        err.contains("cannot reach NATS") && err.to_lowercase().contains("authorization"),
+        "{err}"
+    );
+
+    let server = Server::start_on(
+        &env,
+        &env.path("data-ok"),
+        &[
+            "--store",
+            &store,
+            "--store-prefix",
+            &prefix,
+            "--store-user",
+            "rh",
+        ],
+        &[("RULEHOOK_STORE_PASSWORD", "pw-9f3c1e".to_string())],
+    );
+    let sent = send(&server, &prefix, 3, 50, Duration::from_secs(20)).await;
+    assert_eq!(sent.accepted.len(), 3, "{sent:?}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while runs_by_n(&recv).len() < 3 {
+        assert!(Instant::now() < deadline, "the events did not run");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!server.log_text().contains("pw-9f3c1e"));
+    drop(server);
+    let _ = nats.kill();
+    let _ = nats.wait();
+}

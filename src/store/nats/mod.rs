@@ -46,6 +46,27 @@ pub struct NatsConfig {
     pub max_deliveries: u32,
     /// Stream replicas (1 on a single server, 3 on a three-node cluster).
     pub replicas: usize,
+    /// How this node proves who it is to NATS.
+    pub auth: NatsAuth,
+    /// TLS beyond what `tls://` in the address asks for.
+    pub tls: NatsTls,
+}
+
+/// Credentials for the NATS servers (`--store-user`/`--store-password`, `--store-token`).
+#[derive(Debug, Clone, Default)]
+pub enum NatsAuth {
+    #[default]
+    None,
+    UserPassword(String, String),
+    Token(String),
+}
+
+/// TLS to the NATS servers: a CA for servers whose certificate no public CA signed, and a
+/// client certificate for servers that verify clients (`verify: true`).
+#[derive(Debug, Clone, Default)]
+pub struct NatsTls {
+    pub ca: Option<std::path::PathBuf>,
+    pub cert_key: Option<(std::path::PathBuf, std::path::PathBuf)>,
 }
 
 impl NatsConfig {
@@ -56,6 +77,8 @@ impl NatsConfig {
             ack_wait: Duration::from_secs(10),
             max_deliveries: crate::store::sqlite::MAX_DELIVERIES,
             replicas: 1,
+            auth: NatsAuth::None,
+            tls: NatsTls::default(),
         }
     }
 }
@@ -303,16 +326,36 @@ fn unreachable_hint(url: &str, e: impl std::fmt::Display) -> StoreError {
     ))
 }
 
+/// The client's options: name, timeouts, credentials, TLS; reconnects to any listed or
+/// discovered server without end (a node waits out an outage rather than exiting).
+fn connect_options(config: &NatsConfig) -> async_nats::ConnectOptions {
+    let mut o = async_nats::ConnectOptions::new()
+        .name("rulehook")
+        .connection_timeout(Duration::from_secs(5))
+        .max_reconnects(None);
+    o = match &config.auth {
+        NatsAuth::None => o,
+        NatsAuth::UserPassword(u, p) => o.user_and_password(u.clone(), p.clone()),
+        NatsAuth::Token(t) => o.token(t.clone()),
+    };
+    if let Some(ca) = &config.tls.ca {
+        o = o.add_root_certificates(ca.clone()).require_tls(true);
+    }
+    if let Some((cert, key)) = &config.tls.cert_key {
+        o = o
+            .add_client_certificate(cert.clone(), key.clone())
+            .require_tls(true);
+    }
+    o
+}
+
 impl Jet {
     /// Connects, creates what is missing (streams, consumers), and starts this node's
     /// background work: the dispatcher, the history followers and the queue depth.
     pub async fn open(config: NatsConfig) -> Result<Jet, StoreError> {
         let names = Names::new(&config.prefix).map_err(StoreError::Permanent)?;
         let servers = server_list(&config.url).map_err(StoreError::Permanent)?;
-        let client = async_nats::ConnectOptions::new()
-            .name("rulehook")
-            .connection_timeout(Duration::from_secs(5))
-            .connect(servers);
+        let client = connect_options(&config).connect(servers);
         let client = tokio::time::timeout(Duration::from_secs(5), client)
             .await
             .map_err(|_| unreachable_hint(&config.url, "no answer within 5 s"))?
