@@ -38,7 +38,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Receive webhooks and run the rules.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Validate rulebooks, scripts and templates; print file:line:col errors.
     Check(DirArgs),
     /// Dry run: which rules an event would match, why not, and what would run.
@@ -330,7 +330,7 @@ pub fn main() -> ExitCode {
         Command::Jobs(a) => run_async(history::jobs(a)),
         Command::Replay(a) => run_async(history::replay(a)),
         Command::Rerun(a) => run_async(history::rerun(a)),
-        Command::Serve(s) => run_async(serve(s)),
+        Command::Serve(s) => run_async(serve(*s)),
     }
 }
 
