@@ -44,6 +44,8 @@ struct Sent {
     /// 503 answers, and the longest time one event waited from its first 503 to its 202.
     unavailable: u64,
     longest_stall: Duration,
+    /// The longest time one request took to be answered.
+    slowest: Duration,
     /// Messages of the 503 answers, one of each.
     messages: HashSet<String>,
 }
@@ -74,7 +76,9 @@ async fn send(server: &Server, tag: &str, n: usize, rate: u64, give_up: Duration
                 let first = Instant::now();
                 let mut stalled: Option<Instant> = None;
                 loop {
+                    let asked = Instant::now();
                     let (st, resp) = post(&c, &url, &headers, body.as_bytes()).await;
+                    out.slowest = out.slowest.max(asked.elapsed());
                     if st == 202 {
                         let id = resp["id"].as_str().unwrap_or_default().to_string();
                         out.accepted.insert(i, id);
@@ -104,6 +108,7 @@ async fn send(server: &Server, tag: &str, n: usize, rate: u64, give_up: Duration
         all.not_accepted.extend(r.not_accepted);
         all.unavailable += r.unavailable;
         all.longest_stall = all.longest_stall.max(r.longest_stall);
+        all.slowest = all.slowest.max(r.slowest);
         all.messages.extend(r.messages);
     }
     all
@@ -145,6 +150,8 @@ async fn dead_letters(server: &Server) -> Vec<serde_json::Value> {
 #[derive(Debug)]
 struct Figures {
     fault: Option<String>,
+    /// From the kill to a new leader of the stream.
+    election: Option<Duration>,
     sent: Sent,
     /// Deliveries whose action ran (at least once).
     ran: usize,
@@ -153,20 +160,24 @@ struct Figures {
     twice: Vec<u64>,
     /// Deliveries that ran under another event than the one their 202 named.
     mismatched: Vec<usize>,
+    /// Accepted deliveries that did not run, with their event's history.
+    missing: Vec<String>,
     ingest_log: String,
 }
 
 impl Figures {
     fn line(&self, n: usize) -> String {
         format!(
-            "fault {:<8} events {n}: accepted {}, ran {}, dead-lettered {}, stored twice {}, answers 503 {}, longest 503 stall {:.1} s",
+            "fault {:<8} events {n}: election {:.1} s, accepted {}, ran {}, dead-lettered {}, stored twice {}, answers 503 {}, longest 503 stall {:.1} s, slowest answer {:.1} s",
             self.fault.as_deref().unwrap_or("none"),
+            self.election.unwrap_or_default().as_secs_f64(),
             self.sent.accepted.len(),
             self.ran,
             self.dead.len(),
             self.twice.len(),
             self.sent.unavailable,
-            self.sent.longest_stall.as_secs_f64()
+            self.sent.longest_stall.as_secs_f64(),
+            self.sent.slowest.as_secs_f64()
         )
     }
 }
@@ -194,16 +205,25 @@ async fn measure(stream: Option<&str>, n: usize, rate: u64) -> Figures {
         let name = format!("{prefix}_{stream}");
         tokio::time::sleep(Duration::from_millis(n as u64 * 1000 / rate / 3)).await;
         let leader = cluster.leader_of(&name).await;
+        let killed = Instant::now();
         cluster.kill9(leader);
-        tokio::time::sleep(Duration::from_millis(n as u64 * 1000 / rate / 3)).await;
+        let mut election = None;
+        let back = killed + Duration::from_millis(n as u64 * 1000 / rate / 3);
+        while Instant::now() < back {
+            if election.is_none() && cluster.leader_other_than(&name, leader).await {
+                election = Some(killed.elapsed());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         cluster.restart(leader);
-        Some(leader)
+        Some(election)
     };
     let (sent, killed) = tokio::join!(load, fault);
     assert!(
         stream.is_none() || killed.is_some(),
         "the fault was not injected"
     );
+    let election = killed.flatten();
     // Wait until every accepted delivery ran, or nothing moved for 30 s.
     let (mut last, mut since) = (0, Instant::now());
     loop {
@@ -217,6 +237,24 @@ async fn measure(stream: Option<&str>, n: usize, rate: u64) -> Figures {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let seen = runs_by_n(&recv);
+    // What the history says of each accepted delivery that did not run.
+    let mut missing = Vec::new();
+    for (i, id) in &sent.accepted {
+        if !seen.contains_key(&(*i as u64)) {
+            let detail = client()
+                .get(ingest.url(&format!("/api/events/{id}")))
+                .send()
+                .await
+                .expect("event detail")
+                .text()
+                .await
+                .unwrap_or_default();
+            missing.push(format!("delivery {i} event {id}: {detail}"));
+        }
+    }
+    if !missing.is_empty() {
+        missing.push(nats_state(&cluster, &prefix).await);
+    }
     let twice = seen
         .iter()
         .filter(|(_, runs)| runs.len() > 1)
@@ -233,13 +271,59 @@ async fn measure(stream: Option<&str>, n: usize, rate: u64) -> Figures {
         .collect();
     Figures {
         fault: stream.map(str::to_string),
+        election,
         ran: seen.len(),
         dead: dead_letters(&ingest).await,
         twice,
         mismatched,
+        missing,
         ingest_log: ingest.log_text(),
         sent,
     }
+}
+
+/// The streams' and consumers' state, for a failure's message.
+async fn nats_state(cluster: &NatsCluster, prefix: &str) -> String {
+    let client = async_nats::connect(cluster.urls_list())
+        .await
+        .expect("connect");
+    let js = async_nats::jetstream::new(client);
+    let mut out = String::new();
+    for (stream, consumer) in [
+        ("events", Some("dispatch")),
+        ("queue", Some("workers")),
+        ("jobs", None),
+    ] {
+        let Ok(mut st) = js.get_stream(format!("{prefix}_{stream}")).await else {
+            continue;
+        };
+        if let Ok(i) = st.info().await {
+            out += &format!(
+                "{stream}: {:?} leader {:?}\n",
+                i.state,
+                i.cluster.as_ref().and_then(|c| c.leader.clone())
+            );
+        }
+        if let Some(c) = consumer {
+            let info = st
+                .consumer_info(format!("{prefix}_{c}"))
+                .await
+                .map(|i| {
+                    format!(
+                        "delivered {:?} ack floor {:?} pending {} ack pending {} redelivered {} waiting {} leader {:?}",
+                        i.delivered,
+                        i.ack_floor,
+                        i.num_pending,
+                        i.num_ack_pending,
+                        i.num_redelivered,
+                        i.num_waiting,
+                        i.cluster.as_ref().and_then(|c| c.leader.clone())
+                    )
+                });
+            out += &format!("  {c}: {info:?}\n");
+        }
+    }
+    out
 }
 
 /// A run and what the deployment promises of it.
@@ -256,8 +340,8 @@ async fn run(stream: Option<&str>, n: usize, rate: u64) {
     assert_eq!(f.sent.accepted.len(), n);
     assert_eq!(
         f.ran, n,
-        "only {} of {n} accepted events ran; dead letters: {:?}",
-        f.ran, f.dead
+        "only {} of {n} accepted events ran; dead letters: {:?}; not run: {:#?}",
+        f.ran, f.dead, f.missing
     );
     assert!(f.twice.is_empty(), "deliveries stored twice: {:?}", f.twice);
     assert!(
@@ -288,6 +372,9 @@ async fn fault_injection_bench() {
         for stream in [None, Some("events"), Some("queue"), Some("state")] {
             let f = measure(stream, n, 110).await;
             println!("round {round}: {}", f.line(n));
+            for m in &f.missing {
+                println!("    not run: {m}");
+            }
         }
     }
 }
@@ -299,7 +386,7 @@ async fn no_fault_every_accepted_event_runs_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn events_stream_leader_killed_under_load() {
-    run(Some("events"), 600, 100).await;
+    run(Some("events"), 1500, 110).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

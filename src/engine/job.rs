@@ -83,8 +83,24 @@ impl Engine {
         match futures_util::FutureExt::catch_unwind(job).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
-                // The lease is still held: it expires and the job runs again.
-                tracing::error!(job = %shadow.job.id, error = %e, "cannot record a job's progress; it runs again when its lease expires");
+                // Storage failed under the job (an election, a lost connection): give it back
+                // at its last recorded step, to run again in a moment. If even that cannot be
+                // recorded, the lease ends here and the job comes back after the lease check.
+                tracing::warn!(job = %shadow.job.id, error = %e, "cannot record a job's progress; it runs again in a moment");
+                let step = last_step.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                let queue = &self.store.queue;
+                let given_back = match &e {
+                    // Will not succeed if tried again (a record that cannot be read): a dead
+                    // letter that says why, not a job that comes back forever.
+                    StoreError::Permanent(why) => {
+                        let why = format!("cannot be run: {why}");
+                        queue.ack(shadow, step, JobState::Failed, Some(why)).await
+                    }
+                    _ => queue.nak(shadow, step, Duration::from_secs(1)).await,
+                };
+                if let Err(e) = given_back {
+                    tracing::warn!(error = %e, "cannot give the job back; it runs again when its lease lapses");
+                }
             }
             Err(panic) => {
                 let step = last_step.lock().unwrap_or_else(|e| e.into_inner()).clone();

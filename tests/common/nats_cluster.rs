@@ -138,7 +138,7 @@ impl NatsCluster {
         }
     }
 
-    fn urls_list(&self) -> Vec<String> {
+    pub fn urls_list(&self) -> Vec<String> {
         self.members
             .iter()
             .map(|m| format!("nats://127.0.0.1:{}", m.port))
@@ -175,6 +175,32 @@ impl NatsCluster {
                 "stream {stream} has no leader"
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Whether `stream` has a leader other than server `old` (one quick look).
+    pub async fn leader_other_than(&self, stream: &str, old: usize) -> bool {
+        let alive: Vec<String> = self
+            .urls_list()
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| *i != old)
+            .map(|(_, u)| u)
+            .collect();
+        let Ok(Ok(client)) =
+            tokio::time::timeout(Duration::from_secs(1), async_nats::connect(alive)).await
+        else {
+            return false;
+        };
+        let js = async_nats::jetstream::new(client);
+        let look = async {
+            let mut s = js.get_stream(stream).await.ok()?;
+            let info = s.info().await.ok()?;
+            info.cluster.clone()?.leader
+        };
+        match tokio::time::timeout(Duration::from_secs(1), look).await {
+            Ok(Some(leader)) => leader != self.members[old].name,
+            _ => false,
         }
     }
 

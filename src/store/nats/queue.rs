@@ -310,7 +310,11 @@ impl Jet {
                 Ok(msg)
             }
             Err(e) => {
-                if matches!(e, StoreError::Conflict(_)) {
+                // A refused write means another worker holds the job now; a failed release
+                // (nak, ack) ends the lease here all the same: the message comes back after
+                // the consumer's ack wait instead of being kept alive by a worker that gave
+                // it up.
+                if release || matches!(e, StoreError::Conflict(_)) {
                     self.queue.held().remove(&lease.token);
                 }
                 Err(e)
