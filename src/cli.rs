@@ -137,10 +137,16 @@ pub struct DirArgs {
     /// Where `body_template` and `{% include %}` find template files.
     #[arg(long, env = "RULEHOOK_TEMPLATES", default_value = "./templates")]
     pub templates: PathBuf,
+    /// The `ansible-playbook` that `run_playbook` runs (default: the first on PATH).
+    #[arg(long, env = "RULEHOOK_ANSIBLE_PLAYBOOK")]
+    pub ansible_playbook: Option<PathBuf>,
 }
 
 impl DirArgs {
     fn dirs(&self) -> Dirs {
+        if let Some(p) = &self.ansible_playbook {
+            crate::actions::ansible::set_binary(p.clone());
+        }
         Dirs {
             rulebooks: self.rulebooks.clone(),
             scripts: self.scripts.clone(),
