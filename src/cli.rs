@@ -1,7 +1,9 @@
 //! The command line: `serve`, `check`, `test`, `send` (spec §1), and the history commands
 //! (`cli/history.rs`). `anyhow` lives here, at the edge.
 
+mod eda_condition;
 mod history;
+mod import;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -58,6 +60,8 @@ pub enum Command {
     Replay(history::IdArgs),
     /// Queue a dead letter (a job that failed for good) again.
     Rerun(history::IdArgs),
+    /// Translate another tool's rulebook: `import ansible-rulebook FILE --out DIR`.
+    Import(import::ImportArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -308,6 +312,7 @@ pub fn main() -> ExitCode {
         Command::Jobs(a) => run_async(history::jobs(a)),
         Command::Replay(a) => run_async(history::replay(a)),
         Command::Rerun(a) => run_async(history::rerun(a)),
+        Command::Import(a) => import::run(&a),
         Command::Serve(s) => run_async(serve(s)),
     }
 }
