@@ -483,3 +483,76 @@ fn check_says_what_is_missing() {
         String::from_utf8_lossy(&o.stderr)
     );
 }
+
+#[tokio::test]
+async fn a_lock_holds_across_nodes_on_jetstream() {
+    let env = Env::new();
+    let p = env.path("bin/ansible-playbook");
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    // As FAKE, also naming the node (its parent, the rulehook process) that ran it.
+    std::fs::write(
+        &p,
+        "#!/bin/sh\necho \"start $RULEHOOK_RUN_ID $PPID\" >> \"$OUT_DIR/runs.txt\"\nsleep 1\necho \"end $RULEHOOK_RUN_ID $PPID\" >> \"$OUT_DIR/runs.txt\"\n",
+    )
+    .unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    setup(
+        &env,
+        "- hosts: all\n  tasks: []\n",
+        r#"  - name: fix
+    actions:
+      - run_playbook:
+          playbook: site/play.yml
+          inventory: [r1]
+          lock: "{{ event.device }}"
+"#,
+    );
+    let nats = common::NatsPrefix::new();
+    // One worker per node: while one node's worker waits for the lock, the other node takes
+    // the next job.
+    let node = |data: &str| {
+        let mut args = nats.args("all");
+        args.extend(
+            [
+                "--concurrency",
+                "1",
+                "--ansible-playbook",
+                p.to_str().unwrap(),
+            ]
+            .map(String::from),
+        );
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        std::fs::create_dir_all(env.path(data)).unwrap();
+        Server::start_on(&env, &env.path(data), &args, &[])
+    };
+    let (a, b) = (node("data-a"), node("data-b"));
+    let c = client();
+    let mut ids = Vec::new();
+    for n in 0..4 {
+        ids.push(send(&c, &a, &json!({"device": "sw1", "n": n})).await);
+    }
+    let start = Instant::now();
+    while env.lines("runs.txt").len() < 8 {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "{:?}\n{}\n{}",
+            env.lines("runs.txt"),
+            a.log_text(),
+            b.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let lines = env.lines("runs.txt");
+    for pair in lines.chunks(2) {
+        assert!(
+            pair[0].starts_with("start ") && pair[1] == pair[0].replacen("start", "end", 1),
+            "two runs holding lock sw1 overlapped: {lines:?}"
+        );
+    }
+    let nodes: std::collections::HashSet<&str> =
+        lines.iter().filter_map(|l| l.split(' ').nth(2)).collect();
+    assert_eq!(nodes.len(), 2, "both nodes ran some: {lines:?}");
+}
