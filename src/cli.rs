@@ -1,7 +1,9 @@
 //! The command line: `serve`, `check`, `test`, `send` (spec §1), and the history commands
 //! (`cli/history.rs`). `anyhow` lives here, at the edge.
 
+mod eda_condition;
 mod history;
+mod import;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -58,6 +60,8 @@ pub enum Command {
     Replay(history::IdArgs),
     /// Queue a dead letter (a job that failed for good) again.
     Rerun(history::IdArgs),
+    /// Translate another tool's rulebook: `import ansible-rulebook FILE --out DIR`.
+    Import(import::ImportArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -137,10 +141,16 @@ pub struct DirArgs {
     /// Where `body_template` and `{% include %}` find template files.
     #[arg(long, env = "RULEHOOK_TEMPLATES", default_value = "./templates")]
     pub templates: PathBuf,
+    /// The `ansible-playbook` that `run_playbook` runs (default: the first on PATH).
+    #[arg(long, env = "RULEHOOK_ANSIBLE_PLAYBOOK")]
+    pub ansible_playbook: Option<PathBuf>,
 }
 
 impl DirArgs {
     fn dirs(&self) -> Dirs {
+        if let Some(p) = &self.ansible_playbook {
+            crate::actions::ansible::set_binary(p.clone());
+        }
         Dirs {
             rulebooks: self.rulebooks.clone(),
             scripts: self.scripts.clone(),
@@ -330,6 +340,7 @@ pub fn main() -> ExitCode {
         Command::Jobs(a) => run_async(history::jobs(a)),
         Command::Replay(a) => run_async(history::replay(a)),
         Command::Rerun(a) => run_async(history::rerun(a)),
+        Command::Import(a) => import::run(&a),
         Command::Serve(s) => run_async(serve(*s)),
     }
 }

@@ -33,6 +33,9 @@ pub struct Group {
     pgid: Option<i32>,
     record: Option<PathBuf>,
     finished: bool,
+    /// Also end the leader's descendants in other groups and sessions (ansible-playbook's
+    /// workers start sessions of their own).
+    tree: bool,
 }
 
 impl Group {
@@ -55,12 +58,23 @@ impl Group {
             pgid,
             record,
             finished: false,
+            tree: false,
         }
     }
 
-    /// Kills every process of the group.
+    /// [`Group::started`], and killing it also kills every descendant of the leader.
+    pub fn started_tree(pid: Option<u32>, run_id: &str) -> Group {
+        let mut g = Group::started(pid, run_id);
+        g.tree = true;
+        g
+    }
+
+    /// Kills every process of the group (and, for a tree, every descendant of its leader).
     pub fn kill(&self) {
         if let Some(g) = self.pgid {
+            if self.tree {
+                kill_tree(g);
+            }
             let _ = killpg(Pid::from_raw(g), Signal::SIGKILL);
         }
     }
@@ -100,6 +114,57 @@ pub fn kill_all() -> usize {
         let _ = killpg(Pid::from_raw(*g), Signal::SIGKILL);
     }
     groups.len()
+}
+
+/// Parent of each process, from `/proc/<pid>/stat` (field 4).
+fn parents() -> Vec<(i32, i32)> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| {
+            let pid = e.file_name().to_str()?.parse::<i32>().ok()?;
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let rest = &stat[stat.rfind(')')? + 1..];
+            let ppid = rest.split_whitespace().nth(1)?.parse().ok()?;
+            Some((pid, ppid))
+        })
+        .collect()
+}
+
+/// The descendants of `root` (not `root` itself).
+fn descendants(root: i32) -> Vec<i32> {
+    let all = parents();
+    let mut found = vec![root];
+    let mut i = 0;
+    while i < found.len() {
+        let p = found[i];
+        found.extend(all.iter().filter(|(_, pp)| *pp == p).map(|(c, _)| *c));
+        i += 1;
+    }
+    found.remove(0);
+    found
+}
+
+/// Stops `root`'s descendants (so none starts another), then kills them and `root`. Processes
+/// that detached themselves (reparented away) are out of reach, as on a remote host.
+fn kill_tree(root: i32) {
+    if root <= 1 {
+        return;
+    }
+    let first = descendants(root);
+    let _ = nix::sys::signal::kill(Pid::from_raw(root), Signal::SIGSTOP);
+    for p in &first {
+        let _ = nix::sys::signal::kill(Pid::from_raw(*p), Signal::SIGSTOP);
+    }
+    // What was started between the first look and the stops.
+    let mut all = descendants(root);
+    all.extend(first);
+    all.push(root);
+    for p in all.into_iter().filter(|p| *p > 1) {
+        let _ = nix::sys::signal::kill(Pid::from_raw(p), Signal::SIGKILL);
+    }
 }
 
 /// The start time of process `pid` (clock ticks since boot; field 22 of `/proc/<pid>/stat`).

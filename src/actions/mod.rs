@@ -5,6 +5,8 @@
 //! Rendering is separate from executing so `rulehook test` can show exactly what would run
 //! without running it, and so the history keeps what was actually run.
 
+pub mod ansible;
+pub mod awx;
 pub mod event;
 pub mod groups;
 pub mod http;
@@ -29,6 +31,9 @@ pub enum Action {
     Http(outbound::HttpAction),
     OpenTicket(ticket::TicketAction),
     PostEvent(event::PostEventAction),
+    RunPlaybook(ansible::PlaybookAction),
+    /// `run_job_template`, `run_workflow_template`.
+    Awx(awx::AwxAction),
 }
 
 /// An action with every template rendered: the exact thing that runs (and is recorded).
@@ -40,6 +45,8 @@ pub enum Rendered {
     Http(http::HttpCall),
     OpenTicket(ticket::TicketCall),
     PostEvent(event::PostEvent),
+    RunPlaybook(ansible::PlaybookRun),
+    Awx(awx::AwxLaunch),
 }
 
 pub use crate::domain::Outcome;
@@ -76,6 +83,8 @@ impl Action {
             Action::Http(h) => h.kind,
             Action::OpenTicket(_) => "open_ticket",
             Action::PostEvent(_) => "post_event",
+            Action::RunPlaybook(_) => "run_playbook",
+            Action::Awx(a) => a.kind(),
         }
     }
 
@@ -85,6 +94,8 @@ impl Action {
             Action::RunScript(s) => s.retries,
             Action::Http(h) => h.retries,
             Action::OpenTicket(t) => t.retries,
+            Action::RunPlaybook(p) => p.retries,
+            Action::Awx(a) => a.retries,
             Action::Log(_) | Action::PostEvent(_) => 0,
         }
     }
@@ -92,6 +103,15 @@ impl Action {
     /// Whether its effects stay inside rulehook (its attempt is recorded after the fact).
     pub fn in_process(&self) -> bool {
         matches!(self, Action::Log(_) | Action::PostEvent(_))
+    }
+
+    /// Whether it reads the event as a document (`RunContext::input`): scripts on stdin, the
+    /// Ansible actions as `ansible_eda`.
+    pub fn reads_input(&self) -> bool {
+        matches!(
+            self,
+            Action::RunScript(_) | Action::RunPlaybook(_) | Action::Awx(_)
+        )
     }
 
     pub fn render(
@@ -105,6 +125,8 @@ impl Action {
             Action::Http(a) => a.render(templates, ctx).map(Rendered::Http),
             Action::OpenTicket(a) => a.render(templates, ctx).map(Rendered::OpenTicket),
             Action::PostEvent(a) => a.render(templates, ctx).map(Rendered::PostEvent),
+            Action::RunPlaybook(a) => a.render(templates, ctx).map(Rendered::RunPlaybook),
+            Action::Awx(a) => a.render(templates, ctx).map(Rendered::Awx),
         }
     }
 }
@@ -118,6 +140,8 @@ impl Rendered {
             Rendered::Http(h) => h.execute(run).await,
             Rendered::OpenTicket(t) => t.execute(run, state).await,
             Rendered::PostEvent(_) => Outcome::failed("post_event runs in the engine"),
+            Rendered::RunPlaybook(p) => p.execute(run, state).await,
+            Rendered::Awx(a) => a.execute(run).await,
         }
     }
 

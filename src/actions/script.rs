@@ -102,27 +102,35 @@ pub(crate) fn compile(
 /// The script's absolute path; it must be an executable file inside the scripts directory.
 fn resolve_script(dir: &Path, name: &str) -> Result<PathBuf, String> {
     use std::os::unix::fs::PermissionsExt;
+    let path = resolve_in(dir, name, "script")?;
+    let meta = std::fs::metadata(&path).map_err(|e| format!("script `{name}`: {e}"))?;
+    if meta.permissions().mode() & 0o111 == 0 {
+        return Err(format!("script `{name}` is not executable (chmod +x it)"));
+    }
+    Ok(path)
+}
+
+/// The absolute path of `name`, which must be a file inside the scripts directory `dir`
+/// (`what` names it in errors: a script, a playbook, an inventory).
+pub(crate) fn resolve_in(dir: &Path, name: &str, what: &str) -> Result<PathBuf, String> {
     let root = dir
         .canonicalize()
         .map_err(|e| format!("scripts directory `{}` cannot be read: {e}", dir.display()))?;
     if Path::new(name).is_absolute() {
         return Err(format!(
-            "script `{name}` must be a path relative to the scripts directory"
+            "{what} `{name}` must be a path relative to the scripts directory"
         ));
     }
     let path = root
         .join(name)
         .canonicalize()
-        .map_err(|_| format!("script `{name}` does not exist in {}", dir.display()))?;
+        .map_err(|_| format!("{what} `{name}` does not exist in {}", dir.display()))?;
     if !path.starts_with(&root) {
-        return Err(format!("script `{name}` is outside the scripts directory"));
+        return Err(format!("{what} `{name}` is outside the scripts directory"));
     }
-    let meta = std::fs::metadata(&path).map_err(|e| format!("script `{name}`: {e}"))?;
+    let meta = std::fs::metadata(&path).map_err(|e| format!("{what} `{name}`: {e}"))?;
     if !meta.is_file() {
-        return Err(format!("script `{name}` is not a file"));
-    }
-    if meta.permissions().mode() & 0o111 == 0 {
-        return Err(format!("script `{name}` is not executable (chmod +x it)"));
+        return Err(format!("{what} `{name}` is not a file"));
     }
     Ok(path)
 }
@@ -258,17 +266,17 @@ const PIPE_GRACE: Duration = Duration::from_secs(2);
 
 /// Output read so far; kept when the reading is stopped.
 #[derive(Clone, Default)]
-struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+pub(crate) struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
 
 impl Captured {
-    fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         let kept = self.0.lock().unwrap_or_else(|e| e.into_inner());
         String::from_utf8_lossy(&kept).into_owned()
     }
 }
 
 /// Reads a pipe to its end, keeping the first [`OUTPUT_CAP`] bytes in `into`.
-async fn read_capped<R: AsyncRead + Unpin>(pipe: Option<R>, into: Captured) {
+pub(crate) async fn read_capped<R: AsyncRead + Unpin>(pipe: Option<R>, into: Captured) {
     let Some(mut pipe) = pipe else {
         return;
     };

@@ -356,7 +356,16 @@ pub fn timeline(v: &Value) -> String {
                     }
                 }
             }
-            if let Some(r) = at["result"].as_object()
+            if let Some(hosts) = at["result"]["hosts"].as_object() {
+                // run_playbook: one line per host, as Ansible's recap.
+                for (h, c) in hosts {
+                    let counts: Vec<String> = ["ok", "changed", "failed", "unreachable", "skipped"]
+                        .iter()
+                        .map(|k| format!("{k}={}", c[*k]))
+                        .collect();
+                    let _ = writeln!(o, "      host {h}  {}", counts.join(" "));
+                }
+            } else if let Some(r) = at["result"].as_object()
                 && !r.is_empty()
             {
                 let _ = writeln!(o, "      result  {}", Value::Object(r.clone()));

@@ -44,7 +44,7 @@ fn failure_context(action: &Action, out: &Outcome, attempts: u32) -> Value {
         "error": out.error,
         "attempts": attempts,
     });
-    if matches!(action, Action::RunScript(_)) {
+    if matches!(action, Action::RunScript(_) | Action::RunPlaybook(_)) {
         f["exit_code"] = json!(out.exit_code);
         f["stdout"] = json!(out.stdout);
         f["stderr"] = json!(out.stderr);
@@ -52,6 +52,9 @@ fn failure_context(action: &Action, out: &Outcome, attempts: u32) -> Value {
     if let Some(st) = out.status {
         f["status"] = json!(st);
         f["body"] = json!(out.stdout);
+    }
+    if let (Action::RunPlaybook(_) | Action::Awx(_), Some(r)) = (action, &out.result) {
+        f["result"] = r.clone();
     }
     f
 }
@@ -389,9 +392,9 @@ impl Engine {
             event_id: event.id.clone(),
             source: event.source.clone(),
             rule: run.rule.name.clone(),
-            // Only scripts read it (on stdin).
+            // Only scripts (on stdin) and the Ansible actions (`ansible_eda`) read it.
             input: match action {
-                Action::RunScript(_) => match &run.correlated {
+                a if a.reads_input() => match &run.correlated {
                     Some((events, correlation)) => json!({
                         "event": body, "meta": *run.meta,
                         "events": **events, "correlation": **correlation,

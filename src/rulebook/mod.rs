@@ -2,6 +2,7 @@
 //! `rules` compiles whole rulebooks with it and each action kind compiles its own spec with it;
 //! it imports neither.
 
+pub mod ansible;
 pub mod compile;
 pub mod model;
 pub mod yaml_error;

@@ -139,6 +139,7 @@ impl ActionSpec {
             ActionSpec::GithubWorkflow(a) => &a.requires_env,
             ActionSpec::GitlabPipeline(a) => &a.requires_env,
             ActionSpec::OpenTicket(a) => &a.requires_env,
+            ActionSpec::RunJobTemplate(a) | ActionSpec::RunWorkflowTemplate(a) => &a.requires_env,
             _ => &[],
         }
     }
@@ -154,6 +155,9 @@ impl ActionSpec {
             ActionSpec::GitlabPipeline(_) => "gitlab_pipeline",
             ActionSpec::OpenTicket(_) => "open_ticket",
             ActionSpec::PostEvent(_) => "post_event",
+            ActionSpec::RunPlaybook(_) => "run_playbook",
+            ActionSpec::RunJobTemplate(_) => "run_job_template",
+            ActionSpec::RunWorkflowTemplate(_) => "run_workflow_template",
         }
     }
 }
@@ -186,6 +190,9 @@ pub enum ActionSpec {
     GitlabPipeline(Box<GitlabPipelineSpec>),
     OpenTicket(Box<OpenTicketSpec>),
     PostEvent(Box<PostEventSpec>),
+    RunPlaybook(Box<super::ansible::RunPlaybookSpec>),
+    RunJobTemplate(Box<super::ansible::JobTemplateSpec>),
+    RunWorkflowTemplate(Box<super::ansible::JobTemplateSpec>),
 }
 
 #[derive(Debug, Deserialize)]

@@ -12,7 +12,7 @@ use super::correlate::{Correlation, DEFAULT_MAX_OPEN, Kind, Named};
 use super::index::SourceIndex;
 use super::snapshot::Snapshot;
 use super::{Dirs, LoadError, LoadErrors, Rule, RuleSet, Throttle};
-use crate::actions::{Action, event, log, outbound, script, ticket};
+use crate::actions::{Action, ansible, awx, event, log, outbound, script, ticket};
 use crate::body::BodyFormat;
 use crate::rulebook::compile::{Compile, Scope};
 use crate::rulebook::model::{
@@ -1008,5 +1008,10 @@ fn compile_action(
             script::compile(cx, s, prefix, scripts, t).map(Action::RunScript)
         }
         ActionSpec::Log(l) => log::compile(cx, l, prefix, t).map(Action::Log),
+        ActionSpec::RunPlaybook(p) => {
+            ansible::compile(cx, p, prefix, scripts, t).map(Action::RunPlaybook)
+        }
+        ActionSpec::RunJobTemplate(a) => awx::compile(cx, a, false, prefix, t).map(Action::Awx),
+        ActionSpec::RunWorkflowTemplate(a) => awx::compile(cx, a, true, prefix, t).map(Action::Awx),
     }
 }

@@ -1,0 +1,250 @@
+//! `rulehook import ansible-rulebook`: a rulebook written like ansible-rulebook's documented
+//! examples is translated; `check` accepts the output; the events that match a rule under
+//! ansible-rulebook's semantics match the same rule after; what cannot be translated is listed
+//! with file:line and left as a comment.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+
+use common::Env;
+use serde_json::{Value, json};
+
+const EDA: &str = r#"---
+- name: Network remediation
+  hosts: all
+  sources:
+    - name: netops
+      ansible.eda.webhook:
+        host: 0.0.0.0
+        port: 5000
+        token: "{{ webhook_token }}"
+    - ansible.eda.range:
+        limit: 5
+  rules:
+    - name: Interface down
+      condition: event.payload.state == "down" and event.payload.device is defined
+      action:
+        run_playbook:
+          name: playbooks/fix.yml
+          extra_vars:
+            device: "{{ event.payload.device }}"
+    - name: Core or edge
+      condition: event.payload.role in ["core", "edge"] and not (event.payload.maintenance == true)
+      actions:
+        - debug:
+            msg: "core/edge event from {{ event.payload.device }}"
+        - run_job_template:
+            name: Fix interface
+            organization: Default
+            job_args:
+              extra_vars:
+                device: "{{ event.payload.device }}"
+              limit: "{{ event.payload.device }}"
+    - name: Tagged critical
+      condition: event.payload.tags contains "critical"
+      action:
+        print_event:
+          pretty: true
+    - name: Syslog says changed state
+      condition: event.payload.message is search("changed state to (up|down)", ignorecase=true)
+      action:
+        post_event:
+          event:
+            device: "{{ event.payload.device }}"
+            kind: flap
+    - name: Flap seen
+      condition: event.kind == "flap"
+      action:
+        debug:
+          msg: "flap on {{ event.device }}"
+    - name: High CPU
+      condition: event.payload.cpu is select('>=', 90)
+      action:
+        run_workflow_template:
+          name: Drain node
+          organization: Default
+    - name: Old servers
+      condition: event.payload.servers is selectattr('age', '>', 5)
+      throttle:
+        once_within: 5 minutes
+        group_by_attributes:
+          - event.payload.site
+      action:
+        debug:
+    - name: Over the limit
+      condition: event.payload.threshold > vars.limit
+      action:
+        debug:
+    - name: Sets a fact
+      condition: event.payload.x == 1
+      action:
+        set_fact:
+          fact:
+            x: 1
+    - name: Both halves
+      condition:
+        all:
+          - event.payload.half == 1
+          - event.payload.half == 2
+      action:
+        debug:
+          msg: "{{ events.m_0.half }} and {{ events.m_1.half }}"
+"#;
+
+/// (event, source, the rules ansible-rulebook matches for it).
+fn cases() -> Vec<(Value, &'static str, Vec<&'static str>)> {
+    vec![
+        (
+            json!({"state": "down", "device": "sw1", "role": "access"}),
+            "netops",
+            vec!["Interface down"],
+        ),
+        (json!({"state": "down", "role": "access"}), "netops", vec![]),
+        (
+            json!({"role": "core", "device": "sw1", "maintenance": false}),
+            "netops",
+            vec!["Core or edge"],
+        ),
+        (
+            json!({"role": "edge", "device": "sw1", "maintenance": true}),
+            "netops",
+            vec![],
+        ),
+        (
+            json!({"role": "access", "tags": ["a", "critical"]}),
+            "netops",
+            vec!["Tagged critical"],
+        ),
+        (json!({"role": "access", "tags": ["a"]}), "netops", vec![]),
+        (
+            json!({"message": "Interface Gi0/1, Changed State to DOWN", "device": "sw1"}),
+            "netops",
+            vec!["Syslog says changed state"],
+        ),
+        (
+            json!({"message": "Interface Gi0/1 is up", "device": "sw1"}),
+            "netops",
+            vec![],
+        ),
+        (
+            json!({"kind": "flap", "device": "sw1"}),
+            "network-remediation-posted",
+            vec!["Flap seen"],
+        ),
+        (json!({"cpu": [10, 95]}), "netops", vec!["High CPU"]),
+        (json!({"cpu": [10, 50]}), "netops", vec![]),
+        (
+            json!({"servers": [{"age": 3}, {"age": 7}], "site": "x"}),
+            "netops",
+            vec!["Old servers"],
+        ),
+        (
+            json!({"servers": [{"age": 3}], "site": "x"}),
+            "netops",
+            vec![],
+        ),
+    ]
+}
+
+#[test]
+fn an_eda_rulebook_is_translated_checked_and_matches_the_same_events() {
+    let env = Env::new();
+    let src = env.path("eda.yml");
+    std::fs::write(&src, EDA).unwrap();
+    let out = env.path("rulebooks");
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_rulehook"))
+        .args(["import", "ansible-rulebook"])
+        .arg(&src)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(
+        o.status.success(),
+        "{report}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let file = src.display().to_string();
+    for (line, what) in [
+        (10, "source `ansible.eda.range`"),
+        (
+            64,
+            "condition `event.payload.threshold > vars.limit`: `vars.…`",
+        ),
+        (70, "action `set_fact` has no rulehook equivalent"),
+    ] {
+        assert!(
+            report.contains(&format!("{file}:{line}: {what}")),
+            "{line} {what}:\n{report}"
+        );
+    }
+    let written = std::fs::read_to_string(out.join("network-remediation.yml")).unwrap();
+    // Left in the output as comments, not dropped.
+    assert!(
+        written.contains("#   \"condition\": \"event.payload.threshold > vars.limit\""),
+        "{written}"
+    );
+    assert!(written.contains("\"set_fact\""), "{written}");
+    assert!(
+        written.contains("all_of:") && written.contains("name: m_1"),
+        "{written}"
+    );
+
+    // What run_playbook needs to pass `check`: the playbook, and an ansible-playbook.
+    std::fs::create_dir_all(env.path("scripts/playbooks")).unwrap();
+    std::fs::write(
+        env.path("scripts/playbooks/fix.yml"),
+        "- hosts: all\n  tasks: []\n",
+    )
+    .unwrap();
+    let fake = env.path("ansible-playbook");
+    std::fs::write(&fake, "#!/bin/sh\n").unwrap();
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let run = |args: &[&str]| {
+        env.cmd(args)
+            .arg("--ansible-playbook")
+            .arg(&fake)
+            .env("NETOPS_TOKEN", "netops-token-123")
+            .env("EDA_CONTROLLER_URL", "https://aap.example.com")
+            .env("EDA_CONTROLLER_TOKEN", "controller-token-123")
+            .output()
+            .unwrap()
+    };
+    let o = run(&["check"]);
+    assert!(
+        o.status.success(),
+        "check refused the translation:\n{}{}\n{written}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+
+    for (i, (event, source, expected)) in cases().into_iter().enumerate() {
+        let f = env.path(&format!("event-{i}.json"));
+        std::fs::write(&f, event.to_string()).unwrap();
+        let o = run(&[
+            "test",
+            "--event",
+            f.to_str().unwrap(),
+            "--source",
+            source,
+            "--json",
+        ]);
+        let v: Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|_| {
+            panic!(
+                "{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            )
+        });
+        let matched: Vec<&str> = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["matched"] == true)
+            .map(|r| r["rule"].as_str().unwrap())
+            .collect();
+        assert_eq!(matched, expected, "event {event} on {source}: {v}");
+    }
+}
