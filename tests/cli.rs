@@ -150,12 +150,17 @@ fn jsonpath_errors_point_at_the_mistake_with_a_fix() {
         (
             r#"$.details.Assurance Issue Status == "x""#,
             26,
-            "keys with spaces need brackets: `$.details['Assurance Issue Status']`",
+            r#"keys with spaces need brackets: `$.details['Assurance Issue Status'] == "x"`"#,
         ),
         (
             r#"$.tags[*] == "core""#,
             17,
-            r#"use a filter, `$.tags[?@ == "core"]`"#,
+            r#"use a filter: `$.tags[?@ == "core"]`"#,
+        ),
+        (
+            r#"$.alerts[*].labels.severity == "critical""#,
+            17,
+            r#"use a filter: `$.alerts[?@.labels.severity == "critical"]`"#,
         ),
     ] {
         let err = check_one(&with_condition(cond));
