@@ -56,8 +56,10 @@ pub enum Command {
     Jobs(history::JobsArgs),
     /// Send a stored event through the current rules again, as a new event.
     Replay(history::IdArgs),
-    /// Queue a dead letter (a job that failed for good) again.
-    Rerun(history::IdArgs),
+    /// Queue a dead letter (a job that failed for good) again: the current version of its rule
+    /// when the rule changed since the match (your fix), else (or with --as-matched) the version
+    /// it matched, from the action that failed.
+    Rerun(history::RerunArgs),
 }
 
 #[derive(Debug, Clone, Args)]
