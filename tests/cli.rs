@@ -292,7 +292,7 @@ fn a_render_error_names_the_variable_rule_and_where_the_template_is() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         text.contains("`event.snapshot.idd` is undefined (in the template at ")
-            && text.contains("t.yml:6:26)"),
+            && text.contains("t.yml:6:31)"),
         "{text}"
     );
     assert!(
