@@ -482,38 +482,30 @@ fn read_events(path: &std::path::Path) -> anyhow::Result<Vec<(String, Value)>> {
     Ok(out)
 }
 
-/// The actions a correlation that fired would run, rendered with `events` as a job sees them.
+/// The actions a correlation that fired would run, rendered with `events` and `correlation`
+/// as a job sees them.
 fn would_run(
     set: &RuleSet,
     rule: usize,
     took_part: &[crate::domain::Participant],
+    deadline: Option<i64>,
     bodies: &std::collections::HashMap<String, Value>,
     event: &Value,
     id: &str,
 ) -> Vec<String> {
     let r = &set.rules[rule];
-    let count = matches!(
-        r.correlate.as_ref().map(|c| c.kind),
-        Some(crate::rules::correlate::Kind::Count(_))
-    );
-    let mut evs = serde_json::Map::new();
-    for p in took_part {
-        let b = bodies.get(&p.id).cloned().unwrap_or(Value::Null);
-        if count {
-            let list = evs.entry(p.name.clone()).or_insert_with(|| json!([]));
-            if let Value::Array(v) = list {
-                v.push(b);
-            }
-        } else {
-            evs.insert(p.name.clone(), b);
+    let (evs, correlation) = match &r.correlate {
+        Some(c) => {
+            let with_bodies: Vec<_> = took_part
+                .iter()
+                .map(|p| (p, bodies.get(&p.id).cloned().unwrap_or(Value::Null)))
+                .collect();
+            c.template_context(&c.group(event), &with_bodies, deadline)
         }
-    }
+        None => (Value::Null, Value::Null),
+    };
     let ctx = crate::templates::context(json!({
-        "event": event, "events": evs,
-        "correlation": {
-            "kind": r.correlate.as_ref().map(|c| c.kind.as_str()),
-            "events": took_part.iter().map(|p| json!({"name": p.name, "id": p.id})).collect::<Vec<_>>(),
-        },
+        "event": event, "events": evs, "correlation": correlation,
         "meta": {"id": id, "rulebook": r.rulebook, "rule": r.name},
     }));
     r.actions
@@ -569,6 +561,7 @@ fn sequence(t: &TestArgs, set: &RuleSet, events: Vec<(String, Value)>) -> anyhow
                 set,
                 rule,
                 &[first],
+                Some(deadline),
                 &bodies,
                 &opened_body,
                 &opened,
@@ -608,7 +601,9 @@ fn sequence(t: &TestArgs, set: &RuleSet, events: Vec<(String, Value)>) -> anyhow
                     match o.state {
                         CorrelationState::Fired => {
                             lines.push(format!("FIRE     {rname} with {}", held.join(", ")));
-                            lines.extend(would_run(set, d.rule, &o.events, &bodies, body, &id));
+                            lines.extend(would_run(
+                                set, d.rule, &o.events, o.deadline, &bodies, body, &id,
+                            ));
                             item["fired"] = json!(true);
                         }
                         CorrelationState::Waiting => {

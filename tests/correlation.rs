@@ -590,3 +590,64 @@ async fn on_jetstream_a_partial_match_is_shared_by_the_nodes() {
     assert_eq!(messages, ["r1 still down"]);
     two.shutdown(Duration::from_secs(2)).await;
 }
+
+/// `rulehook test` renders a correlation rule's actions with what a live job sees:
+/// `correlation.kind`, `.group`, `.events` and `.deadline`, and `events` (a sequence of events
+/// and one event alone).
+#[test]
+fn rulehook_test_gives_correlation_templates_what_a_job_sees() {
+    let msg = "{{ correlation.kind }} {{ correlation.group[0] }} {{ correlation.events | length }} deadline={{ correlation.deadline }} {{ events.down.device }}";
+    for (spec, kind) in [(SEQUENCE, "sequence"), (ABSENCE, "absence")] {
+        let b = Bench::new(&rulebook(spec, msg));
+        let p = b.dir.path();
+        let run = |event: &std::path::Path| {
+            let out = std::process::Command::new(env!("CARGO_BIN_EXE_rulehook"))
+                .args(["test", "--every", "1m", "--event"])
+                .arg(event)
+                .arg("--rulebooks")
+                .arg(p.join("rulebooks"))
+                .arg("--scripts")
+                .arg(p.join("scripts"))
+                .arg("--templates")
+                .arg(p.join("templates"))
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        let seq = p.join("seq.json");
+        let events = if kind == "absence" {
+            vec![
+                ev("down"),
+                json!({"x": 1}),
+                json!({"x": 2}),
+                json!({"x": 3}),
+            ]
+        } else {
+            vec![ev("down"), ev("up")]
+        };
+        let text: Vec<String> = events.iter().map(|e| e.to_string()).collect();
+        std::fs::write(&seq, text.join("\n")).unwrap();
+        let out = run(&seq);
+        assert!(!out.contains("render_error"), "{kind}: {out}");
+        // An absence fires at its deadline; a sequence that fired has none (as live).
+        let deadline = if kind == "absence" {
+            "deadline=1970-01-01T00:02:00"
+        } else {
+            "deadline=none"
+        };
+        assert!(
+            out.to_lowercase().contains(&format!("{kind} r1 "))
+                && out.to_lowercase().contains(&deadline.to_lowercase()),
+            "{kind}: {out}"
+        );
+        assert!(out.contains(" r1\""), "{kind}: events.down: {out}");
+        let one = p.join("one.json");
+        std::fs::write(&one, ev("down").to_string()).unwrap();
+        let out = run(&one);
+        assert!(!out.contains("render_error"), "{kind}, one event: {out}");
+        assert!(
+            out.contains(&format!("{kind} r1 1 deadline=")),
+            "{kind}: {out}"
+        );
+    }
+}

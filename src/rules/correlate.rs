@@ -90,6 +90,40 @@ pub struct Observed {
 }
 
 impl Correlation {
+    /// What a correlation job's templates see: `events` (each name's body; for `count`, a list
+    /// of bodies) and `correlation` (`kind`, `group`, `events` with id and time, `deadline`).
+    /// One shape for live jobs, `rulehook test` and the console's Try.
+    pub fn template_context(
+        &self,
+        group: &str,
+        took_part: &[(&Participant, serde_json::Value)],
+        deadline: Option<i64>,
+    ) -> (serde_json::Value, serde_json::Value) {
+        use serde_json::{Value, json};
+        let mut events = serde_json::Map::new();
+        for (p, body) in took_part {
+            if matches!(self.kind, Kind::Count(_)) {
+                let list = events
+                    .entry(p.name.clone())
+                    .or_insert_with(|| Value::Array(Vec::new()));
+                if let Value::Array(items) = list {
+                    items.push(body.clone());
+                }
+            } else {
+                events.insert(p.name.clone(), body.clone());
+            }
+        }
+        let meta = json!({
+            "kind": self.kind.as_str(),
+            "group": serde_json::from_str::<Value>(group).unwrap_or(Value::Null),
+            "events": took_part.iter().map(|(p, _)| json!({
+                "name": p.name, "id": p.id, "at": crate::domain::rfc3339(p.at),
+            })).collect::<Vec<_>>(),
+            "deadline": deadline.map(crate::domain::rfc3339),
+        });
+        (Value::Object(events), meta)
+    }
+
     /// The group an event falls in: the `group_by` values as a JSON array text.
     /// A query that selects one value stands for it; one that selects none, `null`; more, the list.
     pub fn group(&self, body: &serde_json::Value) -> String {
