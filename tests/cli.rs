@@ -403,3 +403,44 @@ fn kind_none_warns_with_file_and_line() {
         "{err}"
     );
 }
+
+/// `check` reports every structural problem of a rulebook at once, each at its place: one does
+/// not hide the next (in the same rule, or in other rules and sources).
+#[test]
+fn check_reports_every_structural_problem_at_once() {
+    let err = check_one(
+        r#"sources:
+  - { name: s, kind: none, colour: red }
+  - { name: t, kind: none }
+rules:
+  - name: a
+    sevrity: high
+    condtion: '$.a == 1'
+    actions:
+      - log: { message: hi }
+  - name: b
+    actions:
+      - log:
+        message: hi
+  - name: c
+    actions:
+      - run_scrpt: { script: x.sh }
+  - name: d
+    actions:
+      - log: { message: fine }
+"#,
+    );
+    for want in [
+        "t.yml:2:",
+        "unknown key `colour`",
+        "t.yml:6:5: unknown key `sevrity`",
+        "t.yml:7:5: unknown key `condtion`; did you mean `condition`?",
+        "t.yml:12:",
+        "`log:` has no value",
+        "t.yml:16:",
+        "unknown action `run_scrpt`; did you mean `run_script`?",
+    ] {
+        assert!(err.contains(want), "missing {want:?} in\n{err}");
+    }
+    assert!(err.contains("5 error(s)"), "{err}");
+}

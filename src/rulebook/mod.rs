@@ -4,6 +4,7 @@
 
 pub mod compile;
 pub mod model;
+pub mod recover;
 pub mod yaml_error;
 
 use std::fmt;
