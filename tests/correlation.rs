@@ -651,3 +651,34 @@ fn rulehook_test_gives_correlation_templates_what_a_job_sees() {
         );
     }
 }
+
+/// An event a correlation only holds is not listed as matching it (held is not matched), in
+/// the stored list and in the live one; the event that makes it fire is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_a_correlation_only_holds_is_not_listed_as_matched() {
+    let b = Bench::new(&rulebook(SEQUENCE, "back"));
+    let (engine, store) = b.start();
+    let mut live = engine.subscribe();
+    let down = send(&engine, ev("down"), "d1").await;
+    let row = live.recv().await.unwrap();
+    assert_eq!(row.row.id, down);
+    assert!(row.row.rules.is_empty(), "live: {:?}", row.row.rules);
+    let up = send(&engine, ev("up"), "d2").await;
+    let row = live.recv().await.unwrap();
+    assert_eq!(row.row.rules, vec!["r".to_string()], "live");
+    finished(&store, &up).await;
+    let rows = store
+        .history
+        .events(rulehook::store::EventFilter {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let rules_of = |id: &str| rows.iter().find(|r| r.id == id).unwrap().rules.clone();
+    assert!(rules_of(&down).is_empty(), "{rows:?}");
+    let held = rows.iter().find(|r| r.id == down).unwrap();
+    assert_eq!(held.throttled, 0, "held is not throttled either: {rows:?}");
+    assert_eq!(rules_of(&up), vec!["r".to_string()]);
+    engine.shutdown(Duration::from_secs(1)).await;
+}

@@ -365,6 +365,13 @@ impl Engine {
                 (i, m.throttled.is_some(), m.creates_job())
             })
             .collect();
+        // The rules the event matched as the list shows them: held is not matched.
+        let listed: Vec<String> = matches
+            .iter()
+            .filter(|m| !m.is_partial())
+            .map(|m| m.rule.clone())
+            .collect();
+        let listed_n = listed.len();
         let envelope = Envelope {
             event: event.clone(),
             matches,
@@ -421,11 +428,8 @@ impl Engine {
                         delivery_id: event.delivery.clone(),
                         duplicates: 0,
                         matched_rules: jobs.len(),
-                        rules: matched
-                            .iter()
-                            .map(|&i| rules.rules[i].name.clone())
-                            .collect(),
-                        throttled: matched.len() - jobs.len(),
+                        rules: listed,
+                        throttled: listed_n.saturating_sub(jobs.len()),
                         status: EventStatus::of(matched.len(), jobs.len(), jobs.len(), 0),
                         parent: event.parent.clone(),
                     };
