@@ -649,3 +649,71 @@ async fn a_dead_letter_of_a_changed_rule_offers_the_fix_and_the_version_matched(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// The event page says what a correlation holds and waits for, and an absence that did not
+/// fire reads as such: not a green `done`, not "waiting for a worker".
+#[tokio::test]
+async fn the_event_page_shows_what_a_correlation_holds_and_an_absence_that_did_not_fire() {
+    let env = common::Env::new();
+    env.rulebook(
+        "c.yml",
+        &format!(
+            r#"sources:
+  - {{ name: in, kind: bearer, secret: {SOURCE_TOKEN} }}
+rules:
+  - name: pair
+    correlate:
+      within: 10m
+      group_by: ['$.device']
+      sequence:
+        - {{ name: down, condition: '$.state == "down"' }}
+        - {{ name: up, condition: '$.state == "up"' }}
+    actions: [{{ log: {{ message: back }} }}]
+  - name: stays-down
+    correlate:
+      within: 1s
+      group_by: ['$.device']
+      absence:
+        after: {{ name: down, condition: '$.state == "down"' }}
+        missing: {{ name: up, condition: '$.state == "up"' }}
+    actions: [{{ log: {{ message: gone }} }}]
+"#
+        ),
+    );
+    let server = Server::start(&env, &[], &[]);
+    let c = client();
+    let down = send(&c, &server, &json!({"device": "r1", "state": "down"})).await;
+    let (_, html) = page(&c, &server, &format!("/console/events/{down}")).await;
+    assert!(
+        html.contains("holds down=") && html.contains("waits for up"),
+        "{html}"
+    );
+    let (ok, out) = {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_rulehook"))
+            .args(["event", &down, "--url", &server.base])
+            .env_remove("RULEHOOK_URL")
+            .output()
+            .unwrap();
+        (
+            o.status.success(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+        )
+    };
+    assert!(ok && out.contains("holds down="), "{out}");
+    assert!(out.contains("waits for up"), "{out}");
+    send(&c, &server, &json!({"device": "r1", "state": "up"})).await;
+    let start = Instant::now();
+    loop {
+        let (_, html) = page(&c, &server, &format!("/console/events/{down}")).await;
+        if html.contains("did not fire") {
+            assert!(!html.contains("No attempt yet"), "{html}");
+            assert!(
+                html.contains("stays-down <span class=\"status not-fired\">"),
+                "{html}"
+            );
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "{html}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

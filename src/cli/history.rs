@@ -325,18 +325,35 @@ pub fn timeline(v: &Value) -> String {
     for c in v["children"].as_array().into_iter().flatten() {
         let _ = writeln!(o, "  emitted {}", s(c));
     }
+    for c in v["correlations"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            o,
+            "correlation {}/{}  {}",
+            s(&c["rulebook"]),
+            s(&c["rule"]),
+            s(&c["summary"])
+        );
+    }
     for m in v["matches"].as_array().into_iter().flatten() {
+        let error = m["error"].as_str().unwrap_or_default();
+        let not_fired = m["status"] == "done" && error.starts_with(crate::domain::DID_NOT_FIRE);
+        let status = if not_fired {
+            "not fired"
+        } else {
+            s(&m["status"])
+        };
         let _ = writeln!(
             o,
             "matched {}/{}  job {}  {}{}",
             s(&m["rulebook"]),
             s(&m["rule"]),
             s(&m["id"]),
-            s(&m["status"]),
-            m["error"]
-                .as_str()
-                .map(|e| format!(": {e}"))
-                .unwrap_or_default()
+            status,
+            if error.is_empty() {
+                String::new()
+            } else {
+                format!(": {error}")
+            }
         );
         for at in m["attempts"].as_array().into_iter().flatten() {
             let phase = if at["phase"] == "on_failure" {

@@ -200,6 +200,9 @@ struct JobView {
     rulebook: String,
     rule: String,
     status: JobState,
+    /// The status badge: the job's state, or `not-fired` for an absence whose missing event
+    /// came in time (done without running anything).
+    badge: &'static str,
     error: Option<String>,
     /// Its rule changed since the match: a re-run runs the fix unless asked otherwise.
     rule_changed: bool,
@@ -257,6 +260,14 @@ pub async fn event(
             rulebook: m.rulebook.clone(),
             rule: m.rule.clone(),
             status: m.status,
+            badge: match &m.error {
+                Some(e)
+                    if m.status == JobState::Done && e.starts_with(crate::domain::DID_NOT_FIRE) =>
+                {
+                    "not-fired"
+                }
+                _ => m.status.as_str(),
+            },
             error: m.error.clone(),
             rule_changed: !rules.rules.iter().any(|r| {
                 r.rulebook == m.rulebook && r.name == m.rule && r.fingerprint == m.fingerprint
@@ -299,6 +310,7 @@ pub async fn event(
             "headers": views::masked_headers(&detail.headers),
             "body": views::pretty(&detail.body),
             "jobs": jobs, "throttled": detail.throttled, "not_matched": not_matched,
+            "correlations": detail.correlations,
             "notice": notice_text(&n),
         }),
     )

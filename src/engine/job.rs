@@ -204,7 +204,8 @@ impl Engine {
                     if !self.absence_open(rule, c, &cd, &event.id).await? {
                         let missing = c.steps.get(1).map(|s| s.name.as_str()).unwrap_or("");
                         let msg = format!(
-                            "did not fire: `{missing}` came within the window (or the partial match was evicted, or the rule changed)"
+                            "{}: `{missing}` came within the window (or the partial match was evicted, or the rule changed)",
+                            crate::domain::DID_NOT_FIRE
                         );
                         tracing::debug!(job = %lease.job.id, "{msg}");
                         return queue.ack(lease, step, JobState::Done, Some(msg)).await;
