@@ -962,12 +962,25 @@ fn compile_correlate(
         }
     };
     let within = within?;
+    let one_window_per_group = match c.absence.as_ref().and_then(|a| a.value.windows.as_ref()) {
+        None => false,
+        Some(w) if w.value == "per_event" => false,
+        Some(w) if w.value == "per_group" => true,
+        Some(w) => {
+            cx.err(
+                &w.referenced,
+                format!("absence.windows `{}`: use per_event or per_group", w.value),
+            );
+            return None;
+        }
+    };
     ok.then_some(Correlation {
         kind,
         steps,
         within,
         group_by,
         max_open,
+        one_window_per_group,
     })
 }
 
