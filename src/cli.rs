@@ -58,8 +58,10 @@ pub enum Command {
     Jobs(history::JobsArgs),
     /// Send a stored event through the current rules again, as a new event.
     Replay(history::IdArgs),
-    /// Queue a dead letter (a job that failed for good) again.
-    Rerun(history::IdArgs),
+    /// Queue a dead letter (a job that failed for good) again: the current version of its rule
+    /// when the rule changed since the match (your fix), else (or with --as-matched) the version
+    /// it matched, from the action that failed.
+    Rerun(history::RerunArgs),
     /// Translate another tool's rulebook: `import ansible-rulebook FILE --out DIR`.
     Import(import::ImportArgs),
 }
@@ -519,38 +521,30 @@ fn read_events(path: &std::path::Path) -> anyhow::Result<Vec<(String, Value)>> {
     Ok(out)
 }
 
-/// The actions a correlation that fired would run, rendered with `events` as a job sees them.
+/// The actions a correlation that fired would run, rendered with `events` and `correlation`
+/// as a job sees them.
 fn would_run(
     set: &RuleSet,
     rule: usize,
     took_part: &[crate::domain::Participant],
+    deadline: Option<i64>,
     bodies: &std::collections::HashMap<String, Value>,
     event: &Value,
     id: &str,
 ) -> Vec<String> {
     let r = &set.rules[rule];
-    let count = matches!(
-        r.correlate.as_ref().map(|c| c.kind),
-        Some(crate::rules::correlate::Kind::Count(_))
-    );
-    let mut evs = serde_json::Map::new();
-    for p in took_part {
-        let b = bodies.get(&p.id).cloned().unwrap_or(Value::Null);
-        if count {
-            let list = evs.entry(p.name.clone()).or_insert_with(|| json!([]));
-            if let Value::Array(v) = list {
-                v.push(b);
-            }
-        } else {
-            evs.insert(p.name.clone(), b);
+    let (evs, correlation) = match &r.correlate {
+        Some(c) => {
+            let with_bodies: Vec<_> = took_part
+                .iter()
+                .map(|p| (p, bodies.get(&p.id).cloned().unwrap_or(Value::Null)))
+                .collect();
+            c.template_context(&c.group(event), &with_bodies, deadline)
         }
-    }
+        None => (Value::Null, Value::Null),
+    };
     let ctx = crate::templates::context(json!({
-        "event": event, "events": evs,
-        "correlation": {
-            "kind": r.correlate.as_ref().map(|c| c.kind.as_str()),
-            "events": took_part.iter().map(|p| json!({"name": p.name, "id": p.id})).collect::<Vec<_>>(),
-        },
+        "event": event, "events": evs, "correlation": correlation,
         "meta": {"id": id, "rulebook": r.rulebook, "rule": r.name},
     }));
     r.actions
@@ -606,6 +600,7 @@ fn sequence(t: &TestArgs, set: &RuleSet, events: Vec<(String, Value)>) -> anyhow
                 set,
                 rule,
                 &[first],
+                Some(deadline),
                 &bodies,
                 &opened_body,
                 &opened,
@@ -645,7 +640,9 @@ fn sequence(t: &TestArgs, set: &RuleSet, events: Vec<(String, Value)>) -> anyhow
                     match o.state {
                         CorrelationState::Fired => {
                             lines.push(format!("FIRE     {rname} with {}", held.join(", ")));
-                            lines.extend(would_run(set, d.rule, &o.events, &bodies, body, &id));
+                            lines.extend(would_run(
+                                set, d.rule, &o.events, o.deadline, &bodies, body, &id,
+                            ));
                             item["fired"] = json!(true);
                         }
                         CorrelationState::Waiting => {

@@ -141,6 +141,10 @@ pub struct Correlated {
     pub closed: Vec<String>,
 }
 
+/// How the job of an absence whose missing event came in time ends (done, no action run): its
+/// error starts with this, and the console and `rulehook event` show it as "did not fire".
+pub const DID_NOT_FIRE: &str = "did not fire";
+
 /// Where a correlation stands after an event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -590,3 +590,95 @@ async fn on_jetstream_a_partial_match_is_shared_by_the_nodes() {
     assert_eq!(messages, ["r1 still down"]);
     two.shutdown(Duration::from_secs(2)).await;
 }
+
+/// `rulehook test` renders a correlation rule's actions with what a live job sees:
+/// `correlation.kind`, `.group`, `.events` and `.deadline`, and `events` (a sequence of events
+/// and one event alone).
+#[test]
+fn rulehook_test_gives_correlation_templates_what_a_job_sees() {
+    let msg = "{{ correlation.kind }} {{ correlation.group[0] }} {{ correlation.events | length }} deadline={{ correlation.deadline }} {{ events.down.device }}";
+    for (spec, kind) in [(SEQUENCE, "sequence"), (ABSENCE, "absence")] {
+        let b = Bench::new(&rulebook(spec, msg));
+        let p = b.dir.path();
+        let run = |event: &std::path::Path| {
+            let out = std::process::Command::new(env!("CARGO_BIN_EXE_rulehook"))
+                .args(["test", "--every", "1m", "--event"])
+                .arg(event)
+                .arg("--rulebooks")
+                .arg(p.join("rulebooks"))
+                .arg("--scripts")
+                .arg(p.join("scripts"))
+                .arg("--templates")
+                .arg(p.join("templates"))
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        let seq = p.join("seq.json");
+        let events = if kind == "absence" {
+            vec![
+                ev("down"),
+                json!({"x": 1}),
+                json!({"x": 2}),
+                json!({"x": 3}),
+            ]
+        } else {
+            vec![ev("down"), ev("up")]
+        };
+        let text: Vec<String> = events.iter().map(|e| e.to_string()).collect();
+        std::fs::write(&seq, text.join("\n")).unwrap();
+        let out = run(&seq);
+        assert!(!out.contains("render_error"), "{kind}: {out}");
+        // An absence fires at its deadline; a sequence that fired has none (as live).
+        let deadline = if kind == "absence" {
+            "deadline=1970-01-01T00:02:00"
+        } else {
+            "deadline=none"
+        };
+        assert!(
+            out.to_lowercase().contains(&format!("{kind} r1 "))
+                && out.to_lowercase().contains(&deadline.to_lowercase()),
+            "{kind}: {out}"
+        );
+        assert!(out.contains(" r1\""), "{kind}: events.down: {out}");
+        let one = p.join("one.json");
+        std::fs::write(&one, ev("down").to_string()).unwrap();
+        let out = run(&one);
+        assert!(!out.contains("render_error"), "{kind}, one event: {out}");
+        assert!(
+            out.contains(&format!("{kind} r1 1 deadline=")),
+            "{kind}: {out}"
+        );
+    }
+}
+
+/// An event a correlation only holds is not listed as matching it (held is not matched), in
+/// the stored list and in the live one; the event that makes it fire is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_a_correlation_only_holds_is_not_listed_as_matched() {
+    let b = Bench::new(&rulebook(SEQUENCE, "back"));
+    let (engine, store) = b.start();
+    let mut live = engine.subscribe();
+    let down = send(&engine, ev("down"), "d1").await;
+    let row = live.recv().await.unwrap();
+    assert_eq!(row.row.id, down);
+    assert!(row.row.rules.is_empty(), "live: {:?}", row.row.rules);
+    let up = send(&engine, ev("up"), "d2").await;
+    let row = live.recv().await.unwrap();
+    assert_eq!(row.row.rules, vec!["r".to_string()], "live");
+    finished(&store, &up).await;
+    let rows = store
+        .history
+        .events(rulehook::store::EventFilter {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let rules_of = |id: &str| rows.iter().find(|r| r.id == id).unwrap().rules.clone();
+    assert!(rules_of(&down).is_empty(), "{rows:?}");
+    let held = rows.iter().find(|r| r.id == down).unwrap();
+    assert_eq!(held.throttled, 0, "held is not throttled either: {rows:?}");
+    assert_eq!(rules_of(&up), vec!["r".to_string()]);
+    engine.shutdown(Duration::from_secs(1)).await;
+}

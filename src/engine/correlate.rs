@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::Engine;
 use crate::domain::{Correlated, CorrelationState, Event, StoreError};
@@ -260,32 +260,15 @@ impl Engine {
         c: &Correlation,
         correlated: &Correlated,
     ) -> Result<(Value, Value), StoreError> {
-        let mut events = serde_json::Map::new();
+        let mut took_part = Vec::with_capacity(correlated.events.len());
         for p in &correlated.events {
             let body = match self.store.log.event(&p.id).await? {
                 Some(e) => e.body().clone(),
                 None => Value::Null,
             };
-            if matches!(c.kind, Kind::Count(_)) {
-                let list = events
-                    .entry(p.name.clone())
-                    .or_insert_with(|| Value::Array(Vec::new()));
-                if let Value::Array(items) = list {
-                    items.push(body);
-                }
-            } else {
-                events.insert(p.name.clone(), body);
-            }
+            took_part.push((p, body));
         }
-        let meta = json!({
-            "kind": correlated.kind,
-            "group": serde_json::from_str::<Value>(&correlated.group).unwrap_or(Value::Null),
-            "events": correlated.events.iter().map(|p| json!({
-                "name": p.name, "id": p.id, "at": crate::domain::rfc3339(p.at),
-            })).collect::<Vec<_>>(),
-            "deadline": correlated.deadline.map(crate::domain::rfc3339),
-        });
-        Ok((Value::Object(events), meta))
+        Ok(c.template_context(&correlated.group, &took_part, correlated.deadline))
     }
 }
 

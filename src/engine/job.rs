@@ -6,6 +6,8 @@
 //!    └ failed for good ──▶ OnFailure(0) with `failure` ──▶ … ──▶ ack Failed (a dead letter)
 //!                      └─ (no on_failure) ──────────────────────────▶ ack Failed
 //! rule version neither in memory nor in the archive ──▶ ack Failed "rule changed since the match"
+//! re-run (`Engine::rerun`): rule unchanged ─▶ Main(failed index); changed ─▶ Main(0) on the
+//! current version (generation+1); changed, `as_matched` ─▶ Main(failed index), version matched
 //! ```
 //! Every arrow that moves to another action is recorded (`progress`) before that action starts,
 //! so a crash resumes at the step recorded, with the same run ids and the real `failure`.
@@ -221,7 +223,8 @@ impl Engine {
                     if !self.absence_open(rule, c, &cd, &event.id).await? {
                         let missing = c.steps.get(1).map(|s| s.name.as_str()).unwrap_or("");
                         let msg = format!(
-                            "did not fire: `{missing}` came within the window (or the partial match was evicted, or the rule changed)"
+                            "{}: `{missing}` came within the window (or the partial match was evicted, or the rule changed)",
+                            crate::domain::DID_NOT_FIRE
                         );
                         tracing::debug!(job = %lease.job.id, "{msg}");
                         return queue.ack(lease, step, JobState::Done, Some(msg)).await;

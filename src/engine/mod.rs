@@ -48,14 +48,33 @@ pub struct Ingested {
 /// What a re-run request did.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Rerun {
-    /// Queued again, on the rule version it matched (from the action that failed).
-    Queued,
-    /// Queued again on the current version of a rule that changed (from its first action).
-    QueuedOnCurrentRule,
-    /// No failed job has that id.
-    NotFailed,
-    /// Its rule no longer exists.
+    /// Queued again on the rule version it matched, from the action that failed. `changed`:
+    /// the rule changed since the match (the old version was asked for with `as_matched`).
+    AsMatched { changed: bool },
+    /// Queued again on the current version of a rule that changed since the match, from its
+    /// first action under new run ids.
+    OnCurrentRule,
+    /// No job has that id.
+    NotFound,
+    /// The job has not failed for good (it is pending or done).
+    NotFailed(JobState),
+    /// Its rule no longer exists (and the version it matched is gone too).
     RuleGone,
+    /// `as_matched`, but the version it matched is neither in memory nor in the archive.
+    VersionGone,
+}
+
+/// What a queued re-run runs, in words (API, CLI and console say the same).
+pub fn rerun_text(current: bool, changed: bool) -> &'static str {
+    match (current, changed) {
+        (true, _) => {
+            "the current version of its rule (the rule changed since the match: your fix), from its first action"
+        }
+        (false, true) => {
+            "the rule version it matched (as asked; the rule changed since), from the action that failed"
+        }
+        (false, false) => "its rule (unchanged since the match), from the action that failed",
+    }
 }
 
 /// Engine settings beyond the rules and the store.
@@ -346,6 +365,13 @@ impl Engine {
                 (i, m.throttled.is_some(), m.creates_job())
             })
             .collect();
+        // The rules the event matched as the list shows them: held is not matched.
+        let listed: Vec<String> = matches
+            .iter()
+            .filter(|m| !m.is_partial())
+            .map(|m| m.rule.clone())
+            .collect();
+        let listed_n = listed.len();
         let envelope = Envelope {
             event: event.clone(),
             matches,
@@ -402,11 +428,8 @@ impl Engine {
                         delivery_id: event.delivery.clone(),
                         duplicates: 0,
                         matched_rules: jobs.len(),
-                        rules: matched
-                            .iter()
-                            .map(|&i| rules.rules[i].name.clone())
-                            .collect(),
-                        throttled: matched.len() - jobs.len(),
+                        rules: listed,
+                        throttled: listed_n.saturating_sub(jobs.len()),
                         status: EventStatus::of(matched.len(), jobs.len(), jobs.len(), 0),
                         parent: event.parent.clone(),
                     };
@@ -469,19 +492,35 @@ impl Engine {
         self.ingest(event).await.map(Some)
     }
 
-    /// Puts a dead letter back in the queue. On the rule version it matched, it resumes at the
-    /// action that failed, with a fresh retry budget; when that version is gone, it runs the
-    /// current version from its first action under new run ids.
-    pub async fn rerun(&self, job_id: &str) -> Result<Rerun, StoreError> {
+    /// Puts a dead letter back in the queue. When its rule is unchanged since the match, it
+    /// resumes at the action that failed, with a fresh retry budget. When the rule changed (a
+    /// fix), it runs the current version from its first action under new run ids; with
+    /// `as_matched` it runs the version it matched instead (from memory or the rule archive).
+    pub async fn rerun(&self, job_id: &str, as_matched: bool) -> Result<Rerun, StoreError> {
         let Some((mut job, state)) = self.store.history.job(job_id).await? else {
-            return Ok(Rerun::NotFailed);
+            return Ok(Rerun::NotFound);
         };
         if state != JobState::Failed {
-            return Ok(Rerun::NotFailed);
+            return Ok(Rerun::NotFailed(state));
         }
         let current = self.rules();
-        let same = self.rule_version(&job.key, &job.fingerprint).is_some();
-        let answer = if same {
+        let now = current.rule_by_key(&job.key);
+        let changed = now.is_none_or(|i| current.rules[i].fingerprint != job.fingerprint);
+        let resume = if !changed {
+            true
+        } else if as_matched {
+            let kept = match self.rule_version(&job.key, &job.fingerprint) {
+                Some(v) => Some(v),
+                None => self.restore_version(&job.key, &job.fingerprint).await,
+            };
+            if kept.is_none() {
+                return Ok(Rerun::VersionGone);
+            }
+            true
+        } else {
+            false
+        };
+        let answer = if resume {
             let (index, attempts) = job
                 .step
                 .failed_at
@@ -496,9 +535,9 @@ impl Engine {
                 generation: job.step.generation,
                 ..Step::default()
             };
-            Rerun::Queued
+            Rerun::AsMatched { changed }
         } else {
-            let Some(i) = current.rule_by_key(&job.key) else {
+            let Some(i) = now else {
                 return Ok(Rerun::RuleGone);
             };
             job.fingerprint = current.rules[i].fingerprint.clone();
@@ -506,12 +545,12 @@ impl Engine {
                 generation: job.step.generation + 1,
                 ..Step::default()
             };
-            Rerun::QueuedOnCurrentRule
+            Rerun::OnCurrentRule
         };
         Ok(if self.store.queue.rerun(job).await? {
             answer
         } else {
-            Rerun::NotFailed
+            Rerun::NotFailed(JobState::Pending)
         })
     }
 

@@ -30,8 +30,14 @@ pub enum ApiError {
     BadQuery(String),
     #[error("no event with this id")]
     NoSuchEvent,
-    #[error("no failed job with this id")]
+    #[error("no job with this id")]
     NoSuchJob,
+    #[error("this job is {0}, not a dead letter: only jobs that failed for good can be re-run")]
+    NotFailed(&'static str),
+    #[error(
+        "the rule version this job matched is neither loaded nor in the rule archive; re-run it without `as_matched` to run the current version"
+    )]
+    VersionGone,
     #[error("the rule of this job no longer exists; it cannot be re-run")]
     RuleGone,
     #[error("rate limit exceeded for this source; retry after {0} s")]
@@ -79,6 +85,8 @@ impl ApiError {
             ApiError::BadQuery(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             ApiError::NoSuchEvent | ApiError::NoSuchJob => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::RuleGone => (StatusCode::CONFLICT, "rule_gone"),
+            ApiError::NotFailed(_) => (StatusCode::CONFLICT, "not_failed"),
+            ApiError::VersionGone => (StatusCode::CONFLICT, "version_gone"),
             ApiError::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             ApiError::BodyTimeout => (StatusCode::REQUEST_TIMEOUT, "body_timeout"),
             ApiError::NotIngest => (StatusCode::SERVICE_UNAVAILABLE, "not_an_ingest_node"),

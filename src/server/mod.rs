@@ -20,7 +20,7 @@ use serde_json::json;
 
 use crate::domain::JobState;
 use crate::engine::Engine;
-use crate::engine::Rerun;
+use crate::engine::{Rerun, rerun_text};
 use crate::rules::RuleSet;
 use crate::store::{EventDetail, EventFilter, EventStatus, JobFilter};
 use crate::telemetry::names;
@@ -153,23 +153,40 @@ async fn status(_: Admin, State(state): State<AppState>) -> Result<Response, Api
     .into_response())
 }
 
-/// Re-runs a dead letter (a job that failed for good) from the action that failed.
+/// `?as_matched=true`: re-run on the rule version the job matched even if the rule changed.
+#[derive(Debug, Default, serde::Deserialize)]
+struct RerunQuery {
+    #[serde(default)]
+    as_matched: bool,
+}
+
+/// Re-runs a dead letter (a job that failed for good): the current version of its rule when
+/// the rule changed since the match, else (or with `as_matched`) the version it matched, from
+/// the action that failed.
 async fn rerun(
     _: Admin,
     State(state): State<AppState>,
     Path(id): Path<String>,
+    q: Result<Query<RerunQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let on = match state.engine.rerun(&id).await? {
-        Rerun::NotFailed => return Err(ApiError::NoSuchJob),
+    let Query(q) = q.map_err(|e| ApiError::BadQuery(e.body_text()))?;
+    let (version, changed) = match state.engine.rerun(&id, q.as_matched).await? {
+        Rerun::NotFound => return Err(ApiError::NoSuchJob),
+        Rerun::NotFailed(s) => return Err(ApiError::NotFailed(s.as_str())),
         Rerun::RuleGone => return Err(ApiError::RuleGone),
-        Rerun::Queued => "the rule version it matched, from the action that failed",
-        Rerun::QueuedOnCurrentRule => {
-            "the current version of its rule (it changed), from its first action"
-        }
+        Rerun::VersionGone => return Err(ApiError::VersionGone),
+        Rerun::AsMatched { changed } => ("matched", changed),
+        Rerun::OnCurrentRule => ("current", true),
     };
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({"job": id, "status": "pending", "runs": on})),
+        Json(json!({
+            "job": id,
+            "status": "pending",
+            "runs": rerun_text(version == "current", changed),
+            "version": version,
+            "rule_changed": changed,
+        })),
     )
         .into_response())
 }
