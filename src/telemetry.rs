@@ -40,6 +40,8 @@ pub mod names {
     /// Every pending job (in memory or only in storage), against `--max-pending`.
     pub const PENDING: &str = "rulehook_jobs_pending";
     pub const MAX_PENDING: &str = "rulehook_jobs_max_pending";
+    /// Absence jobs waiting for their deadline (not counted against `--max-pending`).
+    pub const WAITING: &str = "rulehook_jobs_waiting";
 
     /// The run counter and duration histogram of an action kind and result, registered once
     /// (a labelled look-up per attempt showed in profiles).
@@ -107,6 +109,10 @@ pub fn install_metrics() -> Option<metrics_exporter_prometheus::PrometheusHandle
         "Jobs ready to run (waiting for a worker) in this process's queue memory"
     );
     metrics::describe_gauge!(names::QUEUE_LEASED, "Jobs leased to a worker (running)");
+    metrics::describe_gauge!(
+        names::WAITING,
+        "Absence jobs that only wait for their deadline (not back pressure)"
+    );
     metrics::describe_gauge!(
         names::QUEUE_DELAYED,
         "Jobs waiting for a retry's delay to pass"

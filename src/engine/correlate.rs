@@ -7,7 +7,7 @@
 //! then fires unless the missing event closed its window. The job is as durable as any other,
 //! so a deadline that passed while the service was down fires at the next start.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -80,6 +80,36 @@ impl OpenGroups {
         {
             lru.order.remove(&t);
         }
+    }
+}
+
+/// Absence jobs that only wait for their deadline, by deadline. They do no work until then, so
+/// they are not back pressure: `--max-pending` does not count them (up to its own size). Kept by
+/// the node that stored or ran them (after a restart a job is known again once a worker has
+/// looked at it); an entry whose deadline passed is dropped, since the job is real work then.
+#[derive(Default)]
+pub(super) struct Waiting {
+    jobs: Mutex<BTreeSet<(i64, String)>>,
+}
+
+impl Waiting {
+    pub(super) fn add(&self, deadline: i64, job: &str) {
+        let mut jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
+        jobs.insert((deadline, job.to_string()));
+    }
+
+    pub(super) fn done(&self, deadline: i64, job: &str) {
+        let mut jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
+        jobs.remove(&(deadline, job.to_string()));
+    }
+
+    /// Jobs whose deadline is not past at `now` (ms).
+    pub(super) fn count(&self, now: i64) -> usize {
+        let mut jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
+        while jobs.first().is_some_and(|(d, _)| *d < now) {
+            jobs.pop_first();
+        }
+        jobs.len()
     }
 }
 
@@ -291,7 +321,19 @@ impl Engine {
 
 #[cfg(test)]
 mod tests {
-    use super::OpenGroups;
+    use super::{OpenGroups, Waiting};
+
+    #[test]
+    fn waiting_jobs_count_until_their_deadline() {
+        let w = Waiting::default();
+        w.add(100, "a");
+        w.add(200, "b");
+        w.add(200, "b");
+        assert_eq!(w.count(50), 2);
+        w.done(200, "b");
+        assert_eq!(w.count(50), 1);
+        assert_eq!(w.count(101), 0, "past its deadline a job is work");
+    }
 
     #[test]
     fn the_least_recently_touched_group_is_evicted_first() {

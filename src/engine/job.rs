@@ -197,8 +197,10 @@ impl Engine {
                     if now <= deadline {
                         let wait = Duration::from_millis((deadline - now + 1) as u64)
                             .min(self.settings.recheck);
+                        self.waiting.add(deadline, &lease.job.id);
                         return queue.nak(lease, step, wait).await;
                     }
+                    self.waiting.done(deadline, &lease.job.id);
                     if !self.absence_open(rule, c, &cd, &event.id).await? {
                         let missing = c.steps.get(1).map(|s| s.name.as_str()).unwrap_or("");
                         let msg = format!(

@@ -136,6 +136,8 @@ pub struct Engine {
     shutdown: CancellationToken,
     /// Correlation groups with an open partial match, for each rule's cap.
     open: correlate::OpenGroups,
+    /// Absence jobs waiting for their deadline (not back pressure).
+    waiting: correlate::Waiting,
     /// Events as they are accepted, for live views (the console); nothing is built for it
     /// while nobody listens.
     live: tokio::sync::broadcast::Sender<Arc<Accepted>>,
@@ -170,6 +172,7 @@ impl Engine {
             tracker: TaskTracker::new(),
             shutdown: CancellationToken::new(),
             open: correlate::OpenGroups::default(),
+            waiting: correlate::Waiting::default(),
             live: tokio::sync::broadcast::channel(LIVE_BACKLOG).0,
             counts: Mutex::new(std::collections::HashMap::new()),
         })
@@ -346,6 +349,15 @@ impl Engine {
                 (i, m.throttled.is_some(), m.creates_job())
             })
             .collect();
+        // Absence jobs that will only wait for their deadline.
+        let waits: Vec<(String, i64)> = matches
+            .iter()
+            .filter_map(|m| {
+                let c = m.correlation.as_ref()?;
+                let waiting = c.state == crate::domain::CorrelationState::Waiting;
+                c.deadline.filter(|_| waiting).map(|d| (m.key.clone(), d))
+            })
+            .collect();
         let envelope = Envelope {
             event: event.clone(),
             matches,
@@ -368,6 +380,11 @@ impl Engine {
                 matched: 0,
             }),
             Appended::New { jobs } => {
+                for (key, deadline) in &waits {
+                    if let Some(job) = jobs.iter().find(|j| &j.key == key) {
+                        self.waiting.add(*deadline, &job.id);
+                    }
+                }
                 if !counted.is_empty() {
                     let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
                     for (i, throttled, job) in counted {
@@ -421,6 +438,11 @@ impl Engine {
                 })
             }
         }
+    }
+
+    /// Absence jobs of this node that only wait for their deadline: not back pressure.
+    pub fn waiting_jobs(&self) -> usize {
+        self.waiting.count(self.settings.clock.now())
     }
 
     /// Opens the throttle window `key`, or reports the match throttled by whoever holds it.
