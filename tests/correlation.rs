@@ -329,6 +329,46 @@ async fn a_duplicate_delivery_does_not_count_twice() {
     engine.shutdown(Duration::from_secs(2)).await;
 }
 
+/// Three copies of a delivery sent at once plus one distinct event are two events: a count of
+/// three never fires, and every participant is a stored event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copies_of_a_delivery_sent_at_once_count_once() {
+    let b = Bench::new(&rulebook(COUNT, "fired"));
+    let (engine, store) = b.start();
+    let mut tasks = tokio::task::JoinSet::new();
+    for g in 0..60 {
+        for _ in 0..3 {
+            let engine = engine.clone();
+            tasks.spawn(async move {
+                let body = json!({"device": format!("d{g}"), "state": "down"});
+                send(&engine, body, &format!("{g}-a")).await
+            });
+        }
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.unwrap();
+    }
+    let mut fired = 0;
+    for g in 0..60 {
+        let body = json!({"device": format!("d{g}"), "state": "down"});
+        let last = send(&engine, body, &format!("{g}-b")).await;
+        let d = detail(&store, &last).await;
+        let c = &d.correlations[0].correlation;
+        if state_of(&d).as_deref() == Some("fired") {
+            fired += 1;
+        }
+        for p in &c.events {
+            assert!(
+                store.history.event_detail(&p.id).await.unwrap().is_some(),
+                "group {g}: participant {} was never stored",
+                p.id
+            );
+        }
+    }
+    assert_eq!(fired, 0, "groups of two stored events fired");
+    engine.shutdown(Duration::from_secs(2)).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn open_partial_matches_are_capped_per_rule_and_the_oldest_is_evicted() {
     let spec = format!("{ALL_OF}      max_open: 2\n");

@@ -14,7 +14,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::Engine;
-use crate::domain::{Correlated, CorrelationState, Event, StoreError};
+use crate::domain::{Correlated, Event, StoreError};
 use crate::rules::Rule;
 use crate::rules::correlate::{Correlation, Kind, Partial};
 use crate::store::Revision;
@@ -81,6 +81,38 @@ impl OpenGroups {
             lru.order.remove(&t);
         }
     }
+}
+
+/// Serializes the ingestion of one delivery id (per source) while it moves correlation state:
+/// copies of a delivery sent at once reach the correlation one after the other, and each after
+/// the first finds the delivery stored and moves nothing ([`Engine::stored_delivery`]). A fixed
+/// set of stripes, so it takes no memory per delivery.
+pub(super) struct Deliveries {
+    stripes: Vec<tokio::sync::Mutex<()>>,
+}
+
+impl Default for Deliveries {
+    fn default() -> Self {
+        Deliveries {
+            stripes: (0..64).map(|_| tokio::sync::Mutex::new(())).collect(),
+        }
+    }
+}
+
+impl Deliveries {
+    pub(super) async fn hold(&self, key: &str) -> tokio::sync::MutexGuard<'_, ()> {
+        use std::hash::{BuildHasher, BuildHasherDefault};
+        let h = BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default()
+            .hash_one(key);
+        self.stripes[(h % self.stripes.len() as u64) as usize]
+            .lock()
+            .await
+    }
+}
+
+/// The state-store key under which both stores keep a delivery id within its window.
+pub(super) fn delivery_key(source: &str, delivery: &str) -> String {
+    format!("dedup/{source}/{delivery}")
 }
 
 /// Absence jobs that only wait for their deadline, by deadline. They do no work until then, so
@@ -179,9 +211,6 @@ impl Engine {
                     state.delete(&evicted, None).await?;
                 }
             }
-            if observed.state == CorrelationState::Fired {
-                metrics::counter!(names::CORRELATION_FIRED, "rulebook" => rule.rulebook.clone(), "rule" => rule.name.clone()).increment(1);
-            }
             let undo = Undo {
                 key,
                 before: current.map(|(v, _)| v),
@@ -204,6 +233,12 @@ impl Engine {
             "the partial match of rule `{}` keeps changing",
             rule.key
         )))
+    }
+
+    /// Whether delivery `key` ([`delivery_key`]) is already stored (within its window): then
+    /// the event is a redelivery, and moves no correlation state.
+    pub(super) async fn stored_delivery(&self, key: &str) -> Result<bool, StoreError> {
+        Ok(self.store.state.get(key).await?.is_some())
     }
 
     /// Takes back a change to a partial match whose event was not stored.
