@@ -28,6 +28,24 @@ pub fn partial_key(rule_key: &str, group: &str) -> String {
     format!("correlate/{rule_key}/{group}")
 }
 
+/// The state-store key recording that absence window `event` of a rule was evicted before its
+/// deadline (`max_open`): its job still fires, marked evicted, since nobody can tell any more
+/// whether the missing event came.
+pub fn evicted_key(rule_key: &str, event: &str) -> String {
+    format!("correlate-evicted/{rule_key}/{event}")
+}
+
+/// What an absence's job finds at its deadline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Window {
+    /// Still open: the missing event did not come. It fires.
+    Open,
+    /// The missing event came in time (or the rule changed). It does not fire.
+    Closed,
+    /// Evicted past `max_open` before its deadline: it fires, marked evicted.
+    Evicted,
+}
+
 /// How a change to a partial match is taken back when its event is not stored after all (a
 /// duplicate delivery, or the log refused it).
 #[derive(Debug)]
@@ -155,6 +173,11 @@ fn ttl(c: &Correlation, retain: Duration) -> Duration {
     }
 }
 
+/// The cap's scope: a rule's groups opened by one source.
+fn lru_id(rule_key: &str, source: &str) -> String {
+    format!("{rule_key}\n{source}")
+}
+
 fn parse(value: &str) -> Partial {
     serde_json::from_str(value).unwrap_or_default()
 }
@@ -202,12 +225,17 @@ impl Engine {
                 Err(StoreError::Conflict(_)) => continue,
                 Err(e) => return Err(e),
             };
+            // Caps are per rule and source: one sender cannot evict another's groups.
+            let lru = lru_id(&rule.key, &event.source);
             if partial.is_empty() {
-                self.open.close(&rule.key, &key);
+                self.open.close(&lru, &key);
             } else {
-                for evicted in self.open.touch(&rule.key, &key, c.max_open) {
-                    tracing::warn!(rule = %rule.key, key = %evicted, max_open = c.max_open, "too many open partial matches: the oldest is evicted");
+                for evicted in self.open.touch(&lru, &key, c.max_open) {
+                    tracing::warn!(rule = %rule.key, source = %event.source, key = %evicted, max_open = c.max_open, "too many open partial matches: the oldest is evicted");
                     metrics::counter!(names::CORRELATION_EVICTED, "rulebook" => rule.rulebook.clone(), "rule" => rule.name.clone()).increment(1);
+                    if c.kind == Kind::Absence {
+                        self.mark_evicted(rule, c, &evicted).await?;
+                    }
                     state.delete(&evicted, None).await?;
                 }
             }
@@ -241,6 +269,28 @@ impl Engine {
         Ok(self.store.state.get(key).await?.is_some())
     }
 
+    /// Absence: records every window of the partial match at `key` as evicted, so their jobs
+    /// fire at the deadline instead of ending quietly.
+    async fn mark_evicted(
+        &self,
+        rule: &Rule,
+        c: &Correlation,
+        key: &str,
+    ) -> Result<(), StoreError> {
+        let Some((v, _)) = self.store.state.get(key).await? else {
+            return Ok(());
+        };
+        let ttl = Some(ttl(c, self.settings.retain));
+        for window in parse(&v).seen {
+            let marker = evicted_key(&rule.key, &window.id);
+            match self.store.state.create(&marker, key, ttl).await {
+                Ok(_) | Err(StoreError::Conflict(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
     /// Takes back a change to a partial match whose event was not stored.
     pub(super) async fn undo(&self, undo: Undo) {
         let state = &self.store.state;
@@ -260,31 +310,40 @@ impl Engine {
     /// Absence, when its job runs: whether the window opened by `event` is still open (no
     /// missing event came). It stays in the store until the job is done (see
     /// [`Engine::close_absence`]), so a job that runs again decides the same.
-    pub(super) async fn absence_open(
+    pub(super) async fn absence_window(
         &self,
         rule: &Rule,
         c: &Correlation,
         correlated: &Correlated,
         event: &str,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Window, StoreError> {
         let key = partial_key(&rule.key, &correlated.group);
-        Ok(match self.store.state.get(&key).await? {
-            Some((v, _)) => {
-                let mut p = parse(&v);
-                p.fingerprint == rule.fingerprint && c.expire(&mut p, event)
+        if let Some((v, _)) = self.store.state.get(&key).await? {
+            let mut p = parse(&v);
+            if p.fingerprint == rule.fingerprint && c.expire(&mut p, event) {
+                return Ok(Window::Open);
             }
-            None => false,
+        }
+        let marker = evicted_key(&rule.key, event);
+        Ok(match self.store.state.get(&marker).await? {
+            Some(_) => Window::Evicted,
+            None => Window::Closed,
         })
     }
 
-    /// Absence, after its job fired and finished: removes its window.
+    /// Absence, after its job fired and finished: removes its window (or its eviction record).
     pub(super) async fn close_absence(
         &self,
         rule: &Rule,
         c: &Correlation,
         group: &str,
-        event: &str,
+        event: &Event,
     ) -> Result<(), StoreError> {
+        let marker = evicted_key(&rule.key, &event.id);
+        if self.store.state.get(&marker).await?.is_some() {
+            self.store.state.delete(&marker, None).await?;
+        }
+        let (lru, event) = (lru_id(&rule.key, &event.source), event.id.as_str());
         let key = partial_key(&rule.key, group);
         let ttl = Some(ttl(c, self.settings.retain));
         for _ in 0..CAS_TRIES {
@@ -296,7 +355,7 @@ impl Engine {
                 return Ok(());
             }
             let r = if p.is_empty() {
-                self.open.close(&rule.key, &key);
+                self.open.close(&lru, &key);
                 self.store.state.delete(&key, Some(rev)).await
             } else {
                 let value = serde_json::to_string(&p)
