@@ -259,6 +259,11 @@ pub struct GuardArgs {
     /// there every client is loopback).
     #[arg(long, env = "RULEHOOK_ADMIN_REQUIRE_TOKEN")]
     pub admin_require_token: bool,
+    /// A host name the admin API and the console answer to, besides localhost, loopback
+    /// addresses and the listen address (repeat it, or separate names by commas); other
+    /// `Host` headers get 421 (DNS rebinding). Source paths answer any host.
+    #[arg(long = "admin-host", env = "RULEHOOK_ADMIN_HOST", value_name = "NAME", value_delimiter = ',', value_parser = crate::server::admin_plane::parse_admin_host)]
+    pub admin_hosts: Vec<String>,
     /// Pending jobs past which new events are answered 503 with Retry-After (0: no bound).
     #[arg(long, env = "RULEHOOK_MAX_PENDING", default_value_t = crate::server::guard::DEFAULT_MAX_PENDING)]
     pub max_pending: usize,
@@ -287,6 +292,7 @@ impl GuardArgs {
         }
         Ok(crate::server::guard::Guard {
             admin_loopback: !self.admin_require_token,
+            admin_hosts: Default::default(),
             max_pending: self.max_pending,
             failures: crate::server::guard::FailureLimit::new(self.failed_auth_per_second, 50),
             health: Default::default(),
@@ -771,7 +777,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             "no rules loaded: events are stored but nothing runs (see docs/rulebooks.md)"
         );
     }
-    let guard = args.guard.guard()?;
+    let mut guard = args.guard.guard()?;
     let store = open_store(&args).await?;
     let tls_mode = match (&args.tls_cert, &args.tls_key, args.tls_self_signed) {
         (Some(cert), Some(key), _) => Tls::Files {
@@ -787,6 +793,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let listener = std::net::TcpListener::bind(args.listen)
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
+    guard.admin_hosts = crate::server::admin_plane::AdminHosts::new(addr, &args.guard.admin_hosts);
     let scheme = if tls.is_some() { "https" } else { "http" };
     let set = Arc::new(set);
     // What serve prints for people and scripts; a closed stdout must not stop the service.

@@ -40,6 +40,8 @@ pub mod names {
     /// Every pending job (in memory or only in storage), against `--max-pending`.
     pub const PENDING: &str = "rulehook_jobs_pending";
     pub const MAX_PENDING: &str = "rulehook_jobs_max_pending";
+    /// Absence jobs waiting for their deadline (not counted against `--max-pending`).
+    pub const WAITING: &str = "rulehook_jobs_waiting";
 
     /// The run counter and duration histogram of an action kind and result, registered once
     /// (a labelled look-up per attempt showed in profiles).
@@ -122,6 +124,10 @@ pub fn install_metrics() -> Option<metrics_exporter_prometheus::PrometheusHandle
     metrics::describe_gauge!(
         names::MAX_PENDING,
         "The --max-pending bound: past it new events are answered 503 (0: no bound)"
+    );
+    metrics::describe_gauge!(
+        names::WAITING,
+        "Absence jobs that only wait for their deadline (not back pressure)"
     );
     metrics::describe_gauge!(
         names::QUEUE_DELAYED,

@@ -411,6 +411,43 @@ async fn the_login_form_when_loopback_is_not_trusted() {
 }
 
 #[tokio::test]
+async fn sign_in_goes_only_to_local_paths() {
+    let env = env();
+    let server = Server::start(
+        &env,
+        &["--admin-require-token"],
+        &[("RULEHOOK_ADMIN_TOKEN", ADMIN_TOKEN.to_string())],
+    );
+    let c = no_redirects();
+    let (_, html) = page(&c, &server, "/console/login?next=/%09/evil.example/x").await;
+    // `/` as minijinja escapes it: nothing of the tab and the other site is kept.
+    assert!(html.contains("name=\"next\" value=\"&#x2f;\">"), "{html}");
+    let token = hidden(&html, "token");
+    // Browsers drop tabs and line breaks from a URL: `/\t/evil.example/x` is `//evil.example/x`.
+    for (next, want) in [
+        ("/\t/evil.example/x", "/"),
+        ("/\n/evil.example", "/"),
+        ("/x\r\nSet-Cookie: a=b", "/"),
+        ("/ /evil.example", "/"),
+        ("/\u{7f}/evil.example", "/"),
+        (
+            "/console/rules?status=failed",
+            "/console/rules?status=failed",
+        ),
+        ("/?source=caf\u{e9}", "/?source=caf%C3%A9"),
+    ] {
+        let body = form(&[
+            ("token", &token),
+            ("admin_token", ADMIN_TOKEN),
+            ("next", next),
+        ]);
+        let resp = post_form(&c, &server, "/console/login", &body, None).await;
+        assert_eq!(resp.status(), 303, "{next:?}");
+        assert_eq!(resp.headers()["location"], want, "{next:?}");
+    }
+}
+
+#[tokio::test]
 async fn new_events_stream_live_with_the_list_filters() {
     let env = env();
     let server = Server::start(&env, &[], &[]);

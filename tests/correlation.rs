@@ -80,11 +80,15 @@ fn data(dir: &Path) -> std::path::PathBuf {
 }
 
 async fn send(engine: &Engine, body: Value, delivery: &str) -> String {
+    send_from(engine, "s", body, delivery).await
+}
+
+async fn send_from(engine: &Engine, source: &str, body: Value, delivery: &str) -> String {
     let d = Delivery {
         key: delivery.to_string(),
         window: Some(Duration::from_secs(3600)),
     };
-    let e = VerifiedEvent::internal("s", body, 0, "test", d);
+    let e = VerifiedEvent::internal(source, body, 0, "test", d);
     engine.ingest(e).await.unwrap().id
 }
 
@@ -329,6 +333,46 @@ async fn a_duplicate_delivery_does_not_count_twice() {
     engine.shutdown(Duration::from_secs(2)).await;
 }
 
+/// Three copies of a delivery sent at once plus one distinct event are two events: a count of
+/// three never fires, and every participant is a stored event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copies_of_a_delivery_sent_at_once_count_once() {
+    let b = Bench::new(&rulebook(COUNT, "fired"));
+    let (engine, store) = b.start();
+    let mut tasks = tokio::task::JoinSet::new();
+    for g in 0..60 {
+        for _ in 0..3 {
+            let engine = engine.clone();
+            tasks.spawn(async move {
+                let body = json!({"device": format!("d{g}"), "state": "down"});
+                send(&engine, body, &format!("{g}-a")).await
+            });
+        }
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.unwrap();
+    }
+    let mut fired = 0;
+    for g in 0..60 {
+        let body = json!({"device": format!("d{g}"), "state": "down"});
+        let last = send(&engine, body, &format!("{g}-b")).await;
+        let d = detail(&store, &last).await;
+        let c = &d.correlations[0].correlation;
+        if state_of(&d).as_deref() == Some("fired") {
+            fired += 1;
+        }
+        for p in &c.events {
+            assert!(
+                store.history.event_detail(&p.id).await.unwrap().is_some(),
+                "group {g}: participant {} was never stored",
+                p.id
+            );
+        }
+    }
+    assert_eq!(fired, 0, "groups of two stored events fired");
+    engine.shutdown(Duration::from_secs(2)).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn open_partial_matches_are_capped_per_rule_and_the_oldest_is_evicted() {
     let spec = format!("{ALL_OF}      max_open: 2\n");
@@ -358,6 +402,57 @@ async fn open_partial_matches_are_capped_per_rule_and_the_oldest_is_evicted() {
         state_of(&detail(&store, &z).await).as_deref(),
         Some("fired")
     );
+    engine.shutdown(Duration::from_secs(2)).await;
+}
+
+/// An absence window evicted past `max_open` before its deadline fires, marked evicted, instead
+/// of ending as "did not fire"; one source's groups cannot evict another's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_evicted_absence_fires_marked_evicted_and_sources_evict_only_their_own() {
+    let spec = format!("{ABSENCE}      max_open: 2\n");
+    let yaml = rulebook(
+        &spec,
+        "{{ events.down.device }} down{% if correlation.evicted %} (evicted){% endif %}",
+    )
+    .replace(
+        "  - { name: s, kind: internal }\n",
+        "  - { name: s, kind: internal }\n  - { name: other, kind: internal }\n",
+    );
+    let b = Bench::new(&yaml);
+    let (engine, store) = b.start();
+    let down = |d: &str| json!({"device": d, "state": "down"});
+    let r1 = send(&engine, down("r1"), "r1").await;
+    for (i, d) in ["o1", "o2", "o3"].iter().enumerate() {
+        b.set(T0 + 1 + i as i64);
+        send_from(&engine, "other", down(d), d).await;
+    }
+    let r1_key = partial_key("r", r#"["r1"]"#);
+    assert!(
+        store.state.get(&r1_key).await.unwrap().is_some(),
+        "another source's groups do not evict r1"
+    );
+    b.set(T0 + 10);
+    let r2 = send(&engine, down("r2"), "r2").await;
+    send(&engine, down("r3"), "r3").await;
+    assert!(
+        store.state.get(&r1_key).await.unwrap().is_none(),
+        "r1 evicted by its own source's groups"
+    );
+    b.set(T0 + 2 * MIN + 20);
+    let (engine, store) = {
+        engine.shutdown(Duration::from_secs(2)).await;
+        drop(engine);
+        drop(store);
+        b.start()
+    };
+    let (state, error, messages) = finished(&store, &r1).await;
+    assert_eq!(
+        (state.as_str(), messages),
+        ("done", vec!["r1 down (evicted)".to_string()]),
+        "{error:?}"
+    );
+    let (_, _, messages) = finished(&store, &r2).await;
+    assert_eq!(messages, ["r2 down"]);
     engine.shutdown(Duration::from_secs(2)).await;
 }
 

@@ -3,7 +3,7 @@
 
 use axum::Form;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
@@ -683,14 +683,9 @@ pub struct LoginForm {
 }
 
 /// `POST /console/login`: the admin token in exchange for a session cookie.
-pub async fn login(
-    State(st): State<AppState>,
-    headers: HeaderMap,
-    uri: axum::http::Uri,
-    Form(f): Form<LoginForm>,
-) -> Response {
+pub async fn login(State(st): State<AppState>, Form(f): Form<LoginForm>) -> Response {
     let next = auth::safe_next(f.next.as_deref());
-    if let Err(e) = auth::check_login_post(&st, &headers, &uri, &f.token) {
+    if let Err(e) = auth::check_login_post(&st, &f.token) {
         return login_page(&st, &next, Some(&e.to_string()), StatusCode::FORBIDDEN);
     }
     let Some(want) = &st.admin_token else {

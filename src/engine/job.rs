@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use super::correlate::Window;
 use super::{Engine, VERSION_HANDOFF};
 use crate::actions::event::MAX_DEPTH;
 use crate::actions::{Action, Rendered, RunContext, retry_delay};
@@ -194,6 +195,7 @@ impl Engine {
         // A correlation's job: what took part; an absence waits for its deadline first.
         let mut correlated = None;
         let mut absence = None;
+        let mut evicted = false;
         if let Some(c) = &rule.correlate {
             let record = self
                 .store
@@ -218,22 +220,33 @@ impl Engine {
                     if now <= deadline {
                         let wait = Duration::from_millis((deadline - now + 1) as u64)
                             .min(self.settings.recheck);
+                        self.waiting.add(deadline, &lease.job.id);
                         return queue.nak(lease, step, wait).await;
                     }
-                    if !self.absence_open(rule, c, &cd, &event.id).await? {
-                        let missing = c.steps.get(1).map(|s| s.name.as_str()).unwrap_or("");
-                        let msg = format!(
-                            "{}: `{missing}` came within the window (or the partial match was evicted, or the rule changed)",
-                            crate::domain::DID_NOT_FIRE
-                        );
-                        tracing::debug!(job = %lease.job.id, "{msg}");
-                        return queue.ack(lease, step, JobState::Done, Some(msg)).await;
+                    self.waiting.done(deadline, &lease.job.id);
+                    let missing = c.steps.get(1).map(|s| s.name.as_str()).unwrap_or("");
+                    match self.absence_window(rule, c, &cd, &event.id).await? {
+                        Window::Closed => {
+                            let msg = format!(
+                                "{}: `{missing}` came within the window (or the rule changed)",
+                                crate::domain::DID_NOT_FIRE
+                            );
+                            tracing::debug!(job = %lease.job.id, "{msg}");
+                            return queue.ack(lease, step, JobState::Done, Some(msg)).await;
+                        }
+                        Window::Evicted => {
+                            evicted = true;
+                            tracing::warn!(job = %lease.job.id, rule = %rule.key, "absence: its window was evicted (max_open) before the deadline, so whether `{missing}` came is unknown; firing, marked evicted");
+                        }
+                        Window::Open => {
+                            tracing::info!(job = %lease.job.id, rule = %rule.key, "absence: the window ended without `{missing}`; firing");
+                        }
                     }
-                    tracing::info!(job = %lease.job.id, rule = %rule.key, "absence: the window ended without `{}`; firing", c.steps.get(1).map(|s| s.name.as_str()).unwrap_or(""));
                 }
                 absence = Some((c, cd.group.clone()));
             }
-            let (events, meta) = self.correlation_context(c, &cd).await?;
+            let (events, mut meta) = self.correlation_context(c, &cd).await?;
+            meta["evicted"] = Value::Bool(evicted);
             correlated = Some((Arc::new(events), Arc::new(meta)));
         }
         let run = Run {
@@ -251,7 +264,7 @@ impl Engine {
             let Some(action) = actions.get(step.index as usize) else {
                 // Past the last action of its part: the job is over.
                 let (state, error) = closing(&step);
-                self.close_fired_absence(rule, &absence, state, &event.id)
+                self.close_fired_absence(rule, &absence, state, &event)
                     .await?;
                 return queue.ack(lease, step, state, error).await;
             };
@@ -268,7 +281,7 @@ impl Engine {
                     };
                     if is_last {
                         let (state, error) = closing(&next);
-                        self.close_fired_absence(rule, &absence, state, &event.id)
+                        self.close_fired_absence(rule, &absence, state, &event)
                             .await?;
                         return queue.ack(lease, next, state, error).await;
                     }
@@ -477,7 +490,7 @@ impl Engine {
         rule: &Rule,
         absence: &Option<(&crate::rules::correlate::Correlation, String)>,
         state: JobState,
-        event: &str,
+        event: &crate::domain::Event,
     ) -> Result<(), StoreError> {
         match absence {
             Some((c, group)) if state == JobState::Done => {

@@ -155,6 +155,10 @@ pub struct Engine {
     shutdown: CancellationToken,
     /// Correlation groups with an open partial match, for each rule's cap.
     open: correlate::OpenGroups,
+    /// Absence jobs waiting for their deadline (not back pressure).
+    waiting: correlate::Waiting,
+    /// Copies of one delivery take turns at the correlations.
+    deliveries: correlate::Deliveries,
     /// Events as they are accepted, for live views (the console); nothing is built for it
     /// while nobody listens.
     live: tokio::sync::broadcast::Sender<Arc<Accepted>>,
@@ -189,6 +193,8 @@ impl Engine {
             tracker: TaskTracker::new(),
             shutdown: CancellationToken::new(),
             open: correlate::OpenGroups::default(),
+            waiting: correlate::Waiting::default(),
+            deliveries: correlate::Deliveries::default(),
             live: tokio::sync::broadcast::channel(LIVE_BACKLOG).0,
             counts: Mutex::new(std::collections::HashMap::new()),
         })
@@ -303,11 +309,26 @@ impl Engine {
         let mut opened = Vec::new();
         // Partial matches moved by this event, taken back if it is not stored after all.
         let mut undo = Vec::new();
+        // Correlation state moves only for stored events: copies of a delivery sent at once take
+        // turns here (until stored), and a copy of a stored one moves nothing.
+        let correlates = matched.iter().any(|&i| rules.rules[i].correlate.is_some());
+        let delivery = match (&event.delivery, dedup_window) {
+            (Some(d), Some(_)) if correlates => Some(correlate::delivery_key(&event.source, d)),
+            _ => None,
+        };
+        let _turn = match &delivery {
+            Some(key) => Some(self.deliveries.hold(key).await),
+            None => None,
+        };
+        let redelivered = match &delivery {
+            Some(key) => self.stored_delivery(key).await?,
+            None => false,
+        };
         for &i in &matched {
             let r = &rules.rules[i];
             if let Some(c) = &r.correlate {
                 let steps = c.steps_matched(&event.doc);
-                if steps.is_empty() {
+                if steps.is_empty() || redelivered {
                     continue;
                 }
                 let moved = match self.correlate(r, c, &event, &steps).await {
@@ -372,6 +393,25 @@ impl Engine {
             .map(|m| m.rule.clone())
             .collect();
         let listed_n = listed.len();
+        // Correlations this event completes, counted once it is stored.
+        let fired: Vec<usize> = matches
+            .iter()
+            .filter(|m| {
+                m.correlation
+                    .as_ref()
+                    .is_some_and(|c| c.state == crate::domain::CorrelationState::Fired)
+            })
+            .filter_map(|m| rules.rule_by_key(&m.key))
+            .collect();
+        // Absence jobs that will only wait for their deadline.
+        let waits: Vec<(String, i64)> = matches
+            .iter()
+            .filter_map(|m| {
+                let c = m.correlation.as_ref()?;
+                let waiting = c.state == crate::domain::CorrelationState::Waiting;
+                c.deadline.filter(|_| waiting).map(|d| (m.key.clone(), d))
+            })
+            .collect();
         let envelope = Envelope {
             event: event.clone(),
             matches,
@@ -394,6 +434,15 @@ impl Engine {
                 matched: 0,
             }),
             Appended::New { jobs } => {
+                for &i in &fired {
+                    let r = &rules.rules[i];
+                    metrics::counter!(crate::telemetry::names::CORRELATION_FIRED, "rulebook" => r.rulebook.clone(), "rule" => r.name.clone()).increment(1);
+                }
+                for (key, deadline) in &waits {
+                    if let Some(job) = jobs.iter().find(|j| &j.key == key) {
+                        self.waiting.add(*deadline, &job.id);
+                    }
+                }
                 if !counted.is_empty() {
                     let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
                     for (i, throttled, job) in counted {
@@ -444,6 +493,11 @@ impl Engine {
                 })
             }
         }
+    }
+
+    /// Absence jobs of this node that only wait for their deadline: not back pressure.
+    pub fn waiting_jobs(&self) -> usize {
+        self.waiting.count(self.settings.clock.now())
     }
 
     /// Opens the throttle window `key`, or reports the match throttled by whoever holds it.

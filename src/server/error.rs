@@ -28,6 +28,14 @@ pub enum ApiError {
     AdminOnly,
     #[error("{0}")]
     BadQuery(String),
+    #[error(
+        "this request came from another site (Origin or Sec-Fetch-Site): the admin API and the console take changes only from their own pages or from clients that are not browsers"
+    )]
+    CrossSite,
+    #[error(
+        "this service does not answer to host `{0}`: use localhost, a loopback or listen address, or a name given with --admin-host"
+    )]
+    MisdirectedHost(String),
     #[error("no event with this id")]
     NoSuchEvent,
     #[error("no job with this id")]
@@ -83,6 +91,8 @@ impl ApiError {
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::AdminOnly => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::BadQuery(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            ApiError::CrossSite => (StatusCode::FORBIDDEN, "cross_site"),
+            ApiError::MisdirectedHost(_) => (StatusCode::MISDIRECTED_REQUEST, "misdirected_host"),
             ApiError::NoSuchEvent | ApiError::NoSuchJob => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::RuleGone => (StatusCode::CONFLICT, "rule_gone"),
             ApiError::NotFailed(_) => (StatusCode::CONFLICT, "not_failed"),

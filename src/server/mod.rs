@@ -1,6 +1,7 @@
 //! The HTTP edge: the only module that knows HTTP. Routes webhooks to the engine and serves the
 //! history API and health check.
 
+pub mod admin_plane;
 mod error;
 pub mod guard;
 pub mod listen;
@@ -42,10 +43,10 @@ pub struct AppState {
     pub guard: Arc<guard::Guard>,
 }
 
-/// The whole HTTP application.
+/// The whole HTTP application: `/healthz`, the admin plane (the admin API, `/metrics` and the
+/// console, behind [`admin_plane::gate`]), and the source paths.
 pub fn app(state: AppState) -> Router {
-    Router::new()
-        .route("/healthz", get(healthz))
+    let admin = Router::new()
         .route("/api/events", get(list_events))
         .route("/api/events/{id}", get(event_detail))
         .route("/api/stored-events", get(stored_events))
@@ -55,6 +56,13 @@ pub fn app(state: AppState) -> Router {
         .route("/api/jobs/{id}/rerun", post(rerun))
         .route("/metrics", get(metrics_text))
         .merge(crate::console::routes())
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            admin_plane::gate,
+        ));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .merge(admin)
         .fallback(hook)
         .with_state(state)
 }
@@ -115,6 +123,8 @@ async fn metrics_text(_: Admin, State(state): State<AppState>) -> Response {
             metrics::gauge!(crate::telemetry::names::QUEUE_LEASED).set(depth.leased as f64);
             metrics::gauge!(crate::telemetry::names::QUEUE_DELAYED).set(depth.delayed as f64);
             metrics::gauge!(crate::telemetry::names::PENDING).set(depth.pending as f64);
+            metrics::gauge!(crate::telemetry::names::WAITING)
+                .set(state.engine.waiting_jobs() as f64);
             metrics::gauge!(crate::telemetry::names::MAX_PENDING)
                 .set(state.guard.max_pending as f64);
             (
@@ -245,8 +255,8 @@ async fn receive(
     if !source.allows(peer.ip()) {
         return Err(ApiError::Forbidden);
     }
-    let max = state.guard.max_pending;
-    if max > 0 && state.engine.store().queue.depth().pending >= max {
+    let pending = state.engine.store().queue.depth().pending;
+    if state.guard.busy(pending, state.engine.waiting_jobs()) {
         return Err(ApiError::Busy);
     }
     let declared = headers
