@@ -116,7 +116,7 @@ impl Server {
                 keep.lock().unwrap().push(line);
             }
         });
-        let base = match rx.recv_timeout(Duration::from_secs(20)) {
+        let base = match rx.recv_timeout(Duration::from_secs(60)) {
             Ok(b) => b,
             Err(_) => {
                 let _ = child.kill();

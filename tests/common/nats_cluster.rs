@@ -188,7 +188,7 @@ impl NatsCluster {
             .map(|(_, u)| u)
             .collect();
         let Ok(Ok(client)) =
-            tokio::time::timeout(Duration::from_secs(1), async_nats::connect(alive)).await
+            tokio::time::timeout(Duration::from_secs(3), async_nats::connect(alive)).await
         else {
             return false;
         };
@@ -198,7 +198,7 @@ impl NatsCluster {
             let info = s.info().await.ok()?;
             info.cluster.clone()?.leader
         };
-        match tokio::time::timeout(Duration::from_secs(1), look).await {
+        match tokio::time::timeout(Duration::from_secs(3), look).await {
             Ok(Some(leader)) => leader != self.members[old].name,
             _ => false,
         }

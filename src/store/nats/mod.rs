@@ -155,16 +155,20 @@ enum Attempt {
     Refused(String),
 }
 
-async fn attempt(js: &jetstream::Context, subject: &str, msg: PublishMessage) -> Attempt {
+async fn attempt(
+    js: &jetstream::Context,
+    subject: &str,
+    msg: PublishMessage,
+    wait: Duration,
+) -> Attempt {
     use jetstream::context::PublishErrorKind as K;
-    let sent = match tokio::time::timeout(ACK_WAIT, js.send_publish(subject.to_string(), msg)).await
-    {
+    let sent = match tokio::time::timeout(wait, js.send_publish(subject.to_string(), msg)).await {
         Err(_) => return Attempt::Unknown("the publish was not sent in time".into()),
         Ok(Err(e)) => return Attempt::NotStored(format!("publish: {e}")),
         Ok(Ok(ack)) => ack,
     };
-    match tokio::time::timeout(ACK_WAIT, sent).await {
-        Err(_) => Attempt::Unknown(format!("no acknowledgement within {ACK_WAIT:?}")),
+    match tokio::time::timeout(wait, sent).await {
+        Err(_) => Attempt::Unknown(format!("no acknowledgement within {wait:?}")),
         Ok(Ok(a)) => Attempt::Acked(a),
         Ok(Err(e)) => match e.kind() {
             K::WrongLastSequence => Attempt::WrongSequence,
@@ -182,40 +186,66 @@ fn backoff(try_no: u32) -> Duration {
     Duration::from_millis((100u64 << try_no.min(3)).min(800))
 }
 
-/// Publishes until the stream acknowledges or `WRITE_BUDGET` is spent. `Transient` when it
-/// was certainly not stored; `Unknown` when an attempt may have been. Only an idempotent
-/// publish (with a `Nats-Msg-Id`: the stream drops a second copy within its duplicate
-/// window) is tried again after an attempt whose outcome is unknown.
+/// How a publish may be repeated after an attempt whose outcome is unknown.
+#[derive(Clone, Copy, PartialEq)]
+enum Repeat {
+    /// Not at all (a plain publish: a repeat could store it twice).
+    Never,
+    /// Under its `Nats-Msg-Id`: the stream drops a second copy within its duplicate window.
+    ById,
+    /// A compare-and-set: a repeat after one that landed is refused (wrong last sequence), and
+    /// the caller then looks whether what is there is its own write.
+    Cas,
+}
+
+/// What `publish_retrying` came to, and whether an attempt's outcome was unknown on the way.
+struct Published {
+    result: Result<jetstream::publish::PublishAck, StoreError>,
+    unknown: bool,
+}
+
+/// Publishes until the stream acknowledges or `WRITE_BUDGET` is spent (each attempt waits at
+/// most `ACK_WAIT`, and never past the budget). `Transient` when it was certainly not stored;
+/// `Unknown` when an attempt may have been.
 async fn publish_retrying(
     js: &jetstream::Context,
     subject: &str,
     make: impl Fn() -> PublishMessage,
-    idempotent: bool,
-) -> Result<jetstream::publish::PublishAck, StoreError> {
+    repeat: Repeat,
+) -> Published {
     let start = std::time::Instant::now();
     let mut unknown: Option<String> = None;
     let mut try_no = 0;
+    let done = |result, unknown: &Option<String>| Published {
+        result,
+        unknown: unknown.is_some(),
+    };
     loop {
-        let why = match attempt(js, subject, make()).await {
-            Attempt::Acked(a) => return Ok(a),
+        let wait = ACK_WAIT.min(WRITE_BUDGET.saturating_sub(start.elapsed()));
+        let why = match attempt(js, subject, make(), wait.max(Duration::from_millis(100))).await {
+            Attempt::Acked(a) => return done(Ok(a), &unknown),
             Attempt::WrongSequence => {
-                return Err(StoreError::Conflict(format!("{subject} changed")));
+                let e = StoreError::Conflict(format!("{subject} changed"));
+                return done(Err(e), &unknown);
             }
-            Attempt::Refused(e) => return Err(StoreError::Permanent(format!("NATS: {e}"))),
+            Attempt::Refused(e) => {
+                return done(Err(StoreError::Permanent(format!("NATS: {e}"))), &unknown);
+            }
             Attempt::NotStored(e) => e,
             Attempt::Unknown(e) => {
-                if !idempotent {
-                    return Err(StoreError::Unknown(format!("NATS: {e}")));
-                }
                 unknown = Some(e.clone());
+                if repeat == Repeat::Never {
+                    return done(Err(StoreError::Unknown(format!("NATS: {e}"))), &unknown);
+                }
                 e
             }
         };
         if start.elapsed() + backoff(try_no) >= WRITE_BUDGET {
-            return Err(match unknown {
+            let e = match &unknown {
                 Some(e) => StoreError::Unknown(format!("NATS: {e}")),
                 None => StoreError::Transient(format!("NATS: {why}")),
-            });
+            };
+            return done(Err(e), &unknown);
         }
         tokio::time::sleep(backoff(try_no)).await;
         try_no += 1;
@@ -223,11 +253,12 @@ async fn publish_retrying(
 }
 
 /// A publish that must land after the subject's last message is `expected` (0: the subject
-/// is empty): compare-and-set. `Conflict` when another write came first. Tried again while
-/// no stream answers (an election); an attempt whose outcome is unknown is not repeated (it
-/// may have moved the revision): `Unknown`, and the caller reads again.
+/// is empty): compare-and-set. `Conflict` when another write came first. Tried again across
+/// an election; when an attempt's answer was lost and a later one is refused, the subject's
+/// last message tells whether that attempt was this write (then it succeeded).
 pub(crate) async fn publish_cas(
     js: &jetstream::Context,
+    stream: &stream::Stream,
     subject: String,
     payload: Vec<u8>,
     expected: u64,
@@ -238,8 +269,15 @@ pub(crate) async fn publish_cas(
             .payload(payload.clone())
             .expected_last_subject_sequence(expected)
     };
-    match publish_retrying(js, &subject, make, false).await {
+    let out = publish_retrying(js, &subject, make, Repeat::Cas).await;
+    match out.result {
         Ok(a) => Ok(a.sequence),
+        Err(StoreError::Conflict(_)) if out.unknown => match last(stream, &subject).await? {
+            Some((there, seq)) if there == payload && seq > expected => Ok(seq),
+            _ => Err(StoreError::Conflict(format!(
+                "{subject} changed since revision {expected}"
+            ))),
+        },
         Err(StoreError::Conflict(_)) => Err(StoreError::Conflict(format!(
             "{subject} changed since revision {expected}"
         ))),
@@ -263,7 +301,11 @@ pub(crate) async fn publish(
             None => m,
         }
     };
-    publish_retrying(js, &subject, make, msg_id.is_some()).await
+    let repeat = match msg_id {
+        Some(_) => Repeat::ById,
+        None => Repeat::Never,
+    };
+    publish_retrying(js, &subject, make, repeat).await.result
 }
 
 /// The last message on `subject`, with its sequence number; `None` when there is none.
