@@ -30,6 +30,10 @@ use crate::telemetry::names;
 use crate::templates::{JsonRoot, json_value};
 use crate::verify::{Delivery, VerifiedEvent};
 
+/// How long after its acceptance an event that cannot be found is looked for again before its
+/// job fails as "no longer in the event log".
+const EVENT_LOOKUP_PATIENCE: Duration = Duration::from_secs(600);
+
 /// How one action ended.
 enum Ran {
     Done(Outcome),
@@ -143,6 +147,16 @@ impl Engine {
             None => match self.store.log.event(&lease.job.event_id).await? {
                 Some(e) => e,
                 None => {
+                    // Retention never prunes the event of a pending job, so "not found" for a
+                    // young event is a read that lagged (a replica not caught up, a stream
+                    // leader just elected): look again in a moment rather than give it up.
+                    let age = crate::domain::event_id_ms(&lease.job.event_id)
+                        .map(|at| crate::domain::now_ms() - at);
+                    if age.is_some_and(|a| a < EVENT_LOOKUP_PATIENCE.as_millis() as i64) {
+                        tracing::warn!(job = %lease.job.id, "its event was not found (yet); looking again in a moment");
+                        let step = lease.job.step.clone();
+                        return queue.nak(lease, step, Duration::from_secs(1)).await;
+                    }
                     let step = lease.job.step.clone();
                     let msg = "its event is no longer in the event log".to_string();
                     return queue.ack(lease, step, JobState::Failed, Some(msg)).await;
