@@ -168,9 +168,10 @@ struct Figures {
 impl Figures {
     fn line(&self, n: usize) -> String {
         format!(
-            "fault {:<8} events {n}: election {:.1} s, accepted {}, ran {}, dead-lettered {}, stored twice {}, answers 503 {}, longest 503 stall {:.1} s, slowest answer {:.1} s",
+            "fault {:<8} events {n}: election {}, accepted {}, ran {}, dead-lettered {}, stored twice {}, answers 503 {}, longest 503 stall {:.1} s, slowest answer {:.1} s",
             self.fault.as_deref().unwrap_or("none"),
-            self.election.unwrap_or_default().as_secs_f64(),
+            self.election
+                .map_or("not seen".into(), |d| format!("{:.1} s", d.as_secs_f64())),
             self.sent.accepted.len(),
             self.ran,
             self.dead.len(),

@@ -330,19 +330,22 @@ pub(crate) async fn last(
     let start = std::time::Instant::now();
     let mut try_no = 0;
     loop {
-        match s.get_last_raw_message_by_subject(subject).await {
-            Ok(m) => return Ok(Some((m.payload, m.sequence))),
-            Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => {
+        // One attempt waits at most ACK_WAIT (the client's own request timeout is 10 s).
+        let wait = ACK_WAIT.min(WRITE_BUDGET.saturating_sub(start.elapsed()));
+        let got = tokio::time::timeout(wait, s.get_last_raw_message_by_subject(subject)).await;
+        let e = match got {
+            Ok(Ok(m)) => return Ok(Some((m.payload, m.sequence))),
+            Ok(Err(e)) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => {
                 return Ok(None);
             }
-            Err(e) if start.elapsed() + backoff(try_no) >= WRITE_BUDGET => {
-                return Err(transient("read", e));
-            }
-            Err(_) => {
-                tokio::time::sleep(backoff(try_no)).await;
-                try_no += 1;
-            }
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("no answer within {wait:?}"),
+        };
+        if start.elapsed() + backoff(try_no) >= WRITE_BUDGET {
+            return Err(transient("read", e));
         }
+        tokio::time::sleep(backoff(try_no)).await;
+        try_no += 1;
     }
 }
 
