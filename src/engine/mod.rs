@@ -299,6 +299,18 @@ impl Engine {
     }
 
     /// Matches and appends an event (returning once it is durable) with the jobs it creates.
+    /// The one undo list of `ingest`: every path on which the event is not stored (an error
+    /// while matching, an append that failed or found a duplicate) closes the throttle windows
+    /// it opened and takes back the partial matches it moved, newest first.
+    async fn take_back(&self, opened: Vec<(String, u64)>, undo: Vec<correlate::Undo>) {
+        for (key, rev) in opened {
+            let _ = self.store.state.delete(&key, Some(rev)).await;
+        }
+        for u in undo.into_iter().rev() {
+            self.undo(u).await;
+        }
+    }
+
     pub async fn ingest(&self, event: VerifiedEvent) -> Result<Ingested, StoreError> {
         let dedup_window = event.delivery().and_then(|d| d.window);
         let event = Arc::new(event.accept());
@@ -334,9 +346,7 @@ impl Engine {
                 let moved = match self.correlate(r, c, &event, &steps).await {
                     Ok(m) => m,
                     Err(e) => {
-                        for u in undo {
-                            self.undo(u).await;
-                        }
+                        self.take_back(opened, undo).await;
                         return Err(e);
                     }
                 };
@@ -357,7 +367,14 @@ impl Engine {
                 None => None,
                 Some(t) => {
                     let key = format!("throttle/{}/{}", r.key, t.group(event.body()));
-                    match self.throttle(&key, &event.id, t.window).await? {
+                    let decided = match self.throttle(&key, &event.id, t.window).await {
+                        Ok(d) => d,
+                        Err(e) => {
+                            self.take_back(opened, undo).await;
+                            return Err(e);
+                        }
+                    };
+                    match decided {
                         Ok(rev) => {
                             opened.push((key, rev));
                             None
@@ -418,14 +435,8 @@ impl Engine {
             dedup_window,
         };
         let appended = self.store.log.append(envelope).await;
-        let release = !matches!(&appended, Ok(Appended::New { .. }));
-        if release {
-            for (key, rev) in opened {
-                let _ = self.store.state.delete(&key, Some(rev)).await;
-            }
-            for u in undo.into_iter().rev() {
-                self.undo(u).await;
-            }
+        if !matches!(&appended, Ok(Appended::New { .. })) {
+            self.take_back(opened, undo).await;
         }
         match appended? {
             Appended::Duplicate { id } => Ok(Ingested {
@@ -681,5 +692,94 @@ impl Engine {
         if let Err(e) = self.store.queue.flush().await {
             tracing::error!(error = %e, "cannot make the last acks durable; those jobs run again at the next start");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use async_trait::async_trait;
+
+    use super::{Engine, Settings};
+    use crate::domain::StoreError;
+    use crate::rules::{Dirs, load};
+    use crate::store::{Revision, StateStore, Store};
+    use crate::verify::{Delivery, VerifiedEvent};
+
+    /// The embedded state store, except that creating a key starting with `fail` fails.
+    struct Failing(Arc<dyn StateStore>, &'static str);
+
+    #[async_trait]
+    impl StateStore for Failing {
+        async fn get(&self, key: &str) -> Result<Option<(String, Revision)>, StoreError> {
+            self.0.get(key).await
+        }
+        async fn create(
+            &self,
+            key: &str,
+            value: &str,
+            ttl: Option<Duration>,
+        ) -> Result<Revision, StoreError> {
+            if key.starts_with(self.1) {
+                return Err(StoreError::Transient("injected".into()));
+            }
+            self.0.create(key, value, ttl).await
+        }
+        async fn update(
+            &self,
+            key: &str,
+            value: &str,
+            expected: Revision,
+            ttl: Option<Duration>,
+        ) -> Result<Revision, StoreError> {
+            self.0.update(key, value, expected, ttl).await
+        }
+        async fn delete(&self, key: &str, expected: Option<Revision>) -> Result<(), StoreError> {
+            self.0.delete(key, expected).await
+        }
+    }
+
+    /// A state-store error part-way through matching takes back every throttle window the
+    /// event had opened: the sender's retry is not matched as throttled by its own attempt.
+    #[tokio::test]
+    async fn a_failed_ingest_opens_no_throttle_window() {
+        let dir = tempfile::tempdir().unwrap();
+        for d in ["rulebooks", "scripts", "templates"] {
+            std::fs::create_dir_all(dir.path().join(d)).unwrap();
+        }
+        std::fs::write(
+            dir.path().join("rulebooks/r.yml"),
+            "sources:\n  - { name: s, kind: internal }\nrules:\n  \
+             - name: a\n    throttle: { once_within: 1h }\n    actions: [{ log: { message: a } }]\n  \
+             - name: b\n    throttle: { once_within: 1h }\n    actions: [{ log: { message: b } }]\n",
+        )
+        .unwrap();
+        let rules = load(&Dirs {
+            rulebooks: dir.path().join("rulebooks"),
+            scripts: dir.path().join("scripts"),
+            templates: dir.path().join("templates"),
+        })
+        .unwrap();
+        let embedded = Store::embedded(&dir.path().join("data")).unwrap();
+        let store = Store {
+            state: Arc::new(Failing(embedded.state.clone(), "throttle/b/")),
+            ..embedded.clone()
+        };
+        let engine = Engine::new(store, Arc::new(rules), Settings::default());
+        let event = VerifiedEvent::internal(
+            "s",
+            serde_json::json!({"n": 1}),
+            0,
+            "test",
+            Delivery {
+                key: "d1".into(),
+                window: None,
+            },
+        );
+        assert!(engine.ingest(event).await.is_err());
+        let left = embedded.state.get("throttle/a/[]").await.unwrap();
+        assert_eq!(left, None, "rule a's window stayed open after the failure");
     }
 }
