@@ -88,6 +88,10 @@ pub fn install_metrics() -> Option<metrics_exporter_prometheus::PrometheusHandle
         (names::RUNS, "Action attempts by result"),
         (names::RELOADS, "Successful rule set reloads"),
         (
+            "rulehook_store_unreadable_total",
+            "Stored messages (JetStream) this node could not decode: kept in their stream, logged",
+        ),
+        (
             names::CORRELATION_EVICTED,
             "Correlation partial matches evicted past max_open",
         ),

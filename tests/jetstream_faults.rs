@@ -541,3 +541,49 @@ async fn credentials_for_a_server_that_requires_them() {
     let _ = nats.kill();
     let _ = nats.wait();
 }
+
+/// A job message that cannot be decoded is neither acked away nor silently dropped: it is
+/// counted in /metrics, logged, and stays in the queue stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_unreadable_job_message_stays_visible() {
+    let nats = common::NatsPrefix::new();
+    let (_recv, url) = Receiver::start(Duration::ZERO).await;
+    let env = Env::new();
+    env.rulebook("r.yml", &work_rulebook(&format!("{url}/work")));
+    let args = nats.args("all");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let server = Server::start_on(&env, &env.path("data-u"), &args, &[]);
+    let client = async_nats::connect(nats.url.as_str())
+        .await
+        .expect("connect");
+    let js = async_nats::jetstream::new(client);
+    js.publish(format!("{}.q", nats.prefix), "{not a job".into())
+        .await
+        .expect("publish")
+        .await
+        .expect("ack");
+    let c = common::client();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = c
+            .get(server.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if text.contains("rulehook_store_unreadable_total{stream=\"queue\"} 1") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not counted:\n{text}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut queue = js
+        .get_stream(format!("{}_queue", nats.prefix))
+        .await
+        .expect("queue stream");
+    let info = queue.info().await.expect("info");
+    assert_eq!(info.state.messages, 1, "the message left the queue stream");
+    assert!(server.log_text().contains("{not a job"), "not logged");
+}

@@ -331,8 +331,10 @@ pub(super) async fn start_dispatcher(s: Arc<Shared>) -> Result<AbortHandle, Stor
                 let wire: WireEvent = match serde_json::from_slice(&msg.payload) {
                     Ok(w) => w,
                     Err(e) => {
-                        tracing::error!(subject = %msg.subject, error = %e, "an event message cannot be read: skipped");
-                        let _ = msg.ack().await;
+                        super::unreadable("events", &msg.subject, &msg.payload, e);
+                        let again =
+                            async_nats::jetstream::AckKind::Nak(Some(super::UNREADABLE_AGAIN));
+                        let _ = msg.ack_with(again).await;
                         continue;
                     }
                 };

@@ -528,6 +528,32 @@ impl Store {
     }
 }
 
+/// Messages this node could not decode, by stream (`rulehook_store_unreadable_total`).
+pub const UNREADABLE: &str = "rulehook_store_unreadable_total";
+
+/// How long a message that cannot be decoded waits before it is delivered (and reported)
+/// again: it stays in its stream for someone to look at, never acked away.
+pub(crate) const UNREADABLE_AGAIN: Duration = Duration::from_secs(3600);
+
+/// Reports a message that cannot be decoded: counted, and logged with its (masked, shortened)
+/// content, so that what a 202 promised is never silently gone.
+pub(crate) fn unreadable(
+    stream: &'static str,
+    subject: &str,
+    payload: &[u8],
+    e: impl std::fmt::Display,
+) {
+    metrics::counter!(UNREADABLE, "stream" => stream).increment(1);
+    let raw = String::from_utf8_lossy(&payload[..payload.len().min(2048)]).into_owned();
+    tracing::error!(
+        stream,
+        %subject,
+        error = %e,
+        raw = %crate::secrets::mask(&raw),
+        "a stored message cannot be read: kept in its stream and delivered again in an hour; see rulehook_store_unreadable_total"
+    );
+}
+
 /// A counter that only grows (the highest sequence number seen).
 pub(crate) fn raise(a: &AtomicU64, v: u64) {
     a.fetch_max(v, Ordering::AcqRel);

@@ -181,8 +181,9 @@ impl Jet {
         let wire: WireJob = match serde_json::from_slice(&msg.payload) {
             Ok(w) => w,
             Err(e) => {
-                tracing::error!(error = %e, "a queue message cannot be read: dropped");
-                let _ = msg.ack().await;
+                super::unreadable("queue", &msg.subject, &msg.payload, e);
+                let again = AckKind::Nak(Some(super::UNREADABLE_AGAIN));
+                let _ = msg.ack_with(again).await;
                 return Ok(None);
             }
         };
