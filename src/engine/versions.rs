@@ -78,23 +78,39 @@ impl Engine {
         let key = format!("{PREFIX}{id}");
         let ttl = Some(self.settings.retain);
         // Written again when present: its retention starts afresh.
+        let mut written = false;
         for _ in 0..5 {
             let put = match state.get(&key).await? {
                 Some((_, rev)) => state.update(&key, &value, rev, ttl).await,
                 None => state.create(&key, &value, ttl).await,
             };
             match put {
-                Ok(_) => break,
+                Ok(_) => {
+                    written = true;
+                    break;
+                }
                 Err(StoreError::Conflict(_)) => continue,
                 Err(e) => return Err(e),
             }
         }
+        if !written {
+            // Listing a snapshot that may not be there would send jobs looking for it.
+            return Err(StoreError::Transient(format!(
+                "rule snapshot `{id}` kept changing under this node; not listed in the index"
+            )));
+        }
         for _ in 0..5 {
             let current = state.get(INDEX).await?;
-            let mut ids: Vec<String> = current
-                .as_ref()
-                .and_then(|(v, _)| serde_json::from_str(v).ok())
-                .unwrap_or_default();
+            let mut ids: Vec<String> = match &current {
+                None => Vec::new(),
+                // An index that cannot be read is not replaced by an empty one (that would
+                // drop every archived version from it): the archive stops here, loudly.
+                Some((v, _)) => serde_json::from_str(v).map_err(|e| {
+                    StoreError::Permanent(format!(
+                        "the rule index `{INDEX}` cannot be read ({e}); not overwritten"
+                    ))
+                })?,
+            };
             if ids.last() == Some(&id) {
                 return Ok(());
             }
@@ -305,6 +321,22 @@ mod tests {
             .unwrap()
             .insert("late".into(), Instant::now());
         assert!(engine.restore_version("r", "late").await.is_none());
+    }
+
+    #[tokio::test]
+    async fn an_index_that_cannot_be_read_is_not_replaced_by_an_empty_one() {
+        let f = Fixture::new();
+        let (_, v1) = f.start("v1").await;
+        let (_, rev) = f.store.state.get(INDEX).await.unwrap().unwrap();
+        f.store
+            .state
+            .update(INDEX, "{garbled", rev, None)
+            .await
+            .unwrap();
+        f.start("v2").await;
+        let (kept, _) = f.store.state.get(INDEX).await.unwrap().unwrap();
+        assert_eq!(kept, "{garbled", "the unreadable index was overwritten");
+        assert!(!v1.is_empty());
     }
 
     #[tokio::test]
