@@ -34,8 +34,8 @@ enum Claim {
     Stored(String),
 }
 
-/// Claims `(source, delivery)` for `event` within `window`. The caller marks the delivery as
-/// being appended on this node first (`Shared::start_appending`).
+/// Claims `(source, delivery)` for `event` within `window`. The caller holds this node's turn
+/// at the delivery (`Shared::turn`).
 async fn claim(
     s: &Shared,
     event: &Event,
@@ -80,7 +80,7 @@ async fn claim(
             return Ok(Claim::Stored(theirs.event));
         }
         // An earlier request to this node for this delivery has ended (the caller holds the
-        // node's only `Appending` mark for it), so this node's own claim is taken over at once.
+        // node's turn at it), so this node's own claim is taken over at once.
         let own = theirs.node == s.node;
         if !own && now_ms() - theirs.at < CLAIM_GRACE_MS {
             return Err(StoreError::Transient(format!(
@@ -108,36 +108,42 @@ async fn claim(
     )))
 }
 
-/// Marks a delivery key as being appended by this node until dropped.
-struct Appending<'a> {
+/// This node's turn at appending one delivery: copies of a delivery that arrive at one node
+/// together are appended one after the other (the later ones then find the first stored, and
+/// are answered as duplicates), so a claim held by this node is never one still in flight.
+struct Turn<'a> {
     s: &'a Shared,
-    key: Option<String>,
+    key: String,
+    _held: tokio::sync::OwnedMutexGuard<()>,
 }
 
-impl Drop for Appending<'_> {
+impl Drop for Turn<'_> {
     fn drop(&mut self) {
-        if let Some(k) = self.key.take() {
-            self.s
-                .appending
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&k);
+        let mut map = self.s.appending.lock().unwrap_or_else(|e| e.into_inner());
+        // Only the map and this turn still hold the lock: nobody waits, forget it.
+        if map
+            .get(&self.key)
+            .is_some_and(|m| Arc::strong_count(m) <= 2)
+        {
+            map.remove(&self.key);
         }
     }
 }
 
 impl Shared {
-    /// `None` when this node is appending `key` already.
-    fn start_appending(&self, key: &str) -> Option<Appending<'_>> {
-        let fresh = self
+    async fn turn(&self, key: &str) -> Turn<'_> {
+        let lock = self
             .appending
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(key.to_string());
-        fresh.then(|| Appending {
+            .entry(key.to_string())
+            .or_default()
+            .clone();
+        Turn {
             s: self,
-            key: Some(key.to_string()),
-        })
+            key: key.to_string(),
+            _held: lock.lock_owned().await,
+        }
     }
 }
 
@@ -150,12 +156,7 @@ impl EventLog for Jet {
         let (msg_id, claimed) = match (&event.delivery, envelope.dedup_window) {
             (Some(d), Some(w)) => {
                 let key = format!("dedup/{}/{d}", event.source);
-                guard = Some(s.start_appending(&key).ok_or_else(|| {
-                    StoreError::Transient(format!(
-                        "delivery `{d}` of `{}` is being stored by an earlier request to this node: send it again in a moment",
-                        event.source
-                    ))
-                })?);
+                guard = Some(s.turn(&key).await);
                 match claim(s, event, d, w).await? {
                     Claim::Stored(id) => {
                         self.mark_duplicate(&id).await;

@@ -96,8 +96,8 @@ pub(crate) struct Shared {
     pub config: NatsConfig,
     /// This process's name in delivery claims (random per start).
     pub node: String,
-    /// Delivery claims this node is appending right now.
-    pub appending: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// Delivery claims this node is appending right now, one at a time per claim.
+    pub appending: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 /// Background tasks of one open store, ended when the store is dropped.
