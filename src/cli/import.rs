@@ -92,7 +92,7 @@ fn eda(a: &EdaArgs) -> anyhow::Result<()> {
     if notes.is_empty() {
         println!("everything was carried over");
     } else {
-        println!("not carried over (left in the output as comments):");
+        println!("not carried over as written (dropped parts are left in the output as comments):");
         for n in &notes {
             println!("  {n}");
         }
@@ -169,7 +169,9 @@ fn convert(file: &str, rulesets: &[Ruleset]) -> (String, String, Vec<String>) {
         "# Translated by `rulehook import ansible-rulebook` from {file}.\n# ansible-rulebook took the inventory from its -i argument: give run_playbook an `inventory:`.\n"
     );
     if !imp.notes.is_empty() {
-        yaml.push_str("# Not carried over (left below as comments):\n");
+        yaml.push_str(
+            "# Not carried over as written (dropped parts are left below as comments):\n",
+        );
         for n in &imp.notes {
             let _ = writeln!(yaml, "#   {n}");
         }
@@ -351,7 +353,11 @@ fn template(s: &str, base: Base) -> String {
         Base::Payload => s
             .replace("event.payload.", "event.")
             .replace("event.payload", "event"),
-        _ => s.to_string(),
+        // One event per notification: its first alert (noted where it happens).
+        Base::Alert => s
+            .replace("event.alert", "event.alerts[0]")
+            .replace("event.alerts[0]s", "event.alerts"),
+        Base::Plain => s.to_string(),
     }
 }
 
@@ -532,6 +538,12 @@ impl Import {
             .get("retries")
             .and_then(Value::as_u64)
             .or_else(|| (m.get("retry") == Some(&Value::Bool(true))).then_some(1));
+        if cx.base == Base::Alert && a.value.to_string().contains("event.alert") {
+            self.note(
+                line,
+                format!("`{kind}` reads `event.alert`: rulehook's event is the whole notification, so `event.alerts[0]` (its first alert) is used"),
+            );
+        }
         let tv = |v: &Value| serde_json::to_string(&templates_in(v, cx.base)).unwrap_or_default();
         let mut out = String::new();
         match kind.as_str() {
