@@ -40,7 +40,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Receive webhooks and run the rules.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Validate rulebooks, scripts and templates; print file:line:col errors.
     Check(DirArgs),
     /// Dry run: which rules an event would match, why not, and what would run.
@@ -58,8 +58,10 @@ pub enum Command {
     Jobs(history::JobsArgs),
     /// Send a stored event through the current rules again, as a new event.
     Replay(history::IdArgs),
-    /// Queue a dead letter (a job that failed for good) again.
-    Rerun(history::IdArgs),
+    /// Queue a dead letter (a job that failed for good) again: the current version of its rule
+    /// when the rule changed since the match (your fix), else (or with --as-matched) the version
+    /// it matched, from the action that failed.
+    Rerun(history::RerunArgs),
     /// Translate another tool's rulebook: `import ansible-rulebook FILE --out DIR`.
     Import(import::ImportArgs),
 }
@@ -176,6 +178,34 @@ pub struct ServeArgs {
     /// On NATS: stream replicas (3 on a three-server cluster).
     #[arg(long, env = "RULEHOOK_STORE_REPLICAS", default_value_t = 1)]
     pub store_replicas: usize,
+    /// On NATS: the user name to connect as (with --store-password).
+    #[arg(long, env = "RULEHOOK_STORE_USER", requires = "store_password")]
+    pub store_user: Option<String>,
+    /// On NATS: the password of --store-user (best from the environment).
+    #[arg(
+        long,
+        env = "RULEHOOK_STORE_PASSWORD",
+        requires = "store_user",
+        hide_env_values = true
+    )]
+    pub store_password: Option<String>,
+    /// On NATS: an authentication token (instead of a user and password).
+    #[arg(
+        long,
+        env = "RULEHOOK_STORE_TOKEN",
+        conflicts_with = "store_user",
+        hide_env_values = true
+    )]
+    pub store_token: Option<String>,
+    /// On NATS: a CA certificate (PEM) to verify the servers with; TLS is then required.
+    #[arg(long, env = "RULEHOOK_STORE_TLS_CA")]
+    pub store_tls_ca: Option<PathBuf>,
+    /// On NATS: a client certificate (PEM) for servers that verify clients; with --store-tls-key.
+    #[arg(long, env = "RULEHOOK_STORE_TLS_CERT", requires = "store_tls_key")]
+    pub store_tls_cert: Option<PathBuf>,
+    /// On NATS: the key (PEM) of --store-tls-cert.
+    #[arg(long, env = "RULEHOOK_STORE_TLS_KEY", requires = "store_tls_cert")]
+    pub store_tls_key: Option<PathBuf>,
     /// On NATS: how long jobs leased by a node that stopped answering wait before another
     /// worker takes them.
     #[arg(long, env = "RULEHOOK_LEASE_CHECK", default_value = "10s", value_parser = parse_duration)]
@@ -229,6 +259,11 @@ pub struct GuardArgs {
     /// there every client is loopback).
     #[arg(long, env = "RULEHOOK_ADMIN_REQUIRE_TOKEN")]
     pub admin_require_token: bool,
+    /// A host name the admin API and the console answer to, besides localhost, loopback
+    /// addresses and the listen address (repeat it, or separate names by commas); other
+    /// `Host` headers get 421 (DNS rebinding). Source paths answer any host.
+    #[arg(long = "admin-host", env = "RULEHOOK_ADMIN_HOST", value_name = "NAME", value_delimiter = ',', value_parser = crate::server::admin_plane::parse_admin_host)]
+    pub admin_hosts: Vec<String>,
     /// Pending jobs past which new events are answered 503 with Retry-After (0: no bound).
     #[arg(long, env = "RULEHOOK_MAX_PENDING", default_value_t = crate::server::guard::DEFAULT_MAX_PENDING)]
     pub max_pending: usize,
@@ -257,6 +292,7 @@ impl GuardArgs {
         }
         Ok(crate::server::guard::Guard {
             admin_loopback: !self.admin_require_token,
+            admin_hosts: Default::default(),
             max_pending: self.max_pending,
             failures: crate::server::guard::FailureLimit::new(self.failed_auth_per_second, 50),
             health: Default::default(),
@@ -313,7 +349,7 @@ pub fn main() -> ExitCode {
         Command::Replay(a) => run_async(history::replay(a)),
         Command::Rerun(a) => run_async(history::rerun(a)),
         Command::Import(a) => import::run(&a),
-        Command::Serve(s) => run_async(serve(s)),
+        Command::Serve(s) => run_async(serve(*s)),
     }
 }
 
@@ -491,38 +527,30 @@ fn read_events(path: &std::path::Path) -> anyhow::Result<Vec<(String, Value)>> {
     Ok(out)
 }
 
-/// The actions a correlation that fired would run, rendered with `events` as a job sees them.
+/// The actions a correlation that fired would run, rendered with `events` and `correlation`
+/// as a job sees them.
 fn would_run(
     set: &RuleSet,
     rule: usize,
     took_part: &[crate::domain::Participant],
+    deadline: Option<i64>,
     bodies: &std::collections::HashMap<String, Value>,
     event: &Value,
     id: &str,
 ) -> Vec<String> {
     let r = &set.rules[rule];
-    let count = matches!(
-        r.correlate.as_ref().map(|c| c.kind),
-        Some(crate::rules::correlate::Kind::Count(_))
-    );
-    let mut evs = serde_json::Map::new();
-    for p in took_part {
-        let b = bodies.get(&p.id).cloned().unwrap_or(Value::Null);
-        if count {
-            let list = evs.entry(p.name.clone()).or_insert_with(|| json!([]));
-            if let Value::Array(v) = list {
-                v.push(b);
-            }
-        } else {
-            evs.insert(p.name.clone(), b);
+    let (evs, correlation) = match &r.correlate {
+        Some(c) => {
+            let with_bodies: Vec<_> = took_part
+                .iter()
+                .map(|p| (p, bodies.get(&p.id).cloned().unwrap_or(Value::Null)))
+                .collect();
+            c.template_context(&c.group(event), &with_bodies, deadline)
         }
-    }
+        None => (Value::Null, Value::Null),
+    };
     let ctx = crate::templates::context(json!({
-        "event": event, "events": evs,
-        "correlation": {
-            "kind": r.correlate.as_ref().map(|c| c.kind.as_str()),
-            "events": took_part.iter().map(|p| json!({"name": p.name, "id": p.id})).collect::<Vec<_>>(),
-        },
+        "event": event, "events": evs, "correlation": correlation,
         "meta": {"id": id, "rulebook": r.rulebook, "rule": r.name},
     }));
     r.actions
@@ -578,6 +606,7 @@ fn sequence(t: &TestArgs, set: &RuleSet, events: Vec<(String, Value)>) -> anyhow
                 set,
                 rule,
                 &[first],
+                Some(deadline),
                 &bodies,
                 &opened_body,
                 &opened,
@@ -617,7 +646,9 @@ fn sequence(t: &TestArgs, set: &RuleSet, events: Vec<(String, Value)>) -> anyhow
                     match o.state {
                         CorrelationState::Fired => {
                             lines.push(format!("FIRE     {rname} with {}", held.join(", ")));
-                            lines.extend(would_run(set, d.rule, &o.events, &bodies, body, &id));
+                            lines.extend(would_run(
+                                set, d.rule, &o.events, o.deadline, &bodies, body, &id,
+                            ));
                             item["fired"] = json!(true);
                         }
                         CorrelationState::Waiting => {
@@ -746,7 +777,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             "no rules loaded: events are stored but nothing runs (see docs/rulebooks.md)"
         );
     }
-    let guard = args.guard.guard()?;
+    let mut guard = args.guard.guard()?;
     let store = open_store(&args).await?;
     let tls_mode = match (&args.tls_cert, &args.tls_key, args.tls_self_signed) {
         (Some(cert), Some(key), _) => Tls::Files {
@@ -762,6 +793,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let listener = std::net::TcpListener::bind(args.listen)
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
+    guard.admin_hosts = crate::server::admin_plane::AdminHosts::new(addr, &args.guard.admin_hosts);
     let scheme = if tls.is_some() { "https" } else { "http" };
     let set = Arc::new(set);
     // What serve prints for people and scripts; a closed stdout must not stop the service.
@@ -891,6 +923,20 @@ async fn open_store(args: &ServeArgs) -> anyhow::Result<Store> {
     let mut config = crate::store::nats::NatsConfig::new(&args.store, &args.store_prefix);
     config.ack_wait = args.lease_check;
     config.replicas = args.store_replicas.max(1);
+    use crate::store::nats::NatsAuth;
+    config.auth = match (&args.store_user, &args.store_password, &args.store_token) {
+        (Some(u), Some(p), _) => {
+            crate::secrets::remember(p);
+            NatsAuth::UserPassword(u.clone(), p.clone())
+        }
+        (_, _, Some(t)) => {
+            crate::secrets::remember(t);
+            NatsAuth::Token(t.clone())
+        }
+        _ => NatsAuth::None,
+    };
+    config.tls.ca = args.store_tls_ca.clone();
+    config.tls.cert_key = args.store_tls_cert.clone().zip(args.store_tls_key.clone());
     let store = Store::nats(config)
         .await
         .with_context(|| format!("cannot open the JetStream store at {}", args.store))?;

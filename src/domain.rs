@@ -68,6 +68,14 @@ pub fn new_event_id() -> String {
     uuid::Uuid::now_v7().to_string()
 }
 
+/// When the event with this id was accepted (milliseconds since the epoch), read from its
+/// UUIDv7; `None` for an id of another form.
+pub fn event_id_ms(id: &str) -> Option<i64> {
+    let ts = uuid::Uuid::parse_str(id).ok()?.get_timestamp()?;
+    let (secs, nanos) = ts.to_unix();
+    Some(secs as i64 * 1000 + i64::from(nanos / 1_000_000))
+}
+
 /// What the event log appends for one accepted event: the event, the rules it matched (each
 /// with the fingerprint of the compiled rule version it matched), and the throttle decisions.
 /// The log makes one job per unthrottled match available to the work queue.
@@ -140,6 +148,10 @@ pub struct Correlated {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub closed: Vec<String>,
 }
+
+/// How the job of an absence whose missing event came in time ends (done, no action run): its
+/// error starts with this, and the console and `rulehook event` show it as "did not fire".
+pub const DID_NOT_FIRE: &str = "did not fire";
 
 /// Where a correlation stands after an event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -371,6 +383,10 @@ pub enum StoreError {
     /// A compare-and-set lost, or a lease is no longer held.
     #[error("conflict: {0}")]
     Conflict(String),
+    /// The write was sent but its confirmation did not come: it may have been stored. Trying
+    /// again with the same delivery id is safe (a stored one is then answered as a duplicate).
+    #[error("storage did not confirm the write in time: {0}")]
+    Unknown(String),
 }
 
 /// Milliseconds since the Unix epoch, now.
@@ -446,6 +462,15 @@ mod tests {
         assert_eq!(job(0).run_id(Phase::OnFailure, 0), "e:r:on_failure:0");
         assert_eq!(job(1).run_id(Phase::Main, 2), "e:r:v1:2");
         assert_ne!(job(1).run_id(Phase::Main, 0), job(0).run_id(Phase::Main, 0));
+    }
+
+    #[test]
+    fn an_event_id_tells_when_it_was_accepted() {
+        let before = now_ms();
+        let at = event_id_ms(&new_event_id()).expect("a v7 id");
+        assert!(at >= before - 1 && at <= now_ms(), "{before} {at}");
+        assert_eq!(event_id_ms("not-a-uuid"), None);
+        assert_eq!(event_id_ms("6ba7b810-9dad-41d1-80b4-00c04fd430c8"), None); // v4: no time
     }
 
     #[test]

@@ -40,6 +40,8 @@ pub mod names {
     /// Every pending job (in memory or only in storage), against `--max-pending`.
     pub const PENDING: &str = "rulehook_jobs_pending";
     pub const MAX_PENDING: &str = "rulehook_jobs_max_pending";
+    /// Absence jobs waiting for their deadline (not counted against `--max-pending`).
+    pub const WAITING: &str = "rulehook_jobs_waiting";
 
     /// The run counter and duration histogram of an action kind and result, registered once
     /// (a labelled look-up per attempt showed in profiles).
@@ -86,6 +88,14 @@ pub fn install_metrics() -> Option<metrics_exporter_prometheus::PrometheusHandle
         (names::RUNS, "Action attempts by result"),
         (names::RELOADS, "Successful rule set reloads"),
         (
+            names::CORRELATION_EVICTED,
+            "Correlation partial matches evicted past max_open",
+        ),
+        (
+            names::CORRELATION_FIRED,
+            "Correlation rules that completed their pattern",
+        ),
+        (
             names::RELOAD_ERRORS,
             "Reloads refused because the new files did not validate",
         ),
@@ -107,6 +117,18 @@ pub fn install_metrics() -> Option<metrics_exporter_prometheus::PrometheusHandle
         "Jobs ready to run (waiting for a worker) in this process's queue memory"
     );
     metrics::describe_gauge!(names::QUEUE_LEASED, "Jobs leased to a worker (running)");
+    metrics::describe_gauge!(
+        names::PENDING,
+        "Jobs waiting to run, in memory or only in storage (compared with --max-pending)"
+    );
+    metrics::describe_gauge!(
+        names::MAX_PENDING,
+        "The --max-pending bound: past it new events are answered 503 (0: no bound)"
+    );
+    metrics::describe_gauge!(
+        names::WAITING,
+        "Absence jobs that only wait for their deadline (not back pressure)"
+    );
     metrics::describe_gauge!(
         names::QUEUE_DELAYED,
         "Jobs waiting for a retry's delay to pass"

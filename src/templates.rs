@@ -255,13 +255,41 @@ impl Templates {
             return msg;
         };
         let internal = format!("(in {name}:{line})");
-        let place = match self.origins.get(name) {
-            Some(origin) if line == 1 => format!("(in the template at {origin})"),
-            Some(origin) => format!("(in the template at {origin}, its line {line})"),
-            None => format!("(in templates/{name}:{line})"),
+        // Where in the template the failing expression starts (line and column, from 1).
+        let at = e.range().and_then(|r| {
+            let src = self.source(name)?;
+            let before = src.get(..r.start)?;
+            let line = before.matches('\n').count() + 1;
+            let col = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
+            Some((line, col))
+        });
+        let place = match (self.origins.get(name), at) {
+            (Some(origin), Some((l, c))) => match split_origin(origin) {
+                // The template's first line starts at the origin's column; later lines are
+                // the rulebook's next lines (a block scalar, indented like its first line).
+                Some((file, ol, oc)) if l == 1 => {
+                    format!("(in the template at {file}:{ol}:{})", oc + c - 1)
+                }
+                Some((file, ol, oc)) => {
+                    format!("(in the template at {file}:{}:{})", ol + l - 1, oc + c - 1)
+                }
+                None => format!("(in the template at {origin}, its line {l}, column {c})"),
+            },
+            (Some(origin), None) if line == 1 => format!("(in the template at {origin})"),
+            (Some(origin), None) => format!("(in the template at {origin}, its line {line})"),
+            (None, Some((l, c))) => format!("(in templates/{name}:{l}:{c})"),
+            (None, None) => format!("(in templates/{name}:{line})"),
         };
         msg.replace(&internal, &place)
     }
+}
+
+/// `file:line:column` split into its parts.
+fn split_origin(origin: &str) -> Option<(&str, usize, usize)> {
+    let mut parts = origin.rsplitn(3, ':');
+    let col = parts.next()?.parse().ok()?;
+    let line = parts.next()?.parse().ok()?;
+    Some((parts.next()?, line, col))
 }
 
 fn describe(e: &minijinja::Error) -> String {
@@ -290,6 +318,46 @@ mod tests {
         let missing = t.inline("c".into(), "{{ event.nope.deeper }}").unwrap();
         assert!(t.render(&missing, &ctx).is_err());
         assert!(t.inline("d".into(), "{{ unclosed").is_err());
+    }
+
+    #[test]
+    fn a_runtime_undefined_names_the_expression_and_points_at_it() {
+        let mut t = Templates::default();
+        // As actions render: the event as a view of its JSON.
+        let body = serde_json::json!({"snapshot": {"id": "s1"}});
+        let ctx = minijinja::context! {
+            event => json_value(JsonRoot::Value(std::sync::Arc::new(body))),
+        };
+        let one = t
+            .inline("a".into(), "snapshot {{ event.snapshot.idd }} failed")
+            .unwrap();
+        let Text::Template(n) = &one else { panic!() };
+        t.set_origin(n, "rulebooks/x.yml:12:20".into());
+        let e = t.render(&one, &ctx).unwrap_err();
+        assert!(e.contains("`event.snapshot.idd` is undefined"), "{e}");
+        // The expression starts 12 characters into the template.
+        assert!(
+            e.contains("(in the template at rulebooks/x.yml:12:32)"),
+            "{e}"
+        );
+        let two = t
+            .inline("b".into(), "first line\n  id {{ event.nope }}")
+            .unwrap();
+        let Text::Template(n) = &two else { panic!() };
+        t.set_origin(n, "rulebooks/x.yml:3:9".into());
+        let e = t.render(&two, &ctx).unwrap_err();
+        assert!(e.contains("`event.nope` is undefined"), "{e}");
+        assert!(
+            e.contains("(in the template at rulebooks/x.yml:4:17)"),
+            "{e}"
+        );
+        let file = t.inline("c".into(), "{{ event.snapshot.id.x.y }}").unwrap();
+        let e = t.render(&file, &ctx).unwrap_err();
+        assert!(
+            e.contains("`event.snapshot.id.x` is undefined")
+                || e.contains("`event.snapshot.id.x.y`"),
+            "{e}"
+        );
     }
 
     #[test]

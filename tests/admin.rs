@@ -1,4 +1,7 @@
-//! The admin API's access rule, in process: loopback clients, or the admin token.
+//! The admin API's access rule, in process: loopback clients, or the admin token. Against the
+//! real binary: the admin plane's gate (cross-site changes refused, only expected hosts served).
+
+mod common;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -63,4 +66,162 @@ async fn loopback_or_the_admin_token() {
         200
     );
     assert_eq!(status(&app, "[::ffff:127.0.0.1]:5000", None).await, 200);
+}
+
+/// Sends `method path` to a running server with extra headers; returns the status.
+async fn send_with(
+    c: &reqwest::Client,
+    server: &common::Server,
+    method: reqwest::Method,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> u16 {
+    let mut req = c.request(method, server.url(path));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    req.send().await.expect("request").status().as_u16()
+}
+
+async fn event_count(c: &reqwest::Client, server: &common::Server) -> usize {
+    let v: serde_json::Value = c
+        .get(server.url("/api/events"))
+        .send()
+        .await
+        .expect("events")
+        .json()
+        .await
+        .expect("json");
+    v["events"].as_array().map_or(0, Vec::len)
+}
+
+#[tokio::test]
+async fn cross_site_requests_change_nothing() {
+    use common::console::{env, send, wait_dead_letter};
+    use reqwest::Method;
+    let env = env();
+    let server = common::Server::start(&env, &[], &[]);
+    let c = common::client();
+    let id = send(
+        &c,
+        &server,
+        &serde_json::json!({"kind": "deploy", "service": "web"}),
+    )
+    .await;
+    let job = format!("{id}:deploy");
+    wait_dead_letter(&c, &server, &job).await;
+    let replay = format!("/api/events/{id}/replay");
+    let rerun = format!("/api/jobs/{job}/rerun");
+    // What a page elsewhere makes the operator's browser send: an auto-submitting form, a
+    // no-cors fetch (Origin, Sec-Fetch-Site or both).
+    let forged: [&[(&str, &str)]; 4] = [
+        &[("origin", "http://evil.example")],
+        &[("origin", "null")],
+        &[("sec-fetch-site", "cross-site")],
+        &[
+            ("origin", "https://evil.example"),
+            ("sec-fetch-site", "cross-site"),
+            ("content-type", "text/plain"),
+        ],
+    ];
+    for headers in forged {
+        for path in [&replay, &rerun] {
+            let st = send_with(&c, &server, Method::POST, path, headers).await;
+            assert_eq!(st, 403, "{path} {headers:?}");
+        }
+    }
+    assert_eq!(event_count(&c, &server).await, 1, "nothing was replayed");
+    let v: serde_json::Value = c
+        .get(server.url("/api/jobs?status=failed"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        v["jobs"].as_array().map(Vec::len),
+        Some(1),
+        "still a dead letter: {v}"
+    );
+    // Reads are not changes; clients that are not browsers (the CLI) and this origin pass.
+    let cross = [("sec-fetch-site", "cross-site")];
+    assert_eq!(
+        send_with(&c, &server, Method::GET, "/api/events", &cross).await,
+        200
+    );
+    assert_eq!(
+        send_with(&c, &server, Method::POST, &replay, &[]).await,
+        202
+    );
+    let same = [
+        ("origin", server.base.as_str()),
+        ("sec-fetch-site", "same-origin"),
+    ];
+    assert_eq!(
+        send_with(&c, &server, Method::POST, &rerun, &same).await,
+        202
+    );
+}
+
+#[tokio::test]
+async fn only_expected_hosts_reach_the_admin_plane() {
+    use reqwest::Method;
+    let env = common::console::env();
+    let server = common::Server::start(&env, &["--admin-host", "ops.example.test"], &[]);
+    let c = common::client();
+    let id = common::console::send(&c, &server, &serde_json::json!({"kind": "x"})).await;
+    let port = server.base.rsplit(':').next().unwrap().to_string();
+    let rebound = format!("rebind.evil.test:{port}");
+    let evil = [("host", rebound.as_str())];
+    let replay = format!("/api/events/{id}/replay");
+    for path in [
+        "/api/events",
+        "/api/status",
+        "/metrics",
+        "/",
+        "/console/rules",
+    ] {
+        let st = send_with(&c, &server, Method::GET, path, &evil).await;
+        assert_eq!(st, 421, "{path}");
+    }
+    let rebound_origin = format!("http://{rebound}");
+    let same_site = [
+        ("host", rebound.as_str()),
+        ("origin", rebound_origin.as_str()),
+    ];
+    assert_eq!(
+        send_with(&c, &server, Method::POST, &replay, &same_site).await,
+        421
+    );
+    assert_eq!(event_count(&c, &server).await, 1, "nothing was replayed");
+    // Source paths and the health check answer any host.
+    let (st, _) = common::post(
+        &c,
+        &server.url("/hooks/in"),
+        &[
+            (
+                "authorization".into(),
+                format!("Bearer {}", common::console::SOURCE_TOKEN),
+            ),
+            ("host".into(), rebound.clone()),
+        ],
+        br#"{"kind": "y"}"#,
+    )
+    .await;
+    assert_eq!(st, 202);
+    assert_eq!(
+        send_with(&c, &server, Method::GET, "/healthz", &evil).await,
+        200
+    );
+    // Expected names: localhost, loopback addresses, the listen address, --admin-host.
+    for host in [
+        format!("localhost:{port}"),
+        format!("127.0.0.1:{port}"),
+        "[::1]".to_string(),
+        format!("OPS.example.test:{port}"),
+    ] {
+        let st = send_with(&c, &server, Method::GET, "/api/events", &[("host", &host)]).await;
+        assert_eq!(st, 200, "{host}");
+    }
 }

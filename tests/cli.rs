@@ -150,12 +150,17 @@ fn jsonpath_errors_point_at_the_mistake_with_a_fix() {
         (
             r#"$.details.Assurance Issue Status == "x""#,
             26,
-            "keys with spaces need brackets: `$.details['Assurance Issue Status']`",
+            r#"keys with spaces need brackets: `$.details['Assurance Issue Status'] == "x"`"#,
         ),
         (
             r#"$.tags[*] == "core""#,
             17,
-            r#"use a filter, `$.tags[?@ == "core"]`"#,
+            r#"use a filter: `$.tags[?@ == "core"]`"#,
+        ),
+        (
+            r#"$.alerts[*].labels.severity == "critical""#,
+            17,
+            r#"use a filter: `$.alerts[?@.labels.severity == "critical"]`"#,
         ),
     ] {
         let err = check_one(&with_condition(cond));
@@ -287,7 +292,7 @@ fn a_render_error_names_the_variable_rule_and_where_the_template_is() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         text.contains("`event.snapshot.idd` is undefined (in the template at ")
-            && text.contains("t.yml:6:26)"),
+            && text.contains("t.yml:6:31)"),
         "{text}"
     );
     assert!(
@@ -397,4 +402,45 @@ fn kind_none_warns_with_file_and_line() {
         err.contains("t.yml:3: source `open` has kind `none`"),
         "{err}"
     );
+}
+
+/// `check` reports every structural problem of a rulebook at once, each at its place: one does
+/// not hide the next (in the same rule, or in other rules and sources).
+#[test]
+fn check_reports_every_structural_problem_at_once() {
+    let err = check_one(
+        r#"sources:
+  - { name: s, kind: none, colour: red }
+  - { name: t, kind: none }
+rules:
+  - name: a
+    sevrity: high
+    condtion: '$.a == 1'
+    actions:
+      - log: { message: hi }
+  - name: b
+    actions:
+      - log:
+        message: hi
+  - name: c
+    actions:
+      - run_scrpt: { script: x.sh }
+  - name: d
+    actions:
+      - log: { message: fine }
+"#,
+    );
+    for want in [
+        "t.yml:2:",
+        "unknown key `colour`",
+        "t.yml:6:5: unknown key `sevrity`",
+        "t.yml:7:5: unknown key `condtion`; did you mean `condition`?",
+        "t.yml:12:",
+        "`log:` has no value",
+        "t.yml:16:",
+        "unknown action `run_scrpt`; did you mean `run_script`?",
+    ] {
+        assert!(err.contains(want), "missing {want:?} in\n{err}");
+    }
+    assert!(err.contains("5 error(s)"), "{err}");
 }

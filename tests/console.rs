@@ -411,6 +411,43 @@ async fn the_login_form_when_loopback_is_not_trusted() {
 }
 
 #[tokio::test]
+async fn sign_in_goes_only_to_local_paths() {
+    let env = env();
+    let server = Server::start(
+        &env,
+        &["--admin-require-token"],
+        &[("RULEHOOK_ADMIN_TOKEN", ADMIN_TOKEN.to_string())],
+    );
+    let c = no_redirects();
+    let (_, html) = page(&c, &server, "/console/login?next=/%09/evil.example/x").await;
+    // `/` as minijinja escapes it: nothing of the tab and the other site is kept.
+    assert!(html.contains("name=\"next\" value=\"&#x2f;\">"), "{html}");
+    let token = hidden(&html, "token");
+    // Browsers drop tabs and line breaks from a URL: `/\t/evil.example/x` is `//evil.example/x`.
+    for (next, want) in [
+        ("/\t/evil.example/x", "/"),
+        ("/\n/evil.example", "/"),
+        ("/x\r\nSet-Cookie: a=b", "/"),
+        ("/ /evil.example", "/"),
+        ("/\u{7f}/evil.example", "/"),
+        (
+            "/console/rules?status=failed",
+            "/console/rules?status=failed",
+        ),
+        ("/?source=caf\u{e9}", "/?source=caf%C3%A9"),
+    ] {
+        let body = form(&[
+            ("token", &token),
+            ("admin_token", ADMIN_TOKEN),
+            ("next", next),
+        ]);
+        let resp = post_form(&c, &server, "/console/login", &body, None).await;
+        assert_eq!(resp.status(), 303, "{next:?}");
+        assert_eq!(resp.headers()["location"], want, "{next:?}");
+    }
+}
+
+#[tokio::test]
 async fn new_events_stream_live_with_the_list_filters() {
     let env = env();
     let server = Server::start(&env, &[], &[]);
@@ -551,4 +588,169 @@ async fn live_pages_read_other_processes_events_from_the_history() {
     }
     assert_eq!(seen.matches(&other_id).count(), 1, "{seen}");
     assert_eq!(seen.matches(&own).count(), 1, "{seen}");
+}
+
+/// A dead letter whose rule was fixed since: the event page offers the fix and the version
+/// matched, and each button runs what it says.
+#[tokio::test]
+async fn a_dead_letter_of_a_changed_rule_offers_the_fix_and_the_version_matched() {
+    let env = env();
+    let server = Server::start(&env, &[], &[]);
+    let c = no_redirects();
+    let a = send(&c, &server, &json!({"kind": "deploy", "service": "a"})).await;
+    let b = send(&c, &server, &json!({"kind": "deploy", "service": "b"})).await;
+    for id in [&a, &b] {
+        wait_dead_letter(&c, &server, &format!("{id}:deploy")).await;
+    }
+    // The fix: the rule now passes `--fixed`, which the script accepts.
+    env.script(
+        "fixed.sh",
+        "#!/bin/sh\necho \"fixed run for $1 ($RULEHOOK_RUN_ID)\"\n",
+    );
+    let yaml = std::fs::read_to_string(env.path("rulebooks/ops.yml")).unwrap();
+    env.rulebook(
+        "ops.yml",
+        &yaml.replace("script: fix-me.sh", "script: fixed.sh"),
+    );
+    let start = Instant::now();
+    loop {
+        let s: serde_json::Value = c
+            .get(server.url("/api/status"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if s["reload"]["reloads"].as_u64() >= Some(1) {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "no reload: {s}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (_, html) = page(&c, &server, &format!("/console/events/{a}")).await;
+    assert!(html.contains("Re-run with the current rule"), "{html}");
+    assert!(html.contains("Re-run as matched"), "{html}");
+    let token = hidden(&html, "token");
+    let origin = server.base.clone();
+    let resp = post_form(
+        &c,
+        &server,
+        "/console/rerun",
+        &form(&[("job", &format!("{a}:deploy")), ("token", &token)]),
+        Some(&origin),
+    )
+    .await;
+    assert_eq!(
+        resp.headers()["location"],
+        format!("/console/events/{a}?done=rerun-current").as_str()
+    );
+    let resp = post_form(
+        &c,
+        &server,
+        "/console/rerun",
+        &form(&[
+            ("job", &format!("{b}:deploy")),
+            ("token", &token),
+            ("as_matched", "1"),
+        ]),
+        Some(&origin),
+    )
+    .await;
+    assert_eq!(
+        resp.headers()["location"],
+        format!("/console/events/{b}?done=rerun-matched").as_str()
+    );
+    let start = Instant::now();
+    loop {
+        let (_, ha) = page(
+            &c,
+            &server,
+            &format!("/console/events/{a}?done=rerun-current"),
+        )
+        .await;
+        let (_, hb) = page(&c, &server, &format!("/console/events/{b}")).await;
+        let b_again = hb.matches("class=\"attempt failed\"").count() == 2;
+        if ha.contains("fixed run for a") && b_again {
+            assert!(ha.contains("current version of its rule"), "{ha}");
+            assert!(
+                !hb.contains("fixed run for b"),
+                "the version matched ran: {hb}"
+            );
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "re-runs did not run: {ha}\n{hb}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The event page says what a correlation holds and waits for, and an absence that did not
+/// fire reads as such: not a green `done`, not "waiting for a worker".
+#[tokio::test]
+async fn the_event_page_shows_what_a_correlation_holds_and_an_absence_that_did_not_fire() {
+    let env = common::Env::new();
+    env.rulebook(
+        "c.yml",
+        &format!(
+            r#"sources:
+  - {{ name: in, kind: bearer, secret: {SOURCE_TOKEN} }}
+rules:
+  - name: pair
+    correlate:
+      within: 10m
+      group_by: ['$.device']
+      sequence:
+        - {{ name: down, condition: '$.state == "down"' }}
+        - {{ name: up, condition: '$.state == "up"' }}
+    actions: [{{ log: {{ message: back }} }}]
+  - name: stays-down
+    correlate:
+      within: 1s
+      group_by: ['$.device']
+      absence:
+        after: {{ name: down, condition: '$.state == "down"' }}
+        missing: {{ name: up, condition: '$.state == "up"' }}
+    actions: [{{ log: {{ message: gone }} }}]
+"#
+        ),
+    );
+    let server = Server::start(&env, &[], &[]);
+    let c = client();
+    let down = send(&c, &server, &json!({"device": "r1", "state": "down"})).await;
+    let (_, html) = page(&c, &server, &format!("/console/events/{down}")).await;
+    assert!(
+        html.contains("holds down=") && html.contains("waits for up"),
+        "{html}"
+    );
+    let (ok, out) = {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_rulehook"))
+            .args(["event", &down, "--url", &server.base])
+            .env_remove("RULEHOOK_URL")
+            .output()
+            .unwrap();
+        (
+            o.status.success(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+        )
+    };
+    assert!(ok && out.contains("holds down="), "{out}");
+    assert!(out.contains("waits for up"), "{out}");
+    send(&c, &server, &json!({"device": "r1", "state": "up"})).await;
+    let start = Instant::now();
+    loop {
+        let (_, html) = page(&c, &server, &format!("/console/events/{down}")).await;
+        if html.contains("did not fire") {
+            assert!(!html.contains("No attempt yet"), "{html}");
+            assert!(
+                html.contains("stays-down <span class=\"status not-fired\">"),
+                "{html}"
+            );
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "{html}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

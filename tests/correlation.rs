@@ -80,11 +80,15 @@ fn data(dir: &Path) -> std::path::PathBuf {
 }
 
 async fn send(engine: &Engine, body: Value, delivery: &str) -> String {
+    send_from(engine, "s", body, delivery).await
+}
+
+async fn send_from(engine: &Engine, source: &str, body: Value, delivery: &str) -> String {
     let d = Delivery {
         key: delivery.to_string(),
         window: Some(Duration::from_secs(3600)),
     };
-    let e = VerifiedEvent::internal("s", body, 0, "test", d);
+    let e = VerifiedEvent::internal(source, body, 0, "test", d);
     engine.ingest(e).await.unwrap().id
 }
 
@@ -329,6 +333,46 @@ async fn a_duplicate_delivery_does_not_count_twice() {
     engine.shutdown(Duration::from_secs(2)).await;
 }
 
+/// Three copies of a delivery sent at once plus one distinct event are two events: a count of
+/// three never fires, and every participant is a stored event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copies_of_a_delivery_sent_at_once_count_once() {
+    let b = Bench::new(&rulebook(COUNT, "fired"));
+    let (engine, store) = b.start();
+    let mut tasks = tokio::task::JoinSet::new();
+    for g in 0..60 {
+        for _ in 0..3 {
+            let engine = engine.clone();
+            tasks.spawn(async move {
+                let body = json!({"device": format!("d{g}"), "state": "down"});
+                send(&engine, body, &format!("{g}-a")).await
+            });
+        }
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.unwrap();
+    }
+    let mut fired = 0;
+    for g in 0..60 {
+        let body = json!({"device": format!("d{g}"), "state": "down"});
+        let last = send(&engine, body, &format!("{g}-b")).await;
+        let d = detail(&store, &last).await;
+        let c = &d.correlations[0].correlation;
+        if state_of(&d).as_deref() == Some("fired") {
+            fired += 1;
+        }
+        for p in &c.events {
+            assert!(
+                store.history.event_detail(&p.id).await.unwrap().is_some(),
+                "group {g}: participant {} was never stored",
+                p.id
+            );
+        }
+    }
+    assert_eq!(fired, 0, "groups of two stored events fired");
+    engine.shutdown(Duration::from_secs(2)).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn open_partial_matches_are_capped_per_rule_and_the_oldest_is_evicted() {
     let spec = format!("{ALL_OF}      max_open: 2\n");
@@ -358,6 +402,57 @@ async fn open_partial_matches_are_capped_per_rule_and_the_oldest_is_evicted() {
         state_of(&detail(&store, &z).await).as_deref(),
         Some("fired")
     );
+    engine.shutdown(Duration::from_secs(2)).await;
+}
+
+/// An absence window evicted past `max_open` before its deadline fires, marked evicted, instead
+/// of ending as "did not fire"; one source's groups cannot evict another's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_evicted_absence_fires_marked_evicted_and_sources_evict_only_their_own() {
+    let spec = format!("{ABSENCE}      max_open: 2\n");
+    let yaml = rulebook(
+        &spec,
+        "{{ events.down.device }} down{% if correlation.evicted %} (evicted){% endif %}",
+    )
+    .replace(
+        "  - { name: s, kind: internal }\n",
+        "  - { name: s, kind: internal }\n  - { name: other, kind: internal }\n",
+    );
+    let b = Bench::new(&yaml);
+    let (engine, store) = b.start();
+    let down = |d: &str| json!({"device": d, "state": "down"});
+    let r1 = send(&engine, down("r1"), "r1").await;
+    for (i, d) in ["o1", "o2", "o3"].iter().enumerate() {
+        b.set(T0 + 1 + i as i64);
+        send_from(&engine, "other", down(d), d).await;
+    }
+    let r1_key = partial_key("r", r#"["r1"]"#);
+    assert!(
+        store.state.get(&r1_key).await.unwrap().is_some(),
+        "another source's groups do not evict r1"
+    );
+    b.set(T0 + 10);
+    let r2 = send(&engine, down("r2"), "r2").await;
+    send(&engine, down("r3"), "r3").await;
+    assert!(
+        store.state.get(&r1_key).await.unwrap().is_none(),
+        "r1 evicted by its own source's groups"
+    );
+    b.set(T0 + 2 * MIN + 20);
+    let (engine, store) = {
+        engine.shutdown(Duration::from_secs(2)).await;
+        drop(engine);
+        drop(store);
+        b.start()
+    };
+    let (state, error, messages) = finished(&store, &r1).await;
+    assert_eq!(
+        (state.as_str(), messages),
+        ("done", vec!["r1 down (evicted)".to_string()]),
+        "{error:?}"
+    );
+    let (_, _, messages) = finished(&store, &r2).await;
+    assert_eq!(messages, ["r2 down"]);
     engine.shutdown(Duration::from_secs(2)).await;
 }
 
@@ -589,4 +684,96 @@ async fn on_jetstream_a_partial_match_is_shared_by_the_nodes() {
     }
     assert_eq!(messages, ["r1 still down"]);
     two.shutdown(Duration::from_secs(2)).await;
+}
+
+/// `rulehook test` renders a correlation rule's actions with what a live job sees:
+/// `correlation.kind`, `.group`, `.events` and `.deadline`, and `events` (a sequence of events
+/// and one event alone).
+#[test]
+fn rulehook_test_gives_correlation_templates_what_a_job_sees() {
+    let msg = "{{ correlation.kind }} {{ correlation.group[0] }} {{ correlation.events | length }} deadline={{ correlation.deadline }} {{ events.down.device }}";
+    for (spec, kind) in [(SEQUENCE, "sequence"), (ABSENCE, "absence")] {
+        let b = Bench::new(&rulebook(spec, msg));
+        let p = b.dir.path();
+        let run = |event: &std::path::Path| {
+            let out = std::process::Command::new(env!("CARGO_BIN_EXE_rulehook"))
+                .args(["test", "--every", "1m", "--event"])
+                .arg(event)
+                .arg("--rulebooks")
+                .arg(p.join("rulebooks"))
+                .arg("--scripts")
+                .arg(p.join("scripts"))
+                .arg("--templates")
+                .arg(p.join("templates"))
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        let seq = p.join("seq.json");
+        let events = if kind == "absence" {
+            vec![
+                ev("down"),
+                json!({"x": 1}),
+                json!({"x": 2}),
+                json!({"x": 3}),
+            ]
+        } else {
+            vec![ev("down"), ev("up")]
+        };
+        let text: Vec<String> = events.iter().map(|e| e.to_string()).collect();
+        std::fs::write(&seq, text.join("\n")).unwrap();
+        let out = run(&seq);
+        assert!(!out.contains("render_error"), "{kind}: {out}");
+        // An absence fires at its deadline; a sequence that fired has none (as live).
+        let deadline = if kind == "absence" {
+            "deadline=1970-01-01T00:02:00"
+        } else {
+            "deadline=none"
+        };
+        assert!(
+            out.to_lowercase().contains(&format!("{kind} r1 "))
+                && out.to_lowercase().contains(&deadline.to_lowercase()),
+            "{kind}: {out}"
+        );
+        assert!(out.contains(" r1\""), "{kind}: events.down: {out}");
+        let one = p.join("one.json");
+        std::fs::write(&one, ev("down").to_string()).unwrap();
+        let out = run(&one);
+        assert!(!out.contains("render_error"), "{kind}, one event: {out}");
+        assert!(
+            out.contains(&format!("{kind} r1 1 deadline=")),
+            "{kind}: {out}"
+        );
+    }
+}
+
+/// An event a correlation only holds is not listed as matching it (held is not matched), in
+/// the stored list and in the live one; the event that makes it fire is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_a_correlation_only_holds_is_not_listed_as_matched() {
+    let b = Bench::new(&rulebook(SEQUENCE, "back"));
+    let (engine, store) = b.start();
+    let mut live = engine.subscribe();
+    let down = send(&engine, ev("down"), "d1").await;
+    let row = live.recv().await.unwrap();
+    assert_eq!(row.row.id, down);
+    assert!(row.row.rules.is_empty(), "live: {:?}", row.row.rules);
+    let up = send(&engine, ev("up"), "d2").await;
+    let row = live.recv().await.unwrap();
+    assert_eq!(row.row.rules, vec!["r".to_string()], "live");
+    finished(&store, &up).await;
+    let rows = store
+        .history
+        .events(rulehook::store::EventFilter {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let rules_of = |id: &str| rows.iter().find(|r| r.id == id).unwrap().rules.clone();
+    assert!(rules_of(&down).is_empty(), "{rows:?}");
+    let held = rows.iter().find(|r| r.id == down).unwrap();
+    assert_eq!(held.throttled, 0, "held is not throttled either: {rows:?}");
+    assert_eq!(rules_of(&up), vec!["r".to_string()]);
+    engine.shutdown(Duration::from_secs(1)).await;
 }

@@ -315,6 +315,62 @@ async fn past_max_pending_new_events_get_503_with_retry_after() {
     }
 }
 
+/// Absence jobs that only wait for their deadline do no work: they do not lock every source
+/// out (up to --max-pending of them), while jobs that run still do.
+#[tokio::test]
+async fn waiting_absences_are_not_back_pressure() {
+    let env = Env::new();
+    env.rulebook(
+        "p.yml",
+        r#"sources:
+  - { name: open, kind: none }
+  - { name: mon, kind: none }
+rules:
+  - name: slow
+    sources: [open]
+    actions:
+      - run_script: { script: wait.sh }
+  - name: stays-down
+    sources: [mon]
+    correlate:
+      within: 1h
+      group_by: ['$.device']
+      absence:
+        after: { name: down, condition: '$.state == "down"' }
+        missing: { name: up, condition: '$.state == "up"' }
+    actions:
+      - log: { message: down }
+"#,
+    );
+    env.script(
+        "wait.sh",
+        "#!/bin/sh
+while [ ! -e \"$OUT_DIR/go\" ]; do sleep 0.05; done\n",
+    );
+    let server = Server::start(&env, &["--max-pending", "4", "--concurrency", "1"], &[]);
+    let c = client();
+    let send = |path: &'static str, body: String| {
+        let req = c.post(server.url(path)).body(body);
+        async move { req.send().await.unwrap().status().as_u16() }
+    };
+    for i in 0..4 {
+        let body = format!(r#"{{"device":"d{i}","state":"down"}}"#);
+        assert_eq!(send("/hooks/mon", body).await, 202, "down {i}");
+    }
+    let mut statuses = Vec::new();
+    for i in 0..5 {
+        statuses.push(send("/hooks/open", format!(r#"{{"i":{i}}}"#)).await);
+    }
+    assert_eq!(
+        statuses,
+        vec![202, 202, 202, 202, 503],
+        "4 waiting + 4 that run"
+    );
+    let metrics = get_text(&c, &server.url("/metrics")).await;
+    assert!(metrics.contains("rulehook_jobs_waiting 4"), "{metrics}");
+    std::fs::write(env.path("go"), "").unwrap();
+}
+
 #[tokio::test]
 async fn admin_token_can_be_required_from_loopback_too() {
     let env = Env::new();

@@ -112,7 +112,7 @@ rules:
     assert!(err.contains("no event with id nope"), "{err}");
     let (ok, _, err) = rulehook(&["rerun", "nope:x", "--url", &base]);
     assert!(!ok);
-    assert!(err.contains("not a dead letter"), "{err}");
+    assert!(err.contains("no job with id nope:x"), "{err}");
 }
 
 #[test]

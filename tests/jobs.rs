@@ -273,9 +273,9 @@ async fn rerun_after_on_failure_runs_the_failed_action_again_with_its_run_id() {
     );
     let listed = get(&c, &server, "/api/events?status=done").await;
     assert!(listed.to_string().contains(&id), "{listed}");
-    // A job that is not a dead letter cannot be re-run.
+    // A job that is not a dead letter cannot be re-run (409 not_failed; 404 is for no such job).
     let (st, body) = rerun(&c, &server, &job).await;
-    assert_eq!(st, 404, "{body}");
+    assert_eq!(st, 409, "{body}");
 }
 
 // 2 ──────────────────────────────────────────────────────────────────────────────────────────
@@ -1483,5 +1483,106 @@ async fn a_backlog_of_one_rule_does_not_hold_up_the_others_after_a_restart() {
     assert!(
         slow_before <= 4,
         "quick ran after {slow_before} slow jobs: {runs:?}"
+    );
+}
+
+// Re-run after a fix ────────────────────────────────────────────────────────────────────────
+async fn rerun_as_matched(c: &reqwest::Client, server: &Server, job: &str) -> (u16, Value) {
+    let resp = c
+        .post(server.url(&format!("/api/jobs/{job}/rerun?as_matched=true")))
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+/// A user who fixed a rule re-runs its dead letter: it runs the fix (the current version of that
+/// one rule, saying so), while `as_matched` keeps the version it matched. No other rule runs.
+#[tokio::test]
+async fn a_rerun_after_fixing_the_rule_runs_the_fix_unless_asked_for_the_version_matched() {
+    let env = Env::new();
+    env.script(
+        "s.sh",
+        "#!/bin/sh\necho \"$RULEHOOK_RUN_ID $1\" >> \"$OUT_DIR/runs.txt\"\n[ \"$1\" = v2 ]\n",
+    );
+    env.script(
+        "other.sh",
+        "#!/bin/sh\necho \"$RULEHOOK_RUN_ID\" >> \"$OUT_DIR/other.txt\"\n",
+    );
+    let rule = |v: &str| {
+        format!(
+            "{SRC}rules:\n  - name: r\n    actions:\n      - run_script: {{ script: s.sh, args: [{v}] }}\n  - name: other\n    actions:\n      - run_script: {{ script: other.sh }}\n"
+        )
+    };
+    env.rulebook("r.yml", &rule("v1"));
+    let server = Server::start(&env, &[], &[]);
+    let c = client();
+    let e1 = send(&c, &server, &json!({"n": 1})).await;
+    let e2 = send(&c, &server, &json!({"n": 2})).await;
+    let (j1, j2) = (format!("{e1}:r"), format!("{e2}:r"));
+    for (e, j) in [(&e1, &j1), (&e2, &j2)] {
+        wait_job(&c, &server, e, j, "failed", Duration::from_secs(15)).await;
+    }
+    env.wait_lines("other.txt", 2, Duration::from_secs(15));
+    // The fix, by a hot reload: the version the jobs matched stays in memory.
+    env.rulebook("r.yml", &rule("v2"));
+    wait_for(&c, &server, "/api/status", Duration::from_secs(10), |s| {
+        s["reload"]["reloads"].as_u64() >= Some(1)
+    })
+    .await;
+
+    let (st, body) = rerun(&c, &server, &j1).await;
+    assert_eq!(st, 202, "{body}");
+    assert_eq!(body["version"], "current", "{body}");
+    assert_eq!(body["rule_changed"], true, "{body}");
+    assert!(
+        body["runs"]
+            .as_str()
+            .is_some_and(|r| r.contains("changed since the match")),
+        "{body}"
+    );
+    wait_job(&c, &server, &e1, &j1, "done", Duration::from_secs(15)).await;
+
+    let (st, body) = rerun_as_matched(&c, &server, &j2).await;
+    assert_eq!(st, 202, "{body}");
+    assert_eq!(body["version"], "matched", "{body}");
+    assert_eq!(body["rule_changed"], true, "{body}");
+    wait_for(
+        &c,
+        &server,
+        &format!("/api/events/{e2}"),
+        Duration::from_secs(15),
+        |d| {
+            job_of(d, &j2).is_some_and(|j| {
+                j["status"] == "failed" && j["attempts"].as_array().is_some_and(|a| a.len() == 2)
+            })
+        },
+    )
+    .await;
+    let mut runs = env.lines("runs.txt");
+    runs.sort();
+    let mut want = vec![
+        format!("{j1}:0 v1"),
+        format!("{j2}:0 v1"),
+        format!("{j1}:v1:0 v2"),
+        format!("{j2}:0 v1"),
+    ];
+    want.sort();
+    assert_eq!(runs, want, "the fix ran for j1, the version matched for j2");
+    assert_eq!(env.lines("other.txt").len(), 2, "no other rule ran again");
+
+    // A job that is not a dead letter, and one that does not exist, say which.
+    let (st, body) = rerun(&c, &server, &j1).await;
+    assert_eq!(
+        (st, body["error"].as_str()),
+        (409, Some("not_failed")),
+        "{body}"
+    );
+    let (st, body) = rerun(&c, &server, "nope:x").await;
+    assert_eq!(
+        (st, body["error"].as_str()),
+        (404, Some("not_found")),
+        "{body}"
     );
 }

@@ -434,8 +434,20 @@ async fn metrics_are_prometheus_text_and_health_answers() {
         "rulehook_action_duration_seconds_bucket",
         "rulehook_jobs_in_memory",
         "rulehook_journal_commit_seconds_bucket",
+        "rulehook_jobs_pending",
+        "rulehook_jobs_max_pending",
     ] {
         assert!(text.contains(name), "{name} missing from:\n{text}");
+    }
+    // As `promtool check metrics` requires: every metric family has its HELP text.
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let family = rest.split(' ').next().unwrap();
+            assert!(
+                text.contains(&format!("# HELP {family} ")),
+                "{family} has no HELP text:\n{text}"
+            );
+        }
     }
 }
 

@@ -64,6 +64,18 @@ pub struct IdArgs {
     pub admin: AdminArgs,
 }
 
+#[derive(Debug, Clone, Args)]
+pub struct RerunArgs {
+    /// The job id (`rulehook jobs --status failed` lists the dead letters).
+    pub id: String,
+    /// Run the rule version the job matched even if the rule changed since (by default a
+    /// changed rule runs its current version: your fix).
+    #[arg(long)]
+    pub as_matched: bool,
+    #[command(flatten)]
+    pub admin: AdminArgs,
+}
+
 /// A client of one service's admin API.
 struct Api {
     base: String,
@@ -249,18 +261,26 @@ pub async fn replay(a: IdArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn rerun(a: IdArgs) -> anyhow::Result<()> {
+pub async fn rerun(a: RerunArgs) -> anyhow::Result<()> {
     let api = Api::new(&a.admin)?;
+    let path = format!(
+        "/api/jobs/{}/rerun{}",
+        seg(&a.id),
+        if a.as_matched { "?as_matched=true" } else { "" }
+    );
     let v = api
-        .call(
-            reqwest::Method::POST,
-            &format!("/api/jobs/{}/rerun", seg(&a.id)),
-        )
+        .call(reqwest::Method::POST, &path)
         .await
         .map_err(|e| {
-            if e.to_string().contains("404") {
+            let m = e.to_string();
+            if m.contains("404") {
                 anyhow::anyhow!(
-                    "job {} is not a dead letter (only failed jobs can be re-run; list them with `rulehook jobs --status failed`)",
+                    "no job with id {} (list the dead letters with `rulehook jobs --status failed`)",
+                    a.id
+                )
+            } else if m.contains("not a dead letter") {
+                anyhow::anyhow!(
+                    "job {} is not a dead letter: only failed jobs can be re-run (list them with `rulehook jobs --status failed`)",
                     a.id
                 )
             } else {
@@ -305,18 +325,35 @@ pub fn timeline(v: &Value) -> String {
     for c in v["children"].as_array().into_iter().flatten() {
         let _ = writeln!(o, "  emitted {}", s(c));
     }
+    for c in v["correlations"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            o,
+            "correlation {}/{}  {}",
+            s(&c["rulebook"]),
+            s(&c["rule"]),
+            s(&c["summary"])
+        );
+    }
     for m in v["matches"].as_array().into_iter().flatten() {
+        let error = m["error"].as_str().unwrap_or_default();
+        let not_fired = m["status"] == "done" && error.starts_with(crate::domain::DID_NOT_FIRE);
+        let status = if not_fired {
+            "not fired"
+        } else {
+            s(&m["status"])
+        };
         let _ = writeln!(
             o,
             "matched {}/{}  job {}  {}{}",
             s(&m["rulebook"]),
             s(&m["rule"]),
             s(&m["id"]),
-            s(&m["status"]),
-            m["error"]
-                .as_str()
-                .map(|e| format!(": {e}"))
-                .unwrap_or_default()
+            status,
+            if error.is_empty() {
+                String::new()
+            } else {
+                format!(": {error}")
+            }
         );
         for at in m["attempts"].as_array().into_iter().flatten() {
             let phase = if at["phase"] == "on_failure" {

@@ -5,8 +5,9 @@
 //! (`HttpOnly`, `SameSite=Strict`). The cookie holds a MAC of the token under a key drawn at
 //! start, never the token itself; sessions end when the process restarts.
 //!
-//! A POST must carry the console's form token (a MAC only pages of this process contain) and,
-//! when the browser sends `Origin` or `Sec-Fetch-Site`, come from this origin.
+//! A POST must carry the console's form token (a MAC only pages of this process contain). That
+//! it comes from this origin and names an expected host is checked before any page runs, for the
+//! whole admin plane, by `server::admin_plane`.
 
 use std::net::SocketAddr;
 
@@ -107,8 +108,6 @@ pub struct Viewer {
     pub form_token: String,
     /// Signed in with the token (a logout button makes sense).
     pub session: bool,
-    /// Whether the request came from this origin, as far as the browser says.
-    origin: Result<(), Forged>,
 }
 
 /// Why a request was not let in: pages send people to the login form; other requests get 401.
@@ -158,7 +157,6 @@ impl FromRequestParts<AppState> for Viewer {
             return Ok(Viewer {
                 form_token: state.console.form_token(),
                 session,
-                origin: same_origin(&parts.headers, parts.uri.authority().map(|a| a.as_str())),
             });
         }
         let page = parts.method == axum::http::Method::GET
@@ -178,27 +176,18 @@ impl FromRequestParts<AppState> for Viewer {
 /// Why a POST was refused.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum Forged {
-    #[error("this request came from another site")]
-    CrossSite,
     #[error("the form token is missing or stale; reload the page and try again")]
     BadToken,
 }
 
-/// Checks that a POST comes from a console page of this process: same origin (when the
-/// browser says), and the form token.
+/// Checks that a POST carries the form token of this process's console pages (its origin and
+/// host were checked by `server::admin_plane` before the page ran).
 pub fn check_post(viewer: &Viewer, token: &str) -> Result<(), Forged> {
-    viewer.origin.clone()?;
     token_is(&viewer.form_token, token)
 }
 
 /// [`check_post`] for the login form.
-pub fn check_login_post(
-    state: &AppState,
-    headers: &HeaderMap,
-    uri: &axum::http::Uri,
-    token: &str,
-) -> Result<(), Forged> {
-    same_origin(headers, uri.authority().map(|a| a.as_str()))?;
+pub fn check_login_post(state: &AppState, token: &str) -> Result<(), Forged> {
     token_is(&state.console.login_token(), token)
 }
 
@@ -210,37 +199,34 @@ fn token_is(want: &str, given: &str) -> Result<(), Forged> {
     }
 }
 
-/// A browser says where a request comes from (`Sec-Fetch-Site`, `Origin`); when it does, it
-/// must be this origin: `Host`, or the request's authority (HTTP/2).
-fn same_origin(headers: &HeaderMap, authority: Option<&str>) -> Result<(), Forged> {
-    if headers
-        .get("sec-fetch-site")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v != "same-origin" && v != "none")
-    {
-        return Err(Forged::CrossSite);
-    }
-    if let Some(origin) = headers.get(header::ORIGIN) {
-        let host = headers
-            .get(header::HOST)
-            .and_then(|v| v.to_str().ok())
-            .or(authority);
-        let origin_host = origin
-            .to_str()
-            .ok()
-            .and_then(|o| o.split_once("://"))
-            .map(|(_, h)| h);
-        if host.is_none() || origin_host != host {
-            return Err(Forged::CrossSite);
-        }
-    }
-    Ok(())
-}
-
-/// Only local paths may be a login's `next` (no open redirect).
+/// Only local paths may be a login's `next` (no open redirect): a path that starts with one
+/// `/`, with no backslash, space or control character anywhere (browsers drop tabs and line
+/// breaks from URLs, so `/\t/evil.example` would be `//evil.example`, another site; CR/LF
+/// could not be a header anyway). Other characters beyond ASCII are percent-encoded. Anything
+/// else is `/`.
 pub fn safe_next(next: Option<&str>) -> String {
+    let local = |n: &str| {
+        n.starts_with('/')
+            && !n[1..].starts_with(['/', '\\'])
+            && !n
+                .chars()
+                .any(|c| c == '\\' || c.is_whitespace() || c.is_control())
+    };
     match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n.into(),
+        Some(n) if local(n) => {
+            let mut out = String::with_capacity(n.len());
+            for c in n.chars() {
+                if c.is_ascii() {
+                    out.push(c);
+                } else {
+                    let mut buf = [0; 4];
+                    for b in c.encode_utf8(&mut buf).bytes() {
+                        out.push_str(&format!("%{b:02X}"));
+                    }
+                }
+            }
+            out
+        }
         _ => "/".into(),
     }
 }
@@ -255,6 +241,10 @@ mod tests {
         assert_eq!(safe_next(Some("//evil.example/")), "/");
         assert_eq!(safe_next(Some("https://evil.example/")), "/");
         assert_eq!(safe_next(Some("/\\evil.example")), "/");
+        assert_eq!(safe_next(Some("/\t/evil.example/x")), "/");
+        assert_eq!(safe_next(Some("/\r\n/evil.example")), "/");
+        assert_eq!(safe_next(Some("/\u{a0}/evil.example")), "/");
+        assert_eq!(safe_next(Some("/caf\u{e9}")), "/caf%C3%A9");
         assert_eq!(safe_next(None), "/");
     }
 
@@ -280,40 +270,7 @@ mod tests {
     }
 
     #[test]
-    fn cross_site_posts_are_refused() {
-        let h = |pairs: &[(&'static str, &'static str)]| {
-            let mut m = HeaderMap::new();
-            for (k, v) in pairs {
-                m.insert(*k, v.parse().unwrap());
-            }
-            m
-        };
-        let host = ("host", "127.0.0.1:8080");
-        assert_eq!(same_origin(&h(&[host]), None), Ok(()));
-        assert_eq!(
-            same_origin(&h(&[host, ("origin", "http://127.0.0.1:8080")]), None),
-            Ok(())
-        );
-        assert_eq!(
-            same_origin(&h(&[host, ("origin", "http://evil.example")]), None),
-            Err(Forged::CrossSite)
-        );
-        assert_eq!(
-            same_origin(&h(&[host, ("origin", "null")]), None),
-            Err(Forged::CrossSite)
-        );
-        assert_eq!(
-            same_origin(&h(&[host, ("sec-fetch-site", "cross-site")]), None),
-            Err(Forged::CrossSite)
-        );
-        assert_eq!(
-            same_origin(&h(&[host, ("sec-fetch-site", "same-site")]), None),
-            Err(Forged::CrossSite)
-        );
-        assert_eq!(
-            same_origin(&h(&[host, ("sec-fetch-site", "same-origin")]), None),
-            Ok(())
-        );
+    fn form_tokens_must_match() {
         assert_eq!(token_is("abc", "abd"), Err(Forged::BadToken));
         assert_eq!(token_is("abc", "abc"), Ok(()));
     }

@@ -3,7 +3,7 @@
 
 use axum::Form;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
@@ -200,7 +200,12 @@ struct JobView {
     rulebook: String,
     rule: String,
     status: JobState,
+    /// The status badge: the job's state, or `not-fired` for an absence whose missing event
+    /// came in time (done without running anything).
+    badge: &'static str,
     error: Option<String>,
+    /// Its rule changed since the match: a re-run runs the fix unless asked otherwise.
+    rule_changed: bool,
     attempts: Vec<AttemptView>,
 }
 
@@ -214,7 +219,10 @@ fn notice_text(n: &Notice) -> Option<&'static str> {
     match n.done.as_deref() {
         Some("rerun") => Some("Re-run queued: the new attempt appears below when it starts."),
         Some("rerun-current") => Some(
-            "Re-run queued on the current version of its rule (it changed): from its first action.",
+            "Re-run queued on the current version of its rule (it changed since the match: your fix), from its first action.",
+        ),
+        Some("rerun-matched") => Some(
+            "Re-run queued on the rule version it matched (the rule changed since), from the action that failed.",
         ),
         Some("replay") => {
             Some("This is the replay of the event you chose, matched against the current rules.")
@@ -242,7 +250,8 @@ pub async fn event(
         }
         Err(e) => return unavailable(&v, e),
     };
-    let not_matched = crate::server::not_matched(&st.engine.rules(), &detail);
+    let rules = st.engine.rules();
+    let not_matched = crate::server::not_matched(&rules, &detail);
     let jobs: Vec<JobView> = detail
         .matches
         .iter()
@@ -251,7 +260,18 @@ pub async fn event(
             rulebook: m.rulebook.clone(),
             rule: m.rule.clone(),
             status: m.status,
+            badge: match &m.error {
+                Some(e)
+                    if m.status == JobState::Done && e.starts_with(crate::domain::DID_NOT_FIRE) =>
+                {
+                    "not-fired"
+                }
+                _ => m.status.as_str(),
+            },
             error: m.error.clone(),
+            rule_changed: !rules.rules.iter().any(|r| {
+                r.rulebook == m.rulebook && r.name == m.rule && r.fingerprint == m.fingerprint
+            }),
             attempts: m
                 .attempts
                 .iter()
@@ -290,6 +310,7 @@ pub async fn event(
             "headers": views::masked_headers(&detail.headers),
             "body": views::pretty(&detail.body),
             "jobs": jobs, "throttled": detail.throttled, "not_matched": not_matched,
+            "correlations": detail.correlations,
             "notice": notice_text(&n),
         }),
     )
@@ -332,6 +353,8 @@ pub struct RerunForm {
     pub token: String,
     /// Where to go after: `dead-letters`, or the job's event page.
     pub back: Option<String>,
+    /// Present: run the rule version the job matched even if the rule changed since.
+    pub as_matched: Option<String>,
 }
 
 /// `POST /console/rerun`: a dead letter runs again.
@@ -351,10 +374,28 @@ pub async fn rerun(v: Viewer, State(st): State<AppState>, Form(f): Form<RerunFor
         }
         Err(e) => return unavailable(&v, e),
     };
-    let done = match st.engine.rerun(&f.job).await {
-        Ok(Rerun::Queued) => "rerun",
-        Ok(Rerun::QueuedOnCurrentRule) => "rerun-current",
-        Ok(Rerun::NotFailed) => {
+    let as_matched = f.as_matched.as_deref().is_some_and(|v| !v.is_empty());
+    let done = match st.engine.rerun(&f.job, as_matched).await {
+        Ok(Rerun::AsMatched { changed: false }) => "rerun",
+        Ok(Rerun::AsMatched { changed: true }) => "rerun-matched",
+        Ok(Rerun::OnCurrentRule) => "rerun-current",
+        Ok(Rerun::NotFound) => {
+            return message(
+                Some(&v),
+                StatusCode::NOT_FOUND,
+                "No such job",
+                "no job has this id",
+            );
+        }
+        Ok(Rerun::VersionGone) => {
+            return message(
+                Some(&v),
+                StatusCode::CONFLICT,
+                "Version gone",
+                "the rule version this job matched is neither loaded nor archived; re-run it on the current version",
+            );
+        }
+        Ok(Rerun::NotFailed(_)) => {
             return message(
                 Some(&v),
                 StatusCode::CONFLICT,
@@ -642,14 +683,9 @@ pub struct LoginForm {
 }
 
 /// `POST /console/login`: the admin token in exchange for a session cookie.
-pub async fn login(
-    State(st): State<AppState>,
-    headers: HeaderMap,
-    uri: axum::http::Uri,
-    Form(f): Form<LoginForm>,
-) -> Response {
+pub async fn login(State(st): State<AppState>, Form(f): Form<LoginForm>) -> Response {
     let next = auth::safe_next(f.next.as_deref());
-    if let Err(e) = auth::check_login_post(&st, &headers, &uri, &f.token) {
+    if let Err(e) = auth::check_login_post(&st, &f.token) {
         return login_page(&st, &next, Some(&e.to_string()), StatusCode::FORBIDDEN);
     }
     let Some(want) = &st.admin_token else {

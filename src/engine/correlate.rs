@@ -7,14 +7,14 @@
 //! then fires unless the missing event closed its window. The job is as durable as any other,
 //! so a deadline that passed while the service was down fires at the next start.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::Engine;
-use crate::domain::{Correlated, CorrelationState, Event, StoreError};
+use crate::domain::{Correlated, Event, StoreError};
 use crate::rules::Rule;
 use crate::rules::correlate::{Correlation, Kind, Partial};
 use crate::store::Revision;
@@ -26,6 +26,24 @@ const CAS_TRIES: usize = 16;
 /// The state-store key of a rule's partial match for a group.
 pub fn partial_key(rule_key: &str, group: &str) -> String {
     format!("correlate/{rule_key}/{group}")
+}
+
+/// The state-store key recording that absence window `event` of a rule was evicted before its
+/// deadline (`max_open`): its job still fires, marked evicted, since nobody can tell any more
+/// whether the missing event came.
+pub fn evicted_key(rule_key: &str, event: &str) -> String {
+    format!("correlate-evicted/{rule_key}/{event}")
+}
+
+/// What an absence's job finds at its deadline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Window {
+    /// Still open: the missing event did not come. It fires.
+    Open,
+    /// The missing event came in time (or the rule changed). It does not fire.
+    Closed,
+    /// Evicted past `max_open` before its deadline: it fires, marked evicted.
+    Evicted,
 }
 
 /// How a change to a partial match is taken back when its event is not stored after all (a
@@ -83,6 +101,68 @@ impl OpenGroups {
     }
 }
 
+/// Serializes the ingestion of one delivery id (per source) while it moves correlation state:
+/// copies of a delivery sent at once reach the correlation one after the other, and each after
+/// the first finds the delivery stored and moves nothing ([`Engine::stored_delivery`]). A fixed
+/// set of stripes, so it takes no memory per delivery.
+pub(super) struct Deliveries {
+    stripes: Vec<tokio::sync::Mutex<()>>,
+}
+
+impl Default for Deliveries {
+    fn default() -> Self {
+        Deliveries {
+            stripes: (0..64).map(|_| tokio::sync::Mutex::new(())).collect(),
+        }
+    }
+}
+
+impl Deliveries {
+    pub(super) async fn hold(&self, key: &str) -> tokio::sync::MutexGuard<'_, ()> {
+        use std::hash::{BuildHasher, BuildHasherDefault};
+        let h = BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default()
+            .hash_one(key);
+        self.stripes[(h % self.stripes.len() as u64) as usize]
+            .lock()
+            .await
+    }
+}
+
+/// The state-store key under which both stores keep a delivery id within its window.
+pub(super) fn delivery_key(source: &str, delivery: &str) -> String {
+    format!("dedup/{source}/{delivery}")
+}
+
+/// Absence jobs that only wait for their deadline, by deadline. They do no work until then, so
+/// they are not back pressure: `--max-pending` does not count them (up to its own size). Kept by
+/// the node that stored or ran them (after a restart a job is known again once a worker has
+/// looked at it); an entry whose deadline passed is dropped, since the job is real work then.
+#[derive(Default)]
+pub(super) struct Waiting {
+    jobs: Mutex<BTreeSet<(i64, String)>>,
+}
+
+impl Waiting {
+    pub(super) fn add(&self, deadline: i64, job: &str) {
+        let mut jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
+        jobs.insert((deadline, job.to_string()));
+    }
+
+    pub(super) fn done(&self, deadline: i64, job: &str) {
+        let mut jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
+        jobs.remove(&(deadline, job.to_string()));
+    }
+
+    /// Jobs whose deadline is not past at `now` (ms).
+    pub(super) fn count(&self, now: i64) -> usize {
+        let mut jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
+        while jobs.first().is_some_and(|(d, _)| *d < now) {
+            jobs.pop_first();
+        }
+        jobs.len()
+    }
+}
+
 /// How long a partial match is kept in storage: its window (decisions are made on event
 /// times; expiry only collects what nobody needs). An absence's open windows stay until their
 /// jobs have run, even after a long outage.
@@ -91,6 +171,11 @@ fn ttl(c: &Correlation, retain: Duration) -> Duration {
         Kind::Absence => (c.within * 2).max(retain),
         _ => c.within + Duration::from_secs(60),
     }
+}
+
+/// The cap's scope: a rule's groups opened by one source.
+fn lru_id(rule_key: &str, source: &str) -> String {
+    format!("{rule_key}\n{source}")
 }
 
 fn parse(value: &str) -> Partial {
@@ -140,17 +225,19 @@ impl Engine {
                 Err(StoreError::Conflict(_)) => continue,
                 Err(e) => return Err(e),
             };
+            // Caps are per rule and source: one sender cannot evict another's groups.
+            let lru = lru_id(&rule.key, &event.source);
             if partial.is_empty() {
-                self.open.close(&rule.key, &key);
+                self.open.close(&lru, &key);
             } else {
-                for evicted in self.open.touch(&rule.key, &key, c.max_open) {
-                    tracing::warn!(rule = %rule.key, key = %evicted, max_open = c.max_open, "too many open partial matches: the oldest is evicted");
+                for evicted in self.open.touch(&lru, &key, c.max_open) {
+                    tracing::warn!(rule = %rule.key, source = %event.source, key = %evicted, max_open = c.max_open, "too many open partial matches: the oldest is evicted");
                     metrics::counter!(names::CORRELATION_EVICTED, "rulebook" => rule.rulebook.clone(), "rule" => rule.name.clone()).increment(1);
+                    if c.kind == Kind::Absence {
+                        self.mark_evicted(rule, c, &evicted).await?;
+                    }
                     state.delete(&evicted, None).await?;
                 }
-            }
-            if observed.state == CorrelationState::Fired {
-                metrics::counter!(names::CORRELATION_FIRED, "rulebook" => rule.rulebook.clone(), "rule" => rule.name.clone()).increment(1);
             }
             let undo = Undo {
                 key,
@@ -176,6 +263,34 @@ impl Engine {
         )))
     }
 
+    /// Whether delivery `key` ([`delivery_key`]) is already stored (within its window): then
+    /// the event is a redelivery, and moves no correlation state.
+    pub(super) async fn stored_delivery(&self, key: &str) -> Result<bool, StoreError> {
+        Ok(self.store.state.get(key).await?.is_some())
+    }
+
+    /// Absence: records every window of the partial match at `key` as evicted, so their jobs
+    /// fire at the deadline instead of ending quietly.
+    async fn mark_evicted(
+        &self,
+        rule: &Rule,
+        c: &Correlation,
+        key: &str,
+    ) -> Result<(), StoreError> {
+        let Some((v, _)) = self.store.state.get(key).await? else {
+            return Ok(());
+        };
+        let ttl = Some(ttl(c, self.settings.retain));
+        for window in parse(&v).seen {
+            let marker = evicted_key(&rule.key, &window.id);
+            match self.store.state.create(&marker, key, ttl).await {
+                Ok(_) | Err(StoreError::Conflict(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
     /// Takes back a change to a partial match whose event was not stored.
     pub(super) async fn undo(&self, undo: Undo) {
         let state = &self.store.state;
@@ -195,31 +310,40 @@ impl Engine {
     /// Absence, when its job runs: whether the window opened by `event` is still open (no
     /// missing event came). It stays in the store until the job is done (see
     /// [`Engine::close_absence`]), so a job that runs again decides the same.
-    pub(super) async fn absence_open(
+    pub(super) async fn absence_window(
         &self,
         rule: &Rule,
         c: &Correlation,
         correlated: &Correlated,
         event: &str,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Window, StoreError> {
         let key = partial_key(&rule.key, &correlated.group);
-        Ok(match self.store.state.get(&key).await? {
-            Some((v, _)) => {
-                let mut p = parse(&v);
-                p.fingerprint == rule.fingerprint && c.expire(&mut p, event)
+        if let Some((v, _)) = self.store.state.get(&key).await? {
+            let mut p = parse(&v);
+            if p.fingerprint == rule.fingerprint && c.expire(&mut p, event) {
+                return Ok(Window::Open);
             }
-            None => false,
+        }
+        let marker = evicted_key(&rule.key, event);
+        Ok(match self.store.state.get(&marker).await? {
+            Some(_) => Window::Evicted,
+            None => Window::Closed,
         })
     }
 
-    /// Absence, after its job fired and finished: removes its window.
+    /// Absence, after its job fired and finished: removes its window (or its eviction record).
     pub(super) async fn close_absence(
         &self,
         rule: &Rule,
         c: &Correlation,
         group: &str,
-        event: &str,
+        event: &Event,
     ) -> Result<(), StoreError> {
+        let marker = evicted_key(&rule.key, &event.id);
+        if self.store.state.get(&marker).await?.is_some() {
+            self.store.state.delete(&marker, None).await?;
+        }
+        let (lru, event) = (lru_id(&rule.key, &event.source), event.id.as_str());
         let key = partial_key(&rule.key, group);
         let ttl = Some(ttl(c, self.settings.retain));
         for _ in 0..CAS_TRIES {
@@ -231,7 +355,7 @@ impl Engine {
                 return Ok(());
             }
             let r = if p.is_empty() {
-                self.open.close(&rule.key, &key);
+                self.open.close(&lru, &key);
                 self.store.state.delete(&key, Some(rev)).await
             } else {
                 let value = serde_json::to_string(&p)
@@ -260,38 +384,33 @@ impl Engine {
         c: &Correlation,
         correlated: &Correlated,
     ) -> Result<(Value, Value), StoreError> {
-        let mut events = serde_json::Map::new();
+        let mut took_part = Vec::with_capacity(correlated.events.len());
         for p in &correlated.events {
             let body = match self.store.log.event(&p.id).await? {
                 Some(e) => e.body().clone(),
                 None => Value::Null,
             };
-            if matches!(c.kind, Kind::Count(_)) {
-                let list = events
-                    .entry(p.name.clone())
-                    .or_insert_with(|| Value::Array(Vec::new()));
-                if let Value::Array(items) = list {
-                    items.push(body);
-                }
-            } else {
-                events.insert(p.name.clone(), body);
-            }
+            took_part.push((p, body));
         }
-        let meta = json!({
-            "kind": correlated.kind,
-            "group": serde_json::from_str::<Value>(&correlated.group).unwrap_or(Value::Null),
-            "events": correlated.events.iter().map(|p| json!({
-                "name": p.name, "id": p.id, "at": crate::domain::rfc3339(p.at),
-            })).collect::<Vec<_>>(),
-            "deadline": correlated.deadline.map(crate::domain::rfc3339),
-        });
-        Ok((Value::Object(events), meta))
+        Ok(c.template_context(&correlated.group, &took_part, correlated.deadline))
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::OpenGroups;
+    use super::{OpenGroups, Waiting};
+
+    #[test]
+    fn waiting_jobs_count_until_their_deadline() {
+        let w = Waiting::default();
+        w.add(100, "a");
+        w.add(200, "b");
+        w.add(200, "b");
+        assert_eq!(w.count(50), 2);
+        w.done(200, "b");
+        assert_eq!(w.count(50), 1);
+        assert_eq!(w.count(101), 0, "past its deadline a job is work");
+    }
 
     #[test]
     fn the_least_recently_touched_group_is_evicted_first() {

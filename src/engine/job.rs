@@ -6,6 +6,8 @@
 //!    └ failed for good ──▶ OnFailure(0) with `failure` ──▶ … ──▶ ack Failed (a dead letter)
 //!                      └─ (no on_failure) ──────────────────────────▶ ack Failed
 //! rule version neither in memory nor in the archive ──▶ ack Failed "rule changed since the match"
+//! re-run (`Engine::rerun`): rule unchanged ─▶ Main(failed index); changed ─▶ Main(0) on the
+//! current version (generation+1); changed, `as_matched` ─▶ Main(failed index), version matched
 //! ```
 //! Every arrow that moves to another action is recorded (`progress`) before that action starts,
 //! so a crash resumes at the step recorded, with the same run ids and the real `failure`.
@@ -15,6 +17,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use super::correlate::Window;
 use super::{Engine, VERSION_HANDOFF};
 use crate::actions::event::MAX_DEPTH;
 use crate::actions::{Action, Rendered, RunContext, retry_delay};
@@ -26,6 +29,10 @@ use crate::store::Lease;
 use crate::telemetry::names;
 use crate::templates::{JsonRoot, json_value};
 use crate::verify::{Delivery, VerifiedEvent};
+
+/// How long after its acceptance an event that cannot be found is looked for again before its
+/// job fails as "no longer in the event log".
+const EVENT_LOOKUP_PATIENCE: Duration = Duration::from_secs(600);
 
 /// How one action ended.
 enum Ran {
@@ -86,8 +93,24 @@ impl Engine {
         match futures_util::FutureExt::catch_unwind(job).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
-                // The lease is still held: it expires and the job runs again.
-                tracing::error!(job = %shadow.job.id, error = %e, "cannot record a job's progress; it runs again when its lease expires");
+                // Storage failed under the job (an election, a lost connection): give it back
+                // at its last recorded step, to run again in a moment. If even that cannot be
+                // recorded, the lease ends here and the job comes back after the lease check.
+                tracing::warn!(job = %shadow.job.id, error = %e, "cannot record a job's progress; it runs again in a moment");
+                let step = last_step.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                let queue = &self.store.queue;
+                let given_back = match &e {
+                    // Will not succeed if tried again (a record that cannot be read): a dead
+                    // letter that says why, not a job that comes back forever.
+                    StoreError::Permanent(why) => {
+                        let why = format!("cannot be run: {why}");
+                        queue.ack(shadow, step, JobState::Failed, Some(why)).await
+                    }
+                    _ => queue.nak(shadow, step, Duration::from_secs(1)).await,
+                };
+                if let Err(e) = given_back {
+                    tracing::warn!(error = %e, "cannot give the job back; it runs again when its lease lapses");
+                }
             }
             Err(panic) => {
                 let step = last_step.lock().unwrap_or_else(|e| e.into_inner()).clone();
@@ -124,6 +147,16 @@ impl Engine {
             None => match self.store.log.event(&lease.job.event_id).await? {
                 Some(e) => e,
                 None => {
+                    // Retention never prunes the event of a pending job, so "not found" for a
+                    // young event is a read that lagged (a replica not caught up, a stream
+                    // leader just elected): look again in a moment rather than give it up.
+                    let age = crate::domain::event_id_ms(&lease.job.event_id)
+                        .map(|at| crate::domain::now_ms() - at);
+                    if age.is_some_and(|a| a < EVENT_LOOKUP_PATIENCE.as_millis() as i64) {
+                        tracing::warn!(job = %lease.job.id, "its event was not found (yet); looking again in a moment");
+                        let step = lease.job.step.clone();
+                        return queue.nak(lease, step, Duration::from_secs(1)).await;
+                    }
                     let step = lease.job.step.clone();
                     let msg = "its event is no longer in the event log".to_string();
                     return queue.ack(lease, step, JobState::Failed, Some(msg)).await;
@@ -176,6 +209,7 @@ impl Engine {
         // A correlation's job: what took part; an absence waits for its deadline first.
         let mut correlated = None;
         let mut absence = None;
+        let mut evicted = false;
         if let Some(c) = &rule.correlate {
             let record = self
                 .store
@@ -200,21 +234,33 @@ impl Engine {
                     if now <= deadline {
                         let wait = Duration::from_millis((deadline - now + 1) as u64)
                             .min(self.settings.recheck);
+                        self.waiting.add(deadline, &lease.job.id);
                         return queue.nak(lease, step, wait).await;
                     }
-                    if !self.absence_open(rule, c, &cd, &event.id).await? {
-                        let missing = c.steps.get(1).map(|s| s.name.as_str()).unwrap_or("");
-                        let msg = format!(
-                            "did not fire: `{missing}` came within the window (or the partial match was evicted, or the rule changed)"
-                        );
-                        tracing::debug!(job = %lease.job.id, "{msg}");
-                        return queue.ack(lease, step, JobState::Done, Some(msg)).await;
+                    self.waiting.done(deadline, &lease.job.id);
+                    let missing = c.steps.get(1).map(|s| s.name.as_str()).unwrap_or("");
+                    match self.absence_window(rule, c, &cd, &event.id).await? {
+                        Window::Closed => {
+                            let msg = format!(
+                                "{}: `{missing}` came within the window (or the rule changed)",
+                                crate::domain::DID_NOT_FIRE
+                            );
+                            tracing::debug!(job = %lease.job.id, "{msg}");
+                            return queue.ack(lease, step, JobState::Done, Some(msg)).await;
+                        }
+                        Window::Evicted => {
+                            evicted = true;
+                            tracing::warn!(job = %lease.job.id, rule = %rule.key, "absence: its window was evicted (max_open) before the deadline, so whether `{missing}` came is unknown; firing, marked evicted");
+                        }
+                        Window::Open => {
+                            tracing::info!(job = %lease.job.id, rule = %rule.key, "absence: the window ended without `{missing}`; firing");
+                        }
                     }
-                    tracing::info!(job = %lease.job.id, rule = %rule.key, "absence: the window ended without `{}`; firing", c.steps.get(1).map(|s| s.name.as_str()).unwrap_or(""));
                 }
                 absence = Some((c, cd.group.clone()));
             }
-            let (events, meta) = self.correlation_context(c, &cd).await?;
+            let (events, mut meta) = self.correlation_context(c, &cd).await?;
+            meta["evicted"] = Value::Bool(evicted);
             correlated = Some((Arc::new(events), Arc::new(meta)));
         }
         let run = Run {
@@ -232,7 +278,7 @@ impl Engine {
             let Some(action) = actions.get(step.index as usize) else {
                 // Past the last action of its part: the job is over.
                 let (state, error) = closing(&step);
-                self.close_fired_absence(rule, &absence, state, &event.id)
+                self.close_fired_absence(rule, &absence, state, &event)
                     .await?;
                 return queue.ack(lease, step, state, error).await;
             };
@@ -249,7 +295,7 @@ impl Engine {
                     };
                     if is_last {
                         let (state, error) = closing(&next);
-                        self.close_fired_absence(rule, &absence, state, &event.id)
+                        self.close_fired_absence(rule, &absence, state, &event)
                             .await?;
                         return queue.ack(lease, next, state, error).await;
                     }
@@ -458,7 +504,7 @@ impl Engine {
         rule: &Rule,
         absence: &Option<(&crate::rules::correlate::Correlation, String)>,
         state: JobState,
-        event: &str,
+        event: &crate::domain::Event,
     ) -> Result<(), StoreError> {
         match absence {
             Some((c, group)) if state == JobState::Done => {

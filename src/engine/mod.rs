@@ -48,14 +48,33 @@ pub struct Ingested {
 /// What a re-run request did.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Rerun {
-    /// Queued again, on the rule version it matched (from the action that failed).
-    Queued,
-    /// Queued again on the current version of a rule that changed (from its first action).
-    QueuedOnCurrentRule,
-    /// No failed job has that id.
-    NotFailed,
-    /// Its rule no longer exists.
+    /// Queued again on the rule version it matched, from the action that failed. `changed`:
+    /// the rule changed since the match (the old version was asked for with `as_matched`).
+    AsMatched { changed: bool },
+    /// Queued again on the current version of a rule that changed since the match, from its
+    /// first action under new run ids.
+    OnCurrentRule,
+    /// No job has that id.
+    NotFound,
+    /// The job has not failed for good (it is pending or done).
+    NotFailed(JobState),
+    /// Its rule no longer exists (and the version it matched is gone too).
     RuleGone,
+    /// `as_matched`, but the version it matched is neither in memory nor in the archive.
+    VersionGone,
+}
+
+/// What a queued re-run runs, in words (API, CLI and console say the same).
+pub fn rerun_text(current: bool, changed: bool) -> &'static str {
+    match (current, changed) {
+        (true, _) => {
+            "the current version of its rule (the rule changed since the match: your fix), from its first action"
+        }
+        (false, true) => {
+            "the rule version it matched (as asked; the rule changed since), from the action that failed"
+        }
+        (false, false) => "its rule (unchanged since the match), from the action that failed",
+    }
 }
 
 /// Engine settings beyond the rules and the store.
@@ -136,6 +155,10 @@ pub struct Engine {
     shutdown: CancellationToken,
     /// Correlation groups with an open partial match, for each rule's cap.
     open: correlate::OpenGroups,
+    /// Absence jobs waiting for their deadline (not back pressure).
+    waiting: correlate::Waiting,
+    /// Copies of one delivery take turns at the correlations.
+    deliveries: correlate::Deliveries,
     /// Events as they are accepted, for live views (the console); nothing is built for it
     /// while nobody listens.
     live: tokio::sync::broadcast::Sender<Arc<Accepted>>,
@@ -170,6 +193,8 @@ impl Engine {
             tracker: TaskTracker::new(),
             shutdown: CancellationToken::new(),
             open: correlate::OpenGroups::default(),
+            waiting: correlate::Waiting::default(),
+            deliveries: correlate::Deliveries::default(),
             live: tokio::sync::broadcast::channel(LIVE_BACKLOG).0,
             counts: Mutex::new(std::collections::HashMap::new()),
         })
@@ -284,11 +309,26 @@ impl Engine {
         let mut opened = Vec::new();
         // Partial matches moved by this event, taken back if it is not stored after all.
         let mut undo = Vec::new();
+        // Correlation state moves only for stored events: copies of a delivery sent at once take
+        // turns here (until stored), and a copy of a stored one moves nothing.
+        let correlates = matched.iter().any(|&i| rules.rules[i].correlate.is_some());
+        let delivery = match (&event.delivery, dedup_window) {
+            (Some(d), Some(_)) if correlates => Some(correlate::delivery_key(&event.source, d)),
+            _ => None,
+        };
+        let _turn = match &delivery {
+            Some(key) => Some(self.deliveries.hold(key).await),
+            None => None,
+        };
+        let redelivered = match &delivery {
+            Some(key) => self.stored_delivery(key).await?,
+            None => false,
+        };
         for &i in &matched {
             let r = &rules.rules[i];
             if let Some(c) = &r.correlate {
                 let steps = c.steps_matched(&event.doc);
-                if steps.is_empty() {
+                if steps.is_empty() || redelivered {
                     continue;
                 }
                 let moved = match self.correlate(r, c, &event, &steps).await {
@@ -346,6 +386,32 @@ impl Engine {
                 (i, m.throttled.is_some(), m.creates_job())
             })
             .collect();
+        // The rules the event matched as the list shows them: held is not matched.
+        let listed: Vec<String> = matches
+            .iter()
+            .filter(|m| !m.is_partial())
+            .map(|m| m.rule.clone())
+            .collect();
+        let listed_n = listed.len();
+        // Correlations this event completes, counted once it is stored.
+        let fired: Vec<usize> = matches
+            .iter()
+            .filter(|m| {
+                m.correlation
+                    .as_ref()
+                    .is_some_and(|c| c.state == crate::domain::CorrelationState::Fired)
+            })
+            .filter_map(|m| rules.rule_by_key(&m.key))
+            .collect();
+        // Absence jobs that will only wait for their deadline.
+        let waits: Vec<(String, i64)> = matches
+            .iter()
+            .filter_map(|m| {
+                let c = m.correlation.as_ref()?;
+                let waiting = c.state == crate::domain::CorrelationState::Waiting;
+                c.deadline.filter(|_| waiting).map(|d| (m.key.clone(), d))
+            })
+            .collect();
         let envelope = Envelope {
             event: event.clone(),
             matches,
@@ -368,6 +434,15 @@ impl Engine {
                 matched: 0,
             }),
             Appended::New { jobs } => {
+                for &i in &fired {
+                    let r = &rules.rules[i];
+                    metrics::counter!(crate::telemetry::names::CORRELATION_FIRED, "rulebook" => r.rulebook.clone(), "rule" => r.name.clone()).increment(1);
+                }
+                for (key, deadline) in &waits {
+                    if let Some(job) = jobs.iter().find(|j| &j.key == key) {
+                        self.waiting.add(*deadline, &job.id);
+                    }
+                }
                 if !counted.is_empty() {
                     let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
                     for (i, throttled, job) in counted {
@@ -402,11 +477,8 @@ impl Engine {
                         delivery_id: event.delivery.clone(),
                         duplicates: 0,
                         matched_rules: jobs.len(),
-                        rules: matched
-                            .iter()
-                            .map(|&i| rules.rules[i].name.clone())
-                            .collect(),
-                        throttled: matched.len() - jobs.len(),
+                        rules: listed,
+                        throttled: listed_n.saturating_sub(jobs.len()),
                         status: EventStatus::of(matched.len(), jobs.len(), jobs.len(), 0),
                         parent: event.parent.clone(),
                     };
@@ -421,6 +493,11 @@ impl Engine {
                 })
             }
         }
+    }
+
+    /// Absence jobs of this node that only wait for their deadline: not back pressure.
+    pub fn waiting_jobs(&self) -> usize {
+        self.waiting.count(self.settings.clock.now())
     }
 
     /// Opens the throttle window `key`, or reports the match throttled by whoever holds it.
@@ -469,19 +546,35 @@ impl Engine {
         self.ingest(event).await.map(Some)
     }
 
-    /// Puts a dead letter back in the queue. On the rule version it matched, it resumes at the
-    /// action that failed, with a fresh retry budget; when that version is gone, it runs the
-    /// current version from its first action under new run ids.
-    pub async fn rerun(&self, job_id: &str) -> Result<Rerun, StoreError> {
+    /// Puts a dead letter back in the queue. When its rule is unchanged since the match, it
+    /// resumes at the action that failed, with a fresh retry budget. When the rule changed (a
+    /// fix), it runs the current version from its first action under new run ids; with
+    /// `as_matched` it runs the version it matched instead (from memory or the rule archive).
+    pub async fn rerun(&self, job_id: &str, as_matched: bool) -> Result<Rerun, StoreError> {
         let Some((mut job, state)) = self.store.history.job(job_id).await? else {
-            return Ok(Rerun::NotFailed);
+            return Ok(Rerun::NotFound);
         };
         if state != JobState::Failed {
-            return Ok(Rerun::NotFailed);
+            return Ok(Rerun::NotFailed(state));
         }
         let current = self.rules();
-        let same = self.rule_version(&job.key, &job.fingerprint).is_some();
-        let answer = if same {
+        let now = current.rule_by_key(&job.key);
+        let changed = now.is_none_or(|i| current.rules[i].fingerprint != job.fingerprint);
+        let resume = if !changed {
+            true
+        } else if as_matched {
+            let kept = match self.rule_version(&job.key, &job.fingerprint) {
+                Some(v) => Some(v),
+                None => self.restore_version(&job.key, &job.fingerprint).await,
+            };
+            if kept.is_none() {
+                return Ok(Rerun::VersionGone);
+            }
+            true
+        } else {
+            false
+        };
+        let answer = if resume {
             let (index, attempts) = job
                 .step
                 .failed_at
@@ -496,9 +589,9 @@ impl Engine {
                 generation: job.step.generation,
                 ..Step::default()
             };
-            Rerun::Queued
+            Rerun::AsMatched { changed }
         } else {
-            let Some(i) = current.rule_by_key(&job.key) else {
+            let Some(i) = now else {
                 return Ok(Rerun::RuleGone);
             };
             job.fingerprint = current.rules[i].fingerprint.clone();
@@ -506,12 +599,12 @@ impl Engine {
                 generation: job.step.generation + 1,
                 ..Step::default()
             };
-            Rerun::QueuedOnCurrentRule
+            Rerun::OnCurrentRule
         };
         Ok(if self.store.queue.rerun(job).await? {
             answer
         } else {
-            Rerun::NotFailed
+            Rerun::NotFailed(JobState::Pending)
         })
     }
 

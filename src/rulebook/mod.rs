@@ -5,6 +5,7 @@
 pub mod ansible;
 pub mod compile;
 pub mod model;
+pub mod recover;
 pub mod yaml_error;
 
 use std::fmt;

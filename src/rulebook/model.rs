@@ -119,6 +119,10 @@ pub struct NamedConditionSpec {
 pub struct AbsenceSpec {
     pub after: S<NamedConditionSpec>,
     pub missing: S<NamedConditionSpec>,
+    /// `per_event` (default: every `after` event opens its own window) or `per_group` (one
+    /// open window per group; repeats are held by it).
+    #[serde(default)]
+    pub windows: Option<S<String>>,
 }
 
 /// `count: { at_least: 5, name: flap, condition: ... }`

@@ -459,7 +459,7 @@ fn join(cs: &[Condition]) -> String {
 }
 
 /// Compiles `expr` as `$[?expr']`; `base` is `expr`'s offset in the user's text.
-fn compile_filter(expr: &str, base: usize) -> Result<JsonPath, ConditionError> {
+pub(super) fn compile_filter(expr: &str, base: usize) -> Result<JsonPath, ConditionError> {
     let (rewritten, map) = rewrite_roots(expr);
     let query = format!("$[?{rewritten}]");
     JsonPath::parse(&query).map_err(|e| {

@@ -56,6 +56,10 @@ pub struct Correlation {
     pub group_by: Vec<Query>,
     /// Open partial matches (groups) kept per rule; the oldest is evicted past it.
     pub max_open: usize,
+    /// Absence: at most one open window per group (`windows: per_group`): an `after` event
+    /// while one is open is held by it instead of opening another (one incident for a link
+    /// that flaps and stays down).
+    pub one_window_per_group: bool,
 }
 
 /// What the state store keeps for one (rule, group).
@@ -90,6 +94,40 @@ pub struct Observed {
 }
 
 impl Correlation {
+    /// What a correlation job's templates see: `events` (each name's body; for `count`, a list
+    /// of bodies) and `correlation` (`kind`, `group`, `events` with id and time, `deadline`).
+    /// One shape for live jobs, `rulehook test` and the console's Try.
+    pub fn template_context(
+        &self,
+        group: &str,
+        took_part: &[(&Participant, serde_json::Value)],
+        deadline: Option<i64>,
+    ) -> (serde_json::Value, serde_json::Value) {
+        use serde_json::{Value, json};
+        let mut events = serde_json::Map::new();
+        for (p, body) in took_part {
+            if matches!(self.kind, Kind::Count(_)) {
+                let list = events
+                    .entry(p.name.clone())
+                    .or_insert_with(|| Value::Array(Vec::new()));
+                if let Value::Array(items) = list {
+                    items.push(body.clone());
+                }
+            } else {
+                events.insert(p.name.clone(), body.clone());
+            }
+        }
+        let meta = json!({
+            "kind": self.kind.as_str(),
+            "group": serde_json::from_str::<Value>(group).unwrap_or(Value::Null),
+            "events": took_part.iter().map(|(p, _)| json!({
+                "name": p.name, "id": p.id, "at": crate::domain::rfc3339(p.at),
+            })).collect::<Vec<_>>(),
+            "deadline": deadline.map(crate::domain::rfc3339),
+        });
+        (Value::Object(events), meta)
+    }
+
     /// The group an event falls in: the `group_by` values as a JSON array text.
     /// A query that selects one value stands for it; one that selects none, `null`; more, the list.
     pub fn group(&self, body: &serde_json::Value) -> String {
@@ -179,6 +217,21 @@ impl Correlation {
                         !open
                     });
                 }
+                let open = partial.seen.iter().find(|p| p.at + w >= at);
+                if has(0)
+                    && self.one_window_per_group
+                    && cancelled.is_empty()
+                    && let Some(first) = open
+                {
+                    // The group's window is open already: held by it, no second one.
+                    return Some(Observed {
+                        state: CorrelationState::Partial,
+                        events: vec![first.clone()],
+                        deadline: Some(first.at + w),
+                        waiting_for: vec![self.steps[1].name.clone()],
+                        cancelled,
+                    });
+                }
                 if has(0) {
                     partial.seen.push(seen(0));
                     return Some(Observed {
@@ -261,12 +314,17 @@ impl Correlation {
             .map(|s| format!("{}={}", s.name, s.condition.describe()))
             .collect();
         format!(
-            "{:?} within {:?} group_by {:?} steps [{}] max_open {}",
+            "{:?} within {:?} group_by {:?} steps [{}] max_open {}{}",
             self.kind,
             self.within,
             self.group_by,
             steps.join(", "),
-            self.max_open
+            self.max_open,
+            if self.one_window_per_group {
+                " windows per_group"
+            } else {
+                ""
+            }
         )
     }
 }
@@ -292,6 +350,7 @@ mod tests {
             within: Duration::from_secs(120),
             group_by: vec![Query::compile("$.device").unwrap()],
             max_open: 10,
+            one_window_per_group: false,
         }
     }
 
@@ -379,6 +438,34 @@ mod tests {
         assert_eq!(c.observe(&mut p, &[1], "b", 2 * MIN + 1), None, "too late");
         assert!(c.expire(&mut p, "a"), "the window ended empty: it fires");
         assert!(p.is_empty());
+    }
+
+    #[test]
+    fn absence_with_one_window_per_group_holds_repeats_while_its_window_is_open() {
+        let c = Correlation {
+            one_window_per_group: true,
+            ..down_up(Kind::Absence)
+        };
+        let mut p = Partial::default();
+        let o = c.observe(&mut p, &[0], "a", 0).unwrap();
+        assert_eq!((o.state, o.deadline), (Waiting, Some(2 * MIN)));
+        // The link flaps and stays down: the repeats are held by the open window.
+        for (id, at) in [("b", MIN), ("c", 2 * MIN)] {
+            let o = c.observe(&mut p, &[0], id, at).unwrap();
+            assert_eq!((o.state, o.deadline), (Held, Some(2 * MIN)), "{id}");
+            assert_eq!(o.events[0].id, "a");
+        }
+        assert!(c.expire(&mut p, "a"), "one window, one firing");
+        assert!(p.is_empty());
+        // After the window, a new `down` opens the next one.
+        let o = c.observe(&mut p, &[0], "d", 2 * MIN + 1).unwrap();
+        assert_eq!(o.state, Waiting);
+        // Without the option, every `down` opens its own window.
+        let c = down_up(Kind::Absence);
+        let mut p = Partial::default();
+        c.observe(&mut p, &[0], "a", 0).unwrap();
+        let o = c.observe(&mut p, &[0], "b", MIN).unwrap();
+        assert_eq!(o.state, Waiting);
     }
 
     #[test]

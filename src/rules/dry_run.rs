@@ -51,6 +51,25 @@ pub fn dry_run(
                     "received_at": crate::domain::rfc3339(0), "headers": headers,
                     "rulebook": rule.rulebook, "rule": rule.name,
                 });
+                // A correlation rule's templates see the event as every step it satisfies, as if
+                // it completed the pattern on its own (received at the epoch, like `meta`).
+                let (events, correlation) = match &rule.correlate {
+                    Some(c) => {
+                        let took: Vec<crate::domain::Participant> = c
+                            .steps_matched(&doc)
+                            .into_iter()
+                            .map(|i| crate::domain::Participant {
+                                name: c.steps[i].name.clone(),
+                                id: "test".into(),
+                                at: 0,
+                            })
+                            .collect();
+                        let with_bodies: Vec<_> = took.iter().map(|p| (p, body.clone())).collect();
+                        let deadline = Some(c.within.as_millis() as i64);
+                        c.template_context(&c.group(body), &with_bodies, deadline)
+                    }
+                    None => (Value::Null, Value::Null),
+                };
                 // A dry run has no real previous result: later actions see a placeholder one.
                 for (i, a) in rule.actions.iter().enumerate() {
                     let previous = if i == 0 {
@@ -58,9 +77,10 @@ pub fn dry_run(
                     } else {
                         json!({"exit_code": 0, "stdout": format!("<stdout of action {}>", i - 1)})
                     };
-                    let ctx = crate::templates::context(
-                        json!({"event": body, "meta": meta, "previous": previous}),
-                    );
+                    let ctx = crate::templates::context(json!({
+                        "event": body, "meta": meta, "previous": previous,
+                        "events": events, "correlation": correlation,
+                    }));
                     actions.push(match a.render(&set.templates, &ctx) {
                         Ok(r) => r.for_history(),
                         Err(e) => json!({"render_error": e}),

@@ -29,28 +29,66 @@ fn code_chars(text: &str) -> Vec<(usize, char)> {
     out
 }
 
-fn err(offset: usize, message: impl Into<String>) -> Option<ConditionError> {
-    Some(ConditionError {
+/// A mistake found: where, what, and the whole condition corrected when one can be named.
+struct Hint {
+    offset: usize,
+    message: String,
+    /// The corrected condition, and the words that lead to it after the message.
+    fix: Option<(&'static str, String)>,
+}
+
+fn err(offset: usize, message: impl Into<String>) -> Option<Hint> {
+    Some(Hint {
         offset,
         message: message.into(),
+        fix: None,
+    })
+}
+
+fn fixed(offset: usize, message: impl Into<String>, fix: String) -> Option<Hint> {
+    fixed_as(offset, message, ": ", fix)
+}
+
+fn fixed_as(
+    offset: usize,
+    message: impl Into<String>,
+    lead: &'static str,
+    fix: String,
+) -> Option<Hint> {
+    Some(Hint {
+        offset,
+        message: message.into(),
+        fix: Some((lead, fix)),
     })
 }
 
 const OPS: &[&str] = &["==", "!=", "<=", ">=", "<", ">"];
 
-/// The most likely mistake in `text`, located, or `None` when nothing familiar is wrong.
+/// The most likely mistake in `text`, located, or `None` when nothing familiar is wrong. A hint
+/// proposes the whole condition corrected (the message ends with it in backticks) only when
+/// that condition is valid; one that could not be named is left out rather than guessed.
 pub fn hint(text: &str) -> Option<ConditionError> {
-    unclosed(text)
+    let h = unclosed(text)
         .or_else(|| assignment(text))
         .or_else(|| word_operators(text))
         .or_else(|| empty_operand(text))
         .or_else(|| missing_value(text))
         .or_else(|| spaced_key(text))
-        .or_else(|| not_singular(text))
+        .or_else(|| not_singular(text))?;
+    let fix = h
+        .fix
+        .filter(|(_, f)| super::condition::compile_filter(f, 0).is_ok());
+    Some(ConditionError {
+        offset: h.offset,
+        message: match fix {
+            Some((lead, f)) => format!("{}{lead}`{f}`", h.message),
+            None => h.message,
+        },
+    })
 }
 
 /// An unterminated string, or a bracket or parenthesis without its partner.
-fn unclosed(text: &str) -> Option<ConditionError> {
+fn unclosed(text: &str) -> Option<Hint> {
     let mut quote: Option<(usize, char)> = None;
     let mut escaped = false;
     let mut stack: Vec<(usize, char)> = Vec::new();
@@ -78,24 +116,37 @@ fn unclosed(text: &str) -> Option<ConditionError> {
                             format!("`{open}` is closed by `{c}`: check the brackets"),
                         );
                     }
-                    None => return err(i, format!("`{c}` has no opening `{want}`")),
+                    None => return err(i, format!("`{c}` has no opening `{want}` before it")),
                 }
             }
             _ => {}
         }
     }
     if let Some((at, q)) = quote {
-        return err(at, format!("the string starting here has no closing {q}"));
+        // Closed at the end, the rest of the text is the string.
+        let mut fix = format!("{}{q}", text.trim_end());
+        for &(_, open) in stack.iter().rev() {
+            fix.push(if open == '(' { ')' } else { ']' });
+        }
+        return fixed(
+            at,
+            format!("the string starting here has no closing {q}"),
+            fix,
+        );
     }
-    if let Some((at, open)) = stack.pop() {
+    if let Some(&(at, open)) = stack.last() {
         let close = if open == '(' { ')' } else { ']' };
-        return err(at, format!("`{open}` is never closed: add `{close}`"));
+        let mut fix = text.trim_end().to_string();
+        for &(_, open) in stack.iter().rev() {
+            fix.push(if open == '(' { ')' } else { ']' });
+        }
+        return fixed(at, format!("`{open}` is never closed (add `{close}`)"), fix);
     }
     None
 }
 
 /// `=` alone, or `=!`, `=<`, `=>`.
-fn assignment(text: &str) -> Option<ConditionError> {
+fn assignment(text: &str) -> Option<Hint> {
     let cs = code_chars(text);
     for (k, &(i, c)) in cs.iter().enumerate() {
         if c != '=' {
@@ -106,44 +157,68 @@ fn assignment(text: &str) -> Option<ConditionError> {
         if matches!(prev, Some((_, '=' | '!' | '<' | '>'))) {
             continue;
         }
-        match next {
+        let (len, op, message) = match next {
             Some((_, '=')) => continue,
-            Some((_, '!')) => {
-                return err(i, "`=!` is not an operator: write `!=` (not equal)");
-            }
-            Some((_, '<')) => return err(i, "`=<` is not an operator: write `<=`"),
-            Some((_, '>')) => return err(i, "`=>` is not an operator: write `>=`"),
-            _ => {
-                return err(
-                    i,
-                    "`=` is not an operator: write `==` to compare (or `!=` for not equal)",
-                );
-            }
-        }
+            Some((_, '!')) => (2, "!=", "`=!` is not an operator: write `!=` (not equal)"),
+            Some((_, '<')) => (2, "<=", "`=<` is not an operator: write `<=` (at most)"),
+            Some((_, '>')) => (2, ">=", "`=>` is not an operator: write `>=` (at least)"),
+            _ => (
+                1,
+                "==",
+                "`=` is not an operator: write `==` to compare (`!=` for not equal)",
+            ),
+        };
+        let fix = format!("{}{op}{}", &text[..i], &text[i + len..]);
+        return fixed(i, message, fix);
     }
     None
 }
 
 /// `and`, `or`, `not` written as words.
-fn word_operators(text: &str) -> Option<ConditionError> {
+fn word_operators(text: &str) -> Option<Hint> {
     let cs = code_chars(text);
     let plain: String = cs.iter().map(|&(_, c)| c).collect();
-    for (word, op) in [
+    let words = [
         (" and ", "&&"),
         (" or ", "||"),
         (" AND ", "&&"),
         (" OR ", "||"),
-    ] {
-        if let Some(p) = plain.find(word) {
-            let at = cs[plain[..p].chars().count() + 1].0;
-            return err(at, format!("write `{op}` instead of `{}`", word.trim()));
+    ];
+    let (word, op, p) = words
+        .iter()
+        .filter_map(|&(w, op)| plain.find(w).map(|p| (w, op, p)))
+        .min_by_key(|&(_, _, p)| p)?;
+    let at = cs[plain[..p].chars().count() + 1].0;
+    // Every such word outside strings, replaced.
+    let mut fix = String::with_capacity(text.len());
+    let mut last = 0;
+    let mut k = 0;
+    let chars: Vec<char> = plain.chars().collect();
+    while k < chars.len() {
+        let hit = words.iter().find(|(w, _)| {
+            let w: Vec<char> = w.chars().collect();
+            chars[k..].starts_with(&w) && cs[k + w.len() - 1].0 == cs[k].0 + w.len() - 1
+        });
+        match hit {
+            Some((w, o)) => {
+                fix.push_str(&text[last..cs[k].0]);
+                fix.push_str(&format!(" {o} "));
+                last = cs[k].0 + w.len();
+                k += w.len();
+            }
+            None => k += 1,
         }
     }
-    None
+    fix.push_str(&text[last..]);
+    fixed(
+        at,
+        format!("`{}` is written `{op}` in a condition", word.trim()),
+        fix,
+    )
 }
 
 /// `&&` / `||` with nothing on one side.
-fn empty_operand(text: &str) -> Option<ConditionError> {
+fn empty_operand(text: &str) -> Option<Hint> {
     let parts = split_logical(text);
     if parts.len() < 2 {
         return None;
@@ -159,14 +234,27 @@ fn empty_operand(text: &str) -> Option<ConditionError> {
             };
             let op = &text[at..(at + 2).min(text.len())];
             let side = if k == 0 { "left" } else { "right" };
-            return err(at, format!("`{op}` needs a condition on its {side}"));
+            // Without the dangling operator.
+            let fix = format!(
+                "{}{}",
+                text[..at].trim_end(),
+                &text[(at + 2).min(text.len())..]
+            )
+            .trim()
+            .to_string();
+            return fixed_as(
+                at,
+                format!("`{op}` needs a condition on its {side}"),
+                "; without it: ",
+                fix,
+            );
         }
     }
     None
 }
 
 /// A comparison operator with nothing on one side.
-fn missing_value(text: &str) -> Option<ConditionError> {
+fn missing_value(text: &str) -> Option<Hint> {
     for part in split_logical(text) {
         let (start, s) = part;
         for op in OPS {
@@ -177,15 +265,14 @@ fn missing_value(text: &str) -> Option<ConditionError> {
                     return err(
                         start + p,
                         format!(
-                            "`{op}` needs a value on its right, e.g. `{} {op} \"value\"`",
-                            if left.is_empty() { "$.field" } else { left }
+                            "`{op}` needs a value on its right (a string in quotes, a number, true, false or null)"
                         ),
                     );
                 }
                 if left.is_empty() {
                     return err(
                         start + p,
-                        format!("`{op}` needs a query on its left, e.g. `$.field {op} {right}`"),
+                        format!("`{op}` needs a query on its left (a path such as `$.field`)"),
                     );
                 }
                 break;
@@ -196,7 +283,7 @@ fn missing_value(text: &str) -> Option<ConditionError> {
 }
 
 /// `$.details.Assurance Issue Status == "x"`: a member name with spaces after a dot.
-fn spaced_key(text: &str) -> Option<ConditionError> {
+fn spaced_key(text: &str) -> Option<Hint> {
     for (start, s) in split_logical(text) {
         let lhs_end = OPS
             .iter()
@@ -216,47 +303,127 @@ fn spaced_key(text: &str) -> Option<ConditionError> {
         if name.is_empty() || name.contains(['[', ']', '(', ')', '\'', '"']) {
             continue;
         }
-        let fixed = format!("{}['{}']", &side[..dot], name);
-        return err(
-            start + lead + dot,
-            format!("keys with spaces need brackets: `{fixed}`"),
-        );
+        let query = format!("{}['{}']", &side[..dot], name);
+        let from = start + lead;
+        let fix = format!("{}{query}{}", &text[..from], &text[from + side.len()..]);
+        return fixed(from + dot, "keys with spaces need brackets", fix);
     }
     None
 }
 
 /// `$.tags[*] == "core"`: comparisons take one node; a filter tests each.
-fn not_singular(text: &str) -> Option<ConditionError> {
+fn not_singular(text: &str) -> Option<Hint> {
     for (start, s) in split_logical(text) {
         for op in OPS {
             let Some(p) = find_op(s, op) else { continue };
             let (left, right) = (s[..p].trim(), s[p + op.len()..].trim());
-            for (side, other, at) in [(left, right, start), (right, left, start + p + op.len())] {
+            for (side, other, at, on_left) in [
+                (left, right, start, true),
+                (right, left, start + p + op.len(), false),
+            ] {
                 if !(side.starts_with('$') || side.starts_with('@')) {
                     continue;
                 }
-                if side.contains("[*]")
-                    || side.contains("..")
-                    || side.contains(".*")
-                    || side.contains("[?")
-                {
-                    let base = side
-                        .strip_suffix("[*]")
-                        .or_else(|| side.strip_suffix(".*"))
-                        .unwrap_or(side);
-                    let lead = s[at - start..].len() - s[at - start..].trim_start().len();
-                    return err(
-                        at + lead,
-                        format!(
-                            "`{side}` can select several nodes, and `{op}` compares one: use a filter, `{base}[?@ {op} {other}]`"
-                        ),
-                    );
-                }
+                let Some((prefix, filter, rest)) = split_last_multi(side) else {
+                    continue;
+                };
+                let test = if on_left {
+                    format!("@{rest} {op} {other}")
+                } else {
+                    format!("{other} {op} @{rest}")
+                };
+                let inner = match filter {
+                    Some(f) if f.contains("||") => format!("({}) && {test}", f.trim()),
+                    Some(f) => format!("{} && {test}", f.trim()),
+                    None => test,
+                };
+                let fix = format!(
+                    "{}{prefix}[?{inner}]{}",
+                    &text[..start],
+                    &text[start + s.len()..]
+                );
+                let lead = s[at - start..].len() - s[at - start..].trim_start().len();
+                return fixed(
+                    at + lead,
+                    format!(
+                        "`{side}` can select several nodes, and `{op}` compares one: use a filter"
+                    ),
+                    fix,
+                );
             }
             break;
         }
     }
     None
+}
+
+/// Splits a query at its last segment that can select several nodes (`[*]`, `.*`, `..name`,
+/// `[?…]`): the query before it (ending in `..` for a descendant segment), the filter it
+/// already has, and what follows as a path relative to each node (`.labels.severity`).
+fn split_last_multi(side: &str) -> Option<(String, Option<String>, String)> {
+    let cs = code_chars(side);
+    let mut depth = 0i32;
+    let mut last = None;
+    for (k, &(i, c)) in cs.iter().enumerate() {
+        let next = |n: usize| cs.get(k + n).map(|x| x.1);
+        match c {
+            '[' if depth == 0 => {
+                if next(1) == Some('*') && next(2) == Some(']') {
+                    last = Some((i, "[*]"));
+                } else if next(1) == Some('?') {
+                    last = Some((i, "[?"));
+                }
+                depth += 1;
+            }
+            '[' | '(' => depth += 1,
+            ']' | ')' => depth -= 1,
+            '.' if depth == 0 && next(1) == Some('.') => last = Some((i, "..")),
+            '.' if depth == 0 && next(1) == Some('*') && k > 0 && cs[k - 1].1 != '.' => {
+                last = Some((i, ".*"))
+            }
+            _ => {}
+        }
+    }
+    let (i, kind) = last?;
+    match kind {
+        "[*]" | ".*" => Some((
+            side[..i].to_string(),
+            None,
+            side[i + kind.len()..].to_string(),
+        )),
+        ".." => {
+            let after = &side[i + 2..];
+            let prefix = format!("{}..", &side[..i]);
+            if let Some(r) = after.strip_prefix('*') {
+                Some((prefix, None, r.to_string()))
+            } else if after.starts_with('[') {
+                Some((prefix, None, after.to_string()))
+            } else {
+                Some((prefix, None, format!(".{after}")))
+            }
+        }
+        _ => {
+            // `[?…]`: its closing bracket, outside strings.
+            let mut depth = 0i32;
+            let close = cs.iter().find(|&&(j, c)| {
+                if j < i {
+                    return false;
+                }
+                match c {
+                    '[' | '(' => depth += 1,
+                    ']' | ')' => depth -= 1,
+                    _ => {}
+                }
+                depth == 0
+            })?;
+            let filter = side[i + 2..close.0].to_string();
+            Some((
+                side[..i].to_string(),
+                Some(filter),
+                side[close.0 + 1..].to_string(),
+            ))
+        }
+    }
 }
 
 /// The operands between top-level `&&` / `||` (and `!`, `(`, `)`), with their offsets.
@@ -294,13 +461,21 @@ fn split_logical(text: &str) -> Vec<(usize, &str)> {
         .collect()
 }
 
-/// Where comparison `op` occurs in `s` outside strings (and not as part of a longer operator).
+/// Where comparison `op` occurs in `s` outside strings and brackets (and not as part of a
+/// longer operator).
 fn find_op(s: &str, op: &str) -> Option<usize> {
     let cs = code_chars(s);
     let plain: Vec<char> = cs.iter().map(|&(_, c)| c).collect();
     let want: Vec<char> = op.chars().collect();
+    let mut depth = 0i32;
     for k in 0..plain.len() {
-        if plain[k..].starts_with(&want) {
+        // Inside brackets (a filter's own comparisons) is not this comparison.
+        match plain[k] {
+            '[' => depth += 1,
+            ']' => depth -= 1,
+            _ => {}
+        }
+        if depth == 0 && plain[k..].starts_with(&want) {
             let next = plain.get(k + want.len()).copied();
             let prev = k.checked_sub(1).map(|p| plain[p]);
             if want.len() == 1 && (next == Some('=') || prev == Some('=')) {
@@ -336,25 +511,24 @@ mod tests {
 
         let (at, m) = h("$.a == ");
         assert_eq!(at, 4);
-        assert!(
-            m.contains("needs a value on its right, e.g. `$.a == \"value\"`"),
-            "{m}"
-        );
+        assert!(m.contains("needs a value on its right"), "{m}");
 
         let (at, m) = h(r#"$.details.Assurance Issue Status == "x""#);
         assert_eq!(at, 9);
         assert!(
-            m.contains("keys with spaces need brackets: `$.details['Assurance Issue Status']`"),
+            m.contains(
+                r#"keys with spaces need brackets: `$.details['Assurance Issue Status'] == "x"`"#
+            ),
             "{m}"
         );
 
         let (at, m) = h(r#"$.tags[*] == "core""#);
         assert_eq!(at, 0);
-        assert!(m.contains(r#"use a filter, `$.tags[?@ == "core"]`"#), "{m}");
+        assert!(m.contains(r#"use a filter: `$.tags[?@ == "core"]`"#), "{m}");
 
         let (at, m) = h(r#"$.a == 1 and $.b == 2"#);
         assert_eq!(at, 9);
-        assert!(m.contains("write `&&` instead of `and`"), "{m}");
+        assert!(m.contains("`and` is written `&&` in a condition"), "{m}");
 
         let (at, m) = h(r#"($.a == 1 && $.b == "x""#);
         assert_eq!(at, 0);
@@ -367,6 +541,111 @@ mod tests {
         let (at, m) = h(r#"$.a == "x"#);
         assert_eq!(at, 7);
         assert!(m.contains("no closing"), "{m}");
+    }
+
+    /// The condition a hint proposes: the text between the last pair of backticks, when the
+    /// message ends with one.
+    fn proposed(message: &str) -> Option<&str> {
+        let body = message.strip_suffix('`')?;
+        let open = body.rfind('`')?;
+        Some(&body[open + 1..])
+    }
+
+    #[test]
+    fn every_condition_a_hint_proposes_matches_the_event_it_was_written_for() {
+        use crate::domain::EventDoc;
+        use crate::rules::condition::Expr;
+        use serde_json::json;
+        let alert = json!({"status": "firing", "alerts": [
+            {"status": "resolved", "labels": {"severity": "warning", "alertname": "Disk"}},
+            {"status": "firing", "labels": {"severity": "critical", "alertname": "LinkDown"}}
+        ]});
+        let calm = json!({"status": "firing", "alerts": [
+            {"status": "firing", "labels": {"severity": "warning"}}
+        ]});
+        // (mistaken condition, the event it was written for, an event it must not match)
+        let cases = [
+            (
+                r#"$.alerts[*].labels.severity == "critical""#,
+                &alert,
+                &calm,
+            ),
+            (r#"$.alerts.*.labels.severity == "critical""#, &alert, &calm),
+            (r#"$..severity == "critical""#, &alert, &calm),
+            (
+                r#""critical" == $.alerts[*].labels.severity"#,
+                &alert,
+                &calm,
+            ),
+            (
+                r#"$.alerts[?@.status == "firing"].labels.severity == "critical""#,
+                &alert,
+                &calm,
+            ),
+            (
+                r#"$.status == "firing" && $.alerts[*].labels.alertname == "LinkDown""#,
+                &alert,
+                &calm,
+            ),
+            (
+                r#"$.tags[*] == "core""#,
+                &json!({"tags": ["edge", "core"]}),
+                &json!({"tags": ["edge"]}),
+            ),
+            (r#"$.a = "x""#, &json!({"a": "x"}), &json!({"a": "y"})),
+            (r#"$.a =! "x""#, &json!({"a": "y"}), &json!({"a": "x"})),
+            (r#"$.a =< 3"#, &json!({"a": 2}), &json!({"a": 4})),
+            (r#"$.a => 3"#, &json!({"a": 4}), &json!({"a": 2})),
+            (
+                r#"$.a == 1 and $.b == 2"#,
+                &json!({"a": 1, "b": 2}),
+                &json!({"a": 1, "b": 3}),
+            ),
+            (
+                r#"$.a == 1 or $.b == 2"#,
+                &json!({"a": 0, "b": 2}),
+                &json!({"a": 0, "b": 3}),
+            ),
+            (
+                r#"$.details.Assurance Issue Status == "x""#,
+                &json!({"details": {"Assurance Issue Status": "x"}}),
+                &json!({"details": {"Assurance Issue Status": "y"}}),
+            ),
+            (
+                r#"($.a == 1 && $.b == "x""#,
+                &json!({"a": 1, "b": "x"}),
+                &json!({"a": 1}),
+            ),
+            (r#"$.a == "x"#, &json!({"a": "x"}), &json!({"a": "y"})),
+            (r#"$.a == "x" &&"#, &json!({"a": "x"}), &json!({"a": "y"})),
+        ];
+        for (text, event, other) in cases {
+            assert!(Expr::compile(text).is_err(), "{text} is a mistake");
+            let h = hint(text).unwrap_or_else(|| panic!("no hint for {text}"));
+            let fix = proposed(&h.message)
+                .unwrap_or_else(|| panic!("{text}: the hint proposes no condition: {}", h.message));
+            let expr = Expr::compile(fix)
+                .unwrap_or_else(|e| panic!("{text}: the proposal `{fix}` does not compile: {e:?}"));
+            assert!(
+                expr.eval(&EventDoc::new(event.clone())),
+                "{text}: the proposal `{fix}` does not match {event}"
+            );
+            assert!(
+                !expr.eval(&EventDoc::new(other.clone())),
+                "{text}: the proposal `{fix}` also matches {other}"
+            );
+        }
+        // A hint that cannot name a whole condition proposes none.
+        for text in ["$.a == ", "== 3", "$.a == 1)"] {
+            let h = hint(text).unwrap_or_else(|| panic!("no hint for {text}"));
+            if let Some(fix) = proposed(&h.message) {
+                assert!(
+                    Expr::compile(fix).is_ok(),
+                    "{text}: proposes `{fix}`: {}",
+                    h.message
+                );
+            }
+        }
     }
 
     #[test]

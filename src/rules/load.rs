@@ -111,24 +111,35 @@ pub(super) fn compile(
             leading_zero_numbers_as_strings: true,
             with_snippet: false,
         };
-        match serde_saphyr::from_str_with_options::<model::RulebookFile>(text, opts) {
+        let parse = |text: &str| -> Result<model::RulebookFile, crate::rulebook::recover::Found> {
+            serde_saphyr::from_str_with_options::<model::RulebookFile>(text, opts.clone()).map_err(
+                |e| {
+                    let (line, column) = e
+                        .location()
+                        .map(|l| (l.line().max(1), l.column().max(1)))
+                        .unwrap_or((1, 1));
+                    let message =
+                        crate::rulebook::yaml_error::explain(&e.to_string(), text, line, column);
+                    (line, column, message)
+                },
+            )
+        };
+        match parse(text) {
             Ok(book) => parsed.push((path, text, book)),
-            Err(e) => {
-                let (line, column) = e
-                    .location()
-                    .map(|l| (l.line().max(1), l.column().max(1)))
-                    .unwrap_or((1, 1));
-                let message =
-                    crate::rulebook::yaml_error::explain(&e.to_string(), text, line, column);
+            Err(_) => {
                 // Its sources are still known by name, so rules elsewhere that use them do
                 // not each report a missing source as well.
                 failed_sources.extend(declared_source_names(text));
-                errors.push(LoadError {
-                    file: path.display().to_string(),
-                    line,
-                    column,
-                    message,
-                });
+                // Every structural problem, not only the first.
+                let every = crate::rulebook::recover::every_problem(text, |t| parse(t).err());
+                for (line, column, message) in every {
+                    errors.push(LoadError {
+                        file: path.display().to_string(),
+                        line,
+                        column,
+                        message,
+                    });
+                }
             }
         }
     }
@@ -951,12 +962,25 @@ fn compile_correlate(
         }
     };
     let within = within?;
+    let one_window_per_group = match c.absence.as_ref().and_then(|a| a.value.windows.as_ref()) {
+        None => false,
+        Some(w) if w.value == "per_event" => false,
+        Some(w) if w.value == "per_group" => true,
+        Some(w) => {
+            cx.err(
+                &w.referenced,
+                format!("absence.windows `{}`: use per_event or per_group", w.value),
+            );
+            return None;
+        }
+    };
     ok.then_some(Correlation {
         kind,
         steps,
         within,
         group_by,
         max_open,
+        one_window_per_group,
     })
 }
 

@@ -22,16 +22,30 @@ pub enum ApiError {
     BadBody(String),
     #[error(transparent)]
     Verify(#[from] VerifyError),
-    #[error("the event could not be stored; nothing was accepted, please retry ({0})")]
+    #[error("{}", unavailable(.0))]
     Unavailable(#[from] StoreError),
     #[error("admin API: present `Authorization: Bearer $RULEHOOK_ADMIN_TOKEN`")]
     AdminOnly,
     #[error("{0}")]
     BadQuery(String),
+    #[error(
+        "this request came from another site (Origin or Sec-Fetch-Site): the admin API and the console take changes only from their own pages or from clients that are not browsers"
+    )]
+    CrossSite,
+    #[error(
+        "this service does not answer to host `{0}`: use localhost, a loopback or listen address, or a name given with --admin-host"
+    )]
+    MisdirectedHost(String),
     #[error("no event with this id")]
     NoSuchEvent,
-    #[error("no failed job with this id")]
+    #[error("no job with this id")]
     NoSuchJob,
+    #[error("this job is {0}, not a dead letter: only jobs that failed for good can be re-run")]
+    NotFailed(&'static str),
+    #[error(
+        "the rule version this job matched is neither loaded nor in the rule archive; re-run it without `as_matched` to run the current version"
+    )]
+    VersionGone,
     #[error("the rule of this job no longer exists; it cannot be re-run")]
     RuleGone,
     #[error("rate limit exceeded for this source; retry after {0} s")]
@@ -44,6 +58,17 @@ pub enum ApiError {
         "too many events are waiting to be processed (--max-pending); nothing was accepted, please retry later"
     )]
     Busy,
+}
+
+/// What a sender is told when its event could not be confirmed as stored: "nothing was
+/// accepted" only when that is known.
+fn unavailable(e: &StoreError) -> String {
+    match e {
+        StoreError::Unknown(_) => format!(
+            "the store did not confirm the event in time: it may have been stored; send it again with the same delivery id, it is then stored once ({e})"
+        ),
+        e => format!("the event could not be stored; nothing was accepted, please retry ({e})"),
+    }
 }
 
 impl ApiError {
@@ -66,8 +91,12 @@ impl ApiError {
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::AdminOnly => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::BadQuery(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            ApiError::CrossSite => (StatusCode::FORBIDDEN, "cross_site"),
+            ApiError::MisdirectedHost(_) => (StatusCode::MISDIRECTED_REQUEST, "misdirected_host"),
             ApiError::NoSuchEvent | ApiError::NoSuchJob => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::RuleGone => (StatusCode::CONFLICT, "rule_gone"),
+            ApiError::NotFailed(_) => (StatusCode::CONFLICT, "not_failed"),
+            ApiError::VersionGone => (StatusCode::CONFLICT, "version_gone"),
             ApiError::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             ApiError::BodyTimeout => (StatusCode::REQUEST_TIMEOUT, "body_timeout"),
             ApiError::NotIngest => (StatusCode::SERVICE_UNAVAILABLE, "not_an_ingest_node"),

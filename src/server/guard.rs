@@ -16,12 +16,24 @@ pub struct Guard {
     /// Whether loopback clients may use the admin API without the token. Off behind a local
     /// reverse proxy: every client would look like loopback.
     pub admin_loopback: bool,
+    /// The `Host` names the admin API and the console answer to (DNS rebinding).
+    pub admin_hosts: super::admin_plane::AdminHosts,
     /// Pending jobs past which new events are refused with 503 (0: no bound).
     pub max_pending: usize,
     /// Failed verifications per client address.
     pub failures: FailureLimit,
     /// The last write probe of `/healthz`.
     pub health: HealthProbe,
+}
+
+impl Guard {
+    /// Whether new events are refused (503): `pending` jobs reach `--max-pending`, not counting
+    /// `waiting` absence jobs (they do no work until their deadline) up to `--max-pending` of
+    /// them, so open absence windows cannot lock every source out, nor grow without bound.
+    pub fn busy(&self, pending: usize, waiting: usize) -> bool {
+        let max = self.max_pending;
+        max > 0 && pending.saturating_sub(waiting.min(max)) >= max
+    }
 }
 
 /// Default of `--max-pending`.
@@ -31,6 +43,7 @@ impl Default for Guard {
     fn default() -> Self {
         Guard {
             admin_loopback: true,
+            admin_hosts: Default::default(),
             max_pending: DEFAULT_MAX_PENDING,
             failures: FailureLimit::new(10.0, 50),
             health: HealthProbe::default(),
@@ -132,6 +145,26 @@ impl FailureLimit {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn waiting_jobs_are_not_back_pressure() {
+        let g = Guard {
+            max_pending: 10,
+            ..Guard::default()
+        };
+        assert!(!g.busy(9, 0));
+        assert!(g.busy(10, 0));
+        assert!(!g.busy(15, 6), "six of them only wait");
+        assert!(
+            g.busy(20, 15),
+            "at most max_pending waiting jobs are set aside"
+        );
+        let off = Guard {
+            max_pending: 0,
+            ..Guard::default()
+        };
+        assert!(!off.busy(1_000_000, 0));
+    }
 
     #[test]
     fn failures_are_counted_per_address() {

@@ -1,6 +1,7 @@
 //! The HTTP edge: the only module that knows HTTP. Routes webhooks to the engine and serves the
 //! history API and health check.
 
+pub mod admin_plane;
 mod error;
 pub mod guard;
 pub mod listen;
@@ -20,7 +21,7 @@ use serde_json::json;
 
 use crate::domain::JobState;
 use crate::engine::Engine;
-use crate::engine::Rerun;
+use crate::engine::{Rerun, rerun_text};
 use crate::rules::RuleSet;
 use crate::store::{EventDetail, EventFilter, EventStatus, JobFilter};
 use crate::telemetry::names;
@@ -42,10 +43,10 @@ pub struct AppState {
     pub guard: Arc<guard::Guard>,
 }
 
-/// The whole HTTP application.
+/// The whole HTTP application: `/healthz`, the admin plane (the admin API, `/metrics` and the
+/// console, behind [`admin_plane::gate`]), and the source paths.
 pub fn app(state: AppState) -> Router {
-    Router::new()
-        .route("/healthz", get(healthz))
+    let admin = Router::new()
         .route("/api/events", get(list_events))
         .route("/api/events/{id}", get(event_detail))
         .route("/api/stored-events", get(stored_events))
@@ -55,6 +56,13 @@ pub fn app(state: AppState) -> Router {
         .route("/api/jobs/{id}/rerun", post(rerun))
         .route("/metrics", get(metrics_text))
         .merge(crate::console::routes())
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            admin_plane::gate,
+        ));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .merge(admin)
         .fallback(hook)
         .with_state(state)
 }
@@ -115,6 +123,8 @@ async fn metrics_text(_: Admin, State(state): State<AppState>) -> Response {
             metrics::gauge!(crate::telemetry::names::QUEUE_LEASED).set(depth.leased as f64);
             metrics::gauge!(crate::telemetry::names::QUEUE_DELAYED).set(depth.delayed as f64);
             metrics::gauge!(crate::telemetry::names::PENDING).set(depth.pending as f64);
+            metrics::gauge!(crate::telemetry::names::WAITING)
+                .set(state.engine.waiting_jobs() as f64);
             metrics::gauge!(crate::telemetry::names::MAX_PENDING)
                 .set(state.guard.max_pending as f64);
             (
@@ -153,23 +163,40 @@ async fn status(_: Admin, State(state): State<AppState>) -> Result<Response, Api
     .into_response())
 }
 
-/// Re-runs a dead letter (a job that failed for good) from the action that failed.
+/// `?as_matched=true`: re-run on the rule version the job matched even if the rule changed.
+#[derive(Debug, Default, serde::Deserialize)]
+struct RerunQuery {
+    #[serde(default)]
+    as_matched: bool,
+}
+
+/// Re-runs a dead letter (a job that failed for good): the current version of its rule when
+/// the rule changed since the match, else (or with `as_matched`) the version it matched, from
+/// the action that failed.
 async fn rerun(
     _: Admin,
     State(state): State<AppState>,
     Path(id): Path<String>,
+    q: Result<Query<RerunQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let on = match state.engine.rerun(&id).await? {
-        Rerun::NotFailed => return Err(ApiError::NoSuchJob),
+    let Query(q) = q.map_err(|e| ApiError::BadQuery(e.body_text()))?;
+    let (version, changed) = match state.engine.rerun(&id, q.as_matched).await? {
+        Rerun::NotFound => return Err(ApiError::NoSuchJob),
+        Rerun::NotFailed(s) => return Err(ApiError::NotFailed(s.as_str())),
         Rerun::RuleGone => return Err(ApiError::RuleGone),
-        Rerun::Queued => "the rule version it matched, from the action that failed",
-        Rerun::QueuedOnCurrentRule => {
-            "the current version of its rule (it changed), from its first action"
-        }
+        Rerun::VersionGone => return Err(ApiError::VersionGone),
+        Rerun::AsMatched { changed } => ("matched", changed),
+        Rerun::OnCurrentRule => ("current", true),
     };
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({"job": id, "status": "pending", "runs": on})),
+        Json(json!({
+            "job": id,
+            "status": "pending",
+            "runs": rerun_text(version == "current", changed),
+            "version": version,
+            "rule_changed": changed,
+        })),
     )
         .into_response())
 }
@@ -228,8 +255,8 @@ async fn receive(
     if !source.allows(peer.ip()) {
         return Err(ApiError::Forbidden);
     }
-    let max = state.guard.max_pending;
-    if max > 0 && state.engine.store().queue.depth().pending >= max {
+    let pending = state.engine.store().queue.depth().pending;
+    if state.guard.busy(pending, state.engine.waiting_jobs()) {
         return Err(ApiError::Busy);
     }
     let declared = headers

@@ -3,7 +3,7 @@
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::domain::{Correlated, Job, JobState, Match, rfc3339};
+use crate::domain::{Correlated, CorrelationState, Job, JobState, Match, rfc3339};
 
 /// An event's status in lists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -119,19 +119,55 @@ pub struct CorrelationRow {
     pub deadline_at: Option<String>,
     /// The job it made (fired, or an absence waiting for its deadline).
     pub job: Option<String>,
+    /// What it holds, waits for or did, in one sentence (the console and `rulehook event`).
+    pub summary: String,
 }
 
 impl CorrelationRow {
+    /// `holds down=e1; waits for up until …`, `fired with down=e1, up=e2`, or an absence's
+    /// window: when it fires unless the missing event comes.
+    fn summary_of(c: &Correlated, deadline: Option<&str>) -> String {
+        let held = c
+            .events
+            .iter()
+            .map(|p| format!("{}={}", p.name, p.id))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let waits = c.waiting_for.join(", ");
+        let until = deadline.map(|d| format!(" until {d}")).unwrap_or_default();
+        let mut out = match c.state {
+            CorrelationState::Partial if c.closed.is_empty() => {
+                format!("{}: holds {held}; waits for {waits}{until}", c.kind)
+            }
+            CorrelationState::Partial => format!("{}: this event came in time", c.kind),
+            CorrelationState::Fired => format!("{}: fired with {held}", c.kind),
+            CorrelationState::Waiting => format!(
+                "{}: window opened by {held}; fires at {} unless {waits} comes",
+                c.kind,
+                deadline.unwrap_or("the end of the window")
+            ),
+        };
+        if !c.closed.is_empty() {
+            out.push_str(&format!(
+                "; closed the window of {} (no incident)",
+                c.closed.join(", ")
+            ));
+        }
+        out
+    }
+
     /// The rows of an event's matches that belong to correlation rules.
     pub fn of(event: &str, matches: &[Match]) -> Vec<CorrelationRow> {
         matches
             .iter()
             .filter_map(|m| {
                 let c = m.correlation.clone()?;
+                let deadline_at = c.deadline.map(rfc3339);
                 Some(CorrelationRow {
                     rulebook: m.rulebook.clone(),
                     rule: m.rule.clone(),
-                    deadline_at: c.deadline.map(rfc3339),
+                    summary: CorrelationRow::summary_of(&c, deadline_at.as_deref()),
+                    deadline_at,
                     job: m.creates_job().then(|| m.job_id(event)),
                     correlation: c,
                 })

@@ -4,6 +4,7 @@
 
 pub mod cluster;
 pub mod console;
+pub mod nats_cluster;
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
@@ -52,7 +53,11 @@ impl Env {
         }
     }
     pub fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_rulehook"));
+        // RULEHOOK_TEST_BIN: run the tests against another build (an earlier one, to see a
+        // test fail before its fix).
+        let bin = std::env::var("RULEHOOK_TEST_BIN")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_rulehook").to_string());
+        let mut c = Command::new(bin);
         c.args(args)
             .arg("--rulebooks")
             .arg(self.path("rulebooks"))
@@ -111,7 +116,7 @@ impl Server {
                 keep.lock().unwrap().push(line);
             }
         });
-        let base = match rx.recv_timeout(Duration::from_secs(20)) {
+        let base = match rx.recv_timeout(Duration::from_secs(60)) {
             Ok(b) => b,
             Err(_) => {
                 let _ = child.kill();

@@ -16,31 +16,49 @@ use super::{Jet, Shared, last, publish, raise, state, transient};
 use crate::domain::{Envelope, Event, StoreError, now_ms};
 use crate::store::{Appended, EventLog, PRUNE_BATCH, Pruned};
 
-/// A delivery id claimed this recently by a node that has not stored its event yet is being
-/// stored right now: the repeat is answered "try again", not "duplicate" (if that node fails,
-/// the sender's retry then takes the claim over).
+/// A delivery id claimed this recently by another node that has not stored its event yet is
+/// being stored right now: the repeat is answered "try again", not "duplicate" (if that node
+/// fails, the sender's retry then takes the claim over). It outlasts one append's own retries
+/// (`WRITE_BUDGET`).
 const CLAIM_GRACE_MS: i64 = 10_000;
 
 /// How long one node's retention pass may hold the others off.
 const RETENTION_CLAIM: Duration = Duration::from_secs(300);
 
-/// Claims `(source, delivery)` for `event` within `window`. `Ok(Some(id))`: the delivery was
-/// already stored as event `id`.
+/// What claiming a delivery id came to.
+enum Claim {
+    /// Ours: publish the event under this `Nats-Msg-Id` (the event's id, or that of the
+    /// earlier attempt taken over).
+    Mine { msg_id: String },
+    /// Already stored as this event.
+    Stored(String),
+}
+
+/// Claims `(source, delivery)` for `event` within `window`. The caller marks the delivery as
+/// being appended on this node first (`Shared::start_appending`).
 async fn claim(
     s: &Shared,
     event: &Event,
     delivery: &str,
     window: Duration,
-) -> Result<Option<String>, StoreError> {
+) -> Result<Claim, StoreError> {
     let key = format!("dedup/{}/{delivery}", event.source);
-    let mine = serde_json::to_string(&DedupClaim {
-        event: event.id.clone(),
-        at: now_ms(),
-    })
-    .unwrap_or_default();
+    let encode = |msg_id: &str| {
+        serde_json::to_string(&DedupClaim {
+            event: event.id.clone(),
+            at: now_ms(),
+            node: s.node.clone(),
+            msg_id: msg_id.to_string(),
+        })
+        .unwrap_or_default()
+    };
     for _ in 0..5 {
-        match state::create(s, &key, &mine, Some(window)).await {
-            Ok(_) => return Ok(None),
+        match state::create(s, &key, &encode(&event.id), Some(window)).await {
+            Ok(_) => {
+                return Ok(Claim::Mine {
+                    msg_id: event.id.clone(),
+                });
+            }
             Err(StoreError::Conflict(_)) => {}
             Err(e) => return Err(e),
         }
@@ -49,20 +67,37 @@ async fn claim(
         };
         let theirs: DedupClaim = serde_json::from_str(&value)
             .map_err(|e| StoreError::Permanent(format!("delivery claim `{key}`: {e}")))?;
+        if theirs.event == event.id {
+            // Our own create landed though its answer was lost.
+            return Ok(Claim::Mine {
+                msg_id: event.id.clone(),
+            });
+        }
         if last(&s.events, &s.names.event(&theirs.event))
             .await?
             .is_some()
         {
-            return Ok(Some(theirs.event));
+            return Ok(Claim::Stored(theirs.event));
         }
-        if now_ms() - theirs.at < CLAIM_GRACE_MS {
+        // An earlier request to this node for this delivery has ended (the caller holds the
+        // node's only `Appending` mark for it), so this node's own claim is taken over at once.
+        let own = theirs.node == s.node;
+        if !own && now_ms() - theirs.at < CLAIM_GRACE_MS {
             return Err(StoreError::Transient(format!(
                 "delivery `{delivery}` of `{}` is being stored by another node: send it again in a moment",
                 event.source
             )));
         }
-        match state::update(s, &key, &mine, rev, Some(window)).await {
-            Ok(_) => return Ok(None),
+        // The earlier attempt ended without a confirmed store (this node's, or another node's
+        // past the grace). It may still have landed: publishing under its message id lets
+        // the stream keep exactly one of the two.
+        let msg_id = if theirs.msg_id.is_empty() {
+            theirs.event.clone()
+        } else {
+            theirs.msg_id.clone()
+        };
+        match state::update(s, &key, &encode(&msg_id), rev, Some(window)).await {
+            Ok(_) => return Ok(Claim::Mine { msg_id }),
             Err(StoreError::Conflict(_)) => continue,
             Err(e) => return Err(e),
         }
@@ -73,35 +108,92 @@ async fn claim(
     )))
 }
 
+/// Marks a delivery key as being appended by this node until dropped.
+struct Appending<'a> {
+    s: &'a Shared,
+    key: Option<String>,
+}
+
+impl Drop for Appending<'_> {
+    fn drop(&mut self) {
+        if let Some(k) = self.key.take() {
+            self.s
+                .appending
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&k);
+        }
+    }
+}
+
+impl Shared {
+    /// `None` when this node is appending `key` already.
+    fn start_appending(&self, key: &str) -> Option<Appending<'_>> {
+        let fresh = self
+            .appending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key.to_string());
+        fresh.then(|| Appending {
+            s: self,
+            key: Some(key.to_string()),
+        })
+    }
+}
+
 #[async_trait]
 impl EventLog for Jet {
     async fn append(&self, envelope: Envelope) -> Result<Appended, StoreError> {
         let s = &self.shared;
-        let event = envelope.event.clone();
-        let claimed = match (&event.delivery, envelope.dedup_window) {
+        let event = &envelope.event;
+        let mut guard = None;
+        let (msg_id, claimed) = match (&event.delivery, envelope.dedup_window) {
             (Some(d), Some(w)) => {
-                if let Some(id) = claim(s, &event, d, w).await? {
-                    let ack =
-                        publish(&s.js, s.names.duplicate(&id), id.clone().into_bytes(), None).await;
-                    if let Ok(a) = ack {
-                        raise(&s.progress.wrote_history, a.sequence);
+                let key = format!("dedup/{}/{d}", event.source);
+                guard = Some(s.start_appending(&key).ok_or_else(|| {
+                    StoreError::Transient(format!(
+                        "delivery `{d}` of `{}` is being stored by an earlier request to this node: send it again in a moment",
+                        event.source
+                    ))
+                })?);
+                match claim(s, event, d, w).await? {
+                    Claim::Stored(id) => {
+                        self.mark_duplicate(&id).await;
+                        return Ok(Appended::Duplicate { id });
                     }
-                    return Ok(Appended::Duplicate { id });
+                    Claim::Mine { msg_id } => (msg_id, Some(key)),
                 }
-                Some(format!("dedup/{}/{d}", event.source))
             }
-            _ => None,
+            _ => (event.id.clone(), None),
         };
         let wire = WireEvent::of(&envelope);
         let payload =
             serde_json::to_vec(&wire).map_err(|e| StoreError::Permanent(e.to_string()))?;
-        match publish(&s.js, s.names.event(&event.id), payload, Some(&event.id)).await {
+        let result = publish(&s.js, s.names.event(&event.id), payload, Some(&msg_id)).await;
+        drop(guard);
+        match result {
+            Ok(ack) if ack.duplicate && msg_id != event.id => {
+                // The attempt taken over had landed after all (or this one did, on a try
+                // whose answer was lost): whichever the stream holds is the event.
+                if last(&s.events, &s.names.event(&event.id)).await?.is_some() {
+                    raise(&s.progress.wrote_events, ack.sequence);
+                    return Ok(Appended::New { jobs: wire.jobs() });
+                }
+                let id = msg_id;
+                self.mark_duplicate(&id).await;
+                Ok(Appended::Duplicate { id })
+            }
             Ok(ack) => {
                 raise(&s.progress.wrote_events, ack.sequence);
                 Ok(Appended::New { jobs: wire.jobs() })
             }
+            Err(e @ StoreError::Unknown(_)) => {
+                // Perhaps stored: the claim stays, so the sender's retry finds the event (a
+                // duplicate) or takes the claim over under the same message id (stored once).
+                Err(e)
+            }
             Err(e) => {
-                // Not stored: give the delivery id back, so the sender's retry is not refused.
+                // Certainly not stored: give the delivery id back, so the retry is not refused.
                 if let Some(key) = claimed {
                     let _ = state::delete(s, &key, None).await;
                 }
@@ -144,6 +236,17 @@ impl EventLog for Jet {
         out.state = prune_state(s).await;
         let _ = state::delete(s, "retention/claim", Some(claim)).await;
         Ok(out)
+    }
+}
+
+impl Jet {
+    /// Records in the history that a delivery was answered as a duplicate of `id`.
+    async fn mark_duplicate(&self, id: &str) {
+        let s = &self.shared;
+        let ack = publish(&s.js, s.names.duplicate(id), id.as_bytes().to_vec(), None).await;
+        if let Ok(a) = ack {
+            raise(&s.progress.wrote_history, a.sequence);
+        }
     }
 }
 

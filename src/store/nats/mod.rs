@@ -22,7 +22,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use async_nats::HeaderMap;
 use async_nats::jetstream::{self, message::PublishMessage, stream};
 use bytes::Bytes;
 use tokio::task::AbortHandle;
@@ -47,6 +46,27 @@ pub struct NatsConfig {
     pub max_deliveries: u32,
     /// Stream replicas (1 on a single server, 3 on a three-node cluster).
     pub replicas: usize,
+    /// How this node proves who it is to NATS.
+    pub auth: NatsAuth,
+    /// TLS beyond what `tls://` in the address asks for.
+    pub tls: NatsTls,
+}
+
+/// Credentials for the NATS servers (`--store-user`/`--store-password`, `--store-token`).
+#[derive(Debug, Clone, Default)]
+pub enum NatsAuth {
+    #[default]
+    None,
+    UserPassword(String, String),
+    Token(String),
+}
+
+/// TLS to the NATS servers: a CA for servers whose certificate no public CA signed, and a
+/// client certificate for servers that verify clients (`verify: true`).
+#[derive(Debug, Clone, Default)]
+pub struct NatsTls {
+    pub ca: Option<std::path::PathBuf>,
+    pub cert_key: Option<(std::path::PathBuf, std::path::PathBuf)>,
 }
 
 impl NatsConfig {
@@ -57,6 +77,8 @@ impl NatsConfig {
             ack_wait: Duration::from_secs(10),
             max_deliveries: crate::store::sqlite::MAX_DELIVERIES,
             replicas: 1,
+            auth: NatsAuth::None,
+            tls: NatsTls::default(),
         }
     }
 }
@@ -72,6 +94,10 @@ pub(crate) struct Shared {
     pub view: Arc<ReadModel>,
     pub progress: Arc<view::Progress>,
     pub config: NatsConfig,
+    /// This process's name in delivery claims (random per start).
+    pub node: String,
+    /// Delivery claims this node is appending right now.
+    pub appending: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 /// Background tasks of one open store, ended when the store is dropped.
@@ -106,55 +132,194 @@ pub(crate) fn transient(what: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Transient(format!("NATS: {what}: {e}"))
 }
 
+/// How long one write may keep trying across a leader election before it gives an answer: a
+/// little under the 10 s that senders such as GitHub wait for a webhook's answer.
+pub(crate) const WRITE_BUDGET: Duration = Duration::from_secs(7);
+
+/// How long one publish waits for its acknowledgement before it is tried again (with the
+/// same `Nats-Msg-Id`, so a publish that did land is not stored twice).
+const ACK_WAIT: Duration = Duration::from_secs(2);
+
+/// What one publish attempt came to.
+enum Attempt {
+    Acked(jetstream::publish::PublishAck),
+    /// No stream answered (no leader during an election, or the stream's servers are down):
+    /// nothing was stored.
+    NotStored(String),
+    /// The acknowledgement did not come (timeout, connection lost after sending): it may or
+    /// may not have been stored.
+    Unknown(String),
+    /// A compare-and-set lost.
+    WrongSequence,
+    /// Will not succeed if tried again (too large, refused).
+    Refused(String),
+}
+
+async fn attempt(
+    js: &jetstream::Context,
+    subject: &str,
+    msg: PublishMessage,
+    wait: Duration,
+) -> Attempt {
+    use jetstream::context::PublishErrorKind as K;
+    let sent = match tokio::time::timeout(wait, js.send_publish(subject.to_string(), msg)).await {
+        Err(_) => return Attempt::Unknown("the publish was not sent in time".into()),
+        Ok(Err(e)) => return Attempt::NotStored(format!("publish: {e}")),
+        Ok(Ok(ack)) => ack,
+    };
+    match tokio::time::timeout(wait, sent).await {
+        Err(_) => Attempt::Unknown(format!("no acknowledgement within {wait:?}")),
+        Ok(Ok(a)) => Attempt::Acked(a),
+        Ok(Err(e)) => match e.kind() {
+            K::WrongLastSequence => Attempt::WrongSequence,
+            K::StreamNotFound => Attempt::NotStored(format!("publish: {e}")),
+            K::MaxPayloadExceeded | K::WrongLastMessageId => Attempt::Refused(e.to_string()),
+            K::TimedOut | K::BrokenPipe | K::MaxAckPending | K::Other => {
+                Attempt::Unknown(format!("publish: {e}"))
+            }
+        },
+    }
+}
+
+/// The pause between tries of one write: short at first (an election takes a few seconds).
+fn backoff(try_no: u32) -> Duration {
+    Duration::from_millis((100u64 << try_no.min(3)).min(800))
+}
+
+/// How a publish may be repeated after an attempt whose outcome is unknown.
+#[derive(Clone, Copy, PartialEq)]
+enum Repeat {
+    /// Not at all (a plain publish: a repeat could store it twice).
+    Never,
+    /// Under its `Nats-Msg-Id`: the stream drops a second copy within its duplicate window.
+    ById,
+    /// A compare-and-set: a repeat after one that landed is refused (wrong last sequence), and
+    /// the caller then looks whether what is there is its own write.
+    Cas,
+}
+
+/// What `publish_retrying` came to, and whether an attempt's outcome was unknown on the way.
+struct Published {
+    result: Result<jetstream::publish::PublishAck, StoreError>,
+    unknown: bool,
+}
+
+/// Publishes until the stream acknowledges or `WRITE_BUDGET` is spent (each attempt waits at
+/// most `ACK_WAIT`, and never past the budget). `Transient` when it was certainly not stored;
+/// `Unknown` when an attempt may have been.
+async fn publish_retrying(
+    js: &jetstream::Context,
+    subject: &str,
+    make: impl Fn() -> PublishMessage,
+    repeat: Repeat,
+) -> Published {
+    let start = std::time::Instant::now();
+    let mut unknown: Option<String> = None;
+    let mut try_no = 0;
+    let done = |result, unknown: &Option<String>| Published {
+        result,
+        unknown: unknown.is_some(),
+    };
+    loop {
+        let wait = ACK_WAIT.min(WRITE_BUDGET.saturating_sub(start.elapsed()));
+        let why = match attempt(js, subject, make(), wait.max(Duration::from_millis(100))).await {
+            Attempt::Acked(a) => return done(Ok(a), &unknown),
+            Attempt::WrongSequence => {
+                let e = StoreError::Conflict(format!("{subject} changed"));
+                return done(Err(e), &unknown);
+            }
+            Attempt::Refused(e) => {
+                return done(Err(StoreError::Permanent(format!("NATS: {e}"))), &unknown);
+            }
+            Attempt::NotStored(e) => e,
+            Attempt::Unknown(e) => {
+                unknown = Some(e.clone());
+                if repeat == Repeat::Never {
+                    return done(Err(StoreError::Unknown(format!("NATS: {e}"))), &unknown);
+                }
+                e
+            }
+        };
+        if start.elapsed() + backoff(try_no) >= WRITE_BUDGET {
+            let e = match &unknown {
+                Some(e) => StoreError::Unknown(format!("NATS: {e}")),
+                None => StoreError::Transient(format!("NATS: {why}")),
+            };
+            return done(Err(e), &unknown);
+        }
+        tokio::time::sleep(backoff(try_no)).await;
+        try_no += 1;
+    }
+}
+
 /// A publish that must land after the subject's last message is `expected` (0: the subject
-/// is empty): compare-and-set. `Conflict` when another write came first.
+/// is empty): compare-and-set. `Conflict` when another write came first. Tried again across
+/// an election; when an attempt's answer was lost and a later one is refused, the subject's
+/// last message tells whether that attempt was this write (then it succeeded).
 pub(crate) async fn publish_cas(
     js: &jetstream::Context,
+    stream: &stream::Stream,
     subject: String,
     payload: Vec<u8>,
     expected: u64,
 ) -> Result<u64, StoreError> {
-    let publish = PublishMessage::build()
-        .payload(Bytes::from(payload))
-        .expected_last_subject_sequence(expected);
-    let ack = js
-        .send_publish(subject.clone(), publish)
-        .await
-        .map_err(|e| transient("publish", e))?
-        .await;
-    match ack {
+    let payload = Bytes::from(payload);
+    let make = || {
+        PublishMessage::build()
+            .payload(payload.clone())
+            .expected_last_subject_sequence(expected)
+    };
+    let out = publish_retrying(js, &subject, make, Repeat::Cas).await;
+    match out.result {
         Ok(a) => Ok(a.sequence),
-        Err(e) if e.kind() == jetstream::context::PublishErrorKind::WrongLastSequence => Err(
-            StoreError::Conflict(format!("{subject} changed since revision {expected}")),
-        ),
-        Err(e) => Err(transient("publish", e)),
+        Err(StoreError::Conflict(_)) if out.unknown => match last(stream, &subject).await? {
+            Some((there, seq)) if there == payload && seq > expected => Ok(seq),
+            _ => Err(StoreError::Conflict(format!(
+                "{subject} changed since revision {expected}"
+            ))),
+        },
+        Err(StoreError::Conflict(_)) => Err(StoreError::Conflict(format!(
+            "{subject} changed since revision {expected}"
+        ))),
+        Err(e) => Err(e),
     }
 }
 
-/// A publish acknowledged by the stream; its sequence number.
+/// A publish acknowledged by the stream. With `msg_id` it is tried again across an election
+/// (the stream keeps one copy per id); the ack's `duplicate` says an earlier attempt landed.
 pub(crate) async fn publish(
     js: &jetstream::Context,
     subject: String,
     payload: Vec<u8>,
     msg_id: Option<&str>,
 ) -> Result<jetstream::publish::PublishAck, StoreError> {
-    let mut headers = HeaderMap::new();
-    if let Some(id) = msg_id {
-        headers.insert("Nats-Msg-Id", id);
-    }
-    js.publish_with_headers(subject, headers, Bytes::from(payload))
-        .await
-        .map_err(|e| transient("publish", e))?
-        .await
-        .map_err(|e| transient("publish", e))
+    let payload = Bytes::from(payload);
+    let make = || {
+        let m = PublishMessage::build().payload(payload.clone());
+        match msg_id {
+            Some(id) => m.message_id(id),
+            None => m,
+        }
+    };
+    let repeat = match msg_id {
+        Some(_) => Repeat::ById,
+        None => Repeat::Never,
+    };
+    publish_retrying(js, &subject, make, repeat).await.result
 }
 
 /// The last message on `subject`, with its sequence number; `None` when there is none.
+///
+/// On a replicated stream the stream's leader answers: a direct get may be answered by a
+/// follower that has not copied the newest messages yet, and its "not found" would be taken
+/// for "gone" (a job failing as "its event is no longer in the event log" right after its
+/// 202), its older revision for a conflict.
 pub(crate) async fn last(
     s: &stream::Stream,
     subject: &str,
 ) -> Result<Option<(Bytes, u64)>, StoreError> {
-    if s.cached_info().config.allow_direct {
+    let config = &s.cached_info().config;
+    if config.allow_direct && config.num_replicas <= 1 {
         // Direct get: the message itself, not a JSON answer with a base64 payload.
         return match s.direct_get_last_for_subject(subject).await {
             Ok(m) => Ok(Some((m.payload, m.sequence))),
@@ -162,11 +327,42 @@ pub(crate) async fn last(
             Err(e) => Err(transient("read", e)),
         };
     }
-    match s.get_last_raw_message_by_subject(subject).await {
-        Ok(m) => Ok(Some((m.payload, m.sequence))),
-        Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => Ok(None),
-        Err(e) => Err(transient("read", e)),
+    let start = std::time::Instant::now();
+    let mut try_no = 0;
+    loop {
+        // One attempt waits at most ACK_WAIT (the client's own request timeout is 10 s).
+        let wait = ACK_WAIT.min(WRITE_BUDGET.saturating_sub(start.elapsed()));
+        let got = tokio::time::timeout(wait, s.get_last_raw_message_by_subject(subject)).await;
+        let e = match got {
+            Ok(Ok(m)) => return Ok(Some((m.payload, m.sequence))),
+            Ok(Err(e)) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => {
+                return Ok(None);
+            }
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("no answer within {wait:?}"),
+        };
+        if start.elapsed() + backoff(try_no) >= WRITE_BUDGET {
+            return Err(transient("read", e));
+        }
+        tokio::time::sleep(backoff(try_no)).await;
+        try_no += 1;
     }
+}
+
+/// `nats://a:4222,nats://b:4222,…` (or `a:4222,b:4222`): every server of a cluster, so the
+/// node starts while any one of them answers and fails over to the others.
+pub fn server_list(url: &str) -> Result<Vec<async_nats::ServerAddr>, String> {
+    let mut out = Vec::new();
+    for part in url.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let addr = part
+            .parse::<async_nats::ServerAddr>()
+            .map_err(|e| format!("`{part}` in --store `{url}` is not a NATS address: {e}"))?;
+        out.push(addr);
+    }
+    if out.is_empty() {
+        return Err(format!("--store `{url}` names no NATS server"));
+    }
+    Ok(out)
 }
 
 fn unreachable_hint(url: &str, e: impl std::fmt::Display) -> StoreError {
@@ -175,15 +371,36 @@ fn unreachable_hint(url: &str, e: impl std::fmt::Display) -> StoreError {
     ))
 }
 
+/// The client's options: name, timeouts, credentials, TLS; reconnects to any listed or
+/// discovered server without end (a node waits out an outage rather than exiting).
+fn connect_options(config: &NatsConfig) -> async_nats::ConnectOptions {
+    let mut o = async_nats::ConnectOptions::new()
+        .name("rulehook")
+        .connection_timeout(Duration::from_secs(5))
+        .max_reconnects(None);
+    o = match &config.auth {
+        NatsAuth::None => o,
+        NatsAuth::UserPassword(u, p) => o.user_and_password(u.clone(), p.clone()),
+        NatsAuth::Token(t) => o.token(t.clone()),
+    };
+    if let Some(ca) = &config.tls.ca {
+        o = o.add_root_certificates(ca.clone()).require_tls(true);
+    }
+    if let Some((cert, key)) = &config.tls.cert_key {
+        o = o
+            .add_client_certificate(cert.clone(), key.clone())
+            .require_tls(true);
+    }
+    o
+}
+
 impl Jet {
     /// Connects, creates what is missing (streams, consumers), and starts this node's
     /// background work: the dispatcher, the history followers and the queue depth.
     pub async fn open(config: NatsConfig) -> Result<Jet, StoreError> {
         let names = Names::new(&config.prefix).map_err(StoreError::Permanent)?;
-        let client = async_nats::ConnectOptions::new()
-            .name("rulehook")
-            .connection_timeout(Duration::from_secs(5))
-            .connect(config.url.as_str());
+        let servers = server_list(&config.url).map_err(StoreError::Permanent)?;
+        let client = connect_options(&config).connect(servers);
         let client = tokio::time::timeout(Duration::from_secs(5), client)
             .await
             .map_err(|_| unreachable_hint(&config.url, "no answer within 5 s"))?
@@ -237,6 +454,8 @@ impl Jet {
             view,
             progress,
             config,
+            node: uuid::Uuid::now_v7().simple().to_string(),
+            appending: Default::default(),
         });
         let mut tasks = Vec::new();
         let queue = queue::Queue::open(shared.clone(), &queue_stream, &mut tasks).await?;
@@ -278,7 +497,8 @@ impl Jet {
     /// Removes every stream of this prefix (tests; `rulehook` never does this on its own).
     pub async fn destroy(url: &str, prefix: &str) -> Result<(), StoreError> {
         let names = Names::new(prefix).map_err(StoreError::Permanent)?;
-        let client = async_nats::connect(url)
+        let servers = server_list(url).map_err(StoreError::Permanent)?;
+        let client = async_nats::connect(servers)
             .await
             .map_err(|e| unreachable_hint(url, e))?;
         let js = jetstream::new(client);

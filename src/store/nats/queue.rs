@@ -143,7 +143,7 @@ async fn read_record(s: &Shared, id: &str) -> Result<Option<(JobRecord, u64)>, S
 
 async fn write_record(s: &Shared, r: &JobRecord, expected: u64) -> Result<u64, StoreError> {
     let payload = serde_json::to_vec(r).map_err(|e| bad("job record", e))?;
-    let seq = publish_cas(&s.js, s.names.job(&r.job.id), payload, expected)
+    let seq = publish_cas(&s.js, &s.jobs, s.names.job(&r.job.id), payload, expected)
         .await
         .map_err(|e| match e {
             StoreError::Conflict(_) => StoreError::Conflict(format!(
@@ -310,7 +310,11 @@ impl Jet {
                 Ok(msg)
             }
             Err(e) => {
-                if matches!(e, StoreError::Conflict(_)) {
+                // A refused write means another worker holds the job now; a failed release
+                // (nak, ack) ends the lease here all the same: the message comes back after
+                // the consumer's ack wait instead of being kept alive by a worker that gave
+                // it up.
+                if release || matches!(e, StoreError::Conflict(_)) {
                     self.queue.held().remove(&lease.token);
                 }
                 Err(e)

@@ -58,6 +58,7 @@ pub(crate) async fn create(
     };
     publish_cas(
         &s.js,
+        &s.state,
         s.names.state(key),
         encode(value, ttl, false),
         expected,
@@ -83,6 +84,7 @@ pub(crate) async fn update(
     }
     publish_cas(
         &s.js,
+        &s.state,
         s.names.state(key),
         encode(value, ttl, false),
         expected,
@@ -113,6 +115,7 @@ pub(crate) async fn delete(
     };
     publish_cas(
         &s.js,
+        &s.state,
         s.names.state(key),
         encode("", None, true),
         expected_seq,

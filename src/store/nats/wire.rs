@@ -295,9 +295,16 @@ pub struct StateValue {
     pub deleted: bool,
 }
 
-/// The claim on a delivery id: which event took it, and when.
+/// The claim on a delivery id: which event took it, when, and on which node (so a node that
+/// finds its own earlier attempt's claim says so, and takes it over once that attempt ended).
 #[derive(Debug, Serialize, Deserialize)]
 pub struct DedupClaim {
     pub event: String,
     pub at: i64,
+    #[serde(default)]
+    pub node: String,
+    /// The `Nats-Msg-Id` the claim's event is published under: its own id, or that of the
+    /// attempt it took over (so a late copy of that attempt and this one are stored once).
+    #[serde(default)]
+    pub msg_id: String,
 }

@@ -179,6 +179,7 @@ pub fn events(c: &Connection, f: &EventFilter) -> rusqlite::Result<Vec<EventRow>
                 r.get("pending")?,
                 r.get("failed")?,
             );
+            let (rules, held) = rule_names(&r.get::<_, String>("matches")?);
             Ok(EventRow {
                 id: r.get("id")?,
                 source: r.get("source")?,
@@ -187,8 +188,8 @@ pub fn events(c: &Connection, f: &EventFilter) -> rusqlite::Result<Vec<EventRow>
                 delivery_id: r.get("delivery")?,
                 duplicates: r.get("duplicates")?,
                 matched_rules: n_jobs as usize,
-                rules: rule_names(&r.get::<_, String>("matches")?),
-                throttled: (n_matches - n_jobs) as usize,
+                rules,
+                throttled: ((n_matches - n_jobs).max(0) as usize).saturating_sub(held),
                 status: EventStatus::of(
                     n_matches as usize,
                     n_jobs as usize,
@@ -203,14 +204,28 @@ pub fn events(c: &Connection, f: &EventFilter) -> rusqlite::Result<Vec<EventRow>
 }
 
 /// The rule names in an envelope's stored matches (a JSON array of objects with `rule`).
-fn rule_names(matches: &str) -> Vec<String> {
+/// The rules an event matched (or was throttled on), and how many correlations only hold it (a
+/// partial match: held is not matched).
+fn rule_names(matches: &str) -> (Vec<String>, usize) {
     #[derive(serde::Deserialize)]
     struct Named {
         rule: String,
+        #[serde(default)]
+        correlation: Option<crate::domain::Correlated>,
     }
-    serde_json::from_str::<Vec<Named>>(matches)
-        .map(|v| v.into_iter().map(|m| m.rule).collect())
-        .unwrap_or_default()
+    let all = serde_json::from_str::<Vec<Named>>(matches).unwrap_or_default();
+    let n = all.len();
+    let names: Vec<String> = all
+        .into_iter()
+        .filter(|m| {
+            m.correlation
+                .as_ref()
+                .is_none_or(|c| c.state != crate::domain::CorrelationState::Partial)
+        })
+        .map(|m| m.rule)
+        .collect();
+    let held = n - names.len();
+    (names, held)
 }
 
 fn attempts_of(c: &Connection, job_id: &str) -> rusqlite::Result<Vec<AttemptRow>> {

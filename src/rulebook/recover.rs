@@ -1,0 +1,174 @@
+//! Every structural problem of a rulebook at once. The YAML deserializer stops at the first
+//! problem; to find the next, the part that holds it is set aside and the text parsed again:
+//! an unknown key (with the lines nested under it), or else the whole list item (a source or a
+//! rule) it sits in. Set-aside lines become empty lines, so every later problem keeps its line
+//! and column. Items set aside are never reported again, so one mistake is not reported twice.
+
+/// A problem the parser found: line, column (1-based) and the message as shown to people.
+pub type Found = (u64, u64, String);
+
+/// The most problems looked for in one file.
+const MAX: usize = 50;
+
+/// One list item of a top-level section (`sources:` / `rules:`): its lines `[start, end)`.
+#[derive(Debug, Clone, Copy)]
+struct Item {
+    section: usize,
+    start: usize,
+    end: usize,
+}
+
+/// Every problem `parse` finds in `text`, in line order; `parse` answers the first problem of
+/// the text it is given (the text with the parts already reported set aside).
+pub fn every_problem(text: &str, parse: impl Fn(&str) -> Option<Found>) -> Vec<Found> {
+    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+    let items = outline(&lines);
+    let mut found: Vec<Found> = Vec::new();
+    let mut left: Vec<bool> = vec![true; items.len()];
+    while found.len() < MAX {
+        let current = lines.join("\n");
+        let Some(problem) = parse(&current) else {
+            break;
+        };
+        if found.contains(&problem) {
+            break; // no progress
+        }
+        let at = (problem.0 as usize).saturating_sub(1);
+        let unknown_key = problem.2.starts_with("unknown key");
+        found.push(problem);
+        let Some(k) = items.iter().position(|i| (i.start..i.end).contains(&at)) else {
+            // Outside every item: a top-level key of its own can be set aside.
+            if unknown_key && indent(&lines[at.min(lines.len().saturating_sub(1))]) == 0 {
+                let end = lines.len();
+                blank_block(&mut lines, at, end);
+                continue;
+            }
+            break;
+        };
+        let item = items[k];
+        let line = lines.get(at).map(String::as_str).unwrap_or("");
+        if unknown_key && at > item.start && !line.trim_start().starts_with('-') {
+            blank_block(&mut lines, at, item.end);
+            continue;
+        }
+        // The whole item: one problem reported per source or rule at least.
+        for l in &mut lines[item.start..item.end] {
+            l.clear();
+        }
+        left[k] = false;
+        let section = item.section;
+        let empty = items
+            .iter()
+            .zip(&left)
+            .all(|(i, &l)| i.section != section || !l);
+        if empty {
+            // `rules:` with nothing under it would be a problem of its own.
+            let key = lines[section].trim_end().to_string();
+            lines[section] = format!("{key} []");
+        }
+    }
+    found.sort();
+    found
+}
+
+fn indent(line: &str) -> usize {
+    line.len() - line.trim_start().len()
+}
+
+/// Empties line `at` and the lines after it nested deeper, up to `end`.
+fn blank_block(lines: &mut [String], at: usize, end: usize) {
+    let Some(first) = lines.get(at) else { return };
+    let base = indent(first);
+    lines[at].clear();
+    for l in lines.iter_mut().take(end).skip(at + 1) {
+        if l.trim().is_empty() || l.trim_start().starts_with('#') || indent(l) > base {
+            l.clear();
+        } else {
+            break;
+        }
+    }
+}
+
+/// The items of the top-level keys whose value is a block list (`section`: the key's line,
+/// 0-based).
+fn outline(lines: &[String]) -> Vec<Item> {
+    let mut sections = Vec::new();
+    let mut items = Vec::new();
+    let top = |l: &str| indent(l) == 0 && !l.trim().is_empty() && !l.starts_with('#');
+    let mut i = 0;
+    while i < lines.len() {
+        let l = &lines[i];
+        let block_key = top(l) && {
+            let t = l.split(" #").next().unwrap_or("").trim_end();
+            t.ends_with(':') && !t.starts_with('-')
+        };
+        if !block_key {
+            i += 1;
+            continue;
+        }
+        let end = (i + 1..lines.len())
+            .find(|&j| top(&lines[j]))
+            .unwrap_or(lines.len());
+        let dash = (i + 1..end).find(|&j| lines[j].trim_start().starts_with('-'));
+        if let Some(first) = dash {
+            let at = indent(&lines[first]);
+            let s = sections.len();
+            sections.push(i);
+            let starts: Vec<usize> = (first..end)
+                .filter(|&j| indent(&lines[j]) == at && lines[j].trim_start().starts_with('-'))
+                .collect();
+            for (n, &start) in starts.iter().enumerate() {
+                let stop = starts.get(n + 1).copied().unwrap_or(end);
+                items.push(Item {
+                    section: s,
+                    start,
+                    end: stop,
+                });
+            }
+        }
+        i = end;
+    }
+    // `section` indexes `sections`; the caller wants line numbers.
+    items
+        .into_iter()
+        .map(|it| Item {
+            section: sections[it.section],
+            ..it
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A toy parser: the first line holding `bad` is a problem ("unknown key" when it is a
+    /// key of its own), and a list key with nothing under it is one too.
+    fn toy(text: &str) -> Option<Found> {
+        for (i, l) in text.lines().enumerate() {
+            if l.contains("bad") {
+                let kind = if l.trim_start().starts_with('-') {
+                    "bad item"
+                } else {
+                    "unknown key `bad`"
+                };
+                return Some((i as u64 + 1, 1, kind.to_string()));
+            }
+            if l.trim_end() == "rules:" && text.lines().nth(i + 1).is_none_or(|n| n.is_empty()) {
+                return Some((i as u64 + 1, 1, "empty rules".into()));
+            }
+        }
+        None
+    }
+
+    #[test]
+    fn each_problem_is_found_once_at_its_line() {
+        let text = "sources:\n  - name: s\n    bad: 1\nrules:\n  - name: a\n    bad: 2\n    bad: 3\n  - bad item\n    more: x\n  - name: ok\n";
+        let found = every_problem(text, toy);
+        let lines: Vec<u64> = found.iter().map(|f| f.0).collect();
+        assert_eq!(lines, vec![3, 6, 7, 8], "{found:?}");
+        // The last item of a list set aside leaves `rules: []`, not a new problem.
+        let found = every_problem("rules:\n  - bad item\n", toy);
+        assert_eq!(found.len(), 1, "{found:?}");
+    }
+}
