@@ -193,6 +193,16 @@ fn an_alertmanager_rulebook_filters_the_alerts() {
         )),
         "{report}"
     );
+    // A second import does not replace the rulebook silently.
+    let again = std::process::Command::new(env!("CARGO_BIN_EXE_rulehook"))
+        .args(["import", "ansible-rulebook"])
+        .arg(&src)
+        .arg("--out")
+        .arg(env.path("rulebooks"))
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("exists: remove it, or pass --force"));
     let run = |args: &[&str]| {
         env.cmd(args)
             .env("EDA_CONTROLLER_URL", "https://aap.example.com")

@@ -33,6 +33,9 @@ pub struct EdaArgs {
     /// Where the rulehook rulebook is written (created if missing).
     #[arg(long)]
     pub out: PathBuf,
+    /// Replace the output file when it exists.
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -87,6 +90,9 @@ fn eda(a: &EdaArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&a.out)
         .with_context(|| format!("cannot create {}", a.out.display()))?;
     let out = a.out.join(format!("{name}.yml"));
+    if out.exists() && !a.force {
+        anyhow::bail!("{} exists: remove it, or pass --force", out.display());
+    }
     std::fs::write(&out, yaml).with_context(|| format!("cannot write {}", out.display()))?;
     println!("wrote {}", out.display());
     if notes.is_empty() {
