@@ -18,6 +18,8 @@ use common::{Env, Server, client, post_signed};
 use serde_json::{Value, json};
 
 const TOKEN: &str = "awx-token-0123456789";
+/// A user who may read templates but not launch them.
+const VIEWER: &str = "awx-viewer-0123456789";
 
 #[derive(Clone)]
 struct Template {
@@ -31,6 +33,8 @@ struct Template {
     ignores: bool,
     /// The first launch creates the job, then answers 502.
     bad_gateway_once: bool,
+    /// A smaller API: no GET on `launch/`, no job list (404).
+    minimal: bool,
 }
 
 #[derive(Clone)]
@@ -106,14 +110,21 @@ async fn handle(
 ) -> Response {
     let mut awx = s.lock().unwrap();
     awx.requests.push(format!("{method} {}", uri));
-    if headers.get("authorization").and_then(|v| v.to_str().ok())
-        != Some(&format!("Bearer {TOKEN}"))
-    {
+    let auth = headers.get("authorization").and_then(|v| v.to_str().ok());
+    let viewer = auth == Some(&format!("Bearer {VIEWER}"));
+    if auth != Some(&format!("Bearer {TOKEN}")) && !viewer {
         return answer(
             401,
             json!({"detail": "Authentication credentials were not provided."}),
         );
     }
+    if viewer && method == Method::POST {
+        return answer(
+            403,
+            json!({"detail": "You do not have permission to perform this action."}),
+        );
+    }
+    let minimal = awx.templates.iter().any(|t| t.minimal);
     let q = query(&uri);
     let parts: Vec<&str> = uri.path().trim_matches('/').split('/').collect();
     match (method.as_str(), parts.as_slice()) {
@@ -157,6 +168,9 @@ async fn handle(
             else {
                 return answer(404, json!({"detail": "Not found."}));
             };
+            if m == "GET" && t.minimal {
+                return answer(404, json!({"detail": "Not found."}));
+            }
             if m == "GET" {
                 return answer(
                     200,
@@ -206,6 +220,9 @@ async fn handle(
             out[if t.workflow { "workflow_job" } else { "job" }] = json!(jid);
             out["ignored_fields"] = Value::Object(ignored);
             answer(201, out)
+        }
+        ("GET", ["api", "v2", "jobs" | "workflow_jobs"]) if minimal => {
+            answer(404, json!({"detail": "Not found."}))
         }
         ("GET", ["api", "v2", kind @ ("jobs" | "workflow_jobs")]) => {
             let workflow = *kind == "workflow_jobs";
@@ -275,6 +292,7 @@ fn template(id: u64, name: &'static str) -> Template {
         ask_limit: true,
         ignores: false,
         bad_gateway_once: false,
+        minimal: false,
     }
 }
 
@@ -546,4 +564,87 @@ async fn a_workflow_template_is_launched_and_followed() {
     assert_eq!(r["url"], format!("{url}/#/jobs/workflow/101/output"));
     let awx = awx.lock().unwrap();
     assert!(awx.jobs[&101].workflow);
+}
+
+#[tokio::test]
+async fn a_user_who_may_not_launch_is_told_which_role_is_missing() {
+    let (url, awx) = controller(vec![template(7, "Fix interface")]).await;
+    let env = Env::new();
+    rulebook(
+        &env,
+        &url,
+        "run_job_template",
+        "          name: Fix interface\n",
+    );
+    let server = Server::start(&env, &[], &[("AAP_TOKEN", VIEWER.to_string())]);
+    let c = client();
+    let (_, resp) = post_signed(
+        &c,
+        &server.url("/hooks/in"),
+        "bearer",
+        "in-token",
+        br#"{"device":"a","ticket":"1"}"#,
+    )
+    .await;
+    let id = resp["id"].as_str().unwrap().to_string();
+    let start = Instant::now();
+    let d = loop {
+        let d: Value = c
+            .get(server.url(&format!("/api/events/{id}")))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if d["matches"][0]["status"] == "failed" {
+            break d;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "{d}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let attempts = d["matches"][0]["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 1, "a 403 is not retried: {d}");
+    let e = attempts[0]["error"].as_str().unwrap();
+    assert!(
+        e.contains("answered 403") && e.contains("Execute role"),
+        "{e}"
+    );
+    assert_eq!(awx.lock().unwrap().jobs.len(), 0);
+}
+
+#[tokio::test]
+async fn a_smaller_api_without_launch_requirements_or_job_lists_still_works() {
+    let mut t = template(7, "Fix interface");
+    t.minimal = true;
+    let mut ignoring = template(8, "Old template");
+    ignoring.minimal = true;
+    ignoring.ignores = true;
+    let (url, awx) = controller(vec![t, ignoring]).await;
+    let env = Env::new();
+    rulebook(
+        &env,
+        &url,
+        "run_job_template",
+        "          name: Fix interface\n",
+    );
+    let (d, _server) = run(&env, json!({"device": "sw1", "ticket": "1"})).await;
+    assert_eq!(d["matches"][0]["status"], "done", "{d}");
+    assert_eq!(d["matches"][0]["attempts"][0]["result"]["job_id"], 101);
+    // Without the requirements, `ignored_fields` still stops a job that would run blind.
+    let env = Env::new();
+    rulebook(
+        &env,
+        &url,
+        "run_job_template",
+        "          name: Old template\n",
+    );
+    let (d, _server) = run(&env, json!({"device": "sw1", "ticket": "1"})).await;
+    assert_eq!(d["matches"][0]["status"], "failed", "{d}");
+    let e = d["matches"][0]["attempts"][0]["error"].as_str().unwrap();
+    assert!(
+        e.contains("Prompt on launch") && e.contains("job 102 was canceled"),
+        "{e}"
+    );
+    assert_eq!(awx.lock().unwrap().cancels, vec![102]);
 }

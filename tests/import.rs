@@ -147,6 +147,105 @@ fn cases() -> Vec<(Value, &'static str, Vec<&'static str>)> {
     ]
 }
 
+const ALERTS: &str = r#"- name: Alerts
+  hosts: all
+  sources:
+    - ansible.eda.alertmanager:
+        host: 0.0.0.0
+        port: 8000
+  rules:
+    - name: Node down
+      condition: event.alert.labels.job == "node" and event.alert.status == "firing"
+      action:
+        run_job_template:
+          name: Reboot
+          organization: Default
+          job_args:
+            limit: "{{ event.alert.labels.instance }}"
+    - name: Not maintenance
+      condition: event.alert.labels.maintenance is not defined and event.alert.labels.severity not in ["info", "none"]
+      action:
+        print_event:
+    - name: Prod hosts
+      condition: event.alert.labels.instance is match("prod-") and not (event.alert.annotations.tags contains "ignore")
+      action:
+        debug:
+"#;
+
+#[test]
+fn an_alertmanager_rulebook_filters_the_alerts() {
+    let env = Env::new();
+    let src = env.path("alerts.yml");
+    std::fs::write(&src, ALERTS).unwrap();
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_rulehook"))
+        .args(["import", "ansible-rulebook"])
+        .arg(&src)
+        .arg("--out")
+        .arg(env.path("rulebooks"))
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(o.status.success(), "{report}");
+    assert!(
+        report.contains(&format!(
+            "{}:11: `run_job_template` reads `event.alert`",
+            src.display()
+        )),
+        "{report}"
+    );
+    // A second import does not replace the rulebook silently.
+    let again = std::process::Command::new(env!("CARGO_BIN_EXE_rulehook"))
+        .args(["import", "ansible-rulebook"])
+        .arg(&src)
+        .arg("--out")
+        .arg(env.path("rulebooks"))
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("exists: remove it, or pass --force"));
+    let run = |args: &[&str]| {
+        env.cmd(args)
+            .env("EDA_CONTROLLER_URL", "https://aap.example.com")
+            .env("EDA_CONTROLLER_TOKEN", "controller-token-123")
+            .output()
+            .unwrap()
+    };
+    let o = run(&["check"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let alert = |job: &str, instance: &str, severity: &str, tags: Value| json!({"status": "firing", "alerts": [{"status": "firing", "labels": {"job": job, "instance": instance, "severity": severity}, "annotations": {"tags": tags}}]});
+    for (event, expected) in [
+        (
+            alert("node", "prod-1", "critical", json!([])),
+            vec!["Node down", "Not maintenance", "Prod hosts"],
+        ),
+        (alert("db", "dev-1", "info", json!(["ignore"])), vec![]),
+        (
+            alert("db", "prod-2", "warning", json!(["ignore"])),
+            vec!["Not maintenance"],
+        ),
+    ] {
+        let f = env.path("event.json");
+        std::fs::write(&f, event.to_string()).unwrap();
+        let o = run(&[
+            "test",
+            "--event",
+            f.to_str().unwrap(),
+            "--source",
+            "alerts-alertmanager",
+            "--json",
+        ]);
+        let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+        let matched: Vec<&str> = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["matched"] == true)
+            .map(|r| r["rule"].as_str().unwrap())
+            .collect();
+        assert_eq!(matched, expected, "{event}: {v}");
+    }
+}
+
 #[test]
 fn an_eda_rulebook_is_translated_checked_and_matches_the_same_events() {
     let env = Env::new();

@@ -260,12 +260,24 @@ pub fn ansible_eda(run: &RunContext) -> Value {
 /// A private directory for one run's files; removed when dropped.
 struct RunDir(PathBuf);
 
+const RUN_DIR_PREFIX: &str = "rulehook-ansible-";
+
 impl RunDir {
-    fn create() -> std::io::Result<RunDir> {
+    /// `rulehook-ansible-<our pid>-<uuid>` in `under` (the temporary directory).
+    fn create_in(under: &Path) -> std::io::Result<RunDir> {
         use std::os::unix::fs::DirBuilderExt;
-        let path = std::env::temp_dir().join(format!("rulehook-ansible-{}", uuid::Uuid::now_v7()));
+        remove_orphans(under);
+        let path = under.join(format!(
+            "{RUN_DIR_PREFIX}{}-{}",
+            std::process::id(),
+            uuid::Uuid::now_v7()
+        ));
         std::fs::DirBuilder::new().mode(0o700).create(&path)?;
         Ok(RunDir(path))
+    }
+
+    fn create() -> std::io::Result<RunDir> {
+        RunDir::create_in(&std::env::temp_dir())
     }
 
     /// Writes a file only its owner can read.
@@ -280,6 +292,28 @@ impl RunDir {
             .open(&path)?;
         f.write_all(content)?;
         Ok(path)
+    }
+}
+
+/// Removes the run directories of rulehook processes that no longer exist (a crash leaves its
+/// event files behind otherwise).
+fn remove_orphans(under: &Path) {
+    let Ok(entries) = std::fs::read_dir(under) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(RUN_DIR_PREFIX))
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
     }
 }
 
@@ -571,6 +605,27 @@ mod tests {
         assert_eq!(eda["event"]["meta"]["rulebook"], "net");
         assert_eq!(eda["rule"], "r");
         assert_eq!(eda["ruleset"], "net");
+    }
+
+    #[test]
+    fn run_dirs_are_private_removed_after_and_a_dead_process_s_are_cleared() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        // Left by a process that is gone (pid beyond pid_max), and one of a live process.
+        let dead = tmp.path().join(format!("{RUN_DIR_PREFIX}4194999-x"));
+        let live = tmp.path().join(format!("{RUN_DIR_PREFIX}1-x"));
+        std::fs::create_dir(&dead).unwrap();
+        std::fs::create_dir(&live).unwrap();
+        let d = RunDir::create_in(tmp.path()).unwrap();
+        assert!(!dead.exists());
+        assert!(live.exists());
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&d.0), 0o700);
+        let f = d.write("vars.json", b"{}").unwrap();
+        assert_eq!(mode(&f), 0o600);
+        let path = d.0.clone();
+        drop(d);
+        assert!(!path.exists());
     }
 
     #[test]

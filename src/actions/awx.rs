@@ -185,6 +185,8 @@ impl AwxAction {
 enum Stop {
     Transient(String),
     Fatal(String),
+    /// 404: fatal, except where an API older (or smaller) than AWX's lacks an optional read.
+    Absent(String),
 }
 
 impl Stop {
@@ -194,7 +196,7 @@ impl Stop {
                 retryable: true,
                 ..Outcome::failed(m)
             },
-            Stop::Fatal(m) => Outcome::failed(m),
+            Stop::Fatal(m) | Stop::Absent(m) => Outcome::failed(m),
         }
     }
 }
@@ -288,7 +290,7 @@ impl AwxLaunch {
                 detail(),
                 self.what()
             ))),
-            404 => Err(Stop::Fatal(format!(
+            404 => Err(Stop::Absent(format!(
                 "the controller answered 404 to {method} {url}: check `url` (the controller's base URL) and the template's name or id"
             ))),
             408 | 429 | 500..=599 => {
@@ -312,7 +314,21 @@ impl AwxLaunch {
             path.push_str(&format!("&organization__name={}", urlencode(o)));
         }
         let (_, v) = self.call(reqwest::Method::GET, &path, None).await?;
-        let found = v["results"].as_array().cloned().unwrap_or_default();
+        // Only exact names (and the organization, where the answer names it).
+        let found: Vec<Value> = v["results"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|t| t.get("name").is_none_or(|n| n == name))
+            .filter(|t| {
+                let org = t.pointer("/summary_fields/organization/name");
+                match (&self.organization, org) {
+                    (Some(o), Some(x)) => x == o,
+                    _ => true,
+                }
+            })
+            .cloned()
+            .collect();
         let inside = match &self.organization {
             Some(o) => format!(" in organization `{o}`"),
             None => String::new(),
@@ -339,7 +355,12 @@ impl AwxLaunch {
     /// Fails unless the template takes our extra variables (and limit) at launch.
     async fn check_prompts(&self, id: u64) -> Result<(), Stop> {
         let path = format!("{}/{id}/launch/", self.paths().templates);
-        let (_, v) = self.call(reqwest::Method::GET, &path, None).await?;
+        let v = match self.call(reqwest::Method::GET, &path, None).await {
+            Ok((_, v)) => v,
+            // Without the launch requirements, the launch's `ignored_fields` still guards.
+            Err(Stop::Absent(_)) => return Ok(()),
+            Err(e) => return Err(e),
+        };
         let mut off = Vec::new();
         if v["ask_variables_on_launch"] != json!(true) {
             off.push("Variables");
@@ -418,6 +439,8 @@ impl AwxLaunch {
         };
         // A job of an earlier attempt that is running or succeeded is this run's job.
         let earlier = match self.find_ours(template, run).await {
+            // No job list to search: nothing can be found there, so none was launched.
+            Err(Stop::Absent(_)) => None,
             Ok(j) => {
                 j.filter(|j| !matches!(j["status"].as_str(), Some("failed" | "error" | "canceled")))
             }
@@ -447,19 +470,23 @@ impl AwxLaunch {
         }
         let path = format!("{}/{template}/launch/", self.paths().templates);
         match self.call(reqwest::Method::POST, &path, Some(&body)).await {
-            Ok((_, answer)) => {
-                let ignored: Vec<&str> = answer["ignored_fields"]
+            Ok((_, mut answer)) => {
+                let ignored: Vec<String> = answer["ignored_fields"]
                     .as_object()
-                    .map(|m| m.keys().map(String::as_str).collect())
+                    .map(|m| m.keys().cloned().collect())
                     .unwrap_or_default();
-                let jid = answer["id"].as_u64().unwrap_or_default();
+                let jid = ["id", "job", "workflow_job"]
+                    .iter()
+                    .find_map(|k| answer[*k].as_u64())
+                    .unwrap_or_default();
+                answer["id"] = json!(jid);
                 if !ignored.is_empty() {
                     // It started without the event: stop it before it changes anything.
                     let cancel = format!("{}/{jid}/cancel/", self.paths().jobs);
                     let _ = self.call(reqwest::Method::POST, &cancel, None).await;
                     let names: Vec<&str> = ignored
                         .iter()
-                        .map(|f| match *f {
+                        .map(|f| match f.as_str() {
                             "extra_vars" => "Variables",
                             "limit" => "Limit",
                             other => other,
@@ -477,8 +504,12 @@ impl AwxLaunch {
                 // The job may exist even though the answer was lost: look before launching again.
                 for wait in [0u64, 1, 2] {
                     tokio::time::sleep(Duration::from_secs(wait)).await;
-                    if let Some(job) = self.find_ours(template, run).await? {
-                        return Ok(job);
+                    match self.find_ours(template, run).await {
+                        Ok(Some(job)) => return Ok(job),
+                        Ok(None) => {}
+                        // No job list to search: the next attempt launches again.
+                        Err(Stop::Absent(_)) => break,
+                        Err(e) => return Err(e),
                     }
                 }
                 Err(Stop::Transient(format!(
@@ -542,7 +573,7 @@ impl AwxLaunch {
             match self.call(reqwest::Method::GET, &path, None).await {
                 Ok((_, v)) => job = v,
                 Err(Stop::Transient(e)) => last_error = Some(e),
-                Err(Stop::Fatal(e)) => {
+                Err(Stop::Fatal(e) | Stop::Absent(e)) => {
                     return Outcome {
                         result: Some(self.job_result(&job, template)),
                         ..Outcome::failed(e)

@@ -33,6 +33,9 @@ pub struct EdaArgs {
     /// Where the rulehook rulebook is written (created if missing).
     #[arg(long)]
     pub out: PathBuf,
+    /// Replace the output file when it exists.
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -87,12 +90,15 @@ fn eda(a: &EdaArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&a.out)
         .with_context(|| format!("cannot create {}", a.out.display()))?;
     let out = a.out.join(format!("{name}.yml"));
+    if out.exists() && !a.force {
+        anyhow::bail!("{} exists: remove it, or pass --force", out.display());
+    }
     std::fs::write(&out, yaml).with_context(|| format!("cannot write {}", out.display()))?;
     println!("wrote {}", out.display());
     if notes.is_empty() {
         println!("everything was carried over");
     } else {
-        println!("not carried over (left in the output as comments):");
+        println!("not carried over as written (dropped parts are left in the output as comments):");
         for n in &notes {
             println!("  {n}");
         }
@@ -169,7 +175,9 @@ fn convert(file: &str, rulesets: &[Ruleset]) -> (String, String, Vec<String>) {
         "# Translated by `rulehook import ansible-rulebook` from {file}.\n# ansible-rulebook took the inventory from its -i argument: give run_playbook an `inventory:`.\n"
     );
     if !imp.notes.is_empty() {
-        yaml.push_str("# Not carried over (left below as comments):\n");
+        yaml.push_str(
+            "# Not carried over as written (dropped parts are left below as comments):\n",
+        );
         for n in &imp.notes {
             let _ = writeln!(yaml, "#   {n}");
         }
@@ -351,7 +359,11 @@ fn template(s: &str, base: Base) -> String {
         Base::Payload => s
             .replace("event.payload.", "event.")
             .replace("event.payload", "event"),
-        _ => s.to_string(),
+        // One event per notification: its first alert (noted where it happens).
+        Base::Alert => s
+            .replace("event.alert", "event.alerts[0]")
+            .replace("event.alerts[0]s", "event.alerts"),
+        Base::Plain => s.to_string(),
     }
 }
 
@@ -532,6 +544,12 @@ impl Import {
             .get("retries")
             .and_then(Value::as_u64)
             .or_else(|| (m.get("retry") == Some(&Value::Bool(true))).then_some(1));
+        if cx.base == Base::Alert && a.value.to_string().contains("event.alert") {
+            self.note(
+                line,
+                format!("`{kind}` reads `event.alert`: rulehook's event is the whole notification, so `event.alerts[0]` (its first alert) is used"),
+            );
+        }
         let tv = |v: &Value| serde_json::to_string(&templates_in(v, cx.base)).unwrap_or_default();
         let mut out = String::new();
         match kind.as_str() {
