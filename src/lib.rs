@@ -1,7 +1,8 @@
-//! rulehook: verified webhooks in, a durable journal, JSONPath rules, actions out.
+//! rulehook: verified events in, a durable store, JSONPath rules, actions out.
 //!
 //! The pipeline, one way: [`server`] (HTTP) → [`verify`] (per sender kind, on raw bytes) →
-//! [`engine`] ([`rules`] match, then [`journal`] commit) → [`actions`] on a worker pool.
+//! [`engine`] ([`rules`] match, then the [`store`]'s event log commits) → [`actions`] on a
+//! worker pool.
 //! See `docs/architecture.md`.
 
 pub mod actions;

@@ -103,7 +103,10 @@ async fn three_workers_share_the_queue() {
     // slots allow, and no more runnable processes than cores before the test began.
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
     let busy = load_before > cores;
-    if one.as_secs_f64() <= ideal_one.as_secs_f64() * 1.5 && !busy {
+    // RULEHOOK_PERF=required: judge the ratio whatever the machine is doing (a quiet machine
+    // kept for benchmarks), so a slow sharing cannot hide behind a busy CPU.
+    let required = std::env::var("RULEHOOK_PERF").is_ok_and(|v| v == "required");
+    if required || (one.as_secs_f64() <= ideal_one.as_secs_f64() * 1.5 && !busy) {
         assert!(
             ratio <= 0.40,
             "3 workers took {three:?}, 1 worker {one:?} (ratio {ratio:.2} > 0.40)"
@@ -112,7 +115,7 @@ async fn three_workers_share_the_queue() {
         eprintln!(
             "WARNING: the CPU is saturated (1 worker took {one:?}, its slots allow {ideal_one:?}; \
              load average {load_before:.1} on {cores} cores before the test): the time ratio \
-             {ratio:.2} was not checked; the shares were"
+             {ratio:.2} was not checked (RULEHOOK_PERF=required checks it); the shares were"
         );
     }
 }

@@ -286,7 +286,8 @@ async fn a_redelivered_event_runs_its_script_once() {
         true
     );
 
-    std::thread::sleep(Duration::from_millis(1500));
+    // Long enough for a second run to show if the duplicate had made one.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     let runs = env.lines("runs.txt");
     assert_eq!(
         runs.iter().filter(|l| l.starts_with("ipf ")).count(),

@@ -203,13 +203,10 @@ async fn events_during_many_rewrites_are_each_acted_on_once() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     writer.join().unwrap();
-    let runs = env.wait_lines("runs.txt", N, Duration::from_secs(30));
-    std::thread::sleep(Duration::from_millis(500));
-    let runs = env
-        .lines("runs.txt")
-        .into_iter()
-        .chain(runs.into_iter().take(0))
-        .collect::<Vec<_>>();
+    env.wait_lines("runs.txt", N, Duration::from_secs(30));
+    // Long enough for an extra run to show if an event had run twice.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let runs = env.lines("runs.txt");
     let mut per_event: HashMap<String, usize> = HashMap::new();
     for r in &runs {
         *per_event
@@ -272,13 +269,10 @@ async fn throttle_survives_a_restart_and_history_shows_it() {
         br#"{"status":"completed","snapshot":{"id":"s2"},"t":3}"#,
     )
     .await;
-    let runs = env.wait_lines("runs.txt", 2, Duration::from_secs(10));
-    std::thread::sleep(Duration::from_millis(300));
-    let runs: Vec<_> = env
-        .lines("runs.txt")
-        .into_iter()
-        .chain(runs.into_iter().take(0))
-        .collect();
+    env.wait_lines("runs.txt", 2, Duration::from_secs(10));
+    // Long enough for a third run to show if the throttle had let one through.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let runs = env.lines("runs.txt");
     assert_eq!(runs.len(), 2, "{runs:?}");
     assert!(runs[1].ends_with(" s2"), "{runs:?}");
 
