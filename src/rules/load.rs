@@ -266,7 +266,7 @@ pub(super) fn compile(
         }
     }
     for r in &mut rules {
-        r.fingerprint = super::fingerprint(r, &templates);
+        r.fingerprint = super::fingerprint(r, &templates, scripts);
     }
     let mut by_key: Box<[u32]> = (0..rules.len())
         .map(|i| u32::try_from(i).expect("fewer than 2^32 rules"))
