@@ -430,7 +430,12 @@ pub fn timeline(v: &Value) -> String {
         );
     }
     for n in v["not_matched"].as_array().into_iter().flatten() {
-        let _ = writeln!(o, "no match {}/{}", s(&n["rulebook"]), s(&n["rule"]));
+        let label = if n["matches_now"] == true {
+            "added since"
+        } else {
+            "no match"
+        };
+        let _ = writeln!(o, "{label} {}/{}", s(&n["rulebook"]), s(&n["rule"]));
         for w in n["why"].as_array().into_iter().flatten() {
             let _ = writeln!(o, "  {}", s(w));
         }
