@@ -429,7 +429,12 @@ pub fn timeline(v: &Value) -> String {
             s(&t["fired_by"])
         );
     }
+    let mut others = Vec::new();
     for n in v["not_matched"].as_array().into_iter().flatten() {
+        if n["other_source"] == true {
+            others.push(format!("{}/{}", s(&n["rulebook"]), s(&n["rule"])));
+            continue;
+        }
         let label = if n["matches_now"] == true {
             "added since"
         } else {
@@ -439,6 +444,9 @@ pub fn timeline(v: &Value) -> String {
         for w in n["why"].as_array().into_iter().flatten() {
             let _ = writeln!(o, "  {}", s(w));
         }
+    }
+    if let Some(line) = crate::rules::other_sources_line(&others) {
+        let _ = writeln!(o, "{line}");
     }
     let body = serde_json::to_string_pretty(&v["body"]).unwrap_or_default();
     let _ = writeln!(o, "body");

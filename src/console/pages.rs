@@ -540,6 +540,7 @@ pub async fn try_run(v: Viewer, State(st): State<AppState>, Form(f): Form<TryFor
         .map(|r| {
             serde_json::json!({
                 "rulebook": r.rulebook, "rule": r.rule, "matched": r.matched, "why_not": r.why_not,
+                "other_source": r.other_source,
                 "actions": r.actions.iter().map(views::pretty).collect::<Vec<_>>(),
                 "on_failure": r.on_failure.iter().map(views::pretty).collect::<Vec<_>>(),
                 "throttle": r.throttle,

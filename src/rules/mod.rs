@@ -132,6 +132,8 @@ pub struct Verdict {
     pub matched: bool,
     /// When not matched: which parts of the condition were false, or why it was not considered.
     pub why: Vec<String>,
+    /// Not considered: the rule takes other sources (shown folded, not one card each).
+    pub other_source: bool,
 }
 
 impl RuleSet {
@@ -193,6 +195,7 @@ impl RuleSet {
                                 "source `{src}` is not one of [{}]",
                                 list.join(", ")
                             )],
+                            other_source: true,
                         };
                     }
                 }
@@ -201,10 +204,22 @@ impl RuleSet {
                     rule: i,
                     matched,
                     why,
+                    other_source: false,
                 }
             })
             .collect()
     }
+}
+
+/// One line for the rules of other sources a view folds: `4 rule(s) take other sources: a/x, …`.
+pub fn other_sources_line(names: &[String]) -> Option<String> {
+    (!names.is_empty()).then(|| {
+        format!(
+            "{} rule(s) take other sources: {}",
+            names.len(),
+            names.join(", ")
+        )
+    })
 }
 
 /// The fingerprint of a compiled rule: a hash of everything that decides what it does, with

@@ -522,6 +522,9 @@ pub(crate) struct NotMatched {
     /// event arrived. A replay runs it.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub matches_now: bool,
+    /// Not considered: the rule takes other sources (views fold these into one line).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub other_source: bool,
 }
 
 /// The rules of `rules` that a stored event did not match (neither matched nor throttled in
@@ -568,6 +571,7 @@ pub(crate) fn not_matched(rules: &RuleSet, detail: &EventDetail) -> Vec<NotMatch
                     v.why
                 },
                 matches_now,
+                other_source: v.other_source,
             })
         })
         .collect()
