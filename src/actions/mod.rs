@@ -9,6 +9,7 @@ pub mod event;
 pub mod groups;
 pub mod http;
 pub mod log;
+pub mod notify;
 pub mod outbound;
 pub mod script;
 pub mod ticket;
@@ -25,7 +26,7 @@ use crate::templates::Templates;
 pub enum Action {
     RunScript(script::ScriptAction),
     Log(log::LogAction),
-    /// `post_webhook`, `github_dispatch`, `github_workflow`, `gitlab_pipeline`.
+    /// `post_webhook`, `github_dispatch`, `github_workflow`, `gitlab_pipeline`, `notify`.
     Http(outbound::HttpAction),
     OpenTicket(ticket::TicketAction),
     PostEvent(event::PostEventAction),

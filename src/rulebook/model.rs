@@ -143,6 +143,7 @@ impl ActionSpec {
             ActionSpec::GithubWorkflow(a) => &a.requires_env,
             ActionSpec::GitlabPipeline(a) => &a.requires_env,
             ActionSpec::OpenTicket(a) => &a.requires_env,
+            ActionSpec::Notify(a) => &a.requires_env,
             _ => &[],
         }
     }
@@ -158,6 +159,7 @@ impl ActionSpec {
             ActionSpec::GitlabPipeline(_) => "gitlab_pipeline",
             ActionSpec::OpenTicket(_) => "open_ticket",
             ActionSpec::PostEvent(_) => "post_event",
+            ActionSpec::Notify(_) => "notify",
         }
     }
 }
@@ -190,6 +192,35 @@ pub enum ActionSpec {
     GitlabPipeline(Box<GitlabPipelineSpec>),
     OpenTicket(Box<OpenTicketSpec>),
     PostEvent(Box<PostEventSpec>),
+    Notify(Box<NotifySpec>),
+}
+
+/// `notify:` — a message where operators look: a Slack, Microsoft Teams or Webex incoming
+/// webhook, or a PagerDuty Events API v2 event (trigger, acknowledge, resolve by `dedup_key`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifySpec {
+    #[serde(default)]
+    pub requires_env: Vec<S<String>>,
+    /// `slack`, `teams`, `webex` or `pagerduty`.
+    pub to: S<String>,
+    /// The incoming webhook's URL (Slack, Teams, Webex); PagerDuty's events endpoint (default
+    /// `https://events.pagerduty.com/v2/enqueue`).
+    pub url: Option<S<String>>,
+    /// The message (PagerDuty: the alert's summary).
+    pub text: Option<S<String>>,
+    /// PagerDuty: the integration's routing key.
+    pub routing_key: Option<S<String>>,
+    /// PagerDuty: `trigger` (default), `acknowledge` or `resolve` (may be a template).
+    pub event_action: Option<S<String>>,
+    /// PagerDuty: the alert's key; acknowledge and resolve name the alert a trigger opened.
+    pub dedup_key: Option<S<String>>,
+    /// PagerDuty: `critical`, `error` (default), `warning` or `info`.
+    pub severity: Option<S<String>>,
+    /// PagerDuty: where the problem is (default `rulehook`).
+    pub source: Option<S<String>>,
+    pub timeout: Option<S<String>>,
+    pub retries: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -12,7 +12,7 @@ use super::correlate::{Correlation, DEFAULT_MAX_OPEN, Kind, Named};
 use super::index::SourceIndex;
 use super::snapshot::Snapshot;
 use super::{Dirs, LoadError, LoadErrors, Rule, RuleSet, Throttle};
-use crate::actions::{Action, event, log, outbound, script, ticket};
+use crate::actions::{Action, event, log, notify, outbound, script, ticket};
 use crate::body::BodyFormat;
 use crate::rulebook::compile::{Compile, Scope};
 use crate::rulebook::model::{
@@ -1025,6 +1025,7 @@ fn compile_action(
             outbound::compile_gitlab_pipeline(cx, g, prefix, t).map(Action::Http)
         }
         ActionSpec::OpenTicket(o) => ticket::compile(cx, o, prefix, t).map(Action::OpenTicket),
+        ActionSpec::Notify(n) => notify::compile(cx, n, prefix, t).map(Action::Http),
         ActionSpec::PostEvent(p) => {
             event::compile(cx, p, prefix, internal, t).map(Action::PostEvent)
         }
