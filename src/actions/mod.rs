@@ -13,6 +13,7 @@ pub mod notify;
 pub mod outbound;
 pub mod script;
 pub mod ticket;
+pub mod ticket_lifecycle;
 
 use std::time::Duration;
 

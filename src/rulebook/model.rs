@@ -319,6 +319,12 @@ pub struct OpenTicketSpec {
     pub issue_type: Option<S<String>>,
     /// ServiceNow only: the incident's assignment group.
     pub assignment_group: Option<S<String>>,
+    /// What to do with the ticket of `dedup_key`: `open` (default: open one, or comment on the
+    /// open one), `comment`, `resolve` or `close` (a template may choose from the event).
+    #[serde(rename = "do")]
+    pub step: Option<S<String>>,
+    /// ServiceNow: the `close_code` set when resolving or closing.
+    pub close_code: Option<S<String>>,
     pub timeout: Option<S<String>>,
     pub retries: Option<u32>,
 }
