@@ -180,6 +180,10 @@ async fn every_page_renders_event_values_inert() {
         .await
         .unwrap();
     assert_eq!(css.headers()["content-type"], "text/css; charset=utf-8");
+    // Times never wrap, and the 64-hex delivery id does not take the list's width.
+    let css = css.text().await.unwrap();
+    assert!(css.contains(".rows td.when { white-space: nowrap; }"), "{css}");
+    assert!(css.contains(".rows td.delivery {"), "{css}");
     let missing = c
         .get(server.url("/console/static/nope.js"))
         .send()
@@ -199,6 +203,8 @@ async fn buttons_need_the_form_token_and_this_origin() {
     let (_, html) = page(&c, &server, "/console/dead-letters").await;
     assert!(html.contains(&job), "{html}");
     assert!(html.contains("fix-me.sh exited with status 1"), "{html}");
+    // The stderr that explains the error is on the dead letters page too.
+    assert!(html.contains("deploy target unreachable"), "{html}");
     let token = hidden(&html, "token");
     let origin = server.base.clone();
 
