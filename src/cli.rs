@@ -459,12 +459,17 @@ fn test(t: &TestArgs) -> anyhow::Result<ExitCode> {
     if t.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
+        let mut others = Vec::new();
         for r in &report {
             let name = format!(
                 "{}/{}",
                 r["rulebook"].as_str().unwrap_or(""),
                 r["rule"].as_str().unwrap_or("")
             );
+            if r["other_source"] == true {
+                others.push(name);
+                continue;
+            }
             if r["matched"] == true {
                 println!("MATCH    {name}");
                 if let Some(t) = r["throttle"].as_object() {
@@ -486,6 +491,9 @@ fn test(t: &TestArgs) -> anyhow::Result<ExitCode> {
                     println!("         {}", w.as_str().unwrap_or(""));
                 }
             }
+        }
+        if let Some(line) = crate::rules::other_sources_line(&others) {
+            println!("{line}");
         }
     }
     Ok(ExitCode::SUCCESS)

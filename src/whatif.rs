@@ -501,6 +501,17 @@ fn differs(
                 ));
             }
         };
+        if ran.rendered.is_null() {
+            // The stored run never got that far: its template failed.
+            return Some(format!(
+                "action {i} would run {}; when it ran, it could not be rendered{}",
+                compact(&now),
+                ran.error
+                    .as_deref()
+                    .map(|e| format!(" ({e})"))
+                    .unwrap_or_default()
+            ));
+        }
         if now != ran.rendered {
             return Some(format!(
                 "action {i} would run {} instead of {}",

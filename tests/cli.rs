@@ -444,3 +444,36 @@ rules:
     }
     assert!(err.contains("5 error(s)"), "{err}");
 }
+
+/// Rules of other sources are folded into one line, not one card each burying the match.
+#[test]
+fn rulehook_test_folds_the_rules_of_other_sources() {
+    let env = Env::new();
+    let mut yaml = String::from(
+        "sources:\n  - { name: gh, kind: none }\n  - { name: am, kind: none }\nrules:\n  - name: mine\n    sources: [am]\n    actions: [{ log: { message: hi } }]\n",
+    );
+    for n in 0..4 {
+        yaml.push_str(&format!(
+            "  - name: gh{n}\n    sources: [gh]\n    actions: [{{ log: {{ message: hi }} }}]\n"
+        ));
+    }
+    env.rulebook("t.yml", &yaml);
+    std::fs::write(env.path("ev.json"), "{}").unwrap();
+    let out = env
+        .cmd(&[
+            "test",
+            "--source",
+            "am",
+            "--event",
+            env.path("ev.json").to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("MATCH    t/mine"), "{text}");
+    assert_eq!(text.matches("is not one of").count(), 0, "{text}");
+    assert!(
+        text.contains("4 rule(s) take other sources: t/gh0, t/gh1, t/gh2, t/gh3"),
+        "{text}"
+    );
+}

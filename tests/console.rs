@@ -101,6 +101,9 @@ async fn every_page_renders_event_values_inert() {
         assert_eq!(st, 200, "{path}: {html}");
         assert_inert(&html, path);
     }
+    // The charts take their box's width, not a fixed third of it.
+    let (_, html) = page(&c, &server, "/console/overview").await;
+    assert!(html.contains("width=\"100%\""), "{html}");
     let (_, html) = page(&c, &server, &format!("/console/events/{id}")).await;
     assert!(
         html.contains("&lt;script&gt;window.pwned = 1&lt;&#x2f;script&gt;"),
@@ -180,6 +183,13 @@ async fn every_page_renders_event_values_inert() {
         .await
         .unwrap();
     assert_eq!(css.headers()["content-type"], "text/css; charset=utf-8");
+    // Times never wrap, and the 64-hex delivery id does not take the list's width.
+    let css = css.text().await.unwrap();
+    assert!(
+        css.contains(".rows td.when { white-space: nowrap; }"),
+        "{css}"
+    );
+    assert!(css.contains(".rows td.delivery {"), "{css}");
     let missing = c
         .get(server.url("/console/static/nope.js"))
         .send()
@@ -199,6 +209,8 @@ async fn buttons_need_the_form_token_and_this_origin() {
     let (_, html) = page(&c, &server, "/console/dead-letters").await;
     assert!(html.contains(&job), "{html}");
     assert!(html.contains("fix-me.sh exited with status 1"), "{html}");
+    // The stderr that explains the error is on the dead letters page too.
+    assert!(html.contains("deploy target unreachable"), "{html}");
     let token = hidden(&html, "token");
     let origin = server.base.clone();
 

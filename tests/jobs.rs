@@ -1586,3 +1586,40 @@ async fn a_rerun_after_fixing_the_rule_runs_the_fix_unless_asked_for_the_version
         "{body}"
     );
 }
+
+/// A rule added after an event arrived is on the event's page: it matches now, and a replay
+/// runs it (issue: it was neither matched nor not matched).
+#[tokio::test]
+async fn a_rule_added_after_an_event_is_listed_on_its_page_as_such() {
+    let env = Env::new();
+    let first = format!(
+        "{SRC}rules:\n  - name: a\n    condition: '$.n == 9'\n    actions: [{{ log: {{ message: a }} }}]\n"
+    );
+    env.rulebook("r.yml", &first);
+    let server = Server::start(&env, &[], &[]);
+    let c = client();
+    let id = send(&c, &server, &json!({"n": 1})).await;
+    env.rulebook(
+        "r.yml",
+        &format!("{first}  - name: later\n    actions: [{{ log: {{ message: later }} }}]\n"),
+    );
+    wait_for(&c, &server, "/api/status", Duration::from_secs(10), |s| {
+        s["reload"]["reloads"].as_u64() >= Some(1)
+    })
+    .await;
+    let d = detail(&c, &server, &id).await;
+    let later = d["not_matched"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["rule"] == "later")
+        .unwrap_or_else(|| panic!("`later` is missing from the page: {d}"))
+        .clone();
+    assert_eq!(later["matches_now"], true, "{later}");
+    assert!(
+        later["why"][0]
+            .as_str()
+            .is_some_and(|w| w.contains("added after this event") && w.contains("replay")),
+        "{later}"
+    );
+}

@@ -219,3 +219,53 @@ fn whatif_on_a_missing_data_directory_is_a_clear_error() {
         "a read-only view creates nothing"
     );
 }
+
+/// A stored run that could not render is compared as such, not as `null`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whatif_on_a_rule_whose_action_failed_to_render_says_so() {
+    let env = Env::new();
+    let broken = "  - name: r\n    actions: [{ log: { message: 'n={{ event.nope }}' } }]\n";
+    env.rulebook("r.yml", &book(broken));
+    let mut server = Server::start(&env, &[], &[]);
+    let c = client();
+    let id = send(&c, &server, &json!({"n": 1})).await;
+    let start = Instant::now();
+    loop {
+        let jobs: Value = c
+            .get(server.url("/api/jobs?status=failed"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if jobs["jobs"].as_array().is_some_and(|j| !j.is_empty()) {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "{jobs}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    server.terminate();
+    std::fs::create_dir_all(env.path("fixed")).unwrap();
+    std::fs::write(
+        env.path("fixed/r.yml"),
+        book(&broken.replace("event.nope", "event.n")),
+    )
+    .unwrap();
+    let out = whatif(&env, "fixed", &["--json"]);
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let why = report["rules"]["r"]["run_differently"]["examples"][0]["why"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert_eq!(
+        report["rules"]["r"]["run_differently"]["examples"][0]["event"],
+        id.as_str(),
+        "{report}"
+    );
+    assert!(!why.contains("instead of null"), "{why}");
+    assert!(
+        why.contains("n=1") && why.contains("could not be rendered"),
+        "{why}"
+    );
+}

@@ -11,9 +11,11 @@ pub mod event;
 pub mod groups;
 pub mod http;
 pub mod log;
+pub mod notify;
 pub mod outbound;
 pub mod script;
 pub mod ticket;
+pub mod ticket_lifecycle;
 
 use std::time::Duration;
 
@@ -27,7 +29,7 @@ use crate::templates::Templates;
 pub enum Action {
     RunScript(script::ScriptAction),
     Log(log::LogAction),
-    /// `post_webhook`, `github_dispatch`, `github_workflow`, `gitlab_pipeline`.
+    /// `post_webhook`, `github_dispatch`, `github_workflow`, `gitlab_pipeline`, `notify`.
     Http(outbound::HttpAction),
     OpenTicket(ticket::TicketAction),
     PostEvent(event::PostEventAction),

@@ -24,6 +24,8 @@ pub enum Body {
     Json(TValue),
     /// `application/x-www-form-urlencoded` fields.
     Form(Vec<(String, Text)>),
+    /// A PagerDuty Events API v2 event: JSON made valid for its action once rendered.
+    PagerDuty(TValue),
 }
 
 /// A compiled outbound request.
@@ -289,6 +291,11 @@ impl HttpAction {
                 Some(b)
             }
             Body::Json(v) => Some(v.render(t, ctx)?.to_string()),
+            Body::PagerDuty(v) => {
+                let mut event = v.render(t, ctx)?;
+                super::notify::finish_pagerduty(&mut event)?;
+                Some(event.to_string())
+            }
             Body::Form(fields) => {
                 let mut pairs = Vec::new();
                 for (k, v) in fields {

@@ -22,7 +22,7 @@ use crate::templates::{Templates, Text};
 /// How long a claim to open a ticket holds if its run dies before recording the ticket.
 const CLAIM_TTL: Duration = Duration::from_secs(600);
 /// How long a job waits for another run's claim on the same key to become a ticket.
-const CLAIM_WAIT: Duration = Duration::from_secs(60);
+pub(super) const CLAIM_WAIT: Duration = Duration::from_secs(60);
 
 /// A ticket opened under a dedup key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -35,7 +35,7 @@ pub struct Ticket {
 /// What the state store holds under `ticket/<dedup_key>`.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-enum TicketState {
+pub(super) enum TicketState {
     /// A run is opening the ticket.
     Claim {
         run: String,
@@ -72,6 +72,33 @@ impl System {
     }
 }
 
+/// What an `open_ticket` does with the ticket of its dedup key.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Step {
+    /// Open a ticket, or comment on the one still open for the key (a repeated firing).
+    #[default]
+    Open,
+    /// Comment on the open ticket; nothing when none is open.
+    Comment,
+    /// Comment, then move the ticket to the system's resolved state.
+    Resolve,
+    /// Comment, then close the ticket.
+    Close,
+}
+
+impl Step {
+    pub fn parse(s: &str) -> Option<Step> {
+        match s.trim() {
+            "open" => Some(Step::Open),
+            "comment" => Some(Step::Comment),
+            "resolve" => Some(Step::Resolve),
+            "close" => Some(Step::Close),
+            _ => None,
+        }
+    }
+}
+
 /// A compiled `open_ticket`.
 #[derive(Debug)]
 pub struct TicketAction {
@@ -86,6 +113,10 @@ pub struct TicketAction {
     pub issue_type: Option<Text>,
     /// ServiceNow: the incident's `assignment_group` (a group name or sys_id).
     pub assignment_group: Option<Text>,
+    /// `open`, `comment`, `resolve` or `close` (see [`Step`]).
+    pub step: Text,
+    /// ServiceNow: the `close_code` when resolving or closing.
+    pub close_code: Option<Text>,
     /// `Authorization` (or `PRIVATE-TOKEN`) header value.
     pub auth: (String, String),
     pub timeout: Duration,
@@ -107,6 +138,11 @@ pub struct TicketCall {
     pub issue_type: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub assignment_group: Option<String>,
+    /// What it does with the ticket of its dedup key.
+    #[serde(default, rename = "do")]
+    pub step: Step,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub close_code: Option<String>,
     #[serde(skip)]
     pub auth: (String, String),
     #[serde(with = "super::script::millis")]
@@ -245,11 +281,52 @@ pub(crate) fn compile(
         }
         (None, _) => None,
     };
+    let step_text = o
+        .step
+        .as_ref()
+        .map(|s| s.value.clone())
+        .unwrap_or_else(|| "open".into());
+    let templated = step_text.contains("{{") || step_text.contains("{%");
+    if !templated && Step::parse(&step_text).is_none() {
+        let at = o.step.as_ref().unwrap_or(&o.system);
+        cx.err(
+            &at.referenced,
+            format!("do `{step_text}`: use open, comment, resolve or close"),
+        );
+        return None;
+    }
+    if (templated || step_text != "open") && o.dedup_key.is_none() {
+        let at = o.step.as_ref().unwrap_or(&o.system);
+        cx.err(
+            &at.referenced,
+            "comment, resolve and close act on the ticket opened under a `dedup_key`: add one",
+        );
+        return None;
+    }
+    let step = match &o.step {
+        Some(s) => cx.template(t, format!("{prefix}/do"), s, "do")?,
+        None => Text::Literal("open".into()),
+    };
+    let close_code = match (&o.close_code, system) {
+        (Some(v), System::Servicenow) => {
+            Some(cx.template(t, format!("{prefix}/close_code"), v, "close_code")?)
+        }
+        (Some(v), _) => {
+            cx.err(
+                &v.referenced,
+                "`close_code` applies to `system: servicenow` only",
+            );
+            return None;
+        }
+        (None, _) => None,
+    };
     Some(TicketAction {
         system,
         api_url: api,
         issue_type,
         assignment_group,
+        step,
+        close_code,
         project,
         title: cx.template(t, format!("{prefix}/title"), &o.title, "title")?,
         body,
@@ -299,6 +376,17 @@ impl TicketAction {
                 .as_ref()
                 .map(|k| t.render(k, ctx))
                 .transpose()?,
+            step: {
+                let text = t.render(&self.step, ctx)?;
+                Step::parse(&text).ok_or_else(|| {
+                    format!("do `{}`: use open, comment, resolve or close", text.trim())
+                })?
+            },
+            close_code: self
+                .close_code
+                .as_ref()
+                .map(|k| t.render(k, ctx))
+                .transpose()?,
             auth: self.auth.clone(),
             timeout: self.timeout,
             secrets: self.secrets.clone(),
@@ -307,7 +395,7 @@ impl TicketAction {
 }
 
 /// Jira's Atlassian Document Format: one paragraph per blank-line-separated block.
-fn adf(text: &str) -> Value {
+pub(super) fn adf(text: &str) -> Value {
     let paragraphs: Vec<Value> = text
         .split("\n\n")
         .filter(|p| !p.trim().is_empty())
@@ -317,7 +405,13 @@ fn adf(text: &str) -> Value {
 }
 
 impl TicketCall {
-    fn call(&self, method: &str, path: &str, body: Option<Value>, ok: &[u16]) -> HttpCall {
+    pub(super) fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+        ok: &[u16],
+    ) -> HttpCall {
         let mut headers = vec![
             (self.auth.0.clone(), self.auth.1.clone()),
             ("Accept".into(), "application/json".into()),
@@ -340,7 +434,7 @@ impl TicketCall {
         }
     }
 
-    fn project(&self) -> &str {
+    pub(super) fn project(&self) -> &str {
         self.project.as_deref().unwrap_or_default()
     }
 
@@ -349,6 +443,9 @@ impl TicketCall {
         let Some(key) = &self.dedup_key else {
             return self.create(run).await;
         };
+        if self.step != Step::Open {
+            return self.follow_up(key, run, state).await;
+        }
         let key = format!("ticket/{key}");
         let transient = |e: StoreError| Outcome {
             retryable: true,
@@ -511,7 +608,7 @@ impl TicketCall {
     }
 
     /// Asks the system whether the ticket is still open.
-    async fn still_open(&self, t: &Ticket, run: &RunContext) -> Result<bool, Outcome> {
+    pub(super) async fn still_open(&self, t: &Ticket, run: &RunContext) -> Result<bool, Outcome> {
         let p = self.project();
         let call = match self.system {
             System::Github => {
@@ -553,7 +650,7 @@ impl TicketCall {
         })
     }
 
-    async fn comment(&self, t: &Ticket, run: &RunContext) -> Outcome {
+    pub(super) async fn comment(&self, t: &Ticket, run: &RunContext) -> Outcome {
         let p = self.project();
         let text = format!("{}\n\n{}", self.title, self.body);
         let call = match self.system {

@@ -210,21 +210,37 @@ pub async fn jobs(a: JobsArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     for j in &list {
-        println!(
-            "{}  {:<7}  {}/{}  at action {} after {} attempt(s){}",
-            s(&j["id"]),
-            s(&j["status"]),
-            s(&j["rulebook"]),
-            s(&j["rule"]),
-            j["action_index"],
-            j["attempts"],
-            j["error"]
-                .as_str()
-                .map(|e| format!(": {e}"))
-                .unwrap_or_default()
-        );
+        println!("{}", job_line(j));
     }
     Ok(())
+}
+
+/// One job of `rulehook jobs`: where a failed or pending job stands; a finished one, when.
+fn job_line(j: &Value) -> String {
+    let head = format!(
+        "{}  {:<7}  {}/{}",
+        s(&j["id"]),
+        s(&j["status"]),
+        s(&j["rulebook"]),
+        s(&j["rule"])
+    );
+    let error = j["error"]
+        .as_str()
+        .map(|e| format!(": {e}"))
+        .unwrap_or_default();
+    let attempts = j["attempts"].as_u64().unwrap_or(0);
+    match s(&j["status"]) {
+        "done" => format!("{head}  finished {}{error}", s(&j["updated_at"])),
+        "pending" if attempts == 0 => format!("{head}  next: action {}", j["action_index"]),
+        "pending" => format!(
+            "{head}  retrying action {} ({attempts} attempt(s) so far)",
+            j["action_index"]
+        ),
+        _ => format!(
+            "{head}  stopped at action {} after {attempts} attempt(s){error}",
+            j["action_index"]
+        ),
+    }
 }
 
 pub async fn event(a: IdArgs) -> anyhow::Result<()> {
@@ -379,11 +395,13 @@ pub fn timeline(v: &Value) -> String {
             }
             let _ = write!(line, "  run {}", s(&at["run_id"]));
             let _ = writeln!(o, "{line}");
-            for (label, key) in [
-                ("error", "error"),
-                ("stdout", "stdout"),
-                ("stderr", "stderr"),
-            ] {
+            // An HTTP action's answer is its response body, not a program's output.
+            let out = if at["http_status"].is_i64() {
+                "response"
+            } else {
+                "stdout"
+            };
+            for (label, key) in [("error", "error"), (out, "stdout"), ("stderr", "stderr")] {
                 if let Some(t) = at[key].as_str().map(str::trim_end)
                     && !t.is_empty()
                 {
@@ -420,11 +438,24 @@ pub fn timeline(v: &Value) -> String {
             s(&t["fired_by"])
         );
     }
+    let mut others = Vec::new();
     for n in v["not_matched"].as_array().into_iter().flatten() {
-        let _ = writeln!(o, "no match {}/{}", s(&n["rulebook"]), s(&n["rule"]));
+        if n["other_source"] == true {
+            others.push(format!("{}/{}", s(&n["rulebook"]), s(&n["rule"])));
+            continue;
+        }
+        let label = if n["matches_now"] == true {
+            "added since"
+        } else {
+            "no match"
+        };
+        let _ = writeln!(o, "{label} {}/{}", s(&n["rulebook"]), s(&n["rule"]));
         for w in n["why"].as_array().into_iter().flatten() {
             let _ = writeln!(o, "  {}", s(w));
         }
+    }
+    if let Some(line) = crate::rules::other_sources_line(&others) {
+        let _ = writeln!(o, "{line}");
     }
     let body = serde_json::to_string_pretty(&v["body"]).unwrap_or_default();
     let _ = writeln!(o, "body");
@@ -482,5 +513,38 @@ mod tests {
             "?source=a+b"
         );
         assert_eq!(query(&[("x", None)]), "");
+    }
+    #[test]
+    fn a_job_line_says_what_fits_its_state() {
+        let job = |status: &str, index: u32, attempts: u32, error: Value| {
+            json!({"id": "e:r", "status": status, "rulebook": "b", "rule": "r",
+                   "action_index": index, "attempts": attempts, "error": error,
+                   "updated_at": "2026-12-06T10:00:00Z"})
+        };
+        let done = job_line(&job("done", 2, 0, Value::Null));
+        assert!(!done.contains("attempt"), "{done}");
+        assert!(done.ends_with("finished 2026-12-06T10:00:00Z"), "{done}");
+        let failed = job_line(&job("failed", 1, 3, json!("exit 2")));
+        assert!(
+            failed.ends_with("stopped at action 1 after 3 attempt(s): exit 2"),
+            "{failed}"
+        );
+        let pending = job_line(&job("pending", 0, 0, Value::Null));
+        assert!(pending.ends_with("next: action 0"), "{pending}");
+    }
+
+    #[test]
+    fn an_http_answer_is_labelled_response_and_a_script_output_stdout() {
+        let v = json!({"id": "e", "matches": [{"rulebook": "b", "rule": "r", "id": "e:r",
+        "status": "done", "attempts": [
+            {"action_index": 0, "action": "http_request", "attempt": 1, "status": "ok",
+             "http_status": 201, "stdout": "{\"id\": 7}", "run_id": "e:r:0"},
+            {"action_index": 1, "action": "run_script", "attempt": 1, "status": "ok",
+             "exit_code": 0, "stdout": "done", "run_id": "e:r:1"}
+        ]}]});
+        let t = timeline(&v);
+        assert!(t.contains("response {\"id\": 7}"), "{t}");
+        assert!(!t.contains("stdout  {\"id\""), "{t}");
+        assert!(t.contains("stdout  done"), "{t}");
     }
 }

@@ -432,16 +432,40 @@ pub async fn dead_letters(
         rule: None,
         limit: PAGE_ROWS,
     };
-    match st.engine.store().history.jobs(filter).await {
-        Ok(jobs) => page(
-            "dead_letters.html",
-            json!({
-                "frame": frame(&v, "dead-letters"),
-                "jobs": jobs, "limit": PAGE_ROWS, "notice": notice_text(&n),
-            }),
-        ),
-        Err(e) => unavailable(&v, e),
+    let jobs = match st.engine.store().history.jobs(filter).await {
+        Ok(jobs) => jobs,
+        Err(e) => return unavailable(&v, e),
+    };
+    // What explains each error: the stderr of its last failed attempt.
+    let mut rows = Vec::with_capacity(jobs.len());
+    for j in jobs {
+        let stderr = match st.engine.store().history.event_detail(&j.event_id).await {
+            Ok(Some(d)) => last_stderr(&d, &j.id),
+            Ok(None) => None,
+            Err(e) => return unavailable(&v, e),
+        };
+        let mut row = serde_json::to_value(&j).unwrap_or_default();
+        row["stderr"] = json!(stderr);
+        rows.push(row);
     }
+    page(
+        "dead_letters.html",
+        json!({
+            "frame": frame(&v, "dead-letters"),
+            "jobs": rows, "limit": PAGE_ROWS, "notice": notice_text(&n),
+        }),
+    )
+}
+
+/// The stderr of a job's last failed attempt (its end, at most 2,000 characters).
+fn last_stderr(d: &crate::store::EventDetail, job: &str) -> Option<String> {
+    let m = d.matches.iter().find(|m| m.id == job)?;
+    let a = m.attempts.iter().rev().find(|a| {
+        a.status == "failed" && a.stderr.as_deref().is_some_and(|s| !s.trim().is_empty())
+    })?;
+    let text = a.stderr.as_deref()?.trim_end();
+    let skip = text.chars().count().saturating_sub(2000);
+    Some(text.chars().skip(skip).collect())
 }
 
 /// `GET /console/rules`: sources, rules with their counts, the last reload.
@@ -540,6 +564,7 @@ pub async fn try_run(v: Viewer, State(st): State<AppState>, Form(f): Form<TryFor
         .map(|r| {
             serde_json::json!({
                 "rulebook": r.rulebook, "rule": r.rule, "matched": r.matched, "why_not": r.why_not,
+                "other_source": r.other_source,
                 "actions": r.actions.iter().map(views::pretty).collect::<Vec<_>>(),
                 "on_failure": r.on_failure.iter().map(views::pretty).collect::<Vec<_>>(),
                 "throttle": r.throttle,

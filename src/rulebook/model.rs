@@ -144,6 +144,7 @@ impl ActionSpec {
             ActionSpec::GitlabPipeline(a) => &a.requires_env,
             ActionSpec::OpenTicket(a) => &a.requires_env,
             ActionSpec::RunJobTemplate(a) | ActionSpec::RunWorkflowTemplate(a) => &a.requires_env,
+            ActionSpec::Notify(a) => &a.requires_env,
             _ => &[],
         }
     }
@@ -162,6 +163,7 @@ impl ActionSpec {
             ActionSpec::RunPlaybook(_) => "run_playbook",
             ActionSpec::RunJobTemplate(_) => "run_job_template",
             ActionSpec::RunWorkflowTemplate(_) => "run_workflow_template",
+            ActionSpec::Notify(_) => "notify",
         }
     }
 }
@@ -197,6 +199,35 @@ pub enum ActionSpec {
     RunPlaybook(Box<super::ansible::RunPlaybookSpec>),
     RunJobTemplate(Box<super::ansible::JobTemplateSpec>),
     RunWorkflowTemplate(Box<super::ansible::JobTemplateSpec>),
+    Notify(Box<NotifySpec>),
+}
+
+/// `notify:` — a message where operators look: a Slack, Microsoft Teams or Webex incoming
+/// webhook, or a PagerDuty Events API v2 event (trigger, acknowledge, resolve by `dedup_key`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifySpec {
+    #[serde(default)]
+    pub requires_env: Vec<S<String>>,
+    /// `slack`, `teams`, `webex` or `pagerduty`.
+    pub to: S<String>,
+    /// The incoming webhook's URL (Slack, Teams, Webex); PagerDuty's events endpoint (default
+    /// `https://events.pagerduty.com/v2/enqueue`).
+    pub url: Option<S<String>>,
+    /// The message (PagerDuty: the alert's summary).
+    pub text: Option<S<String>>,
+    /// PagerDuty: the integration's routing key.
+    pub routing_key: Option<S<String>>,
+    /// PagerDuty: `trigger` (default), `acknowledge` or `resolve` (may be a template).
+    pub event_action: Option<S<String>>,
+    /// PagerDuty: the alert's key; acknowledge and resolve name the alert a trigger opened.
+    pub dedup_key: Option<S<String>>,
+    /// PagerDuty: `critical`, `error` (default), `warning` or `info`.
+    pub severity: Option<S<String>>,
+    /// PagerDuty: where the problem is (default `rulehook`).
+    pub source: Option<S<String>>,
+    pub timeout: Option<S<String>>,
+    pub retries: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -295,6 +326,12 @@ pub struct OpenTicketSpec {
     pub issue_type: Option<S<String>>,
     /// ServiceNow only: the incident's assignment group.
     pub assignment_group: Option<S<String>>,
+    /// What to do with the ticket of `dedup_key`: `open` (default: open one, or comment on the
+    /// open one), `comment`, `resolve` or `close` (a template may choose from the event).
+    #[serde(rename = "do")]
+    pub step: Option<S<String>>,
+    /// ServiceNow: the `close_code` set when resolving or closing.
+    pub close_code: Option<S<String>>,
     pub timeout: Option<S<String>>,
     pub retries: Option<u32>,
 }

@@ -23,6 +23,8 @@ pub struct DryRun {
     pub on_failure: Vec<Value>,
     /// When matched and throttled: `{"once_within", "group"}` (null otherwise).
     pub throttle: Value,
+    /// Not considered: the rule takes other sources (views fold these into one line).
+    pub other_source: bool,
 }
 
 /// Every rule's verdict on `body` arriving on `source` (`None`: every rule is considered)
@@ -118,6 +120,7 @@ pub fn dry_run(
                 rule: rule.name.clone(),
                 matched: v.matched,
                 why_not: v.why,
+                other_source: v.other_source,
                 actions,
                 on_failure,
                 throttle,

@@ -12,7 +12,7 @@ use super::correlate::{Correlation, DEFAULT_MAX_OPEN, Kind, Named};
 use super::index::SourceIndex;
 use super::snapshot::Snapshot;
 use super::{Dirs, LoadError, LoadErrors, Rule, RuleSet, Throttle};
-use crate::actions::{Action, ansible, awx, event, log, outbound, script, ticket};
+use crate::actions::{Action, ansible, awx, event, log, notify, outbound, script, ticket};
 use crate::body::BodyFormat;
 use crate::rulebook::compile::{Compile, Scope};
 use crate::rulebook::model::{
@@ -266,7 +266,7 @@ pub(super) fn compile(
         }
     }
     for r in &mut rules {
-        r.fingerprint = super::fingerprint(r, &templates);
+        r.fingerprint = super::fingerprint(r, &templates, scripts);
     }
     let mut by_key: Box<[u32]> = (0..rules.len())
         .map(|i| u32::try_from(i).expect("fewer than 2^32 rules"))
@@ -1025,6 +1025,7 @@ fn compile_action(
             outbound::compile_gitlab_pipeline(cx, g, prefix, t).map(Action::Http)
         }
         ActionSpec::OpenTicket(o) => ticket::compile(cx, o, prefix, t).map(Action::OpenTicket),
+        ActionSpec::Notify(n) => notify::compile(cx, n, prefix, t).map(Action::Http),
         ActionSpec::PostEvent(p) => {
             event::compile(cx, p, prefix, internal, t).map(Action::PostEvent)
         }

@@ -11,7 +11,7 @@ pub mod snapshot;
 
 use std::collections::HashMap;
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::actions::Action;
 pub use crate::domain::EventDoc;
@@ -132,6 +132,8 @@ pub struct Verdict {
     pub matched: bool,
     /// When not matched: which parts of the condition were false, or why it was not considered.
     pub why: Vec<String>,
+    /// Not considered: the rule takes other sources (shown folded, not one card each).
+    pub other_source: bool,
 }
 
 impl RuleSet {
@@ -193,6 +195,7 @@ impl RuleSet {
                                 "source `{src}` is not one of [{}]",
                                 list.join(", ")
                             )],
+                            other_source: true,
                         };
                     }
                 }
@@ -201,15 +204,27 @@ impl RuleSet {
                     rule: i,
                     matched,
                     why,
+                    other_source: false,
                 }
             })
             .collect()
     }
 }
 
+/// One line for the rules of other sources a view folds: `4 rule(s) take other sources: a/x, …`.
+pub fn other_sources_line(names: &[String]) -> Option<String> {
+    (!names.is_empty()).then(|| {
+        format!(
+            "{} rule(s) take other sources: {}",
+            names.len(),
+            names.join(", ")
+        )
+    })
+}
+
 /// The fingerprint of a compiled rule: a hash of everything that decides what it does, with
 /// template names replaced by their sources (names depend on load order; sources do not).
-pub(crate) fn fingerprint(rule: &Rule, templates: &Templates) -> String {
+pub(crate) fn fingerprint(rule: &Rule, templates: &Templates, scripts: &Path) -> String {
     use sha2::Digest;
     let described = format!(
         "{}\n{}\n{:?}\n{:?}\n{:?}\n{:?}",
@@ -225,6 +240,17 @@ pub(crate) fn fingerprint(rule: &Rule, templates: &Templates) -> String {
     let described = match &rule.correlate {
         Some(c) => format!("{described}\ncorrelate {}", c.describe()),
         None => described,
+    };
+    // Where the scripts folder is is not part of what a rule does (`whatif --scripts`
+    // elsewhere, a moved install): scripts count by their path inside it.
+    let root = scripts
+        .canonicalize()
+        .unwrap_or_else(|_| scripts.to_path_buf());
+    let root = root.to_string_lossy();
+    let described = if root.len() > 1 {
+        described.replace(&format!("{root}/"), "<scripts>/")
+    } else {
+        described
     };
     let mut h = sha2::Sha256::new();
     let mut rest = described.as_str();
@@ -281,6 +307,41 @@ mod fingerprint_tests {
         );
         let condition = fingerprints(&[("a.yml", &A.replace("== 1", "== 2"))]);
         assert_ne!(first[0].1, condition[0].1, "a changed condition too");
+    }
+
+    #[test]
+    fn the_scripts_folder_path_is_not_part_of_a_version() {
+        use std::os::unix::fs::PermissionsExt;
+        let with_scripts_in = |folder: &str| {
+            let dir = tempfile::tempdir().unwrap();
+            let scripts = dir.path().join(folder);
+            for d in [
+                dir.path().join("rulebooks"),
+                scripts.clone(),
+                dir.path().join("templates"),
+            ] {
+                std::fs::create_dir_all(d).unwrap();
+            }
+            std::fs::write(scripts.join("x.sh"), "#!/bin/sh\n").unwrap();
+            std::fs::set_permissions(scripts.join("x.sh"), std::fs::Permissions::from_mode(0o755))
+                .unwrap();
+            std::fs::write(
+                dir.path().join("rulebooks/a.yml"),
+                "rules:\n  - name: a\n    actions: [{ run_script: { script: x.sh, args: [a] } }]\n",
+            )
+            .unwrap();
+            let set = load(&Dirs {
+                rulebooks: dir.path().join("rulebooks"),
+                scripts,
+                templates: dir.path().join("templates"),
+            })
+            .unwrap();
+            set.rules[0].fingerprint.clone()
+        };
+        assert_eq!(
+            with_scripts_in("scripts"),
+            with_scripts_in("candidate-scripts")
+        );
     }
 
     #[test]

@@ -528,6 +528,13 @@ pub(crate) struct NotMatched {
     pub rulebook: String,
     pub rule: String,
     pub why: Vec<String>,
+    /// The rule matches the event now but has no record of it: added (or changed) after the
+    /// event arrived. A replay runs it.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub matches_now: bool,
+    /// Not considered: the rule takes other sources (views fold these into one line).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub other_source: bool,
 }
 
 /// The rules of `rules` that a stored event did not match (neither matched nor throttled in
@@ -543,17 +550,38 @@ pub(crate) fn not_matched(rules: &RuleSet, detail: &EventDetail) -> Vec<NotMatch
                 .throttled
                 .iter()
                 .any(|m| m.rulebook == b && m.rule == n)
+            || detail
+                .correlations
+                .iter()
+                .any(|m| m.rulebook == b && m.rule == n)
     };
     rules
         .explain(Some(&detail.source), &doc)
         .into_iter()
-        .filter(|v| !v.matched)
         .filter_map(|v| {
             let r = &rules.rules[v.rule];
-            (!recorded(&r.rulebook, &r.name)).then(|| NotMatched {
+            if recorded(&r.rulebook, &r.name) {
+                return None;
+            }
+            // Matching now with no record: the rule was not there (as it is) when the event
+            // came. A correlation rule is not judged on one event.
+            let matches_now = v.matched && r.correlate.is_none();
+            if v.matched && !matches_now {
+                return None;
+            }
+            Some(NotMatched {
                 rulebook: r.rulebook.clone(),
                 rule: r.name.clone(),
-                why: v.why,
+                why: if matches_now {
+                    vec![
+                        "added after this event (or changed since): it matches now — replay the event to run it"
+                            .to_string(),
+                    ]
+                } else {
+                    v.why
+                },
+                matches_now,
+                other_source: v.other_source,
             })
         })
         .collect()

@@ -21,13 +21,17 @@
     const tr = document.createElement("tr");
     tr.className = "fresh";
     const when = document.createElement("td");
+    when.className = "when";
     const link = document.createElement("a");
     link.href = "/console/events/" + encodeURIComponent(ev.id);
     link.textContent = ev.received_at;
     when.appendChild(link);
     tr.appendChild(when);
     tr.appendChild(cell(ev.source));
-    tr.appendChild(cell(ev.delivery_id || ""));
+    const delivery = cell(ev.delivery_id || "");
+    delivery.className = "delivery";
+    delivery.title = ev.delivery_id || "";
+    tr.appendChild(delivery);
     tr.appendChild(cell((ev.rules || []).join(", ")));
     const st = document.createElement("td");
     const badge = document.createElement("span");
