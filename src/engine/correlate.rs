@@ -403,7 +403,9 @@ impl Engine {
         }
         let meta = json!({
             "kind": correlated.kind,
-            "group": serde_json::from_str::<Value>(&correlated.group).unwrap_or(Value::Null),
+            // A bounded key (prefix and hash) is not JSON: shown as it is.
+            "group": serde_json::from_str::<Value>(&correlated.group)
+                .unwrap_or_else(|_| Value::String(correlated.group.clone())),
             "events": correlated.events.iter().map(|p| json!({
                 "name": p.name, "id": p.id, "at": crate::domain::rfc3339(p.at),
             })).collect::<Vec<_>>(),
