@@ -13,6 +13,8 @@ use crate::domain::{CorrelationState, EventDoc, Participant};
 
 /// Open partial matches a rule keeps unless it says otherwise (`max_open`).
 pub const DEFAULT_MAX_OPEN: usize = 10_000;
+/// The most a rule may ask for: every open group is memory and a state entry on each node.
+pub const MAX_MAX_OPEN: u64 = 1_000_000;
 
 /// Longest group key (the `group_by` values as JSON text) kept as it is, in bytes.
 pub const MAX_GROUP_KEY: usize = 256;
