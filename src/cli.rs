@@ -518,6 +518,7 @@ fn would_run(
         "correlation": {
             "kind": r.correlate.as_ref().map(|c| c.kind.as_str()),
             "events": took_part.iter().map(|p| json!({"name": p.name, "id": p.id})).collect::<Vec<_>>(),
+            "evicted": false,
         },
         "meta": {"id": id, "rulebook": r.rulebook, "rule": r.name},
     }));
