@@ -3,10 +3,9 @@
 //! store, events other nodes accept appear on their consoles, and on this one after a reload).
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-
-use std::net::SocketAddr;
 
 use axum::extract::{ConnectInfo, Query, State};
 use axum::response::sse::{Event, KeepAlive, Sse};

@@ -416,8 +416,8 @@ const STORED_CHUNK_BYTES: usize = 1 << 20;
 /// `GET /api/stored-events?since=7d&after=ID&limit=N`: stored events with their bodies and
 /// the matches they were stored with, oldest first, a page after event `after`
 /// (`rulehook whatif --url`). A page ends at `limit` events or once its JSON passes
-/// [`STORED_PAGE_BYTES`], whichever comes first: events are read a few at a time and written
-/// out as they come, so a page of large events cannot fill the memory. Clients page on with
+/// [`STORED_PAGE_BYTES`], whichever comes first: events are read from the history a few at a
+/// time into one bounded reply, so pages of large events cannot fill the memory. Clients page on with
 /// `after` = the last id until a page is empty.
 async fn stored_events(
     _: Admin,
