@@ -296,6 +296,7 @@ impl GuardArgs {
             max_pending: self.max_pending,
             failures: crate::server::guard::FailureLimit::new(self.failed_auth_per_second, 50),
             health: Default::default(),
+            live: crate::server::guard::LiveLimit::for_connections(1024, 0),
         })
     }
 }
@@ -802,6 +803,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
     guard.admin_hosts = crate::server::admin_plane::AdminHosts::new(addr, &args.guard.admin_hosts);
+    guard.live = crate::server::guard::LiveLimit::for_connections(
+        args.max_connections,
+        args.guard.max_connections_per_client,
+    );
     let scheme = if tls.is_some() { "https" } else { "http" };
     let set = Arc::new(set);
     // What serve prints for people and scripts; a closed stdout must not stop the service.

@@ -186,6 +186,26 @@ impl Templates {
         names
     }
 
+    /// The attributes template `name` reads of variable `var` by name (`var.x`, `var.x.y`:
+    /// `x`), sorted and without repeats.
+    pub fn attributes_of(&self, name: &str, var: &str) -> Vec<String> {
+        let Ok(tmpl) = self.env.get_template(name) else {
+            return Vec::new();
+        };
+        let prefix = format!("{var}.");
+        let mut out: Vec<String> = tmpl
+            .undeclared_variables(true)
+            .into_iter()
+            .filter_map(|p| {
+                let rest = p.strip_prefix(&prefix)?;
+                Some(rest.split('.').next().unwrap_or(rest).to_string())
+            })
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
     /// Compiles an inline body meant as JSON: values are escaped as JSON (see [`JSON_BODY`]).
     pub fn inline_json(&mut self, name: String, source: &str) -> Result<Text, String> {
         if !source.contains("{{") && !source.contains("{%") && !source.contains("{#") {

@@ -225,3 +225,49 @@ async fn only_expected_hosts_reach_the_admin_plane() {
         assert_eq!(st, 200, "{host}");
     }
 }
+
+/// A page of stored events ends past 8 MiB of JSON however many events were asked for, and
+/// paging on with `after` reads every event once, in order.
+#[tokio::test]
+async fn stored_event_pages_are_bounded_by_bytes() {
+    let env = common::console::env();
+    let server = common::Server::start(&env, &[], &[]);
+    let c = common::client();
+    let blob = "x".repeat(400 * 1024);
+    let mut sent = Vec::new();
+    for i in 0..30 {
+        let body = serde_json::json!({"i": i, "blob": blob});
+        sent.push(common::console::send(&c, &server, &body).await);
+    }
+    let mut read = Vec::new();
+    let mut after: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let mut url = server.url("/api/stored-events?limit=5000");
+        if let Some(a) = &after {
+            url.push_str(&format!("&after={a}"));
+        }
+        let text = c.get(url).send().await.unwrap().text().await.unwrap();
+        assert!(
+            text.len() <= rulehook::server::STORED_PAGE_BYTES + 500 * 1024,
+            "a page of {} bytes",
+            text.len()
+        );
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let ids: Vec<String> = v["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["id"].as_str().unwrap().to_string())
+            .collect();
+        let Some(last) = ids.last().cloned() else {
+            break;
+        };
+        after = Some(last);
+        read.extend(ids);
+        pages += 1;
+        assert!(pages <= 30, "paging does not end");
+    }
+    assert!(pages >= 2, "30 events of 400 KB take more than one page");
+    assert_eq!(read, sent);
+}

@@ -459,6 +459,42 @@ async fn sign_in_goes_only_to_local_paths() {
     }
 }
 
+/// Live streams from many loopback addresses cannot take the connections webhooks and the
+/// health check need: they have caps of their own (a quarter of --max-connections in all, an
+/// eighth of that per address); past them, 503 at once.
+#[tokio::test]
+async fn live_streams_cannot_starve_the_webhooks() {
+    let env = env();
+    let server = Server::start(&env, &["--max-connections", "32"], &[]);
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut held = Vec::new();
+    let mut refused = 0;
+    for a in 2..=9u8 {
+        for _ in 0..4 {
+            let c = reqwest::Client::builder()
+                .local_address(std::net::IpAddr::from([127, 0, 0, a]))
+                .timeout(Duration::from_secs(10))
+                .build()
+                .unwrap();
+            match c.get(server.url("/console/live")).send().await {
+                Ok(r) if r.status() == 200 => held.push((c, r)),
+                Ok(r) => {
+                    assert_eq!(r.status(), 503, "refused at once");
+                    refused += 1;
+                }
+                Err(_) => refused += 1,
+            }
+        }
+    }
+    assert_eq!(held.len(), 8, "8 streams in all, one per address");
+    assert_eq!(refused, 24);
+    let c = client();
+    let health = c.get(server.url("/healthz")).send().await;
+    assert_eq!(health.map(|r| r.status().as_u16()).ok(), Some(200));
+    send(&c, &server, &json!({"kind": "x"})).await;
+    drop(held);
+}
+
 #[tokio::test]
 async fn new_events_stream_live_with_the_list_filters() {
     let env = env();

@@ -476,6 +476,63 @@ fn correlation_mistakes_are_load_errors_at_their_place() {
     );
 }
 
+/// What `check` and a reload must refuse, each with a clear sentence at its place: a template
+/// naming no event of the correlation, a negative or unbounded number, a file too large.
+#[test]
+fn check_gaps_are_clear_located_errors() {
+    let load_err = |yaml: &str| {
+        let b = Bench::new(yaml);
+        let p = b.dir.path();
+        load(&Dirs {
+            rulebooks: p.join("rulebooks"),
+            scripts: p.join("scripts"),
+            templates: p.join("templates"),
+        })
+        .unwrap_err()
+        .to_string()
+    };
+    let err = load_err(&rulebook(COUNT, "{{ events.c.g }}"));
+    assert!(
+        err.contains("r.yml:9:")
+            && err.contains("`events.c` names no event of this correlation (its names: flap)"),
+        "{err}"
+    );
+    let err = load_err(&rulebook(
+        &COUNT.replace("at_least: 3", "at_least: -3"),
+        "m",
+    ));
+    assert!(
+        err.contains("r.yml:8:")
+            && err.contains("`at_least` must be a whole number of 0 or more, not `-3`"),
+        "{err}"
+    );
+    let spec = format!("{ALL_OF}      max_open: 18446744073709551615\n");
+    let err = load_err(&rulebook(&spec, "m"));
+    assert!(
+        err.contains("r.yml:") && err.contains("correlate.max_open must be between 1 and 1000000"),
+        "{err}"
+    );
+    let mut big = String::from("sources:\n  - { name: s, kind: internal }\nrules:\n");
+    for i in 0..10_000 {
+        big.push_str(&format!(
+            "  - name: r{i}\n    enabled: true\n    condition: '$.a == {i}'\n    actions:\n      - log: {{ message: 'x', level: info }}\n      - log: {{ message: 'y', level: info }}\n      - log: {{ message: 'z', level: info }}\n"
+        ));
+    }
+    let err = load_err(&big);
+    assert!(
+        err.contains("r.yml:")
+            && err.contains("split its rules into several files")
+            && !err.contains("Nodes {"),
+        "{err}"
+    );
+    // Names the correlation has pass.
+    let b = Bench::new(&rulebook(
+        COUNT,
+        "{{ events.flap | length }} on {{ event.device }}",
+    ));
+    assert!(b.rules().rules.len() == 1);
+}
+
 /// `rulehook test` on a folder of events shows, event by event, what each correlation holds,
 /// what it waits for, and what fires (an absence when its window ends within the sequence).
 #[test]

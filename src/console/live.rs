@@ -3,10 +3,11 @@
 //! store, events other nodes accept appear on their consoles, and on this one after a reload).
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Query, State};
+use axum::extract::{ConnectInfo, Query, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::Stream;
@@ -41,13 +42,25 @@ impl LiveQuery {
 /// How long the stream gathers events before it sends them: under load a page gets a few
 /// messages a second, not one per event.
 const GATHER: Duration = Duration::from_millis(100);
+/// How long one stream lasts; then it ends and the page's `EventSource` connects again (so a
+/// stream never holds its connection for good).
+const MAX_AGE: Duration = Duration::from_secs(30 * 60);
 /// Rows one message carries at most; the rest are reported skipped (a page shows 200).
 const BATCH: usize = 200;
 
 /// The stream: an `events` message with a JSON array of list rows (oldest first) for the
 /// events accepted since the last one, and a `lagged` message with the number skipped when a
 /// client fell behind or a burst was larger than a page shows.
-pub async fn live(_: Viewer, State(st): State<AppState>, Query(q): Query<LiveQuery>) -> Response {
+pub async fn live(
+    _: Viewer,
+    State(st): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Query(q): Query<LiveQuery>,
+) -> Response {
+    // Streams have caps of their own, so they cannot take the connections webhooks need.
+    let Some(slot) = st.guard.live.open(peer.ip()) else {
+        return crate::server::ApiError::LiveBusy.into_response();
+    };
     let rx = st.engine.subscribe();
     let mut poll = st.console.poll_history.map(|every| Poll {
         history: st.engine.store().history.clone(),
@@ -60,7 +73,13 @@ pub async fn live(_: Viewer, State(st): State<AppState>, Query(q): Query<LiveQue
         // What is there when the page opens is on it already.
         p.unseen(&q).await;
     }
-    let stream = batches(rx, q, poll);
+    let until = tokio::time::Instant::now() + MAX_AGE;
+    let stream = batches(rx, q, poll)
+        .take_until(tokio::time::sleep_until(until))
+        .map(move |e| {
+            let _held = &slot;
+            e
+        });
     let mut resp = Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response();

@@ -21,6 +21,8 @@ pub struct Compile<'a> {
     pub referenced: Vec<String>,
     /// The template variables the action being compiled will have.
     pub scope: Scope,
+    /// In a correlation rule's actions: the names templates may read as `events.<name>`.
+    pub correlation: Option<Vec<String>>,
 }
 
 /// Which template variables exist where: `previous` from a rule's second action on, `failure`
@@ -270,6 +272,36 @@ impl Compile<'_> {
                 message: problem,
             });
             ok = false;
+        }
+        if let Some(names) = &self.correlation {
+            for step in t.attributes_of(name, "events") {
+                if names.contains(&step) {
+                    continue;
+                }
+                let problem = format!(
+                    "`events.{step}` names no event of this correlation (its names: {})",
+                    names.join(", ")
+                );
+                let problem = if value.is_empty() {
+                    format!("{what} `{name}`: {problem}")
+                } else {
+                    format!("{what}: {problem}")
+                };
+                let (line, col) = self.content_start(&s.referenced);
+                let column = match word_offset(value, "events") {
+                    Some(off) if !value.contains('\n') && !s.value.contains("${") => {
+                        col + off as u64
+                    }
+                    _ => col,
+                };
+                self.errors.push(LoadError {
+                    file: self.file.clone(),
+                    line,
+                    column,
+                    message: problem,
+                });
+                ok = false;
+            }
         }
         ok.then_some(())
     }

@@ -13,6 +13,21 @@ pub fn explain(message: &str, text: &str, line: u64, column: u64) -> String {
         .lines()
         .nth(line.saturating_sub(1) as usize)
         .unwrap_or("");
+    if let Some(m) = not_a_number(&msg, src_line, column) {
+        return m;
+    }
+    if let Some(detail) = msg.strip_prefix("budget breached: ") {
+        let what = match between(detail, "nodes: ", " ") {
+            Some(n) => format!(
+                "{} YAML nodes (values, keys, list items)",
+                n.trim_end_matches(',')
+            ),
+            None => detail.to_string(),
+        };
+        return format!(
+            "this rulebook is larger than one file may be ({what}; a guard against hostile files): split its rules into several files in the rulebooks directory"
+        );
+    }
     if let Some(field) = between(&msg, "missing field `", "`")
         && let Some(m) = misindented(text, line, field)
     {
@@ -41,6 +56,38 @@ pub fn explain(message: &str, text: &str, line: u64, column: u64) -> String {
     }
     let _ = column;
     msg
+}
+
+/// `invalid u64` (a negative number, a fraction or one too large where a whole number goes), as
+/// a sentence naming the key and the value found.
+fn not_a_number(msg: &str, src_line: &str, column: u64) -> Option<String> {
+    let ty = msg.strip_prefix("invalid ")?;
+    let unsigned = match ty {
+        "u8" | "u16" | "u32" | "u64" | "usize" => true,
+        "i8" | "i16" | "i32" | "i64" | "isize" => false,
+        _ => return None,
+    };
+    let mut at = (column.saturating_sub(1) as usize).min(src_line.len());
+    while !src_line.is_char_boundary(at) {
+        at -= 1;
+    }
+    let (before, after) = src_line.split_at(at);
+    let key = before
+        .trim_end()
+        .trim_end_matches(':')
+        .rsplit(|c: char| c.is_whitespace() || c == '{' || c == ',')
+        .next()
+        .unwrap_or("");
+    let value = after
+        .split(|c: char| c == ',' || c == '}' || c == ']' || c.is_whitespace())
+        .next()
+        .unwrap_or("");
+    let range = if unsigned { " of 0 or more" } else { "" };
+    Some(if key.is_empty() {
+        format!("a whole number{range} goes here, not `{value}`")
+    } else {
+        format!("`{key}` must be a whole number{range}, not `{value}`")
+    })
 }
 
 /// Removes the parser's own ` at line N, column M` (the caller prints the position).

@@ -13,6 +13,31 @@ use crate::domain::{CorrelationState, EventDoc, Participant};
 
 /// Open partial matches a rule keeps unless it says otherwise (`max_open`).
 pub const DEFAULT_MAX_OPEN: usize = 10_000;
+/// The most a rule may ask for: every open group is memory and a state entry on each node.
+pub const MAX_MAX_OPEN: u64 = 1_000_000;
+
+/// Longest group key (the `group_by` values as JSON text) kept as it is, in bytes.
+pub const MAX_GROUP_KEY: usize = 256;
+/// How much of a longer key is kept readable, in bytes, before its hash.
+const GROUP_PREFIX: usize = 96;
+
+/// A group key of bounded size: a key up to [`MAX_GROUP_KEY`] bytes as it is; a longer one as
+/// its first bytes (for people reading the log and the history), `…#` and the SHA-256 of the
+/// whole (128 bits in hex), so different values stay different groups. It exists because
+/// `group_by` values come from senders: kept whole they made every partial match, its state key,
+/// the LRU of open groups, the history and the eviction log line as large as the sender liked.
+pub fn bounded_key(text: String) -> String {
+    if text.len() <= MAX_GROUP_KEY {
+        return text;
+    }
+    let mut end = GROUP_PREFIX;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(text.as_bytes());
+    format!("{}…#{}", &text[..end], hex::encode(&digest[..16]))
+}
 
 /// The four kinds of correlation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,17 +144,21 @@ impl Correlation {
         }
         let meta = json!({
             "kind": self.kind.as_str(),
-            "group": serde_json::from_str::<Value>(group).unwrap_or(Value::Null),
+            // A bounded key (prefix and hash) is not JSON: shown as it is.
+            "group": serde_json::from_str::<Value>(group)
+                .unwrap_or_else(|_| Value::String(group.to_string())),
             "events": took_part.iter().map(|(p, _)| json!({
                 "name": p.name, "id": p.id, "at": crate::domain::rfc3339(p.at),
             })).collect::<Vec<_>>(),
             "deadline": deadline.map(crate::domain::rfc3339),
+            "evicted": false,
         });
         (Value::Object(events), meta)
     }
 
-    /// The group an event falls in: the `group_by` values as a JSON array text.
-    /// A query that selects one value stands for it; one that selects none, `null`; more, the list.
+    /// The group an event falls in: the `group_by` values as a JSON array text, bounded
+    /// ([`bounded_key`]). A query that selects one value stands for it; one that selects none,
+    /// `null`; more, the list.
     pub fn group(&self, body: &serde_json::Value) -> String {
         let one = |q: &Query| match q.select(body) {
             serde_json::Value::Array(mut v) if v.len() <= 1 => {
@@ -137,7 +166,7 @@ impl Correlation {
             }
             other => other,
         };
-        serde_json::Value::Array(self.group_by.iter().map(one).collect()).to_string()
+        bounded_key(serde_json::Value::Array(self.group_by.iter().map(one).collect()).to_string())
     }
 
     /// Which steps an event satisfies (indexes into `steps`).
@@ -498,5 +527,22 @@ mod tests {
     fn groups_come_from_group_by() {
         let c = down_up(Kind::AllOf);
         assert_eq!(c.group(&serde_json::json!({"device": "r1"})), r#"["r1"]"#);
+    }
+
+    #[test]
+    fn long_group_values_make_bounded_keys_that_stay_distinct() {
+        let c = down_up(Kind::AllOf);
+        let big = |tail: &str| {
+            let v = format!("{}{tail}", "é".repeat(32 * 1024));
+            c.group(&serde_json::json!({"device": v}))
+        };
+        let (a, b) = (big("a"), big("b"));
+        assert!(a.len() <= 200, "{} bytes", a.len());
+        assert!(a.starts_with("[\"éé"), "a readable prefix: {a}");
+        assert_ne!(a, b, "different values, different groups");
+        assert_eq!(a, big("a"), "the same values, the same group");
+        let edge = "x".repeat(MAX_GROUP_KEY - 4);
+        let g = c.group(&serde_json::json!({"device": edge}));
+        assert_eq!(g.len(), MAX_GROUP_KEY, "kept whole up to the bound: {g}");
     }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_saphyr::Spanned;
 
 use super::condition::{Condition, Expr, Interner, Query};
-use super::correlate::{Correlation, DEFAULT_MAX_OPEN, Kind, Named};
+use super::correlate::{Correlation, DEFAULT_MAX_OPEN, Kind, MAX_MAX_OPEN, Named};
 use super::index::SourceIndex;
 use super::snapshot::Snapshot;
 use super::{Dirs, LoadError, LoadErrors, Rule, RuleSet, Throttle};
@@ -156,6 +156,7 @@ pub(super) fn compile(
             warnings: &mut warnings,
             referenced: Vec::new(),
             scope: Default::default(),
+            correlation: None,
         };
         for spec in &book.sources {
             let Some(src) = compile_source(&mut cx, spec, &stem(path)) else {
@@ -209,6 +210,7 @@ pub(super) fn compile(
             warnings: &mut warnings,
             referenced: Vec::new(),
             scope: Default::default(),
+            correlation: None,
         };
         let mut seen = HashSet::new();
         for mut spec in book.rules {
@@ -694,6 +696,13 @@ fn compile_rule(
     // holds room for four.
     let mut actions = Vec::with_capacity(spec.actions.len());
     let mut kept = 0;
+    // Templates of a correlation rule may read `events.<name>` of its names only.
+    cx.correlation = spec.correlate.as_ref().map(|c| {
+        named_specs(&c.value)
+            .iter()
+            .map(|(n, _)| n.value.clone())
+            .collect()
+    });
     for (i, a) in spec.actions.iter().enumerate() {
         if skipped(cx, &name, a) {
             continue;
@@ -725,6 +734,7 @@ fn compile_rule(
         }
     }
     cx.scope = Scope::default();
+    cx.correlation = None;
     let throttle = match &spec.throttle {
         None => None,
         Some(t) => {
@@ -954,9 +964,12 @@ fn compile_correlate(
     }
     let max_open = match &c.max_open {
         None => DEFAULT_MAX_OPEN,
-        Some(m) if m.value >= 1 => m.value as usize,
+        Some(m) if (1..=MAX_MAX_OPEN).contains(&m.value) => m.value as usize,
         Some(m) => {
-            cx.err(&m.referenced, "correlate.max_open must be at least 1");
+            cx.err(
+                &m.referenced,
+                format!("correlate.max_open must be between 1 and {MAX_MAX_OPEN}"),
+            );
             ok = false;
             0
         }

@@ -102,9 +102,13 @@ pub struct Throttle {
 }
 
 impl Throttle {
-    /// The group an event falls in: the `group_by` values as a JSON array text.
+    /// The group an event falls in: the `group_by` values as a JSON array text, bounded like a
+    /// correlation's (`correlate::bounded_key`).
     pub fn group(&self, body: &serde_json::Value) -> String {
-        serde_json::Value::Array(self.group_by.iter().map(|q| q.select(body)).collect()).to_string()
+        correlate::bounded_key(
+            serde_json::Value::Array(self.group_by.iter().map(|q| q.select(body)).collect())
+                .to_string(),
+        )
     }
 }
 

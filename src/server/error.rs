@@ -58,6 +58,10 @@ pub enum ApiError {
         "too many events are waiting to be processed (--max-pending); nothing was accepted, please retry later"
     )]
     Busy,
+    #[error(
+        "too many live streams are open (from this address or in all); close a console tab, or reload later"
+    )]
+    LiveBusy,
 }
 
 /// What a sender is told when its event could not be confirmed as stored: "nothing was
@@ -101,6 +105,7 @@ impl ApiError {
             ApiError::BodyTimeout => (StatusCode::REQUEST_TIMEOUT, "body_timeout"),
             ApiError::NotIngest => (StatusCode::SERVICE_UNAVAILABLE, "not_an_ingest_node"),
             ApiError::Busy => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
+            ApiError::LiveBusy => (StatusCode::SERVICE_UNAVAILABLE, "live_busy"),
         }
     }
 
@@ -127,7 +132,10 @@ impl IntoResponse for ApiError {
         {
             resp.headers_mut().insert(header::RETRY_AFTER, v);
         }
-        if matches!(self, ApiError::Unavailable(_) | ApiError::Busy) {
+        if matches!(
+            self,
+            ApiError::Unavailable(_) | ApiError::Busy | ApiError::LiveBusy
+        ) {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
         }

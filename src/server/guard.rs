@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Settings and state shared by the request handlers.
@@ -24,6 +24,8 @@ pub struct Guard {
     pub failures: FailureLimit,
     /// The last write probe of `/healthz`.
     pub health: HealthProbe,
+    /// Live streams open at once (`/console/live`).
+    pub live: LiveLimit,
 }
 
 impl Guard {
@@ -47,6 +49,74 @@ impl Default for Guard {
             max_pending: DEFAULT_MAX_PENDING,
             failures: FailureLimit::new(10.0, 50),
             health: HealthProbe::default(),
+            live: LiveLimit::for_connections(1024, 0),
+        }
+    }
+}
+
+/// Live streams (`/console/live`) open at once, in all and per client address. A stream holds
+/// its connection for as long as its page is open, so without a cap of their own they could take
+/// every connection of `--max-connections` and starve the webhook paths and `/healthz`.
+#[derive(Debug)]
+pub struct LiveLimit {
+    total: usize,
+    per_client: usize,
+    open: Arc<Mutex<(usize, HashMap<IpAddr, usize>)>>,
+}
+
+impl LiveLimit {
+    /// A quarter of `max_connections` in all, and of that the share of one client address:
+    /// `per_client_connections` (0: an eighth), at most all of it.
+    pub fn for_connections(max_connections: usize, per_client_connections: usize) -> LiveLimit {
+        let total = (max_connections / 4).max(1);
+        let per_client = match per_client_connections {
+            0 => (total / 8).max(1),
+            n => n.min(total),
+        };
+        LiveLimit {
+            total,
+            per_client,
+            open: Arc::default(),
+        }
+    }
+
+    /// A slot for one stream from `ip`, held until dropped; `None` past either cap.
+    pub fn open(&self, ip: IpAddr) -> Option<LiveSlot> {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let (all, clients) = &mut *open;
+        let mine = clients.get(&ip).copied().unwrap_or(0);
+        if *all >= self.total || mine >= self.per_client {
+            return None;
+        }
+        *all += 1;
+        clients.insert(ip, mine + 1);
+        Some(LiveSlot {
+            ip,
+            open: self.open.clone(),
+        })
+    }
+}
+
+/// One open live stream, counted until dropped.
+pub struct LiveSlot {
+    ip: IpAddr,
+    open: Arc<Mutex<(usize, HashMap<IpAddr, usize>)>>,
+}
+
+impl Drop for LiveSlot {
+    fn drop(&mut self) {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let (all, clients) = &mut *open;
+        *all = all.saturating_sub(1);
+        if let Some(n) = clients.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                clients.remove(&self.ip);
+            }
         }
     }
 }
@@ -164,6 +234,22 @@ mod tests {
             ..Guard::default()
         };
         assert!(!off.busy(1_000_000, 0));
+    }
+
+    #[test]
+    fn live_streams_have_their_own_caps() {
+        let live = LiveLimit::for_connections(32, 0);
+        let a: IpAddr = "127.0.0.2".parse().unwrap();
+        let b: IpAddr = "127.0.0.3".parse().unwrap();
+        let first = live.open(a).expect("room");
+        assert!(live.open(a).is_none(), "one per address (8 / 8)");
+        let others: Vec<_> = (4..11)
+            .map(|i| live.open(IpAddr::from([127, 0, 0, i])).expect("room"))
+            .collect();
+        assert!(live.open(b).is_none(), "8 in all");
+        drop(first);
+        assert!(live.open(b).is_some(), "a closed stream frees its slot");
+        drop(others);
     }
 
     #[test]

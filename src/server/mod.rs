@@ -424,9 +424,18 @@ struct StoredQuery {
     limit: Option<usize>,
 }
 
+/// Bytes of JSON past which a page of `/api/stored-events` ends (at least one event).
+pub const STORED_PAGE_BYTES: usize = 8 << 20;
+/// About how many bytes of events are read from the history at a time while a page of
+/// `/api/stored-events` is built (16 to 256 events, by the largest seen so far).
+const STORED_CHUNK_BYTES: usize = 1 << 20;
+
 /// `GET /api/stored-events?since=7d&after=ID&limit=N`: stored events with their bodies and
 /// the matches they were stored with, oldest first, a page after event `after`
-/// (`rulehook whatif --url`).
+/// (`rulehook whatif --url`). A page ends at `limit` events or once its JSON passes
+/// [`STORED_PAGE_BYTES`], whichever comes first: events are read from the history a few at a
+/// time into one bounded reply, so pages of large events cannot fill the memory. Clients page on with
+/// `after` = the last id until a page is empty.
 async fn stored_events(
     _: Admin,
     State(state): State<AppState>,
@@ -437,24 +446,38 @@ async fn stored_events(
         Some(s) => parse_since(&s)?,
     };
     let limit = q.limit.unwrap_or(1000).clamp(1, 5000);
-    let page = state
-        .engine
-        .store()
-        .history
-        .stored(since, q.after, limit)
-        .await?;
-    let events: Vec<_> = page
-        .iter()
-        .map(|s| {
+    let history = &state.engine.store().history;
+    let mut out = String::from("{\"events\":[");
+    let (mut n, mut after, mut largest) = (0, q.after, 0);
+    'page: while n < limit {
+        // Few at a time while events are large, more while they are small.
+        let chunk_size = (STORED_CHUNK_BYTES / largest.max(1)).clamp(16, 256);
+        let chunk = history
+            .stored(since, after.clone(), chunk_size.min(limit - n))
+            .await?;
+        let Some(last) = chunk.last() else { break };
+        after = Some(last.event.id.clone());
+        for s in &chunk {
             let e = &s.event;
-            json!({
+            let one = json!({
                 "id": e.id, "source": e.source, "kind": e.kind, "received_at_ms": e.received_at,
                 "headers": e.headers, "body": e.body(), "depth": e.depth,
                 "delivery": e.delivery, "parent": e.parent, "matches": s.matches,
-            })
-        })
-        .collect();
-    Ok(Json(json!({"events": events})).into_response())
+            });
+            if n > 0 {
+                out.push(',');
+            }
+            let text = one.to_string();
+            largest = largest.max(text.len());
+            out.push_str(&text);
+            n += 1;
+            if out.len() >= STORED_PAGE_BYTES {
+                break 'page;
+            }
+        }
+    }
+    out.push_str("]}");
+    Ok(([(header::CONTENT_TYPE, "application/json")], out).into_response())
 }
 
 #[derive(Debug, Deserialize)]

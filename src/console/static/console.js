@@ -50,7 +50,10 @@
   });
   source.addEventListener("error", function () {
     status.className = "live off";
-    status.textContent = "Live updates interrupted; retrying…";
+    // Closed for good: the service refused the stream (503 live_busy: too many live pages).
+    status.textContent = source.readyState === EventSource.CLOSED
+      ? "Live updates are off (too many live pages are open); reload later."
+      : "Live updates interrupted; retrying…";
   });
   // Each message: the rows of the events accepted since the last one, oldest first.
   source.addEventListener("events", function (msg) {
