@@ -266,6 +266,11 @@ pub async fn event(
                 {
                     "not-fired"
                 }
+                Some(e)
+                    if m.status == JobState::Done && e.starts_with(crate::domain::SHADOW_NOTE) =>
+                {
+                    "shadow"
+                }
                 _ => m.status.as_str(),
             },
             error: m.error.clone(),
