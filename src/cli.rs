@@ -4,6 +4,7 @@
 mod eda_condition;
 mod history;
 mod import;
+mod users;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -64,6 +65,8 @@ pub enum Command {
     Rerun(history::RerunArgs),
     /// Translate another tool's rulebook: `import ansible-rulebook FILE --out DIR`.
     Import(import::ImportArgs),
+    /// Manage the people who may use the admin API and console: `users add NAME --role R`.
+    Users(users::UsersArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -296,6 +299,7 @@ impl GuardArgs {
             max_pending: self.max_pending,
             failures: crate::server::guard::FailureLimit::new(self.failed_auth_per_second, 50),
             health: Default::default(),
+            users: None,
         })
     }
 }
@@ -349,6 +353,7 @@ pub fn main() -> ExitCode {
         Command::Replay(a) => run_async(history::replay(a)),
         Command::Rerun(a) => run_async(history::rerun(a)),
         Command::Import(a) => import::run(&a),
+        Command::Users(a) => users::run(a),
         Command::Serve(s) => run_async(serve(*s)),
     }
 }
@@ -794,6 +799,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
     guard.admin_hosts = crate::server::admin_plane::AdminHosts::new(addr, &args.guard.admin_hosts);
+    guard.users = Some(crate::access::Users::in_data(&args.data));
     let scheme = if tls.is_some() { "https" } else { "http" };
     let set = Arc::new(set);
     // What serve prints for people and scripts; a closed stdout must not stop the service.

@@ -4,6 +4,7 @@
 //! [`engine`] ([`rules`] match, then [`journal`] commit) → [`actions`] on a worker pool.
 //! See `docs/architecture.md`.
 
+pub mod access;
 pub mod actions;
 pub mod body;
 pub mod cli;

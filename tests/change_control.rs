@@ -185,3 +185,192 @@ fn a_wrong_mode_is_refused_with_its_place() {
     assert!(text.contains("net.yml:4"), "{text}");
     assert!(text.contains("mode `shadwo`"), "{text}");
 }
+
+// People and roles ─────────────────────────────────────────────────────────────────────────
+
+/// `rulehook users add NAME --role ROLE --data DIR`: the token is the last line of stdout.
+fn add_user(env: &Env, name: &str, role: &str) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rulehook"))
+        .args(["users", "add", name, "--role", role, "--data"])
+        .arg(env.path("data"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout.lines().last().unwrap().trim().to_string()
+}
+
+fn users_cmd(env: &Env, args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rulehook"))
+        .arg("users")
+        .args(args)
+        .arg("--data")
+        .arg(env.path("data"))
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+async fn call(
+    c: &reqwest::Client,
+    server: &Server,
+    method: reqwest::Method,
+    path: &str,
+    token: Option<&str>,
+) -> (u16, Value) {
+    let mut req = c.request(method, server.url(path));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap_or_default();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+/// Each role against each admin endpoint and console button; the admin token stays the
+/// break-glass admin; a removed user's token stops working; every write is in `/api/audit`.
+#[tokio::test]
+async fn roles_decide_who_may_read_act_and_see_the_audit_trail() {
+    use reqwest::Method;
+    let env = Env::new();
+    env.script("fix.sh", "#!/bin/sh\necho \"$1\" >> \"$OUT_DIR/ran.txt\"\n");
+    env.rulebook("net.yml", &book("mode: live"));
+    let viewer = add_user(&env, "vera", "viewer");
+    let operator = add_user(&env, "otto", "operator");
+    let approver = add_user(&env, "anna", "approver");
+    let (ok, list) = users_cmd(&env, &["list"]);
+    assert!(
+        ok && list.contains("vera") && list.contains("operator"),
+        "{list}"
+    );
+    assert!(!list.contains(&viewer), "tokens are never listed: {list}");
+    let server = Server::start(
+        &env,
+        &["--admin-require-token"],
+        &[("RULEHOOK_ADMIN_TOKEN", "break-glass".to_string())],
+    );
+    let c = client();
+    let event = send(&c, &server, &json!({"state": "down", "port": "p1"})).await;
+
+    // Nobody known: 401 everywhere, even from loopback.
+    let (st, _) = call(&c, &server, Method::GET, "/api/events", None).await;
+    assert_eq!(st, 401);
+    let (st, _) = call(&c, &server, Method::GET, "/api/events", Some("rh_forged")).await;
+    assert_eq!(st, 401);
+
+    let reads = [
+        "/api/events".to_string(),
+        format!("/api/events/{event}"),
+        "/api/jobs".to_string(),
+        "/api/status".to_string(),
+        "/api/audit".to_string(),
+    ];
+    let replay = format!("/api/events/{event}/replay");
+    let rerun = "/api/jobs/no-such-job/rerun".to_string();
+    for (token, name) in [
+        (&viewer, "viewer"),
+        (&operator, "operator"),
+        (&approver, "approver"),
+        (&"break-glass".to_string(), "admin"),
+    ] {
+        for path in &reads {
+            let (st, body) = call(&c, &server, Method::GET, path, Some(token)).await;
+            assert_eq!(st, 200, "{name} reads {path}: {body}");
+        }
+        let (st, body) = call(&c, &server, Method::POST, &replay, Some(token)).await;
+        let (st2, body2) = call(&c, &server, Method::POST, &rerun, Some(token)).await;
+        if name == "viewer" {
+            assert_eq!(st, 403, "{body}");
+            assert_eq!(body["error"], "forbidden_role", "{body}");
+            assert!(
+                body["message"].as_str().unwrap().contains("`operator`"),
+                "names the role needed: {body}"
+            );
+            assert_eq!(st2, 403, "{body2}");
+        } else {
+            assert_eq!(st, 202, "{name} replays: {body}");
+            assert_eq!(
+                st2, 404,
+                "{name} may re-run (there is no such job): {body2}"
+            );
+        }
+    }
+
+    // Console buttons: the viewer sees the page but its replay button is refused.
+    let page = c
+        .get(server.url(&format!("/console/events/{event}")))
+        .bearer_auth(&viewer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status().as_u16(), 200);
+    let page = page.text().await.unwrap();
+    let form_token = page
+        .split("name=\"token\" value=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .unwrap_or_else(|| panic!("no form token in {page}"))
+        .to_string();
+    for (token, want) in [(&viewer, 403), (&operator, 303)] {
+        let resp = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap()
+            .post(server.url("/console/replay"))
+            .bearer_auth(token)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("event={event}&token={form_token}"))
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap_or_default();
+        assert_eq!(status, want, "{text}");
+        if want == 403 {
+            assert!(text.contains("operator"), "{text}");
+        }
+    }
+
+    // The audit trail: every write, newest first, with who and what.
+    let (st, audit) = call(&c, &server, Method::GET, "/api/audit", Some(&viewer)).await;
+    assert_eq!(st, 200);
+    let records = audit["audit"].as_array().unwrap();
+    let who: Vec<(&str, &str)> = records
+        .iter()
+        .map(|r| (r["who"].as_str().unwrap(), r["what"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        who,
+        vec![
+            ("otto", "replay"),
+            ("admin-token", "replay"),
+            ("anna", "replay"),
+            ("otto", "replay"),
+        ],
+        "{audit}"
+    );
+    assert_eq!(records[0]["target"], event.as_str(), "{audit}");
+    assert_eq!(records[0]["role"], "operator", "{audit}");
+    assert!(records[0]["at"].as_str().unwrap().ends_with('Z'), "{audit}");
+
+    // A removed user's token stops working at once.
+    let (ok, text) = users_cmd(&env, &["remove", "otto"]);
+    assert!(ok, "{text}");
+    let (st, _) = call(&c, &server, Method::GET, "/api/events", Some(&operator)).await;
+    assert_eq!(st, 401);
+    let (ok, text) = users_cmd(&env, &["add", "vera", "--role", "admin"]);
+    assert!(!ok && text.contains("exists"), "{text}");
+}

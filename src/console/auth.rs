@@ -108,6 +108,17 @@ pub struct Viewer {
     pub form_token: String,
     /// Signed in with the token (a logout button makes sense).
     pub session: bool,
+    /// Who this is (the session is the admin token's).
+    pub who: crate::access::Principal,
+}
+
+impl Viewer {
+    /// `Err` with the sentence for a 403 page when this viewer's role is below `needed`.
+    pub fn may(&self, needed: crate::access::Role) -> Result<(), String> {
+        crate::server::roles::require(self.who.clone(), needed)
+            .map(drop)
+            .map_err(|e| e.to_string())
+    }
 }
 
 /// Why a request was not let in: pages send people to the login form; other requests get 401.
@@ -152,11 +163,19 @@ impl FromRequestParts<AppState> for Viewer {
             .get::<ConnectInfo<SocketAddr>>()
             .map(|c| c.0);
         let session = has_session(state, &parts.headers);
-        let allowed = session || peer.is_some_and(|p| admin_by_header(state, &p, &parts.headers));
-        if allowed {
+        let who = if session {
+            Some(crate::access::Principal {
+                name: "admin-token".into(),
+                role: crate::access::Role::Admin,
+            })
+        } else {
+            peer.and_then(|p| crate::server::roles::principal(state, p, &parts.headers).ok())
+        };
+        if let Some(who) = who {
             return Ok(Viewer {
                 form_token: state.console.form_token(),
                 session,
+                who,
             });
         }
         let page = parts.method == axum::http::Method::GET

@@ -333,14 +333,25 @@ pub async fn replay(v: Viewer, State(st): State<AppState>, Form(f): Form<ReplayF
     if let Err(e) = auth::check_post(&v, &f.token) {
         return message(Some(&v), StatusCode::FORBIDDEN, "Refused", &e.to_string());
     }
+    if let Err(e) = v.may(crate::access::Role::Operator) {
+        return message(Some(&v), StatusCode::FORBIDDEN, "Refused", &e);
+    }
     match st.engine.replay(&f.event).await {
-        Ok(Some(done)) => secured(
-            Redirect::to(&format!(
-                "/console/events/{}?done=replay",
-                auth::urlencode(&done.id)
-            ))
-            .into_response(),
-        ),
+        Ok(Some(done)) => match crate::server::audit(&st, &v.who, "replay", &f.event, None).await {
+            Err(e) => message(
+                Some(&v),
+                e.status_and_code().0,
+                "Not recorded",
+                &e.to_string(),
+            ),
+            Ok(()) => secured(
+                Redirect::to(&format!(
+                    "/console/events/{}?done=replay",
+                    auth::urlencode(&done.id)
+                ))
+                .into_response(),
+            ),
+        },
         Ok(None) => message(
             Some(&v),
             StatusCode::NOT_FOUND,
@@ -366,6 +377,9 @@ pub struct RerunForm {
 pub async fn rerun(v: Viewer, State(st): State<AppState>, Form(f): Form<RerunForm>) -> Response {
     if let Err(e) = auth::check_post(&v, &f.token) {
         return message(Some(&v), StatusCode::FORBIDDEN, "Refused", &e.to_string());
+    }
+    if let Err(e) = v.may(crate::access::Role::Operator) {
+        return message(Some(&v), StatusCode::FORBIDDEN, "Refused", &e);
     }
     let event = match st.engine.store().history.job(&f.job).await {
         Ok(Some((job, _))) => job.event_id,
@@ -418,6 +432,14 @@ pub async fn rerun(v: Viewer, State(st): State<AppState>, Form(f): Form<RerunFor
         }
         Err(e) => return unavailable(&v, e),
     };
+    if let Err(e) = crate::server::audit(&st, &v.who, "rerun", &f.job, None).await {
+        return message(
+            Some(&v),
+            e.status_and_code().0,
+            "Not recorded",
+            &e.to_string(),
+        );
+    }
     let to = if f.back.as_deref() == Some("dead-letters") {
         format!("/console/dead-letters?done={done}")
     } else {

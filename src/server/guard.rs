@@ -24,6 +24,9 @@ pub struct Guard {
     pub failures: FailureLimit,
     /// The last write probe of `/healthz`.
     pub health: HealthProbe,
+    /// The users file (`users.json` in the data directory); `None`: no users, only the admin
+    /// token and loopback.
+    pub users: Option<crate::access::Users>,
 }
 
 impl Guard {
@@ -47,6 +50,7 @@ impl Default for Guard {
             max_pending: DEFAULT_MAX_PENDING,
             failures: FailureLimit::new(10.0, 50),
             health: HealthProbe::default(),
+            users: None,
         }
     }
 }
