@@ -366,6 +366,76 @@ async fn roles_decide_who_may_read_act_and_see_the_audit_trail() {
     assert_eq!(records[0]["role"], "operator", "{audit}");
     assert!(records[0]["at"].as_str().unwrap().ends_with('Z'), "{audit}");
 
+    // The console signs a user in with the user's token; the sign-in is audited.
+    let no_redirect = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let login = no_redirect
+        .get(server.url("/console/login"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let login_token = login
+        .split("name=\"token\" value=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .unwrap_or_else(|| panic!("no login token in {login}"))
+        .to_string();
+    let resp = no_redirect
+        .post(server.url("/console/login"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!(
+            "token={login_token}&admin_token={approver}&next=/console/rules"
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 303, "signed in");
+    let cookie = resp
+        .headers()
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .unwrap()
+        .to_string();
+    let page = no_redirect
+        .get(server.url("/console/rules"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status().as_u16(), 200, "the session works");
+    let (_, audit) = call(
+        &c,
+        &server,
+        Method::GET,
+        "/api/audit?limit=1",
+        Some(&viewer),
+    )
+    .await;
+    assert_eq!(
+        (
+            audit["audit"][0]["who"].clone(),
+            audit["audit"][0]["what"].clone()
+        ),
+        (json!("anna"), json!("login")),
+        "{audit}"
+    );
+    // Removed, the user's session ends too.
+    let (ok, text) = users_cmd(&env, &["remove", "anna"]);
+    assert!(ok, "{text}");
+    let page = no_redirect
+        .get(server.url("/console/rules"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status().as_u16(), 303, "back to the login form");
+
     // A removed user's token stops working at once.
     let (ok, text) = users_cmd(&env, &["remove", "otto"]);
     assert!(ok, "{text}");

@@ -191,6 +191,21 @@ impl Users {
         Ok(gone)
     }
 
+    /// The user named `name`.
+    pub fn get(&self, name: &str) -> Result<Option<User>, UsersError> {
+        Ok(self.read()?.users.into_iter().find(|u| u.name == name))
+    }
+
+    /// The stored user whose token this is.
+    pub fn user_by_token(&self, token: &str) -> Result<Option<User>, UsersError> {
+        let want = hash(token);
+        Ok(self
+            .read()?
+            .users
+            .into_iter()
+            .find(|u| crate::verify::mac::secret_eq(u.token_sha256.as_bytes(), want.as_bytes())))
+    }
+
     /// The user whose token this is. Read from the file each time, so `users add` and `users
     /// remove` take effect on a running service at once.
     pub fn by_token(&self, token: &str) -> Result<Option<Principal>, UsersError> {

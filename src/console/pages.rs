@@ -695,7 +695,8 @@ fn login_page(st: &AppState, next: &str, error: Option<&str>, status: StatusCode
         "login.html",
         json!({
             "frame": Frame { nav: "login", form_token: &st.console.login_token(), session: false },
-            "next": next, "error": error, "configured": st.admin_token.is_some(),
+            "next": next, "error": error, "configured": st.admin_token.is_some()
+                || st.guard.users.as_ref().is_some_and(|u| u.list().is_ok_and(|l| !l.is_empty())),
         }),
     )
 }
@@ -715,27 +716,52 @@ pub async fn login(State(st): State<AppState>, Form(f): Form<LoginForm>) -> Resp
     if let Err(e) = auth::check_login_post(&st, &f.token) {
         return login_page(&st, &next, Some(&e.to_string()), StatusCode::FORBIDDEN);
     }
-    let Some(want) = &st.admin_token else {
-        return login_page(
-            &st,
-            &next,
-            Some("no admin token is set (RULEHOOK_ADMIN_TOKEN)"),
-            StatusCode::UNAUTHORIZED,
-        );
+    let given = f.admin_token.trim();
+    let admin = st
+        .admin_token
+        .as_ref()
+        .filter(|want| crate::verify::mac::secret_eq(want.as_bytes(), given.as_bytes()));
+    let user = match (&st.guard.users, admin, given.is_empty()) {
+        (Some(users), None, false) => users.user_by_token(given).ok().flatten(),
+        _ => None,
     };
-    if !crate::verify::mac::secret_eq(want.as_bytes(), f.admin_token.trim().as_bytes()) {
-        tracing::info!("console: a sign-in with a wrong admin token");
+    let (value, who) = match (admin, user) {
+        (Some(want), _) => (
+            st.console.session_for(want),
+            crate::access::Principal {
+                name: "admin-token".into(),
+                role: crate::access::Role::Admin,
+            },
+        ),
+        (None, Some(u)) => (
+            st.console.user_session(&u.name, &u.token_sha256),
+            crate::access::Principal {
+                name: u.name,
+                role: u.role,
+            },
+        ),
+        (None, None) => {
+            tracing::info!("console: a sign-in with a wrong token");
+            return login_page(
+                &st,
+                &next,
+                Some("that is neither the admin token nor a user's token"),
+                StatusCode::UNAUTHORIZED,
+            );
+        }
+    };
+    if let Err(e) = crate::server::audit(&st, &who, "login", "console", None).await {
         return login_page(
             &st,
             &next,
-            Some("that is not the admin token"),
-            StatusCode::UNAUTHORIZED,
+            Some(&e.to_string()),
+            StatusCode::SERVICE_UNAVAILABLE,
         );
     }
     let cookie = format!(
         "{}={}; HttpOnly; SameSite=Strict; Path=/",
         auth::COOKIE,
-        st.console.session_for(want)
+        value
     );
     let mut resp = Redirect::to(&next).into_response();
     if let Ok(v) = cookie.parse() {
