@@ -318,7 +318,23 @@ async fn roles_decide_who_may_read_act_and_see_the_audit_trail() {
         .unwrap();
     assert_eq!(page.status().as_u16(), 200);
     let page = page.text().await.unwrap();
-    let form_token = page
+    assert!(
+        !page.contains("id=\"replay\""),
+        "no replay button for a viewer: {page}"
+    );
+    let op_page = c
+        .get(server.url(&format!("/console/events/{event}")))
+        .bearer_auth(&operator)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(op_page.contains("id=\"replay\""), "{op_page}");
+    // The form token is the console's, the same for everyone let in: a viewer who copies it
+    // from an operator's page is still refused.
+    let form_token = op_page
         .split("name=\"token\" value=\"")
         .nth(1)
         .and_then(|r| r.split('"').next())

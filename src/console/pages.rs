@@ -37,6 +37,8 @@ struct Frame<'a> {
     nav: &'a str,
     form_token: &'a str,
     session: bool,
+    /// The viewer may replay and re-run (operator or higher): the buttons are shown.
+    operator: bool,
 }
 
 fn frame<'a>(v: &'a Viewer, nav: &'a str) -> Frame<'a> {
@@ -44,6 +46,7 @@ fn frame<'a>(v: &'a Viewer, nav: &'a str) -> Frame<'a> {
         nav,
         form_token: &v.form_token,
         session: v.session,
+        operator: v.may(crate::access::Role::Operator).is_ok(),
     }
 }
 
@@ -56,7 +59,7 @@ fn message(v: Option<&Viewer>, status: StatusCode, title: &str, text: &str) -> R
         status,
         "message.html",
         json!({
-            "frame": Frame { nav: "", form_token: &form_token, session },
+            "frame": Frame { nav: "", form_token: &form_token, session, operator: false },
             "title": title, "message": text,
         }),
     )
@@ -694,7 +697,7 @@ fn login_page(st: &AppState, next: &str, error: Option<&str>, status: StatusCode
         status,
         "login.html",
         json!({
-            "frame": Frame { nav: "login", form_token: &st.console.login_token(), session: false },
+            "frame": Frame { nav: "login", form_token: &st.console.login_token(), session: false, operator: false },
             "next": next, "error": error, "configured": st.admin_token.is_some()
                 || st.guard.users.as_ref().is_some_and(|u| u.list().is_ok_and(|l| !l.is_empty())),
         }),
