@@ -4,6 +4,7 @@
 mod eda_condition;
 mod history;
 mod import;
+mod users;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -64,6 +65,8 @@ pub enum Command {
     Rerun(history::RerunArgs),
     /// Translate another tool's rulebook: `import ansible-rulebook FILE --out DIR`.
     Import(import::ImportArgs),
+    /// Manage the people who may use the admin API and console: `users add NAME --role R`.
+    Users(users::UsersArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -297,6 +300,7 @@ impl GuardArgs {
             failures: crate::server::guard::FailureLimit::new(self.failed_auth_per_second, 50),
             health: Default::default(),
             live: crate::server::guard::LiveLimit::for_connections(1024, 0),
+            users: None,
         })
     }
 }
@@ -350,6 +354,7 @@ pub fn main() -> ExitCode {
         Command::Replay(a) => run_async(history::replay(a)),
         Command::Rerun(a) => run_async(history::rerun(a)),
         Command::Import(a) => import::run(&a),
+        Command::Users(a) => users::run(a),
         Command::Serve(s) => run_async(serve(*s)),
     }
 }
@@ -807,6 +812,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         args.max_connections,
         args.guard.max_connections_per_client,
     );
+    guard.users = Some(crate::access::Users::in_data(&args.data));
     let scheme = if tls.is_some() { "https" } else { "http" };
     let set = Arc::new(set);
     // What serve prints for people and scripts; a closed stdout must not stop the service.

@@ -153,6 +153,11 @@ pub struct Correlated {
 /// error starts with this, and the console and `rulehook event` show it as "did not fire".
 pub const DID_NOT_FIRE: &str = "did not fire";
 
+/// The note a job of a shadow rule closes with (it starts with `shadow`): every action was
+/// rendered and recorded, none ran.
+pub const SHADOW_NOTE: &str =
+    "shadow: nothing ran; the history shows each action as it would have run";
+
 /// Where a correlation stands after an event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

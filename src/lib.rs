@@ -5,6 +5,7 @@
 //! worker pool.
 //! See `docs/architecture.md`.
 
+pub mod access;
 pub mod actions;
 pub mod body;
 pub mod cli;

@@ -355,6 +355,8 @@ pub fn timeline(v: &Value) -> String {
         let not_fired = m["status"] == "done" && error.starts_with(crate::domain::DID_NOT_FIRE);
         let status = if not_fired {
             "not fired"
+        } else if m["status"] == "done" && error.starts_with(crate::domain::SHADOW_NOTE) {
+            "shadow"
         } else {
             s(&m["status"])
         };

@@ -63,6 +63,18 @@ impl Settings {
         self.mac(&[b"session\0", token.as_bytes()])
     }
 
+    /// The cookie value for user `name` signed in with its token (whose hash is given): it
+    /// stops working when the user is removed or given a new token.
+    pub fn user_session(&self, name: &str, token_sha256: &str) -> String {
+        let mac = self.mac(&[
+            b"user-session\0",
+            name.as_bytes(),
+            b"\0",
+            token_sha256.as_bytes(),
+        ]);
+        format!("u.{name}.{mac}")
+    }
+
     /// The token every console form carries (shown only to people let in).
     pub fn form_token(&self) -> String {
         self.mac(&[b"form\0"])
@@ -92,14 +104,26 @@ fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
         .map(|(_, v)| v)
 }
 
-/// Whether the request carries a valid session cookie.
-fn has_session(state: &AppState, headers: &HeaderMap) -> bool {
-    match (&state.admin_token, cookie(headers, COOKIE)) {
-        (Some(token), Some(got)) => {
-            secret_eq(state.console.session_for(token).as_bytes(), got.as_bytes())
-        }
-        _ => false,
+/// Who the request's session cookie signed in, if it carries a valid one: the admin token's
+/// holder, or a user.
+fn session(state: &AppState, headers: &HeaderMap) -> Option<crate::access::Principal> {
+    let got = cookie(headers, COOKIE)?;
+    if let Some(rest) = got.strip_prefix("u.") {
+        let (name, _) = rest.split_once('.')?;
+        let user = state.guard.users.as_ref()?.get(name).ok()??;
+        let want = state.console.user_session(&user.name, &user.token_sha256);
+        return secret_eq(want.as_bytes(), got.as_bytes()).then_some(crate::access::Principal {
+            name: user.name,
+            role: user.role,
+        });
     }
+    let token = state.admin_token.as_ref()?;
+    secret_eq(state.console.session_for(token).as_bytes(), got.as_bytes()).then(|| {
+        crate::access::Principal {
+            name: "admin-token".into(),
+            role: crate::access::Role::Admin,
+        }
+    })
 }
 
 /// Proof that the caller may use the console: an extractor, so no page can forget it.
@@ -108,6 +132,17 @@ pub struct Viewer {
     pub form_token: String,
     /// Signed in with the token (a logout button makes sense).
     pub session: bool,
+    /// Who this is (the session is the admin token's).
+    pub who: crate::access::Principal,
+}
+
+impl Viewer {
+    /// `Err` with the sentence for a 403 page when this viewer's role is below `needed`.
+    pub fn may(&self, needed: crate::access::Role) -> Result<(), String> {
+        crate::server::roles::require(self.who.clone(), needed)
+            .map(drop)
+            .map_err(|e| e.to_string())
+    }
 }
 
 /// Why a request was not let in: pages send people to the login form; other requests get 401.
@@ -151,12 +186,16 @@ impl FromRequestParts<AppState> for Viewer {
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map(|c| c.0);
-        let session = has_session(state, &parts.headers);
-        let allowed = session || peer.is_some_and(|p| admin_by_header(state, &p, &parts.headers));
-        if allowed {
+        let signed_in = session(state, &parts.headers);
+        let session = signed_in.is_some();
+        let who = signed_in.or_else(|| {
+            peer.and_then(|p| crate::server::roles::principal(state, p, &parts.headers).ok())
+        });
+        if let Some(who) = who {
             return Ok(Viewer {
                 form_token: state.console.form_token(),
                 session,
+                who,
             });
         }
         let page = parts.method == axum::http::Method::GET

@@ -37,6 +37,8 @@ struct Frame<'a> {
     nav: &'a str,
     form_token: &'a str,
     session: bool,
+    /// The viewer may replay and re-run (operator or higher): the buttons are shown.
+    operator: bool,
 }
 
 fn frame<'a>(v: &'a Viewer, nav: &'a str) -> Frame<'a> {
@@ -44,6 +46,7 @@ fn frame<'a>(v: &'a Viewer, nav: &'a str) -> Frame<'a> {
         nav,
         form_token: &v.form_token,
         session: v.session,
+        operator: v.may(crate::access::Role::Operator).is_ok(),
     }
 }
 
@@ -56,7 +59,7 @@ fn message(v: Option<&Viewer>, status: StatusCode, title: &str, text: &str) -> R
         status,
         "message.html",
         json!({
-            "frame": Frame { nav: "", form_token: &form_token, session },
+            "frame": Frame { nav: "", form_token: &form_token, session, operator: false },
             "title": title, "message": text,
         }),
     )
@@ -266,6 +269,11 @@ pub async fn event(
                 {
                     "not-fired"
                 }
+                Some(e)
+                    if m.status == JobState::Done && e.starts_with(crate::domain::SHADOW_NOTE) =>
+                {
+                    "shadow"
+                }
                 _ => m.status.as_str(),
             },
             error: m.error.clone(),
@@ -328,14 +336,25 @@ pub async fn replay(v: Viewer, State(st): State<AppState>, Form(f): Form<ReplayF
     if let Err(e) = auth::check_post(&v, &f.token) {
         return message(Some(&v), StatusCode::FORBIDDEN, "Refused", &e.to_string());
     }
+    if let Err(e) = v.may(crate::access::Role::Operator) {
+        return message(Some(&v), StatusCode::FORBIDDEN, "Refused", &e);
+    }
     match st.engine.replay(&f.event).await {
-        Ok(Some(done)) => secured(
-            Redirect::to(&format!(
-                "/console/events/{}?done=replay",
-                auth::urlencode(&done.id)
-            ))
-            .into_response(),
-        ),
+        Ok(Some(done)) => match crate::server::audit(&st, &v.who, "replay", &f.event, None).await {
+            Err(e) => message(
+                Some(&v),
+                e.status_and_code().0,
+                "Not recorded",
+                &e.to_string(),
+            ),
+            Ok(()) => secured(
+                Redirect::to(&format!(
+                    "/console/events/{}?done=replay",
+                    auth::urlencode(&done.id)
+                ))
+                .into_response(),
+            ),
+        },
         Ok(None) => message(
             Some(&v),
             StatusCode::NOT_FOUND,
@@ -361,6 +380,9 @@ pub struct RerunForm {
 pub async fn rerun(v: Viewer, State(st): State<AppState>, Form(f): Form<RerunForm>) -> Response {
     if let Err(e) = auth::check_post(&v, &f.token) {
         return message(Some(&v), StatusCode::FORBIDDEN, "Refused", &e.to_string());
+    }
+    if let Err(e) = v.may(crate::access::Role::Operator) {
+        return message(Some(&v), StatusCode::FORBIDDEN, "Refused", &e);
     }
     let event = match st.engine.store().history.job(&f.job).await {
         Ok(Some((job, _))) => job.event_id,
@@ -413,6 +435,14 @@ pub async fn rerun(v: Viewer, State(st): State<AppState>, Form(f): Form<RerunFor
         }
         Err(e) => return unavailable(&v, e),
     };
+    if let Err(e) = crate::server::audit(&st, &v.who, "rerun", &f.job, None).await {
+        return message(
+            Some(&v),
+            e.status_and_code().0,
+            "Not recorded",
+            &e.to_string(),
+        );
+    }
     let to = if f.back.as_deref() == Some("dead-letters") {
         format!("/console/dead-letters?done={done}")
     } else {
@@ -692,8 +722,9 @@ fn login_page(st: &AppState, next: &str, error: Option<&str>, status: StatusCode
         status,
         "login.html",
         json!({
-            "frame": Frame { nav: "login", form_token: &st.console.login_token(), session: false },
-            "next": next, "error": error, "configured": st.admin_token.is_some(),
+            "frame": Frame { nav: "login", form_token: &st.console.login_token(), session: false, operator: false },
+            "next": next, "error": error, "configured": st.admin_token.is_some()
+                || st.guard.users.as_ref().is_some_and(|u| u.list().is_ok_and(|l| !l.is_empty())),
         }),
     )
 }
@@ -713,27 +744,52 @@ pub async fn login(State(st): State<AppState>, Form(f): Form<LoginForm>) -> Resp
     if let Err(e) = auth::check_login_post(&st, &f.token) {
         return login_page(&st, &next, Some(&e.to_string()), StatusCode::FORBIDDEN);
     }
-    let Some(want) = &st.admin_token else {
-        return login_page(
-            &st,
-            &next,
-            Some("no admin token is set (RULEHOOK_ADMIN_TOKEN)"),
-            StatusCode::UNAUTHORIZED,
-        );
+    let given = f.admin_token.trim();
+    let admin = st
+        .admin_token
+        .as_ref()
+        .filter(|want| crate::verify::mac::secret_eq(want.as_bytes(), given.as_bytes()));
+    let user = match (&st.guard.users, admin, given.is_empty()) {
+        (Some(users), None, false) => users.user_by_token(given).ok().flatten(),
+        _ => None,
     };
-    if !crate::verify::mac::secret_eq(want.as_bytes(), f.admin_token.trim().as_bytes()) {
-        tracing::info!("console: a sign-in with a wrong admin token");
+    let (value, who) = match (admin, user) {
+        (Some(want), _) => (
+            st.console.session_for(want),
+            crate::access::Principal {
+                name: "admin-token".into(),
+                role: crate::access::Role::Admin,
+            },
+        ),
+        (None, Some(u)) => (
+            st.console.user_session(&u.name, &u.token_sha256),
+            crate::access::Principal {
+                name: u.name,
+                role: u.role,
+            },
+        ),
+        (None, None) => {
+            tracing::info!("console: a sign-in with a wrong token");
+            return login_page(
+                &st,
+                &next,
+                Some("that is neither the admin token nor a user's token"),
+                StatusCode::UNAUTHORIZED,
+            );
+        }
+    };
+    if let Err(e) = crate::server::audit(&st, &who, "login", "console", None).await {
         return login_page(
             &st,
             &next,
-            Some("that is not the admin token"),
-            StatusCode::UNAUTHORIZED,
+            Some(&e.to_string()),
+            StatusCode::SERVICE_UNAVAILABLE,
         );
     }
     let cookie = format!(
         "{}={}; HttpOnly; SameSite=Strict; Path=/",
         auth::COOKIE,
-        st.console.session_for(want)
+        value
     );
     let mut resp = Redirect::to(&next).into_response();
     if let Ok(v) = cookie.parse() {

@@ -277,7 +277,7 @@ impl Engine {
             };
             let Some(action) = actions.get(step.index as usize) else {
                 // Past the last action of its part: the job is over.
-                let (state, error) = closing(&step);
+                let (state, error) = closing(rule, &step);
                 self.close_fired_absence(rule, &absence, state, &event)
                     .await?;
                 return queue.ack(lease, step, state, error).await;
@@ -294,7 +294,7 @@ impl Engine {
                         ..step
                     };
                     if is_last {
-                        let (state, error) = closing(&next);
+                        let (state, error) = closing(rule, &next);
                         self.close_fired_absence(rule, &absence, state, &event)
                             .await?;
                         return queue.ack(lease, next, state, error).await;
@@ -417,6 +417,20 @@ impl Engine {
             }
         };
         let shown = rendered.for_history_json();
+        if run.rule.shadow {
+            // Rendered exactly as live; recorded as what would have run; nothing runs.
+            let out = Outcome {
+                ok: true,
+                result: Some(json!({"shadow": true})),
+                ..Outcome::default()
+            };
+            tracing::info!(rule = %run.rule.name, action = action.kind(), run = %run_id, "action not run (shadow mode)");
+            let at = now_ms();
+            self.store
+                .history
+                .record_later(record(shown, Some(out.clone()), at));
+            return Ok(Ran::Done(out));
+        }
         let context = RunContext {
             run_id: run_id.clone(),
             event_id: event.id.clone(),
@@ -584,10 +598,11 @@ impl Engine {
     }
 }
 
-/// How a job past the last action of its part closes: done after the main actions; failed,
-/// with the main action's error, after `on_failure`.
-fn closing(step: &Step) -> (JobState, Option<String>) {
+/// How a job past the last action of its part closes: done after the main actions (noted as
+/// shadow for a shadow rule); failed, with the main action's error, after `on_failure`.
+fn closing(rule: &Rule, step: &Step) -> (JobState, Option<String>) {
     match step.phase {
+        Phase::Main if rule.shadow => (JobState::Done, Some(crate::domain::SHADOW_NOTE.into())),
         Phase::Main => (JobState::Done, None),
         Phase::OnFailure => (JobState::Failed, failure_error(step)),
     }

@@ -17,6 +17,8 @@ pub struct RulebookFile {
     pub sources: Vec<SourceSpec>,
     #[serde(default)]
     pub rules: Vec<RuleSpec>,
+    /// `shadow` or `live` (the default): the mode of this rulebook's rules that name none.
+    pub mode: Option<S<String>>,
 }
 
 /// A number of bytes, or a string with a unit.
@@ -78,6 +80,8 @@ pub struct RuleSpec {
     /// Runs when an action has failed for good (with `failure` in the context).
     #[serde(default)]
     pub on_failure: Vec<S<ActionSpec>>,
+    /// `shadow` (match and render, run nothing) or `live`; unset: the rulebook's `mode`.
+    pub mode: Option<S<String>>,
 }
 
 /// `throttle: { once_within: 10m, group_by: ['$.snapshot.id'] }`

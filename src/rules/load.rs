@@ -213,6 +213,7 @@ pub(super) fn compile(
             correlation: None,
         };
         let mut seen = HashSet::new();
+        let book_shadow = parse_mode(&mut cx, book.mode.as_ref(), false);
         for mut spec in book.rules {
             if seen.contains(&spec.name.value) {
                 cx.err(
@@ -244,7 +245,8 @@ pub(super) fn compile(
                     &mut templates,
                 )
             {
-                rules.push(rule);
+                let shadow = parse_mode(&mut cx, spec.mode.as_ref(), book_shadow);
+                rules.push(Rule { shadow, ..rule });
             }
             seen.insert(std::mem::take(&mut spec.name.value));
         }
@@ -808,9 +810,26 @@ fn compile_rule(
         on_failure,
         throttle,
         correlate,
+        shadow: false,
         fingerprint: String::new(),
         counters: Default::default(),
     })
+}
+
+/// `mode: shadow | live`: whether it is shadow (`default` when unset or wrong, with an error).
+fn parse_mode(cx: &mut Compile, mode: Option<&Spanned<String>>, default: bool) -> bool {
+    match mode.map(|m| (m, m.value.as_str())) {
+        None => default,
+        Some((_, "shadow")) => true,
+        Some((_, "live")) => false,
+        Some((m, other)) => {
+            cx.err(
+                &m.referenced,
+                format!("mode `{other}` is not known: write `shadow` (match and render, run nothing) or `live`"),
+            );
+            default
+        }
+    }
 }
 
 /// The named conditions of a `correlate:` block, in order.

@@ -65,6 +65,9 @@ pub struct Rule {
     /// `correlate:` — the rule fires on a pattern over several events. Its `condition` is
     /// then the rule's own condition and any of the correlation's (the index's prefilter).
     pub correlate: Option<correlate::Correlation>,
+    /// `mode: shadow`: its jobs render every action and record what would have run, and run
+    /// nothing (docs/change-control.md).
+    pub shadow: bool,
     /// A hash of the compiled rule (condition, actions with their template sources,
     /// `on_failure`, throttle): a job runs only the version it matched.
     pub fingerprint: String,
@@ -255,6 +258,11 @@ pub(crate) fn fingerprint(rule: &Rule, templates: &Templates, scripts: &Path) ->
         described.replace(&format!("{root}/"), "<scripts>/")
     } else {
         described
+    };
+    // Live rules keep the fingerprints they had before modes existed.
+    let described = match rule.shadow {
+        true => format!("{described}\nmode shadow"),
+        false => described,
     };
     let mut h = sha2::Sha256::new();
     let mut rest = described.as_str();

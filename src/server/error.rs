@@ -26,6 +26,14 @@ pub enum ApiError {
     Unavailable(#[from] StoreError),
     #[error("admin API: present `Authorization: Bearer $RULEHOOK_ADMIN_TOKEN`")]
     AdminOnly,
+    #[error("this needs the `{needed}` role or higher; `{who}` is `{role}`")]
+    NeedsRole {
+        needed: &'static str,
+        who: String,
+        role: &'static str,
+    },
+    #[error("the users file cannot be used: {0}")]
+    Users(String),
     #[error("{0}")]
     BadQuery(String),
     #[error(
@@ -76,7 +84,7 @@ fn unavailable(e: &StoreError) -> String {
 }
 
 impl ApiError {
-    fn status_and_code(&self) -> (StatusCode, &'static str) {
+    pub fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {
             ApiError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
@@ -94,6 +102,8 @@ impl ApiError {
             },
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::AdminOnly => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::NeedsRole { .. } => (StatusCode::FORBIDDEN, "forbidden_role"),
+            ApiError::Users(_) => (StatusCode::INTERNAL_SERVER_ERROR, "users_file"),
             ApiError::BadQuery(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             ApiError::CrossSite => (StatusCode::FORBIDDEN, "cross_site"),
             ApiError::MisdirectedHost(_) => (StatusCode::MISDIRECTED_REQUEST, "misdirected_host"),

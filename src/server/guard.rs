@@ -26,6 +26,9 @@ pub struct Guard {
     pub health: HealthProbe,
     /// Live streams open at once (`/console/live`).
     pub live: LiveLimit,
+    /// The users file (`users.json` in the data directory); `None`: no users, only the admin
+    /// token and loopback.
+    pub users: Option<crate::access::Users>,
 }
 
 impl Guard {
@@ -50,6 +53,7 @@ impl Default for Guard {
             failures: FailureLimit::new(10.0, 50),
             health: HealthProbe::default(),
             live: LiveLimit::for_connections(1024, 0),
+            users: None,
         }
     }
 }

@@ -5,6 +5,7 @@ pub mod admin_plane;
 mod error;
 pub mod guard;
 pub mod listen;
+pub mod roles;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -26,6 +27,7 @@ use crate::rules::RuleSet;
 use crate::store::{EventDetail, EventFilter, EventStatus, JobFilter};
 use crate::telemetry::names;
 pub use error::ApiError;
+use roles::{AsOperator, AsViewer};
 
 /// What request handlers share.
 #[derive(Clone)]
@@ -54,6 +56,7 @@ pub fn app(state: AppState) -> Router {
         .route("/api/status", get(status))
         .route("/api/jobs", get(list_jobs))
         .route("/api/jobs/{id}/rerun", post(rerun))
+        .route("/api/audit", get(audit_trail))
         .route("/metrics", get(metrics_text))
         .merge(crate::console::routes())
         .route_layer(axum::middleware::from_fn_with_state(
@@ -114,7 +117,7 @@ async fn healthz(State(state): State<AppState>) -> Response {
 }
 
 /// Prometheus text; admin like the rest of the API (a scraper elsewhere presents the token).
-async fn metrics_text(_: Admin, State(state): State<AppState>) -> Response {
+async fn metrics_text(_: AsViewer, State(state): State<AppState>) -> Response {
     match &state.metrics {
         Some(h) => {
             h.run_upkeep();
@@ -141,7 +144,7 @@ async fn metrics_text(_: Admin, State(state): State<AppState>) -> Response {
     }
 }
 
-async fn status(_: Admin, State(state): State<AppState>) -> Result<Response, ApiError> {
+async fn status(_: AsViewer, State(state): State<AppState>) -> Result<Response, ApiError> {
     let rules = state.engine.rules();
     let sources: Vec<_> = rules
         .sources
@@ -174,7 +177,7 @@ struct RerunQuery {
 /// the rule changed since the match, else (or with `as_matched`) the version it matched, from
 /// the action that failed.
 async fn rerun(
-    _: Admin,
+    AsOperator(who): AsOperator,
     State(state): State<AppState>,
     Path(id): Path<String>,
     q: Result<Query<RerunQuery>, axum::extract::rejection::QueryRejection>,
@@ -188,6 +191,7 @@ async fn rerun(
         Rerun::AsMatched { changed } => ("matched", changed),
         Rerun::OnCurrentRule => ("current", true),
     };
+    audit(&state, &who, "rerun", &id, None).await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({
@@ -202,7 +206,7 @@ async fn rerun(
 }
 
 async fn replay(
-    _: Admin,
+    AsOperator(who): AsOperator,
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
@@ -211,11 +215,42 @@ async fn replay(
         .replay(&id)
         .await?
         .ok_or(ApiError::NoSuchEvent)?;
+    audit(&state, &who, "replay", &id, None).await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({"id": done.id, "replay_of": id, "matched": done.matched})),
     )
         .into_response())
+}
+
+/// Records a write in the audit trail.
+pub(crate) async fn audit(
+    state: &AppState,
+    who: &crate::access::Principal,
+    what: &str,
+    target: &str,
+    comment: Option<String>,
+) -> Result<(), ApiError> {
+    let record = crate::access::audit::Record::new(who, what, target, comment);
+    tracing::info!(who = %record.who, role = %record.role, what, target, "audit");
+    crate::access::audit::append(state.engine.store().state.as_ref(), record).await?;
+    Ok(())
+}
+
+#[derive(Debug, Deserialize)]
+struct AuditQuery {
+    limit: Option<usize>,
+}
+
+/// `GET /api/audit`: the newest writes first (who, when, what, comment).
+async fn audit_trail(
+    _: AsViewer,
+    State(state): State<AppState>,
+    Query(q): Query<AuditQuery>,
+) -> Result<Response, ApiError> {
+    let limit = q.limit.unwrap_or(100).min(crate::access::audit::KEEP);
+    let records = crate::access::audit::recent(state.engine.store().state.as_ref(), limit).await?;
+    Ok(Json(json!({"audit": records})).into_response())
 }
 
 /// Any request outside the fixed routes: a webhook for the source served at its path.
@@ -328,55 +363,13 @@ async fn receive(
         .into_response())
 }
 
-/// Proof that the caller may use the admin API: an extractor, so no admin handler can forget it.
-struct Admin;
-
-impl axum::extract::FromRequestParts<AppState> for Admin {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(
-        parts: &mut axum::http::request::Parts,
-        state: &AppState,
-    ) -> Result<Admin, ApiError> {
-        let ConnectInfo(peer) = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .cloned()
-            .ok_or(ApiError::AdminOnly)?;
-        admin(state, peer, &parts.headers)?;
-        Ok(Admin)
-    }
-}
-
-/// The admin API answers clients presenting the admin token, and loopback clients unless
-/// `--admin-require-token` (behind a local reverse proxy every client is loopback).
+/// The admin API answers anyone it knows (see [`roles::principal`]); kept for the console.
 pub(crate) fn admin(
     state: &AppState,
     peer: SocketAddr,
     headers: &HeaderMap,
 ) -> Result<(), ApiError> {
-    let ip = peer.ip();
-    let loopback = ip.is_loopback()
-        || matches!(ip, std::net::IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()));
-    if loopback && state.guard.admin_loopback {
-        return Ok(());
-    }
-    // The scheme is case-insensitive (RFC 9110), as for sources.
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            let (scheme, token) = v.trim().split_once(' ')?;
-            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-        });
-    match (&state.admin_token, given) {
-        (Some(want), Some(got))
-            if crate::verify::mac::secret_eq(want.as_bytes(), got.as_bytes()) =>
-        {
-            Ok(())
-        }
-        _ => Err(ApiError::AdminOnly),
-    }
+    roles::principal(state, peer, headers).map(drop)
 }
 
 #[derive(Debug, Deserialize)]
@@ -389,7 +382,7 @@ struct ListQuery {
 }
 
 async fn list_events(
-    _: Admin,
+    _: AsViewer,
     State(state): State<AppState>,
     Query(q): Query<ListQuery>,
 ) -> Result<Response, ApiError> {
@@ -437,7 +430,7 @@ const STORED_CHUNK_BYTES: usize = 1 << 20;
 /// time into one bounded reply, so pages of large events cannot fill the memory. Clients page on with
 /// `after` = the last id until a page is empty.
 async fn stored_events(
-    _: Admin,
+    _: AsViewer,
     State(state): State<AppState>,
     Query(q): Query<StoredQuery>,
 ) -> Result<Response, ApiError> {
@@ -489,7 +482,7 @@ struct JobQuery {
 
 /// `GET /api/jobs?status=failed` lists dead letters, newest first.
 async fn list_jobs(
-    _: Admin,
+    _: AsViewer,
     State(state): State<AppState>,
     Query(q): Query<JobQuery>,
 ) -> Result<Response, ApiError> {
@@ -526,7 +519,7 @@ pub(crate) fn parse_since(s: &str) -> Result<i64, ApiError> {
 }
 
 async fn event_detail(
-    _: Admin,
+    _: AsViewer,
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {

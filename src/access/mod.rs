@@ -1,0 +1,281 @@
+//! People and roles: who may read, replay and re-run, approve, and manage users.
+//!
+//! It exists because one admin token let whoever could look also act. Users are kept in
+//! `users.json` in the data directory, each with a role and the SHA-256 of a random API token
+//! (the token itself is shown once, by `rulehook users add`). `RULEHOOK_ADMIN_TOKEN` stays the
+//! break-glass admin, and loopback clients stay admin unless `--admin-require-token`.
+
+pub mod audit;
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// What a user may do; each role may do everything the roles before it may.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Reads events, jobs, rules and the audit trail.
+    Viewer,
+    /// Also replays events and re-runs jobs.
+    Operator,
+    /// Also approves and rejects jobs waiting for approval.
+    Approver,
+    /// Also manages users.
+    Admin,
+}
+
+impl Role {
+    pub const ALL: [&'static str; 4] = ["viewer", "operator", "approver", "admin"];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Operator => "operator",
+            Role::Approver => "approver",
+            Role::Admin => "admin",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Role> {
+        match s {
+            "viewer" => Some(Role::Viewer),
+            "operator" => Some(Role::Operator),
+            "approver" => Some(Role::Approver),
+            "admin" => Some(Role::Admin),
+            _ => None,
+        }
+    }
+}
+
+/// Who made a request, as the audit trail names them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// A user's name; `admin-token` for `RULEHOOK_ADMIN_TOKEN`; `loopback` for a local client
+    /// let in without a token.
+    pub name: String,
+    pub role: Role,
+}
+
+/// One user as stored: never the token, only its hash.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct User {
+    pub name: String,
+    pub role: Role,
+    /// Hex SHA-256 of the API token.
+    pub token_sha256: String,
+    /// Milliseconds since the epoch.
+    pub created_at: i64,
+}
+
+/// Why a user change or a lookup failed.
+#[derive(Debug, thiserror::Error)]
+pub enum UsersError {
+    #[error("cannot read or write {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path} is not a valid users file: {source}")]
+    Corrupt {
+        path: String,
+        source: serde_json::Error,
+    },
+    #[error("user `{0}` exists already (remove it first to give it a new token)")]
+    Exists(String),
+    #[error("no user `{0}`")]
+    NoSuchUser(String),
+    #[error("a user name must be 1 to 64 letters, digits, `.`, `_`, `-` or `@`; `{0}` is not")]
+    BadName(String),
+}
+
+/// The users file of a data directory.
+#[derive(Debug, Clone)]
+pub struct Users {
+    path: PathBuf,
+}
+
+/// The file's contents.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct UsersFile {
+    users: Vec<User>,
+}
+
+impl Users {
+    /// The users of the service whose data directory is `data`.
+    pub fn in_data(data: &Path) -> Users {
+        Users {
+            path: data.join("users.json"),
+        }
+    }
+
+    fn read(&self) -> Result<UsersFile, UsersError> {
+        match std::fs::read(&self.path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|source| UsersError::Corrupt {
+                path: self.path.display().to_string(),
+                source,
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(UsersFile::default()),
+            Err(source) => Err(UsersError::Io {
+                path: self.path.display().to_string(),
+                source,
+            }),
+        }
+    }
+
+    /// Written whole to a temporary file, then renamed over the old one: a reader sees the old
+    /// or the new list, never half of one.
+    fn write(&self, file: &UsersFile) -> Result<(), UsersError> {
+        let io = |source| UsersError::Io {
+            path: self.path.display().to_string(),
+            source,
+        };
+        if let Some(dir) = self.path.parent() {
+            std::fs::create_dir_all(dir).map_err(io)?;
+        }
+        let tmp = self.path.with_extension("json.tmp");
+        let text = serde_json::to_vec_pretty(file).unwrap_or_default();
+        {
+            use std::io::Write;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode_0600()
+                .open(&tmp)
+                .map_err(io)?;
+            f.write_all(&text).map_err(io)?;
+            f.sync_all().map_err(io)?;
+        }
+        std::fs::rename(&tmp, &self.path).map_err(io)
+    }
+
+    pub fn list(&self) -> Result<Vec<User>, UsersError> {
+        Ok(self.read()?.users)
+    }
+
+    /// Adds a user; returns its new API token (not stored, shown once).
+    pub fn add(&self, name: &str, role: Role) -> Result<String, UsersError> {
+        let ok = !name.is_empty()
+            && name.len() <= 64
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'@'));
+        if !ok || matches!(name, "admin-token" | "loopback") {
+            return Err(UsersError::BadName(name.to_string()));
+        }
+        let mut file = self.read()?;
+        if file.users.iter().any(|u| u.name == name) {
+            return Err(UsersError::Exists(name.to_string()));
+        }
+        let token = format!("rh_{}", hex::encode(rand::random::<[u8; 24]>()));
+        file.users.push(User {
+            name: name.to_string(),
+            role,
+            token_sha256: hash(&token),
+            created_at: crate::domain::now_ms(),
+        });
+        self.write(&file)?;
+        Ok(token)
+    }
+
+    pub fn remove(&self, name: &str) -> Result<User, UsersError> {
+        let mut file = self.read()?;
+        let at = file
+            .users
+            .iter()
+            .position(|u| u.name == name)
+            .ok_or_else(|| UsersError::NoSuchUser(name.to_string()))?;
+        let gone = file.users.remove(at);
+        self.write(&file)?;
+        Ok(gone)
+    }
+
+    /// The user named `name`.
+    pub fn get(&self, name: &str) -> Result<Option<User>, UsersError> {
+        Ok(self.read()?.users.into_iter().find(|u| u.name == name))
+    }
+
+    /// The stored user whose token this is.
+    pub fn user_by_token(&self, token: &str) -> Result<Option<User>, UsersError> {
+        let want = hash(token);
+        Ok(self
+            .read()?
+            .users
+            .into_iter()
+            .find(|u| crate::verify::mac::secret_eq(u.token_sha256.as_bytes(), want.as_bytes())))
+    }
+
+    /// The user whose token this is. Read from the file each time, so `users add` and `users
+    /// remove` take effect on a running service at once.
+    pub fn by_token(&self, token: &str) -> Result<Option<Principal>, UsersError> {
+        let want = hash(token);
+        Ok(self
+            .read()?
+            .users
+            .into_iter()
+            .find(|u| crate::verify::mac::secret_eq(u.token_sha256.as_bytes(), want.as_bytes()))
+            .map(|u| Principal {
+                name: u.name,
+                role: u.role,
+            }))
+    }
+}
+
+fn hash(token: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(token.as_bytes()))
+}
+
+/// `OpenOptions::mode(0o600)` where there are file modes.
+trait Private {
+    fn mode_0600(&mut self) -> &mut Self;
+}
+
+impl Private for std::fs::OpenOptions {
+    fn mode_0600(&mut self) -> &mut Self {
+        use std::os::unix::fs::OpenOptionsExt;
+        self.mode(0o600)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_finds_its_user_until_the_user_is_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let users = Users::in_data(dir.path());
+        let token = users.add("alice", Role::Approver).unwrap();
+        let text = std::fs::read_to_string(dir.path().join("users.json")).unwrap();
+        assert!(!text.contains(&token), "only the hash is stored");
+        let who = users.by_token(&token).unwrap().unwrap();
+        assert_eq!((who.name.as_str(), who.role), ("alice", Role::Approver));
+        assert!(users.by_token("rh_wrong").unwrap().is_none());
+        assert!(matches!(
+            users.add("alice", Role::Viewer),
+            Err(UsersError::Exists(_))
+        ));
+        assert!(matches!(
+            users.add("bad name", Role::Viewer),
+            Err(UsersError::BadName(_))
+        ));
+        users.remove("alice").unwrap();
+        assert!(users.by_token(&token).unwrap().is_none());
+        assert!(matches!(
+            users.remove("alice"),
+            Err(UsersError::NoSuchUser(_))
+        ));
+    }
+
+    #[test]
+    fn roles_are_ordered_by_what_they_may_do() {
+        assert!(Role::Viewer < Role::Operator);
+        assert!(Role::Operator < Role::Approver);
+        assert!(Role::Approver < Role::Admin);
+        for r in Role::ALL {
+            assert_eq!(Role::parse(r).unwrap().as_str(), r);
+        }
+    }
+}

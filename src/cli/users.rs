@@ -1,0 +1,84 @@
+//! `rulehook users add|list|remove`: the people who may use the admin API and the console.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand};
+
+use crate::access::{Role, Users};
+
+#[derive(Debug, Args)]
+pub struct UsersArgs {
+    #[command(subcommand)]
+    pub action: UsersAction,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UsersAction {
+    /// Create a user; its API token is printed once, as the last line (only its hash is kept).
+    Add {
+        name: String,
+        /// viewer (reads), operator (+ replay, re-run), approver (+ approve, reject), admin.
+        #[arg(long, value_parser = parse_role)]
+        role: Role,
+        #[command(flatten)]
+        data: DataArg,
+    },
+    /// List users and their roles.
+    List {
+        #[command(flatten)]
+        data: DataArg,
+    },
+    /// Remove a user; its token stops working at once.
+    Remove {
+        name: String,
+        #[command(flatten)]
+        data: DataArg,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct DataArg {
+    /// The service's data directory (users.json is kept there).
+    #[arg(long, env = "RULEHOOK_DATA", default_value = "./data")]
+    pub data: PathBuf,
+}
+
+fn parse_role(s: &str) -> Result<Role, String> {
+    Role::parse(s).ok_or_else(|| format!("use one of {}", Role::ALL.join(", ")))
+}
+
+pub fn run(a: UsersArgs) -> ExitCode {
+    let result = match a.action {
+        UsersAction::Add { name, role, data } => {
+            Users::in_data(&data.data).add(&name, role).map(|token| {
+                println!("user `{name}` added with role {}", role.as_str());
+                println!("its API token (shown once; send it as `Authorization: Bearer <token>`):");
+                println!("{token}");
+            })
+        }
+        UsersAction::List { data } => Users::in_data(&data.data).list().map(|users| {
+            if users.is_empty() {
+                println!("no users (the admin token and loopback clients are admin)");
+            }
+            for u in users {
+                println!(
+                    "{:<24} {:<9} created {}",
+                    u.name,
+                    u.role.as_str(),
+                    crate::domain::rfc3339(u.created_at)
+                );
+            }
+        }),
+        UsersAction::Remove { name, data } => Users::in_data(&data.data)
+            .remove(&name)
+            .map(|u| println!("user `{}` removed", u.name)),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,119 @@
+//! Who a request is, and the extractors that demand a role: a handler names the role it needs
+//! in its signature, so none can forget the check. Runs after [`super::admin_plane::gate`].
+//!
+//! Identity, in order: a bearer token equal to `RULEHOOK_ADMIN_TOKEN` (`admin-token`, admin);
+//! a user's token (`users.json`); a loopback client without a token, unless
+//! `--admin-require-token` (`loopback`, admin, as before users existed).
+
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, header};
+
+use super::{ApiError, AppState};
+use crate::access::{Principal, Role};
+
+/// The bearer token of a request, if any (the scheme is case-insensitive, RFC 9110).
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            let (scheme, token) = v.trim().split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+        })
+}
+
+/// Who made the request; `AdminOnly` (401) when nobody it knows.
+pub fn principal(
+    state: &AppState,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+) -> Result<Principal, ApiError> {
+    if let Some(got) = bearer(headers) {
+        if let Some(want) = &state.admin_token
+            && crate::verify::mac::secret_eq(want.as_bytes(), got.as_bytes())
+        {
+            return Ok(Principal {
+                name: "admin-token".into(),
+                role: Role::Admin,
+            });
+        }
+        if let Some(users) = &state.guard.users {
+            match users.by_token(got) {
+                Ok(Some(p)) => return Ok(p),
+                Ok(None) => {}
+                Err(e) => return Err(ApiError::Users(e.to_string())),
+            }
+        }
+    }
+    let ip = peer.ip();
+    let loopback = ip.is_loopback()
+        || matches!(ip, std::net::IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()));
+    if loopback && state.guard.admin_loopback {
+        return Ok(Principal {
+            name: "loopback".into(),
+            role: Role::Admin,
+        });
+    }
+    Err(ApiError::AdminOnly)
+}
+
+/// `who` may act as `needed`, or a 403 naming the role needed.
+pub fn require(who: Principal, needed: Role) -> Result<Principal, ApiError> {
+    if who.role >= needed {
+        Ok(who)
+    } else {
+        Err(ApiError::NeedsRole {
+            needed: needed.as_str(),
+            who: who.name,
+            role: who.role.as_str(),
+        })
+    }
+}
+
+fn from_parts(parts: &Parts, state: &AppState, needed: Role) -> Result<Principal, ApiError> {
+    let ConnectInfo(peer) = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .cloned()
+        .ok_or(ApiError::AdminOnly)?;
+    require(principal(state, peer, &parts.headers)?, needed)
+}
+
+macro_rules! role_extractor {
+    ($(#[$doc:meta])* $name:ident, $role:expr) => {
+        $(#[$doc])*
+        pub struct $name(pub Principal);
+
+        impl FromRequestParts<AppState> for $name {
+            type Rejection = ApiError;
+
+            async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+                from_parts(parts, state, $role).map($name)
+            }
+        }
+    };
+}
+
+role_extractor!(
+    /// Proof the caller may read (viewer or higher).
+    AsViewer,
+    Role::Viewer
+);
+role_extractor!(
+    /// Proof the caller may replay and re-run (operator or higher).
+    AsOperator,
+    Role::Operator
+);
+role_extractor!(
+    /// Proof the caller may approve and reject (approver or higher).
+    AsApprover,
+    Role::Approver
+);
+role_extractor!(
+    /// Proof the caller may manage users (admin).
+    AsAdmin,
+    Role::Admin
+);
