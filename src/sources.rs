@@ -13,10 +13,73 @@ use ipnet::IpNet;
 use crate::body::BodyFormat;
 use crate::verify::Verifier;
 
+/// Which transport a source's events come by, as its `kind:` says. Conditions may read only
+/// the envelope names its kind offers (`meta("…")`); `check` refuses others.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceKind {
+    /// An HTTP POST (every verification kind: `github`, `hmac`, `none` …).
+    Webhook,
+    /// Events rules emit (`post_event`).
+    Internal,
+    Syslog,
+    SnmpTrap,
+    Mqtt,
+    Nats,
+}
+
+impl SourceKind {
+    /// The kind a `kind:` value names (every other value is a webhook verification kind).
+    pub fn of(kind: &str) -> SourceKind {
+        match kind {
+            "internal" => SourceKind::Internal,
+            "syslog" => SourceKind::Syslog,
+            "snmp_trap" => SourceKind::SnmpTrap,
+            "mqtt" => SourceKind::Mqtt,
+            "nats" => SourceKind::Nats,
+            _ => SourceKind::Webhook,
+        }
+    }
+
+    /// Its name in messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            SourceKind::Webhook => "webhook",
+            SourceKind::Internal => "internal",
+            SourceKind::Syslog => "syslog",
+            SourceKind::SnmpTrap => "snmp_trap",
+            SourceKind::Mqtt => "mqtt",
+            SourceKind::Nats => "nats",
+        }
+    }
+
+    /// The names `meta("…")` can read on its events (`headers.<name>`: any header).
+    pub fn meta_names(self) -> &'static [&'static str] {
+        match self {
+            SourceKind::Webhook => &["headers.<name>", "peer"],
+            SourceKind::Internal => &[],
+            SourceKind::Syslog | SourceKind::SnmpTrap => &["peer"],
+            SourceKind::Mqtt => &["topic"],
+            SourceKind::Nats => &["subject"],
+        }
+    }
+
+    /// Whether its events carry envelope field `name`.
+    pub fn offers(self, name: &str) -> bool {
+        self.meta_names()
+            .iter()
+            .any(|n| match n.strip_suffix("<name>") {
+                Some(prefix) => name.len() > prefix.len() && name.starts_with(prefix),
+                None => *n == name,
+            })
+    }
+}
+
 /// One compiled `sources:` entry.
 #[derive(Debug, Clone)]
 pub struct Source {
     pub name: String,
+    /// The transport its events come by.
+    pub kind: SourceKind,
     /// URL path it is served on (`/hooks/<name>` unless set); internal sources have none.
     pub path: Option<String>,
     pub verifier: Verifier,
@@ -131,6 +194,7 @@ mod tests {
     fn allow_from_cidrs_and_mapped_addresses() {
         let s = Source {
             name: "x".into(),
+            kind: SourceKind::Webhook,
             path: None,
             verifier: Verifier::None,
             format: BodyFormat::Json,
@@ -145,5 +209,18 @@ mod tests {
         assert!(s.allows("::ffff:10.1.2.3".parse().unwrap()));
         assert!(s.allows("::1".parse().unwrap()));
         assert!(!s.allows("127.0.0.1".parse().unwrap()));
+    }
+
+    #[test]
+    fn each_kind_offers_its_envelope_names() {
+        assert!(SourceKind::of("github").offers("headers.x-github-event"));
+        assert!(SourceKind::of("github").offers("peer"));
+        assert!(!SourceKind::of("github").offers("headers."));
+        assert!(!SourceKind::of("github").offers("topic"));
+        assert!(SourceKind::of("mqtt").offers("topic"));
+        assert!(!SourceKind::of("mqtt").offers("headers.x"));
+        assert!(SourceKind::of("nats").offers("subject"));
+        assert!(SourceKind::of("syslog").offers("peer"));
+        assert!(!SourceKind::of("internal").offers("peer"));
     }
 }
