@@ -63,6 +63,11 @@ impl SourceKind {
         }
     }
 
+    /// Whether it listens on its own sockets (not an HTTP path).
+    pub fn is_transport(self) -> bool {
+        matches!(self, SourceKind::Syslog | SourceKind::SnmpTrap)
+    }
+
     /// Whether its events carry envelope field `name`.
     pub fn offers(self, name: &str) -> bool {
         self.meta_names()
@@ -73,6 +78,59 @@ impl SourceKind {
             })
     }
 }
+
+/// What a source that is not served over HTTP listens on, and what it keeps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listening {
+    pub endpoints: Vec<Endpoint>,
+    pub keep: Keep,
+    /// A message (a frame) longer than this is cut to it and flagged `truncated`.
+    pub max_message: usize,
+    /// Stream connections open at once; past it new ones are closed at once.
+    pub max_connections: usize,
+    /// A stream connection that sends nothing for this long is closed.
+    pub idle_timeout: Duration,
+}
+
+/// One `listen:` address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Endpoint {
+    pub scheme: Scheme,
+    pub addr: std::net::SocketAddr,
+}
+
+/// How messages arrive at an endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    Udp,
+    Tcp,
+    Tls,
+    Relp,
+}
+
+impl Scheme {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scheme::Udp => "udp",
+            Scheme::Tcp => "tcp",
+            Scheme::Tls => "tls",
+            Scheme::Relp => "relp",
+        }
+    }
+}
+
+/// `keep:`: whether a message that matched no rule (and moved no correlation) is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keep {
+    /// Stored only when it matched: the others are counted per source.
+    Matched,
+    /// Stored as a webhook event is.
+    All,
+}
+
+pub const DEFAULT_MAX_MESSAGE: usize = 64 * 1024;
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// One compiled `sources:` entry.
 #[derive(Debug, Clone)]
@@ -95,6 +153,8 @@ pub struct Source {
     pub meter: SourceMeter,
     /// The rulebook file that declared it.
     pub rulebook: String,
+    /// For sources that are not served over HTTP: where they listen.
+    pub listening: Option<Arc<Listening>>,
 }
 
 /// Per-source metric handles.
@@ -204,6 +264,7 @@ mod tests {
             rate_limit: None,
             meter: SourceMeter::new("x"),
             rulebook: "r".into(),
+            listening: None,
         };
         assert!(s.allows("10.1.2.3".parse().unwrap()));
         assert!(s.allows("::ffff:10.1.2.3".parse().unwrap()));

@@ -43,6 +43,8 @@ pub struct Ingested {
     pub id: String,
     pub duplicate: bool,
     pub matched: usize,
+    /// `false`: it matched nothing and its source keeps only what matched (`keep: matched`).
+    pub stored: bool,
 }
 
 /// What a re-run request did.
@@ -275,6 +277,16 @@ impl Engine {
 
     /// Matches and appends an event (returning once it is durable) with the jobs it creates.
     pub async fn ingest(&self, event: VerifiedEvent) -> Result<Ingested, StoreError> {
+        self.ingest_kept(event, true).await
+    }
+
+    /// [`Engine::ingest`], except that with `keep_unmatched` false an event that matches no
+    /// rule and moves no correlation is not stored (`stored: false`).
+    pub async fn ingest_kept(
+        &self,
+        event: VerifiedEvent,
+        keep_unmatched: bool,
+    ) -> Result<Ingested, StoreError> {
         let dedup_window = event.delivery().and_then(|d| d.window);
         let event = Arc::new(event.accept());
         let rules = self.rules();
@@ -338,6 +350,14 @@ impl Engine {
                 correlation: None,
             });
         }
+        if matches.is_empty() && !keep_unmatched {
+            return Ok(Ingested {
+                id: event.id.clone(),
+                duplicate: false,
+                matched: 0,
+                stored: false,
+            });
+        }
         // For the counters: (rule, throttled, made a job).
         let counted: Vec<(Option<usize>, bool, bool)> = matches
             .iter()
@@ -366,6 +386,7 @@ impl Engine {
                 id,
                 duplicate: true,
                 matched: 0,
+                stored: true,
             }),
             Appended::New { jobs } => {
                 if !counted.is_empty() {
@@ -417,6 +438,7 @@ impl Engine {
                 Ok(Ingested {
                     id: event.id.clone(),
                     duplicate: false,
+                    stored: true,
                     matched: jobs.len(),
                 })
             }

@@ -346,11 +346,14 @@ fn compile_source(cx: &mut Compile, spec: &SourceSpec, rulebook: &str) -> Option
         return None;
     }
     let kind = spec.kind.value.as_str();
+    if SourceKind::of(kind).is_transport() {
+        return super::listen::source(cx, spec, rulebook);
+    }
     if !KINDS.contains(&kind) {
         cx.err(
             &spec.kind.referenced,
             format!(
-                "unknown source kind `{kind}`; {}expected one of: {}",
+                "unknown source kind `{kind}`; {}expected one of: {}, syslog",
                 crate::rulebook::yaml_error::closest(kind, KINDS)
                     .map(|c| format!("did you mean `{c}`? "))
                     .unwrap_or_default(),
@@ -565,6 +568,7 @@ fn compile_source(cx: &mut Compile, spec: &SourceSpec, rulebook: &str) -> Option
         allow_from,
         dedup_window,
         rulebook: rulebook.to_string(),
+        listening: None,
     })
 }
 

@@ -136,6 +136,27 @@ impl VerifiedEvent {
             depth,
         }
     }
+    /// An event a listening transport decoded (`kind`: `syslog`, …). Its origin is what that
+    /// transport checked (the source's `allow_from`); it has no delivery id, so two equal
+    /// messages are two events. `headers` are its envelope (`x-rulehook-peer`, …).
+    pub fn from_transport(
+        source: &str,
+        kind: &'static str,
+        body: Value,
+        headers: Vec<(String, String)>,
+    ) -> VerifiedEvent {
+        VerifiedEvent {
+            source: source.to_string(),
+            kind,
+            delivery: None,
+            doc: EventDoc::with_headers(body, &headers),
+            raw: None,
+            headers,
+            received_at: SystemTime::now(),
+            depth: 0,
+            parent: None,
+        }
+    }
     /// A stored event sent through the rules again (`POST /api/events/{id}/replay`): a new
     /// event, not de-duplicated, marked with the id it replays.
     pub fn replay(
