@@ -17,7 +17,7 @@ use crate::verify::Verifier;
 /// The schemes each transport kind listens with.
 fn schemes(kind: SourceKind) -> &'static [Scheme] {
     match kind {
-        SourceKind::Syslog => &[Scheme::Udp, Scheme::Tcp],
+        SourceKind::Syslog => &[Scheme::Udp, Scheme::Tcp, Scheme::Relp],
         SourceKind::SnmpTrap => &[Scheme::Udp],
         _ => &[],
     }

@@ -9,6 +9,7 @@
 pub mod cisco;
 pub mod frame;
 pub mod parse;
+pub mod relp;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -38,10 +39,11 @@ pub async fn listen(
             tokio::spawn(serve_udp(socket, settings, hand, shutdown));
             Ok(addr)
         }
-        Scheme::Tcp => {
+        Scheme::Tcp | Scheme::Relp => {
             let listener = TcpListener::bind(endpoint.addr).await?;
             let addr = listener.local_addr()?;
-            tokio::spawn(serve_tcp(listener, settings, hand, shutdown));
+            let relp = endpoint.scheme == Scheme::Relp;
+            tokio::spawn(serve_tcp(listener, settings, hand, shutdown, relp));
             Ok(addr)
         }
         other => Err(std::io::Error::other(format!(
@@ -88,7 +90,8 @@ async fn serve_udp(
     }
 }
 
-/// Parses and delivers one message; `false` when the store failed for good (stop reading).
+/// Parses and delivers one message: `true` once it is stored or known not to be kept (matched
+/// nothing, or dropped by policy and counted); `false` when the store failed.
 async fn handle(hand: &Handoff, bytes: &[u8], truncated: bool, peer: SocketAddr) -> bool {
     let event = parse::event(bytes, truncated);
     if truncated {
@@ -102,7 +105,7 @@ async fn handle(hand: &Handoff, bytes: &[u8], truncated: bool, peer: SocketAddr)
         Err(e) => {
             hand.dropped("store_failed", Some(peer.ip()));
             tracing::warn!(source = %hand.source(), "a syslog message could not be stored: {e}");
-            true
+            false
         }
     }
 }
@@ -112,6 +115,7 @@ async fn serve_tcp(
     settings: Arc<Listening>,
     hand: Handoff,
     shutdown: CancellationToken,
+    relp: bool,
 ) {
     let slots = Arc::new(tokio::sync::Semaphore::new(settings.max_connections));
     loop {
@@ -134,8 +138,15 @@ async fn serve_tcp(
         let (hand, settings, shutdown) = (hand.clone(), settings.clone(), shutdown.clone());
         tokio::spawn(async move {
             let _slot = slot;
+            let serve = async {
+                if relp {
+                    serve_relp(stream, peer, &settings, &hand).await;
+                } else {
+                    serve_stream(stream, peer, &settings, &hand).await;
+                }
+            };
             tokio::select! {
-                () = serve_stream(stream, peer, &settings, &hand) => {}
+                () = serve => {}
                 () = shutdown.cancelled() => {}
             }
         });
@@ -170,5 +181,53 @@ async fn serve_stream(
     }
     if let Some(f) = framer.rest(&mut buf) {
         handle(hand, &f.bytes, f.truncated, peer).await;
+    }
+}
+
+/// One RELP session: every `syslog` frame is answered only after [`handle`] is done with it.
+async fn serve_relp(stream: TcpStream, peer: SocketAddr, settings: &Listening, hand: &Handoff) {
+    use tokio::io::AsyncWriteExt;
+    let (mut rd, mut wr) = stream.into_split();
+    let mut framer = relp::Framer::new(settings.max_message);
+    let mut buf = BytesMut::with_capacity(64 * 1024);
+    loop {
+        loop {
+            let frame = match framer.next(&mut buf) {
+                Ok(Some(f)) => f,
+                Ok(None) => break,
+                Err(e) => {
+                    hand.malformed("relp", peer.ip());
+                    tracing::debug!(source = %hand.source(), %peer, "relp: {e}");
+                    return;
+                }
+            };
+            let answer = match frame.command.as_str() {
+                "open" => relp::open_answer(frame.txnr),
+                "syslog" => {
+                    if handle(hand, &frame.data, frame.truncated, peer).await {
+                        relp::rsp(frame.txnr, "200 OK")
+                    } else {
+                        relp::rsp(frame.txnr, "500 not stored, send again")
+                    }
+                }
+                "close" => {
+                    let _ = wr.write_all(&relp::rsp(frame.txnr, "")).await;
+                    return;
+                }
+                _ => relp::rsp(frame.txnr, "500 unknown command"),
+            };
+            if wr.write_all(&answer).await.is_err() {
+                return;
+            }
+        }
+        buf.reserve(16 * 1024);
+        match tokio::time::timeout(settings.idle_timeout, rd.read_buf(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return,
+            Ok(Ok(_)) => {}
+            Err(_) => {
+                hand.dropped("idle_timeout", Some(peer.ip()));
+                return;
+            }
+        }
     }
 }
