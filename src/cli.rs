@@ -822,14 +822,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         use std::io::Write;
         let lines: String = bound
             .iter()
-            .map(|b| {
-                format!(
-                    "source {} at {}://{}\n",
-                    b.source,
-                    b.scheme.as_str(),
-                    b.addr
-                )
-            })
+            .map(|b| format!("source {} at {}\n", b.source, b.addr))
             .collect();
         let mut out = std::io::stdout().lock();
         let _ = out.write_all(lines.as_bytes()).and_then(|()| out.flush());

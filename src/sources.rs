@@ -65,7 +65,10 @@ impl SourceKind {
 
     /// Whether it listens on its own sockets (not an HTTP path).
     pub fn is_transport(self) -> bool {
-        matches!(self, SourceKind::Syslog | SourceKind::SnmpTrap)
+        matches!(
+            self,
+            SourceKind::Syslog | SourceKind::SnmpTrap | SourceKind::Mqtt | SourceKind::Nats
+        )
     }
 
     /// Whether its events carry envelope field `name`.
@@ -83,6 +86,10 @@ impl SourceKind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Listening {
     pub endpoints: Vec<Endpoint>,
+    /// A broker it subscribes to instead (`kind: mqtt`).
+    pub broker: Option<Broker>,
+    /// How a broker message's payload is decoded (`format:`; json by default).
+    pub format: BodyFormat,
     pub keep: Keep,
     /// A message (a frame) longer than this is cut to it and flagged `truncated`.
     pub max_message: usize,
@@ -90,6 +97,18 @@ pub struct Listening {
     pub max_connections: usize,
     /// A stream connection that sends nothing for this long is closed.
     pub idle_timeout: Duration,
+}
+
+/// An MQTT broker subscription: a persistent session (`client_id`) at QoS 1, so what is
+/// published while rulehook is down is delivered when it returns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Broker {
+    pub host: String,
+    pub port: u16,
+    pub topics: Vec<String>,
+    pub client_id: String,
+    pub username: Option<String>,
+    pub password: Option<crate::secrets::Secret>,
 }
 
 /// One `listen:` address.

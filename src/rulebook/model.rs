@@ -63,6 +63,10 @@ pub struct SourceSpec {
     pub max_message: Option<S<SizeSpec>>,
     pub max_connections: Option<S<usize>>,
     pub idle_timeout: Option<S<String>>,
+    /// Broker sources (`mqtt`): the broker, what to subscribe to, the session's client id.
+    pub url: Option<S<String>>,
+    pub topics: Option<Vec<S<String>>>,
+    pub client_id: Option<S<String>>,
 }
 
 /// `listen:` one address (`udp://0.0.0.0:514`) or a list of them.

@@ -8,8 +8,8 @@ use crate::body::BodyFormat;
 use crate::rulebook::compile::Compile;
 use crate::rulebook::model::{ListenSpec, SizeSpec, SourceSpec};
 use crate::sources::{
-    DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_MESSAGE, Endpoint, Keep, Listening,
-    Scheme, Source, SourceKind, SourceMeter,
+    Broker, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_MESSAGE, Endpoint, Keep,
+    Listening, Scheme, Source, SourceKind, SourceMeter,
 };
 use crate::units::parse_size;
 use crate::verify::Verifier;
@@ -18,7 +18,6 @@ use crate::verify::Verifier;
 fn schemes(kind: SourceKind) -> &'static [Scheme] {
     match kind {
         SourceKind::Syslog => &[Scheme::Udp, Scheme::Tcp, Scheme::Relp],
-        SourceKind::SnmpTrap => &[Scheme::Udp],
         _ => &[],
     }
 }
@@ -52,6 +51,19 @@ pub fn endpoint(text: &str, allowed: &[Scheme]) -> Result<Endpoint, String> {
 pub fn source(cx: &mut Compile, spec: &SourceSpec, rulebook: &str) -> Option<Source> {
     let name = spec.name.value.clone();
     let kind = SourceKind::of(&spec.kind.value);
+    if kind == SourceKind::Mqtt {
+        return mqtt(cx, spec, rulebook);
+    }
+    if kind != SourceKind::Syslog {
+        cx.err(
+            &spec.kind.referenced,
+            format!(
+                "source `{name}`: kind `{}` is not served by this release (syslog is; see docs/sources.md)",
+                kind.name()
+            ),
+        );
+        return None;
+    }
     let Some(listen) = &spec.listen else {
         cx.err(
             &spec.kind.referenced,
@@ -76,17 +88,7 @@ pub fn source(cx: &mut Compile, spec: &SourceSpec, rulebook: &str) -> Option<Sou
     if endpoints.is_empty() {
         return None;
     }
-    let keep = match spec.keep.as_ref().map(|k| (k, k.value.as_str())) {
-        None | Some((_, "matched")) => Keep::Matched,
-        Some((_, "all")) => Keep::All,
-        Some((k, other)) => {
-            cx.err(
-                &k.referenced,
-                format!("keep `{other}`: expected `matched` or `all`"),
-            );
-            return None;
-        }
-    };
+    let keep = keep(cx, spec, Keep::Matched)?;
     let max_message = match &spec.max_message {
         None => DEFAULT_MAX_MESSAGE,
         Some(m) => {
@@ -162,10 +164,148 @@ pub fn source(cx: &mut Compile, spec: &SourceSpec, rulebook: &str) -> Option<Sou
         rulebook: rulebook.to_string(),
         listening: Some(Arc::new(Listening {
             endpoints,
+            broker: None,
+            format: BodyFormat::Json,
             keep,
             max_message,
             max_connections,
             idle_timeout,
+        })),
+    })
+}
+
+/// `keep:`, or `default` when not given.
+fn keep(cx: &mut Compile, spec: &SourceSpec, default: Keep) -> Option<Keep> {
+    match spec.keep.as_ref().map(|k| (k, k.value.as_str())) {
+        None => Some(default),
+        Some((_, "matched")) => Some(Keep::Matched),
+        Some((_, "all")) => Some(Keep::All),
+        Some((k, other)) => {
+            cx.err(
+                &k.referenced,
+                format!("keep `{other}`: expected `matched` or `all`"),
+            );
+            None
+        }
+    }
+}
+
+/// `mqtt://HOST[:PORT]` (1883 by default).
+pub fn mqtt_url(url: &str) -> Result<(String, u16), String> {
+    let rest = match url.split_once("://") {
+        Some(("mqtt", rest)) => rest,
+        Some(("mqtts", _)) => {
+            return Err(format!(
+                "`{url}`: mqtts:// is not in this release; use mqtt:// on a trusted network"
+            ));
+        }
+        _ => return Err(format!("`{url}`: expected mqtt://HOST[:PORT]")),
+    };
+    let rest = rest.trim_end_matches('/');
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => match p.parse::<u16>() {
+            Ok(p) => (h, p),
+            Err(_) if rest.starts_with('[') && rest.ends_with(']') => (rest, 1883),
+            Err(_) => return Err(format!("`{url}`: `{p}` is not a port")),
+        },
+        _ => (rest, 1883),
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() || host.contains('/') || host.contains('@') {
+        return Err(format!("`{url}`: expected mqtt://HOST[:PORT]"));
+    }
+    Ok((host.to_string(), port))
+}
+
+/// A `kind: mqtt` source.
+fn mqtt(cx: &mut Compile, spec: &SourceSpec, rulebook: &str) -> Option<Source> {
+    let name = spec.name.value.clone();
+    let Some(url) = &spec.url else {
+        cx.err(
+            &spec.kind.referenced,
+            format!("source `{name}` of kind `mqtt` needs `url:` (e.g. mqtt://127.0.0.1:1883)"),
+        );
+        return None;
+    };
+    let url_text = cx.expand(url, "url")?;
+    let (host, port) = match mqtt_url(url_text.trim()) {
+        Ok(x) => x,
+        Err(m) => {
+            cx.err(&url.referenced, format!("url: {m}"));
+            return None;
+        }
+    };
+    let topics: Vec<String> = spec
+        .topics
+        .iter()
+        .flatten()
+        .map(|t| t.value.trim().to_string())
+        .collect();
+    if topics.is_empty() || topics.iter().any(String::is_empty) {
+        cx.err(
+            &spec.kind.referenced,
+            format!("source `{name}` of kind `mqtt` needs `topics:` (e.g. [\"netops/#\"])"),
+        );
+        return None;
+    }
+    let format = match &spec.format {
+        None => BodyFormat::Json,
+        Some(f) => match BodyFormat::parse(&f.value) {
+            Some(x) => x,
+            None => {
+                cx.err(
+                    &f.referenced,
+                    format!(
+                        "format `{}`: expected one of: {}",
+                        f.value,
+                        crate::body::FORMATS.join(", ")
+                    ),
+                );
+                return None;
+            }
+        },
+    };
+    let username = match &spec.username {
+        Some(u) => Some(cx.expand(u, "username")?),
+        None => None,
+    };
+    let password = match &spec.password {
+        Some(p) => Some(cx.secret(p, "password")?),
+        None => None,
+    };
+    let client_id = spec
+        .client_id
+        .as_ref()
+        .map(|c| c.value.clone())
+        .unwrap_or_else(|| format!("rulehook-{name}"));
+    let keep = keep(cx, spec, Keep::All)?;
+    Some(Source {
+        name: name.clone(),
+        kind: SourceKind::Mqtt,
+        path: None,
+        verifier: Verifier::None,
+        format,
+        max_body: crate::sources::DEFAULT_MAX_BODY,
+        allow_from: Vec::new(),
+        dedup_window: None,
+        rate_limit: None,
+        meter: SourceMeter::new(&name),
+        rulebook: rulebook.to_string(),
+        listening: Some(Arc::new(Listening {
+            endpoints: Vec::new(),
+            broker: Some(Broker {
+                host,
+                port,
+                topics,
+                client_id,
+                username,
+                password,
+            }),
+            format,
+            keep,
+            max_message: crate::sources::DEFAULT_MAX_BODY,
+            max_connections: 1,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
         })),
     })
 }
@@ -184,5 +324,22 @@ mod tests {
         assert!(err.contains("scheme `http` is not one of: udp"), "{err}");
         assert!(endpoint("0.0.0.0:514", &[Scheme::Udp]).is_err());
         assert!(endpoint("udp://router:514", &[Scheme::Udp]).is_err());
+    }
+
+    #[test]
+    fn mqtt_urls() {
+        assert_eq!(
+            mqtt_url("mqtt://127.0.0.1:1883").unwrap(),
+            ("127.0.0.1".into(), 1883)
+        );
+        assert_eq!(mqtt_url("mqtt://broker").unwrap(), ("broker".into(), 1883));
+        assert_eq!(mqtt_url("mqtt://[::1]:1884").unwrap(), ("::1".into(), 1884));
+        assert!(
+            mqtt_url("mqtts://b:8883")
+                .unwrap_err()
+                .contains("not in this release")
+        );
+        assert!(mqtt_url("http://b").is_err());
+        assert!(mqtt_url("mqtt://b:x").is_err());
     }
 }

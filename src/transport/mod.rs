@@ -7,9 +7,10 @@
 //! source is looked up by name in the current rule set for every message, so a reload changes
 //! what it keeps and which rules see it; its `listen:` addresses are bound at start.
 
+pub mod mqtt;
 pub mod syslog;
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -26,8 +27,9 @@ use crate::verify::VerifiedEvent;
 #[derive(Debug, Clone)]
 pub struct Bound {
     pub source: String,
-    pub scheme: Scheme,
-    pub addr: SocketAddr,
+    pub scheme: Option<Scheme>,
+    /// `udp://127.0.0.1:5514`, `mqtt://127.0.0.1:1883` …
+    pub addr: String,
 }
 
 /// Binds every endpoint of every listening source and serves them until `shutdown`.
@@ -41,6 +43,16 @@ pub async fn start(
         let Some(listening) = &source.listening else {
             continue;
         };
+        if let Some(broker) = &listening.broker {
+            let hand = Handoff::new(engine.clone(), &source.name, source.kind.name());
+            mqtt::start(broker, listening.clone(), hand, shutdown.clone());
+            bound.push(Bound {
+                source: source.name.clone(),
+                scheme: None,
+                addr: format!("mqtt://{}:{}", broker.host, broker.port),
+            });
+            continue;
+        }
         if source.kind != SourceKind::Syslog {
             continue;
         }
@@ -49,8 +61,8 @@ pub async fn start(
             let addr = syslog::listen(e, listening.clone(), hand, shutdown.clone()).await?;
             bound.push(Bound {
                 source: source.name.clone(),
-                scheme: e.scheme,
-                addr,
+                scheme: Some(e.scheme),
+                addr: format!("{}://{addr}", e.scheme.as_str()),
             });
         }
     }
@@ -117,24 +129,38 @@ impl Handoff {
         &self,
         body: Value,
         peer: IpAddr,
+        envelope: Vec<(String, String)>,
+    ) -> Result<Delivered, StoreError> {
+        self.deliver_from(body, Some(peer), envelope).await
+    }
+
+    /// [`Handoff::deliver`] for a message with no peer of its own (from a broker).
+    pub async fn deliver_from(
+        &self,
+        body: Value,
+        peer: Option<IpAddr>,
         mut envelope: Vec<(String, String)>,
     ) -> Result<Delivered, StoreError> {
         let rules = self.engine.rules();
         let Some(source) = rules.source(&self.source) else {
-            return Ok(self.dropped("source_removed", Some(peer)));
+            return Ok(self.dropped("source_removed", peer));
         };
-        if !source.allows(peer) {
+        if let Some(peer) = peer
+            && !source.allows(peer)
+        {
             return Ok(self.dropped("forbidden", Some(peer)));
         }
         if !self.engine.role().accepts_events() {
-            return Ok(self.dropped("not_ingest", Some(peer)));
+            return Ok(self.dropped("not_ingest", peer));
         }
         source.meter.received.increment(1);
         let keep_all = source
             .listening
             .as_ref()
             .is_none_or(|l| l.keep == Keep::All);
-        envelope.push((crate::domain::PEER_HEADER.into(), peer.to_string()));
+        if let Some(peer) = peer {
+            envelope.push((crate::domain::PEER_HEADER.into(), peer.to_string()));
+        }
         let event = VerifiedEvent::from_transport(&self.source, self.kind, body, envelope);
         let done = self.engine.ingest_kept(event, keep_all).await?;
         if done.stored {
