@@ -88,6 +88,8 @@ pub struct Listening {
     pub endpoints: Vec<Endpoint>,
     /// A broker it subscribes to instead (`kind: mqtt`).
     pub broker: Option<Broker>,
+    /// A NATS subscription instead (`kind: nats`).
+    pub nats: Option<NatsSubscription>,
     /// How a broker message's payload is decoded (`format:`; json by default).
     pub format: BodyFormat,
     pub keep: Keep,
@@ -109,6 +111,17 @@ pub struct Broker {
     pub client_id: String,
     pub username: Option<String>,
     pub password: Option<crate::secrets::Secret>,
+}
+
+/// A NATS subscription: core subjects in the queue group `rulehook-<source>` (at most once:
+/// what arrives while rulehook is down is not kept), or with `stream`/`durable` a JetStream
+/// durable pull consumer acknowledged after each event is stored (at least once).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NatsSubscription {
+    pub url: String,
+    pub subjects: Vec<String>,
+    pub stream: Option<String>,
+    pub durable: Option<String>,
 }
 
 /// One `listen:` address.

@@ -67,6 +67,10 @@ pub struct SourceSpec {
     pub url: Option<S<String>>,
     pub topics: Option<Vec<S<String>>>,
     pub client_id: Option<S<String>>,
+    /// `nats`: core subjects, or with `stream`/`durable` a JetStream consumer.
+    pub subjects: Option<Vec<S<String>>>,
+    pub stream: Option<S<String>>,
+    pub durable: Option<S<String>>,
 }
 
 /// `listen:` one address (`udp://0.0.0.0:514`) or a list of them.

@@ -9,7 +9,7 @@ use crate::rulebook::compile::Compile;
 use crate::rulebook::model::{ListenSpec, SizeSpec, SourceSpec};
 use crate::sources::{
     Broker, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_MESSAGE, Endpoint, Keep,
-    Listening, Scheme, Source, SourceKind, SourceMeter,
+    Listening, NatsSubscription, Scheme, Source, SourceKind, SourceMeter,
 };
 use crate::units::parse_size;
 use crate::verify::Verifier;
@@ -53,6 +53,9 @@ pub fn source(cx: &mut Compile, spec: &SourceSpec, rulebook: &str) -> Option<Sou
     let kind = SourceKind::of(&spec.kind.value);
     if kind == SourceKind::Mqtt {
         return mqtt(cx, spec, rulebook);
+    }
+    if kind == SourceKind::Nats {
+        return nats(cx, spec, rulebook);
     }
     if kind != SourceKind::Syslog {
         cx.err(
@@ -165,6 +168,7 @@ pub fn source(cx: &mut Compile, spec: &SourceSpec, rulebook: &str) -> Option<Sou
         listening: Some(Arc::new(Listening {
             endpoints,
             broker: None,
+            nats: None,
             format: BodyFormat::Json,
             keep,
             max_message,
@@ -188,6 +192,104 @@ fn keep(cx: &mut Compile, spec: &SourceSpec, default: Keep) -> Option<Keep> {
             None
         }
     }
+}
+
+/// `format:` (json by default).
+fn format(cx: &mut Compile, spec: &SourceSpec) -> Option<BodyFormat> {
+    let Some(f) = &spec.format else {
+        return Some(BodyFormat::Json);
+    };
+    let parsed = BodyFormat::parse(&f.value);
+    if parsed.is_none() {
+        cx.err(
+            &f.referenced,
+            format!(
+                "format `{}`: expected one of: {}",
+                f.value,
+                crate::body::FORMATS.join(", ")
+            ),
+        );
+    }
+    parsed
+}
+
+/// A `kind: nats` source.
+fn nats(cx: &mut Compile, spec: &SourceSpec, rulebook: &str) -> Option<Source> {
+    let name = spec.name.value.clone();
+    let Some(url) = &spec.url else {
+        cx.err(
+            &spec.kind.referenced,
+            format!("source `{name}` of kind `nats` needs `url:` (e.g. nats://127.0.0.1:4222)"),
+        );
+        return None;
+    };
+    let url_text = cx.expand(url, "url")?;
+    if !url_text.starts_with("nats://") && !url_text.starts_with("tls://") {
+        cx.err(
+            &url.referenced,
+            format!("url: `{url_text}`: expected nats://HOST:PORT"),
+        );
+        return None;
+    }
+    let subjects: Vec<String> = spec
+        .subjects
+        .iter()
+        .flatten()
+        .map(|t| t.value.trim().to_string())
+        .collect();
+    if subjects.is_empty() || subjects.iter().any(|s| s.is_empty() || s.contains(' ')) {
+        cx.err(
+            &spec.kind.referenced,
+            format!("source `{name}` of kind `nats` needs `subjects:` (e.g. [\"telemetry.>\"])"),
+        );
+        return None;
+    }
+    let stream = spec.stream.as_ref().map(|s| s.value.clone());
+    let durable = spec.durable.as_ref().map(|s| s.value.clone());
+    if stream.is_some() && subjects.len() > 1 {
+        cx.err(
+            &spec.kind.referenced,
+            format!("source `{name}`: with `stream`, `subjects` is one filter subject"),
+        );
+        return None;
+    }
+    if stream.is_some() != durable.is_some() {
+        cx.err(
+            &spec.kind.referenced,
+            format!("source `{name}`: `stream` and `durable` go together (a JetStream consumer)"),
+        );
+        return None;
+    }
+    let format = format(cx, spec)?;
+    let keep = keep(cx, spec, Keep::All)?;
+    Some(Source {
+        name: name.clone(),
+        kind: SourceKind::Nats,
+        path: None,
+        verifier: Verifier::None,
+        format,
+        max_body: crate::sources::DEFAULT_MAX_BODY,
+        allow_from: Vec::new(),
+        dedup_window: None,
+        rate_limit: None,
+        meter: SourceMeter::new(&name),
+        rulebook: rulebook.to_string(),
+        listening: Some(Arc::new(Listening {
+            endpoints: Vec::new(),
+            broker: None,
+            nats: Some(NatsSubscription {
+                url: url_text,
+                subjects,
+                stream,
+                durable,
+            }),
+            format,
+            keep,
+            max_message: crate::sources::DEFAULT_MAX_BODY,
+            max_connections: 1,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+        })),
+    })
 }
 
 /// `mqtt://HOST[:PORT]` (1883 by default).
@@ -248,23 +350,7 @@ fn mqtt(cx: &mut Compile, spec: &SourceSpec, rulebook: &str) -> Option<Source> {
         );
         return None;
     }
-    let format = match &spec.format {
-        None => BodyFormat::Json,
-        Some(f) => match BodyFormat::parse(&f.value) {
-            Some(x) => x,
-            None => {
-                cx.err(
-                    &f.referenced,
-                    format!(
-                        "format `{}`: expected one of: {}",
-                        f.value,
-                        crate::body::FORMATS.join(", ")
-                    ),
-                );
-                return None;
-            }
-        },
-    };
+    let format = format(cx, spec)?;
     let username = match &spec.username {
         Some(u) => Some(cx.expand(u, "username")?),
         None => None,
@@ -293,6 +379,7 @@ fn mqtt(cx: &mut Compile, spec: &SourceSpec, rulebook: &str) -> Option<Source> {
         rulebook: rulebook.to_string(),
         listening: Some(Arc::new(Listening {
             endpoints: Vec::new(),
+            nats: None,
             broker: Some(Broker {
                 host,
                 port,

@@ -8,6 +8,7 @@
 //! what it keeps and which rules see it; its `listen:` addresses are bound at start.
 
 pub mod mqtt;
+pub mod nats;
 pub mod syslog;
 
 use std::net::IpAddr;
@@ -50,6 +51,16 @@ pub async fn start(
                 source: source.name.clone(),
                 scheme: None,
                 addr: format!("mqtt://{}:{}", broker.host, broker.port),
+            });
+            continue;
+        }
+        if let Some(sub) = &listening.nats {
+            let hand = Handoff::new(engine.clone(), &source.name, source.kind.name());
+            nats::start(sub, listening.clone(), hand, shutdown.clone());
+            bound.push(Bound {
+                source: source.name.clone(),
+                scheme: None,
+                addr: sub.url.clone(),
             });
             continue;
         }
