@@ -265,3 +265,82 @@ async fn vendor_lines_over_one_tcp_connection() {
         Some(1.0)
     );
 }
+
+/// The connection cap closes what is over it at once; a silent connection is closed after
+/// `idle_timeout`; both are counted.
+#[tokio::test]
+async fn connection_cap_and_idle_timeout() {
+    use std::io::Read;
+    let env = Env::new();
+    env.rulebook(
+        "syslog.yml",
+        r#"
+sources:
+  - name: routers
+    kind: syslog
+    listen: tcp://127.0.0.1:0
+    max_connections: 1
+    idle_timeout: 1s
+rules:
+  - name: any
+    sources: [routers]
+    actions:
+      - log: { message: "x" }
+"#,
+    );
+    let server = Server::start(&env, &[], &[]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let port: u16 = loop {
+        let lines = server.stdout.lock().unwrap().clone();
+        if let Some(p) = lines.iter().find_map(|l| {
+            l.strip_prefix("source routers at tcp://127.0.0.1:")
+                .and_then(|p| p.parse().ok())
+        }) {
+            break p;
+        }
+        assert!(Instant::now() < deadline, "no listener: {lines:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut first = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    first
+        .write_all(b"<13>Jan 12 10:11:12 host app: one\n")
+        .unwrap();
+    // The first connection holds the only slot once accepted: wait for its message.
+    while metric(
+        &server,
+        "rulehook_events_received_total{source=\"routers\"}",
+    )
+    .await
+        != Some(1.0)
+    {
+        assert!(Instant::now() < deadline, "first message not received");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut second = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    second
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut b = [0u8; 1];
+    assert_eq!(second.read(&mut b).unwrap_or(0), 0, "over the cap: closed");
+    // The first one, silent from now on, is closed after the idle timeout.
+    first
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    assert_eq!(first.read(&mut b).unwrap_or(0), 0, "idle: closed");
+    assert_eq!(
+        metric(
+            &server,
+            "rulehook_messages_dropped_total{source=\"routers\",reason=\"connection_cap\"}"
+        )
+        .await,
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(
+            &server,
+            "rulehook_messages_dropped_total{source=\"routers\",reason=\"idle_timeout\"}"
+        )
+        .await,
+        Some(1.0)
+    );
+}
