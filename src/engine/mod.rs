@@ -288,9 +288,18 @@ impl Engine {
         keep_unmatched: bool,
     ) -> Result<Ingested, StoreError> {
         let dedup_window = event.delivery().and_then(|d| d.window);
-        let event = Arc::new(event.accept());
         let rules = self.rules();
-        let matched = rules.matching(&event.source, &event.doc);
+        let matched = rules.matching(event.source(), event.doc());
+        // Nothing can match and nothing is kept: no id, no stored text (the syslog fast path).
+        if matched.is_empty() && !keep_unmatched {
+            return Ok(Ingested {
+                id: String::new(),
+                duplicate: false,
+                matched: 0,
+                stored: false,
+            });
+        }
+        let event = Arc::new(event.accept());
         let mut matches = Vec::with_capacity(matched.len());
         // Throttle windows opened for this event, released if it turns out a duplicate.
         let mut opened = Vec::new();

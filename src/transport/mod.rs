@@ -40,6 +40,11 @@ pub async fn start(
 ) -> std::io::Result<Vec<Bound>> {
     let rules = engine.rules();
     let mut bound = Vec::new();
+    // A worker node takes no events: it neither listens nor subscribes (a RELP or MQTT
+    // message acknowledged here would be lost).
+    if !engine.role().accepts_events() {
+        return Ok(bound);
+    }
     for source in &rules.sources {
         let Some(listening) = &source.listening else {
             continue;
