@@ -835,6 +835,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 s.name,
                 s.verifier.kind()
             )),
+            None if s.listening.is_some() => {} // printed once bound (below)
             None => banner.push_str(&format!(
                 "source {} ({}) internal\n",
                 s.name,
@@ -874,6 +875,20 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         async move { engine.archive_rules(snapshot, engine.rules()).await }
     });
     engine.start();
+    // Listening sources (syslog …): bound now, served until the HTTP listener stops.
+    let stop_transports = tokio_util::sync::CancellationToken::new();
+    let bound = crate::transport::start(&engine, &stop_transports)
+        .await
+        .context("cannot listen for a source")?;
+    if !bound.is_empty() {
+        use std::io::Write;
+        let lines: String = bound
+            .iter()
+            .map(|b| format!("source {} at {}\n", b.source, b.addr))
+            .collect();
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(lines.as_bytes()).and_then(|()| out.flush());
+    }
     let reloader = crate::reload::Reloader::new(dirs, engine.clone());
     reloader.spawn();
     let state = AppState {
@@ -908,6 +923,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Duration::from_secs(5),
     )
     .await?;
+    stop_transports.cancel();
     tracing::info!("no longer accepting events; waiting for running actions");
     engine.shutdown(args.grace).await;
     tracing::info!("stopped");

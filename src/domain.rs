@@ -10,26 +10,80 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-/// An event body in the shape conditions are evaluated on: wrapped once in a one-element array
-/// (see `rules/condition.rs`), so evaluating many rules never copies it.
+/// An event body in the shape conditions are evaluated on: wrapped once as `[[body, envelope]]`
+/// (see `rules/condition.rs`: the filter visits one node), so evaluating many rules never
+/// copies it.
+/// The envelope is what `meta("…")` reads in conditions: see [`envelope`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct EventDoc(Value);
 
 impl EventDoc {
+    /// A body with an empty envelope (events with no transport: tests, `rulehook test`).
     pub fn new(body: Value) -> Self {
-        EventDoc(Value::Array(vec![body]))
+        EventDoc(Value::Array(vec![Value::Array(vec![
+            body,
+            Value::Object(Default::default()),
+        ])]))
+    }
+    /// A body with the envelope its stored headers describe.
+    pub fn with_headers(body: Value, headers: &[(String, String)]) -> Self {
+        EventDoc(Value::Array(vec![Value::Array(vec![
+            body,
+            envelope(headers),
+        ])]))
+    }
+    /// Rebuilds the envelope after the headers changed (a transport recorded its peer).
+    pub fn set_envelope(&mut self, headers: &[(String, String)]) {
+        if let Some(Value::Array(pair)) = self.0.get_mut(0)
+            && pair.len() > 1
+        {
+            pair[1] = envelope(headers);
+        }
     }
     /// The event body as the sender sent it (`$`).
     pub fn body(&self) -> &Value {
-        match &self.0 {
-            Value::Array(items) if !items.is_empty() => &items[0],
-            other => other,
-        }
+        &self.0[0][0]
     }
-    /// The wrapped form (`[body]`) the JSONPath engine evaluates.
+    /// The envelope (`meta("…")`): `headers`, `peer`, `topic`, `subject`, when present.
+    pub fn meta(&self) -> &Value {
+        &self.0[0][1]
+    }
+    /// The wrapped form (`[[body, envelope]]`) the JSONPath engine evaluates.
     pub fn wrapped(&self) -> &Value {
         &self.0
     }
+}
+
+/// The stored header naming the address an event came from (every transport sets it).
+pub const PEER_HEADER: &str = "x-rulehook-peer";
+/// The stored header naming the MQTT topic a message was published on.
+pub const TOPIC_HEADER: &str = "x-rulehook-topic";
+/// The stored header naming the NATS subject a message was published on.
+pub const SUBJECT_HEADER: &str = "x-rulehook-subject";
+
+/// The envelope of an event, built from its stored headers: `headers` (HTTP request headers,
+/// lower-case, as stored), and `peer`, `topic`, `subject` when the transport recorded them.
+/// Transports record their envelope as `x-rulehook-…` headers, so both stores keep it
+/// without a column of its own. A field the transport did not record is absent.
+pub fn envelope(headers: &[(String, String)]) -> Value {
+    let mut meta = serde_json::Map::new();
+    let mut hs = serde_json::Map::new();
+    for (k, v) in headers {
+        let field = match k.as_str() {
+            PEER_HEADER => Some("peer"),
+            TOPIC_HEADER => Some("topic"),
+            SUBJECT_HEADER => Some("subject"),
+            _ => None,
+        };
+        if let Some(f) = field {
+            meta.insert(f.into(), Value::String(v.clone()));
+        }
+        if field.is_none() || k == PEER_HEADER {
+            hs.insert(k.clone(), Value::String(v.clone()));
+        }
+    }
+    meta.insert("headers".into(), Value::Object(hs));
+    Value::Object(meta)
 }
 
 /// An accepted event: what the event log keeps and every job of it reads. Its id is given when

@@ -21,6 +21,7 @@ pub mod sources;
 pub mod store;
 pub mod telemetry;
 pub mod templates;
+pub mod transport;
 pub mod units;
 pub mod verify;
 pub mod walk;

@@ -13,10 +13,163 @@ use ipnet::IpNet;
 use crate::body::BodyFormat;
 use crate::verify::Verifier;
 
+/// Which transport a source's events come by, as its `kind:` says. Conditions may read only
+/// the envelope names its kind offers (`meta("…")`); `check` refuses others.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceKind {
+    /// An HTTP POST (every verification kind: `github`, `hmac`, `none` …).
+    Webhook,
+    /// Events rules emit (`post_event`).
+    Internal,
+    Syslog,
+    SnmpTrap,
+    Mqtt,
+    Nats,
+}
+
+impl SourceKind {
+    /// The kind a `kind:` value names (every other value is a webhook verification kind).
+    pub fn of(kind: &str) -> SourceKind {
+        match kind {
+            "internal" => SourceKind::Internal,
+            "syslog" => SourceKind::Syslog,
+            "snmp_trap" => SourceKind::SnmpTrap,
+            "mqtt" => SourceKind::Mqtt,
+            "nats" => SourceKind::Nats,
+            _ => SourceKind::Webhook,
+        }
+    }
+
+    /// Its name in messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            SourceKind::Webhook => "webhook",
+            SourceKind::Internal => "internal",
+            SourceKind::Syslog => "syslog",
+            SourceKind::SnmpTrap => "snmp_trap",
+            SourceKind::Mqtt => "mqtt",
+            SourceKind::Nats => "nats",
+        }
+    }
+
+    /// The names `meta("…")` can read on its events (`headers.<name>`: any header).
+    pub fn meta_names(self) -> &'static [&'static str] {
+        match self {
+            SourceKind::Webhook => &["headers.<name>", "peer"],
+            SourceKind::Internal => &[],
+            SourceKind::Syslog | SourceKind::SnmpTrap => &["peer"],
+            SourceKind::Mqtt => &["topic"],
+            SourceKind::Nats => &["subject"],
+        }
+    }
+
+    /// Whether it listens on its own sockets (not an HTTP path).
+    pub fn is_transport(self) -> bool {
+        matches!(
+            self,
+            SourceKind::Syslog | SourceKind::SnmpTrap | SourceKind::Mqtt | SourceKind::Nats
+        )
+    }
+
+    /// Whether its events carry envelope field `name`.
+    pub fn offers(self, name: &str) -> bool {
+        self.meta_names()
+            .iter()
+            .any(|n| match n.strip_suffix("<name>") {
+                Some(prefix) => name.len() > prefix.len() && name.starts_with(prefix),
+                None => *n == name,
+            })
+    }
+}
+
+/// What a source that is not served over HTTP listens on, and what it keeps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listening {
+    pub endpoints: Vec<Endpoint>,
+    /// A broker it subscribes to instead (`kind: mqtt`).
+    pub broker: Option<Broker>,
+    /// A NATS subscription instead (`kind: nats`).
+    pub nats: Option<NatsSubscription>,
+    /// How a broker message's payload is decoded (`format:`; json by default).
+    pub format: BodyFormat,
+    pub keep: Keep,
+    /// A message (a frame) longer than this is cut to it and flagged `truncated`.
+    pub max_message: usize,
+    /// Stream connections open at once; past it new ones are closed at once.
+    pub max_connections: usize,
+    /// A stream connection that sends nothing for this long is closed.
+    pub idle_timeout: Duration,
+}
+
+/// An MQTT broker subscription: a persistent session (`client_id`) at QoS 1, so what is
+/// published while rulehook is down is delivered when it returns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Broker {
+    pub host: String,
+    pub port: u16,
+    pub topics: Vec<String>,
+    pub client_id: String,
+    pub username: Option<String>,
+    pub password: Option<crate::secrets::Secret>,
+}
+
+/// A NATS subscription: core subjects in the queue group `rulehook-<source>` (at most once:
+/// what arrives while rulehook is down is not kept), or with `stream`/`durable` a JetStream
+/// durable pull consumer acknowledged after each event is stored (at least once).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NatsSubscription {
+    pub url: String,
+    pub subjects: Vec<String>,
+    pub stream: Option<String>,
+    pub durable: Option<String>,
+}
+
+/// One `listen:` address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Endpoint {
+    pub scheme: Scheme,
+    pub addr: std::net::SocketAddr,
+}
+
+/// How messages arrive at an endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    Udp,
+    Tcp,
+    Tls,
+    Relp,
+}
+
+impl Scheme {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scheme::Udp => "udp",
+            Scheme::Tcp => "tcp",
+            Scheme::Tls => "tls",
+            Scheme::Relp => "relp",
+        }
+    }
+}
+
+/// `keep:`: whether a message that matched no rule (and moved no correlation) is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keep {
+    /// Stored only when it matched: the others are counted per source.
+    Matched,
+    /// Stored as a webhook event is.
+    All,
+}
+
+pub const DEFAULT_MAX_MESSAGE: usize = 64 * 1024;
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
+
 /// One compiled `sources:` entry.
 #[derive(Debug, Clone)]
 pub struct Source {
     pub name: String,
+    /// The transport its events come by.
+    pub kind: SourceKind,
     /// URL path it is served on (`/hooks/<name>` unless set); internal sources have none.
     pub path: Option<String>,
     pub verifier: Verifier,
@@ -32,6 +185,8 @@ pub struct Source {
     pub meter: SourceMeter,
     /// The rulebook file that declared it.
     pub rulebook: String,
+    /// For sources that are not served over HTTP: where they listen.
+    pub listening: Option<Arc<Listening>>,
 }
 
 /// Per-source metric handles.
@@ -131,6 +286,7 @@ mod tests {
     fn allow_from_cidrs_and_mapped_addresses() {
         let s = Source {
             name: "x".into(),
+            kind: SourceKind::Webhook,
             path: None,
             verifier: Verifier::None,
             format: BodyFormat::Json,
@@ -140,10 +296,24 @@ mod tests {
             rate_limit: None,
             meter: SourceMeter::new("x"),
             rulebook: "r".into(),
+            listening: None,
         };
         assert!(s.allows("10.1.2.3".parse().unwrap()));
         assert!(s.allows("::ffff:10.1.2.3".parse().unwrap()));
         assert!(s.allows("::1".parse().unwrap()));
         assert!(!s.allows("127.0.0.1".parse().unwrap()));
+    }
+
+    #[test]
+    fn each_kind_offers_its_envelope_names() {
+        assert!(SourceKind::of("github").offers("headers.x-github-event"));
+        assert!(SourceKind::of("github").offers("peer"));
+        assert!(!SourceKind::of("github").offers("headers."));
+        assert!(!SourceKind::of("github").offers("topic"));
+        assert!(SourceKind::of("mqtt").offers("topic"));
+        assert!(!SourceKind::of("mqtt").offers("headers.x"));
+        assert!(SourceKind::of("nats").offers("subject"));
+        assert!(SourceKind::of("syslog").offers("peer"));
+        assert!(!SourceKind::of("internal").offers("peer"));
     }
 }

@@ -24,6 +24,11 @@ pub mod names {
     pub const RECEIVED: &str = "rulehook_events_received_total";
     pub const ACCEPTED: &str = "rulehook_events_accepted_total";
     pub const REJECTED: &str = "rulehook_events_rejected_total";
+    /// Messages of a `keep: matched` source that matched nothing (counted, not stored).
+    pub const UNMATCHED: &str = "rulehook_events_unmatched_total";
+    /// Messages a listening transport dropped or could not read, per source and reason.
+    pub const MALFORMED: &str = "rulehook_messages_malformed_total";
+    pub const DROPPED: &str = "rulehook_messages_dropped_total";
     pub const MATCHES: &str = "rulehook_rule_matches_total";
     pub const THROTTLED: &str = "rulehook_rule_throttled_total";
     pub const RUNS: &str = "rulehook_action_runs_total";

@@ -195,16 +195,19 @@ impl Engine {
             return queue.ack(lease, step, JobState::Failed, Some(msg)).await;
         };
         let rule = &rules.rules[idx];
-        let meta = Arc::new(json!({
+        let mut meta = json!({
             "id": event.id,
             "source": event.source,
             "kind": event.kind,
             "received_at": crate::domain::rfc3339(event.received_at),
-            "headers": event.headers.iter().map(|(k, v)| (k.clone(), Value::String(v.clone())))
-                .collect::<serde_json::Map<_, _>>(),
             "rulebook": rule.rulebook,
             "rule": rule.name,
-        }));
+        });
+        // The envelope: `headers`, and `peer`, `topic`, `subject` where the transport set them.
+        if let (Value::Object(m), Value::Object(envelope)) = (&mut meta, event.doc.meta()) {
+            m.extend(envelope.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
+        let meta = Arc::new(meta);
         let mut step = lease.job.step.clone();
         // A correlation's job: what took part; an absence waits for its deadline first.
         let mut correlated = None;

@@ -43,6 +43,8 @@ pub struct Ingested {
     pub id: String,
     pub duplicate: bool,
     pub matched: usize,
+    /// `false`: it matched nothing and its source keeps only what matched (`keep: matched`).
+    pub stored: bool,
 }
 
 /// What a re-run request did.
@@ -312,10 +314,29 @@ impl Engine {
     }
 
     pub async fn ingest(&self, event: VerifiedEvent) -> Result<Ingested, StoreError> {
+        self.ingest_kept(event, true).await
+    }
+
+    /// [`Engine::ingest`], except that with `keep_unmatched` false an event that matches no
+    /// rule and moves no correlation is not stored (`stored: false`).
+    pub async fn ingest_kept(
+        &self,
+        event: VerifiedEvent,
+        keep_unmatched: bool,
+    ) -> Result<Ingested, StoreError> {
         let dedup_window = event.delivery().and_then(|d| d.window);
-        let event = Arc::new(event.accept());
         let rules = self.rules();
-        let matched = rules.matching(&event.source, &event.doc);
+        let matched = rules.matching(event.source(), event.doc());
+        // Nothing can match and nothing is kept: no id, no stored text (the syslog fast path).
+        if matched.is_empty() && !keep_unmatched {
+            return Ok(Ingested {
+                id: String::new(),
+                duplicate: false,
+                matched: 0,
+                stored: false,
+            });
+        }
+        let event = Arc::new(event.accept());
         let mut matches = Vec::with_capacity(matched.len());
         // Throttle windows opened for this event, released if it turns out a duplicate.
         let mut opened = Vec::new();
@@ -395,6 +416,14 @@ impl Engine {
                 correlation: None,
             });
         }
+        if matches.is_empty() && !keep_unmatched {
+            return Ok(Ingested {
+                id: event.id.clone(),
+                duplicate: false,
+                matched: 0,
+                stored: false,
+            });
+        }
         // For the counters: (rule, throttled, made a job).
         let counted: Vec<(Option<usize>, bool, bool)> = matches
             .iter()
@@ -443,6 +472,7 @@ impl Engine {
                 id,
                 duplicate: true,
                 matched: 0,
+                stored: true,
             }),
             Appended::New { jobs } => {
                 for &i in &fired {
@@ -500,6 +530,7 @@ impl Engine {
                 Ok(Ingested {
                     id: event.id.clone(),
                     duplicate: false,
+                    stored: true,
                     matched: jobs.len(),
                 })
             }

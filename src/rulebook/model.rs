@@ -59,6 +59,28 @@ pub struct SourceSpec {
     pub max_body: Option<S<SizeSpec>>,
     pub allow_from: Option<Vec<S<String>>>,
     pub rate_limit: Option<S<RateLimitSpec>>,
+    /// Transports other than HTTP (`syslog`, …): where they listen and what they keep.
+    pub listen: Option<S<ListenSpec>>,
+    pub keep: Option<S<String>>,
+    pub max_message: Option<S<SizeSpec>>,
+    pub max_connections: Option<S<usize>>,
+    pub idle_timeout: Option<S<String>>,
+    /// Broker sources (`mqtt`): the broker, what to subscribe to, the session's client id.
+    pub url: Option<S<String>>,
+    pub topics: Option<Vec<S<String>>>,
+    pub client_id: Option<S<String>>,
+    /// `nats`: core subjects, or with `stream`/`durable` a JetStream consumer.
+    pub subjects: Option<Vec<S<String>>>,
+    pub stream: Option<S<String>>,
+    pub durable: Option<S<String>>,
+}
+
+/// `listen:` one address (`udp://0.0.0.0:514`) or a list of them.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum ListenSpec {
+    One(String),
+    Many(Vec<String>),
 }
 
 #[derive(Debug, Deserialize)]

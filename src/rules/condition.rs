@@ -5,9 +5,13 @@
 //! once, at parse time). No other module names the engine.
 //!
 //! An engine evaluates *queries*, not bare logical expressions, so a condition `E` is compiled as
-//! the query `$[?E']` and run over the one-element array `[event]`, where `E'` is `E` with each
-//! root identifier `$` rewritten to `$[0]`: inside the filter, `$[0]` is the event itself. The
-//! filter visits exactly one node, so the query selects something exactly when `E` is true.
+//! the query `$[?E']` and run over `[[event, envelope]]`, where `E'` is `E` with each root
+//! identifier `$` (and a `@` outside brackets) rewritten to `$[0][0]`, the event itself, and each
+//! call of the function extension `meta("name")` rewritten to the query of that envelope field
+//! under `$[0][1]` (`meta("headers.x-github-event")` → `$[0][1]["headers"]["x-github-event"]`):
+//! RFC 9535 §2.4 lets an implementation add functions, and a singular query is exactly what a
+//! function of `ValueType` may stand for. The filter visits exactly one node, so the query
+//! selects something exactly when `E` is true.
 //!
 //! The top-level `&&` operands of the form `singular query == string/true/false/null` are not
 //! given to the engine: they are checked by reading the event at the path and comparing, which
@@ -441,6 +445,18 @@ impl Condition {
         }
     }
 
+    /// The envelope names its expressions read with `meta("…")`.
+    pub fn meta_names(&self) -> Vec<String> {
+        match self {
+            Condition::Always => Vec::new(),
+            Condition::Expr(e) => meta_names(e.text()).into_iter().map(|(_, n)| n).collect(),
+            Condition::All(cs) | Condition::Any(cs) => {
+                cs.iter().flat_map(Condition::meta_names).collect()
+            }
+            Condition::Not(c) => c.meta_names(),
+        }
+    }
+
     /// Equalities that must hold for the whole condition to be true (for the rule index).
     pub fn required_equalities(&self) -> Vec<(&Arc<SingularPath>, &IndexKey)> {
         match self {
@@ -469,7 +485,7 @@ pub(super) fn compile_filter(expr: &str, base: usize) -> Result<JsonPath, Condit
             other => (3, other.to_string()),
         };
         let inner = position.saturating_sub(3).min(map.len() - 1);
-        let message = message.replace("$[0]", "$");
+        let message = message.replace("$[0][0]", "$").replace("$[0][1]", "meta");
         ConditionError {
             offset: base + map[inner],
             message,
@@ -477,42 +493,135 @@ pub(super) fn compile_filter(expr: &str, base: usize) -> Result<JsonPath, Condit
     })
 }
 
-/// Rewrites each root identifier `$` (outside string literals) to `$[0]`; returns the new text
-/// and, for each of its byte offsets (and one past the end), the offset in `expr`.
+/// Rewrites each root identifier `$` (outside string literals) to `$[0][0]`, a `@` outside any
+/// bracket (the event itself) to `$[0][0]` too, and each `meta("name")` to the query of that
+/// envelope field under `$[0][1]`; returns the new text and, for each of its
+/// byte offsets (and one past the end), the offset in `expr`.
 fn rewrite_roots(expr: &str) -> (String, Vec<usize>) {
     let mut out = String::with_capacity(expr.len() + 8);
     let mut map = Vec::with_capacity(expr.len() + 9);
-    let mut quote: Option<char> = None;
-    let mut escaped = false;
-    for (i, ch) in expr.char_indices() {
-        let mut push = |s: &str| {
-            for _ in 0..s.len() {
-                map.push(i);
+    let mut push = |at: usize, s: &str| {
+        for _ in 0..s.len() {
+            map.push(at);
+        }
+        out.push_str(s);
+    };
+    let mut scan = Scan::default();
+    let mut i = 0;
+    while let Some(ch) = expr[i..].chars().next() {
+        if scan.quote.is_none() {
+            if let Some((name, used)) = meta_call(expr, i) {
+                push(i, &meta_query(&name));
+                i += used;
+                continue;
             }
-            out.push_str(s);
-        };
-        match quote {
-            Some(q) => {
-                if escaped {
-                    escaped = false;
-                } else if ch == '\\' {
-                    escaped = true;
-                } else if ch == q {
-                    quote = None;
-                }
-                push(ch.encode_utf8(&mut [0; 4]));
-            }
-            None if ch == '$' => push("$[0]"),
-            None => {
-                if ch == '"' || ch == '\'' {
-                    quote = Some(ch);
-                }
-                push(ch.encode_utf8(&mut [0; 4]));
+            if ch == '$' || (ch == '@' && scan.brackets == 0) {
+                push(i, "$[0][0]");
+                i += 1;
+                continue;
             }
         }
+        scan.step(ch);
+        push(i, ch.encode_utf8(&mut [0; 4]));
+        i += ch.len_utf8();
     }
     map.push(expr.len());
     (out, map)
+}
+
+/// Where a left-to-right scan is: inside which quote, how deep in brackets.
+#[derive(Default)]
+struct Scan {
+    quote: Option<char>,
+    escaped: bool,
+    brackets: usize,
+}
+
+impl Scan {
+    fn step(&mut self, ch: char) {
+        match self.quote {
+            Some(q) => {
+                if self.escaped {
+                    self.escaped = false;
+                } else if ch == '\\' {
+                    self.escaped = true;
+                } else if ch == q {
+                    self.quote = None;
+                }
+            }
+            None => match ch {
+                '"' | '\'' => self.quote = Some(ch),
+                '[' => self.brackets += 1,
+                ']' => self.brackets = self.brackets.saturating_sub(1),
+                _ => {}
+            },
+        }
+    }
+}
+
+/// The function extension that reads the envelope: `meta("headers.x-github-event")`,
+/// `meta("peer")`, `meta("topic")`, `meta("subject")`. At `at` in `expr` (outside quotes): the
+/// name it reads and how many bytes the call takes.
+fn meta_call(expr: &str, at: usize) -> Option<(String, usize)> {
+    let rest = expr[at..].strip_prefix("meta")?;
+    let before = expr[..at].chars().next_back();
+    if before.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '.' || c == '$' || c == '@') {
+        return None;
+    }
+    let args = rest.trim_start().strip_prefix('(')?;
+    let args_trimmed = args.trim_start();
+    args_trimmed
+        .chars()
+        .next()
+        .filter(|c| *c == '"' || *c == '\'')?;
+    let mut scan = Scan::default();
+    let mut end = None;
+    for (i, ch) in args_trimmed.char_indices() {
+        scan.step(ch);
+        if i > 0 && scan.quote.is_none() {
+            end = Some(i + 1);
+            break;
+        }
+    }
+    let end = end?;
+    let name = match literal(&args_trimmed[..end])? {
+        Value::String(s) => s,
+        _ => return None,
+    };
+    let after = args_trimmed[end..].trim_start().strip_prefix(')')?;
+    Some((name, expr.len() - at - after.len()))
+}
+
+/// The envelope query `meta(name)` stands for: `headers.<name>` takes the rest as one
+/// (lower-case) header name; other names are one member.
+fn meta_query(name: &str) -> String {
+    let quoted = |s: &str| serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into());
+    match name.split_once('.') {
+        Some(("headers", header)) => format!(
+            "$[0][1][\"headers\"][{}]",
+            quoted(&header.to_ascii_lowercase())
+        ),
+        _ => format!("$[0][1][{}]", quoted(name)),
+    }
+}
+
+/// The names `meta("…")` reads in an expression, each with its byte offset.
+pub fn meta_names(expr: &str) -> Vec<(usize, String)> {
+    let mut names = Vec::new();
+    let mut scan = Scan::default();
+    let mut i = 0;
+    while let Some(ch) = expr[i..].chars().next() {
+        if scan.quote.is_none()
+            && let Some((name, used)) = meta_call(expr, i)
+        {
+            names.push((i, name));
+            i += used;
+            continue;
+        }
+        scan.step(ch);
+        i += ch.len_utf8();
+    }
+    names
 }
 
 /// Splits `expr` at `op` where it appears outside strings, parentheses and brackets.
@@ -594,6 +703,54 @@ fn literal(text: &str) -> Option<Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn with_headers(body: Value, headers: &[(&str, &str)]) -> EventDoc {
+        let h: Vec<(String, String)> = headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        EventDoc::with_headers(body, &h)
+    }
+
+    #[test]
+    fn meta_reads_the_envelope() {
+        let d = with_headers(
+            json!({"a": "x", "meta": "body"}),
+            &[
+                ("x-github-event", "push"),
+                (crate::domain::PEER_HEADER, "10.0.0.1"),
+                (crate::domain::TOPIC_HEADER, "netops/sw12"),
+            ],
+        );
+        let holds = |t: &str| Expr::compile(t).unwrap().eval(&d);
+        assert!(holds(r#"meta("headers.x-github-event") == "push""#));
+        assert!(holds(r#"meta('headers.X-GitHub-Event') == 'push'"#));
+        assert!(holds(r#"meta ( "peer" ) == "10.0.0.1" && $.a == "x""#));
+        assert!(holds(r#"search(meta("topic"), "/sw[0-9]+$")"#));
+        assert!(!holds(r#"search(meta("topic"), "/rt[0-9]+$")"#));
+        assert!(holds(r#"meta("headers.x-github-event")"#));
+        assert!(!holds(r#"meta("subject")"#));
+        assert!(!holds(
+            r#"meta("headers.x-github-event") == "pull_request""#
+        ));
+        // Not the function: a member called meta, and text inside strings.
+        assert!(holds(r#"$.meta == "body""#));
+        assert!(holds(r#"$.a != "meta(\"peer\")""#));
+        assert_eq!(
+            meta_names(r#"meta("peer") == "x" || $.l[?meta("topic") == @]"#),
+            vec![(0, "peer".to_string()), (28, "topic".to_string())]
+        );
+        assert!(meta_names(r#"$.meta == "meta('x')""#).is_empty());
+    }
+
+    #[test]
+    fn a_top_level_current_node_is_the_event() {
+        let d = EventDoc::new(json!({"n": 2}));
+        let holds = |t: &str| Expr::compile(t).unwrap().eval(&d);
+        assert!(holds("@.n == 2"));
+        assert!(!holds("!@.n"));
+        assert!(holds("length(@) == 1"));
+    }
 
     #[test]
     fn deep_nesting_is_refused_quickly() {

@@ -35,7 +35,11 @@ pub fn dry_run(
     body: &Value,
     headers: &Map<String, Value>,
 ) -> Vec<DryRun> {
-    let doc = EventDoc::new(body.clone());
+    let pairs: Vec<(String, String)> = headers
+        .iter()
+        .filter_map(|(k, v)| Some((k.to_ascii_lowercase(), v.as_str()?.to_string())))
+        .collect();
+    let doc = EventDoc::with_headers(body.clone(), &pairs);
     let kind = source
         .and_then(|s| set.source(s))
         .map(|s| s.verifier.kind())

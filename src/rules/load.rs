@@ -18,7 +18,7 @@ use crate::rulebook::compile::{Compile, Scope};
 use crate::rulebook::model::{
     self, ActionSpec, ConditionSpec, CorrelateSpec, RuleSpec, SizeSpec, SourceSpec,
 };
-use crate::sources::{DEFAULT_MAX_BODY, RateLimit, Source, SourceMeter};
+use crate::sources::{DEFAULT_MAX_BODY, RateLimit, Source, SourceKind, SourceMeter};
 use crate::templates::Templates;
 use crate::units::parse_size;
 use crate::verify::{Algorithm, Encoding, KINDS, Verifier};
@@ -188,7 +188,10 @@ pub(super) fn compile(
         .filter(|s| matches!(s.verifier, Verifier::Internal))
         .map(|s| s.name.as_str())
         .collect();
+    let kinds: HashMap<&str, SourceKind> =
+        sources.iter().map(|s| (s.name.as_str(), s.kind)).collect();
     let known = Known {
+        kinds: &kinds,
         sources: &source_names,
         failed_sources: &failed_sources,
         internal: &internal,
@@ -358,11 +361,14 @@ fn compile_source(cx: &mut Compile, spec: &SourceSpec, rulebook: &str) -> Option
         return None;
     }
     let kind = spec.kind.value.as_str();
+    if SourceKind::of(kind).is_transport() {
+        return super::listen::source(cx, spec, rulebook);
+    }
     if !KINDS.contains(&kind) {
         cx.err(
             &spec.kind.referenced,
             format!(
-                "unknown source kind `{kind}`; {}expected one of: {}",
+                "unknown source kind `{kind}`; {}expected one of: {}, syslog",
                 crate::rulebook::yaml_error::closest(kind, KINDS)
                     .map(|c| format!("did you mean `{c}`? "))
                     .unwrap_or_default(),
@@ -567,6 +573,7 @@ fn compile_source(cx: &mut Compile, spec: &SourceSpec, rulebook: &str) -> Option
     };
     Some(Source {
         name,
+        kind: crate::sources::SourceKind::of(kind),
         path,
         verifier,
         format,
@@ -576,6 +583,7 @@ fn compile_source(cx: &mut Compile, spec: &SourceSpec, rulebook: &str) -> Option
         allow_from,
         dedup_window,
         rulebook: rulebook.to_string(),
+        listening: None,
     })
 }
 
@@ -633,11 +641,63 @@ fn compile_condition(
 /// What every rule is compiled against: the declared sources, the `internal` ones among
 /// them, and the directories.
 struct Known<'a> {
+    /// Each declared source's kind: what `meta("…")` may read on its events.
+    kinds: &'a HashMap<&'a str, SourceKind>,
     sources: &'a HashSet<&'a str>,
     /// Declared, but with errors of their own: naming them is not another error.
     failed_sources: &'a HashSet<String>,
     internal: &'a HashSet<&'a str>,
     scripts: &'a Path,
+}
+
+/// Whether every `meta("…")` name of `condition` is offered by the rule's sources (each listed
+/// one; with no `sources:`, at least one declared source): an error for each that is not.
+fn meta_names_offered(
+    cx: &mut Compile,
+    condition: &Condition,
+    sources: Option<&[String]>,
+    known: &Known,
+    at: &serde_saphyr::Location,
+) -> bool {
+    let mut ok = true;
+    for name in condition.meta_names() {
+        let lacking: Vec<(&str, SourceKind)> = match sources {
+            Some(list) => list
+                .iter()
+                .filter_map(|s| known.kinds.get_key_value(s.as_str()))
+                .filter(|(_, k)| !k.offers(&name))
+                .map(|(s, k)| (*s, *k))
+                .collect(),
+            None if known.kinds.values().any(|k| k.offers(&name)) => Vec::new(),
+            None => {
+                cx.err(
+                    at,
+                    format!(
+                        "meta(\"{name}\"): no declared source offers it (webhooks offer `headers.<name>` and `peer`, syslog and snmp_trap `peer`, mqtt `topic`, nats `subject`)"
+                    ),
+                );
+                ok = false;
+                continue;
+            }
+        };
+        for (source, kind) in lacking {
+            let offered = kind.meta_names();
+            cx.err(
+                at,
+                format!(
+                    "meta(\"{name}\"): source `{source}` ({}) does not offer it; {}",
+                    kind.name(),
+                    if offered.is_empty() {
+                        "its events have no envelope fields".to_string()
+                    } else {
+                        format!("it offers: {}", offered.join(", "))
+                    }
+                ),
+            );
+            ok = false;
+        }
+    }
+    ok
 }
 
 fn compile_rule(
@@ -687,6 +747,11 @@ fn compile_rule(
         None => Some(Condition::Always),
         Some(c) => compile_condition(cx, interner, c),
     };
+    if let (Some(c), Some(at)) = (&condition, &spec.condition)
+        && !meta_names_offered(cx, c, rule_sources.as_deref(), known, &at.referenced)
+    {
+        ok = false;
+    }
     if spec.actions.is_empty() {
         cx.err(
             &spec.name.referenced,

@@ -6,6 +6,7 @@ pub mod correlate;
 mod dry_run;
 mod hint;
 mod index;
+mod listen;
 mod load;
 pub mod snapshot;
 

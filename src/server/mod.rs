@@ -556,7 +556,12 @@ pub(crate) struct NotMatched {
 /// The rules of `rules` that a stored event did not match (neither matched nor throttled in
 /// its record), explained against that rule set.
 pub(crate) fn not_matched(rules: &RuleSet, detail: &EventDetail) -> Vec<NotMatched> {
-    let doc = crate::domain::EventDoc::new(detail.body.clone());
+    let headers: Vec<(String, String)> = detail
+        .headers
+        .iter()
+        .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+        .collect();
+    let doc = crate::domain::EventDoc::with_headers(detail.body.clone(), &headers);
     let recorded = |b: &str, n: &str| {
         detail
             .matches

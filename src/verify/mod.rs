@@ -109,8 +109,7 @@ pub struct VerifiedEvent {
     parent: Option<String>,
 }
 
-/// The stored header naming the address a request came from.
-pub const PEER_HEADER: &str = "x-rulehook-peer";
+pub use crate::domain::PEER_HEADER;
 
 impl VerifiedEvent {
     /// An event emitted by a `post_event` action into an `internal` source, `depth` links down a
@@ -137,6 +136,27 @@ impl VerifiedEvent {
             depth,
         }
     }
+    /// An event a listening transport decoded (`kind`: `syslog`, …). Its origin is what that
+    /// transport checked (the source's `allow_from`); it has no delivery id, so two equal
+    /// messages are two events. `headers` are its envelope (`x-rulehook-peer`, …).
+    pub fn from_transport(
+        source: &str,
+        kind: &'static str,
+        body: Value,
+        headers: Vec<(String, String)>,
+    ) -> VerifiedEvent {
+        VerifiedEvent {
+            source: source.to_string(),
+            kind,
+            delivery: None,
+            doc: EventDoc::with_headers(body, &headers),
+            raw: None,
+            headers,
+            received_at: SystemTime::now(),
+            depth: 0,
+            parent: None,
+        }
+    }
     /// A stored event sent through the rules again (`POST /api/events/{id}/replay`): a new
     /// event, not de-duplicated, marked with the id it replays.
     pub fn replay(
@@ -158,7 +178,7 @@ impl VerifiedEvent {
             source: source.to_string(),
             kind,
             delivery: None,
-            doc: EventDoc::new(body),
+            doc: EventDoc::with_headers(body, &headers),
             raw: None,
             headers,
             received_at: SystemTime::now(),
@@ -167,10 +187,14 @@ impl VerifiedEvent {
         }
     }
     /// Records the address the request came from as header `x-rulehook-peer` (replacing any
-    /// the sender set), so the history can show it.
+    /// the sender set, and any envelope header it tried to set), so the history can show it and
+    /// conditions read it as `meta("peer")`.
     pub fn with_peer(mut self, peer: std::net::IpAddr) -> VerifiedEvent {
-        self.headers.retain(|(k, _)| k != PEER_HEADER);
+        use crate::domain::{SUBJECT_HEADER, TOPIC_HEADER};
+        self.headers
+            .retain(|(k, _)| k != PEER_HEADER && k != TOPIC_HEADER && k != SUBJECT_HEADER);
         self.headers.push((PEER_HEADER.into(), peer.to_string()));
+        self.doc.set_envelope(&self.headers);
         self
     }
 
@@ -473,6 +497,7 @@ impl Verifier {
                 body,
             )?,
         };
+        let headers = safe_headers(headers, self.credential_header());
         let from_sender = sender_id.is_some();
         let key = sender_id.unwrap_or_else(|| mac::body_hash(body));
         let window = dedup_window
@@ -483,10 +508,10 @@ impl Verifier {
             source: source.to_string(),
             kind: self.kind(),
             delivery: Some(Delivery { key, window }),
-            doc: EventDoc::new(body_value),
+            doc: EventDoc::with_headers(body_value, &headers),
             // A body decoded from text or a form is stored as its event (what rules saw).
             raw: raw_is_body.then(|| body.clone()),
-            headers: safe_headers(headers, self.credential_header()),
+            headers,
             received_at: now,
             depth: 0,
             parent: None,

@@ -151,7 +151,7 @@ impl WireEvent {
             kind: self.kind.clone(),
             received_at: self.received_at,
             headers: self.headers.clone(),
-            doc: EventDoc::new(body),
+            doc: EventDoc::with_headers(body, &self.headers),
             body_text: self.body.clone(),
             depth: self.depth,
             delivery: self.delivery.clone(),

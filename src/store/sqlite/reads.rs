@@ -24,6 +24,7 @@ const EVENT_COLUMNS: &str =
 
 pub fn row_event(r: &Row) -> rusqlite::Result<Event> {
     let headers: String = r.get("headers")?;
+    let headers: Vec<(String, String)> = serde_json::from_str(&headers).unwrap_or_default();
     let body_text: String = r.get("body")?;
     let body = serde_json::from_str::<Value>(&body_text)
         .unwrap_or_else(|_| Value::String(body_text.clone()));
@@ -32,8 +33,8 @@ pub fn row_event(r: &Row) -> rusqlite::Result<Event> {
         source: r.get("source")?,
         kind: r.get("kind")?,
         received_at: r.get("received_at")?,
-        headers: serde_json::from_str(&headers).unwrap_or_default(),
-        doc: EventDoc::new(body),
+        doc: EventDoc::with_headers(body, &headers),
+        headers,
         body_text,
         depth: r.get("depth")?,
         delivery: r.get("delivery")?,

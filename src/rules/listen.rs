@@ -1,0 +1,432 @@
+//! Compiles a source that listens on its own sockets (`kind: syslog`): its `listen:` addresses,
+//! `keep`, and stream limits. Kept apart from `load` so each transport's settings are read in
+//! one place.
+
+use std::sync::Arc;
+
+use crate::body::BodyFormat;
+use crate::rulebook::compile::Compile;
+use crate::rulebook::model::{ListenSpec, SizeSpec, SourceSpec};
+use crate::sources::{
+    Broker, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_MESSAGE, Endpoint, Keep,
+    Listening, NatsSubscription, Scheme, Source, SourceKind, SourceMeter,
+};
+use crate::units::parse_size;
+use crate::verify::Verifier;
+
+/// The schemes each transport kind listens with.
+fn schemes(kind: SourceKind) -> &'static [Scheme] {
+    match kind {
+        SourceKind::Syslog => &[Scheme::Udp, Scheme::Tcp, Scheme::Relp],
+        _ => &[],
+    }
+}
+
+/// Parses `udp://0.0.0.0:514` (or `tcp://[::1]:1514`).
+pub fn endpoint(text: &str, allowed: &[Scheme]) -> Result<Endpoint, String> {
+    let (scheme, addr) = text.split_once("://").ok_or_else(|| {
+        format!("`{text}`: expected SCHEME://ADDRESS:PORT, e.g. udp://0.0.0.0:514")
+    })?;
+    let scheme = allowed
+        .iter()
+        .copied()
+        .find(|s| s.as_str() == scheme)
+        .ok_or_else(|| {
+            format!(
+                "`{text}`: scheme `{scheme}` is not one of: {}",
+                allowed
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })?;
+    let addr = addr
+        .parse()
+        .map_err(|_| format!("`{text}`: `{addr}` is not an IP address and port"))?;
+    Ok(Endpoint { scheme, addr })
+}
+
+/// A `syslog` (or other listening) source, or `None` after reporting its errors.
+pub fn source(cx: &mut Compile, spec: &SourceSpec, rulebook: &str) -> Option<Source> {
+    let name = spec.name.value.clone();
+    let kind = SourceKind::of(&spec.kind.value);
+    if kind == SourceKind::Mqtt {
+        return mqtt(cx, spec, rulebook);
+    }
+    if kind == SourceKind::Nats {
+        return nats(cx, spec, rulebook);
+    }
+    if kind != SourceKind::Syslog {
+        cx.err(
+            &spec.kind.referenced,
+            format!(
+                "source `{name}`: kind `{}` is not served by this release (syslog is; see docs/sources.md)",
+                kind.name()
+            ),
+        );
+        return None;
+    }
+    let Some(listen) = &spec.listen else {
+        cx.err(
+            &spec.kind.referenced,
+            format!(
+                "source `{name}` of kind `{}` needs `listen:` (e.g. udp://0.0.0.0:514)",
+                kind.name()
+            ),
+        );
+        return None;
+    };
+    let texts: Vec<&String> = match &listen.value {
+        ListenSpec::One(t) => vec![t],
+        ListenSpec::Many(v) => v.iter().collect(),
+    };
+    let mut endpoints = Vec::new();
+    for t in texts {
+        match endpoint(t.trim(), schemes(kind)) {
+            Ok(e) => endpoints.push(e),
+            Err(m) => cx.err(&listen.referenced, format!("listen: {m}")),
+        }
+    }
+    if endpoints.is_empty() {
+        return None;
+    }
+    let keep = keep(cx, spec, Keep::Matched)?;
+    let max_message = match &spec.max_message {
+        None => DEFAULT_MAX_MESSAGE,
+        Some(m) => {
+            let n = match &m.value {
+                SizeSpec::Bytes(n) => Ok(*n),
+                SizeSpec::Text(t) => parse_size(t),
+            };
+            match n.map(usize::try_from) {
+                Ok(Ok(n)) if (480..=16 << 20).contains(&n) => n,
+                Ok(_) => {
+                    cx.err(&m.referenced, "max_message: between 480 bytes and 16 MiB");
+                    return None;
+                }
+                Err(msg) => {
+                    cx.err(&m.referenced, format!("max_message: {msg}"));
+                    return None;
+                }
+            }
+        }
+    };
+    let max_connections = spec
+        .max_connections
+        .as_ref()
+        .map(|m| m.value)
+        .unwrap_or(DEFAULT_MAX_CONNECTIONS)
+        .max(1);
+    let idle_timeout = match &spec.idle_timeout {
+        None => DEFAULT_IDLE_TIMEOUT,
+        Some(t) => cx.duration(t, "idle_timeout")?,
+    };
+    for (field, given) in [
+        ("path", spec.path.is_some()),
+        ("secret", spec.secret.is_some() || spec.secrets.is_some()),
+        ("format", spec.format.is_some()),
+        ("max_body", spec.max_body.is_some()),
+    ] {
+        if given {
+            cx.err(
+                &spec.kind.referenced,
+                format!(
+                    "source `{name}` of kind `{}` does not take `{field}`",
+                    kind.name()
+                ),
+            );
+            return None;
+        }
+    }
+    let mut allow_from = Vec::new();
+    for a in spec.allow_from.iter().flatten() {
+        let text = a.value.trim();
+        match text
+            .parse::<ipnet::IpNet>()
+            .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        {
+            Ok(n) => allow_from.push(n),
+            Err(_) => cx.err(
+                &a.referenced,
+                format!("allow_from: `{text}` is not an address or CIDR"),
+            ),
+        }
+    }
+    Some(Source {
+        name: name.clone(),
+        kind,
+        path: None,
+        verifier: Verifier::None,
+        format: BodyFormat::Json,
+        max_body: max_message,
+        allow_from,
+        dedup_window: None,
+        rate_limit: None,
+        meter: SourceMeter::new(&name),
+        rulebook: rulebook.to_string(),
+        listening: Some(Arc::new(Listening {
+            endpoints,
+            broker: None,
+            nats: None,
+            format: BodyFormat::Json,
+            keep,
+            max_message,
+            max_connections,
+            idle_timeout,
+        })),
+    })
+}
+
+/// `keep:`, or `default` when not given.
+fn keep(cx: &mut Compile, spec: &SourceSpec, default: Keep) -> Option<Keep> {
+    match spec.keep.as_ref().map(|k| (k, k.value.as_str())) {
+        None => Some(default),
+        Some((_, "matched")) => Some(Keep::Matched),
+        Some((_, "all")) => Some(Keep::All),
+        Some((k, other)) => {
+            cx.err(
+                &k.referenced,
+                format!("keep `{other}`: expected `matched` or `all`"),
+            );
+            None
+        }
+    }
+}
+
+/// `format:` (json by default).
+fn format(cx: &mut Compile, spec: &SourceSpec) -> Option<BodyFormat> {
+    let Some(f) = &spec.format else {
+        return Some(BodyFormat::Json);
+    };
+    let parsed = BodyFormat::parse(&f.value);
+    if parsed.is_none() {
+        cx.err(
+            &f.referenced,
+            format!(
+                "format `{}`: expected one of: {}",
+                f.value,
+                crate::body::FORMATS.join(", ")
+            ),
+        );
+    }
+    parsed
+}
+
+/// A `kind: nats` source.
+fn nats(cx: &mut Compile, spec: &SourceSpec, rulebook: &str) -> Option<Source> {
+    let name = spec.name.value.clone();
+    let Some(url) = &spec.url else {
+        cx.err(
+            &spec.kind.referenced,
+            format!("source `{name}` of kind `nats` needs `url:` (e.g. nats://127.0.0.1:4222)"),
+        );
+        return None;
+    };
+    let url_text = cx.expand(url, "url")?;
+    if !url_text.starts_with("nats://") && !url_text.starts_with("tls://") {
+        cx.err(
+            &url.referenced,
+            format!("url: `{url_text}`: expected nats://HOST:PORT"),
+        );
+        return None;
+    }
+    let subjects: Vec<String> = spec
+        .subjects
+        .iter()
+        .flatten()
+        .map(|t| t.value.trim().to_string())
+        .collect();
+    if subjects.is_empty() || subjects.iter().any(|s| s.is_empty() || s.contains(' ')) {
+        cx.err(
+            &spec.kind.referenced,
+            format!("source `{name}` of kind `nats` needs `subjects:` (e.g. [\"telemetry.>\"])"),
+        );
+        return None;
+    }
+    let stream = spec.stream.as_ref().map(|s| s.value.clone());
+    let durable = spec.durable.as_ref().map(|s| s.value.clone());
+    if stream.is_some() && subjects.len() > 1 {
+        cx.err(
+            &spec.kind.referenced,
+            format!("source `{name}`: with `stream`, `subjects` is one filter subject"),
+        );
+        return None;
+    }
+    if stream.is_some() != durable.is_some() {
+        cx.err(
+            &spec.kind.referenced,
+            format!("source `{name}`: `stream` and `durable` go together (a JetStream consumer)"),
+        );
+        return None;
+    }
+    let format = format(cx, spec)?;
+    let keep = keep(cx, spec, Keep::All)?;
+    Some(Source {
+        name: name.clone(),
+        kind: SourceKind::Nats,
+        path: None,
+        verifier: Verifier::None,
+        format,
+        max_body: crate::sources::DEFAULT_MAX_BODY,
+        allow_from: Vec::new(),
+        dedup_window: None,
+        rate_limit: None,
+        meter: SourceMeter::new(&name),
+        rulebook: rulebook.to_string(),
+        listening: Some(Arc::new(Listening {
+            endpoints: Vec::new(),
+            broker: None,
+            nats: Some(NatsSubscription {
+                url: url_text,
+                subjects,
+                stream,
+                durable,
+            }),
+            format,
+            keep,
+            max_message: crate::sources::DEFAULT_MAX_BODY,
+            max_connections: 1,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+        })),
+    })
+}
+
+/// `mqtt://HOST[:PORT]` (1883 by default).
+pub fn mqtt_url(url: &str) -> Result<(String, u16), String> {
+    let rest = match url.split_once("://") {
+        Some(("mqtt", rest)) => rest,
+        Some(("mqtts", _)) => {
+            return Err(format!(
+                "`{url}`: mqtts:// is not in this release; use mqtt:// on a trusted network"
+            ));
+        }
+        _ => return Err(format!("`{url}`: expected mqtt://HOST[:PORT]")),
+    };
+    let rest = rest.trim_end_matches('/');
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => match p.parse::<u16>() {
+            Ok(p) => (h, p),
+            Err(_) if rest.starts_with('[') && rest.ends_with(']') => (rest, 1883),
+            Err(_) => return Err(format!("`{url}`: `{p}` is not a port")),
+        },
+        _ => (rest, 1883),
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() || host.contains('/') || host.contains('@') {
+        return Err(format!("`{url}`: expected mqtt://HOST[:PORT]"));
+    }
+    Ok((host.to_string(), port))
+}
+
+/// A `kind: mqtt` source.
+fn mqtt(cx: &mut Compile, spec: &SourceSpec, rulebook: &str) -> Option<Source> {
+    let name = spec.name.value.clone();
+    let Some(url) = &spec.url else {
+        cx.err(
+            &spec.kind.referenced,
+            format!("source `{name}` of kind `mqtt` needs `url:` (e.g. mqtt://127.0.0.1:1883)"),
+        );
+        return None;
+    };
+    let url_text = cx.expand(url, "url")?;
+    let (host, port) = match mqtt_url(url_text.trim()) {
+        Ok(x) => x,
+        Err(m) => {
+            cx.err(&url.referenced, format!("url: {m}"));
+            return None;
+        }
+    };
+    let topics: Vec<String> = spec
+        .topics
+        .iter()
+        .flatten()
+        .map(|t| t.value.trim().to_string())
+        .collect();
+    if topics.is_empty() || topics.iter().any(String::is_empty) {
+        cx.err(
+            &spec.kind.referenced,
+            format!("source `{name}` of kind `mqtt` needs `topics:` (e.g. [\"netops/#\"])"),
+        );
+        return None;
+    }
+    let format = format(cx, spec)?;
+    let username = match &spec.username {
+        Some(u) => Some(cx.expand(u, "username")?),
+        None => None,
+    };
+    let password = match &spec.password {
+        Some(p) => Some(cx.secret(p, "password")?),
+        None => None,
+    };
+    let client_id = spec
+        .client_id
+        .as_ref()
+        .map(|c| c.value.clone())
+        .unwrap_or_else(|| format!("rulehook-{name}"));
+    let keep = keep(cx, spec, Keep::All)?;
+    Some(Source {
+        name: name.clone(),
+        kind: SourceKind::Mqtt,
+        path: None,
+        verifier: Verifier::None,
+        format,
+        max_body: crate::sources::DEFAULT_MAX_BODY,
+        allow_from: Vec::new(),
+        dedup_window: None,
+        rate_limit: None,
+        meter: SourceMeter::new(&name),
+        rulebook: rulebook.to_string(),
+        listening: Some(Arc::new(Listening {
+            endpoints: Vec::new(),
+            nats: None,
+            broker: Some(Broker {
+                host,
+                port,
+                topics,
+                client_id,
+                username,
+                password,
+            }),
+            format,
+            keep,
+            max_message: crate::sources::DEFAULT_MAX_BODY,
+            max_connections: 1,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+        })),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_parse_or_say_why_not() {
+        let e = endpoint("udp://127.0.0.1:514", &[Scheme::Udp, Scheme::Tcp]).unwrap();
+        assert_eq!(e.scheme, Scheme::Udp);
+        assert_eq!(e.addr.port(), 514);
+        assert!(endpoint("tcp://[::1]:1514", &[Scheme::Tcp]).is_ok());
+        let err = endpoint("http://0.0.0.0:1", &[Scheme::Udp]).unwrap_err();
+        assert!(err.contains("scheme `http` is not one of: udp"), "{err}");
+        assert!(endpoint("0.0.0.0:514", &[Scheme::Udp]).is_err());
+        assert!(endpoint("udp://router:514", &[Scheme::Udp]).is_err());
+    }
+
+    #[test]
+    fn mqtt_urls() {
+        assert_eq!(
+            mqtt_url("mqtt://127.0.0.1:1883").unwrap(),
+            ("127.0.0.1".into(), 1883)
+        );
+        assert_eq!(mqtt_url("mqtt://broker").unwrap(), ("broker".into(), 1883));
+        assert_eq!(mqtt_url("mqtt://[::1]:1884").unwrap(), ("::1".into(), 1884));
+        assert!(
+            mqtt_url("mqtts://b:8883")
+                .unwrap_err()
+                .contains("not in this release")
+        );
+        assert!(mqtt_url("http://b").is_err());
+        assert!(mqtt_url("mqtt://b:x").is_err());
+    }
+}

@@ -1,0 +1,155 @@
+//! NATS in (`kind: nats`, with `async-nats`). Core subjects are subscribed in the queue group
+//! `rulehook-<source>`, so several ingest nodes share the messages without duplicates; core
+//! NATS is at most once (what is published while no node listens is gone). With `stream:` and
+//! `durable:` the source reads a JetStream durable pull consumer instead and acknowledges each
+//! message only after its event is stored (at least once). Reconnects are async-nats' own.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use tokio_util::sync::CancellationToken;
+
+use super::{Delivered, Handoff};
+use crate::sources::{Listening, NatsSubscription};
+
+/// Starts the subscription's task.
+pub fn start(
+    sub: &NatsSubscription,
+    settings: Arc<Listening>,
+    hand: Handoff,
+    shutdown: CancellationToken,
+) {
+    let sub = sub.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            () = run(sub, settings, hand) => {}
+            () = shutdown.cancelled() => {}
+        }
+    });
+}
+
+async fn run(sub: NatsSubscription, settings: Arc<Listening>, hand: Handoff) {
+    let connected = metrics::gauge!(super::mqtt::CONNECTED, "source" => hand.source().to_string());
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        connected.set(0.0);
+        let result = match (&sub.stream, &sub.durable) {
+            (Some(stream), Some(durable)) => {
+                jetstream(&sub, stream, durable, &settings, &hand, &connected).await
+            }
+            _ => core(&sub, &settings, &hand, &connected).await,
+        };
+        if let Err(e) = result {
+            tracing::warn!(source = %hand.source(), "nats: {e}; retrying in {backoff:?}");
+        }
+        connected.set(0.0);
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(30));
+    }
+}
+
+async fn connect(url: &str) -> Result<async_nats::Client, String> {
+    let connect = async_nats::ConnectOptions::new()
+        .name("rulehook-source")
+        .connection_timeout(Duration::from_secs(5))
+        .connect(url);
+    tokio::time::timeout(Duration::from_secs(10), connect)
+        .await
+        .map_err(|_| format!("no answer from {url}"))?
+        .map_err(|e| format!("cannot connect to {url}: {e}"))
+}
+
+async fn core(
+    sub: &NatsSubscription,
+    settings: &Listening,
+    hand: &Handoff,
+    connected: &metrics::Gauge,
+) -> Result<(), String> {
+    let client = connect(&sub.url).await?;
+    let group = format!("rulehook-{}", hand.source());
+    let mut subs = Vec::new();
+    for s in &sub.subjects {
+        subs.push(
+            client
+                .queue_subscribe(s.clone(), group.clone())
+                .await
+                .map_err(|e| format!("subscribe {s}: {e}"))?,
+        );
+    }
+    connected.set(1.0);
+    let mut all = futures_util::stream::select_all(subs);
+    while let Some(m) = all.next().await {
+        deliver(hand, settings, &m.subject, &m.payload).await;
+    }
+    Err("the subscription ended".into())
+}
+
+async fn jetstream(
+    sub: &NatsSubscription,
+    stream: &str,
+    durable: &str,
+    settings: &Listening,
+    hand: &Handoff,
+    connected: &metrics::Gauge,
+) -> Result<(), String> {
+    use async_nats::jetstream::consumer::{AckPolicy, pull};
+    let client = connect(&sub.url).await?;
+    let js = async_nats::jetstream::new(client);
+    let stream = js
+        .get_stream(stream)
+        .await
+        .map_err(|e| format!("stream `{stream}`: {e}"))?;
+    let consumer = stream
+        .get_or_create_consumer(
+            durable,
+            pull::Config {
+                durable_name: Some(durable.to_string()),
+                ack_policy: AckPolicy::Explicit,
+                // One filter subject (several need nats-server 2.10; load refuses them).
+                filter_subject: sub.subjects.first().cloned().unwrap_or_default(),
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| format!("consumer `{durable}`: {e}"))?;
+    let mut messages = consumer
+        .messages()
+        .await
+        .map_err(|e| format!("consumer `{durable}`: {e}"))?;
+    connected.set(1.0);
+    while let Some(m) = messages.next().await {
+        let m = m.map_err(|e| format!("consumer `{durable}`: {e}"))?;
+        if deliver(hand, settings, &m.subject, &m.payload).await
+            && let Err(e) = m.ack().await
+        {
+            tracing::debug!(source = %hand.source(), "nats ack: {e}");
+        }
+    }
+    Err("the consumer ended".into())
+}
+
+/// Decodes and hands on one message: `true` once it is stored or known not to be kept (a
+/// payload that does not decode is counted and acknowledged).
+async fn deliver(hand: &Handoff, settings: &Listening, subject: &str, payload: &[u8]) -> bool {
+    let body = match settings.format.decode(None, payload) {
+        Ok((v, _)) => v,
+        Err(e) => {
+            hand.malformed("undecodable", std::net::IpAddr::from([0, 0, 0, 0]));
+            tracing::debug!(source = %hand.source(), %subject, "nats payload: {e}");
+            return true;
+        }
+    };
+    let envelope = vec![(
+        crate::domain::SUBJECT_HEADER.to_string(),
+        subject.to_string(),
+    )];
+    match hand.deliver_from(body, None, envelope).await {
+        Ok(Delivered::Stored | Delivered::Unmatched | Delivered::Dropped(_)) => true,
+        Err(e) => {
+            hand.dropped("store_failed", None);
+            tracing::warn!(source = %hand.source(), "a nats message could not be stored: {e}");
+            false
+        }
+    }
+}

@@ -1,0 +1,233 @@
+//! Syslog in: UDP datagrams (RFC 5426) and TCP streams (RFC 6587, both framings), each
+//! message parsed by [`parse`] and handed to the engine through a [`Handoff`].
+//!
+//! UDP is best effort by nature: the socket asks for a large receive buffer, and what is lost
+//! or unreadable is counted. TCP connections are capped per source (`max_connections`; past
+//! it a new connection is closed at once) and closed after `idle_timeout` of silence; a
+//! connection hands on its messages in order, one stored before the next is read.
+
+pub mod cisco;
+pub mod frame;
+pub mod parse;
+pub mod relp;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use tokio::io::AsyncReadExt;
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio_util::sync::CancellationToken;
+
+use super::{Delivered, Handoff};
+use crate::sources::{Endpoint, Listening, Scheme};
+
+/// The receive buffer asked for on UDP sockets (the kernel may grant less).
+const UDP_RECV_BUFFER: usize = 8 << 20;
+
+/// Binds `endpoint` and serves it in a task until `shutdown`; returns the bound address.
+pub async fn listen(
+    endpoint: &Endpoint,
+    settings: Arc<Listening>,
+    hand: Handoff,
+    shutdown: CancellationToken,
+) -> std::io::Result<SocketAddr> {
+    match endpoint.scheme {
+        Scheme::Udp => {
+            let socket = udp_socket(endpoint.addr)?;
+            let addr = socket.local_addr()?;
+            tokio::spawn(serve_udp(socket, settings, hand, shutdown));
+            Ok(addr)
+        }
+        Scheme::Tcp | Scheme::Relp => {
+            let listener = TcpListener::bind(endpoint.addr).await?;
+            let addr = listener.local_addr()?;
+            let relp = endpoint.scheme == Scheme::Relp;
+            tokio::spawn(serve_tcp(listener, settings, hand, shutdown, relp));
+            Ok(addr)
+        }
+        other => Err(std::io::Error::other(format!(
+            "{} is not served for syslog by this build",
+            other.as_str()
+        ))),
+    }
+}
+
+fn udp_socket(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    // Best effort: a smaller buffer only means more drops under bursts (counted by the kernel).
+    let _ = socket.set_recv_buffer_size(UDP_RECV_BUFFER);
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    UdpSocket::from_std(socket.into())
+}
+
+async fn serve_udp(
+    socket: UdpSocket,
+    settings: Arc<Listening>,
+    hand: Handoff,
+    shutdown: CancellationToken,
+) {
+    let max = settings.max_message;
+    // One byte more than allowed tells a cut datagram from one exactly `max` long.
+    let mut buf = vec![0u8; max + 1];
+    loop {
+        let (n, peer) = tokio::select! {
+            r = socket.recv_from(&mut buf) => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::debug!(source = %hand.source(), "udp receive: {e}");
+                    continue;
+                }
+            },
+            () = shutdown.cancelled() => return,
+        };
+        let truncated = n > max;
+        if !handle(&hand, &buf[..n.min(max)], truncated, peer).await {
+            return;
+        }
+    }
+}
+
+/// Parses and delivers one message: `true` once it is stored or known not to be kept (matched
+/// nothing, or dropped by policy and counted); `false` when the store failed.
+async fn handle(hand: &Handoff, bytes: &[u8], truncated: bool, peer: SocketAddr) -> bool {
+    let event = parse::event(bytes, truncated);
+    if truncated {
+        hand.malformed("truncated", peer.ip());
+    }
+    if event.get("parse_error").is_some() {
+        hand.malformed("unparsed", peer.ip());
+    }
+    match hand.deliver(event, peer.ip(), Vec::new()).await {
+        Ok(Delivered::Dropped(_) | Delivered::Stored | Delivered::Unmatched) => true,
+        Err(e) => {
+            hand.dropped("store_failed", Some(peer.ip()));
+            tracing::warn!(source = %hand.source(), "a syslog message could not be stored: {e}");
+            false
+        }
+    }
+}
+
+async fn serve_tcp(
+    listener: TcpListener,
+    settings: Arc<Listening>,
+    hand: Handoff,
+    shutdown: CancellationToken,
+    relp: bool,
+) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(settings.max_connections));
+    loop {
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::debug!(source = %hand.source(), "tcp accept: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = shutdown.cancelled() => return,
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            hand.dropped("connection_cap", Some(peer.ip()));
+            drop(stream);
+            continue;
+        };
+        let (hand, settings, shutdown) = (hand.clone(), settings.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            let _slot = slot;
+            let serve = async {
+                if relp {
+                    serve_relp(stream, peer, &settings, &hand).await;
+                } else {
+                    serve_stream(stream, peer, &settings, &hand).await;
+                }
+            };
+            tokio::select! {
+                () = serve => {}
+                () = shutdown.cancelled() => {}
+            }
+        });
+    }
+}
+
+async fn serve_stream(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    settings: &Listening,
+    hand: &Handoff,
+) {
+    let mut framer = frame::Framer::new(settings.max_message);
+    let mut buf = BytesMut::with_capacity(64 * 1024);
+    loop {
+        while let Some(f) = framer.next(&mut buf) {
+            handle(hand, &f.bytes, f.truncated, peer).await;
+        }
+        buf.reserve(16 * 1024);
+        match tokio::time::timeout(settings.idle_timeout, stream.read_buf(&mut buf)).await {
+            Ok(Ok(0)) => break,
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::debug!(source = %hand.source(), %peer, "tcp read: {e}");
+                return;
+            }
+            Err(_) => {
+                hand.dropped("idle_timeout", Some(peer.ip()));
+                return;
+            }
+        }
+    }
+    if let Some(f) = framer.rest(&mut buf) {
+        handle(hand, &f.bytes, f.truncated, peer).await;
+    }
+}
+
+/// One RELP session: every `syslog` frame is answered only after [`handle`] is done with it.
+async fn serve_relp(stream: TcpStream, peer: SocketAddr, settings: &Listening, hand: &Handoff) {
+    use tokio::io::AsyncWriteExt;
+    let (mut rd, mut wr) = stream.into_split();
+    let mut framer = relp::Framer::new(settings.max_message);
+    let mut buf = BytesMut::with_capacity(64 * 1024);
+    loop {
+        loop {
+            let frame = match framer.next(&mut buf) {
+                Ok(Some(f)) => f,
+                Ok(None) => break,
+                Err(e) => {
+                    hand.malformed("relp", peer.ip());
+                    tracing::debug!(source = %hand.source(), %peer, "relp: {e}");
+                    return;
+                }
+            };
+            let answer = match frame.command.as_str() {
+                "open" => relp::open_answer(frame.txnr),
+                "syslog" => {
+                    if handle(hand, &frame.data, frame.truncated, peer).await {
+                        relp::rsp(frame.txnr, "200 OK")
+                    } else {
+                        relp::rsp(frame.txnr, "500 not stored, send again")
+                    }
+                }
+                "close" => {
+                    let _ = wr.write_all(&relp::rsp(frame.txnr, "")).await;
+                    return;
+                }
+                _ => relp::rsp(frame.txnr, "500 unknown command"),
+            };
+            if wr.write_all(&answer).await.is_err() {
+                return;
+            }
+        }
+        buf.reserve(16 * 1024);
+        match tokio::time::timeout(settings.idle_timeout, rd.read_buf(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return,
+            Ok(Ok(_)) => {}
+            Err(_) => {
+                hand.dropped("idle_timeout", Some(peer.ip()));
+                return;
+            }
+        }
+    }
+}

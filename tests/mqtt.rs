@@ -1,0 +1,144 @@
+//! MQTT in, with the local Mosquitto (127.0.0.1:1883) and its `mosquitto_pub`: QoS 1 into a
+//! persistent session, so what is published while rulehook is stopped arrives when it returns.
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{Env, Server, client};
+
+fn unique() -> String {
+    format!(
+        "{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    )
+}
+
+fn publish(topic: &str, payload: &str) {
+    let out = Command::new("mosquitto_pub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            "1883",
+            "-q",
+            "1",
+            "-t",
+            topic,
+            "-m",
+            payload,
+        ])
+        .output()
+        .expect("mosquitto_pub (Debian package mosquitto-clients)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+async fn wait_connected(server: &Server) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = client()
+            .get(server.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if text.contains("rulehook_source_connected{source=\"telemetry\"} 1") {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not connected: {}",
+            server.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Removes the test's persistent session from the broker (a clean-session connect).
+struct Session(String);
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        let _ = Command::new("mosquitto_sub")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                "1883",
+                "-i",
+                &self.0,
+                "-t",
+                "rh-none",
+                "-E",
+            ])
+            .output();
+    }
+}
+
+#[tokio::test]
+async fn qos1_messages_published_while_stopped_arrive_after_the_restart() {
+    let id = unique();
+    let _session = Session(format!("rh-test-{id}"));
+    let env = Env::new();
+    env.rulebook(
+        "mqtt.yml",
+        &format!(
+            r#"
+sources:
+  - name: telemetry
+    kind: mqtt
+    url: mqtt://127.0.0.1:1883
+    topics: ["rh-test-{id}/#"]
+    client_id: rh-test-{id}
+rules:
+  - name: access-switches
+    sources: [telemetry]
+    condition: 'search(meta("topic"), "/sw[0-9]+$")'
+    actions:
+      - run_script: {{ script: record.sh, args: ["{{{{ meta.topic }}}}", "{{{{ event.n }}}}"] }}
+"#
+        ),
+    );
+    env.script(
+        "record.sh",
+        "#!/bin/sh\necho \"$*\" >> \"$OUT_DIR/runs.txt\"\n",
+    );
+    let mut server = Server::start(&env, &[], &[]);
+    wait_connected(&server).await;
+    publish(&format!("rh-test-{id}/site1/rt1"), r#"{"n": 0}"#);
+    publish(&format!("rh-test-{id}/site1/sw12"), r#"{"n": 1}"#);
+    let lines = env.wait_lines("runs.txt", 1, Duration::from_secs(30));
+    assert_eq!(
+        lines,
+        vec![format!("rh-test-{id}/site1/sw12 1")],
+        "{}",
+        server.log_text()
+    );
+    server.terminate();
+    publish(&format!("rh-test-{id}/site2/sw3"), r#"{"n": 2}"#);
+    publish(&format!("rh-test-{id}/site2/sw4"), r#"{"n": 3}"#);
+    let server = Server::start(&env, &[], &[]);
+    let mut lines = env.wait_lines("runs.txt", 3, Duration::from_secs(60));
+    lines.sort();
+    assert_eq!(
+        lines,
+        vec![
+            format!("rh-test-{id}/site1/sw12 1"),
+            format!("rh-test-{id}/site2/sw3 2"),
+            format!("rh-test-{id}/site2/sw4 3"),
+        ],
+        "{}",
+        server.log_text()
+    );
+}

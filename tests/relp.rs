@@ -1,0 +1,158 @@
+//! RELP with rsyslog's own `omrelp` (Debian `rsyslog-relp`): every message forwarded arrives,
+//! also when rulehook is killed (-9) in the middle of the stream and started again.
+//!
+//! The test runs its own rsyslogd (own config, pid file and work directory in a temp dir, in
+//! the foreground) and ends it by its pid.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Env, Server};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// An rsyslogd of this test's own.
+struct Rsyslog {
+    child: Child,
+}
+
+impl Rsyslog {
+    fn start(dir: &std::path::Path, conf: &str) -> Rsyslog {
+        std::fs::create_dir_all(dir.join("work")).unwrap();
+        let conf_path = dir.join("rsyslog.conf");
+        std::fs::write(&conf_path, conf).unwrap();
+        let log = std::fs::File::create(dir.join("rsyslogd.log")).unwrap();
+        let child = Command::new("rsyslogd")
+            .arg("-n")
+            .arg("-f")
+            .arg(&conf_path)
+            .arg("-i")
+            .arg(dir.join("rsyslogd.pid"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("rsyslogd (Debian package rsyslog) is installed");
+        Rsyslog { child }
+    }
+}
+
+impl Drop for Rsyslog {
+    fn drop(&mut self) {
+        // Ends only this rsyslogd, by its own pid.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn wait_port(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "nothing listens on {port}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn send(port: u16, range: std::ops::Range<usize>) {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    for i in range {
+        let line = format!("<134>Dec  6 23:00:00 edge1 relptest: msg-{i:04}");
+        // Octet counting, as rsyslog's imtcp takes it.
+        s.write_all(format!("{} {line}", line.len()).as_bytes())
+            .unwrap();
+    }
+    s.flush().unwrap();
+}
+
+fn seen(env: &Env) -> BTreeSet<String> {
+    env.lines("runs.txt").into_iter().collect()
+}
+
+#[test]
+fn rsyslog_omrelp_loses_nothing_across_a_kill_9() {
+    let env = Env::new();
+    let relp_port = free_port();
+    let in_port = free_port();
+    env.rulebook(
+        "relp.yml",
+        &format!(
+            r#"
+sources:
+  - name: relay
+    kind: syslog
+    listen: relp://127.0.0.1:{relp_port}
+rules:
+  - name: record
+    sources: [relay]
+    condition: '$.app_name == "relptest"'
+    actions:
+      - run_script: {{ script: record.sh, args: ["{{{{ event.message }}}}"] }}
+"#
+        ),
+    );
+    env.script(
+        "record.sh",
+        "#!/bin/sh\necho \"$1\" >> \"$OUT_DIR/runs.txt\"\n",
+    );
+    let mut server = Server::start(&env, &[], &[]);
+    wait_port(relp_port);
+    let rs_dir = env.path("rsyslog");
+    let _rsyslog = Rsyslog::start(
+        &rs_dir,
+        &format!(
+            r#"
+global(workDirectory="{work}")
+module(load="imtcp")
+module(load="omrelp")
+input(type="imtcp" port="{in_port}" address="127.0.0.1" ruleset="forward")
+ruleset(name="forward") {{
+  action(type="omrelp" target="127.0.0.1" port="{relp_port}"
+         queue.type="LinkedList" queue.filename="relpq" queue.saveOnShutdown="on"
+         action.resumeRetryCount="-1" action.resumeInterval="1")
+}}
+"#,
+            work = rs_dir.join("work").display()
+        ),
+    );
+    wait_port(in_port);
+    const N: usize = 300;
+    send(in_port, 0..N / 2);
+    // Some arrived: kill rulehook in the middle of the stream.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while seen(&env).len() < 20 {
+        assert!(
+            Instant::now() < deadline,
+            "nothing came over RELP: {}\n{}",
+            server.log_text(),
+            std::fs::read_to_string(rs_dir.join("rsyslogd.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    server.kill9();
+    send(in_port, N / 2..N);
+    let server = Server::start(&env, &[], &[]);
+    let want: BTreeSet<String> = (0..N).map(|i| format!("msg-{i:04}")).collect();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let got = seen(&env);
+        if want.is_subset(&got) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "missing after the restart: {:?}\n{}",
+            want.difference(&got).take(10).collect::<Vec<_>>(),
+            server.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

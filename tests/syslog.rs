@@ -1,0 +1,346 @@
+//! Syslog in, end to end: util-linux `logger` over UDP and TCP (RFC 5424 and 3164, octet
+//! counting and LF), real vendor lines over one TCP connection, `keep: matched`, cut frames.
+
+mod common;
+
+use std::io::Write;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{Env, Server, client};
+
+const RULES: &str = r#"
+sources:
+  - name: routers
+    kind: syslog
+    listen: [udp://127.0.0.1:0, tcp://127.0.0.1:0]
+    max_message: 600
+rules:
+  - name: from-logger
+    sources: [routers]
+    condition: '$.app_name == "rhtest" && meta("peer") == "127.0.0.1"'
+    actions:
+      - run_script: { script: record.sh, args: ["logger", "{{ event.format }}", "{{ event.message }}", "{% if event.structured_data is defined and event.structured_data['test@32473'] is defined %}{{ event.structured_data['test@32473'].k }}{% else %}-{% endif %}", "{{ meta.peer }}"] }
+  - name: config-changed
+    sources: [routers]
+    condition: '$.cisco.mnemonic == "CONFIG_I" || $.cisco.mnemonic == "UPDOWN" || $.cisco.mnemonic == "IF_DOWN_LINK_FAILURE"'
+    actions:
+      - run_script: { script: record.sh, args: ["cisco", "{{ event.cisco.facility }}-{{ event.cisco.severity }}-{{ event.cisco.mnemonic }}", "{{ event.hostname | default('-') }}", "{{ event.cisco.sequence | default('-') }}", "{{ event.timestamp | default('-') }}", "{{ event.severity_name }}"] }
+  - name: junos-logout
+    sources: [routers]
+    condition: '$.msgid == "UI_DBASE_LOGOUT_EVENT"'
+    actions:
+      - run_script: { script: record.sh, args: ["junos", "{{ event.hostname }}", "{{ event.structured_data['junos@2636.1.1.1.2.18'].username }}"] }
+  - name: cut
+    sources: [routers]
+    condition: '$.truncated == true'
+    actions:
+      - run_script: { script: record.sh, args: ["cut", "{{ event.message | length }}"] }
+"#;
+
+fn setup() -> (Env, Server, u16, u16) {
+    let env = Env::new();
+    env.rulebook("syslog.yml", RULES);
+    env.script(
+        "record.sh",
+        "#!/bin/sh\necho \"$*\" >> \"$OUT_DIR/runs.txt\"\n",
+    );
+    let server = Server::start(&env, &[], &[]);
+    let port = |scheme: &str| -> u16 {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let lines = server.stdout.lock().unwrap().clone();
+            if let Some(p) = lines.iter().find_map(|l| {
+                l.strip_prefix(&format!("source routers at {scheme}://127.0.0.1:"))
+                    .and_then(|p| p.parse().ok())
+            }) {
+                return p;
+            }
+            assert!(Instant::now() < deadline, "no {scheme} listener: {lines:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let (udp, tcp) = (port("udp"), port("tcp"));
+    (env, server, udp, tcp)
+}
+
+fn logger(args: &[&str]) {
+    let out = Command::new("logger")
+        .args(args)
+        .output()
+        .expect("util-linux logger");
+    assert!(
+        out.status.success(),
+        "logger {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn sorted(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v
+}
+
+async fn metric(server: &Server, prefix: &str) -> Option<f64> {
+    let text = client()
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+#[tokio::test]
+async fn logger_over_udp_and_tcp_in_both_formats_and_framings() {
+    let (env, server, udp, tcp) = setup();
+    let (udp, tcp) = (udp.to_string(), tcp.to_string());
+    let sd = ["--sd-id", "test@32473", "--sd-param", "k=\"v1\""];
+    let mut a = vec![
+        "--rfc5424",
+        "--udp",
+        "-n",
+        "127.0.0.1",
+        "-P",
+        &udp,
+        "-t",
+        "rhtest",
+    ];
+    a.extend(sd);
+    a.push("five-udp");
+    logger(&a);
+    logger(&[
+        "--rfc3164",
+        "--udp",
+        "-n",
+        "127.0.0.1",
+        "-P",
+        &udp,
+        "-t",
+        "rhtest",
+        "three-udp",
+    ]);
+    logger(&[
+        "--rfc5424",
+        "--tcp",
+        "--octet-count",
+        "-n",
+        "127.0.0.1",
+        "-P",
+        &tcp,
+        "-t",
+        "rhtest",
+        "five-tcp-counted",
+    ]);
+    logger(&[
+        "--rfc3164",
+        "--tcp",
+        "-n",
+        "127.0.0.1",
+        "-P",
+        &tcp,
+        "-t",
+        "rhtest",
+        "three-tcp-lf",
+    ]);
+    logger(&[
+        "--rfc3164",
+        "--tcp",
+        "--octet-count",
+        "-n",
+        "127.0.0.1",
+        "-P",
+        &tcp,
+        "-t",
+        "other",
+        "matches-nothing",
+    ]);
+    let lines = env.wait_lines("runs.txt", 4, Duration::from_secs(30));
+    assert_eq!(
+        sorted(lines),
+        vec![
+            "logger rfc3164 three-tcp-lf - 127.0.0.1",
+            "logger rfc3164 three-udp - 127.0.0.1",
+            "logger rfc5424 five-tcp-counted - 127.0.0.1",
+            "logger rfc5424 five-udp v1 127.0.0.1",
+        ],
+        "{}",
+        server.log_text()
+    );
+    // The message that matched nothing was counted, not stored (`keep: matched`).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while metric(
+        &server,
+        "rulehook_events_unmatched_total{source=\"routers\"}",
+    )
+    .await
+        != Some(1.0)
+    {
+        assert!(Instant::now() < deadline, "unmatched not counted");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let events: serde_json::Value = client()
+        .get(server.url("/api/events?limit=50"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let text = events.to_string();
+    assert_eq!(text.matches("\"source\":\"routers\"").count(), 4, "{text}");
+}
+
+/// Lines as the vendors' documentation shows them, over one TCP connection (LF framing).
+#[tokio::test]
+async fn vendor_lines_over_one_tcp_connection() {
+    let (env, server, _, tcp) = setup();
+    let lines = [
+        // Cisco IOS, clock never set, sequence number, no hostname.
+        "<189>49: *Mar  1 00:09:07.555: %SYS-5-CONFIG_I: Configured from console by vty0 (10.0.0.1)",
+        // Cisco IOS-XE through a relay: two sequence numbers, milliseconds.
+        "<190>Nov  5 14:01:20 10.1.186.49 87117903: 87117909: Nov  5 14:01:19.115: %FMANFP-6-IPACCESSLOGP: F0: fman_fp_image: list 101 denied udp 10.1.1.1(1) -> 10.2.2.2(2), 1 packet",
+        // Cisco IOS with `logging origin-id hostname`, NTP sync lost, year and zone.
+        "<187>1234: edge-rtr1: .Jan 12 2026 10:11:12.123 UTC: %LINEPROTO-5-UPDOWN: Line protocol on Interface GigabitEthernet0/1, changed state to down",
+        // Cisco NX-OS.
+        "<189>: 2026 Mar 15 11:06:26 UTC: %ETHPORT-5-IF_DOWN_LINK_FAILURE: Interface Ethernet1/1 is down (Link failure)",
+        // Junos with `structured-data`.
+        r#"<165>1 2026-10-03T19:49:00.437-07:00 router1 mgd 3046 UI_DBASE_LOGOUT_EVENT [junos@2636.1.1.1.2.18 username="regress"] User 'regress' exiting configuration mode"#,
+        // Arista EOS (BSD format).
+        "<189>Jan 12 10:11:12 leaf1 Ebra: %LINEPROTO-5-UPDOWN: Line protocol on Interface Ethernet1, changed state to up",
+    ];
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", tcp)).unwrap();
+    for l in lines {
+        s.write_all(l.as_bytes()).unwrap();
+        s.write_all(b"\n").unwrap();
+    }
+    // Over max_message (600): cut and flagged, and the next frame still read.
+    s.write_all(format!("<13>Jan 12 10:11:12 host app: {}\n", "x".repeat(2000)).as_bytes())
+        .unwrap();
+    s.write_all(b"<189>50: *Mar  1 00:09:08.000: %SYS-5-CONFIG_I: Configured again\n")
+        .unwrap();
+    drop(s);
+    let got = sorted(env.wait_lines("runs.txt", 7, Duration::from_secs(30)));
+    assert_eq!(
+        got,
+        vec![
+            "cisco ETHPORT-5-IF_DOWN_LINK_FAILURE - - 2026-03-15T11:06:26Z notice",
+            "cisco LINEPROTO-5-UPDOWN edge-rtr1 1234 2026-01-12T10:11:12.123Z err",
+            &format!(
+                "cisco LINEPROTO-5-UPDOWN leaf1 - {}-01-12T10:11:12Z notice",
+                got.iter()
+                    .find_map(|l| l
+                        .strip_prefix("cisco LINEPROTO-5-UPDOWN leaf1 - ")?
+                        .get(..4))
+                    .unwrap_or("????")
+            ),
+            &format!(
+                "cisco SYS-5-CONFIG_I - 49 {}-03-01T00:09:07.555Z notice",
+                got.iter()
+                    .find_map(|l| l.strip_prefix("cisco SYS-5-CONFIG_I - 49 ")?.get(..4))
+                    .unwrap_or("????")
+            ),
+            &format!(
+                "cisco SYS-5-CONFIG_I - 50 {}-03-01T00:09:08Z notice",
+                got.iter()
+                    .find_map(|l| l.strip_prefix("cisco SYS-5-CONFIG_I - 50 ")?.get(..4))
+                    .unwrap_or("????")
+            ),
+            "cut 570",
+            "junos router1 regress",
+        ],
+        "{}",
+        server.log_text()
+    );
+    assert_eq!(
+        metric(
+            &server,
+            "rulehook_messages_malformed_total{source=\"routers\",reason=\"truncated\"}"
+        )
+        .await,
+        Some(1.0)
+    );
+}
+
+/// The connection cap closes what is over it at once; a silent connection is closed after
+/// `idle_timeout`; both are counted.
+#[tokio::test]
+async fn connection_cap_and_idle_timeout() {
+    use std::io::Read;
+    let env = Env::new();
+    env.rulebook(
+        "syslog.yml",
+        r#"
+sources:
+  - name: routers
+    kind: syslog
+    listen: tcp://127.0.0.1:0
+    max_connections: 1
+    idle_timeout: 1s
+rules:
+  - name: any
+    sources: [routers]
+    actions:
+      - log: { message: "x" }
+"#,
+    );
+    let server = Server::start(&env, &[], &[]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let port: u16 = loop {
+        let lines = server.stdout.lock().unwrap().clone();
+        if let Some(p) = lines.iter().find_map(|l| {
+            l.strip_prefix("source routers at tcp://127.0.0.1:")
+                .and_then(|p| p.parse().ok())
+        }) {
+            break p;
+        }
+        assert!(Instant::now() < deadline, "no listener: {lines:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut first = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    first
+        .write_all(b"<13>Jan 12 10:11:12 host app: one\n")
+        .unwrap();
+    // The first connection holds the only slot once accepted: wait for its message.
+    while metric(
+        &server,
+        "rulehook_events_received_total{source=\"routers\"}",
+    )
+    .await
+        != Some(1.0)
+    {
+        assert!(Instant::now() < deadline, "first message not received");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut second = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    second
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut b = [0u8; 1];
+    assert_eq!(second.read(&mut b).unwrap_or(0), 0, "over the cap: closed");
+    // The first one, silent from now on, is closed after the idle timeout.
+    first
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    assert_eq!(first.read(&mut b).unwrap_or(0), 0, "idle: closed");
+    assert_eq!(
+        metric(
+            &server,
+            "rulehook_messages_dropped_total{source=\"routers\",reason=\"connection_cap\"}"
+        )
+        .await,
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(
+            &server,
+            "rulehook_messages_dropped_total{source=\"routers\",reason=\"idle_timeout\"}"
+        )
+        .await,
+        Some(1.0)
+    );
+}
