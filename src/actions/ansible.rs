@@ -323,7 +323,7 @@ impl Drop for RunDir {
     }
 }
 
-/// A held `lock`: released by [`Lock::release`], or by its expiry if the run dies.
+/// A held `lock`: deleted when the run ends (only if still ours), or ended by its expiry if the run dies.
 struct Lock {
     key: String,
     rev: u64,

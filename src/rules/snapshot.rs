@@ -36,7 +36,7 @@ impl Snapshot {
         hex::encode(&h.finalize()[..16])
     }
 
-    /// Compiles these files as [`super::load`] would have compiled them from disk, with scripts
+    /// Compiles these files as [`super::load()`] would have compiled them from disk, with scripts
     /// from `scripts` (nothing is written). Errors name the files by their snapshot names.
     pub fn load(&self, scripts: &Path) -> Result<RuleSet, LoadErrors> {
         let mut errors = Vec::new();
