@@ -56,14 +56,22 @@ def wait_port(port, deadline=30):
     raise SystemExit(f"nothing listens on {port}")
 
 
+def marks(marker):
+    try:
+        with open(marker, "rb") as f:
+            return f.read().count(b"\n")
+    except FileNotFoundError:
+        return 0
+
+
 def send_and_wait(port, data, marker, deadline=600):
-    if os.path.exists(marker):
-        os.remove(marker)
+    # The marker file is appended to, never removed: rsyslog keeps it open.
+    before = marks(marker)
     s = socket.create_connection(("127.0.0.1", port))
     start = time.perf_counter()
     s.sendall(data)
     end = time.time() + deadline
-    while not os.path.exists(marker):
+    while marks(marker) <= before:
         if time.time() > end:
             raise SystemExit(f"{marker} never appeared")
         time.sleep(0.002)
@@ -107,7 +115,7 @@ rules:
 """
             )
         with open(f"{tmp}/rh/scripts/done.sh", "w") as f:
-            f.write(f"#!/bin/sh\ntouch {rh_marker}\n")
+            f.write(f"#!/bin/sh\necho done >> {rh_marker}\n")
         os.chmod(f"{tmp}/rh/scripts/done.sh", 0o755)
         rh = subprocess.Popen(
             [BIN, "serve", "--listen", "127.0.0.1:0", "--data", f"{tmp}/rh/data",
