@@ -371,7 +371,7 @@ async fn the_console_in_chromium() {
     assert!(
         text(&b, "#login-error")
             .await
-            .contains("not the admin token")
+            .contains("neither the admin token nor a user's token")
     );
     screenshot(&b, "login").await;
     b.find(Locator::Css("#admin-token"))
