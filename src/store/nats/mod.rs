@@ -415,14 +415,26 @@ impl Jet {
             allow_direct: true,
             ..Default::default()
         };
+        // A node started while the cluster elects its JetStream leader (a server just lost)
+        // waits for the election rather than exiting: tried again for up to 30 s.
         let create = |c: stream::Config| {
             let js = js.clone();
             async move {
-                js.get_or_create_stream(c).await.map_err(|e| {
-                    StoreError::Transient(format!(
-                        "NATS: cannot create a stream (is JetStream enabled? `nats-server -js`): {e}"
-                    ))
-                })
+                let start = std::time::Instant::now();
+                loop {
+                    match js.get_or_create_stream(c.clone()).await {
+                        Ok(s) => return Ok(s),
+                        Err(e) if start.elapsed() < Duration::from_secs(30) => {
+                            tracing::info!(error = %e, "NATS: cannot create a stream yet; trying again");
+                            tokio::time::sleep(Duration::from_millis(500)).await;
+                        }
+                        Err(e) => {
+                            return Err(StoreError::Transient(format!(
+                                "NATS: cannot create a stream (is JetStream enabled? `nats-server -js`): {e}"
+                            )));
+                        }
+                    }
+                }
             }
         };
         let events = create(make(names.events_stream(), vec![names.events_all()])).await?;
