@@ -18,6 +18,7 @@ use crate::verify::Verifier;
 fn schemes(kind: SourceKind) -> &'static [Scheme] {
     match kind {
         SourceKind::Syslog => &[Scheme::Udp, Scheme::Tcp, Scheme::Relp],
+        SourceKind::SnmpTrap => &[Scheme::Udp],
         _ => &[],
     }
 }
@@ -57,7 +58,13 @@ pub fn source(cx: &mut Compile, spec: &SourceSpec, rulebook: &str) -> Option<Sou
     if kind == SourceKind::Nats {
         return nats(cx, spec, rulebook);
     }
-    if kind != SourceKind::Syslog {
+    let snmp = match kind {
+        SourceKind::SnmpTrap => Some(Arc::new(crate::verify::snmp_trap::SnmpTrap::compile(
+            cx, spec,
+        )?)),
+        _ => None,
+    };
+    if kind != SourceKind::Syslog && kind != SourceKind::SnmpTrap {
         cx.err(
             &spec.kind.referenced,
             format!(
@@ -169,6 +176,7 @@ pub fn source(cx: &mut Compile, spec: &SourceSpec, rulebook: &str) -> Option<Sou
             endpoints,
             broker: None,
             nats: None,
+            snmp,
             format: BodyFormat::Json,
             keep,
             max_message,
@@ -277,6 +285,7 @@ fn nats(cx: &mut Compile, spec: &SourceSpec, rulebook: &str) -> Option<Source> {
         listening: Some(Arc::new(Listening {
             endpoints: Vec::new(),
             broker: None,
+            snmp: None,
             nats: Some(NatsSubscription {
                 url: url_text,
                 subjects,
@@ -380,6 +389,7 @@ fn mqtt(cx: &mut Compile, spec: &SourceSpec, rulebook: &str) -> Option<Source> {
         listening: Some(Arc::new(Listening {
             endpoints: Vec::new(),
             nats: None,
+            snmp: None,
             broker: Some(Broker {
                 host,
                 port,

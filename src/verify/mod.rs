@@ -14,7 +14,9 @@ pub mod ipfabric;
 pub mod mac;
 pub mod netbox;
 mod pyjson;
+pub mod snmp_trap;
 pub mod standard;
+pub mod usm;
 pub mod webhook;
 
 use std::time::{Duration, SystemTime};
