@@ -877,7 +877,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     engine.start();
     // Listening sources (syslog …): bound now, served until the HTTP listener stops.
     let stop_transports = tokio_util::sync::CancellationToken::new();
-    let bound = crate::transport::start(&engine, &stop_transports)
+    let bound = crate::transport::start(&engine, &stop_transports, &args.data)
         .await
         .context("cannot listen for a source")?;
     if !bound.is_empty() {

@@ -103,6 +103,16 @@ impl SnmpTrap {
         })
     }
 
+    /// A source with only these users (unit tests of the transport).
+    #[cfg(test)]
+    pub fn for_tests(users: Vec<UsmUser>) -> SnmpTrap {
+        SnmpTrap {
+            communities: Vec::new(),
+            users,
+            engine_id: None,
+        }
+    }
+
     pub fn user(&self, name: &[u8]) -> Option<&UsmUser> {
         self.users
             .iter()
