@@ -240,7 +240,20 @@ async fn v1_v2c_and_v3_traps_reach_the_rules() {
             "Gi0/7",
         ],
     ));
+    // Matches no rule: counted, not stored (`keep: matched` is the default).
+    ok(&net_snmp(
+        &env,
+        "snmptrap",
+        &["-v", "2c", "-c", "public", &to, "", "1.3.6.1.6.3.1.1.5.1"],
+    ));
+    let unmatched = "rulehook_events_unmatched_total{source=\"traps\"} 1";
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !metrics(&server).await.contains(unmatched) {
+        assert!(Instant::now() < deadline, "{}", metrics(&server).await);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let lines = env.wait_lines("runs.txt", 5, Duration::from_secs(30));
+    assert_eq!(event_count(&server).await, 5);
     assert_eq!(
         sorted(lines),
         vec![
@@ -476,4 +489,61 @@ async fn informs_are_answered_once_stored() {
     let engine: serde_json::Value =
         serde_json::from_slice(&std::fs::read(env.path("data/snmp/traps.json")).unwrap()).unwrap();
     assert_eq!(engine["boots"], 2);
+}
+
+#[test]
+fn check_names_what_is_wrong_in_a_trap_source() {
+    let env = Env::new();
+    env.rulebook(
+        "traps.yml",
+        r#"
+sources:
+  - name: traps
+    kind: snmp_trap
+    listen: udp://127.0.0.1:1162
+    users:
+      - {name: ops, auth: sha1024, auth_password: "long-enough"}
+rules: []
+"#,
+    );
+    let out = env.cmd(&["check"]).output().unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success());
+    assert!(text.contains("traps.yml:7"), "{text}");
+    assert!(
+        text.contains("auth `sha1024`: expected one of: md5, sha, sha224"),
+        "{text}"
+    );
+    env.rulebook(
+        "traps.yml",
+        "sources:\n  - name: traps\n    kind: snmp_trap\n    listen: udp://127.0.0.1:1162\nrules: []\n",
+    );
+    let out = env.cmd(&["check"]).output().unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("needs `communities:` (v1/v2c) or `users:` (v3)"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn without_communities_v1_and_v2c_are_refused() {
+    let env = Env::new();
+    env.rulebook(
+        "traps.yml",
+        &RULES.replace("    communities: [public]\n", ""),
+    );
+    env.script(
+        "record.sh",
+        "#!/bin/sh\necho \"$*\" >> \"$OUT_DIR/runs.txt\"\n",
+    );
+    let server = start(&env);
+    let to = target(&server);
+    let mut v2c = vec!["-v", "2c", "-c", "public", &to];
+    v2c.extend(LINK_DOWN);
+    ok(&net_snmp(&env, "snmptrap", &v2c));
+    wait_dropped(&server, "community_not_configured", 1.0).await;
+    assert_eq!(event_count(&server).await, 0);
 }

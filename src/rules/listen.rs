@@ -134,6 +134,18 @@ pub fn source(cx: &mut Compile, spec: &SourceSpec, rulebook: &str) -> Option<Sou
         ("secret", spec.secret.is_some() || spec.secrets.is_some()),
         ("format", spec.format.is_some()),
         ("max_body", spec.max_body.is_some()),
+        (
+            "communities",
+            spec.communities.is_some() && kind != SourceKind::SnmpTrap,
+        ),
+        (
+            "users",
+            spec.users.is_some() && kind != SourceKind::SnmpTrap,
+        ),
+        (
+            "engine_id",
+            spec.engine_id.is_some() && kind != SourceKind::SnmpTrap,
+        ),
     ] {
         if given {
             cx.err(
