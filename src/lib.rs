@@ -24,6 +24,7 @@ pub mod sources;
 pub mod store;
 pub mod telemetry;
 pub mod templates;
+pub mod tls;
 pub mod transport;
 pub mod units;
 pub mod verify;
