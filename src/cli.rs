@@ -10,7 +10,6 @@ mod users;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 mod whatif;
@@ -18,11 +17,9 @@ mod whatif;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
-use crate::engine::Engine;
 use crate::rules::{Dirs, RuleSet};
 use crate::server::listen::Tls;
-use crate::server::{AppState, app};
-use crate::store::Store;
+use crate::service::{StoreConfig, StoreSpec};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -173,8 +170,8 @@ pub struct ServeArgs {
     pub data: PathBuf,
     /// Where events, jobs and the history are kept: `embedded` (SQLite in --data, one node) or
     /// `nats://HOST:PORT[,nats://…]` (NATS JetStream, shared by every node of a deployment).
-    #[arg(long, env = "RULEHOOK_STORE", default_value = "embedded")]
-    pub store: String,
+    #[arg(long, env = "RULEHOOK_STORE", default_value = "embedded", value_parser = StoreSpec::parse)]
+    pub store: StoreSpec,
     /// On NATS: the start of every stream, consumer and subject name (one per deployment).
     #[arg(long, env = "RULEHOOK_STORE_PREFIX", default_value = "rulehook")]
     pub store_prefix: String,
@@ -413,49 +410,10 @@ fn check(d: &DirArgs) -> ExitCode {
     }
 }
 
+/// `serve`: the flags turned into a typed [`crate::service::Config`], then served.
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    // Before the rules load: sources register their metric handles with it.
-    let metrics = crate::telemetry::install_metrics();
-    // Histograms keep their samples until upkeep drains them: without this, a service nobody
-    // scrapes grows by ~150 bytes per event (benches/soak.sh).
-    if let Some(h) = metrics.clone() {
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(Duration::from_secs(5)).await;
-                h.run_upkeep();
-            }
-        });
-    }
-    let dirs = args.dirs.dirs();
-    let (set, snapshot) = match crate::rules::load_with_snapshot(&dirs) {
-        Ok(s) => s,
-        Err(errs) => anyhow::bail!("the rulebooks do not load:\n{errs}"),
-    };
-    for w in &set.warnings {
-        tracing::warn!("{w}");
-    }
-    let rulebooks: std::collections::HashSet<&str> = set
-        .sources
-        .iter()
-        .map(|s| s.rulebook.as_str())
-        .chain(set.rules.iter().map(|r| r.rulebook.as_str()))
-        .collect();
-    tracing::info!(
-        dir = %dirs.rulebooks.display(),
-        rulebooks = rulebooks.len(),
-        rules = set.rules.len(),
-        sources = set.sources.len(),
-        "rulebooks loaded"
-    );
-    if set.rules.is_empty() {
-        tracing::warn!(
-            dir = %dirs.rulebooks.display(),
-            "no rules loaded: events are stored but nothing runs (see docs/rulebooks.md)"
-        );
-    }
-    let mut guard = args.guard.guard()?;
-    let store = open_store(&args).await?;
-    let tls_mode = match (&args.tls_cert, &args.tls_key, args.tls_self_signed) {
+    let guard = args.guard.guard()?;
+    let tls = match (&args.tls_cert, &args.tls_key, args.tls_self_signed) {
         (Some(cert), Some(key), _) => Tls::Files {
             cert: cert.clone(),
             key: key.clone(),
@@ -463,161 +421,36 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         (_, _, true) => Tls::SelfSigned { names: Vec::new() },
         _ => Tls::Off,
     };
-    let tls = crate::server::listen::tls(&tls_mode)
-        .await
-        .context("cannot set up TLS")?;
-    let listener = std::net::TcpListener::bind(args.listen)
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
-    let addr = listener.local_addr()?;
-    guard.admin_hosts = crate::server::admin_plane::AdminHosts::new(addr, &args.guard.admin_hosts);
-    guard.live = crate::server::guard::LiveLimit::for_connections(
-        args.max_connections,
-        args.guard.max_connections_per_client,
-    );
-    guard.users = Some(crate::access::Users::in_data(&args.data));
-    let scheme = if tls.is_some() { "https" } else { "http" };
-    let set = Arc::new(set);
-    // What serve prints for people and scripts; a closed stdout must not stop the service.
-    let mut banner = format!("listening on {scheme}://{addr}\n");
-    if let Some(t) = &tls {
-        banner.push_str(&format!(
-            "tls certificate sha256 fingerprint {}\n",
-            t.fingerprint
-        ));
-    }
-    for s in &set.sources {
-        match &s.path {
-            Some(p) if !args.role.accepts_events() => banner.push_str(&format!(
-                "source {} ({}) at {p} on the ingest nodes (not here: --role worker)\n",
-                s.name,
-                s.verifier.kind()
-            )),
-            Some(p) => banner.push_str(&format!(
-                "source {} ({}) at {scheme}://{addr}{p}\n",
-                s.name,
-                s.verifier.kind()
-            )),
-            None if s.listening.is_some() => {} // printed once bound (below)
-            None => banner.push_str(&format!(
-                "source {} ({}) internal\n",
-                s.name,
-                s.verifier.kind()
-            )),
-        }
-    }
-    {
-        use std::io::Write;
-        let mut out = std::io::stdout().lock();
-        let _ = out.write_all(banner.as_bytes()).and_then(|()| out.flush());
-    }
-    let settings = crate::engine::Settings {
-        concurrency: args.concurrency,
-        retain: args.retain,
+    let config = crate::service::Config {
+        dirs: args.dirs.dirs(),
+        data: args.data.clone(),
+        store: store_config(&args),
         role: args.role,
-        shared: args.store != "embedded",
-        rule_archive: Some(dirs.scripts.clone()),
-        ..crate::engine::Settings::default()
-    };
-    // Scripts a crashed predecessor left running end before their jobs can run them again.
-    let running = args.data.join("scripts-running");
-    crate::actions::groups::end_survivors(&running);
-    crate::actions::groups::record_in(&running)
-        .with_context(|| format!("cannot create {}", running.display()))?;
-    let engine = Engine::new(store, set, settings);
-    let depth = engine.store().queue.depth();
-    tracing::info!(
-        pending = depth.ready + depth.delayed,
-        more_in_storage = depth.spilled,
-        concurrency = args.concurrency,
-        "jobs recovered from the store"
-    );
-    // Archived beside serving: nothing waits for it (`engine::versions`).
-    tokio::spawn({
-        let engine = engine.clone();
-        async move { engine.archive_rules(snapshot, engine.rules()).await }
-    });
-    engine.start();
-    // Listening sources (syslog …): bound now, served until the HTTP listener stops.
-    let stop_transports = tokio_util::sync::CancellationToken::new();
-    let bound = crate::transport::start(&engine, &stop_transports)
-        .await
-        .context("cannot listen for a source")?;
-    if !bound.is_empty() {
-        use std::io::Write;
-        let lines: String = bound
-            .iter()
-            .map(|b| format!("source {} at {}\n", b.source, b.addr))
-            .collect();
-        let mut out = std::io::stdout().lock();
-        let _ = out.write_all(lines.as_bytes()).and_then(|()| out.flush());
-    }
-    let reloader = crate::reload::Reloader::new(dirs, engine.clone());
-    reloader.spawn();
-    let state = AppState {
-        engine: engine.clone(),
-        admin_token: std::env::var("RULEHOOK_ADMIN_TOKEN").ok().inspect(|t| {
-            crate::secrets::remember(t);
-        }),
-        reloader: Some(reloader),
-        metrics,
-        body_timeout: args.body_timeout,
-        console: Arc::new(if args.store == "embedded" {
-            crate::console::Settings::new(Some(args.data.clone()))
-        } else {
-            // Other nodes' events reach this node's live pages through the history.
-            let mut s = crate::console::Settings::new(None);
-            s.poll_history = Some(Duration::from_secs(2));
-            s
-        }),
-        guard: Arc::new(guard),
-    };
-    crate::server::listen::serve(
-        listener,
-        app(state),
-        tls.map(|t| t.config),
-        crate::server::listen::Limits {
+        listen: args.listen,
+        tls,
+        limits: crate::server::listen::Limits {
             max_connections: args.max_connections,
             per_client: args.guard.max_connections_per_client,
             header_timeout: args.guard.header_timeout,
             idle_timeout: args.guard.idle_timeout,
         },
-        shutdown_signal(),
-        Duration::from_secs(5),
-    )
-    .await?;
-    stop_transports.cancel();
-    tracing::info!("no longer accepting events; waiting for running actions");
-    engine.shutdown(args.grace).await;
-    tracing::info!("stopped");
-    Ok(())
+        guard,
+        admin_hosts: args.guard.admin_hosts.clone(),
+        concurrency: args.concurrency,
+        retain: args.retain,
+        grace: args.grace,
+        body_timeout: args.body_timeout,
+    };
+    Ok(crate::service::run(config).await?)
 }
 
-/// The store `--store` names.
-async fn open_store(args: &ServeArgs) -> anyhow::Result<Store> {
-    if args.store == "embedded" {
-        if args.role != crate::engine::Role::All {
-            anyhow::bail!(
-                "--role {} needs a store shared by several nodes (--store nats://HOST:PORT); the embedded store serves one node, which does everything",
-                format!("{:?}", args.role).to_lowercase()
-            );
-        }
-        let store = Store::embedded(&args.data)
-            .with_context(|| format!("cannot open the store in {}", args.data.display()))?;
-        tracing::info!(data = %args.data.display(), "embedded store");
-        return Ok(store);
-    }
-    if !args.store.starts_with("nats://") && !args.store.starts_with("tls://") {
-        anyhow::bail!(
-            "--store `{}`: use `embedded` or a NATS address such as nats://127.0.0.1:4222",
-            args.store
-        );
-    }
-    // The data directory still records this node's running scripts: one node owns it.
-    std::fs::create_dir_all(&args.data)
-        .with_context(|| format!("cannot create {}", args.data.display()))?;
-    let lock = crate::store::sqlite::lock_dir(&args.data)?;
-    std::mem::forget(lock); // held until the process exits
-    let mut config = crate::store::nats::NatsConfig::new(&args.store, &args.store_prefix);
+/// The store `--store` names, with the `--store-…` options that go with it.
+fn store_config(args: &ServeArgs) -> StoreConfig {
+    let url = match &args.store {
+        StoreSpec::Embedded => return StoreConfig::Embedded,
+        StoreSpec::Nats(url) => url,
+    };
+    let mut config = crate::store::nats::NatsConfig::new(url, &args.store_prefix);
     config.ack_wait = args.lease_check;
     config.replicas = args.store_replicas.max(1);
     use crate::store::nats::NatsAuth;
@@ -634,11 +467,7 @@ async fn open_store(args: &ServeArgs) -> anyhow::Result<Store> {
     };
     config.tls.ca = args.store_tls_ca.clone();
     config.tls.cert_key = args.store_tls_cert.clone().zip(args.store_tls_key.clone());
-    let store = Store::nats(config)
-        .await
-        .with_context(|| format!("cannot open the JetStream store at {}", args.store))?;
-    tracing::info!(nats = %args.store, prefix = %args.store_prefix, role = %format!("{:?}", args.role).to_lowercase(), "JetStream store");
-    Ok(store)
+    StoreConfig::Nats(Box::new(config))
 }
 
 /// A body from a file, or from standard input for `-` or no file.
@@ -756,16 +585,4 @@ async fn send(a: SendArgs) -> anyhow::Result<()> {
 fn is_certificate_error(cause: &str) -> bool {
     let c = cause.to_ascii_lowercase();
     c.contains("certificate") || c.contains("unknownissuer") || c.contains("invalid peer")
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => return std::future::pending().await,
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
 }
