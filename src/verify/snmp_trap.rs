@@ -106,8 +106,13 @@ impl SnmpTrap {
     /// A source with only these users (unit tests of the transport).
     #[cfg(test)]
     pub fn for_tests(users: Vec<UsmUser>) -> SnmpTrap {
+        SnmpTrap::new(Vec::new(), users)
+    }
+
+    /// Settings made in code rather than read from a rulebook (the fuzz target).
+    pub fn new(communities: Vec<Secret>, users: Vec<UsmUser>) -> SnmpTrap {
         SnmpTrap {
-            communities: Vec::new(),
+            communities,
             users,
             engine_id: None,
         }

@@ -79,7 +79,8 @@ impl LocalEngine {
         Ok(LocalEngine::new(id, boots))
     }
 
-    fn new(id: Vec<u8>, boots: u32) -> LocalEngine {
+    /// An engine kept nowhere (tests, the fuzz target).
+    pub fn new(id: Vec<u8>, boots: u32) -> LocalEngine {
         LocalEngine {
             id,
             boots,

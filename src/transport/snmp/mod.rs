@@ -207,3 +207,122 @@ fn v2c_notification(version: Version, p: &rasn_snmp::v2::Pdu, inform: bool) -> N
         user: None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Datagrams as net-snmp 5.9's `snmptrap`/`snmpinform` sent them (tests/data/snmp).
+    use super::*;
+    use crate::verify::snmp_trap::UsmUser;
+    use crate::verify::usm::{AuthProtocol, PrivProtocol};
+
+    const V2C_TRAP: &[u8] = include_bytes!("../../../tests/data/snmp/v2c-trap.bin");
+    const V1_TRAP: &[u8] = include_bytes!("../../../tests/data/snmp/v1-trap.bin");
+    const V3_AUTH: &[u8] = include_bytes!("../../../tests/data/snmp/v3-authnopriv-trap.bin");
+    const V3_DES: &[u8] = include_bytes!("../../../tests/data/snmp/v3-authpriv-des-trap.bin");
+    const V3_PROBE: &[u8] = include_bytes!("../../../tests/data/snmp/v3-discovery.bin");
+
+    fn users() -> SnmpTrap {
+        SnmpTrap::new(
+            Vec::new(),
+            vec![
+                UsmUser {
+                    name: "ops".into(),
+                    auth: AuthProtocol::Sha1,
+                    auth_ku: AuthProtocol::Sha1.password_key(b"authpassword"),
+                    privacy: None,
+                },
+                UsmUser {
+                    name: "sec".into(),
+                    auth: AuthProtocol::Md5,
+                    auth_ku: AuthProtocol::Md5.password_key(b"authpassword"),
+                    privacy: Some((
+                        PrivProtocol::Des,
+                        AuthProtocol::Md5.password_key(b"privpassword"),
+                    )),
+                },
+            ],
+        )
+    }
+
+    #[test]
+    fn every_value_type_of_a_real_v2c_trap() {
+        let Ok(Parsed::Community {
+            version,
+            community,
+            pdu: CommunityPdu::Trap(p),
+        }) = message::parse(V2C_TRAP)
+        else {
+            panic!("not a v2c trap");
+        };
+        assert_eq!(version, Version::V2c);
+        assert_eq!(&community[..], b"public");
+        let n = v2c_notification(version, &p, false);
+        let body = n.into_body("127.0.0.1".parse().unwrap());
+        let vb = &body["varbinds"];
+        assert_eq!(body["trap_name"], "linkDown");
+        assert_eq!(vb["1.3.6.1.2.1.2.2.1.1.2"], 2);
+        assert_eq!(vb["1.3.6.1.2.1.2.2.1.2.2"], "Gi0/2");
+        assert_eq!(
+            vb["1.3.6.1.2.1.1.5.0"], "001bff",
+            "binary OCTET STRING as hex"
+        );
+        assert_eq!(vb["1.3.6.1.4.1.9.9.1"], "10.1.2.3");
+        assert_eq!(vb["1.3.6.1.4.1.9.9.2"], "1.3.6.1.4.1.9");
+        assert_eq!(vb["1.3.6.1.4.1.9.9.3"], 4242);
+        assert_eq!(vb["1.3.6.1.4.1.9.9.4"], 7);
+        assert_eq!(vb["1.3.6.1.4.1.9.9.5"], u64::MAX);
+        assert_eq!(body["varbind_names"]["ifDescr.2"], "Gi0/2");
+        assert_eq!(body["varbind_names"]["sysName.0"], "001bff");
+    }
+
+    #[test]
+    fn a_real_v1_trap_is_translated() {
+        let Ok(Parsed::Community {
+            pdu: CommunityPdu::V1Trap(t),
+            ..
+        }) = message::parse(V1_TRAP)
+        else {
+            panic!("not a v1 trap");
+        };
+        let (vbs, agent) = pdu::v1_translate(&t);
+        assert_eq!(agent, "10.9.8.7");
+        assert_eq!(vbs[1].1, "1.3.6.1.4.1.9.0.42");
+    }
+
+    #[test]
+    fn real_v3_traps_authenticate_and_decrypt() {
+        let engine = LocalEngine::new(b"\x80\0\0\0\x05here".to_vec(), 1);
+        for (raw, user) in [(V3_AUTH, "ops"), (V3_DES, "sec")] {
+            let Ok(Parsed::V3(m)) = message::parse(raw) else {
+                panic!("not v3");
+            };
+            match v3::process(raw, &m, &users(), &engine) {
+                v3::Outcome::Notification {
+                    user: u,
+                    pdu,
+                    reply,
+                } => {
+                    assert_eq!(u, user);
+                    assert!(reply.is_none());
+                    assert_eq!(pdu::v2_varbinds(&pdu)[2].1, 2);
+                }
+                v3::Outcome::Refused { reason, .. } => panic!("{user}: {reason}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_real_discovery_probe_gets_a_report() {
+        let engine = LocalEngine::new(b"\x80\0\0\0\x05here".to_vec(), 1);
+        let Ok(Parsed::V3(m)) = message::parse(V3_PROBE) else {
+            panic!("not v3");
+        };
+        assert!(matches!(
+            v3::process(V3_PROBE, &m, &users(), &engine),
+            v3::Outcome::Refused {
+                reason: "unknown_engine_id",
+                report: Some(_)
+            }
+        ));
+    }
+}

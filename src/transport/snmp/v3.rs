@@ -63,7 +63,7 @@ fn u32_of(i: &Integer) -> Option<u32> {
 
 /// Zeroes the authentication parameters inside the raw message (as the HMAC was computed).
 /// `None` when they cannot be found where the security parameters say.
-fn zeroed(raw: &[u8], sec: &[u8], auth: &[u8]) -> Option<Vec<u8>> {
+fn zeroed(raw: &[u8], sec: &[u8], auth: &[u8]) -> Option<(Vec<u8>, usize)> {
     let sec_at = find(raw, sec)?;
     let mut tlv = vec![0x04, u8::try_from(auth.len()).ok()?];
     tlv.extend_from_slice(auth);
@@ -71,7 +71,7 @@ fn zeroed(raw: &[u8], sec: &[u8], auth: &[u8]) -> Option<Vec<u8>> {
     let start = sec_at + in_sec + 2;
     let mut copy = raw.to_vec();
     copy[start..start + auth.len()].fill(0);
-    Some(copy)
+    Some((copy, start))
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
@@ -86,6 +86,25 @@ fn rfind(hay: &[u8], needle: &[u8]) -> Option<usize> {
         return None;
     }
     hay.windows(needle.len()).rposition(|w| w == needle)
+}
+
+/// `raw` with its authentication parameters replaced by the right HMAC for `user` (keys
+/// localized to the engine id it names). Lets the fuzz target reach what lies behind
+/// authentication; `None` when the message has no authentication parameters to replace.
+pub fn resign(raw: &[u8], user: &UsmUser) -> Option<Vec<u8>> {
+    let msg: v3::Message = rasn::ber::decode(raw).ok()?;
+    let usm: USMSecurityParameters = rasn::ber::decode(&msg.security_parameters).ok()?;
+    let given = &usm.authentication_parameters;
+    if given.len() != user.auth.mac_len() {
+        return None;
+    }
+    let (mut copy, at) = zeroed(raw, &msg.security_parameters, given)?;
+    let key = user
+        .auth
+        .localize(&user.auth_ku, &usm.authoritative_engine_id);
+    let mac = user.auth.mac(&key, &copy);
+    copy[at..at + mac.len()].copy_from_slice(&mac);
+    Some(copy)
 }
 
 /// Processes one v3 message (`raw` as received).
@@ -122,7 +141,7 @@ pub fn process(
         .localize(&user.auth_ku, &usm.authoritative_engine_id);
     let given = &usm.authentication_parameters;
     let verified = zeroed(raw, &msg.security_parameters, given)
-        .map(|m| user.auth.verify(&auth_key, &m, given))
+        .map(|(m, _)| user.auth.verify(&auth_key, &m, given))
         .unwrap_or(Err(UsmError::BadAuth));
     if verified.is_err() {
         return refused("bad_auth");
@@ -463,6 +482,21 @@ mod tests {
                 reason: "bad_auth",
                 ..
             }
+        ));
+    }
+
+    #[test]
+    fn resign_restores_a_tampered_message() {
+        let engine = LocalEngine::for_tests(b"\x80\0\0\0\x05rulehook".to_vec());
+        let u = user(false);
+        let mut raw = inform(&engine, &u, false);
+        let last = raw.len() - 1;
+        raw[last] ^= 1;
+        let fixed = resign(&raw, &u).unwrap();
+        let m: v3::Message = rasn::ber::decode(&fixed).unwrap();
+        assert!(matches!(
+            process(&fixed, &m, &settings(u), &engine),
+            Outcome::Notification { .. }
         ));
     }
 
