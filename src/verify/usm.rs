@@ -198,7 +198,7 @@ impl PrivProtocol {
         }
         match self {
             PrivProtocol::Des => {
-                if buf.is_empty() || buf.len() % 8 != 0 || key.len() < 16 {
+                if buf.is_empty() || !buf.len().is_multiple_of(8) || key.len() < 16 {
                     return Err(UsmError::Undecryptable);
                 }
                 let iv: Vec<u8> = key[8..16].iter().zip(salt).map(|(a, b)| a ^ b).collect();

@@ -195,7 +195,7 @@ pub async fn handle(
 enum Reply {
     None,
     Bytes(Option<Vec<u8>>),
-    V3(v3::Reply),
+    V3(Box<v3::Reply>),
 }
 
 fn v2c_notification(version: Version, p: &rasn_snmp::v2::Pdu, inform: bool) -> Notification {

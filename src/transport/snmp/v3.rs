@@ -30,7 +30,7 @@ pub enum Outcome {
     Notification {
         user: String,
         pdu: v2::Pdu,
-        reply: Option<Reply>,
+        reply: Option<Box<Reply>>,
     },
     /// Dropped and counted under `reason`; `report` is sent back when given (discovery, time).
     Refused {
@@ -191,13 +191,15 @@ pub fn process(
         // An inform is sent to its receiver's engine id; this one was sent to another.
         return refused("unknown_engine_id");
     }
-    let reply = inform.then(|| Reply {
-        msg_id: msg.global_data.message_id.clone(),
-        user: user.clone(),
-        privacy: wants_priv,
-        context_engine: scoped.engine_id.clone(),
-        context_name: scoped.name.clone(),
-        pdu: pdu.clone(),
+    let reply = inform.then(|| {
+        Box::new(Reply {
+            msg_id: msg.global_data.message_id.clone(),
+            user: user.clone(),
+            privacy: wants_priv,
+            context_engine: scoped.engine_id.clone(),
+            context_name: scoped.name.clone(),
+            pdu: pdu.clone(),
+        })
     });
     Outcome::Notification {
         user: user.name.clone(),
