@@ -221,7 +221,8 @@ pub(super) fn compile(
             correlation: None,
         };
         let specs = &book.windows;
-        let found = super::windows::compile(&mut cx, specs, &stem(path), &declared, &mut window_names);
+        let found =
+            super::windows::compile(&mut cx, specs, &stem(path), &declared, &mut window_names);
         windows.extend(found);
     }
     drop(declared);

@@ -47,7 +47,10 @@ impl During {
 #[derive(Debug, Clone)]
 pub enum Schedule {
     /// From `start` (inclusive) to `end` (exclusive).
-    Absolute { start: Timestamp, end: Timestamp },
+    Absolute {
+        start: Timestamp,
+        end: Timestamp,
+    },
     Weekly(Weekly),
 }
 
@@ -88,10 +91,18 @@ pub enum Decision {
     /// No window in force for its rule.
     Run,
     /// Wait until `until` (ms), or a reload that changes the windows.
-    Hold { window: String, until: i64 },
-    Skip { window: String },
+    Hold {
+        window: String,
+        until: i64,
+    },
+    Skip {
+        window: String,
+    },
     /// An approval is needed (the window ends at `until`).
-    Approve { window: String, until: i64 },
+    Approve {
+        window: String,
+        until: i64,
+    },
 }
 
 /// One stretch of time a window is in force: `[start, end)` in ms.
@@ -147,13 +158,11 @@ impl Weekly {
         let today = self.local_date(at);
         // An occurrence lasts at most a day (plus an hour of DST), so one containing `at`
         // started on its local date or the day before.
-        let (mut span, mut date) = [today.yesterday().ok()?, today]
-            .into_iter()
-            .find_map(|d| {
-                self.occurrence(d)
-                    .filter(|s| s.start <= at && at < s.end)
-                    .map(|s| (s, d))
-            })?;
+        let (mut span, mut date) = [today.yesterday().ok()?, today].into_iter().find_map(|d| {
+            self.occurrence(d)
+                .filter(|s| s.start <= at && at < s.end)
+                .map(|s| (s, d))
+        })?;
         // Occurrences that follow without a gap (00:00 to 00:00 on sat and sun) make one span.
         for _ in 0..LOOKAHEAD_DAYS {
             date = date.tomorrow().ok()?;
@@ -568,7 +577,11 @@ fn weekly(cx: &mut Compile, w: &WeeklySpec) -> Option<Weekly> {
 }
 
 /// `HH:MM`, 00:00 to 23:59.
-fn time_of_day(cx: &mut Compile, s: &crate::rulebook::model::S<String>, what: &str) -> Option<Time> {
+fn time_of_day(
+    cx: &mut Compile,
+    s: &crate::rulebook::model::S<String>,
+    what: &str,
+) -> Option<Time> {
     let parsed = s.value.split_once(':').and_then(|(h, m)| {
         let two = |x: &str| -> Option<i8> {
             (x.len() == 2 && x.bytes().all(|b| b.is_ascii_digit())).then(|| x.parse().ok())?

@@ -208,13 +208,19 @@ fn skip_beats_hold_beats_approve_and_only_covered_rules_are_touched() {
             until
         }
     );
-    assert_eq!(ws.decide("b", "y", at), Decision::Skip { window: "s".into() });
+    assert_eq!(
+        ws.decide("b", "y", at),
+        Decision::Skip { window: "s".into() }
+    );
     assert_eq!(
         ws.decide("b", "x", until),
         Decision::Run,
         "the end is not in it"
     );
-    assert_eq!(ws.decide("other", "x", ms("2026-12-19T23:59:59Z")), Decision::Run);
+    assert_eq!(
+        ws.decide("other", "x", ms("2026-12-19T23:59:59Z")),
+        Decision::Run
+    );
 }
 
 /// Loads one rulebook; its errors as text.
@@ -287,6 +293,9 @@ fn window_errors_name_file_line_and_column() {
     for (lines, at, words) in cases {
         let text = format!("windows:\n  - name: w\n{lines}{RULE}");
         let err = load_errors(&text);
-        assert!(err.contains(at) && err.contains(words), "{at} {words}: {err}");
+        assert!(
+            err.contains(at) && err.contains(words),
+            "{at} {words}: {err}"
+        );
     }
 }
