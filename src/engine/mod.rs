@@ -12,7 +12,7 @@ mod versions;
 mod windows;
 
 pub use correlate::partial_key;
-pub use windows::{HOLD_RECHECK, HeldJob, SKIPPED_NOTE};
+pub use windows::{HOLD_RECHECK, HeldJob, HeldView, SKIPPED_NOTE, WindowsReport};
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};

@@ -55,8 +55,10 @@ pub struct HeldJob {
     /// `hold` or `approve` (held until approvals are wired in).
     pub during: &'static str,
     /// When the window ends (ms); the job is looked at again by then at the latest.
+    #[serde(skip)]
     pub until: i64,
     /// When this node first held it (ms).
+    #[serde(skip)]
     pub since: i64,
     #[serde(skip)]
     seen: i64,
@@ -162,6 +164,49 @@ impl Engine {
     pub fn held_jobs(&self) -> Vec<HeldJob> {
         self.held.list(self.settings.clock.now())
     }
+
+    /// The windows of the current rule set at this moment, with the jobs this node holds:
+    /// what `/api/windows` answers and the console's windows page shows.
+    pub fn windows_report(&self) -> WindowsReport {
+        let now = self.settings.clock.now();
+        let windows = self.rules().windows.clone();
+        let held = self.held_jobs();
+        let views = windows.view(now);
+        WindowsReport {
+            now: crate::domain::rfc3339(now),
+            next_change: windows.next_change(now).map(crate::domain::rfc3339),
+            windows: views,
+            held: held
+                .into_iter()
+                .map(|h| HeldView {
+                    until: crate::domain::rfc3339(h.until),
+                    since: crate::domain::rfc3339(h.since),
+                    job: h,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// The windows at one moment and the jobs held (`/api/windows`, the console's windows page).
+#[derive(Debug, Serialize)]
+pub struct WindowsReport {
+    pub now: String,
+    /// When a window next starts or ends.
+    pub next_change: Option<String>,
+    /// Those in force first, then by their next start.
+    pub windows: Vec<crate::rules::windows::WindowView>,
+    /// The jobs this node holds, oldest first.
+    pub held: Vec<HeldView>,
+}
+
+/// A held job with its times as RFC 3339.
+#[derive(Debug, Serialize)]
+pub struct HeldView {
+    #[serde(flatten)]
+    pub job: HeldJob,
+    pub until: String,
+    pub since: String,
 }
 
 #[cfg(test)]

@@ -296,6 +296,75 @@ impl Windows {
     }
 }
 
+/// A window as the console and `/api/windows` show it at one instant.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct WindowView {
+    pub name: String,
+    pub rulebook: String,
+    pub during: &'static str,
+    /// `"all"`, or the rules covered as `rulebook/name`.
+    pub rules: serde_json::Value,
+    /// The schedule in words ([`Window::describe`]).
+    pub schedule: String,
+    pub in_force: bool,
+    /// The stretch in force now.
+    pub current: Option<SpanView>,
+    /// The next stretch after now (or after the current one).
+    pub next: Option<SpanView>,
+}
+
+/// `[start, end)` as RFC 3339.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SpanView {
+    pub start: String,
+    pub end: String,
+}
+
+impl From<Span> for SpanView {
+    fn from(s: Span) -> SpanView {
+        SpanView {
+            start: crate::domain::rfc3339(s.start),
+            end: crate::domain::rfc3339(s.end),
+        }
+    }
+}
+
+impl Windows {
+    /// Every window at `at`: those in force first (in rulebook order), then by next start.
+    pub fn view(&self, at: i64) -> Vec<WindowView> {
+        let mut list: Vec<(i64, WindowView)> = self
+            .0
+            .iter()
+            .map(|w| {
+                let current = w.span_at(at);
+                let next = w.next_after(current.map_or(at, |c| c.end - 1));
+                let rules = match &w.applies {
+                    Applies::All => serde_json::json!("all"),
+                    Applies::Rules(l) => l.iter().map(|(b, n)| format!("{b}/{n}")).collect(),
+                };
+                let order = match (current, next) {
+                    (Some(_), _) => i64::MIN,
+                    (None, Some(n)) => n.start,
+                    (None, None) => i64::MAX,
+                };
+                let view = WindowView {
+                    name: w.name.clone(),
+                    rulebook: w.rulebook.clone(),
+                    during: w.during.as_str(),
+                    rules,
+                    schedule: w.describe(),
+                    in_force: current.is_some(),
+                    current: current.map(SpanView::from),
+                    next: next.map(SpanView::from),
+                };
+                (order, view)
+            })
+            .collect();
+        list.sort_by_key(|(order, _)| *order);
+        list.into_iter().map(|(_, v)| v).collect()
+    }
+}
+
 /// Day names as written in `days:` (Monday first, like [`Weekly::days`]).
 const DAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
 const DAY_NAMES: [&str; 7] = [

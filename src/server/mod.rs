@@ -6,6 +6,7 @@ mod error;
 pub mod guard;
 pub mod listen;
 pub mod roles;
+mod windows;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -57,6 +58,7 @@ pub fn app(state: AppState) -> Router {
         .route("/api/jobs", get(list_jobs))
         .route("/api/jobs/{id}/rerun", post(rerun))
         .route("/api/audit", get(audit_trail))
+        .route("/api/windows", get(windows::list_windows))
         .route("/metrics", get(metrics_text))
         .merge(crate::console::routes())
         .route_layer(axum::middleware::from_fn_with_state(
@@ -498,6 +500,7 @@ async fn list_jobs(
         limit: q.limit.unwrap_or(100).min(1000),
     };
     let jobs = state.engine.store().history.jobs(filter).await?;
+    let jobs = windows::mark_held(&state.engine, jobs);
     Ok(Json(json!({"jobs": jobs})).into_response())
 }
 
