@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 mod whatif;
+mod windows;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
@@ -330,6 +331,10 @@ pub struct TestArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
+    /// When the event arrives (RFC 3339, e.g. 2026-12-24T12:00:00Z; default now): which
+    /// maintenance windows would hold, skip or ask approval for the jobs it makes.
+    #[arg(long, value_parser = windows::parse_at)]
+    pub at: Option<i64>,
     #[command(flatten)]
     pub dirs: DirArgs,
 }
@@ -401,16 +406,28 @@ fn check(d: &DirArgs) -> ExitCode {
                     d.rulebooks.display()
                 );
             }
+            let windows = match set.windows.0.len() {
+                0 => String::new(),
+                n => format!(", {n} maintenance window(s)"),
+            };
             println!(
-                "ok: {} source(s), {} rule(s) in {}",
+                "ok: {} source(s), {} rule(s){windows} in {}",
                 set.sources.len(),
                 set.rules.len(),
                 d.rulebooks.display()
             );
+            for line in windows::check_lines(&set, crate::domain::now_ms()) {
+                println!("  {line}");
+            }
             ExitCode::SUCCESS
         }
         Err(code) => code,
     }
+}
+
+/// A JSON string's text ("" for anything else).
+fn s(v: &Value) -> String {
+    v.as_str().unwrap_or_default().to_string()
 }
 
 fn test(t: &TestArgs) -> anyhow::Result<ExitCode> {
@@ -461,7 +478,14 @@ fn test(t: &TestArgs) -> anyhow::Result<ExitCode> {
         &body,
         &headers,
     ))?;
-    let report = report.as_array().cloned().unwrap_or_default();
+    let mut report = report.as_array().cloned().unwrap_or_default();
+    let at = t.at.unwrap_or_else(crate::domain::now_ms);
+    for r in report.iter_mut().filter(|r| r["matched"] == true) {
+        let (book, rule) = (s(&r["rulebook"]), s(&r["rule"]));
+        if let Some((_, v)) = windows::verdict(&set, &book, &rule, at) {
+            r["window"] = v;
+        }
+    }
     if t.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -478,6 +502,15 @@ fn test(t: &TestArgs) -> anyhow::Result<ExitCode> {
             }
             if r["matched"] == true {
                 println!("MATCH    {name}");
+                let (book, rule) = (s(&r["rulebook"]), s(&r["rule"]));
+                match windows::verdict(&set, &book, &rule, at) {
+                    Some((line, _)) => println!("         {line}"),
+                    None => {
+                        if let Some(line) = windows::upcoming(&set, &book, &rule, at) {
+                            println!("         {line}");
+                        }
+                    }
+                }
                 if let Some(t) = r["throttle"].as_object() {
                     println!(
                         "         throttle: once within {} per group {} (a repeat in the window runs nothing)",
@@ -646,6 +679,11 @@ fn sequence(t: &TestArgs, set: &RuleSet, events: Vec<(String, Value)>) -> anyhow
                 (_, None) => {
                     lines.push(format!("MATCH    {rname}"));
                     item["matched"] = json!(true);
+                    let start = t.at.unwrap_or_else(crate::domain::now_ms) + at;
+                    if let Some((line, v)) = windows::verdict(set, &r.rulebook, &r.name, start) {
+                        lines.push(format!("         {line}"));
+                        item["window"] = v;
+                    }
                 }
                 (_, Some(o)) => {
                     let held: Vec<String> = o
