@@ -11,9 +11,9 @@ use serde_json::{Map, Value, json};
 use super::auth::{self, Viewer};
 use super::render::{page, page_with, secured};
 use super::views;
+use crate::app::AppState;
 use crate::domain::{JobState, now_ms};
 use crate::engine::Rerun;
-use crate::server::AppState;
 use crate::store::{EventFilter, EventRow, EventStatus, JobFilter, StoreError};
 
 /// Rows the event list and the dead letters show.
@@ -115,7 +115,7 @@ pub async fn events(
     };
     let since = match given(&q.since) {
         None => None,
-        Some(s) => match crate::server::parse_since(&s) {
+        Some(s) => match crate::app::parse_since(&s) {
             Ok(ms) => Some(ms),
             Err(e) => {
                 return message(
@@ -256,7 +256,7 @@ pub async fn event(
         Err(e) => return unavailable(&v, e),
     };
     let rules = st.engine.rules();
-    let not_matched = crate::server::not_matched(&rules, &detail);
+    let not_matched = crate::app::not_matched(&rules, &detail);
     let held = st.engine.held_jobs();
     let jobs: Vec<JobView> = detail
         .matches
@@ -353,7 +353,7 @@ pub async fn replay(v: Viewer, State(st): State<AppState>, Form(f): Form<ReplayF
         return message(Some(&v), StatusCode::FORBIDDEN, "Refused", &e);
     }
     match st.engine.replay(&f.event).await {
-        Ok(Some(done)) => match crate::server::audit(&st, &v.who, "replay", &f.event, None).await {
+        Ok(Some(done)) => match crate::app::audit(&st, &v.who, "replay", &f.event, None).await {
             Err(e) => message(
                 Some(&v),
                 e.status_and_code().0,
@@ -448,7 +448,7 @@ pub async fn rerun(v: Viewer, State(st): State<AppState>, Form(f): Form<RerunFor
         }
         Err(e) => return unavailable(&v, e),
     };
-    if let Err(e) = crate::server::audit(&st, &v.who, "rerun", &f.job, None).await {
+    if let Err(e) = crate::app::audit(&st, &v.who, "rerun", &f.job, None).await {
         return message(
             Some(&v),
             e.status_and_code().0,
@@ -791,7 +791,7 @@ pub async fn login(State(st): State<AppState>, Form(f): Form<LoginForm>) -> Resp
             );
         }
     };
-    if let Err(e) = crate::server::audit(&st, &who, "login", "console", None).await {
+    if let Err(e) = crate::app::audit(&st, &who, "login", "console", None).await {
         return login_page(
             &st,
             &next,

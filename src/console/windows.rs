@@ -8,7 +8,7 @@ use serde_json::json;
 use super::auth::Viewer;
 use super::pages::frame;
 use super::render::page;
-use crate::server::AppState;
+use crate::app::AppState;
 
 pub async fn windows(v: Viewer, State(st): State<AppState>) -> Response {
     let report = st.engine.windows_report();

@@ -7,8 +7,8 @@ use axum::response::{IntoResponse, Response};
 
 use serde_json::{Value, json};
 
-use super::AppState;
-use super::roles::AsViewer;
+use crate::app::AppState;
+use crate::app::roles::AsViewer;
 use crate::domain::JobState;
 use crate::engine::Engine;
 use crate::store::JobRow;
