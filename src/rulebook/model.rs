@@ -73,6 +73,9 @@ pub struct SourceSpec {
     pub subjects: Option<Vec<S<String>>>,
     pub stream: Option<S<String>>,
     pub durable: Option<S<String>>,
+    /// The console's one-line summary of this source's events (a template over `event` and
+    /// `headers`); a default per kind when absent.
+    pub summary: Option<S<String>>,
 }
 
 /// `listen:` one address (`udp://0.0.0.0:514`) or a list of them.
