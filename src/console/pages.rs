@@ -104,6 +104,7 @@ pub async fn events(
         rows.truncate(PAGE_ROWS);
     }
     let rules = st.engine.rules();
+    summarize(&st, &rules, &mut rows).await;
     let sources: Vec<&str> = rules.sources.iter().map(|s| s.name.as_str()).collect();
     let mut rule_names: Vec<&str> = rules.rules.iter().map(|r| r.name.as_str()).collect();
     rule_names.sort_unstable();
@@ -131,9 +132,48 @@ pub async fn events(
         json!({
             "frame": frame(&v, "events"),
             "rows": rows, "live": live, "sources": sources, "rules": rule_names,
+            "colours": views::source_colours(&sources),
             "statuses": STATUSES, "q": &q, "limit": PAGE_ROWS,
         }),
     ))
+}
+
+/// Bodies larger than this are not read for a summary (the line says the delivery id instead).
+const SUMMARY_MAX_BODY: usize = 256 * 1024;
+
+/// Fills each row's one-line summary from its stored headers and body and its source's
+/// template. A history that cannot be read leaves the lines empty: the list still shows.
+async fn summarize(st: &AppState, rules: &crate::rules::RuleSet, rows: &mut [EventRow]) {
+    let ids = rows.iter().map(|r| r.id.clone()).collect();
+    let contents = match st
+        .engine
+        .store()
+        .history
+        .contents(ids, SUMMARY_MAX_BODY)
+        .await
+    {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::debug!(error = %e, "console: no summaries");
+            return;
+        }
+    };
+    let by_id: std::collections::HashMap<&str, &crate::store::EventContent> =
+        contents.iter().map(|c| (c.id.as_str(), c)).collect();
+    for row in rows.iter_mut() {
+        let Some(c) = by_id.get(row.id.as_str()) else {
+            continue;
+        };
+        let headers = c
+            .headers
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+            .collect();
+        let line = rules
+            .summaries
+            .summarize(&row.source, &row.kind, &headers, &c.body);
+        row.summary = Some(crate::secrets::mask_owned(line));
+    }
 }
 
 /// One attempt as the event page shows it.
