@@ -11,7 +11,7 @@ use super::auth::Viewer;
 use super::error::{OrPage, PageError};
 use super::pages::frame;
 use super::render::page;
-use crate::server::AppState;
+use crate::app::AppState;
 
 /// Records the page shows at most.
 const ROWS: usize = 500;

@@ -10,7 +10,7 @@
 //!
 //! A POST must carry the console's form token (a MAC only pages of this process contain). That
 //! it comes from this origin and names an expected host is checked before any page runs, for the
-//! whole admin plane, by `server::admin_plane`.
+//! whole admin plane, by `app::admin_plane`.
 
 use std::net::SocketAddr;
 
@@ -19,80 +19,17 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Redirect, Response};
 
-use crate::server::AppState;
-use crate::verify::Algorithm;
-use crate::verify::mac::{secret_eq, sign};
+use crate::app::AppState;
+pub use crate::app::session::Settings;
+use crate::verify::mac::secret_eq;
 
 /// The session cookie's name.
 pub const COOKIE: &str = "rulehook_session";
 
-/// Per-process console secrets and access settings.
-#[derive(Debug, Clone)]
-pub struct Settings {
-    /// The embedded store's directory, for the journal size on the overview.
-    pub data_dir: Option<std::path::PathBuf>,
-    /// With a store shared by several processes: how often live pages also read the history
-    /// for events other processes accepted (this process's own come at once).
-    pub poll_history: Option<std::time::Duration>,
-    /// Keys the session cookie and the form token; drawn at start.
-    key: [u8; 32],
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Settings {
-            data_dir: None,
-            poll_history: None,
-            key: rand::random(),
-        }
-    }
-}
-
-impl Settings {
-    /// Settings with fresh keys.
-    pub fn new(data_dir: Option<std::path::PathBuf>) -> Settings {
-        Settings {
-            data_dir,
-            ..Settings::default()
-        }
-    }
-
-    fn mac(&self, parts: &[&[u8]]) -> String {
-        hex::encode(sign(Algorithm::Sha256, &self.key, parts))
-    }
-
-    /// The cookie value for a holder of `token`.
-    pub fn session_for(&self, token: &str) -> String {
-        self.mac(&[b"session\0", token.as_bytes()])
-    }
-
-    /// The cookie value for `user` signed in: it stops working when the user is removed or
-    /// given a new token or password.
-    pub fn user_session(&self, user: &crate::access::User) -> String {
-        let mac = self.mac(&[
-            b"user-session\0",
-            user.name.as_bytes(),
-            b"\0",
-            user.credentials().as_bytes(),
-        ]);
-        format!("u.{}.{mac}", user.name)
-    }
-
-    /// The token every console form carries (shown only to people let in).
-    pub fn form_token(&self) -> String {
-        self.mac(&[b"form\0"])
-    }
-
-    /// The login form's token (shown to anyone; it only lets a sign-in through).
-    pub fn login_token(&self) -> String {
-        self.mac(&[b"login\0"])
-    }
-}
-
 /// The admin access rule without the cookie: the admin API's (loopback unless
 /// `--admin-require-token`, or the bearer token).
 pub fn admin_by_header(state: &AppState, peer: &SocketAddr, headers: &HeaderMap) -> bool {
-    crate::server::admin(state, *peer, headers).is_ok()
+    crate::app::admin(state, *peer, headers).is_ok()
 }
 
 /// The value of cookie `name`, if the request has it.
@@ -141,8 +78,8 @@ pub struct Viewer {
 
 impl Viewer {
     /// `Err` (403, naming the role needed) when this viewer's role is below `needed`.
-    pub fn may(&self, needed: crate::access::Role) -> Result<(), crate::server::ApiError> {
-        crate::server::roles::require(self.who.clone(), needed).map(drop)
+    pub fn may(&self, needed: crate::access::Role) -> Result<(), crate::app::ApiError> {
+        crate::app::roles::require(self.who.clone(), needed).map(drop)
     }
 }
 
@@ -150,7 +87,7 @@ impl Viewer {
 pub struct Denied {
     login: Option<String>,
     /// Refused outright (a person the trusted proxy named has no role here): no login helps.
-    refused: Option<crate::server::ApiError>,
+    refused: Option<crate::app::ApiError>,
 }
 
 impl IntoResponse for Denied {
@@ -160,7 +97,7 @@ impl IntoResponse for Denied {
             (None, Some(next)) => {
                 Redirect::to(&format!("/console/login?next={}", urlencode(&next))).into_response()
             }
-            (None, None) => crate::server::ApiError::SignIn.into_response(),
+            (None, None) => crate::app::ApiError::SignIn.into_response(),
         }
     }
 }
@@ -190,9 +127,9 @@ impl FromRequestParts<AppState> for Viewer {
         let session = signed_in.is_some();
         let mut refused = None;
         let who = signed_in.or_else(|| {
-            match crate::server::roles::principal(state, peer?, &parts.headers) {
+            match crate::app::roles::principal(state, peer?, &parts.headers) {
                 Ok(who) => Some(who),
-                Err(e @ crate::server::ApiError::ProxyUser(_)) => {
+                Err(e @ crate::app::ApiError::ProxyUser(_)) => {
                     refused = Some(e);
                     None
                 }
@@ -229,7 +166,7 @@ pub enum Forged {
 }
 
 /// Checks that a POST carries the form token of this process's console pages (its origin and
-/// host were checked by `server::admin_plane` before the page ran).
+/// host were checked by `app::admin_plane` before the page ran).
 pub fn check_post(viewer: &Viewer, token: &str) -> Result<(), Forged> {
     token_is(&viewer.form_token, token)
 }

@@ -10,7 +10,7 @@ use serde_json::json;
 use super::auth::{Forged, Viewer};
 use super::pages::Frame;
 use super::render::page_with;
-use crate::server::ApiError;
+use crate::app::ApiError;
 
 /// An error shown as the console's message page.
 #[derive(Debug)]

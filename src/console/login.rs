@@ -17,7 +17,7 @@ use super::error::{OrPage, PageError};
 use super::pages::Frame;
 use super::render::{page_with, secured};
 use crate::access::{Principal, Role, User};
-use crate::server::{ApiError, AppState};
+use crate::app::{ApiError, AppState};
 
 #[derive(Debug, Default, Deserialize)]
 pub struct LoginQuery {
@@ -84,7 +84,7 @@ pub async fn login(
         Err(e) => return refused(&st, &next, peer, &f, e).await,
     };
     let comment = Some(format!("console sign-in with {}", signed_in.how));
-    if let Err(e) = crate::server::audit(&st, &signed_in.who, "login", "console", comment).await {
+    if let Err(e) = crate::app::audit(&st, &signed_in.who, "login", "console", comment).await {
         return login_page(&st, &next, Some(e));
     }
     let cookie = format!(

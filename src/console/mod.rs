@@ -27,7 +27,7 @@ use axum::routing::{get, post};
 pub use auth::Settings;
 pub use render::CSP;
 
-use crate::server::AppState;
+use crate::app::AppState;
 
 /// The console's routes, merged into the service's router.
 pub fn routes() -> Router<AppState> {

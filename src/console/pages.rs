@@ -16,7 +16,7 @@ use super::render::{page, page_with, secured};
 use super::views;
 use crate::domain::{JobState, now_ms};
 use crate::engine::Rerun;
-use crate::server::{ApiError, AppState};
+use crate::app::{ApiError, AppState};
 use crate::store::{EventFilter, EventRow, EventStatus, JobFilter};
 
 /// Rows the event list and the dead letters show.
@@ -88,7 +88,7 @@ pub async fn events(
     };
     let since = match given(&q.since) {
         None => None,
-        Some(s) => Some(crate::server::parse_since(&s).or_page(&v)?),
+        Some(s) => Some(crate::app::parse_since(&s).or_page(&v)?),
     };
     let filter = EventFilter {
         source: given(&q.source),
@@ -251,7 +251,7 @@ pub async fn event(
         .ok_or(ApiError::NoSuchEvent)
         .or_page(&v)?;
     let rules = st.engine.rules();
-    let not_matched = crate::server::not_matched(&rules, &detail);
+    let not_matched = crate::app::not_matched(&rules, &detail);
     let jobs: Vec<JobView> = detail
         .matches
         .iter()
@@ -343,7 +343,7 @@ pub async fn replay(
         .or_page(&v)?
         .ok_or(ApiError::NoSuchEvent)
         .or_page(&v)?;
-    crate::server::audit(&st, &v.who, "replay", &f.event, None)
+    crate::app::audit(&st, &v.who, "replay", &f.event, None)
         .await
         .or_page(&v)?;
     Ok(secured(
@@ -394,7 +394,7 @@ pub async fn rerun(
         Rerun::NotFailed(s) => return Err(PageError::new(&v, ApiError::NotFailed(s.as_str()))),
         Rerun::RuleGone => return Err(PageError::new(&v, ApiError::RuleGone)),
     };
-    crate::server::audit(&st, &v.who, "rerun", &f.job, None)
+    crate::app::audit(&st, &v.who, "rerun", &f.job, None)
         .await
         .or_page(&v)?;
     let to = if f.back.as_deref() == Some("dead-letters") {

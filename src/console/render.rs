@@ -75,7 +75,7 @@ pub fn page_with(status: StatusCode, name: &str, ctx: impl Serialize) -> Respons
         Err(e) => {
             tracing::error!("console page {name}: {e:#}");
             secured(
-                crate::server::ApiError::Internal(
+                crate::app::ApiError::Internal(
                     "this page could not be rendered; the log says why".into(),
                 )
                 .into_response(),
@@ -93,7 +93,7 @@ pub async fn asset(Path(name): Path<String>) -> Response {
     let (body, kind) = match name.as_str() {
         "console.css" => (CSS, "text/css; charset=utf-8"),
         "console.js" => (JS, "text/javascript; charset=utf-8"),
-        _ => return secured(crate::server::ApiError::NoSuchAsset.into_response()),
+        _ => return secured(crate::app::ApiError::NoSuchAsset.into_response()),
     };
     secured(
         (

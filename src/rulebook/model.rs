@@ -76,6 +76,21 @@ pub struct SourceSpec {
     /// The console's one-line summary of this source's events (a template over `event` and
     /// `headers`); a default per kind when absent.
     pub summary: Option<S<String>>,
+    /// `syslog` with `tls://`: the listener's certificate and key, and the CA that client
+    /// certificates must come from; `mqtt` with `mqtts://`: the CA to verify the broker with.
+    pub tls: Option<S<TlsSpec>>,
+    /// `mqtt`: the shared-subscription group (`$share/<group>/<topic>`).
+    pub share_group: Option<S<String>>,
+}
+
+/// A source's `tls:` block (file paths; `${env:…}` allowed).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSpec {
+    pub cert: Option<S<String>>,
+    pub key: Option<S<String>>,
+    pub client_ca: Option<S<String>>,
+    pub ca: Option<S<String>>,
 }
 
 /// `listen:` one address (`udp://0.0.0.0:514`) or a list of them.
