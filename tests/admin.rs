@@ -97,6 +97,7 @@ const ADMIN_ROUTES: &[(&str, &str, &str)] = &[
     ("GET", "/console/try", "/console/try"),
     ("POST", "/console/try", "/console/try"),
     ("GET", "/console/overview", "/console/overview"),
+    ("GET", "/console/audit", "/console/audit"),
     ("GET", "/console/live", "/console/live"),
     ("POST", "/console/logout", "/console/logout"),
 ];

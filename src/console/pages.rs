@@ -14,9 +14,9 @@ use super::auth::{self, Viewer};
 use super::error::{OrPage, PageError};
 use super::render::{page, page_with, secured};
 use super::views;
+use crate::app::{ApiError, AppState};
 use crate::domain::{JobState, now_ms};
 use crate::engine::Rerun;
-use crate::app::{ApiError, AppState};
 use crate::store::{EventFilter, EventRow, EventStatus, JobFilter};
 
 /// Rows the event list and the dead letters show.
