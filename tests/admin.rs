@@ -101,7 +101,6 @@ const ADMIN_ROUTES: &[(&str, &str, &str)] = &[
     ("GET", "/console/overview", "/console/overview"),
     ("GET", "/console/windows", "/console/windows"),
     ("GET", "/console/audit", "/console/audit"),
-    ("GET", "/console/windows", "/console/windows"),
     ("GET", "/console/live", "/console/live"),
     ("POST", "/console/logout", "/console/logout"),
 ];
