@@ -19,8 +19,11 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::Engine;
-use crate::domain::{Job, Phase, Step};
+use crate::domain::{Event, Job, JobState, Phase, Step, StoreError};
+use crate::rules::Rule;
+use crate::rules::correlate::Correlation;
 use crate::rules::windows::Decision;
+use crate::store::Lease;
 
 /// The longest a held job waits before the window decision is taken again: a reload that ends
 /// or removes its window releases it within this long.
@@ -156,6 +159,39 @@ impl Engine {
                     window,
                     wait: wait(until),
                 }
+            }
+        }
+    }
+
+    /// The gate applied to a leased job at `step`: `Some(lease)` to go on; `None` when the
+    /// job was given back (held) or closed (skipped) here.
+    pub(super) async fn pass_windows(
+        &self,
+        lease: Lease,
+        step: &Step,
+        rule: &Rule,
+        absence: &Option<(&Correlation, String)>,
+        event: &Event,
+    ) -> Result<Option<Lease>, StoreError> {
+        let queue = &self.store.queue;
+        match self.window_gate(&lease.job, step) {
+            Gate::Go => Ok(Some(lease)),
+            Gate::Hold(wait) => queue.nak(lease, step.clone(), wait).await.map(|()| None),
+            Gate::Skip(note) => {
+                // A skipped absence is over like a done one: its window goes.
+                self.close_fired_absence(rule, absence, JobState::Done, event)
+                    .await?;
+                let step = step.clone();
+                queue
+                    .ack(lease, step, JobState::Done, Some(note))
+                    .await
+                    .map(|()| None)
+            }
+            Gate::Approve { window, wait } => {
+                // Approvals are not wired in yet: held until the window ends, never run
+                // unapproved while it is in force.
+                tracing::debug!(job = %lease.job.id, window = %window, "needs an approval (maintenance window); held until approvals are available");
+                queue.nak(lease, step.clone(), wait).await.map(|()| None)
             }
         }
     }
