@@ -347,3 +347,48 @@ fn check_and_test_speak_of_windows() {
         "{text}"
     );
 }
+
+/// `rulehook whatif` with candidate rulebooks that add a window: per rule, how many of the
+/// replayed events' jobs it would have met at their time.
+#[tokio::test]
+async fn whatif_counts_the_jobs_a_candidate_window_would_meet() {
+    let env = env();
+    env.rulebook("net.yml", &no_windows());
+    let server = Server::start(&env, &[], &[]);
+    let c = client();
+    let id = send(&c, &server, 1).await;
+    job_status(&c, &server, &id, "frozen", "done", Duration::from_secs(20)).await;
+    job_status(&c, &server, &id, "free", "done", Duration::from_secs(20)).await;
+    std::fs::create_dir_all(env.path("candidate")).unwrap();
+    std::fs::write(
+        env.path("candidate/net.yml"),
+        book(&at(-3600), &at(3600), "skip"),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_rulehook"))
+        .args(["whatif", "--since", "1h", "--url", &server.base])
+        .arg("--rulebooks")
+        .arg(env.path("candidate"))
+        .arg("--scripts")
+        .arg(env.path("scripts"))
+        .arg("--templates")
+        .arg(env.path("templates"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("window freeze (skip): 1 of its job(s) would meet it"),
+        "{text}"
+    );
+    let free = text
+        .lines()
+        .skip_while(|l| !l.contains("net/free"))
+        .nth(1)
+        .unwrap_or("");
+    assert!(!free.contains("window"), "free is not covered: {text}");
+}
