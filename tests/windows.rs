@@ -8,7 +8,7 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Env, Server, client, post_signed};
+use common::{Env, NatsPrefix, Server, client, post_signed};
 use serde_json::{Value, json};
 
 const SRC: &str = "sources:\n  - { name: in, kind: bearer, secret: in-token }\n";
@@ -391,4 +391,30 @@ async fn whatif_counts_the_jobs_a_candidate_window_would_meet() {
         .nth(1)
         .unwrap_or("");
     assert!(!free.contains("window"), "free is not covered: {text}");
+}
+
+/// On JetStream the same: a held job is a queued job with a delay, still held after its node
+/// is killed and another starts, and released by a reload that removes the window.
+#[tokio::test]
+async fn on_jetstream_a_held_job_survives_its_node_and_a_reload_releases_it() {
+    let env = env();
+    env.rulebook("net.yml", &book(&at(-3600), &at(3600), "hold"));
+    let nats = NatsPrefix::new();
+    let args = nats.args("all");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut server = Server::start(&env, &args, &[]);
+    let c = client();
+    let id = send(&c, &server, 1).await;
+    let d = job_status(&c, &server, &id, "free", "done", Duration::from_secs(30)).await;
+    let frozen_id = job(&d, "frozen")["id"].as_str().unwrap().to_string();
+    held(&c, &server, &frozen_id).await;
+    server.kill9();
+
+    let server = Server::start_on(&env, &env.path("data2"), &args, &[]);
+    held(&c, &server, &frozen_id).await;
+    assert_eq!(env.lines("ran.txt"), vec!["free 1"], "frozen did not run");
+    env.rulebook("net.yml", &no_windows());
+    job_status(&c, &server, &id, "frozen", "done", Duration::from_secs(60)).await;
+    let ran = env.wait_lines("ran.txt", 2, Duration::from_secs(5));
+    assert_eq!(ran, vec!["free 1", "frozen 1"], "it ran once");
 }
