@@ -743,6 +743,14 @@ impl History for Embedded {
         self.read(move |c| reads::events(c, &filter)).await
     }
 
+    async fn contents(
+        &self,
+        ids: Vec<String>,
+        max_body: usize,
+    ) -> Result<Vec<crate::store::EventContent>, StoreError> {
+        self.read(move |c| reads::contents(c, &ids, max_body)).await
+    }
+
     async fn event_detail(&self, id: &str) -> Result<Option<EventDetail>, StoreError> {
         let id = id.to_string();
         self.read(move |c| reads::event_detail(c, &id)).await
