@@ -13,6 +13,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 mod whatif;
+mod windows;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
@@ -386,6 +387,10 @@ pub struct TestArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
+    /// When the event arrives (RFC 3339, e.g. 2026-12-24T12:00:00Z; default now): which
+    /// maintenance windows would hold, skip or ask approval for the jobs it makes.
+    #[arg(long, value_parser = windows::parse_at)]
+    pub at: Option<i64>,
     #[command(flatten)]
     pub dirs: DirArgs,
 }
@@ -457,12 +462,19 @@ fn check(d: &DirArgs) -> ExitCode {
                     d.rulebooks.display()
                 );
             }
+            let windows = match set.windows.0.len() {
+                0 => String::new(),
+                n => format!(", {n} maintenance window(s)"),
+            };
             println!(
-                "ok: {} source(s), {} rule(s) in {}",
+                "ok: {} source(s), {} rule(s){windows} in {}",
                 set.sources.len(),
                 set.rules.len(),
                 d.rulebooks.display()
             );
+            for line in windows::check_lines(&set, crate::domain::now_ms()) {
+                println!("  {line}");
+            }
             ExitCode::SUCCESS
         }
         Err(code) => code,

@@ -10,6 +10,7 @@
 //! - `error`: `PageError`, a failure rendered as a page (status from `server/error.rs`);
 //! - `live`: the event stream;
 //! - `views`: masking, formatting and charts;
+//! - `windows`: the maintenance windows in force and next, and the jobs they hold;
 //! - `render`: templates, assets and the security headers.
 
 mod audit;
@@ -20,6 +21,7 @@ mod login;
 mod pages;
 mod render;
 mod views;
+mod windows;
 
 use axum::Router;
 use axum::routing::{get, post};
@@ -40,6 +42,7 @@ pub fn routes() -> Router<AppState> {
         .route("/console/rules", get(pages::rules))
         .route("/console/try", get(pages::try_form).post(pages::try_run))
         .route("/console/overview", get(pages::overview))
+        .route("/console/windows", get(windows::windows))
         .route("/console/audit", get(audit::audit))
         .route("/console/live", get(live::live))
         .route("/console/login", get(login::login_form).post(login::login))

@@ -209,6 +209,8 @@ struct JobView {
     error: Option<String>,
     /// Its rule changed since the match: a re-run runs the fix unless asked otherwise.
     rule_changed: bool,
+    /// A maintenance window holds it: `window (until …)`.
+    held: Option<String>,
     attempts: Vec<AttemptView>,
 }
 
@@ -252,6 +254,7 @@ pub async fn event(
         .or_page(&v)?;
     let rules = st.engine.rules();
     let not_matched = crate::app::not_matched(&rules, &detail);
+    let held = st.engine.held_jobs();
     let jobs: Vec<JobView> = detail
         .matches
         .iter()
@@ -271,11 +274,21 @@ pub async fn event(
                 {
                     "shadow"
                 }
+                // Closed by a maintenance window (engine/windows.rs).
+                Some(e)
+                    if m.status == JobState::Done && e.starts_with(crate::engine::SKIPPED_NOTE) =>
+                {
+                    "skipped"
+                }
                 _ => m.status.as_str(),
             },
             error: m.error.clone(),
             rule_changed: !rules.rules.iter().any(|r| {
                 r.rulebook == m.rulebook && r.name == m.rule && r.fingerprint == m.fingerprint
+            }),
+            held: held.iter().find(|h| h.job == m.id).map(|h| {
+                let until = crate::domain::rfc3339(h.until);
+                format!("`{}` (during: {}) until {until}", h.window, h.during)
             }),
             attempts: m
                 .attempts
