@@ -1,5 +1,5 @@
-//! The command line: `serve`, `check`, `test` (`cli/test.rs`), `send`, and the history
-//! commands (`cli/history.rs`). `anyhow` lives here, at the edge.
+//! The command line: `serve`, `check`, `test` (`cli/test.rs`), `send`, `whatif`, `users`, and
+//! the history commands (`cli/history.rs`). `anyhow` lives here, at the edge.
 
 mod eda_condition;
 mod history;
@@ -13,6 +13,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 mod whatif;
+mod windows;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
@@ -252,7 +253,7 @@ pub struct ServeArgs {
     pub guard: GuardArgs,
 }
 
-/// `serve` settings that protect the service from its clients (issue 10).
+/// `serve` settings that protect the service from its clients, and who is let in.
 #[derive(Debug, Clone, Args)]
 pub struct GuardArgs {
     /// Require the admin token from loopback clients too (set it behind a local reverse proxy:
@@ -280,6 +281,32 @@ pub struct GuardArgs {
     /// Most connections one client address may hold open (0: an eighth of --max-connections).
     #[arg(long, env = "RULEHOOK_MAX_CONNECTIONS_PER_CLIENT", default_value_t = 0)]
     pub max_connections_per_client: usize,
+    /// Single sign-on: the header in which a reverse proxy names the person it authenticated
+    /// (e.g. X-Forwarded-User). Believed only from --trusted-proxy addresses.
+    #[arg(long, env = "RULEHOOK_TRUST_USER_HEADER", value_name = "HEADER")]
+    pub trust_user_header: Option<String>,
+    /// An address or CIDR of the reverse proxy whose user header is believed (repeat it, or
+    /// separate by commas).
+    #[arg(long = "trusted-proxy", env = "RULEHOOK_TRUSTED_PROXY", value_name = "CIDR", value_delimiter = ',', value_parser = parse_net)]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// The header in which the proxy lists the person's groups, comma-separated (e.g.
+    /// X-Forwarded-Groups); mapped to roles by --trust-group-role.
+    #[arg(long, env = "RULEHOOK_TRUST_GROUPS_HEADER", value_name = "HEADER")]
+    pub trust_groups_header: Option<String>,
+    /// GROUP=ROLE: people in that group get that role (the highest wins); repeat it.
+    #[arg(long = "trust-group-role", env = "RULEHOOK_TRUST_GROUP_ROLE", value_name = "GROUP=ROLE", value_delimiter = ';', value_parser = crate::access::sso::parse_group_role)]
+    pub trust_group_roles: Vec<(String, crate::access::Role)>,
+    /// The role of a person the proxy names who is neither in users.json nor in a mapped group
+    /// (unset: refused with 403).
+    #[arg(long, env = "RULEHOOK_TRUST_DEFAULT_ROLE", value_name = "ROLE", value_parser = |s: &str| crate::access::Role::parse(s).ok_or_else(|| format!("use one of {}", crate::access::Role::ALL.join(", "))))]
+    pub trust_default_role: Option<crate::access::Role>,
+}
+
+fn parse_net(s: &str) -> Result<ipnet::IpNet, String> {
+    s.trim()
+        .parse::<ipnet::IpNet>()
+        .or_else(|_| s.trim().parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("`{s}` is not an address or CIDR"))
 }
 
 impl GuardArgs {
@@ -298,7 +325,49 @@ impl GuardArgs {
             health: Default::default(),
             live: crate::server::guard::LiveLimit::for_connections(1024, 0),
             users: None,
+            sso: self.sso()?,
         })
+    }
+
+    /// The trusted-header sign-in, when `--trust-user-header` is given.
+    fn sso(&self) -> anyhow::Result<Option<crate::access::sso::TrustedHeader>> {
+        let header = |flag: &str, v: &str| {
+            axum::http::HeaderName::try_from(v.trim())
+                .map_err(|e| anyhow::anyhow!("{flag} `{v}` is not a header name: {e}"))
+        };
+        let Some(user) = &self.trust_user_header else {
+            if !self.trusted_proxies.is_empty() || self.trust_groups_header.is_some() {
+                anyhow::bail!(
+                    "--trusted-proxy and --trust-groups-header need --trust-user-header (the header naming the person)"
+                );
+            }
+            return Ok(None);
+        };
+        if self.trusted_proxies.is_empty() {
+            anyhow::bail!(
+                "--trust-user-header needs --trusted-proxy: the header is believed only from the proxy's addresses"
+            );
+        }
+        let local = self.trusted_proxies.iter().any(|n| match n {
+            ipnet::IpNet::V4(v4) => v4.contains(&std::net::Ipv4Addr::LOCALHOST),
+            ipnet::IpNet::V6(v6) => v6.contains(&std::net::Ipv6Addr::LOCALHOST),
+        });
+        if local && !self.admin_require_token {
+            anyhow::bail!(
+                "a --trusted-proxy on this host needs --admin-require-token: without it every request the proxy passes without the user header would be an admin's"
+            );
+        }
+        let groups = match &self.trust_groups_header {
+            Some(g) => Some(header("--trust-groups-header", g)?),
+            None => None,
+        };
+        Ok(Some(crate::access::sso::TrustedHeader::new(
+            header("--trust-user-header", user)?,
+            self.trusted_proxies.clone(),
+            groups,
+            self.trust_group_roles.clone(),
+            self.trust_default_role,
+        )))
     }
 }
 
@@ -327,6 +396,10 @@ pub struct TestArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
+    /// When the event arrives (RFC 3339, e.g. 2026-12-24T12:00:00Z; default now): which
+    /// maintenance windows would hold, skip or ask approval for the jobs it makes.
+    #[arg(long, value_parser = windows::parse_at)]
+    pub at: Option<i64>,
     #[command(flatten)]
     pub dirs: DirArgs,
 }
@@ -398,12 +471,19 @@ fn check(d: &DirArgs) -> ExitCode {
                     d.rulebooks.display()
                 );
             }
+            let windows = match set.windows.0.len() {
+                0 => String::new(),
+                n => format!(", {n} maintenance window(s)"),
+            };
             println!(
-                "ok: {} source(s), {} rule(s) in {}",
+                "ok: {} source(s), {} rule(s){windows} in {}",
                 set.sources.len(),
                 set.rules.len(),
                 d.rulebooks.display()
             );
+            for line in windows::check_lines(&set, crate::domain::now_ms()) {
+                println!("  {line}");
+            }
             ExitCode::SUCCESS
         }
         Err(code) => code,

@@ -32,7 +32,9 @@ pub fn test(t: &TestArgs) -> anyhow::Result<ExitCode> {
             read_events(&t.event).ok().filter(|b| b.len() > 1)
         };
         if let Some(bodies) = several {
-            let run = Sequence::new(&set, t.every).run(t.source.as_deref(), &bodies);
+            let mut seq = Sequence::new(&set, t.every);
+            seq.start_ms = t.at.unwrap_or_else(crate::domain::now_ms);
+            let run = seq.run(t.source.as_deref(), &bodies);
             if t.json {
                 println!("{}", serde_json::to_string_pretty(&run.report)?);
             } else {
@@ -52,10 +54,22 @@ pub fn test(t: &TestArgs) -> anyhow::Result<ExitCode> {
         .decode(content_type, &raw)
         .with_context(|| format!("{} (format {})", t.event.display(), format.name()))?;
     let report = crate::rules::dry_run(&set, t.source.as_deref(), &body, &headers);
+    // Maintenance windows at `--at` (default now): what they would do to each match's job.
+    let at = t.at.unwrap_or_else(crate::domain::now_ms);
     if t.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        let mut json = serde_json::to_value(&report)?;
+        for r in json.as_array_mut().into_iter().flatten() {
+            let (book, rule) = (r["rulebook"].clone(), r["rule"].clone());
+            let (book, rule) = (book.as_str().unwrap_or(""), rule.as_str().unwrap_or(""));
+            if r["matched"] == true
+                && let Some((_, v)) = super::windows::verdict(&set, book, rule, at)
+            {
+                r["window"] = v;
+            }
+        }
+        println!("{}", serde_json::to_string_pretty(&json)?);
     } else {
-        print_dry_run(&report);
+        print_dry_run(&set, &report, at);
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -77,7 +91,7 @@ fn parse_headers(flags: &[String]) -> anyhow::Result<serde_json::Map<String, Val
 
 /// One event's verdicts as text: matches with what they would run, misses with why, and the
 /// rules of other sources folded into one line.
-fn print_dry_run(report: &[DryRun]) {
+fn print_dry_run(set: &RuleSet, report: &[DryRun], at: i64) {
     let mut others = Vec::new();
     for r in report {
         let name = format!("{}/{}", r.rulebook, r.rule);
@@ -91,6 +105,12 @@ fn print_dry_run(report: &[DryRun]) {
             continue;
         }
         println!("MATCH    {name}");
+        let window = super::windows::verdict(set, &r.rulebook, &r.rule, at)
+            .map(|(line, _)| line)
+            .or_else(|| super::windows::upcoming(set, &r.rulebook, &r.rule, at));
+        if let Some(line) = window {
+            println!("         {line}");
+        }
         if let Some(t) = r.throttle.as_object() {
             println!(
                 "         throttle: once within {} per group {} (a repeat in the window runs nothing)",
@@ -170,6 +190,11 @@ struct Sequence<'a> {
     bodies: HashMap<String, Value>,
     open: Vec<OpenAbsence>,
     out: SequenceRun,
+    /// When the first event arrives (`--at`, default now): maintenance windows are decided
+    /// at it plus each event's offset.
+    start_ms: i64,
+    /// The offset of the event being shown.
+    at: i64,
 }
 
 impl<'a> Sequence<'a> {
@@ -184,12 +209,15 @@ impl<'a> Sequence<'a> {
                 lines: Vec::new(),
                 report: Vec::new(),
             },
+            start_ms: 0,
+            at: 0,
         }
     }
 
     fn run(mut self, source: Option<&str>, events: &[(String, Value)]) -> SequenceRun {
         for (n, (name, body)) in events.iter().enumerate() {
             let at = n as i64 * self.step_ms;
+            self.at = at;
             let id = format!("e{}", n + 1);
             self.bodies.insert(id.clone(), body.clone());
             self.fire_absences_due(at);
@@ -271,6 +299,13 @@ impl<'a> Sequence<'a> {
             (_, None) => {
                 self.out.lines.push(format!("MATCH    {rname}"));
                 item["matched"] = json!(true);
+                let start = self.start_ms + self.at;
+                if let Some((line, v)) =
+                    super::windows::verdict(self.set, &r.rulebook, &r.name, start)
+                {
+                    self.out.lines.push(format!("         {line}"));
+                    item["window"] = v;
+                }
             }
             (_, Some(o)) => {
                 if self.correlation(d.rule, &rname, o, body, id) {

@@ -266,6 +266,14 @@ impl Engine {
             meta["evicted"] = Value::Bool(evicted);
             correlated = Some((Arc::new(events), Arc::new(meta)));
         }
+        // ── Maintenance windows (engine/windows.rs): a window in force holds, skips or turns the
+        // job into an approval before its first action; then the rule's own approval.
+        let Some(mut lease) = self
+            .pass_windows(lease, &step, rule, &absence, &event)
+            .await?
+        else {
+            return Ok(());
+        };
         let run = Run {
             rules: &rules,
             rule,
@@ -516,7 +524,7 @@ impl Engine {
 
     /// An absence that fired: once its job is done, its window is removed (kept until then,
     /// so a job that runs again after a crash decides the same).
-    async fn close_fired_absence(
+    pub(super) async fn close_fired_absence(
         &self,
         rule: &Rule,
         absence: &Option<(&crate::rules::correlate::Correlation, String)>,

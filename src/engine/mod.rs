@@ -9,8 +9,10 @@
 mod correlate;
 mod job;
 mod versions;
+mod windows;
 
 pub use correlate::partial_key;
+pub use windows::{HOLD_RECHECK, HeldJob, HeldView, SKIPPED_NOTE, WindowsReport};
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -168,6 +170,8 @@ pub struct Engine {
     counts: Mutex<std::collections::HashMap<String, [u64; 2]>>,
     /// Rule sets archived in the store (`Settings::rule_archive`).
     archive: Option<versions::Archive>,
+    /// Jobs this node holds for a maintenance window (`engine/windows.rs`).
+    held: windows::Held,
 }
 
 /// An event just accepted, for live views: its list row, and that row as JSON (serialized
@@ -197,6 +201,7 @@ impl Engine {
             open: correlate::OpenGroups::default(),
             waiting: correlate::Waiting::default(),
             deliveries: correlate::Deliveries::default(),
+            held: windows::Held::default(),
             live: tokio::sync::broadcast::channel(LIVE_BACKLOG).0,
             counts: Mutex::new(std::collections::HashMap::new()),
         })
@@ -520,8 +525,20 @@ impl Engine {
                         matched_rules: jobs.len(),
                         rules: listed,
                         throttled: listed_n.saturating_sub(jobs.len()),
-                        status: EventStatus::of(matched.len(), jobs.len(), jobs.len(), 0),
+                        status: EventStatus::of(listed_n, jobs.len(), jobs.len(), 0),
                         parent: event.parent.clone(),
+                        summary: Some(crate::secrets::mask_owned(
+                            rules.summaries.summarize(
+                                &event.source,
+                                &event.kind,
+                                &event
+                                    .headers
+                                    .iter()
+                                    .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+                                    .collect(),
+                                event.doc.body(),
+                            ),
+                        )),
                     };
                     let json = serde_json::to_string(&row).unwrap_or_default();
                     // No receiver left in between is not an error.
@@ -537,9 +554,11 @@ impl Engine {
         }
     }
 
-    /// Absence jobs of this node that only wait for their deadline: not back pressure.
+    /// Jobs of this node that only wait: absence jobs for their deadline, jobs held by a
+    /// maintenance window for its end. Not back pressure.
     pub fn waiting_jobs(&self) -> usize {
-        self.waiting.count(self.settings.clock.now())
+        let now = self.settings.clock.now();
+        self.waiting.count(now) + self.held.count(now)
     }
 
     /// Opens the throttle window `key`, or reports the match throttled by whoever holds it.

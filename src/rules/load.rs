@@ -149,6 +149,7 @@ pub(super) fn compile(
     let mut sources: Vec<Source> = Vec::new();
     // Paths and literals shared by the conditions of every rulebook.
     let mut interner = Interner::default();
+    let mut summaries = super::summary::Summaries::default();
     for (path, text, book) in &parsed {
         let mut cx = Compile {
             file: path.display().to_string(),
@@ -178,6 +179,11 @@ pub(super) fn compile(
                         format!("path `{p}` is already served by another source"),
                     );
                 } else {
+                    if let Some(t) = &spec.summary
+                        && let Err(e) = summaries.add(&src.name, &t.value)
+                    {
+                        cx.err(&t.referenced, format!("summary: template error: {e}"));
+                    }
                     sources.push(src);
                 }
             }
@@ -198,6 +204,35 @@ pub(super) fn compile(
         internal: &internal,
         scripts,
     };
+
+    // Maintenance windows (rules/windows.rs): they may name the rules of any rulebook.
+    let declared: super::windows::Declared = parsed
+        .iter()
+        .flat_map(|(path, _, book)| {
+            let b = stem(path);
+            book.rules
+                .iter()
+                .map(move |r| (b.clone(), r.name.value.clone()))
+        })
+        .collect();
+    let mut windows = Vec::new();
+    let mut window_names = HashSet::new();
+    for (path, text, book) in &parsed {
+        let mut cx = Compile {
+            file: path.display().to_string(),
+            text,
+            errors: &mut errors,
+            warnings: &mut warnings,
+            referenced: Vec::new(),
+            scope: Default::default(),
+            correlation: None,
+        };
+        let specs = &book.windows;
+        let found =
+            super::windows::compile(&mut cx, specs, &stem(path), &declared, &mut window_names);
+        windows.extend(found);
+    }
+    drop(declared);
 
     // Sized once: grown by doubling, the vector would end with up to half of it unused (room
     // for 16,384 rules of a few hundred bytes for 10,000) and its smaller copies freed behind.
@@ -308,10 +343,12 @@ pub(super) fn compile(
         rules,
         templates,
         warnings,
+        summaries,
         by_path,
         by_name,
         by_key,
         index,
+        windows: super::windows::Windows(windows),
     })
 }
 
@@ -345,7 +382,7 @@ fn stem(path: &Path) -> String {
         .unwrap_or_default()
 }
 
-fn valid_name(name: &str) -> bool {
+pub(super) fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name
             .bytes()

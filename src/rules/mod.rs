@@ -9,6 +9,8 @@ mod index;
 mod listen;
 mod load;
 pub mod snapshot;
+pub mod summary;
+pub mod windows;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -125,12 +127,16 @@ pub struct RuleSet {
     pub templates: Templates,
     /// Non-fatal findings (fallback secrets in use, unauthenticated sources).
     pub warnings: Vec<String>,
+    /// Each source's one-line summary of its events (the console's event list).
+    pub summaries: summary::Summaries,
     by_path: HashMap<String, usize>,
     by_name: HashMap<String, usize>,
     /// Rule positions sorted by key, for [`RuleSet::rule_by_key`]: a map would hold a second
     /// copy of every key.
     by_key: Box<[u32]>,
     index: Vec<SourceIndex>,
+    /// Maintenance windows (`windows:` of every rulebook), decided when a job would start.
+    pub windows: windows::Windows,
 }
 
 /// The result of matching one rule against an event.
