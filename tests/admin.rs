@@ -88,7 +88,6 @@ const ADMIN_ROUTES: &[(&str, &str, &str)] = &[
     ),
     ("GET", "/api/audit", "/api/audit"),
     ("GET", "/api/windows", "/api/windows"),
-    ("GET", "/api/windows", "/api/windows"),
     ("GET", "/metrics", "/metrics"),
     ("GET", "/", "/"),
     ("GET", "/console/events/nosuch", "/console/events/{id}"),
@@ -99,8 +98,8 @@ const ADMIN_ROUTES: &[(&str, &str, &str)] = &[
     ("GET", "/console/try", "/console/try"),
     ("POST", "/console/try", "/console/try"),
     ("GET", "/console/overview", "/console/overview"),
-    ("GET", "/console/audit", "/console/audit"),
     ("GET", "/console/windows", "/console/windows"),
+    ("GET", "/console/audit", "/console/audit"),
     ("GET", "/console/live", "/console/live"),
     ("POST", "/console/logout", "/console/logout"),
 ];

@@ -458,6 +458,7 @@ async fn every_role_against_every_console_button() {
         "/console/try".to_string(),
         "/console/overview".to_string(),
         "/console/audit".to_string(),
+        "/console/windows".to_string(),
     ];
     for ((name, role), token) in people.iter().zip(&tokens) {
         wait_dead_letter(&c, &server, &job).await;

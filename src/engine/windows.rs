@@ -14,13 +14,17 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use serde::Serialize;
 
 use super::Engine;
-use crate::domain::{Job, Phase, Step};
+use crate::domain::{Event, Job, JobState, Phase, Step, StoreError};
+use crate::rules::Rule;
+use crate::rules::correlate::Correlation;
 use crate::rules::windows::Decision;
+use crate::store::Lease;
 
 /// The longest a held job waits before the window decision is taken again: a reload that ends
 /// or removes its window releases it within this long.
@@ -67,7 +71,7 @@ pub struct HeldJob {
 /// The jobs this node holds, by job id. Refreshed each time a held job is looked at again;
 /// entries not refreshed for a while (the job was taken by another node, or pruned) drop out.
 #[derive(Debug, Default)]
-pub(super) struct Held(Mutex<HashMap<String, HeldJob>>);
+pub(super) struct Held(Mutex<HashMap<String, HeldJob>>, AtomicI64);
 
 /// A held entry not refreshed for this long is no longer listed.
 const HELD_STALE: Duration = Duration::from_secs(60);
@@ -96,11 +100,16 @@ impl Held {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
     }
 
-    /// Held entries still fresh (for back pressure: held jobs do no work).
+    /// Held entries (for back pressure: held jobs do no work). Asked on every request, so
+    /// stale entries are dropped at most once a second, not counted one by one.
     pub(super) fn count(&self, now: i64) -> usize {
-        let stale = now - HELD_STALE.as_millis() as i64;
-        let map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        map.values().filter(|h| h.seen >= stale).count()
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if now - self.1.load(Ordering::Relaxed) >= 1000 {
+            self.1.store(now, Ordering::Relaxed);
+            let stale = now - HELD_STALE.as_millis() as i64;
+            map.retain(|_, h| h.seen >= stale);
+        }
+        map.len()
     }
 
     fn list(&self, now: i64) -> Vec<HeldJob> {
@@ -156,6 +165,39 @@ impl Engine {
                     window,
                     wait: wait(until),
                 }
+            }
+        }
+    }
+
+    /// The gate applied to a leased job at `step`: `Some(lease)` to go on; `None` when the
+    /// job was given back (held) or closed (skipped) here.
+    pub(super) async fn pass_windows(
+        &self,
+        lease: Lease,
+        step: &Step,
+        rule: &Rule,
+        absence: &Option<(&Correlation, String)>,
+        event: &Event,
+    ) -> Result<Option<Lease>, StoreError> {
+        let queue = &self.store.queue;
+        match self.window_gate(&lease.job, step) {
+            Gate::Go => Ok(Some(lease)),
+            Gate::Hold(wait) => queue.nak(lease, step.clone(), wait).await.map(|()| None),
+            Gate::Skip(note) => {
+                // A skipped absence is over like a done one: its window goes.
+                self.close_fired_absence(rule, absence, JobState::Done, event)
+                    .await?;
+                let step = step.clone();
+                queue
+                    .ack(lease, step, JobState::Done, Some(note))
+                    .await
+                    .map(|()| None)
+            }
+            Gate::Approve { window, wait } => {
+                // Approvals are not wired in yet: held until the window ends, never run
+                // unapproved while it is in force.
+                tracing::debug!(job = %lease.job.id, window = %window, "needs an approval (maintenance window); held until approvals are available");
+                queue.nak(lease, step.clone(), wait).await.map(|()| None)
             }
         }
     }
