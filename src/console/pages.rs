@@ -14,7 +14,7 @@ use super::views;
 use crate::domain::{JobState, now_ms};
 use crate::engine::Rerun;
 use crate::server::AppState;
-use crate::store::{EventFilter, EventRow, EventStatus, JobFilter, StoreError};
+use crate::store::{EventFilter, EventRow, EventStatus, JobFilter, JobStatus, StoreError};
 
 /// Rows the event list and the dead letters show.
 pub const PAGE_ROWS: usize = 100;
@@ -202,7 +202,9 @@ struct JobView {
     id: String,
     rulebook: String,
     rule: String,
-    status: JobState,
+    status: crate::store::JobStatus,
+    /// Who approved or rejected it, in one line.
+    decision: Option<String>,
     /// The status badge: the job's state, or `not-fired` for an absence whose missing event
     /// came in time (done without running anything).
     badge: &'static str,
@@ -263,14 +265,16 @@ pub async fn event(
             rulebook: m.rulebook.clone(),
             rule: m.rule.clone(),
             status: m.status,
+            decision: m.decision.as_ref().map(|d| d.summary.clone()),
             badge: match &m.error {
                 Some(e)
-                    if m.status == JobState::Done && e.starts_with(crate::domain::DID_NOT_FIRE) =>
+                    if m.status == JobStatus::Done
+                        && e.starts_with(crate::domain::DID_NOT_FIRE) =>
                 {
                     "not-fired"
                 }
                 Some(e)
-                    if m.status == JobState::Done && e.starts_with(crate::domain::SHADOW_NOTE) =>
+                    if m.status == JobStatus::Done && e.starts_with(crate::domain::SHADOW_NOTE) =>
                 {
                     "shadow"
                 }
@@ -461,6 +465,7 @@ pub async fn dead_letters(
         state: Some(JobState::Failed),
         rule: None,
         limit: PAGE_ROWS,
+        status: None,
     };
     let jobs = match st.engine.store().history.jobs(filter).await {
         Ok(jobs) => jobs,

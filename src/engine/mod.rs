@@ -6,8 +6,11 @@
 //! step before moving on and acks only when the job has finished; a lease that is not acked
 //! (crash, panic, lost lease) makes the job fetchable again with the same run ids.
 
+pub mod approval;
 mod correlate;
+mod gate;
 mod job;
+pub mod state;
 mod versions;
 
 pub use correlate::partial_key;
@@ -22,7 +25,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::domain::{Clock, Envelope, JobState, Match, Step, StoreError, Throttled, now_ms};
+use crate::domain::{Clock, Envelope, JobState, Match, StoreError, Throttled, now_ms};
 use crate::rules::RuleSet;
 use crate::store::{Appended, EventRow, EventStatus, Store};
 use crate::verify::VerifiedEvent;
@@ -101,6 +104,11 @@ pub struct Settings {
     /// Archive every rule set loaded in the store, and load an archived version again (scripts
     /// from this directory) for a job whose version this process no longer has.
     pub rule_archive: Option<std::path::PathBuf>,
+    /// The console's address as people reach it (`--public-url`): the base of `approval.url`.
+    pub public_url: Option<String>,
+    /// The longest a job awaiting approval waits before it looks for a decision again
+    /// (`--approval-check`).
+    pub approval_check: Duration,
 }
 
 /// What one node does in a deployment of several (`--role`).
@@ -139,6 +147,8 @@ impl Default for Settings {
             role: Role::All,
             shared: false,
             rule_archive: None,
+            public_url: None,
+            approval_check: Duration::from_secs(2),
         }
     }
 }
@@ -617,32 +627,15 @@ impl Engine {
             false
         };
         let answer = if resume {
-            let (index, attempts) = job
-                .step
-                .failed_at
-                .unwrap_or((job.step.index, job.step.attempts));
-            job.step = Step {
-                index,
-                attempts,
-                previous: match job.step.phase {
-                    crate::domain::Phase::Main => job.step.previous.take(),
-                    crate::domain::Phase::OnFailure => job.step.failed_previous.take(),
-                },
-                generation: job.step.generation,
-                ..Step::default()
-            };
             Rerun::AsMatched { changed }
         } else {
             let Some(i) = now else {
                 return Ok(Rerun::RuleGone);
             };
             job.fingerprint = current.rules[i].fingerprint.clone();
-            job.step = Step {
-                generation: job.step.generation + 1,
-                ..Step::default()
-            };
             Rerun::OnCurrentRule
         };
+        job.step = state::rerun(&job.step, resume);
         Ok(if self.store.queue.rerun(job).await? {
             answer
         } else {

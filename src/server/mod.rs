@@ -2,6 +2,7 @@
 //! history API and health check.
 
 pub mod admin_plane;
+mod approvals;
 mod error;
 pub mod guard;
 pub mod listen;
@@ -20,7 +21,6 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::domain::JobState;
 use crate::engine::Engine;
 use crate::engine::{Rerun, rerun_text};
 use crate::rules::RuleSet;
@@ -56,6 +56,9 @@ pub fn app(state: AppState) -> Router {
         .route("/api/status", get(status))
         .route("/api/jobs", get(list_jobs))
         .route("/api/jobs/{id}/rerun", post(rerun))
+        .route("/api/jobs/{id}/approve", post(approvals::approve))
+        .route("/api/jobs/{id}/reject", post(approvals::reject))
+        .route("/api/approvals", get(approvals::pending))
         .route("/api/audit", get(audit_trail))
         .route("/metrics", get(metrics_text))
         .merge(crate::console::routes())
@@ -488,12 +491,16 @@ async fn list_jobs(
 ) -> Result<Response, ApiError> {
     let status = match &q.status {
         None => None,
-        Some(s) => Some(JobState::parse(s).ok_or_else(|| {
-            ApiError::BadQuery(format!("status `{s}`: use pending, done or failed"))
+        Some(s) => Some(crate::store::JobStatus::parse(s).ok_or_else(|| {
+            ApiError::BadQuery(format!(
+                "status `{s}`: use {}",
+                crate::store::JobStatus::ALL.join(", ")
+            ))
         })?),
     };
     let filter = JobFilter {
-        state: status,
+        state: status.map(crate::store::JobStatus::state),
+        status,
         rule: q.rule,
         limit: q.limit.unwrap_or(100).min(1000),
     };
