@@ -638,3 +638,121 @@ async fn on_jetstream_any_node_sees_and_decides() {
         vec!["v1 Gi0/5"]
     );
 }
+
+/// The console's approvals page lists the waiting job with its event and the action that would
+/// run (a credential masked); its buttons carry the form token; a viewer is refused, a forged
+/// form is refused, an approver's Approve runs the job and the page then shows the decision.
+#[tokio::test]
+async fn the_console_page_lists_and_decides() {
+    use common::console::{form, hidden};
+    let env = Env::new();
+    ran_script(&env);
+    env.rulebook(
+        "r.yml",
+        &format!(
+            r#"{SRC}rules:
+  - name: shut-port
+    condition: '$.state == "down"'
+    approval: {{ timeout: 10m }}
+    actions:
+      - run_script: {{ script: ran.sh, args: ["v1", "{{{{ event.port }}}}"] }}
+      - post_webhook: {{ url: "http://127.0.0.1:9/never", headers: {{ Authorization: "Bearer ${{env:CHAT_TOKEN}}" }}, body: '{{"p": "{{{{ event.port }}}}"}}' }}
+"#
+        ),
+    );
+    let viewer = add_user(&env, "vic", "viewer");
+    let ann = add_user(&env, "ann", "approver");
+    let server = Server::start(
+        &env,
+        &["--admin-require-token", "--approval-check", "200ms"],
+        &[
+            ("RULEHOOK_ADMIN_TOKEN", "break-glass".to_string()),
+            ("CHAT_TOKEN", "s3cret-chat-token".to_string()),
+        ],
+    );
+    let c = client();
+    let event = send(&c, &server, &json!({"state": "down", "port": "eth9"})).await;
+    let job = job_id(&event, "shut-port");
+    wait_status(&c, &server, Some(&viewer), &job, "awaiting_approval").await;
+    let page = |token: &str| {
+        let req = c.get(server.url("/console/approvals")).bearer_auth(token);
+        async move {
+            let resp = req.send().await.unwrap();
+            assert_eq!(resp.status().as_u16(), 200);
+            resp.text().await.unwrap()
+        }
+    };
+    let html = page(&ann).await;
+    assert!(html.contains(&job) && html.contains(&event), "{html}");
+    assert!(html.contains("eth9"), "the rendered actions: {html}");
+    assert!(
+        !html.contains("s3cret-chat-token"),
+        "credentials masked: {html}"
+    );
+    assert!(html.contains("value=\"approve\"") && html.contains("value=\"reject\""));
+    // A viewer sees the page without buttons, and its POST is refused.
+    let vhtml = page(&viewer).await;
+    assert!(
+        vhtml.contains(&job) && !vhtml.contains("value=\"approve\""),
+        "{vhtml}"
+    );
+    let token = hidden(&html, "token");
+    let post = |who: &str, body: String| {
+        c.post(server.url("/console/decide"))
+            .bearer_auth(who)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+    };
+    let resp = post(
+        &viewer,
+        form(&[("job", &job), ("token", &token), ("decision", "approve")]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(resp.status().as_u16(), 403);
+    // A form without the console's token is refused.
+    let resp = post(
+        &ann,
+        form(&[("job", &job), ("token", "forged"), ("decision", "approve")]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(resp.status().as_u16(), 403);
+    assert!(env.lines("ran.log").is_empty());
+    let resp = post(
+        &ann,
+        form(&[
+            ("job", &job),
+            ("token", &token),
+            ("decision", "approve"),
+            ("comment", "looks right"),
+        ]),
+    )
+    .await
+    .unwrap();
+    // Redirected (followed) to the job's approval, saying what was done.
+    assert_eq!(resp.status().as_u16(), 200);
+    assert!(
+        resp.url().as_str().contains("done=approved"),
+        "{}",
+        resp.url()
+    );
+    assert_eq!(
+        wait_lines(&env, "ran.log", 1, Duration::from_secs(20)),
+        vec!["v1 eth9"]
+    );
+    let encoded: String = form_urlencoded::byte_serialize(job.as_bytes()).collect();
+    let resp = c
+        .get(server.url(&format!("/console/approvals?job={encoded}")))
+        .bearer_auth(&viewer)
+        .send()
+        .await
+        .unwrap();
+    let html = resp.text().await.unwrap();
+    assert!(
+        html.contains("approved by ann at ") && html.contains("looks right"),
+        "{html}"
+    );
+    assert!(!page(&ann).await.contains(&job), "no longer pending");
+}

@@ -5,10 +5,12 @@
 //!
 //! - [`auth`]: who is let in (loopback, bearer token, session cookie) and the form checks;
 //! - `pages`: one handler per page and button;
+//! - `approvals`: the pending approvals and their Approve/Reject buttons;
 //! - `live`: the event stream;
 //! - `views`: masking, formatting and charts;
 //! - `render`: templates, assets and the security headers.
 
+mod approvals;
 pub mod auth;
 mod live;
 mod pages;
@@ -31,6 +33,8 @@ pub fn routes() -> Router<AppState> {
         .route("/console/replay", post(pages::replay))
         .route("/console/rerun", post(pages::rerun))
         .route("/console/dead-letters", get(pages::dead_letters))
+        .route("/console/approvals", get(approvals::list))
+        .route("/console/decide", post(approvals::decide))
         .route("/console/rules", get(pages::rules))
         .route("/console/try", get(pages::try_form).post(pages::try_run))
         .route("/console/overview", get(pages::overview))

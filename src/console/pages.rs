@@ -33,7 +33,7 @@ const STATUSES: [&str; 6] = [
 
 /// What every page's layout needs.
 #[derive(Serialize)]
-struct Frame<'a> {
+pub(super) struct Frame<'a> {
     nav: &'a str,
     form_token: &'a str,
     session: bool,
@@ -41,7 +41,7 @@ struct Frame<'a> {
     operator: bool,
 }
 
-fn frame<'a>(v: &'a Viewer, nav: &'a str) -> Frame<'a> {
+pub(super) fn frame<'a>(v: &'a Viewer, nav: &'a str) -> Frame<'a> {
     Frame {
         nav,
         form_token: &v.form_token,
@@ -51,7 +51,7 @@ fn frame<'a>(v: &'a Viewer, nav: &'a str) -> Frame<'a> {
 }
 
 /// A page that says one thing (an error, a refusal).
-fn message(v: Option<&Viewer>, status: StatusCode, title: &str, text: &str) -> Response {
+pub(super) fn message(v: Option<&Viewer>, status: StatusCode, title: &str, text: &str) -> Response {
     let (form_token, session) = v.map_or((String::new(), false), |v| {
         (v.form_token.clone(), v.session)
     });
@@ -65,7 +65,7 @@ fn message(v: Option<&Viewer>, status: StatusCode, title: &str, text: &str) -> R
     )
 }
 
-fn unavailable(v: &Viewer, e: StoreError) -> Response {
+pub(super) fn unavailable(v: &Viewer, e: StoreError) -> Response {
     tracing::warn!(error = %e, "console: the history cannot be read");
     message(
         Some(v),
