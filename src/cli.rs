@@ -1,29 +1,27 @@
-//! The command line: `serve`, `check`, `test`, `send` (spec §1), and the history commands
-//! (`cli/history.rs`). `anyhow` lives here, at the edge.
+//! The command line: `serve`, `check`, `test` (`cli/test.rs`), `send`, and the history
+//! commands (`cli/history.rs`). `anyhow` lives here, at the edge.
 
 mod approve;
 mod eda_condition;
 mod history;
 mod import;
+mod test;
 mod users;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 mod whatif;
+mod windows;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use serde_json::{Value, json};
 
-use crate::engine::Engine;
 use crate::rules::{Dirs, RuleSet};
 use crate::server::listen::Tls;
-use crate::server::{AppState, app};
-use crate::store::Store;
+use crate::service::{StoreConfig, StoreSpec};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -178,8 +176,8 @@ pub struct ServeArgs {
     pub data: PathBuf,
     /// Where events, jobs and the history are kept: `embedded` (SQLite in --data, one node) or
     /// `nats://HOST:PORT[,nats://…]` (NATS JetStream, shared by every node of a deployment).
-    #[arg(long, env = "RULEHOOK_STORE", default_value = "embedded")]
-    pub store: String,
+    #[arg(long, env = "RULEHOOK_STORE", default_value = "embedded", value_parser = StoreSpec::parse)]
+    pub store: StoreSpec,
     /// On NATS: the start of every stream, consumer and subject name (one per deployment).
     #[arg(long, env = "RULEHOOK_STORE_PREFIX", default_value = "rulehook")]
     pub store_prefix: String,
@@ -343,6 +341,10 @@ pub struct TestArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
+    /// When the event arrives (RFC 3339, e.g. 2026-12-24T12:00:00Z; default now): which
+    /// maintenance windows would hold, skip or ask approval for the jobs it makes.
+    #[arg(long, value_parser = windows::parse_at)]
+    pub at: Option<i64>,
     #[command(flatten)]
     pub dirs: DirArgs,
 }
@@ -352,7 +354,7 @@ pub fn main() -> ExitCode {
     crate::telemetry::init(cli.log_json);
     match cli.command {
         Command::Check(d) => check(&d),
-        Command::Test(t) => match test(&t) {
+        Command::Test(t) => match test::test(&t) {
             Ok(code) => code,
             Err(e) => {
                 eprintln!("error: {e:#}");
@@ -416,399 +418,29 @@ fn check(d: &DirArgs) -> ExitCode {
                     d.rulebooks.display()
                 );
             }
+            let windows = match set.windows.0.len() {
+                0 => String::new(),
+                n => format!(", {n} maintenance window(s)"),
+            };
             println!(
-                "ok: {} source(s), {} rule(s) in {}",
+                "ok: {} source(s), {} rule(s){windows} in {}",
                 set.sources.len(),
                 set.rules.len(),
                 d.rulebooks.display()
             );
+            for line in windows::check_lines(&set, crate::domain::now_ms()) {
+                println!("  {line}");
+            }
             ExitCode::SUCCESS
         }
         Err(code) => code,
     }
 }
 
-fn test(t: &TestArgs) -> anyhow::Result<ExitCode> {
-    let set = match load(&t.dirs) {
-        Ok(s) => s,
-        Err(code) => return Ok(code),
-    };
-    if t.event.as_os_str() != "-" {
-        let several = if t.event.is_dir() {
-            Some(read_events(&t.event)?)
-        } else {
-            read_events(&t.event).ok().filter(|b| b.len() > 1)
-        };
-        if let Some(bodies) = several {
-            if let Some(s) = &t.source
-                && set.source(s).is_none()
-            {
-                anyhow::bail!("no source named `{s}` in {}", t.dirs.rulebooks.display());
-            }
-            return sequence(t, &set, bodies);
-        }
-    }
-    let raw = read_body(Some(&t.event))?;
-    let format = match &t.source {
-        Some(s) => match set.source(s) {
-            Some(src) => src.format,
-            None => anyhow::bail!("no source named `{s}` in {}", t.dirs.rulebooks.display()),
-        },
-        None => crate::body::BodyFormat::Json,
-    };
-    let mut headers = serde_json::Map::new();
-    for h in &t.headers {
-        let (n, v) = h
-            .split_once(':')
-            .with_context(|| format!("header `{h}` must be `Name: value`"))?;
-        headers.insert(
-            n.trim().to_ascii_lowercase(),
-            Value::String(v.trim().to_string()),
-        );
-    }
-    let content_type = headers.get("content-type").and_then(Value::as_str);
-    let (body, _) = format
-        .decode(content_type, &raw)
-        .with_context(|| format!("{} (format {})", t.event.display(), format.name()))?;
-    let report = serde_json::to_value(crate::rules::dry_run(
-        &set,
-        t.source.as_deref(),
-        &body,
-        &headers,
-    ))?;
-    let report = report.as_array().cloned().unwrap_or_default();
-    if t.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        let mut others = Vec::new();
-        for r in &report {
-            let name = format!(
-                "{}/{}",
-                r["rulebook"].as_str().unwrap_or(""),
-                r["rule"].as_str().unwrap_or("")
-            );
-            if r["other_source"] == true {
-                others.push(name);
-                continue;
-            }
-            if r["matched"] == true {
-                println!("MATCH    {name}");
-                if let Some(t) = r["throttle"].as_object() {
-                    println!(
-                        "         throttle: once within {} per group {} (a repeat in the window runs nothing)",
-                        t["once_within"].as_str().unwrap_or(""),
-                        t["group"].as_str().unwrap_or("")
-                    );
-                }
-                for a in r["actions"].as_array().into_iter().flatten() {
-                    println!("         would run: {}", readable(a));
-                }
-                for a in r["on_failure"].as_array().into_iter().flatten() {
-                    println!("         on failure: {}", readable(a));
-                }
-            } else {
-                println!("no match {name}");
-                for w in r["why_not"].as_array().into_iter().flatten() {
-                    println!("         {}", w.as_str().unwrap_or(""));
-                }
-            }
-        }
-        if let Some(line) = crate::rules::other_sources_line(&others) {
-            println!("{line}");
-        }
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-/// The events of `--event`: one file with one or more JSON values, or a folder of `.json`
-/// files. Each with where it came from (`file` or `file#n`).
-fn read_events(path: &std::path::Path) -> anyhow::Result<Vec<(String, Value)>> {
-    let files = if path.is_dir() {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(path)
-            .with_context(|| format!("cannot read {}", path.display()))?
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "json"))
-            .collect();
-        files.sort();
-        files
-    } else {
-        vec![path.to_path_buf()]
-    };
-    let mut out = Vec::new();
-    for f in &files {
-        let text =
-            std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?;
-        let values: Vec<Value> = serde_json::Deserializer::from_str(&text)
-            .into_iter::<Value>()
-            .collect::<Result<_, _>>()
-            .with_context(|| format!("{} is not valid JSON", f.display()))?;
-        let several = values.len() > 1;
-        for (i, v) in values.into_iter().enumerate() {
-            let name = if several {
-                format!("{}#{}", f.display(), i + 1)
-            } else {
-                f.display().to_string()
-            };
-            out.push((name, v));
-        }
-    }
-    Ok(out)
-}
-
-/// The actions a correlation that fired would run, rendered with `events` and `correlation`
-/// as a job sees them.
-fn would_run(
-    set: &RuleSet,
-    rule: usize,
-    took_part: &[crate::domain::Participant],
-    deadline: Option<i64>,
-    bodies: &std::collections::HashMap<String, Value>,
-    event: &Value,
-    id: &str,
-) -> Vec<String> {
-    let r = &set.rules[rule];
-    let (evs, correlation) = match &r.correlate {
-        Some(c) => {
-            let with_bodies: Vec<_> = took_part
-                .iter()
-                .map(|p| (p, bodies.get(&p.id).cloned().unwrap_or(Value::Null)))
-                .collect();
-            c.template_context(&c.group(event), &with_bodies, deadline)
-        }
-        None => (Value::Null, Value::Null),
-    };
-    let ctx = crate::templates::context(json!({
-        "event": event, "events": evs, "correlation": correlation,
-        "meta": {"id": id, "rulebook": r.rulebook, "rule": r.name},
-    }));
-    r.actions
-        .iter()
-        .map(|a| {
-            let shown = match a.render(&set.templates, &ctx) {
-                Ok(x) => x.for_history(),
-                Err(e) => json!({"render_error": e}),
-            };
-            format!("         would run: {shown}")
-        })
-        .collect()
-}
-
-/// `rulehook test` on a sequence: event by event, what each rule does, and for correlation
-/// rules what they hold and wait for (windows measured with `--every` between events).
-fn sequence(t: &TestArgs, set: &RuleSet, events: Vec<(String, Value)>) -> anyhow::Result<ExitCode> {
-    use crate::domain::CorrelationState;
-    use crate::whatif::{Simulator, Would};
-    let mut sim = Simulator::new(set);
-    let mut bodies: std::collections::HashMap<String, Value> = Default::default();
-    let step = t.every.as_millis() as i64;
-    let mut report = Vec::new();
-    // Absence windows still open: (deadline, rule, event id, missing name).
-    let mut open: Vec<(i64, usize, String, String)> = Vec::new();
-    let mut lines = Vec::new();
-    for (n, (name, body)) in events.iter().enumerate() {
-        let at = n as i64 * step;
-        let id = format!("e{}", n + 1);
-        bodies.insert(id.clone(), body.clone());
-        // Absences whose window ended before this event fire first.
-        let (due, rest): (Vec<_>, Vec<_>) = open.into_iter().partition(|(d, ..)| *d < at);
-        open = rest;
-        for (deadline, rule, opened, missing) in due {
-            let r = &set.rules[rule];
-            lines.push(format!(
-                "FIRE     {}/{}: the window opened by {opened} ended at +{} without `{missing}`",
-                r.rulebook,
-                r.name,
-                crate::domain::human_duration(deadline)
-            ));
-            let first = crate::domain::Participant {
-                name: r
-                    .correlate
-                    .as_ref()
-                    .map(|c| c.steps[0].name.clone())
-                    .unwrap_or_default(),
-                id: opened.clone(),
-                at: 0,
-            };
-            let opened_body = bodies.get(&opened).cloned().unwrap_or(Value::Null);
-            lines.extend(would_run(
-                set,
-                rule,
-                &[first],
-                Some(deadline),
-                &bodies,
-                &opened_body,
-                &opened,
-            ));
-            report.push(json!({"at_ms": deadline, "rule": r.name, "fired": true, "absence_of": missing, "events": [opened]}));
-        }
-        lines.push(format!(
-            "event {id} at +{} ({name})",
-            crate::domain::human_duration(at)
-        ));
-        let doc = crate::rules::EventDoc::new(body.clone());
-        let decisions = sim.feed(t.source.as_deref(), &id, &doc, at);
-        let mut items = Vec::new();
-        for d in &decisions {
-            let r = &set.rules[d.rule];
-            let rname = format!("{}/{}", r.rulebook, r.name);
-            let mut item = json!({"rule": r.name, "rulebook": r.rulebook});
-            match (&d.would, &d.observed) {
-                (Would::Throttled, _) => {
-                    lines.push(format!("THROTTLED {rname}"));
-                    item["throttled"] = json!(true);
-                }
-                (_, None) => {
-                    lines.push(format!("MATCH    {rname}"));
-                    item["matched"] = json!(true);
-                }
-                (_, Some(o)) => {
-                    let held: Vec<String> = o
-                        .events
-                        .iter()
-                        .map(|p| format!("{}={}", p.name, p.id))
-                        .collect();
-                    let until = o
-                        .deadline
-                        .map(|d| format!(" until +{}", crate::domain::human_duration(d)))
-                        .unwrap_or_default();
-                    match o.state {
-                        CorrelationState::Fired => {
-                            lines.push(format!("FIRE     {rname} with {}", held.join(", ")));
-                            lines.extend(would_run(
-                                set, d.rule, &o.events, o.deadline, &bodies, body, &id,
-                            ));
-                            item["fired"] = json!(true);
-                        }
-                        CorrelationState::Waiting => {
-                            let missing = o.waiting_for.join(", ");
-                            lines.push(format!(
-                                "WAIT     {rname}: absence window opened by {id}; fires at{} unless `{missing}` comes",
-                                until.trim_start_matches(" until")
-                            ));
-                            if let Some(deadline) = o.deadline {
-                                open.push((deadline, d.rule, id.clone(), missing));
-                            }
-                        }
-                        CorrelationState::Partial => {
-                            if !o.cancelled.is_empty() {
-                                open.retain(|(_, rule, opened, _)| {
-                                    !(*rule == d.rule && o.cancelled.contains(opened))
-                                });
-                                lines.push(format!(
-                                    "CLOSE    {rname}: `{}` came in time for {}",
-                                    o.events.first().map(|p| p.name.as_str()).unwrap_or(""),
-                                    o.cancelled.join(", ")
-                                ));
-                            } else {
-                                lines.push(format!(
-                                    "HOLD     {rname}: holds {}; waits for {}{until}",
-                                    held.join(", "),
-                                    o.waiting_for.join(", ")
-                                ));
-                            }
-                        }
-                    }
-                    item["correlation"] = json!({
-                        "state": o.state, "events": o.events, "deadline_ms": o.deadline,
-                        "waiting_for": o.waiting_for, "closed": o.cancelled,
-                    });
-                }
-            }
-            items.push(item);
-        }
-        if decisions.is_empty() {
-            lines.push("         (no rule)".to_string());
-        }
-        report.push(json!({"event": id, "from": name, "at_ms": at, "rules": items}));
-    }
-    for (deadline, rule, opened, missing) in open {
-        let r = &set.rules[rule];
-        lines.push(format!(
-            "PENDING  {}/{}: fires at +{} unless `{missing}` comes (window opened by {opened})",
-            r.rulebook,
-            r.name,
-            crate::domain::human_duration(deadline)
-        ));
-    }
-    if t.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        for l in lines {
-            println!("{l}");
-        }
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-/// A rendered action for `test`'s text output: timeouts as durations (`5m`), not milliseconds.
-fn readable(a: &Value) -> Value {
-    let mut a = a.clone();
-    fn walk(v: &mut Value) {
-        match v {
-            Value::Object(m) => {
-                for (k, x) in m.iter_mut() {
-                    if k == "timeout"
-                        && let Some(ms) = x.as_u64()
-                    {
-                        *x =
-                            Value::String(crate::units::format_duration(Duration::from_millis(ms)));
-                    } else {
-                        walk(x);
-                    }
-                }
-            }
-            Value::Array(items) => items.iter_mut().for_each(walk),
-            _ => {}
-        }
-    }
-    walk(&mut a);
-    a
-}
-
+/// `serve`: the flags turned into a typed [`crate::service::Config`], then served.
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    // Before the rules load: sources register their metric handles with it.
-    let metrics = crate::telemetry::install_metrics();
-    // Histograms keep their samples until upkeep drains them: without this, a service nobody
-    // scrapes grows by ~150 bytes per event (benches/soak.sh).
-    if let Some(h) = metrics.clone() {
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(Duration::from_secs(5)).await;
-                h.run_upkeep();
-            }
-        });
-    }
-    let dirs = args.dirs.dirs();
-    let (set, snapshot) = match crate::rules::load_with_snapshot(&dirs) {
-        Ok(s) => s,
-        Err(errs) => anyhow::bail!("the rulebooks do not load:\n{errs}"),
-    };
-    for w in &set.warnings {
-        tracing::warn!("{w}");
-    }
-    let rulebooks: std::collections::HashSet<&str> = set
-        .sources
-        .iter()
-        .map(|s| s.rulebook.as_str())
-        .chain(set.rules.iter().map(|r| r.rulebook.as_str()))
-        .collect();
-    tracing::info!(
-        dir = %dirs.rulebooks.display(),
-        rulebooks = rulebooks.len(),
-        rules = set.rules.len(),
-        sources = set.sources.len(),
-        "rulebooks loaded"
-    );
-    if set.rules.is_empty() {
-        tracing::warn!(
-            dir = %dirs.rulebooks.display(),
-            "no rules loaded: events are stored but nothing runs (see docs/rulebooks.md)"
-        );
-    }
-    let mut guard = args.guard.guard()?;
-    let store = open_store(&args).await?;
-    let tls_mode = match (&args.tls_cert, &args.tls_key, args.tls_self_signed) {
+    let guard = args.guard.guard()?;
+    let tls = match (&args.tls_cert, &args.tls_key, args.tls_self_signed) {
         (Some(cert), Some(key), _) => Tls::Files {
             cert: cert.clone(),
             key: key.clone(),
@@ -816,163 +448,38 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         (_, _, true) => Tls::SelfSigned { names: Vec::new() },
         _ => Tls::Off,
     };
-    let tls = crate::server::listen::tls(&tls_mode)
-        .await
-        .context("cannot set up TLS")?;
-    let listener = std::net::TcpListener::bind(args.listen)
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
-    let addr = listener.local_addr()?;
-    guard.admin_hosts = crate::server::admin_plane::AdminHosts::new(addr, &args.guard.admin_hosts);
-    guard.live = crate::server::guard::LiveLimit::for_connections(
-        args.max_connections,
-        args.guard.max_connections_per_client,
-    );
-    guard.users = Some(crate::access::Users::in_data(&args.data));
-    let scheme = if tls.is_some() { "https" } else { "http" };
-    let set = Arc::new(set);
-    // What serve prints for people and scripts; a closed stdout must not stop the service.
-    let mut banner = format!("listening on {scheme}://{addr}\n");
-    if let Some(t) = &tls {
-        banner.push_str(&format!(
-            "tls certificate sha256 fingerprint {}\n",
-            t.fingerprint
-        ));
-    }
-    for s in &set.sources {
-        match &s.path {
-            Some(p) if !args.role.accepts_events() => banner.push_str(&format!(
-                "source {} ({}) at {p} on the ingest nodes (not here: --role worker)\n",
-                s.name,
-                s.verifier.kind()
-            )),
-            Some(p) => banner.push_str(&format!(
-                "source {} ({}) at {scheme}://{addr}{p}\n",
-                s.name,
-                s.verifier.kind()
-            )),
-            None if s.listening.is_some() => {} // printed once bound (below)
-            None => banner.push_str(&format!(
-                "source {} ({}) internal\n",
-                s.name,
-                s.verifier.kind()
-            )),
-        }
-    }
-    {
-        use std::io::Write;
-        let mut out = std::io::stdout().lock();
-        let _ = out.write_all(banner.as_bytes()).and_then(|()| out.flush());
-    }
-    let settings = crate::engine::Settings {
-        concurrency: args.concurrency,
-        retain: args.retain,
+    let config = crate::service::Config {
+        dirs: args.dirs.dirs(),
+        data: args.data.clone(),
+        store: store_config(&args),
         role: args.role,
-        shared: args.store != "embedded",
-        rule_archive: Some(dirs.scripts.clone()),
-        public_url: args.public_url.clone(),
-        approval_check: args.approval_check,
-        ..crate::engine::Settings::default()
-    };
-    // Scripts a crashed predecessor left running end before their jobs can run them again.
-    let running = args.data.join("scripts-running");
-    crate::actions::groups::end_survivors(&running);
-    crate::actions::groups::record_in(&running)
-        .with_context(|| format!("cannot create {}", running.display()))?;
-    let engine = Engine::new(store, set, settings);
-    let depth = engine.store().queue.depth();
-    tracing::info!(
-        pending = depth.ready + depth.delayed,
-        more_in_storage = depth.spilled,
-        concurrency = args.concurrency,
-        "jobs recovered from the store"
-    );
-    // Archived beside serving: nothing waits for it (`engine::versions`).
-    tokio::spawn({
-        let engine = engine.clone();
-        async move { engine.archive_rules(snapshot, engine.rules()).await }
-    });
-    engine.start();
-    // Listening sources (syslog …): bound now, served until the HTTP listener stops.
-    let stop_transports = tokio_util::sync::CancellationToken::new();
-    let bound = crate::transport::start(&engine, &stop_transports)
-        .await
-        .context("cannot listen for a source")?;
-    if !bound.is_empty() {
-        use std::io::Write;
-        let lines: String = bound
-            .iter()
-            .map(|b| format!("source {} at {}\n", b.source, b.addr))
-            .collect();
-        let mut out = std::io::stdout().lock();
-        let _ = out.write_all(lines.as_bytes()).and_then(|()| out.flush());
-    }
-    let reloader = crate::reload::Reloader::new(dirs, engine.clone());
-    reloader.spawn();
-    let state = AppState {
-        engine: engine.clone(),
-        admin_token: std::env::var("RULEHOOK_ADMIN_TOKEN").ok().inspect(|t| {
-            crate::secrets::remember(t);
-        }),
-        reloader: Some(reloader),
-        metrics,
-        body_timeout: args.body_timeout,
-        console: Arc::new(if args.store == "embedded" {
-            crate::console::Settings::new(Some(args.data.clone()))
-        } else {
-            // Other nodes' events reach this node's live pages through the history.
-            let mut s = crate::console::Settings::new(None);
-            s.poll_history = Some(Duration::from_secs(2));
-            s
-        }),
-        guard: Arc::new(guard),
-    };
-    crate::server::listen::serve(
-        listener,
-        app(state),
-        tls.map(|t| t.config),
-        crate::server::listen::Limits {
+        listen: args.listen,
+        tls,
+        limits: crate::server::listen::Limits {
             max_connections: args.max_connections,
             per_client: args.guard.max_connections_per_client,
             header_timeout: args.guard.header_timeout,
             idle_timeout: args.guard.idle_timeout,
         },
-        shutdown_signal(),
-        Duration::from_secs(5),
-    )
-    .await?;
-    stop_transports.cancel();
-    tracing::info!("no longer accepting events; waiting for running actions");
-    engine.shutdown(args.grace).await;
-    tracing::info!("stopped");
-    Ok(())
+        guard,
+        admin_hosts: args.guard.admin_hosts.clone(),
+        concurrency: args.concurrency,
+        retain: args.retain,
+        grace: args.grace,
+        public_url: args.public_url.clone(),
+        approval_check: args.approval_check,
+        body_timeout: args.body_timeout,
+    };
+    Ok(crate::service::run(config).await?)
 }
 
-/// The store `--store` names.
-async fn open_store(args: &ServeArgs) -> anyhow::Result<Store> {
-    if args.store == "embedded" {
-        if args.role != crate::engine::Role::All {
-            anyhow::bail!(
-                "--role {} needs a store shared by several nodes (--store nats://HOST:PORT); the embedded store serves one node, which does everything",
-                format!("{:?}", args.role).to_lowercase()
-            );
-        }
-        let store = Store::embedded(&args.data)
-            .with_context(|| format!("cannot open the store in {}", args.data.display()))?;
-        tracing::info!(data = %args.data.display(), "embedded store");
-        return Ok(store);
-    }
-    if !args.store.starts_with("nats://") && !args.store.starts_with("tls://") {
-        anyhow::bail!(
-            "--store `{}`: use `embedded` or a NATS address such as nats://127.0.0.1:4222",
-            args.store
-        );
-    }
-    // The data directory still records this node's running scripts: one node owns it.
-    std::fs::create_dir_all(&args.data)
-        .with_context(|| format!("cannot create {}", args.data.display()))?;
-    let lock = crate::store::sqlite::lock_dir(&args.data)?;
-    std::mem::forget(lock); // held until the process exits
-    let mut config = crate::store::nats::NatsConfig::new(&args.store, &args.store_prefix);
+/// The store `--store` names, with the `--store-…` options that go with it.
+fn store_config(args: &ServeArgs) -> StoreConfig {
+    let url = match &args.store {
+        StoreSpec::Embedded => return StoreConfig::Embedded,
+        StoreSpec::Nats(url) => url,
+    };
+    let mut config = crate::store::nats::NatsConfig::new(url, &args.store_prefix);
     config.ack_wait = args.lease_check;
     config.replicas = args.store_replicas.max(1);
     use crate::store::nats::NatsAuth;
@@ -989,11 +496,7 @@ async fn open_store(args: &ServeArgs) -> anyhow::Result<Store> {
     };
     config.tls.ca = args.store_tls_ca.clone();
     config.tls.cert_key = args.store_tls_cert.clone().zip(args.store_tls_key.clone());
-    let store = Store::nats(config)
-        .await
-        .with_context(|| format!("cannot open the JetStream store at {}", args.store))?;
-    tracing::info!(nats = %args.store, prefix = %args.store_prefix, role = %format!("{:?}", args.role).to_lowercase(), "JetStream store");
-    Ok(store)
+    StoreConfig::Nats(Box::new(config))
 }
 
 /// A body from a file, or from standard input for `-` or no file.
@@ -1111,16 +614,4 @@ async fn send(a: SendArgs) -> anyhow::Result<()> {
 fn is_certificate_error(cause: &str) -> bool {
     let c = cause.to_ascii_lowercase();
     c.contains("certificate") || c.contains("unknownissuer") || c.contains("invalid peer")
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => return std::future::pending().await,
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
 }

@@ -99,6 +99,17 @@ pub struct Listening {
     pub max_connections: usize,
     /// A stream connection that sends nothing for this long is closed.
     pub idle_timeout: Duration,
+    /// The certificate `tls://` endpoints serve (RFC 5425).
+    pub tls: Option<ListenTls>,
+}
+
+/// A `tls://` syslog listener's files: its certificate chain and key, and with `client_ca`
+/// the CAs whose client certificates it requires (without it, clients are not asked for one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenTls {
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
+    pub client_ca: Option<std::path::PathBuf>,
 }
 
 /// An MQTT broker subscription: a persistent session (`client_id`) at QoS 1, so what is
@@ -111,6 +122,17 @@ pub struct Broker {
     pub client_id: String,
     pub username: Option<String>,
     pub password: Option<crate::secrets::Secret>,
+    /// `mqtts://`: TLS to the broker, verified against `ca` (a PEM file) or the system's roots.
+    pub tls: Option<BrokerTls>,
+    /// `$share/<group>/…`: the shared-subscription group the topics are subscribed in, so
+    /// several ingest nodes split the messages instead of each getting every one.
+    pub share_group: Option<String>,
+}
+
+/// TLS to an MQTT broker (`mqtts://`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerTls {
+    pub ca: Option<std::path::PathBuf>,
 }
 
 /// A NATS subscription: core subjects in the queue group `rulehook-<source>` (at most once:

@@ -336,8 +336,10 @@ mod tests {
         let ctx = super::context(serde_json::json!({"event": {"snapshot": {"id": "s1"}}}));
         assert_eq!(t.render(&tpl, &ctx).unwrap(), "id=s1");
         let missing = t.inline("c".into(), "{{ event.nope.deeper }}").unwrap();
-        assert!(t.render(&missing, &ctx).is_err());
-        assert!(t.inline("d".into(), "{{ unclosed").is_err());
+        let e = t.render(&missing, &ctx).unwrap_err();
+        assert!(e.contains("`event.nope` is undefined"), "{e}");
+        let e = t.inline("d".into(), "{{ unclosed").unwrap_err().to_string();
+        assert!(e.contains("unexpected end of input"), "{e}");
     }
 
     #[test]

@@ -60,12 +60,11 @@ rules:
     .await;
     assert_eq!(st, 202, "{resp}");
     let id = resp["id"].as_str().unwrap().to_string();
-    for _ in 0..200 {
-        if server.log_text().contains("fix failed for atl1") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    common::wait_until(
+        "the script's failure in the log",
+        Duration::from_secs(10),
+        || server.log_text().contains("fix failed for atl1"),
+    );
 
     let (ok, out, err) = rulehook(&["events", "--url", &base, "--source", "net"]);
     assert!(ok, "{err}");

@@ -359,9 +359,14 @@ async fn history_shows_retries_and_replay_runs_again() {
         .unwrap();
     assert_eq!(replay["replay_of"], id.as_str());
     assert_ne!(replay["id"], id.as_str());
+    let replay_id = replay["id"].as_str().unwrap();
     assert_eq!(
-        env.wait_lines("runs.txt", 2, Duration::from_secs(15)).len(),
-        2
+        env.wait_lines("runs.txt", 2, Duration::from_secs(15)),
+        vec![
+            format!("ok {id}:flaky:0"),
+            format!("ok {replay_id}:flaky:0")
+        ],
+        "the replay ran the rule again as a new event"
     );
     let missing = c
         .post(server.url("/api/events/nope/replay"))
@@ -626,13 +631,17 @@ async fn sigterm_lets_running_scripts_finish() {
     let env = Env::new();
     env.script(
         "slow.sh",
-        "#!/bin/sh\nsleep 1\necho done >> \"$OUT_DIR/runs.txt\"\n",
+        "#!/bin/sh\necho started >> \"$OUT_DIR/started.txt\"\nsleep 1\necho done >> \"$OUT_DIR/runs.txt\"\n",
     );
     env.rulebook("a.yml", &format!("{SOURCE}rules:\n  - name: slow\n    actions:\n      - run_script: {{ script: slow.sh }}\n"));
     let mut server = Server::start(&env, &[], &[]);
     let c = client();
     let (_, resp) = post_ipf(&c, &server, "s3cret", br#"{"x":1}"#).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    env.wait_lines("started.txt", 1, Duration::from_secs(10));
+    assert!(
+        env.lines("runs.txt").is_empty(),
+        "the script ended too soon"
+    );
     server.terminate();
     assert_eq!(
         env.lines("runs.txt"),
@@ -683,9 +692,27 @@ fn slow_bodies_time_out_and_connections_are_capped() {
         .set_read_timeout(Some(Duration::from_secs(5)))
         .unwrap();
     let _ = write!(third, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+    // Closed, not left hanging: the read ends at once with end of stream or a reset, never by
+    // the read timeout (which would also leave `buf` empty).
+    let asked = std::time::Instant::now();
     let mut buf = String::new();
-    let _ = third.read_to_string(&mut buf);
-    assert!(buf.is_empty(), "over the cap, yet answered: {buf}");
+    match third.read_to_string(&mut buf) {
+        Ok(0) => {}
+        Ok(n) => panic!("over the cap, yet answered {n} bytes: {buf}"),
+        Err(e) => assert!(
+            matches!(
+                e.kind(),
+                std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::ConnectionAborted
+            ),
+            "over the cap: expected the connection closed, got {e:?} after {:?}",
+            asked.elapsed()
+        ),
+    }
+    assert!(
+        asked.elapsed() < Duration::from_secs(4),
+        "over the cap: the connection was left open for {:?}",
+        asked.elapsed()
+    );
     drop(_a);
     drop(_b);
     std::thread::sleep(Duration::from_millis(100));

@@ -20,6 +20,8 @@ struct Seen {
     path: String,
     headers: HashMap<String, String>,
     body: String,
+    /// When the request arrived (to measure the gap between retries).
+    at: std::time::Instant,
 }
 
 type Replies = HashMap<(String, String), VecDeque<(u16, Vec<(String, String)>, String)>>;
@@ -89,6 +91,7 @@ async fn record(
             .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
             .collect(),
         body: String::from_utf8_lossy(&body).into_owned(),
+        at: std::time::Instant::now(),
     });
     let next = m
         .replies
@@ -153,7 +156,7 @@ async fn post_webhook_retries_honour_retry_after_and_keep_the_idempotency_key() 
         "POST",
         "/limited",
         429,
-        &[("retry-after", "1")],
+        &[("retry-after", "3")],
         "slow down",
     );
     mock.reply("POST", "/flaky", 500, &[], "oops");
@@ -208,6 +211,12 @@ rules:
         .filter(|s| s.path == "/limited")
         .collect();
     assert_eq!(hits.len(), 2, "{hits:?}");
+    // The service asked for 3 s; rulehook's own first backoff is at most 1.5 s.
+    let gap = hits[1].at.duration_since(hits[0].at);
+    assert!(
+        gap >= Duration::from_millis(2900),
+        "the retry came {gap:?} after a 429 with Retry-After: 3"
+    );
     let run_id = format!("{id}:limited:0");
     for h in &hits {
         assert_eq!(h.headers["idempotency-key"], run_id);

@@ -111,9 +111,25 @@ async fn history_records_and_filters() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn retention_keeps_unfinished_work() {
-    let pruned = conformance::retention_keeps_unfinished_work(&EmbeddedDir::new()).await;
+    let dir = EmbeddedDir::new();
+    let pruned = conformance::retention_keeps_unfinished_work(&dir).await;
     // The embedded store deletes expired state entries itself: the one that expired.
     assert_eq!(pruned.state, 1, "{pruned:?}");
+    // Gone from the file, not only read as absent: count the rows themselves.
+    let db = rusqlite::Connection::open(dir.0.path().join("data").join("journal.db")).unwrap();
+    let rows = |key: &str| -> i64 {
+        db.query_row("SELECT count(*) FROM state WHERE key = ?1", [key], |r| {
+            r.get(0)
+        })
+        .unwrap()
+    };
+    assert_eq!(
+        rows("retention/short"),
+        0,
+        "the expired entry is still stored"
+    );
+    assert_eq!(rows("retention/long"), 1);
+    assert_eq!(rows("retention/forever"), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -107,9 +107,30 @@ async fn history_records_and_filters() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn retention_keeps_unfinished_work() {
-    let pruned = conformance::retention_keeps_unfinished_work(&Deployment::new()).await;
+    let deployment = Deployment::new();
+    let pruned = conformance::retention_keeps_unfinished_work(&deployment).await;
     // Expired state entries go too: the one that expired.
     assert_eq!(pruned.state, 1, "{pruned:?}");
+    // Gone from the stream, not only read as absent: ask the stream for each key's message
+    // (subject `<prefix>.s.<key in URL-safe base64>`).
+    use base64::Engine as _;
+    let prefix = &deployment.0.prefix;
+    let client = async_nats::connect(&deployment.0.url).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let stream = js.get_stream(format!("{prefix}_state")).await.unwrap();
+    let stored = async |key: &str| {
+        let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key);
+        stream
+            .get_last_raw_message_by_subject(&format!("{prefix}.s.{token}"))
+            .await
+            .is_ok()
+    };
+    assert!(
+        !stored("retention/short").await,
+        "the expired entry is still in the stream"
+    );
+    assert!(stored("retention/long").await);
+    assert!(stored("retention/forever").await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -249,6 +249,12 @@ fn job_line(j: &Value) -> String {
             s(&j["awaiting"]["reason"]),
             s(&j["awaiting"]["deadline"])
         ),
+        "pending" if j["held_by"].is_object() => format!(
+            "{head}  held by maintenance window `{}` ({}) until {}",
+            s(&j["held_by"]["window"]),
+            s(&j["held_by"]["during"]),
+            s(&j["held_by"]["until"])
+        ),
         "pending" if attempts == 0 => format!("{head}  next: action {}", j["action_index"]),
         "pending" => format!(
             "{head}  retrying action {} ({attempts} attempt(s) so far)",
@@ -375,6 +381,8 @@ pub fn timeline(v: &Value) -> String {
             "not fired"
         } else if m["status"] == "done" && error.starts_with(crate::domain::SHADOW_NOTE) {
             "shadow"
+        } else if m["status"] == "done" && error.starts_with(crate::engine::SKIPPED_NOTE) {
+            "skipped"
         } else {
             s(&m["status"])
         };

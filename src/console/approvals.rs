@@ -14,8 +14,8 @@ use super::pages::{frame, message, unavailable};
 use super::render::{page, secured};
 use super::views;
 use crate::access::Role;
+use crate::app::AppState;
 use crate::engine::approval::{ApprovalError, Request};
-use crate::server::AppState;
 
 /// How many pending approvals the page shows.
 const ROWS: usize = 200;
@@ -121,13 +121,13 @@ pub async fn decide(v: Viewer, State(st): State<AppState>, Form(f): Form<DecideF
         Ok(_) => {}
         Err(ApprovalError::Store(e)) => return unavailable(&v, e),
         Err(e) => {
-            let status = crate::server::ApiError::from(e);
+            let status = crate::app::ApiError::from(e);
             let (code, _) = status.status_and_code();
             return message(Some(&v), code, "Not decided", &status.to_string());
         }
     }
     let what = if approved { "approve" } else { "reject" };
-    if let Err(e) = crate::server::audit(&st, &v.who, what, &f.job, comment).await {
+    if let Err(e) = crate::app::audit(&st, &v.who, what, &f.job, comment).await {
         return message(
             Some(&v),
             e.status_and_code().0,

@@ -7,7 +7,7 @@
 //!
 //! A POST must carry the console's form token (a MAC only pages of this process contain). That
 //! it comes from this origin and names an expected host is checked before any page runs, for the
-//! whole admin plane, by `server::admin_plane`.
+//! whole admin plane, by `app::admin_plane`.
 
 use std::net::SocketAddr;
 
@@ -16,80 +16,17 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 
-use crate::server::AppState;
-use crate::verify::Algorithm;
-use crate::verify::mac::{secret_eq, sign};
+use crate::app::AppState;
+pub use crate::app::session::Settings;
+use crate::verify::mac::secret_eq;
 
 /// The session cookie's name.
 pub const COOKIE: &str = "rulehook_session";
 
-/// Per-process console secrets and access settings.
-#[derive(Debug, Clone)]
-pub struct Settings {
-    /// The embedded store's directory, for the journal size on the overview.
-    pub data_dir: Option<std::path::PathBuf>,
-    /// With a store shared by several processes: how often live pages also read the history
-    /// for events other processes accepted (this process's own come at once).
-    pub poll_history: Option<std::time::Duration>,
-    /// Keys the session cookie and the form token; drawn at start.
-    key: [u8; 32],
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Settings {
-            data_dir: None,
-            poll_history: None,
-            key: rand::random(),
-        }
-    }
-}
-
-impl Settings {
-    /// Settings with fresh keys.
-    pub fn new(data_dir: Option<std::path::PathBuf>) -> Settings {
-        Settings {
-            data_dir,
-            ..Settings::default()
-        }
-    }
-
-    fn mac(&self, parts: &[&[u8]]) -> String {
-        hex::encode(sign(Algorithm::Sha256, &self.key, parts))
-    }
-
-    /// The cookie value for a holder of `token`.
-    pub fn session_for(&self, token: &str) -> String {
-        self.mac(&[b"session\0", token.as_bytes()])
-    }
-
-    /// The cookie value for user `name` signed in with its token (whose hash is given): it
-    /// stops working when the user is removed or given a new token.
-    pub fn user_session(&self, name: &str, token_sha256: &str) -> String {
-        let mac = self.mac(&[
-            b"user-session\0",
-            name.as_bytes(),
-            b"\0",
-            token_sha256.as_bytes(),
-        ]);
-        format!("u.{name}.{mac}")
-    }
-
-    /// The token every console form carries (shown only to people let in).
-    pub fn form_token(&self) -> String {
-        self.mac(&[b"form\0"])
-    }
-
-    /// The login form's token (shown to anyone; it only lets a sign-in through).
-    pub fn login_token(&self) -> String {
-        self.mac(&[b"login\0"])
-    }
-}
-
 /// The admin access rule without the cookie: the admin API's (loopback unless
 /// `--admin-require-token`, or the bearer token).
 pub fn admin_by_header(state: &AppState, peer: &SocketAddr, headers: &HeaderMap) -> bool {
-    crate::server::admin(state, *peer, headers).is_ok()
+    crate::app::admin(state, *peer, headers).is_ok()
 }
 
 /// The value of cookie `name`, if the request has it.
@@ -139,7 +76,7 @@ pub struct Viewer {
 impl Viewer {
     /// `Err` with the sentence for a 403 page when this viewer's role is below `needed`.
     pub fn may(&self, needed: crate::access::Role) -> Result<(), String> {
-        crate::server::roles::require(self.who.clone(), needed)
+        crate::app::roles::require(self.who.clone(), needed)
             .map(drop)
             .map_err(|e| e.to_string())
     }
@@ -189,7 +126,7 @@ impl FromRequestParts<AppState> for Viewer {
         let signed_in = session(state, &parts.headers);
         let session = signed_in.is_some();
         let who = signed_in.or_else(|| {
-            peer.and_then(|p| crate::server::roles::principal(state, p, &parts.headers).ok())
+            peer.and_then(|p| crate::app::roles::principal(state, p, &parts.headers).ok())
         });
         if let Some(who) = who {
             return Ok(Viewer {
@@ -220,7 +157,7 @@ pub enum Forged {
 }
 
 /// Checks that a POST carries the form token of this process's console pages (its origin and
-/// host were checked by `server::admin_plane` before the page ran).
+/// host were checked by `app::admin_plane` before the page ran).
 pub fn check_post(viewer: &Viewer, token: &str) -> Result<(), Forged> {
     token_is(&viewer.form_token, token)
 }

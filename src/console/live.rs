@@ -16,8 +16,8 @@ use serde::Deserialize;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 
 use super::auth::Viewer;
+use crate::app::AppState;
 use crate::engine::Accepted;
-use crate::server::AppState;
 use crate::store::{EventRow, EventStatus};
 
 #[derive(Debug, Default, Deserialize)]
@@ -59,7 +59,7 @@ pub async fn live(
 ) -> Response {
     // Streams have caps of their own, so they cannot take the connections webhooks need.
     let Some(slot) = st.guard.live.open(peer.ip()) else {
-        return crate::server::ApiError::LiveBusy.into_response();
+        return crate::app::ApiError::LiveBusy.into_response();
     };
     let rx = st.engine.subscribe();
     let mut poll = st.console.poll_history.map(|every| Poll {

@@ -8,6 +8,7 @@
 //! - `approvals`: the pending approvals and their Approve/Reject buttons;
 //! - `live`: the event stream;
 //! - `views`: masking, formatting and charts;
+//! - `windows`: the maintenance windows in force and next, and the jobs they hold;
 //! - `render`: templates, assets and the security headers.
 
 mod approvals;
@@ -16,6 +17,7 @@ mod live;
 mod pages;
 mod render;
 mod views;
+mod windows;
 
 use axum::Router;
 use axum::routing::{get, post};
@@ -23,7 +25,7 @@ use axum::routing::{get, post};
 pub use auth::Settings;
 pub use render::CSP;
 
-use crate::server::AppState;
+use crate::app::AppState;
 
 /// The console's routes, merged into the service's router.
 pub fn routes() -> Router<AppState> {
@@ -38,6 +40,7 @@ pub fn routes() -> Router<AppState> {
         .route("/console/rules", get(pages::rules))
         .route("/console/try", get(pages::try_form).post(pages::try_run))
         .route("/console/overview", get(pages::overview))
+        .route("/console/windows", get(windows::windows))
         .route("/console/live", get(live::live))
         .route("/console/login", get(pages::login_form).post(pages::login))
         .route("/console/logout", post(pages::logout))

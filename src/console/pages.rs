@@ -11,9 +11,9 @@ use serde_json::{Map, Value, json};
 use super::auth::{self, Viewer};
 use super::render::{page, page_with, secured};
 use super::views;
+use crate::app::AppState;
 use crate::domain::{JobState, now_ms};
 use crate::engine::Rerun;
-use crate::server::AppState;
 use crate::store::{EventFilter, EventRow, EventStatus, JobFilter, JobStatus, StoreError};
 
 /// Rows the event list and the dead letters show.
@@ -115,7 +115,7 @@ pub async fn events(
     };
     let since = match given(&q.since) {
         None => None,
-        Some(s) => match crate::server::parse_since(&s) {
+        Some(s) => match crate::app::parse_since(&s) {
             Ok(ms) => Some(ms),
             Err(e) => {
                 return message(
@@ -202,15 +202,19 @@ struct JobView {
     id: String,
     rulebook: String,
     rule: String,
-    status: crate::store::JobStatus,
-    /// Who approved or rejected it, in one line.
+    status: JobStatus,
+    /// Who approved or rejected it, when and why, in one line.
     decision: Option<String>,
+    /// Awaiting approval: why and until when.
+    awaiting: Option<String>,
     /// The status badge: the job's state, or `not-fired` for an absence whose missing event
     /// came in time (done without running anything).
     badge: &'static str,
     error: Option<String>,
     /// Its rule changed since the match: a re-run runs the fix unless asked otherwise.
     rule_changed: bool,
+    /// A maintenance window holds it: `window (until …)`.
+    held: Option<String>,
     attempts: Vec<AttemptView>,
 }
 
@@ -256,7 +260,8 @@ pub async fn event(
         Err(e) => return unavailable(&v, e),
     };
     let rules = st.engine.rules();
-    let not_matched = crate::server::not_matched(&rules, &detail);
+    let not_matched = crate::app::not_matched(&rules, &detail);
+    let held = st.engine.held_jobs();
     let jobs: Vec<JobView> = detail
         .matches
         .iter()
@@ -266,6 +271,10 @@ pub async fn event(
             rule: m.rule.clone(),
             status: m.status,
             decision: m.decision.as_ref().map(|d| d.summary.clone()),
+            awaiting: m
+                .awaiting
+                .as_ref()
+                .map(|a| format!("{} (on_timeout decides at {})", a.reason, a.deadline)),
             badge: match &m.error {
                 Some(e)
                     if m.status == JobStatus::Done
@@ -278,11 +287,22 @@ pub async fn event(
                 {
                     "shadow"
                 }
+                // Closed by a maintenance window (engine/windows.rs).
+                Some(e)
+                    if m.status == JobStatus::Done
+                        && e.starts_with(crate::engine::SKIPPED_NOTE) =>
+                {
+                    "skipped"
+                }
                 _ => m.status.as_str(),
             },
             error: m.error.clone(),
             rule_changed: !rules.rules.iter().any(|r| {
                 r.rulebook == m.rulebook && r.name == m.rule && r.fingerprint == m.fingerprint
+            }),
+            held: held.iter().find(|h| h.job == m.id).map(|h| {
+                let until = crate::domain::rfc3339(h.until);
+                format!("`{}` (during: {}) until {until}", h.window, h.during)
             }),
             attempts: m
                 .attempts
@@ -344,7 +364,7 @@ pub async fn replay(v: Viewer, State(st): State<AppState>, Form(f): Form<ReplayF
         return message(Some(&v), StatusCode::FORBIDDEN, "Refused", &e);
     }
     match st.engine.replay(&f.event).await {
-        Ok(Some(done)) => match crate::server::audit(&st, &v.who, "replay", &f.event, None).await {
+        Ok(Some(done)) => match crate::app::audit(&st, &v.who, "replay", &f.event, None).await {
             Err(e) => message(
                 Some(&v),
                 e.status_and_code().0,
@@ -439,7 +459,7 @@ pub async fn rerun(v: Viewer, State(st): State<AppState>, Form(f): Form<RerunFor
         }
         Err(e) => return unavailable(&v, e),
     };
-    if let Err(e) = crate::server::audit(&st, &v.who, "rerun", &f.job, None).await {
+    if let Err(e) = crate::app::audit(&st, &v.who, "rerun", &f.job, None).await {
         return message(
             Some(&v),
             e.status_and_code().0,
@@ -463,9 +483,9 @@ pub async fn dead_letters(
 ) -> Response {
     let filter = JobFilter {
         state: Some(JobState::Failed),
+        status: None,
         rule: None,
         limit: PAGE_ROWS,
-        status: None,
     };
     let jobs = match st.engine.store().history.jobs(filter).await {
         Ok(jobs) => jobs,
@@ -783,7 +803,7 @@ pub async fn login(State(st): State<AppState>, Form(f): Form<LoginForm>) -> Resp
             );
         }
     };
-    if let Err(e) = crate::server::audit(&st, &who, "login", "console", None).await {
+    if let Err(e) = crate::app::audit(&st, &who, "login", "console", None).await {
         return login_page(
             &st,
             &next,

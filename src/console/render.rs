@@ -19,7 +19,7 @@ const JS: &str = include_str!("static/console.js");
 /// The templates: names ending in `.html` are HTML-escaped on output (minijinja's default).
 static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
     let mut env = Environment::new();
-    let files: [(&str, &str); 10] = [
+    let files: [(&str, &str); 11] = [
         ("base.html", include_str!("templates/base.html")),
         ("events.html", include_str!("templates/events.html")),
         ("event.html", include_str!("templates/event.html")),
@@ -33,6 +33,7 @@ static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
         ("login.html", include_str!("templates/login.html")),
         ("message.html", include_str!("templates/message.html")),
         ("approvals.html", include_str!("templates/approvals.html")),
+        ("windows.html", include_str!("templates/windows.html")),
     ];
     for (name, text) in files {
         if let Err(e) = env.add_template(name, text) {
@@ -125,6 +126,7 @@ mod tests {
             "login.html",
             "message.html",
             "approvals.html",
+            "windows.html",
         ] {
             assert!(TEMPLATES.get_template(name).is_ok(), "{name}");
         }

@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 
 use super::correlate::Window;
 use super::state::{self, Facts, Input, Place, Ran, Transition, Wait, WindowDecision};
+use super::windows::Gate;
 use super::{Engine, VERSION_HANDOFF};
 use crate::actions::event::MAX_DEPTH;
 use crate::actions::{Action, Rendered, RunContext, retry_delay};
@@ -257,9 +258,11 @@ impl Engine {
         let queue = self.store.queue.clone();
         let mut step = lease.job.step.clone();
         let mut input = match state::place(&step) {
-            Place::Gate => Some(Input::Gate(
-                self.window_decision(rule, self.settings.clock.now()),
-            )),
+            Place::Gate => Some(Input::Gate(self.window_decision(
+                &lease.job,
+                &step,
+                self.settings.clock.now(),
+            ))),
             Place::Awaiting => Some(self.approval_check(&run, &lease, &step).await?),
             Place::Action => None,
         };
@@ -332,11 +335,21 @@ impl Engine {
         }
     }
 
-    /// The maintenance-window decision for a job of `rule` about to start at `now`. Rule sets
-    /// declare no windows yet (the `windows:` section decides here once it exists), so every
-    /// job finds the way open.
-    fn window_decision(&self, _rule: &Rule, _now: i64) -> WindowDecision {
-        WindowDecision::Open
+    /// The maintenance-window decision for a job about to start (`engine/windows.rs`, on the
+    /// current rule set's `windows:`), as the state machine's input.
+    fn window_decision(&self, job: &crate::domain::Job, step: &Step, now: i64) -> WindowDecision {
+        match self.window_gate(job, step) {
+            Gate::Go => WindowDecision::Open,
+            Gate::Hold(wait) => WindowDecision::Hold {
+                until: now + wait.as_millis() as i64,
+            },
+            Gate::Skip(note) => WindowDecision::Skip { note },
+            Gate::Approve { window, .. } => {
+                // From here on an approval: listed as awaiting, no longer as held.
+                self.held.release(&job.id);
+                WindowDecision::Approve { window }
+            }
+        }
     }
 
     /// Does what a job that cannot go on asks for.

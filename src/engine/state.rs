@@ -35,10 +35,11 @@ pub const WINDOW_APPROVAL_TIMEOUT: Duration = Duration::from_secs(3600);
 pub enum WindowDecision {
     /// No window applies.
     Open,
-    /// Keep the job pending until `until` (milliseconds since the epoch), then decide again.
-    Hold { window: String, until: i64 },
-    /// Record the job as done without running it.
-    Skip { window: String },
+    /// Keep the job pending until `until` (milliseconds since the epoch: the window's end, or
+    /// an earlier look so a reload can release it), then decide again.
+    Hold { until: i64 },
+    /// Record the job as done without running it, with this note (`skipped: …`).
+    Skip { note: String },
     /// Ask for approval, exactly as if the rule had `approval:`.
     Approve { window: String },
 }
@@ -147,11 +148,6 @@ pub enum Transition {
     Leave,
 }
 
-/// The note a skipped job closes with.
-pub fn skipped_note(window: &str) -> String {
-    format!("skipped: maintenance window `{window}` (during: skip)")
-}
-
 /// The one transition function.
 pub fn next(step: &Step, facts: Facts, input: Input) -> Transition {
     match input {
@@ -182,10 +178,10 @@ fn gate(step: &Step, facts: Facts, window: WindowDecision) -> Transition {
             delay: Duration::from_millis((until - facts.now).max(0) as u64),
             why: Wait::Held,
         },
-        WindowDecision::Skip { window } => Transition::Ack {
+        WindowDecision::Skip { note } => Transition::Ack {
             step: step.clone(),
             state: JobState::Done,
-            note: Some(skipped_note(&window)),
+            note: Some(note),
         },
         WindowDecision::Approve { window } => ask(
             format!("window {window}"),
@@ -491,12 +487,9 @@ mod tests {
                 ..Step::default()
             },
         };
-        let hold = WindowDecision::Hold {
-            window: "freeze".into(),
-            until: NOW + 5000,
-        };
+        let hold = WindowDecision::Hold { until: NOW + 5000 };
         let skip = WindowDecision::Skip {
-            window: "freeze".into(),
+            note: "skipped: freeze".into(),
         };
         let approve = WindowDecision::Approve {
             window: "freeze".into(),
@@ -509,7 +502,7 @@ mod tests {
         let skipped = Transition::Ack {
             step: pending.clone(),
             state: JobState::Done,
-            note: Some(skipped_note("freeze")),
+            note: Some("skipped: freeze".into()),
         };
         let table = [
             (facts(), WindowDecision::Open, run0.clone()),
@@ -555,10 +548,7 @@ mod tests {
             );
         }
         // A hold whose end has passed: looked at again at once.
-        let past = WindowDecision::Hold {
-            window: "w".into(),
-            until: NOW - 1,
-        };
+        let past = WindowDecision::Hold { until: NOW - 1 };
         assert!(matches!(
             next(&pending, facts(), Input::Gate(past)),
             Transition::Nak { delay, why: Wait::Held, .. } if delay.is_zero()

@@ -19,6 +19,9 @@ pub struct RulebookFile {
     pub rules: Vec<RuleSpec>,
     /// `shadow` or `live` (the default): the mode of this rulebook's rules that name none.
     pub mode: Option<S<String>>,
+    /// Maintenance windows (`rulebook::windows`; docs/change-control.md).
+    #[serde(default)]
+    pub windows: Vec<super::windows::WindowSpec>,
 }
 
 /// A number of bytes, or a string with a unit.
@@ -73,6 +76,21 @@ pub struct SourceSpec {
     pub subjects: Option<Vec<S<String>>>,
     pub stream: Option<S<String>>,
     pub durable: Option<S<String>>,
+    /// `syslog` with `tls://`: the listener's certificate and key, and the CA that client
+    /// certificates must come from; `mqtt` with `mqtts://`: the CA to verify the broker with.
+    pub tls: Option<S<TlsSpec>>,
+    /// `mqtt`: the shared-subscription group (`$share/<group>/<topic>`).
+    pub share_group: Option<S<String>>,
+}
+
+/// A source's `tls:` block (file paths; `${env:…}` allowed).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSpec {
+    pub cert: Option<S<String>>,
+    pub key: Option<S<String>>,
+    pub client_ca: Option<S<String>>,
+    pub ca: Option<S<String>>,
 }
 
 /// `listen:` one address (`udp://0.0.0.0:514`) or a list of them.

@@ -8,8 +8,9 @@ use crate::body::BodyFormat;
 use crate::rulebook::compile::Compile;
 use crate::rulebook::model::{ListenSpec, SizeSpec, SourceSpec};
 use crate::sources::{
-    Broker, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_MESSAGE, Endpoint, Keep,
-    Listening, NatsSubscription, Scheme, Source, SourceKind, SourceMeter,
+    Broker, BrokerTls, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_MESSAGE,
+    Endpoint, Keep, ListenTls, Listening, NatsSubscription, Scheme, Source, SourceKind,
+    SourceMeter,
 };
 use crate::units::parse_size;
 use crate::verify::Verifier;
@@ -17,7 +18,7 @@ use crate::verify::Verifier;
 /// The schemes each transport kind listens with.
 fn schemes(kind: SourceKind) -> &'static [Scheme] {
     match kind {
-        SourceKind::Syslog => &[Scheme::Udp, Scheme::Tcp, Scheme::Relp],
+        SourceKind::Syslog => &[Scheme::Udp, Scheme::Tcp, Scheme::Tls, Scheme::Relp],
         _ => &[],
     }
 }
@@ -91,6 +92,8 @@ pub fn source(cx: &mut Compile, spec: &SourceSpec, rulebook: &str) -> Option<Sou
     if endpoints.is_empty() {
         return None;
     }
+    let wants_tls = endpoints.iter().any(|e| e.scheme == Scheme::Tls);
+    let tls = listen_tls(cx, spec, wants_tls)?;
     let keep = keep(cx, spec, Keep::Matched)?;
     let max_message = match &spec.max_message {
         None => DEFAULT_MAX_MESSAGE,
@@ -174,8 +177,100 @@ pub fn source(cx: &mut Compile, spec: &SourceSpec, rulebook: &str) -> Option<Sou
             max_message,
             max_connections,
             idle_timeout,
+            tls,
         })),
     })
+}
+
+/// A path in a `tls:` block (`${env:…}` expanded).
+fn tls_path(
+    cx: &mut Compile,
+    field: &Option<crate::rulebook::model::S<String>>,
+    what: &str,
+) -> Option<Option<std::path::PathBuf>> {
+    match field {
+        None => Some(None),
+        Some(f) => Some(Some(std::path::PathBuf::from(cx.expand(f, what)?))),
+    }
+}
+
+/// A syslog source's `tls:` block: needed by `tls://` endpoints, refused without one; the
+/// files are loaded now so a bad one is a load error naming it, not a failed start.
+fn listen_tls(cx: &mut Compile, spec: &SourceSpec, wants: bool) -> Option<Option<ListenTls>> {
+    let name = &spec.name.value;
+    let Some(t) = &spec.tls else {
+        if wants {
+            cx.err(
+                &spec.kind.referenced,
+                format!(
+                    "source `{name}`: tls:// needs `tls: {{cert: …, key: …}}` (client_ca optional)"
+                ),
+            );
+            return None;
+        }
+        return Some(None);
+    };
+    if !wants {
+        cx.err(
+            &t.referenced,
+            format!("source `{name}`: `tls:` is for tls:// addresses in `listen:`; none is given"),
+        );
+        return None;
+    }
+    if t.value.ca.is_some() {
+        cx.err(
+            &t.referenced,
+            "tls: `ca` is for mqtts:// brokers; a listener takes `client_ca` (the CA of client certificates)",
+        );
+        return None;
+    }
+    let cert = tls_path(cx, &t.value.cert, "tls.cert")?;
+    let key = tls_path(cx, &t.value.key, "tls.key")?;
+    let client_ca = tls_path(cx, &t.value.client_ca, "tls.client_ca")?;
+    let (Some(cert), Some(key)) = (cert, key) else {
+        cx.err(
+            &t.referenced,
+            "tls: needs both `cert` and `key` (PEM files)",
+        );
+        return None;
+    };
+    if let Err(e) = crate::tls::server_config(&cert, &key, client_ca.as_deref()) {
+        cx.err(&t.referenced, format!("tls: {e}"));
+        return None;
+    }
+    Some(Some(ListenTls {
+        cert,
+        key,
+        client_ca,
+    }))
+}
+
+/// An mqtt source's `tls:` block (`ca`), for `mqtts://` only.
+fn broker_tls(cx: &mut Compile, spec: &SourceSpec, mqtts: bool) -> Option<Option<BrokerTls>> {
+    let name = &spec.name.value;
+    let Some(t) = &spec.tls else {
+        return Some(mqtts.then_some(BrokerTls { ca: None }));
+    };
+    if !mqtts {
+        cx.err(
+            &t.referenced,
+            format!("source `{name}`: `tls:` needs an mqtts:// url"),
+        );
+        return None;
+    }
+    if t.value.cert.is_some() || t.value.key.is_some() || t.value.client_ca.is_some() {
+        cx.err(
+            &t.referenced,
+            "tls: an mqtts:// source takes `ca` (the CA that signed the broker's certificate)",
+        );
+        return None;
+    }
+    let ca = tls_path(cx, &t.value.ca, "tls.ca")?;
+    if let Err(e) = crate::tls::client_config(ca.as_deref()) {
+        cx.err(&t.referenced, format!("tls: {e}"));
+        return None;
+    }
+    Some(Some(BrokerTls { ca }))
 }
 
 /// `keep:`, or `default` when not given.
@@ -288,35 +383,52 @@ fn nats(cx: &mut Compile, spec: &SourceSpec, rulebook: &str) -> Option<Source> {
             max_message: crate::sources::DEFAULT_MAX_BODY,
             max_connections: 1,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            tls: None,
         })),
     })
 }
 
-/// `mqtt://HOST[:PORT]` (1883 by default).
-pub fn mqtt_url(url: &str) -> Result<(String, u16), String> {
-    let rest = match url.split_once("://") {
-        Some(("mqtt", rest)) => rest,
-        Some(("mqtts", _)) => {
+/// A broker's address: `mqtt://HOST[:PORT]` (1883 by default) or `mqtts://HOST[:PORT]` (TLS,
+/// 8883 by default).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MqttUrl {
+    pub host: String,
+    pub port: u16,
+    pub tls: bool,
+}
+
+/// Parses an mqtt source's `url:`.
+pub fn mqtt_url(url: &str) -> Result<MqttUrl, String> {
+    let (rest, tls) = match url.split_once("://") {
+        Some(("mqtt", rest)) => (rest, false),
+        Some(("mqtts", rest)) => (rest, true),
+        _ => {
             return Err(format!(
-                "`{url}`: mqtts:// is not in this release; use mqtt:// on a trusted network"
+                "`{url}`: expected mqtt://HOST[:PORT] or mqtts://HOST[:PORT]"
             ));
         }
-        _ => return Err(format!("`{url}`: expected mqtt://HOST[:PORT]")),
     };
+    let default_port = if tls { 8883 } else { 1883 };
     let rest = rest.trim_end_matches('/');
     let (host, port) = match rest.rsplit_once(':') {
         Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => match p.parse::<u16>() {
             Ok(p) => (h, p),
-            Err(_) if rest.starts_with('[') && rest.ends_with(']') => (rest, 1883),
+            Err(_) if rest.starts_with('[') && rest.ends_with(']') => (rest, default_port),
             Err(_) => return Err(format!("`{url}`: `{p}` is not a port")),
         },
-        _ => (rest, 1883),
+        _ => (rest, default_port),
     };
     let host = host.trim_start_matches('[').trim_end_matches(']');
     if host.is_empty() || host.contains('/') || host.contains('@') {
-        return Err(format!("`{url}`: expected mqtt://HOST[:PORT]"));
+        return Err(format!(
+            "`{url}`: expected mqtt://HOST[:PORT] or mqtts://HOST[:PORT]"
+        ));
     }
-    Ok((host.to_string(), port))
+    Ok(MqttUrl {
+        host: host.to_string(),
+        port,
+        tls,
+    })
 }
 
 /// A `kind: mqtt` source.
@@ -330,7 +442,7 @@ fn mqtt(cx: &mut Compile, spec: &SourceSpec, rulebook: &str) -> Option<Source> {
         return None;
     };
     let url_text = cx.expand(url, "url")?;
-    let (host, port) = match mqtt_url(url_text.trim()) {
+    let parsed = match mqtt_url(url_text.trim()) {
         Ok(x) => x,
         Err(m) => {
             cx.err(&url.referenced, format!("url: {m}"));
@@ -364,6 +476,21 @@ fn mqtt(cx: &mut Compile, spec: &SourceSpec, rulebook: &str) -> Option<Source> {
         .as_ref()
         .map(|c| c.value.clone())
         .unwrap_or_else(|| format!("rulehook-{name}"));
+    let tls = broker_tls(cx, spec, parsed.tls)?;
+    let share_group = match &spec.share_group {
+        None => None,
+        Some(g) => {
+            let g = g.value.trim();
+            if g.is_empty() || g.contains(['/', '+', '#']) {
+                cx.err(
+                    &spec.kind.referenced,
+                    format!("share_group `{g}`: a name without `/`, `+` or `#`"),
+                );
+                return None;
+            }
+            Some(g.to_string())
+        }
+    };
     let keep = keep(cx, spec, Keep::All)?;
     Some(Source {
         name: name.clone(),
@@ -381,18 +508,21 @@ fn mqtt(cx: &mut Compile, spec: &SourceSpec, rulebook: &str) -> Option<Source> {
             endpoints: Vec::new(),
             nats: None,
             broker: Some(Broker {
-                host,
-                port,
+                host: parsed.host,
+                port: parsed.port,
                 topics,
                 client_id,
                 username,
                 password,
+                tls,
+                share_group,
             }),
             format,
             keep,
             max_message: crate::sources::DEFAULT_MAX_BODY,
             max_connections: 1,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            tls: None,
         })),
     })
 }
@@ -415,17 +545,25 @@ mod tests {
 
     #[test]
     fn mqtt_urls() {
+        let at = |host: &str, port, tls| MqttUrl {
+            host: host.into(),
+            port,
+            tls,
+        };
         assert_eq!(
             mqtt_url("mqtt://127.0.0.1:1883").unwrap(),
-            ("127.0.0.1".into(), 1883)
+            at("127.0.0.1", 1883, false)
         );
-        assert_eq!(mqtt_url("mqtt://broker").unwrap(), ("broker".into(), 1883));
-        assert_eq!(mqtt_url("mqtt://[::1]:1884").unwrap(), ("::1".into(), 1884));
-        assert!(
-            mqtt_url("mqtts://b:8883")
-                .unwrap_err()
-                .contains("not in this release")
+        assert_eq!(
+            mqtt_url("mqtt://broker").unwrap(),
+            at("broker", 1883, false)
         );
+        assert_eq!(
+            mqtt_url("mqtt://[::1]:1884").unwrap(),
+            at("::1", 1884, false)
+        );
+        assert_eq!(mqtt_url("mqtts://b").unwrap(), at("b", 8883, true));
+        assert_eq!(mqtt_url("mqtts://b:18883").unwrap(), at("b", 18883, true));
         assert!(mqtt_url("http://b").is_err());
         assert!(mqtt_url("mqtt://b:x").is_err());
     }

@@ -11,7 +11,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::roles::{AsApprover, AsViewer};
-use super::{ApiError, AppState, audit};
+use super::{ApiError, AppState};
+use crate::app::audit;
 
 /// The body of a decision: an optional comment (an empty body is no comment).
 #[derive(Debug, Default, Deserialize)]

@@ -1,15 +1,15 @@
 //! The HTTP edge: the only module that knows HTTP. Routes webhooks to the engine and serves the
 //! history API and health check.
 
-pub mod admin_plane;
 mod approvals;
-mod error;
-pub mod guard;
 pub mod listen;
-pub mod roles;
+mod windows;
+
+// The shared HTTP state and rules live below the HTTP planes (`crate::app`); re-exported so
+// `server::…` paths keep working.
+pub use crate::app::{ApiError, AppState, admin_plane, guard, roles};
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::SystemTime;
 
 use axum::body::Body;
@@ -21,29 +21,10 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::engine::Engine;
 use crate::engine::{Rerun, rerun_text};
-use crate::rules::RuleSet;
-use crate::store::{EventDetail, EventFilter, EventStatus, JobFilter};
+use crate::store::{EventFilter, EventStatus, JobFilter};
 use crate::telemetry::names;
-pub use error::ApiError;
 use roles::{AsOperator, AsViewer};
-
-/// What request handlers share.
-#[derive(Clone)]
-pub struct AppState {
-    pub engine: Arc<Engine>,
-    /// `RULEHOOK_ADMIN_TOKEN`: lets non-loopback clients use the admin API.
-    pub admin_token: Option<String>,
-    pub reloader: Option<Arc<crate::reload::Reloader>>,
-    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
-    /// How long a client may take to send a request body.
-    pub body_timeout: std::time::Duration,
-    /// The web console's keys and access settings (also the admin API's loopback rule).
-    pub console: Arc<crate::console::Settings>,
-    /// Admin access, back pressure, failed verifications per address.
-    pub guard: Arc<guard::Guard>,
-}
 
 /// The whole HTTP application: `/healthz`, the admin plane (the admin API, `/metrics` and the
 /// console, behind [`admin_plane::gate`]), and the source paths.
@@ -60,6 +41,7 @@ pub fn app(state: AppState) -> Router {
         .route("/api/jobs/{id}/reject", post(approvals::reject))
         .route("/api/approvals", get(approvals::pending))
         .route("/api/audit", get(audit_trail))
+        .route("/api/windows", get(windows::list_windows))
         .route("/metrics", get(metrics_text))
         .merge(crate::console::routes())
         .route_layer(axum::middleware::from_fn_with_state(
@@ -194,7 +176,7 @@ async fn rerun(
         Rerun::AsMatched { changed } => ("matched", changed),
         Rerun::OnCurrentRule => ("current", true),
     };
-    audit(&state, &who, "rerun", &id, None).await?;
+    crate::app::audit(&state, &who, "rerun", &id, None).await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({
@@ -218,26 +200,12 @@ async fn replay(
         .replay(&id)
         .await?
         .ok_or(ApiError::NoSuchEvent)?;
-    audit(&state, &who, "replay", &id, None).await?;
+    crate::app::audit(&state, &who, "replay", &id, None).await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({"id": done.id, "replay_of": id, "matched": done.matched})),
     )
         .into_response())
-}
-
-/// Records a write in the audit trail.
-pub(crate) async fn audit(
-    state: &AppState,
-    who: &crate::access::Principal,
-    what: &str,
-    target: &str,
-    comment: Option<String>,
-) -> Result<(), ApiError> {
-    let record = crate::access::audit::Record::new(who, what, target, comment);
-    tracing::info!(who = %record.who, role = %record.role, what, target, "audit");
-    crate::access::audit::append(state.engine.store().state.as_ref(), record).await?;
-    Ok(())
 }
 
 #[derive(Debug, Deserialize)]
@@ -366,15 +334,6 @@ async fn receive(
         .into_response())
 }
 
-/// The admin API answers anyone it knows (see [`roles::principal`]); kept for the console.
-pub(crate) fn admin(
-    state: &AppState,
-    peer: SocketAddr,
-    headers: &HeaderMap,
-) -> Result<(), ApiError> {
-    roles::principal(state, peer, headers).map(drop)
-}
-
 #[derive(Debug, Deserialize)]
 struct ListQuery {
     source: Option<String>,
@@ -391,7 +350,7 @@ async fn list_events(
 ) -> Result<Response, ApiError> {
     let since = match q.since {
         None => None,
-        Some(s) => Some(parse_since(&s)?),
+        Some(s) => Some(crate::app::parse_since(&s)?),
     };
     let status = match &q.status {
         None => None,
@@ -439,7 +398,7 @@ async fn stored_events(
 ) -> Result<Response, ApiError> {
     let since = match q.since {
         None => 0,
-        Some(s) => parse_since(&s)?,
+        Some(s) => crate::app::parse_since(&s)?,
     };
     let limit = q.limit.unwrap_or(1000).clamp(1, 5000);
     let history = &state.engine.store().history;
@@ -505,24 +464,8 @@ async fn list_jobs(
         limit: q.limit.unwrap_or(100).min(1000),
     };
     let jobs = state.engine.store().history.jobs(filter).await?;
+    let jobs = windows::mark_held(&state.engine, jobs);
     Ok(Json(json!({"jobs": jobs})).into_response())
-}
-
-/// `since` as RFC 3339, or as a duration back from now (`15m`).
-pub(crate) fn parse_since(s: &str) -> Result<i64, ApiError> {
-    if let Ok(d) = crate::units::parse_duration(s) {
-        let now = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap_or_default();
-        return Ok(now.saturating_sub(d).as_millis() as i64);
-    }
-    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
-        .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64)
-        .map_err(|_| {
-            ApiError::BadQuery(format!(
-                "since `{s}` is neither RFC 3339 nor a duration like 15m"
-            ))
-        })
 }
 
 async fn event_detail(
@@ -538,79 +481,9 @@ async fn event_detail(
         .await?
         .ok_or(ApiError::NoSuchEvent)?;
     // Why the other rules did not match, evaluated against the rule set serving now.
-    let not_matched = not_matched(&state.engine.rules(), &detail);
+    let not_matched = crate::app::not_matched(&state.engine.rules(), &detail);
     let mut detail = serde_json::to_value(&detail).unwrap_or_default();
     detail["not_matched"] = json!(not_matched);
     detail["evaluated_with"] = json!("the rule set serving now");
     Ok(Json(detail).into_response())
-}
-
-/// A rule an event did not match, with the clauses that were false and the values seen.
-#[derive(Debug, Clone, serde::Serialize)]
-pub(crate) struct NotMatched {
-    pub rulebook: String,
-    pub rule: String,
-    pub why: Vec<String>,
-    /// The rule matches the event now but has no record of it: added (or changed) after the
-    /// event arrived. A replay runs it.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub matches_now: bool,
-    /// Not considered: the rule takes other sources (views fold these into one line).
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub other_source: bool,
-}
-
-/// The rules of `rules` that a stored event did not match (neither matched nor throttled in
-/// its record), explained against that rule set.
-pub(crate) fn not_matched(rules: &RuleSet, detail: &EventDetail) -> Vec<NotMatched> {
-    let headers: Vec<(String, String)> = detail
-        .headers
-        .iter()
-        .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
-        .collect();
-    let doc = crate::domain::EventDoc::with_headers(detail.body.clone(), &headers);
-    let recorded = |b: &str, n: &str| {
-        detail
-            .matches
-            .iter()
-            .any(|m| m.rulebook == b && m.rule == n)
-            || detail
-                .throttled
-                .iter()
-                .any(|m| m.rulebook == b && m.rule == n)
-            || detail
-                .correlations
-                .iter()
-                .any(|m| m.rulebook == b && m.rule == n)
-    };
-    rules
-        .explain(Some(&detail.source), &doc)
-        .into_iter()
-        .filter_map(|v| {
-            let r = &rules.rules[v.rule];
-            if recorded(&r.rulebook, &r.name) {
-                return None;
-            }
-            // Matching now with no record: the rule was not there (as it is) when the event
-            // came. A correlation rule is not judged on one event.
-            let matches_now = v.matched && r.correlate.is_none();
-            if v.matched && !matches_now {
-                return None;
-            }
-            Some(NotMatched {
-                rulebook: r.rulebook.clone(),
-                rule: r.name.clone(),
-                why: if matches_now {
-                    vec![
-                        "added after this event (or changed since): it matches now — replay the event to run it"
-                            .to_string(),
-                    ]
-                } else {
-                    v.why
-                },
-                matches_now,
-                other_source: v.other_source,
-            })
-        })
-        .collect()
 }

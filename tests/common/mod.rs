@@ -42,15 +42,15 @@ impl Env {
             .unwrap_or_default()
     }
     /// Waits until `rel` has at least `n` lines (or the timeout passes); returns its lines.
+    /// Waits until `rel` holds at least `n` lines; panics (with what it holds) on timeout, so a
+    /// test never carries on as if the lines had come.
     pub fn wait_lines(&self, rel: &str, n: usize, timeout: Duration) -> Vec<String> {
-        let start = Instant::now();
-        loop {
-            let lines = self.lines(rel);
-            if lines.len() >= n || start.elapsed() > timeout {
-                return lines;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let mut lines = Vec::new();
+        wait_until(&format!("{n} line(s) in {rel}"), timeout, || {
+            lines = self.lines(rel);
+            lines.len() >= n
+        });
+        lines
     }
     pub fn cmd(&self, args: &[&str]) -> Command {
         // RULEHOOK_TEST_BIN: run the tests against another build (an earlier one, to see a
@@ -277,5 +277,20 @@ impl Drop for NatsPrefix {
             rt.block_on(rulehook::store::nats::Jet::destroy(&url, &prefix))
         })
         .join();
+    }
+}
+
+/// Polls `done` every 20 ms until it holds; panics naming `what` after `timeout`. The one way
+/// the tests wait for something (never a fixed sleep hoping it happened).
+pub fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    loop {
+        if done() {
+            return;
+        }
+        if start.elapsed() > timeout {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }

@@ -1,5 +1,7 @@
-//! Syslog in: UDP datagrams (RFC 5426) and TCP streams (RFC 6587, both framings), each
-//! message parsed by [`parse`] and handed to the engine through a [`Handoff`].
+//! Syslog in: UDP datagrams (RFC 5426), TCP streams (RFC 6587, both framings), TLS streams
+//! (RFC 5425: octet counting, LF framing also taken; client certificates required when the
+//! source names a `client_ca`) and RELP, each message parsed by [`parse`] and handed to the
+//! engine through a [`Handoff`].
 //!
 //! UDP is best effort by nature: the socket asks for a large receive buffer, and what is lost
 //! or unreadable is counted. TCP connections are capped per source (`max_connections`; past
@@ -39,18 +41,29 @@ pub async fn listen(
             tokio::spawn(serve_udp(socket, settings, hand, shutdown));
             Ok(addr)
         }
-        Scheme::Tcp | Scheme::Relp => {
+        Scheme::Tcp | Scheme::Relp | Scheme::Tls => {
+            let tls = match endpoint.scheme {
+                Scheme::Tls => Some(acceptor(&settings)?),
+                _ => None,
+            };
             let listener = TcpListener::bind(endpoint.addr).await?;
             let addr = listener.local_addr()?;
             let relp = endpoint.scheme == Scheme::Relp;
-            tokio::spawn(serve_tcp(listener, settings, hand, shutdown, relp));
+            tokio::spawn(serve_tcp(listener, settings, hand, shutdown, relp, tls));
             Ok(addr)
         }
-        other => Err(std::io::Error::other(format!(
-            "{} is not served for syslog by this build",
-            other.as_str()
-        ))),
     }
+}
+
+/// The `tls://` listener's acceptor, from the source's `tls:` files (RFC 5425).
+fn acceptor(settings: &Listening) -> std::io::Result<tokio_rustls::TlsAcceptor> {
+    let files = settings
+        .tls
+        .as_ref()
+        .ok_or_else(|| std::io::Error::other("tls:// needs the source's `tls:` block"))?;
+    let config = crate::tls::server_config(&files.cert, &files.key, files.client_ca.as_deref())
+        .map_err(std::io::Error::other)?;
+    Ok(tokio_rustls::TlsAcceptor::from(config))
 }
 
 fn udp_socket(addr: SocketAddr) -> std::io::Result<UdpSocket> {
@@ -116,6 +129,7 @@ async fn serve_tcp(
     hand: Handoff,
     shutdown: CancellationToken,
     relp: bool,
+    tls: Option<tokio_rustls::TlsAcceptor>,
 ) {
     let slots = Arc::new(tokio::sync::Semaphore::new(settings.max_connections));
     loop {
@@ -136,11 +150,25 @@ async fn serve_tcp(
             continue;
         };
         let (hand, settings, shutdown) = (hand.clone(), settings.clone(), shutdown.clone());
+        let tls = tls.clone();
         tokio::spawn(async move {
             let _slot = slot;
             let serve = async {
                 if relp {
                     serve_relp(stream, peer, &settings, &hand).await;
+                } else if let Some(tls) = tls {
+                    // The handshake within the idle timeout; a refused client certificate
+                    // (or none, when `client_ca` asks for one) ends here, counted.
+                    match tokio::time::timeout(settings.idle_timeout, tls.accept(stream)).await {
+                        Ok(Ok(stream)) => serve_stream(stream, peer, &settings, &hand).await,
+                        Ok(Err(e)) => {
+                            hand.dropped("tls_handshake", Some(peer.ip()));
+                            tracing::debug!(source = %hand.source(), %peer, "tls handshake: {e}");
+                        }
+                        Err(_) => {
+                            hand.dropped("idle_timeout", Some(peer.ip()));
+                        }
+                    }
                 } else {
                     serve_stream(stream, peer, &settings, &hand).await;
                 }
@@ -154,7 +182,7 @@ async fn serve_tcp(
 }
 
 async fn serve_stream(
-    mut stream: TcpStream,
+    mut stream: impl tokio::io::AsyncRead + Unpin,
     peer: SocketAddr,
     settings: &Listening,
     hand: &Handoff,

@@ -1,0 +1,264 @@
+//! `rulehook serve` wired together: load the rulebooks, open the store, start the engine, bind
+//! every transport (HTTP in [`crate::server`], syslog/MQTT/NATS in [`crate::transport`]), serve
+//! until SIGTERM, then drain. The command line only turns its flags into a [`Config`].
+//!
+//! Sits above the transports and the engine; nothing imports it but `cli`.
+
+mod store;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::app::AppState;
+use crate::engine::{Engine, Role};
+use crate::rules::{Dirs, RuleSet};
+use crate::server::listen::{Limits, Tls};
+pub use store::{StoreConfig, StoreSpec};
+
+/// Everything `serve` needs, already parsed and typed (the command line builds it).
+pub struct Config {
+    pub dirs: Dirs,
+    /// The data directory: the embedded store, `scripts-running/`, `users.json`.
+    pub data: PathBuf,
+    pub store: StoreConfig,
+    pub role: Role,
+    /// The HTTP(S) listener's address (port 0: a free one).
+    pub listen: SocketAddr,
+    pub tls: Tls,
+    /// The HTTP listener's connection cap, per-client share and timeouts.
+    pub limits: Limits,
+    /// Admin access and back pressure; its admin hosts are completed once the listener is bound.
+    pub guard: crate::app::guard::Guard,
+    /// `--admin-host` names, besides localhost and the listen address.
+    pub admin_hosts: Vec<String>,
+    pub concurrency: usize,
+    pub retain: Duration,
+    pub grace: Duration,
+    pub body_timeout: Duration,
+    /// `--public-url`: the base of `approval.url`.
+    pub public_url: Option<String>,
+    /// `--approval-check`: the longest a job awaiting approval waits before it looks again.
+    pub approval_check: Duration,
+}
+
+/// Why `serve` could not start (or stopped with an error); each says what it was doing.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("the rulebooks do not load:\n{0}")]
+    Rules(String),
+    #[error(
+        "--role {0} needs a store shared by several nodes (--store nats://HOST:PORT); the embedded store serves one node, which does everything"
+    )]
+    RoleNeedsSharedStore(String),
+    #[error("{what}: {source}")]
+    Store {
+        what: String,
+        source: crate::domain::StoreError,
+    },
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ServeError {
+    let what = what.into();
+    move |source| ServeError::Io { what, source }
+}
+
+/// Serves until SIGTERM or Ctrl-C, then stops taking events and waits up to `grace` for
+/// running actions.
+pub async fn run(config: Config) -> Result<(), ServeError> {
+    // Before the rules load: sources register their metric handles with it.
+    let metrics = crate::telemetry::install_metrics();
+    // Histograms keep their samples until upkeep drains them: without this, a service nobody
+    // scrapes grows by ~150 bytes per event (benches/soak.sh).
+    if let Some(h) = metrics.clone() {
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                h.run_upkeep();
+            }
+        });
+    }
+    let (set, snapshot) = crate::rules::load_with_snapshot(&config.dirs)
+        .map_err(|e| ServeError::Rules(e.to_string()))?;
+    log_loaded(&config.dirs, &set);
+    let store = store::open(&config.store, config.role, &config.data).await?;
+    let tls = crate::server::listen::tls(&config.tls)
+        .await
+        .map_err(io("cannot set up TLS"))?;
+    let listener = std::net::TcpListener::bind(config.listen)
+        .map_err(io(format!("cannot listen on {}", config.listen)))?;
+    let addr = listener.local_addr().map_err(io("cannot listen"))?;
+    let mut guard = config.guard;
+    guard.admin_hosts = crate::app::admin_plane::AdminHosts::new(addr, &config.admin_hosts);
+    guard.live = crate::app::guard::LiveLimit::for_connections(
+        config.limits.max_connections,
+        config.limits.per_client,
+    );
+    guard.users = Some(crate::access::Users::in_data(&config.data));
+    let set = Arc::new(set);
+    print(&banner(&set, config.role, addr, tls.as_ref()));
+    let settings = crate::engine::Settings {
+        concurrency: config.concurrency,
+        retain: config.retain,
+        role: config.role,
+        shared: config.store.shared(),
+        rule_archive: Some(config.dirs.scripts.clone()),
+        public_url: config.public_url.clone(),
+        approval_check: config.approval_check,
+        ..crate::engine::Settings::default()
+    };
+    // Scripts a crashed predecessor left running end before their jobs can run them again.
+    let running = config.data.join("scripts-running");
+    crate::actions::groups::end_survivors(&running);
+    crate::actions::groups::record_in(&running)
+        .map_err(io(format!("cannot create {}", running.display())))?;
+    let engine = Engine::new(store, set, settings);
+    let depth = engine.store().queue.depth();
+    tracing::info!(
+        pending = depth.ready + depth.delayed,
+        more_in_storage = depth.spilled,
+        concurrency = config.concurrency,
+        "jobs recovered from the store"
+    );
+    // Archived beside serving: nothing waits for it (`engine::versions`).
+    tokio::spawn({
+        let engine = engine.clone();
+        async move { engine.archive_rules(snapshot, engine.rules()).await }
+    });
+    engine.start();
+    // Listening sources (syslog …): bound now, served until the HTTP listener stops.
+    let stop_transports = tokio_util::sync::CancellationToken::new();
+    let bound = crate::transport::start(&engine, &stop_transports)
+        .await
+        .map_err(io("cannot listen for a source"))?;
+    print(
+        &bound
+            .iter()
+            .map(|b| format!("source {} at {}\n", b.source, b.addr))
+            .collect::<String>(),
+    );
+    let reloader = crate::reload::Reloader::new(config.dirs, engine.clone());
+    reloader.spawn();
+    let state = AppState {
+        engine: engine.clone(),
+        admin_token: std::env::var("RULEHOOK_ADMIN_TOKEN").ok().inspect(|t| {
+            crate::secrets::remember(t);
+        }),
+        reloader: Some(reloader),
+        metrics,
+        body_timeout: config.body_timeout,
+        console: Arc::new(match config.store {
+            StoreConfig::Embedded => crate::console::Settings::new(Some(config.data.clone())),
+            StoreConfig::Nats(_) => {
+                // Other nodes' events reach this node's live pages through the history.
+                let mut s = crate::console::Settings::new(None);
+                s.poll_history = Some(Duration::from_secs(2));
+                s
+            }
+        }),
+        guard: Arc::new(guard),
+    };
+    crate::server::listen::serve(
+        listener,
+        crate::server::app(state),
+        tls.map(|t| t.config),
+        config.limits,
+        shutdown_signal(),
+        Duration::from_secs(5),
+    )
+    .await
+    .map_err(io("the HTTP listener failed"))?;
+    stop_transports.cancel();
+    tracing::info!("no longer accepting events; waiting for running actions");
+    engine.shutdown(config.grace).await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Logs what the load found (and warns when no rule came).
+fn log_loaded(dirs: &Dirs, set: &RuleSet) {
+    for w in &set.warnings {
+        tracing::warn!("{w}");
+    }
+    let rulebooks: std::collections::HashSet<&str> = set
+        .sources
+        .iter()
+        .map(|s| s.rulebook.as_str())
+        .chain(set.rules.iter().map(|r| r.rulebook.as_str()))
+        .collect();
+    tracing::info!(
+        dir = %dirs.rulebooks.display(),
+        rulebooks = rulebooks.len(),
+        rules = set.rules.len(),
+        sources = set.sources.len(),
+        "rulebooks loaded"
+    );
+    if set.rules.is_empty() {
+        tracing::warn!(
+            dir = %dirs.rulebooks.display(),
+            "no rules loaded: events are stored but nothing runs (see docs/rulebooks.md)"
+        );
+    }
+}
+
+/// What serve prints for people and scripts: the listen address, the certificate's
+/// fingerprint, and where each HTTP source is served (listening sources print once bound).
+fn banner(
+    set: &RuleSet,
+    role: Role,
+    addr: SocketAddr,
+    tls: Option<&crate::server::listen::TlsReady>,
+) -> String {
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let mut banner = format!("listening on {scheme}://{addr}\n");
+    if let Some(t) = tls {
+        banner.push_str(&format!(
+            "tls certificate sha256 fingerprint {}\n",
+            t.fingerprint
+        ));
+    }
+    for s in &set.sources {
+        let kind = s.verifier.kind();
+        match &s.path {
+            Some(p) if !role.accepts_events() => banner.push_str(&format!(
+                "source {} ({kind}) at {p} on the ingest nodes (not here: --role worker)\n",
+                s.name,
+            )),
+            Some(p) => banner.push_str(&format!(
+                "source {} ({kind}) at {scheme}://{addr}{p}\n",
+                s.name,
+            )),
+            None if s.listening.is_some() => {}
+            None => banner.push_str(&format!("source {} ({kind}) internal\n", s.name)),
+        }
+    }
+    banner
+}
+
+/// Prints to stdout; a closed stdout must not stop the service.
+fn print(text: &str) {
+    use std::io::Write;
+    if text.is_empty() {
+        return;
+    }
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
