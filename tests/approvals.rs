@@ -756,3 +756,37 @@ async fn the_console_page_lists_and_decides() {
     );
     assert!(!page(&ann).await.contains(&job), "no longer pending");
 }
+
+/// Jobs awaiting approval do no work: they do not count against `--max-pending`.
+#[tokio::test]
+async fn awaiting_jobs_are_not_back_pressure() {
+    let env = Env::new();
+    ran_script(&env);
+    env.rulebook("r.yml", &waiting_book("v1", "10m"));
+    let server = Server::start(
+        &env,
+        &["--approval-check", "200ms", "--max-pending", "1"],
+        &[],
+    );
+    let c = client();
+    let first = send(&c, &server, &json!({"state": "down", "port": "p1"})).await;
+    wait_status(
+        &c,
+        &server,
+        None,
+        &job_id(&first, "shut-port"),
+        "awaiting_approval",
+    )
+    .await;
+    // Seen by this node as only waiting once it has looked (it looks every 200 ms).
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let second = send(&c, &server, &json!({"state": "down", "port": "p2"})).await;
+    wait_status(
+        &c,
+        &server,
+        None,
+        &job_id(&second, "shut-port"),
+        "awaiting_approval",
+    )
+    .await;
+}

@@ -267,6 +267,10 @@ impl Engine {
             Place::Action => None,
         };
         loop {
+            if let Some(a) = &step.awaiting {
+                // Decided (or about to be): real work again from here.
+                self.awaiting.done(a.deadline, &lease.job.id);
+            }
             let transition = match input.take() {
                 Some(i) => state::next(&step, self.facts(rule), i),
                 None => Transition::Run {
@@ -306,6 +310,9 @@ impl Engine {
                     input = Some(self.approval_timeout(&lease, &step, approve).await?);
                 }
                 Transition::Nak { step, delay, why } => {
+                    if let (Wait::Approval, Some(a)) = (why, &step.awaiting) {
+                        self.awaiting.add(a.deadline, &lease.job.id);
+                    }
                     if why == Wait::Retry {
                         tracing::info!(run = %lease.job.run_id(step.phase, step.index), attempt = step.attempts, wait = %crate::domain::human_duration(delay.as_millis() as i64), "action failed; retrying");
                     }

@@ -171,6 +171,9 @@ pub struct Engine {
     open: correlate::OpenGroups,
     /// Absence jobs waiting for their deadline (not back pressure).
     waiting: correlate::Waiting,
+    /// Jobs awaiting approval, by deadline: they do no work until a decision (not back
+    /// pressure either).
+    awaiting: correlate::Waiting,
     /// Copies of one delivery take turns at the correlations.
     deliveries: correlate::Deliveries,
     /// Events as they are accepted, for live views (the console); nothing is built for it
@@ -210,6 +213,7 @@ impl Engine {
             shutdown: CancellationToken::new(),
             open: correlate::OpenGroups::default(),
             waiting: correlate::Waiting::default(),
+            awaiting: correlate::Waiting::default(),
             deliveries: correlate::Deliveries::default(),
             held: windows::Held::default(),
             live: tokio::sync::broadcast::channel(LIVE_BACKLOG).0,
@@ -553,10 +557,10 @@ impl Engine {
     }
 
     /// Jobs of this node that only wait: absence jobs for their deadline, jobs held by a
-    /// maintenance window for its end. Not back pressure.
+    /// maintenance window for its end, jobs awaiting approval. Not back pressure.
     pub fn waiting_jobs(&self) -> usize {
         let now = self.settings.clock.now();
-        self.waiting.count(now) + self.held.count(now)
+        self.waiting.count(now) + self.held.count(now) + self.awaiting.count(now)
     }
 
     /// Opens the throttle window `key`, or reports the match throttled by whoever holds it.
