@@ -1,5 +1,5 @@
-//! The command line: `serve`, `check`, `test` (`cli/test.rs`), `send`, and the history
-//! commands (`cli/history.rs`). `anyhow` lives here, at the edge.
+//! The command line: `serve`, `check`, `test` (`cli/test.rs`), `send`, `whatif`, `users`, and
+//! the history commands (`cli/history.rs`). `anyhow` lives here, at the edge.
 
 mod approve;
 mod eda_condition;
@@ -266,7 +266,7 @@ pub struct ServeArgs {
     pub guard: GuardArgs,
 }
 
-/// `serve` settings that protect the service from its clients (issue 10).
+/// `serve` settings that protect the service from its clients, and who is let in.
 #[derive(Debug, Clone, Args)]
 pub struct GuardArgs {
     /// Require the admin token from loopback clients too (set it behind a local reverse proxy:
@@ -294,6 +294,32 @@ pub struct GuardArgs {
     /// Most connections one client address may hold open (0: an eighth of --max-connections).
     #[arg(long, env = "RULEHOOK_MAX_CONNECTIONS_PER_CLIENT", default_value_t = 0)]
     pub max_connections_per_client: usize,
+    /// Single sign-on: the header in which a reverse proxy names the person it authenticated
+    /// (e.g. X-Forwarded-User). Believed only from --trusted-proxy addresses.
+    #[arg(long, env = "RULEHOOK_TRUST_USER_HEADER", value_name = "HEADER")]
+    pub trust_user_header: Option<String>,
+    /// An address or CIDR of the reverse proxy whose user header is believed (repeat it, or
+    /// separate by commas).
+    #[arg(long = "trusted-proxy", env = "RULEHOOK_TRUSTED_PROXY", value_name = "CIDR", value_delimiter = ',', value_parser = parse_net)]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// The header in which the proxy lists the person's groups, comma-separated (e.g.
+    /// X-Forwarded-Groups); mapped to roles by --trust-group-role.
+    #[arg(long, env = "RULEHOOK_TRUST_GROUPS_HEADER", value_name = "HEADER")]
+    pub trust_groups_header: Option<String>,
+    /// GROUP=ROLE: people in that group get that role (the highest wins); repeat it.
+    #[arg(long = "trust-group-role", env = "RULEHOOK_TRUST_GROUP_ROLE", value_name = "GROUP=ROLE", value_delimiter = ';', value_parser = crate::access::sso::parse_group_role)]
+    pub trust_group_roles: Vec<(String, crate::access::Role)>,
+    /// The role of a person the proxy names who is neither in users.json nor in a mapped group
+    /// (unset: refused with 403).
+    #[arg(long, env = "RULEHOOK_TRUST_DEFAULT_ROLE", value_name = "ROLE", value_parser = |s: &str| crate::access::Role::parse(s).ok_or_else(|| format!("use one of {}", crate::access::Role::ALL.join(", "))))]
+    pub trust_default_role: Option<crate::access::Role>,
+}
+
+fn parse_net(s: &str) -> Result<ipnet::IpNet, String> {
+    s.trim()
+        .parse::<ipnet::IpNet>()
+        .or_else(|_| s.trim().parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("`{s}` is not an address or CIDR"))
 }
 
 impl GuardArgs {
@@ -312,7 +338,40 @@ impl GuardArgs {
             health: Default::default(),
             live: crate::server::guard::LiveLimit::for_connections(1024, 0),
             users: None,
+            sso: self.sso()?,
         })
+    }
+
+    /// The trusted-header sign-in, when `--trust-user-header` is given.
+    fn sso(&self) -> anyhow::Result<Option<crate::access::sso::TrustedHeader>> {
+        let header = |flag: &str, v: &str| {
+            axum::http::HeaderName::try_from(v.trim())
+                .map_err(|e| anyhow::anyhow!("{flag} `{v}` is not a header name: {e}"))
+        };
+        let Some(user) = &self.trust_user_header else {
+            if !self.trusted_proxies.is_empty() || self.trust_groups_header.is_some() {
+                anyhow::bail!(
+                    "--trusted-proxy and --trust-groups-header need --trust-user-header (the header naming the person)"
+                );
+            }
+            return Ok(None);
+        };
+        if self.trusted_proxies.is_empty() {
+            anyhow::bail!(
+                "--trust-user-header needs --trusted-proxy: the header is believed only from the proxy's addresses"
+            );
+        }
+        let groups = match &self.trust_groups_header {
+            Some(g) => Some(header("--trust-groups-header", g)?),
+            None => None,
+        };
+        Ok(Some(crate::access::sso::TrustedHeader::new(
+            header("--trust-user-header", user)?,
+            self.trusted_proxies.clone(),
+            groups,
+            self.trust_group_roles.clone(),
+            self.trust_default_role,
+        )))
     }
 }
 

@@ -88,6 +88,7 @@ const ADMIN_ROUTES: &[(&str, &str, &str)] = &[
     ),
     ("GET", "/api/audit", "/api/audit"),
     ("GET", "/api/windows", "/api/windows"),
+    ("GET", "/api/windows", "/api/windows"),
     ("GET", "/metrics", "/metrics"),
     ("GET", "/", "/"),
     ("GET", "/console/events/nosuch", "/console/events/{id}"),
@@ -99,6 +100,7 @@ const ADMIN_ROUTES: &[(&str, &str, &str)] = &[
     ("POST", "/console/try", "/console/try"),
     ("GET", "/console/overview", "/console/overview"),
     ("GET", "/console/windows", "/console/windows"),
+    ("GET", "/console/audit", "/console/audit"),
     ("GET", "/console/live", "/console/live"),
     ("POST", "/console/logout", "/console/logout"),
 ];

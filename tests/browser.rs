@@ -236,6 +236,21 @@ async fn the_console_in_chromium() {
         first.contains("page-oncall") && first.contains("pending"),
         "{first}"
     );
+    // The live row says what the event was, and its source has its colour.
+    let what = text(&b, "#events tbody tr:first-child td.summary").await;
+    assert_eq!(what, "severity=critical service=db");
+    let colour = b
+        .execute(
+            "return getComputedStyle(document.querySelector('#events tbody tr:first-child .source')).backgroundColor;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        colour,
+        json!("rgb(36, 87, 197)"),
+        "the first source's colour"
+    );
     assert_inert(&b, "events").await;
     screenshot(&b, "events").await;
 

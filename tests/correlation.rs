@@ -815,6 +815,11 @@ async fn an_event_a_correlation_only_holds_is_not_listed_as_matched() {
     let row = live.recv().await.unwrap();
     assert_eq!(row.row.id, down);
     assert!(row.row.rules.is_empty(), "live: {:?}", row.row.rules);
+    assert_eq!(
+        row.row.status,
+        rulehook::store::EventStatus::Unmatched,
+        "live"
+    );
     let up = send(&engine, ev("up"), "d2").await;
     let row = live.recv().await.unwrap();
     assert_eq!(row.row.rules, vec!["r".to_string()], "live");
@@ -831,6 +836,32 @@ async fn an_event_a_correlation_only_holds_is_not_listed_as_matched() {
     assert!(rules_of(&down).is_empty(), "{rows:?}");
     let held = rows.iter().find(|r| r.id == down).unwrap();
     assert_eq!(held.throttled, 0, "held is not throttled either: {rows:?}");
+    assert_eq!(
+        held.status,
+        rulehook::store::EventStatus::Unmatched,
+        "{rows:?}"
+    );
     assert_eq!(rules_of(&up), vec!["r".to_string()]);
+    // The list's status filter agrees: a held event is not among the throttled ones.
+    let by_status = |status| rulehook::store::EventFilter {
+        status: Some(status),
+        limit: 10,
+        ..Default::default()
+    };
+    let throttled = store
+        .history
+        .events(by_status(rulehook::store::EventStatus::Throttled))
+        .await
+        .unwrap();
+    assert!(throttled.is_empty(), "{throttled:?}");
+    let unmatched = store
+        .history
+        .events(by_status(rulehook::store::EventStatus::Unmatched))
+        .await
+        .unwrap();
+    assert_eq!(
+        unmatched.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+        [down.as_str()]
+    );
     engine.shutdown(Duration::from_secs(1)).await;
 }

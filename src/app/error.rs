@@ -1,4 +1,7 @@
-//! The one place where errors become HTTP answers: `{"error": code, "message": sentence}`.
+//! The one place where errors become HTTP statuses. The admin API and webhook senders get
+//! `{"error": code, "message": sentence}`; the console renders the same error as a page (its
+//! `console::error::PageError` takes the status from [`ApiError::status_and_code`]). Success
+//! statuses (200, 202, 303) are the handlers'.
 
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -68,6 +71,23 @@ pub enum ApiError {
     Busy,
     #[error(transparent)]
     Approval(#[from] crate::engine::approval::ApprovalError),
+    #[error("the form token is missing or stale; reload the page and try again")]
+    StaleForm,
+    #[error("{0}")]
+    BadLogin(&'static str),
+    #[error("{0}")]
+    ProxyUser(String),
+    #[error("sign in at /console/login with the admin token, a user's token or a user's password")]
+    SignIn,
+    #[error("no such file")]
+    NoSuchAsset,
+    #[error("metrics are not enabled in this process")]
+    MetricsOff,
+    #[error("{0}")]
+    Internal(String),
+    /// `/healthz` when a part failed: the parts that failed, as its body lists them.
+    #[error("unhealthy")]
+    Unhealthy(Vec<serde_json::Value>),
     #[error(
         "too many live streams are open (from this address or in all); close a console tab, or reload later"
     )]
@@ -128,6 +148,13 @@ impl ApiError {
                     A::Store(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
                 }
             }
+            ApiError::StaleForm => (StatusCode::FORBIDDEN, "stale_form"),
+            ApiError::BadLogin(_) => (StatusCode::UNAUTHORIZED, "bad_credentials"),
+            ApiError::ProxyUser(_) => (StatusCode::FORBIDDEN, "proxy_user_refused"),
+            ApiError::SignIn => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::NoSuchAsset | ApiError::MetricsOff => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            ApiError::Unhealthy(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
         }
     }
 
@@ -140,6 +167,13 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
+        if let ApiError::Unhealthy(failed) = self {
+            return (
+                status,
+                Json(json!({"status": "unavailable", "failed": failed})),
+            )
+                .into_response();
+        }
         let mut resp = (
             status,
             Json(json!({"error": code, "message": crate::secrets::mask(&self.to_string())})),

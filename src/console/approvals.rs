@@ -4,18 +4,18 @@
 
 use axum::Form;
 use axum::extract::{Query, State};
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::auth::{self, Viewer};
-use super::pages::{frame, message, unavailable};
+use super::error::{OrPage, PageError};
+use super::pages::frame;
 use super::render::{page, secured};
 use super::views;
 use crate::access::Role;
-use crate::app::AppState;
-use crate::engine::approval::{ApprovalError, Request};
+use crate::app::{ApiError, AppState};
+use crate::engine::approval::Request;
 
 /// How many pending approvals the page shows.
 const ROWS: usize = 200;
@@ -42,25 +42,16 @@ pub async fn list(
     v: Viewer,
     State(st): State<AppState>,
     Query(q): Query<ApprovalsQuery>,
-) -> Response {
+) -> Result<Response, PageError> {
     let engine = &st.engine;
     let requests = match &q.job {
-        Some(job) => match engine.approval(job).await {
-            Ok(r) => r.into_iter().collect(),
-            Err(e) => return unavailable(&v, e),
-        },
-        None => match engine.pending_approvals(ROWS).await {
-            Ok(r) => r,
-            Err(e) => return unavailable(&v, e),
-        },
+        Some(job) => engine.approval(job).await.or_page(&v)?.into_iter().collect(),
+        None => engine.pending_approvals(ROWS).await.or_page(&v)?,
     };
     let mut rows = Vec::with_capacity(requests.len());
     for r in &requests {
-        let event = match engine.store().log.event(&r.event_id).await {
-            Ok(e) => e.map(|e| e.body().clone()),
-            Err(e) => return unavailable(&v, e),
-        };
-        rows.push(row(r, engine.public_url(), event));
+        let event = engine.store().log.event(&r.event_id).await.or_page(&v)?;
+        rows.push(row(r, engine.public_url(), event.map(|e| e.body().clone())));
     }
     let notice = match q.done.as_deref() {
         Some("approved") => {
@@ -69,7 +60,7 @@ pub async fn list(
         Some("rejected") => Some("Rejected: the job is done without running anything."),
         _ => None,
     };
-    page(
+    Ok(page(
         "approvals.html",
         json!({
             "frame": frame(&v, "approvals"),
@@ -78,7 +69,7 @@ pub async fn list(
             "requests": rows,
             "notice": notice,
         }),
-    )
+    ))
 }
 
 #[derive(Debug, Deserialize)]
@@ -93,52 +84,34 @@ pub struct DecideForm {
 }
 
 /// `POST /console/decide`: the Approve and Reject buttons.
-pub async fn decide(v: Viewer, State(st): State<AppState>, Form(f): Form<DecideForm>) -> Response {
-    if let Err(e) = auth::check_post(&v, &f.token) {
-        return message(Some(&v), StatusCode::FORBIDDEN, "Refused", &e.to_string());
-    }
-    if let Err(e) = v.may(Role::Approver) {
-        return message(Some(&v), StatusCode::FORBIDDEN, "Refused", &e);
-    }
+pub async fn decide(
+    v: Viewer,
+    State(st): State<AppState>,
+    Form(f): Form<DecideForm>,
+) -> Result<Response, PageError> {
+    auth::check_post(&v, &f.token).or_page(&v)?;
+    v.may(Role::Approver).or_page(&v)?;
     let approved = match f.decision.as_str() {
         "approve" => true,
         "reject" => false,
         _ => {
-            return message(
-                Some(&v),
-                StatusCode::BAD_REQUEST,
-                "Unknown decision",
-                "the decision is approve or reject",
-            );
+            let e = ApiError::BadQuery("the decision is approve or reject".into());
+            return Err(PageError::new(&v, e));
         }
     };
     let comment = Some(f.comment.trim().to_string()).filter(|c| !c.is_empty());
-    match st
-        .engine
+    st.engine
         .decide(&f.job, &v.who, approved, comment.clone())
         .await
-    {
-        Ok(_) => {}
-        Err(ApprovalError::Store(e)) => return unavailable(&v, e),
-        Err(e) => {
-            let status = crate::app::ApiError::from(e);
-            let (code, _) = status.status_and_code();
-            return message(Some(&v), code, "Not decided", &status.to_string());
-        }
-    }
+        .or_page(&v)?;
     let what = if approved { "approve" } else { "reject" };
-    if let Err(e) = crate::app::audit(&st, &v.who, what, &f.job, comment).await {
-        return message(
-            Some(&v),
-            e.status_and_code().0,
-            "Not recorded",
-            &e.to_string(),
-        );
-    }
+    crate::app::audit(&st, &v.who, what, &f.job, comment)
+        .await
+        .or_page(&v)?;
     let done = if approved { "approved" } else { "rejected" };
     let to = format!(
         "/console/approvals?job={}&done={done}",
         auth::urlencode(&f.job)
     );
-    secured(Redirect::to(&to).into_response())
+    Ok(secured(Redirect::to(&to).into_response()))
 }

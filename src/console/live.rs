@@ -276,6 +276,7 @@ mod tests {
             throttled: 0,
             status,
             parent: None,
+            summary: None,
         }
     }
 

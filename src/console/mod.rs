@@ -1,10 +1,13 @@
 //! The web console: server-rendered pages at `/` and under `/console/` on the service's own
 //! listener, behind the admin access rule. Templates, stylesheet and script are compiled into
-//! the binary; live updates come over Server-Sent Events; the history is read through the
-//! `History` trait only.
+//! the binary; live updates come over Server-Sent Events; the store is read through its traits
+//! only (`History`, and `WorkQueue::depth` on the overview), so every backend serves it.
 //!
-//! - [`auth`]: who is let in (loopback, bearer token, session cookie) and the form checks;
-//! - `pages`: one handler per page and button;
+//! - [`auth`]: who is let in (loopback, bearer token, trusted proxy header, session cookie) and
+//!   the form checks;
+//! - `login`: signing in (admin token, a user's token or password) and out, audited;
+//! - `pages`: one handler per page and button; `audit`: the audit trail;
+//! - `error`: `PageError`, a failure rendered as a page (status from `server/error.rs`);
 //! - `approvals`: the pending approvals and their Approve/Reject buttons;
 //! - `live`: the event stream;
 //! - `views`: masking, formatting and charts;
@@ -12,8 +15,11 @@
 //! - `render`: templates, assets and the security headers.
 
 mod approvals;
+mod audit;
 pub mod auth;
+mod error;
 mod live;
+mod login;
 mod pages;
 mod render;
 mod views;
@@ -41,8 +47,9 @@ pub fn routes() -> Router<AppState> {
         .route("/console/try", get(pages::try_form).post(pages::try_run))
         .route("/console/overview", get(pages::overview))
         .route("/console/windows", get(windows::windows))
+        .route("/console/audit", get(audit::audit))
         .route("/console/live", get(live::live))
-        .route("/console/login", get(pages::login_form).post(pages::login))
-        .route("/console/logout", post(pages::logout))
+        .route("/console/login", get(login::login_form).post(login::login))
+        .route("/console/logout", post(login::logout))
         .route("/console/static/{name}", get(render::asset))
 }

@@ -539,8 +539,20 @@ impl Engine {
                         matched_rules: jobs.len(),
                         rules: listed,
                         throttled: listed_n.saturating_sub(jobs.len()),
-                        status: EventStatus::of(matched.len(), jobs.len(), jobs.len(), 0),
+                        status: EventStatus::of(listed_n, jobs.len(), jobs.len(), 0),
                         parent: event.parent.clone(),
+                        summary: Some(crate::secrets::mask_owned(
+                            rules.summaries.summarize(
+                                &event.source,
+                                &event.kind,
+                                &event
+                                    .headers
+                                    .iter()
+                                    .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+                                    .collect(),
+                                event.doc.body(),
+                            ),
+                        )),
                     };
                     let json = serde_json::to_string(&row).unwrap_or_default();
                     // No receiver left in between is not an error.

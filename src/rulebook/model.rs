@@ -76,6 +76,9 @@ pub struct SourceSpec {
     pub subjects: Option<Vec<S<String>>>,
     pub stream: Option<S<String>>,
     pub durable: Option<S<String>>,
+    /// The console's one-line summary of this source's events (a template over `event` and
+    /// `headers`); a default per kind when absent.
+    pub summary: Option<S<String>>,
     /// `syslog` with `tls://`: the listener's certificate and key, and the CA that client
     /// certificates must come from; `mqtt` with `mqtts://`: the CA to verify the broker with.
     pub tls: Option<S<TlsSpec>>,

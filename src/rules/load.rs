@@ -148,6 +148,7 @@ pub(super) fn compile(
     let mut sources: Vec<Source> = Vec::new();
     // Paths and literals shared by the conditions of every rulebook.
     let mut interner = Interner::default();
+    let mut summaries = super::summary::Summaries::default();
     for (path, text, book) in &parsed {
         let mut cx = Compile {
             file: path.display().to_string(),
@@ -177,6 +178,11 @@ pub(super) fn compile(
                         format!("path `{p}` is already served by another source"),
                     );
                 } else {
+                    if let Some(t) = &spec.summary
+                        && let Err(e) = summaries.add(&src.name, &t.value)
+                    {
+                        cx.err(&t.referenced, format!("summary: template error: {e}"));
+                    }
                     sources.push(src);
                 }
             }
@@ -336,6 +342,7 @@ pub(super) fn compile(
         rules,
         templates,
         warnings,
+        summaries,
         by_path,
         by_name,
         by_key,

@@ -10,6 +10,7 @@ mod index;
 mod listen;
 mod load;
 pub mod snapshot;
+pub mod summary;
 pub mod windows;
 
 use std::collections::HashMap;
@@ -129,6 +130,8 @@ pub struct RuleSet {
     pub templates: Templates,
     /// Non-fatal findings (fallback secrets in use, unauthenticated sources).
     pub warnings: Vec<String>,
+    /// Each source's one-line summary of its events (the console's event list).
+    pub summaries: summary::Summaries,
     by_path: HashMap<String, usize>,
     by_name: HashMap<String, usize>,
     /// Rule positions sorted by key, for [`RuleSet::rule_by_key`]: a map would hold a second

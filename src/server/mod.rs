@@ -58,7 +58,7 @@ pub fn app(state: AppState) -> Router {
 /// 200 while events can be stored and read back; 503 otherwise (a load balancer should stop
 /// sending), naming the part that failed. The write is a real one (a state entry, committed
 /// like an event), done at most once a second however often this is polled.
-async fn healthz(State(state): State<AppState>) -> Response {
+async fn healthz(State(state): State<AppState>) -> Result<Response, ApiError> {
     let store = state.engine.store();
     let write = state
         .guard
@@ -91,18 +91,14 @@ async fn healthz(State(state): State<AppState>) -> Response {
         })
         .collect();
     if failed.is_empty() {
-        Json(json!({"status": "ok"})).into_response()
+        Ok(Json(json!({"status": "ok"})).into_response())
     } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "unavailable", "failed": failed})),
-        )
-            .into_response()
+        Err(ApiError::Unhealthy(failed))
     }
 }
 
 /// Prometheus text; admin like the rest of the API (a scraper elsewhere presents the token).
-async fn metrics_text(_: AsViewer, State(state): State<AppState>) -> Response {
+async fn metrics_text(_: AsViewer, State(state): State<AppState>) -> Result<Response, ApiError> {
     match &state.metrics {
         Some(h) => {
             h.run_upkeep();
@@ -115,17 +111,13 @@ async fn metrics_text(_: AsViewer, State(state): State<AppState>) -> Response {
                 .set(state.engine.waiting_jobs() as f64);
             metrics::gauge!(crate::telemetry::names::MAX_PENDING)
                 .set(state.guard.max_pending as f64);
-            (
+            Ok((
                 [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
                 crate::secrets::mask_owned(h.render()),
             )
-                .into_response()
+                .into_response())
         }
-        None => (
-            StatusCode::NOT_FOUND,
-            "metrics are not enabled in this process\n",
-        )
-            .into_response(),
+        None => Err(ApiError::MetricsOff),
     }
 }
 

@@ -80,6 +80,10 @@ pub struct EventRow {
     pub status: EventStatus,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub parent: Option<String>,
+    /// What the event was, in one line (`rules::summary`): set by the console and the live
+    /// stream, which know the sources; the stores leave it empty.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub summary: Option<String>,
 }
 
 /// One event with everything that happened to it.

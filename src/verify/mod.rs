@@ -1,4 +1,4 @@
-//! Verification of incoming requests, per sender kind (spec §3).
+//! Verification of incoming requests, per sender kind (docs/sources.md lists the kinds).
 //!
 //! Everything here works on the raw body bytes and the headers, before any JSON parsing, and
 //! compares in constant time. The only way to obtain a [`VerifiedEvent`] — the one type the
@@ -320,7 +320,7 @@ impl Verifier {
         }
     }
 
-    /// The default de-duplication window of this kind (spec §3), for a delivery id that came
+    /// The default de-duplication window of this kind (docs/sources.md), for a delivery id that came
     /// from the sender (`true`) or from the body hash (`false`).
     fn default_window(&self, from_sender: bool) -> Option<Duration> {
         match self {
