@@ -45,7 +45,12 @@ pub async fn list(
 ) -> Result<Response, PageError> {
     let engine = &st.engine;
     let requests = match &q.job {
-        Some(job) => engine.approval(job).await.or_page(&v)?.into_iter().collect(),
+        Some(job) => engine
+            .approval(job)
+            .await
+            .or_page(&v)?
+            .into_iter()
+            .collect(),
         None => engine.pending_approvals(ROWS).await.or_page(&v)?,
     };
     let mut rows = Vec::with_capacity(requests.len());
