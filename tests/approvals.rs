@@ -682,6 +682,15 @@ async fn the_console_page_lists_and_decides() {
             resp.text().await.unwrap()
         }
     };
+    let event_page = |token: String| {
+        let req = c
+            .get(server.url(&format!("/console/events/{event}")))
+            .bearer_auth(token);
+        async move { req.send().await.unwrap().text().await.unwrap() }
+    };
+    let ev = event_page(viewer.clone()).await;
+    assert!(ev.contains("Awaiting approval: rule approval"), "{ev}");
+    assert!(ev.contains("approvals?job="), "{ev}");
     let html = page(&ann).await;
     assert!(html.contains(&job) && html.contains(&event), "{html}");
     assert!(html.contains("eth9"), "the rendered actions: {html}");
@@ -755,6 +764,8 @@ async fn the_console_page_lists_and_decides() {
         "{html}"
     );
     assert!(!page(&ann).await.contains(&job), "no longer pending");
+    let ev = event_page(viewer.clone()).await;
+    assert!(ev.contains("approved by ann at "), "{ev}");
 }
 
 /// Jobs awaiting approval do no work: they do not count against `--max-pending`.

@@ -207,6 +207,8 @@ struct JobView {
     decision: Option<String>,
     /// Awaiting approval: why and until when.
     awaiting: Option<String>,
+    /// Awaiting approval: its page on the console.
+    approval_link: Option<String>,
     /// The status badge: the job's state, or `not-fired` for an absence whose missing event
     /// came in time (done without running anything).
     badge: &'static str,
@@ -272,6 +274,10 @@ pub async fn event(
                 .awaiting
                 .as_ref()
                 .map(|a| format!("{} (on_timeout decides at {})", a.reason, a.deadline)),
+            approval_link: m
+                .awaiting
+                .as_ref()
+                .map(|_| format!("/console/approvals?job={}", auth::urlencode(&m.id))),
             badge: match &m.error {
                 Some(e)
                     if m.status == JobStatus::Done
