@@ -235,3 +235,98 @@ impl Engine {
         results
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicI64, Ordering};
+    use std::time::Duration;
+
+    use super::super::{Engine, Settings};
+    use crate::domain::{Clock, JobState};
+    use crate::rules::{Dirs, load};
+    use crate::store::{JobStatus, Store};
+    use crate::verify::{Delivery, VerifiedEvent};
+
+    const RULES: &str = "sources:\n  - { name: s, kind: internal }\nrules:\n  - name: yes\n    approval: { timeout: 30m, on_timeout: approve }\n    actions: [{ log: { message: 'n={{ event.n }}' } }]\n  - name: no\n    approval: { timeout: 30m }\n    actions: [{ log: { message: 'n={{ event.n }}' } }]\n";
+
+    async fn status(store: &Store, event: &str, rule: &str, want: JobStatus) -> JobStatus {
+        let mut last = None;
+        for _ in 0..400 {
+            let d = store.history.event_detail(event).await.unwrap().unwrap();
+            if let Some(m) = d.matches.iter().find(|m| m.rule == rule) {
+                if m.status == want {
+                    return m.status;
+                }
+                last = Some(m.status);
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("{rule}: never {want:?}, last {last:?}");
+    }
+
+    /// On a test clock: nothing happens before the deadline however often the jobs look; one
+    /// millisecond past it `on_timeout` decides (by `timeout`), both ways.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn on_timeout_decides_at_the_deadline_on_the_clock() {
+        let dir = tempfile::tempdir().unwrap();
+        for d in ["rulebooks", "scripts", "templates"] {
+            std::fs::create_dir_all(dir.path().join(d)).unwrap();
+        }
+        std::fs::write(dir.path().join("rulebooks/r.yml"), RULES).unwrap();
+        let p = dir.path();
+        let rules = load(&Dirs {
+            rulebooks: p.join("rulebooks"),
+            scripts: p.join("scripts"),
+            templates: p.join("templates"),
+        })
+        .unwrap();
+        let store = Store::embedded(&p.join("data")).unwrap();
+        let now = Arc::new(AtomicI64::new(1_800_000_000_000));
+        let clock = now.clone();
+        let settings = Settings {
+            clock: Clock::new(move || clock.load(Ordering::SeqCst)),
+            approval_check: Duration::from_millis(20),
+            ..Settings::default()
+        };
+        let engine = Engine::new(store.clone(), Arc::new(rules), settings);
+        engine.start();
+        let d = Delivery {
+            key: "d1".into(),
+            window: None,
+        };
+        let e = VerifiedEvent::internal("s", serde_json::json!({"n": 1}), 0, "test", d);
+        let id = engine.ingest(e).await.unwrap().id;
+        status(&store, &id, "yes", JobStatus::AwaitingApproval).await;
+        status(&store, &id, "no", JobStatus::AwaitingApproval).await;
+        // 30 minutes on the clock, to the millisecond: still waiting.
+        now.fetch_add(30 * 60 * 1000 - 1, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let d = store.history.event_detail(&id).await.unwrap().unwrap();
+        assert!(
+            d.matches
+                .iter()
+                .all(|m| m.status == JobStatus::AwaitingApproval),
+            "{:?}",
+            d.matches
+        );
+        now.fetch_add(1, Ordering::SeqCst);
+        status(&store, &id, "yes", JobStatus::Done).await;
+        status(&store, &id, "no", JobStatus::Rejected).await;
+        let d = store.history.event_detail(&id).await.unwrap().unwrap();
+        for m in &d.matches {
+            let decision = m.decision.as_ref().expect("decided");
+            assert_eq!(decision.by, "timeout");
+            assert_eq!(decision.approved, m.rule == "yes");
+            assert_eq!(m.attempts.len(), usize::from(m.rule == "yes"));
+        }
+        let (_, state) = store
+            .history
+            .job(&format!("{id}:no"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(state, JobState::Done);
+        engine.shutdown(Duration::from_secs(1)).await;
+    }
+}
