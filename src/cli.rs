@@ -361,6 +361,15 @@ impl GuardArgs {
                 "--trust-user-header needs --trusted-proxy: the header is believed only from the proxy's addresses"
             );
         }
+        let local = self.trusted_proxies.iter().any(|n| match n {
+            ipnet::IpNet::V4(v4) => v4.contains(&std::net::Ipv4Addr::LOCALHOST),
+            ipnet::IpNet::V6(v6) => v6.contains(&std::net::Ipv6Addr::LOCALHOST),
+        });
+        if local && !self.admin_require_token {
+            anyhow::bail!(
+                "a --trusted-proxy on this host needs --admin-require-token: without it every request the proxy passes without the user header would be an admin's"
+            );
+        }
         let groups = match &self.trust_groups_header {
             Some(g) => Some(header("--trust-groups-header", g)?),
             None => None,

@@ -99,7 +99,6 @@ const ADMIN_ROUTES: &[(&str, &str, &str)] = &[
     ("GET", "/api/approvals", "/api/approvals"),
     ("GET", "/api/audit", "/api/audit"),
     ("GET", "/api/windows", "/api/windows"),
-    ("GET", "/api/windows", "/api/windows"),
     ("GET", "/metrics", "/metrics"),
     ("GET", "/", "/"),
     ("GET", "/console/events/nosuch", "/console/events/{id}"),

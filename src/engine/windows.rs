@@ -14,6 +14,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -66,7 +67,7 @@ pub struct HeldJob {
 /// The jobs this node holds, by job id. Refreshed each time a held job is looked at again;
 /// entries not refreshed for a while (the job was taken by another node, or pruned) drop out.
 #[derive(Debug, Default)]
-pub(super) struct Held(Mutex<HashMap<String, HeldJob>>);
+pub(super) struct Held(Mutex<HashMap<String, HeldJob>>, AtomicI64);
 
 /// A held entry not refreshed for this long is no longer listed.
 const HELD_STALE: Duration = Duration::from_secs(60);
@@ -95,11 +96,16 @@ impl Held {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
     }
 
-    /// Held entries still fresh (for back pressure: held jobs do no work).
+    /// Held entries (for back pressure: held jobs do no work). Asked on every request, so
+    /// stale entries are dropped at most once a second, not counted one by one.
     pub(super) fn count(&self, now: i64) -> usize {
-        let stale = now - HELD_STALE.as_millis() as i64;
-        let map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        map.values().filter(|h| h.seen >= stale).count()
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if now - self.1.load(Ordering::Relaxed) >= 1000 {
+            self.1.store(now, Ordering::Relaxed);
+            let stale = now - HELD_STALE.as_millis() as i64;
+            map.retain(|_, h| h.seen >= stale);
+        }
+        map.len()
     }
 
     fn list(&self, now: i64) -> Vec<HeldJob> {

@@ -193,8 +193,9 @@ impl VerifiedEvent {
         use crate::domain::{SUBJECT_HEADER, TOPIC_HEADER};
         self.headers
             .retain(|(k, _)| k != PEER_HEADER && k != TOPIC_HEADER && k != SUBJECT_HEADER);
-        self.headers.push((PEER_HEADER.into(), peer.to_string()));
-        self.doc.set_envelope(&self.headers);
+        let peer = peer.to_string();
+        self.doc.set_peer(&peer);
+        self.headers.push((PEER_HEADER.into(), peer));
         self
     }
 
