@@ -17,7 +17,7 @@ use super::views;
 use crate::app::{ApiError, AppState};
 use crate::domain::{JobState, now_ms};
 use crate::engine::Rerun;
-use crate::store::{EventFilter, EventRow, EventStatus, JobFilter};
+use crate::store::{EventFilter, EventRow, EventStatus, JobFilter, JobStatus};
 
 /// Rows the event list and the dead letters show.
 pub const PAGE_ROWS: usize = 100;
@@ -200,7 +200,13 @@ struct JobView {
     id: String,
     rulebook: String,
     rule: String,
-    status: JobState,
+    status: JobStatus,
+    /// Who approved or rejected it, when and why, in one line.
+    decision: Option<String>,
+    /// Awaiting approval: why and until when.
+    awaiting: Option<String>,
+    /// Awaiting approval: its page on the console.
+    approval_link: Option<String>,
     /// The status badge: the job's state, or `not-fired` for an absence whose missing event
     /// came in time (done without running anything).
     badge: &'static str,
@@ -261,20 +267,31 @@ pub async fn event(
             rulebook: m.rulebook.clone(),
             rule: m.rule.clone(),
             status: m.status,
+            decision: m.decision.as_ref().map(|d| d.summary.clone()),
+            awaiting: m
+                .awaiting
+                .as_ref()
+                .map(|a| format!("{} (on_timeout decides at {})", a.reason, a.deadline)),
+            approval_link: m
+                .awaiting
+                .as_ref()
+                .map(|_| format!("/console/approvals?job={}", auth::urlencode(&m.id))),
             badge: match &m.error {
                 Some(e)
-                    if m.status == JobState::Done && e.starts_with(crate::domain::DID_NOT_FIRE) =>
+                    if m.status == JobStatus::Done
+                        && e.starts_with(crate::domain::DID_NOT_FIRE) =>
                 {
                     "not-fired"
                 }
                 Some(e)
-                    if m.status == JobState::Done && e.starts_with(crate::domain::SHADOW_NOTE) =>
+                    if m.status == JobStatus::Done && e.starts_with(crate::domain::SHADOW_NOTE) =>
                 {
                     "shadow"
                 }
                 // Closed by a maintenance window (engine/windows.rs).
                 Some(e)
-                    if m.status == JobState::Done && e.starts_with(crate::engine::SKIPPED_NOTE) =>
+                    if m.status == JobStatus::Done
+                        && e.starts_with(crate::engine::SKIPPED_NOTE) =>
                 {
                     "skipped"
                 }
@@ -424,6 +441,7 @@ pub async fn dead_letters(
 ) -> Result<Response, PageError> {
     let filter = JobFilter {
         state: Some(JobState::Failed),
+        status: None,
         rule: None,
         limit: PAGE_ROWS,
     };

@@ -123,7 +123,7 @@ impl Engine {
             Some(key) => self.stored_delivery(key).await?,
             None => false,
         };
-        let decided = self.decide(&rules, &matched, &event, redelivered).await?;
+        let decided = self.decide_matches(&rules, &matched, &event, redelivered).await?;
         if decided.matches.is_empty() && !keep_unmatched {
             return Ok(Ingested {
                 id: event.id.clone(),
@@ -164,7 +164,7 @@ impl Engine {
     /// Each matching rule's decision: correlations move their partial match, throttled rules
     /// open their window or report the match throttled. On an error, what was already changed
     /// is taken back.
-    async fn decide(
+    async fn decide_matches(
         &self,
         rules: &RuleSet,
         matched: &[usize],

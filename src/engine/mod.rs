@@ -6,9 +6,12 @@
 //! step before moving on and acks only when the job has finished; a lease that is not acked
 //! (crash, panic, lost lease) makes the job fetchable again with the same run ids.
 
+pub mod approval;
 mod correlate;
+mod gate;
 mod ingest;
 mod job;
+pub mod state;
 mod versions;
 mod windows;
 
@@ -25,7 +28,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::domain::{Clock, JobState, Step, StoreError, Throttled, now_ms};
+use crate::domain::{Clock, JobState, StoreError, Throttled, now_ms};
 use crate::rules::RuleSet;
 use crate::store::{EventRow, Store};
 use crate::verify::VerifiedEvent;
@@ -104,6 +107,11 @@ pub struct Settings {
     /// Archive every rule set loaded in the store, and load an archived version again (scripts
     /// from this directory) for a job whose version this process no longer has.
     pub rule_archive: Option<std::path::PathBuf>,
+    /// The console's address as people reach it (`--public-url`): the base of `approval.url`.
+    pub public_url: Option<String>,
+    /// The longest a job awaiting approval waits before it looks for a decision again
+    /// (`--approval-check`).
+    pub approval_check: Duration,
 }
 
 /// What one node does in a deployment of several (`--role`).
@@ -142,6 +150,8 @@ impl Default for Settings {
             role: Role::All,
             shared: false,
             rule_archive: None,
+            public_url: None,
+            approval_check: Duration::from_secs(2),
         }
     }
 }
@@ -162,6 +172,9 @@ pub struct Engine {
     open: correlate::OpenGroups,
     /// Absence jobs waiting for their deadline (not back pressure).
     waiting: correlate::Waiting,
+    /// Jobs awaiting approval, by deadline: they do no work until a decision (not back
+    /// pressure either).
+    awaiting: correlate::Waiting,
     /// Copies of one delivery take turns at the correlations.
     deliveries: correlate::Deliveries,
     /// Events as they are accepted, for live views (the console); nothing is built for it
@@ -201,6 +214,7 @@ impl Engine {
             shutdown: CancellationToken::new(),
             open: correlate::OpenGroups::default(),
             waiting: correlate::Waiting::default(),
+            awaiting: correlate::Waiting::default(),
             deliveries: correlate::Deliveries::default(),
             held: windows::Held::default(),
             live: tokio::sync::broadcast::channel(LIVE_BACKLOG).0,
@@ -307,10 +321,10 @@ impl Engine {
     }
 
     /// Jobs of this node that only wait: absence jobs for their deadline, jobs held by a
-    /// maintenance window for its end. Not back pressure.
+    /// maintenance window for its end, jobs awaiting approval. Not back pressure.
     pub fn waiting_jobs(&self) -> usize {
         let now = self.settings.clock.now();
-        self.waiting.count(now) + self.held.count(now)
+        self.waiting.count(now) + self.held.count(now) + self.awaiting.count(now)
     }
 
     /// Opens the throttle window `key`, or reports the match throttled by whoever holds it.
@@ -388,32 +402,15 @@ impl Engine {
             false
         };
         let answer = if resume {
-            let (index, attempts) = job
-                .step
-                .failed_at
-                .unwrap_or((job.step.index, job.step.attempts));
-            job.step = Step {
-                index,
-                attempts,
-                previous: match job.step.phase {
-                    crate::domain::Phase::Main => job.step.previous.take(),
-                    crate::domain::Phase::OnFailure => job.step.failed_previous.take(),
-                },
-                generation: job.step.generation,
-                ..Step::default()
-            };
             Rerun::AsMatched { changed }
         } else {
             let Some(i) = now else {
                 return Ok(Rerun::RuleGone);
             };
             job.fingerprint = current.rules[i].fingerprint.clone();
-            job.step = Step {
-                generation: job.step.generation + 1,
-                ..Step::default()
-            };
             Rerun::OnCurrentRule
         };
+        job.step = state::rerun(&job.step, resume);
         Ok(if self.store.queue.rerun(job).await? {
             answer
         } else {
