@@ -7,7 +7,7 @@
 //! Main(0), first attempt ─ no window ─▶ runs (then the rule's own approval, when it has one)
 //!    ├ hold ─▶ nak(min(window end, 15 s)) at Main(0): looked at again, so a reload releases it
 //!    ├ skip ─▶ ack Done "skipped: …" (no action runs; the history shows it skipped)
-//!    └ approve ─▶ an approval (see `Gate::Approve`)
+//!    └ approve ─▶ an approval (`engine::state`: awaiting_approval, reason `window <name>`)
 //! ```
 //! A held job is only a pending job with a later `not_before`: it survives restarts as any
 //! pending job does, and the next look decides again.
@@ -20,11 +20,8 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::Engine;
-use crate::domain::{Event, Job, JobState, Phase, Step, StoreError};
-use crate::rules::Rule;
-use crate::rules::correlate::Correlation;
+use crate::domain::{Job, Phase, Step};
 use crate::rules::windows::Decision;
-use crate::store::Lease;
 
 /// The longest a held job waits before the window decision is taken again: a reload that ends
 /// or removes its window releases it within this long.
@@ -42,9 +39,8 @@ pub(super) enum Gate {
     Hold(Duration),
     /// Close it as done with this note, running nothing.
     Skip(String),
-    /// The window turns the job into an approval. Until approvals are wired in
-    /// (`engine::state`, the approvals branch), the job is held like `Hold`: it never runs
-    /// unapproved during the window.
+    /// The window turns the job into an approval (`engine::state`: the job then awaits a
+    /// decision, reason `window <name>`, exactly as for a rule's `approval:`).
     Approve { window: String, wait: Duration },
 }
 
@@ -56,7 +52,7 @@ pub struct HeldJob {
     pub rulebook: String,
     pub rule: String,
     pub window: String,
-    /// `hold` or `approve` (held until approvals are wired in).
+    /// `hold` (an `approve` window's job is listed as awaiting approval instead).
     pub during: &'static str,
     /// When the window ends (ms); the job is looked at again by then at the latest.
     #[serde(skip)]
@@ -96,7 +92,7 @@ impl Held {
         );
     }
 
-    fn release(&self, id: &str) {
+    pub(super) fn release(&self, id: &str) {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
     }
 
@@ -165,39 +161,6 @@ impl Engine {
                     window,
                     wait: wait(until),
                 }
-            }
-        }
-    }
-
-    /// The gate applied to a leased job at `step`: `Some(lease)` to go on; `None` when the
-    /// job was given back (held) or closed (skipped) here.
-    pub(super) async fn pass_windows(
-        &self,
-        lease: Lease,
-        step: &Step,
-        rule: &Rule,
-        absence: &Option<(&Correlation, String)>,
-        event: &Event,
-    ) -> Result<Option<Lease>, StoreError> {
-        let queue = &self.store.queue;
-        match self.window_gate(&lease.job, step) {
-            Gate::Go => Ok(Some(lease)),
-            Gate::Hold(wait) => queue.nak(lease, step.clone(), wait).await.map(|()| None),
-            Gate::Skip(note) => {
-                // A skipped absence is over like a done one: its window goes.
-                self.close_fired_absence(rule, absence, JobState::Done, event)
-                    .await?;
-                let step = step.clone();
-                queue
-                    .ack(lease, step, JobState::Done, Some(note))
-                    .await
-                    .map(|()| None)
-            }
-            Gate::Approve { window, wait } => {
-                // Approvals are not wired in yet: held until the window ends, never run
-                // unapproved while it is in force.
-                tracing::debug!(job = %lease.job.id, window = %window, "needs an approval (maintenance window); held until approvals are available");
-                queue.nak(lease, step.clone(), wait).await.map(|()| None)
             }
         }
     }
