@@ -104,7 +104,7 @@ pub async fn events(
         rows.truncate(PAGE_ROWS);
     }
     let rules = st.engine.rules();
-    summarize(&st, &rules, &mut rows).await;
+    summarize(st.engine.store().history.as_ref(), &rules, &mut rows).await;
     let sources: Vec<&str> = rules.sources.iter().map(|s| s.name.as_str()).collect();
     let mut rule_names: Vec<&str> = rules.rules.iter().map(|r| r.name.as_str()).collect();
     rule_names.sort_unstable();
@@ -143,15 +143,13 @@ const SUMMARY_MAX_BODY: usize = 256 * 1024;
 
 /// Fills each row's one-line summary from its stored headers and body and its source's
 /// template. A history that cannot be read leaves the lines empty: the list still shows.
-async fn summarize(st: &AppState, rules: &crate::rules::RuleSet, rows: &mut [EventRow]) {
+pub(super) async fn summarize(
+    history: &dyn crate::store::History,
+    rules: &crate::rules::RuleSet,
+    rows: &mut [EventRow],
+) {
     let ids = rows.iter().map(|r| r.id.clone()).collect();
-    let contents = match st
-        .engine
-        .store()
-        .history
-        .contents(ids, SUMMARY_MAX_BODY)
-        .await
-    {
+    let contents = match history.contents(ids, SUMMARY_MAX_BODY).await {
         Ok(c) => c,
         Err(e) => {
             tracing::debug!(error = %e, "console: no summaries");
