@@ -1,6 +1,7 @@
 //! The command line: `serve`, `check`, `test` (`cli/test.rs`), `send`, `whatif`, `users`, and
 //! the history commands (`cli/history.rs`). `anyhow` lives here, at the edge.
 
+mod approve;
 mod eda_condition;
 mod history;
 mod import;
@@ -61,6 +62,10 @@ pub enum Command {
     /// when the rule changed since the match (your fix), else (or with --as-matched) the version
     /// it matched, from the action that failed.
     Rerun(history::RerunArgs),
+    /// Approve a job awaiting approval (its rule's `approval:`): it runs its actions.
+    Approve(approve::DecideArgs),
+    /// Reject a job awaiting approval: it is done without running anything (`rejected`).
+    Reject(approve::DecideArgs),
     /// Translate another tool's rulebook: `import ansible-rulebook FILE --out DIR`.
     Import(import::ImportArgs),
     /// Manage the people who may use the admin API and console: `users add NAME --role R`.
@@ -222,6 +227,14 @@ pub struct ServeArgs {
     /// outbound requests running at once.
     #[arg(long, env = "RULEHOOK_CONCURRENCY", default_value_t = 8)]
     pub concurrency: usize,
+    /// The console's address as people reach it (`https://rulehook.example.net`): the base of
+    /// `approval.url` in approval notifications (unset: the path alone).
+    #[arg(long, env = "RULEHOOK_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// The longest a job awaiting approval waits before it looks for a decision again (it also
+    /// looks at its deadline).
+    #[arg(long, env = "RULEHOOK_APPROVAL_CHECK", default_value = "2s", value_parser = parse_duration)]
+    pub approval_check: Duration,
     /// Finished events, their jobs and attempts older than this are pruned (pending jobs and
     /// dead letters are kept until they finish or are re-run).
     #[arg(long, env = "RULEHOOK_RETAIN", default_value = "30d", value_parser = parse_duration)]
@@ -348,6 +361,15 @@ impl GuardArgs {
                 "--trust-user-header needs --trusted-proxy: the header is believed only from the proxy's addresses"
             );
         }
+        let local = self.trusted_proxies.iter().any(|n| match n {
+            ipnet::IpNet::V4(v4) => v4.contains(&std::net::Ipv4Addr::LOCALHOST),
+            ipnet::IpNet::V6(v6) => v6.contains(&std::net::Ipv6Addr::LOCALHOST),
+        });
+        if local && !self.admin_require_token {
+            anyhow::bail!(
+                "a --trusted-proxy on this host needs --admin-require-token: without it every request the proxy passes without the user header would be an admin's"
+            );
+        }
         let groups = match &self.trust_groups_header {
             Some(g) => Some(header("--trust-groups-header", g)?),
             None => None,
@@ -414,6 +436,8 @@ pub fn main() -> ExitCode {
         Command::Jobs(a) => run_async(history::jobs(a)),
         Command::Replay(a) => run_async(history::replay(a)),
         Command::Rerun(a) => run_async(history::rerun(a)),
+        Command::Approve(a) => run_async(approve::decide(a, true)),
+        Command::Reject(a) => run_async(approve::decide(a, false)),
         Command::Import(a) => import::run(&a),
         Command::Users(a) => users::run(a),
         Command::Serve(s) => run_async(serve(*s)),
@@ -510,6 +534,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         concurrency: args.concurrency,
         retain: args.retain,
         grace: args.grace,
+        public_url: args.public_url.clone(),
+        approval_check: args.approval_check,
         body_timeout: args.body_timeout,
     };
     Ok(crate::service::run(config).await?)

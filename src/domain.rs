@@ -319,6 +319,60 @@ pub struct Step {
     /// Bumped when a re-run moves the job to a changed rule version: run ids of a new
     /// generation never repeat an old one's.
     pub generation: u32,
+    /// Set while the job waits for a decision before its first action (`awaiting_approval`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub awaiting: Option<Awaiting>,
+    /// The decision that let the job start, or turned it down (`rejected`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decision: Option<Decision>,
+}
+
+/// Why and until when a job waits for approval: kept in its step, so the wait is as durable
+/// as the job and every node that leases it knows its deadline.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Awaiting {
+    /// `rule approval`, or `window <name>` for a maintenance window with `during: approve`.
+    pub reason: String,
+    /// Milliseconds since the epoch.
+    pub requested_at: i64,
+    /// When `on_timeout` decides (milliseconds since the epoch).
+    pub deadline: i64,
+}
+
+/// Who decided about a job waiting for approval, when and why: shown in the history, the
+/// console and `rulehook event`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Decision {
+    pub approved: bool,
+    /// A user's name, `admin-token`, `loopback`, or `timeout` when `on_timeout` decided.
+    pub by: String,
+    /// Milliseconds since the epoch.
+    pub at: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+    /// The reason approval was asked for.
+    pub reason: String,
+}
+
+impl Decision {
+    /// The decision in one line: `approved by ann (…): comment`.
+    pub fn summary(&self) -> String {
+        let verb = if self.approved {
+            "approved"
+        } else {
+            "rejected"
+        };
+        let who = match self.by.as_str() {
+            "timeout" => "on timeout".to_string(),
+            by => format!("by {by}"),
+        };
+        let comment = self
+            .comment
+            .as_deref()
+            .map(|c| format!(": {c}"))
+            .unwrap_or_default();
+        format!("{verb} {who} at {}{comment}", rfc3339(self.at))
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]

@@ -637,6 +637,9 @@ async fn live_pages_read_other_processes_events_from_the_history() {
     }
     assert_eq!(seen.matches(&other_id).count(), 1, "{seen}");
     assert_eq!(seen.matches(&own).count(), 1, "{seen}");
+    // Both rows say what the event was, also the one read from the history.
+    assert!(seen.contains("\"summary\":\"n=1\""), "{seen}");
+    assert!(seen.contains("\"summary\":\"n=2\""), "{seen}");
 }
 
 /// A dead letter whose rule was fixed since: the event page offers the fix and the version

@@ -101,7 +101,7 @@ async fn finished(store: &Store, id: &str) -> (String, Option<String>, Vec<Strin
     for _ in 0..200 {
         let d = detail(store, id).await;
         if let Some(m) = d.matches.first()
-            && m.status != rulehook::domain::JobState::Pending
+            && m.status != rulehook::store::JobStatus::Pending
         {
             let messages = m
                 .attempts
@@ -633,7 +633,7 @@ async fn a_fired_absence_retried_after_a_failure_still_fires_and_then_closes_its
     let mut done = None;
     for _ in 0..200 {
         let d = detail(&store, &down).await;
-        if d.matches[0].status != rulehook::domain::JobState::Pending {
+        if d.matches[0].status != rulehook::store::JobStatus::Pending {
             done = Some(d);
             break;
         }
@@ -647,7 +647,7 @@ async fn a_fired_absence_retried_after_a_failure_still_fires_and_then_closes_its
     }
     let d = done.expect("the job finished");
     let m = &d.matches[0];
-    assert_eq!(m.status, rulehook::domain::JobState::Done, "{:?}", m.error);
+    assert_eq!(m.status, rulehook::store::JobStatus::Done, "{:?}", m.error);
     let results: Vec<&str> = m.attempts.iter().map(|a| a.status).collect();
     assert_eq!(results, ["failed", "ok"]);
     assert!(
@@ -727,7 +727,7 @@ async fn on_jetstream_a_partial_match_is_shared_by_the_nodes() {
             .await
             .unwrap();
         if let Some(j) = jobs.first()
-            && j.status == rulehook::domain::JobState::Done
+            && j.status == rulehook::store::JobStatus::Done
         {
             let d = detail(&store_two, &j.event_id).await;
             messages = d.matches[0]

@@ -274,6 +274,20 @@ async fn a_trusted_proxy_names_people_and_nobody_else_can() {
         ],
         &[("RULEHOOK_ADMIN_TOKEN", ADMIN_TOKEN.to_string())],
     );
+    // A proxy on this host without --admin-require-token is refused at start: every request
+    // it passed without the header would be a loopback admin's.
+    let out = env
+        .cmd(&["serve"])
+        .arg("--data")
+        .arg(env.path("data"))
+        .args(["--listen", "127.0.0.1:0"])
+        .args(["--trust-user-header", "X-Forwarded-User"])
+        .args(["--trusted-proxy", "127.0.0.0/8"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("needs --admin-require-token"), "{text}");
     let proxy = client_from("127.0.0.2");
     let elsewhere = client_from("127.0.0.1");
     let id = send(&elsewhere, &server, &json!({"severity": "low"})).await;
@@ -444,6 +458,7 @@ async fn every_role_against_every_console_button() {
         "/console/try".to_string(),
         "/console/overview".to_string(),
         "/console/audit".to_string(),
+        "/console/windows".to_string(),
     ];
     for ((name, role), token) in people.iter().zip(&tokens) {
         wait_dead_letter(&c, &server, &job).await;

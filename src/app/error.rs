@@ -69,6 +69,8 @@ pub enum ApiError {
         "too many events are waiting to be processed (--max-pending); nothing was accepted, please retry later"
     )]
     Busy,
+    #[error(transparent)]
+    Approval(#[from] crate::engine::approval::ApprovalError),
     #[error("the form token is missing or stale; reload the page and try again")]
     StaleForm,
     #[error("{0}")]
@@ -136,6 +138,16 @@ impl ApiError {
             ApiError::NotIngest => (StatusCode::SERVICE_UNAVAILABLE, "not_an_ingest_node"),
             ApiError::Busy => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
             ApiError::LiveBusy => (StatusCode::SERVICE_UNAVAILABLE, "live_busy"),
+            ApiError::Approval(a) => {
+                use crate::engine::approval::ApprovalError as A;
+                match a {
+                    A::NotFound => (StatusCode::NOT_FOUND, "not_awaiting_approval"),
+                    A::Decided(_) => (StatusCode::CONFLICT, "already_decided"),
+                    A::TimedOut(_) => (StatusCode::CONFLICT, "timed_out"),
+                    A::NotAnApprover { .. } => (StatusCode::FORBIDDEN, "not_an_approver"),
+                    A::Store(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+                }
+            }
             ApiError::StaleForm => (StatusCode::FORBIDDEN, "stale_form"),
             ApiError::BadLogin(_) => (StatusCode::UNAUTHORIZED, "bad_credentials"),
             ApiError::ProxyUser(_) => (StatusCode::FORBIDDEN, "proxy_user_refused"),
@@ -178,7 +190,10 @@ impl IntoResponse for ApiError {
         }
         if matches!(
             self,
-            ApiError::Unavailable(_) | ApiError::Busy | ApiError::LiveBusy
+            ApiError::Unavailable(_)
+                | ApiError::Busy
+                | ApiError::LiveBusy
+                | ApiError::Approval(crate::engine::approval::ApprovalError::Store(_))
         ) {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));

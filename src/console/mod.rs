@@ -8,11 +8,13 @@
 //! - `login`: signing in (admin token, a user's token or password) and out, audited;
 //! - `pages`: one handler per page and button; `audit`: the audit trail;
 //! - `error`: `PageError`, a failure rendered as a page (status from `server/error.rs`);
+//! - `approvals`: the pending approvals and their Approve/Reject buttons;
 //! - `live`: the event stream;
 //! - `views`: masking, formatting and charts;
 //! - `windows`: the maintenance windows in force and next, and the jobs they hold;
 //! - `render`: templates, assets and the security headers.
 
+mod approvals;
 mod audit;
 pub mod auth;
 mod error;
@@ -39,6 +41,8 @@ pub fn routes() -> Router<AppState> {
         .route("/console/replay", post(pages::replay))
         .route("/console/rerun", post(pages::rerun))
         .route("/console/dead-letters", get(pages::dead_letters))
+        .route("/console/approvals", get(approvals::list))
+        .route("/console/decide", post(approvals::decide))
         .route("/console/rules", get(pages::rules))
         .route("/console/try", get(pages::try_form).post(pages::try_run))
         .route("/console/overview", get(pages::overview))

@@ -17,7 +17,7 @@ use super::views;
 use crate::app::{ApiError, AppState};
 use crate::domain::{JobState, now_ms};
 use crate::engine::Rerun;
-use crate::store::{EventFilter, EventRow, EventStatus, JobFilter};
+use crate::store::{EventFilter, EventRow, EventStatus, JobFilter, JobStatus};
 
 /// Rows the event list and the dead letters show.
 pub const PAGE_ROWS: usize = 100;
@@ -104,7 +104,7 @@ pub async fn events(
         rows.truncate(PAGE_ROWS);
     }
     let rules = st.engine.rules();
-    summarize(&st, &rules, &mut rows).await;
+    summarize(st.engine.store().history.as_ref(), &rules, &mut rows).await;
     let sources: Vec<&str> = rules.sources.iter().map(|s| s.name.as_str()).collect();
     let mut rule_names: Vec<&str> = rules.rules.iter().map(|r| r.name.as_str()).collect();
     rule_names.sort_unstable();
@@ -143,15 +143,13 @@ const SUMMARY_MAX_BODY: usize = 256 * 1024;
 
 /// Fills each row's one-line summary from its stored headers and body and its source's
 /// template. A history that cannot be read leaves the lines empty: the list still shows.
-async fn summarize(st: &AppState, rules: &crate::rules::RuleSet, rows: &mut [EventRow]) {
+pub(super) async fn summarize(
+    history: &dyn crate::store::History,
+    rules: &crate::rules::RuleSet,
+    rows: &mut [EventRow],
+) {
     let ids = rows.iter().map(|r| r.id.clone()).collect();
-    let contents = match st
-        .engine
-        .store()
-        .history
-        .contents(ids, SUMMARY_MAX_BODY)
-        .await
-    {
+    let contents = match history.contents(ids, SUMMARY_MAX_BODY).await {
         Ok(c) => c,
         Err(e) => {
             tracing::debug!(error = %e, "console: no summaries");
@@ -202,7 +200,13 @@ struct JobView {
     id: String,
     rulebook: String,
     rule: String,
-    status: JobState,
+    status: JobStatus,
+    /// Who approved or rejected it, when and why, in one line.
+    decision: Option<String>,
+    /// Awaiting approval: why and until when.
+    awaiting: Option<String>,
+    /// Awaiting approval: its page on the console.
+    approval_link: Option<String>,
     /// The status badge: the job's state, or `not-fired` for an absence whose missing event
     /// came in time (done without running anything).
     badge: &'static str,
@@ -263,20 +267,31 @@ pub async fn event(
             rulebook: m.rulebook.clone(),
             rule: m.rule.clone(),
             status: m.status,
+            decision: m.decision.as_ref().map(|d| d.summary.clone()),
+            awaiting: m
+                .awaiting
+                .as_ref()
+                .map(|a| format!("{} (on_timeout decides at {})", a.reason, a.deadline)),
+            approval_link: m
+                .awaiting
+                .as_ref()
+                .map(|_| format!("/console/approvals?job={}", auth::urlencode(&m.id))),
             badge: match &m.error {
                 Some(e)
-                    if m.status == JobState::Done && e.starts_with(crate::domain::DID_NOT_FIRE) =>
+                    if m.status == JobStatus::Done
+                        && e.starts_with(crate::domain::DID_NOT_FIRE) =>
                 {
                     "not-fired"
                 }
                 Some(e)
-                    if m.status == JobState::Done && e.starts_with(crate::domain::SHADOW_NOTE) =>
+                    if m.status == JobStatus::Done && e.starts_with(crate::domain::SHADOW_NOTE) =>
                 {
                     "shadow"
                 }
                 // Closed by a maintenance window (engine/windows.rs).
                 Some(e)
-                    if m.status == JobState::Done && e.starts_with(crate::engine::SKIPPED_NOTE) =>
+                    if m.status == JobStatus::Done
+                        && e.starts_with(crate::engine::SKIPPED_NOTE) =>
                 {
                     "skipped"
                 }
@@ -426,6 +441,7 @@ pub async fn dead_letters(
 ) -> Result<Response, PageError> {
     let filter = JobFilter {
         state: Some(JobState::Failed),
+        status: None,
         rule: None,
         limit: PAGE_ROWS,
     };

@@ -19,7 +19,7 @@ const JS: &str = include_str!("static/console.js");
 /// The templates: names ending in `.html` are HTML-escaped on output (minijinja's default).
 static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
     let mut env = Environment::new();
-    let files: [(&str, &str); 11] = [
+    let files: [(&str, &str); 12] = [
         ("base.html", include_str!("templates/base.html")),
         ("events.html", include_str!("templates/events.html")),
         ("event.html", include_str!("templates/event.html")),
@@ -32,6 +32,7 @@ static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
         ("overview.html", include_str!("templates/overview.html")),
         ("login.html", include_str!("templates/login.html")),
         ("message.html", include_str!("templates/message.html")),
+        ("approvals.html", include_str!("templates/approvals.html")),
         ("windows.html", include_str!("templates/windows.html")),
         ("audit.html", include_str!("templates/audit.html")),
     ];
@@ -124,6 +125,7 @@ mod tests {
             "overview.html",
             "login.html",
             "message.html",
+            "approvals.html",
             "windows.html",
             "audit.html",
         ] {

@@ -128,6 +128,23 @@ pub struct RuleSpec {
     pub on_failure: Vec<S<ActionSpec>>,
     /// `shadow` (match and render, run nothing) or `live`; unset: the rulebook's `mode`.
     pub mode: Option<S<String>>,
+    /// The job waits for a person's decision before its first action (docs/change-control.md).
+    pub approval: Option<S<ApprovalSpec>>,
+}
+
+/// `approval: {timeout: 30m, on_timeout: reject, approvers: [ann], notify: [actions]}`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalSpec {
+    pub timeout: S<String>,
+    /// `reject` (the default) or `approve`.
+    pub on_timeout: Option<S<String>>,
+    /// Who may decide (user names); unset: every approver and admin.
+    #[serde(default)]
+    pub approvers: Vec<S<String>>,
+    /// Actions run when approval is requested, with `approval` in their templates.
+    #[serde(default)]
+    pub notify: Vec<S<ActionSpec>>,
 }
 
 /// `throttle: { once_within: 10m, group_by: ['$.snapshot.id'] }`

@@ -1,6 +1,7 @@
 //! The HTTP edge: the only module that knows HTTP. Routes webhooks to the engine and serves the
 //! history API and health check.
 
+mod approvals;
 pub mod listen;
 mod windows;
 
@@ -20,7 +21,6 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::domain::JobState;
 use crate::engine::{Rerun, rerun_text};
 use crate::store::{EventFilter, EventStatus, JobFilter};
 use crate::telemetry::names;
@@ -37,6 +37,9 @@ pub fn app(state: AppState) -> Router {
         .route("/api/status", get(status))
         .route("/api/jobs", get(list_jobs))
         .route("/api/jobs/{id}/rerun", post(rerun))
+        .route("/api/jobs/{id}/approve", post(approvals::approve))
+        .route("/api/jobs/{id}/reject", post(approvals::reject))
+        .route("/api/approvals", get(approvals::pending))
         .route("/api/audit", get(audit_trail))
         .route("/api/windows", get(windows::list_windows))
         .route("/metrics", get(metrics_text))
@@ -439,12 +442,16 @@ async fn list_jobs(
 ) -> Result<Response, ApiError> {
     let status = match &q.status {
         None => None,
-        Some(s) => Some(JobState::parse(s).ok_or_else(|| {
-            ApiError::BadQuery(format!("status `{s}`: use pending, done or failed"))
+        Some(s) => Some(crate::store::JobStatus::parse(s).ok_or_else(|| {
+            ApiError::BadQuery(format!(
+                "status `{s}`: use {}",
+                crate::store::JobStatus::ALL.join(", ")
+            ))
         })?),
     };
     let filter = JobFilter {
-        state: status,
+        state: status.map(crate::store::JobStatus::state),
+        status,
         rule: q.rule,
         limit: q.limit.unwrap_or(100).min(1000),
     };

@@ -24,8 +24,8 @@ use async_trait::async_trait;
 pub use crate::domain::StoreError;
 use crate::domain::{Attempt, Envelope, Event, Job, JobState, Step};
 pub use history::{
-    AttemptRow, CorrelationRow, EventDetail, EventFilter, EventRow, EventStatus, JobFilter, JobRow,
-    MatchRow,
+    AttemptRow, AwaitingRow, CorrelationRow, DecisionRow, EventDetail, EventFilter, EventRow,
+    EventStatus, JobFilter, JobRow, JobStatus, MatchRow,
 };
 pub use remote::Remote;
 pub use sqlite::{Embedded, ReadOnly};

@@ -76,13 +76,13 @@ impl Keyed {
 /// past it the least recently used is set up again when next needed).
 const KEYED_PER_THREAD: usize = 16;
 
-/// One cached keyed state: the algorithm and key it was set up with.
-type KeyedEntry = (Algorithm, Box<[u8]>, Keyed);
+/// One thread's keyed HMAC states: (algorithm, key, state), most recently used last.
+type KeyedCache = Vec<(Algorithm, Box<[u8]>, Keyed)>;
 
 thread_local! {
     /// Keyed HMAC states by (algorithm, key), most recently used last. Per thread, so the accept
     /// path takes no lock; a rotated secret is a new key and the old one ages out.
-    static KEYED: RefCell<Vec<KeyedEntry>> = const { RefCell::new(Vec::new()) };
+    static KEYED: RefCell<KeyedCache> = const { RefCell::new(Vec::new()) };
 }
 
 /// A fresh HMAC under `key`, cloned from this thread's keyed state for it (set up on first use).

@@ -9,8 +9,8 @@ use super::lanes::Queued;
 use super::writer::Loaded;
 use crate::domain::{Event, EventDoc, Job, JobState, Match, Step, human_duration, rfc3339};
 use crate::store::history::{
-    AttemptRow, CorrelationRow, EventDetail, EventFilter, EventRow, EventStatus, JobFilter, JobRow,
-    MatchRow, ThrottledRow,
+    AttemptRow, AwaitingRow, CorrelationRow, DecisionRow, EventDetail, EventFilter, EventRow,
+    EventStatus, JobFilter, JobRow, JobStatus, MatchRow, ThrottledRow,
 };
 use crate::store::{PRUNE_BATCH, Pruned, StoredEvent};
 
@@ -343,11 +343,13 @@ pub fn event_detail(c: &Connection, id: &str) -> rusqlite::Result<Option<EventDe
         for (job, state, error, _) in rows {
             jobs.push(MatchRow {
                 attempts: attempts_of(c, &job.id)?,
+                status: JobStatus::of(state, &job.step),
+                awaiting: AwaitingRow::of(&job.step),
+                decision: job.step.decision.as_ref().map(DecisionRow::of),
                 id: job.id,
                 rulebook: job.rulebook,
                 rule: job.rule,
                 fingerprint: job.fingerprint,
-                status: state,
                 error,
             });
         }
@@ -370,9 +372,12 @@ pub fn event_detail(c: &Connection, id: &str) -> rusqlite::Result<Option<EventDe
         .collect::<rusqlite::Result<_>>()?;
     let pending = jobs
         .iter()
-        .filter(|j| j.status == JobState::Pending)
+        .filter(|j| j.status.state() == JobState::Pending)
         .count();
-    let failed = jobs.iter().filter(|j| j.status == JobState::Failed).count();
+    let failed = jobs
+        .iter()
+        .filter(|j| j.status == JobStatus::Failed)
+        .count();
     Ok(Some(EventDetail {
         status: EventStatus::of(
             all.iter().filter(|m| !m.is_partial()).count(),
@@ -402,9 +407,10 @@ pub fn event_detail(c: &Connection, id: &str) -> rusqlite::Result<Option<EventDe
 }
 
 pub fn jobs(c: &Connection, f: &JobFilter) -> rusqlite::Result<Vec<JobRow>> {
+    let status = f.status.map_or("1", JobStatus::sql);
     let sql = format!(
         "SELECT {JOB_COLUMNS} FROM jobs j WHERE (?1 IS NULL OR j.state = ?1)
-           AND (?2 IS NULL OR j.rule = ?2) ORDER BY j.seq DESC LIMIT ?3"
+           AND (?2 IS NULL OR j.rule = ?2) AND ({status}) ORDER BY j.seq DESC LIMIT ?3"
     );
     let mut stmt = c.prepare_cached(&sql)?;
     let rows = stmt.query_map(
