@@ -47,8 +47,8 @@ open(path, "w").write("\n".join(out) + "\n")
 PY
 }
 
-wait_listen() { # $1 = log file; prints the base URL
-  for _ in $(seq 100); do
+wait_listen() { # $1 = log file; prints the base URL (10,000 rules load slowly on a busy machine)
+  for _ in $(seq "${STARTUP_TIMEOUT:-120}0"); do
     u=$(sed -n 's/^listening on //p' "$1" | head -1)
     [ -n "$u" ] && { echo "$u"; return; }
     sleep 0.1
