@@ -11,6 +11,7 @@ pub mod actions;
 pub mod app;
 pub mod body;
 pub mod cli;
+pub mod connections;
 pub mod console;
 pub mod domain;
 pub mod engine;

@@ -34,9 +34,14 @@ pub struct Bound {
 }
 
 /// Binds every endpoint of every listening source and serves them until `shutdown`.
+///
+/// `node` is this node's id when the store is shared by several nodes: broker sessions then
+/// get client ids of their own and MQTT topics are shared subscriptions (NATS core subjects are
+/// always subscribed in a queue group).
 pub async fn start(
     engine: &Arc<Engine>,
     shutdown: &CancellationToken,
+    node: Option<&str>,
 ) -> std::io::Result<Vec<Bound>> {
     let rules = engine.rules();
     let mut bound = Vec::new();
@@ -51,11 +56,11 @@ pub async fn start(
         };
         if let Some(broker) = &listening.broker {
             let hand = Handoff::new(engine.clone(), &source.name, source.kind.name());
-            mqtt::start(broker, listening.clone(), hand, shutdown.clone());
+            mqtt::start(broker, listening.clone(), hand, shutdown.clone(), node)?;
             bound.push(Bound {
                 source: source.name.clone(),
                 scheme: None,
-                addr: format!("mqtt://{}:{}", broker.host, broker.port),
+                addr: mqtt::target(broker),
             });
             continue;
         }
@@ -75,10 +80,19 @@ pub async fn start(
         for e in &listening.endpoints {
             let hand = Handoff::new(engine.clone(), &source.name, "syslog");
             let addr = syslog::listen(e, listening.clone(), hand, shutdown.clone()).await?;
+            let addr = format!("{}://{addr}", e.scheme.as_str());
+            // A listener is up once bound; it stays up until the service stops.
+            crate::connections::set(
+                &source.name,
+                "syslog",
+                &addr,
+                crate::connections::State::Connected,
+                None,
+            );
             bound.push(Bound {
                 source: source.name.clone(),
                 scheme: Some(e.scheme),
-                addr: format!("{}://{addr}", e.scheme.as_str()),
+                addr,
             });
         }
     }
