@@ -28,6 +28,7 @@ pub mod templates;
 pub mod tls;
 pub mod transport;
 pub mod units;
+pub mod unmatched;
 pub mod verify;
 pub mod walk;
 pub mod whatif;

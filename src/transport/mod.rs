@@ -117,6 +117,8 @@ pub struct Handoff {
     kind: &'static str,
     unmatched: metrics::Counter,
     quiet: Arc<LogEvery>,
+    /// Which unmatched messages the console's live view gets a copy of.
+    sampler: Arc<crate::unmatched::Sampler>,
 }
 
 impl Handoff {
@@ -127,6 +129,7 @@ impl Handoff {
             kind,
             unmatched: metrics::counter!(names::UNMATCHED, "source" => source.to_string()),
             quiet: Arc::new(LogEvery::default()),
+            sampler: Arc::default(),
         }
     }
 
@@ -191,6 +194,8 @@ impl Handoff {
         if let Some(peer) = peer {
             envelope.push((crate::domain::PEER_HEADER.into(), peer.to_string()));
         }
+        // A copy for the console's sample, taken only when one is due.
+        let sample = (!keep_all && self.sampler.due()).then(|| body.clone());
         let event = VerifiedEvent::from_transport(&self.source, self.kind, body, envelope);
         let done = self.engine.ingest_kept(event, keep_all).await?;
         if done.stored {
@@ -198,6 +203,9 @@ impl Handoff {
             Ok(Delivered::Stored)
         } else {
             self.unmatched.increment(1);
+            if let Some(body) = sample {
+                crate::unmatched::record(&self.source, peer, &body);
+            }
             Ok(Delivered::Unmatched)
         }
     }
