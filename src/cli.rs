@@ -1,9 +1,10 @@
-//! The command line: `serve`, `check`, `test`, `send` (spec §1), and the history commands
-//! (`cli/history.rs`). `anyhow` lives here, at the edge.
+//! The command line: `serve`, `check`, `test` (`cli/test.rs`), `send`, and the history
+//! commands (`cli/history.rs`). `anyhow` lives here, at the edge.
 
 mod eda_condition;
 mod history;
 mod import;
+mod test;
 mod users;
 
 use std::net::SocketAddr;
@@ -12,10 +13,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 mod whatif;
+mod windows;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use serde_json::{Value, json};
 
 use crate::rules::{Dirs, RuleSet};
 use crate::server::listen::Tls;
@@ -327,6 +328,10 @@ pub struct TestArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
+    /// When the event arrives (RFC 3339, e.g. 2026-12-24T12:00:00Z; default now): which
+    /// maintenance windows would hold, skip or ask approval for the jobs it makes.
+    #[arg(long, value_parser = windows::parse_at)]
+    pub at: Option<i64>,
     #[command(flatten)]
     pub dirs: DirArgs,
 }
@@ -336,7 +341,7 @@ pub fn main() -> ExitCode {
     crate::telemetry::init(cli.log_json);
     match cli.command {
         Command::Check(d) => check(&d),
-        Command::Test(t) => match test(&t) {
+        Command::Test(t) => match test::test(&t) {
             Ok(code) => code,
             Err(e) => {
                 eprintln!("error: {e:#}");
@@ -398,354 +403,23 @@ fn check(d: &DirArgs) -> ExitCode {
                     d.rulebooks.display()
                 );
             }
+            let windows = match set.windows.0.len() {
+                0 => String::new(),
+                n => format!(", {n} maintenance window(s)"),
+            };
             println!(
-                "ok: {} source(s), {} rule(s) in {}",
+                "ok: {} source(s), {} rule(s){windows} in {}",
                 set.sources.len(),
                 set.rules.len(),
                 d.rulebooks.display()
             );
+            for line in windows::check_lines(&set, crate::domain::now_ms()) {
+                println!("  {line}");
+            }
             ExitCode::SUCCESS
         }
         Err(code) => code,
     }
-}
-
-fn test(t: &TestArgs) -> anyhow::Result<ExitCode> {
-    let set = match load(&t.dirs) {
-        Ok(s) => s,
-        Err(code) => return Ok(code),
-    };
-    if t.event.as_os_str() != "-" {
-        let several = if t.event.is_dir() {
-            Some(read_events(&t.event)?)
-        } else {
-            read_events(&t.event).ok().filter(|b| b.len() > 1)
-        };
-        if let Some(bodies) = several {
-            if let Some(s) = &t.source
-                && set.source(s).is_none()
-            {
-                anyhow::bail!("no source named `{s}` in {}", t.dirs.rulebooks.display());
-            }
-            return sequence(t, &set, bodies);
-        }
-    }
-    let raw = read_body(Some(&t.event))?;
-    let format = match &t.source {
-        Some(s) => match set.source(s) {
-            Some(src) => src.format,
-            None => anyhow::bail!("no source named `{s}` in {}", t.dirs.rulebooks.display()),
-        },
-        None => crate::body::BodyFormat::Json,
-    };
-    let mut headers = serde_json::Map::new();
-    for h in &t.headers {
-        let (n, v) = h
-            .split_once(':')
-            .with_context(|| format!("header `{h}` must be `Name: value`"))?;
-        headers.insert(
-            n.trim().to_ascii_lowercase(),
-            Value::String(v.trim().to_string()),
-        );
-    }
-    let content_type = headers.get("content-type").and_then(Value::as_str);
-    let (body, _) = format
-        .decode(content_type, &raw)
-        .with_context(|| format!("{} (format {})", t.event.display(), format.name()))?;
-    let report = serde_json::to_value(crate::rules::dry_run(
-        &set,
-        t.source.as_deref(),
-        &body,
-        &headers,
-    ))?;
-    let report = report.as_array().cloned().unwrap_or_default();
-    if t.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        let mut others = Vec::new();
-        for r in &report {
-            let name = format!(
-                "{}/{}",
-                r["rulebook"].as_str().unwrap_or(""),
-                r["rule"].as_str().unwrap_or("")
-            );
-            if r["other_source"] == true {
-                others.push(name);
-                continue;
-            }
-            if r["matched"] == true {
-                println!("MATCH    {name}");
-                if let Some(t) = r["throttle"].as_object() {
-                    println!(
-                        "         throttle: once within {} per group {} (a repeat in the window runs nothing)",
-                        t["once_within"].as_str().unwrap_or(""),
-                        t["group"].as_str().unwrap_or("")
-                    );
-                }
-                for a in r["actions"].as_array().into_iter().flatten() {
-                    println!("         would run: {}", readable(a));
-                }
-                for a in r["on_failure"].as_array().into_iter().flatten() {
-                    println!("         on failure: {}", readable(a));
-                }
-            } else {
-                println!("no match {name}");
-                for w in r["why_not"].as_array().into_iter().flatten() {
-                    println!("         {}", w.as_str().unwrap_or(""));
-                }
-            }
-        }
-        if let Some(line) = crate::rules::other_sources_line(&others) {
-            println!("{line}");
-        }
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-/// The events of `--event`: one file with one or more JSON values, or a folder of `.json`
-/// files. Each with where it came from (`file` or `file#n`).
-fn read_events(path: &std::path::Path) -> anyhow::Result<Vec<(String, Value)>> {
-    let files = if path.is_dir() {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(path)
-            .with_context(|| format!("cannot read {}", path.display()))?
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "json"))
-            .collect();
-        files.sort();
-        files
-    } else {
-        vec![path.to_path_buf()]
-    };
-    let mut out = Vec::new();
-    for f in &files {
-        let text =
-            std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?;
-        let values: Vec<Value> = serde_json::Deserializer::from_str(&text)
-            .into_iter::<Value>()
-            .collect::<Result<_, _>>()
-            .with_context(|| format!("{} is not valid JSON", f.display()))?;
-        let several = values.len() > 1;
-        for (i, v) in values.into_iter().enumerate() {
-            let name = if several {
-                format!("{}#{}", f.display(), i + 1)
-            } else {
-                f.display().to_string()
-            };
-            out.push((name, v));
-        }
-    }
-    Ok(out)
-}
-
-/// The actions a correlation that fired would run, rendered with `events` and `correlation`
-/// as a job sees them.
-fn would_run(
-    set: &RuleSet,
-    rule: usize,
-    took_part: &[crate::domain::Participant],
-    deadline: Option<i64>,
-    bodies: &std::collections::HashMap<String, Value>,
-    event: &Value,
-    id: &str,
-) -> Vec<String> {
-    let r = &set.rules[rule];
-    let (evs, correlation) = match &r.correlate {
-        Some(c) => {
-            let with_bodies: Vec<_> = took_part
-                .iter()
-                .map(|p| (p, bodies.get(&p.id).cloned().unwrap_or(Value::Null)))
-                .collect();
-            c.template_context(&c.group(event), &with_bodies, deadline)
-        }
-        None => (Value::Null, Value::Null),
-    };
-    let ctx = crate::templates::context(json!({
-        "event": event, "events": evs, "correlation": correlation,
-        "meta": {"id": id, "rulebook": r.rulebook, "rule": r.name},
-    }));
-    r.actions
-        .iter()
-        .map(|a| {
-            let shown = match a.render(&set.templates, &ctx) {
-                Ok(x) => x.for_history(),
-                Err(e) => json!({"render_error": e}),
-            };
-            format!("         would run: {shown}")
-        })
-        .collect()
-}
-
-/// `rulehook test` on a sequence: event by event, what each rule does, and for correlation
-/// rules what they hold and wait for (windows measured with `--every` between events).
-fn sequence(t: &TestArgs, set: &RuleSet, events: Vec<(String, Value)>) -> anyhow::Result<ExitCode> {
-    use crate::domain::CorrelationState;
-    use crate::whatif::{Simulator, Would};
-    let mut sim = Simulator::new(set);
-    let mut bodies: std::collections::HashMap<String, Value> = Default::default();
-    let step = t.every.as_millis() as i64;
-    let mut report = Vec::new();
-    // Absence windows still open: (deadline, rule, event id, missing name).
-    let mut open: Vec<(i64, usize, String, String)> = Vec::new();
-    let mut lines = Vec::new();
-    for (n, (name, body)) in events.iter().enumerate() {
-        let at = n as i64 * step;
-        let id = format!("e{}", n + 1);
-        bodies.insert(id.clone(), body.clone());
-        // Absences whose window ended before this event fire first.
-        let (due, rest): (Vec<_>, Vec<_>) = open.into_iter().partition(|(d, ..)| *d < at);
-        open = rest;
-        for (deadline, rule, opened, missing) in due {
-            let r = &set.rules[rule];
-            lines.push(format!(
-                "FIRE     {}/{}: the window opened by {opened} ended at +{} without `{missing}`",
-                r.rulebook,
-                r.name,
-                crate::domain::human_duration(deadline)
-            ));
-            let first = crate::domain::Participant {
-                name: r
-                    .correlate
-                    .as_ref()
-                    .map(|c| c.steps[0].name.clone())
-                    .unwrap_or_default(),
-                id: opened.clone(),
-                at: 0,
-            };
-            let opened_body = bodies.get(&opened).cloned().unwrap_or(Value::Null);
-            lines.extend(would_run(
-                set,
-                rule,
-                &[first],
-                Some(deadline),
-                &bodies,
-                &opened_body,
-                &opened,
-            ));
-            report.push(json!({"at_ms": deadline, "rule": r.name, "fired": true, "absence_of": missing, "events": [opened]}));
-        }
-        lines.push(format!(
-            "event {id} at +{} ({name})",
-            crate::domain::human_duration(at)
-        ));
-        let doc = crate::rules::EventDoc::new(body.clone());
-        let decisions = sim.feed(t.source.as_deref(), &id, &doc, at);
-        let mut items = Vec::new();
-        for d in &decisions {
-            let r = &set.rules[d.rule];
-            let rname = format!("{}/{}", r.rulebook, r.name);
-            let mut item = json!({"rule": r.name, "rulebook": r.rulebook});
-            match (&d.would, &d.observed) {
-                (Would::Throttled, _) => {
-                    lines.push(format!("THROTTLED {rname}"));
-                    item["throttled"] = json!(true);
-                }
-                (_, None) => {
-                    lines.push(format!("MATCH    {rname}"));
-                    item["matched"] = json!(true);
-                }
-                (_, Some(o)) => {
-                    let held: Vec<String> = o
-                        .events
-                        .iter()
-                        .map(|p| format!("{}={}", p.name, p.id))
-                        .collect();
-                    let until = o
-                        .deadline
-                        .map(|d| format!(" until +{}", crate::domain::human_duration(d)))
-                        .unwrap_or_default();
-                    match o.state {
-                        CorrelationState::Fired => {
-                            lines.push(format!("FIRE     {rname} with {}", held.join(", ")));
-                            lines.extend(would_run(
-                                set, d.rule, &o.events, o.deadline, &bodies, body, &id,
-                            ));
-                            item["fired"] = json!(true);
-                        }
-                        CorrelationState::Waiting => {
-                            let missing = o.waiting_for.join(", ");
-                            lines.push(format!(
-                                "WAIT     {rname}: absence window opened by {id}; fires at{} unless `{missing}` comes",
-                                until.trim_start_matches(" until")
-                            ));
-                            if let Some(deadline) = o.deadline {
-                                open.push((deadline, d.rule, id.clone(), missing));
-                            }
-                        }
-                        CorrelationState::Partial => {
-                            if !o.cancelled.is_empty() {
-                                open.retain(|(_, rule, opened, _)| {
-                                    !(*rule == d.rule && o.cancelled.contains(opened))
-                                });
-                                lines.push(format!(
-                                    "CLOSE    {rname}: `{}` came in time for {}",
-                                    o.events.first().map(|p| p.name.as_str()).unwrap_or(""),
-                                    o.cancelled.join(", ")
-                                ));
-                            } else {
-                                lines.push(format!(
-                                    "HOLD     {rname}: holds {}; waits for {}{until}",
-                                    held.join(", "),
-                                    o.waiting_for.join(", ")
-                                ));
-                            }
-                        }
-                    }
-                    item["correlation"] = json!({
-                        "state": o.state, "events": o.events, "deadline_ms": o.deadline,
-                        "waiting_for": o.waiting_for, "closed": o.cancelled,
-                    });
-                }
-            }
-            items.push(item);
-        }
-        if decisions.is_empty() {
-            lines.push("         (no rule)".to_string());
-        }
-        report.push(json!({"event": id, "from": name, "at_ms": at, "rules": items}));
-    }
-    for (deadline, rule, opened, missing) in open {
-        let r = &set.rules[rule];
-        lines.push(format!(
-            "PENDING  {}/{}: fires at +{} unless `{missing}` comes (window opened by {opened})",
-            r.rulebook,
-            r.name,
-            crate::domain::human_duration(deadline)
-        ));
-    }
-    if t.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        for l in lines {
-            println!("{l}");
-        }
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-/// A rendered action for `test`'s text output: timeouts as durations (`5m`), not milliseconds.
-fn readable(a: &Value) -> Value {
-    let mut a = a.clone();
-    fn walk(v: &mut Value) {
-        match v {
-            Value::Object(m) => {
-                for (k, x) in m.iter_mut() {
-                    if k == "timeout"
-                        && let Some(ms) = x.as_u64()
-                    {
-                        *x =
-                            Value::String(crate::units::format_duration(Duration::from_millis(ms)));
-                    } else {
-                        walk(x);
-                    }
-                }
-            }
-            Value::Array(items) => items.iter_mut().for_each(walk),
-            _ => {}
-        }
-    }
-    walk(&mut a);
-    a
 }
 
 /// `serve`: the flags turned into a typed [`crate::service::Config`], then served.

@@ -225,6 +225,10 @@ pub struct RuleReport {
     pub no_longer_match: Changes,
     /// Jobs in both, whose actions would render differently from what was run.
     pub run_differently: Changes,
+    /// Jobs it would make that a maintenance window in force at their event's time would
+    /// hold, skip or turn into approvals: per `window (during)`.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub windows: BTreeMap<String, u64>,
 }
 
 impl RuleReport {
@@ -335,8 +339,13 @@ impl<'a> WhatIf<'a> {
             if old.is_some() {
                 entry.ran += 1;
             }
-            if new.is_some() {
+            if let Some(d) = new {
                 entry.would_run += 1;
+                let r = &rules.rules[d.rule];
+                let decided = rules.windows.decide(&r.rulebook, &r.name, e.received_at);
+                if let Some(label) = window_label(decided) {
+                    *entry.windows.entry(label).or_default() += 1;
+                }
             }
             match (old, new) {
                 (None, Some(d)) => entry
@@ -391,6 +400,17 @@ impl<'a> WhatIf<'a> {
             }
         }
         self.report
+    }
+}
+
+/// `freeze (hold)` for a job a window would stop; `None` when none would.
+fn window_label(d: crate::rules::windows::Decision) -> Option<String> {
+    use crate::rules::windows::Decision;
+    match d {
+        Decision::Run => None,
+        Decision::Hold { window, .. } => Some(format!("{window} (hold)")),
+        Decision::Skip { window } => Some(format!("{window} (skip)")),
+        Decision::Approve { window, .. } => Some(format!("{window} (approve)")),
     }
 }
 

@@ -87,6 +87,7 @@ const ADMIN_ROUTES: &[(&str, &str, &str)] = &[
         "/api/jobs/{id}/rerun",
     ),
     ("GET", "/api/audit", "/api/audit"),
+    ("GET", "/api/windows", "/api/windows"),
     ("GET", "/metrics", "/metrics"),
     ("GET", "/", "/"),
     ("GET", "/console/events/nosuch", "/console/events/{id}"),
@@ -97,6 +98,7 @@ const ADMIN_ROUTES: &[(&str, &str, &str)] = &[
     ("GET", "/console/try", "/console/try"),
     ("POST", "/console/try", "/console/try"),
     ("GET", "/console/overview", "/console/overview"),
+    ("GET", "/console/windows", "/console/windows"),
     ("GET", "/console/live", "/console/live"),
     ("POST", "/console/logout", "/console/logout"),
 ];

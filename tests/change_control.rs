@@ -277,6 +277,7 @@ async fn roles_decide_who_may_read_act_and_see_the_audit_trail() {
         "/api/jobs".to_string(),
         "/api/status".to_string(),
         "/api/audit".to_string(),
+        "/api/windows".to_string(),
     ];
     let replay = format!("/api/events/{event}/replay");
     let rerun = "/api/jobs/no-such-job/rerun".to_string();

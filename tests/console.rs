@@ -95,6 +95,7 @@ async fn every_page_renders_event_values_inert() {
         "/console/rules",
         "/console/try",
         "/console/overview",
+        "/console/windows",
         &format!("/console/events/{id}"),
     ] {
         let (st, html) = page(&c, &server, path).await;

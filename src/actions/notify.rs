@@ -4,6 +4,7 @@
 //! API v2 (`trigger`, `acknowledge`, `resolve` one alert by its `dedup_key`).
 
 use serde_json::{Value, json};
+use serde_saphyr::Spanned;
 
 use super::outbound::{Body, DEFAULT_RETRIES, DEFAULT_TIMEOUT, HttpAction};
 use crate::rulebook::compile::{Compile, spanned_like};
@@ -32,102 +33,11 @@ pub(crate) fn compile(
         );
         return None;
     }
-    let text = |cx: &mut Compile| match &n.text {
-        Some(s) => Some(s.clone()),
-        None => {
-            cx.err(
-                &n.to.referenced,
-                format!("notify to {to} needs `text`, the message"),
-            );
-            None
-        }
-    };
     let mut secrets = Vec::new();
     let (url, body, ok) = if to == "pagerduty" {
-        let Some(key) = &n.routing_key else {
-            cx.err(
-                &n.to.referenced,
-                "notify to pagerduty needs `routing_key` (the integration key of an Events API v2 integration)",
-            );
-            return None;
-        };
-        let key = cx.secret(key, "routing_key")?;
-        secrets.push(key.expose().to_string());
-        let action = n
-            .event_action
-            .as_ref()
-            .map(|a| a.value.clone())
-            .unwrap_or_else(|| "trigger".into());
-        let templated = |v: &str| v.contains("{{") || v.contains("{%");
-        if !templated(&action) && !EVENT_ACTIONS.contains(&action.as_str()) {
-            let at = n.event_action.as_ref().unwrap_or(&n.to);
-            cx.err(
-                &at.referenced,
-                format!("event_action `{action}`: use trigger, acknowledge or resolve"),
-            );
-            return None;
-        }
-        let severity = n
-            .severity
-            .as_ref()
-            .map(|s| s.value.clone())
-            .unwrap_or_else(|| "error".into());
-        if !templated(&severity) && !SEVERITIES.contains(&severity.as_str()) {
-            let at = n.severity.as_ref().unwrap_or(&n.to);
-            cx.err(
-                &at.referenced,
-                format!(
-                    "severity `{severity}`: use one of {}",
-                    SEVERITIES.join(", ")
-                ),
-            );
-            return None;
-        }
-        if action == "trigger" && n.text.is_none() {
-            text(cx)?;
-        }
-        let body = json!({
-            "routing_key": key.expose(),
-            "event_action": action,
-            "dedup_key": n.dedup_key.as_ref().map(|d| d.value.clone()).unwrap_or_default(),
-            "payload": {
-                "summary": n.text.as_ref().map(|d| d.value.clone()).unwrap_or_default(),
-                "source": n.source.as_ref().map(|d| d.value.clone()).unwrap_or_else(|| "rulehook".into()),
-                "severity": severity,
-            },
-        });
-        let url = match &n.url {
-            Some(u) => u.clone(),
-            None => spanned_like(&n.to, PAGERDUTY_EVENTS.to_string()),
-        };
-        (url, body, vec![202])
+        pagerduty(cx, n, &mut secrets)?
     } else {
-        let Some(url) = &n.url else {
-            cx.err(
-                &n.to.referenced,
-                format!("notify to {to} needs `url`, the incoming webhook's URL"),
-            );
-            return None;
-        };
-        let text = text(cx)?.value;
-        let body = match to {
-            "slack" => json!({"text": text}),
-            "webex" => json!({"markdown": text}),
-            _ => json!({
-                "type": "message",
-                "attachments": [{
-                    "contentType": "application/vnd.microsoft.card.adaptive",
-                    "contentUrl": null,
-                    "content": {
-                        "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
-                        "type": "AdaptiveCard",
-                        "version": "1.4",
-                        "body": [{"type": "TextBlock", "text": text, "wrap": true}],
-                    },
-                }],
-            }),
-        };
-        (url.clone(), body, Vec::new())
+        chat(cx, n, to)?
     };
     let mark = cx.referenced.len();
     let url_text = cx.template(t, format!("{prefix}/url"), &url, "url")?;
@@ -155,6 +65,118 @@ pub(crate) fn compile(
         ok_statuses: ok,
         secrets,
     })
+}
+
+/// The message, which every service but a PagerDuty `acknowledge`/`resolve` needs.
+fn need_text(cx: &mut Compile, n: &NotifySpec, to: &str) -> Option<Spanned<String>> {
+    match &n.text {
+        Some(s) => Some(s.clone()),
+        None => {
+            cx.err(
+                &n.to.referenced,
+                format!("notify to {to} needs `text`, the message"),
+            );
+            None
+        }
+    }
+}
+
+/// A PagerDuty Events API v2 event (URL, body, the statuses that mean accepted); its routing
+/// key joins `secrets`.
+fn pagerduty(
+    cx: &mut Compile,
+    n: &NotifySpec,
+    secrets: &mut Vec<String>,
+) -> Option<(Spanned<String>, Value, Vec<u16>)> {
+    let Some(key) = &n.routing_key else {
+        cx.err(
+            &n.to.referenced,
+            "notify to pagerduty needs `routing_key` (the integration key of an Events API v2 integration)",
+        );
+        return None;
+    };
+    let key = cx.secret(key, "routing_key")?;
+    secrets.push(key.expose().to_string());
+    let action = one_of(
+        cx,
+        n,
+        n.event_action.as_ref(),
+        "trigger",
+        EVENT_ACTIONS,
+        "event_action",
+    )?;
+    let severity = one_of(cx, n, n.severity.as_ref(), "error", SEVERITIES, "severity")?;
+    if action == "trigger" && n.text.is_none() {
+        need_text(cx, n, "pagerduty")?;
+    }
+    let body = json!({
+        "routing_key": key.expose(),
+        "event_action": action,
+        "dedup_key": n.dedup_key.as_ref().map(|d| d.value.clone()).unwrap_or_default(),
+        "payload": {
+            "summary": n.text.as_ref().map(|d| d.value.clone()).unwrap_or_default(),
+            "source": n.source.as_ref().map(|d| d.value.clone()).unwrap_or_else(|| "rulehook".into()),
+            "severity": severity,
+        },
+    });
+    let url = match &n.url {
+        Some(u) => u.clone(),
+        None => spanned_like(&n.to, PAGERDUTY_EVENTS.to_string()),
+    };
+    Some((url, body, vec![202]))
+}
+
+/// A field's value (or `default`), which must be one of `allowed` unless it is a template.
+fn one_of(
+    cx: &mut Compile,
+    n: &NotifySpec,
+    field: Option<&Spanned<String>>,
+    default: &str,
+    allowed: &[&str],
+    name: &str,
+) -> Option<String> {
+    let value = field.map_or_else(|| default.to_string(), |v| v.value.clone());
+    let templated = value.contains("{{") || value.contains("{%");
+    if !templated && !allowed.contains(&value.as_str()) {
+        let at = field.unwrap_or(&n.to);
+        let choices = match allowed {
+            [a, b, c] => format!("{a}, {b} or {c}"),
+            _ => format!("one of {}", allowed.join(", ")),
+        };
+        cx.err(&at.referenced, format!("{name} `{value}`: use {choices}"));
+        return None;
+    }
+    Some(value)
+}
+
+/// A Slack, Webex or Teams incoming-webhook message (URL, body, any 2xx accepted).
+fn chat(cx: &mut Compile, n: &NotifySpec, to: &str) -> Option<(Spanned<String>, Value, Vec<u16>)> {
+    let Some(url) = &n.url else {
+        cx.err(
+            &n.to.referenced,
+            format!("notify to {to} needs `url`, the incoming webhook's URL"),
+        );
+        return None;
+    };
+    let text = need_text(cx, n, to)?.value;
+    let body = match to {
+        "slack" => json!({"text": text}),
+        "webex" => json!({"markdown": text}),
+        _ => json!({
+            "type": "message",
+            "attachments": [{
+                "contentType": "application/vnd.microsoft.card.adaptive",
+                "contentUrl": null,
+                "content": {
+                    "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
+                    "type": "AdaptiveCard",
+                    "version": "1.4",
+                    "body": [{"type": "TextBlock", "text": text, "wrap": true}],
+                },
+            }],
+        }),
+    };
+    Some((url.clone(), body, Vec::new()))
 }
 
 /// A rendered PagerDuty event made valid for its action: `acknowledge` and `resolve` carry

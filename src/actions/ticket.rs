@@ -173,43 +173,7 @@ pub(crate) fn compile(
         );
         return None;
     };
-    let need = |cx: &mut Compile, f: Option<&Spanned<String>>, name: &str| -> Option<Secret> {
-        match f {
-            Some(s) => cx.secret(s, name),
-            None => {
-                cx.err(
-                    &o.system.referenced,
-                    format!("open_ticket for {} needs `{name}`", o.system.value),
-                );
-                None
-            }
-        }
-    };
-    // The credential header each system expects, and the secret to mask.
-    let (header, value, secret) = match system {
-        System::Github => {
-            let tok = need(cx, o.token.as_ref(), "token")?;
-            ("Authorization", format!("Bearer {}", tok.expose()), tok)
-        }
-        System::Gitlab => {
-            let tok = need(cx, o.token.as_ref(), "token")?;
-            ("PRIVATE-TOKEN", tok.expose().to_string(), tok)
-        }
-        System::Jira => {
-            let email = need(cx, o.email.as_ref(), "email")?;
-            let tok = need(cx, o.token.as_ref(), "token")?;
-            ("Authorization", basic(email.expose(), tok.expose()), tok)
-        }
-        System::Servicenow => {
-            let user = need(cx, o.username.as_ref(), "username")?;
-            let pw = need(cx, o.password.as_ref(), "password")?;
-            ("Authorization", basic(user.expose(), pw.expose()), pw)
-        }
-    };
-    let (auth, secrets) = (
-        (header.to_string(), value),
-        vec![secret.expose().to_string()],
-    );
+    let (auth, secrets) = credentials(cx, o, system)?;
     let default_api = match system {
         System::Github => Some("https://api.github.com"),
         System::Gitlab => Some("https://gitlab.com"),
@@ -255,32 +219,119 @@ pub(crate) fn compile(
         Some(k) => Some(cx.template(t, format!("{prefix}/dedup_key"), k, "dedup_key")?),
         None => None,
     };
-    let issue_type = match (&o.issue_type, system) {
-        (Some(v), System::Jira) => {
-            Some(cx.template(t, format!("{prefix}/issue_type"), v, "issue_type")?)
-        }
-        (Some(v), _) => {
-            cx.err(&v.referenced, "`issue_type` applies to `system: jira` only");
-            return None;
-        }
-        (None, _) => None,
+    let mut only = |name: &str, field: Option<&Spanned<String>>, for_system: System| {
+        system_only(cx, t, prefix, name, field, (system, for_system))
     };
-    let assignment_group = match (&o.assignment_group, system) {
-        (Some(v), System::Servicenow) => Some(cx.template(
-            t,
-            format!("{prefix}/assignment_group"),
-            v,
-            "assignment_group",
-        )?),
-        (Some(v), _) => {
+    let issue_type = only("issue_type", o.issue_type.as_ref(), System::Jira)?;
+    let assignment_group = only(
+        "assignment_group",
+        o.assignment_group.as_ref(),
+        System::Servicenow,
+    )?;
+    let close_code = only("close_code", o.close_code.as_ref(), System::Servicenow)?;
+    let step = compile_step(cx, o, prefix, t)?;
+    Some(TicketAction {
+        system,
+        api_url: api,
+        issue_type,
+        assignment_group,
+        step,
+        close_code,
+        project,
+        title: cx.template(t, format!("{prefix}/title"), &o.title, "title")?,
+        body,
+        labels,
+        dedup_key,
+        auth,
+        timeout: cx.timeout_or(o.timeout.as_ref(), DEFAULT_TIMEOUT)?,
+        retries: o.retries.unwrap_or(DEFAULT_RETRIES),
+        secrets,
+    })
+}
+
+/// The credential header each system expects (name, value), and the secret to mask.
+fn credentials(
+    cx: &mut Compile,
+    o: &OpenTicketSpec,
+    system: System,
+) -> Option<((String, String), Vec<String>)> {
+    let need = |cx: &mut Compile, f: Option<&Spanned<String>>, name: &str| -> Option<Secret> {
+        match f {
+            Some(s) => cx.secret(s, name),
+            None => {
+                cx.err(
+                    &o.system.referenced,
+                    format!("open_ticket for {} needs `{name}`", o.system.value),
+                );
+                None
+            }
+        }
+    };
+    let (header, value, secret) = match system {
+        System::Github => {
+            let tok = need(cx, o.token.as_ref(), "token")?;
+            ("Authorization", format!("Bearer {}", tok.expose()), tok)
+        }
+        System::Gitlab => {
+            let tok = need(cx, o.token.as_ref(), "token")?;
+            ("PRIVATE-TOKEN", tok.expose().to_string(), tok)
+        }
+        System::Jira => {
+            let email = need(cx, o.email.as_ref(), "email")?;
+            let tok = need(cx, o.token.as_ref(), "token")?;
+            ("Authorization", basic(email.expose(), tok.expose()), tok)
+        }
+        System::Servicenow => {
+            let user = need(cx, o.username.as_ref(), "username")?;
+            let pw = need(cx, o.password.as_ref(), "password")?;
+            ("Authorization", basic(user.expose(), pw.expose()), pw)
+        }
+    };
+    Some((
+        (header.to_string(), value),
+        vec![secret.expose().to_string()],
+    ))
+}
+
+/// A field only one system has (`issue_type` for Jira …): its template, none when absent,
+/// and an error (outer `None`) when given for another system. `systems`: (this, the one).
+fn system_only(
+    cx: &mut Compile,
+    t: &mut Templates,
+    prefix: &str,
+    name: &str,
+    field: Option<&Spanned<String>>,
+    systems: (System, System),
+) -> Option<Option<Text>> {
+    match field {
+        None => Some(None),
+        Some(v) if systems.0 == systems.1 => {
+            Some(Some(cx.template(t, format!("{prefix}/{name}"), v, name)?))
+        }
+        Some(v) => {
+            let only = match systems.1 {
+                System::Github => "github",
+                System::Gitlab => "gitlab",
+                System::Jira => "jira",
+                System::Servicenow => "servicenow",
+            };
             cx.err(
                 &v.referenced,
-                "`assignment_group` applies to `system: servicenow` only",
+                format!("`{name}` applies to `system: {only}` only"),
             );
-            return None;
+            None
         }
-        (None, _) => None,
-    };
+    }
+}
+
+/// `do:` (open, comment, resolve, close, or a template choosing one); all but `open` act on
+/// the ticket of a `dedup_key`, so they need one.
+fn compile_step(
+    cx: &mut Compile,
+    o: &OpenTicketSpec,
+    prefix: &str,
+    t: &mut Templates,
+) -> Option<Text> {
     let step_text = o
         .step
         .as_ref()
@@ -303,40 +354,10 @@ pub(crate) fn compile(
         );
         return None;
     }
-    let step = match &o.step {
-        Some(s) => cx.template(t, format!("{prefix}/do"), s, "do")?,
-        None => Text::Literal("open".into()),
-    };
-    let close_code = match (&o.close_code, system) {
-        (Some(v), System::Servicenow) => {
-            Some(cx.template(t, format!("{prefix}/close_code"), v, "close_code")?)
-        }
-        (Some(v), _) => {
-            cx.err(
-                &v.referenced,
-                "`close_code` applies to `system: servicenow` only",
-            );
-            return None;
-        }
-        (None, _) => None,
-    };
-    Some(TicketAction {
-        system,
-        api_url: api,
-        issue_type,
-        assignment_group,
-        step,
-        close_code,
-        project,
-        title: cx.template(t, format!("{prefix}/title"), &o.title, "title")?,
-        body,
-        labels,
-        dedup_key,
-        auth,
-        timeout: cx.timeout_or(o.timeout.as_ref(), DEFAULT_TIMEOUT)?,
-        retries: o.retries.unwrap_or(DEFAULT_RETRIES),
-        secrets,
-    })
+    match &o.step {
+        Some(s) => cx.template(t, format!("{prefix}/do"), s, "do"),
+        None => Some(Text::Literal("open".into())),
+    }
 }
 
 impl TicketAction {

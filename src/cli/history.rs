@@ -231,6 +231,12 @@ fn job_line(j: &Value) -> String {
     let attempts = j["attempts"].as_u64().unwrap_or(0);
     match s(&j["status"]) {
         "done" => format!("{head}  finished {}{error}", s(&j["updated_at"])),
+        "pending" if j["held_by"].is_object() => format!(
+            "{head}  held by maintenance window `{}` ({}) until {}",
+            s(&j["held_by"]["window"]),
+            s(&j["held_by"]["during"]),
+            s(&j["held_by"]["until"])
+        ),
         "pending" if attempts == 0 => format!("{head}  next: action {}", j["action_index"]),
         "pending" => format!(
             "{head}  retrying action {} ({attempts} attempt(s) so far)",
@@ -357,6 +363,8 @@ pub fn timeline(v: &Value) -> String {
             "not fired"
         } else if m["status"] == "done" && error.starts_with(crate::domain::SHADOW_NOTE) {
             "shadow"
+        } else if m["status"] == "done" && error.starts_with(crate::engine::SKIPPED_NOTE) {
+            "skipped"
         } else {
             s(&m["status"])
         };

@@ -87,9 +87,17 @@ pub fn text(report: &Report, rulebooks: &str) -> String {
     );
     for (key, r) in &report.rules {
         let name = format!("{}/{}", r.rulebook, r.rule);
+        // Maintenance windows in force when those events came (not a change of matching).
+        let windows: String = r
+            .windows
+            .iter()
+            .map(|(w, n)| {
+                format!("    window {w}: {n} of its job(s) would meet it at their event's time\n")
+            })
+            .collect();
         if !r.changed() {
             out.push_str(&format!(
-                "  {name} ({}): no change ({} job(s))\n",
+                "  {name} ({}): no change ({} job(s))\n{windows}",
                 r.status, r.ran
             ));
             continue;
@@ -104,6 +112,7 @@ pub fn text(report: &Report, rulebooks: &str) -> String {
             r.would_run
         ));
         let _ = key;
+        out.push_str(&windows);
         for (sign, list) in [
             ("+", &r.now_match),
             ("-", &r.no_longer_match),

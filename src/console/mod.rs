@@ -7,6 +7,7 @@
 //! - `pages`: one handler per page and button;
 //! - `live`: the event stream;
 //! - `views`: masking, formatting and charts;
+//! - `windows`: the maintenance windows in force and next, and the jobs they hold;
 //! - `render`: templates, assets and the security headers.
 
 pub mod auth;
@@ -14,6 +15,7 @@ mod live;
 mod pages;
 mod render;
 mod views;
+mod windows;
 
 use axum::Router;
 use axum::routing::{get, post};
@@ -34,6 +36,7 @@ pub fn routes() -> Router<AppState> {
         .route("/console/rules", get(pages::rules))
         .route("/console/try", get(pages::try_form).post(pages::try_run))
         .route("/console/overview", get(pages::overview))
+        .route("/console/windows", get(windows::windows))
         .route("/console/live", get(live::live))
         .route("/console/login", get(pages::login_form).post(pages::login))
         .route("/console/logout", post(pages::logout))

@@ -33,7 +33,7 @@ const STATUSES: [&str; 6] = [
 
 /// What every page's layout needs.
 #[derive(Serialize)]
-struct Frame<'a> {
+pub(super) struct Frame<'a> {
     nav: &'a str,
     form_token: &'a str,
     session: bool,
@@ -41,7 +41,7 @@ struct Frame<'a> {
     operator: bool,
 }
 
-fn frame<'a>(v: &'a Viewer, nav: &'a str) -> Frame<'a> {
+pub(super) fn frame<'a>(v: &'a Viewer, nav: &'a str) -> Frame<'a> {
     Frame {
         nav,
         form_token: &v.form_token,
@@ -224,6 +224,8 @@ struct JobView {
     error: Option<String>,
     /// Its rule changed since the match: a re-run runs the fix unless asked otherwise.
     rule_changed: bool,
+    /// A maintenance window holds it: `window (until …)`.
+    held: Option<String>,
     attempts: Vec<AttemptView>,
 }
 
@@ -270,6 +272,7 @@ pub async fn event(
     };
     let rules = st.engine.rules();
     let not_matched = crate::app::not_matched(&rules, &detail);
+    let held = st.engine.held_jobs();
     let jobs: Vec<JobView> = detail
         .matches
         .iter()
@@ -289,11 +292,21 @@ pub async fn event(
                 {
                     "shadow"
                 }
+                // Closed by a maintenance window (engine/windows.rs).
+                Some(e)
+                    if m.status == JobState::Done && e.starts_with(crate::engine::SKIPPED_NOTE) =>
+                {
+                    "skipped"
+                }
                 _ => m.status.as_str(),
             },
             error: m.error.clone(),
             rule_changed: !rules.rules.iter().any(|r| {
                 r.rulebook == m.rulebook && r.name == m.rule && r.fingerprint == m.fingerprint
+            }),
+            held: held.iter().find(|h| h.job == m.id).map(|h| {
+                let until = crate::domain::rfc3339(h.until);
+                format!("`{}` (during: {}) until {until}", h.window, h.during)
             }),
             attempts: m
                 .attempts

@@ -19,7 +19,7 @@ const JS: &str = include_str!("static/console.js");
 /// The templates: names ending in `.html` are HTML-escaped on output (minijinja's default).
 static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
     let mut env = Environment::new();
-    let files: [(&str, &str); 9] = [
+    let files: [(&str, &str); 10] = [
         ("base.html", include_str!("templates/base.html")),
         ("events.html", include_str!("templates/events.html")),
         ("event.html", include_str!("templates/event.html")),
@@ -32,6 +32,7 @@ static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
         ("overview.html", include_str!("templates/overview.html")),
         ("login.html", include_str!("templates/login.html")),
         ("message.html", include_str!("templates/message.html")),
+        ("windows.html", include_str!("templates/windows.html")),
     ];
     for (name, text) in files {
         if let Err(e) = env.add_template(name, text) {
@@ -123,6 +124,7 @@ mod tests {
             "overview.html",
             "login.html",
             "message.html",
+            "windows.html",
         ] {
             assert!(TEMPLATES.get_template(name).is_ok(), "{name}");
         }

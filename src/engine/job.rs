@@ -18,6 +18,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::correlate::Window;
+use super::windows::Gate;
 use super::{Engine, VERSION_HANDOFF};
 use crate::actions::event::MAX_DEPTH;
 use crate::actions::{Action, Rendered, RunContext, retry_delay};
@@ -266,6 +267,24 @@ impl Engine {
             meta["evicted"] = Value::Bool(evicted);
             correlated = Some((Arc::new(events), Arc::new(meta)));
         }
+        // ── Maintenance windows (engine/windows.rs): before the first action a window in
+        // force holds, skips or turns the job into an approval; then the rule's own approval.
+        match self.window_gate(&lease.job, &step) {
+            Gate::Go => {}
+            Gate::Hold(wait) => return queue.nak(lease, step, wait).await,
+            Gate::Skip(note) => {
+                self.close_fired_absence(rule, &absence, JobState::Done, &event)
+                    .await?;
+                return queue.ack(lease, step, JobState::Done, Some(note)).await;
+            }
+            Gate::Approve { window, wait } => {
+                // Approvals are not wired in yet: held until the window ends, never run
+                // unapproved while it is in force.
+                tracing::debug!(job = %lease.job.id, window = %window, "needs an approval (maintenance window); held until approvals are available");
+                return queue.nak(lease, step, wait).await;
+            }
+        }
+        // ── end of maintenance windows
         let run = Run {
             rules: &rules,
             rule,

@@ -9,8 +9,10 @@
 mod correlate;
 mod job;
 mod versions;
+mod windows;
 
 pub use correlate::partial_key;
+pub use windows::{HOLD_RECHECK, HeldJob, HeldView, SKIPPED_NOTE, WindowsReport};
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -168,6 +170,8 @@ pub struct Engine {
     counts: Mutex<std::collections::HashMap<String, [u64; 2]>>,
     /// Rule sets archived in the store (`Settings::rule_archive`).
     archive: Option<versions::Archive>,
+    /// Jobs this node holds for a maintenance window (`engine/windows.rs`).
+    held: windows::Held,
 }
 
 /// An event just accepted, for live views: its list row, and that row as JSON (serialized
@@ -197,6 +201,7 @@ impl Engine {
             open: correlate::OpenGroups::default(),
             waiting: correlate::Waiting::default(),
             deliveries: correlate::Deliveries::default(),
+            held: windows::Held::default(),
             live: tokio::sync::broadcast::channel(LIVE_BACKLOG).0,
             counts: Mutex::new(std::collections::HashMap::new()),
         })
@@ -537,9 +542,11 @@ impl Engine {
         }
     }
 
-    /// Absence jobs of this node that only wait for their deadline: not back pressure.
+    /// Jobs of this node that only wait: absence jobs for their deadline, jobs held by a
+    /// maintenance window for its end. Not back pressure.
     pub fn waiting_jobs(&self) -> usize {
-        self.waiting.count(self.settings.clock.now())
+        let now = self.settings.clock.now();
+        self.waiting.count(now) + self.held.count(now)
     }
 
     /// Opens the throttle window `key`, or reports the match throttled by whoever holds it.

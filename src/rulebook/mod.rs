@@ -6,6 +6,7 @@ pub mod ansible;
 pub mod compile;
 pub mod model;
 pub mod recover;
+pub mod windows;
 pub mod yaml_error;
 
 use std::fmt;

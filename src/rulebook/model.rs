@@ -19,6 +19,9 @@ pub struct RulebookFile {
     pub rules: Vec<RuleSpec>,
     /// `shadow` or `live` (the default): the mode of this rulebook's rules that name none.
     pub mode: Option<S<String>>,
+    /// Maintenance windows (`rulebook::windows`; docs/change-control.md).
+    #[serde(default)]
+    pub windows: Vec<super::windows::WindowSpec>,
 }
 
 /// A number of bytes, or a string with a unit.

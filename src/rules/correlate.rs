@@ -118,6 +118,19 @@ pub struct Observed {
     pub cancelled: Vec<String>,
 }
 
+/// One event as `observe` sees it: the steps it satisfied, its id and when it came (ms).
+struct Seen<'a> {
+    matched: &'a [usize],
+    id: &'a str,
+    at: i64,
+}
+
+impl Seen<'_> {
+    fn has(&self, step: usize) -> bool {
+        self.matched.contains(&step)
+    }
+}
+
 impl Correlation {
     /// What a correlation job's templates see: `events` (each name's body; for `count`, a list
     /// of bodies) and `correlation` (`kind`, `group`, `events` with id and time, `deadline`).
@@ -189,121 +202,142 @@ impl Correlation {
         id: &str,
         at: i64,
     ) -> Option<Observed> {
-        let w = self.window_ms();
-        let seen = |i: usize| Participant {
-            name: self.steps[i].name.clone(),
-            id: id.to_string(),
-            at,
-        };
-        let has = |i: usize| matched.contains(&i);
+        let ev = Seen { matched, id, at };
         match self.kind {
-            Kind::AllOf => {
-                partial.seen.retain(|p| p.at >= at - w);
-                for &i in matched {
-                    partial.seen.retain(|p| p.name != self.steps[i].name);
-                    partial.seen.push(seen(i));
-                }
-                let missing: Vec<String> = self
-                    .steps
-                    .iter()
-                    .filter(|s| !partial.seen.iter().any(|p| p.name == s.name))
-                    .map(|s| s.name.clone())
-                    .collect();
-                Some(if missing.is_empty() {
-                    self.fired(std::mem::take(&mut partial.seen))
-                } else {
-                    self.partial(partial, missing)
-                })
-            }
-            Kind::Sequence => {
-                if partial.seen.first().is_some_and(|p| p.at < at - w) {
-                    partial.seen.clear();
-                }
-                let n = partial.seen.len();
-                if has(n) {
-                    partial.seen.push(seen(n));
-                } else if has(0) && n <= 1 {
-                    // A newer first event restarts the window (the best chance to complete).
-                    partial.seen = vec![seen(0)];
-                } else {
-                    return None;
-                }
-                if partial.seen.len() == self.steps.len() {
-                    return Some(self.fired(std::mem::take(&mut partial.seen)));
-                }
-                let next = vec![self.steps[partial.seen.len()].name.clone()];
-                Some(self.partial(partial, next))
-            }
-            Kind::Absence => {
-                let mut cancelled = Vec::new();
-                if has(1) {
-                    // The missing event came: every window still open ends without firing.
-                    partial.seen.retain(|p| {
-                        let open = p.at + w >= at;
-                        if open {
-                            cancelled.push(p.id.clone());
-                        }
-                        !open
-                    });
-                }
-                let open = partial.seen.iter().find(|p| p.at + w >= at);
-                if has(0)
-                    && self.one_window_per_group
-                    && cancelled.is_empty()
-                    && let Some(first) = open
-                {
-                    // The group's window is open already: held by it, no second one.
-                    return Some(Observed {
-                        state: CorrelationState::Partial,
-                        events: vec![first.clone()],
-                        deadline: Some(first.at + w),
-                        waiting_for: vec![self.steps[1].name.clone()],
-                        cancelled,
-                    });
-                }
-                if has(0) {
-                    partial.seen.push(seen(0));
-                    return Some(Observed {
-                        state: CorrelationState::Waiting,
-                        events: vec![seen(0)],
-                        deadline: Some(at + w),
-                        waiting_for: vec![self.steps[1].name.clone()],
-                        cancelled,
-                    });
-                }
-                (!cancelled.is_empty()).then(|| Observed {
-                    state: CorrelationState::Partial,
-                    events: vec![seen(1)],
-                    deadline: None,
-                    waiting_for: Vec::new(),
-                    cancelled,
-                })
-            }
-            Kind::Count(n) => {
-                partial.seen.retain(|p| p.at >= at - w);
-                partial.seen.push(seen(0));
-                // Only the newest `n` can ever decide.
-                if partial.seen.len() > n {
-                    let extra = partial.seen.len() - n;
-                    partial.seen.drain(..extra);
-                }
-                let quiet = partial.fired_at.is_some_and(|f| at <= f + w);
-                if partial.seen.len() >= n && !quiet {
-                    partial.fired_at = Some(at);
-                    return Some(self.fired(std::mem::take(&mut partial.seen)));
-                }
-                let more = n.saturating_sub(partial.seen.len()).max(1);
-                let what = if quiet {
-                    format!(
-                        "the window after its last firing to end (at {})",
-                        crate::domain::rfc3339(partial.fired_at.unwrap_or(at) + w)
-                    )
-                } else {
-                    format!("{more} more `{}`", self.steps[0].name)
-                };
-                Some(self.partial(partial, vec![what]))
-            }
+            Kind::AllOf => Some(self.observe_all_of(partial, &ev)),
+            Kind::Sequence => self.observe_sequence(partial, &ev),
+            Kind::Absence => self.observe_absence(partial, &ev),
+            Kind::Count(n) => Some(self.observe_count(partial, &ev, n)),
         }
+    }
+
+    /// Event `ev` as the participant of step `i`.
+    fn participant(&self, i: usize, ev: &Seen) -> Participant {
+        Participant {
+            name: self.steps[i].name.clone(),
+            id: ev.id.to_string(),
+            at: ev.at,
+        }
+    }
+
+    /// `all_of`: each step's newest event within the window; fires when every step has one.
+    fn observe_all_of(&self, partial: &mut Partial, ev: &Seen) -> Observed {
+        let w = self.window_ms();
+        partial.seen.retain(|p| p.at >= ev.at - w);
+        for &i in ev.matched {
+            partial.seen.retain(|p| p.name != self.steps[i].name);
+            partial.seen.push(self.participant(i, ev));
+        }
+        let missing: Vec<String> = self
+            .steps
+            .iter()
+            .filter(|s| !partial.seen.iter().any(|p| p.name == s.name))
+            .map(|s| s.name.clone())
+            .collect();
+        if missing.is_empty() {
+            self.fired(std::mem::take(&mut partial.seen))
+        } else {
+            self.partial(partial, missing)
+        }
+    }
+
+    /// `sequence`: the steps in order within the window from the first.
+    fn observe_sequence(&self, partial: &mut Partial, ev: &Seen) -> Option<Observed> {
+        let w = self.window_ms();
+        if partial.seen.first().is_some_and(|p| p.at < ev.at - w) {
+            partial.seen.clear();
+        }
+        let n = partial.seen.len();
+        if ev.has(n) {
+            partial.seen.push(self.participant(n, ev));
+        } else if ev.has(0) && n <= 1 {
+            // A newer first event restarts the window (the best chance to complete).
+            partial.seen = vec![self.participant(0, ev)];
+        } else {
+            return None;
+        }
+        if partial.seen.len() == self.steps.len() {
+            return Some(self.fired(std::mem::take(&mut partial.seen)));
+        }
+        let next = vec![self.steps[partial.seen.len()].name.clone()];
+        Some(self.partial(partial, next))
+    }
+
+    /// `absence`: the first step opens a window (one per group when asked); the second closes
+    /// every open one. Firing happens at the deadline, by the job (`expire`).
+    fn observe_absence(&self, partial: &mut Partial, ev: &Seen) -> Option<Observed> {
+        let w = self.window_ms();
+        let mut cancelled = Vec::new();
+        if ev.has(1) {
+            // The missing event came: every window still open ends without firing.
+            partial.seen.retain(|p| {
+                let open = p.at + w >= ev.at;
+                if open {
+                    cancelled.push(p.id.clone());
+                }
+                !open
+            });
+        }
+        let open = partial.seen.iter().find(|p| p.at + w >= ev.at);
+        if ev.has(0)
+            && self.one_window_per_group
+            && cancelled.is_empty()
+            && let Some(first) = open
+        {
+            // The group's window is open already: held by it, no second one.
+            return Some(Observed {
+                state: CorrelationState::Partial,
+                events: vec![first.clone()],
+                deadline: Some(first.at + w),
+                waiting_for: vec![self.steps[1].name.clone()],
+                cancelled,
+            });
+        }
+        if ev.has(0) {
+            partial.seen.push(self.participant(0, ev));
+            return Some(Observed {
+                state: CorrelationState::Waiting,
+                events: vec![self.participant(0, ev)],
+                deadline: Some(ev.at + w),
+                waiting_for: vec![self.steps[1].name.clone()],
+                cancelled,
+            });
+        }
+        (!cancelled.is_empty()).then(|| Observed {
+            state: CorrelationState::Partial,
+            events: vec![self.participant(1, ev)],
+            deadline: None,
+            waiting_for: Vec::new(),
+            cancelled,
+        })
+    }
+
+    /// `count`: `n` events within the window fire once; then quiet until the window after the
+    /// firing ends.
+    fn observe_count(&self, partial: &mut Partial, ev: &Seen, n: usize) -> Observed {
+        let w = self.window_ms();
+        partial.seen.retain(|p| p.at >= ev.at - w);
+        partial.seen.push(self.participant(0, ev));
+        // Only the newest `n` can ever decide.
+        if partial.seen.len() > n {
+            let extra = partial.seen.len() - n;
+            partial.seen.drain(..extra);
+        }
+        let quiet = partial.fired_at.is_some_and(|f| ev.at <= f + w);
+        if partial.seen.len() >= n && !quiet {
+            partial.fired_at = Some(ev.at);
+            return self.fired(std::mem::take(&mut partial.seen));
+        }
+        let more = n.saturating_sub(partial.seen.len()).max(1);
+        let what = if quiet {
+            format!(
+                "the window after its last firing to end (at {})",
+                crate::domain::rfc3339(partial.fired_at.unwrap_or(ev.at) + w)
+            )
+        } else {
+            format!("{more} more `{}`", self.steps[0].name)
+        };
+        self.partial(partial, vec![what])
     }
 
     /// Absence, when its job runs after the deadline: whether the window opened by `id` is

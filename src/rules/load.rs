@@ -198,6 +198,35 @@ pub(super) fn compile(
         scripts,
     };
 
+    // Maintenance windows (rules/windows.rs): they may name the rules of any rulebook.
+    let declared: super::windows::Declared = parsed
+        .iter()
+        .flat_map(|(path, _, book)| {
+            let b = stem(path);
+            book.rules
+                .iter()
+                .map(move |r| (b.clone(), r.name.value.clone()))
+        })
+        .collect();
+    let mut windows = Vec::new();
+    let mut window_names = HashSet::new();
+    for (path, text, book) in &parsed {
+        let mut cx = Compile {
+            file: path.display().to_string(),
+            text,
+            errors: &mut errors,
+            warnings: &mut warnings,
+            referenced: Vec::new(),
+            scope: Default::default(),
+            correlation: None,
+        };
+        let specs = &book.windows;
+        let found =
+            super::windows::compile(&mut cx, specs, &stem(path), &declared, &mut window_names);
+        windows.extend(found);
+    }
+    drop(declared);
+
     // Sized once: grown by doubling, the vector would end with up to half of it unused (room
     // for 16,384 rules of a few hundred bytes for 10,000) and its smaller copies freed behind.
     let mut rules = Vec::with_capacity(parsed.iter().map(|(_, _, b)| b.rules.len()).sum());
@@ -311,6 +340,7 @@ pub(super) fn compile(
         by_name,
         by_key,
         index,
+        windows: super::windows::Windows(windows),
     })
 }
 
@@ -344,7 +374,7 @@ fn stem(path: &Path) -> String {
         .unwrap_or_default()
 }
 
-fn valid_name(name: &str) -> bool {
+pub(super) fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name
             .bytes()

@@ -9,6 +9,7 @@ mod index;
 mod listen;
 mod load;
 pub mod snapshot;
+pub mod windows;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -131,6 +132,8 @@ pub struct RuleSet {
     /// copy of every key.
     by_key: Box<[u32]>,
     index: Vec<SourceIndex>,
+    /// Maintenance windows (`windows:` of every rulebook), decided when a job would start.
+    pub windows: windows::Windows,
 }
 
 /// The result of matching one rule against an event.

@@ -2,6 +2,7 @@
 //! history API and health check.
 
 pub mod listen;
+mod windows;
 
 // The shared HTTP state and rules live below the HTTP planes (`crate::app`); re-exported so
 // `server::…` paths keep working.
@@ -37,6 +38,7 @@ pub fn app(state: AppState) -> Router {
         .route("/api/jobs", get(list_jobs))
         .route("/api/jobs/{id}/rerun", post(rerun))
         .route("/api/audit", get(audit_trail))
+        .route("/api/windows", get(windows::list_windows))
         .route("/metrics", get(metrics_text))
         .merge(crate::console::routes())
         .route_layer(axum::middleware::from_fn_with_state(
@@ -467,6 +469,7 @@ async fn list_jobs(
         limit: q.limit.unwrap_or(100).min(1000),
     };
     let jobs = state.engine.store().history.jobs(filter).await?;
+    let jobs = windows::mark_held(&state.engine, jobs);
     Ok(Json(json!({"jobs": jobs})).into_response())
 }
 

@@ -1,0 +1,446 @@
+//! `rulehook test`: one event through every rule (what would match, render and run), or a
+//! sequence of events through the simulator, showing what each correlation holds and waits for.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use serde_json::{Value, json};
+
+use super::{TestArgs, load, read_body};
+use crate::domain::{CorrelationState, Participant, human_duration};
+use crate::rules::correlate::Observed;
+use crate::rules::{DryRun, RuleSet};
+use crate::whatif::{Decision, Simulator, Would};
+
+pub fn test(t: &TestArgs) -> anyhow::Result<ExitCode> {
+    let set = match load(&t.dirs) {
+        Ok(s) => s,
+        Err(code) => return Ok(code),
+    };
+    if let Some(s) = &t.source
+        && set.source(s).is_none()
+    {
+        anyhow::bail!("no source named `{s}` in {}", t.dirs.rulebooks.display());
+    }
+    if t.event.as_os_str() != "-" {
+        let several = if t.event.is_dir() {
+            Some(read_events(&t.event)?)
+        } else {
+            read_events(&t.event).ok().filter(|b| b.len() > 1)
+        };
+        if let Some(bodies) = several {
+            let mut seq = Sequence::new(&set, t.every);
+            seq.start_ms = t.at.unwrap_or_else(crate::domain::now_ms);
+            let run = seq.run(t.source.as_deref(), &bodies);
+            if t.json {
+                println!("{}", serde_json::to_string_pretty(&run.report)?);
+            } else {
+                run.lines.iter().for_each(|l| println!("{l}"));
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+    }
+    let raw = read_body(Some(&t.event))?;
+    let format = match t.source.as_deref().and_then(|s| set.source(s)) {
+        Some(src) => src.format,
+        None => crate::body::BodyFormat::Json,
+    };
+    let headers = parse_headers(&t.headers)?;
+    let content_type = headers.get("content-type").and_then(Value::as_str);
+    let (body, _) = format
+        .decode(content_type, &raw)
+        .with_context(|| format!("{} (format {})", t.event.display(), format.name()))?;
+    let report = crate::rules::dry_run(&set, t.source.as_deref(), &body, &headers);
+    // Maintenance windows at `--at` (default now): what they would do to each match's job.
+    let at = t.at.unwrap_or_else(crate::domain::now_ms);
+    if t.json {
+        let mut json = serde_json::to_value(&report)?;
+        for r in json.as_array_mut().into_iter().flatten() {
+            let (book, rule) = (r["rulebook"].clone(), r["rule"].clone());
+            let (book, rule) = (book.as_str().unwrap_or(""), rule.as_str().unwrap_or(""));
+            if r["matched"] == true
+                && let Some((_, v)) = super::windows::verdict(&set, book, rule, at)
+            {
+                r["window"] = v;
+            }
+        }
+        println!("{}", serde_json::to_string_pretty(&json)?);
+    } else {
+        print_dry_run(&set, &report, at);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `--header 'Name: value'` flags as the lower-case map templates see as `meta.headers`.
+fn parse_headers(flags: &[String]) -> anyhow::Result<serde_json::Map<String, Value>> {
+    let mut headers = serde_json::Map::new();
+    for h in flags {
+        let (n, v) = h
+            .split_once(':')
+            .with_context(|| format!("header `{h}` must be `Name: value`"))?;
+        headers.insert(
+            n.trim().to_ascii_lowercase(),
+            Value::String(v.trim().to_string()),
+        );
+    }
+    Ok(headers)
+}
+
+/// One event's verdicts as text: matches with what they would run, misses with why, and the
+/// rules of other sources folded into one line.
+fn print_dry_run(set: &RuleSet, report: &[DryRun], at: i64) {
+    let mut others = Vec::new();
+    for r in report {
+        let name = format!("{}/{}", r.rulebook, r.rule);
+        if r.other_source {
+            others.push(name);
+            continue;
+        }
+        if !r.matched {
+            println!("no match {name}");
+            r.why_not.iter().for_each(|w| println!("         {w}"));
+            continue;
+        }
+        println!("MATCH    {name}");
+        let window = super::windows::verdict(set, &r.rulebook, &r.rule, at)
+            .map(|(line, _)| line)
+            .or_else(|| super::windows::upcoming(set, &r.rulebook, &r.rule, at));
+        if let Some(line) = window {
+            println!("         {line}");
+        }
+        if let Some(t) = r.throttle.as_object() {
+            println!(
+                "         throttle: once within {} per group {} (a repeat in the window runs nothing)",
+                t["once_within"].as_str().unwrap_or(""),
+                t["group"].as_str().unwrap_or("")
+            );
+        }
+        for a in &r.actions {
+            println!("         would run: {}", readable(a));
+        }
+        for a in &r.on_failure {
+            println!("         on failure: {}", readable(a));
+        }
+    }
+    if let Some(line) = crate::rules::other_sources_line(&others) {
+        println!("{line}");
+    }
+}
+
+/// The events of `--event`: one file with one or more JSON values, or a folder of `.json`
+/// files. Each with where it came from (`file` or `file#n`).
+fn read_events(path: &Path) -> anyhow::Result<Vec<(String, Value)>> {
+    let files = if path.is_dir() {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(path)
+            .with_context(|| format!("cannot read {}", path.display()))?
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "json"))
+            .collect();
+        files.sort();
+        files
+    } else {
+        vec![path.to_path_buf()]
+    };
+    let mut out = Vec::new();
+    for f in &files {
+        let text =
+            std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?;
+        let values: Vec<Value> = serde_json::Deserializer::from_str(&text)
+            .into_iter::<Value>()
+            .collect::<Result<_, _>>()
+            .with_context(|| format!("{} is not valid JSON", f.display()))?;
+        let several = values.len() > 1;
+        for (i, v) in values.into_iter().enumerate() {
+            let name = if several {
+                format!("{}#{}", f.display(), i + 1)
+            } else {
+                f.display().to_string()
+            };
+            out.push((name, v));
+        }
+    }
+    Ok(out)
+}
+
+/// An absence window still open in a sequence: it fires at `deadline` unless `missing` comes.
+struct OpenAbsence {
+    deadline: i64,
+    rule: usize,
+    /// The event that opened it.
+    opened: String,
+    missing: String,
+}
+
+/// What a sequence printed (`lines`) and its JSON form (`report`, for `--json`).
+struct SequenceRun {
+    lines: Vec<String>,
+    report: Vec<Value>,
+}
+
+/// `rulehook test` on a sequence: event by event, what each rule does, and for correlation
+/// rules what they hold and wait for (windows measured with `--every` between events).
+struct Sequence<'a> {
+    set: &'a RuleSet,
+    sim: Simulator<'a>,
+    step_ms: i64,
+    bodies: HashMap<String, Value>,
+    open: Vec<OpenAbsence>,
+    out: SequenceRun,
+    /// When the first event arrives (`--at`, default now): maintenance windows are decided
+    /// at it plus each event's offset.
+    start_ms: i64,
+    /// The offset of the event being shown.
+    at: i64,
+}
+
+impl<'a> Sequence<'a> {
+    fn new(set: &'a RuleSet, every: Duration) -> Sequence<'a> {
+        Sequence {
+            set,
+            sim: Simulator::new(set),
+            step_ms: every.as_millis() as i64,
+            bodies: HashMap::new(),
+            open: Vec::new(),
+            out: SequenceRun {
+                lines: Vec::new(),
+                report: Vec::new(),
+            },
+            start_ms: 0,
+            at: 0,
+        }
+    }
+
+    fn run(mut self, source: Option<&str>, events: &[(String, Value)]) -> SequenceRun {
+        for (n, (name, body)) in events.iter().enumerate() {
+            let at = n as i64 * self.step_ms;
+            self.at = at;
+            let id = format!("e{}", n + 1);
+            self.bodies.insert(id.clone(), body.clone());
+            self.fire_absences_due(at);
+            self.out
+                .lines
+                .push(format!("event {id} at +{} ({name})", human_duration(at)));
+            let doc = crate::rules::EventDoc::new(body.clone());
+            let decisions = self.sim.feed(source, &id, &doc, at);
+            let items: Vec<Value> = decisions
+                .iter()
+                .map(|d| self.decision(d, body, &id))
+                .collect();
+            if decisions.is_empty() {
+                self.out.lines.push("         (no rule)".to_string());
+            }
+            self.out
+                .report
+                .push(json!({"event": id, "from": name, "at_ms": at, "rules": items}));
+        }
+        for o in std::mem::take(&mut self.open) {
+            let r = &self.set.rules[o.rule];
+            self.out.lines.push(format!(
+                "PENDING  {}/{}: fires at +{} unless `{}` comes (window opened by {})",
+                r.rulebook,
+                r.name,
+                human_duration(o.deadline),
+                o.missing,
+                o.opened
+            ));
+        }
+        self.out
+    }
+
+    /// Absences whose window ended before `at` fire first.
+    fn fire_absences_due(&mut self, at: i64) {
+        let (due, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.open)
+            .into_iter()
+            .partition(|o| o.deadline < at);
+        self.open = rest;
+        for o in due {
+            let r = &self.set.rules[o.rule];
+            self.out.lines.push(format!(
+                "FIRE     {}/{}: the window opened by {} ended at +{} without `{}`",
+                r.rulebook,
+                r.name,
+                o.opened,
+                human_duration(o.deadline),
+                o.missing
+            ));
+            let first = Participant {
+                name: r
+                    .correlate
+                    .as_ref()
+                    .map(|c| c.steps[0].name.clone())
+                    .unwrap_or_default(),
+                id: o.opened.clone(),
+                at: 0,
+            };
+            let opened_body = self.bodies.get(&o.opened).cloned().unwrap_or(Value::Null);
+            let shown = self.would_run(o.rule, &[first], Some(o.deadline), &opened_body, &o.opened);
+            self.out.lines.extend(shown);
+            self.out.report.push(json!({
+                "at_ms": o.deadline, "rule": r.name, "fired": true,
+                "absence_of": o.missing, "events": [o.opened],
+            }));
+        }
+    }
+
+    /// One rule's decision on event `id`: its line(s), and its item in the JSON report.
+    fn decision(&mut self, d: &Decision, body: &Value, id: &str) -> Value {
+        let r = &self.set.rules[d.rule];
+        let rname = format!("{}/{}", r.rulebook, r.name);
+        let mut item = json!({"rule": r.name, "rulebook": r.rulebook});
+        match (&d.would, &d.observed) {
+            (Would::Throttled, _) => {
+                self.out.lines.push(format!("THROTTLED {rname}"));
+                item["throttled"] = json!(true);
+            }
+            (_, None) => {
+                self.out.lines.push(format!("MATCH    {rname}"));
+                item["matched"] = json!(true);
+                let start = self.start_ms + self.at;
+                if let Some((line, v)) =
+                    super::windows::verdict(self.set, &r.rulebook, &r.name, start)
+                {
+                    self.out.lines.push(format!("         {line}"));
+                    item["window"] = v;
+                }
+            }
+            (_, Some(o)) => {
+                if self.correlation(d.rule, &rname, o, body, id) {
+                    item["fired"] = json!(true);
+                }
+                item["correlation"] = json!({
+                    "state": o.state, "events": o.events, "deadline_ms": o.deadline,
+                    "waiting_for": o.waiting_for, "closed": o.cancelled,
+                });
+            }
+        }
+        item
+    }
+
+    /// A correlation's view of an event, as lines; true when it fired.
+    fn correlation(
+        &mut self,
+        rule: usize,
+        rname: &str,
+        o: &Observed,
+        body: &Value,
+        id: &str,
+    ) -> bool {
+        let held: Vec<String> = o
+            .events
+            .iter()
+            .map(|p| format!("{}={}", p.name, p.id))
+            .collect();
+        let until = o
+            .deadline
+            .map(|d| format!(" until +{}", human_duration(d)))
+            .unwrap_or_default();
+        match o.state {
+            CorrelationState::Fired => {
+                self.out
+                    .lines
+                    .push(format!("FIRE     {rname} with {}", held.join(", ")));
+                let shown = self.would_run(rule, &o.events, o.deadline, body, id);
+                self.out.lines.extend(shown);
+                return true;
+            }
+            CorrelationState::Waiting => {
+                let missing = o.waiting_for.join(", ");
+                self.out.lines.push(format!(
+                    "WAIT     {rname}: absence window opened by {id}; fires at{} unless `{missing}` comes",
+                    until.trim_start_matches(" until")
+                ));
+                if let Some(deadline) = o.deadline {
+                    self.open.push(OpenAbsence {
+                        deadline,
+                        rule,
+                        opened: id.to_string(),
+                        missing,
+                    });
+                }
+            }
+            CorrelationState::Partial if !o.cancelled.is_empty() => {
+                self.open
+                    .retain(|w| !(w.rule == rule && o.cancelled.contains(&w.opened)));
+                self.out.lines.push(format!(
+                    "CLOSE    {rname}: `{}` came in time for {}",
+                    o.events.first().map(|p| p.name.as_str()).unwrap_or(""),
+                    o.cancelled.join(", ")
+                ));
+            }
+            CorrelationState::Partial => {
+                self.out.lines.push(format!(
+                    "HOLD     {rname}: holds {}; waits for {}{until}",
+                    held.join(", "),
+                    o.waiting_for.join(", ")
+                ));
+            }
+        }
+        false
+    }
+
+    /// The actions a correlation that fired would run, rendered with `events` and
+    /// `correlation` as a job sees them.
+    fn would_run(
+        &self,
+        rule: usize,
+        took_part: &[Participant],
+        deadline: Option<i64>,
+        event: &Value,
+        id: &str,
+    ) -> Vec<String> {
+        let r = &self.set.rules[rule];
+        let (evs, correlation) = match &r.correlate {
+            Some(c) => {
+                let with_bodies: Vec<_> = took_part
+                    .iter()
+                    .map(|p| (p, self.bodies.get(&p.id).cloned().unwrap_or(Value::Null)))
+                    .collect();
+                c.template_context(&c.group(event), &with_bodies, deadline)
+            }
+            None => (Value::Null, Value::Null),
+        };
+        let ctx = crate::templates::context(json!({
+            "event": event, "events": evs, "correlation": correlation,
+            "meta": {"id": id, "rulebook": r.rulebook, "rule": r.name},
+        }));
+        r.actions
+            .iter()
+            .map(|a| {
+                let shown = match a.render(&self.set.templates, &ctx) {
+                    Ok(x) => x.for_history(),
+                    Err(e) => json!({"render_error": e}),
+                };
+                format!("         would run: {shown}")
+            })
+            .collect()
+    }
+}
+
+/// A rendered action for `test`'s text output: timeouts as durations (`5m`), not milliseconds.
+fn readable(a: &Value) -> Value {
+    fn walk(v: &mut Value) {
+        match v {
+            Value::Object(m) => {
+                for (k, x) in m.iter_mut() {
+                    if k == "timeout"
+                        && let Some(ms) = x.as_u64()
+                    {
+                        *x =
+                            Value::String(crate::units::format_duration(Duration::from_millis(ms)));
+                    } else {
+                        walk(x);
+                    }
+                }
+            }
+            Value::Array(items) => items.iter_mut().for_each(walk),
+            _ => {}
+        }
+    }
+    let mut a = a.clone();
+    walk(&mut a);
+    a
+}

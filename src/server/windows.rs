@@ -1,0 +1,40 @@
+//! `GET /api/windows`: the maintenance windows in force and next, and the jobs they hold
+//! (`engine::Engine::windows_report`; the console's windows page shows the same).
+
+use axum::Json;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+
+use serde_json::{Value, json};
+
+use crate::app::AppState;
+use crate::app::roles::AsViewer;
+use crate::domain::JobState;
+use crate::engine::Engine;
+use crate::store::JobRow;
+
+pub(super) async fn list_windows(_: AsViewer, State(state): State<AppState>) -> Response {
+    Json(state.engine.windows_report()).into_response()
+}
+
+/// Job rows as JSON, pending ones a window holds on this node with `held_by` (window, during,
+/// until), so `/api/jobs` and `rulehook jobs` say why they wait.
+pub(super) fn mark_held(engine: &Engine, jobs: Vec<JobRow>) -> Vec<Value> {
+    let held = engine.held_jobs();
+    jobs.into_iter()
+        .map(|j| {
+            let h = (j.status == JobState::Pending)
+                .then(|| held.iter().find(|h| h.job == j.id))
+                .flatten();
+            let mut v = serde_json::to_value(&j).unwrap_or_default();
+            if let Some(h) = h {
+                v["held_by"] = json!({
+                    "window": h.window,
+                    "during": h.during,
+                    "until": crate::domain::rfc3339(h.until),
+                });
+            }
+            v
+        })
+        .collect()
+}

@@ -1,0 +1,349 @@
+//! Maintenance windows against the real binary (docs/change-control.md): absolute windows in
+//! the past, in force and in the future relative to now; a hold released when its window ends,
+//! when a reload removes it, and kept across a crash and restart; skip recorded as skipped;
+//! `/api/windows`, the console page, `rulehook jobs|event|check|test`.
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{Env, Server, client, post_signed};
+use serde_json::{Value, json};
+
+const SRC: &str = "sources:\n  - { name: in, kind: bearer, secret: in-token }\n";
+
+const RULES: &str = r#"rules:
+  - name: frozen
+    actions:
+      - run_script: { script: mark.sh, args: ["frozen {{ event.n }}"] }
+  - name: free
+    actions:
+      - run_script: { script: mark.sh, args: ["free {{ event.n }}"] }
+"#;
+
+/// A rulebook with one absolute window from `start` to `end` (RFC 3339) over `frozen`.
+fn book(start: &str, end: &str, during: &str) -> String {
+    format!(
+        "windows:\n  - name: freeze\n    start: \"{start}\"\n    end: \"{end}\"\n    rules: [frozen]\n    during: {during}\n{SRC}{RULES}"
+    )
+}
+
+fn no_windows() -> String {
+    format!("{SRC}{RULES}")
+}
+
+/// Now plus `secs` (may be negative), as RFC 3339.
+fn at(secs: i64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let t = time::OffsetDateTime::from_unix_timestamp(now + secs).unwrap();
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap()
+}
+
+fn env() -> Env {
+    let env = Env::new();
+    env.script(
+        "mark.sh",
+        "#!/bin/sh\necho \"$1\" >> \"$OUT_DIR/ran.txt\"\n",
+    );
+    env
+}
+
+async fn send(c: &reqwest::Client, server: &Server, n: u32) -> String {
+    let body = json!({ "n": n }).to_string();
+    let (st, resp) = post_signed(
+        c,
+        &server.url("/hooks/in"),
+        "bearer",
+        "in-token",
+        body.as_bytes(),
+    )
+    .await;
+    assert_eq!(st, 202, "{resp}");
+    resp["id"].as_str().unwrap().to_string()
+}
+
+async fn get(c: &reqwest::Client, server: &Server, path: &str) -> Value {
+    let resp = c.get(server.url(path)).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 200, "GET {path}");
+    resp.json().await.unwrap()
+}
+
+/// Polls `path` until `f` holds; panics with the last answer after `timeout`.
+async fn wait_for<F: Fn(&Value) -> bool>(
+    c: &reqwest::Client,
+    server: &Server,
+    path: &str,
+    timeout: Duration,
+    f: F,
+) -> Value {
+    let start = Instant::now();
+    loop {
+        let v = get(c, server, path).await;
+        if f(&v) {
+            return v;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "timed out waiting on {path}; last answer: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn job<'a>(detail: &'a Value, rule: &str) -> &'a Value {
+    detail["matches"]
+        .as_array()
+        .and_then(|m| m.iter().find(|j| j["rule"] == rule))
+        .unwrap_or_else(|| panic!("no job of `{rule}`: {detail}"))
+}
+
+/// The event once its job of `rule` has the status `status`.
+async fn job_status(
+    c: &reqwest::Client,
+    server: &Server,
+    id: &str,
+    rule: &str,
+    status: &str,
+    timeout: Duration,
+) -> Value {
+    let path = format!("/api/events/{id}");
+    wait_for(c, server, &path, timeout, |d| {
+        d["matches"]
+            .as_array()
+            .is_some_and(|m| m.iter().any(|j| j["rule"] == rule && j["status"] == status))
+    })
+    .await
+}
+
+/// `/api/windows` once it lists the job as held.
+async fn held(c: &reqwest::Client, server: &Server, job_id: &str) -> Value {
+    wait_for(c, server, "/api/windows", Duration::from_secs(20), |w| {
+        w["held"]
+            .as_array()
+            .is_some_and(|h| h.iter().any(|j| j["job"] == job_id))
+    })
+    .await
+}
+
+fn rulehook(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_rulehook"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A window in force holds `frozen`'s job (listed by `/api/windows`, the console, `/api/jobs`
+/// and `rulehook jobs`) while `free` runs; a reload that removes the window releases it.
+#[tokio::test]
+async fn a_hold_keeps_the_job_until_a_reload_removes_the_window() {
+    let env = env();
+    env.rulebook("net.yml", &book(&at(-3600), &at(3600), "hold"));
+    let server = Server::start(&env, &[], &[]);
+    let c = client();
+    let id = send(&c, &server, 1).await;
+    let d = job_status(&c, &server, &id, "free", "done", Duration::from_secs(20)).await;
+    let frozen_id = job(&d, "frozen")["id"].as_str().unwrap().to_string();
+    let w = held(&c, &server, &frozen_id).await;
+    assert_eq!(w["windows"][0]["name"], "freeze", "{w}");
+    assert_eq!(w["windows"][0]["in_force"], true, "{w}");
+    assert_eq!(w["windows"][0]["during"], "hold", "{w}");
+    assert_eq!(w["held"][0]["window"], "freeze", "{w}");
+    assert_eq!(env.lines("ran.txt"), vec!["free 1"], "frozen did not run");
+    // The job list and the CLI say why it waits; so do the console's pages.
+    let jobs = get(&c, &server, "/api/jobs?status=pending").await;
+    assert_eq!(jobs["jobs"][0]["held_by"]["window"], "freeze", "{jobs}");
+    let (ok, out, err) = rulehook(&["jobs", "--status", "pending", "--url", &server.base]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("held by maintenance window `freeze` (hold) until"),
+        "{out}"
+    );
+    let page = c
+        .get(server.url("/console/windows"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("freeze") && page.contains(&frozen_id),
+        "{page}"
+    );
+    assert!(page.contains("in force"), "{page}");
+    let page = c
+        .get(server.url(&format!("/console/events/{id}")))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("Held by maintenance window"), "{page}");
+
+    // The window removed: released within a recheck (15 s), no restart needed.
+    env.rulebook("net.yml", &no_windows());
+    job_status(&c, &server, &id, "frozen", "done", Duration::from_secs(40)).await;
+    let ran = env.wait_lines("ran.txt", 2, Duration::from_secs(5));
+    assert!(ran.contains(&"frozen 1".to_string()), "{ran:?}");
+    let w = get(&c, &server, "/api/windows").await;
+    assert_eq!(w["windows"], json!([]), "{w}");
+    assert_eq!(w["held"], json!([]), "{w}");
+}
+
+/// A window that ends a few seconds from now: the job waits for exactly that, then runs.
+/// A window in the past and one in the future hold nothing now; the future one is "next".
+#[tokio::test]
+async fn a_hold_ends_with_its_window_and_past_or_future_windows_do_not_hold() {
+    let env = env();
+    env.rulebook("net.yml", &book(&at(-60), &at(8), "hold"));
+    let server = Server::start(&env, &[], &[]);
+    let c = client();
+    let id = send(&c, &server, 1).await;
+    let d = get(&c, &server, &format!("/api/events/{id}")).await;
+    assert_eq!(job(&d, "frozen")["status"], "pending", "{d}");
+    job_status(&c, &server, &id, "frozen", "done", Duration::from_secs(30)).await;
+    assert!(env.lines("ran.txt").contains(&"frozen 1".to_string()));
+
+    // The window is over: a new event's job runs at once.
+    let id = send(&c, &server, 2).await;
+    job_status(&c, &server, &id, "frozen", "done", Duration::from_secs(20)).await;
+
+    // A window in the future: not in force, shown as next; jobs run.
+    env.rulebook("net.yml", &book(&at(3600), &at(7200), "hold"));
+    let w = wait_for(&c, &server, "/api/windows", Duration::from_secs(10), |w| {
+        w["windows"][0]["next"].is_object()
+    })
+    .await;
+    assert_eq!(w["windows"][0]["in_force"], false, "{w}");
+    assert!(w["next_change"].is_string(), "{w}");
+    let id = send(&c, &server, 3).await;
+    job_status(&c, &server, &id, "frozen", "done", Duration::from_secs(20)).await;
+}
+
+/// `during: skip`: the job closes as done, noted skipped, with no attempt; the console and
+/// `rulehook event` say "skipped".
+#[tokio::test]
+async fn skip_records_the_job_as_skipped() {
+    let env = env();
+    env.rulebook("net.yml", &book(&at(-3600), &at(3600), "skip"));
+    let server = Server::start(&env, &[], &[]);
+    let c = client();
+    let id = send(&c, &server, 1).await;
+    let d = job_status(&c, &server, &id, "frozen", "done", Duration::from_secs(20)).await;
+    let j = job(&d, "frozen");
+    let note = j["error"].as_str().unwrap_or("");
+    assert!(
+        note.starts_with("skipped") && note.contains("`freeze`"),
+        "{d}"
+    );
+    assert_eq!(j["attempts"], json!([]), "nothing ran: {d}");
+    job_status(&c, &server, &id, "free", "done", Duration::from_secs(20)).await;
+    assert_eq!(
+        env.wait_lines("ran.txt", 1, Duration::from_secs(5)),
+        vec!["free 1"]
+    );
+    let (ok, out, err) = rulehook(&["event", &id, "--url", &server.base]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("skipped: maintenance window `freeze`"),
+        "{out}"
+    );
+    let page = c
+        .get(server.url(&format!("/console/events/{id}")))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("status skipped"), "{page}");
+}
+
+/// A held job survives a crash (kill -9) and a restart: still held afterwards, then released
+/// by a reload that removes the window.
+#[tokio::test]
+async fn a_held_job_survives_a_crash_and_restart() {
+    let env = env();
+    env.rulebook("net.yml", &book(&at(-3600), &at(3600), "hold"));
+    let mut server = Server::start(&env, &[], &[]);
+    let c = client();
+    let id = send(&c, &server, 1).await;
+    let d = job_status(&c, &server, &id, "free", "done", Duration::from_secs(20)).await;
+    let frozen_id = job(&d, "frozen")["id"].as_str().unwrap().to_string();
+    held(&c, &server, &frozen_id).await;
+    server.kill9();
+
+    let server = Server::start(&env, &[], &[]);
+    let d = get(&c, &server, &format!("/api/events/{id}")).await;
+    assert_eq!(job(&d, "frozen")["status"], "pending", "{d}");
+    held(&c, &server, &frozen_id).await;
+    assert_eq!(env.lines("ran.txt"), vec!["free 1"], "frozen did not run");
+    env.rulebook("net.yml", &no_windows());
+    job_status(&c, &server, &id, "frozen", "done", Duration::from_secs(40)).await;
+    let ran = env.wait_lines("ran.txt", 2, Duration::from_secs(5));
+    assert_eq!(ran, vec!["free 1", "frozen 1"], "it ran once");
+}
+
+/// `rulehook check` lists the windows and refuses a wrong one with file, line and column;
+/// `rulehook test --at` says what a window would do to a matching rule's job.
+#[test]
+fn check_and_test_speak_of_windows() {
+    let env = env();
+    env.rulebook(
+        "net.yml",
+        &book("2026-12-20T00:00:00Z", "2027-01-04T00:00:00Z", "hold"),
+    );
+    let out = env.cmd(&["check"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("1 maintenance window(s)"), "{text}");
+    assert!(
+        text.contains("window freeze (net): hold net/frozen"),
+        "{text}"
+    );
+
+    std::fs::write(env.path("e.json"), "{\"n\": 1}").unwrap();
+    let event = env.path("e.json").display().to_string();
+    let out = env
+        .cmd(&["test", "--event", &event, "--at", "2026-12-24T12:00:00Z"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(
+            "window `freeze` is in force at 2026-12-24T12:00:00Z: its job would be held until 2027-01-04T00:00:00Z"
+        ),
+        "{text}"
+    );
+    let out = env
+        .cmd(&["test", "--event", &event, "--at", "2026-12-01T12:00:00Z"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("window `freeze` (hold) is next in force from 2026-12-20T00:00:00Z"),
+        "{text}"
+    );
+
+    let bad = book("2026-12-20T00:00:00Z", "2027-01-04T00:00:00Z", "hold")
+        .replace("rules: [frozen]", "rules: [frozn]");
+    env.rulebook("net.yml", &bad);
+    let out = env.cmd(&["check"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("net.yml:5:13: window `freeze`: no rule named `frozn`"),
+        "{text}"
+    );
+}
