@@ -191,6 +191,15 @@ impl Handoff {
             .listening
             .as_ref()
             .is_none_or(|l| l.keep == Keep::All);
+        // The unmatched fast path: when the rule index already rules out every rule, nothing
+        // is built (no envelope, no event) — most syslog lines under `keep: matched`.
+        if !keep_all && !rules.may_match(&self.source, &body) {
+            self.unmatched.increment(1);
+            if self.sampler.due() {
+                crate::unmatched::record(&self.source, peer, &body);
+            }
+            return Ok(Delivered::Unmatched);
+        }
         if let Some(peer) = peer {
             envelope.push((crate::domain::PEER_HEADER.into(), peer.to_string()));
         }
