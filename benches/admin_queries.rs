@@ -2,7 +2,7 @@
 //! job (no workers run), then every history query is timed while `/healthz` is polled.
 //!
 //! `cargo bench --bench admin_queries` (EVENTS=100000 RUNS=3). Prints, per query, the slowest
-//! of RUNS answers and the slowest `/healthz` answer seen while it ran; the targets (issue 10)
+//! of RUNS answers and the slowest `/healthz` answer seen while it ran; the targets (docs/benchmarks.md)
 //! are 100 ms and 10 ms. Loopback only.
 
 use std::net::SocketAddr;

@@ -1,6 +1,7 @@
-//! The command line: `serve`, `check`, `test` (`cli/test.rs`), `send`, and the history
-//! commands (`cli/history.rs`). `anyhow` lives here, at the edge.
+//! The command line: `serve`, `check`, `test` (`cli/test.rs`), `send`, `whatif`, `users`, and
+//! the history commands (`cli/history.rs`). `anyhow` lives here, at the edge.
 
+mod approve;
 mod eda_condition;
 mod history;
 mod import;
@@ -61,6 +62,10 @@ pub enum Command {
     /// when the rule changed since the match (your fix), else (or with --as-matched) the version
     /// it matched, from the action that failed.
     Rerun(history::RerunArgs),
+    /// Approve a job awaiting approval (its rule's `approval:`): it runs its actions.
+    Approve(approve::DecideArgs),
+    /// Reject a job awaiting approval: it is done without running anything (`rejected`).
+    Reject(approve::DecideArgs),
     /// Translate another tool's rulebook: `import ansible-rulebook FILE --out DIR`.
     Import(import::ImportArgs),
     /// Manage the people who may use the admin API and console: `users add NAME --role R`.
@@ -222,6 +227,14 @@ pub struct ServeArgs {
     /// outbound requests running at once.
     #[arg(long, env = "RULEHOOK_CONCURRENCY", default_value_t = 8)]
     pub concurrency: usize,
+    /// The console's address as people reach it (`https://rulehook.example.net`): the base of
+    /// `approval.url` in approval notifications (unset: the path alone).
+    #[arg(long, env = "RULEHOOK_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// The longest a job awaiting approval waits before it looks for a decision again (it also
+    /// looks at its deadline).
+    #[arg(long, env = "RULEHOOK_APPROVAL_CHECK", default_value = "2s", value_parser = parse_duration)]
+    pub approval_check: Duration,
     /// Finished events, their jobs and attempts older than this are pruned (pending jobs and
     /// dead letters are kept until they finish or are re-run).
     #[arg(long, env = "RULEHOOK_RETAIN", default_value = "30d", value_parser = parse_duration)]
@@ -253,7 +266,7 @@ pub struct ServeArgs {
     pub guard: GuardArgs,
 }
 
-/// `serve` settings that protect the service from its clients (issue 10).
+/// `serve` settings that protect the service from its clients, and who is let in.
 #[derive(Debug, Clone, Args)]
 pub struct GuardArgs {
     /// Require the admin token from loopback clients too (set it behind a local reverse proxy:
@@ -281,6 +294,32 @@ pub struct GuardArgs {
     /// Most connections one client address may hold open (0: an eighth of --max-connections).
     #[arg(long, env = "RULEHOOK_MAX_CONNECTIONS_PER_CLIENT", default_value_t = 0)]
     pub max_connections_per_client: usize,
+    /// Single sign-on: the header in which a reverse proxy names the person it authenticated
+    /// (e.g. X-Forwarded-User). Believed only from --trusted-proxy addresses.
+    #[arg(long, env = "RULEHOOK_TRUST_USER_HEADER", value_name = "HEADER")]
+    pub trust_user_header: Option<String>,
+    /// An address or CIDR of the reverse proxy whose user header is believed (repeat it, or
+    /// separate by commas).
+    #[arg(long = "trusted-proxy", env = "RULEHOOK_TRUSTED_PROXY", value_name = "CIDR", value_delimiter = ',', value_parser = parse_net)]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// The header in which the proxy lists the person's groups, comma-separated (e.g.
+    /// X-Forwarded-Groups); mapped to roles by --trust-group-role.
+    #[arg(long, env = "RULEHOOK_TRUST_GROUPS_HEADER", value_name = "HEADER")]
+    pub trust_groups_header: Option<String>,
+    /// GROUP=ROLE: people in that group get that role (the highest wins); repeat it.
+    #[arg(long = "trust-group-role", env = "RULEHOOK_TRUST_GROUP_ROLE", value_name = "GROUP=ROLE", value_delimiter = ';', value_parser = crate::access::sso::parse_group_role)]
+    pub trust_group_roles: Vec<(String, crate::access::Role)>,
+    /// The role of a person the proxy names who is neither in users.json nor in a mapped group
+    /// (unset: refused with 403).
+    #[arg(long, env = "RULEHOOK_TRUST_DEFAULT_ROLE", value_name = "ROLE", value_parser = |s: &str| crate::access::Role::parse(s).ok_or_else(|| format!("use one of {}", crate::access::Role::ALL.join(", "))))]
+    pub trust_default_role: Option<crate::access::Role>,
+}
+
+fn parse_net(s: &str) -> Result<ipnet::IpNet, String> {
+    s.trim()
+        .parse::<ipnet::IpNet>()
+        .or_else(|_| s.trim().parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("`{s}` is not an address or CIDR"))
 }
 
 impl GuardArgs {
@@ -299,7 +338,49 @@ impl GuardArgs {
             health: Default::default(),
             live: crate::server::guard::LiveLimit::for_connections(1024, 0),
             users: None,
+            sso: self.sso()?,
         })
+    }
+
+    /// The trusted-header sign-in, when `--trust-user-header` is given.
+    fn sso(&self) -> anyhow::Result<Option<crate::access::sso::TrustedHeader>> {
+        let header = |flag: &str, v: &str| {
+            axum::http::HeaderName::try_from(v.trim())
+                .map_err(|e| anyhow::anyhow!("{flag} `{v}` is not a header name: {e}"))
+        };
+        let Some(user) = &self.trust_user_header else {
+            if !self.trusted_proxies.is_empty() || self.trust_groups_header.is_some() {
+                anyhow::bail!(
+                    "--trusted-proxy and --trust-groups-header need --trust-user-header (the header naming the person)"
+                );
+            }
+            return Ok(None);
+        };
+        if self.trusted_proxies.is_empty() {
+            anyhow::bail!(
+                "--trust-user-header needs --trusted-proxy: the header is believed only from the proxy's addresses"
+            );
+        }
+        let local = self.trusted_proxies.iter().any(|n| match n {
+            ipnet::IpNet::V4(v4) => v4.contains(&std::net::Ipv4Addr::LOCALHOST),
+            ipnet::IpNet::V6(v6) => v6.contains(&std::net::Ipv6Addr::LOCALHOST),
+        });
+        if local && !self.admin_require_token {
+            anyhow::bail!(
+                "a --trusted-proxy on this host needs --admin-require-token: without it every request the proxy passes without the user header would be an admin's"
+            );
+        }
+        let groups = match &self.trust_groups_header {
+            Some(g) => Some(header("--trust-groups-header", g)?),
+            None => None,
+        };
+        Ok(Some(crate::access::sso::TrustedHeader::new(
+            header("--trust-user-header", user)?,
+            self.trusted_proxies.clone(),
+            groups,
+            self.trust_group_roles.clone(),
+            self.trust_default_role,
+        )))
     }
 }
 
@@ -355,6 +436,8 @@ pub fn main() -> ExitCode {
         Command::Jobs(a) => run_async(history::jobs(a)),
         Command::Replay(a) => run_async(history::replay(a)),
         Command::Rerun(a) => run_async(history::rerun(a)),
+        Command::Approve(a) => run_async(approve::decide(a, true)),
+        Command::Reject(a) => run_async(approve::decide(a, false)),
         Command::Import(a) => import::run(&a),
         Command::Users(a) => users::run(a),
         Command::Serve(s) => run_async(serve(*s)),
@@ -451,6 +534,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         concurrency: args.concurrency,
         retain: args.retain,
         grace: args.grace,
+        public_url: args.public_url.clone(),
+        approval_check: args.approval_check,
         body_timeout: args.body_timeout,
     };
     Ok(crate::service::run(config).await?)

@@ -40,6 +40,28 @@ impl EventDoc {
             pair[1] = envelope(headers);
         }
     }
+    /// [`EventDoc::set_envelope`] for the one change the HTTP path makes (the peer, after any
+    /// `x-rulehook-…` header the request carried was dropped): the same envelope, built by
+    /// moving the header map instead of copying every header again.
+    pub fn set_peer(&mut self, peer: &str) {
+        let Some(Value::Array(pair)) = self.0.get_mut(0) else {
+            return;
+        };
+        let Some(Value::Object(meta)) = pair.get_mut(1) else {
+            return;
+        };
+        let mut hs = match meta.remove("headers") {
+            Some(Value::Object(hs)) => hs,
+            _ => serde_json::Map::new(),
+        };
+        // As `envelope` builds it: the peer header last, `peer` first and `headers` after it.
+        hs.shift_remove(PEER_HEADER);
+        hs.insert(PEER_HEADER.into(), Value::String(peer.to_string()));
+        let mut fresh = serde_json::Map::new();
+        fresh.insert("peer".into(), Value::String(peer.to_string()));
+        fresh.insert("headers".into(), Value::Object(hs));
+        *meta = fresh;
+    }
     /// The event body as the sender sent it (`$`).
     pub fn body(&self) -> &Value {
         &self.0[0][0]
@@ -297,6 +319,60 @@ pub struct Step {
     /// Bumped when a re-run moves the job to a changed rule version: run ids of a new
     /// generation never repeat an old one's.
     pub generation: u32,
+    /// Set while the job waits for a decision before its first action (`awaiting_approval`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub awaiting: Option<Awaiting>,
+    /// The decision that let the job start, or turned it down (`rejected`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decision: Option<Decision>,
+}
+
+/// Why and until when a job waits for approval: kept in its step, so the wait is as durable
+/// as the job and every node that leases it knows its deadline.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Awaiting {
+    /// `rule approval`, or `window <name>` for a maintenance window with `during: approve`.
+    pub reason: String,
+    /// Milliseconds since the epoch.
+    pub requested_at: i64,
+    /// When `on_timeout` decides (milliseconds since the epoch).
+    pub deadline: i64,
+}
+
+/// Who decided about a job waiting for approval, when and why: shown in the history, the
+/// console and `rulehook event`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Decision {
+    pub approved: bool,
+    /// A user's name, `admin-token`, `loopback`, or `timeout` when `on_timeout` decided.
+    pub by: String,
+    /// Milliseconds since the epoch.
+    pub at: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+    /// The reason approval was asked for.
+    pub reason: String,
+}
+
+impl Decision {
+    /// The decision in one line: `approved by ann (…): comment`.
+    pub fn summary(&self) -> String {
+        let verb = if self.approved {
+            "approved"
+        } else {
+            "rejected"
+        };
+        let who = match self.by.as_str() {
+            "timeout" => "on timeout".to_string(),
+            by => format!("by {by}"),
+        };
+        let comment = self
+            .comment
+            .as_deref()
+            .map(|c| format!(": {c}"))
+            .unwrap_or_default();
+        format!("{verb} {who} at {}{comment}", rfc3339(self.at))
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -499,6 +575,39 @@ pub fn human_duration(ms: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn set_peer_gives_the_envelope_set_envelope_builds() {
+        let h = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let body = serde_json::json!({"a": 1});
+        // Without a peer header, and with a forged one (and a topic) the request carried.
+        for sent in [
+            h(&[("host", "x"), ("content-type", "application/json")]),
+            h(&[
+                ("x-rulehook-peer", "6.6.6.6"),
+                ("host", "x"),
+                ("x-rulehook-topic", "t"),
+            ]),
+        ] {
+            let mut fast = EventDoc::with_headers(body.clone(), &sent);
+            fast.set_peer("127.0.0.1");
+            let mut kept: Vec<_> = sent
+                .into_iter()
+                .filter(|(k, _)| k != PEER_HEADER && k != TOPIC_HEADER && k != SUBJECT_HEADER)
+                .collect();
+            kept.push((PEER_HEADER.into(), "127.0.0.1".into()));
+            let mut slow = EventDoc::with_headers(body.clone(), &[]);
+            slow.set_envelope(&kept);
+            assert_eq!(fast.meta(), slow.meta());
+            // The same order too (the envelope is shown as JSON).
+            assert_eq!(fast.meta().to_string(), slow.meta().to_string());
+        }
+    }
 
     fn job(generation: u32) -> Job {
         Job {

@@ -45,7 +45,8 @@ pub mod names {
     /// Every pending job (in memory or only in storage), against `--max-pending`.
     pub const PENDING: &str = "rulehook_jobs_pending";
     pub const MAX_PENDING: &str = "rulehook_jobs_max_pending";
-    /// Absence jobs waiting for their deadline (not counted against `--max-pending`).
+    /// Absence jobs waiting for their deadline and jobs a maintenance window holds (not counted
+    /// against `--max-pending`).
     pub const WAITING: &str = "rulehook_jobs_waiting";
 
     /// The run counter and duration histogram of an action kind and result, registered once
@@ -136,7 +137,7 @@ pub fn install_metrics() -> Option<metrics_exporter_prometheus::PrometheusHandle
     );
     metrics::describe_gauge!(
         names::WAITING,
-        "Absence jobs that only wait for their deadline (not back pressure)"
+        "Absence jobs that only wait for their deadline, and jobs held by a maintenance window (not back pressure)"
     );
     metrics::describe_gauge!(
         names::QUEUE_DELAYED,

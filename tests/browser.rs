@@ -2,7 +2,7 @@
 //! by fantoccini. Loads each page and saves a screenshot of it, watches an event sent during
 //! the test appear live, reads the false clause on the event page, re-runs a dead letter and
 //! sees the new attempt, signs in with the admin token when loopback is not trusted, and checks
-//! that script payloads in events stay inert.
+//! that script payloads in events stay inert; approves a waiting job on the approvals page.
 //!
 //! Without `chromium` and `chromedriver` on PATH the test says loudly that it skipped; with
 //! `RULEHOOK_BROWSER_TESTS=required` (set by `.ci/run`) their absence fails it. Screenshots go
@@ -236,6 +236,21 @@ async fn the_console_in_chromium() {
         first.contains("page-oncall") && first.contains("pending"),
         "{first}"
     );
+    // The live row says what the event was, and its source has its colour.
+    let what = text(&b, "#events tbody tr:first-child td.summary").await;
+    assert_eq!(what, "severity=critical service=db");
+    let colour = b
+        .execute(
+            "return getComputedStyle(document.querySelector('#events tbody tr:first-child .source')).backgroundColor;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        colour,
+        json!("rgb(36, 87, 197)"),
+        "the first source's colour"
+    );
     assert_inert(&b, "events").await;
     screenshot(&b, "events").await;
 
@@ -405,4 +420,68 @@ async fn the_console_in_chromium() {
     );
 
     b.close().await.expect("close the browser");
+}
+
+/// The approvals page in Chromium: the waiting job is listed with the action that would run;
+/// a comment and the Approve button (its form token included by the page) decide; the job runs
+/// and the page shows who approved, when and why.
+#[tokio::test]
+async fn the_approvals_page_in_chromium() {
+    let Some((_driver, b)) = browser().await else {
+        return;
+    };
+    let env = common::Env::new();
+    env.script("ran.sh", "#!/bin/sh\necho \"$1\" >> \"$OUT_DIR/ran.log\"\n");
+    env.rulebook(
+        "r.yml",
+        r#"sources:
+  - { name: in, kind: bearer, secret: in-token }
+rules:
+  - name: shut-port
+    condition: '$.state == "down"'
+    approval: { timeout: 10m }
+    actions:
+      - run_script: { script: ran.sh, args: ["{{ event.port }}"] }
+"#,
+    );
+    let server = Server::start(&env, &["--approval-check", "200ms"], &[]);
+    let c = client();
+    let event = send(&c, &server, &json!({"state": "down", "port": "eth7"})).await;
+    reload_until(&b, &server.url("/console/approvals"), "form.decide").await;
+    let section = text(&b, "section.approval").await;
+    assert!(
+        section.contains("shut-port") && section.contains(&event),
+        "{section}"
+    );
+    assert!(
+        section.contains("eth7"),
+        "the action that would run: {section}"
+    );
+    screenshot(&b, "approvals").await;
+    b.find(Locator::Css("form.decide input[name=comment]"))
+        .await
+        .expect("comment field")
+        .send_keys("CHG-7 ok")
+        .await
+        .expect("type");
+    b.find(Locator::Css("form.decide button.approve"))
+        .await
+        .expect("approve button")
+        .click()
+        .await
+        .expect("click");
+    let notice = text(&b, "p.notice").await;
+    assert!(notice.starts_with("Approved"), "{notice}");
+    let decision = text(&b, "p.decision").await;
+    assert!(
+        decision.starts_with("approved by loopback at ") && decision.ends_with(": CHG-7 ok"),
+        "{decision}"
+    );
+    assert!(path_of(&b).await.contains("done=approved"));
+    let start = Instant::now();
+    while env.lines("ran.log").is_empty() {
+        assert!(start.elapsed() < WAIT, "the approved job never ran");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(env.lines("ran.log"), vec!["eth7"]);
 }

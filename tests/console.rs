@@ -275,7 +275,7 @@ async fn buttons_need_the_form_token_and_this_origin() {
             break;
         }
         assert!(
-            start.elapsed() < Duration::from_secs(20),
+            start.elapsed() < Duration::from_secs(60),
             "no new attempt: {html}"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -637,6 +637,9 @@ async fn live_pages_read_other_processes_events_from_the_history() {
     }
     assert_eq!(seen.matches(&other_id).count(), 1, "{seen}");
     assert_eq!(seen.matches(&own).count(), 1, "{seen}");
+    // Both rows say what the event was, also the one read from the history.
+    assert!(seen.contains("\"summary\":\"n=1\""), "{seen}");
+    assert!(seen.contains("\"summary\":\"n=2\""), "{seen}");
 }
 
 /// A dead letter whose rule was fixed since: the event page offers the fix and the version
@@ -729,7 +732,7 @@ async fn a_dead_letter_of_a_changed_rule_offers_the_fix_and_the_version_matched(
             break;
         }
         assert!(
-            start.elapsed() < Duration::from_secs(20),
+            start.elapsed() < Duration::from_secs(60),
             "re-runs did not run: {ha}\n{hb}"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -799,7 +802,152 @@ rules:
             );
             break;
         }
-        assert!(start.elapsed() < Duration::from_secs(20), "{html}");
+        assert!(start.elapsed() < Duration::from_secs(60), "{html}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// The event list says what each event was — the source kind's line (GitHub: the event and
+/// repository), a source's own `summary:` template, a generic body's plain fields — with a
+/// distinct colour per source, and the delivery id last and cut short; the live row carries
+/// the same line.
+#[tokio::test]
+async fn the_event_list_says_what_each_event_was() {
+    let env = common::Env::new();
+    env.rulebook(
+        "s.yml",
+        r#"sources:
+  - { name: gh, kind: github, secret: gh-secret }
+  - name: am
+    kind: bearer
+    secret: am-token
+    summary: "{{ event.alerts[0].labels.alertname }} on {{ event.alerts[0].labels.device }}"
+  - { name: plain, kind: bearer, secret: plain-token }
+rules:
+  - name: noted
+    condition: '$.never == 1'
+    actions:
+      - log: { message: "never" }
+"#,
+    );
+    let server = Server::start(&env, &[], &[]);
+    let c = client();
+    let push = json!({"ref": "refs/heads/main", "repository": {"full_name": "acme/net"}});
+    let body = push.to_string();
+    let mut headers = rulehook::verify::sign_like(
+        "github",
+        "gh-secret",
+        body.as_bytes(),
+        std::time::SystemTime::now(),
+    )
+    .unwrap();
+    for (k, v) in headers.iter_mut() {
+        if k == "x-github-event" {
+            *v = "push".into();
+        }
+    }
+    let (st, resp) = common::post(&c, &server.url("/hooks/gh"), &headers, body.as_bytes()).await;
+    assert_eq!(st, 202, "{resp}");
+    let alert = json!({"status": "firing", "alerts": [{"labels": {"alertname": "LinkDown", "device": "core-sw1"}}]});
+    let (st, resp) = common::post_signed(
+        &c,
+        &server.url("/hooks/am"),
+        "bearer",
+        "am-token",
+        alert.to_string().as_bytes(),
+    )
+    .await;
+    assert_eq!(st, 202, "{resp}");
+
+    // A live page sees the next event with its line.
+    let mut live = c.get(server.url("/console/live")).send().await.unwrap();
+    assert_eq!(live.status(), 200);
+    let (st, resp) = common::post_signed(
+        &c,
+        &server.url("/hooks/plain"),
+        "bearer",
+        "plain-token",
+        json!({"kind": "deploy", "service": "web"})
+            .to_string()
+            .as_bytes(),
+    )
+    .await;
+    assert_eq!(st, 202, "{resp}");
+    let start = Instant::now();
+    let mut streamed = String::new();
+    while !streamed.contains("kind=deploy service=web") {
+        assert!(start.elapsed() < Duration::from_secs(10), "{streamed}");
+        match tokio::time::timeout(Duration::from_secs(10), live.chunk()).await {
+            Ok(Ok(Some(bytes))) => streamed.push_str(&String::from_utf8_lossy(&bytes)),
+            other => panic!("the live stream ended: {other:?} {streamed}"),
+        }
+    }
+    assert!(
+        streamed.contains("\"summary\":\"kind=deploy service=web\""),
+        "{streamed}"
+    );
+
+    let (st, html) = page(&c, &server, "/").await;
+    assert_eq!(st, 200, "{html}");
+    let rows: Vec<&str> = html.split("<tr>").skip(2).collect();
+    assert_eq!(rows.len(), 3, "{html}");
+    let summary = |row: &str| {
+        row.split("<td class=\"summary\"")
+            .nth(1)
+            .and_then(|r| r.split('>').nth(1))
+            .and_then(|r| r.split("</td").next())
+            .unwrap_or_default()
+            .replace("&#x2f;", "/")
+    };
+    assert_eq!(summary(rows[0]), "kind=deploy service=web");
+    assert_eq!(summary(rows[1]), "LinkDown on core-sw1");
+    assert_eq!(summary(rows[2]), "push · acme/net refs/heads/main");
+    // Distinct colours, in the order the sources are declared.
+    assert!(
+        rows[2].contains("<span class=\"source c0\">gh</span>"),
+        "{}",
+        rows[2]
+    );
+    assert!(
+        rows[1].contains("<span class=\"source c1\">am</span>"),
+        "{}",
+        rows[1]
+    );
+    assert!(
+        rows[0].contains("<span class=\"source c2\">plain</span>"),
+        "{}",
+        rows[0]
+    );
+    // The delivery id is the last column.
+    assert!(
+        rows[2].find("class=\"delivery\"") > rows[2].find("class=\"status"),
+        "{}",
+        rows[2]
+    );
+    // A summary template that does not compile is a load error with its place.
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_rulehook"))
+        .args(["check", "--rulebooks"])
+        .arg(env.path("rulebooks"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    env.rulebook(
+        "s.yml",
+        "sources:\n  - { name: am, kind: bearer, secret: t, summary: \"{{ event.x\" }\nrules: []\n",
+    );
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_rulehook"))
+        .args(["check", "--rulebooks"])
+        .arg(env.path("rulebooks"))
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(!o.status.success(), "{text}");
+    assert!(
+        text.contains("s.yml:2:") && text.contains("summary: template error"),
+        "{text}"
+    );
 }

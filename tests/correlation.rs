@@ -101,7 +101,7 @@ async fn finished(store: &Store, id: &str) -> (String, Option<String>, Vec<Strin
     for _ in 0..200 {
         let d = detail(store, id).await;
         if let Some(m) = d.matches.first()
-            && m.status != rulehook::domain::JobState::Pending
+            && m.status != rulehook::store::JobStatus::Pending
         {
             let messages = m
                 .attempts
@@ -633,7 +633,7 @@ async fn a_fired_absence_retried_after_a_failure_still_fires_and_then_closes_its
     let mut done = None;
     for _ in 0..200 {
         let d = detail(&store, &down).await;
-        if d.matches[0].status != rulehook::domain::JobState::Pending {
+        if d.matches[0].status != rulehook::store::JobStatus::Pending {
             done = Some(d);
             break;
         }
@@ -647,7 +647,7 @@ async fn a_fired_absence_retried_after_a_failure_still_fires_and_then_closes_its
     }
     let d = done.expect("the job finished");
     let m = &d.matches[0];
-    assert_eq!(m.status, rulehook::domain::JobState::Done, "{:?}", m.error);
+    assert_eq!(m.status, rulehook::store::JobStatus::Done, "{:?}", m.error);
     let results: Vec<&str> = m.attempts.iter().map(|a| a.status).collect();
     assert_eq!(results, ["failed", "ok"]);
     assert!(
@@ -727,7 +727,7 @@ async fn on_jetstream_a_partial_match_is_shared_by_the_nodes() {
             .await
             .unwrap();
         if let Some(j) = jobs.first()
-            && j.status == rulehook::domain::JobState::Done
+            && j.status == rulehook::store::JobStatus::Done
         {
             let d = detail(&store_two, &j.event_id).await;
             messages = d.matches[0]
@@ -815,6 +815,11 @@ async fn an_event_a_correlation_only_holds_is_not_listed_as_matched() {
     let row = live.recv().await.unwrap();
     assert_eq!(row.row.id, down);
     assert!(row.row.rules.is_empty(), "live: {:?}", row.row.rules);
+    assert_eq!(
+        row.row.status,
+        rulehook::store::EventStatus::Unmatched,
+        "live"
+    );
     let up = send(&engine, ev("up"), "d2").await;
     let row = live.recv().await.unwrap();
     assert_eq!(row.row.rules, vec!["r".to_string()], "live");
@@ -831,6 +836,32 @@ async fn an_event_a_correlation_only_holds_is_not_listed_as_matched() {
     assert!(rules_of(&down).is_empty(), "{rows:?}");
     let held = rows.iter().find(|r| r.id == down).unwrap();
     assert_eq!(held.throttled, 0, "held is not throttled either: {rows:?}");
+    assert_eq!(
+        held.status,
+        rulehook::store::EventStatus::Unmatched,
+        "{rows:?}"
+    );
     assert_eq!(rules_of(&up), vec!["r".to_string()]);
+    // The list's status filter agrees: a held event is not among the throttled ones.
+    let by_status = |status| rulehook::store::EventFilter {
+        status: Some(status),
+        limit: 10,
+        ..Default::default()
+    };
+    let throttled = store
+        .history
+        .events(by_status(rulehook::store::EventStatus::Throttled))
+        .await
+        .unwrap();
+    assert!(throttled.is_empty(), "{throttled:?}");
+    let unmatched = store
+        .history
+        .events(by_status(rulehook::store::EventStatus::Unmatched))
+        .await
+        .unwrap();
+    assert_eq!(
+        unmatched.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+        [down.as_str()]
+    );
     engine.shutdown(Duration::from_secs(1)).await;
 }

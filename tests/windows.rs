@@ -8,7 +8,7 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Env, Server, client, post_signed};
+use common::{Env, NatsPrefix, Server, client, post_signed};
 use serde_json::{Value, json};
 
 const SRC: &str = "sources:\n  - { name: in, kind: bearer, secret: in-token }\n";
@@ -346,4 +346,75 @@ fn check_and_test_speak_of_windows() {
         text.contains("net.yml:5:13: window `freeze`: no rule named `frozn`"),
         "{text}"
     );
+}
+
+/// `rulehook whatif` with candidate rulebooks that add a window: per rule, how many of the
+/// replayed events' jobs it would have met at their time.
+#[tokio::test]
+async fn whatif_counts_the_jobs_a_candidate_window_would_meet() {
+    let env = env();
+    env.rulebook("net.yml", &no_windows());
+    let server = Server::start(&env, &[], &[]);
+    let c = client();
+    let id = send(&c, &server, 1).await;
+    job_status(&c, &server, &id, "frozen", "done", Duration::from_secs(20)).await;
+    job_status(&c, &server, &id, "free", "done", Duration::from_secs(20)).await;
+    std::fs::create_dir_all(env.path("candidate")).unwrap();
+    std::fs::write(
+        env.path("candidate/net.yml"),
+        book(&at(-3600), &at(3600), "skip"),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_rulehook"))
+        .args(["whatif", "--since", "1h", "--url", &server.base])
+        .arg("--rulebooks")
+        .arg(env.path("candidate"))
+        .arg("--scripts")
+        .arg(env.path("scripts"))
+        .arg("--templates")
+        .arg(env.path("templates"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("window freeze (skip): 1 of its job(s) would meet it"),
+        "{text}"
+    );
+    let free = text
+        .lines()
+        .skip_while(|l| !l.contains("net/free"))
+        .nth(1)
+        .unwrap_or("");
+    assert!(!free.contains("window"), "free is not covered: {text}");
+}
+
+/// On JetStream the same: a held job is a queued job with a delay, still held after its node
+/// is killed and another starts, and released by a reload that removes the window.
+#[tokio::test]
+async fn on_jetstream_a_held_job_survives_its_node_and_a_reload_releases_it() {
+    let env = env();
+    env.rulebook("net.yml", &book(&at(-3600), &at(3600), "hold"));
+    let nats = NatsPrefix::new();
+    let args = nats.args("all");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut server = Server::start(&env, &args, &[]);
+    let c = client();
+    let id = send(&c, &server, 1).await;
+    let d = job_status(&c, &server, &id, "free", "done", Duration::from_secs(30)).await;
+    let frozen_id = job(&d, "frozen")["id"].as_str().unwrap().to_string();
+    held(&c, &server, &frozen_id).await;
+    server.kill9();
+
+    let server = Server::start_on(&env, &env.path("data2"), &args, &[]);
+    held(&c, &server, &frozen_id).await;
+    assert_eq!(env.lines("ran.txt"), vec!["free 1"], "frozen did not run");
+    env.rulebook("net.yml", &no_windows());
+    job_status(&c, &server, &id, "frozen", "done", Duration::from_secs(60)).await;
+    let ran = env.wait_lines("ran.txt", 2, Duration::from_secs(5));
+    assert_eq!(ran, vec!["free 1", "frozen 1"], "it ran once");
 }

@@ -6,13 +6,15 @@
 //! break-glass admin, and loopback clients stay admin unless `--admin-require-token`.
 
 pub mod audit;
+pub mod password;
+pub mod sso;
 
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 /// What a user may do; each role may do everything the roles before it may.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// Reads events, jobs, rules and the audit trail.
@@ -66,6 +68,27 @@ pub struct User {
     pub token_sha256: String,
     /// Milliseconds since the epoch.
     pub created_at: i64,
+    /// The console password's Argon2id hash (PHC string), when `users passwd` set one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_argon2: Option<String>,
+}
+
+impl User {
+    /// What a console session of this user is bound to: a new token or password ends it.
+    pub fn credentials(&self) -> String {
+        format!(
+            "{}\0{}",
+            self.token_sha256,
+            self.password_argon2.as_deref().unwrap_or("")
+        )
+    }
+
+    pub fn principal(&self) -> Principal {
+        Principal {
+            name: self.name.clone(),
+            role: self.role,
+        }
+    }
 }
 
 /// Why a user change or a lookup failed.
@@ -85,6 +108,8 @@ pub enum UsersError {
     Exists(String),
     #[error("no user `{0}`")]
     NoSuchUser(String),
+    #[error("{0}")]
+    Password(String),
     #[error("a user name must be 1 to 64 letters, digits, `.`, `_`, `-` or `@`; `{0}` is not")]
     BadName(String),
 }
@@ -156,12 +181,7 @@ impl Users {
 
     /// Adds a user; returns its new API token (not stored, shown once).
     pub fn add(&self, name: &str, role: Role) -> Result<String, UsersError> {
-        let ok = !name.is_empty()
-            && name.len() <= 64
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'@'));
-        if !ok || matches!(name, "admin-token" | "loopback") {
+        if !valid_name(name) {
             return Err(UsersError::BadName(name.to_string()));
         }
         let mut file = self.read()?;
@@ -174,6 +194,7 @@ impl Users {
             role,
             token_sha256: hash(&token),
             created_at: crate::domain::now_ms(),
+            password_argon2: None,
         });
         self.write(&file)?;
         Ok(token)
@@ -189,6 +210,28 @@ impl Users {
         let gone = file.users.remove(at);
         self.write(&file)?;
         Ok(gone)
+    }
+
+    /// Sets (or replaces) the console password of user `name`; stored as an Argon2id hash.
+    pub fn set_password(&self, name: &str, password: &str) -> Result<(), UsersError> {
+        let hashed = password::hash(password)?;
+        let mut file = self.read()?;
+        let user = file
+            .users
+            .iter_mut()
+            .find(|u| u.name == name)
+            .ok_or_else(|| UsersError::NoSuchUser(name.to_string()))?;
+        user.password_argon2 = Some(hashed);
+        self.write(&file)
+    }
+
+    /// The user `name` when `password` is theirs; `None` for an unknown name, a user without
+    /// a password, or a wrong password (the hash is computed in each case, so the answer's
+    /// time does not tell which). Slow on purpose (Argon2id): call it off the async threads.
+    pub fn by_password(&self, name: &str, password: &str) -> Result<Option<User>, UsersError> {
+        let user = self.get(name)?;
+        let stored = user.as_ref().and_then(|u| u.password_argon2.as_deref());
+        Ok(password::verify(password, stored).then_some(user).flatten())
     }
 
     /// The user named `name`.
@@ -222,6 +265,16 @@ impl Users {
     }
 }
 
+/// 1 to 64 letters, digits, `.`, `_`, `-` or `@`, and not a name the service uses itself.
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'@'))
+        && !matches!(name, "admin-token" | "loopback")
+}
+
 fn hash(token: &str) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(token.as_bytes()))
@@ -253,6 +306,37 @@ mod tests {
         let who = users.by_token(&token).unwrap().unwrap();
         assert_eq!((who.name.as_str(), who.role), ("alice", Role::Approver));
         assert!(users.by_token("rh_wrong").unwrap().is_none());
+        // A password, once set, signs the user in; a wrong one or an unknown name does not.
+        assert!(
+            users.by_password("alice", "pw").unwrap().is_none(),
+            "none set"
+        );
+        let before = users.get("alice").unwrap().unwrap().credentials();
+        users.set_password("alice", "correct horse").unwrap();
+        let text = std::fs::read_to_string(dir.path().join("users.json")).unwrap();
+        assert!(
+            !text.contains("correct horse") && text.contains("$argon2id$"),
+            "{text}"
+        );
+        let u = users
+            .by_password("alice", "correct horse")
+            .unwrap()
+            .unwrap();
+        assert_ne!(
+            u.credentials(),
+            before,
+            "a new password ends the old sessions"
+        );
+        assert!(users.by_password("alice", "wrong").unwrap().is_none());
+        assert!(users.by_password("bob", "correct horse").unwrap().is_none());
+        assert!(matches!(
+            users.set_password("bob", "long enough"),
+            Err(UsersError::NoSuchUser(_))
+        ));
+        assert!(matches!(
+            users.set_password("alice", "short"),
+            Err(UsersError::Password(_))
+        ));
         assert!(matches!(
             users.add("alice", Role::Viewer),
             Err(UsersError::Exists(_))

@@ -1,4 +1,7 @@
-//! The one place where errors become HTTP answers: `{"error": code, "message": sentence}`.
+//! The one place where errors become HTTP statuses. The admin API and webhook senders get
+//! `{"error": code, "message": sentence}`; the console renders the same error as a page (its
+//! `console::error::PageError` takes the status from [`ApiError::status_and_code`]). Success
+//! statuses (200, 202, 303) are the handlers'.
 
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -66,6 +69,25 @@ pub enum ApiError {
         "too many events are waiting to be processed (--max-pending); nothing was accepted, please retry later"
     )]
     Busy,
+    #[error(transparent)]
+    Approval(#[from] crate::engine::approval::ApprovalError),
+    #[error("the form token is missing or stale; reload the page and try again")]
+    StaleForm,
+    #[error("{0}")]
+    BadLogin(&'static str),
+    #[error("{0}")]
+    ProxyUser(String),
+    #[error("sign in at /console/login with the admin token, a user's token or a user's password")]
+    SignIn,
+    #[error("no such file")]
+    NoSuchAsset,
+    #[error("metrics are not enabled in this process")]
+    MetricsOff,
+    #[error("{0}")]
+    Internal(String),
+    /// `/healthz` when a part failed: the parts that failed, as its body lists them.
+    #[error("unhealthy")]
+    Unhealthy(Vec<serde_json::Value>),
     #[error(
         "too many live streams are open (from this address or in all); close a console tab, or reload later"
     )]
@@ -116,6 +138,23 @@ impl ApiError {
             ApiError::NotIngest => (StatusCode::SERVICE_UNAVAILABLE, "not_an_ingest_node"),
             ApiError::Busy => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
             ApiError::LiveBusy => (StatusCode::SERVICE_UNAVAILABLE, "live_busy"),
+            ApiError::Approval(a) => {
+                use crate::engine::approval::ApprovalError as A;
+                match a {
+                    A::NotFound => (StatusCode::NOT_FOUND, "not_awaiting_approval"),
+                    A::Decided(_) => (StatusCode::CONFLICT, "already_decided"),
+                    A::TimedOut(_) => (StatusCode::CONFLICT, "timed_out"),
+                    A::NotAnApprover { .. } => (StatusCode::FORBIDDEN, "not_an_approver"),
+                    A::Store(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+                }
+            }
+            ApiError::StaleForm => (StatusCode::FORBIDDEN, "stale_form"),
+            ApiError::BadLogin(_) => (StatusCode::UNAUTHORIZED, "bad_credentials"),
+            ApiError::ProxyUser(_) => (StatusCode::FORBIDDEN, "proxy_user_refused"),
+            ApiError::SignIn => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::NoSuchAsset | ApiError::MetricsOff => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            ApiError::Unhealthy(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
         }
     }
 
@@ -128,6 +167,13 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
+        if let ApiError::Unhealthy(failed) = self {
+            return (
+                status,
+                Json(json!({"status": "unavailable", "failed": failed})),
+            )
+                .into_response();
+        }
         let mut resp = (
             status,
             Json(json!({"error": code, "message": crate::secrets::mask(&self.to_string())})),
@@ -144,7 +190,10 @@ impl IntoResponse for ApiError {
         }
         if matches!(
             self,
-            ApiError::Unavailable(_) | ApiError::Busy | ApiError::LiveBusy
+            ApiError::Unavailable(_)
+                | ApiError::Busy
+                | ApiError::LiveBusy
+                | ApiError::Approval(crate::engine::approval::ApprovalError::Store(_))
         ) {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));

@@ -29,6 +29,8 @@ pub struct Guard {
     /// The users file (`users.json` in the data directory); `None`: no users, only the admin
     /// token and loopback.
     pub users: Option<crate::access::Users>,
+    /// `--trust-user-header`: people named by a trusted reverse proxy.
+    pub sso: Option<crate::access::sso::TrustedHeader>,
 }
 
 impl Guard {
@@ -54,6 +56,7 @@ impl Default for Guard {
             health: HealthProbe::default(),
             live: LiveLimit::for_connections(1024, 0),
             users: None,
+            sso: None,
         }
     }
 }

@@ -2,8 +2,10 @@
 //! in its signature, so none can forget the check. Runs after [`super::admin_plane::gate`].
 //!
 //! Identity, in order: a bearer token equal to `RULEHOOK_ADMIN_TOKEN` (`admin-token`, admin);
-//! a user's token (`users.json`); a loopback client without a token, unless
-//! `--admin-require-token` (`loopback`, admin, as before users existed).
+//! a user's token (`users.json`); the user a trusted reverse proxy names
+//! (`--trust-user-header`, see `access::sso`; only from `--trusted-proxy` addresses); a loopback
+//! client without a token, unless `--admin-require-token` (`loopback`, admin, as before users
+//! existed).
 
 use std::net::SocketAddr;
 
@@ -48,6 +50,18 @@ pub fn principal(
             }
         }
     }
+    if let Some(sso) = &state.guard.sso {
+        match sso.identify(peer.ip(), headers, state.guard.users.as_ref()) {
+            Ok(Some(who)) => {
+                if sso.newly_seen(&who) {
+                    audit_header_login(state, &who, sso.user_header.as_str(), peer);
+                }
+                return Ok(who);
+            }
+            Ok(None) => {}
+            Err(e) => return Err(ApiError::ProxyUser(e.to_string())),
+        }
+    }
     let ip = peer.ip();
     let loopback = ip.is_loopback()
         || matches!(ip, std::net::IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()));
@@ -58,6 +72,20 @@ pub fn principal(
         });
     }
     Err(ApiError::AdminOnly)
+}
+
+/// A sign-in through the proxy's header, written to the audit trail beside the request (which
+/// does not wait for it; a failure is logged).
+fn audit_header_login(state: &AppState, who: &Principal, header: &str, peer: SocketAddr) {
+    let store = state.engine.store().state.clone();
+    let comment = format!("signed in by {header} from the trusted proxy {}", peer.ip());
+    let record = crate::access::audit::Record::new(who, "login", "header", Some(comment));
+    tracing::info!(who = %record.who, role = %record.role, "audit: sign-in by the proxy's header");
+    tokio::spawn(async move {
+        if let Err(e) = crate::access::audit::append(store.as_ref(), record).await {
+            tracing::warn!("a header sign-in could not be audited: {e}");
+        }
+    });
 }
 
 /// `who` may act as `needed`, or a 403 naming the role needed.

@@ -45,16 +45,16 @@ impl Settings {
         self.mac(&[b"session\0", token.as_bytes()])
     }
 
-    /// The cookie value for user `name` signed in with its token (whose hash is given): it
-    /// stops working when the user is removed or given a new token.
-    pub fn user_session(&self, name: &str, token_sha256: &str) -> String {
+    /// The cookie value for `user` signed in: it stops working when the user is removed or
+    /// given a new token or password.
+    pub fn user_session(&self, user: &crate::access::User) -> String {
         let mac = self.mac(&[
             b"user-session\0",
-            name.as_bytes(),
+            user.name.as_bytes(),
             b"\0",
-            token_sha256.as_bytes(),
+            user.credentials().as_bytes(),
         ]);
-        format!("u.{name}.{mac}")
+        format!("u.{}.{mac}", user.name)
     }
 
     /// The token every console form carries (shown only to people let in).

@@ -77,14 +77,14 @@ pub struct RerunArgs {
 }
 
 /// A client of one service's admin API.
-struct Api {
+pub(super) struct Api {
     base: String,
     http: reqwest::Client,
     token: Option<String>,
 }
 
 impl Api {
-    fn new(a: &AdminArgs) -> anyhow::Result<Api> {
+    pub(super) fn new(a: &AdminArgs) -> anyhow::Result<Api> {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder()
             .danger_accept_invalid_certs(a.insecure)
@@ -101,8 +101,21 @@ impl Api {
     }
 
     async fn call(&self, method: reqwest::Method, path: &str) -> anyhow::Result<Value> {
+        self.call_with(method, path, None).await
+    }
+
+    /// `call` with a JSON body.
+    pub(super) async fn call_with(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<Value> {
         let url = format!("{}{path}", self.base);
         let mut req = self.http.request(method, &url);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
         if let Some(t) = &self.token {
             req = req.bearer_auth(t);
         }
@@ -140,7 +153,7 @@ fn query(pairs: &[(&str, Option<String>)]) -> String {
     if q.is_empty() { q } else { format!("?{q}") }
 }
 
-fn seg(id: &str) -> String {
+pub(super) fn seg(id: &str) -> String {
     crate::actions::outbound::urlencode(id)
 }
 
@@ -148,7 +161,7 @@ fn s(v: &Value) -> &str {
     v.as_str().unwrap_or("-")
 }
 
-fn print_json(v: &Value) -> anyhow::Result<()> {
+pub(super) fn print_json(v: &Value) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(v)?);
     Ok(())
 }
@@ -230,7 +243,12 @@ fn job_line(j: &Value) -> String {
         .unwrap_or_default();
     let attempts = j["attempts"].as_u64().unwrap_or(0);
     match s(&j["status"]) {
-        "done" => format!("{head}  finished {}{error}", s(&j["updated_at"])),
+        "done" | "rejected" => format!("{head}  finished {}{error}", s(&j["updated_at"])),
+        "awaiting_approval" => format!(
+            "{head}  awaiting approval ({}) until {}",
+            s(&j["awaiting"]["reason"]),
+            s(&j["awaiting"]["deadline"])
+        ),
         "pending" if j["held_by"].is_object() => format!(
             "{head}  held by maintenance window `{}` ({}) until {}",
             s(&j["held_by"]["window"]),
@@ -381,6 +399,18 @@ pub fn timeline(v: &Value) -> String {
                 format!(": {error}")
             }
         );
+        if let Some(a) = m.get("awaiting").filter(|a| a.is_object()) {
+            let _ = writeln!(
+                o,
+                "  awaiting approval ({}) since {}; on_timeout decides at {}",
+                s(&a["reason"]),
+                s(&a["requested_at"]),
+                s(&a["deadline"])
+            );
+        }
+        if let Some(d) = m["decision"]["summary"].as_str() {
+            let _ = writeln!(o, "  {d}");
+        }
         for at in m["attempts"].as_array().into_iter().flatten() {
             let phase = if at["phase"] == "on_failure" {
                 "on_failure "

@@ -1,4 +1,4 @@
-//! `rulehook users add|list|remove`: the people who may use the admin API and the console.
+//! `rulehook users add|list|remove|passwd`: the people who may use the admin API and the console.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -26,6 +26,14 @@ pub enum UsersAction {
     },
     /// List users and their roles.
     List {
+        #[command(flatten)]
+        data: DataArg,
+    },
+    /// Set a user's console password (Argon2id hash in users.json). Read from standard input
+    /// (the first line) when it is not a terminal, else prompted for twice without echo.
+    /// Sessions signed in before end.
+    Passwd {
+        name: String,
         #[command(flatten)]
         data: DataArg,
     },
@@ -70,6 +78,12 @@ pub fn run(a: UsersArgs) -> ExitCode {
                 );
             }
         }),
+        UsersAction::Passwd { name, data } => match read_password() {
+            Ok(pw) => Users::in_data(&data.data)
+                .set_password(&name, &pw)
+                .map(|()| println!("password of user `{name}` set")),
+            Err(e) => Err(crate::access::UsersError::Password(e)),
+        },
         UsersAction::Remove { name, data } => Users::in_data(&data.data)
             .remove(&name)
             .map(|u| println!("user `{}` removed", u.name)),
@@ -81,4 +95,26 @@ pub fn run(a: UsersArgs) -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// The new password: prompted for twice on a terminal, else the first line of standard input
+/// (its line ending removed, nothing else).
+fn read_password() -> Result<String, String> {
+    use std::io::{BufRead, IsTerminal};
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        let first = rpassword::prompt_password("New password: ").map_err(|e| e.to_string())?;
+        let again = rpassword::prompt_password("Again: ").map_err(|e| e.to_string())?;
+        if first != again {
+            return Err("the two passwords differ; nothing was changed".into());
+        }
+        return Ok(first);
+    }
+    let mut line = String::new();
+    stdin
+        .lock()
+        .read_line(&mut line)
+        .map_err(|e| format!("cannot read the password from standard input: {e}"))?;
+    let pw = line.strip_suffix('\n').unwrap_or(&line);
+    Ok(pw.strip_suffix('\r').unwrap_or(pw).to_string())
 }

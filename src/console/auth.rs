@@ -1,9 +1,12 @@
 //! Who may see the console and how a state-changing request proves it came from the console.
 //!
-//! The admin access rule: loopback clients (unless `--admin-require-token`), or a client holding
-//! the admin token — as a bearer token, or as the session cookie the login form sets
-//! (`HttpOnly`, `SameSite=Strict`). The cookie holds a MAC of the token under a key drawn at
-//! start, never the token itself; sessions end when the process restarts.
+//! Who is let in: whoever the admin API lets in (`server::roles::principal`: the admin token or
+//! a user's token as a bearer token, a user named by a trusted proxy's header, loopback clients
+//! unless `--admin-require-token`), or the holder of the session cookie the login form sets
+//! (`HttpOnly`, `SameSite=Strict`) after the admin token, a user's token, or a user's name and
+//! password. The cookie holds a MAC under a key drawn at start, never a credential; a user's
+//! cookie is bound to the user's token and password hashes (a new one ends it); sessions end
+//! when the process restarts.
 //!
 //! A POST must carry the console's form token (a MAC only pages of this process contain). That
 //! it comes from this origin and names an expected host is checked before any page runs, for the
@@ -13,7 +16,7 @@ use std::net::SocketAddr;
 
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Redirect, Response};
 
 use crate::app::AppState;
@@ -48,7 +51,7 @@ fn session(state: &AppState, headers: &HeaderMap) -> Option<crate::access::Princ
     if let Some(rest) = got.strip_prefix("u.") {
         let (name, _) = rest.split_once('.')?;
         let user = state.guard.users.as_ref()?.get(name).ok()??;
-        let want = state.console.user_session(&user.name, &user.token_sha256);
+        let want = state.console.user_session(&user);
         return secret_eq(want.as_bytes(), got.as_bytes()).then_some(crate::access::Principal {
             name: user.name,
             role: user.role,
@@ -74,30 +77,27 @@ pub struct Viewer {
 }
 
 impl Viewer {
-    /// `Err` with the sentence for a 403 page when this viewer's role is below `needed`.
-    pub fn may(&self, needed: crate::access::Role) -> Result<(), String> {
-        crate::app::roles::require(self.who.clone(), needed)
-            .map(drop)
-            .map_err(|e| e.to_string())
+    /// `Err` (403, naming the role needed) when this viewer's role is below `needed`.
+    pub fn may(&self, needed: crate::access::Role) -> Result<(), crate::app::ApiError> {
+        crate::app::roles::require(self.who.clone(), needed).map(drop)
     }
 }
 
 /// Why a request was not let in: pages send people to the login form; other requests get 401.
 pub struct Denied {
     login: Option<String>,
+    /// Refused outright (a person the trusted proxy named has no role here): no login helps.
+    refused: Option<crate::app::ApiError>,
 }
 
 impl IntoResponse for Denied {
     fn into_response(self) -> Response {
-        match self.login {
-            Some(next) => {
+        match (self.refused, self.login) {
+            (Some(e), _) => e.into_response(),
+            (None, Some(next)) => {
                 Redirect::to(&format!("/console/login?next={}", urlencode(&next))).into_response()
             }
-            None => (
-                StatusCode::UNAUTHORIZED,
-                "sign in at /console/login with the admin token\n",
-            )
-                .into_response(),
+            (None, None) => crate::app::ApiError::SignIn.into_response(),
         }
     }
 }
@@ -125,8 +125,16 @@ impl FromRequestParts<AppState> for Viewer {
             .map(|c| c.0);
         let signed_in = session(state, &parts.headers);
         let session = signed_in.is_some();
+        let mut refused = None;
         let who = signed_in.or_else(|| {
-            peer.and_then(|p| crate::app::roles::principal(state, p, &parts.headers).ok())
+            match crate::app::roles::principal(state, peer?, &parts.headers) {
+                Ok(who) => Some(who),
+                Err(e @ crate::app::ApiError::ProxyUser(_)) => {
+                    refused = Some(e);
+                    None
+                }
+                Err(_) => None,
+            }
         });
         if let Some(who) = who {
             return Ok(Viewer {
@@ -138,6 +146,7 @@ impl FromRequestParts<AppState> for Viewer {
         let page = parts.method == axum::http::Method::GET
             && !parts.uri.path().starts_with("/console/live");
         Err(Denied {
+            refused,
             login: page.then(|| {
                 parts
                     .uri

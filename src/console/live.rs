@@ -64,7 +64,7 @@ pub async fn live(
     };
     let rx = st.engine.subscribe();
     let mut poll = st.console.poll_history.map(|every| Poll {
-        history: st.engine.store().history.clone(),
+        engine: st.engine.clone(),
         every,
         sent: Sent::default(),
         primed: false,
@@ -179,7 +179,8 @@ impl Sent {
 /// The fallback for a shared store: the history read now and then for events other processes
 /// accepted.
 struct Poll {
-    history: Arc<dyn crate::store::History>,
+    /// The history to read, and the rule set whose sources summarize the rows.
+    engine: Arc<crate::engine::Engine>,
     every: Duration,
     sent: Sent,
     /// The first read only learns what is already there.
@@ -199,20 +200,30 @@ impl Poll {
             since: None,
             limit: BATCH,
         };
-        let rows = match self.history.events(filter).await {
+        let history = self.engine.store().history.clone();
+        let rows = match history.events(filter).await {
             Ok(rows) => rows,
             Err(e) => {
                 tracing::debug!(error = %e, "live page: the history cannot be read");
                 return Vec::new();
             }
         };
-        let mut fresh: Vec<Arc<Accepted>> = Vec::new();
+        let mut new_rows: Vec<EventRow> = Vec::new();
         for row in rows.into_iter().rev() {
             if self.sent.insert(&row.id) && self.primed {
-                let json = serde_json::to_string(&row).unwrap_or_default();
-                fresh.push(Arc::new(Accepted { row, json }));
+                new_rows.push(row);
             }
         }
+        if !new_rows.is_empty() {
+            super::pages::summarize(history.as_ref(), &self.engine.rules(), &mut new_rows).await;
+        }
+        let fresh = new_rows
+            .into_iter()
+            .map(|row| {
+                let json = serde_json::to_string(&row).unwrap_or_default();
+                Arc::new(Accepted { row, json })
+            })
+            .collect();
         self.primed = true;
         self.next = tokio::time::Instant::now() + self.every;
         fresh
@@ -318,6 +329,7 @@ mod tests {
             throttled: 0,
             status,
             parent: None,
+            summary: None,
         }
     }
 

@@ -1,17 +1,25 @@
 //! The web console: server-rendered pages at `/` and under `/console/` on the service's own
 //! listener, behind the admin access rule. Templates, stylesheet and script are compiled into
-//! the binary; live updates come over Server-Sent Events; the history is read through the
-//! `History` trait only.
+//! the binary; live updates come over Server-Sent Events; the store is read through its traits
+//! only (`History`, and `WorkQueue::depth` on the overview), so every backend serves it.
 //!
-//! - [`auth`]: who is let in (loopback, bearer token, session cookie) and the form checks;
-//! - `pages`: one handler per page and button;
+//! - [`auth`]: who is let in (loopback, bearer token, trusted proxy header, session cookie) and
+//!   the form checks;
+//! - `login`: signing in (admin token, a user's token or password) and out, audited;
+//! - `pages`: one handler per page and button; `audit`: the audit trail;
+//! - `error`: `PageError`, a failure rendered as a page (status from `server/error.rs`);
+//! - `approvals`: the pending approvals and their Approve/Reject buttons;
 //! - `live`: the event stream;
 //! - `views`: masking, formatting and charts;
 //! - `windows`: the maintenance windows in force and next, and the jobs they hold;
 //! - `render`: templates, assets and the security headers.
 
+mod approvals;
+mod audit;
 pub mod auth;
+mod error;
 mod live;
+mod login;
 mod pages;
 mod render;
 mod views;
@@ -33,12 +41,15 @@ pub fn routes() -> Router<AppState> {
         .route("/console/replay", post(pages::replay))
         .route("/console/rerun", post(pages::rerun))
         .route("/console/dead-letters", get(pages::dead_letters))
+        .route("/console/approvals", get(approvals::list))
+        .route("/console/decide", post(approvals::decide))
         .route("/console/rules", get(pages::rules))
         .route("/console/try", get(pages::try_form).post(pages::try_run))
         .route("/console/overview", get(pages::overview))
         .route("/console/windows", get(windows::windows))
+        .route("/console/audit", get(audit::audit))
         .route("/console/live", get(live::live))
-        .route("/console/login", get(pages::login_form).post(pages::login))
-        .route("/console/logout", post(pages::logout))
+        .route("/console/login", get(login::login_form).post(login::login))
+        .route("/console/logout", post(login::logout))
         .route("/console/static/{name}", get(render::asset))
 }

@@ -1,20 +1,23 @@
-//! The console's pages: handlers that read the history (through the `History` trait only, so
-//! they work on every storage backend) and the rule set, and render templates.
+//! The console's pages: handlers that read the store through its traits (the `History` for
+//! events and jobs, `WorkQueue::depth` for the overview, so they work on every storage backend)
+//! and the rule set, and render templates. A handler that fails returns a [`PageError`] (with
+//! `?`), which renders itself.
 
 use axum::Form;
 use axum::extract::{Path, Query, State};
-use axum::http::{StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use super::auth::{self, Viewer};
+use super::error::{OrPage, PageError};
 use super::render::{page, page_with, secured};
 use super::views;
-use crate::app::AppState;
+use crate::app::{ApiError, AppState};
 use crate::domain::{JobState, now_ms};
 use crate::engine::Rerun;
-use crate::store::{EventFilter, EventRow, EventStatus, JobFilter, StoreError};
+use crate::store::{EventFilter, EventRow, EventStatus, JobFilter, JobStatus};
 
 /// Rows the event list and the dead letters show.
 pub const PAGE_ROWS: usize = 100;
@@ -34,11 +37,11 @@ const STATUSES: [&str; 6] = [
 /// What every page's layout needs.
 #[derive(Serialize)]
 pub(super) struct Frame<'a> {
-    nav: &'a str,
-    form_token: &'a str,
-    session: bool,
+    pub nav: &'a str,
+    pub form_token: &'a str,
+    pub session: bool,
     /// The viewer may replay and re-run (operator or higher): the buttons are shown.
-    operator: bool,
+    pub operator: bool,
 }
 
 pub(super) fn frame<'a>(v: &'a Viewer, nav: &'a str) -> Frame<'a> {
@@ -48,31 +51,6 @@ pub(super) fn frame<'a>(v: &'a Viewer, nav: &'a str) -> Frame<'a> {
         session: v.session,
         operator: v.may(crate::access::Role::Operator).is_ok(),
     }
-}
-
-/// A page that says one thing (an error, a refusal).
-fn message(v: Option<&Viewer>, status: StatusCode, title: &str, text: &str) -> Response {
-    let (form_token, session) = v.map_or((String::new(), false), |v| {
-        (v.form_token.clone(), v.session)
-    });
-    page_with(
-        status,
-        "message.html",
-        json!({
-            "frame": Frame { nav: "", form_token: &form_token, session, operator: false },
-            "title": title, "message": text,
-        }),
-    )
-}
-
-fn unavailable(v: &Viewer, e: StoreError) -> Response {
-    tracing::warn!(error = %e, "console: the history cannot be read");
-    message(
-        Some(v),
-        StatusCode::SERVICE_UNAVAILABLE,
-        "History unavailable",
-        &format!("the history cannot be read right now: {e}"),
-    )
 }
 
 /// An optional query value; an empty form field means "any".
@@ -96,36 +74,21 @@ pub async fn events(
     v: Viewer,
     State(st): State<AppState>,
     Query(q): Query<EventsQuery>,
-) -> Response {
+) -> Result<Response, PageError> {
     let status_name = given(&q.status);
     let duplicate = status_name.as_deref() == Some("duplicate");
     let status = match status_name.as_deref() {
         None | Some("duplicate") => None,
-        Some(s) => match EventStatus::parse(s) {
-            Some(s) => Some(s),
-            None => {
-                return message(
-                    Some(&v),
-                    StatusCode::BAD_REQUEST,
-                    "Unknown status",
-                    &format!("status `{s}`: use one of {}", STATUSES.join(", ")),
-                );
-            }
-        },
+        Some(s) => Some(EventStatus::parse(s).ok_or_else(|| {
+            PageError::new(
+                &v,
+                ApiError::BadQuery(format!("status `{s}`: use one of {}", STATUSES.join(", "))),
+            )
+        })?),
     };
     let since = match given(&q.since) {
         None => None,
-        Some(s) => match crate::app::parse_since(&s) {
-            Ok(ms) => Some(ms),
-            Err(e) => {
-                return message(
-                    Some(&v),
-                    StatusCode::BAD_REQUEST,
-                    "Bad time",
-                    &e.to_string(),
-                );
-            }
-        },
+        Some(s) => Some(crate::app::parse_since(&s).or_page(&v)?),
     };
     let filter = EventFilter {
         source: given(&q.source),
@@ -135,15 +98,13 @@ pub async fn events(
         // Redelivered events are found among the newest thousand.
         limit: if duplicate { 1000 } else { PAGE_ROWS },
     };
-    let mut rows: Vec<EventRow> = match st.engine.store().history.events(filter).await {
-        Ok(r) => r,
-        Err(e) => return unavailable(&v, e),
-    };
+    let mut rows: Vec<EventRow> = st.engine.store().history.events(filter).await.or_page(&v)?;
     if duplicate {
         rows.retain(|r| r.duplicates > 0);
         rows.truncate(PAGE_ROWS);
     }
     let rules = st.engine.rules();
+    summarize(st.engine.store().history.as_ref(), &rules, &mut rows).await;
     let sources: Vec<&str> = rules.sources.iter().map(|s| s.name.as_str()).collect();
     let mut rule_names: Vec<&str> = rules.rules.iter().map(|r| r.name.as_str()).collect();
     rule_names.sort_unstable();
@@ -180,15 +141,52 @@ pub async fn events(
     } else {
         Vec::new()
     };
-    page(
+    Ok(page(
         "events.html",
         json!({
             "frame": frame(&v, "events"),
             "rows": rows, "live": live, "sources": sources, "rules": rule_names,
             "sampled": sampled, "unmatched": unmatched,
+            "colours": views::source_colours(&sources),
             "statuses": STATUSES, "q": &q, "limit": PAGE_ROWS,
         }),
-    )
+    ))
+}
+
+/// Bodies larger than this are not read for a summary (the line says the delivery id instead).
+const SUMMARY_MAX_BODY: usize = 256 * 1024;
+
+/// Fills each row's one-line summary from its stored headers and body and its source's
+/// template. A history that cannot be read leaves the lines empty: the list still shows.
+pub(super) async fn summarize(
+    history: &dyn crate::store::History,
+    rules: &crate::rules::RuleSet,
+    rows: &mut [EventRow],
+) {
+    let ids = rows.iter().map(|r| r.id.clone()).collect();
+    let contents = match history.contents(ids, SUMMARY_MAX_BODY).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::debug!(error = %e, "console: no summaries");
+            return;
+        }
+    };
+    let by_id: std::collections::HashMap<&str, &crate::store::EventContent> =
+        contents.iter().map(|c| (c.id.as_str(), c)).collect();
+    for row in rows.iter_mut() {
+        let Some(c) = by_id.get(row.id.as_str()) else {
+            continue;
+        };
+        let headers = c
+            .headers
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+            .collect();
+        let line = rules
+            .summaries
+            .summarize(&row.source, &row.kind, &headers, &c.body);
+        row.summary = Some(crate::secrets::mask_owned(line));
+    }
 }
 
 /// One attempt as the event page shows it.
@@ -217,7 +215,13 @@ struct JobView {
     id: String,
     rulebook: String,
     rule: String,
-    status: JobState,
+    status: JobStatus,
+    /// Who approved or rejected it, when and why, in one line.
+    decision: Option<String>,
+    /// Awaiting approval: why and until when.
+    awaiting: Option<String>,
+    /// Awaiting approval: its page on the console.
+    approval_link: Option<String>,
     /// The status badge: the job's state, or `not-fired` for an absence whose missing event
     /// came in time (done without running anything).
     badge: &'static str,
@@ -257,19 +261,16 @@ pub async fn event(
     State(st): State<AppState>,
     Path(id): Path<String>,
     Query(n): Query<Notice>,
-) -> Response {
-    let detail = match st.engine.store().history.event_detail(&id).await {
-        Ok(Some(d)) => d,
-        Ok(None) => {
-            return message(
-                Some(&v),
-                StatusCode::NOT_FOUND,
-                "No such event",
-                "no event has this id (it may have been pruned)",
-            );
-        }
-        Err(e) => return unavailable(&v, e),
-    };
+) -> Result<Response, PageError> {
+    let detail = st
+        .engine
+        .store()
+        .history
+        .event_detail(&id)
+        .await
+        .or_page(&v)?
+        .ok_or(ApiError::NoSuchEvent)
+        .or_page(&v)?;
     let rules = st.engine.rules();
     let not_matched = crate::app::not_matched(&rules, &detail);
     let held = st.engine.held_jobs();
@@ -281,20 +282,31 @@ pub async fn event(
             rulebook: m.rulebook.clone(),
             rule: m.rule.clone(),
             status: m.status,
+            decision: m.decision.as_ref().map(|d| d.summary.clone()),
+            awaiting: m
+                .awaiting
+                .as_ref()
+                .map(|a| format!("{} (on_timeout decides at {})", a.reason, a.deadline)),
+            approval_link: m
+                .awaiting
+                .as_ref()
+                .map(|_| format!("/console/approvals?job={}", auth::urlencode(&m.id))),
             badge: match &m.error {
                 Some(e)
-                    if m.status == JobState::Done && e.starts_with(crate::domain::DID_NOT_FIRE) =>
+                    if m.status == JobStatus::Done
+                        && e.starts_with(crate::domain::DID_NOT_FIRE) =>
                 {
                     "not-fired"
                 }
                 Some(e)
-                    if m.status == JobState::Done && e.starts_with(crate::domain::SHADOW_NOTE) =>
+                    if m.status == JobStatus::Done && e.starts_with(crate::domain::SHADOW_NOTE) =>
                 {
                     "shadow"
                 }
                 // Closed by a maintenance window (engine/windows.rs).
                 Some(e)
-                    if m.status == JobState::Done && e.starts_with(crate::engine::SKIPPED_NOTE) =>
+                    if m.status == JobStatus::Done
+                        && e.starts_with(crate::engine::SKIPPED_NOTE) =>
                 {
                     "skipped"
                 }
@@ -332,7 +344,7 @@ pub async fn event(
                 .collect(),
         })
         .collect();
-    page(
+    Ok(page(
         "event.html",
         json!({
             "frame": frame(&v, "events"),
@@ -349,7 +361,7 @@ pub async fn event(
             "correlations": detail.correlations,
             "notice": notice_text(&n),
         }),
-    )
+    ))
 }
 
 #[derive(Debug, Deserialize)]
@@ -360,37 +372,30 @@ pub struct ReplayForm {
 }
 
 /// `POST /console/replay`: the event again, as a new event, on the current rules.
-pub async fn replay(v: Viewer, State(st): State<AppState>, Form(f): Form<ReplayForm>) -> Response {
-    if let Err(e) = auth::check_post(&v, &f.token) {
-        return message(Some(&v), StatusCode::FORBIDDEN, "Refused", &e.to_string());
-    }
-    if let Err(e) = v.may(crate::access::Role::Operator) {
-        return message(Some(&v), StatusCode::FORBIDDEN, "Refused", &e);
-    }
-    match st.engine.replay(&f.event).await {
-        Ok(Some(done)) => match crate::app::audit(&st, &v.who, "replay", &f.event, None).await {
-            Err(e) => message(
-                Some(&v),
-                e.status_and_code().0,
-                "Not recorded",
-                &e.to_string(),
-            ),
-            Ok(()) => secured(
-                Redirect::to(&format!(
-                    "/console/events/{}?done=replay",
-                    auth::urlencode(&done.id)
-                ))
-                .into_response(),
-            ),
-        },
-        Ok(None) => message(
-            Some(&v),
-            StatusCode::NOT_FOUND,
-            "No such event",
-            "no event has this id",
-        ),
-        Err(e) => unavailable(&v, e),
-    }
+pub async fn replay(
+    v: Viewer,
+    State(st): State<AppState>,
+    Form(f): Form<ReplayForm>,
+) -> Result<Response, PageError> {
+    auth::check_post(&v, &f.token).or_page(&v)?;
+    v.may(crate::access::Role::Operator).or_page(&v)?;
+    let done = st
+        .engine
+        .replay(&f.event)
+        .await
+        .or_page(&v)?
+        .ok_or(ApiError::NoSuchEvent)
+        .or_page(&v)?;
+    crate::app::audit(&st, &v.who, "replay", &f.event, None)
+        .await
+        .or_page(&v)?;
+    Ok(secured(
+        Redirect::to(&format!(
+            "/console/events/{}?done=replay",
+            auth::urlencode(&done.id)
+        ))
+        .into_response(),
+    ))
 }
 
 #[derive(Debug, Deserialize)]
@@ -405,78 +410,42 @@ pub struct RerunForm {
 }
 
 /// `POST /console/rerun`: a dead letter runs again.
-pub async fn rerun(v: Viewer, State(st): State<AppState>, Form(f): Form<RerunForm>) -> Response {
-    if let Err(e) = auth::check_post(&v, &f.token) {
-        return message(Some(&v), StatusCode::FORBIDDEN, "Refused", &e.to_string());
-    }
-    if let Err(e) = v.may(crate::access::Role::Operator) {
-        return message(Some(&v), StatusCode::FORBIDDEN, "Refused", &e);
-    }
-    let event = match st.engine.store().history.job(&f.job).await {
-        Ok(Some((job, _))) => job.event_id,
-        Ok(None) => {
-            return message(
-                Some(&v),
-                StatusCode::NOT_FOUND,
-                "No such job",
-                "no job has this id",
-            );
-        }
-        Err(e) => return unavailable(&v, e),
-    };
+pub async fn rerun(
+    v: Viewer,
+    State(st): State<AppState>,
+    Form(f): Form<RerunForm>,
+) -> Result<Response, PageError> {
+    auth::check_post(&v, &f.token).or_page(&v)?;
+    v.may(crate::access::Role::Operator).or_page(&v)?;
+    let (job, _) = st
+        .engine
+        .store()
+        .history
+        .job(&f.job)
+        .await
+        .or_page(&v)?
+        .ok_or(ApiError::NoSuchJob)
+        .or_page(&v)?;
+    let event = job.event_id;
     let as_matched = f.as_matched.as_deref().is_some_and(|v| !v.is_empty());
-    let done = match st.engine.rerun(&f.job, as_matched).await {
-        Ok(Rerun::AsMatched { changed: false }) => "rerun",
-        Ok(Rerun::AsMatched { changed: true }) => "rerun-matched",
-        Ok(Rerun::OnCurrentRule) => "rerun-current",
-        Ok(Rerun::NotFound) => {
-            return message(
-                Some(&v),
-                StatusCode::NOT_FOUND,
-                "No such job",
-                "no job has this id",
-            );
-        }
-        Ok(Rerun::VersionGone) => {
-            return message(
-                Some(&v),
-                StatusCode::CONFLICT,
-                "Version gone",
-                "the rule version this job matched is neither loaded nor archived; re-run it on the current version",
-            );
-        }
-        Ok(Rerun::NotFailed(_)) => {
-            return message(
-                Some(&v),
-                StatusCode::CONFLICT,
-                "Not a dead letter",
-                "this job has not failed for good (it may be running again already)",
-            );
-        }
-        Ok(Rerun::RuleGone) => {
-            return message(
-                Some(&v),
-                StatusCode::CONFLICT,
-                "Rule gone",
-                "the rule of this job no longer exists; it cannot be re-run",
-            );
-        }
-        Err(e) => return unavailable(&v, e),
+    let done = match st.engine.rerun(&f.job, as_matched).await.or_page(&v)? {
+        Rerun::AsMatched { changed: false } => "rerun",
+        Rerun::AsMatched { changed: true } => "rerun-matched",
+        Rerun::OnCurrentRule => "rerun-current",
+        Rerun::NotFound => return Err(PageError::new(&v, ApiError::NoSuchJob)),
+        Rerun::VersionGone => return Err(PageError::new(&v, ApiError::VersionGone)),
+        Rerun::NotFailed(s) => return Err(PageError::new(&v, ApiError::NotFailed(s.as_str()))),
+        Rerun::RuleGone => return Err(PageError::new(&v, ApiError::RuleGone)),
     };
-    if let Err(e) = crate::app::audit(&st, &v.who, "rerun", &f.job, None).await {
-        return message(
-            Some(&v),
-            e.status_and_code().0,
-            "Not recorded",
-            &e.to_string(),
-        );
-    }
+    crate::app::audit(&st, &v.who, "rerun", &f.job, None)
+        .await
+        .or_page(&v)?;
     let to = if f.back.as_deref() == Some("dead-letters") {
         format!("/console/dead-letters?done={done}")
     } else {
         format!("/console/events/{}?done={done}", auth::urlencode(&event))
     };
-    secured(Redirect::to(&to).into_response())
+    Ok(secured(Redirect::to(&to).into_response()))
 }
 
 /// `GET /console/dead-letters`: failed jobs, newest first.
@@ -484,35 +453,36 @@ pub async fn dead_letters(
     v: Viewer,
     State(st): State<AppState>,
     Query(n): Query<Notice>,
-) -> Response {
+) -> Result<Response, PageError> {
     let filter = JobFilter {
         state: Some(JobState::Failed),
+        status: None,
         rule: None,
         limit: PAGE_ROWS,
     };
-    let jobs = match st.engine.store().history.jobs(filter).await {
-        Ok(jobs) => jobs,
-        Err(e) => return unavailable(&v, e),
-    };
+    let jobs = st.engine.store().history.jobs(filter).await.or_page(&v)?;
     // What explains each error: the stderr of its last failed attempt.
     let mut rows = Vec::with_capacity(jobs.len());
     for j in jobs {
-        let stderr = match st.engine.store().history.event_detail(&j.event_id).await {
-            Ok(Some(d)) => last_stderr(&d, &j.id),
-            Ok(None) => None,
-            Err(e) => return unavailable(&v, e),
-        };
+        let detail = st
+            .engine
+            .store()
+            .history
+            .event_detail(&j.event_id)
+            .await
+            .or_page(&v)?;
+        let stderr = detail.and_then(|d| last_stderr(&d, &j.id));
         let mut row = serde_json::to_value(&j).unwrap_or_default();
         row["stderr"] = json!(stderr);
         rows.push(row);
     }
-    page(
+    Ok(page(
         "dead_letters.html",
         json!({
             "frame": frame(&v, "dead-letters"),
             "jobs": rows, "limit": PAGE_ROWS, "notice": notice_text(&n),
         }),
-    )
+    ))
 }
 
 /// The stderr of a job's last failed attempt (its end, at most 2,000 characters).
@@ -578,28 +548,25 @@ pub async fn try_form(v: Viewer, State(st): State<AppState>) -> Response {
 
 /// `POST /console/try`: which rules an event would match and why, and the rendered actions,
 /// without running anything (what `rulehook test` prints).
-pub async fn try_run(v: Viewer, State(st): State<AppState>, Form(f): Form<TryForm>) -> Response {
-    if let Err(e) = auth::check_post(&v, &f.token) {
-        return message(Some(&v), StatusCode::FORBIDDEN, "Refused", &e.to_string());
-    }
+pub async fn try_run(
+    v: Viewer,
+    State(st): State<AppState>,
+    Form(f): Form<TryForm>,
+) -> Result<Response, PageError> {
+    auth::check_post(&v, &f.token).or_page(&v)?;
     let set = st.engine.rules();
     let source = given(&f.source);
     if let Some(s) = &source
         && set.source(s).is_none()
     {
         let err = format!("no source named `{s}`");
-        return try_page(&v, &st, &f, None, Some(err));
+        return Ok(try_page(&v, &st, &f, None, Some(err)));
     }
     let body: Value = match serde_json::from_str(&f.event) {
         Ok(b) => b,
         Err(e) => {
-            return try_page(
-                &v,
-                &st,
-                &f,
-                None,
-                Some(format!("the event is not valid JSON: {e}")),
-            );
+            let err = format!("the event is not valid JSON: {e}");
+            return Ok(try_page(&v, &st, &f, None, Some(err)));
         }
     };
     let mut hdrs = Map::new();
@@ -613,7 +580,7 @@ pub async fn try_run(v: Viewer, State(st): State<AppState>, Form(f): Form<TryFor
             }
             None => {
                 let err = format!("header `{line}` must be `Name: value`");
-                return try_page(&v, &st, &f, None, Some(err));
+                return Ok(try_page(&v, &st, &f, None, Some(err)));
             }
         }
     }
@@ -629,7 +596,7 @@ pub async fn try_run(v: Viewer, State(st): State<AppState>, Form(f): Form<TryFor
             })
         })
         .collect();
-    try_page(&v, &st, &f, Some(report), None)
+    Ok(try_page(&v, &st, &f, Some(report), None))
 }
 
 fn try_page(
@@ -641,11 +608,9 @@ fn try_page(
 ) -> Response {
     let set = st.engine.rules();
     let sources: Vec<&str> = set.sources.iter().map(|s| s.name.as_str()).collect();
-    let status = if error.is_some() {
-        StatusCode::BAD_REQUEST
-    } else {
-        StatusCode::OK
-    };
+    let status = error.as_ref().map_or(StatusCode::OK, |e| {
+        ApiError::BadQuery(e.clone()).status_and_code().0
+    });
     page_with(
         status,
         "try.html",
@@ -659,7 +624,7 @@ fn try_page(
 
 /// `GET /console/overview`: the last hour per source and per action result, the journal
 /// size, jobs pending.
-pub async fn overview(v: Viewer, State(st): State<AppState>) -> Response {
+pub async fn overview(v: Viewer, State(st): State<AppState>) -> Result<Response, PageError> {
     let now = now_ms();
     let hour = now - 3_600_000;
     let history = &st.engine.store().history;
@@ -676,10 +641,7 @@ pub async fn overview(v: Viewer, State(st): State<AppState>) -> Response {
             ..JobFilter::default()
         })
         .await;
-    let (events, jobs) = match (events, jobs) {
-        (Ok(e), Ok(j)) => (e, j),
-        (Err(e), _) | (_, Err(e)) => return unavailable(&v, e),
-    };
+    let (events, jobs) = (events.or_page(&v)?, jobs.or_page(&v)?);
     let capped = events.len() >= OVERVIEW_ROWS;
     let points: Vec<(i64, String)> = events
         .iter()
@@ -704,7 +666,7 @@ pub async fn overview(v: Viewer, State(st): State<AppState>) -> Response {
         .as_deref()
         .map(journal_size)
         .map(views::human_bytes);
-    page(
+    Ok(page(
         "overview.html",
         json!({
             "frame": frame(&v, "overview"),
@@ -714,7 +676,7 @@ pub async fn overview(v: Viewer, State(st): State<AppState>) -> Response {
             "depth": { "ready": depth.ready, "delayed": depth.delayed, "leased": depth.leased },
             "journal": journal,
         }),
-    )
+    ))
 }
 
 /// Bytes the embedded store's files take.
@@ -728,122 +690,4 @@ fn journal_size(dir: &std::path::Path) -> u64 {
                 .sum()
         })
         .unwrap_or(0)
-}
-
-#[derive(Debug, Default, Deserialize)]
-pub struct LoginQuery {
-    pub next: Option<String>,
-}
-
-/// `GET /console/login`: the admin token form.
-pub async fn login_form(State(st): State<AppState>, Query(q): Query<LoginQuery>) -> Response {
-    login_page(
-        &st,
-        &auth::safe_next(q.next.as_deref()),
-        None,
-        StatusCode::OK,
-    )
-}
-
-fn login_page(st: &AppState, next: &str, error: Option<&str>, status: StatusCode) -> Response {
-    page_with(
-        status,
-        "login.html",
-        json!({
-            "frame": Frame { nav: "login", form_token: &st.console.login_token(), session: false, operator: false },
-            "next": next, "error": error, "configured": st.admin_token.is_some()
-                || st.guard.users.as_ref().is_some_and(|u| u.list().is_ok_and(|l| !l.is_empty())),
-        }),
-    )
-}
-
-#[derive(Debug, Deserialize)]
-pub struct LoginForm {
-    #[serde(default)]
-    pub token: String,
-    #[serde(default)]
-    pub admin_token: String,
-    pub next: Option<String>,
-}
-
-/// `POST /console/login`: the admin token in exchange for a session cookie.
-pub async fn login(State(st): State<AppState>, Form(f): Form<LoginForm>) -> Response {
-    let next = auth::safe_next(f.next.as_deref());
-    if let Err(e) = auth::check_login_post(&st, &f.token) {
-        return login_page(&st, &next, Some(&e.to_string()), StatusCode::FORBIDDEN);
-    }
-    let given = f.admin_token.trim();
-    let admin = st
-        .admin_token
-        .as_ref()
-        .filter(|want| crate::verify::mac::secret_eq(want.as_bytes(), given.as_bytes()));
-    let user = match (&st.guard.users, admin, given.is_empty()) {
-        (Some(users), None, false) => users.user_by_token(given).ok().flatten(),
-        _ => None,
-    };
-    let (value, who) = match (admin, user) {
-        (Some(want), _) => (
-            st.console.session_for(want),
-            crate::access::Principal {
-                name: "admin-token".into(),
-                role: crate::access::Role::Admin,
-            },
-        ),
-        (None, Some(u)) => (
-            st.console.user_session(&u.name, &u.token_sha256),
-            crate::access::Principal {
-                name: u.name,
-                role: u.role,
-            },
-        ),
-        (None, None) => {
-            tracing::info!("console: a sign-in with a wrong token");
-            return login_page(
-                &st,
-                &next,
-                Some("that is neither the admin token nor a user's token"),
-                StatusCode::UNAUTHORIZED,
-            );
-        }
-    };
-    if let Err(e) = crate::app::audit(&st, &who, "login", "console", None).await {
-        return login_page(
-            &st,
-            &next,
-            Some(&e.to_string()),
-            StatusCode::SERVICE_UNAVAILABLE,
-        );
-    }
-    let cookie = format!(
-        "{}={}; HttpOnly; SameSite=Strict; Path=/",
-        auth::COOKIE,
-        value
-    );
-    let mut resp = Redirect::to(&next).into_response();
-    if let Ok(v) = cookie.parse() {
-        resp.headers_mut().insert(header::SET_COOKIE, v);
-    }
-    secured(resp)
-}
-
-#[derive(Debug, Deserialize)]
-pub struct LogoutForm {
-    #[serde(default)]
-    pub token: String,
-}
-
-/// `POST /console/logout`: forgets the session cookie.
-pub async fn logout(v: Viewer, Form(f): Form<LogoutForm>) -> Response {
-    if let Err(e) = auth::check_post(&v, &f.token) {
-        return message(Some(&v), StatusCode::FORBIDDEN, "Refused", &e.to_string());
-    }
-    let mut resp = Redirect::to("/console/login").into_response();
-    let gone = format!(
-        "{}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0",
-        auth::COOKIE
-    );
-    if let Ok(v) = gone.parse() {
-        resp.headers_mut().insert(header::SET_COOKIE, v);
-    }
-    secured(resp)
 }

@@ -19,7 +19,7 @@ const JS: &str = include_str!("static/console.js");
 /// The templates: names ending in `.html` are HTML-escaped on output (minijinja's default).
 static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
     let mut env = Environment::new();
-    let files: [(&str, &str); 10] = [
+    let files: [(&str, &str); 12] = [
         ("base.html", include_str!("templates/base.html")),
         ("events.html", include_str!("templates/events.html")),
         ("event.html", include_str!("templates/event.html")),
@@ -32,7 +32,9 @@ static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
         ("overview.html", include_str!("templates/overview.html")),
         ("login.html", include_str!("templates/login.html")),
         ("message.html", include_str!("templates/message.html")),
+        ("approvals.html", include_str!("templates/approvals.html")),
         ("windows.html", include_str!("templates/windows.html")),
+        ("audit.html", include_str!("templates/audit.html")),
     ];
     for (name, text) in files {
         if let Err(e) = env.add_template(name, text) {
@@ -75,11 +77,10 @@ pub fn page_with(status: StatusCode, name: &str, ctx: impl Serialize) -> Respons
         Err(e) => {
             tracing::error!("console page {name}: {e:#}");
             secured(
-                (
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "this page could not be rendered; the log says why\n",
+                crate::app::ApiError::Internal(
+                    "this page could not be rendered; the log says why".into(),
                 )
-                    .into_response(),
+                .into_response(),
             )
         }
     }
@@ -94,7 +95,7 @@ pub async fn asset(Path(name): Path<String>) -> Response {
     let (body, kind) = match name.as_str() {
         "console.css" => (CSS, "text/css; charset=utf-8"),
         "console.js" => (JS, "text/javascript; charset=utf-8"),
-        _ => return secured((StatusCode::NOT_FOUND, "no such file\n").into_response()),
+        _ => return secured(crate::app::ApiError::NoSuchAsset.into_response()),
     };
     secured(
         (
@@ -124,7 +125,9 @@ mod tests {
             "overview.html",
             "login.html",
             "message.html",
+            "approvals.html",
             "windows.html",
+            "audit.html",
         ] {
             assert!(TEMPLATES.get_template(name).is_ok(), "{name}");
         }

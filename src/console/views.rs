@@ -196,6 +196,21 @@ pub fn human_bytes(n: u64) -> String {
     }
 }
 
+/// Each source's colour class (`c0`…`c15`, the chart palette), by its place in the rule set,
+/// so the first sixteen sources never share one.
+pub fn source_colours(sources: &[&str]) -> serde_json::Map<String, serde_json::Value> {
+    sources
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            (
+                s.to_string(),
+                serde_json::Value::String(format!("c{}", i % 16)),
+            )
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

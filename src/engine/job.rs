@@ -1,16 +1,8 @@
-//! Running one leased job: the job's state machine.
-//!
-//! ```text
-//! Main(i) ──ok──▶ Main(i+1) … ──ok, last──▶ ack Done
-//!    │ failed, retries left ──▶ nak(delay) at Main(i), attempts+1   (the slot is freed)
-//!    └ failed for good ──▶ OnFailure(0) with `failure` ──▶ … ──▶ ack Failed (a dead letter)
-//!                      └─ (no on_failure) ──────────────────────────▶ ack Failed
-//! rule version neither in memory nor in the archive ──▶ ack Failed "rule changed since the match"
-//! re-run (`Engine::rerun`): rule unchanged ─▶ Main(failed index); changed ─▶ Main(0) on the
-//! current version (generation+1); changed, `as_matched` ─▶ Main(failed index), version matched
-//! ```
-//! Every arrow that moves to another action is recorded (`progress`) before that action starts,
-//! so a crash resumes at the step recorded, with the same run ids and the real `failure`.
+//! Running one leased job: gathering what it needs (its event, the rule version it matched, a
+//! correlation's context), then driving the job state machine (`engine/state.rs`, a pure
+//! function) with what each step did: a window's decision, an approval, an action's outcome.
+//! Every move to another action is recorded (`progress`) before that action starts, so a crash
+//! resumes at the step recorded, with the same run ids and the real `failure`.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -18,6 +10,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::correlate::Window;
+use super::state::{self, Facts, Input, Place, Ran, Transition, Wait, WindowDecision};
 use super::windows::Gate;
 use super::{Engine, VERSION_HANDOFF};
 use crate::actions::event::MAX_DEPTH;
@@ -35,15 +28,20 @@ use crate::verify::{Delivery, VerifiedEvent};
 /// job fails as "no longer in the event log".
 const EVENT_LOOKUP_PATIENCE: Duration = Duration::from_secs(600);
 
-/// How one action ended.
-enum Ran {
-    Done(Outcome),
-    /// Try again after this long.
-    Retry(Outcome, Duration),
-    Failed(Outcome),
-    /// Shutting down: the job stays pending.
-    Stopped,
+/// Why a job cannot go on now, and what becomes of it.
+enum GiveBack {
+    /// Look again after this long (a lagging read, another node's rule version, a deadline).
+    Later(Duration),
+    /// A dead letter, saying why.
+    Fail(String),
+    /// Done without running anything, saying why (an absence that did not fire).
+    Done(String),
 }
+
+/// A correlation's job: `events` and `correlation` for its templates.
+type Correlated = Option<(Arc<Value>, Arc<Value>)>;
+/// An absence's job: its correlation and group (its window is removed once the job is done).
+type Absence<'r> = Option<(&'r crate::rules::correlate::Correlation, String)>;
 
 /// `failure` in the context of `on_failure` actions.
 fn failure_context(action: &Action, out: &Outcome, attempts: u32) -> Value {
@@ -67,14 +65,109 @@ fn failure_context(action: &Action, out: &Outcome, attempts: u32) -> Value {
     f
 }
 
+/// `meta` in templates: the event's facts and the rule's names, with the envelope (`headers`,
+/// and `peer`, `topic`, `subject` where the transport set them).
+fn job_meta(rule: &Rule, event: &Event) -> Value {
+    let mut meta = json!({
+        "id": event.id,
+        "source": event.source,
+        "kind": event.kind,
+        "received_at": crate::domain::rfc3339(event.received_at),
+        "rulebook": rule.rulebook,
+        "rule": rule.name,
+    });
+    if let (Value::Object(m), Value::Object(envelope)) = (&mut meta, event.doc.meta()) {
+        m.extend(envelope.iter().map(|(k, v)| (k.clone(), v.clone())));
+    }
+    meta
+}
+
+/// One line per action run: the story of an event in the log.
+fn log_run(
+    rule: &Rule,
+    action: &Action,
+    run_id: &str,
+    attempt: u32,
+    outcome: &Outcome,
+    delay: Option<Duration>,
+    took: Duration,
+) {
+    let result = match (outcome.ok, delay) {
+        (true, _) => "ok",
+        (false, Some(_)) => "failed, retrying",
+        (false, None) => "failed",
+    };
+    let duration = crate::domain::human_duration(took.as_millis() as i64);
+    match &outcome.error {
+        None => {
+            tracing::info!(rule = %rule.name, action = action.kind(), run = %run_id, attempt, duration = %duration, "action {result}")
+        }
+        Some(e) => {
+            tracing::info!(rule = %rule.name, action = action.kind(), run = %run_id, attempt, duration = %duration, error = %e, "action {result}")
+        }
+    }
+}
+
 /// What every action of one job shares.
-struct Run<'a> {
-    rules: &'a RuleSet,
-    rule: &'a Rule,
-    event: &'a Arc<Event>,
-    meta: Arc<Value>,
+pub(super) struct Run<'a> {
+    pub rules: &'a RuleSet,
+    pub rule: &'a Rule,
+    pub event: &'a Arc<Event>,
+    pub meta: Arc<Value>,
     /// A correlation rule's job: `events` and `correlation` for its templates.
-    correlated: Option<(Arc<Value>, Arc<Value>)>,
+    pub correlated: Correlated,
+}
+
+impl Run<'_> {
+    /// The template context of an action at `step` (with `approval` for `notify` actions).
+    /// Views, not copies, of the event and the rest (see `templates::JsonView`).
+    pub fn context(&self, step: &Step, approval: Option<&Value>) -> minijinja::Value {
+        let view = |v: Option<&Value>| match v {
+            Some(v) => json_value(JsonRoot::Value(Arc::new(v.clone()))),
+            None => minijinja::Value::from(()),
+        };
+        let (events, correlation) = match &self.correlated {
+            Some((e, c)) => (
+                json_value(JsonRoot::Value(e.clone())),
+                json_value(JsonRoot::Value(c.clone())),
+            ),
+            None => (minijinja::Value::UNDEFINED, minijinja::Value::UNDEFINED),
+        };
+        minijinja::context! {
+            event => json_value(JsonRoot::Event(self.event.clone())),
+            meta => json_value(JsonRoot::Value(self.meta.clone())),
+            previous => view(step.previous.as_ref()),
+            failure => view(step.failure.as_ref()),
+            events => events,
+            correlation => correlation,
+            approval => match approval {
+                Some(a) => view(Some(a)),
+                None => minijinja::Value::UNDEFINED,
+            },
+        }
+    }
+
+    /// What an action's run knows about the job.
+    pub fn run_context(&self, action: &Action, run_id: &str) -> RunContext {
+        let body = self.event.doc.body();
+        RunContext {
+            run_id: run_id.to_string(),
+            event_id: self.event.id.clone(),
+            source: self.event.source.clone(),
+            rule: self.rule.name.clone(),
+            // Only scripts (on stdin) and the Ansible actions (`ansible_eda`) read it.
+            input: match action {
+                a if a.reads_input() => match &self.correlated {
+                    Some((events, correlation)) => json!({
+                        "event": body, "meta": *self.meta,
+                        "events": **events, "correlation": **correlation,
+                    }),
+                    None => json!({"event": body, "meta": *self.meta}),
+                },
+                _ => Value::Null,
+            },
+        }
+    }
 }
 
 impl Engine {
@@ -138,243 +231,268 @@ impl Engine {
         mut lease: Lease,
         last_step: Arc<Mutex<Step>>,
     ) -> Result<(), StoreError> {
-        let queue = self.store.queue.clone();
         #[cfg(test)]
         if tests::PANIC_ONCE.swap(false, std::sync::atomic::Ordering::SeqCst) {
             panic!("injected by a test");
         }
-        let event = match lease.event.take() {
-            Some(e) => e,
-            None => match self.store.log.event(&lease.job.event_id).await? {
-                Some(e) => e,
-                None => {
-                    // Retention never prunes the event of a pending job, so "not found" for a
-                    // young event is a read that lagged (a replica not caught up, a stream
-                    // leader just elected): look again in a moment rather than give it up.
-                    let age = crate::domain::event_id_ms(&lease.job.event_id)
-                        .map(|at| crate::domain::now_ms() - at);
-                    if age.is_some_and(|a| a < EVENT_LOOKUP_PATIENCE.as_millis() as i64) {
-                        tracing::warn!(job = %lease.job.id, "its event was not found (yet); looking again in a moment");
-                        let step = lease.job.step.clone();
-                        return queue.nak(lease, step, Duration::from_secs(1)).await;
-                    }
-                    let step = lease.job.step.clone();
-                    let msg = "its event is no longer in the event log".to_string();
-                    return queue.ack(lease, step, JobState::Failed, Some(msg)).await;
-                }
-            },
+        let event = match self.job_event(&mut lease).await? {
+            Ok(e) => e,
+            Err(g) => return self.give_back(lease, g).await,
         };
-        let version = match self.rule_version(&lease.job.key, &lease.job.fingerprint) {
-            Some(v) => Some(v),
-            None => {
-                self.restore_version(&lease.job.key, &lease.job.fingerprint)
-                    .await
-            }
-        };
-        let Some((rules, idx)) = version else {
-            if self.settings.shared
-                && crate::domain::now_ms() - event.received_at < VERSION_HANDOFF.as_millis() as i64
-            {
-                // Another node may run the version it matched (a rolling change): hand it on.
-                tracing::debug!(job = %lease.job.id, "the rule version it matched is not loaded here; handing it on");
-                let step = lease.job.step.clone();
-                return queue.nak(lease, step, Duration::from_millis(500)).await;
-            }
-            let now = self.rules();
-            let msg = match now.rule_by_key(&lease.job.key) {
-                Some(_) => format!(
-                    "rule `{}` changed since the match: the version it matched is gone; re-run the job to run the current version",
-                    lease.job.key
-                ),
-                None => format!(
-                    "rule `{}` no longer exists (it was removed since the match)",
-                    lease.job.key
-                ),
-            };
-            tracing::warn!(job = %lease.job.id, "{msg}");
-            let step = lease.job.step.clone();
-            return queue.ack(lease, step, JobState::Failed, Some(msg)).await;
+        let (rules, idx) = match self.job_version(&lease, &event).await {
+            Ok(v) => v,
+            Err(g) => return self.give_back(lease, g).await,
         };
         let rule = &rules.rules[idx];
-        let mut meta = json!({
-            "id": event.id,
-            "source": event.source,
-            "kind": event.kind,
-            "received_at": crate::domain::rfc3339(event.received_at),
-            "rulebook": rule.rulebook,
-            "rule": rule.name,
-        });
-        // The envelope: `headers`, and `peer`, `topic`, `subject` where the transport set them.
-        if let (Value::Object(m), Value::Object(envelope)) = (&mut meta, event.doc.meta()) {
-            m.extend(envelope.iter().map(|(k, v)| (k.clone(), v.clone())));
-        }
-        let meta = Arc::new(meta);
-        let mut step = lease.job.step.clone();
-        // A correlation's job: what took part; an absence waits for its deadline first.
-        let mut correlated = None;
-        let mut absence = None;
-        let mut evicted = false;
-        if let Some(c) = &rule.correlate {
-            let record = self
-                .store
-                .history
-                .event_detail(&event.id)
-                .await?
-                .and_then(|d| {
-                    d.correlations
-                        .into_iter()
-                        .find(|r| r.job.as_deref() == Some(lease.job.id.as_str()))
-                });
-            let Some(record) = record else {
-                let msg = "its correlation record is missing from the event".to_string();
-                return queue.ack(lease, step, JobState::Failed, Some(msg)).await;
-            };
-            let cd = record.correlation;
-            if cd.state == CorrelationState::Waiting {
-                let fresh = step.phase == Phase::Main && step.index == 0;
-                if fresh {
-                    let now = self.settings.clock.now();
-                    let deadline = cd.deadline.unwrap_or(now);
-                    if now <= deadline {
-                        let wait = Duration::from_millis((deadline - now + 1) as u64)
-                            .min(self.settings.recheck);
-                        self.waiting.add(deadline, &lease.job.id);
-                        return queue.nak(lease, step, wait).await;
-                    }
-                    self.waiting.done(deadline, &lease.job.id);
-                    let missing = c.steps.get(1).map(|s| s.name.as_str()).unwrap_or("");
-                    match self.absence_window(rule, c, &cd, &event.id).await? {
-                        Window::Closed => {
-                            let msg = format!(
-                                "{}: `{missing}` came within the window (or the rule changed)",
-                                crate::domain::DID_NOT_FIRE
-                            );
-                            tracing::debug!(job = %lease.job.id, "{msg}");
-                            return queue.ack(lease, step, JobState::Done, Some(msg)).await;
-                        }
-                        Window::Evicted => {
-                            evicted = true;
-                            tracing::warn!(job = %lease.job.id, rule = %rule.key, "absence: its window was evicted (max_open) before the deadline, so whether `{missing}` came is unknown; firing, marked evicted");
-                        }
-                        Window::Open => {
-                            tracing::info!(job = %lease.job.id, rule = %rule.key, "absence: the window ended without `{missing}`; firing");
-                        }
-                    }
-                }
-                absence = Some((c, cd.group.clone()));
-            }
-            let (events, mut meta) = self.correlation_context(c, &cd).await?;
-            meta["evicted"] = Value::Bool(evicted);
-            correlated = Some((Arc::new(events), Arc::new(meta)));
-        }
-        // ── Maintenance windows (engine/windows.rs): before the first action a window in
-        // force holds, skips or turns the job into an approval; then the rule's own approval.
-        match self.window_gate(&lease.job, &step) {
-            Gate::Go => {}
-            Gate::Hold(wait) => return queue.nak(lease, step, wait).await,
-            Gate::Skip(note) => {
-                self.close_fired_absence(rule, &absence, JobState::Done, &event)
-                    .await?;
-                return queue.ack(lease, step, JobState::Done, Some(note)).await;
-            }
-            Gate::Approve { window, wait } => {
-                // Approvals are not wired in yet: held until the window ends, never run
-                // unapproved while it is in force.
-                tracing::debug!(job = %lease.job.id, window = %window, "needs an approval (maintenance window); held until approvals are available");
-                return queue.nak(lease, step, wait).await;
-            }
-        }
-        // ── end of maintenance windows
+        let (correlated, absence) = match self.job_correlation(rule, &lease, &event).await? {
+            Ok(c) => c,
+            Err(g) => return self.give_back(lease, g).await,
+        };
         let run = Run {
             rules: &rules,
             rule,
             event: &event,
-            meta,
+            meta: Arc::new(job_meta(rule, &event)),
             correlated,
         };
+        let queue = self.store.queue.clone();
+        let mut step = lease.job.step.clone();
+        let mut input = match state::place(&step) {
+            Place::Gate => Some(Input::Gate(self.window_decision(
+                &lease.job,
+                &step,
+                self.settings.clock.now(),
+            ))),
+            Place::Awaiting => Some(self.approval_check(&run, &lease, &step).await?),
+            Place::Action => None,
+        };
         loop {
-            let actions = match step.phase {
-                Phase::Main => &rule.actions,
-                Phase::OnFailure => &rule.on_failure,
+            if let Some(a) = &step.awaiting {
+                // Decided (or about to be): real work again from here.
+                self.awaiting.done(a.deadline, &lease.job.id);
+            }
+            let transition = match input.take() {
+                Some(i) => state::next(&step, self.facts(rule), i),
+                None => Transition::Run {
+                    step: step.clone(),
+                    record: false,
+                },
             };
-            let Some(action) = actions.get(step.index as usize) else {
-                // Past the last action of its part: the job is over.
-                let (state, error) = closing(rule, &step);
-                self.close_fired_absence(rule, &absence, state, &event)
-                    .await?;
-                return queue.ack(lease, step, state, error).await;
-            };
-            let is_last = step.index as usize + 1 == actions.len();
-            match self.run_action(&run, &lease, &step, action).await? {
-                Ran::Stopped => return Ok(()),
-                Ran::Done(out) => {
-                    let next = Step {
-                        index: step.index + 1,
-                        attempts: 0,
-                        tries: 0,
-                        previous: (!is_last).then(|| out.previous()),
-                        ..step
-                    };
-                    if is_last {
-                        let (state, error) = closing(rule, &next);
-                        self.close_fired_absence(rule, &absence, state, &event)
-                            .await?;
-                        return queue.ack(lease, next, state, error).await;
+            match transition {
+                Transition::Run { step: s, record } => {
+                    if record {
+                        queue.progress(&mut lease, s.clone()).await?;
+                        *last_step.lock().unwrap_or_else(|e| e.into_inner()) = s.clone();
                     }
-                    queue.progress(&mut lease, next.clone()).await?;
-                    step = next;
-                }
-                Ran::Retry(out, delay) => {
-                    let next = Step {
-                        attempts: step.attempts + 1,
-                        tries: step.tries + 1,
-                        ..step
+                    step = s;
+                    let actions = match step.phase {
+                        Phase::Main => &rule.actions,
+                        Phase::OnFailure => &rule.on_failure,
                     };
-                    tracing::info!(run = %lease.job.run_id(next.phase, next.index), attempt = next.attempts, error = %out.error.as_deref().unwrap_or("-"), wait = %crate::domain::human_duration(delay.as_millis() as i64), "action failed; retrying");
-                    return queue.nak(lease, next, delay).await;
+                    let ran = match actions.get(step.index as usize) {
+                        Some(action) => self.run_action(&run, &lease, &step, action).await?,
+                        // A step past its part's end (recorded by an older version): over.
+                        None => Ran::Done(Outcome {
+                            ok: true,
+                            ..Outcome::default()
+                        }),
+                    };
+                    input = Some(Input::Ran(ran));
                 }
-                Ran::Failed(out) => {
-                    let attempts = step.attempts + 1;
-                    let run_id = lease.job.run_id(step.phase, step.index);
-                    match step.phase {
-                        Phase::Main => {
-                            tracing::warn!(rule = %rule.name, run = %run_id, attempts, error = %out.error.as_deref().unwrap_or("-"), "action failed for good");
-                            let failure = failure_context(action, &out, attempts);
-                            let failed = Step {
-                                attempts,
-                                tries: 0,
-                                failed_at: Some((step.index, attempts)),
-                                ..step.clone()
-                            };
-                            if rule.on_failure.is_empty() {
-                                return queue.ack(lease, failed, JobState::Failed, out.error).await;
-                            }
-                            let next = Step {
-                                phase: Phase::OnFailure,
-                                index: 0,
-                                attempts: 0,
-                                tries: 0,
-                                previous: None,
-                                failure: Some(failure),
-                                // A re-run resumes the main action, with what it had before.
-                                failed_at: Some((step.index, attempts)),
-                                failed_previous: step.previous.clone(),
-                                generation: step.generation,
-                            };
-                            queue.progress(&mut lease, next.clone()).await?;
-                            step = next;
-                        }
-                        Phase::OnFailure => {
-                            tracing::warn!(rule = %rule.name, run = %run_id, error = %out.error.as_deref().unwrap_or("-"), "an on_failure action failed too");
-                            let error = failure_error(&step);
-                            let done = Step { attempts, ..step };
-                            return queue.ack(lease, done, JobState::Failed, error).await;
-                        }
+                Transition::Ask { step: s } => {
+                    queue.progress(&mut lease, s.clone()).await?;
+                    *last_step.lock().unwrap_or_else(|e| e.into_inner()) = s.clone();
+                    step = s;
+                    tracing::info!(job = %lease.job.id, rule = %rule.key, "awaiting approval");
+                    input = Some(self.approval_check(&run, &lease, &step).await?);
+                }
+                Transition::TimeOut { approve } => {
+                    input = Some(self.approval_timeout(&lease, &step, approve).await?);
+                }
+                Transition::Nak { step, delay, why } => {
+                    if let (Wait::Approval, Some(a)) = (why, &step.awaiting) {
+                        self.awaiting.add(a.deadline, &lease.job.id);
+                    }
+                    if why == Wait::Retry {
+                        tracing::info!(run = %lease.job.run_id(step.phase, step.index), attempt = step.attempts, wait = %crate::domain::human_duration(delay.as_millis() as i64), "action failed; retrying");
+                    }
+                    return queue.nak(lease, step, delay).await;
+                }
+                Transition::Ack { step, state, note } => {
+                    if state == JobState::Failed {
+                        tracing::warn!(rule = %rule.name, job = %lease.job.id, error = %note.as_deref().unwrap_or("-"), "job failed for good");
+                    }
+                    self.close_fired_absence(rule, &absence, state, &event)
+                        .await?;
+                    return queue.ack(lease, step, state, note).await;
+                }
+                Transition::Leave => return Ok(()),
+            }
+        }
+    }
+
+    /// What the state machine needs to know about `rule` now.
+    fn facts(&self, rule: &Rule) -> Facts {
+        Facts {
+            actions: rule.actions.len(),
+            on_failure: rule.on_failure.len(),
+            shadow: rule.shadow,
+            approval: rule.approval.as_ref().map(|a| a.timeout),
+            now: self.settings.clock.now(),
+        }
+    }
+
+    /// The maintenance-window decision for a job about to start (`engine/windows.rs`, on the
+    /// current rule set's `windows:`), as the state machine's input.
+    fn window_decision(&self, job: &crate::domain::Job, step: &Step, now: i64) -> WindowDecision {
+        match self.window_gate(job, step) {
+            Gate::Go => WindowDecision::Open,
+            Gate::Hold(wait) => WindowDecision::Hold {
+                until: now + wait.as_millis() as i64,
+            },
+            Gate::Skip(note) => WindowDecision::Skip { note },
+            Gate::Approve { window, .. } => {
+                // From here on an approval: listed as awaiting, no longer as held.
+                self.held.release(&job.id);
+                WindowDecision::Approve { window }
+            }
+        }
+    }
+
+    /// Does what a job that cannot go on asks for.
+    async fn give_back(&self, lease: Lease, g: GiveBack) -> Result<(), StoreError> {
+        let step = lease.job.step.clone();
+        let queue = &self.store.queue;
+        match g {
+            GiveBack::Later(delay) => queue.nak(lease, step, delay).await,
+            GiveBack::Fail(msg) => queue.ack(lease, step, JobState::Failed, Some(msg)).await,
+            GiveBack::Done(msg) => queue.ack(lease, step, JobState::Done, Some(msg)).await,
+        }
+    }
+
+    /// The job's event, from the lease or the log.
+    async fn job_event(
+        &self,
+        lease: &mut Lease,
+    ) -> Result<Result<Arc<Event>, GiveBack>, StoreError> {
+        if let Some(e) = lease.event.take() {
+            return Ok(Ok(e));
+        }
+        if let Some(e) = self.store.log.event(&lease.job.event_id).await? {
+            return Ok(Ok(e));
+        }
+        // Retention never prunes the event of a pending job, so "not found" for a young event
+        // is a read that lagged (a replica not caught up, a stream leader just elected): look
+        // again in a moment rather than give it up.
+        let age = crate::domain::event_id_ms(&lease.job.event_id).map(|at| now_ms() - at);
+        if age.is_some_and(|a| a < EVENT_LOOKUP_PATIENCE.as_millis() as i64) {
+            tracing::warn!(job = %lease.job.id, "its event was not found (yet); looking again in a moment");
+            return Ok(Err(GiveBack::Later(Duration::from_secs(1))));
+        }
+        Ok(Err(GiveBack::Fail(
+            "its event is no longer in the event log".into(),
+        )))
+    }
+
+    /// The rule version the job matched: kept in memory, or from the archive; else handed on
+    /// to another node (a rolling change) or failed as changed.
+    async fn job_version(
+        &self,
+        lease: &Lease,
+        event: &Event,
+    ) -> Result<(Arc<RuleSet>, usize), GiveBack> {
+        let job = &lease.job;
+        if let Some(v) = self.rule_version(&job.key, &job.fingerprint) {
+            return Ok(v);
+        }
+        if let Some(v) = self.restore_version(&job.key, &job.fingerprint).await {
+            return Ok(v);
+        }
+        if self.settings.shared && now_ms() - event.received_at < VERSION_HANDOFF.as_millis() as i64
+        {
+            // Another node may run the version it matched (a rolling change): hand it on.
+            tracing::debug!(job = %job.id, "the rule version it matched is not loaded here; handing it on");
+            return Err(GiveBack::Later(Duration::from_millis(500)));
+        }
+        let msg = match self.rules().rule_by_key(&job.key) {
+            Some(_) => format!(
+                "rule `{}` changed since the match: the version it matched is gone; re-run the job to run the current version",
+                job.key
+            ),
+            None => format!(
+                "rule `{}` no longer exists (it was removed since the match)",
+                job.key
+            ),
+        };
+        tracing::warn!(job = %job.id, "{msg}");
+        Err(GiveBack::Fail(msg))
+    }
+
+    /// A correlation's job: what took part (for its templates) and, for an absence, its group;
+    /// an absence waits for its deadline first and fires only if its window is still open.
+    async fn job_correlation<'r>(
+        &self,
+        rule: &'r Rule,
+        lease: &Lease,
+        event: &Event,
+    ) -> Result<Result<(Correlated, Absence<'r>), GiveBack>, StoreError> {
+        let Some(c) = &rule.correlate else {
+            return Ok(Ok((None, None)));
+        };
+        let record = self
+            .store
+            .history
+            .event_detail(&event.id)
+            .await?
+            .and_then(|d| {
+                d.correlations
+                    .into_iter()
+                    .find(|r| r.job.as_deref() == Some(lease.job.id.as_str()))
+            });
+        let Some(record) = record else {
+            return Ok(Err(GiveBack::Fail(
+                "its correlation record is missing from the event".into(),
+            )));
+        };
+        let cd = record.correlation;
+        let mut absence = None;
+        let mut evicted = false;
+        if cd.state == CorrelationState::Waiting {
+            let step = &lease.job.step;
+            if step.phase == Phase::Main && step.index == 0 && step.awaiting.is_none() {
+                let now = self.settings.clock.now();
+                let deadline = cd.deadline.unwrap_or(now);
+                if now <= deadline {
+                    let wait = Duration::from_millis((deadline - now + 1) as u64)
+                        .min(self.settings.recheck);
+                    self.waiting.add(deadline, &lease.job.id);
+                    return Ok(Err(GiveBack::Later(wait)));
+                }
+                self.waiting.done(deadline, &lease.job.id);
+                let missing = c.steps.get(1).map(|s| s.name.as_str()).unwrap_or("");
+                match self.absence_window(rule, c, &cd, &event.id).await? {
+                    Window::Closed => {
+                        let msg = format!(
+                            "{}: `{missing}` came within the window (or the rule changed)",
+                            crate::domain::DID_NOT_FIRE
+                        );
+                        tracing::debug!(job = %lease.job.id, "{msg}");
+                        return Ok(Err(GiveBack::Done(msg)));
+                    }
+                    Window::Evicted => {
+                        evicted = true;
+                        tracing::warn!(job = %lease.job.id, rule = %rule.key, "absence: its window was evicted (max_open) before the deadline, so whether `{missing}` came is unknown; firing, marked evicted");
+                    }
+                    Window::Open => {
+                        tracing::info!(job = %lease.job.id, rule = %rule.key, "absence: the window ended without `{missing}`; firing");
                     }
                 }
             }
-            *last_step.lock().unwrap_or_else(|e| e.into_inner()) = step.clone();
+            absence = Some((c, cd.group.clone()));
         }
+        let (events, mut meta) = self.correlation_context(c, &cd).await?;
+        meta["evicted"] = Value::Bool(evicted);
+        Ok(Ok((Some((Arc::new(events), Arc::new(meta))), absence)))
     }
 
     /// One attempt of one action, recorded in the history.
@@ -386,30 +504,9 @@ impl Engine {
         action: &Action,
     ) -> Result<Ran, StoreError> {
         let job = &lease.job;
-        let event = run.event;
-        let body = event.doc.body();
         let attempt = step.attempts + 1;
         let run_id = job.run_id(step.phase, step.index);
-        // Views, not copies, of the event and the rest (see `templates::JsonView`).
-        let view = |v: &Option<Value>| match v {
-            Some(v) => json_value(JsonRoot::Value(Arc::new(v.clone()))),
-            None => minijinja::Value::from(()),
-        };
-        let (events, correlation) = match &run.correlated {
-            Some((e, c)) => (
-                json_value(JsonRoot::Value(e.clone())),
-                json_value(JsonRoot::Value(c.clone())),
-            ),
-            None => (minijinja::Value::UNDEFINED, minijinja::Value::UNDEFINED),
-        };
-        let ctx = minijinja::context! {
-            event => json_value(JsonRoot::Event(event.clone())),
-            meta => json_value(JsonRoot::Value(run.meta.clone())),
-            previous => view(&step.previous),
-            failure => view(&step.failure),
-            events => events,
-            correlation => correlation,
-        };
+        let ctx = run.context(step, None);
         let record = |rendered: String, outcome: Option<Outcome>, started_at: i64| Attempt {
             job_id: job.id.clone(),
             run_id: run_id.clone(),
@@ -435,7 +532,8 @@ impl Engine {
                 self.store
                     .history
                     .record_later(record("null".into(), Some(out.clone()), now_ms()));
-                return Ok(Ran::Failed(out));
+                let failure = failure_context(action, &out, attempt);
+                return Ok(Ran::Failed(out, failure));
             }
         };
         let shown = rendered.for_history_json();
@@ -453,27 +551,11 @@ impl Engine {
                 .record_later(record(shown, Some(out.clone()), at));
             return Ok(Ran::Done(out));
         }
-        let context = RunContext {
-            run_id: run_id.clone(),
-            event_id: event.id.clone(),
-            source: event.source.clone(),
-            rule: run.rule.name.clone(),
-            // Only scripts (on stdin) and the Ansible actions (`ansible_eda`) read it.
-            input: match action {
-                a if a.reads_input() => match &run.correlated {
-                    Some((events, correlation)) => json!({
-                        "event": body, "meta": *run.meta,
-                        "events": **events, "correlation": **correlation,
-                    }),
-                    None => json!({"event": body, "meta": *run.meta}),
-                },
-                _ => Value::Null,
-            },
-        };
+        let context = run.run_context(action, &run_id);
         let started_at = now_ms();
         let begun = std::time::Instant::now();
         let outcome = if let Rendered::PostEvent(p) = &rendered {
-            self.post_event(p, event, &run_id).await
+            self.post_event(p, run.event, &run_id).await
         } else if action.in_process() {
             rendered.execute(&context, self.store.state.as_ref()).await
         } else {
@@ -507,21 +589,7 @@ impl Engine {
             && step.tries < action.retries()
             && !self.shutdown.is_cancelled();
         let delay = retry.then(|| retry_delay(attempt, outcome.retry_after));
-        // One line per action run: the story of an event in the log.
-        let result = match (outcome.ok, delay) {
-            (true, _) => "ok",
-            (false, Some(_)) => "failed, retrying",
-            (false, None) => "failed",
-        };
-        let duration = crate::domain::human_duration(took.as_millis() as i64);
-        match &outcome.error {
-            None => {
-                tracing::info!(rule = %run.rule.name, action = action.kind(), run = %run_id, attempt, duration = %duration, "action {result}")
-            }
-            Some(e) => {
-                tracing::info!(rule = %run.rule.name, action = action.kind(), run = %run_id, attempt, duration = %duration, error = %e, "action {result}")
-            }
-        }
+        log_run(run.rule, action, &run_id, attempt, &outcome, delay, took);
         // Ordered before the progress/nak/ack that follows: no commit of its own.
         self.store
             .history
@@ -529,7 +597,10 @@ impl Engine {
         Ok(match (outcome.ok, delay) {
             (true, _) => Ran::Done(outcome),
             (false, Some(d)) => Ran::Retry(outcome, d),
-            (false, None) => Ran::Failed(outcome),
+            (false, None) => {
+                let failure = failure_context(action, &outcome, attempt);
+                Ran::Failed(outcome, failure)
+            }
         })
     }
 
@@ -581,7 +652,7 @@ impl Engine {
 
     /// Appends an event emitted by `post_event`. Its delivery id is the emitting run's id, so
     /// running the action again finds the child already made instead of making another.
-    async fn post_event(
+    pub(super) async fn post_event(
         &self,
         p: &crate::actions::event::PostEvent,
         parent: &Event,
@@ -618,23 +689,6 @@ impl Engine {
             },
         }
     }
-}
-
-/// How a job past the last action of its part closes: done after the main actions (noted as
-/// shadow for a shadow rule); failed, with the main action's error, after `on_failure`.
-fn closing(rule: &Rule, step: &Step) -> (JobState, Option<String>) {
-    match step.phase {
-        Phase::Main if rule.shadow => (JobState::Done, Some(crate::domain::SHADOW_NOTE.into())),
-        Phase::Main => (JobState::Done, None),
-        Phase::OnFailure => (JobState::Failed, failure_error(step)),
-    }
-}
-
-/// The error a job that failed for good closes with.
-fn failure_error(step: &Step) -> Option<String> {
-    step.failure
-        .as_ref()
-        .and_then(|f| f["error"].as_str().map(str::to_string))
 }
 
 /// `outcome` with every value from a secret masked (output, error, result).

@@ -6,8 +6,12 @@
 //! step before moving on and acks only when the job has finished; a lease that is not acked
 //! (crash, panic, lost lease) makes the job fetchable again with the same run ids.
 
+pub mod approval;
 mod correlate;
+mod gate;
+mod ingest;
 mod job;
+pub mod state;
 mod versions;
 mod windows;
 
@@ -24,9 +28,9 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::domain::{Clock, Envelope, JobState, Match, Step, StoreError, Throttled, now_ms};
+use crate::domain::{Clock, JobState, StoreError, Throttled, now_ms};
 use crate::rules::RuleSet;
-use crate::store::{Appended, EventRow, EventStatus, Store};
+use crate::store::{EventRow, Store};
 use crate::verify::VerifiedEvent;
 
 /// How long a lease holds without a heartbeat. Workers heartbeat every third of it while an
@@ -103,6 +107,11 @@ pub struct Settings {
     /// Archive every rule set loaded in the store, and load an archived version again (scripts
     /// from this directory) for a job whose version this process no longer has.
     pub rule_archive: Option<std::path::PathBuf>,
+    /// The console's address as people reach it (`--public-url`): the base of `approval.url`.
+    pub public_url: Option<String>,
+    /// The longest a job awaiting approval waits before it looks for a decision again
+    /// (`--approval-check`).
+    pub approval_check: Duration,
 }
 
 /// What one node does in a deployment of several (`--role`).
@@ -141,6 +150,8 @@ impl Default for Settings {
             role: Role::All,
             shared: false,
             rule_archive: None,
+            public_url: None,
+            approval_check: Duration::from_secs(2),
         }
     }
 }
@@ -161,6 +172,9 @@ pub struct Engine {
     open: correlate::OpenGroups,
     /// Absence jobs waiting for their deadline (not back pressure).
     waiting: correlate::Waiting,
+    /// Jobs awaiting approval, by deadline: they do no work until a decision (not back
+    /// pressure either).
+    awaiting: correlate::Waiting,
     /// Copies of one delivery take turns at the correlations.
     deliveries: correlate::Deliveries,
     /// Events as they are accepted, for live views (the console); nothing is built for it
@@ -200,6 +214,7 @@ impl Engine {
             shutdown: CancellationToken::new(),
             open: correlate::OpenGroups::default(),
             waiting: correlate::Waiting::default(),
+            awaiting: correlate::Waiting::default(),
             deliveries: correlate::Deliveries::default(),
             held: windows::Held::default(),
             live: tokio::sync::broadcast::channel(LIVE_BACKLOG).0,
@@ -305,248 +320,11 @@ impl Engine {
         })
     }
 
-    /// Matches and appends an event (returning once it is durable) with the jobs it creates.
-    /// The one undo list of `ingest`: every path on which the event is not stored (an error
-    /// while matching, an append that failed or found a duplicate) closes the throttle windows
-    /// it opened and takes back the partial matches it moved, newest first.
-    async fn take_back(&self, opened: Vec<(String, u64)>, undo: Vec<correlate::Undo>) {
-        for (key, rev) in opened {
-            let _ = self.store.state.delete(&key, Some(rev)).await;
-        }
-        for u in undo.into_iter().rev() {
-            self.undo(u).await;
-        }
-    }
-
-    pub async fn ingest(&self, event: VerifiedEvent) -> Result<Ingested, StoreError> {
-        self.ingest_kept(event, true).await
-    }
-
-    /// [`Engine::ingest`], except that with `keep_unmatched` false an event that matches no
-    /// rule and moves no correlation is not stored (`stored: false`).
-    pub async fn ingest_kept(
-        &self,
-        event: VerifiedEvent,
-        keep_unmatched: bool,
-    ) -> Result<Ingested, StoreError> {
-        let dedup_window = event.delivery().and_then(|d| d.window);
-        let rules = self.rules();
-        let matched = rules.matching(event.source(), event.doc());
-        // Nothing can match and nothing is kept: no id, no stored text (the syslog fast path).
-        if matched.is_empty() && !keep_unmatched {
-            return Ok(Ingested {
-                id: String::new(),
-                duplicate: false,
-                matched: 0,
-                stored: false,
-            });
-        }
-        let event = Arc::new(event.accept());
-        let mut matches = Vec::with_capacity(matched.len());
-        // Throttle windows opened for this event, released if it turns out a duplicate.
-        let mut opened = Vec::new();
-        // Partial matches moved by this event, taken back if it is not stored after all.
-        let mut undo = Vec::new();
-        // Correlation state moves only for stored events: copies of a delivery sent at once take
-        // turns here (until stored), and a copy of a stored one moves nothing.
-        let correlates = matched.iter().any(|&i| rules.rules[i].correlate.is_some());
-        let delivery = match (&event.delivery, dedup_window) {
-            (Some(d), Some(_)) if correlates => Some(correlate::delivery_key(&event.source, d)),
-            _ => None,
-        };
-        let _turn = match &delivery {
-            Some(key) => Some(self.deliveries.hold(key).await),
-            None => None,
-        };
-        let redelivered = match &delivery {
-            Some(key) => self.stored_delivery(key).await?,
-            None => false,
-        };
-        for &i in &matched {
-            let r = &rules.rules[i];
-            if let Some(c) = &r.correlate {
-                let steps = c.steps_matched(&event.doc);
-                if steps.is_empty() || redelivered {
-                    continue;
-                }
-                let moved = match self.correlate(r, c, &event, &steps).await {
-                    Ok(m) => m,
-                    Err(e) => {
-                        self.take_back(opened, undo).await;
-                        return Err(e);
-                    }
-                };
-                if let Some((correlation, u)) = moved {
-                    undo.push(u);
-                    matches.push(Match {
-                        rulebook: r.rulebook.clone(),
-                        rule: r.name.clone(),
-                        key: r.key.clone(),
-                        fingerprint: r.fingerprint.clone(),
-                        throttled: None,
-                        correlation: Some(correlation),
-                    });
-                }
-                continue;
-            }
-            let throttled = match &r.throttle {
-                None => None,
-                Some(t) => {
-                    let key = format!("throttle/{}/{}", r.key, t.group(event.body()));
-                    let decided = match self.throttle(&key, &event.id, t.window).await {
-                        Ok(d) => d,
-                        Err(e) => {
-                            self.take_back(opened, undo).await;
-                            return Err(e);
-                        }
-                    };
-                    match decided {
-                        Ok(rev) => {
-                            opened.push((key, rev));
-                            None
-                        }
-                        Err(mut th) => {
-                            th.group = t.group(event.body());
-                            Some(th)
-                        }
-                    }
-                }
-            };
-            matches.push(Match {
-                rulebook: r.rulebook.clone(),
-                rule: r.name.clone(),
-                key: r.key.clone(),
-                fingerprint: r.fingerprint.clone(),
-                throttled,
-                correlation: None,
-            });
-        }
-        if matches.is_empty() && !keep_unmatched {
-            return Ok(Ingested {
-                id: event.id.clone(),
-                duplicate: false,
-                matched: 0,
-                stored: false,
-            });
-        }
-        // For the counters: (rule, throttled, made a job).
-        let counted: Vec<(Option<usize>, bool, bool)> = matches
-            .iter()
-            .map(|m| {
-                let i = rules.rule_by_key(&m.key);
-                (i, m.throttled.is_some(), m.creates_job())
-            })
-            .collect();
-        // The rules the event matched as the list shows them: held is not matched.
-        let listed: Vec<String> = matches
-            .iter()
-            .filter(|m| !m.is_partial())
-            .map(|m| m.rule.clone())
-            .collect();
-        let listed_n = listed.len();
-        // Correlations this event completes, counted once it is stored.
-        let fired: Vec<usize> = matches
-            .iter()
-            .filter(|m| {
-                m.correlation
-                    .as_ref()
-                    .is_some_and(|c| c.state == crate::domain::CorrelationState::Fired)
-            })
-            .filter_map(|m| rules.rule_by_key(&m.key))
-            .collect();
-        // Absence jobs that will only wait for their deadline.
-        let waits: Vec<(String, i64)> = matches
-            .iter()
-            .filter_map(|m| {
-                let c = m.correlation.as_ref()?;
-                let waiting = c.state == crate::domain::CorrelationState::Waiting;
-                c.deadline.filter(|_| waiting).map(|d| (m.key.clone(), d))
-            })
-            .collect();
-        let envelope = Envelope {
-            event: event.clone(),
-            matches,
-            dedup_window,
-        };
-        let appended = self.store.log.append(envelope).await;
-        if !matches!(&appended, Ok(Appended::New { .. })) {
-            self.take_back(opened, undo).await;
-        }
-        match appended? {
-            Appended::Duplicate { id } => Ok(Ingested {
-                id,
-                duplicate: true,
-                matched: 0,
-                stored: true,
-            }),
-            Appended::New { jobs } => {
-                for &i in &fired {
-                    let r = &rules.rules[i];
-                    metrics::counter!(crate::telemetry::names::CORRELATION_FIRED, "rulebook" => r.rulebook.clone(), "rule" => r.name.clone()).increment(1);
-                }
-                for (key, deadline) in &waits {
-                    if let Some(job) = jobs.iter().find(|j| &j.key == key) {
-                        self.waiting.add(*deadline, &job.id);
-                    }
-                }
-                if !counted.is_empty() {
-                    let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
-                    for (i, throttled, job) in counted {
-                        let Some(r) = i.map(|i| &rules.rules[i]) else {
-                            continue;
-                        };
-                        if !throttled && !job {
-                            continue;
-                        }
-                        let live = job;
-                        if live {
-                            r.count_match();
-                        } else {
-                            r.count_throttled();
-                            tracing::debug!(event = %event.id, rule = %r.name, "match throttled");
-                        }
-                        if let Some(c) = counts.get_mut(&r.key) {
-                            c[usize::from(!live)] += 1;
-                        } else {
-                            let mut c = [0, 0];
-                            c[usize::from(!live)] = 1;
-                            counts.insert(r.key.clone(), c);
-                        }
-                    }
-                }
-                if self.live.receiver_count() > 0 {
-                    let row = EventRow {
-                        id: event.id.clone(),
-                        source: event.source.clone(),
-                        kind: event.kind.clone(),
-                        received_at: crate::domain::rfc3339(event.received_at),
-                        delivery_id: event.delivery.clone(),
-                        duplicates: 0,
-                        matched_rules: jobs.len(),
-                        rules: listed,
-                        throttled: listed_n.saturating_sub(jobs.len()),
-                        status: EventStatus::of(matched.len(), jobs.len(), jobs.len(), 0),
-                        parent: event.parent.clone(),
-                    };
-                    let json = serde_json::to_string(&row).unwrap_or_default();
-                    // No receiver left in between is not an error.
-                    let _ = self.live.send(Arc::new(Accepted { row, json }));
-                }
-                Ok(Ingested {
-                    id: event.id.clone(),
-                    duplicate: false,
-                    stored: true,
-                    matched: jobs.len(),
-                })
-            }
-        }
-    }
-
     /// Jobs of this node that only wait: absence jobs for their deadline, jobs held by a
-    /// maintenance window for its end. Not back pressure.
+    /// maintenance window for its end, jobs awaiting approval. Not back pressure.
     pub fn waiting_jobs(&self) -> usize {
         let now = self.settings.clock.now();
-        self.waiting.count(now) + self.held.count(now)
+        self.waiting.count(now) + self.held.count(now) + self.awaiting.count(now)
     }
 
     /// Opens the throttle window `key`, or reports the match throttled by whoever holds it.
@@ -624,32 +402,15 @@ impl Engine {
             false
         };
         let answer = if resume {
-            let (index, attempts) = job
-                .step
-                .failed_at
-                .unwrap_or((job.step.index, job.step.attempts));
-            job.step = Step {
-                index,
-                attempts,
-                previous: match job.step.phase {
-                    crate::domain::Phase::Main => job.step.previous.take(),
-                    crate::domain::Phase::OnFailure => job.step.failed_previous.take(),
-                },
-                generation: job.step.generation,
-                ..Step::default()
-            };
             Rerun::AsMatched { changed }
         } else {
             let Some(i) = now else {
                 return Ok(Rerun::RuleGone);
             };
             job.fingerprint = current.rules[i].fingerprint.clone();
-            job.step = Step {
-                generation: job.step.generation + 1,
-                ..Step::default()
-            };
             Rerun::OnCurrentRule
         };
+        job.step = state::rerun(&job.step, resume);
         Ok(if self.store.queue.rerun(job).await? {
             answer
         } else {

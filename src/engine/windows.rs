@@ -7,13 +7,14 @@
 //! Main(0), first attempt ─ no window ─▶ runs (then the rule's own approval, when it has one)
 //!    ├ hold ─▶ nak(min(window end, 15 s)) at Main(0): looked at again, so a reload releases it
 //!    ├ skip ─▶ ack Done "skipped: …" (no action runs; the history shows it skipped)
-//!    └ approve ─▶ an approval (see `Gate::Approve`)
+//!    └ approve ─▶ an approval (`engine::state`: awaiting_approval, reason `window <name>`)
 //! ```
 //! A held job is only a pending job with a later `not_before`: it survives restarts as any
 //! pending job does, and the next look decides again.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -38,9 +39,8 @@ pub(super) enum Gate {
     Hold(Duration),
     /// Close it as done with this note, running nothing.
     Skip(String),
-    /// The window turns the job into an approval. Until approvals are wired in
-    /// (`engine::state`, the approvals branch), the job is held like `Hold`: it never runs
-    /// unapproved during the window.
+    /// The window turns the job into an approval (`engine::state`: the job then awaits a
+    /// decision, reason `window <name>`, exactly as for a rule's `approval:`).
     Approve { window: String, wait: Duration },
 }
 
@@ -52,7 +52,7 @@ pub struct HeldJob {
     pub rulebook: String,
     pub rule: String,
     pub window: String,
-    /// `hold` or `approve` (held until approvals are wired in).
+    /// `hold` (an `approve` window's job is listed as awaiting approval instead).
     pub during: &'static str,
     /// When the window ends (ms); the job is looked at again by then at the latest.
     #[serde(skip)]
@@ -67,7 +67,7 @@ pub struct HeldJob {
 /// The jobs this node holds, by job id. Refreshed each time a held job is looked at again;
 /// entries not refreshed for a while (the job was taken by another node, or pruned) drop out.
 #[derive(Debug, Default)]
-pub(super) struct Held(Mutex<HashMap<String, HeldJob>>);
+pub(super) struct Held(Mutex<HashMap<String, HeldJob>>, AtomicI64);
 
 /// A held entry not refreshed for this long is no longer listed.
 const HELD_STALE: Duration = Duration::from_secs(60);
@@ -92,15 +92,20 @@ impl Held {
         );
     }
 
-    fn release(&self, id: &str) {
+    pub(super) fn release(&self, id: &str) {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
     }
 
-    /// Held entries still fresh (for back pressure: held jobs do no work).
+    /// Held entries (for back pressure: held jobs do no work). Asked on every request, so
+    /// stale entries are dropped at most once a second, not counted one by one.
     pub(super) fn count(&self, now: i64) -> usize {
-        let stale = now - HELD_STALE.as_millis() as i64;
-        let map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        map.values().filter(|h| h.seen >= stale).count()
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if now - self.1.load(Ordering::Relaxed) >= 1000 {
+            self.1.store(now, Ordering::Relaxed);
+            let stale = now - HELD_STALE.as_millis() as i64;
+            map.retain(|_, h| h.seen >= stale);
+        }
+        map.len()
     }
 
     fn list(&self, now: i64) -> Vec<HeldJob> {

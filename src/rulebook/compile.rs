@@ -31,6 +31,8 @@ pub struct Compile<'a> {
 pub struct Scope {
     pub previous: bool,
     pub failure: bool,
+    /// `approval` (an `approval.notify` action).
+    pub approval: bool,
 }
 
 impl Default for Scope {
@@ -39,6 +41,7 @@ impl Default for Scope {
         Scope {
             previous: true,
             failure: true,
+            approval: true,
         }
     }
 }
@@ -50,6 +53,7 @@ const VARIABLES: &[&str] = &[
     "failure",
     "events",
     "correlation",
+    "approval",
 ];
 
 impl Compile<'_> {
@@ -244,6 +248,10 @@ impl Compile<'_> {
                 "event" | "meta" | "events" | "correlation" => continue,
                 "previous" if self.scope.previous => continue,
                 "failure" if self.scope.failure => continue,
+                "approval" if self.scope.approval => continue,
+                "approval" => {
+                    "`approval` exists only in the `notify` actions of a rule's `approval`".to_string()
+                }
                 "previous" => {
                     "`previous` is the previous action's result, and the first action of a rule has none".to_string()
                 }

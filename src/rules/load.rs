@@ -148,6 +148,7 @@ pub(super) fn compile(
     let mut sources: Vec<Source> = Vec::new();
     // Paths and literals shared by the conditions of every rulebook.
     let mut interner = Interner::default();
+    let mut summaries = super::summary::Summaries::default();
     for (path, text, book) in &parsed {
         let mut cx = Compile {
             file: path.display().to_string(),
@@ -177,6 +178,11 @@ pub(super) fn compile(
                         format!("path `{p}` is already served by another source"),
                     );
                 } else {
+                    if let Some(t) = &spec.summary
+                        && let Err(e) = summaries.add(&src.name, &t.value)
+                    {
+                        cx.err(&t.referenced, format!("summary: template error: {e}"));
+                    }
                     sources.push(src);
                 }
             }
@@ -336,6 +342,7 @@ pub(super) fn compile(
         rules,
         templates,
         warnings,
+        summaries,
         by_path,
         by_name,
         by_key,
@@ -808,6 +815,7 @@ fn compile_rule(
         cx.scope = Scope {
             previous: kept > 0,
             failure: false,
+            approval: false,
         };
         kept += 1;
         match compile_action(cx, a, &prefix, known.internal, known.scripts, templates) {
@@ -824,12 +832,23 @@ fn compile_rule(
         cx.scope = Scope {
             previous: true,
             failure: true,
+            approval: false,
         };
         match compile_action(cx, a, &prefix, known.internal, known.scripts, templates) {
             Some(act) => on_failure.push(act),
             None => ok = false,
         }
     }
+    let approval = match &spec.approval {
+        None => None,
+        Some(a) => match compile_approval(cx, a, rulebook, &name, known, templates) {
+            Some(a) => Some(a),
+            None => {
+                ok = false;
+                None
+            }
+        },
+    };
     cx.scope = Scope::default();
     cx.correlation = None;
     let throttle = match &spec.throttle {
@@ -906,9 +925,73 @@ fn compile_rule(
         throttle,
         correlate,
         shadow: false,
+        approval,
         fingerprint: String::new(),
         counters: Default::default(),
     })
+}
+
+/// A rule's `approval:` (its `notify` actions see `approval`, not `previous` or `failure`).
+fn compile_approval(
+    cx: &mut Compile,
+    spec: &Spanned<model::ApprovalSpec>,
+    rulebook: &str,
+    rule: &str,
+    known: &Known,
+    templates: &mut Templates,
+) -> Option<super::approval::Approval> {
+    let a = &spec.value;
+    let timeout = cx.duration(&a.timeout, "approval.timeout");
+    let approve_on_timeout = match a.on_timeout.as_ref().map(|o| (o, o.value.as_str())) {
+        None | Some((_, "reject")) => Some(false),
+        Some((_, "approve")) => Some(true),
+        Some((o, other)) => {
+            cx.err(
+                &o.referenced,
+                format!("approval.on_timeout `{other}` is not known: write `reject` or `approve`"),
+            );
+            None
+        }
+    };
+    let mut approvers = Vec::new();
+    for n in &a.approvers {
+        if n.value.trim().is_empty() {
+            cx.err(&n.referenced, "approval.approvers: a name is empty");
+        }
+        approvers.push(n.value.clone());
+    }
+    let mut notify = Vec::with_capacity(a.notify.len());
+    let mut ok = true;
+    for (i, n) in a.notify.iter().enumerate() {
+        if skipped(cx, rule, n) {
+            continue;
+        }
+        cx.scope = Scope {
+            previous: false,
+            failure: false,
+            approval: true,
+        };
+        let prefix = format!("{rulebook}/{rule}/approval/notify/{i}");
+        match compile_action(cx, n, &prefix, known.internal, known.scripts, templates) {
+            Some(act) => notify.push(act),
+            None => ok = false,
+        }
+    }
+    cx.scope = Scope::default();
+    if timeout.is_some_and(|t| t.is_zero()) {
+        cx.err(
+            &a.timeout.referenced,
+            "approval.timeout must be longer than 0",
+        );
+        return None;
+    }
+    Some(super::approval::Approval {
+        timeout: timeout?,
+        approve_on_timeout: approve_on_timeout?,
+        approvers,
+        notify,
+    })
+    .filter(|_| ok)
 }
 
 /// `mode: shadow | live`: whether it is shadow (`default` when unset or wrong, with an error).

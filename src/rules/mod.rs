@@ -1,6 +1,7 @@
 //! Rulebooks: loading, validating and compiling them into a [`RuleSet`], and matching events
 //! against it. This module does no I/O after load and knows nothing of HTTP or storage.
 
+pub mod approval;
 pub mod condition;
 pub mod correlate;
 mod dry_run;
@@ -9,6 +10,7 @@ mod index;
 mod listen;
 mod load;
 pub mod snapshot;
+pub mod summary;
 pub mod windows;
 
 use std::collections::HashMap;
@@ -70,6 +72,8 @@ pub struct Rule {
     /// `mode: shadow`: its jobs render every action and record what would have run, and run
     /// nothing (docs/change-control.md).
     pub shadow: bool,
+    /// `approval:`: its jobs wait for a decision before their first action.
+    pub approval: Option<approval::Approval>,
     /// A hash of the compiled rule (condition, actions with their template sources,
     /// `on_failure`, throttle): a job runs only the version it matched.
     pub fingerprint: String,
@@ -126,6 +130,8 @@ pub struct RuleSet {
     pub templates: Templates,
     /// Non-fatal findings (fallback secrets in use, unauthenticated sources).
     pub warnings: Vec<String>,
+    /// Each source's one-line summary of its events (the console's event list).
+    pub summaries: summary::Summaries,
     by_path: HashMap<String, usize>,
     by_name: HashMap<String, usize>,
     /// Rule positions sorted by key, for [`RuleSet::rule_by_key`]: a map would hold a second
@@ -276,6 +282,10 @@ pub(crate) fn fingerprint(rule: &Rule, templates: &Templates, scripts: &Path) ->
     let described = match rule.shadow {
         true => format!("{described}\nmode shadow"),
         false => described,
+    };
+    let described = match &rule.approval {
+        Some(a) => format!("{described}\n{}", a.describe()),
+        None => described,
     };
     let mut h = sha2::Sha256::new();
     let mut rest = described.as_str();

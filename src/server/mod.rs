@@ -1,6 +1,7 @@
 //! The HTTP edge: the only module that knows HTTP. Routes webhooks to the engine and serves the
 //! history API and health check.
 
+mod approvals;
 pub mod listen;
 mod windows;
 
@@ -20,7 +21,6 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::domain::JobState;
 use crate::engine::{Rerun, rerun_text};
 use crate::store::{EventFilter, EventStatus, JobFilter};
 use crate::telemetry::names;
@@ -37,6 +37,9 @@ pub fn app(state: AppState) -> Router {
         .route("/api/status", get(status))
         .route("/api/jobs", get(list_jobs))
         .route("/api/jobs/{id}/rerun", post(rerun))
+        .route("/api/jobs/{id}/approve", post(approvals::approve))
+        .route("/api/jobs/{id}/reject", post(approvals::reject))
+        .route("/api/approvals", get(approvals::pending))
         .route("/api/audit", get(audit_trail))
         .route("/api/windows", get(windows::list_windows))
         .route("/metrics", get(metrics_text))
@@ -55,7 +58,7 @@ pub fn app(state: AppState) -> Router {
 /// 200 while events can be stored and read back; 503 otherwise (a load balancer should stop
 /// sending), naming the part that failed. The write is a real one (a state entry, committed
 /// like an event), done at most once a second however often this is polled.
-async fn healthz(State(state): State<AppState>) -> Response {
+async fn healthz(State(state): State<AppState>) -> Result<Response, ApiError> {
     let store = state.engine.store();
     let write = state
         .guard
@@ -88,18 +91,14 @@ async fn healthz(State(state): State<AppState>) -> Response {
         })
         .collect();
     if failed.is_empty() {
-        Json(json!({"status": "ok"})).into_response()
+        Ok(Json(json!({"status": "ok"})).into_response())
     } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "unavailable", "failed": failed})),
-        )
-            .into_response()
+        Err(ApiError::Unhealthy(failed))
     }
 }
 
 /// Prometheus text; admin like the rest of the API (a scraper elsewhere presents the token).
-async fn metrics_text(_: AsViewer, State(state): State<AppState>) -> Response {
+async fn metrics_text(_: AsViewer, State(state): State<AppState>) -> Result<Response, ApiError> {
     match &state.metrics {
         Some(h) => {
             h.run_upkeep();
@@ -112,17 +111,13 @@ async fn metrics_text(_: AsViewer, State(state): State<AppState>) -> Response {
                 .set(state.engine.waiting_jobs() as f64);
             metrics::gauge!(crate::telemetry::names::MAX_PENDING)
                 .set(state.guard.max_pending as f64);
-            (
+            Ok((
                 [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
                 crate::secrets::mask_owned(h.render()),
             )
-                .into_response()
+                .into_response())
         }
-        None => (
-            StatusCode::NOT_FOUND,
-            "metrics are not enabled in this process\n",
-        )
-            .into_response(),
+        None => Err(ApiError::MetricsOff),
     }
 }
 
@@ -459,12 +454,16 @@ async fn list_jobs(
 ) -> Result<Response, ApiError> {
     let status = match &q.status {
         None => None,
-        Some(s) => Some(JobState::parse(s).ok_or_else(|| {
-            ApiError::BadQuery(format!("status `{s}`: use pending, done or failed"))
+        Some(s) => Some(crate::store::JobStatus::parse(s).ok_or_else(|| {
+            ApiError::BadQuery(format!(
+                "status `{s}`: use {}",
+                crate::store::JobStatus::ALL.join(", ")
+            ))
         })?),
     };
     let filter = JobFilter {
-        state: status,
+        state: status.map(crate::store::JobStatus::state),
+        status,
         rule: q.rule,
         limit: q.limit.unwrap_or(100).min(1000),
     };

@@ -9,9 +9,9 @@ use serde_json::{Value, json};
 
 use crate::app::AppState;
 use crate::app::roles::AsViewer;
-use crate::domain::JobState;
 use crate::engine::Engine;
 use crate::store::JobRow;
+use crate::store::JobStatus;
 
 pub(super) async fn list_windows(_: AsViewer, State(state): State<AppState>) -> Response {
     Json(state.engine.windows_report()).into_response()
@@ -23,7 +23,7 @@ pub(super) fn mark_held(engine: &Engine, jobs: Vec<JobRow>) -> Vec<Value> {
     let held = engine.held_jobs();
     jobs.into_iter()
         .map(|j| {
-            let h = (j.status == JobState::Pending)
+            let h = (j.status == JobStatus::Pending)
                 .then(|| held.iter().find(|h| h.job == j.id))
                 .flatten();
             let mut v = serde_json::to_value(&j).unwrap_or_default();

@@ -37,6 +37,10 @@ pub struct Config {
     pub retain: Duration,
     pub grace: Duration,
     pub body_timeout: Duration,
+    /// `--public-url`: the base of `approval.url`.
+    pub public_url: Option<String>,
+    /// `--approval-check`: the longest a job awaiting approval waits before it looks again.
+    pub approval_check: Duration,
 }
 
 /// Why `serve` could not start (or stopped with an error); each says what it was doing.
@@ -105,6 +109,8 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
         role: config.role,
         shared: config.store.shared(),
         rule_archive: Some(config.dirs.scripts.clone()),
+        public_url: config.public_url.clone(),
+        approval_check: config.approval_check,
         ..crate::engine::Settings::default()
     };
     // Scripts a crashed predecessor left running end before their jobs can run them again.

@@ -3,7 +3,7 @@
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::domain::{Correlated, CorrelationState, Job, JobState, Match, rfc3339};
+use crate::domain::{Correlated, CorrelationState, Decision, Job, JobState, Match, Step, rfc3339};
 
 /// An event's status in lists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -80,6 +80,10 @@ pub struct EventRow {
     pub status: EventStatus,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub parent: Option<String>,
+    /// What the event was, in one line (`rules::summary`): set by the console and the live
+    /// stream, which know the sources; the stores leave it empty.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub summary: Option<String>,
 }
 
 /// One event with everything that happened to it.
@@ -192,9 +196,58 @@ pub struct MatchRow {
     pub rulebook: String,
     pub rule: String,
     pub fingerprint: String,
-    pub status: JobState,
+    pub status: JobStatus,
     pub error: Option<String>,
+    /// Awaiting approval: why and until when.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub awaiting: Option<AwaitingRow>,
+    /// Who approved or rejected it, when and why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decision: Option<DecisionRow>,
     pub attempts: Vec<AttemptRow>,
+}
+
+/// A job's wait for approval, as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct AwaitingRow {
+    pub reason: String,
+    pub requested_at: String,
+    pub deadline: String,
+}
+
+/// A decision about a job, as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct DecisionRow {
+    pub approved: bool,
+    pub by: String,
+    pub at: String,
+    pub comment: Option<String>,
+    pub reason: String,
+    /// The decision in one line (`rejected by bob at …: comment`).
+    pub summary: String,
+}
+
+impl AwaitingRow {
+    pub fn of(step: &Step) -> Option<AwaitingRow> {
+        step.awaiting.as_ref().map(|a| AwaitingRow {
+            reason: a.reason.clone(),
+            requested_at: rfc3339(a.requested_at),
+            deadline: rfc3339(a.deadline),
+        })
+    }
+}
+
+impl DecisionRow {
+    pub fn of(d: &Decision) -> DecisionRow {
+        DecisionRow {
+            approved: d.approved,
+            by: d.by.clone(),
+            at: rfc3339(d.at),
+            comment: d.comment.clone(),
+            reason: d.reason.clone(),
+            summary: d.summary(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -221,10 +274,90 @@ pub struct AttemptRow {
     pub result: Option<Value>,
 }
 
+/// A job's status for people and the API: its queue state, told apart where approvals make a
+/// difference (a pending job awaiting a decision; a job done because it was turned down).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobStatus {
+    Pending,
+    AwaitingApproval,
+    Done,
+    Rejected,
+    Failed,
+}
+
+impl JobStatus {
+    pub const ALL: &'static [&'static str] =
+        &["pending", "awaiting_approval", "done", "rejected", "failed"];
+
+    pub fn of(state: JobState, step: &Step) -> JobStatus {
+        match state {
+            JobState::Pending if step.awaiting.is_some() => JobStatus::AwaitingApproval,
+            JobState::Pending => JobStatus::Pending,
+            JobState::Done if step.decision.as_ref().is_some_and(|d| !d.approved) => {
+                JobStatus::Rejected
+            }
+            JobState::Done => JobStatus::Done,
+            JobState::Failed => JobStatus::Failed,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Pending => "pending",
+            JobStatus::AwaitingApproval => "awaiting_approval",
+            JobStatus::Done => "done",
+            JobStatus::Rejected => "rejected",
+            JobStatus::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<JobStatus> {
+        Some(match s {
+            "pending" => JobStatus::Pending,
+            "awaiting_approval" => JobStatus::AwaitingApproval,
+            "done" => JobStatus::Done,
+            "rejected" => JobStatus::Rejected,
+            "failed" => JobStatus::Failed,
+            _ => return None,
+        })
+    }
+
+    /// The queue state behind it.
+    pub fn state(self) -> JobState {
+        match self {
+            JobStatus::Pending | JobStatus::AwaitingApproval => JobState::Pending,
+            JobStatus::Done | JobStatus::Rejected => JobState::Done,
+            JobStatus::Failed => JobState::Failed,
+        }
+    }
+
+    /// A condition on the `jobs` table (alias `j`) selecting this status.
+    pub fn sql(self) -> &'static str {
+        match self {
+            JobStatus::Pending => {
+                "j.state = 'pending' AND json_extract(j.step, '$.awaiting') IS NULL"
+            }
+            JobStatus::AwaitingApproval => {
+                "j.state = 'pending' AND json_extract(j.step, '$.awaiting') IS NOT NULL"
+            }
+            JobStatus::Done => {
+                "j.state = 'done' AND coalesce(json_extract(j.step, '$.decision.approved'), 1) != 0"
+            }
+            JobStatus::Rejected => {
+                "j.state = 'done' AND json_extract(j.step, '$.decision.approved') = 0"
+            }
+            JobStatus::Failed => "j.state = 'failed'",
+        }
+    }
+}
+
 /// Filters of the job list.
 #[derive(Debug, Clone, Default)]
 pub struct JobFilter {
     pub state: Option<JobState>,
+    /// Finer than `state`: `awaiting_approval` and `rejected` too.
+    pub status: Option<JobStatus>,
     pub rule: Option<String>,
     /// At most this many rows (0: 100).
     pub limit: usize,
@@ -236,8 +369,12 @@ pub struct JobRow {
     pub event_id: String,
     pub rulebook: String,
     pub rule: String,
-    pub status: JobState,
+    pub status: JobStatus,
     pub error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub awaiting: Option<AwaitingRow>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decision: Option<DecisionRow>,
     /// When it last changed state.
     pub updated_at: String,
     /// The action it stopped at (for a dead letter: where a re-run starts).
@@ -256,8 +393,10 @@ impl JobRow {
             event_id: job.event_id.clone(),
             rulebook: job.rulebook.clone(),
             rule: job.rule.clone(),
-            status: state,
+            status: JobStatus::of(state, &job.step),
             error,
+            awaiting: AwaitingRow::of(&job.step),
+            decision: job.step.decision.as_ref().map(DecisionRow::of),
             updated_at,
             action_index: index,
             attempts,

@@ -24,8 +24,8 @@ use async_trait::async_trait;
 pub use crate::domain::StoreError;
 use crate::domain::{Attempt, Envelope, Event, Job, JobState, Step};
 pub use history::{
-    AttemptRow, CorrelationRow, EventDetail, EventFilter, EventRow, EventStatus, JobFilter, JobRow,
-    MatchRow,
+    AttemptRow, AwaitingRow, CorrelationRow, DecisionRow, EventDetail, EventFilter, EventRow,
+    EventStatus, JobFilter, JobRow, JobStatus, MatchRow,
 };
 pub use remote::Remote;
 pub use sqlite::{Embedded, ReadOnly};
@@ -204,6 +204,26 @@ pub trait History: Send + Sync + 'static {
         after: Option<String>,
         limit: usize,
     ) -> Result<Vec<StoredEvent>, StoreError>;
+
+    /// The headers and body of the events `ids` whose body is at most `max_body` bytes (others
+    /// are left out), for the console's one-line summaries. Histories that cannot say (a
+    /// remote service's) return none.
+    async fn contents(
+        &self,
+        _ids: Vec<String>,
+        _max_body: usize,
+    ) -> Result<Vec<EventContent>, StoreError> {
+        Ok(Vec::new())
+    }
+}
+
+/// An event's headers and body, as [`History::contents`] reads them.
+#[derive(Debug, Clone)]
+pub struct EventContent {
+    pub id: String,
+    /// Lower-case names, credentials removed (as stored).
+    pub headers: Vec<(String, String)>,
+    pub body: serde_json::Value,
 }
 
 /// An event as the log keeps it, with the rules it matched when it was accepted.

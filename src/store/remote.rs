@@ -136,9 +136,11 @@ impl History for Remote {
                 fingerprint: text(&m["fingerprint"]).unwrap_or_default(),
                 status: m["status"]
                     .as_str()
-                    .and_then(JobState::parse)
-                    .unwrap_or(JobState::Pending),
+                    .and_then(crate::store::JobStatus::parse)
+                    .unwrap_or(crate::store::JobStatus::Pending),
                 error: text(&m["error"]),
+                awaiting: None,
+                decision: None,
                 attempts: m["attempts"]
                     .as_array()
                     .into_iter()

@@ -1,5 +1,7 @@
 //! Keyed digests and constant-time comparisons shared by the verifiers.
 
+use std::cell::RefCell;
+
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::{Digest, Sha256, Sha512};
 use subtle::ConstantTimeEq;
@@ -23,30 +25,106 @@ impl Algorithm {
     }
 }
 
+/// An HMAC whose key is already absorbed: the inner and outer digest states after the padded
+/// key block. Setting a key up costs two compressions (more for a key longer than a block);
+/// cloning the keyed state costs a copy, so each secret is set up once per thread
+/// ([`KEYED`]) instead of once per request.
+#[derive(Clone)]
+enum Keyed {
+    Sha1(Hmac<sha1::Sha1>),
+    Sha256(Hmac<Sha256>),
+    Sha512(Hmac<Sha512>),
+}
+
+impl Keyed {
+    fn new(alg: Algorithm, key: &[u8]) -> Option<Keyed> {
+        // HMAC takes keys of any length, so these cannot fail.
+        Some(match alg {
+            Algorithm::Sha1 => Keyed::Sha1(KeyInit::new_from_slice(key).ok()?),
+            Algorithm::Sha256 => Keyed::Sha256(KeyInit::new_from_slice(key).ok()?),
+            Algorithm::Sha512 => Keyed::Sha512(KeyInit::new_from_slice(key).ok()?),
+        })
+    }
+
+    fn update(&mut self, data: &[u8]) {
+        match self {
+            Keyed::Sha1(m) => m.update(data),
+            Keyed::Sha256(m) => m.update(data),
+            Keyed::Sha512(m) => m.update(data),
+        }
+    }
+
+    fn finalize(self) -> Vec<u8> {
+        match self {
+            Keyed::Sha1(m) => m.finalize().into_bytes().to_vec(),
+            Keyed::Sha256(m) => m.finalize().into_bytes().to_vec(),
+            Keyed::Sha512(m) => m.finalize().into_bytes().to_vec(),
+        }
+    }
+
+    /// Constant-time comparison with `given` (false when the lengths differ).
+    fn verify(self, given: &[u8]) -> bool {
+        match self {
+            Keyed::Sha1(m) => m.verify_slice(given).is_ok(),
+            Keyed::Sha256(m) => m.verify_slice(given).is_ok(),
+            Keyed::Sha512(m) => m.verify_slice(given).is_ok(),
+        }
+    }
+}
+
+/// How many keyed states a thread keeps (sources × secrets in rotation that one process checks;
+/// past it the least recently used is set up again when next needed).
+const KEYED_PER_THREAD: usize = 16;
+
+/// One thread's keyed HMAC states: (algorithm, key, state), most recently used last.
+type KeyedCache = Vec<(Algorithm, Box<[u8]>, Keyed)>;
+
+thread_local! {
+    /// Keyed HMAC states by (algorithm, key), most recently used last. Per thread, so the accept
+    /// path takes no lock; a rotated secret is a new key and the old one ages out.
+    static KEYED: RefCell<KeyedCache> = const { RefCell::new(Vec::new()) };
+}
+
+/// A fresh HMAC under `key`, cloned from this thread's keyed state for it (set up on first use).
+fn keyed(alg: Algorithm, key: &[u8]) -> Option<Keyed> {
+    KEYED.with(|cell| {
+        let mut cache = cell.borrow_mut();
+        // Comparing a configured key with configured keys: no outside input is timed here.
+        if let Some(i) = cache.iter().rposition(|(a, k, _)| *a == alg && **k == *key) {
+            let hit = cache.remove(i);
+            let mac = hit.2.clone();
+            cache.push(hit);
+            return Some(mac);
+        }
+        let mac = Keyed::new(alg, key)?;
+        if cache.len() >= KEYED_PER_THREAD {
+            cache.remove(0);
+        }
+        cache.push((alg, key.into(), mac.clone()));
+        Some(mac)
+    })
+}
+
 /// HMAC of `parts` (concatenated) under `key`.
 pub fn sign(alg: Algorithm, key: &[u8], parts: &[&[u8]]) -> Vec<u8> {
-    fn run<M: Mac + KeyInit>(key: &[u8], parts: &[&[u8]]) -> Vec<u8> {
-        // HMAC takes keys of any length, so this cannot fail.
-        let mut mac = match <M as KeyInit>::new_from_slice(key) {
-            Ok(m) => m,
-            Err(_) => return Vec::new(),
-        };
-        for p in parts {
-            mac.update(p);
-        }
-        mac.finalize().into_bytes().to_vec()
+    let Some(mut mac) = keyed(alg, key) else {
+        return Vec::new();
+    };
+    for p in parts {
+        mac.update(p);
     }
-    match alg {
-        Algorithm::Sha1 => run::<Hmac<sha1::Sha1>>(key, parts),
-        Algorithm::Sha256 => run::<Hmac<Sha256>>(key, parts),
-        Algorithm::Sha512 => run::<Hmac<Sha512>>(key, parts),
-    }
+    mac.finalize()
 }
 
 /// True when `given` is the HMAC of `parts` under `key`, compared in constant time.
 pub fn verify(alg: Algorithm, key: &[u8], parts: &[&[u8]], given: &[u8]) -> bool {
-    let expected = sign(alg, key, parts);
-    !expected.is_empty() && bool::from(expected.as_slice().ct_eq(given))
+    let Some(mut mac) = keyed(alg, key) else {
+        return false;
+    };
+    for p in parts {
+        mac.update(p);
+    }
+    mac.verify(given)
 }
 
 /// Compares two secrets in constant time, whatever their lengths (both are hashed first, so
@@ -89,6 +167,62 @@ mod tests {
             &[b"what do ya want for nothing?"],
             &mac
         ));
+    }
+
+    #[test]
+    fn keyed_states_are_reused_and_never_mixed_up() {
+        // More keys than a thread keeps, each used twice in a row and again after the others:
+        // every answer is the one a fresh HMAC gives (RFC 4231 case 2 for "Jefe").
+        let fresh = |key: &[u8], msg: &[u8]| {
+            let mut m = <Hmac<Sha256> as KeyInit>::new_from_slice(key).unwrap();
+            m.update(msg);
+            m.finalize().into_bytes().to_vec()
+        };
+        let keys: Vec<Vec<u8>> = (0..KEYED_PER_THREAD + 3)
+            .map(|i| format!("key-{i}").into_bytes())
+            .chain([vec![b'k'; 200]]) // longer than a block: hashed first
+            .collect();
+        for round in 0..2 {
+            for k in &keys {
+                let msg = format!("body {round}");
+                let want = fresh(k, msg.as_bytes());
+                assert_eq!(sign(Algorithm::Sha256, k, &[msg.as_bytes()]), want);
+                assert!(verify(Algorithm::Sha256, k, &[msg.as_bytes()], &want));
+                assert!(!verify(Algorithm::Sha256, k, &[b"other"], &want));
+                assert!(!verify(
+                    Algorithm::Sha256,
+                    k,
+                    &[msg.as_bytes()],
+                    &want[..31]
+                ));
+            }
+        }
+        // The same key under another digest is another state.
+        assert_eq!(
+            hex::encode(sign(
+                Algorithm::Sha1,
+                b"key",
+                &[b"The quick brown fox jumps over the lazy dog"]
+            )),
+            "de7c9b85b8b78aa6bc8a7a36f70a90701c9db4d9"
+        );
+        assert_eq!(
+            sign(
+                Algorithm::Sha512,
+                b"Jefe",
+                &[b"what do ya want for nothing?"]
+            )
+            .len(),
+            64
+        );
+        assert_eq!(
+            hex::encode(sign(
+                Algorithm::Sha512,
+                b"Jefe",
+                &[b"what do ya want ", b"for nothing?"]
+            ))[..16],
+            *"164b7a7bfcf819e2"
+        );
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! Verification of incoming requests, per sender kind (spec §3).
+//! Verification of incoming requests, per sender kind (docs/sources.md lists the kinds).
 //!
 //! Everything here works on the raw body bytes and the headers, before any JSON parsing, and
 //! compares in constant time. The only way to obtain a [`VerifiedEvent`] — the one type the
@@ -193,8 +193,9 @@ impl VerifiedEvent {
         use crate::domain::{SUBJECT_HEADER, TOPIC_HEADER};
         self.headers
             .retain(|(k, _)| k != PEER_HEADER && k != TOPIC_HEADER && k != SUBJECT_HEADER);
-        self.headers.push((PEER_HEADER.into(), peer.to_string()));
-        self.doc.set_envelope(&self.headers);
+        let peer = peer.to_string();
+        self.doc.set_peer(&peer);
+        self.headers.push((PEER_HEADER.into(), peer));
         self
     }
 
@@ -320,7 +321,7 @@ impl Verifier {
         }
     }
 
-    /// The default de-duplication window of this kind (spec §3), for a delivery id that came
+    /// The default de-duplication window of this kind (docs/sources.md), for a delivery id that came
     /// from the sender (`true`) or from the body hash (`false`).
     fn default_window(&self, from_sender: bool) -> Option<Duration> {
         match self {

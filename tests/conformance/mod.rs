@@ -23,7 +23,7 @@ use rulehook::domain::{
     Throttled, new_event_id, now_ms,
 };
 use rulehook::store::{
-    Appended, EventFilter, EventStatus, JobFilter, Lease, Pruned, Revision, Store,
+    Appended, EventFilter, EventStatus, JobFilter, JobStatus, Lease, Pruned, Revision, Store,
 };
 use serde_json::json;
 use tokio::task::JoinSet;
@@ -659,6 +659,7 @@ fn failed_filter() -> JobFilter {
         state: Some(JobState::Failed),
         rule: None,
         limit: 100,
+        status: None,
     }
 }
 
@@ -695,7 +696,7 @@ pub async fn dead_letter_after_the_delivery_budget(b: &impl Backend, max: u32) {
         failed.iter().map(|j| j.id.as_str()).collect::<Vec<_>>(),
         vec![id.as_str()]
     );
-    assert_eq!(failed[0].status, JobState::Failed);
+    assert_eq!(failed[0].status, JobStatus::Failed);
     assert!(failed[0].error.is_some(), "a dead letter says why");
 
     // Only dead letters re-run.
@@ -979,6 +980,7 @@ async fn job_ids(s: &Store, state: Option<JobState>, rule: Option<&str>) -> Hash
         state,
         rule: rule.map(str::to_string),
         limit: 100,
+        status: None,
     };
     s.history
         .jobs(filter)
@@ -1042,7 +1044,7 @@ pub async fn history_records_and_filters(b: &impl Backend) {
     let m = &detail.matches[0];
     assert_eq!(
         (m.id.as_str(), m.status),
-        (done_jobs[0].as_str(), JobState::Done)
+        (done_jobs[0].as_str(), JobStatus::Done)
     );
     assert_eq!(m.attempts.len(), 1, "start and finish are one attempt");
     let a = &m.attempts[0];
@@ -1078,7 +1080,7 @@ pub async fn history_records_and_filters(b: &impl Backend) {
     let detail = s.history.event_detail(&failed_ev).await.unwrap().unwrap();
     assert_eq!(detail.status, EventStatus::Failed);
     let m = &detail.matches[0];
-    assert_eq!(m.status, JobState::Failed);
+    assert_eq!(m.status, JobStatus::Failed);
     assert_eq!(m.error.as_deref(), Some("exit status 3"));
     assert_eq!(m.attempts.len(), 1);
     let a = &m.attempts[0];

@@ -10,6 +10,12 @@
   }
   const body = table.tBodies[0];
   const keep = 200;
+  let colours = {};
+  try {
+    colours = JSON.parse(table.dataset.colours || "{}");
+  } catch (e) {
+    colours = {};
+  }
 
   function cell(text) {
     const td = document.createElement("td");
@@ -27,11 +33,18 @@
     link.textContent = ev.received_at;
     when.appendChild(link);
     tr.appendChild(when);
-    tr.appendChild(cell(ev.source));
-    const delivery = cell(ev.delivery_id || "");
-    delivery.className = "delivery";
-    delivery.title = ev.delivery_id || "";
-    tr.appendChild(delivery);
+    const src = document.createElement("td");
+    src.className = "src";
+    const tag = document.createElement("span");
+    const colour = String(colours[ev.source] || "c7").replace(/[^a-z0-9]/g, "");
+    tag.className = "source " + colour;
+    tag.textContent = ev.source;
+    src.appendChild(tag);
+    tr.appendChild(src);
+    const what = cell(ev.summary || "");
+    what.className = "summary";
+    what.title = ev.summary || "";
+    tr.appendChild(what);
     tr.appendChild(cell((ev.rules || []).join(", ")));
     const st = document.createElement("td");
     const badge = document.createElement("span");
@@ -39,6 +52,10 @@
     badge.textContent = ev.status;
     st.appendChild(badge);
     tr.appendChild(st);
+    const delivery = cell(ev.delivery_id || "");
+    delivery.className = "delivery";
+    delivery.title = ev.delivery_id || "";
+    tr.appendChild(delivery);
     return tr;
   }
 

@@ -239,6 +239,14 @@ impl History for Jet {
         self.view().await.event_detail(id).await
     }
 
+    async fn contents(
+        &self,
+        ids: Vec<String>,
+        max_body: usize,
+    ) -> Result<Vec<crate::store::EventContent>, StoreError> {
+        self.view().await.contents(ids, max_body).await
+    }
+
     async fn jobs(&self, filter: JobFilter) -> Result<Vec<JobRow>, StoreError> {
         self.view().await.jobs(filter).await
     }

@@ -125,6 +125,14 @@ impl ReadModel {
         self.read(move |c| reads::events(c, &filter)).await
     }
 
+    pub async fn contents(
+        &self,
+        ids: Vec<String>,
+        max_body: usize,
+    ) -> Result<Vec<crate::store::EventContent>, StoreError> {
+        self.read(move |c| reads::contents(c, &ids, max_body)).await
+    }
+
     pub async fn event_detail(&self, id: &str) -> Result<Option<EventDetail>, StoreError> {
         let id = id.to_string();
         self.read(move |c| reads::event_detail(c, &id)).await

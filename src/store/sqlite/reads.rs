@@ -9,8 +9,8 @@ use super::lanes::Queued;
 use super::writer::Loaded;
 use crate::domain::{Event, EventDoc, Job, JobState, Match, Step, human_duration, rfc3339};
 use crate::store::history::{
-    AttemptRow, CorrelationRow, EventDetail, EventFilter, EventRow, EventStatus, JobFilter, JobRow,
-    MatchRow, ThrottledRow,
+    AttemptRow, AwaitingRow, CorrelationRow, DecisionRow, EventDetail, EventFilter, EventRow,
+    EventStatus, JobFilter, JobRow, JobStatus, MatchRow, ThrottledRow,
 };
 use crate::store::{PRUNE_BATCH, Pruned, StoredEvent};
 
@@ -136,7 +136,37 @@ pub fn job(c: &Connection, id: &str) -> rusqlite::Result<Option<(Job, JobState)>
     .optional()
 }
 
-const STATUS_SQL: &str = "CASE WHEN n_matches = 0 THEN 'unmatched' WHEN n_jobs = 0 THEN 'throttled'
+/// The headers and body of events `ids` whose body is at most `max_body` bytes.
+pub fn contents(
+    c: &Connection,
+    ids: &[String],
+    max_body: usize,
+) -> rusqlite::Result<Vec<crate::store::EventContent>> {
+    let mut stmt = c.prepare_cached(
+        "SELECT id, headers, body FROM events WHERE id = ?1 AND length(body) <= ?2",
+    )?;
+    let mut out = Vec::with_capacity(ids.len());
+    for id in ids {
+        let row = stmt
+            .query_row(params![id, max_body as i64], |r| {
+                Ok((r.get::<_, String>(1)?, r.get::<_, String>(2)?))
+            })
+            .optional()?;
+        if let Some((headers, body)) = row {
+            out.push(crate::store::EventContent {
+                id: id.clone(),
+                headers: serde_json::from_str(&headers).unwrap_or_default(),
+                body: serde_json::from_str(&body).unwrap_or(Value::String(body)),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// An event's list status. `held` (matches a correlation only holds: no job, not throttled)
+/// does not count as matched, so an event only held is `unmatched`, never `throttled`.
+const STATUS_SQL: &str =
+    "CASE WHEN n_matches - held = 0 THEN 'unmatched' WHEN n_jobs = 0 THEN 'throttled'
     WHEN pending > 0 THEN 'pending' WHEN failed > 0 THEN 'failed' ELSE 'done' END";
 
 pub fn events(c: &Connection, f: &EventFilter) -> rusqlite::Result<Vec<EventRow>> {
@@ -154,20 +184,25 @@ pub fn events(c: &Connection, f: &EventFilter) -> rusqlite::Result<Vec<EventRow>
                   (SELECT COUNT(*) FROM jobs j WHERE j.seq >= e.first_job AND j.seq < e.first_job + e.n_jobs
                      AND j.state = 'pending') AS pending,
                   (SELECT COUNT(*) FROM jobs j WHERE j.seq >= e.first_job AND j.seq < e.first_job + e.n_jobs
-                     AND j.state = 'failed') AS failed
+                     AND j.state = 'failed') AS failed,
+                  -- Read from the matches only for events with matches that made no job.
+                  CASE WHEN e.n_jobs < e.n_matches THEN
+                    (SELECT COUNT(*) FROM json_each(e.matches)
+                     WHERE json_extract(value, '$.correlation.state') = 'partial')
+                  ELSE 0 END AS held
            FROM events e
            WHERE (?1 IS NULL OR e.source = ?1) AND (?2 IS NULL OR e.received_at >= ?2)
              -- Cheap tests first, so the per-event counts run only for candidates (`done` and
              -- `pending` still count per event: no index says which events are done).
              AND (?4 IS NOT 'failed' OR e.seq IN (SELECT event_seq FROM jobs WHERE state = 'failed'))
-             AND (?4 IS NOT 'unmatched' OR e.n_matches = 0)
+             AND (?4 IS NOT 'unmatched' OR e.n_jobs = 0)
              AND (?4 IS NOT 'throttled' OR e.n_jobs < e.n_matches)
              AND (?5 IS NULL OR (instr(e.matches, '\"rule\":' || json_quote(?5)) > 0
                                  AND EXISTS (SELECT 1 FROM json_each(e.matches)
                                              WHERE json_extract(value, '$.rule') = ?5)))
            ORDER BY e.seq DESC)
          WHERE ?4 IS NULL OR ({STATUS_SQL}) = ?4
-            OR (?4 = 'throttled' AND n_jobs < n_matches)
+            OR (?4 = 'throttled' AND n_jobs < n_matches - held)
          LIMIT ?3"
     );
     let mut stmt = c.prepare_cached(&sql)?;
@@ -192,12 +227,13 @@ pub fn events(c: &Connection, f: &EventFilter) -> rusqlite::Result<Vec<EventRow>
                 rules,
                 throttled: ((n_matches - n_jobs).max(0) as usize).saturating_sub(held),
                 status: EventStatus::of(
-                    n_matches as usize,
+                    (n_matches as usize).saturating_sub(held),
                     n_jobs as usize,
                     pending as usize,
                     failed as usize,
                 ),
                 parent: r.get("parent")?,
+                summary: None,
             })
         },
     )?;
@@ -307,11 +343,13 @@ pub fn event_detail(c: &Connection, id: &str) -> rusqlite::Result<Option<EventDe
         for (job, state, error, _) in rows {
             jobs.push(MatchRow {
                 attempts: attempts_of(c, &job.id)?,
+                status: JobStatus::of(state, &job.step),
+                awaiting: AwaitingRow::of(&job.step),
+                decision: job.step.decision.as_ref().map(DecisionRow::of),
                 id: job.id,
                 rulebook: job.rulebook,
                 rule: job.rule,
                 fingerprint: job.fingerprint,
-                status: state,
                 error,
             });
         }
@@ -334,9 +372,12 @@ pub fn event_detail(c: &Connection, id: &str) -> rusqlite::Result<Option<EventDe
         .collect::<rusqlite::Result<_>>()?;
     let pending = jobs
         .iter()
-        .filter(|j| j.status == JobState::Pending)
+        .filter(|j| j.status.state() == JobState::Pending)
         .count();
-    let failed = jobs.iter().filter(|j| j.status == JobState::Failed).count();
+    let failed = jobs
+        .iter()
+        .filter(|j| j.status == JobStatus::Failed)
+        .count();
     Ok(Some(EventDetail {
         status: EventStatus::of(
             all.iter().filter(|m| !m.is_partial()).count(),
@@ -366,9 +407,10 @@ pub fn event_detail(c: &Connection, id: &str) -> rusqlite::Result<Option<EventDe
 }
 
 pub fn jobs(c: &Connection, f: &JobFilter) -> rusqlite::Result<Vec<JobRow>> {
+    let status = f.status.map_or("1", JobStatus::sql);
     let sql = format!(
         "SELECT {JOB_COLUMNS} FROM jobs j WHERE (?1 IS NULL OR j.state = ?1)
-           AND (?2 IS NULL OR j.rule = ?2) ORDER BY j.seq DESC LIMIT ?3"
+           AND (?2 IS NULL OR j.rule = ?2) AND ({status}) ORDER BY j.seq DESC LIMIT ?3"
     );
     let mut stmt = c.prepare_cached(&sql)?;
     let rows = stmt.query_map(

@@ -44,6 +44,9 @@ CREATE TABLE IF NOT EXISTS jobs (
 );
 -- Dead letters, for the job list and retention.
 CREATE INDEX IF NOT EXISTS jobs_failed ON jobs(seq) WHERE state = 'failed';
+-- Jobs awaiting approval, for `status=awaiting_approval` and the console's approvals page.
+CREATE INDEX IF NOT EXISTS jobs_awaiting ON jobs(seq)
+    WHERE state = 'pending' AND json_extract(step, '$.awaiting') IS NOT NULL;
 CREATE TABLE IF NOT EXISTS attempts (
     job_id TEXT NOT NULL,
     phase INTEGER NOT NULL,

@@ -1,0 +1,198 @@
+//! Approvals: a job that waits for a person's decision before its first action.
+//!
+//! The wait itself is the job's step (`Step::awaiting`, recorded before anything else), so it
+//! lasts as long as the job: across restarts, reloads and, on JetStream, on any node. The
+//! request — what would run, who may decide, and the decision once made — is one state-store
+//! entry per job (`approval/<job id>`), changed by compare-and-set, so a person deciding and
+//! the timeout firing at the same moment cannot both win. The job looks at it whenever it is
+//! leased (at the latest every `Settings::approval_check`, and at its deadline).
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::Engine;
+use crate::access::Principal;
+use crate::domain::{Decision, StoreError};
+
+/// The state-store key of a job's approval request.
+pub fn key(job: &str) -> String {
+    format!("approval/{job}")
+}
+
+/// A job's request for approval, as stored: what the console, the API and the job read.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Request {
+    pub job: String,
+    pub event_id: String,
+    pub rulebook: String,
+    pub rule: String,
+    /// `rule approval`, or `window <name>`.
+    pub reason: String,
+    /// The job's generation when it asked (a re-run on a changed rule asks again).
+    pub generation: u32,
+    /// Milliseconds since the epoch.
+    pub requested_at: i64,
+    pub deadline: i64,
+    /// `reject` or `approve`.
+    pub on_timeout: String,
+    /// Who may decide; empty: every approver and admin.
+    pub approvers: Vec<String>,
+    /// The actions that would run, rendered now (credentials masked); an action that reads
+    /// `previous` shows why it can only be rendered when it runs.
+    pub actions: Vec<Value>,
+    /// The `notify` actions have run (each one's result in `notified`).
+    pub notify_done: bool,
+    #[serde(default)]
+    pub notified: Vec<Value>,
+    pub decision: Option<Decision>,
+}
+
+impl Request {
+    /// The request as the API and the console show it.
+    pub fn view(&self, public_url: Option<&str>) -> Value {
+        let mut v = serde_json::to_value(self).unwrap_or(Value::Null);
+        v["requested_at"] = Value::String(crate::domain::rfc3339(self.requested_at));
+        v["deadline"] = Value::String(crate::domain::rfc3339(self.deadline));
+        v["url"] = Value::String(url(public_url, &self.job));
+        if let Some(d) = &self.decision {
+            v["decision"]["at"] = Value::String(crate::domain::rfc3339(d.at));
+            v["decision"]["summary"] = Value::String(d.summary());
+        }
+        v
+    }
+}
+
+/// The console page of a job's approval (`/console/approvals?job=…`) under `--public-url`, or
+/// the path alone when it is not set.
+pub fn url(public_url: Option<&str>, job: &str) -> String {
+    let job: String = form_urlencoded::byte_serialize(job.as_bytes()).collect();
+    let path = format!("/console/approvals?job={job}");
+    match public_url {
+        Some(base) => format!("{}{path}", base.trim_end_matches('/')),
+        None => path,
+    }
+}
+
+/// Why a decision was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ApprovalError {
+    #[error("no job is awaiting approval with this id")]
+    NotFound,
+    #[error("already decided: {0}")]
+    Decided(String),
+    #[error("past its deadline: `on_timeout: {0}` decides")]
+    TimedOut(String),
+    #[error(
+        "only {approvers} may decide about this job (the rule's `approval.approvers`); {who} is not one of them"
+    )]
+    NotAnApprover { who: String, approvers: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Reads a job's request and its revision.
+pub async fn read(
+    state: &dyn crate::store::StateStore,
+    job: &str,
+) -> Result<Option<(Request, u64)>, StoreError> {
+    match state.get(&key(job)).await? {
+        None => Ok(None),
+        Some((text, rev)) => serde_json::from_str(&text)
+            .map(|r| Some((r, rev)))
+            .map_err(|e| StoreError::Permanent(format!("approval request of {job}: {e}"))),
+    }
+}
+
+/// Writes `request` over revision `rev` (or creates it).
+pub async fn write(
+    state: &dyn crate::store::StateStore,
+    request: &Request,
+    rev: Option<u64>,
+) -> Result<u64, StoreError> {
+    let text = serde_json::to_string(request)
+        .map_err(|e| StoreError::Permanent(format!("approval request: {e}")))?;
+    let key = key(&request.job);
+    match rev {
+        Some(rev) => state.update(&key, &text, rev, None).await,
+        None => state.create(&key, &text, None).await,
+    }
+}
+
+impl Engine {
+    /// Records `who`'s decision about a job awaiting approval (the API, the CLI and the
+    /// console). The job picks it up when it looks next (within `--approval-check`).
+    pub async fn decide(
+        &self,
+        job: &str,
+        who: &Principal,
+        approved: bool,
+        comment: Option<String>,
+    ) -> Result<(Request, Decision), ApprovalError> {
+        let state = self.store.state.as_ref();
+        for _ in 0..20 {
+            let Some((mut request, rev)) = read(state, job).await? else {
+                return Err(ApprovalError::NotFound);
+            };
+            if let Some(d) = &request.decision {
+                return Err(ApprovalError::Decided(d.summary()));
+            }
+            if !request.approvers.is_empty() && !request.approvers.contains(&who.name) {
+                return Err(ApprovalError::NotAnApprover {
+                    who: who.name.clone(),
+                    approvers: request.approvers.join(", "),
+                });
+            }
+            let now = self.settings.clock.now();
+            if now >= request.deadline {
+                return Err(ApprovalError::TimedOut(request.on_timeout.clone()));
+            }
+            let decision = Decision {
+                approved,
+                by: who.name.clone(),
+                at: now,
+                comment: comment.clone().filter(|c| !c.trim().is_empty()),
+                reason: request.reason.clone(),
+            };
+            request.decision = Some(decision.clone());
+            match write(state, &request, Some(rev)).await {
+                Ok(_) => {
+                    tracing::info!(job, by = %who.name, approved, "approval decided");
+                    return Ok((request, decision));
+                }
+                Err(StoreError::Conflict(_)) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(StoreError::Transient("the approval request kept changing; try again".into()).into())
+    }
+
+    /// The requests of the jobs awaiting approval, oldest first (the console's page).
+    pub async fn pending_approvals(&self, limit: usize) -> Result<Vec<Request>, StoreError> {
+        let filter = crate::store::JobFilter {
+            status: Some(crate::store::JobStatus::AwaitingApproval),
+            limit,
+            ..crate::store::JobFilter::default()
+        };
+        let jobs = self.store.history.jobs(filter).await?;
+        let mut out = Vec::with_capacity(jobs.len());
+        for j in jobs {
+            if let Some((r, _)) = read(self.store.state.as_ref(), &j.id).await?
+                && r.decision.is_none()
+            {
+                out.push(r);
+            }
+        }
+        out.sort_by_key(|r| r.requested_at);
+        Ok(out)
+    }
+
+    /// A job's approval request, if it ever asked.
+    pub async fn approval(&self, job: &str) -> Result<Option<Request>, StoreError> {
+        Ok(read(self.store.state.as_ref(), job).await?.map(|(r, _)| r))
+    }
+
+    /// The base of `approval.url` (`--public-url`).
+    pub fn public_url(&self) -> Option<&str> {
+        self.settings.public_url.as_deref()
+    }
+}

@@ -1,0 +1,332 @@
+//! The job's side of an approval: making its request (what would run, rendered), running the
+//! rule's `notify` actions once, reading the decision, and letting `on_timeout` decide at the
+//! deadline. The state machine (`engine/state.rs`) says when; this does the I/O.
+
+use serde_json::{Value, json};
+
+use super::Engine;
+use super::approval::{self, Request};
+use super::job::Run;
+use super::state::Input;
+use crate::actions::Rendered;
+use crate::domain::{Awaiting, Decision, Outcome, Step, StoreError};
+use crate::store::Lease;
+
+/// Compare-and-set rounds before giving up on a request that keeps changing (a storage error:
+/// the job comes back in a moment).
+const ROUNDS: usize = 20;
+
+impl Engine {
+    /// The decision so far about a job awaiting approval, as the machine's input. Makes the
+    /// request when it is not stored yet (first time, or after a crash between recording the
+    /// wait and storing it) and runs `notify` until it has run once.
+    pub(super) async fn approval_check(
+        &self,
+        run: &Run<'_>,
+        lease: &Lease,
+        step: &Step,
+    ) -> Result<Input, StoreError> {
+        let approve_on_timeout = run
+            .rule
+            .approval
+            .as_ref()
+            .is_some_and(|a| a.approve_on_timeout);
+        let check = |decision| Input::Check {
+            decision,
+            approve_on_timeout,
+            check: self.settings.approval_check,
+        };
+        let Some(awaiting) = &step.awaiting else {
+            return Ok(check(None));
+        };
+        let state = self.store.state.as_ref();
+        for _ in 0..ROUNDS {
+            let (mut request, rev) = match approval::read(state, &lease.job.id).await? {
+                Some((r, rev))
+                    if r.generation == step.generation
+                        && r.requested_at == awaiting.requested_at =>
+                {
+                    (r, Some(rev))
+                }
+                // None yet, or an earlier generation's (a re-run on a changed rule asks again).
+                found => {
+                    let fresh = self.new_request(run, lease, step, awaiting);
+                    match approval::write(state, &fresh, found.map(|(_, rev)| rev)).await {
+                        Ok(rev) => (fresh, Some(rev)),
+                        Err(StoreError::Conflict(_)) => continue,
+                        Err(e) => return Err(e),
+                    }
+                }
+            };
+            if request.notify_done || request.decision.is_some() {
+                return Ok(check(request.decision));
+            }
+            request.notified = self.notify(run, lease, step, &request).await;
+            request.notify_done = true;
+            match approval::write(state, &request, rev).await {
+                // A person decided meanwhile: notify ran; read it again.
+                Err(StoreError::Conflict(_)) => continue,
+                Err(e) => return Err(e),
+                Ok(_) => return Ok(check(request.decision)),
+            }
+        }
+        Err(StoreError::Transient(
+            "the approval request kept changing".into(),
+        ))
+    }
+
+    /// Nobody decided by the deadline: `on_timeout` decides (by `timeout`), unless a person's
+    /// decision was stored first.
+    pub(super) async fn approval_timeout(
+        &self,
+        lease: &Lease,
+        step: &Step,
+        approve: bool,
+    ) -> Result<Input, StoreError> {
+        let state = self.store.state.as_ref();
+        let input = |d| Input::Check {
+            decision: Some(d),
+            approve_on_timeout: approve,
+            check: self.settings.approval_check,
+        };
+        let reason = step
+            .awaiting
+            .as_ref()
+            .map(|a| a.reason.clone())
+            .unwrap_or_default();
+        for _ in 0..ROUNDS {
+            let found = approval::read(state, &lease.job.id).await?;
+            if let Some((
+                Request {
+                    decision: Some(d), ..
+                },
+                _,
+            )) = &found
+            {
+                return Ok(input(d.clone()));
+            }
+            let decision = Decision {
+                approved: approve,
+                by: "timeout".into(),
+                at: self.settings.clock.now(),
+                comment: Some(format!(
+                    "nobody decided in time; on_timeout: {}",
+                    if approve { "approve" } else { "reject" }
+                )),
+                reason: reason.clone(),
+            };
+            let Some((mut request, rev)) = found else {
+                // The request is made before any check: without it, decide on the step alone.
+                return Ok(input(decision));
+            };
+            request.decision = Some(decision.clone());
+            match approval::write(state, &request, Some(rev)).await {
+                Ok(_) => {
+                    tracing::info!(job = %lease.job.id, approve, "approval timed out");
+                    let who = crate::access::Principal {
+                        name: "timeout".into(),
+                        role: crate::access::Role::Approver,
+                    };
+                    let what = if approve { "approve" } else { "reject" };
+                    let record = crate::access::audit::Record::new(
+                        &who,
+                        what,
+                        &lease.job.id,
+                        decision.comment.clone(),
+                    );
+                    crate::access::audit::append(state, record).await?;
+                    return Ok(input(decision));
+                }
+                Err(StoreError::Conflict(_)) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(StoreError::Transient(
+            "the approval request kept changing".into(),
+        ))
+    }
+
+    /// The request a job makes: what would run, rendered now (credentials masked).
+    fn new_request(
+        &self,
+        run: &Run<'_>,
+        lease: &Lease,
+        step: &Step,
+        awaiting: &Awaiting,
+    ) -> Request {
+        let ctx = run.context(step, None);
+        let actions = run
+            .rule
+            .actions
+            .iter()
+            .map(|a| match a.render(&run.rules.templates, &ctx) {
+                Ok(r) => {
+                    serde_json::from_str::<Value>(&r.for_history_json()).unwrap_or(Value::Null)
+                }
+                Err(e) => json!({
+                    "action": a.kind(),
+                    "rendered_when_it_runs": crate::secrets::mask(&e.to_string()),
+                }),
+            })
+            .collect();
+        let spec = run.rule.approval.as_ref();
+        Request {
+            job: lease.job.id.clone(),
+            event_id: lease.job.event_id.clone(),
+            rulebook: run.rule.rulebook.clone(),
+            rule: run.rule.name.clone(),
+            reason: awaiting.reason.clone(),
+            generation: step.generation,
+            requested_at: awaiting.requested_at,
+            deadline: awaiting.deadline,
+            on_timeout: spec.map_or("reject", |a| a.on_timeout()).to_string(),
+            approvers: spec.map(|a| a.approvers.clone()).unwrap_or_default(),
+            actions,
+            notify_done: false,
+            notified: Vec::new(),
+            decision: None,
+        }
+    }
+
+    /// Runs the rule's `notify` actions once, with `approval` in their templates; returns
+    /// each one's result (a failure is logged and shown, and does not stop the wait).
+    async fn notify(
+        &self,
+        run: &Run<'_>,
+        lease: &Lease,
+        step: &Step,
+        request: &Request,
+    ) -> Vec<Value> {
+        let Some(spec) = &run.rule.approval else {
+            return Vec::new();
+        };
+        let approval = request.view(self.public_url());
+        let ctx = run.context(step, Some(&approval));
+        let mut results = Vec::with_capacity(spec.notify.len());
+        for (i, action) in spec.notify.iter().enumerate() {
+            let run_id = format!("{}:approval:{i}", lease.job.id);
+            let outcome = match action.render(&run.rules.templates, &ctx) {
+                Err(e) => {
+                    Outcome::failed(crate::secrets::mask(&format!("cannot be rendered: {e}")))
+                }
+                Ok(Rendered::PostEvent(p)) => self.post_event(&p, run.event, &run_id).await,
+                Ok(rendered) => {
+                    let context = run.run_context(action, &run_id);
+                    rendered.execute(&context, self.store.state.as_ref()).await
+                }
+            };
+            let error = outcome.error.as_deref().map(crate::secrets::mask);
+            match &error {
+                None => {
+                    tracing::info!(job = %lease.job.id, action = action.kind(), run = %run_id, "approval notify ok")
+                }
+                Some(e) => {
+                    tracing::warn!(job = %lease.job.id, action = action.kind(), run = %run_id, error = %e, "approval notify failed")
+                }
+            }
+            results.push(json!({
+                "action": action.kind(),
+                "run_id": run_id,
+                "ok": outcome.ok,
+                "status": outcome.status,
+                "error": error,
+            }));
+        }
+        results
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicI64, Ordering};
+    use std::time::Duration;
+
+    use super::super::{Engine, Settings};
+    use crate::domain::{Clock, JobState};
+    use crate::rules::{Dirs, load};
+    use crate::store::{JobStatus, Store};
+    use crate::verify::{Delivery, VerifiedEvent};
+
+    const RULES: &str = "sources:\n  - { name: s, kind: internal }\nrules:\n  - name: yes\n    approval: { timeout: 30m, on_timeout: approve }\n    actions: [{ log: { message: 'n={{ event.n }}' } }]\n  - name: no\n    approval: { timeout: 30m }\n    actions: [{ log: { message: 'n={{ event.n }}' } }]\n";
+
+    async fn status(store: &Store, event: &str, rule: &str, want: JobStatus) -> JobStatus {
+        let mut last = None;
+        for _ in 0..400 {
+            let d = store.history.event_detail(event).await.unwrap().unwrap();
+            if let Some(m) = d.matches.iter().find(|m| m.rule == rule) {
+                if m.status == want {
+                    return m.status;
+                }
+                last = Some(m.status);
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("{rule}: never {want:?}, last {last:?}");
+    }
+
+    /// On a test clock: nothing happens before the deadline however often the jobs look; one
+    /// millisecond past it `on_timeout` decides (by `timeout`), both ways.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn on_timeout_decides_at_the_deadline_on_the_clock() {
+        let dir = tempfile::tempdir().unwrap();
+        for d in ["rulebooks", "scripts", "templates"] {
+            std::fs::create_dir_all(dir.path().join(d)).unwrap();
+        }
+        std::fs::write(dir.path().join("rulebooks/r.yml"), RULES).unwrap();
+        let p = dir.path();
+        let rules = load(&Dirs {
+            rulebooks: p.join("rulebooks"),
+            scripts: p.join("scripts"),
+            templates: p.join("templates"),
+        })
+        .unwrap();
+        let store = Store::embedded(&p.join("data")).unwrap();
+        let now = Arc::new(AtomicI64::new(1_800_000_000_000));
+        let clock = now.clone();
+        let settings = Settings {
+            clock: Clock::new(move || clock.load(Ordering::SeqCst)),
+            approval_check: Duration::from_millis(20),
+            ..Settings::default()
+        };
+        let engine = Engine::new(store.clone(), Arc::new(rules), settings);
+        engine.start();
+        let d = Delivery {
+            key: "d1".into(),
+            window: None,
+        };
+        let e = VerifiedEvent::internal("s", serde_json::json!({"n": 1}), 0, "test", d);
+        let id = engine.ingest(e).await.unwrap().id;
+        status(&store, &id, "yes", JobStatus::AwaitingApproval).await;
+        status(&store, &id, "no", JobStatus::AwaitingApproval).await;
+        // 30 minutes on the clock, to the millisecond: still waiting.
+        now.fetch_add(30 * 60 * 1000 - 1, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let d = store.history.event_detail(&id).await.unwrap().unwrap();
+        assert!(
+            d.matches
+                .iter()
+                .all(|m| m.status == JobStatus::AwaitingApproval),
+            "{:?}",
+            d.matches
+        );
+        now.fetch_add(1, Ordering::SeqCst);
+        status(&store, &id, "yes", JobStatus::Done).await;
+        status(&store, &id, "no", JobStatus::Rejected).await;
+        let d = store.history.event_detail(&id).await.unwrap().unwrap();
+        for m in &d.matches {
+            let decision = m.decision.as_ref().expect("decided");
+            assert_eq!(decision.by, "timeout");
+            assert_eq!(decision.approved, m.rule == "yes");
+            assert_eq!(m.attempts.len(), usize::from(m.rule == "yes"));
+        }
+        let (_, state) = store
+            .history
+            .job(&format!("{id}:no"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(state, JobState::Done);
+        engine.shutdown(Duration::from_secs(1)).await;
+    }
+}
