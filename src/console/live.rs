@@ -19,6 +19,7 @@ use super::auth::Viewer;
 use crate::app::AppState;
 use crate::engine::Accepted;
 use crate::store::{EventRow, EventStatus};
+use crate::unmatched::{KEEP, Sample};
 
 #[derive(Debug, Default, Deserialize)]
 pub struct LiveQuery {
@@ -95,6 +96,8 @@ pub async fn live(
 struct Batch {
     rows: Vec<Arc<Accepted>>,
     skipped: u64,
+    /// Messages of `keep: matched` sources that were not stored (a sample).
+    unmatched: Vec<Arc<Sample>>,
 }
 
 impl Batch {
@@ -109,8 +112,25 @@ impl Batch {
         }
     }
 
+    /// Keeps a sample the page's filters let through: its source, and no rule or status
+    /// other than `unmatched` asked for.
+    fn sample(&mut self, s: Arc<Sample>, q: &LiveQuery) {
+        let given = |v: &Option<String>| v.as_deref().filter(|s| !s.is_empty()).map(str::to_string);
+        let fits = given(&q.source).is_none_or(|want| want == s.source)
+            && given(&q.rule).is_none()
+            && given(&q.status).is_none_or(|st| st == "unmatched");
+        if fits && self.unmatched.len() < KEEP {
+            self.unmatched.push(s);
+        }
+    }
+
     fn events(self) -> Vec<Result<Event, Infallible>> {
         let mut out = Vec::new();
+        if !self.unmatched.is_empty() {
+            let list: Vec<&Sample> = self.unmatched.iter().map(|s| s.as_ref()).collect();
+            let data = serde_json::to_string(&list).unwrap_or_default();
+            out.push(Ok(Event::default().event("unmatched").data(data)));
+        }
         if !self.rows.is_empty() {
             let mut data = String::from("[");
             for (i, a) in self.rows.iter().enumerate() {
@@ -213,20 +233,33 @@ impl Poll {
 /// What woke a stream: an accepted event, or (with a poll) time to read the history.
 enum Woke {
     Event(Result<Arc<Accepted>, RecvError>),
+    /// A sampled unmatched message (a lagging receiver only loses samples).
+    Sample(Option<Arc<Sample>>),
     Poll,
 }
 
 async fn wake(
     rx: &mut tokio::sync::broadcast::Receiver<Arc<Accepted>>,
+    samples: &mut tokio::sync::broadcast::Receiver<Arc<Sample>>,
     poll: Option<&Poll>,
 ) -> Woke {
-    match poll {
-        None => Woke::Event(rx.recv().await),
-        Some(p) => tokio::select! {
-            r = rx.recv() => Woke::Event(r),
-            () = tokio::time::sleep_until(p.next) => Woke::Poll,
-        },
+    let next = poll.map(|p| p.next);
+    tokio::select! {
+        r = rx.recv() => Woke::Event(r),
+        r = samples.recv() => Woke::Sample(r.ok()),
+        () = async {
+            match next {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        } => Woke::Poll,
     }
+}
+
+/// The receivers one stream reads.
+struct Feeds {
+    rx: tokio::sync::broadcast::Receiver<Arc<Accepted>>,
+    samples: tokio::sync::broadcast::Receiver<Arc<Sample>>,
 }
 
 fn batches(
@@ -234,16 +267,22 @@ fn batches(
     q: LiveQuery,
     poll: Option<Poll>,
 ) -> impl Stream<Item = Result<Event, Infallible>> {
-    futures_util::stream::unfold((rx, q, poll), |(mut rx, q, mut poll)| async move {
+    let feeds = Feeds {
+        rx,
+        samples: crate::unmatched::subscribe(),
+    };
+    futures_util::stream::unfold((feeds, q, poll), |(mut feeds, q, mut poll)| async move {
         loop {
             let mut batch = Batch::default();
-            match wake(&mut rx, poll.as_ref()).await {
+            match wake(&mut feeds.rx, &mut feeds.samples, poll.as_ref()).await {
                 Woke::Event(Ok(a)) => batch.take(a, &q),
                 Woke::Event(Err(RecvError::Lagged(n))) => batch.skipped += n,
                 Woke::Event(Err(RecvError::Closed)) => return None,
-                Woke::Poll => {}
+                Woke::Sample(Some(s)) => batch.sample(s, &q),
+                Woke::Sample(None) | Woke::Poll => {}
             }
             tokio::time::sleep(GATHER).await;
+            let rx = &mut feeds.rx;
             loop {
                 match rx.try_recv() {
                     Ok(a) => batch.take(a, &q),
@@ -251,6 +290,9 @@ fn batches(
                     Err(TryRecvError::Empty) => break,
                     Err(TryRecvError::Closed) => break,
                 }
+            }
+            while let Ok(s) = feeds.samples.try_recv() {
+                batch.sample(s, &q);
             }
             if let Some(p) = poll.as_mut() {
                 batch.rows.retain(|a| p.sent.insert(&a.row.id));
@@ -263,7 +305,7 @@ fn batches(
             }
             let events = batch.events();
             if !events.is_empty() {
-                return Some((futures_util::stream::iter(events), (rx, q, poll)));
+                return Some((futures_util::stream::iter(events), (feeds, q, poll)));
             }
         }
     })

@@ -127,11 +127,26 @@ pub async fn events(
         }
         Some(format!("/console/live?{}", qs.join("&")))
     };
+    // `keep: matched` sources: what they did not store, a sample (live rows come over SSE).
+    let sampled = rules.sources.iter().any(|s| {
+        s.listening
+            .as_ref()
+            .is_some_and(|l| l.keep == crate::sources::Keep::Matched)
+    }) && given(&q.rule).is_none();
+    let unmatched: Vec<crate::unmatched::Sample> = if sampled {
+        crate::unmatched::recent(given(&q.source).as_deref())
+            .into_iter()
+            .map(|s| (*s).clone())
+            .collect()
+    } else {
+        Vec::new()
+    };
     Ok(page(
         "events.html",
         json!({
             "frame": frame(&v, "events"),
             "rows": rows, "live": live, "sources": sources, "rules": rule_names,
+            "sampled": sampled, "unmatched": unmatched,
             "colours": views::source_colours(&sources),
             "statuses": STATUSES, "q": &q, "limit": PAGE_ROWS,
         }),

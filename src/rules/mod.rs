@@ -195,6 +195,15 @@ impl RuleSet {
         candidates
     }
 
+    /// Whether any rule of `source` could match an event with this body: false when the
+    /// rule index alone rules every one out (no envelope or event needs building to know).
+    /// [`RuleSet::matching`] is empty whenever this is false.
+    pub fn may_match(&self, source: &str, body: &serde_json::Value) -> bool {
+        self.by_name
+            .get(source)
+            .is_some_and(|&s| !self.index[s].candidates(body).is_empty())
+    }
+
     /// Every rule's verdict for an event, with explanations (slow path: `rulehook test`).
     pub fn explain(&self, source: Option<&str>, doc: &EventDoc) -> Vec<Verdict> {
         self.rules

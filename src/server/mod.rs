@@ -123,10 +123,22 @@ async fn metrics_text(_: AsViewer, State(state): State<AppState>) -> Result<Resp
 
 async fn status(_: AsViewer, State(state): State<AppState>) -> Result<Response, ApiError> {
     let rules = state.engine.rules();
+    let connections = crate::connections::snapshot();
     let sources: Vec<_> = rules
         .sources
         .iter()
-        .map(|s| json!({"name": s.name, "kind": s.verifier.kind(), "path": s.path, "rulebook": s.rulebook}))
+        .map(|s| {
+            let mut one = json!({"name": s.name, "kind": s.verifier.kind(), "path": s.path, "rulebook": s.rulebook});
+            // Listening sources: each listener's or broker connection's state.
+            if s.listening.is_some() {
+                one["kind"] = json!(s.kind.name());
+                one["connections"] = json!(connections
+                    .iter()
+                    .filter(|c| c.source == s.name)
+                    .collect::<Vec<_>>());
+            }
+            one
+        })
         .collect();
     let reload = state.reloader.as_ref().map(|r| r.status());
     Ok(Json(json!({

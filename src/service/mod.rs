@@ -134,7 +134,8 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
     engine.start();
     // Listening sources (syslog …): bound now, served until the HTTP listener stops.
     let stop_transports = tokio_util::sync::CancellationToken::new();
-    let bound = crate::transport::start(&engine, &stop_transports, &config.data)
+    let node = config.store.shared().then(|| node_id(&config.data));
+    let bound = crate::transport::start(&engine, &stop_transports, &config.data, node.as_deref())
         .await
         .map_err(io("cannot listen for a source"))?;
     print(
@@ -179,6 +180,20 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
     engine.shutdown(config.grace).await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// This node's id among the nodes of a shared store: stable across restarts (the host name and
+/// the data directory, which one node owns), so its broker sessions persist.
+fn node_id(data: &std::path::Path) -> String {
+    use sha2::{Digest, Sha256};
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let dir = std::fs::canonicalize(data).unwrap_or_else(|_| data.to_path_buf());
+    let digest = Sha256::new()
+        .chain_update(host.trim().as_bytes())
+        .chain_update([0])
+        .chain_update(dir.as_os_str().as_encoded_bytes())
+        .finalize();
+    hex::encode(&digest[..4])
 }
 
 /// Logs what the load found (and warns when no rule came).

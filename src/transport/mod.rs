@@ -35,10 +35,15 @@ pub struct Bound {
 }
 
 /// Binds every endpoint of every listening source and serves them until `shutdown`.
+///
+/// `node` is this node's id when the store is shared by several nodes: broker sessions then
+/// get client ids of their own and MQTT topics are shared subscriptions (NATS core subjects are
+/// always subscribed in a queue group).
 pub async fn start(
     engine: &Arc<Engine>,
     shutdown: &CancellationToken,
     data: &std::path::Path,
+    node: Option<&str>,
 ) -> std::io::Result<Vec<Bound>> {
     let rules = engine.rules();
     let mut bound = Vec::new();
@@ -53,11 +58,11 @@ pub async fn start(
         };
         if let Some(broker) = &listening.broker {
             let hand = Handoff::new(engine.clone(), &source.name, source.kind.name());
-            mqtt::start(broker, listening.clone(), hand, shutdown.clone());
+            mqtt::start(broker, listening.clone(), hand, shutdown.clone(), node)?;
             bound.push(Bound {
                 source: source.name.clone(),
                 scheme: None,
-                addr: format!("mqtt://{}:{}", broker.host, broker.port),
+                addr: mqtt::target(broker),
             });
             continue;
         }
@@ -96,10 +101,19 @@ pub async fn start(
         for e in &listening.endpoints {
             let hand = Handoff::new(engine.clone(), &source.name, "syslog");
             let addr = syslog::listen(e, listening.clone(), hand, shutdown.clone()).await?;
+            let addr = format!("{}://{addr}", e.scheme.as_str());
+            // A listener is up once bound; it stays up until the service stops.
+            crate::connections::set(
+                &source.name,
+                "syslog",
+                &addr,
+                crate::connections::State::Connected,
+                None,
+            );
             bound.push(Bound {
                 source: source.name.clone(),
                 scheme: Some(e.scheme),
-                addr: format!("{}://{addr}", e.scheme.as_str()),
+                addr,
             });
         }
     }
@@ -124,6 +138,8 @@ pub struct Handoff {
     kind: &'static str,
     unmatched: metrics::Counter,
     quiet: Arc<LogEvery>,
+    /// Which unmatched messages the console's live view gets a copy of.
+    sampler: Arc<crate::unmatched::Sampler>,
 }
 
 impl Handoff {
@@ -134,6 +150,7 @@ impl Handoff {
             kind,
             unmatched: metrics::counter!(names::UNMATCHED, "source" => source.to_string()),
             quiet: Arc::new(LogEvery::default()),
+            sampler: Arc::default(),
         }
     }
 
@@ -200,9 +217,20 @@ impl Handoff {
             .listening
             .as_ref()
             .is_none_or(|l| l.keep == Keep::All);
+        // The unmatched fast path: when the rule index already rules out every rule, nothing
+        // is built (no envelope, no event) — most syslog lines under `keep: matched`.
+        if !keep_all && !rules.may_match(&self.source, &body) {
+            self.unmatched.increment(1);
+            if self.sampler.due() {
+                crate::unmatched::record(&self.source, peer, &body);
+            }
+            return Ok(Delivered::Unmatched);
+        }
         if let Some(peer) = peer {
             envelope.push((crate::domain::PEER_HEADER.into(), peer.to_string()));
         }
+        // A copy for the console's sample, taken only when one is due.
+        let sample = (!keep_all && self.sampler.due()).then(|| body.clone());
         let event = VerifiedEvent::from_transport(&self.source, self.kind, body, envelope);
         let done = self.engine.ingest_kept(event, keep_all).await?;
         if done.stored {
@@ -210,6 +238,9 @@ impl Handoff {
             Ok(Delivered::Stored)
         } else {
             self.unmatched.increment(1);
+            if let Some(body) = sample {
+                crate::unmatched::record(&self.source, peer, &body);
+            }
             Ok(Delivered::Unmatched)
         }
     }

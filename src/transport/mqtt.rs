@@ -1,8 +1,13 @@
 //! MQTT in (`kind: mqtt`, with `rumqttc`): one persistent session per source (`clean_session`
 //! off, a stable client id) subscribed at QoS 1 with manual acknowledgements. A message is
 //! acknowledged (PUBACK) only after its event is stored, so the broker delivers again what
-//! rulehook had not taken — also what was published while it was down. The connection is
-//! retried with backoff; its state is the `rulehook_source_connected{source}` gauge.
+//! rulehook had not taken — also what was published while it was down. `mqtts://` speaks TLS
+//! to the broker (verified against the source's `tls: {ca}` or the system's roots). On a
+//! shared store (several ingest nodes) each node's session has its own client id and the
+//! topics are subscribed as MQTT 5 / Mosquitto shared subscriptions (`$share/<group>/<topic>`),
+//! so the nodes split the messages instead of each storing every one. The connection is retried
+//! with backoff; its state is in [`crate::connections`] (`/api/status`,
+//! `rulehook_source_connected{source}`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,19 +16,45 @@ use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use tokio_util::sync::CancellationToken;
 
 use super::{Delivered, Handoff};
+use crate::connections::{self, State};
 use crate::sources::{Broker, Listening};
 
-/// Gauge: 1 while a broker source is connected, else 0.
-pub const CONNECTED: &str = "rulehook_source_connected";
+/// The topics as subscribed: in `group` as shared subscriptions when there is one (a topic
+/// already written as `$share/…` is kept as written).
+pub fn subscriptions(topics: &[String], group: Option<&str>) -> Vec<String> {
+    topics
+        .iter()
+        .map(|t| match group {
+            Some(g) if !t.starts_with("$share/") => format!("$share/{g}/{t}"),
+            _ => t.clone(),
+        })
+        .collect()
+}
 
-/// Starts the session's task.
+/// The broker's address as shown in `/api/status` and the banner.
+pub fn target(broker: &Broker) -> String {
+    let scheme = if broker.tls.is_some() {
+        "mqtts"
+    } else {
+        "mqtt"
+    };
+    format!("{scheme}://{}:{}", broker.host, broker.port)
+}
+
+/// Starts the session's task. `node` is this node's id on a shared store (several nodes):
+/// it makes the client id this node's own and turns on the shared subscription.
 pub fn start(
     broker: &Broker,
     settings: Arc<Listening>,
     hand: Handoff,
     shutdown: CancellationToken,
-) {
-    let mut opts = MqttOptions::new(broker.client_id.clone(), broker.host.clone(), broker.port);
+    node: Option<&str>,
+) -> std::io::Result<()> {
+    let client_id = match node {
+        Some(n) => format!("{}-{n}", broker.client_id),
+        None => broker.client_id.clone(),
+    };
+    let mut opts = MqttOptions::new(client_id, broker.host.clone(), broker.port);
     opts.set_keep_alive(Duration::from_secs(30));
     opts.set_clean_session(false);
     opts.set_manual_acks(true);
@@ -32,16 +63,30 @@ pub fn start(
         let password = broker.password.as_ref().map(|p| p.expose().to_string());
         opts.set_credentials(user.clone(), password.unwrap_or_default());
     }
+    if let Some(tls) = &broker.tls {
+        let config = crate::tls::client_config(tls.ca.as_deref()).map_err(std::io::Error::other)?;
+        opts.set_transport(rumqttc::Transport::tls_with_config(
+            rumqttc::TlsConfiguration::Rustls(config),
+        ));
+    }
+    let group = broker
+        .share_group
+        .clone()
+        .or_else(|| node.map(|_| format!("rulehook-{}", hand.source())));
+    let topics = subscriptions(&broker.topics, group.as_deref());
+    let target = target(broker);
+    connections::set(hand.source(), "mqtt", &target, State::Connecting, None);
     let (client, eventloop) = AsyncClient::new(opts, 64);
-    let topics = broker.topics.clone();
     tokio::spawn(async move {
         tokio::select! {
-            () = run(client.clone(), eventloop, topics, settings, hand) => {}
+            () = run(client.clone(), eventloop, topics, settings, hand.clone(), &target) => {}
             () = shutdown.cancelled() => {
                 let _ = client.disconnect().await;
+                connections::set(hand.source(), "mqtt", &target, State::Closed, None);
             }
         }
     });
+    Ok(())
 }
 
 async fn run(
@@ -50,9 +95,8 @@ async fn run(
     topics: Vec<String>,
     settings: Arc<Listening>,
     hand: Handoff,
+    target: &str,
 ) {
-    let connected = metrics::gauge!(CONNECTED, "source" => hand.source().to_string());
-    connected.set(0.0);
     let mut backoff = Duration::from_millis(200);
     loop {
         match eventloop.poll().await {
@@ -67,8 +111,18 @@ async fn run(
                     }
                 }
             }
-            // Connected for this gauge once the subscriptions are in place.
-            Ok(Event::Incoming(Packet::SubAck(_))) => connected.set(1.0),
+            // Connected once the subscriptions are in place; a refused one is an error.
+            Ok(Event::Incoming(Packet::SubAck(ack))) => {
+                let refused = ack
+                    .return_codes
+                    .iter()
+                    .any(|c| matches!(c, rumqttc::SubscribeReasonCode::Failure));
+                let error = refused.then(|| "the broker refused a subscription".to_string());
+                if let Some(e) = &error {
+                    tracing::warn!(source = %hand.source(), "mqtt: {e}");
+                }
+                connections::set(hand.source(), "mqtt", target, State::Connected, error);
+            }
             Ok(Event::Incoming(Packet::Publish(p))) => {
                 let stored = deliver(&hand, &settings, &p).await;
                 if stored && let Err(e) = client.ack(&p).await {
@@ -77,7 +131,13 @@ async fn run(
             }
             Ok(_) => {}
             Err(e) => {
-                connected.set(0.0);
+                connections::set(
+                    hand.source(),
+                    "mqtt",
+                    target,
+                    State::Reconnecting,
+                    Some(e.to_string()),
+                );
                 tracing::warn!(source = %hand.source(), "mqtt connection: {e}; retrying in {backoff:?}");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(30));
@@ -106,5 +166,23 @@ async fn deliver(hand: &Handoff, settings: &Listening, p: &rumqttc::Publish) -> 
             tracing::warn!(source = %hand.source(), "an mqtt message could not be stored (the broker will send it again): {e}");
             false
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shared_subscriptions_wrap_topics_once() {
+        let topics = vec!["netops/#".to_string(), "$share/g/x".to_string()];
+        assert_eq!(subscriptions(&topics, None), topics);
+        assert_eq!(
+            subscriptions(&topics, Some("rulehook-t")),
+            vec![
+                "$share/rulehook-t/netops/#".to_string(),
+                "$share/g/x".to_string()
+            ]
+        );
     }
 }

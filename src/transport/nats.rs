@@ -11,6 +11,7 @@ use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use super::{Delivered, Handoff};
+use crate::connections::{self, State};
 use crate::sources::{Listening, NatsSubscription};
 
 /// Starts the subscription's task.
@@ -29,28 +30,60 @@ pub fn start(
     });
 }
 
+/// This source's line in [`crate::connections`].
+#[derive(Clone)]
+struct Conn {
+    source: String,
+    target: String,
+}
+
+impl Conn {
+    fn set(&self, state: State, error: Option<String>) {
+        connections::set(&self.source, "nats", &self.target, state, error);
+    }
+}
+
 async fn run(sub: NatsSubscription, settings: Arc<Listening>, hand: Handoff) {
-    let connected = metrics::gauge!(super::mqtt::CONNECTED, "source" => hand.source().to_string());
+    let conn = Conn {
+        source: hand.source().to_string(),
+        target: sub.url.clone(),
+    };
+    conn.set(State::Connecting, None);
     let mut backoff = Duration::from_millis(200);
     loop {
-        connected.set(0.0);
         let result = match (&sub.stream, &sub.durable) {
             (Some(stream), Some(durable)) => {
-                jetstream(&sub, stream, durable, &settings, &hand, &connected).await
+                jetstream(&sub, stream, durable, &settings, &hand, &conn).await
             }
-            _ => core(&sub, &settings, &hand, &connected).await,
+            _ => core(&sub, &settings, &hand, &conn).await,
         };
-        if let Err(e) = result {
+        let error = result.err();
+        if let Some(e) = &error {
             tracing::warn!(source = %hand.source(), "nats: {e}; retrying in {backoff:?}");
         }
-        connected.set(0.0);
+        conn.set(State::Reconnecting, error);
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(30));
     }
 }
 
-async fn connect(url: &str) -> Result<async_nats::Client, String> {
+async fn connect(url: &str, conn: &Conn) -> Result<async_nats::Client, String> {
+    // async-nats reconnects by itself under a live subscription: its events keep the state.
+    let events = conn.clone();
     let connect = async_nats::ConnectOptions::new()
+        .event_callback(move |event| {
+            let conn = events.clone();
+            async move {
+                match event {
+                    async_nats::Event::Connected => conn.set(State::Connected, None),
+                    async_nats::Event::Disconnected => conn.set(State::Reconnecting, None),
+                    async_nats::Event::ClientError(e) => {
+                        conn.set(State::Reconnecting, Some(e.to_string()))
+                    }
+                    _ => {}
+                }
+            }
+        })
         .name("rulehook-source")
         .connection_timeout(Duration::from_secs(5))
         .connect(url);
@@ -64,9 +97,9 @@ async fn core(
     sub: &NatsSubscription,
     settings: &Listening,
     hand: &Handoff,
-    connected: &metrics::Gauge,
+    conn: &Conn,
 ) -> Result<(), String> {
-    let client = connect(&sub.url).await?;
+    let client = connect(&sub.url, conn).await?;
     let group = format!("rulehook-{}", hand.source());
     let mut subs = Vec::new();
     for s in &sub.subjects {
@@ -77,7 +110,7 @@ async fn core(
                 .map_err(|e| format!("subscribe {s}: {e}"))?,
         );
     }
-    connected.set(1.0);
+    conn.set(State::Connected, None);
     let mut all = futures_util::stream::select_all(subs);
     while let Some(m) = all.next().await {
         deliver(hand, settings, &m.subject, &m.payload).await;
@@ -91,10 +124,10 @@ async fn jetstream(
     durable: &str,
     settings: &Listening,
     hand: &Handoff,
-    connected: &metrics::Gauge,
+    conn: &Conn,
 ) -> Result<(), String> {
     use async_nats::jetstream::consumer::{AckPolicy, pull};
-    let client = connect(&sub.url).await?;
+    let client = connect(&sub.url, conn).await?;
     let js = async_nats::jetstream::new(client);
     let stream = js
         .get_stream(stream)
@@ -117,7 +150,7 @@ async fn jetstream(
         .messages()
         .await
         .map_err(|e| format!("consumer `{durable}`: {e}"))?;
-    connected.set(1.0);
+    conn.set(State::Connected, None);
     while let Some(m) = messages.next().await {
         let m = m.map_err(|e| format!("consumer `{durable}`: {e}"))?;
         if deliver(hand, settings, &m.subject, &m.payload).await

@@ -95,6 +95,40 @@
     seen += rows.length;
     status.dataset.seen = String(seen);
   });
+  // Messages of `keep: matched` sources that were not stored: a sample, newest at the top.
+  const unmatched = document.querySelector("#unmatched tbody");
+  source.addEventListener("unmatched", function (msg) {
+    let samples;
+    try {
+      samples = JSON.parse(msg.data);
+    } catch (e) {
+      return;
+    }
+    if (!unmatched || !Array.isArray(samples)) {
+      return;
+    }
+    for (const empty of unmatched.querySelectorAll("tr.empty")) {
+      empty.remove();
+    }
+    for (const s of samples) {
+      const tr = document.createElement("tr");
+      for (const text of [s.received_at, s.source, s.peer || ""]) {
+        const td = document.createElement("td");
+        td.textContent = text;
+        tr.appendChild(td);
+      }
+      const td = document.createElement("td");
+      td.className = "sample";
+      const code = document.createElement("code");
+      code.textContent = s.text;
+      td.appendChild(code);
+      tr.appendChild(td);
+      unmatched.insertBefore(tr, unmatched.firstChild);
+    }
+    while (unmatched.rows.length > 20) {
+      unmatched.deleteRow(unmatched.rows.length - 1);
+    }
+  });
   source.addEventListener("lagged", function (msg) {
     status.textContent = "Live: " + Number(msg.data) + " event(s) skipped (too many at once); reload to see them all.";
   });

@@ -64,8 +64,11 @@ pub fn event(bytes: &[u8], truncated: bool) -> Value {
     Value::Object(m)
 }
 
+/// Room for every field an event gets: built once, never grown (growing rehashes every key).
+const FIELDS: usize = 14;
+
 fn cisco_event(pri: u8, h: cisco::Header, message: &str) -> Map<String, Value> {
-    let mut m = Map::new();
+    let mut m = Map::with_capacity(FIELDS);
     m.insert("format".into(), json!("rfc3164"));
     put_pri(&mut m, pri);
     if let Some(t) = h.timestamp {
@@ -99,7 +102,7 @@ fn loose_event(text: &str) -> Map<String, Value> {
         Some(Utc),
         Variant::Either,
     );
-    let mut m = Map::new();
+    let mut m = Map::with_capacity(FIELDS);
     let unread = msg.facility.is_none()
         && msg.severity.is_none()
         && msg.timestamp.is_none()
