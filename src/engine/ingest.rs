@@ -123,7 +123,9 @@ impl Engine {
             Some(key) => self.stored_delivery(key).await?,
             None => false,
         };
-        let decided = self.decide_matches(&rules, &matched, &event, redelivered).await?;
+        let decided = self
+            .decide_matches(&rules, &matched, &event, redelivered)
+            .await?;
         if decided.matches.is_empty() && !keep_unmatched {
             return Ok(Ingested {
                 id: event.id.clone(),
