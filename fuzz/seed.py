@@ -63,4 +63,10 @@ for kind in range(12):
             put("verify", bytes([kind, sign]) + b"content-type: application/json\nx-request-id: r1\n\n" + e)
             put("verify", bytes([kind, sign]) + e)
 
+# SNMP: datagrams net-snmp's snmptrap/snmpinform sent (tests/data/snmp), as they are and with
+# the harness's "put the right HMAC in" (bit 0) and "user with privacy" (bit 1) modes.
+for p in glob.glob(os.path.join(ROOT, "tests/data/snmp/*.bin")):
+    for mode in range(4):
+        put("snmp", bytes([mode]) + read(p))
+
 print({t: len(os.listdir(os.path.join(CORPUS, t))) for t in os.listdir(CORPUS)})

@@ -589,18 +589,21 @@ async fn send(a: SendArgs) -> anyhow::Result<()> {
     let path = a.file.clone().or(a.positional.clone());
     let body = read_body(path.as_deref())?;
     let now = std::time::SystemTime::now();
-    if !crate::verify::KINDS.contains(&a.kind.as_str()) || a.kind == "internal" {
-        anyhow::bail!(
-            "unknown kind `{}`; expected one of: {}",
-            a.kind,
-            crate::verify::KINDS
-                .iter()
-                .filter(|k| **k != "internal")
-                .copied()
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-    }
+    use crate::verify::webhook::WebhookKind;
+    let kind = WebhookKind::parse(&a.kind)
+        .filter(|k| *k != WebhookKind::Internal)
+        .with_context(|| {
+            format!(
+                "unknown kind `{}`; expected one of: {}",
+                a.kind,
+                crate::verify::KINDS
+                    .iter()
+                    .filter(|k| **k != "internal")
+                    .copied()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })?;
     let secret = match (&a.secret, a.kind.as_str()) {
         (_, "none") => String::new(),
         (Some(s), _) if !s.is_empty() => s.clone(),
@@ -620,23 +623,21 @@ async fn send(a: SendArgs) -> anyhow::Result<()> {
         }
     }
     let mut headers = if a.kind == "hmac" {
-        let alg = crate::verify::Algorithm::parse(&a.algorithm)
+        let algorithm = crate::verify::Algorithm::parse(&a.algorithm)
             .with_context(|| format!("algorithm `{}`: use sha1, sha256 or sha512", a.algorithm))?;
-        let mac = crate::verify::mac::sign(alg, secret.as_bytes(), &[&body]);
-        let sig = match a.encoding.as_str() {
-            "hex" => hex::encode(mac),
-            "base64" => {
-                use base64::Engine as _;
-                base64::engine::general_purpose::STANDARD.encode(mac)
-            }
-            other => anyhow::bail!("encoding `{other}`: use hex or base64"),
-        };
-        vec![(
-            signature_header.to_ascii_lowercase(),
-            format!("{}{sig}", a.prefix),
-        )]
+        let encoding = crate::verify::Encoding::parse(&a.encoding)
+            .with_context(|| format!("encoding `{}`: use hex or base64", a.encoding))?;
+        crate::verify::generic_hmac::GenericHmac {
+            header: signature_header.to_ascii_lowercase(),
+            algorithm,
+            encoding,
+            prefix: a.prefix.clone(),
+            id_header: None,
+            secrets: Vec::new(),
+        }
+        .sign(&secret, &body)
     } else {
-        crate::verify::sign_like(&a.kind, &secret, &body, now).with_context(|| {
+        kind.sign(&secret, &body, now).with_context(|| {
             format!(
                 "the secret is not a valid `{}` key: expected `whsec_` followed by base64",
                 a.kind

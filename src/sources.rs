@@ -90,6 +90,8 @@ pub struct Listening {
     pub broker: Option<Broker>,
     /// A NATS subscription instead (`kind: nats`).
     pub nats: Option<NatsSubscription>,
+    /// Who may send traps and informs (`kind: snmp_trap`).
+    pub snmp: Option<Arc<crate::verify::snmp_trap::SnmpTrap>>,
     /// How a broker message's payload is decoded (`format:`; json by default).
     pub format: BodyFormat,
     pub keep: Keep,

@@ -133,6 +133,33 @@ async fn wait_status(
         .unwrap()
 }
 
+/// Waits until `/api/approvals` lists the job's request (made just after the job records its
+/// wait); returns the request.
+async fn wait_request(
+    c: &reqwest::Client,
+    server: &Server,
+    token: Option<&str>,
+    job: &str,
+) -> Value {
+    let v = wait_for(
+        c,
+        server,
+        "/api/approvals",
+        token,
+        Duration::from_secs(30),
+        |v| {
+            v["approvals"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|r| r["job"] == job))
+        },
+    )
+    .await;
+    v["approvals"]
+        .as_array()
+        .and_then(|a| a.iter().find(|r| r["job"] == job).cloned())
+        .unwrap()
+}
+
 fn ran_script(env: &Env) {
     env.script(
         "ran.sh",
@@ -194,20 +221,7 @@ async fn approve_and_reject_by_role_and_approvers() {
     assert_eq!(pending["jobs"], json!([]), "{pending}");
     assert!(env.lines("ran.log").is_empty());
     // The pending request shows what would run.
-    let (st, list) = call(
-        &c,
-        &server,
-        Method::GET,
-        "/api/approvals",
-        Some(&viewer),
-        None,
-    )
-    .await;
-    assert_eq!(st, 200, "{list}");
-    let req = list["approvals"]
-        .as_array()
-        .and_then(|a| a.iter().find(|r| r["job"] == shut.as_str()))
-        .unwrap_or_else(|| panic!("{list}"));
+    let req = wait_request(&c, &server, Some(&viewer), &shut).await;
     assert_eq!(req["approvers"], json!(["ann", "boss"]));
     assert!(req["actions"].to_string().contains("Gi0/1"), "{req}");
 
@@ -439,10 +453,9 @@ async fn a_wait_survives_kill9_and_reload_and_the_cli_approves() {
         after["awaiting"], before["awaiting"],
         "the same wait, same deadline"
     );
-    // The request is still there after the restart (it looks at it every 200ms).
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let (_, list) = call(&c, &server, Method::GET, "/api/approvals", None, None).await;
-    assert_eq!(list["approvals"][0]["job"], job.as_str(), "{list}");
+    // The request is there after the restart (made again if the kill came before it was).
+    let req = wait_request(&c, &server, None, &job).await;
+    assert_eq!(req["deadline"], after["awaiting"]["deadline"], "{req}");
     // A reload that changes the rule: the job keeps the version it matched.
     env.rulebook("r.yml", &waiting_book("v2", "10m"));
     wait_for(
@@ -579,8 +592,8 @@ async fn notify_tells_where_to_decide() {
     // Looked at again and again while it waits: notified once.
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert_eq!(receiver.seen().len(), 1);
-    let (_, list) = call(&c, &server, Method::GET, "/api/approvals", None, None).await;
-    assert_eq!(list["approvals"][0]["notified"][0]["ok"], true, "{list}");
+    let req = wait_request(&c, &server, None, &job).await;
+    assert_eq!(req["notified"][0]["ok"], true, "{req}");
 
     // `approval` outside `approval.notify` is a load error with its place.
     env.rulebook(
@@ -674,6 +687,7 @@ async fn the_console_page_lists_and_decides() {
     let event = send(&c, &server, &json!({"state": "down", "port": "eth9"})).await;
     let job = job_id(&event, "shut-port");
     wait_status(&c, &server, Some(&viewer), &job, "awaiting_approval").await;
+    wait_request(&c, &server, Some(&viewer), &job).await;
     let page = |token: &str| {
         let req = c.get(server.url("/console/approvals")).bearer_auth(token);
         async move {

@@ -9,7 +9,10 @@ use std::time::{Duration, SystemTime};
 
 use libfuzzer_sys::fuzz_target;
 use rulehook::secrets::Secret;
-use rulehook::verify::{Algorithm, Encoding, Verifier, sign_like};
+use rulehook::verify::{
+    Algorithm, Encoding, Verifier, basic, bearer, generic_hmac, github, gitlab, ipfabric, netbox,
+    sign_like, standard,
+};
 
 const SECRET: &str = "fuzz-secret";
 const WHSEC: &str = "whsec_ZnV6ei1zZWNyZXQta2V5LTMyLWJ5dGVzLWxvbmchIQ==";
@@ -20,60 +23,60 @@ fn s(v: &str) -> Secret {
 
 fn verifiers() -> Vec<(&'static str, &'static str, Verifier)> {
     vec![
-        ("ipfabric", SECRET, Verifier::IpFabric { secrets: vec![s(SECRET)] }),
-        ("netbox", SECRET, Verifier::NetBox { secrets: vec![s(SECRET)] }),
-        ("github", SECRET, Verifier::GitHub { secrets: vec![s(SECRET)] }),
-        ("gitlab", SECRET, Verifier::GitLab { secrets: vec![s(SECRET)] }),
+        ("ipfabric", SECRET, Verifier::IpFabric(ipfabric::IpFabric { secrets: vec![s(SECRET)] })),
+        ("netbox", SECRET, Verifier::NetBox(netbox::NetBox { secrets: vec![s(SECRET)] })),
+        ("github", SECRET, Verifier::GitHub(github::GitHub { secrets: vec![s(SECRET)] })),
+        ("gitlab", SECRET, Verifier::GitLab(gitlab::GitLab { secrets: vec![s(SECRET)] })),
         (
             "standard-webhooks",
             WHSEC,
-            Verifier::StandardWebhooks {
+            Verifier::StandardWebhooks(standard::StandardWebhooks {
                 keys: vec![s(WHSEC)],
                 tolerance: Duration::from_secs(300),
                 infrahub: false,
-            },
+            }),
         ),
         (
             "infrahub",
             SECRET,
-            Verifier::StandardWebhooks {
+            Verifier::StandardWebhooks(standard::StandardWebhooks {
                 keys: vec![s(SECRET)],
                 tolerance: Duration::from_secs(300),
                 infrahub: true,
-            },
+            }),
         ),
         (
             "basic",
             "user:fuzz-secret",
-            Verifier::Basic {
+            Verifier::Basic(basic::Basic {
                 username: s("user"),
                 passwords: vec![s(SECRET)],
-            },
+            }),
         ),
-        ("bearer", SECRET, Verifier::Bearer { secrets: vec![s(SECRET)] }),
+        ("bearer", SECRET, Verifier::Bearer(bearer::Bearer { secrets: vec![s(SECRET)] })),
         (
             "hmac",
             SECRET,
-            Verifier::Hmac {
+            Verifier::Hmac(generic_hmac::GenericHmac {
                 header: "x-signature".into(),
                 algorithm: Algorithm::Sha256,
                 encoding: Encoding::Hex,
                 prefix: String::new(),
                 id_header: Some("x-request-id".into()),
                 secrets: vec![s(SECRET)],
-            },
+            }),
         ),
         (
             "hmac-b64",
             SECRET,
-            Verifier::Hmac {
+            Verifier::Hmac(generic_hmac::GenericHmac {
                 header: "x-sig".into(),
                 algorithm: Algorithm::Sha1,
                 encoding: Encoding::Base64,
                 prefix: "sha1=".into(),
                 id_header: None,
                 secrets: vec![s(SECRET)],
-            },
+            }),
         ),
         ("none", "", Verifier::None),
         ("internal", "", Verifier::Internal),

@@ -103,18 +103,21 @@ pub async fn read(
     }
 }
 
-/// Writes `request` over revision `rev` (or creates it).
+/// Writes `request` over revision `rev` (or creates it). A pending request is kept until
+/// decided; a decided one for `keep` (`--retain`, as long as the history keeps its job).
 pub async fn write(
     state: &dyn crate::store::StateStore,
     request: &Request,
     rev: Option<u64>,
+    keep: std::time::Duration,
 ) -> Result<u64, StoreError> {
     let text = serde_json::to_string(request)
         .map_err(|e| StoreError::Permanent(format!("approval request: {e}")))?;
     let key = key(&request.job);
+    let ttl = request.decision.is_some().then_some(keep);
     match rev {
-        Some(rev) => state.update(&key, &text, rev, None).await,
-        None => state.create(&key, &text, None).await,
+        Some(rev) => state.update(&key, &text, rev, ttl).await,
+        None => state.create(&key, &text, ttl).await,
     }
 }
 
@@ -154,7 +157,7 @@ impl Engine {
                 reason: request.reason.clone(),
             };
             request.decision = Some(decision.clone());
-            match write(state, &request, Some(rev)).await {
+            match write(state, &request, Some(rev), self.settings.retain).await {
                 Ok(_) => {
                     tracing::info!(job, by = %who.name, approved, "approval decided");
                     return Ok((request, decision));

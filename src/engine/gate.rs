@@ -40,6 +40,7 @@ impl Engine {
             return Ok(check(None));
         };
         let state = self.store.state.as_ref();
+        let keep = self.settings.retain;
         for _ in 0..ROUNDS {
             let (mut request, rev) = match approval::read(state, &lease.job.id).await? {
                 Some((r, rev))
@@ -51,7 +52,7 @@ impl Engine {
                 // None yet, or an earlier generation's (a re-run on a changed rule asks again).
                 found => {
                     let fresh = self.new_request(run, lease, step, awaiting);
-                    match approval::write(state, &fresh, found.map(|(_, rev)| rev)).await {
+                    match approval::write(state, &fresh, found.map(|(_, rev)| rev), keep).await {
                         Ok(rev) => (fresh, Some(rev)),
                         Err(StoreError::Conflict(_)) => continue,
                         Err(e) => return Err(e),
@@ -63,7 +64,7 @@ impl Engine {
             }
             request.notified = self.notify(run, lease, step, &request).await;
             request.notify_done = true;
-            match approval::write(state, &request, rev).await {
+            match approval::write(state, &request, rev, keep).await {
                 // A person decided meanwhile: notify ran; read it again.
                 Err(StoreError::Conflict(_)) => continue,
                 Err(e) => return Err(e),
@@ -84,6 +85,7 @@ impl Engine {
         approve: bool,
     ) -> Result<Input, StoreError> {
         let state = self.store.state.as_ref();
+        let keep = self.settings.retain;
         let input = |d| Input::Check {
             decision: Some(d),
             approve_on_timeout: approve,
@@ -120,7 +122,7 @@ impl Engine {
                 return Ok(input(decision));
             };
             request.decision = Some(decision.clone());
-            match approval::write(state, &request, Some(rev)).await {
+            match approval::write(state, &request, Some(rev), keep).await {
                 Ok(_) => {
                     tracing::info!(job = %lease.job.id, approve, "approval timed out");
                     let who = crate::access::Principal {

@@ -87,6 +87,23 @@ pub struct SourceSpec {
     pub tls: Option<S<TlsSpec>>,
     /// `mqtt`: the shared-subscription group (`$share/<group>/<topic>`).
     pub share_group: Option<S<String>>,
+    /// `snmp_trap`: v1/v2c communities (without them v1/v2c are refused), v3 users, and the
+    /// engine id rulehook answers informs as.
+    pub communities: Option<Vec<S<String>>>,
+    pub users: Option<Vec<S<SnmpUserSpec>>>,
+    pub engine_id: Option<S<String>>,
+}
+
+/// One SNMPv3 USM user of a `snmp_trap` source.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnmpUserSpec {
+    pub name: S<String>,
+    pub auth: S<String>,
+    pub auth_password: S<String>,
+    #[serde(rename = "priv")]
+    pub privacy: Option<S<String>>,
+    pub priv_password: Option<S<String>>,
 }
 
 /// A source's `tls:` block (file paths; `${env:…}` allowed).

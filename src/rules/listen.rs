@@ -19,6 +19,7 @@ use crate::verify::Verifier;
 fn schemes(kind: SourceKind) -> &'static [Scheme] {
     match kind {
         SourceKind::Syslog => &[Scheme::Udp, Scheme::Tcp, Scheme::Tls, Scheme::Relp],
+        SourceKind::SnmpTrap => &[Scheme::Udp],
         _ => &[],
     }
 }
@@ -58,7 +59,13 @@ pub fn source(cx: &mut Compile, spec: &SourceSpec, rulebook: &str) -> Option<Sou
     if kind == SourceKind::Nats {
         return nats(cx, spec, rulebook);
     }
-    if kind != SourceKind::Syslog {
+    let snmp = match kind {
+        SourceKind::SnmpTrap => Some(Arc::new(crate::verify::snmp_trap::SnmpTrap::compile(
+            cx, spec,
+        )?)),
+        _ => None,
+    };
+    if kind != SourceKind::Syslog && kind != SourceKind::SnmpTrap {
         cx.err(
             &spec.kind.referenced,
             format!(
@@ -130,6 +137,18 @@ pub fn source(cx: &mut Compile, spec: &SourceSpec, rulebook: &str) -> Option<Sou
         ("secret", spec.secret.is_some() || spec.secrets.is_some()),
         ("format", spec.format.is_some()),
         ("max_body", spec.max_body.is_some()),
+        (
+            "communities",
+            spec.communities.is_some() && kind != SourceKind::SnmpTrap,
+        ),
+        (
+            "users",
+            spec.users.is_some() && kind != SourceKind::SnmpTrap,
+        ),
+        (
+            "engine_id",
+            spec.engine_id.is_some() && kind != SourceKind::SnmpTrap,
+        ),
     ] {
         if given {
             cx.err(
@@ -172,6 +191,7 @@ pub fn source(cx: &mut Compile, spec: &SourceSpec, rulebook: &str) -> Option<Sou
             endpoints,
             broker: None,
             nats: None,
+            snmp,
             format: BodyFormat::Json,
             keep,
             max_message,
@@ -372,6 +392,7 @@ fn nats(cx: &mut Compile, spec: &SourceSpec, rulebook: &str) -> Option<Source> {
         listening: Some(Arc::new(Listening {
             endpoints: Vec::new(),
             broker: None,
+            snmp: None,
             nats: Some(NatsSubscription {
                 url: url_text,
                 subjects,
@@ -507,6 +528,7 @@ fn mqtt(cx: &mut Compile, spec: &SourceSpec, rulebook: &str) -> Option<Source> {
         listening: Some(Arc::new(Listening {
             endpoints: Vec::new(),
             nats: None,
+            snmp: None,
             broker: Some(Broker {
                 host: parsed.host,
                 port: parsed.port,

@@ -21,7 +21,8 @@ use crate::rulebook::model::{
 use crate::sources::{DEFAULT_MAX_BODY, RateLimit, Source, SourceKind, SourceMeter};
 use crate::templates::Templates;
 use crate::units::parse_size;
-use crate::verify::{Algorithm, Encoding, KINDS, Verifier};
+use crate::verify::webhook::WebhookKind;
+use crate::verify::{KINDS, Verifier};
 
 /// Loads and compiles every rulebook in `dirs`.
 pub fn load(dirs: &Dirs) -> Result<RuleSet, LoadErrors> {
@@ -401,7 +402,7 @@ fn compile_source(cx: &mut Compile, spec: &SourceSpec, rulebook: &str) -> Option
     if SourceKind::of(kind).is_transport() {
         return super::listen::source(cx, spec, rulebook);
     }
-    if !KINDS.contains(&kind) {
+    let Some(webhook) = WebhookKind::parse(kind) else {
         cx.err(
             &spec.kind.referenced,
             format!(
@@ -413,7 +414,7 @@ fn compile_source(cx: &mut Compile, spec: &SourceSpec, rulebook: &str) -> Option
             ),
         );
         return None;
-    }
+    };
     let mut secrets = Vec::new();
     if let Some(s) = &spec.secret {
         secrets.extend(cx.secret(s, "secret"));
@@ -421,8 +422,11 @@ fn compile_source(cx: &mut Compile, spec: &SourceSpec, rulebook: &str) -> Option
     for s in spec.secrets.iter().flatten() {
         secrets.extend(cx.secret(s, "secrets"));
     }
-    let needs_secret = !matches!(kind, "none" | "internal" | "basic");
-    if needs_secret && secrets.is_empty() && spec.secret.is_none() && spec.secrets.is_none() {
+    if webhook.needs_secret()
+        && secrets.is_empty()
+        && spec.secret.is_none()
+        && spec.secrets.is_none()
+    {
         cx.err(
             &spec.kind.referenced,
             format!("source `{name}` of kind `{kind}` needs `secret` or `secrets`"),
@@ -446,93 +450,7 @@ fn compile_source(cx: &mut Compile, spec: &SourceSpec, rulebook: &str) -> Option
             }
         },
     };
-    let tolerance = match &spec.tolerance {
-        Some(t) => cx.duration(t, "tolerance")?,
-        None => Duration::from_secs(300),
-    };
-    let verifier = match kind {
-        "ipfabric" => Verifier::IpFabric { secrets },
-        "netbox" => Verifier::NetBox { secrets },
-        "standard-webhooks" | "infrahub" => Verifier::StandardWebhooks {
-            keys: secrets,
-            tolerance,
-            infrahub: kind == "infrahub",
-        },
-        "github" => Verifier::GitHub { secrets },
-        "gitlab" => Verifier::GitLab { secrets },
-        "bearer" => Verifier::Bearer { secrets },
-        "basic" => {
-            let (Some(u), Some(p)) = (&spec.username, &spec.password) else {
-                cx.err(
-                    &spec.kind.referenced,
-                    format!("source `{name}` of kind `basic` needs `username` and `password`"),
-                );
-                return None;
-            };
-            let username = cx.secret(u, "username")?;
-            let mut passwords = vec![cx.secret(p, "password")?];
-            passwords.extend(secrets);
-            Verifier::Basic {
-                username,
-                passwords,
-            }
-        }
-        "hmac" => {
-            let Some(header) = &spec.header else {
-                cx.err(
-                    &spec.kind.referenced,
-                    format!("source `{name}` of kind `hmac` needs `header`"),
-                );
-                return None;
-            };
-            let algorithm = match &spec.algorithm {
-                None => Algorithm::Sha256,
-                Some(a) => match Algorithm::parse(&a.value) {
-                    Some(x) => x,
-                    None => {
-                        cx.err(&a.referenced, "algorithm must be sha1, sha256 or sha512");
-                        return None;
-                    }
-                },
-            };
-            let encoding = match spec
-                .encoding
-                .as_ref()
-                .map(|e| (e.value.as_str(), &e.referenced))
-            {
-                None | Some(("hex", _)) => Encoding::Hex,
-                Some(("base64", _)) => Encoding::Base64,
-                Some((_, loc)) => {
-                    cx.err(loc, "encoding must be hex or base64");
-                    return None;
-                }
-            };
-            Verifier::Hmac {
-                header: header.value.to_ascii_lowercase(),
-                algorithm,
-                encoding,
-                prefix: spec
-                    .prefix
-                    .as_ref()
-                    .map(|p| p.value.clone())
-                    .unwrap_or_default(),
-                id_header: spec
-                    .id_header
-                    .as_ref()
-                    .map(|h| h.value.to_ascii_lowercase()),
-                secrets,
-            }
-        }
-        "none" => {
-            cx.warnings.push(format!(
-                "{}:{}: source `{name}` has kind `none`: its requests are not authenticated",
-                cx.file,
-                spec.kind.referenced.line()
-            ));
-            Verifier::None
-        }
-        _ => Verifier::Internal,
-    };
+    let verifier = webhook.compile(cx, spec, secrets)?;
     let path = if kind == "internal" {
         None
     } else {

@@ -134,7 +134,7 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
     engine.start();
     // Listening sources (syslog …): bound now, served until the HTTP listener stops.
     let stop_transports = tokio_util::sync::CancellationToken::new();
-    let bound = crate::transport::start(&engine, &stop_transports)
+    let bound = crate::transport::start(&engine, &stop_transports, &config.data)
         .await
         .map_err(io("cannot listen for a source"))?;
     print(

@@ -9,6 +9,7 @@
 
 pub mod mqtt;
 pub mod nats;
+pub mod snmp;
 pub mod syslog;
 
 use std::net::IpAddr;
@@ -37,6 +38,7 @@ pub struct Bound {
 pub async fn start(
     engine: &Arc<Engine>,
     shutdown: &CancellationToken,
+    data: &std::path::Path,
 ) -> std::io::Result<Vec<Bound>> {
     let rules = engine.rules();
     let mut bound = Vec::new();
@@ -67,6 +69,25 @@ pub async fn start(
                 scheme: None,
                 addr: sub.url.clone(),
             });
+            continue;
+        }
+        if let Some(snmp) = &listening.snmp {
+            let local = Arc::new(snmp::engine::LocalEngine::open(
+                data,
+                &source.name,
+                snmp.engine_id.as_deref(),
+            )?);
+            for e in &listening.endpoints {
+                let hand = Handoff::new(engine.clone(), &source.name, "snmp_trap");
+                let addr =
+                    snmp::listen(e, listening.clone(), hand, local.clone(), shutdown.clone())
+                        .await?;
+                bound.push(Bound {
+                    source: source.name.clone(),
+                    scheme: Some(e.scheme),
+                    addr: format!("{}://{addr}", e.scheme.as_str()),
+                });
+            }
             continue;
         }
         if source.kind != SourceKind::Syslog {
@@ -118,6 +139,11 @@ impl Handoff {
 
     pub fn source(&self) -> &str {
         &self.source
+    }
+
+    /// The rule set in force now (a listener reads its source's current settings from it).
+    pub fn rules(&self) -> Arc<crate::rules::RuleSet> {
+        self.engine.rules()
     }
 
     /// Counts a message that could not be read well (it is still handed on), or one dropped,

@@ -5,67 +5,65 @@
 //! journal accepts — is [`Verifier::verify`] (or [`VerifiedEvent::internal`] for events rules
 //! emit themselves).
 
+pub mod basic;
+pub mod bearer;
+pub mod generic_hmac;
+pub mod github;
+pub mod gitlab;
+pub mod ipfabric;
 pub mod mac;
+pub mod netbox;
 mod pyjson;
+pub mod snmp_trap;
+pub mod standard;
+pub mod usm;
+pub mod webhook;
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use axum::http::HeaderMap;
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as B64;
 use serde_json::Value;
 
 use crate::body::BodyFormat;
 use crate::domain::EventDoc;
 use crate::secrets::Secret;
+pub use generic_hmac::Encoding;
 pub use mac::Algorithm;
+pub use webhook::sign_like;
 
-/// How a generic `hmac` source encodes its signature.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Encoding {
-    Hex,
-    Base64,
-}
-
-/// The verification scheme of one source, with its secrets (several while rotating).
+/// The verification scheme of one source, with its secrets (several while rotating). Each
+/// webhook kind lives in its own file (its settings, check, signature and default window);
+/// this enum only dispatches to them.
 #[derive(Debug, Clone)]
 pub enum Verifier {
-    IpFabric {
-        secrets: Vec<Secret>,
-    },
-    NetBox {
-        secrets: Vec<Secret>,
-    },
-    /// Standard Webhooks v1; `raw_key` is the Infrahub variant (key = secret bytes, and the
-    /// compact re-encoding of the body is tried when the raw body does not verify).
-    StandardWebhooks {
-        keys: Vec<Secret>,
-        tolerance: Duration,
-        infrahub: bool,
-    },
-    GitHub {
-        secrets: Vec<Secret>,
-    },
-    GitLab {
-        secrets: Vec<Secret>,
-    },
-    Basic {
-        username: Secret,
-        passwords: Vec<Secret>,
-    },
-    Bearer {
-        secrets: Vec<Secret>,
-    },
-    Hmac {
-        header: String,
-        algorithm: Algorithm,
-        encoding: Encoding,
-        prefix: String,
-        id_header: Option<String>,
-        secrets: Vec<Secret>,
-    },
+    IpFabric(ipfabric::IpFabric),
+    NetBox(netbox::NetBox),
+    /// Standard Webhooks v1, and its Infrahub variant.
+    StandardWebhooks(standard::StandardWebhooks),
+    GitHub(github::GitHub),
+    GitLab(gitlab::GitLab),
+    Basic(basic::Basic),
+    Bearer(bearer::Bearer),
+    Hmac(generic_hmac::GenericHmac),
     None,
     Internal,
+}
+
+/// What a kind's check found besides "valid": the sender's delivery id, and the body when the
+/// check had to parse it (Infrahub).
+#[derive(Debug, Default)]
+pub(crate) struct Checked {
+    pub(crate) sender_id: Option<String>,
+    pub(crate) parsed: Option<Value>,
+}
+
+impl Checked {
+    fn sender(id: &str) -> Checked {
+        Checked {
+            sender_id: Some(id.to_string()),
+            parsed: None,
+        }
+    }
 }
 
 /// Why a request was refused. Messages never contain a secret or an expected signature.
@@ -256,20 +254,16 @@ impl VerifiedEvent {
     }
 }
 
-/// Every source kind, as written in rulebooks.
-pub const KINDS: &[&str] = &[
-    "ipfabric",
-    "netbox",
-    "standard-webhooks",
-    "infrahub",
-    "github",
-    "gitlab",
-    "basic",
-    "bearer",
-    "hmac",
-    "none",
-    "internal",
-];
+/// Every webhook source kind (and `internal`), as written in rulebooks.
+pub const KINDS: &[&str] = &{
+    let mut names = [""; webhook::WebhookKind::ALL.len()];
+    let mut i = 0;
+    while i < names.len() {
+        names[i] = webhook::WebhookKind::ALL[i].name();
+        i += 1;
+    }
+    names
+};
 
 /// Headers that carry credentials or signatures: never stored, never shown to rules.
 const CREDENTIAL_HEADERS: &[&str] = &[
@@ -284,16 +278,19 @@ const CREDENTIAL_HEADERS: &[&str] = &[
     "cookie",
 ];
 
-fn header<'a>(headers: &'a HeaderMap, name: &'static str) -> Result<&'a str, VerifyError> {
+pub(crate) fn header<'a>(
+    headers: &'a HeaderMap,
+    name: &'static str,
+) -> Result<&'a str, VerifyError> {
     let v = headers.get(name).ok_or(VerifyError::MissingHeader(name))?;
     v.to_str().map_err(|_| VerifyError::Malformed(name))
 }
 
-fn hex_sig(value: &str, name: &'static str) -> Result<Vec<u8>, VerifyError> {
+pub(crate) fn hex_sig(value: &str, name: &'static str) -> Result<Vec<u8>, VerifyError> {
     hex::decode(value.trim()).map_err(|_| VerifyError::Malformed(name))
 }
 
-fn any_secret(secrets: &[Secret], mut check: impl FnMut(&[u8]) -> bool) -> bool {
+pub(crate) fn any_secret(secrets: &[Secret], mut check: impl FnMut(&[u8]) -> bool) -> bool {
     // Every secret is tried (no early exit), so timing does not tell which one matched.
     secrets
         .iter()
@@ -301,34 +298,42 @@ fn any_secret(secrets: &[Secret], mut check: impl FnMut(&[u8]) -> bool) -> bool 
 }
 
 const DAY: Duration = Duration::from_secs(86_400);
+/// How long a repeat of a body is a duplicate for kinds whose senders give no delivery id.
 const BODY_HASH_WINDOW: Duration = Duration::from_secs(15 * 60);
 
 impl Verifier {
     /// The kind name as written in rulebooks.
     pub fn kind(&self) -> &'static str {
         match self {
-            Verifier::IpFabric { .. } => "ipfabric",
-            Verifier::NetBox { .. } => "netbox",
-            Verifier::StandardWebhooks { infrahub: true, .. } => "infrahub",
-            Verifier::StandardWebhooks { .. } => "standard-webhooks",
-            Verifier::GitHub { .. } => "github",
-            Verifier::GitLab { .. } => "gitlab",
-            Verifier::Basic { .. } => "basic",
-            Verifier::Bearer { .. } => "bearer",
-            Verifier::Hmac { .. } => "hmac",
+            Verifier::IpFabric(_) => "ipfabric",
+            Verifier::NetBox(_) => "netbox",
+            Verifier::StandardWebhooks(s) => s.kind(),
+            Verifier::GitHub(_) => "github",
+            Verifier::GitLab(_) => "gitlab",
+            Verifier::Basic(_) => "basic",
+            Verifier::Bearer(_) => "bearer",
+            Verifier::Hmac(_) => "hmac",
             Verifier::None => "none",
             Verifier::Internal => "internal",
         }
     }
 
-    /// The default de-duplication window of this kind (docs/sources.md), for a delivery id that came
-    /// from the sender (`true`) or from the body hash (`false`).
+    /// The default de-duplication window of this kind, for a delivery id that came from the
+    /// sender (`true`: a week) or from the body hash (`false`: as the kind says).
     fn default_window(&self, from_sender: bool) -> Option<Duration> {
+        if from_sender {
+            return Some(7 * DAY);
+        }
         match self {
-            _ if from_sender => Some(7 * DAY),
-            Verifier::IpFabric { .. } | Verifier::NetBox { .. } => Some(BODY_HASH_WINDOW),
-            Verifier::GitLab { .. } => Some(BODY_HASH_WINDOW),
-            _ => None,
+            Verifier::IpFabric(_) => ipfabric::IpFabric::BODY_HASH_WINDOW,
+            Verifier::NetBox(_) => netbox::NetBox::BODY_HASH_WINDOW,
+            Verifier::StandardWebhooks(_) => standard::StandardWebhooks::BODY_HASH_WINDOW,
+            Verifier::GitHub(_) => github::GitHub::BODY_HASH_WINDOW,
+            Verifier::GitLab(_) => gitlab::GitLab::BODY_HASH_WINDOW,
+            Verifier::Basic(_) => basic::Basic::BODY_HASH_WINDOW,
+            Verifier::Bearer(_) => bearer::Bearer::BODY_HASH_WINDOW,
+            Verifier::Hmac(_) => generic_hmac::GenericHmac::BODY_HASH_WINDOW,
+            Verifier::None | Verifier::Internal => None,
         }
     }
 
@@ -343,153 +348,19 @@ impl Verifier {
         dedup_window: Option<Duration>,
         now: SystemTime,
     ) -> Result<VerifiedEvent, VerifyError> {
-        let mut parsed: Option<Value> = None;
-        let sender_id: Option<String> = match self {
-            Verifier::IpFabric { secrets } => {
-                let sig = hex_sig(header(headers, "x-ipf-signature")?, "x-ipf-signature")?;
-                self.check(any_secret(secrets, |k| {
-                    mac::verify(Algorithm::Sha256, k, &[body], &sig)
-                }))?;
-                None
-            }
-            Verifier::NetBox { secrets } => {
-                let sig = hex_sig(header(headers, "x-hook-signature")?, "x-hook-signature")?;
-                self.check(any_secret(secrets, |k| {
-                    mac::verify(Algorithm::Sha512, k, &[body], &sig)
-                }))?;
-                None
-            }
-            Verifier::GitHub { secrets } => {
-                let value = header(headers, "x-hub-signature-256")?;
-                let hexpart = value
-                    .strip_prefix("sha256=")
-                    .ok_or(VerifyError::Malformed("x-hub-signature-256"))?;
-                let sig = hex_sig(hexpart, "x-hub-signature-256")?;
-                self.check(any_secret(secrets, |k| {
-                    mac::verify(Algorithm::Sha256, k, &[body], &sig)
-                }))?;
-                Some(header(headers, "x-github-delivery")?.to_string())
-            }
-            Verifier::GitLab { secrets } => {
-                let token = header(headers, "x-gitlab-token")?;
-                self.check(any_secret(secrets, |k| mac::secret_eq(k, token.as_bytes())))?;
-                headers
-                    .get("x-gitlab-event-uuid")
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_string)
-            }
-            Verifier::Basic {
-                username,
-                passwords,
-            } => {
-                let value = header(headers, "authorization")?;
-                let encoded = strip_scheme(value, "basic").ok_or(VerifyError::BadSignature)?;
-                let decoded = B64
-                    .decode(encoded.trim())
-                    .map_err(|_| VerifyError::BadSignature)?;
-                let text = String::from_utf8(decoded).map_err(|_| VerifyError::BadSignature)?;
-                let (user, pass) = text.split_once(':').ok_or(VerifyError::BadSignature)?;
-                let user_ok = mac::secret_eq(username.expose().as_bytes(), user.as_bytes());
-                let pass_ok = any_secret(passwords, |k| mac::secret_eq(k, pass.as_bytes()));
-                self.check(user_ok & pass_ok)?;
-                None
-            }
-            Verifier::Bearer { secrets } => {
-                let value = header(headers, "authorization")?;
-                let token = strip_scheme(value, "bearer").ok_or(VerifyError::BadSignature)?;
-                self.check(any_secret(secrets, |k| {
-                    mac::secret_eq(k, token.trim().as_bytes())
-                }))?;
-                None
-            }
-            Verifier::Hmac {
-                header: name,
-                algorithm,
-                encoding,
-                prefix,
-                id_header,
-                secrets,
-            } => {
-                let value = headers
-                    .get(name.as_str())
-                    .ok_or(VerifyError::MissingHeader("signature"))?
-                    .to_str()
-                    .map_err(|_| VerifyError::Malformed("signature"))?;
-                let value = value
-                    .strip_prefix(prefix.as_str())
-                    .ok_or(VerifyError::Malformed("signature"))?;
-                let sig = match encoding {
-                    Encoding::Hex => hex::decode(value.trim()).ok(),
-                    Encoding::Base64 => B64.decode(value.trim()).ok(),
-                }
-                .ok_or(VerifyError::Malformed("signature"))?;
-                self.check(any_secret(secrets, |k| {
-                    mac::verify(*algorithm, k, &[body], &sig)
-                }))?;
-                match id_header {
-                    Some(h) => Some(
-                        headers
-                            .get(h.as_str())
-                            .and_then(|v| v.to_str().ok())
-                            .ok_or(VerifyError::MissingHeader("id header"))?
-                            .to_string(),
-                    ),
-                    None => None,
-                }
-            }
-            Verifier::StandardWebhooks {
-                keys,
-                tolerance,
-                infrahub,
-            } => {
-                let id = header(headers, "webhook-id")?;
-                let ts_text = header(headers, "webhook-timestamp")?;
-                let sigs = header(headers, "webhook-signature")?;
-                let ts: u64 = ts_text
-                    .trim()
-                    .parse()
-                    .map_err(|_| VerifyError::Malformed("webhook-timestamp"))?;
-                let now_s = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
-                if now_s.abs_diff(ts) > tolerance.as_secs() {
-                    return Err(VerifyError::StaleTimestamp);
-                }
-                let given: Vec<Vec<u8>> = sigs
-                    .split_whitespace()
-                    .filter_map(|s| s.strip_prefix("v1,"))
-                    .filter_map(|s| B64.decode(s).ok())
-                    .collect();
-                let key_bytes: Vec<Vec<u8>> = keys
-                    .iter()
-                    .map(|k| standard_key(k, *infrahub))
-                    .collect::<Result<_, _>>()?;
-                let check_body = |b: &[u8]| {
-                    key_bytes.iter().fold(false, |ok, k| {
-                        let prefix = format!("{id}.{ts_text}.");
-                        given.iter().fold(false, |hit, g| {
-                            mac::verify(Algorithm::Sha256, k, &[prefix.as_bytes(), b], g) | hit
-                        }) | ok
-                    })
-                };
-                let mut ok = check_body(body);
-                // Infrahub signs its own re-serialisation of the payload, not the bytes it
-                // sends: the one check that needs the body parsed first. Only a request with a
-                // fresh timestamp and a well-formed signature gets that far (the body is already
-                // within max_body, and failures count against the client's budget).
-                if !ok
-                    && *infrahub
-                    && !given.is_empty()
-                    && let Ok(v) = serde_json::from_slice::<Value>(body)
-                {
-                    ok = check_body(&pyjson::compact_ascii(&v));
-                    parsed = Some(v);
-                }
-                self.check(ok)?;
-                Some(id.to_string())
-            }
-            Verifier::None => None,
+        let checked = match self {
+            Verifier::IpFabric(k) => k.check(headers, body)?,
+            Verifier::NetBox(k) => k.check(headers, body)?,
+            Verifier::StandardWebhooks(k) => k.check(headers, body, now)?,
+            Verifier::GitHub(k) => k.check(headers, body)?,
+            Verifier::GitLab(k) => k.check(headers)?,
+            Verifier::Basic(k) => k.check(headers)?,
+            Verifier::Bearer(k) => k.check(headers)?,
+            Verifier::Hmac(k) => k.check(headers, body)?,
+            Verifier::None => Checked::default(),
             Verifier::Internal => return Err(VerifyError::NotServed),
         };
-        let (body_value, raw_is_body) = match parsed {
+        let (body_value, raw_is_body) = match checked.parsed {
             Some(v) => (v, true),
             None => format.decode(
                 headers
@@ -499,8 +370,8 @@ impl Verifier {
             )?,
         };
         let headers = safe_headers(headers, self.credential_header());
-        let from_sender = sender_id.is_some();
-        let key = sender_id.unwrap_or_else(|| mac::body_hash(body));
+        let from_sender = checked.sender_id.is_some();
+        let key = checked.sender_id.unwrap_or_else(|| mac::body_hash(body));
         let window = dedup_window
             .map(Some)
             .unwrap_or_else(|| self.default_window(from_sender))
@@ -522,32 +393,24 @@ impl Verifier {
     /// The header carrying this source's credential when it is configured, not fixed.
     fn credential_header(&self) -> Option<&str> {
         match self {
-            Verifier::Hmac { header, .. } => Some(header.as_str()),
+            Verifier::Hmac(h) => Some(h.header.as_str()),
             _ => None,
         }
     }
+}
 
-    fn check(&self, ok: bool) -> Result<(), VerifyError> {
-        if ok {
-            Ok(())
-        } else {
-            Err(VerifyError::BadSignature)
-        }
+/// `Ok` when a check passed, else the one refusal that does not say why.
+pub(crate) fn check(ok: bool) -> Result<(), VerifyError> {
+    if ok {
+        Ok(())
+    } else {
+        Err(VerifyError::BadSignature)
     }
 }
 
-fn strip_scheme<'a>(value: &'a str, scheme: &str) -> Option<&'a str> {
+pub(crate) fn strip_scheme<'a>(value: &'a str, scheme: &str) -> Option<&'a str> {
     let (s, rest) = value.trim().split_once(' ')?;
     s.eq_ignore_ascii_case(scheme).then_some(rest)
-}
-
-fn standard_key(secret: &Secret, raw: bool) -> Result<Vec<u8>, VerifyError> {
-    let s = secret.expose();
-    if raw {
-        return Ok(s.as_bytes().to_vec());
-    }
-    B64.decode(s.strip_prefix("whsec_").unwrap_or(s))
-        .map_err(|_| VerifyError::BadSignature)
 }
 
 /// The request headers to keep: not the credential headers of any kind, nor `extra` (a generic
@@ -559,64 +422,4 @@ fn safe_headers(headers: &HeaderMap, extra: Option<&str>) -> Vec<(String, String
         .filter(|(n, _)| !extra.is_some_and(|x| n.as_str().eq_ignore_ascii_case(x)))
         .filter_map(|(n, v)| Some((n.as_str().to_string(), v.to_str().ok()?.to_string())))
         .collect()
-}
-
-/// Signs `body` the way a sender of `kind` would, returning the headers to send. Used by
-/// `rulehook send`, the tests and the benchmarks.
-pub fn sign_like(
-    kind: &str,
-    secret: &str,
-    body: &[u8],
-    now: SystemTime,
-) -> Option<Vec<(String, String)>> {
-    let id = format!("msg_{}", uuid::Uuid::now_v7().simple());
-    let ts = now
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs()
-        .to_string();
-    let h = |n: &str, v: String| (n.to_string(), v);
-    Some(match kind {
-        "ipfabric" => vec![h(
-            "x-ipf-signature",
-            hex::encode(mac::sign(Algorithm::Sha256, secret.as_bytes(), &[body])),
-        )],
-        "netbox" => vec![h(
-            "x-hook-signature",
-            hex::encode(mac::sign(Algorithm::Sha512, secret.as_bytes(), &[body])),
-        )],
-        "github" => vec![
-            h(
-                "x-hub-signature-256",
-                format!(
-                    "sha256={}",
-                    hex::encode(mac::sign(Algorithm::Sha256, secret.as_bytes(), &[body]))
-                ),
-            ),
-            h("x-github-delivery", uuid::Uuid::now_v7().to_string()),
-            h("x-github-event", "ping".into()),
-        ],
-        "gitlab" => vec![
-            h("x-gitlab-token", secret.into()),
-            h("x-gitlab-event-uuid", uuid::Uuid::now_v7().to_string()),
-        ],
-        "basic" => vec![h("authorization", format!("Basic {}", B64.encode(secret)))],
-        "bearer" => vec![h("authorization", format!("Bearer {secret}"))],
-        "standard-webhooks" | "infrahub" => {
-            let key = standard_key(&Secret::new(secret.into()), kind == "infrahub").ok()?;
-            let prefix = format!("{id}.{ts}.");
-            let sig = B64.encode(mac::sign(
-                Algorithm::Sha256,
-                &key,
-                &[prefix.as_bytes(), body],
-            ));
-            vec![
-                h("webhook-id", id),
-                h("webhook-timestamp", ts),
-                h("webhook-signature", format!("v1,{sig}")),
-            ]
-        }
-        "none" => vec![],
-        _ => return None,
-    })
 }

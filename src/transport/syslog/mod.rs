@@ -66,7 +66,7 @@ fn acceptor(settings: &Listening) -> std::io::Result<tokio_rustls::TlsAcceptor> 
     Ok(tokio_rustls::TlsAcceptor::from(config))
 }
 
-fn udp_socket(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+pub(crate) fn udp_socket(addr: SocketAddr) -> std::io::Result<UdpSocket> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     // Best effort: a smaller buffer only means more drops under bursts (counted by the kernel).

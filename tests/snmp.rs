@@ -1,0 +1,549 @@
+//! SNMP notifications in, end to end, from net-snmp's own `snmptrap` and `snmpinform`
+//! (Debian package `snmp`): v1, v2c and v3 (authNoPriv, authPriv SHA/AES) traps, informs
+//! answered only once stored, wrong communities and keys refused and counted, and rules that
+//! match `$.trap_oid`, `$.trap_name` and a varbind.
+
+mod common;
+
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use common::{Env, Server, client};
+
+const RULES: &str = r#"
+sources:
+  - name: traps
+    kind: snmp_trap
+    listen: udp://127.0.0.1:0
+    communities: [public]
+    users:
+      - {name: ops, auth: sha, auth_password: "${env:SNMP_AUTH}", priv: aes, priv_password: "${env:SNMP_PRIV}"}
+      - {name: watcher, auth: sha256, auth_password: "${env:SNMP_AUTH}"}
+rules:
+  - name: link-down
+    sources: [traps]
+    condition: '$.trap_oid == "1.3.6.1.6.3.1.1.5.3"'
+    actions:
+      - run_script: { script: record.sh, args: ["down", "{{ event.version }}", "{{ event.trap_name }}", "{{ event.varbind_names['ifIndex.2'] }}", "{{ event.agent }}", "{{ event.user | default('-') }}", "{{ meta.peer }}", "{{ 'inform' if event.inform else 'trap' }}"] }
+  - name: by-varbind
+    sources: [traps]
+    condition: '$.varbinds["1.3.6.1.2.1.2.2.1.2.7"] == "Gi0/7"'
+    actions:
+      - run_script: { script: record.sh, args: ["varbind", "{{ event.version }}", "{{ event.trap_name }}", "{{ event.user | default('-') }}"] }
+  - name: enterprise
+    sources: [traps]
+    condition: '$.trap_oid == "1.3.6.1.4.1.99999.0.42"'
+    actions:
+      - run_script: { script: record.sh, args: ["enterprise", "{{ event.version }}", "{{ event.varbinds['1.3.6.1.4.1.99999.1'] }}"] }
+"#;
+
+const AUTH: &str = "auth-pass-123";
+const PRIV: &str = "priv-pass-456";
+
+fn setup() -> (Env, Server, String) {
+    let env = Env::new();
+    env.rulebook("traps.yml", RULES);
+    env.script(
+        "record.sh",
+        "#!/bin/sh\necho \"$*\" >> \"$OUT_DIR/runs.txt\"\n",
+    );
+    let server = start(&env);
+    let target = target(&server);
+    (env, server, target)
+}
+
+fn start(env: &Env) -> Server {
+    Server::start(
+        env,
+        &[],
+        &[("SNMP_AUTH", AUTH.into()), ("SNMP_PRIV", PRIV.into())],
+    )
+}
+
+/// `127.0.0.1:PORT` of the source's UDP listener, from the start banner.
+fn target(server: &Server) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let lines = server.stdout.lock().unwrap().clone();
+        if let Some(a) = lines
+            .iter()
+            .find_map(|l| l.strip_prefix("source traps at udp://"))
+        {
+            return a.trim().to_string();
+        }
+        assert!(Instant::now() < deadline, "no udp listener: {lines:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Runs a net-snmp tool with no MIBs loaded and its persistent state in a scratch directory.
+fn net_snmp(env: &Env, tool: &str, args: &[&str]) -> Output {
+    Command::new(tool)
+        .args(["-M", "/nonexistent", "-m", ""])
+        .args(args)
+        .env("SNMP_PERSISTENT_DIR", env.path("net-snmp"))
+        .env("SNMPCONFPATH", env.path("net-snmp"))
+        .output()
+        .unwrap_or_else(|e| panic!("{tool} (Debian package snmp): {e}"))
+}
+
+fn ok(out: &Output) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+const LINK_DOWN: &[&str] = &["", "1.3.6.1.6.3.1.1.5.3", "1.3.6.1.2.1.2.2.1.1.2", "i", "2"];
+
+async fn metrics(server: &Server) -> String {
+    client()
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+async fn dropped(server: &Server, reason: &str) -> f64 {
+    let prefix = format!("rulehook_messages_dropped_total{{source=\"traps\",reason=\"{reason}\"}}");
+    metrics(server)
+        .await
+        .lines()
+        .find(|l| l.starts_with(&prefix))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+async fn wait_dropped(server: &Server, reason: &str, n: f64) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while dropped(server, reason).await < n {
+        assert!(
+            Instant::now() < deadline,
+            "{reason} not counted: {}",
+            metrics(server).await
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn event_count(server: &Server) -> usize {
+    let v: serde_json::Value = client()
+        .get(server.url("/api/events"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    v["events"].as_array().map_or(0, Vec::len)
+}
+
+fn sorted(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v
+}
+
+#[tokio::test]
+async fn v1_v2c_and_v3_traps_reach_the_rules() {
+    let (env, server, to) = setup();
+    // v1 linkDown (generic 2), translated to the v2 form (RFC 3584).
+    ok(&net_snmp(
+        &env,
+        "snmptrap",
+        &[
+            "-v",
+            "1",
+            "-c",
+            "public",
+            &to,
+            "1.3.6.1.4.1.9",
+            "10.9.8.7",
+            "2",
+            "0",
+            "",
+            "1.3.6.1.2.1.2.2.1.1.2",
+            "i",
+            "2",
+        ],
+    ));
+    // v1 enterprise-specific 42.
+    ok(&net_snmp(
+        &env,
+        "snmptrap",
+        &[
+            "-v",
+            "1",
+            "-c",
+            "public",
+            &to,
+            "1.3.6.1.4.1.99999",
+            "10.9.8.7",
+            "6",
+            "42",
+            "",
+            "1.3.6.1.4.1.99999.1",
+            "s",
+            "hello",
+        ],
+    ));
+    let mut v2c = vec!["-v", "2c", "-c", "public", &to];
+    v2c.extend(LINK_DOWN);
+    ok(&net_snmp(&env, "snmptrap", &v2c));
+    // v3 authNoPriv (SHA-256), the sender authoritative with its own engine id.
+    let mut v3a = vec![
+        "-v",
+        "3",
+        "-u",
+        "watcher",
+        "-l",
+        "authNoPriv",
+        "-a",
+        "SHA-256",
+        "-A",
+        AUTH,
+        "-e",
+        "0x8000000001020304",
+        &to,
+    ];
+    v3a.extend(LINK_DOWN);
+    ok(&net_snmp(&env, "snmptrap", &v3a));
+    // v3 authPriv SHA/AES, matched by a varbind.
+    ok(&net_snmp(
+        &env,
+        "snmptrap",
+        &[
+            "-v",
+            "3",
+            "-u",
+            "ops",
+            "-l",
+            "authPriv",
+            "-a",
+            "SHA",
+            "-A",
+            AUTH,
+            "-x",
+            "AES",
+            "-X",
+            PRIV,
+            "-e",
+            "0x8000000001020305",
+            &to,
+            "",
+            "1.3.6.1.6.3.1.1.5.4",
+            "1.3.6.1.2.1.2.2.1.2.7",
+            "s",
+            "Gi0/7",
+        ],
+    ));
+    // Matches no rule: counted, not stored (`keep: matched` is the default).
+    ok(&net_snmp(
+        &env,
+        "snmptrap",
+        &["-v", "2c", "-c", "public", &to, "", "1.3.6.1.6.3.1.1.5.1"],
+    ));
+    let unmatched = "rulehook_events_unmatched_total{source=\"traps\"} 1";
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !metrics(&server).await.contains(unmatched) {
+        assert!(Instant::now() < deadline, "{}", metrics(&server).await);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let lines = env.wait_lines("runs.txt", 5, Duration::from_secs(30));
+    assert_eq!(event_count(&server).await, 5);
+    assert_eq!(
+        sorted(lines),
+        vec![
+            "down v1 linkDown 2 10.9.8.7 - 127.0.0.1 trap",
+            "down v2c linkDown 2 127.0.0.1 - 127.0.0.1 trap",
+            "down v3 linkDown 2 127.0.0.1 watcher 127.0.0.1 trap",
+            "enterprise v1 hello",
+            "varbind v3 linkUp ops",
+        ]
+    );
+    // The community is never part of an event.
+    let events: serde_json::Value = client()
+        .get(server.url("/api/events"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for e in events["events"].as_array().unwrap() {
+        let id = e["id"].as_str().unwrap();
+        let detail = client()
+            .get(server.url(&format!("/api/events/{id}")))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(!detail.contains("public"), "{detail}");
+    }
+}
+
+#[tokio::test]
+async fn wrong_communities_and_keys_are_refused_and_counted() {
+    let (env, server, to) = setup();
+    let mut bad = vec!["-v", "2c", "-c", "private", &to];
+    bad.extend(LINK_DOWN);
+    ok(&net_snmp(&env, "snmptrap", &bad));
+    wait_dropped(&server, "bad_community", 1.0).await;
+    let mut wrong_auth = vec![
+        "-v",
+        "3",
+        "-u",
+        "ops",
+        "-l",
+        "authPriv",
+        "-a",
+        "SHA",
+        "-A",
+        "not-the-password",
+        "-x",
+        "AES",
+        "-X",
+        PRIV,
+        "-e",
+        "0x8000000001020306",
+        &to,
+    ];
+    wrong_auth.extend(LINK_DOWN);
+    ok(&net_snmp(&env, "snmptrap", &wrong_auth));
+    wait_dropped(&server, "bad_auth", 1.0).await;
+    let mut wrong_priv = vec![
+        "-v",
+        "3",
+        "-u",
+        "ops",
+        "-l",
+        "authPriv",
+        "-a",
+        "SHA",
+        "-A",
+        AUTH,
+        "-x",
+        "AES",
+        "-X",
+        "not-the-priv-key",
+        "-e",
+        "0x8000000001020307",
+        &to,
+    ];
+    wrong_priv.extend(LINK_DOWN);
+    ok(&net_snmp(&env, "snmptrap", &wrong_priv));
+    wait_dropped(&server, "undecryptable", 1.0).await;
+    let mut stranger = vec![
+        "-v",
+        "3",
+        "-u",
+        "stranger",
+        "-l",
+        "authNoPriv",
+        "-a",
+        "SHA",
+        "-A",
+        AUTH,
+        "-e",
+        "0x8000000001020308",
+        &to,
+    ];
+    stranger.extend(LINK_DOWN);
+    ok(&net_snmp(&env, "snmptrap", &stranger));
+    wait_dropped(&server, "unknown_user", 1.0).await;
+    // The same engine's clock going back by more than 150 s: a replay.
+    let mut fresh = vec![
+        "-v",
+        "3",
+        "-u",
+        "watcher",
+        "-l",
+        "authNoPriv",
+        "-a",
+        "SHA-256",
+        "-A",
+        AUTH,
+        "-e",
+        "0x8000000001020309",
+        "-Z",
+        "5,1000",
+        &to,
+    ];
+    fresh.extend(LINK_DOWN);
+    ok(&net_snmp(&env, "snmptrap", &fresh));
+    env.wait_lines("runs.txt", 1, Duration::from_secs(30));
+    let mut old = vec![
+        "-v",
+        "3",
+        "-u",
+        "watcher",
+        "-l",
+        "authNoPriv",
+        "-a",
+        "SHA-256",
+        "-A",
+        AUTH,
+        "-e",
+        "0x8000000001020309",
+        "-Z",
+        "5,700",
+        &to,
+    ];
+    old.extend(LINK_DOWN);
+    ok(&net_snmp(&env, "snmptrap", &old));
+    wait_dropped(&server, "not_in_time_window", 1.0).await;
+    assert_eq!(
+        event_count(&server).await,
+        1,
+        "only the fresh trap is an event"
+    );
+    assert_eq!(env.lines("runs.txt").len(), 1);
+}
+
+#[tokio::test]
+async fn informs_are_answered_once_stored() {
+    let (env, mut server, to) = setup();
+    let mut v2c = vec!["-v", "2c", "-c", "public", "-t", "5", "-r", "0", &to];
+    v2c.extend(LINK_DOWN);
+    ok(&net_snmp(&env, "snmpinform", &v2c));
+    // Answered means stored: the event is there the moment the response came.
+    assert_eq!(event_count(&server).await, 1);
+    // v3 authPriv: discovery of rulehook's engine id, then the inform.
+    let mut v3 = vec![
+        "-v", "3", "-u", "ops", "-l", "authPriv", "-a", "SHA", "-A", AUTH, "-x", "AES", "-X", PRIV,
+        "-t", "5", "-r", "0", &to,
+    ];
+    v3.extend(LINK_DOWN);
+    ok(&net_snmp(&env, "snmpinform", &v3));
+    assert_eq!(event_count(&server).await, 2);
+    let mut v3_auth_only = vec![
+        "-v",
+        "3",
+        "-u",
+        "watcher",
+        "-l",
+        "authNoPriv",
+        "-a",
+        "SHA-256",
+        "-A",
+        AUTH,
+        "-t",
+        "5",
+        "-r",
+        "0",
+        &to,
+    ];
+    v3_auth_only.extend(LINK_DOWN);
+    ok(&net_snmp(&env, "snmpinform", &v3_auth_only));
+    assert_eq!(event_count(&server).await, 3);
+    let lines = env.wait_lines("runs.txt", 3, Duration::from_secs(30));
+    assert_eq!(
+        sorted(lines),
+        vec![
+            "down v2c linkDown 2 127.0.0.1 - 127.0.0.1 inform",
+            "down v3 linkDown 2 127.0.0.1 ops 127.0.0.1 inform",
+            "down v3 linkDown 2 127.0.0.1 watcher 127.0.0.1 inform",
+        ]
+    );
+    // A wrong key gets no answer and is no event.
+    let mut wrong = vec![
+        "-v",
+        "3",
+        "-u",
+        "watcher",
+        "-l",
+        "authNoPriv",
+        "-a",
+        "SHA-256",
+        "-A",
+        "wrong-password",
+        "-t",
+        "1",
+        "-r",
+        "0",
+        &to,
+    ];
+    wrong.extend(LINK_DOWN);
+    assert!(!net_snmp(&env, "snmpinform", &wrong).status.success());
+    assert_eq!(event_count(&server).await, 3);
+    // Stopped before it could store: no answer; killed, nothing was stored.
+    let pid = nix::unistd::Pid::from_raw(server.pid());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    let mut lost = vec!["-v", "2c", "-c", "public", "-t", "1", "-r", "0", &to];
+    lost.extend(LINK_DOWN);
+    let out = net_snmp(&env, "snmpinform", &lost);
+    server.kill9();
+    assert!(!out.status.success(), "answered while stopped");
+    let server = start(&env);
+    assert_eq!(
+        event_count(&server).await,
+        3,
+        "the unanswered inform was not stored"
+    );
+    // The engine id is kept across restarts, its boots counted.
+    let engine: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(env.path("data/snmp/traps.json")).unwrap()).unwrap();
+    assert_eq!(engine["boots"], 2);
+}
+
+#[test]
+fn check_names_what_is_wrong_in_a_trap_source() {
+    let env = Env::new();
+    env.rulebook(
+        "traps.yml",
+        r#"
+sources:
+  - name: traps
+    kind: snmp_trap
+    listen: udp://127.0.0.1:1162
+    users:
+      - {name: ops, auth: sha1024, auth_password: "long-enough"}
+rules: []
+"#,
+    );
+    let out = env.cmd(&["check"]).output().unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success());
+    assert!(text.contains("traps.yml:7"), "{text}");
+    assert!(
+        text.contains("auth `sha1024`: expected one of: md5, sha, sha224"),
+        "{text}"
+    );
+    env.rulebook(
+        "traps.yml",
+        "sources:\n  - name: traps\n    kind: snmp_trap\n    listen: udp://127.0.0.1:1162\nrules: []\n",
+    );
+    let out = env.cmd(&["check"]).output().unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("needs `communities:` (v1/v2c) or `users:` (v3)"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn without_communities_v1_and_v2c_are_refused() {
+    let env = Env::new();
+    env.rulebook(
+        "traps.yml",
+        &RULES.replace("    communities: [public]\n", ""),
+    );
+    env.script(
+        "record.sh",
+        "#!/bin/sh\necho \"$*\" >> \"$OUT_DIR/runs.txt\"\n",
+    );
+    let server = start(&env);
+    let to = target(&server);
+    let mut v2c = vec!["-v", "2c", "-c", "public", &to];
+    v2c.extend(LINK_DOWN);
+    ok(&net_snmp(&env, "snmptrap", &v2c));
+    wait_dropped(&server, "community_not_configured", 1.0).await;
+    assert_eq!(event_count(&server).await, 0);
+}
