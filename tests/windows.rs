@@ -418,3 +418,40 @@ async fn on_jetstream_a_held_job_survives_its_node_and_a_reload_releases_it() {
     let ran = env.wait_lines("ran.txt", 2, Duration::from_secs(5));
     assert_eq!(ran, vec!["free 1", "frozen 1"], "it ran once");
 }
+
+/// `during: approve`: the job waits in `awaiting_approval` (reason `window freeze`) and runs
+/// once approved, although the window is still in force.
+#[tokio::test]
+async fn an_approve_window_makes_the_job_wait_for_an_approval() {
+    let env = env();
+    env.rulebook("net.yml", &book(&at(-3600), &at(3600), "approve"));
+    let server = Server::start(&env, &[], &[]);
+    let c = client();
+    let id = send(&c, &server, 1).await;
+    let d = job_status(
+        &c,
+        &server,
+        &id,
+        "frozen",
+        "awaiting_approval",
+        Duration::from_secs(20),
+    )
+    .await;
+    let frozen_id = job(&d, "frozen")["id"].as_str().unwrap().to_string();
+    let waiting = get(&c, &server, "/api/jobs?status=awaiting_approval").await;
+    assert_eq!(waiting["jobs"][0]["id"], frozen_id, "{waiting}");
+    assert_eq!(
+        env.wait_lines("ran.txt", 1, Duration::from_secs(10)),
+        vec!["free 1"]
+    );
+    let resp = c
+        .post(server.url(&format!("/api/jobs/{frozen_id}/approve")))
+        .json(&json!({"comment": "CAB ok"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "{:?}", resp.text().await);
+    job_status(&c, &server, &id, "frozen", "done", Duration::from_secs(20)).await;
+    let ran = env.wait_lines("ran.txt", 2, Duration::from_secs(5));
+    assert_eq!(ran, vec!["free 1", "frozen 1"], "it ran once, approved");
+}
