@@ -514,6 +514,8 @@ async fn a_decision_survives_kill9_before_the_first_action() {
     let c = client();
     let event = send(&c, &server, &json!({"state": "down", "port": "Gi0/3"})).await;
     let job = job_id(&event, "shut-port");
+    // Listed as awaiting approval: a decision now waits for the request if the job has not
+    // made it yet (it makes it just after recording its wait).
     wait_status(&c, &server, None, &job, "awaiting_approval").await;
     let (st, body) = call(
         &c,
@@ -632,6 +634,7 @@ async fn on_jetstream_any_node_sees_and_decides() {
     wait_status(&c, &a, None, &job, "awaiting_approval").await;
     let b = node(&env);
     wait_status(&c, &b, None, &job, "awaiting_approval").await;
+    wait_request(&c, &b, None, &job).await;
     // The node that asked is gone (kill -9); the other decides and runs it.
     a.kill9();
     let (st, body) = call(

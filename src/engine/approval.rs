@@ -133,7 +133,7 @@ impl Engine {
     ) -> Result<(Request, Decision), ApprovalError> {
         let state = self.store.state.as_ref();
         for _ in 0..20 {
-            let Some((mut request, rev)) = read(state, job).await? else {
+            let Some((mut request, rev)) = self.request_of(job).await? else {
                 return Err(ApprovalError::NotFound);
             };
             if let Some(d) = &request.decision {
@@ -167,6 +167,25 @@ impl Engine {
             }
         }
         Err(StoreError::Transient("the approval request kept changing; try again".into()).into())
+    }
+
+    /// A job's request. A pending job that has just recorded its wait makes its request a
+    /// moment later: someone deciding in between (the job listed as awaiting approval) waits
+    /// for it, up to 3 s, instead of being told that nothing awaits approval.
+    async fn request_of(&self, job: &str) -> Result<Option<(Request, u64)>, StoreError> {
+        let state = self.store.state.as_ref();
+        for _ in 0..30 {
+            if let Some(found) = read(state, job).await? {
+                return Ok(Some(found));
+            }
+            match self.store.history.job(job).await? {
+                Some((_, crate::domain::JobState::Pending)) => {
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+                _ => return Ok(None),
+            }
+        }
+        Ok(None)
     }
 
     /// The requests of the jobs awaiting approval, oldest first (the console's page).

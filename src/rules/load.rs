@@ -103,10 +103,51 @@ pub(super) fn compile(
     scripts: &Path,
 ) -> Result<RuleSet, LoadErrors> {
     let mut warnings = Vec::new();
-    let mut parsed = Vec::new();
     // Sources declared but not compiled (their own error is reported).
     let mut failed_sources: HashSet<String> = HashSet::new();
-    for (path, text) in &texts {
+    let parsed = parse_all(&texts, &mut errors, &mut failed_sources);
+    // Sources first: rules anywhere may name a source declared in any rulebook.
+    let (sources, summaries) =
+        compile_sources(&parsed, &mut errors, &mut warnings, &mut failed_sources);
+    let source_names: HashSet<&str> = sources.iter().map(|s| s.name.as_str()).collect();
+    let internal: HashSet<&str> = sources
+        .iter()
+        .filter(|s| matches!(s.verifier, Verifier::Internal))
+        .map(|s| s.name.as_str())
+        .collect();
+    let kinds: HashMap<&str, SourceKind> =
+        sources.iter().map(|s| (s.name.as_str(), s.kind)).collect();
+    let known = Known {
+        kinds: &kinds,
+        sources: &source_names,
+        failed_sources: &failed_sources,
+        internal: &internal,
+        scripts,
+    };
+    let windows = compile_windows(&parsed, &mut errors, &mut warnings);
+    let rules = compile_rules(parsed, &known, &mut templates, &mut errors, &mut warnings);
+    drop(texts);
+    if !errors.is_empty() {
+        return Err(LoadErrors(errors));
+    }
+    Ok(assemble(
+        rules, sources, templates, warnings, summaries, windows, scripts,
+    ))
+}
+
+/// A rulebook as parsed, beside its path and text.
+type Parsed<'t> = (&'t PathBuf, &'t String, model::RulebookFile);
+
+/// Every file parsed as a rulebook; for a file that does not parse, every structural problem
+/// (not only the first) and the names of the sources it declares (so rules elsewhere that use
+/// them do not each report a missing source as well).
+fn parse_all<'t>(
+    texts: &'t [(PathBuf, String)],
+    errors: &mut Vec<LoadError>,
+    failed_sources: &mut HashSet<String>,
+) -> Vec<Parsed<'t>> {
+    let mut parsed = Vec::new();
+    for (path, text) in texts {
         let opts = serde_saphyr::options! {
             strict_booleans: true,
             leading_zero_numbers_as_strings: true,
@@ -128,10 +169,7 @@ pub(super) fn compile(
         match parse(text) {
             Ok(book) => parsed.push((path, text, book)),
             Err(_) => {
-                // Its sources are still known by name, so rules elsewhere that use them do
-                // not each report a missing source as well.
                 failed_sources.extend(declared_source_names(text));
-                // Every structural problem, not only the first.
                 let every = crate::rulebook::recover::every_problem(text, |t| parse(t).err());
                 for (line, column, message) in every {
                     errors.push(LoadError {
@@ -144,68 +182,75 @@ pub(super) fn compile(
             }
         }
     }
+    parsed
+}
 
-    // Sources first: rules anywhere may name a source declared in any rulebook.
+/// The compile context of one rulebook file.
+fn context<'a>(
+    path: &Path,
+    text: &'a str,
+    errors: &'a mut Vec<LoadError>,
+    warnings: &'a mut Vec<String>,
+) -> Compile<'a> {
+    Compile {
+        file: path.display().to_string(),
+        text,
+        errors,
+        warnings,
+        referenced: Vec::new(),
+        scope: Default::default(),
+        correlation: None,
+    }
+}
+
+/// Every rulebook's sources (names and paths unique across rulebooks), with their summary
+/// templates.
+fn compile_sources(
+    parsed: &[Parsed<'_>],
+    errors: &mut Vec<LoadError>,
+    warnings: &mut Vec<String>,
+    failed_sources: &mut HashSet<String>,
+) -> (Vec<Source>, super::summary::Summaries) {
     let mut sources: Vec<Source> = Vec::new();
-    // Paths and literals shared by the conditions of every rulebook.
-    let mut interner = Interner::default();
     let mut summaries = super::summary::Summaries::default();
-    for (path, text, book) in &parsed {
-        let mut cx = Compile {
-            file: path.display().to_string(),
-            text,
-            errors: &mut errors,
-            warnings: &mut warnings,
-            referenced: Vec::new(),
-            scope: Default::default(),
-            correlation: None,
-        };
+    for (path, text, book) in parsed {
+        let mut cx = context(path, text, errors, warnings);
         for spec in &book.sources {
             let Some(src) = compile_source(&mut cx, spec, &stem(path)) else {
                 failed_sources.insert(spec.name.value.clone());
                 continue;
             };
+            if sources.iter().any(|s| s.name == src.name) {
+                cx.err(
+                    &spec.name.referenced,
+                    format!("source `{}` is declared twice", src.name),
+                );
+            } else if let Some(p) = &src.path
+                && sources.iter().any(|s| s.path.as_ref() == Some(p))
             {
-                if sources.iter().any(|s| s.name == src.name) {
-                    cx.err(
-                        &spec.name.referenced,
-                        format!("source `{}` is declared twice", src.name),
-                    );
-                } else if let Some(p) = &src.path
-                    && sources.iter().any(|s| s.path.as_ref() == Some(p))
+                cx.err(
+                    &spec.name.referenced,
+                    format!("path `{p}` is already served by another source"),
+                );
+            } else {
+                if let Some(t) = &spec.summary
+                    && let Err(e) = summaries.add(&src.name, &t.value)
                 {
-                    cx.err(
-                        &spec.name.referenced,
-                        format!("path `{p}` is already served by another source"),
-                    );
-                } else {
-                    if let Some(t) = &spec.summary
-                        && let Err(e) = summaries.add(&src.name, &t.value)
-                    {
-                        cx.err(&t.referenced, format!("summary: template error: {e}"));
-                    }
-                    sources.push(src);
+                    cx.err(&t.referenced, format!("summary: template error: {e}"));
                 }
+                sources.push(src);
             }
         }
     }
-    let source_names: HashSet<&str> = sources.iter().map(|s| s.name.as_str()).collect();
-    let internal: HashSet<&str> = sources
-        .iter()
-        .filter(|s| matches!(s.verifier, Verifier::Internal))
-        .map(|s| s.name.as_str())
-        .collect();
-    let kinds: HashMap<&str, SourceKind> =
-        sources.iter().map(|s| (s.name.as_str(), s.kind)).collect();
-    let known = Known {
-        kinds: &kinds,
-        sources: &source_names,
-        failed_sources: &failed_sources,
-        internal: &internal,
-        scripts,
-    };
+    (sources, summaries)
+}
 
-    // Maintenance windows (rules/windows.rs): they may name the rules of any rulebook.
+/// Maintenance windows (rules/windows.rs): they may name the rules of any rulebook.
+fn compile_windows(
+    parsed: &[Parsed<'_>],
+    errors: &mut Vec<LoadError>,
+    warnings: &mut Vec<String>,
+) -> Vec<super::windows::Window> {
     let declared: super::windows::Declared = parsed
         .iter()
         .flat_map(|(path, _, book)| {
@@ -217,23 +262,27 @@ pub(super) fn compile(
         .collect();
     let mut windows = Vec::new();
     let mut window_names = HashSet::new();
-    for (path, text, book) in &parsed {
-        let mut cx = Compile {
-            file: path.display().to_string(),
-            text,
-            errors: &mut errors,
-            warnings: &mut warnings,
-            referenced: Vec::new(),
-            scope: Default::default(),
-            correlation: None,
-        };
+    for (path, text, book) in parsed {
+        let mut cx = context(path, text, errors, warnings);
         let specs = &book.windows;
         let found =
             super::windows::compile(&mut cx, specs, &stem(path), &declared, &mut window_names);
         windows.extend(found);
     }
-    drop(declared);
+    windows
+}
 
+/// Every enabled rule of every rulebook (a rule whose `requires_env` is unset is left out
+/// with a warning).
+fn compile_rules(
+    parsed: Vec<Parsed<'_>>,
+    known: &Known<'_>,
+    templates: &mut Templates,
+    errors: &mut Vec<LoadError>,
+    warnings: &mut Vec<String>,
+) -> Vec<Rule> {
+    // Paths and literals shared by the conditions of every rulebook.
+    let mut interner = Interner::default();
     // Sized once: grown by doubling, the vector would end with up to half of it unused (room
     // for 16,384 rules of a few hundred bytes for 10,000) and its smaller copies freed behind.
     let mut rules = Vec::with_capacity(parsed.iter().map(|(_, _, b)| b.rules.len()).sum());
@@ -242,15 +291,7 @@ pub(super) fn compile(
     // forms (larger than the compiled ones) as holes below them, resident for good.
     for (path, text, book) in parsed {
         let rulebook = stem(path);
-        let mut cx = Compile {
-            file: path.display().to_string(),
-            text,
-            errors: &mut errors,
-            warnings: &mut warnings,
-            referenced: Vec::new(),
-            scope: Default::default(),
-            correlation: None,
-        };
+        let mut cx = context(path, text, errors, warnings);
         let mut seen = HashSet::new();
         let book_shadow = parse_mode(&mut cx, book.mode.as_ref(), false);
         for mut spec in book.rules {
@@ -275,14 +316,8 @@ pub(super) fn compile(
                     if missing.len() == 1 { "is" } else { "are" }
                 ));
             } else if spec.enabled
-                && let Some(rule) = compile_rule(
-                    &mut cx,
-                    &mut interner,
-                    &spec,
-                    &rulebook,
-                    &known,
-                    &mut templates,
-                )
+                && let Some(rule) =
+                    compile_rule(&mut cx, &mut interner, &spec, &rulebook, known, templates)
             {
                 let shadow = parse_mode(&mut cx, spec.mode.as_ref(), book_shadow);
                 rules.push(Rule { shadow, ..rule });
@@ -290,15 +325,21 @@ pub(super) fn compile(
             seen.insert(std::mem::take(&mut spec.name.value));
         }
     }
-    drop(interner);
-    drop(texts);
+    rules
+}
 
-    if !errors.is_empty() {
-        return Err(LoadErrors(errors));
-    }
+/// The rule set from what compiled without an error: rule keys (the bare name unless two
+/// rulebooks share it), fingerprints, and the indexes by key, path, name and source.
+fn assemble(
+    mut rules: Vec<Rule>,
+    sources: Vec<Source>,
+    templates: Templates,
+    warnings: Vec<String>,
+    summaries: super::summary::Summaries,
+    windows: Vec<super::windows::Window>,
+    scripts: &Path,
+) -> RuleSet {
     rules.shrink_to_fit();
-
-    // Run ids use the bare rule name unless two rulebooks share it.
     let mut counts: HashMap<String, usize> = HashMap::new();
     for r in &rules {
         *counts.entry(r.name.clone()).or_default() += 1;
@@ -338,7 +379,7 @@ pub(super) fn compile(
         .enumerate()
         .map(|(i, s)| (s.name.clone(), i))
         .collect();
-    Ok(RuleSet {
+    RuleSet {
         sources,
         rules,
         templates,
@@ -349,7 +390,7 @@ pub(super) fn compile(
         by_key,
         index,
         windows: super::windows::Windows(windows),
-    })
+    }
 }
 
 /// The `sources[*].name` of a rulebook that does not parse as a rulebook (read as plain YAML).
