@@ -713,32 +713,7 @@ fn compile_rule(
         );
         ok = false;
     }
-    let rule_sources = spec.sources.as_ref().map(|list| {
-        list.iter()
-            .filter_map(|s| {
-                if known.sources.contains(s.value.as_str()) {
-                    Some(s.value.clone())
-                } else if known.failed_sources.contains(&s.value) {
-                    None
-                } else {
-                    cx.err(
-                        &s.referenced,
-                        format!(
-                            "rule `{name}` names source `{}`, which no rulebook declares{}",
-                            s.value,
-                            {
-                                let names: Vec<&str> = known.sources.iter().copied().collect();
-                                crate::rulebook::yaml_error::closest(&s.value, &names)
-                                    .map(|c| format!("; did you mean `{c}`?"))
-                                    .unwrap_or_default()
-                            }
-                        ),
-                    );
-                    None
-                }
-            })
-            .collect::<Vec<_>>()
-    });
+    let rule_sources = compile_rule_sources(cx, spec, known);
     let condition = match &spec.condition {
         None => Some(Condition::Always),
         Some(c) => compile_condition(cx, interner, c),
@@ -755,10 +730,6 @@ fn compile_rule(
         );
         ok = false;
     }
-    // Exact capacities: an `Action` is a few hundred bytes, and a vector grown from empty
-    // holds room for four.
-    let mut actions = Vec::with_capacity(spec.actions.len());
-    let mut kept = 0;
     // Templates of a correlation rule may read `events.<name>` of its names only.
     cx.correlation = spec.correlate.as_ref().map(|c| {
         named_specs(&c.value)
@@ -766,38 +737,21 @@ fn compile_rule(
             .map(|(n, _)| n.value.clone())
             .collect()
     });
-    for (i, a) in spec.actions.iter().enumerate() {
-        if skipped(cx, &name, a) {
-            continue;
-        }
-        let prefix = format!("{rulebook}/{name}/{i}");
-        cx.scope = Scope {
-            previous: kept > 0,
-            failure: false,
-            approval: false,
-        };
-        kept += 1;
-        match compile_action(cx, a, &prefix, known.internal, known.scripts, templates) {
-            Some(act) => actions.push(act),
-            None => ok = false,
-        }
-    }
-    let mut on_failure = Vec::with_capacity(spec.on_failure.len());
-    for (i, a) in spec.on_failure.iter().enumerate() {
-        if skipped(cx, &name, a) {
-            continue;
-        }
-        let prefix = format!("{rulebook}/{name}/on_failure/{i}");
-        cx.scope = Scope {
-            previous: true,
-            failure: true,
-            approval: false,
-        };
-        match compile_action(cx, a, &prefix, known.internal, known.scripts, templates) {
-            Some(act) => on_failure.push(act),
-            None => ok = false,
-        }
-    }
+    let kinds = (known.internal, known.scripts);
+    let main = format!("{rulebook}/{name}");
+    let failure = format!("{rulebook}/{name}/on_failure");
+    let (actions, main_ok) =
+        compile_actions(cx, &spec.actions, &name, &main, false, kinds, templates);
+    let (on_failure, failure_ok) = compile_actions(
+        cx,
+        &spec.on_failure,
+        &name,
+        &failure,
+        true,
+        kinds,
+        templates,
+    );
+    ok &= main_ok && failure_ok;
     let approval = match &spec.approval {
         None => None,
         Some(a) => match compile_approval(cx, a, rulebook, &name, known, templates) {
@@ -813,46 +767,13 @@ fn compile_rule(
     let throttle = match &spec.throttle {
         None => None,
         Some(t) => {
-            let window = cx.duration(&t.value.once_within, "throttle.once_within");
-            let mut group_by = Vec::new();
-            for q in &t.value.group_by {
-                match Query::compile(&q.value) {
-                    Ok(c) => group_by.push(c),
-                    Err(e) => {
-                        let (line, col) = cx.content_start(&q.referenced);
-                        cx.errors.push(LoadError {
-                            file: cx.file.clone(),
-                            line,
-                            column: col + e.offset as u64,
-                            message: format!("throttle.group_by `{}`: {}", q.value, e.message),
-                        });
-                        ok = false;
-                    }
-                }
-            }
-            Some(Throttle {
-                window: window?,
-                group_by,
-            })
+            let (throttle, throttle_ok) = compile_throttle(cx, &t.value);
+            ok &= throttle_ok;
+            Some(throttle?)
         }
     };
-    let correlate = match &spec.correlate {
-        None => None,
-        Some(c) => {
-            if spec.throttle.is_some() {
-                cx.err(
-                    &c.referenced,
-                    "`correlate` and `throttle` do not go together (a correlation fires once per match already; `count` once per window)",
-                );
-                ok = false;
-            }
-            let compiled = compile_correlate(cx, interner, c);
-            if compiled.is_none() {
-                ok = false;
-            }
-            compiled
-        }
-    };
+    let (correlate, correlate_ok) = rule_correlation(cx, interner, spec);
+    ok &= correlate_ok;
     // A correlation rule is considered for an event its own condition and any of the
     // correlation's conditions accept.
     let condition = match (&correlate, condition?) {
@@ -888,6 +809,116 @@ fn compile_rule(
         fingerprint: String::new(),
         counters: Default::default(),
     })
+}
+
+/// A rule's `correlate:` block, which does not go with `throttle:`; `false` on an error.
+fn rule_correlation(
+    cx: &mut Compile,
+    interner: &mut Interner,
+    spec: &RuleSpec,
+) -> (Option<Correlation>, bool) {
+    let Some(c) = &spec.correlate else {
+        return (None, true);
+    };
+    let mut ok = true;
+    if spec.throttle.is_some() {
+        cx.err(
+            &c.referenced,
+            "`correlate` and `throttle` do not go together (a correlation fires once per match already; `count` once per window)",
+        );
+        ok = false;
+    }
+    let compiled = compile_correlate(cx, interner, c);
+    ok &= compiled.is_some();
+    (compiled, ok)
+}
+
+/// A rule's `sources:` that some rulebook declares (an error for each other one, with the
+/// closest name; a source whose own declaration failed is left out silently).
+fn compile_rule_sources(cx: &mut Compile, spec: &RuleSpec, known: &Known) -> Option<Vec<String>> {
+    let name = &spec.name.value;
+    spec.sources.as_ref().map(|list| {
+        list.iter()
+            .filter_map(|s| {
+                if known.sources.contains(s.value.as_str()) {
+                    return Some(s.value.clone());
+                }
+                if !known.failed_sources.contains(&s.value) {
+                    let names: Vec<&str> = known.sources.iter().copied().collect();
+                    let hint = crate::rulebook::yaml_error::closest(&s.value, &names)
+                        .map(|c| format!("; did you mean `{c}`?"))
+                        .unwrap_or_default();
+                    cx.err(
+                        &s.referenced,
+                        format!(
+                            "rule `{name}` names source `{}`, which no rulebook declares{hint}",
+                            s.value
+                        ),
+                    );
+                }
+                None
+            })
+            .collect::<Vec<_>>()
+    })
+}
+
+/// A rule's `actions:` (or, with `failure`, its `on_failure:`), each compiled by its kind with
+/// the template variables it will have; `false` when one did not compile. `kinds`: the
+/// internal sources (for `post_event`) and the scripts folder.
+fn compile_actions(
+    cx: &mut Compile,
+    specs: &[model::S<model::ActionSpec>],
+    rule: &str,
+    prefix: &str,
+    failure: bool,
+    kinds: (&HashSet<&str>, &Path),
+    templates: &mut Templates,
+) -> (Vec<Action>, bool) {
+    // Exact capacity: an `Action` is a few hundred bytes, and a vector grown from empty holds
+    // room for four.
+    let mut out = Vec::with_capacity(specs.len());
+    let mut ok = true;
+    let mut kept = 0;
+    for (i, a) in specs.iter().enumerate() {
+        if skipped(cx, rule, a) {
+            continue;
+        }
+        cx.scope = Scope {
+            previous: failure || kept > 0,
+            failure,
+            approval: false,
+        };
+        kept += 1;
+        match compile_action(cx, a, &format!("{prefix}/{i}"), kinds.0, kinds.1, templates) {
+            Some(act) => out.push(act),
+            None => ok = false,
+        }
+    }
+    (out, ok)
+}
+
+/// `throttle:` — its window (`None` when it does not parse) and its `group_by` queries;
+/// `false` when a query did not compile.
+fn compile_throttle(cx: &mut Compile, t: &model::ThrottleSpec) -> (Option<Throttle>, bool) {
+    let window = cx.duration(&t.once_within, "throttle.once_within");
+    let mut group_by = Vec::new();
+    let mut ok = true;
+    for q in &t.group_by {
+        match Query::compile(&q.value) {
+            Ok(c) => group_by.push(c),
+            Err(e) => {
+                let (line, col) = cx.content_start(&q.referenced);
+                cx.errors.push(LoadError {
+                    file: cx.file.clone(),
+                    line,
+                    column: col + e.offset as u64,
+                    message: format!("throttle.group_by `{}`: {}", q.value, e.message),
+                });
+                ok = false;
+            }
+        }
+    }
+    (window.map(|window| Throttle { window, group_by }), ok)
 }
 
 /// A rule's `approval:` (its `notify` actions see `approval`, not `previous` or `failure`).
