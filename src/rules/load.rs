@@ -444,14 +444,20 @@ fn compile_source(cx: &mut Compile, spec: &SourceSpec, rulebook: &str) -> Option
         return super::listen::source(cx, spec, rulebook);
     }
     let Some(webhook) = WebhookKind::parse(kind) else {
+        // Every kind there is: the webhook kinds, then the listening ones.
+        let all: Vec<&str> = KINDS
+            .iter()
+            .chain(&["syslog", "snmp_trap", "mqtt", "nats"])
+            .copied()
+            .collect();
         cx.err(
             &spec.kind.referenced,
             format!(
-                "unknown source kind `{kind}`; {}expected one of: {}, syslog",
-                crate::rulebook::yaml_error::closest(kind, KINDS)
+                "unknown source kind `{kind}`; {}expected one of: {}",
+                crate::rulebook::yaml_error::closest(kind, &all)
                     .map(|c| format!("did you mean `{c}`? "))
                     .unwrap_or_default(),
-                KINDS.join(", ")
+                all.join(", ")
             ),
         );
         return None;
@@ -474,84 +480,15 @@ fn compile_source(cx: &mut Compile, spec: &SourceSpec, rulebook: &str) -> Option
         );
         return None;
     }
-    let format = match &spec.format {
-        None => BodyFormat::Json,
-        Some(f) => match BodyFormat::parse(&f.value) {
-            Some(x) => x,
-            None => {
-                cx.err(
-                    &f.referenced,
-                    format!(
-                        "format `{}`: expected one of: {}",
-                        f.value,
-                        crate::body::FORMATS.join(", ")
-                    ),
-                );
-                return None;
-            }
-        },
-    };
+    let format = body_format(cx, spec)?;
     let verifier = webhook.compile(cx, spec, secrets)?;
     let path = if kind == "internal" {
         None
     } else {
-        let p = spec
-            .path
-            .as_ref()
-            .map(|p| p.value.clone())
-            .unwrap_or_else(|| format!("/hooks/{name}"));
-        if !p.starts_with('/')
-            || p == "/"
-            || p.starts_with("/api/")
-            || p.starts_with("/console/")
-            || p == "/healthz"
-            || p == "/metrics"
-        {
-            let loc = spec
-                .path
-                .as_ref()
-                .map(|p| &p.referenced)
-                .unwrap_or(&spec.name.referenced);
-            cx.err(
-                loc,
-                format!(
-                    "path `{p}` must start with `/` and not be /, /api/…, /console/…, /healthz or /metrics"
-                ),
-            );
-            return None;
-        }
-        Some(p)
+        Some(webhook_path(cx, spec)?)
     };
-    let max_body = match &spec.max_body {
-        None => DEFAULT_MAX_BODY,
-        Some(m) => {
-            let n = match &m.value {
-                SizeSpec::Bytes(n) => Ok(*n),
-                SizeSpec::Text(t) => parse_size(t),
-            };
-            match n {
-                Ok(n) => usize::try_from(n).unwrap_or(usize::MAX),
-                Err(msg) => {
-                    cx.err(&m.referenced, format!("max_body: {msg}"));
-                    return None;
-                }
-            }
-        }
-    };
-    let mut allow_from = Vec::new();
-    for a in spec.allow_from.iter().flatten() {
-        let text = a.value.trim();
-        let parsed = text
-            .parse::<ipnet::IpNet>()
-            .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
-        match parsed {
-            Ok(n) => allow_from.push(n),
-            Err(_) => cx.err(
-                &a.referenced,
-                format!("allow_from: `{text}` is not an address or CIDR"),
-            ),
-        }
-    }
+    let max_body = max_body(cx, spec)?;
+    let allow_from = allow_from(cx, spec);
     let dedup_window = match &spec.dedup_window {
         Some(w) if w.value == "off" || w.value == "0" => Some(Duration::ZERO),
         Some(w) => Some(cx.duration(w, "dedup_window")?),
@@ -581,6 +518,92 @@ fn compile_source(cx: &mut Compile, spec: &SourceSpec, rulebook: &str) -> Option
         rulebook: rulebook.to_string(),
         listening: None,
     })
+}
+
+/// A source's body `format:` (JSON when absent).
+fn body_format(cx: &mut Compile, spec: &SourceSpec) -> Option<BodyFormat> {
+    let Some(f) = &spec.format else {
+        return Some(BodyFormat::Json);
+    };
+    let parsed = BodyFormat::parse(&f.value);
+    if parsed.is_none() {
+        cx.err(
+            &f.referenced,
+            format!(
+                "format `{}`: expected one of: {}",
+                f.value,
+                crate::body::FORMATS.join(", ")
+            ),
+        );
+    }
+    parsed
+}
+
+/// A webhook source's path (`/hooks/<name>` when absent), outside the service's own routes.
+fn webhook_path(cx: &mut Compile, spec: &SourceSpec) -> Option<String> {
+    let p = spec
+        .path
+        .as_ref()
+        .map(|p| p.value.clone())
+        .unwrap_or_else(|| format!("/hooks/{}", spec.name.value));
+    if !p.starts_with('/')
+        || p == "/"
+        || p.starts_with("/api/")
+        || p.starts_with("/console/")
+        || p == "/healthz"
+        || p == "/metrics"
+    {
+        let loc = spec
+            .path
+            .as_ref()
+            .map(|p| &p.referenced)
+            .unwrap_or(&spec.name.referenced);
+        cx.err(
+            loc,
+            format!(
+                "path `{p}` must start with `/` and not be /, /api/…, /console/…, /healthz or /metrics"
+            ),
+        );
+        return None;
+    }
+    Some(p)
+}
+
+/// A source's `max_body:` in bytes (a number, or text such as `2MiB`).
+fn max_body(cx: &mut Compile, spec: &SourceSpec) -> Option<usize> {
+    let Some(m) = &spec.max_body else {
+        return Some(DEFAULT_MAX_BODY);
+    };
+    let n = match &m.value {
+        SizeSpec::Bytes(n) => Ok(*n),
+        SizeSpec::Text(t) => parse_size(t),
+    };
+    match n {
+        Ok(n) => Some(usize::try_from(n).unwrap_or(usize::MAX)),
+        Err(msg) => {
+            cx.err(&m.referenced, format!("max_body: {msg}"));
+            None
+        }
+    }
+}
+
+/// A source's `allow_from:` addresses and networks (an error for each that is neither).
+fn allow_from(cx: &mut Compile, spec: &SourceSpec) -> Vec<ipnet::IpNet> {
+    let mut out = Vec::new();
+    for a in spec.allow_from.iter().flatten() {
+        let text = a.value.trim();
+        let parsed = text
+            .parse::<ipnet::IpNet>()
+            .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
+        match parsed {
+            Ok(n) => out.push(n),
+            Err(_) => cx.err(
+                &a.referenced,
+                format!("allow_from: `{text}` is not an address or CIDR"),
+            ),
+        }
+    }
+    out
 }
 
 fn compile_condition(

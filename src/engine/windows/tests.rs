@@ -276,7 +276,16 @@ async fn an_approve_window_turns_the_job_into_an_approval() {
     }
     assert_eq!(status, "awaiting_approval");
     let job = format!("{id}:frozen");
-    let request = engine.approval(&job).await.unwrap().expect("a request");
+    // The job makes its request just after recording its wait.
+    let mut request = None;
+    for _ in 0..200 {
+        request = engine.approval(&job).await.unwrap();
+        if request.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let request = request.expect("a request");
     assert_eq!(request.reason, "window freeze");
     let who = crate::access::Principal {
         name: "ann".into(),
