@@ -75,53 +75,11 @@ pub fn source(cx: &mut Compile, spec: &SourceSpec, rulebook: &str) -> Option<Sou
         );
         return None;
     }
-    let Some(listen) = &spec.listen else {
-        cx.err(
-            &spec.kind.referenced,
-            format!(
-                "source `{name}` of kind `{}` needs `listen:` (e.g. udp://0.0.0.0:514)",
-                kind.name()
-            ),
-        );
-        return None;
-    };
-    let texts: Vec<&String> = match &listen.value {
-        ListenSpec::One(t) => vec![t],
-        ListenSpec::Many(v) => v.iter().collect(),
-    };
-    let mut endpoints = Vec::new();
-    for t in texts {
-        match endpoint(t.trim(), schemes(kind)) {
-            Ok(e) => endpoints.push(e),
-            Err(m) => cx.err(&listen.referenced, format!("listen: {m}")),
-        }
-    }
-    if endpoints.is_empty() {
-        return None;
-    }
+    let endpoints = listen_endpoints(cx, spec, kind)?;
     let wants_tls = endpoints.iter().any(|e| e.scheme == Scheme::Tls);
     let tls = listen_tls(cx, spec, wants_tls)?;
     let keep = keep(cx, spec, Keep::Matched)?;
-    let max_message = match &spec.max_message {
-        None => DEFAULT_MAX_MESSAGE,
-        Some(m) => {
-            let n = match &m.value {
-                SizeSpec::Bytes(n) => Ok(*n),
-                SizeSpec::Text(t) => parse_size(t),
-            };
-            match n.map(usize::try_from) {
-                Ok(Ok(n)) if (480..=16 << 20).contains(&n) => n,
-                Ok(_) => {
-                    cx.err(&m.referenced, "max_message: between 480 bytes and 16 MiB");
-                    return None;
-                }
-                Err(msg) => {
-                    cx.err(&m.referenced, format!("max_message: {msg}"));
-                    return None;
-                }
-            }
-        }
-    };
+    let max_message = max_message(cx, spec)?;
     let max_connections = spec
         .max_connections
         .as_ref()
@@ -132,49 +90,8 @@ pub fn source(cx: &mut Compile, spec: &SourceSpec, rulebook: &str) -> Option<Sou
         None => DEFAULT_IDLE_TIMEOUT,
         Some(t) => cx.duration(t, "idle_timeout")?,
     };
-    for (field, given) in [
-        ("path", spec.path.is_some()),
-        ("secret", spec.secret.is_some() || spec.secrets.is_some()),
-        ("format", spec.format.is_some()),
-        ("max_body", spec.max_body.is_some()),
-        (
-            "communities",
-            spec.communities.is_some() && kind != SourceKind::SnmpTrap,
-        ),
-        (
-            "users",
-            spec.users.is_some() && kind != SourceKind::SnmpTrap,
-        ),
-        (
-            "engine_id",
-            spec.engine_id.is_some() && kind != SourceKind::SnmpTrap,
-        ),
-    ] {
-        if given {
-            cx.err(
-                &spec.kind.referenced,
-                format!(
-                    "source `{name}` of kind `{}` does not take `{field}`",
-                    kind.name()
-                ),
-            );
-            return None;
-        }
-    }
-    let mut allow_from = Vec::new();
-    for a in spec.allow_from.iter().flatten() {
-        let text = a.value.trim();
-        match text
-            .parse::<ipnet::IpNet>()
-            .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
-        {
-            Ok(n) => allow_from.push(n),
-            Err(_) => cx.err(
-                &a.referenced,
-                format!("allow_from: `{text}` is not an address or CIDR"),
-            ),
-        }
-    }
+    refuse_webhook_fields(cx, spec, kind)?;
+    let allow_from = super::load::allow_from(cx, spec);
     Some(Source {
         name: name.clone(),
         kind,
@@ -200,6 +117,87 @@ pub fn source(cx: &mut Compile, spec: &SourceSpec, rulebook: &str) -> Option<Sou
             tls,
         })),
     })
+}
+
+/// The `listen:` addresses of a listening source, each with a scheme its kind serves.
+fn listen_endpoints(
+    cx: &mut Compile,
+    spec: &SourceSpec,
+    kind: SourceKind,
+) -> Option<Vec<Endpoint>> {
+    let Some(listen) = &spec.listen else {
+        cx.err(
+            &spec.kind.referenced,
+            format!(
+                "source `{}` of kind `{}` needs `listen:` (e.g. udp://0.0.0.0:514)",
+                spec.name.value,
+                kind.name()
+            ),
+        );
+        return None;
+    };
+    let texts: Vec<&String> = match &listen.value {
+        ListenSpec::One(t) => vec![t],
+        ListenSpec::Many(v) => v.iter().collect(),
+    };
+    let mut endpoints = Vec::new();
+    for t in texts {
+        match endpoint(t.trim(), schemes(kind)) {
+            Ok(e) => endpoints.push(e),
+            Err(m) => cx.err(&listen.referenced, format!("listen: {m}")),
+        }
+    }
+    (!endpoints.is_empty()).then_some(endpoints)
+}
+
+/// `max_message:` in bytes, between 480 bytes and 16 MiB (64 KiB when absent).
+fn max_message(cx: &mut Compile, spec: &SourceSpec) -> Option<usize> {
+    let Some(m) = &spec.max_message else {
+        return Some(DEFAULT_MAX_MESSAGE);
+    };
+    let n = match &m.value {
+        SizeSpec::Bytes(n) => Ok(*n),
+        SizeSpec::Text(t) => parse_size(t),
+    };
+    match n.map(usize::try_from) {
+        Ok(Ok(n)) if (480..=16 << 20).contains(&n) => Some(n),
+        Ok(_) => {
+            cx.err(&m.referenced, "max_message: between 480 bytes and 16 MiB");
+            None
+        }
+        Err(msg) => {
+            cx.err(&m.referenced, format!("max_message: {msg}"));
+            None
+        }
+    }
+}
+
+/// Settings of webhook sources (and of SNMP for other kinds) given to a listening source: an
+/// error naming the first.
+fn refuse_webhook_fields(cx: &mut Compile, spec: &SourceSpec, kind: SourceKind) -> Option<()> {
+    let not_snmp = kind != SourceKind::SnmpTrap;
+    for (field, given) in [
+        ("path", spec.path.is_some()),
+        ("secret", spec.secret.is_some() || spec.secrets.is_some()),
+        ("format", spec.format.is_some()),
+        ("max_body", spec.max_body.is_some()),
+        ("communities", spec.communities.is_some() && not_snmp),
+        ("users", spec.users.is_some() && not_snmp),
+        ("engine_id", spec.engine_id.is_some() && not_snmp),
+    ] {
+        if given {
+            cx.err(
+                &spec.kind.referenced,
+                format!(
+                    "source `{}` of kind `{}` does not take `{field}`",
+                    spec.name.value,
+                    kind.name()
+                ),
+            );
+            return None;
+        }
+    }
+    Some(())
 }
 
 /// A path in a `tls:` block (`${env:…}` expanded).

@@ -588,7 +588,7 @@ fn max_body(cx: &mut Compile, spec: &SourceSpec) -> Option<usize> {
 }
 
 /// A source's `allow_from:` addresses and networks (an error for each that is neither).
-fn allow_from(cx: &mut Compile, spec: &SourceSpec) -> Vec<ipnet::IpNet> {
+pub(super) fn allow_from(cx: &mut Compile, spec: &SourceSpec) -> Vec<ipnet::IpNet> {
     let mut out = Vec::new();
     for a in spec.allow_from.iter().flatten() {
         let text = a.value.trim();
