@@ -412,59 +412,7 @@ pub fn timeline(v: &Value) -> String {
             let _ = writeln!(o, "  {d}");
         }
         for at in m["attempts"].as_array().into_iter().flatten() {
-            let phase = if at["phase"] == "on_failure" {
-                "on_failure "
-            } else {
-                ""
-            };
-            let mut line = format!(
-                "  {phase}#{} {}  attempt {}  {}",
-                at["action_index"],
-                s(&at["action"]),
-                at["attempt"],
-                s(&at["status"])
-            );
-            if let Some(d) = at["duration"].as_str() {
-                let _ = write!(line, " in {d}");
-            }
-            if let Some(c) = at["exit_code"].as_i64() {
-                let _ = write!(line, "  exit {c}");
-            }
-            if let Some(c) = at["http_status"].as_i64() {
-                let _ = write!(line, "  HTTP {c}");
-            }
-            let _ = write!(line, "  run {}", s(&at["run_id"]));
-            let _ = writeln!(o, "{line}");
-            // An HTTP action's answer is its response body, not a program's output.
-            let out = if at["http_status"].is_i64() {
-                "response"
-            } else {
-                "stdout"
-            };
-            for (label, key) in [("error", "error"), (out, "stdout"), ("stderr", "stderr")] {
-                if let Some(t) = at[key].as_str().map(str::trim_end)
-                    && !t.is_empty()
-                {
-                    for (i, l) in t.lines().enumerate() {
-                        let tag = if i == 0 { label } else { "" };
-                        let _ = writeln!(o, "      {tag:<7} {l}");
-                    }
-                }
-            }
-            if let Some(hosts) = at["result"]["hosts"].as_object() {
-                // run_playbook: one line per host, as Ansible's recap.
-                for (h, c) in hosts {
-                    let counts: Vec<String> = ["ok", "changed", "failed", "unreachable", "skipped"]
-                        .iter()
-                        .map(|k| format!("{k}={}", c[*k]))
-                        .collect();
-                    let _ = writeln!(o, "      host {h}  {}", counts.join(" "));
-                }
-            } else if let Some(r) = at["result"].as_object()
-                && !r.is_empty()
-            {
-                let _ = writeln!(o, "      result  {}", Value::Object(r.clone()));
-            }
+            attempt_lines(&mut o, at);
         }
     }
     for t in v["throttled"].as_array().into_iter().flatten() {
@@ -503,6 +451,65 @@ pub fn timeline(v: &Value) -> String {
         let _ = writeln!(o, "  {l}");
     }
     o
+}
+
+/// One attempt of a job in `rulehook event`: its line, then what it printed or answered,
+/// and for `run_playbook` the recap per host.
+fn attempt_lines(o: &mut String, at: &Value) {
+    use std::fmt::Write;
+    let phase = if at["phase"] == "on_failure" {
+        "on_failure "
+    } else {
+        ""
+    };
+    let mut line = format!(
+        "  {phase}#{} {}  attempt {}  {}",
+        at["action_index"],
+        s(&at["action"]),
+        at["attempt"],
+        s(&at["status"])
+    );
+    if let Some(d) = at["duration"].as_str() {
+        let _ = write!(line, " in {d}");
+    }
+    if let Some(c) = at["exit_code"].as_i64() {
+        let _ = write!(line, "  exit {c}");
+    }
+    if let Some(c) = at["http_status"].as_i64() {
+        let _ = write!(line, "  HTTP {c}");
+    }
+    let _ = write!(line, "  run {}", s(&at["run_id"]));
+    let _ = writeln!(o, "{line}");
+    // An HTTP action's answer is its response body, not a program's output.
+    let out = if at["http_status"].is_i64() {
+        "response"
+    } else {
+        "stdout"
+    };
+    for (label, key) in [("error", "error"), (out, "stdout"), ("stderr", "stderr")] {
+        if let Some(t) = at[key].as_str().map(str::trim_end)
+            && !t.is_empty()
+        {
+            for (i, l) in t.lines().enumerate() {
+                let tag = if i == 0 { label } else { "" };
+                let _ = writeln!(o, "      {tag:<7} {l}");
+            }
+        }
+    }
+    if let Some(hosts) = at["result"]["hosts"].as_object() {
+        // run_playbook: one line per host, as Ansible's recap.
+        for (h, c) in hosts {
+            let counts: Vec<String> = ["ok", "changed", "failed", "unreachable", "skipped"]
+                .iter()
+                .map(|k| format!("{k}={}", c[*k]))
+                .collect();
+            let _ = writeln!(o, "      host {h}  {}", counts.join(" "));
+        }
+    } else if let Some(r) = at["result"].as_object()
+        && !r.is_empty()
+    {
+        let _ = writeln!(o, "      result  {}", Value::Object(r.clone()));
+    }
 }
 
 #[cfg(test)]
