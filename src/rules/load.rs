@@ -924,23 +924,7 @@ fn compile_actions(
 /// `false` when a query did not compile.
 fn compile_throttle(cx: &mut Compile, t: &model::ThrottleSpec) -> (Option<Throttle>, bool) {
     let window = cx.duration(&t.once_within, "throttle.once_within");
-    let mut group_by = Vec::new();
-    let mut ok = true;
-    for q in &t.group_by {
-        match Query::compile(&q.value) {
-            Ok(c) => group_by.push(c),
-            Err(e) => {
-                let (line, col) = cx.content_start(&q.referenced);
-                cx.errors.push(LoadError {
-                    file: cx.file.clone(),
-                    line,
-                    column: col + e.offset as u64,
-                    message: format!("throttle.group_by `{}`: {}", q.value, e.message),
-                });
-                ok = false;
-            }
-        }
-    }
+    let (group_by, ok) = group_by_queries(cx, &t.group_by, "throttle.group_by");
     (window.map(|window| Throttle { window, group_by }), ok)
 }
 
@@ -1102,22 +1086,8 @@ fn compile_correlate(
         );
         ok = false;
     }
-    let mut group_by = Vec::new();
-    for q in &c.group_by {
-        match Query::compile(&q.value) {
-            Ok(compiled) => group_by.push(compiled),
-            Err(e) => {
-                let (line, col) = cx.content_start(&q.referenced);
-                cx.errors.push(LoadError {
-                    file: cx.file.clone(),
-                    line,
-                    column: col + e.offset as u64,
-                    message: format!("correlate.group_by `{}`: {}", q.value, e.message),
-                });
-                ok = false;
-            }
-        }
-    }
+    let (group_by, group_ok) = group_by_queries(cx, &c.group_by, "correlate.group_by");
+    ok &= group_ok;
     let kind = match given[0] {
         "all_of" => Kind::AllOf,
         "sequence" => Kind::Sequence,
@@ -1145,33 +1115,8 @@ fn compile_correlate(
         );
         ok = false;
     }
-    let mut steps = Vec::with_capacity(named.len());
-    let mut names = HashSet::new();
-    for (name, cond) in named {
-        if !valid_name(&name.value) {
-            cx.err(
-                &name.referenced,
-                format!(
-                    "correlation name `{}` must match [a-z0-9_-]+ (templates read it as events.<name>)",
-                    name.value
-                ),
-            );
-            ok = false;
-        } else if !names.insert(name.value.clone()) {
-            cx.err(
-                &name.referenced,
-                format!("correlation name `{}` is used twice", name.value),
-            );
-            ok = false;
-        }
-        match compile_condition(cx, interner, cond) {
-            Some(condition) => steps.push(Named {
-                name: name.value.clone(),
-                condition,
-            }),
-            None => ok = false,
-        }
-    }
+    let (steps, steps_ok) = correlation_steps(cx, interner, named);
+    ok &= steps_ok;
     let max_open = match &c.max_open {
         None => DEFAULT_MAX_OPEN,
         Some(m) if (1..=MAX_MAX_OPEN).contains(&m.value) => m.value as usize,
@@ -1205,6 +1150,67 @@ fn compile_correlate(
         max_open,
         one_window_per_group,
     })
+}
+
+/// `group_by:` queries (of `throttle` or `correlate`, named by `what` in errors); `false`
+/// when one did not compile (its error points into the query).
+fn group_by_queries(cx: &mut Compile, list: &[Spanned<String>], what: &str) -> (Vec<Query>, bool) {
+    let mut out = Vec::new();
+    let mut ok = true;
+    for q in list {
+        match Query::compile(&q.value) {
+            Ok(compiled) => out.push(compiled),
+            Err(e) => {
+                let (line, col) = cx.content_start(&q.referenced);
+                cx.errors.push(LoadError {
+                    file: cx.file.clone(),
+                    line,
+                    column: col + e.offset as u64,
+                    message: format!("{what} `{}`: {}", q.value, e.message),
+                });
+                ok = false;
+            }
+        }
+    }
+    (out, ok)
+}
+
+/// A correlation's named conditions (names unique, usable as `events.<name>`); `false` on an
+/// error.
+fn correlation_steps(
+    cx: &mut Compile,
+    interner: &mut Interner,
+    named: Vec<(&Spanned<String>, &Spanned<ConditionSpec>)>,
+) -> (Vec<Named>, bool) {
+    let mut ok = true;
+    let mut steps = Vec::with_capacity(named.len());
+    let mut names = HashSet::new();
+    for (name, cond) in named {
+        if !valid_name(&name.value) {
+            cx.err(
+                &name.referenced,
+                format!(
+                    "correlation name `{}` must match [a-z0-9_-]+ (templates read it as events.<name>)",
+                    name.value
+                ),
+            );
+            ok = false;
+        } else if !names.insert(name.value.clone()) {
+            cx.err(
+                &name.referenced,
+                format!("correlation name `{}` is used twice", name.value),
+            );
+            ok = false;
+        }
+        match compile_condition(cx, interner, cond) {
+            Some(condition) => steps.push(Named {
+                name: name.value.clone(),
+                condition,
+            }),
+            None => ok = false,
+        }
+    }
+    (steps, ok)
 }
 
 /// Whether action `a` is left out because an environment variable it requires is not set
