@@ -1,4 +1,4 @@
-//! Hardening (issue 10), end to end: secrets never recorded or logged, JSON bodies escaped, the
+//! Hardening, end to end: secrets never recorded or logged, JSON bodies escaped, the
 //! admin token for loopback too, forged requests kept off a sender's budget, back pressure, idle
 //! connections.
 
