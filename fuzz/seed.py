@@ -70,3 +70,20 @@ for p in glob.glob(os.path.join(ROOT, "tests/data/snmp/*.bin")):
         put("snmp", bytes([mode]) + read(p))
 
 print({t: len(os.listdir(os.path.join(CORPUS, t))) for t in os.listdir(CORPUS)})
+
+# Syslog streams and RELP sessions: the first byte picks the chunk size, the rest is the stream.
+syslog_lines = [
+    b"<189>Jan  6 11:22:33 router1 %LINK-3-UPDOWN: Interface GigabitEthernet0/1, changed state to down",
+    b"<166>2026-12-06T10:00:00.123Z leaf1 Ebra: %LINEPROTO-5-UPDOWN: Line protocol on Interface Ethernet1, changed state to up",
+    b"<13>1 2026-12-06T10:00:00Z host app 123 ID47 [exampleSDID@32473 iut=\"3\" eventSource=\"App\"] message",
+    b"<187>42: *Mar  1 00:01:02.345: %SYS-5-CONFIG_I: Configured from console by vty0 (10.1.1.1)",
+    b"<30>Dec  6 10:00:00 mx1 mgd[1234]: UI_COMMIT: User 'ops' requested 'commit' operation",
+]
+for chunk in (1, 7, 63):
+    put("syslog", bytes([chunk]) + b"\n".join(syslog_lines) + b"\n")
+    octets = b"".join(str(len(l)).encode() + b" " + l for l in syslog_lines)
+    put("syslog", bytes([chunk]) + octets)
+relp = (b"1 open 85 relp_version=0\nrelp_software=librelp,1.11.0,https://www.librelp.com\ncommands=syslog\n"
+        + b"2 syslog 89 " + syslog_lines[0][:89] + b"\n" + b"3 close 0\n")
+for chunk in (1, 13, 63):
+    put("relp", bytes([chunk]) + relp)
