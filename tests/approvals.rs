@@ -514,9 +514,22 @@ async fn a_decision_survives_kill9_before_the_first_action() {
     let c = client();
     let event = send(&c, &server, &json!({"state": "down", "port": "Gi0/3"})).await;
     let job = job_id(&event, "shut-port");
-    // Listed as awaiting approval: a decision now waits for the request if the job has not
-    // made it yet (it makes it just after recording its wait).
-    wait_status(&c, &server, None, &job, "awaiting_approval").await;
+    // The job has made its request and finished notifying: it reads the request again only at
+    // its next lease. (A decision made while it notifies is read at once, which is right but
+    // would not test the kill.)
+    wait_for(
+        &c,
+        &server,
+        "/api/approvals",
+        None,
+        Duration::from_secs(30),
+        |v| {
+            v["approvals"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|r| r["job"] == job && r["notify_done"] == true))
+        },
+    )
+    .await;
     let (st, body) = call(
         &c,
         &server,
