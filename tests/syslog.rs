@@ -327,22 +327,17 @@ rules:
         .set_read_timeout(Some(Duration::from_secs(20)))
         .unwrap();
     assert_eq!(first.read(&mut b).unwrap_or(0), 0, "idle: closed");
-    assert_eq!(
-        metric(
-            &server,
-            "rulehook_messages_dropped_total{source=\"routers\",reason=\"connection_cap\"}"
-        )
-        .await,
-        Some(1.0)
-    );
-    assert_eq!(
-        metric(
-            &server,
-            "rulehook_messages_dropped_total{source=\"routers\",reason=\"idle_timeout\"}"
-        )
-        .await,
-        Some(1.0)
-    );
+    for reason in ["connection_cap", "idle_timeout"] {
+        let name =
+            format!("rulehook_messages_dropped_total{{source=\"routers\",reason=\"{reason}\"}}");
+        let mut seen = metric(&server, &name).await;
+        let until = Instant::now() + Duration::from_secs(10);
+        while seen != Some(1.0) && Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            seen = metric(&server, &name).await;
+        }
+        assert_eq!(seen, Some(1.0), "{reason}");
+    }
 }
 
 /// The console's rules page and `/api/status` list a syslog source by its kind and where it
