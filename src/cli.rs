@@ -420,6 +420,9 @@ pub struct TestArgs {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     crate::telemetry::init(cli.log_json);
+    if !matches!(cli.command, Command::Serve(_)) {
+        quiet_broken_pipe();
+    }
     match cli.command {
         Command::Check(d) => check(&d),
         Command::Test(t) => match test::test(&t) {
@@ -441,6 +444,17 @@ pub fn main() -> ExitCode {
         Command::Import(a) => import::run(&a),
         Command::Users(a) => users::run(a),
         Command::Serve(s) => run_async(serve(*s)),
+    }
+}
+
+/// A command whose output goes to a pipe that closes early (`rulehook events | head -1`) ends
+/// quietly, as other command-line tools do, instead of panicking in `println!`. Not for `serve`,
+/// whose writes to a script's closed stdin must stay errors, not kill the service.
+fn quiet_broken_pipe() {
+    use nix::sys::signal::{SigHandler, Signal, signal};
+    // SAFETY: called once at start, before any other thread exists; restores the default action.
+    if let Err(e) = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) } {
+        tracing::debug!("SIGPIPE left ignored: {e}");
     }
 }
 

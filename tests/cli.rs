@@ -301,6 +301,34 @@ fn a_render_error_names_the_variable_rule_and_where_the_template_is() {
     );
 }
 
+/// Two rulebooks with the same template text share one compiled template; a render error
+/// still names the rulebook and line of the rule that failed.
+#[test]
+fn a_render_error_names_its_own_rulebook_when_the_text_is_shared() {
+    let env = Env::new();
+    let book = |src: &str, rule: &str| {
+        format!(
+            "sources:\n  - {{ name: {src}, kind: none }}\nrules:\n  - name: {rule}\n    sources: [{src}]\n    actions:\n      - log: {{ message: \"{{{{ event.host }}}}\" }}\n"
+        )
+    };
+    env.rulebook("a.yml", &book("rtr", "a-down"));
+    env.rulebook("b.yml", &format!("\n\n{}", book("sw", "b-other")));
+    std::fs::write(env.path("ev.json"), r#"{"x": 1}"#).unwrap();
+    let out = env
+        .cmd(&[
+            "test",
+            "--source",
+            "sw",
+            "--event",
+            env.path("ev.json").to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("b.yml:9:29)"), "{text}");
+    assert!(!text.contains("a.yml"), "{text}");
+}
+
 #[test]
 fn test_shows_throttles_on_failure_and_durations() {
     let ev = repo_path("rulebooks/events/ipfabric-discover-completed.json");
@@ -476,4 +504,30 @@ fn rulehook_test_folds_the_rules_of_other_sources() {
         text.contains("4 rule(s) take other sources: t/gh0, t/gh1, t/gh2, t/gh3"),
         "{text}"
     );
+}
+
+/// `rulehook test … | head -1`: output to a pipe that closed ends the command quietly (as other
+/// command-line tools do), never with a panic and its backtrace.
+#[test]
+fn a_closed_pipe_ends_quietly() {
+    let ev = repo_path("rulebooks/events/ipfabric-discover-completed.json");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rulehook"))
+        .args(["test", "--source", "ipfabric", "--event"])
+        .arg(ev)
+        .arg("--rulebooks")
+        .arg(repo_path("rulebooks"))
+        .arg("--scripts")
+        .arg(repo_path("scripts"))
+        .arg("--templates")
+        .arg(repo_path("templates"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The reader goes away before the command has written anything.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_ne!(out.status.code(), Some(101), "{err}");
 }

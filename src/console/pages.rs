@@ -500,11 +500,7 @@ fn last_stderr(d: &crate::store::EventDetail, job: &str) -> Option<String> {
 pub async fn rules(v: Viewer, State(st): State<AppState>) -> Response {
     let set = st.engine.rules();
     let counts = st.engine.rule_counts();
-    let sources: Vec<Value> = set
-        .sources
-        .iter()
-        .map(|s| serde_json::json!({"name": s.name, "kind": s.verifier.kind(), "path": s.path, "rulebook": s.rulebook}))
-        .collect();
+    let sources: Vec<Value> = set.sources.iter().map(|s| s.summary()).collect();
     let rules: Vec<Value> = set
         .rules
         .iter()

@@ -17,7 +17,6 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -221,7 +220,9 @@ impl Transports {
             address,
             error: e.to_string(),
         };
-        let hand = || Handoff::new(self.engine.clone(), &source.name, source.kind.name());
+        // One per source, shared by its endpoints: its log limits are per source.
+        let one = Handoff::new(self.engine.clone(), &source.name, source.kind.name());
+        let hand = || one.clone();
         let bound = |scheme, addr: String| Bound {
             source: source.name.clone(),
             scheme,
@@ -350,21 +351,40 @@ impl Handoff {
         self.engine.rules()
     }
 
-    /// Counts a message that could not be read well (it is still handed on), or one dropped,
-    /// and logs it at most once a minute per source.
+    /// Counts a message that could not be read well (it is still handed on), and logs it at
+    /// most once a minute per source and reason.
     pub fn malformed(&self, reason: &'static str, peer: IpAddr) {
         metrics::counter!(names::MALFORMED, "source" => self.source.to_string(), "reason" => reason)
             .increment(1);
-        if self.quiet.due() {
-            tracing::info!(source = %self.source, %peer, reason, "malformed message (logged once a minute)");
+        if self.quiet.due(reason) {
+            tracing::info!(source = %self.source, %peer, reason, "malformed message (each reason logged at most once a minute)");
         }
     }
 
+    /// Counts a broker message whose payload could not be decoded (`at`: its topic or
+    /// subject), logged as [`Handoff::malformed`] is.
+    pub fn undecodable(&self, at: &str, error: &dyn std::fmt::Display) {
+        let reason = "undecodable";
+        metrics::counter!(names::MALFORMED, "source" => self.source.to_string(), "reason" => reason)
+            .increment(1);
+        if self.quiet.due(reason) {
+            tracing::info!(source = %self.source, at, %error, reason, "malformed message (each reason logged at most once a minute)");
+        }
+    }
+
+    /// Counts a message not taken, and logs it at most once a minute per source and reason.
     pub fn dropped(&self, reason: &'static str, peer: Option<IpAddr>) -> Delivered {
         metrics::counter!(names::DROPPED, "source" => self.source.to_string(), "reason" => reason)
             .increment(1);
-        if self.quiet.due() {
-            tracing::info!(source = %self.source, peer = ?peer, reason, "message dropped (logged once a minute)");
+        if self.quiet.due(reason) {
+            match peer {
+                Some(peer) => {
+                    tracing::info!(source = %self.source, %peer, reason, "message dropped (each reason logged at most once a minute)")
+                }
+                None => {
+                    tracing::info!(source = %self.source, reason, "message dropped (each reason logged at most once a minute)")
+                }
+            }
         }
         Delivered::Dropped(reason)
     }
@@ -433,15 +453,46 @@ impl Handoff {
     }
 }
 
-/// Lets a line through at most once a minute.
+/// Lets a line about each reason through at most once a minute, so a flood of one kind of bad
+/// input neither fills the log nor hides another kind.
 #[derive(Default)]
 pub struct LogEvery {
-    last: AtomicU64,
+    /// When each reason was last let through (milliseconds since the epoch).
+    last: std::sync::Mutex<std::collections::HashMap<&'static str, i64>>,
 }
 
 impl LogEvery {
-    pub fn due(&self) -> bool {
-        let now = crate::domain::now_ms() as u64 / 60_000 + 1;
-        self.last.swap(now, Ordering::Relaxed) != now
+    pub fn due(&self, reason: &'static str) -> bool {
+        self.due_at(reason, crate::domain::now_ms())
+    }
+
+    fn due_at(&self, reason: &'static str, now: i64) -> bool {
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        match last.get(reason) {
+            Some(&at) if now - at < 60_000 => false,
+            _ => {
+                last.insert(reason, now);
+                true
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod log_every_tests {
+    use super::LogEvery;
+
+    #[test]
+    fn each_reason_once_a_minute_not_once_per_calendar_minute() {
+        let quiet = LogEvery::default();
+        let t = 59_999; // a millisecond before a minute's end
+        assert!(quiet.due_at("truncated", t));
+        assert!(!quiet.due_at("truncated", t + 1));
+        assert!(
+            quiet.due_at("bad_auth", t + 1),
+            "another reason is not hidden"
+        );
+        assert!(!quiet.due_at("truncated", t + 59_999));
+        assert!(quiet.due_at("truncated", t + 60_000));
     }
 }
