@@ -4,6 +4,11 @@
 //! It is one entry in the store's state (`rulehook/audit`), replaced by compare-and-set, so it
 //! is kept with the history in both backends and every node of a JetStream deployment sees the
 //! same trail. The newest [`KEEP`] records are kept.
+//!
+//! Refused sign-ins are kept apart, in an entry of their own (`rulehook/audit-refused`, the
+//! newest [`KEEP_REFUSED`]), folded into one record per name, reason, client address and minute
+//! with a `count`: anyone who can reach the login page can refuse themselves, and that must not
+//! push a real write out of the trail. [`recent`] shows both, newest first.
 
 use serde::{Deserialize, Serialize};
 
@@ -12,9 +17,13 @@ use crate::domain::StoreError;
 use crate::store::StateStore;
 
 const KEY: &str = "rulehook/audit";
+const REFUSED_KEY: &str = "rulehook/audit-refused";
 
 /// Records kept (the oldest go first); a few hundred kilobytes at most.
 pub const KEEP: usize = 2000;
+
+/// Refused sign-in records kept, apart from [`KEEP`] (each may count many tries).
+pub const KEEP_REFUSED: usize = 500;
 
 /// One write by one person.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -28,6 +37,10 @@ pub struct Record {
     /// The job, event or user it was about.
     pub target: String,
     pub comment: Option<String>,
+    /// How many tries one `login.refused` record stands for (the same name, reason and address
+    /// within one minute); absent on every other record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<u64>,
 }
 
 impl Record {
@@ -39,25 +52,72 @@ impl Record {
             what: what.to_string(),
             target: target.to_string(),
             comment: comment.filter(|c| !c.trim().is_empty()),
+            count: None,
         }
+    }
+
+    /// Whether `self` and `other` are tries of one kind within the same minute.
+    fn same_minute_as(&self, other: &Record) -> bool {
+        let minute = |r: &Record| r.at.get(..16).map(str::to_string);
+        minute(self) == minute(other)
+            && self.who == other.who
+            && self.what == other.what
+            && self.target == other.target
+            && self.comment == other.comment
     }
 }
 
 /// Appends `record` (trying again when another writer came first).
 pub async fn append(state: &dyn StateStore, record: Record) -> Result<(), StoreError> {
-    for _ in 0..20 {
-        let (mut list, rev) = match state.get(KEY).await? {
-            Some((text, rev)) => (parse(&text)?, Some(rev)),
-            None => (Vec::new(), None),
-        };
+    change(state, KEY, |list| {
         list.push(record.clone());
         if list.len() > KEEP {
             list.drain(..list.len() - KEEP);
         }
+    })
+    .await
+}
+
+/// Records a refused sign-in in its own bounded list: folded into the last record of the same
+/// name, reason and address within the same minute (its `count` goes up), else a new one.
+pub async fn append_refused(state: &dyn StateStore, record: Record) -> Result<(), StoreError> {
+    change(state, REFUSED_KEY, |list| {
+        let recent = list
+            .iter_mut()
+            .rev()
+            .take(32)
+            .find(|r| r.same_minute_as(&record));
+        match recent {
+            Some(r) => r.count = Some(r.count.unwrap_or(1).saturating_add(1)),
+            None => {
+                let mut record = record.clone();
+                record.count = Some(1);
+                list.push(record);
+            }
+        }
+        if list.len() > KEEP_REFUSED {
+            list.drain(..list.len() - KEEP_REFUSED);
+        }
+    })
+    .await
+}
+
+/// Replaces the list at `key` by `edit`'s change of it, by compare-and-set.
+async fn change(
+    state: &dyn StateStore,
+    key: &str,
+    edit: impl Fn(&mut Vec<Record>),
+) -> Result<(), StoreError> {
+    for _ in 0..20 {
+        let (mut list, rev) = match state.get(key).await? {
+            Some((text, rev)) => (parse(&text)?, Some(rev)),
+            None => (Vec::new(), None),
+        };
+        edit(&mut list);
         let text = serde_json::to_string(&list).unwrap_or_else(|_| "[]".into());
         let done = match rev {
-            Some(rev) => state.update(KEY, &text, rev, None).await,
-            None => state.create(KEY, &text, None).await,
+            Some(rev) => state.update(key, &text, rev, None).await,
+            None => state.create(key, &text, None).await,
         };
         match done {
             Ok(_) => return Ok(()),
@@ -70,17 +130,98 @@ pub async fn append(state: &dyn StateStore, record: Record) -> Result<(), StoreE
     ))
 }
 
-/// The newest `limit` records, newest first.
+async fn load(state: &dyn StateStore, key: &str) -> Result<Vec<Record>, StoreError> {
+    match state.get(key).await? {
+        Some((text, _)) => parse(&text),
+        None => Ok(Vec::new()),
+    }
+}
+
+/// The newest `limit` records of both lists (writes and refused sign-ins), newest first.
 pub async fn recent(state: &dyn StateStore, limit: usize) -> Result<Vec<Record>, StoreError> {
-    let list = match state.get(KEY).await? {
-        Some((text, _)) => parse(&text)?,
-        None => Vec::new(),
-    };
+    let mut list = load(state, KEY).await?;
+    list.extend(load(state, REFUSED_KEY).await?);
+    // RFC 3339 in UTC with `Z` sorts by time as text once the fractions are made even.
+    list.sort_by_cached_key(|r| sortable(&r.at));
     Ok(list.into_iter().rev().take(limit).collect())
+}
+
+/// `at` with its fraction of a second padded to nine digits, so that texts sort by time.
+fn sortable(at: &str) -> String {
+    let Some(body) = at.strip_suffix('Z') else {
+        return at.to_string();
+    };
+    let (whole, frac) = body.split_once('.').unwrap_or((body, ""));
+    format!("{whole}.{frac:0<9}Z")
 }
 
 /// The stored trail; one that cannot be read is an error, never overwritten.
 fn parse(text: &str) -> Result<Vec<Record>, StoreError> {
     serde_json::from_str(text)
         .map_err(|e| StoreError::Permanent(format!("the audit trail cannot be read: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::access::Role;
+
+    fn refused(from: &str) -> Record {
+        let who = Principal {
+            name: "unknown".into(),
+            role: Role::Viewer,
+        };
+        Record::new(
+            &who,
+            "login.refused",
+            "console",
+            Some(format!("no; from {from}")),
+        )
+    }
+
+    #[tokio::test]
+    async fn refused_sign_ins_never_push_a_write_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::Store::embedded(&dir.path().join("data")).unwrap();
+        let state = store.state.as_ref();
+        let anna = Principal {
+            name: "anna".into(),
+            role: Role::Approver,
+        };
+        append(
+            state,
+            Record::new(&anna, "approve", "job-1", Some("CHG-4711".into())),
+        )
+        .await
+        .unwrap();
+        for i in 0..(KEEP_REFUSED + 20) {
+            append_refused(state, refused(&format!("10.0.{}.{}", i / 250, i % 250)))
+                .await
+                .unwrap();
+        }
+        let all = recent(state, usize::MAX).await.unwrap();
+        assert_eq!(
+            all.len(),
+            KEEP_REFUSED + 1,
+            "the refused ones are bounded apart"
+        );
+        assert!(
+            all.iter().any(|r| r.what == "approve" && r.who == "anna"),
+            "the approval stays"
+        );
+        // The same try again from one address within the minute is one record with a count.
+        for _ in 0..5 {
+            append_refused(state, refused("192.0.2.7")).await.unwrap();
+        }
+        let all = recent(state, 3).await.unwrap();
+        assert_eq!(all[0].comment.as_deref(), Some("no; from 192.0.2.7"));
+        assert_eq!(all[0].count, Some(5), "{all:?}");
+        assert_ne!(all[1].comment, all[0].comment);
+    }
+
+    #[test]
+    fn times_sort_whatever_their_fraction() {
+        assert!(sortable("2026-12-07T06:30:27.6Z") > sortable("2026-12-07T06:30:27.59Z"));
+        assert!(sortable("2026-12-07T06:30:27Z") < sortable("2026-12-07T06:30:27.01Z"));
+    }
 }

@@ -112,6 +112,8 @@ pub enum UsersError {
     Password(String),
     #[error("a user name must be 1 to 64 letters, digits, `.`, `_`, `-` or `@`; `{0}` is not")]
     BadName(String),
+    #[error("`{0}` is reserved: {1}; choose another name")]
+    Reserved(String, &'static str),
 }
 
 /// The users file of a data directory.
@@ -181,12 +183,19 @@ impl Users {
 
     /// Adds a user; returns its new API token (not stored, shown once).
     pub fn add(&self, name: &str, role: Role) -> Result<String, UsersError> {
+        if let Some(why) = reserved(name) {
+            return Err(UsersError::Reserved(name.to_string(), why));
+        }
         if !valid_name(name) {
             return Err(UsersError::BadName(name.to_string()));
         }
         let mut file = self.read()?;
-        if file.users.iter().any(|u| u.name == name) {
-            return Err(UsersError::Exists(name.to_string()));
+        if let Some(u) = file
+            .users
+            .iter()
+            .find(|u| u.name.eq_ignore_ascii_case(name))
+        {
+            return Err(UsersError::Exists(u.name.clone()));
         }
         let token = format!("rh_{}", hex::encode(rand::random::<[u8; 24]>()));
         file.users.push(User {
@@ -205,7 +214,7 @@ impl Users {
         let at = file
             .users
             .iter()
-            .position(|u| u.name == name)
+            .position(|u| same_name(&u.name, name, &file.users))
             .ok_or_else(|| UsersError::NoSuchUser(name.to_string()))?;
         let gone = file.users.remove(at);
         self.write(&file)?;
@@ -216,10 +225,14 @@ impl Users {
     pub fn set_password(&self, name: &str, password: &str) -> Result<(), UsersError> {
         let hashed = password::hash(password)?;
         let mut file = self.read()?;
+        let at = file
+            .users
+            .iter()
+            .position(|u| same_name(&u.name, name, &file.users))
+            .ok_or_else(|| UsersError::NoSuchUser(name.to_string()))?;
         let user = file
             .users
-            .iter_mut()
-            .find(|u| u.name == name)
+            .get_mut(at)
             .ok_or_else(|| UsersError::NoSuchUser(name.to_string()))?;
         user.password_argon2 = Some(hashed);
         self.write(&file)
@@ -236,7 +249,9 @@ impl Users {
 
     /// The user named `name`.
     pub fn get(&self, name: &str) -> Result<Option<User>, UsersError> {
-        Ok(self.read()?.users.into_iter().find(|u| u.name == name))
+        let users = self.read()?.users;
+        let at = users.iter().position(|u| same_name(&u.name, name, &users));
+        Ok(at.map(|at| users[at].clone()))
     }
 
     /// The stored user whose token this is.
@@ -265,6 +280,45 @@ impl Users {
     }
 }
 
+/// Whether the stored name `stored` is the one asked for as `asked`: the same name, else the same
+/// but for case when no stored name is exactly `asked` (names are unique case-insensitively;
+/// a file written before that rule may hold both `Anna` and `anna`).
+fn same_name(stored: &str, asked: &str, all: &[User]) -> bool {
+    stored == asked || (stored.eq_ignore_ascii_case(asked) && !all.iter().any(|u| u.name == asked))
+}
+
+/// Names the service gives to principals that are not users (in decisions and the audit
+/// trail), with what they stand for. A user of such a name could pass for them.
+const RESERVED: [(&str, &str); 5] = [
+    ("admin-token", "it names the holder of RULEHOOK_ADMIN_TOKEN"),
+    ("loopback", "it names a local client let in without a token"),
+    (
+        "timeout",
+        "it names the on_timeout decision of an approval nobody made in time",
+    ),
+    (
+        "unknown",
+        "it names a refused sign-in whose user name was not well-formed",
+    ),
+    (
+        "cli",
+        "it names the local command line (`cli@<host>`) in the audit trail",
+    ),
+];
+
+/// Why `name` may not be a user's name, when it is reserved (compared case-insensitively;
+/// `cli@…` is the local command line).
+pub fn reserved(name: &str) -> Option<&'static str> {
+    let lower = name.to_ascii_lowercase();
+    if lower.starts_with("cli@") {
+        return Some("it names the local command line (`cli@<host>`) in the audit trail");
+    }
+    RESERVED
+        .iter()
+        .find(|(n, _)| *n == lower)
+        .map(|(_, why)| *why)
+}
+
 /// 1 to 64 letters, digits, `.`, `_`, `-` or `@`, and not a name the service uses itself.
 pub fn valid_name(name: &str) -> bool {
     !name.is_empty()
@@ -272,7 +326,7 @@ pub fn valid_name(name: &str) -> bool {
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'@'))
-        && !matches!(name, "admin-token" | "loopback")
+        && reserved(name).is_none()
 }
 
 fn hash(token: &str) -> String {
@@ -351,6 +405,35 @@ mod tests {
             users.remove("alice"),
             Err(UsersError::NoSuchUser(_))
         ));
+    }
+
+    #[test]
+    fn reserved_names_and_names_differing_only_in_case_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let users = Users::in_data(dir.path());
+        for name in [
+            "timeout",
+            "unknown",
+            "loopback",
+            "admin-token",
+            "Timeout",
+            "cli@host",
+        ] {
+            let err = users.add(name, Role::Approver).unwrap_err();
+            assert!(
+                matches!(err, UsersError::Reserved(..)) && err.to_string().contains("reserved"),
+                "{name}: {err}"
+            );
+        }
+        users.add("anna", Role::Approver).unwrap();
+        let err = users.add("Anna", Role::Viewer).unwrap_err();
+        assert!(
+            matches!(err, UsersError::Exists(ref n) if n == "anna"),
+            "{err}"
+        );
+        assert_eq!(users.get("ANNA").unwrap().unwrap().name, "anna");
+        users.remove("Anna").unwrap();
+        assert!(users.list().unwrap().is_empty());
     }
 
     #[test]

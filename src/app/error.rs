@@ -29,6 +29,10 @@ pub enum ApiError {
     Unavailable(#[from] StoreError),
     #[error("admin API: present `Authorization: Bearer $RULEHOOK_ADMIN_TOKEN`")]
     AdminOnly,
+    #[error(
+        "the bearer token is not known here: it is neither RULEHOOK_ADMIN_TOKEN nor a user's API token (a removed user's token stops working)"
+    )]
+    UnknownToken,
     #[error("this needs the `{needed}` role or higher; `{who}` is `{role}`")]
     NeedsRole {
         needed: &'static str,
@@ -123,7 +127,9 @@ impl ApiError {
                 VerifyError::NotServed => (StatusCode::NOT_FOUND, "not_found"),
             },
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
-            ApiError::AdminOnly => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::AdminOnly | ApiError::UnknownToken => {
+                (StatusCode::UNAUTHORIZED, "unauthorized")
+            }
             ApiError::NeedsRole { .. } => (StatusCode::FORBIDDEN, "forbidden_role"),
             ApiError::Users(_) => (StatusCode::INTERNAL_SERVER_ERROR, "users_file"),
             ApiError::BadQuery(_) => (StatusCode::BAD_REQUEST, "bad_request"),

@@ -71,6 +71,9 @@ pub fn principal(
             role: Role::Admin,
         });
     }
+    if bearer(headers).is_some() {
+        return Err(ApiError::UnknownToken);
+    }
     Err(ApiError::AdminOnly)
 }
 

@@ -134,12 +134,36 @@ impl Api {
         }
         let message = body["message"].as_str().unwrap_or("").to_string();
         match status.as_u16() {
-            401 => anyhow::bail!(
-                "the admin API refused the request ({message}); from another host, set RULEHOOK_ADMIN_TOKEN to the service's token"
-            ),
+            401 => {
+                let why = match (&self.token, loopback_url(&self.base)) {
+                    (Some(_), _) => {
+                        "the RULEHOOK_ADMIN_TOKEN set here is not one the service knows; set it to the service's admin token or to your user's API token"
+                    }
+                    (None, true) => {
+                        "the service asks for a token even from this host (--admin-require-token); set RULEHOOK_ADMIN_TOKEN to the service's admin token or to your user's API token"
+                    }
+                    (None, false) => {
+                        "set RULEHOOK_ADMIN_TOKEN to the service's admin token or to your user's API token"
+                    }
+                };
+                anyhow::bail!("the admin API refused the request ({message}); {why}")
+            }
             _ => anyhow::bail!("{} answered {status}: {message}", self.base),
         }
     }
+}
+
+/// Whether `base` names this host (a loopback address or `localhost`).
+fn loopback_url(base: &str) -> bool {
+    let host = reqwest::Url::parse(base)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_string))
+        .unwrap_or_default();
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 fn query(pairs: &[(&str, Option<String>)]) -> String {

@@ -30,10 +30,14 @@ pub async fn audit(
     Query(q): Query<AuditQuery>,
 ) -> Result<Response, PageError> {
     let state = st.engine.store().state.clone();
-    let all = crate::access::audit::recent(state.as_ref(), crate::access::audit::KEEP)
-        .await
-        .or_page(&v)?;
-    let mut whats: Vec<&str> = all.iter().map(|r| r.what.as_str()).collect();
+    let all = crate::access::audit::recent(
+        state.as_ref(),
+        crate::access::audit::KEEP + crate::access::audit::KEEP_REFUSED,
+    )
+    .await
+    .or_page(&v)?;
+    let mut whats: Vec<&str> = KINDS.to_vec();
+    whats.extend(all.iter().map(|r| r.what.as_str()));
     whats.sort_unstable();
     whats.dedup();
     let want = |f: &Option<String>, value: &str| {
@@ -43,7 +47,7 @@ pub async fn audit(
     };
     let rows: Vec<_> = all
         .iter()
-        .filter(|r| want(&q.who, &r.who) && want(&q.what, &r.what))
+        .filter(|r| want(&q.who, &r.who) && kind_is(q.what.as_deref(), &r.what))
         .take(ROWS)
         .map(|r| json!({"record": r, "event": event_of(&r.what, &r.target)}))
         .collect();
@@ -54,6 +58,36 @@ pub async fn audit(
             "rows": rows, "whats": whats, "q": &q, "limit": ROWS,
         }),
     ))
+}
+
+/// The kinds the filter always offers; `user` stands for every user change (`user.add` …).
+const KINDS: [&str; 11] = [
+    "approve",
+    "login",
+    "login.refused",
+    "reject",
+    "replay",
+    "rerun",
+    "user",
+    "user.add",
+    "user.passwd",
+    "user.remove",
+    "user.role",
+];
+
+/// Whether a record of kind `what` passes the filter `want`: the same kind, or a kind under it
+/// (`user` takes `user.add`, `user.remove` …).
+fn kind_is(want: Option<&str>, what: &str) -> bool {
+    match want.map(str::trim) {
+        None | Some("") => true,
+        Some(w) => {
+            what == w
+                || what
+                    .strip_prefix(w)
+                    .is_some_and(|rest| rest.starts_with('.'))
+                    && w != "login"
+        }
+    }
 }
 
 /// The event a record is about, for a link: a replayed event, or the event of a job (a job id
@@ -68,6 +102,16 @@ fn event_of(what: &str, target: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_user_kind_takes_every_user_change() {
+        assert!(super::kind_is(Some("user"), "user.add"));
+        assert!(super::kind_is(Some("user"), "user.passwd"));
+        assert!(!super::kind_is(Some("user"), "username"));
+        assert!(!super::kind_is(Some("login"), "login.refused"));
+        assert!(super::kind_is(Some("login.refused"), "login.refused"));
+        assert!(super::kind_is(None, "rerun"));
+    }
+
     #[test]
     fn jobs_and_replays_link_to_their_event() {
         assert_eq!(

@@ -4,9 +4,10 @@
 //! a user's token as a bearer token, a user named by a trusted proxy's header, loopback clients
 //! unless `--admin-require-token`), or the holder of the session cookie the login form sets
 //! (`HttpOnly`, `SameSite=Strict`) after the admin token, a user's token, or a user's name and
-//! password. The cookie holds a MAC under a key drawn at start, never a credential; a user's
-//! cookie is bound to the user's token and password hashes (a new one ends it); sessions end
-//! when the process restarts.
+//! password. The cookie holds a random id drawn at each sign-in, never a credential; the process
+//! keeps who it stands for in memory (`app::session`): signing out forgets it, a user's session
+//! is bound to the user's token and password hashes (a new one ends it), and sessions end when
+//! the process restarts.
 //!
 //! A POST must carry the console's form token (a MAC only pages of this process contain). That
 //! it comes from this origin and names an expected host is checked before any page runs, for the
@@ -20,7 +21,7 @@ use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Redirect, Response};
 
 use crate::app::AppState;
-pub use crate::app::session::Settings;
+pub use crate::app::session::{Holder, Settings};
 use crate::verify::mac::secret_eq;
 
 /// The session cookie's name.
@@ -44,26 +45,28 @@ fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
         .map(|(_, v)| v)
 }
 
-/// Who the request's session cookie signed in, if it carries a valid one: the admin token's
-/// holder, or a user.
+/// Who the request's session cookie signed in, if it carries an open one: the admin token's
+/// holder, or a user whose token and password are still those they signed in with.
 fn session(state: &AppState, headers: &HeaderMap) -> Option<crate::access::Principal> {
     let got = cookie(headers, COOKIE)?;
-    if let Some(rest) = got.strip_prefix("u.") {
-        let (name, _) = rest.split_once('.')?;
-        let user = state.guard.users.as_ref()?.get(name).ok()??;
-        let want = state.console.user_session(&user);
-        return secret_eq(want.as_bytes(), got.as_bytes()).then_some(crate::access::Principal {
-            name: user.name,
-            role: user.role,
-        });
-    }
-    let token = state.admin_token.as_ref()?;
-    secret_eq(state.console.session_for(token).as_bytes(), got.as_bytes()).then(|| {
-        crate::access::Principal {
-            name: "admin-token".into(),
-            role: crate::access::Role::Admin,
+    match state.console.session(got)? {
+        Holder::User { name, credentials } => {
+            let user = state.guard.users.as_ref()?.get(&name).ok()??;
+            (user.credentials() == credentials).then(|| user.principal())
         }
-    })
+        Holder::AdminToken => state
+            .admin_token
+            .as_ref()
+            .map(|_| crate::access::Principal {
+                name: "admin-token".into(),
+                role: crate::access::Role::Admin,
+            }),
+    }
+}
+
+/// The session cookie's value in `headers`, if any.
+pub fn session_cookie(headers: &HeaderMap) -> Option<&str> {
+    cookie(headers, COOKIE)
 }
 
 /// Proof that the caller may use the console: an extractor, so no page can forget it.
@@ -245,10 +248,8 @@ mod tests {
     }
 
     #[test]
-    fn sessions_and_form_tokens_are_keyed_per_process() {
+    fn form_tokens_are_keyed_per_process() {
         let (a, b) = (Settings::default(), Settings::default());
-        assert_ne!(a.session_for("t"), b.session_for("t"));
-        assert_ne!(a.session_for("t"), a.session_for("u"));
         assert_ne!(a.form_token(), b.form_token());
         assert_eq!(a.form_token(), a.form_token());
         assert_ne!(a.form_token(), a.login_token());

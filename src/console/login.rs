@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::auth::{self, Viewer};
+use super::auth::{self, Holder, Viewer};
 use super::error::{OrPage, PageError};
 use super::pages::Frame;
 use super::render::{page_with, secured};
@@ -126,7 +126,7 @@ async fn check(st: &AppState, f: &LoginForm) -> Result<SignedIn, ApiError> {
                 name: "admin-token".into(),
                 role: Role::Admin,
             },
-            cookie: st.console.session_for(want),
+            cookie: st.console.start_session(Holder::AdminToken),
             how: "the admin token",
         });
     }
@@ -146,14 +146,18 @@ async fn check(st: &AppState, f: &LoginForm) -> Result<SignedIn, ApiError> {
 
 fn user_session(st: &AppState, u: User, how: &'static str) -> SignedIn {
     SignedIn {
-        cookie: st.console.user_session(&u),
+        cookie: st.console.start_session(Holder::User {
+            name: u.name.clone(),
+            credentials: u.credentials(),
+        }),
         who: u.principal(),
         how,
     }
 }
 
-/// A refused sign-in: audited (under the name given, if any), counted against the address's
-/// budget of failures (429 past it), and the form again with the reason.
+/// A refused sign-in: counted against the address's budget of failures (429 past it), audited
+/// when within it (under the name given, if any, in the refused sign-ins' own list, folded per
+/// address and minute: see `access::audit`), and the form again with the reason.
 async fn refused(
     st: &AppState,
     next: &str,
@@ -166,6 +170,11 @@ async fn refused(
     }
     let name = f.user.trim();
     tracing::info!(peer = %peer.ip(), user = name, "console: a sign-in was refused: {e}");
+    if let Err(wait) = st.guard.failures.failed(peer.ip()) {
+        // Past the budget: answered 429 and logged, but not audited one by one.
+        let e = ApiError::RateLimited(wait.as_secs_f64().ceil().max(1.0) as u64);
+        return login_page(st, next, Some(e));
+    }
     let who = Principal {
         // Only a well-formed name is recorded: a password typed into the name field is not.
         name: if crate::access::valid_name(name) {
@@ -182,13 +191,10 @@ async fn refused(
         Some(format!("{e}; from {}", peer.ip())),
     );
     record.role = "none".into();
-    if let Err(err) = crate::access::audit::append(st.engine.store().state.as_ref(), record).await {
+    let state = st.engine.store().state.clone();
+    if let Err(err) = crate::access::audit::append_refused(state.as_ref(), record).await {
         tracing::warn!("a refused sign-in could not be audited: {err}");
     }
-    let e = match st.guard.failures.failed(peer.ip()) {
-        Ok(()) => e,
-        Err(wait) => ApiError::RateLimited(wait.as_secs_f64().ceil().max(1.0) as u64),
-    };
     login_page(st, next, Some(e))
 }
 
@@ -198,9 +204,18 @@ pub struct LogoutForm {
     pub token: String,
 }
 
-/// `POST /console/logout`: forgets the session cookie.
-pub async fn logout(v: Viewer, Form(f): Form<LogoutForm>) -> Result<Response, PageError> {
+/// `POST /console/logout`: ends the session (its cookie stops working, copies of it too) and
+/// tells the browser to forget the cookie.
+pub async fn logout(
+    v: Viewer,
+    State(st): State<AppState>,
+    headers: axum::http::HeaderMap,
+    Form(f): Form<LogoutForm>,
+) -> Result<Response, PageError> {
     auth::check_post(&v, &f.token).or_page(&v)?;
+    if let Some(id) = auth::session_cookie(&headers) {
+        st.console.end_session(id);
+    }
     let mut resp = Redirect::to("/console/login").into_response();
     let gone = format!(
         "{}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0",

@@ -224,7 +224,10 @@ async fn audit_trail(
     State(state): State<AppState>,
     Query(q): Query<AuditQuery>,
 ) -> Result<Response, ApiError> {
-    let limit = q.limit.unwrap_or(100).min(crate::access::audit::KEEP);
+    let limit = q
+        .limit
+        .unwrap_or(100)
+        .min(crate::access::audit::KEEP + crate::access::audit::KEEP_REFUSED);
     let records = crate::access::audit::recent(state.engine.store().state.as_ref(), limit).await?;
     Ok(Json(json!({"audit": records})).into_response())
 }
