@@ -229,7 +229,7 @@ pub struct ServeArgs {
     pub concurrency: usize,
     /// The console's address as people reach it (`https://rulehook.example.net`): the base of
     /// `approval.url` in approval notifications (unset: the path alone).
-    #[arg(long, env = "RULEHOOK_PUBLIC_URL")]
+    #[arg(long, env = "RULEHOOK_PUBLIC_URL", value_parser = parse_public_url)]
     pub public_url: Option<String>,
     /// The longest a job awaiting approval waits before it looks for a decision again (it also
     /// looks at its deadline).
@@ -724,4 +724,43 @@ async fn send(a: SendArgs) -> anyhow::Result<()> {
 fn is_certificate_error(cause: &str) -> bool {
     let c = cause.to_ascii_lowercase();
     c.contains("certificate") || c.contains("unknownissuer") || c.contains("invalid peer")
+}
+
+/// `--public-url`: an absolute `http` or `https` URL with a host (it becomes links in
+/// notifications: a bare host name or a `javascript:` URL would be a broken or harmful link).
+fn parse_public_url(s: &str) -> Result<String, String> {
+    let bad = || {
+        format!(
+            "`{s}` is not an absolute http(s) URL; give the console's address as people reach it, like https://rulehook.example.net"
+        )
+    };
+    let url = reqwest::Url::parse(s.trim()).map_err(|_| bad())?;
+    let web =
+        matches!(url.scheme(), "http" | "https") && url.host_str().is_some_and(|h| !h.is_empty());
+    if !web || url.query().is_some() || url.fragment().is_some() {
+        return Err(bad());
+    }
+    Ok(s.trim().trim_end_matches('/').to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_public_url_is_an_absolute_http_url() {
+        for bad in [
+            "rulehook.example.net",
+            "javascript:alert(1)",
+            "ftp://rulehook.example.net",
+            "https://",
+            "https://h.example/?a=1",
+        ] {
+            let err = super::parse_public_url(bad).unwrap_err();
+            assert!(err.contains("absolute http(s) URL"), "{bad}: {err}");
+        }
+        assert_eq!(
+            super::parse_public_url("https://rulehook.example.net/").unwrap(),
+            "https://rulehook.example.net"
+        );
+        assert!(super::parse_public_url("http://127.0.0.1:18080/rh").is_ok());
+    }
 }

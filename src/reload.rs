@@ -61,6 +61,8 @@ pub struct Reloader {
     transports: Option<Arc<crate::transport::Transports>>,
     status: Arc<Mutex<Status>>,
     fingerprint: Mutex<BTreeMap<PathBuf, Vec<u8>>>,
+    /// The users file, to warn about `approval.approvers` that are not users.
+    users: Option<crate::access::Users>,
 }
 
 impl Reloader {
@@ -68,6 +70,7 @@ impl Reloader {
         dirs: Dirs,
         engine: Arc<Engine>,
         transports: Option<Arc<crate::transport::Transports>>,
+        users: Option<crate::access::Users>,
     ) -> Arc<Reloader> {
         let set = engine.rules();
         let status = Status {
@@ -83,6 +86,7 @@ impl Reloader {
             transports,
             status: Arc::new(Mutex::new(status)),
             fingerprint: Mutex::new(fp),
+            users,
         })
     }
 
@@ -112,6 +116,11 @@ impl Reloader {
                 let before = self.engine.rules();
                 for w in set.warnings.iter().filter(|w| !before.warnings.contains(w)) {
                     tracing::warn!("{w}");
+                }
+                if let Some(users) = &self.users {
+                    for w in crate::access::approver_warnings(&set, users) {
+                        tracing::warn!("{w}");
+                    }
                 }
                 let set = Arc::new(set);
                 // Swapped first: a new source's first message finds it in the set, a removed

@@ -137,6 +137,68 @@ async fn load(state: &dyn StateStore, key: &str) -> Result<Vec<Record>, StoreErr
     }
 }
 
+/// Where the last user change copied from the users file is remembered: (`at`, `seq`).
+const USERS_SEEN_KEY: &str = "rulehook/audit-users-seen";
+
+/// Copies the user changes `rulehook users` noted in the users file (`user.add`, `user.remove`,
+/// `user.passwd`, `user.role`) into the audit trail, each once; returns how many were new.
+pub async fn copy_user_changes(
+    state: &dyn StateStore,
+    users: &super::Users,
+) -> Result<usize, StoreError> {
+    let changes = users
+        .changes()
+        .map_err(|e| StoreError::Permanent(e.to_string()))?;
+    let Some(last) = changes.last() else {
+        return Ok(0);
+    };
+    let (seen, rev) = match state.get(USERS_SEEN_KEY).await? {
+        Some((text, rev)) => (serde_json::from_str::<(String, u64)>(&text).ok(), Some(rev)),
+        None => (None, None),
+    };
+    let order = |at: &str, seq: u64| (sortable(at), seq);
+    let seen = seen.map(|(at, seq)| order(&at, seq));
+    let new: Vec<_> = changes
+        .iter()
+        .filter(|c| seen.as_ref().is_none_or(|s| order(&c.at, c.seq) > *s))
+        .collect();
+    if new.is_empty() {
+        return Ok(0);
+    }
+    // The mark first: should two processes copy at once, one of them wins and copies.
+    let mark = serde_json::json!([last.at, last.seq]).to_string();
+    let marked = match rev {
+        Some(rev) => state.update(USERS_SEEN_KEY, &mark, rev, None).await,
+        None => state.create(USERS_SEEN_KEY, &mark, None).await,
+    };
+    match marked {
+        Ok(_) => {}
+        Err(StoreError::Conflict(_)) => return Ok(0),
+        Err(e) => return Err(e),
+    }
+    let count = new.len();
+    let records: Vec<Record> = new
+        .into_iter()
+        .map(|c| Record {
+            at: c.at.clone(),
+            who: c.who.clone(),
+            role: "admin".into(),
+            what: c.what.clone(),
+            target: c.user.clone(),
+            comment: Some(c.comment.clone()),
+            count: None,
+        })
+        .collect();
+    change(state, KEY, |list| {
+        list.extend(records.iter().cloned());
+        if list.len() > KEEP {
+            list.drain(..list.len() - KEEP);
+        }
+    })
+    .await?;
+    Ok(count)
+}
+
 /// The newest `limit` records of both lists (writes and refused sign-ins), newest first.
 pub async fn recent(state: &dyn StateStore, limit: usize) -> Result<Vec<Record>, StoreError> {
     let mut list = load(state, KEY).await?;
@@ -217,6 +279,38 @@ mod tests {
         assert_eq!(all[0].comment.as_deref(), Some("no; from 192.0.2.7"));
         assert_eq!(all[0].count, Some(5), "{all:?}");
         assert_ne!(all[1].comment, all[0].comment);
+    }
+
+    #[tokio::test]
+    async fn user_changes_are_copied_into_the_trail_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::Store::embedded(&dir.path().join("data")).unwrap();
+        let state = store.state.as_ref();
+        let users = crate::access::Users::in_data(dir.path());
+        users.add("zz", Role::Viewer).unwrap();
+        users.set_password("zz", "long enough pw").unwrap();
+        users.set_role("zz", Role::Operator).unwrap();
+        assert_eq!(copy_user_changes(state, &users).await.unwrap(), 3);
+        assert_eq!(copy_user_changes(state, &users).await.unwrap(), 0, "once");
+        users.remove("zz").unwrap();
+        assert_eq!(copy_user_changes(state, &users).await.unwrap(), 1);
+        let all = recent(state, 10).await.unwrap();
+        let whats: Vec<_> = all.iter().map(|r| r.what.as_str()).collect();
+        assert_eq!(
+            whats,
+            ["user.remove", "user.role", "user.passwd", "user.add"]
+        );
+        assert!(
+            all.iter()
+                .all(|r| r.target == "zz" && r.who.starts_with("cli@"))
+        );
+        assert!(
+            all[1]
+                .comment
+                .as_deref()
+                .unwrap()
+                .contains("role operator (was viewer)")
+        );
     }
 
     #[test]

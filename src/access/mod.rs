@@ -126,6 +126,62 @@ pub struct Users {
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct UsersFile {
     users: Vec<User>,
+    /// The last changes made by `rulehook users` (oldest first, the newest [`KEEP_CHANGES`]):
+    /// the command line writes the file, not the service, so the service copies these into its
+    /// audit trail when it sees them (`audit::copy_user_changes`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    changes: Vec<Change>,
+}
+
+/// Changes kept in the users file for the service to copy into the audit trail.
+const KEEP_CHANGES: usize = 200;
+
+/// One change of the users file by the command line: who made it, what, to whom.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Change {
+    /// Counts up within one file, with `at` orders the changes.
+    pub seq: u64,
+    /// RFC 3339, UTC.
+    pub at: String,
+    /// `cli@<host>`: the local command line.
+    pub who: String,
+    /// `user.add`, `user.remove`, `user.passwd`, `user.role`.
+    pub what: String,
+    /// The user changed.
+    pub user: String,
+    /// The operating-system user who ran the command, and the role given.
+    pub comment: String,
+}
+
+impl UsersFile {
+    /// Notes a change by the local command line.
+    fn note(&mut self, what: &str, user: &str, detail: String) {
+        let seq = self.changes.last().map_or(1, |c| c.seq + 1);
+        let os_user = std::env::var("USER")
+            .or_else(|_| std::env::var("LOGNAME"))
+            .unwrap_or_else(|_| "unknown".into());
+        self.changes.push(Change {
+            seq,
+            at: crate::domain::rfc3339(crate::domain::now_ms()),
+            who: format!("cli@{}", hostname()),
+            what: what.to_string(),
+            user: user.to_string(),
+            comment: format!("{detail}; by the OS user {os_user} with `rulehook users`"),
+        });
+        if self.changes.len() > KEEP_CHANGES {
+            self.changes.drain(..self.changes.len() - KEEP_CHANGES);
+        }
+    }
+}
+
+/// This host's name (for `cli@<host>`).
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
 }
 
 impl Users {
@@ -205,6 +261,7 @@ impl Users {
             created_at: crate::domain::now_ms(),
             password_argon2: None,
         });
+        file.note("user.add", name, format!("role {}", role.as_str()));
         self.write(&file)?;
         Ok(token)
     }
@@ -217,6 +274,8 @@ impl Users {
             .position(|u| same_name(&u.name, name, &file.users))
             .ok_or_else(|| UsersError::NoSuchUser(name.to_string()))?;
         let gone = file.users.remove(at);
+        let detail = format!("had role {}", gone.role.as_str());
+        file.note("user.remove", &gone.name, detail);
         self.write(&file)?;
         Ok(gone)
     }
@@ -235,7 +294,31 @@ impl Users {
             .get_mut(at)
             .ok_or_else(|| UsersError::NoSuchUser(name.to_string()))?;
         user.password_argon2 = Some(hashed);
+        let name = user.name.clone();
+        file.note("user.passwd", &name, "console password set".into());
         self.write(&file)
+    }
+
+    /// Gives user `name` the role `role`; returns the role it had.
+    pub fn set_role(&self, name: &str, role: Role) -> Result<Role, UsersError> {
+        let mut file = self.read()?;
+        let at = file
+            .users
+            .iter()
+            .position(|u| same_name(&u.name, name, &file.users))
+            .ok_or_else(|| UsersError::NoSuchUser(name.to_string()))?;
+        let user = &mut file.users[at];
+        let was = std::mem::replace(&mut user.role, role);
+        let name = user.name.clone();
+        let detail = format!("role {} (was {})", role.as_str(), was.as_str());
+        file.note("user.role", &name, detail);
+        self.write(&file)?;
+        Ok(was)
+    }
+
+    /// The changes `rulehook users` noted, oldest first.
+    pub fn changes(&self) -> Result<Vec<Change>, UsersError> {
+        Ok(self.read()?.changes)
     }
 
     /// The user `name` when `password` is theirs; `None` for an unknown name, a user without
@@ -317,6 +400,38 @@ pub fn reserved(name: &str) -> Option<&'static str> {
         .iter()
         .find(|(n, _)| *n == lower)
         .map(|(_, why)| *why)
+}
+
+/// Warnings about the rules' `approval.approvers` that name nobody in the users file (compared
+/// case-insensitively): nobody but an admin (break-glass) could decide their jobs. Checked
+/// against the file as it is now, so adding the user ends the warning.
+pub fn approver_warnings(set: &crate::rules::RuleSet, users: &Users) -> Vec<String> {
+    let known: Vec<String> = match users.list() {
+        Ok(list) => list.into_iter().map(|u| u.name).collect(),
+        Err(e) => return vec![format!("approval.approvers cannot be checked: {e}")],
+    };
+    let mut out = Vec::new();
+    for rule in &set.rules {
+        let Some(approval) = &rule.approval else {
+            continue;
+        };
+        let unknown: Vec<&str> = approval
+            .approvers
+            .iter()
+            .filter(|a| !known.iter().any(|k| k.eq_ignore_ascii_case(a)))
+            .map(String::as_str)
+            .collect();
+        if !unknown.is_empty() {
+            out.push(format!(
+                "rule {}/{}: approval.approvers {} {} not a user (rulehook users list); only the others and admins (break-glass) can decide its jobs",
+                rule.rulebook,
+                rule.name,
+                unknown.join(", "),
+                if unknown.len() == 1 { "is" } else { "are" },
+            ));
+        }
+    }
+    out
 }
 
 /// 1 to 64 letters, digits, `.`, `_`, `-` or `@`, and not a name the service uses itself.

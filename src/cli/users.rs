@@ -1,4 +1,5 @@
-//! `rulehook users add|list|remove|passwd`: the people who may use the admin API and the console.
+//! `rulehook users add|list|remove|passwd|role`: the people who may use the admin API and the
+//! console. Each change is noted in users.json for the service's audit trail (`user.add` …).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -34,6 +35,14 @@ pub enum UsersAction {
     /// Sessions signed in before end.
     Passwd {
         name: String,
+        #[command(flatten)]
+        data: DataArg,
+    },
+    /// Give a user another role; it takes effect at once (sessions too).
+    Role {
+        name: String,
+        #[arg(long, value_parser = parse_role)]
+        role: Role,
         #[command(flatten)]
         data: DataArg,
     },
@@ -84,6 +93,15 @@ pub fn run(a: UsersArgs) -> ExitCode {
                 .map(|()| println!("password of user `{name}` set")),
             Err(e) => Err(crate::access::UsersError::Password(e)),
         },
+        UsersAction::Role { name, role, data } => {
+            Users::in_data(&data.data).set_role(&name, role).map(|was| {
+                println!(
+                    "user `{name}` now has role {} (was {})",
+                    role.as_str(),
+                    was.as_str()
+                )
+            })
+        }
         UsersAction::Remove { name, data } => Users::in_data(&data.data)
             .remove(&name)
             .map(|u| println!("user `{}` removed", u.name)),

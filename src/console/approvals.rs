@@ -105,12 +105,13 @@ pub async fn decide(
         }
     };
     let comment = Some(f.comment.trim().to_string()).filter(|c| !c.is_empty());
-    st.engine
-        .decide(&f.job, &v.who, approved, comment.clone())
+    let (_, decision) = st
+        .engine
+        .decide(&f.job, &v.who, approved, comment)
         .await
         .or_page(&v)?;
     let what = if approved { "approve" } else { "reject" };
-    crate::app::audit(&st, &v.who, what, &f.job, comment)
+    crate::app::audit(&st, &v.who, what, &f.job, decision.comment)
         .await
         .or_page(&v)?;
     let done = if approved { "approved" } else { "rejected" };

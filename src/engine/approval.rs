@@ -140,12 +140,32 @@ impl Engine {
             if let Some(d) = &request.decision {
                 return Err(ApprovalError::Decided(d.summary()));
             }
-            if !request.approvers.is_empty() && !request.approvers.contains(&who.name) {
+            let listed = request.approvers.is_empty()
+                || request
+                    .approvers
+                    .iter()
+                    .any(|a| a.eq_ignore_ascii_case(&who.name));
+            // An admin may always decide (break-glass), and the decision says so.
+            let break_glass = !listed && who.role == crate::access::Role::Admin;
+            if !listed && !break_glass {
                 return Err(ApprovalError::NotAnApprover {
                     who: who.name.clone(),
                     approvers: request.approvers.join(", "),
                 });
             }
+            let comment = if break_glass {
+                let why = format!(
+                    "break-glass: admin {}, not one of the rule's approvers ({})",
+                    who.name,
+                    request.approvers.join(", ")
+                );
+                Some(match comment.as_deref().map(str::trim) {
+                    Some(c) if !c.is_empty() => format!("{why}; {c}"),
+                    _ => why,
+                })
+            } else {
+                comment.clone()
+            };
             let now = self.settings.clock.now();
             if now >= request.deadline {
                 return Err(ApprovalError::TimedOut(request.on_timeout.clone()));
@@ -154,7 +174,7 @@ impl Engine {
                 approved,
                 by: who.name.clone(),
                 at: now,
-                comment: comment.clone().filter(|c| !c.trim().is_empty()),
+                comment: comment.filter(|c| !c.trim().is_empty()),
                 reason: request.reason.clone(),
             };
             request.decision = Some(decision.clone());

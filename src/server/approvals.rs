@@ -58,12 +58,10 @@ async fn decide(
     approved: bool,
 ) -> Result<Response, ApiError> {
     let comment = comment(&body)?;
-    let (_, decision) = state
-        .engine
-        .decide(&id, &who, approved, comment.clone())
-        .await?;
+    let (_, decision) = state.engine.decide(&id, &who, approved, comment).await?;
     let what = if approved { "approve" } else { "reject" };
-    audit(&state, &who, what, &id, comment).await?;
+    // The decision's comment: the one given, and whether an admin decided as break-glass.
+    audit(&state, &who, what, &id, decision.comment.clone()).await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({

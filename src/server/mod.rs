@@ -142,6 +142,10 @@ async fn status(_: AsViewer, State(state): State<AppState>) -> Result<Response, 
         })
         .collect();
     let reload = state.reloader.as_ref().map(|r| r.status());
+    let mut warnings = rules.warnings.clone();
+    if let Some(users) = &state.guard.users {
+        warnings.extend(crate::access::approver_warnings(&rules, users));
+    }
     Ok(Json(json!({
         "version": env!("CARGO_PKG_VERSION"),
         "role": format!("{:?}", state.engine.role()).to_lowercase(),
@@ -152,6 +156,7 @@ async fn status(_: AsViewer, State(state): State<AppState>) -> Result<Response, 
         "sources": sources,
         "rules": rules.rules.iter().map(|r| format!("{}/{}", r.rulebook, r.name)).collect::<Vec<_>>(),
         "reload": reload,
+        "warnings": warnings,
     }))
     .into_response())
 }

@@ -138,6 +138,7 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
         async move { engine.archive_rules(snapshot, engine.rules()).await }
     });
     engine.start();
+    spawn_user_audit(&engine, &config.data);
     // Listening sources (syslog …): bound now, served until the HTTP listener stops.
     let stop_transports = tokio_util::sync::CancellationToken::new();
     let node = config.store.shared().then(|| node_id(&config.data));
@@ -158,7 +159,12 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
             .map(|b| format!("source {} at {}\n", b.source, b.addr))
             .collect::<String>(),
     );
-    let reloader = crate::reload::Reloader::new(config.dirs, engine.clone(), Some(transports));
+    let users = crate::access::Users::in_data(&config.data);
+    for w in crate::access::approver_warnings(&engine.rules(), &users) {
+        tracing::warn!("{w}");
+    }
+    let reloader =
+        crate::reload::Reloader::new(config.dirs, engine.clone(), Some(transports), Some(users));
     reloader.spawn();
     let state = AppState {
         engine: engine.clone(),
@@ -317,4 +323,26 @@ async fn shutdown_signal() {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
     }
+}
+
+/// Copies the user changes `rulehook users` notes in `users.json` into the audit trail, within
+/// about a second of each (the command line writes the file; the service owns the trail).
+fn spawn_user_audit(engine: &Arc<Engine>, data: &std::path::Path) {
+    let users = crate::access::Users::in_data(data);
+    let state = engine.store().state.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        let mut warned = false;
+        loop {
+            tick.tick().await;
+            match crate::access::audit::copy_user_changes(state.as_ref(), &users).await {
+                Ok(_) => warned = false,
+                Err(e) if !warned => {
+                    warned = true;
+                    tracing::warn!("user changes could not be copied into the audit trail: {e}");
+                }
+                Err(_) => {}
+            }
+        }
+    });
 }
