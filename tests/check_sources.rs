@@ -230,3 +230,29 @@ fn a_tls_error_points_at_its_own_key() {
     assert!(text.contains("t.yml:8:18: tls: "), "{text}");
     assert!(text.contains("no PEM certificate"), "{text}");
 }
+
+#[test]
+fn every_value_error_of_a_broker_source_is_reported_at_once() {
+    let env = Env::new();
+    env.rulebook(
+        "b.yml",
+        r#"sources:
+  - {name: tele, kind: mqtt, url: "http://broker", topics: [], share_group: "a/b", keep: some}
+  - {name: bus, kind: nats, url: "broker:4222", subjects: ["x.>"], stream: S, format: yaml}
+rules: []
+"#,
+    );
+    let (ok, text) = check(&env);
+    assert!(!ok, "{text}");
+    for want in [
+        "url: `http://broker`: expected mqtt://HOST[:PORT]",
+        "source `tele` of kind `mqtt` needs `topics:`",
+        "share_group `a/b`: a name without `/`",
+        "keep `some`: expected `matched` or `all`",
+        "url: `broker:4222`: expected nats://HOST:PORT",
+        "source `bus`: `stream` and `durable` go together",
+        "format `yaml`: expected one of",
+    ] {
+        assert!(text.contains(want), "{want}\n{text}");
+    }
+}
