@@ -256,3 +256,28 @@ rules: []
         assert!(text.contains(want), "{want}\n{text}");
     }
 }
+
+#[test]
+fn check_with_the_http_address_refuses_a_source_listening_there() {
+    let env = Env::new();
+    env.rulebook(
+        "s.yml",
+        "sources:\n  - {name: lab, kind: syslog, listen: [udp://127.0.0.1:18080, tcp://0.0.0.0:18080]}\nrules: []\n",
+    );
+    let (ok, text) = check(&env);
+    assert!(ok, "without --listen it is not known: {text}");
+    let out = env
+        .cmd(&["check", "--listen", "127.0.0.1:18080"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("s: source `lab` listens on tcp://0.0.0.0:18080, where serve's HTTP listener will be (--listen 127.0.0.1:18080)"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("udp://"),
+        "UDP does not clash with HTTP: {text}"
+    );
+}

@@ -339,21 +339,6 @@ fn foreign_keys(cx: &mut Compile, spec: &SourceSpec, kind: SourceKind) -> bool {
     ok
 }
 
-/// Whether two addresses cannot both be bound: the same protocol (TCP for tcp, tls and relp)
-/// and port, and the same address or a wildcard covering the other (on Linux `[::]` also takes
-/// IPv4). Port 0 (any free port) never clashes.
-fn overlaps(a: &Endpoint, b: &Endpoint) -> bool {
-    let tcp = |e: &Endpoint| e.scheme != Scheme::Udp;
-    if tcp(a) != tcp(b) || a.addr.port() != b.addr.port() || a.addr.port() == 0 {
-        return false;
-    }
-    let (x, y) = (a.addr.ip(), b.addr.ip());
-    let covers = |w: std::net::IpAddr, o: std::net::IpAddr| {
-        w.is_unspecified() && (w.is_ipv6() || o.is_ipv4())
-    };
-    x == y || covers(x, y) || covers(y, x)
-}
-
 /// Why `src` cannot listen beside the sources already compiled (`places`: where each one's
 /// `listen:` or `url:` is written): an address another source binds, or the MQTT session
 /// (broker and client id) another source holds.
@@ -369,7 +354,7 @@ pub(super) fn clash(
         };
         let place = places.get(&other.name).map_or("", String::as_str);
         for e in &mine.endpoints {
-            if let Some(o) = theirs.endpoints.iter().find(|o| overlaps(e, o)) {
+            if let Some(o) = theirs.endpoints.iter().find(|o| e.clashes(o)) {
                 return Some(format!(
                     "source `{}`: listen: `{}://{}` is taken by source `{}`, which listens on `{}://{}` ({place}); each address can be bound once",
                     src.name,
@@ -797,22 +782,13 @@ mod tests {
     fn addresses_clash_on_one_protocol_port_and_covering_ip() {
         let all = [Scheme::Udp, Scheme::Tcp, Scheme::Tls, Scheme::Relp];
         let e = |t: &str| endpoint(t, &all).unwrap();
-        assert!(overlaps(
-            &e("tcp://127.0.0.1:514"),
-            &e("relp://127.0.0.1:514")
-        ));
-        assert!(overlaps(&e("tls://0.0.0.0:514"), &e("tcp://127.0.0.1:514")));
-        assert!(overlaps(&e("udp://[::]:514"), &e("udp://127.0.0.1:514")));
-        assert!(!overlaps(&e("udp://0.0.0.0:514"), &e("udp://[::1]:514")));
-        assert!(!overlaps(
-            &e("udp://127.0.0.1:514"),
-            &e("tcp://127.0.0.1:514")
-        ));
-        assert!(!overlaps(
-            &e("udp://127.0.0.1:514"),
-            &e("udp://127.0.0.2:514")
-        ));
-        assert!(!overlaps(&e("tcp://127.0.0.1:0"), &e("tcp://127.0.0.1:0")));
+        assert!(e("tcp://127.0.0.1:514").clashes(&e("relp://127.0.0.1:514")));
+        assert!(e("tls://0.0.0.0:514").clashes(&e("tcp://127.0.0.1:514")));
+        assert!(e("udp://[::]:514").clashes(&e("udp://127.0.0.1:514")));
+        assert!(!e("udp://0.0.0.0:514").clashes(&e("udp://[::1]:514")));
+        assert!(!e("udp://127.0.0.1:514").clashes(&e("tcp://127.0.0.1:514")));
+        assert!(!e("udp://127.0.0.1:514").clashes(&e("udp://127.0.0.2:514")));
+        assert!(!e("tcp://127.0.0.1:0").clashes(&e("tcp://127.0.0.1:0")));
     }
 
     #[test]
