@@ -402,7 +402,8 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 #[derive(Debug, Clone, Args)]
 pub struct TestArgs {
     /// The event body to test (`-` reads standard input); decoded as the source's `format`
-    /// says (JSON without --source; a `--header 'Content-Type: …'` guides `auto`). A file with
+    /// says (JSON without --source; a `--header 'Content-Type: …'` guides `auto`). For a syslog
+    /// source, text that is not JSON is syslog messages as sent, one per line. A file with
     /// several JSON values (one after the other, e.g. one per line), or a folder of `.json`
     /// files (in name order), is a sequence: each event is shown with what every correlation
     /// rule holds and waits for.
@@ -417,6 +418,15 @@ pub struct TestArgs {
     /// A request header, `Name: value` (repeatable), visible to templates as meta.headers.
     #[arg(long = "header")]
     pub headers: Vec<String>,
+    /// The address the event comes from (`meta("peer")`, `meta.peer`), as a listener records it.
+    #[arg(long)]
+    pub peer: Option<String>,
+    /// The MQTT topic it was published on (`meta("topic")`).
+    #[arg(long)]
+    pub topic: Option<String>,
+    /// The NATS subject it was published on (`meta("subject")`).
+    #[arg(long)]
+    pub subject: Option<String>,
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,

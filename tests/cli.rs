@@ -531,3 +531,110 @@ fn a_closed_pipe_ends_quietly() {
     assert!(!err.contains("panicked"), "{err}");
     assert_ne!(out.status.code(), Some(101), "{err}");
 }
+
+/// `rulehook test` takes syslog messages as sent (one per line) for a syslog source, and the
+/// envelope a listener records (`--peer`, `--topic`, `--subject`) for conditions and templates
+/// alike; a condition on `meta(…)` that is false says what it read.
+#[test]
+fn test_takes_raw_syslog_lines_and_the_envelope() {
+    let env = Env::new();
+    env.rulebook(
+        "r.yml",
+        r#"sources:
+  - { name: routers, kind: syslog, listen: udp://127.0.0.1:0 }
+  - { name: telemetry, kind: mqtt, url: "mqtt://127.0.0.1:1883", topics: ["netops/#"] }
+rules:
+  - name: link-down
+    sources: [routers]
+    condition: '$.cisco.mnemonic == "UPDOWN" && meta("peer") == "10.0.0.7"'
+    actions:
+      - log: { message: "{{ event.hostname | default(meta.peer) }} {{ event.cisco.mnemonic }}" }
+  - name: switch-telemetry
+    sources: [telemetry]
+    condition: 'search(meta("topic"), "/sw[0-9]+$")'
+    actions:
+      - log: { message: "{{ meta.topic }}" }
+"#,
+    );
+    std::fs::write(
+        env.path("line.txt"),
+        "<187>1234: *Dec  7 05:54:05.000: %LINK-3-UPDOWN: Interface Gi0/13, changed state to down\n",
+    )
+    .unwrap();
+    let line = env.path("line.txt");
+    let line = line.to_str().unwrap();
+    let out = env
+        .cmd(&[
+            "test", "--source", "routers", "--peer", "10.0.0.7", "--event", line,
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("MATCH    r/link-down"), "{text}");
+    assert!(text.contains("10.0.0.7 UPDOWN"), "{text}");
+    // Two lines: a sequence of two events.
+    std::fs::write(
+        env.path("two.txt"),
+        "<187>1: *Dec  7 05:54:05.000: %LINK-3-UPDOWN: Interface Gi0/1, changed state to down\n<190>2: *Dec  7 05:54:06.000: %SYS-6-LOGGINGHOST_STARTSTOP: Logging to host 10.1.1.1 started\n",
+    )
+    .unwrap();
+    let two = env.path("two.txt");
+    let out = env
+        .cmd(&[
+            "test",
+            "--source",
+            "routers",
+            "--peer",
+            "10.0.0.7",
+            "--event",
+            two.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("event e1") && text.contains("event e2"),
+        "{text}"
+    );
+    // MQTT: the topic decides.
+    std::fs::write(env.path("m.json"), r#"{"if": "Gi0/1"}"#).unwrap();
+    let m = env.path("m.json");
+    let m = m.to_str().unwrap();
+    let out = env
+        .cmd(&[
+            "test",
+            "--source",
+            "telemetry",
+            "--topic",
+            "netops/sw12",
+            "--event",
+            m,
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("MATCH    r/switch-telemetry"), "{text}");
+    assert!(text.contains("netops/sw12"), "{text}");
+    let out = env
+        .cmd(&[
+            "test",
+            "--source",
+            "telemetry",
+            "--topic",
+            "netops/rt1",
+            "--event",
+            m,
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(r#"(meta("topic") is "netops/rt1")"#),
+        "{text}"
+    );
+}

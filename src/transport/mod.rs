@@ -308,6 +308,23 @@ where
     }
 }
 
+/// The events a source's transport would make of `raw` when `raw` is what it receives on the
+/// wire rather than an event already decoded (`rulehook test`, the console's Try): for a
+/// syslog source, text that is not JSON is taken as syslog messages, one per line. `None`:
+/// decode `raw` as the source's `format` says, as for a webhook.
+pub fn sample_events(kind: SourceKind, raw: &[u8]) -> Option<Vec<Value>> {
+    let first = raw.iter().find(|b| !b.is_ascii_whitespace())?;
+    if kind != SourceKind::Syslog || matches!(first, b'{' | b'[') {
+        return None;
+    }
+    Some(
+        raw.split(|b| *b == b'\n')
+            .filter(|l| l.iter().any(|b| !b.is_ascii_whitespace()))
+            .map(|l| syslog::parse::event(l, false))
+            .collect(),
+    )
+}
+
 /// What happened to one message.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Delivered {
