@@ -72,11 +72,17 @@ fn settings_a_listening_kind_would_ignore_are_refused_at_their_line() {
     kind: github
     secret: s
     keep: all
-rules: []
+rules:
+  - name: by-topic
+    condition: 'meta("topic") == "netops/x"'
+    actions:
+      - log: { message: "{{ meta.topic }}" }
 "#,
     );
     let (ok, text) = check(&env);
     assert!(!ok, "{text}");
+    // `tele` (which would offer the topic) has errors of its own: not repeated as "no source".
+    assert!(!text.contains("no declared source"), "{text}");
     for want in [
         "s.yml:5:17: source `lab` of kind `syslog` does not take `rate_limit`",
         "s.yml:6:19: source `lab` of kind `syslog` does not take `dedup_window`",
