@@ -202,6 +202,18 @@ async fn reload_starts_stops_and_restarts_syslog_listeners() {
         connections(&st, "lab") == vec![(format!("udp://127.0.0.1:{d}"), "connected".into())],
         "{st:#}"
     );
+    let page = client()
+        .get(server.url("/console/rules"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("id=\"listen-errors\"") && page.contains("<code>taken</code>"),
+        "the console's rules page does not show it: {page}"
+    );
     assert!(
         server.log_text().contains(&format!(
             "source `taken` cannot listen on udp://127.0.0.1:{e}"
