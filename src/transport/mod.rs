@@ -170,6 +170,8 @@ impl Transports {
         new.sort_unstable();
         for name in new {
             let (source, listening) = wanted[name];
+            // Rows left by an attempt that failed (or a source of that name before) go.
+            crate::connections::forget(name);
             let stop = self.shutdown.child_token();
             let prev = previous.get(name).map(Arc::as_ref);
             match self
