@@ -185,7 +185,12 @@ async fn passwords_sign_in_to_the_console_and_refusals_are_audited() {
     assert_eq!(st, 200, "{html}");
     assert!(html.contains("Sign out"), "{html}");
     let rows: Vec<&str> = html.split("<tr class=\"audit-row\">").skip(1).collect();
-    assert_eq!(rows.len(), 3, "{html}");
+    // Oldest: alice added and given a password by the command line, before the service ran.
+    assert_eq!(rows.len(), 5, "{html}");
+    assert!(
+        rows[3].contains("user.passwd") && rows[4].contains("user.add"),
+        "{html}"
+    );
     assert!(
         rows[0].contains("<td class=\"who\">alice</td>")
             && rows[0].contains("<td class=\"what\">login</td>")
@@ -549,6 +554,14 @@ async fn every_role_against_every_console_button() {
         .unwrap();
     let mut pairs = who_what(v["audit"].as_array().unwrap());
     pairs.reverse();
+    // The users added before the service started come first, from the command line.
+    let added: Vec<_> = pairs.drain(..4).collect();
+    assert!(
+        added
+            .iter()
+            .all(|(who, what)| who.starts_with("cli@") && what == "user.add"),
+        "{added:?}"
+    );
     let want: Vec<(String, String)> = ["otto", "anna", "adam"]
         .iter()
         .flat_map(|who| {

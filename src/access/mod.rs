@@ -159,7 +159,7 @@ impl UsersFile {
         let seq = self.changes.last().map_or(1, |c| c.seq + 1);
         let os_user = std::env::var("USER")
             .or_else(|_| std::env::var("LOGNAME"))
-            .unwrap_or_else(|_| "unknown".into());
+            .unwrap_or_else(|_| uid());
         self.changes.push(Change {
             seq,
             at: crate::domain::rfc3339(crate::domain::now_ms()),
@@ -172,6 +172,18 @@ impl UsersFile {
             self.changes.drain(..self.changes.len() - KEEP_CHANGES);
         }
     }
+}
+
+/// `uid N` of this process, for a change made without `$USER` (a service account, a container).
+fn uid() -> String {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|l| l.split_whitespace().next().map(|u| format!("uid {u}")))
+        })
+        .unwrap_or_else(|| "unknown".into())
 }
 
 /// This host's name (for `cli@<host>`).

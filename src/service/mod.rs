@@ -138,7 +138,7 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
         async move { engine.archive_rules(snapshot, engine.rules()).await }
     });
     engine.start();
-    spawn_user_audit(&engine, &config.data);
+    let users = watch_users(&engine, &config.data).await;
     // Listening sources (syslog …): bound now, served until the HTTP listener stops.
     let stop_transports = tokio_util::sync::CancellationToken::new();
     let node = config.store.shared().then(|| node_id(&config.data));
@@ -159,10 +159,6 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
             .map(|b| format!("source {} at {}\n", b.source, b.addr))
             .collect::<String>(),
     );
-    let users = crate::access::Users::in_data(&config.data);
-    for w in crate::access::approver_warnings(&engine.rules(), &users) {
-        tracing::warn!("{w}");
-    }
     let reloader =
         crate::reload::Reloader::new(config.dirs, engine.clone(), Some(transports), Some(users));
     reloader.spawn();
@@ -325,17 +321,26 @@ async fn shutdown_signal() {
     }
 }
 
-/// Copies the user changes `rulehook users` notes in `users.json` into the audit trail, within
-/// about a second of each (the command line writes the file; the service owns the trail).
-fn spawn_user_audit(engine: &Arc<Engine>, data: &std::path::Path) {
+/// Warns about `approval.approvers` that are not users, and copies the user changes `rulehook
+/// users` notes in `users.json` into the audit trail, within about a second of each (the command
+/// line writes the file; the service owns the trail). Returns the users file.
+async fn watch_users(engine: &Arc<Engine>, data: &std::path::Path) -> crate::access::Users {
     let users = crate::access::Users::in_data(data);
+    for w in crate::access::approver_warnings(&engine.rules(), &users) {
+        tracing::warn!("{w}");
+    }
     let state = engine.store().state.clone();
+    // Changes made while the service was down are in the trail before it serves.
+    if let Err(e) = crate::access::audit::copy_user_changes(state.as_ref(), &users).await {
+        tracing::warn!("user changes could not be copied into the audit trail: {e}");
+    }
+    let watched = users.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
         let mut warned = false;
         loop {
             tick.tick().await;
-            match crate::access::audit::copy_user_changes(state.as_ref(), &users).await {
+            match crate::access::audit::copy_user_changes(state.as_ref(), &watched).await {
                 Ok(_) => warned = false,
                 Err(e) if !warned => {
                     warned = true;
@@ -345,4 +350,5 @@ fn spawn_user_audit(engine: &Arc<Engine>, data: &std::path::Path) {
             }
         }
     });
+    users
 }
