@@ -367,7 +367,11 @@ async fn roles_decide_who_may_read_act_and_see_the_audit_trail() {
     let records = audit["audit"].as_array().unwrap();
     let who: Vec<(&str, &str)> = records
         .iter()
-        .map(|r| (r["who"].as_str().unwrap(), r["what"].as_str().unwrap()))
+        .map(|r| {
+            let who = r["who"].as_str().unwrap();
+            let who = if who.starts_with("cli@") { "cli@" } else { who };
+            (who, r["what"].as_str().unwrap())
+        })
         .collect();
     assert_eq!(
         who,
@@ -376,6 +380,10 @@ async fn roles_decide_who_may_read_act_and_see_the_audit_trail() {
             ("admin-token", "replay"),
             ("anna", "replay"),
             ("otto", "replay"),
+            // `rulehook users add` before the service started: the command line's changes.
+            ("cli@", "user.add"),
+            ("cli@", "user.add"),
+            ("cli@", "user.add"),
         ],
         "{audit}"
     );
