@@ -1,6 +1,7 @@
 //! The approval endpoints: `POST /api/jobs/{id}/approve` and `/reject` with
-//! `{"comment": "…"}` (approver or admin; a rule's `approval.approvers` narrows who), and
-//! `GET /api/approvals` (the requests awaiting a decision, with what would run).
+//! `{"comment": "…"}` (approver or admin; a rule's `approval.approvers` narrows who, but an
+//! admin may always decide, as break-glass), and `GET /api/approvals` (the requests awaiting a
+//! decision, with what would run).
 
 use axum::Json;
 use axum::body::Bytes;
