@@ -92,6 +92,8 @@ pub fn source(cx: &mut Compile, spec: &SourceSpec, rulebook: &str) -> Option<Sou
     };
     refuse_webhook_fields(cx, spec, kind)?;
     let allow_from = super::load::allow_from(cx, spec);
+    // Only informs carry what a repeat is recognised by (syslog has no delivery id).
+    let dedup_window = super::load::dedup_window(cx, spec)?;
     Some(Source {
         name: name.clone(),
         kind,
@@ -100,7 +102,7 @@ pub fn source(cx: &mut Compile, spec: &SourceSpec, rulebook: &str) -> Option<Sou
         format: BodyFormat::Json,
         max_body: max_message,
         allow_from,
-        dedup_window: None,
+        dedup_window,
         rate_limit: None,
         meter: SourceMeter::new(&name),
         rulebook: rulebook.to_string(),
@@ -184,6 +186,7 @@ fn refuse_webhook_fields(cx: &mut Compile, spec: &SourceSpec, kind: SourceKind) 
         ("communities", spec.communities.is_some() && not_snmp),
         ("users", spec.users.is_some() && not_snmp),
         ("engine_id", spec.engine_id.is_some() && not_snmp),
+        ("dedup_window", spec.dedup_window.is_some() && not_snmp),
     ] {
         if given {
             cx.err(

@@ -23,7 +23,7 @@ use crate::domain::StoreError;
 use crate::engine::Engine;
 use crate::sources::{Keep, Scheme, SourceKind};
 use crate::telemetry::names;
-use crate::verify::VerifiedEvent;
+use crate::verify::{Delivery, VerifiedEvent};
 
 /// One bound listener, for the banner.
 #[derive(Debug, Clone)]
@@ -126,6 +126,8 @@ pub enum Delivered {
     Stored,
     /// Matched nothing; its source keeps only what matched.
     Unmatched,
+    /// A repeat of a delivery stored within its window: not stored again.
+    Duplicate,
     /// Not taken (the reason is counted).
     Dropped(&'static str),
 }
@@ -193,12 +195,35 @@ impl Handoff {
         self.deliver_from(body, Some(peer), envelope).await
     }
 
+    /// [`Handoff::deliver`] for a message its sender repeats under `delivery` until answered
+    /// (an SNMP inform): a repeat within the delivery's window is [`Delivered::Duplicate`].
+    pub async fn deliver_once(
+        &self,
+        body: Value,
+        peer: IpAddr,
+        envelope: Vec<(String, String)>,
+        delivery: Delivery,
+    ) -> Result<Delivered, StoreError> {
+        self.hand_on(body, Some(peer), envelope, Some(delivery))
+            .await
+    }
+
     /// [`Handoff::deliver`] for a message with no peer of its own (from a broker).
     pub async fn deliver_from(
         &self,
         body: Value,
         peer: Option<IpAddr>,
+        envelope: Vec<(String, String)>,
+    ) -> Result<Delivered, StoreError> {
+        self.hand_on(body, peer, envelope, None).await
+    }
+
+    async fn hand_on(
+        &self,
+        body: Value,
+        peer: Option<IpAddr>,
         mut envelope: Vec<(String, String)>,
+        delivery: Option<Delivery>,
     ) -> Result<Delivered, StoreError> {
         let rules = self.engine.rules();
         let Some(source) = rules.source(&self.source) else {
@@ -231,9 +256,15 @@ impl Handoff {
         }
         // A copy for the console's sample, taken only when one is due.
         let sample = (!keep_all && self.sampler.due()).then(|| body.clone());
-        let event = VerifiedEvent::from_transport(&self.source, self.kind, body, envelope);
+        let mut event = VerifiedEvent::from_transport(&self.source, self.kind, body, envelope);
+        if let Some(d) = delivery {
+            event = event.redelivered_as(d);
+        }
         let done = self.engine.ingest_kept(event, keep_all).await?;
-        if done.stored {
+        if done.duplicate {
+            source.meter.duplicate.increment(1);
+            Ok(Delivered::Duplicate)
+        } else if done.stored {
             source.meter.accepted.increment(1);
             Ok(Delivered::Stored)
         } else {

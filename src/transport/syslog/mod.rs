@@ -21,7 +21,7 @@ use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio_util::sync::CancellationToken;
 
-use super::{Delivered, Handoff};
+use super::Handoff;
 use crate::sources::{Endpoint, Listening, Scheme};
 
 /// The receive buffer asked for on UDP sockets (the kernel may grant less).
@@ -114,7 +114,7 @@ async fn handle(hand: &Handoff, bytes: &[u8], truncated: bool, peer: SocketAddr)
         hand.malformed("unparsed", peer.ip());
     }
     match hand.deliver(event, peer.ip(), Vec::new()).await {
-        Ok(Delivered::Dropped(_) | Delivered::Stored | Delivered::Unmatched) => true,
+        Ok(_) => true,
         Err(e) => {
             hand.dropped("store_failed", Some(peer.ip()));
             tracing::warn!(source = %hand.source(), "a syslog message could not be stored: {e}");
