@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::domain::StoreError;
 use crate::engine::Engine;
+use crate::rules::Fields;
 use crate::sources::{Keep, Scheme, SourceKind};
 use crate::telemetry::names;
 use crate::verify::{Delivery, VerifiedEvent};
@@ -206,6 +207,40 @@ impl Handoff {
     ) -> Result<Delivered, StoreError> {
         self.hand_on(body, Some(peer), envelope, Some(delivery))
             .await
+    }
+
+    /// Takes a message read in place (`fields`) without building its event, when its source
+    /// keeps only what matched and the rule index rules out every rule on the fields it reads:
+    /// the message is counted unmatched (and `event()` built only when the console's sample is
+    /// due by `now_ms`) and `true` returned. `false`: the event is to be built and delivered.
+    /// Not async, so a line no rule wants costs no future.
+    pub fn ruled_out(
+        &self,
+        fields: &dyn Fields,
+        peer: IpAddr,
+        now_ms: i64,
+        event: impl FnOnce() -> Value,
+    ) -> bool {
+        let rules = self.engine.rules();
+        let Some((source, index)) = rules.source_with_index(&self.source) else {
+            return false;
+        };
+        if !source.allows(peer)
+            || !self.engine.role().accepts_events()
+            || source
+                .listening
+                .as_ref()
+                .is_none_or(|l| l.keep == Keep::All)
+            || index.any_candidate_in(fields)
+        {
+            return false;
+        }
+        source.meter.received.increment(1);
+        self.unmatched.increment(1);
+        if self.sampler.due_at(now_ms) {
+            crate::unmatched::record(&self.source, Some(peer), &event());
+        }
+        true
     }
 
     /// [`Handoff::deliver`] for a message with no peer of its own (from a broker).
