@@ -1,7 +1,10 @@
-//! Logging through `tracing`: readable lines by default, JSON lines with `--log-json`.
+//! Logging through `tracing`: readable lines by default (`line`: written directly when not on
+//! a terminal), JSON lines with `--log-json`.
 //! `RUST_LOG` filters (default `info`).
 
 use tracing_subscriber::EnvFilter;
+
+mod line;
 
 pub fn init(json: bool) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
@@ -14,8 +17,14 @@ pub fn init(json: bool) {
     // A second init (tests start several servers in one process) is harmless.
     let _ = if json {
         builder.json().try_init()
-    } else {
+    } else if ansi {
         builder.try_init()
+    } else {
+        // The same text as the default format without colours, at a fraction of the cost.
+        builder
+            .event_format(line::Line)
+            .fmt_fields(line::LineFields)
+            .try_init()
     };
 }
 
