@@ -523,6 +523,25 @@ mod tests {
         release.join().unwrap();
     }
 
+    /// `.cargo/config.toml` builds the bundled SQLite with `HAVE_FDATASYNC` and
+    /// `SQLITE_DEFAULT_MEMSTATUS=0`; the second is the one `compile_options` reports, so it
+    /// tells that the flags reached the build.
+    #[test]
+    fn the_bundled_sqlite_is_built_with_the_projects_flags() {
+        let c = Connection::open_in_memory().unwrap();
+        let options: Vec<String> = c
+            .prepare("PRAGMA compile_options")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect();
+        assert!(
+            options.iter().any(|o| o == "DEFAULT_MEMSTATUS=0"),
+            "{options:?}"
+        );
+    }
+
     #[test]
     fn refuses_a_store_of_another_format() {
         let dir = tempfile::tempdir().unwrap();
