@@ -155,9 +155,9 @@ impl Compile<'_> {
         match t.inline(name, &value) {
             Ok(text) => {
                 if let Text::Template(n) = &text {
-                    let (line, col) = self.content_start(&s.referenced);
-                    t.set_origin(n, format!("{}:{line}:{col}", self.file));
                     self.check_names(t, n, s, &value, what)?;
+                    let (line, col) = self.content_start(&s.referenced);
+                    return Some(t.place(text, &self.file, line, col));
                 }
                 Some(text)
             }
@@ -185,9 +185,9 @@ impl Compile<'_> {
                 match t.inline_json(format!("{prefix}/body"), &value) {
                     Ok(text) => {
                         if let Text::Template(n) = &text {
-                            let (line, col) = self.content_start(&b.referenced);
-                            t.set_origin(n, format!("{}:{line}:{col}", self.file));
                             self.check_names(t, n, b, &value, "body")?;
+                            let (line, col) = self.content_start(&b.referenced);
+                            return Some(t.place(text, &self.file, line, col));
                         }
                         Some(text)
                     }

@@ -14,7 +14,6 @@ pub mod syslog;
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
@@ -82,15 +81,25 @@ pub async fn start(
                 &source.name,
                 snmp.engine_id.as_deref(),
             )?);
+            let hand = Handoff::new(engine.clone(), &source.name, "snmp_trap");
             for e in &listening.endpoints {
-                let hand = Handoff::new(engine.clone(), &source.name, "snmp_trap");
+                let hand = hand.clone();
                 let addr =
                     snmp::listen(e, listening.clone(), hand, local.clone(), shutdown.clone())
                         .await?;
+                let addr = format!("{}://{addr}", e.scheme.as_str());
+                // As for syslog: a listener is up once bound, until the service stops.
+                crate::connections::set(
+                    &source.name,
+                    "snmp_trap",
+                    &addr,
+                    crate::connections::State::Connected,
+                    None,
+                );
                 bound.push(Bound {
                     source: source.name.clone(),
                     scheme: Some(e.scheme),
-                    addr: format!("{}://{addr}", e.scheme.as_str()),
+                    addr,
                 });
             }
             continue;
@@ -98,8 +107,9 @@ pub async fn start(
         if source.kind != SourceKind::Syslog {
             continue;
         }
+        let hand = Handoff::new(engine.clone(), &source.name, "syslog");
         for e in &listening.endpoints {
-            let hand = Handoff::new(engine.clone(), &source.name, "syslog");
+            let hand = hand.clone();
             let addr = syslog::listen(e, listening.clone(), hand, shutdown.clone()).await?;
             let addr = format!("{}://{addr}", e.scheme.as_str());
             // A listener is up once bound; it stays up until the service stops.
@@ -118,6 +128,23 @@ pub async fn start(
         }
     }
     Ok(bound)
+}
+
+/// The events a source's transport would make of `raw` when `raw` is what it receives on the
+/// wire rather than an event already decoded (`rulehook test`, the console's Try): for a
+/// syslog source, text that is not JSON is taken as syslog messages, one per line. `None`:
+/// decode `raw` as the source's `format` says, as for a webhook.
+pub fn sample_events(kind: SourceKind, raw: &[u8]) -> Option<Vec<Value>> {
+    let first = raw.iter().find(|b| !b.is_ascii_whitespace())?;
+    if kind != SourceKind::Syslog || matches!(first, b'{' | b'[') {
+        return None;
+    }
+    Some(
+        raw.split(|b| *b == b'\n')
+            .filter(|l| l.iter().any(|b| !b.is_ascii_whitespace()))
+            .map(|l| syslog::parse::event(l, false))
+            .collect(),
+    )
 }
 
 /// What happened to one message.
@@ -163,21 +190,40 @@ impl Handoff {
         self.engine.rules()
     }
 
-    /// Counts a message that could not be read well (it is still handed on), or one dropped,
-    /// and logs it at most once a minute per source.
+    /// Counts a message that could not be read well (it is still handed on), and logs it at
+    /// most once a minute per source and reason.
     pub fn malformed(&self, reason: &'static str, peer: IpAddr) {
         metrics::counter!(names::MALFORMED, "source" => self.source.to_string(), "reason" => reason)
             .increment(1);
-        if self.quiet.due() {
-            tracing::info!(source = %self.source, %peer, reason, "malformed message (logged once a minute)");
+        if self.quiet.due(reason) {
+            tracing::info!(source = %self.source, %peer, reason, "malformed message (each reason logged at most once a minute)");
         }
     }
 
+    /// Counts a broker message whose payload could not be decoded (`at`: its topic or
+    /// subject), logged as [`Handoff::malformed`] is.
+    pub fn undecodable(&self, at: &str, error: &dyn std::fmt::Display) {
+        let reason = "undecodable";
+        metrics::counter!(names::MALFORMED, "source" => self.source.to_string(), "reason" => reason)
+            .increment(1);
+        if self.quiet.due(reason) {
+            tracing::info!(source = %self.source, at, %error, reason, "malformed message (each reason logged at most once a minute)");
+        }
+    }
+
+    /// Counts a message not taken, and logs it at most once a minute per source and reason.
     pub fn dropped(&self, reason: &'static str, peer: Option<IpAddr>) -> Delivered {
         metrics::counter!(names::DROPPED, "source" => self.source.to_string(), "reason" => reason)
             .increment(1);
-        if self.quiet.due() {
-            tracing::info!(source = %self.source, peer = ?peer, reason, "message dropped (logged once a minute)");
+        if self.quiet.due(reason) {
+            match peer {
+                Some(peer) => {
+                    tracing::info!(source = %self.source, %peer, reason, "message dropped (each reason logged at most once a minute)")
+                }
+                None => {
+                    tracing::info!(source = %self.source, reason, "message dropped (each reason logged at most once a minute)")
+                }
+            }
         }
         Delivered::Dropped(reason)
     }
@@ -246,15 +292,46 @@ impl Handoff {
     }
 }
 
-/// Lets a line through at most once a minute.
+/// Lets a line about each reason through at most once a minute, so a flood of one kind of bad
+/// input neither fills the log nor hides another kind.
 #[derive(Default)]
 pub struct LogEvery {
-    last: AtomicU64,
+    /// When each reason was last let through (milliseconds since the epoch).
+    last: std::sync::Mutex<std::collections::HashMap<&'static str, i64>>,
 }
 
 impl LogEvery {
-    pub fn due(&self) -> bool {
-        let now = crate::domain::now_ms() as u64 / 60_000 + 1;
-        self.last.swap(now, Ordering::Relaxed) != now
+    pub fn due(&self, reason: &'static str) -> bool {
+        self.due_at(reason, crate::domain::now_ms())
+    }
+
+    fn due_at(&self, reason: &'static str, now: i64) -> bool {
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        match last.get(reason) {
+            Some(&at) if now - at < 60_000 => false,
+            _ => {
+                last.insert(reason, now);
+                true
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod log_every_tests {
+    use super::LogEvery;
+
+    #[test]
+    fn each_reason_once_a_minute_not_once_per_calendar_minute() {
+        let quiet = LogEvery::default();
+        let t = 59_999; // a millisecond before a minute's end
+        assert!(quiet.due_at("truncated", t));
+        assert!(!quiet.due_at("truncated", t + 1));
+        assert!(
+            quiet.due_at("bad_auth", t + 1),
+            "another reason is not hidden"
+        );
+        assert!(!quiet.due_at("truncated", t + 59_999));
+        assert!(quiet.due_at("truncated", t + 60_000));
     }
 }

@@ -149,12 +149,10 @@ async fn run(
 /// Decodes and hands on one message: `true` once it is stored or known not to be kept; a
 /// payload that does not decode is counted and acknowledged (sending it again would not help).
 async fn deliver(hand: &Handoff, settings: &Listening, p: &rumqttc::Publish) -> bool {
-    let peer = std::net::IpAddr::from([0, 0, 0, 0]);
     let body = match settings.format.decode(None, &p.payload) {
         Ok((v, _)) => v,
         Err(e) => {
-            hand.malformed("undecodable", peer);
-            tracing::debug!(source = %hand.source(), topic = %p.topic, "mqtt payload: {e}");
+            hand.undecodable(&format!("topic {}", p.topic), &e);
             return true;
         }
     };

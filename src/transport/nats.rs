@@ -168,8 +168,7 @@ async fn deliver(hand: &Handoff, settings: &Listening, subject: &str, payload: &
     let body = match settings.format.decode(None, payload) {
         Ok((v, _)) => v,
         Err(e) => {
-            hand.malformed("undecodable", std::net::IpAddr::from([0, 0, 0, 0]));
-            tracing::debug!(source = %hand.source(), %subject, "nats payload: {e}");
+            hand.undecodable(&format!("subject {subject}"), &e);
             return true;
         }
     };
