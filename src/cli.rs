@@ -505,10 +505,27 @@ fn check(d: &DirArgs) -> ExitCode {
                 eprintln!("warning: {w}");
             }
             if set.rules.is_empty() && set.sources.is_empty() {
-                eprintln!(
-                    "warning: {} holds no rulebook (*.yml, *.yaml)",
-                    d.rulebooks.display()
-                );
+                let any_file = std::fs::read_dir(&d.rulebooks).is_ok_and(|dir| {
+                    dir.flatten().any(|e| {
+                        let p = e.path();
+                        p.is_file()
+                            && matches!(
+                                p.extension().and_then(|x| x.to_str()),
+                                Some("yml" | "yaml")
+                            )
+                    })
+                });
+                if any_file {
+                    eprintln!(
+                        "warning: the rulebooks in {} declare no source and no rule",
+                        d.rulebooks.display()
+                    );
+                } else {
+                    eprintln!(
+                        "warning: {} holds no rulebook (*.yml, *.yaml)",
+                        d.rulebooks.display()
+                    );
+                }
             }
             let windows = match set.windows.0.len() {
                 0 => String::new(),

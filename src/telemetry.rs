@@ -1,13 +1,18 @@
 //! Logging through `tracing`: readable lines by default (`line`: written directly when not on
-//! a terminal), JSON lines with `--log-json`.
-//! `RUST_LOG` filters (default `info`).
+//! a terminal), JSON lines with `--log-json`. `RUST_LOG` filters (default
+//! `info,rustls=error`: rustls warns about what TLS clients send, e.g. an address as the server
+//! name, once per connection; refused handshakes are counted per source instead).
 
 use tracing_subscriber::EnvFilter;
 
 mod line;
 
+/// The log filter without `RUST_LOG`.
+const DEFAULT_FILTER: &str = "info,rustls=error";
+
 pub fn init(json: bool) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
