@@ -330,6 +330,25 @@ async fn sign_out_ends_the_session_and_names_are_checked() {
         "{body}"
     );
 
+    // The command line on this host, refused: it says why, and not "from another host".
+    for (token, want) in [
+        (None, "even from this host"),
+        (Some("rh_not_a_token"), "not one the service knows"),
+    ] {
+        let mut cmd = std::process::Command::new(bin());
+        cmd.args(["jobs", "--url", &server.url("")])
+            .env_remove("RULEHOOK_ADMIN_TOKEN");
+        if let Some(t) = token {
+            cmd.env("RULEHOOK_ADMIN_TOKEN", t);
+        }
+        let out = cmd.output().unwrap();
+        let text = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(
+            !out.status.success() && text.contains(want) && !text.contains("another host"),
+            "{text}"
+        );
+    }
+
     let html = c
         .get(server.url("/console/login"))
         .send()
