@@ -309,6 +309,9 @@ impl Engine {
                 Transition::TimeOut { approve } => {
                     input = Some(self.approval_timeout(&lease, &step, approve).await?);
                 }
+                Transition::WindowEnded => {
+                    input = Some(self.approval_window_ended(&lease, &step).await?);
+                }
                 Transition::Nak { step, delay, why } => {
                     if let (Wait::Approval, Some(a)) = (why, &step.awaiting) {
                         self.awaiting.add(a.deadline, &lease.job.id);
@@ -350,7 +353,10 @@ impl Engine {
             Gate::Hold(wait) => WindowDecision::Hold {
                 until: now + wait.as_millis() as i64,
             },
-            Gate::Skip(note) => WindowDecision::Skip { note },
+            Gate::Skip { note, wait } => WindowDecision::Skip {
+                note,
+                until: now + wait.as_millis() as i64,
+            },
             Gate::Approve { window, .. } => {
                 // From here on an approval: listed as awaiting, no longer as held.
                 self.held.release(&job.id);

@@ -581,4 +581,58 @@ mod tests {
         let left = embedded.state.get("throttle/a/[]").await.unwrap();
         assert_eq!(left, None, "rule a's window stayed open after the failure");
     }
+
+    /// A throttle window a shadow match opened does not throttle the rule once it is live.
+    #[tokio::test]
+    async fn a_shadow_throttle_window_does_not_throttle_the_live_rule() {
+        let dir = tempfile::tempdir().unwrap();
+        for d in ["rulebooks", "scripts", "templates"] {
+            std::fs::create_dir_all(dir.path().join(d)).unwrap();
+        }
+        let dirs = Dirs {
+            rulebooks: dir.path().join("rulebooks"),
+            scripts: dir.path().join("scripts"),
+            templates: dir.path().join("templates"),
+        };
+        let book = |mode: &str| {
+            format!(
+                "sources:\n  - {{ name: s, kind: internal }}\nrules:\n  \
+                 - name: a\n    mode: {mode}\n    throttle: {{ once_within: 1h }}\n    \
+                 actions: [{{ log: {{ message: a }} }}]\n"
+            )
+        };
+        std::fs::write(dir.path().join("rulebooks/r.yml"), book("shadow")).unwrap();
+        let store = Store::embedded(&dir.path().join("data")).unwrap();
+        let engine = Engine::new(
+            store.clone(),
+            Arc::new(load(&dirs).unwrap()),
+            Settings::default(),
+        );
+        let event = |n: u32| {
+            VerifiedEvent::internal(
+                "s",
+                serde_json::json!({"n": n}),
+                0,
+                "test",
+                Delivery {
+                    key: format!("d{n}"),
+                    window: None,
+                },
+            )
+        };
+        assert_eq!(engine.ingest(event(1)).await.unwrap().matched, 1);
+        let shadow = store.state.get("throttle-shadow/a/[]").await.unwrap();
+        assert!(shadow.is_some(), "the shadow match opened a shadow window");
+        std::fs::write(dir.path().join("rulebooks/r.yml"), book("live")).unwrap();
+        engine.swap_rules(Arc::new(load(&dirs).unwrap()));
+        let second = engine.ingest(event(2)).await.unwrap();
+        let live = store.state.get("throttle/a/[]").await.unwrap();
+        let (value, _) = live.expect("the first live match opened its own window");
+        let v: serde_json::Value = serde_json::from_str(&value).unwrap();
+        assert_eq!(
+            v["event"],
+            second.id.as_str(),
+            "not throttled by the shadow match"
+        );
+    }
 }
