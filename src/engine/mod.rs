@@ -60,16 +60,51 @@ pub enum Rerun {
     /// the rule changed since the match (the old version was asked for with `as_matched`).
     AsMatched { changed: bool },
     /// Queued again on the current version of a rule that changed since the match, from its
-    /// first action under new run ids.
-    OnCurrentRule,
+    /// first action under new run ids; `mode`: the change switched it between shadow and live
+    /// (when the version it matched is still known).
+    OnCurrentRule { mode: Option<ModeChange> },
     /// No job has that id.
     NotFound,
     /// The job has not failed for good (it is pending or done).
     NotFailed(JobState),
+    /// The job was turned down at approval (done, nothing ran): its event can be replayed.
+    Rejected,
     /// Its rule no longer exists (and the version it matched is gone too).
     RuleGone,
     /// `as_matched`, but the version it matched is neither in memory nor in the archive.
     VersionGone,
+}
+
+/// A re-run on the current version of a rule whose mode changed since the match: whoever asks
+/// is told, since the job's actions now really run (or no longer do).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModeChange {
+    /// It matched in shadow mode and the rule is live now.
+    NowLive,
+    /// It matched live and the rule is in shadow mode now.
+    NowShadow,
+}
+
+impl ModeChange {
+    /// `live` or `shadow`: the mode the re-run runs in.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModeChange::NowLive => "live",
+            ModeChange::NowShadow => "shadow",
+        }
+    }
+
+    /// What to add to the re-run's answer.
+    pub fn text(self) -> &'static str {
+        match self {
+            ModeChange::NowLive => {
+                "and it is now live (it matched in shadow mode): its actions will really run"
+            }
+            ModeChange::NowShadow => {
+                "and it is now in shadow mode (it matched live): its actions will not run"
+            }
+        }
+    }
 }
 
 /// What a queued re-run runs, in words (API, CLI and console say the same).
@@ -381,6 +416,9 @@ impl Engine {
         let Some((mut job, state)) = self.store.history.job(job_id).await? else {
             return Ok(Rerun::NotFound);
         };
+        if state == JobState::Done && job.step.decision.as_ref().is_some_and(|d| !d.approved) {
+            return Ok(Rerun::Rejected);
+        }
         if state != JobState::Failed {
             return Ok(Rerun::NotFailed(state));
         }
@@ -407,8 +445,20 @@ impl Engine {
             let Some(i) = now else {
                 return Ok(Rerun::RuleGone);
             };
+            let was = match self.rule_version(&job.key, &job.fingerprint) {
+                Some(v) => Some(v),
+                None => self.restore_version(&job.key, &job.fingerprint).await,
+            };
+            let mode =
+                was.and_then(
+                    |(set, j)| match (set.rules[j].shadow, current.rules[i].shadow) {
+                        (true, false) => Some(ModeChange::NowLive),
+                        (false, true) => Some(ModeChange::NowShadow),
+                        _ => None,
+                    },
+                );
             job.fingerprint = current.rules[i].fingerprint.clone();
-            Rerun::OnCurrentRule
+            Rerun::OnCurrentRule { mode }
         };
         job.step = state::rerun(&job.step, resume);
         Ok(if self.store.queue.rerun(job).await? {
