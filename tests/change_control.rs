@@ -167,6 +167,12 @@ async fn shadow_mode_matches_throttles_and_renders_but_runs_nothing() {
     assert!(j["error"].is_null(), "a live job has no shadow note: {d}");
     let ran = env.wait_lines("ran.txt", 3, Duration::from_secs(10));
     assert!(ran.contains(&"shut ge-0/0/2".to_string()), "{ran:?}");
+    // The port the shadow rule throttled runs too: shadow throttle windows are kept apart.
+    let first_live = send(&c, &server, &json!({"state": "down", "port": "ge-0/0/1"})).await;
+    let d = settled(&c, &server, &first_live).await;
+    assert_eq!(job(&d, "shut-port")["status"], "done", "not throttled: {d}");
+    let ran = env.wait_lines("ran.txt", 5, Duration::from_secs(10));
+    assert!(ran.contains(&"shut ge-0/0/1".to_string()), "{ran:?}");
 }
 
 /// A wrong mode is an error that names the file, line and what to write.
