@@ -749,6 +749,7 @@ fn rule_envelope(
     crate::rulebook::compile::RuleSources {
         listed: sources.is_some(),
         sources: all,
+        incomplete: !known.failed_sources.is_empty(),
     }
 }
 
@@ -770,6 +771,12 @@ fn meta_names_offered(
                 .filter(|(_, k)| !k.offers(&name))
                 .map(|(s, k)| (*s, *k))
                 .collect(),
+            // A source that did not compile might offer it: its own error says enough.
+            None if !known.failed_sources.is_empty()
+                && !known.kinds.values().any(|k| k.offers(&name)) =>
+            {
+                Vec::new()
+            }
             None if known.kinds.values().any(|k| k.offers(&name)) => {
                 let mut lacking: Vec<String> = known
                     .kinds

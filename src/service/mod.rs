@@ -206,21 +206,21 @@ fn listen_error(
     let on_http = set
         .source(&failure.source_name)
         .and_then(|s| s.listening.as_ref())
-        .is_some_and(|l| {
-            l.endpoints.iter().any(|e| {
-                e.scheme != crate::sources::Scheme::Udp
-                    && e.addr.port() == http.port()
-                    && (e.addr.ip() == http.ip()
-                        || e.addr.ip().is_unspecified()
-                        || http.ip().is_unspecified())
-            })
-        });
+        .is_some_and(|l| l.endpoints.iter().any(|e| e.clashes(&http_endpoint(http))));
     let hint = if on_http {
         format!(" (the HTTP listener is on {http}: --listen)")
     } else {
         String::new()
     };
     ServeError::Listen { failure, hint }
+}
+
+/// The HTTP listener as an endpoint, to compare with the sources' (`check --listen` too).
+pub fn http_endpoint(addr: SocketAddr) -> crate::sources::Endpoint {
+    crate::sources::Endpoint {
+        scheme: crate::sources::Scheme::Tcp,
+        addr,
+    }
 }
 
 /// This node's id among the nodes of a shared store: stable across restarts (the host name and

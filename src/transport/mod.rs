@@ -170,6 +170,8 @@ impl Transports {
         new.sort_unstable();
         for name in new {
             let (source, listening) = wanted[name];
+            // Rows left by an attempt that failed (or a source of that name before) go.
+            crate::connections::forget(name);
             let stop = self.shutdown.child_token();
             let prev = previous.get(name).map(Arc::as_ref);
             match self
@@ -511,5 +513,49 @@ mod log_every_tests {
         );
         assert!(!quiet.due_at("truncated", t + 59_999));
         assert!(quiet.due_at("truncated", t + 60_000));
+    }
+}
+
+#[cfg(test)]
+mod reload_tests {
+    use super::same_transport;
+    use crate::sources::{DEFAULT_IDLE_TIMEOUT, Endpoint, Keep, Listening, Scheme};
+
+    fn at(addr: &str) -> Vec<Endpoint> {
+        vec![Endpoint {
+            scheme: Scheme::Udp,
+            addr: addr.parse().unwrap(),
+        }]
+    }
+
+    #[test]
+    fn only_what_a_transport_captures_at_start_restarts_it() {
+        let base = Listening {
+            endpoints: at("127.0.0.1:514"),
+            broker: None,
+            nats: None,
+            snmp: None,
+            format: crate::body::BodyFormat::Json,
+            keep: Keep::Matched,
+            max_message: 1024,
+            max_connections: 1,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            tls: None,
+        };
+        let kept = Listening {
+            keep: Keep::All,
+            ..base.clone()
+        };
+        assert!(same_transport(&base, &kept), "keep is read per message");
+        let moved = Listening {
+            endpoints: at("127.0.0.1:515"),
+            ..base.clone()
+        };
+        assert!(!same_transport(&base, &moved));
+        let bigger = Listening {
+            max_message: 2048,
+            ..base.clone()
+        };
+        assert!(!same_transport(&base, &bigger));
     }
 }
