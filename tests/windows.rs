@@ -537,3 +537,25 @@ async fn a_rerun_during_a_skip_window_is_held_not_skipped() {
     let ran = env.wait_lines("ran.txt", 3, Duration::from_secs(5));
     assert!(ran.contains(&"fixed 1".to_string()), "the fix ran: {ran:?}");
 }
+
+/// A shadow rule under an `approve` window asks nobody (nothing would run): its job goes on in
+/// shadow and never appears among the approvals.
+#[tokio::test]
+async fn a_shadow_rule_under_an_approve_window_asks_nobody() {
+    let env = env();
+    let shadow = format!("mode: shadow\n{}", book(&at(-3600), &at(3600), "approve"));
+    env.rulebook("net.yml", &shadow);
+    let server = Server::start(&env, &[], &[]);
+    let c = client();
+    let id = send(&c, &server, 1).await;
+    let d = job_status(&c, &server, &id, "frozen", "done", Duration::from_secs(20)).await;
+    let j = job(&d, "frozen");
+    assert!(
+        j["error"].as_str().unwrap_or("").starts_with("shadow"),
+        "{d}"
+    );
+    assert!(j["decision"].is_null(), "nobody decided: {d}");
+    let approvals = get(&c, &server, "/api/approvals").await;
+    assert_eq!(approvals["approvals"], json!([]), "{approvals}");
+    assert!(env.lines("ran.txt").is_empty(), "nothing ran");
+}
