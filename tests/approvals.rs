@@ -944,5 +944,8 @@ async fn a_failed_notify_shows_on_the_approvals_page() {
         .await
         .unwrap();
     assert!(page.contains("Notified"), "{page}");
-    assert!(page.contains("post_webhook: <span class=\"failed\">failed: "), "{page}");
+    assert!(
+        page.contains("post_webhook: <span class=\"failed\">failed: "),
+        "{page}"
+    );
 }

@@ -259,6 +259,7 @@ async fn skip_records_the_job_as_skipped() {
         out.contains("skipped: maintenance window `freeze`"),
         "{out}"
     );
+    assert!(!out.contains("skipped: skipped"), "one prefix: {out}");
     let page = c
         .get(server.url(&format!("/console/events/{id}")))
         .send()
@@ -515,7 +516,15 @@ async fn a_rerun_during_a_skip_window_is_held_not_skipped() {
     let server = Server::start(&env, &[], &[]);
     let c = client();
     let id = send(&c, &server, 1).await;
-    let d = job_status(&c, &server, &id, "frozen", "failed", Duration::from_secs(20)).await;
+    let d = job_status(
+        &c,
+        &server,
+        &id,
+        "frozen",
+        "failed",
+        Duration::from_secs(20),
+    )
+    .await;
     let frozen_id = job(&d, "frozen")["id"].as_str().unwrap().to_string();
     env.rulebook("net.yml", &rerun_book("mark.sh", true));
     wait_for(&c, &server, "/api/windows", Duration::from_secs(20), |w| {
