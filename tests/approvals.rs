@@ -344,6 +344,22 @@ async fn approve_and_reject_by_role_and_approvers() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains(&any) && text.contains("rejected"), "{text}");
     assert!(!text.contains(&shut), "{text}");
+    // A rejected job is not a dead letter: a re-run says it was rejected and to replay.
+    let (st, body) = call(
+        &c,
+        &server,
+        Method::POST,
+        &format!("/api/jobs/{any}/rerun"),
+        Some(&operator),
+        None,
+    )
+    .await;
+    assert_eq!(st, 409, "{body}");
+    let said = body.to_string();
+    assert!(
+        said.contains("this job is rejected") && said.contains("replay its event"),
+        "{said}"
+    );
 
     // The audit trail has both decisions with their comments.
     let (_, audit) = call(&c, &server, Method::GET, "/api/audit", Some(&viewer), None).await;
