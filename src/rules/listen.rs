@@ -101,7 +101,10 @@ pub fn source(cx: &mut Compile, spec: &SourceSpec, rulebook: &str) -> Option<Sou
     let errors = cx.errors.len();
     let allow_from = super::load::allow_from(cx, spec);
     let allow_ok = cx.errors.len() == errors;
+    // Only informs carry what a repeat is recognised by (syslog has no delivery id).
+    let dedup_window = super::load::dedup_window(cx, spec);
     let (snmp, endpoints, tls, keep) = (snmp?, endpoints?, tls?, keep?);
+    let dedup_window = dedup_window?;
     let (max_message, idle_timeout) = (max_message?, idle_timeout?);
     if !(keys_ok && allow_ok) {
         return None;
@@ -114,7 +117,7 @@ pub fn source(cx: &mut Compile, spec: &SourceSpec, rulebook: &str) -> Option<Sou
         format: BodyFormat::Json,
         max_body: max_message,
         allow_from,
-        dedup_window: None,
+        dedup_window,
         rate_limit: None,
         meter: SourceMeter::new(&name),
         rulebook: rulebook.to_string(),
@@ -226,6 +229,7 @@ fn takes(kind: SourceKind, key: &str) -> bool {
                 | "communities"
                 | "users"
                 | "engine_id"
+                | "dedup_window"
         ),
         SourceKind::Mqtt => matches!(
             key,
@@ -304,7 +308,10 @@ pub(super) fn given_keys(spec: &SourceSpec) -> Vec<(&'static str, Location)> {
 /// Why a key is not for this kind, after the refusal.
 fn not_for(kind: SourceKind, key: &str) -> &'static str {
     match (kind, key) {
-        (_, "rate_limit" | "dedup_window" | "max_body" | "path" | "secret" | "secrets") => {
+        (_, "dedup_window") => {
+            " (it is a setting of webhook sources, and of snmp_trap sources for repeated informs)"
+        }
+        (_, "rate_limit" | "max_body" | "path" | "secret" | "secrets") => {
             " (it is a setting of webhook sources, served over HTTP)"
         }
         (SourceKind::Mqtt | SourceKind::Nats, "allow_from") => {
