@@ -964,4 +964,24 @@ async fn a_failed_notify_shows_on_the_approvals_page() {
         page.contains("post_webhook: <span class=\"failed\">failed: "),
         "{page}"
     );
+    // Approved, it runs; its own page no longer says that nothing has run.
+    let resp = c
+        .post(server.url(&format!("/api/jobs/{job}/approve")))
+        .json(&json!({"comment": "ok"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "{:?}", resp.text().await);
+    wait_lines(&env, "ran.log", 1, Duration::from_secs(20));
+    let encoded: String = form_urlencoded::byte_serialize(job.as_bytes()).collect();
+    let page = c
+        .get(server.url(&format!("/console/approvals?job={encoded}")))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("approved by "), "{page}");
+    assert!(!page.contains("Nothing has run yet"), "{page}");
 }
