@@ -270,11 +270,13 @@ impl Engine {
         let queue = self.store.queue.clone();
         let mut step = lease.job.step.clone();
         let mut input = match state::place(&step) {
-            Place::Gate => Some(Input::Gate(self.window_decision(
-                &lease.job,
-                &step,
-                self.settings.clock.now(),
-            ))),
+            Place::Gate => {
+                let window = self.window_decision(&lease.job, &step, self.settings.clock.now());
+                if let (WindowDecision::Approve { window }, true) = (&window, rule.shadow) {
+                    tracing::info!(job = %lease.job.id, rule = %rule.key, window = %window, "shadow rule under an approve window: nobody is asked, nothing runs");
+                }
+                Some(Input::Gate(window))
+            }
             Place::Awaiting => Some(self.approval_check(&run, &lease, &step).await?),
             Place::Action => None,
         };
