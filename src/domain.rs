@@ -344,7 +344,8 @@ pub struct Awaiting {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Decision {
     pub approved: bool,
-    /// A user's name, `admin-token`, `loopback`, or `timeout` when `on_timeout` decided.
+    /// A user's name, `admin-token`, `loopback`, `timeout` when `on_timeout` decided, or
+    /// `window end` when the window that asked was over before anyone decided.
     pub by: String,
     /// Milliseconds since the epoch.
     pub at: i64,
@@ -364,6 +365,7 @@ impl Decision {
         };
         let who = match self.by.as_str() {
             "timeout" => "on timeout".to_string(),
+            "window end" => "at the window's end".to_string(),
             by => format!("by {by}"),
         };
         let comment = self

@@ -409,7 +409,7 @@ fn window_label(d: crate::rules::windows::Decision) -> Option<String> {
     match d {
         Decision::Run => None,
         Decision::Hold { window, .. } => Some(format!("{window} (hold)")),
-        Decision::Skip { window } => Some(format!("{window} (skip)")),
+        Decision::Skip { window, .. } => Some(format!("{window} (skip)")),
         Decision::Approve { window, .. } => Some(format!("{window} (approve)")),
     }
 }

@@ -344,6 +344,22 @@ async fn approve_and_reject_by_role_and_approvers() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains(&any) && text.contains("rejected"), "{text}");
     assert!(!text.contains(&shut), "{text}");
+    // A rejected job is not a dead letter: a re-run says it was rejected and to replay.
+    let (st, body) = call(
+        &c,
+        &server,
+        Method::POST,
+        &format!("/api/jobs/{any}/rerun"),
+        Some(&operator),
+        None,
+    )
+    .await;
+    assert_eq!(st, 409, "{body}");
+    let said = body.to_string();
+    assert!(
+        said.contains("this job is rejected") && said.contains("replay its event"),
+        "{said}"
+    );
 
     // The audit trail has both decisions with their comments.
     let (_, audit) = call(&c, &server, Method::GET, "/api/audit", Some(&viewer), None).await;
@@ -853,7 +869,8 @@ async fn the_console_page_lists_and_decides() {
     assert!(ev.contains("approved by ann at "), "{ev}");
 }
 
-/// Jobs awaiting approval do no work: they do not count against `--max-pending`.
+/// Jobs awaiting approval do no work: they do not count against `--max-pending`, even when
+/// more of them wait than `--max-pending` allows.
 #[tokio::test]
 async fn awaiting_jobs_are_not_back_pressure() {
     let env = Env::new();
@@ -875,14 +892,96 @@ async fn awaiting_jobs_are_not_back_pressure() {
     )
     .await;
     // Seen by this node as only waiting once it has looked (it looks every 200 ms).
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    let second = send(&c, &server, &json!({"state": "down", "port": "p2"})).await;
-    wait_status(
+    // Five of them, past --max-pending 1: intake goes on (`send` asserts 202).
+    for port in ["p2", "p3", "p4", "p5"] {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let next = send(&c, &server, &json!({"state": "down", "port": port})).await;
+        wait_status(
+            &c,
+            &server,
+            None,
+            &job_id(&next, "shut-port"),
+            "awaiting_approval",
+        )
+        .await;
+    }
+}
+
+/// A `notify` that fails is shown with the request: in the API (`notified`) and on the console's
+/// Approvals page (with its error), and the job still waits.
+#[tokio::test]
+async fn a_failed_notify_shows_on_the_approvals_page() {
+    let env = Env::new();
+    ran_script(&env);
+    env.rulebook(
+        "r.yml",
+        &format!(
+            r#"{SRC}rules:
+  - name: shut-port
+    condition: '$.state == "down"'
+    approval:
+      timeout: 10m
+      notify:
+        - post_webhook: {{ url: "http://127.0.0.1:9/chat", body: 'approve', retries: 0 }}
+    actions:
+      - run_script: {{ script: ran.sh, args: ["v1", "{{{{ event.port }}}}"] }}
+"#
+        ),
+    );
+    let server = Server::start(&env, &["--approval-check", "200ms"], &[]);
+    let c = client();
+    let event = send(&c, &server, &json!({"state": "down", "port": "Gi0/9"})).await;
+    let job = job_id(&event, "shut-port");
+    let v = wait_for(
         &c,
         &server,
+        "/api/approvals",
         None,
-        &job_id(&second, "shut-port"),
-        "awaiting_approval",
+        Duration::from_secs(30),
+        |v| {
+            v["approvals"].as_array().is_some_and(|a| {
+                a.iter()
+                    .any(|r| r["job"] == job && r["notified"][0]["ok"] == false)
+            })
+        },
     )
     .await;
+    let error = v["approvals"][0]["notified"][0]["error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(!error.is_empty(), "{v}");
+    let page = c
+        .get(server.url("/console/approvals"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("Notified"), "{page}");
+    assert!(
+        page.contains("post_webhook: <span class=\"failed\">failed: "),
+        "{page}"
+    );
+    // Approved, it runs; its own page no longer says that nothing has run.
+    let resp = c
+        .post(server.url(&format!("/api/jobs/{job}/approve")))
+        .json(&json!({"comment": "ok"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "{:?}", resp.text().await);
+    wait_lines(&env, "ran.log", 1, Duration::from_secs(20));
+    let encoded: String = form_urlencoded::byte_serialize(job.as_bytes()).collect();
+    let page = c
+        .get(server.url(&format!("/console/approvals?job={encoded}")))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("approved by "), "{page}");
+    assert!(!page.contains("Nothing has run yet"), "{page}");
 }

@@ -167,6 +167,12 @@ async fn shadow_mode_matches_throttles_and_renders_but_runs_nothing() {
     assert!(j["error"].is_null(), "a live job has no shadow note: {d}");
     let ran = env.wait_lines("ran.txt", 3, Duration::from_secs(10));
     assert!(ran.contains(&"shut ge-0/0/2".to_string()), "{ran:?}");
+    // The port the shadow rule throttled runs too: shadow throttle windows are kept apart.
+    let first_live = send(&c, &server, &json!({"state": "down", "port": "ge-0/0/1"})).await;
+    let d = settled(&c, &server, &first_live).await;
+    assert_eq!(job(&d, "shut-port")["status"], "done", "not throttled: {d}");
+    let ran = env.wait_lines("ran.txt", 5, Duration::from_secs(10));
+    assert!(ran.contains(&"shut ge-0/0/1".to_string()), "{ran:?}");
 }
 
 /// A wrong mode is an error that names the file, line and what to write.
@@ -468,4 +474,55 @@ async fn roles_decide_who_may_read_act_and_see_the_audit_trail() {
     assert_eq!(st, 401);
     let (ok, text) = users_cmd(&env, &["add", "vera", "--role", "admin"]);
     assert!(!ok && text.contains("exists"), "{text}");
+}
+
+/// A re-run on a rule whose mode changed since the match says so: the API's `mode_changed`
+/// and `runs`, and the CLI's line.
+#[tokio::test]
+async fn a_rerun_says_when_the_rule_changed_mode() {
+    let env = Env::new();
+    env.script("fail.sh", "#!/bin/sh\nexit 3\n");
+    env.script("fix.sh", "#!/bin/sh\necho \"$1\" >> \"$OUT_DIR/ran.txt\"\n");
+    let rules = |mode: &str, script: &str| {
+        format!(
+            "{SRC}rules:\n  - name: fixme\n    mode: {mode}\n    actions:\n      - run_script: {{ script: {script}, args: [x], retries: 0 }}\n"
+        )
+    };
+    env.rulebook("net.yml", &rules("live", "fail.sh"));
+    let server = Server::start(&env, &[], &[]);
+    let c = client();
+    let id = send(&c, &server, &json!({"state": "down"})).await;
+    let d = settled(&c, &server, &id).await;
+    let j = job(&d, "fixme");
+    assert_eq!(j["status"], "failed", "{d}");
+    let job_id = j["id"].as_str().unwrap().to_string();
+    env.rulebook("net.yml", &rules("shadow", "fix.sh"));
+    wait_for(&c, &server, "/api/status", Duration::from_secs(10), |s| {
+        s["reload"]["reloads"].as_u64() >= Some(1)
+    })
+    .await;
+    let resp = c
+        .post(server.url(&format!("/api/jobs/{job_id}/rerun")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 202);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["mode_changed"], "shadow", "{v}");
+    assert!(
+        v["runs"]
+            .as_str()
+            .unwrap_or_default()
+            .ends_with("and it is now in shadow mode (it matched live): its actions will not run"),
+        "{v}"
+    );
+    let d = settled(&c, &server, &id).await;
+    assert!(
+        job(&d, "fixme")["error"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("shadow"),
+        "{d}"
+    );
+    assert!(env.lines("ran.txt").is_empty(), "nothing ran in shadow");
 }

@@ -259,6 +259,7 @@ async fn skip_records_the_job_as_skipped() {
         out.contains("skipped: maintenance window `freeze`"),
         "{out}"
     );
+    assert!(!out.contains("skipped: skipped"), "one prefix: {out}");
     let page = c
         .get(server.url(&format!("/console/events/{id}")))
         .send()
@@ -454,4 +455,116 @@ async fn an_approve_window_makes_the_job_wait_for_an_approval() {
     job_status(&c, &server, &id, "frozen", "done", Duration::from_secs(20)).await;
     let ran = env.wait_lines("ran.txt", 2, Duration::from_secs(5));
     assert_eq!(ran, vec!["free 1", "frozen 1"], "it ran once, approved");
+}
+
+/// An `approve` window removed by a reload before anyone decided: its job goes on as if no
+/// window were in force, approved by `window end` (not left waiting to be rejected at its
+/// deadline).
+#[tokio::test]
+async fn a_window_approval_goes_on_when_its_window_is_removed() {
+    let env = env();
+    env.rulebook("net.yml", &book(&at(-3600), &at(3600), "approve"));
+    let server = Server::start(&env, &[], &[]);
+    let c = client();
+    let id = send(&c, &server, 1).await;
+    job_status(
+        &c,
+        &server,
+        &id,
+        "frozen",
+        "awaiting_approval",
+        Duration::from_secs(20),
+    )
+    .await;
+    env.rulebook("net.yml", &no_windows());
+    let d = job_status(&c, &server, &id, "frozen", "done", Duration::from_secs(30)).await;
+    let j = job(&d, "frozen");
+    let summary = j["decision"]["summary"].as_str().unwrap_or("");
+    assert!(
+        summary.starts_with("approved at the window's end"),
+        "recorded in its history: {d}"
+    );
+    let ran = env.wait_lines("ran.txt", 2, Duration::from_secs(5));
+    assert!(ran.contains(&"frozen 1".to_string()), "{ran:?}");
+}
+
+/// A rulebook whose `frozen` rule runs mark.sh, then `second` (fail.sh: a dead letter), with a
+/// `skip` window over it when `skip`.
+fn rerun_book(second: &str, skip: bool) -> String {
+    let windows = if skip {
+        format!(
+            "windows:\n  - name: freeze\n    start: \"{}\"\n    end: \"{}\"\n    rules: [frozen]\n    during: skip\n",
+            at(-3600),
+            at(3600)
+        )
+    } else {
+        String::new()
+    };
+    format!(
+        "{windows}{SRC}rules:\n  - name: frozen\n    actions:\n      - run_script: {{ script: mark.sh, args: [\"first {{{{ event.n }}}}\"] }}\n      - run_script: {{ script: {second}, args: [\"fixed {{{{ event.n }}}}\"], retries: 0 }}\n"
+    )
+}
+
+/// A re-run of a dead letter during a `skip` window (the rule fixed meanwhile) is a person's
+/// request after earlier actions ran: held until the window is gone, then it runs; never
+/// closed as "skipped".
+#[tokio::test]
+async fn a_rerun_during_a_skip_window_is_held_not_skipped() {
+    let env = env();
+    env.script("fail.sh", "#!/bin/sh\nexit 3\n");
+    env.rulebook("net.yml", &rerun_book("fail.sh", false));
+    let server = Server::start(&env, &[], &[]);
+    let c = client();
+    let id = send(&c, &server, 1).await;
+    let d = job_status(
+        &c,
+        &server,
+        &id,
+        "frozen",
+        "failed",
+        Duration::from_secs(20),
+    )
+    .await;
+    let frozen_id = job(&d, "frozen")["id"].as_str().unwrap().to_string();
+    env.rulebook("net.yml", &rerun_book("mark.sh", true));
+    wait_for(&c, &server, "/api/windows", Duration::from_secs(20), |w| {
+        w["windows"].as_array().is_some_and(|w| !w.is_empty())
+    })
+    .await;
+    let resp = c
+        .post(server.url(&format!("/api/jobs/{frozen_id}/rerun")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 202, "{:?}", resp.text().await);
+    held(&c, &server, &frozen_id).await;
+    let d = get(&c, &server, &format!("/api/events/{id}")).await;
+    assert_eq!(job(&d, "frozen")["status"], "pending", "not skipped: {d}");
+    env.rulebook("net.yml", &rerun_book("mark.sh", false));
+    let d = job_status(&c, &server, &id, "frozen", "done", Duration::from_secs(40)).await;
+    assert!(job(&d, "frozen")["error"].is_null(), "{d}");
+    let ran = env.wait_lines("ran.txt", 3, Duration::from_secs(5));
+    assert!(ran.contains(&"fixed 1".to_string()), "the fix ran: {ran:?}");
+}
+
+/// A shadow rule under an `approve` window asks nobody (nothing would run): its job goes on in
+/// shadow and never appears among the approvals.
+#[tokio::test]
+async fn a_shadow_rule_under_an_approve_window_asks_nobody() {
+    let env = env();
+    let shadow = format!("mode: shadow\n{}", book(&at(-3600), &at(3600), "approve"));
+    env.rulebook("net.yml", &shadow);
+    let server = Server::start(&env, &[], &[]);
+    let c = client();
+    let id = send(&c, &server, 1).await;
+    let d = job_status(&c, &server, &id, "frozen", "done", Duration::from_secs(20)).await;
+    let j = job(&d, "frozen");
+    assert!(
+        j["error"].as_str().unwrap_or("").starts_with("shadow"),
+        "{d}"
+    );
+    assert!(j["decision"].is_null(), "nobody decided: {d}");
+    let approvals = get(&c, &server, "/api/approvals").await;
+    assert_eq!(approvals["approvals"], json!([]), "{approvals}");
+    assert!(env.lines("ran.txt").is_empty(), "nothing ran");
 }

@@ -55,7 +55,7 @@ pub enum ApiError {
     NoSuchEvent,
     #[error("no job with this id")]
     NoSuchJob,
-    #[error("this job is {0}, not a dead letter: only jobs that failed for good can be re-run")]
+    #[error("this job is {0}, not a dead letter: {hint}", hint = not_failed_hint(.0))]
     NotFailed(&'static str),
     #[error(
         "the rule version this job matched is neither loaded nor in the rule archive; re-run it without `as_matched` to run the current version"
@@ -205,5 +205,16 @@ impl IntoResponse for ApiError {
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
         }
         resp
+    }
+}
+
+/// What to do about a re-run of a job that is not a dead letter (`rejected`: an approval turned
+/// it down, nothing ran; its event can be replayed).
+fn not_failed_hint(state: &str) -> &'static str {
+    match state {
+        "rejected" => {
+            "an approval turned it down, so nothing ran; re-run is for jobs that failed for good: to run it again, replay its event (`rulehook replay EVENT`)"
+        }
+        _ => "only jobs that failed for good can be re-run",
     }
 }

@@ -35,13 +35,19 @@ pub struct Guard {
 
 impl Guard {
     /// Whether new events are refused (503): `pending` jobs reach `--max-pending`, not counting
-    /// `waiting` absence jobs (they do no work until their deadline) up to `--max-pending` of
-    /// them, so open absence windows cannot lock every source out, nor grow without bound.
+    /// `waiting` jobs (absence deadlines, held by a window, awaiting approval: they do no work)
+    /// up to `WAITING_PER_PENDING` times `--max-pending` of them. So a long freeze or a slow
+    /// approver does not stop intake, and what waits still has a bound (past it, waiting jobs
+    /// count again: at most `(WAITING_PER_PENDING + 1) × --max-pending` jobs pending).
     pub fn busy(&self, pending: usize, waiting: usize) -> bool {
         let max = self.max_pending;
-        max > 0 && pending.saturating_sub(waiting.min(max)) >= max
+        max > 0
+            && pending.saturating_sub(waiting.min(max.saturating_mul(WAITING_PER_PENDING))) >= max
     }
 }
+
+/// How many waiting jobs per `--max-pending` are not counted as back pressure.
+pub const WAITING_PER_PENDING: usize = 10;
 
 /// Default of `--max-pending`.
 pub const DEFAULT_MAX_PENDING: usize = 100_000;
@@ -233,9 +239,21 @@ mod tests {
         assert!(g.busy(10, 0));
         assert!(!g.busy(15, 6), "six of them only wait");
         assert!(
-            g.busy(20, 15),
-            "at most max_pending waiting jobs are set aside"
+            !g.busy(20, 15),
+            "waiting jobs past max_pending do not count"
         );
+        assert!(!g.busy(100, 100), "only waiting jobs: never busy");
+        assert!(!g.busy(109, 100), "nine that work");
+        assert!(g.busy(110, 100), "ten that work");
+        assert!(
+            g.busy(120, 120),
+            "at most ten times max_pending waiting jobs are set aside"
+        );
+        let tight = Guard {
+            max_pending: 2,
+            ..Guard::default()
+        };
+        assert!(!tight.busy(5, 5), "five awaiting approval, none runnable");
         let off = Guard {
             max_pending: 0,
             ..Guard::default()

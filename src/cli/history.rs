@@ -43,7 +43,7 @@ pub struct EventsArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct JobsArgs {
-    /// pending, done or failed (the dead letters).
+    /// pending, awaiting_approval, done, rejected or failed (the dead letters).
     #[arg(long)]
     pub status: Option<String>,
     /// Only jobs of this rule.
@@ -58,7 +58,7 @@ pub struct JobsArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct IdArgs {
-    /// The event id (for `event`, `replay`) or job id (for `rerun`).
+    /// The event id (`rulehook events` lists them).
     pub id: String,
     #[command(flatten)]
     pub admin: AdminArgs,
@@ -342,6 +342,11 @@ pub async fn rerun(a: RerunArgs) -> anyhow::Result<()> {
                     "no job with id {} (list the dead letters with `rulehook jobs --status failed`)",
                     a.id
                 )
+            } else if m.contains("is rejected") {
+                anyhow::anyhow!(
+                    "job {} was rejected at approval (nothing ran), so it is not a dead letter: re-run is for jobs that failed; to run it again, replay its event (`rulehook replay EVENT`)",
+                    a.id
+                )
             } else if m.contains("not a dead letter") {
                 anyhow::anyhow!(
                     "job {} is not a dead letter: only failed jobs can be re-run (list them with `rulehook jobs --status failed`)",
@@ -417,10 +422,14 @@ pub fn timeline(v: &Value) -> String {
             s(&m["rule"]),
             s(&m["id"]),
             status,
-            if error.is_empty() {
-                String::new()
-            } else {
-                format!(": {error}")
+            match error
+                .strip_prefix(status)
+                .and_then(|e| e.strip_prefix(": "))
+            {
+                // The note already starts with the status (`shadow: …`, `skipped: …`).
+                Some(rest) => format!(": {rest}"),
+                None if error.is_empty() => String::new(),
+                None => format!(": {error}"),
             }
         );
         if let Some(a) = m.get("awaiting").filter(|a| a.is_object()) {

@@ -60,7 +60,7 @@ pub fn verdict(set: &RuleSet, rulebook: &str, rule: &str, at: i64) -> Option<(St
                 json!({"window": window, "during": "hold", "until": until, "at": time}),
             ))
         }
-        Decision::Skip { window } => Some((
+        Decision::Skip { window, .. } => Some((
             format!(
                 "window `{window}` is in force at {time}: its job would be skipped (no action runs)"
             ),

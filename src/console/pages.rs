@@ -16,7 +16,7 @@ use super::render::{page, page_with, secured};
 use super::views;
 use crate::app::{ApiError, AppState};
 use crate::domain::{JobState, now_ms};
-use crate::engine::Rerun;
+use crate::engine::{ModeChange, Rerun};
 use crate::store::{EventFilter, EventRow, EventStatus, JobFilter, JobStatus};
 
 /// Rows the event list and the dead letters show.
@@ -245,6 +245,12 @@ fn notice_text(n: &Notice) -> Option<&'static str> {
         Some("rerun-current") => Some(
             "Re-run queued on the current version of its rule (it changed since the match: your fix), from its first action.",
         ),
+        Some("rerun-current-live") => Some(
+            "Re-run queued on the current version of its rule (it changed since the match: your fix), from its first action, and it is now live (it matched in shadow mode): its actions will really run.",
+        ),
+        Some("rerun-current-shadow") => Some(
+            "Re-run queued on the current version of its rule (it changed since the match: your fix), from its first action, and it is now in shadow mode (it matched live): its actions will not run.",
+        ),
         Some("rerun-matched") => Some(
             "Re-run queued on the rule version it matched (the rule changed since), from the action that failed.",
         ),
@@ -431,10 +437,17 @@ pub async fn rerun(
     let done = match st.engine.rerun(&f.job, as_matched).await.or_page(&v)? {
         Rerun::AsMatched { changed: false } => "rerun",
         Rerun::AsMatched { changed: true } => "rerun-matched",
-        Rerun::OnCurrentRule => "rerun-current",
+        Rerun::OnCurrentRule { mode: None } => "rerun-current",
+        Rerun::OnCurrentRule {
+            mode: Some(ModeChange::NowLive),
+        } => "rerun-current-live",
+        Rerun::OnCurrentRule {
+            mode: Some(ModeChange::NowShadow),
+        } => "rerun-current-shadow",
         Rerun::NotFound => return Err(PageError::new(&v, ApiError::NoSuchJob)),
         Rerun::VersionGone => return Err(PageError::new(&v, ApiError::VersionGone)),
         Rerun::NotFailed(s) => return Err(PageError::new(&v, ApiError::NotFailed(s.as_str()))),
+        Rerun::Rejected => return Err(PageError::new(&v, ApiError::NotFailed("rejected"))),
         Rerun::RuleGone => return Err(PageError::new(&v, ApiError::RuleGone)),
     };
     crate::app::audit(&st, &v.who, "rerun", &f.job, None)

@@ -16,6 +16,10 @@ use crate::store::Lease;
 /// the job comes back in a moment).
 const ROUNDS: usize = 20;
 
+/// Who decided a window's approval whose window was over before anyone did (not a user name:
+/// user names have no spaces).
+pub const WINDOW_END: &str = "window end";
+
 impl Engine {
     /// The decision so far about a job awaiting approval, as the machine's input. Makes the
     /// request when it is not stored yet (first time, or after a crash between recording the
@@ -31,13 +35,20 @@ impl Engine {
             .approval
             .as_ref()
             .is_some_and(|a| a.approve_on_timeout);
+        let Some(awaiting) = &step.awaiting else {
+            return Ok(Input::Check {
+                decision: None,
+                approve_on_timeout,
+                check: self.settings.approval_check,
+                window_over: false,
+            });
+        };
+        let window_over = self.window_over(&lease.job, &awaiting.reason);
         let check = |decision| Input::Check {
             decision,
             approve_on_timeout,
             check: self.settings.approval_check,
-        };
-        let Some(awaiting) = &step.awaiting else {
-            return Ok(check(None));
+            window_over,
         };
         let state = self.store.state.as_ref();
         let keep = self.settings.retain;
@@ -76,6 +87,18 @@ impl Engine {
         ))
     }
 
+    /// Whether the approval `reason` names a maintenance window (`window <name>`) and no window
+    /// is in force for the job's rule any more (it ended, or a reload removed it).
+    fn window_over(&self, job: &crate::domain::Job, reason: &str) -> bool {
+        reason.starts_with("window ")
+            && matches!(
+                self.rules()
+                    .windows
+                    .decide(&job.rulebook, &job.rule, self.settings.clock.now()),
+                crate::rules::windows::Decision::Run
+            )
+    }
+
     /// Nobody decided by the deadline: `on_timeout` decides (by `timeout`), unless a person's
     /// decision was stored first.
     pub(super) async fn approval_timeout(
@@ -84,12 +107,43 @@ impl Engine {
         step: &Step,
         approve: bool,
     ) -> Result<Input, StoreError> {
+        let comment = format!(
+            "nobody decided in time; on_timeout: {}",
+            if approve { "approve" } else { "reject" }
+        );
+        self.approval_decide(lease, step, approve, "timeout", comment)
+            .await
+    }
+
+    /// The window that asked for approval is over before anyone decided: the job goes on as if
+    /// no window were in force, approved by `window end`, unless a person's decision came first.
+    pub(super) async fn approval_window_ended(
+        &self,
+        lease: &Lease,
+        step: &Step,
+    ) -> Result<Input, StoreError> {
+        let comment = "the maintenance window that asked for approval ended (or was removed) before anyone decided; the job goes on as if no window were in force".to_string();
+        self.approval_decide(lease, step, true, WINDOW_END, comment)
+            .await
+    }
+
+    /// Records a decision nobody made by hand (by `timeout` or `window end`) unless a person's
+    /// was stored first, and audits it.
+    async fn approval_decide(
+        &self,
+        lease: &Lease,
+        step: &Step,
+        approve: bool,
+        by: &str,
+        comment: String,
+    ) -> Result<Input, StoreError> {
         let state = self.store.state.as_ref();
         let keep = self.settings.retain;
         let input = |d| Input::Check {
             decision: Some(d),
             approve_on_timeout: approve,
             check: self.settings.approval_check,
+            window_over: false,
         };
         let reason = step
             .awaiting
@@ -109,12 +163,9 @@ impl Engine {
             }
             let decision = Decision {
                 approved: approve,
-                by: "timeout".into(),
+                by: by.into(),
                 at: self.settings.clock.now(),
-                comment: Some(format!(
-                    "nobody decided in time; on_timeout: {}",
-                    if approve { "approve" } else { "reject" }
-                )),
+                comment: Some(comment.clone()),
                 reason: reason.clone(),
             };
             let Some((mut request, rev)) = found else {
@@ -124,9 +175,9 @@ impl Engine {
             request.decision = Some(decision.clone());
             match approval::write(state, &request, Some(rev), keep).await {
                 Ok(_) => {
-                    tracing::info!(job = %lease.job.id, approve, "approval timed out");
+                    tracing::info!(job = %lease.job.id, approve, by, "decided without a person");
                     let who = crate::access::Principal {
-                        name: "timeout".into(),
+                        name: by.into(),
                         role: crate::access::Role::Approver,
                     };
                     let what = if approve { "approve" } else { "reject" };

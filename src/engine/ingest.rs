@@ -202,7 +202,7 @@ impl Engine {
             }
             let mut m = match_of(r);
             if let Some(t) = &r.throttle {
-                let key = format!("throttle/{}/{}", r.key, t.group(event.body()));
+                let key = throttle_key(&r.key, r.shadow, &t.group(event.body()));
                 match self.throttle(&key, &event.id, t.window).await {
                     Ok(Ok(rev)) => d.opened.push((key, rev)),
                     Ok(Err(mut th)) => {
@@ -302,5 +302,15 @@ impl Engine {
         let json = serde_json::to_string(&row).unwrap_or_default();
         // No receiver left in between is not an error.
         let _ = self.live.send(Arc::new(Accepted { row, json }));
+    }
+}
+
+/// The state-store key of a rule's throttle window for a group. A shadow rule's windows are
+/// kept apart from its live ones, so the first live match after switching to `mode: live`
+/// runs even if a shadow match opened a window moments before.
+pub fn throttle_key(rule_key: &str, shadow: bool, group: &str) -> String {
+    match shadow {
+        false => format!("throttle/{rule_key}/{group}"),
+        true => format!("throttle-shadow/{rule_key}/{group}"),
     }
 }

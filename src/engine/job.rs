@@ -270,11 +270,13 @@ impl Engine {
         let queue = self.store.queue.clone();
         let mut step = lease.job.step.clone();
         let mut input = match state::place(&step) {
-            Place::Gate => Some(Input::Gate(self.window_decision(
-                &lease.job,
-                &step,
-                self.settings.clock.now(),
-            ))),
+            Place::Gate => {
+                let window = self.window_decision(&lease.job, &step, self.settings.clock.now());
+                if let (WindowDecision::Approve { window }, true) = (&window, rule.shadow) {
+                    tracing::info!(job = %lease.job.id, rule = %rule.key, window = %window, "shadow rule under an approve window: nobody is asked, nothing runs");
+                }
+                Some(Input::Gate(window))
+            }
             Place::Awaiting => Some(self.approval_check(&run, &lease, &step).await?),
             Place::Action => None,
         };
@@ -321,6 +323,9 @@ impl Engine {
                 Transition::TimeOut { approve } => {
                     input = Some(self.approval_timeout(&lease, &step, approve).await?);
                 }
+                Transition::WindowEnded => {
+                    input = Some(self.approval_window_ended(&lease, &step).await?);
+                }
                 Transition::Nak { step, delay, why } => {
                     if let (Wait::Approval, Some(a)) = (why, &step.awaiting) {
                         self.awaiting.add(a.deadline, &lease.job.id);
@@ -362,7 +367,10 @@ impl Engine {
             Gate::Hold(wait) => WindowDecision::Hold {
                 until: now + wait.as_millis() as i64,
             },
-            Gate::Skip(note) => WindowDecision::Skip { note },
+            Gate::Skip { note, wait } => WindowDecision::Skip {
+                note,
+                until: now + wait.as_millis() as i64,
+            },
             Gate::Approve { window, .. } => {
                 // From here on an approval: listed as awaiting, no longer as held.
                 self.held.release(&job.id);

@@ -60,16 +60,51 @@ pub enum Rerun {
     /// the rule changed since the match (the old version was asked for with `as_matched`).
     AsMatched { changed: bool },
     /// Queued again on the current version of a rule that changed since the match, from its
-    /// first action under new run ids.
-    OnCurrentRule,
+    /// first action under new run ids; `mode`: the change switched it between shadow and live
+    /// (when the version it matched is still known).
+    OnCurrentRule { mode: Option<ModeChange> },
     /// No job has that id.
     NotFound,
     /// The job has not failed for good (it is pending or done).
     NotFailed(JobState),
+    /// The job was turned down at approval (done, nothing ran): its event can be replayed.
+    Rejected,
     /// Its rule no longer exists (and the version it matched is gone too).
     RuleGone,
     /// `as_matched`, but the version it matched is neither in memory nor in the archive.
     VersionGone,
+}
+
+/// A re-run on the current version of a rule whose mode changed since the match: whoever asks
+/// is told, since the job's actions now really run (or no longer do).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModeChange {
+    /// It matched in shadow mode and the rule is live now.
+    NowLive,
+    /// It matched live and the rule is in shadow mode now.
+    NowShadow,
+}
+
+impl ModeChange {
+    /// `live` or `shadow`: the mode the re-run runs in.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModeChange::NowLive => "live",
+            ModeChange::NowShadow => "shadow",
+        }
+    }
+
+    /// What to add to the re-run's answer.
+    pub fn text(self) -> &'static str {
+        match self {
+            ModeChange::NowLive => {
+                "and it is now live (it matched in shadow mode): its actions will really run"
+            }
+            ModeChange::NowShadow => {
+                "and it is now in shadow mode (it matched live): its actions will not run"
+            }
+        }
+    }
 }
 
 /// What a queued re-run runs, in words (API, CLI and console say the same).
@@ -381,6 +416,9 @@ impl Engine {
         let Some((mut job, state)) = self.store.history.job(job_id).await? else {
             return Ok(Rerun::NotFound);
         };
+        if state == JobState::Done && job.step.decision.as_ref().is_some_and(|d| !d.approved) {
+            return Ok(Rerun::Rejected);
+        }
         if state != JobState::Failed {
             return Ok(Rerun::NotFailed(state));
         }
@@ -407,8 +445,20 @@ impl Engine {
             let Some(i) = now else {
                 return Ok(Rerun::RuleGone);
             };
+            let was = match self.rule_version(&job.key, &job.fingerprint) {
+                Some(v) => Some(v),
+                None => self.restore_version(&job.key, &job.fingerprint).await,
+            };
+            let mode =
+                was.and_then(
+                    |(set, j)| match (set.rules[j].shadow, current.rules[i].shadow) {
+                        (true, false) => Some(ModeChange::NowLive),
+                        (false, true) => Some(ModeChange::NowShadow),
+                        _ => None,
+                    },
+                );
             job.fingerprint = current.rules[i].fingerprint.clone();
-            Rerun::OnCurrentRule
+            Rerun::OnCurrentRule { mode }
         };
         job.step = state::rerun(&job.step, resume);
         Ok(if self.store.queue.rerun(job).await? {
@@ -580,5 +630,59 @@ mod tests {
         assert!(engine.ingest(event).await.is_err());
         let left = embedded.state.get("throttle/a/[]").await.unwrap();
         assert_eq!(left, None, "rule a's window stayed open after the failure");
+    }
+
+    /// A throttle window a shadow match opened does not throttle the rule once it is live.
+    #[tokio::test]
+    async fn a_shadow_throttle_window_does_not_throttle_the_live_rule() {
+        let dir = tempfile::tempdir().unwrap();
+        for d in ["rulebooks", "scripts", "templates"] {
+            std::fs::create_dir_all(dir.path().join(d)).unwrap();
+        }
+        let dirs = Dirs {
+            rulebooks: dir.path().join("rulebooks"),
+            scripts: dir.path().join("scripts"),
+            templates: dir.path().join("templates"),
+        };
+        let book = |mode: &str| {
+            format!(
+                "sources:\n  - {{ name: s, kind: internal }}\nrules:\n  \
+                 - name: a\n    mode: {mode}\n    throttle: {{ once_within: 1h }}\n    \
+                 actions: [{{ log: {{ message: a }} }}]\n"
+            )
+        };
+        std::fs::write(dir.path().join("rulebooks/r.yml"), book("shadow")).unwrap();
+        let store = Store::embedded(&dir.path().join("data")).unwrap();
+        let engine = Engine::new(
+            store.clone(),
+            Arc::new(load(&dirs).unwrap()),
+            Settings::default(),
+        );
+        let event = |n: u32| {
+            VerifiedEvent::internal(
+                "s",
+                serde_json::json!({"n": n}),
+                0,
+                "test",
+                Delivery {
+                    key: format!("d{n}"),
+                    window: None,
+                },
+            )
+        };
+        assert_eq!(engine.ingest(event(1)).await.unwrap().matched, 1);
+        let shadow = store.state.get("throttle-shadow/a/[]").await.unwrap();
+        assert!(shadow.is_some(), "the shadow match opened a shadow window");
+        std::fs::write(dir.path().join("rulebooks/r.yml"), book("live")).unwrap();
+        engine.swap_rules(Arc::new(load(&dirs).unwrap()));
+        let second = engine.ingest(event(2)).await.unwrap();
+        let live = store.state.get("throttle/a/[]").await.unwrap();
+        let (value, _) = live.expect("the first live match opened its own window");
+        let v: serde_json::Value = serde_json::from_str(&value).unwrap();
+        assert_eq!(
+            v["event"],
+            second.id.as_str(),
+            "not throttled by the shadow match"
+        );
     }
 }

@@ -5,13 +5,15 @@
 //! ```text
 //! leased at the gate (Main(0), nothing run, not decided)
 //!   ├ window hold{until} ─▶ nak until the window ends (shown as held), then the gate again
-//!   ├ window skip ───────▶ ack Done "skipped: window …"
-//!   ├ window approve ────▶ ask (reason "window …") ─▶ awaiting_approval
+//!   ├ window skip ───────▶ ack Done "skipped: window …" (a re-run: held like `hold` instead)
+//!   ├ window approve ────▶ ask (reason "window …") ─▶ awaiting_approval (a shadow rule: Main(0))
 //!   ├ rule approval ─────▶ ask (reason "rule approval") ─▶ awaiting_approval
 //!   └ otherwise ─────────▶ Main(0)
 //! awaiting_approval ─ approved ─▶ Main(0) (decision kept) │ rejected ─▶ ack Done, `rejected`
 //!                   ─ nobody yet, before the deadline ─▶ nak until the deadline or the next check
 //!                   ─ past the deadline ─▶ decide `on_timeout` (by `timeout`), then as above
+//!                   ─ its window ended or was removed (no rule approval) ─▶ approved by
+//!                     `window end`, then as above
 //! Main(i) ─ok─▶ Main(i+1) … ─ok, last─▶ ack Done (shadow: noted)
 //!    ├ failed, retries left ─▶ nak(delay) at Main(i), attempts+1
 //!    └ failed for good ─▶ OnFailure(0){failure} ─▶ … ─▶ ack Failed │ (no on_failure) ack Failed
@@ -38,8 +40,10 @@ pub enum WindowDecision {
     /// Keep the job pending until `until` (milliseconds since the epoch: the window's end, or
     /// an earlier look so a reload can release it), then decide again.
     Hold { until: i64 },
-    /// Record the job as done without running it, with this note (`skipped: …`).
-    Skip { note: String },
+    /// Record the job as done without running it, with this note (`skipped: …`). A re-run
+    /// (its earlier generation's actions already ran) is never dropped: it is held until
+    /// `until` (the window's end, or an earlier look) instead.
+    Skip { note: String, until: i64 },
     /// Ask for approval, exactly as if the rule had `approval:`.
     Approve { window: String },
 }
@@ -106,6 +110,9 @@ pub enum Input {
         approve_on_timeout: bool,
         /// Longest wait before looking again (a person may decide any time).
         check: Duration,
+        /// The approval was asked for by a maintenance window (`window …`) that is no longer
+        /// in force for the rule (it ended, or a reload removed it).
+        window_over: bool,
     },
     /// The action at the step ran.
     Ran(Ran),
@@ -138,6 +145,10 @@ pub enum Transition {
     /// Nobody decided in time: record `on_timeout`'s decision (by `timeout`) unless a person's
     /// came first, then check again.
     TimeOut { approve: bool },
+    /// The window that asked for approval is over and the rule has no `approval:` of its own:
+    /// record an approval by `window end` unless a person's came first, then check again (as a
+    /// `hold` job is released at its window's end).
+    WindowEnded,
     /// Finish the job.
     Ack {
         step: Step,
@@ -156,7 +167,13 @@ pub fn next(step: &Step, facts: Facts, input: Input) -> Transition {
             decision,
             approve_on_timeout,
             check,
-        } => check_decision(step, facts, decision, approve_on_timeout, check),
+            window_over,
+        } => match decision {
+            None if window_over && facts.approval.is_none() && step.awaiting.is_some() => {
+                Transition::WindowEnded
+            }
+            _ => check_decision(step, facts, decision, approve_on_timeout, check),
+        },
         Input::Ran(ran) => ran_action(step, facts, ran),
     }
 }
@@ -178,11 +195,20 @@ fn gate(step: &Step, facts: Facts, window: WindowDecision) -> Transition {
             delay: Duration::from_millis((until - facts.now).max(0) as u64),
             why: Wait::Held,
         },
-        WindowDecision::Skip { note } => Transition::Ack {
+        // A re-run is a person's explicit request after earlier actions ran: never dropped,
+        // it waits for the window's end as a held job does.
+        WindowDecision::Skip { until, .. } if step.generation > 0 => Transition::Nak {
+            step: step.clone(),
+            delay: Duration::from_millis((until - facts.now).max(0) as u64),
+            why: Wait::Held,
+        },
+        WindowDecision::Skip { note, .. } => Transition::Ack {
             step: step.clone(),
             state: JobState::Done,
             note: Some(note),
         },
+        // A shadow rule asks nobody, a window's approval no more than its own: nothing runs.
+        WindowDecision::Approve { .. } if facts.shadow => first_action(step, facts, false),
         WindowDecision::Approve { window } => ask(
             format!("window {window}"),
             facts.approval.unwrap_or(WINDOW_APPROVAL_TIMEOUT),
@@ -436,6 +462,7 @@ mod tests {
             decision: d,
             approve_on_timeout,
             check: Duration::from_secs(2),
+            window_over: false,
         }
     }
 
@@ -490,6 +517,7 @@ mod tests {
         let hold = WindowDecision::Hold { until: NOW + 5000 };
         let skip = WindowDecision::Skip {
             note: "skipped: freeze".into(),
+            until: NOW + 5000,
         };
         let approve = WindowDecision::Approve {
             window: "freeze".into(),
@@ -552,6 +580,107 @@ mod tests {
         assert!(matches!(
             next(&pending, facts(), Input::Gate(past)),
             Transition::Nak { delay, why: Wait::Held, .. } if delay.is_zero()
+        ));
+    }
+
+    #[test]
+    fn a_rerun_meeting_a_skip_window_is_held_not_dropped() {
+        // A re-run on a changed rule starts a new generation at the gate.
+        let rerun_step = rerun(&Step::default(), false);
+        let skip = WindowDecision::Skip {
+            note: "skipped: freeze".into(),
+            until: NOW + 7000,
+        };
+        assert_eq!(
+            next(&rerun_step, facts(), Input::Gate(skip.clone())),
+            Transition::Nak {
+                step: rerun_step.clone(),
+                delay: Duration::from_secs(7),
+                why: Wait::Held,
+            }
+        );
+        // Once the window is over, it runs.
+        assert_eq!(
+            next(&rerun_step, facts(), Input::Gate(WindowDecision::Open)),
+            Transition::Run {
+                step: rerun_step.clone(),
+                record: false,
+            }
+        );
+        // A first run is still skipped.
+        assert!(matches!(
+            next(&Step::default(), facts(), Input::Gate(skip)),
+            Transition::Ack { state: JobState::Done, note: Some(ref n), .. } if n.starts_with("skipped")
+        ));
+    }
+
+    #[test]
+    fn a_shadow_rule_under_an_approve_window_asks_nobody() {
+        let shadow = Facts {
+            shadow: true,
+            ..facts()
+        };
+        let approve = WindowDecision::Approve {
+            window: "m-ask".into(),
+        };
+        assert_eq!(
+            next(&Step::default(), shadow, Input::Gate(approve.clone())),
+            Transition::Run {
+                step: Step::default(),
+                record: false,
+            }
+        );
+        assert!(matches!(
+            next(&Step::default(), facts(), Input::Gate(approve)),
+            Transition::Ask { .. }
+        ));
+    }
+
+    #[test]
+    fn a_window_approval_whose_window_is_over_goes_on() {
+        let waiting = Step {
+            awaiting: Some(Awaiting {
+                reason: "window m-ask".into(),
+                requested_at: NOW - 10,
+                deadline: NOW + 60_000,
+            }),
+            ..Step::default()
+        };
+        let over = |d: Option<Decision>| Input::Check {
+            decision: d,
+            approve_on_timeout: false,
+            check: Duration::from_secs(2),
+            window_over: true,
+        };
+        assert_eq!(next(&waiting, facts(), over(None)), Transition::WindowEnded);
+        // A person's decision stands.
+        let rejected = decision(false, "bob");
+        assert!(matches!(
+            next(&waiting, facts(), over(Some(rejected))),
+            Transition::Ack {
+                state: JobState::Done,
+                ..
+            }
+        ));
+        // The rule's own approval still applies: it keeps waiting.
+        let own = Facts {
+            approval: Some(Duration::from_secs(60)),
+            ..facts()
+        };
+        assert!(matches!(
+            next(&waiting, own, over(None)),
+            Transition::Nak {
+                why: Wait::Approval,
+                ..
+            }
+        ));
+        // Still in force: waits.
+        assert!(matches!(
+            next(&waiting, facts(), check(None, false)),
+            Transition::Nak {
+                why: Wait::Approval,
+                ..
+            }
         ));
     }
 

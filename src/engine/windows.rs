@@ -6,7 +6,9 @@
 //! ```text
 //! Main(0), first attempt ─ no window ─▶ runs (then the rule's own approval, when it has one)
 //!    ├ hold ─▶ nak(min(window end, 15 s)) at Main(0): looked at again, so a reload releases it
-//!    ├ skip ─▶ ack Done "skipped: …" (no action runs; the history shows it skipped)
+//!    ├ skip ─▶ ack Done "skipped: …" (no action runs; the history shows it skipped); a re-run
+//!    │         (a later generation: a person asked, earlier actions ran) is held as for hold
+//!    ├ approve, a shadow rule ─▶ runs in shadow (nobody is asked: nothing would run)
 //!    └ approve ─▶ an approval (`engine::state`: awaiting_approval, reason `window <name>`)
 //! ```
 //! A held job is only a pending job with a later `not_before`: it survives restarts as any
@@ -37,8 +39,9 @@ pub(super) enum Gate {
     Go,
     /// Give it back for this long, then decide again.
     Hold(Duration),
-    /// Close it as done with this note, running nothing.
-    Skip(String),
+    /// Close it as done with this note, running nothing; a re-run (a later generation) is
+    /// given back for `wait` instead (`engine::state` decides), listed as held.
+    Skip { note: String, wait: Duration },
     /// The window turns the job into an approval (`engine::state`: the job then awaits a
     /// decision, reason `window <name>`, exactly as for a rule's `approval:`).
     Approve { window: String, wait: Duration },
@@ -148,12 +151,24 @@ impl Engine {
                 tracing::debug!(job = %job.id, window = %window, until = %crate::domain::rfc3339(until), "held by a maintenance window");
                 Gate::Hold(wait(until))
             }
-            Decision::Skip { window } => {
+            Decision::Skip { window, until } if step.generation > 0 => {
+                // A re-run is never dropped: held until the window ends (`engine::state`).
+                self.held.hold(job, &window, "hold", until, now);
+                tracing::info!(job = %job.id, window = %window, until = %crate::domain::rfc3339(until), "re-run held by a skip window until it ends");
+                Gate::Skip {
+                    note: String::new(),
+                    wait: wait(until),
+                }
+            }
+            Decision::Skip { window, until } => {
                 self.held.release(&job.id);
                 tracing::info!(job = %job.id, window = %window, "skipped: a maintenance window was in force when it would have started");
-                Gate::Skip(format!(
-                    "{SKIPPED_NOTE}: maintenance window `{window}` (during: skip) was in force when it would have started; no action ran"
-                ))
+                Gate::Skip {
+                    note: format!(
+                        "{SKIPPED_NOTE}: maintenance window `{window}` (during: skip) was in force when it would have started; no action ran"
+                    ),
+                    wait: wait(until),
+                }
             }
             Decision::Approve { window, until } => {
                 self.held.hold(job, &window, "approve", until, now);

@@ -91,18 +91,11 @@ pub enum Decision {
     /// No window in force for its rule.
     Run,
     /// Wait until `until` (ms), or a reload that changes the windows.
-    Hold {
-        window: String,
-        until: i64,
-    },
-    Skip {
-        window: String,
-    },
+    Hold { window: String, until: i64 },
+    /// Skip the job (a re-run is held until `until` instead).
+    Skip { window: String, until: i64 },
     /// An approval is needed (the window ends at `until`).
-    Approve {
-        window: String,
-        until: i64,
-    },
+    Approve { window: String, until: i64 },
 }
 
 /// One stretch of time a window is in force: `[start, end)` in ms.
@@ -268,7 +261,10 @@ impl Windows {
                         window,
                         until: span.end,
                     },
-                    During::Skip => Decision::Skip { window },
+                    During::Skip => Decision::Skip {
+                        window,
+                        until: span.end,
+                    },
                     During::Approve => Decision::Approve {
                         window,
                         until: span.end,

@@ -178,13 +178,14 @@ async fn rerun(
     q: Result<Query<RerunQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(q) = q.map_err(|e| ApiError::BadQuery(e.body_text()))?;
-    let (version, changed) = match state.engine.rerun(&id, q.as_matched).await? {
+    let (version, changed, mode) = match state.engine.rerun(&id, q.as_matched).await? {
         Rerun::NotFound => return Err(ApiError::NoSuchJob),
         Rerun::NotFailed(s) => return Err(ApiError::NotFailed(s.as_str())),
+        Rerun::Rejected => return Err(ApiError::NotFailed("rejected")),
         Rerun::RuleGone => return Err(ApiError::RuleGone),
         Rerun::VersionGone => return Err(ApiError::VersionGone),
-        Rerun::AsMatched { changed } => ("matched", changed),
-        Rerun::OnCurrentRule => ("current", true),
+        Rerun::AsMatched { changed } => ("matched", changed, None),
+        Rerun::OnCurrentRule { mode } => ("current", true, mode),
     };
     crate::app::audit(&state, &who, "rerun", &id, None).await?;
     Ok((
@@ -192,9 +193,13 @@ async fn rerun(
         Json(json!({
             "job": id,
             "status": "pending",
-            "runs": rerun_text(version == "current", changed),
+            "runs": match mode {
+                Some(m) => format!("{}, {}", rerun_text(version == "current", changed), m.text()),
+                None => rerun_text(version == "current", changed).to_string(),
+            },
             "version": version,
             "rule_changed": changed,
+            "mode_changed": mode.map(|m| m.as_str()),
         })),
     )
         .into_response())

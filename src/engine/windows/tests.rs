@@ -211,7 +211,10 @@ async fn the_gate_is_met_only_before_the_first_action() {
         step: Step::default(),
     };
     assert!(about_to_start(&job.step));
-    assert!(matches!(engine.window_gate(&job, &job.step), Gate::Skip(_)));
+    assert!(matches!(
+        engine.window_gate(&job, &job.step),
+        Gate::Skip { .. }
+    ));
     // A retry of the first action, a later action, `on_failure`: already started, not stopped.
     let retry = Step {
         attempts: 1,
