@@ -1,9 +1,11 @@
 //! One syslog message (a datagram or a frame) to the event rules see.
 //!
-//! RFC 5424 and RFC 3164 are read by `syslog_loose` (5424 first, then 3164; a missing PRI is
-//! tolerated); Cisco's own header is read first by [`super::cisco`]. Fields not sent are
-//! absent, never empty strings. A line nothing could read is kept whole as `message` with
-//! `parse_error: true`, never dropped.
+//! After the PRI, a Cisco header (IOS, IOS-XE, IOS-XR, NX-OS, with or without a relay's BSD
+//! header in front) is read by [`super::cisco`]; anything else by `syslog_loose` (RFC 5424
+//! first, then RFC 3164; a missing PRI is tolerated), whose message may hold a Cisco header in
+//! turn (a relay's, Arista's sequence number). Fields not sent are absent, never empty strings.
+//! A line whose header cannot be read keeps its PRI's fields, the rest whole as `message`, and
+//! `parse_error: true`; it is never dropped.
 
 use chrono::{Datelike, Utc};
 use serde_json::{Map, Value, json};
@@ -429,6 +431,16 @@ mod tests {
         assert_eq!(e["app_name"], "cfgmgr_trial_confirm");
         assert_eq!(e["cisco"]["mnemonic"], "DB_COMMIT");
         assert_eq!(e["cisco"]["node"], "RP/0/RP0/CPU0");
+        // Behind a BSD relay header.
+        let e = event(
+            b"<187>Apr 14 23:50:04 10.1.1.1 462620: CRS-L RP/0/RP0/CPU0:Apr 15 09:18:13 : config[65956]: %MGBL-CONFIG-6-DB_COMMIT : Configuration committed by user 'ops'.",
+            false,
+        );
+        assert_eq!(e["hostname"], "CRS-L");
+        assert_eq!(e["app_name"], "config");
+        assert_eq!(e["cisco"]["sequence"], 462620);
+        assert_eq!(e["cisco"]["time"], "Apr 15 09:18:13");
+        assert!(this_year(&e, "-04-15T09:18:13Z"), "{e}");
     }
 
     #[test]
