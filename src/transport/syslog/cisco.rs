@@ -220,6 +220,8 @@ fn tag_start(text: &str) -> Option<usize> {
         .find(|&i| (i == 0 || text.as_bytes()[i - 1] == b' ') && tag(&text[i..]).is_some())
 }
 
+/// A device's (or a relay's) time as read: the text kept as written for `cisco.time`, and the
+/// RFC 3339 form when it names a date in UTC.
 struct Time<'a> {
     text: &'a str,
     rfc3339: Option<String>,
