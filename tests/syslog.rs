@@ -31,6 +31,11 @@ rules:
     condition: '$.app_name == "myapp"'
     actions:
       - run_script: { script: record.sh, args: ["myapp", "{{ event.hostname | default('-') }}", "{{ event.timestamp | default('-') }}", "{% if event.cisco is defined %}{{ event.cisco.mnemonic }}{% else %}-{% endif %}", "{{ event.message }}"] }
+  - name: unread
+    sources: [routers]
+    condition: '$.parse_error == true && $.severity <= 5'
+    actions:
+      - run_script: { script: record.sh, args: ["unread", "{{ event.format }}", "{{ event.severity_name }}", "{{ event.message }}"] }
   - name: junos-logout
     sources: [routers]
     condition: '$.msgid == "UI_DBASE_LOGOUT_EVENT"'
@@ -287,6 +292,8 @@ async fn vendor_lines_over_one_tcp_connection() {
         "<187>94307: gw2 LC/0/2/CPU0:Jul  7 2026 20:16:14.834 UTC: ifmgr[214]: %PKT_INFRA-LINK-3-UPDOWN : Interface TenGigE0/2/0/4, changed state to Down",
         // Cisco IOS stamping its uptime (`service timestamps log uptime`).
         "<187>12: 1w2d: %LINK-3-UPDOWN: Interface GigabitEthernet0/1, changed state to down",
+        // FortiGate: no syslog header after the PRI, which still gives the severity.
+        r#"<189>date=2026-12-07 time=05:52:01 devname="fw1" logid="0000000013" type="traffic""#,
     ];
     let mut s = std::net::TcpStream::connect(("127.0.0.1", tcp)).unwrap();
     for l in lines {
@@ -299,7 +306,7 @@ async fn vendor_lines_over_one_tcp_connection() {
     s.write_all(b"<189>50: *Mar  1 00:09:08.000: %SYS-5-CONFIG_I: Configured again\n")
         .unwrap();
     drop(s);
-    let got = sorted(env.wait_lines("runs.txt", 9, Duration::from_secs(30)));
+    let got = sorted(env.wait_lines("runs.txt", 10, Duration::from_secs(30)));
     assert_eq!(
         got,
         vec![
@@ -329,6 +336,7 @@ async fn vendor_lines_over_one_tcp_connection() {
             ),
             "cut 570",
             "junos router1 regress",
+            r#"unread unknown notice date=2026-12-07 time=05:52:01 devname="fw1" logid="0000000013" type="traffic""#,
         ],
         "{}",
         server.log_text()
