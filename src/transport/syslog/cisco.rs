@@ -11,7 +11,14 @@
 //! an RFC 3164 message, and a relay's RFC 3164/5424/3339 header may hold a whole Cisco header
 //! in its message: [`parse_message`] reads those.
 
+use chrono::NaiveDateTime;
 use serde_json::{Map, Value, json};
+
+/// A time in UTC as the event's `timestamp` (RFC 3339, fractions only as sent).
+pub fn rfc3339(t: NaiveDateTime) -> String {
+    t.and_utc()
+        .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+}
 
 /// The `%FACILITY-SEVERITY-MNEMONIC:` at the start of `text` (IOS-XR writes ` :` after it):
 /// (facility, severity, mnemonic).
@@ -64,10 +71,11 @@ pub struct Header<'a> {
     /// The device's time as written (without its `*`/`.` mark), its uptime, or else the
     /// relay's time.
     pub time_text: Option<&'a str>,
-    /// The device's time, RFC 3339, when it could be read (a zone other than UTC/GMT cannot).
-    pub timestamp: Option<String>,
-    /// The time of the header in front of the device's (a relay's, NX-OS's), RFC 3339.
-    pub relay_timestamp: Option<String>,
+    /// The device's time in UTC, when it could be read (a zone other than UTC/GMT cannot).
+    /// Kept as a date, written out only for the event ([`rfc3339`]).
+    pub timestamp: Option<NaiveDateTime>,
+    /// The time of the header in front of the device's (a relay's, NX-OS's), in UTC.
+    pub relay_timestamp: Option<NaiveDateTime>,
     /// `*`: the clock was never set; `.`: NTP sync was lost.
     pub clock: Option<&'static str>,
     /// IOS-XR's node (`RP/0/RSP0/CPU0`).
@@ -101,17 +109,29 @@ impl<'a> Header<'a> {
     /// The event's `timestamp`: the device's time, else the relay's — the relay's first when
     /// the device's clock was never set (`*`).
     pub fn timestamp_or(&mut self, relay: Option<String>) -> Option<String> {
+        let device = self.timestamp.take();
         if self.clock == Some("unset") {
-            relay.or(self.timestamp.take())
+            relay.or_else(|| device.map(rfc3339))
         } else {
-            self.timestamp.take().or(relay)
+            device.map(rfc3339).or(relay)
         }
+    }
+
+    /// The event's `timestamp` from this header's own times, as [`Header::timestamp_or`].
+    pub fn timestamp(&mut self) -> Option<String> {
+        let (device, relay) = (self.timestamp.take(), self.relay_timestamp.take());
+        let t = if self.clock == Some("unset") {
+            relay.or(device)
+        } else {
+            device.or(relay)
+        };
+        t.map(rfc3339)
     }
 
     fn device_time(&mut self, t: Time<'a>) {
         self.clock = t.clock;
         self.time_text = Some(t.text);
-        self.timestamp = t.rfc3339;
+        self.timestamp = t.at;
     }
 
     /// `Mmm dd hh:mm:ss host [seq …]` (a relay's BSD header) or NX-OS's
@@ -147,7 +167,7 @@ impl<'a> Header<'a> {
             }
             self.hostname = Some(host);
             self.time_text.get_or_insert(t.text);
-            self.relay_timestamp = t.rfc3339;
+            self.relay_timestamp = t.at;
             return true;
         }
         false
@@ -221,10 +241,11 @@ fn tag_start(text: &str) -> Option<usize> {
 }
 
 /// A device's (or a relay's) time as read: the text kept as written for `cisco.time`, and the
-/// RFC 3339 form when it names a date in UTC.
+/// date when it names one in UTC.
 struct Time<'a> {
     text: &'a str,
-    rfc3339: Option<String>,
+    /// The time in UTC, when it names a date in UTC.
+    at: Option<NaiveDateTime>,
     clock: Option<&'static str>,
 }
 
@@ -279,21 +300,17 @@ fn time<'a>(text: &'a str, year: &impl Fn(u32, u32) -> i32) -> Option<Time<'a>> 
     let (mo, d, hms) = (mo?, d?, hms?);
     let (h, mi, s, nanos) = clock_time(hms)?;
     let utc = zone.is_none_or(|z| matches!(z, "UTC" | "GMT"));
-    let rfc3339 = if utc {
+    let at = if utc {
         let year = y.unwrap_or_else(|| year(mo, d));
         let date = chrono::NaiveDate::from_ymd_opt(year, mo, d)?;
         let t = chrono::NaiveTime::from_hms_nano_opt(h, mi, s, nanos)?;
-        Some(
-            chrono::NaiveDateTime::new(date, t)
-                .and_utc()
-                .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
-        )
+        Some(NaiveDateTime::new(date, t))
     } else {
         None
     };
     Some(Time {
         text: body,
-        rfc3339,
+        at,
         clock,
     })
 }
@@ -347,7 +364,7 @@ fn uptime(text: &str) -> Option<Time<'_>> {
     };
     ok.then_some(Time {
         text: body,
-        rfc3339: None,
+        at: None,
         clock,
     })
 }
@@ -413,7 +430,10 @@ mod tests {
         .unwrap();
         assert_eq!(h.sequence, vec![49]);
         assert_eq!(h.clock, Some("unset"));
-        assert_eq!(h.timestamp.as_deref(), Some("2026-03-01T00:09:07.555Z"));
+        assert_eq!(
+            h.timestamp.map(rfc3339).as_deref(),
+            Some("2026-03-01T00:09:07.555Z")
+        );
         assert_eq!(h.time_text, Some("Mar  1 00:09:07.555"));
         assert_eq!(h.hostname, None);
         assert!(msg.starts_with("%SYS-5-CONFIG_I: Configured"));
@@ -428,8 +448,14 @@ mod tests {
         .unwrap();
         assert_eq!(h.hostname, Some("10.1.186.49"));
         assert_eq!(h.sequence, vec![87117903, 87117909]);
-        assert_eq!(h.timestamp.as_deref(), Some("2026-11-05T14:01:19.115Z"));
-        assert_eq!(h.relay_timestamp.as_deref(), Some("2026-11-05T14:01:20Z"));
+        assert_eq!(
+            h.timestamp.map(rfc3339).as_deref(),
+            Some("2026-11-05T14:01:19.115Z")
+        );
+        assert_eq!(
+            h.relay_timestamp.map(rfc3339).as_deref(),
+            Some("2026-11-05T14:01:20Z")
+        );
         assert!(msg.starts_with("%FMANFP-6-IPACCESSLOGP: F0:"));
     }
 
@@ -452,19 +478,28 @@ mod tests {
             y,
         )
         .unwrap();
-        assert_eq!(h.timestamp.as_deref(), Some("2013-03-15T11:06:26Z"));
+        assert_eq!(
+            h.timestamp.map(rfc3339).as_deref(),
+            Some("2013-03-15T11:06:26Z")
+        );
         assert!(msg.starts_with("%ETHPORT-5-"));
         let (h, _) = parse(
             "83: Jan 12 2024 10:11:12.123 UTC: %SYS-5-CONFIG_I: Configured",
             y,
         )
         .unwrap();
-        assert_eq!(h.timestamp.as_deref(), Some("2024-01-12T10:11:12.123Z"));
+        assert_eq!(
+            h.timestamp.map(rfc3339).as_deref(),
+            Some("2024-01-12T10:11:12.123Z")
+        );
         // NX-OS with `logging origin-id`: time, host, tag, no `: ` between.
         let (h, _) = parse("2026 Dec  7 05:52:01 nx1 %ETHPORT-5-IF_UP: x", y).unwrap();
         assert_eq!(h.hostname, Some("nx1"));
         assert_eq!(h.time_text, Some("2026 Dec  7 05:52:01"));
-        assert_eq!(h.relay_timestamp.as_deref(), Some("2026-12-07T05:52:01Z"));
+        assert_eq!(
+            h.relay_timestamp.map(rfc3339).as_deref(),
+            Some("2026-12-07T05:52:01Z")
+        );
         // An all-capitals host is not taken for a zone when a sequence number follows it.
         let (h, _) = parse("Dec  7 05:51:15 CORE 82: %LINK-3-UPDOWN: x", y).unwrap();
         assert_eq!(h.hostname, Some("CORE"));
@@ -483,7 +518,10 @@ mod tests {
         );
         let t = time("*Dec  7 05:51:15.5 UTC", &y).unwrap();
         assert_eq!(t.text, "Dec  7 05:51:15.5 UTC");
-        assert_eq!(t.rfc3339.as_deref(), Some("2026-12-07T05:51:15.500Z"));
+        assert_eq!(
+            t.at.map(rfc3339).as_deref(),
+            Some("2026-12-07T05:51:15.500Z")
+        );
     }
 
     #[test]

@@ -137,8 +137,7 @@ fn cisco_event(pri: u8, mut h: cisco::Header, message: &str) -> Map<String, Valu
     let mut m = Map::with_capacity(FIELDS);
     m.insert("format".into(), json!("rfc3164"));
     put_pri(&mut m, pri);
-    let relay = h.relay_timestamp.take();
-    if let Some(t) = h.timestamp_or(relay) {
+    if let Some(t) = h.timestamp() {
         m.insert("timestamp".into(), json!(t));
     }
     for (name, v) in [
