@@ -7,7 +7,9 @@
 #   syslog-nomatch   the same lines into rulehook (`keep: matched`, the rule index rules every
 #                    line out): Ir per line, and the ratio to rsyslog's
 #   syslog-match     N lines over one TCP connection, each matching one rule whose action writes
-#                    a log line: Ir per matched event
+#                    a log line: Ir per matched event (a connection's lines are stored one after
+#                    the other, so each is its own commit); syslog-match-k the same over K
+#                    connections (commits grouped, as the webhooks' are)
 #   webhook-match    N signed IP Fabric requests over K keep-alive connections (as
 #                    benches/callgrind.sh), each matching one rule with the same log action:
 #                    Ir per matched event, and the ratio syslog / webhook
@@ -17,7 +19,8 @@
 #   KEEP=/tmp/cg benches/callgrind_syslog.sh  # keep the callgrind.out files there
 #
 # Environment: LINES (default 20000), N (default 2000), WARMUP (default 200, lines or requests
-# before the counters are zeroed), K (webhook connections, default 16), TOP (components printed,
+# before the counters are zeroed), K (webhook connections, and syslog's in syslog-match-k,
+# default 16), TOP (components printed,
 # default 15), LOG_LEVEL (the log action's level, default info), STARTUP_TIMEOUT (default 180 s),
 # JOB_TIMEOUT (default 300 s). Needs valgrind and python3 (stdlib only); rsyslogd for the
 # rsyslog figure. Loopback only; every wait has a timeout.
@@ -71,10 +74,10 @@ if [ -n "${KEEP:-}" ]; then mkdir -p "$KEEP"; KEEP=$(cd "$KEEP" && pwd); fi
 # The syslog client: WARMUP then COUNT lines over one TCP connection, each phase's end awaited
 # (rulehook: its counters and pending jobs from /metrics; rsyslog: a marker line per phase).
 cat > "$WORK/syslog_client.py" <<'PY'
-import os, socket, subprocess, sys, time, urllib.request
+import os, socket, subprocess, sys, threading, time, urllib.request
 
-target, warmup, count, zero_cmd, dump_cmd, wait_on, timeout = sys.argv[1:]
-warmup, count, timeout = int(warmup), int(count), float(timeout)
+target, warmup, count, zero_cmd, dump_cmd, wait_on, timeout, conns = sys.argv[1:]
+warmup, count, timeout, conns = int(warmup), int(count), float(timeout), int(conns)
 host, port = target.rsplit(":", 1)
 
 def lines(first, n, last_tag):
@@ -111,17 +114,28 @@ def wait_for(n, phase):
         time.sleep(0.5)
     sys.exit(f"phase {phase}: not every line was taken within {timeout}s")
 
-s = socket.create_connection((host, int(port)))
-s.sendall(lines(0, warmup, "END-warmup"))
+def send(first, n, last_tag):
+    # The phase's lines split over the connections, all sent at once; the marker line last.
+    data = lines(first, n, last_tag).splitlines(keepends=True)
+    body, last = data[:-1], data[-1]
+    parts = [b"".join(body[i::conns]) for i in range(conns)]
+    threads = [threading.Thread(target=socks[i].sendall, args=(parts[i],)) for i in range(conns)]
+    for t in threads: t.start()
+    for t in threads: t.join()
+    socks[0].sendall(last)
+
+socks = [socket.create_connection((host, int(port))) for _ in range(conns)]
+send(0, warmup, "END-warmup")
 wait_for(warmup, "warmup")
 subprocess.run(zero_cmd, shell=True, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 t0 = time.time()
-s.sendall(lines(warmup, count, "END-measured"))
+send(warmup, count, "END-measured")
 wait_for(warmup + count, "measured")
-print(f"  measured: {count} lines in {time.time() - t0:.1f} s")
+print(f"  measured: {count} lines over {conns} connection(s) in {time.time() - t0:.1f} s")
 time.sleep(1)
 subprocess.run(dump_cmd, shell=True, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-s.close()
+for s in socks:
+    s.close()
 PY
 
 wait_line() { # $1 = label, $2 = pid, $3 = sed expression printing what is awaited from stdout
@@ -175,7 +189,7 @@ rules:
 YML
 }
 
-measure_syslog() { # $1 = label, $2 = lines, $3 = condition, $4 = log message; sets IR
+measure_syslog() { # $1 = label, $2 = lines, $3 = condition, $4 = log message, $5 = connections; sets IR
   label=$1
   rulebook "$WORK/rb-$label" "$3" "$4"
   mkdir -p "$WORK/scripts" "$WORK/templates"
@@ -186,7 +200,7 @@ measure_syslog() { # $1 = label, $2 = lines, $3 = condition, $4 = log message; s
   echo "$label: pid $PID, syslog at $to"
   rc=0
   python3 "$WORK/syslog_client.py" "$to" "$WARMUP" "$2" "callgrind_control -z $PID" \
-    "callgrind_control --dump=measured $PID" "$url" "$JOB_TIMEOUT" || rc=$?
+    "callgrind_control --dump=measured $PID" "$url" "$JOB_TIMEOUT" "$5" || rc=$?
   finish "$label" "$PID" "$rc"
   echo "  total Ir $IR -> $(python3 -c "print(f'{$IR / $2:,.0f}')") Ir/line"
 }
@@ -214,7 +228,7 @@ CONF
   echo "rsyslog: pid $PID, imtcp at 127.0.0.1:$port"
   rc=0
   python3 "$WORK/syslog_client.py" "127.0.0.1:$port" "$WARMUP" "$LINES" "callgrind_control -z $PID" \
-    "callgrind_control --dump=measured $PID" "$WORK/rs/marker" "$JOB_TIMEOUT" || rc=$?
+    "callgrind_control --dump=measured $PID" "$WORK/rs/marker" "$JOB_TIMEOUT" 1 || rc=$?
   finish rsyslog "$PID" "$rc"
   IR_RSYSLOG=$IR
   echo "  total Ir $IR -> $(python3 -c "print(f'{$IR / $LINES:,.0f}')") Ir/line"
@@ -223,11 +237,14 @@ else
 fi
 
 # 2. rulehook: the same lines, ruled out by the index; then matched lines; then webhooks.
-measure_syslog syslog-nomatch "$LINES" '$.app_name == "bench" && $.message == "never"' 'never'
+measure_syslog syslog-nomatch "$LINES" '$.app_name == "bench" && $.message == "never"' 'never' 1
 IR_NOMATCH=$IR
 measure_syslog syslog-match "$N" '$.app_name == "sshd" && $.severity_name == "info"' \
-  'login on {{ event.hostname }} accepted'
+  'login on {{ event.hostname }} accepted' 1
 IR_SMATCH=$IR
+measure_syslog syslog-match-k "$N" '$.app_name == "sshd" && $.severity_name == "info"' \
+  'login on {{ event.hostname }} accepted' "$K"
+IR_SMATCH_K=$IR
 
 rulebook "$WORK/rb-webhook" '$.app_name == "never"' 'never'
 under_callgrind webhook-match "$RULEHOOK_BIN" serve --rulebooks "$WORK/rb-webhook" --scripts "$WORK/scripts" \
@@ -244,9 +261,9 @@ echo "  total Ir $IR -> $(python3 -c "print(f'{$IR / $N:,.0f}')") Ir/event"
 
 # 3. The figures.
 echo
-python3 - "$LINES" "$N" "$IR_RSYSLOG" "$IR_NOMATCH" "$IR_SMATCH" "$IR_WMATCH" <<'PY'
+python3 - "$LINES" "$N" "$IR_RSYSLOG" "$IR_NOMATCH" "$IR_SMATCH" "$IR_WMATCH" "$IR_SMATCH_K" "$K" <<'PY'
 import sys
-lines, n, rs, nomatch, smatch, wmatch = map(int, sys.argv[1:])
+lines, n, rs, nomatch, smatch, wmatch, smatch_k, k = map(int, sys.argv[1:])
 print(f"Instructions (Ir), same build, same run (LINES={lines}, N={n}):")
 x = nomatch / lines
 if rs:
@@ -255,11 +272,12 @@ if rs:
     print(f"  rulehook intake, no rule can match          {x:>10,.0f} Ir/line   rulehook/rsyslog {x / r:.2f}")
 else:
     print(f"  rulehook intake, no rule can match          {x:>10,.0f} Ir/line")
-s, w = smatch / n, wmatch / n
-print(f"  rulehook syslog line matching a rule (log)  {s:>10,.0f} Ir/event")
-print(f"  rulehook signed webhook matching (log)      {w:>10,.0f} Ir/event  syslog/webhook {s / w:.2f}")
+s, w, sk = smatch / n, wmatch / n, smatch_k / n
+print(f"  rulehook signed webhook matching (log), {k:>2} connections {w:>10,.0f} Ir/event")
+print(f"  rulehook syslog line matching (log),    {k:>2} connections {sk:>10,.0f} Ir/event  syslog/webhook {sk / w:.2f}")
+print(f"  rulehook syslog line matching (log),     1 connection  {s:>10,.0f} Ir/event  syslog/webhook {s / w:.2f}")
 PY
-for label in syslog-nomatch syslog-match webhook-match; do
+for label in syslog-nomatch syslog-match syslog-match-k webhook-match; do
   n=$([ "$label" = syslog-nomatch ] && echo "$LINES" || echo "$N")
   echo
   echo "Self cost by component, $label (per line or event):"

@@ -24,7 +24,7 @@ pub fn context<T: serde::Serialize>(value: T) -> minijinja::Value {
 }
 
 /// A string from an action: plain text, or the name of a compiled template.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub enum Text {
     Literal(String),
     /// A file under `templates/`, or an inline template whose place is not known.
@@ -32,6 +32,18 @@ pub enum Text {
     /// An inline template and where this use of it was written ([`Templates::place`]): rules
     /// with the same text share one compiled template, but an error names its own rule's place.
     Inline(String, Origin),
+}
+
+/// Shown as `Literal("…")` or `Template("name")`: where an inline template was written is not
+/// part of what it does, and rule fingerprints hash this form (with each template name
+/// replaced by its source), so a rule keeps its fingerprint wherever its text moves.
+impl std::fmt::Debug for Text {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Text::Literal(s) => f.debug_tuple("Literal").field(s).finish(),
+            Text::Template(n) | Text::Inline(n, _) => f.debug_tuple("Template").field(n).finish(),
+        }
+    }
 }
 
 /// Where an inline template was written: an index into [`Templates`]' table of places, so a

@@ -650,6 +650,64 @@ mod tests {
     }
 
     #[test]
+    fn every_combination_of_header_parts_reads_as_syslog_loose_reads_it() {
+        let now = Now::read();
+        let pris = ["<13>", "<191>", "<0>", "<1234>", ""];
+        let times = [
+            "Jan 12 10:11:12",
+            "dec  6 23:59:59",
+            "Feb 29 00:00:00",
+            "Jan 1 1:2:3",
+            "Jan 12 10:11:12:",
+            "Jan 12  10:11:12",
+            "Foo 12 10:11:12",
+        ];
+        let hosts = [" host", " 10.0.0.1", " -", " h:", "  host", " host:x", ""];
+        let tags = [
+            " app",
+            " app[42]",
+            " app[042]",
+            " [42]",
+            " app[x y]",
+            " -",
+            " app:",
+            ": ",
+            "",
+        ];
+        let rests = [
+            ": text",
+            ":text",
+            " text with: colon",
+            ": [sd@1 a=\"b\"] text",
+            ": - text",
+            "",
+            ":",
+            " \t%LINK-3-UPDOWN: up",
+        ];
+        let mut in_place = 0;
+        for p in pris {
+            for t in times {
+                for h in hosts {
+                    for g in tags {
+                        for r in rests {
+                            let line = format!("{p}{t}{h}{g}{r}");
+                            let reference = general(&line, false, &now, Variant::Either);
+                            let read = read(line.as_bytes(), false, &now);
+                            in_place += usize::from(matches!(read, Read::Line(_)));
+                            assert_eq!(
+                                json_text(&read.into_event()),
+                                json_text(&reference),
+                                "{line:?}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        assert!(in_place > 1000, "{in_place} lines read in place");
+    }
+
+    #[test]
     fn the_fields_the_index_reads_are_the_events() {
         let now = Now::read();
         let names = [
