@@ -683,6 +683,9 @@ mod tests {
             "",
             ":",
             " \t%LINK-3-UPDOWN: up",
+            ": 124: %LINK-3-UPDOWN: up",
+            ": hello %LINK-3-UPDOWN: up",
+            ": \u{feff}bom",
         ];
         let mut in_place = 0;
         for p in pris {
