@@ -156,3 +156,74 @@ ruleset(name="forward") {{
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// Cisco and Arista lines relayed by rsyslog (its forwarding format: an RFC 3339 time, the
+/// host, the TAG) keep their `cisco` object: a numeric TAG is the device's sequence number.
+#[test]
+fn cisco_lines_relayed_by_rsyslog_keep_their_cisco_fields() {
+    let env = Env::new();
+    let relp_port = free_port();
+    let in_port = free_port();
+    env.rulebook(
+        "relp.yml",
+        &format!(
+            r#"
+sources:
+  - name: relay
+    kind: syslog
+    listen: relp://127.0.0.1:{relp_port}
+rules:
+  - name: link
+    sources: [relay]
+    condition: '$.cisco.mnemonic == "UPDOWN" && $.severity <= 5'
+    actions:
+      - run_script: {{ script: record.sh, args: ["{{{{ event.cisco.facility }}}}", "{{{{ event.cisco.sequence }}}}", "{{{{ event.cisco.time | default('-') }}}}", "{{{{ event.app_name | default('-') }}}}", "{{{{ event.message }}}}"] }}
+"#
+        ),
+    );
+    env.script(
+        "record.sh",
+        "#!/bin/sh\necho \"$*\" >> \"$OUT_DIR/runs.txt\"\n",
+    );
+    let server = Server::start(&env, &[], &[]);
+    wait_port(relp_port);
+    let rs_dir = env.path("rsyslog");
+    let _rsyslog = Rsyslog::start(
+        &rs_dir,
+        &format!(
+            r#"
+global(workDirectory="{work}")
+module(load="imtcp")
+module(load="omrelp")
+input(type="imtcp" port="{in_port}" address="127.0.0.1" ruleset="forward")
+ruleset(name="forward") {{
+  action(type="omrelp" target="127.0.0.1" port="{relp_port}")
+}}
+"#,
+            work = rs_dir.join("work").display()
+        ),
+    );
+    wait_port(in_port);
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", in_port)).unwrap();
+    for line in [
+        // Cisco IOS, clock never set: no hostname, the message counter first.
+        "<187>82: *Dec  7 05:54:05.000: %LINK-3-UPDOWN: Interface Gi0/13, changed state to down",
+        // Arista EOS with sequence numbers.
+        "<189>Dec  7 05:52:01 sw1 Ebra: 124: %LINEPROTO-5-UPDOWN: Line protocol on Interface Ethernet1, changed state to down",
+    ] {
+        s.write_all(format!("{} {line}", line.len()).as_bytes())
+            .unwrap();
+    }
+    s.flush().unwrap();
+    let mut got = env.wait_lines("runs.txt", 2, Duration::from_secs(60));
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            "LINEPROTO 124 - Ebra %LINEPROTO-5-UPDOWN: Line protocol on Interface Ethernet1, changed state to down",
+            "LINK 82 Dec  7 05:54:05.000 - %LINK-3-UPDOWN: Interface Gi0/13, changed state to down",
+        ],
+        "{}",
+        server.log_text()
+    );
+}

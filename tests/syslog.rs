@@ -26,6 +26,16 @@ rules:
     condition: '$.cisco.mnemonic == "CONFIG_I" || $.cisco.mnemonic == "UPDOWN" || $.cisco.mnemonic == "IF_DOWN_LINK_FAILURE"'
     actions:
       - run_script: { script: record.sh, args: ["cisco", "{{ event.cisco.facility }}-{{ event.cisco.severity }}-{{ event.cisco.mnemonic }}", "{{ event.hostname | default('-') }}", "{{ event.cisco.sequence | default('-') }}", "{{ event.timestamp | default('-') }}", "{{ event.severity_name }}"] }
+  - name: logger-tag
+    sources: [routers]
+    condition: '$.app_name == "myapp"'
+    actions:
+      - run_script: { script: record.sh, args: ["myapp", "{{ event.hostname | default('-') }}", "{{ event.timestamp | default('-') }}", "{% if event.cisco is defined %}{{ event.cisco.mnemonic }}{% else %}-{% endif %}", "{{ event.message }}"] }
+  - name: unread
+    sources: [routers]
+    condition: '$.parse_error == true && $.severity <= 5'
+    actions:
+      - run_script: { script: record.sh, args: ["unread", "{{ event.format }}", "{{ event.severity_name }}", "{{ event.message }}"] }
   - name: junos-logout
     sources: [routers]
     condition: '$.msgid == "UI_DBASE_LOGOUT_EVENT"'
@@ -195,6 +205,72 @@ async fn logger_over_udp_and_tcp_in_both_formats_and_framings() {
     assert_eq!(text.matches("\"source\":\"routers\"").count(), 4, "{text}");
 }
 
+/// util-linux `logger`'s RFC 3164 line with its default `TAG:` (no `[pid]`) and a
+/// `%FAC-SEV-MNEMONIC:` text keeps its hostname, TAG and time; text ahead of a `%` stays in
+/// the message.
+#[tokio::test]
+async fn logger_tag_without_pid_before_a_cisco_tag() {
+    let (env, server, udp, _) = setup();
+    let udp_port = udp.to_string();
+    logger(&[
+        "--rfc3164",
+        "--udp",
+        "-n",
+        "127.0.0.1",
+        "-P",
+        &udp_port,
+        "-t",
+        "myapp",
+        "-p",
+        "local7.err",
+        "%LINK-3-UPDOWN: Interface GigabitEthernet0/1, changed state to down",
+    ]);
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.send_to(
+        b"<187>Dec  7 05:53:01 vm myapp: hello %LINK-3-UPDOWN: x",
+        ("127.0.0.1", udp),
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while env.lines("runs.txt").len() < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "{:?}\n{}",
+            env.lines("runs.txt"),
+            server.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let got = sorted(env.lines("runs.txt"));
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let host = host.trim().split('.').next().unwrap().to_string();
+    let logged: Vec<&str> = got
+        .iter()
+        .find(|l| l.starts_with(&format!("myapp {host} ")) && l.ends_with("down"))
+        .map(|l| l.splitn(5, ' ').collect())
+        .unwrap_or_default();
+    assert_eq!(logged.len(), 5, "{got:?}\n{}", server.log_text());
+    let stamp = chrono::DateTime::parse_from_rfc3339(logged[2]);
+    assert!(stamp.is_ok(), "a timestamp: {got:?}");
+    assert_eq!(
+        logged[3..],
+        [
+            "UPDOWN",
+            "%LINK-3-UPDOWN: Interface GigabitEthernet0/1, changed state to down"
+        ]
+    );
+    assert!(
+        got.iter()
+            .any(|l| l.starts_with(&format!("cisco LINK-3-UPDOWN {host} - "))),
+        "{got:?}"
+    );
+    assert!(
+        got.iter()
+            .any(|l| l.starts_with("myapp vm ") && l.ends_with(" - hello %LINK-3-UPDOWN: x")),
+        "{got:?}"
+    );
+}
+
 /// Lines as the vendors' documentation shows them, over one TCP connection (LF framing).
 #[tokio::test]
 async fn vendor_lines_over_one_tcp_connection() {
@@ -212,6 +288,12 @@ async fn vendor_lines_over_one_tcp_connection() {
         r#"<165>1 2026-10-03T19:49:00.437-07:00 router1 mgd 3046 UI_DBASE_LOGOUT_EVENT [junos@2636.1.1.1.2.18 username="regress"] User 'regress' exiting configuration mode"#,
         // Arista EOS (BSD format).
         "<189>Jan 12 10:11:12 leaf1 Ebra: %LINEPROTO-5-UPDOWN: Line protocol on Interface Ethernet1, changed state to up",
+        // Cisco IOS-XR with `logging hostnameprefix`: node, process, ` :` after the tag.
+        "<187>94307: gw2 LC/0/2/CPU0:Jul  7 2026 20:16:14.834 UTC: ifmgr[214]: %PKT_INFRA-LINK-3-UPDOWN : Interface TenGigE0/2/0/4, changed state to Down",
+        // Cisco IOS stamping its uptime (`service timestamps log uptime`).
+        "<187>12: 1w2d: %LINK-3-UPDOWN: Interface GigabitEthernet0/1, changed state to down",
+        // FortiGate: no syslog header after the PRI, which still gives the severity.
+        r#"<189>date=2026-12-07 time=05:52:01 devname="fw1" logid="0000000013" type="traffic""#,
     ];
     let mut s = std::net::TcpStream::connect(("127.0.0.1", tcp)).unwrap();
     for l in lines {
@@ -224,7 +306,7 @@ async fn vendor_lines_over_one_tcp_connection() {
     s.write_all(b"<189>50: *Mar  1 00:09:08.000: %SYS-5-CONFIG_I: Configured again\n")
         .unwrap();
     drop(s);
-    let got = sorted(env.wait_lines("runs.txt", 7, Duration::from_secs(30)));
+    let got = sorted(env.wait_lines("runs.txt", 10, Duration::from_secs(30)));
     assert_eq!(
         got,
         vec![
@@ -238,6 +320,8 @@ async fn vendor_lines_over_one_tcp_connection() {
                         .get(..4))
                     .unwrap_or("????")
             ),
+            "cisco LINK-3-UPDOWN - 12 - err",
+            "cisco PKT_INFRA-LINK-3-UPDOWN gw2 94307 2026-07-07T20:16:14.834Z err",
             &format!(
                 "cisco SYS-5-CONFIG_I - 49 {}-03-01T00:09:07.555Z notice",
                 got.iter()
@@ -252,6 +336,7 @@ async fn vendor_lines_over_one_tcp_connection() {
             ),
             "cut 570",
             "junos router1 regress",
+            r#"unread unknown notice date=2026-12-07 time=05:52:01 devname="fw1" logid="0000000013" type="traffic""#,
         ],
         "{}",
         server.log_text()
