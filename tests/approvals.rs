@@ -524,9 +524,10 @@ async fn a_decision_survives_kill9_before_the_first_action() {
         None,
         Duration::from_secs(30),
         |v| {
-            v["approvals"]
-                .as_array()
-                .is_some_and(|a| a.iter().any(|r| r["job"] == job && r["notify_done"] == true))
+            v["approvals"].as_array().is_some_and(|a| {
+                a.iter()
+                    .any(|r| r["job"] == job && r["notify_done"] == true)
+            })
         },
     )
     .await;
