@@ -5,6 +5,7 @@
 //! Sits above the transports and the engine; nothing imports it but `cli`.
 
 mod store;
+pub mod trim;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -126,10 +127,21 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
         concurrency = config.concurrency,
         "jobs recovered from the store"
     );
-    // Archived beside serving: nothing waits for it (`engine::versions`).
+    // Archived beside serving: nothing waits for it (`engine::versions`). Start-up is over
+    // then: the executable's pages it alone touched leave the resident set (`trim`).
     tokio::spawn({
         let engine = engine.clone();
-        async move { engine.archive_rules(snapshot, engine.rules()).await }
+        async move {
+            engine.archive_rules(snapshot, engine.rules()).await;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let released = tokio::task::spawn_blocking(trim::release_startup_pages)
+                .await
+                .unwrap_or(0);
+            tracing::debug!(
+                bytes = released,
+                "start-up pages of the executable released"
+            );
+        }
     });
     engine.start();
     // Listening sources (syslog …): bound now, served until the HTTP listener stops.
