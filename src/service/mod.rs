@@ -88,6 +88,9 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
     let (set, snapshot) = crate::rules::load_with_snapshot(&config.dirs)
         .map_err(|e| ServeError::Rules(e.to_string()))?;
     log_loaded(&config.dirs, &set);
+    // The code that parsed and compiled the rulebooks is not needed again before a reload:
+    // out of the resident set before the store opens and the listeners bind (`trim`).
+    trim::release_startup_pages();
     let store = store::open(&config.store, config.role, &config.data).await?;
     let tls = crate::server::listen::tls(&config.tls)
         .await
