@@ -391,7 +391,8 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 #[derive(Debug, Clone, Args)]
 pub struct TestArgs {
     /// The event body to test (`-` reads standard input); decoded as the source's `format`
-    /// says (JSON without --source; a `--header 'Content-Type: …'` guides `auto`). A file with
+    /// says (JSON without --source; a `--header 'Content-Type: …'` guides `auto`). For a syslog
+    /// source, text that is not JSON is syslog messages as sent, one per line. A file with
     /// several JSON values (one after the other, e.g. one per line), or a folder of `.json`
     /// files (in name order), is a sequence: each event is shown with what every correlation
     /// rule holds and waits for.
@@ -406,6 +407,15 @@ pub struct TestArgs {
     /// A request header, `Name: value` (repeatable), visible to templates as meta.headers.
     #[arg(long = "header")]
     pub headers: Vec<String>,
+    /// The address the event comes from (`meta("peer")`, `meta.peer`), as a listener records it.
+    #[arg(long)]
+    pub peer: Option<String>,
+    /// The MQTT topic it was published on (`meta("topic")`).
+    #[arg(long)]
+    pub topic: Option<String>,
+    /// The NATS subject it was published on (`meta("subject")`).
+    #[arg(long)]
+    pub subject: Option<String>,
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
@@ -420,6 +430,9 @@ pub struct TestArgs {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     crate::telemetry::init(cli.log_json);
+    if !matches!(cli.command, Command::Serve(_)) {
+        quiet_broken_pipe();
+    }
     match cli.command {
         Command::Check(d) => check(&d),
         Command::Test(t) => match test::test(&t) {
@@ -441,6 +454,17 @@ pub fn main() -> ExitCode {
         Command::Import(a) => import::run(&a),
         Command::Users(a) => users::run(a),
         Command::Serve(s) => run_async(serve(*s)),
+    }
+}
+
+/// A command whose output goes to a pipe that closes early (`rulehook events | head -1`) ends
+/// quietly, as other command-line tools do, instead of panicking in `println!`. Not for `serve`,
+/// whose writes to a script's closed stdin must stay errors, not kill the service.
+fn quiet_broken_pipe() {
+    use nix::sys::signal::{SigHandler, Signal, signal};
+    // SAFETY: called once at start, before any other thread exists; restores the default action.
+    if let Err(e) = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) } {
+        tracing::debug!("SIGPIPE left ignored: {e}");
     }
 }
 
@@ -481,10 +505,27 @@ fn check(d: &DirArgs) -> ExitCode {
                 eprintln!("warning: {w}");
             }
             if set.rules.is_empty() && set.sources.is_empty() {
-                eprintln!(
-                    "warning: {} holds no rulebook (*.yml, *.yaml)",
-                    d.rulebooks.display()
-                );
+                let any_file = std::fs::read_dir(&d.rulebooks).is_ok_and(|dir| {
+                    dir.flatten().any(|e| {
+                        let p = e.path();
+                        p.is_file()
+                            && matches!(
+                                p.extension().and_then(|x| x.to_str()),
+                                Some("yml" | "yaml")
+                            )
+                    })
+                });
+                if any_file {
+                    eprintln!(
+                        "warning: the rulebooks in {} declare no source and no rule",
+                        d.rulebooks.display()
+                    );
+                } else {
+                    eprintln!(
+                        "warning: {} holds no rulebook (*.yml, *.yaml)",
+                        d.rulebooks.display()
+                    );
+                }
             }
             let windows = match set.windows.0.len() {
                 0 => String::new(),

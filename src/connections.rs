@@ -87,6 +87,14 @@ pub fn set(
     metrics::gauge!(CONNECTED, "source" => source.to_string()).set(if all_up { 1.0 } else { 0.0 });
 }
 
+/// Drops every row of `source` (stopped by a reload: removed, or restarted with other
+/// targets); its gauge reads 0 until it connects again.
+pub fn forget(source: &str) {
+    let mut t = table().lock().unwrap_or_else(|p| p.into_inner());
+    t.retain(|(s, _), _| s != source);
+    metrics::gauge!(CONNECTED, "source" => source.to_string()).set(0.0);
+}
+
 /// Every connection, ordered by source and target.
 pub fn snapshot() -> Vec<Connection> {
     let t = table().lock().unwrap_or_else(|p| p.into_inner());

@@ -25,6 +25,9 @@ pub struct Status {
     pub reloads: u64,
     /// The last failed reload (cleared by a successful one): the set serving is the previous.
     pub last_error: Option<ReloadError>,
+    /// Listening sources the last reload could not start (the address is taken …): the rest
+    /// of that reload applies; each is tried again at the next one (SIGHUP).
+    pub listen_errors: Vec<crate::transport::ListenFailure>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -54,12 +57,18 @@ fn now() -> String {
 pub struct Reloader {
     dirs: Dirs,
     engine: Arc<Engine>,
+    /// The listening sources' transports, brought in line with each new set.
+    transports: Option<Arc<crate::transport::Transports>>,
     status: Arc<Mutex<Status>>,
     fingerprint: Mutex<BTreeMap<PathBuf, Vec<u8>>>,
 }
 
 impl Reloader {
-    pub fn new(dirs: Dirs, engine: Arc<Engine>) -> Arc<Reloader> {
+    pub fn new(
+        dirs: Dirs,
+        engine: Arc<Engine>,
+        transports: Option<Arc<crate::transport::Transports>>,
+    ) -> Arc<Reloader> {
         let set = engine.rules();
         let status = Status {
             loaded_at: now(),
@@ -71,6 +80,7 @@ impl Reloader {
         Arc::new(Reloader {
             dirs,
             engine,
+            transports,
             status: Arc::new(Mutex::new(status)),
             fingerprint: Mutex::new(fp),
         })
@@ -83,8 +93,10 @@ impl Reloader {
             .clone()
     }
 
-    /// Loads the directories again; swaps the new set in only if it is valid. `force` reloads
-    /// even when no file changed (SIGHUP: a `${env:…}` or `${file:…}` secret may have).
+    /// Loads the directories again; swaps the new set in only if it is valid, then brings the
+    /// listening sources' transports in line with it (blocking on them: call it off the async
+    /// workers, as [`Reloader::spawn`] does). `force` reloads even when no file changed
+    /// (SIGHUP: a `${env:…}` or `${file:…}` secret may have, or a taken address be free now).
     pub fn reload(&self, force: bool) -> bool {
         let fp = fingerprint(&self.dirs);
         {
@@ -101,19 +113,24 @@ impl Reloader {
                 for w in set.warnings.iter().filter(|w| !before.warnings.contains(w)) {
                     tracing::warn!("{w}");
                 }
+                let set = Arc::new(set);
+                // Swapped first: a new source's first message finds it in the set, a removed
+                // one's last messages are dropped as removed.
+                self.engine.swap_rules(set.clone());
+                let listen_errors = self.apply_transports(&set);
                 let mut st = self.status.lock().unwrap_or_else(|e| e.into_inner());
                 st.loaded_at = now();
                 st.sources = set.sources.len();
                 st.rules = set.rules.len();
                 st.reloads += 1;
                 st.last_error = None;
+                st.listen_errors = listen_errors;
+                drop(st);
                 tracing::info!(
                     sources = set.sources.len(),
                     rules = set.rules.len(),
                     "rule set reloaded"
                 );
-                let set = Arc::new(set);
-                self.engine.swap_rules(set.clone());
                 // Archived for jobs that outlive this process (`engine::versions`).
                 if let Ok(rt) = tokio::runtime::Handle::try_current() {
                     let engine = self.engine.clone();
@@ -145,6 +162,32 @@ impl Reloader {
                 false
             }
         }
+    }
+
+    /// Starts, stops and restarts the listening sources' transports for `set`, logging each
+    /// change; returns the sources that could not start.
+    fn apply_transports(
+        &self,
+        set: &crate::rules::RuleSet,
+    ) -> Vec<crate::transport::ListenFailure> {
+        let (Some(transports), Ok(rt)) = (&self.transports, tokio::runtime::Handle::try_current())
+        else {
+            return Vec::new();
+        };
+        let applied = rt.block_on(transports.apply(set));
+        for name in &applied.stopped {
+            tracing::info!(source = %name, "source removed: its transport stopped");
+        }
+        for name in &applied.restarted {
+            tracing::info!(source = %name, "source changed: its transport restarted");
+        }
+        for b in &applied.started {
+            tracing::info!(source = %b.source, address = %b.addr, "source listening");
+        }
+        for f in &applied.failed {
+            tracing::error!(source = %f.source_name, address = %f.address, "reload: {f}; the rest of the reload applies, SIGHUP tries again");
+        }
+        applied.failed
     }
 
     /// Watches the directories and listens for SIGHUP until the process ends.

@@ -213,6 +213,53 @@ pub struct Source {
     pub listening: Option<Arc<Listening>>,
 }
 
+impl Source {
+    /// The kind as written in the rulebook: the verification kind of a webhook (`github`,
+    /// `hmac` …), else the transport (`syslog`, `snmp_trap`, `mqtt`, `nats`, `internal`).
+    pub fn kind_name(&self) -> &'static str {
+        match self.kind {
+            SourceKind::Webhook => self.verifier.kind(),
+            other => other.name(),
+        }
+    }
+
+    /// Where its events come from, as people write it: the listen addresses
+    /// (`udp://0.0.0.0:514`), the broker and its topics, or the NATS server and its subjects.
+    pub fn listens_on(&self) -> Vec<String> {
+        let Some(l) = &self.listening else {
+            return Vec::new();
+        };
+        let mut out: Vec<String> = l
+            .endpoints
+            .iter()
+            .map(|e| format!("{}://{}", e.scheme.as_str(), e.addr))
+            .collect();
+        if let Some(b) = &l.broker {
+            let scheme = if b.tls.is_some() { "mqtts" } else { "mqtt" };
+            out.extend(
+                b.topics
+                    .iter()
+                    .map(|t| format!("{scheme}://{}:{} {t}", b.host, b.port)),
+            );
+        }
+        if let Some(n) = &l.nats {
+            out.extend(n.subjects.iter().map(|s| format!("{} {s}", n.url)));
+        }
+        out
+    }
+
+    /// The source as the API and the console list it.
+    pub fn summary(&self) -> serde_json::Value {
+        let mut one = serde_json::json!({
+            "name": self.name, "kind": self.kind_name(), "path": self.path, "rulebook": self.rulebook,
+        });
+        if self.listening.is_some() {
+            one["listen"] = serde_json::json!(self.listens_on());
+        }
+        one
+    }
+}
+
 /// Per-source metric handles.
 #[derive(Debug, Clone)]
 pub struct SourceMeter {

@@ -1,10 +1,16 @@
 //! Logging through `tracing`: readable lines by default, JSON lines with `--log-json`.
-//! `RUST_LOG` filters (default `info`).
+//! `RUST_LOG` filters (default `info,rustls=error`: rustls warns about what TLS clients send,
+//! e.g. an address as the server name, once per connection; refused handshakes are counted
+//! per source instead).
 
 use tracing_subscriber::EnvFilter;
 
+/// The log filter without `RUST_LOG`.
+const DEFAULT_FILTER: &str = "info,rustls=error";
+
 pub fn init(json: bool) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -24,11 +24,32 @@ pub fn context<T: serde::Serialize>(value: T) -> minijinja::Value {
 }
 
 /// A string from an action: plain text, or the name of a compiled template.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub enum Text {
     Literal(String),
+    /// A file under `templates/`, or an inline template whose place is not known.
     Template(String),
+    /// An inline template and where this use of it was written ([`Templates::place`]): rules
+    /// with the same text share one compiled template, but an error names its own rule's place.
+    Inline(String, Origin),
 }
+
+/// Shown as `Literal("…")` or `Template("name")`: where an inline template was written is not
+/// part of what it does, and rule fingerprints hash this form (with each template name
+/// replaced by its source), so a rule keeps its fingerprint wherever its text moves.
+impl std::fmt::Debug for Text {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Text::Literal(s) => f.debug_tuple("Literal").field(s).finish(),
+            Text::Template(n) | Text::Inline(n, _) => f.debug_tuple("Template").field(n).finish(),
+        }
+    }
+}
+
+/// Where an inline template was written: an index into [`Templates`]' table of places, so a
+/// rule set of 10,000 rules holds 10,000 small numbers rather than 10,000 path strings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Origin(u32);
 
 /// All compiled templates of one rule set.
 #[derive(Debug)]
@@ -36,8 +57,10 @@ pub struct Templates {
     env: Environment<'static>,
     /// Inline sources already compiled, so 10,000 rules with the same message share one.
     inline: std::collections::HashMap<String, String>,
-    /// Where each inline template was written (`rulebooks/x.yml:12:20`), for render errors.
-    origins: std::collections::HashMap<String, String>,
+    /// Where inline templates were written (file index, line, column), for render errors.
+    places: Vec<(u32, u32, u32)>,
+    /// The files of `places`.
+    files: Vec<std::sync::Arc<str>>,
 }
 
 impl Default for Templates {
@@ -63,7 +86,8 @@ impl Default for Templates {
         Templates {
             env,
             inline: Default::default(),
-            origins: Default::default(),
+            places: Vec::new(),
+            files: Vec::new(),
         }
     }
 }
@@ -165,9 +189,28 @@ impl Templates {
         Ok(Text::Template(name))
     }
 
-    /// Records where the inline template `name` was written.
-    pub fn set_origin(&mut self, name: &str, origin: String) {
-        self.origins.entry(name.to_string()).or_insert(origin);
+    /// `text` as written at `file:line:column`: a template's render errors then name that place.
+    pub fn place(&mut self, text: Text, file: &str, line: u64, col: u64) -> Text {
+        let Text::Template(name) = text else {
+            return text;
+        };
+        let f = match self.files.iter().position(|f| &**f == file) {
+            Some(i) => i,
+            None => {
+                self.files.push(file.into());
+                self.files.len() - 1
+            }
+        };
+        let clamp = |n: u64| u32::try_from(n).unwrap_or(u32::MAX);
+        let id = Origin(clamp(self.places.len() as u64));
+        self.places.push((clamp(f as u64), clamp(line), clamp(col)));
+        Text::Inline(name, id)
+    }
+
+    /// The place `origin` stands for.
+    fn origin(&self, origin: Origin) -> Option<(&str, usize, usize)> {
+        let (f, l, c) = *self.places.get(origin.0 as usize)?;
+        Some((self.files.get(f as usize)?, l as usize, c as usize))
     }
 
     /// The top-level names `name` reads that neither it nor the environment defines (the
@@ -261,7 +304,12 @@ impl Templates {
                 .env
                 .get_template(name)
                 .and_then(|t| t.render(ctx))
-                .map_err(|e| self.locate(describe(&e), &e)),
+                .map_err(|e| self.locate(describe(&e), &e, None)),
+            Text::Inline(name, origin) => self
+                .env
+                .get_template(name)
+                .and_then(|t| t.render(ctx))
+                .map_err(|e| self.locate(describe(&e), &e, Some(*origin))),
         }
     }
 }
@@ -270,7 +318,7 @@ impl Templates {
     /// Replaces minijinja's `(in <internal name>:<line>)` by where the template was written:
     /// the rulebook's file, line and column for inline templates, `templates/<file>:<line>`
     /// for files.
-    fn locate(&self, msg: String, e: &minijinja::Error) -> String {
+    fn locate(&self, msg: String, e: &minijinja::Error, origin: Option<Origin>) -> String {
         let (Some(name), Some(line)) = (e.name(), e.line()) else {
             return msg;
         };
@@ -283,33 +331,26 @@ impl Templates {
             let col = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
             Some((line, col))
         });
-        let place = match (self.origins.get(name), at) {
-            (Some(origin), Some((l, c))) => match split_origin(origin) {
-                // The template's first line starts at the origin's column; later lines are
-                // the rulebook's next lines (a block scalar, indented like its first line).
-                Some((file, ol, oc)) if l == 1 => {
-                    format!("(in the template at {file}:{ol}:{})", oc + c - 1)
-                }
-                Some((file, ol, oc)) => {
-                    format!("(in the template at {file}:{}:{})", ol + l - 1, oc + c - 1)
-                }
-                None => format!("(in the template at {origin}, its line {l}, column {c})"),
-            },
-            (Some(origin), None) if line == 1 => format!("(in the template at {origin})"),
-            (Some(origin), None) => format!("(in the template at {origin}, its line {line})"),
+        let place = match (origin.and_then(|o| self.origin(o)), at) {
+            // The template's first line starts at the origin's column; later lines are the
+            // rulebook's next lines (a block scalar, indented like its first line).
+            (Some((file, ol, oc)), Some((1, c))) => {
+                format!("(in the template at {file}:{ol}:{})", oc + c - 1)
+            }
+            (Some((file, ol, oc)), Some((l, c))) => {
+                format!("(in the template at {file}:{}:{})", ol + l - 1, oc + c - 1)
+            }
+            (Some((file, ol, oc)), None) if line == 1 => {
+                format!("(in the template at {file}:{ol}:{oc})")
+            }
+            (Some((file, ol, oc)), None) => {
+                format!("(in the template at {file}:{ol}:{oc}, its line {line})")
+            }
             (None, Some((l, c))) => format!("(in templates/{name}:{l}:{c})"),
             (None, None) => format!("(in templates/{name}:{line})"),
         };
         msg.replace(&internal, &place)
     }
-}
-
-/// `file:line:column` split into its parts.
-fn split_origin(origin: &str) -> Option<(&str, usize, usize)> {
-    let mut parts = origin.rsplitn(3, ':');
-    let col = parts.next()?.parse().ok()?;
-    let line = parts.next()?.parse().ok()?;
-    Some((parts.next()?, line, col))
 }
 
 fn describe(e: &minijinja::Error) -> String {
@@ -326,6 +367,20 @@ fn describe(e: &minijinja::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_text_in_two_rulebooks_names_each_place() {
+        let mut t = Templates::default();
+        let ctx = super::context(serde_json::json!({"event": {}}));
+        let a = t.inline("a".into(), "{{ event.host }}").unwrap();
+        let a = t.place(a, "rulebooks/a.yml", 10, 20);
+        let b = t.inline("b".into(), "{{ event.host }}").unwrap();
+        let b = t.place(b, "rulebooks/b.yml", 4, 7);
+        let ea = t.render(&a, &ctx).unwrap_err();
+        let eb = t.render(&b, &ctx).unwrap_err();
+        assert!(ea.contains("rulebooks/a.yml:10:23"), "{ea}");
+        assert!(eb.contains("rulebooks/b.yml:4:10"), "{eb}");
+    }
 
     #[test]
     fn strict_undefined_and_literals() {
@@ -353,8 +408,7 @@ mod tests {
         let one = t
             .inline("a".into(), "snapshot {{ event.snapshot.idd }} failed")
             .unwrap();
-        let Text::Template(n) = &one else { panic!() };
-        t.set_origin(n, "rulebooks/x.yml:12:20".into());
+        let one = t.place(one, "rulebooks/x.yml", 12, 20);
         let e = t.render(&one, &ctx).unwrap_err();
         assert!(e.contains("`event.snapshot.idd` is undefined"), "{e}");
         // The expression starts 12 characters into the template.
@@ -365,8 +419,7 @@ mod tests {
         let two = t
             .inline("b".into(), "first line\n  id {{ event.nope }}")
             .unwrap();
-        let Text::Template(n) = &two else { panic!() };
-        t.set_origin(n, "rulebooks/x.yml:3:9".into());
+        let two = t.place(two, "rulebooks/x.yml", 3, 9);
         let e = t.render(&two, &ctx).unwrap_err();
         assert!(e.contains("`event.nope` is undefined"), "{e}");
         assert!(

@@ -503,20 +503,30 @@ async fn a_wait_survives_kill9_and_reload_and_the_cli_approves() {
 
 /// kill -9 after a person decided and before the job read the decision: after the restart the
 /// decision stands (even past the deadline, whose `on_timeout` would have rejected) and the
-/// first action runs once.
+/// first action runs once. A decision wakes its job at once, so the only worker is kept busy by
+/// another job (a script that blocks the first time it runs) until the kill.
 #[tokio::test]
 async fn a_decision_survives_kill9_before_the_first_action() {
     let env = Env::new();
     ran_script(&env);
-    env.rulebook("r.yml", &waiting_book("v1", "3s"));
-    // The job looks only at its deadline (3 s): the kill comes before it reads the decision.
-    let mut server = Server::start(&env, &["--approval-check", "1m"], &[]);
+    env.script(
+        "block.sh",
+        "#!/bin/sh
+[ -e \"$OUT_DIR/blocked\" ] && exit 0
+touch \"$OUT_DIR/blocked\"
+sleep 120
+",
+    );
+    let book = format!(
+        "{}  - name: blocker\n    condition: '$.state == \"block\"'\n    actions:\n      - run_script: {{ script: block.sh }}\n",
+        waiting_book("v1", "3s")
+    );
+    env.rulebook("r.yml", &book);
+    let args = ["--approval-check", "1m", "--concurrency", "1"];
+    let mut server = Server::start(&env, &args, &[]);
     let c = client();
     let event = send(&c, &server, &json!({"state": "down", "port": "Gi0/3"})).await;
     let job = job_id(&event, "shut-port");
-    // The job has made its request and finished notifying: it reads the request again only at
-    // its next lease. (A decision made while it notifies is read at once, which is right but
-    // would not test the kill.)
     wait_for(
         &c,
         &server,
@@ -531,6 +541,13 @@ async fn a_decision_survives_kill9_before_the_first_action() {
         },
     )
     .await;
+    // The only worker is now busy until the kill.
+    send(&c, &server, &json!({"state": "block"})).await;
+    let start = Instant::now();
+    while !env.path("blocked").exists() && start.elapsed() < Duration::from_secs(20) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(env.path("blocked").exists(), "the blocker never ran");
     let (st, body) = call(
         &c,
         &server,
@@ -541,16 +558,53 @@ async fn a_decision_survives_kill9_before_the_first_action() {
     )
     .await;
     assert_eq!(st, 202, "{body}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
     server.kill9();
     assert!(
         env.lines("ran.log").is_empty(),
         "killed before the job read the decision"
     );
-    let server = Server::start(&env, &["--approval-check", "1m"], &[]);
+    let server = Server::start(&env, &args, &[]);
     let row = wait_status(&c, &server, None, &job, "done").await;
     assert_eq!(row["decision"]["by"], "loopback", "{row}");
     assert_eq!(row["decision"]["comment"], "go");
     assert_eq!(env.lines("ran.log"), vec!["v1 Gi0/3"]);
+}
+
+/// A decision on the node where the job waits acts at once, not at the job's next check
+/// (`--approval-check 10m` here): approved right after the request, while the job may still be
+/// finishing its own look at it, and approved while it waits out its check.
+#[tokio::test]
+async fn a_decision_acts_at_once_on_its_node() {
+    let env = Env::new();
+    ran_script(&env);
+    env.rulebook("r.yml", &waiting_book("v1", "30m"));
+    let server = Server::start(&env, &["--approval-check", "10m"], &[]);
+    let c = client();
+    for (i, port) in ["Gi0/4", "Gi0/5"].into_iter().enumerate() {
+        let event = send(&c, &server, &json!({"state": "down", "port": port})).await;
+        let job = job_id(&event, "shut-port");
+        if i == 0 {
+            wait_status(&c, &server, None, &job, "awaiting_approval").await;
+        } else {
+            wait_request(&c, &server, None, &job).await;
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        let (st, body) = call(
+            &c,
+            &server,
+            Method::POST,
+            &format!("/api/jobs/{job}/approve"),
+            None,
+            Some(json!({})),
+        )
+        .await;
+        assert_eq!(st, 202, "{body}");
+        assert_eq!(
+            wait_lines(&env, "ran.log", i + 1, Duration::from_secs(20))[i],
+            format!("v1 {port}")
+        );
+    }
 }
 
 /// `notify` runs once when approval is requested, with `approval.url` (under `--public-url`)

@@ -301,6 +301,34 @@ fn a_render_error_names_the_variable_rule_and_where_the_template_is() {
     );
 }
 
+/// Two rulebooks with the same template text share one compiled template; a render error
+/// still names the rulebook and line of the rule that failed.
+#[test]
+fn a_render_error_names_its_own_rulebook_when_the_text_is_shared() {
+    let env = Env::new();
+    let book = |src: &str, rule: &str| {
+        format!(
+            "sources:\n  - {{ name: {src}, kind: none }}\nrules:\n  - name: {rule}\n    sources: [{src}]\n    actions:\n      - log: {{ message: \"{{{{ event.host }}}}\" }}\n"
+        )
+    };
+    env.rulebook("a.yml", &book("rtr", "a-down"));
+    env.rulebook("b.yml", &format!("\n\n{}", book("sw", "b-other")));
+    std::fs::write(env.path("ev.json"), r#"{"x": 1}"#).unwrap();
+    let out = env
+        .cmd(&[
+            "test",
+            "--source",
+            "sw",
+            "--event",
+            env.path("ev.json").to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("b.yml:9:29)"), "{text}");
+    assert!(!text.contains("a.yml"), "{text}");
+}
+
 #[test]
 fn test_shows_throttles_on_failure_and_durations() {
     let ev = repo_path("rulebooks/events/ipfabric-discover-completed.json");
@@ -474,6 +502,139 @@ fn rulehook_test_folds_the_rules_of_other_sources() {
     assert_eq!(text.matches("is not one of").count(), 0, "{text}");
     assert!(
         text.contains("4 rule(s) take other sources: t/gh0, t/gh1, t/gh2, t/gh3"),
+        "{text}"
+    );
+}
+
+/// `rulehook test … | head -1`: output to a pipe that closed ends the command quietly (as other
+/// command-line tools do), never with a panic and its backtrace.
+#[test]
+fn a_closed_pipe_ends_quietly() {
+    let ev = repo_path("rulebooks/events/ipfabric-discover-completed.json");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rulehook"))
+        .args(["test", "--source", "ipfabric", "--event"])
+        .arg(ev)
+        .arg("--rulebooks")
+        .arg(repo_path("rulebooks"))
+        .arg("--scripts")
+        .arg(repo_path("scripts"))
+        .arg("--templates")
+        .arg(repo_path("templates"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The reader goes away before the command has written anything.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_ne!(out.status.code(), Some(101), "{err}");
+}
+
+/// `rulehook test` takes syslog messages as sent (one per line) for a syslog source, and the
+/// envelope a listener records (`--peer`, `--topic`, `--subject`) for conditions and templates
+/// alike; a condition on `meta(…)` that is false says what it read.
+#[test]
+fn test_takes_raw_syslog_lines_and_the_envelope() {
+    let env = Env::new();
+    env.rulebook(
+        "r.yml",
+        r#"sources:
+  - { name: routers, kind: syslog, listen: udp://127.0.0.1:0 }
+  - { name: telemetry, kind: mqtt, url: "mqtt://127.0.0.1:1883", topics: ["netops/#"] }
+rules:
+  - name: link-down
+    sources: [routers]
+    condition: '$.cisco.mnemonic == "UPDOWN" && meta("peer") == "10.0.0.7"'
+    actions:
+      - log: { message: "{{ event.hostname | default(meta.peer) }} {{ event.cisco.mnemonic }}" }
+  - name: switch-telemetry
+    sources: [telemetry]
+    condition: 'search(meta("topic"), "/sw[0-9]+$")'
+    actions:
+      - log: { message: "{{ meta.topic }}" }
+"#,
+    );
+    std::fs::write(
+        env.path("line.txt"),
+        "<187>1234: *Dec  7 05:54:05.000: %LINK-3-UPDOWN: Interface Gi0/13, changed state to down\n",
+    )
+    .unwrap();
+    let line = env.path("line.txt");
+    let line = line.to_str().unwrap();
+    let out = env
+        .cmd(&[
+            "test", "--source", "routers", "--peer", "10.0.0.7", "--event", line,
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("MATCH    r/link-down"), "{text}");
+    assert!(text.contains("10.0.0.7 UPDOWN"), "{text}");
+    // Two lines: a sequence of two events.
+    std::fs::write(
+        env.path("two.txt"),
+        "<187>1: *Dec  7 05:54:05.000: %LINK-3-UPDOWN: Interface Gi0/1, changed state to down\n<190>2: *Dec  7 05:54:06.000: %SYS-6-LOGGINGHOST_STARTSTOP: Logging to host 10.1.1.1 started\n",
+    )
+    .unwrap();
+    let two = env.path("two.txt");
+    let out = env
+        .cmd(&[
+            "test",
+            "--source",
+            "routers",
+            "--peer",
+            "10.0.0.7",
+            "--event",
+            two.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("event e1") && text.contains("event e2"),
+        "{text}"
+    );
+    // MQTT: the topic decides.
+    std::fs::write(env.path("m.json"), r#"{"if": "Gi0/1"}"#).unwrap();
+    let m = env.path("m.json");
+    let m = m.to_str().unwrap();
+    let out = env
+        .cmd(&[
+            "test",
+            "--source",
+            "telemetry",
+            "--topic",
+            "netops/sw12",
+            "--event",
+            m,
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("MATCH    r/switch-telemetry"), "{text}");
+    assert!(text.contains("netops/sw12"), "{text}");
+    let out = env
+        .cmd(&[
+            "test",
+            "--source",
+            "telemetry",
+            "--topic",
+            "netops/rt1",
+            "--event",
+            m,
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(r#"(meta("topic") is "netops/rt1")"#),
         "{text}"
     );
 }

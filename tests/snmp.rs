@@ -547,3 +547,39 @@ async fn without_communities_v1_and_v2c_are_refused() {
     wait_dropped(&server, "community_not_configured", 1.0).await;
     assert_eq!(event_count(&server).await, 0);
 }
+
+/// A trap listener reports its state in `/api/status` and `/metrics`, as every other
+/// listening source does.
+#[tokio::test]
+async fn the_listener_shows_in_status_and_metrics() {
+    let (_env, server, target) = setup();
+    let status: serde_json::Value = client()
+        .get(server.url("/api/status"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let traps = status["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "traps")
+        .unwrap()
+        .clone();
+    assert_eq!(traps["kind"], "snmp_trap", "{traps}");
+    let conns = traps["connections"].as_array().unwrap();
+    assert!(
+        conns
+            .iter()
+            .any(|c| c["target"] == format!("udp://{target}") && c["state"] == "connected"),
+        "{traps}"
+    );
+    let text = metrics(&server).await;
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("rulehook_source_connected{") && l.contains("source=\"traps\"")),
+        "{text}"
+    );
+}

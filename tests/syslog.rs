@@ -327,20 +327,54 @@ rules:
         .set_read_timeout(Some(Duration::from_secs(20)))
         .unwrap();
     assert_eq!(first.read(&mut b).unwrap_or(0), 0, "idle: closed");
-    assert_eq!(
-        metric(
-            &server,
-            "rulehook_messages_dropped_total{source=\"routers\",reason=\"connection_cap\"}"
-        )
-        .await,
-        Some(1.0)
+    for reason in ["connection_cap", "idle_timeout"] {
+        let name =
+            format!("rulehook_messages_dropped_total{{source=\"routers\",reason=\"{reason}\"}}");
+        let mut seen = metric(&server, &name).await;
+        let until = Instant::now() + Duration::from_secs(10);
+        while seen != Some(1.0) && Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            seen = metric(&server, &name).await;
+        }
+        assert_eq!(seen, Some(1.0), "{reason}");
+    }
+}
+
+/// The console's rules page and `/api/status` list a syslog source by its kind and where it
+/// listens, not as an unauthenticated webhook.
+#[tokio::test]
+async fn the_rules_page_shows_the_kind_and_the_listeners() {
+    let (_env, server, _, _) = setup();
+    let page = client()
+        .get(server.url("/console/rules"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("<tr><td>routers</td><td>syslog</td><td><code>udp:&#x2f;&#x2f;127.0.0.1:0</code><br><code>tcp:&#x2f;&#x2f;127.0.0.1:0</code></td>"),
+        "{page}"
     );
+    let status: serde_json::Value = client()
+        .get(server.url("/api/status"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let routers = status["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "routers")
+        .unwrap()
+        .clone();
+    assert_eq!(routers["kind"], "syslog", "{routers}");
     assert_eq!(
-        metric(
-            &server,
-            "rulehook_messages_dropped_total{source=\"routers\",reason=\"idle_timeout\"}"
-        )
-        .await,
-        Some(1.0)
+        routers["listen"],
+        serde_json::json!(["udp://127.0.0.1:0", "tcp://127.0.0.1:0"])
     );
 }

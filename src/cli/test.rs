@@ -25,34 +25,53 @@ pub fn test(t: &TestArgs) -> anyhow::Result<ExitCode> {
     {
         anyhow::bail!("no source named `{s}` in {}", t.dirs.rulebooks.display());
     }
-    if t.event.as_os_str() != "-" {
-        let several = if t.event.is_dir() {
-            Some(read_events(&t.event)?)
-        } else {
-            read_events(&t.event).ok().filter(|b| b.len() > 1)
-        };
-        if let Some(bodies) = several {
-            let mut seq = Sequence::new(&set, t.every);
-            seq.start_ms = t.at.unwrap_or_else(crate::domain::now_ms);
-            let run = seq.run(t.source.as_deref(), &bodies);
-            if t.json {
-                println!("{}", serde_json::to_string_pretty(&run.report)?);
-            } else {
-                run.lines.iter().for_each(|l| println!("{l}"));
-            }
-            return Ok(ExitCode::SUCCESS);
-        }
-    }
-    let raw = read_body(Some(&t.event))?;
-    let format = match t.source.as_deref().and_then(|s| set.source(s)) {
-        Some(src) => src.format,
-        None => crate::body::BodyFormat::Json,
+    let headers = parse_headers(t)?;
+    let source = t.source.as_deref().and_then(|s| set.source(s));
+    // Messages as a syslog listener receives them: each line an event.
+    let raw = if t.event.is_dir() {
+        None
+    } else {
+        Some(read_body(Some(&t.event))?)
     };
-    let headers = parse_headers(&t.headers)?;
-    let content_type = headers.get("content-type").and_then(Value::as_str);
-    let (body, _) = format
-        .decode(content_type, &raw)
-        .with_context(|| format!("{} (format {})", t.event.display(), format.name()))?;
+    let sampled = match (source, &raw) {
+        (Some(s), Some(raw)) => crate::transport::sample_events(s.kind, raw),
+        _ => None,
+    };
+    let several = match &sampled {
+        Some(events) if events.len() > 1 => Some(
+            events
+                .iter()
+                .enumerate()
+                .map(|(i, e)| (format!("{}#{}", t.event.display(), i + 1), e.clone()))
+                .collect(),
+        ),
+        Some(_) => None,
+        None if t.event.is_dir() => Some(read_events(&t.event)?),
+        None if t.event.as_os_str() != "-" => read_events(&t.event).ok().filter(|b| b.len() > 1),
+        None => None,
+    };
+    if let Some(bodies) = several {
+        let mut seq = Sequence::new(&set, t.every, envelope_pairs(&headers));
+        seq.start_ms = t.at.unwrap_or_else(crate::domain::now_ms);
+        let run = seq.run(t.source.as_deref(), &bodies);
+        if t.json {
+            println!("{}", serde_json::to_string_pretty(&run.report)?);
+        } else {
+            run.lines.iter().for_each(|l| println!("{l}"));
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let body = match sampled.and_then(|mut e| e.pop()) {
+        Some(body) => body,
+        None => {
+            let format = source.map_or(crate::body::BodyFormat::Json, |s| s.format);
+            let content_type = headers.get("content-type").and_then(Value::as_str);
+            format
+                .decode(content_type, raw.as_deref().unwrap_or_default())
+                .with_context(|| format!("{} (format {})", t.event.display(), format.name()))?
+                .0
+        }
+    };
     let report = crate::rules::dry_run(&set, t.source.as_deref(), &body, &headers);
     // Maintenance windows at `--at` (default now): what they would do to each match's job.
     let at = t.at.unwrap_or_else(crate::domain::now_ms);
@@ -74,8 +93,18 @@ pub fn test(t: &TestArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `--header 'Name: value'` flags as the lower-case map templates see as `meta.headers`.
-fn parse_headers(flags: &[String]) -> anyhow::Result<serde_json::Map<String, Value>> {
+/// The headers as `(name, value)` pairs, as an event stores them.
+fn envelope_pairs(headers: &serde_json::Map<String, Value>) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+        .collect()
+}
+
+/// `--header 'Name: value'` flags as the lower-case map templates see as `meta.headers`, with
+/// `--peer`, `--topic` and `--subject` as the `x-rulehook-…` headers a listener records.
+fn parse_headers(t: &TestArgs) -> anyhow::Result<serde_json::Map<String, Value>> {
+    let flags = &t.headers;
     let mut headers = serde_json::Map::new();
     for h in flags {
         let (n, v) = h
@@ -85,6 +114,16 @@ fn parse_headers(flags: &[String]) -> anyhow::Result<serde_json::Map<String, Val
             n.trim().to_ascii_lowercase(),
             Value::String(v.trim().to_string()),
         );
+    }
+    let envelope = [
+        (crate::domain::PEER_HEADER, &t.peer),
+        (crate::domain::TOPIC_HEADER, &t.topic),
+        (crate::domain::SUBJECT_HEADER, &t.subject),
+    ];
+    for (name, value) in envelope {
+        if let Some(v) = value {
+            headers.insert(name.to_string(), Value::String(v.clone()));
+        }
     }
     Ok(headers)
 }
@@ -195,12 +234,15 @@ struct Sequence<'a> {
     start_ms: i64,
     /// The offset of the event being shown.
     at: i64,
+    /// The headers and envelope every event of the sequence arrives with.
+    headers: Vec<(String, String)>,
 }
 
 impl<'a> Sequence<'a> {
-    fn new(set: &'a RuleSet, every: Duration) -> Sequence<'a> {
+    fn new(set: &'a RuleSet, every: Duration, headers: Vec<(String, String)>) -> Sequence<'a> {
         Sequence {
             set,
+            headers,
             sim: Simulator::new(set),
             step_ms: every.as_millis() as i64,
             bodies: HashMap::new(),
@@ -224,7 +266,7 @@ impl<'a> Sequence<'a> {
             self.out
                 .lines
                 .push(format!("event {id} at +{} ({name})", human_duration(at)));
-            let doc = crate::rules::EventDoc::new(body.clone());
+            let doc = crate::rules::EventDoc::with_headers(body.clone(), &self.headers);
             let decisions = self.sim.feed(source, &id, &doc, at);
             let items: Vec<Value> = decisions
                 .iter()
@@ -403,9 +445,14 @@ impl<'a> Sequence<'a> {
             }
             None => (Value::Null, Value::Null),
         };
+        let mut meta = crate::domain::envelope(&self.headers);
+        if let Value::Object(m) = &mut meta {
+            m.insert("id".into(), json!(id));
+            m.insert("rulebook".into(), json!(r.rulebook));
+            m.insert("rule".into(), json!(r.name));
+        }
         let ctx = crate::templates::context(json!({
-            "event": event, "events": evs, "correlation": correlation,
-            "meta": {"id": id, "rulebook": r.rulebook, "rule": r.name},
+            "event": event, "events": evs, "correlation": correlation, "meta": meta,
         }));
         r.actions
             .iter()

@@ -500,11 +500,7 @@ fn last_stderr(d: &crate::store::EventDetail, job: &str) -> Option<String> {
 pub async fn rules(v: Viewer, State(st): State<AppState>) -> Response {
     let set = st.engine.rules();
     let counts = st.engine.rule_counts();
-    let sources: Vec<Value> = set
-        .sources
-        .iter()
-        .map(|s| serde_json::json!({"name": s.name, "kind": s.verifier.kind(), "path": s.path, "rulebook": s.rulebook}))
-        .collect();
+    let sources: Vec<Value> = set.sources.iter().map(|s| s.summary()).collect();
     let rules: Vec<Value> = set
         .rules
         .iter()
@@ -562,12 +558,21 @@ pub async fn try_run(
         let err = format!("no source named `{s}`");
         return Ok(try_page(&v, &st, &f, None, Some(err)));
     }
-    let body: Value = match serde_json::from_str(&f.event) {
-        Ok(b) => b,
-        Err(e) => {
-            let err = format!("the event is not valid JSON: {e}");
-            return Ok(try_page(&v, &st, &f, None, Some(err)));
-        }
+    // For a syslog source, a message as sent (its first line) is parsed as the listener would.
+    let sampled = source
+        .as_deref()
+        .and_then(|s| set.source(s))
+        .and_then(|s| crate::transport::sample_events(s.kind, f.event.as_bytes()))
+        .and_then(|events| events.into_iter().next());
+    let body: Value = match sampled {
+        Some(b) => b,
+        None => match serde_json::from_str(&f.event) {
+            Ok(b) => b,
+            Err(e) => {
+                let err = format!("the event is not valid JSON: {e}");
+                return Ok(try_page(&v, &st, &f, None, Some(err)));
+            }
+        },
     };
     let mut hdrs = Map::new();
     for line in f.headers.lines().map(str::trim).filter(|l| !l.is_empty()) {

@@ -123,7 +123,8 @@ pub async fn write(
 
 impl Engine {
     /// Records `who`'s decision about a job awaiting approval (the API, the CLI and the
-    /// console). The job picks it up when it looks next (within `--approval-check`).
+    /// console). A job waiting on this node acts on it at once; elsewhere (JetStream) when it
+    /// looks next (within `--approval-check`).
     pub async fn decide(
         &self,
         job: &str,
@@ -160,6 +161,8 @@ impl Engine {
             match write(state, &request, Some(rev), self.settings.retain).await {
                 Ok(_) => {
                     tracing::info!(job, by = %who.name, approved, "approval decided");
+                    // A job waiting here acts on it now rather than at its next check.
+                    self.store.queue.wake(job);
                     return Ok((request, decision));
                 }
                 Err(StoreError::Conflict(_)) => continue,

@@ -23,7 +23,33 @@ pub struct Compile<'a> {
     pub scope: Scope,
     /// In a correlation rule's actions: the names templates may read as `events.<name>`.
     pub correlation: Option<Vec<String>>,
+    /// In a rule's actions: the sources its events come from, for the `meta.<name>` its
+    /// templates read.
+    pub envelope: Option<RuleSources>,
 }
+
+/// The sources a rule's events may come from, so `check` sees a template read a `meta` field
+/// those events lack (`meta.topic` in a syslog rule) instead of it failing every run.
+#[derive(Debug, Default, Clone)]
+pub struct RuleSources {
+    /// `true`: the rule's own `sources:`; `false`: it names none, so these are every source.
+    pub listed: bool,
+    /// Each source's name, kind and the envelope names its kind offers.
+    pub sources: Vec<(String, &'static str, &'static [&'static str])>,
+}
+
+/// `meta` fields every event has in templates.
+const META_FIXED: &[&str] = &[
+    "id",
+    "source",
+    "kind",
+    "received_at",
+    "rulebook",
+    "rule",
+    "headers",
+];
+/// `meta` fields only some transports set (the envelope).
+const META_ENVELOPE: &[&str] = &["peer", "topic", "subject"];
 
 /// Which template variables exist where: `previous` from a rule's second action on, `failure`
 /// in `on_failure` actions; `event` and `meta` everywhere.
@@ -155,9 +181,9 @@ impl Compile<'_> {
         match t.inline(name, &value) {
             Ok(text) => {
                 if let Text::Template(n) = &text {
-                    let (line, col) = self.content_start(&s.referenced);
-                    t.set_origin(n, format!("{}:{line}:{col}", self.file));
                     self.check_names(t, n, s, &value, what)?;
+                    let (line, col) = self.content_start(&s.referenced);
+                    return Some(t.place(text, &self.file, line, col));
                 }
                 Some(text)
             }
@@ -185,9 +211,9 @@ impl Compile<'_> {
                 match t.inline_json(format!("{prefix}/body"), &value) {
                     Ok(text) => {
                         if let Text::Template(n) = &text {
-                            let (line, col) = self.content_start(&b.referenced);
-                            t.set_origin(n, format!("{}:{line}:{col}", self.file));
                             self.check_names(t, n, b, &value, "body")?;
+                            let (line, col) = self.content_start(&b.referenced);
+                            return Some(t.place(text, &self.file, line, col));
                         }
                         Some(text)
                     }
@@ -281,6 +307,7 @@ impl Compile<'_> {
             });
             ok = false;
         }
+        ok &= self.check_meta(t, name, s, value, what);
         if let Some(names) = &self.correlation {
             for step in t.attributes_of(name, "events") {
                 if names.contains(&step) {
@@ -312,6 +339,89 @@ impl Compile<'_> {
             }
         }
         ok.then_some(())
+    }
+
+    /// The `meta.<field>`s template `name` reads that its rule's events may lack: an unknown
+    /// field, or an envelope field a source of the rule does not offer, is an error (for a rule
+    /// without `sources:`, an error only when no source offers it, else a warning); `false`
+    /// after an error.
+    fn check_meta(
+        &mut self,
+        t: &Templates,
+        name: &str,
+        s: &Spanned<String>,
+        value: &str,
+        what: &str,
+    ) -> bool {
+        let Some(env) = self.envelope.clone() else {
+            return true;
+        };
+        let mut ok = true;
+        for field in t.attributes_of(name, "meta") {
+            if META_FIXED.contains(&field.as_str()) {
+                continue;
+            }
+            let lacking: Vec<String> = env
+                .sources
+                .iter()
+                .filter(|(_, _, offers)| !offers.contains(&field.as_str()))
+                .map(|(s, kind, offers)| {
+                    let offered = offers
+                        .iter()
+                        .filter(|o| !o.starts_with("headers"))
+                        .copied()
+                        .collect::<Vec<_>>();
+                    match offered.as_slice() {
+                        [] => format!("`{s}` ({kind}, which offers none)"),
+                        some => format!("`{s}` ({kind}, which offers {})", some.join(", ")),
+                    }
+                })
+                .collect();
+            let problem = if !META_ENVELOPE.contains(&field.as_str()) {
+                let all: Vec<&str> = META_FIXED.iter().chain(META_ENVELOPE).copied().collect();
+                match crate::rulebook::yaml_error::closest(&field, &all) {
+                    Some(best) => {
+                        format!("`meta.{field}` is not defined; did you mean `meta.{best}`?")
+                    }
+                    None => format!("`meta.{field}` is not defined; meta has {}", all.join(", ")),
+                }
+            } else if lacking.is_empty() {
+                continue;
+            } else if env.listed {
+                format!(
+                    "`meta.{field}`: the rule's source {} does not set it",
+                    lacking.join(", ")
+                )
+            } else if lacking.len() == env.sources.len() {
+                format!("`meta.{field}`: no declared source sets it")
+            } else {
+                let (line, _) = self.content_start(&s.referenced);
+                self.warnings.push(format!(
+                    "{}:{line}: {what}: `meta.{field}` is undefined on events of {} (the rule has no `sources:`, so it sees every source); name its sources, or use `| default(…)`",
+                    self.file,
+                    lacking.join(", ")
+                ));
+                continue;
+            };
+            let problem = if value.is_empty() {
+                format!("{what} `{name}`: {problem}")
+            } else {
+                format!("{what}: {problem}")
+            };
+            let (line, col) = self.content_start(&s.referenced);
+            let column = match value.find(&format!("meta.{field}")) {
+                Some(off) if !value.contains('\n') && !s.value.contains("${") => col + off as u64,
+                _ => col,
+            };
+            self.errors.push(LoadError {
+                file: self.file.clone(),
+                line,
+                column,
+                message: problem,
+            });
+            ok = false;
+        }
+        ok
     }
 
     /// An optional `api_url` (http or https, without a trailing `/`), or `default`.

@@ -252,7 +252,7 @@ impl Expr {
                         Some(v) => format!(" ({name} is {v})"),
                         None => format!(" ({name} does not exist)"),
                     },
-                    None => String::new(),
+                    None => envelope_values(part, doc),
                 };
                 out.push(format!("`{part}` is false{actual}"));
             }
@@ -559,6 +559,42 @@ impl Scan {
     }
 }
 
+/// What each `meta("…")` in `part` read, as ` (meta("topic") is "a/b")`; empty without one.
+fn envelope_values(part: &str, doc: &EventDoc) -> String {
+    let mut seen = Vec::new();
+    let mut scan = Scan::default();
+    for (i, ch) in part.char_indices() {
+        if scan.quote.is_none()
+            && let Some((name, _)) = meta_call(part, i)
+            && !seen.contains(&name)
+        {
+            seen.push(name);
+        }
+        scan.step(ch);
+    }
+    let said: Vec<String> = seen
+        .iter()
+        .map(|name| {
+            let value = match name.split_once('.') {
+                Some(("headers", h)) => doc
+                    .meta()
+                    .get("headers")
+                    .and_then(|hs| hs.get(h.to_ascii_lowercase().as_str())),
+                _ => doc.meta().get(name.as_str()),
+            };
+            match value {
+                Some(v) => format!("meta(\"{name}\") is {v}"),
+                None => format!("meta(\"{name}\") does not exist"),
+            }
+        })
+        .collect();
+    if said.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", said.join(", "))
+    }
+}
+
 /// The function extension that reads the envelope: `meta("headers.x-github-event")`,
 /// `meta("peer")`, `meta("topic")`, `meta("subject")`. At `at` in `expr` (outside quotes): the
 /// name it reads and how many bytes the call takes.
@@ -741,6 +777,35 @@ mod tests {
             vec![(0, "peer".to_string()), (28, "topic".to_string())]
         );
         assert!(meta_names(r#"$.meta == "meta('x')""#).is_empty());
+    }
+
+    #[test]
+    fn a_false_meta_condition_says_what_it_read() {
+        let d = with_headers(
+            json!({}),
+            &[
+                ("x-github-event", "push"),
+                (crate::domain::TOPIC_HEADER, "netops/rt1"),
+            ],
+        );
+        let why = |t: &str| {
+            let mut out = Vec::new();
+            Expr::compile(t).unwrap().failures(&d, &mut out);
+            out
+        };
+        assert_eq!(
+            why(r#"search(meta("topic"), "/sw[0-9]+$")"#),
+            vec![
+                r#"`search(meta("topic"), "/sw[0-9]+$")` is false (meta("topic") is "netops/rt1")"#
+            ]
+        );
+        assert_eq!(
+            why(r#"meta("headers.X-GitHub-Event") == "pull_request" && meta("peer") == "x""#),
+            vec![
+                r#"`meta("headers.X-GitHub-Event") == "pull_request"` is false (meta("headers.X-GitHub-Event") is "push")"#.to_string(),
+                r#"`meta("peer") == "x"` is false (meta("peer") does not exist)"#.to_string(),
+            ]
+        );
     }
 
     #[test]

@@ -42,7 +42,7 @@ pub fn dry_run(
     let doc = EventDoc::with_headers(body.clone(), &pairs);
     let kind = source
         .and_then(|s| set.source(s))
-        .map(|s| s.verifier.kind())
+        .map(|s| s.kind_name())
         .unwrap_or("");
     set.explain(source, &doc)
         .into_iter()
@@ -52,11 +52,16 @@ pub fn dry_run(
             let mut on_failure = Vec::new();
             let mut throttle = Value::Null;
             if v.matched {
-                let meta = json!({
+                // As a job sees it: these fields, then the envelope (`headers`, and `peer`,
+                // `topic`, `subject` when given as their `x-rulehook-…` headers).
+                let mut meta = json!({
                     "id": "test", "source": source.unwrap_or_default(), "kind": kind,
-                    "received_at": crate::domain::rfc3339(0), "headers": headers,
+                    "received_at": crate::domain::rfc3339(0),
                     "rulebook": rule.rulebook, "rule": rule.name,
                 });
+                if let (Value::Object(m), Value::Object(envelope)) = (&mut meta, doc.meta()) {
+                    m.extend(envelope.iter().map(|(k, v)| (k.clone(), v.clone())));
+                }
                 // A correlation rule's templates see the event as every step it satisfies, as if
                 // it completed the pattern on its own (received at the epoch, like `meta`).
                 let (events, correlation) = match &rule.correlate {

@@ -14,6 +14,7 @@ use crate::sources::{
 };
 use crate::units::parse_size;
 use crate::verify::Verifier;
+use serde_saphyr::Location;
 
 /// The schemes each transport kind listens with.
 fn schemes(kind: SourceKind) -> &'static [Scheme] {
@@ -49,22 +50,18 @@ pub fn endpoint(text: &str, allowed: &[Scheme]) -> Result<Endpoint, String> {
     Ok(Endpoint { scheme, addr })
 }
 
-/// A `syslog` (or other listening) source, or `None` after reporting its errors.
+/// A `syslog` (or other listening) source, or `None` after reporting its errors (every one of
+/// them: a wrong key does not hide a wrong value).
 pub fn source(cx: &mut Compile, spec: &SourceSpec, rulebook: &str) -> Option<Source> {
     let name = spec.name.value.clone();
     let kind = SourceKind::of(&spec.kind.value);
+    let keys_ok = foreign_keys(cx, spec, kind);
     if kind == SourceKind::Mqtt {
-        return mqtt(cx, spec, rulebook);
+        return mqtt(cx, spec, rulebook).filter(|_| keys_ok);
     }
     if kind == SourceKind::Nats {
-        return nats(cx, spec, rulebook);
+        return nats(cx, spec, rulebook).filter(|_| keys_ok);
     }
-    let snmp = match kind {
-        SourceKind::SnmpTrap => Some(Arc::new(crate::verify::snmp_trap::SnmpTrap::compile(
-            cx, spec,
-        )?)),
-        _ => None,
-    };
     if kind != SourceKind::Syslog && kind != SourceKind::SnmpTrap {
         cx.err(
             &spec.kind.referenced,
@@ -75,11 +72,22 @@ pub fn source(cx: &mut Compile, spec: &SourceSpec, rulebook: &str) -> Option<Sou
         );
         return None;
     }
-    let endpoints = listen_endpoints(cx, spec, kind)?;
-    let wants_tls = endpoints.iter().any(|e| e.scheme == Scheme::Tls);
-    let tls = listen_tls(cx, spec, wants_tls)?;
-    let keep = keep(cx, spec, Keep::Matched)?;
-    let max_message = max_message(cx, spec)?;
+    let snmp = match kind {
+        SourceKind::SnmpTrap => {
+            crate::verify::snmp_trap::SnmpTrap::compile(cx, spec).map(|s| Some(Arc::new(s)))
+        }
+        _ => Some(None),
+    };
+    let endpoints = listen_endpoints(cx, spec, kind);
+    let wants_tls = listen_texts(spec)
+        .iter()
+        .any(|t| t.trim().starts_with("tls://"));
+    let tls = match kind {
+        SourceKind::Syslog => listen_tls(cx, spec, wants_tls),
+        _ => Some(None),
+    };
+    let keep = keep(cx, spec, Keep::Matched);
+    let max_message = max_message(cx, spec);
     let max_connections = spec
         .max_connections
         .as_ref()
@@ -87,11 +95,17 @@ pub fn source(cx: &mut Compile, spec: &SourceSpec, rulebook: &str) -> Option<Sou
         .unwrap_or(DEFAULT_MAX_CONNECTIONS)
         .max(1);
     let idle_timeout = match &spec.idle_timeout {
-        None => DEFAULT_IDLE_TIMEOUT,
-        Some(t) => cx.duration(t, "idle_timeout")?,
+        None => Some(DEFAULT_IDLE_TIMEOUT),
+        Some(t) => cx.duration(t, "idle_timeout"),
     };
-    refuse_webhook_fields(cx, spec, kind)?;
+    let errors = cx.errors.len();
     let allow_from = super::load::allow_from(cx, spec);
+    let allow_ok = cx.errors.len() == errors;
+    let (snmp, endpoints, tls, keep) = (snmp?, endpoints?, tls?, keep?);
+    let (max_message, idle_timeout) = (max_message?, idle_timeout?);
+    if !(keys_ok && allow_ok) {
+        return None;
+    }
     Some(Source {
         name: name.clone(),
         kind,
@@ -119,35 +133,53 @@ pub fn source(cx: &mut Compile, spec: &SourceSpec, rulebook: &str) -> Option<Sou
     })
 }
 
-/// The `listen:` addresses of a listening source, each with a scheme its kind serves.
+/// The texts of `listen:` (none when absent).
+fn listen_texts(spec: &SourceSpec) -> Vec<&String> {
+    match spec.listen.as_ref().map(|l| &l.value) {
+        None => Vec::new(),
+        Some(ListenSpec::One(t)) => vec![t],
+        Some(ListenSpec::Many(v)) => v.iter().collect(),
+    }
+}
+
+/// The `listen:` addresses of a listening source, each with a scheme its kind serves; at least
+/// one (an empty list is an error, not a source that silently listens nowhere).
 fn listen_endpoints(
     cx: &mut Compile,
     spec: &SourceSpec,
     kind: SourceKind,
 ) -> Option<Vec<Endpoint>> {
-    let Some(listen) = &spec.listen else {
+    let needs = |cx: &mut Compile, at| {
         cx.err(
-            &spec.kind.referenced,
+            at,
             format!(
-                "source `{}` of kind `{}` needs `listen:` (e.g. udp://0.0.0.0:514)",
+                "source `{}` of kind `{}` needs at least one `listen:` address (e.g. udp://0.0.0.0:514)",
                 spec.name.value,
                 kind.name()
             ),
         );
+    };
+    let Some(listen) = &spec.listen else {
+        needs(cx, &spec.kind.referenced);
         return None;
     };
-    let texts: Vec<&String> = match &listen.value {
-        ListenSpec::One(t) => vec![t],
-        ListenSpec::Many(v) => v.iter().collect(),
-    };
+    let texts = listen_texts(spec);
+    if texts.is_empty() {
+        needs(cx, &listen.referenced);
+        return None;
+    }
     let mut endpoints = Vec::new();
+    let mut ok = true;
     for t in texts {
         match endpoint(t.trim(), schemes(kind)) {
             Ok(e) => endpoints.push(e),
-            Err(m) => cx.err(&listen.referenced, format!("listen: {m}")),
+            Err(m) => {
+                cx.err(&listen.referenced, format!("listen: {m}"));
+                ok = false;
+            }
         }
     }
-    (!endpoints.is_empty()).then_some(endpoints)
+    ok.then_some(endpoints)
 }
 
 /// `max_message:` in bytes, between 480 bytes and 16 MiB (64 KiB when absent).
@@ -172,32 +204,193 @@ fn max_message(cx: &mut Compile, spec: &SourceSpec) -> Option<usize> {
     }
 }
 
-/// Settings of webhook sources (and of SNMP for other kinds) given to a listening source: an
-/// error naming the first.
-fn refuse_webhook_fields(cx: &mut Compile, spec: &SourceSpec, kind: SourceKind) -> Option<()> {
-    let not_snmp = kind != SourceKind::SnmpTrap;
-    for (field, given) in [
-        ("path", spec.path.is_some()),
-        ("secret", spec.secret.is_some() || spec.secrets.is_some()),
-        ("format", spec.format.is_some()),
-        ("max_body", spec.max_body.is_some()),
-        ("communities", spec.communities.is_some() && not_snmp),
-        ("users", spec.users.is_some() && not_snmp),
-        ("engine_id", spec.engine_id.is_some() && not_snmp),
-    ] {
-        if given {
+/// The keys a listening kind takes besides `name`, `kind` and `summary`.
+fn takes(kind: SourceKind, key: &str) -> bool {
+    match kind {
+        SourceKind::Syslog => matches!(
+            key,
+            "listen"
+                | "keep"
+                | "max_message"
+                | "max_connections"
+                | "idle_timeout"
+                | "tls"
+                | "allow_from"
+        ),
+        SourceKind::SnmpTrap => matches!(
+            key,
+            "listen"
+                | "keep"
+                | "max_message"
+                | "allow_from"
+                | "communities"
+                | "users"
+                | "engine_id"
+        ),
+        SourceKind::Mqtt => matches!(
+            key,
+            "url"
+                | "topics"
+                | "client_id"
+                | "username"
+                | "password"
+                | "format"
+                | "keep"
+                | "tls"
+                | "share_group"
+        ),
+        SourceKind::Nats => matches!(
+            key,
+            "url" | "subjects" | "stream" | "durable" | "format" | "keep"
+        ),
+        SourceKind::Webhook | SourceKind::Internal => false,
+    }
+}
+
+/// Every key a source entry may have besides `name`, `kind` and `summary`, with where it is
+/// written (a list's first item; an empty list: the source's `kind`).
+pub(super) fn given_keys(spec: &SourceSpec) -> Vec<(&'static str, Location)> {
+    fn one<T>(v: &Option<crate::rulebook::model::S<T>>) -> Option<Location> {
+        v.as_ref().map(|s| s.referenced)
+    }
+    let at = spec.kind.referenced;
+    let list = |v: &Option<Vec<crate::rulebook::model::S<String>>>| {
+        v.as_ref()
+            .map(|l| l.first().map(|s| s.referenced).unwrap_or(at))
+    };
+    let users = spec
+        .users
+        .as_ref()
+        .map(|l| l.first().map(|s| s.referenced).unwrap_or(at));
+    [
+        ("path", one(&spec.path)),
+        ("format", one(&spec.format)),
+        ("secret", one(&spec.secret)),
+        ("secrets", list(&spec.secrets)),
+        ("username", one(&spec.username)),
+        ("password", one(&spec.password)),
+        ("header", one(&spec.header)),
+        ("algorithm", one(&spec.algorithm)),
+        ("encoding", one(&spec.encoding)),
+        ("prefix", one(&spec.prefix)),
+        ("id_header", one(&spec.id_header)),
+        ("tolerance", one(&spec.tolerance)),
+        ("dedup_window", one(&spec.dedup_window)),
+        ("max_body", one(&spec.max_body)),
+        ("allow_from", list(&spec.allow_from)),
+        ("rate_limit", one(&spec.rate_limit)),
+        ("listen", one(&spec.listen)),
+        ("keep", one(&spec.keep)),
+        ("max_message", one(&spec.max_message)),
+        ("max_connections", one(&spec.max_connections)),
+        ("idle_timeout", one(&spec.idle_timeout)),
+        ("url", one(&spec.url)),
+        ("topics", list(&spec.topics)),
+        ("client_id", one(&spec.client_id)),
+        ("subjects", list(&spec.subjects)),
+        ("stream", one(&spec.stream)),
+        ("durable", one(&spec.durable)),
+        ("tls", one(&spec.tls)),
+        ("share_group", one(&spec.share_group)),
+        ("communities", list(&spec.communities)),
+        ("users", users),
+        ("engine_id", one(&spec.engine_id)),
+    ]
+    .into_iter()
+    .filter_map(|(k, at)| Some((k, at?)))
+    .collect()
+}
+
+/// Why a key is not for this kind, after the refusal.
+fn not_for(kind: SourceKind, key: &str) -> &'static str {
+    match (kind, key) {
+        (_, "rate_limit" | "dedup_window" | "max_body" | "path" | "secret" | "secrets") => {
+            " (it is a setting of webhook sources, served over HTTP)"
+        }
+        (SourceKind::Mqtt | SourceKind::Nats, "allow_from") => {
+            " (its messages come through a broker: there is no sender address to check)"
+        }
+        (SourceKind::Mqtt | SourceKind::Nats, "listen") => " (it subscribes to `url:` instead)",
+        (SourceKind::SnmpTrap, "max_connections" | "idle_timeout" | "tls") => {
+            " (SNMP notifications come over UDP: there are no connections)"
+        }
+        _ => "",
+    }
+}
+
+/// Keys a listening kind would accept but not use are refused, each at its own place, so a
+/// setting is never silently ignored; `false` when one was given.
+fn foreign_keys(cx: &mut Compile, spec: &SourceSpec, kind: SourceKind) -> bool {
+    let mut ok = true;
+    for (key, at) in given_keys(spec) {
+        if !takes(kind, key) {
             cx.err(
-                &spec.kind.referenced,
+                &at,
                 format!(
-                    "source `{}` of kind `{}` does not take `{field}`",
+                    "source `{}` of kind `{}` does not take `{key}`{}",
                     spec.name.value,
-                    kind.name()
+                    kind.name(),
+                    not_for(kind, key)
                 ),
             );
-            return None;
+            ok = false;
         }
     }
-    Some(())
+    ok
+}
+
+/// Whether two addresses cannot both be bound: the same protocol (TCP for tcp, tls and relp)
+/// and port, and the same address or a wildcard covering the other (on Linux `[::]` also takes
+/// IPv4). Port 0 (any free port) never clashes.
+fn overlaps(a: &Endpoint, b: &Endpoint) -> bool {
+    let tcp = |e: &Endpoint| e.scheme != Scheme::Udp;
+    if tcp(a) != tcp(b) || a.addr.port() != b.addr.port() || a.addr.port() == 0 {
+        return false;
+    }
+    let (x, y) = (a.addr.ip(), b.addr.ip());
+    let covers = |w: std::net::IpAddr, o: std::net::IpAddr| {
+        w.is_unspecified() && (w.is_ipv6() || o.is_ipv4())
+    };
+    x == y || covers(x, y) || covers(y, x)
+}
+
+/// Why `src` cannot listen beside the sources already compiled (`places`: where each one's
+/// `listen:` or `url:` is written): an address another source binds, or the MQTT session
+/// (broker and client id) another source holds.
+pub(super) fn clash(
+    src: &Source,
+    others: &[Source],
+    places: &std::collections::HashMap<String, String>,
+) -> Option<String> {
+    let mine = src.listening.as_ref()?;
+    for other in others {
+        let Some(theirs) = &other.listening else {
+            continue;
+        };
+        let place = places.get(&other.name).map_or("", String::as_str);
+        for e in &mine.endpoints {
+            if let Some(o) = theirs.endpoints.iter().find(|o| overlaps(e, o)) {
+                return Some(format!(
+                    "source `{}`: listen: `{}://{}` is taken by source `{}`, which listens on `{}://{}` ({place}); each address can be bound once",
+                    src.name,
+                    e.scheme.as_str(),
+                    e.addr,
+                    other.name,
+                    o.scheme.as_str(),
+                    o.addr
+                ));
+            }
+        }
+        if let (Some(a), Some(b)) = (&mine.broker, &theirs.broker)
+            && (&a.host, a.port, &a.client_id) == (&b.host, b.port, &b.client_id)
+        {
+            return Some(format!(
+                "source `{}`: client_id `{}` on {}:{} is source `{}`'s session too ({place}); a broker keeps one session per client id, so give each source its own",
+                src.name, a.client_id, a.host, a.port, other.name
+            ));
+        }
+    }
+    None
 }
 
 /// A path in a `tls:` block (`${env:…}` expanded).
@@ -235,9 +428,9 @@ fn listen_tls(cx: &mut Compile, spec: &SourceSpec, wants: bool) -> Option<Option
         );
         return None;
     }
-    if t.value.ca.is_some() {
+    if let Some(ca) = &t.value.ca {
         cx.err(
-            &t.referenced,
+            &ca.referenced,
             "tls: `ca` is for mqtts:// brokers; a listener takes `client_ca` (the CA of client certificates)",
         );
         return None;
@@ -253,7 +446,19 @@ fn listen_tls(cx: &mut Compile, spec: &SourceSpec, wants: bool) -> Option<Option
         return None;
     };
     if let Err(e) = crate::tls::server_config(&cert, &key, client_ca.as_deref()) {
-        cx.err(&t.referenced, format!("tls: {e}"));
+        // At the line of the file that is wrong.
+        let at = match &e {
+            crate::tls::TlsError::File { path, .. } => [
+                (&t.value.client_ca, client_ca.as_deref()),
+                (&t.value.key, Some(key.as_path())),
+                (&t.value.cert, Some(cert.as_path())),
+            ]
+            .into_iter()
+            .find(|(_, p)| *p == Some(path.as_path()))
+            .and_then(|(field, _)| field.as_ref().map(|f| f.referenced)),
+            crate::tls::TlsError::Config(_) => None,
+        };
+        cx.err(&at.unwrap_or(t.referenced), format!("tls: {e}"));
         return None;
     }
     Some(Some(ListenTls {
@@ -276,16 +481,20 @@ fn broker_tls(cx: &mut Compile, spec: &SourceSpec, mqtts: bool) -> Option<Option
         );
         return None;
     }
-    if t.value.cert.is_some() || t.value.key.is_some() || t.value.client_ca.is_some() {
+    let wrong = [&t.value.cert, &t.value.key, &t.value.client_ca]
+        .into_iter()
+        .find_map(|f| f.as_ref().map(|f| f.referenced));
+    if let Some(at) = wrong {
         cx.err(
-            &t.referenced,
+            &at,
             "tls: an mqtts:// source takes `ca` (the CA that signed the broker's certificate)",
         );
         return None;
     }
     let ca = tls_path(cx, &t.value.ca, "tls.ca")?;
     if let Err(e) = crate::tls::client_config(ca.as_deref()) {
-        cx.err(&t.referenced, format!("tls: {e}"));
+        let at = t.value.ca.as_ref().map_or(t.referenced, |c| c.referenced);
+        cx.err(&at, format!("tls: {e}"));
         return None;
     }
     Some(Some(BrokerTls { ca }))

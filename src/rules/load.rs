@@ -202,6 +202,7 @@ fn context<'a>(
         referenced: Vec::new(),
         scope: Default::default(),
         correlation: None,
+        envelope: None,
     }
 }
 
@@ -215,6 +216,8 @@ fn compile_sources(
 ) -> (Vec<Source>, super::summary::Summaries) {
     let mut sources: Vec<Source> = Vec::new();
     let mut summaries = super::summary::Summaries::default();
+    // Where each source's `listen:` (or `url:`) is written, for a clash found later.
+    let mut places: HashMap<String, String> = HashMap::new();
     for (path, text, book) in parsed {
         let mut cx = context(path, text, errors, warnings);
         for spec in &book.sources {
@@ -222,6 +225,20 @@ fn compile_sources(
                 failed_sources.insert(spec.name.value.clone());
                 continue;
             };
+            let at = spec
+                .listen
+                .as_ref()
+                .map(|l| l.referenced)
+                .or(spec.url.as_ref().map(|u| u.referenced))
+                .unwrap_or(spec.name.referenced);
+            if let Some(clash) = super::listen::clash(&src, &sources, &places) {
+                cx.err(&at, clash);
+                continue;
+            }
+            places.insert(
+                src.name.clone(),
+                format!("{}:{}:{}", cx.file, at.line(), at.column()),
+            );
             if sources.iter().any(|s| s.name == src.name) {
                 cx.err(
                     &spec.name.referenced,
@@ -464,6 +481,7 @@ fn compile_source(cx: &mut Compile, spec: &SourceSpec, rulebook: &str) -> Option
         );
         return None;
     };
+    let keys_ok = listening_keys_refused(cx, spec);
     let mut secrets = Vec::new();
     if let Some(s) = &spec.secret {
         secrets.extend(cx.secret(s, "secret"));
@@ -506,6 +524,9 @@ fn compile_source(cx: &mut Compile, spec: &SourceSpec, rulebook: &str) -> Option
             }
         },
     };
+    if !keys_ok {
+        return None;
+    }
     Some(Source {
         name,
         kind: crate::sources::SourceKind::of(kind),
@@ -520,6 +541,43 @@ fn compile_source(cx: &mut Compile, spec: &SourceSpec, rulebook: &str) -> Option
         rulebook: rulebook.to_string(),
         listening: None,
     })
+}
+
+/// The settings of listening sources given to a webhook (or internal) source are refused, each
+/// at its own place; `true` when there is none.
+fn listening_keys_refused(cx: &mut Compile, spec: &SourceSpec) -> bool {
+    const LISTENING: &[&str] = &[
+        "listen",
+        "keep",
+        "max_message",
+        "max_connections",
+        "idle_timeout",
+        "url",
+        "topics",
+        "client_id",
+        "subjects",
+        "stream",
+        "durable",
+        "tls",
+        "share_group",
+        "communities",
+        "users",
+        "engine_id",
+    ];
+    let mut ok = true;
+    for (key, at) in super::listen::given_keys(spec) {
+        if LISTENING.contains(&key) {
+            cx.err(
+                &at,
+                format!(
+                    "source `{}` of kind `{}` does not take `{key}` (a setting of the listening kinds: syslog, snmp_trap, mqtt, nats)",
+                    spec.name.value, spec.kind.value
+                ),
+            );
+            ok = false;
+        }
+    }
+    ok
 }
 
 /// A source's body `format:` (JSON when absent).
@@ -671,6 +729,31 @@ struct Known<'a> {
     scripts: &'a Path,
 }
 
+/// The sources a rule's events may come from (its `sources:`, or every declared one), with
+/// what each offers to `meta`.
+fn rule_envelope(
+    sources: Option<&[String]>,
+    known: &Known,
+) -> crate::rulebook::compile::RuleSources {
+    let mut all: Vec<(String, &'static str, &'static [&'static str])> = match sources {
+        Some(list) => list
+            .iter()
+            .filter_map(|s| known.kinds.get(s.as_str()).map(|k| (s.clone(), *k)))
+            .map(|(s, k)| (s, k.name(), k.meta_names()))
+            .collect(),
+        None => known
+            .kinds
+            .iter()
+            .map(|(s, k)| (s.to_string(), k.name(), k.meta_names()))
+            .collect(),
+    };
+    all.sort();
+    crate::rulebook::compile::RuleSources {
+        listed: sources.is_some(),
+        sources: all,
+    }
+}
+
 /// Whether every `meta("…")` name of `condition` is offered by the rule's sources (each listed
 /// one; with no `sources:`, at least one declared source): an error for each that is not.
 fn meta_names_offered(
@@ -689,7 +772,24 @@ fn meta_names_offered(
                 .filter(|(_, k)| !k.offers(&name))
                 .map(|(s, k)| (*s, *k))
                 .collect(),
-            None if known.kinds.values().any(|k| k.offers(&name)) => Vec::new(),
+            None if known.kinds.values().any(|k| k.offers(&name)) => {
+                let mut lacking: Vec<String> = known
+                    .kinds
+                    .iter()
+                    .filter(|(_, k)| !k.offers(&name))
+                    .map(|(s, k)| format!("`{s}` ({})", k.name()))
+                    .collect();
+                lacking.sort();
+                if !lacking.is_empty() {
+                    cx.warnings.push(format!(
+                        "{}:{}: meta(\"{name}\") is absent on events of {} (the rule has no `sources:`, so it sees every source; there it is nothing and a comparison with it is false); name the rule's sources in `sources:`",
+                        cx.file,
+                        at.line(),
+                        lacking.join(", ")
+                    ));
+                }
+                Vec::new()
+            }
             None => {
                 cx.err(
                     at,
@@ -755,6 +855,7 @@ fn compile_rule(
         );
         ok = false;
     }
+    cx.envelope = Some(rule_envelope(rule_sources.as_deref(), known));
     // Templates of a correlation rule may read `events.<name>` of its names only.
     cx.correlation = spec.correlate.as_ref().map(|c| {
         named_specs(&c.value)
@@ -789,6 +890,7 @@ fn compile_rule(
     };
     cx.scope = Scope::default();
     cx.correlation = None;
+    cx.envelope = None;
     let throttle = match &spec.throttle {
         None => None,
         Some(t) => {

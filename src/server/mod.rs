@@ -128,14 +128,15 @@ async fn status(_: AsViewer, State(state): State<AppState>) -> Result<Response, 
         .sources
         .iter()
         .map(|s| {
-            let mut one = json!({"name": s.name, "kind": s.verifier.kind(), "path": s.path, "rulebook": s.rulebook});
+            let mut one = s.summary();
             // Listening sources: each listener's or broker connection's state.
             if s.listening.is_some() {
-                one["kind"] = json!(s.kind.name());
-                one["connections"] = json!(connections
-                    .iter()
-                    .filter(|c| c.source == s.name)
-                    .collect::<Vec<_>>());
+                one["connections"] = json!(
+                    connections
+                        .iter()
+                        .filter(|c| c.source == s.name)
+                        .collect::<Vec<_>>()
+                );
             }
             one
         })

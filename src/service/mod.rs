@@ -53,21 +53,27 @@ pub enum ServeError {
         "--role {0} needs a store shared by several nodes (--store nats://HOST:PORT); the embedded store serves one node, which does everything"
     )]
     RoleNeedsSharedStore(String),
-    #[error("{what}: {source}")]
+    // The cause is part of the message, not a `source()` as well: printed with its causes,
+    // it would be said twice.
+    #[error("{what}: {error}")]
     Store {
         what: String,
-        source: crate::domain::StoreError,
+        error: crate::domain::StoreError,
     },
-    #[error("{what}: {source}")]
-    Io {
-        what: String,
-        source: std::io::Error,
+    #[error("{what}: {error}")]
+    Io { what: String, error: std::io::Error },
+    /// A listening source that cannot bind its address (or open its session).
+    #[error("{failure}{hint}")]
+    Listen {
+        failure: crate::transport::ListenFailure,
+        /// Why, when it is plain (the HTTP listener holds the address).
+        hint: String,
     },
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ServeError {
     let what = what.into();
-    move |source| ServeError::Io { what, source }
+    move |error| ServeError::Io { what, error }
 }
 
 /// Serves until SIGTERM or Ctrl-C, then stops taking events and waits up to `grace` for
@@ -150,16 +156,24 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
     // Listening sources (syslog …): bound now, served until the HTTP listener stops.
     let stop_transports = tokio_util::sync::CancellationToken::new();
     let node = config.store.shared().then(|| node_id(&config.data));
-    let bound = crate::transport::start(&engine, &stop_transports, &config.data, node.as_deref())
-        .await
-        .map_err(io("cannot listen for a source"))?;
+    let transports = Arc::new(crate::transport::Transports::new(
+        engine.clone(),
+        stop_transports.clone(),
+        config.data.clone(),
+        node,
+    ));
+    let applied = transports.apply(&engine.rules()).await;
+    if let Some(failure) = applied.failed.into_iter().next() {
+        return Err(listen_error(failure, addr, &engine.rules()));
+    }
+    let bound = applied.started;
     print(
         &bound
             .iter()
             .map(|b| format!("source {} at {}\n", b.source, b.addr))
             .collect::<String>(),
     );
-    let reloader = crate::reload::Reloader::new(config.dirs, engine.clone());
+    let reloader = crate::reload::Reloader::new(config.dirs, engine.clone(), Some(transports));
     reloader.spawn();
     let state = AppState {
         engine: engine.clone(),
@@ -195,6 +209,33 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
     engine.shutdown(config.grace).await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// A source that cannot listen, said once, with the HTTP listener named when it holds the
+/// address (a stream source on `--listen`'s port).
+fn listen_error(
+    failure: crate::transport::ListenFailure,
+    http: SocketAddr,
+    set: &RuleSet,
+) -> ServeError {
+    let on_http = set
+        .source(&failure.source_name)
+        .and_then(|s| s.listening.as_ref())
+        .is_some_and(|l| {
+            l.endpoints.iter().any(|e| {
+                e.scheme != crate::sources::Scheme::Udp
+                    && e.addr.port() == http.port()
+                    && (e.addr.ip() == http.ip()
+                        || e.addr.ip().is_unspecified()
+                        || http.ip().is_unspecified())
+            })
+        });
+    let hint = if on_http {
+        format!(" (the HTTP listener is on {http}: --listen)")
+    } else {
+        String::new()
+    };
+    ServeError::Listen { failure, hint }
 }
 
 /// This node's id among the nodes of a shared store: stable across restarts (the host name and

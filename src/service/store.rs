@@ -72,33 +72,31 @@ pub(super) async fn open(
                     format!("{role:?}").to_lowercase(),
                 ));
             }
-            let store = Store::embedded(data).map_err(|source| ServeError::Store {
+            let store = Store::embedded(data).map_err(|error| ServeError::Store {
                 what: format!("cannot open the store in {}", data.display()),
-                source,
+                error,
             })?;
             tracing::info!(data = %data.display(), "embedded store");
             Ok(store)
         }
         StoreConfig::Nats(nats) => {
             // The data directory still records this node's running scripts: one node owns it.
-            std::fs::create_dir_all(data).map_err(|source| ServeError::Io {
+            std::fs::create_dir_all(data).map_err(|error| ServeError::Io {
                 what: format!("cannot create {}", data.display()),
-                source,
+                error,
             })?;
-            let lock =
-                crate::store::sqlite::lock_dir(data).map_err(|source| ServeError::Store {
-                    what: format!("cannot lock {}", data.display()),
-                    source,
-                })?;
+            let lock = crate::store::sqlite::lock_dir(data).map_err(|error| ServeError::Store {
+                what: format!("cannot lock {}", data.display()),
+                error,
+            })?;
             std::mem::forget(lock); // held until the process exits
             let (url, prefix) = (nats.url.clone(), nats.prefix.clone());
-            let store =
-                Store::nats((**nats).clone())
-                    .await
-                    .map_err(|source| ServeError::Store {
-                        what: format!("cannot open the JetStream store at {url}"),
-                        source,
-                    })?;
+            let store = Store::nats((**nats).clone())
+                .await
+                .map_err(|error| ServeError::Store {
+                    what: format!("cannot open the JetStream store at {url}"),
+                    error,
+                })?;
             tracing::info!(nats = %url, prefix = %prefix, role = %format!("{role:?}").to_lowercase(), "JetStream store");
             Ok(store)
         }

@@ -124,6 +124,13 @@ pub trait WorkQueue: Send + Sync + 'static {
     /// no dead letter has that id.
     async fn rerun(&self, job: Job) -> Result<bool, StoreError>;
 
+    /// Asks for the job `id` sooner than its delay: what it waits for (a person's decision)
+    /// has happened. A hint: a backend that cannot shorten a delay leaves it (the job then
+    /// looks at its next lease), and nothing durable changes.
+    fn wake(&self, id: &str) {
+        let _ = id;
+    }
+
     /// Returns once every `ack` and `nak` made before it is durable (graceful shutdown; tests).
     async fn flush(&self) -> Result<(), StoreError>;
 

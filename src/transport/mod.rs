@@ -5,23 +5,27 @@
 //!
 //! HTTP itself is served by `server` (axum); `syslog` (UDP, TCP) lives here. A listening
 //! source is looked up by name in the current rule set for every message, so a reload changes
-//! what it keeps and which rules see it; its `listen:` addresses are bound at start.
+//! what it keeps and which rules see it; [`Transports`] binds its `listen:` addresses (or
+//! opens its broker session) at start and again when a reload changes them.
 
 pub mod mqtt;
 pub mod nats;
 pub mod snmp;
 pub mod syslog;
 
+use std::collections::HashMap;
 use std::net::IpAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use crate::domain::StoreError;
 use crate::engine::Engine;
-use crate::sources::{Keep, Scheme, SourceKind};
+use crate::rules::RuleSet;
+use crate::sources::{Keep, Listening, Scheme, Source, SourceKind};
 use crate::telemetry::names;
 use crate::verify::VerifiedEvent;
 
@@ -34,90 +38,291 @@ pub struct Bound {
     pub addr: String,
 }
 
-/// Binds every endpoint of every listening source and serves them until `shutdown`.
+/// A listening source whose transport could not start: which source, which address, why.
+#[derive(Debug, Clone, serde::Serialize, thiserror::Error)]
+#[error("source `{source_name}` cannot listen on {address}: {error}")]
+pub struct ListenFailure {
+    #[serde(rename = "source")]
+    pub source_name: String,
+    /// `tcp://127.0.0.1:514`, `mqtt://broker:1883` …
+    pub address: String,
+    pub error: String,
+}
+
+/// What one [`Transports::apply`] changed.
+#[derive(Debug, Default)]
+pub struct Applied {
+    /// Every listener bound and session started (a restarted source's too).
+    pub started: Vec<Bound>,
+    /// Sources no longer in the rule set, whose transports were stopped.
+    pub stopped: Vec<String>,
+    /// Sources whose transport was restarted because its settings changed.
+    pub restarted: Vec<String>,
+    pub failed: Vec<ListenFailure>,
+}
+
+/// The transports of the listening sources, kept in step with the rule set. It exists so a
+/// reload can apply `listen:`, `url:`, `topics:` … changes: a new source starts, a removed one
+/// stops, one whose transport settings changed restarts, and every other keeps its sockets and
+/// broker sessions untouched (no message lost on them).
 ///
 /// `node` is this node's id when the store is shared by several nodes: broker sessions then
 /// get client ids of their own and MQTT topics are shared subscriptions (NATS core subjects are
 /// always subscribed in a queue group).
-pub async fn start(
-    engine: &Arc<Engine>,
-    shutdown: &CancellationToken,
-    data: &std::path::Path,
-    node: Option<&str>,
-) -> std::io::Result<Vec<Bound>> {
-    let rules = engine.rules();
-    let mut bound = Vec::new();
-    // A worker node takes no events: it neither listens nor subscribes (a RELP or MQTT
-    // message acknowledged here would be lost).
-    if !engine.role().accepts_events() {
-        return Ok(bound);
+pub struct Transports {
+    engine: Arc<Engine>,
+    shutdown: CancellationToken,
+    data: PathBuf,
+    node: Option<String>,
+    running: tokio::sync::Mutex<HashMap<String, Running>>,
+}
+
+/// One source's transport as started.
+struct Running {
+    kind: SourceKind,
+    listening: Arc<Listening>,
+    /// Stops this source's transport only (a child of the service's shutdown).
+    stop: CancellationToken,
+}
+
+/// Whether a transport started with `a` serves `b` as it is: what a listener or session
+/// captures when it starts. `keep`, `allow_from` and an SNMP source's credentials are read
+/// from the rule set for every message, so changing them restarts nothing.
+fn same_transport(a: &Listening, b: &Listening) -> bool {
+    let engine_id = |l: &Listening| l.snmp.as_ref().map(|s| s.engine_id.clone());
+    a.endpoints == b.endpoints
+        && a.broker == b.broker
+        && a.nats == b.nats
+        && a.format == b.format
+        && a.max_message == b.max_message
+        && a.max_connections == b.max_connections
+        && a.idle_timeout == b.idle_timeout
+        && a.tls == b.tls
+        && engine_id(a) == engine_id(b)
+}
+
+impl Transports {
+    pub fn new(
+        engine: Arc<Engine>,
+        shutdown: CancellationToken,
+        data: PathBuf,
+        node: Option<String>,
+    ) -> Transports {
+        Transports {
+            engine,
+            shutdown,
+            data,
+            node,
+            running: Default::default(),
+        }
     }
-    for source in &rules.sources {
-        let Some(listening) = &source.listening else {
-            continue;
+
+    /// Brings the running transports in line with `rules`: stops those of removed sources,
+    /// restarts those whose transport settings changed, starts new ones. A source that cannot
+    /// start is reported in `failed` (and its connection state) and tried again at the next
+    /// `apply`. A worker node takes no events: it neither listens nor subscribes (a RELP or
+    /// MQTT message acknowledged there would be lost).
+    pub async fn apply(&self, rules: &RuleSet) -> Applied {
+        let mut applied = Applied::default();
+        if !self.engine.role().accepts_events() {
+            return applied;
+        }
+        let wanted: HashMap<&str, (&Source, &Arc<Listening>)> = rules
+            .sources
+            .iter()
+            .filter_map(|s| s.listening.as_ref().map(|l| (s.name.as_str(), (s, l))))
+            .collect();
+        let mut running = self.running.lock().await;
+        let mut previous: HashMap<String, Arc<Listening>> = HashMap::new();
+        let names: Vec<String> = running.keys().cloned().collect();
+        for name in names {
+            let keep = match (wanted.get(name.as_str()), running.get(&name)) {
+                (Some((src, l)), Some(r)) => r.kind == src.kind && same_transport(&r.listening, l),
+                _ => false,
+            };
+            if keep {
+                continue;
+            }
+            let Some(old) = running.remove(&name) else {
+                continue;
+            };
+            old.stop.cancel();
+            if wanted.contains_key(name.as_str()) {
+                applied.restarted.push(name.clone());
+            } else {
+                applied.stopped.push(name.clone());
+            }
+            previous.insert(name, old.listening);
+        }
+        if !previous.is_empty() {
+            // The stopped tasks end at their next poll and write their last state; then the
+            // rows of what no longer runs go.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            for name in previous.keys() {
+                crate::connections::forget(name);
+            }
+        }
+        let mut new: Vec<&str> = wanted
+            .keys()
+            .copied()
+            .filter(|n| !running.contains_key(*n))
+            .collect();
+        new.sort_unstable();
+        for name in new {
+            let (source, listening) = wanted[name];
+            let stop = self.shutdown.child_token();
+            let prev = previous.get(name).map(Arc::as_ref);
+            match self
+                .start(source, listening, &stop, prev, !previous.is_empty())
+                .await
+            {
+                Ok(bound) => {
+                    applied.started.extend(bound);
+                    running.insert(
+                        name.to_string(),
+                        Running {
+                            kind: source.kind,
+                            listening: listening.clone(),
+                            stop,
+                        },
+                    );
+                }
+                Err(f) => {
+                    stop.cancel();
+                    crate::connections::forget(name);
+                    crate::connections::set(
+                        name,
+                        source.kind.name(),
+                        &f.address,
+                        crate::connections::State::Closed,
+                        Some(format!("cannot listen: {}", f.error)),
+                    );
+                    applied.failed.push(f);
+                }
+            }
+        }
+        applied
+    }
+
+    /// Starts one source's transport under `stop`. `prev`: what it ran with before (an MQTT
+    /// session unsubscribes the topics it no longer has). `retry`: something was just stopped,
+    /// so an address still held by its ending task is tried again for a moment.
+    async fn start(
+        &self,
+        source: &Source,
+        listening: &Arc<Listening>,
+        stop: &CancellationToken,
+        prev: Option<&Listening>,
+        retry: bool,
+    ) -> Result<Vec<Bound>, ListenFailure> {
+        let fail = |address: String, e: std::io::Error| ListenFailure {
+            source_name: source.name.clone(),
+            address,
+            error: e.to_string(),
+        };
+        // One per source, shared by its endpoints: its log limits are per source.
+        let one = Handoff::new(self.engine.clone(), &source.name, source.kind.name());
+        let hand = || one.clone();
+        let bound = |scheme, addr: String| Bound {
+            source: source.name.clone(),
+            scheme,
+            addr,
         };
         if let Some(broker) = &listening.broker {
-            let hand = Handoff::new(engine.clone(), &source.name, source.kind.name());
-            mqtt::start(broker, listening.clone(), hand, shutdown.clone(), node)?;
-            bound.push(Bound {
-                source: source.name.clone(),
-                scheme: None,
-                addr: mqtt::target(broker),
-            });
-            continue;
+            let before = prev.and_then(|p| p.broker.as_ref());
+            let node = self.node.as_deref();
+            mqtt::start(
+                broker,
+                before,
+                listening.clone(),
+                hand(),
+                stop.clone(),
+                node,
+            )
+            .map_err(|e| fail(mqtt::target(broker), e))?;
+            return Ok(vec![bound(None, mqtt::target(broker))]);
         }
         if let Some(sub) = &listening.nats {
-            let hand = Handoff::new(engine.clone(), &source.name, source.kind.name());
-            nats::start(sub, listening.clone(), hand, shutdown.clone());
-            bound.push(Bound {
-                source: source.name.clone(),
-                scheme: None,
-                addr: sub.url.clone(),
-            });
-            continue;
+            nats::start(sub, listening.clone(), hand(), stop.clone());
+            return Ok(vec![bound(None, sub.url.clone())]);
         }
-        if let Some(snmp) = &listening.snmp {
-            let local = Arc::new(snmp::engine::LocalEngine::open(
-                data,
-                &source.name,
-                snmp.engine_id.as_deref(),
-            )?);
-            for e in &listening.endpoints {
-                let hand = Handoff::new(engine.clone(), &source.name, "snmp_trap");
-                let addr =
-                    snmp::listen(e, listening.clone(), hand, local.clone(), shutdown.clone())
-                        .await?;
-                bound.push(Bound {
-                    source: source.name.clone(),
-                    scheme: Some(e.scheme),
-                    addr: format!("{}://{addr}", e.scheme.as_str()),
-                });
-            }
-            continue;
-        }
-        if source.kind != SourceKind::Syslog {
-            continue;
-        }
+        let local = match &listening.snmp {
+            Some(snmp) => Some(Arc::new(
+                snmp::engine::LocalEngine::open(
+                    &self.data,
+                    &source.name,
+                    snmp.engine_id.as_deref(),
+                )
+                .map_err(|e| fail(format!("the engine file of {}", source.name), e))?,
+            )),
+            None => None,
+        };
+        let mut out = Vec::new();
         for e in &listening.endpoints {
-            let hand = Handoff::new(engine.clone(), &source.name, "syslog");
-            let addr = syslog::listen(e, listening.clone(), hand, shutdown.clone()).await?;
+            let text = format!("{}://{}", e.scheme.as_str(), e.addr);
+            let addr = bind_retry(retry, || async {
+                match &local {
+                    Some(local) => {
+                        let (l, h, s) = (listening.clone(), hand(), stop.clone());
+                        snmp::listen(e, l, h, local.clone(), s).await
+                    }
+                    None => syslog::listen(e, listening.clone(), hand(), stop.clone()).await,
+                }
+            })
+            .await
+            .map_err(|err| fail(text, err))?;
             let addr = format!("{}://{addr}", e.scheme.as_str());
-            // A listener is up once bound; it stays up until the service stops.
+            // A listener is up once bound; it stays up until its source stops.
             crate::connections::set(
                 &source.name,
-                "syslog",
+                source.kind.name(),
                 &addr,
                 crate::connections::State::Connected,
                 None,
             );
-            bound.push(Bound {
-                source: source.name.clone(),
-                scheme: Some(e.scheme),
-                addr,
-            });
+            out.push(bound(Some(e.scheme), addr));
+        }
+        Ok(out)
+    }
+}
+
+/// Binds with `bind`; with `retry`, an address in use is tried again for up to 3 s (a listener
+/// just stopped gives its socket back when its task ends).
+async fn bind_retry<T, F, Fut>(retry: bool, mut bind: F) -> std::io::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = std::io::Result<T>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    loop {
+        match bind().await {
+            Err(e)
+                if retry
+                    && e.kind() == std::io::ErrorKind::AddrInUse
+                    && tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+            r => return r,
         }
     }
-    Ok(bound)
+}
+
+/// The events a source's transport would make of `raw` when `raw` is what it receives on the
+/// wire rather than an event already decoded (`rulehook test`, the console's Try): for a
+/// syslog source, text that is not JSON is taken as syslog messages, one per line. `None`:
+/// decode `raw` as the source's `format` says, as for a webhook.
+pub fn sample_events(kind: SourceKind, raw: &[u8]) -> Option<Vec<Value>> {
+    let first = raw.iter().find(|b| !b.is_ascii_whitespace())?;
+    if kind != SourceKind::Syslog || matches!(first, b'{' | b'[') {
+        return None;
+    }
+    Some(
+        raw.split(|b| *b == b'\n')
+            .filter(|l| l.iter().any(|b| !b.is_ascii_whitespace()))
+            .map(|l| syslog::parse::event(l, false))
+            .collect(),
+    )
 }
 
 /// What happened to one message.
@@ -163,21 +368,40 @@ impl Handoff {
         self.engine.rules()
     }
 
-    /// Counts a message that could not be read well (it is still handed on), or one dropped,
-    /// and logs it at most once a minute per source.
+    /// Counts a message that could not be read well (it is still handed on), and logs it at
+    /// most once a minute per source and reason.
     pub fn malformed(&self, reason: &'static str, peer: IpAddr) {
         metrics::counter!(names::MALFORMED, "source" => self.source.to_string(), "reason" => reason)
             .increment(1);
-        if self.quiet.due() {
-            tracing::info!(source = %self.source, %peer, reason, "malformed message (logged once a minute)");
+        if self.quiet.due(reason) {
+            tracing::info!(source = %self.source, %peer, reason, "malformed message (each reason logged at most once a minute)");
         }
     }
 
+    /// Counts a broker message whose payload could not be decoded (`at`: its topic or
+    /// subject), logged as [`Handoff::malformed`] is.
+    pub fn undecodable(&self, at: &str, error: &dyn std::fmt::Display) {
+        let reason = "undecodable";
+        metrics::counter!(names::MALFORMED, "source" => self.source.to_string(), "reason" => reason)
+            .increment(1);
+        if self.quiet.due(reason) {
+            tracing::info!(source = %self.source, at, %error, reason, "malformed message (each reason logged at most once a minute)");
+        }
+    }
+
+    /// Counts a message not taken, and logs it at most once a minute per source and reason.
     pub fn dropped(&self, reason: &'static str, peer: Option<IpAddr>) -> Delivered {
         metrics::counter!(names::DROPPED, "source" => self.source.to_string(), "reason" => reason)
             .increment(1);
-        if self.quiet.due() {
-            tracing::info!(source = %self.source, peer = ?peer, reason, "message dropped (logged once a minute)");
+        if self.quiet.due(reason) {
+            match peer {
+                Some(peer) => {
+                    tracing::info!(source = %self.source, %peer, reason, "message dropped (each reason logged at most once a minute)")
+                }
+                None => {
+                    tracing::info!(source = %self.source, reason, "message dropped (each reason logged at most once a minute)")
+                }
+            }
         }
         Delivered::Dropped(reason)
     }
@@ -246,15 +470,46 @@ impl Handoff {
     }
 }
 
-/// Lets a line through at most once a minute.
+/// Lets a line about each reason through at most once a minute, so a flood of one kind of bad
+/// input neither fills the log nor hides another kind.
 #[derive(Default)]
 pub struct LogEvery {
-    last: AtomicU64,
+    /// When each reason was last let through (milliseconds since the epoch).
+    last: std::sync::Mutex<std::collections::HashMap<&'static str, i64>>,
 }
 
 impl LogEvery {
-    pub fn due(&self) -> bool {
-        let now = crate::domain::now_ms() as u64 / 60_000 + 1;
-        self.last.swap(now, Ordering::Relaxed) != now
+    pub fn due(&self, reason: &'static str) -> bool {
+        self.due_at(reason, crate::domain::now_ms())
+    }
+
+    fn due_at(&self, reason: &'static str, now: i64) -> bool {
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        match last.get(reason) {
+            Some(&at) if now - at < 60_000 => false,
+            _ => {
+                last.insert(reason, now);
+                true
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod log_every_tests {
+    use super::LogEvery;
+
+    #[test]
+    fn each_reason_once_a_minute_not_once_per_calendar_minute() {
+        let quiet = LogEvery::default();
+        let t = 59_999; // a millisecond before a minute's end
+        assert!(quiet.due_at("truncated", t));
+        assert!(!quiet.due_at("truncated", t + 1));
+        assert!(
+            quiet.due_at("bad_auth", t + 1),
+            "another reason is not hidden"
+        );
+        assert!(!quiet.due_at("truncated", t + 59_999));
+        assert!(quiet.due_at("truncated", t + 60_000));
     }
 }

@@ -42,9 +42,12 @@ pub fn target(broker: &Broker) -> String {
 }
 
 /// Starts the session's task. `node` is this node's id on a shared store (several nodes):
-/// it makes the client id this node's own and turns on the shared subscription.
+/// it makes the client id this node's own and turns on the shared subscription. `before`: the
+/// broker settings this source ran with until a reload; topics it had and has no more are
+/// unsubscribed (the session is persistent, so the broker would keep sending them).
 pub fn start(
     broker: &Broker,
+    before: Option<&Broker>,
     settings: Arc<Listening>,
     hand: Handoff,
     shutdown: CancellationToken,
@@ -74,12 +77,27 @@ pub fn start(
         .clone()
         .or_else(|| node.map(|_| format!("rulehook-{}", hand.source())));
     let topics = subscriptions(&broker.topics, group.as_deref());
+    let dropped: Vec<String> = before
+        .filter(|b| {
+            (&b.host, b.port, &b.client_id) == (&broker.host, broker.port, &broker.client_id)
+        })
+        .map(|b| {
+            let group = b
+                .share_group
+                .clone()
+                .or_else(|| node.map(|_| format!("rulehook-{}", hand.source())));
+            subscriptions(&b.topics, group.as_deref())
+        })
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|t| !topics.contains(t))
+        .collect();
     let target = target(broker);
     connections::set(hand.source(), "mqtt", &target, State::Connecting, None);
     let (client, eventloop) = AsyncClient::new(opts, 64);
     tokio::spawn(async move {
         tokio::select! {
-            () = run(client.clone(), eventloop, topics, settings, hand.clone(), &target) => {}
+            () = run(client.clone(), eventloop, (topics, dropped), settings, hand.clone(), &target) => {}
             () = shutdown.cancelled() => {
                 let _ = client.disconnect().await;
                 connections::set(hand.source(), "mqtt", &target, State::Closed, None);
@@ -92,7 +110,7 @@ pub fn start(
 async fn run(
     client: AsyncClient,
     mut eventloop: rumqttc::EventLoop,
-    topics: Vec<String>,
+    (topics, dropped): (Vec<String>, Vec<String>),
     settings: Arc<Listening>,
     hand: Handoff,
     target: &str,
@@ -108,6 +126,12 @@ async fn run(
                 for t in &topics {
                     if let Err(e) = client.subscribe(t.clone(), QoS::AtLeastOnce).await {
                         tracing::warn!(source = %hand.source(), topic = %t, "mqtt subscribe: {e}");
+                    }
+                }
+                // Topics a reload took away: the persistent session still has them.
+                for t in &dropped {
+                    if let Err(e) = client.unsubscribe(t.clone()).await {
+                        tracing::warn!(source = %hand.source(), topic = %t, "mqtt unsubscribe: {e}");
                     }
                 }
             }
@@ -149,12 +173,10 @@ async fn run(
 /// Decodes and hands on one message: `true` once it is stored or known not to be kept; a
 /// payload that does not decode is counted and acknowledged (sending it again would not help).
 async fn deliver(hand: &Handoff, settings: &Listening, p: &rumqttc::Publish) -> bool {
-    let peer = std::net::IpAddr::from([0, 0, 0, 0]);
     let body = match settings.format.decode(None, &p.payload) {
         Ok((v, _)) => v,
         Err(e) => {
-            hand.malformed("undecodable", peer);
-            tracing::debug!(source = %hand.source(), topic = %p.topic, "mqtt payload: {e}");
+            hand.undecodable(&format!("topic {}", p.topic), &e);
             return true;
         }
     };

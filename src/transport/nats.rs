@@ -23,8 +23,9 @@ pub fn start(
 ) {
     let sub = sub.clone();
     tokio::spawn(async move {
+        let stop = shutdown.clone();
         tokio::select! {
-            () = run(sub, settings, hand) => {}
+            () = run(sub, settings, hand, stop) => {}
             () = shutdown.cancelled() => {}
         }
     });
@@ -35,18 +36,29 @@ pub fn start(
 struct Conn {
     source: String,
     target: String,
+    /// Once stopped (the source removed or restarted by a reload), the client's last events
+    /// no longer write the state.
+    stop: CancellationToken,
 }
 
 impl Conn {
     fn set(&self, state: State, error: Option<String>) {
-        connections::set(&self.source, "nats", &self.target, state, error);
+        if !self.stop.is_cancelled() {
+            connections::set(&self.source, "nats", &self.target, state, error);
+        }
     }
 }
 
-async fn run(sub: NatsSubscription, settings: Arc<Listening>, hand: Handoff) {
+async fn run(
+    sub: NatsSubscription,
+    settings: Arc<Listening>,
+    hand: Handoff,
+    stop: CancellationToken,
+) {
     let conn = Conn {
         source: hand.source().to_string(),
         target: sub.url.clone(),
+        stop,
     };
     conn.set(State::Connecting, None);
     let mut backoff = Duration::from_millis(200);
@@ -168,8 +180,7 @@ async fn deliver(hand: &Handoff, settings: &Listening, subject: &str, payload: &
     let body = match settings.format.decode(None, payload) {
         Ok((v, _)) => v,
         Err(e) => {
-            hand.malformed("undecodable", std::net::IpAddr::from([0, 0, 0, 0]));
-            tracing::debug!(source = %hand.source(), %subject, "nats payload: {e}");
+            hand.undecodable(&format!("subject {subject}"), &e);
             return true;
         }
     };

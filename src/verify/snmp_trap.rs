@@ -40,33 +40,40 @@ impl std::fmt::Debug for UsmUser {
 }
 
 impl SnmpTrap {
-    /// Reads `communities`, `users` and `engine_id`; `None` after reporting errors.
+    /// Reads `communities`, `users` and `engine_id`; `None` after reporting every error.
     pub fn compile(cx: &mut Compile, spec: &SourceSpec) -> Option<SnmpTrap> {
         let name = &spec.name.value;
+        let mut ok = true;
         let mut communities = Vec::new();
         for c in spec.communities.iter().flatten() {
-            communities.push(cx.secret(c, "communities")?);
+            match cx.secret(c, "communities") {
+                Some(s) => communities.push(s),
+                None => ok = false,
+            }
         }
         let mut users: Vec<UsmUser> = Vec::new();
         for u in spec.users.iter().flatten() {
-            let user = user(cx, &u.value)?;
+            let Some(user) = user(cx, &u.value) else {
+                ok = false;
+                continue;
+            };
             if users.iter().any(|x| x.name == user.name) {
                 cx.err(
                     &u.referenced,
                     format!("users: `{}` is listed twice", user.name),
                 );
-                return None;
+                ok = false;
             }
             users.push(user);
         }
-        if communities.is_empty() && users.is_empty() {
+        if ok && communities.is_empty() && users.is_empty() {
             cx.err(
                 &spec.kind.referenced,
                 format!(
                     "source `{name}` of kind `snmp_trap` needs `communities:` (v1/v2c) or `users:` (v3)"
                 ),
             );
-            return None;
+            ok = false;
         }
         let engine_id = match &spec.engine_id {
             None => None,
@@ -79,12 +86,13 @@ impl SnmpTrap {
                             &e.referenced,
                             "engine_id: 5 to 32 bytes in hex (e.g. 800000000503a1b2c3d4)",
                         );
-                        return None;
+                        ok = false;
+                        None
                     }
                 }
             }
         };
-        Some(SnmpTrap {
+        ok.then_some(SnmpTrap {
             communities,
             users,
             engine_id,
@@ -125,13 +133,16 @@ impl SnmpTrap {
     }
 }
 
+/// One v3 user: every error of its values reported, not only the first.
 fn user(cx: &mut Compile, spec: &SnmpUserSpec) -> Option<UsmUser> {
     let name = spec.name.value.trim().to_string();
+    let mut ok = true;
     if name.is_empty() || name.len() > 32 {
         cx.err(&spec.name.referenced, "users: a name of 1 to 32 characters");
-        return None;
+        ok = false;
     }
-    let Some(auth) = AuthProtocol::parse(&spec.auth.value) else {
+    let auth = AuthProtocol::parse(&spec.auth.value);
+    if auth.is_none() {
         cx.err(
             &spec.auth.referenced,
             format!(
@@ -140,20 +151,20 @@ fn user(cx: &mut Compile, spec: &SnmpUserSpec) -> Option<UsmUser> {
                 AuthProtocol::NAMES.join(", ")
             ),
         );
-        return None;
-    };
-    let auth_password = cx.secret(&spec.auth_password, "auth_password")?;
-    if auth_password.expose().len() < 8 {
+    }
+    let auth_password = cx.secret(&spec.auth_password, "auth_password");
+    if auth_password.as_ref().is_some_and(|p| p.expose().len() < 8) {
         cx.err(
             &spec.auth_password.referenced,
             "auth_password: at least 8 characters (RFC 3414)",
         );
-        return None;
+        ok = false;
     }
     let privacy = match (&spec.privacy, &spec.priv_password) {
-        (None, None) => None,
+        (None, None) => Some(None),
         (Some(p), Some(pw)) => {
-            let Some(proto) = PrivProtocol::parse(&p.value) else {
+            let proto = PrivProtocol::parse(&p.value);
+            if proto.is_none() {
                 cx.err(
                     &p.referenced,
                     format!(
@@ -162,27 +173,39 @@ fn user(cx: &mut Compile, spec: &SnmpUserSpec) -> Option<UsmUser> {
                         PrivProtocol::NAMES.join(", ")
                     ),
                 );
-                return None;
-            };
-            let pw = cx.secret(pw, "priv_password")?;
-            if pw.expose().len() < 8 {
+            }
+            let pw = cx.secret(pw, "priv_password");
+            if pw.as_ref().is_some_and(|pw| pw.expose().len() < 8) {
                 cx.err(
-                    &spec.name.referenced,
+                    &spec
+                        .priv_password
+                        .as_ref()
+                        .map_or(spec.name.referenced, |p| p.referenced),
                     "priv_password: at least 8 characters",
                 );
-                return None;
+                ok = false;
             }
-            Some((proto, auth.password_key(pw.expose().as_bytes())))
+            match (proto, pw, auth) {
+                (Some(proto), Some(pw), Some(auth)) => {
+                    Some(Some((proto, auth.password_key(pw.expose().as_bytes()))))
+                }
+                _ => None,
+            }
         }
-        _ => {
+        (given, _) => {
+            let at = given
+                .as_ref()
+                .map_or(spec.name.referenced, |p| p.referenced);
+            let at = spec.priv_password.as_ref().map_or(at, |p| p.referenced);
             cx.err(
-                &spec.name.referenced,
+                &at,
                 format!("user `{name}`: `priv` and `priv_password` go together"),
             );
-            return None;
+            None
         }
     };
-    Some(UsmUser {
+    let (auth, auth_password, privacy) = (auth?, auth_password?, privacy?);
+    ok.then(|| UsmUser {
         auth_ku: auth.password_key(auth_password.expose().as_bytes()),
         name,
         auth,

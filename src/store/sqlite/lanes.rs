@@ -30,6 +30,8 @@ pub struct Queued {
 struct Leased {
     q: Queued,
     deadline: Instant,
+    /// Woken while leased: a delay it is given back with is cut to nothing.
+    woken: bool,
 }
 
 #[derive(Debug, Default)]
@@ -174,6 +176,7 @@ impl Lanes {
                 Leased {
                     q: q.clone(),
                     deadline: now + ttl,
+                    woken: false,
                 },
             );
             return Next::Job(Box::new(q), token);
@@ -217,6 +220,29 @@ impl Lanes {
         }
     }
 
+    /// Makes the job `id` ready now if it waits out a delay, or, if it is leased, makes the delay
+    /// it will be given back with nothing (something it waits for happened: a decision).
+    /// Only memory changes: after a restart the job's stored delay applies. `true` if found.
+    pub fn wake(&mut self, id: &str) -> bool {
+        if let Some(l) = self.leased.values_mut().find(|l| l.q.job.id == id) {
+            l.woken = true;
+            return true;
+        }
+        let Some(key) = self
+            .delayed
+            .iter()
+            .find(|(_, q)| q.job.id == id)
+            .map(|(k, _)| *k)
+        else {
+            return false;
+        };
+        if let Some(q) = self.delayed.remove(&key) {
+            self.held.remove(&q.seq);
+            self.push_ready(q);
+        }
+        true
+    }
+
     /// Ends a lease: the job is done, or comes back after `delay` as `job`.
     /// `lost`: the lease was abandoned (it counts against the delivery budget).
     pub fn release(
@@ -229,6 +255,7 @@ impl Lanes {
         let seq = l.q.seq;
         self.held.remove(&seq);
         if let Some((job, delay)) = again {
+            let delay = if l.woken { Duration::ZERO } else { delay };
             let mut q = l.q;
             q.lost += u32::from(lost);
             q.job = job;
@@ -330,5 +357,24 @@ mod tests {
         ));
         std::thread::sleep(Duration::from_millis(40));
         assert_eq!(take(&mut l).0, 1);
+    }
+
+    #[test]
+    fn a_woken_job_comes_back_at_once_delayed_or_leased() {
+        let mut l = Lanes::new();
+        l.spilled = false;
+        l.push_new(q(1, "r"));
+        let (_, t) = take(&mut l);
+        let job = q(1, "r").job;
+        // Waiting out an hour: woken, it is ready now.
+        l.release(t, Some((job.clone(), Duration::from_secs(3600))), false);
+        assert!(l.wake(&job.id));
+        let (seq, t) = take(&mut l);
+        assert_eq!(seq, 1);
+        // Woken while leased: given back with an hour's delay, it is ready at once.
+        assert!(l.wake(&job.id));
+        l.release(t, Some((job.clone(), Duration::from_secs(3600))), false);
+        assert_eq!(take(&mut l).0, 1);
+        assert!(!l.wake("no-such-job"));
     }
 }

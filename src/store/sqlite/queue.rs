@@ -143,6 +143,12 @@ impl WorkQueue for Embedded {
         })
     }
 
+    fn wake(&self, id: &str) {
+        if self.lanes().wake(id) {
+            self.shared.ready.notify_waiters();
+        }
+    }
+
     async fn flush(&self) -> Result<(), StoreError> {
         // Writes commit in the order they were queued: this one commits after all before it.
         self.write(|_, _| Ok(())).await
