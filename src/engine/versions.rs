@@ -351,7 +351,7 @@ mod tests {
         assert!(stored.starts_with(DEFLATED), "{stored}");
         let archived = decode(&stored).unwrap();
         assert_eq!(archived.snapshot.id(), id);
-        assert_eq!(archived.fingerprints, [v1.clone()]);
+        assert_eq!(archived.fingerprints, std::slice::from_ref(&v1));
         let json = serde_json::to_string(&archived).unwrap();
         // Many rules: the stored form is a fraction of the JSON.
         let mut big = Archived {
