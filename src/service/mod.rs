@@ -136,22 +136,7 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
         concurrency = config.concurrency,
         "jobs recovered from the store"
     );
-    // Archived beside serving: nothing waits for it (`engine::versions`). Start-up is over
-    // then: the executable's pages it alone touched leave the resident set (`trim`).
-    tokio::spawn({
-        let engine = engine.clone();
-        async move {
-            engine.archive_rules(snapshot, engine.rules()).await;
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            let released = tokio::task::spawn_blocking(trim::release_startup_pages)
-                .await
-                .unwrap_or(0);
-            tracing::debug!(
-                bytes = released,
-                "start-up pages of the executable released"
-            );
-        }
-    });
+    archive_then_trim(&engine, snapshot);
     engine.start();
     // Listening sources (syslog …): bound now, served until the HTTP listener stops.
     let stop_transports = tokio_util::sync::CancellationToken::new();
@@ -236,6 +221,23 @@ fn listen_error(
         String::new()
     };
     ServeError::Listen { failure, hint }
+}
+
+/// Archives the rule set beside serving: nothing waits for it (`engine::versions`). Start-up is
+/// over then: the executable's pages it alone touched leave the resident set (`trim`).
+fn archive_then_trim(engine: &Arc<Engine>, snapshot: crate::rules::snapshot::Snapshot) {
+    let engine = engine.clone();
+    tokio::spawn(async move {
+        engine.archive_rules(snapshot, engine.rules()).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let released = tokio::task::spawn_blocking(trim::release_startup_pages)
+            .await
+            .unwrap_or(0);
+        tracing::debug!(
+            bytes = released,
+            "start-up pages of the executable released"
+        );
+    });
 }
 
 /// This node's id among the nodes of a shared store: stable across restarts (the host name and
