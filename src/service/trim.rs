@@ -22,9 +22,15 @@ struct Mapping {
     len: usize,
 }
 
-/// Releases the executable's clean read-only mappings; returns the bytes released. Errors
-/// (no `/proc`, a refused `madvise`) leave everything mapped: it is an optimization only.
+/// Releases the executable's clean read-only mappings and returns the memory this thread's
+/// allocator heap holds free (mimalloc, the binary's allocator, otherwise keeps what start-up
+/// freed for a second or more: measured, 7 MB of the parsed rules of 10,000 rules for ~10 s
+/// after `listening`). Returns the bytes of code released. Errors (no `/proc`, a refused
+/// `madvise`) leave everything mapped: it is an optimization only.
 pub fn release_startup_pages() -> usize {
+    // SAFETY: `mi_collect` takes no pointer and may be called from any thread at any time; it
+    // only frees memory mimalloc holds unused (nothing when another allocator is in use).
+    unsafe { libmimalloc_sys::mi_collect(true) };
     let Ok(exe) = std::fs::metadata("/proc/self/exe") else {
         return 0;
     };
