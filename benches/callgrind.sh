@@ -83,100 +83,10 @@ for b in "$RULEHOOK_BIN" "$BASELINE_BIN"; do
 done
 if [ -n "${KEEP:-}" ]; then mkdir -p "$KEEP"; KEEP=$(cd "$KEEP" && pwd); fi
 
-# 2. The load client: exactly WARMUP then N signed requests over K persistent connections; runs
-#    the zero command between the two phases and the dump command at the end, while the
-#    connections are still open (so connection set-up and teardown are not in the figure).
-cat > "$WORK/client.py" <<'PY'
-import hashlib, hmac, http.client, json, sqlite3, subprocess, sys, threading, time, urllib.parse
-
-url, secret, event, warmup, n, k, zero_cmd, dump_cmd, journal, job_timeout = sys.argv[1:]
-warmup, n, k, job_timeout = int(warmup), int(n), int(k), float(job_timeout)
-u = urllib.parse.urlsplit(url)
-template = json.load(open(event))
-base_ts = int(template.get("timestamp", 0))
-
-def body(i):
-    # A unique body per request: IP Fabric sends no delivery id, the key is the body's hash.
-    doc = dict(template)
-    doc["timestamp"] = base_ts + i
-    return json.dumps(doc, separators=(",", ":")).encode()
-
-conns = []
-for _ in range(k):
-    c = http.client.HTTPConnection(u.hostname, u.port, timeout=120)
-    c.connect()
-    conns.append(c)
-
-def phase(first, count):
-    stats = {"2xx": 0, "non2xx": {}, "duplicate": 0, "errors": 0}
-    lock = threading.Lock()
-    def worker(t):
-        c = conns[t]
-        for i in range(first + t, first + count, k):
-            b = body(i)
-            sig = hmac.new(secret.encode(), b, hashlib.sha256).hexdigest()
-            try:
-                c.request("POST", u.path, body=b, headers={
-                    "Content-Type": "application/json", "X-IPF-Signature": sig})
-                r = c.getresponse()
-                data = r.read()
-            except Exception as e:  # counted, and the connection is replaced
-                with lock:
-                    stats["errors"] += 1
-                print(f"request {i}: {e!r}", file=sys.stderr)
-                c.close()
-                c = conns[t] = http.client.HTTPConnection(u.hostname, u.port, timeout=120)
-                continue
-            with lock:
-                if 200 <= r.status < 300:
-                    stats["2xx"] += 1
-                    try:
-                        if json.loads(data).get("duplicate") is True:
-                            stats["duplicate"] += 1
-                    except ValueError:
-                        pass
-                else:
-                    stats["non2xx"][r.status] = stats["non2xx"].get(r.status, 0) + 1
-    threads = [threading.Thread(target=worker, args=(t,)) for t in range(k)]
-    t0 = time.time()
-    for t in threads: t.start()
-    for t in threads: t.join()
-    stats["seconds"] = round(time.time() - t0, 1)
-    return stats
-
-def pending():
-    # The journal is held exclusively while the server runs (SQLite's unix-excl VFS): ask the
-    # server itself (its /metrics, loopback is admin) how many jobs are pending or running.
-    import urllib.request
-    text = urllib.request.urlopen(f"{u.scheme}://{u.netloc}/metrics", timeout=30).read().decode()
-    return int(sum(float(l.split()[-1]) for l in text.splitlines()
-                   if l.split("{")[0].split(" ")[0] == "rulehook_jobs_pending"))
-
-w = phase(0, warmup)
-if w["2xx"] != warmup:
-    print(f"warm-up: {w}", file=sys.stderr); sys.exit(1)
-subprocess.run(zero_cmd, shell=True, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-m = phase(warmup, n)
-print(f"  measured: {n} requests in {m['seconds']} s: 2xx {m['2xx']}, non-2xx {sum(m['non2xx'].values())} {m['non2xx'] or ''}, "
-      f"transport errors {m['errors']}, duplicate {m['duplicate']}")
-if journal != "-":
-    # The actions run after the 202: wait (collection still on) until no job is left.
-    deadline, left = time.time() + job_timeout, None
-    while time.time() < deadline:
-        try:
-            left = pending()
-        except OSError as e:
-            print(f"  (cannot read /metrics: {e}; sleeping 10 s instead)"); time.sleep(10); break
-        if left == 0:
-            break
-        time.sleep(0.5)
-    print(f"  jobs pending/running when dumped: {left}")
-    time.sleep(1)
-subprocess.run(dump_cmd, shell=True, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-for c in conns:
-    c.close()
-sys.exit(0 if m["2xx"] == n else 2)
-PY
+# 2. The load client (benches/callgrind_client.py): exactly WARMUP then N signed requests over K
+#    persistent connections; runs the zero command between the two phases and the dump command
+#    at the end, while the connections are still open (so connection set-up and teardown are not
+#    in the figure).
 
 wait_listen() { # $1 = label, $2 = pid; prints the base URL
   i=0
@@ -215,7 +125,7 @@ measure() { # $1 = label, $2 = journal file or -, then the server command; sets 
   url=$(wait_listen "$label" "$pid")
   echo "$label: pid $pid, $url"
   rc=0
-  python3 "$WORK/client.py" "$url/hooks/ipfabric" "$SECRET" "$EVENT" "$WARMUP" "$N" "$K" \
+  python3 benches/callgrind_client.py "$url/hooks/ipfabric" "$SECRET" "$EVENT" "$WARMUP" "$N" "$K" \
     "callgrind_control -z $pid" "callgrind_control --dump=measured $pid" "$journal" "$JOB_TIMEOUT" || rc=$?
   dump=$(ls "$out".* 2>/dev/null | head -1)
   [ -n "$dump" ] || { echo "no callgrind dump for $label" >&2; exit 1; }
@@ -263,81 +173,6 @@ PY
 
 # Self cost grouped by component: the crate (or sqlite3.c, libc malloc, ...) whose code ran.
 # Standard-library code inlined into a crate's function is charged to that crate.
-cat > "$WORK/components.py" <<'PY'
-import re, sys
-from collections import defaultdict
-
-def parse(path):
-    """Self cost (Ir) per (source file, function) from a callgrind dump; call lines are skipped."""
-    names = {"fl": {}, "fn": {}}
-    def name(kind, text):
-        m = re.match(r"\((\d+)\)(?: (.*))?$", text)
-        if not m:
-            return text
-        if m.group(2) is not None:
-            names[kind][m.group(1)] = m.group(2)
-        return names[kind].get(m.group(1), text)
-    cost = defaultdict(int)
-    fl = fi = fn = None
-    skip_next = False
-    for line in open(path, errors="replace"):
-        c = line[0]
-        if c.isdigit() or c in "+-*":
-            if skip_next:
-                skip_next = False
-                continue
-            parts = line.split()
-            if len(parts) > 1:
-                cost[(fi, fn)] += int(parts[1])
-        elif line.startswith("fl="):
-            fl = fi = name("fl", line[3:].rstrip("\n"))
-        elif line.startswith(("fi=", "fe=")):
-            fi = name("fl", line[3:].rstrip("\n"))
-        elif line.startswith("fn="):
-            fn = name("fn", line[3:].rstrip("\n")); fi = fl
-        elif line.startswith(("cfi=", "cfl=")):
-            name("fl", line[4:].rstrip("\n"))
-        elif line.startswith("cfn="):
-            name("fn", line[4:].rstrip("\n"))
-        elif line.startswith("calls="):
-            skip_next = True
-    return cost
-
-def crate_of_fn(fn):
-    m = re.match(r"[<&*\s]*(?:dyn |mut |const )?([A-Za-z_][A-Za-z0-9_]*)::", fn or "")
-    return m.group(1) if m else None
-
-def component(f, fn, root):
-    f = f or "???"
-    m = re.search(r"index\.crates\.io-[^/]+/([A-Za-z0-9_\-]+?)-\d+\.\d+\.\d+[^/]*/", f)
-    if m:
-        return "sqlite3.c" if m.group(1) == "libsqlite3-sys" else m.group(1).replace("-", "_")
-    m = re.search(r"/rustc/[0-9a-f]+/library/([a-z_]+)/", f) or re.search(r"^/rust/deps/([a-z_]+)-[0-9]", f)
-    if m:  # std code inlined into a caller: charge the function's crate when it is not std's
-        c = crate_of_fn(fn)
-        if c == "rulehook":
-            r = re.match(r"[<&*\s]*rulehook::(\w+)", fn)
-            return "rulehook " + r.group(1)
-        if c and c not in ("core", "alloc", "std", "hashbrown"):
-            return c
-        return f"rust {c or m.group(1)}"
-    if f.startswith("src/") or f.startswith(root + "/src/"):
-        return "rulehook " + f.split("src/", 1)[1].split("/")[0].removesuffix(".rs")
-    if "malloc" in f:
-        return "libc malloc/free"
-    if f.startswith("./") or "sysdeps" in f:
-        return "libc " + ("mem*/str*" if "string" in f else "other")
-    return f"? {f[:50]}"
-
-path, total_n, top, root = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
-cost = parse(path)
-total = sum(cost.values())
-groups = defaultdict(int)
-for (f, fn), v in cost.items():
-    groups[component(f, fn, root)] += v
-for g, v in sorted(groups.items(), key=lambda kv: -kv[1])[:top]:
-    print(f"  {v / total_n:>10,.0f} Ir/req {100 * v / total:5.1f}%  {g}")
-PY
 
 profile() { # $1 = label, $2 = yes (inclusive) | no (self); writes $WORK/$1.{inclusive,self}.txt
   kind=$([ "$2" = yes ] && echo inclusive || echo self)
@@ -363,7 +198,7 @@ top "$WORK/rulehook-match.self.txt"
 for label in rulehook-match rulehook-nomatch baseline; do
   echo
   echo "Self cost by component, $label:"
-  python3 "$WORK/components.py" "$WORK/$label.callgrind" "$N" 20 "$(pwd)"
+  python3 benches/callgrind_components.py "$WORK/$label.callgrind" "$N" 20 "$(pwd)"
 done
 if [ -n "${KEEP:-}" ]; then
   echo

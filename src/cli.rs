@@ -42,7 +42,7 @@ pub enum Command {
     /// Receive webhooks and run the rules.
     Serve(Box<ServeArgs>),
     /// Validate rulebooks, scripts and templates; print file:line:col errors.
-    Check(DirArgs),
+    Check(CheckArgs),
     /// Dry run: which rules an event would match, why not, and what would run.
     Test(TestArgs),
     /// Sign a JSON body exactly like a sender of KIND and POST it; print the status and body.
@@ -152,6 +152,17 @@ pub struct DirArgs {
     /// The `ansible-playbook` that `run_playbook` runs (default: the first on PATH).
     #[arg(long, env = "RULEHOOK_ANSIBLE_PLAYBOOK")]
     pub ansible_playbook: Option<PathBuf>,
+}
+
+/// `check`'s arguments: the directories, and where `serve` will listen for HTTP.
+#[derive(Debug, Clone, Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub dirs: DirArgs,
+    /// The address `serve` will serve HTTP on (as its --listen; RULEHOOK_LISTEN): a syslog
+    /// source listening there over TCP is an error. Unchecked when not given.
+    #[arg(long, env = "RULEHOOK_LISTEN")]
+    pub listen: Option<SocketAddr>,
 }
 
 impl DirArgs {
@@ -434,7 +445,7 @@ pub fn main() -> ExitCode {
         quiet_broken_pipe();
     }
     match cli.command {
-        Command::Check(d) => check(&d),
+        Command::Check(c) => check(&c),
         Command::Test(t) => match test::test(&t) {
             Ok(code) => code,
             Err(e) => {
@@ -498,9 +509,45 @@ fn load(d: &DirArgs) -> Result<RuleSet, ExitCode> {
     })
 }
 
-fn check(d: &DirArgs) -> ExitCode {
+/// The sources that listen over TCP where the HTTP listener will be, as `check` reports them.
+fn on_http_listener(set: &RuleSet, http: SocketAddr) -> Vec<String> {
+    let http = crate::service::http_endpoint(http);
+    set.sources
+        .iter()
+        .flat_map(|s| {
+            let endpoints = s.listening.iter().flat_map(|l| l.endpoints.iter());
+            endpoints
+                .filter(|e| e.clashes(&http))
+                .map(|e| {
+                    format!(
+                        "{}: source `{}` listens on {}://{}, where serve's HTTP listener will be (--listen {})",
+                        s.rulebook,
+                        s.name,
+                        e.scheme.as_str(),
+                        e.addr,
+                        http.addr
+                    )
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+fn check(c: &CheckArgs) -> ExitCode {
+    let d = &c.dirs;
     match load(d) {
         Ok(set) => {
+            let clashes = c
+                .listen
+                .map(|http| on_http_listener(&set, http))
+                .unwrap_or_default();
+            if !clashes.is_empty() {
+                for line in &clashes {
+                    eprintln!("{line}");
+                }
+                eprintln!("{} error(s); nothing loaded", clashes.len());
+                return ExitCode::from(2);
+            }
             for w in &set.warnings {
                 eprintln!("warning: {w}");
             }

@@ -155,6 +155,22 @@ pub struct Endpoint {
     pub addr: std::net::SocketAddr,
 }
 
+impl Endpoint {
+    /// Whether the two cannot both be bound: the same protocol (TCP for tcp, tls and relp)
+    /// and port, and the same address or a wildcard covering the other (on Linux `[::]` also
+    /// takes IPv4). Port 0 (any free port) never clashes.
+    pub fn clashes(&self, other: &Endpoint) -> bool {
+        let tcp = |e: &Endpoint| e.scheme != Scheme::Udp;
+        if tcp(self) != tcp(other) || self.addr.port() != other.addr.port() || self.addr.port() == 0
+        {
+            return false;
+        }
+        let (x, y) = (self.addr.ip(), other.addr.ip());
+        let covers = |w: IpAddr, o: IpAddr| w.is_unspecified() && (w.is_ipv6() || o.is_ipv4());
+        x == y || covers(x, y) || covers(y, x)
+    }
+}
+
 /// How messages arrive at an endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scheme {

@@ -369,6 +369,35 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_lazy_document_is_built_only_when_a_template_reads_it() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let built = std::sync::Arc::new(AtomicUsize::new(0));
+        let counted = built.clone();
+        let meta = std::sync::Arc::new(Lazy::new(move || {
+            counted.fetch_add(1, Ordering::SeqCst);
+            serde_json::json!({"rule": "r0", "headers": {"a": "1"}})
+        }));
+        let ctx = minijinja::context! {
+            event => json_value(JsonRoot::Value(std::sync::Arc::new(serde_json::json!({"n": 1})))),
+            meta => json_value(JsonRoot::Lazy(meta.clone())),
+        };
+        let mut t = Templates::default();
+        let plain = t.inline("a".into(), "n={{ event.n }}").unwrap();
+        assert_eq!(t.render(&plain, &ctx).unwrap(), "n=1");
+        assert_eq!(built.load(Ordering::SeqCst), 0, "not read, not built");
+        let reads = t
+            .inline(
+                "b".into(),
+                "{{ meta.rule }} {{ meta.headers.a }} {{ meta | length }}",
+            )
+            .unwrap();
+        assert_eq!(t.render(&reads, &ctx).unwrap(), "r0 1 2");
+        let missing = t.inline("c".into(), "{{ meta.nope }}").unwrap();
+        assert!(t.render(&missing, &ctx).is_err(), "strict as before");
+        assert_eq!(built.load(Ordering::SeqCst), 1, "built once");
+    }
+
+    #[test]
     fn one_text_in_two_rulebooks_names_each_place() {
         let mut t = Templates::default();
         let ctx = super::context(serde_json::json!({"event": {}}));
@@ -535,6 +564,35 @@ pub struct JsonView {
 pub enum JsonRoot {
     Event(std::sync::Arc<crate::domain::Event>),
     Value(std::sync::Arc<serde_json::Value>),
+    Lazy(std::sync::Arc<Lazy>),
+}
+
+/// A JSON document built the first time a template (or anything else) reads it: a job's
+/// `meta` costs more to build than most actions' templates cost to render, and most never
+/// read it.
+pub struct Lazy {
+    value: std::sync::OnceLock<serde_json::Value>,
+    make: Box<dyn Fn() -> serde_json::Value + Send + Sync>,
+}
+
+impl Lazy {
+    pub fn new(make: impl Fn() -> serde_json::Value + Send + Sync + 'static) -> Lazy {
+        Lazy {
+            value: std::sync::OnceLock::new(),
+            make: Box::new(make),
+        }
+    }
+
+    /// The document (built now if it was not yet).
+    pub fn get(&self) -> &serde_json::Value {
+        self.value.get_or_init(|| (self.make)())
+    }
+}
+
+impl std::fmt::Debug for Lazy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Lazy").field(&self.value.get()).finish()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -548,13 +606,21 @@ impl JsonRoot {
         match self {
             JsonRoot::Event(e) => e.body(),
             JsonRoot::Value(v) => v,
+            JsonRoot::Lazy(l) => l.get(),
         }
     }
 }
 
 /// A template value for a JSON document: scalars directly, containers as a [`JsonView`].
 pub fn json_value(root: JsonRoot) -> minijinja::Value {
-    JsonView::child(root, Vec::new())
+    match root {
+        // An object, not built until a template looks into it.
+        JsonRoot::Lazy(_) => minijinja::Value::from_object(JsonView {
+            root,
+            path: Vec::new(),
+        }),
+        root => JsonView::child(root, Vec::new()),
+    }
 }
 
 impl JsonView {

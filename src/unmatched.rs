@@ -4,7 +4,7 @@
 //!
 //! Process-wide (like the metrics registry), so the transports that take the messages and the
 //! console that shows them share it without importing each other. Costs one clock read per
-//! unmatched message; a sampled one is copied (masked and cut to [`MAX_TEXT`]).
+//! unmatched message (or one per batch: `Sampler::due_at`); a sampled one is copied (masked and cut to [`MAX_TEXT`]).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -52,8 +52,15 @@ pub struct Sampler {
 impl Sampler {
     /// True at most once per [`EVERY_MS`].
     pub fn due(&self) -> bool {
-        let slot = crate::domain::now_ms() as u64 / EVERY_MS + 1;
-        self.last.swap(slot, Ordering::Relaxed) != slot
+        self.due_at(crate::domain::now_ms())
+    }
+
+    /// [`Sampler::due`] with the clock already read (`now_ms`, once for a batch of messages).
+    pub fn due_at(&self, now_ms: i64) -> bool {
+        let slot = now_ms as u64 / EVERY_MS + 1;
+        // Read first: most messages of a busy source find the slot taken, and a load leaves
+        // the cache line shared between the threads that take messages.
+        self.last.load(Ordering::Relaxed) != slot && self.last.swap(slot, Ordering::Relaxed) != slot
     }
 }
 

@@ -127,6 +127,9 @@ async fn a_playbook_gets_the_event_as_ansible_eda_and_the_history_has_each_host(
     let env = Env::new();
     let out = env.path("out");
     std::fs::create_dir_all(&out).unwrap();
+    // `${file:…}` in extra_vars is read at load, as in every other string of a rulebook.
+    let out_file = env.path("out-dir.txt");
+    std::fs::write(&out_file, out.display().to_string()).unwrap();
     setup(
         &env,
         SEE_EDA,
@@ -138,11 +141,11 @@ async fn a_playbook_gets_the_event_as_ansible_eda_and_the_history_has_each_host(
           playbook: site/play.yml
           inventory: site/hosts.ini
           limit: "{{{{ event.device }}}}"
-          extra_vars: {{why: "{{{{ event.reason }}}}", out_dir: "{}"}}
+          extra_vars: {{why: "{{{{ event.reason }}}}", out_dir: "${{file:{}}}"}}
           vault_password: vault-pass-1234
           timeout: 2m
 "#,
-            out.display()
+            out_file.display()
         ),
     );
     // A vaulted variable file: the password reaches ansible-playbook only as a file.

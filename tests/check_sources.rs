@@ -72,11 +72,17 @@ fn settings_a_listening_kind_would_ignore_are_refused_at_their_line() {
     kind: github
     secret: s
     keep: all
-rules: []
+rules:
+  - name: by-topic
+    condition: 'meta("topic") == "netops/x"'
+    actions:
+      - log: { message: "{{ meta.topic }}" }
 "#,
     );
     let (ok, text) = check(&env);
     assert!(!ok, "{text}");
+    // `tele` (which would offer the topic) has errors of its own: not repeated as "no source".
+    assert!(!text.contains("no declared source"), "{text}");
     for want in [
         "s.yml:5:17: source `lab` of kind `syslog` does not take `rate_limit`",
         "s.yml:6:19: source `lab` of kind `syslog` does not take `dedup_window`",
@@ -229,4 +235,55 @@ fn a_tls_error_points_at_its_own_key() {
     assert!(!ok, "{text}");
     assert!(text.contains("t.yml:8:18: tls: "), "{text}");
     assert!(text.contains("no PEM certificate"), "{text}");
+}
+
+#[test]
+fn every_value_error_of_a_broker_source_is_reported_at_once() {
+    let env = Env::new();
+    env.rulebook(
+        "b.yml",
+        r#"sources:
+  - {name: tele, kind: mqtt, url: "http://broker", topics: [], share_group: "a/b", keep: some}
+  - {name: bus, kind: nats, url: "broker:4222", subjects: ["x.>"], stream: S, format: yaml}
+rules: []
+"#,
+    );
+    let (ok, text) = check(&env);
+    assert!(!ok, "{text}");
+    for want in [
+        "url: `http://broker`: expected mqtt://HOST[:PORT]",
+        "source `tele` of kind `mqtt` needs `topics:`",
+        "share_group `a/b`: a name without `/`",
+        "keep `some`: expected `matched` or `all`",
+        "url: `broker:4222`: expected nats://HOST:PORT",
+        "source `bus`: `stream` and `durable` go together",
+        "format `yaml`: expected one of",
+    ] {
+        assert!(text.contains(want), "{want}\n{text}");
+    }
+}
+
+#[test]
+fn check_with_the_http_address_refuses_a_source_listening_there() {
+    let env = Env::new();
+    env.rulebook(
+        "s.yml",
+        "sources:\n  - {name: lab, kind: syslog, listen: [udp://127.0.0.1:18080, tcp://0.0.0.0:18080]}\nrules: []\n",
+    );
+    let (ok, text) = check(&env);
+    assert!(ok, "without --listen it is not known: {text}");
+    let out = env
+        .cmd(&["check", "--listen", "127.0.0.1:18080"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("s: source `lab` listens on tcp://0.0.0.0:18080, where serve's HTTP listener will be (--listen 127.0.0.1:18080)"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("udp://"),
+        "UDP does not clash with HTTP: {text}"
+    );
 }

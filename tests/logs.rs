@@ -122,3 +122,50 @@ fn a_missing_rulebooks_directory_says_so() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("holds no rulebook"), "{err}");
 }
+
+/// A `log` action writes its own line (rule and event, the message as rendered, with terminal
+/// controls escaped) and no second "action ok" line; other actions keep theirs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_action_is_one_line() {
+    let env = Env::new();
+    env.script("ok.sh", "#!/bin/sh\nexit 0\n");
+    env.rulebook(
+        "t.yml",
+        r#"sources:
+  - { name: net, kind: bearer, secret: tok }
+rules:
+  - name: said
+    actions:
+      - log: { message: 'host {{ event.host }} down' }
+      - run_script: { script: ok.sh }
+"#,
+    );
+    let server = Server::start(&env, &[], &[]);
+    let c = client();
+    let body = br#"{"host": "r1\u001b[31m"}"#;
+    let (st, resp) = post_signed(&c, &server.url("/hooks/net"), "bearer", "tok", body).await;
+    assert_eq!(st, 202, "{resp}");
+    let id = resp["id"].as_str().unwrap().to_string();
+    let log = wait_for(&server, "action=\"run_script\"");
+    let own: Vec<&str> = log.lines().filter(|l| l.contains("host r1")).collect();
+    assert_eq!(own.len(), 1, "{log}");
+    assert!(
+        own[0].contains(" INFO rulehook::rule: host r1\\x1b[31m down"),
+        "{}",
+        own[0]
+    );
+    assert!(
+        own[0].contains("rule=\"said\"") && own[0].contains(&format!("event=\"{id}\"")),
+        "{}",
+        own[0]
+    );
+    assert!(
+        !log.contains("action=\"log\""),
+        "no second line for the log action:\n{log}"
+    );
+    assert!(
+        log.lines()
+            .any(|l| l.contains("action ok") && l.contains("action=\"run_script\"")),
+        "{log}"
+    );
+}

@@ -28,6 +28,11 @@ fn free_tcp() -> u16 {
         .port()
 }
 
+/// Whether a UDP port can be bound (nobody holds it).
+fn udp_free(port: u16) -> bool {
+    UdpSocket::bind(("127.0.0.1", port)).is_ok()
+}
+
 fn send_udp(port: u16, message: &str) {
     let s = UdpSocket::bind("127.0.0.1:0").unwrap();
     s.send_to(
@@ -125,22 +130,22 @@ async fn reload_starts_stops_and_restarts_syslog_listeners() {
             std::thread::sleep(Duration::from_millis(10));
         }
     });
+    let (traps, nats) = (free_udp(), common::nats_url());
     let added = format!(
-        "{}\n  - {{name: added, kind: syslog, listen: [udp://127.0.0.1:{b}, tcp://127.0.0.1:{c}], keep: all}}",
-        lab(a)
+        "{}\n  - {{name: added, kind: syslog, listen: [udp://127.0.0.1:{b}, tcp://127.0.0.1:{c}], keep: all}}\n  - {{name: traps, kind: snmp_trap, listen: udp://127.0.0.1:{traps}, communities: [public]}}\n  - {{name: bus, kind: nats, url: \"{nats}\", subjects: [\"rhreload.{}.>\"]}}",
+        lab(a),
+        std::process::id()
     );
     env.rulebook("s.yml", &syslog_rulebook(&added, ""));
     hup(&server);
-    let st = wait_status(&server, "`added` listening", |st| {
-        connections(st, "added").len() == 2
+    let up = |st: &Value, source: &str, n: usize| {
+        let c = connections(st, source);
+        c.len() == n && c.iter().all(|(_, state)| state == "connected")
+    };
+    wait_status(&server, "the added sources connected", |st| {
+        up(st, "added", 2) && up(st, "traps", 1) && up(st, "bus", 1)
     })
     .await;
-    assert!(
-        connections(&st, "added")
-            .iter()
-            .all(|(_, state)| state == "connected"),
-        "{st:#}"
-    );
     burst.join().unwrap();
     send_udp(b, "two");
     let mut tcp = TcpStream::connect(("127.0.0.1", c)).unwrap();
@@ -174,6 +179,7 @@ async fn reload_starts_stops_and_restarts_syslog_listeners() {
         "{}\n  - {{name: taken, kind: syslog, listen: [udp://127.0.0.1:{e}]}}",
         lab(d)
     );
+    // (traps and bus go too: a removed source's rows go with it.)
     let v3 = "  - name: v3\n    sources: [lab]\n    actions:\n      - run_script: { script: record.sh, args: [\"v3\", \"{{ event.message }}\"] }\n";
     env.rulebook("s.yml", &syslog_rulebook(&moved, v3));
     hup(&server);
@@ -181,6 +187,10 @@ async fn reload_starts_stops_and_restarts_syslog_listeners() {
         reloads(st) >= 2 && connections(st, "added").is_empty()
     })
     .await;
+    assert!(
+        udp_free(traps),
+        "a removed trap source's port is still bound"
+    );
     let errors = &st["reload"]["listen_errors"];
     assert_eq!(errors[0]["source"], "taken", "{st:#}");
     assert_eq!(
@@ -191,6 +201,18 @@ async fn reload_starts_stops_and_restarts_syslog_listeners() {
     assert!(
         connections(&st, "lab") == vec![(format!("udp://127.0.0.1:{d}"), "connected".into())],
         "{st:#}"
+    );
+    let page = client()
+        .get(server.url("/console/rules"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("id=\"listen-errors\"") && page.contains("<code>taken</code>"),
+        "the console's rules page does not show it: {page}"
     );
     assert!(
         server.log_text().contains(&format!(

@@ -1,11 +1,15 @@
 //! SNMP notifications in, end to end, from net-snmp's own `snmptrap` and `snmpinform`
 //! (Debian package `snmp`): v1, v2c and v3 (authNoPriv, authPriv SHA/AES) traps, informs
-//! answered only once stored, wrong communities and keys refused and counted, and rules that
-//! match `$.trap_oid`, `$.trap_name` and a varbind.
+//! answered only once stored (and, sent again after a lost Response, answered again but not
+//! stored again), wrong communities and keys refused and counted, and rules that match
+//! `$.trap_oid`, `$.trap_name` and a varbind.
 
 mod common;
 
+use std::net::UdpSocket;
 use std::process::{Command, Output};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{Env, Server, client};
@@ -491,6 +495,200 @@ async fn informs_are_answered_once_stored() {
     assert_eq!(engine["boots"], 2);
 }
 
+/// A UDP relay between a net-snmp tool and rulehook, as if every answer were lost once: each
+/// datagram the tool sends goes to rulehook twice, from the relay's own socket, and the tool
+/// gets only the second answer (the first is ignored, as a lost Response).
+struct LossyRelay {
+    addr: String,
+    /// Per datagram relayed, the answers to its two copies.
+    seen: Arc<Mutex<Vec<Answers>>>,
+    stop: Arc<AtomicBool>,
+}
+
+/// The answers to a datagram's two copies (`None`: none within 3 s).
+type Answers = [Option<Vec<u8>>; 2];
+
+impl LossyRelay {
+    fn start(to: &str) -> LossyRelay {
+        let front = UdpSocket::bind("127.0.0.1:0").unwrap();
+        front
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let back = UdpSocket::bind("127.0.0.1:0").unwrap();
+        back.connect(to).unwrap();
+        back.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        let relay = LossyRelay {
+            addr: front.local_addr().unwrap().to_string(),
+            seen: Arc::default(),
+            stop: Arc::default(),
+        };
+        let (seen, stop) = (relay.seen.clone(), relay.stop.clone());
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 65_536];
+            while !stop.load(Ordering::Relaxed) {
+                let Ok((n, tool)) = front.recv_from(&mut buf) else {
+                    continue;
+                };
+                let sent = buf[..n].to_vec();
+                let mut answer = || {
+                    back.send(&sent).unwrap();
+                    back.recv(&mut buf).ok().map(|n| buf[..n].to_vec())
+                };
+                let answers = [answer(), answer()];
+                if let Some(a) = &answers[1] {
+                    front.send_to(a, tool).unwrap();
+                }
+                seen.lock().unwrap().push(answers);
+            }
+        });
+        relay
+    }
+
+    /// The answers to the last datagram relayed.
+    fn last_answers(&self) -> Answers {
+        let seen = self.seen.lock().unwrap();
+        seen.last().expect("nothing relayed").clone()
+    }
+}
+
+impl Drop for LossyRelay {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+async fn accepted(server: &Server, duplicate: bool) -> f64 {
+    let prefix =
+        format!("rulehook_events_accepted_total{{source=\"traps\",duplicate=\"{duplicate}\"}}");
+    metrics(server)
+        .await
+        .lines()
+        .find(|l| l.starts_with(&prefix))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Sends `datagram` to `to` from a fresh socket and returns the answer, if one comes within 5 s.
+fn exchange(sock: &UdpSocket, to: &str, datagram: &[u8]) -> Option<Vec<u8>> {
+    sock.send_to(datagram, to).unwrap();
+    let mut buf = vec![0u8; 65_536];
+    sock.recv(&mut buf).ok().map(|n| buf[..n].to_vec())
+}
+
+#[tokio::test]
+async fn an_inform_sent_again_after_a_lost_response_is_answered_not_stored_again() {
+    let (env, server, to) = setup();
+    let relay = LossyRelay::start(&to);
+    // net-snmp's own v2c inform, sent twice: two Responses, one event.
+    let mut v2c = vec![
+        "-v",
+        "2c",
+        "-c",
+        "public",
+        "-t",
+        "5",
+        "-r",
+        "0",
+        &relay.addr,
+    ];
+    v2c.extend(LINK_DOWN);
+    ok(&net_snmp(&env, "snmpinform", &v2c));
+    let [first, second] = relay.last_answers();
+    assert!(first.is_some(), "the first copy was answered");
+    assert_eq!(first, second, "the repeat gets the same Response");
+    assert_eq!(event_count(&server).await, 1);
+    // v3 authPriv: the discovery probe and then the inform, each sent twice.
+    let mut v3 = vec![
+        "-v",
+        "3",
+        "-u",
+        "ops",
+        "-l",
+        "authPriv",
+        "-a",
+        "SHA",
+        "-A",
+        AUTH,
+        "-x",
+        "AES",
+        "-X",
+        PRIV,
+        "-t",
+        "5",
+        "-r",
+        "0",
+        &relay.addr,
+    ];
+    v3.extend(LINK_DOWN);
+    ok(&net_snmp(&env, "snmpinform", &v3));
+    let [first, second] = relay.last_answers();
+    assert!(first.is_some() && second.is_some(), "both copies answered");
+    assert_eq!(event_count(&server).await, 2);
+    assert_eq!(
+        accepted(&server, true).await,
+        2.0,
+        "{}",
+        metrics(&server).await
+    );
+    // The same bindings from the tool again (through the relay): a new request id, a new event.
+    ok(&net_snmp(&env, "snmpinform", &v2c));
+    assert_eq!(event_count(&server).await, 3);
+    assert_eq!(accepted(&server, true).await, 3.0);
+    drop(relay);
+    // A recorded v2c inform sent twice by hand, then with another request id.
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let inform = std::fs::read("tests/data/snmp/v2c-inform.bin").unwrap();
+    let a = exchange(&sock, &to, &inform);
+    assert!(a.is_some());
+    assert_eq!(exchange(&sock, &to, &inform), a);
+    assert_eq!(event_count(&server).await, 4);
+    let at = inform
+        .windows(4)
+        .position(|w| w == 0x5d2f_68a9_u32.to_be_bytes())
+        .unwrap();
+    let mut other = inform.clone();
+    other[at + 3] ^= 1;
+    assert!(exchange(&sock, &to, &other).is_some());
+    assert_eq!(event_count(&server).await, 5);
+    // A trap sent twice is two events: traps are not answered, nothing tells a repeat.
+    let trap = std::fs::read("tests/data/snmp/v2c-trap.bin").unwrap();
+    sock.send_to(&trap, &to).unwrap();
+    sock.send_to(&trap, &to).unwrap();
+    let lines = env.wait_lines("runs.txt", 7, Duration::from_secs(30));
+    assert_eq!(event_count(&server).await, 7);
+    assert_eq!(accepted(&server, true).await, 4.0);
+    assert_eq!(
+        lines.iter().filter(|l| l.ends_with(" inform")).count(),
+        5,
+        "{lines:?}"
+    );
+}
+
+#[tokio::test]
+async fn with_dedup_window_off_a_repeated_inform_is_a_new_event() {
+    let env = Env::new();
+    env.rulebook(
+        "traps.yml",
+        &RULES.replace(
+            "    communities: [public]\n",
+            "    communities: [public]\n    dedup_window: off\n",
+        ),
+    );
+    env.script(
+        "record.sh",
+        "#!/bin/sh\necho \"$*\" >> \"$OUT_DIR/runs.txt\"\n",
+    );
+    let server = start(&env);
+    let to = target(&server);
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let inform = std::fs::read("tests/data/snmp/v2c-inform.bin").unwrap();
+    assert!(exchange(&sock, &to, &inform).is_some());
+    assert!(exchange(&sock, &to, &inform).is_some());
+    assert_eq!(event_count(&server).await, 2);
+}
+
 #[test]
 fn check_names_what_is_wrong_in_a_trap_source() {
     let env = Env::new();
@@ -524,6 +722,19 @@ rules: []
         String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
     assert!(
         text.contains("needs `communities:` (v1/v2c) or `users:` (v3)"),
+        "{text}"
+    );
+    // Only informs are recognised when sent again: a syslog source has no `dedup_window`.
+    env.rulebook(
+        "traps.yml",
+        "sources:\n  - name: logs\n    kind: syslog\n    listen: udp://127.0.0.1:1514\n    dedup_window: 2m\nrules: []\n",
+    );
+    let out = env.cmd(&["check"]).output().unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success());
+    assert!(
+        text.contains("source `logs` of kind `syslog` does not take `dedup_window`"),
         "{text}"
     );
 }

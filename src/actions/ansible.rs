@@ -181,11 +181,14 @@ pub(crate) fn compile(
             );
             return None;
         }
-        Some(v) => Some(
-            TValue::compile(t, &format!("{prefix}/extra_vars"), &v.value)
-                .map_err(|m| cx.err(&v.referenced, format!("extra_vars: template error: {m}")))
-                .ok()?,
-        ),
+        Some(v) => {
+            let vars = cx.expand_value(&v.value, &v.referenced, "extra_vars")?;
+            Some(
+                TValue::compile(t, &format!("{prefix}/extra_vars"), &vars)
+                    .map_err(|m| cx.err(&v.referenced, format!("extra_vars: template error: {m}")))
+                    .ok()?,
+            )
+        }
     };
     let vault_password = match &s.vault_password {
         Some(v) => Some(cx.secret(v, "vault_password")?),

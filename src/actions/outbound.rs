@@ -124,6 +124,7 @@ pub(crate) fn compile_github_dispatch(
         .client_payload
         .clone()
         .unwrap_or_else(|| serde_json::json!({}));
+    let payload = cx.expand_value(&payload, &g.event_type.referenced, "client_payload")?;
     let body = serde_json::json!({"event_type": g.event_type.value, "client_payload": payload});
     let body = TValue::compile(t, &format!("{prefix}/body"), &body)
         .map_err(|m| cx.err(&g.event_type.referenced, format!("template error: {m}")))

@@ -21,7 +21,7 @@ use crate::domain::{
 use crate::rules::{Rule, RuleSet};
 use crate::store::Lease;
 use crate::telemetry::names;
-use crate::templates::{JsonRoot, json_value};
+use crate::templates::{JsonRoot, Lazy, json_value};
 use crate::verify::{Delivery, VerifiedEvent};
 
 /// How long after its acceptance an event that cannot be found is looked for again before its
@@ -67,14 +67,20 @@ fn failure_context(action: &Action, out: &Outcome, attempts: u32) -> Value {
 
 /// `meta` in templates: the event's facts and the rule's names, with the envelope (`headers`,
 /// and `peer`, `topic`, `subject` where the transport set them).
-fn job_meta(rule: &Rule, event: &Event) -> Value {
+/// Built only when read (`templates::Lazy`): most actions' templates never read it.
+fn job_meta(rule: &Rule, event: &Arc<Event>) -> Arc<Lazy> {
+    let (rulebook, name, event) = (rule.rulebook.clone(), rule.name.clone(), event.clone());
+    Arc::new(Lazy::new(move || meta_of(&rulebook, &name, &event)))
+}
+
+fn meta_of(rulebook: &str, rule: &str, event: &Event) -> Value {
     let mut meta = json!({
         "id": event.id,
         "source": event.source,
         "kind": event.kind,
         "received_at": crate::domain::rfc3339(event.received_at),
-        "rulebook": rule.rulebook,
-        "rule": rule.name,
+        "rulebook": rulebook,
+        "rule": rule,
     });
     if let (Value::Object(m), Value::Object(envelope)) = (&mut meta, event.doc.meta()) {
         m.extend(envelope.iter().map(|(k, v)| (k.clone(), v.clone())));
@@ -98,6 +104,12 @@ fn log_run(
         (false, None) => "failed",
     };
     let duration = crate::domain::human_duration(took.as_millis() as i64);
+    if outcome.ok && matches!(action, Action::Log(_)) {
+        // The `log` action's own line already says that it ran, for which rule and event: a
+        // second line saying "ok" tells nothing new (and costs as much to write).
+        tracing::debug!(rule = %rule.name, action = action.kind(), run = %run_id, attempt, duration = %duration, "action {result}");
+        return;
+    }
     match &outcome.error {
         None => {
             tracing::info!(rule = %rule.name, action = action.kind(), run = %run_id, attempt, duration = %duration, "action {result}")
@@ -113,7 +125,7 @@ pub(super) struct Run<'a> {
     pub rules: &'a RuleSet,
     pub rule: &'a Rule,
     pub event: &'a Arc<Event>,
-    pub meta: Arc<Value>,
+    pub meta: Arc<Lazy>,
     /// A correlation rule's job: `events` and `correlation` for its templates.
     pub correlated: Correlated,
 }
@@ -135,7 +147,7 @@ impl Run<'_> {
         };
         minijinja::context! {
             event => json_value(JsonRoot::Event(self.event.clone())),
-            meta => json_value(JsonRoot::Value(self.meta.clone())),
+            meta => json_value(JsonRoot::Lazy(self.meta.clone())),
             previous => view(step.previous.as_ref()),
             failure => view(step.failure.as_ref()),
             events => events,
@@ -159,10 +171,10 @@ impl Run<'_> {
             input: match action {
                 a if a.reads_input() => match &self.correlated {
                     Some((events, correlation)) => json!({
-                        "event": body, "meta": *self.meta,
+                        "event": body, "meta": self.meta.get(),
                         "events": **events, "correlation": **correlation,
                     }),
-                    None => json!({"event": body, "meta": *self.meta}),
+                    None => json!({"event": body, "meta": self.meta.get()}),
                 },
                 _ => Value::Null,
             },
@@ -252,7 +264,7 @@ impl Engine {
             rules: &rules,
             rule,
             event: &event,
-            meta: Arc::new(job_meta(rule, &event)),
+            meta: job_meta(rule, &event),
             correlated,
         };
         let queue = self.store.queue.clone();

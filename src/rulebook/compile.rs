@@ -36,6 +36,9 @@ pub struct RuleSources {
     pub listed: bool,
     /// Each source's name, kind and the envelope names its kind offers.
     pub sources: Vec<(String, &'static str, &'static [&'static str])>,
+    /// Some declared source did not compile (its own error is reported): "no source sets it"
+    /// is then not said, since that one might.
+    pub incomplete: bool,
 }
 
 /// `meta` fields every event has in templates.
@@ -94,13 +97,18 @@ impl Compile<'_> {
 
     /// Expands `${env:…}`/`${file:…}` in a spanned string.
     pub fn expand(&mut self, s: &Spanned<String>, what: &str) -> Option<String> {
-        match expand(&s.value) {
+        self.expand_at(&s.value, &s.referenced, what)
+    }
+
+    /// Expands `${env:…}`/`${file:…}` in `text`, written at `at`.
+    fn expand_at(&mut self, text: &str, at: &Location, what: &str) -> Option<String> {
+        match expand(text) {
             Ok(e) => {
                 for name in e.fallbacks {
                     self.warnings.push(format!(
                         "{}:{}: {what} uses the fallback of `${{env:{name}}}` because {name} is not set",
                         self.file,
-                        s.referenced.line()
+                        at.line()
                     ));
                 }
                 for secret in &e.secrets {
@@ -108,7 +116,7 @@ impl Compile<'_> {
                         self.warnings.push(format!(
                             "{}:{}: {what}: a value from `${{…}}` shorter than {} characters cannot be masked in logs and the history",
                             self.file,
-                            s.referenced.line(),
+                            at.line(),
                             crate::secrets::MIN_MASKED
                         ));
                     }
@@ -119,10 +127,38 @@ impl Compile<'_> {
                 Some(e.value)
             }
             Err(msg) => {
-                self.err(&s.referenced, format!("{what}: {msg}"));
+                self.err(at, format!("{what}: {msg}"));
                 None
             }
         }
+    }
+
+    /// Expands `${env:…}`/`${file:…}` in every string (and map key) of a structured value
+    /// written at `at` — a JSON body, `extra_vars` — as in a plain string.
+    pub fn expand_value(
+        &mut self,
+        v: &serde_json::Value,
+        at: &Location,
+        what: &str,
+    ) -> Option<serde_json::Value> {
+        use serde_json::Value;
+        Some(match v {
+            Value::String(s) if s.contains("${") => Value::String(self.expand_at(s, at, what)?),
+            Value::Array(items) => Value::Array(
+                items
+                    .iter()
+                    .map(|x| self.expand_value(x, at, what))
+                    .collect::<Option<_>>()?,
+            ),
+            Value::Object(m) => {
+                let mut out = serde_json::Map::with_capacity(m.len());
+                for (k, x) in m {
+                    out.insert(k.clone(), self.expand_value(x, at, what)?);
+                }
+                Value::Object(out)
+            }
+            other => other.clone(),
+        })
     }
 
     pub fn secret(&mut self, s: &Spanned<String>, what: &str) -> Option<Secret> {
@@ -392,6 +428,8 @@ impl Compile<'_> {
                     "`meta.{field}`: the rule's source {} does not set it",
                     lacking.join(", ")
                 )
+            } else if lacking.len() == env.sources.len() && env.incomplete {
+                continue;
             } else if lacking.len() == env.sources.len() {
                 format!("`meta.{field}`: no declared source sets it")
             } else {

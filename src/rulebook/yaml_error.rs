@@ -49,6 +49,9 @@ pub fn explain(message: &str, text: &str, line: u64, column: u64) -> String {
             );
         }
     }
+    if let Some(m) = unquoted_ipv6(&msg, src_line) {
+        return m;
+    }
     if msg.contains("did not find expected") || msg.contains("mapping values are not allowed") {
         return format!(
             "{msg}: check the indentation here (keys of one mapping line up; list items start with `- `; tabs are not allowed)"
@@ -56,6 +59,24 @@ pub fn explain(message: &str, text: &str, line: u64, column: u64) -> String {
     }
     let _ = column;
     msg
+}
+
+/// An IPv6 address in brackets (`udp://[::1]:514`) unquoted inside a flow list or mapping:
+/// YAML reads its `[` as the start of another list, so what is wrong is the quoting, not the
+/// indentation the parser's words suggest.
+fn unquoted_ipv6(msg: &str, src_line: &str) -> Option<String> {
+    if !(msg.contains("did not find expected") || msg.contains("flow")) {
+        return None;
+    }
+    let at = src_line.find("://[")?;
+    let before = &src_line[..at];
+    let quoted = before.matches('"').count() % 2 == 1 || before.matches('\'').count() % 2 == 1;
+    if quoted || !(before.contains('[') || before.contains('{')) {
+        return None;
+    }
+    Some(format!(
+        "{msg}: an IPv6 address inside `[…]` or `{{…}}` must be quoted, or YAML reads its `[` as the start of another list: listen: [\"udp://[::1]:514\"]"
+    ))
 }
 
 /// `invalid u64` (a negative number, a fraction or one too large where a whole number goes), as
@@ -196,6 +217,22 @@ fn misindented(text: &str, line: u64, field: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_unquoted_ipv6_address_in_a_flow_list_is_named() {
+        let text = "sources:\n  - {name: v6, kind: syslog, listen: [udp://[::1]:5514]}\n";
+        let m = explain(
+            "while parsing a flow mapping, did not find expected ',' or '}'",
+            text,
+            2,
+            45,
+        );
+        assert!(m.contains("IPv6 address inside `[…]`"), "{m}");
+        assert!(!m.contains("indentation"), "{m}");
+        let quoted = "sources:\n  - {name: v6, kind: syslog, listen: [\"udp://[::1]:5514\"], x}\n";
+        let m = explain("did not find expected ',' or '}'", quoted, 2, 60);
+        assert!(!m.contains("IPv6"), "{m}");
+    }
 
     #[test]
     fn unknown_keys_get_a_suggestion_and_no_repeated_position() {

@@ -22,6 +22,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
+use super::index::{Fields, Probe};
 use crate::domain::EventDoc;
 use jsonpath_rfc9535::{JsonPath, SingularSegment};
 use serde_json::Value;
@@ -81,6 +82,20 @@ impl std::hash::Hash for SingularPath {
 }
 
 impl SingularPath {
+    /// What a message read through [`Fields`] holds at this path: a member of a string or of
+    /// a number is absent, as [`SingularPath::get`] finds it on the built event.
+    pub fn probe<'a>(&self, fields: &'a dyn Fields) -> Probe<'a> {
+        match self.0.split_first() {
+            Some((SingularSegment::Name(name), rest)) => match fields.field(name.as_str()) {
+                Probe::Str(_) if !rest.is_empty() => Probe::Absent,
+                p => p,
+            },
+            // The event is an object: an index into it finds nothing; `$` itself is not a string.
+            Some((SingularSegment::Index(_), _)) => Probe::Absent,
+            None => Probe::Unknown,
+        }
+    }
+
     /// The node at this path, if the event has one.
     pub fn get<'a>(&self, body: &'a Value) -> Option<&'a Value> {
         let mut node = body;

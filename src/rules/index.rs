@@ -11,6 +11,25 @@ use serde_json::Value;
 
 use super::condition::{Condition, IndexKey, SingularPath};
 
+/// What a message holds at a top-level field, as far as the index asks: read off a message a
+/// transport has not built an event of yet ([`Fields`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Probe<'a> {
+    /// A string.
+    Str(&'a str),
+    /// No field, or one no indexed literal can equal (a number).
+    Absent,
+    /// Not known without building the event (an object, a boolean, …).
+    Unknown,
+}
+
+/// A message whose fields the index can read before (or instead of) its event being built:
+/// a syslog line of the common shape, most of which no rule wants.
+pub trait Fields {
+    /// The top-level field `name` of the event the message would be.
+    fn field(&self, name: &str) -> Probe<'_>;
+}
+
 /// Candidate rules of one source.
 ///
 /// Kept compact because it grows with the rule count: rule ids are `u32`, and the rules filed
@@ -142,6 +161,28 @@ impl SourceIndex {
         }
     }
 
+    /// Whether any rule may match `body` ([`SourceIndex::candidates`] is not empty).
+    pub fn any_candidate(&self, body: &Value) -> bool {
+        !self.always.is_empty()
+            || self.by_eq.iter().any(|p| {
+                p.path
+                    .get(body)
+                    .and_then(|v| p.lookup(v))
+                    .is_some_and(|span| span.start < span.end)
+            })
+    }
+
+    /// [`SourceIndex::any_candidate`] for a message read through [`Fields`]: `true` also when
+    /// a field the index looks at is not known without the event.
+    pub fn any_candidate_in(&self, fields: &dyn Fields) -> bool {
+        !self.always.is_empty()
+            || self.by_eq.iter().any(|p| match p.path.probe(fields) {
+                Probe::Str(s) => p.strings.get(s).is_some_and(|span| span.start < span.end),
+                Probe::Absent => false,
+                Probe::Unknown => true,
+            })
+    }
+
     /// The rules that may match `body`, in rule order.
     pub fn candidates(&self, body: &Value) -> Vec<usize> {
         let mut out: Vec<usize> = self.always.iter().map(|&i| i as usize).collect();
@@ -205,5 +246,61 @@ mod tests {
         assert_eq!(index.candidates(&json!({"test": "true"})), vec![3]);
         assert!(index.candidates(&json!({"test": 1})).is_empty());
         assert!(index.candidates(&json!({})).is_empty());
+    }
+
+    /// A message as its fields: strings, numbers (absent to the index) and objects (unknown).
+    struct Message(Value);
+
+    impl Fields for Message {
+        fn field(&self, name: &str) -> Probe<'_> {
+            match self.0.get(name) {
+                Some(Value::String(s)) => Probe::Str(s),
+                None | Some(Value::Number(_)) => Probe::Absent,
+                Some(_) => Probe::Unknown,
+            }
+        }
+    }
+
+    #[test]
+    fn fields_rule_out_what_the_built_event_would() {
+        let conds: Vec<Condition> = [
+            r#"$.app_name == "sshd" && $.severity_name == "info""#,
+            r#"$.cisco.mnemonic == "UPDOWN""#,
+            r#"$.hostname.name == "x""#,
+        ]
+        .iter()
+        .map(|t| Condition::Expr(Expr::compile(t).unwrap()))
+        .collect();
+        let rules: Vec<_> = conds.iter().enumerate().collect();
+        let index = SourceIndex::build(&rules);
+        for (body, may) in [
+            (json!({"app_name": "sshd", "severity_name": "info"}), true),
+            (json!({"app_name": "cron", "severity_name": "info"}), false),
+            (json!({"app_name": "cron", "severity": 6}), false),
+            (
+                json!({"app_name": "cron", "cisco": {"mnemonic": "UPDOWN"}}),
+                true,
+            ),
+            (
+                json!({"app_name": "cron", "cisco": {"mnemonic": "OTHER"}}),
+                false,
+            ),
+            (json!({"hostname": "x"}), false),
+            (json!({"hostname": {"name": "x"}}), true),
+        ] {
+            assert_eq!(index.any_candidate(&body), may, "{body}");
+            assert_eq!(!index.candidates(&body).is_empty(), may, "{body}");
+            // Through fields: the same, except that an object is not looked into.
+            let unknown = body.as_object().unwrap().values().any(Value::is_object);
+            assert_eq!(
+                index.any_candidate_in(&Message(body.clone())),
+                may || unknown,
+                "{body}"
+            );
+        }
+        let always = [Condition::Expr(Expr::compile("$.x > 1").unwrap())];
+        let index = SourceIndex::build(&[(0, &always[0])]);
+        assert!(index.any_candidate_in(&Message(json!({}))));
+        assert!(index.any_candidate(&json!({})));
     }
 }

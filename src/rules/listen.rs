@@ -101,7 +101,10 @@ pub fn source(cx: &mut Compile, spec: &SourceSpec, rulebook: &str) -> Option<Sou
     let errors = cx.errors.len();
     let allow_from = super::load::allow_from(cx, spec);
     let allow_ok = cx.errors.len() == errors;
+    // Only informs carry what a repeat is recognised by (syslog has no delivery id).
+    let dedup_window = super::load::dedup_window(cx, spec);
     let (snmp, endpoints, tls, keep) = (snmp?, endpoints?, tls?, keep?);
+    let dedup_window = dedup_window?;
     let (max_message, idle_timeout) = (max_message?, idle_timeout?);
     if !(keys_ok && allow_ok) {
         return None;
@@ -114,7 +117,7 @@ pub fn source(cx: &mut Compile, spec: &SourceSpec, rulebook: &str) -> Option<Sou
         format: BodyFormat::Json,
         max_body: max_message,
         allow_from,
-        dedup_window: None,
+        dedup_window,
         rate_limit: None,
         meter: SourceMeter::new(&name),
         rulebook: rulebook.to_string(),
@@ -226,6 +229,7 @@ fn takes(kind: SourceKind, key: &str) -> bool {
                 | "communities"
                 | "users"
                 | "engine_id"
+                | "dedup_window"
         ),
         SourceKind::Mqtt => matches!(
             key,
@@ -304,7 +308,10 @@ pub(super) fn given_keys(spec: &SourceSpec) -> Vec<(&'static str, Location)> {
 /// Why a key is not for this kind, after the refusal.
 fn not_for(kind: SourceKind, key: &str) -> &'static str {
     match (kind, key) {
-        (_, "rate_limit" | "dedup_window" | "max_body" | "path" | "secret" | "secrets") => {
+        (_, "dedup_window") => {
+            " (it is a setting of webhook sources, and of snmp_trap sources for repeated informs)"
+        }
+        (_, "rate_limit" | "max_body" | "path" | "secret" | "secrets") => {
             " (it is a setting of webhook sources, served over HTTP)"
         }
         (SourceKind::Mqtt | SourceKind::Nats, "allow_from") => {
@@ -339,21 +346,6 @@ fn foreign_keys(cx: &mut Compile, spec: &SourceSpec, kind: SourceKind) -> bool {
     ok
 }
 
-/// Whether two addresses cannot both be bound: the same protocol (TCP for tcp, tls and relp)
-/// and port, and the same address or a wildcard covering the other (on Linux `[::]` also takes
-/// IPv4). Port 0 (any free port) never clashes.
-fn overlaps(a: &Endpoint, b: &Endpoint) -> bool {
-    let tcp = |e: &Endpoint| e.scheme != Scheme::Udp;
-    if tcp(a) != tcp(b) || a.addr.port() != b.addr.port() || a.addr.port() == 0 {
-        return false;
-    }
-    let (x, y) = (a.addr.ip(), b.addr.ip());
-    let covers = |w: std::net::IpAddr, o: std::net::IpAddr| {
-        w.is_unspecified() && (w.is_ipv6() || o.is_ipv4())
-    };
-    x == y || covers(x, y) || covers(y, x)
-}
-
 /// Why `src` cannot listen beside the sources already compiled (`places`: where each one's
 /// `listen:` or `url:` is written): an address another source binds, or the MQTT session
 /// (broker and client id) another source holds.
@@ -369,7 +361,7 @@ pub(super) fn clash(
         };
         let place = places.get(&other.name).map_or("", String::as_str);
         for e in &mine.endpoints {
-            if let Some(o) = theirs.endpoints.iter().find(|o| overlaps(e, o)) {
+            if let Some(o) = theirs.endpoints.iter().find(|o| e.clashes(o)) {
                 return Some(format!(
                     "source `{}`: listen: `{}://{}` is taken by source `{}`, which listens on `{}://{}` ({place}); each address can be bound once",
                     src.name,
@@ -538,33 +530,38 @@ fn format(cx: &mut Compile, spec: &SourceSpec) -> Option<BodyFormat> {
 /// A `kind: nats` source.
 fn nats(cx: &mut Compile, spec: &SourceSpec, rulebook: &str) -> Option<Source> {
     let name = spec.name.value.clone();
-    let Some(url) = &spec.url else {
-        cx.err(
-            &spec.kind.referenced,
-            format!("source `{name}` of kind `nats` needs `url:` (e.g. nats://127.0.0.1:4222)"),
-        );
-        return None;
+    let url_text = match &spec.url {
+        None => {
+            cx.err(
+                &spec.kind.referenced,
+                format!("source `{name}` of kind `nats` needs `url:` (e.g. nats://127.0.0.1:4222)"),
+            );
+            None
+        }
+        Some(url) => cx.expand(url, "url").filter(|u| {
+            let ok = u.starts_with("nats://") || u.starts_with("tls://");
+            if !ok {
+                cx.err(
+                    &url.referenced,
+                    format!("url: `{u}`: expected nats://HOST:PORT"),
+                );
+            }
+            ok
+        }),
     };
-    let url_text = cx.expand(url, "url")?;
-    if !url_text.starts_with("nats://") && !url_text.starts_with("tls://") {
-        cx.err(
-            &url.referenced,
-            format!("url: `{url_text}`: expected nats://HOST:PORT"),
-        );
-        return None;
-    }
     let subjects: Vec<String> = spec
         .subjects
         .iter()
         .flatten()
         .map(|t| t.value.trim().to_string())
         .collect();
+    let mut ok = true;
     if subjects.is_empty() || subjects.iter().any(|s| s.is_empty() || s.contains(' ')) {
         cx.err(
             &spec.kind.referenced,
             format!("source `{name}` of kind `nats` needs `subjects:` (e.g. [\"telemetry.>\"])"),
         );
-        return None;
+        ok = false;
     }
     let stream = spec.stream.as_ref().map(|s| s.value.clone());
     let durable = spec.durable.as_ref().map(|s| s.value.clone());
@@ -573,17 +570,20 @@ fn nats(cx: &mut Compile, spec: &SourceSpec, rulebook: &str) -> Option<Source> {
             &spec.kind.referenced,
             format!("source `{name}`: with `stream`, `subjects` is one filter subject"),
         );
-        return None;
+        ok = false;
     }
     if stream.is_some() != durable.is_some() {
         cx.err(
             &spec.kind.referenced,
             format!("source `{name}`: `stream` and `durable` go together (a JetStream consumer)"),
         );
+        ok = false;
+    }
+    let (format, keep) = (format(cx, spec), keep(cx, spec, Keep::All));
+    let (url_text, format, keep) = (url_text?, format?, keep?);
+    if !ok {
         return None;
     }
-    let format = format(cx, spec)?;
-    let keep = keep(cx, spec, Keep::All)?;
     Some(Source {
         name: name.clone(),
         kind: SourceKind::Nats,
@@ -662,20 +662,23 @@ pub fn mqtt_url(url: &str) -> Result<MqttUrl, String> {
 /// A `kind: mqtt` source.
 fn mqtt(cx: &mut Compile, spec: &SourceSpec, rulebook: &str) -> Option<Source> {
     let name = spec.name.value.clone();
-    let Some(url) = &spec.url else {
-        cx.err(
-            &spec.kind.referenced,
-            format!("source `{name}` of kind `mqtt` needs `url:` (e.g. mqtt://127.0.0.1:1883)"),
-        );
-        return None;
-    };
-    let url_text = cx.expand(url, "url")?;
-    let parsed = match mqtt_url(url_text.trim()) {
-        Ok(x) => x,
-        Err(m) => {
-            cx.err(&url.referenced, format!("url: {m}"));
-            return None;
+    let parsed = match &spec.url {
+        None => {
+            cx.err(
+                &spec.kind.referenced,
+                format!("source `{name}` of kind `mqtt` needs `url:` (e.g. mqtt://127.0.0.1:1883)"),
+            );
+            None
         }
+        Some(url) => cx
+            .expand(url, "url")
+            .and_then(|text| match mqtt_url(text.trim()) {
+                Ok(x) => Some(x),
+                Err(m) => {
+                    cx.err(&url.referenced, format!("url: {m}"));
+                    None
+                }
+            }),
     };
     let topics: Vec<String> = spec
         .topics
@@ -683,30 +686,34 @@ fn mqtt(cx: &mut Compile, spec: &SourceSpec, rulebook: &str) -> Option<Source> {
         .flatten()
         .map(|t| t.value.trim().to_string())
         .collect();
+    let mut ok = true;
     if topics.is_empty() || topics.iter().any(String::is_empty) {
         cx.err(
             &spec.kind.referenced,
             format!("source `{name}` of kind `mqtt` needs `topics:` (e.g. [\"netops/#\"])"),
         );
-        return None;
+        ok = false;
     }
-    let format = format(cx, spec)?;
+    let format = format(cx, spec);
     let username = match &spec.username {
-        Some(u) => Some(cx.expand(u, "username")?),
-        None => None,
+        Some(u) => cx.expand(u, "username").map(Some),
+        None => Some(None),
     };
     let password = match &spec.password {
-        Some(p) => Some(cx.secret(p, "password")?),
-        None => None,
+        Some(p) => cx.secret(p, "password").map(Some),
+        None => Some(None),
     };
     let client_id = spec
         .client_id
         .as_ref()
         .map(|c| c.value.clone())
         .unwrap_or_else(|| format!("rulehook-{name}"));
-    let tls = broker_tls(cx, spec, parsed.tls)?;
+    let tls = match &parsed {
+        Some(p) => broker_tls(cx, spec, p.tls),
+        None => Some(None),
+    };
     let share_group = match &spec.share_group {
-        None => None,
+        None => Some(None),
         Some(g) => {
             let g = g.value.trim();
             if g.is_empty() || g.contains(['/', '+', '#']) {
@@ -714,12 +721,18 @@ fn mqtt(cx: &mut Compile, spec: &SourceSpec, rulebook: &str) -> Option<Source> {
                     &spec.kind.referenced,
                     format!("share_group `{g}`: a name without `/`, `+` or `#`"),
                 );
-                return None;
+                None
+            } else {
+                Some(Some(g.to_string()))
             }
-            Some(g.to_string())
         }
     };
-    let keep = keep(cx, spec, Keep::All)?;
+    let keep = keep(cx, spec, Keep::All);
+    let (parsed, format, username, password) = (parsed?, format?, username?, password?);
+    let (tls, share_group, keep) = (tls?, share_group?, keep?);
+    if !ok {
+        return None;
+    }
     Some(Source {
         name: name.clone(),
         kind: SourceKind::Mqtt,
@@ -770,6 +783,19 @@ mod tests {
         assert!(err.contains("scheme `http` is not one of: udp"), "{err}");
         assert!(endpoint("0.0.0.0:514", &[Scheme::Udp]).is_err());
         assert!(endpoint("udp://router:514", &[Scheme::Udp]).is_err());
+    }
+
+    #[test]
+    fn addresses_clash_on_one_protocol_port_and_covering_ip() {
+        let all = [Scheme::Udp, Scheme::Tcp, Scheme::Tls, Scheme::Relp];
+        let e = |t: &str| endpoint(t, &all).unwrap();
+        assert!(e("tcp://127.0.0.1:514").clashes(&e("relp://127.0.0.1:514")));
+        assert!(e("tls://0.0.0.0:514").clashes(&e("tcp://127.0.0.1:514")));
+        assert!(e("udp://[::]:514").clashes(&e("udp://127.0.0.1:514")));
+        assert!(!e("udp://0.0.0.0:514").clashes(&e("udp://[::1]:514")));
+        assert!(!e("udp://127.0.0.1:514").clashes(&e("tcp://127.0.0.1:514")));
+        assert!(!e("udp://127.0.0.1:514").clashes(&e("udp://127.0.0.2:514")));
+        assert!(!e("tcp://127.0.0.1:0").clashes(&e("tcp://127.0.0.1:0")));
     }
 
     #[test]

@@ -509,11 +509,7 @@ fn compile_source(cx: &mut Compile, spec: &SourceSpec, rulebook: &str) -> Option
     };
     let max_body = max_body(cx, spec)?;
     let allow_from = allow_from(cx, spec);
-    let dedup_window = match &spec.dedup_window {
-        Some(w) if w.value == "off" || w.value == "0" => Some(Duration::ZERO),
-        Some(w) => Some(cx.duration(w, "dedup_window")?),
-        None => None,
-    };
+    let dedup_window = dedup_window(cx, spec)?;
     let rate_limit = match &spec.rate_limit {
         None => None,
         Some(r) => match RateLimit::new(r.value.per_second, r.value.burst) {
@@ -540,6 +536,16 @@ fn compile_source(cx: &mut Compile, spec: &SourceSpec, rulebook: &str) -> Option
         dedup_window,
         rulebook: rulebook.to_string(),
         listening: None,
+    })
+}
+
+/// A source's `dedup_window:`: `None` when absent (the kind's default), zero for `off`; the
+/// outer `None` after reporting a bad duration.
+pub(super) fn dedup_window(cx: &mut Compile, spec: &SourceSpec) -> Option<Option<Duration>> {
+    Some(match &spec.dedup_window {
+        Some(w) if w.value == "off" || w.value == "0" => Some(Duration::ZERO),
+        Some(w) => Some(cx.duration(w, "dedup_window")?),
+        None => None,
     })
 }
 
@@ -751,6 +757,7 @@ fn rule_envelope(
     crate::rulebook::compile::RuleSources {
         listed: sources.is_some(),
         sources: all,
+        incomplete: !known.failed_sources.is_empty(),
     }
 }
 
@@ -772,6 +779,12 @@ fn meta_names_offered(
                 .filter(|(_, k)| !k.offers(&name))
                 .map(|(s, k)| (*s, *k))
                 .collect(),
+            // A source that did not compile might offer it: its own error says enough.
+            None if !known.failed_sources.is_empty()
+                && !known.kinds.values().any(|k| k.offers(&name)) =>
+            {
+                Vec::new()
+            }
             None if known.kinds.values().any(|k| k.offers(&name)) => {
                 let mut lacking: Vec<String> = known
                     .kinds

@@ -24,7 +24,7 @@ use crate::sources::Source;
 use crate::templates::Templates;
 pub use condition::Condition;
 pub use dry_run::{DryRun, dry_run};
-use index::SourceIndex;
+pub use index::{Fields, Probe, SourceIndex};
 pub use load::{load, load_with_snapshot};
 
 /// Where a rule set is read from.
@@ -201,7 +201,15 @@ impl RuleSet {
     pub fn may_match(&self, source: &str, body: &serde_json::Value) -> bool {
         self.by_name
             .get(source)
-            .is_some_and(|&s| !self.index[s].candidates(body).is_empty())
+            .is_some_and(|&s| self.index[s].any_candidate(body))
+    }
+
+    /// The source `name` with its rule index, found with one look-up (a transport asks both
+    /// for every message: [`SourceIndex::any_candidate_in`]).
+    pub fn source_with_index(&self, name: &str) -> Option<(&Source, &SourceIndex)> {
+        self.by_name
+            .get(name)
+            .map(|&i| (&self.sources[i], &self.index[i]))
     }
 
     /// Every rule's verdict for an event, with explanations (slow path: `rulehook test`).

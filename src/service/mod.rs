@@ -206,15 +206,7 @@ fn listen_error(
     let on_http = set
         .source(&failure.source_name)
         .and_then(|s| s.listening.as_ref())
-        .is_some_and(|l| {
-            l.endpoints.iter().any(|e| {
-                e.scheme != crate::sources::Scheme::Udp
-                    && e.addr.port() == http.port()
-                    && (e.addr.ip() == http.ip()
-                        || e.addr.ip().is_unspecified()
-                        || http.ip().is_unspecified())
-            })
-        });
+        .is_some_and(|l| l.endpoints.iter().any(|e| e.clashes(&http_endpoint(http))));
     let hint = if on_http {
         format!(" (the HTTP listener is on {http}: --listen)")
     } else {
@@ -238,6 +230,14 @@ fn archive_then_trim(engine: &Arc<Engine>, snapshot: crate::rules::snapshot::Sna
             "start-up pages of the executable released"
         );
     });
+}
+
+/// The HTTP listener as an endpoint, to compare with the sources' (`check --listen` too).
+pub fn http_endpoint(addr: SocketAddr) -> crate::sources::Endpoint {
+    crate::sources::Endpoint {
+        scheme: crate::sources::Scheme::Tcp,
+        addr,
+    }
 }
 
 /// This node's id among the nodes of a shared store: stable across restarts (the host name and

@@ -24,10 +24,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::domain::StoreError;
 use crate::engine::Engine;
-use crate::rules::RuleSet;
+use crate::rules::{Fields, RuleSet};
 use crate::sources::{Keep, Listening, Scheme, Source, SourceKind};
 use crate::telemetry::names;
-use crate::verify::VerifiedEvent;
+use crate::verify::{Delivery, VerifiedEvent};
 
 /// One bound listener, for the banner.
 #[derive(Debug, Clone)]
@@ -170,6 +170,8 @@ impl Transports {
         new.sort_unstable();
         for name in new {
             let (source, listening) = wanted[name];
+            // Rows left by an attempt that failed (or a source of that name before) go.
+            crate::connections::forget(name);
             let stop = self.shutdown.child_token();
             let prev = previous.get(name).map(Arc::as_ref);
             match self
@@ -331,6 +333,8 @@ pub enum Delivered {
     Stored,
     /// Matched nothing; its source keeps only what matched.
     Unmatched,
+    /// A repeat of a delivery stored within its window: not stored again.
+    Duplicate,
     /// Not taken (the reason is counted).
     Dropped(&'static str),
 }
@@ -417,12 +421,69 @@ impl Handoff {
         self.deliver_from(body, Some(peer), envelope).await
     }
 
+    /// [`Handoff::deliver`] for a message its sender repeats under `delivery` until answered
+    /// (an SNMP inform): a repeat within the delivery's window is [`Delivered::Duplicate`].
+    pub async fn deliver_once(
+        &self,
+        body: Value,
+        peer: IpAddr,
+        envelope: Vec<(String, String)>,
+        delivery: Delivery,
+    ) -> Result<Delivered, StoreError> {
+        self.hand_on(body, Some(peer), envelope, Some(delivery))
+            .await
+    }
+
+    /// Takes a message read in place (`fields`) without building its event, when its source
+    /// keeps only what matched and the rule index rules out every rule on the fields it reads:
+    /// the message is counted unmatched (and `event()` built only when the console's sample is
+    /// due by `now_ms`) and `true` returned. `false`: the event is to be built and delivered.
+    /// Not async, so a line no rule wants costs no future.
+    pub fn ruled_out(
+        &self,
+        fields: &dyn Fields,
+        peer: IpAddr,
+        now_ms: i64,
+        event: impl FnOnce() -> Value,
+    ) -> bool {
+        let rules = self.engine.rules();
+        let Some((source, index)) = rules.source_with_index(&self.source) else {
+            return false;
+        };
+        if !source.allows(peer)
+            || !self.engine.role().accepts_events()
+            || source
+                .listening
+                .as_ref()
+                .is_none_or(|l| l.keep == Keep::All)
+            || index.any_candidate_in(fields)
+        {
+            return false;
+        }
+        source.meter.received.increment(1);
+        self.unmatched.increment(1);
+        if self.sampler.due_at(now_ms) {
+            crate::unmatched::record(&self.source, Some(peer), &event());
+        }
+        true
+    }
+
     /// [`Handoff::deliver`] for a message with no peer of its own (from a broker).
     pub async fn deliver_from(
         &self,
         body: Value,
         peer: Option<IpAddr>,
+        envelope: Vec<(String, String)>,
+    ) -> Result<Delivered, StoreError> {
+        self.hand_on(body, peer, envelope, None).await
+    }
+
+    async fn hand_on(
+        &self,
+        body: Value,
+        peer: Option<IpAddr>,
         mut envelope: Vec<(String, String)>,
+        delivery: Option<Delivery>,
     ) -> Result<Delivered, StoreError> {
         let rules = self.engine.rules();
         let Some(source) = rules.source(&self.source) else {
@@ -455,9 +516,15 @@ impl Handoff {
         }
         // A copy for the console's sample, taken only when one is due.
         let sample = (!keep_all && self.sampler.due()).then(|| body.clone());
-        let event = VerifiedEvent::from_transport(&self.source, self.kind, body, envelope);
+        let mut event = VerifiedEvent::from_transport(&self.source, self.kind, body, envelope);
+        if let Some(d) = delivery {
+            event = event.redelivered_as(d);
+        }
         let done = self.engine.ingest_kept(event, keep_all).await?;
-        if done.stored {
+        if done.duplicate {
+            source.meter.duplicate.increment(1);
+            Ok(Delivered::Duplicate)
+        } else if done.stored {
             source.meter.accepted.increment(1);
             Ok(Delivered::Stored)
         } else {
@@ -511,5 +578,49 @@ mod log_every_tests {
         );
         assert!(!quiet.due_at("truncated", t + 59_999));
         assert!(quiet.due_at("truncated", t + 60_000));
+    }
+}
+
+#[cfg(test)]
+mod reload_tests {
+    use super::same_transport;
+    use crate::sources::{DEFAULT_IDLE_TIMEOUT, Endpoint, Keep, Listening, Scheme};
+
+    fn at(addr: &str) -> Vec<Endpoint> {
+        vec![Endpoint {
+            scheme: Scheme::Udp,
+            addr: addr.parse().unwrap(),
+        }]
+    }
+
+    #[test]
+    fn only_what_a_transport_captures_at_start_restarts_it() {
+        let base = Listening {
+            endpoints: at("127.0.0.1:514"),
+            broker: None,
+            nats: None,
+            snmp: None,
+            format: crate::body::BodyFormat::Json,
+            keep: Keep::Matched,
+            max_message: 1024,
+            max_connections: 1,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            tls: None,
+        };
+        let kept = Listening {
+            keep: Keep::All,
+            ..base.clone()
+        };
+        assert!(same_transport(&base, &kept), "keep is read per message");
+        let moved = Listening {
+            endpoints: at("127.0.0.1:515"),
+            ..base.clone()
+        };
+        assert!(!same_transport(&base, &moved));
+        let bigger = Listening {
+            max_message: 2048,
+            ..base.clone()
+        };
+        assert!(!same_transport(&base, &bigger));
     }
 }

@@ -15,7 +15,7 @@ use std::time::Duration;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use tokio_util::sync::CancellationToken;
 
-use super::{Delivered, Handoff};
+use super::Handoff;
 use crate::connections::{self, State};
 use crate::sources::{Broker, Listening};
 
@@ -182,7 +182,7 @@ async fn deliver(hand: &Handoff, settings: &Listening, p: &rumqttc::Publish) -> 
     };
     let envelope = vec![(crate::domain::TOPIC_HEADER.to_string(), p.topic.clone())];
     match hand.deliver_from(body, None, envelope).await {
-        Ok(Delivered::Stored | Delivered::Unmatched | Delivered::Dropped(_)) => true,
+        Ok(_) => true,
         Err(e) => {
             hand.dropped("store_failed", None);
             tracing::warn!(source = %hand.source(), "an mqtt message could not be stored (the broker will send it again): {e}");

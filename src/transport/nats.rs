@@ -10,7 +10,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-use super::{Delivered, Handoff};
+use super::Handoff;
 use crate::connections::{self, State};
 use crate::sources::{Listening, NatsSubscription};
 
@@ -189,7 +189,7 @@ async fn deliver(hand: &Handoff, settings: &Listening, subject: &str, payload: &
         subject.to_string(),
     )];
     match hand.deliver_from(body, None, envelope).await {
-        Ok(Delivered::Stored | Delivered::Unmatched | Delivered::Dropped(_)) => true,
+        Ok(_) => true,
         Err(e) => {
             hand.dropped("store_failed", None);
             tracing::warn!(source = %hand.source(), "a nats message could not be stored: {e}");

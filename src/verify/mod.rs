@@ -136,7 +136,8 @@ impl VerifiedEvent {
     }
     /// An event a listening transport decoded (`kind`: `syslog`, …). Its origin is what that
     /// transport checked (the source's `allow_from`); it has no delivery id, so two equal
-    /// messages are two events. `headers` are its envelope (`x-rulehook-peer`, …).
+    /// messages are two events, unless the transport gives one ([`VerifiedEvent::redelivered_as`]).
+    /// `headers` are its envelope (`x-rulehook-peer`, …).
     pub fn from_transport(
         source: &str,
         kind: &'static str,
@@ -154,6 +155,12 @@ impl VerifiedEvent {
             depth: 0,
             parent: None,
         }
+    }
+    /// The same event with the delivery id its sender repeats when it sends it again (an SNMP
+    /// inform whose Response was lost): a repeat within the window is a duplicate.
+    pub fn redelivered_as(mut self, delivery: Delivery) -> VerifiedEvent {
+        self.delivery = Some(delivery);
+        self
     }
     /// A stored event sent through the rules again (`POST /api/events/{id}/replay`): a new
     /// event, not de-duplicated, marked with the id it replays.

@@ -31,45 +31,48 @@ impl EventLog for Embedded {
         // taken back if the commit fails.
         let (pending, counted) = (self.pending.clone(), Arc::new(AtomicUsize::new(0)));
         let (pending_then, counted_then) = (self.pending.clone(), counted.clone());
-        let result = self.write(move |c, pushes| {
-            let now = now_ms();
-            if let Some((key, expires)) = &dedup {
-                let rev = next_rev.fetch_add(1, Ordering::Relaxed) as i64;
-                let n = c
-                    .prepare_cached(
-                        "INSERT INTO state (key, value, revision, expires_at) VALUES (?1, ?2, ?3, ?4)
-                         ON CONFLICT(key) DO UPDATE SET value = excluded.value,
-                           revision = excluded.revision, expires_at = excluded.expires_at
-                         WHERE state.expires_at IS NOT NULL AND state.expires_at < ?5",
-                    )?
-                    .execute(params![key, event.id, rev, expires, now])?;
-                if n == 0 {
-                    let id: String = c
-                        .prepare_cached("SELECT value FROM state WHERE key = ?1")?
-                        .query_row(params![key], |r| r.get(0))?;
-                    c.prepare_cached("UPDATE events SET duplicates = duplicates + 1 WHERE id = ?1")?
+        let result = self
+            .write(move |c, pushes| {
+                let now = now_ms();
+                if let Some((key, expires)) = &dedup {
+                    let rev = next_rev.fetch_add(1, Ordering::Relaxed) as i64;
+                    let n = c.run(
+                    "INSERT INTO state (key, value, revision, expires_at) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT(key) DO UPDATE SET value = excluded.value,
+                       revision = excluded.revision, expires_at = excluded.expires_at
+                     WHERE state.expires_at IS NOT NULL AND state.expires_at < ?5",
+                    params![key, event.id, rev, expires, now],
+                )?;
+                    if n == 0 {
+                        let id: String = c
+                            .prepare_cached("SELECT value FROM state WHERE key = ?1")?
+                            .query_row(params![key], |r| r.get(0))?;
+                        c.prepare_cached(
+                            "UPDATE events SET duplicates = duplicates + 1 WHERE id = ?1",
+                        )?
                         .execute(params![id])?;
-                    return Ok(Appended::Duplicate { id });
+                        return Ok(Appended::Duplicate { id });
+                    }
                 }
-            }
-            let n_live = matches.iter().filter(|m| m.creates_job()).count();
-            let seq = next_event.fetch_add(1, Ordering::Relaxed);
-            let first_job = next_job.fetch_add(n_live as i64, Ordering::Relaxed);
-            let jobs = insert_event(c, seq, first_job, &event, &matches, &headers, &matches_json)?;
-            for (i, job) in jobs.iter().enumerate() {
-                pushes.push(Push::New(Queued {
-                    seq: first_job + i as i64,
-                    job: job.clone(),
-                    event: Some(event.clone()),
-                    deliveries: 0,
-                    lost: 0,
-                }));
-            }
-            counted.store(jobs.len(), Ordering::Relaxed);
-            pending.fetch_add(jobs.len(), Ordering::Relaxed);
-            Ok(Appended::New { jobs })
-        })
-        .await;
+                let n_live = matches.iter().filter(|m| m.creates_job()).count();
+                let seq = next_event.fetch_add(1, Ordering::Relaxed);
+                let first_job = next_job.fetch_add(n_live as i64, Ordering::Relaxed);
+                let jobs =
+                    insert_event(c, seq, first_job, &event, &matches, &headers, &matches_json)?;
+                for (i, job) in jobs.iter().enumerate() {
+                    pushes.push(Push::New(Queued {
+                        seq: first_job + i as i64,
+                        job: job.clone(),
+                        event: Some(event.clone()),
+                        deliveries: 0,
+                        lost: 0,
+                    }));
+                }
+                counted.store(jobs.len(), Ordering::Relaxed);
+                pending.fetch_add(jobs.len(), Ordering::Relaxed);
+                Ok(Appended::New { jobs })
+            })
+            .await;
         if result.is_err() {
             let n = counted_then.swap(0, Ordering::Relaxed);
             let _ = pending_then.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |p| {

@@ -33,7 +33,7 @@ use crate::domain::{
 };
 pub use lanes::CAP as MEMORY_CAP;
 use lanes::{CAP, Lanes, Next, Queued};
-use writer::{Cmd, Loaded, Push, Shared, storage};
+use writer::{Cmd, Exec, Loaded, Push, Shared, Tx, storage};
 
 /// A job whose lease was lost this many times (it expired, or a panicking worker abandoned it)
 /// becomes a dead letter. Retries (`nak`) do not count: their budget is the action's `retries`.
@@ -229,7 +229,7 @@ impl Embedded {
     async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection, &mut Vec<Push>) -> rusqlite::Result<T> + Send + 'static,
+        F: for<'c> FnOnce(&Tx<'c>, &mut Vec<Push>) -> rusqlite::Result<T> + Send + 'static,
     {
         let _place = self
             .waiting
@@ -290,11 +290,11 @@ impl Embedded {
         let (seq, token) = (lease.seq, lease.token);
         let step = serde_json::to_string(&step).map_err(storage)?;
         Ok(Box::new(move |c, pushes| {
-            c.prepare_cached(
+            c.run(
                 "UPDATE jobs SET state = ?2, step = ?3, not_before = ?4, error = ?5, updated_at = ?6
                  WHERE seq = ?1",
-            )?
-            .execute(params![seq, state.as_str(), step, not_before, error, now_ms()])?;
+                params![seq, state.as_str(), step, not_before, error, now_ms()],
+            )?;
             if let Some(again) = release {
                 pushes.push(Push::Release { token, again, lost });
             }
@@ -388,7 +388,7 @@ pub(crate) fn loaded(q: Queued, not_before: Option<i64>) -> Loaded {
 /// `first_job` on); the jobs, in match order. Shared by the embedded store's append and the
 /// read model other backends build ([`model`]).
 pub(crate) fn insert_event(
-    c: &Connection,
+    c: &impl Exec,
     seq: i64,
     first_job: i64,
     event: &Event,
@@ -397,29 +397,29 @@ pub(crate) fn insert_event(
     matches_json: &str,
 ) -> rusqlite::Result<Vec<Job>> {
     let live: Vec<_> = matches.iter().filter(|m| m.creates_job()).collect();
-    c.prepare_cached(
+    c.run(
         "INSERT INTO events (seq, id, source, kind, delivery, parent, received_at, headers, body,
            depth, envelope_version, matches, n_matches, n_jobs, first_job)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
-    )?
-    .execute(params![
-        seq,
-        event.id,
-        event.source,
-        event.kind,
-        event.delivery,
-        event.parent,
-        event.received_at,
-        headers,
-        event.body_text,
-        event.depth,
-        ENVELOPE_VERSION,
-        matches_json,
-        // A partial correlation is not (yet) a match of its rule.
-        matches.iter().filter(|m| !m.is_partial()).count() as i64,
-        live.len() as i64,
-        (!live.is_empty()).then_some(first_job),
-    ])?;
+        params![
+            seq,
+            event.id,
+            event.source,
+            event.kind,
+            event.delivery,
+            event.parent,
+            event.received_at,
+            headers,
+            event.body_text,
+            event.depth,
+            ENVELOPE_VERSION,
+            matches_json,
+            // A partial correlation is not (yet) a match of its rule.
+            matches.iter().filter(|m| !m.is_partial()).count() as i64,
+            live.len() as i64,
+            (!live.is_empty()).then_some(first_job),
+        ],
+    )?;
     let now = now_ms();
     let mut jobs = Vec::with_capacity(live.len());
     for (i, m) in live.into_iter().enumerate() {
@@ -432,39 +432,39 @@ pub(crate) fn insert_event(
             fingerprint: m.fingerprint.clone(),
             step: Step::default(),
         };
-        c.prepare_cached(
+        c.run(
             "INSERT INTO jobs (seq, id, event_seq, rulebook, rule, key, fingerprint, state, step, updated_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', '{}', ?8)",
-        )?
-        .execute(params![
-            first_job + i as i64,
-            job.id,
-            seq,
-            job.rulebook,
-            job.rule,
-            job.key,
-            job.fingerprint,
-            now
-        ])?;
+            params![
+                first_job + i as i64,
+                job.id,
+                seq,
+                job.rulebook,
+                job.rule,
+                job.key,
+                job.fingerprint,
+                now
+            ],
+        )?;
         jobs.push(job);
     }
     Ok(jobs)
 }
 
 /// One attempt row: inserted when it starts, updated when it finishes.
-fn insert_attempt(c: &Connection, a: &Attempt) -> rusqlite::Result<()> {
+fn insert_attempt(c: &impl Exec, a: &Attempt) -> rusqlite::Result<()> {
     insert_attempt_as(c, a, a.action)
 }
 
 /// [`insert_attempt`] with the action's kind given as text (read back from another backend).
-pub(crate) fn insert_attempt_as(c: &Connection, a: &Attempt, action: &str) -> rusqlite::Result<()> {
+pub(crate) fn insert_attempt_as(c: &impl Exec, a: &Attempt, action: &str) -> rusqlite::Result<()> {
     let o = a.outcome.as_ref();
     let state = match o {
         None => "running",
         Some(o) if o.ok => "ok",
         Some(_) => "failed",
     };
-    c.prepare_cached(
+    c.run(
         "INSERT INTO attempts (job_id, phase, idx, attempt, run_id, action, rendered, state,
            started_at, finished_at, exit_code, stdout, stderr, error, status, result)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)
@@ -472,25 +472,25 @@ pub(crate) fn insert_attempt_as(c: &Connection, a: &Attempt, action: &str) -> ru
            finished_at = excluded.finished_at, exit_code = excluded.exit_code,
            stdout = excluded.stdout, stderr = excluded.stderr, error = excluded.error,
            status = excluded.status, result = excluded.result",
-    )?
-    .execute(params![
-        a.job_id,
-        (a.phase == Phase::OnFailure) as i64,
-        a.index,
-        a.attempt,
-        a.run_id,
-        action,
-        a.rendered,
-        state,
-        a.started_at,
-        a.finished_at,
-        o.and_then(|o| o.exit_code),
-        o.map(|o| o.stdout.as_str()),
-        o.map(|o| o.stderr.as_str()),
-        o.and_then(|o| o.error.as_deref()),
-        o.and_then(|o| o.status),
-        o.and_then(|o| o.result.as_ref().map(|r| r.to_string())),
-    ])?;
+        params![
+            a.job_id,
+            (a.phase == Phase::OnFailure) as i64,
+            a.index,
+            a.attempt,
+            a.run_id,
+            action,
+            a.rendered,
+            state,
+            a.started_at,
+            a.finished_at,
+            o.and_then(|o| o.exit_code),
+            o.map(|o| o.stdout.as_str()),
+            o.map(|o| o.stderr.as_str()),
+            o.and_then(|o| o.error.as_deref()),
+            o.and_then(|o| o.status),
+            o.and_then(|o| o.result.as_ref().map(|r| r.to_string())),
+        ],
+    )?;
     Ok(())
 }
 
@@ -521,6 +521,25 @@ mod tests {
         assert!(Embedded::open(dir.path()).is_ok());
         assert!(start.elapsed() >= Duration::from_millis(400));
         release.join().unwrap();
+    }
+
+    /// `.cargo/config.toml` builds the bundled SQLite with `HAVE_FDATASYNC` and
+    /// `SQLITE_DEFAULT_MEMSTATUS=0`; the second is the one `compile_options` reports, so it
+    /// tells that the flags reached the build.
+    #[test]
+    fn the_bundled_sqlite_is_built_with_the_projects_flags() {
+        let c = Connection::open_in_memory().unwrap();
+        let options: Vec<String> = c
+            .prepare("PRAGMA compile_options")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect();
+        assert!(
+            options.iter().any(|o| o == "DEFAULT_MEMSTATUS=0"),
+            "{options:?}"
+        );
     }
 
     #[test]

@@ -2,7 +2,9 @@
 //! answered with a Response, v3 traps and informs through USM ([`v3`]), rulehook being the
 //! authoritative engine for informs ([`engine`]). Each notification becomes an event through
 //! the source's [`Handoff`]; an inform is answered only once that returned (stored, or known
-//! not to be kept), so a sender whose inform was lost sends it again.
+//! not to be kept), so a sender whose inform was lost sends it again. An inform sent again
+//! because its Response was lost is recognised by its delivery key ([`inform_key`]) within the
+//! source's `dedup_window` ([`INFORM_WINDOW`] by default): answered again, not a second event.
 //!
 //! Refused messages (wrong community, unknown user, bad authentication, undecryptable, outside
 //! the time window, …) are never events: each is counted by reason in
@@ -14,14 +16,16 @@ pub mod mib;
 pub mod pdu;
 pub mod v3;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 
 use super::{Delivered, Handoff};
 use crate::sources::{Endpoint, Listening, Scheme};
+use crate::verify::Delivery;
 use crate::verify::snmp_trap::SnmpTrap;
 use engine::LocalEngine;
 use message::{CommunityPdu, Parsed};
@@ -75,22 +79,147 @@ async fn serve(
     }
 }
 
-/// The source's current credentials (a reload may change them), if it still listens and
-/// admits `peer`.
-fn current(hand: &Handoff, peer: SocketAddr) -> Result<Arc<SnmpTrap>, &'static str> {
+/// How long a repeated inform is answered again without becoming a second event, when the
+/// source sets no `dedup_window`: past the retries of common agents (net-snmp: 5 × 1 s; Cisco
+/// IOS: 3 × 30 s).
+pub const INFORM_WINDOW: Duration = Duration::from_secs(120);
+
+/// The source's settings in force now (a reload may change them).
+struct Current {
+    snmp: Arc<SnmpTrap>,
+    /// How long a repeated inform is a duplicate; `None`: never (`dedup_window: off`).
+    window: Option<Duration>,
+}
+
+/// The source's current settings, if it still listens and admits `peer`.
+fn current(hand: &Handoff, peer: SocketAddr) -> Result<Current, &'static str> {
     let rules = hand.rules();
     let source = rules.source(hand.source()).ok_or("source_removed")?;
     if !source.allows(peer.ip()) {
         return Err("forbidden");
     }
-    source
+    let snmp = source
         .listening
         .as_ref()
         .and_then(|l| l.snmp.clone())
-        .ok_or("source_removed")
+        .ok_or("source_removed")?;
+    let window = Some(source.dedup_window.unwrap_or(INFORM_WINDOW)).filter(|w| !w.is_zero());
+    Ok(Current { snmp, window })
 }
 
-/// One datagram: checked, handed on, and for an inform answered once handed on.
+/// A datagram read as a notification, with its answer and, for an inform, its delivery key.
+struct Read {
+    notification: Notification,
+    reply: Reply,
+    key: Option<String>,
+}
+
+/// Why a datagram is no notification: the reason it is counted under, and the Report to send
+/// back (discovery, time).
+type Refusal = (&'static str, Option<Vec<u8>>);
+
+/// Checks and reads one datagram.
+fn read(
+    bytes: &[u8],
+    peer: IpAddr,
+    settings: &SnmpTrap,
+    engine: &LocalEngine,
+) -> Result<Read, Refusal> {
+    let parsed = message::parse(bytes).map_err(|r| (r, None))?;
+    let (version, community, pdu) = match parsed {
+        Parsed::Community {
+            version,
+            community,
+            pdu,
+        } => (version, community, pdu),
+        Parsed::V3(msg) => {
+            return match v3::process(bytes, &msg, settings, engine) {
+                v3::Outcome::Refused { reason, report } => Err((reason, report)),
+                v3::Outcome::Notification { user, pdu, reply } => {
+                    let principal = [user.as_bytes(), engine.id()].join(&0u8);
+                    let key = reply
+                        .is_some()
+                        .then(|| inform_key(peer, Version::V3, &principal, &pdu));
+                    let notification = Notification {
+                        version: Version::V3,
+                        inform: reply.is_some(),
+                        varbinds: pdu::v2_varbinds(&pdu),
+                        agent: None,
+                        user: Some(user),
+                    };
+                    let reply = reply.map(Reply::V3).unwrap_or(Reply::None);
+                    Ok(Read {
+                        notification,
+                        reply,
+                        key,
+                    })
+                }
+            };
+        }
+    };
+    if !settings.takes_communities() {
+        return Err(("community_not_configured", None));
+    }
+    if !settings.community_ok(&community) {
+        return Err(("bad_community", None));
+    }
+    Ok(match pdu {
+        CommunityPdu::V1Trap(t) => {
+            let (varbinds, agent) = pdu::v1_translate(&t);
+            let notification = Notification {
+                version,
+                inform: false,
+                varbinds,
+                agent: Some(agent),
+                user: None,
+            };
+            Read {
+                notification,
+                reply: Reply::None,
+                key: None,
+            }
+        }
+        CommunityPdu::Trap(p) => Read {
+            notification: v2c_notification(version, &p, false),
+            reply: Reply::None,
+            key: None,
+        },
+        CommunityPdu::Inform(p) => Read {
+            notification: v2c_notification(version, &p, true),
+            key: Some(inform_key(peer, version, &community, &p)),
+            reply: Reply::Bytes(message::v2c_response(community, &p)),
+        },
+        CommunityPdu::Other => return Err(("unsupported_pdu", None)),
+    })
+}
+
+/// What a repeat of an inform is recognised by: the agent's address, the version, the
+/// community (or user and engine id), the request id and the variable bindings — what an agent
+/// sends again unchanged when it repeats an inform whose Response it did not get (a v3 agent
+/// may take a new msgID and engine time for each try). The community and user are hashed in,
+/// never written out.
+fn inform_key(
+    peer: IpAddr,
+    version: Version,
+    principal: &[u8],
+    pdu: &rasn_snmp::v2::Pdu,
+) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update((principal.len() as u64).to_be_bytes());
+    h.update(principal);
+    h.update(rasn::ber::encode(&pdu.variable_bindings).unwrap_or_default());
+    let digest = h.finalize();
+    format!(
+        "snmp/{peer}/{}/{}/{}",
+        version.as_str(),
+        pdu.request_id,
+        hex::encode(&digest[..16])
+    )
+}
+
+/// One datagram: checked, handed on, and for an inform answered once handed on (again when it
+/// is a repeat within the window, with no second event).
 pub async fn handle(
     socket: &UdpSocket,
     bytes: &[u8],
@@ -98,80 +227,40 @@ pub async fn handle(
     hand: &Handoff,
     engine: &LocalEngine,
 ) {
-    let settings = match current(hand, peer) {
+    let now = match current(hand, peer) {
         Ok(s) => s,
         Err(reason) => {
             hand.dropped(reason, Some(peer.ip()));
             return;
         }
     };
-    let parsed = match message::parse(bytes) {
-        Ok(p) => p,
-        Err(reason) => {
+    let Read {
+        notification,
+        reply,
+        key,
+    } = match read(bytes, peer.ip(), &now.snmp, engine) {
+        Ok(r) => r,
+        Err((reason, report)) => {
+            if let Some(r) = report {
+                let _ = socket.send_to(&r, peer).await;
+            }
             hand.dropped(reason, Some(peer.ip()));
             return;
         }
     };
-    let (notification, reply): (Notification, Reply) = match parsed {
-        Parsed::Community {
-            version,
-            community,
-            pdu,
-        } => {
-            if !settings.takes_communities() {
-                hand.dropped("community_not_configured", Some(peer.ip()));
-                return;
-            }
-            if !settings.community_ok(&community) {
-                hand.dropped("bad_community", Some(peer.ip()));
-                return;
-            }
-            match pdu {
-                CommunityPdu::V1Trap(t) => {
-                    let (varbinds, agent) = pdu::v1_translate(&t);
-                    let n = Notification {
-                        version,
-                        inform: false,
-                        varbinds,
-                        agent: Some(agent),
-                        user: None,
-                    };
-                    (n, Reply::None)
-                }
-                CommunityPdu::Trap(p) => (v2c_notification(version, &p, false), Reply::None),
-                CommunityPdu::Inform(p) => (
-                    v2c_notification(version, &p, true),
-                    Reply::Bytes(message::v2c_response(community, &p)),
-                ),
-                CommunityPdu::Other => {
-                    hand.dropped("unsupported_pdu", Some(peer.ip()));
-                    return;
-                }
-            }
-        }
-        Parsed::V3(msg) => match v3::process(bytes, &msg, &settings, engine) {
-            v3::Outcome::Refused { reason, report } => {
-                if let Some(r) = report {
-                    let _ = socket.send_to(&r, peer).await;
-                }
-                hand.dropped(reason, Some(peer.ip()));
-                return;
-            }
-            v3::Outcome::Notification { user, pdu, reply } => {
-                let n = Notification {
-                    version: Version::V3,
-                    inform: reply.is_some(),
-                    varbinds: pdu::v2_varbinds(&pdu),
-                    agent: None,
-                    user: Some(user),
-                };
-                (n, reply.map(Reply::V3).unwrap_or(Reply::None))
-            }
-        },
-    };
     let body = notification.into_body(peer.ip());
-    match hand.deliver(body, peer.ip(), Vec::new()).await {
-        Ok(Delivered::Stored | Delivered::Unmatched) => {}
+    let delivered = match key {
+        Some(key) => {
+            let once = Delivery {
+                key,
+                window: now.window,
+            };
+            hand.deliver_once(body, peer.ip(), Vec::new(), once).await
+        }
+        None => hand.deliver(body, peer.ip(), Vec::new()).await,
+    };
+    match delivered {
+        Ok(Delivered::Stored | Delivered::Unmatched | Delivered::Duplicate) => {}
         Ok(Delivered::Dropped(_)) => return,
         Err(e) => {
             // Not answered: the sender of an inform tries again.
@@ -212,6 +301,7 @@ fn v2c_notification(version: Version, p: &rasn_snmp::v2::Pdu, inform: bool) -> N
 mod tests {
     //! Datagrams as net-snmp 5.9's `snmptrap`/`snmpinform` sent them (tests/data/snmp).
     use super::*;
+    use crate::secrets::Secret;
     use crate::verify::snmp_trap::UsmUser;
     use crate::verify::usm::{AuthProtocol, PrivProtocol};
 
@@ -309,6 +399,90 @@ mod tests {
                 v3::Outcome::Refused { reason, .. } => panic!("{user}: {reason}"),
             }
         }
+    }
+
+    const V2C_INFORM: &[u8] = include_bytes!("../../../tests/data/snmp/v2c-inform.bin");
+
+    fn key_of(raw: &[u8], peer: &str, settings: &SnmpTrap, engine: &LocalEngine) -> Option<String> {
+        match read(raw, peer.parse().unwrap(), settings, engine) {
+            Ok(r) => r.key,
+            Err((reason, _)) => panic!("{reason}"),
+        }
+    }
+
+    #[test]
+    fn a_repeated_inform_has_the_same_key_and_a_trap_none() {
+        let engine = LocalEngine::new(b"\x80\0\0\0\x05here".to_vec(), 1);
+        let two = SnmpTrap::new(
+            vec![Secret::new("public".into()), Secret::new("secret".into())],
+            Vec::new(),
+        );
+        let key = key_of(V2C_INFORM, "10.0.0.1", &two, &engine).unwrap();
+        assert!(key.starts_with("snmp/10.0.0.1/v2c/1563388073/"), "{key}");
+        assert!(!key.contains("public"), "the community is hashed: {key}");
+        assert_eq!(
+            key_of(V2C_INFORM, "10.0.0.1", &two, &engine),
+            Some(key.clone())
+        );
+        // Another agent, another request id, other bindings, another community: another key.
+        assert_ne!(
+            key_of(V2C_INFORM, "10.0.0.2", &two, &engine),
+            Some(key.clone())
+        );
+        let at = V2C_INFORM
+            .windows(4)
+            .position(|w| w == 0x5d2f_68a9_u32.to_be_bytes())
+            .unwrap();
+        let mut other_id = V2C_INFORM.to_vec();
+        other_id[at + 3] ^= 1;
+        let other_id = key_of(&other_id, "10.0.0.1", &two, &engine).unwrap();
+        assert!(other_id.contains("/1563388072/"), "{other_id}");
+        let mut other_value = V2C_INFORM.to_vec();
+        *other_value.last_mut().unwrap() = 3;
+        assert_ne!(
+            key_of(&other_value, "10.0.0.1", &two, &engine),
+            Some(key.clone())
+        );
+        let other_community = [&V2C_INFORM[..7], b"secret", &V2C_INFORM[13..]].concat();
+        assert_ne!(
+            key_of(&other_community, "10.0.0.1", &two, &engine),
+            Some(key)
+        );
+        // A trap is never de-duplicated.
+        assert_eq!(key_of(V2C_TRAP, "10.0.0.1", &two, &engine), None);
+        assert_eq!(key_of(V3_AUTH, "10.0.0.1", &users(), &engine), None);
+    }
+
+    #[test]
+    fn a_repeated_v3_inform_has_the_same_key_whatever_its_msg_id() {
+        let engine = LocalEngine::new(b"\x80\0\0\0\x05here".to_vec(), 1);
+        let user = UsmUser {
+            name: "ops".into(),
+            auth: AuthProtocol::Sha1,
+            auth_ku: AuthProtocol::Sha1.password_key(b"authpassword"),
+            privacy: Some((
+                PrivProtocol::Aes128,
+                AuthProtocol::Sha1.password_key(b"privpassword"),
+            )),
+        };
+        let settings = SnmpTrap::new(Vec::new(), vec![user.clone()]);
+        let first = v3::test_inform(&engine, &user, true, 9, 5);
+        let key = key_of(&first, "10.0.0.1", &settings, &engine).unwrap();
+        assert!(key.starts_with("snmp/10.0.0.1/v3/5/"), "{key}");
+        assert_eq!(
+            key_of(&first, "10.0.0.1", &settings, &engine),
+            Some(key.clone())
+        );
+        let new_msg_id = v3::test_inform(&engine, &user, true, 10, 5);
+        assert_eq!(
+            key_of(&new_msg_id, "10.0.0.1", &settings, &engine),
+            Some(key.clone())
+        );
+        let new_request = v3::test_inform(&engine, &user, true, 10, 6);
+        assert_ne!(
+            key_of(&new_request, "10.0.0.1", &settings, &engine),
+            Some(key)
+        );
     }
 
     #[test]

@@ -385,6 +385,33 @@ impl Outgoing {
     }
 }
 
+/// An inform as a sender would build it, secured for `engine` (the same encoder as rulehook's
+/// replies, with an InformRequest inside), from user `ops`.
+#[cfg(test)]
+pub(super) fn test_inform(
+    engine: &LocalEngine,
+    u: &UsmUser,
+    privacy: bool,
+    msg_id: u32,
+    request_id: i32,
+) -> Vec<u8> {
+    let sent = Outgoing {
+        msg_id: msg_id.into(),
+        user_name: OctetString::from(b"ops".to_vec()),
+        user: Some(u.clone()),
+        privacy,
+        context_engine: OctetString::from(engine.id().to_vec()),
+        context_name: OctetString::from_static(b""),
+        pdu: v2::Pdus::InformRequest(v2::InformRequest(v2::Pdu {
+            request_id,
+            error_status: 0,
+            error_index: 0,
+            variable_bindings: vec![counter_binding(&UNKNOWN_ENGINE_IDS, 1)],
+        })),
+    };
+    sent.encode(engine).unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -408,25 +435,8 @@ mod tests {
         SnmpTrap::for_tests(vec![u])
     }
 
-    /// An inform as a sender would build it, secured for `engine` (the same encoder as
-    /// rulehook's replies, with an InformRequest inside).
     fn inform(engine: &LocalEngine, u: &UsmUser, privacy: bool) -> Vec<u8> {
-        Outgoing {
-            msg_id: 9.into(),
-            user_name: OctetString::from(b"ops".to_vec()),
-            user: Some(u.clone()),
-            privacy,
-            context_engine: OctetString::from(engine.id().to_vec()),
-            context_name: OctetString::from_static(b""),
-            pdu: v2::Pdus::InformRequest(v2::InformRequest(v2::Pdu {
-                request_id: 5,
-                error_status: 0,
-                error_index: 0,
-                variable_bindings: vec![counter_binding(&UNKNOWN_ENGINE_IDS, 1)],
-            })),
-        }
-        .encode(engine)
-        .unwrap()
+        test_inform(engine, u, privacy, 9, 5)
     }
 
     fn with_reportable(mut raw: Vec<u8>) -> Vec<u8> {

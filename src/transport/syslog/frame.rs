@@ -157,8 +157,9 @@ enum Counted {
     Empty,
 }
 
+/// The first `needle` in `hay` (the `memchr` crate: a word or vector at a time, not a byte).
 fn memchr(needle: u8, hay: &[u8]) -> Option<usize> {
-    hay.iter().position(|b| *b == needle)
+    memchr::memchr(needle, hay)
 }
 
 #[cfg(test)]

@@ -17,11 +17,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::BytesMut;
+use serde_json::Value;
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio_util::sync::CancellationToken;
 
-use super::{Delivered, Handoff};
+use super::Handoff;
 use crate::sources::{Endpoint, Listening, Scheme};
 
 /// The receive buffer asked for on UDP sockets (the kernel may grant less).
@@ -97,24 +98,46 @@ async fn serve_udp(
             () = shutdown.cancelled() => return,
         };
         let truncated = n > max;
-        if !handle(&hand, &buf[..n.min(max)], truncated, peer).await {
+        let now = parse::Now::read();
+        if let Some(event) = read(&hand, &buf[..n.min(max)], truncated, peer, &now)
+            && !deliver(&hand, event, peer).await
+        {
             return;
         }
     }
 }
 
-/// Parses and delivers one message: `true` once it is stored or known not to be kept (matched
+/// Reads one message (`now`: the clock read for its batch) into its event, unless it is taken
+/// here already: a line of the common shape no rule can want is counted without its event
+/// being built ([`Handoff::ruled_out`]). Unreadable and cut messages are counted.
+fn read(
+    hand: &Handoff,
+    bytes: &[u8],
+    truncated: bool,
+    peer: SocketAddr,
+    now: &parse::Now,
+) -> Option<Value> {
+    match parse::read(bytes, truncated, now) {
+        parse::Read::Line(line) => {
+            (!hand.ruled_out(&line, peer.ip(), now.ms, || line.event())).then(|| line.event())
+        }
+        parse::Read::Event(event) => {
+            if truncated {
+                hand.malformed("truncated", peer.ip());
+            }
+            if event.get("parse_error").is_some() {
+                hand.malformed("unparsed", peer.ip());
+            }
+            Some(event)
+        }
+    }
+}
+
+/// Delivers one message's event: `true` once it is stored or known not to be kept (matched
 /// nothing, or dropped by policy and counted); `false` when the store failed.
-async fn handle(hand: &Handoff, bytes: &[u8], truncated: bool, peer: SocketAddr) -> bool {
-    let event = parse::event(bytes, truncated);
-    if truncated {
-        hand.malformed("truncated", peer.ip());
-    }
-    if event.get("parse_error").is_some() {
-        hand.malformed("unparsed", peer.ip());
-    }
+async fn deliver(hand: &Handoff, event: Value, peer: SocketAddr) -> bool {
     match hand.deliver(event, peer.ip(), Vec::new()).await {
-        Ok(Delivered::Dropped(_) | Delivered::Stored | Delivered::Unmatched) => true,
+        Ok(_) => true,
         Err(e) => {
             hand.dropped("store_failed", Some(peer.ip()));
             tracing::warn!(source = %hand.source(), "a syslog message could not be stored: {e}");
@@ -190,8 +213,12 @@ async fn serve_stream(
     let mut framer = frame::Framer::new(settings.max_message);
     let mut buf = BytesMut::with_capacity(64 * 1024);
     loop {
+        // One clock read for all the messages of a read.
+        let now = parse::Now::read();
         while let Some(f) = framer.next(&mut buf) {
-            handle(hand, &f.bytes, f.truncated, peer).await;
+            if let Some(event) = read(hand, &f.bytes, f.truncated, peer, &now) {
+                deliver(hand, event, peer).await;
+            }
         }
         buf.reserve(16 * 1024);
         match tokio::time::timeout(settings.idle_timeout, stream.read_buf(&mut buf)).await {
@@ -207,18 +234,21 @@ async fn serve_stream(
             }
         }
     }
-    if let Some(f) = framer.rest(&mut buf) {
-        handle(hand, &f.bytes, f.truncated, peer).await;
+    if let Some(f) = framer.rest(&mut buf)
+        && let Some(event) = read(hand, &f.bytes, f.truncated, peer, &parse::Now::read())
+    {
+        deliver(hand, event, peer).await;
     }
 }
 
-/// One RELP session: every `syslog` frame is answered only after [`handle`] is done with it.
+/// One RELP session: every `syslog` frame is answered only after it is taken ([`read`], [`deliver`]).
 async fn serve_relp(stream: TcpStream, peer: SocketAddr, settings: &Listening, hand: &Handoff) {
     use tokio::io::AsyncWriteExt;
     let (mut rd, mut wr) = stream.into_split();
     let mut framer = relp::Framer::new(settings.max_message);
     let mut buf = BytesMut::with_capacity(64 * 1024);
     loop {
+        let now = parse::Now::read();
         loop {
             let frame = match framer.next(&mut buf) {
                 Ok(Some(f)) => f,
@@ -232,7 +262,11 @@ async fn serve_relp(stream: TcpStream, peer: SocketAddr, settings: &Listening, h
             let answer = match frame.command.as_str() {
                 "open" => relp::open_answer(frame.txnr),
                 "syslog" => {
-                    if handle(hand, &frame.data, frame.truncated, peer).await {
+                    let taken = match read(hand, &frame.data, frame.truncated, peer, &now) {
+                        Some(event) => deliver(hand, event, peer).await,
+                        None => true,
+                    };
+                    if taken {
                         relp::rsp(frame.txnr, "200 OK")
                     } else {
                         relp::rsp(frame.txnr, "500 not stored, send again")

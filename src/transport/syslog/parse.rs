@@ -1,15 +1,21 @@
 //! One syslog message (a datagram or a frame) to the event rules see.
 //!
-//! RFC 5424 and RFC 3164 are read by `syslog_loose` (5424 first, then 3164; a missing PRI is
-//! tolerated); Cisco's own header is read first by [`super::cisco`]. Fields not sent are
-//! absent, never empty strings. A line nothing could read is kept whole as `message` with
+//! The common RFC 3164 shape (`<PRI>Mmm dd hh:mm:ss host tag[pid]: text`) is read in place by
+//! [`Line::read`], so the rule index can rule a line out before its event is built. Anything
+//! else is read by `syslog_loose` (RFC 5424 when the PRI is followed by a version digit, else
+//! RFC 3164; a missing PRI is tolerated); Cisco's own header is read first by [`super::cisco`].
+//! Both give the same event for a line of the common shape. Fields not sent are absent, never
+//! empty strings. A line nothing could read is kept whole as `message` with
 //! `parse_error: true`, never dropped.
 
-use chrono::{Datelike, Utc};
+use std::borrow::Cow;
+
+use chrono::{Datelike, NaiveDate, Utc};
 use serde_json::{Map, Value, json};
 use syslog_loose::{Protocol, Variant};
 
 use super::cisco;
+use crate::rules::{Fields, Probe};
 
 const SEVERITIES: [&str; 8] = [
     "emerg", "alert", "crit", "err", "warning", "notice", "info", "debug",
@@ -20,14 +26,33 @@ const FACILITIES: [&str; 24] = [
     "local5", "local6", "local7",
 ];
 
-/// The year of a time sent without one: this year, unless that puts it more than a day
-/// ahead of now (December's lines read in January).
-fn year_of(month: u32, day: u32) -> i32 {
-    let now = Utc::now();
-    let this = now.year();
-    match chrono::NaiveDate::from_ymd_opt(this, month, day) {
-        Some(d) if d > now.date_naive() + chrono::Days::new(1) => this - 1,
-        _ => this,
+/// The clock, read once per batch of messages (one read off a stream, one datagram): the year
+/// of a time sent without one, and the console's sampler, take it from here rather than from
+/// a clock read per message.
+#[derive(Debug, Clone, Copy)]
+pub struct Now {
+    /// Milliseconds since the epoch.
+    pub ms: i64,
+    today: NaiveDate,
+}
+
+impl Now {
+    pub fn read() -> Now {
+        let now = Utc::now();
+        Now {
+            ms: now.timestamp_millis(),
+            today: now.date_naive(),
+        }
+    }
+
+    /// The year of a time sent without one: this year, unless that puts it more than a day
+    /// ahead of now (December's lines read in January).
+    pub fn year_of(&self, month: u32, day: u32) -> i32 {
+        let this = self.today.year();
+        match NaiveDate::from_ymd_opt(this, month, day) {
+            Some(d) if d > self.today + chrono::Days::new(1) => this - 1,
+            _ => this,
+        }
     }
 }
 
@@ -52,11 +77,49 @@ fn put_pri(m: &mut Map<String, Value>, pri: u8) {
 
 /// The event for one message; `truncated` when the transport cut it at `max_message`.
 pub fn event(bytes: &[u8], truncated: bool) -> Value {
-    let text = String::from_utf8_lossy(bytes);
+    read(bytes, truncated, &Now::read()).into_event()
+}
+
+/// One message read: a line of the common shape in place, or its event.
+#[derive(Debug)]
+pub enum Read<'a> {
+    Line(Line<'a>),
+    Event(Value),
+}
+
+impl Read<'_> {
+    pub fn into_event(self) -> Value {
+        match self {
+            Read::Line(l) => l.event(),
+            Read::Event(e) => e,
+        }
+    }
+}
+
+/// Reads one message with `now` for a time sent without a year.
+pub fn read<'a>(bytes: &'a [u8], truncated: bool, now: &Now) -> Read<'a> {
+    // Checked first as it is (a word at a time), rather than chunk by chunk as the lossy
+    // conversion does.
+    let text = match std::str::from_utf8(bytes) {
+        Ok(text) => Cow::Borrowed(text),
+        Err(_) => String::from_utf8_lossy(bytes),
+    };
+    if !truncated
+        && let Cow::Borrowed(text) = text
+        && let Some(line) = Line::read(text, now)
+    {
+        return Read::Line(line);
+    }
+    Read::Event(general(&text, truncated, now, variant(&text)))
+}
+
+/// The event of any message: a Cisco line, or what `syslog_loose` reads as `variant`.
+fn general(text: &str, truncated: bool, now: &Now, variant: Variant) -> Value {
     let text = text.trim_end_matches(['\n', '\r', '\0', ' ']);
-    let mut m = match pri(text).and_then(|(p, rest)| Some((p, cisco::parse(rest, year_of)?))) {
+    let year = |month, day| now.year_of(month, day);
+    let mut m = match pri(text).and_then(|(p, rest)| Some((p, cisco::parse(rest, year)?))) {
         Some((p, (header, message))) => cisco_event(p, header, message),
-        None => loose_event(text),
+        None => loose_event(text, now, variant),
     };
     if truncated {
         m.insert("truncated".into(), json!(true));
@@ -95,12 +158,12 @@ fn cisco_event(pri: u8, h: cisco::Header, message: &str) -> Map<String, Value> {
     m
 }
 
-fn loose_event(text: &str) -> Map<String, Value> {
+fn loose_event(text: &str, now: &Now, variant: Variant) -> Map<String, Value> {
     let msg = syslog_loose::parse_message_with_year_tz(
         text,
-        |(mo, d, ..)| year_of(mo, d),
+        |(mo, d, ..)| now.year_of(mo, d),
         Some(Utc),
-        Variant::Either,
+        variant,
     );
     let mut m = Map::with_capacity(FIELDS);
     let unread = msg.facility.is_none()
@@ -156,6 +219,189 @@ fn loose_event(text: &str) -> Map<String, Value> {
         m.insert("cisco".into(), Value::Object(c));
     }
     m
+}
+
+/// RFC 5424 can only be what follows the PRI when that starts with a digit (its version):
+/// anything else is read as RFC 3164 without trying 5424 first.
+fn variant(text: &str) -> Variant {
+    let t = text.trim_start();
+    let after_pri = pri(t).map_or(t, |(_, rest)| rest);
+    if after_pri.starts_with(|c: char| c.is_ascii_digit()) {
+        Variant::Either
+    } else {
+        Variant::RFC3164
+    }
+}
+
+/// An RFC 3164 line of the common shape — `<PRI>Mmm dd hh:mm:ss host tag[pid]: text`, with
+/// a valid date, a host and a tag — read in place, giving the event `syslog_loose` gives for
+/// it. Its fields are looked at through [`Fields`] (what the rule index asks) without building
+/// anything; [`Line::event`] builds the event.
+#[derive(Debug)]
+pub struct Line<'a> {
+    pri: u8,
+    /// `YYYY-MM-DDThh:mm:ssZ`.
+    timestamp: [u8; 20],
+    hostname: &'a str,
+    /// Empty when the tag is only `[pid]`.
+    app_name: &'a str,
+    procid: Option<&'a str>,
+    message: &'a str,
+}
+
+/// One or two digits at the start of `s`, and the rest.
+fn two_digits(s: &str) -> Option<(u32, &str)> {
+    let n = s.bytes().take_while(u8::is_ascii_digit).count();
+    if n == 0 || n > 2 {
+        return None;
+    }
+    Some((s[..n].parse().ok()?, &s[n..]))
+}
+
+/// `s` without its leading spaces and tabs; `None` when `one` asks for one and there is none.
+fn spaces(s: &str, one: bool) -> Option<&str> {
+    let rest = s.trim_start_matches([' ', '\t']);
+    (!one || rest.len() < s.len()).then_some(rest)
+}
+
+const MONTHS: [&[u8; 3]; 12] = [
+    b"jan", b"feb", b"mar", b"apr", b"may", b"jun", b"jul", b"aug", b"sep", b"oct", b"nov", b"dec",
+];
+
+impl<'a> Line<'a> {
+    /// The line when it has the common shape and is no Cisco line; `None` leaves it to the
+    /// general readers.
+    pub fn read(text: &'a str, now: &Now) -> Option<Line<'a>> {
+        // As `read` does: a Cisco line is told by what follows the PRI once the line's end
+        // is trimmed, then syslog_loose reads the text trimmed of whitespace at both ends.
+        let text = text.trim_end_matches(['\n', '\r', '\0', ' ']);
+        if let Some((_, rest)) = pri(text)
+            && memchr::memchr(b'%', rest.as_bytes()).is_some()
+            && cisco::parse(rest, |m, d| now.year_of(m, d)).is_some()
+        {
+            return None;
+        }
+        let (pri, rest) = pri(text.trim())?;
+        let month = rest.as_bytes().get(..3)?;
+        let month = MONTHS.iter().position(|m| m.eq_ignore_ascii_case(month))? as u32 + 1;
+        let rest = spaces(&rest[3..], true)?;
+        let (day, rest) = two_digits(rest)?;
+        let rest = spaces(rest, true)?;
+        let (hour, rest) = two_digits(rest)?;
+        let (minute, rest) = two_digits(rest.strip_prefix(':')?)?;
+        let (second, rest) = two_digits(rest.strip_prefix(':')?)?;
+        let date = NaiveDate::from_ymd_opt(now.year_of(month, day), month, day)?;
+        date.and_hms_opt(hour, minute, second)?;
+        // The host: one space, then up to whitespace (colons allowed, not at its end).
+        let rest = rest.strip_prefix(' ')?;
+        let host_len = rest.find(char::is_whitespace)?;
+        let hostname = &rest[..host_len];
+        if hostname.is_empty() || hostname == "-" || hostname.ends_with(':') {
+            return None;
+        }
+        // The tag: one space, then up to whitespace or a colon.
+        let rest = rest[host_len..].strip_prefix(' ')?;
+        let tag_len = rest
+            .find(|c: char| c.is_whitespace() || c == ':')
+            .unwrap_or(rest.len());
+        let tag = &rest[..tag_len];
+        if tag.is_empty() || tag == "-" {
+            return None;
+        }
+        let rest = spaces(&rest[tag_len..], false)?;
+        let rest = rest.strip_prefix(':').unwrap_or(rest);
+        let message = spaces(rest, false)?;
+        if message.starts_with(['[', '-']) {
+            // Structured data (or its `-`) in a 3164 line: syslog_loose's to read.
+            return None;
+        }
+        let (app_name, procid) = split_tag(tag)?;
+        let year = u32::try_from(date.year()).ok().filter(|y| *y <= 9999)?;
+        Some(Line {
+            pri,
+            timestamp: rfc3339([year, month, day, hour, minute, second]),
+            hostname,
+            app_name,
+            procid,
+            message,
+        })
+    }
+
+    fn timestamp(&self) -> &str {
+        std::str::from_utf8(&self.timestamp).unwrap_or_default()
+    }
+
+    /// The event, as [`event`] builds it for this line.
+    pub fn event(&self) -> Value {
+        let mut m = Map::with_capacity(FIELDS);
+        m.insert("format".into(), json!("rfc3164"));
+        put_pri(&mut m, self.pri);
+        m.insert("timestamp".into(), json!(self.timestamp()));
+        m.insert("hostname".into(), json!(self.hostname));
+        if !self.app_name.is_empty() {
+            m.insert("app_name".into(), json!(self.app_name));
+        }
+        if let Some(p) = self.procid {
+            m.insert("procid".into(), json!(p));
+        }
+        m.insert("message".into(), json!(self.message));
+        if let Some(c) = cisco::tag_fields(self.message) {
+            m.insert("cisco".into(), Value::Object(c));
+        }
+        Value::Object(m)
+    }
+}
+
+/// `YYYY-MM-DDThh:mm:ssZ` of [year, month, day, hour, minute, second] (year below 10,000).
+fn rfc3339(parts: [u32; 6]) -> [u8; 20] {
+    let mut out = *b"0000-00-00T00:00:00Z";
+    for (mut n, (at, width)) in
+        parts
+            .into_iter()
+            .zip([(0, 4), (5, 2), (8, 2), (11, 2), (14, 2), (17, 2)])
+    {
+        for b in out[at..at + width].iter_mut().rev() {
+            *b = b'0' + (n % 10) as u8;
+            n /= 10;
+        }
+    }
+    out
+}
+
+/// `app[pid]` as syslog_loose splits a tag: (app, pid) when the tag is exactly that, else the
+/// whole tag as the app. `None` for a pid syslog_loose would rewrite (`007` is read as 7).
+fn split_tag(tag: &str) -> Option<(&str, Option<&str>)> {
+    let Some(open) = tag.find('[') else {
+        return Some((tag, None));
+    };
+    let pid = tag[open + 1..].strip_suffix(']');
+    let Some(pid) = pid.filter(|p| !p.is_empty() && !p.contains(']')) else {
+        return Some((tag, None));
+    };
+    let canonical =
+        pid.bytes().all(|b| b.is_ascii_digit()) && (pid.len() == 1 || !pid.starts_with('0'));
+    if pid.parse::<i32>().is_ok() && !canonical {
+        return None;
+    }
+    Some((&tag[..open], Some(pid)))
+}
+
+impl Fields for Line<'_> {
+    fn field(&self, name: &str) -> Probe<'_> {
+        match name {
+            "format" => Probe::Str("rfc3164"),
+            "facility_name" => Probe::Str(FACILITIES[usize::from(self.pri >> 3)]),
+            "severity_name" => Probe::Str(SEVERITIES[usize::from(self.pri & 7)]),
+            "timestamp" => Probe::Str(self.timestamp()),
+            "hostname" => Probe::Str(self.hostname),
+            "app_name" if !self.app_name.is_empty() => Probe::Str(self.app_name),
+            "procid" => self.procid.map_or(Probe::Absent, Probe::Str),
+            "message" => Probe::Str(self.message),
+            "cisco" if cisco::tag(self.message).is_some() => Probe::Unknown,
+            // Numbers (facility, severity), and fields this line has not.
+            _ => Probe::Absent,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -224,6 +470,192 @@ mod tests {
         assert_eq!(e["cisco"]["sequence"], 49);
         assert_eq!(e["cisco"]["clock"], "unset");
         assert!(e.get("hostname").is_none());
+    }
+
+    /// Lines of many shapes: vendors', the tests', and the edges of the common shape.
+    const LINES: &[&str] = &[
+        "<134>Dec  6 23:00:01 edge1 sshd[1001]: Accepted publickey for ops from 10.0.1.1 port 22 ssh2",
+        "<30>Dec  6 10:00:00 mx1 mgd[1234]: UI_COMMIT: User 'ops' requested 'commit' operation",
+        "<189>Jan 12 10:11:12 leaf1 Ebra: %LINEPROTO-5-UPDOWN: Line protocol on Interface Ethernet1, changed state to up",
+        "<13>Jan 12 10:11:12 host app: one",
+        "<13>Jan 12 10:11:12 host app:one",
+        "<13>Jan 12 10:11:12 host app one two",
+        "<13>Jan 12 10:11:12 host app",
+        "<13>Jan 12 10:11:12 host app:",
+        "<13>Jan 12 10:11:12 host app: \t  spaced  \t",
+        "<13>Jan 12 10:11:12 host [42]: only a pid",
+        "<13>Jan 12 10:11:12 host app[]: empty pid",
+        "<13>Jan 12 10:11:12 host app[x]: named pid",
+        "<13>Jan 12 10:11:12 host app[007]: padded pid",
+        "<13>Jan 12 10:11:12 host app[-7]: negative pid",
+        "<13>Jan 12 10:11:12 host app[+7]: signed pid",
+        "<13>Jan 12 10:11:12 host app[7]x: trailing",
+        "<13>Jan 12 10:11:12 host app[1][2]: two",
+        "<13>Jan 12 10:11:12 host app: [sd@1 a=\"b\"] with data",
+        "<13>Jan 12 10:11:12 host app: - dash",
+        "<13>Jan 12 10:11:12 host app: -dash",
+        "<13>Jan 12 10:11:12 - app: no host",
+        "<13>Jan 12 10:11:12 host - no tag",
+        "<13>Jan 12 10:11:12 host: message",
+        "<13>Jan 12 10:11:12  host app: two spaces",
+        "<13>Jan 12 10:11:12 host  app: two spaces",
+        "<13>Jan 12 10:11:12: host app: colon",
+        "<13>JAN 12 10:11:12 host app: upper",
+        "<13>jan 2 1:2:3 host app: short",
+        "<13>Jan\t12\t10:11:12 host app: tabs",
+        "<13>Jan 012 10:11:12 host app: long day",
+        "<13>Feb 30 10:11:12 host app: no such day",
+        "<13>Feb 29 10:11:12 host app: leap",
+        "<13>Jan 12 24:11:12 host app: hour",
+        "<13>Jan 12 10:11:60 host app: leap second",
+        "<13>Jan 12 2026 10:11:12 host app: with a year",
+        "<13> Jan 12 10:11:12 host app: space after pri",
+        "<191>Jan 12 10:11:12 host app: top pri",
+        "<192>Jan 12 10:11:12 host app: pri too big",
+        "<0>Jan 12 10:11:12 host app: pri zero",
+        "<00>Jan 12 10:11:12 host app: pri padded",
+        "Jan 12 10:11:12 host app: no pri",
+        "  <13>Jan 12 10:11:12 host app: leading spaces",
+        "<13>Jan 12 10:11:12 host app: trailing nul\0",
+        "<13>Jan 12 10:11:12 host app: trailing cr\r\n",
+        "<13>Jan 12 10:11:12 host app: trailing tab\t",
+        "<13>Jan 12 10:11:12 2001:db8::1 app: v6 host",
+        "<13>Jan 12 10:11:12 host app: %SYS-5-CONFIG_I: a Cisco tag in a 3164 line",
+        "<13>Jan 12 10:11:12 host app: 100% sure",
+        "<13>Jan 12 10:11:12 hôst äpp: ünicode",
+        "<13>Jan 12 10:11:12 host\u{2003}app: em space",
+        "<189>49: *Mar  1 00:09:07.555: %SYS-5-CONFIG_I: Configured from console by vty0 (10.0.0.1)",
+        "<190>Nov  5 14:01:20 10.1.186.49 87117903: 87117909: Nov  5 14:01:19.115: %FMANFP-6-IPACCESSLOGP: F0: fman_fp_image: list 101 denied",
+        "<189>Jan  6 11:22:33 router1 %LINK-3-UPDOWN: Interface GigabitEthernet0/1, changed state to down",
+        "<166>2026-12-06T10:00:00.123Z leaf1 Ebra: %LINEPROTO-5-UPDOWN: Line protocol up",
+        "<13>1 2026-12-06T10:00:00Z host app 123 ID47 [exampleSDID@32473 iut=\"3\" eventSource=\"App\"] message",
+        "<13>12 2026-12-06T10:00:00Z host app 123 ID47 - version twelve",
+        "<13>1 not-a-time host app - - -",
+        "date=2024-01-01 devname=fw1 action=deny",
+        "",
+    ];
+
+    fn json_text(v: &Value) -> String {
+        serde_json::to_string(v).unwrap()
+    }
+
+    #[test]
+    fn the_common_shape_read_in_place_is_the_event_syslog_loose_gives() {
+        let now = Now::read();
+        let mut in_place = 0;
+        for line in LINES {
+            // What syslog_loose gives, trying 5424 first as it did before the shortcut.
+            let reference = general(line, false, &now, Variant::Either);
+            let read = read(line.as_bytes(), false, &now);
+            if matches!(read, Read::Line(_)) {
+                in_place += 1;
+            }
+            assert_eq!(
+                json_text(&read.into_event()),
+                json_text(&reference),
+                "{line:?}"
+            );
+        }
+        assert!(in_place >= 20, "{in_place} lines read in place");
+        let truncated = read(LINES[0].as_bytes(), true, &now);
+        assert!(matches!(&truncated, Read::Event(e) if e["truncated"] == true));
+    }
+
+    #[test]
+    fn every_combination_of_header_parts_reads_as_syslog_loose_reads_it() {
+        let now = Now::read();
+        let pris = ["<13>", "<191>", "<0>", "<1234>", ""];
+        let times = [
+            "Jan 12 10:11:12",
+            "dec  6 23:59:59",
+            "Feb 29 00:00:00",
+            "Jan 1 1:2:3",
+            "Jan 12 10:11:12:",
+            "Jan 12  10:11:12",
+            "Foo 12 10:11:12",
+        ];
+        let hosts = [" host", " 10.0.0.1", " -", " h:", "  host", " host:x", ""];
+        let tags = [
+            " app",
+            " app[42]",
+            " app[042]",
+            " [42]",
+            " app[x y]",
+            " -",
+            " app:",
+            ": ",
+            "",
+        ];
+        let rests = [
+            ": text",
+            ":text",
+            " text with: colon",
+            ": [sd@1 a=\"b\"] text",
+            ": - text",
+            "",
+            ":",
+            " \t%LINK-3-UPDOWN: up",
+        ];
+        let mut in_place = 0;
+        for p in pris {
+            for t in times {
+                for h in hosts {
+                    for g in tags {
+                        for r in rests {
+                            let line = format!("{p}{t}{h}{g}{r}");
+                            let reference = general(&line, false, &now, Variant::Either);
+                            let read = read(line.as_bytes(), false, &now);
+                            in_place += usize::from(matches!(read, Read::Line(_)));
+                            assert_eq!(
+                                json_text(&read.into_event()),
+                                json_text(&reference),
+                                "{line:?}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        assert!(in_place > 1000, "{in_place} lines read in place");
+    }
+
+    #[test]
+    fn the_fields_the_index_reads_are_the_events() {
+        let now = Now::read();
+        let names = [
+            "format",
+            "facility",
+            "facility_name",
+            "severity",
+            "severity_name",
+            "timestamp",
+            "hostname",
+            "app_name",
+            "procid",
+            "msgid",
+            "message",
+            "cisco",
+            "structured_data",
+            "truncated",
+            "parse_error",
+            "other",
+        ];
+        for line in LINES {
+            let Some(l) = Line::read(line, &now) else {
+                continue;
+            };
+            let event = l.event();
+            for name in names {
+                let probe = l.field(name);
+                match event.get(name) {
+                    Some(Value::String(s)) => assert_eq!(probe, Probe::Str(s), "{line:?} {name}"),
+                    None | Some(Value::Number(_)) => {
+                        assert_eq!(probe, Probe::Absent, "{line:?} {name}")
+                    }
+                    Some(_) => assert_eq!(probe, Probe::Unknown, "{line:?} {name}"),
+                }
+            }
+        }
     }
 
     #[test]
