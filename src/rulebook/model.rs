@@ -136,9 +136,12 @@ pub struct RuleSpec {
     pub condition: Option<S<ConditionSpec>>,
     #[serde(default = "yes")]
     pub enabled: bool,
-    pub throttle: Option<S<ThrottleSpec>>,
+    // Boxed, like the actions: inline, the three optional blocks below made every rule 1.9 KB
+    // while its rulebook is compiled (1.2 KB of it `correlate`), 19 MB for 10,000 rules that
+    // rarely use any of them; boxed, a rule is ~0.4 KB.
+    pub throttle: Option<Box<S<ThrottleSpec>>>,
     /// A correlation over several events (docs/correlation.md).
-    pub correlate: Option<S<CorrelateSpec>>,
+    pub correlate: Option<Box<S<CorrelateSpec>>>,
     pub actions: Vec<S<ActionSpec>>,
     /// Runs when an action has failed for good (with `failure` in the context).
     #[serde(default)]
@@ -146,7 +149,7 @@ pub struct RuleSpec {
     /// `shadow` (match and render, run nothing) or `live`; unset: the rulebook's `mode`.
     pub mode: Option<S<String>>,
     /// The job waits for a person's decision before its first action (docs/change-control.md).
-    pub approval: Option<S<ApprovalSpec>>,
+    pub approval: Option<Box<S<ApprovalSpec>>>,
 }
 
 /// `approval: {timeout: 30m, on_timeout: reject, approvers: [ann], notify: [actions]}`

@@ -55,12 +55,12 @@ impl Snapshot {
                 Templates::default()
             }
         };
-        let texts = self
+        let texts: Vec<(PathBuf, String)> = self
             .rulebooks
             .iter()
             .map(|(name, text)| (PathBuf::from(name), text.clone()))
             .collect();
-        super::load::compile(texts, templates, errors, scripts)
+        super::load::compile(&texts, templates, errors, scripts)
     }
 }
 

@@ -5,6 +5,7 @@
 //! Sits above the transports and the engine; nothing imports it but `cli`.
 
 mod store;
+pub mod trim;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -93,6 +94,9 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
     let (set, snapshot) = crate::rules::load_with_snapshot(&config.dirs)
         .map_err(|e| ServeError::Rules(e.to_string()))?;
     log_loaded(&config.dirs, &set);
+    // The code that parsed and compiled the rulebooks is not needed again before a reload:
+    // out of the resident set before the store opens and the listeners bind (`trim`).
+    trim::release_startup_pages();
     let store = store::open(&config.store, config.role, &config.data).await?;
     let tls = crate::server::listen::tls(&config.tls)
         .await
@@ -132,11 +136,7 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
         concurrency = config.concurrency,
         "jobs recovered from the store"
     );
-    // Archived beside serving: nothing waits for it (`engine::versions`).
-    tokio::spawn({
-        let engine = engine.clone();
-        async move { engine.archive_rules(snapshot, engine.rules()).await }
-    });
+    archive_then_trim(&engine, snapshot);
     engine.start();
     let users = watch_users(&engine, &config.data).await;
     // Listening sources (syslog …): bound now, served until the HTTP listener stops.
@@ -215,6 +215,23 @@ fn listen_error(
         String::new()
     };
     ServeError::Listen { failure, hint }
+}
+
+/// Archives the rule set beside serving: nothing waits for it (`engine::versions`). Start-up is
+/// over then: the executable's pages it alone touched leave the resident set (`trim`).
+fn archive_then_trim(engine: &Arc<Engine>, snapshot: crate::rules::snapshot::Snapshot) {
+    let engine = engine.clone();
+    tokio::spawn(async move {
+        engine.archive_rules(snapshot, engine.rules()).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let released = tokio::task::spawn_blocking(trim::release_startup_pages)
+            .await
+            .unwrap_or(0);
+        tracing::debug!(
+            bytes = released,
+            "start-up pages of the executable released"
+        );
+    });
 }
 
 /// The HTTP listener as an endpoint, to compare with the sources' (`check --listen` too).
