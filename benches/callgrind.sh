@@ -37,19 +37,7 @@ EVENT=rulebooks/events/ipfabric-discover-completed.json
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/rulehook-callgrind.XXXXXX")
 PIDS=""
 
-stop() { # $1 = pid: TERM, wait up to 30 s (valgrind writes its last dump), then KILL
-  kill "$1" 2>/dev/null || return 0
-  for _ in $(seq 300); do kill -0 "$1" 2>/dev/null || break; sleep 0.1; done
-  kill -9 "$1" 2>/dev/null || true
-  wait "$1" 2>/dev/null || true
-}
-cleanup() {
-  for p in $PIDS; do stop "$p"; done
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+. benches/callgrind_lib.sh
 
 for tool in valgrind callgrind_control callgrind_annotate python3; do
   command -v "$tool" > /dev/null || { echo "callgrind.sh: $tool not found" >&2; exit 1; }
