@@ -4,41 +4,14 @@
 
 mod common;
 
-use std::io::Write;
 use std::net::IpAddr;
-use std::process::Stdio;
 
 use common::console::{ADMIN_TOKEN, env, form, hidden, send, wait_dead_letter};
 use common::{Env, Server};
 use serde_json::{Value, json};
 
-fn users_cmd(env: &Env, args: &[&str], stdin: Option<&str>) -> (bool, String) {
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_rulehook"))
-        .arg("users")
-        .args(args)
-        .arg("--data")
-        .arg(env.path("data"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut input = child.stdin.take().unwrap();
-    if let Some(text) = stdin {
-        input.write_all(text.as_bytes()).unwrap();
-    }
-    drop(input);
-    let out = child.wait_with_output().unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
-}
-
 fn add_user(env: &Env, name: &str, role: &str) -> String {
-    let (ok, text) = users_cmd(env, &["add", name, "--role", role], None);
+    let (ok, text) = env.users(&["add", name, "--role", role], None);
     assert!(ok, "{text}");
     text.lines().last().unwrap().trim().to_string()
 }
@@ -112,11 +85,11 @@ fn who_what(records: &[Value]) -> Vec<(String, String)> {
 async fn passwords_sign_in_to_the_console_and_refusals_are_audited() {
     let env = env();
     add_user(&env, "alice", "operator");
-    let (ok, text) = users_cmd(&env, &["passwd", "alice"], Some("short\n"));
+    let (ok, text) = env.users(&["passwd", "alice"], Some("short\n"));
     assert!(!ok && text.contains("8 to 1024 characters"), "{text}");
-    let (ok, text) = users_cmd(&env, &["passwd", "nobody"], Some("long enough pw\n"));
+    let (ok, text) = env.users(&["passwd", "nobody"], Some("long enough pw\n"));
     assert!(!ok && text.contains("no user `nobody`"), "{text}");
-    let (ok, text) = users_cmd(&env, &["passwd", "alice"], Some("correct horse battery\n"));
+    let (ok, text) = env.users(&["passwd", "alice"], Some("correct horse battery\n"));
     assert!(ok, "{text}");
     let stored = std::fs::read_to_string(env.path("data/users.json")).unwrap();
     assert!(!stored.contains("correct horse"), "{stored}");
@@ -229,7 +202,7 @@ async fn passwords_sign_in_to_the_console_and_refusals_are_audited() {
     );
 
     // A new password ends the sessions signed in with the old one.
-    let (ok, text) = users_cmd(&env, &["passwd", "alice"], Some("another long one\r\n"));
+    let (ok, text) = env.users(&["passwd", "alice"], Some("another long one\r\n"));
     assert!(ok, "{text}");
     let resp = c
         .get(server.url("/console/rules"))

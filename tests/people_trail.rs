@@ -5,8 +5,6 @@
 
 mod common;
 
-use std::io::Write;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::{Env, Server, post_signed};
@@ -14,39 +12,13 @@ use serde_json::{Value, json};
 
 const ADMIN: &str = "break-glass-token-0123";
 
-/// `rulehook users ARGS --data DIR` (with `stdin`, if any): success and all it printed.
-fn users(env: &Env, args: &[&str], stdin: Option<&str>) -> (bool, String) {
-    let mut child = std::process::Command::new(bin())
-        .arg("users")
-        .args(args)
-        .arg("--data")
-        .arg(env.path("data"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut input = child.stdin.take().unwrap();
-    if let Some(text) = stdin {
-        input.write_all(text.as_bytes()).unwrap();
-    }
-    drop(input);
-    let out = child.wait_with_output().unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
-}
-
 /// The binary under test (RULEHOOK_TEST_BIN: another build, to see a test fail before its fix).
 fn bin() -> String {
     std::env::var("RULEHOOK_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_rulehook").into())
 }
 
 fn add_user(env: &Env, name: &str, role: &str) -> String {
-    let (ok, text) = users(env, &["add", name, "--role", role], None);
+    let (ok, text) = env.users(&["add", name, "--role", role], None);
     assert!(ok, "{text}");
     text.lines().last().unwrap().trim().to_string()
 }
@@ -234,14 +206,14 @@ rules:
 
     // User changes by the command line, while the service runs.
     add_user(&env, "zz", "viewer");
-    let (ok, text) = users(&env, &["role", "zz", "--role", "operator"], None);
+    let (ok, text) = env.users(&["role", "zz", "--role", "operator"], None);
     assert!(
         ok && text.contains("now has role operator (was viewer)"),
         "{text}"
     );
-    let (ok, text) = users(&env, &["passwd", "zz"], Some("long enough pw\n"));
+    let (ok, text) = env.users(&["passwd", "zz"], Some("long enough pw\n"));
     assert!(ok, "{text}");
-    let (ok, text) = users(&env, &["remove", "zz"], None);
+    let (ok, text) = env.users(&["remove", "zz"], None);
     assert!(ok, "{text}");
     let deadline = Instant::now() + Duration::from_secs(20);
     let changes = loop {
@@ -299,10 +271,10 @@ async fn sign_out_ends_the_session_and_names_are_checked() {
     );
     let anna = add_user(&env, "anna", "approver");
     for name in ["timeout", "unknown", "loopback", "admin-token", "Timeout"] {
-        let (ok, text) = users(&env, &["add", name, "--role", "approver"], None);
+        let (ok, text) = env.users(&["add", name, "--role", "approver"], None);
         assert!(!ok && text.contains("is reserved"), "{name}: {text}");
     }
-    let (ok, text) = users(&env, &["add", "Anna", "--role", "viewer"], None);
+    let (ok, text) = env.users(&["add", "Anna", "--role", "viewer"], None);
     assert!(!ok && text.contains("user `anna` exists already"), "{text}");
 
     let (ok, text) = {

@@ -52,6 +52,36 @@ impl Env {
         });
         lines
     }
+    /// `rulehook users ARGS --data DIR` (with `stdin`, if any): success and all it printed.
+    pub fn users(&self, args: &[&str], stdin: Option<&str>) -> (bool, String) {
+        use std::io::Write;
+        use std::process::Stdio;
+        let bin = std::env::var("RULEHOOK_TEST_BIN")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_rulehook").to_string());
+        let mut child = Command::new(bin)
+            .arg("users")
+            .args(args)
+            .arg("--data")
+            .arg(self.path("data"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut input = child.stdin.take().unwrap();
+        if let Some(text) = stdin {
+            input.write_all(text.as_bytes()).unwrap();
+        }
+        drop(input);
+        let out = child.wait_with_output().unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    }
+
     pub fn cmd(&self, args: &[&str]) -> Command {
         // RULEHOOK_TEST_BIN: run the tests against another build (an earlier one, to see a
         // test fail before its fix).
