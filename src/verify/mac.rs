@@ -177,7 +177,7 @@ const HEX_VALUE: [u8; 256] = {
 /// character that is not a hex digit).
 pub fn unhex(text: &str) -> Option<Vec<u8>> {
     let t = text.as_bytes();
-    if t.len() % 2 != 0 {
+    if !t.len().is_multiple_of(2) {
         return None;
     }
     let mut out = vec![0u8; t.len() / 2];
