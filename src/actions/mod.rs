@@ -24,18 +24,19 @@ use serde_json::Value;
 
 use crate::templates::Templates;
 
-/// A compiled action of a rule.
+/// A compiled action of a rule. The larger actions are boxed: a rule's actions are held for
+/// as long as its rule set serves (10,000 one-action rules: 400 bytes each unboxed, 64 now).
 #[derive(Debug)]
 pub enum Action {
-    RunScript(script::ScriptAction),
+    RunScript(Box<script::ScriptAction>),
     Log(log::LogAction),
     /// `post_webhook`, `github_dispatch`, `github_workflow`, `gitlab_pipeline`, `notify`.
-    Http(outbound::HttpAction),
-    OpenTicket(ticket::TicketAction),
+    Http(Box<outbound::HttpAction>),
+    OpenTicket(Box<ticket::TicketAction>),
     PostEvent(event::PostEventAction),
-    RunPlaybook(ansible::PlaybookAction),
+    RunPlaybook(Box<ansible::PlaybookAction>),
     /// `run_job_template`, `run_workflow_template`.
-    Awx(awx::AwxAction),
+    Awx(Box<awx::AwxAction>),
 }
 
 /// An action with every template rendered: the exact thing that runs (and is recorded).

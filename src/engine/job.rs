@@ -509,7 +509,7 @@ impl Engine {
                     }
                 }
             }
-            absence = Some((c, cd.group.clone()));
+            absence = Some((&**c, cd.group.clone()));
         }
         let (events, mut meta) = self.correlation_context(c, &cd).await?;
         meta["evicted"] = Value::Bool(evicted);

@@ -942,10 +942,10 @@ fn compile_rule(
         condition,
         actions,
         on_failure,
-        throttle,
-        correlate,
+        throttle: throttle.map(Box::new),
+        correlate: correlate.map(Box::new),
         shadow: false,
-        approval,
+        approval: approval.map(Box::new),
         fingerprint: String::new(),
         counters: Default::default(),
     })
@@ -1359,30 +1359,38 @@ fn compile_action(
 ) -> Option<Action> {
     match &spec.value {
         ActionSpec::PostWebhook(w) => {
-            outbound::compile_post_webhook(cx, w, prefix, t).map(Action::Http)
+            outbound::compile_post_webhook(cx, w, prefix, t).map(|a| Action::Http(Box::new(a)))
         }
         ActionSpec::GithubDispatch(g) => {
-            outbound::compile_github_dispatch(cx, g, prefix, t).map(Action::Http)
+            outbound::compile_github_dispatch(cx, g, prefix, t).map(|a| Action::Http(Box::new(a)))
         }
         ActionSpec::GithubWorkflow(g) => {
-            outbound::compile_github_workflow(cx, g, prefix, t).map(Action::Http)
+            outbound::compile_github_workflow(cx, g, prefix, t).map(|a| Action::Http(Box::new(a)))
         }
         ActionSpec::GitlabPipeline(g) => {
-            outbound::compile_gitlab_pipeline(cx, g, prefix, t).map(Action::Http)
+            outbound::compile_gitlab_pipeline(cx, g, prefix, t).map(|a| Action::Http(Box::new(a)))
         }
-        ActionSpec::OpenTicket(o) => ticket::compile(cx, o, prefix, t).map(Action::OpenTicket),
-        ActionSpec::Notify(n) => notify::compile(cx, n, prefix, t).map(Action::Http),
+        ActionSpec::OpenTicket(o) => {
+            ticket::compile(cx, o, prefix, t).map(|a| Action::OpenTicket(Box::new(a)))
+        }
+        ActionSpec::Notify(n) => {
+            notify::compile(cx, n, prefix, t).map(|a| Action::Http(Box::new(a)))
+        }
         ActionSpec::PostEvent(p) => {
             event::compile(cx, p, prefix, internal, t).map(Action::PostEvent)
         }
         ActionSpec::RunScript(s) => {
-            script::compile(cx, s, prefix, scripts, t).map(Action::RunScript)
+            script::compile(cx, s, prefix, scripts, t).map(|a| Action::RunScript(Box::new(a)))
         }
         ActionSpec::Log(l) => log::compile(cx, l, prefix, t).map(Action::Log),
         ActionSpec::RunPlaybook(p) => {
-            ansible::compile(cx, p, prefix, scripts, t).map(Action::RunPlaybook)
+            ansible::compile(cx, p, prefix, scripts, t).map(|a| Action::RunPlaybook(Box::new(a)))
         }
-        ActionSpec::RunJobTemplate(a) => awx::compile(cx, a, false, prefix, t).map(Action::Awx),
-        ActionSpec::RunWorkflowTemplate(a) => awx::compile(cx, a, true, prefix, t).map(Action::Awx),
+        ActionSpec::RunJobTemplate(a) => {
+            awx::compile(cx, a, false, prefix, t).map(|a| Action::Awx(Box::new(a)))
+        }
+        ActionSpec::RunWorkflowTemplate(a) => {
+            awx::compile(cx, a, true, prefix, t).map(|a| Action::Awx(Box::new(a)))
+        }
     }
 }
