@@ -88,8 +88,9 @@ pub const SUBJECT_HEADER: &str = "x-rulehook-subject";
 /// Transports record their envelope as `x-rulehook-…` headers, so both stores keep it
 /// without a column of its own. A field the transport did not record is absent.
 pub fn envelope(headers: &[(String, String)]) -> Value {
-    let mut meta = serde_json::Map::new();
-    let mut hs = serde_json::Map::new();
+    // Sized up front: growing an order-keeping map moves its entries and rebuilds its table.
+    let mut meta = serde_json::Map::with_capacity(2);
+    let mut hs = serde_json::Map::with_capacity(headers.len());
     for (k, v) in headers {
         let field = match k.as_str() {
             PEER_HEADER => Some("peer"),
@@ -403,14 +404,38 @@ impl Job {
     /// The run id of action `index` in `phase`: `<job>:<i>`, `<job>:on_failure:<i>`; after a
     /// re-run on a changed rule, `<job>:v<generation>:<i>`.
     pub fn run_id(&self, phase: Phase, index: u32) -> String {
+        // `id[:v<generation>][:on_failure]:<index>`, pushed in place (`format!` cost ~0.9k
+        // instructions per run).
         let g = self.step.generation;
-        match (phase, g) {
-            (Phase::Main, 0) => format!("{}:{index}", self.id),
-            (Phase::OnFailure, 0) => format!("{}:on_failure:{index}", self.id),
-            (Phase::Main, g) => format!("{}:v{g}:{index}", self.id),
-            (Phase::OnFailure, g) => format!("{}:v{g}:on_failure:{index}", self.id),
+        let mut id = String::with_capacity(self.id.len() + 24);
+        id.push_str(&self.id);
+        if g != 0 {
+            id.push_str(":v");
+            push_decimal(&mut id, u64::from(g));
+        }
+        if phase == Phase::OnFailure {
+            id.push_str(":on_failure");
+        }
+        id.push(':');
+        push_decimal(&mut id, u64::from(index));
+        id
+    }
+}
+
+/// Appends `n` in decimal.
+fn push_decimal(out: &mut String, n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    let mut n = n;
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
         }
     }
+    out.extend(digits[i..].iter().map(|&d| char::from(d)));
 }
 
 /// How a job ended.
@@ -631,6 +656,11 @@ mod tests {
         assert_eq!(job(0).run_id(Phase::Main, 2), "e:r:2");
         assert_eq!(job(0).run_id(Phase::OnFailure, 0), "e:r:on_failure:0");
         assert_eq!(job(1).run_id(Phase::Main, 2), "e:r:v1:2");
+        assert_eq!(
+            job(12).run_id(Phase::OnFailure, 4_000_000_000),
+            "e:r:v12:on_failure:4000000000"
+        );
+        assert_eq!(job(0).run_id(Phase::Main, 10), "e:r:10");
         assert_ne!(job(1).run_id(Phase::Main, 0), job(0).run_id(Phase::Main, 0));
     }
 

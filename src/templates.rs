@@ -638,29 +638,46 @@ impl JsonView {
 
     fn child(root: JsonRoot, path: Vec<Seg>) -> minijinja::Value {
         let view = JsonView { root, path };
-        match view.resolve() {
+        match view.resolve().map(scalar) {
             None => minijinja::Value::UNDEFINED,
-            Some(serde_json::Value::Null) => minijinja::Value::from(()),
-            Some(serde_json::Value::Bool(b)) => minijinja::Value::from(*b),
-            Some(serde_json::Value::String(s)) => minijinja::Value::from(s.as_str()),
-            Some(serde_json::Value::Number(n)) => {
-                if let Some(i) = n.as_i64() {
-                    minijinja::Value::from(i)
-                } else if let Some(u) = n.as_u64() {
-                    minijinja::Value::from(u)
-                } else {
-                    minijinja::Value::from(n.as_f64().unwrap_or(f64::NAN))
-                }
-            }
-            Some(_) => minijinja::Value::from_object(view),
+            Some(Some(v)) => v,
+            Some(None) => minijinja::Value::from_object(view),
         }
     }
 
-    fn with(&self, seg: Seg) -> minijinja::Value {
-        let mut path = self.path.clone();
-        path.push(seg);
-        JsonView::child(self.root.clone(), path)
+    /// The value at `seg` below this view, `found` there: a scalar directly, a container as a
+    /// view one segment deeper (the document is not walked again to find it).
+    fn with(&self, seg: impl FnOnce() -> Seg, found: &serde_json::Value) -> minijinja::Value {
+        if let Some(v) = scalar(found) {
+            return v;
+        }
+        let mut path = Vec::with_capacity(self.path.len() + 1);
+        path.extend_from_slice(&self.path);
+        path.push(seg());
+        minijinja::Value::from_object(JsonView {
+            root: self.root.clone(),
+            path,
+        })
     }
+}
+
+/// A JSON scalar as a template value; `None` for an object or array.
+fn scalar(v: &serde_json::Value) -> Option<minijinja::Value> {
+    Some(match v {
+        serde_json::Value::Null => minijinja::Value::from(()),
+        serde_json::Value::Bool(b) => minijinja::Value::from(*b),
+        serde_json::Value::String(s) => minijinja::Value::from(s.as_str()),
+        serde_json::Value::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                minijinja::Value::from(i)
+            } else if let Some(u) = n.as_u64() {
+                minijinja::Value::from(u)
+            } else {
+                minijinja::Value::from(n.as_f64().unwrap_or(f64::NAN))
+            }
+        }
+        serde_json::Value::Array(_) | serde_json::Value::Object(_) => return None,
+    })
 }
 
 impl minijinja::value::Object for JsonView {
@@ -675,12 +692,13 @@ impl minijinja::value::Object for JsonView {
         match self.resolve()? {
             serde_json::Value::Object(m) => {
                 let k = key.as_str()?;
-                m.contains_key(k)
-                    .then(|| self.with(Seg::Key(k.to_string())))
+                let found = m.get(k)?;
+                Some(self.with(|| Seg::Key(k.to_string()), found))
             }
             serde_json::Value::Array(a) => {
                 let i = usize::try_from(key.as_i64()?).ok()?;
-                (i < a.len()).then(|| self.with(Seg::Index(i)))
+                let found = a.get(i)?;
+                Some(self.with(|| Seg::Index(i), found))
             }
             _ => None,
         }

@@ -268,8 +268,14 @@ impl Engine {
                 r.count_throttled();
                 tracing::debug!(event = %event.id, rule = %r.name, "match throttled");
             }
-            let c = counts.entry(r.key.clone()).or_insert([0, 0]);
-            c[usize::from(!live)] += 1;
+            // Looked up before inserting: the key is copied once per rule, not per event.
+            if let Some(c) = counts.get_mut(&r.key) {
+                c[usize::from(!live)] += 1;
+            } else {
+                let mut c = [0, 0];
+                c[usize::from(!live)] += 1;
+                counts.insert(r.key.clone(), c);
+            }
         }
     }
 

@@ -103,13 +103,14 @@ fn log_run(
         (false, Some(_)) => "failed, retrying",
         (false, None) => "failed",
     };
-    let duration = crate::domain::human_duration(took.as_millis() as i64);
     if outcome.ok && matches!(action, Action::Log(_)) {
         // The `log` action's own line already says that it ran, for which rule and event: a
-        // second line saying "ok" tells nothing new (and costs as much to write).
-        tracing::debug!(rule = %rule.name, action = action.kind(), run = %run_id, attempt, duration = %duration, "action {result}");
+        // second line saying "ok" tells nothing new (and costs as much to write). Its fields
+        // are worked out only when the line is written (debug is usually filtered out).
+        tracing::debug!(rule = %rule.name, action = action.kind(), run = %run_id, attempt, duration = %crate::domain::human_duration(took.as_millis() as i64), "action {result}");
         return;
     }
+    let duration = crate::domain::human_duration(took.as_millis() as i64);
     match &outcome.error {
         None => {
             tracing::info!(rule = %rule.name, action = action.kind(), run = %run_id, attempt, duration = %duration, "action {result}")

@@ -110,7 +110,7 @@ impl GenericHmac {
             .strip_prefix(self.prefix.as_str())
             .ok_or(VerifyError::Malformed("signature"))?;
         let sig = match self.encoding {
-            Encoding::Hex => hex::decode(value.trim()).ok(),
+            Encoding::Hex => mac::unhex(value.trim()),
             Encoding::Base64 => B64.decode(value.trim()).ok(),
         }
         .ok_or(VerifyError::Malformed("signature"))?;

@@ -12,9 +12,11 @@ impl History for Embedded {
 
     fn record_later(&self, a: Attempt) {
         let f: writer::WriteFn = Box::new(move |c, _| {
-            insert_attempt(c, &a).inspect_err(
-                |e| tracing::error!(run = %a.run_id, error = %e, "cannot record an attempt in the history"),
-            )
+            insert_attempt(c, &a)
+                .map(|()| Box::new(()) as writer::Value)
+                .inspect_err(
+                    |e| tracing::error!(run = %a.run_id, error = %e, "cannot record an attempt in the history"),
+                )
         });
         if self.write_later(f).is_err() {
             tracing::error!("cannot record an attempt: the store has shut down");

@@ -31,6 +31,12 @@ impl EventLog for Embedded {
         // taken back if the commit fails.
         let (pending, counted) = (self.pending.clone(), Arc::new(AtomicUsize::new(0)));
         let (pending_then, counted_then) = (self.pending.clone(), counted.clone());
+        // This run's jobs, in place of an earlier run's (a write may run twice: see `writer`).
+        let count = move |n: usize| {
+            let before = counted.swap(n, Ordering::Relaxed);
+            pending.fetch_add(n, Ordering::Relaxed);
+            pending.fetch_sub(before, Ordering::Relaxed);
+        };
         let result = self
             .write(move |c, pushes| {
                 let now = now_ms();
@@ -44,6 +50,7 @@ impl EventLog for Embedded {
                     params![key, event.id, rev, expires, now],
                 )?;
                     if n == 0 {
+                        count(0);
                         let id: String = c
                             .prepare_cached("SELECT value FROM state WHERE key = ?1")?
                             .query_row(params![key], |r| r.get(0))?;
@@ -68,8 +75,7 @@ impl EventLog for Embedded {
                         lost: 0,
                     }));
                 }
-                counted.store(jobs.len(), Ordering::Relaxed);
-                pending.fetch_add(jobs.len(), Ordering::Relaxed);
+                count(jobs.len());
                 Ok(Appended::New { jobs })
             })
             .await;

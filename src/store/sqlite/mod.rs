@@ -226,10 +226,11 @@ impl Embedded {
     }
 
     /// Runs `f` in the writer's next batch; its value is returned once the batch committed.
-    async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
+    /// `f` may run twice (see [`writer`]): only the committed run's value comes back.
+    async fn write<T, F>(&self, mut f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: for<'c> FnOnce(&Tx<'c>, &mut Vec<Push>) -> rusqlite::Result<T> + Send + 'static,
+        F: for<'c> FnMut(&Tx<'c>, &mut Vec<Push>) -> rusqlite::Result<T> + Send + 'static,
     {
         let _place = self
             .waiting
@@ -237,13 +238,13 @@ impl Embedded {
             .acquire_owned()
             .await
             .map_err(|_| shut_down())?;
-        let (value_tx, value_rx) = oneshot::channel();
-        let f: writer::WriteFn = Box::new(move |c, pushes| {
-            let _ = value_tx.send(f(c, pushes)?);
-            Ok(())
-        });
-        self.submit(f, true)?.await.map_err(|_| shut_down())??;
-        value_rx.await.map_err(|_| shut_down())
+        let f: writer::WriteFn =
+            Box::new(move |c, pushes| f(c, pushes).map(|v| Box::new(v) as writer::Value));
+        let value = self.submit(f, true)?.await.map_err(|_| shut_down())??;
+        value
+            .downcast::<T>()
+            .map(|v| *v)
+            .map_err(|_| StoreError::Permanent("a write's value has another type".into()))
     }
 
     /// Runs `f` on a pooled read connection.
@@ -295,10 +296,11 @@ impl Embedded {
                  WHERE seq = ?1",
                 params![seq, state.as_str(), step, not_before, error, now_ms()],
             )?;
-            if let Some(again) = release {
+            if let Some(again) = &release {
+                let again = again.clone();
                 pushes.push(Push::Release { token, again, lost });
             }
-            Ok(())
+            Ok(Box::new(()) as writer::Value)
         }))
     }
 
@@ -329,7 +331,7 @@ impl Embedded {
         &self,
         f: writer::WriteFn,
         savepoint: bool,
-    ) -> Result<oneshot::Receiver<Result<(), StoreError>>, StoreError> {
+    ) -> Result<oneshot::Receiver<Result<writer::Value, StoreError>>, StoreError> {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Cmd::Write {

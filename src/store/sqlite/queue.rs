@@ -128,8 +128,8 @@ impl WorkQueue for Embedded {
             }
             pushes.push(Push::Rerun(Queued {
                 seq,
-                job,
-                event,
+                job: job.clone(),
+                event: event.clone(),
                 deliveries: 0,
                 lost: 0,
             }));

@@ -1,9 +1,12 @@
 //! The one writer thread of the embedded store: group commit.
 //!
 //! Requests queue on a channel; the writer takes everything waiting (up to [`MAX_BATCH`]) and
-//! applies it in one transaction, each request in its own savepoint (one failing request does
-//! not take its batch-mates down). After the commit it hands new and re-run jobs to the queue's
-//! memory, in sequence order, then replies. It also refills that memory from the job table when
+//! applies it in one transaction. Requests are applied plainly first; only if one of them fails
+//! is the transaction rolled back and the batch applied again, each request in its own
+//! savepoint (so one failing request does not take its batch-mates down, and the common batch
+//! pays for no savepoint). Requests are therefore `FnMut`: one may run twice, and only the run
+//! that is committed counts. After the commit the writer hands new and re-run jobs to the
+//! queue's memory, in sequence order, then replies with each request's value. It also refills that memory from the job table when
 //! jobs were spilled, so pushes and refills never race.
 
 use std::sync::{Arc, Mutex, mpsc};
@@ -28,8 +31,17 @@ pub enum Push {
     },
 }
 
+/// What a write returns to its caller once committed (the caller knows its type).
+pub type Value = Box<dyn std::any::Any + Send>;
+
+/// A write: SQL on the writer's transaction, and what it hands to the queue's memory. It may
+/// run twice (a batch-mate failed and the batch is applied again): its effects outside the
+/// transaction must be the same when it runs again.
 pub type WriteFn =
-    Box<dyn for<'c> FnOnce(&Tx<'c>, &mut Vec<Push>) -> rusqlite::Result<()> + Send + 'static>;
+    Box<dyn for<'c> FnMut(&Tx<'c>, &mut Vec<Push>) -> rusqlite::Result<Value> + Send + 'static>;
+
+/// Where a write's value (or its error) goes once its batch is committed (or not).
+pub type Reply = oneshot::Sender<Result<Value, StoreError>>;
 
 /// The writer's connection, with the statements of the hot path kept prepared for as long as
 /// the writer runs ([`Exec::run`]). rusqlite's statement cache hashes the SQL text on every
@@ -107,9 +119,10 @@ impl Exec for Tx<'_> {
 pub enum Cmd {
     Write {
         f: WriteFn,
-        reply: oneshot::Sender<Result<(), StoreError>>,
-        /// Run in its own savepoint, so a failure undoes all of it and nothing else. A write of
-        /// one statement needs none: SQLite undoes a failed statement by itself.
+        reply: Reply,
+        /// When its batch is applied again in savepoints, this write takes one, so a failure
+        /// undoes all of it and nothing else. A write of one statement needs none: SQLite
+        /// undoes a failed statement by itself.
         savepoint: bool,
     },
     /// Load up to this many spilled jobs into memory.
@@ -221,44 +234,46 @@ pub fn run(
 }
 
 /// A write, where its result goes, and whether it runs in a savepoint.
-type Pending = (WriteFn, oneshot::Sender<Result<(), StoreError>>, bool);
+type Pending = (WriteFn, Reply, bool);
 
-fn apply(tx: &Tx<'_>, writes: Vec<Pending>, shared: &Shared, journal: &JournalFile) {
+fn apply(tx: &Tx<'_>, mut writes: Vec<Pending>, shared: &Shared, journal: &JournalFile) {
     if let Some(why) = journal.check() {
         for (_, reply, _) in writes {
             let _ = reply.send(Err(StoreError::Permanent(why.clone())));
         }
         return;
     }
-    // Kept statements: `Connection::transaction` parses BEGIN and COMMIT every time.
-    if let Err(e) = tx.run("BEGIN", []) {
-        for (_, reply, _) in writes {
-            let _ = reply.send(Err(storage(&e)));
-        }
-        return;
-    }
     let mut pushes = Vec::new();
-    let mut results = Vec::with_capacity(writes.len());
-    // A write alone in its batch needs no savepoint: if it fails, the whole transaction (only
-    // its own changes) is rolled back instead (two statements fewer per write when idle).
-    let alone = writes.len() == 1;
-    for (f, reply, savepoint) in writes {
-        let mark = pushes.len();
-        let r = if savepoint && !alone {
-            in_savepoint(tx, |c| f(c, &mut pushes))
-        } else {
-            f(tx, &mut pushes)
-        };
-        if r.is_err() {
-            pushes.truncate(mark);
-            if alone && savepoint {
-                let _ = tx.execute_batch("ROLLBACK");
-                let _ = reply.send(r.map_err(storage));
-                return;
+    // Plainly first: one transaction, no savepoints. A failure rolls the whole batch back; a
+    // write alone is then answered with its error, a batch applied again in savepoints.
+    let results = match run_batch(tx, &mut writes, &mut pushes, false) {
+        Ok(results) => results,
+        Err(e) if writes.len() == 1 => {
+            let _ = tx.execute_batch("ROLLBACK");
+            for (_, reply, _) in writes {
+                let _ = reply.send(Err(storage(&e)));
+            }
+            return;
+        }
+        Err(_) => {
+            let _ = tx.execute_batch("ROLLBACK");
+            pushes.clear();
+            tracing::debug!(
+                writes = writes.len(),
+                "a write failed: applying its batch again in savepoints"
+            );
+            match run_batch(tx, &mut writes, &mut pushes, true) {
+                Ok(results) => results,
+                Err(e) => {
+                    let _ = tx.execute_batch("ROLLBACK");
+                    for (_, reply, _) in writes {
+                        let _ = reply.send(Err(storage(&e)));
+                    }
+                    return;
+                }
             }
         }
-        results.push((r, reply));
-    }
+    };
     let size = results.len();
     let started = std::time::Instant::now();
     let commit = tx
@@ -274,35 +289,72 @@ fn apply(tx: &Tx<'_>, writes: Vec<Pending>, shared: &Shared, journal: &JournalFi
         .record(started.elapsed().as_secs_f64());
     metrics::histogram!(crate::telemetry::names::BATCH).record(size as f64);
     if commit.is_none() && !pushes.is_empty() {
-        let (mut ready, mut wake_all) = (0usize, false);
-        let mut lanes = shared.lanes.lock().unwrap_or_else(|e| e.into_inner());
-        for p in pushes {
-            match p {
-                Push::New(q) => {
-                    lanes.push_new(q);
-                    ready += 1;
-                }
-                Push::Rerun(q) => {
-                    lanes.push_rerun(q);
-                    ready += 1;
-                }
-                Push::Release { token, again, lost } => {
-                    // A job coming back (now or after a delay) may be due before the time an
-                    // idle worker waits until: every waiting worker looks again.
-                    wake_all |= again.is_some();
-                    lanes.release(token, again, lost);
-                }
-            }
-        }
-        drop(lanes);
-        wake(&shared.ready, ready, wake_all);
+        hand_over(shared, pushes);
     }
-    for (r, reply) in results {
+    for ((_, reply, _), r) in writes.into_iter().zip(results) {
         let _ = reply.send(match (&commit, r) {
             (Some(e), _) => Err(e.clone()),
             (None, r) => r.map_err(storage),
         });
     }
+}
+
+/// Applies every write of a batch in one transaction (`BEGIN` included). Plainly
+/// (`savepoints: false`), the first failure ends the pass with its error; in savepoints, a
+/// failing write's changes and pushes are undone and its error is its result.
+fn run_batch(
+    tx: &Tx<'_>,
+    writes: &mut [Pending],
+    pushes: &mut Vec<Push>,
+    savepoints: bool,
+) -> rusqlite::Result<Vec<rusqlite::Result<Value>>> {
+    // Kept statements: `Connection::transaction` parses BEGIN and COMMIT every time.
+    tx.run("BEGIN", [])?;
+    let mut results = Vec::with_capacity(writes.len());
+    for (f, _, savepoint) in writes.iter_mut() {
+        let mark = pushes.len();
+        let r = if savepoints && *savepoint {
+            in_savepoint(tx, |c| f(c, pushes))
+        } else {
+            f(tx, pushes)
+        };
+        match r {
+            Err(e) if !savepoints => return Err(e),
+            Err(e) => {
+                pushes.truncate(mark);
+                results.push(Err(e));
+            }
+            Ok(v) => results.push(Ok(v)),
+        }
+    }
+    Ok(results)
+}
+
+/// Hands a committed batch's new, re-run and released jobs to the queue's memory, then wakes
+/// the workers that have work.
+fn hand_over(shared: &Shared, pushes: Vec<Push>) {
+    let (mut ready, mut wake_all) = (0usize, false);
+    let mut lanes = shared.lanes.lock().unwrap_or_else(|e| e.into_inner());
+    for p in pushes {
+        match p {
+            Push::New(q) => {
+                lanes.push_new(q);
+                ready += 1;
+            }
+            Push::Rerun(q) => {
+                lanes.push_rerun(q);
+                ready += 1;
+            }
+            Push::Release { token, again, lost } => {
+                // A job coming back (now or after a delay) may be due before the time an idle
+                // worker waits until: every waiting worker looks again.
+                wake_all |= again.is_some();
+                lanes.release(token, again, lost);
+            }
+        }
+    }
+    drop(lanes);
+    wake(&shared.ready, ready, wake_all);
 }
 
 /// Wakes the idle workers that have work: one per job that became ready (a woken worker that
@@ -371,19 +423,22 @@ mod tests {
         Box::new(|c, _| {
             c.execute("INSERT INTO t (v) VALUES ('partial')", [])?;
             c.execute("INSERT INTO missing (v) VALUES (1)", [])?;
-            Ok(())
+            Ok(Box::new(()) as Value)
         })
     }
 
     fn ok(v: &'static str) -> WriteFn {
-        Box::new(move |c, _| c.execute("INSERT INTO t (v) VALUES (?1)", [v]).map(drop))
+        Box::new(move |c, _| {
+            c.execute("INSERT INTO t (v) VALUES (?1)", [v])
+                .map(|_| Box::new(()) as Value)
+        })
     }
 
-    fn run_batch(
+    fn apply_batch(
         conn: &Connection,
         dir: &std::path::Path,
         writes: Vec<(WriteFn, bool)>,
-    ) -> Vec<bool> {
+    ) -> Vec<Result<Value, StoreError>> {
         let shared = Shared {
             lanes: Mutex::new(Lanes::new()),
             ready: Notify::new(),
@@ -400,8 +455,28 @@ mod tests {
             .collect();
         apply(&Tx::new(conn), pending, &shared, &journal);
         rxs.into_iter()
-            .map(|mut rx| matches!(rx.try_recv(), Ok(Ok(()))))
+            .map(|mut rx| rx.try_recv().unwrap_or_else(|e| panic!("no answer: {e}")))
             .collect()
+    }
+
+    fn oks(results: &[Result<Value, StoreError>]) -> Vec<bool> {
+        results.iter().map(Result::is_ok).collect()
+    }
+
+    /// A write that counts its runs, inserts its run number and answers it.
+    fn counting(runs: Arc<std::sync::atomic::AtomicUsize>) -> WriteFn {
+        Box::new(move |c, _| {
+            let n = runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+            c.execute("INSERT INTO t (v) VALUES (?1)", [format!("run {n}")])?;
+            Ok(Box::new(n) as Value)
+        })
+    }
+
+    fn value(r: &Result<Value, StoreError>) -> usize {
+        match r {
+            Ok(v) => *v.downcast_ref::<usize>().unwrap(),
+            Err(e) => panic!("{e}"),
+        }
     }
 
     fn rows(conn: &Connection) -> Vec<String> {
@@ -419,21 +494,58 @@ mod tests {
         conn.execute_batch("CREATE TABLE t (v TEXT)").unwrap();
         // Alone in its batch (no savepoint taken): rolled back whole, answered with the error.
         assert_eq!(
-            run_batch(&conn, dir.path(), vec![(failing(), true)]),
+            oks(&apply_batch(&conn, dir.path(), vec![(failing(), true)])),
             [false]
         );
         assert!(rows(&conn).is_empty());
         assert!(conn.is_autocommit(), "the transaction was ended");
         // Among others: only its own changes are undone.
-        let got = run_batch(
+        let got = oks(&apply_batch(
             &conn,
             dir.path(),
             vec![(ok("a"), true), (failing(), true), (ok("b"), false)],
-        );
+        ));
         assert_eq!(got, [true, false, true]);
         assert_eq!(rows(&conn), ["a", "b"]);
         // Alone and fine: committed.
-        assert_eq!(run_batch(&conn, dir.path(), vec![(ok("c"), true)]), [true]);
+        assert_eq!(
+            oks(&apply_batch(&conn, dir.path(), vec![(ok("c"), true)])),
+            [true]
+        );
         assert_eq!(rows(&conn), ["a", "b", "c"]);
+    }
+
+    #[test]
+    fn a_batch_is_applied_again_only_when_a_write_fails_and_the_committed_run_answers() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = Connection::open(dir.path().join("j.db")).unwrap();
+        conn.execute_batch("CREATE TABLE t (v TEXT)").unwrap();
+        // Every write fine: each runs once.
+        let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let got = apply_batch(
+            &conn,
+            dir.path(),
+            vec![(counting(runs.clone()), true), (ok("a"), true)],
+        );
+        assert_eq!(value(&got[0]), 1);
+        assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert_eq!(rows(&conn), ["run 1", "a"]);
+        // A batch-mate fails: the batch is rolled back and applied again in savepoints; the
+        // first run left nothing, and the answer is the committed run's.
+        let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let got = apply_batch(
+            &conn,
+            dir.path(),
+            vec![
+                (counting(runs.clone()), true),
+                (failing(), true),
+                (ok("b"), false),
+            ],
+        );
+        assert_eq!(oks(&got), [true, false, true]);
+        assert_eq!(value(&got[0]), 2);
+        assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 2);
+        assert_eq!(rows(&conn), ["run 1", "a", "run 2", "b"]);
+        assert!(conn.is_autocommit(), "the transaction was ended");
     }
 }
