@@ -353,6 +353,32 @@ mod tests {
         assert_eq!(before.len(), 2);
     }
 
+    #[test]
+    fn what_is_written_borrowed_reads_back_as_an_archived_set() {
+        let f = Fixture::new();
+        std::fs::write(
+            f.dirs().rulebooks.join("r.yml"),
+            "sources:\n  - { name: s, kind: internal }\nrules:\n  - name: a\n    actions: [{ log: { message: a } }]\n  - name: b\n    actions: [{ log: { message: b } }]\n",
+        )
+        .unwrap();
+        let (set, snapshot) = load_with_snapshot(&f.dirs()).unwrap();
+        let written = ToArchive {
+            snapshot: &snapshot,
+            fingerprints: &set,
+        };
+        let owned = Archived {
+            snapshot: snapshot.clone(),
+            fingerprints: set.rules.iter().map(|r| r.fingerprint.clone()).collect(),
+        };
+        assert_eq!(
+            serde_json::to_string(&written).unwrap(),
+            serde_json::to_string(&owned).unwrap()
+        );
+        let read = decode(&encode(&written).unwrap()).unwrap();
+        assert_eq!(read.snapshot, snapshot);
+        assert_eq!(read.fingerprints, owned.fingerprints);
+    }
+
     #[tokio::test]
     async fn snapshots_are_stored_deflated_and_plain_json_of_earlier_releases_still_loads() {
         let f = Fixture::new();

@@ -80,17 +80,7 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ServeError {
 /// running actions.
 pub async fn run(config: Config) -> Result<(), ServeError> {
     // Before the rules load: sources register their metric handles with it.
-    let metrics = crate::telemetry::install_metrics();
-    // Histograms keep their samples until upkeep drains them: without this, a service nobody
-    // scrapes grows by ~150 bytes per event (benches/soak.sh).
-    if let Some(h) = metrics.clone() {
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(Duration::from_secs(5)).await;
-                h.run_upkeep();
-            }
-        });
-    }
+    let metrics = metrics_with_upkeep();
     // What start-up ran so far (arguments, logging, the runtime) is not needed while the
     // rulebooks load: out of the resident set before their memory grows (`trim`).
     trim::release_startup_pages();
@@ -199,6 +189,22 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
     engine.shutdown(config.grace).await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The metrics recorder, drained every 5 s: histograms keep their samples until upkeep drains
+/// them, so without it a service nobody scrapes grows by ~150 bytes per event
+/// (benches/soak.sh).
+fn metrics_with_upkeep() -> Option<metrics_exporter_prometheus::PrometheusHandle> {
+    let metrics = crate::telemetry::install_metrics();
+    if let Some(h) = metrics.clone() {
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                h.run_upkeep();
+            }
+        });
+    }
+    metrics
 }
 
 /// A source that cannot listen, said once, with the HTTP listener named when it holds the
