@@ -15,7 +15,7 @@ use rulehook::engine::{Engine, Settings};
 use rulehook::rules::{Dirs, load};
 use rulehook::server::{AppState, app};
 use rulehook::store::Store;
-use rulehook::verify::Verifier;
+use rulehook::verify::{Request, Verifier};
 
 fn env_num(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -56,16 +56,15 @@ async fn main() {
             tasks.push(tokio::spawn(async move {
                 let body =
                     bytes::Bytes::from(format!(r#"{{"n":{n},"pad":"{}"}}"#, "x".repeat(200)));
-                let v = Verifier::None
-                    .verify(
-                        "open",
-                        &HeaderMap::new(),
-                        &body,
-                        rulehook::body::BodyFormat::Json,
-                        None,
-                        SystemTime::now(),
-                    )
-                    .expect("verify");
+                let request = Request {
+                    source: "open",
+                    headers: &HeaderMap::new(),
+                    body: &body,
+                    format: rulehook::body::BodyFormat::Json,
+                    dedup_window: None,
+                    now: SystemTime::now(),
+                };
+                let v = Verifier::None.verify(request, None).expect("verify");
                 engine.ingest(v).await.expect("ingest").id
             }));
         }

@@ -126,14 +126,15 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     let body = bytes::Bytes::copy_from_slice(body);
-    if let Ok(event) = verifier.verify(
-        "fuzz",
-        &headers,
-        &body,
-        rulehook::body::BodyFormat::Auto,
-        None,
+    let request = rulehook::verify::Request {
+        source: "fuzz",
+        headers: &headers,
+        body: &body,
+        format: rulehook::body::BodyFormat::Auto,
+        dedup_window: None,
         now,
-    ) {
+    };
+    if let Ok(event) = verifier.verify(request, None) {
         let _ = event.accept();
     }
 });

@@ -306,15 +306,15 @@ async fn receive(
                 ApiError::BadBody(e.to_string())
             }
         })?;
-    let event = match source.verifier.verify_from(
-        &source.name,
+    let request = crate::verify::Request {
+        source: &source.name,
         headers,
-        &bytes,
-        source.format,
-        source.dedup_window,
-        SystemTime::now(),
-        peer.ip(),
-    ) {
+        body: &bytes,
+        format: source.format,
+        dedup_window: source.dedup_window,
+        now: SystemTime::now(),
+    };
+    let event = match source.verifier.verify(request, Some(peer.ip())) {
         Ok(event) => event,
         Err(e @ crate::verify::VerifyError::Body(_)) => return Err(e.into()),
         // Past its budget of failed verifications an address is told to back off (429). Its

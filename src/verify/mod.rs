@@ -342,53 +342,11 @@ impl Verifier {
         }
     }
 
-    /// Checks `body` and `headers`; on success decodes the body as `format` says and returns
-    /// the verified event. `dedup_window` overrides the kind's default window.
+    /// Checks the request's body and headers; on success decodes the body as its `format` says
+    /// and returns the verified event. `peer`, when given, is put in the envelope as it is
+    /// built (what the HTTP path does for every request; the same as a later
+    /// [`VerifiedEvent::with_peer`], without building the envelope twice).
     pub fn verify(
-        &self,
-        source: &str,
-        headers: &HeaderMap,
-        body: &bytes::Bytes,
-        format: BodyFormat,
-        dedup_window: Option<Duration>,
-        now: SystemTime,
-    ) -> Result<VerifiedEvent, VerifyError> {
-        let request = Request {
-            source,
-            headers,
-            body,
-            format,
-            dedup_window,
-            now,
-        };
-        self.verify_request(request, None)
-    }
-
-    /// [`Verifier::verify`] followed by [`VerifiedEvent::with_peer`], in one step: the
-    /// envelope is built once, with the peer (what the HTTP path does for every request).
-    #[allow(clippy::too_many_arguments)]
-    pub fn verify_from(
-        &self,
-        source: &str,
-        headers: &HeaderMap,
-        body: &bytes::Bytes,
-        format: BodyFormat,
-        dedup_window: Option<Duration>,
-        now: SystemTime,
-        peer: std::net::IpAddr,
-    ) -> Result<VerifiedEvent, VerifyError> {
-        let request = Request {
-            source,
-            headers,
-            body,
-            format,
-            dedup_window,
-            now,
-        };
-        self.verify_request(request, Some(peer))
-    }
-
-    fn verify_request(
         &self,
         r: Request<'_>,
         peer: Option<std::net::IpAddr>,
@@ -494,13 +452,18 @@ fn safe_headers(
 }
 
 /// The parts of a request [`Verifier::verify`] reads.
-struct Request<'a> {
-    source: &'a str,
-    headers: &'a HeaderMap,
-    body: &'a bytes::Bytes,
-    format: BodyFormat,
-    dedup_window: Option<Duration>,
-    now: SystemTime,
+#[derive(Clone, Copy)]
+pub struct Request<'a> {
+    /// The source's name, as the rulebook gives it.
+    pub source: &'a str,
+    pub headers: &'a HeaderMap,
+    /// The raw body, as received.
+    pub body: &'a bytes::Bytes,
+    /// How the body is decoded after the check.
+    pub format: BodyFormat,
+    /// Overrides the kind's default de-duplication window.
+    pub dedup_window: Option<Duration>,
+    pub now: SystemTime,
 }
 
 /// A stored header that is the envelope (`x-rulehook-peer`, `-topic`, `-subject`): set by the
@@ -555,7 +518,7 @@ mod tests {
     }
 
     #[test]
-    fn verify_from_is_verify_then_with_peer() {
+    fn verify_with_a_peer_is_verify_then_with_peer() {
         let body = bytes::Bytes::from_static(b"{\"type\":\"snapshot\",\"a\":[1,2]}");
         let mut headers = HeaderMap::new();
         for (k, v) in [
@@ -582,13 +545,16 @@ mod tests {
         });
         let now = SystemTime::now();
         let peer: std::net::IpAddr = "10.1.2.3".parse().unwrap();
-        let a = v
-            .verify("s", &headers, &body, BodyFormat::Json, None, now)
-            .unwrap()
-            .with_peer(peer);
-        let b = v
-            .verify_from("s", &headers, &body, BodyFormat::Json, None, now, peer)
-            .unwrap();
+        let r = Request {
+            source: "s",
+            headers: &headers,
+            body: &body,
+            format: BodyFormat::Json,
+            dedup_window: None,
+            now,
+        };
+        let a = v.verify(r, None).unwrap().with_peer(peer);
+        let b = v.verify(r, Some(peer)).unwrap();
         assert_eq!(a.headers(), b.headers());
         assert_eq!(a.doc(), b.doc());
         assert_eq!(

@@ -206,15 +206,22 @@ mod tests {
                     HeaderValue::try_from(v).unwrap(),
                 );
             }
-            let fmt = crate::body::BodyFormat::Json;
-            assert!(
-                verifier
-                    .verify("s", &headers, &body, fmt, None, now)
-                    .is_ok()
-            );
+            let request = crate::verify::Request {
+                source: "s",
+                headers: &headers,
+                body: &body,
+                format: crate::body::BodyFormat::Json,
+                dedup_window: None,
+                now,
+            };
+            assert!(verifier.verify(request, None).is_ok());
             if kind != WebhookKind::Bearer {
                 let wrong = bytes::Bytes::from_static(br#"{"a":2}"#);
-                let refused = verifier.verify("s", &headers, &wrong, fmt, None, now);
+                let request = crate::verify::Request {
+                    body: &wrong,
+                    ..request
+                };
+                let refused = verifier.verify(request, None);
                 assert_eq!(refused.unwrap_err(), VerifyError::BadSignature);
             }
         }
