@@ -518,13 +518,17 @@ fn check_gaps_are_clear_located_errors() {
             "  - name: r{i}\n    enabled: true\n    condition: '$.a == {i}'\n    actions:\n      - log: {{ message: 'x', level: info }}\n      - log: {{ message: 'y', level: info }}\n      - log: {{ message: 'z', level: info }}\n"
         ));
     }
+    // Past the real limit (`MAX_YAML_NODES`, 250,000 nodes; the file has ~310,000): one error,
+    // located (src/rules/load.rs tests the guard at a small limit too).
     let err = load_err(&big);
     assert!(
         err.contains("r.yml:")
+            && err.contains("250001 YAML nodes")
             && err.contains("split its rules into several files")
             && !err.contains("Nodes {"),
         "{err}"
     );
+    assert_eq!(err.matches("split its rules").count(), 1, "{err}");
     // Names the correlation has pass.
     let b = Bench::new(&rulebook(
         COUNT,

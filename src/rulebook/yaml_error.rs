@@ -2,6 +2,14 @@
 //! repeats (the caller prints `file:line:col`), "did you mean" for a misspelt key or action, and
 //! what an indentation mistake looks like where the parser only says what it expected.
 
+/// How the message for a rulebook past the size guard starts.
+const TOO_LARGE: &str = "this rulebook is larger than one file may be";
+
+/// Whether `message` (from [`explain`]) is the size guard's: a problem of the whole file.
+pub fn is_too_large(message: &str) -> bool {
+    message.starts_with(TOO_LARGE)
+}
+
 /// The message for a parse error at `line`/`column` (1-based) of `text`.
 pub fn explain(message: &str, text: &str, line: u64, column: u64) -> String {
     let first = message.lines().next().unwrap_or("invalid rulebook");
@@ -25,7 +33,7 @@ pub fn explain(message: &str, text: &str, line: u64, column: u64) -> String {
             None => detail.to_string(),
         };
         return format!(
-            "this rulebook is larger than one file may be ({what}; a guard against hostile files): split its rules into several files in the rulebooks directory"
+            "{TOO_LARGE} ({what}; a guard against hostile files): split its rules into several files in the rulebooks directory"
         );
     }
     if let Some(field) = between(&msg, "missing field `", "`")

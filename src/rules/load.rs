@@ -24,6 +24,10 @@ use crate::units::parse_size;
 use crate::verify::webhook::WebhookKind;
 use crate::verify::{KINDS, Verifier};
 
+/// The most YAML nodes (values, keys, list items) one rulebook file may hold: a guard against
+/// hostile files (a file past it is one error, asking to split it; docs/rulebooks.md).
+pub const MAX_YAML_NODES: usize = 250_000;
+
 /// Loads and compiles every rulebook in `dirs`.
 pub fn load(dirs: &Dirs) -> Result<RuleSet, LoadErrors> {
     load_with_snapshot(dirs).map(|(set, _)| set)
@@ -108,7 +112,7 @@ pub(super) fn compile(
     let mut warnings = Vec::new();
     // Sources declared but not compiled (their own error is reported).
     let mut failed_sources: HashSet<String> = HashSet::new();
-    let parsed = parse_all(texts, &mut errors, &mut failed_sources);
+    let parsed = parse_all(texts, &mut errors, &mut failed_sources, MAX_YAML_NODES);
     // Sources first: rules anywhere may name a source declared in any rulebook.
     let (sources, summaries) =
         compile_sources(&parsed, &mut errors, &mut warnings, &mut failed_sources);
@@ -143,10 +147,14 @@ type Parsed<'t> = (&'t PathBuf, &'t String, model::RulebookFile);
 /// Every file parsed as a rulebook; for a file that does not parse, every structural problem
 /// (not only the first) and the names of the sources it declares (so rules elsewhere that use
 /// them do not each report a missing source as well).
+///
+/// A file of more than `max_nodes` YAML nodes is one error, where the count passed the limit:
+/// its parts set aside one by one and parsed again would each be found too large again.
 fn parse_all<'t>(
     texts: &'t [(PathBuf, String)],
     errors: &mut Vec<LoadError>,
     failed_sources: &mut HashSet<String>,
+    max_nodes: usize,
 ) -> Vec<Parsed<'t>> {
     let mut parsed = Vec::new();
     for (path, text) in texts {
@@ -154,6 +162,7 @@ fn parse_all<'t>(
             strict_booleans: true,
             leading_zero_numbers_as_strings: true,
             with_snippet: false,
+            budget: serde_saphyr::budget! { max_nodes: max_nodes },
         };
         let parse = |text: &str| -> Result<model::RulebookFile, crate::rulebook::recover::Found> {
             serde_saphyr::from_str_with_options::<model::RulebookFile>(text, opts.clone()).map_err(
@@ -170,6 +179,14 @@ fn parse_all<'t>(
         };
         match parse(text) {
             Ok(book) => parsed.push((path, text, book)),
+            Err((line, column, message)) if crate::rulebook::yaml_error::is_too_large(&message) => {
+                errors.push(LoadError {
+                    file: path.display().to_string(),
+                    line,
+                    column,
+                    message,
+                });
+            }
             Err(_) => {
                 failed_sources.extend(declared_source_names(text));
                 let every = crate::rulebook::recover::every_problem(text, |t| parse(t).err());
@@ -1392,5 +1409,42 @@ fn compile_action(
         ActionSpec::RunWorkflowTemplate(a) => {
             awx::compile(cx, a, true, prefix, t).map(|a| Action::Awx(Box::new(a)))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A rulebook of `n` rules (about 15 YAML nodes each).
+    fn rulebook(n: usize) -> String {
+        let mut text = String::from("sources:\n  - { name: s, kind: internal }\nrules:\n");
+        for i in 0..n {
+            text.push_str(&format!(
+                "  - name: r{i}\n    condition: '$.a == {i}'\n    actions:\n      - log: {{ message: 'x', level: info }}\n"
+            ));
+        }
+        text
+    }
+
+    /// The size guard at a small limit: past it, the file is one error, located, that asks to
+    /// split it (not the same error again for every rule set aside); under it, the file parses.
+    #[test]
+    fn a_file_past_the_node_limit_is_one_located_error() {
+        let texts = vec![(PathBuf::from("r.yml"), rulebook(40))];
+        let (mut errors, mut failed) = (Vec::new(), HashSet::new());
+        assert!(parse_all(&texts, &mut errors, &mut failed, 200).is_empty());
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        let e = &errors[0];
+        assert!(
+            e.file == "r.yml"
+                && e.line > 3
+                && e.message.contains("201 YAML nodes")
+                && e.message.contains("split its rules into several files"),
+            "{e:?}"
+        );
+        let mut errors = Vec::new();
+        assert_eq!(parse_all(&texts, &mut errors, &mut failed, 2_000).len(), 1);
+        assert!(errors.is_empty(), "{errors:?}");
     }
 }
