@@ -335,12 +335,10 @@ impl JobStatus {
     /// A condition on the `jobs` table (alias `j`) selecting this status.
     pub fn sql(self) -> &'static str {
         match self {
-            JobStatus::Pending => {
-                "j.state = 'pending' AND json_extract(j.step, '$.awaiting') IS NULL"
-            }
-            JobStatus::AwaitingApproval => {
-                "j.state = 'pending' AND json_extract(j.step, '$.awaiting') IS NOT NULL"
-            }
+            // `awaiting`: the step's `awaiting` deadline, a column of its own (the partial
+            // index `jobs_awaiting` of the embedded store's schema).
+            JobStatus::Pending => "j.state = 'pending' AND j.awaiting IS NULL",
+            JobStatus::AwaitingApproval => "j.state = 'pending' AND j.awaiting IS NOT NULL",
             JobStatus::Done => {
                 "j.state = 'done' AND coalesce(json_extract(j.step, '$.decision.approved'), 1) != 0"
             }

@@ -142,7 +142,17 @@ impl Embedded {
                 |r| r.get(0),
             )
             .map_err(storage)?;
-        if version != schema::SCHEMA_VERSION && !fresh {
+        let migrated = |e: rusqlite::Error| {
+            StoreError::Permanent(format!(
+                "{}: moving journal format {version} to {}: {e}",
+                path.display(),
+                schema::SCHEMA_VERSION
+            ))
+        };
+        if version != schema::SCHEMA_VERSION
+            && !fresh
+            && !schema::migrate(&write, version).map_err(migrated)?
+        {
             return Err(StoreError::Permanent(format!(
                 "{} has journal format {version}; this rulehook uses {}: keep the old data directory with the old release, or start with an empty one",
                 path.display(),
@@ -289,12 +299,22 @@ impl Embedded {
             )));
         }
         let (seq, token) = (lease.seq, lease.token);
+        let awaiting = schema::awaiting(&step);
         let step = serde_json::to_string(&step).map_err(storage)?;
         Ok(Box::new(move |c, pushes| {
             c.run(
-                "UPDATE jobs SET state = ?2, step = ?3, not_before = ?4, error = ?5, updated_at = ?6
+                "UPDATE jobs SET state = ?2, step = ?3, not_before = ?4, error = ?5, updated_at = ?6,
+                   awaiting = ?7
                  WHERE seq = ?1",
-                params![seq, state.as_str(), step, not_before, error, now_ms()],
+                params![
+                    seq,
+                    state.as_str(),
+                    step,
+                    not_before,
+                    error,
+                    now_ms(),
+                    awaiting
+                ],
             )?;
             if let Some(again) = &release {
                 let again = again.clone();
@@ -544,6 +564,165 @@ mod tests {
         );
     }
 
+    /// The tables of journal format 2 (the jobs awaiting a decision indexed on the step's JSON).
+    const SCHEMA_2: &str = "
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    source TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    delivery TEXT,
+    parent TEXT,
+    received_at INTEGER NOT NULL,
+    headers TEXT NOT NULL,
+    body TEXT NOT NULL,
+    depth INTEGER NOT NULL DEFAULT 0,
+    envelope_version INTEGER NOT NULL,
+    matches TEXT NOT NULL,
+    n_matches INTEGER NOT NULL,
+    n_jobs INTEGER NOT NULL,
+    first_job INTEGER,
+    duplicates INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS events_parent ON events(parent) WHERE parent IS NOT NULL;
+CREATE TABLE IF NOT EXISTS jobs (
+    seq INTEGER PRIMARY KEY,
+    id TEXT NOT NULL,
+    event_seq INTEGER NOT NULL,
+    rulebook TEXT NOT NULL,
+    rule TEXT NOT NULL,
+    key TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    state TEXT NOT NULL,
+    step TEXT NOT NULL,
+    not_before INTEGER,
+    error TEXT,
+    updated_at INTEGER NOT NULL
+);
+-- Dead letters, for the job list and retention.
+CREATE INDEX IF NOT EXISTS jobs_failed ON jobs(seq) WHERE state = 'failed';
+-- Jobs awaiting approval, for `status=awaiting_approval` and the console's approvals page.
+CREATE INDEX IF NOT EXISTS jobs_awaiting ON jobs(seq)
+    WHERE state = 'pending' AND json_extract(step, '$.awaiting') IS NOT NULL;
+CREATE TABLE IF NOT EXISTS attempts (
+    job_id TEXT NOT NULL,
+    phase INTEGER NOT NULL,
+    idx INTEGER NOT NULL,
+    attempt INTEGER NOT NULL,
+    run_id TEXT NOT NULL,
+    action TEXT NOT NULL,
+    rendered TEXT NOT NULL,
+    state TEXT NOT NULL,
+    started_at INTEGER NOT NULL,
+    finished_at INTEGER,
+    exit_code INTEGER,
+    stdout TEXT,
+    stderr TEXT,
+    error TEXT,
+    status INTEGER,
+    result TEXT,
+    -- A re-run may repeat a run id and attempt number (on_failure again, a new generation
+    -- from action 0): the start time keeps each try its own row.
+    PRIMARY KEY (job_id, run_id, attempt, started_at)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS state (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL,
+    revision INTEGER NOT NULL,
+    expires_at INTEGER
+) WITHOUT ROWID;
+";
+
+    /// A format-2 journal is moved to the current format when it is opened: its job awaiting
+    /// approval is the one the approvals query finds (not the one whose earlier action
+    /// returned an object with an `awaiting` key, nor the plain one), through the new index.
+    #[tokio::test]
+    async fn a_format_2_journal_is_migrated_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Connection::open(dir.path().join("journal.db")).unwrap();
+        c.execute_batch(SCHEMA_2).unwrap();
+        c.pragma_update(None, "user_version", 2).unwrap();
+        let event = crate::verify::VerifiedEvent::replay(
+            "in",
+            "bearer",
+            serde_json::json!({"n": 1}),
+            &[],
+            "x",
+        )
+        .accept();
+        let matches: Vec<crate::domain::Match> = ["asks", "plain", "returned"]
+            .iter()
+            .map(|rule| crate::domain::Match {
+                rulebook: "r".into(),
+                rule: rule.to_string(),
+                key: rule.to_string(),
+                fingerprint: "f".into(),
+                throttled: None,
+                correlation: None,
+            })
+            .collect();
+        let json = serde_json::to_string(&matches).unwrap();
+        let jobs = insert_event(&c, 1, 1, &event, &matches, "{}", &json).unwrap();
+        let set_step = |id: &str, step: &str| {
+            c.execute("UPDATE jobs SET step = ?2 WHERE id = ?1", params![id, step])
+                .unwrap();
+        };
+        set_step(
+            &jobs[0].id,
+            r#"{"awaiting":{"reason":"rule approval","requested_at":1,"deadline":5000}}"#,
+        );
+        set_step(&jobs[2].id, r#"{"previous":{"awaiting":{"deadline":1}}}"#);
+        drop(c);
+
+        let store = Embedded::open(dir.path()).unwrap();
+        let awaiting = |status| {
+            let store = &store;
+            async move {
+                let filter = JobFilter {
+                    state: None,
+                    status: Some(status),
+                    rule: None,
+                    limit: 0,
+                };
+                let rows = store.jobs(filter).await.unwrap();
+                rows.into_iter().map(|r| r.id).collect::<Vec<_>>()
+            }
+        };
+        assert_eq!(
+            awaiting(crate::store::JobStatus::AwaitingApproval).await,
+            [jobs[0].id.clone()]
+        );
+        assert_eq!(
+            awaiting(crate::store::JobStatus::Pending).await,
+            [jobs[2].id.clone(), jobs[1].id.clone()]
+        );
+        drop(store);
+        let c = Connection::open(dir.path().join("journal.db")).unwrap();
+        let version: i64 = c
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, schema::SCHEMA_VERSION);
+        let plan: String = c
+            .query_row(
+                &format!(
+                    "EXPLAIN QUERY PLAN SELECT j.seq FROM jobs j WHERE {}",
+                    crate::store::JobStatus::AwaitingApproval.sql()
+                ),
+                [],
+                |r| r.get(3),
+            )
+            .unwrap();
+        assert!(plan.contains("jobs_awaiting"), "{plan}");
+        let awaiting: Option<i64> = c
+            .query_row(
+                "SELECT awaiting FROM jobs WHERE id = ?1",
+                params![jobs[0].id],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(awaiting, Some(5000));
+    }
+
     #[test]
     fn refuses_a_store_of_another_format() {
         let dir = tempfile::tempdir().unwrap();
@@ -552,6 +731,6 @@ mod tests {
         c.pragma_update(None, "user_version", 1).unwrap();
         drop(c);
         let err = Embedded::open(dir.path()).err().unwrap().to_string();
-        assert!(err.contains("format 1") && err.contains("uses 2"), "{err}");
+        assert!(err.contains("format 1") && err.contains("uses 3"), "{err}");
     }
 }

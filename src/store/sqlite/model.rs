@@ -232,9 +232,11 @@ fn apply_one(
             error,
             updated_at,
         } => {
+            let awaiting = schema::awaiting(&step);
             let step = serde_json::to_string(&step).unwrap_or_else(|_| "{}".into());
             c.prepare_cached(
-                "UPDATE jobs SET state = ?2, step = ?3, fingerprint = ?4, error = ?5, updated_at = ?6
+                "UPDATE jobs SET state = ?2, step = ?3, fingerprint = ?4, error = ?5, updated_at = ?6,
+                   awaiting = ?7
                  WHERE id = ?1",
             )?
             .execute(params![
@@ -243,7 +245,8 @@ fn apply_one(
                 step,
                 fingerprint,
                 error,
-                updated_at
+                updated_at,
+                awaiting
             ])?;
         }
         Change::Attempt { attempt, action } => insert_attempt_as(c, &attempt, &action)?,

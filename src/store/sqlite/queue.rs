@@ -111,6 +111,7 @@ impl WorkQueue for Embedded {
     }
 
     async fn rerun(&self, job: Job) -> Result<bool, StoreError> {
+        let awaiting = schema::awaiting(&job.step);
         let step = serde_json::to_string(&job.step).map_err(storage)?;
         let event = self.event(&job.event_id).await?;
         self.write(move |c, pushes| {
@@ -119,9 +120,9 @@ impl WorkQueue for Embedded {
             };
             let n = c.execute(
                 "UPDATE jobs SET state = 'pending', step = ?2, fingerprint = ?3, error = NULL,
-                   not_before = NULL, updated_at = ?4
+                   not_before = NULL, updated_at = ?4, awaiting = ?5
                  WHERE seq = ?1 AND state = 'failed'",
-                params![seq, step, job.fingerprint, now_ms()],
+                params![seq, step, job.fingerprint, now_ms(), awaiting],
             )?;
             if n == 0 {
                 return Ok(false);

@@ -4,9 +4,15 @@
 //! JSON) plus one row per job in `jobs`, and a delivery id one row in `state`. Jobs of an event
 //! have consecutive sequence numbers (`first_job`…), so no index on `jobs` is needed to find
 //! them; job ids start with their event's id.
+//!
+//! A journal of an older format is brought up to this one when it is opened ([`migrate`]).
 
-/// Bumped whenever the tables change shape.
-pub const SCHEMA_VERSION: i64 = 2;
+use rusqlite::Connection;
+
+use crate::domain::Step;
+
+/// Bumped whenever the tables change shape (3: `jobs.awaiting`).
+pub const SCHEMA_VERSION: i64 = 3;
 
 pub const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS events (
@@ -40,14 +46,16 @@ CREATE TABLE IF NOT EXISTS jobs (
     step TEXT NOT NULL,
     not_before INTEGER,
     error TEXT,
-    updated_at INTEGER NOT NULL
+    updated_at INTEGER NOT NULL,
+    -- The deadline of `step`'s `awaiting` (ms), NULL when the job awaits no decision: written
+    -- with `step` (`awaiting` below), so the index below reads a column, not the JSON.
+    awaiting INTEGER
 );
 -- Dead letters, for the job list and retention.
 CREATE INDEX IF NOT EXISTS jobs_failed ON jobs(seq) WHERE state = 'failed';
 -- Jobs awaiting approval, for `status=awaiting_approval` and the console's approvals page.
 CREATE INDEX IF NOT EXISTS jobs_awaiting ON jobs(seq)
-    WHERE state = 'pending' AND json_extract(step, '$.awaiting') IS NOT NULL;
-CREATE TABLE IF NOT EXISTS attempts (
+    WHERE state = 'pending' AND awaiting IS NOT NULL;CREATE TABLE IF NOT EXISTS attempts (
     job_id TEXT NOT NULL,
     phase INTEGER NOT NULL,
     idx INTEGER NOT NULL,
@@ -75,3 +83,34 @@ CREATE TABLE IF NOT EXISTS state (
     expires_at INTEGER
 ) WITHOUT ROWID;
 ";
+
+/// The `jobs.awaiting` column of a job at `step`.
+pub fn awaiting(step: &Step) -> Option<i64> {
+    step.awaiting.as_ref().map(|a| a.deadline)
+}
+
+/// Format 2 to 3: `jobs.awaiting` filled from the steps, the index `jobs_awaiting` on it
+/// instead of on `json_extract(step, '$.awaiting')` (the same jobs: a JSON `null` is none).
+const FROM_2: &str = "
+ALTER TABLE jobs ADD COLUMN awaiting INTEGER;
+UPDATE jobs SET awaiting = coalesce(json_extract(step, '$.awaiting.deadline'), 0)
+    WHERE json_extract(step, '$.awaiting') IS NOT NULL;
+DROP INDEX IF EXISTS jobs_awaiting;
+";
+
+/// Brings a journal of format `from` to [`SCHEMA_VERSION`] in one transaction (all of it or
+/// nothing). `Ok(false)`: a format this release cannot migrate from (left untouched).
+pub fn migrate(conn: &Connection, from: i64) -> rusqlite::Result<bool> {
+    let steps: &[&str] = match from {
+        2 => &[FROM_2],
+        _ => return Ok(false),
+    };
+    let tx = conn.unchecked_transaction()?;
+    for step in steps {
+        tx.execute_batch(step)?;
+    }
+    tx.execute_batch(SCHEMA)?;
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    tx.commit()?;
+    Ok(true)
+}
