@@ -12,7 +12,7 @@ pub use readonly::ReadOnly;
 pub mod model;
 mod readonly;
 mod reads;
-mod schema;
+pub mod schema;
 mod writer;
 
 use std::path::{Path, PathBuf};
