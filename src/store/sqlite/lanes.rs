@@ -176,10 +176,20 @@ impl Lanes {
             self.next_token += 1;
             let token = self.next_token;
             self.held.insert(q.seq, token);
+            // The leased copy, for a lease that lapses or a job given back, keeps no event:
+            // the lease carries it, and the last reference is dropped where the job ran, not
+            // on the writer thread when the ack commits (a job given back reads it again).
+            let kept = Queued {
+                seq: q.seq,
+                job: q.job.clone(),
+                event: None,
+                deliveries: q.deliveries,
+                lost: q.lost,
+            };
             self.leased.insert(
                 token,
                 Leased {
-                    q: q.clone(),
+                    q: kept,
                     deadline: now + ttl,
                     woken: false,
                 },
