@@ -183,6 +183,27 @@ top "$WORK/rulehook-match.inclusive.txt"
 echo
 echo "Top $TOP functions by self cost, rulehook, 1 matching rule:"
 top "$WORK/rulehook-match.self.txt"
+# The parts of the issue's breakdown, inclusive (they overlap: allocation is inside each), per
+# event; "the rest" is the total less the store's writer thread, the verification and the job.
+part() { # $1 = inclusive annotate output, $2 = function name (the end of it)
+  grep -E "[:>]$2( \[|$)" "$1" | sed -E 's/^ *([0-9,]+).*/\1/; s/,//g' | sort -n | tail -1
+}
+parts() { # $1 = label
+  f="$WORK/$1.inclusive.txt"
+  total=$(sed -n 's/^ *\([0-9,]*\) *(100.0%) *PROGRAM TOTALS.*/\1/p' "$f" | tr -d ,)
+  [ -n "$total" ] || total=$(grep -m1 'PROGRAM TOTALS' "$f" | sed -E 's/^ *([0-9,]+).*/\1/; s/,//g')
+  w=$(part "$f" 'rulehook::store::sqlite::writer::run'); v=$(part "$f" 'rulehook::verify::Verifier::verify')
+  j=$(part "$f" 'rulehook::engine::job::<impl rulehook::engine::Engine>::run_job::\{\{closure\}\}')
+  d=$(part "$f" 'rulehook::body::BodyFormat::decode'); q=$(part "$f" 'sqlite3_step'); p=$(part "$f" 'pagerWalFrames')
+  echo "Where the instructions go, $1 (inclusive, per event):"
+  for kv in "the store's writer thread|${w:-0}" "  of it sqlite3_step|${q:-0}" "  of it WAL frames (commits)|${p:-0}" \
+            "Verifier::verify|${v:-0}" "  of it BodyFormat::decode|${d:-0}" "run_job (the job and its action)|${j:-0}" \
+            "the rest (HTTP, handler, matching, queue, tasks)|$(( ${total:-0} - ${w:-0} - ${v:-0} - ${j:-0} ))"; do
+    printf '  %-50s %8d Ir/event\n' "${kv%%|*}" $(( ${kv##*|} / N ))
+  done
+}
+echo
+parts rulehook-match
 for label in rulehook-match rulehook-nomatch baseline; do
   echo
   echo "Self cost by component, $label:"
