@@ -328,6 +328,34 @@ mod tests {
         assert_eq!(order, vec![1, 6, 2, 7, 3, 4, 5]);
     }
 
+    /// The event travels with the lease only: once the lease and its job are dropped, the
+    /// queue's memory holds no reference to it (its last one is not dropped on the writer
+    /// thread by the ack); a job that comes back after a lapsed lease reads it again.
+    #[test]
+    fn the_leased_copy_holds_no_event() {
+        let mut l = Lanes::new();
+        l.spilled = false;
+        let event = Arc::new(
+            crate::verify::VerifiedEvent::replay("in", "bearer", serde_json::json!({}), &[], "x")
+                .accept(),
+        );
+        l.push_new(Queued {
+            event: Some(event.clone()),
+            ..q(1, "r")
+        });
+        let Next::Job(leased, _) = l.next(Duration::from_millis(0)) else {
+            panic!("nothing ready")
+        };
+        assert!(leased.event.is_some(), "the lease carries the event");
+        drop(leased);
+        assert_eq!(Arc::strong_count(&event), 1, "the lanes kept the event");
+        std::thread::sleep(Duration::from_millis(2));
+        let Next::Job(again, _) = l.next(Duration::from_secs(30)) else {
+            panic!("the lapsed lease did not come back")
+        };
+        assert!(again.event.is_none());
+    }
+
     #[test]
     fn an_expired_lease_comes_back_and_a_stale_token_is_refused() {
         let mut l = Lanes::new();
