@@ -361,6 +361,8 @@ async fn copies_of_a_delivery_sent_at_once_count_once() {
         if state_of(&d).as_deref() == Some("fired") {
             fired += 1;
         }
+        // Counted, and as two: the copies once, the distinct event once.
+        assert_eq!(c.events.len(), 2, "group {g}: {:?}", c.events);
         for p in &c.events {
             assert!(
                 store.history.event_detail(&p.id).await.unwrap().is_some(),
