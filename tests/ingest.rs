@@ -119,6 +119,18 @@ async fn every_kind_accepts_the_right_signature_and_refuses_a_wrong_one() {
     .await;
     assert_eq!(st, 202, "{resp}");
     accepted += 1;
+    // ... and refused when signed with another key.
+    let wrong = format!("whsec_{}", B64.encode(b"another key of 24 bytes!"));
+    let (st, resp) = post_signed(
+        &c,
+        &server.url("/hooks/sw"),
+        "standard-webhooks",
+        &wrong,
+        br#"{"sw":2}"#,
+    )
+    .await;
+    assert_eq!(st, 401, "standard-webhooks wrong key: {resp}");
+    assert_eq!(resp["error"], "invalid_signature");
 
     // Generic hmac: sha1, base64, prefix, id header.
     let gbody = br#"{"generic":true}"#;
