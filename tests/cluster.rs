@@ -223,9 +223,13 @@ rules:
             .iter()
             .filter(|(p, _, _)| p.ends_with("/comments"))
             .count();
-        if opened + comments >= 2 || Instant::now() > deadline {
+        if opened + comments >= 2 {
             break;
         }
+        assert!(
+            Instant::now() < deadline,
+            "both ticket jobs did not act: {seen:?}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -242,6 +246,14 @@ rules:
     assert_eq!(
         opened, 1,
         "one ticket for one dedup key across two nodes: {seen:?}"
+    );
+    let comments = seen
+        .iter()
+        .filter(|(p, _, _)| p.ends_with("/comments"))
+        .count();
+    assert_eq!(
+        comments, 1,
+        "the other job commented on that ticket: {seen:?}"
     );
 }
 

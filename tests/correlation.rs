@@ -361,6 +361,8 @@ async fn copies_of_a_delivery_sent_at_once_count_once() {
         if state_of(&d).as_deref() == Some("fired") {
             fired += 1;
         }
+        // Counted, and as two: the copies once, the distinct event once.
+        assert_eq!(c.events.len(), 2, "group {g}: {:?}", c.events);
         for p in &c.events {
             assert!(
                 store.history.event_detail(&p.id).await.unwrap().is_some(),
@@ -634,7 +636,7 @@ async fn a_fired_absence_retried_after_a_failure_still_fires_and_then_closes_its
     let key = partial_key("r", r#"["r1"]"#);
     b.set(T0 + 2 * MIN + 1);
     // The first attempt fails; the retry comes after a backoff of a second or two.
-    let mut done = None;
+    let (mut done, mut seen_between) = (None, false);
     for _ in 0..200 {
         let d = detail(&store, &down).await;
         if d.matches[0].status != rulehook::store::JobStatus::Pending {
@@ -646,10 +648,15 @@ async fn a_fired_absence_retried_after_a_failure_still_fires_and_then_closes_its
                 store.state.get(&key).await.unwrap().is_some(),
                 "the window stays open while the job is not done"
             );
+            seen_between = true;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let d = done.expect("the job finished");
+    assert!(
+        seen_between,
+        "never looked between the failure and the retry: the open window went unchecked"
+    );
     let m = &d.matches[0];
     assert_eq!(m.status, rulehook::store::JobStatus::Done, "{:?}", m.error);
     let results: Vec<&str> = m.attempts.iter().map(|a| a.status).collect();

@@ -60,6 +60,7 @@ fn shipped() -> Env {
     env
 }
 
+/// The log once it holds `needle`; panics with the log after 10 s.
 fn wait_log(server: &Server, needle: &str) -> String {
     for _ in 0..200 {
         let log = server.log_text();
@@ -68,7 +69,7 @@ fn wait_log(server: &Server, needle: &str) -> String {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    server.log_text()
+    panic!("`{needle}` never reached the log:\n{}", server.log_text());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -45,9 +45,13 @@ async fn wait_jobs_finished(c: &reqwest::Client, server: &Server, n: usize) -> V
             .unwrap();
         let events = v["events"].as_array().cloned().unwrap_or_default();
         let finished = events.iter().filter(|e| e["status"] != "pending").count();
-        if finished >= n || start.elapsed() > Duration::from_secs(20) {
+        if finished >= n {
             return v;
         }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "{finished} of {n} event(s) finished: {v}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -162,6 +166,10 @@ rules:
         "the hmac source's signature header is kept: {detail}"
     );
     assert!(log.contains("using *** for 1"), "the log action ran");
+    assert!(
+        jobs.contains(&format!("{id}:bad")),
+        "the bad job is a dead letter (else that place is checked empty): {jobs}"
+    );
     for (name, secret) in secrets.iter().chain([("file", "file-secret-7f3a")].iter()) {
         for (place, text) in [
             ("history", &detail),

@@ -119,6 +119,18 @@ async fn every_kind_accepts_the_right_signature_and_refuses_a_wrong_one() {
     .await;
     assert_eq!(st, 202, "{resp}");
     accepted += 1;
+    // ... and refused when signed with another key.
+    let wrong = format!("whsec_{}", B64.encode(b"another key of 24 bytes!"));
+    let (st, resp) = post_signed(
+        &c,
+        &server.url("/hooks/sw"),
+        "standard-webhooks",
+        &wrong,
+        br#"{"sw":2}"#,
+    )
+    .await;
+    assert_eq!(st, 401, "standard-webhooks wrong key: {resp}");
+    assert_eq!(resp["error"], "invalid_signature");
 
     // Generic hmac: sha1, base64, prefix, id header.
     let gbody = br#"{"generic":true}"#;
@@ -197,6 +209,32 @@ async fn tampered_stale_oversize_malformed_unknown_and_wrong_method() {
     assert_eq!(
         (st, resp["error"].as_str()),
         (413, Some("payload_too_large"))
+    );
+    // Streamed: chunked, no Content-Length to refuse it by (the case above is declared only).
+    let answer = tokio::task::spawn_blocking({
+        let addr = server.base.trim_start_matches("http://").to_string();
+        move || {
+            use std::io::{Read, Write};
+            let mut s = std::net::TcpStream::connect(addr).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let chunk = " ".repeat(100);
+            write!(
+                s,
+                "POST /hooks/tiny HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+                 Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n{:x}\r\n{chunk}\r\n0\r\n\r\n",
+                chunk.len()
+            )
+            .unwrap();
+            let mut answer = String::new();
+            let _ = s.read_to_string(&mut answer);
+            answer
+        }
+    })
+    .await
+    .unwrap();
+    assert!(
+        answer.starts_with("HTTP/1.1 413") && answer.contains("payload_too_large"),
+        "{answer}"
     );
 
     // Malformed JSON, correctly signed.

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use common::{Env, Server, client, post_signed};
 
+/// The log once it holds `needle`; panics with the log after 10 s.
 fn wait_for(server: &Server, needle: &str) -> String {
     for _ in 0..200 {
         let log = server.log_text();
@@ -15,7 +16,7 @@ fn wait_for(server: &Server, needle: &str) -> String {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    server.log_text()
+    panic!("`{needle}` never reached the log:\n{}", server.log_text());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -135,6 +135,7 @@ async fn detail(c: &reqwest::Client, server: &Server, id: &str) -> Value {
         .unwrap()
 }
 
+/// The event's detail once it has jobs and none is pending; panics after 10 s.
 async fn settled(c: &reqwest::Client, server: &Server, id: &str) -> Value {
     for _ in 0..200 {
         let d = detail(c, server, id).await;
@@ -146,7 +147,7 @@ async fn settled(c: &reqwest::Client, server: &Server, id: &str) -> Value {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    detail(c, server, id).await
+    panic!("{id} did not settle: {}", detail(c, server, id).await);
 }
 
 #[tokio::test]

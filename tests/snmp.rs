@@ -756,6 +756,24 @@ async fn without_communities_v1_and_v2c_are_refused() {
     v2c.extend(LINK_DOWN);
     ok(&net_snmp(&env, "snmptrap", &v2c));
     wait_dropped(&server, "community_not_configured", 1.0).await;
+    // v1 too (the name says both; only v2c was sent).
+    let v1 = [
+        "-v",
+        "1",
+        "-c",
+        "public",
+        &to,
+        "1.3.6.1.4.1.9",
+        "10.9.8.7",
+        "2",
+        "0",
+        "",
+        "1.3.6.1.2.1.2.2.1.1.2",
+        "i",
+        "2",
+    ];
+    ok(&net_snmp(&env, "snmptrap", &v1));
+    wait_dropped(&server, "community_not_configured", 2.0).await;
     assert_eq!(event_count(&server).await, 0);
 }
 

@@ -258,7 +258,18 @@ mod tests {
             ok_statuses: vec![],
             secrets: vec!["tok-123".into()],
         };
-        let shown = serde_json::to_string(&call.masked()).unwrap();
+        let masked = call.masked();
+        let shown = serde_json::to_string(&masked).unwrap();
         assert!(!shown.contains("tok-123"), "{shown}");
+        // Masked, not dropped: the rest of what was sent is still shown.
+        assert_eq!(masked.url, "https://x/api?token=***");
+        assert_eq!(
+            masked.headers,
+            vec![
+                ("Authorization".to_string(), "***".to_string()),
+                ("X-Other".to_string(), "***".to_string()),
+            ]
+        );
+        assert_eq!(masked.body.as_deref(), Some(r#"{"token":"***"}"#));
     }
 }

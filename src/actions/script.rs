@@ -417,18 +417,22 @@ mod tests {
     #[tokio::test]
     async fn a_cancelled_run_kills_its_group() {
         let dir = tempfile::tempdir().unwrap();
+        let started = dir.path().join("started");
         let marker = dir.path().join("survived");
         let p = script(
             dir.path(),
             "long.sh",
             &format!(
-                "#!/bin/sh\n(sleep 1; touch {}) &\nsleep 30\n",
+                "#!/bin/sh\ntouch {}\n(sleep 1; touch {}) &\nsleep 30\n",
+                started.display(),
                 marker.display()
             ),
         );
         let r = run(p, vec![], Duration::from_secs(30));
         let c = ctx();
-        let _ = tokio::time::timeout(Duration::from_millis(300), r.execute(&c)).await;
+        let ran = tokio::time::timeout(Duration::from_millis(300), r.execute(&c)).await;
+        assert!(ran.is_err(), "the run ended by itself: {ran:?}");
+        assert!(started.exists(), "the script never started");
         tokio::time::sleep(Duration::from_millis(1500)).await;
         assert!(!marker.exists(), "the group outlived the cancelled run");
     }

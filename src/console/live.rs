@@ -359,6 +359,8 @@ mod tests {
             let json = serde_json::to_string(&r).unwrap();
             b.take(Arc::new(Accepted { row: r, json }), &all);
         }
+        assert_eq!(b.rows.len(), BATCH, "one array of BATCH rows");
+        assert_eq!(b.skipped, 3, "the rest are counted");
         let out = b.events();
         assert_eq!(out.len(), 2, "rows, then the skipped count");
     }

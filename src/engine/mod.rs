@@ -557,8 +557,13 @@ mod tests {
     use crate::store::{Revision, StateStore, Store};
     use crate::verify::{Delivery, VerifiedEvent};
 
-    /// The embedded state store, except that creating a key starting with `fail` fails.
-    struct Failing(Arc<dyn StateStore>, &'static str);
+    /// The embedded state store, except that creating a key starting with the prefix fails;
+    /// the keys it did create are noted.
+    struct Failing(
+        Arc<dyn StateStore>,
+        &'static str,
+        std::sync::Mutex<Vec<String>>,
+    );
 
     #[async_trait]
     impl StateStore for Failing {
@@ -574,7 +579,9 @@ mod tests {
             if key.starts_with(self.1) {
                 return Err(StoreError::Transient("injected".into()));
             }
-            self.0.create(key, value, ttl).await
+            let rev = self.0.create(key, value, ttl).await?;
+            self.2.lock().unwrap().push(key.to_string());
+            Ok(rev)
         }
         async fn update(
             &self,
@@ -612,8 +619,13 @@ mod tests {
         })
         .unwrap();
         let embedded = Store::embedded(&dir.path().join("data")).unwrap();
+        let failing = Arc::new(Failing(
+            embedded.state.clone(),
+            "throttle/b/",
+            std::sync::Mutex::new(Vec::new()),
+        ));
         let store = Store {
-            state: Arc::new(Failing(embedded.state.clone(), "throttle/b/")),
+            state: failing.clone(),
             ..embedded.clone()
         };
         let engine = Engine::new(store, Arc::new(rules), Settings::default());
@@ -628,6 +640,17 @@ mod tests {
             },
         );
         assert!(engine.ingest(event).await.is_err());
+        // Else there was nothing to take back.
+        assert!(
+            failing
+                .2
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|k| k == "throttle/a/[]"),
+            "rule a opened its window before rule b failed: {:?}",
+            failing.2.lock().unwrap()
+        );
         let left = embedded.state.get("throttle/a/[]").await.unwrap();
         assert_eq!(left, None, "rule a's window stayed open after the failure");
     }

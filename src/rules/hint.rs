@@ -638,13 +638,7 @@ mod tests {
         // A hint that cannot name a whole condition proposes none.
         for text in ["$.a == ", "== 3", "$.a == 1)"] {
             let h = hint(text).unwrap_or_else(|| panic!("no hint for {text}"));
-            if let Some(fix) = proposed(&h.message) {
-                assert!(
-                    Expr::compile(fix).is_ok(),
-                    "{text}: proposes `{fix}`: {}",
-                    h.message
-                );
-            }
+            assert_eq!(proposed(&h.message), None, "{text}: {}", h.message);
         }
     }
 

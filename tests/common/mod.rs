@@ -41,7 +41,6 @@ impl Env {
             .map(|s| s.lines().map(str::to_string).collect())
             .unwrap_or_default()
     }
-    /// Waits until `rel` has at least `n` lines (or the timeout passes); returns its lines.
     /// Waits until `rel` holds at least `n` lines; panics (with what it holds) on timeout, so a
     /// test never carries on as if the lines had come.
     pub fn wait_lines(&self, rel: &str, n: usize, timeout: Duration) -> Vec<String> {
