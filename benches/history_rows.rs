@@ -44,19 +44,14 @@ impl Rows {
         let id = format!("01a2{:04x}-b592-7335-bbe0-{:012x}", i >> 16, i);
         let key = self.next_key();
         if dedup {
-            c.prepare_cached(
-                "INSERT INTO state (key, value, revision, expires_at) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT(key) DO UPDATE SET value = excluded.value,
-                   revision = excluded.revision, expires_at = excluded.expires_at
-                 WHERE state.expires_at IS NOT NULL AND state.expires_at < ?5",
-            )?
-            .execute(params![
-                key,
-                id,
-                i,
-                1_800_000_000_000i64 + i,
-                1_700_000_000_000i64
-            ])?;
+            c.prepare_cached(rulehook::store::sqlite::schema::CLAIM_STATE)?
+                .execute(params![
+                    key,
+                    id,
+                    i,
+                    1_800_000_000_000i64 + i,
+                    1_700_000_000_000i64
+                ])?;
         }
         c.prepare_cached(
             "INSERT INTO events (seq, id, source, kind, delivery, parent, received_at, headers, body,

@@ -100,6 +100,18 @@ fn ok(out: &Output) {
 }
 
 const LINK_DOWN: &[&str] = &["", "1.3.6.1.6.3.1.1.5.3", "1.3.6.1.2.1.2.2.1.1.2", "i", "2"];
+/// The same linkDown as a v1 trap (enterprise, agent address, generic 2, specific 0, uptime,
+/// then the binding), after the target.
+const V1_LINK_DOWN: &[&str] = &[
+    "1.3.6.1.4.1.9",
+    "10.9.8.7",
+    "2",
+    "0",
+    "",
+    "1.3.6.1.2.1.2.2.1.1.2",
+    "i",
+    "2",
+];
 
 async fn metrics(server: &Server) -> String {
     client()
@@ -158,21 +170,7 @@ async fn v1_v2c_and_v3_traps_reach_the_rules() {
     ok(&net_snmp(
         &env,
         "snmptrap",
-        &[
-            "-v",
-            "1",
-            "-c",
-            "public",
-            &to,
-            "1.3.6.1.4.1.9",
-            "10.9.8.7",
-            "2",
-            "0",
-            "",
-            "1.3.6.1.2.1.2.2.1.1.2",
-            "i",
-            "2",
-        ],
+        &[&["-v", "1", "-c", "public", &to][..], V1_LINK_DOWN].concat(),
     ));
     // v1 enterprise-specific 42.
     ok(&net_snmp(
@@ -757,21 +755,8 @@ async fn without_communities_v1_and_v2c_are_refused() {
     ok(&net_snmp(&env, "snmptrap", &v2c));
     wait_dropped(&server, "community_not_configured", 1.0).await;
     // v1 too (the name says both; only v2c was sent).
-    let v1 = [
-        "-v",
-        "1",
-        "-c",
-        "public",
-        &to,
-        "1.3.6.1.4.1.9",
-        "10.9.8.7",
-        "2",
-        "0",
-        "",
-        "1.3.6.1.2.1.2.2.1.1.2",
-        "i",
-        "2",
-    ];
+    let mut v1 = vec!["-v", "1", "-c", "public", &to];
+    v1.extend(V1_LINK_DOWN);
     ok(&net_snmp(&env, "snmptrap", &v1));
     wait_dropped(&server, "community_not_configured", 2.0).await;
     assert_eq!(event_count(&server).await, 0);

@@ -43,12 +43,9 @@ impl EventLog for Embedded {
                 if let Some((key, expires)) = &dedup {
                     let rev = next_rev.fetch_add(1, Ordering::Relaxed) as i64;
                     let n = c.run(
-                    "INSERT INTO state (key, value, revision, expires_at) VALUES (?1, ?2, ?3, ?4)
-                     ON CONFLICT(key) DO UPDATE SET value = excluded.value,
-                       revision = excluded.revision, expires_at = excluded.expires_at
-                     WHERE state.expires_at IS NOT NULL AND state.expires_at < ?5",
-                    params![key, event.id, rev, expires, now],
-                )?;
+                        schema::CLAIM_STATE,
+                        params![key, event.id, rev, expires, now],
+                    )?;
                     if n == 0 {
                         count(0);
                         let id: String = c

@@ -55,7 +55,8 @@ CREATE TABLE IF NOT EXISTS jobs (
 CREATE INDEX IF NOT EXISTS jobs_failed ON jobs(seq) WHERE state = 'failed';
 -- Jobs awaiting approval, for `status=awaiting_approval` and the console's approvals page.
 CREATE INDEX IF NOT EXISTS jobs_awaiting ON jobs(seq)
-    WHERE state = 'pending' AND awaiting IS NOT NULL;CREATE TABLE IF NOT EXISTS attempts (
+    WHERE state = 'pending' AND awaiting IS NOT NULL;
+CREATE TABLE IF NOT EXISTS attempts (
     job_id TEXT NOT NULL,
     phase INTEGER NOT NULL,
     idx INTEGER NOT NULL,
@@ -83,6 +84,15 @@ CREATE TABLE IF NOT EXISTS state (
     expires_at INTEGER
 ) WITHOUT ROWID;
 ";
+
+/// Creates the state entry `?1` = `?2` at revision `?3`, expiring at `?4` (ms, or NULL), unless
+/// one exists that has not expired by `?5` (ms): no row changes then. A delivery's dedup key and
+/// the state store's `create` both claim a key this way.
+pub const CLAIM_STATE: &str =
+    "INSERT INTO state (key, value, revision, expires_at) VALUES (?1, ?2, ?3, ?4)
+     ON CONFLICT(key) DO UPDATE SET value = excluded.value,
+       revision = excluded.revision, expires_at = excluded.expires_at
+     WHERE state.expires_at IS NOT NULL AND state.expires_at < ?5";
 
 /// The `jobs.awaiting` column of a job at `step`.
 pub fn awaiting(step: &Step) -> Option<i64> {

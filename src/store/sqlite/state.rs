@@ -32,13 +32,7 @@ impl StateStore for Embedded {
             .write(move |c, _| {
                 let now = now_ms();
                 let rev = revs.fetch_add(1, Ordering::Relaxed);
-                let n = c.prepare_cached(
-                    "INSERT INTO state (key, value, revision, expires_at) VALUES (?1, ?2, ?3, ?4)
-                     ON CONFLICT(key) DO UPDATE SET value = excluded.value,
-                       revision = excluded.revision, expires_at = excluded.expires_at
-                     WHERE state.expires_at IS NOT NULL AND state.expires_at < ?5",
-                )?
-                .execute(params![
+                let n = c.prepare_cached(schema::CLAIM_STATE)?.execute(params![
                     key,
                     value,
                     rev as i64,
