@@ -590,12 +590,16 @@ impl Engine {
                 return Ok(Ran::Stopped); // the lease lapses; the job runs at the next start
             };
             // The run is durable already (the job is pending); the attempt row is for the
-            // history, written alongside the start to keep a commit off the path to it.
-            let (started, outcome) = tokio::join!(
+            // history, written alongside the start to keep a commit off the path to it. The run
+            // is polled first (`biased`): a process is spawned before the writer thread is woken
+            // for the row; woken first, the writer took the core from the spawn for the row's
+            // SQL and WAL writes (perf sched, idle requests).
+            let (outcome, started) = tokio::join!(
+                biased;
+                self.with_heartbeat(lease, rendered.execute(&context, self.store.state.as_ref())),
                 self.store
                     .history
                     .record(record(shown.clone(), None, started_at)),
-                self.with_heartbeat(lease, rendered.execute(&context, self.store.state.as_ref()))
             );
             started?;
             outcome
