@@ -172,22 +172,31 @@ impl JournalFile {
 
     /// `Some(why)` once the file at the path is no longer the one written to (sticky).
     fn check(&self) -> Option<String> {
-        use std::sync::atomic::Ordering;
-        let why = || {
-            format!(
-                "the journal {} was deleted or replaced while in use: nothing can be stored until rulehook is restarted on a working data directory",
-                self.path.display()
-            )
-        };
-        if self.lost.load(Ordering::Relaxed) {
-            return Some(why());
+        if let Some(why) = self.known_lost() {
+            return Some(why);
         }
         if self.id.is_some() && file_id(&self.path) != self.id {
-            self.lost.store(true, Ordering::Relaxed);
-            tracing::error!("{}", why());
-            return Some(why());
+            self.lost.store(true, std::sync::atomic::Ordering::Relaxed);
+            tracing::error!("{}", self.why());
+            return Some(self.why());
         }
         None
+    }
+
+    /// `Some(why)` if a check found the file lost already: no look at the file system. Before
+    /// a batch this is enough, as [`JournalFile::check`] runs after every commit, before any
+    /// of it is reported as stored.
+    fn known_lost(&self) -> Option<String> {
+        self.lost
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .then(|| self.why())
+    }
+
+    fn why(&self) -> String {
+        format!(
+            "the journal {} was deleted or replaced while in use: nothing can be stored until rulehook is restarted on a working data directory",
+            self.path.display()
+        )
     }
 }
 
@@ -237,7 +246,7 @@ pub fn run(
 type Pending = (WriteFn, Reply, bool);
 
 fn apply(tx: &Tx<'_>, mut writes: Vec<Pending>, shared: &Shared, journal: &JournalFile) {
-    if let Some(why) = journal.check() {
+    if let Some(why) = journal.known_lost() {
         for (_, reply, _) in writes {
             let _ = reply.send(Err(StoreError::Permanent(why.clone())));
         }
