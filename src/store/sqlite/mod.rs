@@ -3,7 +3,6 @@
 //! ([`lanes`]). One process owns a data directory (leases live in its memory: after a crash
 //! every lease is gone, so every pending job is fetchable again with its recorded step).
 
-mod checkpoint;
 mod history;
 mod lanes;
 mod log;
@@ -132,7 +131,7 @@ impl Embedded {
             .map_err(|e| StoreError::Permanent(format!("cannot create {}: {e}", dir.display())))?;
         let lock = lock_dir(dir)?;
         let path = dir.join("journal.db");
-        let mut write = open_conn(&path).map_err(storage)?;
+        let write = open_conn(&path).map_err(storage)?;
         let version: i64 = write
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .map_err(storage)?;
@@ -192,9 +191,6 @@ impl Embedded {
             lanes: Mutex::new(Lanes::new()),
             ready: tokio::sync::Notify::new(),
         });
-        // Checkpoints off the writer's thread (its commits only ask for them).
-        let checkpoints = open_conn(&path).map_err(storage)?;
-        checkpoint::start(&mut write, checkpoints, checkpoint::CHECKPOINT_PAGES)?;
         let (tx, rx) = mpsc::channel();
         let s = shared.clone();
         std::thread::Builder::new()
