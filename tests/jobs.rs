@@ -1386,6 +1386,10 @@ async fn a_rule_edited_while_the_service_was_down_runs_the_version_its_jobs_matc
     }
     env.wait_lines("hung.txt", 1, Duration::from_secs(10));
     let v1 = detail(&c, &server, &ids[2]).await["matches"][0]["fingerprint"].clone();
+    assert!(
+        v1.as_str().is_some_and(|f| !f.is_empty()),
+        "no fingerprint: {v1}"
+    );
     server.kill9();
     kill_orphan(&env.path("slow.pid"));
     std::fs::write(env.path("crashed"), "").unwrap();

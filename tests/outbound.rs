@@ -695,6 +695,18 @@ rules:
     let err = d["matches"][0]["error"].as_str().unwrap();
     assert!(err.contains("deeper than 8"), "{err}");
     assert!(server.log_text().contains("deeper than 8"));
+    // The eight links hang from the event that started the loop, one after another.
+    let first = events
+        .iter()
+        .find(|e| e["parent"] == loop_start.as_str())
+        .expect("a link whose parent is the event that started the loop");
+    let mut depth = 1;
+    let mut at = first["id"].as_str().unwrap().to_string();
+    while let Some(next) = events.iter().find(|e| e["parent"] == at.as_str()) {
+        at = next["id"].as_str().unwrap().to_string();
+        depth += 1;
+    }
+    assert_eq!(depth, 8, "the links do not form one chain: {events:?}");
     // Still serving.
     assert_eq!(
         c.get(server.url("/healthz"))
@@ -705,8 +717,8 @@ rules:
             .as_u16(),
         200
     );
+    // And still accepting (send asserts the 202).
     send(&c, &server, &json!({"kind": "nothing"})).await;
-    let _ = loop_start;
 }
 
 #[test]
