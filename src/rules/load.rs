@@ -1447,4 +1447,66 @@ mod tests {
         assert_eq!(parse_all(&texts, &mut errors, &mut failed, 2_000).len(), 1);
         assert!(errors.is_empty(), "{errors:?}");
     }
+
+    /// The structural errors of one file, as `line:column: message`.
+    fn problems(text: &str) -> Vec<String> {
+        let texts = vec![(PathBuf::from("r.yml"), text.to_string())];
+        let (mut errors, mut failed) = (Vec::new(), HashSet::new());
+        assert!(parse_all(&texts, &mut errors, &mut failed, 250_000).is_empty());
+        errors
+            .iter()
+            .map(|e| format!("{}:{}: {}", e.line, e.column, e.message))
+            .collect()
+    }
+
+    /// A misspelt key deep in a rule is reported once, and setting it aside to look for more
+    /// invents nothing: not a `missing field `actions`` for a rule that has `actions:` (the key
+    /// sat in a flow mapping on the `actions:` line), nor "`log:` has no value" for a `log:`
+    /// whose only field was the misspelt one, nor the missing key the misspelling stood for.
+    #[test]
+    fn a_misspelt_key_brings_no_invented_errors_along() {
+        let head = "sources: [{name: a, kind: none}]\nrules:\n";
+        let flow = format!("{head}  - name: r\n    actions: [{{log: {{mesage: hi}}}}]\n");
+        let found = problems(&flow);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            found[0].starts_with("4:22: unknown key `mesage`"),
+            "{found:?}"
+        );
+        let block =
+            format!("{head}  - name: r\n    actions:\n      - log:\n          mesage: hi\n");
+        let found = problems(&block);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            found[0].starts_with("6:11: unknown key `mesage`"),
+            "{found:?}"
+        );
+        let rule = format!(
+            "{head}  - name: r\n    condtion: '$.a'\n    actoins: [{{log: {{message: hi}}}}]\n  - name: ok\n    actions: [{{log: {{mesage: hi}}}}]\n"
+        );
+        let found = problems(&rule);
+        assert_eq!(found.len(), 3, "{found:?}");
+        assert!(
+            found[0].starts_with("4:5: unknown key `condtion`"),
+            "{found:?}"
+        );
+        assert!(
+            found[1].starts_with("5:5: unknown key `actoins`"),
+            "{found:?}"
+        );
+        assert!(
+            found[2].starts_with("7:22: unknown key `mesage`"),
+            "{found:?}"
+        );
+        // Two misspelt keys of one action, each on its own line, are both reported.
+        let two = format!(
+            "{head}  - name: r\n    actions:\n      - log:\n          mesage: hi\n          levl: info\n"
+        );
+        let found = problems(&two);
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert!(
+            found[1].starts_with("7:11: unknown key `levl`"),
+            "{found:?}"
+        );
+    }
 }
