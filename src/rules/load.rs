@@ -1509,4 +1509,57 @@ mod tests {
             "{found:?}"
         );
     }
+
+    /// A value of the wrong type is said with the key, the value and what goes there, not in
+    /// the YAML library's words (`strict mode`, `Option<String>`, `DuplicateKeyPolicy`).
+    #[test]
+    fn a_value_of_the_wrong_type_is_named_in_plain_words() {
+        let head = "sources:\n  - name: a\n    kind: none\n";
+        let rule = "    actions: [{log: {message: hi}}]\n";
+        let cases = [
+            (
+                format!("{head}rules:\n  - name: r\n    enabled: yes\n{rule}"),
+                "6:14: `enabled` must be `true` or `false`, not `yes`",
+            ),
+            (
+                format!("{head}    rate_limit: {{per_second: many}}\n"),
+                "4:30: `per_second` must be a number, not `many`",
+            ),
+            (
+                format!("{head}rules:\n  - name:\n{rule}"),
+                "5:9: `name` has no value: write it after `name:`",
+            ),
+            (
+                format!("{head}    kind: bearer\n"),
+                "4:5: `kind` is written twice in one mapping (first at line 3): keep one",
+            ),
+            (
+                format!("{head}rules:\n  - name: r\n    sources: a\n{rule}"),
+                "6:14: `sources` must be a list: `sources: [a]`",
+            ),
+            (
+                format!("{head}rules:\n  - name: [r]\n{rule}"),
+                "5:11: `name` must be a single value (text), not a list or mapping",
+            ),
+            (
+                "# a comment\n- name: a\n  kind: none\n".to_string(),
+                "2:1: a rulebook is a mapping of `sources:`, `rules:`",
+            ),
+        ];
+        for (text, want) in cases {
+            let found = problems(&text);
+            assert!(
+                found.len() == 1 && found[0].starts_with(want),
+                "want {want:?}, got {found:?} for\n{text}"
+            );
+            for jargon in [
+                "strict mode",
+                "Option<",
+                "DuplicateKeyPolicy",
+                "floating point",
+            ] {
+                assert!(!found[0].contains(jargon), "{found:?}");
+            }
+        }
+    }
 }
