@@ -638,3 +638,28 @@ rules:
         "{text}"
     );
 }
+
+/// Filters, tests and included files are looked up only when a template renders: `check`
+/// names a misspelt one (with the closest that exists) and a missing include at its place,
+/// instead of passing a rulebook whose every event would then fail its action.
+#[test]
+fn check_names_an_unknown_filter_test_or_include() {
+    let err = check_one(
+        r#"rules:
+  - name: r
+    actions:
+      - log: { message: "{{ event.a | defualt('-') | upper }}" }
+      - log: { message: "{% if event.b is defind %}b{% endif %}" }
+      - log: { message: "{% include 'nowhere.j2' %}" }
+      - log: { message: "{{ event.c | default('-') | trim }} {{ event.d is not defined }}" }
+"#,
+    );
+    for want in [
+        "t.yml:4:39: message: `defualt` is not a filter; did you mean `default`?",
+        "t.yml:5:43: message: `defind` is not a test; did you mean `defined`?",
+        "t.yml:6:38: message: `nowhere.j2` is not a file in the templates directory",
+        "3 error(s)",
+    ] {
+        assert!(err.contains(want), "missing {want:?} in\n{err}");
+    }
+}

@@ -343,6 +343,25 @@ impl Compile<'_> {
             });
             ok = false;
         }
+        for (word, problem) in t.unknown_uses(name) {
+            let problem = if value.is_empty() {
+                format!("{what} `{name}`: {problem}")
+            } else {
+                format!("{what}: {problem}")
+            };
+            let (line, col) = self.content_start(&s.referenced);
+            let column = match value.find(word.as_str()) {
+                Some(off) if !value.contains('\n') && !s.value.contains("${") => col + off as u64,
+                _ => col,
+            };
+            self.errors.push(LoadError {
+                file: self.file.clone(),
+                line,
+                column,
+                message: problem,
+            });
+            ok = false;
+        }
         ok &= self.check_meta(t, name, s, value, what);
         if let Some(names) = &self.correlation {
             for step in t.attributes_of(name, "events") {
