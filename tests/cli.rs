@@ -663,3 +663,43 @@ fn check_names_an_unknown_filter_test_or_include() {
         assert!(err.contains(want), "missing {want:?} in\n{err}");
     }
 }
+
+/// A `url` the HTTP client cannot send (no scheme, a misspelt one) is a load error at its
+/// place; `check` passed it and every event's action failed with "builder error". A templated
+/// URL is held to the text it starts with; `${env:…}` values are not repeated in the message.
+#[test]
+fn check_refuses_a_url_that_cannot_be_sent() {
+    let env = Env::new();
+    env.rulebook(
+        "t.yml",
+        r#"rules:
+  - name: r
+    actions:
+      - post_webhook: { url: "127.0.0.1:9/hook" }
+      - post_webhook: { url: "htp://127.0.0.1:9/hook" }
+      - post_webhook: { url: "hooks.example.net/{{ event.path }}" }
+      - post_webhook: { url: "${env:BAD_HOOK_URL}" }
+      - notify: { to: slack, url: "slack.example.net/x", text: hi }
+      - post_webhook: { url: "{{ event.url }}" }
+      - post_webhook: { url: "https://{{ event.host }}/x" }
+      - post_webhook: { url: "http://127.0.0.1:9/hook" }
+"#,
+    );
+    let out = env
+        .cmd(&["check"])
+        .env("BAD_HOOK_URL", "mailto:ops@example.net")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    for want in [
+        "t.yml:4:30: url `127.0.0.1:9/hook` is not an absolute URL",
+        "t.yml:5:30: url `htp://127.0.0.1:9/hook` must start with http:// or https://, not htp:",
+        "t.yml:6:30: url `hooks.example.net/{{ event.path }}` must start with http:// or https://",
+        "t.yml:7:30: url must start with http:// or https://, not mailto:",
+        "t.yml:8:35: url `slack.example.net/x` is not an absolute URL",
+        "5 error(s)",
+    ] {
+        assert!(err.contains(want), "missing {want:?} in\n{err}");
+    }
+    assert!(!err.contains("ops@example.net"), "{err}");
+}

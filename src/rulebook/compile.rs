@@ -498,6 +498,54 @@ impl Compile<'_> {
             }
         }
     }
+
+    /// A request's `url` (a template). Written out, it must be an absolute http:// or https://
+    /// URL; templated, the text it starts with must begin one (`{{ event.hook }}` alone is
+    /// fine). A URL the HTTP client cannot send fails every event's action, so `check` says so.
+    pub fn url(
+        &mut self,
+        t: &mut Templates,
+        name: String,
+        s: &Spanned<String>,
+        what: &str,
+    ) -> Option<Text> {
+        let text = self.template(t, name, s, what)?;
+        let problem = match &text {
+            Text::Literal(u) => match reqwest::Url::parse(u) {
+                Ok(url) if matches!(url.scheme(), "http" | "https") && url.has_host() => None,
+                Ok(url) => Some(format!(
+                    "must start with http:// or https://, not {}:",
+                    url.scheme()
+                )),
+                Err(e) => Some(format!(
+                    "is not an absolute URL ({e}): write it whole, as https://host/path"
+                )),
+            },
+            Text::Template(n) | Text::Inline(n, _) => {
+                let src = t.source(n).unwrap_or_default();
+                let cut = ["{{", "{%", "{#"]
+                    .iter()
+                    .filter_map(|m| src.find(m))
+                    .min()
+                    .unwrap_or(src.len());
+                let lead = src[..cut].to_ascii_lowercase();
+                let fits = |scheme: &str| lead.starts_with(scheme) || scheme.starts_with(&lead);
+                (!fits("http://") && !fits("https://"))
+                    .then(|| "must start with http:// or https://".to_string())
+            }
+        };
+        if let Some(problem) = problem {
+            // A URL from `${env:…}` may be a credential (a chat webhook's): not repeated.
+            let shown = if s.value.contains("${") {
+                String::new()
+            } else {
+                format!(" `{}`", s.value)
+            };
+            self.err(&s.referenced, format!("{what}{shown} {problem}"));
+            return None;
+        }
+        Some(text)
+    }
 }
 
 /// A spanned string with another value at the same location (for composed templates).
