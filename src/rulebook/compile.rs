@@ -433,7 +433,16 @@ impl Compile<'_> {
                 })
                 .collect();
             let problem = if !META_ENVELOPE.contains(&field.as_str()) {
-                let all: Vec<&str> = META_FIXED.iter().chain(META_ENVELOPE).copied().collect();
+                // Proposed only among what the rule's events carry: `meta.subject` for
+                // `meta.subjct` on a GitHub source would be the next error.
+                let offered = |f: &str| {
+                    !env.listed || env.sources.iter().any(|(_, _, offers)| offers.contains(&f))
+                };
+                let all: Vec<&str> = META_FIXED
+                    .iter()
+                    .chain(META_ENVELOPE.iter().filter(|f| offered(f)))
+                    .copied()
+                    .collect();
                 match crate::rulebook::yaml_error::closest(&field, &all) {
                     Some(best) => {
                         format!("`meta.{field}` is not defined; did you mean `meta.{best}`?")
