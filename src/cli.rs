@@ -694,6 +694,9 @@ async fn send(a: SendArgs) -> anyhow::Result<()> {
         })?;
     let secret = match (&a.secret, a.kind.as_str()) {
         (_, "none") => String::new(),
+        (Some(s), "basic") if !s.contains(':') => anyhow::bail!(
+            "for kind `basic`, --secret is `user:password` (the source's `username` and `password` joined by a colon)"
+        ),
         (Some(s), _) if !s.is_empty() => s.clone(),
         _ => anyhow::bail!(
             "--secret is required for kind `{}` (or set RULEHOOK_SEND_SECRET)",

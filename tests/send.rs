@@ -155,6 +155,29 @@ fn a_missing_secret_or_a_bad_key_is_an_error() {
     );
 }
 
+/// `--kind basic` takes `user:password`: a secret without the colon is refused before anything
+/// is sent (it went out as a user with no password and came back 401, unexplained).
+#[test]
+fn a_basic_secret_without_a_password_is_an_error() {
+    let out = send(
+        &[
+            "http://127.0.0.1:9/x",
+            "--kind",
+            "basic",
+            "--secret",
+            "change-me-catalyst",
+        ],
+        b"{}",
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("for kind `basic`, --secret is `user:password`"),
+        "{err}"
+    );
+    assert!(!err.contains("cannot POST"), "nothing was sent: {err}");
+}
+
 #[test]
 fn a_self_signed_receiver_suggests_insecure() {
     let env = Env::new();
