@@ -674,6 +674,14 @@ fn read_body(path: Option<&std::path::Path>) -> anyhow::Result<Vec<u8>> {
 
 async fn send(a: SendArgs) -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
+    let absolute = reqwest::Url::parse(&a.url)
+        .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.has_host());
+    if !absolute {
+        anyhow::bail!(
+            "`{}` is not an http:// or https:// URL: give the source's whole URL, e.g. http://127.0.0.1:8080/hooks/NAME (`serve` prints each)",
+            a.url
+        );
+    }
     let path = a.file.clone().or(a.positional.clone());
     let body = read_body(path.as_deref())?;
     let now = std::time::SystemTime::now();

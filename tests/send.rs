@@ -178,6 +178,26 @@ fn a_basic_secret_without_a_password_is_an_error() {
     assert!(!err.contains("cannot POST"), "nothing was sent: {err}");
 }
 
+/// A URL without its scheme (`127.0.0.1:8080/hooks/x`, as `curl` takes it) is refused with the
+/// form to use, not "builder error: relative URL without a base".
+#[test]
+fn a_url_without_its_scheme_is_an_error() {
+    for url in [
+        "127.0.0.1:9/hooks/x",
+        "localhost/hooks/x",
+        "ftp://127.0.0.1/x",
+    ] {
+        let out = send(&[url, "--kind", "none"], b"{}");
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(&format!("`{url}` is not an http:// or https:// URL")),
+            "{err}"
+        );
+        assert!(!err.contains("builder error"), "{err}");
+    }
+}
+
 #[test]
 fn a_self_signed_receiver_suggests_insecure() {
     let env = Env::new();
