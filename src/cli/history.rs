@@ -10,7 +10,7 @@ use serde_json::Value;
 #[derive(Debug, Clone, Args)]
 pub struct AdminArgs {
     /// The service's base URL.
-    #[arg(long, env = "RULEHOOK_URL", default_value = "http://127.0.0.1:8080")]
+    #[arg(long, env = "RULEHOOK_URL", default_value = "http://127.0.0.1:8080", value_parser = super::parse_service_url)]
     pub url: String,
     /// Accept any TLS certificate (a service with --tls-self-signed).
     #[arg(long)]
