@@ -154,23 +154,7 @@ pub struct Templates {
 impl Default for Templates {
     fn default() -> Self {
         let mut env = Environment::new();
-        env.set_undefined_behavior(UndefinedBehavior::Strict);
-        env.set_fuel(Some(FUEL));
-        env.set_auto_escape_callback(|name| {
-            if name.ends_with(JSON_BODY_SUFFIX) {
-                AutoEscape::Custom(JSON_BODY.into())
-            } else if name.ends_with(".json") || name.ends_with(".json.j2") {
-                AutoEscape::Json
-            } else {
-                AutoEscape::None
-            }
-        });
-        env.set_formatter(|out, state, value| {
-            if matches!(state.auto_escape(), AutoEscape::Custom(n) if n == JSON_BODY) {
-                return write_json_body(out, value);
-            }
-            minijinja::escape_formatter(out, state, value)
-        });
+        configure(&mut env);
         Templates {
             env,
             inline: Default::default(),
@@ -178,6 +162,32 @@ impl Default for Templates {
             files: Vec::new(),
         }
     }
+}
+
+/// How every template renders: strict undefined, the fuel budget, JSON escaping of bodies,
+/// and minijinja's debug mode, which alone makes an undefined value's error name the
+/// expression (`` `event.snapshot.idd` is undefined ``). minijinja turns it on only in builds
+/// with debug assertions, so without this the tests saw that message and the release binary
+/// people run said "undefined value" and nothing more.
+fn configure(env: &mut Environment<'static>) {
+    env.set_debug(true);
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env.set_fuel(Some(FUEL));
+    env.set_auto_escape_callback(|name| {
+        if name.ends_with(JSON_BODY_SUFFIX) {
+            AutoEscape::Custom(JSON_BODY.into())
+        } else if name.ends_with(".json") || name.ends_with(".json.j2") {
+            AutoEscape::Json
+        } else {
+            AutoEscape::None
+        }
+    });
+    env.set_formatter(|out, state, value| {
+        if matches!(state.auto_escape(), AutoEscape::Custom(n) if n == JSON_BODY) {
+            return write_json_body(out, value);
+        }
+        minijinja::escape_formatter(out, state, value)
+    });
 }
 
 /// Writes one value of a [`JSON_BODY`] template.
@@ -594,6 +604,24 @@ mod tests {
         assert!(e.contains("`event.nope` is undefined"), "{e}");
         let e = t.inline("d".into(), "{{ unclosed").unwrap_err().to_string();
         assert!(e.contains("unexpected end of input"), "{e}");
+    }
+
+    /// A release build starts minijinja without debug mode, where an undefined value's error
+    /// does not name the expression: the environment turns it on whatever the build.
+    #[test]
+    fn an_undefined_value_is_named_in_a_release_build_too() {
+        let mut env = Environment::new();
+        env.set_debug(false); // as `Environment::new()` is in a build without debug assertions
+        configure(&mut env);
+        let body = serde_json::json!({"snapshot": {"id": "s1"}});
+        let ctx = minijinja::context! {
+            event => json_value(JsonRoot::Value(std::sync::Arc::new(body))),
+        };
+        let e = env
+            .render_str("{{ event.snapshot.idd }}", ctx)
+            .map(|_| String::new())
+            .unwrap_or_else(|e| describe(&e));
+        assert!(e.contains("`event.snapshot.idd` is undefined"), "{e}");
     }
 
     #[test]
