@@ -703,3 +703,57 @@ fn check_refuses_a_url_that_cannot_be_sent() {
     }
     assert!(!err.contains("ops@example.net"), "{err}");
 }
+
+/// docs/sources.md's MQTT example, as a reader copies it: its rule, tried with the message its
+/// "Test by hand" line publishes, on the topic it names, renders its action (the message
+/// lacked the `interface` the rule's log line reads, so the action failed).
+#[test]
+fn the_mqtt_example_of_the_docs_runs_with_its_test_message() {
+    let doc = std::fs::read_to_string(repo_path("docs/sources.md")).unwrap();
+    let section = &doc[doc.find("## `kind: mqtt`").unwrap()..];
+    let yaml = section
+        .split("```yaml\n")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .unwrap();
+    // The second source needs a CA file at /etc/rulehook: the first one is the one tried.
+    let (head, rest) = yaml.split_once("  - name: secure-telemetry").unwrap();
+    let rules = &rest[rest.find("rules:").unwrap()..];
+    let env = Env::new();
+    env.rulebook("mqtt.yml", &format!("{head}{rules}"));
+    let line = section
+        .lines()
+        .find(|l| l.contains("mosquitto_pub"))
+        .unwrap();
+    let topic = line.split("-t ").nth(1).unwrap().split(' ').next().unwrap();
+    let payload = line
+        .split("-m '")
+        .nth(1)
+        .unwrap()
+        .split('\'')
+        .next()
+        .unwrap();
+    std::fs::write(env.path("payload.json"), payload).unwrap();
+    let out = env
+        .cmd(&[
+            "test",
+            "--source",
+            "telemetry",
+            "--topic",
+            topic,
+            "--event",
+            env.path("payload.json").to_str().unwrap(),
+        ])
+        .env("MQTT_PASSWORD", "pw")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("MATCH    mqtt/access-switch-down"), "{text}");
+    assert!(!text.contains("render_error"), "{text}");
+    assert!(text.contains(&format!("{topic}: ")), "{text}");
+}
