@@ -757,3 +757,65 @@ fn the_mqtt_example_of_the_docs_runs_with_its_test_message() {
     assert!(!text.contains("render_error"), "{text}");
     assert!(text.contains(&format!("{topic}: ")), "{text}");
 }
+
+/// `rulehook test` says when a matching rule would run nothing (shadow mode) or would first wait
+/// for an approval; its "would run" lines read as what happens next otherwise.
+#[test]
+fn rulehook_test_says_shadow_and_approval() {
+    let env = Env::new();
+    env.rulebook(
+        "t.yml",
+        r#"sources:
+  - { name: s, kind: bearer, secret: token-1234 }
+rules:
+  - name: watched
+    mode: shadow
+    actions: [{ log: { message: hi } }]
+  - name: asked
+    approval: { timeout: 30m, approvers: [anna, lars] }
+    actions: [{ log: { message: hi } }]
+  - name: free
+    actions: [{ log: { message: hi } }]
+"#,
+    );
+    std::fs::write(env.path("ev.json"), "{}").unwrap();
+    let ev = env.path("ev.json");
+    let out = env
+        .cmd(&["test", "--source", "s", "--event", ev.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("MATCH    t/watched\n         shadow mode: nothing would run"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "MATCH    t/asked\n         waits for approval first (anna, lars; within 30m, then reject)"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("MATCH    t/free\n         would run:"),
+        "{text}"
+    );
+    let out = env
+        .cmd(&[
+            "test",
+            "--source",
+            "s",
+            "--json",
+            "--event",
+            ev.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v[0]["shadow"], true, "{v}");
+    assert_eq!(
+        v[1]["approval"]["approvers"],
+        serde_json::json!(["anna", "lars"]),
+        "{v}"
+    );
+    assert_eq!(v[2]["approval"], serde_json::Value::Null, "{v}");
+}
