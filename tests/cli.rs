@@ -819,3 +819,29 @@ rules:
     );
     assert_eq!(v[2]["approval"], serde_json::Value::Null, "{v}");
 }
+
+/// `test --source` with a name the rulebooks do not declare says which they do (or the one
+/// meant, for a typo), so the next try can succeed.
+#[test]
+fn rulehook_test_with_an_unknown_source_names_the_declared_ones() {
+    let env = Env::new();
+    env.rulebook(
+        "t.yml",
+        "sources:\n  - { name: ipfabric, kind: bearer, secret: token-1234 }\n  - { name: netbox, kind: bearer, secret: token-1234 }\nrules: []\n",
+    );
+    std::fs::write(env.path("ev.json"), "{}").unwrap();
+    let ev = env.path("ev.json");
+    let run = |source: &str| {
+        let out = env
+            .cmd(&["test", "--source", source, "--event", ev.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = run("ipfabirc");
+    assert!(err.contains("no source named `ipfabirc`"), "{err}");
+    assert!(err.contains("did you mean `ipfabric`?"), "{err}");
+    let err = run("github");
+    assert!(err.contains("they declare: ipfabric, netbox"), "{err}");
+}

@@ -23,7 +23,16 @@ pub fn test(t: &TestArgs) -> anyhow::Result<ExitCode> {
     if let Some(s) = &t.source
         && set.source(s).is_none()
     {
-        anyhow::bail!("no source named `{s}` in {}", t.dirs.rulebooks.display());
+        let names: Vec<&str> = set.sources.iter().map(|s| s.name.as_str()).collect();
+        let hint = match crate::rulebook::yaml_error::closest(s, &names) {
+            Some(best) => format!("; did you mean `{best}`?"),
+            None if names.is_empty() => "; they declare none".to_string(),
+            None => format!("; they declare: {}", names.join(", ")),
+        };
+        anyhow::bail!(
+            "no source named `{s}` in {}{hint}",
+            t.dirs.rulebooks.display()
+        );
     }
     let headers = parse_headers(t)?;
     let source = t.source.as_deref().and_then(|s| set.source(s));
