@@ -82,7 +82,7 @@ pub struct WhatifArgs {
     pub data: PathBuf,
     /// Read the history of a running service through its admin API instead (its base URL;
     /// `RULEHOOK_ADMIN_TOKEN` is sent as the bearer token when set).
-    #[arg(long, conflicts_with = "data")]
+    #[arg(long, conflicts_with = "data", value_parser = parse_service_url)]
     pub url: Option<String>,
     /// With --url: accept any TLS certificate (a self-signed service).
     #[arg(long)]
@@ -674,6 +674,14 @@ fn read_body(path: Option<&std::path::Path>) -> anyhow::Result<Vec<u8>> {
 
 async fn send(a: SendArgs) -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
+    let absolute = reqwest::Url::parse(&a.url)
+        .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.has_host());
+    if !absolute {
+        anyhow::bail!(
+            "`{}` is not an http:// or https:// URL: give the source's whole URL, e.g. http://127.0.0.1:8080/hooks/NAME (`serve` prints each)",
+            a.url
+        );
+    }
     let path = a.file.clone().or(a.positional.clone());
     let body = read_body(path.as_deref())?;
     let now = std::time::SystemTime::now();
@@ -694,6 +702,9 @@ async fn send(a: SendArgs) -> anyhow::Result<()> {
         })?;
     let secret = match (&a.secret, a.kind.as_str()) {
         (_, "none") => String::new(),
+        (Some(s), "basic") if !s.contains(':') => anyhow::bail!(
+            "for kind `basic`, --secret is `user:password` (the source's `username` and `password` joined by a colon)"
+        ),
         (Some(s), _) if !s.is_empty() => s.clone(),
         _ => anyhow::bail!(
             "--secret is required for kind `{}` (or set RULEHOOK_SEND_SECRET)",
@@ -771,6 +782,20 @@ async fn send(a: SendArgs) -> anyhow::Result<()> {
 fn is_certificate_error(cause: &str) -> bool {
     let c = cause.to_ascii_lowercase();
     c.contains("certificate") || c.contains("unknownissuer") || c.contains("invalid peer")
+}
+
+/// `--url` of the commands that talk to a running service: its base URL, with the scheme (a
+/// bare `127.0.0.1:8080` would fail later as "cannot reach the service", which it is not).
+pub(crate) fn parse_service_url(s: &str) -> Result<String, String> {
+    let absolute = reqwest::Url::parse(s.trim())
+        .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.has_host());
+    if absolute {
+        Ok(s.trim().to_string())
+    } else {
+        Err(format!(
+            "`{s}` is not an http:// or https:// URL: give the service's address, e.g. http://127.0.0.1:8080"
+        ))
+    }
 }
 
 /// `--public-url`: an absolute `http` or `https` URL with a host (it becomes links in

@@ -3,9 +3,97 @@
 //! Strict undefined: a missing variable is an error, not an empty string. Every template is
 //! compiled when the rulebooks load, so a syntax error fails `rulehook check`, not an event.
 
+mod uses;
+
 use std::path::Path;
 
 use minijinja::{AutoEscape, Environment, UndefinedBehavior};
+
+/// minijinja's filters and tests, the candidates for "did you mean" (each offered only when
+/// the environment has it).
+const FILTERS: &[&str] = &[
+    "abs",
+    "attr",
+    "batch",
+    "bool",
+    "capitalize",
+    "chain",
+    "count",
+    "default",
+    "dictsort",
+    "escape",
+    "first",
+    "float",
+    "format",
+    "groupby",
+    "indent",
+    "int",
+    "items",
+    "join",
+    "last",
+    "length",
+    "lines",
+    "list",
+    "lower",
+    "map",
+    "max",
+    "min",
+    "pprint",
+    "reject",
+    "rejectattr",
+    "replace",
+    "reverse",
+    "round",
+    "safe",
+    "select",
+    "selectattr",
+    "slice",
+    "sort",
+    "split",
+    "string",
+    "sum",
+    "title",
+    "tojson",
+    "trim",
+    "unique",
+    "upper",
+    "urlencode",
+    "zip",
+];
+const TESTS: &[&str] = &[
+    "boolean",
+    "defined",
+    "divisibleby",
+    "endingwith",
+    "eq",
+    "escaped",
+    "even",
+    "false",
+    "filter",
+    "float",
+    "ge",
+    "gt",
+    "in",
+    "integer",
+    "iterable",
+    "le",
+    "lower",
+    "lt",
+    "mapping",
+    "ne",
+    "none",
+    "number",
+    "odd",
+    "safe",
+    "sameas",
+    "sequence",
+    "startingwith",
+    "string",
+    "test",
+    "true",
+    "undefined",
+    "upper",
+];
 
 /// CPU budget of one render, so a template loop cannot stall a worker.
 const FUEL: u64 = 200_000;
@@ -66,23 +154,7 @@ pub struct Templates {
 impl Default for Templates {
     fn default() -> Self {
         let mut env = Environment::new();
-        env.set_undefined_behavior(UndefinedBehavior::Strict);
-        env.set_fuel(Some(FUEL));
-        env.set_auto_escape_callback(|name| {
-            if name.ends_with(JSON_BODY_SUFFIX) {
-                AutoEscape::Custom(JSON_BODY.into())
-            } else if name.ends_with(".json") || name.ends_with(".json.j2") {
-                AutoEscape::Json
-            } else {
-                AutoEscape::None
-            }
-        });
-        env.set_formatter(|out, state, value| {
-            if matches!(state.auto_escape(), AutoEscape::Custom(n) if n == JSON_BODY) {
-                return write_json_body(out, value);
-            }
-            minijinja::escape_formatter(out, state, value)
-        });
+        configure(&mut env);
         Templates {
             env,
             inline: Default::default(),
@@ -90,6 +162,32 @@ impl Default for Templates {
             files: Vec::new(),
         }
     }
+}
+
+/// How every template renders: strict undefined, the fuel budget, JSON escaping of bodies,
+/// and minijinja's debug mode, which alone makes an undefined value's error name the
+/// expression (`` `event.snapshot.idd` is undefined ``). minijinja turns it on only in builds
+/// with debug assertions, so without this the tests saw that message and the release binary
+/// people run said "undefined value" and nothing more.
+fn configure(env: &mut Environment<'static>) {
+    env.set_debug(true);
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env.set_fuel(Some(FUEL));
+    env.set_auto_escape_callback(|name| {
+        if name.ends_with(JSON_BODY_SUFFIX) {
+            AutoEscape::Custom(JSON_BODY.into())
+        } else if name.ends_with(".json") || name.ends_with(".json.j2") {
+            AutoEscape::Json
+        } else {
+            AutoEscape::None
+        }
+    });
+    env.set_formatter(|out, state, value| {
+        if matches!(state.auto_escape(), AutoEscape::Custom(n) if n == JSON_BODY) {
+            return write_json_body(out, value);
+        }
+        minijinja::escape_formatter(out, state, value)
+    });
 }
 
 /// Writes one value of a [`JSON_BODY`] template.
@@ -227,6 +325,88 @@ impl Templates {
             .collect();
         names.sort();
         names
+    }
+
+    /// The filters, tests and included template files template `name` uses that do not exist,
+    /// each as the name written and what is wrong (with the closest one that exists, for a
+    /// typo). minijinja looks them up only when it renders: without this, `| defualt('-')` or
+    /// an include of a missing file passes `check` and fails every event.
+    pub fn unknown_uses(&self, name: &str) -> Vec<(String, String)> {
+        let Some(source) = self.source(name) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (kind, word) in uses::uses(&source) {
+            let (what, candidates) = match kind {
+                uses::Use::Template if self.has(&word) => continue,
+                uses::Use::Template => {
+                    let problem = format!("`{word}` is not a file in the templates directory");
+                    out.push((word, problem));
+                    continue;
+                }
+                uses::Use::Filter => ("filter", FILTERS),
+                uses::Use::Test => ("test", TESTS),
+            };
+            if self.callable_exists(kind, &word) {
+                continue;
+            }
+            let known: Vec<&str> = candidates
+                .iter()
+                .copied()
+                .filter(|c| self.callable_exists(kind, c))
+                .collect();
+            let problem = match crate::rulebook::yaml_error::closest(&word, &known) {
+                Some(best) => format!("`{word}` is not a {what}; did you mean `{best}`?"),
+                None => format!(
+                    "`{word}` is not a {what} (the {what}s: {})",
+                    known.join(", ")
+                ),
+            };
+            out.push((word, problem));
+        }
+        out
+    }
+
+    /// Whether the environment has filter or test `word`: a one-off template that applies it
+    /// fails with "unknown filter/test" only when it has not (any other failure, such as a
+    /// missing argument, means it exists).
+    fn callable_exists(&self, kind: uses::Use, word: &str) -> bool {
+        // The usual names are asked once a process (the environment is always set up alike).
+        static KNOWN: std::sync::OnceLock<std::collections::HashMap<(bool, &str), bool>> =
+            std::sync::OnceLock::new();
+        let filter = kind == uses::Use::Filter;
+        if kind != uses::Use::Template
+            && let Some(known) = KNOWN
+                .get_or_init(|| {
+                    let t = Templates::default();
+                    let ask = |kind, w: &'static str| t.probe(kind, w);
+                    FILTERS
+                        .iter()
+                        .map(|w| ((true, *w), ask(uses::Use::Filter, w)))
+                        .chain(TESTS.iter().map(|w| ((false, *w), ask(uses::Use::Test, w))))
+                        .collect()
+                })
+                .get(&(filter, word))
+        {
+            return *known;
+        }
+        self.probe(kind, word)
+    }
+
+    /// [`Templates::callable_exists`], asked of the environment.
+    fn probe(&self, kind: uses::Use, word: &str) -> bool {
+        let probe = match kind {
+            uses::Use::Filter => format!("{{{{ none | {word} }}}}"),
+            uses::Use::Test => format!("{{{{ none is {word} }}}}"),
+            uses::Use::Template => return self.has(word),
+        };
+        match self.env.render_str(&probe, ()) {
+            Ok(_) => true,
+            Err(e) => !matches!(
+                e.kind(),
+                minijinja::ErrorKind::UnknownFilter | minijinja::ErrorKind::UnknownTest
+            ),
+        }
     }
 
     /// The attributes template `name` reads of variable `var` by name (`var.x`, `var.x.y`:
@@ -424,6 +604,24 @@ mod tests {
         assert!(e.contains("`event.nope` is undefined"), "{e}");
         let e = t.inline("d".into(), "{{ unclosed").unwrap_err().to_string();
         assert!(e.contains("unexpected end of input"), "{e}");
+    }
+
+    /// A release build starts minijinja without debug mode, where an undefined value's error
+    /// does not name the expression: the environment turns it on whatever the build.
+    #[test]
+    fn an_undefined_value_is_named_in_a_release_build_too() {
+        let mut env = Environment::new();
+        env.set_debug(false); // as `Environment::new()` is in a build without debug assertions
+        configure(&mut env);
+        let body = serde_json::json!({"snapshot": {"id": "s1"}});
+        let ctx = minijinja::context! {
+            event => json_value(JsonRoot::Value(std::sync::Arc::new(body))),
+        };
+        let e = env
+            .render_str("{{ event.snapshot.idd }}", ctx)
+            .map(|_| String::new())
+            .unwrap_or_else(|e| describe(&e));
+        assert!(e.contains("`event.snapshot.idd` is undefined"), "{e}");
     }
 
     #[test]

@@ -534,9 +534,8 @@ fn differs(
         }
         if now != ran.rendered {
             return Some(format!(
-                "action {i} would run {} instead of {}",
-                compact(&now),
-                compact(&ran.rendered)
+                "action {i} would run with {}",
+                what_differs(&now, &ran.rendered)
             ));
         }
     }
@@ -548,6 +547,73 @@ fn differs(
         return Some(format!("the rule now has {} action(s)", rule.actions.len()));
     }
     None
+}
+
+/// How an action as it would run differs from the one that ran: each field that changed, by
+/// its path, new value first (`run_script.timeout` `"4m"` instead of `"5m"`), at most three
+/// and how many more. Two whole actions on one line, each cut for length, would often cut off
+/// the very field that changed.
+fn what_differs(now: &Value, was: &Value) -> String {
+    let mut found = Vec::new();
+    differences(now, was, "", &mut found);
+    if found.is_empty() {
+        // Not expected (the values differ), but say something true.
+        return format!("{} instead of {}", compact(now), compact(was));
+    }
+    let shown: Vec<String> = found
+        .iter()
+        .take(3)
+        .map(|(path, now, was)| match (now, was) {
+            (Some(n), Some(w)) => format!("`{path}` {} instead of {}", compact(n), compact(w)),
+            (Some(n), None) => format!("`{path}` {} (new)", compact(n)),
+            (None, Some(w)) => format!("no `{path}` (was {})", compact(w)),
+            (None, None) => format!("`{path}`"),
+        })
+        .collect();
+    let more = found.len().saturating_sub(3);
+    let tail = if more > 0 {
+        format!(" (and {more} more difference(s))")
+    } else {
+        String::new()
+    };
+    format!("{}{tail}", shown.join(", "))
+}
+
+/// The leaves where `now` and `was` differ, by dotted path (`[n]` for list items), in order; a
+/// side that lacks a field is `None`.
+fn differences(
+    now: &Value,
+    was: &Value,
+    path: &str,
+    out: &mut Vec<(String, Option<Value>, Option<Value>)>,
+) {
+    let join = |key: &str| {
+        if path.is_empty() {
+            key.to_string()
+        } else {
+            format!("{path}.{key}")
+        }
+    };
+    match (now, was) {
+        (Value::Object(a), Value::Object(b)) => {
+            for (k, va) in a {
+                match b.get(k) {
+                    Some(vb) => differences(va, vb, &join(k), out),
+                    None => out.push((join(k), Some(va.clone()), None)),
+                }
+            }
+            for (k, vb) in b.iter().filter(|(k, _)| !a.contains_key(*k)) {
+                out.push((join(k), None, Some(vb.clone())));
+            }
+        }
+        (Value::Array(a), Value::Array(b)) if a.len() == b.len() => {
+            for (n, (va, vb)) in a.iter().zip(b).enumerate() {
+                differences(va, vb, &format!("{path}[{n}]"), out);
+            }
+        }
+        _ if now != was => out.push((path.to_string(), Some(now.clone()), Some(was.clone()))),
+        _ => {}
+    }
 }
 
 /// JSON on one line, cut for people.

@@ -400,3 +400,29 @@ async fn stored_event_pages_are_bounded_by_bytes() {
     assert!(pages >= 2, "30 events of 400 KB take more than one page");
     assert_eq!(read, sent);
 }
+
+/// A query parameter of the wrong type is answered as every other API mistake is: 400 with a
+/// JSON `{"error": "bad_request", "message"}` naming the parameter, not axum's plain text.
+#[tokio::test]
+async fn a_bad_query_parameter_is_a_json_error() {
+    let env = common::console::env();
+    let server = common::Server::start(&env, &[], &[]);
+    let c = common::client();
+    for path in [
+        "/api/events?limit=abc",
+        "/api/jobs?limit=-1",
+        "/api/audit?limit=many",
+        "/api/stored-events?limit=x",
+    ] {
+        let resp = c.get(server.url(path)).send().await.unwrap();
+        assert_eq!(resp.status(), 400, "{path}");
+        let text = resp.text().await.unwrap();
+        let v: serde_json::Value = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("{path}: not JSON ({e}): {text}"));
+        assert_eq!(v["error"], "bad_request", "{path}: {v}");
+        assert!(
+            v["message"].as_str().is_some_and(|m| m.contains("limit")),
+            "{path}: {v}"
+        );
+    }
+}

@@ -638,3 +638,210 @@ rules:
         "{text}"
     );
 }
+
+/// Filters, tests and included files are looked up only when a template renders: `check`
+/// names a misspelt one (with the closest that exists) and a missing include at its place,
+/// instead of passing a rulebook whose every event would then fail its action.
+#[test]
+fn check_names_an_unknown_filter_test_or_include() {
+    let err = check_one(
+        r#"rules:
+  - name: r
+    actions:
+      - log: { message: "{{ event.a | defualt('-') | upper }}" }
+      - log: { message: "{% if event.b is defind %}b{% endif %}" }
+      - log: { message: "{% include 'nowhere.j2' %}" }
+      - log: { message: "{{ event.c | default('-') | trim }} {{ event.d is not defined }}" }
+"#,
+    );
+    for want in [
+        "t.yml:4:39: message: `defualt` is not a filter; did you mean `default`?",
+        "t.yml:5:43: message: `defind` is not a test; did you mean `defined`?",
+        "t.yml:6:38: message: `nowhere.j2` is not a file in the templates directory",
+        "3 error(s)",
+    ] {
+        assert!(err.contains(want), "missing {want:?} in\n{err}");
+    }
+}
+
+/// A `url` the HTTP client cannot send (no scheme, a misspelt one) is a load error at its
+/// place; `check` passed it and every event's action failed with "builder error". A templated
+/// URL is held to the text it starts with; `${env:…}` values are not repeated in the message.
+#[test]
+fn check_refuses_a_url_that_cannot_be_sent() {
+    let env = Env::new();
+    env.rulebook(
+        "t.yml",
+        r#"rules:
+  - name: r
+    actions:
+      - post_webhook: { url: "127.0.0.1:9/hook" }
+      - post_webhook: { url: "htp://127.0.0.1:9/hook" }
+      - post_webhook: { url: "hooks.example.net/{{ event.path }}" }
+      - post_webhook: { url: "${env:BAD_HOOK_URL}" }
+      - notify: { to: slack, url: "slack.example.net/x", text: hi }
+      - post_webhook: { url: "{{ event.url }}" }
+      - post_webhook: { url: "https://{{ event.host }}/x" }
+      - post_webhook: { url: "http://127.0.0.1:9/hook" }
+"#,
+    );
+    let out = env
+        .cmd(&["check"])
+        .env("BAD_HOOK_URL", "mailto:ops@example.net")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    for want in [
+        "t.yml:4:30: url `127.0.0.1:9/hook` is not an absolute URL",
+        "t.yml:5:30: url `htp://127.0.0.1:9/hook` must start with http:// or https://, not htp:",
+        "t.yml:6:30: url `hooks.example.net/{{ event.path }}` must start with http:// or https://",
+        "t.yml:7:30: url must start with http:// or https://, not mailto:",
+        "t.yml:8:35: url `slack.example.net/x` is not an absolute URL",
+        "5 error(s)",
+    ] {
+        assert!(err.contains(want), "missing {want:?} in\n{err}");
+    }
+    assert!(!err.contains("ops@example.net"), "{err}");
+}
+
+/// docs/sources.md's MQTT example, as a reader copies it: its rule, tried with the message its
+/// "Test by hand" line publishes, on the topic it names, renders its action (the message
+/// lacked the `interface` the rule's log line reads, so the action failed).
+#[test]
+fn the_mqtt_example_of_the_docs_runs_with_its_test_message() {
+    let doc = std::fs::read_to_string(repo_path("docs/sources.md")).unwrap();
+    let section = &doc[doc.find("## `kind: mqtt`").unwrap()..];
+    let yaml = section
+        .split("```yaml\n")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .unwrap();
+    // The second source needs a CA file at /etc/rulehook: the first one is the one tried.
+    let (head, rest) = yaml.split_once("  - name: secure-telemetry").unwrap();
+    let rules = &rest[rest.find("rules:").unwrap()..];
+    let env = Env::new();
+    env.rulebook("mqtt.yml", &format!("{head}{rules}"));
+    let line = section
+        .lines()
+        .find(|l| l.contains("mosquitto_pub"))
+        .unwrap();
+    let topic = line.split("-t ").nth(1).unwrap().split(' ').next().unwrap();
+    let payload = line
+        .split("-m '")
+        .nth(1)
+        .unwrap()
+        .split('\'')
+        .next()
+        .unwrap();
+    std::fs::write(env.path("payload.json"), payload).unwrap();
+    let out = env
+        .cmd(&[
+            "test",
+            "--source",
+            "telemetry",
+            "--topic",
+            topic,
+            "--event",
+            env.path("payload.json").to_str().unwrap(),
+        ])
+        .env("MQTT_PASSWORD", "pw")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("MATCH    mqtt/access-switch-down"), "{text}");
+    assert!(!text.contains("render_error"), "{text}");
+    assert!(text.contains(&format!("{topic}: ")), "{text}");
+}
+
+/// `rulehook test` says when a matching rule would run nothing (shadow mode) or would first wait
+/// for an approval; its "would run" lines read as what happens next otherwise.
+#[test]
+fn rulehook_test_says_shadow_and_approval() {
+    let env = Env::new();
+    env.rulebook(
+        "t.yml",
+        r#"sources:
+  - { name: s, kind: bearer, secret: token-1234 }
+rules:
+  - name: watched
+    mode: shadow
+    actions: [{ log: { message: hi } }]
+  - name: asked
+    approval: { timeout: 30m, approvers: [anna, lars] }
+    actions: [{ log: { message: hi } }]
+  - name: free
+    actions: [{ log: { message: hi } }]
+"#,
+    );
+    std::fs::write(env.path("ev.json"), "{}").unwrap();
+    let ev = env.path("ev.json");
+    let out = env
+        .cmd(&["test", "--source", "s", "--event", ev.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("MATCH    t/watched\n         shadow mode: nothing would run"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "MATCH    t/asked\n         waits for approval first (anna, lars; within 30m, then reject)"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("MATCH    t/free\n         would run:"),
+        "{text}"
+    );
+    let out = env
+        .cmd(&[
+            "test",
+            "--source",
+            "s",
+            "--json",
+            "--event",
+            ev.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v[0]["shadow"], true, "{v}");
+    assert_eq!(
+        v[1]["approval"]["approvers"],
+        serde_json::json!(["anna", "lars"]),
+        "{v}"
+    );
+    assert_eq!(v[2]["approval"], serde_json::Value::Null, "{v}");
+}
+
+/// `test --source` with a name the rulebooks do not declare says which they do (or the one
+/// meant, for a typo), so the next try can succeed.
+#[test]
+fn rulehook_test_with_an_unknown_source_names_the_declared_ones() {
+    let env = Env::new();
+    env.rulebook(
+        "t.yml",
+        "sources:\n  - { name: ipfabric, kind: bearer, secret: token-1234 }\n  - { name: netbox, kind: bearer, secret: token-1234 }\nrules: []\n",
+    );
+    std::fs::write(env.path("ev.json"), "{}").unwrap();
+    let ev = env.path("ev.json");
+    let run = |source: &str| {
+        let out = env
+            .cmd(&["test", "--source", source, "--event", ev.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = run("ipfabirc");
+    assert!(err.contains("no source named `ipfabirc`"), "{err}");
+    assert!(err.contains("did you mean `ipfabric`?"), "{err}");
+    let err = run("github");
+    assert!(err.contains("they declare: ipfabric, netbox"), "{err}");
+}

@@ -951,3 +951,100 @@ rules:
         "{text}"
     );
 }
+
+/// Try takes the body as the source's sender posts it, decoded by the source's `format` as a
+/// request on its path is (and as `rulehook test` does): the shipped EEM example's line of text,
+/// a form, `format: auto` by the Content-Type among the headers — not only JSON.
+#[tokio::test]
+async fn try_decodes_the_body_by_the_sources_format() {
+    let env = env();
+    env.rulebook(
+        "text.yml",
+        r#"sources:
+  - { name: eem, kind: bearer, secret: eem-token, format: text }
+  - { name: tcl, kind: bearer, secret: tcl-token, format: form }
+  - { name: any, kind: bearer, secret: any-token, format: auto }
+rules:
+  - name: link-down
+    sources: [eem, any]
+    condition: 'search($.text, "changed state to down")'
+    actions:
+      - log: { message: "down: {{ event.text }}" }
+  - name: form-down
+    sources: [tcl, any]
+    condition: '$.state == "down"'
+    actions:
+      - log: { message: "{{ event.device }} down" }
+"#,
+    );
+    let server = Server::start(&env, &[], &[]);
+    let c = client();
+    let (_, try_page) = page(&c, &server, "/console/try").await;
+    let token = hidden(&try_page, "token");
+    let line = "*Mar  3 09:14:22.117: %LINEPROTO-5-UPDOWN: Line protocol on Interface Gi0/1, changed state to down";
+    let cases = [
+        ("eem", line, "", "text/link-down", "down: *Mar"),
+        (
+            "tcl",
+            "device=atl1&state=down",
+            "",
+            "text/form-down",
+            "atl1 down",
+        ),
+        (
+            "any",
+            "device=atl2&state=down",
+            "Content-Type: application/x-www-form-urlencoded",
+            "text/form-down",
+            "atl2 down",
+        ),
+        (
+            "any",
+            line,
+            "Content-Type: text/plain",
+            "text/link-down",
+            "down: *Mar",
+        ),
+    ];
+    for (source, event, headers, rule, rendered) in cases {
+        let resp = post_form(
+            &c,
+            &server,
+            "/console/try",
+            &form(&[
+                ("token", &token),
+                ("source", source),
+                ("event", event),
+                ("headers", headers),
+            ]),
+            None,
+        )
+        .await;
+        let status = resp.status().as_u16();
+        let html = resp.text().await.unwrap();
+        assert_eq!(status, 200, "{source} {event}: {html}");
+        let rule = rule.replace('/', " / ");
+        let verdict = html
+            .split("<div class=\"")
+            .find(|d| d.contains(&format!("<strong>{rule}</strong>")))
+            .unwrap_or_else(|| panic!("no verdict for {rule}: {html}"));
+        assert!(verdict.starts_with("match"), "{source} {event}: {verdict}");
+        assert!(verdict.contains(rendered), "{source} {event}: {verdict}");
+    }
+    // A JSON source still says when the body is not JSON.
+    let resp = post_form(
+        &c,
+        &server,
+        "/console/try",
+        &form(&[("token", &token), ("source", "in"), ("event", line)]),
+        None,
+    )
+    .await;
+    assert_eq!(resp.status(), 400);
+    assert!(
+        resp.text()
+            .await
+            .unwrap()
+            .contains("the event is not valid JSON")
+    );
+}

@@ -128,3 +128,22 @@ fn an_unreachable_service_says_where_it_looked() {
     assert!(err.to_lowercase().contains("refused"), "{err}");
     assert!(err.contains("RULEHOOK_URL"), "{err}");
 }
+
+/// `--url` without its scheme (`127.0.0.1:8080`, as curl takes it) is refused as such: not
+/// "cannot reach the service … builder error" with a hint to check that it runs.
+#[test]
+fn a_service_url_without_its_scheme_is_refused_as_such() {
+    for args in [
+        vec!["events", "--url", "127.0.0.1:8080"],
+        vec!["jobs", "--url", "localhost:8080"],
+        vec!["whatif", "--url", "127.0.0.1:8080"],
+    ] {
+        let (ok, _, err) = rulehook(&args);
+        assert!(!ok);
+        assert!(
+            err.contains("is not an http:// or https:// URL: give the service's address, e.g. http://127.0.0.1:8080"),
+            "{args:?}: {err}"
+        );
+        assert!(!err.contains("builder error"), "{err}");
+    }
+}

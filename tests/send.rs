@@ -155,6 +155,49 @@ fn a_missing_secret_or_a_bad_key_is_an_error() {
     );
 }
 
+/// `--kind basic` takes `user:password`: a secret without the colon is refused before anything
+/// is sent (it went out as a user with no password and came back 401, unexplained).
+#[test]
+fn a_basic_secret_without_a_password_is_an_error() {
+    let out = send(
+        &[
+            "http://127.0.0.1:9/x",
+            "--kind",
+            "basic",
+            "--secret",
+            "change-me-catalyst",
+        ],
+        b"{}",
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("for kind `basic`, --secret is `user:password`"),
+        "{err}"
+    );
+    assert!(!err.contains("cannot POST"), "nothing was sent: {err}");
+}
+
+/// A URL without its scheme (`127.0.0.1:8080/hooks/x`, as `curl` takes it) is refused with the
+/// form to use, not "builder error: relative URL without a base".
+#[test]
+fn a_url_without_its_scheme_is_an_error() {
+    for url in [
+        "127.0.0.1:9/hooks/x",
+        "localhost/hooks/x",
+        "ftp://127.0.0.1/x",
+    ] {
+        let out = send(&[url, "--kind", "none"], b"{}");
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(&format!("`{url}` is not an http:// or https:// URL")),
+            "{err}"
+        );
+        assert!(!err.contains("builder error"), "{err}");
+    }
+}
+
 #[test]
 fn a_self_signed_receiver_suggests_insecure() {
     let env = Env::new();

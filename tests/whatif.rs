@@ -269,3 +269,53 @@ async fn whatif_on_a_rule_whose_action_failed_to_render_says_so() {
         "{why}"
     );
 }
+
+/// A rule whose action changed only past the first 160 characters (a script's timeout after a
+/// long argument): the report names the field that changed, with both values, instead of two
+/// copies of the action cut before the difference.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whatif_names_the_field_that_would_run_differently() {
+    let env = Env::new();
+    env.script("fix.sh", "#!/bin/sh\nexit 0\n");
+    let long = "a-rather-long-argument-that-takes-up-most-of-the-line-".repeat(3);
+    let rule = |timeout: &str| {
+        format!(
+            "  - name: r\n    actions: [{{ run_script: {{ script: fix.sh, args: ['{long}', '{{{{ event.n }}}}'], timeout: {timeout} }} }}]\n"
+        )
+    };
+    env.rulebook("r.yml", &book(&rule("5m")));
+    let mut server = Server::start(&env, &[], &[]);
+    let c = client();
+    send(&c, &server, &json!({"n": 1})).await;
+    let start = Instant::now();
+    loop {
+        let jobs: Value = c
+            .get(server.url("/api/jobs?status=done"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if jobs["jobs"].as_array().is_some_and(|j| !j.is_empty()) {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "{jobs}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    server.terminate();
+    std::fs::create_dir_all(env.path("longer")).unwrap();
+    std::fs::write(env.path("longer/r.yml"), book(&rule("4m"))).unwrap();
+    let out = whatif(&env, "longer", &["--json"]);
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let why = report["rules"]["r"]["run_differently"]["examples"][0]["why"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        why.starts_with("action 0 would run with `run_script.timeout`"),
+        "{why}"
+    );
+    assert!(why.contains("instead of"), "{why}");
+    assert!(!why.contains(&long), "only the field that changed: {why}");
+}

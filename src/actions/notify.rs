@@ -40,7 +40,7 @@ pub(crate) fn compile(
         chat(cx, n, to)?
     };
     let mark = cx.referenced.len();
-    let url_text = cx.template(t, format!("{prefix}/url"), &url, "url")?;
+    let url_text = cx.url(t, format!("{prefix}/url"), &url, "url")?;
     // The webhook URL is the credential of an incoming webhook: masked wherever shown.
     secrets.extend(cx.referenced.drain(mark..));
     if to != "pagerduty" && !url.value.contains("${") && !url.value.contains("{{") {

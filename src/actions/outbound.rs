@@ -54,7 +54,7 @@ pub(crate) fn compile_post_webhook(
     prefix: &str,
     t: &mut Templates,
 ) -> Option<HttpAction> {
-    let url = cx.template(t, format!("{prefix}/url"), &w.url, "url")?;
+    let url = cx.url(t, format!("{prefix}/url"), &w.url, "url")?;
     let method = w
         .method
         .as_ref()

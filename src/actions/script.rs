@@ -107,7 +107,43 @@ fn resolve_script(dir: &Path, name: &str) -> Result<PathBuf, String> {
     if meta.permissions().mode() & 0o111 == 0 {
         return Err(format!("script `{name}` is not executable (chmod +x it)"));
     }
+    let mut head = [0u8; 4];
+    let read = std::fs::File::open(&path)
+        .and_then(|mut f| std::io::Read::read(&mut f, &mut head))
+        .map_err(|e| format!("script `{name}`: {e}"))?;
+    if !startable(&head[..read]) {
+        return Err(format!(
+            "script `{name}` cannot be started: it has no `#!` line naming its interpreter (add one, e.g. `#!/bin/sh`) and is not a program"
+        ));
+    }
     Ok(path)
+}
+
+/// Whether a file starting with `head` can be executed: a script with a `#!` line, or a
+/// program (ELF). Anything else fails with "Exec format error" each time it is run.
+fn startable(head: &[u8]) -> bool {
+    head.starts_with(b"#!") || head.starts_with(b"\x7fELF")
+}
+
+/// Why `path` could not be started (`e`), said so that the cause can be found: a script whose
+/// `#!` interpreter does not exist fails as if the script itself were missing.
+fn start_error(script: &str, path: &Path, e: &std::io::Error) -> String {
+    if e.kind() == std::io::ErrorKind::NotFound && path.exists() {
+        let line = std::fs::read(path)
+            .ok()
+            .and_then(|b| {
+                let first = b.split(|c| *c == b'\n').next()?.to_vec();
+                String::from_utf8(first).ok()
+            })
+            .filter(|l| l.starts_with("#!"));
+        if let Some(line) = line {
+            return format!(
+                "cannot start {script}: the interpreter its first line names (`{}`) was not found",
+                line.trim_end()
+            );
+        }
+    }
+    format!("cannot start {script}: {e}")
 }
 
 /// The absolute path of `name`, which must be a file inside the scripts directory `dir`
@@ -176,7 +212,7 @@ impl ScriptRun {
         }
         let mut child = match cmd.spawn() {
             Ok(c) => c,
-            Err(e) => return Outcome::failed(format!("cannot start {}: {e}", self.script)),
+            Err(e) => return Outcome::failed(start_error(&self.script, &self.path, &e)),
         };
         let group = super::groups::Group::started(child.id(), &run.run_id);
         let input = serde_json::to_vec(&run.input).unwrap_or_default();
@@ -313,6 +349,35 @@ mod tests {
             env: vec![],
             timeout,
         }
+    }
+
+    /// A script without a `#!` line fails every run with "Exec format error": refused at
+    /// load. One whose interpreter is missing says so when it fails, not "No such file".
+    #[tokio::test]
+    async fn a_script_that_cannot_start_is_named_for_its_first_line() {
+        let dir = tempfile::tempdir().unwrap();
+        script(dir.path(), "bare.sh", "echo hi\n");
+        let err = resolve_script(dir.path(), "bare.sh").unwrap_err();
+        assert!(err.contains("has no `#!` line"), "{err}");
+        script(dir.path(), "ok.sh", "#!/bin/sh\necho hi\n");
+        assert!(resolve_script(dir.path(), "ok.sh").is_ok());
+        let program = std::fs::read("/bin/true").unwrap();
+        std::fs::write(dir.path().join("true"), program).unwrap();
+        std::fs::set_permissions(
+            dir.path().join("true"),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
+        assert!(resolve_script(dir.path(), "true").is_ok());
+        let p = script(dir.path(), "typo.py", "#!/usr/bin/pyhton3\nprint(1)\n");
+        let out = run(p, vec![], Duration::from_secs(5)).execute(&ctx()).await;
+        let err = out.error.unwrap_or_default();
+        assert!(
+            err.contains(
+                "the interpreter its first line names (`#!/usr/bin/pyhton3`) was not found"
+            ),
+            "{err}"
+        );
     }
 
     fn ctx() -> RunContext {

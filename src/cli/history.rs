@@ -10,7 +10,7 @@ use serde_json::Value;
 #[derive(Debug, Clone, Args)]
 pub struct AdminArgs {
     /// The service's base URL.
-    #[arg(long, env = "RULEHOOK_URL", default_value = "http://127.0.0.1:8080")]
+    #[arg(long, env = "RULEHOOK_URL", default_value = "http://127.0.0.1:8080", value_parser = super::parse_service_url)]
     pub url: String,
     /// Accept any TLS certificate (a service with --tls-self-signed).
     #[arg(long)]
@@ -215,17 +215,23 @@ pub async fn events(a: EventsArgs) -> anyhow::Result<()> {
         "RECEIVED", "ID", "SOURCE", "STATUS", "MATCHED", "THROTTLED"
     );
     for e in &list {
-        println!(
-            "{:<24}  {:<36}  {:<14}  {:<9}  {:>7}  {:>9}",
-            s(&e["received_at"]),
-            s(&e["id"]),
-            s(&e["source"]),
-            s(&e["status"]),
-            e["matched_rules"],
-            e["throttled"]
-        );
+        println!("{}", event_row(e));
     }
     Ok(())
+}
+
+/// One row of `rulehook events`, in the header's columns. The counts are written as text
+/// first: a JSON value ignores the width it is given, which left them out of their columns.
+fn event_row(e: &Value) -> String {
+    format!(
+        "{:<24}  {:<36}  {:<14}  {:<9}  {:>7}  {:>9}",
+        s(&e["received_at"]),
+        s(&e["id"]),
+        s(&e["source"]),
+        s(&e["status"]),
+        e["matched_rules"].to_string(),
+        e["throttled"].to_string()
+    )
 }
 
 pub async fn jobs(a: JobsArgs) -> anyhow::Result<()> {
@@ -611,6 +617,21 @@ mod tests {
         );
         let pending = job_line(&job("pending", 0, 0, Value::Null));
         assert!(pending.ends_with("next: action 0"), "{pending}");
+    }
+
+    /// The counts stand under MATCHED and THROTTLED, right-aligned like their headers.
+    #[test]
+    fn event_rows_keep_the_header_columns() {
+        let row = event_row(&json!({
+            "received_at": "2026-12-07T14:12:03.201Z", "id": "01a250d8-ec01-766a-b1c1-dc6bb9dec948",
+            "source": "eem", "status": "done", "matched_rules": 1, "throttled": 0,
+        }));
+        let header = format!(
+            "{:<24}  {:<36}  {:<14}  {:<9}  {:>7}  {:>9}",
+            "RECEIVED", "ID", "SOURCE", "STATUS", "MATCHED", "THROTTLED"
+        );
+        assert_eq!(row.len(), header.len(), "{row}\n{header}");
+        assert!(row.ends_with("        1          0"), "{row}");
     }
 
     #[test]

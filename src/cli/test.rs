@@ -23,7 +23,16 @@ pub fn test(t: &TestArgs) -> anyhow::Result<ExitCode> {
     if let Some(s) = &t.source
         && set.source(s).is_none()
     {
-        anyhow::bail!("no source named `{s}` in {}", t.dirs.rulebooks.display());
+        let names: Vec<&str> = set.sources.iter().map(|s| s.name.as_str()).collect();
+        let hint = match crate::rulebook::yaml_error::closest(s, &names) {
+            Some(best) => format!("; did you mean `{best}`?"),
+            None if names.is_empty() => "; they declare none".to_string(),
+            None => format!("; they declare: {}", names.join(", ")),
+        };
+        anyhow::bail!(
+            "no source named `{s}` in {}{hint}",
+            t.dirs.rulebooks.display()
+        );
     }
     let headers = parse_headers(t)?;
     let source = t.source.as_deref().and_then(|s| set.source(s));
@@ -144,6 +153,9 @@ fn print_dry_run(set: &RuleSet, report: &[DryRun], at: i64) {
             continue;
         }
         println!("MATCH    {name}");
+        if let Some(line) = mode_line(r) {
+            println!("         {line}");
+        }
         let window = super::windows::verdict(set, &r.rulebook, &r.rule, at)
             .map(|(line, _)| line)
             .or_else(|| super::windows::upcoming(set, &r.rulebook, &r.rule, at));
@@ -167,6 +179,31 @@ fn print_dry_run(set: &RuleSet, report: &[DryRun], at: i64) {
     if let Some(line) = crate::rules::other_sources_line(&others) {
         println!("{line}");
     }
+}
+
+/// What stands between a match and its actions that is the rule's own: shadow mode (nothing
+/// would run) or an approval to wait for. Without it the actions below read as what would run.
+fn mode_line(r: &DryRun) -> Option<String> {
+    if r.shadow {
+        return Some(
+            "shadow mode: nothing would run; the job records these actions as what would have run"
+                .to_string(),
+        );
+    }
+    let a = r.approval.as_object()?;
+    let who = match a["approvers"].as_array() {
+        Some(names) if !names.is_empty() => names
+            .iter()
+            .filter_map(Value::as_str)
+            .collect::<Vec<_>>()
+            .join(", "),
+        _ => "any approver".to_string(),
+    };
+    Some(format!(
+        "waits for approval first ({who}; within {}, then {})",
+        a["timeout"].as_str().unwrap_or(""),
+        a["on_timeout"].as_str().unwrap_or("")
+    ))
 }
 
 /// The events of `--event`: one file with one or more JSON values, or a folder of `.json`

@@ -571,22 +571,6 @@ pub async fn try_run(
         let err = format!("no source named `{s}`");
         return Ok(try_page(&v, &st, &f, None, Some(err)));
     }
-    // For a syslog source, a message as sent (its first line) is parsed as the listener would.
-    let sampled = source
-        .as_deref()
-        .and_then(|s| set.source(s))
-        .and_then(|s| crate::transport::sample_events(s.kind, f.event.as_bytes()))
-        .and_then(|events| events.into_iter().next());
-    let body: Value = match sampled {
-        Some(b) => b,
-        None => match serde_json::from_str(&f.event) {
-            Ok(b) => b,
-            Err(e) => {
-                let err = format!("the event is not valid JSON: {e}");
-                return Ok(try_page(&v, &st, &f, None, Some(err)));
-            }
-        },
-    };
     let mut hdrs = Map::new();
     for line in f.headers.lines().map(str::trim).filter(|l| !l.is_empty()) {
         match line.split_once(':') {
@@ -602,6 +586,34 @@ pub async fn try_run(
             }
         }
     }
+    // For a syslog source, a message as sent (its first line) is parsed as the listener would;
+    // for any other, the body is decoded by the source's `format` (a text or form body as the
+    // sender posts it), as `rulehook test` does.
+    let chosen = source.as_deref().and_then(|s| set.source(s));
+    let sampled = chosen
+        .and_then(|s| crate::transport::sample_events(s.kind, f.event.as_bytes()))
+        .and_then(|events| events.into_iter().next());
+    let body: Value = match sampled {
+        Some(b) => b,
+        None => {
+            let format = chosen.map_or(crate::body::BodyFormat::Json, |s| s.format);
+            let content_type = hdrs.get("content-type").and_then(Value::as_str);
+            match format.decode(content_type, f.event.as_bytes()) {
+                Ok((b, _)) => b,
+                Err(crate::body::BodyError::Json(e)) => {
+                    let err = format!("the event is not valid JSON: {e}");
+                    return Ok(try_page(&v, &st, &f, None, Some(err)));
+                }
+                Err(e) => {
+                    let err = format!(
+                        "the event is not what `format: {}` takes: {e}",
+                        format.name()
+                    );
+                    return Ok(try_page(&v, &st, &f, None, Some(err)));
+                }
+            }
+        }
+    };
     let report: Vec<Value> = crate::rules::dry_run(&set, source.as_deref(), &body, &hdrs)
         .into_iter()
         .map(|r| {
@@ -610,7 +622,7 @@ pub async fn try_run(
                 "other_source": r.other_source,
                 "actions": r.actions.iter().map(views::pretty).collect::<Vec<_>>(),
                 "on_failure": r.on_failure.iter().map(views::pretty).collect::<Vec<_>>(),
-                "throttle": r.throttle,
+                "throttle": r.throttle, "shadow": r.shadow, "approval": r.approval,
             })
         })
         .collect();

@@ -343,6 +343,25 @@ impl Compile<'_> {
             });
             ok = false;
         }
+        for (word, problem) in t.unknown_uses(name) {
+            let problem = if value.is_empty() {
+                format!("{what} `{name}`: {problem}")
+            } else {
+                format!("{what}: {problem}")
+            };
+            let (line, col) = self.content_start(&s.referenced);
+            let column = match value.find(word.as_str()) {
+                Some(off) if !value.contains('\n') && !s.value.contains("${") => col + off as u64,
+                _ => col,
+            };
+            self.errors.push(LoadError {
+                file: self.file.clone(),
+                line,
+                column,
+                message: problem,
+            });
+            ok = false;
+        }
         ok &= self.check_meta(t, name, s, value, what);
         if let Some(names) = &self.correlation {
             for step in t.attributes_of(name, "events") {
@@ -414,7 +433,16 @@ impl Compile<'_> {
                 })
                 .collect();
             let problem = if !META_ENVELOPE.contains(&field.as_str()) {
-                let all: Vec<&str> = META_FIXED.iter().chain(META_ENVELOPE).copied().collect();
+                // Proposed only among what the rule's events carry: `meta.subject` for
+                // `meta.subjct` on a GitHub source would be the next error.
+                let offered = |f: &str| {
+                    !env.listed || env.sources.iter().any(|(_, _, offers)| offers.contains(&f))
+                };
+                let all: Vec<&str> = META_FIXED
+                    .iter()
+                    .chain(META_ENVELOPE.iter().filter(|f| offered(f)))
+                    .copied()
+                    .collect();
                 match crate::rulebook::yaml_error::closest(&field, &all) {
                     Some(best) => {
                         format!("`meta.{field}` is not defined; did you mean `meta.{best}`?")
@@ -478,6 +506,54 @@ impl Compile<'_> {
                 Some(v.trim_end_matches('/').to_string())
             }
         }
+    }
+
+    /// A request's `url` (a template). Written out, it must be an absolute http:// or https://
+    /// URL; templated, the text it starts with must begin one (`{{ event.hook }}` alone is
+    /// fine). A URL the HTTP client cannot send fails every event's action, so `check` says so.
+    pub fn url(
+        &mut self,
+        t: &mut Templates,
+        name: String,
+        s: &Spanned<String>,
+        what: &str,
+    ) -> Option<Text> {
+        let text = self.template(t, name, s, what)?;
+        let problem = match &text {
+            Text::Literal(u) => match reqwest::Url::parse(u) {
+                Ok(url) if matches!(url.scheme(), "http" | "https") && url.has_host() => None,
+                Ok(url) => Some(format!(
+                    "must start with http:// or https://, not {}:",
+                    url.scheme()
+                )),
+                Err(e) => Some(format!(
+                    "is not an absolute URL ({e}): write it whole, as https://host/path"
+                )),
+            },
+            Text::Template(n) | Text::Inline(n, _) => {
+                let src = t.source(n).unwrap_or_default();
+                let cut = ["{{", "{%", "{#"]
+                    .iter()
+                    .filter_map(|m| src.find(m))
+                    .min()
+                    .unwrap_or(src.len());
+                let lead = src[..cut].to_ascii_lowercase();
+                let fits = |scheme: &str| lead.starts_with(scheme) || scheme.starts_with(&lead);
+                (!fits("http://") && !fits("https://"))
+                    .then(|| "must start with http:// or https://".to_string())
+            }
+        };
+        if let Some(problem) = problem {
+            // A URL from `${env:…}` may be a credential (a chat webhook's): not repeated.
+            let shown = if s.value.contains("${") {
+                String::new()
+            } else {
+                format!(" `{}`", s.value)
+            };
+            self.err(&s.referenced, format!("{what}{shown} {problem}"));
+            return None;
+        }
+        Some(text)
     }
 }
 

@@ -25,6 +25,8 @@ pub fn every_problem(text: &str, parse: impl Fn(&str) -> Option<Found>) -> Vec<F
     let items = outline(&lines);
     let mut found: Vec<Found> = Vec::new();
     let mut left: Vec<bool> = vec![true; items.len()];
+    // Per item, the keys an unknown key there was taken for (`did you mean `actions`?`).
+    let mut meant: Vec<(usize, String)> = Vec::new();
     while found.len() < MAX {
         let current = lines.join("\n");
         let Some(problem) = parse(&current) else {
@@ -35,8 +37,20 @@ pub fn every_problem(text: &str, parse: impl Fn(&str) -> Option<Found>) -> Vec<F
         }
         let at = (problem.0 as usize).saturating_sub(1);
         let unknown_key = problem.2.starts_with("unknown key");
-        found.push(problem);
-        let Some(k) = items.iter().position(|i| (i.start..i.end).contains(&at)) else {
+        let item_at = items.iter().position(|i| (i.start..i.end).contains(&at));
+        // `missing field `actions`` right after `actoins` was set aside: the same mistake.
+        let echo = item_at.is_some_and(|k| {
+            meant
+                .iter()
+                .any(|(i, key)| *i == k && problem.2.starts_with(&format!("missing field `{key}`")))
+        });
+        if let (Some(k), Some(key)) = (item_at, suggestion(&problem.2)) {
+            meant.push((k, key.to_string()));
+        }
+        if !echo {
+            found.push(problem.clone());
+        }
+        let Some(k) = item_at else {
             // Outside every item: a top-level key of its own can be set aside.
             if unknown_key && indent(&lines[at.min(lines.len().saturating_sub(1))]) == 0 {
                 let end = lines.len();
@@ -47,7 +61,17 @@ pub fn every_problem(text: &str, parse: impl Fn(&str) -> Option<Found>) -> Vec<F
         };
         let item = items[k];
         let line = lines.get(at).map(String::as_str).unwrap_or("");
-        if unknown_key && at > item.start && !line.trim_start().starts_with('-') {
+        // Only a key that is its line's own, and not its mapping's last, is set aside alone:
+        // one inside a flow mapping (`actions: [{log: {mesage: hi}}]`) would take the keys
+        // before it on its line along, and a mapping left empty (`log:` over `mesage: hi`)
+        // would be reported as having no value. Either is a problem the user did not make.
+        if unknown_key
+            && !echo
+            && at > item.start
+            && !line.trim_start().starts_with('-')
+            && problem.1 as usize == indent(line) + 1
+            && !empties_parent(&lines, at, item.end)
+        {
             blank_block(&mut lines, at, item.end);
             continue;
         }
@@ -73,6 +97,38 @@ pub fn every_problem(text: &str, parse: impl Fn(&str) -> Option<Found>) -> Vec<F
 
 fn indent(line: &str) -> usize {
     line.len() - line.trim_start().len()
+}
+
+/// The key an unknown-key message proposes (`did you mean `condition`?`).
+fn suggestion(message: &str) -> Option<&str> {
+    if !message.starts_with("unknown key") {
+        return None;
+    }
+    let from = message.find("did you mean `")? + "did you mean `".len();
+    let len = message[from..].find('`')?;
+    Some(&message[from..from + len])
+}
+
+/// Whether setting aside the key at line `at` (and what is nested under it) would leave the
+/// block mapping it belongs to (`log:` on the line above) with nothing in it.
+fn empties_parent(lines: &[String], at: usize, end: usize) -> bool {
+    let own = indent(&lines[at]);
+    let blank = |l: &String| l.trim().is_empty() || l.trim_start().starts_with('#');
+    let Some(parent) = (0..at)
+        .rev()
+        .find(|&j| !blank(&lines[j]) && indent(&lines[j]) < own)
+    else {
+        return false;
+    };
+    let head = lines[parent].split(" #").next().unwrap_or("").trim_end();
+    if !head.ends_with(':') {
+        return false; // `- name: r`: the mapping has a key on the parent's line
+    }
+    let siblings = (parent + 1..end.min(lines.len()))
+        .take_while(|&j| blank(&lines[j]) || indent(&lines[j]) > indent(&lines[parent]))
+        .filter(|&j| j != at && !blank(&lines[j]) && indent(&lines[j]) == own)
+        .count();
+    siblings == 0
 }
 
 /// Empties line `at` and the lines after it nested deeper, up to `end`.
@@ -152,7 +208,8 @@ mod tests {
                 } else {
                     "unknown key `bad`"
                 };
-                return Some((i as u64 + 1, 1, kind.to_string()));
+                let column = l.find("bad").map_or(1, |c| c as u64 + 1);
+                return Some((i as u64 + 1, column, kind.to_string()));
             }
             if l.trim_end() == "rules:" && text.lines().nth(i + 1).is_none_or(|n| n.is_empty()) {
                 return Some((i as u64 + 1, 1, "empty rules".into()));

@@ -24,6 +24,9 @@ pub fn explain(message: &str, text: &str, line: u64, column: u64) -> String {
     if let Some(m) = not_a_number(&msg, src_line, column) {
         return m;
     }
+    if let Some(m) = in_plain_words(&msg, text, line, src_line, column) {
+        return m;
+    }
     if let Some(detail) = msg.strip_prefix("budget breached: ") {
         let what = match between(detail, "nodes: ", " ") {
             Some(n) => format!(
@@ -87,15 +90,9 @@ fn unquoted_ipv6(msg: &str, src_line: &str) -> Option<String> {
     ))
 }
 
-/// `invalid u64` (a negative number, a fraction or one too large where a whole number goes), as
-/// a sentence naming the key and the value found.
-fn not_a_number(msg: &str, src_line: &str, column: u64) -> Option<String> {
-    let ty = msg.strip_prefix("invalid ")?;
-    let unsigned = match ty {
-        "u8" | "u16" | "u32" | "u64" | "usize" => true,
-        "i8" | "i16" | "i32" | "i64" | "isize" => false,
-        _ => return None,
-    };
+/// The key written before `column` on `src_line` and the value at it (`enabled: maybe` at
+/// the `m`: `enabled`, `maybe`); the key is empty when the line has none there.
+fn key_and_value(src_line: &str, column: u64) -> (&str, &str) {
     let mut at = (column.saturating_sub(1) as usize).min(src_line.len());
     while !src_line.is_char_boundary(at) {
         at -= 1;
@@ -111,6 +108,93 @@ fn not_a_number(msg: &str, src_line: &str, column: u64) -> Option<String> {
         .split(|c: char| c == ',' || c == '}' || c == ']' || c.is_whitespace())
         .next()
         .unwrap_or("");
+    (key, value)
+}
+
+/// The YAML library's words for a value of the wrong type (`invalid boolean (strict mode
+/// expects true/false)`, `cannot deserialize null into string; use Option<String>`,
+/// `duplicate mapping key: k, set DuplicateKeyPolicy in Options …`) speak of its own settings
+/// and Rust types, which a rulebook's author cannot act on: said instead with the key, the
+/// value found and what goes there.
+fn in_plain_words(msg: &str, text: &str, line: u64, src_line: &str, column: u64) -> Option<String> {
+    let (key, value) = key_and_value(src_line, column);
+    let named = |what: &str| {
+        if key.is_empty() {
+            format!("{what} goes here, not `{value}`")
+        } else {
+            format!("`{key}` must be {what}, not `{value}`")
+        }
+    };
+    if msg.starts_with("invalid boolean") {
+        return Some(named("`true` or `false`"));
+    }
+    if matches!(
+        msg,
+        "invalid floating point" | "invalid f64" | "invalid f32"
+    ) {
+        return Some(named("a number"));
+    }
+    if msg.starts_with("cannot deserialize null into") {
+        return Some(if key.is_empty() {
+            "a value is missing here".to_string()
+        } else {
+            format!("`{key}` has no value: write it after `{key}:`")
+        });
+    }
+    if let Some(rest) = msg.strip_prefix("duplicate mapping key") {
+        let dup = rest
+            .strip_prefix(": ")
+            .and_then(|r| r.split(", set DuplicateKeyPolicy").next())
+            .unwrap_or(key);
+        let above: Vec<&str> = text.lines().take(line.saturating_sub(1) as usize).collect();
+        let first = above
+            .iter()
+            .enumerate()
+            .rev()
+            .find(|(_, l)| {
+                let t = l.trim_start().trim_start_matches("- ");
+                t.starts_with(&format!("{dup}:")) && l.len() - t.len() == column as usize - 1
+            })
+            .map(|(n, _)| format!(" (first at line {})", n + 1))
+            .unwrap_or_default();
+        return Some(format!(
+            "`{dup}` is written twice in one mapping{first}: keep one"
+        ));
+    }
+    if msg == "expected sequence start" && !key.is_empty() {
+        let example = if value.is_empty() { "a, b" } else { value };
+        return Some(format!(
+            "`{key}` must be a list: `{key}: [{example}]`, or one `- item` a line under it"
+        ));
+    }
+    if msg == "expected string scalar" && !key.is_empty() {
+        return Some(format!(
+            "`{key}` must be a single value (text), not a list or mapping"
+        ));
+    }
+    let first_line = text
+        .lines()
+        .position(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+        .map_or(1, |n| n as u64 + 1);
+    if msg.starts_with("expected mapping") && line == first_line && key.is_empty() {
+        return Some(
+            "a rulebook is a mapping of `sources:`, `rules:`, `windows:` and `mode:`, not a list or a value"
+                .to_string(),
+        );
+    }
+    None
+}
+
+/// `invalid u64` (a negative number, a fraction or one too large where a whole number goes), as
+/// a sentence naming the key and the value found.
+fn not_a_number(msg: &str, src_line: &str, column: u64) -> Option<String> {
+    let ty = msg.strip_prefix("invalid ")?;
+    let unsigned = match ty {
+        "u8" | "u16" | "u32" | "u64" | "usize" => true,
+        "i8" | "i16" | "i32" | "i64" | "isize" => false,
+        _ => return None,
+    };
+    let (key, value) = key_and_value(src_line, column);
     let range = if unsigned { " of 0 or more" } else { "" };
     Some(if key.is_empty() {
         format!("a whole number{range} goes here, not `{value}`")

@@ -267,7 +267,7 @@ impl Expr {
                         Some(v) => format!(" ({name} is {v})"),
                         None => format!(" ({name} does not exist)"),
                     },
-                    None => envelope_values(part, doc),
+                    None => read_values(part, doc),
                 };
                 out.push(format!("`{part}` is false{actual}"));
             }
@@ -574,8 +574,74 @@ impl Scan {
     }
 }
 
-/// What each `meta("…")` in `part` read, as ` (meta("topic") is "a/b")`; empty without one.
-fn envelope_values(part: &str, doc: &EventDoc) -> String {
+/// What an operand that is not a plain comparison read — each `meta("…")` and each singular
+/// query among its function arguments (`search($.message, "BGP.*Down")`, `length($.commits)
+/// > 0`) — as ` ($.message is "…", meta("topic") is "a/b")`; empty when it read neither.
+fn read_values(part: &str, doc: &EventDoc) -> String {
+    let mut said = envelope_values(part, doc);
+    said.extend(query_values(part, doc));
+    if said.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", said.join(", "))
+    }
+}
+
+/// The singular queries (`$.a.b`, `$['x y'][0]`) written in `part` outside strings and
+/// filters, each with the value it reads, shortened for a line.
+fn query_values(part: &str, doc: &EventDoc) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut seen: Vec<&str> = Vec::new();
+    let mut scan = Scan::default();
+    let mut skip_to = 0;
+    for (i, ch) in part.char_indices() {
+        let outside = scan.quote.is_none() && scan.brackets == 0;
+        scan.step(ch);
+        if i < skip_to || !outside || ch != '$' {
+            continue;
+        }
+        let before = part[..i].chars().next_back();
+        if before.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '.') {
+            continue;
+        }
+        // The query: names, dots and bracketed segments, up to what cannot continue it.
+        let mut inner = Scan::default();
+        let mut end = part.len();
+        for (j, c) in part[i..].char_indices() {
+            let free = inner.quote.is_none() && inner.brackets == 0;
+            if free && j > 0 && !(c.is_alphanumeric() || matches!(c, '_' | '.' | '[' | '-' | '*')) {
+                end = i + j;
+                break;
+            }
+            inner.step(c);
+        }
+        skip_to = end;
+        let text = &part[i..end];
+        if seen.contains(&text) {
+            continue;
+        }
+        seen.push(text);
+        if let Some(path) = singular(text) {
+            out.push(match path.get(doc.body()) {
+                Some(v) => format!("{text} is {}", shortened(v)),
+                None => format!("{text} does not exist"),
+            });
+        }
+    }
+    out
+}
+
+/// A value as JSON on one line, cut after 160 characters.
+fn shortened(v: &Value) -> String {
+    let s = v.to_string();
+    match s.char_indices().nth(160) {
+        Some((at, _)) => format!("{}…", &s[..at]),
+        None => s,
+    }
+}
+
+/// What each `meta("…")` in `part` read (`meta("topic") is "a/b"`).
+fn envelope_values(part: &str, doc: &EventDoc) -> Vec<String> {
     let mut seen = Vec::new();
     let mut scan = Scan::default();
     for (i, ch) in part.char_indices() {
@@ -587,8 +653,7 @@ fn envelope_values(part: &str, doc: &EventDoc) -> String {
         }
         scan.step(ch);
     }
-    let said: Vec<String> = seen
-        .iter()
+    seen.iter()
         .map(|name| {
             let value = match name.split_once('.') {
                 Some(("headers", h)) => doc
@@ -602,12 +667,7 @@ fn envelope_values(part: &str, doc: &EventDoc) -> String {
                 None => format!("meta(\"{name}\") does not exist"),
             }
         })
-        .collect();
-    if said.is_empty() {
-        String::new()
-    } else {
-        format!(" ({})", said.join(", "))
-    }
+        .collect()
 }
 
 /// The function extension that reads the envelope: `meta("headers.x-github-event")`,
@@ -821,6 +881,41 @@ mod tests {
                 r#"`meta("peer") == "x"` is false (meta("peer") does not exist)"#.to_string(),
             ]
         );
+    }
+
+    /// A false function call says what the queries among its arguments read, as a false
+    /// comparison does (`rulehook test` on a syslog line that did not match a `search`).
+    #[test]
+    fn a_false_function_call_says_what_its_queries_read() {
+        let d = EventDoc::new(json!({
+            "message": "%LINK-3-UPDOWN: Interface Gi0/13, changed state to down",
+            "commits": [], "details": {"Issue Name": "x"}
+        }));
+        let why = |t: &str| {
+            let mut out = Vec::new();
+            Expr::compile(t).unwrap().failures(&d, &mut out);
+            out
+        };
+        assert_eq!(
+            why(r#"search($.message, "BGP.*Down")"#),
+            vec![
+                r#"`search($.message, "BGP.*Down")` is false ($.message is "%LINK-3-UPDOWN: Interface Gi0/13, changed state to down")"#
+            ]
+        );
+        assert_eq!(
+            why(r#"length($.commits) > 0 && match($.details['Issue Name'], "y") && search($.nope, "$.x")"#),
+            vec![
+                "`length($.commits) > 0` is false ($.commits is [])".to_string(),
+                r#"`match($.details['Issue Name'], "y")` is false ($.details['Issue Name'] is "x")"#.to_string(),
+                r#"`search($.nope, "$.x")` is false ($.nope does not exist)"#.to_string(),
+            ]
+        );
+        let long = EventDoc::new(json!({"message": "m".repeat(500)}));
+        let mut out = Vec::new();
+        Expr::compile(r#"search($.message, "x")"#)
+            .unwrap()
+            .failures(&long, &mut out);
+        assert!(out[0].ends_with("…)") && out[0].len() < 300, "{out:?}");
     }
 
     #[test]

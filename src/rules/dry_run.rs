@@ -25,6 +25,12 @@ pub struct DryRun {
     pub throttle: Value,
     /// Not considered: the rule takes other sources (views fold these into one line).
     pub other_source: bool,
+    /// When matched: the rule is in shadow mode, so its job would run none of `actions`
+    /// (it records them as what would have run).
+    pub shadow: bool,
+    /// When matched and the rule has `approval:` (and is live): `{"timeout", "on_timeout",
+    /// "approvers"}`, what its job would wait for before the first action (null otherwise).
+    pub approval: Value,
 }
 
 /// Every rule's verdict on `body` arriving on `source` (`None`: every rule is considered)
@@ -124,6 +130,14 @@ pub fn dry_run(
                     });
                 }
             }
+            let approval = match &rule.approval {
+                Some(a) if v.matched && !rule.shadow => json!({
+                    "timeout": crate::units::format_duration(a.timeout),
+                    "on_timeout": a.on_timeout(),
+                    "approvers": a.approvers,
+                }),
+                _ => Value::Null,
+            };
             DryRun {
                 rulebook: rule.rulebook.clone(),
                 rule: rule.name.clone(),
@@ -133,6 +147,8 @@ pub fn dry_run(
                 actions,
                 on_failure,
                 throttle,
+                shadow: v.matched && rule.shadow,
+                approval,
             }
         })
         .collect()

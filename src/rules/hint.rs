@@ -74,7 +74,8 @@ pub fn hint(text: &str) -> Option<ConditionError> {
         .or_else(|| empty_operand(text))
         .or_else(|| missing_value(text))
         .or_else(|| spaced_key(text))
-        .or_else(|| not_singular(text))?;
+        .or_else(|| not_singular(text))
+        .or_else(|| bare_word(text))?;
     let fix = h
         .fix
         .filter(|(_, f)| super::condition::compile_filter(f, 0).is_ok());
@@ -426,6 +427,50 @@ fn split_last_multi(side: &str) -> Option<(String, Option<String>, String)> {
     }
 }
 
+/// A side of a comparison that is a bare word: a string written without its quotes
+/// (`$.state == down`), or a field written without the `$` that stands for the event
+/// (`state == "down"`, or `event.state` as templates write it).
+fn bare_word(text: &str) -> Option<Hint> {
+    let word = |t: &str| {
+        t.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+            && t.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+            && !matches!(t, "true" | "false" | "null")
+    };
+    let query = |t: &str| t.starts_with('$') || t.starts_with('@');
+    for (start, s) in split_logical(text) {
+        let Some((p, op)) = OPS.iter().find_map(|op| find_op(s, op).map(|p| (p, *op))) else {
+            continue;
+        };
+        let (left, right) = (&s[..p], &s[p + op.len()..]);
+        let (l, r) = (left.trim(), right.trim());
+        let at_left = start + (left.len() - left.trim_start().len());
+        let at_right = start + p + op.len() + (right.len() - right.trim_start().len());
+        let replaced =
+            |at: usize, len: usize, by: &str| format!("{}{by}{}", &text[..at], &text[at + len..]);
+        if word(r) && query(l) {
+            let fix = replaced(at_right, r.len(), &format!("\"{r}\""));
+            return fixed(
+                at_right,
+                format!(
+                    "`{r}` is not a value: a string goes in double quotes (numbers, true, false and null bare)"
+                ),
+                fix,
+            );
+        }
+        if word(l) && !query(r) {
+            let path = l.strip_prefix("event.").unwrap_or(l);
+            let fix = replaced(at_left, l.len(), &format!("$.{path}"));
+            return fixed(
+                at_left,
+                format!("`{l}` is not a query: a field of the event is `$.{path}`"),
+                fix,
+            );
+        }
+    }
+    None
+}
+
 /// The operands between top-level `&&` / `||` (and `!`, `(`, `)`), with their offsets.
 fn split_logical(text: &str) -> Vec<(usize, &str)> {
     let cs = code_chars(text);
@@ -541,6 +586,22 @@ mod tests {
         let (at, m) = h(r#"$.a == "x"#);
         assert_eq!(at, 7);
         assert!(m.contains("no closing"), "{m}");
+
+        let (at, m) = h("$.a == 1 && $.state == down");
+        assert_eq!(at, 23);
+        assert!(
+            m.contains(r#"`down` is not a value: a string goes in double quotes"#)
+                && m.ends_with(r#"`$.a == 1 && $.state == "down"`"#),
+            "{m}"
+        );
+
+        let (at, m) = h(r#"event.state == "down""#);
+        assert_eq!(at, 0);
+        assert!(
+            m.contains("`event.state` is not a query: a field of the event is `$.state`")
+                && m.ends_with(r#"`$.state == "down"`"#),
+            "{m}"
+        );
     }
 
     /// The condition a hint proposes: the text between the last pair of backticks, when the
@@ -618,6 +679,26 @@ mod tests {
             ),
             (r#"$.a == "x"#, &json!({"a": "x"}), &json!({"a": "y"})),
             (r#"$.a == "x" &&"#, &json!({"a": "x"}), &json!({"a": "y"})),
+            (
+                r#"$.state == down"#,
+                &json!({"state": "down"}),
+                &json!({"state": "up"}),
+            ),
+            (
+                r#"$.a == 1 && $.state != up"#,
+                &json!({"a": 1, "state": "down"}),
+                &json!({"a": 1, "state": "up"}),
+            ),
+            (
+                r#"state == "down""#,
+                &json!({"state": "down"}),
+                &json!({"state": "up"}),
+            ),
+            (
+                r#"event.data.kind == "InfraDevice""#,
+                &json!({"data": {"kind": "InfraDevice"}}),
+                &json!({"data": {"kind": "Other"}}),
+            ),
         ];
         for (text, event, other) in cases {
             assert!(Expr::compile(text).is_err(), "{text} is a mistake");

@@ -1447,4 +1447,119 @@ mod tests {
         assert_eq!(parse_all(&texts, &mut errors, &mut failed, 2_000).len(), 1);
         assert!(errors.is_empty(), "{errors:?}");
     }
+
+    /// The structural errors of one file, as `line:column: message`.
+    fn problems(text: &str) -> Vec<String> {
+        let texts = vec![(PathBuf::from("r.yml"), text.to_string())];
+        let (mut errors, mut failed) = (Vec::new(), HashSet::new());
+        assert!(parse_all(&texts, &mut errors, &mut failed, 250_000).is_empty());
+        errors
+            .iter()
+            .map(|e| format!("{}:{}: {}", e.line, e.column, e.message))
+            .collect()
+    }
+
+    /// A misspelt key deep in a rule is reported once, and setting it aside to look for more
+    /// invents nothing: not a `missing field `actions`` for a rule that has `actions:` (the key
+    /// sat in a flow mapping on the `actions:` line), nor "`log:` has no value" for a `log:`
+    /// whose only field was the misspelt one, nor the missing key the misspelling stood for.
+    #[test]
+    fn a_misspelt_key_brings_no_invented_errors_along() {
+        let head = "sources: [{name: a, kind: none}]\nrules:\n";
+        let flow = format!("{head}  - name: r\n    actions: [{{log: {{mesage: hi}}}}]\n");
+        let found = problems(&flow);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            found[0].starts_with("4:22: unknown key `mesage`"),
+            "{found:?}"
+        );
+        let block =
+            format!("{head}  - name: r\n    actions:\n      - log:\n          mesage: hi\n");
+        let found = problems(&block);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            found[0].starts_with("6:11: unknown key `mesage`"),
+            "{found:?}"
+        );
+        let rule = format!(
+            "{head}  - name: r\n    condtion: '$.a'\n    actoins: [{{log: {{message: hi}}}}]\n  - name: ok\n    actions: [{{log: {{mesage: hi}}}}]\n"
+        );
+        let found = problems(&rule);
+        assert_eq!(found.len(), 3, "{found:?}");
+        assert!(
+            found[0].starts_with("4:5: unknown key `condtion`"),
+            "{found:?}"
+        );
+        assert!(
+            found[1].starts_with("5:5: unknown key `actoins`"),
+            "{found:?}"
+        );
+        assert!(
+            found[2].starts_with("7:22: unknown key `mesage`"),
+            "{found:?}"
+        );
+        // Two misspelt keys of one action, each on its own line, are both reported.
+        let two = format!(
+            "{head}  - name: r\n    actions:\n      - log:\n          mesage: hi\n          levl: info\n"
+        );
+        let found = problems(&two);
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert!(
+            found[1].starts_with("7:11: unknown key `levl`"),
+            "{found:?}"
+        );
+    }
+
+    /// A value of the wrong type is said with the key, the value and what goes there, not in
+    /// the YAML library's words (`strict mode`, `Option<String>`, `DuplicateKeyPolicy`).
+    #[test]
+    fn a_value_of_the_wrong_type_is_named_in_plain_words() {
+        let head = "sources:\n  - name: a\n    kind: none\n";
+        let rule = "    actions: [{log: {message: hi}}]\n";
+        let cases = [
+            (
+                format!("{head}rules:\n  - name: r\n    enabled: yes\n{rule}"),
+                "6:14: `enabled` must be `true` or `false`, not `yes`",
+            ),
+            (
+                format!("{head}    rate_limit: {{per_second: many}}\n"),
+                "4:30: `per_second` must be a number, not `many`",
+            ),
+            (
+                format!("{head}rules:\n  - name:\n{rule}"),
+                "5:9: `name` has no value: write it after `name:`",
+            ),
+            (
+                format!("{head}    kind: bearer\n"),
+                "4:5: `kind` is written twice in one mapping (first at line 3): keep one",
+            ),
+            (
+                format!("{head}rules:\n  - name: r\n    sources: a\n{rule}"),
+                "6:14: `sources` must be a list: `sources: [a]`",
+            ),
+            (
+                format!("{head}rules:\n  - name: [r]\n{rule}"),
+                "5:11: `name` must be a single value (text), not a list or mapping",
+            ),
+            (
+                "# a comment\n- name: a\n  kind: none\n".to_string(),
+                "2:1: a rulebook is a mapping of `sources:`, `rules:`",
+            ),
+        ];
+        for (text, want) in cases {
+            let found = problems(&text);
+            assert!(
+                found.len() == 1 && found[0].starts_with(want),
+                "want {want:?}, got {found:?} for\n{text}"
+            );
+            for jargon in [
+                "strict mode",
+                "Option<",
+                "DuplicateKeyPolicy",
+                "floating point",
+            ] {
+                assert!(!found[0].contains(jargon), "{found:?}");
+            }
+        }
+    }
 }

@@ -232,7 +232,7 @@ struct AuditQuery {
 async fn audit_trail(
     _: AsViewer,
     State(state): State<AppState>,
-    Query(q): Query<AuditQuery>,
+    ApiQuery(q): ApiQuery<AuditQuery>,
 ) -> Result<Response, ApiError> {
     let limit = q
         .limit
@@ -372,6 +372,29 @@ fn accepted(id: &str, duplicate: bool) -> Response {
         .into_response()
 }
 
+/// A query string read as the API answers every other mistake, `400 {"error": "bad_request",
+/// "message": …}` naming the parameter (`limit: invalid digit found in string`), instead of
+/// axum's plain-text rejection that JSON clients cannot read.
+struct ApiQuery<T>(T);
+
+impl<T, S> axum::extract::FromRequestParts<S> for ApiQuery<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, ApiError> {
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Query(q)| ApiQuery(q))
+            .map_err(|e| ApiError::BadQuery(e.body_text()))
+    }
+}
+
 #[derive(Debug, Deserialize)]
 struct ListQuery {
     source: Option<String>,
@@ -384,7 +407,7 @@ struct ListQuery {
 async fn list_events(
     _: AsViewer,
     State(state): State<AppState>,
-    Query(q): Query<ListQuery>,
+    ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Response, ApiError> {
     let since = match q.since {
         None => None,
@@ -432,7 +455,7 @@ const STORED_CHUNK_BYTES: usize = 1 << 20;
 async fn stored_events(
     _: AsViewer,
     State(state): State<AppState>,
-    Query(q): Query<StoredQuery>,
+    ApiQuery(q): ApiQuery<StoredQuery>,
 ) -> Result<Response, ApiError> {
     let since = match q.since {
         None => 0,
@@ -484,7 +507,7 @@ struct JobQuery {
 async fn list_jobs(
     _: AsViewer,
     State(state): State<AppState>,
-    Query(q): Query<JobQuery>,
+    ApiQuery(q): ApiQuery<JobQuery>,
 ) -> Result<Response, ApiError> {
     let status = match &q.status {
         None => None,
