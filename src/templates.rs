@@ -149,6 +149,8 @@ pub struct Templates {
     places: Vec<(u32, u32, u32)>,
     /// The files of `places`.
     files: Vec<std::sync::Arc<str>>,
+    /// Inline templates that only insert event fields into text ([`Simple`]), by name.
+    simple: std::collections::HashMap<String, Simple>,
 }
 
 impl Default for Templates {
@@ -160,6 +162,7 @@ impl Default for Templates {
             inline: Default::default(),
             places: Vec::new(),
             files: Vec::new(),
+            simple: Default::default(),
         }
     }
 }
@@ -188,6 +191,106 @@ fn configure(env: &mut Environment<'static>) {
         }
         minijinja::escape_formatter(out, state, value)
     });
+}
+
+/// An inline template of the commonest form, text with `{{ event.a.b }}` fields in it (no
+/// statements, filters or comments, a plain-text name), kept beside its compiled form so it is
+/// rendered without minijinja's machine when every field is a string in the event (~5k
+/// instructions a render, docs/decisions.md): the result is the text minijinja writes then (a
+/// string as it is, the template's one trailing newline dropped). Anything else — a field
+/// missing, not a string, an event that is not an object — renders through minijinja as
+/// before, with its values and errors.
+#[derive(Debug)]
+struct Simple {
+    pieces: Vec<Piece>,
+    /// The length of its text, to size the result once.
+    text_len: usize,
+}
+
+/// A part of a [`Simple`] template.
+#[derive(Debug)]
+enum Piece {
+    Text(String),
+    /// The keys below `event` (at least one).
+    Field(Vec<String>),
+}
+
+impl Simple {
+    /// `source` as a [`Simple`] template, when it is one.
+    fn parse(source: &str) -> Option<Simple> {
+        // As minijinja reads it (`keep_trailing_newline` off): one `\n`, then one `\r`, dropped.
+        let source = source.strip_suffix('\n').unwrap_or(source);
+        let mut rest = source.strip_suffix('\r').unwrap_or(source);
+        if rest.contains("{%") || rest.contains("{#") {
+            return None;
+        }
+        let mut pieces = Vec::new();
+        while let Some(start) = rest.find("{{") {
+            if start > 0 {
+                pieces.push(Piece::Text(rest[..start].to_string()));
+            }
+            let after = &rest[start + 2..];
+            let end = after.find("}}")?;
+            pieces.push(Piece::Field(Simple::field(&after[..end])?));
+            rest = &after[end + 2..];
+        }
+        if !rest.is_empty() {
+            pieces.push(Piece::Text(rest.to_string()));
+        }
+        let text_len = pieces
+            .iter()
+            .map(|p| match p {
+                Piece::Text(t) => t.len(),
+                Piece::Field(_) => 0,
+            })
+            .sum();
+        Some(Simple { pieces, text_len })
+    }
+
+    /// The keys of `event.a.b` (spaces around it only), when the expression is that.
+    fn field(expr: &str) -> Option<Vec<String>> {
+        let mut segs = expr.trim_matches([' ', '\t']).split('.');
+        if segs.next() != Some("event") {
+            return None;
+        }
+        let keys: Vec<String> = segs
+            .map(|k| Simple::plain_name(k).then(|| k.to_string()))
+            .collect::<Option<_>>()?;
+        (!keys.is_empty()).then_some(keys)
+    }
+
+    /// An ASCII identifier that is no word of the template language.
+    fn plain_name(k: &str) -> bool {
+        const WORDS: &[&str] = &[
+            "true", "false", "none", "True", "False", "None", "and", "or", "not", "in", "is", "if",
+            "else",
+        ];
+        let mut chars = k.chars();
+        chars
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+            && !WORDS.contains(&k)
+    }
+
+    /// The text, when every field is a string in `body`.
+    fn render(&self, body: &serde_json::Value) -> Option<String> {
+        // Room for the text and fields of a usual length: one allocation, mostly.
+        let mut out = String::with_capacity(self.text_len + 64);
+        for piece in &self.pieces {
+            match piece {
+                Piece::Text(t) => out.push_str(t),
+                Piece::Field(keys) => {
+                    let mut v = body;
+                    for k in keys {
+                        v = v.as_object()?.get(k.as_str())?;
+                    }
+                    out.push_str(v.as_str()?);
+                }
+            }
+        }
+        Some(out)
+    }
 }
 
 /// Writes one value of a [`JSON_BODY`] template.
@@ -283,6 +386,11 @@ impl Templates {
         self.env
             .add_template_owned(name.clone(), source.to_string())
             .map_err(|e| describe(&e))?;
+        if !escaped(&name)
+            && let Some(simple) = Simple::parse(source)
+        {
+            self.simple.insert(name.clone(), simple);
+        }
         self.inline.insert(source.to_string(), name.clone());
         Ok(Text::Template(name))
     }
@@ -478,6 +586,12 @@ impl Templates {
     }
 
     pub fn render(&self, text: &Text, ctx: &minijinja::Value) -> Result<String, String> {
+        if let Text::Template(name) | Text::Inline(name, _) = text
+            && let Some(simple) = self.simple.get(name)
+            && let Some(out) = render_simple(simple, ctx)
+        {
+            return Ok(out);
+        }
         match text {
             Text::Literal(s) => Ok(s.clone()),
             Text::Template(name) => self
@@ -531,6 +645,22 @@ impl Templates {
         };
         msg.replace(&internal, &place)
     }
+}
+
+/// Whether templates of this name have their values escaped (the auto-escape callback above).
+fn escaped(name: &str) -> bool {
+    name.ends_with(JSON_BODY_SUFFIX) || name.ends_with(".json") || name.ends_with(".json.j2")
+}
+
+/// `simple` rendered on the event a context's `event` shows, when that is a view of the event
+/// (as jobs render) and every field is a string in it.
+fn render_simple(simple: &Simple, ctx: &minijinja::Value) -> Option<String> {
+    let event = ctx.get_attr("event").ok()?;
+    let view = event.downcast_object_ref::<JsonView>()?;
+    if !view.path.is_empty() {
+        return None;
+    }
+    simple.render(view.root.value())
 }
 
 fn describe(e: &minijinja::Error) -> String {
@@ -660,6 +790,82 @@ mod tests {
                 || e.contains("`event.snapshot.id.x.y`"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn simple_templates_render_as_minijinja_does() {
+        use std::sync::Arc;
+        let simple = [
+            "snapshot {{ event.snapshot.id }} completed",
+            "{{event.a}}",
+            "a {{ event.a }} b {{ event.b.c }}\n",
+            "x {{ event.a }}\r\n",
+            "x {{ event.a }}\n\n",
+            "{{ event.a }}}} }}{",
+            "}} {{\tevent.a\t}} {",
+            "é {{ event.uni }} ü {{ event.a }}{{ event.a }}",
+            "{{ event._x1 }}",
+        ];
+        let other = [
+            "{{ event.a | upper }}",
+            "{{ event['a'] }}",
+            "{{ event.l.0 }}",
+            "{% if true %}{{ event.a }}{% endif %}",
+            "{# c #}{{ event.a }}",
+            "{{- event.a }}",
+            "{{ event.a -}}",
+            "{{ event.true }}",
+            "{{ event }}",
+            "{{ meta.rule }}",
+            "{{ event . a }}",
+            "{{ event.a ~ event.a }}",
+        ];
+        // Not a template at all (minijinja refuses it): not a simple one either.
+        assert!(Simple::parse("{{ event.a }").is_none());
+        let bodies = [
+            serde_json::json!({"a": "x", "b": {"c": "y"}, "snapshot": {"id": "s1"},
+                "uni": "ß\n\t\"<>&{{ }}", "_x1": "", "l": ["z"], "true": "t"}),
+            serde_json::json!({"a": 1, "b": {"c": 2.5}, "snapshot": {"id": null}, "uni": true}),
+            serde_json::json!({"a": {"k": "v"}, "b": ["c"], "snapshot": "s"}),
+            serde_json::json!({}),
+            serde_json::json!(["a"]),
+            serde_json::json!("a"),
+        ];
+        let mut t = Templates::default();
+        let mut fast = 0;
+        for (i, src) in simple.iter().chain(&other).enumerate() {
+            assert_eq!(Simple::parse(src).is_some(), i < simple.len(), "{src:?}");
+            let text = t.inline(format!("t{i}"), src).unwrap();
+            let name = match &text {
+                Text::Template(n) => n.clone(),
+                _ => panic!("{src:?} is a template"),
+            };
+            for body in &bodies {
+                let ctx = minijinja::context! {
+                    event => json_value(JsonRoot::Value(Arc::new(body.clone()))),
+                };
+                let want = t.env.get_template(&name).unwrap().render(&ctx);
+                let got = t.render(&text, &ctx);
+                match (&want, &got) {
+                    (Ok(w), Ok(g)) => assert_eq!(w, g, "{src:?} on {body}"),
+                    (Err(_), Err(_)) => {}
+                    _ => panic!("{src:?} on {body}: {want:?} vs {got:?}"),
+                }
+                if let Some(s) = t.simple.get(&name)
+                    && s.render(body).is_some()
+                {
+                    fast += 1;
+                }
+            }
+        }
+        assert!(fast >= simple.len(), "the simple ones took the short way");
+        // Names whose values are escaped keep minijinja.
+        let json = t.inline("j.json".into(), "{{ event.q }}").unwrap();
+        assert!(t.simple.is_empty() || !t.simple.contains_key("j.json"));
+        let ctx = minijinja::context! {
+            event => json_value(JsonRoot::Value(Arc::new(serde_json::json!({"q": "a\"b"})))),
+        };
+        assert_eq!(t.render(&json, &ctx).unwrap(), "\"a\\\"b\"");
     }
 
     #[test]

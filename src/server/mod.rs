@@ -14,7 +14,7 @@ use std::time::SystemTime;
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Path, Query, State};
-use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
+use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -243,24 +243,27 @@ async fn audit_trail(
 }
 
 /// Any request outside the fixed routes: a webhook for the source served at its path.
+/// The request is taken whole (not as `Method`, `Uri` and `HeaderMap`, which
+/// axum's extractors copy out of it): its parts are read in place.
 async fn hook(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
+    request: axum::extract::Request,
 ) -> Result<Response, ApiError> {
+    let (parts, body) = request.into_parts();
+    let headers = &parts.headers;
     let rules = state.engine.rules();
-    let source = rules.source_by_path(uri.path()).ok_or(ApiError::NotFound)?;
-    if method != Method::POST {
+    let source = rules
+        .source_by_path(parts.uri.path())
+        .ok_or(ApiError::NotFound)?;
+    if parts.method != Method::POST {
         return Err(ApiError::MethodNotAllowed);
     }
     if !state.engine.role().accepts_events() {
         return Err(ApiError::NotIngest);
     }
     source.meter.received.increment(1);
-    let result = receive(&state, source, peer, &headers, body).await;
+    let result = receive(&state, source, peer, headers, body).await;
     if let Err(e) = &result {
         metrics::counter!(names::REJECTED, "source" => source.name.clone(), "reason" => e.code())
             .increment(1);
