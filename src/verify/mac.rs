@@ -2,7 +2,8 @@
 
 use std::cell::RefCell;
 
-use sha2::{Digest, Sha256};
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::{Digest, Sha256, Sha512};
 use subtle::ConstantTimeEq;
 
 /// The digest a generic `hmac` source (and the fixed kinds) sign with.
@@ -26,36 +27,49 @@ impl Algorithm {
 
 /// An HMAC whose key is already absorbed: the inner and outer digest states after the padded
 /// key block. Setting a key up costs two compressions (more for a key longer than a block);
-/// starting an HMAC from the keyed state costs a copy, so each secret is set up once per thread
+/// cloning the keyed state costs a copy, so each secret is set up once per thread
 /// ([`KEYED`]) instead of once per request.
-///
-/// *ring*'s HMAC (already linked for TLS), not the `hmac` crate's: its SHA-256 and SHA-512 are
-/// the assembly BoringSSL ships (SHA extensions, AVX or SSSE3, chosen at run time), where the
-/// `sha2` crate falls back to portable code on CPUs without the SHA extensions — ~3.4k
-/// instructions per SHA-256 block against ~2k (docs/decisions.md, "The rest of the path").
 #[derive(Clone)]
-struct Keyed(ring::hmac::Key);
-
-impl Keyed {
-    fn new(alg: Algorithm, key: &[u8]) -> Keyed {
-        let alg = match alg {
-            Algorithm::Sha1 => ring::hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY,
-            Algorithm::Sha256 => ring::hmac::HMAC_SHA256,
-            Algorithm::Sha512 => ring::hmac::HMAC_SHA512,
-        };
-        // HMAC takes keys of any length (a longer one than a block is hashed first).
-        Keyed(ring::hmac::Key::new(alg, key))
-    }
-
-    /// A fresh HMAC under this key.
-    fn start(&self) -> ring::hmac::Context {
-        ring::hmac::Context::with_key(&self.0)
-    }
+enum Keyed {
+    Sha1(Hmac<sha1::Sha1>),
+    Sha256(Hmac<Sha256>),
+    Sha512(Hmac<Sha512>),
 }
 
-/// Constant-time comparison of an HMAC with `given` (false when the lengths differ).
-fn tag_eq(tag: &ring::hmac::Tag, given: &[u8]) -> bool {
-    bool::from(tag.as_ref().ct_eq(given))
+impl Keyed {
+    fn new(alg: Algorithm, key: &[u8]) -> Option<Keyed> {
+        // HMAC takes keys of any length, so these cannot fail.
+        Some(match alg {
+            Algorithm::Sha1 => Keyed::Sha1(KeyInit::new_from_slice(key).ok()?),
+            Algorithm::Sha256 => Keyed::Sha256(KeyInit::new_from_slice(key).ok()?),
+            Algorithm::Sha512 => Keyed::Sha512(KeyInit::new_from_slice(key).ok()?),
+        })
+    }
+
+    fn update(&mut self, data: &[u8]) {
+        match self {
+            Keyed::Sha1(m) => m.update(data),
+            Keyed::Sha256(m) => m.update(data),
+            Keyed::Sha512(m) => m.update(data),
+        }
+    }
+
+    fn finalize(self) -> Vec<u8> {
+        match self {
+            Keyed::Sha1(m) => m.finalize().into_bytes().to_vec(),
+            Keyed::Sha256(m) => m.finalize().into_bytes().to_vec(),
+            Keyed::Sha512(m) => m.finalize().into_bytes().to_vec(),
+        }
+    }
+
+    /// Constant-time comparison with `given` (false when the lengths differ).
+    fn verify(self, given: &[u8]) -> bool {
+        match self {
+            Keyed::Sha1(m) => m.verify_slice(given).is_ok(),
+            Keyed::Sha256(m) => m.verify_slice(given).is_ok(),
+            Keyed::Sha512(m) => m.verify_slice(given).is_ok(),
+        }
+    }
 }
 
 /// How many keyed states a thread keeps (sources × secrets in rotation that one process checks;
@@ -71,44 +85,46 @@ thread_local! {
     static KEYED: RefCell<KeyedCache> = const { RefCell::new(Vec::new()) };
 }
 
-/// A fresh HMAC under `key`, started from this thread's keyed state for it (set up on first
-/// use).
-fn keyed(alg: Algorithm, key: &[u8]) -> ring::hmac::Context {
+/// A fresh HMAC under `key`, cloned from this thread's keyed state for it (set up on first use).
+fn keyed(alg: Algorithm, key: &[u8]) -> Option<Keyed> {
     KEYED.with(|cell| {
         let mut cache = cell.borrow_mut();
         // Comparing a configured key with configured keys: no outside input is timed here.
         if let Some(i) = cache.iter().rposition(|(a, k, _)| *a == alg && **k == *key) {
             let hit = cache.remove(i);
-            let mac = hit.2.start();
+            let mac = hit.2.clone();
             cache.push(hit);
-            return mac;
+            return Some(mac);
         }
-        let keyed = Keyed::new(alg, key);
-        let mac = keyed.start();
+        let mac = Keyed::new(alg, key)?;
         if cache.len() >= KEYED_PER_THREAD {
             cache.remove(0);
         }
-        cache.push((alg, key.into(), keyed));
-        mac
+        cache.push((alg, key.into(), mac.clone()));
+        Some(mac)
     })
 }
 
 /// HMAC of `parts` (concatenated) under `key`.
 pub fn sign(alg: Algorithm, key: &[u8], parts: &[&[u8]]) -> Vec<u8> {
-    let mut mac = keyed(alg, key);
+    let Some(mut mac) = keyed(alg, key) else {
+        return Vec::new();
+    };
     for p in parts {
         mac.update(p);
     }
-    mac.sign().as_ref().to_vec()
+    mac.finalize()
 }
 
 /// True when `given` is the HMAC of `parts` under `key`, compared in constant time.
 pub fn verify(alg: Algorithm, key: &[u8], parts: &[&[u8]], given: &[u8]) -> bool {
-    let mut mac = keyed(alg, key);
+    let Some(mut mac) = keyed(alg, key) else {
+        return false;
+    };
     for p in parts {
         mac.update(p);
     }
-    tag_eq(&mac.sign(), given)
+    mac.verify(given)
 }
 
 /// Compares two secrets in constant time, whatever their lengths (both are hashed first, so
@@ -178,7 +194,6 @@ pub fn unhex(text: &str) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hmac::{Hmac, KeyInit, Mac};
 
     #[test]
     fn hmac_sha256_known_vector() {
