@@ -5,11 +5,13 @@
 # Needs valgrind (callgrind_control, callgrind_annotate) and python3 (stdlib only). Loopback only,
 # bounded: every wait has a timeout.
 #
-#   benches/callgrind.sh                  # builds both binaries (release), N=2000 WARMUP=200 K=16
+#   benches/callgrind.sh                  # builds both binaries (release), N=2000 WARMUP=600 K=16
 #   RULEHOOK_BIN=... BASELINE_BIN=... benches/callgrind.sh   # prebuilt binaries, no build
 #   KEEP=/tmp/cg benches/callgrind.sh     # keep the callgrind.out files and annotations there
 #
-# Environment: N (measured requests, default 2000), WARMUP (default 200), K (keep-alive
+# Environment: N (measured requests, default 2000), WARMUP (default 600: the service releases
+# its start-up pages (service/trim.rs) about a second after it starts, and with 200 warm-up
+# requests that could land in the measured window, ~2k per event at random), K (keep-alive
 # connections, default 16), TOP (lines of each profile printed, default 25),
 # DEDUP (the source's dedup_window; unset = the kind's default, so the delivery look-up runs;
 # 'off' = as load.sh), LOG_LEVEL (the log action's level, default info; 'debug' is below the
@@ -27,7 +29,7 @@
 set -eu
 cd "$(dirname "$0")/.."
 N=${N:-2000}
-WARMUP=${WARMUP:-200}
+WARMUP=${WARMUP:-600}
 K=${K:-16}
 TOP=${TOP:-25}
 STARTUP_TIMEOUT=${STARTUP_TIMEOUT:-180}
