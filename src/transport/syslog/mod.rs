@@ -243,7 +243,6 @@ async fn serve_stream(
 
 /// One RELP session: every `syslog` frame is answered only after it is taken ([`read`], [`deliver`]).
 async fn serve_relp(stream: TcpStream, peer: SocketAddr, settings: &Listening, hand: &Handoff) {
-    use tokio::io::AsyncWriteExt;
     let (mut rd, mut wr) = stream.into_split();
     let mut framer = relp::Framer::new(settings.max_message);
     let mut buf = BytesMut::with_capacity(64 * 1024);
@@ -259,7 +258,7 @@ async fn serve_relp(stream: TcpStream, peer: SocketAddr, settings: &Listening, h
                     return;
                 }
             };
-            let answer = match frame.command.as_str() {
+            let reply = match frame.command.as_str() {
                 "open" => relp::open_answer(frame.txnr),
                 "syslog" => {
                     let taken = match read(hand, &frame.data, frame.truncated, peer, &now) {
@@ -273,12 +272,12 @@ async fn serve_relp(stream: TcpStream, peer: SocketAddr, settings: &Listening, h
                     }
                 }
                 "close" => {
-                    let _ = wr.write_all(&relp::rsp(frame.txnr, "")).await;
+                    answer(&mut wr, &relp::rsp(frame.txnr, ""), peer, settings, hand).await;
                     return;
                 }
                 _ => relp::rsp(frame.txnr, "500 unknown command"),
             };
-            if wr.write_all(&answer).await.is_err() {
+            if !answer(&mut wr, &reply, peer, settings, hand).await {
                 return;
             }
         }
@@ -290,6 +289,31 @@ async fn serve_relp(stream: TcpStream, peer: SocketAddr, settings: &Listening, h
                 hand.dropped("idle_timeout", Some(peer.ip()));
                 return;
             }
+        }
+    }
+}
+
+/// Writes one RELP answer: `false` when the connection is to be closed — the write failed, or
+/// it could not finish within `idle_timeout` because the client reads no answers (counted as
+/// `idle_timeout`, as a silent client is): such a client would otherwise hold its connection
+/// slot for ever, the task parked on a full socket buffer.
+async fn answer(
+    wr: &mut (impl tokio::io::AsyncWrite + Unpin),
+    bytes: &[u8],
+    peer: SocketAddr,
+    settings: &Listening,
+    hand: &Handoff,
+) -> bool {
+    use tokio::io::AsyncWriteExt;
+    match tokio::time::timeout(settings.idle_timeout, wr.write_all(bytes)).await {
+        Ok(Ok(())) => true,
+        Ok(Err(e)) => {
+            tracing::debug!(source = %hand.source(), %peer, "relp write: {e}");
+            false
+        }
+        Err(_) => {
+            hand.dropped("idle_timeout", Some(peer.ip()));
+            false
         }
     }
 }
