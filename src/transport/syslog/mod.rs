@@ -99,10 +99,10 @@ async fn serve_udp(
         };
         let truncated = n > max;
         let now = parse::Now::read();
-        if let Some(event) = read(&hand, &buf[..n.min(max)], truncated, peer, &now)
-            && !deliver(&hand, event, peer).await
-        {
-            return;
+        // A message the store refused is lost and counted (`store_failed`); the socket keeps
+        // being read, so the next ones are stored once the store is back, or counted.
+        if let Some(event) = read(&hand, &buf[..n.min(max)], truncated, peer, &now) {
+            deliver(&hand, event, peer).await;
         }
     }
 }
