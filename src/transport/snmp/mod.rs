@@ -263,7 +263,8 @@ pub async fn handle(
         Ok(Delivered::Stored | Delivered::Unmatched | Delivered::Duplicate) => {}
         Ok(Delivered::Dropped(_)) => return,
         Err(e) => {
-            // Not answered: the sender of an inform tries again.
+            // Not answered: the sender of an inform tries again. A trap is lost: counted.
+            hand.dropped("store_failed", Some(peer.ip()));
             tracing::warn!(source = %hand.source(), %peer, "trap not stored: {e}");
             return;
         }
