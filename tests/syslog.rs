@@ -505,3 +505,43 @@ async fn udp_keeps_listening_after_a_store_failure() {
         assert_eq!(seen, Some(f64::from(i)), "{}", server.log_text());
     }
 }
+
+/// A TCP sender outside `allow_from` is closed as it connects (counted `forbidden`), before it
+/// takes one of the `max_connections` slots: idle connections from outside cannot lock the
+/// allowed devices out until `idle_timeout`.
+#[tokio::test]
+async fn a_forbidden_tcp_sender_is_closed_at_connect() {
+    use std::io::Read;
+    let env = Env::new();
+    env.rulebook(
+        "syslog.yml",
+        "sources:\n  - name: routers\n    kind: syslog\n    listen: tcp://127.0.0.1:0\n    max_connections: 1\n    idle_timeout: 1m\n    allow_from: [10.0.0.0/8]\n",
+    );
+    let server = Server::start(&env, &[], &[]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let port: u16 = loop {
+        let lines = server.stdout.lock().unwrap().clone();
+        if let Some(p) = lines.iter().find_map(|l| {
+            l.strip_prefix("source routers at tcp://127.0.0.1:")
+                .and_then(|p| p.parse().ok())
+        }) {
+            break p;
+        }
+        assert!(Instant::now() < deadline, "no listener: {lines:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut outsider = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    outsider
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut b = [0u8; 1];
+    let read = outsider.read(&mut b);
+    assert!(
+        matches!(read, Ok(0)),
+        "closed at once, not after idle_timeout: {read:?}"
+    );
+    let name = "rulehook_messages_dropped_total{source=\"routers\",reason=\"forbidden\"}";
+    assert_eq!(metric(&server, name).await, Some(1.0));
+    let cap = "rulehook_messages_dropped_total{source=\"routers\",reason=\"connection_cap\"}";
+    assert_eq!(metric(&server, cap).await, None);
+}

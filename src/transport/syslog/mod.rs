@@ -167,6 +167,18 @@ async fn serve_tcp(
             },
             () = shutdown.cancelled() => return,
         };
+        // A sender outside `allow_from` (read from the rules in force, as per message) is
+        // closed before it takes a slot: idle connections from outside would otherwise lock
+        // the allowed devices out until `idle_timeout`.
+        if hand
+            .rules()
+            .source(hand.source())
+            .is_some_and(|s| !s.allows(peer.ip()))
+        {
+            hand.dropped("forbidden", Some(peer.ip()));
+            drop(stream);
+            continue;
+        }
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             hand.dropped("connection_cap", Some(peer.ip()));
             drop(stream);
