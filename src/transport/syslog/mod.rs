@@ -236,9 +236,11 @@ async fn serve_stream(
         match tokio::time::timeout(settings.idle_timeout, stream.read_buf(&mut buf)).await {
             Ok(Ok(0)) => break,
             Ok(Ok(_)) => {}
+            // A reset, or a TLS stream ended without close_notify (many clients do that):
+            // what was read is handed on as at a clean close, not dropped with the error.
             Ok(Err(e)) => {
                 tracing::debug!(source = %hand.source(), %peer, "tcp read: {e}");
-                return;
+                break;
             }
             Err(_) => {
                 hand.dropped("idle_timeout", Some(peer.ip()));
