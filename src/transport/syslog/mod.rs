@@ -5,8 +5,10 @@
 //!
 //! UDP is best effort by nature: the socket asks for a large receive buffer, and what is lost
 //! or unreadable is counted. TCP connections are capped per source (`max_connections`; past
-//! it a new connection is closed at once) and closed after `idle_timeout` of silence; a
-//! connection hands on its messages in order, one stored before the next is read.
+//! it a new connection is closed at once; one from outside `allow_from` too, before it takes a
+//! slot) and closed after `idle_timeout` of silence (RELP: also when an answer cannot be
+//! written for that long); a connection hands on its messages in order, one stored before
+//! the next is read.
 
 pub mod cisco;
 pub mod frame;
