@@ -504,6 +504,9 @@ async fn udp_keeps_listening_after_a_store_failure() {
         }
         assert_eq!(seen, Some(f64::from(i)), "{}", server.log_text());
     }
+    // Logged once a minute, as every reason is: a flood during an outage does not fill the log.
+    let log = server.log_text();
+    assert_eq!(log.matches("could not be stored").count(), 1, "{log}");
 }
 
 /// A TCP sender outside `allow_from` is closed as it connects (counted `forbidden`), before it

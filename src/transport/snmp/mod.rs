@@ -264,8 +264,7 @@ pub async fn handle(
         Ok(Delivered::Dropped(_)) => return,
         Err(e) => {
             // Not answered: the sender of an inform tries again. A trap is lost: counted.
-            hand.dropped("store_failed", Some(peer.ip()));
-            tracing::warn!(source = %hand.source(), %peer, "trap not stored: {e}");
+            hand.store_failed(Some(peer.ip()), "a trap", &e);
             return;
         }
     }

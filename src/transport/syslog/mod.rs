@@ -141,8 +141,7 @@ async fn deliver(hand: &Handoff, event: Value, peer: SocketAddr) -> bool {
     match hand.deliver(event, peer.ip(), Vec::new()).await {
         Ok(_) => true,
         Err(e) => {
-            hand.dropped("store_failed", Some(peer.ip()));
-            tracing::warn!(source = %hand.source(), "a syslog message could not be stored: {e}");
+            hand.store_failed(Some(peer.ip()), "a syslog message", &e);
             false
         }
     }
