@@ -227,3 +227,59 @@ ruleset(name="forward") {{
         server.log_text()
     );
 }
+
+/// A RELP client that sends and never reads its answers: once the socket's buffers are full,
+/// rulehook cannot write the next answer. Within `idle_timeout` it gives up on that client
+/// (counted `idle_timeout`) and frees the connection slot, so another sender gets in.
+#[test]
+fn a_client_that_reads_no_answers_is_closed_and_frees_its_slot() {
+    let env = Env::new();
+    let port = free_port();
+    env.rulebook(
+        "relp.yml",
+        &format!(
+            "sources:\n  - name: relay\n    kind: syslog\n    listen: relp://127.0.0.1:{port}\n    max_connections: 1\n    idle_timeout: 1s\n"
+        ),
+    );
+    let server = Server::start(&env, &[], &[]);
+    wait_port(port);
+    // The probe of wait_port took the slot for a moment: let it go.
+    std::thread::sleep(Duration::from_millis(300));
+    let deaf = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    deaf.set_recv_buffer_size(4096).unwrap();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    deaf.connect(&addr.into()).unwrap();
+    let mut deaf: std::net::TcpStream = deaf.into();
+    deaf.set_write_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    // `open` frames, each answered with ~100 bytes, until the answers back up.
+    let frames = "1 open 0\n".repeat(1000);
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(5) {
+        if deaf.write_all(frames.as_bytes()).is_err() {
+            break;
+        }
+    }
+    // Another sender is served once the deaf one is given up on.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let answered = loop {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+        let _ = s.write_all(b"1 open 0\n");
+        let mut got = [0u8; 16];
+        let n = std::io::Read::read(&mut s, &mut got).unwrap_or(0);
+        if got[..n].starts_with(b"1 rsp") {
+            break true;
+        }
+        if Instant::now() > deadline {
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(
+        answered,
+        "the slot is still held by a client that reads nothing: {}",
+        server.log_text()
+    );
+    drop(deaf);
+}

@@ -797,3 +797,15 @@ async fn the_listener_shows_in_status_and_metrics() {
         "{text}"
     );
 }
+
+/// A trap the store refuses (its data directory deleted) is lost, and counted as such:
+/// `store_failed`, as syslog counts it, not only a line in the log.
+#[tokio::test]
+async fn a_trap_the_store_refuses_is_counted() {
+    let (env, server, to) = setup();
+    std::fs::remove_dir_all(env.path("data")).unwrap();
+    let mut v2c = vec!["-v", "2c", "-c", "public", &to];
+    v2c.extend(LINK_DOWN);
+    ok(&net_snmp(&env, "snmptrap", &v2c));
+    wait_dropped(&server, "store_failed", 1.0).await;
+}

@@ -463,3 +463,88 @@ async fn the_rules_page_shows_the_kind_and_the_listeners() {
         serde_json::json!(["udp://127.0.0.1:0", "tcp://127.0.0.1:0"])
     );
 }
+
+/// A store that fails (here: its data directory deleted) loses the UDP messages of that time,
+/// each counted `store_failed`; the listener keeps reading, so every later datagram is counted
+/// too (and stored again once the store is back), not dropped by a closed socket.
+#[tokio::test]
+async fn udp_keeps_listening_after_a_store_failure() {
+    let env = Env::new();
+    env.rulebook(
+        "syslog.yml",
+        "sources:\n  - name: routers\n    kind: syslog\n    listen: udp://127.0.0.1:0\n    keep: all\n",
+    );
+    let server = Server::start(&env, &[], &[]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let port: u16 = loop {
+        let lines = server.stdout.lock().unwrap().clone();
+        if let Some(p) = lines.iter().find_map(|l| {
+            l.strip_prefix("source routers at udp://127.0.0.1:")
+                .and_then(|p| p.parse().ok())
+        }) {
+            break p;
+        }
+        assert!(Instant::now() < deadline, "no listener: {lines:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    std::fs::remove_dir_all(env.path("data")).unwrap();
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let name = "rulehook_messages_dropped_total{source=\"routers\",reason=\"store_failed\"}";
+    for i in 1..=3 {
+        udp.send_to(
+            format!("<13>Jan 12 10:11:12 host app: lost {i}").as_bytes(),
+            ("127.0.0.1", port),
+        )
+        .unwrap();
+        let until = Instant::now() + Duration::from_secs(10);
+        let mut seen = metric(&server, name).await;
+        while seen != Some(f64::from(i)) && Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            seen = metric(&server, name).await;
+        }
+        assert_eq!(seen, Some(f64::from(i)), "{}", server.log_text());
+    }
+    // Logged once a minute, as every reason is: a flood during an outage does not fill the log.
+    let log = server.log_text();
+    assert_eq!(log.matches("could not be stored").count(), 1, "{log}");
+}
+
+/// A TCP sender outside `allow_from` is closed as it connects (counted `forbidden`), before it
+/// takes one of the `max_connections` slots: idle connections from outside cannot lock the
+/// allowed devices out until `idle_timeout`.
+#[tokio::test]
+async fn a_forbidden_tcp_sender_is_closed_at_connect() {
+    use std::io::Read;
+    let env = Env::new();
+    env.rulebook(
+        "syslog.yml",
+        "sources:\n  - name: routers\n    kind: syslog\n    listen: tcp://127.0.0.1:0\n    max_connections: 1\n    idle_timeout: 1m\n    allow_from: [10.0.0.0/8]\n",
+    );
+    let server = Server::start(&env, &[], &[]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let port: u16 = loop {
+        let lines = server.stdout.lock().unwrap().clone();
+        if let Some(p) = lines.iter().find_map(|l| {
+            l.strip_prefix("source routers at tcp://127.0.0.1:")
+                .and_then(|p| p.parse().ok())
+        }) {
+            break p;
+        }
+        assert!(Instant::now() < deadline, "no listener: {lines:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut outsider = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    outsider
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut b = [0u8; 1];
+    let read = outsider.read(&mut b);
+    assert!(
+        matches!(read, Ok(0)),
+        "closed at once, not after idle_timeout: {read:?}"
+    );
+    let name = "rulehook_messages_dropped_total{source=\"routers\",reason=\"forbidden\"}";
+    assert_eq!(metric(&server, name).await, Some(1.0));
+    let cap = "rulehook_messages_dropped_total{source=\"routers\",reason=\"connection_cap\"}";
+    assert_eq!(metric(&server, cap).await, None);
+}

@@ -312,3 +312,57 @@ rules: []
         String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     assert!(text.contains("tls:// needs `tls:"), "{text}");
 }
+
+/// A TLS client that ends the TCP connection without a TLS close_notify (many do) has its last
+/// line, sent without a line end, taken as over plain TCP: what was read is handed on, not
+/// dropped with the read error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_line_before_a_close_without_close_notify_is_kept() {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, ServerName};
+    let env = Env::new();
+    let pki = env.path("pki");
+    std::fs::create_dir_all(&pki).unwrap();
+    let ca = Ca::new(&pki, "ca");
+    let (cert, key) = ca.issue(&pki, "server", &["localhost", "127.0.0.1"]);
+    let port = free_port();
+    env.rulebook(
+        "tls.yml",
+        &format!(
+            "sources:\n  - name: secure\n    kind: syslog\n    listen: tls://127.0.0.1:{port}\n    tls: {{cert: {}, key: {}}}\n    keep: all\n",
+            cert.display(),
+            key.display()
+        ),
+    );
+    let server = Server::start(&env, &[], &[]);
+    wait_port(port);
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(pki.join("ca.pem")).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let conn =
+        rustls::ClientConnection::new(Arc::new(config), ServerName::try_from("localhost").unwrap())
+            .unwrap();
+    let tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    tls.write_all(b"<13>Jan 12 10:11:12 host app: first\n<13>Jan 12 10:11:12 host app: last")
+        .unwrap();
+    tls.flush().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    // The TCP connection ends; no close_notify was sent.
+    tls.sock.shutdown(std::net::Shutdown::Both).unwrap();
+    let name = "rulehook_events_accepted_total{source=\"secure\",duplicate=\"false\"}";
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric(&server, name).await < 2.0 {
+        assert!(
+            Instant::now() < deadline,
+            "the last line was lost: {}",
+            server.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

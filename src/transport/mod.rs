@@ -410,6 +410,26 @@ impl Handoff {
         Delivered::Dropped(reason)
     }
 
+    /// Counts a message the store refused (`store_failed`) and logs why, at most once a minute
+    /// per source as every reason is: a flood during a store outage does not fill the log.
+    /// `what`: the message's kind and what becomes of it (`a syslog message`, `an mqtt
+    /// message (the broker will send it again)`).
+    pub fn store_failed(&self, peer: Option<IpAddr>, what: &str, error: &dyn std::fmt::Display) {
+        let reason = "store_failed";
+        metrics::counter!(names::DROPPED, "source" => self.source.to_string(), "reason" => reason)
+            .increment(1);
+        if self.quiet.due(reason) {
+            match peer {
+                Some(peer) => {
+                    tracing::warn!(source = %self.source, %peer, reason, "{what} could not be stored (logged at most once a minute): {error}")
+                }
+                None => {
+                    tracing::warn!(source = %self.source, reason, "{what} could not be stored (logged at most once a minute): {error}")
+                }
+            }
+        }
+    }
+
     /// Hands one decoded message to the engine; returns once it is stored (or known not to
     /// be kept). `Err` only when the store failed.
     pub async fn deliver(

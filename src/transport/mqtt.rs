@@ -184,8 +184,7 @@ async fn deliver(hand: &Handoff, settings: &Listening, p: &rumqttc::Publish) -> 
     match hand.deliver_from(body, None, envelope).await {
         Ok(_) => true,
         Err(e) => {
-            hand.dropped("store_failed", None);
-            tracing::warn!(source = %hand.source(), "an mqtt message could not be stored (the broker will send it again): {e}");
+            hand.store_failed(None, "an mqtt message (the broker will send it again)", &e);
             false
         }
     }

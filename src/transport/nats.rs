@@ -191,8 +191,7 @@ async fn deliver(hand: &Handoff, settings: &Listening, subject: &str, payload: &
     match hand.deliver_from(body, None, envelope).await {
         Ok(_) => true,
         Err(e) => {
-            hand.dropped("store_failed", None);
-            tracing::warn!(source = %hand.source(), "a nats message could not be stored: {e}");
+            hand.store_failed(None, "a nats message", &e);
             false
         }
     }

@@ -263,8 +263,8 @@ pub async fn handle(
         Ok(Delivered::Stored | Delivered::Unmatched | Delivered::Duplicate) => {}
         Ok(Delivered::Dropped(_)) => return,
         Err(e) => {
-            // Not answered: the sender of an inform tries again.
-            tracing::warn!(source = %hand.source(), %peer, "trap not stored: {e}");
+            // Not answered: the sender of an inform tries again. A trap is lost: counted.
+            hand.store_failed(Some(peer.ip()), "a trap", &e);
             return;
         }
     }

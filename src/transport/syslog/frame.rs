@@ -135,12 +135,25 @@ impl Framer {
         }
     }
 
-    /// What is left when the peer closes: a last frame without its LF.
+    /// What is left when the peer closes: a last frame without its LF, or a counted frame cut
+    /// short (flagged `truncated`).
     pub fn rest(&mut self, buf: &mut BytesMut) -> Option<Frame> {
         if self.skip > 0 || self.skip_line || buf.iter().all(|b| b.is_ascii_whitespace() || *b == 0)
         {
             buf.clear();
             return None;
+        }
+        // A counted frame the close cut short (a whole one was taken by `next`): the bytes
+        // that came are its message, flagged cut, not a line that starts with the count.
+        let digits = buf.iter().take_while(|b| b.is_ascii_digit()).count();
+        if (1..=MAX_COUNT_DIGITS).contains(&digits) && buf.get(digits) == Some(&b' ') {
+            buf.advance(digits + 1);
+            let mut bytes = buf.split();
+            bytes.truncate(self.max);
+            return Some(Frame {
+                bytes,
+                truncated: true,
+            });
         }
         Some(Frame {
             bytes: buf.split(),
@@ -229,6 +242,25 @@ mod tests {
         );
         assert_eq!(got[0].0, "49: *Mar  1 00:09:07: %SYS-5-X: y");
         assert_eq!(got[1].0, "12345678901234 x");
+    }
+
+    #[test]
+    fn a_counted_frame_cut_short_by_the_close_is_kept_flagged() {
+        // The count promised more than came: the bytes that came are the message, cut.
+        assert_eq!(
+            all(100, &[b"<1>a\n", b"30 <13>short then close"]),
+            vec![
+                ("<1>a".to_string(), false),
+                ("<13>short then close".to_string(), true),
+            ]
+        );
+        // Also when the count is past `max`.
+        assert_eq!(
+            all(8, &[b"999 <13>abc"]),
+            vec![("<13>abc".to_string(), true)]
+        );
+        // A last line that starts with digits but no count is a line.
+        assert_eq!(all(100, &[b"49: ab"]), vec![("49: ab".to_string(), false)]);
     }
 
     #[test]

@@ -5,8 +5,10 @@
 //!
 //! UDP is best effort by nature: the socket asks for a large receive buffer, and what is lost
 //! or unreadable is counted. TCP connections are capped per source (`max_connections`; past
-//! it a new connection is closed at once) and closed after `idle_timeout` of silence; a
-//! connection hands on its messages in order, one stored before the next is read.
+//! it a new connection is closed at once; one from outside `allow_from` too, before it takes a
+//! slot) and closed after `idle_timeout` of silence (RELP: also when an answer cannot be
+//! written for that long); a connection hands on its messages in order, one stored before
+//! the next is read.
 
 pub mod cisco;
 pub mod frame;
@@ -99,10 +101,10 @@ async fn serve_udp(
         };
         let truncated = n > max;
         let now = parse::Now::read();
-        if let Some(event) = read(&hand, &buf[..n.min(max)], truncated, peer, &now)
-            && !deliver(&hand, event, peer).await
-        {
-            return;
+        // A message the store refused is lost and counted (`store_failed`); the socket keeps
+        // being read, so the next ones are stored once the store is back, or counted.
+        if let Some(event) = read(&hand, &buf[..n.min(max)], truncated, peer, &now) {
+            deliver(&hand, event, peer).await;
         }
     }
 }
@@ -139,8 +141,7 @@ async fn deliver(hand: &Handoff, event: Value, peer: SocketAddr) -> bool {
     match hand.deliver(event, peer.ip(), Vec::new()).await {
         Ok(_) => true,
         Err(e) => {
-            hand.dropped("store_failed", Some(peer.ip()));
-            tracing::warn!(source = %hand.source(), "a syslog message could not be stored: {e}");
+            hand.store_failed(Some(peer.ip()), "a syslog message", &e);
             false
         }
     }
@@ -167,6 +168,18 @@ async fn serve_tcp(
             },
             () = shutdown.cancelled() => return,
         };
+        // A sender outside `allow_from` (read from the rules in force, as per message) is
+        // closed before it takes a slot: idle connections from outside would otherwise lock
+        // the allowed devices out until `idle_timeout`.
+        if hand
+            .rules()
+            .source(hand.source())
+            .is_some_and(|s| !s.allows(peer.ip()))
+        {
+            hand.dropped("forbidden", Some(peer.ip()));
+            drop(stream);
+            continue;
+        }
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             hand.dropped("connection_cap", Some(peer.ip()));
             drop(stream);
@@ -224,9 +237,11 @@ async fn serve_stream(
         match tokio::time::timeout(settings.idle_timeout, stream.read_buf(&mut buf)).await {
             Ok(Ok(0)) => break,
             Ok(Ok(_)) => {}
+            // A reset, or a TLS stream ended without close_notify (many clients do that):
+            // what was read is handed on as at a clean close, not dropped with the error.
             Ok(Err(e)) => {
                 tracing::debug!(source = %hand.source(), %peer, "tcp read: {e}");
-                return;
+                break;
             }
             Err(_) => {
                 hand.dropped("idle_timeout", Some(peer.ip()));
@@ -243,7 +258,6 @@ async fn serve_stream(
 
 /// One RELP session: every `syslog` frame is answered only after it is taken ([`read`], [`deliver`]).
 async fn serve_relp(stream: TcpStream, peer: SocketAddr, settings: &Listening, hand: &Handoff) {
-    use tokio::io::AsyncWriteExt;
     let (mut rd, mut wr) = stream.into_split();
     let mut framer = relp::Framer::new(settings.max_message);
     let mut buf = BytesMut::with_capacity(64 * 1024);
@@ -259,7 +273,7 @@ async fn serve_relp(stream: TcpStream, peer: SocketAddr, settings: &Listening, h
                     return;
                 }
             };
-            let answer = match frame.command.as_str() {
+            let reply = match frame.command.as_str() {
                 "open" => relp::open_answer(frame.txnr),
                 "syslog" => {
                     let taken = match read(hand, &frame.data, frame.truncated, peer, &now) {
@@ -273,12 +287,12 @@ async fn serve_relp(stream: TcpStream, peer: SocketAddr, settings: &Listening, h
                     }
                 }
                 "close" => {
-                    let _ = wr.write_all(&relp::rsp(frame.txnr, "")).await;
+                    answer(&mut wr, &relp::rsp(frame.txnr, ""), peer, settings, hand).await;
                     return;
                 }
                 _ => relp::rsp(frame.txnr, "500 unknown command"),
             };
-            if wr.write_all(&answer).await.is_err() {
+            if !answer(&mut wr, &reply, peer, settings, hand).await {
                 return;
             }
         }
@@ -290,6 +304,31 @@ async fn serve_relp(stream: TcpStream, peer: SocketAddr, settings: &Listening, h
                 hand.dropped("idle_timeout", Some(peer.ip()));
                 return;
             }
+        }
+    }
+}
+
+/// Writes one RELP answer: `false` when the connection is to be closed — the write failed, or
+/// it could not finish within `idle_timeout` because the client reads no answers (counted as
+/// `idle_timeout`, as a silent client is): such a client would otherwise hold its connection
+/// slot for ever, the task parked on a full socket buffer.
+async fn answer(
+    wr: &mut (impl tokio::io::AsyncWrite + Unpin),
+    bytes: &[u8],
+    peer: SocketAddr,
+    settings: &Listening,
+    hand: &Handoff,
+) -> bool {
+    use tokio::io::AsyncWriteExt;
+    match tokio::time::timeout(settings.idle_timeout, wr.write_all(bytes)).await {
+        Ok(Ok(())) => true,
+        Ok(Err(e)) => {
+            tracing::debug!(source = %hand.source(), %peer, "relp write: {e}");
+            false
+        }
+        Err(_) => {
+            hand.dropped("idle_timeout", Some(peer.ip()));
+            false
         }
     }
 }
