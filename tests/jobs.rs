@@ -1627,3 +1627,46 @@ async fn a_rule_added_after_an_event_is_listed_on_its_page_as_such() {
         "{later}"
     );
 }
+
+/// The start's log line counts every pending job in the journal, not what the queue's memory
+/// held yet (its first load takes half of its cap, 512, at a time, in the background).
+#[tokio::test]
+async fn the_start_counts_every_pending_job() {
+    let env = Env::new();
+    env.script(
+        "hang.sh",
+        "#!/bin/sh\necho $$ > \"$OUT_DIR/hang.pid\"\nexec sleep 30\n",
+    );
+    env.rulebook(
+        "r.yml",
+        &format!(
+            "{SRC}rules:\n  - name: hang\n    actions: [{{ run_script: {{ script: hang.sh }} }}]\n"
+        ),
+    );
+    let mut server = Server::start(&env, &["--concurrency", "1"], &[]);
+    let c = client();
+    for n in 0..600 {
+        send(&c, &server, &json!({"n": n})).await;
+    }
+    env.wait_lines("hang.pid", 1, Duration::from_secs(10));
+    server.kill9();
+    kill_orphan(&env.path("hang.pid"));
+
+    let server = Server::start(&env, &["--concurrency", "1"], &[]);
+    common::wait_until(
+        "the start's count of recovered jobs",
+        Duration::from_secs(10),
+        || server.log_text().contains("jobs recovered from the store"),
+    );
+    let log = server.log_text();
+    let line = log
+        .lines()
+        .find(|l| l.contains("jobs recovered from the store"))
+        .unwrap_or_default()
+        .to_string();
+    assert!(line.contains("pending=600"), "{line}");
+    drop(server);
+    if env.path("hang.pid").exists() {
+        kill_orphan(&env.path("hang.pid"));
+    }
+}

@@ -122,10 +122,11 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
     crate::actions::groups::record_in(&running)
         .map_err(io(format!("cannot create {}", running.display())))?;
     let engine = Engine::new(store, set, settings);
+    // Every pending job the store holds: the queue's memory is filled from it in the
+    // background, so what memory holds yet (and whether more waits in storage) says nothing here.
     let depth = engine.store().queue.depth();
     tracing::info!(
-        pending = depth.ready + depth.delayed,
-        more_in_storage = depth.spilled,
+        pending = depth.pending,
         concurrency = config.concurrency,
         "jobs recovered from the store"
     );
