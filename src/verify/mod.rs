@@ -444,9 +444,13 @@ fn safe_headers(
         {
             continue;
         }
-        if let Ok(v) = v.to_str() {
-            kept.push((n.to_string(), v.to_string()));
-        }
+        // A value with bytes that are not UTF-8 (HTTP allows them) is kept with each such
+        // byte shown as U+FFFD, not left out: the history shows that the header came.
+        let v = match v.to_str() {
+            Ok(v) => v.to_string(),
+            Err(_) => String::from_utf8_lossy(v.as_bytes()).into_owned(),
+        };
+        kept.push((n.to_string(), v));
     }
     kept
 }
@@ -499,6 +503,22 @@ fn ip_text(ip: std::net::IpAddr) -> String {
 mod tests {
     use super::*;
     use axum::http::HeaderValue;
+
+    #[test]
+    fn a_header_that_is_not_utf8_is_kept_with_replacement_characters() {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-site", HeaderValue::from_bytes(b"caf\xe9 1").unwrap());
+        headers.insert("x-plain", HeaderValue::from_static("ok"));
+        let kept = safe_headers(&headers, None, false);
+        assert!(
+            kept.contains(&("x-plain".to_string(), "ok".to_string())),
+            "{kept:?}"
+        );
+        assert!(
+            kept.contains(&("x-site".to_string(), "caf\u{fffd} 1".to_string())),
+            "{kept:?}"
+        );
+    }
 
     #[test]
     fn ip_text_is_display() {
