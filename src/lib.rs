@@ -25,6 +25,7 @@ pub mod sources;
 pub mod store;
 pub mod telemetry;
 pub mod templates;
+pub mod text;
 pub mod tls;
 pub mod transport;
 pub mod units;

@@ -463,7 +463,7 @@ impl Templates {
                 .copied()
                 .filter(|c| self.callable_exists(kind, c))
                 .collect();
-            let problem = match crate::rulebook::yaml_error::closest(&word, &known) {
+            let problem = match crate::text::closest(&word, &known) {
                 Some(best) => format!("`{word}` is not a {what}; did you mean `{best}`?"),
                 None => format!(
                     "`{word}` is not a {what} (the {what}s: {})",

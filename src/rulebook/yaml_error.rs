@@ -249,31 +249,7 @@ fn unknown(msg: &str) -> Option<String> {
     })
 }
 
-/// The candidate closest to `given`, when it is close enough to be a typo.
-pub fn closest<'a>(given: &str, candidates: &[&'a str]) -> Option<&'a str> {
-    let limit = (given.len() / 3).max(1);
-    candidates
-        .iter()
-        .map(|c| (distance(given, c), *c))
-        .filter(|(d, _)| *d <= limit)
-        .min_by_key(|(d, _)| *d)
-        .map(|(_, c)| c)
-}
-
-/// Levenshtein distance (names are short).
-fn distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let sub = prev[j] + usize::from(ca != *cb);
-            cur.push(sub.min(prev[j + 1] + 1).min(cur[j] + 1));
-        }
-        prev = cur;
-    }
-    prev[b.len()]
-}
+pub use crate::text::closest;
 
 /// `missing field `actions`` when `actions:` is there, at another indentation than its siblings.
 fn misindented(text: &str, line: u64, field: &str) -> Option<String> {

@@ -296,35 +296,22 @@ fn operands(text: &str) -> Vec<(usize, &str)> {
 const MAX_NESTING: usize = 12;
 
 fn nesting_within_limit(text: &str) -> Result<(), ConditionError> {
-    let (mut depth, mut quote) = (0usize, None::<char>);
-    let mut escaped = false;
-    for (offset, c) in text.char_indices() {
-        match quote {
-            Some(q) => {
-                if escaped {
-                    escaped = false;
-                } else if c == '\\' {
-                    escaped = true;
-                } else if c == q {
-                    quote = None;
+    let mut depth = 0usize;
+    for (offset, c) in crate::text::outside_quotes(text) {
+        match c {
+            '(' | '[' => {
+                depth += 1;
+                if depth > MAX_NESTING {
+                    return Err(ConditionError {
+                        offset,
+                        message: format!(
+                            "nested more than {MAX_NESTING} levels deep: simplify the condition"
+                        ),
+                    });
                 }
             }
-            None => match c {
-                '\'' | '"' => quote = Some(c),
-                '(' | '[' => {
-                    depth += 1;
-                    if depth > MAX_NESTING {
-                        return Err(ConditionError {
-                            offset,
-                            message: format!(
-                                "nested more than {MAX_NESTING} levels deep: simplify the condition"
-                            ),
-                        });
-                    }
-                }
-                ')' | ']' => depth = depth.saturating_sub(1),
-                _ => {}
-            },
+            ')' | ']' => depth = depth.saturating_sub(1),
+            _ => {}
         }
     }
     Ok(())

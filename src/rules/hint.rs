@@ -8,25 +8,7 @@ use super::condition::ConditionError;
 
 /// One character of the expression outside string literals, with its byte offset.
 fn code_chars(text: &str) -> Vec<(usize, char)> {
-    let mut out = Vec::new();
-    let mut quote: Option<char> = None;
-    let mut escaped = false;
-    for (i, c) in text.char_indices() {
-        match quote {
-            Some(q) => {
-                if escaped {
-                    escaped = false;
-                } else if c == '\\' {
-                    escaped = true;
-                } else if c == q {
-                    quote = None;
-                }
-            }
-            None if c == '"' || c == '\'' => quote = Some(c),
-            None => out.push((i, c)),
-        }
-    }
-    out
+    crate::text::outside_quotes(text).collect()
 }
 
 /// A mistake found: where, what, and the whole condition corrected when one can be named.

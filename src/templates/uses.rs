@@ -67,25 +67,9 @@ pub fn uses(source: &str) -> Vec<(Use, String)> {
 
 /// Where `close` ends a tag body, skipping quoted strings.
 fn tag_end(body: &str, close: &str) -> Option<usize> {
-    let mut quote: Option<char> = None;
-    let mut escaped = false;
-    for (i, c) in body.char_indices() {
-        match quote {
-            Some(q) => {
-                if escaped {
-                    escaped = false;
-                } else if c == '\\' {
-                    escaped = true;
-                } else if c == q {
-                    quote = None;
-                }
-            }
-            None if c == '"' || c == '\'' => quote = Some(c),
-            None if body[i..].starts_with(close) => return Some(i),
-            None => {}
-        }
-    }
-    None
+    crate::text::outside_quotes(body)
+        .find(|&(i, _)| body[i..].starts_with(close))
+        .map(|(i, _)| i)
 }
 
 fn tokenize(body: &str) -> Vec<Token<'_>> {
