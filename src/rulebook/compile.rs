@@ -325,45 +325,35 @@ impl Compile<'_> {
                     ),
                 },
             };
-            let problem = if value.is_empty() {
-                format!("{what} `{name}`: {problem}")
-            } else {
-                format!("{what}: {problem}")
-            };
-            let (line, col) = self.content_start(&s.referenced);
-            let column = match word_offset(value, &var) {
-                Some(off) if !value.contains('\n') && !s.value.contains("${") => col + off as u64,
-                _ => col,
-            };
-            self.errors.push(LoadError {
-                file: self.file.clone(),
-                line,
-                column,
-                message: problem,
-            });
+            let at = word_offset(value, &var);
+            self.template_error(
+                TemplateAt {
+                    name,
+                    s,
+                    value,
+                    what,
+                },
+                at,
+                problem,
+            );
             ok = false;
         }
         for (word, problem) in t.unknown_uses(name) {
-            let problem = if value.is_empty() {
-                format!("{what} `{name}`: {problem}")
-            } else {
-                format!("{what}: {problem}")
-            };
-            let (line, col) = self.content_start(&s.referenced);
-            let column = match value.find(word.as_str()) {
-                Some(off) if !value.contains('\n') && !s.value.contains("${") => col + off as u64,
-                _ => col,
-            };
-            self.errors.push(LoadError {
-                file: self.file.clone(),
-                line,
-                column,
-                message: problem,
-            });
+            let at = value.find(word.as_str());
+            self.template_error(
+                TemplateAt {
+                    name,
+                    s,
+                    value,
+                    what,
+                },
+                at,
+                problem,
+            );
             ok = false;
         }
         ok &= self.check_meta(t, name, s, value, what);
-        if let Some(names) = &self.correlation {
+        if let Some(names) = self.correlation.clone() {
             for step in t.attributes_of(name, "events") {
                 if names.contains(&step) {
                     continue;
@@ -372,24 +362,17 @@ impl Compile<'_> {
                     "`events.{step}` names no event of this correlation (its names: {})",
                     names.join(", ")
                 );
-                let problem = if value.is_empty() {
-                    format!("{what} `{name}`: {problem}")
-                } else {
-                    format!("{what}: {problem}")
-                };
-                let (line, col) = self.content_start(&s.referenced);
-                let column = match word_offset(value, "events") {
-                    Some(off) if !value.contains('\n') && !s.value.contains("${") => {
-                        col + off as u64
-                    }
-                    _ => col,
-                };
-                self.errors.push(LoadError {
-                    file: self.file.clone(),
-                    line,
-                    column,
-                    message: problem,
-                });
+                let at = word_offset(value, "events");
+                self.template_error(
+                    TemplateAt {
+                        name,
+                        s,
+                        value,
+                        what,
+                    },
+                    at,
+                    problem,
+                );
                 ok = false;
             }
         }
@@ -469,25 +452,47 @@ impl Compile<'_> {
                 ));
                 continue;
             };
-            let problem = if value.is_empty() {
-                format!("{what} `{name}`: {problem}")
-            } else {
-                format!("{what}: {problem}")
-            };
-            let (line, col) = self.content_start(&s.referenced);
-            let column = match value.find(&format!("meta.{field}")) {
-                Some(off) if !value.contains('\n') && !s.value.contains("${") => col + off as u64,
-                _ => col,
-            };
-            self.errors.push(LoadError {
-                file: self.file.clone(),
-                line,
-                column,
-                message: problem,
-            });
+            let at = value.find(&format!("meta.{field}"));
+            self.template_error(
+                TemplateAt {
+                    name,
+                    s,
+                    value,
+                    what,
+                },
+                at,
+                problem,
+            );
             ok = false;
         }
         ok
+    }
+
+    /// An error in template `name` (the text `value` of `s`, a `what`): at `at` in the text when
+    /// the text is one line as written (no `${…}` expanded into it), else where the text starts.
+    fn template_error(&mut self, t: TemplateAt<'_>, at: Option<usize>, problem: String) {
+        let TemplateAt {
+            name,
+            s,
+            value,
+            what,
+        } = t;
+        let message = if value.is_empty() {
+            format!("{what} `{name}`: {problem}")
+        } else {
+            format!("{what}: {problem}")
+        };
+        let (line, col) = self.content_start(&s.referenced);
+        let column = match at {
+            Some(off) if !value.contains('\n') && !s.value.contains("${") => col + off as u64,
+            _ => col,
+        };
+        self.errors.push(LoadError {
+            file: self.file.clone(),
+            line,
+            column,
+            message,
+        });
     }
 
     /// An optional `api_url` (http or https, without a trailing `/`), or `default`.
@@ -567,6 +572,15 @@ pub fn spanned_like(at: &Spanned<String>, value: String) -> Spanned<String> {
 }
 
 /// Byte offset of `word` in `text` as a whole identifier.
+/// Which template an error is in, and where its text is written (see `template_error`).
+#[derive(Clone, Copy)]
+struct TemplateAt<'a> {
+    name: &'a str,
+    s: &'a Spanned<String>,
+    value: &'a str,
+    what: &'a str,
+}
+
 fn word_offset(text: &str, word: &str) -> Option<usize> {
     let ident = |c: char| c.is_ascii_alphanumeric() || c == '_';
     let mut from = 0;
