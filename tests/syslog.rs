@@ -375,17 +375,7 @@ rules:
     );
     let server = Server::start(&env, &[], &[]);
     let deadline = Instant::now() + Duration::from_secs(20);
-    let port: u16 = loop {
-        let lines = server.stdout.lock().unwrap().clone();
-        if let Some(p) = lines.iter().find_map(|l| {
-            l.strip_prefix("source routers at tcp://127.0.0.1:")
-                .and_then(|p| p.parse().ok())
-        }) {
-            break p;
-        }
-        assert!(Instant::now() < deadline, "no listener: {lines:?}");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let port = server.source_port("routers", "tcp");
     let mut first = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     first
         .write_all(b"<13>Jan 12 10:11:12 host app: one\n")
@@ -475,18 +465,7 @@ async fn udp_keeps_listening_after_a_store_failure() {
         "sources:\n  - name: routers\n    kind: syslog\n    listen: udp://127.0.0.1:0\n    keep: all\n",
     );
     let server = Server::start(&env, &[], &[]);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let port: u16 = loop {
-        let lines = server.stdout.lock().unwrap().clone();
-        if let Some(p) = lines.iter().find_map(|l| {
-            l.strip_prefix("source routers at udp://127.0.0.1:")
-                .and_then(|p| p.parse().ok())
-        }) {
-            break p;
-        }
-        assert!(Instant::now() < deadline, "no listener: {lines:?}");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let port = server.source_port("routers", "udp");
     std::fs::remove_dir_all(env.path("data")).unwrap();
     let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let name = "rulehook_messages_dropped_total{source=\"routers\",reason=\"store_failed\"}";
@@ -521,18 +500,7 @@ async fn a_forbidden_tcp_sender_is_closed_at_connect() {
         "sources:\n  - name: routers\n    kind: syslog\n    listen: tcp://127.0.0.1:0\n    max_connections: 1\n    idle_timeout: 1m\n    allow_from: [10.0.0.0/8]\n",
     );
     let server = Server::start(&env, &[], &[]);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let port: u16 = loop {
-        let lines = server.stdout.lock().unwrap().clone();
-        if let Some(p) = lines.iter().find_map(|l| {
-            l.strip_prefix("source routers at tcp://127.0.0.1:")
-                .and_then(|p| p.parse().ok())
-        }) {
-            break p;
-        }
-        assert!(Instant::now() < deadline, "no listener: {lines:?}");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let port = server.source_port("routers", "tcp");
     let mut outsider = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     outsider
         .set_read_timeout(Some(Duration::from_secs(10)))

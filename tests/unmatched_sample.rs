@@ -28,18 +28,7 @@ rules:
 "#,
     );
     let server = Server::start(&env, &[], &[]);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let port: u16 = loop {
-        let lines = server.stdout.lock().unwrap().clone();
-        if let Some(p) = lines.iter().find_map(|l| {
-            l.strip_prefix("source routers at tcp://127.0.0.1:")
-                .and_then(|p| p.parse().ok())
-        }) {
-            break p;
-        }
-        assert!(Instant::now() < deadline, "no listener: {lines:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let port = server.source_port("routers", "tcp");
     let c = client();
     let status: serde_json::Value = c
         .get(server.url("/api/status"))

@@ -185,6 +185,24 @@ impl Server {
         let _ = self.child.wait();
     }
 
+    /// The loopback port a listening source bound (`at` = `tcp` or `udp`), from its
+    /// `source <name> at <at>://127.0.0.1:<port>` line; panics after 20 s without it.
+    pub fn source_port(&self, source: &str, at: &str) -> u16 {
+        let prefix = format!("source {source} at {at}://127.0.0.1:");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let lines = self.stdout.lock().unwrap().clone();
+            if let Some(p) = lines
+                .iter()
+                .find_map(|l| l.strip_prefix(prefix.as_str()).and_then(|p| p.parse().ok()))
+            {
+                return p;
+            }
+            assert!(Instant::now() < deadline, "no listener: {lines:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
