@@ -35,6 +35,29 @@ async fn send(c: &reqwest::Client, server: &Server, body: &Value) -> String {
     resp["id"].as_str().unwrap().to_string()
 }
 
+/// Waits (20 s at most) until the job list with `status` holds at least `n` jobs.
+async fn wait_jobs(c: &reqwest::Client, server: &Server, status: &str, n: usize) {
+    let start = Instant::now();
+    loop {
+        let jobs: Value = c
+            .get(server.url(&format!("/api/jobs?status={status}")))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if jobs["jobs"].as_array().map_or(0, Vec::len) >= n {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "jobs did not finish: {jobs}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 fn whatif(env: &Env, candidate: &str, extra: &[&str]) -> Output {
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_rulehook"));
     cmd.args(["whatif", "--since", "1h", "--data"])
@@ -60,26 +83,7 @@ async fn whatif_reports_added_removed_and_changed_rules_with_its_exit_code() {
         ids.push(send(&c, &server, &json!({"n": n, "kind": kind})).await);
     }
     // Every job has run (the `change` attempts are what a changed rule is compared with).
-    let start = Instant::now();
-    loop {
-        let jobs: Value = c
-            .get(server.url("/api/jobs?status=done"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let done = jobs["jobs"].as_array().map_or(0, Vec::len);
-        if done >= 5 {
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "jobs did not finish: {jobs}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_jobs(&c, &server, "done", 5).await;
 
     std::fs::create_dir_all(env.path("candidate")).unwrap();
     std::fs::write(
@@ -229,22 +233,7 @@ async fn whatif_on_a_rule_whose_action_failed_to_render_says_so() {
     let mut server = Server::start(&env, &[], &[]);
     let c = client();
     let id = send(&c, &server, &json!({"n": 1})).await;
-    let start = Instant::now();
-    loop {
-        let jobs: Value = c
-            .get(server.url("/api/jobs?status=failed"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if jobs["jobs"].as_array().is_some_and(|j| !j.is_empty()) {
-            break;
-        }
-        assert!(start.elapsed() < Duration::from_secs(20), "{jobs}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_jobs(&c, &server, "failed", 1).await;
     server.terminate();
     std::fs::create_dir_all(env.path("fixed")).unwrap();
     std::fs::write(
@@ -287,22 +276,7 @@ async fn whatif_names_the_field_that_would_run_differently() {
     let mut server = Server::start(&env, &[], &[]);
     let c = client();
     send(&c, &server, &json!({"n": 1})).await;
-    let start = Instant::now();
-    loop {
-        let jobs: Value = c
-            .get(server.url("/api/jobs?status=done"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if jobs["jobs"].as_array().is_some_and(|j| !j.is_empty()) {
-            break;
-        }
-        assert!(start.elapsed() < Duration::from_secs(20), "{jobs}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_jobs(&c, &server, "done", 1).await;
     server.terminate();
     std::fs::create_dir_all(env.path("longer")).unwrap();
     std::fs::write(env.path("longer/r.yml"), book(&rule("4m"))).unwrap();
