@@ -96,6 +96,11 @@ async fn deliveries_are_deduplicated() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn deliveries_survive_a_restart() {
+    conformance::deliveries_survive_a_restart(&Deployment::new()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn state_compare_and_set() {
     conformance::state_compare_and_set(&Deployment::new()).await;
 }

@@ -839,6 +839,53 @@ pub async fn deliveries_are_deduplicated(b: &impl Backend) {
     }
 }
 
+/// A delivery id stays claimed across a restart for the rest of its window (a sender that
+/// repeats a delivery after the service restarted gets a duplicate naming the stored event),
+/// the state store reads the claim under `dedup/<source>/<delivery>`, and a window that ends
+/// while the service is down ends.
+pub async fn deliveries_survive_a_restart(b: &impl Backend) {
+    let s = b.open(Config::default()).await;
+    let long = delivered("alpha", 0, "kept", Duration::from_secs(60));
+    let long_id = long.event.id.clone();
+    new_jobs(s.log.append(long).await.unwrap());
+    let short = Duration::from_millis(300);
+    new_jobs(
+        s.log
+            .append(delivered("alpha", 1, "brief", short))
+            .await
+            .unwrap(),
+    );
+    drop(s);
+    tokio::time::sleep(short + Duration::from_millis(200)).await;
+
+    let s = b.open(Config::default()).await;
+    match s
+        .log
+        .append(delivered("alpha", 2, "kept", Duration::from_secs(60)))
+        .await
+        .unwrap()
+    {
+        Appended::Duplicate { id } => assert_eq!(id, long_id),
+        a => panic!("a repeat after the restart was not a duplicate: {a:?}"),
+    }
+    // The value names the event (the embedded store's is its id, JetStream's a record of it).
+    let claim = s.state.get("dedup/alpha/kept").await.unwrap();
+    assert!(
+        claim.as_ref().is_some_and(|(v, _)| v.contains(&long_id)),
+        "{claim:?}"
+    );
+    assert_eq!(s.state.get("dedup/beta/kept").await.unwrap(), None);
+    assert_eq!(s.state.get("dedup/alpha/brief").await.unwrap(), None);
+    let again = s
+        .log
+        .append(delivered("alpha", 3, "brief", short))
+        .await
+        .unwrap();
+    assert!(matches!(again, Appended::New { .. }), "{again:?}");
+    let detail = s.history.event_detail(&long_id).await.unwrap().unwrap();
+    assert_eq!(detail.duplicates, 1);
+}
+
 // ---------------------------------------------------------------------------------------------
 // 10. State store
 

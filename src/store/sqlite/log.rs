@@ -3,6 +3,7 @@
 
 #[allow(clippy::wildcard_imports)]
 use super::*;
+use deliveries::{Claim, EventId, Key};
 
 #[async_trait]
 impl EventLog for Embedded {
@@ -15,17 +16,18 @@ impl EventLog for Embedded {
         // Serialized here, in the caller's task, not on the writer thread.
         let headers = serde_json::to_string(&event.headers).map_err(storage)?;
         let matches_json = serde_json::to_string(&matches).map_err(storage)?;
+        // The delivery's key is hashed here, in the caller's task, not on the writer thread.
         let dedup = match (&event.delivery, dedup_window) {
             (Some(d), Some(w)) => Some((
-                format!("dedup/{}/{d}", event.source),
+                self.shared.deliveries().key(&event.source, d),
                 now_ms() + w.as_millis() as i64,
             )),
             _ => None,
         };
-        let (next_event, next_job, next_rev) = (
+        let (next_event, next_job, shared) = (
             self.next_event.clone(),
             self.next_job.clone(),
-            self.next_rev.clone(),
+            self.shared.clone(),
         );
         // Counted before the commit makes the jobs fetchable (so no ack can come first), and
         // taken back if the commit fails.
@@ -40,29 +42,37 @@ impl EventLog for Embedded {
         let result = self
             .write(move |c, pushes| {
                 let now = now_ms();
-                if let Some((key, expires)) = &dedup {
-                    let rev = next_rev.fetch_add(1, Ordering::Relaxed) as i64;
-                    let n = c.run(
-                        schema::CLAIM_STATE,
-                        params![key, event.id, rev, expires, now],
+                if let Some((key, _)) = &dedup
+                    && let Some(id) = claimed(&shared, pushes, *key, now)
+                {
+                    count(0);
+                    c.run(
+                        "UPDATE events SET duplicates = duplicates + 1 WHERE id = ?1",
+                        params![id],
                     )?;
-                    if n == 0 {
-                        count(0);
-                        let id: String = c
-                            .prepare_cached("SELECT value FROM state WHERE key = ?1")?
-                            .query_row(params![key], |r| r.get(0))?;
-                        c.prepare_cached(
-                            "UPDATE events SET duplicates = duplicates + 1 WHERE id = ?1",
-                        )?
-                        .execute(params![id])?;
-                        return Ok(Appended::Duplicate { id });
-                    }
+                    return Ok(Appended::Duplicate { id });
                 }
                 let n_live = matches.iter().filter(|m| m.creates_job()).count();
                 let seq = next_event.fetch_add(1, Ordering::Relaxed);
                 let first_job = next_job.fetch_add(n_live as i64, Ordering::Relaxed);
-                let jobs =
-                    insert_event(c, seq, first_job, &event, &matches, &headers, &matches_json)?;
+                let until = dedup.map(|(_, until)| until);
+                let jobs = insert_event(
+                    c,
+                    seq,
+                    first_job,
+                    &event,
+                    &matches,
+                    &headers,
+                    &matches_json,
+                    until,
+                )?;
+                if let Some((key, until)) = dedup {
+                    let id = EventId::new(&event.id);
+                    pushes.push(Push::Claim {
+                        key,
+                        claim: Claim { id, until },
+                    });
+                }
                 for (i, job) in jobs.iter().enumerate() {
                     pushes.push(Push::New(Queued {
                         seq: first_job + i as i64,
@@ -103,4 +113,14 @@ impl EventLog for Embedded {
         self.write(move |c, _| reads::prune(c, before_ms, now_ms()))
             .await
     }
+}
+
+/// The event that holds the delivery `key` at `now`: one of this batch's appends (claims not
+/// yet committed, so not in memory yet), else a committed claim.
+fn claimed(shared: &Shared, pushes: &[Push], key: Key, now: i64) -> Option<String> {
+    let this_batch = pushes.iter().rev().find_map(|p| match p {
+        Push::Claim { key: k, claim } if *k == key && claim.until >= now => Some(claim.id.text()),
+        _ => None,
+    });
+    this_batch.or_else(|| shared.deliveries().live(key, now).map(|c| c.id.text()))
 }

@@ -3,6 +3,7 @@
 //! ([`lanes`]). One process owns a data directory (leases live in its memory: after a crash
 //! every lease is gone, so every pending job is fetchable again with its recorded step).
 
+mod deliveries;
 mod history;
 mod lanes;
 mod log;
@@ -187,9 +188,12 @@ impl Embedded {
         let pending = Arc::new(AtomicUsize::new(
             max("SELECT COUNT(*) FROM jobs WHERE state = 'pending'")?.max(0) as usize,
         ));
+        let mut deliveries = deliveries::Deliveries::default();
+        deliveries.load(&write, now_ms()).map_err(storage)?;
         let shared = Arc::new(Shared {
             lanes: Mutex::new(Lanes::new()),
             ready: tokio::sync::Notify::new(),
+            deliveries: Mutex::new(deliveries),
         });
         let (tx, rx) = mpsc::channel();
         let s = shared.clone();
@@ -408,7 +412,10 @@ pub(crate) fn loaded(q: Queued, not_before: Option<i64>) -> Loaded {
 
 /// An event's row and one pending job row per match that makes a job (`Match::creates_job`) (sequence numbers from
 /// `first_job` on); the jobs, in match order. Shared by the embedded store's append and the
-/// read model other backends build ([`model`]).
+/// read model other backends build ([`model`]). `dedup_until`: the end of the window of the
+/// event's delivery id, which the embedded store keeps (none in a read model, whose backend
+/// keeps its claims itself).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn insert_event(
     c: &impl Exec,
     seq: i64,
@@ -417,31 +424,46 @@ pub(crate) fn insert_event(
     matches: &[crate::domain::Match],
     headers: &str,
     matches_json: &str,
+    dedup_until: Option<i64>,
 ) -> rusqlite::Result<Vec<Job>> {
     let live: Vec<_> = matches.iter().filter(|m| m.creates_job()).collect();
-    c.run(
-        "INSERT INTO events (seq, id, source, kind, delivery, parent, received_at, headers, body,
-           depth, envelope_version, matches, n_matches, n_jobs, first_job)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
-        params![
-            seq,
-            event.id,
-            event.source,
-            event.kind,
-            event.delivery,
-            event.parent,
-            event.received_at,
-            headers,
-            event.body_text,
-            event.depth,
-            ENVELOPE_VERSION,
-            matches_json,
-            // A partial correlation is not (yet) a match of its rule.
-            matches.iter().filter(|m| !m.is_partial()).count() as i64,
-            live.len() as i64,
-            (!live.is_empty()).then_some(first_job),
-        ],
-    )?;
+    // A partial correlation is not (yet) a match of its rule.
+    let n_matches = matches.iter().filter(|m| !m.is_partial()).count() as i64;
+    let first = (!live.is_empty()).then_some(first_job);
+    let row = params![
+        seq,
+        event.id,
+        event.source,
+        event.kind,
+        event.delivery,
+        event.parent,
+        event.received_at,
+        headers,
+        event.body_text,
+        event.depth,
+        ENVELOPE_VERSION,
+        matches_json,
+        n_matches,
+        live.len() as i64,
+        first,
+        dedup_until,
+    ];
+    // The column is named only when set: NULL is its default.
+    if dedup_until.is_some() {
+        c.run(
+            "INSERT INTO events (seq, id, source, kind, delivery, parent, received_at, headers, body,
+               depth, envelope_version, matches, n_matches, n_jobs, first_job, dedup_until)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+            row,
+        )?;
+    } else {
+        c.run(
+            "INSERT INTO events (seq, id, source, kind, delivery, parent, received_at, headers, body,
+               depth, envelope_version, matches, n_matches, n_jobs, first_job)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+            &row[..15],
+        )?;
+    }
     let now = now_ms();
     let mut jobs = Vec::with_capacity(live.len());
     for (i, m) in live.into_iter().enumerate() {
@@ -662,7 +684,7 @@ CREATE TABLE IF NOT EXISTS state (
             })
             .collect();
         let json = serde_json::to_string(&matches).unwrap();
-        let jobs = insert_event(&c, 1, 1, &event, &matches, "{}", &json).unwrap();
+        let jobs = insert_event(&c, 1, 1, &event, &matches, "{}", &json, None).unwrap();
         let set_step = |id: &str, step: &str| {
             c.execute("UPDATE jobs SET step = ?2 WHERE id = ?1", params![id, step])
                 .unwrap();
@@ -723,6 +745,83 @@ CREATE TABLE IF NOT EXISTS state (
         assert_eq!(awaiting, Some(5000));
     }
 
+    /// A format-3 journal (delivery claims as `state` rows) is moved to format 4 when it is
+    /// opened: a claim still live makes a repeat a duplicate of its event, an expired one
+    /// does not, and the rows are gone from `state`.
+    #[tokio::test]
+    async fn a_format_3_journal_keeps_its_delivery_claims() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Connection::open(dir.path().join("journal.db")).unwrap();
+        c.execute_batch(SCHEMA_2).unwrap();
+        // Format 3, frozen: format 2 with `jobs.awaiting` and its index.
+        c.execute_batch(
+            "ALTER TABLE jobs ADD COLUMN awaiting INTEGER;
+             DROP INDEX jobs_awaiting;
+             CREATE INDEX jobs_awaiting ON jobs(seq) WHERE state = 'pending' AND awaiting IS NOT NULL;",
+        )
+        .unwrap();
+        c.pragma_update(None, "user_version", 3).unwrap();
+        let delivered = |n: i64, delivery: &str| {
+            let mut event = crate::verify::VerifiedEvent::replay(
+                "in",
+                "bearer",
+                serde_json::json!({"n": n}),
+                &[],
+                "x",
+            )
+            .accept();
+            event.delivery = Some(delivery.to_string());
+            event
+        };
+        let (live, expired) = (delivered(1, "d-live"), delivered(2, "d-old"));
+        let far = now_ms() + 3_600_000;
+        for (seq, event, until) in [(1, &live, far), (2, &expired, now_ms() - 1)] {
+            insert_event(&c, seq, 1, event, &[], "{}", "[]", None).unwrap();
+            c.execute(
+                "INSERT INTO state (key, value, revision, expires_at) VALUES (?1, ?2, ?3, ?4)",
+                params![
+                    format!("dedup/in/{}", event.delivery.as_deref().unwrap()),
+                    event.id,
+                    seq,
+                    until
+                ],
+            )
+            .unwrap();
+        }
+        drop(c);
+
+        let store = Embedded::open(dir.path()).unwrap();
+        let again = |n, delivery: &str| Envelope {
+            event: Arc::new(delivered(n, delivery)),
+            matches: Vec::new(),
+            dedup_window: Some(Duration::from_secs(60)),
+        };
+        match store.append(again(3, "d-live")).await.unwrap() {
+            Appended::Duplicate { id } => assert_eq!(id, live.id),
+            a => panic!("the live claim was lost in the move: {a:?}"),
+        }
+        let fresh = store.append(again(4, "d-old")).await.unwrap();
+        assert!(matches!(fresh, Appended::New { .. }), "{fresh:?}");
+        drop(store);
+        let c = Connection::open(dir.path().join("journal.db")).unwrap();
+        let rows: i64 = c
+            .query_row(
+                "SELECT count(*) FROM state WHERE key LIKE 'dedup/%'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(rows, 0);
+        let until: Option<i64> = c
+            .query_row(
+                "SELECT dedup_until FROM events WHERE id = ?1",
+                params![live.id],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(until, Some(far));
+    }
+
     #[test]
     fn refuses_a_store_of_another_format() {
         let dir = tempfile::tempdir().unwrap();
@@ -731,6 +830,6 @@ CREATE TABLE IF NOT EXISTS state (
         c.pragma_update(None, "user_version", 1).unwrap();
         drop(c);
         let err = Embedded::open(dir.path()).err().unwrap().to_string();
-        assert!(err.contains("format 1") && err.contains("uses 3"), "{err}");
+        assert!(err.contains("format 1") && err.contains("uses 4"), "{err}");
     }
 }

@@ -218,7 +218,16 @@ fn apply_one(
             }
             let headers = serde_json::to_string(&event.headers).unwrap_or_default();
             let matches_json = serde_json::to_string(&matches).unwrap_or_default();
-            let jobs = insert_event(c, seq, *next_job, &event, &matches, &headers, &matches_json)?;
+            let jobs = insert_event(
+                c,
+                seq,
+                *next_job,
+                &event,
+                &matches,
+                &headers,
+                &matches_json,
+                None,
+            )?;
             *next_job += jobs.len() as i64;
             for later in waiting.remove(&event.id).unwrap_or_default() {
                 apply_one(c, next_job, waiting, later)?;

@@ -1,7 +1,8 @@
 //! The embedded store's tables.
 //!
 //! Written for the accept path: an event is one row in `events` (with its envelope's matches as
-//! JSON) plus one row per job in `jobs`, and a delivery id one row in `state`. Jobs of an event
+//! JSON, and the end of its delivery id's window, `dedup_until`, which the store keeps in
+//! memory: see `deliveries`) plus one row per job in `jobs`. Jobs of an event
 //! have consecutive sequence numbers (`first_job`…), so no index on `jobs` is needed to find
 //! them; job ids start with their event's id.
 //!
@@ -11,8 +12,8 @@ use rusqlite::Connection;
 
 use crate::domain::Step;
 
-/// Bumped whenever the tables change shape (3: `jobs.awaiting`).
-pub const SCHEMA_VERSION: i64 = 3;
+/// Bumped whenever the tables change shape (3: `jobs.awaiting`; 4: `events.dedup_until`).
+pub const SCHEMA_VERSION: i64 = 4;
 
 pub const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS events (
@@ -31,9 +32,13 @@ CREATE TABLE IF NOT EXISTS events (
     n_matches INTEGER NOT NULL,
     n_jobs INTEGER NOT NULL,
     first_job INTEGER,
-    duplicates INTEGER NOT NULL DEFAULT 0
+    duplicates INTEGER NOT NULL DEFAULT 0,
+    -- The end (ms) of the window in which the event's delivery id makes a repeat a duplicate;
+    -- NULL without one. The store keeps the live ones in memory, loaded from the index below.
+    dedup_until INTEGER
 );
 CREATE INDEX IF NOT EXISTS events_parent ON events(parent) WHERE parent IS NOT NULL;
+CREATE INDEX IF NOT EXISTS events_dedup ON events(dedup_until) WHERE dedup_until IS NOT NULL;
 CREATE TABLE IF NOT EXISTS jobs (
     seq INTEGER PRIMARY KEY,
     id TEXT NOT NULL,
@@ -86,8 +91,8 @@ CREATE TABLE IF NOT EXISTS state (
 ";
 
 /// Creates the state entry `?1` = `?2` at revision `?3`, expiring at `?4` (ms, or NULL), unless
-/// one exists that has not expired by `?5` (ms): no row changes then. A delivery's dedup key and
-/// the state store's `create` both claim a key this way.
+/// one exists that has not expired by `?5` (ms): no row changes then. The state store's
+/// `create` claims a key this way.
 pub const CLAIM_STATE: &str =
     "INSERT INTO state (key, value, revision, expires_at) VALUES (?1, ?2, ?3, ?4)
      ON CONFLICT(key) DO UPDATE SET value = excluded.value,
@@ -108,11 +113,23 @@ UPDATE jobs SET awaiting = coalesce(json_extract(step, '$.awaiting.deadline'), 0
 DROP INDEX IF EXISTS jobs_awaiting;
 ";
 
+/// Format 3 to 4: each live delivery claim (a `dedup/<source>/<delivery>` row in `state`,
+/// written by the event log's append) becomes its event's `dedup_until`; the rows go.
+const FROM_3: &str = "
+ALTER TABLE events ADD COLUMN dedup_until INTEGER;
+UPDATE events SET dedup_until = (
+    SELECT s.expires_at FROM state s
+    WHERE s.key = 'dedup/' || events.source || '/' || events.delivery AND s.value = events.id)
+  WHERE delivery IS NOT NULL;
+DELETE FROM state WHERE key >= 'dedup/' AND key < 'dedup0';
+";
+
 /// Brings a journal of format `from` to [`SCHEMA_VERSION`] in one transaction (all of it or
 /// nothing). `Ok(false)`: a format this release cannot migrate from (left untouched).
 pub fn migrate(conn: &Connection, from: i64) -> rusqlite::Result<bool> {
     let steps: &[&str] = match from {
-        2 => &[FROM_2],
+        2 => &[FROM_2, FROM_3],
+        3 => &[FROM_3],
         _ => return Ok(false),
     };
     let tx = conn.unchecked_transaction()?;

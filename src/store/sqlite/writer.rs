@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex, mpsc};
 use rusqlite::{Connection, Statement};
 use tokio::sync::{Notify, oneshot};
 
+use super::deliveries::{Claim, Deliveries, Key};
 use super::lanes::{Lanes, Queued};
 use crate::domain::StoreError;
 
@@ -32,6 +33,11 @@ pub enum Push {
         token: u64,
         again: Option<(crate::domain::Job, std::time::Duration)>,
         lost: bool,
+    },
+    /// A delivery id claimed by an appended event (kept in memory once committed).
+    Claim {
+        key: Key,
+        claim: Claim,
     },
 }
 
@@ -137,6 +143,14 @@ pub enum Cmd {
 pub struct Shared {
     pub lanes: Mutex<Lanes>,
     pub ready: Notify,
+    /// Committed delivery claims: read by appends on this thread, by `StateStore::get`.
+    pub deliveries: Mutex<Deliveries>,
+}
+
+impl Shared {
+    pub fn deliveries(&self) -> std::sync::MutexGuard<'_, Deliveries> {
+        self.deliveries.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 pub fn storage(e: impl std::fmt::Display) -> StoreError {
@@ -363,6 +377,11 @@ fn hand_over(shared: &Shared, pushes: Vec<Push>) -> (usize, bool) {
     let mut lanes = shared.lanes.lock().unwrap_or_else(|e| e.into_inner());
     for p in pushes {
         match p {
+            Push::Claim { key, claim } => {
+                shared
+                    .deliveries()
+                    .insert(key, claim, crate::domain::now_ms());
+            }
             Push::New(q) => {
                 lanes.push_new(q);
                 ready += 1;
@@ -468,6 +487,7 @@ mod tests {
         let shared = Shared {
             lanes: Mutex::new(Lanes::new()),
             ready: Notify::new(),
+            deliveries: Default::default(),
         };
         let journal = JournalFile::new(&dir.join("j.db"));
         let mut rxs = Vec::new();
@@ -519,6 +539,7 @@ mod tests {
         let shared = Shared {
             lanes: Mutex::new(lanes),
             ready: Notify::new(),
+            deliveries: Default::default(),
         };
         let journal = JournalFile::new(&dir.path().join("j.db"));
         let (reply, mut rx) = oneshot::channel();
