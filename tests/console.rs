@@ -613,6 +613,23 @@ async fn a_live_stream_ends_with_its_session() {
     assert!(!later.contains(&after), "streamed after sign-out: {later}");
 }
 
+/// `RULEHOOK_ADMIN_TOKEN=` (an env file's placeholder left empty) is no admin token: the
+/// sign-in form took an empty field as the admin token and made anyone who reached it admin.
+#[tokio::test]
+async fn an_empty_admin_token_signs_nobody_in() {
+    let env = env();
+    let server = Server::start(&env, &[], &[("RULEHOOK_ADMIN_TOKEN", String::new())]);
+    let c = no_redirects();
+    let (_, html) = page(&c, &server, "/console/login").await;
+    let token = hidden(&html, "token");
+    for given in ["", "  "] {
+        let body = form(&[("token", &token), ("admin_token", given), ("next", "/")]);
+        let resp = post_form(&c, &server, "/console/login", &body, None).await;
+        assert!(resp.headers().get("set-cookie").is_none(), "{given:?}");
+        assert_eq!(resp.status(), 401, "{given:?}");
+    }
+}
+
 #[test]
 fn sources_cannot_take_the_console_paths() {
     for path in ["/", "/console/x"] {
