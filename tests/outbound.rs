@@ -294,6 +294,10 @@ rules:
     condition: '$.to == "path"'
     actions:
       - post_webhook: {{ url: "{url}{{{{ event.path }}}}", retries: 0 }}
+  - name: header
+    condition: '$.to == "header"'
+    actions:
+      - post_webhook: {{ url: "{url}/h", headers: {{ X-Device: "{{{{ event.device }}}}" }}, retries: 3 }}
 "#
         ),
     );
@@ -311,9 +315,23 @@ rules:
     let id = send(&c, &server, &json!({"to": "path", "path": "/kept?x=1"})).await;
     let d = settled(&c, &server, &id).await;
     assert_eq!(d["matches"][0]["status"], "done", "{d}");
+    // A line break in a header value cannot add a header: the request cannot be built, the
+    // same way every time, so it is not tried again (it was, `retries` times, with backoff).
+    let started = std::time::Instant::now();
+    let injected = json!({"to": "header", "device": "sw1\r\nX-Injected: 1"});
+    let id = send(&c, &server, &injected).await;
+    let d = settled(&c, &server, &id).await;
+    let job = &d["matches"][0];
+    assert_eq!(job["status"], "failed", "{d}");
+    assert_eq!(job["attempts"].as_array().map(Vec::len), Some(1), "{job}");
+    assert!(started.elapsed() < Duration::from_secs(3), "{job}");
     let seen = mock.wait(1).await;
     let paths: Vec<&str> = seen.iter().map(|s| s.path.as_str()).collect();
-    assert_eq!(paths, ["/kept?x=1"], "nothing went to /stolen: {seen:?}");
+    assert_eq!(
+        paths,
+        ["/kept?x=1"],
+        "nothing went to /stolen or /h: {seen:?}"
+    );
 }
 
 #[tokio::test]
