@@ -70,6 +70,15 @@ pub fn remember(value: &str) -> bool {
     }
     let mut next: Vec<String> = current.as_ref().clone();
     next.push(value.to_string());
+    // Written into JSON (a rendered action stored as JSON text, a `--log-json` line) a value
+    // with `"`, `\` or a control character appears escaped: that form is masked too.
+    let quoted = serde_json::to_string(value).unwrap_or_default();
+    let escaped = quoted
+        .get(1..quoted.len().saturating_sub(1))
+        .unwrap_or_default();
+    if escaped != value && !escaped.is_empty() && !next.iter().any(|v| v == escaped) {
+        next.push(escaped.to_string());
+    }
     next.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
     known().store(Arc::new(next));
     true
@@ -286,6 +295,29 @@ mod tests {
         let mut out = MaskingWriter(Vec::new());
         std::io::Write::write_all(&mut out, b"line rh-test-mask\n").unwrap();
         assert_eq!(out.0, b"line ***\n");
+    }
+
+    /// A secret with a quote or a backslash is escaped in JSON text: `mask_json_text` (what the
+    /// history stores of a rendered action) and JSON log lines found nothing to mask and kept it.
+    #[test]
+    fn secrets_are_masked_in_json_text_too() {
+        let secret = r#"rh-test-"quoted\back"#;
+        assert!(remember(secret));
+        let text = serde_json::json!({"env": [["TOK", secret]], "args": [format!("x{secret}y")]})
+            .to_string();
+        let masked = mask_json_text(text);
+        assert!(!masked.contains("rh-test-"), "{masked}");
+        let v: serde_json::Value = serde_json::from_str(&masked).unwrap();
+        assert_eq!(v["env"][0][1], "***");
+        assert_eq!(v["args"][0], "x***y");
+        let mut out = MaskingWriter(Vec::new());
+        let line = format!(
+            "{{\"message\":{}}}\n",
+            serde_json::to_string(secret).unwrap()
+        );
+        std::io::Write::write_all(&mut out, line.as_bytes()).unwrap();
+        let written = String::from_utf8(out.0).unwrap();
+        assert!(!written.contains("rh-test-"), "{written}");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! Strict undefined: a missing variable is an error, not an empty string. Every template is
 //! compiled when the rulebooks load, so a syntax error fails `rulehook check`, not an event.
 
+mod url;
 mod uses;
 
 use std::path::Path;
@@ -179,6 +180,8 @@ fn configure(env: &mut Environment<'static>) {
     env.set_auto_escape_callback(|name| {
         if name.ends_with(JSON_BODY_SUFFIX) {
             AutoEscape::Custom(JSON_BODY.into())
+        } else if name.ends_with(url::SUFFIX) {
+            AutoEscape::Custom(url::MARK.into())
         } else if name.ends_with(".json") || name.ends_with(".json.j2") {
             AutoEscape::Json
         } else {
@@ -188,6 +191,9 @@ fn configure(env: &mut Environment<'static>) {
     env.set_formatter(|out, state, value| {
         if matches!(state.auto_escape(), AutoEscape::Custom(n) if n == JSON_BODY) {
             return write_json_body(out, value);
+        }
+        if matches!(state.auto_escape(), AutoEscape::Custom(n) if n == url::MARK) {
+            return url::write_value(out, value);
         }
         minijinja::escape_formatter(out, state, value)
     });
@@ -554,6 +560,36 @@ impl Templates {
         Ok(Text::Template(name))
     }
 
+    /// Compiles an inline request URL: a value written into it cannot change the host it names
+    /// (see `templates/url.rs`); render it with [`Templates::render_url`].
+    pub fn inline_url(&mut self, name: String, source: &str) -> Result<Text, String> {
+        if !source.contains("{{") && !source.contains("{%") && !source.contains("{#") {
+            return Ok(Text::Literal(source.to_string()));
+        }
+        let key = format!("{}{source}", url::SUFFIX);
+        if let Some(existing) = self.inline.get(&key) {
+            return Ok(Text::Template(existing.clone()));
+        }
+        let name = format!("{name}{}", url::SUFFIX);
+        self.env
+            .add_template_owned(name.clone(), source.to_string())
+            .map_err(|e| describe(&e))?;
+        self.inline.insert(key, name.clone());
+        Ok(Text::Template(name))
+    }
+
+    /// A request URL compiled by [`Templates::inline_url`], rendered and checked: `Err` when a
+    /// value would move it to another host than the one its template names.
+    pub fn render_url(&self, text: &Text, ctx: &minijinja::Value) -> Result<String, String> {
+        let rendered = self.render(text, ctx)?;
+        match text {
+            Text::Template(name) | Text::Inline(name, _) if name.ends_with(url::SUFFIX) => {
+                url::finish(&rendered)
+            }
+            _ => Ok(rendered),
+        }
+    }
+
     /// The file template `file` for a body meant as JSON: itself when it is a `.json` file
     /// (escaped as JSON already), else a copy compiled with [`JSON_BODY`] escaping.
     pub fn file_json(&mut self, file: &str) -> Result<Text, String> {
@@ -649,7 +685,10 @@ impl Templates {
 
 /// Whether templates of this name have their values escaped (the auto-escape callback above).
 fn escaped(name: &str) -> bool {
-    name.ends_with(JSON_BODY_SUFFIX) || name.ends_with(".json") || name.ends_with(".json.j2")
+    name.ends_with(JSON_BODY_SUFFIX)
+        || name.ends_with(url::SUFFIX)
+        || name.ends_with(".json")
+        || name.ends_with(".json.j2")
 }
 
 /// `simple` rendered on the event a context's `event` shows, when that is a view of the event

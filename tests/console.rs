@@ -535,6 +535,101 @@ async fn new_events_stream_live_with_the_list_filters() {
     assert_eq!(row["status"], "pending");
 }
 
+/// Signing out ends the session "at once, and any copy of it": a live stream opened with the
+/// session stops too, instead of streaming every new event for up to 30 minutes more.
+#[tokio::test]
+async fn a_live_stream_ends_with_its_session() {
+    let env = env();
+    let server = Server::start(
+        &env,
+        &["--admin-require-token"],
+        &[("RULEHOOK_ADMIN_TOKEN", ADMIN_TOKEN.to_string())],
+    );
+    let c = no_redirects();
+    let (_, html) = page(&c, &server, "/console/login").await;
+    let token = hidden(&html, "token");
+    let body = form(&[
+        ("token", &token),
+        ("admin_token", ADMIN_TOKEN),
+        ("next", "/"),
+    ]);
+    let resp = post_form(&c, &server, "/console/login", &body, None).await;
+    assert_eq!(resp.status(), 303);
+    let cookie = resp.headers()["set-cookie"].to_str().unwrap().to_string();
+    let session = cookie.split(';').next().unwrap().to_string();
+    let html = c
+        .get(server.url("/console/rules"))
+        .header("cookie", &session)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let form_token = hidden(&html, "token");
+    let mut live = c
+        .get(server.url("/console/live"))
+        .header("cookie", &session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(live.status(), 200);
+    // Streaming while signed in.
+    let before = send(&c, &server, &json!({"kind": "before"})).await;
+    let mut seen = String::new();
+    while !seen.contains(&before) {
+        let chunk = tokio::time::timeout(Duration::from_secs(10), live.chunk())
+            .await
+            .expect("a live event in time")
+            .unwrap()
+            .expect("stream open");
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    let resp = c
+        .post(server.url("/console/logout"))
+        .header("cookie", &session)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form(&[("token", &form_token)]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 303);
+    let resp = c
+        .get(server.url("/console/live"))
+        .header("cookie", &session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401, "the cookie no longer opens a stream");
+    let after = send(&c, &server, &json!({"kind": "after sign-out"})).await;
+    let mut later = String::new();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), live.chunk()).await {
+            Ok(Ok(Some(chunk))) => later.push_str(&String::from_utf8_lossy(&chunk)),
+            Ok(_) => break,
+            Err(_) => panic!("the stream of a signed-out session stayed open: {later}"),
+        }
+    }
+    assert!(!later.contains(&after), "streamed after sign-out: {later}");
+}
+
+/// `RULEHOOK_ADMIN_TOKEN=` (an env file's placeholder left empty) is no admin token: the
+/// sign-in form took an empty field as the admin token and made anyone who reached it admin.
+#[tokio::test]
+async fn an_empty_admin_token_signs_nobody_in() {
+    let env = env();
+    let server = Server::start(&env, &[], &[("RULEHOOK_ADMIN_TOKEN", String::new())]);
+    let c = no_redirects();
+    let (_, html) = page(&c, &server, "/console/login").await;
+    let token = hidden(&html, "token");
+    for given in ["", "  "] {
+        let body = form(&[("token", &token), ("admin_token", given), ("next", "/")]);
+        let resp = post_form(&c, &server, "/console/login", &body, None).await;
+        assert!(resp.headers().get("set-cookie").is_none(), "{given:?}");
+        assert_eq!(resp.status(), 401, "{given:?}");
+    }
+}
+
 #[test]
 fn sources_cannot_take_the_console_paths() {
     for path in ["/", "/console/x"] {

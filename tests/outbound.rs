@@ -269,6 +269,71 @@ rules:
     );
 }
 
+/// A value written into a `url` cannot move the request, with the credentials in its headers,
+/// to a host the rule does not name: `https://hooks.invalid{{ event.path }}` with a path of
+/// `@127.0.0.1:PORT/…` went to 127.0.0.1:PORT (userinfo), bearer token and all. Now the action
+/// fails to render, visibly; a path that keeps the host still works.
+#[tokio::test]
+async fn event_data_cannot_change_the_host_of_a_url() {
+    let (mock, url) = Mock::start().await;
+    let authority = url.trim_start_matches("http://").to_string();
+    let env = Env::new();
+    env.rulebook(
+        "r.yml",
+        &format!(
+            r#"{SRC}
+rules:
+  - name: named-host
+    condition: '$.to == "named"'
+    actions:
+      - post_webhook:
+          url: "http://hooks.invalid{{{{ event.path }}}}"
+          headers: {{ Authorization: "Bearer ${{env:OUT_TOKEN}}" }}
+          retries: 0
+  - name: path-only
+    condition: '$.to == "path"'
+    actions:
+      - post_webhook: {{ url: "{url}{{{{ event.path }}}}", retries: 0 }}
+  - name: header
+    condition: '$.to == "header"'
+    actions:
+      - post_webhook: {{ url: "{url}/h", headers: {{ X-Device: "{{{{ event.device }}}}" }}, retries: 3 }}
+"#
+        ),
+    );
+    let server = Server::start(&env, &[], &[("OUT_TOKEN", "out-secret-2".to_string())]);
+    let c = client();
+    let stolen = format!("@{authority}/stolen");
+    let id = send(&c, &server, &json!({"to": "named", "path": stolen})).await;
+    let d = settled(&c, &server, &id).await;
+    let job = &d["matches"][0];
+    assert_eq!(job["status"], "failed", "{d}");
+    assert!(
+        job["error"].as_str().unwrap_or_default().contains("`@`"),
+        "{job}"
+    );
+    let id = send(&c, &server, &json!({"to": "path", "path": "/kept?x=1"})).await;
+    let d = settled(&c, &server, &id).await;
+    assert_eq!(d["matches"][0]["status"], "done", "{d}");
+    // A line break in a header value cannot add a header: the request cannot be built, the
+    // same way every time, so it is not tried again (it was, `retries` times, with backoff).
+    let started = std::time::Instant::now();
+    let injected = json!({"to": "header", "device": "sw1\r\nX-Injected: 1"});
+    let id = send(&c, &server, &injected).await;
+    let d = settled(&c, &server, &id).await;
+    let job = &d["matches"][0];
+    assert_eq!(job["status"], "failed", "{d}");
+    assert_eq!(job["attempts"].as_array().map(Vec::len), Some(1), "{job}");
+    assert!(started.elapsed() < Duration::from_secs(3), "{job}");
+    let seen = mock.wait(1).await;
+    let paths: Vec<&str> = seen.iter().map(|s| s.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        ["/kept?x=1"],
+        "nothing went to /stolen or /h: {seen:?}"
+    );
+}
+
 #[tokio::test]
 async fn github_and_gitlab_shortcuts_send_what_the_apis_expect() {
     let (mock, url) = Mock::start().await;

@@ -228,6 +228,94 @@ async fn passwords_sign_in_to_the_console_and_refusals_are_audited() {
     );
 }
 
+/// Past an address's budget of failed tries the sign-in form checks nothing: the right password
+/// is answered 429 like a wrong one, so the budget bounds how fast passwords can be guessed
+/// (before, every try was still checked and only the wrong ones were told to back off). Other
+/// addresses are not affected.
+#[tokio::test]
+async fn past_the_budget_no_sign_in_is_checked() {
+    let env = env();
+    add_user(&env, "alice", "operator");
+    let (ok, text) = env.users(&["passwd", "alice"], Some("correct horse battery\n"));
+    assert!(ok, "{text}");
+    let server = Server::start(
+        &env,
+        &["--admin-require-token", "--failed-auth-per-second", "0.01"],
+        &[("RULEHOOK_ADMIN_TOKEN", ADMIN_TOKEN.to_string())],
+    );
+    let c = client_from("127.0.0.1");
+    let token = login_token(&c, &server).await;
+    let wrong = [("token", token.as_str()), ("admin_token", "a wrong guess")];
+    let mut statuses = Vec::new();
+    for _ in 0..51 {
+        statuses.push(post_login(&c, &server, &wrong).await.status().as_u16());
+    }
+    assert!(statuses[..50].iter().all(|s| *s == 401), "{statuses:?}");
+    assert_eq!(statuses[50], 429, "past the burst of 50");
+    let right = [
+        ("token", token.as_str()),
+        ("user", "alice"),
+        ("password", "correct horse battery"),
+    ];
+    let resp = post_login(&c, &server, &right).await;
+    assert!(resp.headers().get("set-cookie").is_none());
+    assert_eq!(
+        resp.status().as_u16(),
+        429,
+        "the right password is not even checked"
+    );
+    let other = client_from("127.0.0.2");
+    let resp = post_login(&other, &server, &right).await;
+    assert_eq!(resp.status().as_u16(), 303, "another address signs in");
+    // A sign-in that succeeds costs none of its address's budget.
+    for _ in 0..60 {
+        let resp = post_login(&other, &server, &right).await;
+        assert_eq!(resp.status().as_u16(), 303);
+    }
+}
+
+/// A burst of password tries (each an Argon2id hash of 19 MiB) runs a few at a time: 40 tries
+/// sent at once used to hash 40 passwords at once, 800 MB of memory for anyone who can reach
+/// the sign-in page, with nothing signed in.
+#[tokio::test]
+async fn a_burst_of_password_tries_does_not_fill_the_memory() {
+    let env = env();
+    add_user(&env, "alice", "operator");
+    let (ok, text) = env.users(&["passwd", "alice"], Some("correct horse battery\n"));
+    assert!(ok, "{text}");
+    let server = Server::start(&env, &[], &[]);
+    let c = client_from("127.0.0.1");
+    let token = login_token(&c, &server).await;
+    let peak = || {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", server.pid())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .unwrap()
+    };
+    let before = peak();
+    let tries = (0..40).map(|i| {
+        let (c, server, token) = (c.clone(), &server, token.clone());
+        async move {
+            let password = format!("wrong guess {i}");
+            let pairs = [
+                ("token", token.as_str()),
+                ("user", "alice"),
+                ("password", password.as_str()),
+            ];
+            post_login(&c, server, &pairs).await.status().as_u16()
+        }
+    });
+    let statuses = futures_util::future::join_all(tries).await;
+    assert!(statuses.iter().all(|s| *s == 401), "{statuses:?}");
+    let grown_mb = peak().saturating_sub(before) / 1024;
+    assert!(
+        grown_mb < 250,
+        "40 password tries at once grew the peak memory by {grown_mb} MB"
+    );
+}
+
 /// `--trust-user-header` is believed from `--trusted-proxy` addresses only: there the named
 /// person gets the role of users.json or of a mapped group (refused without one), and the
 /// sign-in is audited; the same header from another address counts for nothing.

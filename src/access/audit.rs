@@ -18,12 +18,17 @@ use crate::store::StateStore;
 
 const KEY: &str = "rulehook/audit";
 const REFUSED_KEY: &str = "rulehook/audit-refused";
+const LOGINS_KEY: &str = "rulehook/audit-logins";
 
 /// Records kept (the oldest go first); a few hundred kilobytes at most.
 pub const KEEP: usize = 2000;
 
 /// Refused sign-in records kept, apart from [`KEEP`] (each may count many tries).
 pub const KEEP_REFUSED: usize = 500;
+
+/// Sign-in records (`login`) kept, apart from [`KEEP`]: anyone with any role can sign in as
+/// often as they like, and that must not push an approval or a user change out of the trail.
+pub const KEEP_LOGINS: usize = 500;
 
 /// One write by one person.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -67,12 +72,18 @@ impl Record {
     }
 }
 
-/// Appends `record` (trying again when another writer came first).
+/// Appends `record` (trying again when another writer came first); a sign-in goes to the
+/// sign-ins' own list ([`KEEP_LOGINS`]).
 pub async fn append(state: &dyn StateStore, record: Record) -> Result<(), StoreError> {
-    change(state, KEY, |list| {
+    let (key, keep) = if record.what == "login" {
+        (LOGINS_KEY, KEEP_LOGINS)
+    } else {
+        (KEY, KEEP)
+    };
+    change(state, key, |list| {
         list.push(record.clone());
-        if list.len() > KEEP {
-            list.drain(..list.len() - KEEP);
+        if list.len() > keep {
+            list.drain(..list.len() - keep);
         }
     })
     .await
@@ -203,6 +214,7 @@ pub async fn copy_user_changes(
 pub async fn recent(state: &dyn StateStore, limit: usize) -> Result<Vec<Record>, StoreError> {
     let mut list = load(state, KEY).await?;
     list.extend(load(state, REFUSED_KEY).await?);
+    list.extend(load(state, LOGINS_KEY).await?);
     // RFC 3339 in UTC with `Z` sorts by time as text once the fractions are made even.
     list.sort_by_cached_key(|r| sortable(&r.at));
     Ok(list.into_iter().rev().take(limit).collect())
@@ -279,6 +291,37 @@ mod tests {
         assert_eq!(all[0].comment.as_deref(), Some("no; from 192.0.2.7"));
         assert_eq!(all[0].count, Some(5), "{all:?}");
         assert_ne!(all[1].comment, all[0].comment);
+    }
+
+    /// A viewer signing in 2,001 times pushed every approval out of the trail (a sign-in was
+    /// one of the 2,000 writes kept); sign-ins now have a list of their own.
+    #[tokio::test]
+    async fn sign_ins_never_push_a_write_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::Store::embedded(&dir.path().join("data")).unwrap();
+        let state = store.state.as_ref();
+        let anna = Principal {
+            name: "anna".into(),
+            role: Role::Approver,
+        };
+        let vera = Principal {
+            name: "vera".into(),
+            role: Role::Viewer,
+        };
+        append(state, Record::new(&anna, "approve", "job-1", None))
+            .await
+            .unwrap();
+        for _ in 0..=KEEP {
+            let login = Record::new(&vera, "login", "console", None);
+            append(state, login).await.unwrap();
+        }
+        let all = recent(state, usize::MAX).await.unwrap();
+        assert!(
+            all.iter().any(|r| r.what == "approve" && r.who == "anna"),
+            "the approval stays"
+        );
+        assert_eq!(all.len(), KEEP_LOGINS + 1, "sign-ins are bounded apart");
+        assert_eq!(all[0].what, "login", "newest first: {:?}", all[0]);
     }
 
     #[tokio::test]

@@ -101,7 +101,9 @@ impl HttpCall {
                     self.masked().url,
                     error_chain(&e)
                 )));
-                o.retryable = true;
+                // A request that cannot even be built (a header value from the event with a
+                // line break, a URL that does not parse) fails the same way every time.
+                o.retryable = !e.is_builder();
                 return o;
             }
         };

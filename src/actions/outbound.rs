@@ -275,7 +275,7 @@ fn github_call(
 
 impl HttpAction {
     pub fn render(&self, t: &Templates, ctx: &minijinja::Value) -> Result<HttpCall, String> {
-        let url = t.render(&self.url, ctx)?;
+        let url = t.render_url(&self.url, ctx)?;
         let mut headers = Vec::new();
         for (k, v) in &self.headers {
             headers.push((k.clone(), t.render(v, ctx)?));

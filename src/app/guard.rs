@@ -223,6 +223,21 @@ impl FailureLimit {
             ))
         }
     }
+
+    /// Gives back the try [`FailureLimit::failed`] took for a request that then succeeded (a
+    /// sign-in spends a try before its credentials are checked, so that past the budget none
+    /// are checked at all).
+    pub fn refund(&self, ip: IpAddr) {
+        if self.per_second <= 0.0 {
+            return;
+        }
+        let now = Instant::now();
+        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(entry) = buckets.get_mut(&ip) {
+            let tokens = self.tokens(entry, now);
+            *entry = ((tokens + 1.0).min(self.burst), now);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -291,5 +306,12 @@ mod tests {
         for _ in 0..3 {
             assert!(off.failed(a).is_ok());
         }
+        // A try taken up front and given back (a sign-in that succeeded) costs nothing.
+        let c: IpAddr = "10.0.0.3".parse().unwrap();
+        for _ in 0..10 {
+            assert!(limit.failed(c).is_ok());
+            limit.refund(c);
+        }
+        assert!(limit.failed(c).is_ok(), "refunds are not spent");
     }
 }

@@ -32,7 +32,9 @@ pub async fn audit(
     let state = st.engine.store().state.clone();
     let all = crate::access::audit::recent(
         state.as_ref(),
-        crate::access::audit::KEEP + crate::access::audit::KEEP_REFUSED,
+        crate::access::audit::KEEP
+            + crate::access::audit::KEEP_REFUSED
+            + crate::access::audit::KEEP_LOGINS,
     )
     .await
     .or_page(&v)?;

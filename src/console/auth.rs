@@ -118,6 +118,26 @@ pub fn urlencode(s: &str) -> String {
     out
 }
 
+/// Who a console request is: its open session's holder, else whoever the admin API lets in;
+/// `Err` with the refusal when a trusted proxy named someone who has no role here.
+pub fn who(
+    state: &AppState,
+    peer: Option<SocketAddr>,
+    headers: &HeaderMap,
+) -> Result<Option<(crate::access::Principal, bool)>, crate::app::ApiError> {
+    if let Some(who) = session(state, headers) {
+        return Ok(Some((who, true)));
+    }
+    let Some(peer) = peer else {
+        return Ok(None);
+    };
+    match crate::app::roles::principal(state, peer, headers) {
+        Ok(who) => Ok(Some((who, false))),
+        Err(e @ crate::app::ApiError::ProxyUser(_)) => Err(e),
+        Err(_) => Ok(None),
+    }
+}
+
 impl FromRequestParts<AppState> for Viewer {
     type Rejection = Denied;
 
@@ -126,20 +146,11 @@ impl FromRequestParts<AppState> for Viewer {
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map(|c| c.0);
-        let signed_in = session(state, &parts.headers);
-        let session = signed_in.is_some();
-        let mut refused = None;
-        let who = signed_in.or_else(|| {
-            match crate::app::roles::principal(state, peer?, &parts.headers) {
-                Ok(who) => Some(who),
-                Err(e @ crate::app::ApiError::ProxyUser(_)) => {
-                    refused = Some(e);
-                    None
-                }
-                Err(_) => None,
-            }
-        });
-        if let Some(who) = who {
+        let (found, refused) = match who(state, peer, &parts.headers) {
+            Ok(found) => (found, None),
+            Err(e) => (None, Some(e)),
+        };
+        if let Some((who, session)) = found {
             return Ok(Viewer {
                 form_token: state.console.form_token(),
                 session,

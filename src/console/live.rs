@@ -56,6 +56,7 @@ pub async fn live(
     _: Viewer,
     State(st): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: axum::http::HeaderMap,
     Query(q): Query<LiveQuery>,
 ) -> Response {
     // Streams have caps of their own, so they cannot take the connections webhooks need.
@@ -74,8 +75,13 @@ pub async fn live(
         // What is there when the page opens is on it already.
         p.unseen(&q).await;
     }
+    // Asked again before each message: a stream must stop when its session is signed out, its
+    // user removed or given a new password or token, as every other request of the console does.
+    let state = st.clone();
+    let still_in: LetIn =
+        Box::new(move || super::auth::who(&state, Some(peer), &headers).is_ok_and(|w| w.is_some()));
     let until = tokio::time::Instant::now() + MAX_AGE;
-    let stream = batches(rx, q, poll)
+    let stream = batches(rx, q, poll, still_in)
         .take_until(tokio::time::sleep_until(until))
         .map(move |e| {
             let _held = &slot;
@@ -260,16 +266,22 @@ async fn wake(
 struct Feeds {
     rx: tokio::sync::broadcast::Receiver<Arc<Accepted>>,
     samples: tokio::sync::broadcast::Receiver<Arc<Sample>>,
+    still_in: LetIn,
 }
+
+/// Whether the stream's viewer is still let in.
+type LetIn = Box<dyn Fn() -> bool + Send + Sync>;
 
 fn batches(
     rx: tokio::sync::broadcast::Receiver<Arc<Accepted>>,
     q: LiveQuery,
     poll: Option<Poll>,
+    still_in: LetIn,
 ) -> impl Stream<Item = Result<Event, Infallible>> {
     let feeds = Feeds {
         rx,
         samples: crate::unmatched::subscribe(),
+        still_in,
     };
     futures_util::stream::unfold((feeds, q, poll), |(mut feeds, q, mut poll)| async move {
         loop {
@@ -305,6 +317,10 @@ fn batches(
             }
             let events = batch.events();
             if !events.is_empty() {
+                if !(feeds.still_in)() {
+                    // Signed out (or no longer a user) since the stream opened: it ends here.
+                    return None;
+                }
                 return Some((futures_util::stream::iter(events), (feeds, q, poll)));
             }
         }

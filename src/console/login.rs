@@ -79,8 +79,20 @@ pub async fn login(
     if let Err(e) = auth::check_login_post(&st, &f.token) {
         return login_page(&st, &next, Some(e.into()));
     }
+    // Every try spends one of the address's failures before the credentials are looked at (a
+    // sign-in that succeeds gets it back): past the budget nothing is checked, so a password
+    // cannot be guessed faster than `--failed-auth-per-second`, however many tries are sent at
+    // once, and no flood of tries can run the memory-hungry password hash in parallel.
+    if let Err(wait) = st.guard.failures.failed(peer.ip()) {
+        tracing::info!(peer = %peer.ip(), user = f.user.trim(), "console: a sign-in was refused unchecked: too many failed tries from this address");
+        let e = ApiError::RateLimited(wait.as_secs_f64().ceil().max(1.0) as u64);
+        return login_page(&st, &next, Some(e));
+    }
     let signed_in = match check(&st, &f).await {
-        Ok(s) => s,
+        Ok(s) => {
+            st.guard.failures.refund(peer.ip());
+            s
+        }
         Err(e) => return refused(&st, &next, peer, &f, e).await,
     };
     let comment = Some(format!("console sign-in with {}", signed_in.how));
@@ -99,6 +111,11 @@ pub async fn login(
     secured(resp)
 }
 
+/// Password checks (Argon2id, 19 MiB each) running at once, at most.
+const PASSWORD_CHECKS_AT_ONCE: usize = 4;
+static PASSWORD_CHECKS: tokio::sync::Semaphore =
+    tokio::sync::Semaphore::const_new(PASSWORD_CHECKS_AT_ONCE);
+
 /// Checks the credentials of a sign-in form: a name and password, else a token.
 async fn check(st: &AppState, f: &LoginForm) -> Result<SignedIn, ApiError> {
     let name = f.user.trim();
@@ -107,11 +124,21 @@ async fn check(st: &AppState, f: &LoginForm) -> Result<SignedIn, ApiError> {
             return Err(ApiError::BadLogin("this service has no users file"));
         };
         let (name, password) = (name.to_string(), f.password.clone());
-        // Argon2 takes tens of milliseconds of CPU: not on the async threads.
-        let found = tokio::task::spawn_blocking(move || users.by_password(&name, &password))
+        // Argon2 takes tens of milliseconds of CPU and 19 MiB: not on the async threads, and
+        // only a few at once (tries from many addresses wait their turn).
+        // The turn is held by the check itself, so a client that goes away does not free it
+        // while the hash still runs.
+        let turn = PASSWORD_CHECKS
+            .acquire()
             .await
-            .map_err(|e| ApiError::Internal(format!("the password check failed: {e}")))?
-            .map_err(|e| ApiError::Users(e.to_string()))?;
+            .map_err(|e| ApiError::Internal(format!("the password check failed: {e}")))?;
+        let found = tokio::task::spawn_blocking(move || {
+            let _turn = turn;
+            users.by_password(&name, &password)
+        })
+        .await
+        .map_err(|e| ApiError::Internal(format!("the password check failed: {e}")))?
+        .map_err(|e| ApiError::Users(e.to_string()))?;
         return match found {
             Some(u) => Ok(user_session(st, u, "a password")),
             None => Err(ApiError::BadLogin("wrong user name or password")),
@@ -119,6 +146,7 @@ async fn check(st: &AppState, f: &LoginForm) -> Result<SignedIn, ApiError> {
     }
     let given = f.admin_token.trim();
     if let Some(want) = &st.admin_token
+        && !given.is_empty()
         && crate::verify::mac::secret_eq(want.as_bytes(), given.as_bytes())
     {
         return Ok(SignedIn {
@@ -155,9 +183,10 @@ fn user_session(st: &AppState, u: User, how: &'static str) -> SignedIn {
     }
 }
 
-/// A refused sign-in: counted against the address's budget of failures (429 past it), audited
-/// when within it (under the name given, if any, in the refused sign-ins' own list, folded per
-/// address and minute: see `access::audit`), and the form again with the reason.
+/// A refused sign-in (its try already counted against the address's budget of failures),
+/// audited (under the name given, if any, in the refused sign-ins' own list, folded per address
+/// and minute: see `access::audit`), and the form again with the reason. A try that could not
+/// be checked (the users file unreadable) gets its try back.
 async fn refused(
     st: &AppState,
     next: &str,
@@ -166,15 +195,11 @@ async fn refused(
     e: ApiError,
 ) -> Response {
     if !matches!(e, ApiError::BadLogin(_)) {
+        st.guard.failures.refund(peer.ip());
         return login_page(st, next, Some(e));
     }
     let name = f.user.trim();
     tracing::info!(peer = %peer.ip(), user = name, "console: a sign-in was refused: {e}");
-    if let Err(wait) = st.guard.failures.failed(peer.ip()) {
-        // Past the budget: answered 429 and logged, but not audited one by one.
-        let e = ApiError::RateLimited(wait.as_secs_f64().ceil().max(1.0) as u64);
-        return login_page(st, next, Some(e));
-    }
     let who = Principal {
         // Only a well-formed name is recorded: a password typed into the name field is not.
         name: if crate::access::valid_name(name) {

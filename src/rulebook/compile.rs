@@ -213,8 +213,25 @@ impl Compile<'_> {
         s: &Spanned<String>,
         what: &str,
     ) -> Option<Text> {
+        self.template_as(t, name, s, what, false)
+    }
+
+    /// [`Compile::template`]; `url`: compiled as a request URL (`Templates::inline_url`).
+    fn template_as(
+        &mut self,
+        t: &mut Templates,
+        name: String,
+        s: &Spanned<String>,
+        what: &str,
+        url: bool,
+    ) -> Option<Text> {
         let value = self.expand(s, what)?;
-        match t.inline(name, &value) {
+        let compiled = if url {
+            t.inline_url(name, &value)
+        } else {
+            t.inline(name, &value)
+        };
+        match compiled {
             Ok(text) => {
                 if let Text::Template(n) = &text {
                     self.check_names(t, n, s, &value, what)?;
@@ -523,7 +540,7 @@ impl Compile<'_> {
         s: &Spanned<String>,
         what: &str,
     ) -> Option<Text> {
-        let text = self.template(t, name, s, what)?;
+        let text = self.template_as(t, name, s, what, true)?;
         let problem = match &text {
             Text::Literal(u) => match reqwest::Url::parse(u) {
                 Ok(url) if matches!(url.scheme(), "http" | "https") && url.has_host() => None,

@@ -234,10 +234,11 @@ async fn audit_trail(
     State(state): State<AppState>,
     ApiQuery(q): ApiQuery<AuditQuery>,
 ) -> Result<Response, ApiError> {
-    let limit = q
-        .limit
-        .unwrap_or(100)
-        .min(crate::access::audit::KEEP + crate::access::audit::KEEP_REFUSED);
+    let limit = q.limit.unwrap_or(100).min(
+        crate::access::audit::KEEP
+            + crate::access::audit::KEEP_REFUSED
+            + crate::access::audit::KEEP_LOGINS,
+    );
     let records = crate::access::audit::recent(state.engine.store().state.as_ref(), limit).await?;
     Ok(Json(json!({"audit": records})).into_response())
 }

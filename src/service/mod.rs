@@ -158,9 +158,7 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
     reloader.spawn();
     let state = AppState {
         engine: engine.clone(),
-        admin_token: std::env::var("RULEHOOK_ADMIN_TOKEN").ok().inspect(|t| {
-            crate::secrets::remember(t);
-        }),
+        admin_token: admin_token(),
         reloader: Some(reloader),
         metrics,
         body_timeout: config.body_timeout,
@@ -397,4 +395,19 @@ async fn watch_users(engine: &Arc<Engine>, data: &std::path::Path) -> crate::acc
         }
     });
     users
+}
+
+/// `RULEHOOK_ADMIN_TOKEN`, remembered as a secret to mask. Set but empty (an env file's
+/// `RULEHOOK_ADMIN_TOKEN=` placeholder) it is no token at all: an empty token would let anyone
+/// sign in to the console as admin with an empty field.
+fn admin_token() -> Option<String> {
+    let token = std::env::var("RULEHOOK_ADMIN_TOKEN").ok()?;
+    if token.trim().is_empty() {
+        tracing::warn!(
+            "RULEHOOK_ADMIN_TOKEN is set but empty: ignored (only loopback clients are admin)"
+        );
+        return None;
+    }
+    crate::secrets::remember(&token);
+    Some(token)
 }

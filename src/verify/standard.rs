@@ -8,6 +8,7 @@ use axum::http::HeaderMap;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde_json::Value;
+use subtle::ConstantTimeEq as _;
 
 use super::mac::{self, Algorithm};
 use super::{Checked, VerifyError, check, header, pyjson};
@@ -63,12 +64,17 @@ impl StandardWebhooks {
             .iter()
             .map(|k| key(k, self.infrahub))
             .collect::<Result<_, _>>()?;
+        // One HMAC per key, compared with each signature given: a header may list thousands
+        // of signatures, and an HMAC of the body per signature made one forged request hash
+        // gigabytes.
+        let prefix = format!("{id}.{ts_text}.");
         let check_body = |b: &[u8]| {
             key_bytes.iter().fold(false, |ok, k| {
-                let prefix = format!("{id}.{ts_text}.");
-                given.iter().fold(false, |hit, g| {
-                    mac::verify(Algorithm::Sha256, k, &[prefix.as_bytes(), b], g) | hit
-                }) | ok
+                let want = mac::sign(Algorithm::Sha256, k, &[prefix.as_bytes(), b]);
+                given
+                    .iter()
+                    .fold(false, |hit, g| bool::from(want.as_slice().ct_eq(g)) | hit)
+                    | ok
             })
         };
         let mut ok = check_body(body);
@@ -128,4 +134,51 @@ fn key(secret: &Secret, raw: bool) -> Result<Vec<u8>, VerifyError> {
     }
     B64.decode(s.strip_prefix("whsec_").unwrap_or(s))
         .map_err(|_| VerifyError::BadSignature)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A forged request listing 20,000 signatures over a 1 MiB body: each was an HMAC of the
+    /// whole body (20 GB hashed for one request, answered 401 at the end); now one per key.
+    #[test]
+    fn many_signatures_cost_one_hmac_per_key() {
+        let v = StandardWebhooks {
+            keys: vec![Secret::new("whsec_MDEyMzQ1Njc4OWFiY2RlZg==".into())],
+            tolerance: StandardWebhooks::DEFAULT_TOLERANCE,
+            infrahub: false,
+        };
+        let now = SystemTime::now();
+        let body = vec![b'x'; 1 << 20];
+        let ts = now
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            .to_string();
+        let forged = vec!["v1,AAAA"; 20_000].join(" ");
+        let mut h = HeaderMap::new();
+        h.insert("webhook-id", "msg_1".parse().unwrap());
+        h.insert("webhook-timestamp", ts.parse().unwrap());
+        h.insert("webhook-signature", forged.parse().unwrap());
+        let started = std::time::Instant::now();
+        assert!(v.check(&h, &body, now).is_err());
+        let took = started.elapsed();
+        assert!(took < Duration::from_secs(2), "{took:?}");
+        // The right signature among many still passes.
+        let signed =
+            StandardWebhooks::sign("whsec_MDEyMzQ1Njc4OWFiY2RlZg==", false, &body, now).unwrap();
+        for (k, val) in signed {
+            let val = if k == "webhook-signature" {
+                format!("v1,AAAA {val} v1,AAAA")
+            } else {
+                val
+            };
+            h.insert(
+                axum::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                val.parse().unwrap(),
+            );
+        }
+        assert!(v.check(&h, &body, now).is_ok());
+    }
 }
