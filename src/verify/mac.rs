@@ -85,6 +85,18 @@ thread_local! {
     static KEYED: RefCell<KeyedCache> = const { RefCell::new(Vec::new()) };
 }
 
+#[cfg(test)]
+thread_local! {
+    /// Bytes this thread has fed to HMACs (tests bound the work a request costs by it).
+    pub static HASHED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Counts `parts` into [`HASHED`] (tests only).
+fn count(_parts: &[&[u8]]) {
+    #[cfg(test)]
+    HASHED.with(|h| h.set(h.get() + _parts.iter().map(|p| p.len()).sum::<usize>()));
+}
+
 /// A fresh HMAC under `key`, cloned from this thread's keyed state for it (set up on first use).
 fn keyed(alg: Algorithm, key: &[u8]) -> Option<Keyed> {
     KEYED.with(|cell| {
@@ -107,6 +119,7 @@ fn keyed(alg: Algorithm, key: &[u8]) -> Option<Keyed> {
 
 /// HMAC of `parts` (concatenated) under `key`.
 pub fn sign(alg: Algorithm, key: &[u8], parts: &[&[u8]]) -> Vec<u8> {
+    count(parts);
     let Some(mut mac) = keyed(alg, key) else {
         return Vec::new();
     };
@@ -118,6 +131,7 @@ pub fn sign(alg: Algorithm, key: &[u8], parts: &[&[u8]]) -> Vec<u8> {
 
 /// True when `given` is the HMAC of `parts` under `key`, compared in constant time.
 pub fn verify(alg: Algorithm, key: &[u8], parts: &[&[u8]], given: &[u8]) -> bool {
+    count(parts);
     let Some(mut mac) = keyed(alg, key) else {
         return false;
     };

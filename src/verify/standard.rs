@@ -142,6 +142,7 @@ mod tests {
 
     /// A forged request listing 20,000 signatures over a 1 MiB body: each was an HMAC of the
     /// whole body (20 GB hashed for one request, answered 401 at the end); now one per key.
+    /// Counted in bytes hashed, not timed.
     #[test]
     fn many_signatures_cost_one_hmac_per_key() {
         let v = StandardWebhooks {
@@ -161,10 +162,13 @@ mod tests {
         h.insert("webhook-id", "msg_1".parse().unwrap());
         h.insert("webhook-timestamp", ts.parse().unwrap());
         h.insert("webhook-signature", forged.parse().unwrap());
-        let started = std::time::Instant::now();
+        mac::HASHED.with(|b| b.set(0));
         assert!(v.check(&h, &body, now).is_err());
-        let took = started.elapsed();
-        assert!(took < Duration::from_secs(2), "{took:?}");
+        let hashed = mac::HASHED.with(|b| b.get());
+        assert!(
+            hashed <= body.len() + 64,
+            "{hashed} bytes hashed for one request"
+        );
         // The right signature among many still passes.
         let signed =
             StandardWebhooks::sign("whsec_MDEyMzQ1Njc4OWFiY2RlZg==", false, &body, now).unwrap();
