@@ -888,3 +888,42 @@ fn a_relayed_cisco_line_with_its_origin_hostname_is_read() {
         assert!(text.contains("MATCH    r/cfg"), "{line}\n{text}");
     }
 }
+
+/// `rulehook test` on a file of several syslog lines (a sequence, one event per line, as
+/// docs/sources.md suggests for trying a source): a line no rule takes says why for each rule
+/// of its source, as a single line does; it printed `(no rule)` and nothing else.
+#[test]
+fn a_file_of_lines_says_why_a_line_matched_nothing() {
+    let env = Env::new();
+    env.rulebook(
+        "r.yml",
+        "sources:\n  - { name: routers, kind: syslog, listen: 'udp://127.0.0.1:0' }\nrules:\n  - name: bgp\n    sources: [routers]\n    condition: '$.cisco.mnemonic == \"ADJCHANGE\"'\n    actions:\n      - log: { message: \"{{ event.message }}\" }\n",
+    );
+    let f = env.path("lines.txt");
+    std::fs::write(
+        &f,
+        "<189>12: *Dec  7 06:00:01.000: %BGP-5-ADJCHANGE: neighbor 10.0.0.2 Up\n<187>13: *Dec  7 06:00:02.000: %LINK-3-UPDOWN: Interface Gi0/1, changed state to down\n",
+    )
+    .unwrap();
+    let out = env
+        .cmd(&[
+            "test",
+            "--source",
+            "routers",
+            "--event",
+            f.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    let second = &text[text.find("event e2").unwrap_or_else(|| panic!("{text}"))..];
+    assert!(second.contains("(no rule)"), "{text}");
+    assert!(second.contains("no match r/bgp"), "{text}");
+    assert!(
+        second.contains(
+            r#"`$.cisco.mnemonic == "ADJCHANGE"` is false ($.cisco.mnemonic is "UPDOWN")"#
+        ),
+        "{text}"
+    );
+}
