@@ -526,3 +526,47 @@ async fn a_rerun_says_when_the_rule_changed_mode() {
     );
     assert!(env.lines("ran.txt").is_empty(), "nothing ran in shadow");
 }
+
+/// `rulehook event ID` on a shadow job shows what would have run (the action as rendered), as
+/// the console and `rulehook test` do; it printed `result {"shadow":true}` and nothing of the
+/// action, so the history on the command line could not be read for what shadow mode is for.
+#[tokio::test]
+async fn the_event_command_shows_what_a_shadow_rule_would_have_run() {
+    let env = Env::new();
+    env.script("fix.sh", "#!/bin/sh\nexit 0\n");
+    env.rulebook(
+        "a.yml",
+        &format!("{SRC}rules:\n  - name: fix\n    mode: shadow\n    sources: [in]\n    actions:\n      - run_script: {{ script: fix.sh, args: [\"{{{{ event.device }}}}\", \"--port\", \"{{{{ event.port }}}}\"] }}\n"),
+    );
+    let server = Server::start(&env, &[], &[]);
+    let c = client();
+    let id = send(
+        &c,
+        &server,
+        &json!({"device": "sw-shadow-7", "port": "Gi0/9"}),
+    )
+    .await;
+    settled(&c, &server, &id).await;
+    let bin = std::env::var("RULEHOOK_TEST_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_rulehook").to_string());
+    let out = std::process::Command::new(bin)
+        .args(["event", &id, "--url", &server.url("")])
+        .env_remove("RULEHOOK_ADMIN_TOKEN")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("shadow: nothing ran"), "{text}");
+    let line = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("would run"))
+        .unwrap_or_else(|| panic!("no `would run` line in\n{text}"));
+    assert!(
+        line.contains(r#""args":["sw-shadow-7","--port","Gi0/9"]"#),
+        "{line}"
+    );
+}

@@ -845,3 +845,85 @@ fn rulehook_test_with_an_unknown_source_names_the_declared_ones() {
     let err = run("github");
     assert!(err.contains("they declare: ipfabric, netbox"), "{err}");
 }
+
+/// A Cisco line sent with `logging origin-id hostname` (`57: r7: *Dec  7 …: %SYS-…`, read
+/// whole when the device sends it directly) behind rsyslog as docs/sources.md sets it up: the
+/// relay makes the `57` its TAG (APP-NAME), and the rest, `r7: *Dec  7 …`, was not read as a
+/// Cisco header (a hostname was taken only after a sequence number in the message), so
+/// `cisco` was missing and rules on `$.cisco.mnemonic` never matched.
+#[test]
+fn a_relayed_cisco_line_with_its_origin_hostname_is_read() {
+    let env = Env::new();
+    env.rulebook(
+        "r.yml",
+        "sources:\n  - { name: routers, kind: syslog, listen: 'udp://127.0.0.1:0' }\nrules:\n  - name: cfg\n    sources: [routers]\n    condition: '$.cisco.mnemonic == \"CONFIG_I\" && $.hostname == \"r7\" && $.cisco.sequence == 57 && $.cisco.clock == \"unset\" && $.message == \"%SYS-5-CONFIG_I: Configured from console by bob on vty0\"'\n    actions:\n      - log: { message: \"{{ event.hostname }}\" }\n",
+    );
+    let cisco = "r7: *Dec  7 06:00:01.000: %SYS-5-CONFIG_I: Configured from console by bob on vty0";
+    for (i, line) in [
+        // As the device sends it.
+        format!("<189>57: {cisco}"),
+        // rsyslog's forwarding format (omrelp's and omfwd's default), RFC 3339 time.
+        format!("<189>2026-12-07T17:34:21.251798+00:00 localhost 57: {cisco}"),
+        // rsyslog's RFC 5424 output (RSYSLOG_SyslogProtocol23Format), its MSG with a space.
+        format!("<189>1 2026-12-07T17:34:21.251798+00:00 localhost 57 - - -  {cisco}"),
+        // A BSD relay header.
+        format!("<189>Dec  7 17:34:21 localhost 57: {cisco}"),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let f = env.path(&format!("line{i}.txt"));
+        std::fs::write(&f, format!("{line}\n")).unwrap();
+        let out = env
+            .cmd(&[
+                "test",
+                "--source",
+                "routers",
+                "--event",
+                f.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("MATCH    r/cfg"), "{line}\n{text}");
+    }
+}
+
+/// `rulehook test` on a file of several syslog lines (a sequence, one event per line, as
+/// docs/sources.md suggests for trying a source): a line no rule takes says why for each rule
+/// of its source, as a single line does; it printed `(no rule)` and nothing else.
+#[test]
+fn a_file_of_lines_says_why_a_line_matched_nothing() {
+    let env = Env::new();
+    env.rulebook(
+        "r.yml",
+        "sources:\n  - { name: routers, kind: syslog, listen: 'udp://127.0.0.1:0' }\nrules:\n  - name: bgp\n    sources: [routers]\n    condition: '$.cisco.mnemonic == \"ADJCHANGE\"'\n    actions:\n      - log: { message: \"{{ event.message }}\" }\n",
+    );
+    let f = env.path("lines.txt");
+    std::fs::write(
+        &f,
+        "<189>12: *Dec  7 06:00:01.000: %BGP-5-ADJCHANGE: neighbor 10.0.0.2 Up\n<187>13: *Dec  7 06:00:02.000: %LINK-3-UPDOWN: Interface Gi0/1, changed state to down\n",
+    )
+    .unwrap();
+    let out = env
+        .cmd(&[
+            "test",
+            "--source",
+            "routers",
+            "--event",
+            f.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    let second = &text[text.find("event e2").unwrap_or_else(|| panic!("{text}"))..];
+    assert!(second.contains("(no rule)"), "{text}");
+    assert!(second.contains("no match r/bgp"), "{text}");
+    assert!(
+        second.contains(
+            r#"`$.cisco.mnemonic == "ADJCHANGE"` is false ($.cisco.mnemonic is "UPDOWN")"#
+        ),
+        "{text}"
+    );
+}

@@ -347,3 +347,100 @@ fn an_eda_rulebook_is_translated_checked_and_matches_the_same_events() {
         assert_eq!(matched, expected, "event {event} on {source}: {v}");
     }
 }
+
+/// A webhook and an Alertmanager source in one ruleset (EDA runs every rule on both): a rule
+/// reading `event.payload` is given the webhook's events with the body as `$`, one reading
+/// `event.alert` the Alertmanager's alerts. Both kept `$.payload…`/`$.alert…` over every
+/// source, which `check` passed and no event ever matched.
+#[test]
+fn webhook_and_alertmanager_sources_in_one_ruleset() {
+    const MIXED: &str = r#"- name: Mixed
+  hosts: all
+  sources:
+    - name: nms
+      ansible.eda.webhook:
+        port: 5000
+    - ansible.eda.alertmanager:
+        port: 9000
+  rules:
+    - name: Port down
+      condition: event.payload.status == "down"
+      throttle:
+        once_within: 5 minutes
+        group_by_attributes:
+          - event.payload.site
+      action:
+        debug:
+          msg: "{{ event.payload.device }} down"
+    - name: Critical alert
+      condition: event.alert.labels.severity == "critical"
+      action:
+        debug:
+          msg: "critical"
+    - name: Both kinds
+      condition: event.payload.x == 1 or event.alert.y == 2
+      action:
+        debug:
+          msg: "both"
+"#;
+    let env = Env::new();
+    let src = env.path("mixed.yml");
+    std::fs::write(&src, MIXED).unwrap();
+    let bin = std::env::var("RULEHOOK_TEST_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_rulehook").to_string());
+    let o = std::process::Command::new(&bin)
+        .args(["import", "ansible-rulebook"])
+        .arg(&src)
+        .arg("--out")
+        .arg(env.path("rulebooks"))
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(o.status.success(), "{report}");
+    assert!(
+        report.contains("rule `Both kinds` reads both `event.payload`"),
+        "{report}"
+    );
+    let o = env.cmd(&["check"]).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for (source, event, expected) in [
+        (
+            "nms",
+            json!({"status": "down", "device": "sw1", "site": "a"}),
+            vec!["Port down"],
+        ),
+        (
+            "mixed-alertmanager-1",
+            json!({"status": "firing", "alerts": [{"status": "firing", "labels": {"severity": "critical"}}]}),
+            vec!["Critical alert"],
+        ),
+    ] {
+        let f = env.path("event.json");
+        std::fs::write(&f, event.to_string()).unwrap();
+        let o = env
+            .cmd(&[
+                "test",
+                "--event",
+                f.to_str().unwrap(),
+                "--source",
+                source,
+                "--json",
+            ])
+            .output()
+            .unwrap();
+        let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+        let matched: Vec<&str> = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["matched"] == true)
+            .map(|r| r["rule"].as_str().unwrap())
+            .collect();
+        assert_eq!(matched, expected, "{event}: {v}");
+    }
+    let yaml = std::fs::read_to_string(env.path("rulebooks/mixed.yml")).unwrap();
+    assert!(
+        yaml.contains("group_by: ['$.site']") && yaml.contains("{{ event.device }} down"),
+        "{yaml}"
+    );
+}

@@ -633,3 +633,33 @@ async fn every_role_against_every_console_button() {
         .collect();
     assert_eq!(pairs, want, "{v}");
 }
+
+/// On this host, without `--admin-require-token`: no token at all is the loopback admin, but a
+/// token the service does not know (a typo, a removed user's) is refused with 401, as from
+/// anywhere. It used to be let in as `loopback`: `rulehook approve` with a mistyped token was
+/// recorded as the break-glass admin's decision, and a removed user's token kept working.
+#[tokio::test]
+async fn an_unknown_token_from_loopback_is_refused_not_taken_for_the_loopback_admin() {
+    let env = Env::new();
+    env.rulebook("a.yml", "sources:\n  - { name: open, kind: none }\n");
+    let server = Server::start(&env, &[], &[]);
+    let anna = add_user(&env, "anna", "approver");
+    let otto = add_user(&env, "otto", "operator");
+    let (ok, text) = env.users(&["remove", "otto"], None);
+    assert!(ok, "{text}");
+    let c = client_from("127.0.0.1");
+    let call = |token: Option<String>| {
+        let mut req = c.get(server.url("/api/jobs"));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        async move { text_of(req.send().await.unwrap()).await }
+    };
+    assert_eq!(call(None).await.0, 200, "loopback without a token");
+    assert_eq!(call(Some(anna)).await.0, 200, "a user's token");
+    for token in ["rh_not_a_token".to_string(), otto] {
+        let (st, body) = call(Some(token.clone())).await;
+        assert_eq!(st, 401, "{token}: {body}");
+        assert!(body.contains("not known"), "{body}");
+    }
+}

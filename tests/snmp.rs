@@ -809,3 +809,62 @@ async fn a_trap_the_store_refuses_is_counted() {
     ok(&net_snmp(&env, "snmptrap", &v2c));
     wait_dropped(&server, "store_failed", 1.0).await;
 }
+
+/// docs/sources.md's trap source, as a reader copies it (`keep: all` uncommented, the
+/// passwords its commands use), and its "By hand" commands, run as written against it: every
+/// trap and inform is an event. The example's `ops` user had `priv: aes256` while the commands
+/// (and the snmpd and Cisco lines) use AES-128: each v3 message was refused as `undecryptable`.
+#[tokio::test]
+async fn the_docs_trap_example_takes_the_docs_commands() {
+    let doc = std::fs::read_to_string(common::repo_path("docs/sources.md")).unwrap();
+    let section = &doc[doc.find("## `kind: snmp_trap`").unwrap()..];
+    let yaml = section
+        .split("```yaml\n")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .unwrap()
+        .replace("udp://0.0.0.0:162", "udp://127.0.0.1:0")
+        .replace("# keep: all", "keep: all");
+    let env = Env::new();
+    env.rulebook("traps.yml", &yaml);
+    env.script("bgp.sh", "#!/bin/sh\n");
+    let server = Server::start(
+        &env,
+        &[],
+        &[
+            ("SNMP_AUTH", "auth-password".into()),
+            ("SNMP_PRIV", "priv-password".into()),
+            ("SNMP_MONITOR_AUTH", "monitor-password".into()),
+        ],
+    );
+    let to = target(&server);
+    let by_hand = &section[section.find("By hand, with the `snmp` tools").unwrap()..];
+    let block = by_hand.split("```\n").nth(1).unwrap().replace("\\\n", " ");
+    let mut sent = 0;
+    for line in block.lines().filter(|l| !l.trim().is_empty()) {
+        let words: Vec<String> = line
+            .split_whitespace()
+            .map(|w| match w {
+                "''" => String::new(),
+                "192.0.2.10" => to.clone(),
+                w => w.to_string(),
+            })
+            .collect();
+        let args: Vec<&str> = words[1..].iter().map(String::as_str).collect();
+        let out = net_snmp(&env, &words[0], &args);
+        assert!(
+            out.status.success(),
+            "{line}: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            metrics(&server).await
+        );
+        sent += 1;
+    }
+    assert_eq!(sent, 4, "{block}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while event_count(&server).await < sent {
+        assert!(Instant::now() < deadline, "{}", metrics(&server).await);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(dropped(&server, "undecryptable").await, 0.0);
+}

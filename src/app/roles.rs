@@ -5,7 +5,7 @@
 //! a user's token (`users.json`); the user a trusted reverse proxy names
 //! (`--trust-user-header`, see `access::sso`; only from `--trusted-proxy` addresses); a loopback
 //! client without a token, unless `--admin-require-token` (`loopback`, admin, as before users
-//! existed).
+//! existed). A bearer token that is none of these is refused (401), from loopback too.
 
 use std::net::SocketAddr;
 
@@ -62,6 +62,11 @@ pub fn principal(
             Err(e) => return Err(ApiError::ProxyUser(e.to_string())),
         }
     }
+    // A token nobody has (a typo, a removed user's) is refused from loopback too: taken for
+    // the loopback admin, the request would act (and be audited) as someone it does not claim.
+    if bearer(headers).is_some() {
+        return Err(ApiError::UnknownToken);
+    }
     let ip = peer.ip();
     let loopback = ip.is_loopback()
         || matches!(ip, std::net::IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()));
@@ -70,9 +75,6 @@ pub fn principal(
             name: "loopback".into(),
             role: Role::Admin,
         });
-    }
-    if bearer(headers).is_some() {
-        return Err(ApiError::UnknownToken);
     }
     Err(ApiError::AdminOnly)
 }

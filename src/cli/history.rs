@@ -535,7 +535,10 @@ fn attempt_lines(o: &mut String, at: &Value) {
             }
         }
     }
-    if let Some(hosts) = at["result"]["hosts"].as_object() {
+    if at["result"]["shadow"] == true {
+        // Shadow mode: nothing ran; what would have run is the point of the record.
+        let _ = writeln!(o, "      would run {}", at["rendered"]);
+    } else if let Some(hosts) = at["result"]["hosts"].as_object() {
         // run_playbook: one line per host, as Ansible's recap.
         for (h, c) in hosts {
             let counts: Vec<String> = ["ok", "changed", "failed", "unreachable", "skipped"]

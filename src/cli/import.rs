@@ -202,9 +202,11 @@ impl Import {
                 bases.push(base);
             }
         }
-        let base = match bases.first() {
-            Some(b) if bases.iter().all(|x| x == b) => *b,
-            _ => Base::Plain,
+        // One kind of source: every rule reads its events. Webhook and Alertmanager sources
+        // together: each rule is given the sources whose events it reads (below).
+        let uniform = match bases.first() {
+            Some(b) if bases.iter().all(|x| x == b) => Some(*b),
+            _ => None,
         };
         let posts = rs.rules.iter().any(|r| {
             let r = &r.value;
@@ -218,15 +220,42 @@ impl Import {
             let _ = writeln!(self.sources, "  - name: {internal}\n    kind: internal");
             names.push(internal.clone());
         }
+        let of_base = |want: Base| -> Vec<String> {
+            let mut v: Vec<String> = names
+                .iter()
+                .zip(&bases)
+                .filter(|(_, b)| **b == want)
+                .map(|(n, _)| n.clone())
+                .collect();
+            if posts {
+                v.push(internal.clone());
+            }
+            v
+        };
         for r in &rs.rules {
             let rule_name = if prefix_names {
                 format!("{rs_name}-{}", r.value.name.value)
             } else {
                 r.value.name.value.clone()
             };
+            let (base, sources) = match uniform {
+                Some(b) => (b, names.clone()),
+                None => match reads(&r.value) {
+                    (true, false) => (Base::Payload, of_base(Base::Payload)),
+                    (false, true) => (Base::Alert, of_base(Base::Alert)),
+                    (true, true) => {
+                        self.note(
+                            r.value.name.referenced.line(),
+                            format!("rule `{rule_name}` reads both `event.payload` (webhook events) and `event.alert` (Alertmanager events), which no one event has: write one rule for each"),
+                        );
+                        (Base::Plain, names.clone())
+                    }
+                    (false, false) => (Base::Plain, names.clone()),
+                },
+            };
             let ctx = RuleCtx {
                 base,
-                sources: &names,
+                sources: &sources,
                 internal: &internal,
             };
             match self.rule(&r.value, &rule_name, &ctx) {
@@ -317,6 +346,16 @@ impl Import {
         };
         Some((name, base))
     }
+}
+
+/// Whether a rule reads `event.payload` (a webhook's event) and `event.alert` (an
+/// Alertmanager's), in its condition, throttle or actions.
+fn reads(r: &Rule) -> (bool, bool) {
+    let mut text = rule_as_json(r).to_string();
+    if let Some(t) = &r.throttle {
+        text.push_str(&t.value.to_string());
+    }
+    (text.contains("event.payload"), text.contains("event.alert"))
 }
 
 struct RuleCtx<'a> {

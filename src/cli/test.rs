@@ -311,6 +311,7 @@ impl<'a> Sequence<'a> {
                 .collect();
             if decisions.is_empty() {
                 self.out.lines.push("         (no rule)".to_string());
+                self.why_not(source, body);
             }
             self.out
                 .report
@@ -331,6 +332,27 @@ impl<'a> Sequence<'a> {
     }
 
     /// Absences whose window ended before `at` fire first.
+    /// Why no rule took an event of the sequence: each rule of its source with the clause
+    /// that was false, as for a single event (a file of syslog lines is such a sequence).
+    fn why_not(&mut self, source: Option<&str>, body: &Value) {
+        let headers: serde_json::Map<String, Value> = self
+            .headers
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+            .collect();
+        for r in crate::rules::dry_run(self.set, source, body, &headers) {
+            if r.other_source || r.matched {
+                continue;
+            }
+            self.out
+                .lines
+                .push(format!("no match {}/{}", r.rulebook, r.rule));
+            for w in &r.why_not {
+                self.out.lines.push(format!("         {w}"));
+            }
+        }
+    }
+
     fn fire_absences_due(&mut self, at: i64) {
         let (due, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.open)
             .into_iter()

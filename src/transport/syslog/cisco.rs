@@ -215,6 +215,18 @@ pub fn parse_message<'a>(
     msg: &'a str,
     year: impl Fn(u32, u32) -> i32,
 ) -> Option<(Header<'a>, &'a str)> {
+    parse_relayed(msg, false, year)
+}
+
+/// As [`parse_message`], for the message of a relay's header whose TAG (APP-NAME) was a
+/// number when `numbered`: that number was the device's sequence number, so a hostname may
+/// come first (`logging origin-id hostname`: rsyslog forwards `57: r7: *Dec  7 …: %SYS-…` with
+/// TAG `57` and the message `r7: *Dec  7 …`).
+pub fn parse_relayed<'a>(
+    msg: &'a str,
+    numbered: bool,
+    year: impl Fn(u32, u32) -> i32,
+) -> Option<(Header<'a>, &'a str)> {
     if tag(msg).is_some() {
         return Some((Header::default(), msg));
     }
@@ -225,7 +237,7 @@ pub fn parse_message<'a>(
         if h.read(part, &year) {
             continue;
         }
-        if h.sequence.is_empty() || h.hostname.is_some() || part.contains(' ') {
+        if (h.sequence.is_empty() && !numbered) || h.hostname.is_some() || part.contains(' ') {
             return None;
         }
         h.hostname = Some(part);

@@ -230,7 +230,10 @@ fn loose_event(
     }
     // RFC 5424 §6.4: a UTF-8 MSG may start with a BOM; it is not part of the text.
     let text = msg.msg.strip_prefix('\u{feff}').unwrap_or(msg.msg);
-    let mut cisco = cisco::parse_message(text, |m, d| now.year_of(m, d));
+    let numbered = msg
+        .appname
+        .is_some_and(|a| !a.is_empty() && a.bytes().all(|b| b.is_ascii_digit()));
+    let mut cisco = cisco::parse_relayed(text, numbered, |m, d| now.year_of(m, d));
     let timestamp = msg
         .timestamp
         .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true));
@@ -384,7 +387,10 @@ impl<'a> Line<'a> {
             return None;
         }
         let message = message.strip_prefix('\u{feff}').unwrap_or(message);
-        if percent && cisco::tag(message).is_none() && cisco::parse_message(message, year).is_some()
+        let numbered = tag.bytes().all(|b| b.is_ascii_digit());
+        if percent
+            && cisco::tag(message).is_none()
+            && cisco::parse_relayed(message, numbered, year).is_some()
         {
             // A Cisco header in the message (Arista's `Ebra: 124: %…`): the general reader's.
             return None;
