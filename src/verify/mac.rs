@@ -91,7 +91,7 @@ thread_local! {
     pub static HASHED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
-/// Counts `parts` into [`HASHED`] (tests only).
+/// Counts `parts` into `HASHED` (tests only).
 fn count(_parts: &[&[u8]]) {
     #[cfg(test)]
     HASHED.with(|h| h.set(h.get() + _parts.iter().map(|p| p.len()).sum::<usize>()));
