@@ -48,6 +48,11 @@ impl EventId {
     }
 }
 
+/// The live claims of a journal at `?1` (ms): through the partial index `events_dedup`, so an
+/// open reads only them, however many events the journal keeps.
+pub const LOAD: &str = "SELECT id, source, delivery, dedup_until FROM events
+     WHERE dedup_until IS NOT NULL AND dedup_until >= ?1 AND delivery IS NOT NULL";
+
 /// The hash a delivery is kept under.
 pub type Key = u128;
 
@@ -109,10 +114,7 @@ impl Deliveries {
     /// Every claim of the journal still live at `now`: events whose `dedup_until` is later,
     /// read through the partial index `events_dedup`.
     pub fn load(&mut self, c: &Connection, now: i64) -> rusqlite::Result<()> {
-        let mut st = c.prepare(
-            "SELECT id, source, delivery, dedup_until FROM events
-             WHERE dedup_until IS NOT NULL AND dedup_until >= ?1 AND delivery IS NOT NULL",
-        )?;
+        let mut st = c.prepare(LOAD)?;
         let mut rows = st.query(params![now])?;
         while let Some(r) = rows.next()? {
             let (id, source, delivery, until): (String, String, String, i64) =

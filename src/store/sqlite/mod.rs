@@ -820,6 +820,15 @@ CREATE TABLE IF NOT EXISTS state (
             )
             .unwrap();
         assert_eq!(until, Some(far));
+        // An open reads the live claims through the index, not every event.
+        let plan: String = c
+            .query_row(
+                &format!("EXPLAIN QUERY PLAN {}", deliveries::LOAD),
+                params![0],
+                |r| r.get(3),
+            )
+            .unwrap();
+        assert!(plan.contains("events_dedup"), "{plan}");
     }
 
     #[test]
