@@ -118,19 +118,19 @@ impl Default for Deliveries {
 }
 
 impl Deliveries {
-    pub(super) async fn hold(&self, key: &str) -> tokio::sync::MutexGuard<'_, ()> {
+    /// Waits for the turn at `source`'s delivery id `delivery`.
+    pub(super) async fn hold(
+        &self,
+        source: &str,
+        delivery: &str,
+    ) -> tokio::sync::MutexGuard<'_, ()> {
         use std::hash::{BuildHasher, BuildHasherDefault};
         let h = BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default()
-            .hash_one(key);
+            .hash_one((source, delivery));
         self.stripes[(h % self.stripes.len() as u64) as usize]
             .lock()
             .await
     }
-}
-
-/// The state-store key under which both stores keep a delivery id within its window.
-pub(super) fn delivery_key(source: &str, delivery: &str) -> String {
-    format!("dedup/{source}/{delivery}")
 }
 
 /// Absence jobs that only wait for their deadline, by deadline. They do no work until then, so
@@ -263,10 +263,14 @@ impl Engine {
         )))
     }
 
-    /// Whether delivery `key` ([`delivery_key`]) is already stored (within its window): then
+    /// Whether `source`'s delivery id `delivery` is already stored (within its window): then
     /// the event is a redelivery, and moves no correlation state.
-    pub(super) async fn stored_delivery(&self, key: &str) -> Result<bool, StoreError> {
-        Ok(self.store.state.get(key).await?.is_some())
+    pub(super) async fn stored_delivery(
+        &self,
+        source: &str,
+        delivery: &str,
+    ) -> Result<bool, StoreError> {
+        Ok(self.store.log.delivered(source, delivery).await?.is_some())
     }
 
     /// Absence: records every window of the partial match at `key` as evicted, so their jobs

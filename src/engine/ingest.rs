@@ -112,15 +112,15 @@ impl Engine {
         // turns here (until stored), and a copy of a stored one moves nothing.
         let correlates = matched.iter().any(|&i| rules.rules[i].correlate.is_some());
         let delivery = match (&event.delivery, dedup_window) {
-            (Some(d), Some(_)) if correlates => Some(correlate::delivery_key(&event.source, d)),
+            (Some(d), Some(_)) if correlates => Some(d.as_str()),
             _ => None,
         };
-        let _turn = match &delivery {
-            Some(key) => Some(self.deliveries.hold(key).await),
+        let _turn = match delivery {
+            Some(d) => Some(self.deliveries.hold(&event.source, d).await),
             None => None,
         };
-        let redelivered = match &delivery {
-            Some(key) => self.stored_delivery(key).await?,
+        let redelivered = match delivery {
+            Some(d) => self.stored_delivery(&event.source, d).await?,
             None => false,
         };
         let decided = self

@@ -62,6 +62,10 @@ pub trait EventLog: Send + Sync + 'static {
     /// One stored event.
     async fn event(&self, id: &str) -> Result<Option<Arc<Event>>, StoreError>;
 
+    /// The id of the event stored under `source`'s delivery id `delivery`, while the delivery's
+    /// window lasts (a repeat of it would be a duplicate of that event); `None` otherwise.
+    async fn delivered(&self, source: &str, delivery: &str) -> Result<Option<String>, StoreError>;
+
     /// Removes events received before `before_ms` whose jobs have all finished successfully
     /// (pending jobs and dead letters are kept, and so are their events), with their jobs and
     /// attempts, and expired state entries.

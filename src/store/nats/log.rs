@@ -203,6 +203,16 @@ impl EventLog for Jet {
         }
     }
 
+    async fn delivered(&self, source: &str, delivery: &str) -> Result<Option<String>, StoreError> {
+        let key = format!("dedup/{source}/{delivery}");
+        let Some((value, _)) = state::get(&self.shared, &key).await? else {
+            return Ok(None);
+        };
+        let claim: DedupClaim = serde_json::from_str(&value)
+            .map_err(|e| StoreError::Permanent(format!("delivery claim {key}: {e}")))?;
+        Ok(Some(claim.event))
+    }
+
     async fn event(&self, id: &str) -> Result<Option<Arc<Event>>, StoreError> {
         let s = &self.shared;
         let Some((payload, _)) = last(&s.events, &s.names.event(id)).await? else {

@@ -95,6 +95,12 @@ impl EventLog for Embedded {
         result
     }
 
+    async fn delivered(&self, source: &str, delivery: &str) -> Result<Option<String>, StoreError> {
+        let deliveries = self.shared.deliveries();
+        let claim = deliveries.live(deliveries.key(source, delivery), now_ms());
+        Ok(claim.map(|c| c.id.text()))
+    }
+
     async fn event(&self, id: &str) -> Result<Option<Arc<Event>>, StoreError> {
         let id = id.to_string();
         self.read(move |c| {

@@ -1,7 +1,5 @@
 //! The embedded store's state store: the `state` table, one global revision counter,
-//! expired rows read as absent. Keys under `dedup/<source>/<delivery>` are the event log's
-//! delivery claims, kept in memory (`deliveries`): `get` reads them there (revision 0), and
-//! only the event log's append writes them.
+//! expired rows read as absent.
 
 #[allow(clippy::wildcard_imports)]
 use super::*;
@@ -9,14 +7,6 @@ use super::*;
 #[async_trait]
 impl StateStore for Embedded {
     async fn get(&self, key: &str) -> Result<Option<(String, Revision)>, StoreError> {
-        if let Some((source, delivery)) = key
-            .strip_prefix("dedup/")
-            .and_then(|rest| rest.split_once('/'))
-        {
-            let deliveries = self.shared.deliveries();
-            let claim = deliveries.live(deliveries.key(source, delivery), now_ms());
-            return Ok(claim.map(|c| (c.id.text(), 0)));
-        }
         let key = key.to_string();
         self.read(move |c| {
             c.query_row(
