@@ -375,12 +375,15 @@ fn run_batch(
 fn hand_over(shared: &Shared, pushes: Vec<Push>) -> (usize, bool) {
     let (mut ready, mut wake_all) = (0usize, false);
     let mut lanes = shared.lanes.lock().unwrap_or_else(|e| e.into_inner());
+    // Taken once for the batch's claims, at the first one.
+    let mut deliveries = None;
+    let now = crate::domain::now_ms();
     for p in pushes {
         match p {
             Push::Claim { key, claim } => {
-                shared
-                    .deliveries()
-                    .insert(key, claim, crate::domain::now_ms());
+                deliveries
+                    .get_or_insert_with(|| shared.deliveries())
+                    .insert(key, claim, now);
             }
             Push::New(q) => {
                 lanes.push_new(q);
@@ -398,6 +401,7 @@ fn hand_over(shared: &Shared, pushes: Vec<Push>) -> (usize, bool) {
             }
         }
     }
+    drop(deliveries);
     drop(lanes);
     (ready, wake_all)
 }
