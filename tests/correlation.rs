@@ -876,3 +876,53 @@ async fn an_event_a_correlation_only_holds_is_not_listed_as_matched() {
     );
     engine.shutdown(Duration::from_secs(1)).await;
 }
+
+/// An event a correlation holds and another rule matches is listed as that rule's match, with
+/// its job's status (the held match neither counts nor hides it), and filtered so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_held_by_a_correlation_and_matched_by_a_rule_shows_its_job() {
+    let yaml = format!(
+        "{}  - name: plain\n    condition: '$.state == \"down\"'\n    actions: [{{ log: {{ message: p }} }}]\n",
+        rulebook(SEQUENCE, "back")
+    );
+    let b = Bench::new(&yaml);
+    let (engine, store) = b.start();
+    let down = send(&engine, ev("down"), "d1").await;
+    let listed = |status: Option<rulehook::store::EventStatus>| {
+        let history = store.history.clone();
+        async move {
+            history
+                .events(rulehook::store::EventFilter {
+                    status,
+                    limit: 10,
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+        }
+    };
+    let mut row = None;
+    for _ in 0..200 {
+        let rows = listed(None).await;
+        let r = rows.into_iter().find(|r| r.id == down).unwrap();
+        if r.status != rulehook::store::EventStatus::Pending {
+            row = Some(r);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let row = row.expect("the job of the plain rule did not finish");
+    assert_eq!(row.rules, vec!["plain".to_string()], "{row:?}");
+    assert_eq!(row.throttled, 0, "{row:?}");
+    assert_eq!(row.status, rulehook::store::EventStatus::Done, "{row:?}");
+    let done = listed(Some(rulehook::store::EventStatus::Done)).await;
+    assert!(done.iter().any(|r| r.id == down), "{done:?}");
+    for other in [
+        rulehook::store::EventStatus::Unmatched,
+        rulehook::store::EventStatus::Throttled,
+    ] {
+        let rows = listed(Some(other)).await;
+        assert!(rows.iter().all(|r| r.id != down), "{other:?}: {rows:?}");
+    }
+    engine.shutdown(Duration::from_secs(1)).await;
+}

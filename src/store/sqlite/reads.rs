@@ -163,10 +163,9 @@ pub fn contents(
     Ok(out)
 }
 
-/// An event's list status. `held` (matches a correlation only holds: no job, not throttled)
-/// does not count as matched, so an event only held is `unmatched`, never `throttled`.
-const STATUS_SQL: &str =
-    "CASE WHEN n_matches - held = 0 THEN 'unmatched' WHEN n_jobs = 0 THEN 'throttled'
+/// An event's list status. `n_matches` leaves out the matches a correlation only holds (no job,
+/// not throttled: `insert_event`), so an event only held is `unmatched`, never `throttled`.
+const STATUS_SQL: &str = "CASE WHEN n_matches = 0 THEN 'unmatched' WHEN n_jobs = 0 THEN 'throttled'
     WHEN pending > 0 THEN 'pending' WHEN failed > 0 THEN 'failed' ELSE 'done' END";
 
 pub fn events(c: &Connection, f: &EventFilter) -> rusqlite::Result<Vec<EventRow>> {
@@ -184,12 +183,7 @@ pub fn events(c: &Connection, f: &EventFilter) -> rusqlite::Result<Vec<EventRow>
                   (SELECT COUNT(*) FROM jobs j WHERE j.seq >= e.first_job AND j.seq < e.first_job + e.n_jobs
                      AND j.state = 'pending') AS pending,
                   (SELECT COUNT(*) FROM jobs j WHERE j.seq >= e.first_job AND j.seq < e.first_job + e.n_jobs
-                     AND j.state = 'failed') AS failed,
-                  -- Read from the matches only for events with matches that made no job.
-                  CASE WHEN e.n_jobs < e.n_matches THEN
-                    (SELECT COUNT(*) FROM json_each(e.matches)
-                     WHERE json_extract(value, '$.correlation.state') = 'partial')
-                  ELSE 0 END AS held
+                     AND j.state = 'failed') AS failed
            FROM events e
            WHERE (?1 IS NULL OR e.source = ?1) AND (?2 IS NULL OR e.received_at >= ?2)
              -- Cheap tests first, so the per-event counts run only for candidates (`done` and
@@ -202,7 +196,7 @@ pub fn events(c: &Connection, f: &EventFilter) -> rusqlite::Result<Vec<EventRow>
                                              WHERE json_extract(value, '$.rule') = ?5)))
            ORDER BY e.seq DESC)
          WHERE ?4 IS NULL OR ({STATUS_SQL}) = ?4
-            OR (?4 = 'throttled' AND n_jobs < n_matches - held)
+            OR (?4 = 'throttled' AND n_jobs < n_matches)
          LIMIT ?3"
     );
     let mut stmt = c.prepare_cached(&sql)?;
@@ -215,7 +209,7 @@ pub fn events(c: &Connection, f: &EventFilter) -> rusqlite::Result<Vec<EventRow>
                 r.get("pending")?,
                 r.get("failed")?,
             );
-            let (rules, held) = rule_names(&r.get::<_, String>("matches")?);
+            let rules = rule_names(&r.get::<_, String>("matches")?);
             Ok(EventRow {
                 id: r.get("id")?,
                 source: r.get("source")?,
@@ -225,9 +219,9 @@ pub fn events(c: &Connection, f: &EventFilter) -> rusqlite::Result<Vec<EventRow>
                 duplicates: r.get("duplicates")?,
                 matched_rules: n_jobs as usize,
                 rules,
-                throttled: ((n_matches - n_jobs).max(0) as usize).saturating_sub(held),
+                throttled: (n_matches - n_jobs).max(0) as usize,
                 status: EventStatus::of(
-                    (n_matches as usize).saturating_sub(held),
+                    n_matches as usize,
                     n_jobs as usize,
                     pending as usize,
                     failed as usize,
@@ -240,19 +234,18 @@ pub fn events(c: &Connection, f: &EventFilter) -> rusqlite::Result<Vec<EventRow>
     rows.collect()
 }
 
-/// The rule names in an envelope's stored matches (a JSON array of objects with `rule`).
-/// The rules an event matched (or was throttled on), and how many correlations only hold it (a
-/// partial match: held is not matched).
-fn rule_names(matches: &str) -> (Vec<String>, usize) {
+/// The rules an event matched (or was throttled on), from its stored matches (a JSON array of
+/// objects with `rule`): not those of correlations that only hold it (a partial match is not a
+/// match).
+fn rule_names(matches: &str) -> Vec<String> {
     #[derive(serde::Deserialize)]
     struct Named {
         rule: String,
         #[serde(default)]
         correlation: Option<crate::domain::Correlated>,
     }
-    let all = serde_json::from_str::<Vec<Named>>(matches).unwrap_or_default();
-    let n = all.len();
-    let names: Vec<String> = all
+    serde_json::from_str::<Vec<Named>>(matches)
+        .unwrap_or_default()
         .into_iter()
         .filter(|m| {
             m.correlation
@@ -260,9 +253,7 @@ fn rule_names(matches: &str) -> (Vec<String>, usize) {
                 .is_none_or(|c| c.state != crate::domain::CorrelationState::Partial)
         })
         .map(|m| m.rule)
-        .collect();
-    let held = n - names.len();
-    (names, held)
+        .collect()
 }
 
 fn attempts_of(c: &Connection, job_id: &str) -> rusqlite::Result<Vec<AttemptRow>> {
