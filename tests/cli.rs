@@ -927,3 +927,47 @@ fn a_file_of_lines_says_why_a_line_matched_nothing() {
         "{text}"
     );
 }
+
+/// A correlation rule (here the docs' `sequence` example, which has no `sources:`) that an event
+/// does not concern is explained with the names of its correlation's conditions; it said
+/// "none of `any` held", an `any:` the user never wrote.
+#[test]
+fn a_correlation_that_an_event_misses_names_its_own_conditions() {
+    let env = Env::new();
+    env.rulebook(
+        "c.yml",
+        r#"sources:
+  - { name: lnk, kind: none }
+rules:
+  - name: flap-then-recover
+    correlate:
+      within: 5m
+      group_by: ['$.device']
+      sequence:
+        - { name: down, condition: '$.state == "down"' }
+        - { name: up,   condition: '$.state == "up"' }
+    actions:
+      - log: { message: '{{ events.up.device }} back' }
+"#,
+    );
+    std::fs::write(env.path("ev.json"), r#"{"type": "snapshot"}"#).unwrap();
+    let out = env
+        .cmd(&[
+            "test",
+            "--source",
+            "lnk",
+            "--event",
+            env.path("ev.json").to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("no match c/flap-then-recover"), "{text}");
+    assert!(!text.contains("`any`"), "{text}");
+    assert!(
+        text.contains(
+            "no condition of its correlation holds: `down`: `$.state == \"down\"` is false ($.state does not exist); `up`: `$.state == \"up\"` is false ($.state does not exist)"
+        ),
+        "{text}"
+    );
+}

@@ -937,8 +937,8 @@ fn compile_rule(
         (Some(_), own) => {
             let steps = correlation_conditions(cx, interner, spec)?;
             match own {
-                Condition::Always => Condition::Any(steps),
-                own => Condition::All(vec![own, Condition::Any(steps)]),
+                Condition::Always => Condition::Steps(steps),
+                own => Condition::All(vec![own, Condition::Steps(steps)]),
             }
         }
         (None, own) => own,
@@ -1173,11 +1173,11 @@ fn correlation_conditions(
     cx: &mut Compile,
     interner: &mut Interner,
     spec: &RuleSpec,
-) -> Option<Vec<Condition>> {
+) -> Option<Vec<(String, Condition)>> {
     let c = spec.correlate.as_ref()?;
     named_specs(&c.value)
         .into_iter()
-        .map(|(_, cond)| compile_condition(cx, interner, cond))
+        .map(|(name, cond)| Some((name.value.clone(), compile_condition(cx, interner, cond)?)))
         .collect()
 }
 
