@@ -971,3 +971,18 @@ rules:
         "{text}"
     );
 }
+
+/// `whatif --help` says what `--data` can read: a running `serve` holds its journal exclusively
+/// (`whatif --data` then fails with "database is locked"), so the help points at `--url`. It
+/// said "`serve` may be running on it", which sent people into that error.
+#[test]
+fn whatif_help_says_a_running_service_is_read_with_url() {
+    let env = Env::new();
+    let out = env.cmd(&["whatif", "--help"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!text.contains("may be running on it"), "{text}");
+    assert!(
+        text.contains("A running `serve` holds its journal exclusively: read a running service with --url instead"),
+        "{text}"
+    );
+}
