@@ -986,3 +986,31 @@ fn whatif_help_says_a_running_service_is_read_with_url() {
         "{text}"
     );
 }
+
+/// A problem in one action does not hide the problems of the rule's other actions: each action
+/// is looked at. Only the first was reported, so a rule with two misspelt actions took two
+/// rounds of `check`.
+#[test]
+fn check_reports_a_problem_in_each_action_of_a_rule() {
+    let err = check_one(
+        r#"sources:
+  - { name: s, kind: none }
+rules:
+  - name: a
+    actions:
+      - log: { mesage: hi }
+      - run_scrpt: { script: x.sh }
+      - log: { message: fine }
+    on_failure:
+      - log: { messag: hi }
+"#,
+    );
+    for want in [
+        "t.yml:6:16: unknown key `mesage`; did you mean `message`?",
+        "t.yml:7:9: unknown action `run_scrpt`; did you mean `run_script`?",
+        "t.yml:10:16: unknown key `messag`; did you mean `message`?",
+    ] {
+        assert!(err.contains(want), "missing {want:?} in\n{err}");
+    }
+    assert!(err.contains("3 error(s)"), "{err}");
+}
