@@ -1014,3 +1014,20 @@ rules:
     }
     assert!(err.contains("3 error(s)"), "{err}");
 }
+
+/// A tab in the indentation is named at its own line and column with the fix. The parser's
+/// words were "while scanning a plain scalar, found a tab", at the end of the line above.
+#[test]
+fn a_tab_in_the_indentation_is_named_where_it_is() {
+    let err = check_one("sources:\n  - name: a\n\tkind: bearer\n    secret: x\n");
+    assert!(
+        err.contains(
+            "t.yml:3:1: a tab in the indentation: YAML indents with spaces only (replace the tab with spaces)"
+        ),
+        "{err}"
+    );
+    let err = check_one(
+        "sources:\n  - { name: a, kind: none }\nrules:\n  - name: r\n    actions:\n  \t- log: { message: hi }\n",
+    );
+    assert!(err.contains("t.yml:6:3: a tab in the indentation"), "{err}");
+}

@@ -171,8 +171,13 @@ fn parse_all<'t>(
                         .location()
                         .map(|l| (l.line().max(1), l.column().max(1)))
                         .unwrap_or((1, 1));
-                    let message =
-                        crate::rulebook::yaml_error::explain(&e.to_string(), text, line, column);
+                    let said = e.to_string();
+                    if let Some(tab) =
+                        crate::rulebook::yaml_error::indented_with_a_tab(&said, text, line)
+                    {
+                        return tab;
+                    }
+                    let message = crate::rulebook::yaml_error::explain(&said, text, line, column);
                     (line, column, message)
                 },
             )
