@@ -1031,3 +1031,53 @@ fn a_tab_in_the_indentation_is_named_where_it_is() {
     );
     assert!(err.contains("t.yml:6:3: a tab in the indentation"), "{err}");
 }
+
+/// `rulehook test` with one event that a correlation rule takes says what that event does to
+/// the pattern: which step it is and what the job still waits for. It printed `MATCH` and the
+/// actions alone (with the docs' examples, a render error for the step not yet seen), as if one
+/// `down` were enough for `flap-then-recover`, or one flap for five.
+#[test]
+fn one_event_of_a_correlation_says_what_the_pattern_still_needs() {
+    let env = Env::new();
+    env.rulebook(
+        "c.yml",
+        r#"sources:
+  - { name: lnk, kind: none }
+rules:
+  - name: flap-then-recover
+    correlate:
+      within: 5m
+      group_by: ['$.device']
+      sequence:
+        - { name: down, condition: '$.state == "down"' }
+        - { name: up,   condition: '$.state == "up"' }
+    actions:
+      - log: { message: '{{ events.up.device }} back' }
+  - name: flapping
+    correlate:
+      within: 10m
+      count: { at_least: 5, name: flap, condition: '$.state == "down"' }
+    actions:
+      - log: { message: '{{ events.flap | length }} flaps' }
+"#,
+    );
+    std::fs::write(env.path("ev.json"), r#"{"device": "r1", "state": "down"}"#).unwrap();
+    let out = env
+        .cmd(&[
+            "test",
+            "--source",
+            "lnk",
+            "--event",
+            env.path("ev.json").to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    for want in [
+        "correlation (sequence): this event is `down`; its job runs once the steps after it (`up`) came in order within 5m.",
+        "correlation (count): this event is `flap`; its job runs once 5 such events came within 10m.",
+        "try a sequence of events (a file of several) to see it hold and fire",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in\n{text}");
+    }
+}
