@@ -1081,3 +1081,29 @@ rules:
         assert!(text.contains(want), "missing {want:?} in\n{text}");
     }
 }
+
+/// A source declared a second time (or a second source on one path) names where the first
+/// is: the error lands on whichever file is read later, which may be the one not edited.
+/// It said only "source `ops` is declared twice" / "… already served by another source".
+#[test]
+fn a_second_source_of_one_name_or_path_names_the_first() {
+    let env = Env::new();
+    env.rulebook(
+        "a.yml",
+        "sources:\n  - { name: ops, kind: bearer, secret: tok }\nrules:\n  - name: r\n    actions: [{ log: { message: hi } }]\n",
+    );
+    env.rulebook(
+        "b.yml",
+        "sources:\n  - { name: ops, kind: bearer, secret: other }\n  - { name: ops2, kind: bearer, secret: other, path: /hooks/ops }\n",
+    );
+    let out = env.cmd(&["check"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    for want in [
+        "b.yml:2:13: source `ops` is declared twice (first at ",
+        "a.yml:2:13): a source's name is unique across all rulebooks",
+        "b.yml:3:13: path `/hooks/ops` is already served by source `ops` (",
+        "a.yml:2:13): give this one another `path:`",
+    ] {
+        assert!(err.contains(want), "missing {want:?} in\n{err}");
+    }
+}

@@ -240,6 +240,8 @@ fn compile_sources(
     let mut summaries = super::summary::Summaries::default();
     // Where each source's `listen:` (or `url:`) is written, for a clash found later.
     let mut places: HashMap<String, String> = HashMap::new();
+    // Where each source's name is written, for a second declaration of it or of its path.
+    let mut declared: HashMap<String, String> = HashMap::new();
     for (path, text, book) in parsed {
         let mut cx = context(path, text, errors, warnings);
         for spec in &book.sources {
@@ -257,21 +259,27 @@ fn compile_sources(
                 cx.err(&at, clash);
                 continue;
             }
-            places.insert(
-                src.name.clone(),
-                format!("{}:{}:{}", cx.file, at.line(), at.column()),
-            );
+            // The other declaration is named: the one reported may be in the file not edited.
+            let first = |name: &str| declared.get(name).cloned().unwrap_or_default();
             if sources.iter().any(|s| s.name == src.name) {
                 cx.err(
                     &spec.name.referenced,
-                    format!("source `{}` is declared twice", src.name),
+                    format!(
+                        "source `{}` is declared twice (first at {}): a source's name is unique across all rulebooks",
+                        src.name,
+                        first(&src.name)
+                    ),
                 );
             } else if let Some(p) = &src.path
-                && sources.iter().any(|s| s.path.as_ref() == Some(p))
+                && let Some(other) = sources.iter().find(|s| s.path.as_ref() == Some(p))
             {
                 cx.err(
                     &spec.name.referenced,
-                    format!("path `{p}` is already served by another source"),
+                    format!(
+                        "path `{p}` is already served by source `{}` ({}): give this one another `path:`",
+                        other.name,
+                        first(&other.name)
+                    ),
                 );
             } else {
                 if let Some(t) = &spec.summary
@@ -279,6 +287,15 @@ fn compile_sources(
                 {
                     cx.err(&t.referenced, format!("summary: template error: {e}"));
                 }
+                places.insert(
+                    src.name.clone(),
+                    format!("{}:{}:{}", cx.file, at.line(), at.column()),
+                );
+                let named = &spec.name.referenced;
+                declared.insert(
+                    src.name.clone(),
+                    format!("{}:{}:{}", cx.file, named.line(), named.column()),
+                );
                 sources.push(src);
             }
         }
