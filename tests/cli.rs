@@ -1107,3 +1107,26 @@ fn a_second_source_of_one_name_or_path_names_the_first() {
         assert!(err.contains(want), "missing {want:?} in\n{err}");
     }
 }
+
+/// A window declared a second time names where the first is, and its own settings are still
+/// checked: it said only "window `freeze` is declared twice", hiding a misspelt `during`.
+#[test]
+fn a_second_window_of_one_name_names_the_first_and_is_still_checked() {
+    let env = Env::new();
+    env.rulebook(
+        "a.yml",
+        "sources:\n  - { name: ops, kind: none }\nrules:\n  - name: r\n    actions: [{ log: { message: hi } }]\nwindows:\n  - { name: freeze, start: \"2026-12-20T00:00:00Z\", end: \"2027-01-04T00:00:00Z\", rules: [r], during: hold }\n",
+    );
+    env.rulebook(
+        "b.yml",
+        "windows:\n  - { name: freeze, start: \"2026-12-20T00:00:00Z\", end: \"2027-01-04T00:00:00Z\", rules: [r], during: hld }\n",
+    );
+    let out = env.cmd(&["check"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("b.yml:2:13: window `freeze` is declared twice (first at ")
+            && err.contains("a.yml:7:13): a window's name is unique across all rulebooks"),
+        "{err}"
+    );
+    assert!(err.contains("2 error(s)"), "{err}");
+}

@@ -319,7 +319,7 @@ fn compile_windows(
         })
         .collect();
     let mut windows = Vec::new();
-    let mut window_names = HashSet::new();
+    let mut window_names = HashMap::new();
     for (path, text, book) in parsed {
         let mut cx = context(path, text, errors, warnings);
         let specs = &book.windows;
