@@ -1130,3 +1130,26 @@ fn a_second_window_of_one_name_names_the_first_and_is_still_checked() {
     );
     assert!(err.contains("2 error(s)"), "{err}");
 }
+
+/// A wrong `mode:` is reported together with the rule's other mistakes; it was checked only
+/// once the rest of the rule compiled, so it came to light one `check` later.
+#[test]
+fn a_wrong_mode_is_reported_with_the_rule_s_other_mistakes() {
+    let err = check_one(
+        r#"sources:
+  - { name: s, kind: none }
+rules:
+  - name: r
+    mode: dry
+    actions:
+      - post_webhook: { url: "ftp://example.net/x" }
+"#,
+    );
+    for want in [
+        "t.yml:5:11: mode `dry` is not known: write `shadow`",
+        "t.yml:7:30: url `ftp://example.net/x` must start with http:// or https://",
+    ] {
+        assert!(err.contains(want), "missing {want:?} in\n{err}");
+    }
+    assert!(err.contains("2 error(s)"), "{err}");
+}

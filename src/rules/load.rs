@@ -373,12 +373,15 @@ fn compile_rules(
                     missing.join(", "),
                     if missing.len() == 1 { "is" } else { "are" }
                 ));
-            } else if spec.enabled
-                && let Some(rule) =
-                    compile_rule(&mut cx, &mut interner, &spec, &rulebook, known, templates)
-            {
+            } else if spec.enabled {
+                // Before the rest of the rule, so a wrong `mode` is reported with its other
+                // mistakes, not only once they are fixed.
                 let shadow = parse_mode(&mut cx, spec.mode.as_ref(), book_shadow);
-                rules.push(Rule { shadow, ..rule });
+                if let Some(rule) =
+                    compile_rule(&mut cx, &mut interner, &spec, &rulebook, known, templates)
+                {
+                    rules.push(Rule { shadow, ..rule });
+                }
             }
             seen.insert(std::mem::take(&mut spec.name.value));
         }
