@@ -1153,3 +1153,24 @@ rules:
     }
     assert!(err.contains("2 error(s)"), "{err}");
 }
+
+/// An editor's swap file beside a template (vim's `.x.j2.swp`, binary) or a backup (`x.j2~`)
+/// is not read as a template: it made every reload fail ("stream did not contain valid
+/// UTF-8") while the template was open, and `serve` refuse to start.
+#[test]
+fn an_editor_s_swap_file_in_templates_is_not_a_template() {
+    let env = Env::new();
+    env.rulebook(
+        "t.yml",
+        "sources:\n  - { name: s, kind: none }\nrules:\n  - name: r\n    actions:\n      - post_webhook: { url: \"http://127.0.0.1:9/x\", body_template: x.j2 }\n",
+    );
+    let templates = env.path("templates");
+    std::fs::create_dir_all(templates.join(".git")).unwrap();
+    std::fs::write(templates.join("x.j2"), "{\"a\": \"{{ event.a }}\"}").unwrap();
+    std::fs::write(templates.join(".x.j2.swp"), [0xb0u8, 0x00, 0xff, 0xfe]).unwrap();
+    std::fs::write(templates.join("x.j2~"), [0xff, 0xfe]).unwrap();
+    std::fs::write(templates.join(".git/index"), [0xff, 0xfe]).unwrap();
+    let out = env.cmd(&["check"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+}
