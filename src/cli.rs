@@ -690,15 +690,18 @@ async fn send(a: SendArgs) -> anyhow::Result<()> {
     let kind = WebhookKind::parse(&a.kind)
         .filter(|k| *k != WebhookKind::Internal)
         .with_context(|| {
+            let kinds: Vec<&str> = crate::verify::KINDS
+                .iter()
+                .filter(|k| **k != "internal")
+                .copied()
+                .collect();
+            let meant = crate::text::closest(&a.kind, &kinds)
+                .map(|k| format!("; did you mean `{k}`?"))
+                .unwrap_or_default();
             format!(
-                "unknown kind `{}`; expected one of: {}",
+                "unknown kind `{}`{meant} (expected one of: {})",
                 a.kind,
-                crate::verify::KINDS
-                    .iter()
-                    .filter(|k| **k != "internal")
-                    .copied()
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                kinds.join(", ")
             )
         })?;
     let secret = match (&a.secret, a.kind.as_str()) {
