@@ -77,7 +77,8 @@ pub struct WhatifArgs {
     /// How far back to replay (e.g. 7d, 12h).
     #[arg(long, default_value = "7d", value_parser = parse_duration)]
     pub since: Duration,
-    /// The data directory of the service (read-only; `serve` may be running on it).
+    /// The data directory of a stopped service, or a copy of it (read-only). A running `serve`
+    /// holds its journal exclusively: read a running service with --url instead.
     #[arg(long, env = "RULEHOOK_DATA", default_value = "./data")]
     pub data: PathBuf,
     /// Read the history of a running service through its admin API instead (its base URL;
@@ -689,15 +690,18 @@ async fn send(a: SendArgs) -> anyhow::Result<()> {
     let kind = WebhookKind::parse(&a.kind)
         .filter(|k| *k != WebhookKind::Internal)
         .with_context(|| {
+            let kinds: Vec<&str> = crate::verify::KINDS
+                .iter()
+                .filter(|k| **k != "internal")
+                .copied()
+                .collect();
+            let meant = crate::text::closest(&a.kind, &kinds)
+                .map(|k| format!("; did you mean `{k}`?"))
+                .unwrap_or_default();
             format!(
-                "unknown kind `{}`; expected one of: {}",
+                "unknown kind `{}`{meant} (expected one of: {})",
                 a.kind,
-                crate::verify::KINDS
-                    .iter()
-                    .filter(|k| **k != "internal")
-                    .copied()
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                kinds.join(", ")
             )
         })?;
     let secret = match (&a.secret, a.kind.as_str()) {

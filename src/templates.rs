@@ -336,6 +336,9 @@ pub type Named = Vec<(String, String)>;
 impl Templates {
     /// Reads every file under `dir`, each named by its path relative to `dir`: the sources,
     /// and the files that could not be read (file, message). A missing directory is empty.
+    /// Hidden files and directories (an editor's swap file `.x.j2.swp`, `.git/`) and backups
+    /// (`x.j2~`) are not templates and are left alone: one that is not UTF-8 would otherwise
+    /// refuse every reload while a template is open in an editor.
     pub fn read_dir(dir: &Path) -> (Named, Named) {
         let mut files = Vec::new();
         let mut errors = Vec::new();
@@ -353,6 +356,9 @@ impl Templates {
                 .unwrap_or(&path)
                 .to_string_lossy()
                 .replace('\\', "/");
+            if not_a_template(&name) {
+                continue;
+            }
             match std::fs::read_to_string(&path) {
                 Ok(src) => files.push((name, src)),
                 Err(e) => errors.push((path.display().to_string(), e.to_string())),
@@ -681,6 +687,12 @@ impl Templates {
         };
         msg.replace(&internal, &place)
     }
+}
+
+/// A hidden file, one under a hidden directory, or an editor's backup (`name`: relative to
+/// the templates directory, `/`-separated).
+fn not_a_template(name: &str) -> bool {
+    name.split('/').any(|part| part.starts_with('.')) || name.ends_with('~')
 }
 
 /// Whether templates of this name have their values escaped (the auto-escape callback above).

@@ -927,3 +927,250 @@ fn a_file_of_lines_says_why_a_line_matched_nothing() {
         "{text}"
     );
 }
+
+/// A correlation rule (here the docs' `sequence` example, which has no `sources:`) that an event
+/// does not concern is explained with the names of its correlation's conditions; it said
+/// "none of `any` held", an `any:` the user never wrote.
+#[test]
+fn a_correlation_that_an_event_misses_names_its_own_conditions() {
+    let env = Env::new();
+    env.rulebook(
+        "c.yml",
+        r#"sources:
+  - { name: lnk, kind: none }
+rules:
+  - name: flap-then-recover
+    correlate:
+      within: 5m
+      group_by: ['$.device']
+      sequence:
+        - { name: down, condition: '$.state == "down"' }
+        - { name: up,   condition: '$.state == "up"' }
+    actions:
+      - log: { message: '{{ events.up.device }} back' }
+"#,
+    );
+    std::fs::write(env.path("ev.json"), r#"{"type": "snapshot"}"#).unwrap();
+    let out = env
+        .cmd(&[
+            "test",
+            "--source",
+            "lnk",
+            "--event",
+            env.path("ev.json").to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("no match c/flap-then-recover"), "{text}");
+    assert!(!text.contains("`any`"), "{text}");
+    assert!(
+        text.contains(
+            "no condition of its correlation holds: `down`: `$.state == \"down\"` is false ($.state does not exist); `up`: `$.state == \"up\"` is false ($.state does not exist)"
+        ),
+        "{text}"
+    );
+}
+
+/// `whatif --help` says what `--data` can read: a running `serve` holds its journal exclusively
+/// (`whatif --data` then fails with "database is locked"), so the help points at `--url`. It
+/// said "`serve` may be running on it", which sent people into that error.
+#[test]
+fn whatif_help_says_a_running_service_is_read_with_url() {
+    let env = Env::new();
+    let out = env.cmd(&["whatif", "--help"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!text.contains("may be running on it"), "{text}");
+    assert!(
+        text.contains("A running `serve` holds its journal exclusively: read a running service with --url instead"),
+        "{text}"
+    );
+}
+
+/// A problem in one action does not hide the problems of the rule's other actions: each action
+/// is looked at. Only the first was reported, so a rule with two misspelt actions took two
+/// rounds of `check`.
+#[test]
+fn check_reports_a_problem_in_each_action_of_a_rule() {
+    let err = check_one(
+        r#"sources:
+  - { name: s, kind: none }
+rules:
+  - name: a
+    actions:
+      - log: { mesage: hi }
+      - run_scrpt: { script: x.sh }
+      - log: { message: fine }
+    on_failure:
+      - log: { messag: hi }
+"#,
+    );
+    for want in [
+        "t.yml:6:16: unknown key `mesage`; did you mean `message`?",
+        "t.yml:7:9: unknown action `run_scrpt`; did you mean `run_script`?",
+        "t.yml:10:16: unknown key `messag`; did you mean `message`?",
+    ] {
+        assert!(err.contains(want), "missing {want:?} in\n{err}");
+    }
+    assert!(err.contains("3 error(s)"), "{err}");
+}
+
+/// A tab in the indentation is named at its own line and column with the fix. The parser's
+/// words were "while scanning a plain scalar, found a tab", at the end of the line above.
+#[test]
+fn a_tab_in_the_indentation_is_named_where_it_is() {
+    let err = check_one("sources:\n  - name: a\n\tkind: bearer\n    secret: x\n");
+    assert!(
+        err.contains(
+            "t.yml:3:1: a tab in the indentation: YAML indents with spaces only (replace the tab with spaces)"
+        ),
+        "{err}"
+    );
+    let err = check_one(
+        "sources:\n  - { name: a, kind: none }\nrules:\n  - name: r\n    actions:\n  \t- log: { message: hi }\n",
+    );
+    assert!(err.contains("t.yml:6:3: a tab in the indentation"), "{err}");
+}
+
+/// `rulehook test` with one event that a correlation rule takes says what that event does to
+/// the pattern: which step it is and what the job still waits for. It printed `MATCH` and the
+/// actions alone (with the docs' examples, a render error for the step not yet seen), as if one
+/// `down` were enough for `flap-then-recover`, or one flap for five.
+#[test]
+fn one_event_of_a_correlation_says_what_the_pattern_still_needs() {
+    let env = Env::new();
+    env.rulebook(
+        "c.yml",
+        r#"sources:
+  - { name: lnk, kind: none }
+rules:
+  - name: flap-then-recover
+    correlate:
+      within: 5m
+      group_by: ['$.device']
+      sequence:
+        - { name: down, condition: '$.state == "down"' }
+        - { name: up,   condition: '$.state == "up"' }
+    actions:
+      - log: { message: '{{ events.up.device }} back' }
+  - name: flapping
+    correlate:
+      within: 10m
+      count: { at_least: 5, name: flap, condition: '$.state == "down"' }
+    actions:
+      - log: { message: '{{ events.flap | length }} flaps' }
+"#,
+    );
+    std::fs::write(env.path("ev.json"), r#"{"device": "r1", "state": "down"}"#).unwrap();
+    let out = env
+        .cmd(&[
+            "test",
+            "--source",
+            "lnk",
+            "--event",
+            env.path("ev.json").to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    for want in [
+        "correlation (sequence): this event is `down`; its job runs once the steps after it (`up`) came in order within 5m.",
+        "correlation (count): this event is `flap`; its job runs once 5 such events came within 10m.",
+        "try a sequence of events (a file of several) to see it hold and fire",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in\n{text}");
+    }
+}
+
+/// A source declared a second time (or a second source on one path) names where the first
+/// is: the error lands on whichever file is read later, which may be the one not edited.
+/// It said only "source `ops` is declared twice" / "… already served by another source".
+#[test]
+fn a_second_source_of_one_name_or_path_names_the_first() {
+    let env = Env::new();
+    env.rulebook(
+        "a.yml",
+        "sources:\n  - { name: ops, kind: bearer, secret: tok }\nrules:\n  - name: r\n    actions: [{ log: { message: hi } }]\n",
+    );
+    env.rulebook(
+        "b.yml",
+        "sources:\n  - { name: ops, kind: bearer, secret: other }\n  - { name: ops2, kind: bearer, secret: other, path: /hooks/ops }\n",
+    );
+    let out = env.cmd(&["check"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    for want in [
+        "b.yml:2:13: source `ops` is declared twice (first at ",
+        "a.yml:2:13): a source's name is unique across all rulebooks",
+        "b.yml:3:13: path `/hooks/ops` is already served by source `ops` (",
+        "a.yml:2:13): give this one another `path:`",
+    ] {
+        assert!(err.contains(want), "missing {want:?} in\n{err}");
+    }
+}
+
+/// A window declared a second time names where the first is, and its own settings are still
+/// checked: it said only "window `freeze` is declared twice", hiding a misspelt `during`.
+#[test]
+fn a_second_window_of_one_name_names_the_first_and_is_still_checked() {
+    let env = Env::new();
+    env.rulebook(
+        "a.yml",
+        "sources:\n  - { name: ops, kind: none }\nrules:\n  - name: r\n    actions: [{ log: { message: hi } }]\nwindows:\n  - { name: freeze, start: \"2026-12-20T00:00:00Z\", end: \"2027-01-04T00:00:00Z\", rules: [r], during: hold }\n",
+    );
+    env.rulebook(
+        "b.yml",
+        "windows:\n  - { name: freeze, start: \"2026-12-20T00:00:00Z\", end: \"2027-01-04T00:00:00Z\", rules: [r], during: hld }\n",
+    );
+    let out = env.cmd(&["check"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("b.yml:2:13: window `freeze` is declared twice (first at ")
+            && err.contains("a.yml:7:13): a window's name is unique across all rulebooks"),
+        "{err}"
+    );
+    assert!(err.contains("2 error(s)"), "{err}");
+}
+
+/// A wrong `mode:` is reported together with the rule's other mistakes; it was checked only
+/// once the rest of the rule compiled, so it came to light one `check` later.
+#[test]
+fn a_wrong_mode_is_reported_with_the_rule_s_other_mistakes() {
+    let err = check_one(
+        r#"sources:
+  - { name: s, kind: none }
+rules:
+  - name: r
+    mode: dry
+    actions:
+      - post_webhook: { url: "ftp://example.net/x" }
+"#,
+    );
+    for want in [
+        "t.yml:5:11: mode `dry` is not known: write `shadow`",
+        "t.yml:7:30: url `ftp://example.net/x` must start with http:// or https://",
+    ] {
+        assert!(err.contains(want), "missing {want:?} in\n{err}");
+    }
+    assert!(err.contains("2 error(s)"), "{err}");
+}
+
+/// An editor's swap file beside a template (vim's `.x.j2.swp`, binary) or a backup (`x.j2~`)
+/// is not read as a template: it made every reload fail ("stream did not contain valid
+/// UTF-8") while the template was open, and `serve` refuse to start.
+#[test]
+fn an_editor_s_swap_file_in_templates_is_not_a_template() {
+    let env = Env::new();
+    env.rulebook(
+        "t.yml",
+        "sources:\n  - { name: s, kind: none }\nrules:\n  - name: r\n    actions:\n      - post_webhook: { url: \"http://127.0.0.1:9/x\", body_template: x.j2 }\n",
+    );
+    let templates = env.path("templates");
+    std::fs::create_dir_all(templates.join(".git")).unwrap();
+    std::fs::write(templates.join("x.j2"), "{\"a\": \"{{ event.a }}\"}").unwrap();
+    std::fs::write(templates.join(".x.j2.swp"), [0xb0u8, 0x00, 0xff, 0xfe]).unwrap();
+    std::fs::write(templates.join("x.j2~"), [0xff, 0xfe]).unwrap();
+    std::fs::write(templates.join(".git/index"), [0xff, 0xfe]).unwrap();
+    let out = env.cmd(&["check"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+}

@@ -147,3 +147,61 @@ fn a_service_url_without_its_scheme_is_refused_as_such() {
         assert!(!err.contains("builder error"), "{err}");
     }
 }
+
+/// A dead letter whose rule was removed (or renamed) since the match: `rulehook rerun` says that
+/// `--as-matched` still runs the version it matched (it does), instead of "it cannot be
+/// re-run", which sent people to replay the event.
+#[test]
+fn a_rerun_of_a_removed_rule_points_at_as_matched() {
+    let env = Env::new();
+    env.script("fail.sh", "#!/bin/sh\nexit 3\n");
+    let book = |name: &str| {
+        format!(
+            "sources:\n  - {{ name: net, kind: bearer, secret: tok }}\nrules:\n  - name: {name}\n    sources: [net]\n    actions:\n      - run_script: {{ script: fail.sh }}\n"
+        )
+    };
+    env.rulebook("t.yml", &book("fix"));
+    let server = Server::start(&env, &[], &[]);
+    let body = env.path("ev.json");
+    std::fs::write(&body, r#"{"device": "atl1"}"#).unwrap();
+    let hook = server.url("/hooks/net");
+    let url = server.base.clone();
+    let (ok, _, err) = rulehook(&[
+        "send",
+        &hook,
+        "--kind",
+        "bearer",
+        "--secret",
+        "tok",
+        "--file",
+        body.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    let mut job = String::new();
+    common::wait_until("the dead letter", Duration::from_secs(20), || {
+        let (_, out, _) = rulehook(&["jobs", "--status", "failed", "--json", "--url", &url]);
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
+        job = v["jobs"][0]["id"].as_str().unwrap_or_default().to_string();
+        !job.is_empty()
+    });
+    env.rulebook("t.yml", &book("fix-renamed"));
+    common::wait_until("the reload", Duration::from_secs(20), || {
+        use std::io::{Read, Write};
+        let Ok(mut s) = std::net::TcpStream::connect(url.trim_start_matches("http://")) else {
+            return false;
+        };
+        let mut text = String::new();
+        s.write_all(b"GET /api/status HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+            .and_then(|_| s.read_to_string(&mut text))
+            .is_ok_and(|_| text.contains("t/fix-renamed"))
+    });
+    let (ok, _, err) = rulehook(&["rerun", &job, "--url", &url]);
+    assert!(!ok);
+    assert!(
+        err.contains("the rule of this job no longer exists (removed or renamed since the match): re-run the version it matched with `rulehook rerun JOB --as-matched`"),
+        "{err}"
+    );
+    let (ok, out, err) = rulehook(&["rerun", &job, "--as-matched", "--url", &url]);
+    assert!(ok, "{err}");
+    assert!(out.contains("runs the rule version it matched"), "{out}");
+}

@@ -89,7 +89,7 @@ const EDA: &str = r#"---
           - event.payload.half == 2
       action:
         debug:
-          msg: "{{ events.m_0.half }} and {{ events.m_1.half }}"
+          msg: "{{ events.m_0.payload.half }} and {{ events.m_1.payload.half }}"
 "#;
 
 /// (event, source, the rules ansible-rulebook matches for it).
@@ -288,6 +288,11 @@ fn an_eda_rulebook_is_translated_checked_and_matches_the_same_events() {
     assert!(written.contains("\"set_fact\""), "{written}");
     assert!(
         written.contains("all_of:") && written.contains("name: m_1"),
+        "{written}"
+    );
+    // EDA nests each event's body under `payload`; rulehook's `events.m_0` is the body.
+    assert!(
+        written.contains("{{ events.m_0.half }} and {{ events.m_1.half }}"),
         "{written}"
     );
 

@@ -150,7 +150,25 @@ fn a_missing_secret_or_a_bad_key_is_an_error() {
     );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("unknown kind `github-app`; expected one of: ipfabric"),
+        err.contains("unknown kind `github-app` (expected one of: ipfabric"),
+        "{err}"
+    );
+    // A typo of a kind is named, as rulebooks name a misspelt `kind:`.
+    let out = send(
+        &[
+            "http://127.0.0.1:9/x",
+            "--kind",
+            "ipfabrik",
+            "--secret",
+            "x",
+        ],
+        b"{}",
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(
+            "unknown kind `ipfabrik`; did you mean `ipfabric`? (expected one of: ipfabric"
+        ),
         "{err}"
     );
 }

@@ -168,6 +168,15 @@ async fn a_hold_keeps_the_job_until_a_reload_removes_the_window() {
         out.contains("held by maintenance window `freeze` (hold) until"),
         "{out}"
     );
+    // So does the event's timeline (it printed `pending` alone).
+    let (ok, out, err) = rulehook(&["event", &id, "--url", &server.base]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains(&format!(
+            "matched net/frozen  job {frozen_id}  pending\n  held by maintenance window `freeze` (hold) until"
+        )),
+        "{out}"
+    );
     let page = c
         .get(server.url("/console/windows"))
         .send()

@@ -61,7 +61,9 @@ pub enum ApiError {
         "the rule version this job matched is neither loaded nor in the rule archive; re-run it without `as_matched` to run the current version"
     )]
     VersionGone,
-    #[error("the rule of this job no longer exists; it cannot be re-run")]
+    #[error(
+        "the rule of this job no longer exists (removed or renamed since the match): re-run the version it matched with `rulehook rerun JOB --as-matched` (`?as_matched=true`), or replay its event through the current rules (`rulehook replay EVENT`)"
+    )]
     RuleGone,
     #[error("rate limit exceeded for this source; retry after {0} s")]
     RateLimited(u64),

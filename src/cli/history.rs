@@ -306,8 +306,33 @@ pub async fn event(a: IdArgs) -> anyhow::Result<()> {
     if a.admin.json {
         return print_json(&v);
     }
+    let mut v = v;
+    mark_held(&api, &mut v).await;
     print!("{}", timeline(&v));
     Ok(())
+}
+
+/// Gives each pending match that a maintenance window holds its `held_by` (`window`,
+/// `during`, `until`), from `GET /api/windows`, as `rulehook jobs` shows it: the event's own
+/// answer does not carry it. Nothing when the service cannot say (an older one).
+async fn mark_held(api: &Api, v: &mut Value) {
+    let pending = v["matches"]
+        .as_array()
+        .is_some_and(|ms| ms.iter().any(|m| m["status"] == "pending"));
+    if !pending {
+        return;
+    }
+    let Ok(w) = api.call(reqwest::Method::GET, "/api/windows").await else {
+        return;
+    };
+    let held = w["held"].as_array().cloned().unwrap_or_default();
+    for m in v["matches"].as_array_mut().into_iter().flatten() {
+        if let Some(h) = held.iter().find(|h| h["job"] == m["id"]) {
+            m["held_by"] = serde_json::json!({
+                "window": h["window"], "during": h["during"], "until": h["until"],
+            });
+        }
+    }
 }
 
 pub async fn replay(a: IdArgs) -> anyhow::Result<()> {
@@ -438,6 +463,15 @@ pub fn timeline(v: &Value) -> String {
                 None => format!(": {error}"),
             }
         );
+        if let Some(h) = m.get("held_by").filter(|h| h.is_object()) {
+            let _ = writeln!(
+                o,
+                "  held by maintenance window `{}` ({}) until {}",
+                s(&h["window"]),
+                s(&h["during"]),
+                s(&h["until"])
+            );
+        }
         if let Some(a) = m.get("awaiting").filter(|a| a.is_object()) {
             let _ = writeln!(
                 o,

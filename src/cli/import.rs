@@ -392,10 +392,11 @@ fn duration(s: &str) -> Option<String> {
     Some(format!("{n}{unit}"))
 }
 
-/// A Jinja string from EDA with `event.payload` read as rulehook's `event`.
+/// A Jinja string from EDA with `event.payload` read as rulehook's `event` (and a
+/// correlation's `events.m_0.payload` as `events.m_0`).
 fn template(s: &str, base: Base) -> String {
     match base {
-        Base::Payload => s
+        Base::Payload => events_payload(s)
             .replace("event.payload.", "event.")
             .replace("event.payload", "event"),
         // One event per notification: its first alert (noted where it happens).
@@ -404,6 +405,31 @@ fn template(s: &str, base: Base) -> String {
             .replace("event.alerts[0]s", "event.alerts"),
         Base::Plain => s.to_string(),
     }
+}
+
+/// `events.<name>.payload…` (EDA's events of a multi-condition rule nest the webhook's body
+/// under `payload`) as `events.<name>…`: rulehook's `events.<name>` is the body itself.
+fn events_payload(s: &str) -> String {
+    let word = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(at) = rest.find("events.") {
+        let after = at + "events.".len();
+        let preceded = rest[..at].chars().next_back().is_some_and(word);
+        out.push_str(&rest[..after]);
+        rest = &rest[after..];
+        let name = rest.find(|c: char| !word(c)).unwrap_or(rest.len());
+        out.push_str(&rest[..name]);
+        rest = &rest[name..];
+        if let Some(tail) = rest.strip_prefix(".payload")
+            && !preceded
+            && !tail.starts_with(word)
+        {
+            rest = tail;
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// A JSON value whose strings are templates, made fit for rulehook.
@@ -715,6 +741,17 @@ fn json_body(v: &Value) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_correlation_s_events_lose_their_payload() {
+        assert_eq!(
+            template(
+                "{{ events.m_0.payload.type }}, {{ events.m_1.payload }}, {{ myevents.m_0.payload.x }}, {{ events.m_0.payloads }}",
+                Base::Payload
+            ),
+            "{{ events.m_0.type }}, {{ events.m_1 }}, {{ myevents.m_0.payload.x }}, {{ events.m_0.payloads }}"
+        );
+    }
 
     #[test]
     fn durations_and_bodies() {

@@ -156,6 +156,9 @@ fn print_dry_run(set: &RuleSet, report: &[DryRun], at: i64) {
         if let Some(line) = mode_line(r) {
             println!("         {line}");
         }
+        if let Some(note) = &r.correlation {
+            println!("         {note}");
+        }
         let window = super::windows::verdict(set, &r.rulebook, &r.rule, at)
             .map(|(line, _)| line)
             .or_else(|| super::windows::upcoming(set, &r.rulebook, &r.rule, at));

@@ -622,7 +622,7 @@ pub async fn try_run(
                 "other_source": r.other_source,
                 "actions": r.actions.iter().map(views::pretty).collect::<Vec<_>>(),
                 "on_failure": r.on_failure.iter().map(views::pretty).collect::<Vec<_>>(),
-                "throttle": r.throttle, "shadow": r.shadow, "approval": r.approval,
+                "throttle": r.throttle, "shadow": r.shadow, "approval": r.approval, "correlation": r.correlation,
             })
         })
         .collect();

@@ -69,7 +69,8 @@ pub enum Rerun {
     NotFailed(JobState),
     /// The job was turned down at approval (done, nothing ran): its event can be replayed.
     Rejected,
-    /// Its rule no longer exists (and the version it matched is gone too).
+    /// Its rule no longer exists (removed or renamed) and the current version was asked for:
+    /// `as_matched` may still run the version it matched.
     RuleGone,
     /// `as_matched`, but the version it matched is neither in memory nor in the archive.
     VersionGone,

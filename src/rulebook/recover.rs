@@ -75,6 +75,13 @@ pub fn every_problem(text: &str, parse: impl Fn(&str) -> Option<Found>) -> Vec<F
             blank_block(&mut lines, at, item.end);
             continue;
         }
+        // An entry of a list inside the item (an action, a condition of `all:`) that has
+        // other entries: set it aside alone, so a mistake in one action does not hide those
+        // of the others.
+        if !echo && let Some(entry) = nested_entry(&lines, at, item) {
+            blank_block(&mut lines, entry, item.end);
+            continue;
+        }
         // The whole item: one problem reported per source or rule at least.
         for l in &mut lines[item.start..item.end] {
             l.clear();
@@ -129,6 +136,40 @@ fn empties_parent(lines: &[String], at: usize, end: usize) -> bool {
         .filter(|&j| j != at && !blank(&lines[j]) && indent(&lines[j]) == own)
         .count();
     siblings == 0
+}
+
+/// The line of the innermost block-list entry (`- log: …`) inside `item` that holds line `at`,
+/// when its list has another entry left: setting it aside leaves a list, never an empty one
+/// (which would be a problem the user did not make).
+fn nested_entry(lines: &[String], at: usize, item: Item) -> Option<usize> {
+    let blank = |l: &String| l.trim().is_empty() || l.trim_start().starts_with('#');
+    let dash = |l: &String| l.trim_start().starts_with('-');
+    let mut floor = usize::MAX; // the least indent seen between the entry and `at`
+    for j in (item.start + 1..=at.min(item.end.saturating_sub(1))).rev() {
+        let l = &lines[j];
+        if blank(l) {
+            continue;
+        }
+        let own = indent(l);
+        if dash(l) && (j == at || own < floor) {
+            let sibling = |range: &mut dyn Iterator<Item = usize>| {
+                for k in range {
+                    let other = &lines[k];
+                    if blank(other) || indent(other) > own {
+                        continue;
+                    }
+                    return indent(other) == own && dash(other);
+                }
+                false
+            };
+            let after = (j + 1..item.end).find(|&k| !blank(&lines[k]) && indent(&lines[k]) <= own);
+            let before = sibling(&mut (item.start + 1..j).rev());
+            let next = after.is_some_and(|k| sibling(&mut (k..item.end)));
+            return (before || next).then_some(j);
+        }
+        floor = floor.min(own);
+    }
+    None
 }
 
 /// Empties line `at` and the lines after it nested deeper, up to `end`.
@@ -227,5 +268,17 @@ mod tests {
         // The last item of a list set aside leaves `rules: []`, not a new problem.
         let found = every_problem("rules:\n  - bad item\n", toy);
         assert_eq!(found.len(), 1, "{found:?}");
+    }
+
+    /// A problem in one entry of a list inside a rule (an action) is set aside with that entry
+    /// alone, so the next action's problem is found too; the list's last entry left takes the
+    /// whole rule along (an empty `actions:` would be a problem of its own).
+    #[test]
+    fn each_action_of_a_rule_is_looked_at() {
+        let text = "rules:\n  - name: a\n    actions:\n      - log: {bad: 1}\n      - run:\n          bad: 2\n      - log: {x: 1}\n  - name: b\n    actions:\n    - log: {bad: 3}\n    - log: {bad: 4}\n";
+        let lines: Vec<u64> = every_problem(text, toy).iter().map(|f| f.0).collect();
+        assert_eq!(lines, vec![4, 6, 10, 11]);
+        let text = "rules:\n  - name: b\n  - name: a\n    actions:\n      - log: {bad: 1}\n";
+        assert_eq!(every_problem(text, toy).len(), 1);
     }
 }

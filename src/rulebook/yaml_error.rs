@@ -10,6 +10,30 @@ pub fn is_too_large(message: &str) -> bool {
     message.starts_with(TOO_LARGE)
 }
 
+/// A tab in a line's indentation, where the parser stopped (`found a tab`, `tabs disallowed`):
+/// its place and what to do. The parser reports such a tab at the end of the value before it
+/// (the line above), and in words that do not say the fix.
+pub fn indented_with_a_tab(message: &str, text: &str, line: u64) -> Option<(u64, u64, String)> {
+    if !message.contains("tab") {
+        return None;
+    }
+    let from = line.saturating_sub(1) as usize;
+    text.lines()
+        .enumerate()
+        .skip(from)
+        .take(2)
+        .find_map(|(i, l)| {
+            let indent = &l[..l.len() - l.trim_start().len()];
+            let at = indent.find('\t')?;
+            Some((
+                i as u64 + 1,
+                at as u64 + 1,
+                "a tab in the indentation: YAML indents with spaces only (replace the tab with spaces)"
+                    .to_string(),
+            ))
+        })
+}
+
 /// The message for a parse error at `line`/`column` (1-based) of `text`.
 pub fn explain(message: &str, text: &str, line: u64, column: u64) -> String {
     let first = message.lines().next().unwrap_or("invalid rulebook");

@@ -349,6 +349,10 @@ pub enum Condition {
     All(Vec<Condition>),
     Any(Vec<Condition>),
     Not(Box<Condition>),
+    /// A correlation rule's conditions, each under its name: the rule looks at an event any of
+    /// them accepts. Kept apart from `Any` so that a miss is explained with the names the user
+    /// wrote (`down`, `up`), not as an `any:` they never wrote.
+    Steps(Vec<(String, Condition)>),
 }
 
 impl Condition {
@@ -372,6 +376,14 @@ impl Condition {
                     .join(", ")
             ),
             Condition::Not(c) => format!("not({})", c.describe()),
+            // As `any(…)`: a rule's fingerprint does not change with how it is held.
+            Condition::Steps(v) => format!(
+                "any({})",
+                v.iter()
+                    .map(|(_, c)| c.describe())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
         }
     }
 
@@ -382,6 +394,7 @@ impl Condition {
             Condition::All(cs) => cs.iter().all(|c| c.eval(doc)),
             Condition::Any(cs) => cs.iter().any(|c| c.eval(doc)),
             Condition::Not(c) => !c.eval(doc),
+            Condition::Steps(cs) => cs.iter().any(|(_, c)| c.eval(doc)),
         }
     }
 
@@ -434,6 +447,22 @@ impl Condition {
                 }
                 ok
             }
+            Condition::Steps(cs) => {
+                let mut inner = Vec::new();
+                let mut ok = false;
+                for (name, c) in cs {
+                    let mut own = Vec::new();
+                    ok |= c.explain_into(doc, &mut own);
+                    inner.push(format!("`{name}`: {}", own.join("; ")));
+                }
+                if !ok {
+                    why.push(format!(
+                        "no condition of its correlation holds: {}",
+                        inner.join("; ")
+                    ));
+                }
+                ok
+            }
         }
     }
 
@@ -444,6 +473,13 @@ impl Condition {
             Condition::All(cs) => format!("all of [{}]", join(cs)),
             Condition::Any(cs) => format!("any of [{}]", join(cs)),
             Condition::Not(c) => format!("not {}", c.summary()),
+            Condition::Steps(cs) => format!(
+                "any of [{}]",
+                cs.iter()
+                    .map(|(name, c)| format!("{name}: {}", c.summary()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
         }
     }
 
@@ -456,6 +492,7 @@ impl Condition {
                 cs.iter().flat_map(Condition::meta_names).collect()
             }
             Condition::Not(c) => c.meta_names(),
+            Condition::Steps(cs) => cs.iter().flat_map(|(_, c)| c.meta_names()).collect(),
         }
     }
 

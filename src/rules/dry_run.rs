@@ -31,6 +31,50 @@ pub struct DryRun {
     /// When matched and the rule has `approval:` (and is live): `{"timeout", "on_timeout",
     /// "approvers"}`, what its job would wait for before the first action (null otherwise).
     pub approval: Value,
+    /// When matched and the rule is a correlation: what one event does to its pattern (which
+    /// step it is, what else must come and within what), since its actions run only when the
+    /// pattern completes. The actions below are rendered as if this event completed it alone.
+    pub correlation: Option<String>,
+}
+
+/// What the tried event alone does to correlation `c`: the steps it is, and what a job still
+/// waits for. A pattern of several events is tried with a sequence of events (`--event` with
+/// a file of several).
+fn correlation_note(c: &super::correlate::Correlation, doc: &EventDoc) -> String {
+    use super::correlate::Kind;
+    let took = c.steps_matched(doc);
+    let name = |i: usize| format!("`{}`", c.steps[i].name);
+    let is: Vec<String> = took.iter().map(|&i| name(i)).collect();
+    let rest: Vec<String> = (0..c.steps.len())
+        .filter(|i| !took.contains(i))
+        .map(name)
+        .collect();
+    let within = crate::units::format_duration(c.within);
+    let waits = match c.kind {
+        Kind::AllOf | Kind::Sequence if rest.is_empty() => {
+            "alone it completes the pattern".to_string()
+        }
+        Kind::AllOf => format!(
+            "its job runs once {} also came within {within}",
+            rest.join(", ")
+        ),
+        Kind::Sequence => format!(
+            "its job runs once the steps after it ({}) came in order within {within}",
+            rest.join(", ")
+        ),
+        Kind::Absence if took.first() == Some(&0) => format!(
+            "it opens a window: its job runs when {within} pass without {}",
+            name(1)
+        ),
+        Kind::Absence => "it closes the open windows of its group: no job".to_string(),
+        Kind::Count(n) if n <= 1 => "alone it completes the pattern".to_string(),
+        Kind::Count(n) => format!("its job runs once {n} such events came within {within}"),
+    };
+    format!(
+        "correlation ({}): this event is {}; {waits}. The actions below are rendered as if it completed the pattern alone; try a sequence of events (a file of several) to see it hold and fire",
+        c.kind.as_str(),
+        is.join(", ")
+    )
 }
 
 /// Every rule's verdict on `body` arriving on `source` (`None`: every rule is considered)
@@ -130,6 +174,10 @@ pub fn dry_run(
                     });
                 }
             }
+            let correlation = match &rule.correlate {
+                Some(c) if v.matched => Some(correlation_note(c, &doc)),
+                _ => None,
+            };
             let approval = match &rule.approval {
                 Some(a) if v.matched && !rule.shadow => json!({
                     "timeout": crate::units::format_duration(a.timeout),
@@ -149,6 +197,7 @@ pub fn dry_run(
                 throttle,
                 shadow: v.matched && rule.shadow,
                 approval,
+                correlation,
             }
         })
         .collect()

@@ -171,8 +171,13 @@ fn parse_all<'t>(
                         .location()
                         .map(|l| (l.line().max(1), l.column().max(1)))
                         .unwrap_or((1, 1));
-                    let message =
-                        crate::rulebook::yaml_error::explain(&e.to_string(), text, line, column);
+                    let said = e.to_string();
+                    if let Some(tab) =
+                        crate::rulebook::yaml_error::indented_with_a_tab(&said, text, line)
+                    {
+                        return tab;
+                    }
+                    let message = crate::rulebook::yaml_error::explain(&said, text, line, column);
                     (line, column, message)
                 },
             )
@@ -235,6 +240,8 @@ fn compile_sources(
     let mut summaries = super::summary::Summaries::default();
     // Where each source's `listen:` (or `url:`) is written, for a clash found later.
     let mut places: HashMap<String, String> = HashMap::new();
+    // Where each source's name is written, for a second declaration of it or of its path.
+    let mut declared: HashMap<String, String> = HashMap::new();
     for (path, text, book) in parsed {
         let mut cx = context(path, text, errors, warnings);
         for spec in &book.sources {
@@ -252,21 +259,27 @@ fn compile_sources(
                 cx.err(&at, clash);
                 continue;
             }
-            places.insert(
-                src.name.clone(),
-                format!("{}:{}:{}", cx.file, at.line(), at.column()),
-            );
+            // The other declaration is named: the one reported may be in the file not edited.
+            let first = |name: &str| declared.get(name).cloned().unwrap_or_default();
             if sources.iter().any(|s| s.name == src.name) {
                 cx.err(
                     &spec.name.referenced,
-                    format!("source `{}` is declared twice", src.name),
+                    format!(
+                        "source `{}` is declared twice (first at {}): a source's name is unique across all rulebooks",
+                        src.name,
+                        first(&src.name)
+                    ),
                 );
             } else if let Some(p) = &src.path
-                && sources.iter().any(|s| s.path.as_ref() == Some(p))
+                && let Some(other) = sources.iter().find(|s| s.path.as_ref() == Some(p))
             {
                 cx.err(
                     &spec.name.referenced,
-                    format!("path `{p}` is already served by another source"),
+                    format!(
+                        "path `{p}` is already served by source `{}` ({}): give this one another `path:`",
+                        other.name,
+                        first(&other.name)
+                    ),
                 );
             } else {
                 if let Some(t) = &spec.summary
@@ -274,6 +287,15 @@ fn compile_sources(
                 {
                     cx.err(&t.referenced, format!("summary: template error: {e}"));
                 }
+                places.insert(
+                    src.name.clone(),
+                    format!("{}:{}:{}", cx.file, at.line(), at.column()),
+                );
+                let named = &spec.name.referenced;
+                declared.insert(
+                    src.name.clone(),
+                    format!("{}:{}:{}", cx.file, named.line(), named.column()),
+                );
                 sources.push(src);
             }
         }
@@ -297,7 +319,7 @@ fn compile_windows(
         })
         .collect();
     let mut windows = Vec::new();
-    let mut window_names = HashSet::new();
+    let mut window_names = HashMap::new();
     for (path, text, book) in parsed {
         let mut cx = context(path, text, errors, warnings);
         let specs = &book.windows;
@@ -351,12 +373,15 @@ fn compile_rules(
                     missing.join(", "),
                     if missing.len() == 1 { "is" } else { "are" }
                 ));
-            } else if spec.enabled
-                && let Some(rule) =
-                    compile_rule(&mut cx, &mut interner, &spec, &rulebook, known, templates)
-            {
+            } else if spec.enabled {
+                // Before the rest of the rule, so a wrong `mode` is reported with its other
+                // mistakes, not only once they are fixed.
                 let shadow = parse_mode(&mut cx, spec.mode.as_ref(), book_shadow);
-                rules.push(Rule { shadow, ..rule });
+                if let Some(rule) =
+                    compile_rule(&mut cx, &mut interner, &spec, &rulebook, known, templates)
+                {
+                    rules.push(Rule { shadow, ..rule });
+                }
             }
             seen.insert(std::mem::take(&mut spec.name.value));
         }
@@ -937,8 +962,8 @@ fn compile_rule(
         (Some(_), own) => {
             let steps = correlation_conditions(cx, interner, spec)?;
             match own {
-                Condition::Always => Condition::Any(steps),
-                own => Condition::All(vec![own, Condition::Any(steps)]),
+                Condition::Always => Condition::Steps(steps),
+                own => Condition::All(vec![own, Condition::Steps(steps)]),
             }
         }
         (None, own) => own,
@@ -1173,11 +1198,11 @@ fn correlation_conditions(
     cx: &mut Compile,
     interner: &mut Interner,
     spec: &RuleSpec,
-) -> Option<Vec<Condition>> {
+) -> Option<Vec<(String, Condition)>> {
     let c = spec.correlate.as_ref()?;
     named_specs(&c.value)
         .into_iter()
-        .map(|(_, cond)| compile_condition(cx, interner, cond))
+        .map(|(name, cond)| Some((name.value.clone(), compile_condition(cx, interner, cond)?)))
         .collect()
 }
 

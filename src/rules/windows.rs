@@ -4,7 +4,7 @@
 //! any instant; recurring windows are computed in their IANA time zone by `jiff`, so a window
 //! from 22:00 to 06:00 stays 22:00 to 06:00 on the wall clock across a daylight-saving change.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use jiff::Timestamp;
 use jiff::civil::{Date, Time};
@@ -377,14 +377,15 @@ const DAY_NAMES: [&str; 7] = [
 /// name a rule that is switched off for now).
 pub type Declared = HashSet<(String, String)>;
 
-/// Compiles one rulebook's `windows:`; errors go to `cx`. `taken`: window names seen so far
-/// (names are unique across rulebooks: the console and the history name windows alone).
+/// Compiles one rulebook's `windows:`; errors go to `cx`. `taken`: window names seen so far,
+/// with where each is written (names are unique across rulebooks: the console and the history
+/// name windows alone).
 pub fn compile(
     cx: &mut Compile,
     specs: &[WindowSpec],
     rulebook: &str,
     declared: &Declared,
-    taken: &mut HashSet<String>,
+    taken: &mut HashMap<String, String>,
 ) -> Vec<Window> {
     let mut out = Vec::new();
     for spec in specs {
@@ -396,17 +397,36 @@ pub fn compile(
             );
             continue;
         }
-        if !taken.insert(name.value.clone()) {
-            cx.err(
-                &name.referenced,
-                format!("window `{}` is declared twice", name.value),
-            );
-            continue;
-        }
+        let place = format!(
+            "{}:{}:{}",
+            cx.file,
+            name.referenced.line(),
+            name.referenced.column()
+        );
+        // A second window of a name is reported with where the first is, and its own
+        // settings are still checked (a mistake in them is not hidden behind the name).
+        let twice = match taken.get(&name.value) {
+            Some(first) => {
+                cx.err(
+                    &name.referenced,
+                    format!(
+                        "window `{}` is declared twice (first at {first}): a window's name is unique across all rulebooks",
+                        name.value
+                    ),
+                );
+                true
+            }
+            None => {
+                taken.insert(name.value.clone(), place);
+                false
+            }
+        };
         let schedule = schedule(cx, spec);
         let applies = applies(cx, spec, rulebook, declared);
         let during = during(cx, spec);
-        if let (Some(schedule), Some(applies), Some(during)) = (schedule, applies, during) {
+        if let (false, Some(schedule), Some(applies), Some(during)) =
+            (twice, schedule, applies, during)
+        {
             out.push(Window {
                 name: name.value.clone(),
                 rulebook: rulebook.to_string(),
