@@ -340,6 +340,11 @@ pub struct Awaiting {
     pub deadline: i64,
 }
 
+/// The longest comment a person may give with a decision (approve or reject, by the API, the
+/// CLI or the console), in bytes of UTF-8: the comment is kept with the decision in the job, the
+/// history and the audit trail, so a client must not be able to make it any size.
+pub const MAX_COMMENT_BYTES: usize = 4096;
+
 /// Who decided about a job waiting for approval, when and why: shown in the history, the
 /// console and `rulehook event`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

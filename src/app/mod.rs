@@ -55,6 +55,15 @@ pub async fn audit(
     Ok(())
 }
 
+/// Refuses a decision's comment longer than [`crate::domain::MAX_COMMENT_BYTES`] (the API,
+/// the CLI through it, and the console check it before anything is decided).
+pub fn check_comment(comment: Option<&str>) -> Result<(), ApiError> {
+    match comment.map(str::len) {
+        Some(len) if len > crate::domain::MAX_COMMENT_BYTES => Err(ApiError::CommentTooLong(len)),
+        _ => Ok(()),
+    }
+}
+
 /// The admin API answers anyone it knows (see [`roles::principal`]); kept for the console.
 pub fn admin(state: &AppState, peer: SocketAddr, headers: &HeaderMap) -> Result<(), ApiError> {
     roles::principal(state, peer, headers).map(drop)
