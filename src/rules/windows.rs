@@ -237,11 +237,15 @@ impl Window {
         }
     }
 
-    /// The schedule in words (`2026-12-20T00:00:00Z to 2027-01-04T00:00:00Z`,
+    /// The schedule in words (`2026-12-20T00:00:00.000Z to 2027-01-04T00:00:00.000Z`,
     /// `weekly sat, sun 22:00 to 06:00 Europe/Berlin`).
     pub fn describe(&self) -> String {
         match &self.schedule {
-            Schedule::Absolute { start, end } => format!("{start} to {end}"),
+            Schedule::Absolute { start, end } => format!(
+                "{} to {}",
+                crate::domain::rfc3339(start.as_millisecond()),
+                crate::domain::rfc3339(end.as_millisecond())
+            ),
             Schedule::Weekly(w) => {
                 let days: Vec<&str> = DAYS
                     .iter()
