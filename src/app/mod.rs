@@ -6,9 +6,11 @@
 //! - [`roles`]: who a request is, and one extractor per role;
 //! - [`guard`]: admin hosts, back pressure, live-stream caps, failed verifications;
 //! - [`admin_plane`]: the gate in front of the admin API, `/metrics` and the console;
+//! - [`audited`]: replay and re-run, written to the audit trail before they act;
 //! - [`explain`]: why a stored event did not match a rule (the API's and console's event pages).
 
 pub mod admin_plane;
+pub mod audited;
 mod error;
 pub mod explain;
 pub mod guard;
