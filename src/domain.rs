@@ -340,6 +340,11 @@ pub struct Awaiting {
     pub deadline: i64,
 }
 
+/// The longest comment a person may give with a decision (approve or reject, by the API, the
+/// CLI or the console), in bytes of UTF-8: the comment is kept with the decision in the job, the
+/// history and the audit trail, so a client must not be able to make it any size.
+pub const MAX_COMMENT_BYTES: usize = 4096;
+
 /// Who decided about a job waiting for approval, when and why: shown in the history, the
 /// console and `rulehook event`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -562,27 +567,65 @@ pub fn ms(t: SystemTime) -> i64 {
         .unwrap_or(0)
 }
 
-/// Milliseconds since the epoch as RFC 3339 (UTC).
+/// Milliseconds since the epoch as RFC 3339 in UTC, always with exactly three digits of
+/// fractions (`2026-12-07T10:02:11.000Z`): the one form every time the service shows takes (the
+/// API, the CLI, the console, the log, templates), so times line up and sort as text. Readers
+/// of times (`--since`, `--at`, stored texts) take any RFC 3339 form.
 pub fn rfc3339(ms: i64) -> String {
     // RFC 3339 has four-digit years: later instants (a window of centuries) show as the last
     // instant of 9999, earlier ones as the epoch.
     const LAST: i64 = 253_402_300_799_999; // 9999-12-31T23:59:59.999Z
     let ms = ms.clamp(0, LAST);
     time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
+        .map(|t| {
+            format!(
+                "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+                t.year(),
+                u8::from(t.month()),
+                t.day(),
+                t.hour(),
+                t.minute(),
+                t.second(),
+                t.millisecond()
+            )
         })
         .unwrap_or_default()
+}
+
+/// A stored RFC 3339 text (any offset, any number of fraction digits, as older releases wrote
+/// them) in the form [`rfc3339`] shows; a text that is not RFC 3339 is shown as it is.
+pub fn rfc3339_text(text: &str) -> String {
+    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .map(|t| rfc3339((t.unix_timestamp_nanos() / 1_000_000) as i64))
+        .unwrap_or_else(|_| text.to_string())
 }
 
 #[cfg(test)]
 #[test]
 fn rfc3339_past_year_9999_is_clamped() {
     assert_eq!(rfc3339(i64::MAX), "9999-12-31T23:59:59.999Z");
-    assert_eq!(rfc3339(i64::MIN), "1970-01-01T00:00:00Z");
-    assert_eq!(rfc3339(1_000), "1970-01-01T00:00:01Z");
+    assert_eq!(rfc3339(i64::MIN), "1970-01-01T00:00:00.000Z");
+}
+
+#[cfg(test)]
+#[test]
+fn rfc3339_always_has_three_fraction_digits() {
+    let at = 1_796_637_905_000; // 2026-12-07T10:05:05Z
+    assert_eq!(rfc3339(at), "2026-12-07T10:05:05.000Z");
+    assert_eq!(rfc3339(at + 100), "2026-12-07T10:05:05.100Z");
+    assert_eq!(rfc3339(at + 120), "2026-12-07T10:05:05.120Z");
+    assert_eq!(rfc3339(at + 123), "2026-12-07T10:05:05.123Z");
+    assert_eq!(rfc3339(1_000), "1970-01-01T00:00:01.000Z");
+    // Stored texts of older releases, and other offsets, are shown the same way.
+    for (old, shown) in [
+        ("2026-12-07T10:05:05Z", "2026-12-07T10:05:05.000Z"),
+        ("2026-12-07T10:05:05.1Z", "2026-12-07T10:05:05.100Z"),
+        ("2026-12-07T11:05:05.1+01:00", "2026-12-07T10:05:05.100Z"),
+        ("2026-12-07T10:05:05.100999Z", "2026-12-07T10:05:05.100Z"),
+    ] {
+        assert_eq!(rfc3339_text(old), shown, "{old}");
+    }
+    assert_eq!(rfc3339_text("not a time"), "not a time");
 }
 
 /// A duration for people: `850ms`, `1.2s`, `3m 5s`.

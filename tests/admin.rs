@@ -68,6 +68,41 @@ async fn loopback_or_the_admin_token() {
     assert_eq!(status(&app, "[::ffff:127.0.0.1]:5000", None).await, 200);
 }
 
+/// Wrong bearer tokens spend a budget per client address, as console sign-ins do
+/// (`--failed-auth-per-second`, burst 50): past it every bearer token from that address is
+/// answered 429 unchecked, the right one too, so the admin token cannot be guessed at any
+/// speed. Right tokens cost nothing; other addresses are not affected.
+#[tokio::test]
+async fn wrong_admin_tokens_are_throttled_per_address() {
+    use rulehook::server::guard::{FailureLimit, Guard};
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(AppState {
+        guard: Arc::new(Guard {
+            token_failures: FailureLimit::new(0.01, 50),
+            ..Guard::default()
+        }),
+        ..state(dir.path())
+    });
+    let guesser = "10.1.2.3:5000";
+    for _ in 0..60 {
+        assert_eq!(status(&app, guesser, Some("admin-secret")).await, 200);
+    }
+    for i in 0..50 {
+        assert_eq!(status(&app, guesser, Some("guess")).await, 401, "try {i}");
+    }
+    assert_eq!(status(&app, guesser, Some("guess")).await, 429);
+    assert_eq!(
+        status(&app, guesser, Some("admin-secret")).await,
+        429,
+        "past the budget no token is checked"
+    );
+    assert_eq!(
+        status(&app, "10.9.9.9:5000", Some("admin-secret")).await,
+        200
+    );
+    assert_eq!(status(&app, "10.9.9.9:5000", Some("guess")).await, 401);
+}
+
 /// Every route behind the admin rule: (method, path as called, path as routed). Kept complete
 /// by `the_route_table_names_every_admin_route`, which reads the routers' source.
 const ADMIN_ROUTES: &[(&str, &str, &str)] = &[

@@ -623,6 +623,95 @@ async fn a_decision_acts_at_once_on_its_node() {
     }
 }
 
+/// A decision's comment is at most 4096 bytes (`MAX_COMMENT_BYTES`) by the API, the CLI and the
+/// console: a longer one is refused with `400 comment_too_long` naming the limit, and nothing is
+/// decided; one of exactly 4096 bytes is taken.
+#[tokio::test]
+async fn a_comment_over_4_kib_is_refused_naming_the_limit() {
+    use common::console::{form, hidden};
+    let env = Env::new();
+    ran_script(&env);
+    env.rulebook("r.yml", &waiting_book("v1", "30m"));
+    let server = Server::start(
+        &env,
+        &["--admin-require-token", "--approval-check", "200ms"],
+        &[("RULEHOOK_ADMIN_TOKEN", "the-admin".to_string())],
+    );
+    let c = client();
+    let event = send(&c, &server, &json!({"state": "down", "port": "Gi0/7"})).await;
+    let job = job_id(&event, "shut-port");
+    wait_request(&c, &server, Some("the-admin"), &job).await;
+    let long = "x".repeat(4097);
+    let (st, body) = call(
+        &c,
+        &server,
+        Method::POST,
+        &format!("/api/jobs/{job}/reject"),
+        Some("the-admin"),
+        Some(json!({"comment": long})),
+    )
+    .await;
+    assert_eq!(st, 400, "{body}");
+    assert_eq!(body["error"], "comment_too_long", "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("4096 bytes"),
+        "{body}"
+    );
+    // The CLI says what the service said.
+    let out = cli(&["reject", &job, "--comment", &long, "--url", &server.base])
+        .env("RULEHOOK_ADMIN_TOKEN", "the-admin")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("at most 4096 bytes"), "{err}");
+    // The console's form too.
+    let html = c
+        .get(server.url("/console/approvals"))
+        .bearer_auth("the-admin")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let token = hidden(&html, "token");
+    let resp = c
+        .post(server.url("/console/decide"))
+        .bearer_auth("the-admin")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form(&[
+            ("job", &job),
+            ("token", &token),
+            ("decision", "reject"),
+            ("comment", &long),
+        ]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+    assert!(resp.text().await.unwrap().contains("4096 bytes"));
+    // Nothing was decided: the job still waits, and a comment of exactly 4 KiB is taken.
+    wait_status(&c, &server, Some("the-admin"), &job, "awaiting_approval").await;
+    let (st, body) = call(
+        &c,
+        &server,
+        Method::POST,
+        &format!("/api/jobs/{job}/approve"),
+        Some("the-admin"),
+        Some(json!({"comment": "y".repeat(4096)})),
+    )
+    .await;
+    assert_eq!(st, 202, "{body}");
+    assert_eq!(
+        wait_lines(&env, "ran.log", 1, Duration::from_secs(20)),
+        vec!["v1 Gi0/7"]
+    );
+}
+
 /// `notify` runs once when approval is requested, with `approval.url` (under `--public-url`)
 /// and the request's fields; a template that reads `approval` elsewhere is refused at load.
 #[tokio::test]

@@ -570,3 +570,81 @@ async fn the_event_command_shows_what_a_shadow_rule_would_have_run() {
         "{line}"
     );
 }
+
+/// A replay or a re-run is written to the audit trail before it acts: when the trail cannot be
+/// written (here: its stored list made unreadable while the service was stopped), the request
+/// is refused with 503 and nothing is replayed or re-run. It used to act first, then fail to
+/// audit: the write happened with no record.
+#[tokio::test]
+async fn a_replay_or_rerun_the_trail_cannot_take_does_nothing() {
+    let env = Env::new();
+    env.script("fail.sh", "#!/bin/sh\nexit 3\n");
+    env.rulebook(
+        "net.yml",
+        &format!(
+            "{SRC}rules:\n  - name: fixme\n    actions:\n      - run_script: {{ script: fail.sh, args: [x], retries: 0 }}\n"
+        ),
+    );
+    let mut server = Server::start(&env, &[], &[]);
+    let c = client();
+    let id = send(&c, &server, &json!({"state": "down"})).await;
+    let d = settled(&c, &server, &id).await;
+    let j = job(&d, "fixme");
+    assert_eq!(j["status"], "failed", "{d}");
+    let job_id = j["id"].as_str().unwrap().to_string();
+    // The journal is the running service's alone: the trail is changed while it is stopped.
+    let trail = |value: Option<&str>| {
+        let db = rusqlite::Connection::open(env.path("data/journal.db")).unwrap();
+        match value {
+            Some(v) => db.execute(
+                "INSERT INTO state (key, value, revision) VALUES ('rulehook/audit', ?1, 1000000)
+                 ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                [v],
+            ),
+            None => db.execute("DELETE FROM state WHERE key = 'rulehook/audit'", []),
+        }
+        .unwrap();
+    };
+    server.terminate();
+    trail(Some("not an audit trail"));
+    let mut server = Server::start(&env, &[], &[]);
+    let post = |server: &Server, path: String| c.post(server.url(&path)).send();
+    let resp = post(&server, format!("/api/events/{id}/replay"))
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 503);
+    let events = get(&c, &server, "/api/events").await;
+    assert_eq!(
+        events["events"].as_array().map(Vec::len),
+        Some(1),
+        "nothing replayed: {events}"
+    );
+    let resp = post(&server, format!("/api/jobs/{job_id}/rerun"))
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 503);
+    let d = get(&c, &server, &format!("/api/events/{id}")).await;
+    let j = job(&d, "fixme");
+    assert_eq!(j["status"], "failed", "not re-run: {d}");
+    assert_eq!(j["attempts"].as_array().map(Vec::len), Some(1), "{d}");
+    // Once the trail can be written again, both act and both are recorded.
+    server.terminate();
+    trail(None);
+    let server = Server::start(&env, &[], &[]);
+    let resp = post(&server, format!("/api/events/{id}/replay"))
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 202);
+    let resp = post(&server, format!("/api/jobs/{job_id}/rerun"))
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 202);
+    let audit = get(&c, &server, "/api/audit").await;
+    let what: Vec<&str> = audit["audit"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["what"].as_str())
+        .collect();
+    assert_eq!(what, ["rerun", "replay"], "{audit}");
+}

@@ -134,6 +134,21 @@ async fn dropped(server: &Server, reason: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// The log line of the refusal counted under `reason` names the user the device gave (the
+/// operator can tell which device is set up wrong); waits up to 10 s for the line.
+fn assert_refusal_names(server: &Server, reason: &str, user: &str) {
+    let needle = format!("reason=\"{reason}\"");
+    for _ in 0..200 {
+        let log = server.log_text();
+        if let Some(line) = log.lines().find(|l| l.contains(&needle)) {
+            assert!(line.contains(user), "{line}");
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("no refusal `{reason}` in the log:\n{}", server.log_text());
+}
+
 async fn wait_dropped(server: &Server, reason: &str, n: f64) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while dropped(server, reason).await < n {
@@ -318,6 +333,7 @@ async fn wrong_communities_and_keys_are_refused_and_counted() {
     wrong_auth.extend(LINK_DOWN);
     ok(&net_snmp(&env, "snmptrap", &wrong_auth));
     wait_dropped(&server, "bad_auth", 1.0).await;
+    assert_refusal_names(&server, "bad_auth", "user=\"ops\"");
     let mut wrong_priv = vec![
         "-v",
         "3",
@@ -340,6 +356,7 @@ async fn wrong_communities_and_keys_are_refused_and_counted() {
     wrong_priv.extend(LINK_DOWN);
     ok(&net_snmp(&env, "snmptrap", &wrong_priv));
     wait_dropped(&server, "undecryptable", 1.0).await;
+    assert_refusal_names(&server, "undecryptable", "user=\"ops\"");
     let mut stranger = vec![
         "-v",
         "3",
@@ -358,6 +375,7 @@ async fn wrong_communities_and_keys_are_refused_and_counted() {
     stranger.extend(LINK_DOWN);
     ok(&net_snmp(&env, "snmptrap", &stranger));
     wait_dropped(&server, "unknown_user", 1.0).await;
+    assert_refusal_names(&server, "unknown_user", "user=\"stranger\"");
     // The same engine's clock going back by more than 150 s: a replay.
     let mut fresh = vec![
         "-v",
@@ -399,6 +417,7 @@ async fn wrong_communities_and_keys_are_refused_and_counted() {
     old.extend(LINK_DOWN);
     ok(&net_snmp(&env, "snmptrap", &old));
     wait_dropped(&server, "not_in_time_window", 1.0).await;
+    assert_refusal_names(&server, "not_in_time_window", "user=\"watcher\"");
     assert_eq!(
         event_count(&server).await,
         1,

@@ -332,7 +332,7 @@ fn check_and_test_speak_of_windows() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         text.contains(
-            "window `freeze` is in force at 2026-12-24T12:00:00Z: its job would be held until 2027-01-04T00:00:00Z"
+            "window `freeze` is in force at 2026-12-24T12:00:00.000Z: its job would be held until 2027-01-04T00:00:00.000Z"
         ),
         "{text}"
     );
@@ -342,7 +342,7 @@ fn check_and_test_speak_of_windows() {
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
-        text.contains("window `freeze` (hold) is next in force from 2026-12-20T00:00:00Z"),
+        text.contains("window `freeze` (hold) is next in force from 2026-12-20T00:00:00.000Z"),
         "{text}"
     );
 

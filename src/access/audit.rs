@@ -210,14 +210,25 @@ pub async fn copy_user_changes(
     Ok(count)
 }
 
-/// The newest `limit` records of both lists (writes and refused sign-ins), newest first.
+/// The newest `limit` records of all lists (writes, refused sign-ins, sign-ins), newest first,
+/// their times shown as [`crate::domain::rfc3339`] shows times.
 pub async fn recent(state: &dyn StateStore, limit: usize) -> Result<Vec<Record>, StoreError> {
     let mut list = load(state, KEY).await?;
     list.extend(load(state, REFUSED_KEY).await?);
     list.extend(load(state, LOGINS_KEY).await?);
     // RFC 3339 in UTC with `Z` sorts by time as text once the fractions are made even.
     list.sort_by_cached_key(|r| sortable(&r.at));
-    Ok(list.into_iter().rev().take(limit).collect())
+    // Shown in one form, whatever form a record was stored in (older releases wrote 0 to 3
+    // digits of fractions).
+    Ok(list
+        .into_iter()
+        .rev()
+        .take(limit)
+        .map(|r| Record {
+            at: crate::domain::rfc3339_text(&r.at),
+            ..r
+        })
+        .collect())
 }
 
 /// `at` with its fraction of a second padded to nine digits, so that texts sort by time.
@@ -322,6 +333,32 @@ mod tests {
         );
         assert_eq!(all.len(), KEEP_LOGINS + 1, "sign-ins are bounded apart");
         assert_eq!(all[0].what, "login", "newest first: {:?}", all[0]);
+    }
+
+    /// Records stored by older releases (0 to 3 digits of fractions) are shown in the one
+    /// form every time takes, in time order with the new ones.
+    #[tokio::test]
+    async fn stored_times_of_any_form_are_shown_with_three_digits() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::Store::embedded(&dir.path().join("data")).unwrap();
+        let state = store.state.as_ref();
+        let anna = Principal {
+            name: "anna".into(),
+            role: Role::Approver,
+        };
+        for at in ["2026-12-07T10:05:05.1Z", "2026-12-07T10:05:05Z"] {
+            let old = Record {
+                at: at.into(),
+                ..Record::new(&anna, "approve", at, None)
+            };
+            append(state, old).await.unwrap();
+        }
+        let all = recent(state, 10).await.unwrap();
+        let shown: Vec<_> = all.iter().map(|r| r.at.as_str()).collect();
+        assert_eq!(
+            shown,
+            ["2026-12-07T10:05:05.100Z", "2026-12-07T10:05:05.000Z"]
+        );
     }
 
     #[tokio::test]

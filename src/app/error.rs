@@ -77,6 +77,11 @@ pub enum ApiError {
     Busy,
     #[error(transparent)]
     Approval(#[from] crate::engine::approval::ApprovalError),
+    #[error(
+        "the comment is {0} bytes long; a decision's comment may be at most {max} bytes (4 KiB)",
+        max = crate::domain::MAX_COMMENT_BYTES
+    )]
+    CommentTooLong(usize),
     #[error("the form token is missing or stale; reload the page and try again")]
     StaleForm,
     #[error("{0}")]
@@ -156,6 +161,7 @@ impl ApiError {
                     A::Store(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
                 }
             }
+            ApiError::CommentTooLong(_) => (StatusCode::BAD_REQUEST, "comment_too_long"),
             ApiError::StaleForm => (StatusCode::FORBIDDEN, "stale_form"),
             ApiError::BadLogin(_) => (StatusCode::UNAUTHORIZED, "bad_credentials"),
             ApiError::ProxyUser(_) => (StatusCode::FORBIDDEN, "proxy_user_refused"),

@@ -22,6 +22,10 @@ pub struct Guard {
     pub max_pending: usize,
     /// Failed verifications per client address.
     pub failures: FailureLimit,
+    /// Wrong bearer tokens per client address (the admin API, `/metrics`): the same limit as
+    /// `failures`, with a budget of its own, so that forged webhooks sent through the same
+    /// address (a reverse proxy) cannot lock the admin API out.
+    pub token_failures: FailureLimit,
     /// The last write probe of `/healthz`.
     pub health: HealthProbe,
     /// Live streams open at once (`/console/live`).
@@ -59,6 +63,7 @@ impl Default for Guard {
             admin_hosts: Default::default(),
             max_pending: DEFAULT_MAX_PENDING,
             failures: FailureLimit::new(10.0, 50),
+            token_failures: FailureLimit::new(10.0, 50),
             health: HealthProbe::default(),
             live: LiveLimit::for_connections(1024, 0),
             users: None,

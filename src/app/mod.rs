@@ -6,9 +6,11 @@
 //! - [`roles`]: who a request is, and one extractor per role;
 //! - [`guard`]: admin hosts, back pressure, live-stream caps, failed verifications;
 //! - [`admin_plane`]: the gate in front of the admin API, `/metrics` and the console;
+//! - [`audited`]: replay and re-run, written to the audit trail before they act;
 //! - [`explain`]: why a stored event did not match a rule (the API's and console's event pages).
 
 pub mod admin_plane;
+pub mod audited;
 mod error;
 pub mod explain;
 pub mod guard;
@@ -53,6 +55,15 @@ pub async fn audit(
     tracing::info!(who = %record.who, role = %record.role, what, target, "audit");
     crate::access::audit::append(state.engine.store().state.as_ref(), record).await?;
     Ok(())
+}
+
+/// Refuses a decision's comment longer than [`crate::domain::MAX_COMMENT_BYTES`] (the API,
+/// the CLI through it, and the console check it before anything is decided).
+pub fn check_comment(comment: Option<&str>) -> Result<(), ApiError> {
+    match comment.map(str::len) {
+        Some(len) if len > crate::domain::MAX_COMMENT_BYTES => Err(ApiError::CommentTooLong(len)),
+        _ => Ok(()),
+    }
 }
 
 /// The admin API answers anyone it knows (see [`roles::principal`]); kept for the console.

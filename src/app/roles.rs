@@ -5,7 +5,10 @@
 //! a user's token (`users.json`); the user a trusted reverse proxy names
 //! (`--trust-user-header`, see `access::sso`; only from `--trusted-proxy` addresses); a loopback
 //! client without a token, unless `--admin-require-token` (`loopback`, admin, as before users
-//! existed). A bearer token that is none of these is refused (401), from loopback too.
+//! existed). A bearer token that is none of these is refused (401), from loopback too; past the
+//! client address's budget of failures (`--failed-auth-per-second`) every bearer token is
+//! refused unchecked (429). That budget is its own (`Guard::token_failures`): forged webhooks
+//! through the same address spend another.
 
 use std::net::SocketAddr;
 
@@ -34,19 +37,30 @@ pub fn principal(
     headers: &HeaderMap,
 ) -> Result<Principal, ApiError> {
     if let Some(got) = bearer(headers) {
-        if let Some(want) = &state.admin_token
-            && crate::verify::mac::secret_eq(want.as_bytes(), got.as_bytes())
-        {
-            return Ok(Principal {
-                name: "admin-token".into(),
-                role: Role::Admin,
-            });
+        // Every bearer token spends one of the client address's tries before it is compared
+        // (as a console sign-in does, at `--failed-auth-per-second`, from a budget of its own),
+        // and a token that is known gets it back: past the budget no token is compared at all,
+        // not even the right one, so the admin token and users' tokens cannot be guessed faster
+        // than the budget allows.
+        let ip = peer.ip();
+        let budget = &state.guard.token_failures;
+        if let Err(wait) = budget.failed(ip) {
+            tracing::info!(peer = %ip, "admin API: a bearer token was refused unchecked: too many wrong tokens from this address");
+            return Err(ApiError::RateLimited(
+                wait.as_secs_f64().ceil().max(1.0) as u64
+            ));
         }
-        if let Some(users) = &state.guard.users {
-            match users.by_token(got) {
-                Ok(Some(p)) => return Ok(p),
-                Ok(None) => {}
-                Err(e) => return Err(ApiError::Users(e.to_string())),
+        match known_token(state, got) {
+            Ok(Some(who)) => {
+                budget.refund(ip);
+                return Ok(who);
+            }
+            // A wrong token: its try stays spent.
+            Ok(None) => {}
+            // The users file cannot be read: no fault of the client's.
+            Err(e) => {
+                budget.refund(ip);
+                return Err(e);
             }
         }
     }
@@ -77,6 +91,24 @@ pub fn principal(
         });
     }
     Err(ApiError::AdminOnly)
+}
+
+/// The admin token's holder or the user whose API token `got` is; `None` for a token nobody has.
+fn known_token(state: &AppState, got: &str) -> Result<Option<Principal>, ApiError> {
+    if let Some(want) = &state.admin_token
+        && crate::verify::mac::secret_eq(want.as_bytes(), got.as_bytes())
+    {
+        return Ok(Some(Principal {
+            name: "admin-token".into(),
+            role: Role::Admin,
+        }));
+    }
+    match &state.guard.users {
+        Some(users) => users
+            .by_token(got)
+            .map_err(|e| ApiError::Users(e.to_string())),
+        None => Ok(None),
+    }
 }
 
 /// A sign-in through the proxy's header, written to the audit trail beside the request (which

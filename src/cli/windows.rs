@@ -5,7 +5,10 @@ use jiff::Timestamp;
 use serde_json::{Value, json};
 
 use crate::rules::RuleSet;
-use crate::rules::windows::Decision;
+use crate::rules::windows::{Decision, SpanView, end_of};
+
+/// What is said of a window in force that never ends (00:00 to 00:00 on all seven days).
+const NO_END: &str = "with no end (in force all day on every day of the week)";
 
 /// `--at`: an RFC 3339 time with its offset (`2026-12-24T12:00:00Z`).
 pub fn parse_at(s: &str) -> Result<i64, String> {
@@ -33,8 +36,13 @@ pub fn check_lines(set: &RuleSet, now: i64) -> Vec<String> {
                 _ => "all rules".to_string(),
             };
             let when = match (&w.current, &w.next) {
-                (Some(c), _) => format!("in force now, until {}", c.end),
-                (None, Some(n)) => format!("next from {} to {}", n.start, n.end),
+                (Some(SpanView { end: Some(end), .. }), _) => format!("in force now, until {end}"),
+                (Some(_), _) => format!("in force now, {NO_END}"),
+                (None, Some(n)) => format!(
+                    "next from {} to {}",
+                    n.start,
+                    n.end.as_deref().unwrap_or("no end")
+                ),
                 (None, None) => "over (never in force again)".to_string(),
             };
             format!(
@@ -52,10 +60,14 @@ pub fn verdict(set: &RuleSet, rulebook: &str, rule: &str, at: i64) -> Option<(St
     match set.windows.decide(rulebook, rule, at) {
         Decision::Run => None,
         Decision::Hold { window, until } => {
-            let until = crate::domain::rfc3339(until);
+            let until = end_of(until);
+            let how_long = match &until {
+                Some(u) => format!("until {u}"),
+                None => format!("while it is in force, {NO_END}"),
+            };
             Some((
                 format!(
-                    "window `{window}` is in force at {time}: its job would be held until {until}"
+                    "window `{window}` is in force at {time}: its job would be held {how_long}"
                 ),
                 json!({"window": window, "during": "hold", "until": until, "at": time}),
             ))
@@ -67,10 +79,14 @@ pub fn verdict(set: &RuleSet, rulebook: &str, rule: &str, at: i64) -> Option<(St
             json!({"window": window, "during": "skip", "at": time}),
         )),
         Decision::Approve { window, until } => {
-            let until = crate::domain::rfc3339(until);
+            let until = end_of(until);
+            let ends = match &until {
+                Some(u) => format!("window ends {u}"),
+                None => format!("window {NO_END}"),
+            };
             Some((
                 format!(
-                    "window `{window}` is in force at {time}: its job would wait for an approval (window ends {until})"
+                    "window `{window}` is in force at {time}: its job would wait for an approval ({ends})"
                 ),
                 json!({"window": window, "during": "approve", "until": until, "at": time}),
             ))
@@ -92,7 +108,7 @@ pub fn upcoming(set: &RuleSet, rulebook: &str, rule: &str, at: i64) -> Option<St
                 w.name,
                 w.during.as_str(),
                 crate::domain::rfc3339(s.start),
-                crate::domain::rfc3339(s.end)
+                end_of(s.end).as_deref().unwrap_or("no end")
             )
         })
 }

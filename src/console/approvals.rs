@@ -104,6 +104,7 @@ pub async fn decide(
             return Err(PageError::new(&v, e));
         }
     };
+    crate::app::check_comment(Some(&f.comment)).or_page(&v)?;
     let comment = Some(f.comment.trim().to_string()).filter(|c| !c.is_empty());
     let (_, decision) = st
         .engine

@@ -133,7 +133,9 @@ pub fn who(
     };
     match crate::app::roles::principal(state, peer, headers) {
         Ok(who) => Ok(Some((who, false))),
-        Err(e @ crate::app::ApiError::ProxyUser(_)) => Err(e),
+        Err(e @ (crate::app::ApiError::ProxyUser(_) | crate::app::ApiError::RateLimited(_))) => {
+            Err(e)
+        }
         Err(_) => Ok(None),
     }
 }

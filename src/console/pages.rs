@@ -14,9 +14,10 @@ use super::auth::{self, Viewer};
 use super::error::{OrPage, PageError};
 use super::render::{page, page_with, secured};
 use super::views;
+use crate::app::audited::Queued;
 use crate::app::{ApiError, AppState};
 use crate::domain::{JobState, now_ms};
-use crate::engine::{ModeChange, Rerun};
+use crate::engine::ModeChange;
 use crate::store::{EventFilter, EventRow, EventStatus, JobFilter, JobStatus};
 
 /// Rows the event list and the dead letters show.
@@ -385,14 +386,8 @@ pub async fn replay(
 ) -> Result<Response, PageError> {
     auth::check_post(&v, &f.token).or_page(&v)?;
     v.may(crate::access::Role::Operator).or_page(&v)?;
-    let done = st
-        .engine
-        .replay(&f.event)
-        .await
-        .or_page(&v)?
-        .ok_or(ApiError::NoSuchEvent)
-        .or_page(&v)?;
-    crate::app::audit(&st, &v.who, "replay", &f.event, None)
+    // Audited before it acts (`app::audited`).
+    let done = crate::app::audited::replay(&st, &v.who, &f.event)
         .await
         .or_page(&v)?;
     Ok(secured(
@@ -434,25 +429,21 @@ pub async fn rerun(
         .or_page(&v)?;
     let event = job.event_id;
     let as_matched = f.as_matched.as_deref().is_some_and(|v| !v.is_empty());
-    let done = match st.engine.rerun(&f.job, as_matched).await.or_page(&v)? {
-        Rerun::AsMatched { changed: false } => "rerun",
-        Rerun::AsMatched { changed: true } => "rerun-matched",
-        Rerun::OnCurrentRule { mode: None } => "rerun-current",
-        Rerun::OnCurrentRule {
-            mode: Some(ModeChange::NowLive),
-        } => "rerun-current-live",
-        Rerun::OnCurrentRule {
-            mode: Some(ModeChange::NowShadow),
-        } => "rerun-current-shadow",
-        Rerun::NotFound => return Err(PageError::new(&v, ApiError::NoSuchJob)),
-        Rerun::VersionGone => return Err(PageError::new(&v, ApiError::VersionGone)),
-        Rerun::NotFailed(s) => return Err(PageError::new(&v, ApiError::NotFailed(s.as_str()))),
-        Rerun::Rejected => return Err(PageError::new(&v, ApiError::NotFailed("rejected"))),
-        Rerun::RuleGone => return Err(PageError::new(&v, ApiError::RuleGone)),
-    };
-    crate::app::audit(&st, &v.who, "rerun", &f.job, None)
+    // Audited before it acts (`app::audited`).
+    let queued = crate::app::audited::rerun(&st, &v.who, &f.job, as_matched)
         .await
         .or_page(&v)?;
+    let done = match queued {
+        Queued::AsMatched { changed: false } => "rerun",
+        Queued::AsMatched { changed: true } => "rerun-matched",
+        Queued::OnCurrentRule { mode: None } => "rerun-current",
+        Queued::OnCurrentRule {
+            mode: Some(ModeChange::NowLive),
+        } => "rerun-current-live",
+        Queued::OnCurrentRule {
+            mode: Some(ModeChange::NowShadow),
+        } => "rerun-current-shadow",
+    };
     let to = if f.back.as_deref() == Some("dead-letters") {
         format!("/console/dead-letters?done={done}")
     } else {

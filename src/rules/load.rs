@@ -551,7 +551,8 @@ fn compile_source(cx: &mut Compile, spec: &SourceSpec, rulebook: &str) -> Option
     };
     let max_body = max_body(cx, spec)?;
     let allow_from = allow_from(cx, spec);
-    let dedup_window = dedup_window(cx, spec)?;
+    let given = dedup_window(cx, spec)?;
+    let dedup_window = replay_safe(cx, spec, &verifier, given);
     let rate_limit = match &spec.rate_limit {
         None => None,
         Some(r) => match RateLimit::new(r.value.per_second, r.value.burst) {
@@ -589,6 +590,47 @@ pub(super) fn dedup_window(cx: &mut Compile, spec: &SourceSpec) -> Option<Option
         Some(w) => Some(cx.duration(w, "dedup_window")?),
         None => None,
     })
+}
+
+/// A source that checks a signed timestamp (`standard-webhooks`, `infrahub`) keeps its delivery
+/// ids at least as long as a replay of a message could still pass its `tolerance`
+/// ([`crate::verify::standard::StandardWebhooks::replay_window`], twice the tolerance): a
+/// shorter `dedup_window` (or a default shorter than that) is raised to it, with a warning; with
+/// `dedup_window: off` nothing is kept, and the warning says what that lets through.
+fn replay_safe(
+    cx: &mut Compile,
+    spec: &SourceSpec,
+    verifier: &Verifier,
+    window: Option<Duration>,
+) -> Option<Duration> {
+    let Verifier::StandardWebhooks(s) = verifier else {
+        return window;
+    };
+    let least = s.replay_window();
+    let fmt = crate::units::format_duration;
+    let (name, line) = (&spec.name.value, spec.name.referenced.line());
+    match window {
+        Some(w) if w.is_zero() => {
+            cx.warnings.push(format!(
+                "{}:{line}: source `{name}` has `dedup_window: off`: a signed message captured on its way is taken again each time it is sent within its `tolerance` ({}) of its timestamp",
+                cx.file,
+                fmt(s.tolerance)
+            ));
+            window
+        }
+        Some(w) if w < least => {
+            cx.warnings.push(format!(
+                "{}:{line}: source `{name}`: `dedup_window` {} is shorter than twice its `tolerance` ({}), so a replay could pass after its delivery id was forgotten: its delivery ids are kept {} instead",
+                cx.file,
+                fmt(w),
+                fmt(s.tolerance),
+                fmt(least)
+            ));
+            Some(least)
+        }
+        None if crate::verify::SENDER_ID_WINDOW < least => Some(least),
+        _ => window,
+    }
 }
 
 /// The settings of listening sources given to a webhook (or internal) source are refused, each
@@ -1440,6 +1482,82 @@ fn compile_action(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Loads one rulebook from a temporary directory.
+    fn load_one(text: &str) -> RuleSet {
+        let dir = tempfile::tempdir().unwrap();
+        for d in ["rulebooks", "scripts", "templates"] {
+            std::fs::create_dir_all(dir.path().join(d)).unwrap();
+        }
+        std::fs::write(dir.path().join("rulebooks/s.yml"), text).unwrap();
+        crate::rules::load(&Dirs {
+            rulebooks: dir.path().join("rulebooks"),
+            scripts: dir.path().join("scripts"),
+            templates: dir.path().join("templates"),
+        })
+        .unwrap()
+    }
+
+    /// A signed-timestamp source keeps its delivery ids for at least twice its `tolerance`
+    /// (a message is taken within `tolerance` either side of its timestamp): a shorter
+    /// `dedup_window` let a replay through once its id was forgotten. It is raised, with a
+    /// warning; `off` is kept, with a warning; a longer one is untouched, without one.
+    #[test]
+    fn a_signed_timestamp_source_remembers_ids_past_its_tolerance() {
+        let cases = [
+            (
+                "standard-webhooks",
+                "tolerance: 10m, dedup_window: 1m",
+                Some(1200),
+                true,
+            ),
+            (
+                "infrahub",
+                "tolerance: 10m, dedup_window: 1m",
+                Some(1200),
+                true,
+            ),
+            ("standard-webhooks", "dedup_window: 2m", Some(600), true),
+            (
+                "standard-webhooks",
+                "tolerance: 10m, dedup_window: 20m",
+                Some(1200),
+                false,
+            ),
+            (
+                "standard-webhooks",
+                "tolerance: 5m, dedup_window: 1h",
+                Some(3600),
+                false,
+            ),
+            ("standard-webhooks", "tolerance: 5d", Some(864_000), false),
+            ("standard-webhooks", "", None, false),
+            ("standard-webhooks", "dedup_window: off", Some(0), true),
+            ("github", "dedup_window: 1m", Some(60), false),
+        ];
+        for (kind, extra, window, warned) in cases {
+            let secret = if kind == "github" {
+                "s3cret-s3cret"
+            } else {
+                "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+            };
+            let sep = if extra.is_empty() { "" } else { ", " };
+            let set = load_one(&format!(
+                "sources:\n  - {{ name: sw, kind: {kind}, secret: \"{secret}\"{sep}{extra} }}\n"
+            ));
+            let source = set.sources.iter().find(|s| s.name == "sw").unwrap();
+            assert_eq!(
+                source.dedup_window.map(|d| d.as_secs()),
+                window,
+                "{kind} {extra}"
+            );
+            let said = set
+                .warnings
+                .iter()
+                .any(|w| w.contains("source `sw`") && w.contains("dedup_window"));
+            assert_eq!(said, warned, "{kind} {extra}: {:?}", set.warnings);
+        }
+    }
 
     /// A rulebook of `n` rules (about 15 YAML nodes each).
     fn rulebook(n: usize) -> String {

@@ -112,6 +112,11 @@ pub struct Windows(pub Vec<Window>);
 /// How far ahead a recurring window's next occurrence is looked for (a week and a bit).
 const LOOKAHEAD_DAYS: i32 = 9;
 
+/// The end of a span that never ends: a weekly window whose occurrences touch each other on
+/// every day of the week (00:00 to 00:00 on all seven days). Shown as no end (`null`, "no end"),
+/// never as a date; a job it holds is looked at again as any held job is.
+pub const ENDLESS: i64 = i64::MAX;
+
 fn ts(ms: i64) -> Timestamp {
     Timestamp::from_millisecond(ms).unwrap_or(if ms < 0 {
         Timestamp::MIN
@@ -146,21 +151,39 @@ impl Weekly {
         self.zone.to_datetime(ts(at)).date()
     }
 
-    /// The occurrence containing `at`, extended by the ones that follow without a gap.
+    /// The occurrence containing `at`, joined with the ones that touch it on either side
+    /// (00:00 to 00:00 on sat and sun is one span from Saturday's midnight to Monday's). When
+    /// every day's occurrence touches the next (00:00 to 00:00 on all seven days) the window
+    /// never ends: the span ends at [`ENDLESS`], not at the last day looked at.
     fn span_at(&self, at: i64) -> Option<Span> {
         let today = self.local_date(at);
         // An occurrence lasts at most a day (plus an hour of DST), so one containing `at`
         // started on its local date or the day before.
-        let (mut span, mut date) = [today.yesterday().ok()?, today].into_iter().find_map(|d| {
+        let (mut span, first) = [today.yesterday().ok()?, today].into_iter().find_map(|d| {
             self.occurrence(d)
                 .filter(|s| s.start <= at && at < s.end)
                 .map(|s| (s, d))
         })?;
-        // Occurrences that follow without a gap (00:00 to 00:00 on sat and sun) make one span.
-        for _ in 0..LOOKAHEAD_DAYS {
+        // A week of days, each touching the next: every day is on and each joins the next.
+        let mut date = first;
+        let mut joined = 0;
+        while joined < DAYS.len() {
             date = date.tomorrow().ok()?;
             match self.occurrence(date) {
                 Some(next) if next.start <= span.end => span.end = span.end.max(next.end),
+                _ => break,
+            }
+            joined += 1;
+        }
+        if joined == DAYS.len() {
+            span.end = ENDLESS;
+            return Some(span);
+        }
+        let mut date = first;
+        for _ in 0..DAYS.len() {
+            date = date.yesterday().ok()?;
+            match self.occurrence(date) {
+                Some(prev) if prev.end >= span.start => span.start = span.start.min(prev.start),
                 _ => break,
             }
         }
@@ -214,11 +237,15 @@ impl Window {
         }
     }
 
-    /// The schedule in words (`2026-12-20T00:00:00Z to 2027-01-04T00:00:00Z`,
+    /// The schedule in words (`2026-12-20T00:00:00.000Z to 2027-01-04T00:00:00.000Z`,
     /// `weekly sat, sun 22:00 to 06:00 Europe/Berlin`).
     pub fn describe(&self) -> String {
         match &self.schedule {
-            Schedule::Absolute { start, end } => format!("{start} to {end}"),
+            Schedule::Absolute { start, end } => format!(
+                "{} to {}",
+                crate::domain::rfc3339(start.as_millisecond()),
+                crate::domain::rfc3339(end.as_millisecond())
+            ),
             Schedule::Weekly(w) => {
                 let days: Vec<&str> = DAYS
                     .iter()
@@ -279,7 +306,7 @@ impl Windows {
         self.0
             .iter()
             .flat_map(|w| {
-                let ends = w.span_at(at).map(|s| s.end);
+                let ends = w.span_at(at).map(|s| s.end).filter(|&e| e != ENDLESS);
                 let starts = w.next_after(at).map(|s| s.start);
                 [ends, starts]
             })
@@ -309,20 +336,25 @@ pub struct WindowView {
     pub next: Option<SpanView>,
 }
 
-/// `[start, end)` as RFC 3339.
+/// `[start, end)` as RFC 3339; `end` is `None` for a window that never ends ([`ENDLESS`]).
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct SpanView {
     pub start: String,
-    pub end: String,
+    pub end: Option<String>,
 }
 
 impl From<Span> for SpanView {
     fn from(s: Span) -> SpanView {
         SpanView {
             start: crate::domain::rfc3339(s.start),
-            end: crate::domain::rfc3339(s.end),
+            end: end_of(s.end),
         }
     }
+}
+
+/// A span's end as RFC 3339, `None` for [`ENDLESS`].
+pub fn end_of(end: i64) -> Option<String> {
+    (end != ENDLESS).then(|| crate::domain::rfc3339(end))
 }
 
 impl Windows {
@@ -333,7 +365,11 @@ impl Windows {
             .iter()
             .map(|w| {
                 let current = w.span_at(at);
-                let next = w.next_after(current.map_or(at, |c| c.end - 1));
+                let next = match current {
+                    Some(c) if c.end == ENDLESS => None,
+                    Some(c) => w.next_after(c.end - 1),
+                    None => w.next_after(at),
+                };
                 let rules = match &w.applies {
                     Applies::All => serde_json::json!("all"),
                     Applies::Rules(l) => l.iter().map(|(b, n)| format!("{b}/{n}")).collect(),

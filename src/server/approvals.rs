@@ -59,6 +59,7 @@ async fn decide(
     approved: bool,
 ) -> Result<Response, ApiError> {
     let comment = comment(&body)?;
+    crate::app::check_comment(comment.as_deref())?;
     let (_, decision) = state.engine.decide(&id, &who, approved, comment).await?;
     let what = if approved { "approve" } else { "reject" };
     // The decision's comment: the one given, and whether an admin decided as break-glass.

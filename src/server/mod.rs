@@ -21,7 +21,8 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::engine::{Rerun, rerun_text};
+use crate::app::audited::{self, Queued};
+use crate::engine::rerun_text;
 use crate::store::{EventFilter, EventStatus, JobFilter};
 use crate::telemetry::names;
 use roles::{AsOperator, AsViewer};
@@ -178,16 +179,11 @@ async fn rerun(
     q: Result<Query<RerunQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(q) = q.map_err(|e| ApiError::BadQuery(e.body_text()))?;
-    let (version, changed, mode) = match state.engine.rerun(&id, q.as_matched).await? {
-        Rerun::NotFound => return Err(ApiError::NoSuchJob),
-        Rerun::NotFailed(s) => return Err(ApiError::NotFailed(s.as_str())),
-        Rerun::Rejected => return Err(ApiError::NotFailed("rejected")),
-        Rerun::RuleGone => return Err(ApiError::RuleGone),
-        Rerun::VersionGone => return Err(ApiError::VersionGone),
-        Rerun::AsMatched { changed } => ("matched", changed, None),
-        Rerun::OnCurrentRule { mode } => ("current", true, mode),
+    // Audited before it acts (`app::audited`).
+    let (version, changed, mode) = match audited::rerun(&state, &who, &id, q.as_matched).await? {
+        Queued::AsMatched { changed } => ("matched", changed, None),
+        Queued::OnCurrentRule { mode } => ("current", true, mode),
     };
-    crate::app::audit(&state, &who, "rerun", &id, None).await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({
@@ -210,12 +206,8 @@ async fn replay(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let done = state
-        .engine
-        .replay(&id)
-        .await?
-        .ok_or(ApiError::NoSuchEvent)?;
-    crate::app::audit(&state, &who, "replay", &id, None).await?;
+    // Audited before it acts (`app::audited`).
+    let done = audited::replay(&state, &who, &id).await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({"id": done.id, "replay_of": id, "matched": done.matched})),

@@ -31,7 +31,7 @@ pub(super) fn mark_held(engine: &Engine, jobs: Vec<JobRow>) -> Vec<Value> {
                 v["held_by"] = json!({
                     "window": h.window,
                     "during": h.during,
-                    "until": crate::domain::rfc3339(h.until),
+                    "until": crate::rules::windows::end_of(h.until),
                 });
             }
             v

@@ -408,6 +408,39 @@ fn admin_token() -> Option<String> {
         );
         return None;
     }
+    if let Some(warning) = short_token_warning(&token) {
+        tracing::warn!("{warning}");
+    }
     crate::secrets::remember(&token);
     Some(token)
+}
+
+/// The fewest characters of `RULEHOOK_ADMIN_TOKEN` started without a warning: it is a password
+/// anyone who reaches the admin API may guess at (`--failed-auth-per-second` slows that down,
+/// it does not stop it).
+pub const MIN_ADMIN_TOKEN_CHARS: usize = 16;
+
+/// What the log says at start-up about an admin token shorter than [`MIN_ADMIN_TOKEN_CHARS`].
+fn short_token_warning(token: &str) -> Option<String> {
+    let n = token.chars().count();
+    (n < MIN_ADMIN_TOKEN_CHARS).then(|| {
+        format!(
+            "RULEHOOK_ADMIN_TOKEN is only {n} characters long: use at least {MIN_ADMIN_TOKEN_CHARS} random ones (`openssl rand -hex 32`), it is the admin password of the API and the console"
+        )
+    })
+}
+
+#[cfg(test)]
+#[test]
+fn a_short_admin_token_is_warned_about_at_start() {
+    let warning = short_token_warning("break-glass").unwrap();
+    assert!(
+        warning.contains("only 11 characters") && warning.contains("at least 16"),
+        "{warning}"
+    );
+    assert!(short_token_warning("0123456789abcdef").is_none());
+    assert!(
+        short_token_warning("ääääääää").is_some(),
+        "characters, not bytes"
+    );
 }

@@ -393,6 +393,18 @@ impl Handoff {
         }
     }
 
+    /// Counts a message not taken that named a user (SNMPv3), and logs it with the user
+    /// (`shown`: already escaped and cut, since the sender chose it) at most once a minute per
+    /// source and reason. The user is in the log only: the counter's labels stay bounded.
+    pub fn dropped_from_user(&self, reason: &'static str, peer: IpAddr, shown: &str) -> Delivered {
+        metrics::counter!(names::DROPPED, "source" => self.source.to_string(), "reason" => reason)
+            .increment(1);
+        if self.quiet.due(reason) {
+            tracing::info!(source = %self.source, %peer, reason, user = %shown, "message dropped (each reason logged at most once a minute)");
+        }
+        Delivered::Dropped(reason)
+    }
+
     /// Counts a message not taken, and logs it at most once a minute per source and reason.
     pub fn dropped(&self, reason: &'static str, peer: Option<IpAddr>) -> Delivered {
         metrics::counter!(names::DROPPED, "source" => self.source.to_string(), "reason" => reason)

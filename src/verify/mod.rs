@@ -303,6 +303,8 @@ pub(crate) fn any_secret(secrets: &[Secret], mut check: impl FnMut(&[u8]) -> boo
 }
 
 const DAY: Duration = Duration::from_secs(86_400);
+/// How long a repeat of a delivery id the sender gave is a duplicate, by default (a week).
+pub const SENDER_ID_WINDOW: Duration = Duration::from_secs(7 * DAY.as_secs());
 /// How long a repeat of a body is a duplicate for kinds whose senders give no delivery id.
 const BODY_HASH_WINDOW: Duration = Duration::from_secs(15 * 60);
 
@@ -327,7 +329,7 @@ impl Verifier {
     /// sender (`true`: a week) or from the body hash (`false`: as the kind says).
     fn default_window(&self, from_sender: bool) -> Option<Duration> {
         if from_sender {
-            return Some(7 * DAY);
+            return Some(SENDER_ID_WINDOW);
         }
         match self {
             Verifier::IpFabric(_) => ipfabric::IpFabric::BODY_HASH_WINDOW,

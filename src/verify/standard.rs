@@ -29,6 +29,14 @@ impl StandardWebhooks {
     /// `tolerance` when not set.
     pub const DEFAULT_TOLERANCE: Duration = Duration::from_secs(300);
 
+    /// The shortest delivery-id window that recognises every replay of a message this source
+    /// takes: a `webhook-timestamp` is taken within `tolerance` either side of now, so a message
+    /// first seen at its earliest (its timestamp `tolerance` ahead) is still taken until twice
+    /// `tolerance` later.
+    pub fn replay_window(&self) -> Duration {
+        self.tolerance.saturating_mul(2)
+    }
+
     pub fn kind(&self) -> &'static str {
         if self.infrahub {
             "infrahub"

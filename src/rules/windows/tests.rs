@@ -177,6 +177,72 @@ fn whole_days_in_a_row_make_one_span() {
     assert_eq!(ws.next_change(start), Some(ms("2026-06-07T22:00:00Z")));
 }
 
+const ALL_DAYS: [usize; 7] = [0, 1, 2, 3, 4, 5, SUN];
+
+#[test]
+fn a_whole_day_window_ends_at_its_real_end() {
+    // One whole day (Tuesday 2026-06-09, Berlin): until Wednesday's midnight, not days later.
+    let tue = weekly(&[1], (0, 0), (0, 0), "Europe/Berlin");
+    let end = Some(ms("2026-06-09T22:00:00Z"));
+    assert_eq!(
+        hold_until(&tue, "2026-06-08T22:00:00Z"),
+        end,
+        "its first instant"
+    );
+    assert_eq!(hold_until(&tue, "2026-06-09T21:59:59.999Z"), end);
+    assert_eq!(hold_until(&tue, "2026-06-09T22:00:00Z"), None, "ending now");
+    // On every day of the week it never ends: no made-up end some days ahead.
+    let always = weekly(&ALL_DAYS, (0, 0), (0, 0), "Europe/Berlin");
+    assert_eq!(hold_until(&always, "2026-06-09T10:00:00Z"), Some(ENDLESS));
+    let ws = Windows(vec![always]);
+    assert_eq!(ws.next_change(ms("2026-06-09T10:00:00Z")), None);
+    let view = &ws.view(ms("2026-06-09T10:00:00Z"))[0];
+    assert!(view.in_force);
+    assert_eq!(view.current.as_ref().and_then(|c| c.end.clone()), None);
+    assert!(view.next.is_none(), "{view:?}");
+    // The same hours on six days end where the gap is: Sunday's midnight.
+    let six = weekly(&ALL_DAYS[..6], (0, 0), (0, 0), "UTC");
+    assert_eq!(
+        hold_until(&six, "2026-06-09T10:00:00Z"),
+        Some(ms("2026-06-14T00:00:00Z"))
+    );
+}
+
+#[test]
+fn a_span_at_a_join_starts_where_its_first_day_starts() {
+    // 00:00 to 00:00 on sat and sun, seen on Sunday: in force since Saturday's midnight.
+    let ws = Windows(vec![weekly(&[SAT, SUN], (0, 0), (0, 0), "UTC")]);
+    for at in ["2026-06-07T00:00:00Z", "2026-06-07T10:00:00Z"] {
+        let current = ws.view(ms(at))[0].current.clone().unwrap();
+        assert_eq!(
+            current.start,
+            crate::domain::rfc3339(ms("2026-06-06T00:00:00Z"))
+        );
+        assert_eq!(
+            current.end.as_deref(),
+            Some(crate::domain::rfc3339(ms("2026-06-08T00:00:00Z")).as_str())
+        );
+    }
+}
+
+#[test]
+fn a_window_across_midnight_every_night_ends_each_morning() {
+    let w = weekly(&ALL_DAYS, (22, 0), (6, 0), "UTC");
+    let morning = Some(ms("2026-06-10T06:00:00Z"));
+    assert_eq!(hold_until(&w, "2026-06-09T22:00:00Z"), morning);
+    assert_eq!(
+        hold_until(&w, "2026-06-10T03:00:00Z"),
+        morning,
+        "after midnight"
+    );
+    assert_eq!(hold_until(&w, "2026-06-10T05:59:59.999Z"), morning);
+    assert_eq!(hold_until(&w, "2026-06-10T06:00:00Z"), None, "ending now");
+    assert_eq!(
+        Windows(vec![w]).next_change(ms("2026-06-10T06:00:00Z")),
+        Some(ms("2026-06-10T22:00:00Z"))
+    );
+}
+
 #[test]
 fn skip_beats_hold_beats_approve_and_only_covered_rules_are_touched() {
     let at = ms("2026-12-24T12:00:00Z");

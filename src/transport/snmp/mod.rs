@@ -114,9 +114,10 @@ struct Read {
     key: Option<String>,
 }
 
-/// Why a datagram is no notification: the reason it is counted under, and the Report to send
-/// back (discovery, time).
-type Refusal = (&'static str, Option<Vec<u8>>);
+/// Why a datagram is no notification: the reason it is counted under, the Report to send back
+/// (discovery, time), and for v3 the user name it gave, escaped and cut ([`v3::shown_user`]),
+/// so the log says which device's settings are wrong.
+type Refusal = (&'static str, Option<Vec<u8>>, Option<String>);
 
 /// Checks and reads one datagram.
 fn read(
@@ -125,7 +126,7 @@ fn read(
     settings: &SnmpTrap,
     engine: &LocalEngine,
 ) -> Result<Read, Refusal> {
-    let parsed = message::parse(bytes).map_err(|r| (r, None))?;
+    let parsed = message::parse(bytes).map_err(|r| (r, None, None))?;
     let (version, community, pdu) = match parsed {
         Parsed::Community {
             version,
@@ -134,7 +135,11 @@ fn read(
         } => (version, community, pdu),
         Parsed::V3(msg) => {
             return match v3::process(bytes, &msg, settings, engine) {
-                v3::Outcome::Refused { reason, report } => Err((reason, report)),
+                v3::Outcome::Refused {
+                    reason,
+                    report,
+                    user,
+                } => Err((reason, report, user)),
                 v3::Outcome::Notification { user, pdu, reply } => {
                     let principal = [user.as_bytes(), engine.id()].join(&0u8);
                     let key = reply
@@ -158,10 +163,10 @@ fn read(
         }
     };
     if !settings.takes_communities() {
-        return Err(("community_not_configured", None));
+        return Err(("community_not_configured", None, None));
     }
     if !settings.community_ok(&community) {
-        return Err(("bad_community", None));
+        return Err(("bad_community", None, None));
     }
     Ok(match pdu {
         CommunityPdu::V1Trap(t) => {
@@ -189,7 +194,7 @@ fn read(
             key: Some(inform_key(peer, version, &community, &p)),
             reply: Reply::Bytes(message::v2c_response(community, &p)),
         },
-        CommunityPdu::Other => return Err(("unsupported_pdu", None)),
+        CommunityPdu::Other => return Err(("unsupported_pdu", None, None)),
     })
 }
 
@@ -240,11 +245,14 @@ pub async fn handle(
         key,
     } = match read(bytes, peer.ip(), &now.snmp, engine) {
         Ok(r) => r,
-        Err((reason, report)) => {
+        Err((reason, report, user)) => {
             if let Some(r) = report {
                 let _ = socket.send_to(&r, peer).await;
             }
-            hand.dropped(reason, Some(peer.ip()));
+            match user {
+                Some(user) => hand.dropped_from_user(reason, peer.ip(), &user),
+                None => hand.dropped(reason, Some(peer.ip())),
+            };
             return;
         }
     };
@@ -406,7 +414,7 @@ mod tests {
     fn key_of(raw: &[u8], peer: &str, settings: &SnmpTrap, engine: &LocalEngine) -> Option<String> {
         match read(raw, peer.parse().unwrap(), settings, engine) {
             Ok(r) => r.key,
-            Err((reason, _)) => panic!("{reason}"),
+            Err((reason, ..)) => panic!("{reason}"),
         }
     }
 
@@ -495,7 +503,8 @@ mod tests {
             v3::process(V3_PROBE, &m, &users(), &engine),
             v3::Outcome::Refused {
                 reason: "unknown_engine_id",
-                report: Some(_)
+                report: Some(_),
+                ..
             }
         ));
     }

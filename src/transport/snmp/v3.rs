@@ -33,10 +33,25 @@ pub enum Outcome {
         reply: Option<Box<Reply>>,
     },
     /// Dropped and counted under `reason`; `report` is sent back when given (discovery, time).
+    /// `user`: the user name the message gave ([`shown_user`]), once it could be read, so the
+    /// log says which device's settings are wrong.
     Refused {
         reason: &'static str,
         report: Option<Vec<u8>>,
+        user: Option<String>,
     },
+}
+
+/// The longest user name shown, in bytes: USM names are 1 to 32 octets (RFC 3414).
+const SHOWN_USER_MAX: usize = 32;
+
+/// A user name as a message gave it, fit for a log line: the sender chose it, so it is cut at
+/// [`SHOWN_USER_MAX`] bytes (`…` marks a cut) and every byte that is not printable ASCII, a
+/// quote or a backslash is escaped (`\n`, `\x1b`), inside double quotes.
+pub fn shown_user(name: &[u8]) -> String {
+    let cut = name.len() > SHOWN_USER_MAX;
+    let kept = &name[..name.len().min(SHOWN_USER_MAX)];
+    format!("\"{}\"{}", kept.escape_ascii(), if cut { "…" } else { "" })
 }
 
 /// What the Response to an authenticated inform needs.
@@ -54,6 +69,7 @@ fn refused(reason: &'static str) -> Outcome {
     Outcome::Refused {
         reason,
         report: None,
+        user: None,
     }
 }
 
@@ -121,12 +137,32 @@ pub fn process(
     let Ok(usm) = rasn::ber::decode::<USMSecurityParameters>(&msg.security_parameters) else {
         return refused("malformed");
     };
+    match secured(raw, msg, &usm, flags, settings, engine) {
+        Outcome::Refused { reason, report, .. } => Outcome::Refused {
+            reason,
+            report,
+            user: (!usm.user_name.is_empty()).then(|| shown_user(&usm.user_name)),
+        },
+        taken => taken,
+    }
+}
+
+/// [`process`] once the security parameters are read: the user, its keys, the time window.
+fn secured(
+    raw: &[u8],
+    msg: &v3::Message,
+    usm: &USMSecurityParameters,
+    flags: u8,
+    settings: &SnmpTrap,
+    engine: &LocalEngine,
+) -> Outcome {
     let ours = usm.authoritative_engine_id[..] == engine.id()[..];
     if !ours && flags & FLAG_REPORTABLE != 0 {
         // Discovery (RFC 3414 §4): a confirmed request for an engine id that is not ours.
         return Outcome::Refused {
             reason: "unknown_engine_id",
-            report: report_unknown_engine(msg, &usm, engine),
+            report: report_unknown_engine(msg, usm, engine),
+            user: None,
         };
     }
     let Some(user) = settings.user(&usm.user_name) else {
@@ -157,7 +193,8 @@ pub fn process(
         if boots != our_boots || time.abs_diff(our_time) > TIME_WINDOW {
             return Outcome::Refused {
                 reason: "not_in_time_window",
-                report: report_not_in_time(msg, &usm, user, engine),
+                report: report_not_in_time(msg, usm, user, engine),
+                user: None,
             };
         }
     } else if !engine.remote_timely(&usm.authoritative_engine_id, boots, time) {
@@ -386,7 +423,7 @@ impl Outgoing {
 }
 
 /// An inform as a sender would build it, secured for `engine` (the same encoder as rulehook's
-/// replies, with an InformRequest inside), from user `ops`.
+/// replies, with an InformRequest inside), from user `u`.
 #[cfg(test)]
 pub(super) fn test_inform(
     engine: &LocalEngine,
@@ -397,7 +434,7 @@ pub(super) fn test_inform(
 ) -> Vec<u8> {
     let sent = Outgoing {
         msg_id: msg_id.into(),
-        user_name: OctetString::from(b"ops".to_vec()),
+        user_name: OctetString::from(u.name.clone().into_bytes()),
         user: Some(u.clone()),
         privacy,
         context_engine: OctetString::from(engine.id().to_vec()),
@@ -535,6 +572,57 @@ mod tests {
         ));
     }
 
+    /// The user a refusal names: after `process` refused `raw`.
+    fn refused_user(
+        raw: &[u8],
+        settings: &SnmpTrap,
+        engine: &LocalEngine,
+    ) -> (&'static str, String) {
+        let m: v3::Message = rasn::ber::decode(raw).unwrap();
+        match process(raw, &m, settings, engine) {
+            Outcome::Refused {
+                reason,
+                user: Some(user),
+                ..
+            } => (reason, user),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn refusals_name_the_user_escaped_and_cut() {
+        let engine = LocalEngine::for_tests(b"\x80\0\0\0\x05rulehook".to_vec());
+        // Wrong auth password, wrong priv password: the configured user the device named.
+        let mut wrong = user(true);
+        wrong.auth_ku = AuthProtocol::Sha1.password_key(b"otherpassword");
+        let raw = inform(&engine, &wrong, true);
+        assert_eq!(
+            refused_user(&raw, &settings(user(true)), &engine),
+            ("bad_auth", "\"ops\"".to_string())
+        );
+        let mut wrong = user(true);
+        wrong.privacy = Some((
+            PrivProtocol::Aes128,
+            AuthProtocol::Sha1.password_key(b"otherprivacy"),
+        ));
+        let raw = inform(&engine, &wrong, true);
+        assert_eq!(
+            refused_user(&raw, &settings(user(true)), &engine),
+            ("undecryptable", "\"ops\"".to_string())
+        );
+        // An unknown user, as the sender chose it: escaped, and cut at 32 bytes.
+        let mut stranger = user(false);
+        stranger.name = format!("evil\n\x1b[31m\"{}", "a".repeat(40));
+        let raw = inform(&engine, &stranger, false);
+        let (reason, shown) = refused_user(&raw, &settings(user(false)), &engine);
+        assert_eq!(reason, "unknown_user");
+        assert_eq!(
+            shown,
+            format!("\"evil\\n\\x1b[31m\\\"{}\"…", "a".repeat(21))
+        );
+        assert_eq!(shown_user(b"\xff\\"), "\"\\xff\\\\\"");
+    }
+
     #[test]
     fn discovery_gets_a_report_with_our_engine_id() {
         let engine = LocalEngine::for_tests(b"\x80\0\0\0\x05rulehook".to_vec());
@@ -544,6 +632,7 @@ mod tests {
         let Outcome::Refused {
             reason: "unknown_engine_id",
             report: Some(rep),
+            ..
         } = process(&raw, &m, &settings(user(false)), &engine)
         else {
             panic!("no report");
