@@ -577,3 +577,49 @@ async fn a_shadow_rule_under_an_approve_window_asks_nobody() {
     assert_eq!(approvals["approvals"], json!([]), "{approvals}");
     assert!(env.lines("ran.txt").is_empty(), "nothing ran");
 }
+
+/// A window in force all day on every day never ends: the held job's `until` is `null` in
+/// `/api/windows` and `/api/jobs`, the CLI says "with no end" and the console "no end" (it
+/// showed a date in the year 9999).
+#[tokio::test]
+async fn a_job_held_by_a_window_that_never_ends_says_so() {
+    let env = env();
+    env.rulebook(
+        "net.yml",
+        &format!(
+            "windows:\n  - name: freeze\n    weekly: {{days: [mon, tue, wed, thu, fri, sat, sun], from: \"00:00\", to: \"00:00\", timezone: UTC}}\n    rules: [frozen]\n    during: hold\n{SRC}{RULES}"
+        ),
+    );
+    let server = Server::start(&env, &[], &[]);
+    let c = client();
+    let id = send(&c, &server, 1).await;
+    let d = job_status(&c, &server, &id, "free", "done", Duration::from_secs(20)).await;
+    let frozen_id = job(&d, "frozen")["id"].as_str().unwrap().to_string();
+    let w = held(&c, &server, &frozen_id).await;
+    assert_eq!(w["held"][0]["until"], Value::Null, "{w}");
+    let jobs = get(&c, &server, "/api/jobs?status=pending").await;
+    assert_eq!(jobs["jobs"][0]["held_by"]["window"], "freeze", "{jobs}");
+    assert_eq!(jobs["jobs"][0]["held_by"]["until"], Value::Null, "{jobs}");
+    let (ok, out, err) = rulehook(&["jobs", "--status", "pending", "--url", &server.base]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("held by maintenance window `freeze` (hold) with no end"),
+        "{out}"
+    );
+    let (ok, out, err) = rulehook(&["event", &id, "--url", &server.base]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("held by maintenance window `freeze` (hold) with no end"),
+        "{out}"
+    );
+    let page = c
+        .get(server.url("/console/windows"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains(&frozen_id), "{page}");
+    assert!(!page.contains("9999"), "{page}");
+}

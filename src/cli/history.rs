@@ -185,6 +185,15 @@ fn s(v: &Value) -> &str {
     v.as_str().unwrap_or("-")
 }
 
+/// How long a held job waits (`held_by`'s `until`): `until <time>`, or `with no end` under a
+/// window in force all day on every day (`until: null`).
+fn held_until(held_by: &Value) -> String {
+    match held_by["until"].as_str() {
+        Some(t) => format!("until {t}"),
+        None => "with no end".to_string(),
+    }
+}
+
 pub(super) fn print_json(v: &Value) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(v)?);
     Ok(())
@@ -280,10 +289,10 @@ fn job_line(j: &Value) -> String {
             s(&j["awaiting"]["deadline"])
         ),
         "pending" if j["held_by"].is_object() => format!(
-            "{head}  held by maintenance window `{}` ({}) until {}",
+            "{head}  held by maintenance window `{}` ({}) {}",
             s(&j["held_by"]["window"]),
             s(&j["held_by"]["during"]),
-            s(&j["held_by"]["until"])
+            held_until(&j["held_by"])
         ),
         "pending" if attempts == 0 => format!("{head}  next: action {}", j["action_index"]),
         "pending" => format!(
@@ -466,10 +475,10 @@ pub fn timeline(v: &Value) -> String {
         if let Some(h) = m.get("held_by").filter(|h| h.is_object()) {
             let _ = writeln!(
                 o,
-                "  held by maintenance window `{}` ({}) until {}",
+                "  held by maintenance window `{}` ({}) {}",
                 s(&h["window"]),
                 s(&h["during"]),
-                s(&h["until"])
+                held_until(h)
             );
         }
         if let Some(a) = m.get("awaiting").filter(|a| a.is_object()) {

@@ -199,7 +199,7 @@ impl Engine {
             held: held
                 .into_iter()
                 .map(|h| HeldView {
-                    until: crate::domain::rfc3339(h.until),
+                    until: crate::rules::windows::end_of(h.until),
                     since: crate::domain::rfc3339(h.since),
                     job: h,
                 })
@@ -225,7 +225,8 @@ pub struct WindowsReport {
 pub struct HeldView {
     #[serde(flatten)]
     pub job: HeldJob,
-    pub until: String,
+    /// `None` (JSON `null`) under a window that never ends (all day on every day).
+    pub until: Option<String>,
     pub since: String,
 }
 
