@@ -444,58 +444,7 @@ pub fn timeline(v: &Value) -> String {
         );
     }
     for m in v["matches"].as_array().into_iter().flatten() {
-        let error = m["error"].as_str().unwrap_or_default();
-        let not_fired = m["status"] == "done" && error.starts_with(crate::domain::DID_NOT_FIRE);
-        let status = if not_fired {
-            "not fired"
-        } else if m["status"] == "done" && error.starts_with(crate::domain::SHADOW_NOTE) {
-            "shadow"
-        } else if m["status"] == "done" && error.starts_with(crate::engine::SKIPPED_NOTE) {
-            "skipped"
-        } else {
-            s(&m["status"])
-        };
-        let _ = writeln!(
-            o,
-            "matched {}/{}  job {}  {}{}",
-            s(&m["rulebook"]),
-            s(&m["rule"]),
-            s(&m["id"]),
-            status,
-            match error
-                .strip_prefix(status)
-                .and_then(|e| e.strip_prefix(": "))
-            {
-                // The note already starts with the status (`shadow: …`, `skipped: …`).
-                Some(rest) => format!(": {rest}"),
-                None if error.is_empty() => String::new(),
-                None => format!(": {error}"),
-            }
-        );
-        if let Some(h) = m.get("held_by").filter(|h| h.is_object()) {
-            let _ = writeln!(
-                o,
-                "  held by maintenance window `{}` ({}) {}",
-                s(&h["window"]),
-                s(&h["during"]),
-                held_until(h)
-            );
-        }
-        if let Some(a) = m.get("awaiting").filter(|a| a.is_object()) {
-            let _ = writeln!(
-                o,
-                "  awaiting approval ({}) since {}; on_timeout decides at {}",
-                s(&a["reason"]),
-                s(&a["requested_at"]),
-                s(&a["deadline"])
-            );
-        }
-        if let Some(d) = m["decision"]["summary"].as_str() {
-            let _ = writeln!(o, "  {d}");
-        }
-        for at in m["attempts"].as_array().into_iter().flatten() {
-            attempt_lines(&mut o, at);
-        }
+        match_lines(&mut o, m);
     }
     for t in v["throttled"].as_array().into_iter().flatten() {
         let _ = writeln!(
@@ -533,6 +482,64 @@ pub fn timeline(v: &Value) -> String {
         let _ = writeln!(o, "  {l}");
     }
     o
+}
+
+/// One match of an event in `rulehook event`: its job's line, what holds or awaits it, the
+/// decision, then its attempts.
+fn match_lines(o: &mut String, m: &Value) {
+    use std::fmt::Write;
+    let error = m["error"].as_str().unwrap_or_default();
+    let not_fired = m["status"] == "done" && error.starts_with(crate::domain::DID_NOT_FIRE);
+    let status = if not_fired {
+        "not fired"
+    } else if m["status"] == "done" && error.starts_with(crate::domain::SHADOW_NOTE) {
+        "shadow"
+    } else if m["status"] == "done" && error.starts_with(crate::engine::SKIPPED_NOTE) {
+        "skipped"
+    } else {
+        s(&m["status"])
+    };
+    let _ = writeln!(
+        o,
+        "matched {}/{}  job {}  {}{}",
+        s(&m["rulebook"]),
+        s(&m["rule"]),
+        s(&m["id"]),
+        status,
+        match error
+            .strip_prefix(status)
+            .and_then(|e| e.strip_prefix(": "))
+        {
+            // The note already starts with the status (`shadow: …`, `skipped: …`).
+            Some(rest) => format!(": {rest}"),
+            None if error.is_empty() => String::new(),
+            None => format!(": {error}"),
+        }
+    );
+    if let Some(h) = m.get("held_by").filter(|h| h.is_object()) {
+        let _ = writeln!(
+            o,
+            "  held by maintenance window `{}` ({}) {}",
+            s(&h["window"]),
+            s(&h["during"]),
+            held_until(h)
+        );
+    }
+    if let Some(a) = m.get("awaiting").filter(|a| a.is_object()) {
+        let _ = writeln!(
+            o,
+            "  awaiting approval ({}) since {}; on_timeout decides at {}",
+            s(&a["reason"]),
+            s(&a["requested_at"]),
+            s(&a["deadline"])
+        );
+    }
+    if let Some(d) = m["decision"]["summary"].as_str() {
+        let _ = writeln!(o, "  {d}");
+    }
+    for at in m["attempts"].as_array().into_iter().flatten() {
+        attempt_lines(o, at);
+    }
 }
 
 /// One attempt of a job in `rulehook event`: its line, then what it printed or answered,

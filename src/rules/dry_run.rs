@@ -4,7 +4,7 @@
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
-use super::{EventDoc, RuleSet};
+use super::{EventDoc, Rule, RuleSet};
 
 /// One rule's verdict on a tried event.
 #[derive(Debug, Clone, Serialize)]
@@ -77,6 +77,34 @@ fn correlation_note(c: &super::correlate::Correlation, doc: &EventDoc) -> String
     )
 }
 
+/// What `rule`'s `on_failure` actions would run as if an action failed for good (a placeholder
+/// failure), rendered for a dry run.
+fn on_failure_rendered(set: &RuleSet, rule: &Rule, body: &Value, meta: &Value) -> Vec<Value> {
+    let failure = json!({
+        "action": rule.actions.first().map(|a| a.kind()).unwrap_or(""),
+        "error": "<the error>", "attempts": 1, "exit_code": 1,
+        "stdout": "<stdout>", "stderr": "<stderr>", "status": 500, "body": "<body>",
+    });
+    rule.on_failure
+        .iter()
+        .enumerate()
+        .map(|(i, a)| {
+            let previous = if i == 0 {
+                Value::Null
+            } else {
+                json!({"exit_code": 0, "stdout": format!("<stdout of on_failure action {}>", i - 1)})
+            };
+            let ctx = crate::templates::context(
+                json!({"event": body, "meta": meta, "previous": previous, "failure": failure}),
+            );
+            match a.render(&set.templates, &ctx) {
+                Ok(r) => r.for_history(),
+                Err(e) => json!({"render_error": e}),
+            }
+        })
+        .collect()
+}
+
 /// Every rule's verdict on `body` arriving on `source` (`None`: every rule is considered)
 /// with `headers` (lower-case names; visible to templates as `meta.headers`).
 pub fn dry_run(
@@ -147,26 +175,7 @@ pub fn dry_run(
                         Err(e) => json!({"render_error": e}),
                     });
                 }
-                // What would run if an action failed for good (a placeholder failure).
-                for (i, a) in rule.on_failure.iter().enumerate() {
-                    let failure = json!({
-                        "action": rule.actions.first().map(|a| a.kind()).unwrap_or(""),
-                        "error": "<the error>", "attempts": 1, "exit_code": 1,
-                        "stdout": "<stdout>", "stderr": "<stderr>", "status": 500, "body": "<body>",
-                    });
-                    let previous = if i == 0 {
-                        Value::Null
-                    } else {
-                        json!({"exit_code": 0, "stdout": format!("<stdout of on_failure action {}>", i - 1)})
-                    };
-                    let ctx = crate::templates::context(
-                        json!({"event": body, "meta": meta, "previous": previous, "failure": failure}),
-                    );
-                    on_failure.push(match a.render(&set.templates, &ctx) {
-                        Ok(r) => r.for_history(),
-                        Err(e) => json!({"render_error": e}),
-                    });
-                }
+                on_failure = on_failure_rendered(set, rule, body, &meta);
                 if let Some(t) = &rule.throttle {
                     throttle = json!({
                         "once_within": crate::units::format_duration(t.window),
