@@ -205,3 +205,66 @@ fn a_rerun_of_a_removed_rule_points_at_as_matched() {
     assert!(ok, "{err}");
     assert!(out.contains("runs the rule version it matched"), "{out}");
 }
+
+/// Replaying an event whose source has left the rulebooks says why nothing matched (the answer
+/// names the source as `source_gone`); it said "0 rule(s) matched" alone. With the source
+/// there, the answer has no `source_gone`.
+#[test]
+fn a_replay_of_an_event_whose_source_is_gone_says_so() {
+    let env = Env::new();
+    let book = |source: &str| {
+        format!(
+            "sources:\n  - {{ name: {source}, kind: bearer, secret: tok }}\nrules:\n  - name: r\n    sources: [{source}]\n    actions:\n      - log: {{ message: hi }}\n"
+        )
+    };
+    env.rulebook("t.yml", &book("net"));
+    let server = Server::start(&env, &[], &[]);
+    let body = env.path("ev.json");
+    std::fs::write(&body, r#"{"device": "atl1"}"#).unwrap();
+    let (hook, url) = (server.url("/hooks/net"), server.base.clone());
+    let (ok, _, err) = rulehook(&[
+        "send",
+        &hook,
+        "--kind",
+        "bearer",
+        "--secret",
+        "tok",
+        "--file",
+        body.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    let mut id = String::new();
+    common::wait_until("the event", Duration::from_secs(20), || {
+        let (_, out, _) = rulehook(&["events", "--json", "--url", &url]);
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
+        id = v["events"][0]["id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        !id.is_empty()
+    });
+    let (ok, out, err) = rulehook(&["replay", &id, "--json", "--url", &url]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["matched"], 1, "{v}");
+    assert!(v.get("source_gone").is_none(), "{v}");
+
+    env.rulebook("t.yml", &book("relocated"));
+    common::wait_until("the reload", Duration::from_secs(20), || {
+        use std::io::{Read, Write};
+        let Ok(mut s) = std::net::TcpStream::connect(url.trim_start_matches("http://")) else {
+            return false;
+        };
+        let mut text = String::new();
+        s.write_all(b"GET /api/status HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+            .and_then(|_| s.read_to_string(&mut text))
+            .is_ok_and(|_| text.contains("relocated"))
+    });
+    let (ok, out, err) = rulehook(&["replay", &id, "--url", &url]);
+    assert!(ok, "{err}");
+    assert!(out.contains("0 rule(s) matched"), "{out}");
+    assert!(
+        out.contains("its source `net` is no longer in the rulebooks, so no rule can match it"),
+        "{out}"
+    );
+}

@@ -362,6 +362,11 @@ pub async fn replay(a: IdArgs) -> anyhow::Result<()> {
         s(&v["id"]),
         v["matched"]
     );
+    if let Some(source) = v["source_gone"].as_str() {
+        println!(
+            "  its source `{source}` is no longer in the rulebooks, so no rule can match it (add the source back, then replay)"
+        );
+    }
     Ok(())
 }
 

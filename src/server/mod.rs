@@ -208,11 +208,14 @@ async fn replay(
 ) -> Result<Response, ApiError> {
     // Audited before it acts (`app::audited`).
     let done = audited::replay(&state, &who, &id).await?;
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(json!({"id": done.id, "replay_of": id, "matched": done.matched})),
-    )
-        .into_response())
+    let mut answer = json!({"id": done.id, "replay_of": id, "matched": done.matched});
+    // Nothing can match an event whose source left the rulebooks: say so, not just "0".
+    if let Some(old) = state.engine.store().log.event(&id).await?
+        && state.engine.rules().source(&old.source).is_none()
+    {
+        answer["source_gone"] = json!(old.source);
+    }
+    Ok((StatusCode::ACCEPTED, Json(answer)).into_response())
 }
 
 #[derive(Debug, Deserialize)]
