@@ -20,6 +20,38 @@ fn rulehook(args: &[&str]) -> (bool, String, String) {
     )
 }
 
+/// Sends `{"device": "atl1"}` to source `net` (bearer `tok`) with `rulehook send`.
+fn send_device_event(env: &Env, server: &Server) {
+    let body = env.path("ev.json");
+    std::fs::write(&body, r#"{"device": "atl1"}"#).unwrap();
+    let hook = server.url("/hooks/net");
+    let (ok, _, err) = rulehook(&[
+        "send",
+        &hook,
+        "--kind",
+        "bearer",
+        "--secret",
+        "tok",
+        "--file",
+        body.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+}
+
+/// Waits until `/api/status` of the service at `url` mentions `text` (a reload has landed).
+fn wait_for_status(url: &str, text: &str) {
+    common::wait_until("the reload", Duration::from_secs(20), || {
+        use std::io::{Read, Write};
+        let Ok(mut s) = std::net::TcpStream::connect(url.trim_start_matches("http://")) else {
+            return false;
+        };
+        let mut got = String::new();
+        s.write_all(b"GET /api/status HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+            .and_then(|_| s.read_to_string(&mut got))
+            .is_ok_and(|_| got.contains(text))
+    });
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_history_from_the_command_line() {
     let env = Env::new();
@@ -162,21 +194,8 @@ fn a_rerun_of_a_removed_rule_points_at_as_matched() {
     };
     env.rulebook("t.yml", &book("fix"));
     let server = Server::start(&env, &[], &[]);
-    let body = env.path("ev.json");
-    std::fs::write(&body, r#"{"device": "atl1"}"#).unwrap();
-    let hook = server.url("/hooks/net");
+    send_device_event(&env, &server);
     let url = server.base.clone();
-    let (ok, _, err) = rulehook(&[
-        "send",
-        &hook,
-        "--kind",
-        "bearer",
-        "--secret",
-        "tok",
-        "--file",
-        body.to_str().unwrap(),
-    ]);
-    assert!(ok, "{err}");
     let mut job = String::new();
     common::wait_until("the dead letter", Duration::from_secs(20), || {
         let (_, out, _) = rulehook(&["jobs", "--status", "failed", "--json", "--url", &url]);
@@ -185,16 +204,7 @@ fn a_rerun_of_a_removed_rule_points_at_as_matched() {
         !job.is_empty()
     });
     env.rulebook("t.yml", &book("fix-renamed"));
-    common::wait_until("the reload", Duration::from_secs(20), || {
-        use std::io::{Read, Write};
-        let Ok(mut s) = std::net::TcpStream::connect(url.trim_start_matches("http://")) else {
-            return false;
-        };
-        let mut text = String::new();
-        s.write_all(b"GET /api/status HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
-            .and_then(|_| s.read_to_string(&mut text))
-            .is_ok_and(|_| text.contains("t/fix-renamed"))
-    });
+    wait_for_status(&url, "t/fix-renamed");
     let (ok, _, err) = rulehook(&["rerun", &job, "--url", &url]);
     assert!(!ok);
     assert!(
@@ -219,20 +229,8 @@ fn a_replay_of_an_event_whose_source_is_gone_says_so() {
     };
     env.rulebook("t.yml", &book("net"));
     let server = Server::start(&env, &[], &[]);
-    let body = env.path("ev.json");
-    std::fs::write(&body, r#"{"device": "atl1"}"#).unwrap();
-    let (hook, url) = (server.url("/hooks/net"), server.base.clone());
-    let (ok, _, err) = rulehook(&[
-        "send",
-        &hook,
-        "--kind",
-        "bearer",
-        "--secret",
-        "tok",
-        "--file",
-        body.to_str().unwrap(),
-    ]);
-    assert!(ok, "{err}");
+    send_device_event(&env, &server);
+    let url = server.base.clone();
     let mut id = String::new();
     common::wait_until("the event", Duration::from_secs(20), || {
         let (_, out, _) = rulehook(&["events", "--json", "--url", &url]);
@@ -250,16 +248,7 @@ fn a_replay_of_an_event_whose_source_is_gone_says_so() {
     assert!(v.get("source_gone").is_none(), "{v}");
 
     env.rulebook("t.yml", &book("relocated"));
-    common::wait_until("the reload", Duration::from_secs(20), || {
-        use std::io::{Read, Write};
-        let Ok(mut s) = std::net::TcpStream::connect(url.trim_start_matches("http://")) else {
-            return false;
-        };
-        let mut text = String::new();
-        s.write_all(b"GET /api/status HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
-            .and_then(|_| s.read_to_string(&mut text))
-            .is_ok_and(|_| text.contains("relocated"))
-    });
+    wait_for_status(&url, "relocated");
     let (ok, out, err) = rulehook(&["replay", &id, "--url", &url]);
     assert!(ok, "{err}");
     assert!(out.contains("0 rule(s) matched"), "{out}");

@@ -21,14 +21,25 @@ pub enum Queued {
     OnCurrentRule { mode: Option<ModeChange> },
 }
 
+/// A replay that was ingested, with the source of the event it replayed.
+#[derive(Debug)]
+pub struct Replayed {
+    pub done: Ingested,
+    /// The replayed event's source (it may have left the rulebooks since).
+    pub source: String,
+}
+
 /// Replays event `id` as `who`, audited first.
-pub async fn replay(state: &AppState, who: &Principal, id: &str) -> Result<Ingested, ApiError> {
-    if state.engine.store().log.event(id).await?.is_none() {
+pub async fn replay(state: &AppState, who: &Principal, id: &str) -> Result<Replayed, ApiError> {
+    let Some(old) = state.engine.store().log.event(id).await? else {
         return Err(ApiError::NoSuchEvent);
-    }
+    };
     audit(state, who, "replay", id, None).await?;
     match state.engine.replay(id).await {
-        Ok(Some(done)) => Ok(done),
+        Ok(Some(done)) => Ok(Replayed {
+            done,
+            source: old.source.clone(),
+        }),
         Ok(None) => Err(not_done(who, "replay", id, ApiError::NoSuchEvent)),
         Err(e) => Err(not_done(who, "replay", id, e.into())),
     }

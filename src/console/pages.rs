@@ -393,7 +393,7 @@ pub async fn replay(
     Ok(secured(
         Redirect::to(&format!(
             "/console/events/{}?done=replay",
-            auth::urlencode(&done.id)
+            auth::urlencode(&done.done.id)
         ))
         .into_response(),
     ))

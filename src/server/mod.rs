@@ -207,13 +207,11 @@ async fn replay(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     // Audited before it acts (`app::audited`).
-    let done = audited::replay(&state, &who, &id).await?;
+    let audited::Replayed { done, source } = audited::replay(&state, &who, &id).await?;
     let mut answer = json!({"id": done.id, "replay_of": id, "matched": done.matched});
     // Nothing can match an event whose source left the rulebooks: say so, not just "0".
-    if let Some(old) = state.engine.store().log.event(&id).await?
-        && state.engine.rules().source(&old.source).is_none()
-    {
-        answer["source_gone"] = json!(old.source);
+    if state.engine.rules().source(&source).is_none() {
+        answer["source_gone"] = json!(source);
     }
     Ok((StatusCode::ACCEPTED, Json(answer)).into_response())
 }
