@@ -3,6 +3,9 @@
 //! an unknown key (with the lines nested under it), or else the whole list item (a source or a
 //! rule) it sits in. Set-aside lines become empty lines, so every later problem keeps its line
 //! and column. Items set aside are never reported again, so one mistake is not reported twice.
+//! Once the rest parses, it is returned too, so the checks after parsing (conditions,
+//! templates, the sources a rule names) can look at the sources and rules that were not set
+//! aside.
 
 /// A problem the parser found: line, column (1-based) and the message as shown to people.
 pub type Found = (u64, u64, String);
@@ -18,18 +21,31 @@ struct Item {
     end: usize,
 }
 
+/// What [`every_problem`] found in a text.
+#[derive(Debug)]
+pub struct Recovered {
+    /// Every problem, in line order.
+    pub problems: Vec<Found>,
+    /// The text with every part holding a problem set aside (emptied lines, so positions
+    /// stay true), when what is left parses; `None` when the search stopped before that (too
+    /// many problems, or one that could not be set aside).
+    pub rest: Option<String>,
+}
+
 /// Every problem `parse` finds in `text`, in line order; `parse` answers the first problem of
 /// the text it is given (the text with the parts already reported set aside).
-pub fn every_problem(text: &str, parse: impl Fn(&str) -> Option<Found>) -> Vec<Found> {
+pub fn every_problem(text: &str, parse: impl Fn(&str) -> Option<Found>) -> Recovered {
     let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
     let items = outline(&lines);
     let mut found: Vec<Found> = Vec::new();
     let mut left: Vec<bool> = vec![true; items.len()];
     // Per item, the keys an unknown key there was taken for (`did you mean `actions`?`).
     let mut meant: Vec<(usize, String)> = Vec::new();
+    let mut rest = None;
     while found.len() < MAX {
         let current = lines.join("\n");
         let Some(problem) = parse(&current) else {
+            rest = Some(current);
             break;
         };
         if found.contains(&problem) {
@@ -99,7 +115,10 @@ pub fn every_problem(text: &str, parse: impl Fn(&str) -> Option<Found>) -> Vec<F
         }
     }
     found.sort();
-    found
+    Recovered {
+        problems: found,
+        rest,
+    }
 }
 
 fn indent(line: &str) -> usize {
@@ -262,12 +281,29 @@ mod tests {
     #[test]
     fn each_problem_is_found_once_at_its_line() {
         let text = "sources:\n  - name: s\n    bad: 1\nrules:\n  - name: a\n    bad: 2\n    bad: 3\n  - bad item\n    more: x\n  - name: ok\n";
-        let found = every_problem(text, toy);
+        let found = every_problem(text, toy).problems;
         let lines: Vec<u64> = found.iter().map(|f| f.0).collect();
         assert_eq!(lines, vec![3, 6, 7, 8], "{found:?}");
         // The last item of a list set aside leaves `rules: []`, not a new problem.
-        let found = every_problem("rules:\n  - bad item\n", toy);
+        let found = every_problem("rules:\n  - bad item\n", toy).problems;
         assert_eq!(found.len(), 1, "{found:?}");
+    }
+
+    /// What is left once every problem is set aside is returned, line for line, for the
+    /// checks after parsing; nothing is when the search gave up.
+    #[test]
+    fn the_rest_of_the_text_is_returned_with_its_lines_kept() {
+        let text = "rules:\n  - name: a\n    bad: 1\n    x: 1\n  - bad item\n  - name: ok\n";
+        let found = every_problem(text, toy);
+        let rest = found.rest.clone().unwrap_or_default();
+        assert_eq!(
+            rest, "rules:\n  - name: a\n\n    x: 1\n\n  - name: ok",
+            "{found:?}"
+        );
+        // A problem outside every item that cannot be set aside: no rest.
+        let found = every_problem("  bad\nrules:\n  - name: ok\n", toy);
+        assert_eq!(found.problems.len(), 1);
+        assert!(found.rest.is_none(), "{found:?}");
     }
 
     /// A problem in one entry of a list inside a rule (an action) is set aside with that entry
@@ -276,9 +312,13 @@ mod tests {
     #[test]
     fn each_action_of_a_rule_is_looked_at() {
         let text = "rules:\n  - name: a\n    actions:\n      - log: {bad: 1}\n      - run:\n          bad: 2\n      - log: {x: 1}\n  - name: b\n    actions:\n    - log: {bad: 3}\n    - log: {bad: 4}\n";
-        let lines: Vec<u64> = every_problem(text, toy).iter().map(|f| f.0).collect();
+        let lines: Vec<u64> = every_problem(text, toy)
+            .problems
+            .iter()
+            .map(|f| f.0)
+            .collect();
         assert_eq!(lines, vec![4, 6, 10, 11]);
         let text = "rules:\n  - name: b\n  - name: a\n    actions:\n      - log: {bad: 1}\n";
-        assert_eq!(every_problem(text, toy).len(), 1);
+        assert_eq!(every_problem(text, toy).problems.len(), 1);
     }
 }

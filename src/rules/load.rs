@@ -112,7 +112,14 @@ pub(super) fn compile(
     let mut warnings = Vec::new();
     // Sources declared but not compiled (their own error is reported).
     let mut failed_sources: HashSet<String> = HashSet::new();
-    let parsed = parse_all(texts, &mut errors, &mut failed_sources, MAX_YAML_NODES);
+    // The files with structural problems, each with those parts set aside (see `parse_all`).
+    let mut rests = Vec::new();
+    let mut parsed = parse_all(texts, &mut errors, &mut rests, MAX_YAML_NODES);
+    let mut aside = SetAside::default();
+    parsed.extend(parse_rests(&rests, MAX_YAML_NODES, &mut aside));
+    failed_sources.extend(aside.sources);
+    // In the order the files were read: duplicates are reported at the later file.
+    parsed.sort_by_key(|(path, _, _)| texts.iter().position(|(p, _)| p == *path));
     // Sources first: rules anywhere may name a source declared in any rulebook.
     let (sources, summaries) =
         compile_sources(&parsed, &mut errors, &mut warnings, &mut failed_sources);
@@ -131,7 +138,7 @@ pub(super) fn compile(
         internal: &internal,
         scripts,
     };
-    let windows = compile_windows(&parsed, &mut errors, &mut warnings);
+    let windows = compile_windows(&parsed, &aside.rules, &mut errors, &mut warnings);
     let rules = compile_rules(parsed, &known, &mut templates, &mut errors, &mut warnings);
     if !errors.is_empty() {
         return Err(LoadErrors(errors));
@@ -144,6 +151,80 @@ pub(super) fn compile(
 /// A rulebook as parsed, beside its path and text.
 type Parsed<'t> = (&'t PathBuf, &'t String, model::RulebookFile);
 
+/// A file with structural problems, with the parts holding them set aside (emptied lines):
+/// its original text (what it declared) and what was left, if that parses.
+struct Rest<'t> {
+    path: &'t PathBuf,
+    text: &'t str,
+    rest: Option<String>,
+}
+
+/// What the parts of files set aside for their structural problems declared, so that what
+/// names them gets no second, misleading error (their own problems are reported).
+#[derive(Default)]
+struct SetAside {
+    sources: HashSet<String>,
+    /// (rulebook, rule name)
+    rules: Vec<(String, String)>,
+}
+
+/// The sources and rules of files with structural problems that were not set aside, parsed
+/// again so the later checks look at them too (their problems are reported with the
+/// structural ones; nothing loads either way).
+fn parse_rests<'t>(
+    rests: &'t [Rest<'_>],
+    max_nodes: usize,
+    aside: &mut SetAside,
+) -> Vec<Parsed<'t>> {
+    let mut parsed = Vec::new();
+    for r in rests {
+        let book = r.rest.as_ref().and_then(|rest| {
+            serde_saphyr::from_str_with_options::<model::RulebookFile>(
+                rest,
+                yaml_options(max_nodes),
+            )
+            .ok()
+            .map(|book| (rest, book))
+        });
+        let (sources, rules): (HashSet<&str>, HashSet<&str>) = match &book {
+            Some((_, b)) => (
+                b.sources.iter().map(|s| s.name.value.as_str()).collect(),
+                b.rules.iter().map(|r| r.name.value.as_str()).collect(),
+            ),
+            None => Default::default(),
+        };
+        let declared = declared_names(r.text);
+        aside.sources.extend(
+            declared
+                .sources
+                .into_iter()
+                .filter(|n| !sources.contains(n.as_str())),
+        );
+        aside.rules.extend(
+            declared
+                .rules
+                .into_iter()
+                .filter(|n| !rules.contains(n.as_str()))
+                .map(|n| (stem(r.path), n)),
+        );
+        if let Some((rest, book)) = book {
+            parsed.push((r.path, rest, book));
+        }
+    }
+    parsed
+}
+
+/// How rulebooks are parsed: YAML 1.2 booleans only, `0123` kept as text, at most
+/// `max_nodes` nodes.
+fn yaml_options(max_nodes: usize) -> serde_saphyr::Options {
+    serde_saphyr::options! {
+        strict_booleans: true,
+        leading_zero_numbers_as_strings: true,
+        with_snippet: false,
+        budget: serde_saphyr::budget! { max_nodes: max_nodes },
+    }
+}
+
 /// Every file parsed as a rulebook; for a file that does not parse, every structural problem
 /// (not only the first) and the names of the sources it declares (so rules elsewhere that use
 /// them do not each report a missing source as well).
@@ -153,17 +234,12 @@ type Parsed<'t> = (&'t PathBuf, &'t String, model::RulebookFile);
 fn parse_all<'t>(
     texts: &'t [(PathBuf, String)],
     errors: &mut Vec<LoadError>,
-    failed_sources: &mut HashSet<String>,
+    rests: &mut Vec<Rest<'t>>,
     max_nodes: usize,
 ) -> Vec<Parsed<'t>> {
     let mut parsed = Vec::new();
     for (path, text) in texts {
-        let opts = serde_saphyr::options! {
-            strict_booleans: true,
-            leading_zero_numbers_as_strings: true,
-            with_snippet: false,
-            budget: serde_saphyr::budget! { max_nodes: max_nodes },
-        };
+        let opts = yaml_options(max_nodes);
         let parse = |text: &str| -> Result<model::RulebookFile, crate::rulebook::recover::Found> {
             serde_saphyr::from_str_with_options::<model::RulebookFile>(text, opts.clone()).map_err(
                 |e| {
@@ -193,9 +269,8 @@ fn parse_all<'t>(
                 });
             }
             Err(_) => {
-                failed_sources.extend(declared_source_names(text));
                 let every = crate::rulebook::recover::every_problem(text, |t| parse(t).err());
-                for (line, column, message) in every {
+                for (line, column, message) in every.problems {
                     errors.push(LoadError {
                         file: path.display().to_string(),
                         line,
@@ -203,6 +278,11 @@ fn parse_all<'t>(
                         message,
                     });
                 }
+                rests.push(Rest {
+                    path,
+                    text,
+                    rest: every.rest,
+                });
             }
         }
     }
@@ -306,9 +386,12 @@ fn compile_sources(
 /// Maintenance windows (rules/windows.rs): they may name the rules of any rulebook.
 fn compile_windows(
     parsed: &[Parsed<'_>],
+    set_aside: &[(String, String)],
     errors: &mut Vec<LoadError>,
     warnings: &mut Vec<String>,
 ) -> Vec<super::windows::Window> {
+    // Rules set aside for a structural problem count as declared: a window naming one is not
+    // wrong (the rule's own problem is reported).
     let declared: super::windows::Declared = parsed
         .iter()
         .flat_map(|(path, _, book)| {
@@ -317,6 +400,7 @@ fn compile_windows(
                 .iter()
                 .map(move |r| (b.clone(), r.name.value.clone()))
         })
+        .chain(set_aside.iter().cloned())
         .collect();
     let mut windows = Vec::new();
     let mut window_names = HashMap::new();
@@ -455,16 +539,31 @@ fn assemble(
 }
 
 /// The `sources[*].name` of a rulebook that does not parse as a rulebook (read as plain YAML).
-fn declared_source_names(text: &str) -> Vec<String> {
+/// The names of the sources and rules a rulebook's text declares, read leniently (any YAML).
+struct Names {
+    sources: Vec<String>,
+    rules: Vec<String>,
+}
+
+fn declared_names(text: &str) -> Names {
     let Ok(v) = serde_saphyr::from_str::<serde_json::Value>(text) else {
-        return Vec::new();
+        return Names {
+            sources: Vec::new(),
+            rules: Vec::new(),
+        };
     };
-    v["sources"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|s| s["name"].as_str().map(str::to_string))
-        .collect()
+    let names = |section: &str| -> Vec<String> {
+        v[section]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|s| s["name"].as_str().map(str::to_string))
+            .collect()
+    };
+    Names {
+        sources: names("sources"),
+        rules: names("rules"),
+    }
 }
 
 fn rulebook_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
@@ -1498,6 +1597,85 @@ mod tests {
         .unwrap()
     }
 
+    /// Every error of one rulebook, as `line:column: message`.
+    fn load_errors(files: &[(&str, &str)]) -> Vec<String> {
+        let dir = tempfile::tempdir().unwrap();
+        for d in ["rulebooks", "scripts", "templates"] {
+            std::fs::create_dir_all(dir.path().join(d)).unwrap();
+        }
+        for (name, text) in files {
+            std::fs::write(dir.path().join("rulebooks").join(name), text).unwrap();
+        }
+        let loaded = crate::rules::load(&Dirs {
+            rulebooks: dir.path().join("rulebooks"),
+            scripts: dir.path().join("scripts"),
+            templates: dir.path().join("templates"),
+        });
+        match loaded {
+            Ok(_) => Vec::new(),
+            Err(e) => {
+                e.0.iter()
+                    .map(|e| {
+                        format!(
+                            "{}:{}:{}: {}",
+                            stem(Path::new(&e.file)),
+                            e.line,
+                            e.column,
+                            e.message
+                        )
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    /// A structural problem in one rule does not hide the later checks of the file's other
+    /// rules (a bad condition, a source nobody declares), and what was set aside brings no
+    /// second error along: a rule naming a source set aside, a window naming a rule set aside.
+    #[test]
+    fn a_structural_problem_hides_no_other_rules_checks() {
+        let text = "sources:
+  - { name: ok, kind: none }
+  - { name: broken, kind: none, colour: red }
+rules:
+  - name: typo
+    condtion: '$.a == 1'
+    actions: [{ log: { message: hi } }]
+  - name: bad_condition
+    condition: '$.a = 1'
+    actions: [{ log: { message: hi } }]
+  - name: unknown_source
+    sources: [nowhere]
+    actions: [{ log: { message: hi } }]
+  - name: on_broken
+    sources: [broken]
+    actions: [{ log: { message: hi } }]
+windows:
+  - { name: w, start: '2026-01-01T00:00:00Z', end: '2026-01-02T00:00:00Z', rules: [typo], during: hold }
+";
+        let found = load_errors(&[("s.yml", text)]);
+        let at = |line: &str, words: &str| {
+            found
+                .iter()
+                .any(|f| f.starts_with(&format!("s:{line}")) && f.contains(words))
+        };
+        assert!(at("3:", "unknown key `colour`"), "{found:?}");
+        assert!(at("6:5:", "unknown key `condtion`"), "{found:?}");
+        assert!(at("9:", "`=` is not an operator"), "{found:?}");
+        assert!(at("12:", "`nowhere`"), "{found:?}");
+        assert_eq!(found.len(), 4, "{found:?}");
+        // Another file's rules are checked as before, and name the broken file's kept source.
+        let other = "rules:\n  - name: elsewhere\n    sources: [ok]\n    condition: '$.b = 2'\n    actions: [{ log: { message: hi } }]\n";
+        let found = load_errors(&[("s.yml", text), ("t.yml", other)]);
+        assert!(
+            found
+                .iter()
+                .any(|f| f.starts_with("t:4:") && f.contains("`=` is not an operator")),
+            "{found:?}"
+        );
+        assert_eq!(found.len(), 5, "{found:?}");
+    }
+
     /// A signed-timestamp source keeps its delivery ids for at least twice its `tolerance`
     /// (a message is taken within `tolerance` either side of its timestamp): a shorter
     /// `dedup_window` let a replay through once its id was forgotten. It is raised, with a
@@ -1575,7 +1753,7 @@ mod tests {
     #[test]
     fn a_file_past_the_node_limit_is_one_located_error() {
         let texts = vec![(PathBuf::from("r.yml"), rulebook(40))];
-        let (mut errors, mut failed) = (Vec::new(), HashSet::new());
+        let (mut errors, mut failed) = (Vec::new(), Vec::new());
         assert!(parse_all(&texts, &mut errors, &mut failed, 200).is_empty());
         assert_eq!(errors.len(), 1, "{errors:?}");
         let e = &errors[0];
@@ -1594,7 +1772,7 @@ mod tests {
     /// The structural errors of one file, as `line:column: message`.
     fn problems(text: &str) -> Vec<String> {
         let texts = vec![(PathBuf::from("r.yml"), text.to_string())];
-        let (mut errors, mut failed) = (Vec::new(), HashSet::new());
+        let (mut errors, mut failed) = (Vec::new(), Vec::new());
         assert!(parse_all(&texts, &mut errors, &mut failed, 250_000).is_empty());
         errors
             .iter()
