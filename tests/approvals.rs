@@ -931,6 +931,15 @@ async fn the_console_page_lists_and_decides() {
         "credentials masked: {html}"
     );
     assert!(html.contains("value=\"approve\"") && html.contains("value=\"reject\""));
+    // The comment field takes what the API takes (4 KiB): a browser cuts what is typed or
+    // pasted at `maxlength`, silently; it was 500.
+    assert!(
+        html.contains(&format!(
+            "name=\"comment\" maxlength=\"{}\"",
+            rulehook::domain::MAX_COMMENT_BYTES
+        )),
+        "{html}"
+    );
     // A viewer sees the page without buttons, and its POST is refused.
     let vhtml = page(&viewer).await;
     assert!(
