@@ -517,6 +517,48 @@ async fn a_wait_survives_kill9_and_reload_and_the_cli_approves() {
     );
 }
 
+/// `rulehook approve` on a job already decided says who decided, whatever the answer's text
+/// holds: a decision whose comment (or time) has "404" in it was reported as "not awaiting
+/// approval", as if the job had never asked.
+#[tokio::test]
+async fn deciding_twice_says_already_decided_when_the_comment_says_404() {
+    let env = Env::new();
+    ran_script(&env);
+    env.rulebook("r.yml", &waiting_book("v1", "10m"));
+    let server = Server::start(&env, &[], &[]);
+    let c = client();
+    let event = send(&c, &server, &json!({"state": "down", "port": "Gi0/4"})).await;
+    let job = job_id(&event, "shut-port");
+    wait_status(&c, &server, None, &job, "awaiting_approval").await;
+    let comment = "CHG-404: the 404 page of the NMS";
+    let out = cli(&["approve", &job, "--comment", comment, "--url", &server.base])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    for verb in ["approve", "reject"] {
+        let out = cli(&[verb, &job, "--url", &server.base]).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{out:?}");
+        assert!(
+            stderr.contains("already decided: approved by loopback") && stderr.contains(comment),
+            "{stderr}"
+        );
+    }
+    // A job that never asked is still told apart (404).
+    let out = cli(&[
+        "approve",
+        &format!("{event}:nothing"),
+        "--url",
+        &server.base,
+    ])
+    .output()
+    .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("is not awaiting approval"),
+        "{out:?}"
+    );
+}
+
 /// kill -9 after a person decided and before the job read the decision: after the restart the
 /// decision stands (even past the deadline, whose `on_timeout` would have rejected) and the
 /// first action runs once. A decision wakes its job at once, so the only worker is kept busy by
@@ -889,6 +931,15 @@ async fn the_console_page_lists_and_decides() {
         "credentials masked: {html}"
     );
     assert!(html.contains("value=\"approve\"") && html.contains("value=\"reject\""));
+    // The comment field takes what the API takes (4 KiB): a browser cuts what is typed or
+    // pasted at `maxlength`, silently; it was 500.
+    assert!(
+        html.contains(&format!(
+            "name=\"comment\" maxlength=\"{}\"",
+            rulehook::domain::MAX_COMMENT_BYTES
+        )),
+        "{html}"
+    );
     // A viewer sees the page without buttons, and its POST is refused.
     let vhtml = page(&viewer).await;
     assert!(

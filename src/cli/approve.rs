@@ -5,7 +5,7 @@
 use clap::Args;
 use serde_json::json;
 
-use super::history::{AdminArgs, Api, print_json, seg};
+use super::history::{AdminArgs, Api, print_json, refused_with, seg};
 
 #[derive(Debug, Clone, Args)]
 pub struct DecideArgs {
@@ -31,7 +31,7 @@ pub async fn decide(a: DecideArgs, approved: bool) -> anyhow::Result<()> {
         )
         .await
         .map_err(|e| {
-            if e.to_string().contains("404") {
+            if refused_with(&e) == Some(404) {
                 anyhow::anyhow!(
                     "job {} is not awaiting approval (list those that are with `rulehook jobs --status awaiting_approval`)",
                     a.id

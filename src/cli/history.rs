@@ -148,9 +148,35 @@ impl Api {
                 };
                 anyhow::bail!("the admin API refused the request ({message}); {why}")
             }
-            _ => anyhow::bail!("{} answered {status}: {message}", self.base),
+            _ => Err(Refused {
+                status: status.as_u16(),
+                text: format!("{} answered {status}: {message}", self.base),
+            }
+            .into()),
         }
     }
+}
+
+/// A refusal by the admin API (anything but 401, which `call_with` explains itself): its
+/// status, so that a caller tells a 404 by its status and not by its text (a message such as
+/// `approved by anna at 2026-12-07T21:57:43.404Z` holds "404" too).
+#[derive(Debug)]
+pub(super) struct Refused {
+    pub(super) status: u16,
+    text: String,
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl std::error::Error for Refused {}
+
+/// The status the admin API refused with, when `e` is such a refusal.
+pub(super) fn refused_with(e: &anyhow::Error) -> Option<u16> {
+    e.downcast_ref::<Refused>().map(|r| r.status)
 }
 
 /// Whether `base` names this host (a loopback address or `localhost`).
@@ -382,17 +408,18 @@ pub async fn rerun(a: RerunArgs) -> anyhow::Result<()> {
         .await
         .map_err(|e| {
             let m = e.to_string();
-            if m.contains("404") {
+            let status = refused_with(&e);
+            if status == Some(404) {
                 anyhow::anyhow!(
                     "no job with id {} (list the dead letters with `rulehook jobs --status failed`)",
                     a.id
                 )
-            } else if m.contains("is rejected") {
+            } else if status == Some(409) && m.contains("is rejected") {
                 anyhow::anyhow!(
                     "job {} was rejected at approval (nothing ran), so it is not a dead letter: re-run is for jobs that failed; to run it again, replay its event (`rulehook replay EVENT`)",
                     a.id
                 )
-            } else if m.contains("not a dead letter") {
+            } else if status == Some(409) && m.contains("not a dead letter") {
                 anyhow::anyhow!(
                     "job {} is not a dead letter: only failed jobs can be re-run (list them with `rulehook jobs --status failed`)",
                     a.id
@@ -409,7 +436,7 @@ pub async fn rerun(a: RerunArgs) -> anyhow::Result<()> {
 }
 
 fn not_found(e: anyhow::Error, what: &str, id: &str) -> anyhow::Error {
-    if e.to_string().contains("404") {
+    if refused_with(&e) == Some(404) {
         anyhow::anyhow!("no {what} with id {id} (list them with `rulehook events`)")
     } else {
         e

@@ -70,6 +70,7 @@ pub async fn list(
         json!({
             "frame": frame(&v, "approvals"),
             "approver": v.may(Role::Approver).is_ok(),
+            "max_comment": crate::domain::MAX_COMMENT_BYTES,
             "one": q.job.is_some(),
             "requests": rows,
             "notice": notice,

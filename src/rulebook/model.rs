@@ -21,6 +21,7 @@ pub struct RulebookFile {
     #[serde(default)]
     pub rules: Vec<Box<RuleSpec>>,
     /// `shadow` or `live` (the default): the mode of this rulebook's rules that name none.
+    #[serde(default, deserialize_with = "present")]
     pub mode: Option<S<String>>,
     /// Maintenance windows (`rulebook::windows`; docs/change-control.md).
     #[serde(default)]
@@ -132,24 +133,38 @@ pub struct RuleSpec {
     /// it is skipped with a warning (rules that call GitHub or GitLab need their tokens).
     #[serde(default)]
     pub requires_env: Vec<S<String>>,
+    #[serde(default, deserialize_with = "present")]
     pub sources: Option<Vec<S<String>>>,
+    #[serde(default, deserialize_with = "present")]
     pub condition: Option<S<ConditionSpec>>,
     #[serde(default = "yes")]
     pub enabled: bool,
     // Boxed, like the actions: inline, the three optional blocks below made every rule 1.9 KB
     // while its rulebook is compiled (1.2 KB of it `correlate`), 19 MB for 10,000 rules that
     // rarely use any of them; boxed, a rule is ~0.4 KB.
+    #[serde(default, deserialize_with = "present")]
     pub throttle: Option<Box<S<ThrottleSpec>>>,
     /// A correlation over several events (docs/correlation.md).
+    #[serde(default, deserialize_with = "present")]
     pub correlate: Option<Box<S<CorrelateSpec>>>,
     pub actions: Vec<S<ActionSpec>>,
     /// Runs when an action has failed for good (with `failure` in the context).
     #[serde(default)]
     pub on_failure: Vec<S<ActionSpec>>,
     /// `shadow` (match and render, run nothing) or `live`; unset: the rulebook's `mode`.
+    #[serde(default, deserialize_with = "present")]
     pub mode: Option<S<String>>,
     /// The job waits for a person's decision before its first action (docs/change-control.md).
+    #[serde(default, deserialize_with = "present")]
     pub approval: Option<Box<S<ApprovalSpec>>>,
+}
+
+/// An optional key that, once written, must have a value: unset is `None`, but `approval:`
+/// (or `condition:`, `throttle:` …) with nothing after it is an error ("has no value"), never
+/// read as if the key were not there, which would run the rule without its approval, on every
+/// event, or unthrottled.
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
 }
 
 /// `approval: {timeout: 30m, on_timeout: reject, approvers: [ann], notify: [actions]}`

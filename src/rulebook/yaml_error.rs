@@ -128,6 +128,8 @@ fn key_and_value(src_line: &str, column: u64) -> (&str, &str) {
         .rsplit(|c: char| c.is_whitespace() || c == '{' || c == ',')
         .next()
         .unwrap_or("");
+    // A key with no value is reported at its colon (`windows:`): the colon is not the value.
+    let after = after.strip_prefix(':').map_or(after, str::trim_start);
     let value = after
         .split(|c: char| c == ',' || c == '}' || c == ']' || c.is_whitespace())
         .next()

@@ -1831,6 +1831,43 @@ windows:
         );
     }
 
+    /// A key written with nothing after it is an error, not a key left out: `approval:` alone
+    /// loaded a rule that ran without asking anyone, `condition:` one that matched every event,
+    /// `correlate:` one that fired on every event, `throttle:` one never throttled. A list key
+    /// with no value proposes a list, not `[:]`.
+    #[test]
+    fn a_key_written_without_a_value_is_an_error_not_left_out() {
+        let head = "sources:\n  - name: a\n    kind: none\n";
+        let rule = "    actions: [{log: {message: hi}}]\n";
+        let cases = [
+            ("approval:", "`approval:` has no value"),
+            ("condition:", "`condition:` has no value"),
+            ("correlate:", "`correlate:` has no value"),
+            ("throttle:", "`throttle:` has no value"),
+            ("mode:", "`mode` has no value"),
+            ("sources:", "`sources` must be a list: `sources: [a, b]`"),
+        ];
+        for (key, want) in cases {
+            let text = format!("{head}rules:\n  - name: r\n    {key}\n{rule}");
+            let found = problems(&text);
+            assert!(
+                found.len() == 1 && found[0].starts_with("6:") && found[0].contains(want),
+                "want {want:?}, got {found:?} for\n{text}"
+            );
+        }
+        let found = problems(&format!("mode:\n{head}"));
+        assert!(
+            found.len() == 1 && found[0].starts_with("1:5: `mode` has no value"),
+            "{found:?}"
+        );
+        let found = problems(&format!("windows:\n{head}"));
+        assert!(
+            found.len() == 1
+                && found[0].starts_with("1:8: `windows` must be a list: `windows: [a, b]`"),
+            "{found:?}"
+        );
+    }
+
     /// A value of the wrong type is said with the key, the value and what goes there, not in
     /// the YAML library's words (`strict mode`, `Option<String>`, `DuplicateKeyPolicy`).
     #[test]
