@@ -30,7 +30,15 @@ pub enum BodyError {
     Json(String),
     #[error("body is not UTF-8 text")]
     NotText,
+    #[error("body is nested deeper than {MAX_DEPTH} levels of arrays and objects")]
+    TooDeep,
 }
+
+/// The deepest nesting of arrays and objects a JSON body may have. Every answer that carries
+/// an event wraps its body in a few more levels (`/api/events/{id}`, `/api/stored-events`),
+/// and JSON readers stop at 128 (serde_json, so `rulehook event`, `whatif --url`): a body
+/// nested 127 deep was stored, then could be read by no tool (whatif failed whole).
+pub const MAX_DEPTH: usize = 64;
 
 impl BodyError {
     /// The short code of the HTTP error body.
@@ -38,6 +46,7 @@ impl BodyError {
         match self {
             BodyError::Json(_) => "invalid_json",
             BodyError::NotText => "invalid_text",
+            BodyError::TooDeep => "too_deep",
         }
     }
 }
@@ -102,6 +111,9 @@ impl BodyFormat {
 }
 
 fn json(body: &[u8]) -> Result<Value, BodyError> {
+    if too_deep(body) {
+        return Err(BodyError::TooDeep);
+    }
     // Checked as UTF-8 once, whole: parsing from a `str` skips the check of every string
     // inside (~1k instructions for a small event). A body that is not UTF-8 is parsed from
     // the bytes, for the same error as before.
@@ -110,6 +122,42 @@ fn json(body: &[u8]) -> Result<Value, BodyError> {
         Err(_) => serde_json::from_slice(body),
     }
     .map_err(|e| BodyError::Json(e.to_string()))
+}
+
+/// Whether the JSON text `body` nests arrays and objects deeper than [`MAX_DEPTH`] (brackets
+/// inside strings do not count). Fewer opening brackets than that in all cannot be: one fast
+/// count settles nearly every body, the exact scan runs only for the rest.
+fn too_deep(body: &[u8]) -> bool {
+    if memchr::memchr2_iter(b'[', b'{', body)
+        .nth(MAX_DEPTH)
+        .is_none()
+    {
+        return false;
+    }
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &b in body {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > MAX_DEPTH {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
 }
 
 fn text(body: &[u8]) -> Result<Value, BodyError> {
@@ -136,6 +184,7 @@ fn form(body: &[u8]) -> Value {
     }
     if m.len() == 1
         && let Some(Value::String(p)) = m.get("payload")
+        && !too_deep(p.as_bytes())
         && let Ok(v @ (Value::Object(_) | Value::Array(_))) = serde_json::from_str::<Value>(p)
     {
         return v;
@@ -192,6 +241,39 @@ mod tests {
             });
             assert_eq!(got, want, "{}", String::from_utf8_lossy(body));
         }
+    }
+
+    /// A body nested deeper than 64 levels is refused (`too_deep`): one of 127 levels passed
+    /// serde_json's limit, was stored, and then no answer carrying it could be read back
+    /// (`rulehook event` showed nothing, `whatif --url` failed for the whole period).
+    #[test]
+    fn bodies_nested_too_deep_are_refused() {
+        let nest = |n: usize| format!("{}1{}", "[".repeat(n), "]".repeat(n));
+        assert!(BodyFormat::Json.decode(None, nest(64).as_bytes()).is_ok());
+        assert_eq!(
+            BodyFormat::Json.decode(None, nest(65).as_bytes()),
+            Err(BodyError::TooDeep)
+        );
+        let objects = format!("{}1{}", r#"{"a":"#.repeat(127), "}".repeat(127));
+        assert_eq!(
+            BodyFormat::Auto.decode(Some("application/json"), objects.as_bytes()),
+            Err(BodyError::TooDeep)
+        );
+        assert_eq!(BodyError::TooDeep.code(), "too_deep");
+        // Brackets inside strings are text, not nesting; escaped quotes stay inside.
+        let text = format!(
+            r#"{{"a": "{}\"{}", "b": [[1]]}}"#,
+            "[".repeat(200),
+            "{".repeat(200)
+        );
+        assert!(BodyFormat::Json.decode(None, text.as_bytes()).is_ok());
+        // Many arrays side by side are not deep.
+        let wide = format!("[{}1]", "[1],".repeat(500));
+        assert!(BodyFormat::Json.decode(None, wide.as_bytes()).is_ok());
+        // GitHub's form encoding: a payload too deep stays a field.
+        let form = format!("payload={}", nest(100));
+        let (v, _) = BodyFormat::Form.decode(None, form.as_bytes()).unwrap();
+        assert!(v["payload"].is_string(), "{v}");
     }
 
     #[test]

@@ -320,6 +320,11 @@ pub struct Step {
     /// Bumped when a re-run moves the job to a changed rule version: run ids of a new
     /// generation never repeat an old one's.
     pub generation: u32,
+    /// The attempts each `on_failure` action had in this generation's earlier runs (by index):
+    /// a re-run that fails again runs `on_failure` under the same run ids, and its attempts
+    /// count on from these (`attempt 2`), so the history tells the re-run's from the first's.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub on_failure_attempts: Vec<u32>,
     /// Set while the job waits for a decision before its first action (`awaiting_approval`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub awaiting: Option<Awaiting>,

@@ -525,7 +525,7 @@ fn differs(
             // The stored run never got that far: its template failed.
             return Some(format!(
                 "action {i} would run {}; when it ran, it could not be rendered{}",
-                compact(&now),
+                compact(&crate::actions::for_people(&now)),
                 ran.error
                     .as_deref()
                     .map(|e| format!(" ({e})"))
@@ -535,7 +535,10 @@ fn differs(
         if now != ran.rendered {
             return Some(format!(
                 "action {i} would run with {}",
-                what_differs(&now, &ran.rendered)
+                what_differs(
+                    &crate::actions::for_people(&now),
+                    &crate::actions::for_people(&ran.rendered)
+                )
             ));
         }
     }
@@ -550,7 +553,7 @@ fn differs(
 }
 
 /// How an action as it would run differs from the one that ran: each field that changed, by
-/// its path, new value first (`run_script.timeout` `"4m"` instead of `"5m"`), at most three
+/// its path, new value first (`run_script.timeout` `"4m"` instead of `"5m"`: timeouts as durations, [`crate::actions::for_people`]), at most three
 /// and how many more. Two whole actions on one line, each cut for length, would often cut off
 /// the very field that changed.
 fn what_differs(now: &Value, was: &Value) -> String {

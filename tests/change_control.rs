@@ -569,6 +569,8 @@ async fn the_event_command_shows_what_a_shadow_rule_would_have_run() {
         line.contains(r#""args":["sw-shadow-7","--port","Gi0/9"]"#),
         "{line}"
     );
+    // Its timeout as `rulehook test` prints it (the default, 60 s), not milliseconds.
+    assert!(line.contains(r#""timeout":"1m""#), "{line}");
 }
 
 /// A replay or a re-run is written to the audit trail before it acts: when the trail cannot be

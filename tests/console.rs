@@ -149,6 +149,11 @@ async fn every_page_renders_event_values_inert() {
     assert_inert(&html, "try");
     assert!(html.contains("Would run action 0"), "{html}");
     assert!(html.contains("fix-me.sh"), "{html}");
+    // Its timeout as `rulehook test` prints it (the default, 60 s), not milliseconds.
+    assert!(
+        html.contains("&quot;timeout&quot;: &quot;1m&quot;"),
+        "{html}"
+    );
     assert!(
         html.contains("`$.severity == &quot;critical&quot;` is false ($.severity does not exist)"),
         "{html}"

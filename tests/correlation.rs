@@ -548,7 +548,7 @@ fn rulehook_test_explains_a_sequence_event_by_event() {
     std::fs::write(
         p.join("rulebooks/s.yml"),
         format!(
-            "rules:\n  - name: pair\n    correlate:\n{}    actions: [{{ log: {{ message: 'back {{{{ events.up.device }}}}' }} }}]\n",
+            "rules:\n  - name: pair\n    correlate:\n{}    actions: [{{ log: {{ message: 'back {{{{ events.up.device }}}}' }} }}, {{ post_webhook: {{ url: 'http://127.0.0.1:9/', timeout: 5m }} }}]\n",
             SEQUENCE.replace("2m", "5m")
         ),
     )
@@ -608,6 +608,11 @@ fn rulehook_test_explains_a_sequence_event_by_event() {
             .unwrap_or_else(|| panic!("`{w}` after byte {at} in:\n{text}"));
         at += found + w.len();
     }
+    // A fired correlation's actions read as a single event's do: timeouts as durations.
+    assert!(
+        text.contains(r#""timeout":"5m""#) && !text.contains("300000"),
+        "{text}"
+    );
 }
 
 /// An absence whose action fails and is retried decides the same on the retry: its window

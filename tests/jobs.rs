@@ -1190,6 +1190,9 @@ async fn a_rerun_on_a_changed_rule_keeps_both_runs_in_the_history() {
     );
 }
 
+/// A re-run that fails again runs `on_failure` under the same run id (a repeat, not a second
+/// child) as `attempt 2`: it used to be `attempt 1` again, so the history (`rulehook event`, the
+/// console) showed two identical-looking first attempts and could not tell the re-run's.
 #[tokio::test]
 async fn a_rerun_that_fails_again_keeps_the_first_on_failure_run_in_the_history() {
     let env = Env::new();
@@ -1232,7 +1235,7 @@ rules:
         },
     )
     .await;
-    let alerts: Vec<(String, Value, Value)> = job_of(&d, &job).unwrap()["attempts"]
+    let alerts: Vec<(String, Value, Value, Value)> = job_of(&d, &job).unwrap()["attempts"]
         .as_array()
         .unwrap()
         .iter()
@@ -1240,6 +1243,7 @@ rules:
         .map(|a| {
             (
                 a["run_id"].as_str().unwrap().to_string(),
+                a["attempt"].clone(),
                 a["rendered"]["post_event"]["body"]["attempts"].clone(),
                 a["result"]["already_emitted"].clone(),
             )
@@ -1249,8 +1253,8 @@ rules:
     assert_eq!(
         alerts,
         vec![
-            (run.clone(), json!(1), json!(false)),
-            (run, json!(2), json!(true)),
+            (run.clone(), json!(1), json!(1), json!(false)),
+            (run, json!(2), json!(2), json!(true)),
         ],
         "both on_failure runs, as each ran: {d}"
     );

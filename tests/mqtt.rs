@@ -142,3 +142,71 @@ rules:
         server.log_text()
     );
 }
+
+/// A QoS 1 message longer than the source's limit (1 MiB) is dropped and counted `too_long`,
+/// and the session goes on: the client refused to read it, the broker sent it again first on
+/// every connection, and nothing published after it ever came (a reconnect every 200 ms).
+#[tokio::test]
+async fn an_oversized_message_is_counted_and_does_not_stop_the_session() {
+    let id = unique();
+    let _session = Session(format!("rh-big-{id}"));
+    let env = Env::new();
+    env.rulebook(
+        "mqtt.yml",
+        &format!(
+            r#"
+sources:
+  - name: telemetry
+    kind: mqtt
+    url: mqtt://127.0.0.1:1883
+    topics: ["rh-big-{id}/#"]
+    client_id: rh-big-{id}
+rules:
+  - name: all
+    sources: [telemetry]
+    actions:
+      - run_script: {{ script: record.sh, args: ["{{{{ event.n }}}}"] }}
+"#
+        ),
+    );
+    env.script(
+        "record.sh",
+        "#!/bin/sh\necho \"$*\" >> \"$OUT_DIR/runs.txt\"\n",
+    );
+    let server = Server::start(&env, &[], &[]);
+    wait_connected(&server).await;
+    let big = env.path("big.json");
+    std::fs::write(
+        &big,
+        format!(r#"{{"n": 0, "pad": "{}"}}"#, "a".repeat(2 << 20)),
+    )
+    .unwrap();
+    let out = Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", "1883", "-q", "1"])
+        .args(["-t", &format!("rh-big-{id}/a"), "-f"])
+        .arg(&big)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    publish(&format!("rh-big-{id}/b"), r#"{"n": 1}"#);
+    let lines = env.wait_lines("runs.txt", 1, Duration::from_secs(30));
+    assert_eq!(lines, vec!["1".to_string()], "{}", server.log_text());
+    let metrics = client()
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(
+            "rulehook_messages_dropped_total{source=\"telemetry\",reason=\"too_long\"} 1"
+        ),
+        "{metrics}"
+    );
+}

@@ -304,6 +304,51 @@ async fn v1_v2c_and_v3_traps_reach_the_rules() {
     }
 }
 
+/// A v2c trap with no bindings under `community`, as BER.
+fn v2c_trap(community: &[u8]) -> Vec<u8> {
+    let pdu = [0xa7, 0x0b, 2, 1, 1, 2, 1, 0, 2, 1, 0, 0x30, 0x00];
+    let mut inner = vec![2, 1, 1, 4, community.len() as u8];
+    inner.extend_from_slice(community);
+    inner.extend_from_slice(&pdu);
+    let mut m = vec![0x30, inner.len() as u8];
+    m.extend(inner);
+    m
+}
+
+/// Two devices with the wrong community, one after the other: the log names each (the
+/// refusal's line was let through once a minute per reason, so the second device was never
+/// named while the first kept sending); the counter's labels do not name senders.
+#[tokio::test]
+async fn each_device_refused_for_one_reason_is_named_in_the_log() {
+    let (_env, server, to) = setup();
+    for (n, from) in ["127.0.0.2", "127.0.0.3", "127.0.0.2", "127.0.0.3"]
+        .iter()
+        .enumerate()
+    {
+        let socket = UdpSocket::bind((*from, 0)).unwrap();
+        socket.send_to(&v2c_trap(b"private"), &to).unwrap();
+        wait_dropped(&server, "bad_community", (n + 1) as f64).await;
+    }
+    for from in ["127.0.0.2", "127.0.0.3"] {
+        let named = |log: &str| {
+            log.lines()
+                .filter(|l| l.contains("reason=\"bad_community\"") && l.contains(from))
+                .count()
+        };
+        let mut log = server.log_text();
+        for _ in 0..100 {
+            if named(&log) > 0 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+            log = server.log_text();
+        }
+        assert_eq!(named(&log), 1, "{from} named once:\n{log}");
+    }
+    let m = metrics(&server).await;
+    assert!(!m.contains("127.0.0.2"), "{m}");
+}
+
 #[tokio::test]
 async fn wrong_communities_and_keys_are_refused_and_counted() {
     let (env, server, to) = setup();

@@ -415,6 +415,42 @@ rules:
     }
 }
 
+/// A connection closed for silence hands on its last message, sent without an LF, as a close
+/// by the sender does; it was dropped with the connection (counted only as `idle_timeout`).
+#[tokio::test]
+async fn an_idle_connection_closed_keeps_its_last_message() {
+    use std::io::Read;
+    let env = Env::new();
+    env.rulebook(
+        "syslog.yml",
+        "sources:\n  - name: routers\n    kind: syslog\n    listen: tcp://127.0.0.1:0\n    keep: all\n    idle_timeout: 1s\nrules: []\n",
+    );
+    let server = Server::start(&env, &[], &[]);
+    let port = server.source_port("routers", "tcp");
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    conn.write_all(b"<13>Jan 12 10:11:12 host app: last words")
+        .unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut b = [0u8; 1];
+    assert_eq!(conn.read(&mut b).unwrap_or(0), 0, "idle: closed");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric(
+        &server,
+        "rulehook_events_accepted_total{source=\"routers\",duplicate=\"false\"}",
+    )
+    .await
+        != Some(1.0)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the last message was not stored: {}",
+            server.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// The console's rules page and `/api/status` list a syslog source by its kind and where it
 /// listens, not as an unauthenticated webhook.
 #[tokio::test]

@@ -290,6 +290,9 @@ async fn whatif_names_the_field_that_would_run_differently() {
         why.starts_with("action 0 would run with `run_script.timeout`"),
         "{why}"
     );
-    assert!(why.contains("instead of"), "{why}");
+    assert!(
+        why.contains(r#"`run_script.timeout` "4m" instead of "5m""#),
+        "a timeout as the rulebook writes it, not milliseconds: {why}"
+    );
     assert!(!why.contains(&long), "only the field that changed: {why}");
 }

@@ -171,7 +171,49 @@ impl Rendered {
     }
 }
 
+/// A rendered action as the history keeps it (`{"<kind>": {…, "timeout": ms}}`) made for
+/// people: the action's own `timeout` as a duration (`5m`), as rulebooks write it. JSON answers
+/// keep milliseconds (docs/api.md); text and the console show this. Only the action's own
+/// field is touched: a `timeout` inside its data (`extra_vars`, a `post_event` body) is the
+/// event's and stays as it is.
+pub fn for_people(rendered: &Value) -> Value {
+    let mut v = rendered.clone();
+    if let Value::Object(kinds) = &mut v {
+        for fields in kinds.values_mut() {
+            if let Some(t) = fields.get_mut("timeout")
+                && let Some(ms) = t.as_u64()
+            {
+                *t = Value::String(crate::units::format_duration(Duration::from_millis(ms)));
+            }
+        }
+    }
+    v
+}
+
 /// Backoff before retry `attempt` (1-based): 1s, 2s, 4s … capped at 60s.
 pub fn backoff(attempt: u32) -> Duration {
     Duration::from_secs(1u64 << attempt.saturating_sub(1).min(6)).min(Duration::from_secs(60))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn people_read_an_actions_timeout_as_a_duration_and_its_data_untouched() {
+        let script = json!({"run_script": {"script": "a.sh", "timeout": 300_000}});
+        assert_eq!(for_people(&script)["run_script"]["timeout"], "5m");
+        let odd = json!({"post_webhook": {"url": "http://h/", "timeout": 1_500}});
+        assert_eq!(for_people(&odd)["post_webhook"]["timeout"], "1500ms");
+        let playbook = json!({"run_playbook": {"timeout": 600_000, "extra_vars": {"timeout": 30}}});
+        let shown = for_people(&playbook);
+        assert_eq!(shown["run_playbook"]["timeout"], "10m");
+        assert_eq!(
+            shown["run_playbook"]["extra_vars"]["timeout"], 30,
+            "the event's data"
+        );
+        let posted = json!({"post_event": {"source": "s", "body": {"timeout": 5}}});
+        assert_eq!(for_people(&posted), posted);
+    }
 }

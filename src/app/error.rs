@@ -23,6 +23,10 @@ pub enum ApiError {
     TooLarge(usize),
     #[error("the request body could not be read: {0}")]
     BadBody(String),
+    #[error(
+        "the body was sent with Content-Encoding `{0}`, which rulehook does not decode: send it uncompressed (no Content-Encoding)"
+    )]
+    Encoded(String),
     #[error(transparent)]
     Verify(#[from] VerifyError),
     #[error("{}", unavailable(.0))]
@@ -124,6 +128,10 @@ impl ApiError {
             ApiError::Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             ApiError::BadBody(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            ApiError::Encoded(_) => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_content_encoding",
+            ),
             ApiError::Verify(v) => match v {
                 VerifyError::Body(b) => (StatusCode::BAD_REQUEST, b.code()),
                 VerifyError::MissingHeader(_) => (StatusCode::UNAUTHORIZED, "missing_credentials"),

@@ -619,7 +619,8 @@ fn attempt_lines(o: &mut String, at: &Value) {
     }
     if at["result"]["shadow"] == true {
         // Shadow mode: nothing ran; what would have run is the point of the record.
-        let _ = writeln!(o, "      would run {}", at["rendered"]);
+        let shown = crate::actions::for_people(&at["rendered"]);
+        let _ = writeln!(o, "      would run {shown}");
     } else if let Some(hosts) = at["result"]["hosts"].as_object() {
         // run_playbook: one line per host, as Ansible's recap.
         for (h, c) in hosts {

@@ -10,6 +10,7 @@ use anyhow::Context;
 use serde_json::{Value, json};
 
 use super::{TestArgs, load, read_body};
+use crate::actions::for_people;
 use crate::domain::{CorrelationState, Participant, human_duration};
 use crate::rules::correlate::Observed;
 use crate::rules::{DryRun, RuleSet};
@@ -173,10 +174,10 @@ fn print_dry_run(set: &RuleSet, report: &[DryRun], at: i64) {
             );
         }
         for a in &r.actions {
-            println!("         would run: {}", readable(a));
+            println!("         would run: {}", for_people(a));
         }
         for a in &r.on_failure {
-            println!("         on failure: {}", readable(a));
+            println!("         on failure: {}", for_people(a));
         }
     }
     if let Some(line) = crate::rules::other_sources_line(&others) {
@@ -520,36 +521,11 @@ impl<'a> Sequence<'a> {
             .iter()
             .map(|a| {
                 let shown = match a.render(&self.set.templates, &ctx) {
-                    Ok(x) => x.for_history(),
+                    Ok(x) => for_people(&x.for_history()),
                     Err(e) => json!({"render_error": e}),
                 };
                 format!("         would run: {shown}")
             })
             .collect()
     }
-}
-
-/// A rendered action for `test`'s text output: timeouts as durations (`5m`), not milliseconds.
-fn readable(a: &Value) -> Value {
-    fn walk(v: &mut Value) {
-        match v {
-            Value::Object(m) => {
-                for (k, x) in m.iter_mut() {
-                    if k == "timeout"
-                        && let Some(ms) = x.as_u64()
-                    {
-                        *x =
-                            Value::String(crate::units::format_duration(Duration::from_millis(ms)));
-                    } else {
-                        walk(x);
-                    }
-                }
-            }
-            Value::Array(items) => items.iter_mut().for_each(walk),
-            _ => {}
-        }
-    }
-    let mut a = a.clone();
-    walk(&mut a);
-    a
 }

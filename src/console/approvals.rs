@@ -31,7 +31,8 @@ pub struct ApprovalsQuery {
 /// One request as the page shows it.
 fn row(r: &Request, public: Option<&str>, event: Option<Value>) -> Value {
     let mut v = r.view(public);
-    v["actions_text"] = Value::String(views::pretty(&Value::Array(r.actions.clone())));
+    let actions = r.actions.iter().map(crate::actions::for_people).collect();
+    v["actions_text"] = Value::String(views::pretty(&Value::Array(actions)));
     v["event_text"] = Value::String(event.as_ref().map(views::pretty).unwrap_or_default());
     v
 }

@@ -336,7 +336,7 @@ pub async fn event(
                     phase: a.phase,
                     action_index: a.action_index,
                     action: a.action.clone(),
-                    rendered: views::pretty(&a.rendered),
+                    rendered: views::readable_action(&a.rendered),
                     status: a.status,
                     started_at: a.started_at.clone(),
                     duration: a.duration.clone(),
@@ -611,8 +611,8 @@ pub async fn try_run(
             serde_json::json!({
                 "rulebook": r.rulebook, "rule": r.rule, "matched": r.matched, "why_not": r.why_not,
                 "other_source": r.other_source,
-                "actions": r.actions.iter().map(views::pretty).collect::<Vec<_>>(),
-                "on_failure": r.on_failure.iter().map(views::pretty).collect::<Vec<_>>(),
+                "actions": r.actions.iter().map(views::readable_action).collect::<Vec<_>>(),
+                "on_failure": r.on_failure.iter().map(views::readable_action).collect::<Vec<_>>(),
                 "throttle": r.throttle, "shadow": r.shadow, "approval": r.approval, "correlation": r.correlation,
             })
         })

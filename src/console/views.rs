@@ -50,6 +50,12 @@ pub fn pretty(v: &Value) -> String {
     serde_json::to_string_pretty(v).unwrap_or_default()
 }
 
+/// A rendered action as the history keeps it, indented, its `timeout` a duration (`5m`) as
+/// `rulehook test` prints it ([`crate::actions::for_people`]).
+pub fn readable_action(v: &Value) -> String {
+    pretty(&crate::actions::for_people(v))
+}
+
 /// A URL fit for `href`: only http(s); anything else (`javascript:`, `data:`) is shown as text.
 pub fn safe_link(url: &str) -> Option<String> {
     let lower = url.trim().to_ascii_lowercase();

@@ -285,11 +285,17 @@ fn ran_action(step: &Step, facts: Facts, ran: Ran) -> Transition {
     match ran {
         Ran::Stopped => Transition::Leave,
         Ran::Done(out) => {
+            let past = noted(step, step.attempts + 1);
             let next = Step {
                 index: step.index + 1,
-                attempts: 0,
+                // The next `on_failure` action counts on from its earlier runs' attempts.
+                attempts: match step.phase {
+                    Phase::Main => 0,
+                    Phase::OnFailure => earlier(&past, step.index + 1),
+                },
                 tries: 0,
                 previous: (!is_last).then(|| out.previous()),
+                on_failure_attempts: past,
                 ..step.clone()
             };
             if is_last {
@@ -335,7 +341,8 @@ fn failed(step: &Step, facts: Facts, out: Outcome, failure: Value) -> Transition
             step: Step {
                 phase: Phase::OnFailure,
                 index: 0,
-                attempts: 0,
+                // A re-run's `on_failure` goes on from the first run's attempts.
+                attempts: earlier(&step.on_failure_attempts, 0),
                 tries: 0,
                 previous: None,
                 failure: Some(failure),
@@ -350,11 +357,31 @@ fn failed(step: &Step, facts: Facts, out: Outcome, failure: Value) -> Transition
             note: failure_error(step),
             step: Step {
                 attempts,
+                on_failure_attempts: noted(step, attempts),
                 ..step.clone()
             },
             state: JobState::Failed,
         },
     }
+}
+
+/// The attempts of each `on_failure` action so far, with those of the one `step` is at
+/// (`attempts`, this one included) when it is in `on_failure`.
+fn noted(step: &Step, attempts: u32) -> Vec<u32> {
+    let mut past = step.on_failure_attempts.clone();
+    if step.phase == Phase::OnFailure {
+        let i = step.index as usize;
+        if past.len() <= i {
+            past.resize(i + 1, 0);
+        }
+        past[i] = attempts;
+    }
+    past
+}
+
+/// The attempts `on_failure` action `index` had in earlier runs of the job.
+fn earlier(past: &[u32], index: u32) -> u32 {
+    past.get(index as usize).copied().unwrap_or(0)
 }
 
 /// How a job past the last action of its part closes: done after the main actions (noted as
@@ -398,6 +425,8 @@ pub fn rerun(step: &Step, resume: bool) -> Step {
         },
         generation: step.generation,
         decision: step.decision.clone(),
+        // Same run ids: `on_failure`, if it runs again, counts its attempts on.
+        on_failure_attempts: step.on_failure_attempts.clone(),
         ..Step::default()
     }
 }
@@ -884,6 +913,64 @@ mod tests {
         };
         assert_eq!(step.decision, Some(approved));
         assert_eq!(place(&step), Place::Action);
+    }
+
+    /// A dead letter re-run that fails again runs `on_failure` under the same run ids, its
+    /// attempts counting on from the first run's: `attempt 2`, not `attempt 1` again (the
+    /// history could not tell the two apart). A new generation starts afresh (new run ids).
+    #[test]
+    fn a_reruns_on_failure_counts_its_attempts_on() {
+        let out = |e: &str| Outcome::failed(e);
+        let two = Facts {
+            on_failure: 2,
+            ..facts()
+        };
+        let failing = |step: &Step| {
+            let t = next(step, two, Input::Ran(Ran::Failed(out("boom"), json!({}))));
+            let Transition::Run { step, .. } = t else {
+                panic!("on_failure: {t:?}")
+            };
+            step
+        };
+        let done = |step: &Step| match next(step, two, Input::Ran(ok(json!(1)))) {
+            Transition::Run { step, .. } | Transition::Ack { step, .. } => step,
+            t => panic!("{t:?}"),
+        };
+        // First run: action 1 fails for good; on_failure 0 ok, on_failure 1 ok after a retry.
+        let first = failing(&at(Phase::Main, 1));
+        assert_eq!(
+            (first.phase, first.index, first.attempts),
+            (Phase::OnFailure, 0, 0)
+        );
+        let second = done(&first);
+        assert_eq!((second.index, second.attempts), (1, 0));
+        let retried = Step {
+            attempts: 1,
+            ..second
+        };
+        let dead = done(&retried);
+        assert_eq!(dead.on_failure_attempts, vec![1, 2]);
+        // The re-run fails again: on_failure 0 is at its second attempt, 1 at its third.
+        let again = failing(&rerun(&dead, true));
+        assert_eq!(
+            (again.phase, again.index, again.attempts),
+            (Phase::OnFailure, 0, 1)
+        );
+        let after = done(&again);
+        assert_eq!((after.index, after.attempts), (1, 2));
+        assert_eq!(done(&after).on_failure_attempts, vec![2, 3]);
+        // on_failure failing for good is noted too.
+        let failed = match next(&after, two, Input::Ran(Ran::Failed(out("x"), json!({})))) {
+            Transition::Ack { step, .. } => step,
+            t => panic!("{t:?}"),
+        };
+        assert_eq!(failed.on_failure_attempts, vec![2, 3]);
+        // A re-run on a changed rule: new run ids, counted from 1.
+        let fresh = failing(&Step {
+            index: 1,
+            ..rerun(&dead, false)
+        });
+        assert_eq!(fresh.attempts, 0);
     }
 
     #[test]

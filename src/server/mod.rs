@@ -280,6 +280,24 @@ async fn receive(
     if state.guard.busy(pending, state.engine.waiting_jobs()) {
         return Err(ApiError::Busy);
     }
+    if let Some(encoding) = headers.get(header::CONTENT_ENCODING) {
+        // Compressed bytes were verified and then read as JSON: `invalid_json … column 1`,
+        // which said nothing of why.
+        let shown: String = String::from_utf8_lossy(encoding.as_bytes())
+            .chars()
+            .map(|c| {
+                if c.is_ascii_graphic() || c == ' ' {
+                    c
+                } else {
+                    '?'
+                }
+            })
+            .take(32)
+            .collect();
+        if !shown.trim().is_empty() && !shown.trim().eq_ignore_ascii_case("identity") {
+            return Err(ApiError::Encoded(shown.trim().to_string()));
+        }
+    }
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())

@@ -373,12 +373,18 @@ impl Handoff {
     }
 
     /// Counts a message that could not be read well (it is still handed on), and logs it at
-    /// most once a minute per source and reason.
+    /// most once a minute per source, reason and sender ([`LogEvery`]).
     pub fn malformed(&self, reason: &'static str, peer: IpAddr) {
         metrics::counter!(names::MALFORMED, "source" => self.source.to_string(), "reason" => reason)
             .increment(1);
-        if self.quiet.due(reason) {
-            tracing::info!(source = %self.source, %peer, reason, "malformed message (each reason logged at most once a minute)");
+        match self.quiet.due(reason, Some(peer)) {
+            Due::No => {}
+            Due::Yes => {
+                tracing::info!(source = %self.source, %peer, reason, "malformed message (logged at most once a minute per reason and sender)")
+            }
+            Due::Others => {
+                tracing::info!(source = %self.source, %peer, reason, "malformed message, from this and other senders (logged at most once a minute per reason for senders past the first 1024)")
+            }
         }
     }
 
@@ -388,35 +394,45 @@ impl Handoff {
         let reason = "undecodable";
         metrics::counter!(names::MALFORMED, "source" => self.source.to_string(), "reason" => reason)
             .increment(1);
-        if self.quiet.due(reason) {
+        if self.quiet.due(reason, None) != Due::No {
             tracing::info!(source = %self.source, at, %error, reason, "malformed message (each reason logged at most once a minute)");
         }
     }
 
     /// Counts a message not taken that named a user (SNMPv3), and logs it with the user
     /// (`shown`: already escaped and cut, since the sender chose it) at most once a minute per
-    /// source and reason. The user is in the log only: the counter's labels stay bounded.
+    /// source, reason and sender. The user and the sender are in the log only: the counter's
+    /// labels stay bounded.
     pub fn dropped_from_user(&self, reason: &'static str, peer: IpAddr, shown: &str) -> Delivered {
         metrics::counter!(names::DROPPED, "source" => self.source.to_string(), "reason" => reason)
             .increment(1);
-        if self.quiet.due(reason) {
-            tracing::info!(source = %self.source, %peer, reason, user = %shown, "message dropped (each reason logged at most once a minute)");
+        match self.quiet.due(reason, Some(peer)) {
+            Due::No => {}
+            Due::Yes => {
+                tracing::info!(source = %self.source, %peer, reason, user = %shown, "message dropped (logged at most once a minute per reason and sender)")
+            }
+            Due::Others => {
+                tracing::info!(source = %self.source, %peer, reason, user = %shown, "message dropped, from this and other senders (logged at most once a minute per reason for senders past the first 1024)")
+            }
         }
         Delivered::Dropped(reason)
     }
 
-    /// Counts a message not taken, and logs it at most once a minute per source and reason.
+    /// Counts a message not taken, and logs it at most once a minute per source, reason and
+    /// sender ([`LogEvery`]; the counter's labels are source and reason only).
     pub fn dropped(&self, reason: &'static str, peer: Option<IpAddr>) -> Delivered {
         metrics::counter!(names::DROPPED, "source" => self.source.to_string(), "reason" => reason)
             .increment(1);
-        if self.quiet.due(reason) {
-            match peer {
-                Some(peer) => {
-                    tracing::info!(source = %self.source, %peer, reason, "message dropped (each reason logged at most once a minute)")
-                }
-                None => {
-                    tracing::info!(source = %self.source, reason, "message dropped (each reason logged at most once a minute)")
-                }
+        match (self.quiet.due(reason, peer), peer) {
+            (Due::No, _) => {}
+            (Due::Yes, Some(peer)) => {
+                tracing::info!(source = %self.source, %peer, reason, "message dropped (logged at most once a minute per reason and sender)")
+            }
+            (Due::Others, Some(peer)) => {
+                tracing::info!(source = %self.source, %peer, reason, "message dropped, from this and other senders (logged at most once a minute per reason for senders past the first 1024)")
+            }
+            (_, None) => {
+                tracing::info!(source = %self.source, reason, "message dropped (each reason logged at most once a minute)")
             }
         }
         Delivered::Dropped(reason)
@@ -430,7 +446,8 @@ impl Handoff {
         let reason = "store_failed";
         metrics::counter!(names::DROPPED, "source" => self.source.to_string(), "reason" => reason)
             .increment(1);
-        if self.quiet.due(reason) {
+        // One line a minute whoever sent it: a store outage is not the senders' doing.
+        if self.quiet.due(reason, None) != Due::No {
             match peer {
                 Some(peer) => {
                     tracing::warn!(source = %self.source, %peer, reason, "{what} could not be stored (logged at most once a minute): {error}")
@@ -569,25 +586,82 @@ impl Handoff {
     }
 }
 
-/// Lets a line about each reason through at most once a minute, so a flood of one kind of bad
-/// input neither fills the log nor hides another kind.
+/// Lets a line about each reason from each sender through at most once a minute, so a flood of
+/// one kind of bad input neither fills the log nor hides another kind, and two devices set up
+/// wrong the same way are each named (they used to share one line a minute per reason, and the
+/// one that sent second was never named). The table is bounded ([`LogEvery::SENDERS`] per
+/// source): past it, senders not in it share one line a minute per reason (`peer` absent).
 #[derive(Default)]
 pub struct LogEvery {
-    /// When each reason was last let through (milliseconds since the epoch).
-    last: std::sync::Mutex<std::collections::HashMap<&'static str, i64>>,
+    inner: std::sync::Mutex<Quiet>,
+}
+
+#[derive(Default)]
+struct Quiet {
+    /// When each (reason, sender) was last let through (milliseconds since the epoch).
+    last: std::collections::HashMap<(&'static str, Option<IpAddr>), i64>,
+    /// When lines older than a minute were last cleared out of a full table.
+    cleared: i64,
+}
+
+/// Whether a line is let through, and about whom.
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+pub enum Due {
+    No,
+    /// Naming the sender.
+    Yes,
+    /// The table is full: the line stands for every sender not in it.
+    Others,
 }
 
 impl LogEvery {
-    pub fn due(&self, reason: &'static str) -> bool {
-        self.due_at(reason, crate::domain::now_ms())
+    /// Senders (with a reason each) remembered per source; each entry is some 40 bytes.
+    pub const SENDERS: usize = 1024;
+
+    pub fn due(&self, reason: &'static str, peer: Option<IpAddr>) -> Due {
+        self.due_at(reason, peer, crate::domain::now_ms())
     }
 
-    fn due_at(&self, reason: &'static str, now: i64) -> bool {
-        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
-        match last.get(reason) {
-            Some(&at) if now - at < 60_000 => false,
-            _ => {
-                last.insert(reason, now);
+    fn due_at(&self, reason: &'static str, peer: Option<IpAddr>, now: i64) -> Due {
+        let mut q = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let key = (reason, peer);
+        if let Some(at) = q.last.get_mut(&key) {
+            if now - *at < 60_000 {
+                return Due::No;
+            }
+            *at = now;
+            return Due::Yes;
+        }
+        // A full table is cleared of lines older than a minute at most once a second, so a
+        // flood of new senders costs no scan per message.
+        if q.last.len() >= Self::SENDERS && now - q.cleared >= 1_000 {
+            q.cleared = now;
+            q.last.retain(|_, at| now - *at < 60_000);
+        }
+        if q.last.len() < Self::SENDERS {
+            q.last.insert(key, now);
+            return Due::Yes;
+        }
+        // Full of senders named within the minute: the others share one line per reason.
+        match q.others(reason, now) {
+            true => Due::Others,
+            false => Due::No,
+        }
+    }
+}
+
+impl Quiet {
+    /// The shared line for senders past the table, once a minute per reason (kept beside the
+    /// table's entries, with no sender: at most one per reason, so the bound holds).
+    fn others(&mut self, reason: &'static str, now: i64) -> bool {
+        match self.last.get_mut(&(reason, None)) {
+            Some(at) if now - *at < 60_000 => false,
+            Some(at) => {
+                *at = now;
+                true
+            }
+            None => {
+                self.last.insert((reason, None), now);
                 true
             }
         }
@@ -596,20 +670,60 @@ impl LogEvery {
 
 #[cfg(test)]
 mod log_every_tests {
-    use super::LogEvery;
+    use super::{Due, LogEvery};
+    use std::net::IpAddr;
+
+    fn ip(n: u32) -> Option<IpAddr> {
+        Some(IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + n)))
+    }
 
     #[test]
     fn each_reason_once_a_minute_not_once_per_calendar_minute() {
         let quiet = LogEvery::default();
         let t = 59_999; // a millisecond before a minute's end
-        assert!(quiet.due_at("truncated", t));
-        assert!(!quiet.due_at("truncated", t + 1));
-        assert!(
-            quiet.due_at("bad_auth", t + 1),
+        assert_eq!(quiet.due_at("truncated", ip(1), t), Due::Yes);
+        assert_eq!(quiet.due_at("truncated", ip(1), t + 1), Due::No);
+        assert_eq!(
+            quiet.due_at("bad_auth", ip(1), t + 1),
+            Due::Yes,
             "another reason is not hidden"
         );
-        assert!(!quiet.due_at("truncated", t + 59_999));
-        assert!(quiet.due_at("truncated", t + 60_000));
+        assert_eq!(quiet.due_at("truncated", ip(1), t + 59_999), Due::No);
+        assert_eq!(quiet.due_at("truncated", ip(1), t + 60_000), Due::Yes);
+    }
+
+    /// Two devices with the wrong community, sending in turn: each is named once a minute
+    /// (one line per reason and source let only the first through, and hid the second).
+    #[test]
+    fn two_senders_with_one_reason_are_each_named() {
+        let quiet = LogEvery::default();
+        assert_eq!(quiet.due_at("bad_community", ip(1), 0), Due::Yes);
+        assert_eq!(quiet.due_at("bad_community", ip(2), 10), Due::Yes);
+        for t in (20..60_000).step_by(5_000) {
+            assert_eq!(quiet.due_at("bad_community", ip(1), t), Due::No);
+            assert_eq!(quiet.due_at("bad_community", ip(2), t + 1), Due::No);
+        }
+        assert_eq!(quiet.due_at("bad_community", ip(1), 60_000), Due::Yes);
+        assert_eq!(quiet.due_at("bad_community", ip(2), 60_010), Due::Yes);
+    }
+
+    /// Senders past the table share one line per reason and minute; the table never grows past
+    /// its bound, and frees up as its lines age.
+    #[test]
+    fn the_table_is_bounded_and_senders_past_it_share_a_line() {
+        let quiet = LogEvery::default();
+        let full = LogEvery::SENDERS as u32;
+        for n in 0..full {
+            assert_eq!(quiet.due_at("malformed", ip(n), 0), Due::Yes);
+        }
+        assert_eq!(quiet.due_at("malformed", ip(full), 5), Due::Others);
+        assert_eq!(quiet.due_at("malformed", ip(full + 1), 6), Due::No);
+        assert_eq!(quiet.due_at("too_long", ip(full + 2), 7), Due::Others);
+        let len = quiet.inner.lock().unwrap().last.len();
+        assert!(len <= LogEvery::SENDERS + 2, "{len}");
+        // A minute on, the old lines are cleared and a new sender is named again.
+        assert_eq!(quiet.due_at("malformed", ip(full + 3), 60_001), Due::Yes);
+        assert!(quiet.inner.lock().unwrap().last.len() <= 3);
     }
 }
 

@@ -61,7 +61,8 @@ pub fn start(
     opts.set_keep_alive(Duration::from_secs(30));
     opts.set_clean_session(false);
     opts.set_manual_acks(true);
-    opts.set_max_packet_size(settings.max_message + 1024, settings.max_message + 1024);
+    let limit = packet_limit(&settings);
+    opts.set_max_packet_size(limit, limit);
     if let Some(user) = &broker.username {
         let password = broker.password.as_ref().map(|p| p.expose().to_string());
         opts.set_credentials(user.clone(), password.unwrap_or_default());
@@ -152,8 +153,29 @@ async fn run(
                 if stored && let Err(e) = client.ack(&p).await {
                     tracing::debug!(source = %hand.source(), "mqtt ack: {e}");
                 }
+                if p.payload.len() > settings.max_message {
+                    // Taken once (below); the next connection reads at the usual limit again.
+                    let limit = packet_limit(&settings);
+                    eventloop.mqtt_options.set_max_packet_size(limit, limit);
+                }
             }
             Ok(_) => {}
+            Err(e) if oversized(&e).is_some() => {
+                // A message longer than the packet limit: the broker sends it again first on
+                // every connection, so refusing to read it would stop the session for good
+                // (it reconnected every 200 ms, and nothing behind the message came). The
+                // next connection reads a packet of its size once, so it is acknowledged and
+                // counted as `too_long` (deliver); memory stays within what MQTT can carry.
+                let size = oversized(&e)
+                    .unwrap_or(MQTT_MAX_PACKET)
+                    .min(MQTT_MAX_PACKET);
+                tracing::warn!(source = %hand.source(), size, max_message = settings.max_message, "mqtt: a message longer than max_message; it is read once to be acknowledged and dropped (counted as too_long)");
+                let limit = packet_limit(&settings);
+                eventloop
+                    .mqtt_options
+                    .set_max_packet_size(size.max(limit), limit);
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
             Err(e) => {
                 connections::set(
                     hand.source(),
@@ -170,9 +192,33 @@ async fn run(
     }
 }
 
+/// The largest packet MQTT 3.1.1 can carry (its remaining length field's limit).
+const MQTT_MAX_PACKET: usize = 268_435_455;
+
+/// The packet size read as usual: a message of `max_message` with its topic and header.
+fn packet_limit(settings: &Listening) -> usize {
+    settings.max_message + 1024
+}
+
+/// The size of a packet the client refused to read for being over its limit.
+fn oversized(e: &rumqttc::ConnectionError) -> Option<usize> {
+    use rumqttc::mqttbytes::Error;
+    match e {
+        rumqttc::ConnectionError::MqttState(rumqttc::StateError::Deserialization(
+            Error::PayloadSizeLimitExceeded(n),
+        )) => Some(*n),
+        _ => None,
+    }
+}
+
 /// Decodes and hands on one message: `true` once it is stored or known not to be kept; a
-/// payload that does not decode is counted and acknowledged (sending it again would not help).
+/// payload that does not decode, or is longer than `max_message`, is counted and acknowledged
+/// (sending it again would not help).
 async fn deliver(hand: &Handoff, settings: &Listening, p: &rumqttc::Publish) -> bool {
+    if p.payload.len() > settings.max_message {
+        hand.dropped("too_long", None);
+        return true;
+    }
     let body = match settings.format.decode(None, &p.payload) {
         Ok((v, _)) => v,
         Err(e) => {

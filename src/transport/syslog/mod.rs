@@ -243,9 +243,11 @@ async fn serve_stream(
                 tracing::debug!(source = %hand.source(), %peer, "tcp read: {e}");
                 break;
             }
+            // Closed for silence: a last message without its LF is handed on as at a close
+            // too (it was dropped with the connection).
             Err(_) => {
                 hand.dropped("idle_timeout", Some(peer.ip()));
-                return;
+                break;
             }
         }
     }
