@@ -7,7 +7,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::cluster::{Receiver, node, post_all, work_rulebook};
-use common::{Env, NatsPrefix, Server, client};
+use common::{Env, NatsPrefix, Server};
 
 const EVENTS: usize = 3_000;
 const CONCURRENCY: usize = 4;
@@ -23,14 +23,7 @@ fn load_average() -> f64 {
 
 /// Actions a node ran, from its own `/metrics`.
 async fn runs_of(node: &Server) -> u64 {
-    let text = client()
-        .get(node.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = node.metrics().await;
     text.lines()
         .filter(|l| l.starts_with("rulehook_action_runs_total"))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())

@@ -244,14 +244,7 @@ async fn a_body_nested_too_deep_is_refused_with_a_reason() {
         .await
         .expect("the event's detail reads back");
     assert_eq!(detail["id"], id);
-    let metrics = c
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server.metrics().await;
     assert!(metrics.contains(r#"reason="too_deep"} 1"#), "{metrics}");
 }
 
@@ -301,14 +294,7 @@ async fn a_compressed_body_is_refused_saying_why() {
     )
     .await;
     assert_eq!(st, 202, "{resp}");
-    let metrics = c
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server.metrics().await;
     assert!(
         metrics.contains(r#"reason="unsupported_content_encoding"} 1"#),
         "{metrics}"

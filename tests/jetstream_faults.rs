@@ -563,17 +563,9 @@ async fn an_unreadable_job_message_stays_visible() {
         .expect("publish")
         .await
         .expect("ack");
-    let c = common::client();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let text = c
-            .get(server.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = server.metrics().await;
         if text.contains("rulehook_store_unreadable_total{stream=\"queue\"} 1") {
             break;
         }

@@ -6,7 +6,7 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Env, Server, client};
+use common::{Env, Server};
 
 fn unique() -> String {
     format!(
@@ -45,14 +45,7 @@ fn publish(topic: &str, payload: &str) {
 async fn wait_connected(server: &Server) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let text = client()
-            .get(server.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = server.metrics().await;
         if text.contains("rulehook_source_connected{source=\"telemetry\"} 1") {
             return;
         }
@@ -195,14 +188,7 @@ rules:
     publish(&format!("rh-big-{id}/b"), r#"{"n": 1}"#);
     let lines = env.wait_lines("runs.txt", 1, Duration::from_secs(30));
     assert_eq!(lines, vec!["1".to_string()], "{}", server.log_text());
-    let metrics = client()
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server.metrics().await;
     assert!(
         metrics.contains(
             "rulehook_messages_dropped_total{source=\"telemetry\",reason=\"too_long\"} 1"

@@ -216,14 +216,7 @@ rules:
     publish(&tls_args, "netops/sw1", r#"{"n": 7}"#);
     let runs = env.wait_lines("runs.txt", 1, Duration::from_secs(30));
     assert_eq!(runs, vec!["netops/sw1 7".to_string()]);
-    let metrics = client()
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server.metrics().await;
     assert!(
         metrics.contains("rulehook_source_connected{source=\"secure\"} 1"),
         "{metrics}"

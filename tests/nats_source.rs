@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Env, Server, client, nats_url};
+use common::{Env, Server, nats_url};
 
 fn unique() -> String {
     format!(
@@ -22,14 +22,7 @@ fn unique() -> String {
 async fn wait_connected(server: &Server, source: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let text = client()
-            .get(server.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = server.metrics().await;
         if text.contains(&format!(
             "rulehook_source_connected{{source=\"{source}\"}} 1"
         )) {

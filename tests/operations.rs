@@ -398,14 +398,7 @@ async fn metrics_are_prometheus_text_and_health_answers() {
             .as_u16(),
         200
     );
-    let text = c
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = server.metrics().await;
     for line in text.lines().filter(|l| !l.is_empty()) {
         if let Some(rest) = line.strip_prefix('#') {
             assert!(

@@ -159,14 +159,7 @@ async fn reload_starts_stops_and_restarts_syslog_listeners() {
     );
     assert!(lines.contains(&"added two".to_string()), "{lines:?}");
     assert!(lines.contains(&"added three".to_string()), "{lines:?}");
-    let metrics = client()
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server.metrics().await;
     assert!(
         metrics.contains("rulehook_source_connected{source=\"added\"} 1"),
         "{metrics}"

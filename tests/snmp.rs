@@ -113,20 +113,10 @@ const V1_LINK_DOWN: &[&str] = &[
     "2",
 ];
 
-async fn metrics(server: &Server) -> String {
-    client()
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
 async fn dropped(server: &Server, reason: &str) -> f64 {
     let prefix = format!("rulehook_messages_dropped_total{{source=\"traps\",reason=\"{reason}\"}}");
-    metrics(server)
+    server
+        .metrics()
         .await
         .lines()
         .find(|l| l.starts_with(&prefix))
@@ -155,7 +145,7 @@ async fn wait_dropped(server: &Server, reason: &str, n: f64) {
         assert!(
             Instant::now() < deadline,
             "{reason} not counted: {}",
-            metrics(server).await
+            server.metrics().await
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -265,8 +255,8 @@ async fn v1_v2c_and_v3_traps_reach_the_rules() {
     ));
     let unmatched = "rulehook_events_unmatched_total{source=\"traps\"} 1";
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !metrics(&server).await.contains(unmatched) {
-        assert!(Instant::now() < deadline, "{}", metrics(&server).await);
+    while !server.metrics().await.contains(unmatched) {
+        assert!(Instant::now() < deadline, "{}", server.metrics().await);
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let lines = env.wait_lines("runs.txt", 5, Duration::from_secs(30));
@@ -345,7 +335,7 @@ async fn each_device_refused_for_one_reason_is_named_in_the_log() {
         }
         assert_eq!(named(&log), 1, "{from} named once:\n{log}");
     }
-    let m = metrics(&server).await;
+    let m = server.metrics().await;
     assert!(!m.contains("127.0.0.2"), "{m}");
 }
 
@@ -622,7 +612,8 @@ impl Drop for LossyRelay {
 async fn accepted(server: &Server, duplicate: bool) -> f64 {
     let prefix =
         format!("rulehook_events_accepted_total{{source=\"traps\",duplicate=\"{duplicate}\"}}");
-    metrics(server)
+    server
+        .metrics()
         .await
         .lines()
         .find(|l| l.starts_with(&prefix))
@@ -690,7 +681,7 @@ async fn an_inform_sent_again_after_a_lost_response_is_answered_not_stored_again
         accepted(&server, true).await,
         2.0,
         "{}",
-        metrics(&server).await
+        server.metrics().await
     );
     // The same bindings from the tool again (through the relay): a new request id, a new event.
     ok(&net_snmp(&env, "snmpinform", &v2c));
@@ -854,7 +845,7 @@ async fn the_listener_shows_in_status_and_metrics() {
             .any(|c| c["target"] == format!("udp://{target}") && c["state"] == "connected"),
         "{traps}"
     );
-    let text = metrics(&server).await;
+    let text = server.metrics().await;
     assert!(
         text.lines()
             .any(|l| l.starts_with("rulehook_source_connected{") && l.contains("source=\"traps\"")),
@@ -920,14 +911,14 @@ async fn the_docs_trap_example_takes_the_docs_commands() {
             out.status.success(),
             "{line}: {}\n{}",
             String::from_utf8_lossy(&out.stderr),
-            metrics(&server).await
+            server.metrics().await
         );
         sent += 1;
     }
     assert_eq!(sent, 4, "{block}");
     let deadline = Instant::now() + Duration::from_secs(20);
     while event_count(&server).await < sent {
-        assert!(Instant::now() < deadline, "{}", metrics(&server).await);
+        assert!(Instant::now() < deadline, "{}", server.metrics().await);
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(dropped(&server, "undecryptable").await, 0.0);

@@ -92,14 +92,7 @@ fn sorted(mut v: Vec<String>) -> Vec<String> {
 }
 
 async fn metric(server: &Server, prefix: &str) -> Option<f64> {
-    let text = client()
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = server.metrics().await;
     text.lines()
         .find(|l| l.starts_with(prefix))
         .and_then(|l| l.rsplit(' ').next()?.parse().ok())
