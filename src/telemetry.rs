@@ -126,6 +126,11 @@ pub fn install_metrics() -> Option<metrics_exporter_prometheus::PrometheusHandle
     ] {
         metrics::describe_counter!(name, help);
     }
+    // Shown at 0 from the start: Prometheus' `increase()` cannot see a counter's first step
+    // when its series appears with it, so an alert on failed reloads missed the first one.
+    for name in [names::RELOADS, names::RELOAD_ERRORS] {
+        metrics::counter!(name).increment(0);
+    }
     for (name, help) in [
         (names::RUN_SECONDS, "Duration of action attempts"),
         (names::COMMIT_SECONDS, "Journal transaction commit latency"),

@@ -301,3 +301,36 @@ fn check_with_the_http_address_refuses_a_source_listening_there() {
         "UDP does not clash with HTTP: {text}"
     );
 }
+
+/// A misspelt `approval.` field in a `notify` action fails `check`, naming the fields there are
+/// (as a misspelt `meta.` field does); it passed, and each notify then failed when approval was
+/// asked, with nobody told where to decide. Fields the request has pass.
+#[test]
+fn a_misspelt_approval_field_in_notify_fails_check() {
+    let env = Env::new();
+    let book = |field: &str| {
+        format!(
+            r#"sources:
+  - {{name: nms, kind: bearer, secret: abcdef}}
+rules:
+  - name: shut-port
+    approval:
+      timeout: 30m
+      notify:
+        - log: {{ message: "decide at {{{{ approval.{field} }}}} by {{{{ approval.deadline }}}}" }}
+    actions:
+      - log: {{ message: hi }}
+"#
+        )
+    };
+    env.rulebook("a.yml", &book("urll"));
+    let (ok, text) = check(&env);
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains("a.yml:8:41: message: `approval.urll` is not a field of the approval request; did you mean `approval.url`? (its fields: url, job, rule, "),
+        "{text}"
+    );
+    env.rulebook("a.yml", &book("url"));
+    let (ok, text) = check(&env);
+    assert!(ok, "{text}");
+}

@@ -426,3 +426,67 @@ async fn every_node_shows_and_acts_on_the_whole_history() {
     let status = get(worker.url("/api/status")).await;
     assert_eq!(status["role"], "worker", "{status}");
 }
+
+/// A worker killed (kill -9) while its script runs: another worker takes the job over, and the
+/// history closes the attempt the dead one left running at that takeover, so it reads as
+/// interrupted after running a while; it was closed at its own start ("failed in 0ms"), as if
+/// the script had failed at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_attempt_cut_short_by_a_killed_worker_is_not_shown_as_lasting_nothing() {
+    let env = Env::new();
+    env.script(
+        "long.sh",
+        "#!/bin/sh\necho started >> \"$OUT_DIR/started.log\"\nsleep 2\n",
+    );
+    env.rulebook(
+        "r.yml",
+        r#"
+sources:
+  - { name: in, kind: bearer, secret: in-token }
+rules:
+  - name: long
+    actions:
+      - run_script: { script: long.sh }
+"#,
+    );
+    let nats = NatsPrefix::new();
+    let mut a = node(&env, &nats, "all", &["--lease-check", "1s"]);
+    let c = client();
+    let (st, r) = post(&c, &a.url("/hooks/in"), &bearer(), br#"{"n": 1}"#).await;
+    assert_eq!(st, 202, "{r}");
+    let id = r["id"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while env.lines("started.log").is_empty() {
+        assert!(Instant::now() < deadline, "the script never started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    a.kill9();
+    let b = node(&env, &nats, "all", &["--lease-check", "1s"]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let detail = loop {
+        let d: serde_json::Value = c
+            .get(b.url(&format!("/api/events/{id}")))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if d["status"] == "done" {
+            break d;
+        }
+        assert!(Instant::now() < deadline, "never done: {d}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let attempts = detail["matches"][0]["attempts"].as_array().unwrap();
+    let cut = attempts
+        .iter()
+        .find(|a| {
+            a["error"]
+                .as_str()
+                .is_some_and(|e| e.starts_with("interrupted"))
+        })
+        .unwrap_or_else(|| panic!("no interrupted attempt: {detail}"));
+    assert_ne!(cut["finished_at"], cut["started_at"], "{cut}");
+    assert!(cut["duration_ms"].as_u64() > Some(0), "{cut}");
+}

@@ -433,6 +433,10 @@ async fn metrics_are_prometheus_text_and_health_answers() {
         "rulehook_journal_commit_seconds_bucket",
         "rulehook_jobs_pending",
         "rulehook_jobs_max_pending",
+        // Before any reload, at 0: an alert on `increase(…[5m]) > 0` sees the first failed
+        // reload only if the series was there before it (it appeared at 1, unseen).
+        "\nrulehook_reloads_total 0\n",
+        "\nrulehook_reload_errors_total 0\n",
     ] {
         assert!(text.contains(name), "{name} missing from:\n{text}");
     }

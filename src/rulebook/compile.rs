@@ -75,6 +75,24 @@ impl Default for Scope {
     }
 }
 
+/// What `approval` holds in a `notify` action (`engine::approval::Request::view`).
+const APPROVAL_FIELDS: &[&str] = &[
+    "url",
+    "job",
+    "rule",
+    "rulebook",
+    "event_id",
+    "reason",
+    "requested_at",
+    "deadline",
+    "on_timeout",
+    "approvers",
+    "actions",
+];
+
+/// Also in the request, for completeness (not offered in messages).
+const APPROVAL_MORE: &[&str] = &["generation", "notify_done", "notified", "decision"];
+
 const VARIABLES: &[&str] = &[
     "event",
     "meta",
@@ -370,6 +388,7 @@ impl Compile<'_> {
             ok = false;
         }
         ok &= self.check_meta(t, name, s, value, what);
+        ok &= self.check_approval(t, name, s, value, what);
         if let Some(names) = self.correlation.clone() {
             for step in t.attributes_of(name, "events") {
                 if names.contains(&step) {
@@ -394,6 +413,50 @@ impl Compile<'_> {
             }
         }
         ok.then_some(())
+    }
+
+    /// The `approval.<field>`s template `name` reads (in a `notify` action): a field the request
+    /// does not have is an error at load, as a misspelt `meta.` field is; it failed each notify
+    /// when approval was asked, with nobody told. `false` after an error.
+    fn check_approval(
+        &mut self,
+        t: &Templates,
+        name: &str,
+        s: &Spanned<String>,
+        value: &str,
+        what: &str,
+    ) -> bool {
+        if !self.scope.approval {
+            return true;
+        }
+        let mut ok = true;
+        for field in t.attributes_of(name, "approval") {
+            if APPROVAL_FIELDS.contains(&field.as_str()) || APPROVAL_MORE.contains(&field.as_str())
+            {
+                continue;
+            }
+            let hint = match crate::text::closest(&field, APPROVAL_FIELDS) {
+                Some(best) => format!("; did you mean `approval.{best}`?"),
+                None => String::new(),
+            };
+            let problem = format!(
+                "`approval.{field}` is not a field of the approval request{hint} (its fields: {})",
+                APPROVAL_FIELDS.join(", ")
+            );
+            let at = value.find(&format!("approval.{field}"));
+            self.template_error(
+                TemplateAt {
+                    name,
+                    s,
+                    value,
+                    what,
+                },
+                at,
+                problem,
+            );
+            ok = false;
+        }
+        ok
     }
 
     /// The `meta.<field>`s template `name` reads that its rule's events may lack: an unknown

@@ -83,7 +83,15 @@ enum Part {
     History,
 }
 
-fn decode(s: &Shared, part: Part, subject: &str, seq: u64, payload: &[u8]) -> Option<Change> {
+/// `at_ms`: when the message was stored (the stream's own time), the time an interruption is
+/// recorded at: when another worker took the job over.
+fn decode(
+    s: &Shared,
+    part: Part,
+    subject: &str,
+    (seq, at_ms): (u64, i64),
+    payload: &[u8],
+) -> Option<Change> {
     let r = match part {
         Part::Events => serde_json::from_slice::<WireEvent>(payload).map(|w| Change::Event {
             seq: seq as i64,
@@ -107,7 +115,10 @@ fn decode(s: &Shared, part: Part, subject: &str, seq: u64, payload: &[u8]) -> Op
         Part::History => {
             let event_id = String::from_utf8_lossy(payload).into_owned();
             Ok(if s.names.is_interrupted(subject) {
-                Change::Interrupted { job_id: event_id }
+                Change::Interrupted {
+                    job_id: event_id,
+                    at_ms,
+                }
             } else if s.names.is_duplicate(subject) {
                 Change::Duplicate { event_id }
             } else {
@@ -156,14 +167,16 @@ async fn follow(s: Arc<Shared>, part: Part, stream: stream::Stream) {
                         continue;
                     }
                 };
-                let Ok(seq) = m.info().map(|i| i.stream_sequence) else {
+                let Ok((seq, published)) = m.info().map(|i| (i.stream_sequence, i.published))
+                else {
                     continue;
                 };
+                let at_ms = (published.unix_timestamp_nanos() / 1_000_000) as i64;
                 top = top.max(seq);
                 if seq <= applied.load(Ordering::Acquire) {
                     continue;
                 }
-                if let Some(c) = decode(&s, part, &m.subject, seq, &m.payload) {
+                if let Some(c) = decode(&s, part, &m.subject, (seq, at_ms), &m.payload) {
                     changes.push(c);
                 }
             }

@@ -39,8 +39,11 @@ pub enum Change {
         event_id: String,
     },
     /// The job's lease was lost (its worker stopped): attempts it left running never finish.
+    /// They are closed at `at_ms`, when another worker took the job over: the stopped one ran
+    /// it for at least that long (closed at their start, they read "failed in 0ms").
     Interrupted {
         job_id: String,
+        at_ms: i64,
     },
     /// Retention removed the event with its jobs and attempts.
     Forget {
@@ -263,13 +266,13 @@ fn apply_one(
             c.prepare_cached("UPDATE events SET duplicates = duplicates + 1 WHERE id = ?1")?
                 .execute(params![event_id])?;
         }
-        Change::Interrupted { job_id } => {
+        Change::Interrupted { job_id, at_ms } => {
             c.prepare_cached(
-                "UPDATE attempts SET state = 'failed', finished_at = started_at,
+                "UPDATE attempts SET state = 'failed', finished_at = MAX(started_at, ?2),
                    error = 'interrupted: its worker stopped while it ran (it runs again)'
                  WHERE job_id = ?1 AND state = 'running'",
             )?
-            .execute(params![job_id])?;
+            .execute(params![job_id, at_ms])?;
         }
         Change::Forget { event_id } => {
             c.prepare_cached(
