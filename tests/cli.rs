@@ -134,6 +134,29 @@ fn check_one(yaml: &str) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// A playbook run and an AWX job template read `extra_vars` alike, and `check` says the same
+/// for each mistake: not a mapping, or `ansible_eda` (which rulehook sets).
+#[test]
+fn extra_vars_mistakes_read_the_same_for_playbooks_and_job_templates() {
+    let awx =
+        "run_job_template: { url: 'https://aap.example.com', token: t0k3n-t0k3n-t0k3n, name: fix";
+    let err = check_one(&format!(
+        "rules:\n  - name: a\n    actions:\n      - {awx}, extra_vars: [1] }}\n      - {awx}, extra_vars: {{ ansible_eda: 1 }} }}\n  - name: b\n    actions:\n      - run_playbook: {{ playbook: site.yml, extra_vars: [1] }}\n      - run_playbook: {{ playbook: site.yml, extra_vars: {{ ansible_eda: 1 }} }}\n"
+    ));
+    for (line, want) in [
+        (4, "extra_vars must be a mapping"),
+        (5, "extra_vars: `ansible_eda` is set by rulehook"),
+        (8, "extra_vars must be a mapping"),
+        (9, "extra_vars: `ansible_eda` is set by rulehook"),
+    ] {
+        assert!(
+            err.lines()
+                .any(|l| l.contains(&format!("t.yml:{line}:")) && l.contains(want)),
+            "missing line {line} {want:?} in\n{err}"
+        );
+    }
+}
+
 fn with_condition(c: &str) -> String {
     format!(
         "rules:\n  - name: r\n    condition: '{c}'\n    actions:\n      - log: {{ message: hi }}\n"

@@ -23,6 +23,7 @@ use super::script::{Captured, read_capped, resolve_in};
 use super::{Outcome, RunContext};
 use crate::rulebook::ansible::{InventorySpec, RunPlaybookSpec};
 use crate::rulebook::compile::Compile;
+use crate::rulebook::model::S;
 use crate::secrets::Secret;
 use crate::store::{StateStore, StoreError};
 use crate::templates::{TValue, Templates, Text};
@@ -113,6 +114,36 @@ pub struct PlaybookRun {
 }
 
 /// A collection playbook's name: `namespace.collection.playbook`.
+/// The `extra_vars` of a playbook run or an AWX job template: a mapping of templates, without
+/// `ansible_eda` (rulehook sets it). `None` after an error (reported); `Some(None)` when none
+/// are given.
+pub(super) fn compile_extra_vars(
+    cx: &mut Compile,
+    spec: Option<&S<Value>>,
+    prefix: &str,
+    t: &mut Templates,
+) -> Option<Option<TValue>> {
+    let Some(v) = spec else {
+        return Some(None);
+    };
+    if !v.value.is_object() {
+        cx.err(&v.referenced, "extra_vars must be a mapping");
+        return None;
+    }
+    if v.value.get("ansible_eda").is_some() {
+        cx.err(
+            &v.referenced,
+            "extra_vars: `ansible_eda` is set by rulehook",
+        );
+        return None;
+    }
+    let vars = cx.expand_value(&v.value, &v.referenced, "extra_vars")?;
+    TValue::compile(t, &format!("{prefix}/extra_vars"), &vars)
+        .map_err(|m| cx.err(&v.referenced, format!("extra_vars: template error: {m}")))
+        .ok()
+        .map(Some)
+}
+
 fn is_collection_playbook(name: &str) -> bool {
     let parts: Vec<&str> = name.split('.').collect();
     parts.len() == 3
@@ -168,28 +199,7 @@ pub(crate) fn compile(
         Some(l) => Some(cx.template(t, format!("{prefix}/lock"), l, "lock")?),
         None => None,
     };
-    let extra_vars = match &s.extra_vars {
-        None => None,
-        Some(v) if !v.value.is_object() => {
-            cx.err(&v.referenced, "extra_vars must be a mapping");
-            return None;
-        }
-        Some(v) if v.value.get("ansible_eda").is_some() => {
-            cx.err(
-                &v.referenced,
-                "extra_vars: `ansible_eda` is set by rulehook",
-            );
-            return None;
-        }
-        Some(v) => {
-            let vars = cx.expand_value(&v.value, &v.referenced, "extra_vars")?;
-            Some(
-                TValue::compile(t, &format!("{prefix}/extra_vars"), &vars)
-                    .map_err(|m| cx.err(&v.referenced, format!("extra_vars: template error: {m}")))
-                    .ok()?,
-            )
-        }
-    };
+    let extra_vars = compile_extra_vars(cx, s.extra_vars.as_ref(), prefix, t)?;
     let vault_password = match &s.vault_password {
         Some(v) => Some(cx.secret(v, "vault_password")?),
         None => None,

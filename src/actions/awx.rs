@@ -117,24 +117,7 @@ pub(crate) fn compile(
         Some(l) => Some(cx.template(t, format!("{prefix}/limit"), l, "limit")?),
         None => None,
     };
-    let extra_vars = match &s.extra_vars {
-        None => None,
-        Some(v) if !v.value.is_object() || v.value.get("ansible_eda").is_some() => {
-            cx.err(
-                &v.referenced,
-                "extra_vars must be a mapping, without `ansible_eda` (rulehook sets it)",
-            );
-            return None;
-        }
-        Some(v) => {
-            let vars = cx.expand_value(&v.value, &v.referenced, "extra_vars")?;
-            Some(
-                TValue::compile(t, &format!("{prefix}/extra_vars"), &vars)
-                    .map_err(|m| cx.err(&v.referenced, format!("extra_vars: template error: {m}")))
-                    .ok()?,
-            )
-        }
-    };
+    let extra_vars = super::ansible::compile_extra_vars(cx, s.extra_vars.as_ref(), prefix, t)?;
     Some(AwxAction {
         workflow,
         api,
