@@ -337,11 +337,24 @@ fn parse_net(s: &str) -> Result<ipnet::IpNet, String> {
 }
 
 impl GuardArgs {
-    fn guard(&self) -> anyhow::Result<crate::server::guard::Guard> {
+    /// `data`: the service's data directory, whose `users.json` may let people in.
+    fn guard(&self, data: &std::path::Path) -> anyhow::Result<crate::server::guard::Guard> {
         let token = std::env::var("RULEHOOK_ADMIN_TOKEN").ok();
-        if self.admin_require_token && token.as_deref().is_none_or(str::is_empty) {
+        // With a token required, someone must be able to present one: the admin token, a
+        // user's (users.json), or a proxy's header naming a person.
+        let users = || {
+            crate::access::Users::in_data(data)
+                .list()
+                .is_ok_and(|u| !u.is_empty())
+        };
+        if self.admin_require_token
+            && token.as_deref().is_none_or(|t| t.trim().is_empty())
+            && self.trust_user_header.is_none()
+            && !users()
+        {
             anyhow::bail!(
-                "--admin-require-token needs RULEHOOK_ADMIN_TOKEN: without it nobody could use the admin API"
+                "--admin-require-token needs a way in: set RULEHOOK_ADMIN_TOKEN, add a user (`rulehook users add NAME --role admin --data {}`) or sign people in through a proxy (--trust-user-header); with none of them nobody could use the admin API",
+                data.display()
             );
         }
         Ok(crate::server::guard::Guard {
@@ -602,7 +615,7 @@ fn check(c: &CheckArgs) -> ExitCode {
 
 /// `serve`: the flags turned into a typed [`crate::service::Config`], then served.
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let guard = args.guard.guard()?;
+    let guard = args.guard.guard(&args.data)?;
     let tls = match (&args.tls_cert, &args.tls_key, args.tls_self_signed) {
         (Some(cert), Some(key), _) => Tls::Files {
             cert: cert.clone(),

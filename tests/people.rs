@@ -663,3 +663,40 @@ async fn an_unknown_token_from_loopback_is_refused_not_taken_for_the_loopback_ad
         assert!(body.contains("not known"), "{body}");
     }
 }
+
+/// `--admin-require-token` with users and no `RULEHOOK_ADMIN_TOKEN`: the service starts and the
+/// users' tokens work (it refused to start, saying nobody could use the admin API, while the
+/// users could). With no admin token, no user and no proxy header, it still refuses, saying
+/// what would let someone in.
+#[tokio::test]
+async fn require_token_with_users_and_no_admin_token_starts() {
+    let env = env();
+    let refused = env
+        .cmd(&["serve", "--admin-require-token", "--listen", "127.0.0.1:0"])
+        .arg("--data")
+        .arg(env.path("data"))
+        .env_remove("RULEHOOK_ADMIN_TOKEN")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{text}");
+    assert!(
+        text.contains("--admin-require-token needs a way in")
+            && text.contains("rulehook users add"),
+        "{text}"
+    );
+    let vera = add_user(&env, "vera", "viewer");
+    let server = Server::start(&env, &["--admin-require-token"], &[]);
+    let c = client_from("127.0.0.1");
+    let (st, body) = text_of(c.get(server.url("/api/status")).send().await.unwrap()).await;
+    assert_eq!(st, 401, "a token is required: {body}");
+    let (st, body) = text_of(
+        c.get(server.url("/api/status"))
+            .bearer_auth(&vera)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(st, 200, "{body}");
+}

@@ -54,11 +54,14 @@ pub fn every_problem(text: &str, parse: impl Fn(&str) -> Option<Found>) -> Recov
         let at = (problem.0 as usize).saturating_sub(1);
         let unknown_key = problem.2.starts_with("unknown key");
         let item_at = items.iter().position(|i| (i.start..i.end).contains(&at));
-        // `missing field `actions`` right after `actoins` was set aside: the same mistake.
+        // `actions` missing right after `actoins` was set aside: the same mistake.
         let echo = item_at.is_some_and(|k| {
-            meant
-                .iter()
-                .any(|(i, key)| *i == k && problem.2.starts_with(&format!("missing field `{key}`")))
+            meant.iter().any(|(i, key)| {
+                *i == k
+                    && problem
+                        .2
+                        .starts_with(&format!("`{key}` is required and missing"))
+            })
         });
         if let (Some(k), Some(key)) = (item_at, suggestion(&problem.2)) {
             meant.push((k, key.to_string()));

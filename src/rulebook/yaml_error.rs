@@ -63,10 +63,10 @@ pub fn explain(message: &str, text: &str, line: u64, column: u64) -> String {
             "{TOO_LARGE} ({what}; a guard against hostile files): split its rules into several files in the rulebooks directory"
         );
     }
-    if let Some(field) = between(&msg, "missing field `", "`")
-        && let Some(m) = misindented(text, line, field)
-    {
-        return m;
+    if let Some(field) = between(&msg, "missing field `", "`") {
+        return misindented(text, line, field).unwrap_or_else(|| {
+            format!("`{field}` is required and missing here: add `{field}:` to this mapping")
+        });
     }
     if msg.contains("expected mapping") || msg.contains("invalid type: unit value") {
         // `- log:` followed by its fields at the same indentation as `log`.

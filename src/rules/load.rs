@@ -1868,6 +1868,32 @@ windows:
         );
     }
 
+    /// A required key left out is named as such, not in serde's words (`missing field
+    /// `timeout``), at the mapping that lacks it.
+    #[test]
+    fn a_required_key_left_out_is_named_in_plain_words() {
+        let head = "sources:\n  - name: a\n    kind: none\n";
+        let cases = [
+            (
+                format!(
+                    "{head}rules:\n  - name: r\n    approval: {{on_timeout: approve}}\n    actions: [{{log: {{message: hi}}}}]\n"
+                ),
+                "6:16: `timeout` is required and missing here: add `timeout:` to this mapping",
+            ),
+            (
+                format!("{head}rules:\n  - name: r\n    condition: '$.a == 1'\n"),
+                "`actions` is required and missing here: add `actions:` to this mapping",
+            ),
+        ];
+        for (text, want) in cases {
+            let found = problems(&text);
+            assert!(
+                found.len() == 1 && found[0].contains(want),
+                "want {want:?}, got {found:?} for\n{text}"
+            );
+        }
+    }
+
     /// A value of the wrong type is said with the key, the value and what goes there, not in
     /// the YAML library's words (`strict mode`, `Option<String>`, `DuplicateKeyPolicy`).
     #[test]
