@@ -247,8 +247,9 @@ pub struct ServeArgs {
     /// looks at its deadline).
     #[arg(long, env = "RULEHOOK_APPROVAL_CHECK", default_value = "2s", value_parser = parse_duration)]
     pub approval_check: Duration,
-    /// Finished events, their jobs and attempts older than this are pruned (pending jobs and
-    /// dead letters are kept until they finish or are re-run).
+    /// Finished events, their jobs and attempts are pruned once both the event and its jobs'
+    /// last activity (a run, a retry, a re-run, an approval or rejection) are older than this;
+    /// pending jobs and dead letters are kept.
     #[arg(long, env = "RULEHOOK_RETAIN", default_value = "30d", value_parser = parse_duration)]
     pub retain: Duration,
     /// How long running actions may take to finish on SIGTERM before the service exits.

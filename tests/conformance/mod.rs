@@ -1284,8 +1284,9 @@ pub async fn history_records_and_filters(b: &impl Backend) {
 // 12. Retention
 
 /// `prune(before)` removes events older than `before` that are finished (every job done, or
-/// none made) or unmatched, with their jobs and attempts; never one with a pending job or a
-/// dead letter; and expired state entries. Returns what the first pass pruned (the runner
+/// none made) or unmatched and whose jobs last changed before `before`, with their jobs and
+/// attempts; never one with a pending job or a dead letter, nor an old one a user just acted on
+/// (a re-run: its new attempts stay too); and expired state entries. Returns what the first pass pruned (the runner
 /// checks `state`, which a backend whose storage expires entries by itself may report as 0).
 pub async fn retention_keeps_unfinished_work(b: &impl Backend) -> Pruned {
     let s = b.open(Config::default()).await;
@@ -1300,9 +1301,7 @@ pub async fn retention_keeps_unfinished_work(b: &impl Backend) -> Pruned {
     let (old_pending, old_pending_jobs) = append(&s, long_ago(), vec![rule("b")]).await;
     let (old_failed, old_failed_jobs) = append(&s, long_ago(), vec![rule("c")]).await;
     let (old_mixed, mixed_jobs) = append(&s, long_ago(), vec![rule("d"), rule("e")]).await;
-    let (recent_done, recent_jobs) = append(&s, event("alpha", 1), vec![rule("a")]).await;
-
-    let mut leases = fetch_n(&s, 6, TTL).await;
+    let mut leases = fetch_n(&s, 5, TTL).await;
     let l = leases.remove(&old_done_jobs[0]).unwrap();
     let started = now_ms() - 100;
     let ok = Outcome {
@@ -1341,7 +1340,6 @@ pub async fn retention_keeps_unfinished_work(b: &impl Backend) -> Pruned {
         .await
         .unwrap();
     ack_done(&s, l).await;
-    ack_done(&s, leases.remove(&recent_jobs[0]).unwrap()).await;
     let pending_lease = leases.remove(&old_pending_jobs[0]).unwrap();
     let mixed_lease = leases.remove(&mixed_jobs[1]).unwrap();
 
@@ -1354,8 +1352,14 @@ pub async fn retention_keeps_unfinished_work(b: &impl Backend) -> Pruned {
         .unwrap();
     st.create("retention/forever", "z", None).await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
+    // The retention boundary: every job above changed before it, the recent event comes after.
+    let cut = now_ms();
+    let (recent_done, recent_jobs) = append(&s, event("alpha", 1), vec![rule("a")]).await;
+    let l = must_fetch(&s, TTL).await;
+    assert_eq!(l.job.id, recent_jobs[0]);
+    ack_done(&s, l).await;
 
-    let pruned = s.log.prune(now_ms() - 3_600_000).await.unwrap();
+    let pruned = s.log.prune(cut).await.unwrap();
     assert_eq!(
         (pruned.events, pruned.jobs, pruned.attempts),
         (3, 1, 1),
@@ -1394,16 +1398,39 @@ pub async fn retention_keeps_unfinished_work(b: &impl Backend) -> Pruned {
     ack_done(&s, pending_lease).await;
     let (job, _) = s.history.job(&old_failed_jobs[0]).await.unwrap().unwrap();
     assert!(s.queue.rerun(job).await.unwrap());
-    // Now finished, the old pending event goes; the re-run one and the mixed one stay.
+    // Finished just now, the old pending event stays (its job changed within the period), as
+    // does the re-run one and the mixed one.
     let again = s.log.prune(now_ms() - 3_600_000).await.unwrap();
-    assert_eq!((again.events, again.jobs), (1, 1), "{again:?}");
-    assert!(s.log.event(&old_pending).await.unwrap().is_none());
-    assert!(s.log.event(&old_failed).await.unwrap().is_some());
-    assert!(s.log.event(&old_mixed).await.unwrap().is_some());
+    assert_eq!((again.events, again.jobs), (0, 0), "{again:?}");
+    for kept in [&old_pending, &old_failed, &old_mixed] {
+        assert!(s.log.event(kept).await.unwrap().is_some(), "{kept} pruned");
+    }
     ack_done(&s, mixed_lease).await;
     let l = must_fetch(&s, TTL).await;
     assert_eq!(l.job.id, old_failed_jobs[0]);
     assert_eq!(event_of(&s, &l).await.id, old_failed);
+    // The re-run succeeds; the next pass keeps the old event with both its attempts.
+    let started = now_ms();
+    s.history
+        .record(attempt(&l.job, started, Some(ok), Some(started + 5)))
+        .await
+        .unwrap();
+    ack_done(&s, l).await;
+    let third = s.log.prune(now_ms() - 3_600_000).await.unwrap();
+    assert_eq!((third.events, third.jobs), (0, 0), "{third:?}");
+    let rerun = s.history.event_detail(&old_failed).await.unwrap().unwrap();
+    assert_eq!(
+        rerun.matches[0].attempts.len(),
+        2,
+        "the re-run event keeps its attempts, the new one too"
+    );
+    // Once that activity is older than the period too, they all go.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let last = s.log.prune(now_ms()).await.unwrap();
+    assert_eq!(last.events, 4, "{last:?}");
+    for gone in [&old_pending, &old_failed, &old_mixed, &recent_done] {
+        assert!(s.log.event(gone).await.unwrap().is_none(), "{gone} kept");
+    }
     pruned
 }
 

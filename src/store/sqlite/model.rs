@@ -160,8 +160,9 @@ impl ReadModel {
             .await
     }
 
-    /// Events received before `before` whose jobs all finished well: (event id, log position,
-    /// job ids), at most `limit`.
+    /// Events received before `before` whose jobs all finished well and none changed since
+    /// `before` (the same rule as [`reads::prune`]): (event id, log position, job ids), at most
+    /// `limit`.
     pub async fn prunable(
         &self,
         before: i64,
@@ -171,7 +172,8 @@ impl ReadModel {
             let mut out = Vec::new();
             let mut stmt = c.prepare_cached(
                 "SELECT e.seq, e.id FROM events e WHERE e.received_at < ?1 AND NOT EXISTS
-                   (SELECT 1 FROM jobs j WHERE j.event_seq = e.seq AND j.state != 'done')
+                   (SELECT 1 FROM jobs j WHERE j.event_seq = e.seq
+                      AND (j.state != 'done' OR j.updated_at >= ?1))
                  ORDER BY e.seq LIMIT ?2",
             )?;
             let rows: Vec<(i64, String)> = stmt

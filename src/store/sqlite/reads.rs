@@ -414,7 +414,8 @@ pub fn jobs(c: &Connection, f: &JobFilter) -> rusqlite::Result<Vec<JobRow>> {
     rows.collect()
 }
 
-/// Retention: events received before `before` whose jobs all finished well go, with their
+/// Retention: events received before `before` whose jobs all finished well and none of whose
+/// jobs changed since `before` (a re-run, an approval: activity keeps the event) go, with their
 /// jobs and attempts; expired state entries go. At most [`PRUNE_BATCH`] events per call (the
 /// caller calls again while that many went). Events that must stay (a pending job, a dead
 /// letter) are stepped over with a cursor, so any number of them never stops the pruning.
@@ -444,9 +445,10 @@ pub fn prune(c: &Connection, before: i64, now: i64) -> rusqlite::Result<Pruned> 
             if let Some(first) = first {
                 let unfinished: i64 = c
                     .prepare_cached(
-                        "SELECT COUNT(*) FROM jobs WHERE seq >= ?1 AND seq < ?2 AND state != 'done'",
+                        "SELECT COUNT(*) FROM jobs WHERE seq >= ?1 AND seq < ?2
+                           AND (state != 'done' OR updated_at >= ?3)",
                     )?
-                    .query_row(params![first, first + n], |r| r.get(0))?;
+                    .query_row(params![first, first + n, before], |r| r.get(0))?;
                 if unfinished > 0 {
                     continue;
                 }
