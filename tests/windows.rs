@@ -450,6 +450,22 @@ async fn an_approve_window_makes_the_job_wait_for_an_approval() {
     let frozen_id = job(&d, "frozen")["id"].as_str().unwrap().to_string();
     let waiting = get(&c, &server, "/api/jobs?status=awaiting_approval").await;
     assert_eq!(waiting["jobs"][0]["id"], frozen_id, "{waiting}");
+    // The approvals page says what happens if nobody decides: the window ends (in an hour)
+    // before the request's deadline (an hour after it asked), so it is approved then.
+    let page = c
+        .get(server.url("/console/approvals"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("approved (by window end) when window freeze ends at "),
+        "{page}"
+    );
+    assert!(!page.contains("then: reject"), "{page}");
+    assert!(!page.contains(": reject"), "{page}");
     assert_eq!(
         env.wait_lines("ran.txt", 1, Duration::from_secs(10)),
         vec!["free 1"]

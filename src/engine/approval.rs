@@ -236,6 +236,30 @@ impl Engine {
         Ok(read(self.store.state.as_ref(), job).await?.map(|(r, _)| r))
     }
 
+    /// What ends an undecided request a maintenance window made (`during: approve`) for a rule
+    /// without its own `approval:`: such a job is approved by `window end` once no window is in
+    /// force for its rule. `Some((window, end))`: the window in force now and when it ends
+    /// (`None`: none is, the job goes on when it looks next). `None` for any other request (a
+    /// rule's own approval, or one decided): its `on_timeout` decides at the deadline.
+    pub fn window_approval(&self, r: &Request) -> Option<(String, Option<i64>)> {
+        let asked_by = r.reason.strip_prefix("window ")?;
+        let rules = self.rules();
+        let own = rules
+            .rule(&r.rulebook, &r.rule)
+            .is_some_and(|i| rules.rules[i].approval.is_some());
+        if own || r.decision.is_some() {
+            return None;
+        }
+        use crate::rules::windows::Decision as W;
+        let now = self.settings.clock.now();
+        Some(match rules.windows.decide(&r.rulebook, &r.rule, now) {
+            W::Run => (asked_by.to_string(), None),
+            W::Hold { window, until }
+            | W::Skip { window, until }
+            | W::Approve { window, until } => (window, Some(until)),
+        })
+    }
+
     /// The base of `approval.url` (`--public-url`).
     pub fn public_url(&self) -> Option<&str> {
         self.settings.public_url.as_deref()
