@@ -781,6 +781,47 @@ fn the_mqtt_example_of_the_docs_runs_with_its_test_message() {
     assert!(text.contains(&format!("{topic}: ")), "{text}");
 }
 
+/// `rulehook test` prints a maintenance window's line before the rule's approval line: the
+/// windows are decided first (a held job is asked only once the window ends). It printed the
+/// approval first.
+#[test]
+fn rulehook_test_prints_the_window_before_the_approval() {
+    let env = Env::new();
+    env.rulebook(
+        "t.yml",
+        r#"sources:
+  - { name: s, kind: bearer, secret: token-1234 }
+windows:
+  - { name: freeze, start: "2026-12-20T00:00:00Z", end: "2027-01-04T00:00:00Z", rules: [asked], during: hold }
+rules:
+  - name: asked
+    approval: { timeout: 30m }
+    actions: [{ log: { message: hi } }]
+"#,
+    );
+    std::fs::write(env.path("ev.json"), "{}").unwrap();
+    let ev = env.path("ev.json");
+    let out = env
+        .cmd(&[
+            "test",
+            "--source",
+            "s",
+            "--at",
+            "2026-12-24T12:00:00Z",
+            "--event",
+            ev.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let window = text.find("window `freeze` is in force at ");
+    let approval = text.find("waits for approval first (any approver; within 30m");
+    assert!(
+        window.is_some() && approval.is_some() && window < approval,
+        "the window line, then the approval line:\n{text}"
+    );
+}
+
 /// `rulehook test` says when a matching rule would run nothing (shadow mode) or would first wait
 /// for an approval; its "would run" lines read as what happens next otherwise.
 #[test]

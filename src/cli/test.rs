@@ -154,16 +154,18 @@ fn print_dry_run(set: &RuleSet, report: &[DryRun], at: i64) {
             continue;
         }
         println!("MATCH    {name}");
-        if let Some(line) = mode_line(r) {
-            println!("         {line}");
-        }
         if let Some(note) = &r.correlation {
             println!("         {note}");
         }
+        // In the order they apply to the job: the windows are decided before the rule's own
+        // approval (a held job is asked only once its window ends).
         let window = super::windows::verdict(set, &r.rulebook, &r.rule, at)
             .map(|(line, _)| line)
             .or_else(|| super::windows::upcoming(set, &r.rulebook, &r.rule, at));
         if let Some(line) = window {
+            println!("         {line}");
+        }
+        if let Some(line) = mode_line(r) {
             println!("         {line}");
         }
         if let Some(t) = r.throttle.as_object() {
