@@ -333,6 +333,7 @@ async fn serve_stream(
 async fn serve_relp(stream: TcpStream, peer: SocketAddr, settings: &Listening, hand: &Handoff) {
     let (mut rd, mut wr) = stream.into_split();
     let mut framer = relp::Framer::new(settings.max_message);
+    let mut session = relp::Session::default();
     let mut buf = BytesMut::with_capacity(64 * 1024);
     loop {
         let now = parse::Now::read();
@@ -346,9 +347,24 @@ async fn serve_relp(stream: TcpStream, peer: SocketAddr, settings: &Listening, h
                     return;
                 }
             };
-            let reply = match frame.command.as_str() {
-                "open" => relp::open_answer(frame.txnr),
-                "syslog" => {
+            // Out of librelp's order: a broken session is closed, a command it does not take
+            // yet (or again) answered with a refusal; both counted.
+            let reply = match session.admit(&frame) {
+                Err(relp::Refused::OutOfSequence { expected, got }) => {
+                    hand.malformed("relp", peer.ip());
+                    tracing::debug!(source = %hand.source(), %peer, expected, got, "relp: transaction number out of sequence");
+                    return;
+                }
+                Err(relp::Refused::Answer(text)) => {
+                    hand.malformed("relp", peer.ip());
+                    Some(relp::rsp(frame.txnr, text))
+                }
+                Ok(()) => None,
+            };
+            let reply = match (reply, frame.command.as_str()) {
+                (Some(refusal), _) => refusal,
+                (None, "open") => relp::open_answer(frame.txnr),
+                (None, "syslog") => {
                     let taken = match read(hand, &frame.data, frame.truncated, peer, &now) {
                         Some(event) => deliver(hand, event, peer).await,
                         None => true,
@@ -359,11 +375,11 @@ async fn serve_relp(stream: TcpStream, peer: SocketAddr, settings: &Listening, h
                         relp::rsp(frame.txnr, "500 not stored, send again")
                     }
                 }
-                "close" => {
+                (None, "close") => {
                     answer(&mut wr, &relp::rsp(frame.txnr, ""), peer, settings, hand).await;
                     return;
                 }
-                _ => relp::rsp(frame.txnr, "500 unknown command"),
+                (None, _) => relp::rsp(frame.txnr, "500 unknown command"),
             };
             if !answer(&mut wr, &reply, peer, settings, hand).await {
                 return;
