@@ -77,7 +77,7 @@ fn main() {
         loop {
             let page = history.stored(from, after_id.clone(), 2_000).await.expect("read");
             let Some(last) = page.last() else { break };
-            after_id = Some(last.event.id.clone());
+            after_id = Some(last.id().to_string());
             read += page.len();
         }
         let baseline = began.elapsed();

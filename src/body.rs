@@ -164,7 +164,7 @@ fn json(body: &[u8]) -> Result<Value, BodyError> {
 /// Whether the JSON text `body` nests arrays and objects deeper than [`MAX_DEPTH`] (brackets
 /// inside strings do not count). Fewer opening brackets than that in all cannot be: one fast
 /// count settles nearly every body, the exact scan runs only for the rest.
-fn too_deep(body: &[u8]) -> bool {
+pub fn too_deep(body: &[u8]) -> bool {
     if memchr::memchr2_iter(b'[', b'{', body)
         .nth(MAX_DEPTH)
         .is_none()

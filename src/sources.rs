@@ -99,6 +99,8 @@ pub struct Listening {
     pub max_message: usize,
     /// Stream connections open at once; past it new ones are closed at once.
     pub max_connections: usize,
+    /// Of them, how many one sender address may hold ([`default_per_client`] unless set).
+    pub max_connections_per_client: usize,
     /// A stream connection that sends nothing for this long is closed.
     pub idle_timeout: Duration,
     /// The certificate `tls://` endpoints serve (RFC 5425).
@@ -203,6 +205,14 @@ pub enum Keep {
 pub const DEFAULT_MAX_MESSAGE: usize = 64 * 1024;
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// One sender address's default share of a stream listener's `max_connections`: an eighth (as
+/// the HTTP listener's), but never fewer than 8 (or the whole cap when it is smaller), so a
+/// relay — many devices over a few connections, and a reconnect or two while its dead ones
+/// wait out `idle_timeout` — still gets in.
+pub fn default_per_client(max_connections: usize) -> usize {
+    (max_connections / 8).max(8).min(max_connections).max(1)
+}
 
 /// One compiled `sources:` entry.
 #[derive(Debug, Clone)]

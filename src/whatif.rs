@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use crate::domain::{CorrelationState, Event, EventDoc, Match, human_duration, now_ms};
 use crate::rules::correlate::{Observed, Partial};
 use crate::rules::{Rule, RuleSet};
-use crate::store::{History, StoreError, StoredEvent};
+use crate::store::{History, StoreError, Stored, StoredEvent};
 
 /// What a rule would do with one event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -144,10 +144,13 @@ pub async fn replay(
     loop {
         let page = history.stored(from, after.clone(), PAGE).await?;
         let Some(last) = page.last() else { break };
-        after = Some(last.event.id.clone());
-        let reached = last.event.received_at;
-        for s in &page {
-            w.feed(s, history).await?;
+        after = Some(last.id().to_string());
+        let reached = last.received_at();
+        for row in &page {
+            match row {
+                Stored::Event(s) => w.feed(s, history).await?,
+                Stored::Unreadable(u) => w.unreadable(u),
+            }
         }
         if tty && shown.elapsed() > Duration::from_millis(200) {
             shown = Instant::now();
@@ -180,6 +183,12 @@ pub async fn replay(
         human_duration(took.as_millis() as i64),
         report.events as f64 / took.as_secs_f64().max(0.001)
     );
+    if report.unreadable.count > 0 {
+        eprintln!(
+            "skipped {} stored event(s) that could not be read back (listed in the report)",
+            report.unreadable.count
+        );
+    }
     Ok(report)
 }
 
@@ -242,6 +251,9 @@ impl RuleReport {
 pub struct Report {
     pub since: String,
     pub events: u64,
+    /// Stored events of the period that could not be read back, skipped (`why`: the reason;
+    /// the first [`EXAMPLES`] named).
+    pub unreadable: Changes,
     /// Per rule key.
     pub rules: BTreeMap<String, RuleReport>,
 }
@@ -289,6 +301,15 @@ impl<'a> WhatIf<'a> {
             report,
             seen: HashMap::new(),
         }
+    }
+
+    /// A stored event that could not be read back: skipped, counted and named.
+    pub fn unreadable(&mut self, u: &crate::store::Unreadable) {
+        self.report.unreadable.add(Change {
+            event: u.id.clone(),
+            received_at: crate::domain::rfc3339(u.received_at),
+            why: u.reason.clone(),
+        });
     }
 
     /// One stored event. `history` gives the attempts of jobs whose rule changed, to compare

@@ -334,3 +334,43 @@ rules:
     let (ok, text) = check(&env);
     assert!(ok, "{text}");
 }
+
+#[test]
+fn a_per_client_share_outside_the_sources_cap_is_refused_at_its_place() {
+    let env = Env::new();
+    env.rulebook(
+        "p.yml",
+        r#"sources:
+  - name: rtr
+    kind: syslog
+    listen: tcp://127.0.0.1:0
+    max_connections: 4
+    max_connections_per_client: 5
+  - name: sw
+    kind: syslog
+    listen: tcp://127.0.0.1:0
+    max_connections_per_client: 0
+  - name: traps
+    kind: snmp_trap
+    listen: udp://127.0.0.1:0
+    communities: [public]
+    max_connections_per_client: 2
+rules: []
+"#,
+    );
+    let (ok, text) = check(&env);
+    assert!(!ok, "{text}");
+    for line in [
+        "p.yml:6:33: max_connections_per_client: between 1 and the source's max_connections (4); 5 is not",
+        "p.yml:10:33: max_connections_per_client: between 1 and the source's max_connections (1024); 0 is not",
+        "p.yml:15:33: source `traps` of kind `snmp_trap` does not take `max_connections_per_client`",
+    ] {
+        assert!(text.contains(line), "{line}\n{text}");
+    }
+    env.rulebook(
+        "p.yml",
+        "sources:\n  - {name: rtr, kind: syslog, listen: tcp://127.0.0.1:0, max_connections: 4, max_connections_per_client: 4}\nrules: []\n",
+    );
+    let (ok, text) = check(&env);
+    assert!(ok, "{text}");
+}

@@ -393,6 +393,22 @@ fn test_shows_throttles_on_failure_and_durations() {
         text.contains("throttle: once within 10m per group"),
         "{text}"
     );
+    let out = shipped(&[
+        "test",
+        "--json",
+        "--event",
+        ev.to_str().unwrap(),
+        "--source",
+        "alertmanager",
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let throttled = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["throttle"].is_object())
+        .unwrap_or_else(|| panic!("{v}"));
+    assert_eq!(throttled["throttle"]["once_within"], 600_000, "{v}");
 }
 
 #[test]
@@ -882,6 +898,9 @@ rules:
         "{v}"
     );
     assert_eq!(v[2]["approval"], serde_json::Value::Null, "{v}");
+    // Durations in the JSON are milliseconds, as an action's `timeout` is.
+    assert_eq!(v[1]["approval"]["timeout"], 1_800_000, "{v}");
+    assert_eq!(v[1]["approval"]["on_timeout"], "reject", "{v}");
 }
 
 /// `test --source` with a name the rulebooks do not declare says which they do (or the one

@@ -252,10 +252,15 @@ fn a_client_that_reads_no_answers_is_closed_and_frees_its_slot() {
     let mut deaf: std::net::TcpStream = deaf.into();
     deaf.set_write_timeout(Some(Duration::from_millis(200)))
         .unwrap();
-    // `open` frames, each answered with ~100 bytes, until the answers back up.
-    let frames = "1 open 0\n".repeat(1000);
+    // `open`, then frames in sequence, each answered (a second `open` with a refusal), until
+    // the answers back up.
     let started = Instant::now();
+    let mut txnr = 0;
     while started.elapsed() < Duration::from_secs(5) {
+        let frames: String = (txnr + 1..=txnr + 1000)
+            .map(|n| format!("{n} open 0\n"))
+            .collect();
+        txnr += 1000;
         if deaf.write_all(frames.as_bytes()).is_err() {
             break;
         }
@@ -282,4 +287,89 @@ fn a_client_that_reads_no_answers_is_closed_and_frees_its_slot() {
         server.log_text()
     );
     drop(deaf);
+}
+
+/// One RELP exchange on `s`: writes `frame`, reads one answer frame `TXNR rsp LEN [DATA] LF`
+/// (empty when the connection was closed instead).
+fn exchange(s: &mut std::net::TcpStream, frame: &str) -> String {
+    s.write_all(frame.as_bytes()).unwrap();
+    let mut got = Vec::new();
+    let mut b = [0u8; 1];
+    let mut want = None;
+    loop {
+        if want.is_none() {
+            let text = String::from_utf8_lossy(&got).into_owned();
+            let parts: Vec<&str> = text.splitn(4, [' ', '\n']).collect();
+            if parts.len() == 4 || text.ends_with('\n') {
+                let len: usize = parts.get(2).and_then(|l| l.parse().ok()).unwrap_or(0);
+                let header = parts[..3.min(parts.len())].join(" ").len() + 1;
+                want = Some(header + len + usize::from(len > 0));
+            }
+        }
+        if want.is_some_and(|w| got.len() >= w) {
+            break;
+        }
+        match std::io::Read::read(s, &mut b) {
+            Ok(1) => got.push(b[0]),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+/// A session keeps librelp's order: a `syslog` before `open` is answered `500 command
+/// disabled` and not stored; a transaction number out of sequence (0, which only the server
+/// uses, or a repeat) closes the connection unanswered. Both are counted as `relp`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_out_of_order_is_refused_as_librelp_does() {
+    let env = Env::new();
+    let port = free_port();
+    env.rulebook(
+        "relp.yml",
+        &format!(
+            "sources:\n  - name: relay\n    kind: syslog\n    listen: relp://127.0.0.1:{port}\n    keep: all\nrules: []\n"
+        ),
+    );
+    let server = Server::start(&env, &[], &[]);
+    wait_port(port);
+    let line = "<134>Dec  6 23:00:00 edge1 relptest: early";
+    let connect = || {
+        let s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s
+    };
+    let mut s = connect();
+    let early = exchange(&mut s, &format!("1 syslog {} {line}\n", line.len()));
+    assert_eq!(early, "1 rsp 20 500 command disabled\n");
+    assert!(exchange(&mut s, "2 open 0\n").starts_with("2 rsp "), "open");
+    let msg = "<134>Dec  6 23:00:00 edge1 relptest: in order";
+    let ok = exchange(&mut s, &format!("3 syslog {} {msg}\n", msg.len()));
+    assert_eq!(ok, "3 rsp 6 200 OK\n");
+    // A repeated number: closed, nothing answered.
+    assert_eq!(
+        exchange(&mut s, &format!("3 syslog {} {msg}\n", msg.len())),
+        ""
+    );
+
+    let mut s = connect();
+    assert_eq!(exchange(&mut s, "0 open 0\n"), "", "txnr 0 is the server's");
+
+    let stored = |text: String, n: f64| {
+        let accepted = text
+            .lines()
+            .find(|l| l.starts_with("rulehook_events_accepted_total{source=\"relay\""))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok());
+        let malformed = text
+            .lines()
+            .find(|l| {
+                l.starts_with("rulehook_messages_malformed_total{source=\"relay\",reason=\"relp\"}")
+            })
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok());
+        (accepted, malformed) == (Some(1.0), Some(n))
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !stored(server.metrics().await, 3.0) {
+        assert!(Instant::now() < deadline, "counters: {}", server.log_text());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

@@ -545,3 +545,72 @@ async fn a_forbidden_tcp_sender_is_closed_at_connect() {
     let cap = "rulehook_messages_dropped_total{source=\"routers\",reason=\"connection_cap\"}";
     assert_eq!(metric(&server, cap).await, None);
 }
+
+/// A TCP connection to `port` from the loopback address `from` (127.0.0.x).
+fn connect_from(from: &str, port: u16) -> std::net::TcpStream {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    let local: std::net::SocketAddr = format!("{from}:0").parse().unwrap();
+    socket.bind(&local.into()).unwrap();
+    let to: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    socket.connect(&to.into()).unwrap();
+    socket.into()
+}
+
+/// One sender address holds at most its share of `max_connections` (an eighth, at least 8):
+/// past it its next connection is closed at once and counted, while another address still
+/// gets in.
+#[tokio::test]
+async fn one_address_cannot_hold_every_connection() {
+    use std::io::Read;
+    let env = Env::new();
+    env.rulebook(
+        "syslog.yml",
+        "sources:\n  - name: routers\n    kind: syslog\n    listen: tcp://127.0.0.1:0\n    keep: all\n    max_connections: 64\nrules: []\n",
+    );
+    let server = Server::start(&env, &[], &[]);
+    let port = server.source_port("routers", "tcp");
+    let received = "rulehook_events_received_total{source=\"routers\"}";
+    let wait_for = |n: f64| {
+        let server = &server;
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while metric(server, received).await != Some(n) {
+                assert!(Instant::now() < deadline, "{n} messages not received");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    let mut held = Vec::new();
+    for i in 0..8 {
+        let mut c = connect_from("127.0.0.1", port);
+        c.write_all(format!("<13>Jan 12 10:11:12 host app: {i}\n").as_bytes())
+            .unwrap();
+        held.push(c);
+        // Accepted (it holds a slot) once its message is in.
+        wait_for(f64::from(i + 1)).await;
+    }
+    let mut ninth = connect_from("127.0.0.1", port);
+    ninth
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut b = [0u8; 1];
+    let read = ninth.read(&mut b);
+    assert!(matches!(read, Ok(0)), "past its share: closed, {read:?}");
+    let mut other = connect_from("127.0.0.2", port);
+    other
+        .write_all(b"<13>Jan 12 10:11:12 other app: in\n")
+        .unwrap();
+    wait_for(9.0).await;
+    let name =
+        "rulehook_messages_dropped_total{source=\"routers\",reason=\"connection_cap_client\"}";
+    assert_eq!(metric(&server, name).await, Some(1.0));
+    let cap = "rulehook_messages_dropped_total{source=\"routers\",reason=\"connection_cap\"}";
+    assert_eq!(metric(&server, cap).await, None);
+    assert!(
+        server.log_text().contains("connection_cap_client"),
+        "the refusal is logged: {}",
+        server.log_text()
+    );
+    drop(held);
+}

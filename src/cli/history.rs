@@ -127,12 +127,32 @@ impl Api {
             )
         })?;
         let status = resp.status();
+        let content_type = resp
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
         let text = resp.text().await.unwrap_or_default();
-        let body: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        let parsed = serde_json::from_str::<Value>(&text);
         if status.is_success() {
-            return Ok(body);
+            // The admin API answers JSON: anything else came from something in between (a
+            // proxy's or a single sign-on's page) or from another service at a wrong URL.
+            return parsed.map_err(|_| {
+                anyhow::anyhow!(
+                    "{url} answered {status} with {}, not JSON: that is not rulehook's admin API (a proxy or sign-in page in between, or a wrong --url / RULEHOOK_URL?); the answer began: {}",
+                    content_type.map_or_else(|| "no Content-Type".to_string(), |t| format!("Content-Type `{t}`")),
+                    first_bytes(&text)
+                )
+            });
         }
-        let message = body["message"].as_str().unwrap_or("").to_string();
+        let body = parsed.unwrap_or(Value::Null);
+        let message = match body["message"].as_str() {
+            Some(m) => m.to_string(),
+            // Not the admin API's error body: what came instead, so it can be told apart.
+            None => format!(
+                "(not the admin API's answer; it began: {})",
+                first_bytes(&text)
+            ),
+        };
         match status.as_u16() {
             401 => {
                 let why = match (&self.token, loopback_url(&self.base)) {
@@ -155,6 +175,17 @@ impl Api {
             .into()),
         }
     }
+}
+
+/// The first 120 characters of an answer, on one line, quoted (control characters escaped).
+fn first_bytes(text: &str) -> String {
+    let head: String = text.chars().take(120).collect();
+    let more = if text.chars().nth(120).is_some() {
+        "…"
+    } else {
+        ""
+    };
+    format!("{:?}{more}", head)
 }
 
 /// A refusal by the admin API (anything but 401, which `call_with` explains itself): its
@@ -641,6 +672,70 @@ fn attempt_lines(o: &mut String, at: &Value) {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// An HTTP server on loopback that answers every request with `answer`, for a few.
+    async fn answering(answer: &'static str) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            for _ in 0..4 {
+                let Ok((mut s, _)) = listener.accept().await else {
+                    return;
+                };
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let _ = s.write_all(answer.as_bytes()).await;
+                let _ = s.shutdown().await;
+            }
+        });
+        base
+    }
+
+    fn api(base: String) -> Api {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        Api {
+            base,
+            http: reqwest::Client::new(),
+            token: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_2xx_that_is_not_json_is_an_error_naming_url_type_and_start() {
+        let base = answering(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: 40\r\nConnection: close\r\n\r\n<html><body>Sign in first</body></html>\n",
+        )
+        .await;
+        let err = api(base.clone())
+            .call(reqwest::Method::GET, "/api/events")
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(&format!("{base}/api/events answered 200 OK")),
+            "{err}"
+        );
+        assert!(
+            err.contains("Content-Type `text/html; charset=utf-8`"),
+            "{err}"
+        );
+        assert!(err.contains("not rulehook's admin API"), "{err}");
+        assert!(
+            err.contains("\"<html><body>Sign in first</body></html>\\n\""),
+            "{err}"
+        );
+
+        let base = answering(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 12\r\nConnection: close\r\n\r\n{\"ok\": true}",
+        )
+        .await;
+        let v = api(base)
+            .call(reqwest::Method::GET, "/api/status")
+            .await
+            .unwrap();
+        assert_eq!(v, json!({"ok": true}));
+    }
 
     #[test]
     fn a_timeline_tells_the_story() {

@@ -171,7 +171,9 @@ fn print_dry_run(set: &RuleSet, report: &[DryRun], at: i64) {
         if let Some(t) = r.throttle.as_object() {
             println!(
                 "         throttle: once within {} per group {} (a repeat in the window runs nothing)",
-                t["once_within"].as_str().unwrap_or(""),
+                t["once_within"].as_u64().map_or_else(String::new, |ms| {
+                    crate::units::format_duration(std::time::Duration::from_millis(ms))
+                }),
                 t["group"].as_str().unwrap_or("")
             );
         }
@@ -207,7 +209,9 @@ fn mode_line(r: &DryRun) -> Option<String> {
     };
     Some(format!(
         "waits for approval first ({who}; within {}, then {})",
-        a["timeout"].as_str().unwrap_or(""),
+        a["timeout"].as_u64().map_or_else(String::new, |ms| {
+            crate::units::format_duration(std::time::Duration::from_millis(ms))
+        }),
         a["on_timeout"].as_str().unwrap_or("")
     ))
 }

@@ -132,6 +132,25 @@ pub fn text(report: &Report, rulebooks: &str) -> String {
             }
         }
     }
+    let skipped = &report.unreadable;
+    if skipped.count > 0 {
+        out.push_str(&format!(
+            "  {} stored event(s) could not be read back and were skipped:\n",
+            skipped.count
+        ));
+        for c in &skipped.examples {
+            out.push_str(&format!(
+                "    ! {} ({}): {}\n",
+                c.event, c.received_at, c.why
+            ));
+        }
+        if skipped.count > skipped.examples.len() as u64 {
+            out.push_str(&format!(
+                "    ! … and {} more\n",
+                skipped.count - skipped.examples.len() as u64
+            ));
+        }
+    }
     out.push_str(&format!("{} change(s)\n", report.changes()));
     out
 }

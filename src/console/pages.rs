@@ -613,7 +613,8 @@ pub async fn try_run(
                 "other_source": r.other_source,
                 "actions": r.actions.iter().map(views::readable_action).collect::<Vec<_>>(),
                 "on_failure": r.on_failure.iter().map(views::readable_action).collect::<Vec<_>>(),
-                "throttle": r.throttle, "shadow": r.shadow, "approval": r.approval, "correlation": r.correlation,
+                "throttle": views::readable_duration(&r.throttle, "once_within"), "shadow": r.shadow,
+                "approval": views::readable_duration(&r.approval, "timeout"), "correlation": r.correlation,
             })
         })
         .collect();

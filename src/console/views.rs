@@ -56,6 +56,20 @@ pub fn readable_action(v: &Value) -> String {
     pretty(&crate::actions::for_people(v))
 }
 
+/// A dry run's `approval` or `throttle` for people: its field `key` (`timeout`,
+/// `once_within`: milliseconds in JSON) as a duration (`30m`), as the rulebook writes it.
+pub fn readable_duration(of: &Value, key: &str) -> Value {
+    let mut v = of.clone();
+    if let Some(t) = v.get_mut(key)
+        && let Some(ms) = t.as_u64()
+    {
+        *t = Value::String(crate::units::format_duration(
+            std::time::Duration::from_millis(ms),
+        ));
+    }
+    v
+}
+
 /// A URL fit for `href`: only http(s); anything else (`javascript:`, `data:`) is shown as text.
 pub fn safe_link(url: &str) -> Option<String> {
     let lower = url.trim().to_ascii_lowercase();
@@ -221,6 +235,18 @@ pub fn source_colours(sources: &[&str]) -> serde_json::Map<String, serde_json::V
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn the_try_page_shows_dry_run_durations_as_written() {
+        let approval = json!({"timeout": 1_800_000, "on_timeout": "reject"});
+        assert_eq!(readable_duration(&approval, "timeout")["timeout"], "30m");
+        let throttle = json!({"once_within": 600_000, "group": "x"});
+        assert_eq!(
+            readable_duration(&throttle, "once_within")["once_within"],
+            "10m"
+        );
+        assert_eq!(readable_duration(&Value::Null, "timeout"), Value::Null);
+    }
 
     #[test]
     fn credential_headers_are_masked() {

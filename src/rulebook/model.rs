@@ -71,6 +71,8 @@ pub struct SourceSpec {
     pub keep: Option<S<String>>,
     pub max_message: Option<S<SizeSpec>>,
     pub max_connections: Option<S<usize>>,
+    /// One sender address's share of `max_connections` (stream transports).
+    pub max_connections_per_client: Option<S<usize>>,
     pub idle_timeout: Option<S<String>>,
     /// Broker sources (`mqtt`): the broker, what to subscribe to, the session's client id.
     pub url: Option<S<String>>,

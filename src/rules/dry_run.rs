@@ -21,15 +21,16 @@ pub struct DryRun {
     /// When matched: the `on_failure` actions as they would be rendered after a placeholder
     /// failure.
     pub on_failure: Vec<Value>,
-    /// When matched and throttled: `{"once_within", "group"}` (null otherwise).
+    /// When matched and throttled: `{"once_within" (milliseconds), "group"}` (null otherwise).
     pub throttle: Value,
     /// Not considered: the rule takes other sources (views fold these into one line).
     pub other_source: bool,
     /// When matched: the rule is in shadow mode, so its job would run none of `actions`
     /// (it records them as what would have run).
     pub shadow: bool,
-    /// When matched and the rule has `approval:` (and is live): `{"timeout", "on_timeout",
-    /// "approvers"}`, what its job would wait for before the first action (null otherwise).
+    /// When matched and the rule has `approval:` (and is live): `{"timeout" (milliseconds, as
+    /// an action's), "on_timeout", "approvers"}`, what its job would wait for before the first
+    /// action (null otherwise). Text and the console show the timeout as a duration.
     pub approval: Value,
     /// When matched and the rule is a correlation: what one event does to its pattern (which
     /// step it is, what else must come and within what), since its actions run only when the
@@ -178,7 +179,7 @@ pub fn dry_run(
                 on_failure = on_failure_rendered(set, rule, body, &meta);
                 if let Some(t) = &rule.throttle {
                     throttle = json!({
-                        "once_within": crate::units::format_duration(t.window),
+                        "once_within": u64::try_from(t.window.as_millis()).unwrap_or(u64::MAX),
                         "group": t.group(body),
                     });
                 }
@@ -189,7 +190,7 @@ pub fn dry_run(
             };
             let approval = match &rule.approval {
                 Some(a) if v.matched && !rule.shadow => json!({
-                    "timeout": crate::units::format_duration(a.timeout),
+                    "timeout": u64::try_from(a.timeout.as_millis()).unwrap_or(u64::MAX),
                     "on_timeout": a.on_timeout(),
                     "approvers": a.approvers,
                 }),

@@ -10,7 +10,7 @@ use crate::rulebook::model::{ListenSpec, SizeSpec, SourceSpec};
 use crate::sources::{
     Broker, BrokerTls, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_MESSAGE,
     Endpoint, Keep, ListenTls, Listening, NatsSubscription, Scheme, Source, SourceKind,
-    SourceMeter,
+    SourceMeter, default_per_client,
 };
 use crate::units::parse_size;
 use crate::verify::Verifier;
@@ -94,6 +94,7 @@ pub fn source(cx: &mut Compile, spec: &SourceSpec, rulebook: &str) -> Option<Sou
         .map(|m| m.value)
         .unwrap_or(DEFAULT_MAX_CONNECTIONS)
         .max(1);
+    let per_client = per_client(cx, spec, max_connections);
     let idle_timeout = match &spec.idle_timeout {
         None => Some(DEFAULT_IDLE_TIMEOUT),
         Some(t) => cx.duration(t, "idle_timeout"),
@@ -105,7 +106,7 @@ pub fn source(cx: &mut Compile, spec: &SourceSpec, rulebook: &str) -> Option<Sou
     let dedup_window = super::load::dedup_window(cx, spec);
     let (snmp, endpoints, tls, keep) = (snmp?, endpoints?, tls?, keep?);
     let dedup_window = dedup_window?;
-    let (max_message, idle_timeout) = (max_message?, idle_timeout?);
+    let (max_message, idle_timeout, per_client) = (max_message?, idle_timeout?, per_client?);
     if !(keys_ok && allow_ok) {
         return None;
     }
@@ -130,6 +131,7 @@ pub fn source(cx: &mut Compile, spec: &SourceSpec, rulebook: &str) -> Option<Sou
             keep,
             max_message,
             max_connections,
+            max_connections_per_client: per_client,
             idle_timeout,
             tls,
         })),
@@ -185,6 +187,25 @@ fn listen_endpoints(
     ok.then_some(endpoints)
 }
 
+/// `max_connections_per_client:` between 1 and `max_connections` (the source's cap, given or
+/// not); absent: [`default_per_client`].
+fn per_client(cx: &mut Compile, spec: &SourceSpec, max_connections: usize) -> Option<usize> {
+    let Some(n) = &spec.max_connections_per_client else {
+        return Some(default_per_client(max_connections));
+    };
+    if (1..=max_connections).contains(&n.value) {
+        return Some(n.value);
+    }
+    cx.err(
+        &n.referenced,
+        format!(
+            "max_connections_per_client: between 1 and the source's max_connections ({max_connections}); {} is not",
+            n.value
+        ),
+    );
+    None
+}
+
 /// `max_message:` in bytes, between 480 bytes and 16 MiB (64 KiB when absent).
 fn max_message(cx: &mut Compile, spec: &SourceSpec) -> Option<usize> {
     let Some(m) = &spec.max_message else {
@@ -216,6 +237,7 @@ fn takes(kind: SourceKind, key: &str) -> bool {
                 | "keep"
                 | "max_message"
                 | "max_connections"
+                | "max_connections_per_client"
                 | "idle_timeout"
                 | "tls"
                 | "allow_from"
@@ -287,6 +309,10 @@ pub(super) fn given_keys(spec: &SourceSpec) -> Vec<(&'static str, Location)> {
         ("keep", one(&spec.keep)),
         ("max_message", one(&spec.max_message)),
         ("max_connections", one(&spec.max_connections)),
+        (
+            "max_connections_per_client",
+            one(&spec.max_connections_per_client),
+        ),
         ("idle_timeout", one(&spec.idle_timeout)),
         ("url", one(&spec.url)),
         ("topics", list(&spec.topics)),
@@ -318,9 +344,10 @@ fn not_for(kind: SourceKind, key: &str) -> &'static str {
             " (its messages come through a broker: there is no sender address to check)"
         }
         (SourceKind::Mqtt | SourceKind::Nats, "listen") => " (it subscribes to `url:` instead)",
-        (SourceKind::SnmpTrap, "max_connections" | "idle_timeout" | "tls") => {
-            " (SNMP notifications come over UDP: there are no connections)"
-        }
+        (
+            SourceKind::SnmpTrap,
+            "max_connections" | "max_connections_per_client" | "idle_timeout" | "tls",
+        ) => " (SNMP notifications come over UDP: there are no connections)",
         _ => "",
     }
 }
@@ -610,6 +637,7 @@ fn nats(cx: &mut Compile, spec: &SourceSpec, rulebook: &str) -> Option<Source> {
             keep,
             max_message: crate::sources::DEFAULT_MAX_BODY,
             max_connections: 1,
+            max_connections_per_client: 1,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             tls: None,
         })),
@@ -763,6 +791,7 @@ fn mqtt(cx: &mut Compile, spec: &SourceSpec, rulebook: &str) -> Option<Source> {
             keep,
             max_message: crate::sources::DEFAULT_MAX_BODY,
             max_connections: 1,
+            max_connections_per_client: 1,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             tls: None,
         })),

@@ -740,6 +740,7 @@ fn listening_keys_refused(cx: &mut Compile, spec: &SourceSpec) -> bool {
         "keep",
         "max_message",
         "max_connections",
+        "max_connections_per_client",
         "idle_timeout",
         "url",
         "topics",

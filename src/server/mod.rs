@@ -465,8 +465,10 @@ const STORED_CHUNK_BYTES: usize = 1 << 20;
 /// the matches they were stored with, oldest first, a page after event `after`
 /// (`rulehook whatif --url`). A page ends at `limit` events or once its JSON passes
 /// [`STORED_PAGE_BYTES`], whichever comes first: events are read from the history a few at a
-/// time into one bounded reply, so pages of large events cannot fill the memory. Clients page on with
-/// `after` = the last id until a page is empty.
+/// time into one bounded reply, so pages of large events cannot fill the memory. An event that
+/// cannot be read back, or whose body nests deeper than [`crate::body::MAX_DEPTH`] (stored by an
+/// earlier release; the page would be too deep for JSON readers), is named in `unreadable`
+/// instead. Clients page on with `after` = `next` (the last row read) until it is null.
 async fn stored_events(
     _: AsViewer,
     State(state): State<AppState>,
@@ -479,7 +481,9 @@ async fn stored_events(
     let limit = q.limit.unwrap_or(1000).clamp(1, 5000);
     let history = &state.engine.store().history;
     let mut out = String::from("{\"events\":[");
-    let (mut n, mut after, mut largest) = (0, q.after, 0);
+    let (mut n, mut events, mut after, mut largest) = (0, 0, q.after, 0);
+    let mut unreadable = Vec::new();
+    let mut next = None;
     'page: while n < limit {
         // Few at a time while events are large, more while they are small.
         let chunk_size = (STORED_CHUNK_BYTES / largest.max(1)).clamp(16, 256);
@@ -487,28 +491,65 @@ async fn stored_events(
             .stored(since, after.clone(), chunk_size.min(limit - n))
             .await?;
         let Some(last) = chunk.last() else { break };
-        after = Some(last.event.id.clone());
-        for s in &chunk {
+        after = Some(last.id().to_string());
+        for row in chunk {
+            n += 1;
+            next = Some(row.id().to_string());
+            let s = match stored_row(row) {
+                Ok(s) => s,
+                Err(u) => {
+                    unreadable.push(
+                        json!({"id": u.id, "received_at_ms": u.received_at, "reason": u.reason}),
+                    );
+                    continue;
+                }
+            };
             let e = &s.event;
             let one = json!({
                 "id": e.id, "source": e.source, "kind": e.kind, "received_at_ms": e.received_at,
                 "headers": e.headers, "body": e.body(), "depth": e.depth,
                 "delivery": e.delivery, "parent": e.parent, "matches": s.matches,
             });
-            if n > 0 {
+            if events > 0 {
                 out.push(',');
             }
             let text = one.to_string();
             largest = largest.max(text.len());
             out.push_str(&text);
-            n += 1;
+            events += 1;
             if out.len() >= STORED_PAGE_BYTES {
                 break 'page;
             }
         }
     }
-    out.push_str("]}");
+    out.push_str(&format!(
+        "],\"unreadable\":{},\"next\":{}}}",
+        serde_json::Value::Array(unreadable),
+        json!(next)
+    ));
     Ok(([(header::CONTENT_TYPE, "application/json")], out).into_response())
+}
+
+/// A stored row as `/api/stored-events` can carry it: an event whose body nests deeper than
+/// [`crate::body::MAX_DEPTH`] (stored by an earlier release; refused at intake since) is
+/// unreadable here too, since the page around it would be too deep for JSON readers.
+fn stored_row(
+    row: crate::store::Stored,
+) -> Result<crate::store::StoredEvent, crate::store::Unreadable> {
+    match row {
+        crate::store::Stored::Unreadable(u) => Err(u),
+        crate::store::Stored::Event(s) if crate::body::too_deep(s.event.body_text.as_bytes()) => {
+            Err(crate::store::Unreadable {
+                id: s.event.id.clone(),
+                received_at: s.event.received_at,
+                reason: format!(
+                    "its body nests deeper than {} levels of arrays and objects (refused at intake as too_deep since), too deep to send",
+                    crate::body::MAX_DEPTH
+                ),
+            })
+        }
+        crate::store::Stored::Event(s) => Ok(s),
+    }
 }
 
 #[derive(Debug, Deserialize)]

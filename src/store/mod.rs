@@ -208,13 +208,14 @@ pub trait History: Send + Sync + 'static {
 
     /// Stored events received at or after `since_ms`, in acceptance order, each with the
     /// matches it was stored with: the ones after event `after` (a page's last id), at most
-    /// `limit` (`rulehook whatif` replays them through a candidate rule set).
+    /// `limit` rows (`rulehook whatif` replays them through a candidate rule set). One that
+    /// cannot be read back is a [`Stored::Unreadable`] row, not an error for the whole period.
     async fn stored(
         &self,
         since_ms: i64,
         after: Option<String>,
         limit: usize,
-    ) -> Result<Vec<StoredEvent>, StoreError>;
+    ) -> Result<Vec<Stored>, StoreError>;
 
     /// The headers and body of the events `ids` whose body is at most `max_body` bytes (others
     /// are left out), for the console's one-line summaries. Histories that cannot say (a
@@ -242,6 +243,41 @@ pub struct EventContent {
 pub struct StoredEvent {
     pub event: Arc<Event>,
     pub matches: Vec<crate::domain::Match>,
+}
+
+/// A stored event that could not be read back (a JSON body deeper than a reader can follow,
+/// stored by an earlier release): named with why, in its place among the others.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unreadable {
+    pub id: String,
+    pub received_at: i64,
+    pub reason: String,
+}
+
+/// One row of [`History::stored`], in acceptance order: an event read back, or one that could
+/// not be (readers skip it, count it and say so; it does not fail the period).
+#[derive(Debug, Clone)]
+pub enum Stored {
+    Event(StoredEvent),
+    Unreadable(Unreadable),
+}
+
+impl Stored {
+    /// The event's id (the next page is the one after it).
+    pub fn id(&self) -> &str {
+        match self {
+            Stored::Event(s) => &s.event.id,
+            Stored::Unreadable(u) => &u.id,
+        }
+    }
+
+    /// When it was received (ms since the epoch).
+    pub fn received_at(&self) -> i64 {
+        match self {
+            Stored::Event(s) => s.event.received_at,
+            Stored::Unreadable(u) => u.received_at,
+        }
+    }
 }
 
 /// The four parts one deployment uses.

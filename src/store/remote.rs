@@ -10,7 +10,7 @@ use serde_json::Value;
 use crate::domain::{Attempt, Event, EventDoc, Job, JobState, Match, StoreError};
 use crate::store::{
     AttemptRow, EventDetail, EventFilter, EventRow, EventStatus, History, JobFilter, JobRow,
-    MatchRow, StoredEvent,
+    MatchRow, Stored, StoredEvent, Unreadable,
 };
 
 /// A service's admin API as a (read-only) history.
@@ -181,7 +181,7 @@ impl History for Remote {
         since_ms: i64,
         after: Option<String>,
         limit: usize,
-    ) -> Result<Vec<StoredEvent>, StoreError> {
+    ) -> Result<Vec<Stored>, StoreError> {
         let mut query = vec![
             ("since", crate::domain::rfc3339(since_ms)),
             ("limit", limit.to_string()),
@@ -193,14 +193,31 @@ impl History for Remote {
             .get("/api/stored-events", &query)
             .await?
             .unwrap_or_default();
-        let mut out = Vec::new();
+        // The rows the service could not send, each in its place only as far as paging needs:
+        // the one read last (`next`) stays last, so the next page starts after it.
+        let next = text(&page["next"]);
+        let unreadable: Vec<Stored> = page["unreadable"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|u| {
+                Stored::Unreadable(Unreadable {
+                    id: text(&u["id"]).unwrap_or_default(),
+                    received_at: u["received_at_ms"].as_i64().unwrap_or(0),
+                    reason: text(&u["reason"]).unwrap_or_default(),
+                })
+            })
+            .collect();
+        let (last, mut out): (Vec<Stored>, Vec<Stored>) = unreadable
+            .into_iter()
+            .partition(|u| next.as_deref() == Some(u.id()));
         for e in page["events"].as_array().into_iter().flatten() {
             let body = e["body"].clone();
             let headers: Vec<(String, String)> =
                 serde_json::from_value(e["headers"].clone()).unwrap_or_default();
             let matches: Vec<Match> = serde_json::from_value(e["matches"].clone())
                 .map_err(|err| StoreError::Permanent(format!("stored matches: {err}")))?;
-            out.push(StoredEvent {
+            out.push(Stored::Event(StoredEvent {
                 event: Arc::new(Event {
                     id: text(&e["id"]).unwrap_or_default(),
                     source: text(&e["source"]).unwrap_or_default(),
@@ -214,8 +231,9 @@ impl History for Remote {
                     parent: text(&e["parent"]),
                 }),
                 matches,
-            });
+            }));
         }
+        out.extend(last);
         Ok(out)
     }
 }

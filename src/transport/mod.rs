@@ -96,6 +96,7 @@ fn same_transport(a: &Listening, b: &Listening) -> bool {
         && a.format == b.format
         && a.max_message == b.max_message
         && a.max_connections == b.max_connections
+        && a.max_connections_per_client == b.max_connections_per_client
         && a.idle_timeout == b.idle_timeout
         && a.tls == b.tls
         && engine_id(a) == engine_id(b)
@@ -750,6 +751,7 @@ mod reload_tests {
             keep: Keep::Matched,
             max_message: 1024,
             max_connections: 1,
+            max_connections_per_client: 1,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             tls: None,
         };

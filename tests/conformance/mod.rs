@@ -1557,8 +1557,11 @@ pub async fn stored_events_page_in_acceptance_order(b: &impl Backend) {
         if page.is_empty() {
             break;
         }
-        after = page.last().map(|e| e.event.id.clone());
-        got.extend(page);
+        after = page.last().map(|e| e.id().to_string());
+        got.extend(page.into_iter().map(|row| match row {
+            rulehook::store::Stored::Event(s) => s,
+            rulehook::store::Stored::Unreadable(u) => panic!("unreadable: {u:?}"),
+        }));
     }
     let ids: Vec<&str> = got.iter().map(|e| e.event.id.as_str()).collect();
     let want_ids: Vec<&str> = want.iter().map(|(id, _)| id.as_str()).collect();

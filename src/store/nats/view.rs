@@ -276,7 +276,7 @@ impl History for Jet {
         since_ms: i64,
         after: Option<String>,
         limit: usize,
-    ) -> Result<Vec<crate::store::StoredEvent>, StoreError> {
+    ) -> Result<Vec<crate::store::Stored>, StoreError> {
         self.view().await.stored(since_ms, after, limit).await
     }
 }

@@ -54,7 +54,7 @@ impl History for Embedded {
         since_ms: i64,
         after: Option<String>,
         limit: usize,
-    ) -> Result<Vec<crate::store::StoredEvent>, StoreError> {
+    ) -> Result<Vec<crate::store::Stored>, StoreError> {
         self.read(move |c| reads::stored(c, since_ms, after.as_deref(), limit))
             .await
     }

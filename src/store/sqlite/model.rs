@@ -155,7 +155,7 @@ impl ReadModel {
         since_ms: i64,
         after: Option<String>,
         limit: usize,
-    ) -> Result<Vec<crate::store::StoredEvent>, StoreError> {
+    ) -> Result<Vec<crate::store::Stored>, StoreError> {
         self.read(move |c| reads::stored(c, since_ms, after.as_deref(), limit))
             .await
     }

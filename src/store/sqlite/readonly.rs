@@ -13,7 +13,7 @@ use rusqlite::{Connection, OpenFlags};
 use super::reads;
 use super::writer::storage;
 use crate::domain::{Attempt, Job, JobState, StoreError};
-use crate::store::{EventDetail, EventFilter, EventRow, History, JobFilter, JobRow, StoredEvent};
+use crate::store::{EventDetail, EventFilter, EventRow, History, JobFilter, JobRow};
 
 /// A read-only view of the history in a data directory.
 pub struct ReadOnly {
@@ -96,7 +96,7 @@ impl History for ReadOnly {
         since_ms: i64,
         after: Option<String>,
         limit: usize,
-    ) -> Result<Vec<StoredEvent>, StoreError> {
+    ) -> Result<Vec<crate::store::Stored>, StoreError> {
         self.read(move |c| reads::stored(c, since_ms, after.as_deref(), limit))
             .await
     }

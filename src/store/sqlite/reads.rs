@@ -12,7 +12,7 @@ use crate::store::history::{
     AttemptRow, AwaitingRow, CorrelationRow, DecisionRow, EventDetail, EventFilter, EventRow,
     EventStatus, JobFilter, JobRow, JobStatus, MatchRow, ThrottledRow,
 };
-use crate::store::{PRUNE_BATCH, Pruned, StoredEvent};
+use crate::store::{PRUNE_BATCH, Pruned, Stored, StoredEvent, Unreadable};
 
 /// A list's limit: 0 means the default (100).
 fn limit(n: usize) -> i64 {
@@ -472,13 +472,15 @@ pub fn prune(c: &Connection, before: i64, now: i64) -> rusqlite::Result<Pruned> 
     Ok(out)
 }
 
-/// Events received at or after `since`, after event `after`, in acceptance order.
+/// Events received at or after `since`, after event `after`, in acceptance order: at most `n`
+/// rows, each read into a [`StoredEvent`] or, when its JSON body or its matches cannot be
+/// parsed back, an [`Unreadable`] saying why.
 pub fn stored(
     c: &Connection,
     since: i64,
     after: Option<&str>,
     n: usize,
-) -> rusqlite::Result<Vec<StoredEvent>> {
+) -> rusqlite::Result<Vec<Stored>> {
     let after_seq: i64 = match after {
         None => -1,
         Some(id) => c
@@ -493,10 +495,43 @@ pub fn stored(
     ))?;
     let rows = stmt.query_map(params![after_seq, since, limit(n)], |r| {
         let matches: String = r.get("matches")?;
-        Ok(StoredEvent {
-            event: Arc::new(row_event(r)?),
-            matches: serde_json::from_str(&matches).unwrap_or_default(),
-        })
+        let event = row_event(r)?;
+        let unreadable = |reason: String| Unreadable {
+            id: event.id.clone(),
+            received_at: event.received_at,
+            reason,
+        };
+        // `row_event` takes a body that is not JSON as text; one that starts as JSON and does
+        // not parse is JSON no reader can follow (nested past serde_json's 128 levels).
+        if let Some(e) = event
+            .body()
+            .is_string()
+            .then(|| unparsable_json(&event.body_text))
+            .flatten()
+        {
+            return Ok(Stored::Unreadable(unreadable(format!(
+                "its body cannot be read back as JSON: {e}"
+            ))));
+        }
+        match serde_json::from_str(&matches) {
+            Ok(matches) => Ok(Stored::Event(StoredEvent {
+                event: Arc::new(event),
+                matches,
+            })),
+            Err(e) => Ok(Stored::Unreadable(unreadable(format!(
+                "its matches cannot be read back: {e}"
+            )))),
+        }
     })?;
     rows.collect()
+}
+
+/// Why `text`, which starts as a JSON array or object, does not parse; `None` for one that
+/// parses or is not JSON-shaped (a text body).
+fn unparsable_json(text: &str) -> Option<serde_json::Error> {
+    let first = text.trim_start().as_bytes().first()?;
+    if !matches!(first, b'{' | b'[') {
+        return None;
+    }
+    serde_json::from_str::<Value>(text).err()
 }

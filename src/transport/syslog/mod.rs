@@ -4,9 +4,11 @@
 //! engine through a [`Handoff`].
 //!
 //! UDP is best effort by nature: the socket asks for a large receive buffer, and what is lost
-//! or unreadable is counted. TCP connections are capped per source (`max_connections`; past
+//! or unreadable is counted. TCP connections are capped per listener (`max_connections`; past
 //! it a new connection is closed at once; one from outside `allow_from` too, before it takes a
-//! slot) and closed after `idle_timeout` of silence (RELP: also when an answer cannot be
+//! slot), and one sender address may hold only its share of the cap
+//! (`max_connections_per_client`), so idle connections from one address cannot lock every
+//! device out until they time out; connections are closed after `idle_timeout` of silence (RELP: also when an answer cannot be
 //! written for that long); a connection hands on its messages in order, one stored before
 //! the next is read.
 
@@ -15,8 +17,9 @@ pub mod frame;
 pub mod parse;
 pub mod relp;
 
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
 
 use bytes::BytesMut;
 use serde_json::Value;
@@ -155,7 +158,7 @@ async fn serve_tcp(
     relp: bool,
     tls: Option<tokio_rustls::TlsAcceptor>,
 ) {
-    let slots = Arc::new(tokio::sync::Semaphore::new(settings.max_connections));
+    let slots = Slots::new(&settings);
     loop {
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
@@ -180,10 +183,13 @@ async fn serve_tcp(
             drop(stream);
             continue;
         }
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            hand.dropped("connection_cap", Some(peer.ip()));
-            drop(stream);
-            continue;
+        let slot = match slots.take(peer.ip()) {
+            Ok(slot) => slot,
+            Err(reason) => {
+                hand.dropped(reason, Some(peer.ip()));
+                drop(stream);
+                continue;
+            }
         };
         let (hand, settings, shutdown) = (hand.clone(), settings.clone(), shutdown.clone());
         let tls = tls.clone();
@@ -214,6 +220,71 @@ async fn serve_tcp(
                 () = shutdown.cancelled() => {}
             }
         });
+    }
+}
+
+/// A listener's connection slots: `max_connections` in all, of which one sender address may
+/// hold `max_connections_per_client`.
+struct Slots {
+    all: Arc<tokio::sync::Semaphore>,
+    held: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    per_client: usize,
+}
+
+/// One accepted connection's slot; given back when dropped.
+struct Slot {
+    _all: tokio::sync::OwnedSemaphorePermit,
+    ip: IpAddr,
+    held: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+impl Slots {
+    fn new(settings: &Listening) -> Slots {
+        Slots {
+            all: Arc::new(tokio::sync::Semaphore::new(settings.max_connections.max(1))),
+            held: Arc::default(),
+            per_client: settings.max_connections_per_client.max(1),
+        }
+    }
+
+    /// A slot for a connection from `ip`, or the reason it gets none (the counter's label):
+    /// `connection_cap` (all are held: nobody gets in), else `connection_cap_client` (its
+    /// address holds its share).
+    fn take(&self, ip: IpAddr) -> Result<Slot, &'static str> {
+        // An IPv4 sender reaching a `[::]` listener counts as itself.
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        let permit = self
+            .all
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| "connection_cap")?;
+        let n = held.get(&ip).copied().unwrap_or(0);
+        if n >= self.per_client {
+            // The permit goes back as it is dropped.
+            return Err("connection_cap_client");
+        }
+        held.insert(ip, n + 1);
+        Ok(Slot {
+            _all: permit,
+            ip,
+            held: self.held.clone(),
+        })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = held.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                held.remove(&self.ip);
+            }
+        }
     }
 }
 
@@ -262,6 +333,7 @@ async fn serve_stream(
 async fn serve_relp(stream: TcpStream, peer: SocketAddr, settings: &Listening, hand: &Handoff) {
     let (mut rd, mut wr) = stream.into_split();
     let mut framer = relp::Framer::new(settings.max_message);
+    let mut session = relp::Session::default();
     let mut buf = BytesMut::with_capacity(64 * 1024);
     loop {
         let now = parse::Now::read();
@@ -275,9 +347,24 @@ async fn serve_relp(stream: TcpStream, peer: SocketAddr, settings: &Listening, h
                     return;
                 }
             };
-            let reply = match frame.command.as_str() {
-                "open" => relp::open_answer(frame.txnr),
-                "syslog" => {
+            // Out of librelp's order: a broken session is closed, a command it does not take
+            // yet (or again) answered with a refusal; both counted.
+            let reply = match session.admit(&frame) {
+                Err(relp::Refused::OutOfSequence { expected, got }) => {
+                    hand.malformed("relp", peer.ip());
+                    tracing::debug!(source = %hand.source(), %peer, expected, got, "relp: transaction number out of sequence");
+                    return;
+                }
+                Err(relp::Refused::Answer(text)) => {
+                    hand.malformed("relp", peer.ip());
+                    Some(relp::rsp(frame.txnr, text))
+                }
+                Ok(()) => None,
+            };
+            let reply = match (reply, frame.command.as_str()) {
+                (Some(refusal), _) => refusal,
+                (None, "open") => relp::open_answer(frame.txnr),
+                (None, "syslog") => {
                     let taken = match read(hand, &frame.data, frame.truncated, peer, &now) {
                         Some(event) => deliver(hand, event, peer).await,
                         None => true,
@@ -288,11 +375,11 @@ async fn serve_relp(stream: TcpStream, peer: SocketAddr, settings: &Listening, h
                         relp::rsp(frame.txnr, "500 not stored, send again")
                     }
                 }
-                "close" => {
+                (None, "close") => {
                     answer(&mut wr, &relp::rsp(frame.txnr, ""), peer, settings, hand).await;
                     return;
                 }
-                _ => relp::rsp(frame.txnr, "500 unknown command"),
+                (None, _) => relp::rsp(frame.txnr, "500 unknown command"),
             };
             if !answer(&mut wr, &reply, peer, settings, hand).await {
                 return;
@@ -332,5 +419,61 @@ async fn answer(
             hand.dropped("idle_timeout", Some(peer.ip()));
             false
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn slots(max: usize, per_client: usize) -> Slots {
+        Slots::new(&Listening {
+            endpoints: Vec::new(),
+            broker: None,
+            nats: None,
+            snmp: None,
+            format: crate::body::BodyFormat::Json,
+            keep: crate::sources::Keep::Matched,
+            max_message: 1024,
+            max_connections: max,
+            max_connections_per_client: per_client,
+            idle_timeout: crate::sources::DEFAULT_IDLE_TIMEOUT,
+            tls: None,
+        })
+    }
+
+    #[test]
+    fn one_address_holds_only_its_share_and_gets_it_back() {
+        let s = slots(3, 2);
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let mapped: IpAddr = "::ffff:10.0.0.1".parse().unwrap();
+        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        let first = s.take(a).unwrap();
+        let _second = s.take(mapped).unwrap();
+        assert_eq!(s.take(a).err(), Some("connection_cap_client"));
+        let _third = s.take(b).unwrap();
+        assert_eq!(
+            s.take("10.0.0.3".parse().unwrap()).err(),
+            Some("connection_cap")
+        );
+        assert_eq!(s.take(a).err(), Some("connection_cap"), "all held: the cap");
+        drop(first);
+        assert!(s.take(a).is_ok(), "a closed connection gives its slot back");
+        // A refusal for the share takes no slot of the cap.
+        let s = slots(3, 1);
+        let _one = s.take(a).unwrap();
+        assert_eq!(s.take(a).err(), Some("connection_cap_client"));
+        let _two = s.take(b).unwrap();
+        assert!(s.take("10.0.0.3".parse().unwrap()).is_ok());
+    }
+
+    #[test]
+    fn the_default_share_lets_a_relay_in() {
+        use crate::sources::default_per_client;
+        assert_eq!(default_per_client(1024), 128);
+        assert_eq!(default_per_client(64), 8);
+        assert_eq!(default_per_client(20), 8);
+        assert_eq!(default_per_client(3), 3);
+        assert_eq!(default_per_client(1), 1);
     }
 }

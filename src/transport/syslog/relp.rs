@@ -4,6 +4,9 @@
 //! (or, with `keep: matched`, known to match nothing): what rsyslog has not seen answered it
 //! sends again after a reconnect, so a crash loses nothing (a message may come twice).
 //!
+//! A session keeps librelp's order ([`Session`]): it starts with `open`, and the client's
+//! transaction numbers start at 1 and go up by one (0 is the server's, for hints).
+//!
 //! No maintained crate speaks the receiving side, and the protocol is this small.
 
 use bytes::{Buf, BytesMut};
@@ -154,6 +157,64 @@ fn header(buf: &[u8]) -> Result<Option<(u64, String, usize, usize)>, RelpError> 
     Ok(Some((txnr, command.to_string(), len, header_len)))
 }
 
+/// The largest transaction number; the one after it is 1 again.
+const MAX_TXNR: u64 = 999_999_999;
+
+/// Where one connection's session is: whether it was opened, and the transaction number the
+/// client must send next.
+#[derive(Debug)]
+pub struct Session {
+    opened: bool,
+    next_txnr: u64,
+}
+
+/// What becomes of a frame the session does not take as it is.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Refused {
+    /// Its transaction number is not the next one (0 included): the session is broken and
+    /// the connection is closed without an answer, as librelp's server tears it down.
+    OutOfSequence { expected: u64, got: u64 },
+    /// Answered with this (as librelp answers it) and not acted on; the session goes on.
+    Answer(&'static str),
+}
+
+impl Default for Session {
+    fn default() -> Session {
+        Session {
+            opened: false,
+            next_txnr: 1,
+        }
+    }
+}
+
+impl Session {
+    /// Takes `frame` in the session's order: `Ok` when it is to be acted on.
+    pub fn admit(&mut self, frame: &Frame) -> Result<(), Refused> {
+        if frame.txnr != self.next_txnr {
+            return Err(Refused::OutOfSequence {
+                expected: self.next_txnr,
+                got: frame.txnr,
+            });
+        }
+        self.next_txnr = if self.next_txnr >= MAX_TXNR {
+            1
+        } else {
+            self.next_txnr + 1
+        };
+        match frame.command.as_str() {
+            "open" if self.opened => Err(Refused::Answer(
+                "500 protocol error: connection already open",
+            )),
+            "open" => {
+                self.opened = true;
+                Ok(())
+            }
+            "syslog" if !self.opened => Err(Refused::Answer("500 command disabled")),
+            _ => Ok(()),
+        }
+    }
+}
+
 /// A response frame: `TXNR rsp LEN DATA LF`.
 pub fn rsp(txnr: u64, data: &str) -> Vec<u8> {
     if data.is_empty() {
@@ -175,6 +236,53 @@ pub fn open_answer(txnr: u64) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn frame(txnr: u64, command: &str) -> Frame {
+        Frame {
+            txnr,
+            command: command.into(),
+            data: BytesMut::new(),
+            truncated: false,
+        }
+    }
+
+    #[test]
+    fn a_session_starts_with_open_and_counts_from_one() {
+        let mut s = Session::default();
+        assert_eq!(
+            s.admit(&frame(1, "syslog")),
+            Err(Refused::Answer("500 command disabled"))
+        );
+        assert_eq!(s.admit(&frame(2, "open")), Ok(()));
+        assert_eq!(s.admit(&frame(3, "syslog")), Ok(()));
+        assert_eq!(
+            s.admit(&frame(4, "open")),
+            Err(Refused::Answer(
+                "500 protocol error: connection already open"
+            ))
+        );
+        assert_eq!(
+            s.admit(&frame(0, "syslog")),
+            Err(Refused::OutOfSequence {
+                expected: 5,
+                got: 0
+            })
+        );
+        let mut s = Session::default();
+        assert_eq!(
+            s.admit(&frame(0, "open")),
+            Err(Refused::OutOfSequence {
+                expected: 1,
+                got: 0
+            })
+        );
+        let mut s = Session {
+            opened: true,
+            next_txnr: MAX_TXNR,
+        };
+        assert_eq!(s.admit(&frame(MAX_TXNR, "syslog")), Ok(()));
+        assert_eq!(s.admit(&frame(1, "syslog")), Ok(()), "after the largest: 1");
+    }
 
     fn frames(max: usize, chunks: &[&[u8]]) -> Result<Vec<(u64, String, String, bool)>, RelpError> {
         let mut f = Framer::new(max);
