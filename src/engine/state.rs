@@ -915,6 +915,70 @@ mod tests {
         assert_eq!(place(&step), Place::Action);
     }
 
+    /// An action that succeeded after retries hands the next one a fresh count: its
+    /// attempts and its retry budget start at nothing.
+    #[test]
+    fn the_next_action_starts_with_fresh_attempts_after_a_retried_one() {
+        let retried = Step {
+            attempts: 2,
+            tries: 2,
+            ..at(Phase::Main, 0)
+        };
+        let Transition::Run { step, .. } = next(&retried, facts(), Input::Ran(ok(json!(1)))) else {
+            panic!("runs on");
+        };
+        assert_eq!((step.index, step.attempts, step.tries), (1, 0, 0));
+    }
+
+    /// `on_failure` starts with a fresh retry budget and nothing as `previous` (the main
+    /// actions' `previous` is kept for a re-run of the failed one); when it fails too, the dead
+    /// letter counts that attempt.
+    #[test]
+    fn on_failure_starts_afresh_and_its_last_attempt_is_counted() {
+        let out = |e: &str| Outcome::failed(e);
+        let failing = Step {
+            attempts: 3,
+            tries: 3,
+            previous: Some(json!("action 0's result")),
+            ..at(Phase::Main, 1)
+        };
+        let t = next(
+            &failing,
+            facts(),
+            Input::Ran(Ran::Failed(out("boom"), json!({"error": "boom"}))),
+        );
+        let Transition::Run { step, record: true } = t else {
+            panic!("on_failure: {t:?}");
+        };
+        assert_eq!(
+            (step.phase, step.index, step.attempts, step.tries),
+            (Phase::OnFailure, 0, 0, 0)
+        );
+        assert_eq!(step.previous, None, "on_failure(0) has no `previous`");
+        assert_eq!(step.failed_previous, Some(json!("action 0's result")));
+        assert_eq!(step.failed_at, Some((1, 4)));
+        // on_failure(0) fails for good at its second attempt: the dead letter says 2.
+        let retried = Step {
+            attempts: 1,
+            tries: 1,
+            ..step
+        };
+        let t = next(
+            &retried,
+            facts(),
+            Input::Ran(Ran::Failed(out("again"), json!({}))),
+        );
+        let Transition::Ack {
+            step,
+            state: JobState::Failed,
+            ..
+        } = t
+        else {
+            panic!("dead letter: {t:?}");
+        };
+        assert_eq!((step.phase, step.attempts), (Phase::OnFailure, 2));
+    }
+
     /// A dead letter re-run that fails again runs `on_failure` under the same run ids, its
     /// attempts counting on from the first run's: `attempt 2`, not `attempt 1` again (the
     /// history could not tell the two apart). A new generation starts afresh (new run ids).
@@ -998,6 +1062,10 @@ mod tests {
         );
         assert_eq!(resumed.previous, Some(json!("main's")));
         assert_eq!(resumed.generation, 2);
+        assert_eq!(
+            resumed.decision, dead.decision,
+            "an approval given stays given"
+        );
         assert_eq!(place(&resumed), Place::Action, "no second approval");
         let fresh = rerun(&dead, false);
         assert_eq!(

@@ -557,6 +557,74 @@ mod tests {
         assert_eq!(fired, 2);
     }
 
+    /// Feeds `down` events at `ats` (ms) to a `count` rule; returns each observation.
+    fn count_feed(c: &Correlation, p: &mut Partial, ats: &[(&str, i64)]) -> Vec<Observed> {
+        ats.iter()
+            .map(|(id, at)| c.observe(p, &[0], id, *at).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn count_stays_quiet_up_to_the_end_of_the_window_after_its_firing() {
+        let c = rule(Kind::Count(1), vec![named("flap", "$.state == 'down'")]);
+        let mut p = Partial::default();
+        let seen = count_feed(&c, &mut p, &[("a", 0), ("b", 2 * MIN), ("c", 2 * MIN + 1)]);
+        let states: Vec<_> = seen.iter().map(|o| o.state).collect();
+        assert_eq!(
+            states,
+            [Fired, Held, Fired],
+            "exactly at the window's end it is still quiet; one millisecond later it fires"
+        );
+    }
+
+    #[test]
+    fn count_fires_with_the_newest_events_after_its_quiet_window() {
+        let c = rule(Kind::Count(3), vec![named("flap", "$.state == 'down'")]);
+        let mut p = Partial::default();
+        let s = 1000;
+        // Fires at the third, and holds nothing then; what is kept is when it fired.
+        let seen = count_feed(&c, &mut p, &[("a", 0), ("b", s), ("c", 2 * s)]);
+        assert_eq!(seen[2].state, Fired);
+        assert!(p.seen.is_empty());
+        assert!(
+            !p.is_empty(),
+            "a firing is remembered through its quiet window"
+        );
+        // Four more come while it is quiet.
+        let seen = count_feed(
+            &c,
+            &mut p,
+            &[("d", 3 * s), ("e", 4 * s), ("f", 5 * s), ("g", 6 * s)],
+        );
+        assert!(seen.iter().all(|o| o.state == Held));
+        // The first after the quiet window fires with the newest three, not every one held.
+        let o = c.observe(&mut p, &[0], "h", 2 * s + 2 * MIN + 1).unwrap();
+        assert_eq!(o.state, Fired);
+        let ids: Vec<&str> = o.events.iter().map(|e| e.id.as_str()).collect();
+        assert_eq!(ids, ["f", "g", "h"]);
+    }
+
+    #[test]
+    fn a_partial_match_shows_its_deadline_and_what_it_waits_for() {
+        let c = down_up(Kind::AllOf);
+        let mut p = Partial::default();
+        let o = c.observe(&mut p, &[1], "a", MIN).unwrap();
+        assert_eq!(o.state, Held);
+        assert_eq!(
+            o.deadline,
+            Some(3 * MIN),
+            "the first held event's time plus `within`"
+        );
+        assert_eq!(o.waiting_for, ["down"]);
+        let c = down_up(Kind::Sequence);
+        let mut p = Partial::default();
+        let o = c.observe(&mut p, &[0], "a", MIN).unwrap();
+        assert_eq!(
+            (o.deadline, o.waiting_for),
+            (Some(3 * MIN), vec!["up".to_string()])
+        );
+    }
+
     #[test]
     fn groups_come_from_group_by() {
         let c = down_up(Kind::AllOf);

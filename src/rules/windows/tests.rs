@@ -292,6 +292,94 @@ fn skip_beats_hold_beats_approve_and_only_covered_rules_are_touched() {
     );
 }
 
+#[test]
+fn an_hour_the_clocks_skip_is_no_window_that_night_and_the_next_week_still_comes() {
+    // Sundays 02:00 to 03:00 in Berlin. On 2026-03-29 that hour does not exist (02:00 CET
+    // is 03:00 CEST): no window that night, and the next one is the Sunday after (00:00Z).
+    let w = weekly(&[SUN], (2, 0), (3, 0), "Europe/Berlin");
+    assert_eq!(hold_until(&w, "2026-03-29T01:00:00Z"), None);
+    let ws = Windows(vec![w]);
+    let next = ms("2026-04-05T00:00:00Z");
+    assert_eq!(ws.next_change(ms("2026-03-28T12:00:00Z")), Some(next));
+    assert_eq!(
+        ws.view(ms("2026-03-28T12:00:00Z"))[0]
+            .next
+            .as_ref()
+            .map(|n| n.start.clone()),
+        Some(crate::domain::rfc3339(next))
+    );
+}
+
+/// An absolute window `name` over every rule, from `start` to `end`.
+fn between(name: &str, during: During, start: &str, end: &str) -> Window {
+    Window {
+        name: name.into(),
+        rulebook: "b".into(),
+        schedule: Schedule::Absolute {
+            start: start.parse().unwrap(),
+            end: end.parse().unwrap(),
+        },
+        applies: Applies::All,
+        during,
+    }
+}
+
+#[test]
+fn skip_beats_hold_beats_approve_whatever_order_they_are_written_in() {
+    let at = ms("2026-12-24T12:00:00Z");
+    let until = ms("2027-01-04T00:00:00Z");
+    let w =
+        |name: &str, during| between(name, during, "2026-12-20T00:00:00Z", "2027-01-04T00:00:00Z");
+    // The strongest first: the weaker ones after it change nothing.
+    let ws = Windows(vec![
+        w("s", During::Skip),
+        w("h", During::Hold),
+        w("a", During::Approve),
+    ]);
+    assert_eq!(
+        ws.decide("b", "r", at),
+        Decision::Skip {
+            window: "s".into(),
+            until
+        }
+    );
+    let ws = Windows(vec![w("h", During::Hold), w("a", During::Approve)]);
+    assert_eq!(
+        ws.decide("b", "r", at),
+        Decision::Hold {
+            window: "h".into(),
+            until
+        }
+    );
+}
+
+#[test]
+fn a_hold_lasts_until_the_last_of_its_holding_windows_ends() {
+    let at = ms("2026-12-24T12:00:00Z");
+    let short = between(
+        "short",
+        During::Hold,
+        "2026-12-20T00:00:00Z",
+        "2026-12-27T00:00:00Z",
+    );
+    let long = between(
+        "long",
+        During::Hold,
+        "2026-12-22T00:00:00Z",
+        "2027-01-04T00:00:00Z",
+    );
+    let want = Decision::Hold {
+        window: "long".into(),
+        until: ms("2027-01-04T00:00:00Z"),
+    };
+    for ws in [
+        Windows(vec![short.clone(), long.clone()]),
+        Windows(vec![long, short]),
+    ] {
+        assert_eq!(ws.decide("b", "r", at), want);
+    }
+}
+
 /// Loads one rulebook; its errors as text.
 fn load_errors(text: &str) -> String {
     let dir = tempfile::tempdir().unwrap();

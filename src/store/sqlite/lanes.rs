@@ -402,6 +402,98 @@ mod tests {
         assert_eq!(take(&mut l).0, 1);
     }
 
+    fn lanes(seqs: std::ops::RangeInclusive<i64>) -> Lanes {
+        let mut l = Lanes::new();
+        l.spilled = false;
+        for s in seqs {
+            l.push_new(q(s, "r"));
+        }
+        l
+    }
+
+    #[test]
+    fn a_job_given_back_at_once_comes_back_in_its_place_in_the_lane() {
+        let mut l = lanes(1..=3);
+        let (_, t1) = take(&mut l);
+        let (_, t2) = take(&mut l);
+        assert_ne!(t1, t2, "each lease has its own token");
+        assert!(l.holds(t1) && l.holds(t2));
+        assert_eq!(l.ready(), 1, "leased jobs are not ready");
+        l.release(t2, Some((q(2, "r").job, Duration::ZERO)), false);
+        l.release(t1, Some((q(1, "r").job, Duration::ZERO)), false);
+        assert_eq!(l.ready(), 3);
+        let order: Vec<i64> = (0..3).map(|_| take(&mut l).0).collect();
+        assert_eq!(order, [1, 2, 3]);
+    }
+
+    #[test]
+    fn a_release_names_the_job_and_counts_deliveries_and_lost_leases() {
+        let mut l = lanes(7..=7);
+        let lease = |l: &mut Lanes, ttl| match l.next(ttl) {
+            Next::Job(q, t) => (*q, t),
+            Next::WaitUntil(_) => panic!("nothing ready"),
+        };
+        let (first, t) = lease(&mut l, Duration::ZERO);
+        assert_eq!((first.deliveries, first.lost), (1, 0));
+        // The lease lapsed: the job comes back, once more delivered and once lost.
+        assert!(!l.holds(t));
+        let (again, t) = lease(&mut l, Duration::from_secs(30));
+        assert_eq!((again.deliveries, again.lost), (2, 1));
+        // Given back as abandoned (a panic): lost again.
+        assert_eq!(
+            l.release(t, Some((again.job, Duration::ZERO)), true),
+            Some(7)
+        );
+        let (third, t) = lease(&mut l, Duration::from_secs(30));
+        assert_eq!((third.deliveries, third.lost), (3, 2));
+        assert_eq!(l.release(t, None, false), Some(7), "the job's sequence");
+        assert_eq!((l.ready(), l.leased(), l.delayed()), (0, 0, 0));
+    }
+
+    #[test]
+    fn an_extended_or_updated_lease_keeps_the_job_and_its_new_step() {
+        let mut l = lanes(1..=1);
+        let Next::Job(_, t) = l.next(Duration::ZERO) else {
+            panic!("nothing ready")
+        };
+        assert!(l.extend(t, Duration::from_secs(30)));
+        assert!(l.holds(t), "extended past now");
+        let mut job = q(1, "r").job;
+        job.step.index = 2;
+        assert!(l.update(t, &job));
+        assert!(!l.extend(t + 1, Duration::from_secs(30)), "no such lease");
+        assert!(!l.update(t + 1, &job), "no such lease");
+        // The lease lapses: the job comes back at its recorded step.
+        assert!(l.extend(t, Duration::ZERO));
+        let Next::Job(back, _) = l.next(Duration::from_secs(30)) else {
+            panic!("the lapsed lease did not come back")
+        };
+        assert_eq!(back.job.step.index, 2);
+    }
+
+    #[test]
+    fn a_refill_delays_what_is_not_due_and_a_rerun_above_the_cursor_waits_for_it() {
+        let mut l = Lanes::new();
+        let hour = Instant::now() + Duration::from_secs(3600);
+        let past = Instant::now().checked_sub(Duration::from_secs(1));
+        l.push_loaded(q(1, "r"), Some(hour));
+        l.push_loaded(q(2, "r"), past);
+        l.push_loaded(q(3, "r"), None);
+        assert_eq!((l.ready(), l.delayed(), l.cursor), (2, 1, 3));
+        // Loaded twice (delayed already): kept once.
+        l.push_loaded(q(1, "r"), None);
+        assert_eq!((l.ready(), l.delayed()), (2, 1));
+        // Spilled: a re-run above the cursor is left to the refill, one below it is ready.
+        l.push_rerun(q(9, "r"));
+        assert_eq!(l.ready(), 2);
+        l.push_rerun(q(0, "r"));
+        assert_eq!(l.ready(), 3);
+        // Not spilled: every re-run is ready.
+        l.spilled = false;
+        l.push_rerun(q(10, "r"));
+        assert_eq!(l.ready(), 4);
+    }
+
     #[test]
     fn a_woken_job_comes_back_at_once_delayed_or_leased() {
         let mut l = Lanes::new();
