@@ -118,18 +118,7 @@ pub fn text(report: &Report, rulebooks: &str) -> String {
             ("-", &r.no_longer_match),
             ("~", &r.run_differently),
         ] {
-            for c in &list.examples {
-                out.push_str(&format!(
-                    "    {sign} {} ({}): {}\n",
-                    c.event, c.received_at, c.why
-                ));
-            }
-            if list.count > list.examples.len() as u64 {
-                out.push_str(&format!(
-                    "    {sign} … and {} more\n",
-                    list.count - list.examples.len() as u64
-                ));
-            }
+            changes(&mut out, sign, list);
         }
     }
     let skipped = &report.unreadable;
@@ -138,19 +127,24 @@ pub fn text(report: &Report, rulebooks: &str) -> String {
             "  {} stored event(s) could not be read back and were skipped:\n",
             skipped.count
         ));
-        for c in &skipped.examples {
-            out.push_str(&format!(
-                "    ! {} ({}): {}\n",
-                c.event, c.received_at, c.why
-            ));
-        }
-        if skipped.count > skipped.examples.len() as u64 {
-            out.push_str(&format!(
-                "    ! … and {} more\n",
-                skipped.count - skipped.examples.len() as u64
-            ));
-        }
+        changes(&mut out, "!", skipped);
     }
     out.push_str(&format!("{} change(s)\n", report.changes()));
     out
+}
+
+/// One line per example event of `list`, marked `sign`, and how many more there are.
+fn changes(out: &mut String, sign: &str, list: &crate::whatif::Changes) {
+    for c in &list.examples {
+        out.push_str(&format!(
+            "    {sign} {} ({}): {}\n",
+            c.event, c.received_at, c.why
+        ));
+    }
+    if list.count > list.examples.len() as u64 {
+        out.push_str(&format!(
+            "    {sign} … and {} more\n",
+            list.count - list.examples.len() as u64
+        ));
+    }
 }
