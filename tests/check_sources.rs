@@ -336,7 +336,7 @@ rules:
 }
 
 #[test]
-fn a_per_client_share_outside_the_sources_cap_is_refused_at_its_place() {
+fn a_connection_cap_or_share_out_of_range_is_refused_at_its_place() {
     let env = Env::new();
     env.rulebook(
         "p.yml",
@@ -355,6 +355,10 @@ fn a_per_client_share_outside_the_sources_cap_is_refused_at_its_place() {
     listen: udp://127.0.0.1:0
     communities: [public]
     max_connections_per_client: 2
+  - name: none
+    kind: syslog
+    listen: tcp://127.0.0.1:0
+    max_connections: 0
 rules: []
 "#,
     );
@@ -364,6 +368,8 @@ rules: []
         "p.yml:6:33: max_connections_per_client: between 1 and the source's max_connections (4); 5 is not",
         "p.yml:10:33: max_connections_per_client: between 1 and the source's max_connections (1024); 0 is not",
         "p.yml:15:33: source `traps` of kind `snmp_trap` does not take `max_connections_per_client`",
+        // 0 was raised to 1 without a word.
+        "p.yml:19:22: max_connections: at least 1 (connections open at once per listener); 0 would take none",
     ] {
         assert!(text.contains(line), "{line}\n{text}");
     }

@@ -88,12 +88,18 @@ pub fn source(cx: &mut Compile, spec: &SourceSpec, rulebook: &str) -> Option<Sou
     };
     let keep = keep(cx, spec, Keep::Matched);
     let max_message = max_message(cx, spec);
-    let max_connections = spec
-        .max_connections
-        .as_ref()
-        .map(|m| m.value)
-        .unwrap_or(DEFAULT_MAX_CONNECTIONS)
-        .max(1);
+    let max_connections = match &spec.max_connections {
+        None => DEFAULT_MAX_CONNECTIONS,
+        Some(m) if m.value == 0 => {
+            // Raised to 1 before: a listener that takes one connection is not what 0 says.
+            cx.err(
+                &m.referenced,
+                "max_connections: at least 1 (connections open at once per listener); 0 would take none",
+            );
+            1
+        }
+        Some(m) => m.value,
+    };
     let per_client = per_client(cx, spec, max_connections);
     let idle_timeout = match &spec.idle_timeout {
         None => Some(DEFAULT_IDLE_TIMEOUT),
