@@ -466,6 +466,26 @@ async fn an_approve_window_makes_the_job_wait_for_an_approval() {
     );
     assert!(!page.contains("then: reject"), "{page}");
     assert!(!page.contains(": reject"), "{page}");
+    // The API and `rulehook event` say the same (it said "on_timeout decides at <deadline>").
+    let approvals = get(&c, &server, "/api/approvals").await;
+    let then = approvals["approvals"][0]["if_undecided"]
+        .as_str()
+        .unwrap_or("");
+    assert!(
+        then.starts_with("approved (by window end) when window freeze ends at "),
+        "{approvals}"
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_rulehook"))
+        .args(["event", &id, "--url", &server.url("")])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!("; if nobody decides: {then}"))
+            && !text.contains("on_timeout decides"),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(
         env.wait_lines("ran.txt", 1, Duration::from_secs(10)),
         vec!["free 1"]

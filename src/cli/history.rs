@@ -374,6 +374,7 @@ pub async fn event(a: IdArgs) -> anyhow::Result<()> {
     }
     let mut v = v;
     mark_held(&api, &mut v).await;
+    mark_if_undecided(&api, &mut v).await;
     print!("{}", timeline(&v));
     Ok(())
 }
@@ -397,6 +398,28 @@ async fn mark_held(api: &Api, v: &mut Value) {
             m["held_by"] = serde_json::json!({
                 "window": h["window"], "during": h["during"], "until": h["until"],
             });
+        }
+    }
+}
+
+/// Gives each match awaiting approval what happens if nobody decides (`if_undecided`: the
+/// deadline's `on_timeout`, or a window's approval when it ends), from `GET /api/approvals`:
+/// the event's own answer does not carry it. Nothing when the service cannot say.
+async fn mark_if_undecided(api: &Api, v: &mut Value) {
+    let awaiting = v["matches"]
+        .as_array()
+        .is_some_and(|ms| ms.iter().any(|m| m["awaiting"].is_object()));
+    if !awaiting {
+        return;
+    }
+    let Ok(a) = api.call(reqwest::Method::GET, "/api/approvals").await else {
+        return;
+    };
+    let requests = a["approvals"].as_array().cloned().unwrap_or_default();
+    for m in v["matches"].as_array_mut().into_iter().flatten() {
+        let found = requests.iter().find(|r| r["job"] == m["id"]);
+        if let (Some(r), true) = (found, m["awaiting"].is_object()) {
+            m["awaiting"]["if_undecided"] = r["if_undecided"].clone();
         }
     }
 }
@@ -589,12 +612,15 @@ fn match_lines(o: &mut String, m: &Value) {
         );
     }
     if let Some(a) = m.get("awaiting").filter(|a| a.is_object()) {
+        let then = match a["if_undecided"].as_str() {
+            Some(then) => format!("if nobody decides: {then}"),
+            None => format!("on_timeout decides at {}", s(&a["deadline"])),
+        };
         let _ = writeln!(
             o,
-            "  awaiting approval ({}) since {}; on_timeout decides at {}",
+            "  awaiting approval ({}) since {}; {then}",
             s(&a["reason"]),
             s(&a["requested_at"]),
-            s(&a["deadline"])
         );
     }
     if let Some(d) = m["decision"]["summary"].as_str() {

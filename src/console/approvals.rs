@@ -15,7 +15,6 @@ use super::render::{page, secured};
 use super::views;
 use crate::access::Role;
 use crate::app::{ApiError, AppState};
-use crate::domain::rfc3339;
 use crate::engine::approval::Request;
 
 /// How many pending approvals the page shows.
@@ -29,37 +28,10 @@ pub struct ApprovalsQuery {
     pub done: Option<String>,
 }
 
-/// What happens to a request nobody decides: `on_timeout` at the deadline, or for a
-/// maintenance window's approval (`window`: [`crate::engine::Engine::window_approval`]) an
-/// approval when the window ends, if that comes first.
-fn if_undecided(r: &Request, window: Option<(String, Option<i64>)>) -> String {
-    let deadline = rfc3339(r.deadline);
-    match window {
-        None => format!("at the deadline, {deadline}: {}", r.on_timeout),
-        Some((w, None)) => format!(
-            "window {w} is over: approved (by window end) when the job looks next, within seconds"
-        ),
-        Some((w, Some(end))) if end <= r.deadline => format!(
-            "approved (by window end) when window {w} ends at {}, before the deadline {deadline}",
-            rfc3339(end)
-        ),
-        Some((w, Some(end))) => format!(
-            "at the deadline, {deadline}: {} (window {w} is still in force then, until {})",
-            r.on_timeout,
-            rfc3339(end)
-        ),
-    }
-}
-
 /// One request as the page shows it.
-fn row(
-    r: &Request,
-    public: Option<&str>,
-    event: Option<Value>,
-    window: Option<(String, Option<i64>)>,
-) -> Value {
+fn row(r: &Request, public: Option<&str>, event: Option<Value>, if_undecided: String) -> Value {
     let mut v = r.view(public);
-    v["if_undecided"] = Value::String(if_undecided(r, window));
+    v["if_undecided"] = Value::String(if_undecided);
     let actions = r.actions.iter().map(crate::actions::for_people).collect();
     v["actions_text"] = Value::String(views::pretty(&Value::Array(actions)));
     v["event_text"] = Value::String(event.as_ref().map(views::pretty).unwrap_or_default());
@@ -86,12 +58,11 @@ pub async fn list(
     let mut rows = Vec::with_capacity(requests.len());
     for r in &requests {
         let event = engine.store().log.event(&r.event_id).await.or_page(&v)?;
-        let window = engine.window_approval(r);
         rows.push(row(
             r,
             engine.public_url(),
             event.map(|e| e.body().clone()),
-            window,
+            engine.if_undecided(r),
         ));
     }
     let notice = match q.done.as_deref() {

@@ -260,6 +260,29 @@ impl Engine {
         })
     }
 
+    /// What happens to request `r` if nobody decides, in a sentence for people: `on_timeout`
+    /// at the deadline, or for a maintenance window's approval ([`Engine::window_approval`]) an
+    /// approval when the window ends, if that comes first. The console's approvals page, the
+    /// API's `if_undecided` and `rulehook event` say it alike.
+    pub fn if_undecided(&self, r: &Request) -> String {
+        let deadline = crate::domain::rfc3339(r.deadline);
+        match self.window_approval(r) {
+            None => format!("at the deadline, {deadline}: {}", r.on_timeout),
+            Some((w, None)) => format!(
+                "window {w} is over: approved (by window end) when the job looks next, within seconds"
+            ),
+            Some((w, Some(end))) if end <= r.deadline => format!(
+                "approved (by window end) when window {w} ends at {}, before the deadline {deadline}",
+                crate::domain::rfc3339(end)
+            ),
+            Some((w, Some(end))) => format!(
+                "at the deadline, {deadline}: {} (window {w} is still in force then, until {})",
+                r.on_timeout,
+                crate::domain::rfc3339(end)
+            ),
+        }
+    }
+
     /// The base of `approval.url` (`--public-url`).
     pub fn public_url(&self) -> Option<&str> {
         self.settings.public_url.as_deref()

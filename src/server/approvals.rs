@@ -75,10 +75,18 @@ async fn decide(
         .into_response())
 }
 
-/// `GET /api/approvals`: the requests awaiting a decision, oldest first.
+/// `GET /api/approvals`: the requests awaiting a decision, oldest first, each with what
+/// happens if nobody decides (`if_undecided`).
 pub async fn pending(_: AsViewer, State(state): State<AppState>) -> Result<Response, ApiError> {
     let requests = state.engine.pending_approvals(500).await?;
     let public = state.engine.public_url();
-    let list: Vec<_> = requests.iter().map(|r| r.view(public)).collect();
+    let list: Vec<_> = requests
+        .iter()
+        .map(|r| {
+            let mut v = r.view(public);
+            v["if_undecided"] = serde_json::Value::String(state.engine.if_undecided(r));
+            v
+        })
+        .collect();
     Ok(Json(json!({"approvals": list})).into_response())
 }
