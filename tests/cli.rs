@@ -127,8 +127,15 @@ fn test_explains_matches_and_non_matches() {
 
 /// `rulehook check` on one rulebook: its stderr.
 fn check_one(yaml: &str) -> String {
+    check_files(&[("t.yml", yaml)])
+}
+
+/// `rulehook check` on rulebooks (file name, text), which must fail: its stderr.
+fn check_files(files: &[(&str, &str)]) -> String {
     let env = Env::new();
-    env.rulebook("t.yml", yaml);
+    for (name, yaml) in files {
+        env.rulebook(name, yaml);
+    }
     let out = env.cmd(&["check"]).output().unwrap();
     assert!(!out.status.success());
     String::from_utf8_lossy(&out.stderr).into_owned()
@@ -1170,17 +1177,16 @@ rules:
 /// It said only "source `ops` is declared twice" / "… already served by another source".
 #[test]
 fn a_second_source_of_one_name_or_path_names_the_first() {
-    let env = Env::new();
-    env.rulebook(
-        "a.yml",
-        "sources:\n  - { name: ops, kind: bearer, secret: tok }\nrules:\n  - name: r\n    actions: [{ log: { message: hi } }]\n",
-    );
-    env.rulebook(
-        "b.yml",
-        "sources:\n  - { name: ops, kind: bearer, secret: other }\n  - { name: ops2, kind: bearer, secret: other, path: /hooks/ops }\n",
-    );
-    let out = env.cmd(&["check"]).output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = check_files(&[
+        (
+            "a.yml",
+            "sources:\n  - { name: ops, kind: bearer, secret: tok }\nrules:\n  - name: r\n    actions: [{ log: { message: hi } }]\n",
+        ),
+        (
+            "b.yml",
+            "sources:\n  - { name: ops, kind: bearer, secret: other }\n  - { name: ops2, kind: bearer, secret: other, path: /hooks/ops }\n",
+        ),
+    ]);
     for want in [
         "b.yml:2:13: source `ops` is declared twice (first at ",
         "a.yml:2:13): a source's name is unique across all rulebooks",
@@ -1195,17 +1201,16 @@ fn a_second_source_of_one_name_or_path_names_the_first() {
 /// checked: it said only "window `freeze` is declared twice", hiding a misspelt `during`.
 #[test]
 fn a_second_window_of_one_name_names_the_first_and_is_still_checked() {
-    let env = Env::new();
-    env.rulebook(
-        "a.yml",
-        "sources:\n  - { name: ops, kind: none }\nrules:\n  - name: r\n    actions: [{ log: { message: hi } }]\nwindows:\n  - { name: freeze, start: \"2026-12-20T00:00:00Z\", end: \"2027-01-04T00:00:00Z\", rules: [r], during: hold }\n",
-    );
-    env.rulebook(
-        "b.yml",
-        "windows:\n  - { name: freeze, start: \"2026-12-20T00:00:00Z\", end: \"2027-01-04T00:00:00Z\", rules: [r], during: hld }\n",
-    );
-    let out = env.cmd(&["check"]).output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = check_files(&[
+        (
+            "a.yml",
+            "sources:\n  - { name: ops, kind: none }\nrules:\n  - name: r\n    actions: [{ log: { message: hi } }]\nwindows:\n  - { name: freeze, start: \"2026-12-20T00:00:00Z\", end: \"2027-01-04T00:00:00Z\", rules: [r], during: hold }\n",
+        ),
+        (
+            "b.yml",
+            "windows:\n  - { name: freeze, start: \"2026-12-20T00:00:00Z\", end: \"2027-01-04T00:00:00Z\", rules: [r], during: hld }\n",
+        ),
+    ]);
     assert!(
         err.contains("b.yml:2:13: window `freeze` is declared twice (first at ")
             && err.contains("a.yml:7:13): a window's name is unique across all rulebooks"),

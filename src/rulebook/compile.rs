@@ -339,6 +339,12 @@ impl Compile<'_> {
         value: &str,
         what: &str,
     ) -> Option<()> {
+        let here = TemplateAt {
+            name,
+            s,
+            value,
+            what,
+        };
         let mut ok = true;
         for var in t.free_names(name) {
             let problem = match var.as_str() {
@@ -361,30 +367,12 @@ impl Compile<'_> {
                 },
             };
             let at = word_offset(value, &var);
-            self.template_error(
-                TemplateAt {
-                    name,
-                    s,
-                    value,
-                    what,
-                },
-                at,
-                problem,
-            );
+            self.template_error(here, at, problem);
             ok = false;
         }
         for (word, problem) in t.unknown_uses(name) {
             let at = value.find(word.as_str());
-            self.template_error(
-                TemplateAt {
-                    name,
-                    s,
-                    value,
-                    what,
-                },
-                at,
-                problem,
-            );
+            self.template_error(here, at, problem);
             ok = false;
         }
         ok &= self.check_meta(t, name, s, value, what);
@@ -399,16 +387,7 @@ impl Compile<'_> {
                     names.join(", ")
                 );
                 let at = word_offset(value, "events");
-                self.template_error(
-                    TemplateAt {
-                        name,
-                        s,
-                        value,
-                        what,
-                    },
-                    at,
-                    problem,
-                );
+                self.template_error(here, at, problem);
                 ok = false;
             }
         }
@@ -430,6 +409,12 @@ impl Compile<'_> {
             return true;
         }
         let mut ok = true;
+        let here = TemplateAt {
+            name,
+            s,
+            value,
+            what,
+        };
         for field in t.attributes_of(name, "approval") {
             if APPROVAL_FIELDS.contains(&field.as_str()) || APPROVAL_MORE.contains(&field.as_str())
             {
@@ -444,16 +429,7 @@ impl Compile<'_> {
                 APPROVAL_FIELDS.join(", ")
             );
             let at = value.find(&format!("approval.{field}"));
-            self.template_error(
-                TemplateAt {
-                    name,
-                    s,
-                    value,
-                    what,
-                },
-                at,
-                problem,
-            );
+            self.template_error(here, at, problem);
             ok = false;
         }
         ok
@@ -473,6 +449,12 @@ impl Compile<'_> {
     ) -> bool {
         let Some(env) = self.envelope.clone() else {
             return true;
+        };
+        let here = TemplateAt {
+            name,
+            s,
+            value,
+            what,
         };
         let mut ok = true;
         for field in t.attributes_of(name, "meta") {
@@ -533,16 +515,7 @@ impl Compile<'_> {
                 continue;
             };
             let at = value.find(&format!("meta.{field}"));
-            self.template_error(
-                TemplateAt {
-                    name,
-                    s,
-                    value,
-                    what,
-                },
-                at,
-                problem,
-            );
+            self.template_error(here, at, problem);
             ok = false;
         }
         ok
@@ -651,7 +624,6 @@ pub fn spanned_like(at: &Spanned<String>, value: String) -> Spanned<String> {
     }
 }
 
-/// Byte offset of `word` in `text` as a whole identifier.
 /// Which template an error is in, and where its text is written (see `template_error`).
 #[derive(Clone, Copy)]
 struct TemplateAt<'a> {
@@ -661,6 +633,7 @@ struct TemplateAt<'a> {
     what: &'a str,
 }
 
+/// Byte offset of `word` in `text` as a whole identifier.
 fn word_offset(text: &str, word: &str) -> Option<usize> {
     let ident = |c: char| c.is_ascii_alphanumeric() || c == '_';
     let mut from = 0;
