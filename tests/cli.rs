@@ -845,6 +845,56 @@ rules:
     );
 }
 
+/// `rulehook test` prints its lines in the order the engine decides: the throttle at intake
+/// (a throttled repeat makes no job at all), then the maintenance window at the job's start,
+/// then the rule's approval. It printed the throttle after the window.
+#[test]
+fn rulehook_test_prints_the_throttle_before_the_window() {
+    let env = Env::new();
+    env.rulebook(
+        "t.yml",
+        r#"sources:
+  - { name: s, kind: bearer, secret: token-1234 }
+windows:
+  - { name: freeze, start: "2026-12-20T00:00:00Z", end: "2027-01-04T00:00:00Z", rules: [asked], during: hold }
+rules:
+  - name: asked
+    throttle: { once_within: 10m }
+    approval: { timeout: 30m }
+    actions: [{ log: { message: hi } }]
+"#,
+    );
+    std::fs::write(env.path("ev.json"), "{}").unwrap();
+    let ev = env.path("ev.json");
+    // In force at `--at`, and the next window when it is not yet.
+    for at in ["2026-12-24T12:00:00Z", "2026-12-01T12:00:00Z"] {
+        let out = env
+            .cmd(&[
+                "test",
+                "--source",
+                "s",
+                "--at",
+                at,
+                "--event",
+                ev.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let throttle = text.find("throttle: once within 10m");
+        let window = text.find("window `freeze`");
+        let approval = text.find("waits for approval first");
+        assert!(
+            throttle.is_some() && window.is_some() && approval.is_some(),
+            "{text}"
+        );
+        assert!(
+            throttle < window && window < approval,
+            "the throttle, the window, then the approval:\n{text}"
+        );
+    }
+}
+
 /// `rulehook test` says when a matching rule would run nothing (shadow mode) or would first wait
 /// for an approval; its "would run" lines read as what happens next otherwise.
 #[test]
