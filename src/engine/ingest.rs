@@ -302,6 +302,8 @@ impl Engine {
             rules: listed,
             throttled: listed_n.saturating_sub(jobs),
             status: EventStatus::of(listed_n, jobs, jobs, 0),
+            // Nobody has been asked yet: a job asks when it first runs.
+            awaiting_approval: 0,
             parent: event.parent.clone(),
             summary: Some(crate::secrets::mask_owned(summary)),
         };
