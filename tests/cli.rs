@@ -1247,6 +1247,54 @@ fn a_second_source_of_one_name_or_path_names_the_first() {
     }
 }
 
+/// Every problem of a `windows:` entry and of an `approval:` block is reported, each at its
+/// place: a wrong window name no longer hides the entry's other settings, a wrong `start` its
+/// `end`, and a value of the wrong type (`rules: r`, `approvers: anna`) the block's next
+/// problem. Each stopped at the first.
+#[test]
+fn check_reports_every_problem_of_a_window_and_an_approval() {
+    let err = check_files(&[(
+        "a.yml",
+        r#"sources:
+  - { name: ops, kind: none }
+rules:
+  - name: r
+    actions: [{ log: { message: hi } }]
+  - name: asked
+    approval:
+      timeout: 30m
+      approvers: anna
+      notify: { log: { message: hi } }
+    actions: [{ log: { message: hi } }]
+windows:
+  - name: Freeze!
+    start: "yesterday"
+    end: "tomorrow"
+    rules: [nosuch]
+    during: hodl
+  - name: typed
+    rules: r
+    during: [hold]
+    start: "2026-12-20T00:00:00Z"
+    end: "2027-01-04T00:00:00Z"
+"#,
+    )]);
+    for want in [
+        "a.yml:9:18: `approvers` must be a list",
+        "a.yml:10:15: ",
+        "a.yml:13:11: window name `Freeze!` must match",
+        "a.yml:14:12: start `yesterday`: expected an RFC 3339 time",
+        "a.yml:15:10: end `tomorrow`: expected an RFC 3339 time",
+        "a.yml:16:13: window `Freeze!`: no rule named `nosuch`",
+        "a.yml:17:13: during `hodl`: expected hold, skip or approve",
+        "a.yml:19:12: `rules: r`: expected `all` or a list of rule names",
+        "a.yml:20:13: ",
+    ] {
+        assert!(err.contains(want), "missing {want:?} in\n{err}");
+    }
+    assert!(err.contains("9 error(s)"), "nothing else (no echo): {err}");
+}
+
 /// A window declared a second time names where the first is, and its own settings are still
 /// checked: it said only "window `freeze` is declared twice", hiding a misspelt `during`.
 #[test]
