@@ -430,6 +430,14 @@ fn bare_word(text: &str) -> Option<Hint> {
         let at_right = start + p + op.len() + (right.len() - right.trim_start().len());
         let replaced =
             |at: usize, len: usize, by: &str| format!("{}{by}{}", &text[..at], &text[at + len..]);
+        if let (Some(literal), true) = (json_literal(r), query(l)) {
+            let fix = replaced(at_right, r.len(), literal);
+            return fixed(
+                at_right,
+                format!("`{r}` is not a value: JSON writes it `{literal}`, in lower case"),
+                fix,
+            );
+        }
         if word(r) && query(l) {
             let fix = replaced(at_right, r.len(), &format!("\"{r}\""));
             return fixed(
@@ -451,6 +459,18 @@ fn bare_word(text: &str) -> Option<Hint> {
         }
     }
     None
+}
+
+/// JSON's literal that `word` spells another language's way (Python's `True`, `None`; YAML
+/// 1.1's `TRUE`, `Null`): the value meant, never the string `"True"`.
+fn json_literal(word: &str) -> Option<&'static str> {
+    match word.to_ascii_lowercase().as_str() {
+        _ if matches!(word, "true" | "false" | "null") => None,
+        "true" => Some("true"),
+        "false" => Some("false"),
+        "null" | "none" | "nil" => Some("null"),
+        _ => None,
+    }
 }
 
 /// The operands between top-level `&&` / `||` (and `!`, `(`, `)`), with their offsets.
@@ -681,6 +701,11 @@ mod tests {
                 &json!({"data": {"kind": "InfraDevice"}}),
                 &json!({"data": {"kind": "Other"}}),
             ),
+            // Python's and YAML 1.1's spellings of JSON's literals.
+            (r#"$.x == True"#, &json!({"x": true}), &json!({"x": "True"})),
+            (r#"$.x != False"#, &json!({"x": true}), &json!({"x": false})),
+            (r#"$.x == None"#, &json!({"x": null}), &json!({"x": "None"})),
+            (r#"$.x == NULL"#, &json!({"x": null}), &json!({"x": "NULL"})),
         ];
         for (text, event, other) in cases {
             assert!(Expr::compile(text).is_err(), "{text} is a mistake");
