@@ -55,6 +55,7 @@ pub fn hint(text: &str) -> Option<ConditionError> {
         .or_else(|| word_operators(text))
         .or_else(|| empty_operand(text))
         .or_else(|| missing_value(text))
+        .or_else(|| existence_words(text))
         .or_else(|| spaced_key(text))
         .or_else(|| not_singular(text))
         .or_else(|| bare_word(text))?;
@@ -261,6 +262,47 @@ fn missing_value(text: &str) -> Option<Hint> {
                 break;
             }
         }
+    }
+    None
+}
+
+/// `$.x exists`, `$.x is defined` (Jinja's test), `$.x is not defined`: an existence test
+/// written in words. In a condition the query alone tests that the node is there, `!` that it
+/// is not; read as a key with spaces (`$['x exists']`) it would never match.
+fn existence_words(text: &str) -> Option<Hint> {
+    const WORDS: &[(&str, bool)] = &[
+        (" is not defined", false),
+        (" is undefined", false),
+        (" does not exist", false),
+        (" not exists", false),
+        (" is defined", true),
+        (" exists", true),
+    ];
+    for (start, s) in split_logical(text) {
+        if !(s.starts_with('$') || s.starts_with('@')) {
+            continue;
+        }
+        let Some((words, present)) = WORDS.iter().find(|(w, _)| s.ends_with(w)) else {
+            continue;
+        };
+        let query = s[..s.len() - words.len()].trim_end();
+        if query.contains([' ', '"', '\'', '(']) {
+            continue;
+        }
+        let test = if *present {
+            query.to_string()
+        } else {
+            format!("!{query}")
+        };
+        let fix = format!("{}{test}{}", &text[..start], &text[start + s.len()..]);
+        return fixed(
+            start + query.len() + 1,
+            format!(
+                "`{}` is not part of a condition: a query alone tests that its field is there, `!` before it that it is not",
+                words.trim()
+            ),
+            fix,
+        );
     }
     None
 }
@@ -597,6 +639,13 @@ mod tests {
             "{m}"
         );
 
+        let (at, m) = h("$.snapshot.id exists");
+        assert_eq!(at, 14);
+        assert!(
+            m.starts_with("`exists` is not part of a condition") && m.ends_with("`$.snapshot.id`"),
+            "{m}"
+        );
+
         let (at, m) = h(r#"event.state == "down""#);
         assert_eq!(at, 0);
         assert!(
@@ -706,6 +755,22 @@ mod tests {
             (r#"$.x != False"#, &json!({"x": true}), &json!({"x": false})),
             (r#"$.x == None"#, &json!({"x": null}), &json!({"x": "None"})),
             (r#"$.x == NULL"#, &json!({"x": null}), &json!({"x": "NULL"})),
+            // An existence test in words.
+            (
+                r#"$.snapshot.id exists"#,
+                &json!({"snapshot": {"id": "a"}}),
+                &json!({"snapshot": {}}),
+            ),
+            (
+                r#"$.a == 1 && $.test is defined"#,
+                &json!({"a": 1, "test": false}),
+                &json!({"a": 1}),
+            ),
+            (
+                r#"$.test is not defined"#,
+                &json!({"a": 1}),
+                &json!({"test": false}),
+            ),
         ];
         for (text, event, other) in cases {
             assert!(Expr::compile(text).is_err(), "{text} is a mistake");
