@@ -352,6 +352,12 @@ fn not_singular(text: &str) -> Option<Hint> {
                 let Some((prefix, filter, rest)) = split_last_multi(side) else {
                     continue;
                 };
+                if filter.is_some()
+                    && rest.is_empty()
+                    && let Some(h) = filter_as_boolean(text, start, s, side, at, op, other)
+                {
+                    return Some(h);
+                }
                 let test = if on_left {
                     format!("@{rest} {op} {other}")
                 } else {
@@ -380,6 +386,39 @@ fn not_singular(text: &str) -> Option<Hint> {
         }
     }
     None
+}
+
+/// `$.tags[?@ == "core"] == true`: a filter is already a test (true when an element matches),
+/// so compared to a boolean the query alone (or `!` before it, for "no element matches") is
+/// what was meant; folding the boolean into the filter (`@ == true`) would never match.
+fn filter_as_boolean(
+    text: &str,
+    start: usize,
+    s: &str,
+    side: &str,
+    at: usize,
+    op: &str,
+    other: &str,
+) -> Option<Hint> {
+    let wanted = match (op, other) {
+        ("==", "true") | ("!=", "false") => true,
+        ("==", "false") | ("!=", "true") => false,
+        _ => return None,
+    };
+    let test = if wanted {
+        side.to_string()
+    } else {
+        format!("!{side}")
+    };
+    let fix = format!("{}{test}{}", &text[..start], &text[start + s.len()..]);
+    let lead = s[at - start..].len() - s[at - start..].trim_start().len();
+    fixed(
+        at + lead,
+        format!(
+            "`{side}` is a test already, true when an element matches: write it alone (`!` before it for none), not `{op} {other}`"
+        ),
+        fix,
+    )
 }
 
 /// Splits a query at its last segment that can select several nodes (`[*]`, `.*`, `..name`,
@@ -755,6 +794,22 @@ mod tests {
             (r#"$.x != False"#, &json!({"x": true}), &json!({"x": false})),
             (r#"$.x == None"#, &json!({"x": null}), &json!({"x": "None"})),
             (r#"$.x == NULL"#, &json!({"x": null}), &json!({"x": "NULL"})),
+            // A filter (already true when an element matches) compared to a boolean.
+            (
+                r#"$.tags[?@ == "core"] == true"#,
+                &json!({"tags": ["edge", "core"]}),
+                &json!({"tags": ["edge"]}),
+            ),
+            (
+                r#"$.tags[?@ == "core"] == false"#,
+                &json!({"tags": ["edge"]}),
+                &json!({"tags": ["edge", "core"]}),
+            ),
+            (
+                r#"$.a == 1 && $.alerts[?@.labels.severity == "page"] != false"#,
+                &json!({"a": 1, "alerts": [{"labels": {"severity": "page"}}]}),
+                &json!({"a": 1, "alerts": [{"labels": {"severity": "info"}}]}),
+            ),
             // An existence test in words.
             (
                 r#"$.snapshot.id exists"#,
