@@ -604,3 +604,59 @@ async fn reruns_after_a_fix_made_while_the_service_was_down() {
         "{d2}"
     );
 }
+
+// Absence correlations ─────────────────────────────────────────────────────────────────────
+
+/// An absence (`windows: per_group`) whose deadline passes while the service is down, killed
+/// while its fired action runs: after the restart the action runs again as itself (its window
+/// was still open: not "did not fire"); a group whose `missing` event came in time does not
+/// fire; and the group's next `after` event opens a new window and fires again.
+#[tokio::test]
+async fn an_absence_cut_short_by_a_crash_fires_again_and_then_frees_its_group() {
+    let env = Env::new();
+    // Hangs the first time it runs (the crash comes then).
+    env.script(
+        "incident.sh",
+        "#!/bin/sh\necho \"$RULEHOOK_RUN_ID $1\" >> \"$OUT_DIR/runs.txt\"\nif [ ! -e \"$OUT_DIR/hung\" ]; then\n  touch \"$OUT_DIR/hung\"\n  echo $$ > \"$OUT_DIR/incident.pid\"\n  exec sleep 30\nfi\n",
+    );
+    env.rulebook(
+        "r.yml",
+        &format!(
+            "{SRC}rules:\n  - name: stays-down\n    correlate:\n      within: 3s\n      group_by: ['$.device']\n      absence:\n        after: {{ name: down, condition: '$.state == \"down\"' }}\n        missing: {{ name: up, condition: '$.state == \"up\"' }}\n        windows: per_group\n    actions:\n      - run_script: {{ script: incident.sh, args: ['{{{{ events.down.device }}}}'] }}\n"
+        ),
+    );
+    let mut server = Server::start(&env, &[], &[]);
+    let c = client();
+    let r1 = send(&c, &server, &json!({"device": "r1", "state": "down"})).await;
+    let r2 = send(&c, &server, &json!({"device": "r2", "state": "down"})).await;
+    send(&c, &server, &json!({"device": "r2", "state": "up"})).await;
+    env.wait_lines("incident.pid", 1, Duration::from_secs(20));
+    server.kill9();
+    kill_orphan(&env.path("incident.pid"));
+
+    let server = Server::start(&env, &[], &[]);
+    let (j1, j2) = (format!("{r1}:stays-down"), format!("{r2}:stays-down"));
+    let d1 = wait_job(&c, &server, &r1, &j1, "done").await;
+    assert!(job_of(&d1, &j1)["error"].is_null(), "it fired: {d1}");
+    let d2 = wait_job(&c, &server, &r2, &j2, "done").await;
+    assert!(
+        job_of(&d2, &j2)["error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("did not fire")),
+        "{d2}"
+    );
+    let run = format!("{j1}:0 r1");
+    assert_eq!(
+        env.lines("runs.txt"),
+        vec![run.clone(), run],
+        "the fired action ran again as itself; r2 never ran"
+    );
+    let again = send(&c, &server, &json!({"device": "r1", "state": "down"})).await;
+    let ja = format!("{again}:stays-down");
+    let d = wait_job(&c, &server, &again, &ja, "done").await;
+    assert!(
+        job_of(&d, &ja)["error"].is_null(),
+        "a new window fired: {d}"
+    );
+    assert_eq!(env.lines("runs.txt").last(), Some(&format!("{ja}:0 r1")));
+}
