@@ -698,3 +698,18 @@ async fn a_repeated_sd_param_keeps_every_value() {
     );
     assert_eq!(sd["site"], "ams", "{body}");
 }
+
+/// RFC 5424 §6.3.3: only `\"`, `\\` and `\]` are escapes in a PARAM-VALUE; any other backslash
+/// is kept with the character after it. A Windows path sent unescaped (`C:\new\temp`) had its
+/// `\n` turned into a line break.
+#[tokio::test]
+async fn only_rfc5424_escapes_are_read_in_sd_values() {
+    let (_env, server, port) = keep_all_udp();
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let line = r#"<13>1 2026-12-08T00:00:00Z host app - PATHS [win@1 path="C:\new\temp" q="a\"b\\c\]d"] m"#;
+    udp.send_to(line.as_bytes(), ("127.0.0.1", port)).unwrap();
+    let body = body_with_msgid(&server, "PATHS").await;
+    let sd = &body["structured_data"]["win@1"];
+    assert_eq!(sd["path"], r"C:\new\temp", "{body}");
+    assert_eq!(sd["q"], r#"a"b\c]d"#, "{body}");
+}

@@ -2,7 +2,9 @@
 //! repeat within its element (RFC 5424 §6.3.3), so a name given more than once holds every
 //! value, in the order sent, as a list; a name given once stays a string. An SD-ID that a
 //! sender repeats (which RFC 5424 forbids) adds its parameters to the first, so no value is
-//! lost either way.
+//! lost either way. Values are unescaped as RFC 5424 §6.3.3 says: `\"`, `\\` and `\]` are
+//! the only escapes; any other backslash is kept with the character after it (an unescaped
+//! Windows path `C:\new` stays as sent).
 
 use serde_json::{Map, Value};
 use syslog_loose::StructuredElement;
@@ -17,11 +19,32 @@ pub fn object(elements: &[StructuredElement<&str>]) -> Map<String, Value> {
         else {
             continue;
         };
-        for (name, value) in el.params() {
-            add(params, name, value);
+        for (name, value) in &el.params {
+            add(params, name, unescape(value));
         }
     }
     sd
+}
+
+/// A PARAM-VALUE as sent (between its quotes) without its escapes.
+fn unescape(raw: &str) -> String {
+    let mut out = String::with_capacity(raw.len());
+    let mut chars = raw.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some(e @ ('"' | '\\' | ']')) => out.push(e),
+            Some(other) => {
+                out.push('\\');
+                out.push(other);
+            }
+            None => out.push('\\'),
+        }
+    }
+    out
 }
 
 /// Adds one parameter: a second value of a name makes it a list.
@@ -57,6 +80,14 @@ mod tests {
             sd(r#"<13>1 - h a - ID [x@1 a="1" b="2" a="3" a="4"] m"#),
             json!({"x@1": {"a": ["1", "3", "4"], "b": "2"}})
         );
+    }
+
+    #[test]
+    fn only_quote_backslash_and_bracket_are_escapes() {
+        assert_eq!(unescape(r#"C:\new\temp"#), r"C:\new\temp");
+        assert_eq!(unescape(r#"a\"b\\c\]d"#), r#"a"b\c]d"#);
+        assert_eq!(unescape(r"\\n"), r"\n");
+        assert_eq!(unescape(""), "");
     }
 
     #[test]
