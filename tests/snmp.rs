@@ -923,3 +923,71 @@ async fn the_docs_trap_example_takes_the_docs_commands() {
     }
     assert_eq!(dropped(&server, "undecryptable").await, 0.0);
 }
+
+/// A notification may bind one OID more than once (BER does not forbid it; an agent listing the
+/// members of a bundle does); only the last value was kept, the others silently lost. Now a
+/// repeated OID holds every value in the order sent, as a list, in `varbinds` and
+/// `varbind_names`; an OID bound once is still its value.
+#[tokio::test]
+async fn a_repeated_varbind_keeps_every_value() {
+    let (env, server, to) = setup();
+    ok(&net_snmp(
+        &env,
+        "snmptrap",
+        &[
+            "-v",
+            "2c",
+            "-c",
+            "public",
+            &to,
+            "",
+            "1.3.6.1.6.3.1.1.5.3",
+            "1.3.6.1.2.1.2.2.1.1.2",
+            "i",
+            "2",
+            "1.3.6.1.2.1.2.2.1.2.2",
+            "s",
+            "Gi0/2",
+            "1.3.6.1.2.1.2.2.1.1.2",
+            "i",
+            "3",
+        ],
+    ));
+    let c = client();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let id = loop {
+        let v: serde_json::Value = c
+            .get(server.url("/api/events"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if let Some(id) = v["events"][0]["id"].as_str() {
+            break id.to_string();
+        }
+        assert!(Instant::now() < deadline, "no event: {}", server.log_text());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let detail: serde_json::Value = c
+        .get(server.url(&format!("/api/events/{id}")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let body = &detail["body"];
+    assert_eq!(
+        body["varbinds"]["1.3.6.1.2.1.2.2.1.1.2"],
+        serde_json::json!([2, 3]),
+        "{body}"
+    );
+    assert_eq!(
+        body["varbind_names"]["ifIndex.2"],
+        serde_json::json!([2, 3]),
+        "{body}"
+    );
+    assert_eq!(body["varbinds"]["1.3.6.1.2.1.2.2.1.2.2"], "Gi0/2", "{body}");
+}

@@ -614,3 +614,102 @@ async fn one_address_cannot_hold_every_connection() {
     );
     drop(held);
 }
+
+/// A `keep: all` UDP syslog source and its port.
+fn keep_all_udp() -> (Env, Server, u16) {
+    let env = Env::new();
+    env.rulebook(
+        "syslog.yml",
+        "sources:\n  - name: routers\n    kind: syslog\n    listen: udp://127.0.0.1:0\n    keep: all\nrules: []\n",
+    );
+    let server = Server::start(&env, &[], &[]);
+    let port = server.source_port("routers", "udp");
+    (env, server, port)
+}
+
+/// The body of the one event stored with `msgid`, waited for.
+async fn body_with_msgid(server: &Server, msgid: &str) -> serde_json::Value {
+    let c = client();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let list: serde_json::Value = c
+            .get(server.url("/api/events?limit=50"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        for e in list["events"].as_array().into_iter().flatten() {
+            let id = e["id"].as_str().unwrap();
+            let detail: serde_json::Value = c
+                .get(server.url(&format!("/api/events/{id}")))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if detail["body"]["msgid"] == msgid {
+                return detail["body"].clone();
+            }
+        }
+        assert!(Instant::now() < deadline, "no event {msgid}: {list}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// RFC 5424 §6.3.3 lets an SD-PARAM repeat in its element (`logger --sd-param` twice); only the
+/// last value was kept, the others silently lost. Now a repeated name holds every value, in
+/// order, as a list; a name given once is still a string.
+#[tokio::test]
+async fn a_repeated_sd_param_keeps_every_value() {
+    let (_env, server, port) = keep_all_udp();
+    let port = port.to_string();
+    logger(&[
+        "--rfc5424",
+        "--udp",
+        "-n",
+        "127.0.0.1",
+        "-P",
+        &port,
+        "-t",
+        "rhsd",
+        "--msgid",
+        "REPEAT",
+        "--sd-id",
+        "tags@32473",
+        "--sd-param",
+        "tag=\"core\"",
+        "--sd-param",
+        "tag=\"edge\"",
+        "--sd-param",
+        "site=\"ams\"",
+        "--sd-param",
+        "tag=\"lab\"",
+        "repeated",
+    ]);
+    let body = body_with_msgid(&server, "REPEAT").await;
+    let sd = &body["structured_data"]["tags@32473"];
+    assert_eq!(
+        sd["tag"],
+        serde_json::json!(["core", "edge", "lab"]),
+        "{body}"
+    );
+    assert_eq!(sd["site"], "ams", "{body}");
+}
+
+/// RFC 5424 §6.3.3: only `\"`, `\\` and `\]` are escapes in a PARAM-VALUE; any other backslash
+/// is kept with the character after it. A Windows path sent unescaped (`C:\new\temp`) had its
+/// `\n` turned into a line break.
+#[tokio::test]
+async fn only_rfc5424_escapes_are_read_in_sd_values() {
+    let (_env, server, port) = keep_all_udp();
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let line = r#"<13>1 2026-12-08T00:00:00Z host app - PATHS [win@1 path="C:\new\temp" q="a\"b\\c\]d"] m"#;
+    udp.send_to(line.as_bytes(), ("127.0.0.1", port)).unwrap();
+    let body = body_with_msgid(&server, "PATHS").await;
+    let sd = &body["structured_data"]["win@1"];
+    assert_eq!(sd["path"], r"C:\new\temp", "{body}");
+    assert_eq!(sd["q"], r#"a"b\c]d"#, "{body}");
+}

@@ -1,7 +1,8 @@
 //! A decoded notification as rules see it: `version`, `trap_oid` (and `trap_name` when known),
 //! `varbinds` (numeric OID → value) and `varbind_names` (named OID → value, for the common
-//! MIBs), `agent`, `user` (v3), `uptime`. v1 traps are translated to the v2 form as RFC 3584
-//! §3.1 says. The community is never part of it.
+//! MIBs; an OID bound more than once holds every value, as a list), `agent`, `user` (v3),
+//! `uptime`. v1 traps are translated to the v2 form as RFC 3584 §3.1 says. The community is
+//! never part of it.
 
 use std::net::{IpAddr, Ipv4Addr};
 
@@ -168,6 +169,21 @@ pub fn v1_translate(trap: &v1::Trap) -> (Vec<(String, Value)>, String) {
     (vbs, agent)
 }
 
+/// Puts one binding's value under its key; an OID bound again (BER allows it) makes the key
+/// hold every value in the order sent, as a list (a value is never a list of its own).
+fn bind(map: &mut Map<String, Value>, key: String, v: Value) {
+    match map.get_mut(&key) {
+        None => {
+            map.insert(key, v);
+        }
+        Some(Value::Array(values)) => values.push(v),
+        Some(first) => {
+            let first = first.take();
+            map.insert(key, Value::Array(vec![first, v]));
+        }
+    }
+}
+
 impl Notification {
     /// The event body rules see. `peer` is where the datagram came from (the agent when the
     /// notification names none).
@@ -185,9 +201,9 @@ impl Notification {
                 _ => {}
             }
             if let Some(n) = mib::name(&o) {
-                names.insert(n, v.clone());
+                bind(&mut names, n, v.clone());
             }
-            varbinds.insert(o, v);
+            bind(&mut varbinds, o, v);
         }
         let mut body = Map::new();
         body.insert("version".into(), json!(self.version.as_str()));

@@ -16,6 +16,7 @@ pub mod cisco;
 pub mod frame;
 pub mod parse;
 pub mod relp;
+pub mod sd;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};

@@ -270,14 +270,7 @@ fn loose_event(
     text_field("procid", procid.as_deref().or(xr_pid));
     text_field("msgid", msg.msgid);
     if !msg.structured_data.is_empty() {
-        let mut sd = Map::new();
-        for el in &msg.structured_data {
-            let params: Map<String, Value> = el
-                .params()
-                .map(|(k, v)| (k.to_string(), json!(v)))
-                .collect();
-            sd.insert(el.id.to_string(), Value::Object(params));
-        }
+        let sd = super::sd::object(&msg.structured_data);
         m.insert("structured_data".into(), Value::Object(sd));
     }
     match cisco {
