@@ -5,7 +5,9 @@
 //! decision). When the event is never stored — the service died (kill -9) between the two, or
 //! the request was cancelled — its sender had no answer and sends it again: that window must
 //! not throttle it. So a window whose event is neither being ingested here nor in the event log
-//! throttles nothing; the next match in its group takes it over (compare-and-set).
+//! throttles nothing; the next match in its group takes it over (compare-and-set). Correlation
+//! partial matches are moved before the append too: `engine/correlate.rs` drops such events
+//! from them the same way.
 
 use std::collections::HashSet;
 use std::sync::Mutex;
@@ -123,7 +125,7 @@ impl Engine {
     /// Whether the event `id` that opened a window is gone for good: not being ingested here,
     /// not in the event log (on a shared store, only once it is old enough that no other node
     /// is still appending it).
-    async fn never_stored(&self, id: &str) -> Result<bool, StoreError> {
+    pub(super) async fn never_stored(&self, id: &str) -> Result<bool, StoreError> {
         if id.is_empty() || self.openers.alive(id) {
             return Ok(false);
         }
