@@ -944,15 +944,34 @@ async fn an_event_held_by_a_correlation_and_matched_by_a_rule_shows_its_job() {
     engine.shutdown(Duration::from_secs(1)).await;
 }
 
-/// The state store of a service that dies (kill -9) right after it removed a correlation
-/// window: that removal is made, and the task that made it never goes on.
-struct DiesAfterClosingAWindow {
+/// The state store of a service that dies (kill -9) right after it first wrote a correlation
+/// window (`Write::Open`: created it; `Write::Close`: removed it): that write is made, and the
+/// task that made it never goes on.
+struct DiesAfter {
+    write: Write,
     inner: Arc<dyn rulehook::store::StateStore>,
     died: Arc<std::sync::atomic::AtomicBool>,
 }
 
+#[derive(PartialEq)]
+enum Write {
+    Open,
+    Close,
+}
+
+impl DiesAfter {
+    async fn maybe_die(&self, write: Write, key: &str) {
+        if write == self.write
+            && key.starts_with("correlate/")
+            && !self.died.swap(true, Ordering::SeqCst)
+        {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
 #[async_trait::async_trait]
-impl rulehook::store::StateStore for DiesAfterClosingAWindow {
+impl rulehook::store::StateStore for DiesAfter {
     async fn get(&self, key: &str) -> Result<Option<(String, u64)>, rulehook::store::StoreError> {
         self.inner.get(key).await
     }
@@ -962,7 +981,9 @@ impl rulehook::store::StateStore for DiesAfterClosingAWindow {
         value: &str,
         ttl: Option<Duration>,
     ) -> Result<u64, rulehook::store::StoreError> {
-        self.inner.create(key, value, ttl).await
+        let rev = self.inner.create(key, value, ttl).await?;
+        self.maybe_die(Write::Open, key).await;
+        Ok(rev)
     }
     async fn update(
         &self,
@@ -979,9 +1000,7 @@ impl rulehook::store::StateStore for DiesAfterClosingAWindow {
         expected: Option<u64>,
     ) -> Result<(), rulehook::store::StoreError> {
         self.inner.delete(key, expected).await?;
-        if key.starts_with("correlate/") && !self.died.swap(true, Ordering::SeqCst) {
-            std::future::pending::<()>().await;
-        }
+        self.maybe_die(Write::Close, key).await;
         Ok(())
     }
 }
@@ -1004,7 +1023,8 @@ fn a_crash_as_a_fired_absence_closes_its_window_does_not_turn_it_into_did_not_fi
     let rt = runtime();
     let down = rt.block_on(async {
         let store = Store::embedded(&data(b.dir.path())).unwrap();
-        let state = Arc::new(DiesAfterClosingAWindow {
+        let state = Arc::new(DiesAfter {
+            write: Write::Close,
             inner: store.state.clone(),
             died: died.clone(),
         });
@@ -1031,6 +1051,59 @@ fn a_crash_as_a_fired_absence_closes_its_window_does_not_turn_it_into_did_not_fi
             ("done", None),
             "it fired: {messages:?}"
         );
+        assert_eq!(messages, ["r1 still down"]);
+        engine.shutdown(Duration::from_secs(2)).await;
+    });
+}
+
+/// A crash (the process gone at once) just after an absence's `after` event opened its group's
+/// window and before the event was stored: its sender had no answer and sends it again. With
+/// `windows: per_group` the resent event was held by the window of an event that does not exist
+/// (no job, the incident never opened); it opens the window and fires.
+#[test]
+fn an_after_event_resent_after_a_crash_before_it_was_stored_opens_the_window() {
+    let per_group = ABSENCE.replace(
+        "missing: { name: up,",
+        "windows: per_group\n        missing: { name: up,",
+    );
+    let b = Bench::new(&rulebook(&per_group, "{{ events.down.device }} still down"));
+    let died = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let rt = runtime();
+    rt.block_on(async {
+        let store = Store::embedded(&data(b.dir.path())).unwrap();
+        let state = Arc::new(DiesAfter {
+            write: Write::Open,
+            inner: store.state.clone(),
+            died: died.clone(),
+        });
+        let engine = b.start_on(Store { state, ..store });
+        let sending = tokio::spawn(async move {
+            let d = Delivery {
+                key: "a".into(),
+                window: Some(Duration::from_secs(3600)),
+            };
+            engine
+                .ingest(VerifiedEvent::internal("s", ev("down"), 0, "test", d))
+                .await
+        });
+        for _ in 0..400 {
+            if died.load(Ordering::SeqCst) {
+                assert!(!sending.is_finished(), "the sender got no answer");
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the after event never opened its window");
+    });
+    rt.shutdown_timeout(Duration::ZERO);
+
+    let rt = runtime();
+    rt.block_on(async {
+        let (engine, store) = b.start();
+        let down = send(&engine, ev("down"), "a").await;
+        b.set(T0 + 2 * MIN + 1);
+        let (state, error, messages) = finished(&store, &down).await;
+        assert_eq!((state.as_str(), error), ("done", None), "{messages:?}");
         assert_eq!(messages, ["r1 still down"]);
         engine.shutdown(Duration::from_secs(2)).await;
     });
