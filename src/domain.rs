@@ -320,6 +320,11 @@ pub struct Step {
     /// Bumped when a re-run moves the job to a changed rule version: run ids of a new
     /// generation never repeat an old one's.
     pub generation: u32,
+    /// How many times a person re-ran the job (either kind of re-run). A re-run is an explicit
+    /// request, so a `skip` window holds it rather than dropping it: a resumed re-run of a job
+    /// that failed before its first action meets the gate again in the same generation.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub reruns: u32,
     /// The attempts each `on_failure` action had in this generation's earlier runs (by index):
     /// a re-run that fails again runs `on_failure` under the same run ids, and its attempts
     /// count on from these (`attempt 2`), so the history tells the re-run's from the first's.
@@ -331,6 +336,14 @@ pub struct Step {
     /// The decision that let the job start, or turned it down (`rejected`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub decision: Option<Decision>,
+}
+
+impl Step {
+    /// A person asked for this run (a re-run of a dead letter, on a changed rule or not):
+    /// a `skip` window holds it until the window ends instead of dropping it.
+    pub fn asked_again(&self) -> bool {
+        self.generation > 0 || self.reruns > 0
+    }
 }
 
 /// Why and until when a job waits for approval: kept in its step, so the wait is as durable
@@ -734,4 +747,9 @@ mod tests {
         let b = new_event_id();
         assert!(a < b, "{a} < {b}");
     }
+}
+
+/// For `skip_serializing_if`: a counter at zero is left out of a job's record.
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }

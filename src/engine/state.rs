@@ -197,7 +197,7 @@ fn gate(step: &Step, facts: Facts, window: WindowDecision) -> Transition {
         },
         // A re-run is a person's explicit request after earlier actions ran: never dropped,
         // it waits for the window's end as a held job does.
-        WindowDecision::Skip { until, .. } if step.generation > 0 => Transition::Nak {
+        WindowDecision::Skip { until, .. } if step.asked_again() => Transition::Nak {
             step: step.clone(),
             delay: Duration::from_millis((until - facts.now).max(0) as u64),
             why: Wait::Held,
@@ -409,9 +409,11 @@ fn failure_error(step: &Step) -> Option<String> {
 /// before; or the first action of a new generation (the rule changed: run ids never repeat,
 /// and the gate applies again).
 pub fn rerun(step: &Step, resume: bool) -> Step {
+    let reruns = step.reruns + 1;
     if !resume {
         return Step {
             generation: step.generation + 1,
+            reruns,
             ..Step::default()
         };
     }
@@ -424,6 +426,7 @@ pub fn rerun(step: &Step, resume: bool) -> Step {
             Phase::OnFailure => step.failed_previous.clone(),
         },
         generation: step.generation,
+        reruns,
         decision: step.decision.clone(),
         // Same run ids: `on_failure`, if it runs again, counts its attempts on.
         on_failure_attempts: step.on_failure_attempts.clone(),
@@ -641,6 +644,31 @@ mod tests {
             next(&Step::default(), facts(), Input::Gate(skip)),
             Transition::Ack { state: JobState::Done, note: Some(ref n), .. } if n.starts_with("skipped")
         ));
+    }
+
+    #[test]
+    fn a_resumed_rerun_of_a_job_that_never_started_is_held_by_a_skip_window() {
+        // Dead before its first action ran (its leases lost, or its event gone): Main(0), no
+        // attempt. Re-run on the same rule, it resumes there and meets the gate again.
+        let dead = Step::default();
+        let resumed = rerun(&dead, true);
+        assert_eq!(place(&resumed), Place::Gate);
+        assert_eq!(resumed.generation, 0);
+        let skip = WindowDecision::Skip {
+            note: "skipped: freeze".into(),
+            until: NOW + 3000,
+        };
+        assert_eq!(
+            next(&resumed, facts(), Input::Gate(skip)),
+            Transition::Nak {
+                step: resumed.clone(),
+                delay: Duration::from_secs(3),
+                why: Wait::Held,
+            },
+            "a person asked for it: held, not dropped as skipped"
+        );
+        // Each re-run counts, of either kind.
+        assert_eq!(rerun(&resumed, false).reruns, 2);
     }
 
     #[test]
@@ -1072,6 +1100,7 @@ mod tests {
             fresh,
             Step {
                 generation: 3,
+                reruns: 1,
                 ..Step::default()
             }
         );

@@ -7,7 +7,7 @@
 //! Main(0), first attempt ─ no window ─▶ runs (then the rule's own approval, when it has one)
 //!    ├ hold ─▶ nak(min(window end, 15 s)) at Main(0): looked at again, so a reload releases it
 //!    ├ skip ─▶ ack Done "skipped: …" (no action runs; the history shows it skipped); a re-run
-//!    │         (a later generation: a person asked, earlier actions ran) is held as for hold
+//!    │         (a person asked for it: either kind of re-run) is held as for hold
 //!    ├ approve, a shadow rule ─▶ runs in shadow (nobody is asked: nothing would run)
 //!    └ approve ─▶ an approval (`engine::state`: awaiting_approval, reason `window <name>`)
 //! ```
@@ -39,7 +39,7 @@ pub(super) enum Gate {
     Go,
     /// Give it back for this long, then decide again.
     Hold(Duration),
-    /// Close it as done with this note, running nothing; a re-run (a later generation) is
+    /// Close it as done with this note, running nothing; a re-run (`Step::asked_again`) is
     /// given back for `wait` instead (`engine::state` decides), listed as held.
     Skip { note: String, wait: Duration },
     /// The window turns the job into an approval (`engine::state`: the job then awaits a
@@ -151,7 +151,7 @@ impl Engine {
                 tracing::debug!(job = %job.id, window = %window, until = %crate::domain::rfc3339(until), "held by a maintenance window");
                 Gate::Hold(wait(until))
             }
-            Decision::Skip { window, until } if step.generation > 0 => {
+            Decision::Skip { window, until } if step.asked_again() => {
                 // A re-run is never dropped: held until the window ends (`engine::state`).
                 self.held.hold(job, &window, "hold", until, now);
                 tracing::info!(job = %job.id, window = %window, until = %crate::domain::rfc3339(until), "re-run held by a skip window until it ends");

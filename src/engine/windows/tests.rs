@@ -231,6 +231,13 @@ async fn the_gate_is_met_only_before_the_first_action() {
     for step in [retry, later, failing] {
         assert_eq!(engine.window_gate(&job, &step), Gate::Go, "{step:?}");
     }
+    // A re-run a person asked for, resumed where a job that never started failed: held.
+    let resumed = crate::engine::state::rerun(&Step::default(), true);
+    assert!(matches!(
+        engine.window_gate(&job, &resumed),
+        Gate::Skip { ref note, .. } if note.is_empty()
+    ));
+    assert_eq!(engine.held_jobs().len(), 1, "listed as held");
     // Another rule, or after the window: it starts.
     let free = crate::domain::Job {
         rule: "free".into(),
