@@ -205,6 +205,9 @@ impl Expr {
                 return Err(whole);
             }
         };
+        if let Some(e) = super::patterns::invalid_pattern(text) {
+            return Err(e);
+        }
         let mut equalities = Vec::new();
         let mut others = Vec::new();
         for (_, part) in &parts {
@@ -827,7 +830,7 @@ fn singular(text: &str) -> Option<SingularPath> {
 }
 
 /// A JSONPath literal (`"x"`, `'x'`, `true`, `false`, `null`, a number) as JSON.
-fn literal(text: &str) -> Option<Value> {
+pub(super) fn literal(text: &str) -> Option<Value> {
     if let Some(inner) = text.strip_prefix('\'').and_then(|t| t.strip_suffix('\'')) {
         let json = format!("\"{}\"", inner.replace("\\'", "'").replace('"', "\\\""));
         return serde_json::from_str(&json).ok();
