@@ -6,6 +6,8 @@
 
 use super::condition::ConditionError;
 
+mod foreign;
+
 /// One character of the expression outside string literals, with its byte offset.
 fn code_chars(text: &str) -> Vec<(usize, char)> {
     crate::text::outside_quotes(text).collect()
@@ -51,6 +53,7 @@ const OPS: &[&str] = &["==", "!=", "<=", ">=", "<", ">"];
 /// that condition is valid; one that could not be named is left out rather than guessed.
 pub fn hint(text: &str) -> Option<ConditionError> {
     let h = unclosed(text)
+        .or_else(|| foreign::foreign_operator(text))
         .or_else(|| assignment(text))
         .or_else(|| word_operators(text))
         .or_else(|| empty_operand(text))
@@ -794,6 +797,35 @@ mod tests {
             (r#"$.x != False"#, &json!({"x": true}), &json!({"x": false})),
             (r#"$.x == None"#, &json!({"x": null}), &json!({"x": "None"})),
             (r#"$.x == NULL"#, &json!({"x": null}), &json!({"x": "NULL"})),
+            // Other languages' operators.
+            (r#"$.a === "x""#, &json!({"a": "x"}), &json!({"a": "y"})),
+            (r#"$.a !== "x""#, &json!({"a": "y"}), &json!({"a": "x"})),
+            (
+                r#"$.a == 1 & $.b == 2"#,
+                &json!({"a": 1, "b": 2}),
+                &json!({"a": 1, "b": 3}),
+            ),
+            (
+                r#"$.a == 1 | $.b == 2"#,
+                &json!({"a": 0, "b": 2}),
+                &json!({"a": 0, "b": 3}),
+            ),
+            (r#"not $.test"#, &json!({"a": 1}), &json!({"test": true})),
+            (
+                r#"$.a == 1 && not $.test"#,
+                &json!({"a": 1}),
+                &json!({"a": 1, "test": true}),
+            ),
+            (
+                r#"$.msg =~ "down$""#,
+                &json!({"msg": "link down"}),
+                &json!({"msg": "down up"}),
+            ),
+            (
+                r#"$.a == 1 && $.msg =~ 'BGP.*Idle'"#,
+                &json!({"a": 1, "msg": "%BGP-5-ADJCHANGE: neighbor 10.0.0.1 Idle"}),
+                &json!({"a": 1, "msg": "%BGP-5-ADJCHANGE: neighbor 10.0.0.1 Up"}),
+            ),
             // A filter (already true when an element matches) compared to a boolean.
             (
                 r#"$.tags[?@ == "core"] == true"#,
@@ -856,5 +888,7 @@ mod tests {
         assert!(assignment(r#"$.a != 1 && $.b <= 2 && $.c >= 3"#).is_none());
         assert!(missing_value(r#"$.a == "==""#).is_none());
         assert!(spaced_key(r#"$['a b'] == 1"#).is_none());
+        assert!(foreign::foreign_operator(r#"$.a == "x & y | z =~ w === v" && $.b"#).is_none());
+        assert!(foreign::foreign_operator(r#"$.a == 1 || $.b != 2 && !$.c"#).is_none());
     }
 }
