@@ -826,6 +826,31 @@ mod tests {
                 &json!({"a": 1, "msg": "%BGP-5-ADJCHANGE: neighbor 10.0.0.1 Idle"}),
                 &json!({"a": 1, "msg": "%BGP-5-ADJCHANGE: neighbor 10.0.0.1 Up"}),
             ),
+            (
+                r#"$.status in ["down", "flapping"]"#,
+                &json!({"status": "flapping"}),
+                &json!({"status": "up"}),
+            ),
+            (
+                r#"$.a == 1 && $.severity in [1, 2]"#,
+                &json!({"a": 1, "severity": 2}),
+                &json!({"a": 1, "severity": 3}),
+            ),
+            (
+                r#"$.msg contains "changed state to down""#,
+                &json!({"msg": "Gi0/1 changed state to down"}),
+                &json!({"msg": "Gi0/1 changed state to up"}),
+            ),
+            (
+                r#"$.status is "down""#,
+                &json!({"status": "down"}),
+                &json!({"status": "up"}),
+            ),
+            (
+                r#"$.status is not "up""#,
+                &json!({"status": "down"}),
+                &json!({"status": "up"}),
+            ),
             // A filter (already true when an element matches) compared to a boolean.
             (
                 r#"$.tags[?@ == "core"] == true"#,

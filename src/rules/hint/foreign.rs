@@ -9,6 +9,66 @@ pub(super) fn foreign_operator(text: &str) -> Option<Hint> {
     regex_operator(text)
         .or_else(|| symbol(text))
         .or_else(|| not_word(text))
+        .or_else(|| word_comparison(text))
+}
+
+/// `query in [list]`, `query contains "text"`, `query is "x"` / `is not "x"` (Python, SQL,
+/// Jinja): written as comparisons, `search()`, `==` and `!=`.
+fn word_comparison(text: &str) -> Option<Hint> {
+    for (start, s) in split_logical(text) {
+        if !s.starts_with(['$', '@']) {
+            continue;
+        }
+        let plain: String = code_chars(s).iter().map(|&(_, c)| c).collect();
+        for word in [" in ", " contains ", " is not ", " is "] {
+            let Some(p) = plain.find(word) else { continue };
+            // The same offset in `s`: nothing before the word is quoted in a plain query.
+            let query = &s[..p];
+            if query.contains(['"', '\'']) {
+                break;
+            }
+            let value = s[p + word.len()..].trim();
+            let Some(written) = rewrite(query, word.trim(), value) else {
+                continue;
+            };
+            let at = start + p + 1;
+            let message = match word.trim() {
+                "in" => "`in` is not an operator: compare with each value, joined by `||`",
+                "contains" => {
+                    "`contains` is not an operator: `search(query, \"text\")` finds a regular expression anywhere in the text"
+                }
+                _ => "`is` is not an operator: write `==` (`is not`: `!=`)",
+            };
+            return match written {
+                Some(w) => {
+                    let fix = format!("{}{w}{}", &text[..start], &text[start + s.len()..]);
+                    fixed(at, message, fix)
+                }
+                None => super::err(at, message),
+            };
+        }
+    }
+    None
+}
+
+/// The condition `query WORD value` means, when it can be written (`None` inside: the word is
+/// recognised but the value cannot be carried over); `None` when `value` is not a literal.
+fn rewrite(query: &str, word: &str, value: &str) -> Option<Option<String>> {
+    let parsed: serde_json::Value = super::super::condition::literal(value)?;
+    Some(match (word, &parsed) {
+        ("in", serde_json::Value::Array(items)) if !items.is_empty() => {
+            let each: Vec<String> = items.iter().map(|v| format!("{query} == {v}")).collect();
+            Some(format!("({})", each.join(" || ")))
+        }
+        ("in", _) => None,
+        ("contains", serde_json::Value::String(t)) if plain(t) => {
+            Some(format!("search({query}, {value})"))
+        }
+        ("contains", _) => None,
+        ("is not", v) if !v.is_array() && !v.is_object() => Some(format!("{query} != {value}")),
+        ("is", v) if !v.is_array() && !v.is_object() => Some(format!("{query} == {value}")),
+        _ => return None,
+    })
 }
 
 /// `===`, `!==`, and a lone `&` or `|` (outside strings).
@@ -89,4 +149,12 @@ fn regex_operator(text: &str) -> Option<Hint> {
         return fixed(start + p, message, fix);
     }
     None
+}
+
+/// Whether `text` has no character a regular expression reads specially, so `search()` finds
+/// it as written.
+fn plain(text: &str) -> bool {
+    !text.contains([
+        '(', ')', '*', '+', '.', '?', '[', ']', '\\', '{', '}', '|', '^', '$',
+    ])
 }
