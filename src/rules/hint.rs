@@ -58,6 +58,7 @@ pub fn hint(text: &str) -> Option<ConditionError> {
         .or_else(|| word_operators(text))
         .or_else(|| empty_operand(text))
         .or_else(|| missing_value(text))
+        .or_else(|| unquoted_names(text))
         .or_else(|| existence_words(text))
         .or_else(|| spaced_key(text))
         .or_else(|| not_singular(text))
@@ -267,6 +268,55 @@ fn missing_value(text: &str) -> Option<Hint> {
         }
     }
     None
+}
+
+/// `$.labels.alert-name`, `$[status]`: a member name with a dash after a dot, or a name in
+/// brackets without its quotes. Both are written `['name']`; every such name is rewritten.
+fn unquoted_names(text: &str) -> Option<Hint> {
+    let cs = code_chars(text);
+    let name_char = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
+    let mut first: Option<(usize, &'static str)> = None;
+    let mut fix = String::with_capacity(text.len() + 8);
+    let mut last = 0;
+    let mut k = 0;
+    while k < cs.len() {
+        let (i, c) = cs[k];
+        // The run of name characters right after `c`, adjacent in the text.
+        let mut end = k + 1;
+        while end < cs.len() && name_char(cs[end].1) && cs[end].0 == cs[end - 1].0 + 1 {
+            end += 1;
+        }
+        let name_at = i + 1;
+        let name_end = cs
+            .get(end - 1)
+            .map_or(name_at, |&(j, ch)| j + ch.len_utf8());
+        let name = &text[name_at..name_end.max(name_at)];
+        let starts_well = name.starts_with(|ch: char| ch.is_ascii_alphabetic() || ch == '_');
+        let closed = cs
+            .get(end)
+            .is_some_and(|&(j, ch)| ch == ']' && j == name_end);
+        let prev_dot = k > 0 && cs[k - 1].1 == '.' && cs[k - 1].0 + 1 == i;
+        let why = match c {
+            '.' if !prev_dot && starts_well && name.contains('-') => {
+                "a name with a dash is written in brackets and quotes"
+            }
+            '[' if starts_well && closed && !matches!(name, "true" | "false" | "null") => {
+                "a name in brackets is quoted"
+            }
+            _ => {
+                k += 1;
+                continue;
+            }
+        };
+        first.get_or_insert((i, why));
+        fix.push_str(&text[last..i]);
+        fix.push_str(&format!("['{name}']"));
+        last = if c == '[' { name_end + 1 } else { name_end };
+        k = if c == '[' { end + 1 } else { end };
+    }
+    let (at, why) = first?;
+    fix.push_str(&text[last..]);
+    fixed(at, why, fix)
 }
 
 /// `$.x exists`, `$.x is defined` (Jinja's test), `$.x is not defined`: an existence test
@@ -797,6 +847,27 @@ mod tests {
             (r#"$.x != False"#, &json!({"x": true}), &json!({"x": false})),
             (r#"$.x == None"#, &json!({"x": null}), &json!({"x": "None"})),
             (r#"$.x == NULL"#, &json!({"x": null}), &json!({"x": "NULL"})),
+            // Member names a dot or bare brackets cannot carry.
+            (
+                r#"$.labels.alert-name == "Disk""#,
+                &json!({"labels": {"alert-name": "Disk"}}),
+                &json!({"labels": {"alert-name": "Link"}}),
+            ),
+            (
+                r#"$.a == 1 && $.data.custom-fields.mgmt-ip == "10.0.0.1""#,
+                &json!({"a": 1, "data": {"custom-fields": {"mgmt-ip": "10.0.0.1"}}}),
+                &json!({"a": 1, "data": {"custom-fields": {"mgmt-ip": "10.0.0.2"}}}),
+            ),
+            (
+                r#"$[status] == "up""#,
+                &json!({"status": "up"}),
+                &json!({"status": "down"}),
+            ),
+            (
+                r#"$.alerts[0][labels].severity == "page""#,
+                &json!({"alerts": [{"labels": {"severity": "page"}}]}),
+                &json!({"alerts": [{"labels": {"severity": "info"}}]}),
+            ),
             // Other languages' operators.
             (r#"$.a === "x""#, &json!({"a": "x"}), &json!({"a": "y"})),
             (r#"$.a !== "x""#, &json!({"a": "y"}), &json!({"a": "x"})),
@@ -915,5 +986,7 @@ mod tests {
         assert!(spaced_key(r#"$['a b'] == 1"#).is_none());
         assert!(foreign::foreign_operator(r#"$.a == "x & y | z =~ w === v" && $.b"#).is_none());
         assert!(foreign::foreign_operator(r#"$.a == 1 || $.b != 2 && !$.c"#).is_none());
+        assert!(unquoted_names(r#"$.a == "x.b-c [d]" && $['e-f'] == 1"#).is_none());
+        assert!(unquoted_names(r#"$.a[0] == 1 && $.b[*] && $[?@.c] && $.d[-1] == true"#).is_none());
     }
 }
