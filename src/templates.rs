@@ -397,7 +397,7 @@ impl Templates {
         }
         self.env
             .add_template_owned(name.clone(), source.to_string())
-            .map_err(|e| describe(&e))?;
+            .map_err(|e| describe_inline(&e))?;
         if !escaped(&name)
             && let Some(simple) = Simple::parse(source)
         {
@@ -561,7 +561,7 @@ impl Templates {
         let name = format!("{name}{JSON_BODY_SUFFIX}");
         self.env
             .add_template_owned(name.clone(), source.to_string())
-            .map_err(|e| describe(&e))?;
+            .map_err(|e| describe_inline(&e))?;
         self.inline.insert(key, name.clone());
         Ok(Text::Template(name))
     }
@@ -579,7 +579,7 @@ impl Templates {
         let name = format!("{name}{}", url::SUFFIX);
         self.env
             .add_template_owned(name.clone(), source.to_string())
-            .map_err(|e| describe(&e))?;
+            .map_err(|e| describe_inline(&e))?;
         self.inline.insert(key, name.clone());
         Ok(Text::Template(name))
     }
@@ -714,6 +714,23 @@ fn render_simple(simple: &Simple, ctx: &minijinja::Value) -> Option<String> {
     simple.render(view.root.value())
 }
 
+/// [`describe`] for a template written in a rulebook, whose error the caller reports at the
+/// template's own file, line and column: minijinja's `(in <internal name>:<line>)` is dropped,
+/// or, past the template's first line, says which line of it.
+fn describe_inline(e: &minijinja::Error) -> String {
+    let msg = describe(e);
+    let (Some(name), Some(line)) = (e.name(), e.line()) else {
+        return msg;
+    };
+    let internal = format!(" (in {name}:{line})");
+    let place = if line > 1 {
+        format!(" (on line {line} of the template)")
+    } else {
+        String::new()
+    };
+    msg.replace(&internal, &place)
+}
+
 fn describe(e: &minijinja::Error) -> String {
     let mut msg = e.to_string();
     let mut source = std::error::Error::source(e);
@@ -728,6 +745,22 @@ fn describe(e: &minijinja::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_syntax_error_in_an_inline_template_does_not_name_it_internally() {
+        let mut t = Templates::default();
+        let e = t
+            .inline("a/r14/0/message".into(), "{{ event.status }")
+            .expect_err("a syntax error");
+        assert!(!e.contains("a/r14") && e.contains("unexpected `}`"), "{e}");
+        let e = t
+            .inline_json("a/r1/0/body".into(), "{\"a\": 1,\n \"b\": {{ event.x | }}}")
+            .expect_err("a syntax error on line 2");
+        assert!(
+            !e.contains("a/r1/0") && e.ends_with("(on line 2 of the template)"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn a_lazy_document_is_built_only_when_a_template_reads_it() {

@@ -205,6 +205,9 @@ impl Expr {
                 return Err(whole);
             }
         };
+        if let Some(e) = super::patterns::invalid_pattern(text) {
+            return Err(e);
+        }
         let mut equalities = Vec::new();
         let mut others = Vec::new();
         for (_, part) in &parts {
@@ -525,11 +528,37 @@ pub(super) fn compile_filter(expr: &str, base: usize) -> Result<JsonPath, Condit
         };
         let inner = position.saturating_sub(3).min(map.len() - 1);
         let message = message.replace("$[0][0]", "$").replace("$[0][1]", "meta");
+        let message = match message.strip_prefix("unknown function extension ") {
+            Some(name) => unknown_function(name.trim_matches('`')),
+            None => message,
+        };
         ConditionError {
             offset: base + map[inner],
             message,
         }
     })
+}
+
+/// The functions a condition may call: RFC 9535's five and `meta()`.
+const FUNCTIONS: &[&str] = &["length", "count", "match", "search", "value", "meta"];
+
+/// What to say about a call of a function the engine does not have: the ones it has, and for
+/// the string tests other languages call `contains`, `startswith` or `regex`, `search()`.
+fn unknown_function(name: &str) -> String {
+    let known = "the functions are length(), count(), match(), search(), value() and meta()";
+    let text_test = matches!(
+        name.to_ascii_lowercase().replace('_', "").as_str(),
+        "contains" | "includes" | "startswith" | "endswith" | "regex" | "re" | "matches" | "find"
+    );
+    if text_test {
+        return format!(
+            "there is no function `{name}()`: test text with `search(query, \"pattern\")` (a regular expression found anywhere in it: `search($.msg, \"^%LINK\")` starts with it, `\"down$\"` ends with it) or `match()` (the whole text); {known}"
+        );
+    }
+    match crate::text::closest(name, FUNCTIONS) {
+        Some(f) => format!("there is no function `{name}()`; did you mean `{f}()`? ({known})"),
+        None => format!("there is no function `{name}()`: {known}"),
+    }
 }
 
 /// Rewrites each root identifier `$` (outside string literals) to `$[0][0]`, a `@` outside any
@@ -827,7 +856,7 @@ fn singular(text: &str) -> Option<SingularPath> {
 }
 
 /// A JSONPath literal (`"x"`, `'x'`, `true`, `false`, `null`, a number) as JSON.
-fn literal(text: &str) -> Option<Value> {
+pub(super) fn literal(text: &str) -> Option<Value> {
     if let Some(inner) = text.strip_prefix('\'').and_then(|t| t.strip_suffix('\'')) {
         let json = format!("\"{}\"", inner.replace("\\'", "'").replace('"', "\\\""));
         return serde_json::from_str(&json).ok();
@@ -845,6 +874,24 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         EventDoc::with_headers(body, &h)
+    }
+
+    #[test]
+    fn an_unknown_function_names_the_ones_there_are() {
+        let e = Expr::compile(r#"startswith($.msg, "%LINK")"#).expect_err("no such function");
+        assert!(
+            e.message
+                .starts_with("there is no function `startswith()`: test text with `search(")
+                && e.message.ends_with("value() and meta()"),
+            "{}",
+            e.message
+        );
+        let e = Expr::compile(r#"$.a == 1 && lenght($.b) > 0"#).expect_err("a typo");
+        assert!(
+            e.message.contains("did you mean `length()`?"),
+            "{}",
+            e.message
+        );
     }
 
     #[test]

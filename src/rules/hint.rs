@@ -6,6 +6,8 @@
 
 use super::condition::ConditionError;
 
+mod foreign;
+
 /// One character of the expression outside string literals, with its byte offset.
 fn code_chars(text: &str) -> Vec<(usize, char)> {
     crate::text::outside_quotes(text).collect()
@@ -51,10 +53,12 @@ const OPS: &[&str] = &["==", "!=", "<=", ">=", "<", ">"];
 /// that condition is valid; one that could not be named is left out rather than guessed.
 pub fn hint(text: &str) -> Option<ConditionError> {
     let h = unclosed(text)
+        .or_else(|| foreign::foreign_operator(text))
         .or_else(|| assignment(text))
         .or_else(|| word_operators(text))
         .or_else(|| empty_operand(text))
         .or_else(|| missing_value(text))
+        .or_else(|| unquoted_names(text))
         .or_else(|| existence_words(text))
         .or_else(|| spaced_key(text))
         .or_else(|| not_singular(text))
@@ -264,6 +268,55 @@ fn missing_value(text: &str) -> Option<Hint> {
         }
     }
     None
+}
+
+/// `$.labels.alert-name`, `$[status]`: a member name with a dash after a dot, or a name in
+/// brackets without its quotes. Both are written `['name']`; every such name is rewritten.
+fn unquoted_names(text: &str) -> Option<Hint> {
+    let cs = code_chars(text);
+    let name_char = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
+    let mut first: Option<(usize, &'static str)> = None;
+    let mut fix = String::with_capacity(text.len() + 8);
+    let mut last = 0;
+    let mut k = 0;
+    while k < cs.len() {
+        let (i, c) = cs[k];
+        // The run of name characters right after `c`, adjacent in the text.
+        let mut end = k + 1;
+        while end < cs.len() && name_char(cs[end].1) && cs[end].0 == cs[end - 1].0 + 1 {
+            end += 1;
+        }
+        let name_at = i + 1;
+        let name_end = cs
+            .get(end - 1)
+            .map_or(name_at, |&(j, ch)| j + ch.len_utf8());
+        let name = &text[name_at..name_end.max(name_at)];
+        let starts_well = name.starts_with(|ch: char| ch.is_ascii_alphabetic() || ch == '_');
+        let closed = cs
+            .get(end)
+            .is_some_and(|&(j, ch)| ch == ']' && j == name_end);
+        let prev_dot = k > 0 && cs[k - 1].1 == '.' && cs[k - 1].0 + 1 == i;
+        let why = match c {
+            '.' if !prev_dot && starts_well && name.contains('-') => {
+                "a name with a dash is written in brackets and quotes"
+            }
+            '[' if starts_well && closed && !matches!(name, "true" | "false" | "null") => {
+                "a name in brackets is quoted"
+            }
+            _ => {
+                k += 1;
+                continue;
+            }
+        };
+        first.get_or_insert((i, why));
+        fix.push_str(&text[last..i]);
+        fix.push_str(&format!("['{name}']"));
+        last = if c == '[' { name_end + 1 } else { name_end };
+        k = if c == '[' { end + 1 } else { end };
+    }
+    let (at, why) = first?;
+    fix.push_str(&text[last..]);
+    fixed(at, why, fix)
 }
 
 /// `$.x exists`, `$.x is defined` (Jinja's test), `$.x is not defined`: an existence test
@@ -704,8 +757,6 @@ mod tests {
 
     #[test]
     fn every_condition_a_hint_proposes_matches_the_event_it_was_written_for() {
-        use crate::domain::EventDoc;
-        use crate::rules::condition::Expr;
         use serde_json::json;
         let alert = json!({"status": "firing", "alerts": [
             {"status": "resolved", "labels": {"severity": "warning", "alertname": "Disk"}},
@@ -789,11 +840,122 @@ mod tests {
                 &json!({"data": {"kind": "InfraDevice"}}),
                 &json!({"data": {"kind": "Other"}}),
             ),
+        ];
+        assert_proposals(&cases);
+        // A hint that cannot name a whole condition proposes none.
+        for text in ["$.a == ", "== 3", "$.a == 1)"] {
+            let h = hint(text).unwrap_or_else(|| panic!("no hint for {text}"));
+            assert_eq!(proposed(&h.message), None, "{text}: {}", h.message);
+        }
+    }
+
+    /// Each mistaken condition gets a hint proposing a condition that compiles, matches the
+    /// event it was written for and not the other one.
+    fn assert_proposals(cases: &[(&str, &serde_json::Value, &serde_json::Value)]) {
+        use crate::domain::EventDoc;
+        use crate::rules::condition::Expr;
+        for &(text, event, other) in cases {
+            assert!(Expr::compile(text).is_err(), "{text} is a mistake");
+            let h = hint(text).unwrap_or_else(|| panic!("no hint for {text}"));
+            let fix = proposed(&h.message)
+                .unwrap_or_else(|| panic!("{text}: the hint proposes no condition: {}", h.message));
+            let expr = Expr::compile(fix)
+                .unwrap_or_else(|e| panic!("{text}: the proposal `{fix}` does not compile: {e:?}"));
+            assert!(
+                expr.eval(&EventDoc::new(event.clone())),
+                "{text}: the proposal `{fix}` does not match {event}"
+            );
+            assert!(
+                !expr.eval(&EventDoc::new(other.clone())),
+                "{text}: the proposal `{fix}` also matches {other}"
+            );
+        }
+    }
+
+    #[test]
+    fn proposals_for_other_languages_and_spellings_match_what_was_meant() {
+        use serde_json::json;
+        let cases = [
             // Python's and YAML 1.1's spellings of JSON's literals.
             (r#"$.x == True"#, &json!({"x": true}), &json!({"x": "True"})),
             (r#"$.x != False"#, &json!({"x": true}), &json!({"x": false})),
             (r#"$.x == None"#, &json!({"x": null}), &json!({"x": "None"})),
             (r#"$.x == NULL"#, &json!({"x": null}), &json!({"x": "NULL"})),
+            // Member names a dot or bare brackets cannot carry.
+            (
+                r#"$.labels.alert-name == "Disk""#,
+                &json!({"labels": {"alert-name": "Disk"}}),
+                &json!({"labels": {"alert-name": "Link"}}),
+            ),
+            (
+                r#"$.a == 1 && $.data.custom-fields.mgmt-ip == "10.0.0.1""#,
+                &json!({"a": 1, "data": {"custom-fields": {"mgmt-ip": "10.0.0.1"}}}),
+                &json!({"a": 1, "data": {"custom-fields": {"mgmt-ip": "10.0.0.2"}}}),
+            ),
+            (
+                r#"$[status] == "up""#,
+                &json!({"status": "up"}),
+                &json!({"status": "down"}),
+            ),
+            (
+                r#"$.alerts[0][labels].severity == "page""#,
+                &json!({"alerts": [{"labels": {"severity": "page"}}]}),
+                &json!({"alerts": [{"labels": {"severity": "info"}}]}),
+            ),
+            // Other languages' operators.
+            (r#"$.a === "x""#, &json!({"a": "x"}), &json!({"a": "y"})),
+            (r#"$.a !== "x""#, &json!({"a": "y"}), &json!({"a": "x"})),
+            (
+                r#"$.a == 1 & $.b == 2"#,
+                &json!({"a": 1, "b": 2}),
+                &json!({"a": 1, "b": 3}),
+            ),
+            (
+                r#"$.a == 1 | $.b == 2"#,
+                &json!({"a": 0, "b": 2}),
+                &json!({"a": 0, "b": 3}),
+            ),
+            (r#"not $.test"#, &json!({"a": 1}), &json!({"test": true})),
+            (
+                r#"$.a == 1 && not $.test"#,
+                &json!({"a": 1}),
+                &json!({"a": 1, "test": true}),
+            ),
+            (
+                r#"$.msg =~ "down$""#,
+                &json!({"msg": "link down"}),
+                &json!({"msg": "down up"}),
+            ),
+            (
+                r#"$.a == 1 && $.msg =~ 'BGP.*Idle'"#,
+                &json!({"a": 1, "msg": "%BGP-5-ADJCHANGE: neighbor 10.0.0.1 Idle"}),
+                &json!({"a": 1, "msg": "%BGP-5-ADJCHANGE: neighbor 10.0.0.1 Up"}),
+            ),
+            (
+                r#"$.status in ["down", "flapping"]"#,
+                &json!({"status": "flapping"}),
+                &json!({"status": "up"}),
+            ),
+            (
+                r#"$.a == 1 && $.severity in [1, 2]"#,
+                &json!({"a": 1, "severity": 2}),
+                &json!({"a": 1, "severity": 3}),
+            ),
+            (
+                r#"$.msg contains "changed state to down""#,
+                &json!({"msg": "Gi0/1 changed state to down"}),
+                &json!({"msg": "Gi0/1 changed state to up"}),
+            ),
+            (
+                r#"$.status is "down""#,
+                &json!({"status": "down"}),
+                &json!({"status": "up"}),
+            ),
+            (
+                r#"$.status is not "up""#,
+                &json!({"status": "down"}),
+                &json!({"status": "up"}),
+            ),
             // A filter (already true when an element matches) compared to a boolean.
             (
                 r#"$.tags[?@ == "core"] == true"#,
@@ -827,27 +989,7 @@ mod tests {
                 &json!({"test": false}),
             ),
         ];
-        for (text, event, other) in cases {
-            assert!(Expr::compile(text).is_err(), "{text} is a mistake");
-            let h = hint(text).unwrap_or_else(|| panic!("no hint for {text}"));
-            let fix = proposed(&h.message)
-                .unwrap_or_else(|| panic!("{text}: the hint proposes no condition: {}", h.message));
-            let expr = Expr::compile(fix)
-                .unwrap_or_else(|e| panic!("{text}: the proposal `{fix}` does not compile: {e:?}"));
-            assert!(
-                expr.eval(&EventDoc::new(event.clone())),
-                "{text}: the proposal `{fix}` does not match {event}"
-            );
-            assert!(
-                !expr.eval(&EventDoc::new(other.clone())),
-                "{text}: the proposal `{fix}` also matches {other}"
-            );
-        }
-        // A hint that cannot name a whole condition proposes none.
-        for text in ["$.a == ", "== 3", "$.a == 1)"] {
-            let h = hint(text).unwrap_or_else(|| panic!("no hint for {text}"));
-            assert_eq!(proposed(&h.message), None, "{text}: {}", h.message);
-        }
+        assert_proposals(&cases);
     }
 
     #[test]
@@ -856,5 +998,9 @@ mod tests {
         assert!(assignment(r#"$.a != 1 && $.b <= 2 && $.c >= 3"#).is_none());
         assert!(missing_value(r#"$.a == "==""#).is_none());
         assert!(spaced_key(r#"$['a b'] == 1"#).is_none());
+        assert!(foreign::foreign_operator(r#"$.a == "x & y | z =~ w === v" && $.b"#).is_none());
+        assert!(foreign::foreign_operator(r#"$.a == 1 || $.b != 2 && !$.c"#).is_none());
+        assert!(unquoted_names(r#"$.a == "x.b-c [d]" && $['e-f'] == 1"#).is_none());
+        assert!(unquoted_names(r#"$.a[0] == 1 && $.b[*] && $[?@.c] && $.d[-1] == true"#).is_none());
     }
 }

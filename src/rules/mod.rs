@@ -9,6 +9,7 @@ mod hint;
 mod index;
 mod listen;
 mod load;
+mod patterns;
 pub mod snapshot;
 pub mod summary;
 pub mod windows;
