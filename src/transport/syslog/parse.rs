@@ -100,19 +100,18 @@ impl Read<'_> {
 
 /// Reads one message with `now` for a time sent without a year.
 pub fn read<'a>(bytes: &'a [u8], truncated: bool, now: &Now) -> Read<'a> {
-    // Checked first as it is (a word at a time), rather than chunk by chunk as the lossy
-    // conversion does.
-    let text = match std::str::from_utf8(bytes) {
-        Ok(text) => Cow::Borrowed(text),
-        Err(_) => String::from_utf8_lossy(bytes),
-    };
+    let (text, escaped) = super::utf8::text(bytes, truncated);
     if !truncated
         && let Cow::Borrowed(text) = text
         && let Some(line) = Line::read(text, now)
     {
         return Read::Line(line);
     }
-    Read::Event(general(&text, truncated, now, variant(&text)))
+    let mut event = general(&text, truncated, now, variant(&text));
+    if escaped && let Value::Object(m) = &mut event {
+        m.insert("invalid_utf8".into(), json!(true));
+    }
+    Read::Event(event)
 }
 
 /// The event of any message: a Cisco line, or what `syslog_loose` reads as `variant`.
