@@ -730,3 +730,31 @@ async fn bytes_that_are_not_utf8_are_kept_escaped_and_counted() {
     let counted = "rulehook_messages_malformed_total{source=\"routers\",reason=\"invalid_utf8\"}";
     assert_eq!(metric(&server, counted).await, Some(1.0));
 }
+
+/// An RFC 5424 SD element that could not be read (a value without its closing quote, a space
+/// before `]`) vanished: neither in `structured_data` nor in `message`, and nothing counted.
+/// Now it is kept as sent in `structured_data_unread` and the message is counted
+/// (`rulehook_messages_malformed_total{reason="structured_data"}`); the elements around it are
+/// read as before.
+#[tokio::test]
+async fn an_unreadable_sd_element_is_kept_and_counted() {
+    let (_env, server, port) = keep_all_udp();
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let line = r#"<13>1 2026-12-08T00:00:00Z host app - SDBAD [ok@1 a="1"][bad@1 a="unterminated][also@1 b="2"][sp@1 c="3" ] text"#;
+    udp.send_to(line.as_bytes(), ("127.0.0.1", port)).unwrap();
+    let body = body_with_msgid(&server, "SDBAD").await;
+    assert_eq!(
+        body["structured_data"],
+        serde_json::json!({"ok@1": {"a": "1"}, "also@1": {"b": "2"}}),
+        "{body}"
+    );
+    assert_eq!(
+        body["structured_data_unread"],
+        serde_json::json!([r#"[bad@1 a="unterminated]"#, r#"[sp@1 c="3" ]"#]),
+        "{body}"
+    );
+    assert_eq!(body["message"], "text", "{body}");
+    let counted =
+        "rulehook_messages_malformed_total{source=\"routers\",reason=\"structured_data\"}";
+    assert_eq!(metric(&server, counted).await, Some(1.0));
+}

@@ -138,6 +138,9 @@ fn read(
             if event.get("invalid_utf8").is_some() {
                 hand.malformed("invalid_utf8", peer.ip());
             }
+            if event.get("structured_data_unread").is_some() {
+                hand.malformed("structured_data", peer.ip());
+            }
             Some(event)
         }
     }

@@ -202,8 +202,9 @@ fn loose_event(
     now: &Now,
     variant: Variant,
 ) -> Map<String, Value> {
+    let line = text;
     let msg = syslog_loose::parse_message_with_year_tz(
-        text,
+        line,
         |(mo, d, ..)| now.year_of(mo, d),
         Some(Utc),
         variant,
@@ -268,9 +269,8 @@ fn loose_event(
     let procid = msg.procid.as_ref().map(|p| p.to_string());
     text_field("procid", procid.as_deref().or(xr_pid));
     text_field("msgid", msg.msgid);
-    if !msg.structured_data.is_empty() {
-        let sd = super::sd::object(&msg.structured_data);
-        m.insert("structured_data".into(), Value::Object(sd));
+    if matches!(msg.protocol, Protocol::RFC5424(_)) {
+        super::sd::put(&mut m, line, &msg.structured_data);
     }
     match cisco {
         Some((h, message)) => put_cisco(&mut m, h, message),
