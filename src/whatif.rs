@@ -126,6 +126,27 @@ impl<'a> Simulator<'a> {
 /// Events read per page.
 const PAGE: usize = 2_000;
 
+/// A stored row as both ways of reading the history take it: an event whose body nests deeper
+/// than [`crate::body::MAX_DEPTH`] levels (stored by an earlier release; refused at intake as
+/// `too_deep` since) is unreadable. `GET /api/stored-events` (what `whatif --url` reads) cannot
+/// carry it, so the data directory (`whatif --data`) skips it too, and both replay the same
+/// events (serde_json alone would read up to 128 levels).
+pub fn within_depth(row: Stored) -> Stored {
+    match row {
+        Stored::Event(s) if crate::body::too_deep(s.event.body_text.as_bytes()) => {
+            Stored::Unreadable(crate::store::Unreadable {
+                id: s.event.id.clone(),
+                received_at: s.event.received_at,
+                reason: format!(
+                    "its body nests deeper than {} levels of arrays and objects (refused at intake as too_deep since), too deep to send",
+                    crate::body::MAX_DEPTH
+                ),
+            })
+        }
+        other => other,
+    }
+}
+
 /// Reads every stored event since `since` ago, page by page, into the report. On a terminal,
 /// stderr shows progress (events/s and the time left, estimated from event times).
 pub async fn replay(
@@ -146,10 +167,10 @@ pub async fn replay(
         let Some(last) = page.last() else { break };
         after = Some(last.id().to_string());
         let reached = last.received_at();
-        for row in &page {
-            match row {
-                Stored::Event(s) => w.feed(s, history).await?,
-                Stored::Unreadable(u) => w.unreadable(u),
+        for row in page {
+            match within_depth(row) {
+                Stored::Event(s) => w.feed(&s, history).await?,
+                Stored::Unreadable(u) => w.unreadable(&u),
             }
         }
         if tty && shown.elapsed() > Duration::from_millis(200) {

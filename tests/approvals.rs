@@ -1125,3 +1125,49 @@ async fn a_failed_notify_shows_on_the_approvals_page() {
     assert!(page.contains("approved by "), "{page}");
     assert!(!page.contains("Nothing has run yet"), "{page}");
 }
+
+/// An event whose job waits for a decision is `pending` in the event list, and says that it
+/// waits for a person: `awaiting_approval` in `GET /api/events`, `awaiting approval` at the end
+/// of its `rulehook events` row and beside its status on the console's events page. It was
+/// only `pending`.
+#[tokio::test]
+async fn the_event_list_says_an_event_awaits_approval() {
+    let env = Env::new();
+    ran_script(&env);
+    env.rulebook("r.yml", &waiting_book("v1", "10m"));
+    let server = Server::start(&env, &["--approval-check", "200ms"], &[]);
+    let c = client();
+    let event = send(&c, &server, &json!({"state": "down", "port": "eth9"})).await;
+    wait_status(
+        &c,
+        &server,
+        None,
+        &job_id(&event, "shut-port"),
+        "awaiting_approval",
+    )
+    .await;
+    let (st, v) = call(&c, &server, Method::GET, "/api/events", None, None).await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["events"][0]["id"], event.as_str(), "{v}");
+    assert_eq!(v["events"][0]["status"], "pending", "{v}");
+    assert_eq!(v["events"][0]["awaiting_approval"], 1, "{v}");
+    let out = cli(&["events", "--url", &server.base]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let row = text
+        .lines()
+        .find(|l| l.contains(&event))
+        .unwrap_or_default();
+    assert!(row.ends_with("  awaiting approval"), "{text}");
+    let html = c
+        .get(server.url("/"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        html.contains(r#"<a class="note" href="/console/approvals">awaiting approval</a>"#),
+        "{html}"
+    );
+}

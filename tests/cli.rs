@@ -845,6 +845,56 @@ rules:
     );
 }
 
+/// `rulehook test` prints its lines in the order the engine decides: the throttle at intake
+/// (a throttled repeat makes no job at all), then the maintenance window at the job's start,
+/// then the rule's approval. It printed the throttle after the window.
+#[test]
+fn rulehook_test_prints_the_throttle_before_the_window() {
+    let env = Env::new();
+    env.rulebook(
+        "t.yml",
+        r#"sources:
+  - { name: s, kind: bearer, secret: token-1234 }
+windows:
+  - { name: freeze, start: "2026-12-20T00:00:00Z", end: "2027-01-04T00:00:00Z", rules: [asked], during: hold }
+rules:
+  - name: asked
+    throttle: { once_within: 10m }
+    approval: { timeout: 30m }
+    actions: [{ log: { message: hi } }]
+"#,
+    );
+    std::fs::write(env.path("ev.json"), "{}").unwrap();
+    let ev = env.path("ev.json");
+    // In force at `--at`, and the next window when it is not yet.
+    for at in ["2026-12-24T12:00:00Z", "2026-12-01T12:00:00Z"] {
+        let out = env
+            .cmd(&[
+                "test",
+                "--source",
+                "s",
+                "--at",
+                at,
+                "--event",
+                ev.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let throttle = text.find("throttle: once within 10m");
+        let window = text.find("window `freeze`");
+        let approval = text.find("waits for approval first");
+        assert!(
+            throttle.is_some() && window.is_some() && approval.is_some(),
+            "{text}"
+        );
+        assert!(
+            throttle < window && window < approval,
+            "the throttle, the window, then the approval:\n{text}"
+        );
+    }
+}
+
 /// `rulehook test` says when a matching rule would run nothing (shadow mode) or would first wait
 /// for an approval; its "would run" lines read as what happens next otherwise.
 #[test]
@@ -1195,6 +1245,54 @@ fn a_second_source_of_one_name_or_path_names_the_first() {
     ] {
         assert!(err.contains(want), "missing {want:?} in\n{err}");
     }
+}
+
+/// Every problem of a `windows:` entry and of an `approval:` block is reported, each at its
+/// place: a wrong window name no longer hides the entry's other settings, a wrong `start` its
+/// `end`, and a value of the wrong type (`rules: r`, `approvers: anna`) the block's next
+/// problem. Each stopped at the first.
+#[test]
+fn check_reports_every_problem_of_a_window_and_an_approval() {
+    let err = check_files(&[(
+        "a.yml",
+        r#"sources:
+  - { name: ops, kind: none }
+rules:
+  - name: r
+    actions: [{ log: { message: hi } }]
+  - name: asked
+    approval:
+      timeout: 30m
+      approvers: anna
+      notify: { log: { message: hi } }
+    actions: [{ log: { message: hi } }]
+windows:
+  - name: Freeze!
+    start: "yesterday"
+    end: "tomorrow"
+    rules: [nosuch]
+    during: hodl
+  - name: typed
+    rules: r
+    during: [hold]
+    start: "2026-12-20T00:00:00Z"
+    end: "2027-01-04T00:00:00Z"
+"#,
+    )]);
+    for want in [
+        "a.yml:9:18: `approvers` must be a list",
+        "a.yml:10:15: ",
+        "a.yml:13:11: window name `Freeze!` must match",
+        "a.yml:14:12: start `yesterday`: expected an RFC 3339 time",
+        "a.yml:15:10: end `tomorrow`: expected an RFC 3339 time",
+        "a.yml:16:13: window `Freeze!`: no rule named `nosuch`",
+        "a.yml:17:13: during `hodl`: expected hold, skip or approve",
+        "a.yml:19:12: `rules: r`: expected `all` or a list of rule names",
+        "a.yml:20:13: ",
+    ] {
+        assert!(err.contains(want), "missing {want:?} in\n{err}");
+    }
+    assert!(err.contains("9 error(s)"), "nothing else (no echo): {err}");
 }
 
 /// A window declared a second time names where the first is, and its own settings are still

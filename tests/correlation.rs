@@ -62,6 +62,11 @@ impl Bench {
 
     fn start(&self) -> (Arc<Engine>, Store) {
         let store = Store::embedded(&self.dir.path().join("data")).unwrap();
+        (self.start_on(store.clone()), store)
+    }
+
+    /// An engine on `store` (the embedded one, maybe wrapped), started.
+    fn start_on(&self, store: Store) -> Arc<Engine> {
         let now = self.now.clone();
         let settings = Settings {
             concurrency: 2,
@@ -69,9 +74,9 @@ impl Bench {
             recheck: Duration::from_millis(20),
             ..Settings::default()
         };
-        let engine = Engine::new(store.clone(), self.rules(), settings);
+        let engine = Engine::new(store, self.rules(), settings);
         engine.start();
-        (engine, store)
+        engine
     }
 }
 
@@ -666,10 +671,17 @@ async fn a_fired_absence_retried_after_a_failure_still_fires_and_then_closes_its
     assert_eq!(m.status, rulehook::store::JobStatus::Done, "{:?}", m.error);
     let results: Vec<&str> = m.attempts.iter().map(|a| a.status).collect();
     assert_eq!(results, ["failed", "ok"]);
-    assert!(
-        store.state.get(&key).await.unwrap().is_none(),
-        "closed once done"
-    );
+    // Removed just after the job is recorded done (a crash between the two leaves a window
+    // past its deadline, not a job that finds its own window gone).
+    let mut closed = false;
+    for _ in 0..100 {
+        closed = store.state.get(&key).await.unwrap().is_none();
+        if closed {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(closed, "closed once done");
     engine.shutdown(Duration::from_secs(2)).await;
 }
 
@@ -930,4 +942,169 @@ async fn an_event_held_by_a_correlation_and_matched_by_a_rule_shows_its_job() {
         assert!(rows.iter().all(|r| r.id != down), "{other:?}: {rows:?}");
     }
     engine.shutdown(Duration::from_secs(1)).await;
+}
+
+/// The state store of a service that dies (kill -9) right after it first wrote a correlation
+/// window (`Write::Open`: created it; `Write::Close`: removed it): that write is made, and the
+/// task that made it never goes on.
+struct DiesAfter {
+    write: Write,
+    inner: Arc<dyn rulehook::store::StateStore>,
+    died: Arc<std::sync::atomic::AtomicBool>,
+}
+
+#[derive(PartialEq)]
+enum Write {
+    Open,
+    Close,
+}
+
+impl DiesAfter {
+    async fn maybe_die(&self, write: Write, key: &str) {
+        if write == self.write
+            && key.starts_with("correlate/")
+            && !self.died.swap(true, Ordering::SeqCst)
+        {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl rulehook::store::StateStore for DiesAfter {
+    async fn get(&self, key: &str) -> Result<Option<(String, u64)>, rulehook::store::StoreError> {
+        self.inner.get(key).await
+    }
+    async fn create(
+        &self,
+        key: &str,
+        value: &str,
+        ttl: Option<Duration>,
+    ) -> Result<u64, rulehook::store::StoreError> {
+        let rev = self.inner.create(key, value, ttl).await?;
+        self.maybe_die(Write::Open, key).await;
+        Ok(rev)
+    }
+    async fn update(
+        &self,
+        key: &str,
+        value: &str,
+        expected: u64,
+        ttl: Option<Duration>,
+    ) -> Result<u64, rulehook::store::StoreError> {
+        self.inner.update(key, value, expected, ttl).await
+    }
+    async fn delete(
+        &self,
+        key: &str,
+        expected: Option<u64>,
+    ) -> Result<(), rulehook::store::StoreError> {
+        self.inner.delete(key, expected).await?;
+        self.maybe_die(Write::Close, key).await;
+        Ok(())
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// A crash (the process gone at once: its runtime dropped) just after a fired absence's job
+/// removed its window: after the restart the job is not "did not fire" (its own window gone,
+/// as if `up` had come), since it ran and was recorded done before the window went.
+#[test]
+fn a_crash_as_a_fired_absence_closes_its_window_does_not_turn_it_into_did_not_fire() {
+    let b = Bench::new(&rulebook(ABSENCE, "{{ events.down.device }} still down"));
+    let died = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let rt = runtime();
+    let down = rt.block_on(async {
+        let store = Store::embedded(&data(b.dir.path())).unwrap();
+        let state = Arc::new(DiesAfter {
+            write: Write::Close,
+            inner: store.state.clone(),
+            died: died.clone(),
+        });
+        let store = Store { state, ..store };
+        let engine = b.start_on(store);
+        let down = send(&engine, ev("down"), "a").await;
+        b.set(T0 + 2 * MIN + 1);
+        for _ in 0..400 {
+            if died.load(Ordering::SeqCst) {
+                return down;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("the fired absence never closed its window");
+    });
+    rt.shutdown_timeout(Duration::ZERO);
+
+    let rt = runtime();
+    rt.block_on(async {
+        let (engine, store) = b.start();
+        let (state, error, messages) = finished(&store, &down).await;
+        assert_eq!(
+            (state.as_str(), error),
+            ("done", None),
+            "it fired: {messages:?}"
+        );
+        assert_eq!(messages, ["r1 still down"]);
+        engine.shutdown(Duration::from_secs(2)).await;
+    });
+}
+
+/// A crash (the process gone at once) just after an absence's `after` event opened its group's
+/// window and before the event was stored: its sender had no answer and sends it again. With
+/// `windows: per_group` the resent event was held by the window of an event that does not exist
+/// (no job, the incident never opened); it opens the window and fires.
+#[test]
+fn an_after_event_resent_after_a_crash_before_it_was_stored_opens_the_window() {
+    let per_group = ABSENCE.replace(
+        "missing: { name: up,",
+        "windows: per_group\n        missing: { name: up,",
+    );
+    let b = Bench::new(&rulebook(&per_group, "{{ events.down.device }} still down"));
+    let died = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let rt = runtime();
+    rt.block_on(async {
+        let store = Store::embedded(&data(b.dir.path())).unwrap();
+        let state = Arc::new(DiesAfter {
+            write: Write::Open,
+            inner: store.state.clone(),
+            died: died.clone(),
+        });
+        let engine = b.start_on(Store { state, ..store });
+        let sending = tokio::spawn(async move {
+            let d = Delivery {
+                key: "a".into(),
+                window: Some(Duration::from_secs(3600)),
+            };
+            engine
+                .ingest(VerifiedEvent::internal("s", ev("down"), 0, "test", d))
+                .await
+        });
+        for _ in 0..400 {
+            if died.load(Ordering::SeqCst) {
+                assert!(!sending.is_finished(), "the sender got no answer");
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the after event never opened its window");
+    });
+    rt.shutdown_timeout(Duration::ZERO);
+
+    let rt = runtime();
+    rt.block_on(async {
+        let (engine, store) = b.start();
+        let down = send(&engine, ev("down"), "a").await;
+        b.set(T0 + 2 * MIN + 1);
+        let (state, error, messages) = finished(&store, &down).await;
+        assert_eq!((state.as_str(), error), ("done", None), "{messages:?}");
+        assert_eq!(messages, ["r1 still down"]);
+        engine.shutdown(Duration::from_secs(2)).await;
+    });
 }

@@ -274,6 +274,73 @@ async fn past_the_budget_no_sign_in_is_checked() {
     }
 }
 
+/// Console sign-ins and the admin API's bearer tokens spend budgets of their own: an address
+/// that guessed console passwords past its budget still reaches the admin API with its token,
+/// and one that guessed tokens past theirs still signs in to the console.
+#[tokio::test]
+async fn sign_in_guesses_and_token_guesses_do_not_lock_each_other_out() {
+    let env = env();
+    add_user(&env, "alice", "operator");
+    let (ok, text) = env.users(&["passwd", "alice"], Some("correct horse battery\n"));
+    assert!(ok, "{text}");
+    let server = Server::start(
+        &env,
+        &["--admin-require-token", "--failed-auth-per-second", "0.01"],
+        &[("RULEHOOK_ADMIN_TOKEN", ADMIN_TOKEN.to_string())],
+    );
+    let api = |c: &reqwest::Client, token: &str| {
+        let req = c.get(server.url("/api/status")).bearer_auth(token);
+        async move { req.send().await.unwrap().status().as_u16() }
+    };
+    let right = |token: &str| {
+        form(&[
+            ("token", token),
+            ("user", "alice"),
+            ("password", "correct horse battery"),
+        ])
+    };
+    let sign_in = |c: &reqwest::Client, body: String| {
+        let req = c
+            .post(server.url("/console/login"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body);
+        async move { req.send().await.unwrap().status().as_u16() }
+    };
+    // Passwords guessed from one address: its sign-ins are refused unchecked, its token is not.
+    let guesser = client_from("127.0.0.1");
+    let token = login_token(&guesser, &server).await;
+    let wrong = [
+        ("token", token.as_str()),
+        ("user", "alice"),
+        ("password", "guess"),
+    ];
+    for _ in 0..51 {
+        post_login(&guesser, &server, &wrong).await;
+    }
+    assert_eq!(
+        sign_in(&guesser, right(&token)).await,
+        429,
+        "past the sign-in budget"
+    );
+    assert_eq!(
+        api(&guesser, ADMIN_TOKEN).await,
+        200,
+        "the admin token still works"
+    );
+    // Tokens guessed from another: its API calls are refused unchecked, its sign-in is not.
+    let other = client_from("127.0.0.2");
+    for _ in 0..51 {
+        api(&other, "a wrong guess").await;
+    }
+    assert_eq!(api(&other, ADMIN_TOKEN).await, 429, "past the token budget");
+    let token = login_token(&other, &server).await;
+    assert_eq!(
+        sign_in(&other, right(&token)).await,
+        303,
+        "the console sign-in still works"
+    );
+}
+
 /// A burst of password tries (each an Argon2id hash of 19 MiB) runs a few at a time: 40 tries
 /// sent at once used to hash 40 passwords at once, 800 MB of memory for anyone who can reach
 /// the sign-in page, with nothing signed in.

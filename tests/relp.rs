@@ -373,3 +373,49 @@ async fn a_session_out_of_order_is_refused_as_librelp_does() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// A command the server does not know (`starttls`, a typo) is answered `500 unknown command`
+/// and the session is closed, as librelp's server tears down a session after such an error:
+/// the next frame gets no answer. It went on with the session. Counted as `relp`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_command_is_answered_and_closes_the_session() {
+    let env = Env::new();
+    let port = free_port();
+    env.rulebook(
+        "relp.yml",
+        &format!(
+            "sources:\n  - name: relay\n    kind: syslog\n    listen: relp://127.0.0.1:{port}\n    keep: all\nrules: []\n"
+        ),
+    );
+    let server = Server::start(&env, &[], &[]);
+    wait_port(port);
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    assert!(exchange(&mut s, "1 open 0\n").starts_with("1 rsp "), "open");
+    assert_eq!(
+        exchange(&mut s, "2 starttls 0\n"),
+        "2 rsp 19 500 unknown command\n"
+    );
+    let msg = "<134>Dec  6 23:00:00 edge1 relptest: after the error";
+    // Closed: no answer (a write may already fail on the closed socket).
+    let _ = s.write_all(format!("3 syslog {} {msg}\n", msg.len()).as_bytes());
+    let mut rest = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut s, &mut rest);
+    assert_eq!(
+        String::from_utf8_lossy(&rest),
+        "",
+        "the session went on after an unknown command"
+    );
+    let malformed = |text: String| {
+        text.lines()
+            .find(|l| {
+                l.starts_with("rulehook_messages_malformed_total{source=\"relay\",reason=\"relp\"}")
+            })
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while malformed(server.metrics().await) != Some(1.0) {
+        assert!(Instant::now() < deadline, "counters: {}", server.log_text());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -156,3 +156,8 @@ async fn stored_events_page_in_acceptance_order() {
 async fn depth_counts_every_pending_job() {
     conformance::depth_counts_every_pending_job(&EmbeddedDir::new(), MANY / 4).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_event_awaiting_approval_says_so() {
+    conformance::an_event_awaiting_approval_says_so(&EmbeddedDir::new()).await;
+}

@@ -153,6 +153,11 @@ async fn depth_counts_every_pending_job() {
     conformance::depth_counts_every_pending_job(&Deployment::new(), 500).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_event_awaiting_approval_says_so() {
+    conformance::an_event_awaiting_approval_says_so(&Deployment::new()).await;
+}
+
 /// A second message of one job (the dispatcher ran twice past the duplicate window, or a node
 /// stopped between recording a job finished and acking its message) is skipped: while the job
 /// is leased, and after it finished.

@@ -288,8 +288,9 @@ pub async fn events(a: EventsArgs) -> anyhow::Result<()> {
 
 /// One row of `rulehook events`, in the header's columns. The counts are written as text
 /// first: a JSON value ignores the width it is given, which left them out of their columns.
+/// A `pending` event whose jobs wait for a person says so after the columns.
 fn event_row(e: &Value) -> String {
-    format!(
+    let row = format!(
         "{:<24}  {:<36}  {:<14}  {:<9}  {:>7}  {:>9}",
         s(&e["received_at"]),
         s(&e["id"]),
@@ -297,7 +298,12 @@ fn event_row(e: &Value) -> String {
         s(&e["status"]),
         e["matched_rules"].to_string(),
         e["throttled"].to_string()
-    )
+    );
+    match e["awaiting_approval"].as_u64().unwrap_or(0) {
+        0 => row,
+        1 => format!("{row}  awaiting approval"),
+        n => format!("{row}  {n} jobs awaiting approval"),
+    }
 }
 
 pub async fn jobs(a: JobsArgs) -> anyhow::Result<()> {
@@ -839,6 +845,25 @@ mod tests {
         );
         assert_eq!(row.len(), header.len(), "{row}\n{header}");
         assert!(row.ends_with("        1          0"), "{row}");
+    }
+
+    /// A pending event whose job waits for a person says so after its columns.
+    #[test]
+    fn an_event_row_says_it_awaits_approval() {
+        let mut e = json!({
+            "received_at": "2026-12-07T14:12:03.201Z", "id": "01a250d8-ec01-766a-b1c1-dc6bb9dec948",
+            "source": "eem", "status": "pending", "matched_rules": 1, "throttled": 0,
+            "awaiting_approval": 1,
+        });
+        let row = event_row(&e);
+        assert!(
+            row.ends_with("        1          0  awaiting approval"),
+            "{row}"
+        );
+        e["awaiting_approval"] = json!(2);
+        assert!(event_row(&e).ends_with("  2 jobs awaiting approval"));
+        e["awaiting_approval"] = json!(0);
+        assert!(event_row(&e).ends_with("        1          0"));
     }
 
     #[test]

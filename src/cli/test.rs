@@ -157,17 +157,9 @@ fn print_dry_run(set: &RuleSet, report: &[DryRun], at: i64) {
         if let Some(note) = &r.correlation {
             println!("         {note}");
         }
-        // In the order they apply to the job: the windows are decided before the rule's own
-        // approval (a held job is asked only once its window ends).
-        let window = super::windows::verdict(set, &r.rulebook, &r.rule, at)
-            .map(|(line, _)| line)
-            .or_else(|| super::windows::upcoming(set, &r.rulebook, &r.rule, at));
-        if let Some(line) = window {
-            println!("         {line}");
-        }
-        if let Some(line) = mode_line(r) {
-            println!("         {line}");
-        }
+        // In the order the engine decides: the throttle at intake (a throttled match makes no
+        // job), then, as the job starts, the windows, then the rule's own approval (a held job
+        // is asked only once its window ends).
         if let Some(t) = r.throttle.as_object() {
             println!(
                 "         throttle: once within {} per group {} (a repeat in the window runs nothing)",
@@ -176,6 +168,15 @@ fn print_dry_run(set: &RuleSet, report: &[DryRun], at: i64) {
                 }),
                 t["group"].as_str().unwrap_or("")
             );
+        }
+        let window = super::windows::verdict(set, &r.rulebook, &r.rule, at)
+            .map(|(line, _)| line)
+            .or_else(|| super::windows::upcoming(set, &r.rulebook, &r.rule, at));
+        if let Some(line) = window {
+            println!("         {line}");
+        }
+        if let Some(line) = mode_line(r) {
+            println!("         {line}");
         }
         for a in &r.actions {
             println!("         would run: {}", for_people(a));

@@ -344,6 +344,7 @@ mod tests {
             rules: rules.iter().map(|r| r.to_string()).collect(),
             throttled: 0,
             status,
+            awaiting_approval: 0,
             parent: None,
             summary: None,
         }

@@ -208,6 +208,8 @@ impl Engine {
                     ..Partial::default()
                 };
             }
+            self.drop_unstored(&mut partial, &event.id, &rule.key)
+                .await?;
             let Some(observed) = c.observe(&mut partial, steps, &event.id, at) else {
                 return Ok(None);
             };
@@ -309,6 +311,29 @@ impl Engine {
         if let Err(e) = r {
             tracing::debug!(key = %undo.key, error = %e, "a partial match changed again before it could be taken back");
         }
+    }
+
+    /// Drops from `partial` the events that were never stored (`Engine::never_stored`): the
+    /// service died, or the request was cancelled, after it moved the partial match and before
+    /// the append. Their senders send them again; a ghost would count twice (`count`), or hold
+    /// the resent event as if its window were open (absence `per_group`: no job, no incident).
+    async fn drop_unstored(
+        &self,
+        partial: &mut Partial,
+        current: &str,
+        rule: &str,
+    ) -> Result<(), StoreError> {
+        let mut ghosts = Vec::new();
+        for p in &partial.seen {
+            if p.id != current && self.never_stored(&p.id).await? {
+                ghosts.push(p.id.clone());
+            }
+        }
+        if !ghosts.is_empty() {
+            tracing::warn!(rule, events = ?ghosts, "a partial match held events that were never stored (the service stopped or the request was cancelled before they were): dropped");
+            partial.seen.retain(|p| !ghosts.contains(&p.id));
+        }
+        Ok(())
     }
 
     /// Absence, when its job runs: whether the window opened by `event` is still open (no

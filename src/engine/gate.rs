@@ -73,6 +73,12 @@ impl Engine {
             if request.notify_done || request.decision.is_some() {
                 return Ok(check(request.decision));
             }
+            if self.settings.clock.now() >= request.deadline {
+                // Made past its deadline (a crash after the wait was recorded, a restart
+                // later): `on_timeout` decides now, so nobody is asked to decide.
+                tracing::info!(job = %lease.job.id, "approval request made past its deadline: notify not run, on_timeout decides");
+                return Ok(check(None));
+            }
             request.notified = self.notify(run, lease, step, &request).await;
             request.notify_done = true;
             match approval::write(state, &request, rev, keep).await {
@@ -381,5 +387,128 @@ mod tests {
             .unwrap();
         assert_eq!(state, JobState::Done);
         engine.shutdown(Duration::from_secs(1)).await;
+    }
+
+    /// The state store of a service that dies (kill -9) as it would store an approval request:
+    /// the request is never stored, and the task never goes on.
+    struct DiesBeforeTheRequest {
+        inner: Arc<dyn crate::store::StateStore>,
+        died: Arc<std::sync::atomic::AtomicBool>,
+    }
+
+    #[async_trait::async_trait]
+    impl crate::store::StateStore for DiesBeforeTheRequest {
+        async fn get(&self, key: &str) -> Result<Option<(String, u64)>, crate::domain::StoreError> {
+            self.inner.get(key).await
+        }
+        async fn create(
+            &self,
+            key: &str,
+            value: &str,
+            ttl: Option<Duration>,
+        ) -> Result<u64, crate::domain::StoreError> {
+            if key.starts_with("approval/") && !self.died.swap(true, Ordering::SeqCst) {
+                std::future::pending::<()>().await;
+            }
+            self.inner.create(key, value, ttl).await
+        }
+        async fn update(
+            &self,
+            key: &str,
+            value: &str,
+            expected: u64,
+            ttl: Option<Duration>,
+        ) -> Result<u64, crate::domain::StoreError> {
+            self.inner.update(key, value, expected, ttl).await
+        }
+        async fn delete(
+            &self,
+            key: &str,
+            expected: Option<u64>,
+        ) -> Result<(), crate::domain::StoreError> {
+            self.inner.delete(key, expected).await
+        }
+    }
+
+    /// A crash after a job recorded its wait and before it stored its request, and a restart
+    /// past the deadline: the request is made then, but nobody is notified to decide about a
+    /// request `on_timeout` decides at once.
+    #[test]
+    fn a_request_made_after_its_deadline_notifies_nobody() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().to_path_buf();
+        for d in ["rulebooks", "scripts", "templates"] {
+            std::fs::create_dir_all(p.join(d)).unwrap();
+        }
+        std::fs::write(
+            p.join("rulebooks/r.yml"),
+            "sources:\n  - { name: s, kind: internal }\nrules:\n  - name: no\n    approval:\n      timeout: 30m\n      notify: [{ log: { message: 'decide {{ approval.job }}' } }]\n    actions: [{ log: { message: ran } }]\n",
+        )
+        .unwrap();
+        let rules = || {
+            Arc::new(
+                load(&Dirs {
+                    rulebooks: p.join("rulebooks"),
+                    scripts: p.join("scripts"),
+                    templates: p.join("templates"),
+                })
+                .unwrap(),
+            )
+        };
+        let now = Arc::new(AtomicI64::new(1_800_000_000_000));
+        let settings = || {
+            let clock = now.clone();
+            Settings {
+                clock: Clock::new(move || clock.load(Ordering::SeqCst)),
+                approval_check: Duration::from_millis(20),
+                ..Settings::default()
+            }
+        };
+        let runtime = || {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap()
+        };
+        let died = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let rt = runtime();
+        let id = rt.block_on(async {
+            let store = Store::embedded(&p.join("data")).unwrap();
+            let state = Arc::new(DiesBeforeTheRequest {
+                inner: store.state.clone(),
+                died: died.clone(),
+            });
+            let store = Store { state, ..store };
+            let engine = Engine::new(store, rules(), settings());
+            engine.start();
+            let d = Delivery {
+                key: "d1".into(),
+                window: None,
+            };
+            let e = VerifiedEvent::internal("s", serde_json::json!({"n": 1}), 0, "test", d);
+            let id = engine.ingest(e).await.unwrap().id;
+            for _ in 0..400 {
+                if died.load(Ordering::SeqCst) {
+                    return id;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            panic!("the job never asked for approval");
+        });
+        rt.shutdown_timeout(Duration::ZERO);
+
+        now.fetch_add(31 * 60 * 1000, Ordering::SeqCst);
+        let rt = runtime();
+        rt.block_on(async {
+            let store = Store::embedded(&p.join("data")).unwrap();
+            let engine = Engine::new(store.clone(), rules(), settings());
+            engine.start();
+            status(&store, &id, "no", JobStatus::Rejected).await;
+            let request = engine.approval(&format!("{id}:no")).await.unwrap().unwrap();
+            assert_eq!(request.decision.map(|d| d.by), Some("timeout".to_string()));
+            assert!(request.notified.is_empty(), "{:?}", request.notified);
+            engine.shutdown(Duration::from_secs(1)).await;
+        });
     }
 }

@@ -123,9 +123,15 @@ impl Engine {
             Some(d) => self.stored_delivery(&event.source, d).await?,
             None => false,
         };
+        // A throttle window this event opens (or a partial match it moves) is its own until
+        // the append is over (stored, failed or cancelled); then it counts only if the event is
+        // in the log.
+        let throttles = matched.iter().any(|&i| rules.rules[i].throttle.is_some());
+        let _flying = (throttles || correlates).then(|| self.openers.enter(&event.id));
         let decided = self
             .decide_matches(&rules, &matched, &event, redelivered)
             .await?;
+        let opened = !decided.opened.is_empty() || !decided.undo.is_empty();
         if decided.matches.is_empty() && !keep_unmatched {
             return Ok(Ingested {
                 id: event.id.clone(),
@@ -152,6 +158,9 @@ impl Engine {
                 stored: true,
             }),
             Appended::New { jobs } => {
+                if opened {
+                    self.openers.stored(&event.id);
+                }
                 self.stored(&rules, &event, tally, &jobs);
                 Ok(Ingested {
                     id: event.id.clone(),
@@ -302,6 +311,8 @@ impl Engine {
             rules: listed,
             throttled: listed_n.saturating_sub(jobs),
             status: EventStatus::of(listed_n, jobs, jobs, 0),
+            // Nobody has been asked yet: a job asks when it first runs.
+            awaiting_approval: 0,
             parent: event.parent.clone(),
             summary: Some(crate::secrets::mask_owned(summary)),
         };

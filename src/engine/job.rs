@@ -340,9 +340,19 @@ impl Engine {
                     if state == JobState::Failed {
                         tracing::warn!(rule = %rule.name, job = %lease.job.id, error = %note.as_deref().unwrap_or("-"), "job failed for good");
                     }
-                    self.close_fired_absence(rule, &absence, state, &event)
-                        .await?;
-                    return queue.ack(lease, step, state, note).await;
+                    let job_id = lease.job.id.clone();
+                    queue.ack(lease, step, state, note).await?;
+                    // After the ack (queued first, so committed first): a crash between the two
+                    // leaves a window past its deadline, which new events ignore and storage
+                    // expiry collects; the other way round, the job ran again and found its own
+                    // window gone, as if the missing event had come ("did not fire").
+                    if let Err(e) = self
+                        .close_fired_absence(rule, &absence, state, &event)
+                        .await
+                    {
+                        tracing::warn!(job = %job_id, error = %e, "cannot remove a fired absence's window; it expires with its deadline past");
+                    }
+                    return Ok(());
                 }
                 Transition::Leave => return Ok(()),
             }
@@ -629,8 +639,8 @@ impl Engine {
         })
     }
 
-    /// An absence that fired: once its job is done, its window is removed (kept until then,
-    /// so a job that runs again after a crash decides the same).
+    /// An absence that fired: once its job is done (acked), its window is removed (kept until
+    /// then, so a job that runs again after a crash decides the same).
     async fn close_fired_absence(
         &self,
         rule: &Rule,

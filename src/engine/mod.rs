@@ -12,6 +12,7 @@ mod gate;
 mod ingest;
 mod job;
 pub mod state;
+mod throttle;
 mod versions;
 mod windows;
 
@@ -23,12 +24,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use serde_json::json;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::domain::{Clock, JobState, StoreError, Throttled, now_ms};
+use crate::domain::{Clock, JobState, StoreError, now_ms};
 use crate::rules::RuleSet;
 use crate::store::{EventRow, Store};
 use crate::verify::VerifiedEvent;
@@ -222,6 +222,8 @@ pub struct Engine {
     archive: Option<versions::Archive>,
     /// Jobs this node holds for a maintenance window (`engine/windows.rs`).
     held: windows::Held,
+    /// Events opening throttle windows here, and events known stored (`engine/throttle.rs`).
+    openers: throttle::Openers,
 }
 
 /// An event just accepted, for live views: its list row, and that row as JSON (serialized
@@ -253,6 +255,7 @@ impl Engine {
             awaiting: correlate::Waiting::default(),
             deliveries: correlate::Deliveries::default(),
             held: windows::Held::default(),
+            openers: throttle::Openers::default(),
             live: tokio::sync::broadcast::channel(LIVE_BACKLOG).0,
             counts: Mutex::new(std::collections::HashMap::new()),
         })
@@ -361,36 +364,6 @@ impl Engine {
     pub fn waiting_jobs(&self) -> usize {
         let now = self.settings.clock.now();
         self.waiting.count(now) + self.held.count(now) + self.awaiting.count(now)
-    }
-
-    /// Opens the throttle window `key`, or reports the match throttled by whoever holds it.
-    async fn throttle(
-        &self,
-        key: &str,
-        event: &str,
-        window: Duration,
-    ) -> Result<Result<u64, Throttled>, StoreError> {
-        let until = now_ms() + window.as_millis() as i64;
-        let value = json!({"event": event, "until": until}).to_string();
-        for _ in 0..3 {
-            match self.store.state.create(key, &value, Some(window)).await {
-                Ok(rev) => return Ok(Ok(rev)),
-                Err(StoreError::Conflict(_)) => {}
-                Err(e) => return Err(e),
-            }
-            if let Some((held, _)) = self.store.state.get(key).await? {
-                let v: serde_json::Value = serde_json::from_str(&held).unwrap_or_default();
-                return Ok(Err(Throttled {
-                    group: String::new(),
-                    fired_by: v["event"].as_str().unwrap_or_default().to_string(),
-                    until: v["until"].as_i64().unwrap_or_default(),
-                }));
-            }
-            // Expired between the two calls: try to open it again.
-        }
-        Err(StoreError::Transient(format!(
-            "throttle window `{key}` keeps changing"
-        )))
     }
 
     /// Ingests a stored event again as a new event (same source, body and headers), matched

@@ -1,7 +1,8 @@
 //! Every structural problem of a rulebook at once. The YAML deserializer stops at the first
 //! problem; to find the next, the part that holds it is set aside and the text parsed again:
-//! an unknown key (with the lines nested under it), or else the whole list item (a source or a
-//! rule) it sits in. Set-aside lines become empty lines, so every later problem keeps its line
+//! an unknown key (with the lines nested under it), a key whose value is of the wrong kind in
+//! a `windows:` entry or an `approval:` block (that item is then left out of the rest), or else
+//! the whole list item (a source or a rule) it sits in. Set-aside lines become empty lines, so every later problem keeps its line
 //! and column. Items set aside are never reported again, so one mistake is not reported twice.
 //! Once the rest parses, it is returned too, so the checks after parsing (conditions,
 //! templates, the sources a rule names) can look at the sources and rules that were not set
@@ -39,6 +40,8 @@ pub fn every_problem(text: &str, parse: impl Fn(&str) -> Option<Found>) -> Recov
     let items = outline(&lines);
     let mut found: Vec<Found> = Vec::new();
     let mut left: Vec<bool> = vec![true; items.len()];
+    // Items with a key set aside for a wrong value (left out of the rest).
+    let mut partial: Vec<bool> = vec![false; items.len()];
     // Per item, the keys an unknown key there was taken for (`did you mean `actions`?`).
     let mut meant: Vec<(usize, String)> = Vec::new();
     let mut rest = None;
@@ -101,27 +104,88 @@ pub fn every_problem(text: &str, parse: impl Fn(&str) -> Option<Found>) -> Recov
             blank_block(&mut lines, entry, item.end);
             continue;
         }
+        // A value of the wrong type on a key's own line in a `windows:` entry or an
+        // `approval:` block (`rules: r`, `approvers: anna`): that key is set aside alone, so
+        // the block's next problem is found too. A later "`rules` is required" is the same
+        // mistake; and the item is left out of the rest, which would compile it without the
+        // key and say that it lacks it.
+        if !unknown_key
+            && !echo
+            && let Some(key) = wrong_value(&lines, at, problem.1, item)
+            && !empties_parent(&lines, at, item.end)
+        {
+            meant.push((k, key));
+            partial[k] = true;
+            blank_block(&mut lines, at, item.end);
+            continue;
+        }
         // The whole item: one problem reported per source or rule at least.
-        for l in &mut lines[item.start..item.end] {
-            l.clear();
+        set_aside(&mut lines, &items, &mut left, k);
+    }
+    if rest.is_some() && partial.iter().any(|&p| p) {
+        for (k, _) in partial.iter().enumerate().filter(|(_, p)| **p) {
+            if left[k] {
+                set_aside(&mut lines, &items, &mut left, k);
+            }
         }
-        left[k] = false;
-        let section = item.section;
-        let empty = items
-            .iter()
-            .zip(&left)
-            .all(|(i, &l)| i.section != section || !l);
-        if empty {
-            // `rules:` with nothing under it would be a problem of its own.
-            let key = lines[section].trim_end().to_string();
-            lines[section] = format!("{key} []");
-        }
+        rest = Some(lines.join("\n"));
     }
     found.sort();
     Recovered {
         problems: found,
         rest,
     }
+}
+
+/// Empties item `k`'s lines; a section left with no item becomes `key: []` (with nothing under
+/// it, it would be a problem of its own).
+fn set_aside(lines: &mut [String], items: &[Item], left: &mut [bool], k: usize) {
+    let item = items[k];
+    for l in &mut lines[item.start..item.end] {
+        l.clear();
+    }
+    left[k] = false;
+    let section = item.section;
+    let empty = items
+        .iter()
+        .zip(left.iter())
+        .all(|(i, &l)| i.section != section || !l);
+    if empty {
+        let key = lines[section].trim_end().to_string();
+        lines[section] = format!("{key} []");
+    }
+}
+
+/// The key of line `at` when the problem at `column` is in its value (`approvers: anna`) and
+/// the line is in a `windows:` entry or inside an `approval:` block of `item`: the blocks whose
+/// keys are set aside one by one for such a problem.
+fn wrong_value(lines: &[String], at: usize, column: u64, item: Item) -> Option<String> {
+    let line = lines.get(at)?;
+    let own = indent(line);
+    let t = line.trim_start();
+    if at <= item.start || t.starts_with('-') || t.starts_with('#') {
+        return None;
+    }
+    let (key, value) = t.split_once(':')?;
+    let plain = !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    let value = value.split(" #").next().unwrap_or("").trim();
+    if !plain || value.is_empty() || (column as usize) <= own + key.len() + 1 {
+        return None;
+    }
+    let windows = lines
+        .get(item.section)
+        .is_some_and(|l| l.trim_end().trim_end_matches(" []") == "windows:");
+    // An ancestor of the line inside the item (a line above it, less indented) is `approval:`.
+    let mut floor = own;
+    let approval = (item.start + 1..at).rev().any(|j| {
+        let l = &lines[j];
+        if l.trim().is_empty() || l.trim_start().starts_with('#') || indent(l) >= floor {
+            return false;
+        }
+        floor = indent(l);
+        l.split(" #").next().unwrap_or("").trim() == "approval:"
+    });
+    (windows || approval).then(|| key.to_string())
 }
 
 fn indent(line: &str) -> usize {

@@ -55,6 +55,7 @@ pub fn hint(text: &str) -> Option<ConditionError> {
         .or_else(|| word_operators(text))
         .or_else(|| empty_operand(text))
         .or_else(|| missing_value(text))
+        .or_else(|| existence_words(text))
         .or_else(|| spaced_key(text))
         .or_else(|| not_singular(text))
         .or_else(|| bare_word(text))?;
@@ -265,6 +266,47 @@ fn missing_value(text: &str) -> Option<Hint> {
     None
 }
 
+/// `$.x exists`, `$.x is defined` (Jinja's test), `$.x is not defined`: an existence test
+/// written in words. In a condition the query alone tests that the node is there, `!` that it
+/// is not; read as a key with spaces (`$['x exists']`) it would never match.
+fn existence_words(text: &str) -> Option<Hint> {
+    const WORDS: &[(&str, bool)] = &[
+        (" is not defined", false),
+        (" is undefined", false),
+        (" does not exist", false),
+        (" not exists", false),
+        (" is defined", true),
+        (" exists", true),
+    ];
+    for (start, s) in split_logical(text) {
+        if !(s.starts_with('$') || s.starts_with('@')) {
+            continue;
+        }
+        let Some((words, present)) = WORDS.iter().find(|(w, _)| s.ends_with(w)) else {
+            continue;
+        };
+        let query = s[..s.len() - words.len()].trim_end();
+        if query.contains([' ', '"', '\'', '(']) {
+            continue;
+        }
+        let test = if *present {
+            query.to_string()
+        } else {
+            format!("!{query}")
+        };
+        let fix = format!("{}{test}{}", &text[..start], &text[start + s.len()..]);
+        return fixed(
+            start + query.len() + 1,
+            format!(
+                "`{}` is not part of a condition: a query alone tests that its field is there, `!` before it that it is not",
+                words.trim()
+            ),
+            fix,
+        );
+    }
+    None
+}
+
 /// `$.details.Assurance Issue Status == "x"`: a member name with spaces after a dot.
 fn spaced_key(text: &str) -> Option<Hint> {
     for (start, s) in split_logical(text) {
@@ -310,6 +352,12 @@ fn not_singular(text: &str) -> Option<Hint> {
                 let Some((prefix, filter, rest)) = split_last_multi(side) else {
                     continue;
                 };
+                if filter.is_some()
+                    && rest.is_empty()
+                    && let Some(h) = filter_as_boolean(text, start, s, side, at, op, other)
+                {
+                    return Some(h);
+                }
                 let test = if on_left {
                     format!("@{rest} {op} {other}")
                 } else {
@@ -338,6 +386,39 @@ fn not_singular(text: &str) -> Option<Hint> {
         }
     }
     None
+}
+
+/// `$.tags[?@ == "core"] == true`: a filter is already a test (true when an element matches),
+/// so compared to a boolean the query alone (or `!` before it, for "no element matches") is
+/// what was meant; folding the boolean into the filter (`@ == true`) would never match.
+fn filter_as_boolean(
+    text: &str,
+    start: usize,
+    s: &str,
+    side: &str,
+    at: usize,
+    op: &str,
+    other: &str,
+) -> Option<Hint> {
+    let wanted = match (op, other) {
+        ("==", "true") | ("!=", "false") => true,
+        ("==", "false") | ("!=", "true") => false,
+        _ => return None,
+    };
+    let test = if wanted {
+        side.to_string()
+    } else {
+        format!("!{side}")
+    };
+    let fix = format!("{}{test}{}", &text[..start], &text[start + s.len()..]);
+    let lead = s[at - start..].len() - s[at - start..].trim_start().len();
+    fixed(
+        at + lead,
+        format!(
+            "`{side}` is a test already, true when an element matches: write it alone (`!` before it for none), not `{op} {other}`"
+        ),
+        fix,
+    )
 }
 
 /// Splits a query at its last segment that can select several nodes (`[*]`, `.*`, `..name`,
@@ -430,6 +511,14 @@ fn bare_word(text: &str) -> Option<Hint> {
         let at_right = start + p + op.len() + (right.len() - right.trim_start().len());
         let replaced =
             |at: usize, len: usize, by: &str| format!("{}{by}{}", &text[..at], &text[at + len..]);
+        if let (Some(literal), true) = (json_literal(r), query(l)) {
+            let fix = replaced(at_right, r.len(), literal);
+            return fixed(
+                at_right,
+                format!("`{r}` is not a value: JSON writes it `{literal}`, in lower case"),
+                fix,
+            );
+        }
         if word(r) && query(l) {
             let fix = replaced(at_right, r.len(), &format!("\"{r}\""));
             return fixed(
@@ -451,6 +540,18 @@ fn bare_word(text: &str) -> Option<Hint> {
         }
     }
     None
+}
+
+/// JSON's literal that `word` spells another language's way (Python's `True`, `None`; YAML
+/// 1.1's `TRUE`, `Null`): the value meant, never the string `"True"`.
+fn json_literal(word: &str) -> Option<&'static str> {
+    match word.to_ascii_lowercase().as_str() {
+        _ if matches!(word, "true" | "false" | "null") => None,
+        "true" => Some("true"),
+        "false" => Some("false"),
+        "null" | "none" | "nil" => Some("null"),
+        _ => None,
+    }
 }
 
 /// The operands between top-level `&&` / `||` (and `!`, `(`, `)`), with their offsets.
@@ -577,6 +678,13 @@ mod tests {
             "{m}"
         );
 
+        let (at, m) = h("$.snapshot.id exists");
+        assert_eq!(at, 14);
+        assert!(
+            m.starts_with("`exists` is not part of a condition") && m.ends_with("`$.snapshot.id`"),
+            "{m}"
+        );
+
         let (at, m) = h(r#"event.state == "down""#);
         assert_eq!(at, 0);
         assert!(
@@ -680,6 +788,43 @@ mod tests {
                 r#"event.data.kind == "InfraDevice""#,
                 &json!({"data": {"kind": "InfraDevice"}}),
                 &json!({"data": {"kind": "Other"}}),
+            ),
+            // Python's and YAML 1.1's spellings of JSON's literals.
+            (r#"$.x == True"#, &json!({"x": true}), &json!({"x": "True"})),
+            (r#"$.x != False"#, &json!({"x": true}), &json!({"x": false})),
+            (r#"$.x == None"#, &json!({"x": null}), &json!({"x": "None"})),
+            (r#"$.x == NULL"#, &json!({"x": null}), &json!({"x": "NULL"})),
+            // A filter (already true when an element matches) compared to a boolean.
+            (
+                r#"$.tags[?@ == "core"] == true"#,
+                &json!({"tags": ["edge", "core"]}),
+                &json!({"tags": ["edge"]}),
+            ),
+            (
+                r#"$.tags[?@ == "core"] == false"#,
+                &json!({"tags": ["edge"]}),
+                &json!({"tags": ["edge", "core"]}),
+            ),
+            (
+                r#"$.a == 1 && $.alerts[?@.labels.severity == "page"] != false"#,
+                &json!({"a": 1, "alerts": [{"labels": {"severity": "page"}}]}),
+                &json!({"a": 1, "alerts": [{"labels": {"severity": "info"}}]}),
+            ),
+            // An existence test in words.
+            (
+                r#"$.snapshot.id exists"#,
+                &json!({"snapshot": {"id": "a"}}),
+                &json!({"snapshot": {}}),
+            ),
+            (
+                r#"$.a == 1 && $.test is defined"#,
+                &json!({"a": 1, "test": false}),
+                &json!({"a": 1}),
+            ),
+            (
+                r#"$.test is not defined"#,
+                &json!({"a": 1}),
+                &json!({"test": false}),
             ),
         ];
         for (text, event, other) in cases {

@@ -426,12 +426,14 @@ pub fn compile(
     let mut out = Vec::new();
     for spec in specs {
         let name = &spec.name;
-        if !super::load::valid_name(&name.value) {
+        // A wrong name is reported and the window's settings still checked: one mistake does
+        // not hide the entry's others.
+        let misnamed = !super::load::valid_name(&name.value);
+        if misnamed {
             cx.err(
                 &name.referenced,
                 format!("window name `{}` must match [a-z0-9_-]+", name.value),
             );
-            continue;
         }
         let place = format!(
             "{}:{}:{}",
@@ -442,6 +444,7 @@ pub fn compile(
         // A second window of a name is reported with where the first is, and its own
         // settings are still checked (a mistake in them is not hidden behind the name).
         let twice = match taken.get(&name.value) {
+            _ if misnamed => false,
             Some(first) => {
                 cx.err(
                     &name.referenced,
@@ -461,7 +464,7 @@ pub fn compile(
         let applies = applies(cx, spec, rulebook, declared);
         let during = during(cx, spec);
         if let (false, Some(schedule), Some(applies), Some(during)) =
-            (twice, schedule, applies, during)
+            (misnamed || twice, schedule, applies, during)
         {
             out.push(Window {
                 name: name.value.clone(),
@@ -570,8 +573,9 @@ fn schedule(cx: &mut Compile, spec: &WindowSpec) -> Option<Schedule> {
     let name = &spec.name.value;
     match (&spec.start, &spec.end, &spec.weekly) {
         (Some(start), Some(end), None) => {
-            let s = timestamp(cx, start, "start")?;
-            let e = timestamp(cx, end, "end")?;
+            // Both read before either is given up on: a wrong `start` does not hide `end`'s.
+            let (s, e) = (timestamp(cx, start, "start"), timestamp(cx, end, "end"));
+            let (s, e) = (s?, e?);
             if e <= s {
                 cx.err(
                     &end.referenced,

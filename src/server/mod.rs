@@ -532,22 +532,13 @@ async fn stored_events(
 
 /// A stored row as `/api/stored-events` can carry it: an event whose body nests deeper than
 /// [`crate::body::MAX_DEPTH`] (stored by an earlier release; refused at intake since) is
-/// unreadable here too, since the page around it would be too deep for JSON readers.
+/// unreadable here too, since the page around it would be too deep for JSON readers
+/// ([`crate::whatif::within_depth`], which `whatif --data` reads through as well).
 fn stored_row(
     row: crate::store::Stored,
 ) -> Result<crate::store::StoredEvent, crate::store::Unreadable> {
-    match row {
+    match crate::whatif::within_depth(row) {
         crate::store::Stored::Unreadable(u) => Err(u),
-        crate::store::Stored::Event(s) if crate::body::too_deep(s.event.body_text.as_bytes()) => {
-            Err(crate::store::Unreadable {
-                id: s.event.id.clone(),
-                received_at: s.event.received_at,
-                reason: format!(
-                    "its body nests deeper than {} levels of arrays and objects (refused at intake as too_deep since), too deep to send",
-                    crate::body::MAX_DEPTH
-                ),
-            })
-        }
         crate::store::Stored::Event(s) => Ok(s),
     }
 }

@@ -78,6 +78,11 @@ pub struct EventRow {
     pub rules: Vec<String>,
     pub throttled: usize,
     pub status: EventStatus,
+    /// How many of its jobs wait for a person's decision (`approval:`, or a window's
+    /// `during: approve`) before their first action: their event is `pending`, and this says
+    /// it is a person it waits for. A field of its own, since the status values are a closed
+    /// set that filters name.
+    pub awaiting_approval: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub parent: Option<String>,
     /// What the event was, in one line (`rules::summary`): set by the console and the live

@@ -1615,3 +1615,55 @@ pub async fn depth_counts_every_pending_job(b: &impl Backend, n: usize) {
     })
     .await;
 }
+
+/// An event whose job waits for a person's approval says so in the event list
+/// (`awaiting_approval`, how many of its jobs wait), beside its `pending` status: the status
+/// values stay as they are. Once the decision is recorded the count is 0 again.
+pub async fn an_event_awaiting_approval_says_so(b: &impl Backend) {
+    let s = b.open(Config::default()).await;
+    let (asked_ev, _) = append(&s, event("alpha", 1), vec![rule("asked")]).await;
+    let (plain_ev, _) = append(&s, event("alpha", 2), vec![rule("plain")]).await;
+    let mut leases = fetch_n(&s, 2, TTL).await;
+    let mut lease = leases
+        .drain()
+        .map(|(_, l)| l)
+        .find(|l| l.job.event_id == asked_ev)
+        .unwrap();
+    let waiting = Step {
+        awaiting: Some(rulehook::domain::Awaiting {
+            reason: "rule approval".to_string(),
+            requested_at: now_ms(),
+            deadline: now_ms() + 3_600_000,
+        }),
+        ..lease.job.step.clone()
+    };
+    s.queue.progress(&mut lease, waiting).await.unwrap();
+    s.queue.flush().await.unwrap();
+    // As the admin API and `rulehook events` show the rows.
+    let rows = serde_json::to_value(s.history.events(all_events()).await.unwrap()).unwrap();
+    let row = |id: &String| {
+        let row = rows.as_array().unwrap().iter().find(|r| r["id"] == **id);
+        row.unwrap().clone()
+    };
+    assert_eq!(row(&asked_ev)["status"], "pending", "{rows}");
+    assert_eq!(row(&asked_ev)["awaiting_approval"], 1, "{rows}");
+    assert_eq!(row(&plain_ev)["status"], "pending", "{rows}");
+    assert_eq!(row(&plain_ev)["awaiting_approval"], 0, "{rows}");
+
+    // Decided (approved): it runs its actions, no longer awaiting.
+    let approved = Step {
+        awaiting: None,
+        ..lease.job.step.clone()
+    };
+    s.queue.progress(&mut lease, approved).await.unwrap();
+    s.queue.flush().await.unwrap();
+    let rows = serde_json::to_value(s.history.events(all_events()).await.unwrap()).unwrap();
+    let again = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == *asked_ev);
+    let again = again.unwrap();
+    assert_eq!(again["status"], "pending", "{rows}");
+    assert_eq!(again["awaiting_approval"], 0, "{rows}");
+}

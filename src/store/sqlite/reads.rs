@@ -183,7 +183,9 @@ pub fn events(c: &Connection, f: &EventFilter) -> rusqlite::Result<Vec<EventRow>
                   (SELECT COUNT(*) FROM jobs j WHERE j.seq >= e.first_job AND j.seq < e.first_job + e.n_jobs
                      AND j.state = 'pending') AS pending,
                   (SELECT COUNT(*) FROM jobs j WHERE j.seq >= e.first_job AND j.seq < e.first_job + e.n_jobs
-                     AND j.state = 'failed') AS failed
+                     AND j.state = 'failed') AS failed,
+                  (SELECT COUNT(*) FROM jobs j WHERE j.seq >= e.first_job AND j.seq < e.first_job + e.n_jobs
+                     AND j.state = 'pending' AND j.awaiting IS NOT NULL) AS awaiting
            FROM events e
            WHERE (?1 IS NULL OR e.source = ?1) AND (?2 IS NULL OR e.received_at >= ?2)
              -- Cheap tests first, so the per-event counts run only for candidates (`done` and
@@ -226,6 +228,7 @@ pub fn events(c: &Connection, f: &EventFilter) -> rusqlite::Result<Vec<EventRow>
                     pending as usize,
                     failed as usize,
                 ),
+                awaiting_approval: r.get::<_, i64>("awaiting")?.max(0) as usize,
                 parent: r.get("parent")?,
                 summary: None,
             })

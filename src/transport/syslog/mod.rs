@@ -356,7 +356,8 @@ async fn serve_relp(stream: TcpStream, peer: SocketAddr, settings: &Listening, h
                 }
             };
             // Out of librelp's order: a broken session is closed, a command it does not take
-            // yet (or again) answered with a refusal; both counted.
+            // yet (or again) answered with a refusal; both counted (and so is an unknown
+            // command, below).
             let reply = match session.admit(&frame) {
                 Err(relp::Refused::OutOfSequence { expected, got }) => {
                     hand.malformed("relp", peer.ip());
@@ -387,7 +388,21 @@ async fn serve_relp(stream: TcpStream, peer: SocketAddr, settings: &Listening, h
                     answer(&mut wr, &relp::rsp(frame.txnr, ""), peer, settings, hand).await;
                     return;
                 }
-                (None, _) => relp::rsp(frame.txnr, "500 unknown command"),
+                // As librelp's server does, a command it does not know ends the session; the
+                // client is told why first, and sends again what it has no answer for.
+                (None, _) => {
+                    hand.malformed("relp", peer.ip());
+                    tracing::debug!(source = %hand.source(), %peer, command = %frame.command, "relp: unknown command; closing the session");
+                    answer(
+                        &mut wr,
+                        &relp::rsp(frame.txnr, "500 unknown command"),
+                        peer,
+                        settings,
+                        hand,
+                    )
+                    .await;
+                    return;
+                }
             };
             if !answer(&mut wr, &reply, peer, settings, hand).await {
                 return;

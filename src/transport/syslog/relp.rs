@@ -5,7 +5,9 @@
 //! sends again after a reconnect, so a crash loses nothing (a message may come twice).
 //!
 //! A session keeps librelp's order ([`Session`]): it starts with `open`, and the client's
-//! transaction numbers start at 1 and go up by one (0 is the server's, for hints).
+//! transaction numbers start at 1 and go up by one (0 is the server's, for hints). A command
+//! other than `open`, `syslog` and `close` is answered `500 unknown command` and ends the
+//! session, as librelp's server tears a session down after such an error.
 //!
 //! No maintained crate speaks the receiving side, and the protocol is this small.
 
