@@ -170,3 +170,38 @@ rules:
         "{log}"
     );
 }
+
+/// A sender's line break in a value a `log` action writes started a line of its own in the
+/// service log, which could pass for one of rulehook's (`… ERROR rulehook::access: …`). The
+/// action's line stays one line: CR and LF are written as `\r` and `\n`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_action_cannot_forge_a_line() {
+    let env = Env::new();
+    env.rulebook(
+        "t.yml",
+        r#"sources:
+  - { name: net, kind: bearer, secret: tok }
+rules:
+  - name: said
+    actions:
+      - log: { message: 'host {{ event.host }} down' }
+"#,
+    );
+    let server = Server::start(&env, &[], &[]);
+    let c = client();
+    let body = br#"{"host": "r1\r\n2026-12-08T01:00:00.000000Z ERROR rulehook::access: forged"}"#;
+    let (st, resp) = post_signed(&c, &server.url("/hooks/net"), "bearer", "tok", body).await;
+    assert_eq!(st, 202, "{resp}");
+    let log = wait_for(&server, "host r1");
+    assert!(
+        !log.lines().any(|l| l.starts_with("2026-12-08T01:00:00")),
+        "a forged line:\n{log}"
+    );
+    let own: Vec<&str> = log.lines().filter(|l| l.contains("host r1")).collect();
+    assert!(
+        own[0].contains(
+            r"host r1\r\n2026-12-08T01:00:00.000000Z ERROR rulehook::access: forged down"
+        ),
+        "{log}"
+    );
+}

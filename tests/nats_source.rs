@@ -136,3 +136,81 @@ rules:
     drop(server);
     let _ = js.delete_stream(&stream_name).await;
 }
+
+/// A JetStream message delivered again (its ack lost: rulehook killed between storing it and
+/// acknowledging it, or the durable consumer made again) became a second event, and its rule
+/// ran twice. A redelivery is now recognised by the message's stream sequence (with its
+/// subject and payload) and not stored again.
+#[tokio::test]
+async fn a_jetstream_message_delivered_again_is_stored_once() {
+    let url = nats_url();
+    let id = unique();
+    let nc = async_nats::connect(&url).await.unwrap();
+    let js = async_nats::jetstream::new(nc.clone());
+    let stream_name = format!("RHTEST_REDO_{id}");
+    let stream = js
+        .create_stream(async_nats::jetstream::stream::Config {
+            name: stream_name.clone(),
+            subjects: vec![format!("rhtest.redo.{id}.>")],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let env = Env::new();
+    env.rulebook(
+        "nats.yml",
+        &format!(
+            r#"
+sources:
+  - name: durable
+    kind: nats
+    url: {url}
+    subjects: ["rhtest.redo.{id}.>"]
+    stream: {stream_name}
+    durable: rulehook_{id}
+rules:
+  - name: from-jetstream
+    sources: [durable]
+    actions:
+      - run_script: {{ script: record.sh, args: ["js", "{{{{ event.n }}}}"] }}
+"#
+        ),
+    );
+    env.script(
+        "record.sh",
+        "#!/bin/sh\necho \"$*\" >> \"$OUT_DIR/runs.txt\"\n",
+    );
+    let mut server = Server::start(&env, &[], &[]);
+    wait_connected(&server, "durable").await;
+    for n in [1, 2] {
+        js.publish(
+            format!("rhtest.redo.{id}.a"),
+            format!(r#"{{"n":{n}}}"#).into(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    }
+    env.wait_lines("runs.txt", 2, Duration::from_secs(30));
+    server.terminate();
+    // Everything the durable had acknowledged is delivered again from the start.
+    stream
+        .delete_consumer(&format!("rulehook_{id}"))
+        .await
+        .unwrap();
+    js.publish(format!("rhtest.redo.{id}.a"), r#"{"n":3}"#.into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let server = Server::start(&env, &[], &[]);
+    env.wait_lines("runs.txt", 3, Duration::from_secs(30));
+    // Time for the redelivered 1 and 2 to have run again, had they been stored again.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut lines = env.lines("runs.txt");
+    lines.sort();
+    assert_eq!(lines, ["js 1", "js 2", "js 3"], "{}", server.log_text());
+    drop(server);
+    let _ = js.delete_stream(&stream_name).await;
+}

@@ -991,3 +991,64 @@ async fn a_repeated_varbind_keeps_every_value() {
     );
     assert_eq!(body["varbinds"]["1.3.6.1.2.1.2.2.1.2.2"], "Gi0/2", "{body}");
 }
+
+/// Agents that write a DisplayString into a fixed-size buffer send it padded with NULs
+/// (`Gi0/3\0\0\0`); only one trailing NUL was dropped, so the text was shown as hex
+/// (`4769302f33000000`). Every trailing NUL is dropped now; binary stays hex.
+#[tokio::test]
+async fn a_nul_padded_string_is_text() {
+    let (env, server, to) = setup();
+    ok(&net_snmp(
+        &env,
+        "snmptrap",
+        &[
+            "-v",
+            "2c",
+            "-c",
+            "public",
+            &to,
+            "",
+            "1.3.6.1.6.3.1.1.5.3",
+            "1.3.6.1.2.1.2.2.1.1.3",
+            "i",
+            "3",
+            "1.3.6.1.2.1.2.2.1.2.3",
+            "x",
+            "4769302f33000000",
+            "1.3.6.1.4.1.9.9.1",
+            "x",
+            "00ff000000",
+        ],
+    ));
+    let c = client();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let id = loop {
+        let v: serde_json::Value = c
+            .get(server.url("/api/events"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if let Some(id) = v["events"][0]["id"].as_str() {
+            break id.to_string();
+        }
+        assert!(Instant::now() < deadline, "no event: {}", server.log_text());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let detail: serde_json::Value = c
+        .get(server.url(&format!("/api/events/{id}")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let body = &detail["body"];
+    assert_eq!(body["varbind_names"]["ifDescr.3"], "Gi0/3", "{body}");
+    assert_eq!(
+        body["varbinds"]["1.3.6.1.4.1.9.9.1"], "00ff000000",
+        "{body}"
+    );
+}

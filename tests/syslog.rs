@@ -713,3 +713,48 @@ async fn only_rfc5424_escapes_are_read_in_sd_values() {
     assert_eq!(sd["path"], r"C:\new\temp", "{body}");
     assert_eq!(sd["q"], r#"a"b\c]d"#, "{body}");
 }
+
+/// A device sending Latin-1 (or any bytes that are not UTF-8) had each such byte replaced by
+/// U+FFFD: what it sent was lost, and nothing said so. Now each byte that is not UTF-8 is kept
+/// as `\xNN`, the event says `invalid_utf8: true`, and the message is counted
+/// (`rulehook_messages_malformed_total{reason="invalid_utf8"}`).
+#[tokio::test]
+async fn bytes_that_are_not_utf8_are_kept_escaped_and_counted() {
+    let (_env, server, port) = keep_all_udp();
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let line = b"<13>1 2026-12-08T00:00:00Z host app - LATIN1 - St\xf6rung \xff\xfe end \xc3\xa9";
+    udp.send_to(line, ("127.0.0.1", port)).unwrap();
+    let body = body_with_msgid(&server, "LATIN1").await;
+    assert_eq!(body["message"], r"St\xf6rung \xff\xfe end é", "{body}");
+    assert_eq!(body["invalid_utf8"], true, "{body}");
+    let counted = "rulehook_messages_malformed_total{source=\"routers\",reason=\"invalid_utf8\"}";
+    assert_eq!(metric(&server, counted).await, Some(1.0));
+}
+
+/// An RFC 5424 SD element that could not be read (a value without its closing quote, a space
+/// before `]`) vanished: neither in `structured_data` nor in `message`, and nothing counted.
+/// Now it is kept as sent in `structured_data_unread` and the message is counted
+/// (`rulehook_messages_malformed_total{reason="structured_data"}`); the elements around it are
+/// read as before.
+#[tokio::test]
+async fn an_unreadable_sd_element_is_kept_and_counted() {
+    let (_env, server, port) = keep_all_udp();
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let line = r#"<13>1 2026-12-08T00:00:00Z host app - SDBAD [ok@1 a="1"][bad@1 a="unterminated][also@1 b="2"][sp@1 c="3" ] text"#;
+    udp.send_to(line.as_bytes(), ("127.0.0.1", port)).unwrap();
+    let body = body_with_msgid(&server, "SDBAD").await;
+    assert_eq!(
+        body["structured_data"],
+        serde_json::json!({"ok@1": {"a": "1"}, "also@1": {"b": "2"}}),
+        "{body}"
+    );
+    assert_eq!(
+        body["structured_data_unread"],
+        serde_json::json!([r#"[bad@1 a="unterminated]"#, r#"[sp@1 c="3" ]"#]),
+        "{body}"
+    );
+    assert_eq!(body["message"], "text", "{body}");
+    let counted =
+        "rulehook_messages_malformed_total{source=\"routers\",reason=\"structured_data\"}";
+    assert_eq!(metric(&server, counted).await, Some(1.0));
+}

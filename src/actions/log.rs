@@ -71,9 +71,19 @@ impl LogAction {
     }
 }
 
+/// The message as one line of the service log: CR and LF written as `\r` and `\n`, so a
+/// line break in a value a sender chose cannot start a line that passes for rulehook's own.
+fn one_line(message: &str) -> std::borrow::Cow<'_, str> {
+    if !message.contains(['\r', '\n']) {
+        return message.into();
+    }
+    message.replace('\r', "\\r").replace('\n', "\\n").into()
+}
+
 impl LogLine {
     pub fn execute(&self, run: &RunContext) -> Outcome {
-        let (msg, rule, event) = (&self.message, &run.rule, &run.event_id);
+        let msg = one_line(&self.message);
+        let (rule, event) = (&run.rule, &run.event_id);
         match self.level {
             Level::Error => tracing::error!(target: "rulehook::rule", rule, event, "{msg}"),
             Level::Warn => tracing::warn!(target: "rulehook::rule", rule, event, "{msg}"),
@@ -84,5 +94,16 @@ impl LogLine {
             ok: true,
             ..Outcome::default()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_message_is_one_line() {
+        assert_eq!(one_line("up"), "up");
+        assert_eq!(one_line("a\r\nb\nc"), r"a\r\nb\nc");
     }
 }

@@ -484,6 +484,19 @@ impl Handoff {
             .await
     }
 
+    /// [`Handoff::deliver_from`] for a message a broker delivers again until acknowledged (a
+    /// JetStream message): a redelivery within the delivery's window is
+    /// [`Delivered::Duplicate`].
+    pub async fn deliver_from_once(
+        &self,
+        body: Value,
+        peer: Option<IpAddr>,
+        envelope: Vec<(String, String)>,
+        delivery: Delivery,
+    ) -> Result<Delivered, StoreError> {
+        self.hand_on(body, peer, envelope, Some(delivery)).await
+    }
+
     /// Takes a message read in place (`fields`) without building its event, when its source
     /// keeps only what matched and the rule index rules out every rule on the fields it reads:
     /// the message is counted unmatched (and `event()` built only when the console's sample is

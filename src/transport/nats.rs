@@ -2,7 +2,9 @@
 //! `rulehook-<source>`, so several ingest nodes share the messages without duplicates; core
 //! NATS is at most once (what is published while no node listens is gone). With `stream:` and
 //! `durable:` the source reads a JetStream durable pull consumer instead and acknowledges each
-//! message only after its event is stored (at least once). Reconnects are async-nats' own.
+//! message only after its event is stored (at least once); a message delivered again (its ack
+//! lost) is recognised by its stream sequence, subject and payload ([`redelivery`]) and not
+//! stored twice. Reconnects are async-nats' own.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use super::Handoff;
 use crate::connections::{self, State};
 use crate::sources::{Listening, NatsSubscription};
+use crate::verify::Delivery;
 
 /// Starts the subscription's task.
 pub fn start(
@@ -125,7 +128,7 @@ async fn core(
     conn.set(State::Connected, None);
     let mut all = futures_util::stream::select_all(subs);
     while let Some(m) = all.next().await {
-        deliver(hand, settings, &m.subject, &m.payload).await;
+        deliver(hand, settings, &m.subject, &m.payload, None).await;
     }
     Err("the subscription ended".into())
 }
@@ -165,7 +168,8 @@ async fn jetstream(
     conn.set(State::Connected, None);
     while let Some(m) = messages.next().await {
         let m = m.map_err(|e| format!("consumer `{durable}`: {e}"))?;
-        if deliver(hand, settings, &m.subject, &m.payload).await
+        let once = redelivery(&m);
+        if deliver(hand, settings, &m.subject, &m.payload, once).await
             && let Err(e) = m.ack().await
         {
             tracing::debug!(source = %hand.source(), "nats ack: {e}");
@@ -174,9 +178,38 @@ async fn jetstream(
     Err("the consumer ended".into())
 }
 
+/// How a JetStream message delivered again is recognised: its stream and stream sequence, with
+/// a hash of its subject and payload (a stream deleted and made again starts its sequence
+/// anew), for a week ([`crate::verify::SENDER_ID_WINDOW`]). `None` when the message carries no
+/// JetStream metadata.
+fn redelivery(m: &async_nats::jetstream::Message) -> Option<Delivery> {
+    let info = m.info().ok()?;
+    let mut h = blake3::Hasher::new();
+    h.update(&(m.subject.len() as u64).to_be_bytes());
+    h.update(m.subject.as_bytes());
+    h.update(&m.payload);
+    let digest = h.finalize();
+    Some(Delivery {
+        key: format!(
+            "nats/{}/{}/{}",
+            info.stream,
+            info.stream_sequence,
+            hex::encode(&digest.as_bytes()[..12])
+        ),
+        window: Some(crate::verify::SENDER_ID_WINDOW),
+    })
+}
+
 /// Decodes and hands on one message: `true` once it is stored or known not to be kept (a
-/// payload that does not decode is counted and acknowledged).
-async fn deliver(hand: &Handoff, settings: &Listening, subject: &str, payload: &[u8]) -> bool {
+/// payload that does not decode is counted and acknowledged); one delivered again under
+/// `once` within its window is taken as a duplicate (acknowledged, not stored again).
+async fn deliver(
+    hand: &Handoff,
+    settings: &Listening,
+    subject: &str,
+    payload: &[u8],
+    once: Option<Delivery>,
+) -> bool {
     let body = match settings.format.decode(None, payload) {
         Ok((v, _)) => v,
         Err(e) => {
@@ -188,7 +221,11 @@ async fn deliver(hand: &Handoff, settings: &Listening, subject: &str, payload: &
         crate::domain::SUBJECT_HEADER.to_string(),
         subject.to_string(),
     )];
-    match hand.deliver_from(body, None, envelope).await {
+    let delivered = match once {
+        Some(once) => hand.deliver_from_once(body, None, envelope, once).await,
+        None => hand.deliver_from(body, None, envelope).await,
+    };
+    match delivered {
         Ok(_) => true,
         Err(e) => {
             hand.store_failed(None, "a nats message", &e);

@@ -68,9 +68,11 @@ fn integer(i: &Integer) -> Value {
     }
 }
 
-/// Text when it is printable UTF-8 (a trailing NUL dropped), else lowercase hex.
+/// Text when it is printable UTF-8 (trailing NULs dropped: a C string's terminator, or the
+/// padding of a fixed-size buffer), else lowercase hex.
 pub fn octets(b: &OctetString) -> Value {
-    let trimmed = b.strip_suffix(&[0]).unwrap_or(b);
+    let end = b.iter().rposition(|&c| c != 0).map_or(0, |i| i + 1);
+    let trimmed = &b[..end];
     match std::str::from_utf8(trimmed) {
         Ok(t)
             if t.chars()
@@ -302,6 +304,11 @@ mod tests {
     fn octet_strings_are_text_or_hex() {
         assert_eq!(octets(&OctetString::from_static(b"Gi0/1")), json!("Gi0/1"));
         assert_eq!(octets(&OctetString::from_static(b"eth0\0")), json!("eth0"));
+        assert_eq!(
+            octets(&OctetString::from_static(b"eth0\0\0\0")),
+            json!("eth0")
+        );
+        assert_eq!(octets(&OctetString::from_static(b"\0\0")), json!(""));
         assert_eq!(
             octets(&OctetString::from_static(&[0x00, 0x1b, 0xff])),
             json!("001bff")

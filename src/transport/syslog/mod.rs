@@ -17,6 +17,7 @@ pub mod frame;
 pub mod parse;
 pub mod relp;
 pub mod sd;
+pub mod utf8;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -133,6 +134,12 @@ fn read(
             }
             if event.get("parse_error").is_some() {
                 hand.malformed("unparsed", peer.ip());
+            }
+            if event.get("invalid_utf8").is_some() {
+                hand.malformed("invalid_utf8", peer.ip());
+            }
+            if event.get("structured_data_unread").is_some() {
+                hand.malformed("structured_data", peer.ip());
             }
             Some(event)
         }

@@ -100,19 +100,18 @@ impl Read<'_> {
 
 /// Reads one message with `now` for a time sent without a year.
 pub fn read<'a>(bytes: &'a [u8], truncated: bool, now: &Now) -> Read<'a> {
-    // Checked first as it is (a word at a time), rather than chunk by chunk as the lossy
-    // conversion does.
-    let text = match std::str::from_utf8(bytes) {
-        Ok(text) => Cow::Borrowed(text),
-        Err(_) => String::from_utf8_lossy(bytes),
-    };
+    let (text, escaped) = super::utf8::text(bytes, truncated);
     if !truncated
         && let Cow::Borrowed(text) = text
         && let Some(line) = Line::read(text, now)
     {
         return Read::Line(line);
     }
-    Read::Event(general(&text, truncated, now, variant(&text)))
+    let mut event = general(&text, truncated, now, variant(&text));
+    if escaped && let Value::Object(m) = &mut event {
+        m.insert("invalid_utf8".into(), json!(true));
+    }
+    Read::Event(event)
 }
 
 /// The event of any message: a Cisco line, or what `syslog_loose` reads as `variant`.
@@ -203,8 +202,9 @@ fn loose_event(
     now: &Now,
     variant: Variant,
 ) -> Map<String, Value> {
+    let line = text;
     let msg = syslog_loose::parse_message_with_year_tz(
-        text,
+        line,
         |(mo, d, ..)| now.year_of(mo, d),
         Some(Utc),
         variant,
@@ -269,9 +269,8 @@ fn loose_event(
     let procid = msg.procid.as_ref().map(|p| p.to_string());
     text_field("procid", procid.as_deref().or(xr_pid));
     text_field("msgid", msg.msgid);
-    if !msg.structured_data.is_empty() {
-        let sd = super::sd::object(&msg.structured_data);
-        m.insert("structured_data".into(), Value::Object(sd));
+    if matches!(msg.protocol, Protocol::RFC5424(_)) {
+        super::sd::put(&mut m, line, &msg.structured_data);
     }
     match cisco {
         Some((h, message)) => put_cisco(&mut m, h, message),
