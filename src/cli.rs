@@ -296,8 +296,8 @@ pub struct GuardArgs {
     pub max_pending: usize,
     /// Failed verifications per second one client address may make (burst 50) before further
     /// failures are answered 429 instead of 401 (0: no limit); verified requests always pass.
-    /// Console sign-ins spend it too, and wrong admin API tokens a budget of their own at the
-    /// same rate; past it, their tries are refused unchecked.
+    /// Console sign-ins and wrong admin API tokens have a budget each of their own at the same
+    /// rate; past it, their tries are refused unchecked.
     #[arg(long, env = "RULEHOOK_FAILED_AUTH_PER_SECOND", default_value_t = 10.0)]
     pub failed_auth_per_second: f64,
     /// How long a client may take to send a request's headers.
@@ -363,6 +363,10 @@ impl GuardArgs {
             admin_hosts: Default::default(),
             max_pending: self.max_pending,
             failures: crate::server::guard::FailureLimit::new(self.failed_auth_per_second, 50),
+            login_failures: crate::server::guard::FailureLimit::new(
+                self.failed_auth_per_second,
+                50,
+            ),
             token_failures: crate::server::guard::FailureLimit::new(
                 self.failed_auth_per_second,
                 50,

@@ -336,6 +336,23 @@ pub struct Step {
     /// The decision that let the job start, or turned it down (`rejected`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub decision: Option<Decision>,
+    /// Set while a maintenance window holds the job before its first action (absent in
+    /// records written before it existed: not held).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub held: Option<HeldBy>,
+}
+
+/// Which maintenance window holds a job and until when: kept in its step when the window gate
+/// gives the job back, so that every node of a cluster (and a restarted one) shows the job as
+/// held (`held_by`), not only the node whose gate held it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeldBy {
+    pub window: String,
+    /// `hold` (a `skip` window holds a re-run as `hold`).
+    pub during: String,
+    /// When the window ends (milliseconds since the epoch; `rules::windows::ENDLESS` for a
+    /// window that never ends).
+    pub until: i64,
 }
 
 impl Step {

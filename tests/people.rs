@@ -6,7 +6,7 @@ mod common;
 
 use std::net::IpAddr;
 
-use common::console::{ADMIN_TOKEN, env, form, hidden, send, wait_dead_letter};
+use common::console::{ADMIN_TOKEN, SOURCE_TOKEN, env, form, hidden, send, wait_dead_letter};
 use common::{Env, Server};
 use serde_json::{Value, json};
 
@@ -338,6 +338,97 @@ async fn sign_in_guesses_and_token_guesses_do_not_lock_each_other_out() {
         sign_in(&other, right(&token)).await,
         303,
         "the console sign-in still works"
+    );
+}
+
+/// Console sign-ins and webhook verifications spend budgets of their own: bad signatures sent
+/// from an address (a forger behind the same reverse proxy as the people who approve changes)
+/// used to spend the budget sign-ins check too, so a right password from that address was
+/// answered 429. The other way round, wrong sign-ins do not make the webhook path answer 429.
+/// Each budget still locks out what it should.
+#[tokio::test]
+async fn webhook_failures_and_sign_in_failures_spend_budgets_of_their_own() {
+    let env = env();
+    add_user(&env, "alice", "operator");
+    let (ok, text) = env.users(&["passwd", "alice"], Some("correct horse battery\n"));
+    assert!(ok, "{text}");
+    let server = Server::start(
+        &env,
+        &["--admin-require-token", "--failed-auth-per-second", "0.01"],
+        &[("RULEHOOK_ADMIN_TOKEN", ADMIN_TOKEN.to_string())],
+    );
+    let hook = |c: &reqwest::Client, secret: &str| {
+        c.post(server.url("/hooks/in"))
+            .bearer_auth(secret)
+            .body(r#"{"kind":"noise"}"#)
+            .send()
+    };
+    let password = |token: &str| {
+        [
+            ("token", token.to_string()),
+            ("user", "alice".to_string()),
+            ("password", "correct horse battery".to_string()),
+        ]
+    };
+
+    // Bad signatures from one address until the webhook path answers 429...
+    let forger = client_from("127.0.0.1");
+    let mut statuses = Vec::new();
+    for _ in 0..51 {
+        statuses.push(hook(&forger, "forged").await.unwrap().status().as_u16());
+    }
+    assert!(statuses[..50].iter().all(|s| *s == 401), "{statuses:?}");
+    assert_eq!(
+        statuses[50], 429,
+        "the webhook budget still locks forgers out"
+    );
+    // ... and a right sign-in from that address still works.
+    let right = password(&login_token(&forger, &server).await);
+    let ok: Vec<(&str, &str)> = right.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let resp = post_login(&forger, &server, &ok).await;
+    assert_eq!(
+        resp.status().as_u16(),
+        303,
+        "failed webhooks do not lock sign-ins out"
+    );
+
+    // The other way round: wrong sign-ins from another address until the form answers 429...
+    let guesser = client_from("127.0.0.2");
+    let token = login_token(&guesser, &server).await;
+    let wrong = [("token", token.as_str()), ("admin_token", "a wrong guess")];
+    let mut statuses = Vec::new();
+    for _ in 0..51 {
+        statuses.push(
+            post_login(&guesser, &server, &wrong)
+                .await
+                .status()
+                .as_u16(),
+        );
+    }
+    assert!(statuses[..50].iter().all(|s| *s == 401), "{statuses:?}");
+    assert_eq!(
+        statuses[50], 429,
+        "the sign-in budget still locks guessers out"
+    );
+    let right = password(&token);
+    let ok: Vec<(&str, &str)> = right.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    assert_eq!(
+        post_login(&guesser, &server, &ok).await.status().as_u16(),
+        429
+    );
+    // ... while that address's webhooks are still checked: a bad one is refused (401, not 429)
+    // and a right one accepted.
+    assert_eq!(
+        hook(&guesser, "forged").await.unwrap().status().as_u16(),
+        401
+    );
+    assert_eq!(
+        hook(&guesser, SOURCE_TOKEN)
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        202
     );
 }
 

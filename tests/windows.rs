@@ -659,3 +659,89 @@ async fn a_job_held_by_a_window_that_never_ends_says_so() {
     assert!(page.contains(&frozen_id), "{page}");
     assert!(!page.contains("9999"), "{page}");
 }
+
+/// The pending job of `rule` in `GET /api/jobs`, once listed.
+async fn listed_job(c: &reqwest::Client, server: &Server, rule: &str) -> Value {
+    let jobs = wait_for(c, server, "/api/jobs", Duration::from_secs(30), |v| {
+        v["jobs"]
+            .as_array()
+            .is_some_and(|js| js.iter().any(|j| j["rule"] == rule))
+    })
+    .await;
+    let found = jobs["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["rule"] == rule);
+    found.cloned().unwrap()
+}
+
+/// Event `id` once its job of `frozen` is recorded as held (the nak that records it follows the
+/// gate's decision, which `/api/windows` already lists).
+async fn recorded_held(c: &reqwest::Client, server: &Server, id: &str) -> Value {
+    let path = format!("/api/events/{id}");
+    wait_for(c, server, &path, Duration::from_secs(20), |d| {
+        d["matches"].as_array().is_some_and(|m| {
+            m.iter()
+                .any(|j| j["rule"] == "frozen" && j["held_by"].is_object())
+        })
+    })
+    .await
+}
+
+/// A held job is shown held (`held_by`) right after a restart, in `/api/jobs` and the event:
+/// the hold is recorded with the job, not only in the memory of the node that held it (a
+/// restarted node used to list it as plain `pending` until its gate looked again, up to 15 s
+/// later).
+#[tokio::test]
+async fn a_held_job_is_shown_held_right_after_a_restart() {
+    let env = env();
+    env.rulebook("net.yml", &book(&at(-3600), &at(3600), "hold"));
+    let mut server = Server::start(&env, &[], &[]);
+    let c = client();
+    let id = send(&c, &server, 1).await;
+    let d = job_status(&c, &server, &id, "free", "done", Duration::from_secs(20)).await;
+    let frozen_id = job(&d, "frozen")["id"].as_str().unwrap().to_string();
+    held(&c, &server, &frozen_id).await;
+    recorded_held(&c, &server, &id).await;
+    server.terminate();
+
+    let server = Server::start(&env, &[], &[]);
+    let j = listed_job(&c, &server, "frozen").await;
+    assert_eq!(j["status"], "pending", "{j}");
+    assert_eq!(j["held_by"]["window"], "freeze", "{j}");
+    assert_eq!(j["held_by"]["during"], "hold", "{j}");
+    assert!(j["held_by"]["until"].is_string(), "{j}");
+    let d = get(&c, &server, &format!("/api/events/{id}")).await;
+    assert_eq!(job(&d, "frozen")["held_by"]["window"], "freeze", "{d}");
+    assert!(job(&d, "free").get("held_by").is_none(), "{d}");
+    // Released by a reload that removes the window: no longer shown held once it ran.
+    env.rulebook("net.yml", &no_windows());
+    let d = job_status(&c, &server, &id, "frozen", "done", Duration::from_secs(40)).await;
+    assert!(job(&d, "frozen").get("held_by").is_none(), "{d}");
+}
+
+/// On JetStream, a second node shows the job another node holds as held (`held_by`), not as
+/// plain `pending`: it used to say so only on the node whose gate held it.
+#[tokio::test]
+async fn on_jetstream_every_node_shows_a_held_job_as_held() {
+    let env = env();
+    env.rulebook("net.yml", &book(&at(-3600), &at(3600), "hold"));
+    let nats = NatsPrefix::new();
+    let args = nats.args("all");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let first = Server::start(&env, &args, &[]);
+    let c = client();
+    let id = send(&c, &first, 1).await;
+    let d = job_status(&c, &first, &id, "free", "done", Duration::from_secs(30)).await;
+    let frozen_id = job(&d, "frozen")["id"].as_str().unwrap().to_string();
+    held(&c, &first, &frozen_id).await;
+    recorded_held(&c, &first, &id).await;
+
+    let second = Server::start_on(&env, &env.path("data2"), &args, &[]);
+    let j = listed_job(&c, &second, "frozen").await;
+    assert_eq!(j["status"], "pending", "{j}");
+    assert_eq!(j["held_by"]["window"], "freeze", "{j}");
+    assert_eq!(j["held_by"]["during"], "hold", "{j}");
+    assert_eq!(env.lines("ran.txt"), vec!["free 1"], "frozen did not run");
+}

@@ -20,8 +20,13 @@ pub struct Guard {
     pub admin_hosts: super::admin_plane::AdminHosts,
     /// Pending jobs past which new events are refused with 503 (0: no bound).
     pub max_pending: usize,
-    /// Failed verifications per client address.
+    /// Failed webhook verifications per client address.
     pub failures: FailureLimit,
+    /// Failed console sign-ins per client address: the same limit as `failures`, with a budget
+    /// of its own, so that forged webhooks sent through the same address (a reverse proxy)
+    /// cannot lock out the people who sign in to approve changes, nor wrong sign-ins the
+    /// webhooks.
+    pub login_failures: FailureLimit,
     /// Wrong bearer tokens per client address (the admin API, `/metrics`): the same limit as
     /// `failures`, with a budget of its own, so that forged webhooks sent through the same
     /// address (a reverse proxy) cannot lock the admin API out.
@@ -63,6 +68,7 @@ impl Default for Guard {
             admin_hosts: Default::default(),
             max_pending: DEFAULT_MAX_PENDING,
             failures: FailureLimit::new(10.0, 50),
+            login_failures: FailureLimit::new(10.0, 50),
             token_failures: FailureLimit::new(10.0, 50),
             health: HealthProbe::default(),
             live: LiveLimit::for_connections(1024, 0),

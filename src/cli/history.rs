@@ -400,6 +400,10 @@ async fn mark_held(api: &Api, v: &mut Value) {
     };
     let held = w["held"].as_array().cloned().unwrap_or_default();
     for m in v["matches"].as_array_mut().into_iter().flatten() {
+        // A service that records holds already said (every node's view); else this node's list.
+        if m["held_by"].is_object() {
+            continue;
+        }
         if let Some(h) = held.iter().find(|h| h["job"] == m["id"]) {
             m["held_by"] = serde_json::json!({
                 "window": h["window"], "during": h["during"], "until": h["until"],

@@ -79,18 +79,19 @@ pub async fn login(
     if let Err(e) = auth::check_login_post(&st, &f.token) {
         return login_page(&st, &next, Some(e.into()));
     }
-    // Every try spends one of the address's failures before the credentials are looked at (a
+    // Every try spends one of the address's sign-in failures (a budget of its own: failed
+    // webhooks from the same address do not spend it) before the credentials are looked at (a
     // sign-in that succeeds gets it back): past the budget nothing is checked, so a password
     // cannot be guessed faster than `--failed-auth-per-second`, however many tries are sent at
     // once, and no flood of tries can run the memory-hungry password hash in parallel.
-    if let Err(wait) = st.guard.failures.failed(peer.ip()) {
+    if let Err(wait) = st.guard.login_failures.failed(peer.ip()) {
         tracing::info!(peer = %peer.ip(), user = f.user.trim(), "console: a sign-in was refused unchecked: too many failed tries from this address");
         let e = ApiError::RateLimited(wait.as_secs_f64().ceil().max(1.0) as u64);
         return login_page(&st, &next, Some(e));
     }
     let signed_in = match check(&st, &f).await {
         Ok(s) => {
-            st.guard.failures.refund(peer.ip());
+            st.guard.login_failures.refund(peer.ip());
             s
         }
         Err(e) => return refused(&st, &next, peer, &f, e).await,
@@ -195,7 +196,7 @@ async fn refused(
     e: ApiError,
 ) -> Response {
     if !matches!(e, ApiError::BadLogin(_)) {
-        st.guard.failures.refund(peer.ip());
+        st.guard.login_failures.refund(peer.ip());
         return login_page(st, next, Some(e));
     }
     let name = f.user.trim();

@@ -323,10 +323,21 @@ pub async fn event(
             rule_changed: !rules.rules.iter().any(|r| {
                 r.rulebook == m.rulebook && r.name == m.rule && r.fingerprint == m.fingerprint
             }),
-            held: held.iter().find(|h| h.job == m.id).map(|h| {
-                let until = crate::domain::rfc3339(h.until);
-                format!("`{}` (during: {}) until {until}", h.window, h.during)
-            }),
+            // From the job's recorded step (every node), else this node's list.
+            held: match &m.held_by {
+                Some(h) => Some(format!(
+                    "`{}` (during: {}) {}",
+                    h.window,
+                    h.during,
+                    h.until
+                        .as_ref()
+                        .map_or("with no end".to_string(), |u| format!("until {u}"))
+                )),
+                None => held.iter().find(|h| h.job == m.id).map(|h| {
+                    let until = crate::domain::rfc3339(h.until);
+                    format!("`{}` (during: {}) until {until}", h.window, h.during)
+                }),
+            },
             attempts: m
                 .attempts
                 .iter()

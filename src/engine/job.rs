@@ -375,12 +375,14 @@ impl Engine {
     fn window_decision(&self, job: &crate::domain::Job, step: &Step, now: i64) -> WindowDecision {
         match self.window_gate(job, step) {
             Gate::Go => WindowDecision::Open,
-            Gate::Hold(wait) => WindowDecision::Hold {
+            Gate::Hold(wait, by) => WindowDecision::Hold {
                 until: now + wait.as_millis() as i64,
+                by,
             },
-            Gate::Skip { note, wait } => WindowDecision::Skip {
+            Gate::Skip { note, wait, by } => WindowDecision::Skip {
                 note,
                 until: now + wait.as_millis() as i64,
+                by,
             },
             Gate::Approve { window, .. } => {
                 // From here on an approval: listed as awaiting, no longer as held.

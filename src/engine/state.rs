@@ -4,7 +4,8 @@
 //!
 //! ```text
 //! leased at the gate (Main(0), nothing run, not decided)
-//!   ├ window hold{until} ─▶ nak until the window ends (shown as held), then the gate again
+//!   ├ window hold{until} ─▶ nak until the window ends (the hold recorded in the step: shown as
+//!   │                       held on every node), then the gate again, which clears it
 //!   ├ window skip ───────▶ ack Done "skipped: window …" (a re-run: held like `hold` instead)
 //!   ├ window approve ────▶ ask (reason "window …") ─▶ awaiting_approval (a shadow rule: Main(0))
 //!   ├ rule approval ─────▶ ask (reason "rule approval") ─▶ awaiting_approval
@@ -25,7 +26,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::domain::{Awaiting, Decision, JobState, Outcome, Phase, Step};
+use crate::domain::{Awaiting, Decision, HeldBy, JobState, Outcome, Phase, Step};
 
 /// How long a job a maintenance window turned into an approval waits for a decision when its
 /// rule has no `approval:` of its own (then it is rejected).
@@ -38,12 +39,17 @@ pub enum WindowDecision {
     /// No window applies.
     Open,
     /// Keep the job pending until `until` (milliseconds since the epoch: the window's end, or
-    /// an earlier look so a reload can release it), then decide again.
-    Hold { until: i64 },
+    /// an earlier look so a reload can release it), then decide again; `by` is recorded in its
+    /// step meanwhile (shown as `held_by`).
+    Hold { until: i64, by: HeldBy },
     /// Record the job as done without running it, with this note (`skipped: …`). A re-run
     /// (its earlier generation's actions already ran) is never dropped: it is held until
-    /// `until` (the window's end, or an earlier look) instead.
-    Skip { note: String, until: i64 },
+    /// `until` (the window's end, or an earlier look) instead, recorded as held `by`.
+    Skip {
+        note: String,
+        until: i64,
+        by: HeldBy,
+    },
     /// Ask for approval, exactly as if the rule had `approval:`.
     Approve { window: String },
 }
@@ -179,6 +185,13 @@ pub fn next(step: &Step, facts: Facts, input: Input) -> Transition {
 }
 
 fn gate(step: &Step, facts: Facts, window: WindowDecision) -> Transition {
+    // A hold the job was given back with ends here unless it is held again: the step that
+    // goes on without it is recorded, so no node shows the job as held any more.
+    let was_held = step.held.is_some();
+    let released = Step {
+        held: None,
+        ..step.clone()
+    };
     let ask = |reason: String, timeout: Duration| Transition::Ask {
         step: Step {
             awaiting: Some(Awaiting {
@@ -186,29 +199,29 @@ fn gate(step: &Step, facts: Facts, window: WindowDecision) -> Transition {
                 requested_at: facts.now,
                 deadline: facts.now + timeout.as_millis() as i64,
             }),
-            ..step.clone()
+            ..released.clone()
         },
     };
-    match window {
-        WindowDecision::Hold { until, .. } => Transition::Nak {
-            step: step.clone(),
-            delay: Duration::from_millis((until - facts.now).max(0) as u64),
-            why: Wait::Held,
+    let hold = |until: i64, by: HeldBy| Transition::Nak {
+        step: Step {
+            held: Some(by),
+            ..step.clone()
         },
+        delay: Duration::from_millis((until - facts.now).max(0) as u64),
+        why: Wait::Held,
+    };
+    match window {
+        WindowDecision::Hold { until, by } => hold(until, by),
         // A re-run is a person's explicit request after earlier actions ran: never dropped,
         // it waits for the window's end as a held job does.
-        WindowDecision::Skip { until, .. } if step.asked_again() => Transition::Nak {
-            step: step.clone(),
-            delay: Duration::from_millis((until - facts.now).max(0) as u64),
-            why: Wait::Held,
-        },
+        WindowDecision::Skip { until, by, .. } if step.asked_again() => hold(until, by),
         WindowDecision::Skip { note, .. } => Transition::Ack {
-            step: step.clone(),
+            step: released,
             state: JobState::Done,
             note: Some(note),
         },
         // A shadow rule asks nobody, a window's approval no more than its own: nothing runs.
-        WindowDecision::Approve { .. } if facts.shadow => first_action(step, facts, false),
+        WindowDecision::Approve { .. } if facts.shadow => first_action(&released, facts, was_held),
         WindowDecision::Approve { window } => ask(
             format!("window {window}"),
             facts.approval.unwrap_or(WINDOW_APPROVAL_TIMEOUT),
@@ -216,7 +229,7 @@ fn gate(step: &Step, facts: Facts, window: WindowDecision) -> Transition {
         // A shadow rule runs nothing, so nobody is asked to approve it.
         WindowDecision::Open => match facts.approval {
             Some(timeout) if !facts.shadow => ask("rule approval".into(), timeout),
-            _ => first_action(step, facts, false),
+            _ => first_action(&released, facts, was_held),
         },
     }
 }
@@ -546,16 +559,23 @@ mod tests {
                 ..Step::default()
             },
         };
-        let hold = WindowDecision::Hold { until: NOW + 5000 };
+        let hold = WindowDecision::Hold {
+            until: NOW + 5000,
+            by: freeze(),
+        };
         let skip = WindowDecision::Skip {
             note: "skipped: freeze".into(),
             until: NOW + 5000,
+            by: freeze(),
         };
         let approve = WindowDecision::Approve {
             window: "freeze".into(),
         };
         let held = Transition::Nak {
-            step: pending.clone(),
+            step: Step {
+                held: Some(freeze()),
+                ..pending.clone()
+            },
             delay: Duration::from_secs(5),
             why: Wait::Held,
         };
@@ -608,11 +628,94 @@ mod tests {
             );
         }
         // A hold whose end has passed: looked at again at once.
-        let past = WindowDecision::Hold { until: NOW - 1 };
+        let past = WindowDecision::Hold {
+            until: NOW - 1,
+            by: freeze(),
+        };
         assert!(matches!(
             next(&pending, facts(), Input::Gate(past)),
             Transition::Nak { delay, why: Wait::Held, .. } if delay.is_zero()
         ));
+    }
+
+    /// The `freeze` window (during: hold), ending a minute from now.
+    fn freeze() -> HeldBy {
+        HeldBy {
+            window: "freeze".into(),
+            during: "hold".into(),
+            until: NOW + 60_000,
+        }
+    }
+
+    /// A held job's step records the hold it is given back with (so every node shows it as
+    /// held, not only the one whose gate held it), and the gate that lets it go clears it in a
+    /// step that is recorded before its first action runs (so no node shows it held while it
+    /// runs, nor once it is done or awaiting approval).
+    #[test]
+    fn the_hold_is_recorded_in_the_step_and_cleared_when_the_gate_lets_go() {
+        let hold = WindowDecision::Hold {
+            until: NOW + 5000,
+            by: freeze(),
+        };
+        let held = match next(&Step::default(), facts(), Input::Gate(hold.clone())) {
+            Transition::Nak {
+                step,
+                why: Wait::Held,
+                ..
+            } => step,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(held.held, Some(freeze()));
+        assert_eq!(place(&held), Place::Gate, "still at the gate");
+        // Held again at the next look: still recorded.
+        assert!(matches!(
+            next(&held, facts(), Input::Gate(hold)),
+            Transition::Nak { step, .. } if step.held == Some(freeze())
+        ));
+        // The window is over: it runs, the cleared step recorded first.
+        assert_eq!(
+            next(&held, facts(), Input::Gate(WindowDecision::Open)),
+            Transition::Run {
+                step: Step::default(),
+                record: true,
+            }
+        );
+        // Never held: nothing to record.
+        assert_eq!(
+            next(&Step::default(), facts(), Input::Gate(WindowDecision::Open)),
+            Transition::Run {
+                step: Step::default(),
+                record: false,
+            }
+        );
+        // Turned into an approval, skipped, or a rule's approval: no longer held.
+        let with_approval = Facts {
+            approval: Some(Duration::from_secs(60)),
+            ..facts()
+        };
+        let approve = WindowDecision::Approve {
+            window: "freeze".into(),
+        };
+        let skip = WindowDecision::Skip {
+            note: "skipped: freeze".into(),
+            until: NOW + 5000,
+            by: freeze(),
+        };
+        for (f, w) in [
+            (facts(), approve),
+            (facts(), skip),
+            (with_approval, WindowDecision::Open),
+        ] {
+            match next(&held, f, Input::Gate(w.clone())) {
+                Transition::Ask { step } | Transition::Ack { step, .. } => {
+                    assert_eq!(step.held, None, "{w:?}")
+                }
+                other => panic!("{w:?}: {other:?}"),
+            }
+        }
+        // An old record without the field reads as not held.
+        let old: Step = serde_json::from_str(r#"{"phase":"main","index":0}"#).unwrap();
+        assert_eq!(old.held, None);
     }
 
     #[test]
@@ -622,11 +725,15 @@ mod tests {
         let skip = WindowDecision::Skip {
             note: "skipped: freeze".into(),
             until: NOW + 7000,
+            by: freeze(),
         };
         assert_eq!(
             next(&rerun_step, facts(), Input::Gate(skip.clone())),
             Transition::Nak {
-                step: rerun_step.clone(),
+                step: Step {
+                    held: Some(freeze()),
+                    ..rerun_step.clone()
+                },
                 delay: Duration::from_secs(7),
                 why: Wait::Held,
             }

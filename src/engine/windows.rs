@@ -22,7 +22,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::Engine;
-use crate::domain::{Job, Phase, Step};
+use crate::domain::{HeldBy, Job, Phase, Step};
 use crate::rules::windows::Decision;
 
 /// The longest a held job waits before the window decision is taken again: a reload that ends
@@ -37,11 +37,15 @@ pub const SKIPPED_NOTE: &str = "skipped";
 pub(super) enum Gate {
     /// Start it.
     Go,
-    /// Give it back for this long, then decide again.
-    Hold(Duration),
+    /// Give it back for this long, then decide again; held by the window named.
+    Hold(Duration, HeldBy),
     /// Close it as done with this note, running nothing; a re-run (`Step::asked_again`) is
-    /// given back for `wait` instead (`engine::state` decides), listed as held.
-    Skip { note: String, wait: Duration },
+    /// given back for `wait` instead (`engine::state` decides), listed as held `by`.
+    Skip {
+        note: String,
+        wait: Duration,
+        by: HeldBy,
+    },
     /// The window turns the job into an approval (`engine::state`: the job then awaits a
     /// decision, reason `window <name>`, exactly as for a rule's `approval:`).
     Approve { window: String, wait: Duration },
@@ -141,6 +145,11 @@ impl Engine {
         let now = self.settings.clock.now();
         let recheck = self.settings.recheck.min(HOLD_RECHECK);
         let wait = |until: i64| Duration::from_millis((until - now).max(1) as u64).min(recheck);
+        let by = |window: &str, until: i64| HeldBy {
+            window: window.to_string(),
+            during: "hold".into(),
+            until,
+        };
         match rules.windows.decide(&job.rulebook, &job.rule, now) {
             Decision::Run => {
                 self.held.release(&job.id);
@@ -149,7 +158,7 @@ impl Engine {
             Decision::Hold { window, until } => {
                 self.held.hold(job, &window, "hold", until, now);
                 tracing::debug!(job = %job.id, window = %window, until = %crate::domain::rfc3339(until), "held by a maintenance window");
-                Gate::Hold(wait(until))
+                Gate::Hold(wait(until), by(&window, until))
             }
             Decision::Skip { window, until } if step.asked_again() => {
                 // A re-run is never dropped: held until the window ends (`engine::state`).
@@ -158,6 +167,7 @@ impl Engine {
                 Gate::Skip {
                     note: String::new(),
                     wait: wait(until),
+                    by: by(&window, until),
                 }
             }
             Decision::Skip { window, until } => {
@@ -168,6 +178,7 @@ impl Engine {
                         "{SKIPPED_NOTE}: maintenance window `{window}` (during: skip) was in force when it would have started; no action ran"
                     ),
                     wait: wait(until),
+                    by: by(&window, until),
                 }
             }
             Decision::Approve { window, until } => {

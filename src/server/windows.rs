@@ -17,17 +17,19 @@ pub(super) async fn list_windows(_: AsViewer, State(state): State<AppState>) -> 
     Json(state.engine.windows_report()).into_response()
 }
 
-/// Job rows as JSON, pending ones a window holds on this node with `held_by` (window, during,
-/// until), so `/api/jobs` and `rulehook jobs` say why they wait.
+/// Job rows as JSON. Pending ones a window holds carry `held_by` (window, during, until) from
+/// their recorded step (`store::HeldByRow`), so `/api/jobs` and `rulehook jobs` say why they
+/// wait on every node; a job this node holds whose row does not say so yet (the step that
+/// records the hold is being written) gets it from this node's list.
 pub(super) fn mark_held(engine: &Engine, jobs: Vec<JobRow>) -> Vec<Value> {
     let held = engine.held_jobs();
     jobs.into_iter()
         .map(|j| {
-            let h = (j.status == JobStatus::Pending)
+            let local = (j.status == JobStatus::Pending && j.held_by.is_none())
                 .then(|| held.iter().find(|h| h.job == j.id))
                 .flatten();
             let mut v = serde_json::to_value(&j).unwrap_or_default();
-            if let Some(h) = h {
+            if let Some(h) = local {
                 v["held_by"] = json!({
                     "window": h.window,
                     "during": h.during,

@@ -209,7 +209,35 @@ pub struct MatchRow {
     /// Who approved or rejected it, when and why.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub decision: Option<DecisionRow>,
+    /// The maintenance window holding it (pending only, until the hold ends).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub held_by: Option<HeldByRow>,
     pub attempts: Vec<AttemptRow>,
+}
+
+/// The maintenance window that holds a pending job, as the API shows it (`held_by`): from the
+/// job's recorded step, so every node shows it, not only the node whose gate held the job.
+#[derive(Debug, Clone, Serialize)]
+pub struct HeldByRow {
+    pub window: String,
+    /// `hold`.
+    pub during: String,
+    /// When the window ends; `null` for a window that never ends.
+    pub until: Option<String>,
+}
+
+impl HeldByRow {
+    /// While the job is pending and its hold has not ended (`now`: milliseconds since the
+    /// epoch). A hold ended by a reload is cleared when the gate next looks (within
+    /// `engine::HOLD_RECHECK`).
+    pub fn of(status: JobStatus, step: &Step, now: i64) -> Option<HeldByRow> {
+        let h = step.held.as_ref()?;
+        (status == JobStatus::Pending && h.until > now).then(|| HeldByRow {
+            window: h.window.clone(),
+            during: h.during.clone(),
+            until: crate::rules::windows::end_of(h.until),
+        })
+    }
 }
 
 /// A job's wait for approval, as the API shows it.
@@ -378,6 +406,9 @@ pub struct JobRow {
     pub awaiting: Option<AwaitingRow>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub decision: Option<DecisionRow>,
+    /// The maintenance window holding it (pending only, until the hold ends).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub held_by: Option<HeldByRow>,
     /// When it last changed state.
     pub updated_at: String,
     /// The action it stopped at (for a dead letter: where a re-run starts).
@@ -391,12 +422,14 @@ impl JobRow {
             .step
             .failed_at
             .unwrap_or((job.step.index, job.step.attempts));
+        let status = JobStatus::of(state, &job.step);
         JobRow {
             id: job.id.clone(),
             event_id: job.event_id.clone(),
             rulebook: job.rulebook.clone(),
             rule: job.rule.clone(),
-            status: JobStatus::of(state, &job.step),
+            status,
+            held_by: HeldByRow::of(status, &job.step, crate::domain::now_ms()),
             error,
             awaiting: AwaitingRow::of(&job.step),
             decision: job.step.decision.as_ref().map(DecisionRow::of),

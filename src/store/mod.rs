@@ -25,7 +25,7 @@ pub use crate::domain::StoreError;
 use crate::domain::{Attempt, Envelope, Event, Job, JobState, Step};
 pub use history::{
     AttemptRow, AwaitingRow, CorrelationRow, DecisionRow, EventDetail, EventFilter, EventRow,
-    EventStatus, JobFilter, JobRow, JobStatus, MatchRow,
+    EventStatus, HeldByRow, JobFilter, JobRow, JobStatus, MatchRow,
 };
 pub use remote::Remote;
 pub use sqlite::{Embedded, ReadOnly};

@@ -141,6 +141,11 @@ impl History for Remote {
                 error: text(&m["error"]),
                 awaiting: None,
                 decision: None,
+                held_by: m["held_by"].is_object().then(|| crate::store::HeldByRow {
+                    window: text(&m["held_by"]["window"]).unwrap_or_default(),
+                    during: text(&m["held_by"]["during"]).unwrap_or_default(),
+                    until: text(&m["held_by"]["until"]),
+                }),
                 attempts: m["attempts"]
                     .as_array()
                     .into_iter()

@@ -101,7 +101,7 @@ fn decode(
         Part::Jobs => serde_json::from_slice::<JobRecord>(payload).map(|r| Change::Job {
             id: r.job.id,
             state: r.state,
-            step: r.step,
+            step: Box::new(r.step),
             fingerprint: r.job.fingerprint,
             error: r.error,
             updated_at: r.updated_at,
@@ -109,7 +109,10 @@ fn decode(
         Part::History if s.names.is_attempt(subject) => {
             serde_json::from_slice::<WireAttempt>(payload).map(|w| {
                 let (attempt, action) = w.attempt();
-                Change::Attempt { attempt, action }
+                Change::Attempt {
+                    attempt: Box::new(attempt),
+                    action,
+                }
             })
         }
         Part::History => {

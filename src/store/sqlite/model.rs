@@ -21,34 +21,27 @@ pub enum Change {
         event: Arc<Event>,
         matches: Vec<Match>,
     },
-    /// A job's latest record.
+    /// A job's latest record (its step boxed: the largest part, kept out of the other facts).
     Job {
         id: String,
         state: JobState,
-        step: Step,
+        step: Box<Step>,
         fingerprint: String,
         error: Option<String>,
         updated_at: i64,
     },
     Attempt {
-        attempt: Attempt,
+        attempt: Box<Attempt>,
         action: String,
     },
     /// A redelivery of an event was refused.
-    Duplicate {
-        event_id: String,
-    },
+    Duplicate { event_id: String },
     /// The job's lease was lost (its worker stopped): attempts it left running never finish.
     /// They are closed at `at_ms`, when another worker took the job over: the stopped one ran
     /// it for at least that long (closed at their start, they read "failed in 0ms").
-    Interrupted {
-        job_id: String,
-        at_ms: i64,
-    },
+    Interrupted { job_id: String, at_ms: i64 },
     /// Retention removed the event with its jobs and attempts.
-    Forget {
-        event_id: String,
-    },
+    Forget { event_id: String },
 }
 
 impl Change {

@@ -10,7 +10,7 @@ use super::writer::Loaded;
 use crate::domain::{Event, EventDoc, Job, JobState, Match, Step, human_duration, rfc3339};
 use crate::store::history::{
     AttemptRow, AwaitingRow, CorrelationRow, DecisionRow, EventDetail, EventFilter, EventRow,
-    EventStatus, JobFilter, JobRow, JobStatus, MatchRow, ThrottledRow,
+    EventStatus, HeldByRow, JobFilter, JobRow, JobStatus, MatchRow, ThrottledRow,
 };
 use crate::store::{PRUNE_BATCH, Pruned, Stored, StoredEvent, Unreadable};
 
@@ -335,9 +335,11 @@ pub fn event_detail(c: &Connection, id: &str) -> rusqlite::Result<Option<EventDe
             .query_map(params![first, first + n_jobs], row_job)?
             .collect::<rusqlite::Result<_>>()?;
         for (job, state, error, _) in rows {
+            let status = JobStatus::of(state, &job.step);
             jobs.push(MatchRow {
                 attempts: attempts_of(c, &job.id)?,
-                status: JobStatus::of(state, &job.step),
+                status,
+                held_by: HeldByRow::of(status, &job.step, crate::domain::now_ms()),
                 awaiting: AwaitingRow::of(&job.step),
                 decision: job.step.decision.as_ref().map(DecisionRow::of),
                 id: job.id,
