@@ -677,6 +677,11 @@ pub fn human_duration(ms: i64) -> String {
     }
 }
 
+/// For `skip_serializing_if`: a counter at zero is left out of a job's record.
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -764,9 +769,4 @@ mod tests {
         let b = new_event_id();
         assert!(a < b, "{a} < {b}");
     }
-}
-
-/// For `skip_serializing_if`: a counter at zero is left out of a job's record.
-fn is_zero(n: &u32) -> bool {
-    *n == 0
 }

@@ -764,11 +764,15 @@ mod tests {
         let skip = WindowDecision::Skip {
             note: "skipped: freeze".into(),
             until: NOW + 3000,
+            by: freeze(),
         };
         assert_eq!(
             next(&resumed, facts(), Input::Gate(skip)),
             Transition::Nak {
-                step: resumed.clone(),
+                step: Step {
+                    held: Some(freeze()),
+                    ..resumed.clone()
+                },
                 delay: Duration::from_secs(3),
                 why: Wait::Held,
             },
