@@ -11,9 +11,9 @@
 mod common;
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{Env, Server, client, post_signed};
+use common::{Env, Server, client, post_signed, wait_for};
 use serde_json::{Value, json};
 
 const SRC: &str = "sources:\n  - { name: in, kind: bearer, secret: in-token }\n";
@@ -32,12 +32,6 @@ async fn send(c: &reqwest::Client, server: &Server, body: &Value) -> String {
     resp["id"].as_str().unwrap().to_string()
 }
 
-async fn get(c: &reqwest::Client, server: &Server, path: &str) -> Value {
-    let resp = c.get(server.url(path)).send().await.unwrap();
-    assert_eq!(resp.status().as_u16(), 200, "GET {path}");
-    resp.json().await.unwrap()
-}
-
 async fn post(c: &reqwest::Client, server: &Server, path: &str, body: Value) -> (u16, Value) {
     let resp = c.post(server.url(path)).json(&body).send().await.unwrap();
     let status = resp.status().as_u16();
@@ -46,28 +40,6 @@ async fn post(c: &reqwest::Client, server: &Server, path: &str, body: Value) -> 
         status,
         serde_json::from_str(&text).unwrap_or(Value::String(text)),
     )
-}
-
-/// Polls `path` until `f` holds; panics with the last answer after `timeout`.
-async fn wait_for<F: Fn(&Value) -> bool>(
-    c: &reqwest::Client,
-    server: &Server,
-    path: &str,
-    timeout: Duration,
-    f: F,
-) -> Value {
-    let start = Instant::now();
-    loop {
-        let v = get(c, server, path).await;
-        if f(&v) {
-            return v;
-        }
-        assert!(
-            start.elapsed() < timeout,
-            "timed out waiting on {path}; last answer: {v}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 fn job_of<'a>(detail: &'a Value, job: &str) -> &'a Value {

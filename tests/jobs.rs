@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use axum::extract::State;
 use axum::http::{Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use common::{Env, Server, client, post_signed};
+use common::{Env, Server, client, get, post_signed, wait_for};
 use serde_json::{Value, json};
 
 const SRC: &str = "sources:\n  - { name: in, kind: bearer, secret: in-token }\n";
@@ -33,35 +33,8 @@ async fn send(c: &reqwest::Client, server: &Server, body: &Value) -> String {
     resp["id"].as_str().unwrap().to_string()
 }
 
-async fn get(c: &reqwest::Client, server: &Server, path: &str) -> Value {
-    let resp = c.get(server.url(path)).send().await.unwrap();
-    assert_eq!(resp.status().as_u16(), 200, "GET {path}");
-    resp.json().await.unwrap()
-}
-
 async fn detail(c: &reqwest::Client, server: &Server, id: &str) -> Value {
     get(c, server, &format!("/api/events/{id}")).await
-}
-
-/// Polls `path` until `f` holds; panics with the last answer after `timeout`.
-async fn wait_for<F: Fn(&Value) -> bool>(
-    c: &reqwest::Client,
-    server: &Server,
-    path: &str,
-    timeout: Duration,
-    f: F,
-) -> Value {
-    let start = Instant::now();
-    loop {
-        let v = get(c, server, path).await;
-        if f(&v) {
-            return v;
-        }
-        if start.elapsed() > timeout {
-            panic!("timed out waiting on {path}; last answer: {v}");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// Waits until the event's job `job` has `status`; returns the event detail.

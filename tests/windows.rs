@@ -6,9 +6,9 @@
 mod common;
 
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{Env, NatsPrefix, Server, client, post_signed};
+use common::{Env, NatsPrefix, Server, client, get, post_signed, wait_for};
 use serde_json::{Value, json};
 
 const SRC: &str = "sources:\n  - { name: in, kind: bearer, secret: in-token }\n";
@@ -65,34 +65,6 @@ async fn send(c: &reqwest::Client, server: &Server, n: u32) -> String {
     .await;
     assert_eq!(st, 202, "{resp}");
     resp["id"].as_str().unwrap().to_string()
-}
-
-async fn get(c: &reqwest::Client, server: &Server, path: &str) -> Value {
-    let resp = c.get(server.url(path)).send().await.unwrap();
-    assert_eq!(resp.status().as_u16(), 200, "GET {path}");
-    resp.json().await.unwrap()
-}
-
-/// Polls `path` until `f` holds; panics with the last answer after `timeout`.
-async fn wait_for<F: Fn(&Value) -> bool>(
-    c: &reqwest::Client,
-    server: &Server,
-    path: &str,
-    timeout: Duration,
-    f: F,
-) -> Value {
-    let start = Instant::now();
-    loop {
-        let v = get(c, server, path).await;
-        if f(&v) {
-            return v;
-        }
-        assert!(
-            start.elapsed() < timeout,
-            "timed out waiting on {path}; last answer: {v}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 fn job<'a>(detail: &'a Value, rule: &str) -> &'a Value {

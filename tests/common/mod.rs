@@ -354,3 +354,32 @@ pub fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool)
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// GETs `path` from `server`, asserting 200, and returns its JSON.
+pub async fn get(c: &reqwest::Client, server: &Server, path: &str) -> serde_json::Value {
+    let resp = c.get(server.url(path)).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 200, "GET {path}");
+    resp.json().await.unwrap()
+}
+
+/// Polls `path` (as [`get`]) until `f` holds; panics with the last answer after `timeout`.
+pub async fn wait_for<F: Fn(&serde_json::Value) -> bool>(
+    c: &reqwest::Client,
+    server: &Server,
+    path: &str,
+    timeout: Duration,
+    f: F,
+) -> serde_json::Value {
+    let start = Instant::now();
+    loop {
+        let v = get(c, server, path).await;
+        if f(&v) {
+            return v;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "timed out waiting on {path}; last answer: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
