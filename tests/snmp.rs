@@ -163,6 +163,34 @@ async fn event_count(server: &Server) -> usize {
     v["events"].as_array().map_or(0, Vec::len)
 }
 
+/// The detail (`GET /api/events/{id}`) of the first event stored, once there is one.
+async fn first_event(server: &Server) -> serde_json::Value {
+    let c = client();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let id = loop {
+        let v: serde_json::Value = c
+            .get(server.url("/api/events"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if let Some(id) = v["events"][0]["id"].as_str() {
+            break id.to_string();
+        }
+        assert!(Instant::now() < deadline, "no event: {}", server.log_text());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    c.get(server.url(&format!("/api/events/{id}")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 fn sorted(mut v: Vec<String>) -> Vec<String> {
     v.sort();
     v
@@ -953,31 +981,7 @@ async fn a_repeated_varbind_keeps_every_value() {
             "3",
         ],
     ));
-    let c = client();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let id = loop {
-        let v: serde_json::Value = c
-            .get(server.url("/api/events"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if let Some(id) = v["events"][0]["id"].as_str() {
-            break id.to_string();
-        }
-        assert!(Instant::now() < deadline, "no event: {}", server.log_text());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    let detail: serde_json::Value = c
-        .get(server.url(&format!("/api/events/{id}")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let detail = first_event(&server).await;
     let body = &detail["body"];
     assert_eq!(
         body["varbinds"]["1.3.6.1.2.1.2.2.1.1.2"],
@@ -1020,31 +1024,7 @@ async fn a_nul_padded_string_is_text() {
             "00ff000000",
         ],
     ));
-    let c = client();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let id = loop {
-        let v: serde_json::Value = c
-            .get(server.url("/api/events"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if let Some(id) = v["events"][0]["id"].as_str() {
-            break id.to_string();
-        }
-        assert!(Instant::now() < deadline, "no event: {}", server.log_text());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    let detail: serde_json::Value = c
-        .get(server.url(&format!("/api/events/{id}")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let detail = first_event(&server).await;
     let body = &detail["body"];
     assert_eq!(body["varbind_names"]["ifDescr.3"], "Gi0/3", "{body}");
     assert_eq!(
